@@ -1,0 +1,29 @@
+//! Warrant's domain core: the vocabulary of `DESIGN.md` as types, and the pure rules
+//! that decide what a warrant may hold.
+//!
+//! Nothing here does I/O, reads the clock or spawns tasks: the current time and any
+//! randomness are passed in by the caller, so every rule is a plain function that tests
+//! and property tests can drive directly.
+//!
+//! * [`id`]: typed identifiers (`hum_…`, `agt_…`, `tsk_…`, `wrt_…`).
+//! * [`permission`]: one permission, `action` or `action:resource-pattern`, and *covers*.
+//! * [`scope`]: a set of permissions, *covers* and intersection.
+//! * [`registry`]: humans and agents as registered.
+//! * [`claims`]: the claims a warrant carries on the wire (DESIGN.md §4).
+//! * [`delegation`]: the issuance and delegation rules (DESIGN.md §2 invariants 1, 2, 6).
+
+pub mod claims;
+pub mod delegation;
+pub mod id;
+pub mod permission;
+pub mod registry;
+pub mod scope;
+pub mod time;
+
+pub use claims::{Actor, TaskClaim, WarrantClaims};
+pub use delegation::{DelegationError, Grant, Limits};
+pub use id::{AgentId, HumanId, IdError, TaskId, WarrantId};
+pub use permission::{Permission, PermissionError};
+pub use registry::{Agent, AgentStatus, Human, HumanStatus, Mode, PublicJwk};
+pub use scope::Scope;
+pub use time::UnixTime;

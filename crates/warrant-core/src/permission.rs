@@ -1,0 +1,393 @@
+//! One permission: `action` or `action:resource-pattern`, and the *covers* relation.
+//!
+//! * Actions are dot-separated segments (`crm.read`). A final `*` segment covers every
+//!   action under that prefix (`crm.*` covers `crm.read` and `crm.notes.write`, not
+//!   `crm`); a lone `*` covers every action.
+//! * Resources are slash-separated paths. In a pattern, `*` matches exactly one segment
+//!   and a final `**` matches zero or more. No resource part means any resource.
+//!
+//! Patterns are parsed once into segment lists ("parse, don't validate"): a [`Permission`]
+//! value is always well formed, and its `Display` form parses back to an equal value.
+
+use serde::{Deserialize, Serialize};
+
+/// Why a string is not a valid permission.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PermissionError {
+    /// The input was empty.
+    #[error("a permission cannot be empty")]
+    Empty,
+    /// An action segment is empty or has characters outside `[A-Za-z0-9_-]`.
+    #[error("`{0}` has an invalid action: use dot-separated segments of letters, digits, `_` and `-`, optionally ending in `.*`")]
+    BadAction(String),
+    /// A resource segment is empty, contains whitespace, or misuses `*`/`**`.
+    #[error("`{0}` has an invalid resource: use non-empty slash-separated segments; `*` must be a whole segment and `**` may only be the last one")]
+    BadResource(String),
+    /// The input is longer than [`MAX_PERMISSION_LEN`].
+    #[error("a permission may be at most {MAX_PERMISSION_LEN} characters long")]
+    TooLong,
+}
+
+/// The longest permission accepted, in bytes.
+pub const MAX_PERMISSION_LEN: usize = 512;
+
+/// One segment of a resource pattern.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Segment {
+    /// A literal segment that matches itself.
+    Lit(String),
+    /// `*`: exactly one segment.
+    One,
+    /// `**`: zero or more segments; only ever last.
+    Rest,
+}
+
+/// A parsed permission. Construct with [`Permission::parse`] or `str::parse`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Permission {
+    /// Action segments, without a trailing wildcard.
+    action: Vec<String>,
+    /// Whether the action ends in `*` (covers everything below `action`).
+    action_wild: bool,
+    /// Resource segments; `[Rest]` when the permission names no resource.
+    resource: Vec<Segment>,
+    /// Whether the permission was written without a resource part.
+    any_resource: bool,
+}
+
+fn valid_action_segment(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn parse_action(text: &str, whole: &str) -> Result<(Vec<String>, bool), PermissionError> {
+    let bad = || PermissionError::BadAction(whole.to_owned());
+    if text == "*" {
+        return Ok((Vec::new(), true));
+    }
+    let (body, wild) = match text.strip_suffix(".*") {
+        Some(body) => (body, true),
+        None => (text, false),
+    };
+    let segments: Vec<String> = body.split('.').map(str::to_owned).collect();
+    if segments.iter().all(|s| valid_action_segment(s)) {
+        Ok((segments, wild))
+    } else {
+        Err(bad())
+    }
+}
+
+fn parse_resource(text: &str, whole: &str) -> Result<Vec<Segment>, PermissionError> {
+    let bad = || PermissionError::BadResource(whole.to_owned());
+    let parts: Vec<&str> = text.split('/').collect();
+    let last = parts.len().saturating_sub(1);
+    let mut out = Vec::with_capacity(parts.len());
+    for (i, part) in parts.iter().enumerate() {
+        let segment = match *part {
+            "" => return Err(bad()),
+            "*" => Segment::One,
+            "**" if i == last => Segment::Rest,
+            p if p.contains('*') || p.chars().any(char::is_whitespace) => return Err(bad()),
+            p => Segment::Lit(p.to_owned()),
+        };
+        out.push(segment);
+    }
+    Ok(out)
+}
+
+impl Permission {
+    /// Parses `action` or `action:resource-pattern`.
+    pub fn parse(text: &str) -> Result<Self, PermissionError> {
+        if text.is_empty() {
+            return Err(PermissionError::Empty);
+        }
+        if text.len() > MAX_PERMISSION_LEN {
+            return Err(PermissionError::TooLong);
+        }
+        let (action_text, resource_text) = match text.split_once(':') {
+            Some((a, r)) => (a, Some(r)),
+            None => (text, None),
+        };
+        let (action, action_wild) = parse_action(action_text, text)?;
+        let (resource, any_resource) = match resource_text {
+            Some(r) => (parse_resource(r, text)?, false),
+            None => (vec![Segment::Rest], true),
+        };
+        Ok(Self {
+            action,
+            action_wild,
+            resource,
+            any_resource,
+        })
+    }
+
+    /// Whether this permission names one concrete action (no `*`).
+    pub fn is_concrete_action(&self) -> bool {
+        !self.action_wild
+    }
+
+    /// Whether the action is the lone `*` (every action).
+    pub fn is_any_action(&self) -> bool {
+        self.action_wild && self.action.is_empty()
+    }
+
+    /// Whether the resource part ends in `**` or is absent (open-ended).
+    pub fn has_open_resource(&self) -> bool {
+        matches!(self.resource.last(), Some(Segment::Rest))
+    }
+
+    /// The action as written, e.g. `crm.*`.
+    pub fn action_text(&self) -> String {
+        match (self.action.is_empty(), self.action_wild) {
+            (true, _) => "*".to_owned(),
+            (false, true) => format!("{}.*", self.action.join(".")),
+            (false, false) => self.action.join("."),
+        }
+    }
+
+    /// The first action segment (its namespace), `*` for the lone wildcard.
+    pub fn namespace(&self) -> &str {
+        self.action.first().map(String::as_str).unwrap_or("*")
+    }
+
+    /// Whether every request this permission allows is also allowed by `self`.
+    pub fn covers(&self, other: &Permission) -> bool {
+        action_covers(
+            &self.action,
+            self.action_wild,
+            &other.action,
+            other.action_wild,
+        ) && resource_covers(&self.resource, &other.resource)
+    }
+
+    /// Whether this permission allows the concrete request `action` on `resource`.
+    ///
+    /// `action` and `resource` are taken literally: a `*` in them is not a wildcard.
+    pub fn allows(&self, action: &str, resource: &str) -> bool {
+        let action_segments: Vec<&str> = action.split('.').collect();
+        let action_ok = if self.action_wild {
+            action_segments.len() > self.action.len()
+                && self
+                    .action
+                    .iter()
+                    .zip(&action_segments)
+                    .all(|(a, b)| a == b)
+        } else {
+            self.action.len() == action_segments.len()
+                && self
+                    .action
+                    .iter()
+                    .zip(&action_segments)
+                    .all(|(a, b)| a == b)
+        };
+        action_ok && resource_matches(&self.resource, &resource.split('/').collect::<Vec<_>>())
+    }
+
+    /// The permissions that both `self` and `other` cover, as at most one permission
+    /// (this pattern language is closed under intersection).
+    pub fn meet(&self, other: &Permission) -> Option<Permission> {
+        let (action, action_wild) = if action_covers(
+            &self.action,
+            self.action_wild,
+            &other.action,
+            other.action_wild,
+        ) {
+            (other.action.clone(), other.action_wild)
+        } else if action_covers(
+            &other.action,
+            other.action_wild,
+            &self.action,
+            self.action_wild,
+        ) {
+            (self.action.clone(), self.action_wild)
+        } else {
+            return None;
+        };
+        let resource = resource_meet(&self.resource, &other.resource)?;
+        let any_resource = resource == [Segment::Rest] && (self.any_resource || other.any_resource);
+        Some(Permission {
+            action,
+            action_wild,
+            resource,
+            any_resource,
+        })
+    }
+}
+
+fn action_covers(a: &[String], a_wild: bool, b: &[String], b_wild: bool) -> bool {
+    if a_wild {
+        // `a.*` covers anything strictly below `a`, wild or not.
+        b.len() > a.len() && a.iter().zip(b).all(|(x, y)| x == y)
+            || (b_wild && b.len() == a.len() && a == b)
+    } else {
+        !b_wild && a == b
+    }
+}
+
+fn resource_covers(a: &[Segment], b: &[Segment]) -> bool {
+    match (a.split_first(), b.split_first()) {
+        (None, None) => true,
+        (None, Some(_)) => false,
+        (Some((Segment::Rest, _)), _) => true,
+        (Some(_), None) => false,
+        (Some((_, _)), Some((Segment::Rest, _))) => false,
+        (Some((Segment::One, a_rest)), Some((_, b_rest))) => resource_covers(a_rest, b_rest),
+        (Some((Segment::Lit(x), a_rest)), Some((Segment::Lit(y), b_rest))) => {
+            x == y && resource_covers(a_rest, b_rest)
+        }
+        (Some((Segment::Lit(_), _)), Some((Segment::One, _))) => false,
+    }
+}
+
+fn resource_meet(a: &[Segment], b: &[Segment]) -> Option<Vec<Segment>> {
+    match (a.split_first(), b.split_first()) {
+        (None, None) => Some(Vec::new()),
+        (Some((Segment::Rest, _)), _) => Some(b.to_vec()),
+        (_, Some((Segment::Rest, _))) => Some(a.to_vec()),
+        (None, Some(_)) | (Some(_), None) => None,
+        (Some((x, a_rest)), Some((y, b_rest))) => {
+            let head = match (x, y) {
+                (Segment::One, other) | (other, Segment::One) => other.clone(),
+                (Segment::Lit(p), Segment::Lit(q)) if p == q => x.clone(),
+                _ => return None,
+            };
+            let mut tail = resource_meet(a_rest, b_rest)?;
+            tail.insert(0, head);
+            Some(tail)
+        }
+    }
+}
+
+fn resource_matches(pattern: &[Segment], path: &[&str]) -> bool {
+    match (pattern.split_first(), path.split_first()) {
+        (None, None) => true,
+        (Some((Segment::Rest, _)), _) => true,
+        (None, Some(_)) | (Some(_), None) => false,
+        (Some((Segment::One, p_rest)), Some((_, rest))) => resource_matches(p_rest, rest),
+        (Some((Segment::Lit(x), p_rest)), Some((y, rest))) => {
+            x == y && resource_matches(p_rest, rest)
+        }
+    }
+}
+
+impl std::fmt::Display for Permission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.action_text())?;
+        if self.any_resource {
+            return Ok(());
+        }
+        f.write_str(":")?;
+        for (i, segment) in self.resource.iter().enumerate() {
+            if i > 0 {
+                f.write_str("/")?;
+            }
+            match segment {
+                Segment::Lit(s) => f.write_str(s)?,
+                Segment::One => f.write_str("*")?,
+                Segment::Rest => f.write_str("**")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for Permission {
+    type Err = PermissionError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+impl TryFrom<String> for Permission {
+    type Error = PermissionError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s)
+    }
+}
+
+impl From<Permission> for String {
+    fn from(p: Permission) -> String {
+        p.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Permission {
+        Permission::parse(s).unwrap()
+    }
+
+    #[test]
+    fn action_wildcards() {
+        assert!(p("crm.*").covers(&p("crm.read")));
+        assert!(p("crm.*").covers(&p("crm.notes.write")));
+        assert!(p("crm.*").covers(&p("crm.notes.*")));
+        assert!(p("crm.*").covers(&p("crm.*")));
+        assert!(!p("crm.*").covers(&p("crm")));
+        assert!(!p("crm.*").covers(&p("crmx.read")));
+        assert!(!p("crm.read").covers(&p("crm.*")));
+        assert!(p("*").covers(&p("anything.at.all:x/y")));
+    }
+
+    #[test]
+    fn resource_patterns() {
+        assert!(p("a:x/*").covers(&p("a:x/1")));
+        assert!(!p("a:x/*").covers(&p("a:x/1/2")));
+        assert!(p("a:x/**").covers(&p("a:x/1/2")));
+        assert!(p("a:x/**").covers(&p("a:x")));
+        assert!(p("a:x/**").covers(&p("a:x/*/y")));
+        assert!(!p("a:x/*").covers(&p("a:x/**")));
+        assert!(p("a").covers(&p("a:anything/here")));
+        assert!(!p("a:x").covers(&p("a")));
+    }
+
+    #[test]
+    fn concrete_requests() {
+        assert!(p("crm.read:customers/*").allows("crm.read", "customers/42"));
+        assert!(!p("crm.read:customers/*").allows("crm.read", "customers/42/notes"));
+        assert!(p("crm.*").allows("crm.read", "customers/42/notes"));
+        assert!(!p("crm.read:customers/42").allows("crm.read", "customers/*"));
+    }
+
+    #[test]
+    fn bad_input_is_refused() {
+        for bad in [
+            "", ".a", "a.", "a..b", "a.*.b", "a:", "a:/x", "a:x//y", "a:**/x", "a:x*", "a b",
+            "a:x y",
+        ] {
+            assert!(Permission::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for s in [
+            "crm.read",
+            "crm.*",
+            "*",
+            "crm.read:customers/*/notes/**",
+            "a:b",
+        ] {
+            assert_eq!(p(s).to_string(), s);
+        }
+    }
+
+    #[test]
+    fn meet_is_the_narrower() {
+        assert_eq!(
+            p("crm.*:x/**").meet(&p("crm.read:x/1")),
+            Some(p("crm.read:x/1"))
+        );
+        assert_eq!(
+            p("crm.read:*/1").meet(&p("crm.*:x/*")),
+            Some(p("crm.read:x/1"))
+        );
+        assert_eq!(p("crm.read").meet(&p("billing.read")), None);
+        assert_eq!(p("a:x/1").meet(&p("a:x/2")), None);
+    }
+}

@@ -1,0 +1,167 @@
+//! Humans and agents as the registry holds them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::id::{AgentId, HumanId};
+use crate::scope::Scope;
+use crate::time::UnixTime;
+
+/// Whether a human may still start or delegate work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum HumanStatus {
+    /// May own agents and delegate.
+    Active,
+    /// May do nothing; every warrant on their behalf is refused.
+    Disabled,
+}
+
+/// A person: the only principal whose intent can start work.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Human {
+    /// The human's id.
+    pub id: HumanId,
+    /// Display name.
+    pub name: String,
+    /// Contact email.
+    pub email: String,
+    /// The permissions this human may delegate to agents.
+    pub entitlements: Scope,
+    /// Active or disabled.
+    pub status: HumanStatus,
+    /// When the human was registered.
+    pub created_at: UnixTime,
+}
+
+impl Human {
+    /// Whether the human may start or delegate work.
+    pub fn is_active(&self) -> bool {
+        self.status == HumanStatus::Active
+    }
+}
+
+/// How an agent obtains its root warrants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Mode {
+    /// Acts on behalf of a human, who presents a session token (`sub` = the human).
+    Delegated,
+    /// Acts under its own identity with a client assertion (`sub` = the agent).
+    Autonomous,
+}
+
+impl Mode {
+    /// The wire name, `delegated` or `autonomous`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Delegated => "delegated",
+            Mode::Autonomous => "autonomous",
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An agent's lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AgentStatus {
+    /// May authenticate and receive warrants.
+    Active,
+    /// Temporarily refused; may be resumed.
+    Suspended,
+    /// Permanently refused.
+    Retired,
+}
+
+impl AgentStatus {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentStatus::Active => "active",
+            AgentStatus::Suspended => "suspended",
+            AgentStatus::Retired => "retired",
+        }
+    }
+}
+
+/// An Ed25519 public key as a JWK (RFC 8037): `{"kty":"OKP","crv":"Ed25519","x":…}`.
+///
+/// The core only carries it; `warrant-token` checks that `x` is a valid key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PublicJwk {
+    /// Key type; always `OKP`.
+    pub kty: String,
+    /// Curve; always `Ed25519`.
+    pub crv: String,
+    /// The 32-byte public key, base64url without padding.
+    pub x: String,
+    /// Optional key id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kid: Option<String>,
+}
+
+/// A registered non-human identity with exactly one accountable human owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Agent {
+    /// The agent's id.
+    pub id: AgentId,
+    /// Display name.
+    pub name: String,
+    /// The accountable human.
+    pub owner: HumanId,
+    /// Delegated or autonomous.
+    pub mode: Mode,
+    /// The ceiling of anything this agent may ever hold.
+    pub max_scope: Scope,
+    /// The key its client assertions are signed with.
+    pub public_key: PublicJwk,
+    /// Lifecycle state.
+    pub status: AgentStatus,
+    /// When an ephemeral agent stops being usable.
+    pub expires_at: Option<UnixTime>,
+    /// Free-form labels (team, environment, …).
+    pub labels: BTreeMap<String, String>,
+    /// When the agent was registered.
+    pub created_at: UnixTime,
+}
+
+impl Agent {
+    /// Whether the agent's own state lets it act at `now` (status and expiry; the owner
+    /// is checked separately).
+    pub fn usable_at(&self, now: UnixTime) -> Result<(), AgentUnusable> {
+        match self.status {
+            AgentStatus::Active => {}
+            AgentStatus::Suspended => return Err(AgentUnusable::Suspended),
+            AgentStatus::Retired => return Err(AgentUnusable::Retired),
+        }
+        match self.expires_at {
+            Some(exp) if exp <= now => Err(AgentUnusable::Expired),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Why an agent may not act right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentUnusable {
+    /// Its status is `suspended`.
+    #[error("is suspended")]
+    Suspended,
+    /// Its status is `retired`.
+    #[error("is retired")]
+    Retired,
+    /// Its ephemeral lifetime has ended.
+    #[error("has expired")]
+    Expired,
+}
