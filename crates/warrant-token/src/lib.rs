@@ -21,7 +21,7 @@ pub mod warrant;
 
 pub use jws::{JwsError, KeyResolver};
 pub use keys::{KeyError, KeyPair};
-pub use ring::KeyRing;
+pub use ring::{KeyRing, KeySet};
 
 /// Clock skew tolerated on `nbf`/`iat`, in seconds.
 pub const LEEWAY_SECS: i64 = 30;

@@ -1,0 +1,179 @@
+//! `warrant human …` and `warrant agent …`: the management API from the command line.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use serde_json::{json, Value};
+
+use crate::output::{print, record, table};
+use crate::{keyfile, CliResult, Conn};
+
+#[derive(Debug, Subcommand)]
+pub enum HumanCmd {
+    /// Register a human.
+    Add {
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// Email (unique).
+        #[arg(long)]
+        email: String,
+        /// A permission the human may delegate (repeatable), e.g. `crm.read:customers/*`.
+        #[arg(long = "entitlement", short = 'e')]
+        entitlements: Vec<String>,
+    },
+    /// List humans.
+    List,
+    /// Show one human.
+    Show {
+        /// Human id.
+        id: String,
+    },
+    /// Disable a human: nothing more happens on their behalf.
+    Disable {
+        /// Human id.
+        id: String,
+    },
+    /// Open a session token for a human (stands in for an IdP login); prints the token.
+    Session {
+        /// Human id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCmd {
+    /// Register an agent.
+    Add {
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// The owner's human id.
+        #[arg(long)]
+        owner: String,
+        /// `delegated` (acts for a human) or `autonomous` (acts as itself).
+        #[arg(long, value_parser = ["delegated", "autonomous"])]
+        mode: String,
+        /// A permission of its max scope (repeatable).
+        #[arg(long = "max-scope", short = 's', required = true)]
+        max_scope: Vec<String>,
+        /// Its public key: a JWK file from `warrant keygen` (`.pub.jwk` or `.key.jwk`).
+        #[arg(long)]
+        public_key: PathBuf,
+        /// Expiry of an ephemeral agent: Unix seconds or RFC 3339.
+        #[arg(long)]
+        expires_at: Option<String>,
+        /// A label `key=value` (repeatable).
+        #[arg(long = "label")]
+        labels: Vec<String>,
+    },
+    /// List agents.
+    List {
+        /// Only agents of this owner.
+        #[arg(long)]
+        owner: Option<String>,
+    },
+    /// Show one agent.
+    Show {
+        /// Agent id.
+        id: String,
+    },
+    /// Suspend an agent.
+    Suspend {
+        /// Agent id.
+        id: String,
+    },
+    /// Resume a suspended agent.
+    Resume {
+        /// Agent id.
+        id: String,
+    },
+    /// Retire an agent for good.
+    Retire {
+        /// Agent id.
+        id: String,
+    },
+}
+
+const HUMAN_FIELDS: &[&str] = &["id", "name", "email", "status", "entitlements", "created_at"];
+const HUMAN_COLUMNS: &[(&str, &str)] =
+    &[("ID", "id"), ("NAME", "name"), ("EMAIL", "email"), ("STATUS", "status"), ("ENTITLEMENTS", "entitlements")];
+const AGENT_FIELDS: &[&str] =
+    &["id", "name", "owner", "mode", "status", "max_scope", "expires_at", "labels", "created_at"];
+const AGENT_COLUMNS: &[(&str, &str)] = &[
+    ("ID", "id"),
+    ("NAME", "name"),
+    ("OWNER", "owner"),
+    ("MODE", "mode"),
+    ("STATUS", "status"),
+    ("MAX SCOPE", "max_scope"),
+    ("EXPIRES", "expires_at"),
+];
+
+/// Runs a `warrant human` command.
+pub async fn human(conn: &Conn, cmd: HumanCmd) -> CliResult {
+    let client = conn.client();
+    let one = |v: &Value| record(v, HUMAN_FIELDS);
+    match cmd {
+        HumanCmd::Add { name, email, entitlements } => {
+            let body = json!({"name": name, "email": email, "entitlements": entitlements});
+            print(conn.json, &client.post("/v1/humans", &body).await?, one);
+        }
+        HumanCmd::List => {
+            let list = client.get("/v1/humans").await?;
+            print(conn.json, &list, |v| {
+                table(v["humans"].as_array().map(Vec::as_slice).unwrap_or_default(), HUMAN_COLUMNS)
+            });
+        }
+        HumanCmd::Show { id } => print(conn.json, &client.get(&format!("/v1/humans/{id}")).await?, one),
+        HumanCmd::Disable { id } => {
+            print(conn.json, &client.post(&format!("/v1/humans/{id}/disable"), &json!({})).await?, one)
+        }
+        HumanCmd::Session { id } => {
+            let session = client.post(&format!("/v1/humans/{id}/sessions"), &json!({})).await?;
+            print(conn.json, &session, |v| v["token"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    Ok(())
+}
+
+/// Runs a `warrant agent` command.
+pub async fn agent(conn: &Conn, cmd: AgentCmd) -> CliResult {
+    let client = conn.client();
+    let one = |v: &Value| record(v, AGENT_FIELDS);
+    match cmd {
+        AgentCmd::Add { name, owner, mode, max_scope, public_key, expires_at, labels } => {
+            let jwk = keyfile::read_public(&public_key)?;
+            let mut label_map = serde_json::Map::new();
+            for label in labels {
+                let (k, v) = label.split_once('=').ok_or_else(|| format!("label `{label}` is not `key=value`"))?;
+                label_map.insert(k.to_owned(), Value::String(v.to_owned()));
+            }
+            let expires_at = expires_at.map(|e| e.parse::<i64>().map(Value::from).unwrap_or(Value::String(e)));
+            let body = json!({
+                "name": name, "owner": owner, "mode": mode, "max_scope": max_scope,
+                "public_key": jwk, "expires_at": expires_at, "labels": label_map,
+            });
+            print(conn.json, &client.post("/v1/agents", &body).await?, one);
+        }
+        AgentCmd::List { owner } => {
+            let path = match owner {
+                Some(o) => format!("/v1/agents?owner={o}"),
+                None => "/v1/agents".into(),
+            };
+            let list = client.get(&path).await?;
+            print(conn.json, &list, |v| {
+                table(v["agents"].as_array().map(Vec::as_slice).unwrap_or_default(), AGENT_COLUMNS)
+            });
+        }
+        AgentCmd::Show { id } => print(conn.json, &client.get(&format!("/v1/agents/{id}")).await?, one),
+        AgentCmd::Suspend { id } => {
+            print(conn.json, &client.post(&format!("/v1/agents/{id}/suspend"), &json!({})).await?, one)
+        }
+        AgentCmd::Resume { id } => {
+            print(conn.json, &client.post(&format!("/v1/agents/{id}/resume"), &json!({})).await?, one)
+        }
+        AgentCmd::Retire { id } => print(conn.json, &client.delete(&format!("/v1/agents/{id}")).await?, one),
+    }
+    Ok(())
+}

@@ -1,0 +1,168 @@
+//! `warrant demo`: a throw-away server on a temporary data directory, and a guided walk
+//! through human -> agent -> sub-agent delegation, over real HTTP.
+
+use serde_json::{json, Value};
+use warrant_engine::issuer::{GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_ID_TOKEN, TOKEN_TYPE_JWT};
+use warrant_server::config::{FileConfig, Settings};
+use warrant_token::KeyPair;
+
+use crate::client::{Client, ClientError};
+use crate::output::warrant_summary;
+use crate::tokens::{assertion, claims_of};
+use crate::{keyfile, CliResult};
+
+fn step(n: u32, text: &str) {
+    println!("\n{n}. {text}");
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("   {l}")).collect::<Vec<_>>().join("\n")
+}
+
+async fn register_agent(
+    client: &Client,
+    owner: &str,
+    name: &str,
+    max_scope: &[&str],
+) -> Result<(String, KeyPair), Box<dyn std::error::Error + Send + Sync>> {
+    let key = keyfile::generate()?;
+    let body = json!({
+        "name": name, "owner": owner, "mode": "delegated", "max_scope": max_scope,
+        "public_key": key.public_jwk(), "labels": {"demo": "true"},
+    });
+    let agent = client.post("/v1/agents", &body).await?;
+    let id = agent["id"].as_str().ok_or("no agent id")?.to_owned();
+    println!("   {name:<18} {id}  max scope: {}", max_scope.join(" "));
+    Ok((id, key))
+}
+
+async fn exchange(
+    client: &Client,
+    subject: &str,
+    subject_type: &str,
+    agent: &str,
+    key: &KeyPair,
+    extra: &[(&str, &str)],
+) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
+    let actor = assertion(client, agent, key).await?;
+    let mut form = vec![
+        ("grant_type", GRANT_TOKEN_EXCHANGE),
+        ("subject_token", subject),
+        ("subject_token_type", subject_type),
+        ("actor_token", actor.as_str()),
+        ("actor_token_type", TOKEN_TYPE_JWT),
+    ];
+    form.extend_from_slice(extra);
+    Ok(client.token(&form).await?)
+}
+
+/// Runs the demo.
+pub async fn run() -> CliResult {
+    println!("Warrant demo: a human delegates to an agent, which delegates to a sub-agent.");
+    let dir = tempfile::tempdir()?;
+    let settings = Settings::from_config(FileConfig {
+        data: Some(dir.path().to_owned()),
+        listen: Some("127.0.0.1:0".into()),
+        ..Default::default()
+    })?;
+    let server = warrant_server::BoundServer::bind(&settings).await?;
+    let addr = server.local_addr().ok_or("the server has no address")?;
+    let admin = server.admin_token().to_owned();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    let client = Client::new(&format!("http://{addr}"), Some(admin));
+    println!("A throw-away server is listening on http://{addr} (data in {}).", dir.path().display());
+
+    let result = walk(&client).await;
+    let _ = stop.send(());
+    let _ = handle.await;
+    result?;
+    println!("\nDone. The server and its data directory are gone; run `warrant serve` for a real one.");
+    Ok(())
+}
+
+async fn walk(client: &Client) -> CliResult {
+    let entitlements = ["crm.read:customers/**", "crm.notes.write:customers/**", "tickets.*"];
+    step(1, "Register Alice, a human, with the permissions she may delegate:");
+    let alice = client
+        .post(
+            "/v1/humans",
+            &json!({"name": "Alice Example", "email": "alice@example.com", "entitlements": entitlements}),
+        )
+        .await?;
+    let alice_id = alice["id"].as_str().ok_or("no human id")?.to_owned();
+    println!("   Alice              {alice_id}  entitlements: {}", entitlements.join(" "));
+
+    step(2, "Register two delegated agents owned by Alice, each with an Ed25519 key:");
+    let (assistant, assistant_key) =
+        register_agent(client, &alice_id, "support-assistant", &["crm.*", "tickets.*"]).await?;
+    let (researcher, researcher_key) =
+        register_agent(client, &alice_id, "crm-researcher", &["crm.read:customers/**"]).await?;
+
+    step(3, "Alice signs in (a session token) and hands a task to support-assistant (RFC 8693 token exchange):");
+    let session = client.post(&format!("/v1/humans/{alice_id}/sessions"), &json!({})).await?;
+    let session_token = session["token"].as_str().ok_or("no session token")?;
+    let root = exchange(
+        client,
+        session_token,
+        TOKEN_TYPE_ID_TOKEN,
+        &assistant,
+        &assistant_key,
+        &[("task_purpose", "answer ticket 4711 for customer 42"), ("ttl", "600")],
+    )
+    .await?;
+    let root_token = root["access_token"].as_str().ok_or("no access token")?;
+    let now = warrant_engine::Clock::now(&warrant_server::server::SystemClock).0;
+    println!("{}", indent(&warrant_summary(&claims_of(root_token), now)));
+    println!("   (scope = Alice's entitlements within the agent's max scope; 10 minutes asked)");
+
+    step(4, "support-assistant delegates a narrower warrant to crm-researcher, asking for a whole hour:");
+    let child = exchange(
+        client,
+        root_token,
+        TOKEN_TYPE_ACCESS_TOKEN,
+        &researcher,
+        &researcher_key,
+        &[("scope", "crm.read:customers/42"), ("ttl", "3600")],
+    )
+    .await?;
+    let child_token = child["access_token"].as_str().ok_or("no access token")?;
+    let child_claims = claims_of(child_token);
+    println!("{}", indent(&warrant_summary(&child_claims, now)));
+    println!("   (lifetime capped: a delegated warrant never outlives its parent)");
+    println!("   the nested RFC 8693 `act` claim, outermost = the agent acting now:");
+    println!("{}", indent(&serde_json::to_string_pretty(&child_claims["act"])?));
+
+    step(5, "Escalation: support-assistant tries to give crm-researcher `billing.refund:invoices/*`:");
+    match exchange(
+        client,
+        root_token,
+        TOKEN_TYPE_ACCESS_TOKEN,
+        &researcher,
+        &researcher_key,
+        &[("scope", "billing.refund:invoices/*")],
+    )
+    .await
+    {
+        Err(e) => match e.downcast_ref::<ClientError>() {
+            Some(ClientError::Api { code, message, .. }) => println!("   refused: {code}: {message}"),
+            _ => return Err(e),
+        },
+        Ok(_) => return Err("the escalation was not refused: this is a bug".into()),
+    }
+
+    step(6, "Check the sub-agent's warrant against the server's published keys (JWKS):");
+    let meta = client.get("/.well-known/oauth-authorization-server").await?;
+    let issuer = meta["issuer"].as_str().ok_or("no issuer")?;
+    let keys = warrant_token::KeySet::from_jwks(&client.get("/.well-known/jwks.json").await?);
+    let verified = warrant_token::warrant::verify_warrant(child_token, &keys, issuer, warrant_core::UnixTime(now))?;
+    println!(
+        "   valid EdDSA signature; acts for human {} on task \"{}\"; chain {}",
+        verified.sub,
+        verified.task.purpose,
+        verified.chain().iter().map(ToString::to_string).collect::<Vec<_>>().join(" -> ")
+    );
+    Ok(())
+}

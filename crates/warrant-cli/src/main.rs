@@ -1,0 +1,213 @@
+//! `warrant`: the server, the admin commands, token tools and a guided demo.
+
+mod admin;
+mod client;
+mod demo;
+mod keyfile;
+mod output;
+mod tokens;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use warrant_server::config::{FileConfig, Settings, DEFAULT_DATA_DIR};
+
+/// Warrant: identity, credentials and authorization for AI agents.
+#[derive(Debug, Parser)]
+#[command(name = "warrant", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the server is and how to authenticate as admin.
+#[derive(Debug, Clone, Args)]
+pub struct Conn {
+    /// The server's URL.
+    #[arg(long, global = true, env = "WARRANT_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// The admin token; by default read from `<data>/admin.token`.
+    #[arg(long, global = true, env = "WARRANT_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// The data directory holding `admin.token`.
+    #[arg(long, global = true, env = "WARRANT_DATA", default_value = DEFAULT_DATA_DIR)]
+    pub data: PathBuf,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Create an agent key pair as JWK files (`NAME.key.jwk`, mode 0600, and `NAME.pub.jwk`).
+    Keygen(tokens::KeygenArgs),
+    /// Manage humans.
+    Human {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        cmd: admin::HumanCmd,
+    },
+    /// Manage agents.
+    Agent {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        cmd: admin::AgentCmd,
+    },
+    /// Obtain, exchange and inspect warrants.
+    Token {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        cmd: tokens::TokenCmd,
+    },
+    /// Manage the issuer's signing keys (works on the data directory directly).
+    #[command(subcommand)]
+    Key(KeyCmd),
+    /// Print the OpenAPI document.
+    Openapi,
+    /// Start a throw-away server and walk through human -> agent -> sub-agent.
+    Demo,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Data directory [default: ./warrant-data].
+    #[arg(long, env = "WARRANT_DATA")]
+    data: Option<PathBuf>,
+    /// Listen address [default: 127.0.0.1:8080].
+    #[arg(long, env = "WARRANT_LISTEN")]
+    listen: Option<String>,
+    /// Configuration file [default: <data>/warrant.toml when present].
+    #[arg(long, env = "WARRANT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Public issuer URL [default: http://<listen address>].
+    #[arg(long, env = "WARRANT_ISSUER")]
+    issuer: Option<String>,
+    /// Default warrant lifetime, seconds [default: 300].
+    #[arg(long, env = "WARRANT_DEFAULT_TTL")]
+    default_ttl: Option<i64>,
+    /// Maximum warrant lifetime, seconds [default: 900].
+    #[arg(long, env = "WARRANT_MAX_TTL")]
+    max_ttl: Option<i64>,
+    /// Maximum delegation depth [default: 5].
+    #[arg(long, env = "WARRANT_MAX_DEPTH")]
+    max_depth: Option<usize>,
+    /// Human session lifetime, seconds [default: 3600].
+    #[arg(long, env = "WARRANT_SESSION_TTL")]
+    session_ttl: Option<i64>,
+    /// Largest request body, bytes [default: 65536].
+    #[arg(long, env = "WARRANT_BODY_LIMIT")]
+    body_limit: Option<usize>,
+    /// Log as JSON lines.
+    #[arg(long, env = "WARRANT_LOG_JSON")]
+    log_json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyCmd {
+    /// Create a new signing key; the old one keeps verifying until its warrants expire.
+    Rotate {
+        /// Data directory.
+        #[arg(long, env = "WARRANT_DATA", default_value = DEFAULT_DATA_DIR)]
+        data: PathBuf,
+    },
+}
+
+impl Conn {
+    /// A client for the server, with the admin token from the flag, the environment or
+    /// `<data>/admin.token`.
+    pub fn client(&self) -> client::Client {
+        let token = self.admin_token.clone().or_else(|| {
+            std::fs::read_to_string(self.data.join(warrant_server::server::ADMIN_TOKEN_FILE))
+                .ok()
+                .map(|t| t.trim().to_owned())
+        });
+        client::Client::new(&self.server, token)
+    }
+}
+
+/// Any failure of a command; printed as `error: …` with exit code 1.
+pub type CliResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+async fn serve(args: ServeArgs) -> CliResult {
+    warrant_server::telemetry::init(args.log_json);
+    let options = FileConfig {
+        data: args.data,
+        listen: args.listen,
+        issuer: args.issuer,
+        default_ttl: args.default_ttl,
+        max_ttl: args.max_ttl,
+        max_depth: args.max_depth,
+        session_ttl: args.session_ttl,
+        body_limit: args.body_limit,
+    };
+    let settings = Settings::resolve(options, args.config.as_deref())?;
+    let server = warrant_server::BoundServer::bind(&settings).await?;
+    let addr = server.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    println!("warrant {} listening on http://{addr}", env!("CARGO_PKG_VERSION"));
+    println!("issuer:      {}", server.issuer());
+    println!("data:        {}", settings.data.display());
+    println!("admin token: {}", settings.data.join(warrant_server::server::ADMIN_TOKEN_FILE).display());
+    tracing::info!(%addr, issuer = server.issuer(), "listening");
+    server.run(warrant_server::server::shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn rotate(data: PathBuf) -> CliResult {
+    use warrant_engine::Clock as _;
+    if !data.join(warrant_server::server::DB_FILE).exists() {
+        return Err(format!(
+            "no Warrant database in `{}`; start `warrant serve --data {}` once first",
+            data.display(),
+            data.display()
+        )
+        .into());
+    }
+    let store = warrant_server::server::open_store(&data)?;
+    let kid = warrant_engine::keys::rotate(&store, warrant_server::server::SystemClock.now()).await?;
+    println!(
+        "new signing key {kid}; running servers pick it up within {} s",
+        warrant_server::server::KEY_REFRESH.as_secs()
+    );
+    println!("retired keys stay in the JWKS until every warrant they signed has expired");
+    Ok(())
+}
+
+async fn run(cli: Cli) -> CliResult {
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Keygen(args) => tokens::keygen(args),
+        Command::Human { conn, cmd } => admin::human(&conn, cmd).await,
+        Command::Agent { conn, cmd } => admin::agent(&conn, cmd).await,
+        Command::Token { conn, cmd } => tokens::token(&conn, cmd).await,
+        Command::Key(KeyCmd::Rotate { data }) => rotate(data).await,
+        Command::Openapi => {
+            println!("{}", warrant_server::openapi::json());
+            Ok(())
+        }
+        Command::Demo => demo::run().await,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

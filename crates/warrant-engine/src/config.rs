@@ -1,0 +1,33 @@
+//! What the engine needs to know about its deployment.
+
+use warrant_core::Limits;
+
+/// Engine settings. The server builds this from its configuration file, environment and
+/// flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// The issuer URL (`iss` of every warrant), e.g. `http://127.0.0.1:8080`.
+    pub issuer: String,
+    /// The audience of warrants (`aud`); defaults to the issuer.
+    pub audience: String,
+    /// Lifetimes and depth.
+    pub limits: Limits,
+    /// How long a human session token lives, in seconds.
+    pub session_ttl: i64,
+    /// How long a retired signing key stays published beyond the last warrant it
+    /// signed, in seconds: covers replicas that have not reloaded the ring yet.
+    pub key_grace: i64,
+}
+
+impl EngineConfig {
+    /// Settings for `issuer` with every other value at its default.
+    pub fn for_issuer(issuer: &str) -> Self {
+        let issuer = issuer.trim_end_matches('/').to_owned();
+        EngineConfig { audience: issuer.clone(), issuer, limits: Limits::default(), session_ttl: 3600, key_grace: 60 }
+    }
+
+    /// The token endpoint URL, which client assertions may name as `aud`.
+    pub fn token_endpoint(&self) -> String {
+        format!("{}/oauth2/token", self.issuer)
+    }
+}

@@ -1,0 +1,419 @@
+//! The token endpoint's grants, without HTTP (RFC 6749, RFC 7523, RFC 8693):
+//!
+//! * `client_credentials` with an EdDSA client assertion: an autonomous root warrant;
+//! * token exchange with a human session as `subject_token`: a delegated root warrant;
+//! * token exchange with a parent warrant as `subject_token`: a delegation.
+//!
+//! In both exchanges the acting agent authenticates with its client assertion as the
+//! `actor_token`. Every warrant is recorded before it is returned: a warrant that could
+//! not be recorded is never handed out.
+
+use warrant_core::delegation::{grant_delegation, grant_root, DelegationRequest, RootRequest};
+use warrant_core::{
+    Actor, Agent, AgentId, DelegationError, Grant, Human, Mode, Scope, TaskClaim, UnixTime, WarrantClaims,
+};
+use warrant_store::{StoreError, TaskRecord, WarrantRecord};
+use warrant_token::assertion::{claimed_agent, verify_assertion};
+use warrant_token::jws::{peek_unverified, Header};
+use warrant_token::session::{verify_session, SESSION_TYP};
+use warrant_token::warrant::{sign_warrant, verify_warrant, WARRANT_TYP};
+
+use crate::random;
+use crate::Engine;
+
+/// `grant_type` for client credentials.
+pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
+/// `grant_type` for RFC 8693 token exchange.
+pub const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+/// `client_assertion_type` for RFC 7523 JWT client assertions.
+pub const ASSERTION_TYPE_JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// Token type of a human session (it stands in for an IdP ID token).
+pub const TOKEN_TYPE_ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
+/// Token type of a warrant.
+pub const TOKEN_TYPE_ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
+/// Generic JWT token type; accepted for both sessions and warrants.
+pub const TOKEN_TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
+/// The longest `task_purpose`, in characters.
+pub const MAX_PURPOSE: usize = 500;
+
+/// A token request's parameters, as parsed from the form (each at most once).
+#[derive(Debug, Clone, Default)]
+pub struct TokenRequest {
+    /// `grant_type`.
+    pub grant_type: Option<String>,
+    /// `scope`, space-separated.
+    pub scope: Option<String>,
+    /// `ttl` in seconds (extension).
+    pub ttl: Option<String>,
+    /// `task_purpose` (extension): required for root warrants.
+    pub task_purpose: Option<String>,
+    /// `client_assertion_type`.
+    pub client_assertion_type: Option<String>,
+    /// `client_assertion`.
+    pub client_assertion: Option<String>,
+    /// `subject_token`.
+    pub subject_token: Option<String>,
+    /// `subject_token_type`.
+    pub subject_token_type: Option<String>,
+    /// `actor_token`: the acting agent's client assertion.
+    pub actor_token: Option<String>,
+    /// `actor_token_type`.
+    pub actor_token_type: Option<String>,
+}
+
+/// A freshly issued warrant.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// The signed warrant.
+    pub token: String,
+    /// Its claims.
+    pub claims: WarrantClaims,
+    /// Seconds until it expires.
+    pub expires_in: i64,
+    /// Whether it came from a token exchange (the response then names its type).
+    pub exchanged: bool,
+}
+
+/// Why no warrant was issued. Each variant is one RFC 6749 §5.2 error code.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// `invalid_request`: missing, repeated or malformed parameters.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// `invalid_client`: the client assertion failed, or the agent may not act.
+    #[error("{0}")]
+    InvalidClient(String),
+    /// `invalid_grant`: the subject token or the delegation is not acceptable.
+    #[error("{0}")]
+    InvalidGrant(String),
+    /// `invalid_scope`: the requested scope exceeds what may be granted.
+    #[error("{0}")]
+    InvalidScope(String),
+    /// `unsupported_grant_type`.
+    #[error("grant type `{0}` is not supported; use `client_credentials` or token exchange")]
+    UnsupportedGrantType(String),
+    /// A failure of ours (storage, signing); the detail is for logs only.
+    #[error("internal failure: {0}")]
+    Internal(String),
+}
+
+impl TokenError {
+    /// The RFC 6749 error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            TokenError::InvalidRequest(_) => "invalid_request",
+            TokenError::InvalidClient(_) => "invalid_client",
+            TokenError::InvalidGrant(_) => "invalid_grant",
+            TokenError::InvalidScope(_) => "invalid_scope",
+            TokenError::UnsupportedGrantType(_) => "unsupported_grant_type",
+            TokenError::Internal(_) => "server_error",
+        }
+    }
+}
+
+impl From<StoreError> for TokenError {
+    fn from(e: StoreError) -> Self {
+        TokenError::Internal(e.to_string())
+    }
+}
+
+impl From<random::RandomError> for TokenError {
+    fn from(e: random::RandomError) -> Self {
+        TokenError::Internal(e.to_string())
+    }
+}
+
+impl From<DelegationError> for TokenError {
+    fn from(e: DelegationError) -> Self {
+        match e {
+            e if e.is_scope_error() => TokenError::InvalidScope(e.to_string()),
+            DelegationError::AgentUnusable { .. } => TokenError::InvalidClient(e.to_string()),
+            DelegationError::BadTtl => TokenError::InvalidRequest(e.to_string()),
+            e => TokenError::InvalidGrant(e.to_string()),
+        }
+    }
+}
+
+fn required<'a>(value: &'a Option<String>, name: &str) -> Result<&'a str, TokenError> {
+    match value.as_deref() {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ => Err(TokenError::InvalidRequest(format!("`{name}` is required"))),
+    }
+}
+
+fn parse_scope(req: &TokenRequest) -> Result<Option<Scope>, TokenError> {
+    match req.scope.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(text) => Scope::parse(text).map(Some).map_err(|e| TokenError::InvalidScope(e.to_string())),
+    }
+}
+
+fn parse_ttl(req: &TokenRequest) -> Result<Option<i64>, TokenError> {
+    match req.ttl.as_deref() {
+        None | Some("") => Ok(None),
+        Some(text) => match text.parse::<i64>() {
+            Ok(n) if n > 0 => Ok(Some(n)),
+            _ => Err(TokenError::InvalidRequest(format!("`ttl` must be a positive number of seconds, not `{text}`"))),
+        },
+    }
+}
+
+fn parse_purpose(req: &TokenRequest) -> Result<String, TokenError> {
+    let purpose = required(&req.task_purpose, "task_purpose")
+        .map_err(|_| {
+            TokenError::InvalidRequest(
+                "`task_purpose` is required: every warrant belongs to a task with a purpose".into(),
+            )
+        })?
+        .trim();
+    if purpose.is_empty() || purpose.chars().count() > MAX_PURPOSE || purpose.chars().any(char::is_control) {
+        return Err(TokenError::InvalidRequest(format!(
+            "`task_purpose` must be 1 to {MAX_PURPOSE} printable characters"
+        )));
+    }
+    Ok(purpose.to_owned())
+}
+
+/// What kind of token a `subject_token` is.
+enum Subject {
+    Session,
+    Warrant,
+}
+
+fn subject_kind(token: &str, declared: &str) -> Result<Subject, TokenError> {
+    match declared {
+        TOKEN_TYPE_ID_TOKEN => Ok(Subject::Session),
+        TOKEN_TYPE_ACCESS_TOKEN => Ok(Subject::Warrant),
+        TOKEN_TYPE_JWT => {
+            let (header, _): (Header, serde_json::Value) =
+                peek_unverified(token).map_err(|e| TokenError::InvalidGrant(format!("the subject token: {e}")))?;
+            match header.typ.as_deref().map(str::to_ascii_lowercase).as_deref() {
+                Some(SESSION_TYP) => Ok(Subject::Session),
+                Some(WARRANT_TYP) => Ok(Subject::Warrant),
+                _ => Err(TokenError::InvalidGrant("the subject token is neither a session nor a warrant".into())),
+            }
+        }
+        other => Err(TokenError::InvalidRequest(format!(
+            "`subject_token_type` `{other}` is not supported; use `{TOKEN_TYPE_ID_TOKEN}`, `{TOKEN_TYPE_ACCESS_TOKEN}` or `{TOKEN_TYPE_JWT}`"
+        ))),
+    }
+}
+
+impl Engine {
+    /// Handles one token request.
+    pub async fn token(&self, req: &TokenRequest) -> Result<Issued, TokenError> {
+        let grant_type = required(&req.grant_type, "grant_type")?;
+        match grant_type {
+            GRANT_CLIENT_CREDENTIALS => self.client_credentials(req).await,
+            GRANT_TOKEN_EXCHANGE => self.token_exchange(req).await,
+            other => Err(TokenError::UnsupportedGrantType(other.chars().take(100).collect())),
+        }
+    }
+
+    /// Authenticates an agent by its client assertion; the assertion is spent.
+    async fn authenticate(&self, assertion: &str, now: UnixTime) -> Result<(Agent, Human), TokenError> {
+        let client = |msg: String| TokenError::InvalidClient(msg);
+        let agent_id = claimed_agent(assertion).map_err(|e| client(format!("the client assertion: {e}")))?;
+        let agent = self
+            .store()
+            .get_agent(&agent_id)
+            .await?
+            .ok_or_else(|| client(format!("agent `{agent_id}` is not registered")))?;
+        let key = warrant_token::keys::verifying_key(&agent.public_key)
+            .map_err(|e| TokenError::Internal(format!("stored key of `{agent_id}`: {e}")))?;
+        let endpoint = self.config().token_endpoint();
+        let audiences = [endpoint.as_str(), self.config().issuer.as_str()];
+        let claims = verify_assertion(assertion, &key, &agent.id, &audiences, now)
+            .map_err(|e| client(format!("the client assertion: {e}")))?;
+        agent.usable_at(now).map_err(|why| client(format!("agent `{}` {why}", agent.id)))?;
+        if !self.store().spend_assertion(&agent.id, &claims.jti, claims.exp, now).await? {
+            return Err(client("the client assertion was already used; assertions are single-use".into()));
+        }
+        let owner = self
+            .store()
+            .get_human(&agent.owner)
+            .await?
+            .ok_or_else(|| TokenError::Internal(format!("owner of `{}` is missing", agent.id)))?;
+        Ok((agent, owner))
+    }
+
+    async fn client_credentials(&self, req: &TokenRequest) -> Result<Issued, TokenError> {
+        let now = self.now();
+        let assertion_type = required(&req.client_assertion_type, "client_assertion_type").map_err(|_| {
+            TokenError::InvalidClient(
+                "client authentication is required: send `client_assertion_type` and `client_assertion`".into(),
+            )
+        })?;
+        if assertion_type != ASSERTION_TYPE_JWT_BEARER {
+            return Err(TokenError::InvalidClient(format!(
+                "`client_assertion_type` must be `{ASSERTION_TYPE_JWT_BEARER}`"
+            )));
+        }
+        let assertion = required(&req.client_assertion, "client_assertion")
+            .map_err(|e| TokenError::InvalidClient(e.to_string()))?;
+        let (scope, ttl, purpose) = (parse_scope(req)?, parse_ttl(req)?, parse_purpose(req)?);
+        let (agent, owner) = self.authenticate(assertion, now).await?;
+        let grant = grant_root(
+            &RootRequest { agent: &agent, owner: &owner, on_behalf_of: None, scope: scope.as_ref(), ttl, now },
+            &self.config().limits,
+        )?;
+        let task = TaskClaim { id: random::task_id()?, purpose, human: owner.id.clone() };
+        self.mint(grant, &agent, agent.id.to_string(), Mode::Autonomous, task, None, now, false).await
+    }
+
+    async fn token_exchange(&self, req: &TokenRequest) -> Result<Issued, TokenError> {
+        let now = self.now();
+        let subject = required(&req.subject_token, "subject_token")?;
+        let subject_type = required(&req.subject_token_type, "subject_token_type")?;
+        let actor = required(&req.actor_token, "actor_token").map_err(|_| {
+            TokenError::InvalidRequest("`actor_token` is required: the acting agent's client assertion".into())
+        })?;
+        if let Some(t) = req.actor_token_type.as_deref() {
+            if t != TOKEN_TYPE_JWT {
+                return Err(TokenError::InvalidRequest(format!("`actor_token_type` must be `{TOKEN_TYPE_JWT}`")));
+            }
+        }
+        let kind = subject_kind(subject, subject_type)?;
+        let (scope, ttl) = (parse_scope(req)?, parse_ttl(req)?);
+        let purpose = match kind {
+            Subject::Session => Some(parse_purpose(req)?),
+            Subject::Warrant => None,
+        };
+        let ring = self.keys().ring().map_err(|e| TokenError::Internal(e.to_string()))?;
+        let issuer = self.config().issuer.as_str();
+        match kind {
+            Subject::Session => {
+                let session = verify_session(subject, ring.as_ref(), issuer, now)
+                    .map_err(|e| TokenError::InvalidGrant(format!("the subject token: {e}")))?;
+                let (agent, owner) = self.authenticate(actor, now).await?;
+                let human =
+                    self.store().get_human(&session.sub).await?.ok_or_else(|| {
+                        TokenError::InvalidGrant(format!("human `{}` is not registered", session.sub))
+                    })?;
+                let grant = grant_root(
+                    &RootRequest {
+                        agent: &agent,
+                        owner: &owner,
+                        on_behalf_of: Some(&human),
+                        scope: scope.as_ref(),
+                        ttl,
+                        now,
+                    },
+                    &self.config().limits,
+                )?;
+                let purpose = purpose.unwrap_or_default();
+                let task = TaskClaim { id: random::task_id()?, purpose, human: human.id.clone() };
+                self.mint(grant, &agent, human.id.to_string(), Mode::Delegated, task, None, now, true).await
+            }
+            Subject::Warrant => {
+                let parent = verify_warrant(subject, ring.as_ref(), issuer, now)
+                    .map_err(|e| TokenError::InvalidGrant(format!("the subject token: {e}")))?;
+                if self.store().get_warrant(&parent.jti).await?.is_none() {
+                    return Err(TokenError::InvalidGrant(
+                        "the subject token is not a warrant this server recorded".into(),
+                    ));
+                }
+                let (child, child_owner) = self.authenticate(actor, now).await?;
+                let parent_scope =
+                    parent.scope().map_err(|e| TokenError::InvalidGrant(format!("the subject token's scope: {e}")))?;
+                let chain_agents = self.chain_agents(&parent.chain()).await?;
+                let human = match parent.mode {
+                    Mode::Delegated => self.store().get_human(parent.human()).await?,
+                    _ => None,
+                };
+                let grant = grant_delegation(
+                    &DelegationRequest {
+                        parent: &parent,
+                        parent_scope: &parent_scope,
+                        chain_agents: &chain_agents,
+                        child: &child,
+                        child_owner: &child_owner,
+                        human: human.as_ref(),
+                        scope: scope.as_ref(),
+                        ttl,
+                        now,
+                    },
+                    &self.config().limits,
+                )?;
+                let task = parent.task.clone();
+                self.mint(grant, &child, parent.sub.clone(), parent.mode, task, Some(&parent), now, true).await
+            }
+        }
+    }
+
+    async fn chain_agents(&self, chain: &[AgentId]) -> Result<Vec<Agent>, TokenError> {
+        let mut out = Vec::with_capacity(chain.len());
+        for id in chain {
+            let agent = self.store().get_agent(id).await?.ok_or_else(|| {
+                TokenError::InvalidGrant(format!("agent `{id}` in the delegation chain is not registered"))
+            })?;
+            out.push(agent);
+        }
+        Ok(out)
+    }
+
+    /// Signs, records and returns a warrant for `grant`.
+    #[expect(clippy::too_many_arguments, reason = "one call site per grant; a struct would only rename them")]
+    async fn mint(
+        &self,
+        grant: Grant,
+        agent: &Agent,
+        sub: String,
+        mode: Mode,
+        task: TaskClaim,
+        parent: Option<&WarrantClaims>,
+        now: UnixTime,
+        exchanged: bool,
+    ) -> Result<Issued, TokenError> {
+        let ring = self.keys().ring().map_err(|e| TokenError::Internal(e.to_string()))?;
+        let act = Actor::from_chain(&grant.chain).ok_or_else(|| TokenError::Internal("empty chain".into()))?;
+        let claims = WarrantClaims {
+            iss: self.config().issuer.clone(),
+            sub,
+            aud: parent.map_or_else(|| self.config().audience.clone(), |p| p.aud.clone()),
+            exp: grant.exp,
+            iat: grant.iat,
+            nbf: grant.iat,
+            jti: random::warrant_id()?,
+            client_id: agent.id.clone(),
+            scope: grant.scope.to_string(),
+            act,
+            task,
+            mode,
+            owner: agent.owner.clone(),
+            parent: parent.map(|p| p.jti.clone()),
+            cnf: None,
+        };
+        let token = sign_warrant(ring.active(), &claims).map_err(|e| TokenError::Internal(e.to_string()))?;
+        let record = WarrantRecord {
+            jti: claims.jti.clone(),
+            parent: claims.parent.clone(),
+            agent: agent.id.clone(),
+            task: claims.task.id.clone(),
+            human: claims.task.human.clone(),
+            sub: claims.sub.clone(),
+            mode,
+            scope: grant.scope,
+            chain: grant.chain,
+            kid: ring.active().kid().to_owned(),
+            issued_at: claims.iat,
+            expires_at: claims.exp,
+        };
+        let new_task = parent.is_none().then(|| TaskRecord {
+            id: claims.task.id.clone(),
+            purpose: claims.task.purpose.clone(),
+            human: claims.task.human.clone(),
+            root_agent: agent.id.clone(),
+            created_at: now,
+            deadline: claims.exp,
+        });
+        self.store().record_warrant(&record, new_task.as_ref()).await?;
+        tracing::info!(
+            jti = %claims.jti, agent = %agent.id, task = %claims.task.id, mode = %mode,
+            depth = record.chain.len(), parent = ?claims.parent.as_ref().map(|p| p.as_str()),
+            "issued a warrant"
+        );
+        Ok(Issued { expires_in: now.until(claims.exp), token, claims, exchanged })
+    }
+}

@@ -1,0 +1,35 @@
+//! Randomness from the operating system's CSPRNG, for ids, keys and tokens.
+
+use warrant_core::{AgentId, HumanId, TaskId, WarrantId};
+
+/// The operating system would not provide random bytes.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the operating system's random number generator failed: {0}")]
+pub struct RandomError(String);
+
+/// `N` random bytes.
+pub fn bytes<const N: usize>() -> Result<[u8; N], RandomError> {
+    let mut buf = [0u8; N];
+    getrandom::getrandom(&mut buf).map_err(|e| RandomError(e.to_string()))?;
+    Ok(buf)
+}
+
+/// A fresh human id.
+pub fn human_id() -> Result<HumanId, RandomError> {
+    Ok(HumanId::from_random(bytes()?))
+}
+
+/// A fresh agent id.
+pub fn agent_id() -> Result<AgentId, RandomError> {
+    Ok(AgentId::from_random(bytes()?))
+}
+
+/// A fresh task id.
+pub fn task_id() -> Result<TaskId, RandomError> {
+    Ok(TaskId::from_random(bytes()?))
+}
+
+/// A fresh warrant id.
+pub fn warrant_id() -> Result<WarrantId, RandomError> {
+    Ok(WarrantId::from_random(bytes()?))
+}

@@ -1,0 +1,277 @@
+//! The registry: humans, their sessions, and agents.
+
+use std::collections::BTreeMap;
+
+use warrant_core::{Agent, AgentId, AgentStatus, Human, HumanId, HumanStatus, Mode, PublicJwk, Scope, UnixTime};
+use warrant_store::StoreError;
+use warrant_token::session::{sign_session, SessionClaims};
+
+use crate::random::{self, RandomError};
+use crate::Engine;
+
+/// Why a registry operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    /// The input is invalid; the message says how.
+    #[error("{0}")]
+    Invalid(String),
+    /// No such human or agent.
+    #[error("no {kind} `{id}`")]
+    NotFound {
+        /// `human` or `agent`.
+        kind: &'static str,
+        /// The id asked for.
+        id: String,
+    },
+    /// The operation conflicts with the current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// Storage, randomness or signing failed; the detail is for logs only.
+    #[error("internal failure: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for RegistryError {
+    fn from(e: StoreError) -> Self {
+        RegistryError::Internal(e.to_string())
+    }
+}
+
+impl From<RandomError> for RegistryError {
+    fn from(e: RandomError) -> Self {
+        RegistryError::Internal(e.to_string())
+    }
+}
+
+/// A human to register.
+#[derive(Debug, Clone)]
+pub struct NewHuman {
+    /// Display name.
+    pub name: String,
+    /// Contact email, unique.
+    pub email: String,
+    /// Permissions the human may delegate.
+    pub entitlements: Vec<String>,
+}
+
+/// An agent to register.
+#[derive(Debug, Clone)]
+pub struct NewAgent {
+    /// Display name.
+    pub name: String,
+    /// The owner's human id.
+    pub owner: String,
+    /// Delegated or autonomous.
+    pub mode: Mode,
+    /// The ceiling of its warrants.
+    pub max_scope: Vec<String>,
+    /// Its Ed25519 public key.
+    pub public_key: PublicJwk,
+    /// When an ephemeral agent stops being usable.
+    pub expires_at: Option<UnixTime>,
+    /// Free-form labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A status change requested for an agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentTransition {
+    /// Active -> suspended.
+    Suspend,
+    /// Suspended -> active.
+    Resume,
+    /// Any -> retired, for good.
+    Retire,
+}
+
+/// A human session token, standing in for an IdP's ID token.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// The signed token.
+    pub token: String,
+    /// Seconds until it expires.
+    pub expires_in: i64,
+}
+
+const MAX_NAME: usize = 200;
+const MAX_LABELS: usize = 32;
+const MAX_LABEL_LEN: usize = 128;
+
+fn check_name(name: &str) -> Result<String, RegistryError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
+        return Err(RegistryError::Invalid(format!("`name` must be 1 to {MAX_NAME} printable characters")));
+    }
+    Ok(name.to_owned())
+}
+
+fn check_email(email: &str) -> Result<String, RegistryError> {
+    let email = email.trim();
+    let valid = email.len() <= 254
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && email.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty());
+    if valid {
+        Ok(email.to_ascii_lowercase())
+    } else {
+        Err(RegistryError::Invalid(format!("`{email}` is not a valid email address")))
+    }
+}
+
+fn parse_scope(field: &str, items: &[String]) -> Result<Scope, RegistryError> {
+    Scope::parse_list(items.iter().map(String::as_str)).map_err(|e| RegistryError::Invalid(format!("`{field}`: {e}")))
+}
+
+/// Parses a human id from user input.
+pub fn parse_human_id(id: &str) -> Result<HumanId, RegistryError> {
+    HumanId::parse(id).map_err(|e| RegistryError::Invalid(e.to_string()))
+}
+
+/// Parses an agent id from user input.
+pub fn parse_agent_id(id: &str) -> Result<AgentId, RegistryError> {
+    AgentId::parse(id).map_err(|e| RegistryError::Invalid(e.to_string()))
+}
+
+impl Engine {
+    /// Registers a human.
+    pub async fn add_human(&self, new: NewHuman) -> Result<Human, RegistryError> {
+        let human = Human {
+            id: random::human_id()?,
+            name: check_name(&new.name)?,
+            email: check_email(&new.email)?,
+            entitlements: parse_scope("entitlements", &new.entitlements)?,
+            status: HumanStatus::Active,
+            created_at: self.now(),
+        };
+        match self.store().insert_human(&human).await {
+            Ok(()) => {
+                tracing::info!(human = %human.id, "registered a human");
+                Ok(human)
+            }
+            Err(StoreError::Conflict(_)) => {
+                Err(RegistryError::Conflict(format!("a human with email `{}` already exists", human.email)))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// One human.
+    pub async fn human(&self, id: &str) -> Result<Human, RegistryError> {
+        let id = parse_human_id(id)?;
+        self.store().get_human(&id).await?.ok_or(RegistryError::NotFound { kind: "human", id: id.to_string() })
+    }
+
+    /// Every human.
+    pub async fn humans(&self) -> Result<Vec<Human>, RegistryError> {
+        Ok(self.store().list_humans().await?)
+    }
+
+    /// Disables a human: no new work on their behalf, and they can own no new agents.
+    pub async fn disable_human(&self, id: &str) -> Result<Human, RegistryError> {
+        let human = self.human(id).await?;
+        self.store().set_human_status(&human.id, HumanStatus::Disabled).await?;
+        tracing::info!(human = %human.id, "disabled a human");
+        Ok(Human { status: HumanStatus::Disabled, ..human })
+    }
+
+    /// Opens a session for an active human: a signed token to present as the
+    /// `subject_token` of a token exchange.
+    pub async fn open_session(&self, id: &str) -> Result<Session, RegistryError> {
+        let human = self.human(id).await?;
+        if !human.is_active() {
+            return Err(RegistryError::Conflict(format!("human `{}` is disabled", human.id)));
+        }
+        let now = self.now();
+        let claims = SessionClaims {
+            iss: self.config().issuer.clone(),
+            sub: human.id.clone(),
+            aud: self.config().issuer.clone(),
+            exp: now.plus(self.config().session_ttl),
+            iat: now,
+            nbf: now,
+            jti: hex_id(random::bytes::<16>()?),
+        };
+        let ring = self.keys().ring().map_err(|e| RegistryError::Internal(e.to_string()))?;
+        let token = sign_session(ring.active(), &claims).map_err(|e| RegistryError::Internal(e.to_string()))?;
+        tracing::info!(human = %human.id, "opened a human session");
+        Ok(Session { token, expires_in: self.config().session_ttl })
+    }
+
+    /// Registers an agent. Its owner must be an existing, active human.
+    pub async fn add_agent(&self, new: NewAgent) -> Result<Agent, RegistryError> {
+        let owner = parse_human_id(&new.owner)?;
+        let owner = self
+            .store()
+            .get_human(&owner)
+            .await?
+            .ok_or_else(|| RegistryError::Invalid(format!("owner `{owner}` is not a registered human")))?;
+        if !owner.is_active() {
+            return Err(RegistryError::Invalid(format!("owner `{}` is disabled", owner.id)));
+        }
+        warrant_token::keys::verifying_key(&new.public_key)
+            .map_err(|e| RegistryError::Invalid(format!("`public_key`: {e}")))?;
+        let now = self.now();
+        if new.expires_at.is_some_and(|t| t <= now) {
+            return Err(RegistryError::Invalid("`expires_at` must be in the future".into()));
+        }
+        if new.labels.len() > MAX_LABELS
+            || new.labels.iter().any(|(k, v)| k.is_empty() || k.len() > MAX_LABEL_LEN || v.len() > MAX_LABEL_LEN)
+        {
+            return Err(RegistryError::Invalid(format!(
+                "`labels`: at most {MAX_LABELS} labels, keys 1 to {MAX_LABEL_LEN} bytes, values at most {MAX_LABEL_LEN}"
+            )));
+        }
+        let max_scope = parse_scope("max_scope", &new.max_scope)?;
+        if max_scope.is_empty() {
+            return Err(RegistryError::Invalid("`max_scope` must hold at least one permission".into()));
+        }
+        let agent = Agent {
+            id: random::agent_id()?,
+            name: check_name(&new.name)?,
+            owner: owner.id,
+            mode: new.mode,
+            max_scope,
+            public_key: new.public_key,
+            status: AgentStatus::Active,
+            expires_at: new.expires_at,
+            labels: new.labels,
+            created_at: now,
+        };
+        self.store().insert_agent(&agent).await?;
+        tracing::info!(agent = %agent.id, owner = %agent.owner, mode = %agent.mode, "registered an agent");
+        Ok(agent)
+    }
+
+    /// One agent.
+    pub async fn agent(&self, id: &str) -> Result<Agent, RegistryError> {
+        let id = parse_agent_id(id)?;
+        self.store().get_agent(&id).await?.ok_or(RegistryError::NotFound { kind: "agent", id: id.to_string() })
+    }
+
+    /// Every agent, optionally only one owner's.
+    pub async fn agents(&self, owner: Option<&str>) -> Result<Vec<Agent>, RegistryError> {
+        let owner = owner.map(parse_human_id).transpose()?;
+        Ok(self.store().list_agents(owner.as_ref()).await?)
+    }
+
+    /// Suspends, resumes or retires an agent. Retirement is final.
+    pub async fn transition_agent(&self, id: &str, change: AgentTransition) -> Result<Agent, RegistryError> {
+        let agent = self.agent(id).await?;
+        let next = match (agent.status, change) {
+            (AgentStatus::Retired, AgentTransition::Retire) => AgentStatus::Retired,
+            (AgentStatus::Retired, _) => {
+                return Err(RegistryError::Conflict(format!("agent `{}` is retired; retirement is final", agent.id)))
+            }
+            (_, AgentTransition::Suspend) => AgentStatus::Suspended,
+            (_, AgentTransition::Resume) => AgentStatus::Active,
+            (_, AgentTransition::Retire) => AgentStatus::Retired,
+        };
+        self.store().set_agent_status(&agent.id, next).await?;
+        tracing::info!(agent = %agent.id, status = next.as_str(), "changed an agent's status");
+        Ok(Agent { status: next, ..agent })
+    }
+}
+
+fn hex_id(bytes: [u8; 16]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,68 @@
+//! The router.
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+use warrant_engine::Engine;
+
+use crate::error::ApiError;
+use crate::routes::{agents, humans, token, wellknown};
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The application.
+    pub engine: Arc<Engine>,
+    /// The admin bearer token management endpoints require.
+    pub admin_token: Arc<str>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").field("engine", &self.engine).finish_non_exhaustive()
+    }
+}
+
+/// The whole HTTP API.
+pub fn app(state: AppState, body_limit: usize) -> Router {
+    Router::new()
+        .route("/.well-known/jwks.json", get(wellknown::jwks))
+        .route("/.well-known/oauth-authorization-server", get(wellknown::metadata))
+        .route("/openapi.json", get(wellknown::openapi))
+        .route("/healthz", get(wellknown::health))
+        .route("/oauth2/token", post(token::token))
+        .route("/v1/humans", post(humans::create).get(humans::list))
+        .route("/v1/humans/{id}", get(humans::show))
+        .route("/v1/humans/{id}/sessions", post(humans::session))
+        .route("/v1/humans/{id}/disable", post(humans::disable))
+        .route("/v1/agents", post(agents::create).get(agents::list))
+        .route("/v1/agents/{id}", get(agents::show).delete(agents::retire))
+        .route("/v1/agents/{id}/suspend", post(agents::suspend))
+        .route("/v1/agents/{id}/resume", post(agents::resume))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(TraceLayer::new_for_http())
+        .layer(CatchPanicLayer::custom(|_| {
+            tracing::error!("a handler panicked; answered 500");
+            axum::response::IntoResponse::into_response(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "the server failed; see its log",
+            ))
+        }))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint; see /openapi.json")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not take that method")
+}

@@ -1,0 +1,134 @@
+//! The two error bodies of the API.
+//!
+//! * [`ApiError`]: `{error, message}` with a 4xx status, for everything outside OAuth.
+//! * [`OAuthError`]: RFC 6749 §5.2 `{error, error_description}`, for the token endpoint.
+//!
+//! Neither ever carries internals: a 5xx says only that the server failed, and the
+//! detail goes to the log.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+use warrant_engine::{RegistryError, TokenError};
+
+/// The body of every error outside OAuth.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// A stable machine-readable code (`invalid_request`, `not_found`, …).
+    pub error: &'static str,
+    /// A human-readable explanation.
+    pub message: String,
+}
+
+/// An API error: a status, a code and a message safe to show to the caller.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    /// Builds an error.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into() }
+    }
+
+    /// 400 `invalid_request`.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    /// 404 `not_found`.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// 500 with no detail; `detail` is logged.
+    pub fn internal(detail: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "internal failure");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "the server failed; see its log")
+    }
+
+    /// The status code.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(ErrorBody { error: self.code, message: self.message })).into_response()
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        match e {
+            RegistryError::Invalid(m) => ApiError::bad_request(m),
+            RegistryError::NotFound { .. } => ApiError::not_found(e.to_string()),
+            RegistryError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            other => ApiError::internal(&other),
+        }
+    }
+}
+
+/// The RFC 6749 §5.2 error body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OAuthErrorBody {
+    /// The error code.
+    pub error: &'static str,
+    /// A human-readable explanation.
+    pub error_description: String,
+}
+
+/// A token endpoint error.
+#[derive(Debug)]
+pub struct OAuthError {
+    status: StatusCode,
+    body: OAuthErrorBody,
+}
+
+impl OAuthError {
+    /// 400 with `code`.
+    pub fn new(code: &'static str, description: impl Into<String>) -> Self {
+        OAuthError {
+            status: StatusCode::BAD_REQUEST,
+            body: OAuthErrorBody { error: code, error_description: description.into() },
+        }
+    }
+}
+
+impl From<TokenError> for OAuthError {
+    fn from(e: TokenError) -> Self {
+        let status = match &e {
+            TokenError::InvalidClient(_) => StatusCode::UNAUTHORIZED,
+            TokenError::Internal(detail) => {
+                tracing::error!(error = %detail, "token endpoint failure");
+                return OAuthError {
+                    status: StatusCode::INTERNAL_SERVER_ERROR,
+                    body: OAuthErrorBody {
+                        error: "server_error",
+                        error_description: "the server failed; see its log".into(),
+                    },
+                };
+            }
+            _ => StatusCode::BAD_REQUEST,
+        };
+        OAuthError { status, body: OAuthErrorBody { error: e.code(), error_description: e.to_string() } }
+    }
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(self.body)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if self.status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

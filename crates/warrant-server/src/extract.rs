@@ -1,0 +1,127 @@
+//! Extractors whose rejections use the API's own error bodies: [`Json`] (problem-style
+//! `{error, message}`), [`TokenForm`] (RFC 6749 errors), and [`Admin`] (the admin
+//! bearer token).
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, JsonRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use serde::de::DeserializeOwned;
+use subtle::ConstantTimeEq as _;
+use warrant_engine::TokenRequest;
+
+use crate::app::AppState;
+use crate::error::{ApiError, OAuthError};
+
+/// A JSON body; malformed, mistyped or oversized bodies become [`ApiError`]s.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Json(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    let status = rejection.status();
+    match rejection {
+        JsonRejection::MissingJsonContentType(_) => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as `Content-Type: application/json`",
+        ),
+        JsonRejection::BytesRejection(_) if status == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(status, "payload_too_large", "the request body is too large")
+        }
+        JsonRejection::JsonDataError(e) => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", e.body_text())
+        }
+        JsonRejection::JsonSyntaxError(e) => ApiError::bad_request(e.body_text()),
+        other => ApiError::new(other.status(), "invalid_request", other.body_text()),
+    }
+}
+
+/// The token endpoint's form body (RFC 6749 §3.2): `application/x-www-form-urlencoded`,
+/// each parameter at most once, unknown parameters ignored.
+#[derive(Debug, Clone)]
+pub struct TokenForm(pub TokenRequest);
+
+impl<S: Send + Sync> FromRequest<S> for TokenForm {
+    type Rejection = OAuthError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_form = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+            v.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+        });
+        if !is_form {
+            return Err(OAuthError::new("invalid_request", "send the body as `application/x-www-form-urlencoded`"));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|e: BytesRejection| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                OAuthError::new("invalid_request", "the request body is too large")
+            } else {
+                OAuthError::new("invalid_request", "the request body could not be read")
+            }
+        })?;
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes)
+            .map_err(|_| OAuthError::new("invalid_request", "the body is not a valid form"))?;
+        let mut out = TokenRequest::default();
+        for (name, value) in pairs {
+            let slot = match name.as_str() {
+                "grant_type" => &mut out.grant_type,
+                "scope" => &mut out.scope,
+                "ttl" => &mut out.ttl,
+                "task_purpose" => &mut out.task_purpose,
+                "client_assertion_type" => &mut out.client_assertion_type,
+                "client_assertion" => &mut out.client_assertion,
+                "subject_token" => &mut out.subject_token,
+                "subject_token_type" => &mut out.subject_token_type,
+                "actor_token" => &mut out.actor_token,
+                "actor_token_type" => &mut out.actor_token_type,
+                _ => continue,
+            };
+            if slot.replace(value).is_some() {
+                return Err(OAuthError::new("invalid_request", format!("`{name}` must not be repeated")));
+            }
+        }
+        Ok(TokenForm(out))
+    }
+}
+
+/// Proof that the request carries the admin bearer token.
+#[derive(Debug, Clone, Copy)]
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = axum::response::Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        use axum::response::IntoResponse as _;
+        let presented = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim);
+        let ok = presented.is_some_and(|p| bool::from(p.as_bytes().ct_eq(state.admin_token.as_bytes())));
+        if ok {
+            Ok(Admin)
+        } else {
+            let mut response = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this endpoint needs the admin bearer token (see `<data>/admin.token`)",
+            )
+            .into_response();
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            Err(response)
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! The OpenAPI document, generated from the handlers' annotations. `warrant openapi`
+//! prints it; `docs/openapi.json` is a checked-in copy that a test keeps current.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::routes::{agents, humans, token, wellknown};
+
+/// The API description.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Warrant", description = "Identity, credential and authorization control plane for AI agents."),
+    paths(
+        wellknown::jwks, wellknown::metadata, wellknown::openapi, wellknown::health,
+        token::token,
+        humans::create, humans::list, humans::show, humans::disable, humans::session,
+        agents::create, agents::list, agents::show, agents::suspend, agents::resume, agents::retire,
+    ),
+    components(schemas(crate::error::ErrorBody, crate::error::OAuthErrorBody)),
+    modifiers(&AdminAuth),
+    tags(
+        (name = "oauth", description = "RFC 6749 / 7523 / 8693 token endpoint"),
+        (name = "discovery", description = "keys, metadata, this document"),
+        (name = "humans", description = "the human registry (admin)"),
+        (name = "agents", description = "the agent inventory (admin)"),
+    )
+)]
+pub struct ApiDoc;
+
+struct AdminAuth;
+
+impl Modify for AdminAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The document as pretty JSON.
+pub fn json() -> String {
+    ApiDoc::openapi().to_pretty_json().unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}

@@ -1,0 +1,131 @@
+//! The human registry: `/v1/humans`.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json as JsonOut;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use warrant_core::Human;
+use warrant_engine::NewHuman;
+
+use crate::app::AppState;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{Admin, Json};
+
+/// A human to register.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HumanBody {
+    /// Display name.
+    pub name: String,
+    /// Contact email (unique).
+    pub email: String,
+    /// Permissions the human may delegate, e.g. `crm.read:customers/*`.
+    #[serde(default)]
+    pub entitlements: Vec<String>,
+}
+
+/// A registered human.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HumanView {
+    /// `hum_…`.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Contact email.
+    pub email: String,
+    /// Delegable permissions.
+    pub entitlements: Vec<String>,
+    /// `active` or `disabled`.
+    pub status: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+impl From<Human> for HumanView {
+    fn from(h: Human) -> Self {
+        let status = if h.is_active() { "active" } else { "disabled" };
+        HumanView {
+            id: h.id.to_string(),
+            name: h.name,
+            email: h.email,
+            entitlements: h.entitlements.into(),
+            status: status.into(),
+            created_at: h.created_at.0,
+        }
+    }
+}
+
+/// A list of humans.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HumanList {
+    /// The humans, oldest first.
+    pub humans: Vec<HumanView>,
+}
+
+/// A session token for a human.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionView {
+    /// Present as `subject_token` with type `urn:ietf:params:oauth:token-type:id_token`.
+    pub token: String,
+    /// Seconds until expiry.
+    pub expires_in: i64,
+}
+
+/// Registers a human.
+#[utoipa::path(post, path = "/v1/humans", tag = "humans", security(("admin" = [])), request_body = HumanBody,
+    responses((status = 201, body = HumanView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn create(
+    _: Admin,
+    State(state): State<AppState>,
+    Json(body): Json<HumanBody>,
+) -> Result<(StatusCode, JsonOut<HumanView>), ApiError> {
+    let new = NewHuman { name: body.name, email: body.email, entitlements: body.entitlements };
+    let human = state.engine.add_human(new).await?;
+    Ok((StatusCode::CREATED, JsonOut(human.into())))
+}
+
+/// Lists humans.
+#[utoipa::path(get, path = "/v1/humans", tag = "humans", security(("admin" = [])),
+    responses((status = 200, body = HumanList), (status = 401, body = ErrorBody)))]
+pub async fn list(_: Admin, State(state): State<AppState>) -> Result<JsonOut<HumanList>, ApiError> {
+    let humans = state.engine.humans().await?;
+    Ok(JsonOut(HumanList { humans: humans.into_iter().map(Into::into).collect() }))
+}
+
+/// Shows one human.
+#[utoipa::path(get, path = "/v1/humans/{id}", tag = "humans", security(("admin" = [])),
+    params(("id" = String, Path, description = "human id")),
+    responses((status = 200, body = HumanView), (status = 404, body = ErrorBody)))]
+pub async fn show(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<JsonOut<HumanView>, ApiError> {
+    Ok(JsonOut(state.engine.human(&id).await?.into()))
+}
+
+/// Disables a human.
+#[utoipa::path(post, path = "/v1/humans/{id}/disable", tag = "humans", security(("admin" = [])),
+    params(("id" = String, Path, description = "human id")),
+    responses((status = 200, body = HumanView), (status = 404, body = ErrorBody)))]
+pub async fn disable(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<JsonOut<HumanView>, ApiError> {
+    Ok(JsonOut(state.engine.disable_human(&id).await?.into()))
+}
+
+/// Opens a session for a human (stands in for an IdP login in the embedded default).
+#[utoipa::path(post, path = "/v1/humans/{id}/sessions", tag = "humans", security(("admin" = [])),
+    params(("id" = String, Path, description = "human id")),
+    responses((status = 201, body = SessionView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn session(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, JsonOut<SessionView>), ApiError> {
+    let s = state.engine.open_session(&id).await?;
+    Ok((StatusCode::CREATED, JsonOut(SessionView { token: s.token, expires_in: s.expires_in })))
+}

@@ -1,0 +1,84 @@
+//! `POST /oauth2/token`.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::app::AppState;
+use crate::error::{OAuthError, OAuthErrorBody};
+use crate::extract::TokenForm;
+
+/// The form parameters (RFC 6749, 7523, 8693, plus `task_purpose` and `ttl`).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code, reason = "documentation-only schema for the form body")]
+pub struct TokenFormDoc {
+    /// `client_credentials` or `urn:ietf:params:oauth:grant-type:token-exchange`.
+    grant_type: String,
+    /// Space-separated permissions; default: everything every ceiling allows.
+    scope: Option<String>,
+    /// Requested lifetime in seconds; capped by the maximum and the parent's expiry.
+    ttl: Option<i64>,
+    /// What the work is for; required for root warrants.
+    task_purpose: Option<String>,
+    /// `urn:ietf:params:oauth:client-assertion-type:jwt-bearer` (client credentials).
+    client_assertion_type: Option<String>,
+    /// The agent's EdDSA client assertion (client credentials).
+    client_assertion: Option<String>,
+    /// A human session token or a parent warrant (token exchange).
+    subject_token: Option<String>,
+    /// `…:token-type:id_token`, `…:access_token` or `…:jwt`.
+    subject_token_type: Option<String>,
+    /// The acting agent's client assertion (token exchange).
+    actor_token: Option<String>,
+    /// `urn:ietf:params:oauth:token-type:jwt`.
+    actor_token_type: Option<String>,
+}
+
+/// A successful token response (RFC 6749 §5.1, RFC 8693 §2.2.1).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenResponse {
+    /// The warrant.
+    pub access_token: String,
+    /// `urn:ietf:params:oauth:token-type:access_token` (token exchange only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_token_type: Option<&'static str>,
+    /// `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until expiry.
+    pub expires_in: i64,
+    /// The granted scope.
+    pub scope: String,
+    /// The warrant's `jti`.
+    pub warrant_id: String,
+    /// The warrant's task.
+    pub task_id: String,
+}
+
+/// Issues a warrant.
+#[utoipa::path(post, path = "/oauth2/token", tag = "oauth",
+    request_body(content = TokenFormDoc, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, body = TokenResponse),
+        (status = 400, description = "invalid_request, invalid_grant, invalid_scope, unsupported_grant_type", body = OAuthErrorBody),
+        (status = 401, description = "invalid_client", body = OAuthErrorBody),
+    ))]
+pub async fn token(State(state): State<AppState>, TokenForm(req): TokenForm) -> Result<impl IntoResponse, OAuthError> {
+    let issued = state
+        .engine
+        .token(&req)
+        .await
+        .inspect_err(|e| tracing::info!(error = e.code(), reason = %e, "token request refused"))?;
+    let body = TokenResponse {
+        access_token: issued.token,
+        issued_token_type: issued.exchanged.then_some(warrant_engine::issuer::TOKEN_TYPE_ACCESS_TOKEN),
+        token_type: "Bearer",
+        expires_in: issued.expires_in,
+        scope: issued.claims.scope.clone(),
+        warrant_id: issued.claims.jti.to_string(),
+        task_id: issued.claims.task.id.to_string(),
+    };
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)))
+}

@@ -1,0 +1,52 @@
+//! Discovery: JWKS, RFC 8414 metadata, the OpenAPI document, health.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::Json;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::openapi::ApiDoc;
+
+/// The public signing keys.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "discovery",
+    responses((status = 200, description = "JWKS (RFC 7517): every key that may still verify a live warrant", body = Object)))]
+pub async fn jwks(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let ring = state.engine.keys().ring().map_err(|e| ApiError::internal(&e))?;
+    Ok(([(header::CACHE_CONTROL, "max-age=60")], Json(ring.jwks())))
+}
+
+/// RFC 8414 authorization server metadata.
+#[utoipa::path(get, path = "/.well-known/oauth-authorization-server", tag = "discovery",
+    responses((status = 200, description = "RFC 8414 metadata", body = Object)))]
+pub async fn metadata(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let config = state.engine.config();
+    let issuer = &config.issuer;
+    Json(serde_json::json!({
+        "issuer": issuer,
+        "token_endpoint": config.token_endpoint(),
+        "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
+        "grant_types_supported": ["client_credentials", warrant_engine::issuer::GRANT_TOKEN_EXCHANGE],
+        "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "token_endpoint_auth_signing_alg_values_supported": ["EdDSA"],
+        "response_types_supported": [],
+        "service_documentation": format!("{issuer}/openapi.json"),
+        "warrant_default_ttl": config.limits.default_ttl,
+        "warrant_max_ttl": config.limits.max_ttl,
+        "warrant_max_depth": config.limits.max_depth,
+    }))
+}
+
+/// The OpenAPI document of this API.
+#[utoipa::path(get, path = "/openapi.json", tag = "discovery",
+    responses((status = 200, description = "OpenAPI 3.1", body = Object)))]
+pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(<ApiDoc as utoipa::OpenApi>::openapi())
+}
+
+/// Liveness.
+#[utoipa::path(get, path = "/healthz", tag = "discovery", responses((status = 200, description = "`ok`")))]
+pub async fn health() -> &'static str {
+    "ok"
+}

@@ -1,0 +1,223 @@
+//! Running the server: the data directory, the admin token, binding, serving, graceful
+//! shutdown. [`SystemClock`] lives here: the only place that reads the real clock.
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine as _;
+use tokio::net::TcpListener;
+use warrant_core::UnixTime;
+use warrant_engine::{Clock, Engine, EngineConfig, KeyError};
+use warrant_store::{SqliteStore, StoreError};
+
+use crate::app::{app, AppState};
+use crate::config::Settings;
+
+/// The database file inside the data directory.
+pub const DB_FILE: &str = "warrant.db";
+/// The admin token file inside the data directory.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+/// How often the key ring is reloaded from the store (picks up `warrant key rotate`).
+pub const KEY_REFRESH: Duration = Duration::from_secs(10);
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> UnixTime {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        UnixTime(secs)
+    }
+}
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The data directory or a file in it could not be prepared.
+    #[error("data directory `{path}`: {source}")]
+    DataDir {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The store failed to open.
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    /// The signing keys could not be loaded.
+    #[error("cannot load the signing keys: {0}")]
+    Keys(#[from] KeyError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("the server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+fn data_err(path: &Path) -> impl FnOnce(std::io::Error) -> ServeError + '_ {
+    move |source| ServeError::DataDir { path: path.to_owned(), source }
+}
+
+/// Creates the data directory (mode 0700 on Unix) if needed and opens the store in it.
+pub fn open_store(data: &Path) -> Result<SqliteStore, ServeError> {
+    if !data.exists() {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(data).map_err(data_err(data))?;
+    }
+    Ok(SqliteStore::open(&data.join(DB_FILE))?)
+}
+
+/// Reads the admin token from `<data>/admin.token`, creating it (mode 0600) on first start.
+pub fn admin_token(data: &Path) -> Result<String, ServeError> {
+    let path = data.join(ADMIN_TOKEN_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt as _;
+                let mode = std::fs::metadata(&path).map_err(data_err(&path))?.permissions().mode();
+                if mode & 0o077 != 0 {
+                    tracing::warn!(path = %path.display(), "the admin token file is readable by others; chmod 600 it");
+                }
+            }
+            return Ok(text.trim().to_owned());
+        }
+        Ok(_) => {
+            return Err(ServeError::DataDir { path, source: std::io::Error::other("the admin token file is empty") })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(ServeError::DataDir { path, source: e }),
+    }
+    let bytes = warrant_engine::random::bytes::<32>()
+        .map_err(|e| ServeError::DataDir { path: path.clone(), source: std::io::Error::other(e.to_string()) })?;
+    let token = B64.encode(bytes);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&path).map_err(data_err(&path))?;
+    std::io::Write::write_all(&mut file, format!("{token}\n").as_bytes()).map_err(data_err(&path))?;
+    file.sync_all().map_err(data_err(&path))?;
+    tracing::info!(path = %path.display(), "created the admin token");
+    Ok(token)
+}
+
+/// The issuer URL for a bound address when none is configured.
+fn default_issuer(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
+}
+
+/// A server with its socket bound and its engine open, ready to [`run`](Self::run).
+pub struct BoundServer {
+    listener: TcpListener,
+    state: AppState,
+    body_limit: usize,
+}
+
+impl std::fmt::Debug for BoundServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BoundServer").field("addr", &self.listener.local_addr().ok()).finish_non_exhaustive()
+    }
+}
+
+impl BoundServer {
+    /// Opens the data directory, the store and the keys, and binds the listen address.
+    pub async fn bind(settings: &Settings) -> Result<Self, ServeError> {
+        let store = open_store(&settings.data)?;
+        let admin = admin_token(&settings.data)?;
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .map_err(|source| ServeError::Bind { addr: settings.listen, source })?;
+        let addr = listener.local_addr().map_err(|source| ServeError::Bind { addr: settings.listen, source })?;
+        let issuer = settings.issuer.clone().unwrap_or_else(|| default_issuer(addr));
+        let mut config = EngineConfig::for_issuer(&issuer);
+        config.limits = settings.limits;
+        config.session_ttl = settings.session_ttl;
+        let engine = Engine::open(Arc::new(store), Arc::new(SystemClock), config).await?;
+        let state = AppState { engine: Arc::new(engine), admin_token: Arc::from(admin) };
+        Ok(BoundServer { listener, state, body_limit: settings.body_limit })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    /// The issuer URL warrants carry.
+    pub fn issuer(&self) -> &str {
+        &self.state.engine.config().issuer
+    }
+
+    /// The admin bearer token.
+    pub fn admin_token(&self) -> &str {
+        &self.state.admin_token
+    }
+
+    /// Serves until `shutdown` completes, then finishes in-flight requests and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+        let engine = Arc::clone(&self.state.engine);
+        let refresher = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(KEY_REFRESH);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(e) = engine.refresh_keys().await {
+                    tracing::warn!(error = %e, "could not reload the signing keys; keeping the current ring");
+                }
+            }
+        });
+        let router = app(self.state, self.body_limit);
+        let result =
+            axum::serve(self.listener, router).with_graceful_shutdown(shutdown).await.map_err(ServeError::Serve);
+        refresher.abort();
+        tracing::info!("server stopped");
+        result
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

@@ -1,0 +1,96 @@
+//! Warrant's persistence.
+//!
+//! The [`Store`] trait is the one door to storage. It is split, SPIRE-style, into one
+//! trait per entity group ([`HumanStore`], [`AgentStore`], [`KeyStore`],
+//! [`WarrantStore`]) so that each group can be read and tested on its own. Every method
+//! is async, so that a PostgreSQL implementation can follow without changing callers;
+//! [`sqlite::SqliteStore`] is the default, embedded implementation. The conformance suite
+//! in `tests/store.rs` is written against the trait and is meant to run against every
+//! implementation.
+
+pub mod records;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use warrant_core::{Agent, AgentId, AgentStatus, Human, HumanId, HumanStatus, TaskId, UnixTime, WarrantId};
+
+pub use records::{StoredKey, TaskRecord, WarrantRecord};
+pub use sqlite::SqliteStore;
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A uniqueness or reference constraint refused the write.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// A stored row could not be read back into a domain value.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// The database failed. The message is for logs, never for API clients.
+    #[error("storage backend error: {0}")]
+    Backend(String),
+}
+
+/// Humans.
+#[async_trait]
+pub trait HumanStore: Send + Sync {
+    /// Inserts a new human; `Conflict` if the id or email exists.
+    async fn insert_human(&self, human: &Human) -> Result<(), StoreError>;
+    /// One human by id.
+    async fn get_human(&self, id: &HumanId) -> Result<Option<Human>, StoreError>;
+    /// Every human, oldest first.
+    async fn list_humans(&self) -> Result<Vec<Human>, StoreError>;
+    /// Sets a human's status; `false` when there is no such human.
+    async fn set_human_status(&self, id: &HumanId, status: HumanStatus) -> Result<bool, StoreError>;
+}
+
+/// Agents.
+#[async_trait]
+pub trait AgentStore: Send + Sync {
+    /// Inserts a new agent; `Conflict` if the id exists or the owner does not.
+    async fn insert_agent(&self, agent: &Agent) -> Result<(), StoreError>;
+    /// One agent by id.
+    async fn get_agent(&self, id: &AgentId) -> Result<Option<Agent>, StoreError>;
+    /// Every agent, oldest first, optionally only those of one owner.
+    async fn list_agents(&self, owner: Option<&HumanId>) -> Result<Vec<Agent>, StoreError>;
+    /// Sets an agent's status; `false` when there is no such agent.
+    async fn set_agent_status(&self, id: &AgentId, status: AgentStatus) -> Result<bool, StoreError>;
+}
+
+/// The issuer's signing keys.
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    /// Every stored key, newest first.
+    async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError>;
+    /// Adds `key` as the active key and, in the same transaction, marks every other
+    /// unretired key retired at `key.created_at`.
+    async fn rotate_in(&self, key: &StoredKey) -> Result<(), StoreError>;
+    /// The latest expiry of any warrant signed with `kid`.
+    async fn last_expiry_for_key(&self, kid: &str) -> Result<Option<UnixTime>, StoreError>;
+}
+
+/// Tasks, issued warrants and spent client assertions.
+#[async_trait]
+pub trait WarrantStore: Send + Sync {
+    /// Records a client assertion's `jti` as spent. `false` when it was spent already
+    /// (a replay). Spent entries past their expiry, relative to `now`, may be purged.
+    async fn spend_assertion(&self, agent: &AgentId, jti: &str, exp: UnixTime, now: UnixTime)
+        -> Result<bool, StoreError>;
+    /// Records an issued warrant, and its task when the warrant starts one, atomically.
+    async fn record_warrant(&self, warrant: &WarrantRecord, new_task: Option<&TaskRecord>) -> Result<(), StoreError>;
+    /// One issued warrant.
+    async fn get_warrant(&self, jti: &WarrantId) -> Result<Option<WarrantRecord>, StoreError>;
+    /// The warrants delegated directly from `jti`.
+    async fn child_warrants(&self, jti: &WarrantId) -> Result<Vec<WarrantRecord>, StoreError>;
+    /// One task.
+    async fn get_task(&self, id: &TaskId) -> Result<Option<TaskRecord>, StoreError>;
+    /// Every warrant of a task, in issuance order.
+    async fn task_warrants(&self, id: &TaskId) -> Result<Vec<WarrantRecord>, StoreError>;
+}
+
+/// Everything Warrant stores. Implemented by [`SqliteStore`]; a PostgreSQL store
+/// implements the same traits.
+pub trait Store: HumanStore + AgentStore + KeyStore + WarrantStore {}
+
+impl<T: HumanStore + AgentStore + KeyStore + WarrantStore> Store for T {}

@@ -1,0 +1,73 @@
+//! Records that only storage needs (the domain types live in `warrant-core`).
+
+use warrant_core::{AgentId, HumanId, Mode, Scope, TaskId, UnixTime, WarrantId};
+use zeroize::Zeroizing;
+
+/// A signing key as stored. The seed is secret: never log it.
+#[derive(Clone)]
+pub struct StoredKey {
+    /// The key id (RFC 7638 thumbprint).
+    pub kid: String,
+    /// The 32-byte Ed25519 seed.
+    pub seed: Zeroizing<[u8; 32]>,
+    /// When the key was created.
+    pub created_at: UnixTime,
+    /// When it stopped signing, if it has.
+    pub retired_at: Option<UnixTime>,
+}
+
+impl std::fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredKey")
+            .field("kid", &self.kid)
+            .field("created_at", &self.created_at)
+            .field("retired_at", &self.retired_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A task: one unit of intent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRecord {
+    /// The task id.
+    pub id: TaskId,
+    /// What it is for.
+    pub purpose: String,
+    /// The accountable human.
+    pub human: HumanId,
+    /// The agent that holds the root warrant.
+    pub root_agent: AgentId,
+    /// When it started.
+    pub created_at: UnixTime,
+    /// When its root warrant expires.
+    pub deadline: UnixTime,
+}
+
+/// An issued warrant, as recorded for walking its delegation tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WarrantRecord {
+    /// The `jti`.
+    pub jti: WarrantId,
+    /// The parent warrant, absent at the root.
+    pub parent: Option<WarrantId>,
+    /// The agent holding it.
+    pub agent: AgentId,
+    /// Its task.
+    pub task: TaskId,
+    /// The human it traces to.
+    pub human: HumanId,
+    /// Its `sub` claim.
+    pub sub: String,
+    /// Delegated or autonomous work.
+    pub mode: Mode,
+    /// Its scope.
+    pub scope: Scope,
+    /// Every agent of its chain, root first.
+    pub chain: Vec<AgentId>,
+    /// The key that signed it.
+    pub kid: String,
+    /// Issued at.
+    pub issued_at: UnixTime,
+    /// Expiry.
+    pub expires_at: UnixTime,
+}

@@ -1,0 +1,529 @@
+//! The embedded default store: SQLite (bundled), WAL journal, schema migrations by
+//! `PRAGMA user_version`.
+//!
+//! One connection serves every call, each on tokio's blocking pool, so the async
+//! executor never waits on disk. SQLite serializes writers anyway; reads on the hot path
+//! are served from the engine's in-memory state, not from here.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::types::Type;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use warrant_core::{
+    Agent, AgentId, AgentStatus, Human, HumanId, HumanStatus, Mode, PublicJwk, Scope, TaskId, UnixTime, WarrantId,
+};
+use zeroize::Zeroizing;
+
+use crate::records::{StoredKey, TaskRecord, WarrantRecord};
+use crate::{AgentStore, HumanStore, KeyStore, StoreError, WarrantStore};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` holds how many ran.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE humans (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    email TEXT NOT NULL UNIQUE,
+    entitlements TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE agents (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    owner TEXT NOT NULL REFERENCES humans(id),
+    mode TEXT NOT NULL,
+    max_scope TEXT NOT NULL,
+    public_key TEXT NOT NULL,
+    status TEXT NOT NULL,
+    expires_at INTEGER,
+    labels TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX agents_owner ON agents(owner);
+CREATE TABLE signing_keys (
+    kid TEXT PRIMARY KEY,
+    seed BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    retired_at INTEGER
+);
+CREATE TABLE spent_assertions (
+    agent TEXT NOT NULL,
+    jti TEXT NOT NULL,
+    exp INTEGER NOT NULL,
+    PRIMARY KEY (agent, jti)
+);
+CREATE INDEX spent_assertions_exp ON spent_assertions(exp);
+CREATE TABLE tasks (
+    id TEXT PRIMARY KEY,
+    purpose TEXT NOT NULL,
+    human TEXT NOT NULL,
+    root_agent TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    deadline INTEGER NOT NULL
+);
+CREATE TABLE warrants (
+    jti TEXT PRIMARY KEY,
+    parent TEXT REFERENCES warrants(jti),
+    agent TEXT NOT NULL,
+    task TEXT NOT NULL REFERENCES tasks(id),
+    human TEXT NOT NULL,
+    sub TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    chain TEXT NOT NULL,
+    kid TEXT NOT NULL,
+    issued_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX warrants_parent ON warrants(parent);
+CREATE INDEX warrants_task ON warrants(task);
+CREATE INDEX warrants_kid ON warrants(kid, expires_at);
+"#];
+
+/// The SQLite store.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match &e {
+            rusqlite::Error::SqliteFailure(code, msg) if code.code == rusqlite::ErrorCode::ConstraintViolation => {
+                StoreError::Conflict(msg.clone().unwrap_or_else(|| "constraint violation".into()))
+            }
+            rusqlite::Error::FromSqlConversionFailure(..) | rusqlite::Error::InvalidColumnType(..) => {
+                StoreError::Corrupt(e.to_string())
+            }
+            _ => StoreError::Backend(e.to_string()),
+        }
+    }
+}
+
+fn to_text<T: Serialize>(value: &T) -> Result<String, StoreError> {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => Ok(s),
+        Ok(other) => Ok(other.to_string()),
+        Err(e) => Err(StoreError::Corrupt(e.to_string())),
+    }
+}
+
+/// Reads column `idx` as text and parses it with `parse`, as a conversion failure when
+/// it does not parse.
+fn col<T, E>(row: &Row<'_>, idx: usize, parse: impl FnOnce(String) -> Result<T, E>) -> rusqlite::Result<T>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let text: String = row.get(idx)?;
+    parse(text).map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, Box::new(e)))
+}
+
+fn json<T: DeserializeOwned>(text: String) -> Result<T, serde_json::Error> {
+    serde_json::from_str(&text)
+}
+
+fn word<T: DeserializeOwned>(text: String) -> Result<T, serde_json::Error> {
+    serde_json::from_value(serde_json::Value::String(text))
+}
+
+fn time(row: &Row<'_>, idx: usize) -> rusqlite::Result<UnixTime> {
+    row.get::<_, i64>(idx).map(UnixTime)
+}
+
+const HUMAN_COLS: &str = "id, name, email, entitlements, status, created_at";
+
+fn human_row(row: &Row<'_>) -> rusqlite::Result<Human> {
+    Ok(Human {
+        id: col(row, 0, HumanId::try_from)?,
+        name: row.get(1)?,
+        email: row.get(2)?,
+        entitlements: col(row, 3, json::<Scope>)?,
+        status: col(row, 4, word::<HumanStatus>)?,
+        created_at: time(row, 5)?,
+    })
+}
+
+const AGENT_COLS: &str = "id, name, owner, mode, max_scope, public_key, status, expires_at, labels, created_at";
+
+fn agent_row(row: &Row<'_>) -> rusqlite::Result<Agent> {
+    Ok(Agent {
+        id: col(row, 0, AgentId::try_from)?,
+        name: row.get(1)?,
+        owner: col(row, 2, HumanId::try_from)?,
+        mode: col(row, 3, word::<Mode>)?,
+        max_scope: col(row, 4, json::<Scope>)?,
+        public_key: col(row, 5, json::<PublicJwk>)?,
+        status: col(row, 6, word::<AgentStatus>)?,
+        expires_at: row.get::<_, Option<i64>>(7)?.map(UnixTime),
+        labels: col(row, 8, json)?,
+        created_at: time(row, 9)?,
+    })
+}
+
+const WARRANT_COLS: &str = "jti, parent, agent, task, human, sub, mode, scope, chain, kid, issued_at, expires_at";
+
+fn warrant_row(row: &Row<'_>) -> rusqlite::Result<WarrantRecord> {
+    let parent: Option<String> = row.get(1)?;
+    let parent = parent
+        .map(WarrantId::try_from)
+        .transpose()
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(1, Type::Text, Box::new(e)))?;
+    Ok(WarrantRecord {
+        jti: col(row, 0, WarrantId::try_from)?,
+        parent,
+        agent: col(row, 2, AgentId::try_from)?,
+        task: col(row, 3, TaskId::try_from)?,
+        human: col(row, 4, HumanId::try_from)?,
+        sub: row.get(5)?,
+        mode: col(row, 6, word::<Mode>)?,
+        scope: col(row, 7, json::<Scope>)?,
+        chain: col(row, 8, json::<Vec<AgentId>>)?,
+        kid: row.get(9)?,
+        issued_at: time(row, 10)?,
+        expires_at: time(row, 11)?,
+    })
+}
+
+fn task_row(row: &Row<'_>) -> rusqlite::Result<TaskRecord> {
+    Ok(TaskRecord {
+        id: col(row, 0, TaskId::try_from)?,
+        purpose: row.get(1)?,
+        human: col(row, 2, HumanId::try_from)?,
+        root_agent: col(row, 3, AgentId::try_from)?,
+        created_at: time(row, 4)?,
+        deadline: time(row, 5)?,
+    })
+}
+
+fn key_row(row: &Row<'_>) -> rusqlite::Result<StoredKey> {
+    let seed: Vec<u8> = row.get(1)?;
+    let seed = <[u8; 32]>::try_from(seed.as_slice()).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(1, Type::Blob, Box::new(e))
+    })?;
+    Ok(StoredKey {
+        kid: row.get(0)?,
+        seed: Zeroizing::new(seed),
+        created_at: time(row, 2)?,
+        retired_at: row.get::<_, Option<i64>>(3)?.map(UnixTime),
+    })
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let applied: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let applied = usize::try_from(applied).map_err(|_| StoreError::Corrupt("negative schema version".into()))?;
+    if applied > MIGRATIONS.len() {
+        return Err(StoreError::Corrupt(format!(
+            "the database has schema version {applied}, newer than this build's {}; upgrade warrant",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i + 1)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "applied storage migration");
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, in WAL mode, and migrates it.
+    /// On Unix the file is restricted to its owner (mode 0600): it holds signing keys.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let mut conn = Connection::open(path)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| StoreError::Backend(format!("cannot restrict `{}`: {e}", path.display())))?;
+        }
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        Self::configure(&mut conn)?;
+        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    /// An in-memory database, for tests.
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        let mut conn = Connection::open_in_memory()?;
+        Self::configure(&mut conn)?;
+        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    fn configure(conn: &mut Connection) -> Result<(), StoreError> {
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrate(conn)
+    }
+
+    /// Runs `f` on the connection on tokio's blocking pool.
+    async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().map_err(|_| StoreError::Backend("the connection lock is poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("storage task failed: {e}")))?
+    }
+}
+
+#[async_trait]
+impl HumanStore for SqliteStore {
+    async fn insert_human(&self, human: &Human) -> Result<(), StoreError> {
+        let h = human.clone();
+        let entitlements = serde_json::to_string(&h.entitlements).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let status = to_text(&h.status)?;
+        self.run(move |c| {
+            c.execute(
+                "INSERT INTO humans (id, name, email, entitlements, status, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![h.id.as_str(), h.name, h.email, entitlements, status, h.created_at.0],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_human(&self, id: &HumanId) -> Result<Option<Human>, StoreError> {
+        let id = id.clone();
+        self.run(move |c| {
+            Ok(c.query_row(&format!("SELECT {HUMAN_COLS} FROM humans WHERE id = ?1"), [id.as_str()], human_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn list_humans(&self) -> Result<Vec<Human>, StoreError> {
+        self.run(|c| {
+            let mut stmt = c.prepare(&format!("SELECT {HUMAN_COLS} FROM humans ORDER BY created_at, id"))?;
+            let rows = stmt.query_map([], human_row)?.collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn set_human_status(&self, id: &HumanId, status: HumanStatus) -> Result<bool, StoreError> {
+        let id = id.clone();
+        let status = to_text(&status)?;
+        self.run(move |c| Ok(c.execute("UPDATE humans SET status = ?2 WHERE id = ?1", params![id.as_str(), status])? > 0))
+            .await
+    }
+}
+
+#[async_trait]
+impl AgentStore for SqliteStore {
+    async fn insert_agent(&self, agent: &Agent) -> Result<(), StoreError> {
+        let a = agent.clone();
+        let corrupt = |e: serde_json::Error| StoreError::Corrupt(e.to_string());
+        let max_scope = serde_json::to_string(&a.max_scope).map_err(corrupt)?;
+        let public_key = serde_json::to_string(&a.public_key).map_err(corrupt)?;
+        let labels = serde_json::to_string(&a.labels).map_err(corrupt)?;
+        let (mode, status) = (to_text(&a.mode)?, to_text(&a.status)?);
+        self.run(move |c| {
+            c.execute(
+                &format!("INSERT INTO agents ({AGENT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+                params![
+                    a.id.as_str(),
+                    a.name,
+                    a.owner.as_str(),
+                    mode,
+                    max_scope,
+                    public_key,
+                    status,
+                    a.expires_at.map(|t| t.0),
+                    labels,
+                    a.created_at.0
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_agent(&self, id: &AgentId) -> Result<Option<Agent>, StoreError> {
+        let id = id.clone();
+        self.run(move |c| {
+            Ok(c.query_row(&format!("SELECT {AGENT_COLS} FROM agents WHERE id = ?1"), [id.as_str()], agent_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn list_agents(&self, owner: Option<&HumanId>) -> Result<Vec<Agent>, StoreError> {
+        let owner = owner.map(|o| o.as_str().to_owned());
+        self.run(move |c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {AGENT_COLS} FROM agents WHERE ?1 IS NULL OR owner = ?1 ORDER BY created_at, id"
+            ))?;
+            let rows = stmt.query_map([owner], agent_row)?.collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn set_agent_status(&self, id: &AgentId, status: AgentStatus) -> Result<bool, StoreError> {
+        let id = id.clone();
+        let status = to_text(&status)?;
+        self.run(move |c| Ok(c.execute("UPDATE agents SET status = ?2 WHERE id = ?1", params![id.as_str(), status])? > 0))
+            .await
+    }
+}
+
+#[async_trait]
+impl KeyStore for SqliteStore {
+    async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        self.run(|c| {
+            let mut stmt =
+                c.prepare("SELECT kid, seed, created_at, retired_at FROM signing_keys ORDER BY created_at DESC, rowid DESC")?;
+            let rows = stmt.query_map([], key_row)?.collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn rotate_in(&self, key: &StoredKey) -> Result<(), StoreError> {
+        let key = key.clone();
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "UPDATE signing_keys SET retired_at = ?1 WHERE retired_at IS NULL",
+                [key.created_at.0],
+            )?;
+            tx.execute(
+                "INSERT INTO signing_keys (kid, seed, created_at, retired_at) VALUES (?1, ?2, ?3, NULL)",
+                params![key.kid, key.seed.as_slice(), key.created_at.0],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn last_expiry_for_key(&self, kid: &str) -> Result<Option<UnixTime>, StoreError> {
+        let kid = kid.to_owned();
+        self.run(move |c| {
+            let max: Option<i64> =
+                c.query_row("SELECT MAX(expires_at) FROM warrants WHERE kid = ?1", [kid], |r| r.get(0))?;
+            Ok(max.map(UnixTime))
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl WarrantStore for SqliteStore {
+    async fn spend_assertion(
+        &self,
+        agent: &AgentId,
+        jti: &str,
+        exp: UnixTime,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        let (agent, jti) = (agent.clone(), jti.to_owned());
+        self.run(move |c| {
+            c.execute("DELETE FROM spent_assertions WHERE exp < ?1", [now.0])?;
+            let inserted = c.execute(
+                "INSERT OR IGNORE INTO spent_assertions (agent, jti, exp) VALUES (?1, ?2, ?3)",
+                params![agent.as_str(), jti, exp.0],
+            )?;
+            Ok(inserted == 1)
+        })
+        .await
+    }
+
+    async fn record_warrant(&self, warrant: &WarrantRecord, new_task: Option<&TaskRecord>) -> Result<(), StoreError> {
+        let (w, task) = (warrant.clone(), new_task.cloned());
+        let corrupt = |e: serde_json::Error| StoreError::Corrupt(e.to_string());
+        let scope = serde_json::to_string(&w.scope).map_err(corrupt)?;
+        let chain = serde_json::to_string(&w.chain).map_err(corrupt)?;
+        let mode = to_text(&w.mode)?;
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            if let Some(t) = task {
+                tx.execute(
+                    "INSERT INTO tasks (id, purpose, human, root_agent, created_at, deadline) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![t.id.as_str(), t.purpose, t.human.as_str(), t.root_agent.as_str(), t.created_at.0, t.deadline.0],
+                )?;
+            }
+            tx.execute(
+                &format!("INSERT INTO warrants ({WARRANT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
+                params![
+                    w.jti.as_str(),
+                    w.parent.as_ref().map(WarrantId::as_str),
+                    w.agent.as_str(),
+                    w.task.as_str(),
+                    w.human.as_str(),
+                    w.sub,
+                    mode,
+                    scope,
+                    chain,
+                    w.kid,
+                    w.issued_at.0,
+                    w.expires_at.0
+                ],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_warrant(&self, jti: &WarrantId) -> Result<Option<WarrantRecord>, StoreError> {
+        let jti = jti.clone();
+        self.run(move |c| {
+            Ok(c.query_row(&format!("SELECT {WARRANT_COLS} FROM warrants WHERE jti = ?1"), [jti.as_str()], warrant_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn child_warrants(&self, jti: &WarrantId) -> Result<Vec<WarrantRecord>, StoreError> {
+        let jti = jti.clone();
+        self.run(move |c| {
+            let mut stmt =
+                c.prepare(&format!("SELECT {WARRANT_COLS} FROM warrants WHERE parent = ?1 ORDER BY issued_at, rowid"))?;
+            let rows = stmt.query_map([jti.as_str()], warrant_row)?.collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn get_task(&self, id: &TaskId) -> Result<Option<TaskRecord>, StoreError> {
+        let id = id.clone();
+        self.run(move |c| {
+            Ok(c.query_row(
+                "SELECT id, purpose, human, root_agent, created_at, deadline FROM tasks WHERE id = ?1",
+                [id.as_str()],
+                task_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn task_warrants(&self, id: &TaskId) -> Result<Vec<WarrantRecord>, StoreError> {
+        let id = id.clone();
+        self.run(move |c| {
+            let mut stmt =
+                c.prepare(&format!("SELECT {WARRANT_COLS} FROM warrants WHERE task = ?1 ORDER BY issued_at, rowid"))?;
+            let rows = stmt.query_map([id.as_str()], warrant_row)?.collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+}
