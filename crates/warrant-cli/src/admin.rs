@@ -122,7 +122,7 @@ pub async fn human(conn: &Conn, cmd: HumanCmd) -> CliResult {
         HumanCmd::List => {
             let list = client.get("/v1/humans").await?;
             print(conn.json, &list, |v| {
-                table(v["humans"].as_array().map(Vec::as_slice).unwrap_or_default(), HUMAN_COLUMNS)
+                table(v.get("humans").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default(), HUMAN_COLUMNS)
             });
         }
         HumanCmd::Show { id } => print(conn.json, &client.get(&format!("/v1/humans/{id}")).await?, one),
@@ -131,7 +131,7 @@ pub async fn human(conn: &Conn, cmd: HumanCmd) -> CliResult {
         }
         HumanCmd::Session { id } => {
             let session = client.post(&format!("/v1/humans/{id}/sessions"), &json!({})).await?;
-            print(conn.json, &session, |v| v["token"].as_str().unwrap_or_default().to_owned());
+            print(conn.json, &session, |v| v.get("token").and_then(Value::as_str).unwrap_or_default().to_owned());
         }
     }
     Ok(())
@@ -163,7 +163,7 @@ pub async fn agent(conn: &Conn, cmd: AgentCmd) -> CliResult {
             };
             let list = client.get(&path).await?;
             print(conn.json, &list, |v| {
-                table(v["agents"].as_array().map(Vec::as_slice).unwrap_or_default(), AGENT_COLUMNS)
+                table(v.get("agents").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default(), AGENT_COLUMNS)
             });
         }
         AgentCmd::Show { id } => print(conn.json, &client.get(&format!("/v1/agents/{id}")).await?, one),

@@ -31,7 +31,7 @@ async fn register_agent(
         "public_key": key.public_jwk(), "labels": {"demo": "true"},
     });
     let agent = client.post("/v1/agents", &body).await?;
-    let id = agent["id"].as_str().ok_or("no agent id")?.to_owned();
+    let id = agent.get("id").and_then(Value::as_str).ok_or("no agent id")?.to_owned();
     println!("   {name:<18} {id}  max scope: {}", max_scope.join(" "));
     Ok((id, key))
 }
@@ -92,7 +92,7 @@ async fn walk(client: &Client) -> CliResult {
             &json!({"name": "Alice Example", "email": "alice@example.com", "entitlements": entitlements}),
         )
         .await?;
-    let alice_id = alice["id"].as_str().ok_or("no human id")?.to_owned();
+    let alice_id = alice.get("id").and_then(Value::as_str).ok_or("no human id")?.to_owned();
     println!("   Alice              {alice_id}  entitlements: {}", entitlements.join(" "));
 
     step(2, "Register two delegated agents owned by Alice, each with an Ed25519 key:");
@@ -103,7 +103,7 @@ async fn walk(client: &Client) -> CliResult {
 
     step(3, "Alice signs in (a session token) and hands a task to support-assistant (RFC 8693 token exchange):");
     let session = client.post(&format!("/v1/humans/{alice_id}/sessions"), &json!({})).await?;
-    let session_token = session["token"].as_str().ok_or("no session token")?;
+    let session_token = session.get("token").and_then(Value::as_str).ok_or("no session token")?;
     let root = exchange(
         client,
         session_token,
@@ -113,7 +113,7 @@ async fn walk(client: &Client) -> CliResult {
         &[("task_purpose", "answer ticket 4711 for customer 42"), ("ttl", "600")],
     )
     .await?;
-    let root_token = root["access_token"].as_str().ok_or("no access token")?;
+    let root_token = root.get("access_token").and_then(Value::as_str).ok_or("no access token")?;
     let now = warrant_engine::Clock::now(&warrant_server::server::SystemClock).0;
     println!("{}", indent(&warrant_summary(&claims_of(root_token), now)));
     println!("   (scope = Alice's entitlements within the agent's max scope; 10 minutes asked)");
@@ -128,12 +128,12 @@ async fn walk(client: &Client) -> CliResult {
         &[("scope", "crm.read:customers/42"), ("ttl", "3600")],
     )
     .await?;
-    let child_token = child["access_token"].as_str().ok_or("no access token")?;
+    let child_token = child.get("access_token").and_then(Value::as_str).ok_or("no access token")?;
     let child_claims = claims_of(child_token);
     println!("{}", indent(&warrant_summary(&child_claims, now)));
     println!("   (lifetime capped: a delegated warrant never outlives its parent)");
     println!("   the nested RFC 8693 `act` claim, outermost = the agent acting now:");
-    println!("{}", indent(&serde_json::to_string_pretty(&child_claims["act"])?));
+    println!("{}", indent(&serde_json::to_string_pretty(child_claims.get("act").unwrap_or(&Value::Null))?));
 
     step(5, "Escalation: support-assistant tries to give crm-researcher `billing.refund:invoices/*`:");
     match exchange(
@@ -155,7 +155,7 @@ async fn walk(client: &Client) -> CliResult {
 
     step(6, "Check the sub-agent's warrant against the server's published keys (JWKS):");
     let meta = client.get("/.well-known/oauth-authorization-server").await?;
-    let issuer = meta["issuer"].as_str().ok_or("no issuer")?;
+    let issuer = meta.get("issuer").and_then(Value::as_str).ok_or("no issuer")?;
     let keys = warrant_token::KeySet::from_jwks(&client.get("/.well-known/jwks.json").await?);
     let verified = warrant_token::warrant::verify_warrant(child_token, &keys, issuer, warrant_core::UnixTime(now))?;
     println!(

@@ -129,7 +129,8 @@ pub async fn assertion(
 ) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
     let agent = AgentId::parse(agent)?;
     let meta = client.get("/.well-known/oauth-authorization-server").await?;
-    let endpoint = meta["token_endpoint"].as_str().ok_or("the server's metadata names no token endpoint")?;
+    let endpoint =
+        meta.get("token_endpoint").and_then(Value::as_str).ok_or("the server's metadata names no token endpoint")?;
     let jti =
         warrant_engine::random::bytes::<16>().map(|b| b.iter().map(|x| format!("{x:02x}")).collect::<String>())?;
     Ok(make_assertion(key, &agent, endpoint, now(), &jti)?)
@@ -141,7 +142,7 @@ pub fn claims_of(token: &str) -> Value {
 }
 
 fn show_issued(json_out: bool, ask: &Ask, response: &Value) {
-    let token = response["access_token"].as_str().unwrap_or_default();
+    let token = response.get("access_token").and_then(Value::as_str).unwrap_or_default();
     if ask.token_only {
         println!("{token}");
         return;
@@ -217,7 +218,7 @@ pub async fn token(conn: &Conn, cmd: TokenCmd) -> CliResult {
 
 async fn inspect(conn: &Conn, client: &Client, token: &str) -> CliResult {
     let meta = client.get("/.well-known/oauth-authorization-server").await?;
-    let issuer = meta["issuer"].as_str().ok_or("the server's metadata names no issuer")?;
+    let issuer = meta.get("issuer").and_then(Value::as_str).ok_or("the server's metadata names no issuer")?;
     let jwks = client.get("/.well-known/jwks.json").await?;
     let keys = warrant_token::KeySet::from_jwks(&jwks);
     let claims = warrant_token::warrant::verify_warrant(token, &keys, issuer, now())
