@@ -25,12 +25,7 @@ pub struct Actor {
 impl Actor {
     /// Builds the nested claim from a chain given root first. `None` for an empty chain.
     pub fn from_chain(chain: &[AgentId]) -> Option<Actor> {
-        chain.iter().fold(None, |inner, sub| {
-            Some(Actor {
-                sub: sub.clone(),
-                act: inner.map(Box::new),
-            })
-        })
+        chain.iter().fold(None, |inner, sub| Some(Actor { sub: sub.clone(), act: inner.map(Box::new) }))
     }
 
     /// The chain of agents, root first, current actor last.
@@ -127,10 +122,7 @@ mod tests {
         let act = Actor::from_chain(&chain).unwrap();
         assert_eq!(act.sub, chain[2]);
         assert_eq!(act.act.as_ref().unwrap().sub, chain[1]);
-        assert_eq!(
-            act.act.as_ref().unwrap().act.as_ref().unwrap().sub,
-            chain[0]
-        );
+        assert_eq!(act.act.as_ref().unwrap().act.as_ref().unwrap().sub, chain[0]);
         assert_eq!(act.chain(), chain);
         let json = serde_json::to_value(&act).unwrap();
         assert_eq!(json["act"]["act"]["sub"], chain[0].as_str());

@@ -24,11 +24,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            default_ttl: 300,
-            max_ttl: 900,
-            max_depth: 5,
-        }
+        Limits { default_ttl: 300, max_ttl: 900, max_depth: 5 }
     }
 }
 
@@ -85,6 +81,14 @@ pub enum DelegationError {
     /// The human on whose behalf the work runs is disabled.
     #[error("human `{0}` is disabled")]
     HumanInactive(HumanId),
+    /// The human supplied is not the one the parent warrant traces to.
+    #[error("the delegation names human `{given}`, but the parent warrant traces to `{expected}`")]
+    HumanMismatch {
+        /// The human the parent traces to.
+        expected: HumanId,
+        /// The human supplied.
+        given: HumanId,
+    },
     /// The agent's mode does not fit the kind of work.
     #[error("agent `{agent}` is registered as {mode} and cannot take part in {work} work")]
     ModeMismatch {
@@ -128,10 +132,7 @@ pub enum DelegationError {
 impl DelegationError {
     /// Whether the error is about scope (OAuth `invalid_scope`) rather than the grant.
     pub fn is_scope_error(&self) -> bool {
-        matches!(
-            self,
-            DelegationError::ScopeNotCovered { .. } | DelegationError::EmptyScope
-        )
+        matches!(self, DelegationError::ScopeNotCovered { .. } | DelegationError::EmptyScope)
     }
 }
 
@@ -174,11 +175,17 @@ pub struct DelegationRequest<'a> {
     pub parent_scope: &'a Scope,
     /// Every agent of the parent's chain, as the registry holds them now, root first.
     pub chain_agents: &'a [Agent],
+    /// The owners of those agents, as the registry holds them now (any order; each once
+    /// is enough). An agent whose owner is missing here or disabled may not delegate.
+    pub chain_owners: &'a [Human],
     /// The agent that will hold the new warrant.
     pub child: &'a Agent,
     /// That agent's owner.
     pub child_owner: &'a Human,
-    /// For delegated work, the human the chain acts for (as the registry holds them now).
+    /// The human the parent traces to (`parent.task.human`: the `sub` for delegated work,
+    /// the root agent's owner for autonomous work), as the registry holds them now;
+    /// `None` when no longer registered. Must be active for either kind of work; for
+    /// delegated work their entitlements are a ceiling.
     pub human: Option<&'a Human>,
     /// The scope asked for; `None` asks for everything every ceiling allows.
     pub scope: Option<&'a Scope>,
@@ -188,47 +195,24 @@ pub struct DelegationRequest<'a> {
     pub now: UnixTime,
 }
 
-fn check_agent(
-    agent: &Agent,
-    owner: &Human,
-    work: Mode,
-    now: UnixTime,
-) -> Result<(), DelegationError> {
-    agent
-        .usable_at(now)
-        .map_err(|why| DelegationError::AgentUnusable {
-            agent: agent.id.clone(),
-            why,
-        })?;
+fn check_agent(agent: &Agent, owner: &Human, work: Mode, now: UnixTime) -> Result<(), DelegationError> {
+    agent.usable_at(now).map_err(|why| DelegationError::AgentUnusable { agent: agent.id.clone(), why })?;
     if !owner.is_active() {
-        return Err(DelegationError::OwnerInactive {
-            agent: agent.id.clone(),
-            owner: owner.id.clone(),
-        });
+        return Err(DelegationError::OwnerInactive { agent: agent.id.clone(), owner: owner.id.clone() });
     }
     if agent.mode != work {
-        return Err(DelegationError::ModeMismatch {
-            agent: agent.id.clone(),
-            mode: agent.mode,
-            work,
-        });
+        return Err(DelegationError::ModeMismatch { agent: agent.id.clone(), mode: agent.mode, work });
     }
     Ok(())
 }
 
 /// Intersects the ceilings, or checks a requested scope against each of them.
-fn fit_scope(
-    requested: Option<&Scope>,
-    ceilings: &[(&Scope, Ceiling)],
-) -> Result<Scope, DelegationError> {
+fn fit_scope(requested: Option<&Scope>, ceilings: &[(&Scope, Ceiling)]) -> Result<Scope, DelegationError> {
     let scope = match requested {
         Some(req) => {
             for (ceiling_scope, ceiling) in ceilings {
                 if let Some(p) = ceiling_scope.first_uncovered(req) {
-                    return Err(DelegationError::ScopeNotCovered {
-                        permission: p.clone(),
-                        ceiling: *ceiling,
-                    });
+                    return Err(DelegationError::ScopeNotCovered { permission: p.clone(), ceiling: *ceiling });
                 }
             }
             req.clone()
@@ -263,11 +247,7 @@ fn fit_expiry(
 
 /// Decides a root warrant: autonomous (client credentials) or delegated (human session).
 pub fn grant_root(req: &RootRequest<'_>, limits: &Limits) -> Result<Grant, DelegationError> {
-    let work = if req.on_behalf_of.is_some() {
-        Mode::Delegated
-    } else {
-        Mode::Autonomous
-    };
+    let work = if req.on_behalf_of.is_some() { Mode::Delegated } else { Mode::Autonomous };
     check_agent(req.agent, req.owner, work, req.now)?;
     let mut ceilings = vec![(&req.agent.max_scope, Ceiling::AgentMaxScope)];
     if let Some(human) = req.on_behalf_of {
@@ -278,19 +258,11 @@ pub fn grant_root(req: &RootRequest<'_>, limits: &Limits) -> Result<Grant, Deleg
     }
     let scope = fit_scope(req.scope, &ceilings)?;
     let exp = fit_expiry(req.ttl, req.now, limits, &[req.agent.expires_at])?;
-    Ok(Grant {
-        scope,
-        iat: req.now,
-        exp,
-        chain: vec![req.agent.id.clone()],
-    })
+    Ok(Grant { scope, iat: req.now, exp, chain: vec![req.agent.id.clone()] })
 }
 
 /// Decides a delegation of `parent` to `child`.
-pub fn grant_delegation(
-    req: &DelegationRequest<'_>,
-    limits: &Limits,
-) -> Result<Grant, DelegationError> {
+pub fn grant_delegation(req: &DelegationRequest<'_>, limits: &Limits) -> Result<Grant, DelegationError> {
     let parent = req.parent;
     if parent.exp <= req.now {
         return Err(DelegationError::ParentExpired);
@@ -298,49 +270,34 @@ pub fn grant_delegation(
     check_agent(req.child, req.child_owner, parent.mode, req.now)?;
     let chain = parent.chain();
     for agent in req.chain_agents {
-        agent
-            .usable_at(req.now)
-            .map_err(|why| DelegationError::ChainAgentUnusable {
-                agent: agent.id.clone(),
-                why,
-            })?;
+        agent.usable_at(req.now).map_err(|why| DelegationError::ChainAgentUnusable { agent: agent.id.clone(), why })?;
+        if !req.chain_owners.iter().any(|o| o.id == agent.owner && o.is_active()) {
+            return Err(DelegationError::OwnerInactive { agent: agent.id.clone(), owner: agent.owner.clone() });
+        }
+    }
+    let Some(human) = req.human else {
+        return Err(DelegationError::HumanInactive(parent.task.human.clone()));
+    };
+    if human.id != parent.task.human {
+        return Err(DelegationError::HumanMismatch { expected: parent.task.human.clone(), given: human.id.clone() });
+    }
+    if !human.is_active() {
+        return Err(DelegationError::HumanInactive(human.id.clone()));
     }
     if chain.contains(&req.child.id) {
         return Err(DelegationError::Cycle(req.child.id.clone()));
     }
     let depth = chain.len() + 1;
     if depth > limits.max_depth {
-        return Err(DelegationError::TooDeep {
-            depth,
-            limit: limits.max_depth,
-        });
+        return Err(DelegationError::TooDeep { depth, limit: limits.max_depth });
     }
-    let mut ceilings = vec![
-        (req.parent_scope, Ceiling::Parent),
-        (&req.child.max_scope, Ceiling::AgentMaxScope),
-    ];
+    let mut ceilings = vec![(req.parent_scope, Ceiling::Parent), (&req.child.max_scope, Ceiling::AgentMaxScope)];
     if parent.mode == Mode::Delegated {
-        let Some(human) = req.human else {
-            return Err(DelegationError::HumanInactive(parent.task.human.clone()));
-        };
-        if !human.is_active() {
-            return Err(DelegationError::HumanInactive(human.id.clone()));
-        }
         ceilings.push((&human.entitlements, Ceiling::HumanEntitlements));
     }
     let scope = fit_scope(req.scope, &ceilings)?;
-    let exp = fit_expiry(
-        req.ttl,
-        req.now,
-        limits,
-        &[Some(parent.exp), req.child.expires_at],
-    )?;
+    let exp = fit_expiry(req.ttl, req.now, limits, &[Some(parent.exp), req.child.expires_at])?;
     let mut new_chain = chain;
     new_chain.push(req.child.id.clone());
-    Ok(Grant {
-        scope,
-        iat: req.now,
-        exp,
-        chain: new_chain,
-    })
+    Ok(Grant { scope, iat: req.now, exp, chain: new_chain })
 }

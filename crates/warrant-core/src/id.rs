@@ -128,21 +128,9 @@ mod tests {
     #[test]
     fn wrong_kind_is_refused() {
         let human = HumanId::from_random([1; 12]);
-        assert!(matches!(
-            AgentId::parse(human.as_str()),
-            Err(IdError::WrongPrefix { .. })
-        ));
-        assert!(matches!(
-            AgentId::parse("agt_"),
-            Err(IdError::BadBody { .. })
-        ));
-        assert!(matches!(
-            AgentId::parse("agt_ABC"),
-            Err(IdError::BadBody { .. })
-        ));
-        assert!(matches!(
-            AgentId::parse("agt_a b"),
-            Err(IdError::BadBody { .. })
-        ));
+        assert!(matches!(AgentId::parse(human.as_str()), Err(IdError::WrongPrefix { .. })));
+        assert!(matches!(AgentId::parse("agt_"), Err(IdError::BadBody { .. })));
+        assert!(matches!(AgentId::parse("agt_ABC"), Err(IdError::BadBody { .. })));
+        assert!(matches!(AgentId::parse("agt_a b"), Err(IdError::BadBody { .. })));
     }
 }

@@ -58,9 +58,7 @@ pub struct Permission {
 }
 
 fn valid_action_segment(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 fn parse_action(text: &str, whole: &str) -> Result<(Vec<String>, bool), PermissionError> {
@@ -116,12 +114,7 @@ impl Permission {
             Some(r) => (parse_resource(r, text)?, false),
             None => (vec![Segment::Rest], true),
         };
-        Ok(Self {
-            action,
-            action_wild,
-            resource,
-            any_resource,
-        })
+        Ok(Self { action, action_wild, resource, any_resource })
     }
 
     /// Whether this permission names one concrete action (no `*`).
@@ -155,12 +148,14 @@ impl Permission {
 
     /// Whether every request this permission allows is also allowed by `self`.
     pub fn covers(&self, other: &Permission) -> bool {
-        action_covers(
-            &self.action,
-            self.action_wild,
-            &other.action,
-            other.action_wild,
-        ) && resource_covers(&self.resource, &other.resource)
+        // A concrete resource has at least one segment, so a lone `**` (no resource part)
+        // allows exactly what `*/**` allows: compare with that form, which `*/**` covers.
+        let other_resource = match other.resource.as_slice() {
+            [Segment::Rest] => ONE_OR_MORE,
+            resource => resource,
+        };
+        action_covers(&self.action, self.action_wild, &other.action, other.action_wild)
+            && resource_covers(&self.resource, other_resource)
     }
 
     /// Whether this permission allows the concrete request `action` on `resource`.
@@ -169,19 +164,9 @@ impl Permission {
     pub fn allows(&self, action: &str, resource: &str) -> bool {
         let action_segments: Vec<&str> = action.split('.').collect();
         let action_ok = if self.action_wild {
-            action_segments.len() > self.action.len()
-                && self
-                    .action
-                    .iter()
-                    .zip(&action_segments)
-                    .all(|(a, b)| a == b)
+            action_segments.len() > self.action.len() && self.action.iter().zip(&action_segments).all(|(a, b)| a == b)
         } else {
-            self.action.len() == action_segments.len()
-                && self
-                    .action
-                    .iter()
-                    .zip(&action_segments)
-                    .all(|(a, b)| a == b)
+            self.action.len() == action_segments.len() && self.action.iter().zip(&action_segments).all(|(a, b)| a == b)
         };
         action_ok && resource_matches(&self.resource, &resource.split('/').collect::<Vec<_>>())
     }
@@ -189,39 +174,26 @@ impl Permission {
     /// The permissions that both `self` and `other` cover, as at most one permission
     /// (this pattern language is closed under intersection).
     pub fn meet(&self, other: &Permission) -> Option<Permission> {
-        let (action, action_wild) = if action_covers(
-            &self.action,
-            self.action_wild,
-            &other.action,
-            other.action_wild,
-        ) {
+        let (action, action_wild) = if action_covers(&self.action, self.action_wild, &other.action, other.action_wild) {
             (other.action.clone(), other.action_wild)
-        } else if action_covers(
-            &other.action,
-            other.action_wild,
-            &self.action,
-            self.action_wild,
-        ) {
+        } else if action_covers(&other.action, other.action_wild, &self.action, self.action_wild) {
             (self.action.clone(), self.action_wild)
         } else {
             return None;
         };
         let resource = resource_meet(&self.resource, &other.resource)?;
         let any_resource = resource == [Segment::Rest] && (self.any_resource || other.any_resource);
-        Some(Permission {
-            action,
-            action_wild,
-            resource,
-            any_resource,
-        })
+        Some(Permission { action, action_wild, resource, any_resource })
     }
 }
+
+/// `*/**`: one or more segments, what a resource pattern that is a lone `**` allows.
+const ONE_OR_MORE: &[Segment] = &[Segment::One, Segment::Rest];
 
 fn action_covers(a: &[String], a_wild: bool, b: &[String], b_wild: bool) -> bool {
     if a_wild {
         // `a.*` covers anything strictly below `a`, wild or not.
-        b.len() > a.len() && a.iter().zip(b).all(|(x, y)| x == y)
-            || (b_wild && b.len() == a.len() && a == b)
+        b.len() > a.len() && a.iter().zip(b).all(|(x, y)| x == y) || (b_wild && b.len() == a.len() && a == b)
     } else {
         !b_wild && a == b
     }
@@ -235,9 +207,7 @@ fn resource_covers(a: &[Segment], b: &[Segment]) -> bool {
         (Some(_), None) => false,
         (Some((_, _)), Some((Segment::Rest, _))) => false,
         (Some((Segment::One, a_rest)), Some((_, b_rest))) => resource_covers(a_rest, b_rest),
-        (Some((Segment::Lit(x), a_rest)), Some((Segment::Lit(y), b_rest))) => {
-            x == y && resource_covers(a_rest, b_rest)
-        }
+        (Some((Segment::Lit(x), a_rest)), Some((Segment::Lit(y), b_rest))) => x == y && resource_covers(a_rest, b_rest),
         (Some((Segment::Lit(_), _)), Some((Segment::One, _))) => false,
     }
 }
@@ -267,9 +237,7 @@ fn resource_matches(pattern: &[Segment], path: &[&str]) -> bool {
         (Some((Segment::Rest, _)), _) => true,
         (None, Some(_)) | (Some(_), None) => false,
         (Some((Segment::One, p_rest)), Some((_, rest))) => resource_matches(p_rest, rest),
-        (Some((Segment::Lit(x), p_rest)), Some((y, rest))) => {
-            x == y && resource_matches(p_rest, rest)
-        }
+        (Some((Segment::Lit(x), p_rest)), Some((y, rest))) => x == y && resource_matches(p_rest, rest),
     }
 }
 
@@ -356,37 +324,22 @@ mod tests {
 
     #[test]
     fn bad_input_is_refused() {
-        for bad in [
-            "", ".a", "a.", "a..b", "a.*.b", "a:", "a:/x", "a:x//y", "a:**/x", "a:x*", "a b",
-            "a:x y",
-        ] {
+        for bad in ["", ".a", "a.", "a..b", "a.*.b", "a:", "a:/x", "a:x//y", "a:**/x", "a:x*", "a b", "a:x y"] {
             assert!(Permission::parse(bad).is_err(), "{bad:?} should be refused");
         }
     }
 
     #[test]
     fn display_round_trips() {
-        for s in [
-            "crm.read",
-            "crm.*",
-            "*",
-            "crm.read:customers/*/notes/**",
-            "a:b",
-        ] {
+        for s in ["crm.read", "crm.*", "*", "crm.read:customers/*/notes/**", "a:b"] {
             assert_eq!(p(s).to_string(), s);
         }
     }
 
     #[test]
     fn meet_is_the_narrower() {
-        assert_eq!(
-            p("crm.*:x/**").meet(&p("crm.read:x/1")),
-            Some(p("crm.read:x/1"))
-        );
-        assert_eq!(
-            p("crm.read:*/1").meet(&p("crm.*:x/*")),
-            Some(p("crm.read:x/1"))
-        );
+        assert_eq!(p("crm.*:x/**").meet(&p("crm.read:x/1")), Some(p("crm.read:x/1")));
+        assert_eq!(p("crm.read:*/1").meet(&p("crm.*:x/*")), Some(p("crm.read:x/1")));
         assert_eq!(p("crm.read").meet(&p("billing.read")), None);
         assert_eq!(p("a:x/1").meet(&p("a:x/2")), None);
     }

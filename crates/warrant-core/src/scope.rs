@@ -39,13 +39,8 @@ impl Scope {
     }
 
     /// Parses a list of permission strings.
-    pub fn parse_list<'a>(
-        items: impl IntoIterator<Item = &'a str>,
-    ) -> Result<Self, PermissionError> {
-        let perms = items
-            .into_iter()
-            .map(Permission::parse)
-            .collect::<Result<Vec<_>, _>>()?;
+    pub fn parse_list<'a>(items: impl IntoIterator<Item = &'a str>) -> Result<Self, PermissionError> {
+        let perms = items.into_iter().map(Permission::parse).collect::<Result<Vec<_>, _>>()?;
         if perms.len() > MAX_SCOPE_LEN {
             return Err(PermissionError::TooLong);
         }
@@ -84,11 +79,7 @@ impl Scope {
 
     /// The permissions covered by both scopes.
     pub fn intersect(&self, other: &Scope) -> Scope {
-        Scope::from_permissions(
-            self.0
-                .iter()
-                .flat_map(|a| other.0.iter().filter_map(move |b| a.meet(b))),
-        )
+        Scope::from_permissions(self.0.iter().flat_map(|a| other.0.iter().filter_map(move |b| a.meet(b))))
     }
 }
 
@@ -131,10 +122,7 @@ mod tests {
     fn intersection() {
         let a = Scope::parse("crm.* billing.read:invoices/**").unwrap();
         let b = Scope::parse("crm.read:customers/* billing.*:invoices/2024/*").unwrap();
-        assert_eq!(
-            a.intersect(&b).to_string(),
-            "crm.read:customers/* billing.read:invoices/2024/*"
-        );
+        assert_eq!(a.intersect(&b).to_string(), "crm.read:customers/* billing.read:invoices/2024/*");
         assert!(a.intersect(&Scope::parse("hr.read").unwrap()).is_empty());
     }
 }

@@ -318,15 +318,14 @@ impl Engine {
                 let parent_scope =
                     parent.scope().map_err(|e| TokenError::InvalidGrant(format!("the subject token's scope: {e}")))?;
                 let chain_agents = self.chain_agents(&parent.chain()).await?;
-                let human = match parent.mode {
-                    Mode::Delegated => self.store().get_human(parent.human()).await?,
-                    _ => None,
-                };
+                let chain_owners = self.owners_of(&chain_agents).await?;
+                let human = self.store().get_human(parent.human()).await?;
                 let grant = grant_delegation(
                     &DelegationRequest {
                         parent: &parent,
                         parent_scope: &parent_scope,
                         chain_agents: &chain_agents,
+                        chain_owners: &chain_owners,
                         child: &child,
                         child_owner: &child_owner,
                         human: human.as_ref(),
@@ -351,6 +350,21 @@ impl Engine {
             out.push(agent);
         }
         Ok(out)
+    }
+
+    /// The distinct owners of `agents`, as registered now (a missing owner is left out,
+    /// which the delegation rules treat as disabled).
+    async fn owners_of(&self, agents: &[Agent]) -> Result<Vec<Human>, TokenError> {
+        let mut owners: Vec<Human> = Vec::new();
+        for agent in agents {
+            if owners.iter().any(|o| o.id == agent.owner) {
+                continue;
+            }
+            if let Some(owner) = self.store().get_human(&agent.owner).await? {
+                owners.push(owner);
+            }
+        }
+        Ok(owners)
     }
 
     /// Signs, records and returns a warrant for `grant`.

@@ -1,6 +1,6 @@
-//! Extractors whose rejections use the API's own error bodies: [`Json`] (problem-style
-//! `{error, message}`), [`TokenForm`] (RFC 6749 errors), and [`Admin`] (the admin
-//! bearer token).
+//! Extractors whose rejections use the API's own error bodies: [`Json`], [`Path`] and
+//! [`Query`] (problem-style `{error, message}`), [`TokenForm`] (RFC 6749 errors), and
+//! [`Admin`] (the admin bearer token).
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, JsonRejection};
@@ -45,6 +45,37 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         }
         JsonRejection::JsonSyntaxError(e) => ApiError::bad_request(e.body_text()),
         other => ApiError::new(other.status(), "invalid_request", other.body_text()),
+    }
+}
+
+/// Path parameters; undecodable ones (e.g. invalid UTF-8) become [`ApiError`]s.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Path<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            Err(rejection) if rejection.status().is_server_error() => Err(ApiError::internal(&rejection.body_text())),
+            Err(rejection) => Err(ApiError::new(rejection.status(), "invalid_request", rejection.body_text())),
+        }
+    }
+}
+
+/// A query string; one that does not fit `T` becomes an [`ApiError`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Query(value)),
+            Err(rejection) => Err(ApiError::new(rejection.status(), "invalid_request", rejection.body_text())),
+        }
     }
 }
 

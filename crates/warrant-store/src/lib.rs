@@ -75,8 +75,13 @@ pub trait KeyStore: Send + Sync {
 pub trait WarrantStore: Send + Sync {
     /// Records a client assertion's `jti` as spent. `false` when it was spent already
     /// (a replay). Spent entries past their expiry, relative to `now`, may be purged.
-    async fn spend_assertion(&self, agent: &AgentId, jti: &str, exp: UnixTime, now: UnixTime)
-        -> Result<bool, StoreError>;
+    async fn spend_assertion(
+        &self,
+        agent: &AgentId,
+        jti: &str,
+        exp: UnixTime,
+        now: UnixTime,
+    ) -> Result<bool, StoreError>;
     /// Records an issued warrant, and its task when the warrant starts one, atomically.
     async fn record_warrant(&self, warrant: &WarrantRecord, new_task: Option<&TaskRecord>) -> Result<(), StoreError>;
     /// One issued warrant.

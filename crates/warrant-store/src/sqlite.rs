@@ -207,9 +207,8 @@ fn task_row(row: &Row<'_>) -> rusqlite::Result<TaskRecord> {
 
 fn key_row(row: &Row<'_>) -> rusqlite::Result<StoredKey> {
     let seed: Vec<u8> = row.get(1)?;
-    let seed = <[u8; 32]>::try_from(seed.as_slice()).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(1, Type::Blob, Box::new(e))
-    })?;
+    let seed = <[u8; 32]>::try_from(seed.as_slice())
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(1, Type::Blob, Box::new(e)))?;
     Ok(StoredKey {
         kid: row.get(0)?,
         seed: Zeroizing::new(seed),
@@ -320,8 +319,10 @@ impl HumanStore for SqliteStore {
     async fn set_human_status(&self, id: &HumanId, status: HumanStatus) -> Result<bool, StoreError> {
         let id = id.clone();
         let status = to_text(&status)?;
-        self.run(move |c| Ok(c.execute("UPDATE humans SET status = ?2 WHERE id = ?1", params![id.as_str(), status])? > 0))
-            .await
+        self.run(move |c| {
+            Ok(c.execute("UPDATE humans SET status = ?2 WHERE id = ?1", params![id.as_str(), status])? > 0)
+        })
+        .await
     }
 }
 
@@ -379,8 +380,10 @@ impl AgentStore for SqliteStore {
     async fn set_agent_status(&self, id: &AgentId, status: AgentStatus) -> Result<bool, StoreError> {
         let id = id.clone();
         let status = to_text(&status)?;
-        self.run(move |c| Ok(c.execute("UPDATE agents SET status = ?2 WHERE id = ?1", params![id.as_str(), status])? > 0))
-            .await
+        self.run(move |c| {
+            Ok(c.execute("UPDATE agents SET status = ?2 WHERE id = ?1", params![id.as_str(), status])? > 0)
+        })
+        .await
     }
 }
 
@@ -388,8 +391,9 @@ impl AgentStore for SqliteStore {
 impl KeyStore for SqliteStore {
     async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
         self.run(|c| {
-            let mut stmt =
-                c.prepare("SELECT kid, seed, created_at, retired_at FROM signing_keys ORDER BY created_at DESC, rowid DESC")?;
+            let mut stmt = c.prepare(
+                "SELECT kid, seed, created_at, retired_at FROM signing_keys ORDER BY created_at DESC, rowid DESC",
+            )?;
             let rows = stmt.query_map([], key_row)?.collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
@@ -400,10 +404,7 @@ impl KeyStore for SqliteStore {
         let key = key.clone();
         self.run(move |c| {
             let tx = c.transaction()?;
-            tx.execute(
-                "UPDATE signing_keys SET retired_at = ?1 WHERE retired_at IS NULL",
-                [key.created_at.0],
-            )?;
+            tx.execute("UPDATE signing_keys SET retired_at = ?1 WHERE retired_at IS NULL", [key.created_at.0])?;
             tx.execute(
                 "INSERT INTO signing_keys (kid, seed, created_at, retired_at) VALUES (?1, ?2, ?3, NULL)",
                 params![key.kid, key.seed.as_slice(), key.created_at.0],

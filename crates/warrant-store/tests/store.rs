@@ -21,12 +21,11 @@ use std::collections::BTreeMap;
 
 use tempfile::TempDir;
 use warrant_core::{
-    Agent, AgentId, AgentStatus, Human, HumanId, HumanStatus, Mode, PublicJwk, Scope, TaskId,
-    UnixTime, WarrantId,
+    Agent, AgentId, AgentStatus, Human, HumanId, HumanStatus, Mode, PublicJwk, Scope, TaskId, UnixTime, WarrantId,
 };
 use warrant_store::{
-    AgentStore as _, HumanStore as _, KeyStore as _, SqliteStore, Store, StoreError, StoredKey,
-    TaskRecord, WarrantRecord, WarrantStore as _,
+    AgentStore as _, HumanStore as _, KeyStore as _, SqliteStore, Store, StoreError, StoredKey, TaskRecord,
+    WarrantRecord, WarrantStore as _,
 };
 use zeroize::Zeroizing;
 
@@ -96,12 +95,7 @@ fn scope(text: &str) -> Scope {
 }
 
 fn jwk() -> PublicJwk {
-    PublicJwk {
-        kty: "OKP".into(),
-        crv: "Ed25519".into(),
-        x: JWK_X.into(),
-        kid: None,
-    }
+    PublicJwk { kty: "OKP".into(), crv: "Ed25519".into(), x: JWK_X.into(), kid: None }
 }
 
 fn human(n: u8, created_at: i64) -> Human {
@@ -151,13 +145,7 @@ fn task(n: u8, human: &Human, root_agent: &Agent, created_at: i64) -> TaskRecord
 }
 
 /// A warrant for `agent` in `task`; a child of `parent` when given, whose chain it extends.
-fn warrant(
-    n: u8,
-    task: &TaskRecord,
-    agent: &Agent,
-    parent: Option<&WarrantRecord>,
-    issued_at: i64,
-) -> WarrantRecord {
+fn warrant(n: u8, task: &TaskRecord, agent: &Agent, parent: Option<&WarrantRecord>, issued_at: i64) -> WarrantRecord {
     let mut chain = parent.map(|p| p.chain.clone()).unwrap_or_default();
     chain.push(agent.id.clone());
     WarrantRecord {
@@ -224,13 +212,7 @@ async fn check_human_round_trip(store: &dyn Store) {
 }
 
 async fn check_human_unknown_is_none(store: &dyn Store) {
-    assert_eq!(
-        store
-            .get_human(&HumanId::from_random([9; 12]))
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(store.get_human(&HumanId::from_random([9; 12])).await.unwrap(), None);
     assert!(store.list_humans().await.unwrap().is_empty());
 }
 
@@ -257,10 +239,7 @@ async fn check_human_duplicate_email_conflicts(store: &dyn Store) {
     store.insert_human(&h).await.unwrap();
     let mut same_email = human(2, 200);
     same_email.email = h.email.clone();
-    assert_conflict(
-        store.insert_human(&same_email).await,
-        "duplicate human email",
-    );
+    assert_conflict(store.insert_human(&same_email).await, "duplicate human email");
     assert_eq!(store.get_human(&same_email.id).await.unwrap(), None);
     assert_eq!(store.list_humans().await.unwrap(), vec![h]);
 }
@@ -270,32 +249,17 @@ async fn check_set_human_status(store: &dyn Store) {
     store.insert_human(&h1).await.unwrap();
     store.insert_human(&h2).await.unwrap();
 
-    assert!(store
-        .set_human_status(&h1.id, HumanStatus::Disabled)
-        .await
-        .unwrap());
+    assert!(store.set_human_status(&h1.id, HumanStatus::Disabled).await.unwrap());
     let got = store.get_human(&h1.id).await.unwrap().unwrap();
     assert_eq!(got.status, HumanStatus::Disabled);
-    assert_eq!(
-        got,
-        Human {
-            status: HumanStatus::Disabled,
-            ..h1.clone()
-        }
-    );
+    assert_eq!(got, Human { status: HumanStatus::Disabled, ..h1.clone() });
     // Only that human changed.
     assert_eq!(store.get_human(&h2.id).await.unwrap(), Some(h2));
 
-    assert!(store
-        .set_human_status(&h1.id, HumanStatus::Active)
-        .await
-        .unwrap());
+    assert!(store.set_human_status(&h1.id, HumanStatus::Active).await.unwrap());
     assert_eq!(store.get_human(&h1.id).await.unwrap(), Some(h1));
 
-    assert!(!store
-        .set_human_status(&HumanId::from_random([9; 12]), HumanStatus::Disabled)
-        .await
-        .unwrap());
+    assert!(!store.set_human_status(&HumanId::from_random([9; 12]), HumanStatus::Disabled).await.unwrap());
     assert_eq!(store.list_humans().await.unwrap().len(), 2);
 }
 
@@ -314,10 +278,7 @@ async fn check_agent_round_trip(store: &dyn Store) {
     let mut rich = agent(2, &h, 300);
     rich.mode = Mode::Autonomous;
     rich.max_scope = scope("crm.read:customers/* billing.*:invoices/2024/**");
-    rich.public_key = PublicJwk {
-        kid: Some("client-key-1".into()),
-        ..jwk()
-    };
+    rich.public_key = PublicJwk { kid: Some("client-key-1".into()), ..jwk() };
     rich.status = AgentStatus::Suspended;
     rich.expires_at = Some(UnixTime(1_700_000_000));
     rich.labels = BTreeMap::from([
@@ -328,22 +289,13 @@ async fn check_agent_round_trip(store: &dyn Store) {
     store.insert_agent(&rich).await.unwrap();
     assert_eq!(store.get_agent(&rich.id).await.unwrap(), Some(rich));
 
-    assert_eq!(
-        store
-            .get_agent(&AgentId::from_random([9; 12]))
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(store.get_agent(&AgentId::from_random([9; 12])).await.unwrap(), None);
 }
 
 async fn check_agent_owner_must_exist(store: &dyn Store) {
     let ghost = human(9, 100);
     let orphan = agent(1, &ghost, 200);
-    assert_conflict(
-        store.insert_agent(&orphan).await,
-        "agent with unknown owner",
-    );
+    assert_conflict(store.insert_agent(&orphan).await, "agent with unknown owner");
     assert_eq!(store.get_agent(&orphan.id).await.unwrap(), None);
     assert!(store.list_agents(None).await.unwrap().is_empty());
 
@@ -376,18 +328,11 @@ async fn check_list_agents(store: &dyn Store) {
         store.insert_agent(a).await.unwrap();
     }
 
-    assert_eq!(
-        store.list_agents(None).await.unwrap(),
-        vec![a1.clone(), a2.clone(), a3.clone(), a4.clone()]
-    );
+    assert_eq!(store.list_agents(None).await.unwrap(), vec![a1.clone(), a2.clone(), a3.clone(), a4.clone()]);
     assert_eq!(store.list_agents(Some(&h1.id)).await.unwrap(), vec![a1, a3]);
     assert_eq!(store.list_agents(Some(&h2.id)).await.unwrap(), vec![a2, a4]);
     assert!(store.list_agents(Some(&idle.id)).await.unwrap().is_empty());
-    assert!(store
-        .list_agents(Some(&HumanId::from_random([9; 12])))
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(store.list_agents(Some(&HumanId::from_random([9; 12]))).await.unwrap().is_empty());
 }
 
 async fn check_set_agent_status(store: &dyn Store) {
@@ -395,27 +340,14 @@ async fn check_set_agent_status(store: &dyn Store) {
     let other = agent(2, &h, 300);
     store.insert_agent(&other).await.unwrap();
 
-    for status in [
-        AgentStatus::Suspended,
-        AgentStatus::Active,
-        AgentStatus::Retired,
-    ] {
+    for status in [AgentStatus::Suspended, AgentStatus::Active, AgentStatus::Retired] {
         assert!(store.set_agent_status(&a.id, status).await.unwrap());
-        assert_eq!(
-            store.get_agent(&a.id).await.unwrap(),
-            Some(Agent {
-                status,
-                ..a.clone()
-            })
-        );
+        assert_eq!(store.get_agent(&a.id).await.unwrap(), Some(Agent { status, ..a.clone() }));
     }
     // Only that agent changed.
     assert_eq!(store.get_agent(&other.id).await.unwrap(), Some(other));
 
-    assert!(!store
-        .set_agent_status(&AgentId::from_random([9; 12]), AgentStatus::Retired)
-        .await
-        .unwrap());
+    assert!(!store.set_agent_status(&AgentId::from_random([9; 12]), AgentStatus::Retired).await.unwrap());
     assert_eq!(store.list_agents(None).await.unwrap().len(), 2);
 }
 
@@ -448,12 +380,7 @@ async fn check_rotation_retires_previous_keys(store: &dyn Store) {
         keys.iter().map(key_view).collect::<Vec<_>>(),
         vec![
             ("kid-2".to_owned(), [2; 32], UnixTime(2_000), None),
-            (
-                "kid-1".to_owned(),
-                [1; 32],
-                UnixTime(1_000),
-                Some(UnixTime(2_000))
-            ),
+            ("kid-1".to_owned(), [1; 32], UnixTime(1_000), Some(UnixTime(2_000))),
         ],
         "newest first; the first key retired when the second came in"
     );
@@ -466,25 +393,11 @@ async fn check_rotation_retires_previous_keys(store: &dyn Store) {
         keys.iter().map(key_view).collect::<Vec<_>>(),
         vec![
             ("kid-3".to_owned(), [3; 32], UnixTime(3_000), None),
-            (
-                "kid-2".to_owned(),
-                [2; 32],
-                UnixTime(2_000),
-                Some(UnixTime(3_000))
-            ),
-            (
-                "kid-1".to_owned(),
-                [1; 32],
-                UnixTime(1_000),
-                Some(UnixTime(2_000))
-            ),
+            ("kid-2".to_owned(), [2; 32], UnixTime(2_000), Some(UnixTime(3_000))),
+            ("kid-1".to_owned(), [1; 32], UnixTime(1_000), Some(UnixTime(2_000))),
         ]
     );
-    assert_eq!(
-        keys.iter().filter(|k| k.retired_at.is_none()).count(),
-        1,
-        "exactly one key signs"
-    );
+    assert_eq!(keys.iter().filter(|k| k.retired_at.is_none()).count(), 1, "exactly one key signs");
 }
 
 async fn check_last_expiry_for_key(store: &dyn Store) {
@@ -514,10 +427,7 @@ async fn check_last_expiry_for_key(store: &dyn Store) {
         Some(UnixTime(9_000)),
         "the latest expiry, not the latest issued"
     );
-    assert_eq!(
-        store.last_expiry_for_key("kid-new").await.unwrap(),
-        Some(UnixTime(20_000))
-    );
+    assert_eq!(store.last_expiry_for_key("kid-new").await.unwrap(), Some(UnixTime(20_000)));
     assert_eq!(store.last_expiry_for_key("kid-unused").await.unwrap(), None);
 }
 
@@ -528,29 +438,11 @@ async fn check_last_expiry_for_key(store: &dyn Store) {
 async fn check_assertion_replay_is_refused(store: &dyn Store) {
     let (_, a) = principals(store, 1).await;
     let exp = UnixTime(10_000);
-    assert!(store
-        .spend_assertion(&a.id, "jti-1", exp, UnixTime(9_000))
-        .await
-        .unwrap());
-    assert!(
-        !store
-            .spend_assertion(&a.id, "jti-1", exp, UnixTime(9_000))
-            .await
-            .unwrap(),
-        "replay"
-    );
-    assert!(
-        !store
-            .spend_assertion(&a.id, "jti-1", exp, UnixTime(9_999))
-            .await
-            .unwrap(),
-        "replay just before expiry"
-    );
+    assert!(store.spend_assertion(&a.id, "jti-1", exp, UnixTime(9_000)).await.unwrap());
+    assert!(!store.spend_assertion(&a.id, "jti-1", exp, UnixTime(9_000)).await.unwrap(), "replay");
+    assert!(!store.spend_assertion(&a.id, "jti-1", exp, UnixTime(9_999)).await.unwrap(), "replay just before expiry");
     // A different jti of the same agent is its own assertion.
-    assert!(store
-        .spend_assertion(&a.id, "jti-2", exp, UnixTime(9_000))
-        .await
-        .unwrap());
+    assert!(store.spend_assertion(&a.id, "jti-2", exp, UnixTime(9_000)).await.unwrap());
 }
 
 async fn check_assertion_jti_is_per_agent(store: &dyn Store) {
@@ -559,47 +451,20 @@ async fn check_assertion_jti_is_per_agent(store: &dyn Store) {
     store.insert_agent(&a2).await.unwrap();
     let (exp, now) = (UnixTime(10_000), UnixTime(9_000));
 
-    assert!(store
-        .spend_assertion(&a1.id, "shared", exp, now)
-        .await
-        .unwrap());
-    assert!(
-        store
-            .spend_assertion(&a2.id, "shared", exp, now)
-            .await
-            .unwrap(),
-        "another agent's jti is independent"
-    );
-    assert!(!store
-        .spend_assertion(&a1.id, "shared", exp, now)
-        .await
-        .unwrap());
-    assert!(!store
-        .spend_assertion(&a2.id, "shared", exp, now)
-        .await
-        .unwrap());
+    assert!(store.spend_assertion(&a1.id, "shared", exp, now).await.unwrap());
+    assert!(store.spend_assertion(&a2.id, "shared", exp, now).await.unwrap(), "another agent's jti is independent");
+    assert!(!store.spend_assertion(&a1.id, "shared", exp, now).await.unwrap());
+    assert!(!store.spend_assertion(&a2.id, "shared", exp, now).await.unwrap());
 }
 
 async fn check_expired_assertions_are_purged(store: &dyn Store) {
     let (_, a) = principals(store, 1).await;
-    assert!(store
-        .spend_assertion(&a.id, "jti-1", UnixTime(1_000), UnixTime(900))
-        .await
-        .unwrap());
-    assert!(!store
-        .spend_assertion(&a.id, "jti-1", UnixTime(1_000), UnixTime(950))
-        .await
-        .unwrap());
+    assert!(store.spend_assertion(&a.id, "jti-1", UnixTime(1_000), UnixTime(900)).await.unwrap());
+    assert!(!store.spend_assertion(&a.id, "jti-1", UnixTime(1_000), UnixTime(950)).await.unwrap());
     // Once `now` is past the spent entry's expiry, the entry is gone: the jti can be
     // spent again (with a new expiry), and is then spent again.
-    assert!(store
-        .spend_assertion(&a.id, "jti-1", UnixTime(3_000), UnixTime(2_000))
-        .await
-        .unwrap());
-    assert!(!store
-        .spend_assertion(&a.id, "jti-1", UnixTime(3_000), UnixTime(2_001))
-        .await
-        .unwrap());
+    assert!(store.spend_assertion(&a.id, "jti-1", UnixTime(3_000), UnixTime(2_000)).await.unwrap());
+    assert!(!store.spend_assertion(&a.id, "jti-1", UnixTime(3_000), UnixTime(2_001)).await.unwrap());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -638,46 +503,20 @@ async fn check_warrant_tree(store: &dyn Store) {
     store.record_warrant(&other_child, None).await.unwrap();
 
     // Round trips.
-    assert_eq!(
-        grandchild.chain,
-        vec![a1.id.clone(), a2.id.clone(), a3.id.clone()]
-    );
+    assert_eq!(grandchild.chain, vec![a1.id.clone(), a2.id.clone(), a3.id.clone()]);
     for w in [&root, &child, &grandchild, &other_root, &other_child] {
         assert_eq!(store.get_warrant(&w.jti).await.unwrap().as_ref(), Some(w));
     }
-    assert_eq!(
-        store
-            .get_warrant(&WarrantId::from_random([9; 12]))
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(store.get_warrant(&WarrantId::from_random([9; 12])).await.unwrap(), None);
     assert_eq!(store.get_task(&t.id).await.unwrap(), Some(t.clone()));
     assert_eq!(store.get_task(&t2.id).await.unwrap(), Some(t2.clone()));
-    assert_eq!(
-        store.get_task(&TaskId::from_random([9; 12])).await.unwrap(),
-        None
-    );
+    assert_eq!(store.get_task(&TaskId::from_random([9; 12])).await.unwrap(), None);
 
     // Direct children only.
-    assert_eq!(
-        store.child_warrants(&root.jti).await.unwrap(),
-        vec![child.clone()]
-    );
-    assert_eq!(
-        store.child_warrants(&child.jti).await.unwrap(),
-        vec![grandchild.clone()]
-    );
-    assert!(store
-        .child_warrants(&grandchild.jti)
-        .await
-        .unwrap()
-        .is_empty());
-    assert!(store
-        .child_warrants(&WarrantId::from_random([9; 12]))
-        .await
-        .unwrap()
-        .is_empty());
+    assert_eq!(store.child_warrants(&root.jti).await.unwrap(), vec![child.clone()]);
+    assert_eq!(store.child_warrants(&child.jti).await.unwrap(), vec![grandchild.clone()]);
+    assert!(store.child_warrants(&grandchild.jti).await.unwrap().is_empty());
+    assert!(store.child_warrants(&WarrantId::from_random([9; 12])).await.unwrap().is_empty());
 
     // Several children, in issuance order.
     let second_child = warrant(6, &t, &a3, Some(&root), 1_030);
@@ -688,35 +527,18 @@ async fn check_warrant_tree(store: &dyn Store) {
     );
 
     // Every warrant of the task, in issuance order, and none of another task's.
-    assert_eq!(
-        store.task_warrants(&t.id).await.unwrap(),
-        vec![root, child, grandchild, second_child]
-    );
-    assert_eq!(
-        store.task_warrants(&t2.id).await.unwrap(),
-        vec![other_root, other_child]
-    );
-    assert!(store
-        .task_warrants(&TaskId::from_random([9; 12]))
-        .await
-        .unwrap()
-        .is_empty());
+    assert_eq!(store.task_warrants(&t.id).await.unwrap(), vec![root, child, grandchild, second_child]);
+    assert_eq!(store.task_warrants(&t2.id).await.unwrap(), vec![other_root, other_child]);
+    assert!(store.task_warrants(&TaskId::from_random([9; 12])).await.unwrap().is_empty());
 }
 
 async fn check_warrant_needs_existing_task(store: &dyn Store) {
     let (h, a) = principals(store, 1).await;
     let never_started = task(1, &h, &a, 1_000);
     let w = warrant(1, &never_started, &a, None, 1_000);
-    assert_conflict(
-        store.record_warrant(&w, None).await,
-        "warrant of an unknown task",
-    );
+    assert_conflict(store.record_warrant(&w, None).await, "warrant of an unknown task");
     assert_eq!(store.get_warrant(&w.jti).await.unwrap(), None);
-    assert!(store
-        .task_warrants(&never_started.id)
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(store.task_warrants(&never_started.id).await.unwrap().is_empty());
     assert_eq!(store.last_expiry_for_key(&w.kid).await.unwrap(), None);
 }
 
@@ -728,18 +550,9 @@ async fn check_warrant_jti_is_unique(store: &dyn Store) {
     let mut again = warrant(1, &t, &a, Some(&root), 2_000);
     again.jti = root.jti.clone();
     assert_conflict(store.record_warrant(&again, None).await, "duplicate jti");
-    assert_conflict(
-        store.record_warrant(&root, None).await,
-        "identical warrant recorded twice",
-    );
-    assert_eq!(
-        store.get_warrant(&root.jti).await.unwrap(),
-        Some(root.clone())
-    );
-    assert_eq!(
-        store.task_warrants(&t.id).await.unwrap(),
-        vec![root.clone()]
-    );
+    assert_conflict(store.record_warrant(&root, None).await, "identical warrant recorded twice");
+    assert_eq!(store.get_warrant(&root.jti).await.unwrap(), Some(root.clone()));
+    assert_eq!(store.task_warrants(&t.id).await.unwrap(), vec![root.clone()]);
     assert!(store.child_warrants(&root.jti).await.unwrap().is_empty());
 }
 
@@ -751,10 +564,7 @@ async fn check_warrant_and_task_are_atomic(store: &dyn Store) {
     let t2 = task(2, &h, &a, 2_000);
     let mut clash = warrant(2, &t2, &a, None, 2_000);
     clash.jti = root.jti.clone();
-    assert_conflict(
-        store.record_warrant(&clash, Some(&t2)).await,
-        "root warrant with a taken jti",
-    );
+    assert_conflict(store.record_warrant(&clash, Some(&t2)).await, "root warrant with a taken jti");
     assert_eq!(store.get_task(&t2.id).await.unwrap(), None);
     assert!(store.task_warrants(&t2.id).await.unwrap().is_empty());
 
@@ -763,10 +573,7 @@ async fn check_warrant_and_task_are_atomic(store: &dyn Store) {
     let mut dup_task = task(4, &h, &a, 3_000);
     dup_task.id = t3.id.clone();
     let w = warrant(4, &dup_task, &a, None, 3_000);
-    assert_conflict(
-        store.record_warrant(&w, Some(&dup_task)).await,
-        "task id taken",
-    );
+    assert_conflict(store.record_warrant(&w, Some(&dup_task)).await, "task id taken");
     assert_eq!(store.get_warrant(&w.jti).await.unwrap(), None);
     assert_eq!(store.get_task(&t3.id).await.unwrap(), Some(t3));
 
@@ -799,10 +606,7 @@ async fn sqlite_data_survives_reopening() {
         store.rotate_in(&key(1, 1_000)).await.unwrap();
         store.rotate_in(&key(2, 2_000)).await.unwrap();
         store.record_warrant(&root, Some(&t)).await.unwrap();
-        assert!(store
-            .spend_assertion(&a.id, "jti-1", UnixTime(10_000), UnixTime(900))
-            .await
-            .unwrap());
+        assert!(store.spend_assertion(&a.id, "jti-1", UnixTime(10_000), UnixTime(900)).await.unwrap());
     }
 
     // Reopening runs the migrations again: they must be idempotent, and keep the data.
@@ -811,45 +615,22 @@ async fn sqlite_data_survives_reopening() {
         assert_eq!(store.list_humans().await.unwrap(), vec![h.clone()]);
         assert_eq!(store.list_agents(None).await.unwrap(), vec![a.clone()]);
         assert_eq!(
-            store
-                .signing_keys()
-                .await
-                .unwrap()
-                .iter()
-                .map(key_view)
-                .collect::<Vec<_>>(),
+            store.signing_keys().await.unwrap().iter().map(key_view).collect::<Vec<_>>(),
             vec![
                 ("kid-2".to_owned(), [2; 32], UnixTime(2_000), None),
-                (
-                    "kid-1".to_owned(),
-                    [1; 32],
-                    UnixTime(1_000),
-                    Some(UnixTime(2_000))
-                ),
+                ("kid-1".to_owned(), [1; 32], UnixTime(1_000), Some(UnixTime(2_000))),
             ]
         );
         assert_eq!(store.get_task(&t.id).await.unwrap(), Some(t.clone()));
-        assert_eq!(
-            store.get_warrant(&root.jti).await.unwrap(),
-            Some(root.clone())
-        );
-        assert_eq!(
-            store.last_expiry_for_key(&root.kid).await.unwrap(),
-            Some(root.expires_at)
-        );
+        assert_eq!(store.get_warrant(&root.jti).await.unwrap(), Some(root.clone()));
+        assert_eq!(store.last_expiry_for_key(&root.kid).await.unwrap(), Some(root.expires_at));
         assert!(
-            !store
-                .spend_assertion(&a.id, "jti-1", UnixTime(10_000), UnixTime(950))
-                .await
-                .unwrap(),
+            !store.spend_assertion(&a.id, "jti-1", UnixTime(10_000), UnixTime(950)).await.unwrap(),
             "a spent assertion stays spent across restarts"
         );
         // Still writable, with its constraints in force.
         assert_conflict(store.insert_human(&h).await, "duplicate after reopening");
-        assert_conflict(
-            store.insert_agent(&agent(2, &human(9, 1), 300)).await,
-            "foreign keys on after reopening",
-        );
+        assert_conflict(store.insert_agent(&agent(2, &human(9, 1), 300)).await, "foreign keys on after reopening");
     }
 }
 

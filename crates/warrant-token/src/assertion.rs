@@ -155,24 +155,15 @@ mod tests {
         assert_eq!(claimed_agent(&token).unwrap(), agent);
         let vk = key.verifying_key();
         assert!(verify_assertion(&token, &vk, &agent, &["http://issuer"], now).is_ok());
-        assert_eq!(
-            verify_assertion(&token, &vk, &agent, &["http://other"], now),
-            Err(AssertionError::WrongAudience)
-        );
+        assert_eq!(verify_assertion(&token, &vk, &agent, &["http://other"], now), Err(AssertionError::WrongAudience));
         assert_eq!(
             verify_assertion(&token, &vk, &agent, &["http://issuer"], now.plus(61)),
             Err(AssertionError::Expired)
         );
         let other = AgentId::from_random([2; 12]);
-        assert_eq!(
-            verify_assertion(&token, &vk, &other, &["http://issuer"], now),
-            Err(AssertionError::WrongSubject)
-        );
+        assert_eq!(verify_assertion(&token, &vk, &other, &["http://issuer"], now), Err(AssertionError::WrongSubject));
         // Minted far in the future relative to the verifier's clock: too long-lived.
         let late = make_assertion(&key, &agent, "http://issuer", now.plus(600), "j2").unwrap();
-        assert_eq!(
-            verify_assertion(&late, &vk, &agent, &["http://issuer"], now),
-            Err(AssertionError::TooLongLived)
-        );
+        assert_eq!(verify_assertion(&late, &vk, &agent, &["http://issuer"], now), Err(AssertionError::TooLongLived));
     }
 }

@@ -83,24 +83,12 @@ impl KeyResolver for VerifyingKey {
 /// an absent `typ` is the empty string.
 fn normalize_typ(typ: &str) -> String {
     let lower = typ.to_ascii_lowercase();
-    lower
-        .strip_prefix("application/")
-        .unwrap_or(&lower)
-        .to_owned()
+    lower.strip_prefix("application/").unwrap_or(&lower).to_owned()
 }
 
 /// Signs `claims` as a compact JWS with `typ` and the key's `kid`.
-pub fn sign<T: Serialize>(
-    key: &KeyPair,
-    typ: &str,
-    claims: &T,
-) -> Result<String, serde_json::Error> {
-    let header = Header {
-        alg: "EdDSA".into(),
-        typ: Some(typ.into()),
-        kid: Some(key.kid().into()),
-        crit: None,
-    };
+pub fn sign<T: Serialize>(key: &KeyPair, typ: &str, claims: &T) -> Result<String, serde_json::Error> {
+    let header = Header { alg: "EdDSA".into(), typ: Some(typ.into()), kid: Some(key.kid().into()), crit: None };
     let mut out = B64.encode(serde_json::to_vec(&header)?);
     out.push('.');
     out.push_str(&B64.encode(serde_json::to_vec(claims)?));
@@ -125,34 +113,20 @@ fn split(token: &str) -> Result<Parts<'_>, JwsError> {
     let (Some(h), Some(p), Some(s), None) = (it.next(), it.next(), it.next(), it.next()) else {
         return Err(JwsError::Malformed("expected three dot-separated parts"));
     };
-    let header_bytes = B64
-        .decode(h)
-        .map_err(|_| JwsError::Malformed("the header is not base64url"))?;
-    let header: Header = serde_json::from_slice(&header_bytes)
-        .map_err(|_| JwsError::Malformed("the header is not a JSON object"))?;
-    let payload = B64
-        .decode(p)
-        .map_err(|_| JwsError::Malformed("the payload is not base64url"))?;
-    let signature = B64
-        .decode(s)
-        .map_err(|_| JwsError::Malformed("the signature is not base64url"))?;
-    let signing_input = token
-        .get(..h.len() + 1 + p.len())
-        .ok_or(JwsError::Malformed("bad length"))?;
-    Ok(Parts {
-        signing_input,
-        header,
-        payload,
-        signature,
-    })
+    let header_bytes = B64.decode(h).map_err(|_| JwsError::Malformed("the header is not base64url"))?;
+    let header: Header =
+        serde_json::from_slice(&header_bytes).map_err(|_| JwsError::Malformed("the header is not a JSON object"))?;
+    let payload = B64.decode(p).map_err(|_| JwsError::Malformed("the payload is not base64url"))?;
+    let signature = B64.decode(s).map_err(|_| JwsError::Malformed("the signature is not base64url"))?;
+    let signing_input = token.get(..h.len() + 1 + p.len()).ok_or(JwsError::Malformed("bad length"))?;
+    Ok(Parts { signing_input, header, payload, signature })
 }
 
 /// Reads a token's header and claims WITHOUT verifying anything: only for choosing
 /// which key to verify with (e.g. the `iss` of a client assertion).
 pub fn peek_unverified<T: DeserializeOwned>(token: &str) -> Result<(Header, T), JwsError> {
     let parts = split(token)?;
-    let claims =
-        serde_json::from_slice(&parts.payload).map_err(|e| JwsError::Claims(e.to_string()))?;
+    let claims = serde_json::from_slice(&parts.payload).map_err(|e| JwsError::Claims(e.to_string()))?;
     Ok((parts.header, claims))
 }
 
@@ -177,14 +151,10 @@ pub fn verify<T: DeserializeOwned>(
             expected: expected_typ.join("` or `"),
         });
     }
-    let key = keys
-        .resolve(parts.header.kid.as_deref())
-        .ok_or(JwsError::UnknownKey)?;
+    let key = keys.resolve(parts.header.kid.as_deref()).ok_or(JwsError::UnknownKey)?;
     let signature = Signature::from_slice(&parts.signature).map_err(|_| JwsError::BadSignature)?;
-    key.verify_strict(parts.signing_input.as_bytes(), &signature)
-        .map_err(|_| JwsError::BadSignature)?;
-    let claims =
-        serde_json::from_slice(&parts.payload).map_err(|e| JwsError::Claims(e.to_string()))?;
+    key.verify_strict(parts.signing_input.as_bytes(), &signature).map_err(|_| JwsError::BadSignature)?;
+    let claims = serde_json::from_slice(&parts.payload).map_err(|e| JwsError::Claims(e.to_string()))?;
     Ok((parts.header, claims))
 }
 
@@ -196,8 +166,7 @@ mod tests {
     fn sign_then_verify() {
         let key = KeyPair::from_seed(&[3; 32]);
         let token = sign(&key, "JWT", &serde_json::json!({"a": 1})).unwrap();
-        let (header, claims): (Header, serde_json::Value) =
-            verify(&token, &["jwt"], &key.verifying_key()).unwrap();
+        let (header, claims): (Header, serde_json::Value) = verify(&token, &["jwt"], &key.verifying_key()).unwrap();
         assert_eq!(header.kid.as_deref(), Some(key.kid()));
         assert_eq!(claims["a"], 1);
     }
@@ -208,8 +177,7 @@ mod tests {
         for alg in ["none", "HS256", "RS256", "eddsa"] {
             let header = B64.encode(format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#));
             let token = format!("{header}.{}.", B64.encode(b"{}"));
-            let err =
-                verify::<serde_json::Value>(&token, &["JWT"], &key.verifying_key()).unwrap_err();
+            let err = verify::<serde_json::Value>(&token, &["JWT"], &key.verifying_key()).unwrap_err();
             assert_eq!(err, JwsError::UnsupportedAlg(alg.into()));
         }
     }
@@ -221,8 +189,7 @@ mod tests {
         let mut parts: Vec<&str> = token.split('.').collect();
         let forged = B64.encode(br#"{"a":2}"#);
         parts[1] = &forged;
-        let err = verify::<serde_json::Value>(&parts.join("."), &["JWT"], &key.verifying_key())
-            .unwrap_err();
+        let err = verify::<serde_json::Value>(&parts.join("."), &["JWT"], &key.verifying_key()).unwrap_err();
         assert_eq!(err, JwsError::BadSignature);
         let other = KeyPair::from_seed(&[4; 32]);
         assert_eq!(
@@ -235,22 +202,12 @@ mod tests {
     fn wrong_type_and_garbage() {
         let key = KeyPair::from_seed(&[3; 32]);
         let token = sign(&key, "at+jwt", &serde_json::json!({})).unwrap();
-        assert!(
-            verify::<serde_json::Value>(&token, &["application/at+JWT"], &key.verifying_key())
-                .is_ok()
-        );
+        assert!(verify::<serde_json::Value>(&token, &["application/at+JWT"], &key.verifying_key()).is_ok());
         assert!(matches!(
             verify::<serde_json::Value>(&token, &["session+jwt"], &key.verifying_key()),
             Err(JwsError::WrongType { .. })
         ));
-        for garbage in [
-            "",
-            "a",
-            "a.b",
-            "a.b.c.d",
-            "!!.!!.!!",
-            &"x".repeat(MAX_TOKEN_LEN + 1),
-        ] {
+        for garbage in ["", "a", "a.b", "a.b.c.d", "!!.!!.!!", &"x".repeat(MAX_TOKEN_LEN + 1)] {
             assert!(verify::<serde_json::Value>(garbage, &["JWT"], &key.verifying_key()).is_err());
         }
     }

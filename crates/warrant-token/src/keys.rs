@@ -44,21 +44,13 @@ pub fn thumbprint(key: &VerifyingKey) -> String {
 
 /// The public JWK for a verifying key.
 pub fn public_jwk(key: &VerifyingKey, kid: Option<String>) -> PublicJwk {
-    PublicJwk {
-        kty: "OKP".into(),
-        crv: "Ed25519".into(),
-        x: B64.encode(key.as_bytes()),
-        kid,
-    }
+    PublicJwk { kty: "OKP".into(), crv: "Ed25519".into(), x: B64.encode(key.as_bytes()), kid }
 }
 
 /// Reads a verifying key from a public JWK, checking type, curve and point.
 pub fn verifying_key(jwk: &PublicJwk) -> Result<VerifyingKey, KeyError> {
     if jwk.kty != "OKP" || jwk.crv != "Ed25519" {
-        return Err(KeyError::NotEd25519 {
-            kty: jwk.kty.clone(),
-            crv: jwk.crv.clone(),
-        });
+        return Err(KeyError::NotEd25519 { kty: jwk.kty.clone(), crv: jwk.crv.clone() });
     }
     let x = decode32(&jwk.x, "x")?;
     let key = VerifyingKey::from_bytes(&x).map_err(|_| KeyError::BadPoint)?;
@@ -77,9 +69,7 @@ pub struct KeyPair {
 
 impl std::fmt::Debug for KeyPair {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyPair")
-            .field("kid", &self.kid)
-            .finish_non_exhaustive()
+        f.debug_struct("KeyPair").field("kid", &self.kid).finish_non_exhaustive()
     }
 }
 
@@ -122,13 +112,7 @@ impl KeyPair {
 
     /// Reads a private JWK (with `d`), checking that `x` matches when present.
     pub fn from_private_jwk(value: &serde_json::Value) -> Result<Self, KeyError> {
-        let member = |name: &str| {
-            value
-                .get(name)
-                .and_then(|v| v.as_str())
-                .unwrap_or_default()
-                .to_owned()
-        };
+        let member = |name: &str| value.get(name).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
         let (kty, crv) = (member("kty"), member("crv"));
         if kty != "OKP" || crv != "Ed25519" {
             return Err(KeyError::NotEd25519 { kty, crv });
@@ -158,10 +142,7 @@ mod tests {
         let pair = KeyPair::from_seed(&[9; 32]);
         let back = KeyPair::from_private_jwk(&pair.private_jwk_json()).unwrap();
         assert_eq!(back.kid(), pair.kid());
-        assert_eq!(
-            verifying_key(&pair.public_jwk()).unwrap(),
-            pair.verifying_key()
-        );
+        assert_eq!(verifying_key(&pair.public_jwk()).unwrap(), pair.verifying_key());
     }
 
     #[test]
@@ -174,20 +155,14 @@ mod tests {
             kid: None,
         };
         let key = verifying_key(&jwk).unwrap();
-        assert_eq!(
-            thumbprint(&key),
-            "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
-        );
+        assert_eq!(thumbprint(&key), "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k");
     }
 
     #[test]
     fn wrong_curve_and_bad_points_are_refused() {
         let mut jwk = KeyPair::from_seed(&[1; 32]).public_jwk();
         jwk.crv = "X25519".into();
-        assert!(matches!(
-            verifying_key(&jwk),
-            Err(KeyError::NotEd25519 { .. })
-        ));
+        assert!(matches!(verifying_key(&jwk), Err(KeyError::NotEd25519 { .. })));
         jwk.crv = "Ed25519".into();
         jwk.x = "AAAA".into();
         assert_eq!(verifying_key(&jwk), Err(KeyError::BadBytes("x")));

@@ -16,10 +16,7 @@ pub struct KeyRing {
 impl KeyRing {
     /// A ring that signs with `active` and also verifies with `retired` (kid, key) pairs.
     pub fn new(active: KeyPair, retired: Vec<(String, VerifyingKey)>) -> Self {
-        let retired = retired
-            .into_iter()
-            .filter(|(kid, _)| kid != active.kid())
-            .collect();
+        let retired = retired.into_iter().filter(|(kid, _)| kid != active.kid()).collect();
         KeyRing { active, retired }
     }
 
@@ -30,24 +27,21 @@ impl KeyRing {
 
     /// The ids of every key in the ring, active first.
     pub fn kids(&self) -> Vec<String> {
-        std::iter::once(self.active.kid().to_owned())
-            .chain(self.retired.iter().map(|(k, _)| k.clone()))
-            .collect()
+        std::iter::once(self.active.kid().to_owned()).chain(self.retired.iter().map(|(k, _)| k.clone())).collect()
     }
 
     /// The JWKS document (RFC 7517) with every key that still verifies, active first.
     pub fn jwks(&self) -> serde_json::Value {
-        let keys: Vec<serde_json::Value> =
-            std::iter::once((self.active.kid().to_owned(), self.active.verifying_key()))
-                .chain(self.retired.iter().cloned())
-                .map(|(kid, key)| {
-                    let jwk = crate::keys::public_jwk(&key, Some(kid));
-                    serde_json::json!({
-                        "kty": jwk.kty, "crv": jwk.crv, "x": jwk.x, "kid": jwk.kid,
-                        "use": "sig", "alg": "EdDSA",
-                    })
+        let keys: Vec<serde_json::Value> = std::iter::once((self.active.kid().to_owned(), self.active.verifying_key()))
+            .chain(self.retired.iter().cloned())
+            .map(|(kid, key)| {
+                let jwk = crate::keys::public_jwk(&key, Some(kid));
+                serde_json::json!({
+                    "kty": jwk.kty, "crv": jwk.crv, "x": jwk.x, "kid": jwk.kid,
+                    "use": "sig", "alg": "EdDSA",
                 })
-                .collect();
+            })
+            .collect();
         serde_json::json!({ "keys": keys })
     }
 }
@@ -58,10 +52,7 @@ impl KeyResolver for KeyRing {
         if kid == self.active.kid() {
             return Some(self.active.verifying_key());
         }
-        self.retired
-            .iter()
-            .find(|(k, _)| k == kid)
-            .map(|(_, key)| *key)
+        self.retired.iter().find(|(k, _)| k == kid).map(|(_, key)| *key)
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json as JsonOut;
 use serde::{Deserialize, Serialize};
@@ -13,7 +13,7 @@ use warrant_engine::NewAgent;
 
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{Admin, Json};
+use crate::extract::{Admin, Json, Path, Query};
 
 /// An Ed25519 public key as a JWK (RFC 8037).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -1,6 +1,6 @@
 //! The human registry: `/v1/humans`.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json as JsonOut;
 use serde::{Deserialize, Serialize};
@@ -10,7 +10,7 @@ use warrant_engine::NewHuman;
 
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{Admin, Json};
+use crate::extract::{Admin, Json, Path};
 
 /// A human to register.
 #[derive(Debug, Deserialize, ToSchema)]

@@ -1,0 +1,26 @@
+//! Warrant's HTTP API, end to end: every test starts a real server on a loopback port
+//! with a fresh data directory and talks to it over HTTP.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs,
+    reason = "test code"
+)]
+
+#[path = "api/testkit.rs"]
+mod testkit;
+
+#[path = "api/bad_input.rs"]
+mod bad_input;
+#[path = "api/lifecycle.rs"]
+mod lifecycle;
+#[path = "api/management.rs"]
+mod management;
+#[path = "api/oauth.rs"]
+mod oauth;
+#[path = "api/openapi.rs"]
+mod openapi;
+#[path = "api/tokens.rs"]
+mod tokens;

@@ -1,0 +1,401 @@
+//! The test kit: a real server on `127.0.0.1:0` with a fresh data directory, and helpers
+//! that speak its API over HTTP the way a client would.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine as _;
+use reqwest::header::HeaderMap;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use warrant_core::{AgentId, PublicJwk, UnixTime, WarrantClaims};
+use warrant_server::{BoundServer, FileConfig, ServeError, Settings};
+use warrant_token::jws::Header;
+use warrant_token::KeyPair;
+
+/// `subject_token_type` of a human session.
+pub const ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
+/// `subject_token_type` of a warrant.
+pub const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
+/// The generic JWT token type.
+pub const JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
+/// The RFC 8693 grant type.
+pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+/// The RFC 7523 client assertion type.
+pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A number no other call in this test binary gets.
+pub fn unique() -> u64 {
+    COUNTER.fetch_add(1, Ordering::SeqCst)
+}
+
+/// The current time, as the server's clock reads it.
+pub fn now() -> UnixTime {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    UnixTime(i64::try_from(secs).unwrap())
+}
+
+/// A fresh Ed25519 key pair from the operating system's randomness.
+pub fn new_key() -> KeyPair {
+    let mut seed = [0u8; 32];
+    getrandom::getrandom(&mut seed).unwrap();
+    KeyPair::from_seed(&seed)
+}
+
+/// The permissions of a space-separated scope, as a set.
+pub fn scope_set(scope: &str) -> BTreeSet<String> {
+    scope.split_whitespace().map(str::to_owned).collect()
+}
+
+/// base64url without padding.
+pub fn b64(bytes: impl AsRef<[u8]>) -> String {
+    B64.encode(bytes)
+}
+
+/// Decodes base64url without padding.
+pub fn unb64(text: &str) -> Vec<u8> {
+    B64.decode(text).unwrap()
+}
+
+/// One HTTP answer.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub text: String,
+    /// The body as JSON (`Value::Null` when it is not JSON).
+    pub body: Value,
+}
+
+impl Reply {
+    /// Asserts `status` and returns the JSON body.
+    #[track_caller]
+    pub fn expect(&self, status: StatusCode) -> &Value {
+        assert_eq!(self.status, status, "unexpected status; body: {}", self.text);
+        &self.body
+    }
+
+    /// Asserts 200 and returns the JSON body.
+    #[track_caller]
+    pub fn ok(&self) -> &Value {
+        self.expect(StatusCode::OK)
+    }
+
+    /// Asserts an RFC 6749 §5.2 error: `status`, `error` = `code`, a description, and
+    /// `Cache-Control: no-store`.
+    #[track_caller]
+    pub fn oauth_error(&self, status: StatusCode, code: &str) {
+        assert_eq!(self.status, status, "unexpected status; body: {}", self.text);
+        assert_json(self);
+        assert_eq!(self.body["error"], code, "unexpected error code; body: {}", self.text);
+        let description = self.body["error_description"].as_str().expect("error_description is a string");
+        assert!(!description.is_empty(), "empty error_description");
+        assert_eq!(self.headers.get("cache-control").map(|v| v.to_str().unwrap()), Some("no-store"));
+        if status == StatusCode::UNAUTHORIZED {
+            assert!(self.headers.contains_key("www-authenticate"), "401 without WWW-Authenticate");
+        }
+    }
+
+    /// Asserts an error outside OAuth: `status` and `{error: code, message}`.
+    #[track_caller]
+    pub fn api_error(&self, status: StatusCode, code: &str) {
+        assert_eq!(self.status, status, "unexpected status; body: {}", self.text);
+        assert_json(self);
+        assert_eq!(self.body["error"], code, "unexpected error code; body: {}", self.text);
+        let message = self.body["message"].as_str().expect("message is a string");
+        assert!(!message.is_empty(), "empty message");
+        assert!(self.status.is_client_error(), "an error outside OAuth must be a 4xx");
+    }
+}
+
+/// Asserts that the reply is a JSON object with a JSON content type.
+#[track_caller]
+pub fn assert_json(reply: &Reply) {
+    let content_type = reply.headers.get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    assert!(content_type.starts_with("application/json"), "content type `{content_type}`; body: {}", reply.text);
+    assert!(reply.body.is_object(), "not a JSON object: {}", reply.text);
+}
+
+/// A registered agent and its private key.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    pub id: String,
+    pub key: KeyPair,
+}
+
+/// A verified warrant.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    pub header: Header,
+    /// The claims as JSON, for checking the wire shape.
+    pub claims: Value,
+    /// The claims as the core types read them.
+    pub typed: WarrantClaims,
+}
+
+/// A running server.
+pub struct Server {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// The issuer URL warrants carry.
+    pub issuer: String,
+    /// The admin bearer token.
+    pub admin: String,
+    /// The data directory.
+    pub data: PathBuf,
+    pub http: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), ServeError>>>,
+    _dir: TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Server {
+    /// Starts a server with the default settings.
+    pub async fn start() -> Server {
+        Server::start_with(FileConfig::default()).await
+    }
+
+    /// Starts a server with `config` (its `data` and `listen` are set here).
+    pub async fn start_with(config: FileConfig) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory that does not exist yet: the server creates it, with its mode.
+        let data = dir.path().join("data");
+        let settings = Settings::from_config(FileConfig {
+            data: Some(data.clone()),
+            listen: Some("127.0.0.1:0".into()),
+            ..config
+        })
+        .unwrap();
+        let server = BoundServer::bind(&settings).await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let issuer = server.issuer().to_owned();
+        let admin = server.admin_token().to_owned();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async move {
+            let _ = rx.await;
+        }));
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        Server {
+            base: format!("http://{addr}"),
+            issuer,
+            admin,
+            data,
+            http,
+            shutdown: Some(tx),
+            task: Some(task),
+            _dir: dir,
+        }
+    }
+
+    /// Shuts the server down gracefully and asserts it stopped without error.
+    pub async fn stop(mut self) {
+        self.shutdown.take().unwrap().send(()).unwrap();
+        self.task.take().unwrap().await.unwrap().unwrap();
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends a request and reads the whole answer.
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply { status, headers, text, body }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(self.http.get(self.url(path))).await
+    }
+
+    pub async fn admin_get(&self, path: &str) -> Reply {
+        self.send(self.http.get(self.url(path)).bearer_auth(&self.admin)).await
+    }
+
+    pub async fn admin_post(&self, path: &str, body: &Value) -> Reply {
+        self.send(self.http.post(self.url(path)).bearer_auth(&self.admin).json(body)).await
+    }
+
+    /// A POST without a body (the action endpoints).
+    pub async fn admin_action(&self, path: &str) -> Reply {
+        self.send(self.http.post(self.url(path)).bearer_auth(&self.admin)).await
+    }
+
+    pub async fn admin_delete(&self, path: &str) -> Reply {
+        self.send(self.http.delete(self.url(path)).bearer_auth(&self.admin)).await
+    }
+
+    /// Asserts that the server still answers.
+    pub async fn healthy(&self) {
+        let reply = self.get("/healthz").await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.text, "ok");
+    }
+
+    /// Registers a human with `entitlements` and a unique email; returns the id.
+    pub async fn human(&self, entitlements: &[&str]) -> String {
+        let n = unique();
+        let reply = self
+            .admin_post(
+                "/v1/humans",
+                &json!({"name": format!("Human {n}"), "email": format!("human{n}@example.com"), "entitlements": entitlements}),
+            )
+            .await;
+        let body = reply.expect(StatusCode::CREATED);
+        assert_eq!(body["status"], "active");
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Opens a session for `human`; returns its token.
+    pub async fn session(&self, human: &str) -> String {
+        let reply = self.admin_action(&format!("/v1/humans/{human}/sessions")).await;
+        let body = reply.expect(StatusCode::CREATED);
+        assert!(body["expires_in"].as_i64().unwrap() > 0);
+        body["token"].as_str().unwrap().to_owned()
+    }
+
+    /// The registration body for an agent with `key`.
+    pub fn agent_body(owner: &str, mode: &str, max_scope: &[&str], key: &KeyPair) -> Value {
+        json!({
+            "name": format!("agent {}", unique()),
+            "owner": owner,
+            "mode": mode,
+            "max_scope": max_scope,
+            "public_key": key.public_jwk(),
+        })
+    }
+
+    /// Registers an agent with a fresh key.
+    pub async fn agent(&self, owner: &str, mode: &str, max_scope: &[&str]) -> Agent {
+        let key = new_key();
+        self.agent_from(Server::agent_body(owner, mode, max_scope, &key), key).await
+    }
+
+    /// Registers an agent from a full body whose `public_key` belongs to `key`.
+    pub async fn agent_from(&self, body: Value, key: KeyPair) -> Agent {
+        let reply = self.admin_post("/v1/agents", &body).await;
+        let view = reply.expect(StatusCode::CREATED);
+        assert_eq!(view["status"], "active");
+        Agent { id: view["id"].as_str().unwrap().to_owned(), key }
+    }
+
+    /// A fresh, single-use client assertion of `agent` for the token endpoint.
+    pub fn assertion(&self, agent: &Agent) -> String {
+        let id = AgentId::parse(&agent.id).unwrap();
+        let audience = format!("{}/oauth2/token", self.issuer);
+        let jti = format!("jti-{}-{}", unique(), b64(new_key().kid()));
+        warrant_token::assertion::make_assertion(&agent.key, &id, &audience, now(), &jti).unwrap()
+    }
+
+    /// Posts a form to the token endpoint.
+    pub async fn token(&self, form: &[(&str, &str)]) -> Reply {
+        self.send(self.http.post(self.url("/oauth2/token")).form(form)).await
+    }
+
+    /// `client_credentials` with a fresh assertion, plus `extra` parameters.
+    pub async fn client_credentials(&self, agent: &Agent, purpose: &str, extra: &[(&str, &str)]) -> Reply {
+        let assertion = self.assertion(agent);
+        let mut form = vec![
+            ("grant_type", "client_credentials"),
+            ("client_assertion_type", JWT_BEARER),
+            ("client_assertion", assertion.as_str()),
+            ("task_purpose", purpose),
+        ];
+        form.extend_from_slice(extra);
+        self.token(&form).await
+    }
+
+    /// A token exchange with `actor`'s fresh assertion as the `actor_token`.
+    pub async fn exchange(&self, subject: &str, subject_type: &str, actor: &Agent, extra: &[(&str, &str)]) -> Reply {
+        let assertion = self.assertion(actor);
+        let mut form = vec![
+            ("grant_type", TOKEN_EXCHANGE),
+            ("subject_token", subject),
+            ("subject_token_type", subject_type),
+            ("actor_token", assertion.as_str()),
+            ("actor_token_type", JWT),
+        ];
+        form.extend_from_slice(extra);
+        self.token(&form).await
+    }
+
+    /// A delegated root warrant: `agent` acts for the human whose session this is.
+    pub async fn delegated_root(&self, session: &str, agent: &Agent, extra: &[(&str, &str)]) -> Reply {
+        let mut form = extra.to_vec();
+        if !form.iter().any(|(name, _)| *name == "task_purpose") {
+            form.push(("task_purpose", "help the human"));
+        }
+        self.exchange(session, ID_TOKEN, agent, &form).await
+    }
+
+    /// A delegation of `parent` (a warrant) to `agent`.
+    pub async fn delegate(&self, parent: &str, agent: &Agent, extra: &[(&str, &str)]) -> Reply {
+        self.exchange(parent, ACCESS_TOKEN, agent, extra).await
+    }
+
+    /// The JWKS.
+    pub async fn jwks(&self) -> Value {
+        self.get("/.well-known/jwks.json").await.ok().clone()
+    }
+
+    /// Verifies `token` as a warrant with the key the JWKS publishes under its `kid`.
+    pub async fn decode(&self, token: &str) -> Decoded {
+        let (header, _): (Header, Value) = warrant_token::jws::peek_unverified(token).unwrap();
+        let kid = header.kid.clone().expect("a warrant names its key");
+        let jwks = self.jwks().await;
+        let jwk = jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["kid"] == kid.as_str())
+            .unwrap_or_else(|| panic!("kid `{kid}` is not in the JWKS {jwks}"));
+        let jwk: PublicJwk = serde_json::from_value(jwk.clone()).unwrap();
+        let key = warrant_token::keys::verifying_key(&jwk).unwrap();
+        let (header, claims): (Header, Value) = warrant_token::jws::verify(token, &["at+jwt"], &key).unwrap();
+        // The claims as the core types read them; expiry is not checked here, so that a
+        // warrant of a one-second lifetime can still be inspected.
+        let (_, typed): (Header, WarrantClaims) = warrant_token::jws::verify(token, &["at+jwt"], &key).unwrap();
+        assert_eq!(typed.iss, self.issuer);
+        Decoded { header, claims, typed }
+    }
+
+    /// The access token of a successful token response, verified.
+    pub async fn warrant(&self, reply: &Reply) -> (String, Decoded) {
+        let token = reply.ok()["access_token"].as_str().unwrap().to_owned();
+        let decoded = self.decode(&token).await;
+        (token, decoded)
+    }
+}
+
+impl Server {
+    /// Writes `request` as raw bytes on a fresh connection and reads the answer until the
+    /// server closes it. Write errors are ignored: the server may answer (and close)
+    /// before it has read everything.
+    pub async fn raw(&self, request: &[u8]) -> String {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let addr = self.base.trim_start_matches("http://");
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let _ = stream.write_all(request).await;
+        let mut out = Vec::new();
+        let _ = stream.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
