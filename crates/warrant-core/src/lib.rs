@@ -12,6 +12,7 @@
 //! * [`claims`]: the claims a warrant carries on the wire (DESIGN.md §4).
 //! * [`delegation`]: the issuance and delegation rules (DESIGN.md §2 invariants 1, 2, 6).
 
+pub mod audit;
 pub mod claims;
 pub mod delegation;
 pub mod id;

@@ -10,6 +10,7 @@
 //!
 //! Time comes only through the [`Clock`] trait, randomness only through [`random`].
 
+pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod issuer;

@@ -8,8 +8,10 @@
 //! in `tests/store.rs` is written against the trait and is meant to run against every
 //! implementation.
 
+pub mod audit;
 pub mod records;
 pub mod sqlite;
+mod sqlite_audit;
 
 use async_trait::async_trait;
 use warrant_core::{Agent, AgentId, AgentStatus, Human, HumanId, HumanStatus, TaskId, UnixTime, WarrantId};

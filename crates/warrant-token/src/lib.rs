@@ -13,6 +13,7 @@
 //! The crate does no I/O and reads no clock: the current time is always a parameter.
 
 pub mod assertion;
+pub mod checkpoint;
 pub mod jws;
 pub mod keys;
 pub mod ring;

@@ -1,0 +1,1 @@
+//! The audit chain, pure: records, canonical encoding and hash chaining, verification.

@@ -1,0 +1,1 @@
+//! The audit writer: group commit of hash-chained records, checkpoints, verification.

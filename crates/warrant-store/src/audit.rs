@@ -1,0 +1,1 @@
+//! Audit persistence: the `AuditStore` trait.

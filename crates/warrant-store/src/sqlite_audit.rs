@@ -1,0 +1,1 @@
+//! `AuditStore` for SQLite.
