@@ -1,0 +1,220 @@
+//! One decision's input as Cedar sees it, and its evaluation.
+//!
+//! * principal: `Warrant::Agent::"agt_…"` (name, owner, mode; labels as tags), a member
+//!   of `Warrant::Human::"<owner>"`;
+//! * action: `Warrant::Action::"crm.read"`, a member of `"crm.*"`, itself of `"*"`;
+//! * resource: `Warrant::Resource::"<path>"` with `path` and `attrs` (the caller's
+//!   `resource_attrs`);
+//! * context: `mode`, `human`, `owner`, `chain` (a set: Cedar has no lists, so
+//!   `root_agent` and `chain_depth` carry the order that matters), `task`, `purpose`,
+//!   `scope`, `hour` and `weekday` (UTC, Monday = 0), and `telemetry` (the caller's own
+//!   `context` object, kept apart so it can never shadow what Warrant sets).
+
+use std::collections::BTreeMap;
+
+use cedar_policy::{
+    Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression,
+};
+use serde_json::Value;
+use warrant_core::{Agent, UnixTime, WarrantClaims};
+
+use crate::load::CompiledPolicies;
+use crate::schema::{action_groups, NAMESPACE};
+
+/// How deeply nested the caller's `context` and `resource_attrs` may be.
+pub const MAX_DEPTH: usize = 8;
+
+/// Everything a policy may look at for one decision.
+#[derive(Debug, Clone, Copy)]
+pub struct DecisionInput<'a> {
+    /// The agent acting now, as registered.
+    pub agent: &'a Agent,
+    /// The verified warrant's claims.
+    pub claims: &'a WarrantClaims,
+    /// The concrete action.
+    pub action: &'a str,
+    /// The concrete resource path.
+    pub resource: &'a str,
+    /// The caller's `resource_attrs` (a JSON object), if any.
+    pub resource_attrs: Option<&'a Value>,
+    /// The caller's `context` (a JSON object), if any.
+    pub telemetry: Option<&'a Value>,
+    /// The decision time.
+    pub now: UnixTime,
+}
+
+/// The outcome of evaluating the policy set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// Whether Cedar allowed the request with no evaluation error.
+    pub allow: bool,
+    /// The policies that determined the outcome (the permits that allowed, or the
+    /// forbids that denied).
+    pub policies: Vec<String>,
+    /// Evaluation errors (a policy that errored is a reason to deny).
+    pub errors: Vec<String>,
+}
+
+/// Why the input could not be handed to Cedar. The caller denies.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EvalError {
+    /// The caller's `context` or `resource_attrs` holds something Cedar cannot take.
+    #[error("{0}")]
+    Input(String),
+    /// Cedar refused to build the entities, context or request.
+    #[error("cannot build the Cedar request: {0}")]
+    Cedar(String),
+}
+
+fn uid(kind: &str, id: &str) -> Result<EntityUid, EvalError> {
+    let name: EntityTypeName =
+        format!("{NAMESPACE}::{kind}").parse().map_err(|e| EvalError::Cedar(format!("type `{kind}`: {e}")))?;
+    Ok(EntityUid::from_type_name_and_id(name, EntityId::new(id)))
+}
+
+fn string(s: &str) -> RestrictedExpression {
+    RestrictedExpression::new_string(s.to_owned())
+}
+
+fn long(n: i64) -> RestrictedExpression {
+    RestrictedExpression::new_long(n)
+}
+
+fn strings<'a>(items: impl IntoIterator<Item = &'a str>) -> RestrictedExpression {
+    RestrictedExpression::new_set(items.into_iter().map(string))
+}
+
+/// A JSON value as a Cedar value; `None` for `null` (an absent optional attribute).
+fn json_to_cedar(field: &str, value: &Value, depth: usize) -> Result<Option<RestrictedExpression>, EvalError> {
+    if depth > MAX_DEPTH {
+        return Err(EvalError::Input(format!("`{field}` is nested deeper than {MAX_DEPTH} levels")));
+    }
+    Ok(Some(match value {
+        Value::Null => return Ok(None),
+        Value::Bool(b) => RestrictedExpression::new_bool(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => long(i),
+            None => {
+                return Err(EvalError::Input(format!(
+                    "`{field}` is `{n}`: Cedar numbers are 64-bit integers (send cents, not dollars)"
+                )))
+            }
+        },
+        Value::String(s) => string(s),
+        Value::Array(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                if let Some(e) = json_to_cedar(field, item, depth + 1)? {
+                    out.push(e);
+                }
+            }
+            RestrictedExpression::new_set(out)
+        }
+        Value::Object(map) => record(field, map, depth + 1)?,
+    }))
+}
+
+fn record(field: &str, map: &serde_json::Map<String, Value>, depth: usize) -> Result<RestrictedExpression, EvalError> {
+    let mut fields = Vec::with_capacity(map.len());
+    for (k, v) in map {
+        if let Some(e) = json_to_cedar(&format!("{field}.{k}"), v, depth)? {
+            fields.push((k.clone(), e));
+        }
+    }
+    RestrictedExpression::new_record(fields).map_err(|e| EvalError::Input(format!("`{field}`: {e}")))
+}
+
+fn object(field: &str, value: Option<&Value>) -> Result<RestrictedExpression, EvalError> {
+    match value {
+        None | Some(Value::Null) => record(field, &serde_json::Map::new(), 0),
+        Some(Value::Object(map)) => record(field, map, 0),
+        Some(_) => Err(EvalError::Input(format!("`{field}` must be a JSON object"))),
+    }
+}
+
+/// Hour of day (0-23) and weekday (Monday = 0) in UTC.
+fn hour_and_weekday(now: UnixTime) -> (i64, i64) {
+    let secs = now.secs();
+    let days = secs.div_euclid(86_400);
+    let hour = secs.rem_euclid(86_400) / 3600;
+    // 1970-01-01 was a Thursday (3 with Monday = 0).
+    (hour, (days + 3).rem_euclid(7))
+}
+
+impl CompiledPolicies {
+    /// Evaluates the policy set for one decision.
+    pub fn evaluate(&self, input: &DecisionInput<'_>) -> Result<Verdict, EvalError> {
+        let claims = input.claims;
+        let agent = input.agent;
+        let owner_uid = uid("Human", agent.owner.as_str())?;
+        let principal = uid("Agent", agent.id.as_str())?;
+        let action = uid("Action", input.action)?;
+        let resource = uid("Resource", input.resource)?;
+        let cedar = |e: &dyn std::fmt::Display| EvalError::Cedar(e.to_string());
+
+        let mut entities = Vec::new();
+        entities.push(Entity::new_no_attrs(owner_uid.clone(), Default::default()));
+        let labels: BTreeMap<String, RestrictedExpression> =
+            agent.labels.iter().map(|(k, v)| (k.clone(), string(v))).collect();
+        entities.push(
+            Entity::new_with_tags(
+                principal.clone(),
+                [
+                    ("name".to_owned(), string(&agent.name)),
+                    ("owner".to_owned(), string(agent.owner.as_str())),
+                    ("mode".to_owned(), string(agent.mode.as_str())),
+                ],
+                [owner_uid],
+                labels,
+            )
+            .map_err(|e| cedar(&e))?,
+        );
+        // The action and each of its wildcard groups, each a member of the next.
+        let mut member_uid = action.clone();
+        for group in action_groups(input.action) {
+            let group_uid = uid("Action", &group)?;
+            entities.push(Entity::new_no_attrs(member_uid, [group_uid.clone()].into_iter().collect()));
+            member_uid = group_uid;
+        }
+        entities.push(Entity::new_no_attrs(member_uid, Default::default()));
+        entities.push(
+            Entity::new(
+                resource.clone(),
+                [
+                    ("path".to_owned(), string(input.resource)),
+                    ("attrs".to_owned(), object("resource_attrs", input.resource_attrs)?),
+                ]
+                .into_iter()
+                .collect(),
+                Default::default(),
+            )
+            .map_err(|e| cedar(&e))?,
+        );
+        let entities = Entities::from_entities(entities, None).map_err(|e| cedar(&e))?;
+
+        let chain = claims.chain();
+        let scope: Vec<&str> = claims.scope.split_whitespace().collect();
+        let (hour, weekday) = hour_and_weekday(input.now);
+        let context = Context::from_pairs([
+            ("mode".to_owned(), string(claims.mode.as_str())),
+            ("human".to_owned(), string(claims.human().as_str())),
+            ("owner".to_owned(), string(claims.owner.as_str())),
+            ("chain".to_owned(), strings(chain.iter().map(|a| a.as_str()))),
+            ("root_agent".to_owned(), string(chain.first().map(|a| a.as_str()).unwrap_or_default())),
+            ("chain_depth".to_owned(), long(i64::try_from(chain.len()).unwrap_or(i64::MAX))),
+            ("task".to_owned(), string(claims.task.id.as_str())),
+            ("purpose".to_owned(), string(&claims.task.purpose)),
+            ("scope".to_owned(), strings(scope)),
+            ("hour".to_owned(), long(hour)),
+            ("weekday".to_owned(), long(weekday)),
+            ("telemetry".to_owned(), object("context", input.telemetry)?),
+        ])
+        .map_err(|e| cedar(&e))?;
+        let request = Request::new(principal, action, resource, context, None).map_err(|e| cedar(&e))?;
+        let response = self.authorizer.is_authorized(&request, &self.set, &entities);
+        let errors: Vec<String> = response.diagnostics().errors().map(ToString::to_string).collect();
+        let policies: Vec<String> = response.diagnostics().reason().map(ToString::to_string).collect();
+        Ok(Verdict { allow: response.decision() == Decision::Allow && errors.is_empty(), policies, errors })
+    }
+}

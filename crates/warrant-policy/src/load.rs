@@ -1,0 +1,186 @@
+//! Loading a policy set: files -> named policies -> schema with the named actions ->
+//! strict validation -> a fingerprinted, ready-to-evaluate set.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::str::FromStr as _;
+
+use cedar_policy::{ActionConstraint, Authorizer, PolicyId, PolicySet, Schema, ValidationMode, Validator};
+use sha2::{Digest as _, Sha256};
+
+use crate::schema::{with_actions, NAMESPACE, SCHEMA_FILE};
+
+/// The largest policy file read, in bytes.
+pub const MAX_POLICY_FILE: u64 = 1024 * 1024;
+
+/// One policy file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyFile {
+    /// The file name (e.g. `default.cedar`).
+    pub name: String,
+    /// Its text.
+    pub text: String,
+}
+
+/// Why a policy set was refused. The previous set, if any, stays in force.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// A file or the directory could not be read.
+    #[error("cannot read `{path}`: {message}")]
+    Read {
+        /// The path.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The directory holds no `*.cedar` file.
+    #[error("no policy file (`*.cedar`) in `{0}`")]
+    NoFiles(String),
+    /// A file does not parse.
+    #[error("`{file}` does not parse: {message}")]
+    Parse {
+        /// The file.
+        file: String,
+        /// The parser's message.
+        message: String,
+    },
+    /// A file holds a template (`?principal`), which is not supported.
+    #[error("`{0}` holds a policy template; templates are not supported")]
+    Template(String),
+    /// Two policies share an id.
+    #[error("policy id `{0}` is used twice")]
+    DuplicateId(String),
+    /// The schema does not parse.
+    #[error("the schema is invalid: {0}")]
+    Schema(String),
+    /// The policies do not validate against the schema.
+    #[error("the policies do not validate against the schema: {0}")]
+    Invalid(String),
+}
+
+/// A validated policy set, ready to evaluate.
+#[derive(Debug, Clone)]
+pub struct CompiledPolicies {
+    pub(crate) set: PolicySet,
+    pub(crate) authorizer: std::sync::Arc<Authorizer>,
+    schema_text: String,
+    files: Vec<PolicyFile>,
+    ids: Vec<String>,
+    hash: String,
+}
+
+/// Reads every `*.cedar` file of `dir` (sorted by name) and the schema override
+/// `warrant.cedarschema` when present.
+pub fn read_dir(dir: &Path) -> Result<(Vec<PolicyFile>, Option<String>), PolicyError> {
+    let read_err = |path: &Path, e: &dyn std::fmt::Display| PolicyError::Read {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
+    let entries = std::fs::read_dir(dir).map_err(|e| read_err(dir, &e))?;
+    let mut files = Vec::new();
+    let mut schema = None;
+    for entry in entries {
+        let path = entry.map_err(|e| read_err(dir, &e))?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+        let is_policy = name.ends_with(".cedar") && !name.starts_with('.');
+        if !is_policy && name != SCHEMA_FILE {
+            continue;
+        }
+        let meta = std::fs::metadata(&path).map_err(|e| read_err(&path, &e))?;
+        if !meta.is_file() {
+            continue;
+        }
+        if meta.len() > MAX_POLICY_FILE {
+            return Err(read_err(&path, &format!("larger than {MAX_POLICY_FILE} bytes")));
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| read_err(&path, &e))?;
+        if name == SCHEMA_FILE {
+            schema = Some(text);
+        } else {
+            files.push(PolicyFile { name, text });
+        }
+    }
+    if files.is_empty() {
+        return Err(PolicyError::NoFiles(dir.display().to_string()));
+    }
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok((files, schema))
+}
+
+impl CompiledPolicies {
+    /// Parses, names and validates `files` against `base_schema` plus the actions they
+    /// name. Policy ids come from an `@id("…")` annotation, else `file#n`.
+    pub fn compile(files: Vec<PolicyFile>, base_schema: &str) -> Result<Self, PolicyError> {
+        let mut set = PolicySet::new();
+        let mut ids = Vec::new();
+        let mut actions = BTreeSet::new();
+        let action_type = format!("{NAMESPACE}::Action");
+        for file in &files {
+            let parsed = PolicySet::from_str(&file.text)
+                .map_err(|e| PolicyError::Parse { file: file.name.clone(), message: e.to_string() })?;
+            if parsed.templates().next().is_some() {
+                return Err(PolicyError::Template(file.name.clone()));
+            }
+            for (i, policy) in parsed.policies().enumerate() {
+                let id = policy.annotation("id").map_or_else(|| format!("{}#{i}", file.name), str::to_owned);
+                let uids = match policy.action_constraint() {
+                    ActionConstraint::Any => Vec::new(),
+                    ActionConstraint::Eq(uid) => vec![uid],
+                    ActionConstraint::In(uids) => uids,
+                };
+                for uid in uids {
+                    if uid.type_name().to_string() == action_type {
+                        actions.insert(uid.id().unescaped().to_owned());
+                    }
+                }
+                let named = policy.new_id(PolicyId::new(&id));
+                set.add(named).map_err(|_| PolicyError::DuplicateId(id.clone()))?;
+                ids.push(id);
+            }
+        }
+        let schema_text = with_actions(base_schema, &actions);
+        let (schema, _warnings) =
+            Schema::from_cedarschema_str(&schema_text).map_err(|e| PolicyError::Schema(e.to_string()))?;
+        let result = Validator::new(schema).validate(&set, ValidationMode::Strict);
+        if !result.validation_passed() {
+            let messages: Vec<String> = result.validation_errors().map(|e| format!("{e}")).collect();
+            return Err(PolicyError::Invalid(messages.join("; ")));
+        }
+        let mut hasher = Sha256::new();
+        hasher.update(schema_text.as_bytes());
+        for file in &files {
+            hasher.update([0]);
+            hasher.update(file.name.as_bytes());
+            hasher.update([0]);
+            hasher.update(file.text.as_bytes());
+        }
+        let hash = hex::encode(hasher.finalize());
+        Ok(CompiledPolicies { set, authorizer: std::sync::Arc::new(Authorizer::new()), schema_text, files, ids, hash })
+    }
+
+    /// The SHA-256 fingerprint of the schema and every file.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// The policy ids, in file order.
+    pub fn policy_ids(&self) -> &[String] {
+        &self.ids
+    }
+
+    /// The files the set was compiled from.
+    pub fn files(&self) -> &[PolicyFile] {
+        &self.files
+    }
+
+    /// Every file's text, each under a `// file: NAME` header.
+    pub fn source_text(&self) -> String {
+        self.files.iter().map(|f| format!("// file: {}\n{}\n", f.name, f.text)).collect()
+    }
+
+    /// The full schema the set was validated against (base plus generated actions).
+    pub fn schema_text(&self) -> &str {
+        &self.schema_text
+    }
+}

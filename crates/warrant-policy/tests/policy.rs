@@ -1,0 +1,218 @@
+//! The shipped schema, default policies and documented examples, and how a decision's
+//! input reaches Cedar.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs,
+    reason = "test code"
+)]
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+use warrant_core::{
+    Actor, Agent, AgentId, AgentStatus, HumanId, Mode, PublicJwk, Scope, TaskClaim, TaskId, UnixTime, WarrantClaims,
+    WarrantId,
+};
+use warrant_policy::schema::BASE_SCHEMA;
+use warrant_policy::{CompiledPolicies, DecisionInput, PolicyError, PolicyFile, DEFAULT_POLICIES};
+
+fn files(items: &[(&str, &str)]) -> Vec<PolicyFile> {
+    items.iter().map(|(n, t)| PolicyFile { name: (*n).to_owned(), text: (*t).to_owned() }).collect()
+}
+
+fn compile(items: &[(&str, &str)]) -> Result<CompiledPolicies, PolicyError> {
+    CompiledPolicies::compile(files(items), BASE_SCHEMA)
+}
+
+fn agent(labels: &[(&str, &str)]) -> Agent {
+    Agent {
+        id: AgentId::from_random([1; 12]),
+        name: "payments-bot".into(),
+        owner: HumanId::from_random([2; 12]),
+        mode: Mode::Delegated,
+        max_scope: Scope::parse("*").unwrap(),
+        public_key: PublicJwk { kty: "OKP".into(), crv: "Ed25519".into(), x: "x".into(), kid: None },
+        status: AgentStatus::Active,
+        expires_at: None,
+        labels: labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect::<BTreeMap<_, _>>(),
+        created_at: UnixTime(0),
+    }
+}
+
+fn claims(agent: &Agent, depth: u8) -> WarrantClaims {
+    let mut chain: Vec<AgentId> = (10..10 + depth - 1).map(|n| AgentId::from_random([n; 12])).collect();
+    chain.push(agent.id.clone());
+    let human = HumanId::from_random([3; 12]);
+    WarrantClaims {
+        iss: "http://issuer".into(),
+        sub: human.to_string(),
+        aud: "http://issuer".into(),
+        exp: UnixTime(2_000_000_000),
+        iat: UnixTime(1_000),
+        nbf: UnixTime(1_000),
+        jti: WarrantId::from_random([4; 12]),
+        client_id: agent.id.clone(),
+        scope: "payments.* crm.read".into(),
+        act: Actor::from_chain(&chain).unwrap(),
+        task: TaskClaim { id: TaskId::from_random([5; 12]), purpose: "pay invoice 7".into(), human },
+        mode: Mode::Delegated,
+        owner: agent.owner.clone(),
+        parent: None,
+        cnf: None,
+    }
+}
+
+/// Monday 2026-11-23 10:00 UTC.
+const MONDAY_10: UnixTime = UnixTime(1_795_428_000);
+
+fn decide(
+    policies: &CompiledPolicies,
+    agent: &Agent,
+    claims: &WarrantClaims,
+    action: &str,
+    attrs: serde_json::Value,
+    telemetry: serde_json::Value,
+    now: UnixTime,
+) -> warrant_policy::Verdict {
+    policies
+        .evaluate(&DecisionInput {
+            agent,
+            claims,
+            action,
+            resource: "accounts/1",
+            resource_attrs: Some(&attrs),
+            telemetry: Some(&telemetry),
+            now,
+        })
+        .unwrap()
+}
+
+#[test]
+fn default_set_allows_within_and_forbids_cost_and_depth() {
+    let p = compile(&[("default.cedar", DEFAULT_POLICIES)]).unwrap();
+    assert_eq!(p.policy_ids(), ["permit-within-scope", "cost-ceiling", "no-deep-money-movement"]);
+    let a = agent(&[]);
+    let shallow = claims(&a, 2);
+    let v = decide(&p, &a, &shallow, "crm.read", json!({}), json!({"estimated_cost": 100}), MONDAY_10);
+    assert!(v.allow);
+    assert_eq!(v.policies, ["permit-within-scope"]);
+
+    let v = decide(&p, &a, &shallow, "crm.read", json!({}), json!({"estimated_cost": 10_001}), MONDAY_10);
+    assert!(!v.allow);
+    assert_eq!(v.policies, ["cost-ceiling"]);
+
+    assert!(decide(&p, &a, &shallow, "payments.transfer", json!({}), json!({}), MONDAY_10).allow);
+    let deep = claims(&a, 3);
+    let v = decide(&p, &a, &deep, "payments.transfer", json!({}), json!({}), MONDAY_10);
+    assert!(!v.allow);
+    assert_eq!(v.policies, ["no-deep-money-movement"]);
+    // The wildcard group covers actions strictly below `payments`, not `payments` itself.
+    assert!(decide(&p, &a, &deep, "payments", json!({}), json!({}), MONDAY_10).allow);
+    assert!(!decide(&p, &a, &deep, "payments.refund.partial", json!({}), json!({}), MONDAY_10).allow);
+}
+
+#[test]
+fn documented_examples_validate_and_mean_what_they_say() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/policies");
+    let (mut files, schema) = warrant_policy::load::read_dir(std::path::Path::new(dir)).unwrap();
+    assert!(schema.is_none());
+    assert!(files.len() >= 4);
+    files.push(PolicyFile { name: "default.cedar".into(), text: DEFAULT_POLICIES.into() });
+    let p = CompiledPolicies::compile(files, BASE_SCHEMA).unwrap();
+
+    let finance = agent(&[("team", "finance")]);
+    let other = agent(&[("team", "support")]);
+    let c = claims(&finance, 1);
+    let own = json!({"owner": c.task.human.as_str()});
+    assert!(decide(&p, &finance, &c, "payments.transfer", own.clone(), json!({}), MONDAY_10).allow);
+    assert!(!decide(&p, &other, &claims(&other, 1), "payments.transfer", own.clone(), json!({}), MONDAY_10).allow);
+    assert!(!decide(&p, &finance, &c, "payments.transfer", json!({"owner": "hum_other"}), json!({}), MONDAY_10).allow);
+
+    // Business hours: Monday 10:00 yes, Monday 20:00 no, Saturday 10:00 no.
+    assert!(decide(&p, &finance, &c, "prod.deploy", json!({}), json!({}), MONDAY_10).allow);
+    assert!(!decide(&p, &finance, &c, "prod.deploy", json!({}), json!({}), MONDAY_10.plus(10 * 3600)).allow);
+    assert!(!decide(&p, &finance, &c, "prod.deploy", json!({}), json!({}), MONDAY_10.plus(5 * 86_400)).allow);
+
+    // Delegated only.
+    assert!(decide(&p, &finance, &c, "hr.read", json!({}), json!({}), MONDAY_10).allow);
+    let mut autonomous = c.clone();
+    autonomous.mode = Mode::Autonomous;
+    assert!(!decide(&p, &finance, &autonomous, "hr.read", json!({}), json!({}), MONDAY_10).allow);
+
+    // Export ceiling reads telemetry.
+    assert!(decide(&p, &finance, &c, "data.export", json!({}), json!({"rows": 10}), MONDAY_10).allow);
+    assert!(!decide(&p, &finance, &c, "data.export", json!({}), json!({"rows": 200_000}), MONDAY_10).allow);
+}
+
+#[test]
+fn a_type_error_is_refused_with_the_reason() {
+    let err =
+        compile(&[("bad.cedar", r#"forbid (principal, action, resource) when { context.chain_depth == "deep" };"#)])
+            .unwrap_err();
+    assert!(matches!(err, PolicyError::Invalid(_)), "{err}");
+    let err =
+        compile(&[("bad.cedar", "permit (principal, action, resource) when { context.nonexistent };")]).unwrap_err();
+    assert!(matches!(err, PolicyError::Invalid(_)), "{err}");
+    let err = compile(&[("bad.cedar", "permit (principal, action resource);")]).unwrap_err();
+    assert!(matches!(err, PolicyError::Parse { .. }), "{err}");
+    let err = compile(&[
+        ("a.cedar", "@id(\"x\") permit (principal, action, resource);"),
+        ("b.cedar", "@id(\"x\") permit (principal, action, resource);"),
+    ])
+    .unwrap_err();
+    assert_eq!(err, PolicyError::DuplicateId("x".into()));
+    let err = compile(&[("t.cedar", "permit (principal == ?principal, action, resource);")]).unwrap_err();
+    assert!(matches!(err, PolicyError::Template(_)), "{err}");
+}
+
+#[test]
+fn principal_membership_and_labels() {
+    let a = agent(&[("env", "prod")]);
+    let text = format!(
+        r#"permit (principal in Warrant::Human::"{}", action, resource) when {{ principal.hasTag("env") && principal.getTag("env") == "prod" }};"#,
+        a.owner
+    );
+    let p = compile(&[("owner.cedar", &text)]).unwrap();
+    assert!(decide(&p, &a, &claims(&a, 1), "crm.read", json!({}), json!({}), MONDAY_10).allow);
+    let staging = agent(&[("env", "staging")]);
+    assert!(!decide(&p, &staging, &claims(&staging, 1), "crm.read", json!({}), json!({}), MONDAY_10).allow);
+}
+
+#[test]
+fn evaluation_errors_and_bad_input_fail_closed() {
+    // Overflow at run time: the policy errors, and an errored evaluation never allows.
+    let p = compile(&[(
+        "overflow.cedar",
+        "permit (principal, action, resource) when { context.telemetry has rows && context.telemetry.rows * 1000000000000 > 0 };",
+    )])
+    .unwrap();
+    let a = agent(&[]);
+    let v = decide(&p, &a, &claims(&a, 1), "crm.read", json!({}), json!({"rows": 1}), MONDAY_10);
+    assert!(v.allow);
+    let v = decide(&p, &a, &claims(&a, 1), "crm.read", json!({}), json!({"rows": 100_000_000}), MONDAY_10);
+    assert!(!v.allow);
+    assert!(!v.errors.is_empty());
+
+    let c = claims(&a, 1);
+    let input = |telemetry: &serde_json::Value| {
+        p.evaluate(&DecisionInput {
+            agent: &a,
+            claims: &c,
+            action: "crm.read",
+            resource: "x",
+            resource_attrs: None,
+            telemetry: Some(telemetry),
+            now: MONDAY_10,
+        })
+    };
+    assert!(input(&json!({"estimated_cost": 1.5})).is_err());
+    assert!(input(&json!("not an object")).is_err());
+    let mut deep = json!(1);
+    for _ in 0..20 {
+        deep = json!({ "d": deep });
+    }
+    assert!(input(&deep).is_err());
+}
