@@ -1,1 +1,574 @@
 //! The audit writer: group commit of hash-chained records, checkpoints, verification.
+//!
+//! [`AuditWriter`] owns the chain head. Callers [`submit`](AuditWriter::submit) an
+//! [`AuditEntry`] into a bounded queue and are answered with the record's sequence
+//! number only once the record is durable. A single task takes the first waiting entry,
+//! drains whatever else is already queued (up to [`AuditConfig::max_batch`]), chains the
+//! batch onto the last durable head and appends it in one transaction, so one fsync
+//! covers the whole batch. A failed append answers every caller of the batch with an
+//! error and forgets the head, which is read back from the store before the next batch:
+//! nothing is acknowledged that is not on disk, and the chain never skips.
+//!
+//! After a batch, when [`AuditConfig::checkpoint_every`] records or
+//! [`AuditConfig::checkpoint_interval`] have passed since the last checkpoint, the head
+//! is signed with the issuer's active key and stored (also on an idle timer and at
+//! shutdown, so that a truncated tail is detectable).
+//!
+//! [`verify`] streams the chain in pages, checks every checkpoint's signature against
+//! every key the issuer ever used ([`key_archive`]) and names the first bad record.
+//!
+//! The writer reads no clock: record and checkpoint times come from the entries.
+//! `tokio::time` only paces checkpoints and bounds the wait for queue space.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use warrant_core::audit::{chain, AuditEntry, ChainVerifier, CheckpointHead, VerifyReport, GENESIS};
+use warrant_core::UnixTime;
+use warrant_store::audit::{AuditRow, AuditStore, StoredCheckpoint};
+use warrant_store::{KeyStore, StoreError};
+use warrant_token::checkpoint::{self, Checkpoint, KeyArchive};
+use warrant_token::{KeyPair, KeyResolver};
+
+use crate::keys::KeyManager;
+
+/// How records are batched, queued and checkpointed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// How many entries may wait in the queue.
+    pub queue_capacity: usize,
+    /// The most records written in one transaction.
+    pub max_batch: usize,
+    /// How long [`AuditWriter::submit`] waits for queue space before failing.
+    pub submit_timeout: Duration,
+    /// Sign a checkpoint after this many records.
+    pub checkpoint_every: u64,
+    /// Sign a checkpoint after this much time, when records were written since the last.
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            queue_capacity: 16_384,
+            max_batch: 4096,
+            submit_timeout: Duration::from_secs(2),
+            checkpoint_every: 1000,
+            checkpoint_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Gives the key checkpoints are signed with: the issuer's active key.
+pub trait SigningKeySource: Send + Sync {
+    /// The active signing key, `None` when it is unavailable.
+    fn signing_key(&self) -> Option<KeyPair>;
+}
+
+impl SigningKeySource for KeyManager {
+    fn signing_key(&self) -> Option<KeyPair> {
+        self.ring().ok().map(|ring| ring.active().clone())
+    }
+}
+
+impl SigningKeySource for KeyPair {
+    fn signing_key(&self) -> Option<KeyPair> {
+        Some(self.clone())
+    }
+}
+
+/// Why an entry was not recorded. In every case the caller must treat the operation it
+/// audits as failed (a decision denies, a mutation fails).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    /// The writer has shut down.
+    #[error("the audit log is closed")]
+    Closed,
+    /// The record could not be made durable. The message is for logs only.
+    #[error("the audit log could not be written: {0}")]
+    WriteFailed(String),
+    /// The queue stayed full for the whole submit timeout.
+    #[error("the audit queue stayed full for {0:?}")]
+    QueueFull(Duration),
+}
+
+/// Why the writer could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditStartError {
+    /// The store could not tell the chain head.
+    #[error("cannot read the audit chain head: {0}")]
+    Store(#[from] StoreError),
+    /// A configuration value is unusable.
+    #[error("invalid audit configuration: {0}")]
+    Config(&'static str),
+}
+
+/// Why the chain could not be verified (a tampered chain is not an error: it is a
+/// [`VerifyReport`] that is not `ok`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditVerifyError {
+    /// The store failed.
+    #[error("cannot read the audit log: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Counters for metrics; read them at any time.
+#[derive(Debug, Default)]
+pub struct AuditMetrics {
+    batches: AtomicU64,
+    records: AtomicU64,
+    failed_batches: AtomicU64,
+    checkpoints: AtomicU64,
+    last_commit_micros: AtomicU64,
+    last_batch_size: AtomicU64,
+    head_seq: AtomicU64,
+}
+
+impl AuditMetrics {
+    /// Committed batches (transactions) since start.
+    pub fn batches(&self) -> u64 {
+        self.batches.load(Ordering::Relaxed)
+    }
+
+    /// Records committed since start.
+    pub fn records(&self) -> u64 {
+        self.records.load(Ordering::Relaxed)
+    }
+
+    /// Batches whose append failed since start.
+    pub fn failed_batches(&self) -> u64 {
+        self.failed_batches.load(Ordering::Relaxed)
+    }
+
+    /// Checkpoints stored since start.
+    pub fn checkpoints(&self) -> u64 {
+        self.checkpoints.load(Ordering::Relaxed)
+    }
+
+    /// How long the last append (commit included) took.
+    pub fn last_commit_latency(&self) -> Duration {
+        Duration::from_micros(self.last_commit_micros.load(Ordering::Relaxed))
+    }
+
+    /// How many records the last batch held.
+    pub fn last_batch_size(&self) -> u64 {
+        self.last_batch_size.load(Ordering::Relaxed)
+    }
+
+    /// The sequence number of the last durable record this writer knows of.
+    pub fn head_seq(&self) -> u64 {
+        self.head_seq.load(Ordering::Relaxed)
+    }
+}
+
+type Ack = oneshot::Sender<Result<u64, AuditError>>;
+type Job = (AuditEntry, Ack);
+
+/// The single writer of the audit chain. Share it (e.g. in an `Arc`); every clone of the
+/// queue feeds the same task.
+pub struct AuditWriter {
+    queue: mpsc::Sender<Job>,
+    metrics: Arc<AuditMetrics>,
+    submit_timeout: Duration,
+    shutdown: Arc<Notify>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for AuditWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditWriter").field("metrics", &self.metrics).finish_non_exhaustive()
+    }
+}
+
+impl AuditWriter {
+    /// Reads the durable head from `store` and starts the writer task (on the current
+    /// tokio runtime). `keys` gives the key checkpoints are signed with.
+    pub async fn spawn(
+        store: Arc<dyn AuditStore>,
+        keys: Arc<dyn SigningKeySource>,
+        config: AuditConfig,
+    ) -> Result<Self, AuditStartError> {
+        if config.queue_capacity == 0 {
+            return Err(AuditStartError::Config("`queue_capacity` must be at least 1"));
+        }
+        if config.max_batch == 0 {
+            return Err(AuditStartError::Config("`max_batch` must be at least 1"));
+        }
+        let head = store.audit_head().await?.unwrap_or((0, GENESIS));
+        let last_checkpoint = store.latest_checkpoint().await?.map_or(0, |c| c.seq);
+        let metrics = Arc::new(AuditMetrics::default());
+        metrics.head_seq.store(head.0, Ordering::Relaxed);
+        let (queue, rx) = mpsc::channel(config.queue_capacity);
+        let shutdown = Arc::new(Notify::new());
+        let submit_timeout = config.submit_timeout;
+        let state = Writer {
+            store,
+            keys,
+            metrics: Arc::clone(&metrics),
+            head: Some(head),
+            head_at: None,
+            last_checkpoint_seq: last_checkpoint,
+            last_checkpoint_time: Instant::now(),
+            config,
+        };
+        let task = tokio::spawn(state.run(rx, Arc::clone(&shutdown)));
+        Ok(AuditWriter { queue, metrics, submit_timeout, shutdown, task: Mutex::new(Some(task)) })
+    }
+
+    /// Queues `entry` and waits until it is durable; returns its sequence number. Waits
+    /// at most the submit timeout for queue space. An error means nothing can be
+    /// assumed recorded: the audited operation must fail (or deny).
+    pub async fn submit(&self, entry: AuditEntry) -> Result<u64, AuditError> {
+        let (ack, answer) = oneshot::channel();
+        let permit = match self.queue.try_reserve() {
+            Ok(permit) => permit,
+            Err(mpsc::error::TrySendError::Closed(())) => return Err(AuditError::Closed),
+            Err(mpsc::error::TrySendError::Full(())) => {
+                match tokio::time::timeout(self.submit_timeout, self.queue.reserve()).await {
+                    Ok(Ok(permit)) => permit,
+                    Ok(Err(_)) => return Err(AuditError::Closed),
+                    Err(_) => return Err(AuditError::QueueFull(self.submit_timeout)),
+                }
+            }
+        };
+        permit.send((entry, ack));
+        answer.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// How many entries wait in the queue.
+    pub fn queue_depth(&self) -> usize {
+        self.queue.max_capacity().saturating_sub(self.queue.capacity())
+    }
+
+    /// The writer's counters.
+    pub fn metrics(&self) -> &AuditMetrics {
+        &self.metrics
+    }
+
+    /// A shared handle on the writer's counters.
+    pub fn metrics_handle(&self) -> Arc<AuditMetrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// Stops accepting entries, writes everything already queued, signs a final
+    /// checkpoint of the head, and waits for the task to end. Later submits fail with
+    /// [`AuditError::Closed`].
+    pub async fn shutdown(&self) {
+        self.shutdown.notify_one();
+        let task = self.task.lock().ok().and_then(|mut guard| guard.take());
+        if let Some(task) = task {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "the audit writer task failed");
+            }
+        }
+    }
+}
+
+/// The writer task's state.
+struct Writer {
+    store: Arc<dyn AuditStore>,
+    keys: Arc<dyn SigningKeySource>,
+    metrics: Arc<AuditMetrics>,
+    config: AuditConfig,
+    /// The last durable record's seq and hash; `None` after a failed append, until it is
+    /// read back from the store.
+    head: Option<(u64, [u8; 32])>,
+    /// The head record's time, when known without a read.
+    head_at: Option<UnixTime>,
+    last_checkpoint_seq: u64,
+    last_checkpoint_time: Instant,
+}
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::Receiver<Job>, shutdown: Arc<Notify>) {
+        let mut closing = false;
+        loop {
+            let due = self.checkpoint_due_at();
+            let timer = async move {
+                match due {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                job = rx.recv() => {
+                    let Some(first) = job else { break };
+                    let mut batch = Vec::with_capacity(self.config.max_batch.min(rx.len().saturating_add(1)));
+                    batch.push(first);
+                    while batch.len() < self.config.max_batch {
+                        match rx.try_recv() {
+                            Ok(job) => batch.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    self.commit(batch).await;
+                    if self.checkpoint_wanted() {
+                        self.checkpoint().await;
+                    }
+                }
+                () = shutdown.notified(), if !closing => {
+                    // Refuse new entries; the ones already queued are still received.
+                    closing = true;
+                    rx.close();
+                }
+                () = timer => self.checkpoint().await,
+            }
+        }
+        self.checkpoint().await;
+        tracing::info!(head = self.metrics.head_seq(), "the audit writer stopped");
+    }
+
+    /// Chains `jobs` onto the durable head, appends them in one transaction, then
+    /// answers every caller.
+    async fn commit(&mut self, jobs: Vec<Job>) {
+        let head = match self.head {
+            Some(head) => head,
+            None => match self.store.audit_head().await {
+                Ok(head) => {
+                    let head = head.unwrap_or((0, GENESIS));
+                    self.head = Some(head);
+                    self.head_at = None;
+                    head
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the audit head; refusing the batch");
+                    self.metrics.failed_batches.fetch_add(1, Ordering::Relaxed);
+                    let error = AuditError::WriteFailed(e.to_string());
+                    for (_, ack) in jobs {
+                        let _ = ack.send(Err(error.clone()));
+                    }
+                    return;
+                }
+            },
+        };
+        let (mut seq, mut prev) = head;
+        let mut at = self.head_at;
+        let mut rows = Vec::with_capacity(jobs.len());
+        let mut acks = Vec::with_capacity(jobs.len());
+        for (entry, ack) in jobs {
+            let next = seq.saturating_add(1);
+            match chain(prev, next, &entry) {
+                Ok(record) => {
+                    (seq, prev, at) = (next, record.hash, Some(entry.at));
+                    rows.push(AuditRow::new(record, &entry));
+                    acks.push((next, ack));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot encode an audit entry");
+                    let _ = ack.send(Err(AuditError::WriteFailed(e.to_string())));
+                }
+            }
+        }
+        if rows.is_empty() {
+            return;
+        }
+        let count = rows.len() as u64;
+        let started = Instant::now();
+        let result = self.store.append_audit(rows).await;
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.metrics.last_commit_micros.store(micros, Ordering::Relaxed);
+        self.metrics.last_batch_size.store(count, Ordering::Relaxed);
+        match result {
+            Ok(()) => {
+                self.head = Some((seq, prev));
+                self.head_at = at;
+                self.metrics.head_seq.store(seq, Ordering::Relaxed);
+                self.metrics.batches.fetch_add(1, Ordering::Relaxed);
+                self.metrics.records.fetch_add(count, Ordering::Relaxed);
+                for (seq, ack) in acks {
+                    let _ = ack.send(Ok(seq));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, records = count, "the audit batch could not be written");
+                self.head = None;
+                self.head_at = None;
+                self.metrics.failed_batches.fetch_add(1, Ordering::Relaxed);
+                let error = AuditError::WriteFailed(e.to_string());
+                for (_, ack) in acks {
+                    let _ = ack.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+
+    fn unsigned_records(&self) -> u64 {
+        self.head.map_or(0, |(seq, _)| seq.saturating_sub(self.last_checkpoint_seq))
+    }
+
+    fn checkpoint_wanted(&self) -> bool {
+        let pending = self.unsigned_records();
+        pending > 0
+            && (pending >= self.config.checkpoint_every
+                || self.last_checkpoint_time.elapsed() >= self.config.checkpoint_interval)
+    }
+
+    /// When the idle timer should sign the head, if records wait for a checkpoint.
+    fn checkpoint_due_at(&self) -> Option<Instant> {
+        (self.unsigned_records() > 0).then(|| self.last_checkpoint_time + self.config.checkpoint_interval)
+    }
+
+    /// Signs and stores a checkpoint of the durable head, if it moved since the last one.
+    /// A failure is logged and retried later; it never fails a caller.
+    async fn checkpoint(&mut self) {
+        let Some((seq, head_hash)) = self.head else { return };
+        if seq <= self.last_checkpoint_seq {
+            return;
+        }
+        // Even on failure, wait a full interval before the timer tries again.
+        self.last_checkpoint_time = Instant::now();
+        let Some(key) = self.keys.signing_key() else {
+            tracing::warn!(seq, "no signing key for the audit checkpoint");
+            return;
+        };
+        let at = match self.head_at {
+            Some(at) => at,
+            None => match self.store.get_audit(seq).await {
+                Ok(Some(row)) => row.at,
+                Ok(None) => {
+                    tracing::warn!(seq, "the audit head vanished before its checkpoint");
+                    self.head = None;
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(seq, error = %e, "cannot read the audit head for its checkpoint");
+                    return;
+                }
+            },
+        };
+        let statement = Checkpoint { seq, head_hash, at };
+        let signature = match checkpoint::sign(&key, &statement) {
+            Ok(signature) => signature,
+            Err(e) => {
+                tracing::warn!(seq, error = %e, "cannot sign the audit checkpoint");
+                return;
+            }
+        };
+        let stored = StoredCheckpoint { seq, head_hash, at, kid: key.kid().to_owned(), signature };
+        match self.store.add_checkpoint(&stored).await {
+            Ok(()) => {
+                self.last_checkpoint_seq = seq;
+                self.head_at = Some(at);
+                self.metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(seq, "signed an audit checkpoint");
+            }
+            Err(e) => tracing::warn!(seq, error = %e, "cannot store the audit checkpoint"),
+        }
+    }
+}
+
+/// Every signing key the issuer ever stored, retired or not: what checkpoints verify
+/// against.
+pub async fn key_archive(store: &dyn KeyStore) -> Result<KeyArchive, StoreError> {
+    Ok(store.signing_keys().await?.iter().map(|k| KeyPair::from_seed(&k.seed).verifying_key()).collect())
+}
+
+/// How many records [`verify`] reads at a time.
+pub const VERIFY_PAGE: usize = 1024;
+
+/// Verifies the whole chain and every checkpoint, streaming records in pages of
+/// [`VERIFY_PAGE`]. Checkpoint signatures are checked against `keys` (use
+/// [`key_archive`]); a bad signature, or a stored checkpoint row that disagrees with what
+/// was signed, fails verification at the checkpoint's seq. Records whose indexed columns
+/// disagree with their body, and rows that cannot be read, fail at their seq. Only a
+/// failing store is an error.
+pub async fn verify(store: &dyn AuditStore, keys: &(dyn KeyResolver + Sync)) -> Result<VerifyReport, AuditVerifyError> {
+    let mut verifier = ChainVerifier::new();
+    let mut checkpoints_loaded = 0u64;
+    // Rows up to this seq are read one at a time, to name an unreadable one exactly.
+    let mut single_until = 0u64;
+    loop {
+        let from = verifier.next_seq();
+        if verifier.failed_by(from) {
+            break;
+        }
+        let size = if from <= single_until { 1 } else { VERIFY_PAGE };
+        let page = match store.audit_records(from, size).await {
+            Ok(page) => page,
+            Err(StoreError::Corrupt(_)) if size > 1 => {
+                single_until = from.saturating_add(VERIFY_PAGE as u64);
+                continue;
+            }
+            Err(StoreError::Corrupt(message)) => {
+                verifier.reject(from, format!("the record at or after {from} cannot be read: {message}"));
+                break;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let Some(last) = page.last().map(|row| row.record.seq) else { break };
+        load_checkpoints(store, keys, &mut verifier, &mut checkpoints_loaded, last, usize::MAX).await?;
+        for row in &page {
+            if verifier.failed_by(verifier.next_seq()) {
+                break;
+            }
+            if let Some(entry) = verifier.push(&row.record) {
+                if !row.columns_match(&entry) {
+                    let seq = row.record.seq;
+                    verifier.reject(seq, format!("the indexed columns of record {seq} disagree with its body"));
+                }
+            }
+        }
+        if page.len() < size {
+            break;
+        }
+    }
+    if !verifier.failed_by(verifier.next_seq()) {
+        // One checkpoint beyond the last record is enough to show a truncated tail.
+        load_checkpoints(store, keys, &mut verifier, &mut checkpoints_loaded, u64::MAX, 1).await?;
+    }
+    Ok(verifier.finish())
+}
+
+/// Loads checkpoints with seq in `(loaded, upto]` (at most `max` of them), checks each
+/// signature and hands the good ones to `verifier`.
+async fn load_checkpoints(
+    store: &dyn AuditStore,
+    keys: &(dyn KeyResolver + Sync),
+    verifier: &mut ChainVerifier,
+    loaded: &mut u64,
+    upto: u64,
+    max: usize,
+) -> Result<(), AuditVerifyError> {
+    let mut taken = 0usize;
+    while taken < max && *loaded < upto {
+        let want = VERIFY_PAGE.min(max.saturating_sub(taken));
+        let page = store.checkpoints(*loaded, want).await?;
+        let fetched = page.len();
+        for cp in page {
+            if cp.seq > upto {
+                // Loaded later, with the records it names.
+                return Ok(());
+            }
+            *loaded = cp.seq;
+            taken += 1;
+            check_checkpoint(keys, verifier, &cp);
+        }
+        if fetched < want {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn check_checkpoint(keys: &(dyn KeyResolver + Sync), verifier: &mut ChainVerifier, cp: &StoredCheckpoint) {
+    match checkpoint::verify(&cp.signature, keys) {
+        Ok(signed)
+            if signed.checkpoint.seq == cp.seq
+                && signed.checkpoint.head_hash == cp.head_hash
+                && signed.checkpoint.at == cp.at
+                && signed.kid == cp.kid =>
+        {
+            verifier.add_checkpoint(CheckpointHead { seq: cp.seq, head_hash: cp.head_hash });
+        }
+        Ok(_) => verifier.reject(cp.seq, format!("the checkpoint at {} disagrees with what was signed", cp.seq)),
+        Err(e) => verifier.reject(cp.seq, format!("the checkpoint at {} is not validly signed: {e}", cp.seq)),
+    }
+}

@@ -4,7 +4,7 @@ use warrant_core::Limits;
 
 /// Engine settings. The server builds this from its configuration file, environment and
 /// flags.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// The issuer URL (`iss` of every warrant), e.g. `http://127.0.0.1:8080`.
     pub issuer: String,
@@ -17,13 +17,25 @@ pub struct EngineConfig {
     /// How long a retired signing key stays published beyond the last warrant it
     /// signed, in seconds: covers replicas that have not reloaded the ring yet.
     pub key_grace: i64,
+    /// The policy directory (`<data>/policies`); `None` uses the default set in memory.
+    pub policy_dir: Option<std::path::PathBuf>,
+    /// Audit writer settings.
+    pub audit: crate::audit::AuditConfig,
 }
 
 impl EngineConfig {
     /// Settings for `issuer` with every other value at its default.
     pub fn for_issuer(issuer: &str) -> Self {
         let issuer = issuer.trim_end_matches('/').to_owned();
-        EngineConfig { audience: issuer.clone(), issuer, limits: Limits::default(), session_ttl: 3600, key_grace: 60 }
+        EngineConfig {
+            audience: issuer.clone(),
+            issuer,
+            limits: Limits::default(),
+            session_ttl: 3600,
+            key_grace: 60,
+            policy_dir: None,
+            audit: crate::audit::AuditConfig::default(),
+        }
     }
 
     /// The token endpoint URL, which client assertions may name as `aud`.

@@ -8,6 +8,7 @@
 //! `actor_token`. Every warrant is recorded before it is returned: a warrant that could
 //! not be recorded is never handed out.
 
+use warrant_core::audit::{AuditEntry, AuditKind};
 use warrant_core::delegation::{grant_delegation, grant_root, DelegationRequest, RootRequest};
 use warrant_core::{
     Actor, Agent, AgentId, DelegationError, Grant, Human, Mode, Scope, TaskClaim, UnixTime, WarrantClaims,
@@ -314,6 +315,12 @@ impl Engine {
                         "the subject token is not a warrant this server recorded".into(),
                     ));
                 }
+                if let Some(why) = self.revocations().warrant(&parent.jti) {
+                    return Err(TokenError::InvalidGrant(format!("the subject token has been {why}")));
+                }
+                if self.revocations().task_ended(&parent.task.id) {
+                    return Err(TokenError::InvalidGrant(format!("task `{}` has ended", parent.task.id)));
+                }
                 let (child, child_owner) = self.authenticate(actor, now).await?;
                 let parent_scope =
                     parent.scope().map_err(|e| TokenError::InvalidGrant(format!("the subject token's scope: {e}")))?;
@@ -422,7 +429,43 @@ impl Engine {
             created_at: now,
             deadline: claims.exp,
         });
+        let mut entry =
+            AuditEntry::new(now, if parent.is_some() { AuditKind::Delegation } else { AuditKind::Issuance });
+        entry.agent = Some(agent.id.clone());
+        entry.human = Some(claims.task.human.clone());
+        entry.task = Some(claims.task.id.clone());
+        entry.warrant = Some(claims.jti.clone());
+        entry.details = serde_json::json!({
+            "sub": claims.sub,
+            "mode": mode.as_str(),
+            "scope": claims.scope,
+            "iat": claims.iat,
+            "exp": claims.exp,
+            "chain": record.chain,
+            "parent": claims.parent,
+            "purpose": claims.task.purpose,
+            "kid": record.kid,
+        });
+        self.audit(entry).await.map_err(|e| {
+            TokenError::Internal(format!("the issuance could not be audited, so no warrant was issued: {e}"))
+        })?;
         self.store().record_warrant(&record, new_task.as_ref()).await?;
+        // A revocation of the parent that landed while this delegation was in flight
+        // takes the new warrant with it.
+        if let Some(parent) = parent {
+            if self.revocations().warrant(&parent.jti).is_some() || self.revocations().task_ended(&parent.task.id) {
+                let _ = self
+                    .revoke(
+                        warrant_store::RevocationKind::Warrant,
+                        claims.jti.as_str(),
+                        "its parent was revoked while it was issued",
+                    )
+                    .await;
+                return Err(TokenError::InvalidGrant(
+                    "the subject token was revoked while this delegation was issued".into(),
+                ));
+            }
+        }
         tracing::info!(
             jti = %claims.jti, agent = %agent.id, task = %claims.task.id, mode = %mode,
             depth = record.chain.len(), parent = ?claims.parent.as_ref().map(|p| p.as_str()),

@@ -4,19 +4,28 @@
 //! exposes every operation the server (and later benchmarks and gateways) drive
 //! in-process:
 //!
-//! * [`registry`]: humans, their sessions, and agents;
+//! * [`registry`]: humans, their sessions, and agents ([`directory`] holds them in memory);
 //! * [`keys`]: the issuer's key ring, created on first start, rotated, refreshed;
-//! * [`issuer`]: the token endpoint's grants (client credentials and token exchange).
+//! * [`issuer`]: the token endpoint's grants (client credentials and token exchange);
+//! * [`decision`]: the decision path, `authorize`;
+//! * [`policy`]: the Cedar policy set in force, validated, versioned, hot-reloaded;
+//! * [`revocation`]: revoking warrants, agents, tasks and humans; task completion;
+//! * [`audit`]: the hash-chained audit log, written with group commit.
 //!
 //! Time comes only through the [`Clock`] trait, randomness only through [`random`].
 
 pub mod audit;
 pub mod clock;
 pub mod config;
+pub mod decision;
+pub mod directory;
+pub mod evidence;
 pub mod issuer;
 pub mod keys;
+pub mod policy;
 pub mod random;
 pub mod registry;
+pub mod revocation;
 
 use std::sync::Arc;
 
@@ -24,16 +33,41 @@ use warrant_store::Store;
 
 pub use clock::{Clock, ManualClock};
 pub use config::EngineConfig;
+pub use decision::{AuthorizeRequest, Decision, Outcome};
 pub use issuer::{Issued, TokenError, TokenRequest};
 pub use keys::{KeyError, KeyManager};
 pub use registry::{NewAgent, NewHuman, RegistryError, Session};
+pub use revocation::{RevokeError, Revoked};
 
 /// The application: shared by every request handler.
 pub struct Engine {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     config: EngineConfig,
-    keys: KeyManager,
+    keys: Arc<KeyManager>,
+    directory: directory::Directory,
+    revocations: revocation::RevocationIndex,
+    policies: policy::PolicyManager,
+    warrant_cache: decision::WarrantCache,
+    audit: audit::AuditWriter,
+}
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The signing keys could not be loaded.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] warrant_store::StoreError),
+    /// No valid policy set could be loaded.
+    #[error(transparent)]
+    Policy(#[from] policy::PolicyLoadError),
+    /// The audit writer could not start.
+    #[error(transparent)]
+    Audit(#[from] audit::AuditStartError),
 }
 
 impl std::fmt::Debug for Engine {
@@ -43,10 +77,29 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// Opens the engine over `store`, creating the first signing key if there is none.
-    pub async fn open(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: EngineConfig) -> Result<Self, KeyError> {
-        let keys = KeyManager::load(store.as_ref(), clock.now(), &config).await?;
-        Ok(Engine { store, clock, config, keys })
+    /// Opens the engine over `store`: creates the first signing key if there is none,
+    /// loads the registry, the revocations and the policy set into memory, and starts
+    /// the audit writer. Must be called inside a tokio runtime.
+    pub async fn open(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: EngineConfig) -> Result<Self, OpenError> {
+        let now = clock.now();
+        let keys = Arc::new(KeyManager::load(store.as_ref(), now, &config).await?);
+        let directory = directory::Directory::load(store.as_ref()).await?;
+        let revocations = revocation::RevocationIndex::load(store.as_ref(), now).await?;
+        let policies = policy::PolicyManager::open(store.as_ref(), config.policy_dir.clone(), now).await?;
+        let audit_store: Arc<dyn warrant_store::audit::AuditStore> = Arc::clone(&store) as _;
+        let signer: Arc<dyn audit::SigningKeySource> = Arc::clone(&keys) as _;
+        let audit = audit::AuditWriter::spawn(audit_store, signer, config.audit.clone()).await?;
+        Ok(Engine {
+            store,
+            clock,
+            config,
+            keys,
+            directory,
+            revocations,
+            policies,
+            warrant_cache: decision::WarrantCache::default(),
+            audit,
+        })
     }
 
     /// The configuration.
@@ -62,6 +115,36 @@ impl Engine {
     /// The key manager.
     pub fn keys(&self) -> &KeyManager {
         &self.keys
+    }
+
+    /// The registry in memory.
+    pub fn directory(&self) -> &directory::Directory {
+        &self.directory
+    }
+
+    /// The revocation index.
+    pub fn revocations(&self) -> &revocation::RevocationIndex {
+        &self.revocations
+    }
+
+    /// The policy set in force.
+    pub fn policies(&self) -> &policy::PolicyManager {
+        &self.policies
+    }
+
+    /// The verified-warrant cache.
+    pub fn warrant_cache(&self) -> &decision::WarrantCache {
+        &self.warrant_cache
+    }
+
+    /// The audit writer.
+    pub fn audit_writer(&self) -> &audit::AuditWriter {
+        &self.audit
+    }
+
+    /// Writes one audit record and waits until it is durable; returns its sequence number.
+    pub async fn audit(&self, entry: warrant_core::audit::AuditEntry) -> Result<u64, audit::AuditError> {
+        self.audit.submit(entry).await
     }
 
     /// The current time, from the engine's clock.

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use warrant_core::audit::{AuditEntry, AuditKind};
 use warrant_core::{Agent, AgentId, AgentStatus, Human, HumanId, HumanStatus, Mode, PublicJwk, Scope, UnixTime};
 use warrant_store::StoreError;
 use warrant_token::session::{sign_session, SessionClaims};
@@ -133,6 +134,25 @@ pub fn parse_agent_id(id: &str) -> Result<AgentId, RegistryError> {
 }
 
 impl Engine {
+    /// Audits a registry change before it is applied: if the record cannot be written,
+    /// the change is refused.
+    async fn audit_registry(
+        &self,
+        op: &str,
+        agent: Option<&AgentId>,
+        human: Option<&HumanId>,
+        details: serde_json::Value,
+    ) -> Result<(), RegistryError> {
+        let mut entry = AuditEntry::new(self.now(), AuditKind::Registry);
+        entry.agent = agent.cloned();
+        entry.human = human.cloned();
+        entry.details = serde_json::json!({ "op": op, "change": details });
+        self.audit(entry)
+            .await
+            .map(|_| ())
+            .map_err(|e| RegistryError::Internal(format!("the change could not be audited, so it was not made: {e}")))
+    }
+
     /// Registers a human.
     pub async fn add_human(&self, new: NewHuman) -> Result<Human, RegistryError> {
         let human = Human {
@@ -143,8 +163,14 @@ impl Engine {
             status: HumanStatus::Active,
             created_at: self.now(),
         };
+        if self.store().list_humans().await?.iter().any(|h| h.email == human.email) {
+            return Err(RegistryError::Conflict(format!("a human with email `{}` already exists", human.email)));
+        }
+        self.audit_registry("human.add", None, Some(&human.id), serde_json::to_value(&human).unwrap_or_default())
+            .await?;
         match self.store().insert_human(&human).await {
             Ok(()) => {
+                self.directory().put_human(human.clone());
                 tracing::info!(human = %human.id, "registered a human");
                 Ok(human)
             }
@@ -169,9 +195,13 @@ impl Engine {
     /// Disables a human: no new work on their behalf, and they can own no new agents.
     pub async fn disable_human(&self, id: &str) -> Result<Human, RegistryError> {
         let human = self.human(id).await?;
+        self.audit_registry("human.disable", None, Some(&human.id), serde_json::json!({ "status": "disabled" }))
+            .await?;
         self.store().set_human_status(&human.id, HumanStatus::Disabled).await?;
+        let human = Human { status: HumanStatus::Disabled, ..human };
+        self.directory().put_human(human.clone());
         tracing::info!(human = %human.id, "disabled a human");
-        Ok(Human { status: HumanStatus::Disabled, ..human })
+        Ok(human)
     }
 
     /// Opens a session for an active human: a signed token to present as the
@@ -237,7 +267,15 @@ impl Engine {
             labels: new.labels,
             created_at: now,
         };
+        self.audit_registry(
+            "agent.add",
+            Some(&agent.id),
+            Some(&agent.owner),
+            serde_json::to_value(&agent).unwrap_or_default(),
+        )
+        .await?;
         self.store().insert_agent(&agent).await?;
+        self.directory().put_agent(agent.clone());
         tracing::info!(agent = %agent.id, owner = %agent.owner, mode = %agent.mode, "registered an agent");
         Ok(agent)
     }
@@ -266,9 +304,14 @@ impl Engine {
             (_, AgentTransition::Resume) => AgentStatus::Active,
             (_, AgentTransition::Retire) => AgentStatus::Retired,
         };
+        let op = format!("agent.{}", next.as_str());
+        self.audit_registry(&op, Some(&agent.id), Some(&agent.owner), serde_json::json!({ "status": next.as_str() }))
+            .await?;
         self.store().set_agent_status(&agent.id, next).await?;
+        let agent = Agent { status: next, ..agent };
+        self.directory().put_agent(agent.clone());
         tracing::info!(agent = %agent.id, status = next.as_str(), "changed an agent's status");
-        Ok(Agent { status: next, ..agent })
+        Ok(agent)
     }
 }
 

@@ -65,6 +65,7 @@ pub struct CompiledPolicies {
     pub(crate) set: PolicySet,
     pub(crate) authorizer: std::sync::Arc<Authorizer>,
     schema_text: String,
+    base_schema: String,
     files: Vec<PolicyFile>,
     ids: Vec<String>,
     hash: String,
@@ -156,7 +157,15 @@ impl CompiledPolicies {
             hasher.update(file.text.as_bytes());
         }
         let hash = hex::encode(hasher.finalize());
-        Ok(CompiledPolicies { set, authorizer: std::sync::Arc::new(Authorizer::new()), schema_text, files, ids, hash })
+        Ok(CompiledPolicies {
+            set,
+            authorizer: std::sync::Arc::new(Authorizer::new()),
+            schema_text,
+            base_schema: base_schema.to_owned(),
+            files,
+            ids,
+            hash,
+        })
     }
 
     /// The SHA-256 fingerprint of the schema and every file.
@@ -177,6 +186,12 @@ impl CompiledPolicies {
     /// Every file's text, each under a `// file: NAME` header.
     pub fn source_text(&self) -> String {
         self.files.iter().map(|f| format!("// file: {}\n{}\n", f.name, f.text)).collect()
+    }
+
+    /// The base schema (shipped or overridden) the set was compiled with; with the files,
+    /// enough to compile the same set again.
+    pub fn base_schema(&self) -> &str {
+        &self.base_schema
     }
 
     /// The full schema the set was validated against (base plus generated actions).

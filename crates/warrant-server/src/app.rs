@@ -11,7 +11,8 @@ use tower_http::trace::TraceLayer;
 use warrant_engine::Engine;
 
 use crate::error::ApiError;
-use crate::routes::{agents, humans, token, wellknown};
+use crate::metrics::Metrics;
+use crate::routes::{agents, audit, decisions, humans, policies, revocations, token, wellknown};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -20,6 +21,8 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     /// The admin bearer token management endpoints require.
     pub admin_token: Arc<str>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -44,6 +47,19 @@ pub fn app(state: AppState, body_limit: usize) -> Router {
         .route("/v1/agents/{id}", get(agents::show).delete(agents::retire))
         .route("/v1/agents/{id}/suspend", post(agents::suspend))
         .route("/v1/agents/{id}/resume", post(agents::resume))
+        .route("/v1/authorize", post(decisions::authorize))
+        .route("/v1/authorize/batch", post(decisions::batch))
+        .route("/v1/revocations", post(revocations::revoke))
+        .route("/v1/tasks/{id}", get(revocations::task))
+        .route("/v1/tasks/{id}/complete", post(revocations::complete))
+        .route("/v1/policies", get(policies::show))
+        .route("/v1/policies/history", get(policies::history))
+        .route("/v1/policies/reload", post(policies::reload))
+        .route("/v1/audit", get(audit::query))
+        .route("/v1/audit/verify", get(audit::verify))
+        .route("/v1/audit/{id}", get(audit::record))
+        .route("/v1/audit/{id}/trace", get(audit::trace))
+        .route("/metrics", get(wellknown::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -126,6 +126,11 @@ impl<S: Send + Sync> FromRequest<S> for TokenForm {
     }
 }
 
+/// Whether `presented` is the admin token (constant-time comparison).
+pub fn is_admin_token(state: &AppState, presented: &str) -> bool {
+    bool::from(presented.as_bytes().ct_eq(state.admin_token.as_bytes()))
+}
+
 /// Proof that the request carries the admin bearer token.
 #[derive(Debug, Clone, Copy)]
 pub struct Admin;
@@ -141,7 +146,7 @@ impl FromRequestParts<AppState> for Admin {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
             .map(str::trim);
-        let ok = presented.is_some_and(|p| bool::from(p.as_bytes().ct_eq(state.admin_token.as_bytes())));
+        let ok = presented.is_some_and(|p| is_admin_token(state, p));
         if ok {
             Ok(Admin)
         } else {

@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{agents, humans, token, wellknown};
+use crate::routes::{agents, audit, decisions, humans, policies, revocations, token, wellknown};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -15,6 +15,11 @@ use crate::routes::{agents, humans, token, wellknown};
         token::token,
         humans::create, humans::list, humans::show, humans::disable, humans::session,
         agents::create, agents::list, agents::show, agents::suspend, agents::resume, agents::retire,
+        decisions::authorize, decisions::batch,
+        revocations::revoke, revocations::task, revocations::complete,
+        policies::show, policies::history, policies::reload,
+        audit::query, audit::record, audit::trace, audit::verify,
+        wellknown::metrics,
     ),
     components(schemas(crate::error::ErrorBody, crate::error::OAuthErrorBody)),
     modifiers(&AdminAuth),
@@ -23,6 +28,10 @@ use crate::routes::{agents, humans, token, wellknown};
         (name = "discovery", description = "keys, metadata, this document"),
         (name = "humans", description = "the human registry (admin)"),
         (name = "agents", description = "the agent inventory (admin)"),
+        (name = "decisions", description = "decisions at the point of action"),
+        (name = "revocations", description = "revocations and tasks"),
+        (name = "policies", description = "the Cedar policy set (admin)"),
+        (name = "audit", description = "the tamper-evident audit log (admin)"),
     )
 )]
 pub struct ApiDoc;

@@ -11,7 +11,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use tokio::net::TcpListener;
 use warrant_core::UnixTime;
-use warrant_engine::{Clock, Engine, EngineConfig, KeyError};
+use warrant_engine::{Clock, Engine, EngineConfig, OpenError};
 use warrant_store::{SqliteStore, StoreError};
 
 use crate::app::{app, AppState};
@@ -23,6 +23,10 @@ pub const DB_FILE: &str = "warrant.db";
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 /// How often the key ring is reloaded from the store (picks up `warrant key rotate`).
 pub const KEY_REFRESH: Duration = Duration::from_secs(10);
+/// The policy directory inside the data directory.
+pub const POLICY_DIR: &str = "policies";
+/// How often the policy directory is checked for changes.
+pub const POLICY_WATCH: Duration = Duration::from_secs(2);
 
 /// The system clock.
 #[derive(Debug, Clone, Copy, Default)]
@@ -53,9 +57,12 @@ pub enum ServeError {
     /// The store failed to open.
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
-    /// The signing keys could not be loaded.
-    #[error("cannot load the signing keys: {0}")]
-    Keys(#[from] KeyError),
+    /// The engine could not start (keys, registry, policies, audit).
+    #[error("cannot start: {0}")]
+    Engine(#[from] OpenError),
+    /// The metrics registry could not be built.
+    #[error("cannot set up metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -155,8 +162,10 @@ impl BoundServer {
         let mut config = EngineConfig::for_issuer(&issuer);
         config.limits = settings.limits;
         config.session_ttl = settings.session_ttl;
+        config.policy_dir = Some(settings.data.join(POLICY_DIR));
         let engine = Engine::open(Arc::new(store), Arc::new(SystemClock), config).await?;
-        let state = AppState { engine: Arc::new(engine), admin_token: Arc::from(admin) };
+        let metrics = Arc::new(crate::metrics::Metrics::new()?);
+        let state = AppState { engine: Arc::new(engine), admin_token: Arc::from(admin), metrics };
         Ok(BoundServer { listener, state, body_limit: settings.body_limit })
     }
 

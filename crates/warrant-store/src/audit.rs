@@ -1,1 +1,152 @@
 //! Audit persistence: the `AuditStore` trait.
+//!
+//! The chain itself (encoding, hashing, verification) is pure and lives in
+//! `warrant_core::audit`; this trait only stores records and checkpoints. Each row carries
+//! the entry's indexed columns (kind, agent, human, task, warrant, decision, time) next to
+//! the hashed body, so that queries never parse bodies; the verifier checks that the
+//! columns agree with the body.
+
+use async_trait::async_trait;
+use warrant_core::audit::{AuditEntry, AuditKind, AuditRecord};
+use warrant_core::{AgentId, HumanId, TaskId, UnixTime, WarrantId};
+
+use crate::StoreError;
+
+/// The most rows one query returns.
+pub const MAX_AUDIT_QUERY_LIMIT: usize = 10_000;
+
+/// A stored audit record: the chained record and the entry's indexed columns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRow {
+    /// The chained record (seq, body, hashes).
+    pub record: AuditRecord,
+    /// When it happened.
+    pub at: UnixTime,
+    /// What it is about.
+    pub kind: AuditKind,
+    /// The agent, if any.
+    pub agent: Option<AgentId>,
+    /// The human, if any.
+    pub human: Option<HumanId>,
+    /// The task, if any.
+    pub task: Option<TaskId>,
+    /// The warrant, if any.
+    pub warrant: Option<WarrantId>,
+    /// For decisions: `allow`, `deny` or `pending`.
+    pub decision: Option<String>,
+}
+
+impl AuditRow {
+    /// The row for `record`, chained from `entry`.
+    pub fn new(record: AuditRecord, entry: &AuditEntry) -> Self {
+        AuditRow {
+            record,
+            at: entry.at,
+            kind: entry.kind,
+            agent: entry.agent.clone(),
+            human: entry.human.clone(),
+            task: entry.task.clone(),
+            warrant: entry.warrant.clone(),
+            decision: entry.decision.clone(),
+        }
+    }
+
+    /// Whether the indexed columns are exactly those of `entry` (the decoded body).
+    pub fn columns_match(&self, entry: &AuditEntry) -> bool {
+        self.at == entry.at
+            && self.kind == entry.kind
+            && self.agent == entry.agent
+            && self.human == entry.human
+            && self.task == entry.task
+            && self.warrant == entry.warrant
+            && self.decision == entry.decision
+    }
+}
+
+/// Which records a query returns. Every set field must match; results are in sequence
+/// order, starting after `after_seq`, at most `limit` (capped at
+/// [`MAX_AUDIT_QUERY_LIMIT`]) of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Only records about this agent.
+    pub agent: Option<AgentId>,
+    /// Only records tracing to this human.
+    pub human: Option<HumanId>,
+    /// Only records of this task.
+    pub task: Option<TaskId>,
+    /// Only records about this warrant.
+    pub warrant: Option<WarrantId>,
+    /// Only records of this kind.
+    pub kind: Option<AuditKind>,
+    /// Only decisions with this outcome (`allow`, `deny`, `pending`).
+    pub decision: Option<String>,
+    /// Only records at or after this time.
+    pub since: Option<UnixTime>,
+    /// Only records at or before this time.
+    pub until: Option<UnixTime>,
+    /// Only records with a greater sequence number (for paging).
+    pub after_seq: Option<u64>,
+    /// At most this many records.
+    pub limit: usize,
+}
+
+impl Default for AuditFilter {
+    /// No filter, the first 100 records.
+    fn default() -> Self {
+        AuditFilter {
+            agent: None,
+            human: None,
+            task: None,
+            warrant: None,
+            kind: None,
+            decision: None,
+            since: None,
+            until: None,
+            after_seq: None,
+            limit: 100,
+        }
+    }
+}
+
+/// A signed checkpoint as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    /// The head record's sequence number.
+    pub seq: u64,
+    /// The head record's hash.
+    pub head_hash: [u8; 32],
+    /// When it was taken.
+    pub at: UnixTime,
+    /// The signing key's id.
+    pub kid: String,
+    /// The compact JWS (`audit-checkpoint+jwt`) over `{seq, head_hash, at}`.
+    pub signature: String,
+}
+
+/// The audit chain and its checkpoints.
+///
+/// Method names carry `audit` so that they stay unambiguous once this trait joins the
+/// `Store` supertrait.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Appends `rows`, which must continue the stored chain (the first row's seq is the
+    /// head's plus one and its `prev_hash` is the head's hash), in ONE transaction: one
+    /// durable commit for the whole batch (group commit). `Conflict` when the rows do not
+    /// continue the head (another writer moved it) or a seq exists; nothing is written
+    /// then.
+    async fn append_audit(&self, rows: Vec<AuditRow>) -> Result<(), StoreError>;
+    /// The last record's seq and hash, `None` when the log is empty.
+    async fn audit_head(&self) -> Result<Option<(u64, [u8; 32])>, StoreError>;
+    /// Up to `limit` records with seq `>= from_seq`, in seq order.
+    async fn audit_records(&self, from_seq: u64, limit: usize) -> Result<Vec<AuditRow>, StoreError>;
+    /// The records matching `filter`, in seq order.
+    async fn query_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>, StoreError>;
+    /// One record.
+    async fn get_audit(&self, seq: u64) -> Result<Option<AuditRow>, StoreError>;
+    /// Stores a signed checkpoint; `Conflict` when one exists at that seq.
+    async fn add_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), StoreError>;
+    /// Up to `limit` checkpoints with seq `> after_seq`, in seq order.
+    async fn checkpoints(&self, after_seq: u64, limit: usize) -> Result<Vec<StoredCheckpoint>, StoreError>;
+    /// The checkpoint with the highest seq.
+    async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError>;
+}

@@ -12,11 +12,13 @@ pub mod audit;
 pub mod records;
 pub mod sqlite;
 mod sqlite_audit;
+mod sqlite_revocation;
 
 use async_trait::async_trait;
 use warrant_core::{Agent, AgentId, AgentStatus, Human, HumanId, HumanStatus, TaskId, UnixTime, WarrantId};
 
-pub use records::{StoredKey, TaskRecord, WarrantRecord};
+pub use audit::{AuditFilter, AuditRow, AuditStore, StoredCheckpoint};
+pub use records::{PolicyVersionRecord, RevocationKind, RevocationRecord, StoredKey, TaskRecord, WarrantRecord};
 pub use sqlite::SqliteStore;
 
 /// Why a storage operation failed.
@@ -94,10 +96,55 @@ pub trait WarrantStore: Send + Sync {
     async fn get_task(&self, id: &TaskId) -> Result<Option<TaskRecord>, StoreError>;
     /// Every warrant of a task, in issuance order.
     async fn task_warrants(&self, id: &TaskId) -> Result<Vec<WarrantRecord>, StoreError>;
+    /// How many recorded warrants have not expired at `now` (revoked ones included).
+    async fn count_live_warrants(&self, now: UnixTime) -> Result<u64, StoreError>;
+}
+
+/// Revocations and completed tasks.
+#[async_trait]
+pub trait RevocationStore: Send + Sync {
+    /// Records a revocation and every warrant it ends, atomically. Warrants already
+    /// revoked keep their first revocation. For a `task` revocation the task is marked
+    /// ended (completed) too.
+    async fn record_revocation(
+        &self,
+        revocation: &RevocationRecord,
+        warrants: &[(WarrantId, UnixTime)],
+    ) -> Result<(), StoreError>;
+    /// Every revoked warrant that has not expired at `now`.
+    async fn revoked_warrants(&self, now: UnixTime) -> Result<Vec<WarrantId>, StoreError>;
+    /// Every task ended by completion or revocation.
+    async fn ended_tasks(&self) -> Result<Vec<TaskId>, StoreError>;
+    /// `jti` and every warrant delegated from it, at any depth.
+    async fn warrant_subtree(&self, jti: &WarrantId) -> Result<Vec<WarrantRecord>, StoreError>;
+    /// Unexpired warrants whose chain contains `agent`, wherever it stands.
+    async fn live_warrants_with_agent(&self, agent: &AgentId, now: UnixTime) -> Result<Vec<WarrantRecord>, StoreError>;
+    /// Unexpired warrants that trace to `human`.
+    async fn live_warrants_of_human(&self, human: &HumanId, now: UnixTime) -> Result<Vec<WarrantRecord>, StoreError>;
+    /// The revocations that ended `jti`, if any (the first one).
+    async fn revocation_of(&self, jti: &WarrantId) -> Result<Option<RevocationRecord>, StoreError>;
+}
+
+/// Versions of the policy set.
+#[async_trait]
+pub trait PolicyStore: Send + Sync {
+    /// Stores a policy set version by its fingerprint; returns its id (the existing id
+    /// when the same set was stored before).
+    async fn save_policy_version(&self, version: &PolicyVersionRecord) -> Result<i64, StoreError>;
+    /// Every stored version, oldest first, without their text.
+    async fn policy_versions(&self) -> Result<Vec<PolicyVersionRecord>, StoreError>;
+    /// One version with its text.
+    async fn policy_version(&self, id: i64) -> Result<Option<PolicyVersionRecord>, StoreError>;
 }
 
 /// Everything Warrant stores. Implemented by [`SqliteStore`]; a PostgreSQL store
 /// implements the same traits.
-pub trait Store: HumanStore + AgentStore + KeyStore + WarrantStore {}
+pub trait Store:
+    HumanStore + AgentStore + KeyStore + WarrantStore + RevocationStore + PolicyStore + audit::AuditStore
+{
+}
 
-impl<T: HumanStore + AgentStore + KeyStore + WarrantStore> Store for T {}
+impl<T> Store for T where
+    T: HumanStore + AgentStore + KeyStore + WarrantStore + RevocationStore + PolicyStore + audit::AuditStore
+{
+}

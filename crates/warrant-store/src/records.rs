@@ -71,3 +71,59 @@ pub struct WarrantRecord {
     /// Expiry.
     pub expires_at: UnixTime,
 }
+
+/// What a revocation names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevocationKind {
+    /// One warrant and its descendants.
+    Warrant,
+    /// Every warrant whose chain contains an agent (and the agent is suspended).
+    Agent,
+    /// Every warrant of a task (also how a task is completed).
+    Task,
+    /// Every warrant on behalf of a human.
+    Human,
+}
+
+impl RevocationKind {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevocationKind::Warrant => "warrant",
+            RevocationKind::Agent => "agent",
+            RevocationKind::Task => "task",
+            RevocationKind::Human => "human",
+        }
+    }
+}
+
+/// A revocation as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationRecord {
+    /// `rev_…`.
+    pub id: String,
+    /// What it names.
+    pub kind: RevocationKind,
+    /// The id of the warrant, agent, task or human.
+    pub target: String,
+    /// Why, in the revoker's words.
+    pub reason: String,
+    /// When.
+    pub at: UnixTime,
+}
+
+/// A stored version of the policy set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyVersionRecord {
+    /// The version id (assigned by the store; 0 before saving).
+    pub id: i64,
+    /// The SHA-256 fingerprint of schema and policies.
+    pub hash: String,
+    /// The policy files' text (empty in listings).
+    pub policies: String,
+    /// The schema's text (empty in listings).
+    pub schema: String,
+    /// When it was first loaded.
+    pub loaded_at: UnixTime,
+}

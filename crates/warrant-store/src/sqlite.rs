@@ -22,7 +22,8 @@ use crate::records::{StoredKey, TaskRecord, WarrantRecord};
 use crate::{AgentStore, HumanStore, KeyStore, StoreError, WarrantStore};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` holds how many ran.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE humans (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -82,7 +83,8 @@ CREATE TABLE warrants (
 CREATE INDEX warrants_parent ON warrants(parent);
 CREATE INDEX warrants_task ON warrants(task);
 CREATE INDEX warrants_kid ON warrants(kid, expires_at);
-"#, r#"
+"#,
+    r#"
 CREATE INDEX warrants_agent ON warrants(agent);
 CREATE INDEX warrants_human ON warrants(human, expires_at);
 ALTER TABLE tasks ADD COLUMN completed_at INTEGER;
@@ -132,7 +134,8 @@ CREATE TABLE audit_checkpoints (
     kid TEXT NOT NULL,
     signature TEXT NOT NULL
 );
-"#];
+"#,
+];
 
 /// The SQLite store.
 #[derive(Clone)]
@@ -160,7 +163,7 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
-fn to_text<T: Serialize>(value: &T) -> Result<String, StoreError> {
+pub(crate) fn to_text<T: Serialize>(value: &T) -> Result<String, StoreError> {
     match serde_json::to_value(value) {
         Ok(serde_json::Value::String(s)) => Ok(s),
         Ok(other) => Ok(other.to_string()),
@@ -220,9 +223,10 @@ fn agent_row(row: &Row<'_>) -> rusqlite::Result<Agent> {
     })
 }
 
-const WARRANT_COLS: &str = "jti, parent, agent, task, human, sub, mode, scope, chain, kid, issued_at, expires_at";
+pub(crate) const WARRANT_COLS: &str =
+    "jti, parent, agent, task, human, sub, mode, scope, chain, kid, issued_at, expires_at";
 
-fn warrant_row(row: &Row<'_>) -> rusqlite::Result<WarrantRecord> {
+pub(crate) fn warrant_row(row: &Row<'_>) -> rusqlite::Result<WarrantRecord> {
     let parent: Option<String> = row.get(1)?;
     let parent = parent
         .map(WarrantId::try_from)
@@ -563,6 +567,14 @@ impl WarrantStore for SqliteStore {
                 task_row,
             )
             .optional()?)
+        })
+        .await
+    }
+
+    async fn count_live_warrants(&self, now: UnixTime) -> Result<u64, StoreError> {
+        self.run(move |c| {
+            let n: i64 = c.query_row("SELECT COUNT(*) FROM warrants WHERE expires_at > ?1", [now.0], |r| r.get(0))?;
+            Ok(u64::try_from(n).unwrap_or(0))
         })
         .await
     }

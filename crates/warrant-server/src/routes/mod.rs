@@ -1,6 +1,10 @@
 //! Thin handlers: parse, call the engine, shape the answer.
 
 pub mod agents;
+pub mod audit;
+pub mod decisions;
 pub mod humans;
+pub mod policies;
+pub mod revocations;
 pub mod token;
 pub mod wellknown;

@@ -50,3 +50,11 @@ pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
 pub async fn health() -> &'static str {
     "ok"
 }
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "discovery",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let body = state.metrics.render(&state.engine).await;
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}

@@ -1,0 +1,337 @@
+//! The decision path (DESIGN.md §3), every call, no database read:
+//! parse -> verify the warrant (cached by token digest until it expires) -> revocation
+//! -> agent, owner and human status -> scope covers -> Cedar -> audit record -> answer.
+//!
+//! Every failure on the way is a deny with a reason (DESIGN.md invariant 4): an invalid
+//! token, an unknown key, a policy error, an audit write failure. Nothing fails open.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use serde_json::Value;
+use sha2::{Digest as _, Sha256};
+use warrant_core::{Permission, Scope, UnixTime, WarrantClaims};
+use warrant_policy::DecisionInput;
+use warrant_token::warrant::verify_warrant;
+
+use crate::Engine;
+
+/// The most entries the verified-warrant cache holds before it is swept.
+pub const WARRANT_CACHE_MAX: usize = 100_000;
+/// The most requests one batch may hold.
+pub const MAX_BATCH: usize = 100;
+/// The longest resource path accepted, in bytes.
+pub const MAX_RESOURCE: usize = 1024;
+
+/// A request to act.
+#[derive(Debug, Clone, Default)]
+pub struct AuthorizeRequest {
+    /// The warrant.
+    pub token: String,
+    /// The concrete action, e.g. `crm.read`.
+    pub action: String,
+    /// The concrete resource path, e.g. `customers/42`.
+    pub resource: String,
+    /// Attributes of the resource (a JSON object).
+    pub resource_attrs: Option<Value>,
+    /// Runtime telemetry (a JSON object): `estimated_cost`, `rows`, …
+    pub context: Option<Value>,
+}
+
+/// `allow` or `deny`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The action may proceed.
+    Allow,
+    /// It may not.
+    Deny,
+}
+
+impl Outcome {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allow => "allow",
+            Outcome::Deny => "deny",
+        }
+    }
+}
+
+/// The answer to one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Allow or deny.
+    pub outcome: Outcome,
+    /// The decision's id (its audit record), `dec_…`.
+    pub decision_id: String,
+    /// Why, in words.
+    pub reasons: Vec<String>,
+    /// The policies that decided (empty when the decision was made before Cedar).
+    pub policies: Vec<String>,
+    /// The policy set version that decided, when Cedar ran.
+    pub policy_version: Option<i64>,
+    /// The warrant's claims, when it verified.
+    pub claims: Option<Arc<WarrantClaims>>,
+    /// A short machine-readable reason code (`scope`, `revoked`, `policy`, …).
+    pub code: &'static str,
+}
+
+/// A verified warrant, as cached.
+#[derive(Debug)]
+pub struct VerifiedWarrant {
+    /// Its claims.
+    pub claims: Arc<WarrantClaims>,
+    /// Its parsed scope.
+    pub scope: Scope,
+}
+
+/// Verified warrants by SHA-256 of the token, until they expire.
+#[derive(Debug, Default)]
+pub struct WarrantCache {
+    entries: RwLock<HashMap<[u8; 32], Arc<VerifiedWarrant>>>,
+}
+
+impl WarrantCache {
+    fn get(&self, digest: &[u8; 32], now: UnixTime) -> Option<Arc<VerifiedWarrant>> {
+        let hit = self.entries.read().ok()?.get(digest).cloned()?;
+        (hit.claims.exp > now).then_some(hit)
+    }
+
+    fn put(&self, digest: [u8; 32], warrant: Arc<VerifiedWarrant>, now: UnixTime) {
+        if let Ok(mut map) = self.entries.write() {
+            if map.len() >= WARRANT_CACHE_MAX {
+                map.retain(|_, w| w.claims.exp > now);
+                if map.len() >= WARRANT_CACHE_MAX {
+                    map.clear();
+                }
+            }
+            map.insert(digest, warrant);
+        }
+    }
+
+    /// How many warrants are cached.
+    pub fn len(&self) -> usize {
+        self.entries.read().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Whether the cache is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A deny, before the decision is recorded.
+struct Refusal {
+    code: &'static str,
+    reason: String,
+    claims: Option<Arc<WarrantClaims>>,
+    /// The forbidding policies and their set's version, for a policy deny.
+    policies: Vec<String>,
+    policy_version: Option<i64>,
+}
+
+fn refuse(code: &'static str, reason: impl Into<String>, claims: Option<&Arc<WarrantClaims>>) -> Refusal {
+    Refusal { code, reason: reason.into(), claims: claims.cloned(), policies: Vec::new(), policy_version: None }
+}
+
+/// Checks that the request names one concrete action and one concrete resource.
+fn check_shape(req: &AuthorizeRequest) -> Result<(), String> {
+    let action_ok = !req.action.contains(':') && Permission::parse(&req.action).is_ok_and(|p| p.is_concrete_action());
+    if !action_ok {
+        return Err(format!("`{}` is not a concrete action (dot-separated segments, no wildcard)", req.action));
+    }
+    let resource_ok = req.resource.len() <= MAX_RESOURCE
+        && !req.resource.contains('*')
+        && Permission::parse(&format!("x:{}", req.resource)).is_ok();
+    if !resource_ok {
+        return Err(format!(
+            "`{}` is not a concrete resource path (non-empty segments separated by `/`, no `*`, at most {MAX_RESOURCE} bytes)",
+            req.resource.chars().take(100).collect::<String>()
+        ));
+    }
+    for (name, value) in [("resource_attrs", &req.resource_attrs), ("context", &req.context)] {
+        if !matches!(value, None | Some(Value::Null) | Some(Value::Object(_))) {
+            return Err(format!("`{name}` must be a JSON object"));
+        }
+    }
+    Ok(())
+}
+
+impl Engine {
+    /// Verifies a warrant, from the cache when it was verified before.
+    fn verified(&self, token: &str, now: UnixTime) -> Result<Arc<VerifiedWarrant>, Refusal> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(hit) = self.warrant_cache().get(&digest, now) {
+            return Ok(hit);
+        }
+        let ring = self.keys().ring().map_err(|e| refuse("internal", format!("keys unavailable: {e}"), None))?;
+        let claims = verify_warrant(token, ring.as_ref(), &self.config().issuer, now)
+            .map_err(|e| refuse("invalid_token", format!("invalid warrant: {e}"), None))?;
+        let scope = claims.scope().map_err(|e| refuse("invalid_token", format!("invalid warrant scope: {e}"), None))?;
+        let verified = Arc::new(VerifiedWarrant { claims: Arc::new(claims), scope });
+        self.warrant_cache().put(digest, Arc::clone(&verified), now);
+        Ok(verified)
+    }
+
+    /// Everything before the audit record: the decision itself.
+    fn decide(&self, req: &AuthorizeRequest, now: UnixTime) -> Result<(Arc<WarrantClaims>, Vec<String>, i64), Refusal> {
+        let warrant = self.verified(&req.token, now)?;
+        let claims = &warrant.claims;
+        check_shape(req).map_err(|e| refuse("invalid_request", format!("invalid request: {e}"), Some(claims)))?;
+        if let Some(why) = self.revocations().warrant(&claims.jti) {
+            return Err(refuse("revoked", format!("warrant `{}` {why}", claims.jti), Some(claims)));
+        }
+        if self.revocations().task_ended(&claims.task.id) {
+            return Err(refuse("task_ended", format!("task `{}` has ended", claims.task.id), Some(claims)));
+        }
+        let directory = self.directory();
+        let mut acting = None;
+        for id in claims.chain() {
+            let Some(agent) = directory.agent(&id) else {
+                return Err(refuse("agent", format!("agent `{id}` is not registered"), Some(claims)));
+            };
+            agent.usable_at(now).map_err(|why| refuse("agent", format!("agent `{id}` {why}"), Some(claims)))?;
+            if !directory.human(&agent.owner).is_some_and(|h| h.is_active()) {
+                return Err(refuse(
+                    "owner",
+                    format!("the owner `{}` of agent `{id}` is disabled", agent.owner),
+                    Some(claims),
+                ));
+            }
+            acting = Some(agent);
+        }
+        let Some(agent) = acting else {
+            return Err(refuse("invalid_token", "the warrant names no agent", Some(claims)));
+        };
+        if !directory.human(claims.human()).is_some_and(|h| h.is_active()) {
+            return Err(refuse("human", format!("human `{}` is disabled", claims.human()), Some(claims)));
+        }
+        if !warrant.scope.allows(&req.action, &req.resource) {
+            return Err(refuse(
+                "scope",
+                format!("the warrant's scope `{}` does not cover `{}` on `{}`", claims.scope, req.action, req.resource),
+                Some(claims),
+            ));
+        }
+        let Some(policies) = self.policies().current() else {
+            return Err(refuse("policy", "the policy set is unavailable", Some(claims)));
+        };
+        let input = DecisionInput {
+            agent: &agent,
+            claims,
+            action: &req.action,
+            resource: &req.resource,
+            resource_attrs: req.resource_attrs.as_ref(),
+            telemetry: req.context.as_ref(),
+            now,
+        };
+        let verdict = policies
+            .compiled
+            .evaluate(&input)
+            .map_err(|e| refuse("invalid_request", format!("invalid request: {e}"), Some(claims)))?;
+        if !verdict.errors.is_empty() {
+            return Err(refuse(
+                "policy_error",
+                format!("policy evaluation failed: {}", verdict.errors.join("; ")),
+                Some(claims),
+            ));
+        }
+        if !verdict.allow {
+            let reason = if verdict.policies.is_empty() {
+                "no policy permits this action".to_owned()
+            } else {
+                format!("forbidden by policy {}", verdict.policies.join(", "))
+            };
+            return Err(Refusal {
+                code: "policy",
+                reason,
+                claims: Some(Arc::clone(claims)),
+                policies: verdict.policies,
+                policy_version: Some(policies.version),
+            });
+        }
+        Ok((Arc::clone(claims), verdict.policies, policies.version))
+    }
+
+    /// Decides one request. Never fails: every error is a deny with a reason.
+    pub async fn authorize(&self, req: &AuthorizeRequest) -> Decision {
+        let now = self.now();
+        let decision = match self.decide(req, now) {
+            Ok((claims, policies, version)) => Decision {
+                outcome: Outcome::Allow,
+                decision_id: String::new(),
+                reasons: vec![format!("allowed by policy {}", policies.join(", "))],
+                policies,
+                policy_version: Some(version),
+                claims: Some(claims),
+                code: "allow",
+            },
+            Err(refusal) => Decision {
+                outcome: Outcome::Deny,
+                decision_id: String::new(),
+                reasons: vec![refusal.reason],
+                policies: refusal.policies,
+                policy_version: refusal.policy_version,
+                claims: refusal.claims,
+                code: refusal.code,
+            },
+        };
+        self.record_decision(req, decision, now).await
+    }
+
+    /// Decides many requests (at most [`MAX_BATCH`]), in order.
+    pub async fn authorize_batch(&self, reqs: &[AuthorizeRequest]) -> Vec<Decision> {
+        let mut out = Vec::with_capacity(reqs.len());
+        for req in reqs {
+            out.push(self.authorize(req).await);
+        }
+        out
+    }
+}
+
+impl Engine {
+    /// Writes the decision's audit record and answers only once it is durable. If the
+    /// record cannot be written the answer is a deny, whatever was decided.
+    async fn record_decision(&self, req: &AuthorizeRequest, mut decision: Decision, now: UnixTime) -> Decision {
+        let mut entry = warrant_core::audit::AuditEntry::new(now, warrant_core::audit::AuditKind::Decision);
+        entry.decision = Some(decision.outcome.as_str().to_owned());
+        let mut details = serde_json::json!({
+            "action": req.action,
+            "resource": req.resource,
+            "code": decision.code,
+            "reasons": decision.reasons,
+            "policies": decision.policies,
+            "policy_version": decision.policy_version,
+        });
+        if let Some(claims) = &decision.claims {
+            entry.agent = Some(claims.client_id.clone());
+            entry.human = Some(claims.human().clone());
+            entry.task = Some(claims.task.id.clone());
+            entry.warrant = Some(claims.jti.clone());
+            if let Some(map) = details.as_object_mut() {
+                map.insert("chain".into(), serde_json::json!(claims.chain()));
+                map.insert("scope".into(), Value::String(claims.scope.clone()));
+            }
+        }
+        if let Some(map) = details.as_object_mut() {
+            if let Some(attrs) = &req.resource_attrs {
+                map.insert("resource_attrs".into(), attrs.clone());
+            }
+            if let Some(context) = &req.context {
+                map.insert("context".into(), context.clone());
+            }
+        }
+        entry.details = details;
+        match self.audit(entry).await {
+            Ok(seq) => decision.decision_id = format!("dec_{seq}"),
+            Err(e) => {
+                tracing::error!(error = %e, "a decision could not be audited; denying");
+                decision.outcome = Outcome::Deny;
+                decision.code = "audit";
+                decision.decision_id = "dec_unrecorded".into();
+                decision.reasons = vec!["the decision could not be recorded in the audit log, so it is a deny".into()];
+            }
+        }
+        decision
+    }
+}

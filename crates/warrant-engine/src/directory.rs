@@ -1,0 +1,55 @@
+//! The registry held in memory, so the decision path never reads the database.
+//!
+//! Loaded from the store at start; every registry change goes to the store first and
+//! then here (the engine is the only writer of the registry).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use warrant_core::{Agent, AgentId, Human, HumanId};
+use warrant_store::{Store, StoreError};
+
+/// Humans and agents by id.
+#[derive(Debug, Default)]
+pub struct Directory {
+    agents: RwLock<HashMap<AgentId, Arc<Agent>>>,
+    humans: RwLock<HashMap<HumanId, Arc<Human>>>,
+}
+
+impl Directory {
+    /// Loads every human and agent.
+    pub async fn load(store: &dyn Store) -> Result<Self, StoreError> {
+        let humans = store.list_humans().await?.into_iter().map(|h| (h.id.clone(), Arc::new(h))).collect();
+        let agents = store.list_agents(None).await?.into_iter().map(|a| (a.id.clone(), Arc::new(a))).collect();
+        Ok(Directory { agents: RwLock::new(agents), humans: RwLock::new(humans) })
+    }
+
+    /// One agent, as last written.
+    pub fn agent(&self, id: &AgentId) -> Option<Arc<Agent>> {
+        self.agents.read().ok().and_then(|m| m.get(id).cloned())
+    }
+
+    /// One human, as last written.
+    pub fn human(&self, id: &HumanId) -> Option<Arc<Human>> {
+        self.humans.read().ok().and_then(|m| m.get(id).cloned())
+    }
+
+    /// Records an agent's current state.
+    pub fn put_agent(&self, agent: Agent) {
+        if let Ok(mut m) = self.agents.write() {
+            m.insert(agent.id.clone(), Arc::new(agent));
+        }
+    }
+
+    /// Records a human's current state.
+    pub fn put_human(&self, human: Human) {
+        if let Ok(mut m) = self.humans.write() {
+            m.insert(human.id.clone(), Arc::new(human));
+        }
+    }
+
+    /// How many agents are registered.
+    pub fn agent_count(&self) -> usize {
+        self.agents.read().map(|m| m.len()).unwrap_or(0)
+    }
+}

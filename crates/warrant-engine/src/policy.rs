@@ -1,0 +1,179 @@
+//! The policy set in force: loaded from `<data>/policies/*.cedar`, validated before it
+//! takes effect (an invalid set never replaces a valid one), every version stored and
+//! referenced by the decisions it made, reloaded without a restart.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use warrant_core::UnixTime;
+use warrant_policy::schema::{BASE_SCHEMA, SCHEMA_FILE};
+use warrant_policy::{CompiledPolicies, PolicyError, PolicyFile, DEFAULT_POLICIES, DEFAULT_POLICY_FILE};
+use warrant_store::{PolicyVersionRecord, Store, StoreError};
+
+/// The set in force and its stored version id.
+#[derive(Debug)]
+pub struct ActivePolicies {
+    /// The compiled set.
+    pub compiled: CompiledPolicies,
+    /// Its id in the store's version history.
+    pub version: i64,
+}
+
+/// Why the policy set could not be loaded or reloaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyLoadError {
+    /// The files are not a valid set; the previous set stays in force.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// The directory could not be prepared.
+    #[error("cannot prepare the policy directory `{path}`: {message}")]
+    Dir {
+        /// The directory.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reloaded {
+    /// The files hold the set already in force.
+    Unchanged(i64),
+    /// A new set is in force.
+    Activated(i64),
+}
+
+/// The policy set in force, swapped atomically on reload.
+#[derive(Debug)]
+pub struct PolicyManager {
+    dir: Option<PathBuf>,
+    current: RwLock<Arc<ActivePolicies>>,
+    fingerprint: Mutex<Vec<(String, u64, Option<std::time::SystemTime>)>>,
+}
+
+/// Names, sizes and modification times of the policy files: cheap change detection.
+fn fingerprint(dir: &Path) -> Vec<(String, u64, Option<std::time::SystemTime>)> {
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let relevant = name.ends_with(".cedar") || name == SCHEMA_FILE;
+                    let meta = e.metadata().ok()?;
+                    relevant.then(|| (name, meta.len(), meta.modified().ok()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+fn compile_dir(dir: &Path) -> Result<CompiledPolicies, PolicyError> {
+    let (files, schema) = warrant_policy::load::read_dir(dir)?;
+    CompiledPolicies::compile(files, schema.as_deref().unwrap_or(BASE_SCHEMA))
+}
+
+async fn save(store: &dyn Store, compiled: &CompiledPolicies, now: UnixTime) -> Result<i64, StoreError> {
+    store
+        .save_policy_version(&PolicyVersionRecord {
+            id: 0,
+            hash: compiled.hash().to_owned(),
+            policies: compiled.source_text(),
+            schema: compiled.base_schema().to_owned(),
+            loaded_at: now,
+        })
+        .await
+}
+
+impl PolicyManager {
+    /// Loads the policy set. With a directory: creates it with the default set when it
+    /// does not exist; when its files are invalid, falls back to the newest stored
+    /// version (logged loudly) and fails only when there is none. Without a directory:
+    /// the default set.
+    pub async fn open(store: &dyn Store, dir: Option<PathBuf>, now: UnixTime) -> Result<Self, PolicyLoadError> {
+        let compiled = match &dir {
+            None => CompiledPolicies::compile(
+                vec![PolicyFile { name: DEFAULT_POLICY_FILE.into(), text: DEFAULT_POLICIES.into() }],
+                BASE_SCHEMA,
+            )?,
+            Some(dir) => {
+                if !dir.exists() {
+                    let err = |e: std::io::Error| PolicyLoadError::Dir {
+                        path: dir.display().to_string(),
+                        message: e.to_string(),
+                    };
+                    std::fs::create_dir_all(dir).map_err(err)?;
+                    std::fs::write(dir.join(DEFAULT_POLICY_FILE), DEFAULT_POLICIES).map_err(err)?;
+                    tracing::info!(dir = %dir.display(), "wrote the default policy set");
+                }
+                match compile_dir(dir) {
+                    Ok(compiled) => compiled,
+                    Err(e) => {
+                        let Some(last) = store.policy_versions().await?.last().cloned() else {
+                            return Err(e.into());
+                        };
+                        tracing::error!(error = %e, version = last.id, "the policy files are invalid; using the last valid stored version until they are fixed");
+                        let stored = store.policy_version(last.id).await?.ok_or(PolicyLoadError::Policy(e))?;
+                        CompiledPolicies::compile(
+                            vec![PolicyFile { name: format!("version-{}.cedar", stored.id), text: stored.policies }],
+                            &stored.schema,
+                        )?
+                    }
+                }
+            }
+        };
+        let version = save(store, &compiled, now).await?;
+        tracing::info!(version, policies = compiled.policy_ids().len(), hash = compiled.hash(), "policy set in force");
+        let fingerprint = dir.as_deref().map(fingerprint).unwrap_or_default();
+        Ok(PolicyManager {
+            dir,
+            current: RwLock::new(Arc::new(ActivePolicies { compiled, version })),
+            fingerprint: Mutex::new(fingerprint),
+        })
+    }
+
+    /// The set in force. `None` only if a panic poisoned the lock (callers deny).
+    pub fn current(&self) -> Option<Arc<ActivePolicies>> {
+        self.current.read().ok().map(|c| Arc::clone(&c))
+    }
+
+    /// The policy directory, if any.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    /// Whether the files changed since the last load (cheap: names, sizes, mtimes).
+    pub fn changed_on_disk(&self) -> bool {
+        let Some(dir) = &self.dir else { return false };
+        let now = fingerprint(dir);
+        self.fingerprint.lock().map(|f| *f != now).unwrap_or(true)
+    }
+
+    /// Reads, validates and, when valid and different, activates the files' set.
+    pub async fn reload(&self, store: &dyn Store, now: UnixTime) -> Result<Reloaded, PolicyLoadError> {
+        let Some(dir) = &self.dir else {
+            return Ok(Reloaded::Unchanged(self.current().map(|c| c.version).unwrap_or(0)));
+        };
+        if let Ok(mut f) = self.fingerprint.lock() {
+            *f = fingerprint(dir);
+        }
+        let compiled = compile_dir(dir)?;
+        if self.current().is_some_and(|c| c.compiled.hash() == compiled.hash()) {
+            return Ok(Reloaded::Unchanged(self.current().map(|c| c.version).unwrap_or(0)));
+        }
+        let version = save(store, &compiled, now).await?;
+        let ids = compiled.policy_ids().len();
+        if let Ok(mut current) = self.current.write() {
+            *current = Arc::new(ActivePolicies { compiled, version });
+        }
+        tracing::info!(version, policies = ids, "activated a new policy set");
+        Ok(Reloaded::Activated(version))
+    }
+}

@@ -1,0 +1,282 @@
+//! Revocation: of a warrant (with its descendants), an agent (suspended, and every
+//! warrant whose chain contains it), a task (also how a task completes) or a human
+//! (every warrant on their behalf).
+//!
+//! A revocation is written to the store, then to the in-memory index the decision path
+//! reads, and only then acknowledged: the next decision on this node denies.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+
+use warrant_core::audit::{AuditEntry, AuditKind};
+use warrant_core::{AgentId, AgentStatus, HumanId, TaskId, UnixTime, WarrantId};
+use warrant_store::{RevocationKind, RevocationRecord, Store, StoreError, TaskRecord, WarrantRecord};
+
+use crate::random;
+use crate::Engine;
+
+/// Why a revocation or task operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RevokeError {
+    /// The id is malformed.
+    #[error("{0}")]
+    Invalid(String),
+    /// No such warrant, agent, task or human.
+    #[error("no {kind} `{id}`")]
+    NotFound {
+        /// What was looked for.
+        kind: &'static str,
+        /// The id.
+        id: String,
+    },
+    /// The caller may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Storage or audit failed; nothing was acknowledged. The detail is for logs.
+    #[error("internal failure: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for RevokeError {
+    fn from(e: StoreError) -> Self {
+        RevokeError::Internal(e.to_string())
+    }
+}
+
+/// What a revocation ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revoked {
+    /// The revocation's id.
+    pub id: String,
+    /// How many live warrants it ended.
+    pub revoked_warrants: usize,
+}
+
+/// The revoked warrants and ended tasks the decision path checks, in memory.
+#[derive(Debug, Default)]
+pub struct RevocationIndex {
+    warrants: RwLock<HashMap<WarrantId, Arc<str>>>,
+    tasks: RwLock<HashSet<TaskId>>,
+}
+
+impl RevocationIndex {
+    /// Loads the unexpired revoked warrants and the ended tasks.
+    pub async fn load(store: &dyn Store, now: UnixTime) -> Result<Self, StoreError> {
+        let warrants = store.revoked_warrants(now).await?.into_iter().map(|jti| (jti, Arc::from("revoked"))).collect();
+        let tasks = store.ended_tasks().await?.into_iter().collect();
+        Ok(RevocationIndex { warrants: RwLock::new(warrants), tasks: RwLock::new(tasks) })
+    }
+
+    /// Why `jti` was revoked, if it was. A poisoned lock counts as revoked (fail closed).
+    pub fn warrant(&self, jti: &WarrantId) -> Option<Arc<str>> {
+        match self.warrants.read() {
+            Ok(m) => m.get(jti).cloned(),
+            Err(_) => Some(Arc::from("the revocation index is unavailable")),
+        }
+    }
+
+    /// Whether `task` has ended. A poisoned lock counts as ended (fail closed).
+    pub fn task_ended(&self, task: &TaskId) -> bool {
+        self.tasks.read().map(|s| s.contains(task)).unwrap_or(true)
+    }
+
+    fn add(&self, jtis: impl IntoIterator<Item = WarrantId>, why: &str) {
+        let why: Arc<str> = Arc::from(why);
+        if let Ok(mut m) = self.warrants.write() {
+            for jti in jtis {
+                m.entry(jti).or_insert_with(|| Arc::clone(&why));
+            }
+        }
+    }
+
+    fn end_task(&self, task: TaskId) {
+        if let Ok(mut s) = self.tasks.write() {
+            s.insert(task);
+        }
+    }
+
+    /// How many revoked warrants are tracked.
+    pub fn len(&self) -> usize {
+        self.warrants.read().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Whether no warrant is tracked as revoked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A warrant's state in a task tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskWarrant {
+    /// The record.
+    pub record: WarrantRecord,
+    /// `active`, `expired` or `revoked`.
+    pub state: &'static str,
+}
+
+/// A task and its warrants.
+#[derive(Debug, Clone)]
+pub struct TaskView {
+    /// The task.
+    pub task: TaskRecord,
+    /// Whether it has ended (completed or revoked).
+    pub ended: bool,
+    /// Its warrants in issuance order (the tree is given by `parent`).
+    pub warrants: Vec<TaskWarrant>,
+}
+
+fn live(records: Vec<WarrantRecord>, now: UnixTime) -> Vec<(WarrantId, UnixTime)> {
+    records.into_iter().filter(|w| w.expires_at > now).map(|w| (w.jti, w.expires_at)).collect()
+}
+
+impl Engine {
+    /// Revokes `id` of `kind`, with everything derived from it. Effective for the next
+    /// decision on this node once this returns.
+    pub async fn revoke(&self, kind: RevocationKind, id: &str, reason: &str) -> Result<Revoked, RevokeError> {
+        let now = self.now();
+        let invalid = |e: &dyn std::fmt::Display| RevokeError::Invalid(e.to_string());
+        let reason = reason.trim();
+        if reason.is_empty() || reason.chars().count() > 500 {
+            return Err(RevokeError::Invalid("`reason` must be 1 to 500 characters".into()));
+        }
+        let (targets, task) = match kind {
+            RevocationKind::Warrant => {
+                let jti = WarrantId::parse(id).map_err(|e| invalid(&e))?;
+                if self.store().get_warrant(&jti).await?.is_none() {
+                    return Err(RevokeError::NotFound { kind: "warrant", id: id.into() });
+                }
+                (live(self.store().warrant_subtree(&jti).await?, now), None)
+            }
+            RevocationKind::Agent => {
+                let agent_id = AgentId::parse(id).map_err(|e| invalid(&e))?;
+                let agent = self
+                    .store()
+                    .get_agent(&agent_id)
+                    .await?
+                    .ok_or_else(|| RevokeError::NotFound { kind: "agent", id: id.into() })?;
+                if agent.status == AgentStatus::Active {
+                    self.store().set_agent_status(&agent_id, AgentStatus::Suspended).await?;
+                    self.directory().put_agent(warrant_core::Agent { status: AgentStatus::Suspended, ..agent });
+                }
+                (live(self.store().live_warrants_with_agent(&agent_id, now).await?, now), None)
+            }
+            RevocationKind::Task => {
+                let task = TaskId::parse(id).map_err(|e| invalid(&e))?;
+                if self.store().get_task(&task).await?.is_none() {
+                    return Err(RevokeError::NotFound { kind: "task", id: id.into() });
+                }
+                (live(self.store().task_warrants(&task).await?, now), Some(task))
+            }
+            RevocationKind::Human => {
+                let human = HumanId::parse(id).map_err(|e| invalid(&e))?;
+                if self.store().get_human(&human).await?.is_none() {
+                    return Err(RevokeError::NotFound { kind: "human", id: id.into() });
+                }
+                (live(self.store().live_warrants_of_human(&human, now).await?, now), None)
+            }
+        };
+        let revocation = RevocationRecord {
+            id: format!(
+                "rev_{}",
+                hex::encode(random::bytes::<12>().map_err(|e| RevokeError::Internal(e.to_string()))?)
+            ),
+            kind,
+            target: id.to_owned(),
+            reason: reason.to_owned(),
+            at: now,
+        };
+        self.store().record_revocation(&revocation, &targets).await?;
+        let why = format!("revoked ({} `{}`): {}", kind.as_str(), id, reason);
+        self.revocations().add(targets.iter().map(|(jti, _)| jti.clone()), &why);
+        if let Some(task) = task {
+            self.revocations().end_task(task);
+        }
+        tracing::info!(revocation = %revocation.id, kind = kind.as_str(), target = id, warrants = targets.len(), "revoked");
+        // The revocation is in force whatever happens next (failing closed); a missing
+        // audit record is still reported as a failure.
+        let mut entry = AuditEntry::new(now, AuditKind::Revocation);
+        match kind {
+            RevocationKind::Warrant => entry.warrant = WarrantId::parse(id).ok(),
+            RevocationKind::Agent => entry.agent = AgentId::parse(id).ok(),
+            RevocationKind::Task => entry.task = TaskId::parse(id).ok(),
+            RevocationKind::Human => entry.human = HumanId::parse(id).ok(),
+        }
+        entry.details = serde_json::json!({
+            "revocation": revocation.id,
+            "kind": kind.as_str(),
+            "target": id,
+            "reason": reason,
+            "revoked_warrants": targets.iter().map(|(jti, _)| jti.as_str()).collect::<Vec<_>>(),
+        });
+        self.audit(entry)
+            .await
+            .map_err(|e| RevokeError::Internal(format!("the revocation is in force but could not be audited: {e}")))?;
+        Ok(Revoked { id: revocation.id, revoked_warrants: targets.len() })
+    }
+
+    /// A task with every warrant of it and each one's state.
+    pub async fn task(&self, id: &str) -> Result<TaskView, RevokeError> {
+        let task_id = TaskId::parse(id).map_err(|e| RevokeError::Invalid(e.to_string()))?;
+        let task = self
+            .store()
+            .get_task(&task_id)
+            .await?
+            .ok_or_else(|| RevokeError::NotFound { kind: "task", id: id.into() })?;
+        let now = self.now();
+        let warrants = self
+            .store()
+            .task_warrants(&task_id)
+            .await?
+            .into_iter()
+            .map(|record| {
+                let state = if self.revocations().warrant(&record.jti).is_some() {
+                    "revoked"
+                } else if record.expires_at <= now {
+                    "expired"
+                } else {
+                    "active"
+                };
+                TaskWarrant { record, state }
+            })
+            .collect();
+        Ok(TaskView { ended: self.revocations().task_ended(&task_id), task, warrants })
+    }
+}
+
+/// Who asks to complete a task.
+#[derive(Debug, Clone, Copy)]
+pub enum Completer<'a> {
+    /// An administrator.
+    Admin,
+    /// The agent holding the task's root warrant, presenting it.
+    RootWarrant(&'a str),
+}
+
+impl Engine {
+    /// Completes a task: ends it and every warrant in it, so access closes when the work
+    /// is done rather than when a timer runs out.
+    pub async fn complete_task(&self, id: &str, by: Completer<'_>) -> Result<Revoked, RevokeError> {
+        let task = TaskId::parse(id).map_err(|e| RevokeError::Invalid(e.to_string()))?;
+        let who = match by {
+            Completer::Admin => "an administrator".to_owned(),
+            Completer::RootWarrant(token) => {
+                let ring = self.keys().ring().map_err(|e| RevokeError::Internal(e.to_string()))?;
+                let claims =
+                    warrant_token::warrant::verify_warrant(token, ring.as_ref(), &self.config().issuer, self.now())
+                        .map_err(|e| RevokeError::Forbidden(format!("the bearer token is not a valid warrant: {e}")))?;
+                if claims.task.id != task || claims.parent.is_some() {
+                    return Err(RevokeError::Forbidden(format!(
+                        "only the holder of task `{task}`'s root warrant (or an administrator) may complete it"
+                    )));
+                }
+                if let Some(why) = self.revocations().warrant(&claims.jti) {
+                    return Err(RevokeError::Forbidden(format!("the root warrant has been {why}")));
+                }
+                format!("agent `{}` holding the root warrant", claims.client_id)
+            }
+        };
+        self.revoke(RevocationKind::Task, task.as_str(), &format!("task completed by {who}")).await
+    }
+}

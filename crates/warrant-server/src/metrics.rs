@@ -1,0 +1,121 @@
+//! Prometheus metrics at `GET /metrics`: decisions by outcome and reason, decision
+//! latency, live warrants, revocations, audit queue depth and commit latency.
+//!
+//! Each server has its own registry (several servers may share a process in tests).
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder as _, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+use warrant_engine::{Decision, Engine};
+
+/// The server's metrics.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    decisions: IntCounterVec,
+    latency: Histogram,
+    revocations: IntCounterVec,
+    revoked_warrants: IntCounter,
+    live_warrants: IntGauge,
+    revoked_tracked: IntGauge,
+    cached_warrants: IntGauge,
+    audit_queue: IntGauge,
+    audit_head: IntGauge,
+    audit_batches: IntGauge,
+    audit_failed_batches: IntGauge,
+    audit_commit_seconds: prometheus::Gauge,
+    policy_version: IntGauge,
+}
+
+fn register<T: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: T,
+) -> Result<T, prometheus::Error> {
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
+}
+
+impl Metrics {
+    /// A fresh registry with every metric.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let r = Registry::new();
+        let gauge = |name: &str, help: &str| register(&r, IntGauge::new(name, help)?);
+        Ok(Metrics {
+            decisions: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new("warrant_decisions_total", "decisions by outcome and reason code"),
+                    &["decision", "code"],
+                )?,
+            )?,
+            latency: register(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "warrant_decision_seconds",
+                        "time to decide, including the durable audit record",
+                    )
+                    .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]),
+                )?,
+            )?,
+            revocations: register(
+                &r,
+                IntCounterVec::new(Opts::new("warrant_revocations_total", "revocations by kind"), &["kind"])?,
+            )?,
+            revoked_warrants: register(
+                &r,
+                IntCounter::new("warrant_revoked_warrants_total", "live warrants ended by revocations")?,
+            )?,
+            live_warrants: gauge("warrant_live_warrants", "recorded warrants that have not expired")?,
+            revoked_tracked: gauge("warrant_revoked_warrants_tracked", "unexpired revoked warrants held in memory")?,
+            cached_warrants: gauge("warrant_cached_warrants", "verified warrants in the cache")?,
+            audit_queue: gauge("warrant_audit_queue_depth", "audit records waiting to be written")?,
+            audit_head: gauge("warrant_audit_head_seq", "sequence number of the last durable audit record")?,
+            audit_batches: gauge("warrant_audit_batches", "audit group commits since start")?,
+            audit_failed_batches: gauge("warrant_audit_failed_batches", "audit group commits that failed since start")?,
+            audit_commit_seconds: register(
+                &r,
+                prometheus::Gauge::new("warrant_audit_commit_seconds", "duration of the last audit group commit")?,
+            )?,
+            policy_version: gauge("warrant_policy_version", "the policy set version in force")?,
+            registry: r,
+        })
+    }
+
+    /// Counts one decision.
+    pub fn decided(&self, decision: &Decision, took: Duration) {
+        self.decisions.with_label_values(&[decision.outcome.as_str(), decision.code]).inc();
+        self.latency.observe(took.as_secs_f64());
+    }
+
+    /// Counts one revocation.
+    pub fn revoked(&self, kind: &str, warrants: usize) {
+        self.revocations.with_label_values(&[kind]).inc();
+        self.revoked_warrants.inc_by(u64::try_from(warrants).unwrap_or(u64::MAX));
+    }
+
+    /// The Prometheus text exposition, with gauges read now.
+    pub async fn render(&self, engine: &Engine) -> String {
+        let to_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        if let Ok(n) = engine.store().count_live_warrants(engine.now()).await {
+            self.live_warrants.set(to_i64(n));
+        }
+        self.revoked_tracked.set(to_i64(engine.revocations().len() as u64));
+        self.cached_warrants.set(to_i64(engine.warrant_cache().len() as u64));
+        let audit = engine.audit_writer();
+        self.audit_queue.set(to_i64(audit.queue_depth() as u64));
+        let m = audit.metrics();
+        self.audit_head.set(to_i64(m.head_seq()));
+        self.audit_batches.set(to_i64(m.batches()));
+        self.audit_failed_batches.set(to_i64(m.failed_batches()));
+        self.audit_commit_seconds.set(m.last_commit_latency().as_secs_f64());
+        self.policy_version.set(engine.policies().current().map(|c| c.version).unwrap_or(0));
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::warn!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}

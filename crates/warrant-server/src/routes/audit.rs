@@ -1,0 +1,150 @@
+//! `/v1/audit`: query, provenance trace, verification.
+
+use axum::extract::State;
+use axum::Json as JsonOut;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use warrant_core::audit::AuditKind;
+use warrant_core::{AgentId, HumanId, TaskId, UnixTime, WarrantId};
+use warrant_engine::evidence::{AuditView, Trace};
+use warrant_store::audit::AuditFilter;
+
+use crate::app::AppState;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{Admin, Path, Query};
+
+/// Filters; every one is optional.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Records about this agent.
+    pub agent: Option<String>,
+    /// Records tracing to this human.
+    pub human: Option<String>,
+    /// Records of this task.
+    pub task: Option<String>,
+    /// Records about this warrant.
+    pub warrant: Option<String>,
+    /// `issuance`, `delegation`, `decision`, `revocation`, `registry`, `policy` or `task`.
+    pub kind: Option<String>,
+    /// `allow` or `deny`.
+    pub decision: Option<String>,
+    /// From this time (Unix seconds).
+    pub since: Option<i64>,
+    /// Until this time (Unix seconds).
+    pub until: Option<i64>,
+    /// Only records after this sequence number (for paging).
+    pub after: Option<u64>,
+    /// At most this many (default 100, at most 1000).
+    pub limit: Option<usize>,
+}
+
+/// A page of records.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPage {
+    /// The records, oldest first.
+    #[schema(value_type = Vec<Object>)]
+    pub records: Vec<AuditView>,
+    /// Pass as `after` for the next page; absent on the last page.
+    pub next_after: Option<u64>,
+}
+
+/// The result of verifying the chain.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VerifyView {
+    /// Whether every record and checkpoint verified.
+    pub ok: bool,
+    /// How many records were checked.
+    pub records: u64,
+    /// The first bad record's sequence number.
+    pub first_bad: Option<u64>,
+    /// What is wrong with it.
+    pub reason: Option<String>,
+}
+
+fn parse<T>(
+    field: &str,
+    value: Option<String>,
+    f: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<Option<T>, ApiError> {
+    value.map(|v| f(&v).map_err(|e| ApiError::bad_request(format!("`{field}`: {e}")))).transpose()
+}
+
+/// Audit records matching the filters, oldest first.
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", security(("admin" = [])), params(AuditQuery),
+    responses((status = 200, body = AuditPage), (status = 400, body = ErrorBody)))]
+pub async fn query(
+    _: Admin,
+    State(state): State<AppState>,
+    Query(q): Query<AuditQuery>,
+) -> Result<JsonOut<AuditPage>, ApiError> {
+    let limit = q.limit.unwrap_or(100).clamp(1, warrant_engine::evidence::MAX_QUERY);
+    let filter = AuditFilter {
+        agent: parse("agent", q.agent, |s| AgentId::parse(s).map_err(|e| e.to_string()))?,
+        human: parse("human", q.human, |s| HumanId::parse(s).map_err(|e| e.to_string()))?,
+        task: parse("task", q.task, |s| TaskId::parse(s).map_err(|e| e.to_string()))?,
+        warrant: parse("warrant", q.warrant, |s| WarrantId::parse(s).map_err(|e| e.to_string()))?,
+        kind: parse("kind", q.kind, |s| AuditKind::parse(s).map_err(|e| e.to_string()))?,
+        decision: parse("decision", q.decision, |s| match s {
+            "allow" | "deny" | "pending" => Ok(s.to_owned()),
+            _ => Err("use `allow`, `deny` or `pending`".to_owned()),
+        })?,
+        since: q.since.map(UnixTime),
+        until: q.until.map(UnixTime),
+        after_seq: q.after,
+        limit,
+    };
+    let records = state.engine.audit_query(filter).await.map_err(|e| ApiError::internal(&e))?;
+    let next_after = (records.len() == limit).then(|| records.last().map(|r| r.seq)).flatten();
+    Ok(JsonOut(AuditPage { records, next_after }))
+}
+
+/// `dec_123` or `123` -> 123.
+fn record_id(id: &str) -> Result<u64, ApiError> {
+    id.strip_prefix("dec_")
+        .unwrap_or(id)
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("`{id}` is not an audit record id (`dec_123` or `123`)")))
+}
+
+/// One record.
+#[utoipa::path(get, path = "/v1/audit/{id}", tag = "audit", security(("admin" = [])),
+    params(("id" = String, Path, description = "record id: `dec_123` or `123`")),
+    responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
+pub async fn record(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<JsonOut<AuditView>, ApiError> {
+    let seq = record_id(&id)?;
+    let record = state.engine.audit_record(seq).await.map_err(|e| ApiError::internal(&e))?;
+    record.map(JsonOut).ok_or_else(|| ApiError::not_found(format!("no audit record `{id}`")))
+}
+
+/// The provenance of a record back to the human: the warrants root -> leaf with scopes
+/// and expiries, the agents, the task purpose, and the policies that decided.
+#[utoipa::path(get, path = "/v1/audit/{id}/trace", tag = "audit", security(("admin" = [])),
+    params(("id" = String, Path, description = "record id: `dec_123` or `123`")),
+    responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
+pub async fn trace(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<JsonOut<Trace>, ApiError> {
+    let seq = record_id(&id)?;
+    let trace = state.engine.trace(seq).await.map_err(|e| ApiError::internal(&e))?;
+    trace.map(JsonOut).ok_or_else(|| ApiError::not_found(format!("no audit record `{id}`")))
+}
+
+/// Verifies the whole hash chain and its signed checkpoints, naming the first bad record.
+#[utoipa::path(get, path = "/v1/audit/verify", tag = "audit", security(("admin" = [])),
+    responses((status = 200, body = VerifyView)))]
+pub async fn verify(_: Admin, State(state): State<AppState>) -> Result<JsonOut<VerifyView>, ApiError> {
+    let report = state.engine.verify_audit().await.map_err(|e| ApiError::internal(&e))?;
+    Ok(JsonOut(VerifyView {
+        ok: report.ok,
+        records: report.records,
+        first_bad: report.first_bad,
+        reason: report.reason,
+    }))
+}

@@ -1,0 +1,118 @@
+//! `POST /v1/authorize` and `/v1/authorize/batch`: decisions at the point of action.
+
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::Json as JsonOut;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use warrant_engine::decision::MAX_BATCH;
+use warrant_engine::{AuthorizeRequest, Decision};
+
+use crate::app::AppState;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::Json;
+
+/// A request to act.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizeBody {
+    /// The warrant the agent acts with.
+    pub token: String,
+    /// The concrete action, e.g. `crm.read`.
+    pub action: String,
+    /// The concrete resource path, e.g. `customers/42`.
+    pub resource: String,
+    /// Attributes of the resource, seen by policies as `resource.attrs`.
+    #[schema(value_type = Option<Object>)]
+    pub resource_attrs: Option<serde_json::Value>,
+    /// Runtime telemetry, seen by policies as `context.telemetry` (integers, strings, booleans).
+    #[schema(value_type = Option<Object>)]
+    pub context: Option<serde_json::Value>,
+    /// An approval to redeem (human approval arrives with the guardrails milestone).
+    pub approval_id: Option<String>,
+}
+
+/// A decision.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DecisionView {
+    /// `allow` or `deny`.
+    pub decision: &'static str,
+    /// The decision's audit record, `dec_<seq>`; trace it at `/v1/audit/{decision_id}/trace`.
+    pub decision_id: String,
+    /// Why.
+    pub reasons: Vec<String>,
+    /// The policies that decided.
+    pub policies: Vec<String>,
+    /// The policy set version that decided, when Cedar ran.
+    pub policy_version: Option<i64>,
+    /// A short machine-readable reason: `allow`, `invalid_token`, `revoked`, `task_ended`,
+    /// `agent`, `owner`, `human`, `scope`, `policy`, `policy_error`, `invalid_request`, `audit`.
+    pub code: &'static str,
+}
+
+impl From<Decision> for DecisionView {
+    fn from(d: Decision) -> Self {
+        DecisionView {
+            decision: d.outcome.as_str(),
+            decision_id: d.decision_id,
+            reasons: d.reasons,
+            policies: d.policies,
+            policy_version: d.policy_version,
+            code: d.code,
+        }
+    }
+}
+
+/// Many requests in one round trip.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchBody {
+    /// At most 100 requests.
+    pub requests: Vec<AuthorizeBody>,
+}
+
+/// Their decisions, in order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchView {
+    /// One decision per request, in request order.
+    pub decisions: Vec<DecisionView>,
+}
+
+fn request(body: AuthorizeBody) -> AuthorizeRequest {
+    AuthorizeRequest {
+        token: body.token,
+        action: body.action,
+        resource: body.resource,
+        resource_attrs: body.resource_attrs,
+        context: body.context,
+    }
+}
+
+/// Decides whether a warrant may do an action on a resource now. An invalid token is a
+/// `deny`, not an HTTP error; so is any failure on the way, including the audit log.
+#[utoipa::path(post, path = "/v1/authorize", tag = "decisions", request_body = AuthorizeBody,
+    responses((status = 200, body = DecisionView), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn authorize(State(state): State<AppState>, Json(body): Json<AuthorizeBody>) -> JsonOut<DecisionView> {
+    let started = Instant::now();
+    let decision = state.engine.authorize(&request(body)).await;
+    state.metrics.decided(&decision, started.elapsed());
+    JsonOut(decision.into())
+}
+
+/// Decides many requests in one round trip.
+#[utoipa::path(post, path = "/v1/authorize/batch", tag = "decisions", request_body = BatchBody,
+    responses((status = 200, body = BatchView), (status = 400, body = ErrorBody)))]
+pub async fn batch(State(state): State<AppState>, Json(body): Json<BatchBody>) -> Result<JsonOut<BatchView>, ApiError> {
+    if body.requests.len() > MAX_BATCH {
+        return Err(ApiError::bad_request(format!("a batch holds at most {MAX_BATCH} requests")));
+    }
+    let started = Instant::now();
+    let requests: Vec<AuthorizeRequest> = body.requests.into_iter().map(request).collect();
+    let decisions = state.engine.authorize_batch(&requests).await;
+    let elapsed = started.elapsed();
+    for d in &decisions {
+        state.metrics.decided(d, elapsed / u32::try_from(decisions.len().max(1)).unwrap_or(1));
+    }
+    Ok(JsonOut(BatchView { decisions: decisions.into_iter().map(Into::into).collect() }))
+}
