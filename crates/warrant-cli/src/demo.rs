@@ -164,5 +164,61 @@ async fn walk(client: &Client) -> CliResult {
         verified.task.purpose,
         verified.chain().iter().map(ToString::to_string).collect::<Vec<_>>().join(" -> ")
     );
+
+    step(7, "crm-researcher acts. Every action is decided when it happens (scope, then Cedar policies):");
+    let first = decide(client, child_token, "crm.read", "customers/42", json!({})).await?;
+    decide(client, child_token, "crm.read", "customers/43", json!({})).await?;
+    decide(client, root_token, "crm.notes.write", "customers/42", json!({"estimated_cost": 25000})).await?;
+
+    step(8, "The work is done: support-assistant completes the task with its root warrant.");
+    let task = claims_of(root_token)
+        .get("task")
+        .and_then(|t| t.get("id"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let url = format!("{}/v1/tasks/{task}/complete", client.base());
+    let done: Value = reqwest::Client::new().post(&url).bearer_auth(root_token).send().await?.json().await?;
+    println!("   task {task} completed: {} warrant(s) ended", done.get("revoked_warrants").unwrap_or(&Value::Null));
+    println!("   crm-researcher tries again, a moment later:");
+    decide(client, child_token, "crm.read", "customers/42", json!({})).await?;
+
+    step(9, "Evidence: the provenance of crm-researcher's first decision, back to the human:");
+    let trace = client.get(&format!("/v1/audit/{first}/trace")).await?;
+    println!("{}", indent(&crate::evidence::trace_tree(&trace)));
+    let verify = client.get("/v1/audit/verify").await?;
+    println!(
+        "   audit chain: {} records, intact: {}",
+        verify.get("records").unwrap_or(&Value::Null),
+        verify.get("ok").unwrap_or(&Value::Null)
+    );
     Ok(())
+}
+
+/// Asks for a decision and prints it; returns the decision id.
+async fn decide(
+    client: &Client,
+    token: &str,
+    action: &str,
+    resource: &str,
+    context: Value,
+) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+    let answer = client
+        .post("/v1/authorize", &json!({ "token": token, "action": action, "resource": resource, "context": context }))
+        .await?;
+    let text = |k: &str| answer.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let reasons: Vec<String> = answer
+        .get("reasons")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .unwrap_or_default();
+    let telemetry =
+        if context.as_object().is_some_and(|m| !m.is_empty()) { format!(" {context}") } else { String::new() };
+    println!(
+        "   {action} {resource}{telemetry} -> {} ({}): {}",
+        text("decision").to_uppercase(),
+        text("decision_id"),
+        reasons.join("; ")
+    );
+    Ok(text("decision_id"))
 }

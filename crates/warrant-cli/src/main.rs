@@ -3,7 +3,9 @@
 mod admin;
 mod client;
 mod demo;
+mod evidence;
 mod keyfile;
+mod ops;
 mod output;
 mod tokens;
 
@@ -64,6 +66,60 @@ enum Command {
         conn: Conn,
         #[command(subcommand)]
         cmd: tokens::TokenCmd,
+    },
+    /// Ask for a decision: may this warrant do this action on this resource now?
+    Authorize {
+        #[command(flatten)]
+        conn: Conn,
+        /// The warrant; `-` reads stdin, `@FILE` reads a file.
+        #[arg(long)]
+        token: String,
+        /// The concrete action, e.g. `crm.read`.
+        #[arg(long)]
+        action: String,
+        /// The concrete resource path, e.g. `customers/42`.
+        #[arg(long)]
+        resource: String,
+        /// Runtime telemetry as a JSON object, e.g. '{"estimated_cost": 120}'.
+        #[arg(long)]
+        context: Option<String>,
+        /// Resource attributes as a JSON object.
+        #[arg(long)]
+        resource_attrs: Option<String>,
+    },
+    /// Revoke a warrant (with its descendants), an agent, a task or a human.
+    Revoke {
+        #[command(flatten)]
+        conn: Conn,
+        /// `warrant`, `agent`, `task` or `human`.
+        #[arg(value_parser = ["warrant", "agent", "task", "human"])]
+        kind: String,
+        /// The id.
+        id: String,
+        /// Why (kept in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Show or complete tasks.
+    Task {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        cmd: ops::TaskCmd,
+    },
+    /// Validate, show and reload Cedar policies.
+    Policy {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        cmd: evidence::PolicyCmd,
+    },
+    /// Verify, export, trace and query the audit log.
+    Audit {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        cmd: evidence::AuditCmd,
     },
     /// Manage the issuer's signing keys (works on the data directory directly).
     #[command(subcommand)]
@@ -186,6 +242,13 @@ async fn run(cli: Cli) -> CliResult {
         Command::Agent { conn, cmd } => admin::agent(&conn, cmd).await,
         Command::Token { conn, cmd } => tokens::token(&conn, cmd).await,
         Command::Key(KeyCmd::Rotate { data }) => rotate(data).await,
+        Command::Authorize { conn, token, action, resource, context, resource_attrs } => {
+            ops::authorize(&conn, token, action, resource, context, resource_attrs).await
+        }
+        Command::Revoke { conn, kind, id, reason } => ops::revoke(&conn, kind, id, reason).await,
+        Command::Task { conn, cmd } => ops::task(&conn, cmd).await,
+        Command::Policy { conn, cmd } => evidence::policy(&conn, cmd).await,
+        Command::Audit { conn, cmd } => evidence::audit(&conn, cmd).await,
         Command::Openapi => {
             println!("{}", warrant_server::openapi::json());
             Ok(())

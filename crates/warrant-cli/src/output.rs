@@ -30,6 +30,11 @@ pub fn timestamp(secs: i64) -> String {
         .unwrap_or_else(|| secs.to_string())
 }
 
+/// Whether a field holds Unix seconds to show as a timestamp.
+fn is_time(name: &str) -> bool {
+    name == "at" || name.ends_with("_at")
+}
+
 /// A table of `rows` with the given `(header, field)` columns; `*_at` fields are shown as timestamps.
 pub fn table(rows: &[Value], columns: &[(&str, &str)]) -> String {
     let mut table = Table::new();
@@ -37,7 +42,7 @@ pub fn table(rows: &[Value], columns: &[(&str, &str)]) -> String {
     table.set_header(columns.iter().map(|(h, _)| *h));
     for row in rows {
         table.add_row(columns.iter().map(|(_, f)| match row.get(*f).and_then(Value::as_i64) {
-            Some(t) if f.ends_with("_at") => timestamp(t),
+            Some(t) if is_time(f) => timestamp(t),
             _ => field(row, f),
         }));
     }
@@ -60,7 +65,7 @@ pub fn record(value: &Value, fields: &[&str]) -> String {
         .iter()
         .map(|f| {
             let text = match value.get(*f).and_then(Value::as_i64) {
-                Some(t) if f.ends_with("_at") => timestamp(t),
+                Some(t) if is_time(f) => timestamp(t),
                 _ => field(value, f),
             };
             format!("{f:width$}  {text}")

@@ -104,7 +104,8 @@ pub fn keygen(args: KeygenArgs) -> CliResult {
     Ok(())
 }
 
-fn read_token(arg: &str) -> Result<String, String> {
+/// A token argument: the token itself, `-` for stdin, or `@FILE`.
+pub fn read_token_arg(arg: &str) -> Result<String, String> {
     let text = if arg == "-" {
         let mut s = String::new();
         std::io::stdin().read_to_string(&mut s).map_err(|e| format!("cannot read stdin: {e}"))?;
@@ -187,7 +188,7 @@ pub async fn token(conn: &Conn, cmd: TokenCmd) -> CliResult {
         }
         TokenCmd::Exchange { agent, subject_token, subject_type, purpose, ask } => {
             let key = keyfile::read_private(&agent.key)?;
-            let subject = read_token(&subject_token)?;
+            let subject = read_token_arg(&subject_token)?;
             let subject_type = match subject_type.as_str() {
                 "session" => TOKEN_TYPE_ID_TOKEN,
                 "warrant" => TOKEN_TYPE_ACCESS_TOKEN,
@@ -211,7 +212,7 @@ pub async fn token(conn: &Conn, cmd: TokenCmd) -> CliResult {
             let key = keyfile::read_private(&agent.key)?;
             println!("{}", assertion(&client, &agent.agent, &key).await?);
         }
-        TokenCmd::Inspect { token } => inspect(conn, &client, &read_token(&token)?).await?,
+        TokenCmd::Inspect { token } => inspect(conn, &client, &read_token_arg(&token)?).await?,
     }
     Ok(())
 }

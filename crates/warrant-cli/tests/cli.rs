@@ -81,6 +81,11 @@ fn demo_completes_and_shows_the_refused_escalation() {
     assert!(out.contains("refused: invalid_scope"), "{out}");
     assert!(out.contains("valid EdDSA signature"), "{out}");
     assert!(out.contains("\"act\""), "{out}");
+    assert!(out.contains("-> ALLOW"), "{out}");
+    assert!(out.contains("DENY") && out.contains("forbidden by policy cost-ceiling"), "{out}");
+    let after_completion = out.split("tries again").nth(1).unwrap_or_default();
+    assert!(after_completion.contains("-> DENY"), "the sub-agent must be denied once the task is complete: {out}");
+    assert!(out.contains("intact: true"), "{out}");
 }
 
 #[test]

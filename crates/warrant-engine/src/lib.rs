@@ -89,7 +89,7 @@ impl Engine {
         let audit_store: Arc<dyn warrant_store::audit::AuditStore> = Arc::clone(&store) as _;
         let signer: Arc<dyn audit::SigningKeySource> = Arc::clone(&keys) as _;
         let audit = audit::AuditWriter::spawn(audit_store, signer, config.audit.clone()).await?;
-        Ok(Engine {
+        let engine = Engine {
             store,
             clock,
             config,
@@ -99,7 +99,21 @@ impl Engine {
             policies,
             warrant_cache: decision::WarrantCache::default(),
             audit,
-        })
+        };
+        // The set in force at start is evidence too: which policies decided from now on.
+        if let Some(current) = engine.policies.current() {
+            let mut entry = warrant_core::audit::AuditEntry::new(now, warrant_core::audit::AuditKind::Policy);
+            entry.details = serde_json::json!({
+                "op": "in_force_at_start",
+                "version": current.version,
+                "hash": current.compiled.hash(),
+                "policies": current.compiled.policy_ids(),
+            });
+            if let Err(e) = engine.audit(entry).await {
+                tracing::error!(error = %e, "cannot audit the policy set in force at start");
+            }
+        }
+        Ok(engine)
     }
 
     /// The configuration.
