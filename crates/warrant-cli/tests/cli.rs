@@ -275,3 +275,41 @@ mod reqwest {
         rt.block_on(async { ::reqwest::get(url).await.unwrap().json().await.unwrap() })
     }
 }
+
+#[test]
+fn audit_verify_names_the_first_tampered_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let data = cwd.join("data");
+    let server = Server::start(&data);
+    let conn = ["--server", server.url.as_str(), "--data", data.to_str().unwrap()];
+    for i in 0..3 {
+        let email = format!("h{i}@example.com");
+        let mut args = vec!["human", "add", "--name", "H", "--email", email.as_str()];
+        args.extend(conn);
+        ok(&args, cwd);
+    }
+    assert!(server.terminate().success());
+    let data_arg = data.to_str().unwrap();
+    let clean = ok(&["audit", "verify", "--data", data_arg], cwd);
+    assert!(clean.starts_with("OK:"), "{clean}");
+
+    // An edited record: the verifier names it, and exits 1.
+    let db = rusqlite::Connection::open(data.join("warrant.db")).unwrap();
+    let edited: usize = db
+        .execute("UPDATE audit_records SET body = replace(body, 'h1@example.com', 'x1@example.com') WHERE body LIKE '%h1@example.com%'", [])
+        .unwrap();
+    assert_eq!(edited, 1);
+    let seq: i64 =
+        db.query_row("SELECT seq FROM audit_records WHERE body LIKE '%x1@example.com%'", [], |r| r.get(0)).unwrap();
+    drop(db);
+    let out = run(&["audit", "verify", "--data", data_arg], cwd);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("first bad record is #{seq}")), "{stderr}");
+
+    // The export still reads every record, for the investigation.
+    let export = ok(&["audit", "export", "--data", data_arg], cwd);
+    assert!(export.lines().count() >= 3);
+    assert!(export.lines().all(|l| serde_json::from_str::<Value>(l).is_ok()));
+}
