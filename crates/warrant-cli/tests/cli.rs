@@ -313,3 +313,194 @@ fn audit_verify_names_the_first_tampered_record() {
     assert!(export.lines().count() >= 3);
     assert!(export.lines().all(|l| serde_json::from_str::<Value>(l).is_ok()));
 }
+
+/// The crash test: `kill -9` the real `warrant serve` while several clients load it with
+/// decisions, restart it on the same data directory, and check that every decision a
+/// client received an answer for is in the audit log (an answer is given only once its
+/// record is durable) and that the chain verifies.
+#[test]
+fn kill_9_during_a_decision_load_loses_no_answered_decision() {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use serde_json::json;
+
+    const WORKERS: usize = 8;
+    const BEFORE_KILL: usize = 1000;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let data = cwd.join("data");
+    let server = Server::start(&data);
+    let admin = std::fs::read_to_string(data.join("admin.token")).unwrap().trim().to_owned();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
+    let http = ::reqwest::Client::builder().no_proxy().build().unwrap();
+
+    // A human, an autonomous agent of theirs, and a warrant, over HTTP.
+    let token: String = rt.block_on(async {
+        let admin_post =
+            |path: &str, body: Value| http.post(format!("{}{path}", server.url)).bearer_auth(&admin).json(&body).send();
+        let human: Value = admin_post(
+            "/v1/humans",
+            json!({"name": "Crash", "email": "crash@example.com", "entitlements": ["crm.read:customers/**"]}),
+        )
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        let mut seed = [0u8; 32];
+        getrandom::getrandom(&mut seed).unwrap();
+        let key = warrant_token::KeyPair::from_seed(&seed);
+        let agent: Value = admin_post(
+            "/v1/agents",
+            json!({"name": "loader", "owner": human["id"], "mode": "autonomous",
+                   "max_scope": ["crm.read:customers/**"], "public_key": key.public_jwk()}),
+        )
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        let agent_id = warrant_core::AgentId::parse(agent["id"].as_str().unwrap()).unwrap();
+        let metadata: Value = http
+            .get(format!("{}/.well-known/oauth-authorization-server", server.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let issuer = metadata["issuer"].as_str().unwrap();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let assertion = warrant_token::assertion::make_assertion(
+            &key,
+            &agent_id,
+            &format!("{issuer}/oauth2/token"),
+            warrant_core::UnixTime(i64::try_from(now).unwrap()),
+            "crash-test",
+        )
+        .unwrap();
+        let issued: Value = http
+            .post(format!("{}/oauth2/token", server.url))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+                ("client_assertion", assertion.as_str()),
+                ("task_purpose", "crash test load"),
+                ("ttl", "900"),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        issued["access_token"].as_str().unwrap_or_else(|| panic!("no warrant: {issued}")).to_owned()
+    });
+
+    // The load: every answer a client fully received is remembered with what it asked.
+    let received: Arc<Mutex<Vec<(u64, String)>>> = Arc::default();
+    let answered = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|w| {
+            let (http, url, token) = (http.clone(), server.url.clone(), token.clone());
+            let (received, answered) = (Arc::clone(&received), Arc::clone(&answered));
+            rt.spawn(async move {
+                for i in 0u64.. {
+                    let resource = format!("customers/{w}-{i}");
+                    let body =
+                        json!({"token": token, "action": "crm.read", "resource": resource, "context": {"rows": i}});
+                    let Ok(response) = http.post(format!("{url}/v1/authorize")).json(&body).send().await else {
+                        break;
+                    };
+                    let Ok(decision) = response.json::<Value>().await else { break };
+                    assert_eq!(decision["decision"], "allow", "{decision}");
+                    let id = decision["decision_id"].as_str().unwrap();
+                    let seq: u64 = id.strip_prefix("dec_").unwrap().parse().unwrap();
+                    received.lock().unwrap().push((seq, resource));
+                    answered.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+
+    // Mid-load: kill -9.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    // (A client that stopped early is joined below, which shows why.)
+    while answered.load(Ordering::SeqCst) < BEFORE_KILL && !workers.iter().any(|w| w.is_finished()) {
+        assert!(Instant::now() < deadline, "the server never answered {BEFORE_KILL} decisions");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut server = server;
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
+    let status = server.child.wait().unwrap();
+    assert!(!status.success(), "killed, not exited: {status}");
+    for worker in workers {
+        rt.block_on(worker).unwrap();
+    }
+    drop(server);
+    let received = std::mem::take(&mut *received.lock().unwrap());
+    assert!(received.len() >= BEFORE_KILL);
+    let mut seqs: Vec<u64> = received.iter().map(|(seq, _)| *seq).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), received.len(), "every decision has its own id");
+
+    // Restart on the same data directory: every answered decision is in the log.
+    let server = Server::start(&data);
+    let recorded: BTreeMap<u64, Value> = rt.block_on(async {
+        let mut recorded = BTreeMap::new();
+        let mut after = 0u64;
+        loop {
+            let page: Value = http
+                .get(format!("{}/v1/audit?kind=decision&limit=1000&after={after}", server.url))
+                .bearer_auth(&admin)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            for r in page["records"].as_array().unwrap() {
+                recorded.insert(r["seq"].as_u64().unwrap(), r.clone());
+            }
+            match page["next_after"].as_u64() {
+                Some(next) => after = next,
+                None => break recorded,
+            }
+        }
+    });
+    for (seq, resource) in &received {
+        let record =
+            recorded.get(seq).unwrap_or_else(|| panic!("decision dec_{seq} was answered but is not in the log"));
+        assert_eq!(record["decision"], "allow", "{record}");
+        assert_eq!(record["details"]["resource"], resource.as_str(), "{record}");
+    }
+    eprintln!(
+        "crash test: {} decisions answered before kill -9, {} recorded (the rest were in flight)",
+        received.len(),
+        recorded.len()
+    );
+    // One of them by id, as a client would look it up.
+    let (seq, _) = &received[received.len() / 2];
+    let one: Value = rt.block_on(async {
+        let r = http.get(format!("{}/v1/audit/dec_{seq}", server.url)).bearer_auth(&admin).send().await.unwrap();
+        r.json().await.unwrap()
+    });
+    assert_eq!(one["seq"], *seq);
+
+    let report: Value = rt.block_on(async {
+        let r = http.get(format!("{}/v1/audit/verify", server.url)).bearer_auth(&admin).send().await.unwrap();
+        r.json().await.unwrap()
+    });
+    assert_eq!(report["ok"], true, "{report}");
+    assert!(report["records"].as_u64().unwrap() >= received.len() as u64, "{report}");
+
+    // And offline, on the data directory.
+    assert!(server.terminate().success());
+    let verified = ok(&["audit", "verify", "--data", data.to_str().unwrap()], cwd);
+    assert!(verified.starts_with("OK:"), "{verified}");
+}

@@ -8,7 +8,7 @@ use warrant_store::audit::{AuditFilter, AuditRow};
 use warrant_store::{StoreError, TaskRecord, WarrantRecord};
 
 use crate::audit::{key_archive, verify, AuditVerifyError};
-use crate::policy::{PolicyLoadError, Reloaded};
+use crate::policy::{PolicyLoadError, Reloaded, Staged};
 use crate::Engine;
 
 /// The most records one query returns.
@@ -198,32 +198,36 @@ impl Engine {
         verify(self.store(), &keys).await
     }
 
-    /// Re-reads the policy directory; a valid, changed set takes effect. Both an
-    /// activation and a refused set are audited.
+    /// Re-reads the policy directory; a valid, changed set takes effect once its audit
+    /// record is durable (if the record cannot be written, the change does not happen).
+    /// A refused set is audited too.
     pub async fn reload_policies(&self) -> Result<Reloaded, PolicyLoadError> {
         let now = self.now();
-        let result = self.policies().reload(self.store(), now).await;
-        let details = match &result {
-            Ok(Reloaded::Unchanged(_)) => return result,
-            Ok(Reloaded::Activated(version)) => {
-                let current = self.policies().current();
-                serde_json::json!({
-                    "op": "activated",
-                    "version": version,
-                    "hash": current.as_ref().map(|c| c.compiled.hash().to_owned()),
-                    "policies": current.as_ref().map(|c| c.compiled.policy_ids().to_vec()),
-                })
+        let staged = match self.policies().stage(self.store(), now).await {
+            Ok(Staged::Unchanged(version)) => return Ok(Reloaded::Unchanged(version)),
+            Ok(Staged::New(staged)) => staged,
+            Err(e) => {
+                tracing::error!(error = %e, "refused the new policy set; the previous set stays in force");
+                let mut entry = AuditEntry::new(now, AuditKind::Policy);
+                entry.details = serde_json::json!({ "op": "refused", "error": e.to_string() });
+                if let Err(audit) = self.audit(entry).await {
+                    tracing::error!(error = %audit, "a refused policy change could not be audited");
+                }
+                return Err(e);
             }
-            Err(e) => serde_json::json!({ "op": "refused", "error": e.to_string() }),
         };
         let mut entry = AuditEntry::new(now, AuditKind::Policy);
-        entry.details = details;
+        entry.details = serde_json::json!({
+            "op": "activated",
+            "version": staged.version,
+            "hash": staged.compiled.hash(),
+            "policies": staged.compiled.policy_ids(),
+        });
         if let Err(e) = self.audit(entry).await {
-            tracing::error!(error = %e, "a policy change could not be audited");
+            self.policies().forget_files();
+            tracing::error!(error = %e, "a policy change could not be audited; it stays pending");
+            return Err(PolicyLoadError::Audit(e.to_string()));
         }
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "refused the new policy set; the previous set stays in force");
-        }
-        result
+        Ok(self.policies().activate(staged))
     }
 }

@@ -37,6 +37,9 @@ pub enum PolicyLoadError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The change could not be audited, so it did not take effect.
+    #[error("the policy change could not be audited, so it did not take effect: {0}")]
+    Audit(String),
 }
 
 /// What a reload did.
@@ -46,6 +49,15 @@ pub enum Reloaded {
     Unchanged(i64),
     /// A new set is in force.
     Activated(i64),
+}
+
+/// A validated set read from the policy directory, not yet in force.
+#[derive(Debug)]
+pub enum Staged {
+    /// The files hold the set already in force (its version).
+    Unchanged(i64),
+    /// A new, stored version, ready to activate.
+    New(Box<ActivePolicies>),
 }
 
 /// The policy set in force, swapped atomically on reload.
@@ -156,24 +168,37 @@ impl PolicyManager {
         self.fingerprint.lock().map(|f| *f != now).unwrap_or(true)
     }
 
-    /// Reads, validates and, when valid and different, activates the files' set.
-    pub async fn reload(&self, store: &dyn Store, now: UnixTime) -> Result<Reloaded, PolicyLoadError> {
-        let Some(dir) = &self.dir else {
-            return Ok(Reloaded::Unchanged(self.current().map(|c| c.version).unwrap_or(0)));
-        };
+    /// Reads and validates the files' set and, when it differs from the set in force,
+    /// stores it as a version. It does not take effect until [`activate`](Self::activate).
+    pub async fn stage(&self, store: &dyn Store, now: UnixTime) -> Result<Staged, PolicyLoadError> {
+        let unchanged = || Staged::Unchanged(self.current().map(|c| c.version).unwrap_or(0));
+        let Some(dir) = &self.dir else { return Ok(unchanged()) };
         if let Ok(mut f) = self.fingerprint.lock() {
             *f = fingerprint(dir);
         }
         let compiled = compile_dir(dir)?;
         if self.current().is_some_and(|c| c.compiled.hash() == compiled.hash()) {
-            return Ok(Reloaded::Unchanged(self.current().map(|c| c.version).unwrap_or(0)));
+            return Ok(unchanged());
         }
         let version = save(store, &compiled, now).await?;
-        let ids = compiled.policy_ids().len();
+        Ok(Staged::New(Box::new(ActivePolicies { compiled, version })))
+    }
+
+    /// Forgets what the files looked like, so the next check reloads them (after a change
+    /// that could not take effect).
+    pub fn forget_files(&self) {
+        if let Ok(mut f) = self.fingerprint.lock() {
+            f.clear();
+        }
+    }
+
+    /// Puts a staged set in force.
+    pub fn activate(&self, staged: Box<ActivePolicies>) -> Reloaded {
+        let (version, ids) = (staged.version, staged.compiled.policy_ids().len());
         if let Ok(mut current) = self.current.write() {
-            *current = Arc::new(ActivePolicies { compiled, version });
+            *current = Arc::from(staged);
         }
         tracing::info!(version, policies = ids, "activated a new policy set");
-        Ok(Reloaded::Activated(version))
+        Reloaded::Activated(version)
     }
 }

@@ -188,6 +188,8 @@ impl Engine {
             at: now,
         };
         self.store().record_revocation(&revocation, &targets).await?;
+        // Warrants an earlier revocation already ended are covered again, not ended again.
+        let ended = targets.iter().filter(|(jti, _)| self.revocations().warrant(jti).is_none()).count();
         let why = format!("revoked ({} `{}`): {}", kind.as_str(), id, reason);
         self.revocations().add(targets.iter().map(|(jti, _)| jti.clone()), &why);
         if let Some(task) = task {
@@ -213,7 +215,7 @@ impl Engine {
         self.audit(entry)
             .await
             .map_err(|e| RevokeError::Internal(format!("the revocation is in force but could not be audited: {e}")))?;
-        Ok(Revoked { id: revocation.id, revoked_warrants: targets.len() })
+        Ok(Revoked { id: revocation.id, revoked_warrants: ended })
     }
 
     /// A task with every warrant of it and each one's state.

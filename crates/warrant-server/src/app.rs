@@ -31,6 +31,10 @@ impl std::fmt::Debug for AppState {
     }
 }
 
+/// A batch body may be this many times the body limit: it carries up to 100 requests,
+/// each with its own warrant, which the single-request limit could not hold.
+pub const BATCH_BODY_FACTOR: usize = 16;
+
 /// The whole HTTP API.
 pub fn app(state: AppState, body_limit: usize) -> Router {
     Router::new()
@@ -48,7 +52,10 @@ pub fn app(state: AppState, body_limit: usize) -> Router {
         .route("/v1/agents/{id}/suspend", post(agents::suspend))
         .route("/v1/agents/{id}/resume", post(agents::resume))
         .route("/v1/authorize", post(decisions::authorize))
-        .route("/v1/authorize/batch", post(decisions::batch))
+        .route(
+            "/v1/authorize/batch",
+            post(decisions::batch).layer(DefaultBodyLimit::max(body_limit.saturating_mul(BATCH_BODY_FACTOR))),
+        )
         .route("/v1/revocations", post(revocations::revoke))
         .route("/v1/tasks/{id}", get(revocations::task))
         .route("/v1/tasks/{id}/complete", post(revocations::complete))

@@ -197,10 +197,28 @@ impl BoundServer {
                 }
             }
         });
+        let engine = Arc::clone(&self.state.engine);
+        let watcher = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(POLICY_WATCH);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if engine.policies().changed_on_disk() {
+                    // Both outcomes are logged and audited by the reload itself; an invalid
+                    // set is refused and the previous one stays in force.
+                    let _ = engine.reload_policies().await;
+                }
+            }
+        });
+        let engine = Arc::clone(&self.state.engine);
         let router = app(self.state, self.body_limit);
         let result =
             axum::serve(self.listener, router).with_graceful_shutdown(shutdown).await.map_err(ServeError::Serve);
         refresher.abort();
+        watcher.abort();
+        // Every answered request's record is already durable; this drains what is queued
+        // and signs a last checkpoint.
+        engine.audit_writer().shutdown().await;
         tracing::info!("server stopped");
         result
     }

@@ -14,13 +14,27 @@ mod testkit;
 
 #[path = "api/bad_input.rs"]
 mod bad_input;
+#[path = "api/decisions.rs"]
+mod decisions;
+#[path = "api/evidence.rs"]
+mod evidence;
+#[path = "api/failclosed.rs"]
+mod failclosed;
 #[path = "api/lifecycle.rs"]
 mod lifecycle;
 #[path = "api/management.rs"]
 mod management;
+#[path = "api/metrics.rs"]
+mod metrics;
 #[path = "api/oauth.rs"]
 mod oauth;
 #[path = "api/openapi.rs"]
 mod openapi;
+#[path = "api/policies.rs"]
+mod policies;
+#[path = "api/revocation.rs"]
+mod revocation;
+#[path = "api/tasks.rs"]
+mod tasks;
 #[path = "api/tokens.rs"]
 mod tokens;

@@ -83,7 +83,9 @@ fn head(c: &Connection) -> Result<Option<(u64, [u8; 32])>, StoreError> {
 
 fn append(c: &mut Connection, rows: &[AuditRow]) -> Result<(), StoreError> {
     let Some(first) = rows.first() else { return Ok(()) };
-    let tx = c.transaction()?;
+    // IMMEDIATE: take the write lock first (waiting out the busy timeout), rather than
+    // reading the head and then failing at once to upgrade while another connection writes.
+    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     // Compare-and-append: the batch must continue exactly the stored head.
     let (head_seq, head_hash) = head(&tx)?.unwrap_or((0, warrant_core::audit::GENESIS));
     if first.record.seq != head_seq.saturating_add(1) || first.record.prev_hash != head_hash {

@@ -153,6 +153,8 @@ pub struct Server {
     pub http: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), ServeError>>>,
+    /// The configuration it was started with (reused by [`Server::restart`]).
+    config: FileConfig,
     _dir: TempDir,
 }
 
@@ -175,8 +177,18 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         // A directory that does not exist yet: the server creates it, with its mode.
         let data = dir.path().join("data");
+        let (base, issuer, admin, shutdown, task) = Server::launch(&data, config.clone()).await;
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        Server { base, issuer, admin, data, http, shutdown: Some(shutdown), task: Some(task), config, _dir: dir }
+    }
+
+    /// Binds a server on `data` with `config` on a fresh loopback port and runs it.
+    async fn launch(
+        data: &std::path::Path,
+        config: FileConfig,
+    ) -> (String, String, String, oneshot::Sender<()>, JoinHandle<Result<(), ServeError>>) {
         let settings = Settings::from_config(FileConfig {
-            data: Some(data.clone()),
+            data: Some(data.to_owned()),
             listen: Some("127.0.0.1:0".into()),
             ..config
         })
@@ -189,17 +201,21 @@ impl Server {
         let task = tokio::spawn(server.run(async move {
             let _ = rx.await;
         }));
-        let http = reqwest::Client::builder().no_proxy().build().unwrap();
-        Server {
-            base: format!("http://{addr}"),
-            issuer,
-            admin,
-            data,
-            http,
-            shutdown: Some(tx),
-            task: Some(task),
-            _dir: dir,
-        }
+        (format!("http://{addr}"), issuer, admin, tx, task)
+    }
+
+    /// Stops the server gracefully and starts a new one on the same data directory (a
+    /// new port, the same issuer URL, so warrants issued before stay valid there).
+    pub async fn restart(&mut self) {
+        self.shutdown.take().unwrap().send(()).unwrap();
+        self.task.take().unwrap().await.unwrap().unwrap();
+        let config = FileConfig { issuer: Some(self.issuer.clone()), ..self.config.clone() };
+        let (base, issuer, admin, shutdown, task) = Server::launch(&self.data, config).await;
+        assert_eq!(issuer, self.issuer);
+        assert_eq!(admin, self.admin, "the admin token survives a restart");
+        self.base = base;
+        self.shutdown = Some(shutdown);
+        self.task = Some(task);
     }
 
     /// Shuts the server down gracefully and asserts it stopped without error.
@@ -398,4 +414,162 @@ impl Server {
         let _ = stream.read_to_end(&mut out).await;
         String::from_utf8_lossy(&out).into_owned()
     }
+}
+
+/// Decisions, revocations, tasks and policies.
+impl Server {
+    /// `POST /v1/authorize` with a raw JSON body.
+    pub async fn authorize_body(&self, body: &Value) -> Reply {
+        self.send(self.http.post(self.url("/v1/authorize")).json(body)).await
+    }
+
+    /// Asks whether `token` may do `action` on `resource` with telemetry `context`
+    /// (`Value::Null` for none). Asserts a well-formed 200 decision and returns it.
+    pub async fn authorize(&self, token: &str, action: &str, resource: &str, context: Value) -> Value {
+        let mut body = json!({"token": token, "action": action, "resource": resource});
+        if !context.is_null() {
+            body["context"] = context;
+        }
+        let reply = self.authorize_body(&body).await;
+        assert_json(&reply);
+        let decision = reply.ok().clone();
+        assert_decision_shape(&decision);
+        decision
+    }
+
+    /// `POST /v1/authorize/batch`.
+    pub async fn authorize_batch(&self, requests: &[Value]) -> Reply {
+        self.send(self.http.post(self.url("/v1/authorize/batch")).json(&json!({"requests": requests}))).await
+    }
+
+    /// `POST /v1/revocations`; asserts 200 and returns the answer.
+    pub async fn revoke(&self, kind: &str, id: &str, reason: &str) -> Value {
+        let reply = self.admin_post("/v1/revocations", &json!({"kind": kind, "id": id, "reason": reason})).await;
+        let body = reply.ok().clone();
+        assert!(body["revoked_warrants"].is_u64(), "{body}");
+        assert!(body["revocation_id"].as_str().is_some_and(|id| id.starts_with("rev_")), "{body}");
+        body
+    }
+
+    /// `POST /v1/tasks/{task}/complete` with `bearer` (the admin token or a warrant).
+    pub async fn complete_task(&self, task: &str, bearer: &str) -> Reply {
+        self.send(self.http.post(self.url(&format!("/v1/tasks/{task}/complete"))).bearer_auth(bearer)).await
+    }
+
+    /// `GET /v1/tasks/{task}`; asserts 200.
+    pub async fn task(&self, task: &str) -> Value {
+        self.admin_get(&format!("/v1/tasks/{task}")).await.ok().clone()
+    }
+
+    /// The policy directory, `<data>/policies`.
+    pub fn policy_dir(&self) -> PathBuf {
+        self.data.join("policies")
+    }
+
+    /// Writes `<data>/policies/<name>`.
+    pub fn write_policy(&self, name: &str, text: &str) {
+        std::fs::write(self.policy_dir().join(name), text).unwrap();
+    }
+
+    /// `POST /v1/policies/reload`.
+    pub async fn reload_policies(&self) -> Reply {
+        self.admin_action("/v1/policies/reload").await
+    }
+
+    /// The version of the policy set in force.
+    pub async fn policy_version(&self) -> i64 {
+        self.admin_get("/v1/policies").await.ok()["version"].as_i64().unwrap()
+    }
+
+    /// `GET /v1/audit/verify`; asserts 200 and returns the report.
+    pub async fn verify_audit(&self) -> Value {
+        self.admin_get("/v1/audit/verify").await.ok().clone()
+    }
+
+    /// A delegated root warrant for `agent` acting for the human of `session`.
+    pub async fn root_warrant(&self, session: &str, agent: &Agent, purpose: &str) -> (String, Decoded) {
+        self.warrant(&self.delegated_root(session, agent, &[("task_purpose", purpose)]).await).await
+    }
+
+    /// A delegation of `parent` to `agent`, with the ceilings' intersection as its scope.
+    pub async fn sub_warrant(&self, parent: &str, agent: &Agent) -> (String, Decoded) {
+        self.warrant(&self.delegate(parent, agent, &[]).await).await
+    }
+
+    /// A delegated chain: a human with `entitlements`, `depth` delegated agents with
+    /// `max_scope`, the first holding the root warrant, each next one a delegation of the
+    /// one before.
+    pub async fn chain(&self, entitlements: &[&str], max_scope: &[&str], depth: usize, purpose: &str) -> Chain {
+        let human = self.human(entitlements).await;
+        let session = self.session(&human).await;
+        let mut chain = Chain { human, session, agents: Vec::new(), warrants: Vec::new() };
+        for i in 0..depth {
+            let agent = self.agent(&chain.human, "delegated", max_scope).await;
+            let warrant = if i == 0 {
+                self.root_warrant(&chain.session, &agent, purpose).await
+            } else {
+                self.sub_warrant(&chain.warrants[i - 1].0, &agent).await
+            };
+            chain.agents.push(agent);
+            chain.warrants.push(warrant);
+        }
+        chain
+    }
+}
+
+/// A delegation chain built by [`Server::chain`].
+pub struct Chain {
+    /// The human the work is done for.
+    pub human: String,
+    /// Their session.
+    pub session: String,
+    /// The agents, root first.
+    pub agents: Vec<Agent>,
+    /// `warrants[i]` is held by `agents[i]`; `warrants[0]` is the task's root warrant.
+    pub warrants: Vec<(String, Decoded)>,
+}
+
+impl Chain {
+    /// The token held by `agents[i]`.
+    pub fn token(&self, i: usize) -> &str {
+        &self.warrants[i].0
+    }
+
+    /// The warrant id held by `agents[i]`.
+    pub fn jti(&self, i: usize) -> String {
+        self.warrants[i].1.typed.jti.to_string()
+    }
+
+    /// The task.
+    pub fn task(&self) -> String {
+        self.warrants[0].1.typed.task.id.to_string()
+    }
+}
+
+/// Asserts the wire shape of a decision (DESIGN.md §4 plus `code` and `policy_version`).
+#[track_caller]
+pub fn assert_decision_shape(d: &Value) {
+    let decision = d["decision"].as_str().unwrap_or_else(|| panic!("no decision: {d}"));
+    assert!(decision == "allow" || decision == "deny", "{d}");
+    assert!(d["decision_id"].as_str().is_some_and(|id| id.starts_with("dec_")), "{d}");
+    assert!(d["reasons"].as_array().is_some_and(|r| !r.is_empty()), "{d}");
+    assert!(d["policies"].is_array(), "{d}");
+    assert!(d["code"].is_string(), "{d}");
+}
+
+/// Asserts an allow by the default permit, recorded in the audit log.
+#[track_caller]
+pub fn assert_allow(d: &Value) {
+    assert_eq!(d["decision"], "allow", "expected allow: {d}");
+    assert_eq!(d["code"], "allow", "{d}");
+    let id = d["decision_id"].as_str().unwrap();
+    assert!(id.strip_prefix("dec_").is_some_and(|n| n.parse::<u64>().is_ok()), "{d}");
+    assert!(d["policy_version"].as_i64().is_some_and(|v| v > 0), "{d}");
+}
+
+/// Asserts a deny with reason `code`.
+#[track_caller]
+pub fn assert_deny(d: &Value, code: &str) {
+    assert_eq!(d["decision"], "deny", "expected deny ({code}): {d}");
+    assert_eq!(d["code"], code, "{d}");
 }

@@ -1,0 +1,229 @@
+//! `POST /v1/authorize` and `/v1/authorize/batch` through the real server: allow within
+//! scope and policy, deny outside scope, deny by a forbid reading telemetry, deny by
+//! chain depth, invalid tokens are a `deny` (never an HTTP error), malformed bodies are.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use warrant_token::warrant::sign_warrant;
+
+use crate::testkit::{assert_allow, assert_decision_shape, assert_deny, assert_json, new_key, Server};
+
+const CRM: &[&str] = &["crm.read:customers/**", "tickets.*"];
+
+#[tokio::test]
+async fn allow_within_scope_and_policy_and_deny_outside_scope() {
+    let s = Server::start().await;
+    let c = s.chain(CRM, &["crm.*", "tickets.*"], 1, "answer ticket 4711").await;
+    let version = s.policy_version().await;
+
+    let d = s.authorize(c.token(0), "crm.read", "customers/42", Value::Null).await;
+    assert_allow(&d);
+    assert_eq!(d["policies"], json!(["permit-within-scope"]));
+    assert_eq!(d["policy_version"], version);
+    let d2 = s.authorize(c.token(0), "tickets.close", "t/4711", json!({"rows": 1})).await;
+    assert_allow(&d2);
+    assert_ne!(d["decision_id"], d2["decision_id"], "every decision has its own id");
+
+    // The decision is the audit record it names.
+    let record = s.admin_get(&format!("/v1/audit/{}", d["decision_id"].as_str().unwrap())).await;
+    let record = record.ok();
+    assert_eq!(record["kind"], "decision");
+    assert_eq!(record["decision"], "allow");
+    assert_eq!(record["warrant"], c.jti(0).as_str());
+    assert_eq!(record["agent"], c.agents[0].id.as_str());
+    assert_eq!(record["human"], c.human.as_str());
+    assert_eq!(record["task"], c.task().as_str());
+    assert_eq!(record["details"]["action"], "crm.read");
+    assert_eq!(record["details"]["resource"], "customers/42");
+    assert_eq!(record["details"]["policy_version"], version);
+
+    // Outside the scope: another action, another resource, a wildcard-shaped request.
+    for (action, resource) in [("crm.write", "customers/42"), ("crm.read", "orders/1"), ("billing.refund", "x")] {
+        let d = s.authorize(c.token(0), action, resource, Value::Null).await;
+        assert_deny(&d, "scope");
+        assert_eq!(d["policies"], json!([]), "Cedar never ran: {d}");
+        let reasons = d["reasons"].to_string();
+        assert!(reasons.contains(action), "the reason names the request: {d}");
+    }
+    // A request that is not concrete is a deny too, not an HTTP error.
+    assert_deny(&s.authorize(c.token(0), "crm.*", "customers/42", Value::Null).await, "invalid_request");
+    assert_deny(&s.authorize(c.token(0), "crm.read", "customers/*", Value::Null).await, "invalid_request");
+
+    // Denies are recorded as well.
+    let denies = s.admin_get(&format!("/v1/audit?task={}&kind=decision&decision=deny", c.task())).await;
+    assert_eq!(denies.ok()["records"].as_array().unwrap().len(), 5);
+    assert_eq!(s.verify_audit().await["ok"], true);
+}
+
+#[tokio::test]
+async fn a_forbid_reading_telemetry_denies_over_the_cost_ceiling() {
+    let s = Server::start().await;
+    let c = s.chain(CRM, &["crm.*"], 1, "bulk lookups").await;
+    let t = c.token(0);
+
+    let over = s.authorize(t, "crm.read", "customers/42", json!({"estimated_cost": 10_001})).await;
+    assert_deny(&over, "policy");
+    assert_eq!(over["policies"], json!(["cost-ceiling"]));
+    assert!(over["policy_version"].as_i64().unwrap() > 0, "{over}");
+    assert!(over["reasons"].to_string().contains("cost-ceiling"), "{over}");
+
+    let at = s.authorize(t, "crm.read", "customers/42", json!({"estimated_cost": 10_000})).await;
+    assert_allow(&at);
+    assert_eq!(at["policies"], json!(["permit-within-scope"]));
+
+    // Telemetry the schema does not know is ignored; telemetry Cedar cannot take is a deny.
+    assert_allow(&s.authorize(t, "crm.read", "customers/42", json!({"mood": "fine", "rows": 3})).await);
+    assert_deny(&s.authorize(t, "crm.read", "customers/42", json!({"estimated_cost": 100.5})).await, "invalid_request");
+    assert_deny(&s.authorize(t, "crm.read", "customers/42", json!("not an object")).await, "invalid_request");
+
+    // The audit record keeps the telemetry that decided.
+    let record = s.admin_get(&format!("/v1/audit/{}", over["decision_id"].as_str().unwrap())).await;
+    assert_eq!(record.ok()["details"]["context"]["estimated_cost"], 10_001);
+    assert_eq!(record.ok()["decision"], "deny");
+}
+
+#[tokio::test]
+async fn money_moves_at_depth_two_but_not_deeper() {
+    let s = Server::start().await;
+    let c = s.chain(&["payments.transfer:accounts/**"], &["payments.*"], 3, "pay the supplier").await;
+    assert_eq!(c.warrants[2].1.typed.chain().len(), 3);
+
+    assert_allow(&s.authorize(c.token(0), "payments.transfer", "accounts/7", Value::Null).await);
+    let depth2 = s.authorize(c.token(1), "payments.transfer", "accounts/7", Value::Null).await;
+    assert_allow(&depth2);
+    assert_eq!(depth2["policies"], json!(["permit-within-scope"]));
+
+    let depth3 = s.authorize(c.token(2), "payments.transfer", "accounts/7", Value::Null).await;
+    assert_deny(&depth3, "policy");
+    assert_eq!(depth3["policies"], json!(["no-deep-money-movement"]));
+}
+
+#[tokio::test]
+async fn invalid_tokens_are_a_deny_not_an_http_error() {
+    let s = Server::start().await;
+    let c = s.chain(CRM, &["crm.*"], 1, "p").await;
+    let (token, decoded) = (c.token(0), &c.warrants[0].1);
+    assert_allow(&s.authorize(token, "crm.read", "customers/1", Value::Null).await);
+
+    let foreign = sign_warrant(&new_key(), &decoded.typed).unwrap();
+    let mut parts: Vec<&str> = token.split('.').collect();
+    let mut claims = decoded.claims.clone();
+    claims["scope"] = json!("crm.*");
+    let tampered_payload = crate::testkit::b64(serde_json::to_vec(&claims).unwrap());
+    parts[1] = &tampered_payload;
+    let tampered = parts.join(".");
+    let other_server = Server::start().await;
+    let oc = other_server.chain(CRM, &["crm.*"], 1, "p").await;
+    let session = c.session.clone();
+
+    let cases: Vec<(&str, String)> = vec![
+        ("empty", String::new()),
+        ("garbage", "not-a-token".into()),
+        ("three dots", "a.b.c".into()),
+        ("signed by a foreign key", foreign),
+        ("tampered payload", tampered),
+        ("a human session", session),
+        ("another server's warrant", oc.token(0).to_owned()),
+        ("long", "x".repeat(10_000)),
+    ];
+    for (what, bad) in &cases {
+        let reply = s.authorize_body(&json!({"token": bad, "action": "crm.read", "resource": "customers/1"})).await;
+        assert_eq!(reply.status, StatusCode::OK, "{what}: {}", reply.text);
+        assert_json(&reply);
+        assert_decision_shape(&reply.body);
+        assert_deny(&reply.body, "invalid_token");
+        assert_eq!(reply.body["policies"], json!([]), "{what}");
+    }
+
+    // An expired warrant: a one-second lifetime, then poll until it has expired.
+    let (short, _) = s.warrant(&s.delegated_root(&c.session, &c.agents[0], &[("ttl", "1")]).await).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let d = s.authorize(&short, "crm.read", "customers/1", Value::Null).await;
+        if d["decision"] == "deny" {
+            assert_deny(&d, "invalid_token");
+            assert!(d["reasons"].to_string().contains("expired"), "{d}");
+            break;
+        }
+        assert_allow(&d);
+        assert!(Instant::now() < deadline, "a one-second warrant never expired");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The original is unaffected; every one of these was audited.
+    assert_allow(&s.authorize(token, "crm.read", "customers/1", Value::Null).await);
+    assert_eq!(s.verify_audit().await["ok"], true);
+    s.healthy().await;
+}
+
+#[tokio::test]
+async fn malformed_bodies_are_json_errors() {
+    let s = Server::start().await;
+    let post = |body: &'static str, content_type: &'static str| {
+        s.send(s.http.post(s.url("/v1/authorize")).header("content-type", content_type).body(body))
+    };
+    // Syntax errors: 400.
+    for body in ["{", "{\"token\": ", "not json", "", "{\"token\": \"t\",}"] {
+        post(body, "application/json").await.api_error(StatusCode::BAD_REQUEST, "invalid_request");
+    }
+    // Well-formed JSON of the wrong shape: 422.
+    for body in [
+        r#"{"token": "t", "action": "crm.read"}"#,
+        r#"{"token": 1, "action": "crm.read", "resource": "x"}"#,
+        r#"{"token": "t", "action": "crm.read", "resource": "x", "surprise": true}"#,
+        r#"[]"#,
+        r#"null"#,
+    ] {
+        post(body, "application/json").await.api_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    }
+    post(r#"{"token": "t", "action": "a", "resource": "x"}"#, "text/plain")
+        .await
+        .api_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    let huge = format!(r#"{{"token": "{}", "action": "a", "resource": "x"}}"#, "x".repeat(200_000));
+    let reply = s.send(s.http.post(s.url("/v1/authorize")).header("content-type", "application/json").body(huge)).await;
+    reply.api_error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    s.healthy().await;
+}
+
+#[tokio::test]
+async fn the_batch_answers_in_order_and_refuses_more_than_a_hundred() {
+    let s = Server::start().await;
+    let c = s.chain(CRM, &["crm.*"], 1, "p").await;
+    let t = c.token(0);
+    let request = |action: &str, token: &str, cost: i64| json!({"token": token, "action": action, "resource": "customers/9", "context": {"estimated_cost": cost}});
+    let reply = s
+        .authorize_batch(&[
+            request("crm.read", t, 1),
+            request("crm.write", t, 1),
+            request("crm.read", "garbage", 1),
+            request("crm.read", t, 20_000),
+            request("crm.read", t, 2),
+        ])
+        .await;
+    let decisions = reply.ok()["decisions"].as_array().unwrap().clone();
+    let codes: Vec<&str> = decisions.iter().map(|d| d["code"].as_str().unwrap()).collect();
+    assert_eq!(codes, ["allow", "scope", "invalid_token", "policy", "allow"]);
+    let ids: Vec<u64> = decisions
+        .iter()
+        .map(|d| {
+            assert_decision_shape(d);
+            d["decision_id"].as_str().unwrap().strip_prefix("dec_").unwrap().parse().unwrap()
+        })
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "recorded in order: {ids:?}");
+
+    // Exactly the limit is fine; one more is refused whole, and nothing of it is decided.
+    let hundred: Vec<Value> = (0..100).map(|i| request("crm.read", t, i)).collect();
+    let reply = s.authorize_batch(&hundred).await;
+    assert_eq!(reply.ok()["decisions"].as_array().unwrap().len(), 100);
+    let before = s.admin_get("/v1/audit?kind=decision&limit=1000").await.ok()["records"].as_array().unwrap().len();
+    let too_many: Vec<Value> = (0..101).map(|i| request("crm.read", t, i)).collect();
+    s.authorize_batch(&too_many).await.api_error(StatusCode::BAD_REQUEST, "invalid_request");
+    let after = s.admin_get("/v1/audit?kind=decision&limit=1000").await.ok()["records"].as_array().unwrap().len();
+    assert_eq!(before, after, "a refused batch decides nothing");
+
+    // An empty batch is an empty answer; a malformed member refuses the batch.
+    assert_eq!(s.authorize_batch(&[]).await.ok()["decisions"], json!([]));
+    s.authorize_batch(&[json!({"token": t})]).await.api_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+}

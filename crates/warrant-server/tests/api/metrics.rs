@@ -1,0 +1,42 @@
+//! `GET /metrics`: Prometheus text with decisions by outcome and code, latency,
+//! revocations, live warrants and the audit writer's state.
+
+use serde_json::{json, Value};
+
+use crate::testkit::{assert_allow, assert_deny, Server};
+
+/// The value of the first sample line starting with `prefix`.
+fn sample(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no sample `{prefix}` in:\n{text}"))
+}
+
+#[tokio::test]
+async fn metrics_count_decisions_revocations_and_audit() {
+    let s = Server::start().await;
+    let c = s.chain(&["crm.read:customers/**"], &["crm.*"], 2, "metrics").await;
+    assert_allow(&s.authorize(c.token(1), "crm.read", "customers/1", Value::Null).await);
+    assert_allow(&s.authorize(c.token(1), "crm.read", "customers/2", Value::Null).await);
+    assert_deny(&s.authorize(c.token(1), "crm.write", "customers/1", Value::Null).await, "scope");
+    assert_deny(&s.authorize("garbage", "crm.read", "customers/1", Value::Null).await, "invalid_token");
+    s.admin_post("/v1/revocations", &json!({"kind": "warrant", "id": c.jti(0), "reason": "metrics"})).await.ok();
+
+    let reply = s.get("/metrics").await;
+    assert!(reply.status.is_success());
+    let text = &reply.text;
+    assert_eq!(sample(text, r#"warrant_decisions_total{code="allow",decision="allow"}"#), 2.0);
+    assert_eq!(sample(text, r#"warrant_decisions_total{code="scope",decision="deny"}"#), 1.0);
+    assert_eq!(sample(text, r#"warrant_decisions_total{code="invalid_token",decision="deny"}"#), 1.0);
+    assert_eq!(sample(text, "warrant_decision_seconds_count"), 4.0);
+    assert_eq!(sample(text, r#"warrant_revocations_total{kind="warrant"}"#), 1.0);
+    assert_eq!(sample(text, "warrant_revoked_warrants_total"), 2.0);
+    assert!(sample(text, "warrant_live_warrants") >= 2.0);
+    assert!(sample(text, "warrant_audit_head_seq") >= 4.0);
+    assert!(sample(text, "warrant_audit_batches") >= 1.0);
+    assert_eq!(sample(text, "warrant_audit_queue_depth"), 0.0);
+    assert!(sample(text, "warrant_policy_version") >= 1.0);
+    assert!(!text.contains("eyJ"), "a token leaked into the metrics");
+}

@@ -1,0 +1,197 @@
+//! Revocation through the real server: a warrant takes its descendants with it, an agent
+//! everything below it wherever it stands (a sibling branch lives on), a human every
+//! warrant on their behalf; each is in force for the very next call, and survives a
+//! restart. Revoked warrants cannot be exchanged.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::testkit::{assert_allow, assert_deny, Chain, Server};
+
+const ENT: &[&str] = &["crm.read:customers/**"];
+const MAX: &[&str] = &["crm.*"];
+
+/// Asserts that `token` is allowed to read a customer.
+async fn allows(s: &Server, token: &str) {
+    assert_allow(&s.authorize(token, "crm.read", "customers/1", Value::Null).await);
+}
+
+/// Asserts that `token` is denied with `code`.
+async fn denies(s: &Server, token: &str, code: &str) -> Value {
+    let d = s.authorize(token, "crm.read", "customers/1", Value::Null).await;
+    assert_deny(&d, code);
+    d
+}
+
+/// Asserts that `token` can no longer be exchanged for a delegation.
+async fn not_exchangeable(s: &Server, c: &Chain, token: &str) {
+    let agent = s.agent(&c.human, "delegated", MAX).await;
+    s.delegate(token, &agent, &[]).await.oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
+}
+
+#[tokio::test]
+async fn revoking_a_parent_denies_its_descendants_on_the_next_call() {
+    let s = Server::start().await;
+    let c = s.chain(ENT, MAX, 3, "three levels").await;
+    // A sibling of the middle warrant: A -> B' next to A -> B -> C.
+    let sibling_agent = s.agent(&c.human, "delegated", MAX).await;
+    let (sibling, _) = s.sub_warrant(c.token(0), &sibling_agent).await;
+    for i in 0..3 {
+        allows(&s, c.token(i)).await;
+    }
+    allows(&s, &sibling).await;
+
+    // Revoke the middle warrant: it and its child deny on the very next call, no sleep.
+    let r = s.revoke("warrant", &c.jti(1), "compromised sub-agent").await;
+    assert_eq!(r["revoked_warrants"], 2);
+    let d = denies(&s, c.token(1), "revoked").await;
+    assert!(d["reasons"].to_string().contains("compromised sub-agent"), "{d}");
+    denies(&s, c.token(2), "revoked").await;
+    allows(&s, c.token(0)).await;
+    allows(&s, &sibling).await;
+    not_exchangeable(&s, &c, c.token(1)).await;
+    not_exchangeable(&s, &c, c.token(2)).await;
+
+    // Revoke the root: everything below it goes, the sibling too.
+    let r = s.revoke("warrant", &c.jti(0), "task abandoned").await;
+    assert_eq!(r["revoked_warrants"], 2, "the root and the sibling; the rest was already revoked: {r}");
+    denies(&s, c.token(0), "revoked").await;
+    denies(&s, &sibling, "revoked").await;
+    denies(&s, c.token(2), "revoked").await;
+    not_exchangeable(&s, &c, c.token(0)).await;
+    not_exchangeable(&s, &c, &sibling).await;
+
+    // The revocations are in the audit log.
+    let revocations = s.admin_get("/v1/audit?kind=revocation").await;
+    let records = revocations.ok()["records"].as_array().unwrap().clone();
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[0]["warrant"], c.jti(1).as_str());
+    assert_eq!(records[0]["details"]["reason"], "compromised sub-agent");
+    assert_eq!(s.verify_audit().await["ok"], true);
+}
+
+#[tokio::test]
+async fn revoking_an_agent_in_the_middle_spares_a_sibling_branch() {
+    let s = Server::start().await;
+    // A -> B -> C, and A -> D.
+    let c = s.chain(ENT, MAX, 3, "research").await;
+    let d_agent = s.agent(&c.human, "delegated", MAX).await;
+    let (d_token, _) = s.sub_warrant(c.token(0), &d_agent).await;
+    let b = c.agents[1].id.clone();
+
+    let r = s.revoke("agent", &b, "misbehaving").await;
+    assert_eq!(r["revoked_warrants"], 2, "B's and C's warrants: {r}");
+    denies(&s, c.token(1), "revoked").await;
+    denies(&s, c.token(2), "revoked").await;
+    allows(&s, &d_token).await;
+    allows(&s, c.token(0)).await;
+
+    // The agent is suspended: it gets no new warrant, and nothing is delegated through it.
+    assert_eq!(s.admin_get(&format!("/v1/agents/{b}")).await.ok()["status"], "suspended");
+    s.delegate(c.token(0), &c.agents[1], &[]).await.oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
+    not_exchangeable(&s, &c, c.token(1)).await;
+    // A stays able to delegate to others.
+    let e = s.agent(&c.human, "delegated", MAX).await;
+    let (e_token, _) = s.sub_warrant(c.token(0), &e).await;
+    allows(&s, &e_token).await;
+
+    // Resuming the agent does not bring its revoked warrants back.
+    s.admin_action(&format!("/v1/agents/{b}/resume")).await.ok();
+    denies(&s, c.token(1), "revoked").await;
+    denies(&s, c.token(2), "revoked").await;
+}
+
+#[tokio::test]
+async fn revoking_a_human_denies_every_warrant_on_their_behalf() {
+    let s = Server::start().await;
+    let c = s.chain(ENT, MAX, 2, "first task").await;
+    // A second task for the same human with another root agent.
+    let other_root = s.agent(&c.human, "delegated", MAX).await;
+    let (second, _) = s.root_warrant(&c.session, &other_root, "second task").await;
+    // Autonomous work of an agent the human owns traces to them too.
+    let robot = s.agent(&c.human, "autonomous", &["crm.read:customers/**"]).await;
+    let (autonomous, _) = s.warrant(&s.client_credentials(&robot, "nightly sync", &[]).await).await;
+    // Someone else's work is untouched.
+    let bystander = s.chain(ENT, MAX, 2, "unrelated").await;
+    for t in [c.token(0), c.token(1), &second, &autonomous, bystander.token(0), bystander.token(1)] {
+        allows(&s, t).await;
+    }
+
+    let r = s.revoke("human", &c.human, "left the company").await;
+    assert_eq!(r["revoked_warrants"], 4);
+    for t in [c.token(0), c.token(1), &second, &autonomous] {
+        denies(&s, t, "revoked").await;
+    }
+    allows(&s, bystander.token(0)).await;
+    allows(&s, bystander.token(1)).await;
+    not_exchangeable(&s, &c, c.token(0)).await;
+}
+
+#[tokio::test]
+async fn revocations_refuse_bad_input() {
+    let s = Server::start().await;
+    let c = s.chain(ENT, MAX, 1, "p").await;
+    let s = &s;
+    let post = |body: Value| async move { s.admin_post("/v1/revocations", &body).await };
+    post(json!({"kind": "warrant", "id": "wrt_doesnotexist00000000", "reason": "x"}))
+        .await
+        .api_error(StatusCode::NOT_FOUND, "not_found");
+    post(json!({"kind": "warrant", "id": "nonsense", "reason": "x"}))
+        .await
+        .api_error(StatusCode::BAD_REQUEST, "invalid_request");
+    post(json!({"kind": "warrant", "id": c.jti(0), "reason": "  "}))
+        .await
+        .api_error(StatusCode::BAD_REQUEST, "invalid_request");
+    post(json!({"kind": "planet", "id": c.jti(0), "reason": "x"}))
+        .await
+        .api_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    // Without the admin token nothing is revoked.
+    let reply = s
+        .send(
+            s.http
+                .post(s.url("/v1/revocations"))
+                .bearer_auth(c.token(0))
+                .json(&json!({"kind": "warrant", "id": c.jti(0), "reason": "x"})),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text);
+    allows(s, c.token(0)).await;
+}
+
+#[tokio::test]
+async fn revocations_survive_a_restart() {
+    let mut s = Server::start().await;
+    let c = s.chain(ENT, MAX, 3, "long job").await;
+    let untouched = s.chain(ENT, MAX, 2, "other job").await;
+    let by_agent = s.chain(ENT, MAX, 2, "agent job").await;
+    let by_task = s.chain(ENT, MAX, 2, "task job").await;
+    s.revoke("warrant", &c.jti(1), "cut the branch").await;
+    s.revoke("agent", &by_agent.agents[0].id, "rogue").await;
+    s.complete_task(&by_task.task(), &s.admin.clone()).await.ok();
+    denies(&s, c.token(1), "revoked").await;
+
+    s.restart().await;
+    s.healthy().await;
+
+    denies(&s, c.token(1), "revoked").await;
+    denies(&s, c.token(2), "revoked").await;
+    denies(&s, by_agent.token(0), "revoked").await;
+    denies(&s, by_agent.token(1), "revoked").await;
+    denies(&s, by_task.token(0), "revoked").await;
+    denies(&s, by_task.token(1), "revoked").await;
+    allows(&s, c.token(0)).await;
+    allows(&s, untouched.token(0)).await;
+    allows(&s, untouched.token(1)).await;
+    not_exchangeable(&s, &c, c.token(1)).await;
+    not_exchangeable(&s, &by_task, by_task.token(0)).await;
+    assert_eq!(s.admin_get(&format!("/v1/agents/{}", by_agent.agents[0].id)).await.ok()["status"], "suspended");
+    let task = s.task(&by_task.task()).await;
+    assert_eq!(task["ended"], true);
+    assert!(task["warrants"].as_array().unwrap().iter().all(|w| w["state"] == "revoked"), "{task}");
+    let task = s.task(&c.task()).await;
+    let states: Vec<&str> = task["warrants"].as_array().unwrap().iter().map(|w| w["state"].as_str().unwrap()).collect();
+    assert_eq!(states, ["active", "revoked", "revoked"]);
+
+    // The chain written by both lives verifies as one.
+    assert_eq!(s.verify_audit().await["ok"], true);
+}
