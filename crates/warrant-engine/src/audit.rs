@@ -81,6 +81,17 @@ impl SigningKeySource for KeyPair {
     }
 }
 
+/// A queued audit entry; [`Receipt::durable`] resolves once it is on disk.
+#[derive(Debug)]
+pub struct Receipt(oneshot::Receiver<Result<u64, AuditError>>);
+
+impl Receipt {
+    /// Waits until the entry is durable; returns its sequence number.
+    pub async fn durable(self) -> Result<u64, AuditError> {
+        self.0.await.map_err(|_| AuditError::Closed)?
+    }
+}
+
 /// Why an entry was not recorded. In every case the caller must treat the operation it
 /// audits as failed (a decision denies, a mutation fails).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -226,6 +237,13 @@ impl AuditWriter {
     /// at most the submit timeout for queue space. An error means nothing can be
     /// assumed recorded: the audited operation must fail (or deny).
     pub async fn submit(&self, entry: AuditEntry) -> Result<u64, AuditError> {
+        self.enqueue(entry).await?.durable().await
+    }
+
+    /// Queues `entry` (waiting at most the submit timeout for queue space) and returns a
+    /// receipt to await durability with. Callers that answer anyone must await it first;
+    /// this split exists so benchmarks can measure the decision path up to the queue.
+    pub async fn enqueue(&self, entry: AuditEntry) -> Result<Receipt, AuditError> {
         let (ack, answer) = oneshot::channel();
         let permit = match self.queue.try_reserve() {
             Ok(permit) => permit,
@@ -239,7 +257,7 @@ impl AuditWriter {
             }
         };
         permit.send((entry, ack));
-        answer.await.map_err(|_| AuditError::Closed)?
+        Ok(Receipt(answer))
     }
 
     /// How many entries wait in the queue.

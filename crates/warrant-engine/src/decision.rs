@@ -253,8 +253,16 @@ impl Engine {
         Ok((Arc::clone(claims), verdict.policies, policies.version))
     }
 
-    /// Decides one request. Never fails: every error is a deny with a reason.
+    /// Decides one request. Never fails: every error is a deny with a reason. Answers
+    /// only once the decision's audit record is durable.
     pub async fn authorize(&self, req: &AuthorizeRequest) -> Decision {
+        let (decision, receipt) = self.authorize_queued(req).await;
+        Self::settle(decision, receipt).await
+    }
+
+    /// The decision with its audit record queued but not yet durable. Nobody may be
+    /// answered before [`Engine::settle`]; this split is for benchmarks and batches.
+    pub async fn authorize_queued(&self, req: &AuthorizeRequest) -> (Decision, Option<crate::audit::Receipt>) {
         let now = self.now();
         let decision = match self.decide(req, now) {
             Ok((claims, policies, version)) => Decision {
@@ -276,23 +284,32 @@ impl Engine {
                 code: refusal.code,
             },
         };
-        self.record_decision(req, decision, now).await
+        self.queue_decision(req, decision, now).await
     }
 
-    /// Decides many requests (at most [`MAX_BATCH`]), in order.
+    /// Decides many requests (at most [`MAX_BATCH`]), in order. Their audit records are
+    /// queued together and committed in one group; the answers wait for all of them.
     pub async fn authorize_batch(&self, reqs: &[AuthorizeRequest]) -> Vec<Decision> {
-        let mut out = Vec::with_capacity(reqs.len());
+        let mut pending = Vec::with_capacity(reqs.len());
         for req in reqs {
-            out.push(self.authorize(req).await);
+            pending.push(self.authorize_queued(req).await);
+        }
+        let mut out = Vec::with_capacity(pending.len());
+        for (decision, receipt) in pending {
+            out.push(Self::settle(decision, receipt).await);
         }
         out
     }
 }
 
 impl Engine {
-    /// Writes the decision's audit record and answers only once it is durable. If the
-    /// record cannot be written the answer is a deny, whatever was decided.
-    async fn record_decision(&self, req: &AuthorizeRequest, mut decision: Decision, now: UnixTime) -> Decision {
+    /// Queues the decision's audit record.
+    async fn queue_decision(
+        &self,
+        req: &AuthorizeRequest,
+        decision: Decision,
+        now: UnixTime,
+    ) -> (Decision, Option<crate::audit::Receipt>) {
         let mut entry = warrant_core::audit::AuditEntry::new(now, warrant_core::audit::AuditKind::Decision);
         entry.decision = Some(decision.outcome.as_str().to_owned());
         let mut details = serde_json::json!({
@@ -322,7 +339,23 @@ impl Engine {
             }
         }
         entry.details = details;
-        match self.audit(entry).await {
+        match self.audit_writer().enqueue(entry).await {
+            Ok(receipt) => (decision, Some(receipt)),
+            Err(e) => {
+                tracing::error!(error = %e, "a decision could not be queued for the audit log; denying");
+                (decision, None)
+            }
+        }
+    }
+
+    /// Waits for the decision's audit record to be durable. If it cannot be written the
+    /// answer is a deny, whatever was decided.
+    pub async fn settle(mut decision: Decision, receipt: Option<crate::audit::Receipt>) -> Decision {
+        let result = match receipt {
+            Some(receipt) => receipt.durable().await,
+            None => Err(crate::audit::AuditError::Closed),
+        };
+        match result {
             Ok(seq) => decision.decision_id = format!("dec_{seq}"),
             Err(e) => {
                 tracing::error!(error = %e, "a decision could not be audited; denying");
