@@ -143,8 +143,19 @@ fn hour_and_weekday(now: UnixTime) -> (i64, i64) {
 }
 
 impl CompiledPolicies {
-    /// Evaluates the policy set for one decision.
+    /// Evaluates the policy set for one decision, over the slice of policies that can
+    /// apply to the action.
     pub fn evaluate(&self, input: &DecisionInput<'_>) -> Result<Verdict, EvalError> {
+        self.evaluate_over(input, true)
+    }
+
+    /// The same evaluation over the whole set, without slicing: for tests that check
+    /// slicing changes nothing, and for benchmarks.
+    pub fn evaluate_whole(&self, input: &DecisionInput<'_>) -> Result<Verdict, EvalError> {
+        self.evaluate_over(input, false)
+    }
+
+    fn evaluate_over(&self, input: &DecisionInput<'_>, sliced: bool) -> Result<Verdict, EvalError> {
         let claims = input.claims;
         let agent = input.agent;
         let owner_uid = uid("Human", agent.owner.as_str())?;
@@ -171,8 +182,9 @@ impl CompiledPolicies {
             .map_err(|e| cedar(&e))?,
         );
         // The action and each of its wildcard groups, each a member of the next.
+        let groups = action_groups(input.action);
         let mut member_uid = action.clone();
-        for group in action_groups(input.action) {
+        for group in groups.iter().cloned() {
             let group_uid = uid("Action", &group)?;
             entities.push(Entity::new_no_attrs(member_uid, [group_uid.clone()].into_iter().collect()));
             member_uid = group_uid;
@@ -212,7 +224,12 @@ impl CompiledPolicies {
         ])
         .map_err(|e| cedar(&e))?;
         let request = Request::new(principal, action, resource, context, None).map_err(|e| cedar(&e))?;
-        let response = self.authorizer.is_authorized(&request, &self.set, &entities);
+        let response = if sliced {
+            let slice = self.slice(input.action, &groups);
+            self.authorizer.is_authorized(&request, &slice, &entities)
+        } else {
+            self.authorizer.is_authorized(&request, &self.set, &entities)
+        };
         let errors: Vec<String> = response.diagnostics().errors().map(ToString::to_string).collect();
         let policies: Vec<String> = response.diagnostics().reason().map(ToString::to_string).collect();
         Ok(Verdict { allow: response.decision() == Decision::Allow && errors.is_empty(), policies, errors })

@@ -59,10 +59,39 @@ pub enum PolicyError {
     Invalid(String),
 }
 
+/// Which actions a policy's scope can match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ActionScope {
+    /// `action` unconstrained.
+    Any,
+    /// `action == A` or `action in [A, …]`: matches an action equal to, or a member of,
+    /// one of these (an action's groups are its `x.*` ancestors).
+    Among(Vec<String>),
+}
+
+impl ActionScope {
+    /// Whether a request for `action` (whose groups are `groups`) can match.
+    pub(crate) fn matches(&self, action: &str, groups: &[String]) -> bool {
+        match self {
+            ActionScope::Any => true,
+            ActionScope::Among(ids) => ids.iter().any(|id| id == action || groups.contains(id)),
+        }
+    }
+}
+
+/// The policies that can apply to one action, cached per action.
+pub(crate) type Slices = std::sync::RwLock<std::collections::HashMap<String, std::sync::Arc<PolicySet>>>;
+
+/// The most actions whose slices are cached before the cache is cleared.
+pub(crate) const MAX_SLICES: usize = 4096;
+
 /// A validated policy set, ready to evaluate.
 #[derive(Debug, Clone)]
 pub struct CompiledPolicies {
     pub(crate) set: PolicySet,
+    /// Every policy with the actions its scope can match, for slicing.
+    pub(crate) scoped: std::sync::Arc<Vec<(cedar_policy::Policy, ActionScope)>>,
+    pub(crate) slices: std::sync::Arc<Slices>,
     pub(crate) authorizer: std::sync::Arc<Authorizer>,
     schema_text: String,
     base_schema: String,
@@ -114,6 +143,7 @@ impl CompiledPolicies {
     /// name. Policy ids come from an `@id("…")` annotation, else `file#n`.
     pub fn compile(files: Vec<PolicyFile>, base_schema: &str) -> Result<Self, PolicyError> {
         let mut set = PolicySet::new();
+        let mut scoped = Vec::new();
         let mut ids = Vec::new();
         let mut actions = BTreeSet::new();
         let action_type = format!("{NAMESPACE}::Action");
@@ -125,18 +155,23 @@ impl CompiledPolicies {
             }
             for (i, policy) in parsed.policies().enumerate() {
                 let id = policy.annotation("id").map_or_else(|| format!("{}#{i}", file.name), str::to_owned);
-                let uids = match policy.action_constraint() {
-                    ActionConstraint::Any => Vec::new(),
-                    ActionConstraint::Eq(uid) => vec![uid],
-                    ActionConstraint::In(uids) => uids,
+                let (uids, any) = match policy.action_constraint() {
+                    ActionConstraint::Any => (Vec::new(), true),
+                    ActionConstraint::Eq(uid) => (vec![uid], false),
+                    ActionConstraint::In(uids) => (uids, false),
                 };
+                let mut among = Vec::new();
                 for uid in uids {
+                    // A uid of another type can never equal a Warrant action: validation
+                    // refuses it; until then it simply matches nothing.
                     if uid.type_name().to_string() == action_type {
                         actions.insert(uid.id().unescaped().to_owned());
+                        among.push(uid.id().unescaped().to_owned());
                     }
                 }
                 let named = policy.new_id(PolicyId::new(&id));
-                set.add(named).map_err(|_| PolicyError::DuplicateId(id.clone()))?;
+                set.add(named.clone()).map_err(|_| PolicyError::DuplicateId(id.clone()))?;
+                scoped.push((named, if any { ActionScope::Any } else { ActionScope::Among(among) }));
                 ids.push(id);
             }
         }
@@ -159,6 +194,8 @@ impl CompiledPolicies {
         let hash = hex::encode(hasher.finalize());
         Ok(CompiledPolicies {
             set,
+            scoped: std::sync::Arc::new(scoped),
+            slices: std::sync::Arc::default(),
             authorizer: std::sync::Arc::new(Authorizer::new()),
             schema_text,
             base_schema: base_schema.to_owned(),
@@ -166,6 +203,35 @@ impl CompiledPolicies {
             ids,
             hash,
         })
+    }
+
+    /// The policies that can apply to `action` (its slice), built once per action. The
+    /// decision over a slice equals the decision over the whole set: a policy whose
+    /// action constraint does not match is never satisfied and never evaluated further.
+    pub(crate) fn slice(&self, action: &str, groups: &[String]) -> std::sync::Arc<PolicySet> {
+        if let Some(hit) = self.slices.read().ok().and_then(|m| m.get(action).cloned()) {
+            return hit;
+        }
+        let mut slice = PolicySet::new();
+        for (policy, scope) in self.scoped.iter() {
+            // Ids are unique in the whole set, so adding a subset cannot fail.
+            if scope.matches(action, groups) && slice.add(policy.clone()).is_err() {
+                return std::sync::Arc::new(self.set.clone());
+            }
+        }
+        let slice = std::sync::Arc::new(slice);
+        if let Ok(mut m) = self.slices.write() {
+            if m.len() >= MAX_SLICES {
+                m.clear();
+            }
+            m.insert(action.to_owned(), std::sync::Arc::clone(&slice));
+        }
+        slice
+    }
+
+    /// How many policies can apply to `action`.
+    pub fn slice_len(&self, action: &str) -> usize {
+        self.slice(action, &crate::schema::action_groups(action)).policies().count()
     }
 
     /// The SHA-256 fingerprint of the schema and every file.

@@ -216,3 +216,74 @@ fn evaluation_errors_and_bad_input_fail_closed() {
     }
     assert!(input(&deep).is_err());
 }
+
+/// Slicing (evaluating only the policies whose action constraint can match) never
+/// changes a decision or the deciding policies.
+#[test]
+fn slicing_changes_no_decision() {
+    let mut text = String::from("@id(\"base\") permit (principal, action, resource);\n");
+    let namespaces = ["crm", "crm.notes", "payments", "payments.refund", "hr", "prod"];
+    for (i, ns) in namespaces.iter().enumerate() {
+        text.push_str(&format!(
+            "@id(\"group-{i}\") forbid (principal, action in Warrant::Action::\"{ns}.*\", resource) when {{ context.telemetry has estimated_cost && context.telemetry.estimated_cost > {} }};\n",
+            100 * (i + 1)
+        ));
+        text.push_str(&format!(
+            "@id(\"exact-{i}\") forbid (principal, action == Warrant::Action::\"{ns}.write\", resource) when {{ context.chain_depth > {} }};\n",
+            i % 3 + 1
+        ));
+        text.push_str(&format!(
+            "@id(\"list-{i}\") forbid (principal, action in [Warrant::Action::\"{ns}.read\", Warrant::Action::\"{ns}.*\"], resource) when {{ context.mode == \"autonomous\" && context.telemetry has rows && context.telemetry.rows > {i} }};\n"
+        ));
+    }
+    text.push_str("@id(\"cond\") forbid (principal, action, resource) when { action == Warrant::Action::\"hr.read\" && context.hour > 30 };\n");
+    let p = compile(&[("many.cedar", &text)]).unwrap();
+    let a = agent(&[]);
+    let actions = [
+        "crm.read",
+        "crm.write",
+        "crm.notes.write",
+        "crm.notes.read",
+        "crm",
+        "payments.transfer",
+        "payments.refund.partial",
+        "payments.refund.write",
+        "hr.read",
+        "hr.write",
+        "prod.deploy",
+        "prod.write",
+        "other.thing",
+        "crm.notes.deep.write",
+    ];
+    let mut compared = 0;
+    for depth in 1..=3 {
+        for mode in [Mode::Delegated, Mode::Autonomous] {
+            let mut c = claims(&a, depth);
+            c.mode = mode;
+            for action in actions {
+                for telemetry in [json!({}), json!({"estimated_cost": 150}), json!({"estimated_cost": 1000, "rows": 9})]
+                {
+                    let input = DecisionInput {
+                        agent: &a,
+                        claims: &c,
+                        action,
+                        resource: "x/1",
+                        resource_attrs: None,
+                        telemetry: Some(&telemetry),
+                        now: MONDAY_10,
+                    };
+                    let mut sliced = p.evaluate(&input).unwrap();
+                    let mut whole = p.evaluate_whole(&input).unwrap();
+                    sliced.policies.sort();
+                    whole.policies.sort();
+                    assert_eq!(sliced, whole, "{action} depth {depth} {mode:?} {telemetry}");
+                    compared += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(compared, 3 * 2 * actions.len() * 3);
+    // And the slice is what makes cost independent of the rest of the set.
+    assert_eq!(p.slice_len("other.thing"), 2, "only the unconstrained policies apply to an unnamed action");
+    assert!(p.slice_len("crm.notes.write") < p.policy_ids().len() / 2);
+}
