@@ -184,8 +184,8 @@ impl CompiledPolicies {
         // The action and each of its wildcard groups, each a member of the next.
         let groups = action_groups(input.action);
         let mut member_uid = action.clone();
-        for group in groups.iter().cloned() {
-            let group_uid = uid("Action", &group)?;
+        for group in &groups {
+            let group_uid = uid("Action", group)?;
             entities.push(Entity::new_no_attrs(member_uid, [group_uid.clone()].into_iter().collect()));
             member_uid = group_uid;
         }
