@@ -1,6 +1,7 @@
 //! `warrant`: the server, the admin commands, token tools and a guided demo.
 
 mod admin;
+mod bench;
 mod client;
 mod demo;
 mod evidence;
@@ -128,6 +129,9 @@ enum Command {
     Openapi,
     /// Start a throw-away server and walk through human -> agent -> sub-agent.
     Demo,
+    /// Load-test a server over HTTP (authorize, batch, mint, exchange, revocation) against a
+    /// trivial axum endpoint measured with the same client.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -254,6 +258,7 @@ async fn run(cli: Cli) -> CliResult {
             Ok(())
         }
         Command::Demo => demo::run().await,
+        Command::Bench(args) => Ok(bench::run(args).await?),
     }
 }
 

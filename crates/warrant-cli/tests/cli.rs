@@ -504,3 +504,50 @@ fn kill_9_during_a_decision_load_loses_no_answered_decision() {
     let verified = ok(&["audit", "verify", "--data", data.to_str().unwrap()], cwd);
     assert!(verified.starts_with("OK:"), "{verified}");
 }
+
+#[test]
+fn bench_runs_every_scenario_against_its_own_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let out = ok(
+        &[
+            "bench",
+            "--duration",
+            "1",
+            "--concurrency",
+            "2",
+            "--scenario",
+            "all",
+            "--json",
+            "out.json",
+            "--chart",
+            "out.svg",
+        ],
+        cwd,
+    );
+    assert!(out.contains("in-process server"), "{out}");
+    assert!(out.contains("vs axum"), "{out}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(cwd.join("out.json")).unwrap()).unwrap();
+    assert_eq!(report["target"]["kind"], "in-process", "{report}");
+    let positive = |point: &Value| {
+        assert_eq!(point["concurrency"], 2, "{point}");
+        assert!(point["throughput_per_s"].as_f64().unwrap() > 0.0, "{point}");
+        assert!(point["requests"].as_u64().unwrap() > 0, "{point}");
+        assert_eq!(point["errors"], 0, "{point}");
+    };
+    report["baseline"].as_array().unwrap().iter().for_each(positive);
+    for scenario in ["authorize", "batch", "mint", "exchange", "revocation"] {
+        let points = report["scenarios"][scenario].as_array().unwrap_or_else(|| panic!("no {scenario}: {report}"));
+        assert_eq!(points.len(), 1, "{scenario}: {report}");
+        points.iter().for_each(positive);
+    }
+    assert!(report["scenarios"]["batch"][0]["decisions_per_s"].as_f64().unwrap() > 0.0);
+    let revocation = &report["scenarios"]["revocation"][0]["revocation"];
+    assert!(revocation["cycles"].as_u64().unwrap() > 0, "{revocation}");
+    assert_eq!(revocation["allows_after_revocation"], 0, "{revocation}");
+    assert_eq!(revocation["next_decision_codes"]["revoked"], revocation["cycles"], "{revocation}");
+    assert!(report["ratios"][0]["ratio"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(report["open_loop"]["requests"].as_u64().unwrap() > 0, "{report}");
+    let svg = std::fs::read_to_string(cwd.join("out.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("authorize p99"), "not the chart: {}", &svg[..svg.len().min(200)]);
+}

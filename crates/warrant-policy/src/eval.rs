@@ -12,14 +12,16 @@
 
 use std::collections::BTreeMap;
 
-use cedar_policy::{
-    Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression,
-};
+use cedar_policy::{Context, Decision, Entities, Entity, EntityId, EntityUid, Request, RestrictedExpression};
 use serde_json::Value;
 use warrant_core::{Agent, UnixTime, WarrantClaims};
 
-use crate::load::CompiledPolicies;
-use crate::schema::{action_groups, NAMESPACE};
+use std::sync::Arc;
+
+use crate::load::{AgentEntities, CompiledPolicies};
+
+/// The most agents whose entities are cached before the cache is cleared.
+pub const MAX_AGENTS: usize = 65_536;
 
 /// How deeply nested the caller's `context` and `resource_attrs` may be.
 pub const MAX_DEPTH: usize = 8;
@@ -65,12 +67,6 @@ pub enum EvalError {
     /// Cedar refused to build the entities, context or request.
     #[error("cannot build the Cedar request: {0}")]
     Cedar(String),
-}
-
-fn uid(kind: &str, id: &str) -> Result<EntityUid, EvalError> {
-    let name: EntityTypeName =
-        format!("{NAMESPACE}::{kind}").parse().map_err(|e| EvalError::Cedar(format!("type `{kind}`: {e}")))?;
-    Ok(EntityUid::from_type_name_and_id(name, EntityId::new(id)))
 }
 
 fn string(s: &str) -> RestrictedExpression {
@@ -155,54 +151,67 @@ impl CompiledPolicies {
         self.evaluate_over(input, false)
     }
 
-    fn evaluate_over(&self, input: &DecisionInput<'_>, sliced: bool) -> Result<Verdict, EvalError> {
-        let claims = input.claims;
-        let agent = input.agent;
-        let owner_uid = uid("Human", agent.owner.as_str())?;
-        let principal = uid("Agent", agent.id.as_str())?;
-        let action = uid("Action", input.action)?;
-        let resource = uid("Resource", input.resource)?;
+    /// The agent and its owner as entities, built once per agent state.
+    fn agent_entities(&self, agent: &Agent) -> Result<Arc<AgentEntities>, EvalError> {
+        if let Some(hit) = self.agents.read().ok().and_then(|m| m.get(&agent.id).cloned()) {
+            if hit.agent == *agent {
+                return Ok(hit);
+            }
+        }
         let cedar = |e: &dyn std::fmt::Display| EvalError::Cedar(e.to_string());
-
-        let mut entities = Vec::new();
-        entities.push(Entity::new_no_attrs(owner_uid.clone(), Default::default()));
+        let owner_uid = EntityUid::from_type_name_and_id(self.types.human.clone(), EntityId::new(agent.owner.as_str()));
+        let uid = EntityUid::from_type_name_and_id(self.types.agent.clone(), EntityId::new(agent.id.as_str()));
         let labels: BTreeMap<String, RestrictedExpression> =
             agent.labels.iter().map(|(k, v)| (k.clone(), string(v))).collect();
-        entities.push(
-            Entity::new_with_tags(
-                principal.clone(),
-                [
-                    ("name".to_owned(), string(&agent.name)),
-                    ("owner".to_owned(), string(agent.owner.as_str())),
-                    ("mode".to_owned(), string(agent.mode.as_str())),
-                ],
-                [owner_uid],
-                labels,
-            )
-            .map_err(|e| cedar(&e))?,
-        );
-        // The action and each of its wildcard groups, each a member of the next.
-        let groups = action_groups(input.action);
-        let mut member_uid = action.clone();
-        for group in &groups {
-            let group_uid = uid("Action", group)?;
-            entities.push(Entity::new_no_attrs(member_uid, [group_uid.clone()].into_iter().collect()));
-            member_uid = group_uid;
+        let principal = Entity::new_with_tags(
+            uid.clone(),
+            [
+                ("name".to_owned(), string(&agent.name)),
+                ("owner".to_owned(), string(agent.owner.as_str())),
+                ("mode".to_owned(), string(agent.mode.as_str())),
+            ],
+            [owner_uid.clone()],
+            labels,
+        )
+        .map_err(|e| cedar(&e))?;
+        let built = Arc::new(AgentEntities {
+            agent: agent.clone(),
+            uid,
+            entities: [Entity::new_no_attrs(owner_uid, Default::default()), principal],
+        });
+        if let Ok(mut m) = self.agents.write() {
+            if m.len() >= MAX_AGENTS {
+                m.clear();
+            }
+            m.insert(agent.id.clone(), Arc::clone(&built));
         }
-        entities.push(Entity::new_no_attrs(member_uid, Default::default()));
-        entities.push(
-            Entity::new(
-                resource.clone(),
-                [
-                    ("path".to_owned(), string(input.resource)),
-                    ("attrs".to_owned(), object("resource_attrs", input.resource_attrs)?),
-                ]
-                .into_iter()
-                .collect(),
-                Default::default(),
-            )
-            .map_err(|e| cedar(&e))?,
-        );
+        Ok(built)
+    }
+
+    fn evaluate_over(&self, input: &DecisionInput<'_>, sliced: bool) -> Result<Verdict, EvalError> {
+        let claims = input.claims;
+        let cedar = |e: &dyn std::fmt::Display| EvalError::Cedar(e.to_string());
+        let agent = self.agent_entities(input.agent)?;
+        let action = self.slice(input.action)?;
+        let resource = EntityUid::from_type_name_and_id(self.types.resource.clone(), EntityId::new(input.resource));
+        let resource_entity = Entity::new(
+            resource.clone(),
+            [
+                ("path".to_owned(), string(input.resource)),
+                ("attrs".to_owned(), object("resource_attrs", input.resource_attrs)?),
+            ]
+            .into_iter()
+            .collect(),
+            Default::default(),
+        )
+        .map_err(|e| cedar(&e))?;
+        let entities: Vec<Entity> = agent
+            .entities
+            .iter()
+            .cloned()
+            .chain(action.entities.iter().cloned())
+            .chain(std::iter::once(resource_entity))
+            .collect();
         let entities = Entities::from_entities(entities, None).map_err(|e| cedar(&e))?;
 
         let chain = claims.chain();
@@ -223,13 +232,10 @@ impl CompiledPolicies {
             ("telemetry".to_owned(), object("context", input.telemetry)?),
         ])
         .map_err(|e| cedar(&e))?;
-        let request = Request::new(principal, action, resource, context, None).map_err(|e| cedar(&e))?;
-        let response = if sliced {
-            let slice = self.slice(input.action, &groups);
-            self.authorizer.is_authorized(&request, &slice, &entities)
-        } else {
-            self.authorizer.is_authorized(&request, &self.set, &entities)
-        };
+        let request =
+            Request::new(agent.uid.clone(), action.uid.clone(), resource, context, None).map_err(|e| cedar(&e))?;
+        let set = if sliced { &action.set } else { &self.set };
+        let response = self.authorizer.is_authorized(&request, set, &entities);
         let errors: Vec<String> = response.diagnostics().errors().map(ToString::to_string).collect();
         let policies: Vec<String> = response.diagnostics().reason().map(ToString::to_string).collect();
         Ok(Verdict { allow: response.decision() == Decision::Allow && errors.is_empty(), policies, errors })

@@ -79,8 +79,49 @@ impl ActionScope {
     }
 }
 
-/// The policies that can apply to one action, cached per action.
-pub(crate) type Slices = std::sync::RwLock<std::collections::HashMap<String, std::sync::Arc<PolicySet>>>;
+/// What every request for one action shares: the policies that can apply to it (its
+/// slice), its uid, and the entities of the action and its wildcard groups.
+#[derive(Debug)]
+pub(crate) struct ActionSlice {
+    pub(crate) set: PolicySet,
+    pub(crate) uid: cedar_policy::EntityUid,
+    pub(crate) entities: Vec<cedar_policy::Entity>,
+}
+
+/// Slices by action.
+pub(crate) type Slices = std::sync::RwLock<std::collections::HashMap<String, std::sync::Arc<ActionSlice>>>;
+
+/// An agent and its owner as Cedar entities, with the registry state they were built from.
+#[derive(Debug)]
+pub(crate) struct AgentEntities {
+    pub(crate) agent: warrant_core::Agent,
+    pub(crate) uid: cedar_policy::EntityUid,
+    pub(crate) entities: [cedar_policy::Entity; 2],
+}
+
+/// Agent entities by agent id; rebuilt when the agent changes.
+pub(crate) type AgentCache =
+    std::sync::RwLock<std::collections::HashMap<warrant_core::AgentId, std::sync::Arc<AgentEntities>>>;
+
+/// Warrant's entity type names, parsed once (parsing a name runs Cedar's parser).
+#[derive(Debug)]
+pub(crate) struct Types {
+    pub(crate) human: cedar_policy::EntityTypeName,
+    pub(crate) agent: cedar_policy::EntityTypeName,
+    pub(crate) action: cedar_policy::EntityTypeName,
+    pub(crate) resource: cedar_policy::EntityTypeName,
+}
+
+impl Types {
+    fn new() -> Result<Self, PolicyError> {
+        let name = |kind: &str| {
+            format!("{NAMESPACE}::{kind}")
+                .parse::<cedar_policy::EntityTypeName>()
+                .map_err(|e| PolicyError::Schema(e.to_string()))
+        };
+        Ok(Types { human: name("Human")?, agent: name("Agent")?, action: name("Action")?, resource: name("Resource")? })
+    }
+}
 
 /// The most actions whose slices are cached before the cache is cleared.
 pub(crate) const MAX_SLICES: usize = 4096;
@@ -92,6 +133,8 @@ pub struct CompiledPolicies {
     /// Every policy with the actions its scope can match, for slicing.
     pub(crate) scoped: std::sync::Arc<Vec<(cedar_policy::Policy, ActionScope)>>,
     pub(crate) slices: std::sync::Arc<Slices>,
+    pub(crate) agents: std::sync::Arc<AgentCache>,
+    pub(crate) types: std::sync::Arc<Types>,
     pub(crate) authorizer: std::sync::Arc<Authorizer>,
     schema_text: String,
     base_schema: String,
@@ -196,6 +239,8 @@ impl CompiledPolicies {
             set,
             scoped: std::sync::Arc::new(scoped),
             slices: std::sync::Arc::default(),
+            agents: std::sync::Arc::default(),
+            types: std::sync::Arc::new(Types::new()?),
             authorizer: std::sync::Arc::new(Authorizer::new()),
             schema_text,
             base_schema: base_schema.to_owned(),
@@ -205,33 +250,47 @@ impl CompiledPolicies {
         })
     }
 
-    /// The policies that can apply to `action` (its slice), built once per action. The
-    /// decision over a slice equals the decision over the whole set: a policy whose
-    /// action constraint does not match is never satisfied and never evaluated further.
-    pub(crate) fn slice(&self, action: &str, groups: &[String]) -> std::sync::Arc<PolicySet> {
+    /// The policies that can apply to `action` (its slice) and its entities, built once
+    /// per action. The decision over a slice equals the decision over the whole set: a
+    /// policy whose action constraint does not match is never satisfied and never
+    /// evaluated further.
+    pub(crate) fn slice(&self, action: &str) -> Result<std::sync::Arc<ActionSlice>, crate::EvalError> {
         if let Some(hit) = self.slices.read().ok().and_then(|m| m.get(action).cloned()) {
-            return hit;
+            return Ok(hit);
         }
-        let mut slice = PolicySet::new();
+        let groups = crate::schema::action_groups(action);
+        let mut set = PolicySet::new();
         for (policy, scope) in self.scoped.iter() {
-            // Ids are unique in the whole set, so adding a subset cannot fail.
-            if scope.matches(action, groups) && slice.add(policy.clone()).is_err() {
-                return std::sync::Arc::new(self.set.clone());
+            if scope.matches(action, &groups) {
+                set.add(policy.clone()).map_err(|e| crate::EvalError::Cedar(e.to_string()))?;
             }
         }
-        let slice = std::sync::Arc::new(slice);
+        let uid_of = |id: &str| {
+            cedar_policy::EntityUid::from_type_name_and_id(self.types.action.clone(), cedar_policy::EntityId::new(id))
+        };
+        // The action and each of its wildcard groups, each a member of the next.
+        let uid = uid_of(action);
+        let mut entities = Vec::with_capacity(groups.len() + 1);
+        let mut member = uid.clone();
+        for group in &groups {
+            let group_uid = uid_of(group);
+            entities.push(cedar_policy::Entity::new_no_attrs(member, [group_uid.clone()].into_iter().collect()));
+            member = group_uid;
+        }
+        entities.push(cedar_policy::Entity::new_no_attrs(member, Default::default()));
+        let slice = std::sync::Arc::new(ActionSlice { set, uid, entities });
         if let Ok(mut m) = self.slices.write() {
             if m.len() >= MAX_SLICES {
                 m.clear();
             }
             m.insert(action.to_owned(), std::sync::Arc::clone(&slice));
         }
-        slice
+        Ok(slice)
     }
 
     /// How many policies can apply to `action`.
     pub fn slice_len(&self, action: &str) -> usize {
-        self.slice(action, &crate::schema::action_groups(action)).policies().count()
+        self.slice(action).map(|s| s.set.policies().count()).unwrap_or(0)
     }
 
     /// The SHA-256 fingerprint of the schema and every file.

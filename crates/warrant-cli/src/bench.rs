@@ -1,0 +1,439 @@
+//! `warrant bench`: the HTTP load harness. Drives a Warrant server (a running one, or one
+//! started in this process on a temporary data directory) over loopback HTTP at chosen
+//! concurrencies, and, in the same run and with the same client, a trivial axum JSON
+//! endpoint: the framework's ceiling, the baseline of every ratio.
+
+mod load;
+mod report;
+mod target;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use serde_json::Value;
+
+use crate::client::{Client, ClientError};
+use load::{closed_loop, open_loop, Phase};
+use report::{OpenLoop, Point, Ratio, Report};
+use target::{authorize_bodies, FormMaker, FormPool, Runner, Work};
+
+/// The largest number of requests an open-loop point keeps in flight.
+const OPEN_LOOP_IN_FLIGHT: usize = 256;
+/// The open-loop point's default rate, as a fraction of the authorize peak.
+const OPEN_LOOP_FRACTION: f64 = 0.7;
+/// The most form bodies pre-signed for one point.
+const POOL_CAP: usize = 100_000;
+/// The rate assumed for the first point of a token scenario, per second.
+const POOL_FIRST_GUESS: f64 = 1500.0;
+
+/// A scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum Scenario {
+    /// `POST /v1/authorize`: one decision, durably audited.
+    Authorize,
+    /// `POST /v1/authorize/batch`.
+    Batch,
+    /// Client credentials with a fresh client assertion per request.
+    Mint,
+    /// Token exchange (delegation) with a fresh actor assertion per request.
+    Exchange,
+    /// Delegate, authorize, revoke, authorize again: does the very next decision deny?
+    Revocation,
+    /// Every scenario above.
+    All,
+}
+
+impl Scenario {
+    /// The name used in tables and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Authorize => "authorize",
+            Scenario::Batch => "batch",
+            Scenario::Mint => "mint",
+            Scenario::Exchange => "exchange",
+            Scenario::Revocation => "revocation",
+            Scenario::All => "all",
+        }
+    }
+}
+
+/// `warrant bench` options.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// A running server to drive (loopback only); without it a server is started in this
+    /// process on a temporary data directory.
+    #[arg(long)]
+    server: Option<String>,
+    /// The admin token of `--server`; by default read from `<data>/admin.token`.
+    #[arg(long, env = "WARRANT_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// The data directory of `--server`, holding `admin.token`.
+    #[arg(long, env = "WARRANT_DATA", default_value = warrant_server::config::DEFAULT_DATA_DIR)]
+    data: PathBuf,
+    /// Scenarios, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
+    scenario: Vec<Scenario>,
+    /// Closed-loop concurrencies (clients, each with one request in flight), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
+    concurrency: Vec<usize>,
+    /// Measured seconds per point.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Warm-up seconds per point (run, not counted).
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Open-loop rate, requests per second [default: 70% of the measured authorize peak].
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Requests per batch in the batch scenario (at most 100).
+    #[arg(long, default_value_t = 20)]
+    batch_size: usize,
+    /// Write every figure as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Draw latency (p50, p99) against throughput for authorize and the axum baseline as SVG.
+    #[arg(long, value_name = "FILE.svg")]
+    chart: Option<PathBuf>,
+}
+
+/// Why `warrant bench` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// An option is out of range.
+    #[error("{0}")]
+    Usage(String),
+    /// `--server` is not a loopback address.
+    #[error("`{0}` is not a loopback URL: the harness only drives 127.0.0.0/8, ::1 or localhost")]
+    NotLoopback(String),
+    /// No admin token for `--server`.
+    #[error("no admin token: pass --admin-token, or --data with the server's data directory")]
+    NoAdminToken,
+    /// A server (Warrant or the baseline) could not start or stopped with an error.
+    #[error("server: {0}")]
+    Server(String),
+    /// A setup call failed.
+    #[error("setup: {0}")]
+    Setup(String),
+    /// The server refused or failed a setup call.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The HTTP client could not be built.
+    #[error("HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    /// JSON could not be written or a token signed.
+    #[error("JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A file or the temporary directory could not be written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A histogram operation failed.
+    #[error("histogram: {0}")]
+    Histogram(String),
+    /// A load worker failed.
+    #[error("load worker: {0}")]
+    Worker(String),
+    /// The chart could not be drawn.
+    #[error("chart: {0}")]
+    Chart(String),
+}
+
+/// Whether `url` names a loopback host.
+fn is_loopback(url: &str) -> bool {
+    let Ok(parsed) = reqwest::Url::parse(url) else { return false };
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return false;
+    }
+    match parsed.host_str() {
+        Some("localhost") => true,
+        Some(host) => {
+            host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        }
+        None => false,
+    }
+}
+
+fn check(args: &BenchArgs) -> Result<(), BenchError> {
+    let bad = |m: &str| Err(BenchError::Usage(m.to_owned()));
+    if !(args.duration > 0.0 && args.duration <= 3600.0) {
+        return bad("--duration must be more than 0 and at most 3600 seconds");
+    }
+    if !(args.warmup >= 0.0 && args.warmup <= 60.0) {
+        return bad("--warmup must be from 0 to 60 seconds");
+    }
+    if args.concurrency.is_empty() || args.concurrency.iter().any(|&c| c == 0 || c > 1024) {
+        return bad("--concurrency values must be from 1 to 1024");
+    }
+    if args.batch_size == 0 || args.batch_size > warrant_engine::decision::MAX_BATCH {
+        return bad("--batch-size must be from 1 to 100");
+    }
+    if args.rate.is_some_and(|r| !(r > 0.0 && r <= 1_000_000.0)) {
+        return bad("--rate must be more than 0 and at most 1000000 per second");
+    }
+    Ok(())
+}
+
+/// The selected scenarios, in running order.
+fn scenarios(selected: &[Scenario]) -> Vec<Scenario> {
+    let all = [Scenario::Authorize, Scenario::Batch, Scenario::Mint, Scenario::Exchange, Scenario::Revocation];
+    if selected.contains(&Scenario::All) {
+        return all.to_vec();
+    }
+    all.into_iter().filter(|s| selected.contains(s)).collect()
+}
+
+/// Where the Warrant server is.
+struct Target {
+    url: String,
+    admin: String,
+    description: String,
+    in_process: bool,
+}
+
+/// Runs `warrant bench`.
+pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
+    check(&args)?;
+    let http = target::http_client()?;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mut own = None;
+    let tmp;
+    let target = match &args.server {
+        Some(server) => {
+            if !is_loopback(server) {
+                return Err(BenchError::NotLoopback(server.clone()));
+            }
+            let admin = match &args.admin_token {
+                Some(t) => t.clone(),
+                None => std::fs::read_to_string(args.data.join(warrant_server::server::ADMIN_TOKEN_FILE))
+                    .map(|t| t.trim().to_owned())
+                    .map_err(|_| BenchError::NoAdminToken)?,
+            };
+            let url = server.trim_end_matches('/').to_owned();
+            Target {
+                description: format!("the running server at {url} (its own process)"),
+                url,
+                admin,
+                in_process: false,
+            }
+        }
+        None => {
+            tmp =
+                tempfile::tempdir().map_err(|source| BenchError::Io { path: "temporary directory".into(), source })?;
+            let (started, admin) = target::start_warrant(tmp.path()).await?;
+            let target = Target {
+                description: format!(
+                    "an in-process server at {} (data in {}), sharing this process and its {cores} cores with the client",
+                    started.url,
+                    tmp.path().display()
+                ),
+                url: started.url.clone(),
+                admin,
+                in_process: true,
+            };
+            own = Some(started);
+            target
+        }
+    };
+    let baseline = target::start_baseline().await?;
+    println!("warrant bench {}", env!("CARGO_PKG_VERSION"));
+    println!("target:   {}", target.description);
+    println!("baseline: trivial axum JSON endpoint POST {}/ping, in this process, same client", baseline.url);
+    println!(
+        "client:   reqwest (HTTP/1.1, keep-alive) in this process; {cores} cores shared by the client and {}",
+        if target.in_process { "both servers" } else { "the baseline (the target server runs beside them)" }
+    );
+    println!(
+        "points:   {} s measured after {} s warm-up, concurrency {:?}",
+        args.duration, args.warmup, args.concurrency
+    );
+    let outcome = measure(&args, &http, &target, &baseline.url, cores).await;
+    let stopped_baseline = baseline.stop().await;
+    let stopped_own = match own {
+        Some(started) => started.stop().await,
+        None => Ok(()),
+    };
+    let report = outcome?;
+    stopped_baseline?;
+    stopped_own?;
+    report::print(&report);
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, text).map_err(|source| BenchError::Io { path: path.display().to_string(), source })?;
+        println!("JSON written to {}", path.display());
+    }
+    if let Some(path) = &args.chart {
+        report::chart(&report, path)?;
+        println!("chart written to {}", path.display());
+    }
+    Ok(())
+}
+
+fn bodies_for(values: Vec<Value>, batch: Option<usize>) -> Vec<String> {
+    match batch {
+        None => values.iter().map(Value::to_string).collect(),
+        Some(size) => (0..values.len())
+            .map(|start| {
+                let requests: Vec<&Value> = values.iter().cycle().skip(start).take(size).collect();
+                serde_json::json!({ "requests": requests }).to_string()
+            })
+            .collect(),
+    }
+}
+
+fn pool_size(last_rate: Option<f64>, phase: Phase, concurrency: usize) -> usize {
+    let rate = last_rate.unwrap_or(POOL_FIRST_GUESS).max(100.0);
+    let secs = (phase.warmup + phase.measure).as_secs_f64();
+    let want = (rate * secs * 1.5).ceil() as usize + 16 * concurrency;
+    want.min(POOL_CAP)
+}
+
+async fn measure(
+    args: &BenchArgs,
+    http: &reqwest::Client,
+    target: &Target,
+    baseline_url: &str,
+    cores: usize,
+) -> Result<Report, BenchError> {
+    let phase = Phase { warmup: Duration::from_secs_f64(args.warmup), measure: Duration::from_secs_f64(args.duration) };
+    let client = Client::new(&target.url, Some(target.admin.clone()));
+    let fixture = target::Fixture::create(&client).await?;
+    let mut report = Report::new(args, &target.url, target.in_process, &target.description, cores);
+
+    let ping = Arc::new(Runner { http: http.clone(), work: Work::Ping { url: format!("{baseline_url}/ping") } });
+    for &c in &args.concurrency {
+        let raw = closed_loop(Arc::clone(&ping), c, phase, &format!("axum baseline c={c}")).await?;
+        report.baseline.push(Point::closed(c, &raw, None, false));
+    }
+
+    for scenario in scenarios(&args.scenario) {
+        let mut points = Vec::new();
+        let mut last_rate = None;
+        for &c in &args.concurrency {
+            let warrants = fixture.warrants(&client).await?;
+            let (work, pool) = match scenario {
+                Scenario::Authorize => {
+                    let bodies = bodies_for(authorize_bodies(&warrants.delegated)?, None);
+                    (Work::Authorize { url: format!("{}/v1/authorize", target.url), bodies }, None)
+                }
+                Scenario::Batch => {
+                    let bodies = bodies_for(authorize_bodies(&warrants.delegated)?, Some(args.batch_size));
+                    let size = u64::try_from(args.batch_size).unwrap_or(1);
+                    (Work::Batch { url: format!("{}/v1/authorize/batch", target.url), bodies, size }, None)
+                }
+                Scenario::Mint | Scenario::Exchange | Scenario::Revocation => {
+                    let maker = match scenario {
+                        Scenario::Mint => FormMaker::mint(&fixture)?,
+                        _ => FormMaker::exchange(&fixture, &warrants.root)?,
+                    };
+                    let pool = Arc::new(FormPool::new(maker, pool_size(last_rate, phase, c))?);
+                    let work = match scenario {
+                        Scenario::Revocation => Work::Revocation {
+                            base: target.url.clone(),
+                            admin: target.admin.clone(),
+                            pool: Arc::clone(&pool),
+                        },
+                        _ => Work::Token { url: format!("{}/oauth2/token", target.url), pool: Arc::clone(&pool) },
+                    };
+                    (work, Some(pool))
+                }
+                Scenario::All => continue,
+            };
+            let runner = Arc::new(Runner { http: http.clone(), work });
+            let raw = closed_loop(runner, c, phase, &format!("{} c={c}", scenario.name())).await?;
+            last_rate = Some(raw.throughput());
+            points.push(Point::closed(c, &raw, pool.as_deref(), scenario == Scenario::Batch));
+        }
+        report.scenarios.insert(scenario.name().to_owned(), points);
+    }
+
+    report.ratios = ratios(&report);
+    let peak = report
+        .scenarios
+        .get("authorize")
+        .and_then(|points| points.iter().max_by(|a, b| a.throughput_per_s.total_cmp(&b.throughput_per_s)))
+        .map(|p| (p.throughput_per_s, p.concurrency));
+    let rate = match (args.rate, peak) {
+        (Some(rate), _) => Some((rate, "--rate".to_owned())),
+        (None, Some((tput, c))) if tput > 0.0 => {
+            Some((tput * OPEN_LOOP_FRACTION, format!("70% of the authorize peak ({tput:.0}/s at concurrency {c})")))
+        }
+        _ => None,
+    };
+    if let Some((rate, basis)) = rate {
+        let warrants = fixture.warrants(&client).await?;
+        let bodies = bodies_for(authorize_bodies(&warrants.delegated)?, None);
+        let runner = Arc::new(Runner {
+            http: http.clone(),
+            work: Work::Authorize { url: format!("{}/v1/authorize", target.url), bodies },
+        });
+        let raw =
+            open_loop(runner, rate, OPEN_LOOP_IN_FLIGHT, phase, &format!("authorize open loop {rate:.0}/s")).await?;
+        report.open_loop = Some(OpenLoop::new(&raw, basis, OPEN_LOOP_IN_FLIGHT));
+    }
+    Ok(report)
+}
+
+fn ratios(report: &Report) -> Vec<Ratio> {
+    let by_c: BTreeMap<usize, f64> = report.baseline.iter().map(|p| (p.concurrency, p.throughput_per_s)).collect();
+    let batch: BTreeMap<usize, f64> = report
+        .scenarios
+        .get("batch")
+        .map(|ps| ps.iter().map(|p| (p.concurrency, p.decisions_per_s.unwrap_or(0.0))).collect())
+        .unwrap_or_default();
+    let Some(authorize) = report.scenarios.get("authorize") else { return Vec::new() };
+    authorize
+        .iter()
+        .filter_map(|p| {
+            let axum = *by_c.get(&p.concurrency)?;
+            let ratio = |x: f64| if axum > 0.0 { x / axum } else { 0.0 };
+            Some(Ratio {
+                concurrency: p.concurrency,
+                authorize_per_s: p.throughput_per_s,
+                axum_per_s: axum,
+                ratio: ratio(p.throughput_per_s),
+                batch_decisions_ratio: batch.get(&p.concurrency).map(|&d| ratio(d)),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_urls_are_driven() {
+        assert!(is_loopback("http://127.0.0.1:8080"));
+        assert!(is_loopback("http://127.0.0.2:8080/"));
+        assert!(is_loopback("http://localhost:1234"));
+        assert!(is_loopback("http://[::1]:8080"));
+        assert!(!is_loopback("http://10.0.0.1:8080"));
+        assert!(!is_loopback("http://example.com"));
+        assert!(!is_loopback("ftp://127.0.0.1"));
+        assert!(!is_loopback("not a url"));
+    }
+
+    #[test]
+    fn all_selects_every_scenario_in_order() {
+        assert_eq!(scenarios(&[Scenario::All]).len(), 5);
+        assert_eq!(scenarios(&[Scenario::Mint, Scenario::Authorize]), vec![Scenario::Authorize, Scenario::Mint]);
+    }
+
+    #[test]
+    fn batch_bodies_hold_the_batch_size() {
+        let values = (0..5).map(|n| serde_json::json!({ "n": n })).collect();
+        let bodies = bodies_for(values, Some(3));
+        assert_eq!(bodies.len(), 5);
+        let first: Value = serde_json::from_str(&bodies[4]).unwrap();
+        assert_eq!(first["requests"].as_array().unwrap().len(), 3);
+        assert_eq!(first["requests"][1]["n"], 0);
+    }
+}

@@ -1,0 +1,498 @@
+//! The figures of a run: the table, the JSON file and the SVG chart.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use comfy_table::presets::UTF8_FULL_CONDENSED;
+use comfy_table::{Cell, CellAlignment, Table};
+use serde::Serialize;
+
+use super::load::{Latency, OpenRaw, Raw};
+use super::target::FormPool;
+use super::{BenchArgs, BenchError};
+
+/// The p99 the open-loop point is checked against, in milliseconds.
+pub const P99_TARGET_MS: f64 = 2.0;
+/// The throughput ratio authorize / axum the issue targets.
+pub const RATIO_TARGET: f64 = 0.5;
+
+/// The revocation-to-deny figures of one point.
+#[derive(Debug, Clone, Serialize)]
+pub struct RevocationPoint {
+    /// Completed cycles (delegate, allow, revoke, next decision).
+    pub cycles: u64,
+    /// Next decisions that allowed after an acknowledged revocation (target: zero).
+    pub allows_after_revocation: u64,
+    /// The codes of those next decisions.
+    pub next_decision_codes: BTreeMap<String, u64>,
+    /// `POST /v1/revocations` round trip.
+    pub revoke: Latency,
+    /// From sending the revocation to receiving the next decision.
+    pub revoke_to_deny: Latency,
+}
+
+/// One closed-loop point.
+#[derive(Debug, Clone, Serialize)]
+pub struct Point {
+    /// Clients, each with one request in flight.
+    pub concurrency: usize,
+    /// Successful requests in the measured window.
+    pub requests: u64,
+    /// Failed requests in the measured window.
+    pub errors: u64,
+    /// The first few failures.
+    pub error_samples: Vec<String>,
+    /// The measured window, seconds.
+    pub elapsed_s: f64,
+    /// Successful requests per second.
+    pub throughput_per_s: f64,
+    /// Decisions per second (batch only).
+    pub decisions_per_s: Option<f64>,
+    /// Request latency (a whole cycle for revocation).
+    pub latency: Latency,
+    /// Client assertions signed before the point (mint, exchange, revocation).
+    pub presigned_assertions: Option<usize>,
+    /// Client assertions signed inside the timed loop because the pre-signed ran out.
+    pub inline_assertions: Option<u64>,
+    /// Revocation-to-deny figures (revocation only).
+    pub revocation: Option<RevocationPoint>,
+}
+
+impl Point {
+    /// A point from what a closed loop measured.
+    pub fn closed(concurrency: usize, raw: &Raw, pool: Option<&FormPool>, batch: bool) -> Point {
+        let revocation = (!raw.to_deny.is_empty()).then(|| RevocationPoint {
+            cycles: raw.to_deny.len(),
+            allows_after_revocation: raw.allows_after_revocation,
+            next_decision_codes: raw.next_codes.clone(),
+            revoke: Latency::of(&raw.revoke),
+            revoke_to_deny: Latency::of(&raw.to_deny),
+        });
+        Point {
+            concurrency,
+            requests: raw.ok,
+            errors: raw.errors,
+            error_samples: raw.error_samples.clone(),
+            elapsed_s: raw.elapsed.as_secs_f64(),
+            throughput_per_s: raw.throughput(),
+            decisions_per_s: batch.then(|| raw.unit_throughput()),
+            latency: Latency::of(&raw.latency),
+            presigned_assertions: pool.map(FormPool::size),
+            inline_assertions: pool.map(FormPool::inline),
+            revocation,
+        }
+    }
+}
+
+/// Authorize against the baseline at one concurrency.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ratio {
+    /// Concurrency.
+    pub concurrency: usize,
+    /// Authorize requests per second.
+    pub authorize_per_s: f64,
+    /// Baseline requests per second.
+    pub axum_per_s: f64,
+    /// `authorize_per_s / axum_per_s` (target: at least 0.5).
+    pub ratio: f64,
+    /// Batch decisions per second over baseline requests per second.
+    pub batch_decisions_ratio: Option<f64>,
+}
+
+/// The open-loop point.
+#[derive(Debug, Clone, Serialize)]
+pub struct OpenLoop {
+    /// Requests per second asked.
+    pub rate_per_s: f64,
+    /// Where the rate comes from.
+    pub basis: String,
+    /// The most requests in flight at once.
+    pub max_in_flight: usize,
+    /// Requests scheduled in the measured window.
+    pub scheduled: u64,
+    /// Successful.
+    pub requests: u64,
+    /// Failed.
+    pub errors: u64,
+    /// The first few failures.
+    pub error_samples: Vec<String>,
+    /// Successful requests per second achieved.
+    pub achieved_per_s: f64,
+    /// Latency from the intended send time (corrected for coordinated omission).
+    pub latency: Latency,
+    /// Latency from the actual send time.
+    pub service_latency: Latency,
+    /// How late the client sent, against the schedule.
+    pub send_lag: Latency,
+    /// The p99 target, milliseconds.
+    pub p99_target_ms: f64,
+    /// Whether p99 (from the intended send time) is under the target, with no failure.
+    pub p99_met: bool,
+}
+
+impl OpenLoop {
+    /// The point from what the open loop measured.
+    pub fn new(raw: &OpenRaw, basis: String, max_in_flight: usize) -> OpenLoop {
+        let latency = Latency::of(&raw.raw.latency);
+        OpenLoop {
+            rate_per_s: raw.rate,
+            basis,
+            max_in_flight,
+            scheduled: raw.scheduled,
+            requests: raw.raw.ok,
+            errors: raw.raw.errors,
+            error_samples: raw.raw.error_samples.clone(),
+            achieved_per_s: raw.raw.throughput(),
+            latency,
+            service_latency: Latency::of(&raw.service),
+            send_lag: Latency::of(&raw.lag),
+            p99_target_ms: P99_TARGET_MS,
+            p99_met: raw.raw.errors == 0 && latency.count > 0 && latency.p99_ms < P99_TARGET_MS,
+        }
+    }
+}
+
+/// The machine.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    /// Logical cores this process may use.
+    pub cores: usize,
+    /// `std::env::consts::OS`.
+    pub os: &'static str,
+    /// `std::env::consts::ARCH`.
+    pub arch: &'static str,
+}
+
+/// What was driven.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetInfo {
+    /// `in-process` or `running`.
+    pub kind: &'static str,
+    /// The server's URL.
+    pub url: String,
+    /// A sentence saying where it runs.
+    pub description: String,
+}
+
+/// The options of the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSettings {
+    /// Measured seconds per point.
+    pub duration_s: f64,
+    /// Warm-up seconds per point.
+    pub warmup_s: f64,
+    /// Closed-loop concurrencies.
+    pub concurrency: Vec<usize>,
+    /// Requests per batch.
+    pub batch_size: usize,
+    /// Scenarios run.
+    pub scenarios: Vec<&'static str>,
+}
+
+/// Every figure of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The harness version.
+    pub warrant_version: &'static str,
+    /// When the run started (RFC 3339).
+    pub started_at: String,
+    /// The machine.
+    pub machine: Machine,
+    /// The server driven.
+    pub target: TargetInfo,
+    /// The options.
+    pub settings: RunSettings,
+    /// The trivial axum endpoint, per concurrency.
+    pub baseline: Vec<Point>,
+    /// Each scenario, per concurrency.
+    pub scenarios: BTreeMap<String, Vec<Point>>,
+    /// Authorize against the baseline, per concurrency.
+    pub ratios: Vec<Ratio>,
+    /// The open-loop authorize point.
+    pub open_loop: Option<OpenLoop>,
+}
+
+impl Report {
+    /// An empty report for a run.
+    pub fn new(args: &BenchArgs, url: &str, in_process: bool, description: &str, cores: usize) -> Report {
+        let started_at =
+            time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+        Report {
+            warrant_version: env!("CARGO_PKG_VERSION"),
+            started_at,
+            machine: Machine { cores, os: std::env::consts::OS, arch: std::env::consts::ARCH },
+            target: TargetInfo {
+                kind: if in_process { "in-process" } else { "running" },
+                url: url.to_owned(),
+                description: description.to_owned(),
+            },
+            settings: RunSettings {
+                duration_s: args.duration,
+                warmup_s: args.warmup,
+                concurrency: args.concurrency.clone(),
+                batch_size: args.batch_size,
+                scenarios: super::scenarios(&args.scenario).into_iter().map(super::Scenario::name).collect(),
+            },
+            baseline: Vec::new(),
+            scenarios: BTreeMap::new(),
+            ratios: Vec::new(),
+            open_loop: None,
+        }
+    }
+}
+
+fn ms(v: f64) -> String {
+    format!("{v:.3}")
+}
+
+fn right(text: String) -> Cell {
+    Cell::new(text).set_alignment(CellAlignment::Right)
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header(header.iter().map(Cell::new));
+    t
+}
+
+/// Prints the tables.
+pub fn print(report: &Report) {
+    let ratio_at: BTreeMap<usize, f64> = report.ratios.iter().map(|r| (r.concurrency, r.ratio)).collect();
+    let mut t = table(&[
+        "scenario",
+        "conc",
+        "req/s",
+        "decisions/s",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "max ms",
+        "errors",
+        "vs axum",
+    ]);
+    let rows = std::iter::once(("axum /ping", &report.baseline))
+        .chain(report.scenarios.iter().map(|(name, points)| (name.as_str(), points)));
+    let order = ["axum /ping", "authorize", "batch", "mint", "exchange", "revocation"];
+    let mut rows: Vec<_> = rows.collect();
+    rows.sort_by_key(|(name, _)| order.iter().position(|o| o == name).unwrap_or(order.len()));
+    for (name, points) in rows {
+        for p in points {
+            let ratio = match name {
+                "authorize" => ratio_at.get(&p.concurrency).map(|r| format!("{r:.2}x")).unwrap_or_default(),
+                _ => String::new(),
+            };
+            let decisions = match (name, p.decisions_per_s) {
+                (_, Some(d)) => format!("{d:.0}"),
+                ("authorize", None) => format!("{:.0}", p.throughput_per_s),
+                _ => String::new(),
+            };
+            t.add_row(vec![
+                Cell::new(name),
+                right(p.concurrency.to_string()),
+                right(format!("{:.0}", p.throughput_per_s)),
+                right(decisions),
+                right(ms(p.latency.p50_ms)),
+                right(ms(p.latency.p99_ms)),
+                right(ms(p.latency.p999_ms)),
+                right(ms(p.latency.max_ms)),
+                right(p.errors.to_string()),
+                right(ratio),
+            ]);
+        }
+    }
+    println!("\nclosed loop (each client sends its next request when the last is answered)");
+    println!("{t}");
+    println!(
+        "batch: {} requests per call; revocation: one row per delegate/allow/revoke/next-decision cycle",
+        report.settings.batch_size
+    );
+
+    if let Some(points) = report.scenarios.get("revocation") {
+        let mut t = table(&[
+            "conc",
+            "cycles",
+            "revoke p50 ms",
+            "revoke p99 ms",
+            "revoke p99.9 ms",
+            "revoke->deny p50 ms",
+            "revoke->deny p99 ms",
+            "allows after revocation",
+            "next decision codes",
+        ]);
+        for p in points {
+            let Some(r) = &p.revocation else { continue };
+            let codes: Vec<String> = r.next_decision_codes.iter().map(|(c, n)| format!("{c}: {n}")).collect();
+            t.add_row(vec![
+                right(p.concurrency.to_string()),
+                right(r.cycles.to_string()),
+                right(ms(r.revoke.p50_ms)),
+                right(ms(r.revoke.p99_ms)),
+                right(ms(r.revoke.p999_ms)),
+                right(ms(r.revoke_to_deny.p50_ms)),
+                right(ms(r.revoke_to_deny.p99_ms)),
+                right(r.allows_after_revocation.to_string()),
+                Cell::new(codes.join(", ")),
+            ]);
+        }
+        let allows: u64 = points.iter().filter_map(|p| p.revocation.as_ref()).map(|r| r.allows_after_revocation).sum();
+        let cycles: u64 = points.iter().filter_map(|p| p.revocation.as_ref()).map(|r| r.cycles).sum();
+        println!(
+            "\nrevocation to deny (POST /v1/revocations, then at once POST /v1/authorize with the revoked warrant)"
+        );
+        println!("{t}");
+        println!(
+            "allows after an acknowledged revocation: {allows} of {cycles} cycles (target 0): {}",
+            if allows == 0 && cycles > 0 { "MET" } else { "NOT MET" }
+        );
+    }
+
+    if !report.ratios.is_empty() {
+        println!("\nauthorize throughput / axum baseline throughput, same client and concurrency (target >= {RATIO_TARGET}):");
+        for r in &report.ratios {
+            println!(
+                "  c={:<4} {:>9.0}/s / {:>9.0}/s = {:.3}x  {}",
+                r.concurrency,
+                r.authorize_per_s,
+                r.axum_per_s,
+                r.ratio,
+                if r.ratio >= RATIO_TARGET { "met" } else { "not met" }
+            );
+        }
+    }
+
+    if let Some(o) = &report.open_loop {
+        println!("\nopen loop: authorize at {:.0}/s ({}), latency from the intended send time", o.rate_per_s, o.basis);
+        let mut t = table(&[
+            "scheduled",
+            "achieved/s",
+            "p50 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "max ms",
+            "service p99 ms",
+            "send lag p99 ms",
+            "errors",
+        ]);
+        t.add_row(vec![
+            right(o.scheduled.to_string()),
+            right(format!("{:.0}", o.achieved_per_s)),
+            right(ms(o.latency.p50_ms)),
+            right(ms(o.latency.p99_ms)),
+            right(ms(o.latency.p999_ms)),
+            right(ms(o.latency.max_ms)),
+            right(ms(o.service_latency.p99_ms)),
+            right(ms(o.send_lag.p99_ms)),
+            right(o.errors.to_string()),
+        ]);
+        println!("{t}");
+        println!("p99 under {P99_TARGET_MS} ms at this load: {}", if o.p99_met { "MET" } else { "NOT MET" });
+    }
+    if report.target.kind == "in-process" {
+        println!(
+            "\nnote: client, Warrant server and baseline share this machine's {} cores; every figure includes the client's own CPU.",
+            report.machine.cores
+        );
+    }
+}
+
+/// Draws latency (p50 and p99) against throughput for authorize and the baseline.
+pub fn chart(report: &Report, path: &Path) -> Result<(), BenchError> {
+    use plotters::prelude::*;
+
+    let err = |e: &dyn std::fmt::Display| BenchError::Chart(e.to_string());
+    let authorize = report.scenarios.get("authorize").map(Vec::as_slice).unwrap_or_default();
+    let series_of = |points: &[Point], p99: bool| -> Vec<(f64, f64, usize)> {
+        points
+            .iter()
+            .filter(|p| p.latency.count > 0)
+            .map(|p| (p.throughput_per_s, if p99 { p.latency.p99_ms } else { p.latency.p50_ms }, p.concurrency))
+            .collect()
+    };
+    let blue = RGBColor(31, 119, 180);
+    let orange = RGBColor(255, 127, 14);
+    let series = [
+        ("authorize p50", series_of(authorize, false), blue, false),
+        ("authorize p99 (dashed)", series_of(authorize, true), blue, true),
+        ("axum /ping p50", series_of(&report.baseline, false), orange, false),
+        ("axum /ping p99 (dashed)", series_of(&report.baseline, true), orange, true),
+    ];
+    let open = report.open_loop.as_ref().filter(|o| o.latency.count > 0);
+    let xs = series.iter().flat_map(|s| s.1.iter().map(|p| p.0)).chain(open.map(|o| o.achieved_per_s));
+    let ys = series
+        .iter()
+        .flat_map(|s| s.1.iter().map(|p| p.1))
+        .chain(open.map(|o| o.latency.p99_ms))
+        .chain(std::iter::once(P99_TARGET_MS));
+    let x_max = xs.fold(1.0f64, f64::max) * 1.1;
+    let (y_min, y_max) = ys.fold((f64::MAX, 0.001f64), |(lo, hi), y| (lo.min(y), hi.max(y)));
+    let y_min = (y_min * 0.7).max(0.001);
+    // Head room above the data for the legend.
+    let y_max = y_max * 8.0;
+
+    let root = SVGBackend::new(path, (1000, 640)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let caption = format!(
+        "Warrant {}: latency against throughput ({} cores, {})",
+        report.warrant_version, report.machine.cores, report.target.kind
+    );
+    let mut chart = ChartBuilder::on(&root)
+        .caption(caption, ("sans-serif", 20))
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0f64..x_max, (y_min..y_max).log_scale())
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("throughput (requests per second)")
+        .y_desc("latency (ms, log scale)")
+        .y_label_formatter(&|v| format!("{v:.2}"))
+        .draw()
+        .map_err(|e| err(&e))?;
+
+    for (name, points, color, p99) in &series {
+        if points.is_empty() {
+            continue;
+        }
+        let style = if *p99 { color.stroke_width(2) } else { color.mix(0.55).stroke_width(2) };
+        let line = points.iter().map(|p| (p.0, p.1));
+        let drawn = if *p99 {
+            chart.draw_series(DashedLineSeries::new(line, 8, 5, style)).map_err(|e| err(&e))?
+        } else {
+            chart.draw_series(LineSeries::new(line, style)).map_err(|e| err(&e))?
+        };
+        drawn.label(*name).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style));
+        chart.draw_series(points.iter().map(|p| Circle::new((p.0, p.1), 3, style.filled()))).map_err(|e| err(&e))?;
+        chart
+            .draw_series(
+                points
+                    .iter()
+                    .map(|p| Text::new(format!("c={}", p.2), (p.0, p.1 * 1.08), ("sans-serif", 11).into_font())),
+            )
+            .map_err(|e| err(&e))?;
+    }
+    let grey = RGBColor(120, 120, 120);
+    chart
+        .draw_series(DashedLineSeries::new([(0.0, P99_TARGET_MS), (x_max, P99_TARGET_MS)], 4, 4, grey.stroke_width(1)))
+        .map_err(|e| err(&e))?
+        .label("p99 target, 2 ms")
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], grey));
+    if let Some(o) = open {
+        let red = RGBColor(214, 39, 40);
+        chart
+            .draw_series(std::iter::once(Cross::new((o.achieved_per_s, o.latency.p99_ms), 6, red.stroke_width(2))))
+            .map_err(|e| err(&e))?
+            .label(format!("authorize p99, open loop at {:.0}/s", o.rate_per_s))
+            .legend(move |(x, y)| Cross::new((x + 12, y), 5, red.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
