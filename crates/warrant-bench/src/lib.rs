@@ -1,0 +1,34 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs,
+    reason = "benchmark code"
+)]
+//! Shared fixtures for Warrant's micro-benchmarks (`benches/warrant.rs`) and for the
+//! anchor test (`tests/anchors.rs`), so that every benchmark and the test use the same
+//! policies and the same requests.
+//!
+//! * [`policies`]: a generated policy set of N policies, as Cedar (what Warrant loads)
+//!   and as the equivalent Rego (what an OPA user would run), and the [`policies::Probe`]
+//!   requests asked of them.
+//! * [`anchors`]: the baselines: a bare `cedar_policy::Authorizer` over the whole set with
+//!   the request and entities built once, and regorus (interpreter and RVM) on the Rego.
+//! * [`fixture`]: a real [`warrant_engine::Engine`] over SQLite in a temporary directory,
+//!   with a human, two agents and a minted warrant.
+
+pub mod anchors;
+pub mod fixture;
+pub mod policies;
+
+use warrant_core::UnixTime;
+
+/// The benchmark's clock: Tuesday 2023-11-14, 10:00:00 UTC (business hours).
+pub const T0: UnixTime = UnixTime(1_699_956_000);
+
+/// The policy-set sizes every decision benchmark runs at.
+pub const SIZES: [usize; 3] = [10, 50, 500];
+
+/// The issuer URL of the benchmark engine.
+pub const ISSUER: &str = "http://127.0.0.1:8080";
