@@ -176,6 +176,7 @@ impl CompiledPolicies {
         .map_err(|e| cedar(&e))?;
         let built = Arc::new(AgentEntities {
             agent: agent.clone(),
+            entities_id: Arc::new(()),
             uid,
             entities: [Entity::new_no_attrs(owner_uid, Default::default()), principal],
         });
@@ -186,6 +187,26 @@ impl CompiledPolicies {
             m.insert(agent.id.clone(), Arc::clone(&built));
         }
         Ok(built)
+    }
+
+    /// The entities every request of this agent for this action shares.
+    fn base_entities(&self, agent: &AgentEntities, action: &crate::load::ActionSlice) -> Result<Entities, EvalError> {
+        let key = (agent.agent.id.clone(), action.uid.id().unescaped().to_owned());
+        if let Some(hit) = self.bases.read().ok().and_then(|m| m.get(&key).cloned()) {
+            if Arc::ptr_eq(&hit.0, &agent.entities_id) {
+                return Ok(hit.1.clone());
+            }
+        }
+        let entities =
+            Entities::from_entities(agent.entities.iter().cloned().chain(action.entities.iter().cloned()), None)
+                .map_err(|e| EvalError::Cedar(e.to_string()))?;
+        if let Ok(mut m) = self.bases.write() {
+            if m.len() >= MAX_AGENTS {
+                m.clear();
+            }
+            m.insert(key, (Arc::clone(&agent.entities_id), entities.clone()));
+        }
+        Ok(entities)
     }
 
     fn evaluate_over(&self, input: &DecisionInput<'_>, sliced: bool) -> Result<Verdict, EvalError> {
@@ -205,14 +226,8 @@ impl CompiledPolicies {
             Default::default(),
         )
         .map_err(|e| cedar(&e))?;
-        let entities: Vec<Entity> = agent
-            .entities
-            .iter()
-            .cloned()
-            .chain(action.entities.iter().cloned())
-            .chain(std::iter::once(resource_entity))
-            .collect();
-        let entities = Entities::from_entities(entities, None).map_err(|e| cedar(&e))?;
+        let base = self.base_entities(&agent, &action)?;
+        let entities = base.add_entities([resource_entity], None).map_err(|e| cedar(&e))?;
 
         let chain = claims.chain();
         let scope: Vec<&str> = claims.scope.split_whitespace().collect();

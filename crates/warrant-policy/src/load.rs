@@ -95,6 +95,8 @@ pub(crate) type Slices = std::sync::RwLock<std::collections::HashMap<String, std
 #[derive(Debug)]
 pub(crate) struct AgentEntities {
     pub(crate) agent: warrant_core::Agent,
+    /// Identity of this build: base entity sets made from it are valid while it is current.
+    pub(crate) entities_id: std::sync::Arc<()>,
     pub(crate) uid: cedar_policy::EntityUid,
     pub(crate) entities: [cedar_policy::Entity; 2],
 }
@@ -102,6 +104,12 @@ pub(crate) struct AgentEntities {
 /// Agent entities by agent id; rebuilt when the agent changes.
 pub(crate) type AgentCache =
     std::sync::RwLock<std::collections::HashMap<warrant_core::AgentId, std::sync::Arc<AgentEntities>>>;
+
+/// The entities shared by every request of one agent for one action, by (agent, action),
+/// tagged with the agent build they came from.
+pub(crate) type BaseCache = std::sync::RwLock<
+    std::collections::HashMap<(warrant_core::AgentId, String), (std::sync::Arc<()>, cedar_policy::Entities)>,
+>;
 
 /// Warrant's entity type names, parsed once (parsing a name runs Cedar's parser).
 #[derive(Debug)]
@@ -134,6 +142,7 @@ pub struct CompiledPolicies {
     pub(crate) scoped: std::sync::Arc<Vec<(cedar_policy::Policy, ActionScope)>>,
     pub(crate) slices: std::sync::Arc<Slices>,
     pub(crate) agents: std::sync::Arc<AgentCache>,
+    pub(crate) bases: std::sync::Arc<BaseCache>,
     pub(crate) types: std::sync::Arc<Types>,
     pub(crate) authorizer: std::sync::Arc<Authorizer>,
     schema_text: String,
@@ -240,6 +249,7 @@ impl CompiledPolicies {
             scoped: std::sync::Arc::new(scoped),
             slices: std::sync::Arc::default(),
             agents: std::sync::Arc::default(),
+            bases: std::sync::Arc::default(),
             types: std::sync::Arc::new(Types::new()?),
             authorizer: std::sync::Arc::new(Authorizer::new()),
             schema_text,
