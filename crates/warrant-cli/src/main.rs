@@ -16,6 +16,11 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use warrant_server::config::{FileConfig, Settings, DEFAULT_DATA_DIR};
 
+/// mimalloc instead of the system allocator: under decision load glibc's malloc and free
+/// took about a fifth of the CPU (see BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Warrant: identity, credentials and authorization for AI agents.
 #[derive(Debug, Parser)]
 #[command(name = "warrant", version, about, propagate_version = true)]
