@@ -163,7 +163,7 @@ impl Engine {
             status: HumanStatus::Active,
             created_at: self.now(),
         };
-        if self.store().list_humans().await?.iter().any(|h| h.email == human.email) {
+        if self.store().human_by_email(&human.email).await?.is_some() {
             return Err(RegistryError::Conflict(format!("a human with email `{}` already exists", human.email)));
         }
         self.audit_registry("human.add", None, Some(&human.id), serde_json::to_value(&human).unwrap_or_default())

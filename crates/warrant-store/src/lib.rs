@@ -43,6 +43,8 @@ pub trait HumanStore: Send + Sync {
     async fn insert_human(&self, human: &Human) -> Result<(), StoreError>;
     /// One human by id.
     async fn get_human(&self, id: &HumanId) -> Result<Option<Human>, StoreError>;
+    /// One human by email (emails are stored lower-case and unique).
+    async fn human_by_email(&self, email: &str) -> Result<Option<Human>, StoreError>;
     /// Every human, oldest first.
     async fn list_humans(&self) -> Result<Vec<Human>, StoreError>;
     /// Sets a human's status; `false` when there is no such human.

@@ -361,6 +361,15 @@ impl HumanStore for SqliteStore {
         .await
     }
 
+    async fn human_by_email(&self, email: &str) -> Result<Option<Human>, StoreError> {
+        let email = email.to_owned();
+        self.run(move |c| {
+            Ok(c.query_row(&format!("SELECT {HUMAN_COLS} FROM humans WHERE email = ?1"), [email], human_row)
+                .optional()?)
+        })
+        .await
+    }
+
     async fn list_humans(&self) -> Result<Vec<Human>, StoreError> {
         self.run(|c| {
             let mut stmt = c.prepare(&format!("SELECT {HUMAN_COLS} FROM humans ORDER BY created_at, id"))?;

@@ -241,7 +241,9 @@ async fn check_human_duplicate_email_conflicts(store: &dyn Store) {
     same_email.email = h.email.clone();
     assert_conflict(store.insert_human(&same_email).await, "duplicate human email");
     assert_eq!(store.get_human(&same_email.id).await.unwrap(), None);
-    assert_eq!(store.list_humans().await.unwrap(), vec![h]);
+    assert_eq!(store.list_humans().await.unwrap(), vec![h.clone()]);
+    assert_eq!(store.human_by_email(&h.email).await.unwrap(), Some(h));
+    assert_eq!(store.human_by_email("nobody@example.com").await.unwrap(), None);
 }
 
 async fn check_set_human_status(store: &dyn Store) {
