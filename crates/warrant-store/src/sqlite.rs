@@ -135,6 +135,14 @@ CREATE TABLE audit_checkpoints (
     signature TEXT NOT NULL
 );
 "#,
+    r#"
+CREATE TABLE warrant_agents (
+    agent TEXT NOT NULL,
+    jti TEXT NOT NULL REFERENCES warrants(jti),
+    PRIMARY KEY (agent, jti)
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO warrant_agents (agent, jti) SELECT j.value, w.jti FROM warrants w, json_each(w.chain) j;
+"#,
 ];
 
 /// The SQLite store.
@@ -541,6 +549,14 @@ impl WarrantStore for SqliteStore {
                     w.expires_at.0
                 ],
             )?;
+            {
+                // Every agent of the chain, so "every warrant whose chain contains this
+                // agent" is an index lookup (agent revocation).
+                let mut stmt = tx.prepare("INSERT OR IGNORE INTO warrant_agents (agent, jti) VALUES (?1, ?2)")?;
+                for agent in &w.chain {
+                    stmt.execute(params![agent.as_str(), w.jti.as_str()])?;
+                }
+            }
             tx.commit()?;
             Ok(())
         })

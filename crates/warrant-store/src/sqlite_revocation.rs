@@ -105,16 +105,16 @@ impl RevocationStore for SqliteStore {
     }
 
     async fn live_warrants_with_agent(&self, agent: &AgentId, now: UnixTime) -> Result<Vec<WarrantRecord>, StoreError> {
-        // Ids are quoted JSON strings in `chain`, and an id cannot contain a quote, so the
-        // pattern matches whole ids only.
-        let pattern = format!("%\"{}\"%", agent.as_str());
+        let agent = agent.clone();
         self.run(move |c| {
+            let cols = WARRANT_COLS.split(", ").map(|col| format!("w.{col}")).collect::<Vec<_>>().join(", ");
             warrants(
                 c,
                 &format!(
-                    "SELECT {WARRANT_COLS} FROM warrants WHERE expires_at > ?1 AND chain LIKE ?2 ORDER BY issued_at"
+                    "SELECT {cols} FROM warrant_agents a CROSS JOIN warrants w ON w.jti = a.jti \
+                     WHERE a.agent = ?1 AND w.expires_at > ?2 ORDER BY w.issued_at, w.rowid"
                 ),
-                params![now.0, pattern],
+                params![agent.as_str(), now.0],
             )
         })
         .await

@@ -60,6 +60,7 @@ macro_rules! conformance {
             check_warrant_needs_existing_task,
             check_warrant_jti_is_unique,
             check_warrant_and_task_are_atomic,
+            check_live_warrants_with_agent,
         );
     };
     (@tests $backend:ident, $open:ident; $($check:ident),+ $(,)?) => {
@@ -677,4 +678,78 @@ async fn sqlite_refuses_a_newer_schema() {
         Err(StoreError::Corrupt(msg)) => assert!(msg.contains("999"), "{msg}"),
         other => panic!("expected Corrupt for a newer schema, got {other:?}"),
     }
+}
+
+/// Every unexpired warrant whose chain contains an agent, wherever it stands in the chain.
+async fn check_live_warrants_with_agent(store: &dyn Store) {
+    let h = human(1, 100);
+    store.insert_human(&h).await.unwrap();
+    let (a, b, c) = (agent(1, &h, 100), agent(2, &h, 100), agent(3, &h, 100));
+    for x in [&a, &b, &c] {
+        store.insert_agent(x).await.unwrap();
+    }
+    let t = task(1, &h, &a, 1000);
+    let root = warrant(1, &t, &a, None, 1000);
+    let mid = warrant(2, &t, &b, Some(&root), 1001);
+    let leaf = warrant(3, &t, &c, Some(&mid), 1002);
+    let other = warrant(4, &t, &c, Some(&root), 1003);
+    store.record_warrant(&root, Some(&t)).await.unwrap();
+    for w in [&mid, &leaf, &other] {
+        store.record_warrant(w, None).await.unwrap();
+    }
+    let jtis = |ws: Vec<WarrantRecord>| ws.into_iter().map(|w| w.jti).collect::<Vec<_>>();
+    let now = UnixTime(1100);
+    assert_eq!(
+        jtis(store.live_warrants_with_agent(&b.id, now).await.unwrap()),
+        vec![mid.jti.clone(), leaf.jti.clone()]
+    );
+    assert_eq!(
+        jtis(store.live_warrants_with_agent(&a.id, now).await.unwrap()),
+        vec![root.jti.clone(), mid.jti.clone(), leaf.jti.clone(), other.jti.clone()]
+    );
+    assert_eq!(
+        jtis(store.live_warrants_with_agent(&c.id, now).await.unwrap()),
+        vec![leaf.jti.clone(), other.jti.clone()]
+    );
+    // Expired warrants are not live.
+    assert!(store.live_warrants_with_agent(&a.id, UnixTime(5000)).await.unwrap().is_empty());
+    assert!(store.live_warrants_with_agent(&AgentId::from_random([9; 12]), now).await.unwrap().is_empty());
+}
+
+/// Migration 3 indexes the agents of warrants recorded before it existed.
+#[tokio::test]
+async fn migration_backfills_the_agent_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("warrant.db");
+    let store = SqliteStore::open(&path).unwrap();
+    check_live_warrants_with_agent_setup(&store).await;
+    drop(store);
+    // Back to the schema before migration 3, as an older build left it.
+    let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch("DROP TABLE warrant_agents; PRAGMA user_version = 2;").unwrap();
+    drop(db);
+    let store = SqliteStore::open(&path).unwrap();
+    let live = warrant_store::RevocationStore::live_warrants_with_agent(
+        &store,
+        &AgentId::from_random([2; 12]),
+        UnixTime(1100),
+    )
+    .await
+    .unwrap();
+    assert_eq!(live.len(), 2, "the middle agent's warrant and its child");
+}
+
+async fn check_live_warrants_with_agent_setup(store: &dyn Store) {
+    let h = human(1, 100);
+    store.insert_human(&h).await.unwrap();
+    let (a, b) = (agent(1, &h, 100), agent(2, &h, 100));
+    store.insert_agent(&a).await.unwrap();
+    store.insert_agent(&b).await.unwrap();
+    let t = task(1, &h, &a, 1000);
+    let root = warrant(1, &t, &a, None, 1000);
+    let mid = warrant(2, &t, &b, Some(&root), 1001);
+    let leaf = warrant(3, &t, &a, Some(&mid), 1002);
+    store.record_warrant(&root, Some(&t)).await.unwrap();
+    store.record_warrant(&mid, None).await.unwrap();
+    store.record_warrant(&leaf, None).await.unwrap();
 }
