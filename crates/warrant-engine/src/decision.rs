@@ -83,6 +83,8 @@ pub struct VerifiedWarrant {
     pub claims: Arc<WarrantClaims>,
     /// Its parsed scope.
     pub scope: Scope,
+    /// Its chain of agents, root first.
+    pub chain: Vec<warrant_core::AgentId>,
 }
 
 /// Verified warrants by SHA-256 of the token, until they expire.
@@ -168,7 +170,8 @@ impl Engine {
         let claims = verify_warrant(token, ring.as_ref(), &self.config().issuer, now)
             .map_err(|e| refuse("invalid_token", format!("invalid warrant: {e}"), None))?;
         let scope = claims.scope().map_err(|e| refuse("invalid_token", format!("invalid warrant scope: {e}"), None))?;
-        let verified = Arc::new(VerifiedWarrant { claims: Arc::new(claims), scope });
+        let chain = claims.chain();
+        let verified = Arc::new(VerifiedWarrant { claims: Arc::new(claims), scope, chain });
         self.warrant_cache().put(digest, Arc::clone(&verified), now);
         Ok(verified)
     }
@@ -186,8 +189,8 @@ impl Engine {
         }
         let directory = self.directory();
         let mut acting = None;
-        for id in claims.chain() {
-            let Some(agent) = directory.agent(&id) else {
+        for id in &warrant.chain {
+            let Some(agent) = directory.agent(id) else {
                 return Err(refuse("agent", format!("agent `{id}` is not registered"), Some(claims)));
             };
             agent.usable_at(now).map_err(|why| refuse("agent", format!("agent `{id}` {why}"), Some(claims)))?;

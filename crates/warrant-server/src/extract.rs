@@ -126,6 +126,15 @@ impl<S: Send + Sync> FromRequest<S> for TokenForm {
     }
 }
 
+/// The bearer token of an `Authorization: Bearer …` header, if any.
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+}
+
 /// Whether `presented` is the admin token (constant-time comparison).
 pub fn is_admin_token(state: &AppState, presented: &str) -> bool {
     bool::from(presented.as_bytes().ct_eq(state.admin_token.as_bytes()))
@@ -140,12 +149,7 @@ impl FromRequestParts<AppState> for Admin {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         use axum::response::IntoResponse as _;
-        let presented = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .map(str::trim);
+        let presented = bearer_token(&parts.headers);
         let ok = presented.is_some_and(|p| is_admin_token(state, p));
         if ok {
             Ok(Admin)

@@ -1,7 +1,7 @@
 //! `POST /v1/revocations`, `GET /v1/tasks/{id}`, `POST /v1/tasks/{id}/complete`.
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::Json as JsonOut;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -157,18 +157,13 @@ pub async fn complete(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<JsonOut<RevokedView>, ApiError> {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "send the admin token or the task's root warrant as a bearer token",
-            )
-        })?;
+    let bearer = crate::extract::bearer_token(&headers).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send the admin token or the task's root warrant as a bearer token",
+        )
+    })?;
     let by =
         if crate::extract::is_admin_token(&state, bearer) { Completer::Admin } else { Completer::RootWarrant(bearer) };
     let revoked = state.engine.complete_task(&id, by).await?;
