@@ -88,6 +88,7 @@ pub fn subject(depth: usize, mode: Mode) -> Subject {
         owner,
         parent: None,
         cnf: None,
+        budget: Default::default(),
     };
     Subject { agent, claims }
 }
@@ -108,6 +109,9 @@ impl Subject {
             resource_attrs: Some(&probe.resource_attrs),
             telemetry: Some(&probe.telemetry),
             now: probe.at,
+            trust: 100,
+            anomaly: &[],
+            approved: false,
         }
     }
 }
@@ -199,6 +203,8 @@ pub fn cedar_context(subject: &Subject, probe: &Probe) -> Context {
         ("scope".to_owned(), RestrictedExpression::new_set(claims.scope.split_whitespace().map(string))),
         ("hour".to_owned(), RestrictedExpression::new_long(hour)),
         ("weekday".to_owned(), RestrictedExpression::new_long(weekday)),
+        ("trust".to_owned(), RestrictedExpression::new_long(100)),
+        ("anomaly".to_owned(), RestrictedExpression::new_set([])),
         ("telemetry".to_owned(), json_expr(&probe.telemetry).unwrap()),
     ])
     .unwrap()
@@ -290,6 +296,8 @@ pub fn rego_input_json(subject: &Subject, probe: &Probe) -> Value {
         "scope": claims.scope.split_whitespace().collect::<Vec<_>>(),
         "hour": hour,
         "weekday": weekday,
+        "trust": 100,
+        "anomaly": [],
         "context": probe.telemetry,
     })
 }

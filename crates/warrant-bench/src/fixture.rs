@@ -59,6 +59,7 @@ pub fn authorize_request(token: &str, probe: &Probe) -> AuthorizeRequest {
         resource: probe.resource.clone(),
         resource_attrs: Some(probe.resource_attrs.clone()),
         context: Some(probe.telemetry.clone()),
+        approval_id: None,
     }
 }
 

@@ -93,6 +93,12 @@ pub enum AgentCmd {
         /// Agent id.
         id: String,
     },
+    /// Show an agent's trust score, what its baseline learned and its recent anomaly
+    /// signals (review this before resuming a quarantined agent).
+    Trust {
+        /// Agent id.
+        id: String,
+    },
 }
 
 const HUMAN_FIELDS: &[&str] = &["id", "name", "email", "status", "entitlements", "created_at"];
@@ -174,6 +180,7 @@ pub async fn agent(conn: &Conn, cmd: AgentCmd) -> CliResult {
             print(conn.json, &client.post(&format!("/v1/agents/{id}/resume"), &json!({})).await?, one)
         }
         AgentCmd::Retire { id } => print(conn.json, &client.delete(&format!("/v1/agents/{id}")).await?, one),
+        AgentCmd::Trust { id } => return crate::guard::trust(conn, id).await,
     }
     Ok(())
 }

@@ -87,6 +87,23 @@ impl Client {
         self.send(self.http.delete(&url), &url).await
     }
 
+    /// `GET path` as a stream (server-sent events): the response, once it is a success.
+    pub async fn stream(&self, path: &str) -> Result<reqwest::Response, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.get(&url).header("accept", "text/event-stream");
+        if let Some(token) = &self.admin {
+            req = req.bearer_auth(token);
+        }
+        let resp = req.send().await.map_err(|source| ClientError::Unreachable { url: url.clone(), source })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        let field = |name: &str| body.get(name).and_then(Value::as_str).unwrap_or_default().to_owned();
+        Err(ClientError::Api { status, code: field("error"), message: field("message") })
+    }
+
     /// `POST /oauth2/token` with form fields (no admin token is sent).
     pub async fn token(&self, form: &[(&str, &str)]) -> Result<Value, ClientError> {
         let url = format!("{}/oauth2/token", self.base);

@@ -5,6 +5,7 @@ mod bench;
 mod client;
 mod demo;
 mod evidence;
+mod guard;
 mod keyfile;
 mod ops;
 mod output;
@@ -92,6 +93,58 @@ enum Command {
         /// Resource attributes as a JSON object.
         #[arg(long)]
         resource_attrs: Option<String>,
+        /// Retry a `pending` decision with its approval, once approved (`apr_…`).
+        #[arg(long)]
+        approval_id: Option<String>,
+    },
+    /// List and show human approvals of pending decisions.
+    Approvals {
+        #[command(flatten)]
+        conn: Conn,
+        /// Act as this human: their session token (`warrant human session`); `-` reads
+        /// stdin, `@FILE` a file. Default: the admin token.
+        #[arg(long, global = true)]
+        session: Option<String>,
+        #[command(subcommand)]
+        cmd: guard::ApprovalsCmd,
+    },
+    /// Approve a pending decision: the agent's retry with the approval id is allowed once.
+    Approve {
+        #[command(flatten)]
+        conn: Conn,
+        /// Approval id (`apr_…`).
+        id: String,
+        /// Why (kept in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Approve as this human (their session token); default: the admin token.
+        #[arg(long)]
+        session: Option<String>,
+    },
+    /// Reject a pending decision.
+    Reject {
+        #[command(flatten)]
+        conn: Conn,
+        /// Approval id (`apr_…`).
+        id: String,
+        /// Why (kept in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Reject as this human (their session token); default: the admin token.
+        #[arg(long)]
+        session: Option<String>,
+    },
+    /// Stream live events (decisions, anomalies, quarantines, approvals, revocations), one
+    /// JSON object per line, until interrupted.
+    Events {
+        #[command(flatten)]
+        conn: Conn,
+        /// Only events about this agent.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Only these kinds, comma-separated.
+        #[arg(long)]
+        kind: Option<String>,
     },
     /// Revoke a warrant (with its descendants), an agent, a task or a human.
     Revoke {
@@ -210,6 +263,7 @@ async fn serve(args: ServeArgs) -> CliResult {
         max_depth: args.max_depth,
         session_ttl: args.session_ttl,
         body_limit: args.body_limit,
+        guard: None,
     };
     let settings = Settings::resolve(options, args.config.as_deref())?;
     let server = warrant_server::BoundServer::bind(&settings).await?;
@@ -251,9 +305,14 @@ async fn run(cli: Cli) -> CliResult {
         Command::Agent { conn, cmd } => admin::agent(&conn, cmd).await,
         Command::Token { conn, cmd } => tokens::token(&conn, cmd).await,
         Command::Key(KeyCmd::Rotate { data }) => rotate(data).await,
-        Command::Authorize { conn, token, action, resource, context, resource_attrs } => {
-            ops::authorize(&conn, token, action, resource, context, resource_attrs).await
+        Command::Authorize { conn, token, action, resource, context, resource_attrs, approval_id } => {
+            ops::authorize(&conn, ops::AuthorizeArgs { token, action, resource, context, resource_attrs, approval_id })
+                .await
         }
+        Command::Approvals { conn, session, cmd } => guard::approvals(&conn, cmd, session).await,
+        Command::Approve { conn, id, reason, session } => guard::decide(&conn, id, true, reason, session).await,
+        Command::Reject { conn, id, reason, session } => guard::decide(&conn, id, false, reason, session).await,
+        Command::Events { conn, agent, kind } => guard::events(&conn, agent, kind).await,
         Command::Revoke { conn, kind, id, reason } => ops::revoke(&conn, kind, id, reason).await,
         Command::Task { conn, cmd } => ops::task(&conn, cmd).await,
         Command::Policy { conn, cmd } => evidence::policy(&conn, cmd).await,

@@ -29,17 +29,28 @@ fn parse_object(flag: &str, text: Option<String>) -> Result<Option<Value>, Strin
     .transpose()
 }
 
+/// `warrant authorize`'s arguments.
+#[derive(Debug)]
+pub struct AuthorizeArgs {
+    /// The warrant argument (`-`, `@FILE` or the token).
+    pub token: String,
+    /// The action.
+    pub action: String,
+    /// The resource.
+    pub resource: String,
+    /// `--context` JSON.
+    pub context: Option<String>,
+    /// `--resource-attrs` JSON.
+    pub resource_attrs: Option<String>,
+    /// `--approval-id`.
+    pub approval_id: Option<String>,
+}
+
 /// Runs `warrant authorize`.
-pub async fn authorize(
-    conn: &Conn,
-    token: String,
-    action: String,
-    resource: String,
-    context: Option<String>,
-    resource_attrs: Option<String>,
-) -> CliResult {
+pub async fn authorize(conn: &Conn, args: AuthorizeArgs) -> CliResult {
+    let AuthorizeArgs { token, action, resource, context, resource_attrs, approval_id } = args;
     let token = crate::tokens::read_token_arg(&token)?;
-    let mut body = json!({ "token": token, "action": action, "resource": resource });
+    let mut body = json!({ "token": token, "action": action, "resource": resource, "approval_id": approval_id });
     if let (Some(map), Some(c)) = (body.as_object_mut(), parse_object("context", context)?) {
         map.insert("context".into(), c);
     }
@@ -48,10 +59,30 @@ pub async fn authorize(
     }
     let answer = conn.client().post("/v1/authorize", &body).await?;
     print(conn.json, &answer, |v| {
-        record(v, &["decision", "decision_id", "code", "reasons", "policies", "policy_version"])
+        record(
+            v,
+            &[
+                "decision",
+                "decision_id",
+                "code",
+                "reasons",
+                "policies",
+                "policy_version",
+                "approval_id",
+                "retry_after",
+                "trust",
+            ],
+        )
     });
-    if answer.get("decision").and_then(Value::as_str) != Some("allow") && !conn.json {
-        return Err("denied".into());
+    match answer.get("decision").and_then(Value::as_str) {
+        Some("allow") => {}
+        _ if conn.json => {}
+        Some("pending") => {
+            return Err(
+                "pending: approve it with `warrant approve <approval_id>`, then retry with `--approval-id`".into()
+            )
+        }
+        _ => return Err("denied".into()),
     }
     Ok(())
 }

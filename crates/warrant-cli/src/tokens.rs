@@ -45,6 +45,10 @@ pub struct Ask {
     /// Lifetime in seconds; capped by the server's maximum and the parent's expiry.
     #[arg(long)]
     ttl: Option<i64>,
+    /// Budgets, e.g. `estimated_cost=5000`: what this warrant and its sub-agents may spend
+    /// in all (a delegation gets at most what the parent has left).
+    #[arg(long)]
+    budget: Option<String>,
     /// Print only the token (for `$(…)` in scripts).
     #[arg(long)]
     token_only: bool,
@@ -161,6 +165,9 @@ fn ask_fields(ask: &Ask) -> Vec<(&'static str, String)> {
     }
     if let Some(ttl) = ask.ttl {
         out.push(("ttl", ttl.to_string()));
+    }
+    if let Some(budget) = &ask.budget {
+        out.push(("budget", budget.clone()));
     }
     out
 }

@@ -40,11 +40,13 @@ pub enum AuditKind {
     Policy,
     /// A task changed state (e.g. completed).
     Task,
+    /// A human approval was opened, approved, rejected or used.
+    Approval,
 }
 
 impl AuditKind {
     /// Every kind, in declaration order.
-    pub const ALL: [AuditKind; 7] = [
+    pub const ALL: [AuditKind; 8] = [
         AuditKind::Issuance,
         AuditKind::Delegation,
         AuditKind::Decision,
@@ -52,6 +54,7 @@ impl AuditKind {
         AuditKind::Registry,
         AuditKind::Policy,
         AuditKind::Task,
+        AuditKind::Approval,
     ];
 
     /// The wire name (`snake_case`).
@@ -64,6 +67,7 @@ impl AuditKind {
             AuditKind::Registry => "registry",
             AuditKind::Policy => "policy",
             AuditKind::Task => "task",
+            AuditKind::Approval => "approval",
         }
     }
 

@@ -88,6 +88,10 @@ pub struct WarrantClaims {
     /// Confirmation claim when the warrant is sender-constrained.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cnf: Option<serde_json::Value>,
+    /// Budgets (extension): counter -> what this warrant and everything delegated from it
+    /// may spend in all, e.g. `{"estimated_cost": 5000}`. Absent when there is none.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub budget: std::collections::BTreeMap<String, i64>,
 }
 
 impl WarrantClaims {

@@ -113,6 +113,10 @@ typed_id!(
     /// A warrant's `jti`.
     WarrantId, "wrt_", "warrant"
 );
+typed_id!(
+    /// A human approval of a `pending` decision.
+    ApprovalId, "apr_", "approval"
+);
 
 #[cfg(test)]
 mod tests {

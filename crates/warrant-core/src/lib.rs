@@ -11,10 +11,13 @@
 //! * [`registry`]: humans and agents as registered.
 //! * [`claims`]: the claims a warrant carries on the wire (DESIGN.md §4).
 //! * [`delegation`]: the issuance and delegation rules (DESIGN.md §2 invariants 1, 2, 6).
+//! * [`guard`]: runtime guardrails: rate limits, budgets, baselines, anomaly signals,
+//!   trust and approvals.
 
 pub mod audit;
 pub mod claims;
 pub mod delegation;
+pub mod guard;
 pub mod id;
 pub mod permission;
 pub mod registry;
@@ -23,7 +26,7 @@ pub mod time;
 
 pub use claims::{Actor, TaskClaim, WarrantClaims};
 pub use delegation::{DelegationError, Grant, Limits};
-pub use id::{AgentId, HumanId, IdError, TaskId, WarrantId};
+pub use id::{AgentId, ApprovalId, HumanId, IdError, TaskId, WarrantId};
 pub use permission::{Permission, PermissionError};
 pub use registry::{Agent, AgentStatus, Human, HumanStatus, Mode, PublicJwk};
 pub use scope::Scope;

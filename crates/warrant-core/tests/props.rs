@@ -534,6 +534,7 @@ fn make_claims(
         owner: owner.clone(),
         parent: (chain.len() > 1).then(|| WarrantId::from_random([0xee; 12])),
         cnf: None,
+        budget: Default::default(),
     }
 }
 
@@ -1419,4 +1420,343 @@ fn chain_owners_and_the_traced_human_are_checked_now() {
     let err = attempt(std::slice::from_ref(&owner), &mallory);
     assert_eq!(err, Err(DelegationError::HumanMismatch { expected: alice.id.clone(), given: mallory.id }));
     assert!(!err.unwrap_err().is_scope_error());
+}
+
+// ---------------------------------------------------------------------------------------
+// Guardrails: budgets, rate limits, trust and baselines
+// ---------------------------------------------------------------------------------------
+
+/// Property tests of `warrant_core::guard`: the budget ledger against a model of the
+/// delegation tree, GCRA against its conformance bound, and the trust and baseline rules.
+mod guard_props {
+    use std::collections::BTreeMap;
+
+    use proptest::collection::{btree_map, vec};
+    use proptest::prelude::*;
+    use proptest::sample::Index;
+    use warrant_core::guard::baseline::{Baseline, BaselineConfig};
+    use warrant_core::guard::budget::{attenuate, format_budget, parse_budget, Budget, Charge, ChargeError, Ledger};
+    use warrant_core::guard::rate::{Gcra, RateLimit};
+    use warrant_core::guard::signal::{Signal, SignalKind};
+    use warrant_core::guard::trust::{percent, Trust, TrustConfig};
+    use warrant_core::{UnixTime, WarrantId};
+
+    const T0: i64 = 1_700_000_000;
+    const EXP: UnixTime = UnixTime(2_000_000_000);
+    /// The most warrants a generated tree holds.
+    const MAX_NODES: usize = 12;
+
+    #[derive(Debug, Clone)]
+    enum LedgerOp {
+        /// Delegates from an existing warrant: with its own (attenuated) budget, asking
+        /// for `requested` (cost, rows) or for everything; or with no budget of its own.
+        Open { parent: Index, own: bool, requested: Option<(i64, i64)> },
+        /// Charges (cost, rows) to an existing warrant.
+        Charge { node: Index, cost: i64, rows: i64 },
+        /// Refunds the latest accepted charge not refunded yet.
+        Refund,
+    }
+
+    fn ledger_op() -> impl Strategy<Value = LedgerOp> {
+        prop_oneof![
+            2 => (any::<Index>(), any::<bool>(), proptest::option::of((0i64..150, 0i64..30)))
+                .prop_map(|(parent, own, requested)| LedgerOp::Open { parent, own, requested }),
+            6 => (any::<Index>(), 0i64..40, 0i64..8).prop_map(|(node, cost, rows)| LedgerOp::Charge { node, cost, rows }),
+            1 => Just(LedgerOp::Refund),
+        ]
+    }
+
+    fn node_id(i: usize) -> WarrantId {
+        WarrantId::parse(&format!("wrt_n{i}")).unwrap()
+    }
+
+    /// The reference model: the tree, each warrant's own limits, and the accepted charges.
+    struct Model {
+        parents: Vec<Option<usize>>,
+        limits: Vec<Budget>,
+        /// Accepted, unrefunded charges: (warrant charged at, amounts).
+        accepted: Vec<(usize, Budget)>,
+    }
+
+    impl Model {
+        /// `n` and its ancestors.
+        fn chain(&self, n: usize) -> Vec<usize> {
+            let mut chain = vec![n];
+            let mut cur = n;
+            while let Some(p) = self.parents[cur] {
+                chain.push(p);
+                cur = p;
+            }
+            chain
+        }
+
+        /// What was accepted at `m` or below it on `counter`.
+        fn spent_below(&self, m: usize, counter: &str) -> i64 {
+            self.accepted
+                .iter()
+                .filter(|(n, _)| self.chain(*n).contains(&m))
+                .map(|(_, amounts)| amounts.get(counter).copied().unwrap_or(0))
+                .sum()
+        }
+
+        /// What `n` may still spend, per counter: the least left on its chain.
+        fn left(&self, n: usize) -> Budget {
+            let mut left = Budget::new();
+            for m in self.chain(n) {
+                for (c, &limit) in &self.limits[m] {
+                    let l = limit - self.spent_below(m, c);
+                    left.entry(c.clone()).and_modify(|v| *v = (*v).min(l)).or_insert(l);
+                }
+            }
+            left
+        }
+    }
+
+    fn budget(pairs: &[(&str, i64)]) -> Budget {
+        pairs.iter().map(|(c, v)| ((*c).to_owned(), *v)).collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// For any tree of warrants (budgets attenuated from the parent's, or none of their
+        /// own) and any sequence of charges and refunds: what was accepted at or below a
+        /// warrant never exceeds its limit; a charge is accepted exactly when every warrant
+        /// on its chain has enough left; a refused charge changes nothing; and `left`
+        /// agrees with the model throughout.
+        #[test]
+        fn ledger_trees_never_overspend(
+            root_cost in 0i64..200,
+            root_rows in proptest::option::of(0i64..50),
+            ops in vec(ledger_op(), 1..60),
+        ) {
+            let mut root = budget(&[("cost", root_cost)]);
+            if let Some(rows) = root_rows {
+                root.insert("rows".into(), rows);
+            }
+            let mut ledger = Ledger::default();
+            ledger.open(node_id(0), None, root.clone(), EXP);
+            let mut model = Model { parents: vec![None], limits: vec![root], accepted: Vec::new() };
+            let mut history: Vec<Vec<Charge>> = Vec::new();
+
+            for op in ops {
+                let nodes = model.parents.len();
+                match op {
+                    LedgerOp::Open { parent, own, requested } => {
+                        if nodes >= MAX_NODES {
+                            continue;
+                        }
+                        let p = parent.index(nodes);
+                        let limits = if own {
+                            let requested = requested.map(|(cost, rows)| budget(&[("cost", cost), ("rows", rows)]));
+                            attenuate(&ledger.left(&node_id(p)), requested.as_ref())
+                        } else {
+                            Budget::new()
+                        };
+                        ledger.open(node_id(nodes), Some(node_id(p)), limits.clone(), EXP);
+                        model.parents.push(Some(p));
+                        model.limits.push(limits);
+                    }
+                    LedgerOp::Charge { node, cost, rows } => {
+                        let n = node.index(nodes);
+                        let amounts = budget(&[("cost", cost), ("rows", rows)]);
+                        let fits = model.left(n).iter().all(|(c, &l)| amounts.get(c).copied().unwrap_or(0) <= l);
+                        let before: Vec<Budget> = (0..nodes).map(|i| ledger.left(&node_id(i))).collect();
+                        match ledger.charge(&node_id(n), &amounts) {
+                            Ok(charges) => {
+                                prop_assert!(fits, "accepted {:?} at {} beyond {:?}", amounts, n, model.left(n));
+                                prop_assert!(charges.iter().all(|c| c.amount > 0));
+                                model.accepted.push((n, amounts));
+                                history.push(charges);
+                            }
+                            Err(ChargeError::Exceeded { left, needed, .. }) => {
+                                prop_assert!(!fits, "refused {:?} at {} within {:?}", amounts, n, model.left(n));
+                                prop_assert!(needed > left);
+                                let after: Vec<Budget> = (0..nodes).map(|i| ledger.left(&node_id(i))).collect();
+                                prop_assert_eq!(after, before);
+                            }
+                            Err(e) => prop_assert!(false, "unexpected {e}"),
+                        }
+                    }
+                    LedgerOp::Refund => {
+                        if let Some(charges) = history.pop() {
+                            ledger.refund(&charges);
+                            model.accepted.pop();
+                        }
+                    }
+                }
+                for m in 0..model.parents.len() {
+                    for (c, &limit) in &model.limits[m] {
+                        prop_assert!(model.spent_below(m, c) <= limit, "warrant {} overspent `{}`", m, c);
+                    }
+                    prop_assert_eq!(ledger.left(&node_id(m)), model.left(m));
+                    let mut counters: Vec<String> = model.left(m).into_keys().collect();
+                    counters.sort();
+                    prop_assert_eq!(ledger.counters(&node_id(m)), counters);
+                }
+            }
+        }
+
+        /// Budgets print as they parse.
+        #[test]
+        fn budgets_round_trip(b in btree_map("[a-z][a-z0-9_]{0,12}", 0i64..=i64::MAX, 0..=16)) {
+            prop_assert_eq!(parse_budget(&format_budget(&b)), Ok(b));
+        }
+
+        /// A child never gets more than its parent has left, nor a negative limit.
+        #[test]
+        fn attenuation_never_widens(
+            left in btree_map(prop::sample::select(vec!["a", "b", "c"]), -10i64..100, 0..3),
+            requested in proptest::option::of(btree_map(prop::sample::select(vec!["a", "b", "d"]), 0i64..100, 0..3)),
+        ) {
+            let left: Budget = left.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            let requested: Option<Budget> = requested.map(|r| r.into_iter().map(|(k, v)| (k.to_owned(), v)).collect());
+            let child = attenuate(&left, requested.as_ref());
+            for (c, &l) in &left {
+                prop_assert!(child[c] <= l.max(0) && child[c] >= 0);
+            }
+            for (c, &v) in child.iter() {
+                if let Some(r) = requested.as_ref().and_then(|r| r.get(c)) {
+                    prop_assert!(v <= *r);
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// GCRA's conformance bound: between any two admitted requests `s` seconds apart,
+        /// at most `limit * (per + s) / per` are admitted (a burst of `limit`, then the
+        /// rate). A refusal's `retry_after` is exact: the request conforms then, and not
+        /// a second earlier.
+        #[test]
+        fn gcra_admits_at_most_burst_plus_rate(
+            limit in 1u64..20,
+            per in 1u64..120,
+            gaps in vec(prop_oneof![Just(0i64), 0i64..5, 0i64..40], 1..200),
+        ) {
+            let rl = RateLimit { limit, per_secs: per };
+            let mut g = Gcra::default();
+            let mut t = T0;
+            let mut admitted = Vec::new();
+            for gap in gaps {
+                t += gap;
+                match g.check(rl, UnixTime(t)) {
+                    Ok(next) => {
+                        g = next;
+                        admitted.push(t);
+                    }
+                    Err(retry) => {
+                        prop_assert!(retry >= 1);
+                        let retry = i64::try_from(retry).unwrap();
+                        prop_assert!(g.check(rl, UnixTime(t + retry)).is_ok());
+                        if retry > 1 {
+                            prop_assert!(g.check(rl, UnixTime(t + retry - 1)).is_err());
+                        }
+                    }
+                }
+            }
+            for i in 0..admitted.len() {
+                for j in i..admitted.len() {
+                    let span = i128::from(admitted[j] - admitted[i]);
+                    let count = i128::try_from(j - i + 1).unwrap();
+                    let (l, p) = (i128::from(limit), i128::from(per));
+                    prop_assert!(count * p <= l * (p + span), "{} admitted in {}s under {}", count, span, rl);
+                }
+            }
+        }
+
+        /// A fresh key admits exactly `limit` at once; requests spaced by at least the
+        /// emission interval are always admitted.
+        #[test]
+        fn gcra_burst_and_steady_pace(limit in 1u64..50, per in 1u64..100, extra in vec(0i64..3, 1..60)) {
+            let rl = RateLimit { limit, per_secs: per };
+            let mut g = Gcra::default();
+            let mut admitted = 0;
+            for _ in 0..limit + 5 {
+                if let Ok(next) = g.check(rl, UnixTime(T0)) {
+                    g = next;
+                    admitted += 1;
+                }
+            }
+            prop_assert_eq!(admitted, limit);
+
+            let interval = i64::try_from(per.div_ceil(limit)).unwrap();
+            let mut g = Gcra::default();
+            let mut t = T0;
+            for e in extra {
+                let next = g.check(rl, UnixTime(t));
+                prop_assert!(next.is_ok(), "refused at {} under {}", t - T0, rl);
+                g = next.unwrap();
+                t += interval + e;
+            }
+        }
+
+        /// Rate limits print as they parse.
+        #[test]
+        fn rate_limits_round_trip(limit in any::<u64>(), per in 1u64..=u64::MAX) {
+            let rl = RateLimit { limit, per_secs: per };
+            prop_assert_eq!(RateLimit::parse(&rl.to_string()), Ok(rl));
+        }
+
+        /// Trust stays in [0, 1], never rises with a signal, never falls with time alone,
+        /// and `percent` agrees with it.
+        #[test]
+        fn trust_is_bounded_and_monotone(
+            steps in vec((0i64..20_000, proptest::option::of(prop::sample::select(SignalKind::ALL.to_vec()))), 1..40),
+        ) {
+            let cfg = TrustConfig::default();
+            let mut trust = Trust::new(&cfg, UnixTime(T0));
+            let mut now = T0;
+            for (dt, kind) in steps {
+                let before = trust.current(&cfg, UnixTime(now));
+                now += dt;
+                let later = trust.current(&cfg, UnixTime(now));
+                prop_assert!(later >= before && (0.0..=1.0).contains(&later));
+                let signals: Vec<Signal> = kind.into_iter().map(|k| Signal::new(k, "p")).collect();
+                trust = trust.penalise(&cfg, &signals, UnixTime(now));
+                let after = trust.current(&cfg, UnixTime(now));
+                prop_assert!(after <= later && (0.0..=1.0).contains(&after));
+                prop_assert!((0..=100).contains(&percent(after)));
+                prop_assert_eq!(trust.quarantined(&cfg, UnixTime(now)), after < cfg.quarantine_below);
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Past learning, an action is novel exactly when it was never allowed; assessing
+        /// and denying never teach the baseline.
+        #[test]
+        fn novelty_is_exactly_never_allowed(
+            steps in vec((prop::sample::select(vec!["a.read", "a.write", "b.send", "c.drop"]), any::<bool>()), 1..60),
+        ) {
+            let cfg = BaselineConfig::default();
+            let mut b = Baseline::new(UnixTime(T0));
+            let mut t = T0;
+            for _ in 0..120 {
+                b.assess(&cfg, "a.read", "x/1", UnixTime(t));
+                b.record(&cfg, "a.read", "x/1", true, false, UnixTime(t));
+                t += 6;
+            }
+            let mut allowed: BTreeMap<&str, bool> = BTreeMap::from([("a.read", true)]);
+            for (action, allow) in steps {
+                t += 3;
+                let known = allowed.contains_key(action);
+                let before = (b.actions.clone(), b.prefixes.clone(), b.hours, b.allowed);
+                let signals = b.assess(&cfg, action, "x/2", UnixTime(t));
+                prop_assert_eq!((b.actions.clone(), b.prefixes.clone(), b.hours, b.allowed), before.clone());
+                let novel = signals.iter().any(|s| s.kind == SignalKind::NovelAction);
+                prop_assert_eq!(novel, !known, "{} known: {}", action, known);
+                b.record(&cfg, action, "x/2", allow, true, UnixTime(t));
+                if allow {
+                    allowed.insert(action, true);
+                } else {
+                    prop_assert_eq!((b.actions.clone(), b.prefixes.clone(), b.hours, b.allowed), before);
+                }
+            }
+        }
+    }
 }

@@ -30,7 +30,7 @@ use tokio::time::Instant;
 use warrant_core::audit::{chain, AuditEntry, ChainVerifier, CheckpointHead, VerifyReport, GENESIS};
 use warrant_core::UnixTime;
 use warrant_store::audit::{AuditRow, AuditStore, StoredCheckpoint};
-use warrant_store::{KeyStore, StoreError};
+use warrant_store::{KeyStore, SpendCharge, StoreError};
 use warrant_token::checkpoint::{self, Checkpoint, KeyArchive};
 use warrant_token::{KeyPair, KeyResolver};
 
@@ -180,7 +180,7 @@ impl AuditMetrics {
 }
 
 type Ack = oneshot::Sender<Result<u64, AuditError>>;
-type Job = (AuditEntry, Ack);
+type Job = (AuditEntry, Vec<SpendCharge>, Ack);
 
 /// The single writer of the audit chain. Share it (e.g. in an `Arc`); every clone of the
 /// queue feeds the same task.
@@ -244,6 +244,12 @@ impl AuditWriter {
     /// receipt to await durability with. Callers that answer anyone must await it first;
     /// this split exists so benchmarks can measure the decision path up to the queue.
     pub async fn enqueue(&self, entry: AuditEntry) -> Result<Receipt, AuditError> {
+        self.enqueue_with(entry, Vec::new()).await
+    }
+
+    /// Like [`AuditWriter::enqueue`], with budget charges that become durable in the same
+    /// transaction as the record (never one without the other).
+    pub async fn enqueue_with(&self, entry: AuditEntry, charges: Vec<SpendCharge>) -> Result<Receipt, AuditError> {
         let (ack, answer) = oneshot::channel();
         let permit = match self.queue.try_reserve() {
             Ok(permit) => permit,
@@ -256,7 +262,7 @@ impl AuditWriter {
                 }
             }
         };
-        permit.send((entry, ack));
+        permit.send((entry, charges, ack));
         Ok(Receipt(answer))
     }
 
@@ -360,7 +366,7 @@ impl Writer {
                     tracing::error!(error = %e, "cannot read the audit head; refusing the batch");
                     self.metrics.failed_batches.fetch_add(1, Ordering::Relaxed);
                     let error = AuditError::WriteFailed(e.to_string());
-                    for (_, ack) in jobs {
+                    for (_, _, ack) in jobs {
                         let _ = ack.send(Err(error.clone()));
                     }
                     return;
@@ -371,12 +377,14 @@ impl Writer {
         let mut at = self.head_at;
         let mut rows = Vec::with_capacity(jobs.len());
         let mut acks = Vec::with_capacity(jobs.len());
-        for (entry, ack) in jobs {
+        for (entry, charges, ack) in jobs {
             let next = seq.saturating_add(1);
             match chain(prev, next, &entry) {
                 Ok(record) => {
                     (seq, prev, at) = (next, record.hash, Some(entry.at));
-                    rows.push(AuditRow::new(record, &entry));
+                    let mut row = AuditRow::new(record, &entry);
+                    row.charges = charges;
+                    rows.push(row);
                     acks.push((next, ack));
                 }
                 Err(e) => {

@@ -21,6 +21,8 @@ pub struct EngineConfig {
     pub policy_dir: Option<std::path::PathBuf>,
     /// Audit writer settings.
     pub audit: crate::audit::AuditConfig,
+    /// Runtime guardrails.
+    pub guard: crate::guard::GuardConfig,
 }
 
 impl EngineConfig {
@@ -35,6 +37,7 @@ impl EngineConfig {
             key_grace: 60,
             policy_dir: None,
             audit: crate::audit::AuditConfig::default(),
+            guard: crate::guard::GuardConfig::default(),
         }
     }
 

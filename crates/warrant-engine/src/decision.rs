@@ -1,6 +1,9 @@
 //! The decision path (DESIGN.md §3), every call, no database read:
 //! parse -> verify the warrant (cached by token digest until it expires) -> revocation
-//! -> agent, owner and human status -> scope covers -> Cedar -> audit record -> answer.
+//! -> agent, owner and human status -> scope covers -> guardrails' assessment (anomaly
+//! signals, trust; quarantine below the threshold) -> Cedar (with `trust` and `anomaly`)
+//! -> `@quarantine` / `@approval` forbids -> rate limits -> budgets -> approval used ->
+//! audit record (with the budget charges, in one transaction) -> answer.
 //!
 //! Every failure on the way is a deny with a reason (DESIGN.md invariant 4): an invalid
 //! token, an unknown key, a policy error, an audit write failure. Nothing fails open.
@@ -10,10 +13,14 @@ use std::sync::{Arc, RwLock};
 
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
-use warrant_core::{Permission, Scope, UnixTime, WarrantClaims};
+use warrant_core::guard::budget::Charge;
+use warrant_core::guard::signal::Signal;
+use warrant_core::guard::trust::percent;
+use warrant_core::{Agent, AgentId, Permission, Scope, UnixTime, WarrantClaims};
 use warrant_policy::DecisionInput;
 use warrant_token::warrant::verify_warrant;
 
+use crate::quarantine::quarantine_reason;
 use crate::Engine;
 
 /// The most entries the verified-warrant cache holds before it is swept.
@@ -36,15 +43,19 @@ pub struct AuthorizeRequest {
     pub resource_attrs: Option<Value>,
     /// Runtime telemetry (a JSON object): `estimated_cost`, `rows`, …
     pub context: Option<Value>,
+    /// The approval this retry presents (`apr_…`), after a `pending` answer.
+    pub approval_id: Option<String>,
 }
 
-/// `allow` or `deny`.
+/// `allow`, `deny` or `pending`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// The action may proceed.
     Allow,
     /// It may not.
     Deny,
+    /// It may proceed once a human approves it: retry with the approval id.
+    Pending,
 }
 
 impl Outcome {
@@ -53,14 +64,15 @@ impl Outcome {
         match self {
             Outcome::Allow => "allow",
             Outcome::Deny => "deny",
+            Outcome::Pending => "pending",
         }
     }
 }
 
 /// The answer to one request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
-    /// Allow or deny.
+    /// Allow, deny or pending.
     pub outcome: Outcome,
     /// The decision's id (its audit record), `dec_…`.
     pub decision_id: String,
@@ -74,6 +86,44 @@ pub struct Decision {
     pub claims: Option<Arc<WarrantClaims>>,
     /// A short machine-readable reason code (`scope`, `revoked`, `policy`, …).
     pub code: &'static str,
+    /// For `pending`: the approval to retry with. For an approved retry: the one used.
+    pub approval_id: Option<String>,
+    /// For a rate-limit deny: seconds until a retry can succeed.
+    pub retry_after: Option<u64>,
+    /// The acting agent's trust score when the guardrails ran.
+    pub trust: Option<f64>,
+    /// The anomaly signals the request raised.
+    pub signals: Vec<Signal>,
+    /// What the request spent from budgets (recorded with the decision).
+    pub charges: Vec<Charge>,
+    /// Set when this decision quarantined the agent: why.
+    pub quarantined: Option<String>,
+}
+
+impl Decision {
+    /// A deny with no warrant, for a quarantine decided outside the decision path (a
+    /// delegation burst at the token endpoint).
+    pub(crate) fn quarantine_only(_agent: &AgentId) -> Decision {
+        Decision::deny("quarantine", "quarantined", None)
+    }
+
+    fn deny(code: &'static str, reason: impl Into<String>, claims: Option<&Arc<WarrantClaims>>) -> Decision {
+        Decision {
+            outcome: Outcome::Deny,
+            decision_id: String::new(),
+            reasons: vec![reason.into()],
+            policies: Vec::new(),
+            policy_version: None,
+            claims: claims.cloned(),
+            code,
+            approval_id: None,
+            retry_after: None,
+            trust: None,
+            signals: Vec::new(),
+            charges: Vec::new(),
+            quarantined: None,
+        }
+    }
 }
 
 /// A verified warrant, as cached.
@@ -123,17 +173,10 @@ impl WarrantCache {
 }
 
 /// A deny, before the decision is recorded.
-struct Refusal {
-    code: &'static str,
-    reason: String,
-    claims: Option<Arc<WarrantClaims>>,
-    /// The forbidding policies and their set's version, for a policy deny.
-    policies: Vec<String>,
-    policy_version: Option<i64>,
-}
+type Refusal = Box<Decision>;
 
 fn refuse(code: &'static str, reason: impl Into<String>, claims: Option<&Arc<WarrantClaims>>) -> Refusal {
-    Refusal { code, reason: reason.into(), claims: claims.cloned(), policies: Vec::new(), policy_version: None }
+    Box::new(Decision::deny(code, reason, claims))
 }
 
 /// Checks that the request names one concrete action and one concrete resource.
@@ -176,8 +219,9 @@ impl Engine {
         Ok(verified)
     }
 
-    /// Everything before the audit record: the decision itself.
-    fn decide(&self, req: &AuthorizeRequest, now: UnixTime) -> Result<(Arc<WarrantClaims>, Vec<String>, i64), Refusal> {
+    /// The checks before policy: the warrant, revocation, the chain's agents and owners,
+    /// the human, and the scope. Returns the verified warrant and the acting agent.
+    fn admit(&self, req: &AuthorizeRequest, now: UnixTime) -> Result<(Arc<VerifiedWarrant>, Arc<Agent>), Refusal> {
         let warrant = self.verified(&req.token, now)?;
         let claims = &warrant.claims;
         check_shape(req).map_err(|e| refuse("invalid_request", format!("invalid request: {e}"), Some(claims)))?;
@@ -216,44 +260,151 @@ impl Engine {
                 Some(claims),
             ));
         }
+        Ok((warrant, agent))
+    }
+
+    /// The whole decision, before its audit record.
+    async fn decide(&self, req: &AuthorizeRequest, now: UnixTime) -> Decision {
+        match self.admit(req, now) {
+            Ok((warrant, agent)) => self.judge(req, &warrant, &agent, now).await,
+            Err(mut refusal) => {
+                // Asking for what the warrant does not cover is probing, like a policy deny.
+                if let (Some(claims), "scope") = (refusal.claims.clone(), refusal.code) {
+                    self.after_deny(&mut refusal, &claims.client_id, req, now).await;
+                }
+                *refusal
+            }
+        }
+    }
+
+    /// Guardrails and policy, for a request whose warrant and scope are in order.
+    async fn judge(&self, req: &AuthorizeRequest, warrant: &VerifiedWarrant, agent: &Agent, now: UnixTime) -> Decision {
+        let claims = &warrant.claims;
+        let guard = self.guard();
         let Some(policies) = self.policies().current() else {
-            return Err(refuse("policy", "the policy set is unavailable", Some(claims)));
+            return Decision::deny("policy", "the policy set is unavailable", Some(claims));
         };
+        let presented = match &req.approval_id {
+            None => None,
+            Some(id) => match self.presented_approval(id, req, claims, now).await {
+                Ok(used) => Some(used),
+                Err(reason) => return Decision::deny("approval", reason, Some(claims)),
+            },
+        };
+        let assessment = guard.assess(&agent.id, &req.action, &req.resource, now);
+        self.publish_signals(&agent.id, &assessment.signals, now);
+        if guard.below_threshold(assessment.trust) {
+            let mut d = Decision::deny("quarantine", "the agent's trust fell below the quarantine threshold", Some(claims));
+            d.trust = Some(assessment.trust);
+            d.signals = assessment.signals;
+            let why = quarantine_reason(assessment.trust, &d.signals);
+            self.quarantine(&mut d, &agent.id, why, now).await;
+            return d;
+        }
         let input = DecisionInput {
-            agent: &agent,
+            agent,
             claims,
             action: &req.action,
             resource: &req.resource,
             resource_attrs: req.resource_attrs.as_ref(),
             telemetry: req.context.as_ref(),
             now,
+            trust: percent(assessment.trust),
+            anomaly: &assessment.kinds,
+            approved: presented.is_some(),
         };
-        let verdict = policies
-            .compiled
-            .evaluate(&input)
-            .map_err(|e| refuse("invalid_request", format!("invalid request: {e}"), Some(claims)))?;
+        let verdict = match policies.compiled.evaluate(&input) {
+            Ok(v) => v,
+            Err(e) => return Decision::deny("invalid_request", format!("invalid request: {e}"), Some(claims)),
+        };
+        let mut d = Decision::deny("policy", String::new(), Some(claims));
+        d.trust = Some(assessment.trust);
+        d.signals = assessment.signals;
+        d.policy_version = Some(policies.version);
         if !verdict.errors.is_empty() {
-            return Err(refuse(
-                "policy_error",
-                format!("policy evaluation failed: {}", verdict.errors.join("; ")),
-                Some(claims),
-            ));
+            d.code = "policy_error";
+            d.reasons = vec![format!("policy evaluation failed: {}", verdict.errors.join("; "))];
+            return d;
+        }
+        d.policies = verdict.policies;
+        if verdict.quarantine {
+            d.code = "quarantine";
+            let why = format!("forbidden by quarantine policy {}", d.policies.join(", "));
+            d.reasons = vec![why.clone()];
+            self.quarantine(&mut d, &agent.id, why, now).await;
+            return d;
+        }
+        if let Some(role) = verdict.approval {
+            match self.open_approval(role, req, claims, agent, &d.policies, now).await {
+                Ok(approval) => {
+                    d.outcome = Outcome::Pending;
+                    d.code = "approval_required";
+                    d.reasons = vec![format!(
+                        "policy {} asks for the approval of {} `{}`: retry with approval_id `{}` once approved",
+                        d.policies.join(", "),
+                        role.as_str(),
+                        approval.approver,
+                        approval.id
+                    )];
+                    d.approval_id = Some(approval.id.to_string());
+                }
+                Err(reason) => {
+                    d.code = "approval";
+                    d.reasons = vec![reason];
+                }
+            }
+            return d;
         }
         if !verdict.allow {
-            let reason = if verdict.policies.is_empty() {
+            d.reasons = vec![if d.policies.is_empty() {
                 "no policy permits this action".to_owned()
             } else {
-                format!("forbidden by policy {}", verdict.policies.join(", "))
-            };
-            return Err(Refusal {
-                code: "policy",
-                reason,
-                claims: Some(Arc::clone(claims)),
-                policies: verdict.policies,
-                policy_version: Some(policies.version),
-            });
+                format!("forbidden by policy {}", d.policies.join(", "))
+            }];
+            self.after_deny(&mut d, &agent.id, req, now).await;
+            return d;
         }
-        Ok((Arc::clone(claims), verdict.policies, policies.version))
+        if let Err(limited) = guard.check_rates(&warrant.chain, &claims.task.id, claims.human(), now) {
+            d.code = "rate_limited";
+            d.reasons = vec![format!("{}; retry in {} s", limited.reason, limited.retry_after)];
+            d.retry_after = Some(limited.retry_after);
+            return d;
+        }
+        match guard.charge(&claims.jti, req.context.as_ref()) {
+            Ok(charges) => d.charges = charges,
+            Err(e) => {
+                d.code = "budget";
+                d.reasons = vec![e.to_string()];
+                return d;
+            }
+        }
+        if let Some(used) = presented {
+            if let Err(reason) = self.use_approval(&used, now).await {
+                guard.refund(&d.charges);
+                d.charges.clear();
+                d.code = "approval";
+                d.reasons = vec![reason];
+                return d;
+            }
+            d.approval_id = Some(used.id.to_string());
+        }
+        guard.record(&agent.id, &req.action, &req.resource, true, false, now);
+        d.outcome = Outcome::Allow;
+        d.code = "allow";
+        d.reasons = vec![format!("allowed by policy {}", d.policies.join(", "))];
+        d
+    }
+
+    /// A probing deny: counts towards the agent's deny streak, which may quarantine it.
+    async fn after_deny(&self, d: &mut Decision, agent: &AgentId, req: &AuthorizeRequest, now: UnixTime) {
+        let (signals, trust) = self.guard().record(agent, &req.action, &req.resource, false, true, now);
+        self.publish_signals(agent, &signals, now);
+        d.signals.extend(signals);
+        d.trust = Some(trust);
+        if self.guard().below_threshold(trust) {
+            let why = quarantine_reason(trust, &d.signals);
+            self.quarantine(d, agent, why, now).await;
+        }
     }
 
     /// Decides one request. Never fails: every error is a deny with a reason. Answers
@@ -267,26 +418,7 @@ impl Engine {
     /// answered before [`Engine::settle`]; this split is for benchmarks and batches.
     pub async fn authorize_queued(&self, req: &AuthorizeRequest) -> (Decision, Option<crate::audit::Receipt>) {
         let now = self.now();
-        let decision = match self.decide(req, now) {
-            Ok((claims, policies, version)) => Decision {
-                outcome: Outcome::Allow,
-                decision_id: String::new(),
-                reasons: vec![format!("allowed by policy {}", policies.join(", "))],
-                policies,
-                policy_version: Some(version),
-                claims: Some(claims),
-                code: "allow",
-            },
-            Err(refusal) => Decision {
-                outcome: Outcome::Deny,
-                decision_id: String::new(),
-                reasons: vec![refusal.reason],
-                policies: refusal.policies,
-                policy_version: refusal.policy_version,
-                claims: refusal.claims,
-                code: refusal.code,
-            },
-        };
+        let decision = self.decide(req, now).await;
         self.queue_decision(req, decision, now).await
     }
 
@@ -323,6 +455,26 @@ impl Engine {
             "policies": decision.policies,
             "policy_version": decision.policy_version,
         });
+        if let Some(map) = details.as_object_mut() {
+            if let Some(trust) = decision.trust {
+                map.insert("trust".into(), serde_json::json!(trust));
+            }
+            if !decision.signals.is_empty() {
+                map.insert("signals".into(), serde_json::json!(decision.signals));
+            }
+            if !decision.charges.is_empty() {
+                map.insert("charges".into(), serde_json::json!(decision.charges));
+            }
+            if let Some(id) = &decision.approval_id {
+                map.insert("approval_id".into(), Value::String(id.clone()));
+            }
+            if let Some(secs) = decision.retry_after {
+                map.insert("retry_after".into(), serde_json::json!(secs));
+            }
+            if let Some(why) = &decision.quarantined {
+                map.insert("quarantined".into(), Value::String(why.clone()));
+            }
+        }
         if let Some(claims) = &decision.claims {
             entry.agent = Some(claims.client_id.clone());
             entry.human = Some(claims.human().clone());
@@ -342,7 +494,9 @@ impl Engine {
             }
         }
         entry.details = details;
-        match self.audit_writer().enqueue(entry).await {
+        self.publish_decision(req, &decision, now);
+        let charges = self.spend_rows(&decision);
+        match self.audit_writer().enqueue_with(entry, charges).await {
             Ok(receipt) => (decision, Some(receipt)),
             Err(e) => {
                 tracing::error!(error = %e, "a decision could not be queued for the audit log; denying");

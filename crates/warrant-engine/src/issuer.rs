@@ -10,6 +10,7 @@
 
 use warrant_core::audit::{AuditEntry, AuditKind};
 use warrant_core::delegation::{grant_delegation, grant_root, DelegationRequest, RootRequest};
+use warrant_core::guard::budget::{attenuate, Budget};
 use warrant_core::{
     Actor, Agent, AgentId, DelegationError, Grant, Human, Mode, Scope, TaskClaim, UnixTime, WarrantClaims,
 };
@@ -60,6 +61,27 @@ pub struct TokenRequest {
     pub actor_token: Option<String>,
     /// `actor_token_type`.
     pub actor_token_type: Option<String>,
+    /// `budget` (extension): `counter=limit` pairs, e.g. `estimated_cost=5000`. On a
+    /// delegation the child gets at most what the parent has left.
+    pub budget: Option<String>,
+}
+
+fn parse_budget(req: &TokenRequest) -> Result<Option<Budget>, TokenError> {
+    match req.budget.as_deref() {
+        None => Ok(None),
+        Some(text) => warrant_core::guard::budget::parse_budget(text)
+            .map(Some)
+            .map_err(|e| TokenError::InvalidRequest(format!("`budget`: {e}"))),
+    }
+}
+
+/// What a grant mints besides its scope and lifetime.
+struct Minted {
+    sub: String,
+    mode: Mode,
+    task: TaskClaim,
+    budget: Budget,
+    exchanged: bool,
 }
 
 /// A freshly issued warrant.
@@ -254,13 +276,15 @@ impl Engine {
         let assertion = required(&req.client_assertion, "client_assertion")
             .map_err(|e| TokenError::InvalidClient(e.to_string()))?;
         let (scope, ttl, purpose) = (parse_scope(req)?, parse_ttl(req)?, parse_purpose(req)?);
+        let budget = parse_budget(req)?.unwrap_or_default();
         let (agent, owner) = self.authenticate(assertion, now).await?;
         let grant = grant_root(
             &RootRequest { agent: &agent, owner: &owner, on_behalf_of: None, scope: scope.as_ref(), ttl, now },
             &self.config().limits,
         )?;
         let task = TaskClaim { id: random::task_id()?, purpose, human: owner.id.clone() };
-        self.mint(grant, &agent, agent.id.to_string(), Mode::Autonomous, task, None, now, false).await
+        let minted = Minted { sub: agent.id.to_string(), mode: Mode::Autonomous, task, budget, exchanged: false };
+        self.mint(grant, &agent, minted, None, now).await
     }
 
     async fn token_exchange(&self, req: &TokenRequest) -> Result<Issued, TokenError> {
@@ -277,6 +301,7 @@ impl Engine {
         }
         let kind = subject_kind(subject, subject_type)?;
         let (scope, ttl) = (parse_scope(req)?, parse_ttl(req)?);
+        let budget = parse_budget(req)?;
         let purpose = match kind {
             Subject::Session => Some(parse_purpose(req)?),
             Subject::Warrant => None,
@@ -305,7 +330,9 @@ impl Engine {
                 )?;
                 let purpose = purpose.unwrap_or_default();
                 let task = TaskClaim { id: random::task_id()?, purpose, human: human.id.clone() };
-                self.mint(grant, &agent, human.id.to_string(), Mode::Delegated, task, None, now, true).await
+                let budget = budget.unwrap_or_default();
+                let minted = Minted { sub: human.id.to_string(), mode: Mode::Delegated, task, budget, exchanged: true };
+                self.mint(grant, &agent, minted, None, now).await
             }
             Subject::Warrant => {
                 let parent = verify_warrant(subject, ring.as_ref(), issuer, now)
@@ -343,7 +370,26 @@ impl Engine {
                     &self.config().limits,
                 )?;
                 let task = parent.task.clone();
-                self.mint(grant, &child, parent.sub.clone(), parent.mode, task, Some(&parent), now, true).await
+                // A child gets at most what its parent has left, counter by counter.
+                let budget = attenuate(&self.guard().budget_left(&parent.jti), budget.as_ref());
+                let minted = Minted { sub: parent.sub.clone(), mode: parent.mode, task, budget, exchanged: true };
+                let issued = self.mint(grant, &child, minted, Some(&parent), now).await?;
+                let (signals, trust) = self.guard().record_delegation(&parent.client_id, now);
+                self.publish_signals(&parent.client_id, &signals, now);
+                if self.guard().below_threshold(trust) {
+                    // A burst of delegations quarantines the delegating agent, and with it
+                    // the warrant just issued (its chain holds that agent).
+                    let mut d = crate::decision::Decision::quarantine_only(&parent.client_id);
+                    d.trust = Some(trust);
+                    d.signals = signals;
+                    let why = crate::quarantine::quarantine_reason(trust, &d.signals);
+                    self.quarantine(&mut d, &parent.client_id, why, now).await;
+                    return Err(TokenError::InvalidGrant(format!(
+                        "agent `{}` was quarantined for its delegations",
+                        parent.client_id
+                    )));
+                }
+                Ok(issued)
             }
         }
     }
@@ -375,18 +421,15 @@ impl Engine {
     }
 
     /// Signs, records and returns a warrant for `grant`.
-    #[expect(clippy::too_many_arguments, reason = "one call site per grant; a struct would only rename them")]
     async fn mint(
         &self,
         grant: Grant,
         agent: &Agent,
-        sub: String,
-        mode: Mode,
-        task: TaskClaim,
+        minted: Minted,
         parent: Option<&WarrantClaims>,
         now: UnixTime,
-        exchanged: bool,
     ) -> Result<Issued, TokenError> {
+        let Minted { sub, mode, task, budget, exchanged } = minted;
         let ring = self.keys().ring().map_err(|e| TokenError::Internal(e.to_string()))?;
         let act = Actor::from_chain(&grant.chain).ok_or_else(|| TokenError::Internal("empty chain".into()))?;
         let claims = WarrantClaims {
@@ -405,6 +448,7 @@ impl Engine {
             owner: agent.owner.clone(),
             parent: parent.map(|p| p.jti.clone()),
             cnf: None,
+            budget,
         };
         let token = sign_warrant(ring.active(), &claims).map_err(|e| TokenError::Internal(e.to_string()))?;
         let record = WarrantRecord {
@@ -420,6 +464,7 @@ impl Engine {
             kid: ring.active().kid().to_owned(),
             issued_at: claims.iat,
             expires_at: claims.exp,
+            budget: claims.budget.clone(),
         };
         let new_task = parent.is_none().then(|| TaskRecord {
             id: claims.task.id.clone(),
@@ -445,11 +490,13 @@ impl Engine {
             "parent": claims.parent,
             "purpose": claims.task.purpose,
             "kid": record.kid,
+            "budget": claims.budget,
         });
         self.audit(entry).await.map_err(|e| {
             TokenError::Internal(format!("the issuance could not be audited, so no warrant was issued: {e}"))
         })?;
         self.store().record_warrant(&record, new_task.as_ref()).await?;
+        self.guard().open_budget(&claims.jti, claims.parent.as_ref(), &claims.budget, claims.exp);
         // A revocation of the parent that landed while this delegation was in flight
         // takes the new warrant with it.
         if let Some(parent) = parent {

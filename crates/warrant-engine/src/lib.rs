@@ -10,19 +10,26 @@
 //! * [`decision`]: the decision path, `authorize`;
 //! * [`policy`]: the Cedar policy set in force, validated, versioned, hot-reloaded;
 //! * [`revocation`]: revoking warrants, agents, tasks and humans; task completion;
-//! * [`audit`]: the hash-chained audit log, written with group commit.
+//! * [`audit`]: the hash-chained audit log, written with group commit;
+//! * [`guard`]: runtime guardrails' state (baselines, trust, rate limits, budgets), with
+//!   [`quarantine`] and [`approvals`] (human step-up) on the decision path;
+//! * [`events`]: live events for the event stream.
 //!
 //! Time comes only through the [`Clock`] trait, randomness only through [`random`].
 
+pub mod approvals;
 pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod decision;
 pub mod directory;
+pub mod events;
 pub mod evidence;
+pub mod guard;
 pub mod issuer;
 pub mod keys;
 pub mod policy;
+pub mod quarantine;
 pub mod random;
 pub mod registry;
 pub mod revocation;
@@ -50,6 +57,8 @@ pub struct Engine {
     policies: policy::PolicyManager,
     warrant_cache: decision::WarrantCache,
     audit: audit::AuditWriter,
+    guard: guard::Guardrails,
+    events: events::EventBus,
 }
 
 /// Why the engine could not start.
@@ -86,6 +95,7 @@ impl Engine {
         let directory = directory::Directory::load(store.as_ref()).await?;
         let revocations = revocation::RevocationIndex::load(store.as_ref(), now).await?;
         let policies = policy::PolicyManager::open(store.as_ref(), config.policy_dir.clone(), now).await?;
+        let guard = guard::Guardrails::load(store.as_ref(), config.guard.clone(), now).await?;
         let audit_store: Arc<dyn warrant_store::audit::AuditStore> = Arc::clone(&store) as _;
         let signer: Arc<dyn audit::SigningKeySource> = Arc::clone(&keys) as _;
         let audit = audit::AuditWriter::spawn(audit_store, signer, config.audit.clone()).await?;
@@ -99,6 +109,8 @@ impl Engine {
             policies,
             warrant_cache: decision::WarrantCache::default(),
             audit,
+            guard,
+            events: events::EventBus::default(),
         };
         // The set in force at start is evidence too: which policies decided from now on.
         if let Some(current) = engine.policies.current() {
@@ -149,6 +161,24 @@ impl Engine {
     /// The verified-warrant cache.
     pub fn warrant_cache(&self) -> &decision::WarrantCache {
         &self.warrant_cache
+    }
+
+    /// The guardrails' state.
+    pub fn guard(&self) -> &guard::Guardrails {
+        &self.guard
+    }
+
+    /// The live event stream.
+    pub fn events(&self) -> &events::EventBus {
+        &self.events
+    }
+
+    /// Writes changed baselines and trust scores to the store (the server calls this
+    /// periodically and at shutdown).
+    pub async fn flush_guard(&self) {
+        if let Err(e) = self.guard.flush(self.store.as_ref(), self.clock.now()).await {
+            tracing::warn!(error = %e, "could not save baselines and trust; will retry");
+        }
     }
 
     /// The audit writer.

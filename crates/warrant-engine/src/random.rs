@@ -33,3 +33,8 @@ pub fn task_id() -> Result<TaskId, RandomError> {
 pub fn warrant_id() -> Result<WarrantId, RandomError> {
     Ok(WarrantId::from_random(bytes()?))
 }
+
+/// A fresh approval id.
+pub fn approval_id() -> Result<warrant_core::ApprovalId, RandomError> {
+    Ok(warrant_core::ApprovalId::from_random(bytes()?))
+}

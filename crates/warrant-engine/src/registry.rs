@@ -227,6 +227,14 @@ impl Engine {
         Ok(Session { token, expires_in: self.config().session_ttl })
     }
 
+    /// The active human a session token speaks for, if it verifies.
+    pub fn session_human(&self, token: &str) -> Option<HumanId> {
+        let ring = self.keys().ring().ok()?;
+        let session =
+            warrant_token::session::verify_session(token, ring.as_ref(), &self.config().issuer, self.now()).ok()?;
+        self.directory().human(&session.sub).filter(|h| h.is_active()).map(|h| h.id.clone())
+    }
+
     /// Registers an agent. Its owner must be an existing, active human.
     pub async fn add_agent(&self, new: NewAgent) -> Result<Agent, RegistryError> {
         let owner = parse_human_id(&new.owner)?;
@@ -310,6 +318,11 @@ impl Engine {
         self.store().set_agent_status(&agent.id, next).await?;
         let agent = Agent { status: next, ..agent };
         self.directory().put_agent(agent.clone());
+        if change == AgentTransition::Resume {
+            // The owner reviewed it: trust is raised to the resume floor, so the agent's
+            // next request does not quarantine it again at once.
+            self.guard().resumed(&agent.id, self.now());
+        }
         tracing::info!(agent = %agent.id, status = next.as_str(), "changed an agent's status");
         Ok(agent)
     }

@@ -196,6 +196,13 @@ impl Engine {
             self.revocations().end_task(task);
         }
         tracing::info!(revocation = %revocation.id, kind = kind.as_str(), target = id, warrants = targets.len(), "revoked");
+        let event_agent = AgentId::parse(id).ok();
+        self.events().publish_with(crate::events::EventKind::Revocation, now, event_agent.as_ref(), || {
+            serde_json::json!({
+                "revocation": revocation.id, "kind": kind.as_str(), "target": id, "reason": reason,
+                "revoked_warrants": targets.len(),
+            })
+        });
         // The revocation is in force whatever happens next (failing closed); a missing
         // audit record is still reported as a failure.
         let mut entry = AuditEntry::new(now, AuditKind::Revocation);

@@ -7,8 +7,15 @@
 //!   `resource_attrs`);
 //! * context: `mode`, `human`, `owner`, `chain` (a set: Cedar has no lists, so
 //!   `root_agent` and `chain_depth` carry the order that matters), `task`, `purpose`,
-//!   `scope`, `hour` and `weekday` (UTC, Monday = 0), and `telemetry` (the caller's own
+//!   `scope`, `hour` and `weekday` (UTC, Monday = 0), `trust` (the agent's trust score as
+//!   a percent, 0-100: Cedar has no floats), `anomaly` (the kinds of the anomaly signals
+//!   this request raised, e.g. `"novel_resource"`), and `telemetry` (the caller's own
 //!   `context` object, kept apart so it can never shadow what Warrant sets).
+//!
+//! Guardrail annotations on forbids: a request denied only by `@approval` forbids, that
+//! the rest of the set allows, is reported as needing approval; an approved retry is
+//! held to the set without them. A request denied by a `@quarantine` forbid is reported
+//! so the caller quarantines the agent.
 
 use std::collections::BTreeMap;
 
@@ -43,6 +50,12 @@ pub struct DecisionInput<'a> {
     pub telemetry: Option<&'a Value>,
     /// The decision time.
     pub now: UnixTime,
+    /// The agent's trust score, as a percent (0-100).
+    pub trust: i64,
+    /// The kinds of the anomaly signals this request raised.
+    pub anomaly: &'a [&'static str],
+    /// Whether the request carries a valid approval: `@approval` forbids are skipped.
+    pub approved: bool,
 }
 
 /// The outcome of evaluating the policy set.
@@ -55,6 +68,11 @@ pub struct Verdict {
     pub policies: Vec<String>,
     /// Evaluation errors (a policy that errored is a reason to deny).
     pub errors: Vec<String>,
+    /// Set when the deny came only from `@approval` forbids and the rest of the set
+    /// allows: who must approve (`human` when any of them names the human).
+    pub approval: Option<warrant_core::guard::approval::Approver>,
+    /// Whether a `@quarantine` forbid denied it.
+    pub quarantine: bool,
 }
 
 /// Why the input could not be handed to Cedar. The caller denies.
@@ -244,15 +262,38 @@ impl CompiledPolicies {
             ("scope".to_owned(), strings(scope)),
             ("hour".to_owned(), long(hour)),
             ("weekday".to_owned(), long(weekday)),
+            ("trust".to_owned(), long(input.trust)),
+            ("anomaly".to_owned(), strings(input.anomaly.iter().copied())),
             ("telemetry".to_owned(), object("context", input.telemetry)?),
         ])
         .map_err(|e| cedar(&e))?;
         let request =
             Request::new(agent.uid.clone(), action.uid.clone(), resource, context, None).map_err(|e| cedar(&e))?;
-        let set = if sliced { &action.set } else { &self.set };
+        let set = match (&action.relaxed, input.approved) {
+            (Some(relaxed), true) => relaxed,
+            _ if sliced => &action.set,
+            _ => &self.set,
+        };
         let response = self.authorizer.is_authorized(&request, set, &entities);
         let errors: Vec<String> = response.diagnostics().errors().map(ToString::to_string).collect();
         let policies: Vec<String> = response.diagnostics().reason().map(ToString::to_string).collect();
-        Ok(Verdict { allow: response.decision() == Decision::Allow && errors.is_empty(), policies, errors })
+        let allow = response.decision() == Decision::Allow && errors.is_empty();
+        let mut verdict = Verdict { allow, policies, errors, approval: None, quarantine: false };
+        if allow || !verdict.errors.is_empty() || verdict.policies.is_empty() {
+            return Ok(verdict);
+        }
+        let marks: Vec<_> = verdict.policies.iter().map(|id| self.marks(id)).collect();
+        verdict.quarantine = marks.iter().any(|m| m.quarantine);
+        let all_approval = marks.iter().all(|m| m.approval.is_some());
+        if let (Some(relaxed), true, false) = (&action.relaxed, all_approval, input.approved) {
+            // Would the rest of the set allow it? Then it needs approval, not a deny.
+            let without = self.authorizer.is_authorized(&request, relaxed, &entities);
+            if without.decision() == Decision::Allow && without.diagnostics().errors().next().is_none() {
+                use warrant_core::guard::approval::Approver;
+                let human = marks.iter().any(|m| m.approval == Some(Approver::Human));
+                verdict.approval = Some(if human { Approver::Human } else { Approver::Owner });
+            }
+        }
+        Ok(verdict)
     }
 }

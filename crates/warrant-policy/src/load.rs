@@ -57,6 +57,44 @@ pub enum PolicyError {
     /// The policies do not validate against the schema.
     #[error("the policies do not validate against the schema: {0}")]
     Invalid(String),
+    /// A guardrail annotation (`@approval`, `@quarantine`) is misplaced or malformed.
+    #[error("policy `{id}`: {message}")]
+    Annotation {
+        /// The policy.
+        id: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// What Warrant's own annotations ask of a forbid policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Marks {
+    /// `@approval("owner"|"human")`: a request this forbid matches becomes `pending`
+    /// until that human approves it.
+    pub approval: Option<warrant_core::guard::approval::Approver>,
+    /// `@quarantine`: a request this forbid matches quarantines the agent.
+    pub quarantine: bool,
+}
+
+/// Reads `@approval` and `@quarantine` from a policy: only forbids may carry them.
+fn marks_of(id: &str, policy: &cedar_policy::Policy) -> Result<Marks, PolicyError> {
+    let bad = |message: String| PolicyError::Annotation { id: id.to_owned(), message };
+    let approval = match policy.annotation("approval") {
+        None => None,
+        Some(v) => Some(
+            warrant_core::guard::approval::Approver::parse(v)
+                .ok_or_else(|| bad(format!("`@approval(\"{v}\")` must name `owner` or `human`")))?,
+        ),
+    };
+    let quarantine = policy.annotation("quarantine").is_some();
+    if (approval.is_some() || quarantine) && policy.effect() != cedar_policy::Effect::Forbid {
+        return Err(bad("`@approval` and `@quarantine` belong on `forbid` policies".into()));
+    }
+    if approval.is_some() && quarantine {
+        return Err(bad("a policy cannot both ask for approval and quarantine".into()));
+    }
+    Ok(Marks { approval, quarantine })
 }
 
 /// Which actions a policy's scope can match.
@@ -84,6 +122,9 @@ impl ActionScope {
 #[derive(Debug)]
 pub(crate) struct ActionSlice {
     pub(crate) set: PolicySet,
+    /// The slice without its `@approval` forbids (what an approved request is held to);
+    /// `None` when the slice has none.
+    pub(crate) relaxed: Option<PolicySet>,
     pub(crate) uid: cedar_policy::EntityUid,
     pub(crate) entities: Vec<cedar_policy::Entity>,
 }
@@ -145,6 +186,8 @@ pub struct CompiledPolicies {
     pub(crate) bases: std::sync::Arc<BaseCache>,
     pub(crate) types: std::sync::Arc<Types>,
     pub(crate) authorizer: std::sync::Arc<Authorizer>,
+    /// Guardrail annotations by policy id (only policies that carry one).
+    pub(crate) marks: std::sync::Arc<std::collections::HashMap<String, Marks>>,
     schema_text: String,
     base_schema: String,
     files: Vec<PolicyFile>,
@@ -197,6 +240,7 @@ impl CompiledPolicies {
         let mut set = PolicySet::new();
         let mut scoped = Vec::new();
         let mut ids = Vec::new();
+        let mut marks = std::collections::HashMap::new();
         let mut actions = BTreeSet::new();
         let action_type = format!("{NAMESPACE}::Action");
         for file in &files {
@@ -220,6 +264,10 @@ impl CompiledPolicies {
                         actions.insert(uid.id().unescaped().to_owned());
                         among.push(uid.id().unescaped().to_owned());
                     }
+                }
+                let mark = marks_of(&id, policy)?;
+                if mark != Marks::default() {
+                    marks.insert(id.clone(), mark);
                 }
                 let named = policy.new_id(PolicyId::new(&id));
                 set.add(named.clone()).map_err(|_| PolicyError::DuplicateId(id.clone()))?;
@@ -252,6 +300,7 @@ impl CompiledPolicies {
             bases: std::sync::Arc::default(),
             types: std::sync::Arc::new(Types::new()?),
             authorizer: std::sync::Arc::new(Authorizer::new()),
+            marks: std::sync::Arc::new(marks),
             schema_text,
             base_schema: base_schema.to_owned(),
             files,
@@ -270,11 +319,19 @@ impl CompiledPolicies {
         }
         let groups = crate::schema::action_groups(action);
         let mut set = PolicySet::new();
+        let mut relaxed = PolicySet::new();
+        let mut any_approval = false;
         for (policy, scope) in self.scoped.iter() {
             if scope.matches(action, &groups) {
                 set.add(policy.clone()).map_err(|e| crate::EvalError::Cedar(e.to_string()))?;
+                if self.marks(policy.id().as_ref()).approval.is_some() {
+                    any_approval = true;
+                } else {
+                    relaxed.add(policy.clone()).map_err(|e| crate::EvalError::Cedar(e.to_string()))?;
+                }
             }
         }
+        let relaxed = any_approval.then_some(relaxed);
         let uid_of = |id: &str| {
             cedar_policy::EntityUid::from_type_name_and_id(self.types.action.clone(), cedar_policy::EntityId::new(id))
         };
@@ -288,7 +345,7 @@ impl CompiledPolicies {
             member = group_uid;
         }
         entities.push(cedar_policy::Entity::new_no_attrs(member, Default::default()));
-        let slice = std::sync::Arc::new(ActionSlice { set, uid, entities });
+        let slice = std::sync::Arc::new(ActionSlice { set, relaxed, uid, entities });
         if let Ok(mut m) = self.slices.write() {
             if m.len() >= MAX_SLICES {
                 m.clear();
@@ -296,6 +353,16 @@ impl CompiledPolicies {
             m.insert(action.to_owned(), std::sync::Arc::clone(&slice));
         }
         Ok(slice)
+    }
+
+    /// The guardrail annotations of policy `id` (none for an unknown id).
+    pub fn marks(&self, id: &str) -> Marks {
+        self.marks.get(id).copied().unwrap_or_default()
+    }
+
+    /// Whether any policy carries `@approval` or `@quarantine`.
+    pub fn has_marks(&self) -> bool {
+        !self.marks.is_empty()
     }
 
     /// How many policies can apply to `action`.

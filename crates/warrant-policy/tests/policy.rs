@@ -62,6 +62,7 @@ fn claims(agent: &Agent, depth: u8) -> WarrantClaims {
         owner: agent.owner.clone(),
         parent: None,
         cnf: None,
+        budget: Default::default(),
     }
 }
 
@@ -86,6 +87,9 @@ fn decide(
             resource_attrs: Some(&attrs),
             telemetry: Some(&telemetry),
             now,
+            trust: 100,
+            anomaly: &[],
+            approved: false,
         })
         .unwrap()
 }
@@ -206,6 +210,9 @@ fn evaluation_errors_and_bad_input_fail_closed() {
             resource_attrs: None,
             telemetry: Some(telemetry),
             now: MONDAY_10,
+            trust: 100,
+            anomaly: &[],
+            approved: false,
         })
     };
     assert!(input(&json!({"estimated_cost": 1.5})).is_err());
@@ -271,6 +278,9 @@ fn slicing_changes_no_decision() {
                         resource_attrs: None,
                         telemetry: Some(&telemetry),
                         now: MONDAY_10,
+                        trust: 100,
+                        anomaly: &[],
+                        approved: false,
                     };
                     let mut sliced = p.evaluate(&input).unwrap();
                     let mut whole = p.evaluate_whole(&input).unwrap();
@@ -286,4 +296,113 @@ fn slicing_changes_no_decision() {
     // And the slice is what makes cost independent of the rest of the set.
     assert_eq!(p.slice_len("other.thing"), 2, "only the unconstrained policies apply to an unnamed action");
     assert!(p.slice_len("crm.notes.write") < p.policy_ids().len() / 2);
+}
+
+const GUARDED: &str = r#"
+@id("permit-all")
+permit (principal, action, resource);
+
+@id("big-payments-need-owner")
+@approval("owner")
+forbid (principal, action in Warrant::Action::"payments.*", resource)
+when { context.telemetry has amount && context.telemetry.amount > 1000 };
+
+@id("huge-payments-need-human")
+@approval("human")
+forbid (principal, action in Warrant::Action::"payments.*", resource)
+when { context.telemetry has amount && context.telemetry.amount > 100000 };
+
+@id("no-payments-at-low-trust")
+forbid (principal, action in Warrant::Action::"payments.*", resource)
+when { context.trust < 80 };
+
+@id("exfiltration-quarantines")
+@quarantine
+forbid (principal, action == Warrant::Action::"crm.export", resource)
+when { context.anomaly.contains("novel_resource") };
+"#;
+
+fn guarded_input<'a>(
+    a: &'a Agent,
+    c: &'a WarrantClaims,
+    action: &'a str,
+    telemetry: &'a serde_json::Value,
+    trust: i64,
+    anomaly: &'a [&'static str],
+    approved: bool,
+) -> DecisionInput<'a> {
+    DecisionInput {
+        agent: a,
+        claims: c,
+        action,
+        resource: "accounts/1",
+        resource_attrs: None,
+        telemetry: Some(telemetry),
+        now: MONDAY_10,
+        trust,
+        anomaly,
+        approved,
+    }
+}
+
+#[test]
+fn approval_forbids_ask_for_approval_and_approved_retries_skip_only_them() {
+    use warrant_core::guard::approval::Approver;
+    let p = compile(&[("g.cedar", GUARDED)]).unwrap();
+    let a = agent(&[]);
+    let c = claims(&a, 1);
+    let small = json!({"amount": 10});
+    let big = json!({"amount": 5000});
+    let huge = json!({"amount": 500_000});
+
+    let v = p.evaluate(&guarded_input(&a, &c, "payments.send", &small, 100, &[], false)).unwrap();
+    assert!(v.allow && v.approval.is_none());
+
+    let v = p.evaluate(&guarded_input(&a, &c, "payments.send", &big, 100, &[], false)).unwrap();
+    assert!(!v.allow);
+    assert_eq!(v.approval, Some(Approver::Owner));
+    assert_eq!(v.policies, ["big-payments-need-owner"]);
+
+    // When both match, the delegating human decides.
+    let v = p.evaluate(&guarded_input(&a, &c, "payments.send", &huge, 100, &[], false)).unwrap();
+    assert_eq!(v.approval, Some(Approver::Human));
+
+    // An approved retry skips the approval forbids...
+    let v = p.evaluate(&guarded_input(&a, &c, "payments.send", &huge, 100, &[], true)).unwrap();
+    assert!(v.allow);
+    // ...but not the others: low trust is a plain deny, approval or not.
+    let v = p.evaluate(&guarded_input(&a, &c, "payments.send", &big, 50, &[], false)).unwrap();
+    assert!(!v.allow);
+    assert_eq!(v.approval, None, "another forbid also denies, so approval cannot help");
+    let v = p.evaluate(&guarded_input(&a, &c, "payments.send", &big, 50, &[], true)).unwrap();
+    assert!(!v.allow);
+    assert_eq!(v.policies, ["no-payments-at-low-trust"]);
+}
+
+#[test]
+fn quarantine_forbids_are_reported_and_anomaly_reaches_cedar() {
+    let p = compile(&[("g.cedar", GUARDED)]).unwrap();
+    let a = agent(&[]);
+    let c = claims(&a, 1);
+    let t = json!({});
+    let v = p.evaluate(&guarded_input(&a, &c, "crm.export", &t, 100, &[], false)).unwrap();
+    assert!(v.allow && !v.quarantine);
+    let v = p.evaluate(&guarded_input(&a, &c, "crm.export", &t, 100, &["novel_resource"], false)).unwrap();
+    assert!(!v.allow && v.quarantine);
+    assert_eq!(v.policies, ["exfiltration-quarantines"]);
+    assert!(p.has_marks());
+    assert!(p.marks("exfiltration-quarantines").quarantine);
+}
+
+#[test]
+fn guardrail_annotations_are_checked() {
+    let on_permit = "@id(\"p\") @approval(\"owner\") permit (principal, action, resource);";
+    assert!(matches!(compile(&[("a.cedar", on_permit)]), Err(PolicyError::Annotation { .. })));
+    let bad_role = "@id(\"f\") @approval(\"boss\") forbid (principal, action, resource);";
+    let err = compile(&[("a.cedar", bad_role)]).unwrap_err();
+    assert!(err.to_string().contains("`owner` or `human`"), "{err}");
+    let both = "@id(\"f\") @approval(\"owner\") @quarantine forbid (principal, action, resource);";
+    assert!(matches!(compile(&[("a.cedar", both)]), Err(PolicyError::Annotation { .. })));
+    let q_permit = "@id(\"p\") @quarantine permit (principal, action, resource);";
+    assert!(matches!(compile(&[("a.cedar", q_permit)]), Err(PolicyError::Annotation { .. })));
 }

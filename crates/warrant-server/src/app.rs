@@ -12,7 +12,7 @@ use warrant_engine::Engine;
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::routes::{agents, audit, decisions, humans, policies, revocations, token, wellknown};
+use crate::routes::{agents, audit, decisions, guard, humans, policies, revocations, token, wellknown};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -51,6 +51,12 @@ pub fn app(state: AppState, body_limit: usize) -> Router {
         .route("/v1/agents/{id}", get(agents::show).delete(agents::retire))
         .route("/v1/agents/{id}/suspend", post(agents::suspend))
         .route("/v1/agents/{id}/resume", post(agents::resume))
+        .route("/v1/agents/{id}/trust", get(guard::trust))
+        .route("/v1/approvals", get(guard::list))
+        .route("/v1/approvals/{id}", get(guard::show))
+        .route("/v1/approvals/{id}/approve", post(guard::approve))
+        .route("/v1/approvals/{id}/reject", post(guard::reject))
+        .route("/v1/events", get(guard::events))
         .route("/v1/authorize", post(decisions::authorize))
         .route(
             "/v1/authorize/batch",

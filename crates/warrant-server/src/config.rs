@@ -15,8 +15,87 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// The largest request body accepted, in bytes, when nothing else is configured.
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 
+/// The `[guard]` table: runtime guardrails. Every key is optional.
+///
+/// ```toml
+/// [guard]
+/// rate_agent = "600/min"      # per agent, counted over its whole delegation subtree
+/// rate_task = "1000/min"      # per task
+/// rate_human = "5000/min"     # everything tracing to one human
+/// quarantine_below = 0.3      # trust threshold
+/// auto_quarantine = true      # suspend + revoke the subtree (false: deny only)
+/// learning_decisions = 100    # a new agent's learning period: this many allowed decisions
+/// learning_secs = 600         # ... and at least this long
+/// approval_ttl = 900          # a pending approval waits this long for its approver
+/// approval_use_within = 300   # an approved request must be retried within this
+/// ```
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GuardFile {
+    /// Baselines, anomaly signals and trust (budgets, rate limits and approvals apply
+    /// regardless).
+    pub enabled: Option<bool>,
+    /// Quarantine automatically.
+    pub auto_quarantine: Option<bool>,
+    /// The trust threshold below which an agent is quarantined.
+    pub quarantine_below: Option<f64>,
+    /// Per-agent rate limit, e.g. `600/min`.
+    pub rate_agent: Option<String>,
+    /// Per-task rate limit.
+    pub rate_task: Option<String>,
+    /// Per-human rate limit.
+    pub rate_human: Option<String>,
+    /// Allowed decisions before a new agent's baseline is trusted.
+    pub learning_decisions: Option<u64>,
+    /// Seconds before a new agent's baseline is trusted.
+    pub learning_secs: Option<i64>,
+    /// Seconds a pending approval waits.
+    pub approval_ttl: Option<i64>,
+    /// Seconds an approved request may wait for its retry.
+    pub approval_use_within: Option<i64>,
+}
+
+impl GuardFile {
+    /// The engine's guardrail settings: these values over the defaults.
+    pub fn resolve(&self) -> Result<warrant_engine::guard::GuardConfig, ConfigError> {
+        use warrant_core::guard::rate::RateLimit;
+        let mut g = warrant_engine::guard::GuardConfig::default();
+        let rate = |name: &str, v: &Option<String>| -> Result<Option<RateLimit>, ConfigError> {
+            v.as_deref()
+                .map(RateLimit::parse)
+                .transpose()
+                .map_err(|e| ConfigError::Invalid(format!("`guard.{name}`: {e}")))
+        };
+        g.rate_agent = rate("rate_agent", &self.rate_agent)?;
+        g.rate_task = rate("rate_task", &self.rate_task)?;
+        g.rate_human = rate("rate_human", &self.rate_human)?;
+        g.enabled = self.enabled.unwrap_or(g.enabled);
+        g.auto_quarantine = self.auto_quarantine.unwrap_or(g.auto_quarantine);
+        if let Some(q) = self.quarantine_below {
+            if !(0.0..=1.0).contains(&q) {
+                return Err(ConfigError::Invalid("`guard.quarantine_below` must be between 0 and 1".into()));
+            }
+            g.trust.quarantine_below = q;
+        }
+        g.baseline.learning_decisions = self.learning_decisions.unwrap_or(g.baseline.learning_decisions);
+        g.baseline.learning_secs = self.learning_secs.unwrap_or(g.baseline.learning_secs);
+        for (name, v, slot) in [
+            ("approval_ttl", self.approval_ttl, &mut g.approval_ttl),
+            ("approval_use_within", self.approval_use_within, &mut g.approval_use_within),
+        ] {
+            if let Some(v) = v {
+                if !(1..=7 * 86_400).contains(&v) {
+                    return Err(ConfigError::Invalid(format!("`guard.{name}` must be between 1 second and 7 days")));
+                }
+                *slot = v;
+            }
+        }
+        Ok(g)
+    }
+}
+
 /// The TOML configuration file. Every key is optional; unknown keys are an error.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     /// Data directory.
@@ -35,6 +114,8 @@ pub struct FileConfig {
     pub session_ttl: Option<i64>,
     /// Largest request body, bytes.
     pub body_limit: Option<usize>,
+    /// Runtime guardrails (file only).
+    pub guard: Option<GuardFile>,
 }
 
 /// Values from flags or the environment (already merged by clap: flag over variable).
@@ -66,7 +147,7 @@ pub enum ConfigError {
 }
 
 /// The resolved settings `warrant serve` runs with.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     /// Data directory (database, admin token).
     pub data: PathBuf,
@@ -80,6 +161,8 @@ pub struct Settings {
     pub session_ttl: i64,
     /// Largest request body, bytes.
     pub body_limit: usize,
+    /// Runtime guardrails.
+    pub guard: warrant_engine::guard::GuardConfig,
 }
 
 impl FileConfig {
@@ -101,6 +184,7 @@ impl FileConfig {
             max_depth: self.max_depth.or(under.max_depth),
             session_ttl: self.session_ttl.or(under.session_ttl),
             body_limit: self.body_limit.or(under.body_limit),
+            guard: self.guard.or(under.guard),
         }
     }
 }
@@ -153,6 +237,7 @@ impl Settings {
         if !(1024..=16 * 1024 * 1024).contains(&body_limit) {
             return Err(ConfigError::Invalid("`body_limit` must be between 1 KiB and 16 MiB".into()));
         }
+        let guard = c.guard.unwrap_or_default().resolve()?;
         if let Some(issuer) = &c.issuer {
             if !(issuer.starts_with("https://") || issuer.starts_with("http://")) {
                 return Err(ConfigError::Invalid(format!("`issuer` `{issuer}` must be an http(s) URL")));
@@ -165,6 +250,7 @@ impl Settings {
             limits,
             session_ttl,
             body_limit,
+            guard,
         })
     }
 }

@@ -116,6 +116,7 @@ impl<S: Send + Sync> FromRequest<S> for TokenForm {
                 "subject_token_type" => &mut out.subject_token_type,
                 "actor_token" => &mut out.actor_token,
                 "actor_token_type" => &mut out.actor_token_type,
+                "budget" => &mut out.budget,
                 _ => continue,
             };
             if slot.replace(value).is_some() {
@@ -138,6 +139,35 @@ pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
 /// Whether `presented` is the admin token (constant-time comparison).
 pub fn is_admin_token(state: &AppState, presented: &str) -> bool {
     bool::from(presented.as_bytes().ct_eq(state.admin_token.as_bytes()))
+}
+
+/// Who decides an approval: the admin token, or a human's session token (the approver
+/// themselves).
+#[derive(Debug, Clone)]
+pub struct ApproverAuth(pub warrant_core::guard::approval::Decider);
+
+impl FromRequestParts<AppState> for ApproverAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        use warrant_core::guard::approval::Decider;
+        let presented = bearer_token(&parts.headers);
+        match presented {
+            Some(p) if is_admin_token(state, p) => Ok(ApproverAuth(Decider::Admin)),
+            Some(p) => state.engine.session_human(p).map(|h| ApproverAuth(Decider::Human(h))).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "send the approver's session token (or the admin token) as a bearer token",
+                )
+            }),
+            None => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "send the approver's session token (or the admin token) as a bearer token",
+            )),
+        }
+    }
 }
 
 /// Proof that the request carries the admin bearer token.

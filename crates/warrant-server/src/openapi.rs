@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{agents, audit, decisions, humans, policies, revocations, token, wellknown};
+use crate::routes::{agents, audit, decisions, guard, humans, policies, revocations, token, wellknown};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -16,6 +16,7 @@ use crate::routes::{agents, audit, decisions, humans, policies, revocations, tok
         humans::create, humans::list, humans::show, humans::disable, humans::session,
         agents::create, agents::list, agents::show, agents::suspend, agents::resume, agents::retire,
         decisions::authorize, decisions::batch,
+        guard::list, guard::show, guard::approve, guard::reject, guard::trust, guard::events,
         revocations::revoke, revocations::task, revocations::complete,
         policies::show, policies::history, policies::reload,
         audit::query, audit::record, audit::trace, audit::verify,
@@ -32,6 +33,8 @@ use crate::routes::{agents, audit, decisions, humans, policies, revocations, tok
         (name = "revocations", description = "revocations and tasks"),
         (name = "policies", description = "the Cedar policy set (admin)"),
         (name = "audit", description = "the tamper-evident audit log (admin)"),
+        (name = "approvals", description = "human approval of pending decisions (approver session or admin)"),
+        (name = "events", description = "live server-sent events (admin)"),
     )
 )]
 pub struct ApiDoc;

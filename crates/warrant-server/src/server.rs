@@ -162,6 +162,7 @@ impl BoundServer {
         let mut config = EngineConfig::for_issuer(&issuer);
         config.limits = settings.limits;
         config.session_ttl = settings.session_ttl;
+        config.guard = settings.guard.clone();
         config.policy_dir = Some(settings.data.join(POLICY_DIR));
         let engine = Engine::open(Arc::new(store), Arc::new(SystemClock), config).await?;
         let metrics = Arc::new(crate::metrics::Metrics::new()?);
@@ -211,11 +212,22 @@ impl BoundServer {
             }
         });
         let engine = Arc::clone(&self.state.engine);
+        let flusher = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(engine.guard().config().flush_interval);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                engine.flush_guard().await;
+            }
+        });
+        let engine = Arc::clone(&self.state.engine);
         let router = app(self.state, self.body_limit);
         let result =
             axum::serve(self.listener, router).with_graceful_shutdown(shutdown).await.map_err(ServeError::Serve);
         refresher.abort();
         watcher.abort();
+        flusher.abort();
+        engine.flush_guard().await;
         // Every answered request's record is already durable; this drains what is queued
         // and signs a last checkpoint.
         engine.audit_writer().shutdown().await;

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use warrant_core::audit::{AuditEntry, AuditKind, AuditRecord};
 use warrant_core::{AgentId, HumanId, TaskId, UnixTime, WarrantId};
 
+use crate::records::SpendCharge;
 use crate::StoreError;
 
 /// The most rows one query returns.
@@ -34,6 +35,10 @@ pub struct AuditRow {
     pub warrant: Option<WarrantId>,
     /// For decisions: `allow`, `deny` or `pending`.
     pub decision: Option<String>,
+    /// Budget charges the record's decision incurred. `append_audit` applies them in the
+    /// same transaction as the record, so a charge is durable exactly when its record is.
+    /// They are not part of the hashed record: rows read back have none.
+    pub charges: Vec<SpendCharge>,
 }
 
 impl AuditRow {
@@ -48,6 +53,7 @@ impl AuditRow {
             task: entry.task.clone(),
             warrant: entry.warrant.clone(),
             decision: entry.decision.clone(),
+            charges: Vec::new(),
         }
     }
 
@@ -133,7 +139,8 @@ pub trait AuditStore: Send + Sync {
     /// head's plus one and its `prev_hash` is the head's hash), in ONE transaction: one
     /// durable commit for the whole batch (group commit). `Conflict` when the rows do not
     /// continue the head (another writer moved it) or a seq exists; nothing is written
-    /// then.
+    /// then. Every row's budget charges are added to the stored spends in that same
+    /// transaction (and, like the rows, not at all when it fails).
     async fn append_audit(&self, rows: Vec<AuditRow>) -> Result<(), StoreError>;
     /// The last record's seq and hash, `None` when the log is empty.
     async fn audit_head(&self) -> Result<Option<(u64, [u8; 32])>, StoreError>;

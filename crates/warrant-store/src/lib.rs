@@ -2,23 +2,29 @@
 //!
 //! The [`Store`] trait is the one door to storage. It is split, SPIRE-style, into one
 //! trait per entity group ([`HumanStore`], [`AgentStore`], [`KeyStore`],
-//! [`WarrantStore`]) so that each group can be read and tested on its own. Every method
+//! [`WarrantStore`], [`RevocationStore`], [`PolicyStore`], [`AuditStore`],
+//! [`GuardStore`]) so that each group can be read and tested on its own. Every method
 //! is async, so that a PostgreSQL implementation can follow without changing callers;
 //! [`sqlite::SqliteStore`] is the default, embedded implementation. The conformance suite
 //! in `tests/store.rs` is written against the trait and is meant to run against every
 //! implementation.
 
 pub mod audit;
+pub mod guard;
 pub mod records;
 pub mod sqlite;
 mod sqlite_audit;
+mod sqlite_guard;
 mod sqlite_revocation;
 
 use async_trait::async_trait;
 use warrant_core::{Agent, AgentId, AgentStatus, Human, HumanId, HumanStatus, TaskId, UnixTime, WarrantId};
 
 pub use audit::{AuditFilter, AuditRow, AuditStore, StoredCheckpoint};
-pub use records::{PolicyVersionRecord, RevocationKind, RevocationRecord, StoredKey, TaskRecord, WarrantRecord};
+pub use guard::{GuardStore, LiveBudget, MAX_APPROVAL_LIST_LIMIT};
+pub use records::{
+    PolicyVersionRecord, RevocationKind, RevocationRecord, SpendCharge, StoredKey, TaskRecord, WarrantRecord,
+};
 pub use sqlite::SqliteStore;
 
 /// Why a storage operation failed.
@@ -142,11 +148,18 @@ pub trait PolicyStore: Send + Sync {
 /// Everything Warrant stores. Implemented by [`SqliteStore`]; a PostgreSQL store
 /// implements the same traits.
 pub trait Store:
-    HumanStore + AgentStore + KeyStore + WarrantStore + RevocationStore + PolicyStore + audit::AuditStore
+    HumanStore + AgentStore + KeyStore + WarrantStore + RevocationStore + PolicyStore + audit::AuditStore + GuardStore
 {
 }
 
 impl<T> Store for T where
-    T: HumanStore + AgentStore + KeyStore + WarrantStore + RevocationStore + PolicyStore + audit::AuditStore
+    T: HumanStore
+        + AgentStore
+        + KeyStore
+        + WarrantStore
+        + RevocationStore
+        + PolicyStore
+        + audit::AuditStore
+        + GuardStore
 {
 }

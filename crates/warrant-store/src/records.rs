@@ -1,5 +1,7 @@
 //! Records that only storage needs (the domain types live in `warrant-core`).
 
+use std::collections::BTreeMap;
+
 use warrant_core::{AgentId, HumanId, Mode, Scope, TaskId, UnixTime, WarrantId};
 use zeroize::Zeroizing;
 
@@ -69,6 +71,22 @@ pub struct WarrantRecord {
     /// Issued at.
     pub issued_at: UnixTime,
     /// Expiry.
+    pub expires_at: UnixTime,
+    /// Its budget: counter -> limit. Empty when the warrant has no budget.
+    pub budget: BTreeMap<String, i64>,
+}
+
+/// A charge against a warrant's budget counter, applied with the audit record of the
+/// decision that incurred it (see `AuditRow::charges`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpendCharge {
+    /// The warrant whose counter is charged.
+    pub warrant: WarrantId,
+    /// The budget counter.
+    pub counter: String,
+    /// How much is added to what the counter has spent.
+    pub amount: i64,
+    /// The warrant's expiry, after which the spend may be purged.
     pub expires_at: UnixTime,
 }
 

@@ -5,6 +5,7 @@
 //! executor never waits on disk. SQLite serializes writers anyway; reads on the hot path
 //! are served from the engine's in-memory state, not from here.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -143,6 +144,34 @@ CREATE TABLE warrant_agents (
 ) WITHOUT ROWID;
 INSERT OR IGNORE INTO warrant_agents (agent, jti) SELECT j.value, w.jti FROM warrants w, json_each(w.chain) j;
 "#,
+    r#"
+ALTER TABLE warrants ADD COLUMN budget TEXT;
+CREATE INDEX warrants_budget ON warrants(expires_at) WHERE budget IS NOT NULL;
+CREATE TABLE budget_spend (
+    jti TEXT NOT NULL,
+    counter TEXT NOT NULL,
+    spent INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (jti, counter)
+);
+CREATE INDEX budget_spend_exp ON budget_spend(expires_at);
+CREATE TABLE agent_guard (
+    agent_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE TABLE approvals (
+    id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    approver TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX approvals_status ON approvals(status, created_at);
+CREATE INDEX approvals_agent ON approvals(agent_id, created_at);
+"#,
 ];
 
 /// The SQLite store.
@@ -232,7 +261,25 @@ fn agent_row(row: &Row<'_>) -> rusqlite::Result<Agent> {
 }
 
 pub(crate) const WARRANT_COLS: &str =
-    "jti, parent, agent, task, human, sub, mode, scope, chain, kid, issued_at, expires_at";
+    "jti, parent, agent, task, human, sub, mode, scope, chain, kid, issued_at, expires_at, budget";
+
+/// A budget as stored: `NULL` when there is none, else a JSON object counter -> limit.
+pub(crate) fn budget_text(budget: &BTreeMap<String, i64>) -> Result<Option<String>, StoreError> {
+    if budget.is_empty() {
+        return Ok(None);
+    }
+    serde_json::to_string(budget).map(Some).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Reads a budget column (`NULL`: none).
+pub(crate) fn budget_col(row: &Row<'_>, idx: usize) -> rusqlite::Result<BTreeMap<String, i64>> {
+    let text: Option<String> = row.get(idx)?;
+    match text {
+        None => Ok(BTreeMap::new()),
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, Box::new(e))),
+    }
+}
 
 pub(crate) fn warrant_row(row: &Row<'_>) -> rusqlite::Result<WarrantRecord> {
     let parent: Option<String> = row.get(1)?;
@@ -253,6 +300,7 @@ pub(crate) fn warrant_row(row: &Row<'_>) -> rusqlite::Result<WarrantRecord> {
         kid: row.get(9)?,
         issued_at: time(row, 10)?,
         expires_at: time(row, 11)?,
+        budget: budget_col(row, 12)?,
     })
 }
 
@@ -524,6 +572,7 @@ impl WarrantStore for SqliteStore {
         let scope = serde_json::to_string(&w.scope).map_err(corrupt)?;
         let chain = serde_json::to_string(&w.chain).map_err(corrupt)?;
         let mode = to_text(&w.mode)?;
+        let budget = budget_text(&w.budget)?;
         self.run(move |c| {
             let tx = c.transaction()?;
             if let Some(t) = task {
@@ -533,7 +582,7 @@ impl WarrantStore for SqliteStore {
                 )?;
             }
             tx.execute(
-                &format!("INSERT INTO warrants ({WARRANT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
+                &format!("INSERT INTO warrants ({WARRANT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
                 params![
                     w.jti.as_str(),
                     w.parent.as_ref().map(WarrantId::as_str),
@@ -546,7 +595,8 @@ impl WarrantStore for SqliteStore {
                     chain,
                     w.kid,
                     w.issued_at.0,
-                    w.expires_at.0
+                    w.expires_at.0,
+                    budget
                 ],
             )?;
             {

@@ -2,7 +2,8 @@
 //!
 //! The audit tables live in the main database (WAL, `synchronous=FULL`), so a committed
 //! batch is durable when `append_audit` returns. A batch is one transaction: the
-//! group commit that lets one fsync cover thousands of records.
+//! group commit that lets one fsync cover thousands of records. The budget charges that
+//! the batch's decisions incurred are applied in that same transaction.
 
 use async_trait::async_trait;
 use rusqlite::types::{Type, Value};
@@ -61,6 +62,7 @@ fn record_row(row: &Row<'_>) -> rusqlite::Result<AuditRow> {
         task: opt_id(row, 5, TaskId::try_from)?,
         warrant: opt_id(row, 6, WarrantId::try_from)?,
         decision: row.get(7)?,
+        charges: Vec::new(),
     })
 }
 
@@ -112,6 +114,16 @@ fn append(c: &mut Connection, rows: &[AuditRow]) -> Result<(), StoreError> {
                 row.record.prev_hash.as_slice(),
                 row.record.hash.as_slice(),
             ])?;
+        }
+    }
+    {
+        // The decisions' budget charges commit with their records, or not at all.
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO budget_spend (jti, counter, spent, expires_at) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT(jti, counter) DO UPDATE SET spent = spent + excluded.spent",
+        )?;
+        for charge in rows.iter().flat_map(|row| &row.charges) {
+            stmt.execute(params![charge.warrant.as_str(), charge.counter, charge.amount, charge.expires_at.0])?;
         }
     }
     tx.commit()?;

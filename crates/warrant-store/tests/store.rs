@@ -20,12 +20,15 @@
 use std::collections::BTreeMap;
 
 use tempfile::TempDir;
+use warrant_core::audit::{chain, AuditEntry, AuditKind, GENESIS};
+use warrant_core::guard::approval::{Approval, ApprovalStatus, Approver};
 use warrant_core::{
-    Agent, AgentId, AgentStatus, Human, HumanId, HumanStatus, Mode, PublicJwk, Scope, TaskId, UnixTime, WarrantId,
+    Agent, AgentId, AgentStatus, ApprovalId, Human, HumanId, HumanStatus, Mode, PublicJwk, Scope, TaskId, UnixTime,
+    WarrantId,
 };
 use warrant_store::{
-    AgentStore as _, HumanStore as _, KeyStore as _, SqliteStore, Store, StoreError, StoredKey, TaskRecord,
-    WarrantRecord, WarrantStore as _,
+    AgentStore as _, AuditRow, AuditStore as _, GuardStore as _, HumanStore as _, KeyStore as _, SpendCharge,
+    SqliteStore, Store, StoreError, StoredKey, TaskRecord, WarrantRecord, WarrantStore as _,
 };
 use zeroize::Zeroizing;
 
@@ -61,6 +64,16 @@ macro_rules! conformance {
             check_warrant_jti_is_unique,
             check_warrant_and_task_are_atomic,
             check_live_warrants_with_agent,
+            check_warrant_budget_round_trip,
+            check_live_budgets,
+            check_charges_accumulate_with_their_records,
+            check_refused_append_charges_nothing,
+            check_purge_spends,
+            check_guard_states_upsert,
+            check_approval_round_trip,
+            check_approval_compare_and_set,
+            check_list_approvals,
+            check_list_approvals_is_capped,
         );
     };
     (@tests $backend:ident, $open:ident; $($check:ident),+ $(,)?) => {
@@ -162,6 +175,7 @@ fn warrant(n: u8, task: &TaskRecord, agent: &Agent, parent: Option<&WarrantRecor
         kid: "kid-1".into(),
         issued_at: UnixTime(issued_at),
         expires_at: UnixTime(issued_at + 600),
+        budget: BTreeMap::new(),
     }
 }
 
@@ -588,6 +602,349 @@ async fn check_warrant_and_task_are_atomic(store: &dyn Store) {
 }
 
 // ---------------------------------------------------------------------------------------
+// Budgets, guard states and approvals
+// ---------------------------------------------------------------------------------------
+
+fn budget(limits: &[(&str, i64)]) -> BTreeMap<String, i64> {
+    limits.iter().map(|(counter, limit)| ((*counter).to_owned(), *limit)).collect()
+}
+
+fn charge(w: &WarrantRecord, counter: &str, amount: i64) -> SpendCharge {
+    SpendCharge { warrant: w.jti.clone(), counter: counter.to_owned(), amount, expires_at: w.expires_at }
+}
+
+/// Decision records `from..from + n` chained from `prev`, record `seq` carrying
+/// `charges(seq)`.
+fn audit_rows(from: u64, n: u64, prev: [u8; 32], charges: impl Fn(u64) -> Vec<SpendCharge>) -> Vec<AuditRow> {
+    let mut prev = prev;
+    (from..from + n)
+        .map(|seq| {
+            let mut e = AuditEntry::new(UnixTime(1_000 + seq as i64), AuditKind::Decision);
+            e.decision = Some("allow".into());
+            let record = chain(prev, seq, &e).unwrap();
+            prev = record.hash;
+            AuditRow { charges: charges(seq), ..AuditRow::new(record, &e) }
+        })
+        .collect()
+}
+
+/// `live_spends` as a map `(jti, counter) -> spent` (the order is not part of the contract).
+async fn spends(store: &dyn Store, now: i64) -> BTreeMap<(String, String), i64> {
+    let list = store.live_spends(UnixTime(now)).await.unwrap();
+    let n = list.len();
+    let map: BTreeMap<_, _> =
+        list.into_iter().map(|(jti, counter, spent)| ((jti.to_string(), counter), spent)).collect();
+    assert_eq!(map.len(), n, "one row per warrant and counter");
+    map
+}
+
+fn spend(w: &WarrantRecord, counter: &str, spent: i64) -> ((String, String), i64) {
+    ((w.jti.to_string(), counter.to_owned()), spent)
+}
+
+/// A task whose root warrant (expiring at 1600) has a budget, with a budgeted child
+/// expiring at 1200 and a child without a budget; returns (root, child, plain).
+async fn budgeted_tree(store: &dyn Store) -> (WarrantRecord, WarrantRecord, WarrantRecord) {
+    let (h, a) = principals(store, 1).await;
+    let t = task(1, &h, &a, 1_000);
+    let mut root = warrant(1, &t, &a, None, 1_000);
+    root.budget = budget(&[("payments.usd_cents", 50_000), ("emails", 10)]);
+    let mut child = warrant(2, &t, &a, Some(&root), 1_010);
+    child.budget = budget(&[("payments.usd_cents", 1_000)]);
+    child.expires_at = UnixTime(1_200);
+    let plain = warrant(3, &t, &a, Some(&root), 1_020);
+    store.record_warrant(&root, Some(&t)).await.unwrap();
+    store.record_warrant(&child, None).await.unwrap();
+    store.record_warrant(&plain, None).await.unwrap();
+    (root, child, plain)
+}
+
+async fn check_warrant_budget_round_trip(store: &dyn Store) {
+    let (root, child, plain) = budgeted_tree(store).await;
+    assert_eq!(root.budget.len(), 2);
+    for w in [&root, &child, &plain] {
+        assert_eq!(store.get_warrant(&w.jti).await.unwrap().as_ref(), Some(w));
+    }
+    assert!(store.get_warrant(&plain.jti).await.unwrap().unwrap().budget.is_empty(), "no budget reads back as none");
+    assert_eq!(store.task_warrants(&root.task).await.unwrap(), vec![root.clone(), child.clone(), plain.clone()]);
+    assert_eq!(store.child_warrants(&root.jti).await.unwrap(), vec![child, plain]);
+}
+
+async fn check_live_budgets(store: &dyn Store) {
+    assert!(store.live_budgets(UnixTime(0)).await.unwrap().is_empty());
+    let (root, child, _plain) = budgeted_tree(store).await;
+    let entry = |w: &WarrantRecord| (w.jti.clone(), w.parent.clone(), w.budget.clone(), w.expires_at);
+    assert_eq!(
+        store.live_budgets(UnixTime(1_100)).await.unwrap(),
+        vec![entry(&root), entry(&child)],
+        "the warrant without a budget is not listed"
+    );
+    assert_eq!(store.live_budgets(UnixTime(1_199)).await.unwrap().len(), 2);
+    assert_eq!(store.live_budgets(UnixTime(1_200)).await.unwrap(), vec![entry(&root)], "expired at its expiry");
+    assert!(store.live_budgets(UnixTime(1_600)).await.unwrap().is_empty());
+}
+
+async fn check_charges_accumulate_with_their_records(store: &dyn Store) {
+    let (root, child, _) = budgeted_tree(store).await;
+    const USD: &str = "payments.usd_cents";
+    assert!(spends(store, 1_100).await.is_empty());
+
+    // A charge to a child is charged up the tree: the caller lists every warrant.
+    let first = audit_rows(1, 3, GENESIS, |seq| match seq {
+        1 => vec![charge(&child, USD, 100), charge(&root, USD, 100)],
+        3 => vec![charge(&root, "emails", 1)],
+        _ => Vec::new(),
+    });
+    store.append_audit(first.clone()).await.unwrap();
+    assert_eq!(
+        spends(store, 1_100).await,
+        BTreeMap::from([spend(&root, USD, 100), spend(&child, USD, 100), spend(&root, "emails", 1)])
+    );
+
+    // A second batch adds to what was spent, as does a second charge in one record.
+    let second = audit_rows(4, 2, first[2].record.hash, |seq| match seq {
+        4 => vec![charge(&root, USD, 200), charge(&root, USD, 50)],
+        _ => vec![charge(&child, USD, 5), charge(&root, USD, 5)],
+    });
+    store.append_audit(second.clone()).await.unwrap();
+    assert_eq!(
+        spends(store, 1_100).await,
+        BTreeMap::from([spend(&root, USD, 355), spend(&child, USD, 105), spend(&root, "emails", 1)])
+    );
+
+    // The charges are not part of the record: rows read back carry none.
+    let stored: Vec<AuditRow> =
+        first.into_iter().chain(second).map(|row| AuditRow { charges: Vec::new(), ..row }).collect();
+    assert_eq!(store.audit_records(1, 100).await.unwrap(), stored);
+    assert_eq!(store.query_audit(&warrant_store::AuditFilter::default()).await.unwrap(), stored);
+    assert_eq!(store.get_audit(4).await.unwrap().as_ref(), Some(&stored[3]));
+}
+
+async fn check_refused_append_charges_nothing(store: &dyn Store) {
+    let (root, _, _) = budgeted_tree(store).await;
+    const USD: &str = "payments.usd_cents";
+    let first = audit_rows(1, 2, GENESIS, |_| vec![charge(&root, USD, 10)]);
+    store.append_audit(first.clone()).await.unwrap();
+    let head = first[1].record.hash;
+    let before = BTreeMap::from([spend(&root, USD, 20)]);
+    assert_eq!(spends(store, 1_100).await, before);
+
+    // A batch that does not continue the head: refused, and its charges with it.
+    let stale = audit_rows(1, 2, GENESIS, |_| vec![charge(&root, USD, 1_000), charge(&root, "emails", 1)]);
+    assert_conflict(store.append_audit(stale).await, "batch behind the head");
+    assert_eq!(spends(store, 1_100).await, before);
+
+    // A batch that continues the head but repeats a seq: refused whole, charges included,
+    // even those of the rows before the duplicate.
+    let mut dup = audit_rows(3, 2, head, |_| vec![charge(&root, USD, 1_000)]);
+    dup.push(dup[0].clone());
+    assert_conflict(store.append_audit(dup).await, "batch with a duplicate seq");
+    assert_eq!(spends(store, 1_100).await, before);
+    assert_eq!(store.audit_head().await.unwrap(), Some((2, head)));
+
+    // The valid batch still goes through, with its charges.
+    store.append_audit(audit_rows(3, 1, head, |_| vec![charge(&root, USD, 1)])).await.unwrap();
+    assert_eq!(spends(store, 1_100).await, BTreeMap::from([spend(&root, USD, 21)]));
+}
+
+async fn check_purge_spends(store: &dyn Store) {
+    let (root, child, _) = budgeted_tree(store).await;
+    const USD: &str = "payments.usd_cents";
+    assert_eq!(store.purge_spends(UnixTime(1_100)).await.unwrap(), 0, "nothing to purge");
+    let rows =
+        audit_rows(1, 1, GENESIS, |_| vec![charge(&root, USD, 7), charge(&child, USD, 7), charge(&root, "emails", 1)]);
+    store.append_audit(rows).await.unwrap();
+
+    assert_eq!(store.purge_spends(UnixTime(1_199)).await.unwrap(), 0, "every warrant is live");
+    assert_eq!(spends(store, 1_199).await.len(), 3);
+    // The child expires at 1200: from then on its spend is neither live nor kept.
+    assert_eq!(spends(store, 1_200).await, BTreeMap::from([spend(&root, USD, 7), spend(&root, "emails", 1)]));
+    assert_eq!(store.purge_spends(UnixTime(1_200)).await.unwrap(), 1);
+    assert_eq!(store.purge_spends(UnixTime(1_200)).await.unwrap(), 0);
+    assert_eq!(spends(store, 1_100).await, BTreeMap::from([spend(&root, USD, 7), spend(&root, "emails", 1)]));
+    assert_eq!(store.purge_spends(UnixTime(5_000)).await.unwrap(), 2);
+    assert!(spends(store, 0).await.is_empty());
+}
+
+async fn check_guard_states_upsert(store: &dyn Store) {
+    assert!(store.guard_states().await.unwrap().is_empty());
+    store.save_guard_states(&[]).await.unwrap();
+    assert!(store.guard_states().await.unwrap().is_empty());
+
+    let (a1, a2, a3) = (AgentId::from_random([1; 12]), AgentId::from_random([2; 12]), AgentId::from_random([3; 12]));
+    let sorted = |mut states: Vec<(AgentId, String)>| {
+        states.sort_by(|x, y| x.0.as_str().cmp(y.0.as_str()));
+        states
+    };
+    store
+        .save_guard_states(&[
+            (a1.clone(), r#"{"trust":1.0,"baseline":{"actions":["crm.read"]}}"#.into(), UnixTime(100)),
+            (a2.clone(), "{}".into(), UnixTime(100)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        sorted(store.guard_states().await.unwrap()),
+        vec![
+            (a1.clone(), r#"{"trust":1.0,"baseline":{"actions":["crm.read"]}}"#.to_owned()),
+            (a2.clone(), "{}".to_owned())
+        ]
+    );
+
+    // Saving again replaces those agents' states and adds new ones; others are kept.
+    store
+        .save_guard_states(&[
+            (a1.clone(), r#"{"trust":0.5}"#.into(), UnixTime(200)),
+            (a3.clone(), "{}".into(), UnixTime(200)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        sorted(store.guard_states().await.unwrap()),
+        vec![(a1, r#"{"trust":0.5}"#.to_owned()), (a2, "{}".to_owned()), (a3, "{}".to_owned())]
+    );
+}
+
+fn approval(n: u8, agent: &AgentId, status: ApprovalStatus, created_at: i64) -> Approval {
+    Approval {
+        id: ApprovalId::from_random([n; 12]),
+        status,
+        approver_role: Approver::Owner,
+        approver: HumanId::from_random([200; 12]),
+        agent: agent.clone(),
+        human: HumanId::from_random([201; 12]),
+        task: TaskId::from_random([202; 12]),
+        warrant: WarrantId::from_random([203; 12]),
+        action: "payments.send".into(),
+        resource: format!("accounts/{n}"),
+        request_digest: format!("digest-{n}"),
+        request: serde_json::json!({"resource_attrs": {"amount": 1200, "note": "ünïcödé \" quote"}, "context": {}}),
+        policies: vec!["large-payments".into(), "weekend".into()],
+        created_at: UnixTime(created_at),
+        expires_at: UnixTime(created_at + 900),
+        decided_at: None,
+        decided_by: None,
+        reason: None,
+        used_at: None,
+    }
+}
+
+async fn check_approval_round_trip(store: &dyn Store) {
+    let agent = AgentId::from_random([1; 12]);
+    let pending = approval(1, &agent, ApprovalStatus::Pending, 100);
+    store.insert_approval(&pending).await.unwrap();
+    assert_eq!(store.get_approval(&pending.id).await.unwrap(), Some(pending.clone()));
+
+    let mut decided = approval(2, &agent, ApprovalStatus::Rejected, 200);
+    decided.approver_role = Approver::Human;
+    decided.decided_at = Some(UnixTime(250));
+    decided.decided_by = Some("admin".into());
+    decided.reason = Some("not this week".into());
+    decided.request = serde_json::Value::Null;
+    decided.policies = Vec::new();
+    store.insert_approval(&decided).await.unwrap();
+    assert_eq!(store.get_approval(&decided.id).await.unwrap(), Some(decided));
+
+    // The same id again is refused, and the stored approval is unchanged.
+    let mut again = approval(3, &agent, ApprovalStatus::Approved, 300);
+    again.id = pending.id.clone();
+    assert_conflict(store.insert_approval(&again).await, "duplicate approval id");
+    assert_eq!(store.get_approval(&pending.id).await.unwrap(), Some(pending));
+    assert_eq!(store.get_approval(&ApprovalId::from_random([9; 12])).await.unwrap(), None);
+}
+
+async fn check_approval_compare_and_set(store: &dyn Store) {
+    let agent = AgentId::from_random([1; 12]);
+    let pending = approval(1, &agent, ApprovalStatus::Pending, 100);
+    store.insert_approval(&pending).await.unwrap();
+
+    let approved = Approval {
+        status: ApprovalStatus::Approved,
+        decided_at: Some(UnixTime(150)),
+        decided_by: Some(pending.approver.to_string()),
+        reason: Some("fine".into()),
+        expires_at: UnixTime(210),
+        ..pending.clone()
+    };
+    let rejected = Approval {
+        status: ApprovalStatus::Rejected,
+        decided_at: Some(UnixTime(151)),
+        decided_by: Some("admin".into()),
+        ..pending.clone()
+    };
+    assert!(store.update_approval(&approved, ApprovalStatus::Pending).await.unwrap());
+    assert_eq!(store.get_approval(&pending.id).await.unwrap(), Some(approved.clone()));
+
+    // A second decision that read the approval while it was pending loses the race.
+    assert!(!store.update_approval(&rejected, ApprovalStatus::Pending).await.unwrap());
+    assert_eq!(store.get_approval(&pending.id).await.unwrap(), Some(approved.clone()));
+
+    // Used once: the second use, expecting `approved` again, fails.
+    let used = Approval { status: ApprovalStatus::Used, used_at: Some(UnixTime(160)), ..approved.clone() };
+    assert!(store.update_approval(&used, ApprovalStatus::Approved).await.unwrap());
+    assert!(!store.update_approval(&used, ApprovalStatus::Approved).await.unwrap());
+    assert_eq!(store.get_approval(&pending.id).await.unwrap(), Some(used.clone()));
+
+    // Listings filter on the stored status, which follows the updates.
+    assert!(store.list_approvals(Some(ApprovalStatus::Pending), None, 10).await.unwrap().is_empty());
+    assert!(store.list_approvals(Some(ApprovalStatus::Approved), None, 10).await.unwrap().is_empty());
+    assert_eq!(store.list_approvals(Some(ApprovalStatus::Used), None, 10).await.unwrap(), vec![used]);
+
+    // An approval that does not exist is never updated (nor created).
+    let ghost = approval(9, &agent, ApprovalStatus::Approved, 100);
+    assert!(!store.update_approval(&ghost, ApprovalStatus::Pending).await.unwrap());
+    assert_eq!(store.get_approval(&ghost.id).await.unwrap(), None);
+}
+
+async fn check_list_approvals(store: &dyn Store) {
+    let (a1, a2) = (AgentId::from_random([1; 12]), AgentId::from_random([2; 12]));
+    let p1 = approval(1, &a1, ApprovalStatus::Pending, 100);
+    let p2 = approval(2, &a2, ApprovalStatus::Pending, 200);
+    let p3 = approval(3, &a1, ApprovalStatus::Approved, 300);
+    let p4 = approval(4, &a1, ApprovalStatus::Pending, 400);
+    let p5 = approval(5, &a2, ApprovalStatus::Rejected, 500);
+    assert!(store.list_approvals(None, None, 100).await.unwrap().is_empty());
+    // Inserted out of age order: listing is newest first by creation, not insertion.
+    for a in [&p3, &p1, &p5, &p2, &p4] {
+        store.insert_approval(a).await.unwrap();
+    }
+    let list = |status, agent: Option<AgentId>, limit| async move {
+        store.list_approvals(status, agent.as_ref(), limit).await.unwrap()
+    };
+    use ApprovalStatus::{Approved, Expired, Pending};
+    let all = vec![p5.clone(), p4.clone(), p3.clone(), p2.clone(), p1.clone()];
+    assert_eq!(list(None, None, 100).await, all);
+    assert_eq!(list(None, None, usize::MAX).await, all, "a huge limit is capped, not an error");
+    assert_eq!(list(None, None, 2).await, vec![p5.clone(), p4.clone()]);
+    assert!(list(None, None, 0).await.is_empty());
+    assert_eq!(list(Some(Pending), None, 100).await, vec![p4.clone(), p2.clone(), p1.clone()]);
+    assert_eq!(list(Some(Approved), None, 100).await, vec![p3.clone()]);
+    assert!(list(Some(Expired), None, 100).await.is_empty());
+    assert_eq!(list(None, Some(a1.clone()), 100).await, vec![p4.clone(), p3.clone(), p1.clone()]);
+    assert_eq!(list(Some(Pending), Some(a1.clone()), 100).await, vec![p4.clone(), p1.clone()]);
+    assert_eq!(list(Some(Pending), Some(a1), 1).await, vec![p4]);
+    assert_eq!(list(Some(Pending), Some(a2.clone()), 100).await, vec![p2]);
+    assert!(list(Some(Approved), Some(a2), 100).await.is_empty());
+    assert!(list(None, Some(AgentId::from_random([9; 12])), 100).await.is_empty());
+}
+
+/// Listings return at most `MAX_APPROVAL_LIST_LIMIT` approvals, whatever the limit asked.
+async fn check_list_approvals_is_capped(store: &dyn Store) {
+    let agent = AgentId::from_random([1; 12]);
+    let cap = warrant_store::MAX_APPROVAL_LIST_LIMIT;
+    for i in 0..=cap {
+        let mut a = approval(0, &agent, ApprovalStatus::Pending, i as i64);
+        let mut bytes = [0u8; 12];
+        bytes[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        a.id = ApprovalId::from_random(bytes);
+        store.insert_approval(&a).await.unwrap();
+    }
+    let listed = store.list_approvals(None, None, cap + 5).await.unwrap();
+    assert_eq!(listed.len(), cap);
+    assert_eq!(listed[0].created_at, UnixTime(cap as i64), "the newest first");
+}
+
+// ---------------------------------------------------------------------------------------
 // SQLite only: the file
 // ---------------------------------------------------------------------------------------
 
@@ -726,6 +1083,7 @@ async fn migration_backfills_the_agent_index() {
     drop(store);
     // Back to the schema before migration 3, as an older build left it.
     let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch(UNDO_MIGRATION_4).unwrap();
     db.execute_batch("DROP TABLE warrant_agents; PRAGMA user_version = 2;").unwrap();
     drop(db);
     let store = SqliteStore::open(&path).unwrap();
@@ -752,4 +1110,68 @@ async fn check_live_warrants_with_agent_setup(store: &dyn Store) {
     store.record_warrant(&root, Some(&t)).await.unwrap();
     store.record_warrant(&mid, None).await.unwrap();
     store.record_warrant(&leaf, None).await.unwrap();
+}
+
+/// Takes a database back to the schema before migration 4.
+const UNDO_MIGRATION_4: &str = "DROP INDEX warrants_budget; ALTER TABLE warrants DROP COLUMN budget; \
+     DROP TABLE budget_spend; DROP TABLE agent_guard; DROP TABLE approvals; PRAGMA user_version = 3;";
+
+/// Migration 4 adds warrants' budgets (none for warrants recorded before it: `NULL`) and
+/// the tables of spends, guard states and approvals.
+#[tokio::test]
+async fn migration_adds_budgets_and_guard_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("warrant.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let (t, root) = started_task(&store, 1).await;
+    drop(store);
+    // Back to the schema before migration 4, as an older build left it.
+    let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch(UNDO_MIGRATION_4).unwrap();
+    drop(db);
+
+    let store = SqliteStore::open(&path).unwrap();
+    let db = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, 4);
+    for (kind, name) in [
+        ("table", "budget_spend"),
+        ("table", "agent_guard"),
+        ("table", "approvals"),
+        ("index", "warrants_budget"),
+        ("index", "budget_spend_exp"),
+        ("index", "approvals_status"),
+        ("index", "approvals_agent"),
+    ] {
+        let n: i64 = db
+            .query_row("SELECT COUNT(*) FROM sqlite_master WHERE type = ?1 AND name = ?2", [kind, name], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1, "{kind} {name}");
+    }
+    let raw_budget = |jti: &WarrantId| {
+        db.query_row("SELECT budget FROM warrants WHERE jti = ?1", [jti.as_str()], |r| r.get::<_, Option<String>>(0))
+            .unwrap()
+    };
+    // The warrant recorded before has no budget.
+    assert_eq!(raw_budget(&root.jti), None);
+    assert_eq!(store.get_warrant(&root.jti).await.unwrap(), Some(root.clone()));
+    assert!(store.live_budgets(UnixTime(1_100)).await.unwrap().is_empty());
+
+    // The new schema is in use: a budget is stored as a JSON object, none as NULL.
+    let a = store.get_agent(&root.agent).await.unwrap().unwrap();
+    let mut child = warrant(2, &t, &a, Some(&root), 1_010);
+    child.budget = budget(&[("emails", 3)]);
+    let plain = warrant(3, &t, &a, Some(&root), 1_020);
+    store.record_warrant(&child, None).await.unwrap();
+    store.record_warrant(&plain, None).await.unwrap();
+    assert_eq!(raw_budget(&child.jti).as_deref(), Some(r#"{"emails":3}"#));
+    assert_eq!(raw_budget(&plain.jti), None);
+    assert_eq!(
+        store.live_budgets(UnixTime(1_100)).await.unwrap(),
+        vec![(child.jti.clone(), Some(root.jti.clone()), child.budget.clone(), child.expires_at)]
+    );
+    store.save_guard_states(&[(a.id.clone(), "{}".into(), UnixTime(1))]).await.unwrap();
+    store.insert_approval(&approval(1, &a.id, ApprovalStatus::Pending, 1)).await.unwrap();
+    store.append_audit(audit_rows(1, 1, GENESIS, |_| vec![charge(&child, "emails", 1)])).await.unwrap();
+    assert_eq!(spends(&store, 1_100).await, BTreeMap::from([spend(&child, "emails", 1)]));
 }

@@ -29,14 +29,15 @@ pub struct AuthorizeBody {
     /// Runtime telemetry, seen by policies as `context.telemetry` (integers, strings, booleans).
     #[schema(value_type = Option<Object>)]
     pub context: Option<serde_json::Value>,
-    /// An approval to redeem (human approval arrives with the guardrails milestone).
+    /// After a `pending` answer: the approval to redeem once it is approved. The retry
+    /// must be the same request (action, resource, `resource_attrs`, `context`).
     pub approval_id: Option<String>,
 }
 
 /// A decision.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DecisionView {
-    /// `allow` or `deny`.
+    /// `allow`, `deny` or `pending` (retry with `approval_id` once a human approves).
     pub decision: &'static str,
     /// The decision's audit record, `dec_<seq>`; trace it at `/v1/audit/{decision_id}/trace`.
     pub decision_id: String,
@@ -47,8 +48,34 @@ pub struct DecisionView {
     /// The policy set version that decided, when Cedar ran.
     pub policy_version: Option<i64>,
     /// A short machine-readable reason: `allow`, `invalid_token`, `revoked`, `task_ended`,
-    /// `agent`, `owner`, `human`, `scope`, `policy`, `policy_error`, `invalid_request`, `audit`.
+    /// `agent`, `owner`, `human`, `scope`, `policy`, `policy_error`, `invalid_request`,
+    /// `audit`, `rate_limited`, `budget`, `quarantine`, `approval_required` (pending),
+    /// `approval` (the presented approval is not usable).
     pub code: &'static str,
+    /// For `pending`: the approval to retry with; for an approved retry: the one used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<String>,
+    /// For `rate_limited`: seconds until a retry can succeed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
+    /// The acting agent's trust score (0-1) when the guardrails ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trust: Option<f64>,
+    /// The anomaly signals the request raised.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub signals: Vec<SignalView>,
+    /// Set when this decision quarantined the agent: why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quarantined: Option<String>,
+}
+
+/// One anomaly signal.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SignalView {
+    /// `novel_action`, `novel_resource`, `rate_spike`, `deny_streak`, `delegation_burst`, `off_hours`.
+    pub kind: &'static str,
+    /// Why, in words.
+    pub detail: String,
 }
 
 impl From<Decision> for DecisionView {
@@ -60,6 +87,11 @@ impl From<Decision> for DecisionView {
             policies: d.policies,
             policy_version: d.policy_version,
             code: d.code,
+            approval_id: d.approval_id,
+            retry_after: d.retry_after,
+            trust: d.trust.map(|t| (t * 1000.0).round() / 1000.0),
+            signals: d.signals.into_iter().map(|s| SignalView { kind: s.kind.as_str(), detail: s.detail }).collect(),
+            quarantined: d.quarantined,
         }
     }
 }
@@ -86,6 +118,7 @@ fn request(body: AuthorizeBody) -> AuthorizeRequest {
         resource: body.resource,
         resource_attrs: body.resource_attrs,
         context: body.context,
+        approval_id: body.approval_id,
     }
 }
 

@@ -35,6 +35,10 @@ pub struct TokenFormDoc {
     actor_token: Option<String>,
     /// `urn:ietf:params:oauth:token-type:jwt`.
     actor_token_type: Option<String>,
+    /// Budgets (extension): `counter=limit` pairs, e.g. `estimated_cost=5000`; every
+    /// decision charges the request's `context.<counter>`. A delegation gets at most what
+    /// the parent has left.
+    budget: Option<String>,
 }
 
 /// A successful token response (RFC 6749 §5.1, RFC 8693 §2.2.1).
@@ -55,6 +59,9 @@ pub struct TokenResponse {
     pub warrant_id: String,
     /// The warrant's task.
     pub task_id: String,
+    /// The warrant's budgets (counter -> limit), when it has any.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub budget: std::collections::BTreeMap<String, i64>,
 }
 
 /// Issues a warrant.
@@ -79,6 +86,7 @@ pub async fn token(State(state): State<AppState>, TokenForm(req): TokenForm) -> 
         scope: issued.claims.scope.clone(),
         warrant_id: issued.claims.jti.to_string(),
         task_id: issued.claims.task.id.to_string(),
+        budget: issued.claims.budget.clone(),
     };
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)))
 }

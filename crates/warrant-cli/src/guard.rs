@@ -1,0 +1,155 @@
+//! `warrant approvals`, `warrant approve`, `warrant reject`, `warrant agent trust` and
+//! `warrant events`: the guardrails from the command line.
+
+use clap::Subcommand;
+use serde_json::{json, Value};
+
+use crate::output::{print, record, table};
+use crate::{CliResult, Conn};
+
+const APPROVAL_FIELDS: &[&str] = &[
+    "id",
+    "status",
+    "approver_role",
+    "approver",
+    "agent",
+    "human",
+    "task",
+    "action",
+    "resource",
+    "request",
+    "policies",
+    "created_at",
+    "expires_at",
+    "decided_by",
+    "reason",
+    "used_at",
+];
+const APPROVAL_COLUMNS: &[(&str, &str)] = &[
+    ("ID", "id"),
+    ("STATUS", "status"),
+    ("APPROVER", "approver"),
+    ("AGENT", "agent"),
+    ("ACTION", "action"),
+    ("RESOURCE", "resource"),
+    ("EXPIRES", "expires_at"),
+];
+
+/// `warrant approvals …`.
+#[derive(Debug, Subcommand)]
+pub enum ApprovalsCmd {
+    /// List approvals, newest first.
+    List {
+        /// Only this status: pending, approved, rejected, used, expired.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only this agent's.
+        #[arg(long)]
+        agent: Option<String>,
+    },
+    /// Show one approval with the request it holds.
+    Show {
+        /// Approval id (`apr_…`).
+        id: String,
+    },
+}
+
+/// A client that authenticates as the approver when a session token is given, else as admin.
+fn approver_client(conn: &Conn, session: Option<String>) -> Result<crate::client::Client, String> {
+    match session {
+        Some(s) => Ok(crate::client::Client::new(&conn.server, Some(crate::tokens::read_token_arg(&s)?))),
+        None => Ok(conn.client()),
+    }
+}
+
+/// Runs `warrant approvals`.
+pub async fn approvals(conn: &Conn, cmd: ApprovalsCmd, session: Option<String>) -> CliResult {
+    let client = approver_client(conn, session)?;
+    match cmd {
+        ApprovalsCmd::List { status, agent } => {
+            let mut query = Vec::new();
+            if let Some(s) = status {
+                query.push(format!("status={s}"));
+            }
+            if let Some(a) = agent {
+                query.push(format!("agent={a}"));
+            }
+            let path = if query.is_empty() {
+                "/v1/approvals".to_owned()
+            } else {
+                format!("/v1/approvals?{}", query.join("&"))
+            };
+            let list = client.get(&path).await?;
+            print(conn.json, &list, |v| {
+                table(
+                    v.get("approvals").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default(),
+                    APPROVAL_COLUMNS,
+                )
+            });
+        }
+        ApprovalsCmd::Show { id } => {
+            print(conn.json, &client.get(&format!("/v1/approvals/{id}")).await?, |v| record(v, APPROVAL_FIELDS))
+        }
+    }
+    Ok(())
+}
+
+/// Runs `warrant approve` (`approve = true`) or `warrant reject`.
+pub async fn decide(
+    conn: &Conn,
+    id: String,
+    approve: bool,
+    reason: Option<String>,
+    session: Option<String>,
+) -> CliResult {
+    let client = approver_client(conn, session)?;
+    let verb = if approve { "approve" } else { "reject" };
+    let answer = client.post(&format!("/v1/approvals/{id}/{verb}"), &json!({ "reason": reason })).await?;
+    print(conn.json, &answer, |v| record(v, APPROVAL_FIELDS));
+    Ok(())
+}
+
+/// Runs `warrant agent trust`.
+pub async fn trust(conn: &Conn, id: String) -> CliResult {
+    let answer = conn.client().get(&format!("/v1/agents/{id}/trust")).await?;
+    print(conn.json, &answer, |v| {
+        let mut out = record(
+            v,
+            &["agent", "trust", "quarantine_below", "learning", "allowed", "actions", "prefixes", "rate_mean"],
+        );
+        let signals = v.get("recent_signals").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+        if !signals.is_empty() {
+            out.push_str("\nrecent signals:\n");
+            out.push_str(&table(signals, &[("AT", "at"), ("KIND", "kind"), ("DETAIL", "detail")]));
+        }
+        out
+    });
+    Ok(())
+}
+
+/// Runs `warrant events`: prints the live event stream until interrupted, one JSON event
+/// per line.
+pub async fn events(conn: &Conn, agent: Option<String>, kind: Option<String>) -> CliResult {
+    let mut query = Vec::new();
+    if let Some(a) = agent {
+        query.push(format!("agent={a}"));
+    }
+    if let Some(k) = kind {
+        query.push(format!("kind={k}"));
+    }
+    let path = if query.is_empty() { "/v1/events".to_owned() } else { format!("/v1/events?{}", query.join("&")) };
+    let mut response = conn.client().stream(&path).await?;
+    let mut buffer = String::new();
+    while let Some(chunk) = response.chunk().await? {
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let frame: String = buffer.drain(..end + 2).collect();
+            for line in frame.lines() {
+                if let Some(data) = line.strip_prefix("data:") {
+                    println!("{}", data.trim());
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,399 @@
+//! Runtime guardrails, the state half: per-agent baselines and trust, rate-limit
+//! counters and the budget ledger, kept in memory and persisted.
+//!
+//! The rules are pure and live in `warrant_core::guard`; this module owns the state,
+//! its locks and its persistence. The decision path ([`crate::decision`]) calls:
+//! [`Guardrails::assess`] before Cedar (the signals and trust Cedar sees),
+//! [`Guardrails::record`] once the policy has decided, [`Guardrails::check_rates`] and
+//! [`Guardrails::charge`] before an allow.
+//!
+//! Persistence: budgets are charged in memory under one lock (so concurrent spending is
+//! exact) and made durable in the same transaction as the decision's audit record.
+//! Baselines and trust are flushed every few seconds and at shutdown; a crash loses at
+//! most that much learning. Rate-limit counters live in memory only: a restart forgets
+//! them.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use warrant_core::guard::baseline::{Baseline, BaselineConfig};
+use warrant_core::guard::budget::{Budget, Charge, ChargeError, Ledger};
+use warrant_core::guard::rate::{Gcra, RateLimit};
+use warrant_core::guard::signal::Signal;
+use warrant_core::guard::trust::{Trust, TrustConfig};
+use warrant_core::{AgentId, HumanId, TaskId, UnixTime, WarrantId};
+use warrant_store::{Store, StoreError};
+
+/// Guardrail settings.
+#[derive(Debug, Clone)]
+pub struct GuardConfig {
+    /// Baselines, anomaly signals and trust on every decision. Budgets, rate limits and
+    /// approvals apply whatever this says.
+    pub enabled: bool,
+    /// How baselines learn and when a request is anomalous.
+    pub baseline: BaselineConfig,
+    /// How signals move the trust score, and the quarantine threshold.
+    pub trust: TrustConfig,
+    /// Quarantine automatically (suspend the agent, revoke its subtree) when its trust
+    /// falls below the threshold or a `@quarantine` forbid matches. When off, such
+    /// requests are still denied but the agent stays active.
+    pub auto_quarantine: bool,
+    /// Most requests per agent, counted over its whole delegation subtree.
+    pub rate_agent: Option<RateLimit>,
+    /// Most requests per task, over every warrant of the task.
+    pub rate_task: Option<RateLimit>,
+    /// Most requests tracing to one human, over every task and agent.
+    pub rate_human: Option<RateLimit>,
+    /// How long a pending approval waits for its approver, in seconds.
+    pub approval_ttl: i64,
+    /// How long an approved request may wait for its retry, in seconds.
+    pub approval_use_within: i64,
+    /// How often baselines and trust are written to the store.
+    pub flush_interval: Duration,
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        GuardConfig {
+            enabled: true,
+            baseline: BaselineConfig::default(),
+            trust: TrustConfig::default(),
+            auto_quarantine: true,
+            rate_agent: None,
+            rate_task: None,
+            rate_human: None,
+            approval_ttl: 900,
+            approval_use_within: 300,
+            flush_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// One agent's behaviour and trust, as persisted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentGuard {
+    /// What it normally does.
+    pub baseline: Baseline,
+    /// How far it is trusted.
+    pub trust: Trust,
+    /// The last signals it raised, newest last (at most [`RECENT_SIGNALS`]).
+    #[serde(default)]
+    pub recent: Vec<(UnixTime, Signal)>,
+}
+
+/// How many recent signals are kept per agent, for review.
+pub const RECENT_SIGNALS: usize = 20;
+
+/// What the guardrails saw in a request before the policy decided.
+#[derive(Debug, Clone, Default)]
+pub struct Assessment {
+    /// The signals it raised.
+    pub signals: Vec<Signal>,
+    /// The agent's trust after them, in [0, 1].
+    pub trust: f64,
+    /// The signals' kinds, for Cedar's `context.anomaly`.
+    pub kinds: Vec<&'static str>,
+}
+
+/// A rate limit's key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum RateKey {
+    Agent(AgentId),
+    Task(TaskId),
+    Human(HumanId),
+}
+
+/// A rate limit was reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimited {
+    /// Which limit, in words.
+    pub reason: String,
+    /// Seconds until a retry can conform.
+    pub retry_after: u64,
+}
+
+#[derive(Debug)]
+struct Slot {
+    guard: AgentGuard,
+    dirty: bool,
+}
+
+/// The guardrails' state.
+#[derive(Debug)]
+pub struct Guardrails {
+    config: GuardConfig,
+    agents: Mutex<HashMap<AgentId, Slot>>,
+    rates: Mutex<HashMap<RateKey, Gcra>>,
+    ledger: Mutex<Ledger>,
+}
+
+impl Guardrails {
+    /// Loads baselines, trust, live budgets and what they have spent.
+    pub async fn load(store: &dyn Store, config: GuardConfig, now: UnixTime) -> Result<Self, StoreError> {
+        let mut agents = HashMap::new();
+        for (id, state) in store.guard_states().await? {
+            match serde_json::from_str::<AgentGuard>(&state) {
+                Ok(guard) => {
+                    agents.insert(id, Slot { guard, dirty: false });
+                }
+                Err(e) => tracing::warn!(agent = %id, error = %e, "ignoring an unreadable guard state"),
+            }
+        }
+        let mut ledger = Ledger::default();
+        for (jti, parent, budget, exp) in store.live_budgets(now).await? {
+            ledger.open(jti, parent, budget, exp);
+        }
+        for (jti, counter, spent) in store.live_spends(now).await? {
+            ledger.restore(&jti, &counter, spent);
+        }
+        Ok(Guardrails {
+            config,
+            agents: Mutex::new(agents),
+            rates: Mutex::new(HashMap::new()),
+            ledger: Mutex::new(ledger),
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &GuardConfig {
+        &self.config
+    }
+
+    fn with_agent<T>(&self, agent: &AgentId, now: UnixTime, f: impl FnOnce(&mut AgentGuard) -> T) -> Option<T> {
+        let mut map = self.agents.lock().ok()?;
+        let slot = map.entry(agent.clone()).or_insert_with(|| Slot {
+            guard: AgentGuard {
+                baseline: Baseline::new(now),
+                trust: Trust::new(&self.config.trust, now),
+                recent: Vec::new(),
+            },
+            dirty: true,
+        });
+        slot.dirty = true;
+        Some(f(&mut slot.guard))
+    }
+
+    fn penalise(&self, guard: &mut AgentGuard, signals: &[Signal], now: UnixTime) -> f64 {
+        guard.trust = guard.trust.penalise(&self.config.trust, signals, now);
+        for s in signals {
+            guard.recent.push((now, s.clone()));
+        }
+        let excess = guard.recent.len().saturating_sub(RECENT_SIGNALS);
+        guard.recent.drain(..excess);
+        guard.trust.current(&self.config.trust, now)
+    }
+
+    /// Before the policy decides: the request's signals against the agent's baseline,
+    /// and its trust after them. With guardrails disabled: no signals, full trust.
+    pub fn assess(&self, agent: &AgentId, action: &str, resource: &str, now: UnixTime) -> Assessment {
+        if !self.config.enabled {
+            return Assessment { signals: Vec::new(), trust: 1.0, kinds: Vec::new() };
+        }
+        let cfg = &self.config.baseline;
+        let assessed = self.with_agent(agent, now, |g| {
+            let signals = g.baseline.assess(cfg, action, resource, now);
+            let trust = self.penalise(g, &signals, now);
+            (signals, trust)
+        });
+        // A poisoned lock is a failure on the decision path: report no trust at all,
+        // which every trust-aware policy denies and the quarantine check catches.
+        let (signals, trust) = assessed.unwrap_or_default();
+        let kinds = signals.iter().map(|s| s.kind.as_str()).collect();
+        Assessment { signals, trust, kinds }
+    }
+
+    /// Once the decision is known: learns from an allow, counts a probing deny.
+    /// Returns the new signals and the trust after them.
+    pub fn record(
+        &self,
+        agent: &AgentId,
+        action: &str,
+        resource: &str,
+        allowed: bool,
+        probing: bool,
+        now: UnixTime,
+    ) -> (Vec<Signal>, f64) {
+        if !self.config.enabled {
+            return (Vec::new(), 1.0);
+        }
+        let cfg = &self.config.baseline;
+        self.with_agent(agent, now, |g| {
+            let signals = g.baseline.record(cfg, action, resource, allowed, probing, now);
+            let trust = self.penalise(g, &signals, now);
+            (signals, trust)
+        })
+        .unwrap_or_default()
+    }
+
+    /// A delegation made by `agent`: its fan-out. Returns the signals and trust.
+    pub fn record_delegation(&self, agent: &AgentId, now: UnixTime) -> (Vec<Signal>, f64) {
+        if !self.config.enabled {
+            return (Vec::new(), 1.0);
+        }
+        let cfg = &self.config.baseline;
+        self.with_agent(agent, now, |g| {
+            let signals = g.baseline.record_delegation(cfg, now);
+            let trust = self.penalise(g, &signals, now);
+            (signals, trust)
+        })
+        .unwrap_or_default()
+    }
+
+    /// Whether `trust` is below the quarantine threshold.
+    pub fn below_threshold(&self, trust: f64) -> bool {
+        self.config.enabled && trust < self.config.trust.quarantine_below
+    }
+
+    /// The owner resumed `agent`: its trust is raised to the resume floor and its deny
+    /// streak forgotten, so the next request does not quarantine it again at once.
+    pub fn resumed(&self, agent: &AgentId, now: UnixTime) {
+        let cfg = &self.config.trust;
+        let _ = self.with_agent(agent, now, |g| {
+            g.trust = g.trust.resumed(cfg, now);
+            g.baseline.deny_streak = 0;
+        });
+    }
+
+    /// An agent's guard state, if it has been seen.
+    pub fn agent(&self, agent: &AgentId) -> Option<AgentGuard> {
+        self.agents.lock().ok()?.get(agent).map(|s| s.guard.clone())
+    }
+
+    /// The agent's trust at `now` (the initial trust for an agent never seen).
+    pub fn trust_of(&self, agent: &AgentId, now: UnixTime) -> f64 {
+        self.agent(agent).map_or(self.config.trust.initial, |g| g.trust.current(&self.config.trust, now))
+    }
+
+    /// Counts one request against every limit that applies: each agent of the chain
+    /// (so a subtree shares its root's limit), the task and the human. All or nothing.
+    pub fn check_rates(
+        &self,
+        chain: &[AgentId],
+        task: &TaskId,
+        human: &HumanId,
+        now: UnixTime,
+    ) -> Result<(), RateLimited> {
+        let c = &self.config;
+        if c.rate_agent.is_none() && c.rate_task.is_none() && c.rate_human.is_none() {
+            return Ok(());
+        }
+        let mut keys: Vec<(RateKey, RateLimit, String)> = Vec::new();
+        if let Some(limit) = c.rate_agent {
+            for a in chain {
+                keys.push((RateKey::Agent(a.clone()), limit, format!("agent `{a}` (with its sub-agents)")));
+            }
+        }
+        if let Some(limit) = c.rate_task {
+            keys.push((RateKey::Task(task.clone()), limit, format!("task `{task}`")));
+        }
+        if let Some(limit) = c.rate_human {
+            keys.push((RateKey::Human(human.clone()), limit, format!("everything on behalf of `{human}`")));
+        }
+        let Ok(mut rates) = self.rates.lock() else {
+            return Err(RateLimited { reason: "the rate limiter is unavailable".into(), retry_after: 1 });
+        };
+        let mut next = Vec::with_capacity(keys.len());
+        for (key, limit, what) in &keys {
+            let state = rates.get(key).copied().unwrap_or_default();
+            match state.check(*limit, now) {
+                Ok(s) => next.push(s),
+                Err(retry_after) => {
+                    return Err(RateLimited { reason: format!("rate limit {limit} reached for {what}"), retry_after })
+                }
+            }
+        }
+        for ((key, _, _), state) in keys.into_iter().zip(next) {
+            rates.insert(key, state);
+        }
+        if rates.len() > 1_000_000 {
+            // Keys idle long enough to be fully replenished carry no information.
+            let now_f = now.secs() as f64;
+            rates.retain(|_, g| g.tat > now_f);
+        }
+        Ok(())
+    }
+
+    /// Charges the request's telemetry to the warrant's budget and every ancestor's.
+    /// Returns the charges to persist with the decision's audit record.
+    pub fn charge(&self, jti: &WarrantId, telemetry: Option<&serde_json::Value>) -> Result<Vec<Charge>, ChargeError> {
+        let Ok(mut ledger) = self.ledger.lock() else {
+            return Err(ChargeError::Exceeded { warrant: jti.clone(), counter: "*".into(), left: 0, needed: 0 });
+        };
+        if ledger.is_empty() {
+            return Ok(Vec::new());
+        }
+        let counters = ledger.counters(jti);
+        if counters.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut amounts = Budget::new();
+        for counter in counters {
+            let value = telemetry.and_then(|t| t.get(&counter));
+            let amount = match value {
+                None | Some(serde_json::Value::Null) => 0,
+                Some(v) => v.as_i64().ok_or_else(|| ChargeError::BadAmount { counter: counter.clone() })?,
+            };
+            amounts.insert(counter, amount);
+        }
+        ledger.charge(jti, &amounts)
+    }
+
+    /// Gives charges back (the decision they were made for was not recorded).
+    pub fn refund(&self, charges: &[Charge]) {
+        if let Ok(mut ledger) = self.ledger.lock() {
+            ledger.refund(charges);
+        }
+    }
+
+    /// Registers a freshly issued warrant's budget.
+    pub fn open_budget(&self, jti: &WarrantId, parent: Option<&WarrantId>, budget: &Budget, exp: UnixTime) {
+        if let Ok(mut ledger) = self.ledger.lock() {
+            ledger.open(jti.clone(), parent.cloned(), budget.clone(), exp);
+        }
+    }
+
+    /// When the budgeted warrant `jti` expires (what its spend rows are kept until).
+    pub fn budget_expiry(&self, jti: &WarrantId) -> Option<UnixTime> {
+        self.ledger.lock().ok()?.entry(jti).map(|e| e.expires_at)
+    }
+
+    /// What `jti` may still spend (empty: no budget).
+    pub fn budget_left(&self, jti: &WarrantId) -> Budget {
+        self.ledger.lock().map(|l| l.left(jti)).unwrap_or_default()
+    }
+
+    /// Writes every changed agent state to the store.
+    pub async fn flush(&self, store: &dyn Store, now: UnixTime) -> Result<usize, StoreError> {
+        let states: Vec<(AgentId, String, UnixTime)> = {
+            let Ok(mut map) = self.agents.lock() else { return Ok(0) };
+            map.iter_mut()
+                .filter(|(_, s)| s.dirty)
+                .filter_map(|(id, s)| {
+                    s.dirty = false;
+                    serde_json::to_string(&s.guard).ok().map(|json| (id.clone(), json, now))
+                })
+                .collect()
+        };
+        if states.is_empty() {
+            return Ok(0);
+        }
+        let n = states.len();
+        if let Err(e) = store.save_guard_states(&states).await {
+            // Mark them dirty again so the next flush retries.
+            if let Ok(mut map) = self.agents.lock() {
+                for (id, _, _) in &states {
+                    if let Some(s) = map.get_mut(id) {
+                        s.dirty = true;
+                    }
+                }
+            }
+            return Err(e);
+        }
+        if let Ok(mut ledger) = self.ledger.lock() {
+            ledger.sweep(now);
+        }
+        Ok(n)
+    }
+}

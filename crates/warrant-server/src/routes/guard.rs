@@ -1,0 +1,358 @@
+//! The guardrails' endpoints: approvals (`/v1/approvals`), an agent's trust and
+//! baseline (`/v1/agents/{id}/trust`), and the live event stream (`/v1/events`).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::Json as JsonOut;
+use futures_util::stream::{self, Stream};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use warrant_core::guard::approval::{Approval, ApprovalStatus, Decider};
+use warrant_engine::approvals::ApprovalOpError;
+use warrant_engine::events::EventKind;
+
+use crate::app::AppState;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{Admin, ApproverAuth, Path, Query};
+
+impl From<ApprovalOpError> for ApiError {
+    fn from(e: ApprovalOpError) -> Self {
+        match e {
+            ApprovalOpError::Invalid(m) => ApiError::bad_request(m),
+            ApprovalOpError::NotFound(_) => ApiError::not_found(e.to_string()),
+            ApprovalOpError::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", m),
+            ApprovalOpError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            other => ApiError::internal(&other),
+        }
+    }
+}
+
+/// An approval.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApprovalView {
+    /// `apr_…`.
+    pub id: String,
+    /// `pending`, `approved`, `rejected`, `used` or `expired`.
+    pub status: &'static str,
+    /// `owner` or `human`.
+    pub approver_role: &'static str,
+    /// The human who must decide.
+    pub approver: String,
+    /// The agent that asked.
+    pub agent: String,
+    /// The human the work traces to.
+    pub human: String,
+    /// The task.
+    pub task: String,
+    /// The warrant the request came with.
+    pub warrant: String,
+    /// The action asked for.
+    pub action: String,
+    /// The resource asked for.
+    pub resource: String,
+    /// The request's `resource_attrs` and `context`, as the approver should see them.
+    #[schema(value_type = Object)]
+    pub request: serde_json::Value,
+    /// The policies that asked for approval.
+    pub policies: Vec<String>,
+    /// When it was opened (Unix seconds).
+    pub created_at: i64,
+    /// When it lapses: while pending, the deadline to decide; once approved, to use it.
+    pub expires_at: i64,
+    /// Who decided (`hum_…` or `admin`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    /// The approver's reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When the retry used it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub used_at: Option<i64>,
+}
+
+impl From<Approval> for ApprovalView {
+    fn from(a: Approval) -> Self {
+        ApprovalView {
+            id: a.id.to_string(),
+            status: a.status.as_str(),
+            approver_role: a.approver_role.as_str(),
+            approver: a.approver.to_string(),
+            agent: a.agent.to_string(),
+            human: a.human.to_string(),
+            task: a.task.to_string(),
+            warrant: a.warrant.to_string(),
+            action: a.action,
+            resource: a.resource,
+            request: a.request,
+            policies: a.policies,
+            created_at: a.created_at.secs(),
+            expires_at: a.expires_at.secs(),
+            decided_by: a.decided_by,
+            reason: a.reason,
+            used_at: a.used_at.map(|t| t.secs()),
+        }
+    }
+}
+
+/// Approvals.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApprovalList {
+    /// Newest first.
+    pub approvals: Vec<ApprovalView>,
+}
+
+/// Which approvals to list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalQuery {
+    /// Only this status (`pending`, `approved`, `rejected`, `used`, `expired`).
+    pub status: Option<String>,
+    /// Only this agent's.
+    pub agent: Option<String>,
+    /// At most this many (default 100, at most 1000).
+    pub limit: Option<usize>,
+}
+
+/// An approver's decision.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecideBody {
+    /// Why (kept in the audit log).
+    pub reason: Option<String>,
+}
+
+/// Lists approvals. The admin sees all; a human (session token) sees those they must decide.
+#[utoipa::path(get, path = "/v1/approvals", tag = "approvals", security(("admin" = [])), params(ApprovalQuery),
+    responses((status = 200, body = ApprovalList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn list(
+    ApproverAuth(by): ApproverAuth,
+    State(state): State<AppState>,
+    Query(q): Query<ApprovalQuery>,
+) -> Result<JsonOut<ApprovalList>, ApiError> {
+    let status = match q.status.as_deref() {
+        None => None,
+        Some(s) => Some(ApprovalStatus::parse(s).ok_or_else(|| {
+            ApiError::bad_request(format!("`{s}` is not a status: pending, approved, rejected, used or expired"))
+        })?),
+    };
+    let rows = state.engine.approvals(status, q.agent.as_deref(), q.limit.unwrap_or(100)).await?;
+    let approvals = rows
+        .into_iter()
+        .filter(|a| match &by {
+            Decider::Admin => true,
+            Decider::Human(h) => a.approver == *h,
+        })
+        .map(Into::into)
+        .collect();
+    Ok(JsonOut(ApprovalList { approvals }))
+}
+
+/// Shows one approval, with what was asked.
+#[utoipa::path(get, path = "/v1/approvals/{id}", tag = "approvals", security(("admin" = [])),
+    params(("id" = String, Path, description = "approval id")),
+    responses((status = 200, body = ApprovalView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn show(
+    ApproverAuth(by): ApproverAuth,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<JsonOut<ApprovalView>, ApiError> {
+    let a = state.engine.approval(&id).await?;
+    if let Decider::Human(h) = &by {
+        if a.approver != *h {
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this approval is not yours to see"));
+        }
+    }
+    Ok(JsonOut(a.into()))
+}
+
+/// The optional JSON body of approve and reject: none at all is no reason.
+fn decide_body(bytes: &[u8]) -> Result<Option<DecideBody>, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice(bytes).map(Some).map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))
+}
+
+async fn decide(
+    state: &AppState,
+    id: &str,
+    approve: bool,
+    by: &Decider,
+    body: Option<DecideBody>,
+) -> Result<JsonOut<ApprovalView>, ApiError> {
+    let reason = body.unwrap_or_default().reason;
+    Ok(JsonOut(state.engine.decide_approval(id, approve, by, reason).await?.into()))
+}
+
+/// Approves a pending request: the agent's retry with this approval id is allowed once.
+/// Only the approver (their session token) or the admin may.
+#[utoipa::path(post, path = "/v1/approvals/{id}/approve", tag = "approvals", security(("admin" = [])),
+    params(("id" = String, Path, description = "approval id")), request_body = Option<DecideBody>,
+    responses((status = 200, body = ApprovalView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
+pub async fn approve(
+    ApproverAuth(by): ApproverAuth,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<JsonOut<ApprovalView>, ApiError> {
+    decide(&state, &id, true, &by, decide_body(&body)?).await
+}
+
+/// Rejects a pending request.
+#[utoipa::path(post, path = "/v1/approvals/{id}/reject", tag = "approvals", security(("admin" = [])),
+    params(("id" = String, Path, description = "approval id")), request_body = Option<DecideBody>,
+    responses((status = 200, body = ApprovalView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
+pub async fn reject(
+    ApproverAuth(by): ApproverAuth,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<JsonOut<ApprovalView>, ApiError> {
+    decide(&state, &id, false, &by, decide_body(&body)?).await
+}
+
+/// An agent's trust and what its baseline has learned.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TrustView {
+    /// The agent.
+    pub agent: String,
+    /// Its trust score now, 0-1.
+    pub trust: f64,
+    /// Below this it is quarantined.
+    pub quarantine_below: f64,
+    /// Whether its baseline is still learning (no novelty or rate signals yet).
+    pub learning: bool,
+    /// Allowed decisions learned from.
+    pub allowed: u64,
+    /// Distinct actions it has been allowed, with counts.
+    #[schema(value_type = Object)]
+    pub actions: serde_json::Value,
+    /// Distinct resource prefixes it has been allowed, with counts.
+    #[schema(value_type = Object)]
+    pub prefixes: serde_json::Value,
+    /// Its usual requests per rate window (moving mean).
+    pub rate_mean: f64,
+    /// The last signals it raised, oldest first: `{at, kind, detail}`.
+    #[schema(value_type = Vec<Object>)]
+    pub recent_signals: Vec<serde_json::Value>,
+}
+
+/// Shows an agent's trust score, baseline and recent anomaly signals (for review before
+/// resuming a quarantined agent).
+#[utoipa::path(get, path = "/v1/agents/{id}/trust", tag = "agents", security(("admin" = [])),
+    params(("id" = String, Path, description = "agent id")),
+    responses((status = 200, body = TrustView), (status = 404, body = ErrorBody)))]
+pub async fn trust(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<JsonOut<TrustView>, ApiError> {
+    let agent = state.engine.agent(&id).await?;
+    let now = state.engine.now();
+    let guard = state.engine.guard();
+    let cfg = guard.config();
+    let view = match guard.agent(&agent.id) {
+        Some(g) => TrustView {
+            agent: agent.id.to_string(),
+            trust: g.trust.current(&cfg.trust, now),
+            quarantine_below: cfg.trust.quarantine_below,
+            learning: g.baseline.learning(&cfg.baseline, now),
+            allowed: g.baseline.allowed,
+            actions: serde_json::json!(g.baseline.actions),
+            prefixes: serde_json::json!(g.baseline.prefixes),
+            rate_mean: g.baseline.rate.mean,
+            recent_signals: g
+                .recent
+                .iter()
+                .map(|(at, s)| serde_json::json!({"at": at, "kind": s.kind.as_str(), "detail": s.detail}))
+                .collect(),
+        },
+        None => TrustView {
+            agent: agent.id.to_string(),
+            trust: cfg.trust.initial,
+            quarantine_below: cfg.trust.quarantine_below,
+            learning: true,
+            allowed: 0,
+            actions: serde_json::json!({}),
+            prefixes: serde_json::json!({}),
+            rate_mean: 0.0,
+            recent_signals: Vec::new(),
+        },
+    };
+    Ok(JsonOut(view))
+}
+
+/// Which events to stream.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct EventQuery {
+    /// Only events about this agent.
+    pub agent: Option<String>,
+    /// Only these kinds, comma-separated: `decision`, `anomaly`, `quarantine`,
+    /// `approval`, `revocation`, `finding`.
+    pub kind: Option<String>,
+}
+
+/// Streams live events as server-sent events: `event:` is the kind, `id:` increases,
+/// `data:` is the JSON event `{id, kind, at, agent?, data}`. A client that falls behind
+/// gets a `lagged` event saying how many it missed.
+#[utoipa::path(get, path = "/v1/events", tag = "events", security(("admin" = [])), params(EventQuery),
+    responses((status = 200, description = "text/event-stream"), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody)))]
+pub async fn events(
+    _: Admin,
+    State(state): State<AppState>,
+    Query(q): Query<EventQuery>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let kinds = match q.kind.as_deref() {
+        None | Some("") => None,
+        Some(list) => {
+            let mut kinds = Vec::new();
+            for k in list.split(',').map(str::trim) {
+                kinds.push(EventKind::parse(k).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "`{k}` is not an event kind: decision, anomaly, quarantine, approval, revocation, finding"
+                    ))
+                })?);
+            }
+            Some(kinds)
+        }
+    };
+    let agent = match q.agent.as_deref() {
+        None => None,
+        Some(a) => Some(warrant_core::AgentId::parse(a).map_err(|e| ApiError::bad_request(e.to_string()))?),
+    };
+    let rx = state.engine.events().subscribe();
+    let stream = stream::unfold(rx, move |mut rx| {
+        let (kinds, agent) = (kinds.clone(), agent.clone());
+        async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                match rx.recv().await {
+                    Ok(event) => {
+                        let wanted = kinds.as_ref().is_none_or(|k| k.contains(&event.kind))
+                            && agent.as_ref().is_none_or(|a| event.agent.as_ref() == Some(a));
+                        if !wanted {
+                            continue;
+                        }
+                        let data = serde_json::to_string(event.as_ref()).unwrap_or_else(|_| "{}".into());
+                        let sse = SseEvent::default().event(event.kind.as_str()).id(event.id.to_string()).data(data);
+                        return Some((Ok(sse), rx));
+                    }
+                    Err(RecvError::Lagged(n)) => {
+                        let sse = SseEvent::default().event("lagged").data(format!("{{\"missed\":{n}}}"));
+                        return Some((Ok(sse), rx));
+                    }
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
