@@ -32,7 +32,11 @@
 //!   durable (assertion spent, audit record and warrant recorded);
 //! * `audit/append/C`: records through `AuditWriter::submit` from C concurrent tasks, each
 //!   waiting for durability (group commit), in records per second;
-//! * `audit/verify/100000`: `audit::verify` over 100 000 records and their checkpoints.
+//! * `audit/verify/100000`: `audit::verify` over 100 000 records and their checkpoints;
+//! * `guard/{off,on}/50`: the full decision (as `decision/engine`) with every guardrail off
+//!   (no baselines, no trust, no rate limit, no budget) and on (a trained baseline with
+//!   novelty, rate and trust checks, three rate limits, a budget charged on every call),
+//!   at 50 policies: what the guardrails add to a decision.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -328,9 +332,47 @@ fn config() -> Criterion {
         .configure_from_args()
 }
 
+fn guard(c: &mut Criterion) {
+    use warrant_core::guard::rate::RateLimit;
+    use warrant_engine::guard::GuardConfig;
+    let rt = runtime();
+    let probe = Probe::bench();
+    let mut group = c.benchmark_group("guard");
+    group.measurement_time(Duration::from_secs(3));
+    let n = 50;
+    let off = GuardConfig { enabled: false, ..GuardConfig::default() };
+    let mut on = GuardConfig::default();
+    on.baseline.learning_decisions = 10;
+    on.baseline.learning_secs = 0;
+    let generous = RateLimit::parse("1000000000/s").unwrap();
+    (on.rate_agent, on.rate_task, on.rate_human) = (Some(generous), Some(generous), Some(generous));
+    for (name, config, budget) in [("off", off, None), ("on", on, Some("estimated_cost=1000000000000000"))] {
+        let fixture = rt.block_on(EngineFixture::open_with(n, roomy_audit(), config, budget));
+        let engine = &fixture.engine;
+        let req = fixture.authorize_request(&probe);
+        // Past the learning period: every check of the baseline runs.
+        for _ in 0..20 {
+            let d = rt.block_on(engine.authorize(&req));
+            assert_eq!(d.outcome, Outcome::Allow, "{d:?}");
+        }
+        let d = rt.block_on(engine.authorize(&req));
+        assert_eq!(d.charges.is_empty(), budget.is_none(), "{d:?}");
+        group.bench_with_input(BenchmarkId::new(name, n), &req, |b, req| {
+            b.to_async(&rt).iter(|| async move {
+                let (decision, receipt) = engine.authorize_queued(req).await;
+                drop(receipt);
+                decision
+            })
+        });
+        rt.block_on(fixture.drain());
+        rt.block_on(engine.audit_writer().shutdown());
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = config();
-    targets = scope, verify, decision, pieces, mint, delegation, audit_log
+    targets = scope, verify, decision, pieces, mint, delegation, audit_log, guard
 }
 criterion_main!(benches);

@@ -76,6 +76,17 @@ impl EngineFixture {
     /// Opens an engine over a new SQLite file with the generated set of `n` policies.
     /// Must be called inside a tokio runtime.
     pub async fn open(n: usize, audit: AuditConfig) -> Self {
+        Self::open_with(n, audit, warrant_engine::guard::GuardConfig::default(), None).await
+    }
+
+    /// [`EngineFixture::open`] with guardrail settings, and a budget on the root warrant
+    /// (e.g. `estimated_cost=1000000000`).
+    pub async fn open_with(
+        n: usize,
+        audit: AuditConfig,
+        guard: warrant_engine::guard::GuardConfig,
+        budget: Option<&str>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let policy_dir = dir.path().join("policies");
         std::fs::create_dir_all(&policy_dir).unwrap();
@@ -85,6 +96,7 @@ impl EngineFixture {
         let mut config = EngineConfig::for_issuer(ISSUER);
         config.policy_dir = Some(policy_dir);
         config.audit = audit;
+        config.guard = guard;
         let engine = Arc::new(Engine::open(store, Arc::clone(&clock) as _, config).await.unwrap());
         let human = engine
             .add_human(NewHuman {
@@ -129,6 +141,7 @@ impl EngineFixture {
             subject_token_type: Some(TOKEN_TYPE_ID_TOKEN.into()),
             actor_token: Some(fixture.assertion(&fixture.agent_key, &fixture.agent)),
             actor_token_type: Some(TOKEN_TYPE_JWT.into()),
+            budget: budget.map(str::to_owned),
             ..TokenRequest::default()
         };
         let issued = fixture.engine.token(&root).await.unwrap();

@@ -294,7 +294,8 @@ impl Engine {
         let assessment = guard.assess(&agent.id, &req.action, &req.resource, now);
         self.publish_signals(&agent.id, &assessment.signals, now);
         if guard.below_threshold(assessment.trust) {
-            let mut d = Decision::deny("quarantine", "the agent's trust fell below the quarantine threshold", Some(claims));
+            let mut d =
+                Decision::deny("quarantine", "the agent's trust fell below the quarantine threshold", Some(claims));
             d.trust = Some(assessment.trust);
             d.signals = assessment.signals;
             let why = quarantine_reason(assessment.trust, &d.signals);

@@ -279,32 +279,35 @@ impl Guardrails {
         if c.rate_agent.is_none() && c.rate_task.is_none() && c.rate_human.is_none() {
             return Ok(());
         }
-        let mut keys: Vec<(RateKey, RateLimit, String)> = Vec::new();
+        let mut keys: Vec<(RateKey, RateLimit)> = Vec::with_capacity(chain.len() + 2);
         if let Some(limit) = c.rate_agent {
-            for a in chain {
-                keys.push((RateKey::Agent(a.clone()), limit, format!("agent `{a}` (with its sub-agents)")));
-            }
+            keys.extend(chain.iter().map(|a| (RateKey::Agent(a.clone()), limit)));
         }
         if let Some(limit) = c.rate_task {
-            keys.push((RateKey::Task(task.clone()), limit, format!("task `{task}`")));
+            keys.push((RateKey::Task(task.clone()), limit));
         }
         if let Some(limit) = c.rate_human {
-            keys.push((RateKey::Human(human.clone()), limit, format!("everything on behalf of `{human}`")));
+            keys.push((RateKey::Human(human.clone()), limit));
         }
         let Ok(mut rates) = self.rates.lock() else {
             return Err(RateLimited { reason: "the rate limiter is unavailable".into(), retry_after: 1 });
         };
         let mut next = Vec::with_capacity(keys.len());
-        for (key, limit, what) in &keys {
+        for (key, limit) in &keys {
             let state = rates.get(key).copied().unwrap_or_default();
             match state.check(*limit, now) {
                 Ok(s) => next.push(s),
                 Err(retry_after) => {
-                    return Err(RateLimited { reason: format!("rate limit {limit} reached for {what}"), retry_after })
+                    let what = match key {
+                        RateKey::Agent(a) => format!("agent `{a}` (with its sub-agents)"),
+                        RateKey::Task(t) => format!("task `{t}`"),
+                        RateKey::Human(h) => format!("everything on behalf of `{h}`"),
+                    };
+                    return Err(RateLimited { reason: format!("rate limit {limit} reached for {what}"), retry_after });
                 }
             }
         }
-        for ((key, _, _), state) in keys.into_iter().zip(next) {
+        for ((key, _), state) in keys.into_iter().zip(next) {
             rates.insert(key, state);
         }
         if rates.len() > 1_000_000 {

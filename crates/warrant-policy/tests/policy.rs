@@ -406,3 +406,23 @@ fn guardrail_annotations_are_checked() {
     let q_permit = "@id(\"p\") @quarantine permit (principal, action, resource);";
     assert!(matches!(compile(&[("a.cedar", q_permit)]), Err(PolicyError::Annotation { .. })));
 }
+
+#[test]
+fn documented_guardrail_example_means_what_it_says() {
+    use warrant_core::guard::approval::Approver;
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/policies/guardrails.cedar");
+    let text = std::fs::read_to_string(path).unwrap();
+    let p = compile(&[("default.cedar", DEFAULT_POLICIES), ("guardrails.cedar", &text)]).unwrap();
+    let a = agent(&[]);
+    let c = claims(&a, 1);
+    let small = json!({"amount": 5000});
+    let large = json!({"amount": 500_000});
+    assert!(p.evaluate(&guarded_input(&a, &c, "payments.send", &small, 90, &[], false)).unwrap().allow);
+    assert!(!p.evaluate(&guarded_input(&a, &c, "payments.send", &small, 79, &[], false)).unwrap().allow);
+    let v = p.evaluate(&guarded_input(&a, &c, "payments.send", &large, 90, &[], false)).unwrap();
+    assert_eq!(v.approval, Some(Approver::Owner));
+    assert!(p.evaluate(&guarded_input(&a, &c, "payments.send", &large, 90, &[], true)).unwrap().allow);
+    let t = json!({});
+    let v = p.evaluate(&guarded_input(&a, &c, "crm.export", &t, 100, &["novel_resource"], false)).unwrap();
+    assert!(v.quarantine);
+}

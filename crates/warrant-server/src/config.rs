@@ -26,6 +26,7 @@ pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 /// auto_quarantine = true      # suspend + revoke the subtree (false: deny only)
 /// learning_decisions = 100    # a new agent's learning period: this many allowed decisions
 /// learning_secs = 600         # ... and at least this long
+/// window_secs = 10            # the rate window baselines count requests in
 /// approval_ttl = 900          # a pending approval waits this long for its approver
 /// approval_use_within = 300   # an approved request must be retried within this
 /// ```
@@ -49,6 +50,8 @@ pub struct GuardFile {
     pub learning_decisions: Option<u64>,
     /// Seconds before a new agent's baseline is trusted.
     pub learning_secs: Option<i64>,
+    /// The rate window a baseline counts requests in, seconds (default 10).
+    pub window_secs: Option<i64>,
     /// Seconds a pending approval waits.
     pub approval_ttl: Option<i64>,
     /// Seconds an approved request may wait for its retry.
@@ -79,6 +82,15 @@ impl GuardFile {
         }
         g.baseline.learning_decisions = self.learning_decisions.unwrap_or(g.baseline.learning_decisions);
         g.baseline.learning_secs = self.learning_secs.unwrap_or(g.baseline.learning_secs);
+        if let Some(w) = self.window_secs {
+            if !(1..=3600).contains(&w) {
+                return Err(ConfigError::Invalid("`guard.window_secs` must be between 1 and 3600".into()));
+            }
+            g.baseline.window_secs = w;
+        }
+        if self.learning_secs.is_some_and(|s| s < 0) {
+            return Err(ConfigError::Invalid("`guard.learning_secs` must not be negative".into()));
+        }
         for (name, v, slot) in [
             ("approval_ttl", self.approval_ttl, &mut g.approval_ttl),
             ("approval_use_within", self.approval_use_within, &mut g.approval_use_within),
