@@ -32,7 +32,8 @@ impl Engine {
             return;
         }
         d.code = "quarantine";
-        let reason = format!("quarantined: {why}");
+        // A revocation reason holds at most 500 characters.
+        let reason: String = format!("quarantined: {why}").chars().take(500).collect();
         match self.revoke(RevocationKind::Agent, agent.as_str(), &reason).await {
             Ok(revoked) => {
                 tracing::warn!(agent = %agent, warrants = revoked.revoked_warrants, %why, "quarantined an agent");

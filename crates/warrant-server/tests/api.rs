@@ -20,6 +20,8 @@ mod decisions;
 mod evidence;
 #[path = "api/failclosed.rs"]
 mod failclosed;
+#[path = "api/guard.rs"]
+mod guard;
 #[path = "api/lifecycle.rs"]
 mod lifecycle;
 #[path = "api/management.rs"]
