@@ -100,6 +100,27 @@ fn verify(c: &mut Criterion) {
     group.finish();
 }
 
+/// Measures the decision (audit record queued, not awaited) on `rt`, then lets the
+/// writer catch up and stops it, so nothing measured afterwards competes with it.
+fn measure_decisions(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    rt: &tokio::runtime::Runtime,
+    id: BenchmarkId,
+    fixture: &EngineFixture,
+    req: &warrant_engine::AuthorizeRequest,
+) {
+    let engine = &fixture.engine;
+    group.bench_with_input(id, req, |b, req| {
+        b.to_async(rt).iter(|| async move {
+            let (decision, receipt) = engine.authorize_queued(req).await;
+            drop(receipt);
+            decision
+        })
+    });
+    rt.block_on(fixture.drain());
+    rt.block_on(engine.audit_writer().shutdown());
+}
+
 fn decision(c: &mut Criterion) {
     let rt = runtime();
     let probe = Probe::bench();
@@ -112,16 +133,7 @@ fn decision(c: &mut Criterion) {
         let req = fixture.authorize_request(&probe);
         let first = rt.block_on(engine.authorize(&req));
         assert_eq!(first.outcome, Outcome::Allow, "{first:?}");
-        group.bench_with_input(BenchmarkId::new("engine", n), &req, |b, req| {
-            b.to_async(&rt).iter(|| async move {
-                let (decision, receipt) = engine.authorize_queued(req).await;
-                drop(receipt);
-                decision
-            })
-        });
-        // Let the writer catch up before anything else is measured.
-        rt.block_on(fixture.drain());
-        rt.block_on(engine.audit_writer().shutdown());
+        measure_decisions(&mut group, &rt, BenchmarkId::new("engine", n), &fixture, &req);
 
         let bare = BareCedar::new(n, &probe);
         assert!(bare.is_authorized());
@@ -357,15 +369,7 @@ fn guard(c: &mut Criterion) {
         }
         let d = rt.block_on(engine.authorize(&req));
         assert_eq!(d.charges.is_empty(), budget.is_none(), "{d:?}");
-        group.bench_with_input(BenchmarkId::new(name, n), &req, |b, req| {
-            b.to_async(&rt).iter(|| async move {
-                let (decision, receipt) = engine.authorize_queued(req).await;
-                drop(receipt);
-                decision
-            })
-        });
-        rt.block_on(fixture.drain());
-        rt.block_on(engine.audit_writer().shutdown());
+        measure_decisions(&mut group, &rt, BenchmarkId::new(name, n), &fixture, &req);
     }
     group.finish();
 }

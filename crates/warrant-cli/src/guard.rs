@@ -1,7 +1,7 @@
 //! `warrant approvals`, `warrant approve`, `warrant reject`, `warrant agent trust` and
 //! `warrant events`: the guardrails from the command line.
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 use crate::output::{print, record, table};
@@ -94,14 +94,23 @@ pub async fn approvals(conn: &Conn, cmd: ApprovalsCmd, session: Option<String>) 
     Ok(())
 }
 
-/// Runs `warrant approve` (`approve = true`) or `warrant reject`.
-pub async fn decide(
-    conn: &Conn,
+/// `warrant approve` and `warrant reject`'s arguments.
+#[derive(Debug, Args)]
+pub struct DecideArgs {
+    /// Approval id (`apr_…`).
     id: String,
-    approve: bool,
+    /// Why (kept in the audit log).
+    #[arg(long)]
     reason: Option<String>,
+    /// Decide as this human: their session token (`warrant human session`); `-` reads
+    /// stdin, `@FILE` a file. Default: the admin token.
+    #[arg(long)]
     session: Option<String>,
-) -> CliResult {
+}
+
+/// Runs `warrant approve` (`approve = true`) or `warrant reject`.
+pub async fn decide(conn: &Conn, args: DecideArgs, approve: bool) -> CliResult {
+    let DecideArgs { id, reason, session } = args;
     let client = approver_client(conn, session)?;
     let verb = if approve { "approve" } else { "reject" };
     let answer = client.post(&format!("/v1/approvals/{id}/{verb}"), &json!({ "reason": reason })).await?;

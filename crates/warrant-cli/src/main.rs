@@ -112,27 +112,15 @@ enum Command {
     Approve {
         #[command(flatten)]
         conn: Conn,
-        /// Approval id (`apr_…`).
-        id: String,
-        /// Why (kept in the audit log).
-        #[arg(long)]
-        reason: Option<String>,
-        /// Approve as this human (their session token); default: the admin token.
-        #[arg(long)]
-        session: Option<String>,
+        #[command(flatten)]
+        args: guard::DecideArgs,
     },
     /// Reject a pending decision.
     Reject {
         #[command(flatten)]
         conn: Conn,
-        /// Approval id (`apr_…`).
-        id: String,
-        /// Why (kept in the audit log).
-        #[arg(long)]
-        reason: Option<String>,
-        /// Reject as this human (their session token); default: the admin token.
-        #[arg(long)]
-        session: Option<String>,
+        #[command(flatten)]
+        args: guard::DecideArgs,
     },
     /// Stream live events (decisions, anomalies, quarantines, approvals, revocations), one
     /// JSON object per line, until interrupted.
@@ -310,8 +298,8 @@ async fn run(cli: Cli) -> CliResult {
                 .await
         }
         Command::Approvals { conn, session, cmd } => guard::approvals(&conn, cmd, session).await,
-        Command::Approve { conn, id, reason, session } => guard::decide(&conn, id, true, reason, session).await,
-        Command::Reject { conn, id, reason, session } => guard::decide(&conn, id, false, reason, session).await,
+        Command::Approve { conn, args } => guard::decide(&conn, args, true).await,
+        Command::Reject { conn, args } => guard::decide(&conn, args, false).await,
         Command::Events { conn, agent, kind } => guard::events(&conn, agent, kind).await,
         Command::Revoke { conn, kind, id, reason } => ops::revoke(&conn, kind, id, reason).await,
         Command::Task { conn, cmd } => ops::task(&conn, cmd).await,
