@@ -163,10 +163,7 @@ pub async fn agent(conn: &Conn, cmd: AgentCmd) -> CliResult {
             print(conn.json, &client.post("/v1/agents", &body).await?, one);
         }
         AgentCmd::List { owner } => {
-            let path = match owner {
-                Some(o) => format!("/v1/agents?owner={o}"),
-                None => "/v1/agents".into(),
-            };
+            let path = crate::client::with_query("/v1/agents", &[("owner", owner)]);
             let list = client.get(&path).await?;
             print(conn.json, &list, |v| {
                 table(v.get("agents").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default(), AGENT_COLUMNS)

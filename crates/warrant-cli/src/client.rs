@@ -29,6 +29,15 @@ pub enum ClientError {
     BadAnswer(String),
 }
 
+/// `path` with the given query parameters, those that are set, form-encoded.
+pub fn with_query(path: &str, params: &[(&str, Option<String>)]) -> String {
+    let set: Vec<(&str, &str)> = params.iter().filter_map(|(k, v)| v.as_deref().map(|v| (*k, v))).collect();
+    match serde_urlencoded::to_string(&set) {
+        Ok(query) if !query.is_empty() => format!("{path}?{query}"),
+        _ => path.to_owned(),
+    }
+}
+
 /// A client bound to one server.
 #[derive(Debug, Clone)]
 pub struct Client {

@@ -252,15 +252,15 @@ pub async fn audit(conn: &Conn, cmd: AuditCmd) -> CliResult {
             print(conn.json, &trace, trace_tree);
         }
         AuditCmd::Query { agent, human, task, kind, decision, limit } => {
-            let mut params = vec![format!("limit={limit}")];
-            for (name, value) in
-                [("agent", agent), ("human", human), ("task", task), ("kind", kind), ("decision", decision)]
-            {
-                if let Some(v) = value {
-                    params.push(format!("{name}={v}"));
-                }
-            }
-            let page = conn.client().get(&format!("/v1/audit?{}", params.join("&"))).await?;
+            let params = [
+                ("limit", Some(limit.to_string())),
+                ("agent", agent),
+                ("human", human),
+                ("task", task),
+                ("kind", kind),
+                ("decision", decision),
+            ];
+            let page = conn.client().get(&crate::client::with_query("/v1/audit", &params)).await?;
             print(conn.json, &page, |v| {
                 crate::ops::audit_table(
                     v.get("records").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default(),

@@ -4,6 +4,7 @@
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
+use crate::client::with_query;
 use crate::output::{print, record, table};
 use crate::{CliResult, Conn};
 
@@ -67,18 +68,7 @@ pub async fn approvals(conn: &Conn, cmd: ApprovalsCmd, session: Option<String>) 
     let client = approver_client(conn, session)?;
     match cmd {
         ApprovalsCmd::List { status, agent } => {
-            let mut query = Vec::new();
-            if let Some(s) = status {
-                query.push(format!("status={s}"));
-            }
-            if let Some(a) = agent {
-                query.push(format!("agent={a}"));
-            }
-            let path = if query.is_empty() {
-                "/v1/approvals".to_owned()
-            } else {
-                format!("/v1/approvals?{}", query.join("&"))
-            };
+            let path = with_query("/v1/approvals", &[("status", status), ("agent", agent)]);
             let list = client.get(&path).await?;
             print(conn.json, &list, |v| {
                 table(
@@ -139,14 +129,7 @@ pub async fn trust(conn: &Conn, id: String) -> CliResult {
 /// Runs `warrant events`: prints the live event stream until interrupted, one JSON event
 /// per line.
 pub async fn events(conn: &Conn, agent: Option<String>, kind: Option<String>) -> CliResult {
-    let mut query = Vec::new();
-    if let Some(a) = agent {
-        query.push(format!("agent={a}"));
-    }
-    if let Some(k) = kind {
-        query.push(format!("kind={k}"));
-    }
-    let path = if query.is_empty() { "/v1/events".to_owned() } else { format!("/v1/events?{}", query.join("&")) };
+    let path = with_query("/v1/events", &[("agent", agent), ("kind", kind)]);
     let mut response = conn.client().stream(&path).await?;
     let mut buffer = String::new();
     while let Some(chunk) = response.chunk().await? {

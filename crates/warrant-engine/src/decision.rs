@@ -101,13 +101,8 @@ pub struct Decision {
 }
 
 impl Decision {
-    /// A deny with no warrant, for a quarantine decided outside the decision path (a
-    /// delegation burst at the token endpoint).
-    pub(crate) fn quarantine_only(_agent: &AgentId) -> Decision {
-        Decision::deny("quarantine", "quarantined", None)
-    }
-
-    fn deny(code: &'static str, reason: impl Into<String>, claims: Option<&Arc<WarrantClaims>>) -> Decision {
+    /// A deny with a reason, before it is recorded.
+    pub(crate) fn deny(code: &'static str, reason: impl Into<String>, claims: Option<&Arc<WarrantClaims>>) -> Decision {
         Decision {
             outcome: Outcome::Deny,
             decision_id: String::new(),
@@ -496,7 +491,7 @@ impl Engine {
         }
         entry.details = details;
         self.publish_decision(req, &decision, now);
-        let charges = self.spend_rows(&decision);
+        let charges = crate::quarantine::spend_rows(&decision);
         match self.audit_writer().enqueue_with(entry, charges).await {
             Ok(receipt) => (decision, Some(receipt)),
             Err(e) => {

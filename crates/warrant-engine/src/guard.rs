@@ -83,6 +83,13 @@ pub struct AgentGuard {
     pub recent: Vec<(UnixTime, Signal)>,
 }
 
+impl AgentGuard {
+    /// An agent first seen at `now`: an empty baseline, the initial trust.
+    pub fn new(config: &GuardConfig, now: UnixTime) -> Self {
+        AgentGuard { baseline: Baseline::new(now), trust: Trust::new(&config.trust, now), recent: Vec::new() }
+    }
+}
+
 /// How many recent signals are kept per agent, for review.
 pub const RECENT_SIGNALS: usize = 20;
 
@@ -163,14 +170,8 @@ impl Guardrails {
 
     fn with_agent<T>(&self, agent: &AgentId, now: UnixTime, f: impl FnOnce(&mut AgentGuard) -> T) -> Option<T> {
         let mut map = self.agents.lock().ok()?;
-        let slot = map.entry(agent.clone()).or_insert_with(|| Slot {
-            guard: AgentGuard {
-                baseline: Baseline::new(now),
-                trust: Trust::new(&self.config.trust, now),
-                recent: Vec::new(),
-            },
-            dirty: true,
-        });
+        let slot =
+            map.entry(agent.clone()).or_insert_with(|| Slot { guard: AgentGuard::new(&self.config, now), dirty: true });
         slot.dirty = true;
         Some(f(&mut slot.guard))
     }
@@ -355,11 +356,6 @@ impl Guardrails {
         if let Ok(mut ledger) = self.ledger.lock() {
             ledger.open(jti.clone(), parent.cloned(), budget.clone(), exp);
         }
-    }
-
-    /// When the budgeted warrant `jti` expires (what its spend rows are kept until).
-    pub fn budget_expiry(&self, jti: &WarrantId) -> Option<UnixTime> {
-        self.ledger.lock().ok()?.entry(jti).map(|e| e.expires_at)
     }
 
     /// What `jti` may still spend (empty: no budget).

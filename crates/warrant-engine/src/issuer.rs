@@ -379,7 +379,7 @@ impl Engine {
                 if self.guard().below_threshold(trust) {
                     // A burst of delegations quarantines the delegating agent, and with it
                     // the warrant just issued (its chain holds that agent).
-                    let mut d = crate::decision::Decision::quarantine_only(&parent.client_id);
+                    let mut d = crate::decision::Decision::deny("quarantine", "quarantined for its delegations", None);
                     d.trust = Some(trust);
                     d.signals = signals;
                     let why = crate::quarantine::quarantine_reason(trust, &d.signals);

@@ -82,17 +82,17 @@ impl Engine {
             })
         });
     }
+}
 
-    /// The budget charges of a decision, as the store persists them with its record.
-    pub(crate) fn spend_rows(&self, d: &Decision) -> Vec<SpendCharge> {
-        d.charges
-            .iter()
-            .map(|c| SpendCharge {
-                warrant: c.warrant.clone(),
-                counter: c.counter.clone(),
-                amount: c.amount,
-                expires_at: self.guard().budget_expiry(&c.warrant).unwrap_or(warrant_core::UnixTime(i64::MAX)),
-            })
-            .collect()
-    }
+/// The budget charges of a decision, as the store persists them with its record.
+pub(crate) fn spend_rows(d: &Decision) -> Vec<SpendCharge> {
+    d.charges
+        .iter()
+        .map(|c| SpendCharge {
+            warrant: c.warrant.clone(),
+            counter: c.counter.clone(),
+            amount: c.amount,
+            expires_at: c.expires_at,
+        })
+        .collect()
 }

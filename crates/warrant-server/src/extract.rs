@@ -152,21 +152,18 @@ impl FromRequestParts<AppState> for ApproverAuth {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         use warrant_core::guard::approval::Decider;
         let presented = bearer_token(&parts.headers);
-        match presented {
-            Some(p) if is_admin_token(state, p) => Ok(ApproverAuth(Decider::Admin)),
-            Some(p) => state.engine.session_human(p).map(|h| ApproverAuth(Decider::Human(h))).ok_or_else(|| {
+        if presented.is_some_and(|p| is_admin_token(state, p)) {
+            return Ok(ApproverAuth(Decider::Admin));
+        }
+        presented.and_then(|p| state.engine.session_human(p)).map(|h| ApproverAuth(Decider::Human(h))).ok_or_else(
+            || {
                 ApiError::new(
                     StatusCode::UNAUTHORIZED,
                     "unauthorized",
                     "send the approver's session token (or the admin token) as a bearer token",
                 )
-            }),
-            None => Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "send the approver's session token (or the admin token) as a bearer token",
-            )),
-        }
+            },
+        )
     }
 }
 

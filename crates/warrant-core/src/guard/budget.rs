@@ -160,6 +160,8 @@ pub struct Charge {
     pub counter: String,
     /// The amount, greater than 0.
     pub amount: i64,
+    /// When the charged warrant expires: how long its spending must be remembered.
+    pub expires_at: UnixTime,
 }
 
 /// Why a charge was refused. Nothing was charged.
@@ -318,6 +320,7 @@ impl Ledger {
                 warrant: (*id).clone(),
                 counter: counter.clone(),
                 amount,
+                expires_at: self.entries.get(*id).map_or(UnixTime(i64::MAX), |e| e.expires_at),
             }));
         }
         for charge in &plan {

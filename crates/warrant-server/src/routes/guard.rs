@@ -257,33 +257,22 @@ pub async fn trust(
     let now = state.engine.now();
     let guard = state.engine.guard();
     let cfg = guard.config();
-    let view = match guard.agent(&agent.id) {
-        Some(g) => TrustView {
-            agent: agent.id.to_string(),
-            trust: g.trust.current(&cfg.trust, now),
-            quarantine_below: cfg.trust.quarantine_below,
-            learning: g.baseline.learning(&cfg.baseline, now),
-            allowed: g.baseline.allowed,
-            actions: serde_json::json!(g.baseline.actions),
-            prefixes: serde_json::json!(g.baseline.prefixes),
-            rate_mean: g.baseline.rate.mean,
-            recent_signals: g
-                .recent
-                .iter()
-                .map(|(at, s)| serde_json::json!({"at": at, "kind": s.kind.as_str(), "detail": s.detail}))
-                .collect(),
-        },
-        None => TrustView {
-            agent: agent.id.to_string(),
-            trust: cfg.trust.initial,
-            quarantine_below: cfg.trust.quarantine_below,
-            learning: true,
-            allowed: 0,
-            actions: serde_json::json!({}),
-            prefixes: serde_json::json!({}),
-            rate_mean: 0.0,
-            recent_signals: Vec::new(),
-        },
+    // An agent never seen by the guardrails is shown as it would start.
+    let g = guard.agent(&agent.id).unwrap_or_else(|| warrant_engine::guard::AgentGuard::new(cfg, now));
+    let view = TrustView {
+        agent: agent.id.to_string(),
+        trust: g.trust.current(&cfg.trust, now),
+        quarantine_below: cfg.trust.quarantine_below,
+        learning: g.baseline.learning(&cfg.baseline, now),
+        allowed: g.baseline.allowed,
+        actions: serde_json::json!(g.baseline.actions),
+        prefixes: serde_json::json!(g.baseline.prefixes),
+        rate_mean: g.baseline.rate.mean,
+        recent_signals: g
+            .recent
+            .iter()
+            .map(|(at, s)| serde_json::json!({"at": at, "kind": s.kind.as_str(), "detail": s.detail}))
+            .collect(),
     };
     Ok(JsonOut(view))
 }
@@ -329,28 +318,26 @@ pub async fn events(
         Some(a) => Some(warrant_core::AgentId::parse(a).map_err(|e| ApiError::bad_request(e.to_string()))?),
     };
     let rx = state.engine.events().subscribe();
-    let stream = stream::unfold(rx, move |mut rx| {
-        let (kinds, agent) = (kinds.clone(), agent.clone());
-        async move {
-            use tokio::sync::broadcast::error::RecvError;
-            loop {
-                match rx.recv().await {
-                    Ok(event) => {
-                        let wanted = kinds.as_ref().is_none_or(|k| k.contains(&event.kind))
-                            && agent.as_ref().is_none_or(|a| event.agent.as_ref() == Some(a));
-                        if !wanted {
-                            continue;
-                        }
-                        let data = serde_json::to_string(event.as_ref()).unwrap_or_else(|_| "{}".into());
-                        let sse = SseEvent::default().event(event.kind.as_str()).id(event.id.to_string()).data(data);
-                        return Some((Ok(sse), rx));
+    // The filters travel with the receiver, so nothing is copied per event.
+    let stream = stream::unfold((rx, kinds, agent), |(mut rx, kinds, agent)| async move {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match rx.recv().await {
+                Ok(event) => {
+                    let wanted = kinds.as_ref().is_none_or(|k| k.contains(&event.kind))
+                        && agent.as_ref().is_none_or(|a| event.agent.as_ref() == Some(a));
+                    if !wanted {
+                        continue;
                     }
-                    Err(RecvError::Lagged(n)) => {
-                        let sse = SseEvent::default().event("lagged").data(format!("{{\"missed\":{n}}}"));
-                        return Some((Ok(sse), rx));
-                    }
-                    Err(RecvError::Closed) => return None,
+                    let data = serde_json::to_string(event.as_ref()).unwrap_or_else(|_| "{}".into());
+                    let sse = SseEvent::default().event(event.kind.as_str()).id(event.id.to_string()).data(data);
+                    return Some((Ok(sse), (rx, kinds, agent)));
                 }
+                Err(RecvError::Lagged(n)) => {
+                    let sse = SseEvent::default().event("lagged").data(format!("{{\"missed\":{n}}}"));
+                    return Some((Ok(sse), (rx, kinds, agent)));
+                }
+                Err(RecvError::Closed) => return None,
             }
         }
     });
