@@ -5,6 +5,7 @@ mod bench;
 mod client;
 mod demo;
 mod evidence;
+mod govern;
 mod guard;
 mod keyfile;
 mod ops;
@@ -65,7 +66,7 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
         #[command(subcommand)]
-        cmd: admin::AgentCmd,
+        cmd: AgentCommand,
     },
     /// Obtain, exchange and inspect warrants.
     Token {
@@ -168,6 +169,25 @@ enum Command {
         #[command(subcommand)]
         cmd: evidence::AuditCmd,
     },
+    /// Review governance findings (a summary by kind and severity, then each finding with its
+    /// evidence), or accept, apply or sweep.
+    #[command(args_conflicts_with_subcommands = true)]
+    Review {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(flatten)]
+        filter: govern::ReviewFilter,
+        #[command(subcommand)]
+        cmd: Option<govern::ReviewCmd>,
+    },
+    /// Export the agent inventory (owner, scope, activity, trust, attestation, findings)
+    /// as CSV or JSON.
+    Inventory {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(flatten)]
+        args: govern::InventoryArgs,
+    },
     /// Manage the issuer's signing keys (works on the data directory directly).
     #[command(subcommand)]
     Key(KeyCmd),
@@ -178,6 +198,15 @@ enum Command {
     /// Load-test a server over HTTP (authorize, batch, mint, exchange, revocation) against a
     /// trivial axum endpoint measured with the same client.
     Bench(bench::BenchArgs),
+}
+
+/// `warrant agent …`: the registry commands and the governance ones.
+#[derive(Debug, Subcommand)]
+enum AgentCommand {
+    #[command(flatten)]
+    Registry(admin::AgentCmd),
+    #[command(flatten)]
+    Govern(govern::AgentGovernCmd),
 }
 
 #[derive(Debug, Args)]
@@ -225,15 +254,18 @@ enum KeyCmd {
 }
 
 impl Conn {
-    /// A client for the server, with the admin token from the flag, the environment or
-    /// `<data>/admin.token`.
-    pub fn client(&self) -> client::Client {
-        let token = self.admin_token.clone().or_else(|| {
+    /// The admin token from the flag, the environment or `<data>/admin.token`.
+    pub fn admin_token(&self) -> Option<String> {
+        self.admin_token.clone().or_else(|| {
             std::fs::read_to_string(self.data.join(warrant_server::server::ADMIN_TOKEN_FILE))
                 .ok()
                 .map(|t| t.trim().to_owned())
-        });
-        client::Client::new(&self.server, token)
+        })
+    }
+
+    /// A client for the server, with the admin token (see [`Conn::admin_token`]).
+    pub fn client(&self) -> client::Client {
+        client::Client::new(&self.server, self.admin_token())
     }
 }
 
@@ -252,6 +284,7 @@ async fn serve(args: ServeArgs) -> CliResult {
         session_ttl: args.session_ttl,
         body_limit: args.body_limit,
         guard: None,
+        governance: None,
     };
     let settings = Settings::resolve(options, args.config.as_deref())?;
     let server = warrant_server::BoundServer::bind(&settings).await?;
@@ -290,7 +323,10 @@ async fn run(cli: Cli) -> CliResult {
         Command::Serve(args) => serve(args).await,
         Command::Keygen(args) => tokens::keygen(args),
         Command::Human { conn, cmd } => admin::human(&conn, cmd).await,
-        Command::Agent { conn, cmd } => admin::agent(&conn, cmd).await,
+        Command::Agent { conn, cmd: AgentCommand::Registry(cmd) } => admin::agent(&conn, cmd).await,
+        Command::Agent { conn, cmd: AgentCommand::Govern(cmd) } => govern::agent(&conn, cmd).await,
+        Command::Review { conn, filter, cmd } => govern::review(&conn, filter, cmd).await,
+        Command::Inventory { conn, args } => govern::inventory(&conn, args).await,
         Command::Token { conn, cmd } => tokens::token(&conn, cmd).await,
         Command::Key(KeyCmd::Rotate { data }) => rotate(data).await,
         Command::Authorize { conn, token, action, resource, context, resource_attrs, approval_id } => {

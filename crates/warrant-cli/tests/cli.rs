@@ -551,3 +551,113 @@ fn bench_runs_every_scenario_against_its_own_server() {
     let svg = std::fs::read_to_string(cwd.join("out.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("authorize p99"), "not the chart: {}", &svg[..svg.len().min(200)]);
 }
+
+#[test]
+fn governance_review_inventory_attest_and_key_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let data = cwd.join("data");
+    let server = Server::start(&data);
+    let conn = ["--server", server.url.as_str(), "--data", data.to_str().unwrap()];
+    let with = |args: &[&str]| -> Vec<String> { args.iter().chain(conn.iter()).map(|s| (*s).to_owned()).collect() };
+    let exec = |args: &[&str]| {
+        let v = with(args);
+        run(&v.iter().map(String::as_str).collect::<Vec<_>>(), cwd)
+    };
+    let call = |args: &[&str]| {
+        let v = with(args);
+        json(&v.iter().map(String::as_str).collect::<Vec<_>>(), cwd)
+    };
+    let text = |args: &[&str]| {
+        let v = with(args);
+        ok(&v.iter().map(String::as_str).collect::<Vec<_>>(), cwd)
+    };
+
+    let none = text(&["review"]);
+    assert!(none.contains("no active findings"), "{none}");
+
+    let owner = call(&["human", "add", "--name", "Olga", "--email", "olga@example.com", "-e", "payments.*", "--json"]);
+    let owner = owner["id"].as_str().unwrap().to_owned();
+    ok(&["keygen", "payer"], cwd);
+    let agent = call(&[
+        "agent",
+        "add",
+        "--name",
+        "payer",
+        "--owner",
+        &owner,
+        "--mode",
+        "autonomous",
+        "-s",
+        "payments.*",
+        "--public-key",
+        "payer.pub.jwk",
+        "--json",
+    ]);
+    let agent = agent["id"].as_str().unwrap().to_owned();
+
+    // An open-ended grant on a sensitive namespace is a finding once swept.
+    let sweep = call(&["review", "sweep", "--json"]);
+    assert!(sweep["agents"].as_u64().unwrap() >= 1, "{sweep}");
+    let swept = text(&["review", "sweep"]);
+    assert!(swept.starts_with("swept 1 agents"), "{swept}");
+    let findings = call(&["review", "--kind", "broad_grant", "--json"]);
+    let broad = findings["findings"].as_array().unwrap().iter().find(|f| f["subject"] == agent.as_str()).unwrap();
+    assert_eq!(broad["severity"], "high", "{broad}");
+    let id = broad["id"].as_str().unwrap().to_owned();
+    let report = text(&["review"]);
+    assert!(report.contains("KIND") && report.contains("TOTAL"), "{report}");
+    assert!(report.contains(&format!("[HIGH] broad_grant  {agent}  (open)")), "{report}");
+    assert!(report.contains(&id) && report.contains("UTC") && report.contains("payments.*"), "{report}");
+
+    // Accepting needs a lapse; a bad duration is refused before anything is sent.
+    assert!(!exec(&["review", "accept", &id, "--justification", "x"]).status.success());
+    let bad = exec(&["review", "accept", &id, "--justification", "x", "--for", "3 fortnights"]);
+    assert!(!bad.status.success());
+    let accepted =
+        call(&["review", "accept", &id, "--justification", "payments bot, reviewed", "--for", "1d", "--json"]);
+    assert_eq!(accepted["status"], "accepted", "{accepted}");
+    assert_eq!(accepted["acceptance"]["justification"], "payments bot, reviewed");
+    let listed = call(&["review", "--status", "accepted", "--json"]);
+    assert!(listed["findings"].as_array().unwrap().iter().any(|f| f["id"] == id.as_str()), "{listed}");
+    // Only over-privileged findings carry a recommendation to apply; the server's message is shown.
+    let refused = exec(&["review", "apply", &id]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("over-privileged"));
+
+    let csv = text(&["inventory", "--format", "csv"]);
+    let mut lines = csv.lines();
+    assert!(lines.next().unwrap().starts_with("id,name,owner"), "{csv}");
+    let row = lines.find(|l| l.starts_with(agent.as_str())).unwrap();
+    assert!(row.contains("olga@example.com") && row.contains("broad_grant"), "{csv}");
+    let out = exec(&["inventory", "--json", "--out", "inventory.json"]);
+    assert!(out.status.success() && out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("inventory.json"));
+    let exported: Value = serde_json::from_str(&std::fs::read_to_string(cwd.join("inventory.json")).unwrap()).unwrap();
+    assert!(exported["agents"].as_array().unwrap().iter().any(|a| a["id"] == agent.as_str()), "{exported}");
+
+    // Attestation: refused without a terminal or --yes; as the owner with --yes it is recorded.
+    let unconfirmed = exec(&["agent", "attest", &agent]);
+    assert!(!unconfirmed.status.success());
+    assert!(String::from_utf8_lossy(&unconfirmed.stderr).contains("--yes"));
+    let session = text(&["human", "session", &owner]).trim().to_owned();
+    let attested = text(&["agent", "attest", &agent, "--session", &session, "--note", "still needed", "--yes"]);
+    assert!(attested.contains("holds (max scope):\n    payments.*"), "{attested}");
+    assert!(attested.contains("broad_grant") && attested.contains("attested agent"), "{attested}");
+    assert!(attested.contains(&format!("(by {owner}")), "{attested}");
+    let inventory = call(&["inventory", "--json"]);
+    let row = inventory["agents"].as_array().unwrap().iter().find(|a| a["id"] == agent.as_str()).unwrap().clone();
+    assert!(row["last_attested"].as_i64().is_some(), "{row}");
+
+    // Key rotation: the new key mints, the old one no longer does.
+    text(&["agent", "rotate-key", &agent, "--generate", "payer2"]);
+    assert!(cwd.join("payer2.key.jwk").exists() && cwd.join("payer2.pub.jwk").exists());
+    let mint =
+        |key: &str| exec(&["token", "mint", "--agent", &agent, "--key", key, "--purpose", "pay", "--token-only"]);
+    assert!(mint("payer2.key.jwk").status.success());
+    let stale = mint("payer.key.jwk");
+    assert!(!stale.status.success());
+    assert!(String::from_utf8_lossy(&stale.stderr).contains("invalid_client"));
+
+    assert!(server.terminate().success());
+}

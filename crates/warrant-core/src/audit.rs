@@ -42,11 +42,13 @@ pub enum AuditKind {
     Task,
     /// A human approval was opened, approved, rejected or used.
     Approval,
+    /// A governance act: a finding accepted, an agent attested.
+    Governance,
 }
 
 impl AuditKind {
     /// Every kind, in declaration order.
-    pub const ALL: [AuditKind; 8] = [
+    pub const ALL: [AuditKind; 9] = [
         AuditKind::Issuance,
         AuditKind::Delegation,
         AuditKind::Decision,
@@ -55,6 +57,7 @@ impl AuditKind {
         AuditKind::Policy,
         AuditKind::Task,
         AuditKind::Approval,
+        AuditKind::Governance,
     ];
 
     /// The wire name (`snake_case`).
@@ -68,6 +71,7 @@ impl AuditKind {
             AuditKind::Policy => "policy",
             AuditKind::Task => "task",
             AuditKind::Approval => "approval",
+            AuditKind::Governance => "governance",
         }
     }
 

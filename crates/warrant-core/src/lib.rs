@@ -13,10 +13,13 @@
 //! * [`delegation`]: the issuance and delegation rules (DESIGN.md §2 invariants 1, 2, 6).
 //! * [`guard`]: runtime guardrails: rate limits, budgets, baselines, anomaly signals,
 //!   trust and approvals.
+//! * [`govern`]: continuous governance: findings, usage and least-privilege
+//!   recommendations, the per-agent rules of a sweep.
 
 pub mod audit;
 pub mod claims;
 pub mod delegation;
+pub mod govern;
 pub mod guard;
 pub mod id;
 pub mod permission;

@@ -23,6 +23,8 @@ pub struct EngineConfig {
     pub audit: crate::audit::AuditConfig,
     /// Runtime guardrails.
     pub guard: crate::guard::GuardConfig,
+    /// Continuous governance.
+    pub govern: crate::govern::GovernConfig,
 }
 
 impl EngineConfig {
@@ -38,6 +40,7 @@ impl EngineConfig {
             policy_dir: None,
             audit: crate::audit::AuditConfig::default(),
             guard: crate::guard::GuardConfig::default(),
+            govern: crate::govern::GovernConfig::default(),
         }
     }
 

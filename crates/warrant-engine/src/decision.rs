@@ -20,6 +20,8 @@ use warrant_core::{Agent, AgentId, Permission, Scope, UnixTime, WarrantClaims};
 use warrant_policy::DecisionInput;
 use warrant_token::warrant::verify_warrant;
 
+use crate::govern::replay::Recorded;
+use crate::govern::shadow::{peek, Peek, ShadowCause};
 use crate::quarantine::quarantine_reason;
 use crate::Engine;
 
@@ -174,6 +176,20 @@ fn refuse(code: &'static str, reason: impl Into<String>, claims: Option<&Arc<War
     Box::new(Decision::deny(code, reason, claims))
 }
 
+/// Whether a verification failure means the token was not issued by Warrant (shadow
+/// activity), as opposed to one of ours that expired or is not valid yet.
+fn shadow_cause(e: &warrant_token::warrant::VerifyError) -> Option<ShadowCause> {
+    use warrant_token::jws::JwsError;
+    use warrant_token::warrant::VerifyError;
+    match e {
+        VerifyError::WrongIssuer(_) => Some(ShadowCause::ForeignIssuer),
+        VerifyError::Jws(JwsError::UnknownKey) => Some(ShadowCause::UnknownKey),
+        VerifyError::Jws(JwsError::BadSignature) => Some(ShadowCause::Forged),
+        VerifyError::Jws(_) => Some(ShadowCause::NotAWarrant),
+        _ => None,
+    }
+}
+
 /// Checks that the request names one concrete action and one concrete resource.
 fn check_shape(req: &AuthorizeRequest) -> Result<(), String> {
     let action_ok = !req.action.contains(':') && Permission::parse(&req.action).is_ok_and(|p| p.is_concrete_action());
@@ -205,8 +221,16 @@ impl Engine {
             return Ok(hit);
         }
         let ring = self.keys().ring().map_err(|e| refuse("internal", format!("keys unavailable: {e}"), None))?;
-        let claims = verify_warrant(token, ring.as_ref(), &self.config().issuer, now)
-            .map_err(|e| refuse("invalid_token", format!("invalid warrant: {e}"), None))?;
+        let claims = verify_warrant(token, ring.as_ref(), &self.config().issuer, now).map_err(|e| {
+            if let Some(cause) = shadow_cause(&e) {
+                let seen = peek(token);
+                // A key we do not know, on a token claiming another issuer: that issuer's.
+                let foreign = seen.iss.as_deref().is_some_and(|iss| iss != self.config().issuer);
+                let cause = if foreign { ShadowCause::ForeignIssuer } else { cause };
+                self.governance().shadow().record(cause, seen, now);
+            }
+            refuse("invalid_token", format!("invalid warrant: {e}"), None)
+        })?;
         let scope = claims.scope().map_err(|e| refuse("invalid_token", format!("invalid warrant scope: {e}"), None))?;
         let chain = claims.chain();
         let verified = Arc::new(VerifiedWarrant { claims: Arc::new(claims), scope, chain });
@@ -230,6 +254,8 @@ impl Engine {
         let mut acting = None;
         for id in &warrant.chain {
             let Some(agent) = directory.agent(id) else {
+                let seen = Peek { iss: Some(claims.iss.clone()), client: Some(id.to_string()), kid: None };
+                self.governance().shadow().record(ShadowCause::UnregisteredAgent, seen, now);
                 return Err(refuse("agent", format!("agent `{id}` is not registered"), Some(claims)));
             };
             agent.usable_at(now).map_err(|why| refuse("agent", format!("agent `{id}` {why}"), Some(claims)))?;
@@ -260,6 +286,16 @@ impl Engine {
 
     /// The whole decision, before its audit record.
     async fn decide(&self, req: &AuthorizeRequest, now: UnixTime) -> Decision {
+        let decision = self.decide_unrecorded(req, now).await;
+        if let Some(claims) = decision.claims.as_ref().filter(|_| decision.code != "agent") {
+            let allowed = (decision.outcome == Outcome::Allow).then_some((req.action.as_str(), req.resource.as_str()));
+            self.governance().decided(&claims.client_id, allowed, now);
+        }
+        decision
+    }
+
+    /// The decision, before governance notes the agent's use.
+    async fn decide_unrecorded(&self, req: &AuthorizeRequest, now: UnixTime) -> Decision {
         match self.admit(req, now) {
             Ok((warrant, agent)) => self.judge(req, &warrant, &agent, now).await,
             Err(mut refusal) => {
@@ -273,7 +309,13 @@ impl Engine {
     }
 
     /// Guardrails and policy, for a request whose warrant and scope are in order.
-    async fn judge(&self, req: &AuthorizeRequest, warrant: &VerifiedWarrant, agent: &Agent, now: UnixTime) -> Decision {
+    async fn judge(
+        &self,
+        req: &AuthorizeRequest,
+        warrant: &VerifiedWarrant,
+        agent: &Arc<Agent>,
+        now: UnixTime,
+    ) -> Decision {
         let claims = &warrant.claims;
         let guard = self.guard();
         let Some(policies) = self.policies().current() else {
@@ -309,6 +351,20 @@ impl Engine {
             anomaly: &assessment.kinds,
             approved: presented.is_some(),
         };
+        if self.governance().history().enabled() && self.governance().config().enabled {
+            self.governance().history().record(Recorded {
+                agent: Arc::clone(agent),
+                claims: Arc::clone(claims),
+                action: req.action.clone(),
+                resource: req.resource.clone(),
+                resource_attrs: req.resource_attrs.clone(),
+                telemetry: req.context.clone(),
+                at: now,
+                trust: input.trust,
+                anomaly: assessment.kinds.clone(),
+                approved: input.approved,
+            });
+        }
         let verdict = match policies.compiled.evaluate(&input) {
             Ok(v) => v,
             Err(e) => return Decision::deny("invalid_request", format!("invalid request: {e}"), Some(claims)),

@@ -48,6 +48,16 @@ impl Directory {
         }
     }
 
+    /// Every agent, as last written, in no particular order.
+    pub fn agents(&self) -> Vec<Arc<Agent>> {
+        self.agents.read().map(|m| m.values().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Every human by id, as last written.
+    pub fn humans(&self) -> HashMap<HumanId, Arc<Human>> {
+        self.humans.read().map(|m| m.clone()).unwrap_or_default()
+    }
+
     /// How many agents are registered.
     pub fn agent_count(&self) -> usize {
         self.agents.read().map(|m| m.len()).unwrap_or(0)

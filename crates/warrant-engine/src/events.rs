@@ -83,12 +83,19 @@ pub struct Event {
 #[derive(Debug)]
 pub struct EventBus {
     tx: broadcast::Sender<Arc<Event>>,
+    /// Findings only, for consumers (the webhook) that must not make every decision
+    /// build its event.
+    findings: broadcast::Sender<Arc<Event>>,
     next: AtomicU64,
 }
 
 impl Default for EventBus {
     fn default() -> Self {
-        EventBus { tx: broadcast::channel(EVENT_BUFFER).0, next: AtomicU64::new(1) }
+        EventBus {
+            tx: broadcast::channel(EVENT_BUFFER).0,
+            findings: broadcast::channel(EVENT_BUFFER).0,
+            next: AtomicU64::new(1),
+        }
     }
 }
 
@@ -96,6 +103,11 @@ impl EventBus {
     /// A new subscription, receiving every event published from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.tx.subscribe()
+    }
+
+    /// A new subscription to `finding` events only.
+    pub fn subscribe_findings(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.findings.subscribe()
     }
 
     /// Whether anyone listens.
@@ -111,11 +123,16 @@ impl EventBus {
         agent: Option<&AgentId>,
         data: impl FnOnce() -> serde_json::Value,
     ) {
-        if !self.has_subscribers() {
+        let to_findings = kind == EventKind::Finding && self.findings.receiver_count() > 0;
+        if !self.has_subscribers() && !to_findings {
             return;
         }
         let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let event = Arc::new(Event { id, kind, at, agent: agent.cloned(), data: data() });
         // An error only means every subscriber left meanwhile.
-        let _ = self.tx.send(Arc::new(Event { id, kind, at, agent: agent.cloned(), data: data() }));
+        if to_findings {
+            let _ = self.findings.send(Arc::clone(&event));
+        }
+        let _ = self.tx.send(event);
     }
 }

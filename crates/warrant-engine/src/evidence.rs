@@ -228,6 +228,11 @@ impl Engine {
             tracing::error!(error = %e, "a policy change could not be audited; it stays pending");
             return Err(PolicyLoadError::Audit(e.to_string()));
         }
-        Ok(self.policies().activate(staged))
+        let previous = self.policies().current();
+        let reloaded = self.policies().activate(staged);
+        if let (Some(old), Some(new)) = (previous, self.policies().current()) {
+            self.check_policy_change(&old, &new).await;
+        }
+        Ok(reloaded)
     }
 }

@@ -497,6 +497,7 @@ impl Engine {
         })?;
         self.store().record_warrant(&record, new_task.as_ref()).await?;
         self.guard().open_budget(&claims.jti, claims.parent.as_ref(), &claims.budget, claims.exp);
+        self.governance().issued(&agent.id, parent.map(|p| (&p.client_id, &record.scope)), now);
         // A revocation of the parent that landed while this delegation was in flight
         // takes the new warrant with it.
         if let Some(parent) = parent {

@@ -13,6 +13,8 @@
 //! * [`audit`]: the hash-chained audit log, written with group commit;
 //! * [`guard`]: runtime guardrails' state (baselines, trust, rate limits, budgets), with
 //!   [`quarantine`] and [`approvals`] (human step-up) on the decision path;
+//! * [`govern`]: continuous governance: findings from sweeps and events, usage and
+//!   least-privilege recommendations, attestation, shadow activity, the inventory;
 //! * [`events`]: live events for the event stream.
 //!
 //! Time comes only through the [`Clock`] trait, randomness only through [`random`].
@@ -25,6 +27,7 @@ pub mod decision;
 pub mod directory;
 pub mod events;
 pub mod evidence;
+pub mod govern;
 pub mod guard;
 pub mod issuer;
 pub mod keys;
@@ -58,6 +61,7 @@ pub struct Engine {
     warrant_cache: decision::WarrantCache,
     audit: audit::AuditWriter,
     guard: guard::Guardrails,
+    governance: govern::Governance,
     events: events::EventBus,
 }
 
@@ -96,6 +100,9 @@ impl Engine {
         let revocations = revocation::RevocationIndex::load(store.as_ref(), now).await?;
         let policies = policy::PolicyManager::open(store.as_ref(), config.policy_dir.clone(), now).await?;
         let guard = guard::Guardrails::load(store.as_ref(), config.guard.clone(), now).await?;
+        let mut govern_config = config.govern.clone();
+        govern_config.rules.max_depth = config.limits.max_depth;
+        let governance = govern::Governance::load(store.as_ref(), govern_config).await?;
         let audit_store: Arc<dyn warrant_store::audit::AuditStore> = Arc::clone(&store) as _;
         let signer: Arc<dyn audit::SigningKeySource> = Arc::clone(&keys) as _;
         let audit = audit::AuditWriter::spawn(audit_store, signer, config.audit.clone()).await?;
@@ -110,6 +117,7 @@ impl Engine {
             warrant_cache: decision::WarrantCache::default(),
             audit,
             guard,
+            governance,
             events: events::EventBus::default(),
         };
         // The set in force at start is evidence too: which policies decided from now on.
@@ -166,6 +174,11 @@ impl Engine {
     /// The guardrails' state.
     pub fn guard(&self) -> &guard::Guardrails {
         &self.guard
+    }
+
+    /// Continuous governance's state.
+    pub fn governance(&self) -> &govern::Governance {
+        &self.governance
     }
 
     /// The live event stream.

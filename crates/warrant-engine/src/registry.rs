@@ -200,6 +200,9 @@ impl Engine {
         self.store().set_human_status(&human.id, HumanStatus::Disabled).await?;
         let human = Human { status: HumanStatus::Disabled, ..human };
         self.directory().put_human(human.clone());
+        // Their agents are orphans now.
+        let owned = self.directory().agents().into_iter().filter(|a| a.owner == human.id).map(|a| a.id.clone());
+        self.governance().touch(owned.collect::<Vec<_>>());
         tracing::info!(human = %human.id, "disabled a human");
         Ok(human)
     }
@@ -284,6 +287,7 @@ impl Engine {
         .await?;
         self.store().insert_agent(&agent).await?;
         self.directory().put_agent(agent.clone());
+        self.governance().touch([agent.id.clone()]);
         tracing::info!(agent = %agent.id, owner = %agent.owner, mode = %agent.mode, "registered an agent");
         Ok(agent)
     }
@@ -318,6 +322,7 @@ impl Engine {
         self.store().set_agent_status(&agent.id, next).await?;
         let agent = Agent { status: next, ..agent };
         self.directory().put_agent(agent.clone());
+        self.governance().touch([agent.id.clone()]);
         if change == AgentTransition::Resume {
             // The owner reviewed it: trust is raised to the resume floor, so the agent's
             // next request does not quarantine it again at once.

@@ -12,7 +12,7 @@ use warrant_engine::Engine;
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::routes::{agents, audit, decisions, guard, humans, policies, revocations, token, wellknown};
+use crate::routes::{agents, audit, decisions, govern, guard, humans, policies, revocations, token, wellknown};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -52,6 +52,15 @@ pub fn app(state: AppState, body_limit: usize) -> Router {
         .route("/v1/agents/{id}/suspend", post(agents::suspend))
         .route("/v1/agents/{id}/resume", post(agents::resume))
         .route("/v1/agents/{id}/trust", get(guard::trust))
+        .route("/v1/agents/{id}/attestation", get(govern::evidence))
+        .route("/v1/agents/{id}/attest", post(govern::attest))
+        .route("/v1/agents/{id}/key", post(govern::rotate_key))
+        .route("/v1/findings", get(govern::list))
+        .route("/v1/findings/{id}", get(govern::show))
+        .route("/v1/findings/{id}/accept", post(govern::accept))
+        .route("/v1/findings/{id}/apply", post(govern::apply))
+        .route("/v1/governance/sweep", post(govern::sweep))
+        .route("/v1/inventory", get(govern::inventory))
         .route("/v1/approvals", get(guard::list))
         .route("/v1/approvals/{id}", get(guard::show))
         .route("/v1/approvals/{id}/approve", post(guard::approve))

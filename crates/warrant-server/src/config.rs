@@ -128,6 +128,8 @@ pub struct FileConfig {
     pub body_limit: Option<usize>,
     /// Runtime guardrails (file only).
     pub guard: Option<GuardFile>,
+    /// Continuous governance and its webhook (file only).
+    pub governance: Option<crate::config_govern::GovernanceFile>,
 }
 
 /// Values from flags or the environment (already merged by clap: flag over variable).
@@ -175,6 +177,10 @@ pub struct Settings {
     pub body_limit: usize,
     /// Runtime guardrails.
     pub guard: warrant_engine::guard::GuardConfig,
+    /// Continuous governance.
+    pub govern: warrant_engine::govern::GovernConfig,
+    /// Where finding events are delivered, if anywhere.
+    pub webhook: Option<crate::webhook::WebhookConfig>,
 }
 
 impl FileConfig {
@@ -197,6 +203,7 @@ impl FileConfig {
             session_ttl: self.session_ttl.or(under.session_ttl),
             body_limit: self.body_limit.or(under.body_limit),
             guard: self.guard.or(under.guard),
+            governance: self.governance.or(under.governance),
         }
     }
 }
@@ -250,6 +257,7 @@ impl Settings {
             return Err(ConfigError::Invalid("`body_limit` must be between 1 KiB and 16 MiB".into()));
         }
         let guard = c.guard.unwrap_or_default().resolve()?;
+        let (govern, webhook) = c.governance.unwrap_or_default().resolve()?;
         if let Some(issuer) = &c.issuer {
             if !(issuer.starts_with("https://") || issuer.starts_with("http://")) {
                 return Err(ConfigError::Invalid(format!("`issuer` `{issuer}` must be an http(s) URL")));
@@ -263,6 +271,8 @@ impl Settings {
             session_ttl,
             body_limit,
             guard,
+            govern,
+            webhook,
         })
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod app;
 pub mod config;
+pub mod config_govern;
 pub mod error;
 pub mod extract;
 pub mod metrics;
@@ -16,6 +17,7 @@ pub mod openapi;
 pub mod routes;
 pub mod server;
 pub mod telemetry;
+pub mod webhook;
 
 pub use app::{app, AppState};
 pub use config::{FileConfig, ServeOptions, Settings};

@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{agents, audit, decisions, guard, humans, policies, revocations, token, wellknown};
+use crate::routes::{agents, audit, decisions, govern, guard, humans, policies, revocations, token, wellknown};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -17,6 +17,8 @@ use crate::routes::{agents, audit, decisions, guard, humans, policies, revocatio
         agents::create, agents::list, agents::show, agents::suspend, agents::resume, agents::retire,
         decisions::authorize, decisions::batch,
         guard::list, guard::show, guard::approve, guard::reject, guard::trust, guard::events,
+        govern::list, govern::show, govern::accept, govern::apply, govern::sweep, govern::inventory,
+        govern::evidence, govern::attest, govern::rotate_key,
         revocations::revoke, revocations::task, revocations::complete,
         policies::show, policies::history, policies::reload,
         audit::query, audit::record, audit::trace, audit::verify,
@@ -35,6 +37,7 @@ use crate::routes::{agents, audit, decisions, guard, humans, policies, revocatio
         (name = "audit", description = "the tamper-evident audit log (admin)"),
         (name = "approvals", description = "human approval of pending decisions (approver session or admin)"),
         (name = "events", description = "live server-sent events (admin)"),
+        (name = "governance", description = "findings, attestation, the inventory (admin; attestation: owner session)"),
     )
 )]
 pub struct ApiDoc;

@@ -141,6 +141,7 @@ pub struct BoundServer {
     listener: TcpListener,
     state: AppState,
     body_limit: usize,
+    webhook: Option<crate::webhook::WebhookConfig>,
 }
 
 impl std::fmt::Debug for BoundServer {
@@ -163,11 +164,12 @@ impl BoundServer {
         config.limits = settings.limits;
         config.session_ttl = settings.session_ttl;
         config.guard = settings.guard.clone();
+        config.govern = settings.govern.clone();
         config.policy_dir = Some(settings.data.join(POLICY_DIR));
         let engine = Engine::open(Arc::new(store), Arc::new(SystemClock), config).await?;
         let metrics = Arc::new(crate::metrics::Metrics::new()?);
         let state = AppState { engine: Arc::new(engine), admin_token: Arc::from(admin), metrics };
-        Ok(BoundServer { listener, state, body_limit: settings.body_limit })
+        Ok(BoundServer { listener, state, body_limit: settings.body_limit, webhook: settings.webhook.clone() })
     }
 
     /// The bound address (useful with port 0).
@@ -220,6 +222,13 @@ impl BoundServer {
                 engine.flush_guard().await;
             }
         });
+        // Subscribed before governance starts, so the first sweep's findings are delivered.
+        let webhook = self.webhook.clone().map(|config| {
+            let events = self.state.engine.events().subscribe_findings();
+            tokio::spawn(crate::webhook::run(config, events))
+        });
+        let engine = Arc::clone(&self.state.engine);
+        let governance = tokio::spawn(async move { engine.run_governance().await });
         let engine = Arc::clone(&self.state.engine);
         let router = app(self.state, self.body_limit);
         let result =
@@ -227,10 +236,15 @@ impl BoundServer {
         refresher.abort();
         watcher.abort();
         flusher.abort();
+        governance.abort();
         engine.flush_guard().await;
+        engine.flush_governance().await;
         // Every answered request's record is already durable; this drains what is queued
         // and signs a last checkpoint.
         engine.audit_writer().shutdown().await;
+        if let Some(webhook) = webhook {
+            webhook.abort();
+        }
         tracing::info!("server stopped");
         result
     }

@@ -20,6 +20,8 @@ mod decisions;
 mod evidence;
 #[path = "api/failclosed.rs"]
 mod failclosed;
+#[path = "api/govern.rs"]
+mod govern;
 #[path = "api/guard.rs"]
 mod guard;
 #[path = "api/lifecycle.rs"]

@@ -3,24 +3,29 @@
 //! The [`Store`] trait is the one door to storage. It is split, SPIRE-style, into one
 //! trait per entity group ([`HumanStore`], [`AgentStore`], [`KeyStore`],
 //! [`WarrantStore`], [`RevocationStore`], [`PolicyStore`], [`AuditStore`],
-//! [`GuardStore`]) so that each group can be read and tested on its own. Every method
+//! [`GuardStore`], [`GovernStore`]) so that each group can be read and tested on its own. Every method
 //! is async, so that a PostgreSQL implementation can follow without changing callers;
 //! [`sqlite::SqliteStore`] is the default, embedded implementation. The conformance suite
 //! in `tests/store.rs` is written against the trait and is meant to run against every
 //! implementation.
 
 pub mod audit;
+pub mod govern;
 pub mod guard;
 pub mod records;
 pub mod sqlite;
 mod sqlite_audit;
+mod sqlite_govern;
 mod sqlite_guard;
 mod sqlite_revocation;
 
 use async_trait::async_trait;
-use warrant_core::{Agent, AgentId, AgentStatus, Human, HumanId, HumanStatus, TaskId, UnixTime, WarrantId};
+use warrant_core::{
+    Agent, AgentId, AgentStatus, Human, HumanId, HumanStatus, PublicJwk, Scope, TaskId, UnixTime, WarrantId,
+};
 
 pub use audit::{AuditFilter, AuditRow, AuditStore, StoredCheckpoint};
+pub use govern::{Attestation, FindingFilter, GovernStore, LiveWarrant, MAX_FINDING_LIST_LIMIT};
 pub use guard::{GuardStore, LiveBudget, MAX_APPROVAL_LIST_LIMIT};
 pub use records::{
     PolicyVersionRecord, RevocationKind, RevocationRecord, SpendCharge, StoredKey, TaskRecord, WarrantRecord,
@@ -68,6 +73,14 @@ pub trait AgentStore: Send + Sync {
     async fn list_agents(&self, owner: Option<&HumanId>) -> Result<Vec<Agent>, StoreError>;
     /// Sets an agent's status; `false` when there is no such agent.
     async fn set_agent_status(&self, id: &AgentId, status: AgentStatus) -> Result<bool, StoreError>;
+    /// Replaces an agent's max scope; `false` when there is no such agent.
+    async fn set_agent_max_scope(&self, id: &AgentId, max_scope: &Scope) -> Result<bool, StoreError>;
+    /// Replaces an agent's public key and records `at` as when it was set; `false` when
+    /// there is no such agent.
+    async fn set_agent_key(&self, id: &AgentId, key: &PublicJwk, at: UnixTime) -> Result<bool, StoreError>;
+    /// When each agent's current key was set: its registration time until the key is
+    /// first replaced.
+    async fn agent_key_times(&self) -> Result<Vec<(AgentId, UnixTime)>, StoreError>;
 }
 
 /// The issuer's signing keys.
@@ -148,7 +161,15 @@ pub trait PolicyStore: Send + Sync {
 /// Everything Warrant stores. Implemented by [`SqliteStore`]; a PostgreSQL store
 /// implements the same traits.
 pub trait Store:
-    HumanStore + AgentStore + KeyStore + WarrantStore + RevocationStore + PolicyStore + audit::AuditStore + GuardStore
+    HumanStore
+    + AgentStore
+    + KeyStore
+    + WarrantStore
+    + RevocationStore
+    + PolicyStore
+    + audit::AuditStore
+    + GuardStore
+    + GovernStore
 {
 }
 
@@ -161,5 +182,6 @@ impl<T> Store for T where
         + PolicyStore
         + audit::AuditStore
         + GuardStore
+        + GovernStore
 {
 }

@@ -172,6 +172,38 @@ CREATE TABLE approvals (
 CREATE INDEX approvals_status ON approvals(status, created_at);
 CREATE INDEX approvals_agent ON approvals(agent_id, created_at);
 "#,
+    r#"
+CREATE TABLE agent_keys (
+    agent_id TEXT PRIMARY KEY,
+    set_at INTEGER NOT NULL
+);
+CREATE TABLE findings (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    status TEXT NOT NULL,
+    first_seen INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX findings_status ON findings(status, last_seen);
+CREATE INDEX findings_subject ON findings(subject);
+CREATE INDEX findings_kind ON findings(kind, last_seen);
+CREATE TABLE agent_usage (
+    agent_id TEXT PRIMARY KEY,
+    usage TEXT NOT NULL
+);
+CREATE TABLE attestations (
+    id TEXT PRIMARY KEY,
+    agent_id TEXT NOT NULL,
+    by_whom TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    note TEXT NOT NULL,
+    evidence TEXT NOT NULL
+);
+CREATE INDEX attestations_agent ON attestations(agent_id, at);
+"#,
 ];
 
 /// The SQLite store.
@@ -501,6 +533,48 @@ impl AgentStore for SqliteStore {
         let status = to_text(&status)?;
         self.run(move |c| {
             Ok(c.execute("UPDATE agents SET status = ?2 WHERE id = ?1", params![id.as_str(), status])? > 0)
+        })
+        .await
+    }
+
+    async fn set_agent_max_scope(&self, id: &AgentId, max_scope: &Scope) -> Result<bool, StoreError> {
+        let id = id.clone();
+        let max_scope = serde_json::to_string(max_scope).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.run(move |c| {
+            Ok(c.execute("UPDATE agents SET max_scope = ?2 WHERE id = ?1", params![id.as_str(), max_scope])? > 0)
+        })
+        .await
+    }
+
+    async fn set_agent_key(&self, id: &AgentId, key: &PublicJwk, at: UnixTime) -> Result<bool, StoreError> {
+        let id = id.clone();
+        let key = serde_json::to_string(key).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            if tx.execute("UPDATE agents SET public_key = ?2 WHERE id = ?1", params![id.as_str(), key])? == 0 {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO agent_keys (agent_id, set_at) VALUES (?1, ?2) \
+                 ON CONFLICT(agent_id) DO UPDATE SET set_at = excluded.set_at",
+                params![id.as_str(), at.0],
+            )?;
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn agent_key_times(&self) -> Result<Vec<(AgentId, UnixTime)>, StoreError> {
+        self.run(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT a.id, COALESCE(k.set_at, a.created_at) FROM agents a \
+                 LEFT JOIN agent_keys k ON k.agent_id = a.id ORDER BY a.created_at, a.id",
+            )?;
+            let rows = stmt
+                .query_map([], |r| Ok((col(r, 0, AgentId::try_from)?, time(r, 1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
         })
         .await
     }

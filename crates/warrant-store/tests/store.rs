@@ -21,14 +21,16 @@ use std::collections::BTreeMap;
 
 use tempfile::TempDir;
 use warrant_core::audit::{chain, AuditEntry, AuditKind, GENESIS};
+use warrant_core::govern::{Acceptance, AgentUsage, Finding, FindingKind, FindingStatus, Severity};
 use warrant_core::guard::approval::{Approval, ApprovalStatus, Approver};
 use warrant_core::{
     Agent, AgentId, AgentStatus, ApprovalId, Human, HumanId, HumanStatus, Mode, PublicJwk, Scope, TaskId, UnixTime,
     WarrantId,
 };
 use warrant_store::{
-    AgentStore as _, AuditRow, AuditStore as _, GuardStore as _, HumanStore as _, KeyStore as _, SpendCharge,
-    SqliteStore, Store, StoreError, StoredKey, TaskRecord, WarrantRecord, WarrantStore as _,
+    AgentStore as _, Attestation, AuditRow, AuditStore as _, FindingFilter, GovernStore as _, GuardStore as _,
+    HumanStore as _, KeyStore as _, LiveWarrant, RevocationKind, RevocationRecord, SpendCharge, SqliteStore, Store,
+    StoreError, StoredKey, TaskRecord, WarrantRecord, WarrantStore as _,
 };
 use zeroize::Zeroizing;
 
@@ -74,6 +76,14 @@ macro_rules! conformance {
             check_approval_compare_and_set,
             check_list_approvals,
             check_list_approvals_is_capped,
+            check_findings_round_trip,
+            check_list_findings,
+            check_list_findings_is_capped,
+            check_usage_upsert,
+            check_attestations,
+            check_set_agent_key,
+            check_set_agent_max_scope,
+            check_govern_live_warrants,
         );
     };
     (@tests $backend:ident, $open:ident; $($check:ident),+ $(,)?) => {
@@ -945,6 +955,326 @@ async fn check_list_approvals_is_capped(store: &dyn Store) {
 }
 
 // ---------------------------------------------------------------------------------------
+// Governance: findings, usage, attestations, agent keys and live warrants
+// ---------------------------------------------------------------------------------------
+
+/// A finding of `kind` about `subject`, last seen at `last_seen`; resolved and accepted
+/// ones carry their resolution or acceptance.
+fn finding(n: u8, kind: FindingKind, subject: &str, status: FindingStatus, last_seen: i64) -> Finding {
+    Finding {
+        id: format!("fnd_{n:03}"),
+        kind,
+        severity: Severity::Medium,
+        subject: subject.to_owned(),
+        evidence: serde_json::json!({ "n": n, "unused": ["crm.write", "billing.*"], "note": "quotes \" and ünïcödé" }),
+        status,
+        first_seen: UnixTime(last_seen - 50),
+        last_seen: UnixTime(last_seen),
+        resolved_at: (status == FindingStatus::Resolved).then_some(UnixTime(last_seen)),
+        acceptance: (status == FindingStatus::Accepted).then(|| Acceptance {
+            by: "admin".into(),
+            justification: "a known nightly batch".into(),
+            at: UnixTime(last_seen - 10),
+            until: UnixTime(last_seen + 1_000),
+        }),
+    }
+}
+
+fn by_id(mut findings: Vec<Finding>) -> Vec<Finding> {
+    findings.sort_by(|a, b| a.id.cmp(&b.id));
+    findings
+}
+
+async fn check_findings_round_trip(store: &dyn Store) {
+    assert_eq!(store.get_finding("fnd_001").await.unwrap(), None);
+    assert!(store.active_findings().await.unwrap().is_empty());
+    store.save_findings(&[]).await.unwrap();
+
+    let subject = AgentId::from_random([1; 12]).to_string();
+    let open = finding(1, FindingKind::IdleAgent, &subject, FindingStatus::Open, 100);
+    let accepted = finding(2, FindingKind::OverPrivileged, &subject, FindingStatus::Accepted, 200);
+    let resolved = finding(3, FindingKind::StaleKey, &subject, FindingStatus::Resolved, 300);
+    store.save_findings(&[open.clone(), accepted.clone(), resolved.clone()]).await.unwrap();
+    for f in [&open, &accepted, &resolved] {
+        assert_eq!(store.get_finding(&f.id).await.unwrap().as_ref(), Some(f));
+    }
+    assert_eq!(by_id(store.active_findings().await.unwrap()), vec![open.clone(), accepted.clone()]);
+
+    // Saving again by id replaces the finding: its status, evidence and times.
+    let now_resolved = Finding {
+        status: FindingStatus::Resolved,
+        resolved_at: Some(UnixTime(400)),
+        last_seen: UnixTime(390),
+        evidence: serde_json::json!({ "idle_days": 31 }),
+        ..open.clone()
+    };
+    let reopened =
+        Finding { status: FindingStatus::Open, resolved_at: None, last_seen: UnixTime(410), ..resolved.clone() };
+    store.save_findings(&[now_resolved.clone(), reopened.clone()]).await.unwrap();
+    assert_eq!(store.get_finding(&open.id).await.unwrap(), Some(now_resolved.clone()));
+    assert_eq!(store.get_finding(&resolved.id).await.unwrap(), Some(reopened.clone()));
+    assert_eq!(by_id(store.active_findings().await.unwrap()), vec![accepted.clone(), reopened.clone()]);
+
+    // Resolved findings are kept, as history.
+    let all = store.list_findings(&FindingFilter::default()).await.unwrap();
+    assert_eq!(by_id(all), vec![now_resolved, accepted, reopened]);
+}
+
+async fn check_list_findings(store: &dyn Store) {
+    use FindingKind::{IdleAgent, OverPrivileged, PolicyBroadening, StaleKey};
+    use FindingStatus::{Accepted, Open, Resolved};
+    let (a, b) = (AgentId::from_random([1; 12]).to_string(), AgentId::from_random([2; 12]).to_string());
+    let f1 = finding(1, IdleAgent, &a, Open, 100);
+    let f2 = finding(2, OverPrivileged, &a, Accepted, 400);
+    let f3 = finding(3, IdleAgent, &b, Resolved, 300);
+    let f4 = finding(4, StaleKey, &b, Open, 200);
+    let f5 = finding(5, PolicyBroadening, "policy:3", Open, 400);
+    assert!(store.list_findings(&FindingFilter::default()).await.unwrap().is_empty());
+    // Saved out of order: listing is by last seen, newest first, then by id.
+    store.save_findings(&[f3.clone(), f5.clone(), f1.clone(), f4.clone(), f2.clone()]).await.unwrap();
+
+    let list = |status: Option<FindingStatus>, kind: Option<FindingKind>, subject: Option<&str>, limit: usize| {
+        let filter = FindingFilter { status, kind, subject: subject.map(str::to_owned), limit };
+        async move { store.list_findings(&filter).await.unwrap() }
+    };
+    let all = vec![f2.clone(), f5.clone(), f3.clone(), f4.clone(), f1.clone()];
+    assert_eq!(store.list_findings(&FindingFilter::default()).await.unwrap(), all);
+    assert_eq!(list(None, None, None, usize::MAX).await, all, "a huge limit is capped, not an error");
+    assert_eq!(list(None, None, None, 2).await, vec![f2.clone(), f5.clone()]);
+    assert!(list(None, None, None, 0).await.is_empty());
+
+    assert_eq!(list(Some(Open), None, None, 100).await, vec![f5.clone(), f4.clone(), f1.clone()]);
+    assert_eq!(list(Some(Accepted), None, None, 100).await, vec![f2.clone()]);
+    assert_eq!(list(Some(Resolved), None, None, 100).await, vec![f3.clone()]);
+    assert_eq!(list(Some(Open), None, None, 1).await, vec![f5.clone()]);
+
+    assert_eq!(list(None, Some(IdleAgent), None, 100).await, vec![f3.clone(), f1.clone()]);
+    assert_eq!(list(Some(Open), Some(IdleAgent), None, 100).await, vec![f1.clone()]);
+    assert!(list(None, Some(FindingKind::ShadowActivity), None, 100).await.is_empty());
+
+    assert_eq!(list(None, None, Some(&a), 100).await, vec![f2.clone(), f1.clone()]);
+    assert_eq!(list(None, None, Some(&b), 100).await, vec![f3.clone(), f4.clone()]);
+    assert_eq!(list(None, None, Some("policy:3"), 100).await, vec![f5]);
+    assert_eq!(list(None, Some(StaleKey), Some(&b), 100).await, vec![f4.clone()]);
+    assert_eq!(list(Some(Open), Some(StaleKey), Some(&b), 100).await, vec![f4]);
+    assert!(list(Some(Accepted), None, Some(&b), 100).await.is_empty());
+    assert!(list(None, None, Some("agt_nobody"), 100).await.is_empty());
+}
+
+/// One save of more findings than a listing returns, in one call; listings return at most
+/// `MAX_FINDING_LIST_LIMIT`, the active set is not capped.
+async fn check_list_findings_is_capped(store: &dyn Store) {
+    let cap = warrant_store::MAX_FINDING_LIST_LIMIT;
+    let findings: Vec<Finding> = (0..=cap)
+        .map(|i| Finding {
+            id: format!("fnd_{i:06}"),
+            subject: format!("client:{i}"),
+            ..finding(0, FindingKind::ShadowActivity, "", FindingStatus::Open, 100 + i as i64)
+        })
+        .collect();
+    store.save_findings(&findings).await.unwrap();
+    let listed = store.list_findings(&FindingFilter { limit: cap + 5, ..FindingFilter::default() }).await.unwrap();
+    assert_eq!(listed.len(), cap);
+    assert_eq!(listed[0], findings[cap], "the most recently seen first");
+    assert_eq!(store.active_findings().await.unwrap().len(), cap + 1);
+
+    // Saving them all again (an upsert) changes nothing.
+    store.save_findings(&findings).await.unwrap();
+    assert_eq!(store.active_findings().await.unwrap().len(), cap + 1);
+}
+
+fn by_agent<T>(mut rows: Vec<(AgentId, T)>) -> Vec<(AgentId, T)> {
+    rows.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+    rows
+}
+
+async fn check_usage_upsert(store: &dyn Store) {
+    assert!(store.usages().await.unwrap().is_empty());
+    store.save_usage(&[]).await.unwrap();
+
+    let (a1, a2) = (AgentId::from_random([1; 12]), AgentId::from_random([2; 12]));
+    let mut u1 = AgentUsage::default();
+    u1.used("crm.read", "crm/accounts/1", UnixTime(10));
+    u1.used("crm.read", "crm/accounts/2", UnixTime(11));
+    u1.delegated(&scope("tickets.create:queue/ops/**"), UnixTime(12));
+    let mut u2 = AgentUsage::default();
+    u2.seen(UnixTime(20));
+    store.save_usage(&[(a1.clone(), u1.clone()), (a2.clone(), u2.clone())]).await.unwrap();
+    assert_eq!(
+        by_agent(store.usages().await.unwrap()),
+        by_agent(vec![(a1.clone(), u1.clone()), (a2.clone(), u2.clone())])
+    );
+
+    // Saving again replaces only that agent's usage.
+    u1.used("billing.read", "invoices/7", UnixTime(30));
+    u1.forget_before(UnixTime(12));
+    store.save_usage(&[(a1.clone(), u1.clone())]).await.unwrap();
+    assert_eq!(by_agent(store.usages().await.unwrap()), by_agent(vec![(a1, u1), (a2, u2)]));
+}
+
+fn attestation(n: u8, agent: &AgentId, at: i64) -> Attestation {
+    Attestation {
+        id: format!("att_{n:03}"),
+        agent: agent.clone(),
+        by: if n.is_multiple_of(2) { "admin".into() } else { HumanId::from_random([n; 12]).to_string() },
+        at: UnixTime(at),
+        note: format!("still needed ({n}), quotes \" and ünïcödé"),
+        evidence: serde_json::json!({ "max_scope": "crm.read crm.write", "used": ["crm.read"], "n": n }),
+    }
+}
+
+async fn check_attestations(store: &dyn Store) {
+    let (a1, a2) = (AgentId::from_random([1; 12]), AgentId::from_random([2; 12]));
+    assert!(store.last_attestations().await.unwrap().is_empty());
+    assert!(store.attestations(&a1, 10).await.unwrap().is_empty());
+
+    let (t1, t2, t3) = (attestation(1, &a1, 100), attestation(2, &a1, 300), attestation(3, &a1, 200));
+    let other = attestation(4, &a2, 50);
+    for att in [&t1, &t2, &t3, &other] {
+        store.record_attestation(att).await.unwrap();
+    }
+    let duplicate = Attestation { at: UnixTime(999), ..attestation(1, &a2, 999) };
+    assert_conflict(store.record_attestation(&duplicate).await, "duplicate attestation id");
+
+    assert_eq!(
+        by_agent(store.last_attestations().await.unwrap()),
+        by_agent(vec![(a1.clone(), UnixTime(300)), (a2.clone(), UnixTime(50))]),
+        "the duplicate was not stored"
+    );
+    assert_eq!(store.attestations(&a1, 10).await.unwrap(), vec![t2.clone(), t3.clone(), t1]);
+    assert_eq!(store.attestations(&a1, 2).await.unwrap(), vec![t2, t3]);
+    assert!(store.attestations(&a1, 0).await.unwrap().is_empty());
+    assert_eq!(store.attestations(&a2, usize::MAX).await.unwrap(), vec![other]);
+    assert!(store.attestations(&AgentId::from_random([9; 12]), 10).await.unwrap().is_empty());
+}
+
+async fn check_set_agent_key(store: &dyn Store) {
+    let (h, a) = principals(store, 1).await;
+    let other = agent(2, &h, 300);
+    store.insert_agent(&other).await.unwrap();
+    // Until replaced, a key dates from the agent's registration.
+    assert_eq!(
+        by_agent(store.agent_key_times().await.unwrap()),
+        by_agent(vec![(a.id.clone(), a.created_at), (other.id.clone(), other.created_at)])
+    );
+
+    let rotated = PublicJwk {
+        kid: Some("client-key-2".into()),
+        x: "Wq3vDcDpPUlvMyflRs5pBpIjVQJfB9ysJcxFrJlZpZk".into(),
+        ..jwk()
+    };
+    assert!(store.set_agent_key(&a.id, &rotated, UnixTime(5_000)).await.unwrap());
+    assert_eq!(store.get_agent(&a.id).await.unwrap(), Some(Agent { public_key: rotated.clone(), ..a.clone() }));
+    assert_eq!(store.get_agent(&other.id).await.unwrap(), Some(other.clone()), "only that agent changed");
+    assert_eq!(
+        by_agent(store.agent_key_times().await.unwrap()),
+        by_agent(vec![(a.id.clone(), UnixTime(5_000)), (other.id.clone(), other.created_at)])
+    );
+
+    // Replaced again: the latest time counts.
+    assert!(store.set_agent_key(&a.id, &jwk(), UnixTime(6_000)).await.unwrap());
+    assert_eq!(store.get_agent(&a.id).await.unwrap(), Some(a.clone()));
+    assert_eq!(
+        by_agent(store.agent_key_times().await.unwrap()),
+        by_agent(vec![(a.id.clone(), UnixTime(6_000)), (other.id.clone(), other.created_at)])
+    );
+
+    let ghost = AgentId::from_random([9; 12]);
+    assert!(!store.set_agent_key(&ghost, &rotated, UnixTime(7_000)).await.unwrap());
+    assert_eq!(store.get_agent(&ghost).await.unwrap(), None);
+    assert_eq!(store.agent_key_times().await.unwrap().len(), 2, "no key time for an unknown agent");
+}
+
+async fn check_set_agent_max_scope(store: &dyn Store) {
+    let (h, a) = principals(store, 1).await;
+    let other = agent(2, &h, 300);
+    store.insert_agent(&other).await.unwrap();
+
+    for max_scope in [scope("crm.read:customers/** billing.read:invoices/7"), Scope::empty(), scope("crm.read")] {
+        assert!(store.set_agent_max_scope(&a.id, &max_scope).await.unwrap());
+        assert_eq!(store.get_agent(&a.id).await.unwrap(), Some(Agent { max_scope, ..a.clone() }));
+    }
+    assert_eq!(store.get_agent(&other.id).await.unwrap(), Some(other), "only that agent changed");
+    assert!(!store.set_agent_max_scope(&AgentId::from_random([9; 12]), &scope("crm.read")).await.unwrap());
+}
+
+fn live(w: &WarrantRecord) -> LiveWarrant {
+    LiveWarrant {
+        jti: w.jti.clone(),
+        parent: w.parent.clone(),
+        agent: w.agent.clone(),
+        depth: w.chain.len(),
+        issued_at: w.issued_at,
+        expires_at: w.expires_at,
+    }
+}
+
+fn revocation(n: u8, kind: RevocationKind, target: &str, at: i64) -> RevocationRecord {
+    RevocationRecord {
+        id: format!("rev_{n}"),
+        kind,
+        target: target.to_owned(),
+        reason: "test".into(),
+        at: UnixTime(at),
+    }
+}
+
+/// Unexpired, unrevoked warrants of unended tasks, in issuance order, with their depth.
+async fn check_govern_live_warrants(store: &dyn Store) {
+    let h = human(1, 100);
+    store.insert_human(&h).await.unwrap();
+    let (a, b, c) = (agent(1, &h, 100), agent(2, &h, 100), agent(3, &h, 100));
+    for x in [&a, &b, &c] {
+        store.insert_agent(x).await.unwrap();
+    }
+    assert!(store.live_warrants(UnixTime(0)).await.unwrap().is_empty());
+
+    // Task 1: root -> mid -> leaf, live; a revoked child and an expired child of the root.
+    let t1 = task(1, &h, &a, 1_000);
+    let root = warrant(1, &t1, &a, None, 1_000);
+    let mid = warrant(2, &t1, &b, Some(&root), 1_001);
+    let leaf = warrant(3, &t1, &c, Some(&mid), 1_002);
+    let revoked = warrant(4, &t1, &c, Some(&root), 1_003);
+    let expired = WarrantRecord { expires_at: UnixTime(1_050), ..warrant(5, &t1, &b, Some(&root), 1_004) };
+    store.record_warrant(&root, Some(&t1)).await.unwrap();
+    for w in [&mid, &leaf, &revoked, &expired] {
+        store.record_warrant(w, None).await.unwrap();
+    }
+    store
+        .record_revocation(
+            &revocation(1, RevocationKind::Warrant, revoked.jti.as_str(), 1_010),
+            &[(revoked.jti.clone(), revoked.expires_at)],
+        )
+        .await
+        .unwrap();
+
+    // Task 2 ended (completed): its warrant is not live though no warrant was listed revoked.
+    let t2 = task(2, &h, &b, 1_000);
+    let ended = warrant(6, &t2, &b, None, 1_005);
+    store.record_warrant(&ended, Some(&t2)).await.unwrap();
+    store.record_revocation(&revocation(2, RevocationKind::Task, t2.id.as_str(), 1_020), &[]).await.unwrap();
+
+    // Task 3: recorded last but issued first; expires at 1500.
+    let t3 = task(3, &h, &c, 900);
+    let early = warrant(7, &t3, &c, None, 900);
+    store.record_warrant(&early, Some(&t3)).await.unwrap();
+
+    let got = store.live_warrants(UnixTime(1_100)).await.unwrap();
+    assert_eq!(got, vec![live(&early), live(&root), live(&mid), live(&leaf)]);
+    assert_eq!(got.iter().map(|w| w.depth).collect::<Vec<_>>(), vec![1, 1, 2, 3]);
+    assert_eq!(got[2].parent.as_ref(), Some(&root.jti));
+    assert_eq!(got[0].parent, None);
+
+    // The expired warrant was live before its expiry; expiry is exclusive.
+    assert_eq!(
+        store.live_warrants(UnixTime(1_049)).await.unwrap(),
+        vec![live(&early), live(&root), live(&mid), live(&leaf), live(&expired)]
+    );
+    assert_eq!(store.live_warrants(UnixTime(1_600)).await.unwrap(), vec![live(&mid), live(&leaf)]);
+    assert!(store.live_warrants(UnixTime(10_000)).await.unwrap().is_empty());
+}
+
+// ---------------------------------------------------------------------------------------
 // SQLite only: the file
 // ---------------------------------------------------------------------------------------
 
@@ -1083,6 +1413,7 @@ async fn migration_backfills_the_agent_index() {
     drop(store);
     // Back to the schema before migration 3, as an older build left it.
     let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch(UNDO_MIGRATION_5).unwrap();
     db.execute_batch(UNDO_MIGRATION_4).unwrap();
     db.execute_batch("DROP TABLE warrant_agents; PRAGMA user_version = 2;").unwrap();
     drop(db);
@@ -1127,13 +1458,14 @@ async fn migration_adds_budgets_and_guard_tables() {
     drop(store);
     // Back to the schema before migration 4, as an older build left it.
     let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch(UNDO_MIGRATION_5).unwrap();
     db.execute_batch(UNDO_MIGRATION_4).unwrap();
     drop(db);
 
     let store = SqliteStore::open(&path).unwrap();
     let db = rusqlite::Connection::open(&path).unwrap();
     let version: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, 5, "migration 4 and every later one ran");
     for (kind, name) in [
         ("table", "budget_spend"),
         ("table", "agent_guard"),
@@ -1174,4 +1506,76 @@ async fn migration_adds_budgets_and_guard_tables() {
     store.insert_approval(&approval(1, &a.id, ApprovalStatus::Pending, 1)).await.unwrap();
     store.append_audit(audit_rows(1, 1, GENESIS, |_| vec![charge(&child, "emails", 1)])).await.unwrap();
     assert_eq!(spends(&store, 1_100).await, BTreeMap::from([spend(&child, "emails", 1)]));
+}
+
+/// Takes a database back to the schema before migration 5.
+const UNDO_MIGRATION_5: &str = "DROP TABLE agent_keys; DROP TABLE findings; DROP TABLE agent_usage; \
+     DROP TABLE attestations; PRAGMA user_version = 4;";
+
+/// Migration 5 adds the governance tables; agents registered before it date their key
+/// from their registration.
+#[tokio::test]
+async fn migration_adds_governance_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("warrant.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let (_, root) = started_task(&store, 1).await;
+    drop(store);
+    // Back to the schema before migration 5, as an older build left it.
+    let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch(UNDO_MIGRATION_5).unwrap();
+    drop(db);
+
+    let store = SqliteStore::open(&path).unwrap();
+    let db = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, 5);
+    for (kind, name) in [
+        ("table", "agent_keys"),
+        ("table", "findings"),
+        ("table", "agent_usage"),
+        ("table", "attestations"),
+        ("index", "findings_status"),
+        ("index", "findings_subject"),
+        ("index", "findings_kind"),
+        ("index", "attestations_agent"),
+    ] {
+        let n: i64 = db
+            .query_row("SELECT COUNT(*) FROM sqlite_master WHERE type = ?1 AND name = ?2", [kind, name], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1, "{kind} {name}");
+    }
+    drop(db);
+
+    let a = store.get_agent(&root.agent).await.unwrap().unwrap();
+    assert_eq!(store.agent_key_times().await.unwrap(), vec![(a.id.clone(), a.created_at)]);
+    assert_eq!(store.live_warrants(UnixTime(1_100)).await.unwrap(), vec![live(&root)]);
+    assert!(store.set_agent_key(&a.id, &jwk(), UnixTime(2_000)).await.unwrap());
+    assert_eq!(store.agent_key_times().await.unwrap(), vec![(a.id.clone(), UnixTime(2_000))]);
+    let f = finding(1, FindingKind::IdleAgent, a.id.as_str(), FindingStatus::Open, 1_000);
+    store.save_findings(std::slice::from_ref(&f)).await.unwrap();
+    assert_eq!(store.get_finding(&f.id).await.unwrap(), Some(f));
+}
+
+/// A finding whose columns disagree with its stored body is reported corrupt, not
+/// returned.
+#[tokio::test]
+async fn sqlite_finding_body_must_match_its_columns() {
+    let (dir, store) = open_sqlite().await;
+    let f = finding(1, FindingKind::IdleAgent, "agt_x", FindingStatus::Open, 100);
+    store.save_findings(std::slice::from_ref(&f)).await.unwrap();
+    {
+        let conn = store_conn(&dir);
+        conn.execute("UPDATE findings SET status = 'resolved' WHERE id = ?1", [&f.id]).unwrap();
+    }
+    match store.get_finding(&f.id).await {
+        Err(StoreError::Corrupt(msg)) => assert!(msg.contains("fnd_001"), "{msg}"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert!(matches!(store.active_findings().await, Ok(v) if v.is_empty()), "filtered on the column");
+    assert!(matches!(store.list_findings(&FindingFilter::default()).await, Err(StoreError::Corrupt(_))));
+}
+
+fn store_conn(dir: &TempDir) -> rusqlite::Connection {
+    rusqlite::Connection::open(dir.path().join("warrant.db")).unwrap()
 }

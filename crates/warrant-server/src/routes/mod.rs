@@ -3,6 +3,7 @@
 pub mod agents;
 pub mod audit;
 pub mod decisions;
+pub mod govern;
 pub mod guard;
 pub mod humans;
 pub mod policies;

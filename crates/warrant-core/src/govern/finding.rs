@@ -1,0 +1,237 @@
+//! A finding: one governance problem, found continuously, with its evidence and status.
+
+use serde::{Deserialize, Serialize};
+
+use crate::id::AgentId;
+use crate::time::UnixTime;
+
+/// What kind of problem a finding reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum FindingKind {
+    /// The agent's owner is disabled or no longer registered.
+    OrphanedAgent,
+    /// An ephemeral agent is past its expiry but not retired, or still holds live warrants.
+    ExpiredEphemeral,
+    /// The agent has not acted for longer than the idle limit.
+    IdleAgent,
+    /// The agent's max scope holds permissions it has not used in the usage window.
+    OverPrivileged,
+    /// The agent's max scope goes beyond its owner's entitlements.
+    ExceedsOwner,
+    /// The max scope holds an open-ended (`**` or no resource) grant on a sensitive namespace.
+    BroadGrant,
+    /// A live warrant, or an ephemeral agent, lives longer than governance allows.
+    LongLivedGrant,
+    /// The agent's key is older than the rotation period.
+    StaleKey,
+    /// Decisions were asked for with tokens Warrant did not issue, from unknown issuers or
+    /// for unregistered agents.
+    ShadowActivity,
+    /// The agent holds a warrant whose chain is at or next to the depth limit.
+    DelegationDepth,
+    /// The agent has delegated to more live warrants than the fan-out limit.
+    DelegationFanout,
+    /// A policy change allows requests the previous set denied.
+    PolicyBroadening,
+    /// The owner has not re-attested the agent within the attestation cadence.
+    AttestationOverdue,
+}
+
+impl FindingKind {
+    /// Every kind.
+    pub const ALL: [FindingKind; 13] = [
+        FindingKind::OrphanedAgent,
+        FindingKind::ExpiredEphemeral,
+        FindingKind::IdleAgent,
+        FindingKind::OverPrivileged,
+        FindingKind::ExceedsOwner,
+        FindingKind::BroadGrant,
+        FindingKind::LongLivedGrant,
+        FindingKind::StaleKey,
+        FindingKind::ShadowActivity,
+        FindingKind::DelegationDepth,
+        FindingKind::DelegationFanout,
+        FindingKind::PolicyBroadening,
+        FindingKind::AttestationOverdue,
+    ];
+
+    /// The wire name, e.g. `orphaned_agent`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingKind::OrphanedAgent => "orphaned_agent",
+            FindingKind::ExpiredEphemeral => "expired_ephemeral",
+            FindingKind::IdleAgent => "idle_agent",
+            FindingKind::OverPrivileged => "over_privileged",
+            FindingKind::ExceedsOwner => "exceeds_owner",
+            FindingKind::BroadGrant => "broad_grant",
+            FindingKind::LongLivedGrant => "long_lived_grant",
+            FindingKind::StaleKey => "stale_key",
+            FindingKind::ShadowActivity => "shadow_activity",
+            FindingKind::DelegationDepth => "delegation_depth",
+            FindingKind::DelegationFanout => "delegation_fanout",
+            FindingKind::PolicyBroadening => "policy_broadening",
+            FindingKind::AttestationOverdue => "attestation_overdue",
+        }
+    }
+
+    /// Parses the wire name.
+    pub fn parse(s: &str) -> Option<FindingKind> {
+        FindingKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Whether the finding is about one registered agent (its subject is the agent id)
+    /// and raised by the per-agent rules of a sweep.
+    pub fn per_agent(self) -> bool {
+        !matches!(self, FindingKind::ShadowActivity | FindingKind::PolicyBroadening)
+    }
+}
+
+impl std::fmt::Display for FindingKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How urgent a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Severity {
+    /// Hygiene: fix at the next review.
+    Low,
+    /// Risk that grows with time: fix this week.
+    Medium,
+    /// Risk now: fix today.
+    High,
+    /// Active exposure: fix now.
+    Critical,
+}
+
+impl Severity {
+    /// Every severity, most urgent first.
+    pub const ALL: [Severity; 4] = [Severity::Critical, Severity::High, Severity::Medium, Severity::Low];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+
+    /// Parses the wire name.
+    pub fn parse(s: &str) -> Option<Severity> {
+        Severity::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// Where a finding stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum FindingStatus {
+    /// The problem is present and nobody has accepted it.
+    Open,
+    /// The cause is gone; resolved automatically by a sweep or a policy change.
+    Resolved,
+    /// Someone accepted the risk, with a justification, until an expiry.
+    Accepted,
+}
+
+impl FindingStatus {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingStatus::Open => "open",
+            FindingStatus::Resolved => "resolved",
+            FindingStatus::Accepted => "accepted",
+        }
+    }
+
+    /// Parses the wire name.
+    pub fn parse(s: &str) -> Option<FindingStatus> {
+        [FindingStatus::Open, FindingStatus::Resolved, FindingStatus::Accepted].into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Whether the finding still counts (open or accepted), i.e. is not resolved.
+    pub fn is_active(self) -> bool {
+        self != FindingStatus::Resolved
+    }
+}
+
+/// An accepted risk: who accepted it, why, and until when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acceptance {
+    /// Who accepted it (`admin` or a human id).
+    pub by: String,
+    /// Why, in their words.
+    pub justification: String,
+    /// When it was accepted.
+    pub at: UnixTime,
+    /// When the acceptance lapses and the finding opens again if its cause remains.
+    pub until: UnixTime,
+}
+
+/// One governance problem.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    /// `fnd_…`.
+    pub id: String,
+    /// What kind of problem.
+    pub kind: FindingKind,
+    /// How urgent.
+    pub severity: Severity,
+    /// What it is about: an agent id (`agt_…`), a policy version (`policy:3`), a token
+    /// issuer (`issuer:…`) or an unregistered agent (`client:…`).
+    pub subject: String,
+    /// The facts behind it, as of `last_seen`.
+    pub evidence: serde_json::Value,
+    /// Open, resolved or accepted.
+    pub status: FindingStatus,
+    /// When it was first observed.
+    pub first_seen: UnixTime,
+    /// When it was last observed.
+    pub last_seen: UnixTime,
+    /// When its cause went away.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<UnixTime>,
+    /// The accepted risk, when it was accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acceptance: Option<Acceptance>,
+}
+
+impl Finding {
+    /// The agent the finding is about, when its subject is one.
+    pub fn agent(&self) -> Option<AgentId> {
+        self.subject.parse().ok()
+    }
+
+    /// The identity of the problem: one active finding per kind and subject.
+    pub fn key(&self) -> (FindingKind, String) {
+        (self.kind, self.subject.clone())
+    }
+}
+
+/// What one rule observed in one sweep (or one event): a finding before it has an id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    /// What kind of problem.
+    pub kind: FindingKind,
+    /// How urgent.
+    pub severity: Severity,
+    /// What it is about (see [`Finding::subject`]).
+    pub subject: String,
+    /// The facts behind it.
+    pub evidence: serde_json::Value,
+}
+
+impl Observation {
+    /// The identity of the problem (see [`Finding::key`]).
+    pub fn key(&self) -> (FindingKind, String) {
+        (self.kind, self.subject.clone())
+    }
+}

@@ -1,0 +1,21 @@
+//! Continuous governance: the findings a security team acts on, and the pure rules that
+//! raise and clear them.
+//!
+//! Everything here is pure: the engine gathers the facts (the registry, what each agent
+//! used, its live warrants, attestations) and passes the time in.
+//!
+//! * [`finding`]: a finding's kind, severity, subject, evidence and status.
+//! * [`usage`]: what an agent actually used, and the narrower scope recommended from it.
+//! * [`rules`]: the per-agent rules a sweep applies (orphaned, idle, over-privileged, …).
+//! * [`reconcile`]: turning one sweep's observations into opened, refreshed, reopened
+//!   and resolved findings.
+
+pub mod finding;
+pub mod reconcile;
+pub mod rules;
+pub mod usage;
+
+pub use finding::{Acceptance, Finding, FindingKind, FindingStatus, Observation, Severity};
+pub use reconcile::{reconcile, Changes, SweepScope};
+pub use rules::{observe_agent, AgentFacts, GovernRules, LiveStats};
+pub use usage::AgentUsage;

@@ -1,0 +1,259 @@
+//! What owners and auditors do: attest an agent with the evidence in front of them,
+//! rotate an agent's key, and export the inventory.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+use warrant_core::audit::{AuditEntry, AuditKind};
+use warrant_core::govern::usage::{recommend, unused};
+use warrant_core::govern::{Finding, FindingKind};
+use warrant_core::{Agent, AgentId, AgentStatus, HumanId, Mode, PublicJwk, Scope, UnixTime};
+use warrant_store::{Attestation, StoreError};
+
+use crate::registry::parse_agent_id;
+use crate::Engine;
+
+/// The longest attestation note, in characters.
+pub const MAX_NOTE: usize = 1000;
+
+/// Why an owner operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OwnerError {
+    /// No such agent.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The request is invalid.
+    #[error("{0}")]
+    Invalid(String),
+    /// The caller may not do this for this agent.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The agent's state does not allow it.
+    #[error("{0}")]
+    Conflict(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The change could not be audited or made.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Who attests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attester {
+    /// The admin token (break-glass; recorded as `admin`).
+    Admin,
+    /// A human's session: must be the agent's owner.
+    Human(HumanId),
+}
+
+impl Attester {
+    fn name(&self) -> String {
+        match self {
+            Attester::Admin => "admin".into(),
+            Attester::Human(h) => h.to_string(),
+        }
+    }
+}
+
+/// One inventory row: an agent as an auditor sees it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InventoryRow {
+    /// The agent id.
+    pub id: AgentId,
+    /// Its name.
+    pub name: String,
+    /// Its owner.
+    pub owner: HumanId,
+    /// The owner's email, when the owner is registered.
+    pub owner_email: Option<String>,
+    /// `active`, `disabled` or `removed`.
+    pub owner_status: &'static str,
+    /// Delegated or autonomous.
+    pub mode: Mode,
+    /// Active, suspended or retired.
+    pub status: AgentStatus,
+    /// Its max scope.
+    pub max_scope: Scope,
+    /// When it was registered.
+    pub created_at: UnixTime,
+    /// When an ephemeral agent expires.
+    pub expires_at: Option<UnixTime>,
+    /// Its last decision or warrant.
+    pub last_activity: Option<UnixTime>,
+    /// Its trust score now.
+    pub trust: f64,
+    /// When its owner last attested it.
+    pub last_attested: Option<UnixTime>,
+    /// Its open and accepted findings' kinds.
+    pub open_findings: Vec<FindingKind>,
+}
+
+impl Engine {
+    fn governed_agent(&self, id: &str) -> Result<std::sync::Arc<Agent>, OwnerError> {
+        let id = parse_agent_id(id).map_err(|e| OwnerError::Invalid(e.to_string()))?;
+        self.directory().agent(&id).ok_or_else(|| OwnerError::NotFound(format!("agent `{id}`")))
+    }
+
+    async fn audit_owner(&self, entry: AuditEntry) -> Result<(), OwnerError> {
+        self.audit(entry)
+            .await
+            .map(|_| ())
+            .map_err(|e| OwnerError::Internal(format!("the change could not be audited, so it was not made: {e}")))
+    }
+
+    /// What an owner sees before attesting: what the agent holds against what it used
+    /// in the usage window, the recommended narrower scope, and its open findings.
+    pub fn attestation_evidence(&self, id: &str) -> Result<Value, OwnerError> {
+        let agent = self.governed_agent(id)?;
+        let gov = self.governance();
+        let now = self.now();
+        let rules = &gov.config().rules;
+        let usage = gov.usage_within(&agent.id, now.plus(-rules.usage_window)).unwrap_or_default();
+        let recommended = recommend(&agent.max_scope, &usage);
+        let last_attested = gov.last_attested(&agent.id);
+        let findings: Vec<Value> = gov
+            .active_about(agent.id.as_str())
+            .iter()
+            .map(|f| json!({"id": f.id, "kind": f.kind, "severity": f.severity, "status": f.status}))
+            .collect();
+        Ok(json!({
+            "agent": agent.id,
+            "name": agent.name,
+            "owner": agent.owner,
+            "mode": agent.mode,
+            "status": agent.status.as_str(),
+            "max_scope": agent.max_scope,
+            "used": usage.used_permissions(),
+            "unused": unused(&agent.max_scope, &usage),
+            "recommended_scope": (!recommended.covers(&agent.max_scope)).then_some(recommended),
+            "last_activity": usage.last_seen,
+            "usage_window_secs": rules.usage_window,
+            "last_attested": last_attested,
+            "due_at": last_attested.unwrap_or(agent.created_at).plus(rules.attestation_every),
+            "open_findings": findings,
+        }))
+    }
+
+    /// Records the owner's attestation that the agent should keep what it holds, with
+    /// the evidence that was in front of them. Only the owner (or the admin) may.
+    pub async fn attest(&self, id: &str, by: Attester, note: &str) -> Result<Attestation, OwnerError> {
+        let agent = self.governed_agent(id)?;
+        if let Attester::Human(h) = &by {
+            if *h != agent.owner {
+                return Err(OwnerError::Forbidden(format!("only the owner of agent `{}` may attest it", agent.id)));
+            }
+        }
+        if agent.status == AgentStatus::Retired {
+            return Err(OwnerError::Conflict(format!("agent `{}` is retired", agent.id)));
+        }
+        let note = note.trim();
+        if note.chars().count() > MAX_NOTE {
+            return Err(OwnerError::Invalid(format!("`note` may be at most {MAX_NOTE} characters")));
+        }
+        let evidence = self.attestation_evidence(id)?;
+        let now = self.now();
+        let bytes = crate::random::bytes::<12>().map_err(|e| OwnerError::Internal(e.to_string()))?;
+        let attestation = Attestation {
+            id: format!("att_{}", hex::encode(bytes)),
+            agent: agent.id.clone(),
+            by: by.name(),
+            at: now,
+            note: note.to_owned(),
+            evidence,
+        };
+        let mut entry = AuditEntry::new(now, AuditKind::Governance);
+        entry.agent = Some(agent.id.clone());
+        entry.human = Some(agent.owner.clone());
+        entry.details = json!({
+            "op": "agent.attest",
+            "attestation": attestation.id,
+            "by": attestation.by,
+            "note": attestation.note,
+            "max_scope": agent.max_scope,
+        });
+        self.audit_owner(entry).await?;
+        self.store().record_attestation(&attestation).await?;
+        self.governance().set_attested(&agent.id, now);
+        self.governance().touch([agent.id.clone()]);
+        tracing::info!(agent = %agent.id, by = %attestation.by, "attested an agent");
+        Ok(attestation)
+    }
+
+    /// An agent's attestations, newest first.
+    pub async fn attestations(&self, id: &str, limit: usize) -> Result<Vec<Attestation>, OwnerError> {
+        let agent = self.governed_agent(id)?;
+        Ok(self.store().attestations(&agent.id, limit.clamp(1, 1000)).await?)
+    }
+
+    /// Replaces an agent's public key (rotation). Client assertions signed with the old
+    /// key are refused from now on; warrants already issued are unaffected.
+    pub async fn rotate_agent_key(&self, id: &str, key: PublicJwk) -> Result<Agent, OwnerError> {
+        let agent = self.governed_agent(id)?;
+        if agent.status == AgentStatus::Retired {
+            return Err(OwnerError::Conflict(format!("agent `{}` is retired", agent.id)));
+        }
+        warrant_token::keys::verifying_key(&key).map_err(|e| OwnerError::Invalid(format!("`public_key`: {e}")))?;
+        if key.x == agent.public_key.x {
+            return Err(OwnerError::Invalid("`public_key` is the agent's current key; rotate to a new one".into()));
+        }
+        let now = self.now();
+        let mut entry = AuditEntry::new(now, AuditKind::Registry);
+        entry.agent = Some(agent.id.clone());
+        entry.human = Some(agent.owner.clone());
+        entry.details = json!({"op": "agent.key", "change": {"from": agent.public_key.x, "to": key.x}});
+        self.audit_owner(entry).await?;
+        if !self.store().set_agent_key(&agent.id, &key, now).await? {
+            return Err(OwnerError::NotFound(format!("agent `{}`", agent.id)));
+        }
+        let changed = Agent { public_key: key, ..(*agent).clone() };
+        self.directory().put_agent(changed.clone());
+        self.governance().set_key_time(&agent.id, now);
+        self.governance().touch([agent.id.clone()]);
+        tracing::info!(agent = %agent.id, "rotated an agent's key");
+        Ok(changed)
+    }
+
+    /// Every registered agent with its owner, mode, scope, last activity, trust and
+    /// active findings, oldest first.
+    pub fn inventory(&self) -> Vec<InventoryRow> {
+        let now = self.now();
+        let gov = self.governance();
+        let humans = self.directory().humans();
+        let mut findings: HashMap<String, Vec<FindingKind>> = HashMap::new();
+        if let Ok(active) = gov.active.lock() {
+            for f in active.values().filter(|f: &&Finding| f.kind.per_agent()) {
+                findings.entry(f.subject.clone()).or_default().push(f.kind);
+            }
+        }
+        let mut agents = self.directory().agents();
+        agents.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.as_str().cmp(b.id.as_str())));
+        agents
+            .iter()
+            .map(|a| {
+                let owner = humans.get(&a.owner);
+                let mut open = findings.remove(a.id.as_str()).unwrap_or_default();
+                open.sort();
+                InventoryRow {
+                    id: a.id.clone(),
+                    name: a.name.clone(),
+                    owner: a.owner.clone(),
+                    owner_email: owner.map(|h| h.email.clone()),
+                    owner_status: owner.map_or("removed", |h| if h.is_active() { "active" } else { "disabled" }),
+                    mode: a.mode,
+                    status: a.status,
+                    max_scope: a.max_scope.clone(),
+                    created_at: a.created_at,
+                    expires_at: a.expires_at,
+                    last_activity: gov.usage_of(&a.id).and_then(|u| u.last_seen),
+                    trust: self.guard().trust_of(&a.id, now),
+                    last_attested: gov.last_attested(&a.id),
+                    open_findings: open,
+                }
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,208 @@
+//! Shadow activity: decisions asked for with tokens Warrant did not issue (a foreign
+//! issuer, an unknown key, a forged signature, not a Warrant token at all) or naming
+//! agents that are not registered.
+//!
+//! Occurrences are counted per subject in memory, at most [`MAX_SUBJECTS`] of them (the
+//! rest are counted under one `token:other` subject), so a flood of junk tokens cannot
+//! grow memory. A subject's finding resolves once it has been quiet for the configured
+//! time.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine as _;
+use serde_json::{json, Value};
+use warrant_core::govern::{Finding, FindingKind, Observation, Severity};
+use warrant_core::UnixTime;
+
+/// The most distinct shadow subjects tracked.
+pub const MAX_SUBJECTS: usize = 1000;
+/// The longest identifier copied out of an unverified token.
+const MAX_FIELD: usize = 100;
+
+/// Why a token counts as shadow activity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ShadowCause {
+    /// Signed by another issuer.
+    ForeignIssuer,
+    /// Names this issuer, but no key of ours signed it.
+    UnknownKey,
+    /// Names one of our keys, but the signature does not verify.
+    Forged,
+    /// Not a Warrant token (malformed, another algorithm or type).
+    NotAWarrant,
+    /// A token of ours naming an agent that is not registered.
+    UnregisteredAgent,
+}
+
+impl ShadowCause {
+    /// The evidence name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShadowCause::ForeignIssuer => "foreign_issuer",
+            ShadowCause::UnknownKey => "unknown_key",
+            ShadowCause::Forged => "forged_signature",
+            ShadowCause::NotAWarrant => "not_a_warrant",
+            ShadowCause::UnregisteredAgent => "unregistered_agent",
+        }
+    }
+}
+
+/// A few identifiers read from a token without verifying it, for evidence only.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Peek {
+    /// The `iss` claim.
+    pub iss: Option<String>,
+    /// The `client_id` claim (or `sub`).
+    pub client: Option<String>,
+    /// The header's `kid`.
+    pub kid: Option<String>,
+}
+
+fn clean(v: Option<&Value>) -> Option<String> {
+    let s = v?.as_str()?;
+    Some(s.chars().filter(|c| c.is_ascii_graphic()).take(MAX_FIELD).collect())
+}
+
+/// Reads `iss`, `client_id` and `kid` from a JWT without verifying it. Never trust
+/// the result: it is what the caller claims, recorded as evidence.
+pub fn peek(token: &str) -> Peek {
+    let mut parts = token.splitn(3, '.');
+    let decode = |part: Option<&str>| -> Option<Value> {
+        let bytes = B64.decode(part?.trim_end_matches('=')).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    };
+    let header = decode(parts.next());
+    let payload = decode(parts.next());
+    Peek {
+        iss: clean(payload.as_ref().and_then(|p| p.get("iss"))),
+        client: clean(payload.as_ref().and_then(|p| p.get("client_id").or_else(|| p.get("sub")))),
+        kid: clean(header.as_ref().and_then(|h| h.get("kid"))),
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Seen {
+    cause: ShadowCause,
+    first: UnixTime,
+    last: UnixTime,
+    count: u64,
+    sample: Peek,
+}
+
+/// Shadow occurrences by subject.
+#[derive(Debug, Default)]
+pub struct ShadowTracker {
+    seen: Mutex<HashMap<String, Seen>>,
+}
+
+/// The subject a shadow occurrence is filed under.
+fn subject(cause: ShadowCause, peek: &Peek) -> String {
+    let or_unknown = |s: &Option<String>| s.clone().unwrap_or_else(|| "unknown".into());
+    match cause {
+        ShadowCause::ForeignIssuer => format!("issuer:{}", or_unknown(&peek.iss)),
+        ShadowCause::UnknownKey | ShadowCause::Forged => format!("key:{}", or_unknown(&peek.kid)),
+        ShadowCause::NotAWarrant => "token:not_a_warrant".into(),
+        ShadowCause::UnregisteredAgent => format!("client:{}", or_unknown(&peek.client)),
+    }
+}
+
+impl ShadowTracker {
+    /// Counts one occurrence at `now`.
+    pub fn record(&self, cause: ShadowCause, peek: Peek, now: UnixTime) {
+        let Ok(mut map) = self.seen.lock() else { return };
+        let mut key = subject(cause, &peek);
+        if !map.contains_key(&key) && map.len() >= MAX_SUBJECTS {
+            key = "token:other".into();
+        }
+        let entry = map.entry(key).or_insert_with(|| Seen { cause, first: now, last: now, count: 0, sample: peek });
+        entry.last = entry.last.max(now);
+        entry.count = entry.count.saturating_add(1);
+    }
+
+    /// The subjects seen within `quiet` seconds before `now`, as observations; older
+    /// ones are forgotten.
+    pub fn observations(&self, now: UnixTime, quiet: i64) -> Vec<Observation> {
+        let Ok(mut map) = self.seen.lock() else { return Vec::new() };
+        map.retain(|_, s| s.last.until(now) < quiet);
+        map.iter()
+            .map(|(subject, s)| Observation {
+                kind: FindingKind::ShadowActivity,
+                severity: if s.cause == ShadowCause::NotAWarrant { Severity::Medium } else { Severity::High },
+                subject: subject.clone(),
+                evidence: json!({
+                    "cause": s.cause.as_str(),
+                    "occurrences": s.count,
+                    "first_seen": s.first,
+                    "last_seen": s.last,
+                    "claimed_issuer": s.sample.iss,
+                    "claimed_client": s.sample.client,
+                    "kid": s.sample.kid,
+                    "quiet_secs_to_resolve": quiet,
+                }),
+            })
+            .collect()
+    }
+
+    /// Seeds the tracker from active shadow findings after a restart, so that they are
+    /// not resolved before they have been quiet for the configured time.
+    pub fn resume<'a>(&self, active: impl Iterator<Item = &'a Finding>) {
+        let Ok(mut map) = self.seen.lock() else { return };
+        for f in active.filter(|f| f.kind == FindingKind::ShadowActivity && f.status.is_active()) {
+            let cause = match f.evidence.get("cause").and_then(Value::as_str) {
+                Some("foreign_issuer") => ShadowCause::ForeignIssuer,
+                Some("unknown_key") => ShadowCause::UnknownKey,
+                Some("forged_signature") => ShadowCause::Forged,
+                Some("unregistered_agent") => ShadowCause::UnregisteredAgent,
+                _ => ShadowCause::NotAWarrant,
+            };
+            let text = |k: &str| clean(f.evidence.get(k));
+            let count = f.evidence.get("occurrences").and_then(Value::as_u64).unwrap_or(1);
+            let sample = Peek { iss: text("claimed_issuer"), client: text("claimed_client"), kid: text("kid") };
+            map.insert(f.subject.clone(), Seen { cause, first: f.first_seen, last: f.last_seen, count, sample });
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "test code")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peeks_at_claims_without_trusting_them() {
+        let header = B64.encode(br#"{"alg":"EdDSA","kid":"k1"}"#);
+        let payload = B64.encode(br#"{"iss":"https://evil.example","client_id":"agt_x\u0000y"}"#);
+        let p = peek(&format!("{header}.{payload}.sig"));
+        assert_eq!(p.iss.as_deref(), Some("https://evil.example"));
+        assert_eq!(p.client.as_deref(), Some("agt_xy"));
+        assert_eq!(p.kid.as_deref(), Some("k1"));
+        assert_eq!(peek("garbage"), Peek::default());
+    }
+
+    #[test]
+    fn occurrences_are_counted_and_forgotten_after_the_quiet_time() {
+        let t = ShadowTracker::default();
+        let p = Peek { iss: Some("https://evil".into()), ..Peek::default() };
+        t.record(ShadowCause::ForeignIssuer, p.clone(), UnixTime(10));
+        t.record(ShadowCause::ForeignIssuer, p, UnixTime(20));
+        let obs = t.observations(UnixTime(30), 100);
+        assert_eq!(obs.len(), 1);
+        assert_eq!(obs[0].subject, "issuer:https://evil");
+        assert_eq!(obs[0].evidence["occurrences"], 2);
+        assert!(t.observations(UnixTime(120), 100).is_empty());
+    }
+
+    #[test]
+    fn subjects_are_bounded() {
+        let t = ShadowTracker::default();
+        for i in 0..(MAX_SUBJECTS + 50) {
+            t.record(ShadowCause::ForeignIssuer, Peek { iss: Some(format!("iss{i}")), ..Peek::default() }, UnixTime(1));
+        }
+        let obs = t.observations(UnixTime(2), 100);
+        assert_eq!(obs.len(), MAX_SUBJECTS + 1);
+        assert!(obs.iter().any(|o| o.subject == "token:other"));
+    }
+}

@@ -1,0 +1,268 @@
+//! `GovernStore` for SQLite.
+
+use async_trait::async_trait;
+use rusqlite::types::{Type, Value};
+use rusqlite::{params, params_from_iter, OptionalExtension, Row};
+use warrant_core::govern::{AgentUsage, Finding};
+use warrant_core::{AgentId, UnixTime, WarrantId};
+
+use crate::govern::{Attestation, FindingFilter, GovernStore, LiveWarrant, MAX_FINDING_LIST_LIMIT};
+use crate::sqlite::SqliteStore;
+use crate::StoreError;
+
+/// Reads column `idx` as text and parses it with `parse`, as a conversion failure when
+/// it does not parse.
+fn text_col<T, E>(row: &Row<'_>, idx: usize, parse: impl FnOnce(String) -> Result<T, E>) -> rusqlite::Result<T>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let text: String = row.get(idx)?;
+    parse(text).map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, Box::new(e)))
+}
+
+fn corrupt(e: serde_json::Error) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+/// The columns a finding is read back from.
+const FINDING_COLS: &str = "id, status, kind, body";
+
+/// A finding from its `(id, status, kind, body)` columns; the columns must agree with the body.
+fn finding_row(row: &Row<'_>) -> rusqlite::Result<Finding> {
+    let (id, status, kind): (String, String, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
+    let finding: Finding = text_col(row, 3, |body| serde_json::from_str(&body))?;
+    if finding.id != id || finding.status.as_str() != status || finding.kind.as_str() != kind {
+        return Err(rusqlite::Error::FromSqlConversionFailure(
+            3,
+            Type::Text,
+            format!("finding `{id}`: the stored body does not match its columns").into(),
+        ));
+    }
+    Ok(finding)
+}
+
+/// The columns of a finding: `(id, kind, subject, severity, status, first_seen, last_seen, body)`.
+type FindingCols = (String, &'static str, String, &'static str, &'static str, i64, i64, String);
+
+fn finding_cols(finding: &Finding) -> Result<FindingCols, StoreError> {
+    let body = serde_json::to_string(finding).map_err(corrupt)?;
+    Ok((
+        finding.id.clone(),
+        finding.kind.as_str(),
+        finding.subject.clone(),
+        finding.severity.as_str(),
+        finding.status.as_str(),
+        finding.first_seen.0,
+        finding.last_seen.0,
+        body,
+    ))
+}
+
+fn attestation_row(row: &Row<'_>) -> rusqlite::Result<Attestation> {
+    Ok(Attestation {
+        id: row.get(0)?,
+        agent: text_col(row, 1, AgentId::try_from)?,
+        by: row.get(2)?,
+        at: UnixTime(row.get(3)?),
+        note: row.get(4)?,
+        evidence: text_col(row, 5, |text| serde_json::from_str(&text))?,
+    })
+}
+
+fn live_warrant_row(row: &Row<'_>) -> rusqlite::Result<LiveWarrant> {
+    let parent: Option<String> = row.get(1)?;
+    let parent = parent
+        .map(WarrantId::try_from)
+        .transpose()
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(1, Type::Text, Box::new(e)))?;
+    let depth: i64 = row.get(3)?;
+    let depth =
+        usize::try_from(depth).map_err(|e| rusqlite::Error::FromSqlConversionFailure(3, Type::Integer, Box::new(e)))?;
+    Ok(LiveWarrant {
+        jti: text_col(row, 0, WarrantId::try_from)?,
+        parent,
+        agent: text_col(row, 2, AgentId::try_from)?,
+        depth,
+        issued_at: UnixTime(row.get(4)?),
+        expires_at: UnixTime(row.get(5)?),
+    })
+}
+
+/// A `LIMIT` parameter.
+fn limit_value(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl GovernStore for SqliteStore {
+    async fn save_findings(&self, findings: &[Finding]) -> Result<(), StoreError> {
+        if findings.is_empty() {
+            return Ok(());
+        }
+        let rows = findings.iter().map(finding_cols).collect::<Result<Vec<_>, _>>()?;
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO findings (id, kind, subject, severity, status, first_seen, last_seen, body) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                     ON CONFLICT(id) DO UPDATE SET kind = excluded.kind, subject = excluded.subject, \
+                     severity = excluded.severity, status = excluded.status, first_seen = excluded.first_seen, \
+                     last_seen = excluded.last_seen, body = excluded.body",
+                )?;
+                for (id, kind, subject, severity, status, first_seen, last_seen, body) in &rows {
+                    stmt.execute(params![id, kind, subject, severity, status, first_seen, last_seen, body])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn active_findings(&self) -> Result<Vec<Finding>, StoreError> {
+        self.run(|c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {FINDING_COLS} FROM findings WHERE status IN ('open', 'accepted') ORDER BY last_seen DESC, id"
+            ))?;
+            let rows = stmt.query_map([], finding_row)?.collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn list_findings(&self, filter: &FindingFilter) -> Result<Vec<Finding>, StoreError> {
+        let mut clauses: Vec<&str> = Vec::new();
+        let mut values: Vec<Value> = Vec::new();
+        if let Some(status) = filter.status {
+            clauses.push("status = ?");
+            values.push(Value::Text(status.as_str().to_owned()));
+        }
+        if let Some(kind) = filter.kind {
+            clauses.push("kind = ?");
+            values.push(Value::Text(kind.as_str().to_owned()));
+        }
+        if let Some(subject) = &filter.subject {
+            clauses.push("subject = ?");
+            values.push(Value::Text(subject.clone()));
+        }
+        let mut sql = format!("SELECT {FINDING_COLS} FROM findings");
+        if !clauses.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&clauses.join(" AND "));
+        }
+        sql.push_str(" ORDER BY last_seen DESC, id LIMIT ?");
+        values.push(Value::Integer(limit_value(filter.limit.min(MAX_FINDING_LIST_LIMIT))));
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params_from_iter(values), finding_row)?.collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn get_finding(&self, id: &str) -> Result<Option<Finding>, StoreError> {
+        let id = id.to_owned();
+        self.run(move |c| {
+            Ok(c.query_row(&format!("SELECT {FINDING_COLS} FROM findings WHERE id = ?1"), [id], finding_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn save_usage(&self, usage: &[(AgentId, AgentUsage)]) -> Result<(), StoreError> {
+        if usage.is_empty() {
+            return Ok(());
+        }
+        let rows = usage
+            .iter()
+            .map(|(agent, usage)| Ok((agent.as_str().to_owned(), serde_json::to_string(usage).map_err(corrupt)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO agent_usage (agent_id, usage) VALUES (?1, ?2) \
+                     ON CONFLICT(agent_id) DO UPDATE SET usage = excluded.usage",
+                )?;
+                for (agent, usage) in &rows {
+                    stmt.execute(params![agent, usage])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn usages(&self) -> Result<Vec<(AgentId, AgentUsage)>, StoreError> {
+        self.run(|c| {
+            let mut stmt = c.prepare_cached("SELECT agent_id, usage FROM agent_usage ORDER BY agent_id")?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((text_col(r, 0, AgentId::try_from)?, text_col(r, 1, |text| serde_json::from_str(&text))?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn record_attestation(&self, attestation: &Attestation) -> Result<(), StoreError> {
+        let a = attestation.clone();
+        let evidence = serde_json::to_string(&a.evidence).map_err(corrupt)?;
+        self.run(move |c| {
+            c.execute(
+                "INSERT INTO attestations (id, agent_id, by_whom, at, note, evidence) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![a.id, a.agent.as_str(), a.by, a.at.0, a.note, evidence],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn last_attestations(&self) -> Result<Vec<(AgentId, UnixTime)>, StoreError> {
+        self.run(|c| {
+            let mut stmt =
+                c.prepare_cached("SELECT agent_id, MAX(at) FROM attestations GROUP BY agent_id ORDER BY agent_id")?;
+            let rows = stmt
+                .query_map([], |r| Ok((text_col(r, 0, AgentId::try_from)?, UnixTime(r.get(1)?))))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn attestations(&self, agent: &AgentId, limit: usize) -> Result<Vec<Attestation>, StoreError> {
+        let agent = agent.clone();
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, agent_id, by_whom, at, note, evidence FROM attestations \
+                 WHERE agent_id = ?1 ORDER BY at DESC, rowid DESC LIMIT ?2",
+            )?;
+            let rows = stmt
+                .query_map(params![agent.as_str(), limit_value(limit)], attestation_row)?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn live_warrants(&self, now: UnixTime) -> Result<Vec<LiveWarrant>, StoreError> {
+        self.run(move |c| {
+            // One pass over the unexpired warrants; the revocation and task checks are
+            // primary-key lookups.
+            let mut stmt = c.prepare_cached(
+                "SELECT w.jti, w.parent, w.agent, json_array_length(w.chain), w.issued_at, w.expires_at \
+                 FROM warrants w \
+                 WHERE w.expires_at > ?1 \
+                 AND NOT EXISTS (SELECT 1 FROM revoked_warrants r WHERE r.jti = w.jti) \
+                 AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = w.task AND t.completed_at IS NOT NULL) \
+                 ORDER BY w.issued_at, w.rowid",
+            )?;
+            let rows = stmt.query_map([now.0], live_warrant_row)?.collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+}
