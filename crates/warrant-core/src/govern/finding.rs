@@ -205,6 +205,22 @@ pub struct Finding {
 }
 
 impl Finding {
+    /// A new open finding with id `id`, first and last seen at `now`.
+    pub fn open(id: String, obs: Observation, now: UnixTime) -> Finding {
+        Finding {
+            id,
+            kind: obs.kind,
+            severity: obs.severity,
+            subject: obs.subject,
+            evidence: obs.evidence,
+            status: FindingStatus::Open,
+            first_seen: now,
+            last_seen: now,
+            resolved_at: None,
+            acceptance: None,
+        }
+    }
+
     /// The agent the finding is about, when its subject is one.
     pub fn agent(&self) -> Option<AgentId> {
         self.subject.parse().ok()

@@ -81,18 +81,7 @@ pub fn reconcile(
             continue;
         }
         match active.get(&key) {
-            None => changes.opened.push(Finding {
-                id: new_id(),
-                kind: obs.kind,
-                severity: obs.severity,
-                subject: obs.subject,
-                evidence: obs.evidence,
-                status: FindingStatus::Open,
-                first_seen: now,
-                last_seen: now,
-                resolved_at: None,
-                acceptance: None,
-            }),
+            None => changes.opened.push(Finding::open(new_id(), obs, now)),
             Some(current) => {
                 let lapsed = current.status == FindingStatus::Accepted
                     && current.acceptance.as_ref().is_none_or(|a| a.until <= now);

@@ -262,18 +262,7 @@ impl Engine {
             };
             match crate::random::bytes::<12>() {
                 Ok(bytes) => {
-                    changes.opened.push(Finding {
-                        id: format!("fnd_{}", hex::encode(bytes)),
-                        kind: obs.kind,
-                        severity: obs.severity,
-                        subject: obs.subject,
-                        evidence: obs.evidence,
-                        status: FindingStatus::Open,
-                        first_seen: now,
-                        last_seen: now,
-                        resolved_at: None,
-                        acceptance: None,
-                    });
+                    changes.opened.push(Finding::open(format!("fnd_{}", hex::encode(bytes)), obs, now));
                     gov.remember_broadened(&subject, broadened);
                 }
                 Err(e) => tracing::error!(error = %e, "no randomness for a policy-broadening finding"),
