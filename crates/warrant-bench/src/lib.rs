@@ -17,9 +17,12 @@
 //!   the request and entities built once, and regorus (interpreter and RVM) on the Rego.
 //! * [`fixture`]: a real [`warrant_engine::Engine`] over SQLite in a temporary directory,
 //!   with a human, two agents and a minted warrant.
+//! * [`govern`]: a registry of 100 000 agents (healthy and not) for the governance sweep
+//!   benchmark (`benches/govern.rs`).
 
 pub mod anchors;
 pub mod fixture;
+pub mod govern;
 pub mod policies;
 
 use warrant_core::UnixTime;
