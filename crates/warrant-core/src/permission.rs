@@ -132,6 +132,12 @@ impl Permission {
         matches!(self.resource.last(), Some(Segment::Rest))
     }
 
+    /// How many segments the resource pattern has, a final `**` included (1 for a
+    /// permission without a resource part, which stands for `**`).
+    pub fn resource_segments(&self) -> usize {
+        self.resource.len()
+    }
+
     /// The action as written, e.g. `crm.*`.
     pub fn action_text(&self) -> String {
         match (self.action.is_empty(), self.action_wild) {

@@ -88,10 +88,8 @@ pub struct AgentFacts<'a> {
 /// resource part) on the namespace `ns`.
 fn broad_on(p: &Permission, ns: &str) -> bool {
     let covers_ns = p.is_any_action() || p.namespace() == ns;
-    let text = p.to_string();
-    let resource = text.split_once(':').map(|(_, r)| r);
-    let shallow = resource.is_none_or(|r| r == "**" || r.split('/').count() <= 2 && r.ends_with("/**"));
-    covers_ns && p.has_open_resource() && shallow
+    // Open-ended (`**` last, or no resource) with at most one segment before the `**`.
+    covers_ns && p.has_open_resource() && p.resource_segments() <= 2
 }
 
 fn observation(kind: FindingKind, severity: Severity, agent: &Agent, evidence: serde_json::Value) -> Observation {

@@ -105,10 +105,27 @@ impl Engine {
             .map_err(|e| OwnerError::Internal(format!("the change could not be audited, so it was not made: {e}")))
     }
 
-    /// What an owner sees before attesting: what the agent holds against what it used
-    /// in the usage window, the recommended narrower scope, and its open findings.
-    pub fn attestation_evidence(&self, id: &str) -> Result<Value, OwnerError> {
+    /// The agent, when `by` may attest it: its owner, or the admin.
+    fn attestable(&self, id: &str, by: &Attester) -> Result<std::sync::Arc<Agent>, OwnerError> {
         let agent = self.governed_agent(id)?;
+        match by {
+            Attester::Human(h) if *h != agent.owner => Err(OwnerError::Forbidden(format!(
+                "only the owner of agent `{}` (or the admin) may see its evidence or attest it",
+                agent.id
+            ))),
+            _ => Ok(agent),
+        }
+    }
+
+    /// What an owner sees before attesting: what the agent holds against what it used
+    /// in the usage window, the recommended narrower scope, and its open findings. Only
+    /// the owner (or the admin) may see it.
+    pub fn attestation_evidence(&self, id: &str, by: &Attester) -> Result<Value, OwnerError> {
+        let agent = self.attestable(id, by)?;
+        Ok(self.evidence_of(&agent))
+    }
+
+    fn evidence_of(&self, agent: &Agent) -> Value {
         let gov = self.governance();
         let now = self.now();
         let rules = &gov.config().rules;
@@ -120,7 +137,7 @@ impl Engine {
             .iter()
             .map(|f| json!({"id": f.id, "kind": f.kind, "severity": f.severity, "status": f.status}))
             .collect();
-        Ok(json!({
+        json!({
             "agent": agent.id,
             "name": agent.name,
             "owner": agent.owner,
@@ -135,18 +152,13 @@ impl Engine {
             "last_attested": last_attested,
             "due_at": last_attested.unwrap_or(agent.created_at).plus(rules.attestation_every),
             "open_findings": findings,
-        }))
+        })
     }
 
     /// Records the owner's attestation that the agent should keep what it holds, with
     /// the evidence that was in front of them. Only the owner (or the admin) may.
     pub async fn attest(&self, id: &str, by: Attester, note: &str) -> Result<Attestation, OwnerError> {
-        let agent = self.governed_agent(id)?;
-        if let Attester::Human(h) = &by {
-            if *h != agent.owner {
-                return Err(OwnerError::Forbidden(format!("only the owner of agent `{}` may attest it", agent.id)));
-            }
-        }
+        let agent = self.attestable(id, &by)?;
         if agent.status == AgentStatus::Retired {
             return Err(OwnerError::Conflict(format!("agent `{}` is retired", agent.id)));
         }
@@ -154,7 +166,7 @@ impl Engine {
         if note.chars().count() > MAX_NOTE {
             return Err(OwnerError::Invalid(format!("`note` may be at most {MAX_NOTE} characters")));
         }
-        let evidence = self.attestation_evidence(id)?;
+        let evidence = self.evidence_of(&agent);
         let now = self.now();
         let bytes = crate::random::bytes::<12>().map_err(|e| OwnerError::Internal(e.to_string()))?;
         let attestation = Attestation {

@@ -316,13 +316,7 @@ pub async fn evidence(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<JsonOut<serde_json::Value>, ApiError> {
-    let evidence = state.engine.attestation_evidence(&id)?;
-    if let Attester::Human(h) = attester(by) {
-        if evidence.get("owner").and_then(|o| o.as_str()) != Some(h.as_str()) {
-            return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "only the agent's owner may see this"));
-        }
-    }
-    Ok(JsonOut(evidence))
+    Ok(JsonOut(state.engine.attestation_evidence(&id, &attester(by))?))
 }
 
 /// An attestation.

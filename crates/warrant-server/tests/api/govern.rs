@@ -3,6 +3,7 @@
 //! the cause is fixed; an over-privileged agent's recommendation narrows its max scope
 //! while what it used stays allowed; acceptance, the webhook and the inventory export.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -36,39 +37,49 @@ async fn findings(s: &Server, query: &str) -> Vec<Value> {
     reply.ok()["findings"].as_array().unwrap().clone()
 }
 
-/// Waits until an active finding of `kind` about `subject` exists; returns it.
-async fn appears(s: &Server, subject: &str, kind: &str, limit: Duration) -> Value {
-    let start = Instant::now();
+/// Asks `probe` every 100 ms until it gives a value; `None` once `limit` has passed.
+async fn poll<T, F: Future<Output = Option<T>>>(limit: Duration, mut probe: impl FnMut() -> F) -> Option<T> {
+    let deadline = Instant::now() + limit;
     loop {
-        if let Some(f) = findings(s, &format!("subject={subject}&kind={kind}")).await.into_iter().next() {
-            assert_eq!(f["status"], "open", "{f}");
-            assert!(f["id"].as_str().unwrap().starts_with("fnd_"), "{f}");
-            assert!(f["first_seen"].as_i64().unwrap() <= f["last_seen"].as_i64().unwrap(), "{f}");
-            assert!(["low", "medium", "high", "critical"].contains(&f["severity"].as_str().unwrap()), "{f}");
-            return f;
+        if let Some(value) = probe().await {
+            return Some(value);
         }
-        if start.elapsed() > limit {
-            let all = findings(s, &format!("subject={subject}&status=all")).await;
-            panic!("no `{kind}` finding about {subject} within {limit:?}; its findings: {all:#?}");
+        if Instant::now() > deadline {
+            return None;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
+/// Waits until an active finding of `kind` about `subject` exists; returns it.
+async fn appears(s: &Server, subject: &str, kind: &str, limit: Duration) -> Value {
+    let query = format!("subject={subject}&kind={kind}");
+    let Some(f) = poll(limit, || async { findings(s, &query).await.into_iter().next() }).await else {
+        let all = findings(s, &format!("subject={subject}&status=all")).await;
+        panic!("no `{kind}` finding about {subject} within {limit:?}; its findings: {all:#?}");
+    };
+    assert_eq!(f["status"], "open", "{f}");
+    assert!(f["id"].as_str().unwrap().starts_with("fnd_"), "{f}");
+    assert!(f["first_seen"].as_i64().unwrap() <= f["last_seen"].as_i64().unwrap(), "{f}");
+    assert!(["low", "medium", "high", "critical"].contains(&f["severity"].as_str().unwrap()), "{f}");
+    f
+}
+
+/// Waits until finding `id` has `status`; returns it.
+async fn becomes(s: &Server, id: &str, status: &str, limit: Duration) -> Value {
+    let path = format!("/v1/findings/{id}");
+    let probe = || async { Some(s.admin_get(&path).await.ok().clone()).filter(|f| f["status"] == status) };
+    match poll(limit, probe).await {
+        Some(f) => f,
+        None => panic!("finding {id} did not become {status} within {limit:?}: {}", s.admin_get(&path).await.text),
+    }
+}
+
 /// Waits until finding `id` is resolved; returns it.
 async fn resolves(s: &Server, id: &str, limit: Duration) -> Value {
-    let start = Instant::now();
-    loop {
-        let f = s.admin_get(&format!("/v1/findings/{id}")).await.ok().clone();
-        if f["status"] == "resolved" {
-            assert!(f["resolved_at"].as_i64().is_some(), "{f}");
-            return f;
-        }
-        if start.elapsed() > limit {
-            panic!("finding {id} did not resolve within {limit:?}: {f:#}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let f = becomes(s, id, "resolved", limit).await;
+    assert!(f["resolved_at"].as_i64().is_some(), "{f}");
+    f
 }
 
 /// An autonomous agent's warrant: `(token, jti)`.
@@ -155,11 +166,10 @@ async fn registry_and_grant_findings_appear_and_resolve() {
     s.admin_action(&format!("/v1/humans/{leaver}/disable")).await.ok();
     let f = appears(&s, &orphan.id, "orphaned_agent", limit).await;
     assert_eq!(f["evidence"]["owner_status"], "disabled", "{f}");
-    let start = Instant::now();
-    while s.admin_get(&format!("/v1/agents/{}", orphan.id)).await.ok()["status"] != "suspended" {
-        assert!(start.elapsed() < limit, "the orphan was not suspended");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let agent_path = format!("/v1/agents/{}", orphan.id);
+    let suspended =
+        poll(limit, || async { (s.admin_get(&agent_path).await.ok()["status"] == "suspended").then_some(()) });
+    assert!(suspended.await.is_some(), "the orphan was not suspended");
     s.admin_delete(&format!("/v1/agents/{}", orphan.id)).await.ok();
     resolves(&s, f["id"].as_str().unwrap(), limit).await;
 
@@ -265,17 +275,14 @@ async fn applying_a_recommendation_narrows_the_max_scope_and_keeps_what_was_used
     let (token, jti) = autonomous_warrant(&s, &agent, &[]).await;
     // The agent keeps working (so its use stays inside the window) until it has been
     // registered for a whole window and a sweep judges it.
-    let start = Instant::now();
-    let f = loop {
+    let query = format!("subject={}&kind=over_privileged", agent.id);
+    let working = || async {
         for (action, resource) in USED {
             assert_allow(&s.authorize(&token, action, resource, Value::Null).await);
         }
-        if let Some(f) = findings(&s, &format!("subject={}&kind=over_privileged", agent.id)).await.into_iter().next() {
-            break f;
-        }
-        assert!(start.elapsed() < within(WINDOW.unsigned_abs()), "no over-privileged finding");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        findings(&s, &query).await.into_iter().next()
     };
+    let f = poll(within(WINDOW.unsigned_abs()), working).await.expect("an over-privileged finding");
     let ev = &f["evidence"];
     assert_eq!(ev["recommended_scope"], json!(["crm.read:crm/accounts/**", "crm.update:crm/accounts/2"]), "{f}");
     assert_eq!(ev["unused"], json!(["billing.read", "tickets.create:queue/**"]), "{f}");
@@ -394,19 +401,13 @@ async fn findings_are_accepted_delivered_by_webhook_and_exported() {
     let id = f["id"].as_str().unwrap();
 
     // The webhook got the opened finding after one retry, signed.
-    let start = Instant::now();
-    let body = loop {
-        let delivered = {
-            let r = seen.lock().unwrap();
-            r.delivered.iter().find(|(_, b)| !b.is_empty() && String::from_utf8_lossy(b).contains(id)).cloned()
-        };
-        if let Some(d) = delivered {
-            break d;
-        }
-        assert!(start.elapsed() < Duration::from_secs(15), "the webhook never got finding {id}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let delivered = || async {
+        let r = seen.lock().unwrap();
+        r.delivered.iter().find(|(_, b)| !b.is_empty() && String::from_utf8_lossy(b).contains(id)).cloned()
     };
-    let (headers, bytes) = body;
+    let Some((headers, bytes)) = poll(Duration::from_secs(15), delivered).await else {
+        panic!("the webhook never got finding {id}");
+    };
     assert_eq!(headers["x-warrant-event"], "finding");
     let signature = headers["x-warrant-signature"].to_str().unwrap();
     assert_eq!(signature, warrant_server::webhook::signature(SECRET.as_bytes(), &bytes));
@@ -432,16 +433,8 @@ async fn findings_are_accepted_delivered_by_webhook_and_exported() {
     assert_eq!(accepted["status"], "accepted");
     assert_eq!(accepted["acceptance"]["justification"], "vault migration in progress");
     assert_eq!(accepted["acceptance"]["by"], "admin");
-    let start = Instant::now();
-    loop {
-        let now = s.admin_get(&format!("/v1/findings/{id}")).await.ok().clone();
-        if now["status"] == "open" {
-            assert_eq!(now["id"], id, "the same finding reopens");
-            break;
-        }
-        assert!(start.elapsed() < within(2), "the lapsed acceptance did not reopen: {now}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let reopened = becomes(&s, id, "open", within(2)).await;
+    assert_eq!(reopened["id"], id, "the same finding reopens");
     let trail = s.admin_get("/v1/audit?kind=governance").await;
     assert!(trail.text.contains("finding.accept"), "{}", trail.text);
 
