@@ -175,8 +175,8 @@ pub fn observe_agent(facts: &AgentFacts<'_>, rules: &GovernRules, now: UnixTime)
             ));
         }
         if let Some(used) = facts.usage.filter(|_| agent.created_at.until(now) >= rules.usage_window) {
-            let unused = usage::unused(&agent.max_scope, used);
-            let recommended = usage::recommend(&agent.max_scope, used);
+            let used = used.used_permissions();
+            let recommended = usage::recommend(&agent.max_scope, &used);
             if !recommended.is_empty() && !recommended.covers(&agent.max_scope) {
                 out.push(observation(
                     FindingKind::OverPrivileged,
@@ -184,8 +184,8 @@ pub fn observe_agent(facts: &AgentFacts<'_>, rules: &GovernRules, now: UnixTime)
                     agent,
                     json!({
                         "max_scope": agent.max_scope,
-                        "unused": unused,
-                        "used": used.used_permissions(),
+                        "unused": usage::unused(&agent.max_scope, &used),
+                        "used": used,
                         "recommended_scope": recommended,
                         "window_secs": rules.usage_window,
                     }),

@@ -123,18 +123,17 @@ impl AgentUsage {
     }
 }
 
-/// The members of `max` that nothing in `usage` touched.
-pub fn unused(max: &Scope, usage: &AgentUsage) -> Vec<Permission> {
-    let used = usage.used_permissions();
+/// The members of `max` that nothing `used` (an [`AgentUsage::used_permissions`]) touched.
+pub fn unused(max: &Scope, used: &[Permission]) -> Vec<Permission> {
     max.permissions().iter().filter(|p| !used.iter().any(|u| p.meet(u).is_some())).cloned().collect()
 }
 
-/// The narrowest scope, within `max`, that still allows everything `usage` records that
-/// `max` allows: each used permission met with each member of `max`.
+/// The narrowest scope, within `max`, that still allows everything `used` (an
+/// [`AgentUsage::used_permissions`]) allows that `max` allows: each used permission met
+/// with each member of `max`.
 ///
 /// Always covered by `max`, so applying it only ever narrows.
-pub fn recommend(max: &Scope, usage: &AgentUsage) -> Scope {
-    let used = usage.used_permissions();
+pub fn recommend(max: &Scope, used: &[Permission]) -> Scope {
     Scope::from_permissions(max.permissions().iter().flat_map(|p| used.iter().filter_map(move |u| p.meet(u))))
 }
 
@@ -154,14 +153,14 @@ mod tests {
         usage.used("crm.read", "crm/accounts/1", UnixTime(10));
         usage.used("crm.read", "crm/accounts/2", UnixTime(11));
         usage.used("billing.read", "invoices/7", UnixTime(12));
-        let rec = recommend(&max, &usage);
+        let rec = recommend(&max, &usage.used_permissions());
         assert_eq!(rec.to_string(), "crm.read:crm/accounts/** billing.read:invoices/7");
         assert!(max.covers(&rec));
         for (a, r) in [("crm.read", "crm/accounts/1"), ("crm.read", "crm/accounts/2"), ("billing.read", "invoices/7")] {
             assert!(rec.allows(a, r), "{a} {r}");
         }
         assert!(!rec.allows("crm.write", "crm/accounts/1"));
-        let unused: Vec<String> = unused(&max, &usage).iter().map(|p| p.to_string()).collect();
+        let unused: Vec<String> = unused(&max, &usage.used_permissions()).iter().map(|p| p.to_string()).collect();
         assert_eq!(unused, vec!["payments.refund:customers/**"]);
     }
 
@@ -170,9 +169,9 @@ mod tests {
         let max = scope("crm.* tickets.*");
         let mut usage = AgentUsage::default();
         usage.delegated(&scope("tickets.create:queue/ops/**"), UnixTime(5));
-        let rec = recommend(&max, &usage);
+        let rec = recommend(&max, &usage.used_permissions());
         assert_eq!(rec.to_string(), "tickets.create:queue/ops/**");
-        assert_eq!(unused(&max, &usage).len(), 1);
+        assert_eq!(unused(&max, &usage.used_permissions()).len(), 1);
     }
 
     #[test]
@@ -183,7 +182,7 @@ mod tests {
         }
         usage.used("mail.send", "eu/alice", UnixTime(1));
         usage.used("mail.send", "us/bob", UnixTime(2));
-        let rec = recommend(&scope("docs.read mail.send"), &usage);
+        let rec = recommend(&scope("docs.read mail.send"), &usage.used_permissions());
         assert_eq!(rec.to_string(), "docs.read:docs/team/** mail.send");
         assert!(rec.allows("docs.read", "docs/team/39"));
     }

@@ -168,7 +168,7 @@ impl Engine {
         let now = self.now();
         let since = now.plus(-self.governance().config().rules.usage_window);
         let usage = self.governance().usage_within(&agent_id, since).unwrap_or_default();
-        let narrowed = recommend(&agent.max_scope, &usage);
+        let narrowed = recommend(&agent.max_scope, &usage.used_permissions());
         if narrowed.is_empty() || narrowed.covers(&agent.max_scope) {
             return Err(FindingError::Conflict(format!(
                 "agent `{agent_id}` has nothing to narrow now; the next sweep updates the finding"

@@ -130,7 +130,8 @@ impl Engine {
         let now = self.now();
         let rules = &gov.config().rules;
         let usage = gov.usage_within(&agent.id, now.plus(-rules.usage_window)).unwrap_or_default();
-        let recommended = recommend(&agent.max_scope, &usage);
+        let used = usage.used_permissions();
+        let recommended = recommend(&agent.max_scope, &used);
         let last_attested = gov.last_attested(&agent.id);
         let findings: Vec<Value> = gov
             .active_about(agent.id.as_str())
@@ -144,8 +145,8 @@ impl Engine {
             "mode": agent.mode,
             "status": agent.status.as_str(),
             "max_scope": agent.max_scope,
-            "used": usage.used_permissions(),
-            "unused": unused(&agent.max_scope, &usage),
+            "unused": unused(&agent.max_scope, &used),
+            "used": used,
             "recommended_scope": (!recommended.covers(&agent.max_scope)).then_some(recommended),
             "last_activity": usage.last_seen,
             "usage_window_secs": rules.usage_window,
