@@ -46,7 +46,9 @@ use warrant_core::{
     Agent, AgentId, AgentStatus, Human, HumanId, HumanStatus, Mode, Scope, TaskId, UnixTime, WarrantId,
 };
 use warrant_engine::{Engine, EngineConfig, ManualClock};
-use warrant_store::{AgentStore as _, HumanStore as _, SqliteStore, TaskRecord, WarrantRecord, WarrantStore as _};
+use warrant_store::{
+    AgentStore as _, HumanStore as _, IssueGuard, SqliteStore, TaskRecord, WarrantRecord, WarrantStore as _,
+};
 use warrant_token::KeyPair;
 
 use crate::{ISSUER, T0};
@@ -241,7 +243,7 @@ impl SweepTemplate {
                     expires_at,
                     budget: BTreeMap::new(),
                 };
-                store.record_warrant(&warrant, Some(&task)).await.unwrap();
+                store.record_warrant(&warrant, Some(&task), &IssueGuard::default()).await.unwrap();
                 warrant_rows += 1;
             }
         }

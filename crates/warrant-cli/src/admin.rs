@@ -35,7 +35,15 @@ pub enum HumanCmd {
         id: String,
     },
     /// Open a session token for a human (stands in for an IdP login); prints the token.
+    /// It is good only as the subject of a token exchange (delegating work to an agent).
     Session {
+        /// Human id.
+        id: String,
+    },
+    /// Open a short-lived approver token for a human; prints the token. It is good only
+    /// for deciding their approvals and attesting their agents (`--approver`), never
+    /// for a token exchange: give it to the human, not to their agents.
+    ApproverSession {
         /// Human id.
         id: String,
     },
@@ -137,6 +145,10 @@ pub async fn human(conn: &Conn, cmd: HumanCmd) -> CliResult {
         }
         HumanCmd::Session { id } => {
             let session = client.post(&format!("/v1/humans/{id}/sessions"), &json!({})).await?;
+            print(conn.json, &session, |v| v.get("token").and_then(Value::as_str).unwrap_or_default().to_owned());
+        }
+        HumanCmd::ApproverSession { id } => {
+            let session = client.post(&format!("/v1/humans/{id}/approver-sessions"), &json!({})).await?;
             print(conn.json, &session, |v| v.get("token").and_then(Value::as_str).unwrap_or_default().to_owned());
         }
     }

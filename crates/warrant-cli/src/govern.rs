@@ -93,9 +93,10 @@ pub enum AgentGovernCmd {
         /// A note kept with the attestation.
         #[arg(long)]
         note: Option<String>,
-        /// Attest as this human (the owner): their session token (`warrant human session`);
-        /// `@FILE` reads a file. Default: the admin token.
-        #[arg(long)]
+        /// Act as this human: their approver token (`warrant human approver-session`, never
+        /// the session token their agents exchange); `-` reads stdin, `@FILE` a file.
+        /// Default: the admin token.
+        #[arg(long = "approver", alias = "session")]
         session: Option<String>,
         /// Do not ask for confirmation.
         #[arg(long, short = 'y')]

@@ -92,9 +92,10 @@ pub struct DecideArgs {
     /// Why (kept in the audit log).
     #[arg(long)]
     reason: Option<String>,
-    /// Decide as this human: their session token (`warrant human session`); `-` reads
-    /// stdin, `@FILE` a file. Default: the admin token.
-    #[arg(long)]
+    /// Act as this human: their approver token (`warrant human approver-session`, never
+    /// the session token their agents exchange); `-` reads stdin, `@FILE` a file.
+    /// Default: the admin token.
+    #[arg(long = "approver", alias = "session")]
     session: Option<String>,
 }
 

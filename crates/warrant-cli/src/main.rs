@@ -102,9 +102,10 @@ enum Command {
     Approvals {
         #[command(flatten)]
         conn: Conn,
-        /// Act as this human: their session token (`warrant human session`); `-` reads
-        /// stdin, `@FILE` a file. Default: the admin token.
-        #[arg(long, global = true)]
+        /// Act as this human: their approver token (`warrant human approver-session`, never
+        /// the session token their agents exchange); `-` reads stdin, `@FILE` a file.
+        /// Default: the admin token.
+        #[arg(long = "approver", alias = "session", global = true)]
         session: Option<String>,
         #[command(subcommand)]
         cmd: guard::ApprovalsCmd,

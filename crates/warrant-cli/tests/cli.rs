@@ -640,8 +640,8 @@ fn governance_review_inventory_attest_and_key_rotation() {
     let unconfirmed = exec(&["agent", "attest", &agent]);
     assert!(!unconfirmed.status.success());
     assert!(String::from_utf8_lossy(&unconfirmed.stderr).contains("--yes"));
-    let session = text(&["human", "session", &owner]).trim().to_owned();
-    let attested = text(&["agent", "attest", &agent, "--session", &session, "--note", "still needed", "--yes"]);
+    let session = text(&["human", "approver-session", &owner]).trim().to_owned();
+    let attested = text(&["agent", "attest", &agent, "--approver", &session, "--note", "still needed", "--yes"]);
     assert!(attested.contains("holds (max scope):\n    payments.*"), "{attested}");
     assert!(attested.contains("broad_grant") && attested.contains("attested agent"), "{attested}");
     assert!(attested.contains(&format!("(by {owner}")), "{attested}");

@@ -30,7 +30,7 @@ pub mod time;
 pub use claims::{Actor, TaskClaim, WarrantClaims};
 pub use delegation::{DelegationError, Grant, Limits};
 pub use id::{AgentId, ApprovalId, HumanId, IdError, TaskId, WarrantId};
-pub use permission::{Permission, PermissionError};
+pub use permission::{NonCanonical, Permission, PermissionError};
 pub use registry::{Agent, AgentStatus, Human, HumanStatus, Mode, PublicJwk};
 pub use scope::Scope;
 pub use time::UnixTime;

@@ -6,6 +6,14 @@
 //! * Resources are slash-separated paths. In a pattern, `*` matches exactly one segment
 //!   and a final `**` matches zero or more. No resource part means any resource.
 //!
+//! Resources have **one canonical form**, the same in a scope and in a request, and
+//! anything else is refused (never normalised): segments are non-empty; `.` and `..` are
+//! not segments; there is no `%` (an enforcement point decodes percent-encoding before it
+//! asks, so an encoded `/` can never hide inside a segment), no `\`, no whitespace, no
+//! control character and no invisible formatting character (zero-width, bidirectional
+//! overrides such as U+202E, tags, the byte-order mark). Paths are then compared segment
+//! by segment, byte for byte. See [`canonical_segment`].
+//!
 //! Patterns are parsed once into segment lists ("parse, don't validate"): a [`Permission`]
 //! value is always well formed, and its `Display` form parses back to an equal value.
 
@@ -24,6 +32,15 @@ pub enum PermissionError {
     /// A resource segment is empty, contains whitespace, or misuses `*`/`**`.
     #[error("`{0}` has an invalid resource: use non-empty slash-separated segments; `*` must be a whole segment and `**` may only be the last one")]
     BadResource(String),
+    /// A resource segment is not in the canonical form (see [`canonical_segment`]). The
+    /// input is kept escaped, so a control character in it is never echoed raw.
+    #[error("`{input}` is not a canonical resource path: {why}")]
+    NonCanonicalResource {
+        /// The offending input, escaped and shortened.
+        input: String,
+        /// What is wrong with it.
+        why: NonCanonical,
+    },
     /// The input is longer than [`MAX_PERMISSION_LEN`].
     #[error("a permission may be at most {MAX_PERMISSION_LEN} characters long")]
     TooLong,
@@ -57,12 +74,69 @@ pub struct Permission {
     any_resource: bool,
 }
 
+/// Why a resource segment is not canonical.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NonCanonical {
+    /// A `.` or `..` segment.
+    #[error("`.` and `..` segments are not allowed")]
+    DotSegment,
+    /// A `%`.
+    #[error("`%` is not allowed: send the path percent-decoded")]
+    Percent,
+    /// A `\`.
+    #[error("`\\` is not allowed")]
+    Backslash,
+    /// Whitespace, a control character or an invisible formatting character.
+    #[error("whitespace, control and invisible formatting characters are not allowed")]
+    Invisible,
+}
+
+/// Whether `c` is an invisible formatting character (Unicode category Cf, and the
+/// separators that are not whitespace to Rust): zero-width characters, bidirectional
+/// embeddings, overrides and isolates, the byte-order mark, interlinear annotations and
+/// tag characters.
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}' | '\u{110BD}' | '\u{110CD}'
+        | '\u{1BCA0}'..='\u{1BCA3}' | '\u{1D173}'..='\u{1D17A}' | '\u{E0000}'..='\u{E007F}')
+}
+
+/// Checks that `segment` is a canonical literal resource segment: non-empty, not `.` or
+/// `..`, and free of `%`, `\`, whitespace, control and invisible formatting characters.
+/// (`*` is a wildcard, checked by the pattern parser.)
+pub fn canonical_segment(segment: &str) -> Result<(), NonCanonical> {
+    if segment == "." || segment == ".." {
+        return Err(NonCanonical::DotSegment);
+    }
+    for c in segment.chars() {
+        match c {
+            '%' => return Err(NonCanonical::Percent),
+            '\\' => return Err(NonCanonical::Backslash),
+            c if c.is_whitespace() || c.is_control() || is_invisible(c) => return Err(NonCanonical::Invisible),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// `text` for an error message: escaped (no raw control characters) and at most 100
+/// characters.
+fn shown(text: &str) -> String {
+    let mut out: String = text.chars().take(100).flat_map(char::escape_debug).collect();
+    if text.chars().count() > 100 {
+        out.push('…');
+    }
+    out
+}
+
 fn valid_action_segment(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 fn parse_action(text: &str, whole: &str) -> Result<(Vec<String>, bool), PermissionError> {
-    let bad = || PermissionError::BadAction(whole.to_owned());
+    let bad = || PermissionError::BadAction(shown(whole));
     if text == "*" {
         return Ok((Vec::new(), true));
     }
@@ -79,7 +153,7 @@ fn parse_action(text: &str, whole: &str) -> Result<(Vec<String>, bool), Permissi
 }
 
 fn parse_resource(text: &str, whole: &str) -> Result<Vec<Segment>, PermissionError> {
-    let bad = || PermissionError::BadResource(whole.to_owned());
+    let bad = || PermissionError::BadResource(shown(whole));
     let parts: Vec<&str> = text.split('/').collect();
     let last = parts.len().saturating_sub(1);
     let mut out = Vec::with_capacity(parts.len());
@@ -88,8 +162,14 @@ fn parse_resource(text: &str, whole: &str) -> Result<Vec<Segment>, PermissionErr
             "" => return Err(bad()),
             "*" => Segment::One,
             "**" if i == last => Segment::Rest,
-            p if p.contains('*') || p.chars().any(char::is_whitespace) => return Err(bad()),
-            p => Segment::Lit(p.to_owned()),
+            p => {
+                canonical_segment(p)
+                    .map_err(|why| PermissionError::NonCanonicalResource { input: shown(whole), why })?;
+                if p.contains('*') {
+                    return Err(bad());
+                }
+                Segment::Lit(p.to_owned())
+            }
         };
         out.push(segment);
     }
@@ -294,6 +374,36 @@ mod tests {
 
     fn p(s: &str) -> Permission {
         Permission::parse(s).unwrap()
+    }
+
+    #[test]
+    fn resources_have_one_canonical_form() {
+        for (text, why) in [
+            ("crm.read:customers/42/../43", NonCanonical::DotSegment),
+            ("crm.read:customers/./42", NonCanonical::DotSegment),
+            ("crm.read:customers/..", NonCanonical::DotSegment),
+            ("crm.read:customers/42%2F..", NonCanonical::Percent),
+            ("crm.read:customers\\42", NonCanonical::Backslash),
+            ("crm.read:customers/4\u{0}2", NonCanonical::Invisible),
+            ("crm.read:customers/\u{1b}[0m", NonCanonical::Invisible),
+            ("crm.read:customers/\u{202e}24", NonCanonical::Invisible),
+            ("crm.read:customers/\u{200d}", NonCanonical::Invisible),
+            ("crm.read:customers/\u{e0041}", NonCanonical::Invisible),
+            ("crm.read:customers/\u{a0}", NonCanonical::Invisible),
+        ] {
+            match Permission::parse(text) {
+                Err(PermissionError::NonCanonicalResource { input, why: got }) => {
+                    assert_eq!(got, why, "{text:?}");
+                    assert!(!input.chars().any(char::is_control), "the error echoes a control character: {input:?}");
+                }
+                other => panic!("{text:?}: {other:?}"),
+            }
+        }
+        // Dots inside a segment, non-ASCII letters, and `:` in a resource stay allowed.
+        for text in ["crm.read:files/report.v2.pdf", "crm.read:kunden/müller", "crm.read:urn:x/..a", "crm.read:a/.../b"]
+        {
+            assert!(Permission::parse(text).is_ok(), "{text:?}");
+        }
     }
 
     #[test]

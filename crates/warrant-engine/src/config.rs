@@ -14,6 +14,8 @@ pub struct EngineConfig {
     pub limits: Limits,
     /// How long a human session token lives, in seconds.
     pub session_ttl: i64,
+    /// How long a human's approver token (approvals, attestation) lives, in seconds.
+    pub approver_ttl: i64,
     /// How long a retired signing key stays published beyond the last warrant it
     /// signed, in seconds: covers replicas that have not reloaded the ring yet.
     pub key_grace: i64,
@@ -25,6 +27,8 @@ pub struct EngineConfig {
     pub guard: crate::guard::GuardConfig,
     /// Continuous governance.
     pub govern: crate::govern::GovernConfig,
+    /// How denies without a valid warrant are recorded.
+    pub anonymous: crate::anonymous::AnonymousConfig,
 }
 
 impl EngineConfig {
@@ -36,11 +40,13 @@ impl EngineConfig {
             issuer,
             limits: Limits::default(),
             session_ttl: 3600,
+            approver_ttl: 600,
             key_grace: 60,
             policy_dir: None,
             audit: crate::audit::AuditConfig::default(),
             guard: crate::guard::GuardConfig::default(),
             govern: crate::govern::GovernConfig::default(),
+            anonymous: crate::anonymous::AnonymousConfig::default(),
         }
     }
 

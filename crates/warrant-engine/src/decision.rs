@@ -100,6 +100,9 @@ pub struct Decision {
     pub charges: Vec<Charge>,
     /// Set when this decision quarantined the agent: why.
     pub quarantined: Option<String>,
+    /// An anonymous deny counted into its window's aggregate record instead of getting
+    /// one of its own (see [`crate::anonymous`]); its id is then `dec_aggregated`.
+    pub aggregated: bool,
 }
 
 impl Decision {
@@ -119,8 +122,38 @@ impl Decision {
             signals: Vec::new(),
             charges: Vec::new(),
             quarantined: None,
+            aggregated: false,
         }
     }
+}
+
+/// The most of one caller-supplied JSON value (`resource_attrs`, `context`) an audit
+/// record keeps, in bytes of compact JSON. A larger value is kept as its size and
+/// SHA-256, so the record still binds it without storing it.
+pub const MAX_AUDITED_INPUT: usize = 2048;
+
+/// `value` as an audit record keeps it: whole when small, else its size and digest.
+fn audited_input(value: &Value) -> Value {
+    let text = value.to_string();
+    if text.len() <= MAX_AUDITED_INPUT {
+        return value.clone();
+    }
+    serde_json::json!({
+        "truncated": true,
+        "bytes": text.len(),
+        "sha256": hex::encode(Sha256::digest(text.as_bytes())),
+    })
+}
+
+/// A caller-supplied string as an audit record keeps it: escaped, and cut to
+/// `MAX_RESOURCE` bytes' worth of characters (a request this long was refused anyway).
+fn audited_text(text: &str) -> String {
+    if text.len() <= MAX_RESOURCE && !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
+    let mut out: String = text.chars().take(MAX_RESOURCE / 4).flat_map(char::escape_debug).collect();
+    out.push('…');
+    out
 }
 
 /// A verified warrant, as cached.
@@ -190,20 +223,34 @@ fn shadow_cause(e: &warrant_token::warrant::VerifyError) -> Option<ShadowCause> 
     }
 }
 
-/// Checks that the request names one concrete action and one concrete resource.
+/// `text` for a reason: escaped (no raw control characters) and at most 100 characters.
+fn shown(text: &str) -> String {
+    text.chars().take(100).flat_map(char::escape_debug).collect()
+}
+
+/// Checks that the request names one concrete action and one concrete resource in its
+/// canonical form (see `warrant_core::permission`): a path that is not canonical is
+/// refused, never normalised.
 fn check_shape(req: &AuthorizeRequest) -> Result<(), String> {
     let action_ok = !req.action.contains(':') && Permission::parse(&req.action).is_ok_and(|p| p.is_concrete_action());
     if !action_ok {
-        return Err(format!("`{}` is not a concrete action (dot-separated segments, no wildcard)", req.action));
+        return Err(format!("`{}` is not a concrete action (dot-separated segments, no wildcard)", shown(&req.action)));
     }
-    let resource_ok = req.resource.len() <= MAX_RESOURCE
-        && !req.resource.contains('*')
-        && Permission::parse(&format!("x:{}", req.resource)).is_ok();
-    if !resource_ok {
-        return Err(format!(
+    let concrete = || {
+        format!(
             "`{}` is not a concrete resource path (non-empty segments separated by `/`, no `*`, at most {MAX_RESOURCE} bytes)",
-            req.resource.chars().take(100).collect::<String>()
-        ));
+            shown(&req.resource)
+        )
+    };
+    if req.resource.len() > MAX_RESOURCE || req.resource.contains('*') {
+        return Err(concrete());
+    }
+    match Permission::parse(&format!("x:{}", req.resource)) {
+        Ok(_) => {}
+        Err(warrant_core::PermissionError::NonCanonicalResource { why, .. }) => {
+            return Err(format!("`{}` is not a canonical resource path: {why}", shown(&req.resource)));
+        }
+        Err(_) => return Err(concrete()),
     }
     for (name, value) in [("resource_attrs", &req.resource_attrs), ("context", &req.context)] {
         if !matches!(value, None | Some(Value::Null) | Some(Value::Object(_))) {
@@ -500,8 +547,8 @@ impl Engine {
         let mut entry = warrant_core::audit::AuditEntry::new(now, warrant_core::audit::AuditKind::Decision);
         entry.decision = Some(decision.outcome.as_str().to_owned());
         let mut details = serde_json::json!({
-            "action": req.action,
-            "resource": req.resource,
+            "action": audited_text(&req.action),
+            "resource": audited_text(&req.resource),
             "code": decision.code,
             "reasons": decision.reasons,
             "policies": decision.policies,
@@ -539,13 +586,27 @@ impl Engine {
         }
         if let Some(map) = details.as_object_mut() {
             if let Some(attrs) = &req.resource_attrs {
-                map.insert("resource_attrs".into(), attrs.clone());
+                map.insert("resource_attrs".into(), audited_input(attrs));
             }
             if let Some(context) = &req.context {
-                map.insert("context".into(), context.clone());
+                map.insert("context".into(), audited_input(context));
             }
         }
         entry.details = details;
+        let mut decision = decision;
+        if decision.claims.is_none() && decision.outcome == Outcome::Deny {
+            let (admission, closed) = self.anonymous().admit(decision.code, now);
+            if let Some(summary) = closed {
+                // Queued, not awaited: it records denies that were answered already.
+                if let Err(e) = self.audit_writer().enqueue(summary).await {
+                    tracing::error!(error = %e, "the aggregate of anonymous denies could not be queued");
+                }
+            }
+            if admission == crate::anonymous::Admission::Aggregate {
+                decision.aggregated = true;
+                return (decision, None);
+            }
+        }
         self.publish_decision(req, &decision, now);
         let charges = crate::quarantine::spend_rows(&decision);
         match self.audit_writer().enqueue_with(entry, charges).await {
@@ -560,6 +621,11 @@ impl Engine {
     /// Waits for the decision's audit record to be durable. If it cannot be written the
     /// answer is a deny, whatever was decided.
     pub async fn settle(mut decision: Decision, receipt: Option<crate::audit::Receipt>) -> Decision {
+        if decision.aggregated {
+            // A deny either way; its evidence is the window's aggregate record.
+            decision.decision_id = "dec_aggregated".into();
+            return decision;
+        }
         let result = match receipt {
             Some(receipt) => receipt.durable().await,
             None => Err(crate::audit::AuditError::Closed),

@@ -14,7 +14,7 @@ use warrant_core::guard::budget::{attenuate, Budget};
 use warrant_core::{
     Actor, Agent, AgentId, DelegationError, Grant, Human, Mode, Scope, TaskClaim, UnixTime, WarrantClaims,
 };
-use warrant_store::{StoreError, TaskRecord, WarrantRecord};
+use warrant_store::{IssueGuard, SessionPurpose, StoreError, TaskRecord, WarrantRecord};
 use warrant_token::assertion::{claimed_agent, verify_assertion};
 use warrant_token::jws::{peek_unverified, Header};
 use warrant_token::session::{verify_session, SESSION_TYP};
@@ -137,7 +137,10 @@ impl TokenError {
 
 impl From<StoreError> for TokenError {
     fn from(e: StoreError) -> Self {
-        TokenError::Internal(e.to_string())
+        match e {
+            StoreError::Revoked(why) => TokenError::InvalidGrant(format!("no warrant was issued: {why}")),
+            e => TokenError::Internal(e.to_string()),
+        }
     }
 }
 
@@ -227,9 +230,12 @@ impl Engine {
     /// Handles one token request.
     pub async fn token(&self, req: &TokenRequest) -> Result<Issued, TokenError> {
         let grant_type = required(&req.grant_type, "grant_type")?;
+        // Read before any check: a revocation recorded after this point that names what
+        // the new warrant rests on refuses it when it is recorded (see `IssueGuard`).
+        let as_of = self.store().revocation_watermark().await?;
         match grant_type {
-            GRANT_CLIENT_CREDENTIALS => self.client_credentials(req).await,
-            GRANT_TOKEN_EXCHANGE => self.token_exchange(req).await,
+            GRANT_CLIENT_CREDENTIALS => self.client_credentials(req, as_of).await,
+            GRANT_TOKEN_EXCHANGE => self.token_exchange(req, as_of).await,
             other => Err(TokenError::UnsupportedGrantType(other.chars().take(100).collect())),
         }
     }
@@ -261,7 +267,7 @@ impl Engine {
         Ok((agent, owner))
     }
 
-    async fn client_credentials(&self, req: &TokenRequest) -> Result<Issued, TokenError> {
+    async fn client_credentials(&self, req: &TokenRequest, as_of: u64) -> Result<Issued, TokenError> {
         let now = self.now();
         let assertion_type = required(&req.client_assertion_type, "client_assertion_type").map_err(|_| {
             TokenError::InvalidClient(
@@ -284,10 +290,10 @@ impl Engine {
         )?;
         let task = TaskClaim { id: random::task_id()?, purpose, human: owner.id.clone() };
         let minted = Minted { sub: agent.id.to_string(), mode: Mode::Autonomous, task, budget, exchanged: false };
-        self.mint(grant, &agent, minted, None, now).await
+        self.mint(grant, &agent, minted, None, IssueGuard { as_of, session: None }, now).await
     }
 
-    async fn token_exchange(&self, req: &TokenRequest) -> Result<Issued, TokenError> {
+    async fn token_exchange(&self, req: &TokenRequest, as_of: u64) -> Result<Issued, TokenError> {
         let now = self.now();
         let subject = required(&req.subject_token, "subject_token")?;
         let subject_type = required(&req.subject_token_type, "subject_token_type")?;
@@ -312,6 +318,20 @@ impl Engine {
             Subject::Session => {
                 let session = verify_session(subject, ring.as_ref(), issuer, now)
                     .map_err(|e| TokenError::InvalidGrant(format!("the subject token: {e}")))?;
+                match self.store().get_session(&session.jti).await? {
+                    Some(s) if s.purpose == SessionPurpose::Delegation && s.human == session.sub => {
+                        if s.revoked_at.is_some() {
+                            return Err(TokenError::InvalidGrant(
+                                "the subject token's session has been revoked".into(),
+                            ));
+                        }
+                    }
+                    _ => {
+                        return Err(TokenError::InvalidGrant(
+                            "the subject token is not a session this server opened for delegation".into(),
+                        ))
+                    }
+                }
                 let (agent, owner) = self.authenticate(actor, now).await?;
                 let human =
                     self.store().get_human(&session.sub).await?.ok_or_else(|| {
@@ -332,7 +352,8 @@ impl Engine {
                 let task = TaskClaim { id: random::task_id()?, purpose, human: human.id.clone() };
                 let budget = budget.unwrap_or_default();
                 let minted = Minted { sub: human.id.to_string(), mode: Mode::Delegated, task, budget, exchanged: true };
-                self.mint(grant, &agent, minted, None, now).await
+                let guard = IssueGuard { as_of, session: Some(session.jti) };
+                self.mint(grant, &agent, minted, None, guard, now).await
             }
             Subject::Warrant => {
                 let parent = verify_warrant(subject, ring.as_ref(), issuer, now)
@@ -373,7 +394,8 @@ impl Engine {
                 // A child gets at most what its parent has left, counter by counter.
                 let budget = attenuate(&self.guard().budget_left(&parent.jti), budget.as_ref());
                 let minted = Minted { sub: parent.sub.clone(), mode: parent.mode, task, budget, exchanged: true };
-                let issued = self.mint(grant, &child, minted, Some(&parent), now).await?;
+                let issued =
+                    self.mint(grant, &child, minted, Some(&parent), IssueGuard { as_of, session: None }, now).await?;
                 let (signals, trust) = self.guard().record_delegation(&parent.client_id, now);
                 self.publish_signals(&parent.client_id, &signals, now);
                 if self.guard().below_threshold(trust) {
@@ -420,13 +442,16 @@ impl Engine {
         Ok(owners)
     }
 
-    /// Signs, records and returns a warrant for `grant`.
+    /// Signs, records and returns a warrant for `grant`. The store records it only if
+    /// nothing it rests on was revoked (`guard`), in the same transaction that any
+    /// revocation of its ancestors is serialised with.
     async fn mint(
         &self,
         grant: Grant,
         agent: &Agent,
         minted: Minted,
         parent: Option<&WarrantClaims>,
+        guard: IssueGuard,
         now: UnixTime,
     ) -> Result<Issued, TokenError> {
         let Minted { sub, mode, task, budget, exchanged } = minted;
@@ -492,28 +517,23 @@ impl Engine {
             "kid": record.kid,
             "budget": claims.budget,
         });
-        self.audit(entry).await.map_err(|e| {
-            TokenError::Internal(format!("the issuance could not be audited, so no warrant was issued: {e}"))
-        })?;
-        self.store().record_warrant(&record, new_task.as_ref()).await?;
+        self.store().record_warrant(&record, new_task.as_ref(), &guard).await?;
+        if let Err(e) = self.audit(entry).await {
+            // Recorded but never handed out: end it, so the record cannot be mistaken for a
+            // live warrant.
+            let _ = self
+                .revoke(
+                    warrant_store::RevocationKind::Warrant,
+                    claims.jti.as_str(),
+                    "its issuance could not be audited",
+                )
+                .await;
+            return Err(TokenError::Internal(format!(
+                "the issuance could not be audited, so no warrant was issued: {e}"
+            )));
+        }
         self.guard().open_budget(&claims.jti, claims.parent.as_ref(), &claims.budget, claims.exp);
         self.governance().issued(&agent.id, parent.map(|p| (&p.client_id, &record.scope)), now);
-        // A revocation of the parent that landed while this delegation was in flight
-        // takes the new warrant with it.
-        if let Some(parent) = parent {
-            if self.revocations().warrant(&parent.jti).is_some() || self.revocations().task_ended(&parent.task.id) {
-                let _ = self
-                    .revoke(
-                        warrant_store::RevocationKind::Warrant,
-                        claims.jti.as_str(),
-                        "its parent was revoked while it was issued",
-                    )
-                    .await;
-                return Err(TokenError::InvalidGrant(
-                    "the subject token was revoked while this delegation was issued".into(),
-                ));
-            }
-        }
         tracing::info!(
             jti = %claims.jti, agent = %agent.id, task = %claims.task.id, mode = %mode,
             depth = record.chain.len(), parent = ?claims.parent.as_ref().map(|p| p.as_str()),

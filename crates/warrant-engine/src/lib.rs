@@ -15,10 +15,12 @@
 //!   [`quarantine`] and [`approvals`] (human step-up) on the decision path;
 //! * [`govern`]: continuous governance: findings from sweeps and events, usage and
 //!   least-privilege recommendations, attestation, shadow activity, the inventory;
-//! * [`events`]: live events for the event stream.
+//! * [`events`]: live events for the event stream;
+//! * [`anonymous`]: how denies of requests without a valid warrant are recorded.
 //!
 //! Time comes only through the [`Clock`] trait, randomness only through [`random`].
 
+pub mod anonymous;
 pub mod approvals;
 pub mod audit;
 pub mod clock;
@@ -63,6 +65,7 @@ pub struct Engine {
     guard: guard::Guardrails,
     governance: govern::Governance,
     events: events::EventBus,
+    anonymous: anonymous::AnonymousDenies,
 }
 
 /// Why the engine could not start.
@@ -95,6 +98,7 @@ impl Engine {
     /// the audit writer. Must be called inside a tokio runtime.
     pub async fn open(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: EngineConfig) -> Result<Self, OpenError> {
         let now = clock.now();
+        let config_anonymous = config.anonymous;
         let keys = Arc::new(KeyManager::load(store.as_ref(), now, &config).await?);
         let directory = directory::Directory::load(store.as_ref()).await?;
         let revocations = revocation::RevocationIndex::load(store.as_ref(), now).await?;
@@ -119,6 +123,7 @@ impl Engine {
             guard,
             governance,
             events: events::EventBus::default(),
+            anonymous: anonymous::AnonymousDenies::new(config_anonymous),
         };
         // The set in force at start is evidence too: which policies decided from now on.
         if let Some(current) = engine.policies.current() {
@@ -191,6 +196,21 @@ impl Engine {
     pub async fn flush_guard(&self) {
         if let Err(e) = self.guard.flush(self.store.as_ref(), self.clock.now()).await {
             tracing::warn!(error = %e, "could not save baselines and trust; will retry");
+        }
+    }
+
+    /// The accounting of anonymous denies (see [`anonymous`]).
+    pub fn anonymous(&self) -> &anonymous::AnonymousDenies {
+        &self.anonymous
+    }
+
+    /// Queues the aggregate record of anonymous denies once its window has ended, or
+    /// now when `force` (at shutdown). The server calls this periodically.
+    pub async fn flush_anonymous(&self, force: bool) {
+        if let Some(summary) = self.anonymous.close(self.clock.now(), force) {
+            if let Err(e) = self.audit.submit(summary).await {
+                tracing::error!(error = %e, "the aggregate of anonymous denies could not be recorded");
+            }
         }
     }
 

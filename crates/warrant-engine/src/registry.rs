@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use warrant_core::audit::{AuditEntry, AuditKind};
 use warrant_core::{Agent, AgentId, AgentStatus, Human, HumanId, HumanStatus, Mode, PublicJwk, Scope, UnixTime};
 use warrant_store::StoreError;
-use warrant_token::session::{sign_session, SessionClaims};
+use warrant_store::{SessionPurpose, SessionRecord};
+use warrant_token::session::{sign_approver, sign_session, SessionClaims};
 
 use crate::random::{self, RandomError};
 use crate::Engine;
@@ -198,6 +199,8 @@ impl Engine {
         self.audit_registry("human.disable", None, Some(&human.id), serde_json::json!({ "status": "disabled" }))
             .await?;
         self.store().set_human_status(&human.id, HumanStatus::Disabled).await?;
+        // A disabled human's open sessions, of either purpose, are good for nothing more.
+        self.store().revoke_sessions(&human.id, self.now()).await?;
         let human = Human { status: HumanStatus::Disabled, ..human };
         self.directory().put_human(human.clone());
         // Their agents are orphans now.
@@ -208,34 +211,70 @@ impl Engine {
     }
 
     /// Opens a session for an active human: a signed token to present as the
-    /// `subject_token` of a token exchange.
+    /// `subject_token` of a token exchange, and good for nothing else. It is recorded, so
+    /// revoking or disabling the human revokes it.
     pub async fn open_session(&self, id: &str) -> Result<Session, RegistryError> {
+        self.open_human_session(id, SessionPurpose::Delegation).await
+    }
+
+    /// Opens an approver session for an active human: a short-lived token with which
+    /// they decide their own approvals and attest their agents. It is never accepted as
+    /// the subject of a token exchange, and a delegation session is never accepted in its
+    /// place: the credential an agent holds cannot approve the agent's own requests.
+    pub async fn open_approver_session(&self, id: &str) -> Result<Session, RegistryError> {
+        self.open_human_session(id, SessionPurpose::Approval).await
+    }
+
+    async fn open_human_session(&self, id: &str, purpose: SessionPurpose) -> Result<Session, RegistryError> {
         let human = self.human(id).await?;
         if !human.is_active() {
             return Err(RegistryError::Conflict(format!("human `{}` is disabled", human.id)));
         }
         let now = self.now();
+        let ttl = match purpose {
+            SessionPurpose::Approval => self.config().approver_ttl,
+            _ => self.config().session_ttl,
+        };
         let claims = SessionClaims {
             iss: self.config().issuer.clone(),
             sub: human.id.clone(),
             aud: self.config().issuer.clone(),
-            exp: now.plus(self.config().session_ttl),
+            exp: now.plus(ttl),
             iat: now,
             nbf: now,
             jti: hex_id(random::bytes::<16>()?),
         };
         let ring = self.keys().ring().map_err(|e| RegistryError::Internal(e.to_string()))?;
-        let token = sign_session(ring.active(), &claims).map_err(|e| RegistryError::Internal(e.to_string()))?;
-        tracing::info!(human = %human.id, "opened a human session");
-        Ok(Session { token, expires_in: self.config().session_ttl })
+        let token = match purpose {
+            SessionPurpose::Approval => sign_approver(ring.active(), &claims),
+            _ => sign_session(ring.active(), &claims),
+        }
+        .map_err(|e| RegistryError::Internal(e.to_string()))?;
+        self.store()
+            .record_session(&SessionRecord {
+                jti: claims.jti.clone(),
+                human: human.id.clone(),
+                purpose,
+                issued_at: now,
+                expires_at: claims.exp,
+                revoked_at: None,
+            })
+            .await?;
+        tracing::info!(human = %human.id, purpose = purpose.as_str(), "opened a human session");
+        Ok(Session { token, expires_in: ttl })
     }
 
-    /// The active human a session token speaks for, if it verifies.
-    pub fn session_human(&self, token: &str) -> Option<HumanId> {
+    /// The active human an approver token speaks for, if it verifies and its session
+    /// has not been revoked. A delegation session token is never accepted here.
+    pub async fn approver_human(&self, token: &str) -> Option<HumanId> {
         let ring = self.keys().ring().ok()?;
-        let session =
-            warrant_token::session::verify_session(token, ring.as_ref(), &self.config().issuer, self.now()).ok()?;
-        self.directory().human(&session.sub).filter(|h| h.is_active()).map(|h| h.id.clone())
+        let claims =
+            warrant_token::session::verify_approver(token, ring.as_ref(), &self.config().issuer, self.now()).ok()?;
+        let record = self.store().get_session(&claims.jti).await.ok()??;
+        if record.purpose != SessionPurpose::Approval || record.revoked_at.is_some() || record.human != claims.sub {
+            return None;
+        }
+        self.directory().human(&claims.sub).filter(|h| h.is_active()).map(|h| h.id.clone())
     }
 
     /// Registers an agent. Its owner must be an existing, active human.

@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use warrant_core::audit::{AuditEntry, AuditKind};
-use warrant_core::{AgentId, AgentStatus, HumanId, TaskId, UnixTime, WarrantId};
+use warrant_core::{AgentId, HumanId, TaskId, UnixTime, WarrantId};
 use warrant_store::{RevocationKind, RevocationRecord, Store, StoreError, TaskRecord, WarrantRecord};
 
 use crate::random;
@@ -127,10 +127,6 @@ pub struct TaskView {
     pub warrants: Vec<TaskWarrant>,
 }
 
-fn live(records: Vec<WarrantRecord>, now: UnixTime) -> Vec<(WarrantId, UnixTime)> {
-    records.into_iter().filter(|w| w.expires_at > now).map(|w| (w.jti, w.expires_at)).collect()
-}
-
 impl Engine {
     /// Revokes `id` of `kind`, with everything derived from it. Effective for the next
     /// decision on this node once this returns.
@@ -141,40 +137,37 @@ impl Engine {
         if reason.is_empty() || reason.chars().count() > 500 {
             return Err(RevokeError::Invalid("`reason` must be 1 to 500 characters".into()));
         }
-        let (targets, task) = match kind {
+        // Existence first, for a clear answer; what the revocation ends is chosen in the
+        // store's transaction, so a warrant recorded concurrently is either refused there
+        // or ended here.
+        let task = match kind {
             RevocationKind::Warrant => {
                 let jti = WarrantId::parse(id).map_err(|e| invalid(&e))?;
                 if self.store().get_warrant(&jti).await?.is_none() {
                     return Err(RevokeError::NotFound { kind: "warrant", id: id.into() });
                 }
-                (live(self.store().warrant_subtree(&jti).await?, now), None)
+                None
             }
             RevocationKind::Agent => {
                 let agent_id = AgentId::parse(id).map_err(|e| invalid(&e))?;
-                let agent = self
-                    .store()
-                    .get_agent(&agent_id)
-                    .await?
-                    .ok_or_else(|| RevokeError::NotFound { kind: "agent", id: id.into() })?;
-                if agent.status == AgentStatus::Active {
-                    self.store().set_agent_status(&agent_id, AgentStatus::Suspended).await?;
-                    self.directory().put_agent(warrant_core::Agent { status: AgentStatus::Suspended, ..agent });
+                if self.store().get_agent(&agent_id).await?.is_none() {
+                    return Err(RevokeError::NotFound { kind: "agent", id: id.into() });
                 }
-                (live(self.store().live_warrants_with_agent(&agent_id, now).await?, now), None)
+                None
             }
             RevocationKind::Task => {
                 let task = TaskId::parse(id).map_err(|e| invalid(&e))?;
                 if self.store().get_task(&task).await?.is_none() {
                     return Err(RevokeError::NotFound { kind: "task", id: id.into() });
                 }
-                (live(self.store().task_warrants(&task).await?, now), Some(task))
+                Some(task)
             }
             RevocationKind::Human => {
                 let human = HumanId::parse(id).map_err(|e| invalid(&e))?;
                 if self.store().get_human(&human).await?.is_none() {
                     return Err(RevokeError::NotFound { kind: "human", id: id.into() });
                 }
-                (live(self.store().live_warrants_of_human(&human, now).await?, now), None)
+                None
             }
         };
         let revocation = RevocationRecord {
@@ -187,7 +180,13 @@ impl Engine {
             reason: reason.to_owned(),
             at: now,
         };
-        self.store().record_revocation(&revocation, &targets).await?;
+        let targets = self.store().revoke(&revocation, now).await?;
+        if kind == RevocationKind::Agent {
+            // The store suspended it in the revocation's transaction; the directory follows.
+            if let Some(agent) = self.store().get_agent(&AgentId::parse(id).map_err(|e| invalid(&e))?).await? {
+                self.directory().put_agent(agent);
+            }
+        }
         // Warrants an earlier revocation already ended are covered again, not ended again.
         let ended = targets.iter().filter(|(jti, _)| self.revocations().warrant(jti).is_none()).count();
         let why = format!("revoked ({} `{}`): {}", kind.as_str(), id, reason);

@@ -46,6 +46,7 @@ pub fn app(state: AppState, body_limit: usize) -> Router {
         .route("/v1/humans", post(humans::create).get(humans::list))
         .route("/v1/humans/{id}", get(humans::show))
         .route("/v1/humans/{id}/sessions", post(humans::session))
+        .route("/v1/humans/{id}/approver-sessions", post(humans::approver_session))
         .route("/v1/humans/{id}/disable", post(humans::disable))
         .route("/v1/agents", post(agents::create).get(agents::list))
         .route("/v1/agents/{id}", get(agents::show).delete(agents::retire))

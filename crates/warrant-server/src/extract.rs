@@ -141,8 +141,9 @@ pub fn is_admin_token(state: &AppState, presented: &str) -> bool {
     bool::from(presented.as_bytes().ct_eq(state.admin_token.as_bytes()))
 }
 
-/// Who decides an approval: the admin token, or a human's session token (the approver
-/// themselves).
+/// Who decides an approval or attests an agent: the admin token, or the human's own
+/// approver token (`POST /v1/humans/{id}/approver-sessions`). A delegation session token,
+/// which agents hold as the subject of their exchanges, is refused here.
 #[derive(Debug, Clone)]
 pub struct ApproverAuth(pub warrant_core::guard::approval::Decider);
 
@@ -155,15 +156,17 @@ impl FromRequestParts<AppState> for ApproverAuth {
         if presented.is_some_and(|p| is_admin_token(state, p)) {
             return Ok(ApproverAuth(Decider::Admin));
         }
-        presented.and_then(|p| state.engine.session_human(p)).map(|h| ApproverAuth(Decider::Human(h))).ok_or_else(
-            || {
-                ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "send the approver's session token (or the admin token) as a bearer token",
-                )
-            },
-        )
+        let human = match presented {
+            Some(p) => state.engine.approver_human(p).await,
+            None => None,
+        };
+        human.map(|h| ApproverAuth(Decider::Human(h))).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "send the human's approver token (`POST /v1/humans/{id}/approver-sessions`) or the admin token as a bearer token; a delegation session token is not accepted here",
+            )
+        })
     }
 }
 

@@ -13,7 +13,7 @@ use crate::routes::{agents, audit, decisions, govern, guard, humans, policies, r
     paths(
         wellknown::jwks, wellknown::metadata, wellknown::openapi, wellknown::health,
         token::token,
-        humans::create, humans::list, humans::show, humans::disable, humans::session,
+        humans::create, humans::list, humans::show, humans::disable, humans::session, humans::approver_session,
         agents::create, agents::list, agents::show, agents::suspend, agents::resume, agents::retire,
         decisions::authorize, decisions::batch,
         guard::list, guard::show, guard::approve, guard::reject, guard::trust, guard::events,

@@ -220,6 +220,7 @@ impl BoundServer {
             loop {
                 tick.tick().await;
                 engine.flush_guard().await;
+                engine.flush_anonymous(false).await;
             }
         });
         // Subscribed before governance starts, so the first sweep's findings are delivered.
@@ -239,6 +240,7 @@ impl BoundServer {
         governance.abort();
         engine.flush_guard().await;
         engine.flush_governance().await;
+        engine.flush_anonymous(true).await;
         // Every answered request's record is already durable; this drains what is queued
         // and signs a last checkpoint.
         engine.audit_writer().shutdown().await;

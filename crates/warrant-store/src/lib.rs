@@ -28,7 +28,8 @@ pub use audit::{AuditFilter, AuditRow, AuditStore, StoredCheckpoint};
 pub use govern::{Attestation, FindingFilter, GovernStore, LiveWarrant, MAX_FINDING_LIST_LIMIT};
 pub use guard::{GuardStore, LiveBudget, MAX_APPROVAL_LIST_LIMIT};
 pub use records::{
-    PolicyVersionRecord, RevocationKind, RevocationRecord, SpendCharge, StoredKey, TaskRecord, WarrantRecord,
+    IssueGuard, PolicyVersionRecord, RevocationKind, RevocationRecord, SessionPurpose, SessionRecord, SpendCharge,
+    StoredKey, TaskRecord, WarrantRecord,
 };
 pub use sqlite::SqliteStore;
 
@@ -42,6 +43,10 @@ pub enum StoreError {
     /// A stored row could not be read back into a domain value.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// Something a new warrant rests on (its parent, task, an agent of its chain, its
+    /// human or session) is revoked, ended or inactive, so it was not recorded.
+    #[error("refused: {0}")]
+    Revoked(String),
     /// The database failed. The message is for logs, never for API clients.
     #[error("storage backend error: {0}")]
     Backend(String),
@@ -60,6 +65,12 @@ pub trait HumanStore: Send + Sync {
     async fn list_humans(&self) -> Result<Vec<Human>, StoreError>;
     /// Sets a human's status; `false` when there is no such human.
     async fn set_human_status(&self, id: &HumanId, status: HumanStatus) -> Result<bool, StoreError>;
+    /// Records a newly opened session.
+    async fn record_session(&self, session: &SessionRecord) -> Result<(), StoreError>;
+    /// One session by its `jti`.
+    async fn get_session(&self, jti: &str) -> Result<Option<SessionRecord>, StoreError>;
+    /// Revokes every unrevoked session of `human` at `now`; returns how many.
+    async fn revoke_sessions(&self, human: &HumanId, now: UnixTime) -> Result<u64, StoreError>;
 }
 
 /// Agents.
@@ -107,8 +118,18 @@ pub trait WarrantStore: Send + Sync {
         exp: UnixTime,
         now: UnixTime,
     ) -> Result<bool, StoreError>;
-    /// Records an issued warrant, and its task when the warrant starts one, atomically.
-    async fn record_warrant(&self, warrant: &WarrantRecord, new_task: Option<&TaskRecord>) -> Result<(), StoreError>;
+    /// Records an issued warrant, and its task when the warrant starts one, atomically,
+    /// and only if, in the same transaction: its parent is not revoked, its task has not
+    /// ended, every agent of its chain is active, its human and every chain agent's
+    /// owner are active, the session in `guard` (if any) is recorded and unrevoked, and
+    /// no revocation recorded after `guard.as_of` names an agent of its chain, its task
+    /// or its human. Otherwise [`StoreError::Revoked`] and nothing is written.
+    async fn record_warrant(
+        &self,
+        warrant: &WarrantRecord,
+        new_task: Option<&TaskRecord>,
+        guard: &IssueGuard,
+    ) -> Result<(), StoreError>;
     /// One issued warrant.
     async fn get_warrant(&self, jti: &WarrantId) -> Result<Option<WarrantRecord>, StoreError>;
     /// The warrants delegated directly from `jti`.
@@ -124,14 +145,21 @@ pub trait WarrantStore: Send + Sync {
 /// Revocations and completed tasks.
 #[async_trait]
 pub trait RevocationStore: Send + Sync {
-    /// Records a revocation and every warrant it ends, atomically. Warrants already
-    /// revoked keep their first revocation. For a `task` revocation the task is marked
-    /// ended (completed) too.
-    async fn record_revocation(
+    /// The sequence number of the newest revocation, 0 when there is none. It only grows.
+    async fn revocation_watermark(&self) -> Result<u64, StoreError>;
+    /// Records a revocation and ends everything that rests on its target, in one
+    /// transaction: an `agent` is suspended if active; a `human`'s sessions are revoked;
+    /// a `task` is marked ended (completed). The warrants it ends are selected in the
+    /// same transaction (a warrant: its subtree; an agent: every warrant whose chain
+    /// holds it; a task: its warrants; a human: every warrant tracing to them), so a
+    /// warrant recorded concurrently is either refused or ended. Returns the unexpired
+    /// warrants ended, with their expiry; warrants already revoked keep their first
+    /// revocation but are returned too.
+    async fn revoke(
         &self,
         revocation: &RevocationRecord,
-        warrants: &[(WarrantId, UnixTime)],
-    ) -> Result<(), StoreError>;
+        now: UnixTime,
+    ) -> Result<Vec<(WarrantId, UnixTime)>, StoreError>;
     /// Every revoked warrant that has not expired at `now`.
     async fn revoked_warrants(&self, now: UnixTime) -> Result<Vec<WarrantId>, StoreError>;
     /// Every task ended by completion or revocation.

@@ -145,3 +145,56 @@ pub struct PolicyVersionRecord {
     /// When it was first loaded.
     pub loaded_at: UnixTime,
 }
+
+/// What an issuance rests on, checked in the same transaction that records the warrant
+/// (see [`crate::WarrantStore::record_warrant`]), so that no interleaving of an issuance
+/// with a revocation can leave a warrant alive under something revoked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IssueGuard {
+    /// The revocation watermark ([`crate::RevocationStore::revocation_watermark`]) read
+    /// before the issuance's checks began. Any revocation recorded after it that names
+    /// an agent of the new warrant's chain, its task, or its human refuses the warrant,
+    /// even when the agent has been resumed since.
+    pub as_of: u64,
+    /// The human session the work started from (a delegated root warrant): refused when
+    /// that session has been revoked or is unknown.
+    pub session: Option<String>,
+}
+
+/// What a human's session token is good for: one purpose each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum SessionPurpose {
+    /// Starting delegated work: the `subject_token` of a token exchange, nothing else.
+    Delegation,
+    /// The human's own approvals and attestations, never a token exchange.
+    Approval,
+}
+
+impl SessionPurpose {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionPurpose::Delegation => "delegation",
+            SessionPurpose::Approval => "approval",
+        }
+    }
+}
+
+/// A human session as recorded, so it can be revoked before it expires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// The session token's `jti`.
+    pub jti: String,
+    /// The human it speaks for.
+    pub human: HumanId,
+    /// What it is good for.
+    pub purpose: SessionPurpose,
+    /// When it was opened.
+    pub issued_at: UnixTime,
+    /// When it expires.
+    pub expires_at: UnixTime,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<UnixTime>,
+}

@@ -19,7 +19,7 @@ use warrant_core::{
 };
 use zeroize::Zeroizing;
 
-use crate::records::{StoredKey, TaskRecord, WarrantRecord};
+use crate::records::{IssueGuard, SessionPurpose, SessionRecord, StoredKey, TaskRecord, WarrantRecord};
 use crate::{AgentStore, HumanStore, KeyStore, StoreError, WarrantStore};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` holds how many ran.
@@ -203,6 +203,18 @@ CREATE TABLE attestations (
     evidence TEXT NOT NULL
 );
 CREATE INDEX attestations_agent ON attestations(agent_id, at);
+"#,
+    r#"
+CREATE TABLE sessions (
+    jti TEXT PRIMARY KEY,
+    human TEXT NOT NULL,
+    purpose TEXT NOT NULL,
+    issued_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    revoked_at INTEGER
+);
+CREATE INDEX sessions_human ON sessions(human) WHERE revoked_at IS NULL;
+CREATE INDEX revocations_target ON revocations(target);
 "#,
 ];
 
@@ -424,6 +436,97 @@ impl SqliteStore {
     }
 }
 
+/// Whether `w` may be recorded now: the checks of [`WarrantStore::record_warrant`], run
+/// inside its transaction.
+fn issuable(
+    tx: &rusqlite::Transaction<'_>,
+    w: &WarrantRecord,
+    new_task: Option<&TaskRecord>,
+    guard: &IssueGuard,
+) -> Result<(), StoreError> {
+    let refuse = |why: String| Err(StoreError::Revoked(why));
+    if let Some(parent) = &w.parent {
+        let revoked: bool =
+            tx.query_row("SELECT EXISTS (SELECT 1 FROM revoked_warrants WHERE jti = ?1)", [parent.as_str()], |r| {
+                r.get(0)
+            })?;
+        if revoked {
+            return refuse(format!("its parent `{parent}` has been revoked"));
+        }
+    }
+    if new_task.is_none() {
+        let ended: Option<Option<i64>> =
+            tx.query_row("SELECT completed_at FROM tasks WHERE id = ?1", [w.task.as_str()], |r| r.get(0)).optional()?;
+        if let Some(Some(_)) = ended {
+            return refuse(format!("task `{}` has ended", w.task));
+        }
+    }
+    let active_agent = to_text(&AgentStatus::Active)?;
+    let active_human = to_text(&HumanStatus::Active)?;
+    let mut humans = vec![w.human.as_str().to_owned()];
+    for agent in &w.chain {
+        let row: Option<(String, String)> = tx
+            .query_row("SELECT status, owner FROM agents WHERE id = ?1", [agent.as_str()], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        match row {
+            Some((status, owner)) if status == active_agent => humans.push(owner),
+            Some(_) => return refuse(format!("agent `{agent}` of its chain is not active")),
+            None => return refuse(format!("agent `{agent}` of its chain is not registered")),
+        }
+    }
+    for human in &humans {
+        let status: Option<String> =
+            tx.query_row("SELECT status FROM humans WHERE id = ?1", [human], |r| r.get(0)).optional()?;
+        if status.as_deref() != Some(active_human.as_str()) {
+            return refuse(format!("human `{human}` is not active"));
+        }
+    }
+    if let Some(session) = &guard.session {
+        let revoked: Option<Option<i64>> = tx
+            .query_row(
+                "SELECT revoked_at FROM sessions WHERE jti = ?1 AND human = ?2",
+                [session, w.human.as_str()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match revoked {
+            Some(None) => {}
+            Some(Some(_)) => return refuse("the session it was exchanged for has been revoked".into()),
+            None => return refuse("the session it was exchanged for is not known".into()),
+        }
+    }
+    let as_of = i64::try_from(guard.as_of).unwrap_or(i64::MAX);
+    let mut stmt = tx.prepare("SELECT kind, target FROM revocations WHERE rowid > ?1")?;
+    let since = stmt.query_map([as_of], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    for row in since {
+        let (kind, target) = row?;
+        let hit = match kind.as_str() {
+            "agent" => w.chain.iter().any(|a| a.as_str() == target),
+            "task" => w.task.as_str() == target,
+            "human" => w.human.as_str() == target,
+            "warrant" => w.parent.as_ref().is_some_and(|p| p.as_str() == target),
+            _ => true,
+        };
+        if hit {
+            return refuse(format!("{kind} `{target}` was revoked while it was issued"));
+        }
+    }
+    Ok(())
+}
+
+fn session_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
+    Ok(SessionRecord {
+        jti: row.get(0)?,
+        human: col(row, 1, |s| HumanId::parse(&s))?,
+        purpose: col(row, 2, word::<SessionPurpose>)?,
+        issued_at: time(row, 3)?,
+        expires_at: time(row, 4)?,
+        revoked_at: row.get::<_, Option<i64>>(5)?.map(UnixTime),
+    })
+}
+
 #[async_trait]
 impl HumanStore for SqliteStore {
     async fn insert_human(&self, human: &Human) -> Result<(), StoreError> {
@@ -472,6 +575,52 @@ impl HumanStore for SqliteStore {
         let status = to_text(&status)?;
         self.run(move |c| {
             Ok(c.execute("UPDATE humans SET status = ?2 WHERE id = ?1", params![id.as_str(), status])? > 0)
+        })
+        .await
+    }
+
+    async fn record_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
+        let s = session.clone();
+        self.run(move |c| {
+            c.execute(
+                "INSERT INTO sessions (jti, human, purpose, issued_at, expires_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    s.jti,
+                    s.human.as_str(),
+                    s.purpose.as_str(),
+                    s.issued_at.0,
+                    s.expires_at.0,
+                    s.revoked_at.map(|t| t.0)
+                ],
+            )?;
+            // Expired sessions need no record: their tokens no longer verify.
+            c.execute("DELETE FROM sessions WHERE expires_at < ?1", [s.issued_at.0])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_session(&self, jti: &str) -> Result<Option<SessionRecord>, StoreError> {
+        let jti = jti.to_owned();
+        self.run(move |c| {
+            Ok(c.query_row(
+                "SELECT jti, human, purpose, issued_at, expires_at, revoked_at FROM sessions WHERE jti = ?1",
+                [jti],
+                session_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn revoke_sessions(&self, human: &HumanId, now: UnixTime) -> Result<u64, StoreError> {
+        let human = human.clone();
+        self.run(move |c| {
+            let n = c.execute(
+                "UPDATE sessions SET revoked_at = ?2 WHERE human = ?1 AND revoked_at IS NULL",
+                params![human.as_str(), now.0],
+            )?;
+            Ok(n as u64)
         })
         .await
     }
@@ -640,15 +789,21 @@ impl WarrantStore for SqliteStore {
         .await
     }
 
-    async fn record_warrant(&self, warrant: &WarrantRecord, new_task: Option<&TaskRecord>) -> Result<(), StoreError> {
-        let (w, task) = (warrant.clone(), new_task.cloned());
+    async fn record_warrant(
+        &self,
+        warrant: &WarrantRecord,
+        new_task: Option<&TaskRecord>,
+        guard: &IssueGuard,
+    ) -> Result<(), StoreError> {
+        let (w, task, guard) = (warrant.clone(), new_task.cloned(), guard.clone());
         let corrupt = |e: serde_json::Error| StoreError::Corrupt(e.to_string());
         let scope = serde_json::to_string(&w.scope).map_err(corrupt)?;
         let chain = serde_json::to_string(&w.chain).map_err(corrupt)?;
         let mode = to_text(&w.mode)?;
         let budget = budget_text(&w.budget)?;
         self.run(move |c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            issuable(&tx, &w, task.as_ref(), &guard)?;
             if let Some(t) = task {
                 tx.execute(
                     "INSERT INTO tasks (id, purpose, human, root_agent, created_at, deadline) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",

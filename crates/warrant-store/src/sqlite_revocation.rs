@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension, Row};
-use warrant_core::{AgentId, HumanId, TaskId, UnixTime, WarrantId};
+use warrant_core::{AgentId, AgentStatus, HumanId, TaskId, UnixTime, WarrantId};
 
 use crate::records::{PolicyVersionRecord, RevocationKind, RevocationRecord, WarrantRecord};
 use crate::sqlite::{to_text, warrant_row, SqliteStore, WARRANT_COLS};
@@ -27,15 +27,63 @@ fn warrants(
 
 #[async_trait]
 impl RevocationStore for SqliteStore {
-    async fn record_revocation(
+    async fn revocation_watermark(&self) -> Result<u64, StoreError> {
+        self.run(|c| {
+            let seq: i64 = c.query_row("SELECT COALESCE(MAX(rowid), 0) FROM revocations", [], |r| r.get(0))?;
+            Ok(u64::try_from(seq).unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn revoke(
         &self,
         revocation: &RevocationRecord,
-        warrants: &[(WarrantId, UnixTime)],
-    ) -> Result<(), StoreError> {
-        let (rev, list) = (revocation.clone(), warrants.to_vec());
+        now: UnixTime,
+    ) -> Result<Vec<(WarrantId, UnixTime)>, StoreError> {
+        let rev = revocation.clone();
         let kind = to_text(&rev.kind)?;
+        let (active, suspended) = (to_text(&AgentStatus::Active)?, to_text(&AgentStatus::Suspended)?);
         self.run(move |c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let select = match rev.kind {
+                RevocationKind::Warrant => {
+                    "WITH RECURSIVE sub(jti) AS (SELECT ?1 UNION SELECT w.jti FROM warrants w JOIN sub ON w.parent = sub.jti) \
+                     SELECT w.jti, w.expires_at FROM warrants w JOIN sub ON w.jti = sub.jti WHERE w.expires_at > ?2"
+                }
+                RevocationKind::Agent => {
+                    tx.execute(
+                        "UPDATE agents SET status = ?2 WHERE id = ?1 AND status = ?3",
+                        params![rev.target, suspended, active],
+                    )?;
+                    "SELECT w.jti, w.expires_at FROM warrant_agents a CROSS JOIN warrants w ON w.jti = a.jti \
+                     WHERE a.agent = ?1 AND w.expires_at > ?2"
+                }
+                RevocationKind::Task => {
+                    tx.execute(
+                        "UPDATE tasks SET completed_at = ?2 WHERE id = ?1 AND completed_at IS NULL",
+                        params![rev.target, rev.at.0],
+                    )?;
+                    "SELECT jti, expires_at FROM warrants WHERE task = ?1 AND expires_at > ?2"
+                }
+                RevocationKind::Human => {
+                    tx.execute(
+                        "UPDATE sessions SET revoked_at = ?2 WHERE human = ?1 AND revoked_at IS NULL",
+                        params![rev.target, rev.at.0],
+                    )?;
+                    "SELECT jti, expires_at FROM warrants WHERE human = ?1 AND expires_at > ?2"
+                }
+            };
+            let targets = {
+                let mut stmt = tx.prepare(select)?;
+                let rows = stmt
+                    .query_map(params![rev.target, now.0], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                rows.into_iter()
+                    .map(|(jti, exp)| {
+                        WarrantId::parse(&jti).map(|j| (j, UnixTime(exp))).map_err(|e| StoreError::Corrupt(e.to_string()))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?
+            };
             tx.execute(
                 "INSERT INTO revocations (id, kind, target, reason, at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![rev.id, kind, rev.target, rev.reason, rev.at.0],
@@ -44,18 +92,12 @@ impl RevocationStore for SqliteStore {
                 let mut stmt = tx.prepare(
                     "INSERT OR IGNORE INTO revoked_warrants (jti, revocation, expires_at) VALUES (?1, ?2, ?3)",
                 )?;
-                for (jti, exp) in &list {
+                for (jti, exp) in &targets {
                     stmt.execute(params![jti.as_str(), rev.id, exp.0])?;
                 }
             }
-            if rev.kind == RevocationKind::Task {
-                tx.execute(
-                    "UPDATE tasks SET completed_at = ?2 WHERE id = ?1 AND completed_at IS NULL",
-                    params![rev.target, rev.at.0],
-                )?;
-            }
             tx.commit()?;
-            Ok(())
+            Ok(targets)
         })
         .await
     }

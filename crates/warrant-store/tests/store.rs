@@ -29,8 +29,8 @@ use warrant_core::{
 };
 use warrant_store::{
     AgentStore as _, Attestation, AuditRow, AuditStore as _, FindingFilter, GovernStore as _, GuardStore as _,
-    HumanStore as _, KeyStore as _, LiveWarrant, RevocationKind, RevocationRecord, SpendCharge, SqliteStore, Store,
-    StoreError, StoredKey, TaskRecord, WarrantRecord, WarrantStore as _,
+    HumanStore as _, IssueGuard, KeyStore as _, LiveWarrant, RevocationKind, RevocationRecord, SpendCharge,
+    SqliteStore, Store, StoreError, StoredKey, TaskRecord, WarrantRecord, WarrantStore as _,
 };
 use zeroize::Zeroizing;
 
@@ -204,7 +204,7 @@ async fn started_task(store: &dyn Store, n: u8) -> (TaskRecord, WarrantRecord) {
     let (h, a) = principals(store, n).await;
     let t = task(n, &h, &a, 1_000);
     let root = warrant(n, &t, &a, None, 1_000);
-    store.record_warrant(&root, Some(&t)).await.unwrap();
+    store.record_warrant(&root, Some(&t), &IssueGuard::default()).await.unwrap();
     (t, root)
 }
 
@@ -444,9 +444,9 @@ async fn check_last_expiry_for_key(store: &dyn Store) {
     w4.kid = "kid-new".into();
     w4.expires_at = UnixTime(20_000);
 
-    store.record_warrant(&w1, Some(&t)).await.unwrap();
+    store.record_warrant(&w1, Some(&t), &IssueGuard::default()).await.unwrap();
     for w in [&w2, &w3, &w4] {
-        store.record_warrant(w, None).await.unwrap();
+        store.record_warrant(w, None, &IssueGuard::default()).await.unwrap();
     }
 
     assert_eq!(
@@ -518,16 +518,16 @@ async fn check_warrant_tree(store: &dyn Store) {
     grandchild.scope = scope("crm.read:customers/42");
     grandchild.expires_at = UnixTime(1_300);
 
-    store.record_warrant(&root, Some(&t)).await.unwrap();
-    store.record_warrant(&child, None).await.unwrap();
-    store.record_warrant(&grandchild, None).await.unwrap();
+    store.record_warrant(&root, Some(&t), &IssueGuard::default()).await.unwrap();
+    store.record_warrant(&child, None, &IssueGuard::default()).await.unwrap();
+    store.record_warrant(&grandchild, None, &IssueGuard::default()).await.unwrap();
 
     // A second task, which none of the first task's queries may see.
     let t2 = task(2, &h, &a2, 1_005);
     let other_root = warrant(4, &t2, &a2, None, 1_005);
     let other_child = warrant(5, &t2, &a3, Some(&other_root), 1_015);
-    store.record_warrant(&other_root, Some(&t2)).await.unwrap();
-    store.record_warrant(&other_child, None).await.unwrap();
+    store.record_warrant(&other_root, Some(&t2), &IssueGuard::default()).await.unwrap();
+    store.record_warrant(&other_child, None, &IssueGuard::default()).await.unwrap();
 
     // Round trips.
     assert_eq!(grandchild.chain, vec![a1.id.clone(), a2.id.clone(), a3.id.clone()]);
@@ -547,7 +547,7 @@ async fn check_warrant_tree(store: &dyn Store) {
 
     // Several children, in issuance order.
     let second_child = warrant(6, &t, &a3, Some(&root), 1_030);
-    store.record_warrant(&second_child, None).await.unwrap();
+    store.record_warrant(&second_child, None, &IssueGuard::default()).await.unwrap();
     assert_eq!(
         jtis(&store.child_warrants(&root.jti).await.unwrap()),
         vec![child.jti.clone(), second_child.jti.clone()]
@@ -563,7 +563,7 @@ async fn check_warrant_needs_existing_task(store: &dyn Store) {
     let (h, a) = principals(store, 1).await;
     let never_started = task(1, &h, &a, 1_000);
     let w = warrant(1, &never_started, &a, None, 1_000);
-    assert_conflict(store.record_warrant(&w, None).await, "warrant of an unknown task");
+    assert_conflict(store.record_warrant(&w, None, &IssueGuard::default()).await, "warrant of an unknown task");
     assert_eq!(store.get_warrant(&w.jti).await.unwrap(), None);
     assert!(store.task_warrants(&never_started.id).await.unwrap().is_empty());
     assert_eq!(store.last_expiry_for_key(&w.kid).await.unwrap(), None);
@@ -576,8 +576,11 @@ async fn check_warrant_jti_is_unique(store: &dyn Store) {
     // The same jti again, even with different contents, is refused and changes nothing.
     let mut again = warrant(1, &t, &a, Some(&root), 2_000);
     again.jti = root.jti.clone();
-    assert_conflict(store.record_warrant(&again, None).await, "duplicate jti");
-    assert_conflict(store.record_warrant(&root, None).await, "identical warrant recorded twice");
+    assert_conflict(store.record_warrant(&again, None, &IssueGuard::default()).await, "duplicate jti");
+    assert_conflict(
+        store.record_warrant(&root, None, &IssueGuard::default()).await,
+        "identical warrant recorded twice",
+    );
     assert_eq!(store.get_warrant(&root.jti).await.unwrap(), Some(root.clone()));
     assert_eq!(store.task_warrants(&t.id).await.unwrap(), vec![root.clone()]);
     assert!(store.child_warrants(&root.jti).await.unwrap().is_empty());
@@ -591,7 +594,10 @@ async fn check_warrant_and_task_are_atomic(store: &dyn Store) {
     let t2 = task(2, &h, &a, 2_000);
     let mut clash = warrant(2, &t2, &a, None, 2_000);
     clash.jti = root.jti.clone();
-    assert_conflict(store.record_warrant(&clash, Some(&t2)).await, "root warrant with a taken jti");
+    assert_conflict(
+        store.record_warrant(&clash, Some(&t2), &IssueGuard::default()).await,
+        "root warrant with a taken jti",
+    );
     assert_eq!(store.get_task(&t2.id).await.unwrap(), None);
     assert!(store.task_warrants(&t2.id).await.unwrap().is_empty());
 
@@ -600,13 +606,13 @@ async fn check_warrant_and_task_are_atomic(store: &dyn Store) {
     let mut dup_task = task(4, &h, &a, 3_000);
     dup_task.id = t3.id.clone();
     let w = warrant(4, &dup_task, &a, None, 3_000);
-    assert_conflict(store.record_warrant(&w, Some(&dup_task)).await, "task id taken");
+    assert_conflict(store.record_warrant(&w, Some(&dup_task), &IssueGuard::default()).await, "task id taken");
     assert_eq!(store.get_warrant(&w.jti).await.unwrap(), None);
     assert_eq!(store.get_task(&t3.id).await.unwrap(), Some(t3));
 
     // And after both refusals the store still accepts the valid write.
     let ok = warrant(5, &t2, &a, None, 2_000);
-    store.record_warrant(&ok, Some(&t2)).await.unwrap();
+    store.record_warrant(&ok, Some(&t2), &IssueGuard::default()).await.unwrap();
     assert_eq!(store.get_task(&t2.id).await.unwrap(), Some(t2.clone()));
     assert_eq!(store.task_warrants(&t2.id).await.unwrap(), vec![ok]);
 }
@@ -663,9 +669,9 @@ async fn budgeted_tree(store: &dyn Store) -> (WarrantRecord, WarrantRecord, Warr
     child.budget = budget(&[("payments.usd_cents", 1_000)]);
     child.expires_at = UnixTime(1_200);
     let plain = warrant(3, &t, &a, Some(&root), 1_020);
-    store.record_warrant(&root, Some(&t)).await.unwrap();
-    store.record_warrant(&child, None).await.unwrap();
-    store.record_warrant(&plain, None).await.unwrap();
+    store.record_warrant(&root, Some(&t), &IssueGuard::default()).await.unwrap();
+    store.record_warrant(&child, None, &IssueGuard::default()).await.unwrap();
+    store.record_warrant(&plain, None, &IssueGuard::default()).await.unwrap();
     (root, child, plain)
 }
 
@@ -1236,28 +1242,22 @@ async fn check_govern_live_warrants(store: &dyn Store) {
     let leaf = warrant(3, &t1, &c, Some(&mid), 1_002);
     let revoked = warrant(4, &t1, &c, Some(&root), 1_003);
     let expired = WarrantRecord { expires_at: UnixTime(1_050), ..warrant(5, &t1, &b, Some(&root), 1_004) };
-    store.record_warrant(&root, Some(&t1)).await.unwrap();
+    store.record_warrant(&root, Some(&t1), &IssueGuard::default()).await.unwrap();
     for w in [&mid, &leaf, &revoked, &expired] {
-        store.record_warrant(w, None).await.unwrap();
+        store.record_warrant(w, None, &IssueGuard::default()).await.unwrap();
     }
-    store
-        .record_revocation(
-            &revocation(1, RevocationKind::Warrant, revoked.jti.as_str(), 1_010),
-            &[(revoked.jti.clone(), revoked.expires_at)],
-        )
-        .await
-        .unwrap();
+    store.revoke(&revocation(1, RevocationKind::Warrant, revoked.jti.as_str(), 1_010), UnixTime(1_010)).await.unwrap();
 
     // Task 2 ended (completed): its warrant is not live though no warrant was listed revoked.
     let t2 = task(2, &h, &b, 1_000);
     let ended = warrant(6, &t2, &b, None, 1_005);
-    store.record_warrant(&ended, Some(&t2)).await.unwrap();
-    store.record_revocation(&revocation(2, RevocationKind::Task, t2.id.as_str(), 1_020), &[]).await.unwrap();
+    store.record_warrant(&ended, Some(&t2), &IssueGuard::default()).await.unwrap();
+    store.revoke(&revocation(2, RevocationKind::Task, t2.id.as_str(), 1_020), UnixTime(1_020)).await.unwrap();
 
     // Task 3: recorded last but issued first; expires at 1500.
     let t3 = task(3, &h, &c, 900);
     let early = warrant(7, &t3, &c, None, 900);
-    store.record_warrant(&early, Some(&t3)).await.unwrap();
+    store.record_warrant(&early, Some(&t3), &IssueGuard::default()).await.unwrap();
 
     let got = store.live_warrants(UnixTime(1_100)).await.unwrap();
     assert_eq!(got, vec![live(&early), live(&root), live(&mid), live(&leaf)]);
@@ -1295,7 +1295,7 @@ async fn sqlite_data_survives_reopening() {
         store.insert_agent(&a).await.unwrap();
         store.rotate_in(&key(1, 1_000)).await.unwrap();
         store.rotate_in(&key(2, 2_000)).await.unwrap();
-        store.record_warrant(&root, Some(&t)).await.unwrap();
+        store.record_warrant(&root, Some(&t), &IssueGuard::default()).await.unwrap();
         assert!(store.spend_assertion(&a.id, "jti-1", UnixTime(10_000), UnixTime(900)).await.unwrap());
     }
 
@@ -1380,9 +1380,9 @@ async fn check_live_warrants_with_agent(store: &dyn Store) {
     let mid = warrant(2, &t, &b, Some(&root), 1001);
     let leaf = warrant(3, &t, &c, Some(&mid), 1002);
     let other = warrant(4, &t, &c, Some(&root), 1003);
-    store.record_warrant(&root, Some(&t)).await.unwrap();
+    store.record_warrant(&root, Some(&t), &IssueGuard::default()).await.unwrap();
     for w in [&mid, &leaf, &other] {
-        store.record_warrant(w, None).await.unwrap();
+        store.record_warrant(w, None, &IssueGuard::default()).await.unwrap();
     }
     let jtis = |ws: Vec<WarrantRecord>| ws.into_iter().map(|w| w.jti).collect::<Vec<_>>();
     let now = UnixTime(1100);
@@ -1413,6 +1413,7 @@ async fn migration_backfills_the_agent_index() {
     drop(store);
     // Back to the schema before migration 3, as an older build left it.
     let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch(UNDO_LATER).unwrap();
     db.execute_batch(UNDO_MIGRATION_5).unwrap();
     db.execute_batch(UNDO_MIGRATION_4).unwrap();
     db.execute_batch("DROP TABLE warrant_agents; PRAGMA user_version = 2;").unwrap();
@@ -1438,9 +1439,9 @@ async fn check_live_warrants_with_agent_setup(store: &dyn Store) {
     let root = warrant(1, &t, &a, None, 1000);
     let mid = warrant(2, &t, &b, Some(&root), 1001);
     let leaf = warrant(3, &t, &a, Some(&mid), 1002);
-    store.record_warrant(&root, Some(&t)).await.unwrap();
-    store.record_warrant(&mid, None).await.unwrap();
-    store.record_warrant(&leaf, None).await.unwrap();
+    store.record_warrant(&root, Some(&t), &IssueGuard::default()).await.unwrap();
+    store.record_warrant(&mid, None, &IssueGuard::default()).await.unwrap();
+    store.record_warrant(&leaf, None, &IssueGuard::default()).await.unwrap();
 }
 
 /// Takes a database back to the schema before migration 4.
@@ -1458,6 +1459,7 @@ async fn migration_adds_budgets_and_guard_tables() {
     drop(store);
     // Back to the schema before migration 4, as an older build left it.
     let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch(UNDO_LATER).unwrap();
     db.execute_batch(UNDO_MIGRATION_5).unwrap();
     db.execute_batch(UNDO_MIGRATION_4).unwrap();
     drop(db);
@@ -1465,7 +1467,7 @@ async fn migration_adds_budgets_and_guard_tables() {
     let store = SqliteStore::open(&path).unwrap();
     let db = rusqlite::Connection::open(&path).unwrap();
     let version: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-    assert_eq!(version, 5, "migration 4 and every later one ran");
+    assert_eq!(version, SCHEMA_VERSION, "migration 4 and every later one ran");
     for (kind, name) in [
         ("table", "budget_spend"),
         ("table", "agent_guard"),
@@ -1494,8 +1496,8 @@ async fn migration_adds_budgets_and_guard_tables() {
     let mut child = warrant(2, &t, &a, Some(&root), 1_010);
     child.budget = budget(&[("emails", 3)]);
     let plain = warrant(3, &t, &a, Some(&root), 1_020);
-    store.record_warrant(&child, None).await.unwrap();
-    store.record_warrant(&plain, None).await.unwrap();
+    store.record_warrant(&child, None, &IssueGuard::default()).await.unwrap();
+    store.record_warrant(&plain, None, &IssueGuard::default()).await.unwrap();
     assert_eq!(raw_budget(&child.jti).as_deref(), Some(r#"{"emails":3}"#));
     assert_eq!(raw_budget(&plain.jti), None);
     assert_eq!(
@@ -1509,6 +1511,12 @@ async fn migration_adds_budgets_and_guard_tables() {
 }
 
 /// Takes a database back to the schema before migration 5.
+/// Undoes every migration after 5, newest first.
+const UNDO_LATER: &str = "DROP TABLE sessions; DROP INDEX revocations_target; PRAGMA user_version = 5;";
+
+/// How many migrations there are: the schema version a freshly migrated database has.
+const SCHEMA_VERSION: i64 = 6;
+
 const UNDO_MIGRATION_5: &str = "DROP TABLE agent_keys; DROP TABLE findings; DROP TABLE agent_usage; \
      DROP TABLE attestations; PRAGMA user_version = 4;";
 
@@ -1523,13 +1531,14 @@ async fn migration_adds_governance_tables() {
     drop(store);
     // Back to the schema before migration 5, as an older build left it.
     let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch(UNDO_LATER).unwrap();
     db.execute_batch(UNDO_MIGRATION_5).unwrap();
     drop(db);
 
     let store = SqliteStore::open(&path).unwrap();
     let db = rusqlite::Connection::open(&path).unwrap();
     let version: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-    assert_eq!(version, 5);
+    assert_eq!(version, SCHEMA_VERSION);
     for (kind, name) in [
         ("table", "agent_keys"),
         ("table", "findings"),
@@ -1578,4 +1587,286 @@ async fn sqlite_finding_body_must_match_its_columns() {
 
 fn store_conn(dir: &TempDir) -> rusqlite::Connection {
     rusqlite::Connection::open(dir.path().join("warrant.db")).unwrap()
+}
+
+// ---------------------------------------------------------------------------------------
+// Issuance against revocation: a model-based property test
+// ---------------------------------------------------------------------------------------
+//
+// An issuance reads the revocation watermark, runs its checks, and records its warrant
+// later; revocations land in between. Random interleavings of those steps with warrant,
+// agent, task and human revocations and agent resumes run against the store and against
+// a model that knows nothing of SQL: who is revoked, which agent is suspended, which
+// revocations happened after an issuance began. After every step the store must agree
+// with the model on whether a warrant was recorded and on exactly which warrants are
+// revoked: no warrant is ever left alive under a revoked ancestor, task, agent or human.
+
+mod issuance_model {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+    use warrant_store::RevocationStore as _;
+
+    const AGENTS: u8 = 3;
+    const SLOTS: usize = 3;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// An issuance starts: reads the watermark, picks a parent (an index into the
+        /// recorded warrants) or starts a new task (`root`), and the acting agent.
+        Begin {
+            slot: usize,
+            parent: usize,
+            root: bool,
+            agent: u8,
+        },
+        /// The issuance in `slot` records its warrant.
+        Commit {
+            slot: usize,
+        },
+        RevokeWarrant {
+            idx: usize,
+        },
+        RevokeAgent {
+            agent: u8,
+        },
+        ResumeAgent {
+            agent: u8,
+        },
+        RevokeTask {
+            idx: usize,
+        },
+        RevokeHuman,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0..SLOTS, 0..16usize, proptest::bool::weighted(0.2), 0..AGENTS)
+                .prop_map(|(slot, parent, root, agent)| Op::Begin { slot, parent, root, agent }),
+            6 => (0..SLOTS).prop_map(|slot| Op::Commit { slot }),
+            2 => (0..16usize).prop_map(|idx| Op::RevokeWarrant { idx }),
+            2 => (0..AGENTS).prop_map(|agent| Op::RevokeAgent { agent }),
+            3 => (0..AGENTS).prop_map(|agent| Op::ResumeAgent { agent }),
+            1 => (0..16usize).prop_map(|idx| Op::RevokeTask { idx }),
+            1 => Just(Op::RevokeHuman),
+        ]
+    }
+
+    /// A warrant as the model sees it.
+    struct ModelWarrant {
+        record: WarrantRecord,
+        parent: Option<usize>,
+        task: usize,
+        /// The agents of its chain, root first.
+        chain: Vec<u8>,
+        revoked: bool,
+    }
+
+    /// An issuance under way.
+    struct Pending {
+        as_of: u64,
+        parent: Option<usize>,
+        agent: u8,
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Named {
+        Warrant,
+        Agent(u8),
+        Task(usize),
+        Human,
+    }
+
+    #[derive(Default)]
+    struct Model {
+        warrants: Vec<ModelWarrant>,
+        tasks: Vec<(TaskRecord, bool)>,
+        suspended: BTreeSet<u8>,
+        /// Every revocation in order; the n-th has sequence number n (from 1).
+        revocations: Vec<Named>,
+    }
+
+    impl Model {
+        fn in_subtree(&self, idx: usize, root: usize) -> bool {
+            let mut at = Some(idx);
+            while let Some(i) = at {
+                if i == root {
+                    return true;
+                }
+                at = self.warrants[i].parent;
+            }
+            false
+        }
+
+        fn revoke_where(&mut self, hit: impl Fn(&Model, usize) -> bool) -> BTreeSet<WarrantId> {
+            let hits: Vec<usize> = (0..self.warrants.len()).filter(|&i| hit(self, i)).collect();
+            hits.iter()
+                .map(|&i| {
+                    self.warrants[i].revoked = true;
+                    self.warrants[i].record.jti.clone()
+                })
+                .collect()
+        }
+
+        fn revoked(&self) -> BTreeSet<WarrantId> {
+            self.warrants.iter().filter(|w| w.revoked).map(|w| w.record.jti.clone()).collect()
+        }
+
+        /// Whether the model refuses the issuance `p` with `chain`, in task `task`.
+        fn refuses(&self, p: &Pending, chain: &[u8], task: Option<usize>) -> bool {
+            task.is_some_and(|t| self.tasks[t].1)
+                || p.parent.is_some_and(|i| self.warrants[i].revoked)
+                || chain.iter().any(|a| self.suspended.contains(a))
+                || self.revocations.iter().enumerate().any(|(n, named)| {
+                    n as u64 + 1 > p.as_of
+                        && match named {
+                            Named::Agent(a) => chain.contains(a),
+                            Named::Human => true,
+                            Named::Task(t) => Some(*t) == task,
+                            Named::Warrant => false,
+                        }
+                })
+        }
+    }
+
+    fn ids(ended: Vec<(WarrantId, UnixTime)>) -> BTreeSet<WarrantId> {
+        ended.into_iter().map(|(j, _)| j).collect()
+    }
+
+    async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let h = human(1, 100);
+        store.insert_human(&h).await.unwrap();
+        let agents: Vec<Agent> = (0..AGENTS).map(|n| agent(10 + n, &h, 200)).collect();
+        for a in &agents {
+            store.insert_agent(a).await.unwrap();
+        }
+        let mut model = Model::default();
+        let mut pending: Vec<Option<Pending>> = (0..SLOTS).map(|_| None).collect();
+        let now = UnixTime(1_001);
+        let mut next_id: u32 = 0;
+        let mut rev = |kind: RevocationKind, target: &str| {
+            next_id += 1;
+            RevocationRecord {
+                id: format!("rev_{next_id}"),
+                kind,
+                target: target.to_owned(),
+                reason: "model".into(),
+                at: now,
+            }
+        };
+        for op in ops {
+            match op.clone() {
+                Op::Begin { slot, parent, root, agent } => {
+                    let as_of = store.revocation_watermark().await.unwrap();
+                    prop_assert_eq!(as_of, model.revocations.len() as u64, "the watermark counts revocations");
+                    let parent = (!root && !model.warrants.is_empty()).then(|| parent % model.warrants.len());
+                    pending[slot] = Some(Pending { as_of, parent, agent });
+                }
+                Op::Commit { slot } => {
+                    let Some(p) = pending[slot].take() else { continue };
+                    let n = u8::try_from(model.warrants.len() + 1).unwrap();
+                    let acting = &agents[usize::from(p.agent)];
+                    let (record, new_task, task, mut chain) = match p.parent {
+                        Some(i) => {
+                            let parent = &model.warrants[i];
+                            let task = &model.tasks[parent.task].0;
+                            (
+                                warrant(n, task, acting, Some(&parent.record), 1_001),
+                                None,
+                                Some(parent.task),
+                                parent.chain.clone(),
+                            )
+                        }
+                        None => {
+                            let t = task(n, &h, acting, 1_001);
+                            (warrant(n, &t, acting, None, 1_001), Some(t), None, Vec::new())
+                        }
+                    };
+                    chain.push(p.agent);
+                    let refused = model.refuses(&p, &chain, task);
+                    let guard = IssueGuard { as_of: p.as_of, session: None };
+                    let got = store.record_warrant(&record, new_task.as_ref(), &guard).await;
+                    match (&got, refused) {
+                        (Ok(()), false) => {
+                            let task = match (task, new_task) {
+                                (Some(t), _) => t,
+                                (None, Some(t)) => {
+                                    model.tasks.push((t, false));
+                                    model.tasks.len() - 1
+                                }
+                                (None, None) => unreachable!(),
+                            };
+                            model.warrants.push(ModelWarrant { record, parent: p.parent, task, chain, revoked: false });
+                        }
+                        (Err(StoreError::Revoked(_)), true) => {}
+                        _ => prop_assert!(false, "the model refused: {refused}; the store answered {got:?}"),
+                    }
+                }
+                Op::RevokeWarrant { idx } => {
+                    if model.warrants.is_empty() {
+                        continue;
+                    }
+                    let idx = idx % model.warrants.len();
+                    let r = rev(RevocationKind::Warrant, model.warrants[idx].record.jti.as_str());
+                    let ended = ids(store.revoke(&r, now).await.unwrap());
+                    prop_assert_eq!(ended, model.revoke_where(|m, i| m.in_subtree(i, idx)));
+                    model.revocations.push(Named::Warrant);
+                }
+                Op::RevokeAgent { agent } => {
+                    let r = rev(RevocationKind::Agent, agents[usize::from(agent)].id.as_str());
+                    let ended = ids(store.revoke(&r, now).await.unwrap());
+                    prop_assert_eq!(ended, model.revoke_where(|m, i| m.warrants[i].chain.contains(&agent)));
+                    model.suspended.insert(agent);
+                    model.revocations.push(Named::Agent(agent));
+                    let stored = store.get_agent(&agents[usize::from(agent)].id).await.unwrap().unwrap();
+                    prop_assert_eq!(stored.status, AgentStatus::Suspended);
+                }
+                Op::ResumeAgent { agent } => {
+                    store.set_agent_status(&agents[usize::from(agent)].id, AgentStatus::Active).await.unwrap();
+                    model.suspended.remove(&agent);
+                }
+                Op::RevokeTask { idx } => {
+                    if model.tasks.is_empty() {
+                        continue;
+                    }
+                    let idx = idx % model.tasks.len();
+                    let r = rev(RevocationKind::Task, model.tasks[idx].0.id.as_str());
+                    let ended = ids(store.revoke(&r, now).await.unwrap());
+                    prop_assert_eq!(ended, model.revoke_where(|m, i| m.warrants[i].task == idx));
+                    model.tasks[idx].1 = true;
+                    model.revocations.push(Named::Task(idx));
+                }
+                Op::RevokeHuman => {
+                    let r = rev(RevocationKind::Human, h.id.as_str());
+                    let ended = ids(store.revoke(&r, now).await.unwrap());
+                    prop_assert_eq!(ended, model.revoke_where(|_, _| true));
+                    model.revocations.push(Named::Human);
+                }
+            }
+            let stored: BTreeSet<WarrantId> = store.revoked_warrants(now).await.unwrap().into_iter().collect();
+            prop_assert_eq!(&stored, &model.revoked(), "the revoked set after {:?}", op);
+            // The invariant itself: nothing alive rests on anything revoked.
+            for (i, w) in model.warrants.iter().enumerate() {
+                if !w.revoked {
+                    prop_assert!(!model.tasks[w.task].1, "warrant {} of an ended task is alive", i);
+                    prop_assert!(
+                        !w.parent.is_some_and(|p| model.warrants[p].revoked),
+                        "warrant {} is alive under a revoked parent",
+                        i
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+        #[test]
+        fn no_warrant_outlives_what_it_rests_on(ops in proptest::collection::vec(op(), 1..60)) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(run(ops))?;
+        }
+    }
 }

@@ -47,3 +47,26 @@ pub fn verify_session(
     check_issued(&claims.iss, claims.exp, claims.nbf, issuer, now)?;
     Ok(claims)
 }
+
+/// The `typ` header of an approver token: a human's own, short-lived credential for
+/// deciding approvals and attesting agents. It is never accepted as the subject of a
+/// token exchange, and a session token is never accepted in its place, so an agent that
+/// holds the session that started its work cannot approve its own step-up.
+pub const APPROVER_TYP: &str = "approver+jwt";
+
+/// Signs an approver token (same claims as a session, another `typ`).
+pub fn sign_approver(key: &KeyPair, claims: &SessionClaims) -> Result<String, serde_json::Error> {
+    jws::sign(key, APPROVER_TYP, claims)
+}
+
+/// Verifies an approver token: signature, type (`approver+jwt` only), issuer, expiry.
+pub fn verify_approver(
+    token: &str,
+    keys: &dyn KeyResolver,
+    issuer: &str,
+    now: UnixTime,
+) -> Result<SessionClaims, VerifyError> {
+    let (_, claims): (_, SessionClaims) = jws::verify(token, &[APPROVER_TYP], keys)?;
+    check_issued(&claims.iss, claims.exp, claims.nbf, issuer, now)?;
+    Ok(claims)
+}

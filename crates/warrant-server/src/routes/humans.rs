@@ -129,3 +129,19 @@ pub async fn session(
     let s = state.engine.open_session(&id).await?;
     Ok((StatusCode::CREATED, JsonOut(SessionView { token: s.token, expires_in: s.expires_in })))
 }
+
+/// Opens an approver session for a human: a short-lived token, good only for deciding
+/// their approvals and attesting their agents, never for a token exchange. In the
+/// embedded default it stands in for the human's own sign-in, through a channel the
+/// agents acting for them never see.
+#[utoipa::path(post, path = "/v1/humans/{id}/approver-sessions", tag = "humans", security(("admin" = [])),
+    params(("id" = String, Path, description = "human id")),
+    responses((status = 201, body = SessionView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn approver_session(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, JsonOut<SessionView>), ApiError> {
+    let s = state.engine.open_approver_session(&id).await?;
+    Ok((StatusCode::CREATED, JsonOut(SessionView { token: s.token, expires_in: s.expires_in })))
+}

@@ -227,3 +227,61 @@ async fn the_batch_answers_in_order_and_refuses_more_than_a_hundred() {
     assert_eq!(s.authorize_batch(&[]).await.ok()["decisions"], json!([]));
     s.authorize_batch(&[json!({"token": t})]).await.api_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
 }
+
+/// Resources have one canonical form and anything else is refused, at the decision and
+/// at issuance: dot segments, percent-encoding, backslashes, control and invisible
+/// characters could otherwise walk out of a scope (`customers/42/../43` under
+/// `customers/42/**`) or hide a separator inside one segment (`%2F` under `customers/*`).
+#[tokio::test]
+async fn non_canonical_resources_are_refused_at_decision_and_issuance() {
+    let s = Server::start().await;
+    let c = s.chain(&["crm.read:customers/**"], &["crm.*"], 1, "canonical paths").await;
+    let narrow_agent = s.agent(&c.human, "delegated", &["crm.*"]).await;
+    let narrow = s.delegate(c.token(0), &narrow_agent, &[("scope", "crm.read:customers/42/**")]).await;
+    let narrow = narrow.ok()["access_token"].as_str().unwrap().to_owned();
+    let one_agent = s.agent(&c.human, "delegated", &["crm.*"]).await;
+    let one = s.delegate(c.token(0), &one_agent, &[("scope", "crm.read:customers/*")]).await;
+    let one = one.ok()["access_token"].as_str().unwrap().to_owned();
+    assert_allow(&s.authorize(&narrow, "crm.read", "customers/42/notes", Value::Null).await);
+    assert_allow(&s.authorize(&one, "crm.read", "customers/43", Value::Null).await);
+
+    for (token, resource) in [
+        (&narrow, "customers/42/../43"),
+        (&narrow, "customers/42/./../../admin"),
+        (&narrow, "customers/42/."),
+        (&one, "customers/42%2F..%2F..%2Fadmin"),
+        (&one, "customers/%34%32"),
+        (&one, "customers\\42"),
+        (&one, "customers/4\u{0}2"),
+        (&one, "customers/\u{1b}[31m42"),
+        (&one, "customers/\u{202e}24"),
+        (&one, "customers/42\u{200b}"),
+        (&one, "customers/\u{feff}42"),
+        (&one, "customers/ 42"),
+    ] {
+        let d = s.authorize(token, "crm.read", resource, Value::Null).await;
+        assert_deny(&d, "invalid_request");
+        let reasons = d["reasons"].to_string();
+        assert!(reasons.contains("canonical") || reasons.contains("concrete"), "{resource:?}: {d}");
+        assert!(!reasons.contains('\u{1b}') && !reasons.contains('\u{0}'), "control characters echoed: {d}");
+    }
+
+    // Issuance refuses the same in a requested scope, in a max scope and in entitlements.
+    for scope in
+        ["crm.read:customers/42/../43", "crm.read:customers/\u{0}", "crm.read:customers/%2F", "crm.read:a/\u{202e}"]
+    {
+        let reply = s.delegate(c.token(0), &narrow_agent, &[("scope", scope)]).await;
+        reply.oauth_error(StatusCode::BAD_REQUEST, "invalid_scope");
+        assert!(reply.text.contains("canonical"), "{scope:?}: {}", reply.text);
+    }
+    let bad_agent =
+        s.admin_post("/v1/agents", &Server::agent_body(&c.human, "delegated", &["crm.read:x/../y"], &new_key())).await;
+    bad_agent.api_error(StatusCode::BAD_REQUEST, "invalid_request");
+    let bad_human = s
+        .admin_post(
+            "/v1/humans",
+            &json!({"name": "Mallory", "email": "mallory@example.com", "entitlements": ["crm.read:a/\u{0}"]}),
+        )
+        .await;
+    bad_human.api_error(StatusCode::BAD_REQUEST, "invalid_request");
+}

@@ -206,3 +206,51 @@ async fn a_policy_change_does_not_take_effect_while_it_cannot_be_audited() {
     assert!(records.text.contains("\"activated\""), "{}", records.text);
     assert_eq!(s.verify_audit().await["ok"], true);
 }
+
+/// Anybody can call `/v1/authorize` with a junk token. What that adds to the audit log is
+/// bounded: caller input is kept up to a size (beyond it, its size and digest), and past
+/// the first few anonymous denies of a window the rest are counted into one aggregate
+/// record. Every such call is still a deny.
+#[tokio::test]
+async fn junk_tokens_with_large_contexts_cannot_grow_the_audit_log() {
+    let mut s = Server::start().await;
+    let big = "x".repeat(6_000);
+    let decisions = |reply: &Reply| reply.ok()["records"].as_array().unwrap().clone();
+    let seq = |r: &Value| r["seq"].as_u64().unwrap();
+    let before = decisions(&s.admin_get("/v1/audit?kind=decision&limit=1000").await).iter().map(seq).max().unwrap_or(0);
+    let mut answered = 0;
+    for call in 0..10 {
+        let requests: Vec<Value> = (0..8)
+            .map(|i| {
+                json!({
+                    "token": format!("junk-{call}-{i}"),
+                    "action": "crm.read",
+                    "resource": "customers/1",
+                    "context": {"padding": big, "i": i},
+                    "resource_attrs": {"owner": big},
+                })
+            })
+            .collect();
+        let reply = s.authorize_batch(&requests).await;
+        for d in reply.ok()["decisions"].as_array().unwrap() {
+            assert_eq!(d["decision"], "deny", "{d}");
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, 80);
+    // The aggregate of the window is written when the window closes (or at shutdown).
+    s.restart().await;
+    let records = decisions(&s.admin_get("/v1/audit?kind=decision&limit=1000").await);
+    let added: Vec<Value> = records.into_iter().filter(|r| seq(r) > before).collect();
+    assert!(added.len() <= 22, "{} records for 80 anonymous denies", added.len());
+    let bytes: usize = added.iter().map(|r| r.to_string().len()).sum();
+    assert!(bytes < 100_000, "80 junk calls with 12 KB each added {bytes} bytes to the log");
+    for r in added.iter().filter(|r| r["details"]["code"] != "aggregated") {
+        assert_eq!(r["details"]["context"]["truncated"], true, "{r}");
+        assert_eq!(r["details"]["context"]["sha256"].as_str().unwrap().len(), 64, "{r}");
+    }
+    let aggregated: u64 = added.iter().filter_map(|r| r["details"]["aggregated"]["count"].as_u64()).sum();
+    let individual = added.iter().filter(|r| r["details"]["code"] != "aggregated").count() as u64;
+    assert_eq!(aggregated + individual, 80, "every anonymous deny is accounted for: {added:?}");
+    assert_eq!(s.verify_audit().await["ok"], true);
+}

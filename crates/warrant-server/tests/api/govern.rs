@@ -125,15 +125,20 @@ async fn idle_agents_stale_keys_and_overdue_attestations_are_found_and_resolved(
         s.admin_post(&format!("/v1/agents/{}/key", agent.id), &json!({"public_key": rotated.key.public_jwk()})).await;
     same.api_error(StatusCode::BAD_REQUEST, "invalid_request");
 
-    // The owner attests, with the evidence in front of them; another human may not.
-    let session = s.session(&owner).await;
+    // The owner attests, with the evidence in front of them; another human may not, and
+    // the delegation session an agent holds is no approver credential.
+    let delegation_session = s.session(&owner).await;
+    let url = s.url(&format!("/v1/agents/{}/attest", agent.id));
+    let by_agent =
+        s.send(s.http.post(&url).bearer_auth(&delegation_session).json(&json!({"note": "self-attested"}))).await;
+    by_agent.api_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    let session = s.approver(&owner).await;
     let evidence =
         s.send(s.http.get(s.url(&format!("/v1/agents/{}/attestation", agent.id))).bearer_auth(&session)).await;
     let evidence = evidence.ok().clone();
     assert_eq!(evidence["max_scope"], json!(["crm.read"]), "{evidence}");
     assert!(evidence["used"].as_array().unwrap().iter().any(|p| p == "crm.read:crm/accounts/1"), "{evidence}");
-    let stranger = s.session(&s.human(&["crm.*"]).await).await;
-    let url = s.url(&format!("/v1/agents/{}/attest", agent.id));
+    let stranger = s.approver(&s.human(&["crm.*"]).await).await;
     let refused = s.send(s.http.post(&url).bearer_auth(&stranger).json(&json!({"note": "not mine"}))).await;
     refused.api_error(StatusCode::FORBIDDEN, "forbidden");
     let attested = s.send(s.http.post(&url).bearer_auth(&session).json(&json!({"note": "still needed"}))).await;

@@ -484,9 +484,12 @@ async fn approval_flow_end_to_end() {
     install(&s, &[("approvals.cedar", APPROVAL_POLICY)]).await;
     let c = s.chain(&["payments.*"], &["payments.*"], 1, "pay supplier invoices").await;
     let owner = c.human.clone();
-    let owner_session = c.session.clone();
+    // The delegation session the agent was handed (its exchange's subject token) is
+    // good for nothing here: the owner decides with an approver token of their own.
+    let delegation_session = c.session.clone();
+    let owner_session = s.approver(&owner).await;
     let stranger = s.human(&["payments.*"]).await;
-    let stranger_session = s.session(&stranger).await;
+    let stranger_session = s.approver(&stranger).await;
     let t = c.token(0);
 
     // Below the threshold nothing is asked.
@@ -525,6 +528,15 @@ async fn approval_flow_end_to_end() {
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED, "{}", anonymous.text);
     let forged = decide_approval(&s, &id, "approve", t, json!({})).await;
     assert_eq!(forged.status, StatusCode::UNAUTHORIZED, "a warrant is not an approver: {}", forged.text);
+    // The agent holds the owner's delegation session: it cannot approve its own step-up,
+    // nor list or read the owner's approvals with it.
+    let own_step_up = decide_approval(&s, &id, "approve", &delegation_session, json!({})).await;
+    assert_eq!(own_step_up.status, StatusCode::UNAUTHORIZED, "a delegation session approved: {}", own_step_up.text);
+    let read = get_approval(&s, &id, &delegation_session).await;
+    assert_eq!(read.status, StatusCode::UNAUTHORIZED, "{}", read.text);
+    // An approver token is no subject token either.
+    let exchanged = s.delegated_root(&owner_session, &c.agents[0], &[("task_purpose", "approver as subject")]).await;
+    exchanged.oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
 
     // Retrying before it is approved is a deny.
     assert_deny(&decide(&s, &pay(t, "payments/inv-2", 5000, Some(&id))).await, "approval");
@@ -592,10 +604,10 @@ async fn approval_flow_end_to_end() {
     let cn = unused.chain(&["payments.*"], &["payments.*"], 1, "pay").await;
     let lapsing = assert_pending(&decide(&undecided, &pay(cu.token(0), "payments/inv-9", 5000, None)).await);
     let idle = assert_pending(&decide(&unused, &pay(cn.token(0), "payments/inv-9", 5000, None)).await);
-    let approved = decide_approval(&unused, &idle, "approve", &cn.session, json!({})).await;
+    let approved = decide_approval(&unused, &idle, "approve", &unused.approver(&cn.human).await, json!({})).await;
     assert_eq!(approved.ok()["status"], "approved");
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    decide_approval(&undecided, &lapsing, "approve", &cu.session, json!({}))
+    decide_approval(&undecided, &lapsing, "approve", &undecided.approver(&cu.human).await, json!({}))
         .await
         .api_error(StatusCode::CONFLICT, "conflict");
     assert_eq!(get_approval(&undecided, &lapsing, &undecided.admin).await.ok()["status"], "expired");
@@ -687,7 +699,7 @@ async fn events_stream_quarantine_and_approvals() {
     assert_eq!(f.data["data"]["status"], "pending", "{f:?}");
 
     // Deciding it is an event too.
-    decide_approval(&s, &id, "approve", &c.session, json!({})).await.ok();
+    decide_approval(&s, &id, "approve", &s.approver(&c.human).await, json!({})).await.ok();
     let got = read_until(&mut stream, &mut buffer, &mut frames, Duration::from_secs(5), |f| {
         f.event == "approval" && f.data["data"]["status"] == "approved"
     })

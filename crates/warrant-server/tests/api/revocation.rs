@@ -125,6 +125,15 @@ async fn revoking_a_human_denies_every_warrant_on_their_behalf() {
     allows(&s, bystander.token(0)).await;
     allows(&s, bystander.token(1)).await;
     not_exchangeable(&s, &c, c.token(0)).await;
+
+    // A leaked session of theirs is revoked with them: it starts no new work.
+    let leaked = s.delegated_root(&c.session, &other_root, &[("task_purpose", "with a leaked session")]).await;
+    leaked.oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
+    assert!(leaked.text.contains("revoked"), "{}", leaked.text);
+    // The bystander's session is untouched, and a session opened afterwards works.
+    s.delegated_root(&bystander.session, &bystander.agents[0], &[]).await.expect(StatusCode::OK);
+    let fresh = s.session(&c.human).await;
+    s.delegated_root(&fresh, &other_root, &[("task_purpose", "signed in again")]).await.expect(StatusCode::OK);
 }
 
 #[tokio::test]
@@ -194,4 +203,113 @@ async fn revocations_survive_a_restart() {
 
     // The chain written by both lives verifies as one.
     assert_eq!(s.verify_audit().await["ok"], true);
+}
+
+/// A server whose baselines and trust are off, so that a burst of delegations or mints
+/// cannot quarantine anybody: the stress tests below are about revocation alone.
+async fn without_guardrails() -> Server {
+    Server::start_with(warrant_server::FileConfig {
+        guard: Some(warrant_server::config::GuardFile { enabled: Some(false), ..Default::default() }),
+        ..Default::default()
+    })
+    .await
+}
+
+/// Every warrant in `issued` is denied as revoked and cannot be exchanged any more.
+async fn all_dead(s: &Server, c: &Chain, issued: &[String], what: &str) {
+    for token in issued {
+        let d = s.authorize(token, "crm.read", "customers/1", Value::Null).await;
+        assert_eq!(d["decision"], "deny", "{what}: a warrant issued around the revocation is alive: {d}");
+        assert_eq!(d["code"], "revoked", "{what}: {d}");
+        not_exchangeable(s, c, token).await;
+    }
+}
+
+/// Exchanges of a warrant's children in flight while it is revoked: each child is either
+/// refused or revoked with its parent, however the calls interleave; none is allowed
+/// afterwards or can mint grandchildren. Repeated with the revocation landing at
+/// different points of the burst.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn children_exchanged_while_their_parent_is_revoked_never_survive() {
+    const CHILDREN: usize = 24;
+    let s = without_guardrails().await;
+    let mut survivors_before_fix = 0;
+    for round in 0..6u64 {
+        let c = s.chain(ENT, MAX, 1, "burst of delegations").await;
+        let mut agents = Vec::new();
+        for _ in 0..CHILDREN {
+            agents.push(s.agent(&c.human, "delegated", MAX).await);
+        }
+        let parent = c.token(0).to_owned();
+        let exchanges = futures_util::future::join_all(agents.iter().map(|a| {
+            let parent = parent.clone();
+            let s = &s;
+            async move { s.delegate(&parent, a, &[]).await }
+        }));
+        let revoke = async {
+            tokio::time::sleep(std::time::Duration::from_millis(2 * round)).await;
+            s.revoke("warrant", &c.jti(0), "revoked mid-burst").await
+        };
+        let (replies, revoked) = tokio::join!(exchanges, revoke);
+        assert!(revoked["revoked_warrants"].as_u64().unwrap() >= 1, "{revoked}");
+        let mut issued = Vec::new();
+        for reply in replies {
+            if reply.status == StatusCode::OK {
+                issued.push(reply.body["access_token"].as_str().unwrap().to_owned());
+            } else {
+                reply.oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
+            }
+        }
+        survivors_before_fix += issued.len();
+        all_dead(&s, &c, &issued, &format!("round {round}")).await;
+        denies(&s, c.token(0), "revoked").await;
+    }
+    // Some exchanges must have won the race, or the test proved nothing.
+    assert!(survivors_before_fix > 0, "no child was issued before the revocation in any round");
+    assert_eq!(s.verify_audit().await["ok"], true);
+}
+
+/// `client_credentials` mints in flight while their agent is revoked: after the agent is
+/// resumed, no warrant minted around the revocation allows again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warrants_minted_while_their_agent_is_revoked_stay_dead_after_resume() {
+    const MINTS: usize = 24;
+    let s = without_guardrails().await;
+    let c = s.chain(ENT, MAX, 1, "owner").await;
+    let mut issued_total = 0;
+    for round in 0..6u64 {
+        let bot = s.agent(&c.human, "autonomous", &["crm.read:customers/**"]).await;
+        let mints = futures_util::future::join_all(
+            (0..MINTS).map(|_| async { s.client_credentials(&bot, "nightly sync", &[]).await }),
+        );
+        let revoke = async {
+            tokio::time::sleep(std::time::Duration::from_millis(2 * round)).await;
+            s.revoke("agent", &bot.id, "revoked mid-burst").await
+        };
+        let (replies, _) = tokio::join!(mints, revoke);
+        let mut issued = Vec::new();
+        for reply in replies {
+            if reply.status == StatusCode::OK {
+                issued.push(reply.body["access_token"].as_str().unwrap().to_owned());
+            } else {
+                assert!(
+                    reply.body["error"] == "invalid_client" || reply.body["error"] == "invalid_grant",
+                    "{}",
+                    reply.text
+                );
+            }
+        }
+        s.admin_action(&format!("/v1/agents/{}/resume", bot.id)).await.expect(StatusCode::OK);
+        issued_total += issued.len();
+        for token in &issued {
+            let d = s.authorize(token, "crm.read", "customers/1", Value::Null).await;
+            assert_eq!(d["decision"], "deny", "round {round}: minted around the revocation, allowed after resume: {d}");
+            assert_eq!(d["code"], "revoked", "{d}");
+        }
+        // A mint after the resume is good.
+        let fresh = s.client_credentials(&bot, "after resume", &[]).await;
+        let fresh = fresh.ok()["access_token"].as_str().unwrap().to_owned();
+        assert_allow(&s.authorize(&fresh, "crm.read", "customers/1", Value::Null).await);
+    }
+    assert!(issued_total > 0, "no mint won the race in any round");
 }

@@ -288,6 +288,14 @@ impl Server {
         body["token"].as_str().unwrap().to_owned()
     }
 
+    /// Opens an approver session for `human` (approvals, attestation); returns its token.
+    pub async fn approver(&self, human: &str) -> String {
+        let reply = self.admin_action(&format!("/v1/humans/{human}/approver-sessions")).await;
+        let body = reply.expect(StatusCode::CREATED);
+        assert!(body["expires_in"].as_i64().unwrap() > 0);
+        body["token"].as_str().unwrap().to_owned()
+    }
+
     /// The registration body for an agent with `key`.
     pub fn agent_body(owner: &str, mode: &str, max_scope: &[&str], key: &KeyPair) -> Value {
         json!({
