@@ -18,6 +18,7 @@ use warrant_core::guard::signal::Signal;
 use warrant_core::guard::trust::percent;
 use warrant_core::{Agent, AgentId, Permission, Scope, UnixTime, WarrantClaims};
 use warrant_policy::DecisionInput;
+use warrant_store::RevocationKind;
 use warrant_token::warrant::verify_warrant;
 
 use crate::govern::replay::Recorded;
@@ -494,8 +495,11 @@ impl Engine {
         d
     }
 
-    /// A probing deny: counts towards the agent's deny streak, which may quarantine it.
+    /// A probing deny: counts towards the agent's deny streak, which may quarantine it,
+    /// and towards the escalation ladder, which answers first at the scale of the
+    /// warrant, then of its task, then of the agent.
     async fn after_deny(&self, d: &mut Decision, agent: &AgentId, req: &AuthorizeRequest, now: UnixTime) {
+        use warrant_core::guard::escalation::Response;
         let (signals, trust) = self.guard().record(agent, &req.action, &req.resource, false, true, now);
         self.publish_signals(agent, &signals, now);
         d.signals.extend(signals);
@@ -503,6 +507,44 @@ impl Engine {
         if self.guard().below_threshold(trust) {
             let why = quarantine_reason(trust, &d.signals);
             self.quarantine(d, agent, why, now).await;
+            return;
+        }
+        let Some(claims) = d.claims.clone() else { return };
+        match self.guard().escalate(agent, &claims.jti, &claims.task.id, claims.exp, now) {
+            Response::None => {}
+            Response::RevokeWarrant { denies } => {
+                let why =
+                    format!("probing: {denies} requests with this warrant were refused by its scope or the policy");
+                self.contain(d, RevocationKind::Warrant, claims.jti.as_str(), why).await;
+            }
+            Response::RevokeTask { warrants } => {
+                let why = format!("probing: {warrants} warrants of this task were revoked for probing");
+                self.contain(d, RevocationKind::Task, claims.task.id.as_str(), why).await;
+            }
+            Response::QuarantineAgent { tasks } => {
+                let why = format!("{tasks} of its tasks were revoked for probing");
+                self.quarantine(d, agent, why, now).await;
+            }
+            _ => {}
+        }
+    }
+
+    /// Revokes a warrant or a task as the response to probing, before the decision that
+    /// triggered it is answered.
+    async fn contain(&self, d: &mut Decision, kind: RevocationKind, id: &str, why: String) {
+        match self.revoke(kind, id, &why).await {
+            Ok(revoked) => {
+                tracing::warn!(kind = kind.as_str(), id, warrants = revoked.revoked_warrants, %why, "contained probing");
+                d.reasons.push(format!(
+                    "{} `{id}` is revoked: {why} ({} warrant(s) ended)",
+                    kind.as_str(),
+                    revoked.revoked_warrants
+                ));
+            }
+            Err(e) => {
+                tracing::error!(kind = kind.as_str(), id, error = %e, "containing probing did not complete cleanly");
+                d.reasons.push(format!("{} `{id}` is revoked: {why}", kind.as_str()));
+            }
         }
     }
 

@@ -52,6 +52,8 @@ pub struct GuardConfig {
     pub approval_use_within: i64,
     /// How often baselines and trust are written to the store.
     pub flush_interval: Duration,
+    /// The response to probing denies: the warrant, then the task, then the agent.
+    pub escalation: warrant_core::guard::escalation::EscalationConfig,
 }
 
 impl Default for GuardConfig {
@@ -67,6 +69,7 @@ impl Default for GuardConfig {
             approval_ttl: 900,
             approval_use_within: 300,
             flush_interval: Duration::from_secs(5),
+            escalation: warrant_core::guard::escalation::EscalationConfig::default(),
         }
     }
 }
@@ -81,12 +84,20 @@ pub struct AgentGuard {
     /// The last signals it raised, newest last (at most [`RECENT_SIGNALS`]).
     #[serde(default)]
     pub recent: Vec<(UnixTime, Signal)>,
+    /// Its probing denies per warrant and task, and what was revoked for them.
+    #[serde(default)]
+    pub ladder: warrant_core::guard::escalation::Ladder,
 }
 
 impl AgentGuard {
     /// An agent first seen at `now`: an empty baseline, the initial trust.
     pub fn new(config: &GuardConfig, now: UnixTime) -> Self {
-        AgentGuard { baseline: Baseline::new(now), trust: Trust::new(&config.trust, now), recent: Vec::new() }
+        AgentGuard {
+            baseline: Baseline::new(now),
+            trust: Trust::new(&config.trust, now),
+            recent: Vec::new(),
+            ladder: Default::default(),
+        }
     }
 }
 
@@ -242,6 +253,25 @@ impl Guardrails {
         .unwrap_or_default()
     }
 
+    /// A probing deny by `warrant` (of `task`, expiring at `expires`) of `agent`: how to
+    /// respond, at the smallest scale that contains it. With guardrails or automatic
+    /// quarantine off: nothing.
+    pub fn escalate(
+        &self,
+        agent: &AgentId,
+        warrant: &warrant_core::WarrantId,
+        task: &warrant_core::TaskId,
+        expires: UnixTime,
+        now: UnixTime,
+    ) -> warrant_core::guard::escalation::Response {
+        use warrant_core::guard::escalation::Response;
+        if !self.config.enabled || !self.config.auto_quarantine {
+            return Response::None;
+        }
+        let cfg = &self.config.escalation;
+        self.with_agent(agent, now, |g| g.ladder.probe(cfg, warrant, task, expires, now)).unwrap_or(Response::None)
+    }
+
     /// Whether `trust` is below the quarantine threshold.
     pub fn below_threshold(&self, trust: f64) -> bool {
         self.config.enabled && trust < self.config.trust.quarantine_below
@@ -254,6 +284,7 @@ impl Guardrails {
         let _ = self.with_agent(agent, now, |g| {
             g.trust = g.trust.resumed(cfg, now);
             g.baseline.deny_streak = 0;
+            g.ladder.reset();
         });
     }
 

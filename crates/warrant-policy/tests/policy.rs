@@ -133,7 +133,18 @@ fn documented_examples_validate_and_mean_what_they_say() {
     let own = json!({"owner": c.task.human.as_str()});
     assert!(decide(&p, &finance, &c, "payments.transfer", own.clone(), json!({}), MONDAY_10).allow);
     assert!(!decide(&p, &other, &claims(&other, 1), "payments.transfer", own.clone(), json!({}), MONDAY_10).allow);
-    assert!(!decide(&p, &finance, &c, "payments.transfer", json!({"owner": "hum_other"}), json!({}), MONDAY_10).allow);
+    // What the caller says about the resource neither grants nor is trusted: an
+    // autonomous transfer stays denied whatever `owner` it claims, and the example
+    // decides the same with or without the claim (ownership is the scope's job).
+    let mut autonomous_payer = c.clone();
+    autonomous_payer.mode = Mode::Autonomous;
+    assert!(!decide(&p, &finance, &autonomous_payer, "payments.transfer", own.clone(), json!({}), MONDAY_10).allow);
+    for attrs in [json!({}), json!({"owner": "hum_other"}), own.clone()] {
+        assert!(decide(&p, &finance, &c, "payments.transfer", attrs, json!({}), MONDAY_10).allow);
+    }
+    let examples = std::fs::read_to_string(format!("{dir}/money-movement.cedar")).unwrap();
+    let code: String = examples.lines().filter(|l| !l.trim_start().starts_with("//")).collect();
+    assert!(!code.contains("resource.attrs"), "the example trusts caller-supplied attributes");
 
     // Business hours: Monday 10:00 yes, Monday 20:00 no, Saturday 10:00 no.
     assert!(decide(&p, &finance, &c, "prod.deploy", json!({}), json!({}), MONDAY_10).allow);

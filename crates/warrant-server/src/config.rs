@@ -29,6 +29,9 @@ pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 /// window_secs = 10            # the rate window baselines count requests in
 /// approval_ttl = 900          # a pending approval waits this long for its approver
 /// approval_use_within = 300   # an approved request must be retried within this
+/// probe_warrant_denies = 5    # probing denies with one warrant that revoke it (0: off)
+/// probe_task_warrants = 2     # warrants of a task revoked for probing that revoke the task
+/// probe_agent_tasks = 2       # tasks revoked for probing that quarantine the agent
 /// ```
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -56,6 +59,12 @@ pub struct GuardFile {
     pub approval_ttl: Option<i64>,
     /// Seconds an approved request may wait for its retry.
     pub approval_use_within: Option<i64>,
+    /// Probing denies with one warrant that revoke that warrant (0: never).
+    pub probe_warrant_denies: Option<u32>,
+    /// Warrants of one task revoked for probing that revoke the task (0: never).
+    pub probe_task_warrants: Option<u32>,
+    /// Tasks revoked for probing that quarantine the agent (0: never).
+    pub probe_agent_tasks: Option<u32>,
 }
 
 impl GuardFile {
@@ -102,6 +111,10 @@ impl GuardFile {
                 *slot = v;
             }
         }
+        let e = &mut g.escalation;
+        e.warrant_denies = self.probe_warrant_denies.unwrap_or(e.warrant_denies);
+        e.task_warrants = self.probe_task_warrants.unwrap_or(e.task_warrants);
+        e.agent_tasks = self.probe_agent_tasks.unwrap_or(e.agent_tasks);
         Ok(g)
     }
 }

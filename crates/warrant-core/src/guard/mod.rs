@@ -13,6 +13,7 @@
 pub mod approval;
 pub mod baseline;
 pub mod budget;
+pub mod escalation;
 pub mod rate;
 pub mod signal;
 pub mod trust;

@@ -2,10 +2,14 @@
 //! issuer, an unknown key, a forged signature, not a Warrant token at all) or naming
 //! agents that are not registered.
 //!
-//! Occurrences are counted per subject in memory, at most [`MAX_SUBJECTS`] of them (the
-//! rest are counted under one `token:other` subject), so a flood of junk tokens cannot
-//! grow memory. A subject's finding resolves once it has been quiet for the configured
-//! time.
+//! What an unverified token claims (`iss`, `kid`, `client_id`) is the caller's to choose,
+//! so it never picks a subject: every foreign-issuer token is counted under one subject,
+//! every unknown-key token under another, every forged signature and every non-warrant
+//! under one each, with a few sanitised samples of what they claimed as evidence. A flood
+//! of junk with a thousand different `iss` values is one finding, not a thousand. Only a
+//! verified warrant of ours naming an unregistered agent is filed under that agent, at
+//! most [`MAX_SUBJECTS`] of them (the rest under `token:other`). A subject's finding
+//! resolves once it has been quiet for the configured time.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -20,6 +24,10 @@ use warrant_core::UnixTime;
 pub const MAX_SUBJECTS: usize = 1000;
 /// The longest identifier copied out of an unverified token.
 const MAX_FIELD: usize = 100;
+/// How many distinct claimed values a subject keeps as samples.
+pub const MAX_SAMPLES: usize = 5;
+/// How many distinct claimed values a subject counts, at most.
+const MAX_DISTINCT: usize = 100;
 
 /// Why a token counts as shadow activity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +71,8 @@ pub struct Peek {
 
 fn clean(v: Option<&Value>) -> Option<String> {
     let s = v?.as_str()?;
-    Some(s.chars().filter(|c| c.is_ascii_graphic()).take(MAX_FIELD).collect())
+    let cleaned: String = s.chars().filter(|c| c.is_ascii_graphic()).take(MAX_FIELD).collect();
+    (!cleaned.is_empty()).then_some(cleaned)
 }
 
 /// Reads `iss`, `client_id` and `kid` from a JWT without verifying it. Never trust
@@ -90,6 +99,60 @@ struct Seen {
     last: UnixTime,
     count: u64,
     sample: Peek,
+    /// The first few distinct claimed values (issuer, key or client, by cause), with how
+    /// often each was seen.
+    samples: Vec<(String, u64)>,
+    /// Distinct claimed values seen, counted up to [`MAX_DISTINCT`].
+    distinct: std::collections::HashSet<String>,
+}
+
+impl Seen {
+    fn new(cause: ShadowCause, now: UnixTime, sample: Peek) -> Self {
+        Seen {
+            cause,
+            first: now,
+            last: now,
+            count: 0,
+            sample,
+            samples: Vec::new(),
+            distinct: std::collections::HashSet::new(),
+        }
+    }
+
+    fn note(&mut self, claimed: Option<String>, now: UnixTime) {
+        self.last = self.last.max(now);
+        self.count = self.count.saturating_add(1);
+        let Some(claimed) = claimed else { return };
+        if let Some(s) = self.samples.iter_mut().find(|(v, _)| *v == claimed) {
+            s.1 = s.1.saturating_add(1);
+        } else if self.samples.len() < MAX_SAMPLES {
+            self.samples.push((claimed.clone(), 1));
+        }
+        if self.distinct.len() < MAX_DISTINCT {
+            self.distinct.insert(claimed);
+        }
+    }
+}
+
+/// The claimed value a cause is about: the issuer, the key or the client.
+fn claimed(cause: ShadowCause, peek: &Peek) -> Option<String> {
+    match cause {
+        ShadowCause::ForeignIssuer => peek.iss.clone(),
+        ShadowCause::UnknownKey | ShadowCause::Forged => peek.kid.clone(),
+        ShadowCause::NotAWarrant => None,
+        ShadowCause::UnregisteredAgent => peek.client.clone(),
+    }
+}
+
+/// How urgent a cause is. What an unverified token claims is the caller's to choose,
+/// so those are medium (a forged signature on one of our key ids stays high: somebody
+/// is trying); a verified warrant naming an unregistered agent is high.
+fn severity(cause: ShadowCause) -> Severity {
+    match cause {
+        ShadowCause::NotAWarrant => Severity::Low,
+        ShadowCause::ForeignIssuer | ShadowCause::UnknownKey => Severity::Medium,
+        ShadowCause::Forged | ShadowCause::UnregisteredAgent => Severity::High,
+    }
 }
 
 /// Shadow occurrences by subject.
@@ -100,12 +163,14 @@ pub struct ShadowTracker {
 
 /// The subject a shadow occurrence is filed under.
 fn subject(cause: ShadowCause, peek: &Peek) -> String {
-    let or_unknown = |s: &Option<String>| s.clone().unwrap_or_else(|| "unknown".into());
     match cause {
-        ShadowCause::ForeignIssuer => format!("issuer:{}", or_unknown(&peek.iss)),
-        ShadowCause::UnknownKey | ShadowCause::Forged => format!("key:{}", or_unknown(&peek.kid)),
+        ShadowCause::ForeignIssuer => "shadow:foreign_issuer".into(),
+        ShadowCause::UnknownKey => "shadow:unknown_key".into(),
+        ShadowCause::Forged => "shadow:forged_signature".into(),
         ShadowCause::NotAWarrant => "token:not_a_warrant".into(),
-        ShadowCause::UnregisteredAgent => format!("client:{}", or_unknown(&peek.client)),
+        ShadowCause::UnregisteredAgent => {
+            format!("client:{}", peek.client.clone().unwrap_or_else(|| "unknown".into()))
+        }
     }
 }
 
@@ -117,9 +182,9 @@ impl ShadowTracker {
         if !map.contains_key(&key) && map.len() >= MAX_SUBJECTS {
             key = "token:other".into();
         }
-        let entry = map.entry(key).or_insert_with(|| Seen { cause, first: now, last: now, count: 0, sample: peek });
-        entry.last = entry.last.max(now);
-        entry.count = entry.count.saturating_add(1);
+        let value = claimed(cause, &peek);
+        let entry = map.entry(key).or_insert_with(|| Seen::new(cause, now, peek));
+        entry.note(value, now);
     }
 
     /// The subjects seen within `quiet` seconds before `now`, as observations; older
@@ -130,11 +195,13 @@ impl ShadowTracker {
         map.iter()
             .map(|(subject, s)| Observation {
                 kind: FindingKind::ShadowActivity,
-                severity: if s.cause == ShadowCause::NotAWarrant { Severity::Medium } else { Severity::High },
+                severity: severity(s.cause),
                 subject: subject.clone(),
                 evidence: json!({
                     "cause": s.cause.as_str(),
                     "occurrences": s.count,
+                    "claimed": s.samples.iter().map(|(v, n)| json!({"value": v, "occurrences": n})).collect::<Vec<_>>(),
+                    "distinct_claimed": s.distinct.len(),
                     "first_seen": s.first,
                     "last_seen": s.last,
                     "claimed_issuer": s.sample.iss,
@@ -161,7 +228,10 @@ impl ShadowTracker {
             let text = |k: &str| clean(f.evidence.get(k));
             let count = f.evidence.get("occurrences").and_then(Value::as_u64).unwrap_or(1);
             let sample = Peek { iss: text("claimed_issuer"), client: text("claimed_client"), kid: text("kid") };
-            map.insert(f.subject.clone(), Seen { cause, first: f.first_seen, last: f.last_seen, count, sample });
+            let mut seen = Seen::new(cause, f.first_seen, sample);
+            seen.last = f.last_seen;
+            seen.count = count;
+            map.insert(f.subject.clone(), seen);
         }
     }
 }
@@ -190,16 +260,36 @@ mod tests {
         t.record(ShadowCause::ForeignIssuer, p, UnixTime(20));
         let obs = t.observations(UnixTime(30), 100);
         assert_eq!(obs.len(), 1);
-        assert_eq!(obs[0].subject, "issuer:https://evil");
+        assert_eq!(obs[0].subject, "shadow:foreign_issuer");
         assert_eq!(obs[0].evidence["occurrences"], 2);
+        assert_eq!(obs[0].evidence["claimed"][0]["value"], "https://evil");
+        assert_eq!(obs[0].evidence["claimed"][0]["occurrences"], 2);
         assert!(t.observations(UnixTime(120), 100).is_empty());
     }
 
     #[test]
-    fn subjects_are_bounded() {
+    fn attacker_chosen_claims_never_pick_a_subject() {
         let t = ShadowTracker::default();
         for i in 0..(MAX_SUBJECTS + 50) {
             t.record(ShadowCause::ForeignIssuer, Peek { iss: Some(format!("iss{i}")), ..Peek::default() }, UnixTime(1));
+            t.record(ShadowCause::UnknownKey, Peek { kid: Some(format!("kid{i}")), ..Peek::default() }, UnixTime(1));
+        }
+        let obs = t.observations(UnixTime(2), 100);
+        assert_eq!(obs.len(), 2, "one finding per cause, however many claims: {obs:?}");
+        for o in &obs {
+            assert_eq!(o.severity, Severity::Medium);
+            assert_eq!(o.evidence["occurrences"], MAX_SUBJECTS + 50);
+            assert_eq!(o.evidence["claimed"].as_array().unwrap().len(), MAX_SAMPLES);
+            assert_eq!(o.evidence["distinct_claimed"], MAX_DISTINCT);
+        }
+    }
+
+    #[test]
+    fn unregistered_agent_subjects_are_bounded() {
+        let t = ShadowTracker::default();
+        for i in 0..(MAX_SUBJECTS + 50) {
+            let peek = Peek { client: Some(format!("agt_{i}")), ..Peek::default() };
+            t.record(ShadowCause::UnregisteredAgent, peek, UnixTime(1));
         }
         let obs = t.observations(UnixTime(2), 100);
         assert_eq!(obs.len(), MAX_SUBJECTS + 1);

@@ -251,12 +251,31 @@ async fn shadow_activity_is_found_and_resolves_when_it_stops() {
     assert_deny(&s.authorize(&foreign, "crm.read", "crm/1", Value::Null).await, "invalid_token");
     assert_deny(&s.authorize("not-a-token", "crm.read", "crm/1", Value::Null).await, "invalid_token");
 
+    // Junk with attacker-chosen issuers: no more findings, no high severity.
+    for i in 0..30 {
+        let mut junk = decoded.typed.clone();
+        junk.iss = format!("https://attacker-{i}.example/\u{1b}[31mALERT");
+        let junk = sign_warrant(&new_key(), &junk).unwrap();
+        assert_deny(&s.authorize(&junk, "crm.read", "crm/1", Value::Null).await, "invalid_token");
+    }
+
     let limit = within(0);
-    let issuer = appears(&s, "issuer:https://shadow-idp.example", "shadow_activity", limit).await;
+    let issuer = appears(&s, "shadow:foreign_issuer", "shadow_activity", limit).await;
+    // A sweep after every call has been made, so the evidence counts them all.
+    s.admin_action("/v1/governance/sweep").await.ok();
+    let issuer = s.admin_get(&format!("/v1/findings/{}", issuer["id"].as_str().unwrap())).await.ok().clone();
     assert_eq!(issuer["evidence"]["cause"], "foreign_issuer", "{issuer}");
+    assert_eq!(issuer["severity"], "medium", "{issuer}");
+    assert_eq!(issuer["evidence"]["occurrences"], 31, "{issuer}");
+    assert_eq!(issuer["evidence"]["distinct_claimed"], 31, "{issuer}");
+    let claimed = issuer["evidence"]["claimed"].as_array().unwrap();
+    assert!(claimed.len() <= 5, "{issuer}");
+    assert_eq!(claimed[0]["value"], "https://shadow-idp.example", "{issuer}");
+    assert!(!issuer.to_string().contains('\u{1b}'), "a control character reached the finding: {issuer}");
     let all = findings(&s, "kind=shadow_activity").await;
+    assert_eq!(all.iter().filter(|f| f["evidence"]["cause"] == "foreign_issuer").count(), 1, "{all:#?}");
     let key = all.iter().find(|f| f["evidence"]["cause"] == "unknown_key").expect("a finding for the unknown key");
-    assert!(key["subject"].as_str().unwrap().starts_with("key:"), "{key}");
+    assert_eq!(key["subject"], "shadow:unknown_key", "{key}");
     assert!(all.iter().any(|f| f["subject"] == "token:not_a_warrant"), "{all:#?}");
     // Our own, valid warrant raised nothing.
     assert!(findings(&s, &format!("subject={}", agent.id)).await.iter().all(|f| f["kind"] != "shadow_activity"));

@@ -749,3 +749,66 @@ async fn rate_limit_counts_the_whole_subtree() {
     // Someone else's agent is not held back.
     assert_allow(&read(&s, bystander.token(0)).await);
 }
+
+/// One leaked narrow warrant probing for more costs that warrant, not the agent: the
+/// response comes at the smallest scale that contains the probing, the warrant first,
+/// then its task, then the agent.
+#[tokio::test]
+async fn probing_is_contained_at_the_warrant_then_the_task_then_the_agent() {
+    let s = Server::start().await;
+    let human = s.human(&["crm.*"]).await;
+    let session = s.session(&human).await;
+    let a = s.agent(&human, "delegated", &["crm.*"]).await;
+    let b = s.agent(&human, "delegated", &["crm.*"]).await;
+    let (t1, _) = s.root_warrant(&session, &a, "first task").await;
+    let (t2, _) = s.root_warrant(&session, &a, "second task").await;
+    let narrow = |parent: &str, customer: u32| {
+        let parent = parent.to_owned();
+        let b = &b;
+        let s = &s;
+        async move {
+            let scope = format!("crm.read:customers/{customer}");
+            let reply = s.delegate(&parent, b, &[("scope", scope.as_str())]).await;
+            reply.ok()["access_token"].as_str().unwrap().to_owned()
+        }
+    };
+    let probe = |token: String| {
+        let s = &s;
+        async move {
+            let mut last = Value::Null;
+            for n in 0..15 {
+                last = s.authorize(&token, "crm.read", &format!("customers/{}", 100 + n), Value::Null).await;
+                assert_eq!(last["decision"], "deny", "{last}");
+            }
+            last
+        }
+    };
+    let other_task = narrow(&t2, 7).await;
+
+    // Fifteen probes with one leaked narrow warrant: that warrant is revoked (at the
+    // fifth), nothing else.
+    let leaked = narrow(&t1, 42).await;
+    let last = probe(leaked.clone()).await;
+    assert_eq!(last["code"], "revoked", "{last}");
+    assert!(last["reasons"].to_string().contains("probing"), "{last}");
+    assert_allow(&s.authorize(&other_task, "crm.read", "customers/7", Value::Null).await);
+    assert_allow(&s.authorize(&t1, "crm.read", "customers/1", Value::Null).await);
+    let agent = s.admin_get(&format!("/v1/agents/{}", b.id)).await;
+    assert_eq!(agent.ok()["status"], "active", "the agent is not quarantined for one warrant");
+
+    // A second probing warrant in the same task: the task goes, the other task stays.
+    let second = narrow(&t1, 43).await;
+    let last = probe(second).await;
+    assert_eq!(last["code"], "revoked", "{last}");
+    let d = s.authorize(&t1, "crm.read", "customers/1", Value::Null).await;
+    assert_deny(&d, "revoked");
+    assert_allow(&s.authorize(&other_task, "crm.read", "customers/7", Value::Null).await);
+    assert_eq!(s.admin_get(&format!("/v1/agents/{}", b.id)).await.ok()["status"], "active");
+
+    // Probing keeps spreading, now in the other task: the agent is quarantined.
+    let third = narrow(&t2, 44).await;
+    probe(third).await;
+    let agent = s.admin_get(&format!("/v1/agents/{}", b.id)).await;
+    assert_eq!(agent.ok()["status"], "suspended", "{}", agent.text);
+    assert_deny(&s.authorize(&other_task, "crm.read", "customers/7", Value::Null).await, "revoked");
+}
