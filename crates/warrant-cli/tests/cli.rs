@@ -1486,6 +1486,13 @@ fn a_read_only_data_directory_fails_clearly_and_warrant_recovers_when_writable()
     assert!(!status.success(), "{status}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(stderr.to_lowercase().contains("read-only") || stderr.to_lowercase().contains("readonly"), "{stderr}");
+    // The audit log can still be verified and exported offline, from the read-only mount,
+    // after an unclean stop (its WAL not yet checkpointed into the database file).
+    let data_arg = data.to_str().unwrap();
+    let verified = ok(&["audit", "verify", "--data", data_arg], disk.path());
+    assert!(verified.starts_with("OK:"), "{verified}");
+    let export = ok(&["audit", "export", "--data", data_arg], disk.path());
+    assert!(export.lines().count() as u64 >= before, "{export}");
 
     disk.remount("rw").unwrap();
     let server = Server::start_with(&data, &["--issuer", ISSUER]);
@@ -1497,6 +1504,11 @@ fn a_read_only_data_directory_fails_clearly_and_warrant_recovers_when_writable()
     let report = rt.block_on(api.admin_get("/v1/audit/verify")).unwrap();
     assert_eq!(report.body["ok"], true, "{}", report.text);
     assert!(server.terminate().success());
+    // And after a clean stop (no WAL left), read-only too.
+    disk.remount("ro").unwrap();
+    let verified = ok(&["audit", "verify", "--data", data_arg], disk.path());
+    assert!(verified.starts_with("OK:"), "{verified}");
+    disk.remount("rw").unwrap();
     eprintln!(
         "read-only: `warrant serve` refused to start ({}), recovered when writable ({:.1} s)",
         stderr.lines().last().unwrap_or_default().trim(),
