@@ -134,11 +134,14 @@ pub async fn policy(conn: &Conn, cmd: PolicyCmd) -> CliResult {
     Ok(())
 }
 
+/// The data directory's database, read only: offline verification and export change
+/// nothing and work on read-only media.
 fn open(data: &std::path::Path) -> Result<warrant_store::SqliteStore, Box<dyn std::error::Error + Send + Sync>> {
-    if !data.join(warrant_server::server::DB_FILE).exists() {
+    let db = data.join(warrant_server::server::DB_FILE);
+    if !db.exists() {
         return Err(format!("no Warrant database in `{}`", data.display()).into());
     }
-    Ok(warrant_server::server::open_store(data)?)
+    Ok(warrant_store::SqliteStore::open_read_only(&db)?)
 }
 
 /// The provenance trace as a tree.

@@ -40,8 +40,14 @@ struct Server {
 
 impl Server {
     fn start(data: &Path) -> Server {
+        Server::start_with(data, &[])
+    }
+
+    /// `warrant serve` on `data` with `extra` arguments.
+    fn start_with(data: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(BIN)
             .args(["serve", "--data", data.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -65,6 +71,21 @@ impl Server {
             assert!(Instant::now() < deadline, "the server did not stop after SIGTERM");
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+}
+
+impl Server {
+    /// `kill -9`, and waits for the process to be gone.
+    fn kill_9(mut self) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
+        let status = self.child.wait().unwrap();
+        assert!(!status.success(), "killed, not exited: {status}");
+    }
+
+    /// Whether the process is still running.
+    fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
     }
 }
 
@@ -660,4 +681,837 @@ fn governance_review_inventory_attest_and_key_rotation() {
     assert!(String::from_utf8_lossy(&stale.stderr).contains("invalid_client"));
 
     assert!(server.terminate().success());
+}
+
+/// Clients of a `warrant serve` process for the crash and disk tests: a registry, the
+/// token endpoint, decisions, revocations and approvals over HTTP.
+mod client {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use serde_json::{json, Value};
+    use warrant_core::{AgentId, UnixTime};
+    use warrant_token::KeyPair;
+
+    /// The issuer URL the servers of these tests are started with, so that warrants stay
+    /// valid across restarts on new ports.
+    pub const ISSUER: &str = "http://warrant.test";
+    const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+    const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+    const ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
+    const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
+    const JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
+
+    /// Large payments need the owner's approval.
+    pub const APPROVAL_POLICY: &str = r#"@id("large-payments-need-the-owner")
+@approval("owner")
+forbid (principal, action in Warrant::Action::"payments.*", resource)
+when { context.telemetry has amount && context.telemetry.amount > 1000 };
+"#;
+
+    static UNIQUE: AtomicU64 = AtomicU64::new(0);
+
+    fn unique() -> u64 {
+        UNIQUE.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// One HTTP answer.
+    #[derive(Debug)]
+    pub struct Answer {
+        pub status: u16,
+        pub body: Value,
+        pub text: String,
+    }
+
+    /// A registered agent and its private key.
+    pub struct Agent {
+        pub id: AgentId,
+        pub key: KeyPair,
+    }
+
+    /// The server's address and the admin token.
+    #[derive(Clone)]
+    pub struct Api {
+        pub http: reqwest::Client,
+        pub url: String,
+        pub admin: String,
+    }
+
+    impl Api {
+        pub fn new(url: &str, admin: &str) -> Api {
+            let http = reqwest::Client::builder().no_proxy().build().unwrap();
+            Api { http, url: url.to_owned(), admin: admin.to_owned() }
+        }
+
+        /// Sends `request`; `None` when no whole answer came back (the server died).
+        pub async fn send(&self, request: reqwest::RequestBuilder) -> Option<Answer> {
+            let response = request.send().await.ok()?;
+            let status = response.status().as_u16();
+            let text = response.text().await.ok()?;
+            let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+            Some(Answer { status, body, text })
+        }
+
+        pub async fn get(&self, path: &str, bearer: &str) -> Option<Answer> {
+            self.send(self.http.get(format!("{}{path}", self.url)).bearer_auth(bearer)).await
+        }
+
+        pub async fn post(&self, path: &str, bearer: &str, body: &Value) -> Option<Answer> {
+            self.send(self.http.post(format!("{}{path}", self.url)).bearer_auth(bearer).json(body)).await
+        }
+
+        pub async fn admin_get(&self, path: &str) -> Option<Answer> {
+            self.get(path, &self.admin).await
+        }
+
+        pub async fn admin_post(&self, path: &str, body: &Value) -> Option<Answer> {
+            self.post(path, &self.admin, body).await
+        }
+
+        pub async fn authorize(&self, body: &Value) -> Option<Answer> {
+            self.send(self.http.post(format!("{}/v1/authorize", self.url)).json(body)).await
+        }
+
+        pub async fn healthy(&self) -> bool {
+            self.send(self.http.get(format!("{}/healthz", self.url))).await.is_some_and(|a| a.status == 200)
+        }
+
+        async fn token(&self, form: &[(&str, &str)]) -> Option<Answer> {
+            self.send(self.http.post(format!("{}/oauth2/token", self.url)).form(form)).await
+        }
+
+        fn assertion(agent: &Agent) -> String {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+            let jti = format!("a-{}-{}", unique(), agent.key.kid());
+            warrant_token::assertion::make_assertion(
+                &agent.key,
+                &agent.id,
+                &format!("{ISSUER}/oauth2/token"),
+                UnixTime(i64::try_from(now).unwrap()),
+                &jti,
+            )
+            .unwrap()
+        }
+
+        /// A root warrant by client credentials (a new task).
+        pub async fn client_credentials(&self, agent: &Agent, purpose: &str) -> Option<Answer> {
+            let assertion = Api::assertion(agent);
+            self.token(&[
+                ("grant_type", "client_credentials"),
+                ("client_assertion_type", JWT_BEARER),
+                ("client_assertion", assertion.as_str()),
+                ("task_purpose", purpose),
+                ("ttl", "900"),
+            ])
+            .await
+        }
+
+        /// A token exchange: `actor` acts on `subject` (a human session when `purpose` is
+        /// given, else a warrant it delegates from).
+        pub async fn exchange(&self, subject: &str, actor: &Agent, purpose: Option<&str>) -> Option<Answer> {
+            let assertion = Api::assertion(actor);
+            let mut form = vec![
+                ("grant_type", TOKEN_EXCHANGE),
+                ("subject_token", subject),
+                ("subject_token_type", if purpose.is_some() { ID_TOKEN } else { ACCESS_TOKEN }),
+                ("actor_token", assertion.as_str()),
+                ("actor_token_type", JWT),
+                ("ttl", "900"),
+            ];
+            if let Some(purpose) = purpose {
+                form.push(("task_purpose", purpose));
+            }
+            self.token(&form).await
+        }
+
+        async fn created(&self, path: &str, body: &Value) -> Value {
+            let answer = self.admin_post(path, body).await.unwrap();
+            assert_eq!(answer.status, 201, "POST {path}: {}", answer.text);
+            answer.body
+        }
+
+        pub async fn agent(&self, owner: &str, mode: &str, max_scope: &[&str]) -> Agent {
+            let mut seed = [0u8; 32];
+            getrandom::getrandom(&mut seed).unwrap();
+            let key = KeyPair::from_seed(&seed);
+            let body = json!({"name": format!("agent {}", unique()), "owner": owner, "mode": mode,
+                              "max_scope": max_scope, "public_key": key.public_jwk()});
+            let view = self.created("/v1/agents", &body).await;
+            Agent { id: AgentId::parse(view["id"].as_str().unwrap()).unwrap(), key }
+        }
+    }
+
+    /// What the tests work with: a human with a delegation session and an approver
+    /// token, two delegated agents and an autonomous one, all theirs; a delegated root
+    /// warrant (`root`, held by the first agent), a delegation of it (`sub`, held by `a2`) and the
+    /// bot's own root warrant; and the approval policy in force.
+    pub struct World {
+        pub approver: String,
+        pub a2: Agent,
+        pub bot: Agent,
+        pub root: String,
+        pub sub: String,
+        pub bot_warrant: String,
+    }
+
+    /// The access token of a 200 token answer, or a panic naming what came back.
+    pub fn access_token(answer: &Answer) -> (String, String, String) {
+        assert_eq!(answer.status, 200, "token endpoint: {}", answer.text);
+        let field = |name: &str| answer.body[name].as_str().unwrap().to_owned();
+        (field("access_token"), field("warrant_id"), field("task_id"))
+    }
+
+    impl World {
+        pub async fn build(api: &Api, data: &std::path::Path) -> World {
+            let n = unique();
+            let human = api
+                .created(
+                    "/v1/humans",
+                    &json!({"name": "Crash", "email": format!("crash{n}@example.com"),
+                            "entitlements": ["crm.*", "payments.*"]}),
+                )
+                .await;
+            let human = human["id"].as_str().unwrap().to_owned();
+            let session = api.created(&format!("/v1/humans/{human}/sessions"), &json!({})).await;
+            let approver = api.created(&format!("/v1/humans/{human}/approver-sessions"), &json!({})).await;
+            let scope = ["crm.*", "payments.*"];
+            let a1 = api.agent(&human, "delegated", &scope).await;
+            let a2 = api.agent(&human, "delegated", &scope).await;
+            let bot = api.agent(&human, "autonomous", &scope).await;
+            std::fs::write(data.join("policies").join("approvals.cedar"), APPROVAL_POLICY).unwrap();
+            let reload = api.admin_post("/v1/policies/reload", &json!({})).await.unwrap();
+            assert_eq!(reload.status, 200, "{}", reload.text);
+            let shown = api.admin_get("/v1/policies").await.unwrap();
+            assert!(shown.body["text"].as_str().unwrap().contains("large-payments-need-the-owner"), "{}", shown.text);
+            let session = session["token"].as_str().unwrap();
+            let (root, _, _) = access_token(&api.exchange(session, &a1, Some("crash work")).await.unwrap());
+            let (sub, _, _) = access_token(&api.exchange(&root, &a2, None).await.unwrap());
+            let (bot_warrant, _, _) = access_token(&api.client_credentials(&bot, "crash bot").await.unwrap());
+            World { approver: approver["token"].as_str().unwrap().to_owned(), a2, bot, root, sub, bot_warrant }
+        }
+    }
+
+    /// A read that the policies allow.
+    pub fn read(token: &str, resource: &str) -> Value {
+        json!({"token": token, "action": "crm.read", "resource": resource})
+    }
+
+    /// A payment above the approval threshold: `pending` until the owner approves it.
+    pub fn pay(token: &str, resource: &str) -> Value {
+        json!({"token": token, "action": "payments.send", "resource": resource, "context": {"amount": 5000}})
+    }
+
+    /// The sequence number of a decision's `dec_N`.
+    pub fn seq(decision: &Value) -> u64 {
+        let id = decision["decision_id"].as_str().unwrap_or_else(|| panic!("no decision_id: {decision}"));
+        id.strip_prefix("dec_").and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("unrecorded: {decision}"))
+    }
+
+    /// Asserts a 5xx JSON error `error` that names no internals.
+    #[track_caller]
+    pub fn opaque_failure(answer: &Answer, error: &str) {
+        assert!((500..600).contains(&answer.status), "expected a 5xx: {} {}", answer.status, answer.text);
+        assert_eq!(answer.body["error"], error, "{}", answer.text);
+        let lower = answer.text.to_lowercase();
+        for secret in ["sqlite", "database", "disk", "full", "space", "read-only", "readonly", "i/o", "panic", "/"] {
+            assert!(!lower.contains(secret), "the error reveals `{secret}`: {}", answer.text);
+        }
+    }
+}
+
+/// Writes acknowledged by the server during the crash loop, checked after restarts.
+#[derive(Default)]
+struct Acked {
+    /// `dec_N`, the decision answered and the resource asked about.
+    decisions: Vec<(u64, String, String)>,
+    /// Warrants the token endpoint returned: task and jti.
+    warrants: Vec<(String, String)>,
+    /// Revocations answered 200: the revoked warrant's token.
+    revoked: Vec<String>,
+    /// Approvals a `pending` answer named.
+    opened: Vec<String>,
+    /// Approvals answered `approved`.
+    approved: Vec<String>,
+    /// Approved retries answered `allow`.
+    used: usize,
+}
+
+impl Acked {
+    fn is_empty(&self) -> bool {
+        self.decisions.is_empty() && self.warrants.is_empty() && self.approved.is_empty()
+    }
+
+    fn absorb(&mut self, other: Acked) {
+        self.decisions.extend(other.decisions);
+        self.warrants.extend(other.warrants);
+        self.revoked.extend(other.revoked);
+        self.opened.extend(other.opened);
+        self.approved.extend(other.approved);
+        self.used += other.used;
+    }
+
+    /// Checks every write in `self` against the running server: each decision is in the
+    /// audit log as answered, each warrant is listed by its task, each revoked warrant is
+    /// denied as `revoked`, each approval exists and each approved one is approved or used.
+    async fn check(&self, api: &client::Api, when: &str) {
+        use std::collections::{BTreeMap, BTreeSet};
+        if let Some(first) = self.decisions.iter().map(|d| d.0).min() {
+            let last = self.decisions.iter().map(|d| d.0).max().unwrap();
+            let mut recorded: BTreeMap<u64, Value> = BTreeMap::new();
+            let mut after = first - 1;
+            while after < last {
+                let page = api.admin_get(&format!("/v1/audit?kind=decision&limit=1000&after={after}")).await.unwrap();
+                assert_eq!(page.status, 200, "{}", page.text);
+                for r in page.body["records"].as_array().unwrap() {
+                    recorded.insert(r["seq"].as_u64().unwrap(), r.clone());
+                }
+                match page.body["next_after"].as_u64() {
+                    Some(next) => after = next,
+                    None => break,
+                }
+            }
+            for (seq, decision, resource) in &self.decisions {
+                let record = recorded.get(seq).unwrap_or_else(|| {
+                    panic!("{when}: decision dec_{seq} ({decision}) was answered but is not in the log")
+                });
+                assert_eq!(record["decision"], decision.as_str(), "{when}: {record}");
+                assert_eq!(record["details"]["resource"], resource.as_str(), "{when}: {record}");
+            }
+        }
+        let tasks: BTreeSet<&str> = self.warrants.iter().map(|(task, _)| task.as_str()).collect();
+        let mut listed: BTreeSet<String> = BTreeSet::new();
+        for task in tasks {
+            let view = api.admin_get(&format!("/v1/tasks/{task}")).await.unwrap();
+            assert_eq!(view.status, 200, "{when}: task {task} of an issued warrant: {}", view.text);
+            for w in view.body["warrants"].as_array().unwrap() {
+                listed.insert(w["jti"].as_str().unwrap().to_owned());
+            }
+        }
+        for (task, jti) in &self.warrants {
+            assert!(listed.contains(jti), "{when}: warrant {jti} was issued but task {task} does not list it");
+        }
+        for token in &self.revoked {
+            let d = api.authorize(&client::read(token, "customers/after-revocation")).await.unwrap();
+            assert_eq!(d.body["decision"], "deny", "{when}: a revoked warrant was allowed: {}", d.text);
+            assert_eq!(d.body["code"], "revoked", "{when}: {}", d.text);
+        }
+        let approved: BTreeSet<&String> = self.approved.iter().collect();
+        for id in &self.opened {
+            let a = api.admin_get(&format!("/v1/approvals/{id}")).await.unwrap();
+            assert_eq!(a.status, 200, "{when}: approval {id} was opened but is gone: {}", a.text);
+            let status = a.body["status"].as_str().unwrap();
+            if approved.contains(id) {
+                assert!(status == "approved" || status == "used", "{when}: approved {id} is now {status}");
+            } else {
+                assert!(["pending", "approved", "used"].contains(&status), "{when}: approval {id} is {status}");
+            }
+        }
+    }
+}
+
+/// The crash loop: 100 cycles of `kill -9` of the real `warrant serve`, one data
+/// directory throughout, each cycle at a random point of a mixed load (decisions that
+/// allow and that ask for approval, client-credentials issuance and delegations,
+/// revocations, the owner approving, approved retries). After every restart, every write
+/// acknowledged before the kill is checked (see [`Acked::check`]); at the end all of them
+/// are checked again and the audit chain verifies, online and offline.
+///
+/// `WARRANT_CRASH_CYCLES` and `WARRANT_CRASH_SEED` change the number of cycles and the
+/// random kill points (the seed is printed).
+#[test]
+fn kill_9_at_random_points_of_a_mixed_load_loses_no_acknowledged_write() {
+    use std::collections::VecDeque;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use client::{access_token, pay, read, seq, Api, World, ISSUER};
+    use serde_json::json;
+
+    let started = Instant::now();
+    let cycles: usize = std::env::var("WARRANT_CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let seed: u64 = std::env::var("WARRANT_CRASH_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
+        let mut bytes = [0u8; 8];
+        getrandom::getrandom(&mut bytes).unwrap();
+        u64::from_le_bytes(bytes) | 1
+    });
+    eprintln!("crash loop: {cycles} cycles, WARRANT_CRASH_SEED={seed}");
+    let mut state = seed;
+    let mut random = move |below: u64| {
+        // xorshift64
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % below
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // Baselines and trust off: a load of ever new resources would be an anomaly to them,
+    // and quarantine would end the load. Approvals apply regardless.
+    let config = dir.path().join("warrant.toml");
+    std::fs::write(&config, "[guard]\nenabled = false\n").unwrap();
+    let args = ["--issuer", ISSUER, "--config", config.to_str().unwrap()];
+    let mut startup = Duration::ZERO;
+    let mut start = || {
+        let at = Instant::now();
+        let server = Server::start_with(&data, &args);
+        startup += at.elapsed();
+        server
+    };
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let server = start();
+    let admin = std::fs::read_to_string(data.join("admin.token")).unwrap().trim().to_owned();
+    let mut api = Api::new(&server.url, &admin);
+    let world = Arc::new(rt.block_on(World::build(&api, &data)));
+    let mut server = Some(server);
+
+    // Approvals a pending answer opened, waiting for the owner; approved ones waiting for
+    // their retry. Both carry over across cycles.
+    let to_approve: Arc<Mutex<VecDeque<(String, Value)>>> = Arc::default();
+    let to_retry: Arc<Mutex<VecDeque<(String, Value)>>> = Arc::default();
+    // Warrants issued and not yet revoked (their token and jti).
+    let to_revoke: Arc<Mutex<VecDeque<(String, String)>>> = Arc::default();
+    let mut all = Acked::default();
+    let mut load = Duration::ZERO;
+    for cycle in 0..cycles {
+        let server_now = server.take().unwrap();
+        api.url = server_now.url.clone();
+        let acked = Arc::new(Mutex::new(Acked::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut workers = Vec::new();
+        for w in 0..3u64 {
+            let (api, world, acked, stop) = (api.clone(), Arc::clone(&world), Arc::clone(&acked), Arc::clone(&stop));
+            let (to_approve, to_retry) = (Arc::clone(&to_approve), Arc::clone(&to_retry));
+            workers.push(rt.spawn(async move {
+                let tokens = [&world.root, &world.sub, &world.bot_warrant];
+                for i in 0u64.. {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let retry = to_retry.lock().unwrap().pop_front();
+                    let (body, expected, opened) = match retry {
+                        Some((id, mut body)) => {
+                            body["approval_id"] = json!(id);
+                            (body, "allow", false)
+                        }
+                        None if (i + w) % 5 == 0 => {
+                            (pay(&world.root, &format!("payments/{cycle}-{w}-{i}")), "pending", true)
+                        }
+                        None => (read(tokens[(i % 3) as usize], &format!("customers/{cycle}-{w}-{i}")), "allow", false),
+                    };
+                    let Some(answer) = api.authorize(&body).await else { break };
+                    let d = &answer.body;
+                    assert_eq!(d["decision"], expected, "cycle {cycle}: {}", answer.text);
+                    let resource = body["resource"].as_str().unwrap().to_owned();
+                    let mut acked = acked.lock().unwrap();
+                    acked.decisions.push((seq(d), expected.to_owned(), resource));
+                    if opened {
+                        let id = d["approval_id"].as_str().unwrap().to_owned();
+                        acked.opened.push(id.clone());
+                        to_approve.lock().unwrap().push_back((id, body));
+                    } else if body.get("approval_id").is_some() {
+                        acked.used += 1;
+                    }
+                }
+            }));
+        }
+        for _ in 0..2 {
+            // Issuance: client credentials and delegations, in turn; two of three
+            // warrants are handed to the revoker.
+            let (api, world, acked, stop) = (api.clone(), Arc::clone(&world), Arc::clone(&acked), Arc::clone(&stop));
+            let to_revoke = Arc::clone(&to_revoke);
+            workers.push(rt.spawn(async move {
+                for i in 0u64.. {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let answer = if i % 2 == 0 {
+                        api.client_credentials(&world.bot, &format!("cycle {cycle}")).await
+                    } else {
+                        api.exchange(&world.root, &world.a2, None).await
+                    };
+                    let Some(answer) = answer else { break };
+                    let (token, jti, task) = access_token(&answer);
+                    acked.lock().unwrap().warrants.push((task, jti.clone()));
+                    if i % 3 != 2 {
+                        to_revoke.lock().unwrap().push_back((token, jti));
+                    }
+                }
+            }));
+        }
+        {
+            // Revocations of warrants just issued (a bot's root, or a delegation of `root`).
+            let (api, acked, stop) = (api.clone(), Arc::clone(&acked), Arc::clone(&stop));
+            let to_revoke = Arc::clone(&to_revoke);
+            workers.push(rt.spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    let next = to_revoke.lock().unwrap().pop_front();
+                    let Some((token, jti)) = next else {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        continue;
+                    };
+                    let body = json!({"kind": "warrant", "id": jti, "reason": format!("crash cycle {cycle}")});
+                    let Some(revoked) = api.admin_post("/v1/revocations", &body).await else { break };
+                    assert_eq!(revoked.status, 200, "cycle {cycle}: {}", revoked.text);
+                    acked.lock().unwrap().revoked.push(token);
+                }
+            }));
+        }
+        {
+            // The owner approves, with their approver token.
+            let (api, world, acked, stop) = (api.clone(), Arc::clone(&world), Arc::clone(&acked), Arc::clone(&stop));
+            let (to_approve, to_retry) = (Arc::clone(&to_approve), Arc::clone(&to_retry));
+            workers.push(rt.spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    let next = to_approve.lock().unwrap().pop_front();
+                    let Some((id, body)) = next else {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        continue;
+                    };
+                    let path = format!("/v1/approvals/{id}/approve");
+                    let Some(answer) = api.post(&path, &world.approver, &json!({"reason": "ok"})).await else { break };
+                    assert_eq!(answer.status, 200, "cycle {cycle}: approving {id}: {}", answer.text);
+                    assert_eq!(answer.body["status"], "approved", "{}", answer.text);
+                    acked.lock().unwrap().approved.push(id.clone());
+                    to_retry.lock().unwrap().push_back((id, body));
+                }
+            }));
+        }
+
+        // The kill, at a random point of the load: 0 to 400 ms after its first
+        // acknowledged write (on this shared, slow machine the first answers of a fresh
+        // process can take a while; a cycle that acknowledged nothing would check nothing).
+        let burst = Instant::now();
+        while acked.lock().unwrap().is_empty() && burst.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(Duration::from_millis(random(401)));
+        load += burst.elapsed();
+        server_now.kill_9();
+        stop.store(true, Ordering::SeqCst);
+        for worker in workers {
+            rt.block_on(worker).unwrap();
+        }
+        let acked = std::mem::take(&mut *acked.lock().unwrap());
+
+        // Restart on the same directory; what was acknowledged before the kill is there.
+        let restarted = start();
+        api.url = restarted.url.clone();
+        rt.block_on(acked.check(&api, &format!("after kill {}", cycle + 1)));
+        all.absorb(acked);
+        server = Some(restarted);
+    }
+
+    // Everything once more, and the chain.
+    let server = server.take().unwrap();
+    rt.block_on(all.check(&api, "at the end"));
+    let report = rt.block_on(api.admin_get("/v1/audit/verify")).unwrap();
+    assert_eq!(report.body["ok"], true, "{}", report.text);
+    assert!(server.terminate().success());
+    let verified = ok(&["audit", "verify", "--data", data.to_str().unwrap()], dir.path());
+    assert!(verified.starts_with("OK:"), "{verified}");
+    let pending = all.decisions.iter().filter(|d| d.1 == "pending").count();
+    eprintln!(
+        "crash loop: {cycles} kill -9 cycles in {:.1} s ({:.0} ms per server start, {:.0} ms of load per cycle); \
+         acknowledged and found after restart: {} decisions ({} pending), {} warrants, {} revocations \
+         (each still denies), {} approvals opened, {} approved, {} used; audit chain of {} records verifies",
+        started.elapsed().as_secs_f64(),
+        startup.as_secs_f64() * 1000.0 / (cycles + 1) as f64,
+        load.as_secs_f64() * 1000.0 / cycles as f64,
+        all.decisions.len(),
+        pending,
+        all.warrants.len(),
+        all.revoked.len(),
+        all.opened.len(),
+        all.approved.len(),
+        all.used,
+        report.body["records"],
+    );
+}
+
+/// A tmpfs mounted on a fresh directory, unmounted when dropped (also when a test fails).
+/// Mounting needs root, which CI has.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (`mount -o size=`), or says why it cannot.
+    fn mount(size: &str) -> Result<Tmpfs, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let options = format!("size={size},mode=0700");
+        let target = dir.path().to_str().unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &options, "tmpfs", target])
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if out.status.success() {
+            Ok(Tmpfs { dir })
+        } else {
+            Err(format!("mount failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim()))
+        }
+    }
+
+    /// The mount, or `None` when the test is to be skipped: a test that needs a mount
+    /// fails when it cannot have one, unless `WARRANT_SKIP_ROOT_TESTS=1` says to skip it.
+    fn for_test(size: &str, test: &str) -> Option<Tmpfs> {
+        match Tmpfs::mount(size) {
+            Ok(mount) => Some(mount),
+            Err(why) if std::env::var("WARRANT_SKIP_ROOT_TESTS").as_deref() == Ok("1") => {
+                eprintln!("{test}: SKIPPED (WARRANT_SKIP_ROOT_TESTS=1): cannot mount a tmpfs: {why}");
+                None
+            }
+            Err(why) => panic!(
+                "{test} mounts a tmpfs, which needs root (CI runs as root): {why}. \
+                 Set WARRANT_SKIP_ROOT_TESTS=1 to skip it deliberately."
+            ),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `mount -o remount,OPTIONS`.
+    fn remount(&self, options: &str) -> Result<(), String> {
+        let out = Command::new("mount")
+            .args(["-o", &format!("remount,{options}"), self.path().to_str().unwrap()])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+        }
+    }
+
+    /// Writes a filler file until the file system is full; returns its path.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write as _;
+        let path = self.path().join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0xA5u8; 64 * 1024];
+        for size in [64 * 1024, 4096, 1] {
+            loop {
+                match file.write(&chunk[..size]) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
+                    Err(e) => panic!("filling the disk: {e}"),
+                }
+            }
+        }
+        let mut probe = std::fs::File::create(self.path().join("probe")).unwrap();
+        assert!(probe.write_all(&[0u8; 4096]).and_then(|()| probe.sync_all()).is_err(), "the disk is not full");
+        std::fs::remove_file(self.path().join("probe")).unwrap();
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let target = self.path().to_str().unwrap().to_owned();
+        let unmounted = Command::new("umount").arg(&target).status().is_ok_and(|s| s.success());
+        if !unmounted {
+            // Still busy (a server a failed test left running): detach it anyway.
+            let _ = Command::new("umount").args(["-l", &target]).status();
+        }
+    }
+}
+
+/// `warrant serve` on `data` that is expected not to start: its exit status and stderr,
+/// or a panic if it starts listening or runs past 30 s.
+fn serve_refuses(data: &Path, extra: &[&str]) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--data", data.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(!stdout.contains("listening on"), "it started: {stdout}");
+            return (status, String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("`warrant serve` neither started nor exited within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A full disk under a running server: every decision that would allow denies (code
+/// `audit`, nothing unrecorded is allowed), a pending one denies, issuance and registry
+/// changes fail with an opaque 5xx, a revocation either takes effect or fails clearly,
+/// and the server stays up. Once the filler is removed, without a restart, decisions
+/// allow again and everything works; a `kill -9` then loses nothing and the chain
+/// verifies.
+#[test]
+fn a_full_disk_denies_every_decision_and_warrant_recovers_when_space_returns() {
+    use client::{access_token, opaque_failure, pay, read, seq, Api, World, ISSUER};
+    use serde_json::json;
+
+    let test = "a_full_disk_denies_every_decision_and_warrant_recovers_when_space_returns";
+    let Some(disk) = Tmpfs::for_test("3m", test) else { return };
+    let started = Instant::now();
+    let data = disk.path().join("data");
+    let mut server = Server::start_with(&data, &["--issuer", ISSUER]);
+    let admin = std::fs::read_to_string(data.join("admin.token")).unwrap().trim().to_owned();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let api = Api::new(&server.url, &admin);
+    let world = rt.block_on(World::build(&api, &data));
+    let allowed = |token: &str, resource: &str| {
+        let d = rt.block_on(api.authorize(&read(token, resource))).unwrap();
+        assert_eq!(d.body["decision"], "allow", "{}", d.text);
+        seq(&d.body)
+    };
+    let before = allowed(&world.root, "customers/before");
+    let (doomed, doomed_jti, _) = access_token(&rt.block_on(api.client_credentials(&world.bot, "doomed")).unwrap());
+    allowed(&doomed, "customers/doomed");
+
+    let filler = disk.fill();
+
+    // Every decision denies: those that would allow, a pending one, junk.
+    for i in 0..20 {
+        let token = [&world.root, &world.sub, &world.bot_warrant, &doomed][i % 4];
+        let d = rt.block_on(api.authorize(&read(token, &format!("customers/full-{i}")))).unwrap();
+        assert_eq!(d.status, 200, "{}", d.text);
+        assert_eq!(d.body["decision"], "deny", "allowed on a full disk: {}", d.text);
+        assert_eq!(d.body["code"], "audit", "{}", d.text);
+        assert_eq!(d.body["decision_id"], "dec_unrecorded", "{}", d.text);
+    }
+    let d = rt.block_on(api.authorize(&pay(&world.root, "payments/full"))).unwrap();
+    assert_eq!(d.body["decision"], "deny", "{}", d.text);
+    let d = rt.block_on(api.authorize(&read("junk", "customers/full"))).unwrap();
+    assert_eq!(d.body["decision"], "deny", "{}", d.text);
+
+    // Issuance and registry changes fail, opaquely.
+    opaque_failure(&rt.block_on(api.client_credentials(&world.bot, "on a full disk")).unwrap(), "server_error");
+    opaque_failure(&rt.block_on(api.exchange(&world.root, &world.a2, None)).unwrap(), "server_error");
+    let ghost = json!({"name": "Ghost", "email": "ghost@example.com", "entitlements": []});
+    opaque_failure(&rt.block_on(api.admin_post("/v1/humans", &ghost)).unwrap(), "internal_error");
+    // A revocation takes effect or fails clearly.
+    let revoke = json!({"kind": "warrant", "id": doomed_jti, "reason": "revoked on a full disk"});
+    let revoked = rt.block_on(api.admin_post("/v1/revocations", &revoke)).unwrap();
+    let revoked_during_the_fault = revoked.status == 200;
+    if !revoked_during_the_fault {
+        opaque_failure(&revoked, "internal_error");
+    }
+    assert!(rt.block_on(api.healthy()) && server.alive(), "the server must stay up on a full disk");
+
+    // Space returns: no restart needed.
+    std::fs::remove_file(&filler).unwrap();
+    let after = allowed(&world.root, "customers/after");
+    assert!(after > before, "dec_{after} after dec_{before}");
+    allowed(&world.sub, "customers/after");
+    allowed(&world.bot_warrant, "customers/after");
+    let d = rt.block_on(api.authorize(&pay(&world.root, "payments/after"))).unwrap();
+    assert_eq!(d.body["decision"], "pending", "{}", d.text);
+    access_token(&rt.block_on(api.client_credentials(&world.bot, "after the fault")).unwrap());
+    access_token(&rt.block_on(api.exchange(&world.root, &world.a2, None)).unwrap());
+    let created = rt.block_on(api.admin_post("/v1/humans", &ghost)).unwrap();
+    assert_eq!(created.status, 201, "the failed registry change must not have happened: {}", created.text);
+    if !revoked_during_the_fault {
+        let revoked = rt.block_on(api.admin_post("/v1/revocations", &revoke)).unwrap();
+        assert_eq!(revoked.status, 200, "{}", revoked.text);
+    }
+    let d = rt.block_on(api.authorize(&read(&doomed, "customers/doomed"))).unwrap();
+    assert_eq!((&d.body["decision"], &d.body["code"]), (&json!("deny"), &json!("revoked")), "{}", d.text);
+    let report = rt.block_on(api.admin_get("/v1/audit/verify")).unwrap();
+    assert_eq!(report.body["ok"], true, "{}", report.text);
+
+    // And a crash after the fault loses nothing.
+    server.kill_9();
+    let server = Server::start_with(&data, &["--issuer", ISSUER]);
+    let api = Api::new(&server.url, &admin);
+    let record = rt.block_on(api.admin_get(&format!("/v1/audit/dec_{after}"))).unwrap();
+    assert_eq!(record.body["decision"], "allow", "{}", record.text);
+    let d = rt.block_on(api.authorize(&read(&doomed, "customers/doomed"))).unwrap();
+    assert_eq!(d.body["code"], "revoked", "{}", d.text);
+    let report = rt.block_on(api.admin_get("/v1/audit/verify")).unwrap();
+    assert_eq!(report.body["ok"], true, "{}", report.text);
+    assert!(server.terminate().success());
+    let verified = ok(&["audit", "verify", "--data", data.to_str().unwrap()], disk.path());
+    assert!(verified.starts_with("OK:"), "{verified}");
+    eprintln!(
+        "full disk: 22 decisions denied, issuance and a registry change refused, the revocation {}; \
+         recovered without a restart ({:.1} s)",
+        if revoked_during_the_fault { "took effect" } else { "failed clearly and was retried" },
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// A read-only data directory. Linux refuses to remount a file system read-only while
+/// a process holds a file on it open for writing (`mount point is busy`), so a running
+/// server's database cannot be made read-only under it; the test checks that this is so
+/// (and, should it ever succeed, that decisions then deny). Then, after a `kill -9`, the
+/// directory is remounted read-only: `warrant serve` refuses to start with a clear error
+/// (no panic); remounted read-write, it starts, nothing acknowledged before is lost and
+/// decisions allow.
+#[test]
+fn a_read_only_data_directory_fails_clearly_and_warrant_recovers_when_writable() {
+    use client::{read, seq, Api, World, ISSUER};
+
+    let test = "a_read_only_data_directory_fails_clearly_and_warrant_recovers_when_writable";
+    let Some(disk) = Tmpfs::for_test("8m", test) else { return };
+    let started = Instant::now();
+    let data = disk.path().join("data");
+    let server = Server::start_with(&data, &["--issuer", ISSUER]);
+    let admin = std::fs::read_to_string(data.join("admin.token")).unwrap().trim().to_owned();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let api = Api::new(&server.url, &admin);
+    let world = rt.block_on(World::build(&api, &data));
+    let d = rt.block_on(api.authorize(&read(&world.root, "customers/before"))).unwrap();
+    assert_eq!(d.body["decision"], "allow", "{}", d.text);
+    let before = seq(&d.body);
+
+    match disk.remount("ro") {
+        Err(why) => assert!(why.contains("busy"), "{why}"),
+        Ok(()) => {
+            let d = rt.block_on(api.authorize(&read(&world.root, "customers/read-only"))).unwrap();
+            let refused = d.body["decision"] == "deny";
+            disk.remount("rw").unwrap();
+            assert!(refused, "allowed on a read-only file system: {}", d.text);
+        }
+    }
+
+    server.kill_9();
+    disk.remount("ro").unwrap();
+    let (status, stderr) = serve_refuses(&data, &["--issuer", ISSUER]);
+    assert!(!status.success(), "{status}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.to_lowercase().contains("read-only") || stderr.to_lowercase().contains("readonly"), "{stderr}");
+    // The audit log can still be verified and exported offline, from the read-only mount,
+    // after an unclean stop (its WAL not yet checkpointed into the database file).
+    let data_arg = data.to_str().unwrap();
+    let verified = ok(&["audit", "verify", "--data", data_arg], disk.path());
+    assert!(verified.starts_with("OK:"), "{verified}");
+    let export = ok(&["audit", "export", "--data", data_arg], disk.path());
+    assert!(export.lines().count() as u64 >= before, "{export}");
+
+    disk.remount("rw").unwrap();
+    let server = Server::start_with(&data, &["--issuer", ISSUER]);
+    let api = Api::new(&server.url, &admin);
+    let record = rt.block_on(api.admin_get(&format!("/v1/audit/dec_{before}"))).unwrap();
+    assert_eq!(record.body["decision"], "allow", "{}", record.text);
+    let d = rt.block_on(api.authorize(&read(&world.root, "customers/after"))).unwrap();
+    assert_eq!(d.body["decision"], "allow", "{}", d.text);
+    let report = rt.block_on(api.admin_get("/v1/audit/verify")).unwrap();
+    assert_eq!(report.body["ok"], true, "{}", report.text);
+    assert!(server.terminate().success());
+    // And after a clean stop (no WAL left), read-only too.
+    disk.remount("ro").unwrap();
+    let verified = ok(&["audit", "verify", "--data", data_arg], disk.path());
+    assert!(verified.starts_with("OK:"), "{verified}");
+    disk.remount("rw").unwrap();
+    eprintln!(
+        "read-only: `warrant serve` refused to start ({}), recovered when writable ({:.1} s)",
+        stderr.lines().last().unwrap_or_default().trim(),
+        started.elapsed().as_secs_f64()
+    );
 }

@@ -406,6 +406,43 @@ impl SqliteStore {
         Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
     }
 
+    /// Opens the existing database at `path` for reading only: nothing is written,
+    /// migrated or chmod-ed, so an audit log can be verified or exported from read-only
+    /// media (a snapshot, a read-only mount) and verification never changes what it
+    /// verifies. A WAL database whose `-wal` file is present is read with it; one without
+    /// (closed cleanly, every record in the main file) is read as immutable, since SQLite
+    /// could not create its wal-index on a read-only file system. Refuses a database whose
+    /// schema is not this build's.
+    pub fn open_read_only(path: &Path) -> Result<Self, StoreError> {
+        use rusqlite::OpenFlags;
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+        let version = |c: &Connection| c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0));
+        let mut conn = Connection::open_with_flags(path, flags)?;
+        let applied = match version(&conn) {
+            Ok(applied) => applied,
+            Err(e) => {
+                let mut wal = path.as_os_str().to_owned();
+                wal.push("-wal");
+                if Path::new(&wal).exists() {
+                    return Err(e.into());
+                }
+                let text = path.to_str().ok_or_else(|| StoreError::Backend("the database path is not UTF-8".into()))?;
+                let escaped = text.replace('%', "%25").replace('?', "%3f").replace('#', "%23");
+                conn = Connection::open_with_flags(format!("file:{escaped}?immutable=1"), flags)?;
+                version(&conn)?
+            }
+        };
+        if usize::try_from(applied).ok() != Some(MIGRATIONS.len()) {
+            return Err(StoreError::Corrupt(format!(
+                "the database has schema version {applied}, this build reads version {}; open it read-write \
+                 (`warrant serve`) with a matching build first",
+                MIGRATIONS.len()
+            )));
+        }
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
+    }
+
     /// An in-memory database, for tests.
     pub fn open_in_memory() -> Result<Self, StoreError> {
         let mut conn = Connection::open_in_memory()?;
