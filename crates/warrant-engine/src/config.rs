@@ -25,6 +25,10 @@ pub struct EngineConfig {
     pub guard: crate::guard::GuardConfig,
     /// Continuous governance.
     pub govern: crate::govern::GovernConfig,
+    /// The key-encryption key signing keys are sealed with. Required: the engine does not
+    /// open without one ([`KeyError::NoKek`](crate::KeyError::NoKek)). The server reads it
+    /// from `WARRANT_KEK` or the KEK file; its `Debug` never shows it.
+    pub kek: Option<warrant_token::Kek>,
 }
 
 impl EngineConfig {
@@ -41,6 +45,7 @@ impl EngineConfig {
             audit: crate::audit::AuditConfig::default(),
             guard: crate::guard::GuardConfig::default(),
             govern: crate::govern::GovernConfig::default(),
+            kek: None,
         }
     }
 
