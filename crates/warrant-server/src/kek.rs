@@ -121,8 +121,8 @@ fn warn_if_readable_by_others(path: &Path) {
 /// Creates a new KEK file (mode 0600; its directory mode 0700) and returns the KEK.
 fn create(path: &Path) -> Result<Kek, KekError> {
     let io = |source| KekError::Io { path: path.to_owned(), source };
-    let bytes = warrant_engine::random::bytes::<32>().map_err(|e| KekError::Random(e.to_string()))?;
-    let kek = Kek::from_bytes(bytes);
+    let bytes = Zeroizing::new(warrant_engine::random::bytes::<32>().map_err(|e| KekError::Random(e.to_string()))?);
+    let kek = Kek::from_bytes(*bytes);
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
         let mut builder = std::fs::DirBuilder::new();
         builder.recursive(true);
