@@ -479,8 +479,10 @@ impl Writer {
         if seq <= self.last_checkpoint_seq {
             return;
         }
-        // Even on failure, wait a full interval before the timer tries again.
+        // Even on failure, wait a full interval before the timer tries again (a witness
+        // that lagged gets this one prompt attempt, then the usual pacing).
         self.last_checkpoint_time = Instant::now();
+        self.witness_behind = false;
         let Some(key) = self.keys.signing_key() else {
             tracing::warn!(seq, "no signing key for the audit checkpoint");
             return;
@@ -527,7 +529,6 @@ impl Writer {
         match self.store.add_checkpoint(&stored).await {
             Ok(()) => {
                 self.last_checkpoint_seq = seq;
-                self.witness_behind = false;
                 self.head_at = Some(at);
                 self.metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(seq, "signed an audit checkpoint");
