@@ -94,6 +94,8 @@ impl EngineFixture {
         let store = Arc::new(SqliteStore::open(&dir.path().join("warrant.db")).unwrap());
         let clock = Arc::new(ManualClock::at(T0));
         let mut config = EngineConfig::for_issuer(ISSUER);
+        // A throw-away database: a fixed key-encryption key is enough.
+        config.kek = Some(warrant_token::Kek::from_bytes([0x42; 32]));
         config.policy_dir = Some(policy_dir);
         config.audit = audit;
         config.guard = guard;

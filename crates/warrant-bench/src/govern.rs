@@ -49,6 +49,11 @@ use warrant_engine::{Engine, EngineConfig, ManualClock};
 use warrant_store::{
     AgentStore as _, HumanStore as _, IssueGuard, SqliteStore, TaskRecord, WarrantRecord, WarrantStore as _,
 };
+
+/// The key-encryption key the benchmark's throw-away databases are sealed with.
+fn bench_kek() -> warrant_token::Kek {
+    warrant_token::Kek::from_bytes([0x42; 32])
+}
 use warrant_token::KeyPair;
 
 use crate::{ISSUER, T0};
@@ -278,7 +283,8 @@ impl SweepTemplate {
         let opened = Instant::now();
         let store = Arc::new(SqliteStore::open(&path).unwrap());
         let clock = Arc::new(ManualClock::at(T0));
-        let config = EngineConfig::for_issuer(ISSUER);
+        let mut config = EngineConfig::for_issuer(ISSUER);
+        config.kek = Some(bench_kek());
         let engine = Engine::open(Arc::clone(&store) as _, Arc::clone(&clock) as _, config).await.unwrap();
         let open_time = opened.elapsed();
         let recorded = Instant::now();

@@ -37,12 +37,15 @@ pub enum PolicyCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCmd {
-    /// Verify the hash chain and signed checkpoints in the data directory, naming the
-    /// first bad record. Exits 1 when the log has been tampered with.
+    /// Verify the hash chain and signed checkpoints in the data directory, and compare
+    /// the log with the audit witness, naming the first bad record or what the witness
+    /// shows. Exits 1 when the log has been tampered with.
     Verify {
         /// The data directory.
         #[arg(long, env = "WARRANT_DATA", default_value = DEFAULT_DATA_DIR)]
         data: PathBuf,
+        #[command(flatten)]
+        keys: crate::KeyPaths,
     },
     /// Export the audit log from the data directory as JSON lines (for a SIEM).
     Export {
@@ -193,19 +196,60 @@ pub fn trace_tree(t: &Value) -> String {
 /// Runs a `warrant audit` command.
 pub async fn audit(conn: &Conn, cmd: AuditCmd) -> CliResult {
     match cmd {
-        AuditCmd::Verify { data } => {
+        AuditCmd::Verify { data, keys } => {
+            let settings = keys.settings(&data)?;
             let store = open(&data)?;
-            let keys = warrant_engine::audit::key_archive(&store).await?;
-            let report = warrant_engine::audit::verify(&store, &keys).await?;
-            if report.ok {
-                println!("OK: {} audit records verified (hash chain and signed checkpoints)", report.records);
-            } else {
-                let first = report.first_bad.map(|s| format!("#{s}")).unwrap_or_else(|| "?".into());
-                return Err(format!(
-                    "TAMPERED: the first bad record is {first}: {}",
-                    report.reason.unwrap_or_default()
+            // The KEK is needed only to open sealed keys; it is never created here.
+            let kek = if warrant_server::kek::has_sealed_keys(&store).await? {
+                Some(
+                    warrant_server::kek::for_store(&store, &settings.kek_file, warrant_server::kek::WhenMissing::Fail)
+                        .await?,
                 )
-                .into());
+            } else {
+                None
+            };
+            let keys = warrant_engine::keys::checkpoint_keys(&store, kek.as_ref()).await?;
+            let verification = warrant_engine::audit::verify_all(&store, &keys, Some(&settings.witness)).await?;
+            let ok = verification.ok();
+            let report = verification.chain;
+            let witness = verification.witness.unwrap_or(warrant_engine::audit::WitnessReport {
+                checkpoints: 0,
+                ok: true,
+                problem: None,
+            });
+            if conn.json {
+                let view = serde_json::json!({
+                    "ok": ok,
+                    "records": report.records,
+                    "first_bad": report.first_bad,
+                    "reason": report.reason,
+                    "witness": witness,
+                });
+                println!("{}", serde_json::to_string_pretty(&view)?);
+            }
+            if ok {
+                if !conn.json {
+                    println!(
+                        "OK: {} audit records verified (hash chain, signed checkpoints, {} witnessed checkpoints in {})",
+                        report.records,
+                        witness.checkpoints,
+                        settings.witness.display()
+                    );
+                }
+            } else {
+                let mut message = String::from("TAMPERED:");
+                if !report.ok {
+                    let first = report.first_bad.map(|s| format!("#{s}")).unwrap_or_else(|| "?".into());
+                    message
+                        .push_str(&format!(" the first bad record is {first}: {}", report.reason.unwrap_or_default()));
+                }
+                if let Some(problem) = witness.problem {
+                    if !report.ok {
+                        message.push(';');
+                    }
+                    message.push_str(&format!(" witness ({}): {problem}", settings.witness.display()));
+                }
+                return Err(message.into());
             }
         }
         AuditCmd::Export { data, after, out } => {

@@ -242,6 +242,36 @@ struct ServeArgs {
     /// Log as JSON lines.
     #[arg(long, env = "WARRANT_LOG_JSON")]
     log_json: bool,
+    #[command(flatten)]
+    keys: KeyPaths,
+}
+
+/// Where the key-encryption key and the audit witness are, for every command that opens
+/// the data directory (serve, `key rotate`, `audit verify`).
+#[derive(Debug, Clone, Args)]
+pub struct KeyPaths {
+    /// The key-encryption key file, used when `WARRANT_KEK` (the key itself, base64 of 32
+    /// bytes) is not set [default: <data>/keys/kek, created on first start; in production
+    /// put it on another disk than the database or set `WARRANT_KEK`].
+    #[arg(long, env = "WARRANT_KEK_FILE")]
+    pub kek_file: Option<PathBuf>,
+    /// The audit witness file every checkpoint is appended to [default:
+    /// <data>/witness/audit-witness.jsonl; in production put it on another disk].
+    #[arg(long, env = "WARRANT_WITNESS")]
+    pub witness: Option<PathBuf>,
+}
+
+impl KeyPaths {
+    /// The settings for `data` with these paths over `<data>/warrant.toml` (when present).
+    pub fn settings(&self, data: &std::path::Path) -> Result<Settings, warrant_server::config::ConfigError> {
+        let options = FileConfig {
+            data: Some(data.to_owned()),
+            kek_file: self.kek_file.clone(),
+            witness: self.witness.clone(),
+            ..FileConfig::default()
+        };
+        Settings::resolve(options, None)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -251,6 +281,8 @@ enum KeyCmd {
         /// Data directory.
         #[arg(long, env = "WARRANT_DATA", default_value = DEFAULT_DATA_DIR)]
         data: PathBuf,
+        #[command(flatten)]
+        keys: KeyPaths,
     },
 }
 
@@ -286,6 +318,8 @@ async fn serve(args: ServeArgs) -> CliResult {
         body_limit: args.body_limit,
         guard: None,
         governance: None,
+        kek_file: args.keys.kek_file,
+        witness: args.keys.witness,
     };
     let settings = Settings::resolve(options, args.config.as_deref())?;
     let server = warrant_server::BoundServer::bind(&settings).await?;
@@ -294,12 +328,13 @@ async fn serve(args: ServeArgs) -> CliResult {
     println!("issuer:      {}", server.issuer());
     println!("data:        {}", settings.data.display());
     println!("admin token: {}", settings.data.join(warrant_server::server::ADMIN_TOKEN_FILE).display());
+    println!("witness:     {}", settings.witness.display());
     tracing::info!(%addr, issuer = server.issuer(), "listening");
     server.run(warrant_server::server::shutdown_signal()).await?;
     Ok(())
 }
 
-async fn rotate(data: PathBuf) -> CliResult {
+async fn rotate(data: PathBuf, keys: KeyPaths) -> CliResult {
     use warrant_engine::Clock as _;
     if !data.join(warrant_server::server::DB_FILE).exists() {
         return Err(format!(
@@ -309,8 +344,13 @@ async fn rotate(data: PathBuf) -> CliResult {
         )
         .into());
     }
+    let settings = keys.settings(&data)?;
     let store = warrant_server::server::open_store(&data)?;
-    let kid = warrant_engine::keys::rotate(&store, warrant_server::server::SystemClock.now()).await?;
+    let kek =
+        warrant_server::kek::for_store(&store, &settings.kek_file, warrant_server::kek::WhenMissing::Create).await?;
+    // A database an older build wrote is sealed first, as `serve` would.
+    warrant_engine::keys::seal_plaintext(&store, &kek).await?;
+    let kid = warrant_engine::keys::rotate(&store, &kek, warrant_server::server::SystemClock.now()).await?;
     println!(
         "new signing key {kid}; running servers pick it up within {} s",
         warrant_server::server::KEY_REFRESH.as_secs()
@@ -329,7 +369,7 @@ async fn run(cli: Cli) -> CliResult {
         Command::Review { conn, filter, cmd } => govern::review(&conn, filter, cmd).await,
         Command::Inventory { conn, args } => govern::inventory(&conn, args).await,
         Command::Token { conn, cmd } => tokens::token(&conn, cmd).await,
-        Command::Key(KeyCmd::Rotate { data }) => rotate(data).await,
+        Command::Key(KeyCmd::Rotate { data, keys }) => rotate(data, keys).await,
         Command::Authorize { conn, token, action, resource, context, resource_attrs, approval_id } => {
             ops::authorize(&conn, ops::AuthorizeArgs { token, action, resource, context, resource_attrs, approval_id })
                 .await

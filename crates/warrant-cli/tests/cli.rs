@@ -335,6 +335,131 @@ fn audit_verify_names_the_first_tampered_record() {
     assert!(export.lines().all(|l| serde_json::from_str::<Value>(l).is_ok()));
 }
 
+/// Runs `warrant` with extra environment variables.
+fn run_env(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Output {
+    Command::new(BIN).args(args).envs(env.iter().copied()).current_dir(cwd).output().unwrap()
+}
+
+#[test]
+fn audit_verify_reads_the_witness_and_names_a_truncated_tail_and_a_wiped_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let data = cwd.join("data");
+    let server = Server::start(&data);
+    let conn = ["--server", server.url.as_str(), "--data", data.to_str().unwrap()];
+    for i in 0..3 {
+        let email = format!("h{i}@example.com");
+        let mut args = vec!["human", "add", "--name", "H", "--email", email.as_str()];
+        args.extend(conn);
+        ok(&args, cwd);
+    }
+    assert!(server.terminate().success());
+    let data_arg = data.to_str().unwrap();
+    let clean = ok(&["audit", "verify", "--data", data_arg], cwd);
+    assert!(clean.starts_with("OK:") && clean.contains("witnessed"), "{clean}");
+    let report: Value = serde_json::from_str(&ok(&["audit", "verify", "--data", data_arg, "--json"], cwd)).unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["witness"]["ok"], true, "{report}");
+    let head: i64 = {
+        let db = rusqlite::Connection::open(data.join("warrant.db")).unwrap();
+        db.query_row("SELECT MAX(seq) FROM audit_records", [], |r| r.get(0)).unwrap()
+    };
+    assert!(head >= 3);
+
+    // The tail and its checkpoints removed: the database alone is consistent, the
+    // witness is not.
+    let copy = cwd.join("copy");
+    std::fs::create_dir(&copy).unwrap();
+    for name in ["warrant.db", "admin.token"] {
+        std::fs::copy(data.join(name), copy.join(name)).unwrap();
+    }
+    let db = rusqlite::Connection::open(data.join("warrant.db")).unwrap();
+    db.execute_batch(&format!("DELETE FROM audit_records WHERE seq > {}; DELETE FROM audit_checkpoints;", head - 2))
+        .unwrap();
+    drop(db);
+    let out = run(&["audit", "verify", "--data", data_arg], cwd);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("TAMPERED") && stderr.contains("witness"), "{stderr}");
+    assert!(stderr.contains(&format!("from {} on were removed", head - 1)), "{stderr}");
+
+    // The whole log wiped.
+    let db = rusqlite::Connection::open(data.join("warrant.db")).unwrap();
+    db.execute_batch("DELETE FROM audit_records; DELETE FROM audit_checkpoints;").unwrap();
+    drop(db);
+    let out = run(&["audit", "verify", "--data", data_arg], cwd);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wiped"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // A copy of the database alone (no KEK file, no witness beside it) cannot be verified
+    // as whole, nor have its keys rotated.
+    let copy_arg = copy.to_str().unwrap();
+    let out = run(&["audit", "verify", "--data", copy_arg], cwd);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("key-encryption key"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["key", "rotate", "--data", copy_arg], cwd);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("key-encryption key"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!copy.join("keys").exists(), "no KEK is made for a database whose keys are sealed");
+    // Given the KEK (here through the environment) and no witness, it says so.
+    let kek = std::fs::read_to_string(data.join("keys").join("kek")).unwrap();
+    let out = run_env(&["audit", "verify", "--data", copy_arg], &[("WARRANT_KEK", kek.trim())], cwd);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the witness holds no checkpoint"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let witness = data.join("witness").join("audit-witness.jsonl");
+    let out = run_env(
+        &["audit", "verify", "--data", copy_arg, "--witness", witness.to_str().unwrap()],
+        &[("WARRANT_KEK", kek.trim())],
+        cwd,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run_env(&["key", "rotate", "--data", copy_arg], &[("WARRANT_KEK", kek.trim())], cwd);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn serve_refuses_a_wrong_kek() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let data = cwd.join("data");
+    assert!(Server::start(&data).terminate().success());
+    let wrong = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    let mut child = Command::new(BIN)
+        .args(["serve", "--data", data.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .env("WARRANT_KEK", wrong)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the server started with a wrong KEK");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!status.success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("does not open") && !stderr.contains("panicked"), "{stderr}");
+}
+
 /// The crash test: `kill -9` the real `warrant serve` while several clients load it with
 /// decisions, restart it on the same data directory, and check that every decision a
 /// client received an answer for is in the audit log (an answer is given only once its

@@ -11,15 +11,22 @@
 //!
 //! After a batch, when [`AuditConfig::checkpoint_every`] records or
 //! [`AuditConfig::checkpoint_interval`] have passed since the last checkpoint, the head
-//! is signed with the issuer's active key and stored (also on an idle timer and at
-//! shutdown, so that a truncated tail is detectable).
+//! is signed with the checkpoint key (a key of its own, never the warrant-signing key),
+//! appended to the witness file ([`AuditConfig::witness`], fsync'd) and then stored
+//! (also on an idle timer and at shutdown, so that a truncated tail is detectable).
 //!
-//! [`verify`] streams the chain in pages, checks every checkpoint's signature against
-//! every key the issuer ever used ([`key_archive`]) and names the first bad record.
+//! [`verify_all`] streams the chain in pages, checks every checkpoint's signature against
+//! the checkpoint keys the KEK opens ([`CheckpointKeys`]), names the first bad record,
+//! and compares the log with the witness: a checkpoint the witness holds beyond the
+//! log's end (a truncated tail, a wiped log), a witnessed head the chain no longer has
+//! (records rewritten and re-chained, checkpoints re-signed), a database checkpoint the
+//! witness never saw.
 //!
 //! The writer reads no clock: record and checkpoint times come from the entries.
 //! `tokio::time` only paces checkpoints and bounds the wait for queue space.
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,14 +34,15 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use warrant_core::audit::{chain, AuditEntry, ChainVerifier, CheckpointHead, VerifyReport, GENESIS};
+use warrant_core::audit::{chain, parse_hash_hex, AuditEntry, ChainVerifier, CheckpointHead, VerifyReport, GENESIS};
 use warrant_core::UnixTime;
 use warrant_store::audit::{AuditRow, AuditStore, StoredCheckpoint};
-use warrant_store::{KeyStore, SpendCharge, StoreError};
-use warrant_token::checkpoint::{self, Checkpoint, KeyArchive};
-use warrant_token::{KeyPair, KeyResolver};
+use warrant_store::{SpendCharge, StoreError};
+use warrant_token::checkpoint::{self, Checkpoint, CheckpointError, KeyArchive};
+use warrant_token::{JwsError, KeyPair, KeyResolver};
 
-use crate::keys::KeyManager;
+use crate::keys::{CheckpointKeys, KeyError, KeyManager};
+use crate::witness::{self, WitnessLine};
 
 /// How records are batched, queued and checkpointed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +57,9 @@ pub struct AuditConfig {
     pub checkpoint_every: u64,
     /// Sign a checkpoint after this much time, when records were written since the last.
     pub checkpoint_interval: Duration,
+    /// The witness file every checkpoint is appended to before it is stored; `None`
+    /// keeps no witness (the server always keeps one).
+    pub witness: Option<PathBuf>,
 }
 
 impl Default for AuditConfig {
@@ -59,19 +70,20 @@ impl Default for AuditConfig {
             submit_timeout: Duration::from_secs(2),
             checkpoint_every: 1000,
             checkpoint_interval: Duration::from_secs(10),
+            witness: None,
         }
     }
 }
 
-/// Gives the key checkpoints are signed with: the issuer's active key.
+/// Gives the key checkpoints are signed with.
 pub trait SigningKeySource: Send + Sync {
-    /// The active signing key, `None` when it is unavailable.
+    /// The active checkpoint key, `None` when it is unavailable.
     fn signing_key(&self) -> Option<KeyPair>;
 }
 
 impl SigningKeySource for KeyManager {
     fn signing_key(&self) -> Option<KeyPair> {
-        self.ring().ok().map(|ring| ring.active().clone())
+        self.checkpoint_key().ok()
     }
 }
 
@@ -128,6 +140,9 @@ pub enum AuditVerifyError {
     /// The store failed.
     #[error("cannot read the audit log: {0}")]
     Store(#[from] StoreError),
+    /// The checkpoint keys could not be read or opened.
+    #[error("cannot read the checkpoint keys: {0}")]
+    Keys(#[from] KeyError),
 }
 
 /// Counters for metrics; read them at any time.
@@ -214,6 +229,10 @@ impl AuditWriter {
         }
         let head = store.audit_head().await?.unwrap_or((0, GENESIS));
         let last_checkpoint = store.latest_checkpoint().await?.map_or(0, |c| c.seq);
+        let witness_behind = match &config.witness {
+            Some(path) => last_witnessed(path).await < last_checkpoint,
+            None => false,
+        };
         let metrics = Arc::new(AuditMetrics::default());
         metrics.head_seq.store(head.0, Ordering::Relaxed);
         let (queue, rx) = mpsc::channel(config.queue_capacity);
@@ -227,6 +246,7 @@ impl AuditWriter {
             head_at: None,
             last_checkpoint_seq: last_checkpoint,
             last_checkpoint_time: Instant::now(),
+            witness_behind,
             config,
         };
         let task = tokio::spawn(state.run(rx, Arc::clone(&shutdown)));
@@ -308,6 +328,9 @@ struct Writer {
     head_at: Option<UnixTime>,
     last_checkpoint_seq: u64,
     last_checkpoint_time: Instant,
+    /// The witness lacks the latest stored checkpoint (a database written before the
+    /// witness existed, or restored without it): sign the head as soon as it moves.
+    witness_behind: bool,
 }
 
 impl Writer {
@@ -433,13 +456,20 @@ impl Writer {
     fn checkpoint_wanted(&self) -> bool {
         let pending = self.unsigned_records();
         pending > 0
-            && (pending >= self.config.checkpoint_every
+            && (self.witness_behind
+                || pending >= self.config.checkpoint_every
                 || self.last_checkpoint_time.elapsed() >= self.config.checkpoint_interval)
     }
 
     /// When the idle timer should sign the head, if records wait for a checkpoint.
     fn checkpoint_due_at(&self) -> Option<Instant> {
-        (self.unsigned_records() > 0).then(|| self.last_checkpoint_time + self.config.checkpoint_interval)
+        (self.unsigned_records() > 0).then(|| {
+            if self.witness_behind {
+                Instant::now()
+            } else {
+                self.last_checkpoint_time + self.config.checkpoint_interval
+            }
+        })
     }
 
     /// Signs and stores a checkpoint of the durable head, if it moved since the last one.
@@ -449,8 +479,10 @@ impl Writer {
         if seq <= self.last_checkpoint_seq {
             return;
         }
-        // Even on failure, wait a full interval before the timer tries again.
+        // Even on failure, wait a full interval before the timer tries again (a witness
+        // that lagged gets this one prompt attempt, then the usual pacing).
         self.last_checkpoint_time = Instant::now();
+        self.witness_behind = false;
         let Some(key) = self.keys.signing_key() else {
             tracing::warn!(seq, "no signing key for the audit checkpoint");
             return;
@@ -479,6 +511,21 @@ impl Writer {
             }
         };
         let stored = StoredCheckpoint { seq, head_hash, at, kid: key.kid().to_owned(), signature };
+        // The witness first: a checkpoint the database holds is always witnessed.
+        if let Some(path) = self.config.witness.clone() {
+            let line = WitnessLine::of(&stored);
+            match tokio::task::spawn_blocking(move || witness::append(&path, &line)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(seq, error = %e, "cannot append the audit checkpoint to the witness; retrying later");
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(seq, error = %e, "the witness append failed; retrying later");
+                    return;
+                }
+            }
+        }
         match self.store.add_checkpoint(&stored).await {
             Ok(()) => {
                 self.last_checkpoint_seq = seq;
@@ -491,23 +538,58 @@ impl Writer {
     }
 }
 
-/// Every signing key the issuer ever stored, retired or not: what checkpoints verify
-/// against.
-pub async fn key_archive(store: &dyn KeyStore) -> Result<KeyArchive, StoreError> {
-    Ok(store.signing_keys().await?.iter().map(|k| KeyPair::from_seed(&k.seed).verifying_key()).collect())
+/// The highest sequence number the witness at `path` holds (0 when it holds none or
+/// cannot be read).
+async fn last_witnessed(path: &Path) -> u64 {
+    let path = path.to_owned();
+    match tokio::task::spawn_blocking(move || witness::read(&path)).await {
+        Ok(Ok(contents)) => contents.lines.iter().map(|(_, line)| line.seq).max().unwrap_or(0),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot read the audit witness");
+            0
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the audit witness");
+            0
+        }
+    }
 }
 
 /// How many records [`verify`] reads at a time.
 pub const VERIFY_PAGE: usize = 1024;
 
 /// Verifies the whole chain and every checkpoint, streaming records in pages of
-/// [`VERIFY_PAGE`]. Checkpoint signatures are checked against `keys` (use
-/// [`key_archive`]); a bad signature, or a stored checkpoint row that disagrees with what
+/// [`VERIFY_PAGE`]. Checkpoint signatures are checked against `keys` only (see
+/// [`verify_all`] for the checkpoint keys, the keys of older builds and the witness); a bad signature, or a stored checkpoint row that disagrees with what
 /// was signed, fails verification at the checkpoint's seq. Records whose indexed columns
 /// disagree with their body, and rows that cannot be read, fail at their seq. Only a
 /// failing store is an error.
 pub async fn verify(store: &dyn AuditStore, keys: &(dyn KeyResolver + Sync)) -> Result<VerifyReport, AuditVerifyError> {
+    let mut resolvers = Resolvers { current: keys, legacy: None, seen_current: false };
+    verify_chain(store, &mut resolvers, &[]).await
+}
+
+/// What checkpoints are verified with while streaming.
+struct Resolvers<'a> {
+    /// The checkpoint keys.
+    current: &'a (dyn KeyResolver + Sync),
+    /// Warrant keys that signed checkpoints before checkpoints had their own key:
+    /// accepted only until a checkpoint key has signed one.
+    legacy: Option<&'a KeyArchive>,
+    seen_current: bool,
+}
+
+/// Streams the chain, feeding the verifier the stored checkpoints (signatures checked)
+/// and the `witnessed` heads (already checked).
+async fn verify_chain(
+    store: &dyn AuditStore,
+    keys: &mut Resolvers<'_>,
+    witnessed: &[CheckpointHead],
+) -> Result<VerifyReport, AuditVerifyError> {
     let mut verifier = ChainVerifier::new();
+    for head in witnessed {
+        verifier.add_checkpoint(*head);
+    }
     let mut checkpoints_loaded = 0u64;
     // Rows up to this seq are read one at a time, to name an unreadable one exactly.
     let mut single_until = 0u64;
@@ -557,7 +639,7 @@ pub async fn verify(store: &dyn AuditStore, keys: &(dyn KeyResolver + Sync)) -> 
 /// signature and hands the good ones to `verifier`.
 async fn load_checkpoints(
     store: &dyn AuditStore,
-    keys: &(dyn KeyResolver + Sync),
+    keys: &mut Resolvers<'_>,
     verifier: &mut ChainVerifier,
     loaded: &mut u64,
     upto: u64,
@@ -584,8 +666,19 @@ async fn load_checkpoints(
     Ok(())
 }
 
-fn check_checkpoint(keys: &(dyn KeyResolver + Sync), verifier: &mut ChainVerifier, cp: &StoredCheckpoint) {
-    match checkpoint::verify(&cp.signature, keys) {
+fn check_checkpoint(keys: &mut Resolvers<'_>, verifier: &mut ChainVerifier, cp: &StoredCheckpoint) {
+    let verified = match checkpoint::verify(&cp.signature, keys.current) {
+        Ok(signed) => {
+            keys.seen_current = true;
+            Ok(signed)
+        }
+        Err(CheckpointError::Jws(JwsError::UnknownKey)) if !keys.seen_current => match keys.legacy {
+            Some(legacy) => checkpoint::verify(&cp.signature, legacy),
+            None => Err(CheckpointError::Jws(JwsError::UnknownKey)),
+        },
+        Err(e) => Err(e),
+    };
+    match verified {
         Ok(signed)
             if signed.checkpoint.seq == cp.seq
                 && signed.checkpoint.head_hash == cp.head_hash
@@ -597,4 +690,180 @@ fn check_checkpoint(keys: &(dyn KeyResolver + Sync), verifier: &mut ChainVerifie
         Ok(_) => verifier.reject(cp.seq, format!("the checkpoint at {} disagrees with what was signed", cp.seq)),
         Err(e) => verifier.reject(cp.seq, format!("the checkpoint at {} is not validly signed: {e}", cp.seq)),
     }
+}
+
+/// What comparing the log with the witness found.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct WitnessReport {
+    /// How many witnessed checkpoints were read (validly signed lines).
+    pub checkpoints: u64,
+    /// Whether the log agrees with the witness.
+    pub ok: bool,
+    /// What is wrong, when something is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+/// The outcome of [`verify_all`]: the chain and, when a witness is kept, the witness.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verification {
+    /// The chain and the stored checkpoints. When a witness is kept its heads are checked
+    /// here too, so `first_bad` names the first record a witnessed head shows missing or
+    /// rewritten.
+    pub chain: VerifyReport,
+    /// The witness comparison; `None` when no witness is kept.
+    pub witness: Option<WitnessReport>,
+}
+
+impl Verification {
+    /// Whether the chain verified and the witness (if any) agrees.
+    pub fn ok(&self) -> bool {
+        self.chain.ok && !matches!(&self.witness, Some(w) if !w.ok)
+    }
+}
+
+/// Checks one witness line: its signature by a checkpoint key, and that it says what was
+/// signed. Returns the witnessed head.
+fn witnessed_head(line: &WitnessLine, keys: &KeyArchive) -> Result<[u8; 32], String> {
+    let head_hash = parse_hash_hex(&line.head_hash).map_err(|_| "has a malformed head hash".to_owned())?;
+    let signed = checkpoint::verify(&line.signature, keys)
+        .map_err(|e| format!("is not validly signed by a checkpoint key: {e}"))?;
+    let statement = signed.checkpoint;
+    if statement.seq != line.seq
+        || statement.head_hash != head_hash
+        || statement.at != line.at
+        || signed.kid != line.kid
+    {
+        return Err("disagrees with what was signed".to_owned());
+    }
+    Ok(head_hash)
+}
+
+/// Every stored checkpoint, in seq order.
+async fn all_checkpoints(store: &dyn AuditStore) -> Result<Vec<StoredCheckpoint>, StoreError> {
+    let mut all = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.checkpoints(after, VERIFY_PAGE).await?;
+        let fetched = page.len();
+        if let Some(last) = page.last() {
+            after = last.seq;
+        }
+        all.extend(page);
+        if fetched < VERIFY_PAGE {
+            return Ok(all);
+        }
+    }
+}
+
+/// Compares the log with the witnessed heads; the first disagreement found.
+async fn compare_with_witness(
+    store: &dyn AuditStore,
+    heads: &BTreeMap<u64, [u8; 32]>,
+) -> Result<Option<String>, StoreError> {
+    let head = store.audit_head().await?;
+    let stored = all_checkpoints(store).await?;
+    let (Some((&first, _)), Some((&last, _))) = (heads.first_key_value(), heads.last_key_value()) else {
+        return Ok(stored.last().map(|cp| {
+            format!(
+                "the witness holds no checkpoint but the database holds {} (up to record {}): the witness was lost, \
+                 or the database was restored without it",
+                stored.len(),
+                cp.seq
+            )
+        }));
+    };
+    let Some((head_seq, _)) = head else {
+        return Ok(Some(format!(
+            "the audit log is empty but the witness holds checkpoints up to record {last}: the log was wiped"
+        )));
+    };
+    if last > head_seq {
+        return Ok(Some(format!(
+            "the witness holds a checkpoint at record {last} but the log ends at record {head_seq}: records from {} \
+             on were removed",
+            head_seq.saturating_add(1)
+        )));
+    }
+    for (&seq, hash) in heads {
+        let problem = match store.get_audit(seq).await {
+            Ok(Some(row)) if row.record.hash == *hash => continue,
+            Ok(Some(_)) => format!(
+                "record {seq} no longer has the head hash the witness holds for it: records up to {seq} were \
+                 rewritten (and the chain rebuilt)"
+            ),
+            Ok(None) => format!("record {seq}, which the witness holds a checkpoint for, is missing"),
+            Err(StoreError::Corrupt(e)) => format!("record {seq}, which the witness holds, cannot be read: {e}"),
+            Err(e) => return Err(e),
+        };
+        return Ok(Some(problem));
+    }
+    for cp in stored.iter().filter(|cp| cp.seq >= first) {
+        match heads.get(&cp.seq) {
+            Some(hash) if *hash == cp.head_hash => {}
+            Some(_) => {
+                return Ok(Some(format!(
+                    "the database checkpoint at record {} names another head than the witness",
+                    cp.seq
+                )))
+            }
+            None => return Ok(Some(format!("the database checkpoint at record {} is not in the witness", cp.seq))),
+        }
+    }
+    Ok(None)
+}
+
+/// Verifies the chain, every stored checkpoint against `keys` (checkpoint keys; the
+/// warrant keys of older builds only before the first checkpoint a checkpoint key
+/// signed), and, when `witness` names the witness file, the log against it. A witness
+/// that is missing reads as empty: with checkpoints in the database, that is a problem.
+pub async fn verify_all(
+    store: &dyn AuditStore,
+    keys: &CheckpointKeys,
+    witness: Option<&Path>,
+) -> Result<Verification, AuditVerifyError> {
+    let mut resolvers = Resolvers { current: &keys.current, legacy: Some(&keys.legacy), seen_current: false };
+    let Some(path) = witness else {
+        let chain = verify_chain(store, &mut resolvers, &[]).await?;
+        return Ok(Verification { chain, witness: None });
+    };
+    let owned = path.to_owned();
+    let contents = tokio::task::spawn_blocking(move || witness::read(&owned))
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))
+        .and_then(|read| read);
+    let mut problem = None;
+    let mut heads = BTreeMap::new();
+    match contents {
+        Err(e) => problem = Some(format!("the witness `{}` cannot be read: {e}", path.display())),
+        Ok(contents) => {
+            for (number, line) in &contents.lines {
+                match witnessed_head(line, &keys.current) {
+                    Ok(hash) => {
+                        if heads.insert(line.seq, hash).is_some_and(|earlier| earlier != hash) {
+                            problem.get_or_insert_with(|| {
+                                format!("the witness holds two different heads for record {}", line.seq)
+                            });
+                        }
+                    }
+                    Err(why) => {
+                        problem.get_or_insert_with(|| {
+                            format!("line {number} of the witness (checkpoint at record {}) {why}", line.seq)
+                        });
+                    }
+                }
+            }
+            if let Some((number, why)) = contents.unreadable {
+                problem.get_or_insert_with(|| format!("line {number} of the witness is not a checkpoint: {why}"));
+            }
+        }
+    }
+    let witnessed: Vec<CheckpointHead> =
+        heads.iter().map(|(&seq, &head_hash)| CheckpointHead { seq, head_hash }).collect();
+    let chain = verify_chain(store, &mut resolvers, &witnessed).await?;
+    if problem.is_none() {
+        problem = compare_with_witness(store, &heads).await?;
+    }
+    let report = WitnessReport { checkpoints: heads.len() as u64, ok: problem.is_none(), problem };
+    Ok(Verification { chain, witness: Some(report) })
 }

@@ -29,6 +29,10 @@ pub struct EngineConfig {
     pub govern: crate::govern::GovernConfig,
     /// How denies without a valid warrant are recorded.
     pub anonymous: crate::anonymous::AnonymousConfig,
+    /// The key-encryption key signing keys are sealed with. Required: the engine does not
+    /// open without one ([`KeyError::NoKek`](crate::KeyError::NoKek)). The server reads it
+    /// from `WARRANT_KEK` or the KEK file; its `Debug` never shows it.
+    pub kek: Option<warrant_token::Kek>,
 }
 
 impl EngineConfig {
@@ -47,6 +51,7 @@ impl EngineConfig {
             guard: crate::guard::GuardConfig::default(),
             govern: crate::govern::GovernConfig::default(),
             anonymous: crate::anonymous::AnonymousConfig::default(),
+            kek: None,
         }
     }
 

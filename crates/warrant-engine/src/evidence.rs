@@ -2,12 +2,12 @@
 //! human, chain verification, and audited policy reloads.
 
 use serde::Serialize;
-use warrant_core::audit::{hash_hex, AuditEntry, AuditKind, VerifyReport};
+use warrant_core::audit::{hash_hex, AuditEntry, AuditKind};
 use warrant_core::{AgentId, WarrantId};
 use warrant_store::audit::{AuditFilter, AuditRow};
 use warrant_store::{StoreError, TaskRecord, WarrantRecord};
 
-use crate::audit::{key_archive, verify, AuditVerifyError};
+use crate::audit::{verify_all, AuditVerifyError, Verification};
 use crate::policy::{PolicyLoadError, Reloaded, Staged};
 use crate::Engine;
 
@@ -192,10 +192,11 @@ impl Engine {
         }))
     }
 
-    /// Verifies the whole audit chain and its signed checkpoints.
-    pub async fn verify_audit(&self) -> Result<VerifyReport, AuditVerifyError> {
-        let keys = key_archive(self.store()).await?;
-        verify(self.store(), &keys).await
+    /// Verifies the whole audit chain, its signed checkpoints (against the checkpoint
+    /// keys the KEK opens) and, when one is kept, the witness.
+    pub async fn verify_audit(&self) -> Result<Verification, AuditVerifyError> {
+        let keys = self.keys().checkpoint_keys(self.store()).await?;
+        verify_all(self.store(), &keys, self.config().audit.witness.as_deref()).await
     }
 
     /// Re-reads the policy directory; a valid, changed set takes effect once its audit

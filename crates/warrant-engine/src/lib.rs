@@ -5,12 +5,14 @@
 //! in-process:
 //!
 //! * [`registry`]: humans, their sessions, and agents ([`directory`] holds them in memory);
-//! * [`keys`]: the issuer's key ring, created on first start, rotated, refreshed;
+//! * [`keys`]: the issuer's key ring and the audit checkpoint key, sealed at rest with
+//!   the key-encryption key, created on first start, rotated, refreshed;
 //! * [`issuer`]: the token endpoint's grants (client credentials and token exchange);
 //! * [`decision`]: the decision path, `authorize`;
 //! * [`policy`]: the Cedar policy set in force, validated, versioned, hot-reloaded;
 //! * [`revocation`]: revoking warrants, agents, tasks and humans; task completion;
-//! * [`audit`]: the hash-chained audit log, written with group commit;
+//! * [`audit`]: the hash-chained audit log, written with group commit, its checkpoints
+//!   also kept in the [`witness`] file outside the database;
 //! * [`guard`]: runtime guardrails' state (baselines, trust, rate limits, budgets), with
 //!   [`quarantine`] and [`approvals`] (human step-up) on the decision path;
 //! * [`govern`]: continuous governance: findings from sweeps and events, usage and
@@ -38,6 +40,7 @@ pub mod quarantine;
 pub mod random;
 pub mod registry;
 pub mod revocation;
+pub mod witness;
 
 use std::sync::Arc;
 

@@ -17,12 +17,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use warrant_core::audit::{AuditEntry, AuditKind, VerifyReport};
 use warrant_core::{AgentId, HumanId, TaskId, UnixTime, WarrantId};
-use warrant_engine::audit::{self, AuditConfig, AuditError, AuditWriter};
+use warrant_engine::audit::{self, AuditConfig, AuditError, AuditWriter, Verification};
 use warrant_engine::{EngineConfig, KeyManager};
 use warrant_store::audit::{AuditFilter, AuditRow, AuditStore, StoredCheckpoint};
-use warrant_store::{SqliteStore, StoreError};
+use warrant_store::{KeyPurpose, KeyStore as _, SqliteStore, StoreError};
 use warrant_token::checkpoint::KeyArchive;
-use warrant_token::KeyPair;
+use warrant_token::{Kek, KeyPair};
 
 const T0: i64 = 1_700_000_000;
 
@@ -41,8 +41,20 @@ fn db(dir: &Path) -> PathBuf {
     dir.join("warrant.db")
 }
 
+/// The key-encryption key of these tests' databases.
+fn kek() -> Kek {
+    Kek::from_bytes([0x4b; 32])
+}
+
 fn config() -> EngineConfig {
-    EngineConfig::for_issuer("http://127.0.0.1:8080")
+    let mut config = EngineConfig::for_issuer("http://127.0.0.1:8080");
+    config.kek = Some(kek());
+    config
+}
+
+/// Where these tests keep the witness: outside the database, as the server does.
+fn witness_path(dir: &Path) -> PathBuf {
+    dir.join("witness").join("audit-witness.jsonl")
 }
 
 async fn open(dir: &Path) -> (Arc<SqliteStore>, Arc<KeyManager>) {
@@ -59,16 +71,24 @@ fn every(n: u64) -> AuditConfig {
     AuditConfig { checkpoint_every: n, ..AuditConfig::default() }
 }
 
+/// The chain and checkpoints alone (what verification was before the witness).
 async fn verify(store: &SqliteStore) -> VerifyReport {
-    let keys = audit::key_archive(store).await.unwrap();
-    audit::verify(store, &keys).await.unwrap()
+    let keys = warrant_engine::keys::checkpoint_keys(store, Some(&kek())).await.unwrap();
+    audit::verify_all(store, &keys, None).await.unwrap().chain
+}
+
+/// The chain, the checkpoints and the witness, as `warrant audit verify` does it.
+async fn verify_witnessed(dir: &Path) -> Verification {
+    let store = SqliteStore::open(&db(dir)).unwrap();
+    let keys = warrant_engine::keys::checkpoint_keys(&store, Some(&kek())).await.unwrap();
+    audit::verify_all(&store, &keys, Some(&witness_path(dir))).await.unwrap()
 }
 
 /// Writes `n` records one at a time (one batch each, a checkpoint every 10), shuts
 /// the writer down and closes the store, leaving only the file.
 async fn build_log(dir: &Path, n: u64) {
     let (store, keys) = open(dir).await;
-    let w = writer(&store, &keys, every(10)).await;
+    let w = writer(&store, &keys, AuditConfig { witness: Some(witness_path(dir)), ..every(10) }).await;
     for i in 1..=n {
         assert_eq!(w.submit(entry(i)).await.unwrap(), i);
     }
@@ -76,6 +96,9 @@ async fn build_log(dir: &Path, n: u64) {
     let report = verify(&store).await;
     assert!(report.ok, "{report:?}");
     assert_eq!(report.records, n);
+    drop(store);
+    let witnessed = verify_witnessed(dir).await;
+    assert!(witnessed.ok(), "{witnessed:?}");
 }
 
 /// Reopens the file after tampering and verifies it.
@@ -248,20 +271,26 @@ async fn tamper_an_unreadable_record_is_named() {
 }
 
 #[tokio::test]
-async fn checkpoints_signed_by_a_retired_key_still_verify() {
+async fn checkpoints_have_a_key_of_their_own_and_a_retired_one_still_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let (store, keys) = open(dir.path()).await;
     let w = writer(&store, &keys, every(10)).await;
     for i in 1..=10 {
         w.submit(entry(i)).await.unwrap();
     }
-    let first_kid = keys.ring().unwrap().active().kid().to_owned();
-    // Rotate, and let the old key drop out of the published ring entirely.
-    warrant_engine::keys::rotate(store.as_ref(), UnixTime(T0 + 1)).await.unwrap();
+    let warrant_kid = keys.ring().unwrap().active().kid().to_owned();
+    let first_kid = keys.checkpoint_key().unwrap().kid().to_owned();
+    assert_ne!(first_kid, warrant_kid, "checkpoints are not signed with the warrant-signing key");
+    // Rotating the warrant key leaves the checkpoint key alone; rotating the checkpoint
+    // key retires the old one, whose checkpoints keep verifying.
+    warrant_engine::keys::rotate(store.as_ref(), &kek(), UnixTime(T0 + 1)).await.unwrap();
+    keys.refresh(store.as_ref(), UnixTime(T0 + 1), &config()).await.unwrap();
+    assert_eq!(keys.checkpoint_key().unwrap().kid(), first_kid);
+    warrant_engine::keys::rotate_purpose(store.as_ref(), &kek(), KeyPurpose::Checkpoint, UnixTime(T0 + 2))
+        .await
+        .unwrap();
     keys.refresh(store.as_ref(), UnixTime(T0 + 10 * 86_400), &config()).await.unwrap();
-    let ring = keys.ring().unwrap();
-    assert_ne!(ring.active().kid(), first_kid);
-    assert!(!ring.kids().contains(&first_kid), "the retired key is no longer published");
+    assert_ne!(keys.checkpoint_key().unwrap().kid(), first_kid);
     for i in 11..=20 {
         w.submit(entry(i)).await.unwrap();
     }
@@ -269,7 +298,8 @@ async fn checkpoints_signed_by_a_retired_key_still_verify() {
     let cps = store.checkpoints(0, 10).await.unwrap();
     assert_eq!(cps.iter().map(|c| (c.seq, c.kid == first_kid)).collect::<Vec<_>>(), vec![(10, true), (20, false)]);
     assert!(verify(&store).await.ok);
-    // Against the published ring only, the old checkpoint is unverifiable: named.
+    // Against the issuer's published ring, no checkpoint verifies: named at the first.
+    let ring = keys.ring().unwrap();
     let report = audit::verify(store.as_ref(), ring.as_ref()).await.unwrap();
     assert_bad(&report, 10);
 }
@@ -448,7 +478,7 @@ async fn fail_closed_on_an_injected_fault_then_recover() {
     let (store, keys) = open(dir.path()).await;
     let faulty =
         Arc::new(Faulty { inner: store.as_ref().clone(), fail: AtomicBool::new(false), delay: Duration::ZERO });
-    let key = Arc::new(keys.ring().unwrap().active().clone());
+    let key = Arc::new(keys.checkpoint_key().unwrap());
     let w = AuditWriter::spawn(Arc::clone(&faulty) as _, key, every(3)).await.unwrap();
     for i in 1..=4 {
         assert_eq!(w.submit(entry(i)).await.unwrap(), i);
@@ -464,7 +494,7 @@ async fn fail_closed_on_an_injected_fault_then_recover() {
     w.shutdown().await;
     let report = verify(&store).await;
     assert_eq!(report, VerifyReport { ok: true, records: 6, first_bad: None, reason: None });
-    let archive: KeyArchive = [keys.ring().unwrap().active().verifying_key()].into_iter().collect();
+    let archive: KeyArchive = [keys.checkpoint_key().unwrap().verifying_key()].into_iter().collect();
     assert!(audit::verify(store.as_ref(), &archive).await.unwrap().ok);
 }
 
@@ -500,4 +530,277 @@ async fn a_full_queue_is_refused_after_the_submit_timeout() {
     assert_eq!(second.await.unwrap(), Ok(2));
     w.shutdown().await;
     assert!(verify(&store).await.ok);
+}
+
+// ---------------------------------------------------------------------------------------
+// Keys at rest and the witness: what a copy of the database must not give away.
+// ---------------------------------------------------------------------------------------
+
+/// Whether `needle` occurs anywhere in the database file or its write-ahead log.
+fn file_holds(dir: &Path, needle: &[u8]) -> bool {
+    ["warrant.db", "warrant.db-wal"]
+        .iter()
+        .any(|name| std::fs::read(dir.join(name)).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle)))
+}
+
+#[tokio::test]
+async fn keys_at_rest_no_seed_is_in_the_database_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, keys) = open(dir.path()).await;
+    let w = writer(&store, &keys, every(5)).await;
+    for i in 1..=12 {
+        w.submit(entry(i)).await.unwrap();
+    }
+    // A rotation writes a second warrant key.
+    warrant_engine::keys::rotate(store.as_ref(), &kek(), UnixTime(T0 + 1)).await.unwrap();
+    keys.refresh(store.as_ref(), UnixTime(T0 + 1), &config()).await.unwrap();
+    w.shutdown().await;
+    let seeds: Vec<[u8; 32]> = store
+        .signing_keys()
+        .await
+        .unwrap()
+        .iter()
+        .map(|k| match &k.material {
+            warrant_store::KeyMaterial::Sealed(sealed) => {
+                *kek().open(k.purpose.as_str(), &k.kid, sealed.as_slice()).unwrap()
+            }
+            warrant_store::KeyMaterial::Plaintext(_) => panic!("key {} stored in plaintext", k.kid),
+        })
+        .collect();
+    assert_eq!(seeds.len(), 3, "two warrant keys and the checkpoint key");
+    assert!(seeds.contains(&*keys.ring().unwrap().active().seed()));
+    assert!(seeds.contains(&*keys.checkpoint_key().unwrap().seed()));
+    drop((store, keys));
+    for seed in &seeds {
+        assert!(!file_holds(dir.path(), seed), "a signing seed is in the database file");
+    }
+}
+
+#[tokio::test]
+async fn keys_at_rest_a_copied_database_without_its_kek_cannot_sign() {
+    let dir = tempfile::tempdir().unwrap();
+    build_log(dir.path(), 5).await;
+    let store = SqliteStore::open(&db(dir.path())).unwrap();
+    let before = store.signing_keys().await.unwrap().len();
+    // No KEK at all, or another one: a clear error, and no new key is made.
+    let mut no_kek = config();
+    no_kek.kek = None;
+    let err = KeyManager::load(&store, UnixTime(T0), &no_kek).await.unwrap_err();
+    assert!(matches!(err, warrant_engine::KeyError::NoKek), "{err}");
+    let mut wrong = config();
+    wrong.kek = Some(Kek::from_bytes([0x66; 32]));
+    let err = KeyManager::load(&store, UnixTime(T0), &wrong).await.unwrap_err();
+    assert!(matches!(err, warrant_engine::KeyError::Sealed { .. }), "{err}");
+    assert!(err.to_string().contains("does not open"), "{err}");
+    assert!(warrant_engine::keys::checkpoint_keys(&store, None).await.is_err());
+    assert_eq!(store.signing_keys().await.unwrap().len(), before, "no key was created");
+    // With its KEK it opens as before.
+    assert!(KeyManager::load(&store, UnixTime(T0), &config()).await.is_ok());
+    assert_eq!(store.signing_keys().await.unwrap().len(), before);
+}
+
+/// The attack a database copy allowed: edit record `edited`, re-chain every later record
+/// and re-sign every checkpoint with `signer`, a key the attacker inserts in the database
+/// (in the only form they can write without the KEK: plaintext).
+fn rechain_and_resign(dir: &Path, edited: u64, signer: &KeyPair) {
+    let conn = rusqlite::Connection::open(db(dir)).unwrap();
+    let rows: Vec<(i64, String, Vec<u8>)> = conn
+        .prepare("SELECT seq, body, prev_hash FROM audit_records ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mut prev: Option<[u8; 32]> = None;
+    for (seq, body, prev_hash) in rows {
+        let seq = u64::try_from(seq).unwrap();
+        if seq < edited {
+            continue;
+        }
+        let body = if seq == edited { body.replace(r#""decision":"deny""#, r#""decision":"allow""#) } else { body };
+        let prev_hash = prev.unwrap_or_else(|| prev_hash.try_into().unwrap());
+        let hash = warrant_core::audit::record_hash(&prev_hash, &body);
+        conn.execute(
+            "UPDATE audit_records SET body = ?2, prev_hash = ?3, hash = ?4, decision = \
+             CASE WHEN seq = ?5 THEN 'allow' ELSE decision END WHERE seq = ?1",
+            rusqlite::params![seq as i64, body, prev_hash.as_slice(), hash.as_slice(), edited as i64],
+        )
+        .unwrap();
+        prev = Some(hash);
+    }
+    conn.execute(
+        "INSERT INTO signing_keys (kid, purpose, seed, sealed, created_at, retired_at) \
+         VALUES (?1, 'checkpoint', ?2, NULL, ?3, ?3)",
+        rusqlite::params![signer.kid(), signer.seed().as_slice(), T0 - 1],
+    )
+    .unwrap();
+    let cps: Vec<(i64, i64)> = conn
+        .prepare("SELECT seq, at FROM audit_checkpoints ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for (seq, at) in cps {
+        let hash: Vec<u8> =
+            conn.query_row("SELECT hash FROM audit_records WHERE seq = ?1", [seq], |r| r.get(0)).unwrap();
+        let head_hash: [u8; 32] = hash.try_into().unwrap();
+        let statement =
+            warrant_token::checkpoint::Checkpoint { seq: u64::try_from(seq).unwrap(), head_hash, at: UnixTime(at) };
+        let signature = warrant_token::checkpoint::sign(signer, &statement).unwrap();
+        conn.execute(
+            "UPDATE audit_checkpoints SET head_hash = ?2, kid = ?3, signature = ?4 WHERE seq = ?1",
+            rusqlite::params![seq, head_hash.as_slice(), signer.kid(), signature],
+        )
+        .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn tamper_rechained_records_with_checkpoints_resigned_by_an_inserted_key_are_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    build_log(dir.path(), 100).await;
+    rechain_and_resign(dir.path(), 43, &KeyPair::from_seed(&[0x77; 32]));
+    // The chain itself is consistent again; the inserted key is not trusted, so the
+    // first re-signed checkpoint is named.
+    let report = verify_file(dir.path()).await;
+    assert_bad(&report, 10);
+    assert!(report.reason.as_deref().unwrap().contains("not validly signed"), "{report:?}");
+    // The witness holds the true heads: the first one after the edit no longer matches.
+    let v = verify_witnessed(dir.path()).await;
+    assert!(!v.ok());
+    let witness = v.witness.unwrap();
+    assert!(!witness.ok);
+    assert!(witness.problem.as_deref().unwrap().contains("record 50 no longer has the head hash"), "{witness:?}");
+    // A server would refuse to start on it rather than adopt the inserted key.
+    let store = SqliteStore::open(&db(dir.path())).unwrap();
+    let err = KeyManager::load(&store, UnixTime(T0), &config()).await.unwrap_err();
+    assert!(matches!(err, warrant_engine::KeyError::UnexpectedPlaintext(_)), "{err}");
+}
+
+#[tokio::test]
+async fn tamper_a_tail_truncated_with_its_checkpoints_is_detected_by_the_witness() {
+    let dir = tempfile::tempdir().unwrap();
+    build_log(dir.path(), 100).await;
+    tamper(dir.path(), "DELETE FROM audit_records WHERE seq > 64; DELETE FROM audit_checkpoints WHERE seq > 60;");
+    // The database alone looks whole.
+    assert!(verify_file(dir.path()).await.ok);
+    let v = verify_witnessed(dir.path()).await;
+    assert!(!v.ok());
+    assert_bad(&v.chain, 65);
+    let problem = v.witness.unwrap().problem.unwrap();
+    assert!(problem.contains("record 100 but the log ends at record 64"), "{problem}");
+    assert!(problem.contains("from 65 on were removed"), "{problem}");
+}
+
+#[tokio::test]
+async fn tamper_a_wiped_log_is_detected_by_the_witness() {
+    let dir = tempfile::tempdir().unwrap();
+    build_log(dir.path(), 30).await;
+    tamper(dir.path(), "DELETE FROM audit_records; DELETE FROM audit_checkpoints;");
+    let report = verify_file(dir.path()).await;
+    assert_eq!(report, VerifyReport { ok: true, records: 0, first_bad: None, reason: None }, "alone it looks empty");
+    let v = verify_witnessed(dir.path()).await;
+    assert!(!v.ok());
+    assert_bad(&v.chain, 1);
+    let witness = v.witness.unwrap();
+    assert_eq!(witness.checkpoints, 3);
+    assert!(witness.problem.unwrap().contains("the log was wiped"));
+}
+
+#[tokio::test]
+async fn tamper_a_checkpoint_missing_from_the_witness_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    build_log(dir.path(), 30).await;
+    // The witness lost its last line: the database's checkpoint at 30 was never witnessed.
+    let path = witness_path(dir.path());
+    let text = std::fs::read_to_string(&path).unwrap();
+    let kept: Vec<&str> = text.lines().filter(|l| !l.contains(r#""seq":30,"#)).collect();
+    assert_eq!(kept.len(), 2);
+    std::fs::write(&path, kept.join("\n") + "\n").unwrap();
+    let v = verify_witnessed(dir.path()).await;
+    assert!(v.chain.ok);
+    let problem = v.witness.unwrap().problem.unwrap();
+    assert!(problem.contains("checkpoint at record 30 is not in the witness"), "{problem}");
+    // And a database restored without any witness is not taken as whole either.
+    std::fs::remove_file(&path).unwrap();
+    let v = verify_witnessed(dir.path()).await;
+    assert!(!v.ok());
+    assert!(v.witness.unwrap().problem.unwrap().contains("the witness holds no checkpoint"));
+}
+
+#[tokio::test]
+async fn an_edited_witness_line_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    build_log(dir.path(), 30).await;
+    let path = witness_path(dir.path());
+    let text = std::fs::read_to_string(&path).unwrap();
+    let forged = text.replacen(r#""seq":20,"#, r#""seq":21,"#, 1);
+    std::fs::write(&path, forged).unwrap();
+    let problem = verify_witnessed(dir.path()).await.witness.unwrap().problem.unwrap();
+    assert!(problem.contains("line 2 of the witness") && problem.contains("disagrees"), "{problem}");
+}
+
+/// A database as the code before sealed keys wrote it: schema version 5, the warrant key
+/// in the clear, checkpoints signed with that key.
+#[tokio::test]
+async fn migration_seals_plaintext_keys_of_an_old_database_and_its_log_still_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let old_key = KeyPair::from_seed(&[0x3c; 32]);
+    {
+        let store = Arc::new(SqliteStore::open(&db(dir.path())).unwrap());
+        let w = AuditWriter::spawn(Arc::clone(&store) as _, Arc::new(old_key.clone()), every(10)).await.unwrap();
+        for i in 1..=30 {
+            w.submit(entry(i)).await.unwrap();
+        }
+        w.shutdown().await;
+    }
+    {
+        let conn = rusqlite::Connection::open(db(dir.path())).unwrap();
+        conn.execute_batch(
+            "DELETE FROM signing_keys;
+             ALTER TABLE signing_keys DROP COLUMN purpose;
+             ALTER TABLE signing_keys DROP COLUMN sealed;
+             PRAGMA user_version = 5;",
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO signing_keys (kid, seed, created_at, retired_at) VALUES (?1, ?2, ?3, NULL)",
+            rusqlite::params![old_key.kid(), old_key.seed().as_slice(), T0],
+        )
+        .unwrap();
+    }
+    assert!(file_holds(dir.path(), &*old_key.seed()), "the old shape holds the seed in the clear");
+    // Before any server starts, the old log verifies with the old key (in the clear).
+    assert!(verify_file(dir.path()).await.ok);
+
+    // First start with a KEK: the old key is sealed (and kept: its warrants still verify),
+    // a checkpoint key is made, and the seed is gone from the file.
+    let (store, keys) = open(dir.path()).await;
+    assert_eq!(keys.ring().unwrap().active().kid(), old_key.kid());
+    assert_ne!(keys.checkpoint_key().unwrap().kid(), old_key.kid());
+    let stored = store.signing_keys().await.unwrap();
+    assert_eq!(stored.len(), 2);
+    assert!(stored.iter().all(|k| matches!(k.material, warrant_store::KeyMaterial::Sealed(_))));
+    assert!(!file_holds(dir.path(), &*old_key.seed()), "the plaintext seed is erased from the file");
+
+    // The writer witnesses the head as soon as it moves; the old checkpoints (signed by
+    // the old warrant key, before the witness existed) still verify.
+    let w = writer(&store, &keys, AuditConfig { witness: Some(witness_path(dir.path())), ..every(10) }).await;
+    w.submit(entry(31)).await.unwrap();
+    let mut witnessed = false;
+    for _ in 0..50 {
+        if store.latest_checkpoint().await.unwrap().is_some_and(|c| c.seq == 31) {
+            witnessed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(witnessed, "the head is checkpointed at once when the witness is behind");
+    w.shutdown().await;
+    drop((store, keys));
+    let v = verify_witnessed(dir.path()).await;
+    assert!(v.ok(), "{v:?}");
+    assert_eq!(v.chain.records, 31);
+    assert_eq!(v.witness.unwrap().checkpoints, 1);
 }

@@ -143,6 +143,10 @@ pub struct FileConfig {
     pub guard: Option<GuardFile>,
     /// Continuous governance and its webhook (file only).
     pub governance: Option<crate::config_govern::GovernanceFile>,
+    /// The key-encryption key file (used when `WARRANT_KEK` is not set).
+    pub kek_file: Option<PathBuf>,
+    /// The audit witness file.
+    pub witness: Option<PathBuf>,
 }
 
 /// Values from flags or the environment (already merged by clap: flag over variable).
@@ -194,6 +198,18 @@ pub struct Settings {
     pub govern: warrant_engine::govern::GovernConfig,
     /// Where finding events are delivered, if anywhere.
     pub webhook: Option<crate::webhook::WebhookConfig>,
+    /// The key-encryption key file, read when `WARRANT_KEK` is not set (default
+    /// `<data>/keys/kek`; in production put it on another disk, or use the variable).
+    pub kek_file: PathBuf,
+    /// The audit witness file every checkpoint is appended to (default
+    /// `<data>/witness/audit-witness.jsonl`; in production put it on another disk).
+    pub witness: PathBuf,
+}
+
+/// The witness file for a data directory when none is configured:
+/// `<data>/witness/audit-witness.jsonl`.
+pub fn default_witness(data: &Path) -> PathBuf {
+    data.join("witness").join(warrant_engine::witness::WITNESS_FILE)
 }
 
 impl FileConfig {
@@ -217,6 +233,8 @@ impl FileConfig {
             body_limit: self.body_limit.or(under.body_limit),
             guard: self.guard.or(under.guard),
             governance: self.governance.or(under.governance),
+            kek_file: self.kek_file.or(under.kek_file),
+            witness: self.witness.or(under.witness),
         }
     }
 }
@@ -276,8 +294,11 @@ impl Settings {
                 return Err(ConfigError::Invalid(format!("`issuer` `{issuer}` must be an http(s) URL")));
             }
         }
+        let data = c.data.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let kek_file = c.kek_file.unwrap_or_else(|| crate::kek::default_kek_file(&data));
+        let witness = c.witness.unwrap_or_else(|| default_witness(&data));
         Ok(Settings {
-            data: c.data.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            data,
             listen,
             issuer: c.issuer,
             limits,
@@ -286,6 +307,8 @@ impl Settings {
             guard,
             govern,
             webhook,
+            kek_file,
+            witness,
         })
     }
 }
@@ -302,6 +325,11 @@ mod tests {
         assert_eq!(s.listen.port(), 2);
         assert_eq!(s.limits.max_ttl, 600);
         assert_eq!(s.data, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(s.kek_file, PathBuf::from(DEFAULT_DATA_DIR).join("keys").join("kek"));
+        assert_eq!(s.witness, PathBuf::from(DEFAULT_DATA_DIR).join("witness").join("audit-witness.jsonl"));
+        let file = FileConfig { kek_file: Some("/k".into()), witness: Some("/w".into()), ..Default::default() };
+        let s = Settings::from_config(FileConfig::default().over(file)).unwrap();
+        assert_eq!((s.kek_file, s.witness), (PathBuf::from("/k"), PathBuf::from("/w")));
     }
 
     #[test]

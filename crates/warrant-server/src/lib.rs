@@ -12,6 +12,7 @@ pub mod config;
 pub mod config_govern;
 pub mod error;
 pub mod extract;
+pub mod kek;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;

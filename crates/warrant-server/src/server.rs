@@ -60,6 +60,9 @@ pub enum ServeError {
     /// The engine could not start (keys, registry, policies, audit).
     #[error("cannot start: {0}")]
     Engine(#[from] OpenError),
+    /// No usable key-encryption key.
+    #[error("cannot start: {0}")]
+    Kek(#[from] crate::kek::KekError),
     /// The metrics registry could not be built.
     #[error("cannot set up metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -151,9 +154,11 @@ impl std::fmt::Debug for BoundServer {
 }
 
 impl BoundServer {
-    /// Opens the data directory, the store and the keys, and binds the listen address.
+    /// Opens the data directory, the store, the key-encryption key and the keys, and
+    /// binds the listen address.
     pub async fn bind(settings: &Settings) -> Result<Self, ServeError> {
         let store = open_store(&settings.data)?;
+        let kek = crate::kek::for_store(&store, &settings.kek_file, crate::kek::WhenMissing::Create).await?;
         let admin = admin_token(&settings.data)?;
         let listener = TcpListener::bind(settings.listen)
             .await
@@ -166,6 +171,8 @@ impl BoundServer {
         config.guard = settings.guard.clone();
         config.govern = settings.govern.clone();
         config.policy_dir = Some(settings.data.join(POLICY_DIR));
+        config.kek = Some(kek);
+        config.audit.witness = Some(settings.witness.clone());
         let engine = Engine::open(Arc::new(store), Arc::new(SystemClock), config).await?;
         let metrics = Arc::new(crate::metrics::Metrics::new()?);
         let state = AppState { engine: Arc::new(engine), admin_token: Arc::from(admin), metrics };

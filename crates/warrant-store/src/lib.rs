@@ -28,8 +28,8 @@ pub use audit::{AuditFilter, AuditRow, AuditStore, StoredCheckpoint};
 pub use govern::{Attestation, FindingFilter, GovernStore, LiveWarrant, MAX_FINDING_LIST_LIMIT};
 pub use guard::{GuardStore, LiveBudget, MAX_APPROVAL_LIST_LIMIT};
 pub use records::{
-    IssueGuard, PolicyVersionRecord, RevocationKind, RevocationRecord, SessionPurpose, SessionRecord, SpendCharge,
-    StoredKey, TaskRecord, WarrantRecord,
+    IssueGuard, KeyMaterial, KeyPurpose, PolicyVersionRecord, RevocationKind, RevocationRecord, SessionPurpose,
+    SessionRecord, SpendCharge, StoredKey, TaskRecord, WarrantRecord,
 };
 pub use sqlite::SqliteStore;
 
@@ -97,11 +97,17 @@ pub trait AgentStore: Send + Sync {
 /// The issuer's signing keys.
 #[async_trait]
 pub trait KeyStore: Send + Sync {
-    /// Every stored key, newest first.
+    /// Every stored key of every purpose, newest first.
     async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError>;
-    /// Adds `key` as the active key and, in the same transaction, marks every other
-    /// unretired key retired at `key.created_at`.
+    /// Adds `key` as the active key of its purpose and, in the same transaction, marks
+    /// every other unretired key of that purpose retired at `key.created_at`. A key whose
+    /// material is not sealed is refused (`Backend`): nothing is written in the clear.
     async fn rotate_in(&self, key: &StoredKey) -> Result<(), StoreError>;
+    /// Replaces the plaintext seed of each `(kid, sealed)` key by its sealed form, in one
+    /// transaction, overwriting the plaintext bytes in the database file and its journal.
+    /// Returns how many keys were sealed (keys that are absent or already sealed are
+    /// left alone).
+    async fn seal_keys(&self, sealed: &[(String, Vec<u8>)]) -> Result<usize, StoreError>;
     /// The latest expiry of any warrant signed with `kid`.
     async fn last_expiry_for_key(&self, kid: &str) -> Result<Option<UnixTime>, StoreError>;
 }

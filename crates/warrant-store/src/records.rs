@@ -5,13 +5,55 @@ use std::collections::BTreeMap;
 use warrant_core::{AgentId, HumanId, Mode, Scope, TaskId, UnixTime, WarrantId};
 use zeroize::Zeroizing;
 
-/// A signing key as stored. The seed is secret: never log it.
+/// What a signing key signs. Each purpose has its own active key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyPurpose {
+    /// Warrants, human sessions (the issuer's JWKS).
+    Warrant,
+    /// Audit checkpoints only.
+    Checkpoint,
+}
+
+impl KeyPurpose {
+    /// The stored name (`warrant`, `checkpoint`), also bound into the sealed form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyPurpose::Warrant => "warrant",
+            KeyPurpose::Checkpoint => "checkpoint",
+        }
+    }
+
+    /// Reads a stored name.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "warrant" => Some(KeyPurpose::Warrant),
+            "checkpoint" => Some(KeyPurpose::Checkpoint),
+            _ => None,
+        }
+    }
+}
+
+/// A signing key's secret as stored.
+#[derive(Clone)]
+pub enum KeyMaterial {
+    /// The seed sealed with the key-encryption key (see `warrant_token::seal`): the only
+    /// form this build writes.
+    Sealed(Vec<u8>),
+    /// A 32-byte seed in the clear, as databases written before keys were sealed hold
+    /// it. Read only so that it can be sealed; [`KeyStore::rotate_in`](crate::KeyStore::rotate_in)
+    /// refuses it.
+    Plaintext(Zeroizing<[u8; 32]>),
+}
+
+/// A signing key as stored. The material is secret (even sealed): never log it.
 #[derive(Clone)]
 pub struct StoredKey {
     /// The key id (RFC 7638 thumbprint).
     pub kid: String,
-    /// The 32-byte Ed25519 seed.
-    pub seed: Zeroizing<[u8; 32]>,
+    /// What it signs.
+    pub purpose: KeyPurpose,
+    /// The seed, sealed (or, in a database not yet migrated, in the clear).
+    pub material: KeyMaterial,
     /// When the key was created.
     pub created_at: UnixTime,
     /// When it stopped signing, if it has.
@@ -20,11 +62,17 @@ pub struct StoredKey {
 
 impl std::fmt::Debug for StoredKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let material = match self.material {
+            KeyMaterial::Sealed(_) => "sealed",
+            KeyMaterial::Plaintext(_) => "plaintext",
+        };
         f.debug_struct("StoredKey")
             .field("kid", &self.kid)
+            .field("purpose", &self.purpose)
+            .field("material", &material)
             .field("created_at", &self.created_at)
             .field("retired_at", &self.retired_at)
-            .finish_non_exhaustive()
+            .finish()
     }
 }
 

@@ -19,7 +19,7 @@ use warrant_core::{
 };
 use zeroize::Zeroizing;
 
-use crate::records::{IssueGuard, SessionPurpose, SessionRecord, StoredKey, TaskRecord, WarrantRecord};
+use crate::records::{IssueGuard, KeyMaterial, KeyPurpose, SessionPurpose, SessionRecord, StoredKey, TaskRecord, WarrantRecord};
 use crate::{AgentStore, HumanStore, KeyStore, StoreError, WarrantStore};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` holds how many ran.
@@ -216,6 +216,14 @@ CREATE TABLE sessions (
 CREATE INDEX sessions_human ON sessions(human) WHERE revoked_at IS NULL;
 CREATE INDEX revocations_target ON revocations(target);
 "#,
+    r#"
+-- Keys at rest: signing keys are sealed with a key-encryption key kept outside the
+-- database. `sealed` holds the sealed seed (version byte, nonce, ciphertext, tag); `seed`
+-- keeps a plaintext seed only until the engine seals it at start, then it is emptied
+-- (x''). `purpose` separates the warrant-signing keys from the audit checkpoint keys.
+ALTER TABLE signing_keys ADD COLUMN purpose TEXT NOT NULL DEFAULT 'warrant';
+ALTER TABLE signing_keys ADD COLUMN sealed BLOB;
+"#,
 ];
 
 /// The SQLite store.
@@ -359,15 +367,29 @@ fn task_row(row: &Row<'_>) -> rusqlite::Result<TaskRecord> {
     })
 }
 
+const KEY_COLS: &str = "kid, purpose, seed, sealed, created_at, retired_at";
+
 fn key_row(row: &Row<'_>) -> rusqlite::Result<StoredKey> {
-    let seed: Vec<u8> = row.get(1)?;
-    let seed = <[u8; 32]>::try_from(seed.as_slice())
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(1, Type::Blob, Box::new(e)))?;
+    let purpose: String = row.get(1)?;
+    let purpose = KeyPurpose::parse(&purpose).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(1, Type::Text, format!("unknown key purpose `{purpose}`").into())
+    })?;
+    let sealed: Option<Vec<u8>> = row.get(3)?;
+    let material = match sealed {
+        Some(sealed) => KeyMaterial::Sealed(sealed),
+        None => {
+            let seed = Zeroizing::new(row.get::<_, Vec<u8>>(2)?);
+            let seed = <[u8; 32]>::try_from(seed.as_slice())
+                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(2, Type::Blob, Box::new(e)))?;
+            KeyMaterial::Plaintext(Zeroizing::new(seed))
+        }
+    };
     Ok(StoredKey {
         kid: row.get(0)?,
-        seed: Zeroizing::new(seed),
-        created_at: time(row, 2)?,
-        retired_at: row.get::<_, Option<i64>>(3)?.map(UnixTime),
+        purpose,
+        material,
+        created_at: time(row, 4)?,
+        retired_at: row.get::<_, Option<i64>>(5)?.map(UnixTime),
     })
 }
 
@@ -770,9 +792,8 @@ impl AgentStore for SqliteStore {
 impl KeyStore for SqliteStore {
     async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
         self.run(|c| {
-            let mut stmt = c.prepare(
-                "SELECT kid, seed, created_at, retired_at FROM signing_keys ORDER BY created_at DESC, rowid DESC",
-            )?;
+            let mut stmt =
+                c.prepare(&format!("SELECT {KEY_COLS} FROM signing_keys ORDER BY created_at DESC, rowid DESC"))?;
             let rows = stmt.query_map([], key_row)?.collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
@@ -780,16 +801,53 @@ impl KeyStore for SqliteStore {
     }
 
     async fn rotate_in(&self, key: &StoredKey) -> Result<(), StoreError> {
-        let key = key.clone();
+        let KeyMaterial::Sealed(sealed) = &key.material else {
+            return Err(StoreError::Backend("refusing to store a signing key that is not sealed".into()));
+        };
+        let (kid, purpose, sealed, created_at) = (key.kid.clone(), key.purpose, sealed.clone(), key.created_at);
         self.run(move |c| {
             let tx = c.transaction()?;
-            tx.execute("UPDATE signing_keys SET retired_at = ?1 WHERE retired_at IS NULL", [key.created_at.0])?;
             tx.execute(
-                "INSERT INTO signing_keys (kid, seed, created_at, retired_at) VALUES (?1, ?2, ?3, NULL)",
-                params![key.kid, key.seed.as_slice(), key.created_at.0],
+                "UPDATE signing_keys SET retired_at = ?1 WHERE retired_at IS NULL AND purpose = ?2",
+                params![created_at.0, purpose.as_str()],
+            )?;
+            tx.execute(
+                "INSERT INTO signing_keys (kid, purpose, seed, sealed, created_at, retired_at) \
+                 VALUES (?1, ?2, x'', ?3, ?4, NULL)",
+                params![kid, purpose.as_str(), sealed, created_at.0],
             )?;
             tx.commit()?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn seal_keys(&self, sealed: &[(String, Vec<u8>)]) -> Result<usize, StoreError> {
+        let sealed = sealed.to_vec();
+        self.run(move |c| {
+            // Zero the freed bytes of each plaintext seed inside its page, not just unlink them.
+            c.pragma_update(None, "secure_delete", "ON")?;
+            let written = (|| -> Result<usize, StoreError> {
+                let tx = c.transaction()?;
+                let mut changed = 0;
+                for (kid, blob) in &sealed {
+                    changed += tx.execute(
+                        "UPDATE signing_keys SET sealed = ?2, seed = x'' WHERE kid = ?1 AND sealed IS NULL",
+                        params![kid, blob],
+                    )?;
+                }
+                tx.commit()?;
+                Ok(changed)
+            })();
+            let restored = c.pragma_update(None, "secure_delete", "OFF");
+            let changed = written?;
+            restored?;
+            if changed > 0 {
+                // Copy the rewritten pages into the main file and empty the write-ahead
+                // log, whose older frames still hold the pages with the plaintext seeds.
+                c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            }
+            Ok(changed)
         })
         .await
     }

@@ -29,10 +29,9 @@ use warrant_core::{
 };
 use warrant_store::{
     AgentStore as _, Attestation, AuditRow, AuditStore as _, FindingFilter, GovernStore as _, GuardStore as _,
-    HumanStore as _, IssueGuard, KeyStore as _, LiveWarrant, RevocationKind, RevocationRecord, SpendCharge,
-    SqliteStore, Store, StoreError, StoredKey, TaskRecord, WarrantRecord, WarrantStore as _,
+    HumanStore as _, IssueGuard, KeyMaterial, KeyPurpose, KeyStore as _, LiveWarrant, RevocationKind, RevocationRecord,
+    SpendCharge, SqliteStore, Store, StoreError, StoredKey, TaskRecord, WarrantRecord, WarrantStore as _,
 };
-use zeroize::Zeroizing;
 
 // ---------------------------------------------------------------------------------------
 // Backends
@@ -57,6 +56,8 @@ macro_rules! conformance {
             check_set_agent_status,
             check_first_key_is_the_only_active_one,
             check_rotation_retires_previous_keys,
+            check_rotation_is_per_purpose,
+            check_plaintext_keys_are_never_written,
             check_last_expiry_for_key,
             check_assertion_replay_is_refused,
             check_assertion_jti_is_per_agent,
@@ -148,10 +149,12 @@ fn agent(n: u8, owner: &Human, created_at: i64) -> Agent {
     }
 }
 
+/// A key whose sealed form is `[n; 61]` (the store does not open it).
 fn key(n: u8, created_at: i64) -> StoredKey {
     StoredKey {
         kid: format!("kid-{n}"),
-        seed: Zeroizing::new([n; 32]),
+        purpose: KeyPurpose::Warrant,
+        material: KeyMaterial::Sealed(vec![n; 61]),
         created_at: UnixTime(created_at),
         retired_at: None,
     }
@@ -382,9 +385,13 @@ async fn check_set_agent_status(store: &dyn Store) {
 // Signing keys
 // ---------------------------------------------------------------------------------------
 
-/// `(kid, seed, created_at, retired_at)`: `StoredKey` has no `PartialEq`, by design.
-fn key_view(k: &StoredKey) -> (String, [u8; 32], UnixTime, Option<UnixTime>) {
-    (k.kid.clone(), *k.seed, k.created_at, k.retired_at)
+/// `(kid, sealed, created_at, retired_at)`: `StoredKey` has no `PartialEq`, by design.
+fn key_view(k: &StoredKey) -> (String, Vec<u8>, UnixTime, Option<UnixTime>) {
+    let sealed = match &k.material {
+        KeyMaterial::Sealed(sealed) => sealed.clone(),
+        KeyMaterial::Plaintext(_) => panic!("key {} came back in plaintext", k.kid),
+    };
+    (k.kid.clone(), sealed, k.created_at, k.retired_at)
 }
 
 async fn check_first_key_is_the_only_active_one(store: &dyn Store) {
@@ -394,8 +401,35 @@ async fn check_first_key_is_the_only_active_one(store: &dyn Store) {
     let keys = store.signing_keys().await.unwrap();
     assert_eq!(
         keys.iter().map(key_view).collect::<Vec<_>>(),
-        vec![("kid-1".to_owned(), [1; 32], UnixTime(1_000), None)]
+        vec![("kid-1".to_owned(), vec![1; 61], UnixTime(1_000), None)]
     );
+}
+
+async fn check_rotation_is_per_purpose(store: &dyn Store) {
+    store.rotate_in(&key(1, 1_000)).await.unwrap();
+    let checkpoint = StoredKey { purpose: KeyPurpose::Checkpoint, ..key(2, 2_000) };
+    store.rotate_in(&checkpoint).await.unwrap();
+    let keys = store.signing_keys().await.unwrap();
+    let view: Vec<_> = keys.iter().map(|k| (k.kid.clone(), k.purpose, k.retired_at)).collect();
+    assert_eq!(
+        view,
+        vec![("kid-2".to_owned(), KeyPurpose::Checkpoint, None), ("kid-1".to_owned(), KeyPurpose::Warrant, None)],
+        "a checkpoint key does not retire the warrant key"
+    );
+    store.rotate_in(&key(3, 3_000)).await.unwrap();
+    let retired: Vec<_> = store.signing_keys().await.unwrap().iter().map(|k| (k.kid.clone(), k.retired_at)).collect();
+    assert_eq!(
+        retired,
+        vec![("kid-3".to_owned(), None), ("kid-2".to_owned(), None), ("kid-1".to_owned(), Some(UnixTime(3_000)))]
+    );
+}
+
+async fn check_plaintext_keys_are_never_written(store: &dyn Store) {
+    let plain = StoredKey { material: KeyMaterial::Plaintext(zeroize::Zeroizing::new([5; 32])), ..key(5, 1_000) };
+    assert!(matches!(store.rotate_in(&plain).await, Err(StoreError::Backend(_))));
+    assert!(store.signing_keys().await.unwrap().is_empty());
+    // Nothing to seal: the key is not there in plaintext.
+    assert_eq!(store.seal_keys(&[("kid-5".to_owned(), vec![5; 61])]).await.unwrap(), 0);
 }
 
 async fn check_rotation_retires_previous_keys(store: &dyn Store) {
@@ -406,8 +440,8 @@ async fn check_rotation_retires_previous_keys(store: &dyn Store) {
     assert_eq!(
         keys.iter().map(key_view).collect::<Vec<_>>(),
         vec![
-            ("kid-2".to_owned(), [2; 32], UnixTime(2_000), None),
-            ("kid-1".to_owned(), [1; 32], UnixTime(1_000), Some(UnixTime(2_000))),
+            ("kid-2".to_owned(), vec![2; 61], UnixTime(2_000), None),
+            ("kid-1".to_owned(), vec![1; 61], UnixTime(1_000), Some(UnixTime(2_000))),
         ],
         "newest first; the first key retired when the second came in"
     );
@@ -419,9 +453,9 @@ async fn check_rotation_retires_previous_keys(store: &dyn Store) {
     assert_eq!(
         keys.iter().map(key_view).collect::<Vec<_>>(),
         vec![
-            ("kid-3".to_owned(), [3; 32], UnixTime(3_000), None),
-            ("kid-2".to_owned(), [2; 32], UnixTime(2_000), Some(UnixTime(3_000))),
-            ("kid-1".to_owned(), [1; 32], UnixTime(1_000), Some(UnixTime(2_000))),
+            ("kid-3".to_owned(), vec![3; 61], UnixTime(3_000), None),
+            ("kid-2".to_owned(), vec![2; 61], UnixTime(2_000), Some(UnixTime(3_000))),
+            ("kid-1".to_owned(), vec![1; 61], UnixTime(1_000), Some(UnixTime(2_000))),
         ]
     );
     assert_eq!(keys.iter().filter(|k| k.retired_at.is_none()).count(), 1, "exactly one key signs");
@@ -1307,8 +1341,8 @@ async fn sqlite_data_survives_reopening() {
         assert_eq!(
             store.signing_keys().await.unwrap().iter().map(key_view).collect::<Vec<_>>(),
             vec![
-                ("kid-2".to_owned(), [2; 32], UnixTime(2_000), None),
-                ("kid-1".to_owned(), [1; 32], UnixTime(1_000), Some(UnixTime(2_000))),
+                ("kid-2".to_owned(), vec![2; 61], UnixTime(2_000), None),
+                ("kid-1".to_owned(), vec![1; 61], UnixTime(1_000), Some(UnixTime(2_000))),
             ]
         );
         assert_eq!(store.get_task(&t.id).await.unwrap(), Some(t.clone()));
@@ -1350,6 +1384,56 @@ async fn sqlite_file_is_private() {
     let store = SqliteStore::open(&path).unwrap();
     assert_eq!(mode(&path), 0o600);
     assert_eq!(store.signing_keys().await.unwrap().len(), 1);
+}
+
+/// Whether `needle` occurs in the database file or its write-ahead log.
+fn file_holds(dir: &std::path::Path, needle: &[u8]) -> bool {
+    ["warrant.db", "warrant.db-wal"]
+        .iter()
+        .any(|name| std::fs::read(dir.join(name)).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle)))
+}
+
+/// Turns a current database back into the shape written before keys were sealed (schema
+/// version 5, `signing_keys (kid, seed, created_at, retired_at)`) and stores `seed` in
+/// the clear under `kid`, the way the old code did.
+fn downgrade_to_plaintext_keys(path: &std::path::Path, kid: &str, seed: &[u8; 32], created_at: i64) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch("DELETE FROM signing_keys;").unwrap();
+    conn.execute_batch(UNDO_MIGRATION_SEALED_KEYS).unwrap();
+    conn.execute(
+        "INSERT INTO signing_keys (kid, seed, created_at, retired_at) VALUES (?1, ?2, ?3, NULL)",
+        rusqlite::params![kid, seed.as_slice(), created_at],
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_migrates_a_plaintext_key_and_sealing_erases_it_from_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("warrant.db");
+    drop(SqliteStore::open(&path).unwrap());
+    let seed = [0x5a, 0x17, 0xc3, 0x99, 0x01, 0xfe, 0x42, 0x7d].repeat(4);
+    let seed: [u8; 32] = seed.try_into().unwrap();
+    downgrade_to_plaintext_keys(&path, "kid-old", &seed, 1_000);
+    assert!(file_holds(dir.path(), &seed), "the old shape keeps the seed in the clear");
+
+    let store = SqliteStore::open(&path).unwrap();
+    let keys = store.signing_keys().await.unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!((keys[0].kid.as_str(), keys[0].purpose, keys[0].retired_at), ("kid-old", KeyPurpose::Warrant, None));
+    match &keys[0].material {
+        KeyMaterial::Plaintext(read) => assert_eq!(**read, seed),
+        KeyMaterial::Sealed(_) => panic!("the old row is read as plaintext"),
+    }
+
+    let sealed = [("kid-old".to_owned(), vec![0xee; 61])];
+    assert_eq!(store.seal_keys(&sealed).await.unwrap(), 1);
+    assert_eq!(store.seal_keys(&sealed).await.unwrap(), 0, "sealed once");
+    let keys = store.signing_keys().await.unwrap();
+    assert!(matches!(&keys[0].material, KeyMaterial::Sealed(s) if s == &vec![0xee; 61]));
+    assert!(!file_holds(dir.path(), &seed), "the plaintext seed is overwritten in the file and its log");
+    drop(store);
+    assert!(!file_holds(dir.path(), &seed));
 }
 
 #[tokio::test]
@@ -1413,6 +1497,7 @@ async fn migration_backfills_the_agent_index() {
     drop(store);
     // Back to the schema before migration 3, as an older build left it.
     let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch(UNDO_MIGRATION_SEALED_KEYS).unwrap();
     db.execute_batch(UNDO_LATER).unwrap();
     db.execute_batch(UNDO_MIGRATION_5).unwrap();
     db.execute_batch(UNDO_MIGRATION_4).unwrap();
@@ -1459,6 +1544,7 @@ async fn migration_adds_budgets_and_guard_tables() {
     drop(store);
     // Back to the schema before migration 4, as an older build left it.
     let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch(UNDO_MIGRATION_SEALED_KEYS).unwrap();
     db.execute_batch(UNDO_LATER).unwrap();
     db.execute_batch(UNDO_MIGRATION_5).unwrap();
     db.execute_batch(UNDO_MIGRATION_4).unwrap();
@@ -1467,7 +1553,7 @@ async fn migration_adds_budgets_and_guard_tables() {
     let store = SqliteStore::open(&path).unwrap();
     let db = rusqlite::Connection::open(&path).unwrap();
     let version: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-    assert_eq!(version, SCHEMA_VERSION, "migration 4 and every later one ran");
+    assert_eq!(version, current_schema_version(), "migration 4 and every later one ran");
     for (kind, name) in [
         ("table", "budget_spend"),
         ("table", "agent_guard"),
@@ -1511,11 +1597,21 @@ async fn migration_adds_budgets_and_guard_tables() {
 }
 
 /// Takes a database back to the schema before migration 5.
-/// Undoes every migration after 5, newest first.
+/// Undoes migration 6 (sessions, the revocation target index).
 const UNDO_LATER: &str = "DROP TABLE sessions; DROP INDEX revocations_target; PRAGMA user_version = 5;";
 
-/// How many migrations there are: the schema version a freshly migrated database has.
-const SCHEMA_VERSION: i64 = 6;
+/// The schema version a new database gets: every migration of this build.
+fn current_schema_version() -> i64 {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("warrant.db");
+    drop(SqliteStore::open(&path).unwrap());
+    let db = rusqlite::Connection::open(&path).unwrap();
+    db.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap()
+}
+
+/// Undoes the migration that added sealed keys (`purpose`, `sealed`) to `signing_keys`.
+const UNDO_MIGRATION_SEALED_KEYS: &str = "ALTER TABLE signing_keys DROP COLUMN purpose; \
+     ALTER TABLE signing_keys DROP COLUMN sealed; PRAGMA user_version = 6;";
 
 const UNDO_MIGRATION_5: &str = "DROP TABLE agent_keys; DROP TABLE findings; DROP TABLE agent_usage; \
      DROP TABLE attestations; PRAGMA user_version = 4;";
@@ -1531,6 +1627,7 @@ async fn migration_adds_governance_tables() {
     drop(store);
     // Back to the schema before migration 5, as an older build left it.
     let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch(UNDO_MIGRATION_SEALED_KEYS).unwrap();
     db.execute_batch(UNDO_LATER).unwrap();
     db.execute_batch(UNDO_MIGRATION_5).unwrap();
     drop(db);
@@ -1538,7 +1635,7 @@ async fn migration_adds_governance_tables() {
     let store = SqliteStore::open(&path).unwrap();
     let db = rusqlite::Connection::open(&path).unwrap();
     let version: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-    assert_eq!(version, SCHEMA_VERSION);
+    assert_eq!(version, current_schema_version());
     for (kind, name) in [
         ("table", "agent_keys"),
         ("table", "findings"),

@@ -17,12 +17,14 @@ pub mod checkpoint;
 pub mod jws;
 pub mod keys;
 pub mod ring;
+pub mod seal;
 pub mod session;
 pub mod warrant;
 
 pub use jws::{JwsError, KeyResolver};
 pub use keys::{KeyError, KeyPair};
 pub use ring::{KeyRing, KeySet};
+pub use seal::{Kek, SealError};
 
 /// Clock skew tolerated on `nbf`/`iat`, in seconds.
 pub const LEEWAY_SECS: i64 = 30;

@@ -52,7 +52,7 @@ pub struct AuditPage {
 /// The result of verifying the chain.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct VerifyView {
-    /// Whether every record and checkpoint verified.
+    /// Whether every record and checkpoint verified and the witness agrees.
     pub ok: bool,
     /// How many records were checked.
     pub records: u64,
@@ -60,6 +60,22 @@ pub struct VerifyView {
     pub first_bad: Option<u64>,
     /// What is wrong with it.
     pub reason: Option<String>,
+    /// The comparison with the witness file (absent when no witness is kept).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub witness: Option<WitnessView>,
+}
+
+/// The log compared with the witness of its checkpoints, kept outside the database.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WitnessView {
+    /// How many witnessed checkpoints were read.
+    pub checkpoints: u64,
+    /// Whether the log agrees with the witness.
+    pub ok: bool,
+    /// What is wrong: records removed after a witnessed checkpoint, a wiped log, a
+    /// witnessed head the chain no longer has, a database checkpoint the witness never saw.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 fn parse<T>(
@@ -140,11 +156,14 @@ pub async fn trace(
 #[utoipa::path(get, path = "/v1/audit/verify", tag = "audit", security(("admin" = [])),
     responses((status = 200, body = VerifyView)))]
 pub async fn verify(_: Admin, State(state): State<AppState>) -> Result<JsonOut<VerifyView>, ApiError> {
-    let report = state.engine.verify_audit().await.map_err(|e| ApiError::internal(&e))?;
-    Ok(JsonOut(VerifyView {
-        ok: report.ok,
-        records: report.records,
-        first_bad: report.first_bad,
-        reason: report.reason,
-    }))
+    let verification = state.engine.verify_audit().await.map_err(|e| ApiError::internal(&e))?;
+    let ok = verification.ok();
+    let report = verification.chain;
+    let witness =
+        verification.witness.map(|w| WitnessView { checkpoints: w.checkpoints, ok: w.ok, problem: w.problem });
+    let reason = match (&report.reason, &witness) {
+        (None, Some(WitnessView { problem: Some(problem), .. })) => Some(format!("witness: {problem}")),
+        _ => report.reason,
+    };
+    Ok(JsonOut(VerifyView { ok, records: report.records, first_bad: report.first_bad, reason, witness }))
 }

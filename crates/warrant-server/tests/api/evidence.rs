@@ -174,6 +174,70 @@ async fn an_edited_record_under_a_running_server_is_named_by_verify() {
 }
 
 #[tokio::test]
+async fn a_wiped_log_is_named_by_verify_through_the_witness() {
+    let mut s = Server::start().await;
+    let c = s.chain(&["crm.read:customers/**"], &["crm.*"], 1, "p").await;
+    for i in 0..3 {
+        assert_allow(&s.authorize(c.token(0), "crm.read", &format!("customers/{i}"), Value::Null).await);
+    }
+    // A graceful stop signs the head; the checkpoint is witnessed outside the database.
+    s.restart().await;
+    let witness = s.data.join("witness").join("audit-witness.jsonl");
+    let lines = std::fs::read_to_string(&witness).unwrap();
+    assert!(lines.lines().count() >= 1, "{lines}");
+    let report = s.verify_audit().await;
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["witness"]["ok"], true, "{report}");
+    assert!(report["witness"]["checkpoints"].as_u64().unwrap() >= 1, "{report}");
+
+    // Wipe the log and its checkpoints behind the server's back.
+    let db = rusqlite::Connection::open(s.data.join("warrant.db")).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    db.execute_batch("DELETE FROM audit_records; DELETE FROM audit_checkpoints;").unwrap();
+    drop(db);
+    let report = s.verify_audit().await;
+    assert_eq!(report["ok"], false, "{report}");
+    assert_eq!(report["first_bad"], 1, "{report}");
+    assert_eq!(report["witness"]["ok"], false, "{report}");
+    assert!(report["witness"]["problem"].as_str().unwrap().contains("wiped"), "{report}");
+}
+
+#[tokio::test]
+async fn a_data_directory_without_its_kek_does_not_start() {
+    use warrant_server::{BoundServer, FileConfig, Settings};
+
+    let s = Server::start().await;
+    let kek = s.data.join("keys").join("kek");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(std::fs::metadata(&kek).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let start = |kek_file: std::path::PathBuf| {
+        let settings = Settings::from_config(FileConfig {
+            data: Some(s.data.clone()),
+            listen: Some("127.0.0.1:0".into()),
+            kek_file: Some(kek_file),
+            ..Default::default()
+        })
+        .unwrap();
+        async move { BoundServer::bind(&settings).await.map(drop) }
+    };
+    // Another KEK: the stored keys do not open, and no key is made in their place.
+    let other = s.data.join("other-kek");
+    std::fs::write(&other, format!("{}\n", crate::testkit::b64([9u8; 32]))).unwrap();
+    let err = start(other).await.unwrap_err().to_string();
+    assert!(err.contains("does not open"), "{err}");
+    // No KEK at all: named, and none is created.
+    let missing = s.data.join("nowhere").join("kek");
+    let err = start(missing.clone()).await.unwrap_err().to_string();
+    assert!(err.contains("no key-encryption key"), "{err}");
+    assert!(!missing.exists());
+    // Its own KEK still opens it.
+    start(kek).await.unwrap();
+}
+
+#[tokio::test]
 async fn metrics_count_decisions_revocations_and_the_audit_log() {
     let s = Server::start().await;
     let c = s.chain(&["crm.read:customers/**"], &["crm.*"], 2, "p").await;
