@@ -286,6 +286,7 @@ async fn serve(args: ServeArgs) -> CliResult {
         body_limit: args.body_limit,
         guard: None,
         governance: None,
+        limits: None,
     };
     let settings = Settings::resolve(options, args.config.as_deref())?;
     let server = warrant_server::BoundServer::bind(&settings).await?;

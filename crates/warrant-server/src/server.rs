@@ -142,6 +142,7 @@ pub struct BoundServer {
     state: AppState,
     body_limit: usize,
     webhook: Option<crate::webhook::WebhookConfig>,
+    limits: crate::config::ServerLimits,
 }
 
 impl std::fmt::Debug for BoundServer {
@@ -168,8 +169,15 @@ impl BoundServer {
         config.policy_dir = Some(settings.data.join(POLICY_DIR));
         let engine = Engine::open(Arc::new(store), Arc::new(SystemClock), config).await?;
         let metrics = Arc::new(crate::metrics::Metrics::new()?);
-        let state = AppState { engine: Arc::new(engine), admin_token: Arc::from(admin), metrics };
-        Ok(BoundServer { listener, state, body_limit: settings.body_limit, webhook: settings.webhook.clone() })
+        let limits = Arc::new(crate::ratelimit::RateLimits::new(&settings.server_limits));
+        let state = AppState { engine: Arc::new(engine), admin_token: Arc::from(admin), metrics, limits };
+        Ok(BoundServer {
+            listener,
+            state,
+            body_limit: settings.body_limit,
+            webhook: settings.webhook.clone(),
+            limits: settings.server_limits,
+        })
     }
 
     /// The bound address (useful with port 0).
@@ -187,7 +195,8 @@ impl BoundServer {
         &self.state.admin_token
     }
 
-    /// Serves until `shutdown` completes, then finishes in-flight requests and returns.
+    /// Serves until `shutdown` completes, then finishes in-flight requests and returns
+    /// (see [`crate::listen`] for the connection limits).
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
         let engine = Arc::clone(&self.state.engine);
         let refresher = tokio::spawn(async move {
@@ -233,7 +242,7 @@ impl BoundServer {
         let engine = Arc::clone(&self.state.engine);
         let router = app(self.state, self.body_limit);
         let result =
-            axum::serve(self.listener, router).with_graceful_shutdown(shutdown).await.map_err(ServeError::Serve);
+            crate::listen::serve(self.listener, router, self.limits, shutdown).await.map_err(ServeError::Serve);
         refresher.abort();
         watcher.abort();
         flusher.abort();
