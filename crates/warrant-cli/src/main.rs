@@ -320,6 +320,7 @@ async fn serve(args: ServeArgs) -> CliResult {
         governance: None,
         kek_file: args.keys.kek_file,
         witness: args.keys.witness,
+        limits: None,
     };
     let settings = Settings::resolve(options, args.config.as_deref())?;
     let server = warrant_server::BoundServer::bind(&settings).await?;

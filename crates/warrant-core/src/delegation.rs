@@ -8,7 +8,7 @@ use crate::claims::WarrantClaims;
 use crate::id::{AgentId, HumanId};
 use crate::permission::Permission;
 use crate::registry::{Agent, AgentUnusable, Human, Mode};
-use crate::scope::Scope;
+use crate::scope::{Scope, ScopeSizeError, MAX_SCOPE_LEN};
 use crate::time::UnixTime;
 
 /// Issuance limits, with safe defaults.
@@ -110,6 +110,20 @@ pub enum DelegationError {
     /// Nothing is left once the ceilings are intersected.
     #[error("no permission is left within every ceiling")]
     EmptyScope,
+    /// A ceiling holds more permissions than a scope may.
+    #[error("{ceiling} holds {len} permissions, more than the {MAX_SCOPE_LEN} a scope may hold")]
+    CeilingTooLarge {
+        /// The ceiling.
+        ceiling: Ceiling,
+        /// How many permissions it holds.
+        len: usize,
+    },
+    /// The requested scope would not fit in a warrant.
+    #[error("the requested scope is too large for a warrant: {0}")]
+    RequestedScopeTooLarge(ScopeSizeError),
+    /// Everything every ceiling allows would not fit in a warrant.
+    #[error("everything every ceiling allows is too large for a warrant ({0}); request an explicit `scope`")]
+    IntersectionTooLarge(ScopeSizeError),
     /// The chain would be deeper than the limit.
     #[error("the delegation chain would hold {depth} agents; the limit is {limit}")]
     TooDeep {
@@ -132,7 +146,14 @@ pub enum DelegationError {
 impl DelegationError {
     /// Whether the error is about scope (OAuth `invalid_scope`) rather than the grant.
     pub fn is_scope_error(&self) -> bool {
-        matches!(self, DelegationError::ScopeNotCovered { .. } | DelegationError::EmptyScope)
+        matches!(
+            self,
+            DelegationError::ScopeNotCovered { .. }
+                | DelegationError::EmptyScope
+                | DelegationError::CeilingTooLarge { .. }
+                | DelegationError::RequestedScopeTooLarge(_)
+                | DelegationError::IntersectionTooLarge(_)
+        )
     }
 }
 
@@ -206,10 +227,20 @@ fn check_agent(agent: &Agent, owner: &Human, work: Mode, now: UnixTime) -> Resul
     Ok(())
 }
 
-/// Intersects the ceilings, or checks a requested scope against each of them.
+/// Intersects the ceilings, or checks a requested scope against each of them. Either way
+/// the result fits in a warrant that verifies ([`Scope::check_warrant_size`]), and the
+/// work is bounded: every ceiling holds at most [`MAX_SCOPE_LEN`] permissions, and an
+/// intersection stops as soon as it holds more than that.
 fn fit_scope(requested: Option<&Scope>, ceilings: &[(&Scope, Ceiling)]) -> Result<Scope, DelegationError> {
+    for (ceiling_scope, ceiling) in ceilings {
+        let len = ceiling_scope.permissions().len();
+        if len > MAX_SCOPE_LEN {
+            return Err(DelegationError::CeilingTooLarge { ceiling: *ceiling, len });
+        }
+    }
     let scope = match requested {
         Some(req) => {
+            req.check_warrant_size().map_err(DelegationError::RequestedScopeTooLarge)?;
             for (ceiling_scope, ceiling) in ceilings {
                 if let Some(p) = ceiling_scope.first_uncovered(req) {
                     return Err(DelegationError::ScopeNotCovered { permission: p.clone(), ceiling: *ceiling });
@@ -219,8 +250,14 @@ fn fit_scope(requested: Option<&Scope>, ceilings: &[(&Scope, Ceiling)]) -> Resul
         }
         None => {
             let mut iter = ceilings.iter();
-            let first = iter.next().map(|(s, _)| (*s).clone()).unwrap_or_default();
-            iter.fold(first, |acc, (s, _)| acc.intersect(s))
+            let mut scope = iter.next().map(|(s, _)| (*s).clone()).unwrap_or_default();
+            for (ceiling_scope, _) in iter {
+                scope = scope.intersect_within(ceiling_scope, MAX_SCOPE_LEN).map_err(|over| {
+                    DelegationError::IntersectionTooLarge(ScopeSizeError::TooMany(over.permissions().len()))
+                })?;
+            }
+            scope.check_warrant_size().map_err(DelegationError::IntersectionTooLarge)?;
+            scope
         }
     };
     if scope.is_empty() {

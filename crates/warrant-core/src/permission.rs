@@ -44,6 +44,9 @@ pub enum PermissionError {
     /// The input is longer than [`MAX_PERMISSION_LEN`].
     #[error("a permission may be at most {MAX_PERMISSION_LEN} characters long")]
     TooLong,
+    /// A scope lists more than [`MAX_SCOPE_LEN`](crate::scope::MAX_SCOPE_LEN) permissions.
+    #[error("a scope may hold at most {} permissions", crate::scope::MAX_SCOPE_LEN)]
+    TooMany,
 }
 
 /// The longest permission accepted, in bytes.
@@ -230,6 +233,20 @@ impl Permission {
     /// The first action segment (its namespace), `*` for the lone wildcard.
     pub fn namespace(&self) -> &str {
         self.action.first().map(String::as_str).unwrap_or("*")
+    }
+
+    /// A key that orders broader permissions first: whenever `a` covers `b` and `b` does
+    /// not cover `a`, `a.breadth() < b.breadth()`. Wild actions come first, shorter ones
+    /// before longer ones; then resources ending in `**`, earlier `**` first; then fewer
+    /// literal segments.
+    pub(crate) fn breadth(&self) -> (bool, usize, usize, usize) {
+        let rest_at = match self.resource.last() {
+            Some(Segment::Rest) => self.resource.len().saturating_sub(1),
+            _ => usize::MAX,
+        };
+        let literals = self.resource.iter().filter(|s| matches!(s, Segment::Lit(_))).count();
+        let action_len = if self.action_wild { self.action.len() } else { 0 };
+        (!self.action_wild, action_len, rest_at, literals)
     }
 
     /// Whether every request this permission allows is also allowed by `self`.

@@ -811,6 +811,24 @@ proptest! {
         }
     }
 
+    /// The bounded intersection is the plain reduction of every meet (the same members in
+    /// the same order), and refuses exactly when that holds more than the bound.
+    #[test]
+    fn bounded_intersection_is_the_plain_reduction((a, b) in scope_pair(), bound in 0usize..6) {
+        let (sa, sb) = (scope(&a), scope(&b));
+        let plain = Scope::from_permissions(
+            sa.permissions().iter().flat_map(|p| sb.permissions().iter().filter_map(move |q| p.meet(q))),
+        );
+        prop_assert_eq!(sa.intersect(&sb), plain.clone());
+        match sa.intersect_within(&sb, bound) {
+            Ok(s) => {
+                prop_assert_eq!(s, plain.clone());
+                prop_assert!(plain.permissions().len() <= bound);
+            }
+            Err(_) => prop_assert!(plain.permissions().len() > bound, "`{}` refused at {}", plain, bound),
+        }
+    }
+
     /// `Scope::covers` agrees with the model (DESIGN.md §1: each permission of the
     /// covered scope is covered by one of the covering scope), and is sound: it never
     /// claims an inclusion of allowed requests that does not hold.

@@ -476,6 +476,15 @@ impl Engine {
             budget,
         };
         let token = sign_warrant(ring.active(), &claims).map_err(|e| TokenError::Internal(e.to_string()))?;
+        // Never hand out a warrant that would not verify (the scope is bounded, but the
+        // purpose, the chain and the issuer add to it).
+        if token.len() > warrant_token::jws::MAX_TOKEN_LEN {
+            return Err(TokenError::InvalidScope(format!(
+                "the warrant would be {} bytes, more than the {} a warrant may be; request a narrower `scope`",
+                token.len(),
+                warrant_token::jws::MAX_TOKEN_LEN
+            )));
+        }
         let record = WarrantRecord {
             jti: claims.jti.clone(),
             parent: claims.parent.clone(),

@@ -23,6 +23,8 @@ pub struct AppState {
     pub admin_token: Arc<str>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// Rate limits on the token endpoint and anonymous decisions.
+    pub limits: Arc<crate::ratelimit::RateLimits>,
 }
 
 impl std::fmt::Debug for AppState {

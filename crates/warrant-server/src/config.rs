@@ -4,8 +4,10 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
+use warrant_core::guard::rate::RateLimit;
 use warrant_core::Limits;
 
 /// The data directory when nothing else is configured.
@@ -119,6 +121,108 @@ impl GuardFile {
     }
 }
 
+/// The `[limits]` table: what one connection, client or address may take of the server.
+/// Every key is optional; a rate of `"off"` turns that limit off.
+///
+/// ```toml
+/// [limits]
+/// header_timeout_secs = 10              # a request's headers must arrive within this
+/// max_connections = 1024                # open connections; beyond, new ones wait
+/// token_rate_per_client = "60/min"      # POST /oauth2/token per agent
+/// token_rate_per_ip = "60/min"          # ... per address, for requests naming no agent
+/// anonymous_rate_per_ip = "600/min"     # POST /v1/authorize with tokens not ours
+/// ```
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    /// Seconds a connection has to send a request's headers (also how long an idle
+    /// keep-alive connection stays open).
+    pub header_timeout_secs: Option<u64>,
+    /// The most connections served at once.
+    pub max_connections: Option<usize>,
+    /// Token requests per agent, e.g. `60/min`, or `off`.
+    pub token_rate_per_client: Option<String>,
+    /// Token requests per source address when they name no registered agent.
+    pub token_rate_per_ip: Option<String>,
+    /// Anonymous decision requests (a token that is not a warrant of ours) per source
+    /// address.
+    pub anonymous_rate_per_ip: Option<String>,
+}
+
+/// The resolved `[limits]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// A request's headers must arrive within this; an idle keep-alive connection is
+    /// closed after it too.
+    pub header_timeout: Duration,
+    /// The most connections served at once; beyond, new connections wait to be accepted.
+    pub max_connections: usize,
+    /// Token requests per agent.
+    pub token_rate_per_client: Option<RateLimit>,
+    /// Token requests per source address, for requests naming no registered agent.
+    pub token_rate_per_ip: Option<RateLimit>,
+    /// Anonymous decision requests per source address.
+    pub anonymous_rate_per_ip: Option<RateLimit>,
+}
+
+/// The header timeout when nothing else is configured, seconds.
+pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
+/// The connection limit when nothing else is configured.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// The per-agent token rate when nothing else is configured.
+pub const DEFAULT_TOKEN_RATE_PER_CLIENT: RateLimit = RateLimit { limit: 60, per_secs: 60 };
+/// The per-address token rate (requests naming no agent) when nothing else is configured.
+pub const DEFAULT_TOKEN_RATE_PER_IP: RateLimit = RateLimit { limit: 60, per_secs: 60 };
+/// The per-address anonymous decision rate when nothing else is configured.
+pub const DEFAULT_ANONYMOUS_RATE_PER_IP: RateLimit = RateLimit { limit: 600, per_secs: 60 };
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            header_timeout: Duration::from_secs(DEFAULT_HEADER_TIMEOUT_SECS),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            token_rate_per_client: Some(DEFAULT_TOKEN_RATE_PER_CLIENT),
+            token_rate_per_ip: Some(DEFAULT_TOKEN_RATE_PER_IP),
+            anonymous_rate_per_ip: Some(DEFAULT_ANONYMOUS_RATE_PER_IP),
+        }
+    }
+}
+
+impl LimitsFile {
+    /// These values over the defaults.
+    pub fn resolve(&self) -> Result<ServerLimits, ConfigError> {
+        let mut l = ServerLimits::default();
+        if let Some(t) = self.header_timeout_secs {
+            if !(1..=300).contains(&t) {
+                return Err(ConfigError::Invalid("`limits.header_timeout_secs` must be between 1 and 300".into()));
+            }
+            l.header_timeout = Duration::from_secs(t);
+        }
+        if let Some(n) = self.max_connections {
+            if !(1..=1_000_000).contains(&n) {
+                return Err(ConfigError::Invalid("`limits.max_connections` must be between 1 and 1000000".into()));
+            }
+            l.max_connections = n;
+        }
+        let rate = |name: &str, v: &Option<String>, slot: &mut Option<RateLimit>| -> Result<(), ConfigError> {
+            match v.as_deref().map(str::trim) {
+                None => {}
+                Some("off") => *slot = None,
+                Some(text) => {
+                    *slot = Some(
+                        RateLimit::parse(text).map_err(|e| ConfigError::Invalid(format!("`limits.{name}`: {e}")))?,
+                    )
+                }
+            }
+            Ok(())
+        };
+        rate("token_rate_per_client", &self.token_rate_per_client, &mut l.token_rate_per_client)?;
+        rate("token_rate_per_ip", &self.token_rate_per_ip, &mut l.token_rate_per_ip)?;
+        rate("anonymous_rate_per_ip", &self.anonymous_rate_per_ip, &mut l.anonymous_rate_per_ip)?;
+        Ok(l)
+    }
+}
+
 /// The TOML configuration file. Every key is optional; unknown keys are an error.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -147,6 +251,8 @@ pub struct FileConfig {
     pub kek_file: Option<PathBuf>,
     /// The audit witness file.
     pub witness: Option<PathBuf>,
+    /// Connection, request-rate and header-time limits (file only).
+    pub limits: Option<LimitsFile>,
 }
 
 /// Values from flags or the environment (already merged by clap: flag over variable).
@@ -204,6 +310,8 @@ pub struct Settings {
     /// The audit witness file every checkpoint is appended to (default
     /// `<data>/witness/audit-witness.jsonl`; in production put it on another disk).
     pub witness: PathBuf,
+    /// Connection, request-rate and header-time limits.
+    pub server_limits: ServerLimits,
 }
 
 /// The witness file for a data directory when none is configured:
@@ -235,6 +343,7 @@ impl FileConfig {
             governance: self.governance.or(under.governance),
             kek_file: self.kek_file.or(under.kek_file),
             witness: self.witness.or(under.witness),
+            limits: self.limits.or(under.limits),
         }
     }
 }
@@ -289,6 +398,7 @@ impl Settings {
         }
         let guard = c.guard.unwrap_or_default().resolve()?;
         let (govern, webhook) = c.governance.unwrap_or_default().resolve()?;
+        let server_limits = c.limits.unwrap_or_default().resolve()?;
         if let Some(issuer) = &c.issuer {
             if !(issuer.starts_with("https://") || issuer.starts_with("http://")) {
                 return Err(ConfigError::Invalid(format!("`issuer` `{issuer}` must be an http(s) URL")));
@@ -309,6 +419,7 @@ impl Settings {
             webhook,
             kek_file,
             witness,
+            server_limits,
         })
     }
 }
@@ -339,5 +450,25 @@ mod tests {
         let bad = FileConfig { listen: Some("nowhere".into()), ..Default::default() };
         assert!(Settings::from_config(bad).is_err());
         assert!(toml::from_str::<FileConfig>("unknown = 1").is_err());
+    }
+
+    #[test]
+    fn limits_have_defaults_and_can_be_turned_off() {
+        let s = Settings::from_config(FileConfig::default()).unwrap();
+        assert_eq!(s.server_limits, ServerLimits::default());
+        assert_eq!(s.server_limits.header_timeout, Duration::from_secs(10));
+        let file: FileConfig = toml::from_str(
+            "[limits]\nheader_timeout_secs = 2\nmax_connections = 8\ntoken_rate_per_client = \"off\"\nanonymous_rate_per_ip = \"5/s\"",
+        )
+        .unwrap();
+        let s = Settings::from_config(file).unwrap();
+        assert_eq!(s.server_limits.header_timeout, Duration::from_secs(2));
+        assert_eq!(s.server_limits.max_connections, 8);
+        assert_eq!(s.server_limits.token_rate_per_client, None);
+        assert_eq!(s.server_limits.anonymous_rate_per_ip, Some(RateLimit { limit: 5, per_secs: 1 }));
+        for bad in ["header_timeout_secs = 0", "max_connections = 0", "token_rate_per_ip = \"fast\""] {
+            let file: FileConfig = toml::from_str(&format!("[limits]\n{bad}")).unwrap();
+            assert!(Settings::from_config(file).is_err(), "{bad}");
+        }
     }
 }

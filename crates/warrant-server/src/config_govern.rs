@@ -20,6 +20,7 @@
 //! webhook_url = "https://siem.example.com/warrant"
 //! webhook_secret = "…"            # HMAC-SHA256 key for X-Warrant-Signature; never logged
 //! webhook_attempts = 6            # deliveries are retried with exponential backoff
+//! danger_allow_private_webhook = false  # true: also deliver to loopback, private, link-local addresses
 //! ```
 
 use std::time::Duration;
@@ -70,6 +71,9 @@ pub struct GovernanceFile {
     pub webhook_secret: Option<String>,
     /// Delivery attempts per event.
     pub webhook_attempts: Option<u32>,
+    /// Deliver to loopback, private, link-local and other non-public addresses too
+    /// (refused by default: see [`crate::webhook`]).
+    pub danger_allow_private_webhook: Option<bool>,
 }
 
 const DAY: i64 = 86_400;
@@ -138,7 +142,12 @@ impl GovernanceFile {
                 }
                 None
             }
-            Some(url) => Some(WebhookConfig::new(url, self.webhook_secret.clone(), self.webhook_attempts)?),
+            Some(url) => Some(WebhookConfig::new(
+                url,
+                self.webhook_secret.clone(),
+                self.webhook_attempts,
+                self.danger_allow_private_webhook.unwrap_or(false),
+            )?),
         };
         Ok((g, webhook))
     }

@@ -94,10 +94,12 @@ pub struct OAuthError {
 impl OAuthError {
     /// 400 with `code`.
     pub fn new(code: &'static str, description: impl Into<String>) -> Self {
-        OAuthError {
-            status: StatusCode::BAD_REQUEST,
-            body: OAuthErrorBody { error: code, error_description: description.into() },
-        }
+        Self::with_status(StatusCode::BAD_REQUEST, code, description)
+    }
+
+    /// `status` with `code`.
+    pub fn with_status(status: StatusCode, code: &'static str, description: impl Into<String>) -> Self {
+        OAuthError { status, body: OAuthErrorBody { error: code, error_description: description.into() } }
     }
 }
 

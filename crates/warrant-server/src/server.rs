@@ -145,6 +145,7 @@ pub struct BoundServer {
     state: AppState,
     body_limit: usize,
     webhook: Option<crate::webhook::WebhookConfig>,
+    limits: crate::config::ServerLimits,
 }
 
 impl std::fmt::Debug for BoundServer {
@@ -175,8 +176,15 @@ impl BoundServer {
         config.audit.witness = Some(settings.witness.clone());
         let engine = Engine::open(Arc::new(store), Arc::new(SystemClock), config).await?;
         let metrics = Arc::new(crate::metrics::Metrics::new()?);
-        let state = AppState { engine: Arc::new(engine), admin_token: Arc::from(admin), metrics };
-        Ok(BoundServer { listener, state, body_limit: settings.body_limit, webhook: settings.webhook.clone() })
+        let limits = Arc::new(crate::ratelimit::RateLimits::new(&settings.server_limits));
+        let state = AppState { engine: Arc::new(engine), admin_token: Arc::from(admin), metrics, limits };
+        Ok(BoundServer {
+            listener,
+            state,
+            body_limit: settings.body_limit,
+            webhook: settings.webhook.clone(),
+            limits: settings.server_limits,
+        })
     }
 
     /// The bound address (useful with port 0).
@@ -194,7 +202,8 @@ impl BoundServer {
         &self.state.admin_token
     }
 
-    /// Serves until `shutdown` completes, then finishes in-flight requests and returns.
+    /// Serves until `shutdown` completes, then finishes in-flight requests and returns
+    /// (see [`crate::listen`] for the connection limits).
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
         let engine = Arc::clone(&self.state.engine);
         let refresher = tokio::spawn(async move {
@@ -240,7 +249,7 @@ impl BoundServer {
         let engine = Arc::clone(&self.state.engine);
         let router = app(self.state, self.body_limit);
         let result =
-            axum::serve(self.listener, router).with_graceful_shutdown(shutdown).await.map_err(ServeError::Serve);
+            crate::listen::serve(self.listener, router, self.limits, shutdown).await.map_err(ServeError::Serve);
         refresher.abort();
         watcher.abort();
         flusher.abort();

@@ -26,6 +26,8 @@ mod govern;
 mod guard;
 #[path = "api/lifecycle.rs"]
 mod lifecycle;
+#[path = "api/limits.rs"]
+mod limits;
 #[path = "api/management.rs"]
 mod management;
 #[path = "api/metrics.rs"]

@@ -56,10 +56,19 @@ pub async fn start_warrant(data: &std::path::Path) -> Result<(Started, String), 
     // its baseline rightly calls a rate spike; guardrails would quarantine the load agent.
     // Their cost is measured in-process instead (`cargo bench -p warrant-bench`).
     let guard = warrant_server::config::GuardFile { enabled: Some(false), ..Default::default() };
+    // One load agent on one address mints and decides far beyond any client's fair share.
+    let off = || Some("off".to_owned());
+    let limits = warrant_server::config::LimitsFile {
+        token_rate_per_client: off(),
+        token_rate_per_ip: off(),
+        anonymous_rate_per_ip: off(),
+        ..Default::default()
+    };
     let settings = Settings::from_config(FileConfig {
         data: Some(data.to_owned()),
         listen: Some("127.0.0.1:0".into()),
         guard: Some(guard),
+        limits: Some(limits),
         ..Default::default()
     })
     .map_err(|e| BenchError::Server(e.to_string()))?;

@@ -3,6 +3,7 @@
 use std::time::Instant;
 
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use axum::Json as JsonOut;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -12,6 +13,7 @@ use warrant_engine::{AuthorizeRequest, Decision};
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::Json;
+use crate::ratelimit::ClientAddr;
 
 /// A request to act.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -124,21 +126,41 @@ fn request(body: AuthorizeBody) -> AuthorizeRequest {
 
 /// Decides whether a warrant may do an action on a resource now. An invalid token is a
 /// `deny`, not an HTTP error; so is any failure on the way, including the audit log.
+/// Requests whose token is not a warrant of this server are rate-limited per source
+/// address (`anonymous_rate_per_ip`): over the limit they get a 429 and are not decided.
 #[utoipa::path(post, path = "/v1/authorize", tag = "decisions", request_body = AuthorizeBody,
-    responses((status = 200, body = DecisionView), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn authorize(State(state): State<AppState>, Json(body): Json<AuthorizeBody>) -> JsonOut<DecisionView> {
+    responses((status = 200, body = DecisionView), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 429, description = "rate_limited: too many anonymous requests from this address; see `Retry-After`", body = ErrorBody)))]
+pub async fn authorize(
+    State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
+    Json(body): Json<AuthorizeBody>,
+) -> Result<JsonOut<DecisionView>, Response> {
+    if let Some(refused) = state.limits.anonymous_over(&state.engine, addr, std::iter::once(body.token.as_str())) {
+        return Err(refused);
+    }
     let started = Instant::now();
     let decision = state.engine.authorize(&request(body)).await;
     state.metrics.decided(&decision, started.elapsed());
-    JsonOut(decision.into())
+    state.limits.count_anonymous(&state.engine, addr, std::iter::once(&decision));
+    Ok(JsonOut(decision.into()))
 }
 
 /// Decides many requests in one round trip.
 #[utoipa::path(post, path = "/v1/authorize/batch", tag = "decisions", request_body = BatchBody,
-    responses((status = 200, body = BatchView), (status = 400, body = ErrorBody)))]
-pub async fn batch(State(state): State<AppState>, Json(body): Json<BatchBody>) -> Result<JsonOut<BatchView>, ApiError> {
+    responses((status = 200, body = BatchView), (status = 400, body = ErrorBody),
+        (status = 429, description = "rate_limited: too many anonymous requests from this address; see `Retry-After`", body = ErrorBody)))]
+pub async fn batch(
+    State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
+    Json(body): Json<BatchBody>,
+) -> Result<JsonOut<BatchView>, Response> {
     if body.requests.len() > MAX_BATCH {
-        return Err(ApiError::bad_request(format!("a batch holds at most {MAX_BATCH} requests")));
+        return Err(ApiError::bad_request(format!("a batch holds at most {MAX_BATCH} requests")).into_response());
+    }
+    let tokens = body.requests.iter().map(|r| r.token.as_str());
+    if let Some(refused) = state.limits.anonymous_over(&state.engine, addr, tokens) {
+        return Err(refused);
     }
     let started = Instant::now();
     let requests: Vec<AuthorizeRequest> = body.requests.into_iter().map(request).collect();
@@ -147,5 +169,6 @@ pub async fn batch(State(state): State<AppState>, Json(body): Json<BatchBody>) -
     for d in &decisions {
         state.metrics.decided(d, elapsed / u32::try_from(decisions.len().max(1)).unwrap_or(1));
     }
+    state.limits.count_anonymous(&state.engine, addr, decisions.iter());
     Ok(JsonOut(BatchView { decisions: decisions.into_iter().map(Into::into).collect() }))
 }

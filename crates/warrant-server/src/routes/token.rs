@@ -2,7 +2,7 @@
 
 use axum::extract::State;
 use axum::http::header;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 use crate::app::AppState;
 use crate::error::{OAuthError, OAuthErrorBody};
 use crate::extract::TokenForm;
+use crate::ratelimit::ClientAddr;
 
 /// The form parameters (RFC 6749, 7523, 8693, plus `task_purpose` and `ttl`).
 #[derive(Debug, ToSchema)]
@@ -71,8 +72,16 @@ pub struct TokenResponse {
         (status = 200, body = TokenResponse),
         (status = 400, description = "invalid_request, invalid_grant, invalid_scope, unsupported_grant_type", body = OAuthErrorBody),
         (status = 401, description = "invalid_client", body = OAuthErrorBody),
+        (status = 429, description = "temporarily_unavailable: too many token requests for this agent (or, naming none, from this address); see `Retry-After`", body = OAuthErrorBody),
     ))]
-pub async fn token(State(state): State<AppState>, TokenForm(req): TokenForm) -> Result<impl IntoResponse, OAuthError> {
+pub async fn token(
+    State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
+    TokenForm(req): TokenForm,
+) -> Result<Response, OAuthError> {
+    if let Some(refused) = state.limits.token(&state.engine, &req, addr) {
+        return Ok(refused);
+    }
     let issued = state
         .engine
         .token(&req)
@@ -88,5 +97,5 @@ pub async fn token(State(state): State<AppState>, TokenForm(req): TokenForm) -> 
         task_id: issued.claims.task.id.to_string(),
         budget: issued.claims.budget.clone(),
     };
-    Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)))
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
 }

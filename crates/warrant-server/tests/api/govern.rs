@@ -416,6 +416,8 @@ async fn findings_are_accepted_delivered_by_webhook_and_exported() {
     let s = Server::start_with(config(GovernanceFile {
         webhook_url: Some(hook),
         webhook_secret: Some(SECRET.into()),
+        // The receiver is on a loopback port.
+        danger_allow_private_webhook: Some(true),
         ..Default::default()
     }))
     .await;
@@ -481,4 +483,58 @@ async fn findings_are_accepted_delivered_by_webhook_and_exported() {
     s.get("/v1/inventory").await.api_error(StatusCode::UNAUTHORIZED, "unauthorized");
     s.admin_get("/v1/findings?kind=nope").await.api_error(StatusCode::BAD_REQUEST, "invalid_request");
     s.stop().await;
+}
+
+#[tokio::test]
+async fn the_webhook_does_not_follow_redirects() {
+    let hits = Arc::new(Mutex::new((0usize, 0usize)));
+    let (to_hook, to_landing) = (Arc::clone(&hits), Arc::clone(&hits));
+    let app = axum::Router::new()
+        .route(
+            "/hook",
+            axum::routing::post(move || {
+                let hits = Arc::clone(&to_hook);
+                async move {
+                    hits.lock().unwrap().0 += 1;
+                    (AxumStatus::TEMPORARY_REDIRECT, [("location", "/landing")])
+                }
+            }),
+        )
+        .route(
+            "/landing",
+            axum::routing::post(move || {
+                let hits = Arc::clone(&to_landing);
+                async move {
+                    hits.lock().unwrap().1 += 1;
+                    AxumStatus::NO_CONTENT
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let s = Server::start_with(config(GovernanceFile {
+        webhook_url: Some(format!("http://{addr}/hook")),
+        webhook_attempts: Some(1),
+        danger_allow_private_webhook: Some(true),
+        ..Default::default()
+    }))
+    .await;
+    let boss = s.human(&["*"]).await;
+    let agent = s.agent(&boss, "delegated", &["secrets.read"]).await;
+    appears(&s, &agent.id, "broad_grant", within(0)).await;
+    let hit = poll(Duration::from_secs(15), || async { (hits.lock().unwrap().0 > 0).then_some(()) }).await;
+    assert!(hit.is_some(), "the webhook was never called");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(hits.lock().unwrap().1, 0, "the redirect was followed");
+    s.stop().await;
+}
+
+#[test]
+fn a_loopback_webhook_is_refused_without_the_danger_key() {
+    let hook = || GovernanceFile { webhook_url: Some("http://127.0.0.1:9/hook".into()), ..Default::default() };
+    let refused = warrant_server::Settings::from_config(config(hook())).unwrap_err().to_string();
+    assert!(refused.contains("danger_allow_private_webhook"), "{refused}");
+    let allowed = GovernanceFile { danger_allow_private_webhook: Some(true), ..hook() };
+    assert!(warrant_server::Settings::from_config(config(allowed)).is_ok());
 }

@@ -1,0 +1,204 @@
+//! What one connection, client or address may take of the server: header timeouts, the
+//! connection limit, token-endpoint and anonymous-decision rate limits, and the size of
+//! what a token request may make the server compute and mint.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use warrant_server::config::LimitsFile;
+use warrant_server::FileConfig;
+
+use crate::testkit::{assert_allow, assert_deny, Server};
+
+fn limits(l: LimitsFile) -> FileConfig {
+    FileConfig { limits: Some(l), ..Default::default() }
+}
+
+fn addr(s: &Server) -> String {
+    s.base.trim_start_matches("http://").to_owned()
+}
+
+/// Reads until the server closes the connection; `None` if it has not within `limit`.
+async fn closed_within(conn: &mut TcpStream, limit: Duration) -> Option<String> {
+    let mut seen = Vec::new();
+    match tokio::time::timeout(limit, conn.read_to_end(&mut seen)).await {
+        Ok(_) => Some(String::from_utf8_lossy(&seen).into_owned()),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test]
+async fn slow_headers_are_cut_off_and_connections_beyond_the_limit_wait_their_turn() {
+    let s = Server::start_with(limits(LimitsFile {
+        header_timeout_secs: Some(1),
+        max_connections: Some(4),
+        ..Default::default()
+    }))
+    .await;
+    // Four connections take every slot, each dribbling a header a byte at a time.
+    let mut slow = Vec::new();
+    for _ in 0..4 {
+        let mut conn = TcpStream::connect(addr(&s)).await.unwrap();
+        conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: ").await.unwrap();
+        slow.push(tokio::spawn(async move {
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(20) {
+                if conn.write_all(b"a").await.is_err() {
+                    break;
+                }
+                let mut byte = [0u8; 1];
+                let read = tokio::time::timeout(Duration::from_millis(200), conn.read(&mut byte)).await;
+                if let Ok(Ok(0) | Err(_)) = read {
+                    break;
+                }
+            }
+            started.elapsed()
+        }));
+    }
+    // A fifth client is not refused: it waits until a slot frees, then is served.
+    let started = Instant::now();
+    let fresh = reqwest::Client::builder().no_proxy().build().unwrap();
+    let reply = fresh.get(s.url("/healthz")).send().await.unwrap();
+    assert_eq!(reply.status(), StatusCode::OK);
+    assert!(started.elapsed() >= Duration::from_millis(500), "served before any slot was free");
+    // Trickling bytes did not keep the slow connections open past the header timeout.
+    for task in slow {
+        let lasted = task.await.unwrap();
+        assert!(lasted < Duration::from_secs(6), "a slow-header connection stayed open {lasted:?}");
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed() {
+    let s = Server::start_with(limits(LimitsFile { header_timeout_secs: Some(1), ..Default::default() })).await;
+    let mut conn = TcpStream::connect(addr(&s)).await.unwrap();
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    // The answer comes, then the idle connection is closed although it asked to be kept.
+    let seen = closed_within(&mut conn, Duration::from_secs(6)).await.expect("the idle connection stays open");
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    s.stop().await;
+}
+
+fn retry_after(reply: &crate::testkit::Reply) -> u64 {
+    reply.headers.get("retry-after").expect("Retry-After").to_str().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn token_requests_are_rate_limited_per_agent_and_per_address() {
+    let s = Server::start_with(limits(LimitsFile {
+        token_rate_per_client: Some("2/min".into()),
+        token_rate_per_ip: Some("2/min".into()),
+        ..Default::default()
+    }))
+    .await;
+    let owner = s.human(&["*"]).await;
+    let busy = s.agent(&owner, "autonomous", &["crm.read"]).await;
+    let other = s.agent(&owner, "autonomous", &["crm.read"]).await;
+    for _ in 0..2 {
+        s.client_credentials(&busy, "p", &[]).await.ok();
+    }
+    let refused = s.client_credentials(&busy, "p", &[]).await;
+    refused.oauth_error(StatusCode::TOO_MANY_REQUESTS, "temporarily_unavailable");
+    assert!((1..=60).contains(&retry_after(&refused)), "{:?}", refused.headers);
+    // Per agent: another agent from the same address is served.
+    s.client_credentials(&other, "p", &[]).await.ok();
+
+    // Requests naming no registered agent are counted per address.
+    let nobody = [("grant_type", "client_credentials"), ("task_purpose", "p")];
+    for _ in 0..2 {
+        s.token(&nobody).await.oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
+    }
+    let refused = s.token(&nobody).await;
+    refused.oauth_error(StatusCode::TOO_MANY_REQUESTS, "temporarily_unavailable");
+    assert!(retry_after(&refused) >= 1);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn anonymous_decisions_are_rate_limited_per_address() {
+    let s =
+        Server::start_with(limits(LimitsFile { anonymous_rate_per_ip: Some("3/min".into()), ..Default::default() }))
+            .await;
+    let c = s.chain(&["crm.*"], &["crm.*"], 1, "p").await;
+    assert_allow(&s.authorize(c.token(0), "crm.read", "customers/1", Value::Null).await);
+    for _ in 0..3 {
+        assert_deny(&s.authorize("junk", "crm.read", "customers/1", Value::Null).await, "invalid_token");
+    }
+    let body = json!({"token": "junk", "action": "crm.read", "resource": "customers/1"});
+    let refused = s.authorize_body(&body).await;
+    refused.api_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    assert!(retry_after(&refused) >= 1);
+    let batch = s.authorize_batch(std::slice::from_ref(&body)).await;
+    batch.api_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    // A warrant of ours the server has verified is still decided.
+    assert_allow(&s.authorize(c.token(0), "crm.read", "customers/2", Value::Null).await);
+    s.stop().await;
+}
+
+/// `n` permissions of 15 bytes each: with the spaces, 16n - 1 bytes.
+fn permissions(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("a.p{i:03}:rr/{i:03}/x")).collect()
+}
+
+#[tokio::test]
+async fn a_warrant_of_the_largest_scope_is_minted_and_allowed() {
+    let s = Server::start().await;
+    let owner = s.human(&["*"]).await;
+    let max = permissions(256);
+    let refs: Vec<&str> = max.iter().map(String::as_str).collect();
+    let agent = s.agent(&owner, "autonomous", &refs).await;
+    // The longest purpose, in four-byte characters.
+    let purpose = "\u{1F600}".repeat(500);
+    let reply = s.client_credentials(&agent, &purpose, &[]).await;
+    let body = reply.ok();
+    assert_eq!(body["scope"].as_str().unwrap().split(' ').count(), 256);
+    let token = body["access_token"].as_str().unwrap();
+    assert_allow(&s.authorize(token, "a.p255", "rr/255/x", Value::Null).await);
+    assert_allow(&s.authorize(token, "a.p000", "rr/000/x", Value::Null).await);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn scopes_too_large_for_a_warrant_are_refused_with_the_limit() {
+    let s = Server::start().await;
+    // More than 256 permissions cannot be registered.
+    let owner = s.human(&["*"]).await;
+    let too_many = permissions(257);
+    let refs: Vec<&str> = too_many.iter().map(String::as_str).collect();
+    let reply = s
+        .admin_post(
+            "/v1/agents",
+            &crate::testkit::Server::agent_body(&owner, "autonomous", &refs, &crate::testkit::new_key()),
+        )
+        .await;
+    assert!(reply.status.is_client_error(), "{}", reply.text);
+    assert!(reply.text.contains("at most 256 permissions"), "{}", reply.text);
+
+    // 256 long permissions are a valid max scope, but too large for one warrant: without
+    // `scope` the request is refused, asking for one; with one it is served.
+    let long: Vec<String> = (0..256).map(|i| format!("crm.read:customers/{i:03}/{}", "n".repeat(20))).collect();
+    let refs: Vec<&str> = long.iter().map(String::as_str).collect();
+    let agent = s.agent(&owner, "autonomous", &refs).await;
+    let reply = s.client_credentials(&agent, "p", &[]).await;
+    reply.oauth_error(StatusCode::BAD_REQUEST, "invalid_scope");
+    assert!(reply.text.contains("explicit `scope`"), "{}", reply.text);
+    s.client_credentials(&agent, "p", &[("scope", refs[7])]).await.ok();
+
+    // Ceilings whose intersection explodes (every action of one with every resource of
+    // the other: 65,536 meets) are refused at once, not computed for seconds.
+    let actions: Vec<String> = (0..256).map(|i| format!("x.a{i}:*/**")).collect();
+    let resources: Vec<String> = (0..256).map(|i| format!("x.*:r{i}/**")).collect();
+    let human = s.human(&resources.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let delegated = s.agent(&owner, "delegated", &actions.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let session = s.session(&human).await;
+    let started = Instant::now();
+    let reply = s.delegated_root(&session, &delegated, &[]).await;
+    reply.oauth_error(StatusCode::BAD_REQUEST, "invalid_scope");
+    assert!(reply.text.contains("256 permissions"), "{}", reply.text);
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    s.stop().await;
+}
