@@ -101,30 +101,38 @@ impl<S: Send + Sync> FromRequest<S> for TokenForm {
                 OAuthError::new("invalid_request", "the request body could not be read")
             }
         })?;
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes)
-            .map_err(|_| OAuthError::new("invalid_request", "the body is not a valid form"))?;
-        let mut out = TokenRequest::default();
-        for (name, value) in pairs {
-            let slot = match name.as_str() {
-                "grant_type" => &mut out.grant_type,
-                "scope" => &mut out.scope,
-                "ttl" => &mut out.ttl,
-                "task_purpose" => &mut out.task_purpose,
-                "client_assertion_type" => &mut out.client_assertion_type,
-                "client_assertion" => &mut out.client_assertion,
-                "subject_token" => &mut out.subject_token,
-                "subject_token_type" => &mut out.subject_token_type,
-                "actor_token" => &mut out.actor_token,
-                "actor_token_type" => &mut out.actor_token_type,
-                "budget" => &mut out.budget,
-                _ => continue,
-            };
-            if slot.replace(value).is_some() {
-                return Err(OAuthError::new("invalid_request", format!("`{name}` must not be repeated")));
-            }
-        }
-        Ok(TokenForm(out))
+        parse_token_form(&bytes).map(TokenForm)
     }
+}
+
+/// Parses a token endpoint form body (RFC 6749 §3.2, `application/x-www-form-urlencoded`)
+/// into a [`TokenRequest`]: each known parameter at most once, unknown parameters
+/// ignored. [`TokenForm`] calls it once the body is read; it is pure, so it can be tested
+/// and fuzzed on bytes alone.
+pub fn parse_token_form(body: &[u8]) -> Result<TokenRequest, OAuthError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
+        .map_err(|_| OAuthError::new("invalid_request", "the body is not a valid form"))?;
+    let mut out = TokenRequest::default();
+    for (name, value) in pairs {
+        let slot = match name.as_str() {
+            "grant_type" => &mut out.grant_type,
+            "scope" => &mut out.scope,
+            "ttl" => &mut out.ttl,
+            "task_purpose" => &mut out.task_purpose,
+            "client_assertion_type" => &mut out.client_assertion_type,
+            "client_assertion" => &mut out.client_assertion,
+            "subject_token" => &mut out.subject_token,
+            "subject_token_type" => &mut out.subject_token_type,
+            "actor_token" => &mut out.actor_token,
+            "actor_token_type" => &mut out.actor_token_type,
+            "budget" => &mut out.budget,
+            _ => continue,
+        };
+        if slot.replace(value).is_some() {
+            return Err(OAuthError::new("invalid_request", format!("`{name}` must not be repeated")));
+        }
+    }
+    Ok(out)
 }
 
 /// The bearer token of an `Authorization: Bearer …` header, if any.
@@ -193,5 +201,21 @@ impl FromRequestParts<AppState> for Admin {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
             Err(response)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_token_form;
+
+    #[test]
+    fn token_form_takes_each_known_parameter_once_and_ignores_the_rest() {
+        let req = parse_token_form(b"grant_type=client_credentials&scope=crm.read+billing.%2A&foo=1&foo=2").unwrap();
+        assert_eq!(req.grant_type.as_deref(), Some("client_credentials"));
+        assert_eq!(req.scope.as_deref(), Some("crm.read billing.*"));
+        assert!(req.ttl.is_none() && req.client_assertion.is_none());
+        let err = parse_token_form(b"scope=a&grant_type=x&scope=b").unwrap_err();
+        assert!(format!("{err:?}").contains("`scope` must not be repeated"), "{err:?}");
+        assert!(parse_token_form(b"").is_ok());
     }
 }

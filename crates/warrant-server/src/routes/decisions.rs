@@ -113,7 +113,8 @@ pub struct BatchView {
     pub decisions: Vec<DecisionView>,
 }
 
-fn request(body: AuthorizeBody) -> AuthorizeRequest {
+/// The engine's request for a decoded body (what both endpoints hand to the engine).
+pub fn request(body: AuthorizeBody) -> AuthorizeRequest {
     AuthorizeRequest {
         token: body.token,
         action: body.action,
