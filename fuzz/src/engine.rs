@@ -59,6 +59,8 @@ fn build() -> Fixture {
         // Baselines and trust learn from every request: with them on, the fuzzer's
         // history would decide later answers. Off, each input is judged on its own.
         config.guard = GuardConfig { enabled: false, auto_quarantine: false, ..GuardConfig::default() };
+        // A throw-away key-encryption key: signing keys are sealed at rest.
+        config.kek = Some(warrant_token::Kek::from_bytes([0x42; 32]));
         let engine = Arc::new(Engine::open(store, clock, config).await.unwrap());
         let human = engine
             .add_human(NewHuman { name: "Ada".into(), email: "ada@example.com".into(), entitlements: vec!["*".into()] })
