@@ -761,6 +761,8 @@ async fn migration_seals_plaintext_keys_of_an_old_database_and_its_log_still_ver
             "DELETE FROM signing_keys;
              ALTER TABLE signing_keys DROP COLUMN purpose;
              ALTER TABLE signing_keys DROP COLUMN sealed;
+             DROP TABLE sessions;
+             DROP INDEX revocations_target;
              PRAGMA user_version = 5;",
         )
         .unwrap();

@@ -19,7 +19,9 @@ use warrant_core::{
 };
 use zeroize::Zeroizing;
 
-use crate::records::{IssueGuard, KeyMaterial, KeyPurpose, SessionPurpose, SessionRecord, StoredKey, TaskRecord, WarrantRecord};
+use crate::records::{
+    IssueGuard, KeyMaterial, KeyPurpose, SessionPurpose, SessionRecord, StoredKey, TaskRecord, WarrantRecord,
+};
 use crate::{AgentStore, HumanStore, KeyStore, StoreError, WarrantStore};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` holds how many ran.
