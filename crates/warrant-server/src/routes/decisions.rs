@@ -125,7 +125,7 @@ fn request(body: AuthorizeBody) -> AuthorizeRequest {
 /// Decides whether a warrant may do an action on a resource now. An invalid token is a
 /// `deny`, not an HTTP error; so is any failure on the way, including the audit log.
 #[utoipa::path(post, path = "/v1/authorize", tag = "decisions", request_body = AuthorizeBody,
-    responses((status = 200, body = DecisionView), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = DecisionView), (status = 400, body = ErrorBody)))]
 pub async fn authorize(State(state): State<AppState>, Json(body): Json<AuthorizeBody>) -> JsonOut<DecisionView> {
     let started = Instant::now();
     let decision = state.engine.authorize(&request(body)).await;
