@@ -36,6 +36,7 @@ pub mod quarantine;
 pub mod random;
 pub mod registry;
 pub mod revocation;
+pub mod warrants;
 
 use std::sync::Arc;
 

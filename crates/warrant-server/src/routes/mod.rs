@@ -9,4 +9,5 @@ pub mod humans;
 pub mod policies;
 pub mod revocations;
 pub mod token;
+pub mod warrants;
 pub mod wellknown;
