@@ -52,7 +52,7 @@ pub enum AuditCmd {
         /// Only records after this sequence number.
         #[arg(long, default_value_t = 0)]
         after: u64,
-        /// Write to this file instead of standard output.
+        /// Write to this file (created or truncated, mode 0600) instead of standard output.
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -93,7 +93,7 @@ pub async fn policy(conn: &Conn, cmd: PolicyCmd) -> CliResult {
             let names: Vec<String> = files.iter().map(|f| f.name.clone()).collect();
             let compiled = CompiledPolicies::compile(files, schema.as_deref().unwrap_or(BASE_SCHEMA))
                 .map_err(|e| format!("INVALID: {e}"))?;
-            println!(
+            outln!(
                 "valid: {} policies in {} ({}), fingerprint {}",
                 compiled.policy_ids().len(),
                 dir.display(),
@@ -101,17 +101,17 @@ pub async fn policy(conn: &Conn, cmd: PolicyCmd) -> CliResult {
                 compiled.hash()
             );
             for id in compiled.policy_ids() {
-                println!("  {id}");
+                outln!("  {id}");
             }
         }
         PolicyCmd::Show => {
-            let set = conn.client().get("/v1/policies").await?;
+            let set = conn.client()?.get("/v1/policies").await?;
             print(conn.json, &set, |v| {
                 format!("version {}  fingerprint {}\n\n{}", field(v, "version"), field(v, "hash"), field(v, "text"))
             });
         }
         PolicyCmd::History => {
-            let history = conn.client().get("/v1/policies/history").await?;
+            let history = conn.client()?.get("/v1/policies/history").await?;
             print(conn.json, &history, |v| {
                 let rows = v.get("versions").and_then(Value::as_array).cloned().unwrap_or_default();
                 table(
@@ -121,7 +121,7 @@ pub async fn policy(conn: &Conn, cmd: PolicyCmd) -> CliResult {
             });
         }
         PolicyCmd::Reload => {
-            let answer = conn.client().post("/v1/policies/reload", &serde_json::json!({})).await?;
+            let answer = conn.client()?.post("/v1/policies/reload", &serde_json::json!({})).await?;
             print(conn.json, &answer, |v| {
                 if v.get("changed").and_then(Value::as_bool) == Some(true) {
                     format!("version {} is now in force", field(v, "version"))
@@ -195,7 +195,7 @@ pub async fn audit(conn: &Conn, cmd: AuditCmd) -> CliResult {
             let keys = warrant_engine::audit::key_archive(&store).await?;
             let report = warrant_engine::audit::verify(&store, &keys).await?;
             if report.ok {
-                println!("OK: {} audit records verified (hash chain and signed checkpoints)", report.records);
+                outln!("OK: {} audit records verified (hash chain and signed checkpoints)", report.records);
             } else {
                 let first = report.first_bad.map(|s| format!("#{s}")).unwrap_or_else(|| "?".into());
                 return Err(format!(
@@ -208,8 +208,8 @@ pub async fn audit(conn: &Conn, cmd: AuditCmd) -> CliResult {
         AuditCmd::Export { data, after, out } => {
             let store = open(&data)?;
             let mut sink: Box<dyn std::io::Write> = match &out {
-                Some(path) => Box::new(std::io::BufWriter::new(std::fs::File::create(path)?)),
-                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+                Some(path) => Box::new(std::io::BufWriter::new(crate::keyfile::create_private(path)?)),
+                None => Box::new(std::io::BufWriter::new(crate::output::Stdout)),
             };
             let total = store.audit_head().await?.map_or(0, |(seq, _)| seq).saturating_sub(after);
             let bar = out.as_ref().map(|_| {
@@ -248,7 +248,7 @@ pub async fn audit(conn: &Conn, cmd: AuditCmd) -> CliResult {
             }
         }
         AuditCmd::Trace { id } => {
-            let trace = conn.client().get(&format!("/v1/audit/{id}/trace")).await?;
+            let trace = conn.client()?.get(&format!("/v1/audit/{id}/trace")).await?;
             print(conn.json, &trace, trace_tree);
         }
         AuditCmd::Query { agent, human, task, kind, decision, limit } => {
@@ -260,7 +260,7 @@ pub async fn audit(conn: &Conn, cmd: AuditCmd) -> CliResult {
                 ("kind", kind),
                 ("decision", decision),
             ];
-            let page = conn.client().get(&crate::client::with_query("/v1/audit", &params)).await?;
+            let page = conn.client()?.get(&crate::client::with_query("/v1/audit", &params)).await?;
             print(conn.json, &page, |v| {
                 crate::ops::audit_table(
                     v.get("records").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default(),

@@ -55,6 +55,10 @@ impl Server {
     }
 
     fn terminate(mut self) -> std::process::ExitStatus {
+        self.terminate_ref()
+    }
+
+    fn terminate_ref(&mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -608,7 +612,7 @@ fn governance_review_inventory_attest_and_key_rotation() {
     let report = text(&["review"]);
     assert!(report.contains("KIND") && report.contains("TOTAL"), "{report}");
     assert!(report.contains(&format!("[HIGH] broad_grant  {agent}  (open)")), "{report}");
-    assert!(report.contains(&id) && report.contains("UTC") && report.contains("payments.*"), "{report}");
+    assert!(report.contains(&id) && report.contains("Z, last seen 20") && report.contains("payments.*"), "{report}");
 
     // Accepting needs a lapse; a bad duration is refused before anything is sent.
     assert!(!exec(&["review", "accept", &id, "--justification", "x"]).status.success());
@@ -660,4 +664,216 @@ fn governance_review_inventory_attest_and_key_rotation() {
     assert!(String::from_utf8_lossy(&stale.stderr).contains("invalid_client"));
 
     assert!(server.terminate().success());
+}
+
+/// A server, a human, an autonomous agent with its key file in `cwd`, and the connection
+/// arguments for the CLI.
+struct World {
+    server: Server,
+    conn: Vec<String>,
+    human: String,
+    agent: String,
+}
+
+impl World {
+    fn start(cwd: &Path) -> World {
+        let data = cwd.join("data");
+        let server = Server::start(&data);
+        let conn = vec!["--server".to_owned(), server.url.clone(), "--data".to_owned(), data.display().to_string()];
+        let mut world = World { server, conn, human: String::new(), agent: String::new() };
+        let human = world.json(
+            &["human", "add", "--name", "Pat", "--email", "pat@example.com", "-e", "crm.*", "-e", "payments.*"],
+            cwd,
+        );
+        world.human = human["id"].as_str().unwrap().to_owned();
+        ok(&["keygen", "bot"], cwd);
+        let agent = world.json(
+            &[
+                "agent",
+                "add",
+                "--name",
+                "bot",
+                "--owner",
+                &world.human.clone(),
+                "--mode",
+                "autonomous",
+                "-s",
+                "crm.*",
+                "-s",
+                "payments.*",
+                "--public-key",
+                "bot.pub.jwk",
+            ],
+            cwd,
+        );
+        world.agent = agent["id"].as_str().unwrap().to_owned();
+        world
+    }
+
+    fn args<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        args.iter().copied().chain(self.conn.iter().map(String::as_str)).collect()
+    }
+
+    fn run(&self, args: &[&str], cwd: &Path) -> Output {
+        run(&self.args(args), cwd)
+    }
+
+    fn ok(&self, args: &[&str], cwd: &Path) -> String {
+        ok(&self.args(args), cwd)
+    }
+
+    fn json(&self, args: &[&str], cwd: &Path) -> Value {
+        let mut args = args.to_vec();
+        args.push("--json");
+        json(&self.args(&args), cwd)
+    }
+
+    /// A fresh autonomous warrant of the agent.
+    fn mint(&self, cwd: &Path, extra: &[&str]) -> String {
+        let mut args = vec!["token", "mint", "--agent", &self.agent, "--key", "bot.key.jwk", "--purpose", "work"];
+        args.extend_from_slice(extra);
+        args.push("--token-only");
+        self.ok(&args, cwd).trim().to_owned()
+    }
+}
+
+fn code(out: &Output) -> Option<i32> {
+    out.status.code()
+}
+
+#[test]
+fn authorize_is_a_gate_exit_1_on_deny_and_2_on_pending_with_or_without_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let world = World::start(cwd);
+    std::fs::write(
+        cwd.join("data/policies/approval.cedar"),
+        "@id(\"payments-need-the-owner\")\n@approval(\"owner\")\nforbid (principal, action in Warrant::Action::\"payments.*\", resource);\n",
+    )
+    .unwrap();
+    world.ok(&["policy", "reload"], cwd);
+    let token = world.mint(cwd, &[]);
+    let ask = |action: &str, resource: &str, json: bool| {
+        let mut args = vec!["authorize", "--token", &token, "--action", action, "--resource", resource];
+        if json {
+            args.push("--json");
+        }
+        world.run(&args, cwd)
+    };
+    for json in [false, true] {
+        let allow = ask("crm.read", "customers/1", json);
+        assert_eq!(code(&allow), Some(0), "allow, json={json}: {}", String::from_utf8_lossy(&allow.stderr));
+        let deny = ask("tickets.close", "tickets/1", json);
+        assert_eq!(code(&deny), Some(1), "deny, json={json}: {}", String::from_utf8_lossy(&deny.stdout));
+        let pending = ask("payments.refund", "payments/1", json);
+        assert_eq!(code(&pending), Some(2), "pending, json={json}: {}", String::from_utf8_lossy(&pending.stdout));
+        if json {
+            let d: Value = serde_json::from_slice(&deny.stdout).unwrap();
+            assert_eq!(d["decision"], "deny", "{d}");
+            let p: Value = serde_json::from_slice(&pending.stdout).unwrap();
+            assert_eq!(p["decision"], "pending", "{p}");
+            assert!(deny.stderr.is_empty() && pending.stderr.is_empty(), "--json keeps stderr quiet");
+        } else {
+            assert!(String::from_utf8_lossy(&deny.stderr).contains("denied (scope)"));
+            assert!(String::from_utf8_lossy(&pending.stderr).contains("warrant approve"));
+        }
+    }
+    drop(world);
+}
+
+#[test]
+fn token_inspect_asks_the_server_and_reports_revoked_and_expired_warrants() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let world = World::start(cwd);
+    let token = world.mint(cwd, &[]);
+    let valid = world.run(&["token", "inspect", &token], cwd);
+    assert_eq!(code(&valid), Some(0));
+    assert!(String::from_utf8_lossy(&valid.stdout).starts_with("VALID"));
+    let jti = world.json(&["token", "inspect", &token], cwd)["claims"]["jti"].as_str().unwrap().to_owned();
+
+    world.ok(&["revoke", "warrant", &jti, "--reason", "wrong customer"], cwd);
+    let revoked = world.run(&["token", "inspect", &token], cwd);
+    assert_eq!(code(&revoked), Some(1));
+    let text = String::from_utf8_lossy(&revoked.stdout);
+    assert!(text.starts_with("REVOKED: wrong customer (revocation rev_"), "{text}");
+    let revoked = world.run(&["token", "inspect", &token, "--json"], cwd);
+    assert_eq!(code(&revoked), Some(1));
+    let v: Value = serde_json::from_slice(&revoked.stdout).unwrap();
+    assert_eq!((v["valid"].as_bool(), v["state"].as_str()), (Some(false), Some("revoked")), "{v}");
+    assert_eq!(v["revocation"]["reason"], "wrong customer");
+
+    let short = world.mint(cwd, &["--ttl", "1"]);
+    std::thread::sleep(Duration::from_millis(2100));
+    let expired = world.run(&["token", "inspect", &short], cwd);
+    assert_eq!(code(&expired), Some(1));
+    assert!(String::from_utf8_lossy(&expired.stdout).starts_with("EXPIRED at 20"), "{expired:?}");
+    drop(world);
+}
+
+#[test]
+fn a_closed_stdout_pipe_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    // The document is larger than a pipe's buffer: writes after the reader left fail with EPIPE.
+    for args in [&["openapi"][..], &["demo"][..]] {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .current_dir(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let mut first = [0u8; 16];
+        std::io::Read::read_exact(&mut stdout, &mut first).unwrap();
+        drop(stdout);
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "warrant {args:?}: {:?}\n{stderr}", out.status);
+        assert!(!stderr.contains("panicked") && !stderr.contains("error"), "warrant {args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn files_holding_tokens_keys_or_audit_data_are_created_0600() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let mut world = World::start(cwd);
+    let data = cwd.join("data");
+    // An export over an existing world-readable file is made private before it is written.
+    std::fs::write(cwd.join("old.jsonl"), "").unwrap();
+    std::fs::set_permissions(cwd.join("old.jsonl"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    world.ok(&["human", "session", &world.human, "--out", "pat.session"], cwd);
+    world.ok(&["inventory", "--out", "inventory.csv"], cwd);
+    world.ok(&["agent", "rotate-key", &world.agent, "--generate", "bot2"], cwd);
+    assert!(world.server.terminate_ref().success());
+    ok(&["audit", "export", "--data", data.to_str().unwrap(), "--out", "audit.jsonl"], cwd);
+    ok(&["audit", "export", "--data", data.to_str().unwrap(), "--out", "old.jsonl"], cwd);
+    for file in ["pat.session", "inventory.csv", "audit.jsonl", "old.jsonl", "bot.key.jwk", "bot2.key.jwk"] {
+        let mode = std::fs::metadata(cwd.join(file)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{file} is {mode:o}");
+    }
+    let session = std::fs::read_to_string(cwd.join("pat.session")).unwrap();
+    assert_eq!(session.trim().split('.').count(), 3, "a JWS: {session}");
+    assert!(std::fs::read_to_string(cwd.join("audit.jsonl")).unwrap().lines().count() >= 2);
+}
+
+#[test]
+fn a_missing_admin_token_is_reported_before_anything_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let nowhere = cwd.join("no-data");
+    // Port 9 on loopback: nothing listens, so reaching for the server would say so instead.
+    for args in [&["agent", "list"][..], &["review"][..], &["audit", "query"][..], &["token", "inspect", "x.y.z"][..]] {
+        let mut full = args.to_vec();
+        full.extend(["--server", "http://127.0.0.1:9", "--data", nowhere.to_str().unwrap()]);
+        let out = Command::new(BIN).args(&full).current_dir(cwd).env_remove("WARRANT_ADMIN_TOKEN").output().unwrap();
+        assert_eq!(code(&out), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let path = nowhere.join("admin.token");
+        assert!(stderr.contains(&format!("no admin token found at `{}`", path.display())), "{args:?}: {stderr}");
+        assert!(stderr.contains("--admin-token") && stderr.contains("WARRANT_ADMIN_TOKEN"), "{stderr}");
+        assert!(!stderr.contains("cannot reach"), "{args:?}: {stderr}");
+    }
 }
