@@ -197,9 +197,14 @@ enum Command {
         #[command(flatten)]
         args: govern::InventoryArgs,
     },
-    /// Manage the issuer's signing keys (works on the data directory directly).
-    #[command(subcommand)]
-    Key(KeyCmd),
+    /// Manage the issuer's signing keys: on the data directory when no server runs on it,
+    /// or through the running server with `--online`.
+    Key {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        cmd: KeyCmd,
+    },
     /// Print the OpenAPI document.
     Openapi,
     /// Start a throw-away server and walk through human -> agent -> sub-agent.
@@ -255,10 +260,13 @@ struct ServeArgs {
 #[derive(Debug, Subcommand)]
 enum KeyCmd {
     /// Create a new signing key; the old one keeps verifying until its warrants expire.
+    /// Without `--online` it works on the data directory and refuses while a server holds
+    /// it.
     Rotate {
-        /// Data directory.
-        #[arg(long, env = "WARRANT_DATA", default_value = DEFAULT_DATA_DIR)]
-        data: PathBuf,
+        /// Rotate through the running server (`POST /v1/keys/rotate`, admin token) instead
+        /// of on the data directory.
+        #[arg(long)]
+        online: bool,
     },
 }
 
@@ -345,8 +353,21 @@ async fn serve(args: ServeArgs) -> CliResult {
     Ok(())
 }
 
-async fn rotate(data: PathBuf) -> CliResult {
+async fn rotate(conn: &Conn, online: bool) -> CliResult {
     use warrant_engine::Clock as _;
+    if online {
+        let rotated = conn.client()?.post("/v1/keys/rotate", &serde_json::json!({})).await?;
+        output::print(conn.json, &rotated, |v| {
+            format!(
+                "new signing key {}, in force now; the JWKS publishes {}\n\
+                 retired keys stay in the JWKS until every warrant they signed has expired",
+                output::field(v, "kid"),
+                output::field(v, "published")
+            )
+        });
+        return Ok(());
+    }
+    let data = &conn.data;
     if !data.join(warrant_server::server::DB_FILE).exists() {
         return Err(format!(
             "no Warrant database in `{}`; start `warrant serve --data {}` once first",
@@ -355,12 +376,25 @@ async fn rotate(data: PathBuf) -> CliResult {
         )
         .into());
     }
-    let store = warrant_server::server::open_store(&data)?;
+    // A running server owns the directory: writing keys behind its back is refused.
+    let _lock = match warrant_server::server::DataDirLock::acquire(data) {
+        Err(warrant_server::server::ServeError::Locked { pid, .. }) => {
+            let holder = pid.map_or_else(
+                || "a running Warrant server".to_owned(),
+                |p| format!("a running Warrant server (pid {p})"),
+            );
+            return Err(format!(
+                "the data directory `{}` is in use by {holder}; rotate through it with `warrant key rotate --online` \
+                 (POST /v1/keys/rotate), or stop the server first",
+                data.display()
+            )
+            .into());
+        }
+        other => other?,
+    };
+    let store = warrant_server::server::open_store(data)?;
     let kid = warrant_engine::keys::rotate(&store, warrant_server::server::SystemClock.now()).await?;
-    outln!(
-        "new signing key {kid}; running servers pick it up within {} s",
-        warrant_server::server::KEY_REFRESH.as_secs()
-    );
+    outln!("new signing key {kid}; the server signs with it from its next start");
     outln!("retired keys stay in the JWKS until every warrant they signed has expired");
     Ok(())
 }
@@ -375,7 +409,7 @@ async fn run(cli: Cli) -> CliResult {
         Command::Review { conn, filter, cmd } => govern::review(&conn, filter, cmd).await,
         Command::Inventory { conn, args } => govern::inventory(&conn, args).await,
         Command::Token { conn, cmd } => tokens::token(&conn, cmd).await,
-        Command::Key(KeyCmd::Rotate { data }) => rotate(data).await,
+        Command::Key { conn, cmd: KeyCmd::Rotate { online } } => rotate(&conn, online).await,
         Command::Authorize { conn, token, action, resource, context, resource_attrs, approval_id } => {
             ops::authorize(&conn, ops::AuthorizeArgs { token, action, resource, context, resource_attrs, approval_id })
                 .await

@@ -234,18 +234,25 @@ fn readme_walkthrough_against_a_real_server() {
     let inspected = text(&["token", "inspect", &w1]);
     assert!(inspected.starts_with("VALID"), "{inspected}");
 
-    // Rotation on the data directory reaches the running server; the old key keeps verifying.
-    ok(&["key", "rotate", "--data", data.to_str().unwrap()], cwd);
-    let jwks_url = format!("{}/.well-known/jwks.json", server.url);
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        let jwks: Value = reqwest::blocking_get(&jwks_url);
-        if jwks["keys"].as_array().unwrap().len() == 2 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the rotated key never reached the JWKS: {jwks}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    // The running server holds the data directory: an offline rotation is refused, naming
+    // the directory, the server's pid and the way through the API; a second server too.
+    let refused = run(&with(&["key", "rotate"]).iter().map(String::as_str).collect::<Vec<_>>(), cwd);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains(&format!("`{}` is in use", data.display())), "{stderr}");
+    assert!(stderr.contains(&format!("pid {}", server.child.id())) && stderr.contains("--online"), "{stderr}");
+    let second = run(&["serve", "--data", data.to_str().unwrap(), "--listen", "127.0.0.1:0"], cwd);
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains(&format!("pid {}", server.child.id())) && stderr.contains("in use"), "{stderr}");
+    // Reading the store directly is fine while it runs.
+    assert!(ok(&["audit", "verify", "--data", data.to_str().unwrap()], cwd).starts_with("OK:"));
+
+    // Rotation through the server is in force at once; the old key keeps verifying.
+    let rotated = call(&["key", "rotate", "--online", "--json"]);
+    assert_eq!(rotated["published"].as_array().unwrap().len(), 2, "{rotated}");
+    let jwks: Value = reqwest::blocking_get(&format!("{}/.well-known/jwks.json", server.url));
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2, "{jwks}");
     assert!(text(&["token", "inspect", &w1]).starts_with("VALID"));
     let minted_after = text(&[
         "token",

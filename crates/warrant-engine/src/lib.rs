@@ -214,4 +214,13 @@ impl Engine {
     pub async fn refresh_keys(&self) -> Result<(), KeyError> {
         self.keys.refresh(self.store.as_ref(), self.clock.now(), &self.config).await
     }
+
+    /// Rotates the issuer's signing key through this engine: a new active key, in force on
+    /// this node when this returns; the old one stays published until the warrants it
+    /// signed have expired. Returns the new key's id.
+    pub async fn rotate_signing_key(&self) -> Result<String, KeyError> {
+        let kid = keys::rotate(self.store.as_ref(), self.clock.now()).await?;
+        self.refresh_keys().await?;
+        Ok(kid)
+    }
 }

@@ -13,7 +13,7 @@ use warrant_engine::Engine;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::routes::{
-    agents, audit, decisions, govern, guard, humans, policies, revocations, token, warrants, wellknown,
+    agents, audit, decisions, govern, guard, humans, keys, policies, revocations, token, warrants, wellknown,
 };
 
 /// What every handler shares.
@@ -45,6 +45,7 @@ pub fn app(state: AppState, body_limit: usize) -> Router {
         .route("/openapi.json", get(wellknown::openapi))
         .route("/healthz", get(wellknown::health))
         .route("/oauth2/token", post(token::token))
+        .route("/v1/keys/rotate", post(keys::rotate))
         .route("/v1/humans", post(humans::create).get(humans::list))
         .route("/v1/humans/{id}", get(humans::show))
         .route("/v1/humans/{id}/sessions", post(humans::session))

@@ -5,7 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    agents, audit, decisions, govern, guard, humans, policies, revocations, token, warrants, wellknown,
+    agents, audit, decisions, govern, guard, humans, keys, policies, revocations, token, warrants, wellknown,
 };
 
 /// The API description.
@@ -13,7 +13,7 @@ use crate::routes::{
 #[openapi(
     info(title = "Warrant", description = "Identity, credential and authorization control plane for AI agents."),
     paths(
-        wellknown::jwks, wellknown::metadata, wellknown::openapi, wellknown::health,
+        wellknown::jwks, wellknown::metadata, wellknown::openapi, wellknown::health, keys::rotate,
         token::token,
         humans::create, humans::list, humans::show, humans::disable, humans::session,
         agents::create, agents::list, agents::show, agents::suspend, agents::resume, agents::retire,

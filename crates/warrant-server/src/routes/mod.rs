@@ -6,6 +6,7 @@ pub mod decisions;
 pub mod govern;
 pub mod guard;
 pub mod humans;
+pub mod keys;
 pub mod policies;
 pub mod revocations;
 pub mod token;
