@@ -61,7 +61,8 @@ pub enum AuditCmd {
         /// `dec_123` or `123`.
         id: String,
     },
-    /// Query the audit log through the server.
+    /// Query the audit log through the server: newest first, a page at a time (the next
+    /// page's `--before` is printed on stderr).
     Query {
         /// Records about this agent.
         #[arg(long)]
@@ -78,9 +79,18 @@ pub enum AuditCmd {
         /// `allow` or `deny`.
         #[arg(long)]
         decision: Option<String>,
-        /// At most this many.
+        /// At most this many per page.
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Only records before this sequence number (the next page, newest first).
+        #[arg(long, value_name = "SEQ")]
+        before: Option<u64>,
+        /// Only records after this sequence number.
+        #[arg(long, value_name = "SEQ")]
+        after: Option<u64>,
+        /// Oldest first (the next page is then `--after`).
+        #[arg(long)]
+        oldest_first: bool,
     },
 }
 
@@ -251,9 +261,12 @@ pub async fn audit(conn: &Conn, cmd: AuditCmd) -> CliResult {
             let trace = conn.client()?.get(&format!("/v1/audit/{id}/trace")).await?;
             print(conn.json, &trace, trace_tree);
         }
-        AuditCmd::Query { agent, human, task, kind, decision, limit } => {
+        AuditCmd::Query { agent, human, task, kind, decision, limit, before, after, oldest_first } => {
             let params = [
                 ("limit", Some(limit.to_string())),
+                ("order", Some(if oldest_first { "oldest" } else { "newest" }.to_owned())),
+                ("before", before.map(|b| b.to_string())),
+                ("after", after.map(|a| a.to_string())),
                 ("agent", agent),
                 ("human", human),
                 ("task", task),
@@ -266,6 +279,10 @@ pub async fn audit(conn: &Conn, cmd: AuditCmd) -> CliResult {
                     v.get("records").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default(),
                 )
             });
+            if let (Some(next), false) = (page.get("next").and_then(Value::as_u64), conn.json) {
+                let flag = if oldest_first { "--after" } else { "--before" };
+                eprintln!("more: `warrant audit query {flag} {next}` (with the same filters) for the next page");
+            }
         }
     }
     Ok(())

@@ -467,7 +467,7 @@ fn kill_9_during_a_decision_load_loses_no_answered_decision() {
         let mut after = 0u64;
         loop {
             let page: Value = http
-                .get(format!("{}/v1/audit?kind=decision&limit=1000&after={after}", server.url))
+                .get(format!("{}/v1/audit?kind=decision&order=oldest&limit=1000&after={after}", server.url))
                 .bearer_auth(&admin)
                 .send()
                 .await
@@ -478,7 +478,7 @@ fn kill_9_during_a_decision_load_loses_no_answered_decision() {
             for r in page["records"].as_array().unwrap() {
                 recorded.insert(r["seq"].as_u64().unwrap(), r.clone());
             }
-            match page["next_after"].as_u64() {
+            match page["next"].as_u64() {
                 Some(next) => after = next,
                 None => break recorded,
             }
@@ -924,4 +924,34 @@ fn docs_cite_only_files_that_exist() {
             }
         }
     }
+}
+
+#[test]
+fn audit_query_is_newest_first_and_pages_with_before_and_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let world = World::start(cwd);
+    for i in 0..4 {
+        world.ok(&["human", "add", "--name", "H", "--email", &format!("h{i}@example.com")], cwd);
+    }
+    let seqs = |page: &Value| -> Vec<u64> {
+        page["records"].as_array().unwrap().iter().map(|r| r["seq"].as_u64().unwrap()).collect()
+    };
+    let first = world.json(&["audit", "query", "--kind", "registry", "--limit", "2"], cwd);
+    let newest = seqs(&first);
+    assert_eq!(newest.len(), 2);
+    assert!(newest[0] > newest[1], "newest first: {first}");
+    let next = first["next"].as_u64().unwrap();
+    let second =
+        world.json(&["audit", "query", "--kind", "registry", "--limit", "2", "--before", &next.to_string()], cwd);
+    assert!(seqs(&second).iter().all(|s| *s < newest[1]), "{second}");
+    let oldest = world.json(&["audit", "query", "--kind", "registry", "--oldest-first", "--limit", "2"], cwd);
+    let oldest = seqs(&oldest);
+    assert!(oldest[0] < oldest[1]);
+    let after =
+        world.json(&["audit", "query", "--oldest-first", "--after", &oldest[1].to_string(), "--limit", "1"], cwd);
+    assert_eq!(seqs(&after), vec![oldest[1] + 1]);
+    // The table says how to get the next page, on stderr.
+    let out = world.run(&["audit", "query", "--limit", "1"], cwd);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--before"), "{out:?}");
 }

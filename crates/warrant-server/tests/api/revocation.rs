@@ -62,7 +62,7 @@ async fn revoking_a_parent_denies_its_descendants_on_the_next_call() {
     not_exchangeable(&s, &c, &sibling).await;
 
     // The revocations are in the audit log.
-    let revocations = s.admin_get("/v1/audit?kind=revocation").await;
+    let revocations = s.admin_get("/v1/audit?kind=revocation&order=oldest").await;
     let records = revocations.ok()["records"].as_array().unwrap().clone();
     assert_eq!(records.len(), 2);
     assert_eq!(records[0]["warrant"], c.jti(1).as_str());
