@@ -114,7 +114,9 @@ fn task_tree(task: &Value) -> String {
     let mut lines = vec![
         format!("task     {} \"{}\"", field(task, "id"), field(task, "purpose")),
         format!("human    {}", field(task, "human")),
-        format!("ended    {}", field(task, "ended")),
+        format!("root     {}", field(task, "root_agent")),
+        format!("created  {}", crate::output::time_field(task, "created_at")),
+        format!("ended    {}", if task.get("ended").and_then(Value::as_bool) == Some(true) { "yes" } else { "no" }),
     ];
     fn walk(all: &[Value], parent: Option<&str>, depth: usize, lines: &mut Vec<String>) {
         for w in all.iter().filter(|w| w.get("parent").and_then(Value::as_str) == parent) {

@@ -785,6 +785,21 @@ fn authorize_is_a_gate_exit_1_on_deny_and_2_on_pending_with_or_without_json() {
             assert!(String::from_utf8_lossy(&pending.stderr).contains("warrant approve"));
         }
     }
+    // What `agent trust` and `task show` print is what the API answers.
+    let trust = world.ok(&["agent", "trust", &world.agent], cwd);
+    let api = world.json(&["agent", "trust", &world.agent], cwd);
+    assert_eq!(api["actions"]["crm.read"], 2, "{api}");
+    assert!(trust.contains("actions           crm.read=2"), "{trust}");
+    assert!(trust.contains("allowed           2") && trust.contains("trust             "), "{trust}");
+    let task = world.json(&["token", "inspect", &token], cwd)["claims"]["task"]["id"].as_str().unwrap().to_owned();
+    let shown = world.ok(&["task", "show", &task], cwd);
+    let api = world.json(&["task", "show", &task], cwd);
+    for value in [&api["human"], &api["root_agent"], &api["warrants"][0]["jti"], &api["warrants"][0]["scope"]] {
+        assert!(shown.contains(value.as_str().unwrap()), "{value} missing:\n{shown}");
+    }
+    assert!(shown.contains("ended    no") && shown.contains("[active]"), "{shown}");
+    let created = shown.lines().find(|l| l.starts_with("created")).unwrap();
+    assert!(created.ends_with('Z') && created.contains("T"), "{shown}");
     drop(world);
 }
 
