@@ -34,11 +34,16 @@ pub enum HumanCmd {
         /// Human id.
         id: String,
     },
-    /// Open a session token for a human (stands in for an IdP login); prints the token.
-    /// It is good only as the subject of a token exchange (delegating work to an agent).
+    /// Open a session token for a human (stands in for an IdP login); prints the token,
+    /// or writes it to `--out`. It is good only as the subject of a token exchange
+    /// (delegating work to an agent).
     Session {
         /// Human id.
         id: String,
+        /// Write the token to this file (created or truncated, mode 0600) instead of
+        /// printing it; use it as `--session @FILE`.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Open a short-lived approver token for a human; prints the token. It is good only
     /// for deciding their approvals and attesting their agents (`--approver`), never
@@ -126,7 +131,7 @@ const AGENT_COLUMNS: &[(&str, &str)] = &[
 
 /// Runs a `warrant human` command.
 pub async fn human(conn: &Conn, cmd: HumanCmd) -> CliResult {
-    let client = conn.client();
+    let client = conn.client()?;
     let one = |v: &Value| record(v, HUMAN_FIELDS);
     match cmd {
         HumanCmd::Add { name, email, entitlements } => {
@@ -143,9 +148,16 @@ pub async fn human(conn: &Conn, cmd: HumanCmd) -> CliResult {
         HumanCmd::Disable { id } => {
             print(conn.json, &client.post(&format!("/v1/humans/{id}/disable"), &json!({})).await?, one)
         }
-        HumanCmd::Session { id } => {
+        HumanCmd::Session { id, out } => {
             let session = client.post(&format!("/v1/humans/{id}/sessions"), &json!({})).await?;
-            print(conn.json, &session, |v| v.get("token").and_then(Value::as_str).unwrap_or_default().to_owned());
+            let token = session.get("token").and_then(Value::as_str).unwrap_or_default();
+            match out {
+                Some(path) => {
+                    keyfile::write_private(&path, &format!("{token}\n"))?;
+                    eprintln!("wrote the session token of {id} to {}", path.display());
+                }
+                None => print(conn.json, &session, |_| token.to_owned()),
+            }
         }
         HumanCmd::ApproverSession { id } => {
             let session = client.post(&format!("/v1/humans/{id}/approver-sessions"), &json!({})).await?;
@@ -157,7 +169,7 @@ pub async fn human(conn: &Conn, cmd: HumanCmd) -> CliResult {
 
 /// Runs a `warrant agent` command.
 pub async fn agent(conn: &Conn, cmd: AgentCmd) -> CliResult {
-    let client = conn.client();
+    let client = conn.client()?;
     let one = |v: &Value| record(v, AGENT_FIELDS);
     match cmd {
         AgentCmd::Add { name, owner, mode, max_scope, public_key, expires_at, labels } => {

@@ -243,16 +243,18 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
         }
     };
     let baseline = target::start_baseline().await?;
-    println!("warrant bench {}", env!("CARGO_PKG_VERSION"));
-    println!("target:   {}", target.description);
-    println!("baseline: trivial axum JSON endpoint POST {}/ping, in this process, same client", baseline.url);
-    println!(
+    outln!("warrant bench {}", env!("CARGO_PKG_VERSION"));
+    outln!("target:   {}", target.description);
+    outln!("baseline: trivial axum JSON endpoint POST {}/ping, in this process, same client", baseline.url);
+    outln!(
         "client:   reqwest (HTTP/1.1, keep-alive) in this process; {cores} cores shared by the client and {}",
         if target.in_process { "both servers" } else { "the baseline (the target server runs beside them)" }
     );
-    println!(
+    outln!(
         "points:   {} s measured after {} s warm-up, concurrency {:?}",
-        args.duration, args.warmup, args.concurrency
+        args.duration,
+        args.warmup,
+        args.concurrency
     );
     let outcome = measure(&args, &http, &target, &baseline.url, cores).await;
     let stopped_baseline = baseline.stop().await;
@@ -267,11 +269,11 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&report)?;
         std::fs::write(path, text).map_err(|source| BenchError::Io { path: path.display().to_string(), source })?;
-        println!("JSON written to {}", path.display());
+        outln!("JSON written to {}", path.display());
     }
     if let Some(path) = &args.chart {
         report::chart(&report, path)?;
-        println!("chart written to {}", path.display());
+        outln!("chart written to {}", path.display());
     }
     Ok(())
 }

@@ -24,6 +24,16 @@ pub enum ClientError {
         /// `message` (or OAuth `error_description`).
         message: String,
     },
+    /// No admin token was given or found; nothing was sent.
+    #[error(
+        "no admin token found at `{}`; pass `--admin-token TOKEN`, set `WARRANT_ADMIN_TOKEN`, \
+         or point `--data` (or `WARRANT_DATA`) at the server's data directory",
+        path.display()
+    )]
+    NoAdminToken {
+        /// Where it was looked for.
+        path: std::path::PathBuf,
+    },
     /// The answer was not JSON.
     #[error("the server's answer is not JSON: {0}")]
     BadAnswer(String),

@@ -12,7 +12,7 @@ use crate::tokens::{assertion, claims_of};
 use crate::{keyfile, CliResult};
 
 fn step(n: u32, text: &str) {
-    println!("\n{n}. {text}");
+    outln!("\n{n}. {text}");
 }
 
 fn indent(text: &str) -> String {
@@ -32,7 +32,7 @@ async fn register_agent(
     });
     let agent = client.post("/v1/agents", &body).await?;
     let id = agent.get("id").and_then(Value::as_str).ok_or("no agent id")?.to_owned();
-    println!("   {name:<18} {id}  max scope: {}", max_scope.join(" "));
+    outln!("   {name:<18} {id}  max scope: {}", max_scope.join(" "));
     Ok((id, key))
 }
 
@@ -58,7 +58,7 @@ async fn exchange(
 
 /// Runs the demo.
 pub async fn run() -> CliResult {
-    println!("Warrant demo: a human delegates to an agent, which delegates to a sub-agent.");
+    outln!("Warrant demo: a human delegates to an agent, which delegates to a sub-agent.");
     let dir = tempfile::tempdir()?;
     let settings = Settings::from_config(FileConfig {
         data: Some(dir.path().to_owned()),
@@ -73,13 +73,13 @@ pub async fn run() -> CliResult {
         let _ = stopped.await;
     }));
     let client = Client::new(&format!("http://{addr}"), Some(admin));
-    println!("A throw-away server is listening on http://{addr} (data in {}).", dir.path().display());
+    outln!("A throw-away server is listening on http://{addr} (data in {}).", dir.path().display());
 
     let result = walk(&client).await;
     let _ = stop.send(());
     let _ = handle.await;
     result?;
-    println!("\nDone. The server and its data directory are gone; run `warrant serve` for a real one.");
+    outln!("\nDone. The server and its data directory are gone; run `warrant serve` for a real one.");
     Ok(())
 }
 
@@ -93,7 +93,7 @@ async fn walk(client: &Client) -> CliResult {
         )
         .await?;
     let alice_id = alice.get("id").and_then(Value::as_str).ok_or("no human id")?.to_owned();
-    println!("   Alice              {alice_id}  entitlements: {}", entitlements.join(" "));
+    outln!("   Alice              {alice_id}  entitlements: {}", entitlements.join(" "));
 
     step(2, "Register two delegated agents owned by Alice, each with an Ed25519 key:");
     let (assistant, assistant_key) =
@@ -115,8 +115,8 @@ async fn walk(client: &Client) -> CliResult {
     .await?;
     let root_token = root.get("access_token").and_then(Value::as_str).ok_or("no access token")?;
     let now = warrant_engine::Clock::now(&warrant_server::server::SystemClock).0;
-    println!("{}", indent(&warrant_summary(&claims_of(root_token), now)));
-    println!("   (scope = Alice's entitlements within the agent's max scope; 10 minutes asked)");
+    outln!("{}", indent(&warrant_summary(&claims_of(root_token), now)));
+    outln!("   (scope = Alice's entitlements within the agent's max scope; 10 minutes asked)");
 
     step(4, "support-assistant delegates a narrower warrant to crm-researcher, asking for a whole hour:");
     let child = exchange(
@@ -130,10 +130,10 @@ async fn walk(client: &Client) -> CliResult {
     .await?;
     let child_token = child.get("access_token").and_then(Value::as_str).ok_or("no access token")?;
     let child_claims = claims_of(child_token);
-    println!("{}", indent(&warrant_summary(&child_claims, now)));
-    println!("   (lifetime capped: a delegated warrant never outlives its parent)");
-    println!("   the nested RFC 8693 `act` claim, outermost = the agent acting now:");
-    println!("{}", indent(&serde_json::to_string_pretty(child_claims.get("act").unwrap_or(&Value::Null))?));
+    outln!("{}", indent(&warrant_summary(&child_claims, now)));
+    outln!("   (lifetime capped: a delegated warrant never outlives its parent)");
+    outln!("   the nested RFC 8693 `act` claim, outermost = the agent acting now:");
+    outln!("{}", indent(&serde_json::to_string_pretty(child_claims.get("act").unwrap_or(&Value::Null))?));
 
     step(5, "Escalation: support-assistant tries to give crm-researcher `billing.refund:invoices/*`:");
     match exchange(
@@ -147,7 +147,7 @@ async fn walk(client: &Client) -> CliResult {
     .await
     {
         Err(e) => match e.downcast_ref::<ClientError>() {
-            Some(ClientError::Api { code, message, .. }) => println!("   refused: {code}: {message}"),
+            Some(ClientError::Api { code, message, .. }) => outln!("   refused: {code}: {message}"),
             _ => return Err(e),
         },
         Ok(_) => return Err("the escalation was not refused: this is a bug".into()),
@@ -158,7 +158,7 @@ async fn walk(client: &Client) -> CliResult {
     let issuer = meta.get("issuer").and_then(Value::as_str).ok_or("no issuer")?;
     let keys = warrant_token::KeySet::from_jwks(&client.get("/.well-known/jwks.json").await?);
     let verified = warrant_token::warrant::verify_warrant(child_token, &keys, issuer, warrant_core::UnixTime(now))?;
-    println!(
+    outln!(
         "   valid EdDSA signature; acts for human {} on task \"{}\"; chain {}",
         verified.sub,
         verified.task.purpose,
@@ -179,15 +179,15 @@ async fn walk(client: &Client) -> CliResult {
         .to_owned();
     let url = format!("{}/v1/tasks/{task}/complete", client.base());
     let done: Value = reqwest::Client::new().post(&url).bearer_auth(root_token).send().await?.json().await?;
-    println!("   task {task} completed: {} warrant(s) ended", done.get("revoked_warrants").unwrap_or(&Value::Null));
-    println!("   crm-researcher tries again, a moment later:");
+    outln!("   task {task} completed: {} warrant(s) ended", done.get("revoked_warrants").unwrap_or(&Value::Null));
+    outln!("   crm-researcher tries again, a moment later:");
     decide(client, child_token, "crm.read", "customers/42", json!({})).await?;
 
     step(9, "Evidence: the provenance of crm-researcher's first decision, back to the human:");
     let trace = client.get(&format!("/v1/audit/{first}/trace")).await?;
-    println!("{}", indent(&crate::evidence::trace_tree(&trace)));
+    outln!("{}", indent(&crate::evidence::trace_tree(&trace)));
     let verify = client.get("/v1/audit/verify").await?;
-    println!(
+    outln!(
         "   audit chain: {} records, intact: {}",
         verify.get("records").unwrap_or(&Value::Null),
         verify.get("ok").unwrap_or(&Value::Null)
@@ -214,7 +214,7 @@ async fn decide(
         .unwrap_or_default();
     let telemetry =
         if context.as_object().is_some_and(|m| !m.is_empty()) { format!(" {context}") } else { String::new() };
-    println!(
+    outln!(
         "   {action} {resource}{telemetry} -> {} ({}): {}",
         text("decision").to_uppercase(),
         text("decision_id"),

@@ -55,7 +55,7 @@ pub enum AuditCmd {
         /// Only records after this sequence number.
         #[arg(long, default_value_t = 0)]
         after: u64,
-        /// Write to this file instead of standard output.
+        /// Write to this file (created or truncated, mode 0600) instead of standard output.
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -64,7 +64,8 @@ pub enum AuditCmd {
         /// `dec_123` or `123`.
         id: String,
     },
-    /// Query the audit log through the server.
+    /// Query the audit log through the server: newest first, a page at a time (the next
+    /// page's `--before` is printed on stderr).
     Query {
         /// Records about this agent.
         #[arg(long)]
@@ -81,9 +82,18 @@ pub enum AuditCmd {
         /// `allow` or `deny`.
         #[arg(long)]
         decision: Option<String>,
-        /// At most this many.
+        /// At most this many per page.
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Only records before this sequence number (the next page, newest first).
+        #[arg(long, value_name = "SEQ")]
+        before: Option<u64>,
+        /// Only records after this sequence number.
+        #[arg(long, value_name = "SEQ")]
+        after: Option<u64>,
+        /// Oldest first (the next page is then `--after`).
+        #[arg(long)]
+        oldest_first: bool,
     },
 }
 
@@ -96,7 +106,7 @@ pub async fn policy(conn: &Conn, cmd: PolicyCmd) -> CliResult {
             let names: Vec<String> = files.iter().map(|f| f.name.clone()).collect();
             let compiled = CompiledPolicies::compile(files, schema.as_deref().unwrap_or(BASE_SCHEMA))
                 .map_err(|e| format!("INVALID: {e}"))?;
-            println!(
+            outln!(
                 "valid: {} policies in {} ({}), fingerprint {}",
                 compiled.policy_ids().len(),
                 dir.display(),
@@ -104,17 +114,17 @@ pub async fn policy(conn: &Conn, cmd: PolicyCmd) -> CliResult {
                 compiled.hash()
             );
             for id in compiled.policy_ids() {
-                println!("  {id}");
+                outln!("  {id}");
             }
         }
         PolicyCmd::Show => {
-            let set = conn.client().get("/v1/policies").await?;
+            let set = conn.client()?.get("/v1/policies").await?;
             print(conn.json, &set, |v| {
                 format!("version {}  fingerprint {}\n\n{}", field(v, "version"), field(v, "hash"), field(v, "text"))
             });
         }
         PolicyCmd::History => {
-            let history = conn.client().get("/v1/policies/history").await?;
+            let history = conn.client()?.get("/v1/policies/history").await?;
             print(conn.json, &history, |v| {
                 let rows = v.get("versions").and_then(Value::as_array).cloned().unwrap_or_default();
                 table(
@@ -124,7 +134,7 @@ pub async fn policy(conn: &Conn, cmd: PolicyCmd) -> CliResult {
             });
         }
         PolicyCmd::Reload => {
-            let answer = conn.client().post("/v1/policies/reload", &serde_json::json!({})).await?;
+            let answer = conn.client()?.post("/v1/policies/reload", &serde_json::json!({})).await?;
             print(conn.json, &answer, |v| {
                 if v.get("changed").and_then(Value::as_bool) == Some(true) {
                     format!("version {} is now in force", field(v, "version"))
@@ -225,11 +235,11 @@ pub async fn audit(conn: &Conn, cmd: AuditCmd) -> CliResult {
                     "reason": report.reason,
                     "witness": witness,
                 });
-                println!("{}", serde_json::to_string_pretty(&view)?);
+                outln!("{}", serde_json::to_string_pretty(&view)?);
             }
             if ok {
                 if !conn.json {
-                    println!(
+                    outln!(
                         "OK: {} audit records verified (hash chain, signed checkpoints, {} witnessed checkpoints in {})",
                         report.records,
                         witness.checkpoints,
@@ -255,8 +265,8 @@ pub async fn audit(conn: &Conn, cmd: AuditCmd) -> CliResult {
         AuditCmd::Export { data, after, out } => {
             let store = open(&data)?;
             let mut sink: Box<dyn std::io::Write> = match &out {
-                Some(path) => Box::new(std::io::BufWriter::new(std::fs::File::create(path)?)),
-                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+                Some(path) => Box::new(std::io::BufWriter::new(crate::keyfile::create_private(path)?)),
+                None => Box::new(std::io::BufWriter::new(crate::output::Stdout)),
             };
             let total = store.audit_head().await?.map_or(0, |(seq, _)| seq).saturating_sub(after);
             let bar = out.as_ref().map(|_| {
@@ -295,24 +305,31 @@ pub async fn audit(conn: &Conn, cmd: AuditCmd) -> CliResult {
             }
         }
         AuditCmd::Trace { id } => {
-            let trace = conn.client().get(&format!("/v1/audit/{id}/trace")).await?;
+            let trace = conn.client()?.get(&format!("/v1/audit/{id}/trace")).await?;
             print(conn.json, &trace, trace_tree);
         }
-        AuditCmd::Query { agent, human, task, kind, decision, limit } => {
+        AuditCmd::Query { agent, human, task, kind, decision, limit, before, after, oldest_first } => {
             let params = [
                 ("limit", Some(limit.to_string())),
+                ("order", Some(if oldest_first { "oldest" } else { "newest" }.to_owned())),
+                ("before", before.map(|b| b.to_string())),
+                ("after", after.map(|a| a.to_string())),
                 ("agent", agent),
                 ("human", human),
                 ("task", task),
                 ("kind", kind),
                 ("decision", decision),
             ];
-            let page = conn.client().get(&crate::client::with_query("/v1/audit", &params)).await?;
+            let page = conn.client()?.get(&crate::client::with_query("/v1/audit", &params)).await?;
             print(conn.json, &page, |v| {
                 crate::ops::audit_table(
                     v.get("records").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default(),
                 )
             });
+            if let (Some(next), false) = (page.get("next").and_then(Value::as_u64), conn.json) {
+                let flag = if oldest_first { "--after" } else { "--before" };
+                eprintln!("more: `warrant audit query {flag} {next}` (with the same filters) for the next page");
+            }
         }
     }
     Ok(())

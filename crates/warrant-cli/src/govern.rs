@@ -11,7 +11,7 @@ use comfy_table::{CellAlignment, ContentArrangement, Table};
 use serde_json::{json, Value};
 
 use crate::client::{with_query, Client, ClientError};
-use crate::output::{field, print, record};
+use crate::output::{field, is_time, print, record, time_field, timestamp, truncate};
 use crate::{keyfile, CliResult, Conn};
 
 /// The severities, most urgent first.
@@ -77,7 +77,7 @@ pub struct InventoryArgs {
     /// `csv` or `json` [default: csv, or json with `--json`].
     #[arg(long, value_parser = ["csv", "json"])]
     format: Option<String>,
-    /// Write to this file (created or truncated) instead of stdout.
+    /// Write to this file (created or truncated, mode 0600) instead of stdout.
     #[arg(long)]
     out: Option<PathBuf>,
 }
@@ -152,20 +152,6 @@ fn parse_time(text: &str) -> Result<i64, String> {
         .map_err(|_| format!("`{text}` is neither Unix seconds nor an RFC 3339 time"))
 }
 
-/// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC`.
-fn readable_time(secs: i64) -> String {
-    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
-    time::OffsetDateTime::from_unix_timestamp(secs)
-        .ok()
-        .and_then(|t| t.format(&format).ok())
-        .unwrap_or_else(|| secs.to_string())
-}
-
-/// A time field of `value` as readable UTC, or `-` when absent.
-fn time_field(value: &Value, name: &str) -> String {
-    value.get(name).and_then(Value::as_i64).map(readable_time).unwrap_or_else(|| "-".into())
-}
-
 /// Seconds as a short duration, e.g. `3d 4h`, `12m`, `45s`.
 fn readable_duration(secs: i64) -> String {
     let sign = if secs < 0 { "-" } else { "" };
@@ -186,17 +172,10 @@ fn readable_duration(secs: i64) -> String {
     format!("{sign}{}", parts.join(" "))
 }
 
-/// Whether an evidence field holds Unix seconds.
-fn is_time_key(name: &str) -> bool {
-    name == "at"
-        || name.ends_with("_at")
-        || matches!(name, "first_seen" | "last_seen" | "last_activity" | "last_attested" | "due_since")
-}
-
 /// One evidence value, compactly.
 fn compact(name: &str, value: &Value) -> String {
     match value {
-        Value::Number(n) if is_time_key(name) => n.as_i64().map(readable_time).unwrap_or_else(|| n.to_string()),
+        Value::Number(n) if is_time(name) => n.as_i64().map(timestamp).unwrap_or_else(|| n.to_string()),
         Value::Number(n) if name.ends_with("_secs") => {
             n.as_i64().map(readable_duration).unwrap_or_else(|| n.to_string())
         }
@@ -210,16 +189,6 @@ fn compact(name: &str, value: &Value) -> String {
         }
         other => other.to_string(),
     }
-}
-
-/// Cuts `text` to at most `max` characters, marking the cut with `…`.
-fn truncate(text: String, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text;
-    }
-    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
-    cut.push('…');
-    cut
 }
 
 /// A one-line summary of a finding's evidence. For `over_privileged`, what is unused and
@@ -357,7 +326,7 @@ pub fn report(answer: &Value, status: &str) -> String {
 
 /// Runs `warrant review` (the report) or one of its subcommands.
 pub async fn review(conn: &Conn, filter: ReviewFilter, cmd: Option<ReviewCmd>) -> CliResult {
-    let client = conn.client();
+    let client = conn.client()?;
     let Some(cmd) = cmd else {
         let ReviewFilter { status, kind, subject, limit } = filter;
         let shown = status.clone().unwrap_or_else(|| "active".into());
@@ -429,7 +398,7 @@ pub async fn inventory(conn: &Conn, args: InventoryArgs) -> CliResult {
     };
     let path = with_query("/v1/inventory", &[("format", Some(format.clone()))]);
     let mut text = if format == "json" {
-        serde_json::to_string_pretty(&conn.client().get(&path).await?)?
+        serde_json::to_string_pretty(&conn.client()?.get(&path).await?)?
     } else {
         get_text(conn, &path).await?
     };
@@ -437,13 +406,9 @@ pub async fn inventory(conn: &Conn, args: InventoryArgs) -> CliResult {
         text.push('\n');
     }
     match args.out {
-        None => {
-            let mut stdout = std::io::stdout().lock();
-            stdout.write_all(text.as_bytes())?;
-            stdout.flush()?;
-        }
+        None => crate::output::emit(text.trim_end_matches('\n')),
         Some(out) => {
-            std::fs::write(&out, &text).map_err(|e| format!("cannot write `{}`: {e}", out.display()))?;
+            keyfile::write_private(&out, &text)?;
             let agents = match format.as_str() {
                 "json" => serde_json::from_str::<Value>(&text)
                     .ok()
@@ -462,9 +427,7 @@ pub async fn inventory(conn: &Conn, args: InventoryArgs) -> CliResult {
 async fn get_text(conn: &Conn, path: &str) -> Result<String, ClientError> {
     let url = format!("{}{path}", conn.server.trim_end_matches('/'));
     let mut req = reqwest::Client::new().get(&url);
-    if let Some(token) = conn.admin_token() {
-        req = req.bearer_auth(token);
-    }
+    req = req.bearer_auth(conn.require_admin_token()?);
     let resp = req.send().await.map_err(|source| ClientError::Unreachable { url: url.clone(), source })?;
     let status = resp.status();
     let text = resp.text().await.map_err(|source| ClientError::Unreachable { url: url.clone(), source })?;
@@ -484,7 +447,7 @@ async fn get_text(conn: &Conn, path: &str) -> Result<String, ClientError> {
 fn owner_client(conn: &Conn, session: Option<String>) -> Result<Client, String> {
     match session {
         Some(s) => Ok(Client::new(&conn.server, Some(crate::tokens::read_token_arg(&s)?))),
-        None => Ok(conn.client()),
+        None => conn.client().map_err(|e| e.to_string()),
     }
 }
 
@@ -570,7 +533,7 @@ pub async fn agent(conn: &Conn, cmd: AgentGovernCmd) -> CliResult {
             if conn.json {
                 eprintln!("{shown}");
             } else {
-                println!("{shown}\n");
+                outln!("{shown}\n");
             }
             if !yes && !confirm(&format!("Attest that agent {id} should keep this max scope?"))? {
                 return Err("not attested; nothing was recorded".into());
@@ -602,7 +565,7 @@ pub async fn agent(conn: &Conn, cmd: AgentGovernCmd) -> CliResult {
                 }
                 (None, None) => return Err("give `--public-key FILE` or `--generate NAME`".into()),
             };
-            let agent = conn.client().post(&format!("/v1/agents/{id}/key"), &json!({"public_key": jwk})).await?;
+            let agent = conn.client()?.post(&format!("/v1/agents/{id}/key"), &json!({"public_key": jwk})).await?;
             print(conn.json, &agent, |a| {
                 format!(
                     "rotated the key of agent {} ({}); assertions signed with the old key are refused from now on",
@@ -643,7 +606,6 @@ mod tests {
         assert_eq!(parse_time("1700000000"), Ok(1_700_000_000));
         assert_eq!(parse_time("2023-11-14T22:13:20Z"), Ok(1_700_000_000));
         assert!(parse_time("tomorrow").is_err());
-        assert_eq!(readable_time(1_700_000_000), "2023-11-14 22:13:20 UTC");
     }
 
     #[test]
@@ -684,7 +646,7 @@ mod tests {
         });
         let line = evidence_summary("orphaned_agent", &evidence);
         assert!(line.contains("owner=hum_1") && line.contains("owner_status=disabled"), "{line}");
-        assert!(line.contains("idle_secs=3d") && line.contains("last_activity=2023-11-14 22:13:20 UTC"), "{line}");
+        assert!(line.contains("idle_secs=3d") && line.contains("last_activity=2023-11-14T22:13:20Z"), "{line}");
         assert!(line.contains("grants=payments.*"), "{line}");
         assert!(!line.contains("fix") && !line.contains("never"), "{line}");
         let long = json!({"samples": vec!["x".repeat(50); 20]});
@@ -723,7 +685,7 @@ mod tests {
         let order: Vec<usize> =
             ["fnd_c", "fnd_b", "fnd_d", "fnd_a"].iter().map(|id| details.find(id).unwrap()).collect();
         assert!(order.windows(2).all(|w| w[0] < w[1]), "{details}");
-        assert!(details.contains("first seen 2023-11-14 22:13:20 UTC, last seen 2023-11-14 22:23:20 UTC"));
+        assert!(details.contains("first seen 2023-11-14T22:13:20Z, last seen 2023-11-14T22:23:20Z"));
         assert!(details.contains("fix: do something"));
     }
 
@@ -740,9 +702,7 @@ mod tests {
             json!({"by": "admin", "justification": "vendor key", "at": 1_700_000_000, "until": 1_700_086_400});
         let block = finding_block(&f);
         assert!(block.contains("(accepted)"), "{block}");
-        assert!(
-            block.contains("accepted by admin on 2023-11-14 22:13:20 UTC until 2023-11-15 22:13:20 UTC: vendor key")
-        );
+        assert!(block.contains("accepted by admin on 2023-11-14T22:13:20Z until 2023-11-15T22:13:20Z: vendor key"));
     }
 
     #[test]
@@ -760,7 +720,7 @@ mod tests {
         assert!(text.contains("holds (max scope):\n    crm.*\n    payments.*\n"), "{text}");
         assert!(!text.lines().any(|l| l.ends_with(' ')), "{text}");
         assert!(text.contains("[HIGH] broad_grant fnd_1 (open)"), "{text}");
-        assert!(text.contains("next due 2023-11-14 22:13:20 UTC"), "{text}");
+        assert!(text.contains("next due 2023-11-14T22:13:20Z"), "{text}");
         let none = json!({"recommended_scope": null, "open_findings": [], "used": []});
         let text = attestation_evidence(&none);
         assert!(text.contains("keep the current max scope") && text.contains("open findings: none"), "{text}");

@@ -59,7 +59,7 @@ pub enum ApprovalsCmd {
 fn approver_client(conn: &Conn, session: Option<String>) -> Result<crate::client::Client, String> {
     match session {
         Some(s) => Ok(crate::client::Client::new(&conn.server, Some(crate::tokens::read_token_arg(&s)?))),
-        None => Ok(conn.client()),
+        None => conn.client().map_err(|e| e.to_string()),
     }
 }
 
@@ -111,7 +111,7 @@ pub async fn decide(conn: &Conn, args: DecideArgs, approve: bool) -> CliResult {
 
 /// Runs `warrant agent trust`.
 pub async fn trust(conn: &Conn, id: String) -> CliResult {
-    let answer = conn.client().get(&format!("/v1/agents/{id}/trust")).await?;
+    let answer = conn.client()?.get(&format!("/v1/agents/{id}/trust")).await?;
     print(conn.json, &answer, |v| {
         let mut out = record(
             v,
@@ -131,15 +131,18 @@ pub async fn trust(conn: &Conn, id: String) -> CliResult {
 /// per line.
 pub async fn events(conn: &Conn, agent: Option<String>, kind: Option<String>) -> CliResult {
     let path = with_query("/v1/events", &[("agent", agent), ("kind", kind)]);
-    let mut response = conn.client().stream(&path).await?;
+    let mut response = conn.client()?.stream(&path).await?;
     let mut buffer = String::new();
     while let Some(chunk) = response.chunk().await? {
+        if crate::output::stdout_closed() {
+            break;
+        }
         buffer.push_str(&String::from_utf8_lossy(&chunk));
         while let Some(end) = buffer.find("\n\n") {
             let frame: String = buffer.drain(..end + 2).collect();
             for line in frame.lines() {
                 if let Some(data) = line.strip_prefix("data:") {
-                    println!("{}", data.trim());
+                    outln!("{}", data.trim());
                 }
             }
         }

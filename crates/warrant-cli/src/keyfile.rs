@@ -1,4 +1,5 @@
-//! Agent key files: a private JWK (mode 0600) and its public half.
+//! Files the CLI writes: agent key files (a private JWK, mode 0600, and its public half)
+//! and private outputs (exports, sessions), always created mode 0600.
 
 use std::path::Path;
 
@@ -42,6 +43,32 @@ pub fn write_new(path: &Path, contents: &str, secret: bool) -> Result<(), String
     let _ = secret;
     let mut file = options.open(path).map_err(|e| format!("cannot create `{}`: {e}", path.display()))?;
     std::io::Write::write_all(&mut file, contents.as_bytes())
+        .map_err(|e| format!("cannot write `{}`: {e}", path.display()))
+}
+
+/// Creates (or truncates) `path` for data that must stay private (audit exports, the
+/// inventory, session tokens): a new file is created mode 0600 on Unix, and an existing
+/// one is set to 0600 through the open handle before anything is written to it.
+pub fn create_private(path: &Path) -> Result<std::fs::File, String> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(path).map_err(|e| format!("cannot create `{}`: {e}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("cannot make `{}` private: {e}", path.display()))?;
+    }
+    Ok(file)
+}
+
+/// Writes `contents` to `path` through [`create_private`].
+pub fn write_private(path: &Path, contents: &str) -> Result<(), String> {
+    let mut file = create_private(path)?;
+    std::io::Write::write_all(&mut file, contents.as_bytes())
+        .and_then(|()| file.sync_all())
         .map_err(|e| format!("cannot write `{}`: {e}", path.display()))
 }
 

@@ -1,4 +1,11 @@
 //! `warrant`: the server, the admin commands, token tools and a guided demo.
+//!
+//! Everything printed to stdout goes through [`output::emit`] (`outln!`), which ends
+//! quietly when the reader of a pipe goes away; `println!` is denied here.
+#![deny(clippy::print_stdout)]
+
+#[macro_use]
+mod output;
 
 mod admin;
 mod bench;
@@ -9,7 +16,6 @@ mod govern;
 mod guard;
 mod keyfile;
 mod ops;
-mod output;
 mod tokens;
 
 use std::path::PathBuf;
@@ -76,6 +82,9 @@ enum Command {
         cmd: tokens::TokenCmd,
     },
     /// Ask for a decision: may this warrant do this action on this resource now?
+    ///
+    /// Exit status (with or without `--json`): 0 allow, 1 deny (or any error), 2 pending
+    /// (a human must approve; retry with `--approval-id`).
     Authorize {
         #[command(flatten)]
         conn: Conn,
@@ -189,9 +198,14 @@ enum Command {
         #[command(flatten)]
         args: govern::InventoryArgs,
     },
-    /// Manage the issuer's signing keys (works on the data directory directly).
-    #[command(subcommand)]
-    Key(KeyCmd),
+    /// Manage the issuer's signing keys: on the data directory when no server runs on it,
+    /// or through the running server with `--online`.
+    Key {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        cmd: KeyCmd,
+    },
     /// Print the OpenAPI document.
     Openapi,
     /// Start a throw-away server and walk through human -> agent -> sub-agent.
@@ -277,33 +291,73 @@ impl KeyPaths {
 #[derive(Debug, Subcommand)]
 enum KeyCmd {
     /// Create a new signing key; the old one keeps verifying until its warrants expire.
+    /// Without `--online` it works on the data directory and refuses while a server holds
+    /// it.
     Rotate {
-        /// Data directory.
-        #[arg(long, env = "WARRANT_DATA", default_value = DEFAULT_DATA_DIR)]
-        data: PathBuf,
         #[command(flatten)]
         keys: KeyPaths,
+        /// Rotate through the running server (`POST /v1/keys/rotate`, admin token) instead
+        /// of on the data directory.
+        #[arg(long)]
+        online: bool,
     },
 }
 
 impl Conn {
     /// The admin token from the flag, the environment or `<data>/admin.token`.
     pub fn admin_token(&self) -> Option<String> {
-        self.admin_token.clone().or_else(|| {
+        self.admin_token.clone().filter(|t| !t.trim().is_empty()).or_else(|| {
             std::fs::read_to_string(self.data.join(warrant_server::server::ADMIN_TOKEN_FILE))
                 .ok()
                 .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty())
         })
     }
 
-    /// A client for the server, with the admin token (see [`Conn::admin_token`]).
-    pub fn client(&self) -> client::Client {
-        client::Client::new(&self.server, self.admin_token())
+    /// The admin token, or an error saying where it was looked for and how to give one;
+    /// checked before anything is sent.
+    pub fn require_admin_token(&self) -> Result<String, client::ClientError> {
+        self.admin_token().ok_or_else(|| client::ClientError::NoAdminToken {
+            path: self.data.join(warrant_server::server::ADMIN_TOKEN_FILE),
+        })
+    }
+
+    /// A client for the admin API: fails before sending anything when there is no admin
+    /// token (see [`Conn::require_admin_token`]).
+    pub fn client(&self) -> Result<client::Client, client::ClientError> {
+        Ok(client::Client::new(&self.server, Some(self.require_admin_token()?)))
+    }
+
+    /// A client for the public endpoints (token endpoint, decisions, JWKS): no admin token.
+    pub fn public_client(&self) -> client::Client {
+        client::Client::new(&self.server, None)
     }
 }
 
-/// Any failure of a command; printed as `error: …` with exit code 1.
+/// Any failure of a command; printed as `error: …` with exit code 1, except an [`Exit`],
+/// which sets its own code.
 pub type CliResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// A command that ran but whose outcome is a non-zero exit status (e.g. `authorize` on a
+/// deny): `message`, when set, goes to stderr as is, without `error:`.
+#[derive(Debug)]
+pub struct Exit {
+    /// The process exit status.
+    pub code: u8,
+    /// What to tell the user on stderr.
+    pub message: Option<String>,
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.message {
+            Some(message) => f.write_str(message),
+            None => write!(f, "exit status {}", self.code),
+        }
+    }
+}
+
+impl std::error::Error for Exit {}
 
 async fn serve(args: ServeArgs) -> CliResult {
     warrant_server::telemetry::init(args.log_json);
@@ -325,18 +379,32 @@ async fn serve(args: ServeArgs) -> CliResult {
     let settings = Settings::resolve(options, args.config.as_deref())?;
     let server = warrant_server::BoundServer::bind(&settings).await?;
     let addr = server.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    println!("warrant {} listening on http://{addr}", env!("CARGO_PKG_VERSION"));
-    println!("issuer:      {}", server.issuer());
-    println!("data:        {}", settings.data.display());
-    println!("admin token: {}", settings.data.join(warrant_server::server::ADMIN_TOKEN_FILE).display());
-    println!("witness:     {}", settings.witness.display());
+    // A closed stdout must not stop a server: these lines are dropped then.
+    outln!("warrant {} listening on http://{addr}", env!("CARGO_PKG_VERSION"));
+    outln!("issuer:      {}", server.issuer());
+    outln!("data:        {}", settings.data.display());
+    outln!("admin token: {}", settings.data.join(warrant_server::server::ADMIN_TOKEN_FILE).display());
+    outln!("witness:     {}", settings.witness.display());
     tracing::info!(%addr, issuer = server.issuer(), "listening");
     server.run(warrant_server::server::shutdown_signal()).await?;
     Ok(())
 }
 
-async fn rotate(data: PathBuf, keys: KeyPaths) -> CliResult {
+async fn rotate(conn: &Conn, keys: KeyPaths, online: bool) -> CliResult {
     use warrant_engine::Clock as _;
+    if online {
+        let rotated = conn.client()?.post("/v1/keys/rotate", &serde_json::json!({})).await?;
+        output::print(conn.json, &rotated, |v| {
+            format!(
+                "new signing key {}, in force now; the JWKS publishes {}\n\
+                 retired keys stay in the JWKS until every warrant they signed has expired",
+                output::field(v, "kid"),
+                output::field(v, "published")
+            )
+        });
+        return Ok(());
+    }
+    let data = &conn.data;
     if !data.join(warrant_server::server::DB_FILE).exists() {
         return Err(format!(
             "no Warrant database in `{}`; start `warrant serve --data {}` once first",
@@ -345,18 +413,31 @@ async fn rotate(data: PathBuf, keys: KeyPaths) -> CliResult {
         )
         .into());
     }
-    let settings = keys.settings(&data)?;
-    let store = warrant_server::server::open_store(&data)?;
+    // A running server owns the directory: writing keys behind its back is refused.
+    let _lock = match warrant_server::server::DataDirLock::acquire(data) {
+        Err(warrant_server::server::ServeError::Locked { pid, .. }) => {
+            let holder = pid.map_or_else(
+                || "a running Warrant server".to_owned(),
+                |p| format!("a running Warrant server (pid {p})"),
+            );
+            return Err(format!(
+                "the data directory `{}` is in use by {holder}; rotate through it with `warrant key rotate --online` \
+                 (POST /v1/keys/rotate), or stop the server first",
+                data.display()
+            )
+            .into());
+        }
+        other => other?,
+    };
+    let settings = keys.settings(data)?;
+    let store = warrant_server::server::open_store(data)?;
     let kek =
         warrant_server::kek::for_store(&store, &settings.kek_file, warrant_server::kek::WhenMissing::Create).await?;
     // A database an older build wrote is sealed first, as `serve` would.
     warrant_engine::keys::seal_plaintext(&store, &kek).await?;
     let kid = warrant_engine::keys::rotate(&store, &kek, warrant_server::server::SystemClock.now()).await?;
-    println!(
-        "new signing key {kid}; running servers pick it up within {} s",
-        warrant_server::server::KEY_REFRESH.as_secs()
-    );
-    println!("retired keys stay in the JWKS until every warrant they signed has expired");
+    outln!("new signing key {kid}; the server signs with it from its next start");
+    outln!("retired keys stay in the JWKS until every warrant they signed has expired");
     Ok(())
 }
 
@@ -370,7 +451,7 @@ async fn run(cli: Cli) -> CliResult {
         Command::Review { conn, filter, cmd } => govern::review(&conn, filter, cmd).await,
         Command::Inventory { conn, args } => govern::inventory(&conn, args).await,
         Command::Token { conn, cmd } => tokens::token(&conn, cmd).await,
-        Command::Key(KeyCmd::Rotate { data, keys }) => rotate(data, keys).await,
+        Command::Key { conn, cmd: KeyCmd::Rotate { keys, online } } => rotate(&conn, keys, online).await,
         Command::Authorize { conn, token, action, resource, context, resource_attrs, approval_id } => {
             ops::authorize(&conn, ops::AuthorizeArgs { token, action, resource, context, resource_attrs, approval_id })
                 .await
@@ -384,7 +465,7 @@ async fn run(cli: Cli) -> CliResult {
         Command::Policy { conn, cmd } => evidence::policy(&conn, cmd).await,
         Command::Audit { conn, cmd } => evidence::audit(&conn, cmd).await,
         Command::Openapi => {
-            println!("{}", warrant_server::openapi::json());
+            outln!("{}", warrant_server::openapi::json());
             Ok(())
         }
         Command::Demo => demo::run().await,
@@ -403,9 +484,19 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast::<Exit>() {
+            Ok(exit) => {
+                if let Some(message) = exit.message {
+                    eprintln!("{message}");
+                }
+                ExitCode::from(exit.code)
+            }
+            // The reader of a pipe went away (`warrant audit export | head`): not a failure.
+            Err(e) if output::is_broken_pipe(e.as_ref()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

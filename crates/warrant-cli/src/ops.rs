@@ -46,7 +46,13 @@ pub struct AuthorizeArgs {
     pub approval_id: Option<String>,
 }
 
-/// Runs `warrant authorize`.
+/// `warrant authorize`'s exit status on a deny (and on anything but allow or pending).
+pub const EXIT_DENY: u8 = 1;
+/// `warrant authorize`'s exit status on `pending` (a human approval is needed).
+pub const EXIT_PENDING: u8 = 2;
+
+/// Runs `warrant authorize`: exits 0 on allow, [`EXIT_DENY`] on deny and
+/// [`EXIT_PENDING`] on pending, with or without `--json`.
 pub async fn authorize(conn: &Conn, args: AuthorizeArgs) -> CliResult {
     let AuthorizeArgs { token, action, resource, context, resource_attrs, approval_id } = args;
     let token = crate::tokens::read_token_arg(&token)?;
@@ -57,7 +63,7 @@ pub async fn authorize(conn: &Conn, args: AuthorizeArgs) -> CliResult {
     if let (Some(map), Some(a)) = (body.as_object_mut(), parse_object("resource-attrs", resource_attrs)?) {
         map.insert("resource_attrs".into(), a);
     }
-    let answer = conn.client().post("/v1/authorize", &body).await?;
+    let answer = conn.public_client().post("/v1/authorize", &body).await?;
     print(conn.json, &answer, |v| {
         record(
             v,
@@ -75,21 +81,23 @@ pub async fn authorize(conn: &Conn, args: AuthorizeArgs) -> CliResult {
         )
     });
     match answer.get("decision").and_then(Value::as_str) {
-        Some("allow") => {}
-        _ if conn.json => {}
-        Some("pending") => {
-            return Err(
-                "pending: approve it with `warrant approve <approval_id>`, then retry with `--approval-id`".into()
-            )
-        }
-        _ => return Err("denied".into()),
+        Some("allow") => Ok(()),
+        Some("pending") => Err(Box::new(crate::Exit {
+            code: EXIT_PENDING,
+            message: (!conn.json).then(|| {
+                "pending: approve it with `warrant approve <approval_id>`, then retry with `--approval-id`".to_owned()
+            }),
+        })),
+        _ => Err(Box::new(crate::Exit {
+            code: EXIT_DENY,
+            message: (!conn.json).then(|| format!("denied ({})", field(&answer, "code"))),
+        })),
     }
-    Ok(())
 }
 
 /// Runs `warrant revoke`.
 pub async fn revoke(conn: &Conn, kind: String, id: String, reason: String) -> CliResult {
-    let answer = conn.client().post("/v1/revocations", &json!({ "kind": kind, "id": id, "reason": reason })).await?;
+    let answer = conn.client()?.post("/v1/revocations", &json!({ "kind": kind, "id": id, "reason": reason })).await?;
     print(conn.json, &answer, |v| {
         format!(
             "revoked {kind} {id}: {} live warrant(s) ended ({})",
@@ -106,7 +114,9 @@ fn task_tree(task: &Value) -> String {
     let mut lines = vec![
         format!("task     {} \"{}\"", field(task, "id"), field(task, "purpose")),
         format!("human    {}", field(task, "human")),
-        format!("ended    {}", field(task, "ended")),
+        format!("root     {}", field(task, "root_agent")),
+        format!("created  {}", crate::output::time_field(task, "created_at")),
+        format!("ended    {}", if task.get("ended").and_then(Value::as_bool) == Some(true) { "yes" } else { "no" }),
     ];
     fn walk(all: &[Value], parent: Option<&str>, depth: usize, lines: &mut Vec<String>) {
         for w in all.iter().filter(|w| w.get("parent").and_then(Value::as_str) == parent) {
@@ -130,7 +140,7 @@ fn task_tree(task: &Value) -> String {
 
 /// Runs a `warrant task` command.
 pub async fn task(conn: &Conn, cmd: TaskCmd) -> CliResult {
-    let client = conn.client();
+    let client = conn.client()?;
     match cmd {
         TaskCmd::Show { id } => print(conn.json, &client.get(&format!("/v1/tasks/{id}")).await?, task_tree),
         TaskCmd::Complete { id } => {

@@ -1,28 +1,128 @@
-//! Printing: tables for people, JSON for scripts.
+//! Printing: tables for people, JSON for scripts, and the one way to write to stdout.
+//!
+//! Everything the CLI prints goes through [`emit`] (or the [`outln!`](crate::outln)
+//! macro). When the reader of a pipe goes away (`warrant openapi | head`) the write fails
+//! with `EPIPE`; that is not an error of the command: further output is dropped, the
+//! command finishes and exits with its own status, and streaming commands stop (see
+//! [`stdout_closed`]).
+
+use std::io::{IsTerminal as _, Write as _};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use comfy_table::presets::UTF8_BORDERS_ONLY;
-use comfy_table::{ContentArrangement, Table};
+use comfy_table::{ColumnConstraint, ContentArrangement, Table};
 use serde_json::Value;
 
-/// A field of a JSON object as display text.
-pub fn field(value: &Value, name: &str) -> String {
-    match value.get(name) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|i| i.as_str().map(str::to_owned).unwrap_or_else(|| i.to_string()))
-            .collect::<Vec<_>>()
-            .join(" "),
-        Some(Value::Null) | None => "-".into(),
-        Some(Value::Object(map)) if map.is_empty() => "-".into(),
-        Some(Value::Object(map)) => {
-            map.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(",")
+/// Set once a write to stdout found the reader gone.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Table width when stdout is not a terminal.
+pub const PIPE_WIDTH: u16 = 100;
+
+/// The longest table cell (other than ids), in characters; longer ones are cut with `…`.
+const CELL_MAX: usize = 48;
+
+/// Prints a line to stdout: `outln!("{x}")`, like `println!` but quiet on a closed pipe.
+#[macro_export]
+macro_rules! outln {
+    () => {
+        $crate::output::emit("")
+    };
+    ($($arg:tt)*) => {
+        $crate::output::emit(&format!($($arg)*))
+    };
+}
+
+/// Writes `text` and a newline to stdout. A closed pipe marks stdout closed and drops
+/// this and every later write; any other failure is reported once on stderr.
+pub fn emit(text: &str) {
+    if stdout_closed() {
+        return;
+    }
+    let mut stdout = std::io::stdout().lock();
+    let written =
+        stdout.write_all(text.as_bytes()).and_then(|()| stdout.write_all(b"\n")).and_then(|()| stdout.flush());
+    if let Err(e) = written {
+        STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("error: cannot write to standard output: {e}");
         }
-        Some(other) => other.to_string(),
     }
 }
 
-/// Unix seconds as an RFC 3339 UTC timestamp.
+/// Whether stdout's reader has gone away (or stdout failed): streaming commands stop.
+pub fn stdout_closed() -> bool {
+    STDOUT_CLOSED.load(Ordering::Relaxed)
+}
+
+/// Whether `error` (anywhere in its source chain) is a write to a closed pipe.
+pub fn is_broken_pipe(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = cur {
+        if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
+/// A writer on stdout for bulk output (exports): a closed pipe is reported as
+/// `BrokenPipe` so the caller stops, and marks stdout closed.
+#[derive(Debug)]
+pub struct Stdout;
+
+impl std::io::Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let result = std::io::stdout().lock().write(buf);
+        if result.is_err() {
+            STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let result = std::io::stdout().lock().flush();
+        if result.is_err() {
+            STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        }
+        result
+    }
+}
+
+/// A field of a JSON object as display text.
+pub fn field(value: &Value, name: &str) -> String {
+    value.get(name).map(display).unwrap_or_else(|| "-".into())
+}
+
+/// A JSON value as display text: strings bare, lists space-separated, objects as
+/// `key=value`, numbers rounded to at most three decimals, null as `-`.
+pub fn display(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Array(items) if items.is_empty() => "-".into(),
+        Value::Array(items) => items.iter().map(display).collect::<Vec<_>>().join(" "),
+        Value::Null => "-".into(),
+        Value::Object(map) if map.is_empty() => "-".into(),
+        Value::Object(map) => map.iter().map(|(k, v)| format!("{k}={}", display(v))).collect::<Vec<_>>().join(","),
+        Value::Number(n) if n.is_f64() => n.as_f64().map(decimal).unwrap_or_else(|| n.to_string()),
+        other => other.to_string(),
+    }
+}
+
+/// A float with at most three decimals, trailing zeros dropped.
+fn decimal(x: f64) -> String {
+    let text = format!("{x:.3}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    if text == "-0" {
+        "0".into()
+    } else {
+        text.to_owned()
+    }
+}
+
+/// Unix seconds as an RFC 3339 UTC timestamp, e.g. `2026-12-02T05:51:43Z`: the one time
+/// format of the CLI's output.
 pub fn timestamp(secs: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(secs)
         .ok()
@@ -30,21 +130,155 @@ pub fn timestamp(secs: i64) -> String {
         .unwrap_or_else(|| secs.to_string())
 }
 
-/// Whether a field holds Unix seconds to show as a timestamp.
-fn is_time(name: &str) -> bool {
-    name == "at" || name.ends_with("_at")
+/// A time field of `value` as a timestamp, or `-` when absent.
+pub fn time_field(value: &Value, name: &str) -> String {
+    value.get(name).and_then(Value::as_i64).map(timestamp).unwrap_or_else(|| "-".into())
 }
 
-/// A table of `rows` with the given `(header, field)` columns; `*_at` fields are shown as timestamps.
+/// Whether a field holds Unix seconds to show as a timestamp.
+pub fn is_time(name: &str) -> bool {
+    name == "at"
+        || name.ends_with("_at")
+        || name == "due_since"
+        || matches!(name, "first_seen" | "last_seen" | "last_activity" | "last_attested" | "exp" | "iat" | "nbf")
+}
+
+/// Whether a column holds ids of other things than the row (owner, agent, task…): cut
+/// to [`SHORT_ID`] characters when the table would not fit otherwise.
+fn is_id_column(name: &str) -> bool {
+    matches!(name, "agent" | "owner" | "human" | "task" | "warrant" | "jti" | "parent" | "subject" | "approver")
+}
+
+/// How many characters of a secondary id are kept when a table must be narrowed
+/// (`hum_afa0abc…`: the prefix and enough to tell ids apart).
+const SHORT_ID: usize = 12;
+
+/// How many items of a list a table cell shows, one per line, before `(+N more)`.
+const CELL_ITEMS: usize = 3;
+
+/// Cuts `text` to at most `max` characters, marking the cut with `…`.
+pub fn truncate(text: String, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text;
+    }
+    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+/// The width tables are fitted to: the terminal's, or [`PIPE_WIDTH`] when stdout is not
+/// a terminal.
+fn table_width() -> Option<u16> {
+    if std::io::stdout().is_terminal() {
+        None
+    } else {
+        Some(PIPE_WIDTH)
+    }
+}
+
+/// A table cell: a timestamp for a time field, a list one item per line (at most
+/// [`CELL_ITEMS`]), other text cut at [`CELL_MAX`] characters.
+fn cell(row: &Value, name: &str) -> String {
+    match row.get(name) {
+        Some(Value::Number(n)) if is_time(name) => n.as_i64().map(timestamp).unwrap_or_else(|| n.to_string()),
+        Some(Value::Array(items)) if !items.is_empty() => {
+            let mut lines: Vec<String> =
+                items.iter().take(CELL_ITEMS).map(|i| truncate(display(i), CELL_MAX)).collect();
+            if items.len() > CELL_ITEMS {
+                lines.push(format!("(+{} more)", items.len() - CELL_ITEMS));
+            }
+            lines.join("\n")
+        }
+        _ if name == "id" => field(row, name),
+        _ => truncate(field(row, name), CELL_MAX),
+    }
+}
+
+/// The width of a column: its widest line, header included, plus padding.
+fn column_width(header: &str, cells: &[Vec<String>], index: usize) -> usize {
+    let widest = cells
+        .iter()
+        .filter_map(|row| row.get(index))
+        .flat_map(|c| c.lines().map(|l| l.chars().count()))
+        .max()
+        .unwrap_or(0);
+    widest.max(header.chars().count()) + 2
+}
+
+/// A table of `rows` with the given `(header, field)` columns, fitted to the terminal
+/// (100 columns when not a terminal). Time fields are shown as timestamps, lists one item
+/// per line. When the table is too wide, columns with no value in any row are left out
+/// and ids of other things (owner, agent…) are shortened; the row's own `id` is always
+/// whole, and short columns are never wrapped.
 pub fn table(rows: &[Value], columns: &[(&str, &str)]) -> String {
+    table_with_width(rows, columns, table_width())
+}
+
+/// [`table`] for a given width (`None`: the terminal's).
+pub fn table_with_width(rows: &[Value], columns: &[(&str, &str)], width: Option<u16>) -> String {
+    let mut columns: Vec<(&str, &str)> = columns.to_vec();
+    let mut cells: Vec<Vec<String>> = rows.iter().map(|r| columns.iter().map(|(_, f)| cell(r, f)).collect()).collect();
+    let total = |columns: &[(&str, &str)], cells: &[Vec<String>]| {
+        columns.iter().enumerate().map(|(i, (h, _))| column_width(h, cells, i)).sum::<usize>() + 2
+    };
+    let limit =
+        width.map(usize::from).or_else(|| comfy_table::Table::new().width().map(usize::from)).unwrap_or(usize::MAX);
+    if total(&columns, &cells) > limit && !cells.is_empty() {
+        let empty: Vec<bool> =
+            (0..columns.len()).map(|i| cells.iter().all(|r| r.get(i).is_none_or(|c| c == "-"))).collect();
+        let mut index = 0;
+        columns.retain(|_| {
+            index += 1;
+            !empty.get(index - 1).copied().unwrap_or(false)
+        });
+        for row in &mut cells {
+            let mut index = 0;
+            row.retain(|_| {
+                index += 1;
+                !empty.get(index - 1).copied().unwrap_or(false)
+            });
+        }
+    }
+    if total(&columns, &cells) > limit {
+        for (i, (_, f)) in columns.iter().enumerate() {
+            if is_id_column(f) {
+                for row in &mut cells {
+                    if let Some(c) = row.get_mut(i) {
+                        *c = truncate(std::mem::take(c), SHORT_ID);
+                    }
+                }
+            }
+        }
+    }
     let mut table = Table::new();
     table.load_preset(UTF8_BORDERS_ONLY).set_content_arrangement(ContentArrangement::Dynamic);
+    if let Some(width) = width {
+        table.set_width(width);
+    }
     table.set_header(columns.iter().map(|(h, _)| *h));
-    for row in rows {
-        table.add_row(columns.iter().map(|(_, f)| match row.get(*f).and_then(Value::as_i64) {
-            Some(t) if is_time(f) => timestamp(t),
-            _ => field(row, f),
-        }));
+    for row in &cells {
+        table.add_row(row);
+    }
+    // Columns kept whole (never wrapped): the row's id and short columns, as long as what
+    // is left leaves the others at least 10 characters.
+    let widths: Vec<usize> = columns.iter().enumerate().map(|(i, (h, _))| column_width(h, &cells, i)).collect();
+    let whole_up_to = [20, 12]
+        .into_iter()
+        .find(|max| {
+            let (whole, others) = columns.iter().zip(&widths).fold((2, 0), |(whole, others), ((_, f), w)| {
+                if *f == "id" || *w <= *max {
+                    (whole + w, others)
+                } else {
+                    (whole, others + 12)
+                }
+            });
+            whole + others <= limit
+        })
+        .unwrap_or(0);
+    for (index, ((_, f), w)) in columns.iter().zip(&widths).enumerate() {
+        if let Some(column) = table.column_mut(index).filter(|_| *f == "id" || *w <= whole_up_to) {
+            column.set_constraint(ColumnConstraint::ContentWidth);
+        }
     }
     table.to_string()
 }
@@ -52,9 +286,9 @@ pub fn table(rows: &[Value], columns: &[(&str, &str)]) -> String {
 /// Prints `value` as JSON, or as a table/record via `human`.
 pub fn print(json: bool, value: &Value, human: impl FnOnce(&Value) -> String) {
     if json {
-        println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+        emit(&serde_json::to_string_pretty(value).unwrap_or_default());
     } else {
-        println!("{}", human(value));
+        emit(&human(value));
     }
 }
 
@@ -83,12 +317,13 @@ pub fn warrant_summary(claims: &Value, now: i64) -> String {
     };
     let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or(0);
     let task = claims.get("task").cloned().unwrap_or_default();
+    let left = if exp > now { format!("in {} s", exp - now) } else { format!("{} s ago", now - exp) };
     let mut lines = vec![
         format!("warrant   {}", field(claims, "jti")),
         format!("chain     {root}{}", chain.join(" -> ")),
         format!("scope     {}", field(claims, "scope")),
         format!("task      {} \"{}\"", field(&task, "id"), field(&task, "purpose")),
-        format!("expires   {} (in {} s)", timestamp(exp), exp - now),
+        format!("expires   {} ({left})", timestamp(exp)),
     ];
     if let Some(parent) = claims.get("parent").and_then(Value::as_str) {
         lines.push(format!("parent    {parent}"));
@@ -106,4 +341,74 @@ pub fn chain_of(claims: &Value) -> Vec<String> {
     }
     out.reverse();
     out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "test code")]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        assert_eq!(timestamp(1_796_190_703), "2026-12-02T05:51:43Z");
+        assert_eq!(time_field(&json!({"at": 1_700_000_000}), "at"), "2023-11-14T22:13:20Z");
+        assert_eq!(time_field(&json!({}), "at"), "-");
+    }
+
+    #[test]
+    fn values_display_readably() {
+        assert_eq!(display(&json!({"crm.read": 3, "tickets.close": 1})), "crm.read=3,tickets.close=1");
+        assert_eq!(display(&json!(0.966_666_7)), "0.967");
+        assert_eq!(display(&json!(1.0)), "1");
+        assert_eq!(display(&json!([])), "-");
+        assert_eq!(display(&json!(["a", 2])), "a 2");
+        assert_eq!(display(&json!(true)), "true");
+    }
+
+    #[test]
+    fn tables_fit_the_width_and_keep_ids_whole() {
+        let id = "agt_0123456789abcdefghijklmnop";
+        let scope: Vec<String> = (0..30).map(|i| format!("crm.read:customers/{i}")).collect();
+        let rows =
+            vec![json!({"id": id, "name": "support-assistant", "max_scope": scope, "created_at": 1_700_000_000})];
+        let text = table_with_width(
+            &rows,
+            &[("ID", "id"), ("NAME", "name"), ("MAX SCOPE", "max_scope"), ("CREATED", "created_at")],
+            Some(PIPE_WIDTH),
+        );
+        for line in text.lines() {
+            assert!(line.chars().count() <= usize::from(PIPE_WIDTH), "too wide: {line}\n{text}");
+        }
+        assert!(text.contains(id), "{text}");
+        assert!(text.contains("(+27 more)"), "{text}");
+        assert!(text.contains("2023-11-14T22:13:20Z"), "{text}");
+    }
+
+    #[test]
+    fn a_crowded_table_drops_empty_columns_and_shortens_other_ids() {
+        let row = |i: u32| {
+            json!({"id": format!("agt_{i}040e55cf17cf3d0c2373bd3"), "name": "support-assistant",
+                   "owner": "hum_afa0abc3cbfb5b9283a9d60a", "mode": "delegated", "status": "active",
+                   "max_scope": ["crm.*", "tickets.*"], "expires_at": null})
+        };
+        let columns = [
+            ("ID", "id"),
+            ("NAME", "name"),
+            ("OWNER", "owner"),
+            ("MODE", "mode"),
+            ("STATUS", "status"),
+            ("MAX SCOPE", "max_scope"),
+            ("EXPIRES", "expires_at"),
+        ];
+        let text = table_with_width(&[row(1), row(2)], &columns, Some(PIPE_WIDTH));
+        assert!(!text.contains("EXPIRES"), "{text}");
+        assert!(text.contains("hum_afa0abc…") && text.contains("agt_1040e55cf17cf3d0c2373bd3"), "{text}");
+        assert!(text.contains(" delegated ") && text.contains(" active ") && text.contains(" tickets.* "), "{text}");
+        assert!(text.lines().all(|l| l.chars().count() <= usize::from(PIPE_WIDTH)), "{text}");
+        // Wide enough: everything as it is.
+        let wide = table_with_width(&[row(1)], &columns, Some(200));
+        assert!(wide.contains("EXPIRES") && wide.contains("hum_afa0abc3cbfb5b9283a9d60a"), "{wide}");
+    }
 }

@@ -16,7 +16,7 @@ use warrant_token::assertion::make_assertion;
 use warrant_token::KeyPair;
 
 use crate::client::Client;
-use crate::output::{print, warrant_summary};
+use crate::output::{field, print, time_field, timestamp, warrant_summary};
 use crate::{keyfile, CliResult, Conn};
 
 #[derive(Debug, Args)]
@@ -87,7 +87,9 @@ pub enum TokenCmd {
         #[command(flatten)]
         agent: AgentKey,
     },
-    /// Verify a warrant against the server's JWKS and print its claims.
+    /// Verify a warrant against the server's JWKS, ask the server (admin) whether it was
+    /// revoked, and print its claims: VALID, REVOKED (with the reason) or EXPIRED. Exits 1
+    /// unless it is valid.
     Inspect {
         /// The warrant; `-` reads stdin, `@FILE` reads a file.
         token: String,
@@ -103,8 +105,8 @@ pub fn keygen(args: KeygenArgs) -> CliResult {
     let public_json = serde_json::to_string_pretty(&pair.public_jwk())?;
     keyfile::write_new(&private, &private_json, true)?;
     keyfile::write_new(&public, &public_json, false)?;
-    println!("private key: {} (keep it secret)", private.display());
-    println!("public key:  {}", public.display());
+    outln!("private key: {} (keep it secret)", private.display());
+    outln!("public key:  {}", public.display());
     Ok(())
 }
 
@@ -149,7 +151,7 @@ pub fn claims_of(token: &str) -> Value {
 fn show_issued(json_out: bool, ask: &Ask, response: &Value) {
     let token = response.get("access_token").and_then(Value::as_str).unwrap_or_default();
     if ask.token_only {
-        println!("{token}");
+        outln!("{token}");
         return;
     }
     let claims = claims_of(token);
@@ -179,7 +181,7 @@ async fn post_form(client: &Client, fields: Vec<(&'static str, String)>) -> Resu
 
 /// Runs a `warrant token` command.
 pub async fn token(conn: &Conn, cmd: TokenCmd) -> CliResult {
-    let client = conn.client();
+    let client = conn.public_client();
     match cmd {
         TokenCmd::Mint { agent, purpose, ask } => {
             let key = keyfile::read_private(&agent.key)?;
@@ -217,30 +219,105 @@ pub async fn token(conn: &Conn, cmd: TokenCmd) -> CliResult {
         }
         TokenCmd::Assertion { agent } => {
             let key = keyfile::read_private(&agent.key)?;
-            println!("{}", assertion(&client, &agent.agent, &key).await?);
+            outln!("{}", assertion(&client, &agent.agent, &key).await?);
         }
         TokenCmd::Inspect { token } => inspect(conn, &client, &read_token_arg(&token)?).await?,
     }
     Ok(())
 }
 
+/// What `warrant token inspect` concluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Signature, issuer and expiry check out, and the server says it is active.
+    Valid,
+    /// The server revoked it.
+    Revoked,
+    /// Past its expiry.
+    Expired,
+}
+
+impl Verdict {
+    fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Valid => "valid",
+            Verdict::Revoked => "revoked",
+            Verdict::Expired => "expired",
+        }
+    }
+}
+
+/// Runs `warrant token inspect`: verifies the warrant against the server's JWKS, then
+/// asks the server (admin) whether it was revoked. Prints VALID, REVOKED (with the
+/// revocation) or EXPIRED, and exits 1 unless it is valid.
 async fn inspect(conn: &Conn, client: &Client, token: &str) -> CliResult {
+    use warrant_token::warrant::VerifyError;
+    use warrant_token::JwsError;
+    // The revocation check needs the admin token: fail before sending anything.
+    let admin = conn.client()?;
     let meta = client.get("/.well-known/oauth-authorization-server").await?;
     let issuer = meta.get("issuer").and_then(Value::as_str).ok_or("the server's metadata names no issuer")?;
     let jwks = client.get("/.well-known/jwks.json").await?;
     let keys = warrant_token::KeySet::from_jwks(&jwks);
-    let claims = warrant_token::warrant::verify_warrant(token, &keys, issuer, now())
-        .map_err(|e| format!("the warrant is NOT valid: {e}"))?;
-    let value = serde_json::to_value(&claims)?;
     let header = warrant_token::jws::peek_unverified::<Value>(token).map(|(h, _)| h).ok();
-    let out = json!({ "valid": true, "header": header, "claims": value });
+    let kid = header.as_ref().and_then(|h| h.kid.clone()).unwrap_or_default();
+    let unverified = claims_of(token);
+    let jti = unverified.get("jti").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let exp = unverified.get("exp").and_then(Value::as_i64).unwrap_or(0);
+    // An expired warrant's signature is still checked (just before it expired); its key may
+    // have left the JWKS since, in which case only the server's record speaks for it.
+    let signature = match warrant_token::warrant::verify_warrant(token, &keys, issuer, now()) {
+        Err(VerifyError::Expired) => {
+            warrant_token::warrant::verify_warrant(token, &keys, issuer, UnixTime(exp.saturating_sub(1))).map(|_| false)
+        }
+        other => other.map(|_| true),
+    };
+    let status = match admin.get(&format!("/v1/warrants/{jti}")).await {
+        Ok(status) => Some(status),
+        Err(crate::client::ClientError::Api { status: 404, .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let state = status.as_ref().and_then(|s| s.get("state")).and_then(Value::as_str).unwrap_or_default();
+    let verdict = match (&signature, state) {
+        (Ok(_) | Err(VerifyError::Jws(JwsError::UnknownKey)), "revoked") => Verdict::Revoked,
+        (Ok(_) | Err(VerifyError::Jws(JwsError::UnknownKey)), "expired") | (Ok(false), _) => Verdict::Expired,
+        (Ok(true), "active") => Verdict::Valid,
+        (Ok(_), _) => {
+            return Err(format!("the warrant is NOT valid: this server has no record of warrant `{jti}`").into())
+        }
+        (Err(e), _) => return Err(format!("the warrant is NOT valid: {e}").into()),
+    };
+    let claims = unverified;
+    let revocation = status.as_ref().and_then(|s| s.get("revocation")).cloned().unwrap_or(Value::Null);
+    let out = json!({
+        "valid": verdict == Verdict::Valid,
+        "state": verdict.as_str(),
+        "header": header,
+        "claims": claims,
+        "revocation": revocation,
+    });
     print(conn.json, &out, |_| {
-        let kid = header.and_then(|h| h.kid).unwrap_or_default();
+        let headline = match verdict {
+            Verdict::Valid => format!("VALID: signed by {issuer} with key {kid}, found in its JWKS; not revoked"),
+            Verdict::Revoked if revocation.is_object() => format!(
+                "REVOKED: {} (revocation {} of {} {}, {})",
+                field(&revocation, "reason"),
+                field(&revocation, "id"),
+                field(&revocation, "kind"),
+                field(&revocation, "target"),
+                time_field(&revocation, "at"),
+            ),
+            Verdict::Revoked => "REVOKED".to_owned(),
+            Verdict::Expired => format!("EXPIRED at {}", timestamp(exp)),
+        };
         format!(
-            "VALID: signed by {issuer} with key {kid}, found in its JWKS\n{}\n\n{}",
-            warrant_summary(&value, now().0),
-            serde_json::to_string_pretty(&value).unwrap_or_default()
+            "{headline}\n{}\n\n{}",
+            warrant_summary(&claims, now().0),
+            serde_json::to_string_pretty(&claims).unwrap_or_default()
         )
     });
-    Ok(())
+    match verdict {
+        Verdict::Valid => Ok(()),
+        _ => Err(Box::new(crate::Exit { code: 1, message: None })),
+    }
 }

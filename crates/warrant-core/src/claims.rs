@@ -1,4 +1,4 @@
-//! The claims a warrant carries (DESIGN.md §4), as an RFC 9068 JWT access token.
+//! The claims a warrant carries (see `docs/wire.md`), as an RFC 9068 JWT access token.
 
 use serde::{Deserialize, Serialize};
 
@@ -49,7 +49,7 @@ pub struct TaskClaim {
     /// What the work is for, in the words of whoever started it.
     pub purpose: String,
     /// The human whose intent started the task: the `sub` for delegated work, the root
-    /// agent's owner for autonomous work (an extension to DESIGN.md §4).
+    /// agent's owner for autonomous work (an extension of RFC 9068's claims; see `docs/wire.md`).
     pub human: HumanId,
 }
 
@@ -110,7 +110,7 @@ impl WarrantClaims {
         Scope::parse(&self.scope)
     }
 
-    /// The human this warrant traces to (DESIGN.md invariant 2).
+    /// The human this warrant traces to (every warrant has one accountable human).
     pub fn human(&self) -> &HumanId {
         &self.task.human
     }

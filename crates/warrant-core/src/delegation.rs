@@ -1,8 +1,9 @@
 //! The issuance and delegation rules: what scope and lifetime a new warrant may get.
 //!
 //! These are pure functions of the registry state, the parent warrant and the request.
-//! They enforce DESIGN.md invariants 1 (scope covered by every ceiling, expiry no later
-//! than the parent's), 2 (one accountable human) and 6 (bounded depth, no cycles).
+//! They enforce the invariants listed in `docs/architecture.md`: scope only narrows
+//! (covered by every ceiling, expiry no later than the parent's), one accountable human,
+//! and bounded chains (depth limit, no agent twice).
 
 use crate::claims::WarrantClaims;
 use crate::id::{AgentId, HumanId};

@@ -1,4 +1,5 @@
-//! Warrant's domain core: the vocabulary of `DESIGN.md` as types, and the pure rules
+//! Warrant's domain core: its vocabulary (humans, agents, permissions, scopes, warrants)
+//! as types, and the pure rules
 //! that decide what a warrant may hold.
 //!
 //! Nothing here does I/O, reads the clock or spawns tasks: the current time and any
@@ -9,8 +10,9 @@
 //! * [`permission`]: one permission, `action` or `action:resource-pattern`, and *covers*.
 //! * [`scope`]: a set of permissions, *covers* and intersection.
 //! * [`registry`]: humans and agents as registered.
-//! * [`claims`]: the claims a warrant carries on the wire (DESIGN.md §4).
-//! * [`delegation`]: the issuance and delegation rules (DESIGN.md §2 invariants 1, 2, 6).
+//! * [`claims`]: the claims a warrant carries on the wire (see `docs/wire.md`).
+//! * [`delegation`]: the issuance and delegation rules (scope only narrows, one
+//!   accountable human, bounded chains).
 //! * [`guard`]: runtime guardrails: rate limits, budgets, baselines, anomaly signals,
 //!   trust and approvals.
 //! * [`govern`]: continuous governance: findings, usage and least-privilege

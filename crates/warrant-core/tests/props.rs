@@ -7,7 +7,7 @@
     reason = "test code"
 )]
 
-//! Property tests for `warrant-core` (DESIGN.md §2).
+//! Property tests for `warrant-core`: the invariants listed in `docs/architecture.md`.
 //!
 //! The permission and scope algebra is checked against a small reference model: patterns
 //! over a tiny alphabet, a naive matcher written without the crate, and a finite universe
@@ -65,7 +65,7 @@ struct ModelPerm {
 }
 
 impl ModelPerm {
-    /// The permission as text, in the syntax of DESIGN.md §1.
+    /// The permission as text, in the permission syntax (`action` or `action:resource-pattern`).
     fn text(&self) -> String {
         let mut out = if self.action.is_empty() {
             "*".to_owned()
@@ -260,7 +260,7 @@ fn model_perm_covers(a: &ModelPerm, b: &ModelPerm) -> bool {
     ReqSet::of_perm(b).is_subset(&ReqSet::of_perm(a))
 }
 
-/// Model *covers* for scopes, as DESIGN.md §1 defines it: every permission of `b` is
+/// Model *covers* for scopes, as `Scope::covers` documents it: every permission of `b` is
 /// covered by one permission of `a`.
 fn model_scope_covers(a: &[ModelPerm], b: &[ModelPerm]) -> bool {
     b.iter().all(|q| a.iter().any(|p| model_perm_covers(p, q)))
@@ -829,7 +829,7 @@ proptest! {
         }
     }
 
-    /// `Scope::covers` agrees with the model (DESIGN.md §1: each permission of the
+    /// `Scope::covers` agrees with the model (each permission of the
     /// covered scope is covered by one of the covering scope), and is sound: it never
     /// claims an inclusion of allowed requests that does not hold.
     #[test]

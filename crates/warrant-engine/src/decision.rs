@@ -1,11 +1,11 @@
-//! The decision path (DESIGN.md §3), every call, no database read:
+//! The decision path (`docs/architecture.md`), every call, no database read:
 //! parse -> verify the warrant (cached by token digest until it expires) -> revocation
 //! -> agent, owner and human status -> scope covers -> guardrails' assessment (anomaly
 //! signals, trust; quarantine below the threshold) -> Cedar (with `trust` and `anomaly`)
 //! -> `@quarantine` / `@approval` forbids -> rate limits -> budgets -> approval used ->
 //! audit record (with the budget charges, in one transaction) -> answer.
 //!
-//! Every failure on the way is a deny with a reason (DESIGN.md invariant 4): an invalid
+//! Every failure on the way is a deny with a reason (fail closed): an invalid
 //! token, an unknown key, a policy error, an audit write failure. Nothing fails open.
 
 use std::collections::HashMap;

@@ -40,6 +40,7 @@ pub mod quarantine;
 pub mod random;
 pub mod registry;
 pub mod revocation;
+pub mod warrants;
 pub mod witness;
 
 use std::sync::Arc;
@@ -235,5 +236,15 @@ impl Engine {
     /// Reloads the key ring from the store (picks up `warrant key rotate`).
     pub async fn refresh_keys(&self) -> Result<(), KeyError> {
         self.keys.refresh(self.store.as_ref(), self.clock.now(), &self.config).await
+    }
+
+    /// Rotates the issuer's signing key through this engine: a new active key, in force on
+    /// this node when this returns; the old one stays published until the warrants it
+    /// signed have expired. Returns the new key's id.
+    pub async fn rotate_signing_key(&self) -> Result<String, KeyError> {
+        let kek = self.config.kek.as_ref().ok_or(KeyError::NoKek)?;
+        let kid = keys::rotate(self.store.as_ref(), kek, self.clock.now()).await?;
+        self.refresh_keys().await?;
+        Ok(kid)
     }
 }

@@ -12,7 +12,9 @@ use warrant_engine::Engine;
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::routes::{agents, audit, decisions, govern, guard, humans, policies, revocations, token, wellknown};
+use crate::routes::{
+    agents, audit, decisions, govern, guard, humans, keys, policies, revocations, token, warrants, wellknown,
+};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -45,6 +47,7 @@ pub fn app(state: AppState, body_limit: usize) -> Router {
         .route("/openapi.json", get(wellknown::openapi))
         .route("/healthz", get(wellknown::health))
         .route("/oauth2/token", post(token::token))
+        .route("/v1/keys/rotate", post(keys::rotate))
         .route("/v1/humans", post(humans::create).get(humans::list))
         .route("/v1/humans/{id}", get(humans::show))
         .route("/v1/humans/{id}/sessions", post(humans::session))
@@ -75,6 +78,7 @@ pub fn app(state: AppState, body_limit: usize) -> Router {
             post(decisions::batch).layer(DefaultBodyLimit::max(body_limit.saturating_mul(BATCH_BODY_FACTOR))),
         )
         .route("/v1/revocations", post(revocations::revoke))
+        .route("/v1/warrants/{jti}", get(warrants::show))
         .route("/v1/tasks/{id}", get(revocations::task))
         .route("/v1/tasks/{id}/complete", post(revocations::complete))
         .route("/v1/policies", get(policies::show))

@@ -14,7 +14,9 @@ use warrant_engine::TokenRequest;
 use crate::app::AppState;
 use crate::error::{ApiError, OAuthError};
 
-/// A JSON body; malformed, mistyped or oversized bodies become [`ApiError`]s.
+/// A JSON body; malformed or mistyped bodies (missing, wrongly typed or unknown fields)
+/// are 400 `invalid_request`, a wrong content type 415, an oversized body 413, all as
+/// [`ApiError`]s.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Json<T>(pub T);
 
@@ -40,9 +42,10 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         JsonRejection::BytesRejection(_) if status == StatusCode::PAYLOAD_TOO_LARGE => {
             ApiError::new(status, "payload_too_large", "the request body is too large")
         }
-        JsonRejection::JsonDataError(e) => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", e.body_text())
-        }
+        // Well-formed JSON of the wrong shape (a missing, mistyped or unknown field) is as
+        // much a bad request as malformed JSON: 400, as the wire contract says, not
+        // axum's default 422.
+        JsonRejection::JsonDataError(e) => ApiError::bad_request(e.body_text()),
         JsonRejection::JsonSyntaxError(e) => ApiError::bad_request(e.body_text()),
         other => ApiError::new(other.status(), "invalid_request", other.body_text()),
     }

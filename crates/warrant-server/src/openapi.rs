@@ -4,14 +4,16 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{agents, audit, decisions, govern, guard, humans, policies, revocations, token, wellknown};
+use crate::routes::{
+    agents, audit, decisions, govern, guard, humans, keys, policies, revocations, token, warrants, wellknown,
+};
 
 /// The API description.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Warrant", description = "Identity, credential and authorization control plane for AI agents."),
     paths(
-        wellknown::jwks, wellknown::metadata, wellknown::openapi, wellknown::health,
+        wellknown::jwks, wellknown::metadata, wellknown::openapi, wellknown::health, keys::rotate,
         token::token,
         humans::create, humans::list, humans::show, humans::disable, humans::session, humans::approver_session,
         agents::create, agents::list, agents::show, agents::suspend, agents::resume, agents::retire,
@@ -19,7 +21,7 @@ use crate::routes::{agents, audit, decisions, govern, guard, humans, policies, r
         guard::list, guard::show, guard::approve, guard::reject, guard::trust, guard::events,
         govern::list, govern::show, govern::accept, govern::apply, govern::sweep, govern::inventory,
         govern::evidence, govern::attest, govern::rotate_key,
-        revocations::revoke, revocations::task, revocations::complete,
+        revocations::revoke, revocations::task, revocations::complete, warrants::show,
         policies::show, policies::history, policies::reload,
         audit::query, audit::record, audit::trace, audit::verify,
         wellknown::metrics,

@@ -23,6 +23,8 @@ pub const DB_FILE: &str = "warrant.db";
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 /// How often the key ring is reloaded from the store (picks up `warrant key rotate`).
 pub const KEY_REFRESH: Duration = Duration::from_secs(10);
+/// The lock file inside the data directory: held by the server while it runs.
+pub const LOCK_FILE: &str = "lock";
 /// The policy directory inside the data directory.
 pub const POLICY_DIR: &str = "policies";
 /// How often the policy directory is checked for changes.
@@ -54,6 +56,18 @@ pub enum ServeError {
         /// The cause.
         source: std::io::Error,
     },
+    /// Another process (normally another `warrant serve`) holds the data directory.
+    #[error(
+        "the data directory `{}` is in use by another Warrant server ({}); stop it first or use another `--data`",
+        path.display(),
+        pid.map_or_else(|| "its pid is unknown".to_owned(), |p| format!("pid {p}"))
+    )]
+    Locked {
+        /// The data directory.
+        path: PathBuf,
+        /// The holder's process id, as it wrote it into the lock file.
+        pid: Option<u32>,
+    },
     /// The store failed to open.
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
@@ -83,8 +97,8 @@ fn data_err(path: &Path) -> impl FnOnce(std::io::Error) -> ServeError + '_ {
     move |source| ServeError::DataDir { path: path.to_owned(), source }
 }
 
-/// Creates the data directory (mode 0700 on Unix) if needed and opens the store in it.
-pub fn open_store(data: &Path) -> Result<SqliteStore, ServeError> {
+/// Creates the data directory (mode 0700 on Unix) if it does not exist.
+fn ensure_dir(data: &Path) -> Result<(), ServeError> {
     if !data.exists() {
         let mut builder = std::fs::DirBuilder::new();
         builder.recursive(true);
@@ -92,7 +106,55 @@ pub fn open_store(data: &Path) -> Result<SqliteStore, ServeError> {
         std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
         builder.create(data).map_err(data_err(data))?;
     }
+    Ok(())
+}
+
+/// Creates the data directory (mode 0700 on Unix) if needed and opens the store in it.
+/// It takes no lock: readers (`warrant audit verify`) may open a directory a server is
+/// using; writers outside the server take a [`DataDirLock`] first.
+pub fn open_store(data: &Path) -> Result<SqliteStore, ServeError> {
+    ensure_dir(data)?;
     Ok(SqliteStore::open(&data.join(DB_FILE))?)
+}
+
+/// An exclusive lock on a data directory (`<data>/lock`, an OS file lock released when
+/// the process ends, however it ends), held for as long as this value lives. A server
+/// holds it while it runs, so a second server on the same directory refuses to start
+/// instead of making the first one deny everything; `warrant key rotate` takes it too.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+impl DataDirLock {
+    /// Takes the lock, creating the directory if needed, and writes this process's id
+    /// into the lock file. [`ServeError::Locked`] (with the holder's pid when it wrote
+    /// one) when another process holds it.
+    pub fn acquire(data: &Path) -> Result<Self, ServeError> {
+        use std::io::{Read as _, Seek as _, Write as _};
+        ensure_dir(data)?;
+        let path = data.join(LOCK_FILE);
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&path).map_err(data_err(&path))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let pid = file.read_to_string(&mut text).ok().and_then(|_| text.trim().parse().ok());
+                return Err(ServeError::Locked { path: data.to_owned(), pid });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(ServeError::DataDir { path, source: e }),
+        }
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| writeln!(file, "{}", std::process::id()))
+            .and_then(|()| file.sync_all())
+            .map_err(data_err(&path))?;
+        Ok(DataDirLock { _file: file })
+    }
 }
 
 /// Reads the admin token from `<data>/admin.token`, creating it (mode 0600) on first start.
@@ -146,6 +208,8 @@ pub struct BoundServer {
     body_limit: usize,
     webhook: Option<crate::webhook::WebhookConfig>,
     limits: crate::config::ServerLimits,
+    /// Held until [`run`](Self::run) has finished (or this is dropped).
+    lock: DataDirLock,
 }
 
 impl std::fmt::Debug for BoundServer {
@@ -155,9 +219,10 @@ impl std::fmt::Debug for BoundServer {
 }
 
 impl BoundServer {
-    /// Opens the data directory, the store, the key-encryption key and the keys, and
+    /// Locks the data directory (see [`DataDirLock`]), opens the store, the key-encryption key and the keys, and
     /// binds the listen address.
     pub async fn bind(settings: &Settings) -> Result<Self, ServeError> {
+        let lock = DataDirLock::acquire(&settings.data)?;
         let store = open_store(&settings.data)?;
         let kek = crate::kek::for_store(&store, &settings.kek_file, crate::kek::WhenMissing::Create).await?;
         let admin = admin_token(&settings.data)?;
@@ -184,6 +249,7 @@ impl BoundServer {
             body_limit: settings.body_limit,
             webhook: settings.webhook.clone(),
             limits: settings.server_limits,
+            lock,
         })
     }
 
@@ -263,6 +329,8 @@ impl BoundServer {
         if let Some(webhook) = webhook {
             webhook.abort();
         }
+        // Only now may another process take the data directory.
+        drop(self.lock);
         tracing::info!("server stopped");
         result
     }

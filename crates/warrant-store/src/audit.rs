@@ -70,8 +70,8 @@ impl AuditRow {
 }
 
 /// Which records a query returns. Every set field must match; results are in sequence
-/// order, starting after `after_seq`, at most `limit` (capped at
-/// [`MAX_AUDIT_QUERY_LIMIT`]) of them.
+/// order (newest first when `newest_first`), between `after_seq` and `before_seq`
+/// (exclusive), at most `limit` (capped at [`MAX_AUDIT_QUERY_LIMIT`]) of them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditFilter {
     /// Only records about this agent.
@@ -92,12 +92,16 @@ pub struct AuditFilter {
     pub until: Option<UnixTime>,
     /// Only records with a greater sequence number (for paging).
     pub after_seq: Option<u64>,
+    /// Only records with a smaller sequence number (for paging newest first).
+    pub before_seq: Option<u64>,
+    /// Newest (highest sequence number) first instead of oldest first.
+    pub newest_first: bool,
     /// At most this many records.
     pub limit: usize,
 }
 
 impl Default for AuditFilter {
-    /// No filter, the first 100 records.
+    /// No filter, the first (oldest) 100 records.
     fn default() -> Self {
         AuditFilter {
             agent: None,
@@ -109,6 +113,8 @@ impl Default for AuditFilter {
             since: None,
             until: None,
             after_seq: None,
+            before_seq: None,
+            newest_first: false,
             limit: 100,
         }
     }

@@ -154,12 +154,13 @@ fn query(c: &Connection, filter: &AuditFilter) -> Result<Vec<AuditRow>, StoreErr
     int("at >= ?", filter.since.map(|t| t.0));
     int("at <= ?", filter.until.map(|t| t.0));
     int("seq > ?", filter.after_seq.map(to_i64_saturating));
+    int("seq < ?", filter.before_seq.map(to_i64_saturating));
     let mut sql = format!("SELECT {RECORD_COLS} FROM audit_records");
     if !clauses.is_empty() {
         sql.push_str(" WHERE ");
         sql.push_str(&clauses.join(" AND "));
     }
-    sql.push_str(" ORDER BY seq LIMIT ?");
+    sql.push_str(if filter.newest_first { " ORDER BY seq DESC LIMIT ?" } else { " ORDER BY seq LIMIT ?" });
     values.push(Value::Integer(limit_of(filter.limit.min(MAX_AUDIT_QUERY_LIMIT))));
     let mut stmt = c.prepare_cached(&sql)?;
     let rows = stmt.query_map(params_from_iter(values), record_row)?.collect::<Result<Vec<_>, _>>()?;
@@ -319,6 +320,13 @@ mod tests {
         assert!(store.query_audit(&f).await.unwrap().is_empty());
         let f = AuditFilter { limit: 0, ..AuditFilter::default() };
         assert!(store.query_audit(&f).await.unwrap().is_empty());
+        // Newest first, paged with `before_seq`, bounded by `after_seq`.
+        let f = AuditFilter { newest_first: true, limit: 3, ..AuditFilter::default() };
+        assert_eq!(seqs(store.query_audit(&f).await.unwrap()), vec![30, 29, 28]);
+        let f = AuditFilter { before_seq: Some(28), ..f };
+        assert_eq!(seqs(store.query_audit(&f).await.unwrap()), vec![27, 26, 25]);
+        let f = AuditFilter { before_seq: Some(5), after_seq: Some(2), ..f };
+        assert_eq!(seqs(store.query_audit(&f).await.unwrap()), vec![4, 3]);
     }
 
     #[tokio::test]

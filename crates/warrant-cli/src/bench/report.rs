@@ -301,9 +301,9 @@ pub fn print(report: &Report) {
             ]);
         }
     }
-    println!("\nclosed loop (each client sends its next request when the last is answered)");
-    println!("{t}");
-    println!(
+    outln!("\nclosed loop (each client sends its next request when the last is answered)");
+    outln!("{t}");
+    outln!(
         "batch: {} requests per call; revocation: one row per delegate/allow/revoke/next-decision cycle",
         report.settings.batch_size
     );
@@ -337,20 +337,18 @@ pub fn print(report: &Report) {
         }
         let allows: u64 = points.iter().filter_map(|p| p.revocation.as_ref()).map(|r| r.allows_after_revocation).sum();
         let cycles: u64 = points.iter().filter_map(|p| p.revocation.as_ref()).map(|r| r.cycles).sum();
-        println!(
-            "\nrevocation to deny (POST /v1/revocations, then at once POST /v1/authorize with the revoked warrant)"
-        );
-        println!("{t}");
-        println!(
+        outln!("\nrevocation to deny (POST /v1/revocations, then at once POST /v1/authorize with the revoked warrant)");
+        outln!("{t}");
+        outln!(
             "allows after an acknowledged revocation: {allows} of {cycles} cycles (target 0): {}",
             if allows == 0 && cycles > 0 { "MET" } else { "NOT MET" }
         );
     }
 
     if !report.ratios.is_empty() {
-        println!("\nauthorize throughput / axum baseline throughput, same client and concurrency (target >= {RATIO_TARGET}):");
+        outln!("\nauthorize throughput / axum baseline throughput, same client and concurrency (target >= {RATIO_TARGET}):");
         for r in &report.ratios {
-            println!(
+            outln!(
                 "  c={:<4} {:>9.0}/s / {:>9.0}/s = {:.3}x  {}",
                 r.concurrency,
                 r.authorize_per_s,
@@ -362,7 +360,7 @@ pub fn print(report: &Report) {
     }
 
     if let Some(o) = &report.open_loop {
-        println!("\nopen loop: authorize at {:.0}/s ({}), latency from the intended send time", o.rate_per_s, o.basis);
+        outln!("\nopen loop: authorize at {:.0}/s ({}), latency from the intended send time", o.rate_per_s, o.basis);
         let mut t = table(&[
             "scheduled",
             "achieved/s",
@@ -385,11 +383,11 @@ pub fn print(report: &Report) {
             right(ms(o.send_lag.p99_ms)),
             right(o.errors.to_string()),
         ]);
-        println!("{t}");
-        println!("p99 under {P99_TARGET_MS} ms at this load: {}", if o.p99_met { "MET" } else { "NOT MET" });
+        outln!("{t}");
+        outln!("p99 under {P99_TARGET_MS} ms at this load: {}", if o.p99_met { "MET" } else { "NOT MET" });
     }
     if report.target.kind == "in-process" {
-        println!(
+        outln!(
             "\nnote: client, Warrant server and baseline share this machine's {} cores; every figure includes the client's own CPU.",
             report.machine.cores
         );

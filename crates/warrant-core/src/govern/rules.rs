@@ -170,6 +170,7 @@ pub fn observe_agent(facts: &AgentFacts<'_>, rules: &GovernRules, now: UnixTime)
                 json!({
                     "last_activity": facts.usage.and_then(|u| u.last_seen),
                     "never_active": never,
+                    "idle_secs": idle,
                     "idle_after_secs": rules.idle_after,
                 }),
             ));
@@ -227,7 +228,7 @@ pub fn observe_agent(facts: &AgentFacts<'_>, rules: &GovernRules, now: UnixTime)
             FindingKind::StaleKey,
             Severity::Medium,
             agent,
-            json!({"key_set_at": facts.key_set_at, "rotation_secs": rules.key_rotation}),
+            json!({"key_set_at": facts.key_set_at, "key_age_secs": key_age, "rotation_secs": rules.key_rotation}),
         ));
     }
 
@@ -364,6 +365,13 @@ mod tests {
         let over = obs.iter().find(|o| o.kind == FindingKind::OverPrivileged).unwrap();
         assert_eq!(over.evidence["recommended_scope"], json!(["crm.read:crm/1"]));
         assert_eq!(over.evidence["unused"], json!(["payments.*"]));
+        // Ages are computed from the sweep's `now`, as documented.
+        let idle = obs.iter().find(|o| o.kind == FindingKind::IdleAgent).unwrap();
+        assert_eq!(idle.evidence["idle_secs"], json!(99 * DAY), "{:?}", idle.evidence);
+        assert_eq!(idle.evidence["last_activity"], json!(DAY));
+        let stale = obs.iter().find(|o| o.kind == FindingKind::StaleKey).unwrap();
+        assert_eq!(stale.evidence["key_age_secs"], json!(100 * DAY), "{:?}", stale.evidence);
+        assert_eq!(stale.evidence["key_set_at"], json!(0));
     }
 
     #[test]

@@ -195,8 +195,8 @@ impl Engine {
         Ok((changed, finding))
     }
 
-    /// Revokes the agent's live warrants that `max` no longer covers (DESIGN.md
-    /// invariant 1: a warrant's scope is covered by its agent's max scope).
+    /// Revokes the agent's live warrants that `max` no longer covers (a live
+    /// warrant's scope stays covered by its agent's max scope).
     async fn revoke_beyond(&self, agent: &Agent, max: &Scope, now: UnixTime) {
         let live = match self.store().live_warrants_with_agent(&agent.id, now).await {
             Ok(live) => live,

@@ -33,7 +33,13 @@ pub struct AuditQuery {
     pub since: Option<i64>,
     /// Until this time (Unix seconds).
     pub until: Option<i64>,
-    /// Only records after this sequence number (for paging).
+    /// `newest` (the default: newest first) or `oldest` (oldest first).
+    pub order: Option<String>,
+    /// Only records before this sequence number (exclusive): the next page of a
+    /// newest-first query.
+    pub before: Option<u64>,
+    /// Only records after this sequence number (exclusive): the next page of an
+    /// oldest-first query.
     pub after: Option<u64>,
     /// At most this many (default 100, at most 1000).
     pub limit: Option<usize>,
@@ -42,11 +48,12 @@ pub struct AuditQuery {
 /// A page of records.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AuditPage {
-    /// The records, oldest first.
+    /// The records, newest first (or oldest first with `order=oldest`).
     #[schema(value_type = Vec<Object>)]
     pub records: Vec<AuditView>,
-    /// Pass as `after` for the next page; absent on the last page.
-    pub next_after: Option<u64>,
+    /// The cursor of the next page, absent on the last one: pass it as `before` (newest
+    /// first) or `after` (`order=oldest`), with the same filters.
+    pub next: Option<u64>,
 }
 
 /// The result of verifying the chain.
@@ -86,7 +93,7 @@ fn parse<T>(
     value.map(|v| f(&v).map_err(|e| ApiError::bad_request(format!("`{field}`: {e}")))).transpose()
 }
 
-/// Audit records matching the filters, oldest first.
+/// Audit records matching the filters, newest first (or oldest first), a page at a time.
 #[utoipa::path(get, path = "/v1/audit", tag = "audit", security(("admin" = [])), params(AuditQuery),
     responses((status = 200, body = AuditPage), (status = 400, body = ErrorBody)))]
 pub async fn query(
@@ -108,11 +115,17 @@ pub async fn query(
         since: q.since.map(UnixTime),
         until: q.until.map(UnixTime),
         after_seq: q.after,
+        before_seq: q.before,
+        newest_first: match q.order.as_deref() {
+            None | Some("newest") => true,
+            Some("oldest") => false,
+            Some(other) => return Err(ApiError::bad_request(format!("`order`: `{other}`: use `newest` or `oldest`"))),
+        },
         limit,
     };
     let records = state.engine.audit_query(filter).await.map_err(|e| ApiError::internal(&e))?;
-    let next_after = (records.len() == limit).then(|| records.last().map(|r| r.seq)).flatten();
-    Ok(JsonOut(AuditPage { records, next_after }))
+    let next = (records.len() == limit).then(|| records.last().map(|r| r.seq)).flatten();
+    Ok(JsonOut(AuditPage { records, next }))
 }
 
 /// `dec_123` or `123` -> 123.

@@ -130,7 +130,7 @@ pub fn request(body: AuthorizeBody) -> AuthorizeRequest {
 /// Requests whose token is not a warrant of this server are rate-limited per source
 /// address (`anonymous_rate_per_ip`): over the limit they get a 429 and are not decided.
 #[utoipa::path(post, path = "/v1/authorize", tag = "decisions", request_body = AuthorizeBody,
-    responses((status = 200, body = DecisionView), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody),
+    responses((status = 200, body = DecisionView), (status = 400, body = ErrorBody),
         (status = 429, description = "rate_limited: too many anonymous requests from this address; see `Retry-After`", body = ErrorBody)))]
 pub async fn authorize(
     State(state): State<AppState>,

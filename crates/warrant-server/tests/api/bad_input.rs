@@ -60,7 +60,7 @@ async fn bad_json_bodies() {
         json!(null),
         json!("a string"),
     ] {
-        s.admin_post("/v1/humans", &body).await.api_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+        s.admin_post("/v1/humans", &body).await.api_error(StatusCode::BAD_REQUEST, "invalid_request");
     }
     // Missing or wrong content type.
     let valid = r#"{"name": "A", "email": "a@example.com"}"#;
@@ -84,11 +84,36 @@ async fn bad_json_bodies() {
     s.admin_raw_post("/v1/agents", None, "{}")
         .await
         .api_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
-    s.admin_post("/v1/agents", &json!({})).await.api_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    s.admin_post("/v1/agents", &json!({})).await.api_error(StatusCode::BAD_REQUEST, "invalid_request");
 
     // Nothing was registered, and the server still serves.
     assert!(s.admin_get("/v1/humans").await.ok()["humans"].as_array().unwrap().is_empty());
     s.healthy().await;
+}
+
+/// A missing or mistyped field is 400 `{error, message}` on every JSON endpoint, as the
+/// wire contract says (not axum's default 422), and the message names the field.
+#[tokio::test]
+async fn missing_or_mistyped_json_fields_are_400_everywhere() {
+    let s = Server::start().await;
+    let missing = [
+        ("/v1/findings/fnd_any/accept", json!({"for_secs": 3600}), "justification"),
+        ("/v1/humans", json!({"name": "A"}), "email"),
+        ("/v1/agents", json!({"name": "a"}), "owner"),
+        ("/v1/revocations", json!({"kind": "warrant", "id": "wrt_x"}), "reason"),
+        ("/v1/agents/agt_any/key", json!({}), "public_key"),
+        ("/v1/authorize", json!({"token": "t", "action": "crm.read"}), "resource"),
+        ("/v1/authorize/batch", json!({}), "requests"),
+    ];
+    for (path, body, field) in missing {
+        let reply = s.admin_post(path, &body).await;
+        reply.api_error(StatusCode::BAD_REQUEST, "invalid_request");
+        assert!(reply.body["message"].as_str().unwrap().contains(field), "{path}: {}", reply.text);
+    }
+    let mistyped = s.admin_post("/v1/findings/fnd_any/accept", &json!({"justification": 7, "for_secs": 60})).await;
+    mistyped.api_error(StatusCode::BAD_REQUEST, "invalid_request");
+    let unknown = s.admin_post("/v1/revocations", &json!({"kind": "planet", "id": "x", "reason": "r"})).await;
+    unknown.api_error(StatusCode::BAD_REQUEST, "invalid_request");
 }
 
 #[tokio::test]

@@ -167,7 +167,7 @@ async fn malformed_bodies_are_json_errors() {
     for body in ["{", "{\"token\": ", "not json", "", "{\"token\": \"t\",}"] {
         post(body, "application/json").await.api_error(StatusCode::BAD_REQUEST, "invalid_request");
     }
-    // Well-formed JSON of the wrong shape: 422.
+    // Well-formed JSON of the wrong shape: 400 too.
     for body in [
         r#"{"token": "t", "action": "crm.read"}"#,
         r#"{"token": 1, "action": "crm.read", "resource": "x"}"#,
@@ -175,7 +175,7 @@ async fn malformed_bodies_are_json_errors() {
         r#"[]"#,
         r#"null"#,
     ] {
-        post(body, "application/json").await.api_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+        post(body, "application/json").await.api_error(StatusCode::BAD_REQUEST, "invalid_request");
     }
     post(r#"{"token": "t", "action": "a", "resource": "x"}"#, "text/plain")
         .await
@@ -225,7 +225,7 @@ async fn the_batch_answers_in_order_and_refuses_more_than_a_hundred() {
 
     // An empty batch is an empty answer; a malformed member refuses the batch.
     assert_eq!(s.authorize_batch(&[]).await.ok()["decisions"], json!([]));
-    s.authorize_batch(&[json!({"token": t})]).await.api_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    s.authorize_batch(&[json!({"token": t})]).await.api_error(StatusCode::BAD_REQUEST, "invalid_request");
 }
 
 /// Resources have one canonical form and anything else is refused, at the decision and

@@ -108,9 +108,13 @@ async fn audit_queries_filter_and_page_and_the_chain_verifies() {
         }
     };
     let task = c.task();
-    let decisions = q(format!("task={task}&kind=decision")).await;
+    let decisions = q(format!("task={task}&kind=decision&order=oldest")).await;
     let seqs: Vec<u64> = decisions.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, mine.iter().map(seq).collect::<Vec<_>>(), "oldest first, this task only");
+    // Newest first by default.
+    let newest = q(format!("task={task}&kind=decision")).await;
+    let newest: Vec<u64> = newest.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    assert_eq!(newest, seqs.iter().rev().copied().collect::<Vec<_>>(), "newest first by default");
     assert!(decisions.iter().all(|r| r["kind"] == "decision" && r["task"] == task.as_str()));
     for r in &decisions {
         assert_eq!(r["hash"].as_str().unwrap().len(), 64);
@@ -119,21 +123,29 @@ async fn audit_queries_filter_and_page_and_the_chain_verifies() {
     // Issuance and delegation records of the task, and the other filters.
     let all = q(format!("task={task}")).await;
     let kinds: Vec<&str> = all.iter().map(|r| r["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["issuance", "delegation", "decision", "decision", "decision"]);
+    assert_eq!(kinds, ["decision", "decision", "decision", "delegation", "issuance"]);
     assert_eq!(q(format!("task={task}&decision=deny")).await.len(), 1);
     assert_eq!(q(format!("agent={}&kind=decision", c.agents[1].id)).await.len(), 2);
     assert_eq!(q(format!("warrant={}&kind=decision", c.jti(0))).await.len(), 1);
     assert_eq!(q(format!("human={}&kind=decision", c.human)).await.len(), 3);
     assert_eq!(q("kind=registry".into()).await.len(), 5, "two humans and three agents registered");
     assert_eq!(q(format!("task={task}&until=0")).await.len(), 0);
-    // Paging.
+    // Paging: newest first with `before`, oldest first with `after`; `next` is the cursor.
     let page = s.admin_get(&format!("/v1/audit?task={task}&limit=2")).await;
-    let next = page.ok()["next_after"].as_u64().unwrap();
-    assert_eq!(page.ok()["records"].as_array().unwrap().len(), 2);
-    let rest = q(format!("task={task}&after={next}")).await;
+    let first: Vec<u64> = page.ok()["records"].as_array().unwrap().iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    let next = page.ok()["next"].as_u64().unwrap();
+    assert_eq!(Some(&next), first.last());
+    let rest = q(format!("task={task}&before={next}")).await;
     assert_eq!(rest.len(), 3);
+    assert!(rest.iter().all(|r| r["seq"].as_u64().unwrap() < next));
+    let last = s.admin_get(&format!("/v1/audit?task={task}&before={next}&limit=3")).await;
+    assert!(last.ok()["next"].as_u64().is_some(), "a full page has a cursor");
+    let page = s.admin_get(&format!("/v1/audit?task={task}&limit=2&order=oldest")).await;
+    let next = page.ok()["next"].as_u64().unwrap();
+    assert_eq!(q(format!("task={task}&order=oldest&after={next}")).await.len(), 3);
+    assert!(s.admin_get(&format!("/v1/audit?task={task}&limit=10")).await.ok()["next"].is_null());
     // Bad filters are 400s.
-    for bad in ["kind=gossip", "decision=maybe", "agent=nobody", "surprise=1"] {
+    for bad in ["kind=gossip", "decision=maybe", "agent=nobody", "surprise=1", "order=sideways"] {
         s.admin_get(&format!("/v1/audit?{bad}")).await.api_error(StatusCode::BAD_REQUEST, "invalid_request");
     }
 

@@ -1,4 +1,4 @@
-//! Fail closed (DESIGN.md invariant 4): with the audit store failing under a running
+//! Fail closed (an invariant, see `docs/architecture.md`): with the audit store failing under a running
 //! server, decisions deny with code `audit`, registry mutations and token issuance fail
 //! with a 5xx that reveals nothing, nothing panics; once the fault is gone, decisions
 //! allow again and the chain verifies.

@@ -572,7 +572,7 @@ async fn approval_flow_end_to_end() {
     decide_approval(&s, &rejected_id, "approve", &s.admin, json!({})).await.api_error(StatusCode::CONFLICT, "conflict");
 
     // Every step is in the audit log.
-    let audit = s.admin_get("/v1/audit?kind=approval").await;
+    let audit = s.admin_get("/v1/audit?kind=approval&order=oldest").await;
     let records = audit.ok()["records"].as_array().unwrap().clone();
     let ops = |approval: &str| -> Vec<String> {
         records

@@ -198,7 +198,7 @@ async fn bad_agent_registrations_are_refused() {
     ];
     for body in &unprocessable {
         let reply = s.admin_post("/v1/agents", body).await;
-        reply.api_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+        reply.api_error(StatusCode::BAD_REQUEST, "invalid_request");
     }
     // None of them was registered; the good one is.
     assert!(s.admin_get("/v1/agents").await.ok()["agents"].as_array().unwrap().is_empty());
@@ -265,7 +265,7 @@ async fn a_configured_issuer_is_used_everywhere() {
 async fn the_data_directory_and_admin_token_are_private() {
     use std::os::unix::fs::PermissionsExt as _;
 
-    let s = Server::start().await;
+    let mut s = Server::start().await;
     let dir_mode = std::fs::metadata(&s.data).unwrap().permissions().mode() & 0o777;
     assert_eq!(dir_mode, 0o700, "data directory mode {dir_mode:o}");
     let token_path = s.data.join(warrant_server::server::ADMIN_TOKEN_FILE);
@@ -274,15 +274,54 @@ async fn the_data_directory_and_admin_token_are_private() {
     assert_eq!(token_mode, 0o600, "admin token mode {token_mode:o}");
     assert_eq!(std::fs::read_to_string(&token_path).unwrap().trim(), s.admin);
 
-    // A second start on the same data directory reuses the token and the signing key.
+    // A restart on the same data directory reuses the token (and the signing key).
+    s.restart().await;
+    assert_eq!(std::fs::metadata(&token_path).unwrap().permissions().mode() & 0o777, 0o600);
+}
+
+/// A second server on a data directory in use refuses to start, naming the directory and
+/// the holder's pid, and the first one keeps serving; once it stops, the directory is free.
+#[tokio::test]
+async fn a_second_server_on_the_same_data_directory_refuses_to_start() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let mut s = Server::start().await;
     let settings = Settings::from_config(FileConfig {
         data: Some(s.data.clone()),
         listen: Some("127.0.0.1:0".into()),
         ..Default::default()
     })
     .unwrap();
-    let again = BoundServer::bind(&settings).await.unwrap();
-    assert_eq!(again.admin_token(), s.admin);
-    drop(again);
-    assert_eq!(std::fs::metadata(&token_path).unwrap().permissions().mode() & 0o777, 0o600);
+    let refused = BoundServer::bind(&settings).await.unwrap_err();
+    let message = refused.to_string();
+    assert!(message.contains(&format!("`{}`", s.data.display())), "{message}");
+    assert!(message.contains(&format!("pid {}", std::process::id())), "{message}");
+    let mode = std::fs::metadata(s.data.join(warrant_server::server::LOCK_FILE)).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // The first server is untouched: management still works.
+    s.admin_get("/v1/humans").await.ok();
+    // A restart releases and takes the lock again.
+    s.restart().await;
+    s.admin_get("/v1/humans").await.ok();
+    assert!(BoundServer::bind(&settings).await.is_err(), "the restarted server holds the lock");
+}
+
+/// `POST /v1/keys/rotate` (admin) rotates the signing key on a running server: new
+/// warrants carry the new key at once, warrants signed before stay valid.
+#[tokio::test]
+async fn the_signing_key_rotates_through_the_api() {
+    let s = Server::start().await;
+    let human = s.human(&["crm.*"]).await;
+    let agent = s.agent(&human, "autonomous", &["crm.*"]).await;
+    let (before, old) = s.warrant(&s.client_credentials(&agent, "before", &[]).await).await;
+    s.send(s.http.post(s.url("/v1/keys/rotate"))).await.api_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    let rotated = s.admin_action("/v1/keys/rotate").await;
+    let rotated = rotated.ok();
+    let kid = rotated["kid"].as_str().unwrap();
+    assert_ne!(Some(kid), old.header.kid.as_deref());
+    assert_eq!(rotated["published"].as_array().unwrap().len(), 2, "{rotated}");
+    let (_, new) = s.warrant(&s.client_credentials(&agent, "after", &[]).await).await;
+    assert_eq!(new.header.kid.as_deref(), Some(kid));
+    assert_eq!(s.jwks().await["keys"].as_array().unwrap().len(), 2);
+    crate::testkit::assert_allow(&s.authorize(&before, "crm.read", "x/1", Value::Null).await);
 }

@@ -62,7 +62,7 @@ async fn revoking_a_parent_denies_its_descendants_on_the_next_call() {
     not_exchangeable(&s, &c, &sibling).await;
 
     // The revocations are in the audit log.
-    let revocations = s.admin_get("/v1/audit?kind=revocation").await;
+    let revocations = s.admin_get("/v1/audit?kind=revocation&order=oldest").await;
     let records = revocations.ok()["records"].as_array().unwrap().clone();
     assert_eq!(records.len(), 2);
     assert_eq!(records[0]["warrant"], c.jti(1).as_str());
@@ -153,7 +153,7 @@ async fn revocations_refuse_bad_input() {
         .api_error(StatusCode::BAD_REQUEST, "invalid_request");
     post(json!({"kind": "planet", "id": c.jti(0), "reason": "x"}))
         .await
-        .api_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+        .api_error(StatusCode::BAD_REQUEST, "invalid_request");
     // Without the admin token nothing is revoked.
     let reply = s
         .send(
@@ -312,4 +312,47 @@ async fn warrants_minted_while_their_agent_is_revoked_stay_dead_after_resume() {
         assert_allow(&s.authorize(&fresh, "crm.read", "customers/1", Value::Null).await);
     }
     assert!(issued_total > 0, "no mint won the race in any round");
+}
+
+/// `GET /v1/warrants/{jti}` tells what a signature check cannot: whether a warrant was
+/// revoked (and by which revocation, also when it came through an ancestor) or has expired.
+#[tokio::test]
+async fn a_warrants_state_is_active_revoked_or_expired() {
+    let s = Server::start().await;
+    let c = s.chain(ENT, MAX, 2, "state").await;
+    let state = |jti: String| {
+        let s = &s;
+        async move { s.admin_get(&format!("/v1/warrants/{jti}")).await }
+    };
+    let active = state(c.jti(1)).await;
+    let active = active.ok();
+    assert_eq!(active["state"], "active", "{active}");
+    assert_eq!(active["parent"], c.jti(0).as_str());
+    assert_eq!(active["task"], c.task().as_str());
+    assert!(active["revocation"].is_null(), "{active}");
+
+    // Revoking the root revokes the child too; the child's record names the revocation.
+    let r = s.revoke("warrant", &c.jti(0), "wrong customer").await;
+    for i in 0..2 {
+        let revoked = state(c.jti(i)).await;
+        let revoked = revoked.ok();
+        assert_eq!(revoked["state"], "revoked", "{revoked}");
+        assert_eq!(revoked["revocation"]["id"], r["revocation_id"], "{revoked}");
+        assert_eq!(revoked["revocation"]["reason"], "wrong customer");
+        assert_eq!(revoked["revocation"]["kind"], "warrant");
+        assert_eq!(revoked["revocation"]["target"], c.jti(0).as_str());
+    }
+
+    // An expired warrant is `expired`.
+    let agent = s.agent(&c.human, "autonomous", MAX).await;
+    let issued = s.client_credentials(&agent, "short", &[("ttl", "1")]).await;
+    let jti = issued.ok()["warrant_id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let expired = state(jti).await;
+    assert_eq!(expired.ok()["state"], "expired", "{}", expired.text);
+
+    // Unknown, malformed, and without the admin token.
+    state("wrt_nope".into()).await.api_error(StatusCode::NOT_FOUND, "not_found");
+    state("agt_nope".into()).await.api_error(StatusCode::BAD_REQUEST, "invalid_request");
+    s.get(&format!("/v1/warrants/{}", c.jti(0))).await.api_error(StatusCode::UNAUTHORIZED, "unauthorized");
 }

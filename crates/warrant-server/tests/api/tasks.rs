@@ -73,7 +73,7 @@ async fn completing_a_task_as_admin_ends_every_warrant_of_it() {
     assert!(task["warrants"].as_array().unwrap().iter().all(|w| w["state"] == "revoked"), "{task}");
     // Completing it again is harmless and ends nothing more.
     assert_eq!(s.complete_task(&c.task(), &s.admin).await.ok()["revoked_warrants"], 0);
-    let audit = s.admin_get(&format!("/v1/audit?task={}&kind=revocation", c.task())).await;
+    let audit = s.admin_get(&format!("/v1/audit?task={}&kind=revocation&order=oldest", c.task())).await;
     let records = audit.ok()["records"].as_array().unwrap().clone();
     assert!(!records.is_empty());
     assert_eq!(records[0]["details"]["kind"], "task");

@@ -554,7 +554,7 @@ impl Chain {
     }
 }
 
-/// Asserts the wire shape of a decision (DESIGN.md §4 plus `code` and `policy_version`).
+/// Asserts the wire shape of a decision (`docs/wire.md`, `code` and `policy_version` included).
 #[track_caller]
 pub fn assert_decision_shape(d: &Value) {
     let decision = d["decision"].as_str().unwrap_or_else(|| panic!("no decision: {d}"));
