@@ -379,6 +379,8 @@ async fn serve(args: ServeArgs) -> CliResult {
     let settings = Settings::resolve(options, args.config.as_deref())?;
     let server = warrant_server::BoundServer::bind(&settings).await?;
     let addr = server.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    // Signal handlers are in place before anybody is told the server is up.
+    let shutdown = warrant_server::server::shutdown_signal();
     // A closed stdout must not stop a server: these lines are dropped then.
     outln!("warrant {} listening on http://{addr}", env!("CARGO_PKG_VERSION"));
     outln!("issuer:      {}", server.issuer());
@@ -386,7 +388,7 @@ async fn serve(args: ServeArgs) -> CliResult {
     outln!("admin token: {}", settings.data.join(warrant_server::server::ADMIN_TOKEN_FILE).display());
     outln!("witness:     {}", settings.witness.display());
     tracing::info!(%addr, issuer = server.issuer(), "listening");
-    server.run(warrant_server::server::shutdown_signal()).await?;
+    server.run(shutdown).await?;
     Ok(())
 }
 
