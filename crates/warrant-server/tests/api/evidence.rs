@@ -218,7 +218,9 @@ async fn a_wiped_log_is_named_by_verify_through_the_witness() {
 async fn a_data_directory_without_its_kek_does_not_start() {
     use warrant_server::{BoundServer, FileConfig, Settings};
 
-    let s = Server::start().await;
+    let mut s = Server::start().await;
+    // The directory is locked while its server runs: stop it, keep the directory.
+    s.halt().await;
     let kek = s.data.join("keys").join("kek");
     #[cfg(unix)]
     {

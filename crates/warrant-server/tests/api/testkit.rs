@@ -207,8 +207,7 @@ impl Server {
     /// Stops the server gracefully and starts a new one on the same data directory (a
     /// new port, the same issuer URL, so warrants issued before stay valid there).
     pub async fn restart(&mut self) {
-        self.shutdown.take().unwrap().send(()).unwrap();
-        self.task.take().unwrap().await.unwrap().unwrap();
+        self.halt().await;
         let config = FileConfig { issuer: Some(self.issuer.clone()), ..self.config.clone() };
         let (base, issuer, admin, shutdown, task) = Server::launch(&self.data, config).await;
         assert_eq!(issuer, self.issuer);
@@ -219,6 +218,13 @@ impl Server {
     }
 
     /// Shuts the server down gracefully and asserts it stopped without error.
+    /// Stops the server gracefully but keeps its data directory (and its lock released),
+    /// so a test can open the directory itself.
+    pub async fn halt(&mut self) {
+        self.shutdown.take().unwrap().send(()).unwrap();
+        self.task.take().unwrap().await.unwrap().unwrap();
+    }
+
     pub async fn stop(mut self) {
         self.shutdown.take().unwrap().send(()).unwrap();
         self.task.take().unwrap().await.unwrap().unwrap();
