@@ -308,10 +308,9 @@ mod reqwest {
     }
 }
 
-#[test]
-fn audit_verify_names_the_first_tampered_record() {
-    let dir = tempfile::tempdir().unwrap();
-    let cwd = dir.path();
+/// A data directory under `cwd` whose server registered three humans (`h0..h2@example.com`,
+/// so the audit log has records) and then stopped cleanly.
+fn three_humans_then_stopped(cwd: &Path) -> std::path::PathBuf {
     let data = cwd.join("data");
     let server = Server::start(&data);
     let conn = ["--server", server.url.as_str(), "--data", data.to_str().unwrap()];
@@ -322,6 +321,14 @@ fn audit_verify_names_the_first_tampered_record() {
         ok(&args, cwd);
     }
     assert!(server.terminate().success());
+    data
+}
+
+#[test]
+fn audit_verify_names_the_first_tampered_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let data = three_humans_then_stopped(cwd);
     let data_arg = data.to_str().unwrap();
     let clean = ok(&["audit", "verify", "--data", data_arg], cwd);
     assert!(clean.starts_with("OK:"), "{clean}");
@@ -355,16 +362,7 @@ fn run_env(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Output {
 fn audit_verify_reads_the_witness_and_names_a_truncated_tail_and_a_wiped_log() {
     let dir = tempfile::tempdir().unwrap();
     let cwd = dir.path();
-    let data = cwd.join("data");
-    let server = Server::start(&data);
-    let conn = ["--server", server.url.as_str(), "--data", data.to_str().unwrap()];
-    for i in 0..3 {
-        let email = format!("h{i}@example.com");
-        let mut args = vec!["human", "add", "--name", "H", "--email", email.as_str()];
-        args.extend(conn);
-        ok(&args, cwd);
-    }
-    assert!(server.terminate().success());
+    let data = three_humans_then_stopped(cwd);
     let data_arg = data.to_str().unwrap();
     let clean = ok(&["audit", "verify", "--data", data_arg], cwd);
     assert!(clean.starts_with("OK:") && clean.contains("witnessed"), "{clean}");

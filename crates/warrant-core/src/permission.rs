@@ -124,9 +124,9 @@ pub fn canonical_segment(segment: &str) -> Result<(), NonCanonical> {
     Ok(())
 }
 
-/// `text` for an error message: escaped (no raw control characters) and at most 100
-/// characters.
-fn shown(text: &str) -> String {
+/// `text` for an error message or a reason: escaped (no raw control characters) and at
+/// most 100 characters, with `…` when cut.
+pub fn shown(text: &str) -> String {
     let mut out: String = text.chars().take(100).flat_map(char::escape_debug).collect();
     if text.chars().count() > 100 {
         out.push('…');

@@ -222,7 +222,7 @@ mod tests {
     }
 
     #[test]
-    fn bounded_intersection_stops_early_and_is_fast() {
+    fn bounded_intersection_stops_early() {
         // 256 x 256 distinct meets: every action of one side with every resource of the
         // other. Unbounded, reducing 65,536 meets compared each with all kept ones.
         let a = Scope::parse_list(
@@ -233,10 +233,11 @@ mod tests {
             (0..MAX_SCOPE_LEN).map(|i| format!("x.*:r{i}/**")).collect::<Vec<_>>().iter().map(String::as_str),
         )
         .unwrap();
-        let started = std::time::Instant::now();
+        // It stops at the first meet past the bound (what it hands back holds exactly one
+        // more than the bound), rather than reducing all 65,536; the time is a benchmark's
+        // business, not a test's.
         let over = a.intersect_within(&b, MAX_SCOPE_LEN).unwrap_err();
         assert_eq!(over.permissions().len(), MAX_SCOPE_LEN + 1);
-        assert!(started.elapsed() < std::time::Duration::from_secs(1), "{:?}", started.elapsed());
         // Within the bound, the same answer as reducing every meet.
         let small = Scope::parse("x.a1:*/** x.a2:*/**").unwrap();
         let naive = Scope::from_permissions(

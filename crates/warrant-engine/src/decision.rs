@@ -16,6 +16,7 @@ use sha2::{Digest as _, Sha256};
 use warrant_core::guard::budget::Charge;
 use warrant_core::guard::signal::Signal;
 use warrant_core::guard::trust::percent;
+use warrant_core::permission::shown;
 use warrant_core::{Agent, AgentId, Permission, Scope, UnixTime, WarrantClaims};
 use warrant_policy::DecisionInput;
 use warrant_store::RevocationKind;
@@ -222,11 +223,6 @@ fn shadow_cause(e: &warrant_token::warrant::VerifyError) -> Option<ShadowCause> 
         VerifyError::Jws(_) => Some(ShadowCause::NotAWarrant),
         _ => None,
     }
-}
-
-/// `text` for a reason: escaped (no raw control characters) and at most 100 characters.
-fn shown(text: &str) -> String {
-    text.chars().take(100).flat_map(char::escape_debug).collect()
 }
 
 /// Checks that the request names one concrete action and one concrete resource in its

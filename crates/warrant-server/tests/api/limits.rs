@@ -189,16 +189,15 @@ async fn scopes_too_large_for_a_warrant_are_refused_with_the_limit() {
     s.client_credentials(&agent, "p", &[("scope", refs[7])]).await.ok();
 
     // Ceilings whose intersection explodes (every action of one with every resource of
-    // the other: 65,536 meets) are refused at once, not computed for seconds.
+    // the other: 65,536 meets) are refused by the bound on the intersection (that it stops
+    // early is `scope::tests::bounded_intersection_stops_early`).
     let actions: Vec<String> = (0..256).map(|i| format!("x.a{i}:*/**")).collect();
     let resources: Vec<String> = (0..256).map(|i| format!("x.*:r{i}/**")).collect();
     let human = s.human(&resources.iter().map(String::as_str).collect::<Vec<_>>()).await;
     let delegated = s.agent(&owner, "delegated", &actions.iter().map(String::as_str).collect::<Vec<_>>()).await;
     let session = s.session(&human).await;
-    let started = Instant::now();
     let reply = s.delegated_root(&session, &delegated, &[]).await;
     reply.oauth_error(StatusCode::BAD_REQUEST, "invalid_scope");
     assert!(reply.text.contains("256 permissions"), "{}", reply.text);
-    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
     s.stop().await;
 }
