@@ -66,8 +66,8 @@ async fn phases(f: &SweepFixture) -> Vec<(&'static str, Duration)> {
         out.push((name, t.elapsed()));
         t = Instant::now();
     };
-    let agents = engine.directory().agents();
-    let humans = engine.directory().humans();
+    let agents = engine.registry().agents_in_memory();
+    let humans = engine.registry().humans_in_memory();
     lap("directory snapshot (agents + humans)", &mut out);
     let live = f.store.live_warrants(now).await.unwrap();
     lap("store.live_warrants (SQL)", &mut out);
@@ -170,7 +170,7 @@ fn govern(c: &mut Criterion) {
             for _ in 0..iters {
                 let f = rt.block_on(template.open());
                 let start = Instant::now();
-                let report = rt.block_on(f.engine.sweep()).unwrap();
+                let report = rt.block_on(f.engine.governance().sweep()).unwrap();
                 total += start.elapsed();
                 assert!(report.opened > 0, "{report:?}");
                 first = Some(report);
@@ -185,16 +185,16 @@ fn govern(c: &mut Criterion) {
 
     // Open the findings on the long-lived fixture, then sweep with nothing changed.
     let start = Instant::now();
-    let opening = rt.block_on(engine.sweep()).unwrap();
+    let opening = rt.block_on(engine.governance().sweep()).unwrap();
     eprintln!("govern: first sweep of the steady fixture, timed once: {} {opening:?}", ms(start.elapsed()));
-    let again = rt.block_on(engine.sweep()).unwrap();
+    let again = rt.block_on(engine.governance().sweep()).unwrap();
     assert_eq!(changed(&again), 0, "{again:?}");
     for (name, took) in rt.block_on(phases(&fixture)) {
         eprintln!("govern: phase {name}: {}", ms(took));
     }
     group.bench_function(BenchmarkId::new("sweep", n), |b| {
         b.to_async(&rt).iter(|| async {
-            let report = engine.sweep().await.unwrap();
+            let report = engine.governance().sweep().await.unwrap();
             assert_eq!(changed(&report), 0, "{report:?}");
             report
         })
@@ -210,7 +210,7 @@ fn govern(c: &mut Criterion) {
                 clock.advance(if forward { 60 } else { -60 });
                 forward = !forward;
                 let start = Instant::now();
-                let report = rt.block_on(engine.sweep()).unwrap();
+                let report = rt.block_on(engine.governance().sweep()).unwrap();
                 total += start.elapsed();
                 assert_eq!(report.opened + report.resolved, 0, "{report:?}");
                 minute = Some(report);
@@ -233,7 +233,7 @@ fn govern(c: &mut Criterion) {
             for _ in 0..iters {
                 clock.advance(3600);
                 let start = Instant::now();
-                let report = rt.block_on(engine.sweep()).unwrap();
+                let report = rt.block_on(engine.governance().sweep()).unwrap();
                 total += start.elapsed();
                 assert!(report.updated > 0 && report.opened == 0, "{report:?}");
                 hourly = Some(report);

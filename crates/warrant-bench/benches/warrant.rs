@@ -111,14 +111,10 @@ fn measure_decisions(
 ) {
     let engine = &fixture.engine;
     group.bench_with_input(id, req, |b, req| {
-        b.to_async(rt).iter(|| async move {
-            let (decision, receipt) = engine.authorize_queued(req).await;
-            drop(receipt);
-            decision
-        })
+        b.to_async(rt).iter(|| async move { engine.decisions().authorize_queued(req).await.into_unanswered() })
     });
     rt.block_on(fixture.drain());
-    rt.block_on(engine.audit_writer().shutdown());
+    rt.block_on(engine.close());
 }
 
 fn decision(c: &mut Criterion) {
@@ -131,7 +127,7 @@ fn decision(c: &mut Criterion) {
         let fixture = rt.block_on(EngineFixture::open(n, roomy_audit()));
         let engine = &fixture.engine;
         let req = fixture.authorize_request(&probe);
-        let first = rt.block_on(engine.authorize(&req));
+        let first = rt.block_on(engine.decisions().authorize(&req));
         assert_eq!(first.outcome, Outcome::Allow, "{first:?}");
         measure_decisions(&mut group, &rt, BenchmarkId::new("engine", n), &fixture, &req);
 
@@ -166,16 +162,12 @@ fn decision(c: &mut Criterion) {
         let fixture = idle.block_on(EngineFixture::open(n, roomy_audit()));
         let engine = &fixture.engine;
         let req = fixture.authorize_request(&probe);
-        assert_eq!(idle.block_on(engine.authorize(&req)).outcome, Outcome::Allow);
+        assert_eq!(idle.block_on(engine.decisions().authorize(&req)).outcome, Outcome::Allow);
         group.bench_with_input(BenchmarkId::new("engine_writer_idle", n), &req, |b, req| {
-            b.to_async(&idle).iter(|| async move {
-                let (decision, receipt) = engine.authorize_queued(req).await;
-                drop(receipt);
-                decision
-            })
+            b.to_async(&idle).iter(|| async move { engine.decisions().authorize_queued(req).await.into_unanswered() })
         });
         idle.block_on(fixture.drain());
-        idle.block_on(engine.audit_writer().shutdown());
+        idle.block_on(engine.close());
         drop(fixture);
     }
     group.finish();
@@ -225,11 +217,11 @@ fn pieces(c: &mut Criterion) {
     group.bench_function("audit_entry_build_enqueue", |b| {
         b.to_async(&rt).iter(|| async {
             let entry = decision_entry(claims, &req, T0);
-            engine.audit_writer().enqueue(entry).await.unwrap()
+            engine.audit().enqueue(entry).await.unwrap()
         })
     });
     rt.block_on(fixture.drain());
-    rt.block_on(engine.audit_writer().shutdown());
+    rt.block_on(engine.close());
     group.finish();
 }
 
@@ -254,12 +246,12 @@ fn delegation(c: &mut Criterion) {
     group.bench_function("exchange", |b| {
         b.to_async(&rt).iter_batched(
             || fixture.exchange_request(),
-            |req| async move { engine.token(&req).await.unwrap() },
+            |req| async move { engine.issuer().token(&req).await.unwrap() },
             BatchSize::SmallInput,
         )
     });
     group.finish();
-    rt.block_on(engine.audit_writer().shutdown());
+    rt.block_on(engine.close());
 }
 
 fn audit_store(dir: &std::path::Path) -> Arc<SqliteStore> {
@@ -364,10 +356,10 @@ fn guard(c: &mut Criterion) {
         let req = fixture.authorize_request(&probe);
         // Past the learning period: every check of the baseline runs.
         for _ in 0..20 {
-            let d = rt.block_on(engine.authorize(&req));
+            let d = rt.block_on(engine.decisions().authorize(&req));
             assert_eq!(d.outcome, Outcome::Allow, "{d:?}");
         }
-        let d = rt.block_on(engine.authorize(&req));
+        let d = rt.block_on(engine.decisions().authorize(&req));
         assert_eq!(d.charges.is_empty(), budget.is_none(), "{d:?}");
         measure_decisions(&mut group, &rt, BenchmarkId::new(name, n), &fixture, &req);
     }

@@ -101,6 +101,7 @@ impl EngineFixture {
         config.guard = guard;
         let engine = Arc::new(Engine::open(store, Arc::clone(&clock) as _, config).await.unwrap());
         let human = engine
+            .registry()
             .add_human(NewHuman {
                 name: "Ada Finance".into(),
                 email: "ada@example.com".into(),
@@ -118,8 +119,8 @@ impl EngineFixture {
             labels: labels(),
         };
         let (agent_key, child_key) = (KeyPair::from_seed(&[11; 32]), KeyPair::from_seed(&[12; 32]));
-        let agent = engine.add_agent(register("ledger-bot", &agent_key)).await.unwrap();
-        let child = engine.add_agent(register("report-bot", &child_key)).await.unwrap();
+        let agent = engine.registry().add_agent(register("ledger-bot", &agent_key)).await.unwrap();
+        let child = engine.registry().add_agent(register("report-bot", &child_key)).await.unwrap();
         let mut fixture = EngineFixture {
             engine,
             clock,
@@ -133,7 +134,7 @@ impl EngineFixture {
             claims: crate::anchors::subject(1, Mode::Delegated).claims,
             jti: AtomicU64::new(0),
         };
-        let session = fixture.engine.open_session(fixture.human.id.as_str()).await.unwrap();
+        let session = fixture.engine.registry().open_session(fixture.human.id.as_str()).await.unwrap();
         let root = TokenRequest {
             grant_type: Some(GRANT_TOKEN_EXCHANGE.into()),
             scope: Some(SCOPE.into()),
@@ -146,7 +147,7 @@ impl EngineFixture {
             budget: budget.map(str::to_owned),
             ..TokenRequest::default()
         };
-        let issued = fixture.engine.token(&root).await.unwrap();
+        let issued = fixture.engine.issuer().token(&root).await.unwrap();
         fixture.token = issued.token;
         fixture.claims = issued.claims;
         fixture
@@ -182,7 +183,7 @@ impl EngineFixture {
     pub async fn drain(&self) {
         let mut entry = AuditEntry::new(self.engine.now(), AuditKind::Registry);
         entry.details = serde_json::json!({ "op": "bench.drain" });
-        self.engine.audit(entry).await.unwrap();
+        self.engine.audit().record(entry).await.unwrap();
     }
 
     /// The current time of the engine's clock.

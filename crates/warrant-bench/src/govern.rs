@@ -301,6 +301,6 @@ impl SweepTemplate {
 impl SweepFixture {
     /// Stops the engine's audit writer.
     pub async fn close(self) {
-        self.engine.audit_writer().shutdown().await;
+        self.engine.close().await;
     }
 }

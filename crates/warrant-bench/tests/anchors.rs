@@ -65,18 +65,18 @@ fn the_vm_reused_across_inputs_does_not_carry_results_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_engine_fixture_decides_as_the_policies_say_and_delegates() {
     let fixture = EngineFixture::open(50, roomy_audit()).await;
-    let allow = fixture.engine.authorize(&fixture.authorize_request(&Probe::bench())).await;
+    let allow = fixture.engine.decisions().authorize(&fixture.authorize_request(&Probe::bench())).await;
     assert_eq!(allow.outcome, Outcome::Allow, "{allow:?}");
     assert_eq!(allow.policies, vec!["permit-within-scope".to_owned()]);
     // The cached path (second call, same token) decides the same.
-    let (again, receipt) = fixture.engine.authorize_queued(&fixture.authorize_request(&Probe::bench())).await;
-    assert_eq!(again.outcome, Outcome::Allow);
-    assert!(receipt.is_some());
+    let again = fixture.engine.decisions().authorize_queued(&fixture.authorize_request(&Probe::bench())).await;
+    assert_eq!(again.decision().outcome, Outcome::Allow);
+    assert!(again.is_queued());
     let over = probes().into_iter().find(|p| p.name == "svc3 over its ceiling").unwrap();
-    let deny = fixture.engine.authorize(&fixture.authorize_request(&over)).await;
+    let deny = fixture.engine.decisions().authorize(&fixture.authorize_request(&over)).await;
     assert_eq!(deny.outcome, Outcome::Deny, "{deny:?}");
     assert_eq!(deny.policies, vec!["svc3-cost".to_owned()]);
-    let child = fixture.engine.token(&fixture.exchange_request()).await.unwrap();
+    let child = fixture.engine.issuer().token(&fixture.exchange_request()).await.unwrap();
     assert_eq!(child.claims.chain().len(), 2);
     assert_eq!(child.claims.client_id, fixture.child.id);
     fixture.drain().await;

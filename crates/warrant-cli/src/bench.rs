@@ -172,7 +172,7 @@ fn check(args: &BenchArgs) -> Result<(), BenchError> {
     if args.concurrency.is_empty() || args.concurrency.iter().any(|&c| c == 0 || c > 1024) {
         return bad("--concurrency values must be from 1 to 1024");
     }
-    if args.batch_size == 0 || args.batch_size > warrant_engine::decision::MAX_BATCH {
+    if args.batch_size == 0 || args.batch_size > warrant_engine::request::MAX_BATCH {
         return bad("--batch-size must be from 1 to 100");
     }
     if args.rate.is_some_and(|r| !(r > 0.0 && r <= 1_000_000.0)) {

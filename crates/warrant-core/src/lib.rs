@@ -20,6 +20,7 @@
 
 pub mod audit;
 pub mod claims;
+pub mod decision;
 pub mod delegation;
 pub mod govern;
 pub mod guard;

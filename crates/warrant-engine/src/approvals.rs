@@ -4,15 +4,20 @@
 //! is pure (`warrant_core::guard::approval`); every transition is stored with a
 //! compare-and-set and audited.
 
+use std::sync::Arc;
+
 use sha2::{Digest as _, Sha256};
 use warrant_core::audit::{AuditEntry, AuditKind};
 use warrant_core::guard::approval::{Approval, ApprovalStatus, Approver, Decider, Retry};
 use warrant_core::{Agent, ApprovalId, UnixTime, WarrantClaims};
-use warrant_store::StoreError;
+use warrant_store::{Store, StoreError};
 
-use crate::decision::AuthorizeRequest;
-use crate::events::EventKind;
-use crate::{random, Engine};
+use crate::audit::Audit;
+use crate::clock::Clock;
+use crate::error::{Classify, ErrorKind};
+use crate::events::{EventBus, EventKind};
+use crate::random;
+use crate::request::AuthorizeRequest;
 
 /// The most approvals one listing returns.
 pub const MAX_APPROVALS: usize = 1000;
@@ -38,6 +43,18 @@ pub enum ApprovalOpError {
     Internal(String),
 }
 
+impl Classify for ApprovalOpError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            ApprovalOpError::Invalid(_) => ErrorKind::Invalid,
+            ApprovalOpError::NotFound(_) => ErrorKind::NotFound,
+            ApprovalOpError::Forbidden(_) => ErrorKind::Forbidden,
+            ApprovalOpError::Conflict(_) => ErrorKind::Conflict,
+            ApprovalOpError::Internal(_) => ErrorKind::Internal,
+        }
+    }
+}
+
 impl From<StoreError> for ApprovalOpError {
     fn from(e: StoreError) -> Self {
         ApprovalOpError::Internal(e.to_string())
@@ -59,7 +76,41 @@ fn approval_event(a: &Approval) -> serde_json::Value {
     })
 }
 
-impl Engine {
+/// How long approvals wait and stay usable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApprovalTimes {
+    /// How long a pending approval waits for its approver, in seconds.
+    pub ttl: i64,
+    /// How long an approved request may wait for its retry, in seconds.
+    pub use_within: i64,
+}
+
+/// The approvals service: human step-up for requests an `@approval` forbid holds back.
+pub struct Approvals {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    times: ApprovalTimes,
+    audit: Arc<Audit>,
+    events: Arc<EventBus>,
+}
+
+impl std::fmt::Debug for Approvals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Approvals").field("times", &self.times).finish_non_exhaustive()
+    }
+}
+
+impl Approvals {
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        times: ApprovalTimes,
+        audit: Arc<Audit>,
+        events: Arc<EventBus>,
+    ) -> Self {
+        Approvals { store, clock, times, audit, events }
+    }
+
     async fn audit_approval(&self, op: &str, a: &Approval, now: UnixTime) -> Result<u64, ApprovalOpError> {
         let mut entry = AuditEntry::new(now, AuditKind::Approval);
         entry.agent = Some(a.agent.clone());
@@ -80,14 +131,14 @@ impl Engine {
             "decided_by": a.decided_by,
             "reason": a.reason,
         });
-        let seq = self.audit(entry).await.map_err(|e| ApprovalOpError::Internal(e.to_string()))?;
-        self.events().publish_with(EventKind::Approval, now, Some(&a.agent), || approval_event(a));
+        let seq = self.audit.record(entry).await.map_err(|e| ApprovalOpError::Internal(e.to_string()))?;
+        self.events.publish_with(EventKind::Approval, now, Some(&a.agent), || approval_event(a));
         Ok(seq)
     }
 
     /// Opens an approval for a request an `@approval` forbid held back. Audited before
     /// the agent hears of it.
-    pub(crate) async fn open_approval(
+    pub(crate) async fn open(
         &self,
         role: Approver,
         req: &AuthorizeRequest,
@@ -120,20 +171,20 @@ impl Engine {
             request: serde_json::json!({ "resource_attrs": req.resource_attrs, "context": req.context }),
             policies: policies.to_vec(),
             created_at: now,
-            expires_at: now.plus(self.guard().config().approval_ttl),
+            expires_at: now.plus(self.times.ttl),
             decided_at: None,
             decided_by: None,
             reason: None,
             used_at: None,
         };
-        self.store().insert_approval(&approval).await.map_err(|e| failed(&e))?;
+        self.store.insert_approval(&approval).await.map_err(|e| failed(&e))?;
         self.audit_approval("opened", &approval, now).await.map_err(|e| failed(&e))?;
         Ok(approval)
     }
 
     /// The approval a retry presents, checked against the request and marked used (not
     /// yet stored): `Err` with the reason to deny.
-    pub(crate) async fn presented_approval(
+    pub(crate) async fn presented(
         &self,
         id: &str,
         req: &AuthorizeRequest,
@@ -141,7 +192,7 @@ impl Engine {
         now: UnixTime,
     ) -> Result<Approval, String> {
         let id = ApprovalId::parse(id).map_err(|e| format!("invalid approval_id: {e}"))?;
-        let approval = match self.store().get_approval(&id).await {
+        let approval = match self.store.get_approval(&id).await {
             Ok(Some(a)) => a,
             Ok(None) => return Err(format!("approval `{id}` does not exist")),
             Err(e) => {
@@ -162,8 +213,8 @@ impl Engine {
 
     /// Stores that an approval was used (compare-and-set from `approved`), before the
     /// allow is answered: a second retry with it is a deny, even after a restart.
-    pub(crate) async fn use_approval(&self, used: &Approval, now: UnixTime) -> Result<(), String> {
-        match self.store().update_approval(used, ApprovalStatus::Approved).await {
+    pub(crate) async fn use_approved(&self, used: &Approval, now: UnixTime) -> Result<(), String> {
+        match self.store.update_approval(used, ApprovalStatus::Approved).await {
             Ok(true) => {
                 if let Err(e) = self.audit_approval("used", used, now).await {
                     tracing::error!(error = %e, "cannot audit an approval's use");
@@ -179,15 +230,15 @@ impl Engine {
     }
 
     /// One approval, with its status as of now.
-    pub async fn approval(&self, id: &str) -> Result<Approval, ApprovalOpError> {
+    pub async fn get(&self, id: &str) -> Result<Approval, ApprovalOpError> {
         let parsed = ApprovalId::parse(id).map_err(|e| ApprovalOpError::Invalid(e.to_string()))?;
-        let mut a = self.store().get_approval(&parsed).await?.ok_or_else(|| ApprovalOpError::NotFound(id.into()))?;
-        a.status = a.status_at(self.now());
+        let mut a = self.store.get_approval(&parsed).await?.ok_or_else(|| ApprovalOpError::NotFound(id.into()))?;
+        a.status = a.status_at(self.clock.now());
         Ok(a)
     }
 
     /// Approvals, newest first, with their status as of now.
-    pub async fn approvals(
+    pub async fn list(
         &self,
         status: Option<ApprovalStatus>,
         agent: Option<&str>,
@@ -195,13 +246,13 @@ impl Engine {
     ) -> Result<Vec<Approval>, ApprovalOpError> {
         let agent =
             agent.map(warrant_core::AgentId::parse).transpose().map_err(|e| ApprovalOpError::Invalid(e.to_string()))?;
-        let now = self.now();
+        let now = self.clock.now();
         // `expired` is not stored: it is pending or approved past its expiry.
         let stored = match status {
             Some(ApprovalStatus::Expired) => None,
             s => s,
         };
-        let rows = self.store().list_approvals(stored, agent.as_ref(), limit.min(MAX_APPROVALS)).await?;
+        let rows = self.store.list_approvals(stored, agent.as_ref(), limit.min(MAX_APPROVALS)).await?;
         Ok(rows
             .into_iter()
             .map(|mut a| {
@@ -213,7 +264,7 @@ impl Engine {
     }
 
     /// Approves or rejects a pending approval, as `by`.
-    pub async fn decide_approval(
+    pub async fn decide(
         &self,
         id: &str,
         approve: bool,
@@ -223,11 +274,11 @@ impl Engine {
         if reason.as_ref().is_some_and(|r| r.chars().count() > 500) {
             return Err(ApprovalOpError::Invalid("`reason` must be at most 500 characters".into()));
         }
-        let now = self.now();
+        let now = self.clock.now();
         let parsed = ApprovalId::parse(id).map_err(|e| ApprovalOpError::Invalid(e.to_string()))?;
-        let current = self.store().get_approval(&parsed).await?.ok_or_else(|| ApprovalOpError::NotFound(id.into()))?;
+        let current = self.store.get_approval(&parsed).await?.ok_or_else(|| ApprovalOpError::NotFound(id.into()))?;
         let next = if approve {
-            current.approve(by, reason, now, self.guard().config().approval_use_within)
+            current.approve(by, reason, now, self.times.use_within)
         } else {
             current.reject(by, reason, now)
         };
@@ -237,10 +288,17 @@ impl Engine {
             }
             other => ApprovalOpError::Conflict(other.to_string()),
         })?;
-        // Audited before it takes effect: an approval nobody can account for never allows.
-        self.audit_approval(if approve { "approved" } else { "rejected" }, &next, now).await?;
-        if !self.store().update_approval(&next, ApprovalStatus::Pending).await? {
+        // The compare-and-set decides who wins; only the winner's decision is audited.
+        if !self.store.update_approval(&next, ApprovalStatus::Pending).await? {
             return Err(ApprovalOpError::Conflict(format!("approval `{id}` was decided meanwhile")));
+        }
+        if let Err(e) = self.audit_approval(if approve { "approved" } else { "rejected" }, &next, now).await {
+            // An approval nobody can account for never allows: put it back to pending
+            // (unless it was used meanwhile, which the use's own record accounts for).
+            if let Err(undo) = self.store.update_approval(&current, next.status).await {
+                tracing::error!(approval = %next.id, error = %undo, "could not undo an unaudited approval decision");
+            }
+            return Err(e);
         }
         tracing::info!(approval = %next.id, status = next.status.as_str(), by = ?next.decided_by, "decided an approval");
         Ok(next)

@@ -28,7 +28,7 @@ pub struct EngineConfig {
     /// Continuous governance.
     pub govern: crate::govern::GovernConfig,
     /// How denies without a valid warrant are recorded.
-    pub anonymous: crate::anonymous::AnonymousConfig,
+    pub anonymous: crate::decisions::anonymous::AnonymousConfig,
     /// The key-encryption key signing keys are sealed with. Required: the engine does not
     /// open without one ([`KeyError::NoKek`](crate::KeyError::NoKek)). The server reads it
     /// from `WARRANT_KEK` or the KEK file; its `Debug` never shows it.
@@ -50,7 +50,7 @@ impl EngineConfig {
             audit: crate::audit::AuditConfig::default(),
             guard: crate::guard::GuardConfig::default(),
             govern: crate::govern::GovernConfig::default(),
-            anonymous: crate::anonymous::AnonymousConfig::default(),
+            anonymous: crate::decisions::anonymous::AnonymousConfig::default(),
             kek: None,
         }
     }

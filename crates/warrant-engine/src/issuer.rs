@@ -8,20 +8,27 @@
 //! `actor_token`. Every warrant is recorded before it is returned: a warrant that could
 //! not be recorded is never handed out.
 
+use std::sync::Arc;
 use warrant_core::audit::{AuditEntry, AuditKind};
 use warrant_core::delegation::{grant_delegation, grant_root, DelegationRequest, RootRequest};
 use warrant_core::guard::budget::{attenuate, Budget};
 use warrant_core::{
     Actor, Agent, AgentId, DelegationError, Grant, Human, Mode, Scope, TaskClaim, UnixTime, WarrantClaims,
 };
-use warrant_store::{IssueGuard, SessionPurpose, StoreError, TaskRecord, WarrantRecord};
+
+use warrant_store::{IssueGuard, SessionPurpose, Store, StoreError, TaskRecord, WarrantRecord};
 use warrant_token::assertion::{claimed_agent, verify_assertion};
 use warrant_token::jws::{peek_unverified, Header};
 use warrant_token::session::{verify_session, SESSION_TYP};
 use warrant_token::warrant::{sign_warrant, verify_warrant, WARRANT_TYP};
 
+use crate::audit::Audit;
+use crate::clock::Clock;
+use crate::govern::Governance;
+use crate::guard::Guardrails;
+use crate::keys::KeyManager;
 use crate::random;
-use crate::Engine;
+use crate::revocation::Revocation;
 
 /// `grant_type` for client credentials.
 pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
@@ -226,13 +233,59 @@ fn subject_kind(token: &str, declared: &str) -> Result<Subject, TokenError> {
     }
 }
 
-impl Engine {
+/// Who issues, for whom, and within which limits.
+#[derive(Debug, Clone)]
+pub(crate) struct IssuerSettings {
+    pub issuer: String,
+    pub audience: String,
+    pub limits: warrant_core::Limits,
+    pub token_endpoint: String,
+}
+
+/// The issuer service: the token endpoint's grants. Reads agents and humans from the
+/// store (the source of truth an issuance is serialised against), signs with the keys
+/// service, records every warrant before returning it.
+pub struct Issuer {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    settings: IssuerSettings,
+    keys: Arc<KeyManager>,
+    revocation: Arc<Revocation>,
+    guardrails: Arc<Guardrails>,
+    governance: Arc<Governance>,
+    audit: Arc<Audit>,
+}
+
+impl std::fmt::Debug for Issuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issuer").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+/// What the issuer service is built from.
+pub(crate) struct IssuerParts {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub settings: IssuerSettings,
+    pub keys: Arc<KeyManager>,
+    pub revocation: Arc<Revocation>,
+    pub guardrails: Arc<Guardrails>,
+    pub governance: Arc<Governance>,
+    pub audit: Arc<Audit>,
+}
+
+impl Issuer {
+    pub(crate) fn new(parts: IssuerParts) -> Self {
+        let IssuerParts { store, clock, settings, keys, revocation, guardrails, governance, audit } = parts;
+        Issuer { store, clock, settings, keys, revocation, guardrails, governance, audit }
+    }
+
     /// Handles one token request.
     pub async fn token(&self, req: &TokenRequest) -> Result<Issued, TokenError> {
         let grant_type = required(&req.grant_type, "grant_type")?;
         // Read before any check: a revocation recorded after this point that names what
         // the new warrant rests on refuses it when it is recorded (see `IssueGuard`).
-        let as_of = self.store().revocation_watermark().await?;
+        let as_of = self.store.revocation_watermark().await?;
         match grant_type {
             GRANT_CLIENT_CREDENTIALS => self.client_credentials(req, as_of).await,
             GRANT_TOKEN_EXCHANGE => self.token_exchange(req, as_of).await,
@@ -245,22 +298,22 @@ impl Engine {
         let client = |msg: String| TokenError::InvalidClient(msg);
         let agent_id = claimed_agent(assertion).map_err(|e| client(format!("the client assertion: {e}")))?;
         let agent = self
-            .store()
+            .store
             .get_agent(&agent_id)
             .await?
             .ok_or_else(|| client(format!("agent `{agent_id}` is not registered")))?;
         let key = warrant_token::keys::verifying_key(&agent.public_key)
             .map_err(|e| TokenError::Internal(format!("stored key of `{agent_id}`: {e}")))?;
-        let endpoint = self.config().token_endpoint();
-        let audiences = [endpoint.as_str(), self.config().issuer.as_str()];
+        let endpoint = self.settings.token_endpoint.clone();
+        let audiences = [endpoint.as_str(), self.settings.issuer.as_str()];
         let claims = verify_assertion(assertion, &key, &agent.id, &audiences, now)
             .map_err(|e| client(format!("the client assertion: {e}")))?;
         agent.usable_at(now).map_err(|why| client(format!("agent `{}` {why}", agent.id)))?;
-        if !self.store().spend_assertion(&agent.id, &claims.jti, claims.exp, now).await? {
+        if !self.store.spend_assertion(&agent.id, &claims.jti, claims.exp, now).await? {
             return Err(client("the client assertion was already used; assertions are single-use".into()));
         }
         let owner = self
-            .store()
+            .store
             .get_human(&agent.owner)
             .await?
             .ok_or_else(|| TokenError::Internal(format!("owner of `{}` is missing", agent.id)))?;
@@ -268,7 +321,7 @@ impl Engine {
     }
 
     async fn client_credentials(&self, req: &TokenRequest, as_of: u64) -> Result<Issued, TokenError> {
-        let now = self.now();
+        let now = self.clock.now();
         let assertion_type = required(&req.client_assertion_type, "client_assertion_type").map_err(|_| {
             TokenError::InvalidClient(
                 "client authentication is required: send `client_assertion_type` and `client_assertion`".into(),
@@ -286,7 +339,7 @@ impl Engine {
         let (agent, owner) = self.authenticate(assertion, now).await?;
         let grant = grant_root(
             &RootRequest { agent: &agent, owner: &owner, on_behalf_of: None, scope: scope.as_ref(), ttl, now },
-            &self.config().limits,
+            &self.settings.limits,
         )?;
         let task = TaskClaim { id: random::task_id()?, purpose, human: owner.id.clone() };
         let minted = Minted { sub: agent.id.to_string(), mode: Mode::Autonomous, task, budget, exchanged: false };
@@ -294,7 +347,7 @@ impl Engine {
     }
 
     async fn token_exchange(&self, req: &TokenRequest, as_of: u64) -> Result<Issued, TokenError> {
-        let now = self.now();
+        let now = self.clock.now();
         let subject = required(&req.subject_token, "subject_token")?;
         let subject_type = required(&req.subject_token_type, "subject_token_type")?;
         let actor = required(&req.actor_token, "actor_token").map_err(|_| {
@@ -312,13 +365,13 @@ impl Engine {
             Subject::Session => Some(parse_purpose(req)?),
             Subject::Warrant => None,
         };
-        let ring = self.keys().ring().map_err(|e| TokenError::Internal(e.to_string()))?;
-        let issuer = self.config().issuer.as_str();
+        let ring = self.keys.ring().map_err(|e| TokenError::Internal(e.to_string()))?;
+        let issuer = self.settings.issuer.as_str();
         match kind {
             Subject::Session => {
                 let session = verify_session(subject, ring.as_ref(), issuer, now)
                     .map_err(|e| TokenError::InvalidGrant(format!("the subject token: {e}")))?;
-                match self.store().get_session(&session.jti).await? {
+                match self.store.get_session(&session.jti).await? {
                     Some(s) if s.purpose == SessionPurpose::Delegation && s.human == session.sub => {
                         if s.revoked_at.is_some() {
                             return Err(TokenError::InvalidGrant(
@@ -334,7 +387,7 @@ impl Engine {
                 }
                 let (agent, owner) = self.authenticate(actor, now).await?;
                 let human =
-                    self.store().get_human(&session.sub).await?.ok_or_else(|| {
+                    self.store.get_human(&session.sub).await?.ok_or_else(|| {
                         TokenError::InvalidGrant(format!("human `{}` is not registered", session.sub))
                     })?;
                 let grant = grant_root(
@@ -346,7 +399,7 @@ impl Engine {
                         ttl,
                         now,
                     },
-                    &self.config().limits,
+                    &self.settings.limits,
                 )?;
                 let purpose = purpose.unwrap_or_default();
                 let task = TaskClaim { id: random::task_id()?, purpose, human: human.id.clone() };
@@ -358,15 +411,15 @@ impl Engine {
             Subject::Warrant => {
                 let parent = verify_warrant(subject, ring.as_ref(), issuer, now)
                     .map_err(|e| TokenError::InvalidGrant(format!("the subject token: {e}")))?;
-                if self.store().get_warrant(&parent.jti).await?.is_none() {
+                if self.store.get_warrant(&parent.jti).await?.is_none() {
                     return Err(TokenError::InvalidGrant(
                         "the subject token is not a warrant this server recorded".into(),
                     ));
                 }
-                if let Some(why) = self.revocations().warrant(&parent.jti) {
+                if let Some(why) = self.revocation.warrant_revoked(&parent.jti) {
                     return Err(TokenError::InvalidGrant(format!("the subject token has been {why}")));
                 }
-                if self.revocations().task_ended(&parent.task.id) {
+                if self.revocation.task_ended(&parent.task.id) {
                     return Err(TokenError::InvalidGrant(format!("task `{}` has ended", parent.task.id)));
                 }
                 let (child, child_owner) = self.authenticate(actor, now).await?;
@@ -374,7 +427,7 @@ impl Engine {
                     parent.scope().map_err(|e| TokenError::InvalidGrant(format!("the subject token's scope: {e}")))?;
                 let chain_agents = self.chain_agents(&parent.chain()).await?;
                 let chain_owners = self.owners_of(&chain_agents).await?;
-                let human = self.store().get_human(parent.human()).await?;
+                let human = self.store.get_human(parent.human()).await?;
                 let grant = grant_delegation(
                     &DelegationRequest {
                         parent: &parent,
@@ -388,24 +441,17 @@ impl Engine {
                         ttl,
                         now,
                     },
-                    &self.config().limits,
+                    &self.settings.limits,
                 )?;
                 let task = parent.task.clone();
                 // A child gets at most what its parent has left, counter by counter.
-                let budget = attenuate(&self.guard().budget_left(&parent.jti), budget.as_ref());
+                let budget = attenuate(&self.guardrails.budget_left(&parent.jti), budget.as_ref());
                 let minted = Minted { sub: parent.sub.clone(), mode: parent.mode, task, budget, exchanged: true };
                 let issued =
                     self.mint(grant, &child, minted, Some(&parent), IssueGuard { as_of, session: None }, now).await?;
-                let (signals, trust) = self.guard().record_delegation(&parent.client_id, now);
-                self.publish_signals(&parent.client_id, &signals, now);
-                if self.guard().below_threshold(trust) {
-                    // A burst of delegations quarantines the delegating agent, and with it
+                if self.guardrails.delegated(&parent.client_id, now).await.is_some() {
+                    // A burst of delegations quarantined the delegating agent, and with it
                     // the warrant just issued (its chain holds that agent).
-                    let mut d = crate::decision::Decision::deny("quarantine", "quarantined for its delegations", None);
-                    d.trust = Some(trust);
-                    d.signals = signals;
-                    let why = crate::quarantine::quarantine_reason(trust, &d.signals);
-                    self.quarantine(&mut d, &parent.client_id, why, now).await;
                     return Err(TokenError::InvalidGrant(format!(
                         "agent `{}` was quarantined for its delegations",
                         parent.client_id
@@ -419,7 +465,7 @@ impl Engine {
     async fn chain_agents(&self, chain: &[AgentId]) -> Result<Vec<Agent>, TokenError> {
         let mut out = Vec::with_capacity(chain.len());
         for id in chain {
-            let agent = self.store().get_agent(id).await?.ok_or_else(|| {
+            let agent = self.store.get_agent(id).await?.ok_or_else(|| {
                 TokenError::InvalidGrant(format!("agent `{id}` in the delegation chain is not registered"))
             })?;
             out.push(agent);
@@ -435,7 +481,7 @@ impl Engine {
             if owners.iter().any(|o| o.id == agent.owner) {
                 continue;
             }
-            if let Some(owner) = self.store().get_human(&agent.owner).await? {
+            if let Some(owner) = self.store.get_human(&agent.owner).await? {
                 owners.push(owner);
             }
         }
@@ -455,12 +501,12 @@ impl Engine {
         now: UnixTime,
     ) -> Result<Issued, TokenError> {
         let Minted { sub, mode, task, budget, exchanged } = minted;
-        let ring = self.keys().ring().map_err(|e| TokenError::Internal(e.to_string()))?;
+        let ring = self.keys.ring().map_err(|e| TokenError::Internal(e.to_string()))?;
         let act = Actor::from_chain(&grant.chain).ok_or_else(|| TokenError::Internal("empty chain".into()))?;
         let claims = WarrantClaims {
-            iss: self.config().issuer.clone(),
+            iss: self.settings.issuer.clone(),
             sub,
-            aud: parent.map_or_else(|| self.config().audience.clone(), |p| p.aud.clone()),
+            aud: parent.map_or_else(|| self.settings.audience.clone(), |p| p.aud.clone()),
             exp: grant.exp,
             iat: grant.iat,
             nbf: grant.iat,
@@ -526,11 +572,12 @@ impl Engine {
             "kid": record.kid,
             "budget": claims.budget,
         });
-        self.store().record_warrant(&record, new_task.as_ref(), &guard).await?;
-        if let Err(e) = self.audit(entry).await {
+        self.store.record_warrant(&record, new_task.as_ref(), &guard).await?;
+        if let Err(e) = self.audit.record(entry).await {
             // Recorded but never handed out: end it, so the record cannot be mistaken for a
             // live warrant.
             let _ = self
+                .revocation
                 .revoke(
                     warrant_store::RevocationKind::Warrant,
                     claims.jti.as_str(),
@@ -541,8 +588,8 @@ impl Engine {
                 "the issuance could not be audited, so no warrant was issued: {e}"
             )));
         }
-        self.guard().open_budget(&claims.jti, claims.parent.as_ref(), &claims.budget, claims.exp);
-        self.governance().issued(&agent.id, parent.map(|p| (&p.client_id, &record.scope)), now);
+        self.guardrails.open_budget(&claims.jti, claims.parent.as_ref(), &claims.budget, claims.exp);
+        self.governance.issued(&agent.id, parent.map(|p| (&p.client_id, &record.scope)), now);
         tracing::info!(
             jti = %claims.jti, agent = %agent.id, task = %claims.task.id, mode = %mode,
             depth = record.chain.len(), parent = ?claims.parent.as_ref().map(|p| p.as_str()),

@@ -16,7 +16,8 @@ use warrant_token::checkpoint::KeyArchive;
 use warrant_token::{Kek, KeyPair, KeyRing, SealError};
 use zeroize::Zeroizing;
 
-use crate::config::EngineConfig;
+use crate::clock::Clock;
+use crate::error::{Classify, ErrorKind};
 use crate::random::{self, RandomError};
 
 /// Why the key ring could not be loaded or rotated.
@@ -61,13 +62,40 @@ pub enum KeyError {
     UnexpectedPlaintext(String),
 }
 
-/// Holds the current [`KeyRing`] and checkpoint key; cheap to read from any number of
-/// threads.
-#[derive(Debug)]
+impl Classify for KeyError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            KeyError::NoKek => ErrorKind::Unavailable,
+            _ => ErrorKind::Internal,
+        }
+    }
+}
+
+/// How long retired warrant-signing keys stay published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyLifetimes {
+    /// The longest a warrant lives, in seconds: anything a key signed before it was
+    /// retired has expired this long after.
+    pub max_ttl: i64,
+    /// Extra seconds, for replicas that signed with it before they reloaded the ring.
+    pub grace: i64,
+}
+
+/// The keys service: holds the current [`KeyRing`] and checkpoint key (cheap to read
+/// from any number of threads), reloads them from the store and rotates the signing key.
 pub struct KeyManager {
     ring: RwLock<Arc<KeyRing>>,
     checkpoint: RwLock<KeyPair>,
     kek: Kek,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    lifetimes: KeyLifetimes,
+}
+
+impl std::fmt::Debug for KeyManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyManager").field("lifetimes", &self.lifetimes).finish_non_exhaustive()
+    }
 }
 
 /// Creates a new warrant-signing key and makes it the active one, retiring the previous
@@ -161,7 +189,7 @@ async fn build(
     store: &dyn Store,
     kek: &Kek,
     now: UnixTime,
-    config: &EngineConfig,
+    lifetimes: KeyLifetimes,
 ) -> Result<(KeyRing, KeyPair), KeyError> {
     let mut keys = store.signing_keys().await?;
     let mut warrant = active(kek, &keys, KeyPurpose::Warrant)?;
@@ -181,7 +209,7 @@ async fn build(
     let (Some(warrant), Some(checkpoint)) = (warrant, checkpoint) else { return Err(KeyError::NoActiveKey) };
     let mut retired = Vec::new();
     for key in keys.iter().filter(|k| k.purpose == KeyPurpose::Warrant && k.retired_at.is_some()) {
-        if !still_published(store, key, now, config).await? {
+        if !still_published(store, key, now, lifetimes).await? {
             continue;
         }
         match open(kek, key) {
@@ -197,12 +225,12 @@ async fn still_published(
     store: &dyn Store,
     key: &StoredKey,
     now: UnixTime,
-    config: &EngineConfig,
+    lifetimes: KeyLifetimes,
 ) -> Result<bool, KeyError> {
     let Some(retired_at) = key.retired_at else { return Ok(true) };
     // Anything signed before retirement expires within max_ttl; the grace covers
     // replicas that signed with it before they reloaded the ring.
-    if retired_at.plus(config.limits.max_ttl).plus(config.key_grace) > now {
+    if retired_at.plus(lifetimes.max_ttl).plus(lifetimes.grace) > now {
         return Ok(true);
     }
     Ok(store.last_expiry_for_key(&key.kid).await?.is_some_and(|exp| exp > now))
@@ -253,13 +281,25 @@ pub async fn checkpoint_keys(store: &dyn Store, kek: Option<&Kek>) -> Result<Che
 
 impl KeyManager {
     /// Seals plaintext seeds left by an older build, then loads the ring and the
-    /// checkpoint key, creating either when the store has none. Fails without a KEK
-    /// ([`EngineConfig::kek`]) or when the KEK does not open the stored keys.
-    pub async fn load(store: &dyn Store, now: UnixTime, config: &EngineConfig) -> Result<Self, KeyError> {
-        let kek = config.kek.clone().ok_or(KeyError::NoKek)?;
-        seal_plaintext(store, &kek).await?;
-        let (ring, checkpoint) = build(store, &kek, now, config).await?;
-        Ok(KeyManager { ring: RwLock::new(Arc::new(ring)), checkpoint: RwLock::new(checkpoint), kek })
+    /// checkpoint key, creating either when the store has none. Fails without a KEK or
+    /// when the KEK does not open the stored keys.
+    pub async fn load(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        kek: Option<Kek>,
+        lifetimes: KeyLifetimes,
+    ) -> Result<Self, KeyError> {
+        let kek = kek.ok_or(KeyError::NoKek)?;
+        seal_plaintext(store.as_ref(), &kek).await?;
+        let (ring, checkpoint) = build(store.as_ref(), &kek, clock.now(), lifetimes).await?;
+        Ok(KeyManager {
+            ring: RwLock::new(Arc::new(ring)),
+            checkpoint: RwLock::new(checkpoint),
+            kek,
+            store,
+            clock,
+            lifetimes,
+        })
     }
 
     /// The current ring.
@@ -273,13 +313,20 @@ impl KeyManager {
     }
 
     /// The keys checkpoints verify against, opened with this manager's KEK.
-    pub async fn checkpoint_keys(&self, store: &dyn Store) -> Result<CheckpointKeys, KeyError> {
+    pub(crate) async fn checkpoint_keys(&self, store: &dyn Store) -> Result<CheckpointKeys, KeyError> {
         checkpoint_keys(store, Some(&self.kek)).await
     }
 
-    /// Reloads the ring and the checkpoint key from the store.
-    pub async fn refresh(&self, store: &dyn Store, now: UnixTime, config: &EngineConfig) -> Result<(), KeyError> {
-        let (ring, checkpoint) = build(store, &self.kek, now, config).await?;
+    /// Reloads the ring and the checkpoint key from the store (picks up a rotation made
+    /// by `warrant key rotate` or another node).
+    pub async fn refresh(&self) -> Result<(), KeyError> {
+        self.refresh_at(self.clock.now()).await
+    }
+
+    /// [`KeyManager::refresh`] as of `now`: which retired keys are still published
+    /// depends on the time.
+    pub async fn refresh_at(&self, now: UnixTime) -> Result<(), KeyError> {
+        let (ring, checkpoint) = build(self.store.as_ref(), &self.kek, now, self.lifetimes).await?;
         let ring = Arc::new(ring);
         {
             let mut guard = self.ring.write().map_err(|_| KeyError::Poisoned)?;
@@ -294,5 +341,14 @@ impl KeyManager {
         }
         *self.checkpoint.write().map_err(|_| KeyError::Poisoned)? = checkpoint;
         Ok(())
+    }
+
+    /// Rotates the issuer's signing key: a new active key, in force on this node when
+    /// this returns; the old one stays published until the warrants it signed have
+    /// expired. Returns the new key's id.
+    pub async fn rotate(&self) -> Result<String, KeyError> {
+        let kid = rotate(self.store.as_ref(), &self.kek, self.clock.now()).await?;
+        self.refresh().await?;
+        Ok(kid)
     }
 }

@@ -1,75 +1,86 @@
-//! The Warrant application without HTTP.
+//! The Warrant application without HTTP, as one service per capability.
 //!
-//! [`Engine`] owns the store, the clock, the signing keys and the configuration, and
-//! exposes every operation the server (and later benchmarks and gateways) drive
-//! in-process:
+//! [`Engine`] is the composition root: [`Engine::open`] builds every service in
+//! dependency order and hands them out; [`Engine::start`] starts every background loop
+//! and returns the [`Background`] handle that stops them gracefully. The services:
 //!
-//! * [`registry`]: humans, their sessions, and agents ([`directory`] holds them in memory);
-//! * [`keys`]: the issuer's key ring and the audit checkpoint key, sealed at rest with
-//!   the key-encryption key, created on first start, rotated, refreshed;
-//! * [`issuer`]: the token endpoint's grants (client credentials and token exchange);
-//! * [`decision`]: the decision path, `authorize`;
-//! * [`policy`]: the Cedar policy set in force, validated, versioned, hot-reloaded;
-//! * [`revocation`]: revoking warrants, agents, tasks and humans; task completion;
-//! * [`audit`]: the hash-chained audit log, written with group commit, its checkpoints
-//!   also kept in the [`witness`] file outside the database;
-//! * [`guard`]: runtime guardrails' state (baselines, trust, rate limits, budgets), with
-//!   [`quarantine`] and [`approvals`] (human step-up) on the decision path;
-//! * [`govern`]: continuous governance: findings from sweeps and events, usage and
-//!   least-privilege recommendations, attestation, shadow activity, the inventory;
-//! * [`events`]: live events for the event stream;
-//! * [`anonymous`]: how denies of requests without a valid warrant are recorded.
+//! * [`keys::KeyManager`]: the issuer's key ring and the audit checkpoint key, sealed at
+//!   rest with the key-encryption key, created on first start, rotated, refreshed;
+//! * [`audit::Audit`]: the hash-chained audit log (group commit, checkpoints, witness),
+//!   queries, provenance traces and verification;
+//! * [`events::EventBus`]: live events for the event stream and the [`webhook`];
+//! * [`registry::Registry`]: humans, their sessions, and agents;
+//! * [`revocation::Revocation`]: revoking warrants, agents, tasks and humans; task
+//!   completion; whether a warrant is in force;
+//! * [`guard::Guardrails`]: baselines, trust, rate limits, budgets, and the responses
+//!   (quarantine, containment of probing);
+//! * [`govern::Governance`]: findings from sweeps and events, usage and least-privilege
+//!   recommendations, attestation, shadow activity, the inventory;
+//! * [`policy::Policy`]: the Cedar policy set in force, validated, versioned, reloaded;
+//! * [`approvals::Approvals`]: human step-up;
+//! * [`issuer::Issuer`]: the token endpoint's grants;
+//! * [`decisions::Decisions`]: the decision pipeline (verify, admit, assess, evaluate,
+//!   settle, record, answer).
 //!
 //! Time comes only through the [`Clock`] trait, randomness only through [`random`].
+//! Every error says its kind through [`error::Classify`].
 
-pub mod anonymous;
 pub mod approvals;
 pub mod audit;
 pub mod clock;
 pub mod config;
-pub mod decision;
-pub mod directory;
+pub mod decisions;
+pub(crate) mod directory;
+pub mod error;
 pub mod events;
-pub mod evidence;
 pub mod govern;
 pub mod guard;
 pub mod issuer;
 pub mod keys;
 pub mod policy;
-pub mod quarantine;
 pub mod random;
 pub mod registry;
+pub mod request;
 pub mod revocation;
-pub mod warrants;
-pub mod witness;
+pub mod webhook;
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use tokio::task::JoinHandle;
 use warrant_store::Store;
 
+pub use approvals::Approvals;
+pub use audit::Audit;
 pub use clock::{Clock, ManualClock};
 pub use config::EngineConfig;
-pub use decision::{AuthorizeRequest, Decision, Outcome};
-pub use issuer::{Issued, TokenError, TokenRequest};
+pub use decisions::Decisions;
+pub use error::{Classify, ErrorKind};
+pub use events::EventBus;
+pub use govern::Governance;
+pub use guard::Guardrails;
+pub use issuer::{Issued, Issuer, TokenError, TokenRequest};
 pub use keys::{KeyError, KeyManager};
-pub use registry::{NewAgent, NewHuman, RegistryError, Session};
-pub use revocation::{RevokeError, Revoked};
+pub use policy::Policy;
+pub use registry::{NewAgent, NewHuman, Registry, RegistryError, Session};
+pub use request::{AuthorizeRequest, Decision, DecisionCode, Outcome};
+pub use revocation::{Revocation, RevokeError, Revoked};
 
-/// The application: shared by every request handler.
+/// The application: builds the services and hands them out.
 pub struct Engine {
-    store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     config: EngineConfig,
     keys: Arc<KeyManager>,
-    directory: directory::Directory,
-    revocations: revocation::RevocationIndex,
-    policies: policy::PolicyManager,
-    warrant_cache: decision::WarrantCache,
-    audit: audit::AuditWriter,
-    guard: guard::Guardrails,
-    governance: govern::Governance,
-    events: events::EventBus,
-    anonymous: anonymous::AnonymousDenies,
+    audit: Arc<Audit>,
+    events: Arc<EventBus>,
+    registry: Arc<Registry>,
+    revocation: Arc<Revocation>,
+    guardrails: Arc<Guardrails>,
+    governance: Arc<Governance>,
+    policy: Arc<Policy>,
+    approvals: Arc<Approvals>,
+    issuer: Arc<Issuer>,
+    decisions: Arc<Decisions>,
 }
 
 /// Why the engine could not start.
@@ -98,51 +109,129 @@ impl std::fmt::Debug for Engine {
 
 impl Engine {
     /// Opens the engine over `store`: creates the first signing key if there is none,
-    /// loads the registry, the revocations and the policy set into memory, and starts
-    /// the audit writer. Must be called inside a tokio runtime.
+    /// loads the registry, the revocations, the guardrails' and governance's state and
+    /// the policy set into memory, and starts the audit writer. Starts no other
+    /// background work (see [`Engine::start`]). Must be called inside a tokio runtime.
     pub async fn open(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: EngineConfig) -> Result<Self, OpenError> {
         let now = clock.now();
-        let config_anonymous = config.anonymous;
-        let keys = Arc::new(KeyManager::load(store.as_ref(), now, &config).await?);
-        let directory = directory::Directory::load(store.as_ref()).await?;
-        let revocations = revocation::RevocationIndex::load(store.as_ref(), now).await?;
-        let policies = policy::PolicyManager::open(store.as_ref(), config.policy_dir.clone(), now).await?;
-        let guard = guard::Guardrails::load(store.as_ref(), config.guard.clone(), now).await?;
+        let lifetimes = keys::KeyLifetimes { max_ttl: config.limits.max_ttl, grace: config.key_grace };
+        let keys =
+            Arc::new(KeyManager::load(Arc::clone(&store), Arc::clone(&clock), config.kek.clone(), lifetimes).await?);
+        let audit = Arc::new(Audit::start(Arc::clone(&store), Arc::clone(&keys), config.audit.clone()).await?);
+        let events = Arc::new(EventBus::default());
+        let directory = Arc::new(directory::Directory::load(store.as_ref()).await?);
+        let revocation = Arc::new(
+            Revocation::load(revocation::RevocationParts {
+                store: Arc::clone(&store),
+                clock: Arc::clone(&clock),
+                issuer: config.issuer.clone(),
+                directory: Arc::clone(&directory),
+                keys: Arc::clone(&keys),
+                audit: Arc::clone(&audit),
+                events: Arc::clone(&events),
+            })
+            .await?,
+        );
+        let guardrails = Arc::new(
+            Guardrails::load(
+                Arc::clone(&store),
+                config.guard.clone(),
+                now,
+                Arc::clone(&events),
+                Arc::clone(&revocation),
+            )
+            .await?,
+        );
         let mut govern_config = config.govern.clone();
         govern_config.rules.max_depth = config.limits.max_depth;
-        let governance = govern::Governance::load(store.as_ref(), govern_config).await?;
-        let audit_store: Arc<dyn warrant_store::audit::AuditStore> = Arc::clone(&store) as _;
-        let signer: Arc<dyn audit::SigningKeySource> = Arc::clone(&keys) as _;
-        let audit = audit::AuditWriter::spawn(audit_store, signer, config.audit.clone()).await?;
-        let engine = Engine {
-            store,
+        let governance = Arc::new(
+            Governance::load(govern::GovernanceParts {
+                store: Arc::clone(&store),
+                clock: Arc::clone(&clock),
+                config: govern_config,
+                directory: Arc::clone(&directory),
+                revocation: Arc::clone(&revocation),
+                guardrails: Arc::clone(&guardrails),
+                audit: Arc::clone(&audit),
+                events: Arc::clone(&events),
+            })
+            .await?,
+        );
+        let policy = Arc::new(
+            Policy::open(
+                Arc::clone(&store),
+                Arc::clone(&clock),
+                config.policy_dir.clone(),
+                Arc::clone(&audit),
+                Arc::clone(&governance),
+            )
+            .await?,
+        );
+        let approvals = Arc::new(Approvals::new(
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            approvals::ApprovalTimes { ttl: config.guard.approval_ttl, use_within: config.guard.approval_use_within },
+            Arc::clone(&audit),
+            Arc::clone(&events),
+        ));
+        let registry = Arc::new(Registry::new(registry::RegistryParts {
+            store: Arc::clone(&store),
+            clock: Arc::clone(&clock),
+            sessions: registry::SessionSettings {
+                issuer: config.issuer.clone(),
+                session_ttl: config.session_ttl,
+                approver_ttl: config.approver_ttl,
+            },
+            directory: Arc::clone(&directory),
+            keys: Arc::clone(&keys),
+            audit: Arc::clone(&audit),
+            governance: Arc::clone(&governance),
+            guardrails: Arc::clone(&guardrails),
+        }));
+        let issuer = Arc::new(Issuer::new(issuer::IssuerParts {
+            store: Arc::clone(&store),
+            clock: Arc::clone(&clock),
+            settings: issuer::IssuerSettings {
+                issuer: config.issuer.clone(),
+                audience: config.audience.clone(),
+                limits: config.limits,
+                token_endpoint: config.token_endpoint(),
+            },
+            keys: Arc::clone(&keys),
+            revocation: Arc::clone(&revocation),
+            guardrails: Arc::clone(&guardrails),
+            governance: Arc::clone(&governance),
+            audit: Arc::clone(&audit),
+        }));
+        let decisions = Arc::new(Decisions::new(decisions::DecisionParts {
+            clock: Arc::clone(&clock),
+            issuer: config.issuer.clone(),
+            anonymous: config.anonymous,
+            keys: Arc::clone(&keys),
+            directory,
+            revocation: Arc::clone(&revocation),
+            policy: Arc::clone(&policy),
+            guardrails: Arc::clone(&guardrails),
+            approvals: Arc::clone(&approvals),
+            governance: Arc::clone(&governance),
+            audit: Arc::clone(&audit),
+            events: Arc::clone(&events),
+        }));
+        Ok(Engine {
             clock,
             config,
             keys,
-            directory,
-            revocations,
-            policies,
-            warrant_cache: decision::WarrantCache::default(),
             audit,
-            guard,
+            events,
+            registry,
+            revocation,
+            guardrails,
             governance,
-            events: events::EventBus::default(),
-            anonymous: anonymous::AnonymousDenies::new(config_anonymous),
-        };
-        // The set in force at start is evidence too: which policies decided from now on.
-        if let Some(current) = engine.policies.current() {
-            let mut entry = warrant_core::audit::AuditEntry::new(now, warrant_core::audit::AuditKind::Policy);
-            entry.details = serde_json::json!({
-                "op": "in_force_at_start",
-                "version": current.version,
-                "hash": current.compiled.hash(),
-                "policies": current.compiled.policy_ids(),
-            });
-            if let Err(e) = engine.audit(entry).await {
-                tracing::error!(error = %e, "cannot audit the policy set in force at start");
-            }
-        }
-        Ok(engine)
+            policy,
+            approvals,
+            issuer,
+            decisions,
+        })
     }
 
     /// The configuration.
@@ -150,101 +239,209 @@ impl Engine {
         &self.config
     }
 
-    /// The store.
-    pub fn store(&self) -> &dyn Store {
-        self.store.as_ref()
-    }
-
-    /// The key manager.
-    pub fn keys(&self) -> &KeyManager {
-        &self.keys
-    }
-
-    /// The registry in memory.
-    pub fn directory(&self) -> &directory::Directory {
-        &self.directory
-    }
-
-    /// The revocation index.
-    pub fn revocations(&self) -> &revocation::RevocationIndex {
-        &self.revocations
-    }
-
-    /// The policy set in force.
-    pub fn policies(&self) -> &policy::PolicyManager {
-        &self.policies
-    }
-
-    /// The verified-warrant cache.
-    pub fn warrant_cache(&self) -> &decision::WarrantCache {
-        &self.warrant_cache
-    }
-
-    /// The guardrails' state.
-    pub fn guard(&self) -> &guard::Guardrails {
-        &self.guard
-    }
-
-    /// Continuous governance's state.
-    pub fn governance(&self) -> &govern::Governance {
-        &self.governance
-    }
-
-    /// The live event stream.
-    pub fn events(&self) -> &events::EventBus {
-        &self.events
-    }
-
-    /// Writes changed baselines and trust scores to the store (the server calls this
-    /// periodically and at shutdown).
-    pub async fn flush_guard(&self) {
-        if let Err(e) = self.guard.flush(self.store.as_ref(), self.clock.now()).await {
-            tracing::warn!(error = %e, "could not save baselines and trust; will retry");
-        }
-    }
-
-    /// The accounting of anonymous denies (see [`anonymous`]).
-    pub fn anonymous(&self) -> &anonymous::AnonymousDenies {
-        &self.anonymous
-    }
-
-    /// Queues the aggregate record of anonymous denies once its window has ended, or
-    /// now when `force` (at shutdown). The server calls this periodically.
-    pub async fn flush_anonymous(&self, force: bool) {
-        if let Some(summary) = self.anonymous.close(self.clock.now(), force) {
-            if let Err(e) = self.audit.submit(summary).await {
-                tracing::error!(error = %e, "the aggregate of anonymous denies could not be recorded");
-            }
-        }
-    }
-
-    /// The audit writer.
-    pub fn audit_writer(&self) -> &audit::AuditWriter {
-        &self.audit
-    }
-
-    /// Writes one audit record and waits until it is durable; returns its sequence number.
-    pub async fn audit(&self, entry: warrant_core::audit::AuditEntry) -> Result<u64, audit::AuditError> {
-        self.audit.submit(entry).await
-    }
-
     /// The current time, from the engine's clock.
     pub fn now(&self) -> warrant_core::UnixTime {
         self.clock.now()
     }
 
-    /// Reloads the key ring from the store (picks up `warrant key rotate`).
-    pub async fn refresh_keys(&self) -> Result<(), KeyError> {
-        self.keys.refresh(self.store.as_ref(), self.clock.now(), &self.config).await
+    /// The keys service.
+    pub fn keys(&self) -> &KeyManager {
+        &self.keys
     }
 
-    /// Rotates the issuer's signing key through this engine: a new active key, in force on
-    /// this node when this returns; the old one stays published until the warrants it
-    /// signed have expired. Returns the new key's id.
-    pub async fn rotate_signing_key(&self) -> Result<String, KeyError> {
-        let kek = self.config.kek.as_ref().ok_or(KeyError::NoKek)?;
-        let kid = keys::rotate(self.store.as_ref(), kek, self.clock.now()).await?;
-        self.refresh_keys().await?;
-        Ok(kid)
+    /// The audit service.
+    pub fn audit(&self) -> &Audit {
+        &self.audit
     }
+
+    /// The live event stream.
+    pub fn events(&self) -> &EventBus {
+        &self.events
+    }
+
+    /// The registry service.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The revocation service.
+    pub fn revocation(&self) -> &Revocation {
+        &self.revocation
+    }
+
+    /// The guardrails service.
+    pub fn guardrails(&self) -> &Guardrails {
+        &self.guardrails
+    }
+
+    /// The governance service.
+    pub fn governance(&self) -> &Governance {
+        &self.governance
+    }
+
+    /// The policy service.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The approvals service.
+    pub fn approvals(&self) -> &Approvals {
+        &self.approvals
+    }
+
+    /// The issuer service.
+    pub fn issuer(&self) -> &Issuer {
+        &self.issuer
+    }
+
+    /// The decisions service.
+    pub fn decisions(&self) -> &Decisions {
+        &self.decisions
+    }
+
+    /// Saves what is only in memory (baselines and trust, usage, the anonymous-deny
+    /// aggregate), drains the audit queue and signs a last checkpoint: for an engine
+    /// whose background was never started (benchmarks, tests). Later audited operations
+    /// fail.
+    pub async fn close(&self) {
+        close(&self.clock, &self.guardrails, &self.governance, &self.decisions, &self.audit).await;
+    }
+
+    /// Starts every background loop: key refresh, policy watch, the guardrails' and
+    /// anonymous-deny flush, the governance sweep and usage flush, and (when configured)
+    /// the webhook. Returns the handle that stops them gracefully. Call it once, inside a
+    /// tokio runtime.
+    pub fn start(&self, options: BackgroundOptions) -> Background {
+        let mut loops = Vec::new();
+        let keys = Arc::clone(&self.keys);
+        loops.push(every(options.key_refresh, move || {
+            let keys = Arc::clone(&keys);
+            async move {
+                if let Err(e) = keys.refresh().await {
+                    tracing::warn!(error = %e, "could not reload the signing keys; keeping the current ring");
+                }
+            }
+        }));
+        let policy = Arc::clone(&self.policy);
+        loops.push(every(options.policy_watch, move || {
+            let policy = Arc::clone(&policy);
+            async move {
+                if policy.changed_on_disk() {
+                    // Both outcomes are logged and audited by the reload itself; an invalid
+                    // set is refused and the previous one stays in force.
+                    let _ = policy.reload().await;
+                }
+            }
+        }));
+        let (guardrails, decisions, clock) =
+            (Arc::clone(&self.guardrails), Arc::clone(&self.decisions), Arc::clone(&self.clock));
+        loops.push(every(self.guardrails.config().flush_interval, move || {
+            let (guardrails, decisions, clock) = (Arc::clone(&guardrails), Arc::clone(&decisions), Arc::clone(&clock));
+            async move {
+                flush_guardrails(&guardrails, clock.now()).await;
+                decisions.flush_anonymous(false).await;
+            }
+        }));
+        // Subscribed before governance starts, so the first sweep's findings are delivered.
+        let webhook = options.webhook.map(|config| {
+            let events = self.events.subscribe_findings();
+            tokio::spawn(webhook::run(config, events))
+        });
+        let governance = Arc::clone(&self.governance);
+        loops.push(tokio::spawn(async move { governance.run().await }));
+        Background {
+            loops,
+            webhook,
+            clock: Arc::clone(&self.clock),
+            guardrails: Arc::clone(&self.guardrails),
+            governance: Arc::clone(&self.governance),
+            decisions: Arc::clone(&self.decisions),
+            audit: Arc::clone(&self.audit),
+        }
+    }
+}
+
+/// What [`Engine::start`] runs besides the loops every engine has.
+#[derive(Debug, Clone)]
+pub struct BackgroundOptions {
+    /// How often the key ring is reloaded from the store.
+    pub key_refresh: Duration,
+    /// How often the policy directory is checked for changes.
+    pub policy_watch: Duration,
+    /// Where finding events are delivered, if anywhere.
+    pub webhook: Option<webhook::WebhookConfig>,
+}
+
+impl Default for BackgroundOptions {
+    fn default() -> Self {
+        BackgroundOptions { key_refresh: Duration::from_secs(30), policy_watch: Duration::from_secs(2), webhook: None }
+    }
+}
+
+/// The engine's background work, running until [`Background::shutdown`].
+pub struct Background {
+    loops: Vec<JoinHandle<()>>,
+    webhook: Option<JoinHandle<()>>,
+    clock: Arc<dyn Clock>,
+    guardrails: Arc<Guardrails>,
+    governance: Arc<Governance>,
+    decisions: Arc<Decisions>,
+    audit: Arc<Audit>,
+}
+
+impl std::fmt::Debug for Background {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Background").field("loops", &self.loops.len()).finish_non_exhaustive()
+    }
+}
+
+impl Background {
+    /// Stops the loops, writes what is only in memory (baselines and trust, usage, the
+    /// anonymous-deny aggregate), drains the audit queue and signs a last checkpoint,
+    /// then stops the webhook. Every answered request's record is already durable.
+    pub async fn shutdown(self) {
+        for task in &self.loops {
+            task.abort();
+        }
+        close(&self.clock, &self.guardrails, &self.governance, &self.decisions, &self.audit).await;
+        if let Some(webhook) = self.webhook {
+            webhook.abort();
+        }
+    }
+}
+
+/// Writes what only memory holds and closes the audit log.
+async fn close(
+    clock: &Arc<dyn Clock>,
+    guardrails: &Guardrails,
+    governance: &Governance,
+    decisions: &Decisions,
+    audit: &Audit,
+) {
+    flush_guardrails(guardrails, clock.now()).await;
+    governance.flush_usage().await;
+    decisions.flush_anonymous(true).await;
+    audit.shutdown().await;
+}
+
+async fn flush_guardrails(guardrails: &Guardrails, now: warrant_core::UnixTime) {
+    if let Err(e) = guardrails.flush(now).await {
+        tracing::warn!(error = %e, "could not save baselines and trust; will retry");
+    }
+}
+
+/// Runs `tick` every `period` (the first time one period from now) until aborted.
+fn every<F, Fut>(period: Duration, tick: F) -> JoinHandle<()>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut timer = tokio::time::interval(period);
+        timer.tick().await;
+        loop {
+            timer.tick().await;
+            tick().await;
+        }
+    })
 }

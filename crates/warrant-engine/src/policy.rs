@@ -5,10 +5,16 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
+use warrant_core::audit::{AuditEntry, AuditKind};
 use warrant_core::UnixTime;
 use warrant_policy::schema::{BASE_SCHEMA, SCHEMA_FILE};
 use warrant_policy::{CompiledPolicies, PolicyError, PolicyFile, DEFAULT_POLICIES, DEFAULT_POLICY_FILE};
 use warrant_store::{PolicyVersionRecord, Store, StoreError};
+
+use crate::audit::Audit;
+use crate::clock::Clock;
+use crate::error::{Classify, ErrorKind};
+use crate::govern::Governance;
 
 /// The set in force and its stored version id.
 #[derive(Debug)]
@@ -42,6 +48,27 @@ pub enum PolicyLoadError {
     Audit(String),
 }
 
+impl Classify for PolicyLoadError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            PolicyLoadError::Policy(_) => ErrorKind::Invalid,
+            PolicyLoadError::Audit(_) => ErrorKind::Unavailable,
+            _ => ErrorKind::Internal,
+        }
+    }
+}
+
+/// One stored version of the policy set, as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyVersion {
+    /// Its id, increasing.
+    pub id: i64,
+    /// Its fingerprint.
+    pub hash: String,
+    /// When it was loaded.
+    pub loaded_at: UnixTime,
+}
+
 /// What a reload did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reloaded {
@@ -60,12 +87,23 @@ pub enum Staged {
     New(Box<ActivePolicies>),
 }
 
-/// The policy set in force, swapped atomically on reload.
-#[derive(Debug)]
-pub struct PolicyManager {
+/// The policy service: the set in force (swapped atomically on reload), its
+/// validation, versions and audited reloads. Governance is told of every change (it
+/// replays recent decisions on the new set).
+pub struct Policy {
     dir: Option<PathBuf>,
     current: RwLock<Arc<ActivePolicies>>,
     fingerprint: Mutex<Vec<(String, u64, Option<std::time::SystemTime>)>>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    audit: Arc<Audit>,
+    governance: Arc<Governance>,
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policy").field("dir", &self.dir).finish_non_exhaustive()
+    }
 }
 
 /// Names, sizes and modification times of the policy files: cheap change detection.
@@ -104,12 +142,46 @@ async fn save(store: &dyn Store, compiled: &CompiledPolicies, now: UnixTime) -> 
         .await
 }
 
-impl PolicyManager {
+impl Policy {
     /// Loads the policy set. With a directory: creates it with the default set when it
     /// does not exist; when its files are invalid, falls back to the newest stored
     /// version (logged loudly) and fails only when there is none. Without a directory:
-    /// the default set.
-    pub async fn open(store: &dyn Store, dir: Option<PathBuf>, now: UnixTime) -> Result<Self, PolicyLoadError> {
+    /// the default set. The set in force at start is audited.
+    pub(crate) async fn open(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        dir: Option<PathBuf>,
+        audit: Arc<Audit>,
+        governance: Arc<Governance>,
+    ) -> Result<Self, PolicyLoadError> {
+        let now = clock.now();
+        let policy = Self::load(store.as_ref(), dir, now).await?;
+        let (dir, current, fingerprint) = policy;
+        let policy = Policy { dir, current, fingerprint, store, clock, audit, governance };
+        // The set in force at start is evidence too: which policies decided from now on.
+        if let Some(current) = policy.current() {
+            let mut entry = AuditEntry::new(now, AuditKind::Policy);
+            entry.details = serde_json::json!({
+                "op": "in_force_at_start",
+                "version": current.version,
+                "hash": current.compiled.hash(),
+                "policies": current.compiled.policy_ids(),
+            });
+            if let Err(e) = policy.audit.record(entry).await {
+                tracing::error!(error = %e, "cannot audit the policy set in force at start");
+            }
+        }
+        Ok(policy)
+    }
+
+    async fn load(
+        store: &dyn Store,
+        dir: Option<PathBuf>,
+        now: UnixTime,
+    ) -> Result<
+        (Option<PathBuf>, RwLock<Arc<ActivePolicies>>, Mutex<Vec<(String, u64, Option<std::time::SystemTime>)>>),
+        PolicyLoadError,
+    > {
         let compiled = match &dir {
             None => CompiledPolicies::compile(
                 vec![PolicyFile { name: DEFAULT_POLICY_FILE.into(), text: DEFAULT_POLICIES.into() }],
@@ -144,11 +216,7 @@ impl PolicyManager {
         let version = save(store, &compiled, now).await?;
         tracing::info!(version, policies = compiled.policy_ids().len(), hash = compiled.hash(), "policy set in force");
         let fingerprint = dir.as_deref().map(fingerprint).unwrap_or_default();
-        Ok(PolicyManager {
-            dir,
-            current: RwLock::new(Arc::new(ActivePolicies { compiled, version })),
-            fingerprint: Mutex::new(fingerprint),
-        })
+        Ok((dir, RwLock::new(Arc::new(ActivePolicies { compiled, version })), Mutex::new(fingerprint)))
     }
 
     /// The set in force. `None` only if a panic poisoned the lock (callers deny).
@@ -170,7 +238,8 @@ impl PolicyManager {
 
     /// Reads and validates the files' set and, when it differs from the set in force,
     /// stores it as a version. It does not take effect until [`activate`](Self::activate).
-    pub async fn stage(&self, store: &dyn Store, now: UnixTime) -> Result<Staged, PolicyLoadError> {
+    async fn stage(&self, now: UnixTime) -> Result<Staged, PolicyLoadError> {
+        let store = self.store.as_ref();
         let unchanged = || Staged::Unchanged(self.current().map(|c| c.version).unwrap_or(0));
         let Some(dir) = &self.dir else { return Ok(unchanged()) };
         if let Ok(mut f) = self.fingerprint.lock() {
@@ -186,19 +255,68 @@ impl PolicyManager {
 
     /// Forgets what the files looked like, so the next check reloads them (after a change
     /// that could not take effect).
-    pub fn forget_files(&self) {
+    fn forget_files(&self) {
         if let Ok(mut f) = self.fingerprint.lock() {
             f.clear();
         }
     }
 
     /// Puts a staged set in force.
-    pub fn activate(&self, staged: Box<ActivePolicies>) -> Reloaded {
+    fn activate(&self, staged: Box<ActivePolicies>) -> Reloaded {
         let (version, ids) = (staged.version, staged.compiled.policy_ids().len());
         if let Ok(mut current) = self.current.write() {
             *current = Arc::from(staged);
         }
         tracing::info!(version, policies = ids, "activated a new policy set");
         Reloaded::Activated(version)
+    }
+
+    /// Every stored version, oldest first.
+    pub async fn versions(&self) -> Result<Vec<PolicyVersion>, StoreError> {
+        Ok(self
+            .store
+            .policy_versions()
+            .await?
+            .into_iter()
+            .map(|v| PolicyVersion { id: v.id, hash: v.hash, loaded_at: v.loaded_at })
+            .collect())
+    }
+
+    /// Re-reads the policy directory; a valid, changed set takes effect once its audit
+    /// record is durable (if the record cannot be written, the change does not happen).
+    /// A refused set is audited too.
+    pub async fn reload(&self) -> Result<Reloaded, PolicyLoadError> {
+        let now = self.clock.now();
+        let staged = match self.stage(now).await {
+            Ok(Staged::Unchanged(version)) => return Ok(Reloaded::Unchanged(version)),
+            Ok(Staged::New(staged)) => staged,
+            Err(e) => {
+                tracing::error!(error = %e, "refused the new policy set; the previous set stays in force");
+                let mut entry = AuditEntry::new(now, AuditKind::Policy);
+                entry.details = serde_json::json!({ "op": "refused", "error": e.to_string() });
+                if let Err(audit) = self.audit.record(entry).await {
+                    tracing::error!(error = %audit, "a refused policy change could not be audited");
+                }
+                return Err(e);
+            }
+        };
+        let mut entry = AuditEntry::new(now, AuditKind::Policy);
+        entry.details = serde_json::json!({
+            "op": "activated",
+            "version": staged.version,
+            "hash": staged.compiled.hash(),
+            "policies": staged.compiled.policy_ids(),
+        });
+        if let Err(e) = self.audit.record(entry).await {
+            self.forget_files();
+            tracing::error!(error = %e, "a policy change could not be audited; it stays pending");
+            return Err(PolicyLoadError::Audit(e.to_string()));
+        }
+        let previous = self.current();
+        let reloaded = self.activate(staged);
+        if let (Some(old), Some(new)) = (previous, self.current()) {
+            self.governance.policy_changed((&old.compiled, old.version), (&new.compiled, new.version)).await;
+        }
+        Ok(reloaded)
     }
 }

@@ -1,15 +1,21 @@
 //! The registry: humans, their sessions, and agents.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use warrant_core::audit::{AuditEntry, AuditKind};
 use warrant_core::{Agent, AgentId, AgentStatus, Human, HumanId, HumanStatus, Mode, PublicJwk, Scope, UnixTime};
-use warrant_store::StoreError;
-use warrant_store::{SessionPurpose, SessionRecord};
+use warrant_store::{SessionPurpose, SessionRecord, Store, StoreError};
 use warrant_token::session::{sign_approver, sign_session, SessionClaims};
 
+use crate::audit::Audit;
+use crate::clock::Clock;
+use crate::directory::Directory;
+use crate::error::{Classify, ErrorKind};
+use crate::govern::Governance;
+use crate::guard::Guardrails;
+use crate::keys::KeyManager;
 use crate::random::{self, RandomError};
-use crate::Engine;
 
 /// Why a registry operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +38,17 @@ pub enum RegistryError {
     /// Storage, randomness or signing failed; the detail is for logs only.
     #[error("internal failure: {0}")]
     Internal(String),
+}
+
+impl Classify for RegistryError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            RegistryError::Invalid(_) => ErrorKind::Invalid,
+            RegistryError::NotFound { .. } => ErrorKind::NotFound,
+            RegistryError::Conflict(_) => ErrorKind::Conflict,
+            RegistryError::Internal(_) => ErrorKind::Internal,
+        }
+    }
 }
 
 impl From<StoreError> for RegistryError {
@@ -134,7 +151,66 @@ pub fn parse_agent_id(id: &str) -> Result<AgentId, RegistryError> {
     AgentId::parse(id).map_err(|e| RegistryError::Invalid(e.to_string()))
 }
 
-impl Engine {
+/// Session lifetimes and the issuer sessions name.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionSettings {
+    pub issuer: String,
+    pub session_ttl: i64,
+    pub approver_ttl: i64,
+}
+
+/// The registry service: humans, their sessions, and agents. Every change is audited,
+/// written to the store, then to the in-memory directory the decision path reads.
+pub struct Registry {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    sessions: SessionSettings,
+    directory: Arc<Directory>,
+    keys: Arc<KeyManager>,
+    audit: Arc<Audit>,
+    governance: Arc<Governance>,
+    guardrails: Arc<Guardrails>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").field("agents", &self.directory.agent_count()).finish_non_exhaustive()
+    }
+}
+
+/// What the registry service is built from.
+pub(crate) struct RegistryParts {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub sessions: SessionSettings,
+    pub directory: Arc<Directory>,
+    pub keys: Arc<KeyManager>,
+    pub audit: Arc<Audit>,
+    pub governance: Arc<Governance>,
+    pub guardrails: Arc<Guardrails>,
+}
+
+impl Registry {
+    pub(crate) fn new(parts: RegistryParts) -> Self {
+        let RegistryParts { store, clock, sessions, directory, keys, audit, governance, guardrails } = parts;
+        Registry { store, clock, sessions, directory, keys, audit, governance, guardrails }
+    }
+
+    /// Whether `id` names a registered agent (from memory).
+    pub fn is_registered(&self, id: &AgentId) -> bool {
+        self.directory.agent(id).is_some()
+    }
+
+    /// Every registered agent as last written, from memory, in no particular order.
+    pub fn agents_in_memory(&self) -> Vec<Arc<Agent>> {
+        self.directory.agents()
+    }
+
+    /// Every registered human by id as last written, from memory.
+    pub fn humans_in_memory(&self) -> std::collections::HashMap<HumanId, Arc<Human>> {
+        self.directory.humans()
+    }
+
     /// Audits a registry change before it is applied: if the record cannot be written,
     /// the change is refused.
     async fn audit_registry(
@@ -144,11 +220,12 @@ impl Engine {
         human: Option<&HumanId>,
         details: serde_json::Value,
     ) -> Result<(), RegistryError> {
-        let mut entry = AuditEntry::new(self.now(), AuditKind::Registry);
+        let mut entry = AuditEntry::new(self.clock.now(), AuditKind::Registry);
         entry.agent = agent.cloned();
         entry.human = human.cloned();
         entry.details = serde_json::json!({ "op": op, "change": details });
-        self.audit(entry)
+        self.audit
+            .record(entry)
             .await
             .map(|_| ())
             .map_err(|e| RegistryError::Internal(format!("the change could not be audited, so it was not made: {e}")))
@@ -162,16 +239,16 @@ impl Engine {
             email: check_email(&new.email)?,
             entitlements: parse_scope("entitlements", &new.entitlements)?,
             status: HumanStatus::Active,
-            created_at: self.now(),
+            created_at: self.clock.now(),
         };
-        if self.store().human_by_email(&human.email).await?.is_some() {
+        if self.store.human_by_email(&human.email).await?.is_some() {
             return Err(RegistryError::Conflict(format!("a human with email `{}` already exists", human.email)));
         }
         self.audit_registry("human.add", None, Some(&human.id), serde_json::to_value(&human).unwrap_or_default())
             .await?;
-        match self.store().insert_human(&human).await {
+        match self.store.insert_human(&human).await {
             Ok(()) => {
-                self.directory().put_human(human.clone());
+                self.directory.put_human(human.clone());
                 tracing::info!(human = %human.id, "registered a human");
                 Ok(human)
             }
@@ -185,12 +262,12 @@ impl Engine {
     /// One human.
     pub async fn human(&self, id: &str) -> Result<Human, RegistryError> {
         let id = parse_human_id(id)?;
-        self.store().get_human(&id).await?.ok_or(RegistryError::NotFound { kind: "human", id: id.to_string() })
+        self.store.get_human(&id).await?.ok_or(RegistryError::NotFound { kind: "human", id: id.to_string() })
     }
 
     /// Every human.
     pub async fn humans(&self) -> Result<Vec<Human>, RegistryError> {
-        Ok(self.store().list_humans().await?)
+        Ok(self.store.list_humans().await?)
     }
 
     /// Disables a human: no new work on their behalf, and they can own no new agents.
@@ -198,14 +275,14 @@ impl Engine {
         let human = self.human(id).await?;
         self.audit_registry("human.disable", None, Some(&human.id), serde_json::json!({ "status": "disabled" }))
             .await?;
-        self.store().set_human_status(&human.id, HumanStatus::Disabled).await?;
+        self.store.set_human_status(&human.id, HumanStatus::Disabled).await?;
         // A disabled human's open sessions, of either purpose, are good for nothing more.
-        self.store().revoke_sessions(&human.id, self.now()).await?;
+        self.store.revoke_sessions(&human.id, self.clock.now()).await?;
         let human = Human { status: HumanStatus::Disabled, ..human };
-        self.directory().put_human(human.clone());
+        self.directory.put_human(human.clone());
         // Their agents are orphans now.
-        let owned = self.directory().agents().into_iter().filter(|a| a.owner == human.id).map(|a| a.id.clone());
-        self.governance().touch(owned.collect::<Vec<_>>());
+        let owned = self.directory.agents().into_iter().filter(|a| a.owner == human.id).map(|a| a.id.clone());
+        self.governance.touch(owned.collect::<Vec<_>>());
         tracing::info!(human = %human.id, "disabled a human");
         Ok(human)
     }
@@ -230,27 +307,27 @@ impl Engine {
         if !human.is_active() {
             return Err(RegistryError::Conflict(format!("human `{}` is disabled", human.id)));
         }
-        let now = self.now();
+        let now = self.clock.now();
         let ttl = match purpose {
-            SessionPurpose::Approval => self.config().approver_ttl,
-            _ => self.config().session_ttl,
+            SessionPurpose::Approval => self.sessions.approver_ttl,
+            _ => self.sessions.session_ttl,
         };
         let claims = SessionClaims {
-            iss: self.config().issuer.clone(),
+            iss: self.sessions.issuer.clone(),
             sub: human.id.clone(),
-            aud: self.config().issuer.clone(),
+            aud: self.sessions.issuer.clone(),
             exp: now.plus(ttl),
             iat: now,
             nbf: now,
             jti: hex_id(random::bytes::<16>()?),
         };
-        let ring = self.keys().ring().map_err(|e| RegistryError::Internal(e.to_string()))?;
+        let ring = self.keys.ring().map_err(|e| RegistryError::Internal(e.to_string()))?;
         let token = match purpose {
             SessionPurpose::Approval => sign_approver(ring.active(), &claims),
             _ => sign_session(ring.active(), &claims),
         }
         .map_err(|e| RegistryError::Internal(e.to_string()))?;
-        self.store()
+        self.store
             .record_session(&SessionRecord {
                 jti: claims.jti.clone(),
                 human: human.id.clone(),
@@ -267,21 +344,22 @@ impl Engine {
     /// The active human an approver token speaks for, if it verifies and its session
     /// has not been revoked. A delegation session token is never accepted here.
     pub async fn approver_human(&self, token: &str) -> Option<HumanId> {
-        let ring = self.keys().ring().ok()?;
+        let ring = self.keys.ring().ok()?;
         let claims =
-            warrant_token::session::verify_approver(token, ring.as_ref(), &self.config().issuer, self.now()).ok()?;
-        let record = self.store().get_session(&claims.jti).await.ok()??;
+            warrant_token::session::verify_approver(token, ring.as_ref(), &self.sessions.issuer, self.clock.now())
+                .ok()?;
+        let record = self.store.get_session(&claims.jti).await.ok()??;
         if record.purpose != SessionPurpose::Approval || record.revoked_at.is_some() || record.human != claims.sub {
             return None;
         }
-        self.directory().human(&claims.sub).filter(|h| h.is_active()).map(|h| h.id.clone())
+        self.directory.human(&claims.sub).filter(|h| h.is_active()).map(|h| h.id.clone())
     }
 
     /// Registers an agent. Its owner must be an existing, active human.
     pub async fn add_agent(&self, new: NewAgent) -> Result<Agent, RegistryError> {
         let owner = parse_human_id(&new.owner)?;
         let owner = self
-            .store()
+            .store
             .get_human(&owner)
             .await?
             .ok_or_else(|| RegistryError::Invalid(format!("owner `{owner}` is not a registered human")))?;
@@ -290,7 +368,7 @@ impl Engine {
         }
         warrant_token::keys::verifying_key(&new.public_key)
             .map_err(|e| RegistryError::Invalid(format!("`public_key`: {e}")))?;
-        let now = self.now();
+        let now = self.clock.now();
         if new.expires_at.is_some_and(|t| t <= now) {
             return Err(RegistryError::Invalid("`expires_at` must be in the future".into()));
         }
@@ -324,9 +402,9 @@ impl Engine {
             serde_json::to_value(&agent).unwrap_or_default(),
         )
         .await?;
-        self.store().insert_agent(&agent).await?;
-        self.directory().put_agent(agent.clone());
-        self.governance().touch([agent.id.clone()]);
+        self.store.insert_agent(&agent).await?;
+        self.directory.put_agent(agent.clone());
+        self.governance.touch([agent.id.clone()]);
         tracing::info!(agent = %agent.id, owner = %agent.owner, mode = %agent.mode, "registered an agent");
         Ok(agent)
     }
@@ -334,13 +412,13 @@ impl Engine {
     /// One agent.
     pub async fn agent(&self, id: &str) -> Result<Agent, RegistryError> {
         let id = parse_agent_id(id)?;
-        self.store().get_agent(&id).await?.ok_or(RegistryError::NotFound { kind: "agent", id: id.to_string() })
+        self.store.get_agent(&id).await?.ok_or(RegistryError::NotFound { kind: "agent", id: id.to_string() })
     }
 
     /// Every agent, optionally only one owner's.
     pub async fn agents(&self, owner: Option<&str>) -> Result<Vec<Agent>, RegistryError> {
         let owner = owner.map(parse_human_id).transpose()?;
-        Ok(self.store().list_agents(owner.as_ref()).await?)
+        Ok(self.store.list_agents(owner.as_ref()).await?)
     }
 
     /// Suspends, resumes or retires an agent. Retirement is final.
@@ -358,14 +436,14 @@ impl Engine {
         let op = format!("agent.{}", next.as_str());
         self.audit_registry(&op, Some(&agent.id), Some(&agent.owner), serde_json::json!({ "status": next.as_str() }))
             .await?;
-        self.store().set_agent_status(&agent.id, next).await?;
+        self.store.set_agent_status(&agent.id, next).await?;
         let agent = Agent { status: next, ..agent };
-        self.directory().put_agent(agent.clone());
-        self.governance().touch([agent.id.clone()]);
+        self.directory.put_agent(agent.clone());
+        self.governance.touch([agent.id.clone()]);
         if change == AgentTransition::Resume {
             // The owner reviewed it: trust is raised to the resume floor, so the agent's
             // next request does not quarantine it again at once.
-            self.guard().resumed(&agent.id, self.now());
+            self.guardrails.resumed(&agent.id, self.clock.now());
         }
         tracing::info!(agent = %agent.id, status = next.as_str(), "changed an agent's status");
         Ok(agent)

@@ -12,8 +12,13 @@ use warrant_core::audit::{AuditEntry, AuditKind};
 use warrant_core::{AgentId, HumanId, TaskId, UnixTime, WarrantId};
 use warrant_store::{RevocationKind, RevocationRecord, Store, StoreError, TaskRecord, WarrantRecord};
 
+use crate::audit::Audit;
+use crate::clock::Clock;
+use crate::directory::Directory;
+use crate::error::{Classify, ErrorKind};
+use crate::events::{EventBus, EventKind};
+use crate::keys::KeyManager;
 use crate::random;
-use crate::Engine;
 
 /// Why a revocation or task operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +41,17 @@ pub enum RevokeError {
     /// Storage or audit failed; nothing was acknowledged. The detail is for logs.
     #[error("internal failure: {0}")]
     Internal(String),
+}
+
+impl Classify for RevokeError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            RevokeError::Invalid(_) => ErrorKind::Invalid,
+            RevokeError::NotFound { .. } => ErrorKind::NotFound,
+            RevokeError::Forbidden(_) => ErrorKind::Forbidden,
+            RevokeError::Internal(_) => ErrorKind::Internal,
+        }
+    }
 }
 
 impl From<StoreError> for RevokeError {
@@ -81,7 +97,7 @@ impl RevocationIndex {
         self.tasks.read().map(|s| s.contains(task)).unwrap_or(true)
     }
 
-    fn add(&self, jtis: impl IntoIterator<Item = WarrantId>, why: &str) {
+    pub(crate) fn add(&self, jtis: impl IntoIterator<Item = WarrantId>, why: &str) {
         let why: Arc<str> = Arc::from(why);
         if let Ok(mut m) = self.warrants.write() {
             for jti in jtis {
@@ -90,7 +106,7 @@ impl RevocationIndex {
         }
     }
 
-    fn end_task(&self, task: TaskId) {
+    pub(crate) fn end_task(&self, task: TaskId) {
         if let Ok(mut s) = self.tasks.write() {
             s.insert(task);
         }
@@ -107,13 +123,44 @@ impl RevocationIndex {
     }
 }
 
+/// The revocation service: revokes warrants, agents, tasks and humans, completes tasks,
+/// and answers whether a warrant or task is still in force (from memory, for the
+/// decision path, or from the store, for reports).
+pub struct Revocation {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    issuer: String,
+    index: RevocationIndex,
+    directory: Arc<Directory>,
+    keys: Arc<KeyManager>,
+    audit: Arc<Audit>,
+    events: Arc<EventBus>,
+}
+
+impl std::fmt::Debug for Revocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Revocation").field("tracked", &self.index.len()).finish_non_exhaustive()
+    }
+}
+
+/// What the revocation service is built from.
+pub(crate) struct RevocationParts {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub issuer: String,
+    pub directory: Arc<Directory>,
+    pub keys: Arc<KeyManager>,
+    pub audit: Arc<Audit>,
+    pub events: Arc<EventBus>,
+}
+
 /// A warrant's state in a task tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskWarrant {
     /// The record.
     pub record: WarrantRecord,
-    /// `active`, `expired` or `revoked`.
-    pub state: &'static str,
+    /// Active, expired or revoked.
+    pub state: WarrantState,
 }
 
 /// A task and its warrants.
@@ -127,11 +174,38 @@ pub struct TaskView {
     pub warrants: Vec<TaskWarrant>,
 }
 
-impl Engine {
+impl Revocation {
+    /// Loads the revocations in force and builds the service.
+    pub(crate) async fn load(parts: RevocationParts) -> Result<Self, StoreError> {
+        let RevocationParts { store, clock, issuer, directory, keys, audit, events } = parts;
+        let index = RevocationIndex::load(store.as_ref(), clock.now()).await?;
+        Ok(Revocation { store, clock, issuer, index, directory, keys, audit, events })
+    }
+
+    /// The revoked warrants and ended tasks, in memory (what the decision path reads).
+    pub fn index(&self) -> &RevocationIndex {
+        &self.index
+    }
+
+    /// How many recorded warrants are unexpired now (revoked ones included).
+    pub async fn live_warrants(&self) -> Result<u64, StoreError> {
+        self.store.count_live_warrants(self.clock.now()).await
+    }
+
+    /// Why `jti` was revoked, if it was (from memory; fail closed).
+    pub fn warrant_revoked(&self, jti: &WarrantId) -> Option<Arc<str>> {
+        self.index.warrant(jti)
+    }
+
+    /// Whether `task` has ended (from memory; fail closed).
+    pub fn task_ended(&self, task: &TaskId) -> bool {
+        self.index.task_ended(task)
+    }
+
     /// Revokes `id` of `kind`, with everything derived from it. Effective for the next
     /// decision on this node once this returns.
     pub async fn revoke(&self, kind: RevocationKind, id: &str, reason: &str) -> Result<Revoked, RevokeError> {
-        let now = self.now();
+        let now = self.clock.now();
         let invalid = |e: &dyn std::fmt::Display| RevokeError::Invalid(e.to_string());
         let reason = reason.trim();
         if reason.is_empty() || reason.chars().count() > 500 {
@@ -143,28 +217,28 @@ impl Engine {
         let task = match kind {
             RevocationKind::Warrant => {
                 let jti = WarrantId::parse(id).map_err(|e| invalid(&e))?;
-                if self.store().get_warrant(&jti).await?.is_none() {
+                if self.store.get_warrant(&jti).await?.is_none() {
                     return Err(RevokeError::NotFound { kind: "warrant", id: id.into() });
                 }
                 None
             }
             RevocationKind::Agent => {
                 let agent_id = AgentId::parse(id).map_err(|e| invalid(&e))?;
-                if self.store().get_agent(&agent_id).await?.is_none() {
+                if self.store.get_agent(&agent_id).await?.is_none() {
                     return Err(RevokeError::NotFound { kind: "agent", id: id.into() });
                 }
                 None
             }
             RevocationKind::Task => {
                 let task = TaskId::parse(id).map_err(|e| invalid(&e))?;
-                if self.store().get_task(&task).await?.is_none() {
+                if self.store.get_task(&task).await?.is_none() {
                     return Err(RevokeError::NotFound { kind: "task", id: id.into() });
                 }
                 Some(task)
             }
             RevocationKind::Human => {
                 let human = HumanId::parse(id).map_err(|e| invalid(&e))?;
-                if self.store().get_human(&human).await?.is_none() {
+                if self.store.get_human(&human).await?.is_none() {
                     return Err(RevokeError::NotFound { kind: "human", id: id.into() });
                 }
                 None
@@ -180,23 +254,23 @@ impl Engine {
             reason: reason.to_owned(),
             at: now,
         };
-        let targets = self.store().revoke(&revocation, now).await?;
+        let targets = self.store.revoke(&revocation, now).await?;
         if kind == RevocationKind::Agent {
             // The store suspended it in the revocation's transaction; the directory follows.
-            if let Some(agent) = self.store().get_agent(&AgentId::parse(id).map_err(|e| invalid(&e))?).await? {
-                self.directory().put_agent(agent);
+            if let Some(agent) = self.store.get_agent(&AgentId::parse(id).map_err(|e| invalid(&e))?).await? {
+                self.directory.put_agent(agent);
             }
         }
         // Warrants an earlier revocation already ended are covered again, not ended again.
-        let ended = targets.iter().filter(|(jti, _)| self.revocations().warrant(jti).is_none()).count();
+        let ended = targets.iter().filter(|(jti, _)| self.index.warrant(jti).is_none()).count();
         let why = format!("revoked ({} `{}`): {}", kind.as_str(), id, reason);
-        self.revocations().add(targets.iter().map(|(jti, _)| jti.clone()), &why);
+        self.index.add(targets.iter().map(|(jti, _)| jti.clone()), &why);
         if let Some(task) = task {
-            self.revocations().end_task(task);
+            self.index.end_task(task);
         }
         tracing::info!(revocation = %revocation.id, kind = kind.as_str(), target = id, warrants = targets.len(), "revoked");
         let event_agent = AgentId::parse(id).ok();
-        self.events().publish_with(crate::events::EventKind::Revocation, now, event_agent.as_ref(), || {
+        self.events.publish_with(EventKind::Revocation, now, event_agent.as_ref(), || {
             serde_json::json!({
                 "revocation": revocation.id, "kind": kind.as_str(), "target": id, "reason": reason,
                 "revoked_warrants": targets.len(),
@@ -218,7 +292,8 @@ impl Engine {
             "reason": reason,
             "revoked_warrants": targets.iter().map(|(jti, _)| jti.as_str()).collect::<Vec<_>>(),
         });
-        self.audit(entry)
+        self.audit
+            .record(entry)
             .await
             .map_err(|e| RevokeError::Internal(format!("the revocation is in force but could not be audited: {e}")))?;
         Ok(Revoked { id: revocation.id, revoked_warrants: ended })
@@ -228,28 +303,28 @@ impl Engine {
     pub async fn task(&self, id: &str) -> Result<TaskView, RevokeError> {
         let task_id = TaskId::parse(id).map_err(|e| RevokeError::Invalid(e.to_string()))?;
         let task = self
-            .store()
+            .store
             .get_task(&task_id)
             .await?
             .ok_or_else(|| RevokeError::NotFound { kind: "task", id: id.into() })?;
-        let now = self.now();
+        let now = self.clock.now();
         let warrants = self
-            .store()
+            .store
             .task_warrants(&task_id)
             .await?
             .into_iter()
             .map(|record| {
-                let state = if self.revocations().warrant(&record.jti).is_some() {
-                    "revoked"
+                let state = if self.index.warrant(&record.jti).is_some() {
+                    WarrantState::Revoked
                 } else if record.expires_at <= now {
-                    "expired"
+                    WarrantState::Expired
                 } else {
-                    "active"
+                    WarrantState::Active
                 };
                 TaskWarrant { record, state }
             })
             .collect();
-        Ok(TaskView { ended: self.revocations().task_ended(&task_id), task, warrants })
+        Ok(TaskView { ended: self.index.task_ended(&task_id), task, warrants })
     }
 }
 
@@ -262,7 +337,7 @@ pub enum Completer<'a> {
     RootWarrant(&'a str),
 }
 
-impl Engine {
+impl Revocation {
     /// Completes a task: ends it and every warrant in it, so access closes when the work
     /// is done rather than when a timer runs out.
     pub async fn complete_task(&self, id: &str, by: Completer<'_>) -> Result<Revoked, RevokeError> {
@@ -270,21 +345,79 @@ impl Engine {
         let who = match by {
             Completer::Admin => "an administrator".to_owned(),
             Completer::RootWarrant(token) => {
-                let ring = self.keys().ring().map_err(|e| RevokeError::Internal(e.to_string()))?;
+                let ring = self.keys.ring().map_err(|e| RevokeError::Internal(e.to_string()))?;
                 let claims =
-                    warrant_token::warrant::verify_warrant(token, ring.as_ref(), &self.config().issuer, self.now())
+                    warrant_token::warrant::verify_warrant(token, ring.as_ref(), &self.issuer, self.clock.now())
                         .map_err(|e| RevokeError::Forbidden(format!("the bearer token is not a valid warrant: {e}")))?;
                 if claims.task.id != task || claims.parent.is_some() {
                     return Err(RevokeError::Forbidden(format!(
                         "only the holder of task `{task}`'s root warrant (or an administrator) may complete it"
                     )));
                 }
-                if let Some(why) = self.revocations().warrant(&claims.jti) {
+                if let Some(why) = self.index.warrant(&claims.jti) {
                     return Err(RevokeError::Forbidden(format!("the root warrant has been {why}")));
                 }
                 format!("agent `{}` holding the root warrant", claims.client_id)
             }
         };
         self.revoke(RevocationKind::Task, task.as_str(), &format!("task completed by {who}")).await
+    }
+}
+
+/// Where a recorded warrant stands now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WarrantState {
+    /// Unexpired and not revoked: decisions go on to the identity, scope and policy checks.
+    Active,
+    /// Past its expiry, never revoked.
+    Expired,
+    /// Revoked (directly, through its task, an agent of its chain, its human or an
+    /// ancestor), whether or not it has expired since.
+    Revoked,
+}
+
+impl WarrantState {
+    /// The wire name: `active`, `expired` or `revoked`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WarrantState::Active => "active",
+            WarrantState::Expired => "expired",
+            WarrantState::Revoked => "revoked",
+        }
+    }
+}
+
+/// A recorded warrant, its state and the revocation that ended it, if any.
+#[derive(Debug, Clone)]
+pub struct WarrantStatus {
+    /// The warrant as recorded at issuance.
+    pub record: WarrantRecord,
+    /// Its state now.
+    pub state: WarrantState,
+    /// The revocation that ended it (`None` unless `state` is `Revoked`). When the
+    /// in-memory index knows of a revocation the store cannot show, the state is still
+    /// `Revoked` (fail closed) and this is `None`.
+    pub revocation: Option<RevocationRecord>,
+}
+
+impl Revocation {
+    /// The state of the warrant `jti`: revoked (with its revocation), expired or active.
+    pub async fn warrant_status(&self, jti: &str) -> Result<WarrantStatus, RevokeError> {
+        let id = WarrantId::parse(jti).map_err(|e| RevokeError::Invalid(e.to_string()))?;
+        let record = self
+            .store
+            .get_warrant(&id)
+            .await?
+            .ok_or_else(|| RevokeError::NotFound { kind: "warrant", id: jti.into() })?;
+        let revocation = self.store.revocation_of(&id).await?;
+        let revoked = revocation.is_some() || self.index.warrant(&id).is_some() || self.index.task_ended(&record.task);
+        let state = if revoked {
+            WarrantState::Revoked
+        } else if record.expires_at <= self.clock.now() {
+            WarrantState::Expired
+        } else {
+            WarrantState::Active
+        };
+        Ok(WarrantStatus { record, state, revocation })
     }
 }

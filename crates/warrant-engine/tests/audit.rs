@@ -57,9 +57,16 @@ fn witness_path(dir: &Path) -> PathBuf {
     dir.join("witness").join("audit-witness.jsonl")
 }
 
+/// Loads the key ring over `store` as the engine does, at `T0`.
+async fn load_keys(store: &Arc<SqliteStore>, config: &EngineConfig) -> Result<KeyManager, warrant_engine::KeyError> {
+    let clock: Arc<dyn warrant_engine::Clock> = Arc::new(warrant_engine::ManualClock::at(UnixTime(T0)));
+    let lifetimes = warrant_engine::keys::KeyLifetimes { max_ttl: config.limits.max_ttl, grace: config.key_grace };
+    KeyManager::load(Arc::clone(store) as _, clock, config.kek.clone(), lifetimes).await
+}
+
 async fn open(dir: &Path) -> (Arc<SqliteStore>, Arc<KeyManager>) {
     let store = Arc::new(SqliteStore::open(&db(dir)).unwrap());
-    let keys = Arc::new(KeyManager::load(store.as_ref(), UnixTime(T0), &config()).await.unwrap());
+    let keys = Arc::new(load_keys(&store, &config()).await.unwrap());
     (store, keys)
 }
 
@@ -284,12 +291,12 @@ async fn checkpoints_have_a_key_of_their_own_and_a_retired_one_still_verifies() 
     // Rotating the warrant key leaves the checkpoint key alone; rotating the checkpoint
     // key retires the old one, whose checkpoints keep verifying.
     warrant_engine::keys::rotate(store.as_ref(), &kek(), UnixTime(T0 + 1)).await.unwrap();
-    keys.refresh(store.as_ref(), UnixTime(T0 + 1), &config()).await.unwrap();
+    keys.refresh_at(UnixTime(T0 + 1)).await.unwrap();
     assert_eq!(keys.checkpoint_key().unwrap().kid(), first_kid);
     warrant_engine::keys::rotate_purpose(store.as_ref(), &kek(), KeyPurpose::Checkpoint, UnixTime(T0 + 2))
         .await
         .unwrap();
-    keys.refresh(store.as_ref(), UnixTime(T0 + 10 * 86_400), &config()).await.unwrap();
+    keys.refresh_at(UnixTime(T0 + 10 * 86_400)).await.unwrap();
     assert_ne!(keys.checkpoint_key().unwrap().kid(), first_kid);
     for i in 11..=20 {
         w.submit(entry(i)).await.unwrap();
@@ -553,7 +560,7 @@ async fn keys_at_rest_no_seed_is_in_the_database_file() {
     }
     // A rotation writes a second warrant key.
     warrant_engine::keys::rotate(store.as_ref(), &kek(), UnixTime(T0 + 1)).await.unwrap();
-    keys.refresh(store.as_ref(), UnixTime(T0 + 1), &config()).await.unwrap();
+    keys.refresh_at(UnixTime(T0 + 1)).await.unwrap();
     w.shutdown().await;
     let seeds: Vec<[u8; 32]> = store
         .signing_keys()
@@ -580,22 +587,22 @@ async fn keys_at_rest_no_seed_is_in_the_database_file() {
 async fn keys_at_rest_a_copied_database_without_its_kek_cannot_sign() {
     let dir = tempfile::tempdir().unwrap();
     build_log(dir.path(), 5).await;
-    let store = SqliteStore::open(&db(dir.path())).unwrap();
+    let store = Arc::new(SqliteStore::open(&db(dir.path())).unwrap());
     let before = store.signing_keys().await.unwrap().len();
     // No KEK at all, or another one: a clear error, and no new key is made.
     let mut no_kek = config();
     no_kek.kek = None;
-    let err = KeyManager::load(&store, UnixTime(T0), &no_kek).await.unwrap_err();
+    let err = load_keys(&store, &no_kek).await.unwrap_err();
     assert!(matches!(err, warrant_engine::KeyError::NoKek), "{err}");
     let mut wrong = config();
     wrong.kek = Some(Kek::from_bytes([0x66; 32]));
-    let err = KeyManager::load(&store, UnixTime(T0), &wrong).await.unwrap_err();
+    let err = load_keys(&store, &wrong).await.unwrap_err();
     assert!(matches!(err, warrant_engine::KeyError::Sealed { .. }), "{err}");
     assert!(err.to_string().contains("does not open"), "{err}");
-    assert!(warrant_engine::keys::checkpoint_keys(&store, None).await.is_err());
+    assert!(warrant_engine::keys::checkpoint_keys(store.as_ref(), None).await.is_err());
     assert_eq!(store.signing_keys().await.unwrap().len(), before, "no key was created");
     // With its KEK it opens as before.
-    assert!(KeyManager::load(&store, UnixTime(T0), &config()).await.is_ok());
+    assert!(load_keys(&store, &config()).await.is_ok());
     assert_eq!(store.signing_keys().await.unwrap().len(), before);
 }
 
@@ -673,8 +680,8 @@ async fn tamper_rechained_records_with_checkpoints_resigned_by_an_inserted_key_a
     assert!(!witness.ok);
     assert!(witness.problem.as_deref().unwrap().contains("record 50 no longer has the head hash"), "{witness:?}");
     // A server would refuse to start on it rather than adopt the inserted key.
-    let store = SqliteStore::open(&db(dir.path())).unwrap();
-    let err = KeyManager::load(&store, UnixTime(T0), &config()).await.unwrap_err();
+    let store = Arc::new(SqliteStore::open(&db(dir.path())).unwrap());
+    let err = load_keys(&store, &config()).await.unwrap_err();
     assert!(matches!(err, warrant_engine::KeyError::UnexpectedPlaintext(_)), "{err}");
 }
 

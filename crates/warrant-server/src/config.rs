@@ -303,7 +303,7 @@ pub struct Settings {
     /// Continuous governance.
     pub govern: warrant_engine::govern::GovernConfig,
     /// Where finding events are delivered, if anywhere.
-    pub webhook: Option<crate::webhook::WebhookConfig>,
+    pub webhook: Option<warrant_engine::webhook::WebhookConfig>,
     /// The key-encryption key file, read when `WARRANT_KEK` is not set (default
     /// `<data>/keys/kek`; in production put it on another disk, or use the variable).
     pub kek_file: PathBuf,
@@ -317,7 +317,7 @@ pub struct Settings {
 /// The witness file for a data directory when none is configured:
 /// `<data>/witness/audit-witness.jsonl`.
 pub fn default_witness(data: &Path) -> PathBuf {
-    data.join("witness").join(warrant_engine::witness::WITNESS_FILE)
+    data.join("witness").join(warrant_engine::audit::witness::WITNESS_FILE)
 }
 
 impl FileConfig {

@@ -29,7 +29,7 @@ use serde::Deserialize;
 use warrant_engine::govern::GovernConfig;
 
 use crate::config::ConfigError;
-use crate::webhook::WebhookConfig;
+use warrant_engine::webhook::WebhookConfig;
 
 /// The `[governance]` table. Every key is optional.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -142,12 +142,15 @@ impl GovernanceFile {
                 }
                 None
             }
-            Some(url) => Some(WebhookConfig::new(
-                url,
-                self.webhook_secret.clone(),
-                self.webhook_attempts,
-                self.danger_allow_private_webhook.unwrap_or(false),
-            )?),
+            Some(url) => Some(
+                WebhookConfig::new(
+                    url,
+                    self.webhook_secret.clone(),
+                    self.webhook_attempts,
+                    self.danger_allow_private_webhook.unwrap_or(false),
+                )
+                .map_err(|e| ConfigError::Invalid(e.0))?,
+            ),
         };
         Ok((g, webhook))
     }

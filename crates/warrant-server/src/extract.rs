@@ -168,7 +168,7 @@ impl FromRequestParts<AppState> for ApproverAuth {
             return Ok(ApproverAuth(Decider::Admin));
         }
         let human = match presented {
-            Some(p) => state.engine.approver_human(p).await,
+            Some(p) => state.engine.registry().approver_human(p).await,
             None => None,
         };
         human.map(|h| ApproverAuth(Decider::Human(h))).ok_or_else(|| {

@@ -20,7 +20,8 @@ pub mod ratelimit;
 pub mod routes;
 pub mod server;
 pub mod telemetry;
-pub mod webhook;
+/// The outbound webhook (part of the engine; re-exported for callers of this crate).
+pub use warrant_engine::webhook;
 
 pub use app::{app, AppState};
 pub use config::{FileConfig, ServeOptions, Settings};

@@ -86,7 +86,7 @@ impl Metrics {
 
     /// Counts one decision.
     pub fn decided(&self, decision: &Decision, took: Duration) {
-        self.decisions.with_label_values(&[decision.outcome.as_str(), decision.code]).inc();
+        self.decisions.with_label_values(&[decision.outcome.as_str(), decision.code.as_str()]).inc();
         self.latency.observe(took.as_secs_f64());
     }
 
@@ -99,19 +99,19 @@ impl Metrics {
     /// The Prometheus text exposition, with gauges read now.
     pub async fn render(&self, engine: &Engine) -> String {
         let to_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-        if let Ok(n) = engine.store().count_live_warrants(engine.now()).await {
+        if let Ok(n) = engine.revocation().live_warrants().await {
             self.live_warrants.set(to_i64(n));
         }
-        self.revoked_tracked.set(to_i64(engine.revocations().len() as u64));
-        self.cached_warrants.set(to_i64(engine.warrant_cache().len() as u64));
-        let audit = engine.audit_writer();
+        self.revoked_tracked.set(to_i64(engine.revocation().index().len() as u64));
+        self.cached_warrants.set(to_i64(engine.decisions().cached_warrants() as u64));
+        let audit = engine.audit();
         self.audit_queue.set(to_i64(audit.queue_depth() as u64));
         let m = audit.metrics();
         self.audit_head.set(to_i64(m.head_seq()));
         self.audit_batches.set(to_i64(m.batches()));
         self.audit_failed_batches.set(to_i64(m.failed_batches()));
         self.audit_commit_seconds.set(m.last_commit_latency().as_secs_f64());
-        self.policy_version.set(engine.policies().current().map(|c| c.version).unwrap_or(0));
+        self.policy_version.set(engine.policy().current().map(|c| c.version).unwrap_or(0));
         let mut out = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
             tracing::warn!(error = %e, "cannot encode metrics");

@@ -125,7 +125,7 @@ impl RateLimits {
             .as_deref()
             .or(req.actor_token.as_deref())
             .and_then(|assertion| warrant_token::assertion::claimed_agent(assertion).ok())
-            .filter(|id| engine.directory().agent(id).is_some());
+            .filter(|id| engine.registry().is_registered(id));
         let (wait, who) = match claimed {
             Some(agent) => (self.token_client.as_ref()?.check(agent.as_str(), now).err()?, "for this agent"),
             None => (self.token_ip.as_ref()?.check(&address_key(addr?), now).err()?, "from this address"),
@@ -151,7 +151,7 @@ impl RateLimits {
         let limiter = self.anonymous_ip.as_ref()?;
         let key = address_key(addr?);
         let wait = limiter.over(&key, engine.now())?;
-        if tokens.all(|t| engine.knows_warrant(t)) {
+        if tokens.all(|t| engine.decisions().knows_warrant(t)) {
             return None;
         }
         tracing::info!(wait, "decision request refused: too many anonymous requests from its address");
@@ -178,7 +178,7 @@ impl RateLimits {
         let key = address_key(addr);
         let now = engine.now();
         for d in decisions {
-            if d.claims.is_none() && d.outcome == warrant_engine::decision::Outcome::Deny {
+            if d.claims.is_none() && d.outcome == warrant_engine::Outcome::Deny {
                 let _ = limiter.check(&key, now);
             }
         }

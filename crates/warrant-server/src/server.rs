@@ -11,7 +11,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use tokio::net::TcpListener;
 use warrant_core::UnixTime;
-use warrant_engine::{Clock, Engine, EngineConfig, OpenError};
+use warrant_engine::{BackgroundOptions, Clock, Engine, EngineConfig, OpenError};
 use warrant_store::{SqliteStore, StoreError};
 
 use crate::app::{app, AppState};
@@ -272,63 +272,17 @@ impl BoundServer {
     /// (see [`crate::listen`] for the connection limits).
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
         let engine = Arc::clone(&self.state.engine);
-        let refresher = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(KEY_REFRESH);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                if let Err(e) = engine.refresh_keys().await {
-                    tracing::warn!(error = %e, "could not reload the signing keys; keeping the current ring");
-                }
-            }
+        let background = engine.start(BackgroundOptions {
+            key_refresh: KEY_REFRESH,
+            policy_watch: POLICY_WATCH,
+            webhook: self.webhook.clone(),
         });
-        let engine = Arc::clone(&self.state.engine);
-        let watcher = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(POLICY_WATCH);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                if engine.policies().changed_on_disk() {
-                    // Both outcomes are logged and audited by the reload itself; an invalid
-                    // set is refused and the previous one stays in force.
-                    let _ = engine.reload_policies().await;
-                }
-            }
-        });
-        let engine = Arc::clone(&self.state.engine);
-        let flusher = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(engine.guard().config().flush_interval);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                engine.flush_guard().await;
-                engine.flush_anonymous(false).await;
-            }
-        });
-        // Subscribed before governance starts, so the first sweep's findings are delivered.
-        let webhook = self.webhook.clone().map(|config| {
-            let events = self.state.engine.events().subscribe_findings();
-            tokio::spawn(crate::webhook::run(config, events))
-        });
-        let engine = Arc::clone(&self.state.engine);
-        let governance = tokio::spawn(async move { engine.run_governance().await });
-        let engine = Arc::clone(&self.state.engine);
         let router = app(self.state, self.body_limit);
         let result =
             crate::listen::serve(self.listener, router, self.limits, shutdown).await.map_err(ServeError::Serve);
-        refresher.abort();
-        watcher.abort();
-        flusher.abort();
-        governance.abort();
-        engine.flush_guard().await;
-        engine.flush_governance().await;
-        engine.flush_anonymous(true).await;
-        // Every answered request's record is already durable; this drains what is queued
-        // and signs a last checkpoint.
-        engine.audit_writer().shutdown().await;
-        if let Some(webhook) = webhook {
-            webhook.abort();
-        }
+        // Every answered request's record is already durable; this stops the loops,
+        // saves what is only in memory, drains what is queued and signs a last checkpoint.
+        background.shutdown().await;
         // Only now may another process take the data directory.
         drop(self.lock);
         tracing::info!("server stopped");

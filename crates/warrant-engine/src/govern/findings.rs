@@ -10,9 +10,9 @@ use warrant_core::govern::{Acceptance, Changes, Finding, FindingKind, FindingSta
 use warrant_core::{Agent, AgentStatus, Scope, UnixTime};
 use warrant_store::{FindingFilter, RevocationKind, StoreError};
 
+use super::Governance;
 use crate::events::EventKind;
-use crate::policy::ActivePolicies;
-use crate::Engine;
+use warrant_policy::CompiledPolicies;
 
 /// The longest acceptance justification, in characters.
 pub const MAX_JUSTIFICATION: usize = 1000;
@@ -40,7 +40,7 @@ pub enum FindingError {
     Internal(String),
 }
 
-impl Engine {
+impl Governance {
     /// Records a sweep's (or an event's) changes: the store first, then memory, then
     /// one `finding` event per opened, reopened or resolved finding.
     pub(crate) async fn commit_findings(&self, changes: Changes, now: UnixTime) -> Result<(), StoreError> {
@@ -48,8 +48,8 @@ impl Engine {
             return Ok(());
         }
         let all: Vec<Finding> = changes.all().cloned().collect();
-        self.store().save_findings(&all).await?;
-        let gov = self.governance();
+        self.store.save_findings(&all).await?;
+        let gov = self;
         if let Ok(mut active) = gov.active.lock() {
             for f in changes.opened.iter().chain(&changes.updated).chain(&changes.reopened) {
                 active.insert(f.key(), f.clone());
@@ -69,7 +69,7 @@ impl Engine {
     }
 
     fn publish_finding(&self, change: &str, finding: &Finding, now: UnixTime) {
-        self.events().publish_with(EventKind::Finding, now, finding.agent().as_ref(), || {
+        self.events.publish_with(EventKind::Finding, now, finding.agent().as_ref(), || {
             let mut data = serde_json::to_value(finding).unwrap_or_default();
             if let Some(map) = data.as_object_mut() {
                 map.insert("change".into(), json!(change));
@@ -79,7 +79,8 @@ impl Engine {
     }
 
     async fn audit_governance(&self, entry: AuditEntry) -> Result<(), FindingError> {
-        self.audit(entry)
+        self.audit
+            .record(entry)
             .await
             .map(|_| ())
             .map_err(|e| FindingError::Internal(format!("the change could not be audited, so it was not made: {e}")))
@@ -87,7 +88,7 @@ impl Engine {
 
     /// Findings matching `filter`, most recently seen first.
     pub async fn findings(&self, filter: &FindingFilter) -> Result<Vec<Finding>, FindingError> {
-        Ok(self.store().list_findings(filter).await?)
+        Ok(self.store.list_findings(filter).await?)
     }
 
     /// One finding.
@@ -95,7 +96,7 @@ impl Engine {
         if id.len() > 64 || !id.starts_with("fnd_") {
             return Err(FindingError::NotFound(format!("finding `{}`", id.chars().take(64).collect::<String>())));
         }
-        self.store().get_finding(id).await?.ok_or_else(|| FindingError::NotFound(format!("finding `{id}`")))
+        self.store.get_finding(id).await?.ok_or_else(|| FindingError::NotFound(format!("finding `{id}`")))
     }
 
     /// Accepts the risk of an active finding until `until`, with a justification. The
@@ -112,14 +113,14 @@ impl Engine {
         if justification.is_empty() || justification.chars().count() > MAX_JUSTIFICATION {
             return Err(FindingError::Invalid(format!("`justification` must be 1 to {MAX_JUSTIFICATION} characters")));
         }
-        let now = self.now();
-        let max = self.governance().config().max_acceptance;
+        let now = self.clock.now();
+        let max = self.config().max_acceptance;
         if until <= now || now.until(until) > max {
             return Err(FindingError::Invalid(format!(
                 "`until` must be in the future and at most {max} seconds away (acceptances expire)"
             )));
         }
-        let _serial = self.governance().serial.lock().await;
+        let _serial = self.serial.lock().await;
         let mut finding = self.finding(id).await?;
         if finding.status == FindingStatus::Resolved {
             return Err(FindingError::Conflict(format!("finding `{id}` is resolved; there is nothing to accept")));
@@ -139,8 +140,8 @@ impl Engine {
             "until": until,
         });
         self.audit_governance(entry).await?;
-        self.store().save_findings(std::slice::from_ref(&finding)).await?;
-        if let Ok(mut active) = self.governance().active.lock() {
+        self.store.save_findings(std::slice::from_ref(&finding)).await?;
+        if let Ok(mut active) = self.active.lock() {
             active.insert(finding.key(), finding.clone());
         }
         self.publish_finding("accepted", &finding, now);
@@ -161,13 +162,13 @@ impl Engine {
         }
         let agent_id = finding.agent().ok_or_else(|| FindingError::Internal("the finding names no agent".into()))?;
         let agent =
-            self.directory().agent(&agent_id).ok_or_else(|| FindingError::NotFound(format!("agent `{agent_id}`")))?;
+            self.directory.agent(&agent_id).ok_or_else(|| FindingError::NotFound(format!("agent `{agent_id}`")))?;
         if agent.status == AgentStatus::Retired {
             return Err(FindingError::Conflict(format!("agent `{agent_id}` is retired")));
         }
-        let now = self.now();
-        let since = now.plus(-self.governance().config().rules.usage_window);
-        let usage = self.governance().usage_within(&agent_id, since).unwrap_or_default();
+        let now = self.clock.now();
+        let since = now.plus(-self.config().rules.usage_window);
+        let usage = self.usage_within(&agent_id, since).unwrap_or_default();
         let narrowed = recommend(&agent.max_scope, &usage.used_permissions());
         if narrowed.is_empty() || narrowed.covers(&agent.max_scope) {
             return Err(FindingError::Conflict(format!(
@@ -182,9 +183,9 @@ impl Engine {
             "change": {"from": agent.max_scope, "to": narrowed, "finding": finding.id, "by": by},
         });
         self.audit_governance(entry).await?;
-        self.store().set_agent_max_scope(&agent_id, &narrowed).await?;
+        self.store.set_agent_max_scope(&agent_id, &narrowed).await?;
         let changed = Agent { max_scope: narrowed.clone(), ..(*agent).clone() };
-        self.directory().put_agent(changed.clone());
+        self.directory.put_agent(changed.clone());
         self.revoke_beyond(&changed, &narrowed, now).await;
         tracing::info!(agent = %agent_id, finding = %finding.id, scope = %narrowed, "narrowed an agent's max scope");
         let only: HashSet<_> = [agent_id].into_iter().collect();
@@ -198,7 +199,7 @@ impl Engine {
     /// Revokes the agent's live warrants that `max` no longer covers (a live
     /// warrant's scope stays covered by its agent's max scope).
     async fn revoke_beyond(&self, agent: &Agent, max: &Scope, now: UnixTime) {
-        let live = match self.store().live_warrants_with_agent(&agent.id, now).await {
+        let live = match self.store.live_warrants_with_agent(&agent.id, now).await {
             Ok(live) => live,
             Err(e) => {
                 tracing::error!(agent = %agent.id, error = %e, "could not list warrants beyond the narrowed max scope");
@@ -207,6 +208,7 @@ impl Engine {
         };
         for w in live.iter().filter(|w| w.agent == agent.id && !max.covers(&w.scope)) {
             if let Err(e) = self
+                .revocation
                 .revoke(RevocationKind::Warrant, w.jti.as_str(), "its agent's max scope was narrowed by governance")
                 .await
             {
@@ -219,14 +221,15 @@ impl Engine {
     /// both sets and opens a policy-broadening finding for the requests `new` allows and
     /// `old` denied; resolves earlier broadening findings whose requests `new` denies
     /// again.
-    pub(crate) async fn check_policy_change(&self, old: &ActivePolicies, new: &ActivePolicies) {
-        let gov = self.governance();
+    pub(crate) async fn policy_changed(&self, old: (&CompiledPolicies, i64), new: (&CompiledPolicies, i64)) {
+        let ((old_set, old_version), (new_set, new_version)) = (old, new);
+        let gov = self;
         if !gov.config().enabled || !gov.history().enabled() {
             return;
         }
-        let now = self.now();
+        let now = self.clock.now();
         let history = gov.history().distinct();
-        let broadened = super::replay::newly_allowed(&old.compiled, &new.compiled, &history);
+        let broadened = super::replay::newly_allowed(old_set, new_set, &history);
         let _serial = gov.serial.lock().await;
         let mut changes = Changes::default();
         // Earlier broadenings: resolved once none of their requests is allowed any more.
@@ -238,7 +241,7 @@ impl Engine {
         for mut f in earlier {
             // Samples are in memory: after a restart an earlier finding waits for acceptance.
             let samples = gov.broadened_samples(&f.subject);
-            if !samples.is_empty() && !samples.iter().any(|r| r.allowed_by(&new.compiled)) {
+            if !samples.is_empty() && !samples.iter().any(|r| r.allowed_by(new_set)) {
                 f.status = FindingStatus::Resolved;
                 f.resolved_at = Some(now);
                 gov.forget_broadened(&f.subject);
@@ -246,15 +249,15 @@ impl Engine {
             }
         }
         if !broadened.is_empty() {
-            let subject = format!("policy:{}", new.version);
+            let subject = format!("policy:{new_version}");
             let samples: Vec<_> = broadened.iter().take(MAX_SAMPLES).map(|r| r.summary()).collect();
             let obs = Observation {
                 kind: FindingKind::PolicyBroadening,
                 severity: Severity::High,
                 subject: subject.clone(),
                 evidence: json!({
-                    "from_version": old.version,
-                    "to_version": new.version,
+                    "from_version": old_version,
+                    "to_version": new_version,
                     "replayed": history.len(),
                     "newly_allowed": broadened.len(),
                     "samples": samples,

@@ -30,6 +30,13 @@ use warrant_core::govern::{AgentUsage, Finding, FindingKind, GovernRules};
 use warrant_core::{AgentId, Scope, UnixTime};
 use warrant_store::{Store, StoreError};
 
+use crate::audit::Audit;
+use crate::clock::Clock;
+use crate::directory::Directory;
+use crate::events::EventBus;
+use crate::guard::Guardrails;
+use crate::revocation::Revocation;
+
 /// Governance settings.
 #[derive(Debug, Clone)]
 pub struct GovernConfig {
@@ -99,9 +106,16 @@ impl Tracked {
 /// The active findings by kind and subject.
 pub(crate) type ActiveFindings = HashMap<(FindingKind, String), Finding>;
 
-/// What governance keeps in memory.
-#[derive(Debug)]
+/// The governance service: the facts the rules need, kept current as things happen,
+/// the sweeps that run the rules, and the findings they keep.
 pub struct Governance {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    directory: Arc<Directory>,
+    revocation: Arc<Revocation>,
+    guardrails: Arc<Guardrails>,
+    audit: Arc<Audit>,
+    events: Arc<EventBus>,
     config: GovernConfig,
     usage: Mutex<HashMap<AgentId, Tracked>>,
     active: Mutex<ActiveFindings>,
@@ -118,9 +132,28 @@ pub struct Governance {
     pub(crate) serial: tokio::sync::Mutex<()>,
 }
 
+impl std::fmt::Debug for Governance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Governance").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+/// What the governance service is built from.
+pub(crate) struct GovernanceParts {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub config: GovernConfig,
+    pub directory: Arc<Directory>,
+    pub revocation: Arc<Revocation>,
+    pub guardrails: Arc<Guardrails>,
+    pub audit: Arc<Audit>,
+    pub events: Arc<EventBus>,
+}
+
 impl Governance {
     /// Loads the active findings, usage, key times and attestations.
-    pub async fn load(store: &dyn Store, config: GovernConfig) -> Result<Self, StoreError> {
+    pub(crate) async fn load(parts: GovernanceParts) -> Result<Self, StoreError> {
+        let GovernanceParts { store, clock, config, directory, revocation, guardrails, audit, events } = parts;
         let active = store.active_findings().await?.into_iter().map(|f| (f.key(), f)).collect::<ActiveFindings>();
         let usage = store
             .usages()
@@ -133,6 +166,13 @@ impl Governance {
         let shadow = shadow::ShadowTracker::default();
         shadow.resume(active.values());
         Ok(Governance {
+            store,
+            clock,
+            directory,
+            revocation,
+            guardrails,
+            audit,
+            events,
             history: replay::History::new(config.history),
             broadened: Mutex::new(HashMap::new()),
             config,
@@ -319,7 +359,8 @@ impl Governance {
     }
 
     /// Writes the usage the store is behind on.
-    pub async fn flush(&self, store: &dyn Store, now: UnixTime) -> Result<usize, StoreError> {
+    pub async fn flush(&self, now: UnixTime) -> Result<usize, StoreError> {
+        let store = self.store.as_ref();
         let rows = self.usage_to_write(now);
         if rows.is_empty() {
             return Ok(0);

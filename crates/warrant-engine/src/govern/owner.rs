@@ -11,8 +11,8 @@ use warrant_core::govern::{Finding, FindingKind};
 use warrant_core::{Agent, AgentId, AgentStatus, HumanId, Mode, PublicJwk, Scope, UnixTime};
 use warrant_store::{Attestation, StoreError};
 
+use super::Governance;
 use crate::registry::parse_agent_id;
-use crate::Engine;
 
 /// The longest attestation note, in characters.
 pub const MAX_NOTE: usize = 1000;
@@ -92,14 +92,15 @@ pub struct InventoryRow {
     pub open_findings: Vec<FindingKind>,
 }
 
-impl Engine {
+impl Governance {
     fn governed_agent(&self, id: &str) -> Result<std::sync::Arc<Agent>, OwnerError> {
         let id = parse_agent_id(id).map_err(|e| OwnerError::Invalid(e.to_string()))?;
-        self.directory().agent(&id).ok_or_else(|| OwnerError::NotFound(format!("agent `{id}`")))
+        self.directory.agent(&id).ok_or_else(|| OwnerError::NotFound(format!("agent `{id}`")))
     }
 
     async fn audit_owner(&self, entry: AuditEntry) -> Result<(), OwnerError> {
-        self.audit(entry)
+        self.audit
+            .record(entry)
             .await
             .map(|_| ())
             .map_err(|e| OwnerError::Internal(format!("the change could not be audited, so it was not made: {e}")))
@@ -126,8 +127,8 @@ impl Engine {
     }
 
     fn evidence_of(&self, agent: &Agent) -> Value {
-        let gov = self.governance();
-        let now = self.now();
+        let gov = self;
+        let now = self.clock.now();
         let rules = &gov.config().rules;
         let usage = gov.usage_within(&agent.id, now.plus(-rules.usage_window)).unwrap_or_default();
         let used = usage.used_permissions();
@@ -168,7 +169,7 @@ impl Engine {
             return Err(OwnerError::Invalid(format!("`note` may be at most {MAX_NOTE} characters")));
         }
         let evidence = self.evidence_of(&agent);
-        let now = self.now();
+        let now = self.clock.now();
         let bytes = crate::random::bytes::<12>().map_err(|e| OwnerError::Internal(e.to_string()))?;
         let attestation = Attestation {
             id: format!("att_{}", hex::encode(bytes)),
@@ -189,9 +190,9 @@ impl Engine {
             "max_scope": agent.max_scope,
         });
         self.audit_owner(entry).await?;
-        self.store().record_attestation(&attestation).await?;
-        self.governance().set_attested(&agent.id, now);
-        self.governance().touch([agent.id.clone()]);
+        self.store.record_attestation(&attestation).await?;
+        self.set_attested(&agent.id, now);
+        self.touch([agent.id.clone()]);
         tracing::info!(agent = %agent.id, by = %attestation.by, "attested an agent");
         Ok(attestation)
     }
@@ -199,7 +200,7 @@ impl Engine {
     /// An agent's attestations, newest first.
     pub async fn attestations(&self, id: &str, limit: usize) -> Result<Vec<Attestation>, OwnerError> {
         let agent = self.governed_agent(id)?;
-        Ok(self.store().attestations(&agent.id, limit.clamp(1, 1000)).await?)
+        Ok(self.store.attestations(&agent.id, limit.clamp(1, 1000)).await?)
     }
 
     /// Replaces an agent's public key (rotation). Client assertions signed with the old
@@ -213,19 +214,19 @@ impl Engine {
         if key.x == agent.public_key.x {
             return Err(OwnerError::Invalid("`public_key` is the agent's current key; rotate to a new one".into()));
         }
-        let now = self.now();
+        let now = self.clock.now();
         let mut entry = AuditEntry::new(now, AuditKind::Registry);
         entry.agent = Some(agent.id.clone());
         entry.human = Some(agent.owner.clone());
         entry.details = json!({"op": "agent.key", "change": {"from": agent.public_key.x, "to": key.x}});
         self.audit_owner(entry).await?;
-        if !self.store().set_agent_key(&agent.id, &key, now).await? {
+        if !self.store.set_agent_key(&agent.id, &key, now).await? {
             return Err(OwnerError::NotFound(format!("agent `{}`", agent.id)));
         }
         let changed = Agent { public_key: key, ..(*agent).clone() };
-        self.directory().put_agent(changed.clone());
-        self.governance().set_key_time(&agent.id, now);
-        self.governance().touch([agent.id.clone()]);
+        self.directory.put_agent(changed.clone());
+        self.set_key_time(&agent.id, now);
+        self.touch([agent.id.clone()]);
         tracing::info!(agent = %agent.id, "rotated an agent's key");
         Ok(changed)
     }
@@ -233,16 +234,16 @@ impl Engine {
     /// Every registered agent with its owner, mode, scope, last activity, trust and
     /// active findings, oldest first.
     pub fn inventory(&self) -> Vec<InventoryRow> {
-        let now = self.now();
-        let gov = self.governance();
-        let humans = self.directory().humans();
+        let now = self.clock.now();
+        let gov = self;
+        let humans = self.directory.humans();
         let mut findings: HashMap<String, Vec<FindingKind>> = HashMap::new();
         if let Ok(active) = gov.active.lock() {
             for f in active.values().filter(|f: &&Finding| f.kind.per_agent()) {
                 findings.entry(f.subject.clone()).or_default().push(f.kind);
             }
         }
-        let mut agents = self.directory().agents();
+        let mut agents = self.directory.agents();
         agents.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.as_str().cmp(b.id.as_str())));
         agents
             .iter()
@@ -262,7 +263,7 @@ impl Engine {
                     created_at: a.created_at,
                     expires_at: a.expires_at,
                     last_activity: gov.usage_of(&a.id).and_then(|u| u.last_seen),
-                    trust: self.guard().trust_of(&a.id, now),
+                    trust: self.guardrails.trust_of(&a.id, now),
                     last_attested: gov.last_attested(&a.id),
                     open_findings: open,
                 }

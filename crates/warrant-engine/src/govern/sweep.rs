@@ -11,7 +11,7 @@ use warrant_core::govern::{
 use warrant_core::{Agent, AgentId, AgentStatus, UnixTime};
 use warrant_store::{LiveWarrant, RevocationKind, StoreError};
 
-use crate::Engine;
+use super::Governance;
 
 /// The most long-lived warrants listed in one finding's evidence.
 const MAX_LISTED: usize = 10;
@@ -68,7 +68,7 @@ pub fn live_stats(live: &[LiveWarrant], rules: &GovernRules) -> HashMap<AgentId,
     stats
 }
 
-impl Engine {
+impl Governance {
     /// Sweeps every agent now. Also picks up shadow activity and lapsed acceptances.
     pub async fn sweep(&self) -> Result<SweepReport, SweepError> {
         self.sweep_scope(None).await
@@ -83,8 +83,9 @@ impl Engine {
         let mut out = Vec::new();
         let mut seen = HashSet::new();
         for id in agents {
-            for w in self.store().live_warrants_with_agent(id, now).await? {
-                let revoked = self.revocations().warrant(&w.jti).is_some() || self.revocations().task_ended(&w.task);
+            for w in self.store.live_warrants_with_agent(id, now).await? {
+                let revoked =
+                    self.revocation.index().warrant(&w.jti).is_some() || self.revocation.index().task_ended(&w.task);
                 if !revoked && seen.insert(w.jti.clone()) {
                     out.push(LiveWarrant {
                         depth: w.chain.len(),
@@ -101,18 +102,18 @@ impl Engine {
     }
 
     async fn sweep_scope(&self, only: Option<&HashSet<AgentId>>) -> Result<SweepReport, SweepError> {
-        let gov = self.governance();
+        let gov = self;
         let _serial = gov.serial.lock().await;
-        let now = self.now();
+        let now = self.clock.now();
         let rules = &gov.config().rules;
         let (agents, live): (Vec<Arc<Agent>>, _) = match only {
-            None => (self.directory().agents(), self.store().live_warrants(now).await?),
+            None => (self.directory.agents(), self.store.live_warrants(now).await?),
             Some(set) => {
-                (set.iter().filter_map(|id| self.directory().agent(id)).collect(), self.live_of(set, now).await?)
+                (set.iter().filter_map(|id| self.directory.agent(id)).collect(), self.live_of(set, now).await?)
             }
         };
         let stats = live_stats(&live, rules);
-        let humans = self.directory().humans();
+        let humans = self.directory.humans();
         let since = now.plus(-rules.usage_window);
         let nothing = LiveStats::default();
         let mut observed = Vec::new();
@@ -164,9 +165,9 @@ impl Engine {
         self.commit_findings(changes, now).await?;
         if gov.config().auto_suspend_orphans {
             for id in orphans {
-                if self.directory().agent(&id).is_some_and(|a| a.status == AgentStatus::Active) {
+                if self.directory.agent(&id).is_some_and(|a| a.status == AgentStatus::Active) {
                     let why = "orphaned: its owner is disabled or removed; suspended by governance";
-                    match self.revoke(RevocationKind::Agent, id.as_str(), why).await {
+                    match self.revocation.revoke(RevocationKind::Agent, id.as_str(), why).await {
                         Ok(_) => report.suspended += 1,
                         Err(e) => tracing::error!(agent = %id, error = %e, "could not suspend an orphaned agent"),
                     }
@@ -190,9 +191,10 @@ impl Engine {
     }
 
     /// Sweeps every agent on the configured interval, the agents a registry event
-    /// touched soon after it, and writes usage to the store. Runs until dropped.
-    pub async fn run_governance(&self) {
-        let config = self.governance().config().clone();
+    /// touched soon after it, and writes usage to the store. Runs until dropped (the
+    /// engine's background handle runs it).
+    pub(crate) async fn run(&self) {
+        let config = self.config().clone();
         if !config.enabled {
             return std::future::pending().await;
         }
@@ -207,10 +209,10 @@ impl Engine {
                         tracing::warn!(error = %e, "governance sweep failed; will retry at the next interval");
                     }
                 }
-                _ = flush.tick() => self.flush_governance().await,
-                () = self.governance().nudge.notified() => {
+                _ = flush.tick() => self.flush_usage().await,
+                () = self.nudge.notified() => {
                     tokio::time::sleep(config.react_within).await;
-                    let agents = self.governance().take_pending();
+                    let agents = self.take_pending();
                     if !agents.is_empty() {
                         if let Err(e) = self.sweep_agents(&agents).await {
                             tracing::warn!(error = %e, "targeted governance sweep failed; the next full sweep covers it");
@@ -221,10 +223,9 @@ impl Engine {
         }
     }
 
-    /// Writes recorded usage the store is behind on (the server also calls this at
-    /// shutdown).
-    pub async fn flush_governance(&self) {
-        if let Err(e) = self.governance().flush(self.store(), self.now()).await {
+    /// Writes recorded usage the store is behind on (also at shutdown).
+    pub(crate) async fn flush_usage(&self) {
+        if let Err(e) = self.flush(self.clock.now()).await {
             tracing::warn!(error = %e, "could not save agents' usage; will retry");
         }
     }

@@ -152,7 +152,7 @@ pub async fn create(
         expires_at,
         labels: body.labels,
     };
-    let agent = state.engine.add_agent(new).await?;
+    let agent = state.engine.registry().add_agent(new).await?;
     Ok((StatusCode::CREATED, JsonOut(agent.into())))
 }
 
@@ -164,7 +164,7 @@ pub async fn list(
     State(state): State<AppState>,
     Query(filter): Query<AgentFilter>,
 ) -> Result<JsonOut<AgentList>, ApiError> {
-    let agents = state.engine.agents(filter.owner.as_deref()).await?;
+    let agents = state.engine.registry().agents(filter.owner.as_deref()).await?;
     Ok(JsonOut(AgentList { agents: agents.into_iter().map(Into::into).collect() }))
 }
 
@@ -177,11 +177,11 @@ pub async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<JsonOut<AgentView>, ApiError> {
-    Ok(JsonOut(state.engine.agent(&id).await?.into()))
+    Ok(JsonOut(state.engine.registry().agent(&id).await?.into()))
 }
 
 async fn transition(state: &AppState, id: &str, change: AgentTransition) -> Result<JsonOut<AgentView>, ApiError> {
-    Ok(JsonOut(state.engine.transition_agent(id, change).await?.into()))
+    Ok(JsonOut(state.engine.registry().transition_agent(id, change).await?.into()))
 }
 
 /// Suspends an agent: it gets no new warrant until resumed.

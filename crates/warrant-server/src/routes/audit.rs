@@ -6,8 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use warrant_core::audit::AuditKind;
 use warrant_core::{AgentId, HumanId, TaskId, UnixTime, WarrantId};
-use warrant_engine::evidence::{AuditView, Trace};
-use warrant_store::audit::AuditFilter;
+use warrant_engine::audit::{AuditView, Trace};
 
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
@@ -101,15 +100,17 @@ pub async fn query(
     State(state): State<AppState>,
     Query(q): Query<AuditQuery>,
 ) -> Result<JsonOut<AuditPage>, ApiError> {
-    let limit = q.limit.unwrap_or(100).clamp(1, warrant_engine::evidence::MAX_QUERY);
-    let filter = AuditFilter {
+    let limit = q.limit.unwrap_or(100).clamp(1, warrant_engine::audit::MAX_QUERY);
+    let filter = warrant_engine::audit::AuditQuery {
         agent: parse("agent", q.agent, |s| AgentId::parse(s).map_err(|e| e.to_string()))?,
         human: parse("human", q.human, |s| HumanId::parse(s).map_err(|e| e.to_string()))?,
         task: parse("task", q.task, |s| TaskId::parse(s).map_err(|e| e.to_string()))?,
         warrant: parse("warrant", q.warrant, |s| WarrantId::parse(s).map_err(|e| e.to_string()))?,
         kind: parse("kind", q.kind, |s| AuditKind::parse(s).map_err(|e| e.to_string()))?,
         decision: parse("decision", q.decision, |s| match s {
-            "allow" | "deny" | "pending" => Ok(s.to_owned()),
+            "allow" => Ok(warrant_engine::Outcome::Allow),
+            "deny" => Ok(warrant_engine::Outcome::Deny),
+            "pending" => Ok(warrant_engine::Outcome::Pending),
             _ => Err("use `allow`, `deny` or `pending`".to_owned()),
         })?,
         since: q.since.map(UnixTime),
@@ -123,7 +124,7 @@ pub async fn query(
         },
         limit,
     };
-    let records = state.engine.audit_query(filter).await.map_err(|e| ApiError::internal(&e))?;
+    let records = state.engine.audit().query(&filter).await.map_err(|e| ApiError::internal(&e))?;
     let next = (records.len() == limit).then(|| records.last().map(|r| r.seq)).flatten();
     Ok(JsonOut(AuditPage { records, next }))
 }
@@ -146,7 +147,7 @@ pub async fn record(
     Path(id): Path<String>,
 ) -> Result<JsonOut<AuditView>, ApiError> {
     let seq = record_id(&id)?;
-    let record = state.engine.audit_record(seq).await.map_err(|e| ApiError::internal(&e))?;
+    let record = state.engine.audit().get(seq).await.map_err(|e| ApiError::internal(&e))?;
     record.map(JsonOut).ok_or_else(|| ApiError::not_found(format!("no audit record `{id}`")))
 }
 
@@ -161,7 +162,7 @@ pub async fn trace(
     Path(id): Path<String>,
 ) -> Result<JsonOut<Trace>, ApiError> {
     let seq = record_id(&id)?;
-    let trace = state.engine.trace(seq).await.map_err(|e| ApiError::internal(&e))?;
+    let trace = state.engine.audit().trace(seq).await.map_err(|e| ApiError::internal(&e))?;
     trace.map(JsonOut).ok_or_else(|| ApiError::not_found(format!("no audit record `{id}`")))
 }
 
@@ -169,7 +170,7 @@ pub async fn trace(
 #[utoipa::path(get, path = "/v1/audit/verify", tag = "audit", security(("admin" = [])),
     responses((status = 200, body = VerifyView)))]
 pub async fn verify(_: Admin, State(state): State<AppState>) -> Result<JsonOut<VerifyView>, ApiError> {
-    let verification = state.engine.verify_audit().await.map_err(|e| ApiError::internal(&e))?;
+    let verification = state.engine.audit().verify().await.map_err(|e| ApiError::internal(&e))?;
     let ok = verification.ok();
     let report = verification.chain;
     let witness =

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json as JsonOut;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use warrant_engine::decision::MAX_BATCH;
+use warrant_engine::request::MAX_BATCH;
 use warrant_engine::{AuthorizeRequest, Decision};
 
 use crate::app::AppState;
@@ -88,7 +88,7 @@ impl From<Decision> for DecisionView {
             reasons: d.reasons,
             policies: d.policies,
             policy_version: d.policy_version,
-            code: d.code,
+            code: d.code.as_str(),
             approval_id: d.approval_id,
             retry_after: d.retry_after,
             trust: d.trust.map(|t| (t * 1000.0).round() / 1000.0),
@@ -141,7 +141,7 @@ pub async fn authorize(
         return Err(refused);
     }
     let started = Instant::now();
-    let decision = state.engine.authorize(&request(body)).await;
+    let decision = state.engine.decisions().authorize(&request(body)).await;
     state.metrics.decided(&decision, started.elapsed());
     state.limits.count_anonymous(&state.engine, addr, std::iter::once(&decision));
     Ok(JsonOut(decision.into()))
@@ -165,7 +165,7 @@ pub async fn batch(
     }
     let started = Instant::now();
     let requests: Vec<AuthorizeRequest> = body.requests.into_iter().map(request).collect();
-    let decisions = state.engine.authorize_batch(&requests).await;
+    let decisions = state.engine.decisions().authorize_batch(&requests).await;
     let elapsed = started.elapsed();
     for d in &decisions {
         state.metrics.decided(d, elapsed / u32::try_from(decisions.len().max(1)).unwrap_or(1));

@@ -99,7 +99,7 @@ pub async fn list(
     let mut findings = Vec::new();
     for status in statuses {
         let filter = FindingFilter { status, kind, subject: q.subject.clone(), limit };
-        findings.extend(state.engine.findings(&filter).await?);
+        findings.extend(state.engine.governance().findings(&filter).await?);
     }
     findings.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then_with(|| a.id.cmp(&b.id)));
     findings.truncate(limit);
@@ -115,7 +115,7 @@ pub async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<JsonOut<Finding>, ApiError> {
-    Ok(JsonOut(state.engine.finding(&id).await?))
+    Ok(JsonOut(state.engine.governance().finding(&id).await?))
 }
 
 /// Accepting a finding's risk: why, and until when (`until`, or `for_secs` from now).
@@ -146,7 +146,7 @@ pub async fn accept(
         (None, Some(secs)) => state.engine.now().plus(secs),
         _ => return Err(ApiError::bad_request("give exactly one of `until` (Unix seconds) and `for_secs`")),
     };
-    Ok(JsonOut(state.engine.accept_finding(&id, "admin", &body.justification, until).await?))
+    Ok(JsonOut(state.engine.governance().accept_finding(&id, "admin", &body.justification, until).await?))
 }
 
 /// An applied recommendation.
@@ -169,7 +169,7 @@ pub async fn apply(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<JsonOut<Applied>, ApiError> {
-    let (agent, finding) = state.engine.apply_recommendation(&id, "admin").await?;
+    let (agent, finding) = state.engine.governance().apply_recommendation(&id, "admin").await?;
     Ok(JsonOut(Applied { agent: agent.into(), finding }))
 }
 
@@ -199,7 +199,7 @@ pub struct SweepView {
     responses((status = 200, body = SweepView), (status = 401, body = ErrorBody)))]
 pub async fn sweep(_: Admin, State(state): State<AppState>) -> Result<JsonOut<SweepView>, ApiError> {
     let started = std::time::Instant::now();
-    let r = state.engine.sweep().await?;
+    let r = state.engine.governance().sweep().await?;
     Ok(JsonOut(SweepView {
         agents: r.agents,
         live_warrants: r.live_warrants,
@@ -283,7 +283,7 @@ pub async fn inventory(
     State(state): State<AppState>,
     Query(q): Query<InventoryQuery>,
 ) -> Result<Response, ApiError> {
-    let rows = state.engine.inventory();
+    let rows = state.engine.governance().inventory();
     match q.format.as_deref().unwrap_or("json") {
         "json" => Ok(JsonOut(Inventory { agents: rows }).into_response()),
         "csv" => Ok((
@@ -316,7 +316,7 @@ pub async fn evidence(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<JsonOut<serde_json::Value>, ApiError> {
-    Ok(JsonOut(state.engine.attestation_evidence(&id, &attester(by))?))
+    Ok(JsonOut(state.engine.governance().attestation_evidence(&id, &attester(by))?))
 }
 
 /// An attestation.
@@ -370,7 +370,7 @@ pub async fn attest(
     Path(id): Path<String>,
     Json(body): Json<AttestBody>,
 ) -> Result<JsonOut<AttestationView>, ApiError> {
-    Ok(JsonOut(state.engine.attest(&id, attester(by), &body.note).await?.into()))
+    Ok(JsonOut(state.engine.governance().attest(&id, attester(by), &body.note).await?.into()))
 }
 
 /// A new agent key.
@@ -392,7 +392,7 @@ pub async fn rotate_key(
     Path(id): Path<String>,
     Json(body): Json<KeyBody>,
 ) -> Result<JsonOut<AgentView>, ApiError> {
-    Ok(JsonOut(state.engine.rotate_agent_key(&id, body.public_key).await?.into()))
+    Ok(JsonOut(state.engine.governance().rotate_agent_key(&id, body.public_key).await?.into()))
 }
 
 #[cfg(test)]

@@ -139,7 +139,7 @@ pub async fn list(
             ApiError::bad_request(format!("`{s}` is not a status: pending, approved, rejected, used or expired"))
         })?),
     };
-    let rows = state.engine.approvals(status, q.agent.as_deref(), q.limit.unwrap_or(100)).await?;
+    let rows = state.engine.approvals().list(status, q.agent.as_deref(), q.limit.unwrap_or(100)).await?;
     let approvals = rows
         .into_iter()
         .filter(|a| match &by {
@@ -160,7 +160,7 @@ pub async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<JsonOut<ApprovalView>, ApiError> {
-    let a = state.engine.approval(&id).await?;
+    let a = state.engine.approvals().get(&id).await?;
     if let Decider::Human(h) = &by {
         if a.approver != *h {
             return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this approval is not yours to see"));
@@ -185,7 +185,7 @@ async fn decide(
     body: Option<DecideBody>,
 ) -> Result<JsonOut<ApprovalView>, ApiError> {
     let reason = body.unwrap_or_default().reason;
-    Ok(JsonOut(state.engine.decide_approval(id, approve, by, reason).await?.into()))
+    Ok(JsonOut(state.engine.approvals().decide(id, approve, by, reason).await?.into()))
 }
 
 /// Approves a pending request: the agent's retry with this approval id is allowed once.
@@ -253,9 +253,9 @@ pub async fn trust(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<JsonOut<TrustView>, ApiError> {
-    let agent = state.engine.agent(&id).await?;
+    let agent = state.engine.registry().agent(&id).await?;
     let now = state.engine.now();
-    let guard = state.engine.guard();
+    let guard = state.engine.guardrails();
     let cfg = guard.config();
     // An agent never seen by the guardrails is shown as it would start.
     let g = guard.agent(&agent.id).unwrap_or_else(|| warrant_engine::guard::AgentGuard::new(cfg, now));

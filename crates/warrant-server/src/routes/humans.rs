@@ -81,7 +81,7 @@ pub async fn create(
     Json(body): Json<HumanBody>,
 ) -> Result<(StatusCode, JsonOut<HumanView>), ApiError> {
     let new = NewHuman { name: body.name, email: body.email, entitlements: body.entitlements };
-    let human = state.engine.add_human(new).await?;
+    let human = state.engine.registry().add_human(new).await?;
     Ok((StatusCode::CREATED, JsonOut(human.into())))
 }
 
@@ -89,7 +89,7 @@ pub async fn create(
 #[utoipa::path(get, path = "/v1/humans", tag = "humans", security(("admin" = [])),
     responses((status = 200, body = HumanList), (status = 401, body = ErrorBody)))]
 pub async fn list(_: Admin, State(state): State<AppState>) -> Result<JsonOut<HumanList>, ApiError> {
-    let humans = state.engine.humans().await?;
+    let humans = state.engine.registry().humans().await?;
     Ok(JsonOut(HumanList { humans: humans.into_iter().map(Into::into).collect() }))
 }
 
@@ -102,7 +102,7 @@ pub async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<JsonOut<HumanView>, ApiError> {
-    Ok(JsonOut(state.engine.human(&id).await?.into()))
+    Ok(JsonOut(state.engine.registry().human(&id).await?.into()))
 }
 
 /// Disables a human.
@@ -114,7 +114,7 @@ pub async fn disable(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<JsonOut<HumanView>, ApiError> {
-    Ok(JsonOut(state.engine.disable_human(&id).await?.into()))
+    Ok(JsonOut(state.engine.registry().disable_human(&id).await?.into()))
 }
 
 /// Opens a session for a human (stands in for an IdP login in the embedded default).
@@ -126,7 +126,7 @@ pub async fn session(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, JsonOut<SessionView>), ApiError> {
-    let s = state.engine.open_session(&id).await?;
+    let s = state.engine.registry().open_session(&id).await?;
     Ok((StatusCode::CREATED, JsonOut(SessionView { token: s.token, expires_in: s.expires_in })))
 }
 
@@ -142,6 +142,6 @@ pub async fn approver_session(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, JsonOut<SessionView>), ApiError> {
-    let s = state.engine.open_approver_session(&id).await?;
+    let s = state.engine.registry().open_approver_session(&id).await?;
     Ok((StatusCode::CREATED, JsonOut(SessionView { token: s.token, expires_in: s.expires_in })))
 }

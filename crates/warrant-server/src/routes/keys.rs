@@ -24,7 +24,7 @@ pub struct RotatedView {
 #[utoipa::path(post, path = "/v1/keys/rotate", tag = "discovery", security(("admin" = [])),
     responses((status = 200, body = RotatedView), (status = 401, body = ErrorBody)))]
 pub async fn rotate(_: Admin, State(state): State<AppState>) -> Result<JsonOut<RotatedView>, ApiError> {
-    let kid = state.engine.rotate_signing_key().await.map_err(|e| ApiError::internal(&e))?;
+    let kid = state.engine.keys().rotate().await.map_err(|e| ApiError::internal(&e))?;
     let published = state.engine.keys().ring().map(|r| r.kids()).unwrap_or_default();
     Ok(JsonOut(RotatedView { kid, published }))
 }

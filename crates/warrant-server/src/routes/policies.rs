@@ -63,7 +63,7 @@ fn unavailable() -> ApiError {
 #[utoipa::path(get, path = "/v1/policies", tag = "policies", security(("admin" = [])),
     responses((status = 200, body = PolicySetView), (status = 401, body = ErrorBody)))]
 pub async fn show(_: Admin, State(state): State<AppState>) -> Result<JsonOut<PolicySetView>, ApiError> {
-    let current = state.engine.policies().current().ok_or_else(unavailable)?;
+    let current = state.engine.policy().current().ok_or_else(unavailable)?;
     let c = &current.compiled;
     Ok(JsonOut(PolicySetView {
         version: current.version,
@@ -78,8 +78,8 @@ pub async fn show(_: Admin, State(state): State<AppState>) -> Result<JsonOut<Pol
 #[utoipa::path(get, path = "/v1/policies/history", tag = "policies", security(("admin" = [])),
     responses((status = 200, body = PolicyHistoryView), (status = 401, body = ErrorBody)))]
 pub async fn history(_: Admin, State(state): State<AppState>) -> Result<JsonOut<PolicyHistoryView>, ApiError> {
-    let active = state.engine.policies().current().map(|c| c.version);
-    let versions = state.engine.store().policy_versions().await.map_err(|e| ApiError::internal(&e))?;
+    let active = state.engine.policy().current().map(|c| c.version);
+    let versions = state.engine.policy().versions().await.map_err(|e| ApiError::internal(&e))?;
     Ok(JsonOut(PolicyHistoryView {
         versions: versions
             .into_iter()
@@ -98,7 +98,7 @@ pub async fn history(_: Admin, State(state): State<AppState>) -> Result<JsonOut<
 #[utoipa::path(post, path = "/v1/policies/reload", tag = "policies", security(("admin" = [])),
     responses((status = 200, body = ReloadView), (status = 422, body = ErrorBody)))]
 pub async fn reload(_: Admin, State(state): State<AppState>) -> Result<JsonOut<ReloadView>, ApiError> {
-    match state.engine.reload_policies().await {
+    match state.engine.policy().reload().await {
         Ok(Reloaded::Unchanged(version)) => Ok(JsonOut(ReloadView { version, changed: false })),
         Ok(Reloaded::Activated(version)) => Ok(JsonOut(ReloadView { version, changed: true })),
         Err(PolicyLoadError::Policy(e)) => Err(ApiError::new(

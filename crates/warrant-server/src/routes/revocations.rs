@@ -62,7 +62,7 @@ pub async fn revoke(
     State(state): State<AppState>,
     Json(body): Json<RevocationBody>,
 ) -> Result<JsonOut<RevokedView>, ApiError> {
-    let revoked = state.engine.revoke(body.kind, &body.id, &body.reason).await?;
+    let revoked = state.engine.revocation().revoke(body.kind, &body.id, &body.reason).await?;
     state.metrics.revoked(body.kind.as_str(), revoked.revoked_warrants);
     Ok(JsonOut(revoked.into()))
 }
@@ -125,7 +125,7 @@ impl From<TaskView> for TaskBody {
                     agent: w.record.agent.to_string(),
                     chain: w.record.chain.iter().map(ToString::to_string).collect(),
                     scope: w.record.scope.to_string(),
-                    state: w.state,
+                    state: w.state.as_str(),
                     issued_at: w.record.issued_at.0,
                     expires_at: w.record.expires_at.0,
                 })
@@ -143,7 +143,7 @@ pub async fn task(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<JsonOut<TaskBody>, ApiError> {
-    Ok(JsonOut(state.engine.task(&id).await?.into()))
+    Ok(JsonOut(state.engine.revocation().task(&id).await?.into()))
 }
 
 /// Completes a task: every warrant of it (sub-agents' too) denies on the next call.
@@ -166,7 +166,7 @@ pub async fn complete(
     })?;
     let by =
         if crate::extract::is_admin_token(&state, bearer) { Completer::Admin } else { Completer::RootWarrant(bearer) };
-    let revoked = state.engine.complete_task(&id, by).await?;
+    let revoked = state.engine.revocation().complete_task(&id, by).await?;
     state.metrics.revoked("task", revoked.revoked_warrants);
     Ok(JsonOut(revoked.into()))
 }

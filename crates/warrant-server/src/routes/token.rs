@@ -84,6 +84,7 @@ pub async fn token(
     }
     let issued = state
         .engine
+        .issuer()
         .token(&req)
         .await
         .inspect_err(|e| tracing::info!(error = e.code(), reason = %e, "token request refused"))?;

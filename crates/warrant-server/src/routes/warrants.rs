@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::Json as JsonOut;
 use serde::Serialize;
 use utoipa::ToSchema;
-use warrant_engine::warrants::WarrantStatus;
+use warrant_engine::revocation::WarrantStatus;
 
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
@@ -94,5 +94,5 @@ pub async fn show(
     State(state): State<AppState>,
     Path(jti): Path<String>,
 ) -> Result<JsonOut<WarrantView>, ApiError> {
-    Ok(JsonOut(state.engine.warrant_status(&jti).await?.into()))
+    Ok(JsonOut(state.engine.revocation().warrant_status(&jti).await?.into()))
 }

@@ -41,8 +41,8 @@ use warrant_store::{SpendCharge, StoreError};
 use warrant_token::checkpoint::{self, Checkpoint, CheckpointError, KeyArchive};
 use warrant_token::{JwsError, KeyPair, KeyResolver};
 
+use super::witness::{self, WitnessLine};
 use crate::keys::{CheckpointKeys, KeyError, KeyManager};
-use crate::witness::{self, WitnessLine};
 
 /// How records are batched, queued and checkpointed.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,8 +13,10 @@
 //! most that much learning. Rate-limit counters live in memory only: a restart forgets
 //! them.
 
+pub mod respond;
+
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -25,6 +27,11 @@ use warrant_core::guard::signal::Signal;
 use warrant_core::guard::trust::{Trust, TrustConfig};
 use warrant_core::{AgentId, HumanId, TaskId, UnixTime, WarrantId};
 use warrant_store::{Store, StoreError};
+
+use crate::events::EventBus;
+use crate::revocation::Revocation;
+
+pub use respond::{Probed, Quarantine};
 
 /// Guardrail settings.
 #[derive(Debug, Clone)]
@@ -138,18 +145,34 @@ struct Slot {
     dirty: bool,
 }
 
-/// The guardrails' state.
-#[derive(Debug)]
+/// The guardrails service: per-agent baselines and trust, rate-limit counters and the
+/// budget ledger (its state), and the responses to what they see: quarantine and
+/// containment ([`respond`]), carried out through the revocation service.
 pub struct Guardrails {
     config: GuardConfig,
     agents: Mutex<HashMap<AgentId, Slot>>,
     rates: Mutex<HashMap<RateKey, Gcra>>,
     ledger: Mutex<Ledger>,
+    store: Arc<dyn Store>,
+    events: Arc<EventBus>,
+    revocation: Arc<Revocation>,
+}
+
+impl std::fmt::Debug for Guardrails {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guardrails").field("config", &self.config).finish_non_exhaustive()
+    }
 }
 
 impl Guardrails {
     /// Loads baselines, trust, live budgets and what they have spent.
-    pub async fn load(store: &dyn Store, config: GuardConfig, now: UnixTime) -> Result<Self, StoreError> {
+    pub(crate) async fn load(
+        store: Arc<dyn Store>,
+        config: GuardConfig,
+        now: UnixTime,
+        events: Arc<EventBus>,
+        revocation: Arc<Revocation>,
+    ) -> Result<Self, StoreError> {
         let mut agents = HashMap::new();
         for (id, state) in store.guard_states().await? {
             match serde_json::from_str::<AgentGuard>(&state) {
@@ -171,6 +194,9 @@ impl Guardrails {
             agents: Mutex::new(agents),
             rates: Mutex::new(HashMap::new()),
             ledger: Mutex::new(ledger),
+            store,
+            events,
+            revocation,
         })
     }
 
@@ -394,8 +420,9 @@ impl Guardrails {
         self.ledger.lock().map(|l| l.left(jti)).unwrap_or_default()
     }
 
-    /// Writes every changed agent state to the store.
-    pub async fn flush(&self, store: &dyn Store, now: UnixTime) -> Result<usize, StoreError> {
+    /// Writes every changed agent state to the store (periodically and at shutdown).
+    pub async fn flush(&self, now: UnixTime) -> Result<usize, StoreError> {
+        let store = self.store.as_ref();
         let states: Vec<(AgentId, String, UnixTime)> = {
             let Ok(mut map) = self.agents.lock() else { return Ok(0) };
             map.iter_mut()

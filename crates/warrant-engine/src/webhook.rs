@@ -23,13 +23,16 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::events::Event;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio::sync::{broadcast, mpsc};
-use warrant_engine::events::Event;
 use zeroize::Zeroizing;
 
-use crate::config::ConfigError;
+/// The webhook's settings are not valid; the message names the setting.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct WebhookConfigError(pub String);
 
 /// Events waiting for delivery; beyond this new events are dropped (and logged).
 pub const QUEUE: usize = 10_000;
@@ -70,8 +73,8 @@ impl WebhookConfig {
         secret: Option<String>,
         attempts: Option<u32>,
         allow_private: bool,
-    ) -> Result<Self, ConfigError> {
-        let not_http = || ConfigError::Invalid("`governance.webhook_url` must be an http(s) URL".into());
+    ) -> Result<Self, WebhookConfigError> {
+        let not_http = || WebhookConfigError("`governance.webhook_url` must be an http(s) URL".into());
         if !(url.starts_with("https://") || url.starts_with("http://")) || url.len() > 2048 {
             return Err(not_http());
         }
@@ -79,17 +82,17 @@ impl WebhookConfig {
         let host = parsed.host_str().ok_or_else(not_http)?;
         if let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
             if let (Some(why), false) = (forbidden_address(ip), allow_private) {
-                return Err(ConfigError::Invalid(format!(
+                return Err(WebhookConfigError(format!(
                     "`governance.webhook_url` points at {ip}, a {why} address; set `governance.danger_allow_private_webhook = true` to deliver there anyway"
                 )));
             }
         }
         if secret.as_ref().is_some_and(|s| s.len() < 16) {
-            return Err(ConfigError::Invalid("`governance.webhook_secret` must be at least 16 bytes".into()));
+            return Err(WebhookConfigError("`governance.webhook_secret` must be at least 16 bytes".into()));
         }
         let attempts = attempts.unwrap_or(6);
         if !(1..=20).contains(&attempts) {
-            return Err(ConfigError::Invalid("`governance.webhook_attempts` must be between 1 and 20".into()));
+            return Err(WebhookConfigError("`governance.webhook_attempts` must be between 1 and 20".into()));
         }
         Ok(WebhookConfig {
             url: url.to_owned(),

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use warrant_core::audit::{AuditEntry, AuditKind};
+use warrant_core::decision::DecisionCode;
 use warrant_core::UnixTime;
 
 /// How anonymous denies are recorded.
@@ -46,7 +47,7 @@ struct Window {
     aggregated: u64,
     first: Option<UnixTime>,
     last: Option<UnixTime>,
-    codes: BTreeMap<&'static str, u64>,
+    codes: BTreeMap<DecisionCode, u64>,
 }
 
 impl Window {
@@ -91,7 +92,7 @@ impl AnonymousDenies {
     /// Admits one anonymous deny with `code` at `now`. Returns whether it gets a record of
     /// its own, and the aggregate record of a window that has just closed, if any. A
     /// poisoned lock records (failing towards more evidence, never less).
-    pub fn admit(&self, code: &'static str, now: UnixTime) -> (Admission, Option<AuditEntry>) {
+    pub fn admit(&self, code: DecisionCode, now: UnixTime) -> (Admission, Option<AuditEntry>) {
         let Ok(mut w) = self.window.lock() else { return (Admission::Record, None) };
         let closed = match w.start {
             Some(start) if now.0 < start.0.saturating_add(self.config.window_secs) => None,
@@ -135,34 +136,34 @@ mod tests {
         let a = AnonymousDenies::new(AnonymousConfig { window_secs: 10, recorded_per_window: 3 });
         let t = UnixTime(1_000);
         for _ in 0..3 {
-            assert_eq!(a.admit("invalid_token", t), (Admission::Record, None));
+            assert_eq!(a.admit(DecisionCode::InvalidToken, t), (Admission::Record, None));
         }
         for _ in 0..500 {
-            assert_eq!(a.admit("invalid_token", t).0, Admission::Aggregate);
+            assert_eq!(a.admit(DecisionCode::InvalidToken, t).0, Admission::Aggregate);
         }
-        assert_eq!(a.admit("expired", UnixTime(1_009)).0, Admission::Aggregate);
+        assert_eq!(a.admit(DecisionCode::Revoked, UnixTime(1_009)).0, Admission::Aggregate);
         assert!(a.close(UnixTime(1_009), false).is_none(), "the window is still open");
         // The next window: its first deny is recorded, and the closed window's aggregate
         // comes out once.
-        let (admission, summary) = a.admit("invalid_token", UnixTime(1_010));
+        let (admission, summary) = a.admit(DecisionCode::InvalidToken, UnixTime(1_010));
         assert_eq!(admission, Admission::Record);
         let summary = summary.unwrap();
         assert_eq!(summary.details["aggregated"]["count"], 501);
         assert_eq!(summary.details["aggregated"]["codes"]["invalid_token"], 500);
-        assert_eq!(summary.details["aggregated"]["codes"]["expired"], 1);
+        assert_eq!(summary.details["aggregated"]["codes"]["revoked"], 1);
         assert_eq!(summary.details["aggregated"]["first_at"], 1_000);
         assert_eq!(summary.details["aggregated"]["last_at"], 1_009);
         assert_eq!(summary.decision.as_deref(), Some("deny"));
-        assert!(a.admit("invalid_token", UnixTime(1_011)).1.is_none());
+        assert!(a.admit(DecisionCode::InvalidToken, UnixTime(1_011)).1.is_none());
     }
 
     #[test]
     fn a_window_without_aggregated_denies_needs_no_summary() {
         let a = AnonymousDenies::new(AnonymousConfig { window_secs: 10, recorded_per_window: 3 });
-        a.admit("invalid_token", UnixTime(1_000));
+        a.admit(DecisionCode::InvalidToken, UnixTime(1_000));
         assert!(a.close(UnixTime(2_000), false).is_none());
         for _ in 0..5 {
-            a.admit("invalid_token", UnixTime(3_000));
+            a.admit(DecisionCode::InvalidToken, UnixTime(3_000));
         }
         let summary = a.close(UnixTime(3_001), true).unwrap();
         assert_eq!(summary.details["aggregated"]["count"], 2);

@@ -1,0 +1,218 @@
+//! Stages 6 and 7, record and answer. The decision's audit record is queued (with its
+//! budget charges, made durable in the same transaction) and the answer waits until it
+//! is durable; a decision that cannot be recorded is a deny, whatever was decided. Only
+//! then is the `decision` event published. Anonymous denies beyond each window's first
+//! few are counted into one aggregate record instead ([`super::anonymous`]).
+
+use serde_json::Value;
+use sha2::{Digest as _, Sha256};
+use warrant_core::audit::{AuditEntry, AuditKind};
+use warrant_core::decision::{DecisionCode, Outcome};
+use warrant_core::UnixTime;
+use warrant_store::SpendCharge;
+
+use super::anonymous::Admission;
+use super::Decisions;
+use crate::audit::{AuditError, Receipt};
+use crate::events::EventKind;
+use crate::request::{AuthorizeRequest, Decision, MAX_RESOURCE};
+
+/// A decision whose audit record is queued but not yet durable. Nobody may be answered
+/// before [`Decisions::answer`].
+#[derive(Debug)]
+pub struct Queued {
+    decision: Decision,
+    receipt: Option<Receipt>,
+    action: String,
+    resource: String,
+    at: UnixTime,
+}
+
+impl Queued {
+    /// The decision as it stands before its record is durable.
+    pub fn decision(&self) -> &Decision {
+        &self.decision
+    }
+
+    /// Whether the record was queued (an aggregated anonymous deny or a queue failure
+    /// has none).
+    pub fn is_queued(&self) -> bool {
+        self.receipt.is_some()
+    }
+
+    /// The decision before its record is durable, dropping the wait: for benchmarks of
+    /// the path up to the queue only. Nobody may be answered with it.
+    pub fn into_unanswered(self) -> Decision {
+        self.decision
+    }
+}
+
+/// The most of one caller-supplied JSON value (`resource_attrs`, `context`) an audit
+/// record keeps, in bytes of compact JSON. A larger value is kept as its size and
+/// SHA-256, so the record still binds it without storing it.
+pub const MAX_AUDITED_INPUT: usize = 2048;
+
+/// `value` as an audit record keeps it: whole when small, else its size and digest.
+fn audited_input(value: &Value) -> Value {
+    let text = value.to_string();
+    if text.len() <= MAX_AUDITED_INPUT {
+        return value.clone();
+    }
+    serde_json::json!({
+        "truncated": true,
+        "bytes": text.len(),
+        "sha256": hex::encode(Sha256::digest(text.as_bytes())),
+    })
+}
+
+/// A caller-supplied string as an audit record keeps it: escaped, and cut to
+/// `MAX_RESOURCE` bytes' worth of characters (a request this long was refused anyway).
+fn audited_text(text: &str) -> String {
+    if text.len() <= MAX_RESOURCE && !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
+    let mut out: String = text.chars().take(MAX_RESOURCE / 4).flat_map(char::escape_debug).collect();
+    out.push('…');
+    out
+}
+
+/// The budget charges of a decision, as the store persists them with its record.
+fn spend_rows(d: &Decision) -> Vec<SpendCharge> {
+    d.charges
+        .iter()
+        .map(|c| SpendCharge {
+            warrant: c.warrant.clone(),
+            counter: c.counter.clone(),
+            amount: c.amount,
+            expires_at: c.expires_at,
+        })
+        .collect()
+}
+
+/// The decision's audit record.
+fn entry_of(req: &AuthorizeRequest, decision: &Decision, now: UnixTime) -> AuditEntry {
+    let mut entry = AuditEntry::new(now, AuditKind::Decision);
+    entry.decision = Some(decision.outcome.as_str().to_owned());
+    let mut details = serde_json::json!({
+        "action": audited_text(&req.action),
+        "resource": audited_text(&req.resource),
+        "code": decision.code,
+        "reasons": decision.reasons,
+        "policies": decision.policies,
+        "policy_version": decision.policy_version,
+    });
+    if let Some(map) = details.as_object_mut() {
+        if let Some(trust) = decision.trust {
+            map.insert("trust".into(), serde_json::json!(trust));
+        }
+        if !decision.signals.is_empty() {
+            map.insert("signals".into(), serde_json::json!(decision.signals));
+        }
+        if !decision.charges.is_empty() {
+            map.insert("charges".into(), serde_json::json!(decision.charges));
+        }
+        if let Some(id) = &decision.approval_id {
+            map.insert("approval_id".into(), Value::String(id.clone()));
+        }
+        if let Some(secs) = decision.retry_after {
+            map.insert("retry_after".into(), serde_json::json!(secs));
+        }
+        if let Some(why) = &decision.quarantined {
+            map.insert("quarantined".into(), Value::String(why.clone()));
+        }
+    }
+    if let Some(claims) = &decision.claims {
+        entry.agent = Some(claims.client_id.clone());
+        entry.human = Some(claims.human().clone());
+        entry.task = Some(claims.task.id.clone());
+        entry.warrant = Some(claims.jti.clone());
+        if let Some(map) = details.as_object_mut() {
+            map.insert("chain".into(), serde_json::json!(claims.chain()));
+            map.insert("scope".into(), Value::String(claims.scope.clone()));
+        }
+    }
+    if let Some(map) = details.as_object_mut() {
+        if let Some(attrs) = &req.resource_attrs {
+            map.insert("resource_attrs".into(), audited_input(attrs));
+        }
+        if let Some(context) = &req.context {
+            map.insert("context".into(), audited_input(context));
+        }
+    }
+    entry.details = details;
+    entry
+}
+
+impl Decisions {
+    /// Stage 6: queues the decision's audit record (or counts an anonymous deny into
+    /// its window's aggregate).
+    pub(crate) async fn record(&self, req: &AuthorizeRequest, mut decision: Decision, now: UnixTime) -> Queued {
+        let (action, resource) = (req.action.clone(), req.resource.clone());
+        if decision.claims.is_none() && decision.outcome == Outcome::Deny {
+            let (admission, closed) = self.anonymous.admit(decision.code, now);
+            if let Some(summary) = closed {
+                // Queued, not awaited: it records denies that were answered already.
+                if let Err(e) = self.audit.enqueue(summary).await {
+                    tracing::error!(error = %e, "the aggregate of anonymous denies could not be queued");
+                }
+            }
+            if admission == Admission::Aggregate {
+                decision.aggregated = true;
+                return Queued { decision, receipt: None, action, resource, at: now };
+            }
+        }
+        let entry = entry_of(req, &decision, now);
+        let charges = spend_rows(&decision);
+        match self.audit.enqueue_with(entry, charges).await {
+            Ok(receipt) => Queued { decision, receipt: Some(receipt), action, resource, at: now },
+            Err(e) => {
+                tracing::error!(error = %e, "a decision could not be queued for the audit log; denying");
+                Queued { decision, receipt: None, action, resource, at: now }
+            }
+        }
+    }
+
+    /// Stage 7: waits for the decision's record to be durable and answers; a decision
+    /// that could not be recorded is a deny. The `decision` event is published only
+    /// once the record is durable.
+    pub async fn answer(&self, queued: Queued) -> Decision {
+        let Queued { mut decision, receipt, action, resource, at } = queued;
+        if decision.aggregated {
+            // A deny either way; its evidence is the window's aggregate record.
+            decision.decision_id = "dec_aggregated".into();
+            return decision;
+        }
+        let result = match receipt {
+            Some(receipt) => receipt.durable().await,
+            None => Err(AuditError::Closed),
+        };
+        match result {
+            Ok(seq) => {
+                decision.decision_id = format!("dec_{seq}");
+                self.publish(&action, &resource, &decision, at);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "a decision could not be audited; denying");
+                self.guardrails.refund(&decision.charges);
+                decision.outcome = Outcome::Deny;
+                decision.code = DecisionCode::Audit;
+                decision.decision_id = "dec_unrecorded".into();
+                decision.reasons = vec!["the decision could not be recorded in the audit log, so it is a deny".into()];
+            }
+        }
+        decision
+    }
+
+    /// Publishes a decision event (only built when someone listens).
+    fn publish(&self, action: &str, resource: &str, d: &Decision, now: UnixTime) {
+        let agent = d.claims.as_ref().map(|c| &c.client_id);
+        self.events.publish_with(EventKind::Decision, now, agent, || {
+            serde_json::json!({
+                "decision": d.outcome.as_str(), "code": d.code, "action": action, "resource": resource,
+                "reasons": d.reasons, "policies": d.policies, "approval_id": d.approval_id,
+                "warrant": d.claims.as_ref().map(|c| &c.jti), "task": d.claims.as_ref().map(|c| &c.task.id),
+                "trust": d.trust,
+            })
+        });
+    }
+}

@@ -1,0 +1,172 @@
+//! Stage 5, settle: what the verdict leads to. A quarantine (trust below the threshold
+//! or a `@quarantine` forbid), an approval opened (`pending`), the response to a probing
+//! deny (scope or policy), and for an allow: rate limits, budgets, and the presented
+//! approval used exactly once. Every response returns what it did, and this stage writes
+//! the one [`Decision`] that the record stage audits.
+
+use warrant_core::decision::{DecisionCode, Outcome};
+use warrant_core::UnixTime;
+
+use super::admit::Admitted;
+use super::evaluate::{Assessed, Verdict};
+use super::{Decisions, Refusal};
+use crate::guard::respond::quarantine_reason;
+use crate::guard::{Probed, Quarantine};
+use crate::request::{AuthorizeRequest, Decision};
+
+/// Writes a quarantine's outcome into `d`.
+fn quarantined(d: &mut Decision, q: Quarantine) {
+    d.outcome = Outcome::Deny;
+    d.reasons.push(q.note);
+    if q.enforced {
+        d.code = DecisionCode::Quarantine;
+        d.quarantined = Some(q.why);
+    }
+}
+
+/// Writes a probing deny's consequences into `d`.
+fn probed(d: &mut Decision, p: Probed) {
+    d.signals.extend(p.signals);
+    d.trust = Some(p.trust);
+    if let Some(note) = p.contained {
+        d.reasons.push(note);
+    }
+    if let Some(q) = p.quarantine {
+        quarantined(d, q);
+    }
+}
+
+impl Decisions {
+    /// Stage 5 for a refused request: a scope refusal is probing, answered like a
+    /// policy deny; every other refusal is just a deny.
+    pub(crate) async fn settle_refusal(
+        &self,
+        req: &AuthorizeRequest,
+        refusal: Refusal,
+        admitted_warrant: Option<&super::verify::VerifiedWarrant>,
+        now: UnixTime,
+    ) -> Decision {
+        let claims = admitted_warrant.map(|w| &w.claims);
+        let mut d = Decision::deny(refusal.code, refusal.reason, claims);
+        if let (Some(warrant), DecisionCode::Scope) = (admitted_warrant, refusal.code) {
+            let claims = &warrant.claims;
+            let p = self.guardrails.probing_deny(&claims.client_id, claims, &req.action, &req.resource, &[], now).await;
+            probed(&mut d, p);
+        }
+        d
+    }
+
+    /// Stage 5: the decision the verdict leads to, with everything it set in motion.
+    pub(crate) async fn settle(
+        &self,
+        req: &AuthorizeRequest,
+        admitted: Admitted,
+        assessed: Assessed,
+        verdict: Verdict,
+        now: UnixTime,
+    ) -> Decision {
+        let claims = &admitted.warrant.claims;
+        let agent = &admitted.agent;
+        let Assessed { assessment, .. } = assessed;
+        let (version, verdict) = match verdict {
+            Verdict::Unavailable => {
+                return Decision::deny(DecisionCode::Policy, "the policy set is unavailable", Some(claims));
+            }
+            Verdict::BadInput(reason) => return Decision::deny(DecisionCode::InvalidRequest, reason, Some(claims)),
+            Verdict::Untrusted => {
+                let mut d = Decision::deny(
+                    DecisionCode::Quarantine,
+                    "the agent's trust fell below the quarantine threshold",
+                    Some(claims),
+                );
+                d.trust = Some(assessment.trust);
+                let why = quarantine_reason(assessment.trust, &assessment.signals);
+                let q =
+                    self.guardrails.quarantine(&agent.id, why, Some(assessment.trust), &assessment.signals, now).await;
+                d.signals = assessment.signals;
+                quarantined(&mut d, q);
+                return d;
+            }
+            Verdict::Decided { version, verdict } => (version, verdict),
+        };
+        let mut d = Decision::deny(DecisionCode::Policy, String::new(), Some(claims));
+        d.trust = Some(assessment.trust);
+        d.signals = assessment.signals;
+        d.policy_version = Some(version);
+        if !verdict.errors.is_empty() {
+            d.code = DecisionCode::PolicyError;
+            d.reasons = vec![format!("policy evaluation failed: {}", verdict.errors.join("; "))];
+            return d;
+        }
+        d.policies = verdict.policies;
+        if verdict.quarantine {
+            d.code = DecisionCode::Quarantine;
+            let why = format!("forbidden by quarantine policy {}", d.policies.join(", "));
+            d.reasons = vec![why.clone()];
+            let q = self.guardrails.quarantine(&agent.id, why, d.trust, &d.signals, now).await;
+            quarantined(&mut d, q);
+            return d;
+        }
+        if let Some(role) = verdict.approval {
+            match self.approvals.open(role, req, claims, agent, &d.policies, now).await {
+                Ok(approval) => {
+                    d.outcome = Outcome::Pending;
+                    d.code = DecisionCode::ApprovalRequired;
+                    d.reasons = vec![format!(
+                        "policy {} asks for the approval of {} `{}`: retry with approval_id `{}` once approved",
+                        d.policies.join(", "),
+                        role.as_str(),
+                        approval.approver,
+                        approval.id
+                    )];
+                    d.approval_id = Some(approval.id.to_string());
+                }
+                Err(reason) => {
+                    d.code = DecisionCode::Approval;
+                    d.reasons = vec![reason];
+                }
+            }
+            return d;
+        }
+        if !verdict.allow {
+            d.reasons = vec![if d.policies.is_empty() {
+                "no policy permits this action".to_owned()
+            } else {
+                format!("forbidden by policy {}", d.policies.join(", "))
+            }];
+            let p = self.guardrails.probing_deny(&agent.id, claims, &req.action, &req.resource, &d.signals, now).await;
+            probed(&mut d, p);
+            return d;
+        }
+        let warrant = &admitted.warrant;
+        if let Err(limited) = self.guardrails.check_rates(&warrant.chain, &claims.task.id, claims.human(), now) {
+            d.code = DecisionCode::RateLimited;
+            d.reasons = vec![format!("{}; retry in {} s", limited.reason, limited.retry_after)];
+            d.retry_after = Some(limited.retry_after);
+            return d;
+        }
+        match self.guardrails.charge(&claims.jti, req.context.as_ref()) {
+            Ok(charges) => d.charges = charges,
+            Err(e) => {
+                d.code = DecisionCode::Budget;
+                d.reasons = vec![e.to_string()];
+                return d;
+            }
+        }
+        if let Some(used) = admitted.approval {
+            if let Err(reason) = self.approvals.use_approved(&used, now).await {
+                self.guardrails.refund(&d.charges);
+                d.charges.clear();
+                d.code = DecisionCode::Approval;
+                d.reasons = vec![reason];
+                return d;
+            }
+            d.approval_id = Some(used.id.to_string());
+        }
+        self.guardrails.record(&agent.id, &req.action, &req.resource, true, false, now);
+        d.outcome = Outcome::Allow;
+        d.code = DecisionCode::Allow;
+        d.reasons = vec![format!("allowed by policy {}", d.policies.join(", "))];
+        d
+    }
+}

@@ -1,0 +1,120 @@
+//! Stage 1, verify: the token is a warrant this issuer signed, unexpired, with a
+//! readable scope. Verified warrants are cached by the SHA-256 of the token until they
+//! expire, so a warrant's signature is checked once. A token that is not ours (foreign
+//! issuer, unknown key, forged signature, not a JWT) is shadow activity, noted for
+//! governance.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use sha2::{Digest as _, Sha256};
+use warrant_core::decision::DecisionCode;
+use warrant_core::{Scope, UnixTime, WarrantClaims};
+use warrant_token::warrant::verify_warrant;
+
+use super::{Decisions, Refusal};
+use crate::govern::shadow::{peek, ShadowCause};
+
+/// The most entries the verified-warrant cache holds before it is swept.
+pub const WARRANT_CACHE_MAX: usize = 100_000;
+
+/// A verified warrant, as cached.
+#[derive(Debug)]
+pub struct VerifiedWarrant {
+    /// Its claims.
+    pub claims: Arc<WarrantClaims>,
+    /// Its parsed scope.
+    pub scope: Scope,
+    /// Its chain of agents, root first.
+    pub chain: Vec<warrant_core::AgentId>,
+}
+
+/// Verified warrants by SHA-256 of the token, until they expire.
+#[derive(Debug, Default)]
+pub struct WarrantCache {
+    entries: RwLock<HashMap<[u8; 32], Arc<VerifiedWarrant>>>,
+}
+
+impl WarrantCache {
+    pub(crate) fn get(&self, digest: &[u8; 32], now: UnixTime) -> Option<Arc<VerifiedWarrant>> {
+        let hit = self.entries.read().ok()?.get(digest).cloned()?;
+        (hit.claims.exp > now).then_some(hit)
+    }
+
+    pub(crate) fn put(&self, digest: [u8; 32], warrant: Arc<VerifiedWarrant>, now: UnixTime) {
+        if let Ok(mut map) = self.entries.write() {
+            if map.len() >= WARRANT_CACHE_MAX {
+                map.retain(|_, w| w.claims.exp > now);
+                if map.len() >= WARRANT_CACHE_MAX {
+                    map.clear();
+                }
+            }
+            map.insert(digest, warrant);
+        }
+    }
+
+    /// How many warrants are cached.
+    pub fn len(&self) -> usize {
+        self.entries.read().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Whether the cache is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Whether a verification failure means the token was not issued by Warrant (shadow
+/// activity), as opposed to one of ours that expired or is not valid yet.
+fn shadow_cause(e: &warrant_token::warrant::VerifyError) -> Option<ShadowCause> {
+    use warrant_token::jws::JwsError;
+    use warrant_token::warrant::VerifyError;
+    match e {
+        VerifyError::WrongIssuer(_) => Some(ShadowCause::ForeignIssuer),
+        VerifyError::Jws(JwsError::UnknownKey) => Some(ShadowCause::UnknownKey),
+        VerifyError::Jws(JwsError::BadSignature) => Some(ShadowCause::Forged),
+        VerifyError::Jws(_) => Some(ShadowCause::NotAWarrant),
+        _ => None,
+    }
+}
+
+impl Decisions {
+    /// Stage 1: the verified warrant, from the cache when it was verified before.
+    pub(crate) fn verify(&self, token: &str, now: UnixTime) -> Result<Arc<VerifiedWarrant>, Refusal> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(hit) = self.cache.get(&digest, now) {
+            return Ok(hit);
+        }
+        let ring =
+            self.keys.ring().map_err(|e| Refusal::new(DecisionCode::Internal, format!("keys unavailable: {e}")))?;
+        let claims = verify_warrant(token, ring.as_ref(), &self.issuer, now).map_err(|e| {
+            if let Some(cause) = shadow_cause(&e) {
+                let seen = peek(token);
+                // A key we do not know, on a token claiming another issuer: that issuer's.
+                let foreign = seen.iss.as_deref().is_some_and(|iss| iss != self.issuer);
+                let cause = if foreign { ShadowCause::ForeignIssuer } else { cause };
+                self.governance.shadow().record(cause, seen, now);
+            }
+            Refusal::new(DecisionCode::InvalidToken, format!("invalid warrant: {e}"))
+        })?;
+        let scope = claims
+            .scope()
+            .map_err(|e| Refusal::new(DecisionCode::InvalidToken, format!("invalid warrant scope: {e}")))?;
+        let chain = claims.chain();
+        let verified = Arc::new(VerifiedWarrant { claims: Arc::new(claims), scope, chain });
+        self.cache.put(digest, Arc::clone(&verified), now);
+        Ok(verified)
+    }
+
+    /// Whether `token` is a warrant of ours already verified and not expired (in the
+    /// verified-warrant cache): a cheap look-up, with no verification and no side effect.
+    pub fn knows_warrant(&self, token: &str) -> bool {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        self.cache.get(&digest, self.clock.now()).is_some()
+    }
+
+    /// How many verified warrants are cached.
+    pub fn cached_warrants(&self) -> usize {
+        self.cache.len()
+    }
+}

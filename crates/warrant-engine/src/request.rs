@@ -1,0 +1,90 @@
+//! What the decision path takes and gives: a request to act and the decision on it.
+//! Plain data, shared by the decision pipeline and the services it calls (approvals
+//! bind a request's digest), so it sits below all of them.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use warrant_core::guard::budget::Charge;
+use warrant_core::guard::signal::Signal;
+use warrant_core::WarrantClaims;
+
+pub use warrant_core::decision::{DecisionCode, Outcome};
+
+/// The most requests one batch may hold.
+pub const MAX_BATCH: usize = 100;
+/// The longest resource path accepted, in bytes.
+pub const MAX_RESOURCE: usize = 1024;
+
+/// A request to act.
+#[derive(Debug, Clone, Default)]
+pub struct AuthorizeRequest {
+    /// The warrant.
+    pub token: String,
+    /// The concrete action, e.g. `crm.read`.
+    pub action: String,
+    /// The concrete resource path, e.g. `customers/42`.
+    pub resource: String,
+    /// Attributes of the resource (a JSON object).
+    pub resource_attrs: Option<Value>,
+    /// Runtime telemetry (a JSON object): `estimated_cost`, `rows`, …
+    pub context: Option<Value>,
+    /// The approval this retry presents (`apr_…`), after a `pending` answer.
+    pub approval_id: Option<String>,
+}
+
+/// The answer to one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// Allow, deny or pending.
+    pub outcome: Outcome,
+    /// The decision's id (its audit record), `dec_…`.
+    pub decision_id: String,
+    /// Why, in words.
+    pub reasons: Vec<String>,
+    /// The policies that decided (empty when the decision was made before Cedar).
+    pub policies: Vec<String>,
+    /// The policy set version that decided, when Cedar ran.
+    pub policy_version: Option<i64>,
+    /// The warrant's claims, when it verified.
+    pub claims: Option<Arc<WarrantClaims>>,
+    /// The machine-readable reason.
+    pub code: DecisionCode,
+    /// For `pending`: the approval to retry with. For an approved retry: the one used.
+    pub approval_id: Option<String>,
+    /// For a rate-limit deny: seconds until a retry can succeed.
+    pub retry_after: Option<u64>,
+    /// The acting agent's trust score when the guardrails ran.
+    pub trust: Option<f64>,
+    /// The anomaly signals the request raised.
+    pub signals: Vec<Signal>,
+    /// What the request spent from budgets (recorded with the decision).
+    pub charges: Vec<Charge>,
+    /// Set when this decision quarantined the agent: why.
+    pub quarantined: Option<String>,
+    /// An anonymous deny counted into its window's aggregate record instead of getting
+    /// one of its own; its id is then `dec_aggregated`.
+    pub aggregated: bool,
+}
+
+impl Decision {
+    /// A deny with a reason, before it is recorded.
+    pub(crate) fn deny(code: DecisionCode, reason: impl Into<String>, claims: Option<&Arc<WarrantClaims>>) -> Decision {
+        Decision {
+            outcome: Outcome::Deny,
+            decision_id: String::new(),
+            reasons: vec![reason.into()],
+            policies: Vec::new(),
+            policy_version: None,
+            claims: claims.cloned(),
+            code,
+            approval_id: None,
+            retry_after: None,
+            trust: None,
+            signals: Vec::new(),
+            charges: Vec::new(),
+            quarantined: None,
+            aggregated: false,
+        }
+    }
+}
