@@ -11,6 +11,7 @@
 //! * [`scope`]: a set of permissions, *covers* and intersection.
 //! * [`registry`]: humans and agents as registered.
 //! * [`claims`]: the claims a warrant carries on the wire (see `docs/wire.md`).
+//! * [`decision`]: the machine-readable code of an authorization decision.
 //! * [`delegation`]: the issuance and delegation rules (scope only narrows, one
 //!   accountable human, bounded chains).
 //! * [`guard`]: runtime guardrails: rate limits, budgets, baselines, anomaly signals,
@@ -20,6 +21,7 @@
 
 pub mod audit;
 pub mod claims;
+pub mod decision;
 pub mod delegation;
 pub mod govern;
 pub mod guard;
@@ -30,6 +32,7 @@ pub mod scope;
 pub mod time;
 
 pub use claims::{Actor, TaskClaim, WarrantClaims};
+pub use decision::DecisionCode;
 pub use delegation::{DelegationError, Grant, Limits};
 pub use id::{AgentId, ApprovalId, HumanId, IdError, TaskId, WarrantId};
 pub use permission::{NonCanonical, Permission, PermissionError};
