@@ -9,8 +9,10 @@
 //! * [`id`]: typed identifiers (`hum_…`, `agt_…`, `tsk_…`, `wrt_…`).
 //! * [`permission`]: one permission, `action` or `action:resource-pattern`, and *covers*.
 //! * [`scope`]: a set of permissions, *covers* and intersection.
-//! * [`registry`]: humans and agents as registered.
+//! * [`registry`]: humans and agents as registered, and what a human's session is for.
+//! * [`revocation`]: what a revocation names.
 //! * [`claims`]: the claims a warrant carries on the wire (see `docs/wire.md`).
+//! * [`decision`]: the machine-readable code of an authorization decision.
 //! * [`delegation`]: the issuance and delegation rules (scope only narrows, one
 //!   accountable human, bounded chains).
 //! * [`guard`]: runtime guardrails: rate limits, budgets, baselines, anomaly signals,
@@ -27,13 +29,16 @@ pub mod guard;
 pub mod id;
 pub mod permission;
 pub mod registry;
+pub mod revocation;
 pub mod scope;
 pub mod time;
 
 pub use claims::{Actor, TaskClaim, WarrantClaims};
+pub use decision::DecisionCode;
 pub use delegation::{DelegationError, Grant, Limits};
 pub use id::{AgentId, ApprovalId, HumanId, IdError, TaskId, WarrantId};
 pub use permission::{NonCanonical, Permission, PermissionError};
-pub use registry::{Agent, AgentStatus, Human, HumanStatus, Mode, PublicJwk};
+pub use registry::{Agent, AgentStatus, Human, HumanStatus, Mode, PublicJwk, SessionPurpose};
+pub use revocation::RevocationKind;
 pub use scope::Scope;
 pub use time::UnixTime;

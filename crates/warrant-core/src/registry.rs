@@ -165,3 +165,48 @@ pub enum AgentUnusable {
     #[error("has expired")]
     Expired,
 }
+
+/// What a human's session token is good for: one purpose each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum SessionPurpose {
+    /// Starting delegated work: the `subject_token` of a token exchange, nothing else.
+    Delegation,
+    /// The human's own approvals and attestations, never a token exchange.
+    Approval,
+}
+
+impl SessionPurpose {
+    /// Every purpose, in declaration order.
+    pub const ALL: [SessionPurpose; 2] = [SessionPurpose::Delegation, SessionPurpose::Approval];
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionPurpose::Delegation => "delegation",
+            SessionPurpose::Approval => "approval",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(text: &str) -> Option<SessionPurpose> {
+        SessionPurpose::ALL.into_iter().find(|p| p.as_str() == text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_purposes_keep_their_stored_names() {
+        for purpose in SessionPurpose::ALL {
+            let json = serde_json::to_value(purpose).unwrap();
+            assert_eq!(json, serde_json::json!(purpose.as_str()));
+            assert_eq!(serde_json::from_value::<SessionPurpose>(json).unwrap(), purpose);
+            assert_eq!(SessionPurpose::parse(purpose.as_str()), Some(purpose));
+        }
+        assert_eq!(SessionPurpose::ALL.map(SessionPurpose::as_str), ["delegation", "approval"]);
+    }
+}

@@ -7,7 +7,8 @@
 use std::sync::Arc;
 
 use sha2::{Digest as _, Sha256};
-use warrant_core::audit::{AuditEntry, AuditKind};
+use warrant_core::audit::details::{ApprovalDetails, ApprovalOp};
+use warrant_core::audit::AuditEntry;
 use warrant_core::guard::approval::{Approval, ApprovalStatus, Approver, Decider, Retry};
 use warrant_core::{Agent, ApprovalId, UnixTime, WarrantClaims};
 use warrant_store::{Store, StoreError};
@@ -111,26 +112,13 @@ impl Approvals {
         Approvals { store, clock, times, audit, events }
     }
 
-    async fn audit_approval(&self, op: &str, a: &Approval, now: UnixTime) -> Result<u64, ApprovalOpError> {
-        let mut entry = AuditEntry::new(now, AuditKind::Approval);
+    async fn audit_approval(&self, op: ApprovalOp, a: &Approval, now: UnixTime) -> Result<u64, ApprovalOpError> {
+        let mut entry = AuditEntry::with_details(now, ApprovalDetails::new(op, a))
+            .map_err(|e| ApprovalOpError::Internal(e.to_string()))?;
         entry.agent = Some(a.agent.clone());
         entry.human = Some(a.human.clone());
         entry.task = Some(a.task.clone());
         entry.warrant = Some(a.warrant.clone());
-        entry.details = serde_json::json!({
-            "op": op,
-            "approval_id": a.id,
-            "status": a.status.as_str(),
-            "approver": a.approver,
-            "approver_role": a.approver_role.as_str(),
-            "action": a.action,
-            "resource": a.resource,
-            "request": a.request,
-            "policies": a.policies,
-            "expires_at": a.expires_at,
-            "decided_by": a.decided_by,
-            "reason": a.reason,
-        });
         let seq = self.audit.record(entry).await.map_err(|e| ApprovalOpError::Internal(e.to_string()))?;
         self.events.publish_with(EventKind::Approval, now, Some(&a.agent), || approval_event(a));
         Ok(seq)
@@ -178,7 +166,7 @@ impl Approvals {
             used_at: None,
         };
         self.store.insert_approval(&approval).await.map_err(|e| failed(&e))?;
-        self.audit_approval("opened", &approval, now).await.map_err(|e| failed(&e))?;
+        self.audit_approval(ApprovalOp::Opened, &approval, now).await.map_err(|e| failed(&e))?;
         Ok(approval)
     }
 
@@ -216,7 +204,7 @@ impl Approvals {
     pub(crate) async fn use_approved(&self, used: &Approval, now: UnixTime) -> Result<(), String> {
         match self.store.update_approval(used, ApprovalStatus::Approved).await {
             Ok(true) => {
-                if let Err(e) = self.audit_approval("used", used, now).await {
+                if let Err(e) = self.audit_approval(ApprovalOp::Used, used, now).await {
                     tracing::error!(error = %e, "cannot audit an approval's use");
                 }
                 Ok(())
@@ -292,7 +280,9 @@ impl Approvals {
         if !self.store.update_approval(&next, ApprovalStatus::Pending).await? {
             return Err(ApprovalOpError::Conflict(format!("approval `{id}` was decided meanwhile")));
         }
-        if let Err(e) = self.audit_approval(if approve { "approved" } else { "rejected" }, &next, now).await {
+        if let Err(e) =
+            self.audit_approval(if approve { ApprovalOp::Approved } else { ApprovalOp::Rejected }, &next, now).await
+        {
             // An approval nobody can account for never allows: put it back to pending
             // (unless it was used meanwhile, which the use's own record accounts for).
             if let Err(undo) = self.store.update_approval(&current, next.status).await {

@@ -9,7 +9,8 @@
 //! not be recorded is never handed out.
 
 use std::sync::Arc;
-use warrant_core::audit::{AuditEntry, AuditKind};
+use warrant_core::audit::details::WarrantDetails;
+use warrant_core::audit::AuditEntry;
 use warrant_core::delegation::{grant_delegation, grant_root, DelegationRequest, RootRequest};
 use warrant_core::guard::budget::{attenuate, Budget};
 use warrant_core::{
@@ -138,6 +139,17 @@ impl TokenError {
             TokenError::InvalidScope(_) => "invalid_scope",
             TokenError::UnsupportedGrantType(_) => "unsupported_grant_type",
             TokenError::Internal(_) => "server_error",
+        }
+    }
+}
+
+impl crate::error::Classify for TokenError {
+    fn kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind;
+        match self {
+            TokenError::InvalidClient(_) => ErrorKind::Forbidden,
+            TokenError::Internal(_) => ErrorKind::Internal,
+            _ => ErrorKind::Invalid,
         }
     }
 }
@@ -554,24 +566,23 @@ impl Issuer {
             created_at: now,
             deadline: claims.exp,
         });
-        let mut entry =
-            AuditEntry::new(now, if parent.is_some() { AuditKind::Delegation } else { AuditKind::Issuance });
+        let details = WarrantDetails {
+            sub: claims.sub.clone(),
+            mode,
+            scope: claims.scope.clone(),
+            iat: claims.iat,
+            exp: claims.exp,
+            chain: record.chain.clone(),
+            parent: claims.parent.clone(),
+            purpose: claims.task.purpose.clone(),
+            kid: record.kid.clone(),
+            budget: claims.budget.clone(),
+        };
+        let mut entry = AuditEntry::with_details(now, details).map_err(|e| TokenError::Internal(e.to_string()))?;
         entry.agent = Some(agent.id.clone());
         entry.human = Some(claims.task.human.clone());
         entry.task = Some(claims.task.id.clone());
         entry.warrant = Some(claims.jti.clone());
-        entry.details = serde_json::json!({
-            "sub": claims.sub,
-            "mode": mode.as_str(),
-            "scope": claims.scope,
-            "iat": claims.iat,
-            "exp": claims.exp,
-            "chain": record.chain,
-            "parent": claims.parent,
-            "purpose": claims.task.purpose,
-            "kid": record.kid,
-            "budget": claims.budget,
-        });
         self.store.record_warrant(&record, new_task.as_ref(), &guard).await?;
         if let Err(e) = self.audit.record(entry).await {
             // Recorded but never handed out: end it, so the record cannot be mistaken for a

@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
-use warrant_core::audit::{AuditEntry, AuditKind};
+use warrant_core::audit::details::PolicyDetails;
+use warrant_core::audit::AuditEntry;
 use warrant_core::UnixTime;
 use warrant_policy::schema::{BASE_SCHEMA, SCHEMA_FILE};
 use warrant_policy::{CompiledPolicies, PolicyError, PolicyFile, DEFAULT_POLICIES, DEFAULT_POLICY_FILE};
@@ -160,14 +161,12 @@ impl Policy {
         let policy = Policy { dir, current, fingerprint, store, clock, audit, governance };
         // The set in force at start is evidence too: which policies decided from now on.
         if let Some(current) = policy.current() {
-            let mut entry = AuditEntry::new(now, AuditKind::Policy);
-            entry.details = serde_json::json!({
-                "op": "in_force_at_start",
-                "version": current.version,
-                "hash": current.compiled.hash(),
-                "policies": current.compiled.policy_ids(),
-            });
-            if let Err(e) = policy.audit.record(entry).await {
+            let details = PolicyDetails::InForceAtStart {
+                version: current.version,
+                hash: current.compiled.hash().to_owned(),
+                policies: current.compiled.policy_ids().to_vec(),
+            };
+            if let Err(e) = policy.record(now, details).await {
                 tracing::error!(error = %e, "cannot audit the policy set in force at start");
             }
         }
@@ -271,6 +270,12 @@ impl Policy {
         Reloaded::Activated(version)
     }
 
+    /// Writes a policy record and waits until it is durable.
+    async fn record(&self, now: UnixTime, details: PolicyDetails) -> Result<u64, String> {
+        let entry = AuditEntry::with_details(now, details).map_err(|e| e.to_string())?;
+        self.audit.record(entry).await.map_err(|e| e.to_string())
+    }
+
     /// Every stored version, oldest first.
     pub async fn versions(&self) -> Result<Vec<PolicyVersion>, StoreError> {
         Ok(self
@@ -292,22 +297,18 @@ impl Policy {
             Ok(Staged::New(staged)) => staged,
             Err(e) => {
                 tracing::error!(error = %e, "refused the new policy set; the previous set stays in force");
-                let mut entry = AuditEntry::new(now, AuditKind::Policy);
-                entry.details = serde_json::json!({ "op": "refused", "error": e.to_string() });
-                if let Err(audit) = self.audit.record(entry).await {
+                if let Err(audit) = self.record(now, PolicyDetails::Refused { error: e.to_string() }).await {
                     tracing::error!(error = %audit, "a refused policy change could not be audited");
                 }
                 return Err(e);
             }
         };
-        let mut entry = AuditEntry::new(now, AuditKind::Policy);
-        entry.details = serde_json::json!({
-            "op": "activated",
-            "version": staged.version,
-            "hash": staged.compiled.hash(),
-            "policies": staged.compiled.policy_ids(),
-        });
-        if let Err(e) = self.audit.record(entry).await {
+        let details = PolicyDetails::Activated {
+            version: staged.version,
+            hash: staged.compiled.hash().to_owned(),
+            policies: staged.compiled.policy_ids().to_vec(),
+        };
+        if let Err(e) = self.record(now, details).await {
             self.forget_files();
             tracing::error!(error = %e, "a policy change could not be audited; it stays pending");
             return Err(PolicyLoadError::Audit(e.to_string()));

@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use warrant_core::audit::{AuditEntry, AuditKind};
+use warrant_core::audit::details::RegistryDetails;
+use warrant_core::audit::AuditEntry;
 use warrant_core::{Agent, AgentId, AgentStatus, Human, HumanId, HumanStatus, Mode, PublicJwk, Scope, UnixTime};
 use warrant_store::{SessionPurpose, SessionRecord, Store, StoreError};
 use warrant_token::session::{sign_approver, sign_session, SessionClaims};
@@ -215,15 +216,14 @@ impl Registry {
     /// the change is refused.
     async fn audit_registry(
         &self,
-        op: &str,
+        details: RegistryDetails,
         agent: Option<&AgentId>,
         human: Option<&HumanId>,
-        details: serde_json::Value,
     ) -> Result<(), RegistryError> {
-        let mut entry = AuditEntry::new(self.clock.now(), AuditKind::Registry);
+        let mut entry = AuditEntry::with_details(self.clock.now(), details)
+            .map_err(|e| RegistryError::Internal(format!("the change's record could not be encoded: {e}")))?;
         entry.agent = agent.cloned();
         entry.human = human.cloned();
-        entry.details = serde_json::json!({ "op": op, "change": details });
         self.audit
             .record(entry)
             .await
@@ -244,8 +244,7 @@ impl Registry {
         if self.store.human_by_email(&human.email).await?.is_some() {
             return Err(RegistryError::Conflict(format!("a human with email `{}` already exists", human.email)));
         }
-        self.audit_registry("human.add", None, Some(&human.id), serde_json::to_value(&human).unwrap_or_default())
-            .await?;
+        self.audit_registry(RegistryDetails::HumanAdd(human.clone()), None, Some(&human.id)).await?;
         match self.store.insert_human(&human).await {
             Ok(()) => {
                 self.directory.put_human(human.clone());
@@ -273,8 +272,7 @@ impl Registry {
     /// Disables a human: no new work on their behalf, and they can own no new agents.
     pub async fn disable_human(&self, id: &str) -> Result<Human, RegistryError> {
         let human = self.human(id).await?;
-        self.audit_registry("human.disable", None, Some(&human.id), serde_json::json!({ "status": "disabled" }))
-            .await?;
+        self.audit_registry(RegistryDetails::HumanDisable, None, Some(&human.id)).await?;
         self.store.set_human_status(&human.id, HumanStatus::Disabled).await?;
         // A disabled human's open sessions, of either purpose, are good for nothing more.
         self.store.revoke_sessions(&human.id, self.clock.now()).await?;
@@ -395,13 +393,7 @@ impl Registry {
             labels: new.labels,
             created_at: now,
         };
-        self.audit_registry(
-            "agent.add",
-            Some(&agent.id),
-            Some(&agent.owner),
-            serde_json::to_value(&agent).unwrap_or_default(),
-        )
-        .await?;
+        self.audit_registry(RegistryDetails::AgentAdd(agent.clone()), Some(&agent.id), Some(&agent.owner)).await?;
         self.store.insert_agent(&agent).await?;
         self.directory.put_agent(agent.clone());
         self.governance.touch([agent.id.clone()]);
@@ -433,9 +425,7 @@ impl Registry {
             (_, AgentTransition::Resume) => AgentStatus::Active,
             (_, AgentTransition::Retire) => AgentStatus::Retired,
         };
-        let op = format!("agent.{}", next.as_str());
-        self.audit_registry(&op, Some(&agent.id), Some(&agent.owner), serde_json::json!({ "status": next.as_str() }))
-            .await?;
+        self.audit_registry(RegistryDetails::AgentStatus(next), Some(&agent.id), Some(&agent.owner)).await?;
         self.store.set_agent_status(&agent.id, next).await?;
         let agent = Agent { status: next, ..agent };
         self.directory.put_agent(agent.clone());

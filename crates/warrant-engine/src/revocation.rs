@@ -8,7 +8,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
-use warrant_core::audit::{AuditEntry, AuditKind};
+use warrant_core::audit::details::RevocationDetails;
+use warrant_core::audit::AuditEntry;
 use warrant_core::{AgentId, HumanId, TaskId, UnixTime, WarrantId};
 use warrant_store::{RevocationKind, RevocationRecord, Store, StoreError, TaskRecord, WarrantRecord};
 
@@ -278,20 +279,22 @@ impl Revocation {
         });
         // The revocation is in force whatever happens next (failing closed); a missing
         // audit record is still reported as a failure.
-        let mut entry = AuditEntry::new(now, AuditKind::Revocation);
+        let details = RevocationDetails {
+            revocation: revocation.id.clone(),
+            kind,
+            target: id.to_owned(),
+            reason: reason.to_owned(),
+            revoked_warrants: targets.iter().map(|(jti, _)| jti.clone()).collect(),
+        };
+        let mut entry = AuditEntry::with_details(now, details).map_err(|e| {
+            RevokeError::Internal(format!("the revocation is in force but its record could not be encoded: {e}"))
+        })?;
         match kind {
             RevocationKind::Warrant => entry.warrant = WarrantId::parse(id).ok(),
             RevocationKind::Agent => entry.agent = AgentId::parse(id).ok(),
             RevocationKind::Task => entry.task = TaskId::parse(id).ok(),
             RevocationKind::Human => entry.human = HumanId::parse(id).ok(),
         }
-        entry.details = serde_json::json!({
-            "revocation": revocation.id,
-            "kind": kind.as_str(),
-            "target": id,
-            "reason": reason,
-            "revoked_warrants": targets.iter().map(|(jti, _)| jti.as_str()).collect::<Vec<_>>(),
-        });
         self.audit
             .record(entry)
             .await

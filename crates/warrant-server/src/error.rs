@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
-use warrant_engine::{RegistryError, TokenError};
+use warrant_engine::{Classify, ErrorKind, TokenError};
 
 /// The body of every error outside OAuth.
 #[derive(Debug, Serialize, ToSchema)]
@@ -64,13 +64,25 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<RegistryError> for ApiError {
-    fn from(e: RegistryError) -> Self {
-        match e {
-            RegistryError::Invalid(m) => ApiError::bad_request(m),
-            RegistryError::NotFound { .. } => ApiError::not_found(e.to_string()),
-            RegistryError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
-            other => ApiError::internal(&other),
+/// Every engine error becomes an API error the same way, by its kind: its message is
+/// shown for what the caller can fix, and an internal failure shows nothing but is
+/// logged.
+impl<E: Classify> From<E> for ApiError {
+    fn from(e: E) -> Self {
+        match e.kind() {
+            ErrorKind::Invalid => ApiError::bad_request(e.to_string()),
+            ErrorKind::NotFound => ApiError::not_found(e.to_string()),
+            ErrorKind::Conflict => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            ErrorKind::Forbidden => ApiError::new(StatusCode::FORBIDDEN, "forbidden", e.to_string()),
+            ErrorKind::Unavailable => {
+                tracing::warn!(error = %e, "a dependency is unavailable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the server cannot do this now; retry later",
+                )
+            }
+            _ => ApiError::internal(&e),
         }
     }
 }

@@ -3,6 +3,10 @@
 use std::collections::BTreeMap;
 
 use warrant_core::{AgentId, HumanId, Mode, Scope, TaskId, UnixTime, WarrantId};
+
+/// Re-exported from `warrant-core`, where the domain enums live; kept here so that
+/// `warrant_store::records::{RevocationKind, SessionPurpose}` still name them.
+pub use warrant_core::{RevocationKind, SessionPurpose};
 use zeroize::Zeroizing;
 
 /// What a signing key signs. Each purpose has its own active key.
@@ -138,32 +142,6 @@ pub struct SpendCharge {
     pub expires_at: UnixTime,
 }
 
-/// What a revocation names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RevocationKind {
-    /// One warrant and its descendants.
-    Warrant,
-    /// Every warrant whose chain contains an agent (and the agent is suspended).
-    Agent,
-    /// Every warrant of a task (also how a task is completed).
-    Task,
-    /// Every warrant on behalf of a human.
-    Human,
-}
-
-impl RevocationKind {
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RevocationKind::Warrant => "warrant",
-            RevocationKind::Agent => "agent",
-            RevocationKind::Task => "task",
-            RevocationKind::Human => "human",
-        }
-    }
-}
-
 /// A revocation as recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RevocationRecord {
@@ -207,27 +185,6 @@ pub struct IssueGuard {
     /// The human session the work started from (a delegated root warrant): refused when
     /// that session has been revoked or is unknown.
     pub session: Option<String>,
-}
-
-/// What a human's session token is good for: one purpose each.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum SessionPurpose {
-    /// Starting delegated work: the `subject_token` of a token exchange, nothing else.
-    Delegation,
-    /// The human's own approvals and attestations, never a token exchange.
-    Approval,
-}
-
-impl SessionPurpose {
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SessionPurpose::Delegation => "delegation",
-            SessionPurpose::Approval => "approval",
-        }
-    }
 }
 
 /// A human session as recorded, so it can be revoked before it expires.

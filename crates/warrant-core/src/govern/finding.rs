@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::govern::evidence::Evidence;
 use crate::id::AgentId;
 use crate::time::UnixTime;
 
@@ -241,11 +242,18 @@ pub struct Observation {
     pub severity: Severity,
     /// What it is about (see [`Finding::subject`]).
     pub subject: String,
-    /// The facts behind it.
+    /// The facts behind it: an [`Evidence`] of its kind, as JSON (see
+    /// [`Observation::new`]).
     pub evidence: serde_json::Value,
 }
 
 impl Observation {
+    /// An observation of `evidence`'s kind about `subject`.
+    pub fn new(severity: Severity, subject: String, evidence: impl Into<Evidence>) -> Observation {
+        let evidence = evidence.into();
+        Observation { kind: evidence.kind(), severity, subject, evidence: evidence.to_value() }
+    }
+
     /// The identity of the problem (see [`Finding::key`]).
     pub fn key(&self) -> (FindingKind, String) {
         (self.kind, self.subject.clone())

@@ -5,17 +5,21 @@
 //! used, its live warrants, attestations) and passes the time in.
 //!
 //! * [`finding`]: a finding's kind, severity, subject, evidence and status.
+//! * [`evidence`]: the typed evidence of each kind of finding.
 //! * [`usage`]: what an agent actually used, and the narrower scope recommended from it.
-//! * [`rules`]: the per-agent rules a sweep applies (orphaned, idle, over-privileged, …).
+//! * [`rules`]: the per-agent rules a sweep applies (orphaned, idle, over-privileged, …),
+//!   one function each.
 //! * [`reconcile`]: turning one sweep's observations into opened, refreshed, reopened
 //!   and resolved findings.
 
+pub mod evidence;
 pub mod finding;
 pub mod reconcile;
 pub mod rules;
 pub mod usage;
 
+pub use evidence::Evidence;
 pub use finding::{Acceptance, Finding, FindingKind, FindingStatus, Observation, Severity};
 pub use reconcile::{reconcile, Changes, SweepScope};
-pub use rules::{observe_agent, AgentFacts, GovernRules, LiveStats};
+pub use rules::{observe_agent, AgentFacts, AgentRule, GovernRules, LiveStats, AGENT_RULES};
 pub use usage::AgentUsage;

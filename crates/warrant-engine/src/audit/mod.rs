@@ -111,6 +111,12 @@ impl Audit {
     }
 }
 
+impl Classify for AuditError {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::Unavailable
+    }
+}
+
 impl Classify for AuditVerifyError {
     fn kind(&self) -> ErrorKind {
         ErrorKind::Internal

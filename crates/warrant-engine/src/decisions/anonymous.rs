@@ -12,7 +12,8 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use warrant_core::audit::{AuditEntry, AuditKind};
+use warrant_core::audit::details::AnonymousDenies;
+use warrant_core::audit::AuditEntry;
 use warrant_core::decision::DecisionCode;
 use warrant_core::UnixTime;
 
@@ -53,40 +54,32 @@ struct Window {
 impl Window {
     /// The aggregate record of this window, if anything was aggregated.
     fn summary(&self) -> Option<AuditEntry> {
-        let (first, last) = (self.first?, self.last?);
+        let (first_at, last_at) = (self.first?, self.last?);
         if self.aggregated == 0 {
             return None;
         }
-        let mut entry = AuditEntry::new(last, AuditKind::Decision);
-        entry.decision = Some("deny".into());
-        entry.details = serde_json::json!({
-            "code": "aggregated",
-            "aggregated": {
-                "count": self.aggregated,
-                "first_at": first,
-                "last_at": last,
-                "codes": self.codes,
-            },
-            "reasons": [format!(
-                "{} further anonymous denies (no valid warrant) in this window, counted rather than recorded one by one",
-                self.aggregated
-            )],
-        });
-        Some(entry)
+        let details = AnonymousDenies { count: self.aggregated, first_at, last_at, codes: self.codes.clone() };
+        match AuditEntry::with_details(last_at, details) {
+            Ok(entry) => Some(entry),
+            Err(e) => {
+                tracing::error!(error = %e, "the aggregate of anonymous denies could not be encoded");
+                None
+            }
+        }
     }
 }
 
 /// The anonymous-deny accounting.
 #[derive(Debug, Default)]
-pub struct AnonymousDenies {
+pub struct AnonymousAccounting {
     config: AnonymousConfig,
     window: Mutex<Window>,
 }
 
-impl AnonymousDenies {
+impl AnonymousAccounting {
     /// Accounting with `config`.
     pub fn new(config: AnonymousConfig) -> Self {
-        AnonymousDenies { config, window: Mutex::new(Window::default()) }
+        AnonymousAccounting { config, window: Mutex::new(Window::default()) }
     }
 
     /// Admits one anonymous deny with `code` at `now`. Returns whether it gets a record of
@@ -133,7 +126,7 @@ mod tests {
 
     #[test]
     fn the_first_few_per_window_are_recorded_the_rest_aggregated() {
-        let a = AnonymousDenies::new(AnonymousConfig { window_secs: 10, recorded_per_window: 3 });
+        let a = AnonymousAccounting::new(AnonymousConfig { window_secs: 10, recorded_per_window: 3 });
         let t = UnixTime(1_000);
         for _ in 0..3 {
             assert_eq!(a.admit(DecisionCode::InvalidToken, t), (Admission::Record, None));
@@ -159,7 +152,7 @@ mod tests {
 
     #[test]
     fn a_window_without_aggregated_denies_needs_no_summary() {
-        let a = AnonymousDenies::new(AnonymousConfig { window_secs: 10, recorded_per_window: 3 });
+        let a = AnonymousAccounting::new(AnonymousConfig { window_secs: 10, recorded_per_window: 3 });
         a.admit(DecisionCode::InvalidToken, UnixTime(1_000));
         assert!(a.close(UnixTime(2_000), false).is_none());
         for _ in 0..5 {

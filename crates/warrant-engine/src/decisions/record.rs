@@ -6,7 +6,8 @@
 
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
-use warrant_core::audit::{AuditEntry, AuditKind};
+use warrant_core::audit::details::{DecisionDetails, DecisionWarrant};
+use warrant_core::audit::{AuditEntry, EncodeError};
 use warrant_core::decision::{DecisionCode, Outcome};
 use warrant_core::UnixTime;
 use warrant_store::SpendCharge;
@@ -90,57 +91,36 @@ fn spend_rows(d: &Decision) -> Vec<SpendCharge> {
 }
 
 /// The decision's audit record.
-fn entry_of(req: &AuthorizeRequest, decision: &Decision, now: UnixTime) -> AuditEntry {
-    let mut entry = AuditEntry::new(now, AuditKind::Decision);
+fn entry_of(req: &AuthorizeRequest, decision: &Decision, now: UnixTime) -> Result<AuditEntry, EncodeError> {
+    let details = DecisionDetails {
+        action: audited_text(&req.action),
+        resource: audited_text(&req.resource),
+        code: decision.code,
+        reasons: decision.reasons.clone(),
+        policies: decision.policies.clone(),
+        policy_version: decision.policy_version,
+        trust: decision.trust,
+        signals: decision.signals.clone(),
+        charges: decision.charges.clone(),
+        approval_id: decision.approval_id.clone(),
+        retry_after: decision.retry_after,
+        quarantined: decision.quarantined.clone(),
+        warrant: decision
+            .claims
+            .as_ref()
+            .map(|claims| DecisionWarrant { chain: claims.chain(), scope: claims.scope.clone() }),
+        resource_attrs: req.resource_attrs.as_ref().map(audited_input),
+        context: req.context.as_ref().map(audited_input),
+    };
+    let mut entry = AuditEntry::with_details(now, details)?;
     entry.decision = Some(decision.outcome.as_str().to_owned());
-    let mut details = serde_json::json!({
-        "action": audited_text(&req.action),
-        "resource": audited_text(&req.resource),
-        "code": decision.code,
-        "reasons": decision.reasons,
-        "policies": decision.policies,
-        "policy_version": decision.policy_version,
-    });
-    if let Some(map) = details.as_object_mut() {
-        if let Some(trust) = decision.trust {
-            map.insert("trust".into(), serde_json::json!(trust));
-        }
-        if !decision.signals.is_empty() {
-            map.insert("signals".into(), serde_json::json!(decision.signals));
-        }
-        if !decision.charges.is_empty() {
-            map.insert("charges".into(), serde_json::json!(decision.charges));
-        }
-        if let Some(id) = &decision.approval_id {
-            map.insert("approval_id".into(), Value::String(id.clone()));
-        }
-        if let Some(secs) = decision.retry_after {
-            map.insert("retry_after".into(), serde_json::json!(secs));
-        }
-        if let Some(why) = &decision.quarantined {
-            map.insert("quarantined".into(), Value::String(why.clone()));
-        }
-    }
     if let Some(claims) = &decision.claims {
         entry.agent = Some(claims.client_id.clone());
         entry.human = Some(claims.human().clone());
         entry.task = Some(claims.task.id.clone());
         entry.warrant = Some(claims.jti.clone());
-        if let Some(map) = details.as_object_mut() {
-            map.insert("chain".into(), serde_json::json!(claims.chain()));
-            map.insert("scope".into(), Value::String(claims.scope.clone()));
-        }
     }
-    if let Some(map) = details.as_object_mut() {
-        if let Some(attrs) = &req.resource_attrs {
-            map.insert("resource_attrs".into(), audited_input(attrs));
-        }
-        if let Some(context) = &req.context {
-            map.insert("context".into(), audited_input(context));
-        }
-    }
-    entry.details = details;
-    entry
+    Ok(entry)
 }
 
 impl Decisions {
@@ -161,7 +141,13 @@ impl Decisions {
                 return Queued { decision, receipt: None, action, resource, at: now };
             }
         }
-        let entry = entry_of(req, &decision, now);
+        let entry = match entry_of(req, &decision, now) {
+            Ok(entry) => entry,
+            Err(e) => {
+                tracing::error!(error = %e, "a decision's audit record could not be encoded; denying");
+                return Queued { decision, receipt: None, action, resource, at: now };
+            }
+        };
         let charges = spend_rows(&decision);
         match self.audit.enqueue_with(entry, charges).await {
             Ok(receipt) => Queued { decision, receipt: Some(receipt), action, resource, at: now },

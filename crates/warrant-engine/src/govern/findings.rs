@@ -4,7 +4,9 @@
 use std::collections::HashSet;
 
 use serde_json::json;
-use warrant_core::audit::{AuditEntry, AuditKind};
+use warrant_core::audit::details::{GovernanceDetails, RegistryDetails};
+use warrant_core::audit::AuditEntry;
+use warrant_core::govern::evidence::PolicyBroadening;
 use warrant_core::govern::usage::recommend;
 use warrant_core::govern::{Acceptance, Changes, Finding, FindingKind, FindingStatus, Observation, Severity};
 use warrant_core::{Agent, AgentStatus, Scope, UnixTime};
@@ -38,6 +40,18 @@ pub enum FindingError {
     /// The change could not be audited or made.
     #[error("{0}")]
     Internal(String),
+}
+
+impl crate::error::Classify for FindingError {
+    fn kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind;
+        match self {
+            FindingError::NotFound(_) => ErrorKind::NotFound,
+            FindingError::Invalid(_) => ErrorKind::Invalid,
+            FindingError::Conflict(_) => ErrorKind::Conflict,
+            FindingError::Store(_) | FindingError::Internal(_) => ErrorKind::Internal,
+        }
+    }
 }
 
 impl Governance {
@@ -128,17 +142,16 @@ impl Governance {
         finding.status = FindingStatus::Accepted;
         finding.acceptance =
             Some(Acceptance { by: by.to_owned(), justification: justification.to_owned(), at: now, until });
-        let mut entry = AuditEntry::new(now, AuditKind::Governance);
+        let details = GovernanceDetails::FindingAccept {
+            finding: finding.id.clone(),
+            kind: finding.kind,
+            subject: finding.subject.clone(),
+            by: by.to_owned(),
+            justification: justification.to_owned(),
+            until,
+        };
+        let mut entry = AuditEntry::with_details(now, details).map_err(|e| FindingError::Internal(e.to_string()))?;
         entry.agent = finding.agent();
-        entry.details = json!({
-            "op": "finding.accept",
-            "finding": finding.id,
-            "kind": finding.kind,
-            "subject": finding.subject,
-            "by": by,
-            "justification": justification,
-            "until": until,
-        });
         self.audit_governance(entry).await?;
         self.store.save_findings(std::slice::from_ref(&finding)).await?;
         if let Ok(mut active) = self.active.lock() {
@@ -175,13 +188,15 @@ impl Governance {
                 "agent `{agent_id}` has nothing to narrow now; the next sweep updates the finding"
             )));
         }
-        let mut entry = AuditEntry::new(now, AuditKind::Registry);
+        let details = RegistryDetails::AgentMaxScope {
+            from: agent.max_scope.clone(),
+            to: narrowed.clone(),
+            finding: finding.id.clone(),
+            by: by.to_owned(),
+        };
+        let mut entry = AuditEntry::with_details(now, details).map_err(|e| FindingError::Internal(e.to_string()))?;
         entry.agent = Some(agent_id.clone());
         entry.human = Some(agent.owner.clone());
-        entry.details = json!({
-            "op": "agent.max_scope",
-            "change": {"from": agent.max_scope, "to": narrowed, "finding": finding.id, "by": by},
-        });
         self.audit_governance(entry).await?;
         self.store.set_agent_max_scope(&agent_id, &narrowed).await?;
         let changed = Agent { max_scope: narrowed.clone(), ..(*agent).clone() };
@@ -251,18 +266,14 @@ impl Governance {
         if !broadened.is_empty() {
             let subject = format!("policy:{new_version}");
             let samples: Vec<_> = broadened.iter().take(MAX_SAMPLES).map(|r| r.summary()).collect();
-            let obs = Observation {
-                kind: FindingKind::PolicyBroadening,
-                severity: Severity::High,
-                subject: subject.clone(),
-                evidence: json!({
-                    "from_version": old_version,
-                    "to_version": new_version,
-                    "replayed": history.len(),
-                    "newly_allowed": broadened.len(),
-                    "samples": samples,
-                }),
+            let evidence = PolicyBroadening {
+                from_version: old_version,
+                to_version: new_version,
+                replayed: history.len(),
+                newly_allowed: broadened.len(),
+                samples,
             };
+            let obs = Observation::new(Severity::High, subject.clone(), evidence);
             match crate::random::bytes::<12>() {
                 Ok(bytes) => {
                     changes.opened.push(Finding::open(format!("fnd_{}", hex::encode(bytes)), obs, now));

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 use serde_json::{json, Value};
-use warrant_core::audit::{AuditEntry, AuditKind};
+use warrant_core::audit::details::{GovernanceDetails, RegistryDetails};
+use warrant_core::audit::AuditEntry;
 use warrant_core::govern::usage::{recommend, unused};
 use warrant_core::govern::{Finding, FindingKind};
 use warrant_core::{Agent, AgentId, AgentStatus, HumanId, Mode, PublicJwk, Scope, UnixTime};
@@ -39,6 +40,19 @@ pub enum OwnerError {
     /// The change could not be audited or made.
     #[error("{0}")]
     Internal(String),
+}
+
+impl crate::error::Classify for OwnerError {
+    fn kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind;
+        match self {
+            OwnerError::NotFound(_) => ErrorKind::NotFound,
+            OwnerError::Invalid(_) => ErrorKind::Invalid,
+            OwnerError::Forbidden(_) => ErrorKind::Forbidden,
+            OwnerError::Conflict(_) => ErrorKind::Conflict,
+            OwnerError::Store(_) | OwnerError::Internal(_) => ErrorKind::Internal,
+        }
+    }
 }
 
 /// Who attests.
@@ -179,16 +193,15 @@ impl Governance {
             note: note.to_owned(),
             evidence,
         };
-        let mut entry = AuditEntry::new(now, AuditKind::Governance);
+        let details = GovernanceDetails::AgentAttest {
+            attestation: attestation.id.clone(),
+            by: attestation.by.clone(),
+            note: attestation.note.clone(),
+            max_scope: agent.max_scope.clone(),
+        };
+        let mut entry = AuditEntry::with_details(now, details).map_err(|e| OwnerError::Internal(e.to_string()))?;
         entry.agent = Some(agent.id.clone());
         entry.human = Some(agent.owner.clone());
-        entry.details = json!({
-            "op": "agent.attest",
-            "attestation": attestation.id,
-            "by": attestation.by,
-            "note": attestation.note,
-            "max_scope": agent.max_scope,
-        });
         self.audit_owner(entry).await?;
         self.store.record_attestation(&attestation).await?;
         self.set_attested(&agent.id, now);
@@ -215,10 +228,10 @@ impl Governance {
             return Err(OwnerError::Invalid("`public_key` is the agent's current key; rotate to a new one".into()));
         }
         let now = self.clock.now();
-        let mut entry = AuditEntry::new(now, AuditKind::Registry);
+        let details = RegistryDetails::AgentKey { from: agent.public_key.x.clone(), to: key.x.clone() };
+        let mut entry = AuditEntry::with_details(now, details).map_err(|e| OwnerError::Internal(e.to_string()))?;
         entry.agent = Some(agent.id.clone());
         entry.human = Some(agent.owner.clone());
-        entry.details = json!({"op": "agent.key", "change": {"from": agent.public_key.x, "to": key.x}});
         self.audit_owner(entry).await?;
         if !self.store.set_agent_key(&agent.id, &key, now).await? {
             return Err(OwnerError::NotFound(format!("agent `{}`", agent.id)));

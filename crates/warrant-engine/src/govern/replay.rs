@@ -10,7 +10,8 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use serde_json::{json, Value};
+use serde_json::Value;
+use warrant_core::govern::evidence::BroadenedRequest;
 use warrant_core::{Agent, UnixTime, WarrantClaims};
 use warrant_policy::{CompiledPolicies, DecisionInput};
 
@@ -56,14 +57,14 @@ impl Recorded {
     }
 
     /// The request, for evidence (no context or attributes: they may hold data).
-    pub fn summary(&self) -> Value {
-        json!({
-            "agent": self.agent.id,
-            "action": self.action,
-            "resource": self.resource,
-            "human": self.claims.human(),
-            "decided_at": self.at,
-        })
+    pub fn summary(&self) -> BroadenedRequest {
+        BroadenedRequest {
+            agent: self.agent.id.clone(),
+            action: self.action.clone(),
+            resource: self.resource.clone(),
+            human: self.claims.human().clone(),
+            decided_at: self.at,
+        }
     }
 
     /// Whether `set` allows it, without evaluation errors.

@@ -16,7 +16,8 @@ use std::sync::Mutex;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
-use serde_json::{json, Value};
+use serde_json::Value;
+use warrant_core::govern::evidence::{Claimed, Shadow};
 use warrant_core::govern::{Finding, FindingKind, Observation, Severity};
 use warrant_core::UnixTime;
 
@@ -29,34 +30,7 @@ pub const MAX_SAMPLES: usize = 5;
 /// How many distinct claimed values a subject counts, at most.
 const MAX_DISTINCT: usize = 100;
 
-/// Why a token counts as shadow activity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ShadowCause {
-    /// Signed by another issuer.
-    ForeignIssuer,
-    /// Names this issuer, but no key of ours signed it.
-    UnknownKey,
-    /// Names one of our keys, but the signature does not verify.
-    Forged,
-    /// Not a Warrant token (malformed, another algorithm or type).
-    NotAWarrant,
-    /// A token of ours naming an agent that is not registered.
-    UnregisteredAgent,
-}
-
-impl ShadowCause {
-    /// The evidence name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ShadowCause::ForeignIssuer => "foreign_issuer",
-            ShadowCause::UnknownKey => "unknown_key",
-            ShadowCause::Forged => "forged_signature",
-            ShadowCause::NotAWarrant => "not_a_warrant",
-            ShadowCause::UnregisteredAgent => "unregistered_agent",
-        }
-    }
-}
+pub use warrant_core::govern::evidence::ShadowCause;
 
 /// A few identifiers read from a token without verifying it, for evidence only.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -193,22 +167,24 @@ impl ShadowTracker {
         let Ok(mut map) = self.seen.lock() else { return Vec::new() };
         map.retain(|_, s| s.last.until(now) < quiet);
         map.iter()
-            .map(|(subject, s)| Observation {
-                kind: FindingKind::ShadowActivity,
-                severity: severity(s.cause),
-                subject: subject.clone(),
-                evidence: json!({
-                    "cause": s.cause.as_str(),
-                    "occurrences": s.count,
-                    "claimed": s.samples.iter().map(|(v, n)| json!({"value": v, "occurrences": n})).collect::<Vec<_>>(),
-                    "distinct_claimed": s.distinct.len(),
-                    "first_seen": s.first,
-                    "last_seen": s.last,
-                    "claimed_issuer": s.sample.iss,
-                    "claimed_client": s.sample.client,
-                    "kid": s.sample.kid,
-                    "quiet_secs_to_resolve": quiet,
-                }),
+            .map(|(subject, s)| {
+                let evidence = Shadow {
+                    cause: s.cause,
+                    occurrences: s.count,
+                    claimed: s
+                        .samples
+                        .iter()
+                        .map(|(value, n)| Claimed { value: value.clone(), occurrences: *n })
+                        .collect(),
+                    distinct_claimed: s.distinct.len(),
+                    first_seen: s.first,
+                    last_seen: s.last,
+                    claimed_issuer: s.sample.iss.clone(),
+                    claimed_client: s.sample.client.clone(),
+                    kid: s.sample.kid.clone(),
+                    quiet_secs_to_resolve: quiet,
+                };
+                Observation::new(severity(s.cause), subject.clone(), evidence)
             })
             .collect()
     }

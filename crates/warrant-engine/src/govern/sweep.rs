@@ -28,6 +28,12 @@ pub enum SweepError {
     Random(#[from] crate::random::RandomError),
 }
 
+impl crate::error::Classify for SweepError {
+    fn kind(&self) -> crate::error::ErrorKind {
+        crate::error::ErrorKind::Internal
+    }
+}
+
 /// What one sweep did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SweepReport {

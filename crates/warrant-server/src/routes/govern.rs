@@ -4,7 +4,7 @@
 //! (`/v1/agents/{id}/key`).
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json as JsonOut;
 use serde::{Deserialize, Serialize};
@@ -12,44 +12,13 @@ use utoipa::{IntoParams, ToSchema};
 use warrant_core::govern::{Finding, FindingKind, FindingStatus};
 use warrant_core::guard::approval::Decider;
 use warrant_core::{PublicJwk, UnixTime};
-use warrant_engine::govern::findings::FindingError;
-use warrant_engine::govern::owner::{Attester, InventoryRow, OwnerError};
-use warrant_engine::govern::sweep::SweepError;
+use warrant_engine::govern::owner::{Attester, InventoryRow};
 use warrant_store::{Attestation, FindingFilter, MAX_FINDING_LIST_LIMIT};
 
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Admin, ApproverAuth, Json, Path, Query};
 use crate::routes::agents::AgentView;
-
-impl From<FindingError> for ApiError {
-    fn from(e: FindingError) -> Self {
-        match e {
-            FindingError::Invalid(m) => ApiError::bad_request(m),
-            FindingError::NotFound(_) => ApiError::not_found(e.to_string()),
-            FindingError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
-            other => ApiError::internal(&other),
-        }
-    }
-}
-
-impl From<OwnerError> for ApiError {
-    fn from(e: OwnerError) -> Self {
-        match e {
-            OwnerError::Invalid(m) => ApiError::bad_request(m),
-            OwnerError::NotFound(_) => ApiError::not_found(e.to_string()),
-            OwnerError::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", m),
-            OwnerError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
-            other => ApiError::internal(&other),
-        }
-    }
-}
-
-impl From<SweepError> for ApiError {
-    fn from(e: SweepError) -> Self {
-        ApiError::internal(&e)
-    }
-}
 
 /// Findings.
 #[derive(Debug, Serialize, ToSchema)]

@@ -12,24 +12,11 @@ use futures_util::stream::{self, Stream};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use warrant_core::guard::approval::{Approval, ApprovalStatus, Decider};
-use warrant_engine::approvals::ApprovalOpError;
 use warrant_engine::events::EventKind;
 
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Admin, ApproverAuth, Path, Query};
-
-impl From<ApprovalOpError> for ApiError {
-    fn from(e: ApprovalOpError) -> Self {
-        match e {
-            ApprovalOpError::Invalid(m) => ApiError::bad_request(m),
-            ApprovalOpError::NotFound(_) => ApiError::not_found(e.to_string()),
-            ApprovalOpError::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", m),
-            ApprovalOpError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
-            other => ApiError::internal(&other),
-        }
-    }
-}
 
 /// An approval.
 #[derive(Debug, Serialize, ToSchema)]

@@ -6,23 +6,12 @@ use axum::Json as JsonOut;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use warrant_engine::revocation::{Completer, TaskView};
-use warrant_engine::{RevokeError, Revoked};
+use warrant_engine::Revoked;
 use warrant_store::RevocationKind;
 
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Admin, Json, Path};
-
-impl From<RevokeError> for ApiError {
-    fn from(e: RevokeError) -> Self {
-        match e {
-            RevokeError::Invalid(m) => ApiError::bad_request(m),
-            RevokeError::NotFound { .. } => ApiError::not_found(e.to_string()),
-            RevokeError::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", m),
-            other => ApiError::internal(&other),
-        }
-    }
-}
 
 /// What to revoke.
 #[derive(Debug, Deserialize, ToSchema)]

@@ -12,6 +12,16 @@
 //! [`ChainVerifier`] checks a chain streamed in sequence order, together with the heads of
 //! signed checkpoints (their signatures are checked by the caller), and names the first
 //! bad record. [`verify_chain`] runs it over an iterator.
+//!
+//! [`details`] holds one type per kind of record the engine writes, serializing to the
+//! record's `details`; [`AuditEntry::with_details`] builds an entry from one.
+
+pub mod details;
+
+pub use details::{
+    AnonymousDenies, ApprovalDetails, ApprovalOp, AuditDetails, DecisionDetails, DecisionWarrant, GovernanceDetails,
+    PolicyDetails, RegistryDetails, RevocationDetails, WarrantDetails,
+};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -133,6 +143,20 @@ impl AuditEntry {
             decision: None,
             details: serde_json::Value::Object(serde_json::Map::new()),
         }
+    }
+
+    /// An entry at `at` with typed `details`: its kind is theirs, and its `details` their
+    /// JSON value (the stored form is unchanged: a JSON value). For the aggregate of
+    /// anonymous denies `decision` is `deny`; for a decision the caller sets `decision`
+    /// (the outcome) and, like for every kind, the agent, human, task and warrant fields.
+    pub fn with_details(at: UnixTime, details: impl Into<AuditDetails>) -> Result<Self, EncodeError> {
+        let details = details.into();
+        let mut entry = AuditEntry::new(at, details.kind());
+        if let AuditDetails::AnonymousDenies(_) = details {
+            entry.decision = Some("deny".to_owned());
+        }
+        entry.details = details.to_value()?;
+        Ok(entry)
     }
 }
 
@@ -506,6 +530,26 @@ mod tests {
         e.decision = Some(if i % 2 == 1 { "deny" } else { "allow" }.into());
         e.details = serde_json::json!({"z": 1, "a": [i], "m": {"y": true, "b": null}});
         e
+    }
+
+    #[test]
+    fn an_entry_with_typed_details_has_their_kind_and_value_and_chains_as_before() {
+        let policy = PolicyDetails::Refused { error: "bad".into() };
+        let e = AuditEntry::with_details(UnixTime(5), policy.clone()).unwrap();
+        let mut by_hand = AuditEntry::new(UnixTime(5), AuditKind::Policy);
+        by_hand.details = serde_json::json!({ "op": "refused", "error": "bad" });
+        assert_eq!(e, by_hand);
+        assert_eq!(chain(GENESIS, 1, &e).unwrap(), chain(GENESIS, 1, &by_hand).unwrap());
+
+        let summary = AnonymousDenies {
+            count: 2,
+            first_at: UnixTime(1),
+            last_at: UnixTime(2),
+            codes: [(crate::DecisionCode::InvalidToken, 2)].into_iter().collect(),
+        };
+        let e = AuditEntry::with_details(UnixTime(2), summary).unwrap();
+        assert_eq!((e.kind, e.decision.as_deref()), (AuditKind::Decision, Some("deny")));
+        assert_eq!(e.details["aggregated"]["codes"]["invalid_token"], 2);
     }
 
     fn log(n: u64) -> Vec<AuditRecord> {
