@@ -48,7 +48,7 @@ fn refused(d: &Decision) {
 
 #[tokio::test]
 async fn an_approved_request_is_allowed_exactly_once() {
-    let (h, c) = start().await;
+    let (mut h, c) = start().await;
     let t = c.token(0);
     let owner = &c.human;
     assert_eq!(pay(&h, t, "payments/inv-1", 500, None).await.outcome, Outcome::Allow, "below the threshold");
@@ -91,6 +91,15 @@ async fn an_approved_request_is_allowed_exactly_once() {
     assert_eq!(h.approval(&id).await.status, ApprovalStatus::Used);
     let err = h.decide_approval(&id, true, owner, None).await.unwrap_err();
     assert!(matches!(err, ApprovalOpError::Conflict(_)), "{err}");
+    // Even after a restart.
+    let carried = pending(&pay(&h, t, "payments/inv-5", 8000, None).await);
+    h.restart().await;
+    refused(&pay(&h, t, "payments/inv-2", 5000, Some(&id)).await);
+    assert_eq!(h.approval(&id).await.status, ApprovalStatus::Used);
+    // An approval opened before the restart is decided and used after it, once.
+    h.decide_approval(&carried, true, owner, None).await.unwrap();
+    assert_eq!(pay(&h, t, "payments/inv-5", 8000, Some(&carried)).await.outcome, Outcome::Allow);
+    refused(&pay(&h, t, "payments/inv-5", 8000, Some(&carried)).await);
     // Without it the same request asks again, under a new approval.
     assert_ne!(pending(&pay(&h, t, "payments/inv-2", 5000, None).await), id);
 
@@ -111,6 +120,7 @@ async fn an_approved_request_is_allowed_exactly_once() {
             .collect()
     };
     assert_eq!(ops(&id), ["opened", "approved", "used"]);
+    assert_eq!(ops(&carried), ["opened", "approved", "used"]);
     assert_eq!(ops(&rejected), ["opened", "rejected"]);
     assert!(h.audit_verifies().await);
 }

@@ -60,7 +60,7 @@ async fn a_budget_is_spent_to_the_unit_and_then_denies() {
 
 #[tokio::test]
 async fn a_child_gets_at_most_what_its_parent_has_left_and_spends_from_it() {
-    let h = Harness::start().await;
+    let mut h = Harness::start().await;
     let human = h.human(&["crm.*"]).await;
     let session = h.session(&human).await;
     let mut agents = Vec::new();
@@ -83,6 +83,10 @@ async fn a_child_gets_at_most_what_its_parent_has_left_and_spends_from_it() {
     assert_spent(&spend(&h, &grand.token, 30).await, 30);
     assert_left(&spend(&h, &root.token, 11).await, 10);
     assert_left(&spend(&h, &greedy.token, 11).await, 10);
+    assert_left(&spend(&h, &grand.token, 11).await, 10);
+    // What was spent is durable: a restart forgets none of it.
+    h.restart().await;
+    assert_left(&spend(&h, &root.token, 11).await, 10);
     assert_left(&spend(&h, &grand.token, 11).await, 10);
     // The modest child's own cap still holds, within what the root has left.
     assert_left(&spend(&h, &modest.token, 11).await, 10);

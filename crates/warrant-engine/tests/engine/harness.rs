@@ -138,6 +138,8 @@ impl Ask {
 pub struct Harness {
     engine: Engine,
     clock: Arc<ManualClock>,
+    store: SqliteStore,
+    config: EngineConfig,
     policies: PathBuf,
     counter: AtomicU64,
     _dir: TempDir,
@@ -169,9 +171,20 @@ impl Harness {
         config.policy_dir = Some(policy_dir.clone());
         configure(&mut config);
         let clock = Arc::new(ManualClock::at(UnixTime(T0)));
-        let store = Arc::new(SqliteStore::open_in_memory().unwrap());
-        let engine = Engine::open(store, Arc::clone(&clock) as _, config).await.unwrap();
-        Harness { engine, clock, policies: policy_dir, counter: AtomicU64::new(0), _dir: dir }
+        let store = SqliteStore::open_in_memory().unwrap();
+        let engine = Engine::open(Arc::new(store.clone()), Arc::clone(&clock) as _, config.clone()).await.unwrap();
+        Harness { engine, clock, store, config, policies: policy_dir, counter: AtomicU64::new(0), _dir: dir }
+    }
+
+    /// Stops the engine the way the server does at shutdown (guard state and usage
+    /// flushed, the audit log drained) and opens a new one on the same database: what is
+    /// in memory is gone, what the store holds is loaded again.
+    pub async fn restart(&mut self) {
+        self.engine.flush_guard().await;
+        self.engine.flush_governance().await;
+        self.engine.audit_writer().shutdown().await;
+        let store = Arc::new(self.store.clone());
+        self.engine = Engine::open(store, Arc::clone(&self.clock) as _, self.config.clone()).await.unwrap();
     }
 
     fn unique(&self) -> u64 {

@@ -11,7 +11,7 @@ const WIDE: &[&str] = &["tickets.*", "crm.*"];
 #[tokio::test]
 async fn probing_drives_trust_below_the_threshold_and_quarantines_the_whole_subtree() {
     // The escalation ladder off, so that trust alone decides.
-    let h = Harness::start_with(|c| c.guard.escalation.warrant_denies = 0).await;
+    let mut h = Harness::start_with(|c| c.guard.escalation.warrant_denies = 0).await;
     let human = h.human(WIDE).await;
     let session = h.session(&human).await;
     let a = h.delegated_agent(&human, WIDE).await;
@@ -62,6 +62,15 @@ async fn probing_drives_trust_below_the_threshold_and_quarantines_the_whole_subt
     assert_eq!(h.authorize(&unrelated.token, "tickets.read", "tickets/acme/1").await.outcome, Outcome::Allow);
     let err = h.root(&session, &a, Ask::new()).await.unwrap_err();
     assert_eq!(err.code(), "invalid_client", "{err}");
+
+    // A restart changes none of it, and remembers the low trust.
+    h.restart().await;
+    assert_eq!(h.agent_status(&a).await, AgentStatus::Suspended);
+    assert!(h.trust(&a) < 0.3, "{}", h.trust(&a));
+    for t in [&main.token, &other.token, &sub.token] {
+        assert_eq!(h.authorize(t, "tickets.read", "tickets/acme/1").await.code, "revoked");
+    }
+    assert_eq!(h.authorize(&unrelated.token, "tickets.read", "tickets/acme/1").await.outcome, Outcome::Allow);
 }
 
 #[tokio::test]

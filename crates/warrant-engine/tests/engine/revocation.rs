@@ -116,6 +116,29 @@ async fn revoking_a_task_ends_all_of_it_and_no_other_task() {
 }
 
 #[tokio::test]
+async fn revocations_survive_a_restart() {
+    let mut h = Harness::start().await;
+    let c = h.chain(&["crm.*"], &["crm.*"], 3).await;
+    let other = h.chain(&["crm.*"], &["crm.*"], 2).await;
+    let third = h.chain(&["crm.*"], &["crm.*"], 1).await;
+    h.revoke(RevocationKind::Warrant, &c.jti(1)).await.unwrap();
+    h.revoke(RevocationKind::Task, &other.task()).await.unwrap();
+    h.revoke(RevocationKind::Agent, third.agents[0].id.as_str()).await.unwrap();
+    h.restart().await;
+    for token in [c.token(1), c.token(2), other.token(0), other.token(1), third.token(0)] {
+        assert_revoked(&h, token).await;
+    }
+    assert_live(&h, c.token(0)).await;
+    assert!(h.task(&other.task()).await.ended);
+    assert_eq!(h.agent_status(&third.agents[0]).await, AgentStatus::Suspended);
+    let err = h.root(&third.session, &third.agents[0], Ask::new()).await.unwrap_err();
+    assert_eq!(err.code(), "invalid_client", "{err}");
+    let err = h.delegate(other.token(0), &c.agents[2], Ask::new()).await.unwrap_err();
+    assert_eq!(err.code(), "invalid_grant", "{err}");
+    assert!(h.audit_verifies().await);
+}
+
+#[tokio::test]
 async fn revoking_what_does_not_exist_is_refused() {
     let h = Harness::start().await;
     let unknown = WarrantId::from_random([7; 12]).to_string();
