@@ -3,9 +3,8 @@
 //! approval nobody decides, or nobody uses, lapses as the clock moves.
 
 use serde_json::json;
-use warrant_store::audit::AuditFilter;
 
-use crate::harness::{ApprovalOpError, ApprovalStatus, AuditKind, Chain, Decision, Harness, Outcome};
+use crate::harness::{ApprovalOpError, ApprovalStatus, AuditFilter, AuditKind, Chain, Decision, Harness, Outcome};
 
 /// Large payments need the agent's owner.
 const APPROVAL_POLICY: &str = r#"

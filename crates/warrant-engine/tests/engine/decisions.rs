@@ -4,9 +4,8 @@
 use std::collections::BTreeSet;
 
 use serde_json::json;
-use warrant_store::audit::AuditFilter;
 
-use crate::harness::{Ask, AuditKind, Harness, Outcome, RevocationKind};
+use crate::harness::{Ask, AuditFilter, AuditKind, Harness, Outcome, RevocationKind};
 
 const NO_EXPORT: &str = r#"
 @id("no-crm-export")

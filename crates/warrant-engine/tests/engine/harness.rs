@@ -25,7 +25,6 @@ use warrant_engine::revocation::Completer;
 use warrant_engine::{
     AuthorizeRequest, Clock as _, Engine, EngineConfig, ManualClock, NewAgent, NewHuman, TokenRequest,
 };
-use warrant_store::audit::AuditFilter;
 use warrant_store::SqliteStore;
 use warrant_token::{Kek, KeyPair};
 
@@ -36,6 +35,7 @@ pub use warrant_core::guard::approval::ApprovalStatus;
 pub use warrant_engine::approvals::ApprovalOpError;
 pub use warrant_engine::revocation::TaskView;
 pub use warrant_engine::{Decision, Issued, Outcome, RevokeError, Revoked, TokenError};
+pub use warrant_store::audit::AuditFilter;
 pub use warrant_store::RevocationKind;
 
 /// Where the clock starts: 2026-01-01T09:00:00Z.

@@ -2,9 +2,8 @@
 //! caps, and the checks on who may obtain one.
 
 use warrant_core::Mode;
-use warrant_store::audit::AuditFilter;
 
-use crate::harness::{perms, Ask, AuditKind, Harness, Issued, Outcome, ISSUER};
+use crate::harness::{perms, Ask, AuditFilter, AuditKind, Harness, Issued, Outcome, ISSUER};
 
 #[tokio::test]
 async fn an_autonomous_root_warrant_names_the_agent_its_owner_and_a_new_task() {
