@@ -1,0 +1,38 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs,
+    reason = "test code"
+)]
+//! The engine's own tests, in-process: issuance, delegation, decisions, revocation
+//! cascades, task completion, approvals, quarantine, budgets and governance, each on an
+//! in-memory SQLite store with a manual clock (no sleeps: time moves when a test moves
+//! it), plus the audit writer against a real SQLite file.
+//!
+//! Every call into the engine goes through [`harness`].
+
+#[path = "engine/harness.rs"]
+mod harness;
+
+#[path = "engine/approvals.rs"]
+mod approvals;
+#[path = "engine/audit.rs"]
+mod audit;
+#[path = "engine/budgets.rs"]
+mod budgets;
+#[path = "engine/decisions.rs"]
+mod decisions;
+#[path = "engine/delegation.rs"]
+mod delegation;
+#[path = "engine/governance.rs"]
+mod governance;
+#[path = "engine/issuance.rs"]
+mod issuance;
+#[path = "engine/quarantine.rs"]
+mod quarantine;
+#[path = "engine/revocation.rs"]
+mod revocation;
+#[path = "engine/tasks.rs"]
+mod tasks;
