@@ -35,22 +35,7 @@ impl Default for FindingFilter {
     }
 }
 
-/// An owner's attestation that an agent should keep what it holds.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Attestation {
-    /// `att_…`.
-    pub id: String,
-    /// The agent attested.
-    pub agent: AgentId,
-    /// Who attested (`admin` or a human id).
-    pub by: String,
-    /// When.
-    pub at: UnixTime,
-    /// What they said.
-    pub note: String,
-    /// What was in front of them: what the agent holds against what it used.
-    pub evidence: serde_json::Value,
-}
+pub use warrant_core::govern::Attestation;
 
 /// An unexpired, unrevoked warrant, as a sweep sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]

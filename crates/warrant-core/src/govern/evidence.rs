@@ -14,7 +14,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::finding::FindingKind;
+use super::kind::FindingKind;
 use crate::id::{AgentId, HumanId, WarrantId};
 use crate::permission::Permission;
 use crate::registry::AgentStatus;

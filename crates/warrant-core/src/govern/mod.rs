@@ -14,12 +14,13 @@
 
 pub mod evidence;
 pub mod finding;
+pub mod kind;
 pub mod reconcile;
 pub mod rules;
 pub mod usage;
 
 pub use evidence::Evidence;
-pub use finding::{Acceptance, Finding, FindingKind, FindingStatus, Observation, Severity};
+pub use finding::{Acceptance, Attestation, Finding, FindingKind, FindingStatus, Observation, Severity};
 pub use reconcile::{reconcile, Changes, SweepScope};
 pub use rules::{observe_agent, AgentFacts, AgentRule, GovernRules, LiveStats, AGENT_RULES};
 pub use usage::AgentUsage;

@@ -21,6 +21,22 @@ pub const MAX_JUSTIFICATION: usize = 1000;
 /// The most newly allowed requests listed in a policy-broadening finding.
 const MAX_SAMPLES: usize = 20;
 
+/// Which findings to list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FindingQuery {
+    /// Only findings with this status.
+    pub status: Option<FindingStatus>,
+    /// Only findings of this kind.
+    pub kind: Option<FindingKind>,
+    /// Only findings about this subject (e.g. an agent id).
+    pub subject: Option<String>,
+    /// At most this many (clamped to 1..=[`MAX_FINDINGS`]), most recently seen first.
+    pub limit: usize,
+}
+
+/// The most findings one listing returns.
+pub const MAX_FINDINGS: usize = warrant_store::MAX_FINDING_LIST_LIMIT;
+
 /// Why a finding operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -101,8 +117,14 @@ impl Governance {
     }
 
     /// Findings matching `filter`, most recently seen first.
-    pub async fn findings(&self, filter: &FindingFilter) -> Result<Vec<Finding>, FindingError> {
-        Ok(self.store.list_findings(filter).await?)
+    pub async fn findings(&self, query: &FindingQuery) -> Result<Vec<Finding>, FindingError> {
+        let filter = FindingFilter {
+            status: query.status,
+            kind: query.kind,
+            subject: query.subject.clone(),
+            limit: query.limit.clamp(1, MAX_FINDINGS),
+        };
+        Ok(self.store.list_findings(&filter).await?)
     }
 
     /// One finding.

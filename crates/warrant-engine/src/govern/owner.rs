@@ -10,7 +10,9 @@ use warrant_core::audit::AuditEntry;
 use warrant_core::govern::usage::{recommend, unused};
 use warrant_core::govern::{Finding, FindingKind};
 use warrant_core::{Agent, AgentId, AgentStatus, HumanId, Mode, PublicJwk, Scope, UnixTime};
-use warrant_store::{Attestation, StoreError};
+use warrant_store::StoreError;
+
+pub use warrant_core::govern::Attestation;
 
 use super::Governance;
 use crate::registry::parse_agent_id;

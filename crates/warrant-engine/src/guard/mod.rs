@@ -314,6 +314,11 @@ impl Guardrails {
         });
     }
 
+    /// An agent's guard state; one never seen is shown as it would start.
+    pub fn agent_or_new(&self, agent: &AgentId, now: UnixTime) -> AgentGuard {
+        self.agent(agent).unwrap_or_else(|| AgentGuard::new(&self.config, now))
+    }
+
     /// An agent's guard state, if it has been seen.
     pub fn agent(&self, agent: &AgentId) -> Option<AgentGuard> {
         self.agents.lock().ok()?.get(agent).map(|s| s.guard.clone())

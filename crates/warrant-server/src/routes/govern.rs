@@ -12,8 +12,9 @@ use utoipa::{IntoParams, ToSchema};
 use warrant_core::govern::{Finding, FindingKind, FindingStatus};
 use warrant_core::guard::approval::Decider;
 use warrant_core::{PublicJwk, UnixTime};
+use warrant_engine::govern::findings::{FindingQuery as FindingSelection, MAX_FINDINGS};
+use warrant_engine::govern::owner::Attestation;
 use warrant_engine::govern::owner::{Attester, InventoryRow};
-use warrant_store::{Attestation, FindingFilter, MAX_FINDING_LIST_LIMIT};
 
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
@@ -57,7 +58,7 @@ pub async fn list(
             ApiError::bad_request(format!("`{k}` is not a finding kind: {}", kinds.join(", ")))
         })?),
     };
-    let limit = q.limit.unwrap_or(1000).clamp(1, MAX_FINDING_LIST_LIMIT);
+    let limit = q.limit.unwrap_or(1000).clamp(1, MAX_FINDINGS);
     let statuses: Vec<Option<FindingStatus>> = match q.status.as_deref().unwrap_or("active") {
         "active" => vec![Some(FindingStatus::Open), Some(FindingStatus::Accepted)],
         "all" => vec![None],
@@ -67,7 +68,7 @@ pub async fn list(
     };
     let mut findings = Vec::new();
     for status in statuses {
-        let filter = FindingFilter { status, kind, subject: q.subject.clone(), limit };
+        let filter = FindingSelection { status, kind, subject: q.subject.clone(), limit };
         findings.extend(state.engine.governance().findings(&filter).await?);
     }
     findings.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then_with(|| a.id.cmp(&b.id)));

@@ -244,8 +244,7 @@ pub async fn trust(
     let now = state.engine.now();
     let guard = state.engine.guardrails();
     let cfg = guard.config();
-    // An agent never seen by the guardrails is shown as it would start.
-    let g = guard.agent(&agent.id).unwrap_or_else(|| warrant_engine::guard::AgentGuard::new(cfg, now));
+    let g = guard.agent_or_new(&agent.id, now);
     let view = TrustView {
         agent: agent.id.to_string(),
         trust: g.trust.current(&cfg.trust, now),

@@ -5,9 +5,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json as JsonOut;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use warrant_core::RevocationKind;
 use warrant_engine::revocation::{Completer, TaskView};
 use warrant_engine::Revoked;
-use warrant_store::RevocationKind;
 
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
