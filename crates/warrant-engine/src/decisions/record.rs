@@ -194,7 +194,8 @@ impl Decisions {
         let agent = d.claims.as_ref().map(|c| &c.client_id);
         self.events.publish_with(EventKind::Decision, now, agent, || {
             serde_json::json!({
-                "decision": d.outcome.as_str(), "code": d.code, "action": action, "resource": resource,
+                "decision": d.outcome.as_str(), "decision_id": d.decision_id, "code": d.code, "action": action,
+                "resource": resource,
                 "reasons": d.reasons, "policies": d.policies, "approval_id": d.approval_id,
                 "warrant": d.claims.as_ref().map(|c| &c.jti), "task": d.claims.as_ref().map(|c| &c.task.id),
                 "trust": d.trust,

@@ -150,3 +150,34 @@ async fn approvals_lapse_as_the_clock_moves() {
     // The warrant itself is still good: asking again opens a fresh approval.
     assert_ne!(pending(&pay(&h, t, "payments/inv-9", 5000, None).await), undecided);
 }
+
+#[tokio::test]
+async fn when_two_approvers_race_only_the_decision_that_took_effect_is_audited() {
+    let (h, c) = start().await;
+    let t = c.token(0);
+    let owner = &c.human;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let id = pending(&pay(&h, t, &format!("payments/race-{i}"), 5000, None).await);
+        // Both read `pending`; only one compare-and-set can win.
+        let (approve, reject) =
+            tokio::join!(h.decide_approval(&id, true, owner, None), h.decide_approval(&id, false, owner, None));
+        let winner = match (approve, reject) {
+            (Ok(a), Err(ApprovalOpError::Conflict(_))) | (Err(ApprovalOpError::Conflict(_)), Ok(a)) => a,
+            other => panic!("exactly one decision must win: {other:?}"),
+        };
+        assert_eq!(h.approval(&id).await.status, winner.status, "the store holds the winner's decision");
+        ids.push((id, winner.status));
+    }
+    let records = h.audit(AuditFilter { kind: Some(AuditKind::Approval), limit: 1000, ..AuditFilter::default() }).await;
+    for (id, status) in ids {
+        let decided: Vec<&str> = records
+            .iter()
+            .filter(|r| r.entry.details["approval_id"] == id.as_str())
+            .filter_map(|r| r.entry.details["op"].as_str())
+            .filter(|op| *op != "opened")
+            .collect();
+        let expected = if status == ApprovalStatus::Approved { "approved" } else { "rejected" };
+        assert_eq!(decided, [expected], "approval {id}: only the decision that took effect is in the log");
+    }
+}

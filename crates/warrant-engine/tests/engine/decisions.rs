@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use serde_json::json;
 
-use crate::harness::{Ask, AuditFilter, AuditKind, Harness, Outcome, RevocationKind};
+use crate::harness::{Ask, AuditFilter, AuditKind, EventKind, Harness, Outcome, RevocationKind};
 
 const NO_EXPORT: &str = r#"
 @id("no-crm-export")
@@ -157,4 +157,23 @@ async fn every_deny_is_in_the_audit_log_with_its_code_and_reasons() {
         .collect();
     assert_eq!(logged, seqs);
     assert!(h.audit_verifies().await);
+}
+
+#[tokio::test]
+async fn a_decision_event_names_a_record_that_is_already_durable() {
+    let h = Harness::start().await;
+    let c = h.chain(&["crm.read"], &["crm.read"], 1).await;
+    let mut events = h.subscribe();
+    let d = h.authorize(c.token(0), "crm.read", "customers/1").await;
+    assert_eq!(d.outcome, Outcome::Allow, "{d:?}");
+    let event = loop {
+        let e = events.try_recv().expect("the decision event is published before the answer returns");
+        if e.kind == EventKind::Decision {
+            break e;
+        }
+    };
+    assert_eq!(event.data["decision_id"], d.decision_id.as_str());
+    // The record it names is in the log: the event was published after it was durable.
+    let record = h.decision_record(&d.decision_id).await;
+    assert_eq!(record.entry.details["code"], "allow");
 }

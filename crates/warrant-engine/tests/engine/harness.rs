@@ -34,6 +34,7 @@ pub use warrant_core::audit::AuditKind;
 pub use warrant_core::guard::approval::ApprovalStatus;
 pub use warrant_engine::approvals::ApprovalOpError;
 pub use warrant_engine::audit::AuditQuery as AuditFilter;
+pub use warrant_engine::events::{Event, EventKind};
 pub use warrant_engine::revocation::TaskView;
 pub use warrant_engine::{Decision, Issued, Outcome, RevokeError, Revoked, TokenError};
 pub use warrant_store::RevocationKind;
@@ -407,6 +408,11 @@ impl Harness {
     /// A task and its warrants' states.
     pub async fn task(&self, task: &str) -> TaskView {
         self.engine.revocation().task(task).await.unwrap()
+    }
+
+    /// A subscription to the live events, from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Event>> {
+        self.engine.events().subscribe()
     }
 
     // --- approvals ------------------------------------------------------------------
