@@ -579,7 +579,6 @@ pub async fn agent(conn: &Conn, cmd: AgentGovernCmd) -> CliResult {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "test code")]
 mod tests {
     use super::*;
 

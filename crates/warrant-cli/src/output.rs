@@ -344,7 +344,6 @@ pub fn chain_of(claims: &Value) -> Vec<String> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "test code")]
 mod tests {
     use serde_json::json;
 

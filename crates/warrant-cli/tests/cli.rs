@@ -1,13 +1,6 @@
 //! End-to-end tests of the `warrant` binary: the demo, and the README walkthrough against
 //! a real `warrant serve` process.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    missing_docs,
-    reason = "test code"
-)]
+#![expect(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "test code")]
 
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;

@@ -1,11 +1,4 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    missing_docs,
-    reason = "test code"
-)]
+#![expect(clippy::unwrap_used, reason = "test code")]
 //! The audit writer against a real SQLite file: group commit, chain verification,
 //! tamper detection on the file itself, fail-closed behaviour and restarts.
 

@@ -268,7 +268,6 @@ pub fn observe_agent(facts: &AgentFacts<'_>, rules: &GovernRules, now: UnixTime)
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "test code")]
 mod tests {
     use super::*;
     use crate::registry::{HumanStatus, PublicJwk};
