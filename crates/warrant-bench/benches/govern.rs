@@ -1,11 +1,4 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    missing_docs,
-    reason = "benchmark code"
-)]
+#![expect(clippy::unwrap_used, missing_docs, reason = "benchmark code")]
 //! The governance sweep over 100 000 agents (issue: "a sweep over 100,000 agents
 //! completes quickly enough to run every minute").
 //! `cargo bench -p warrant-bench --bench govern`, then `scripts/bench-report`.

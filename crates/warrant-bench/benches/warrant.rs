@@ -1,11 +1,4 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    missing_docs,
-    reason = "benchmark code"
-)]
+#![expect(clippy::unwrap_used, missing_docs, reason = "benchmark code")]
 //! Warrant's micro-benchmarks (issue 4). `cargo bench -p warrant-bench`, then
 //! `scripts/bench-report` for the table of figures, baselines and ratios.
 //!

@@ -1,11 +1,4 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    missing_docs,
-    reason = "benchmark code"
-)]
+#![expect(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing, missing_docs, reason = "benchmark code")]
 //! The baselines Warrant's decision is measured against, over the same generated
 //! policies and the same [`Probe`]s:
 //!

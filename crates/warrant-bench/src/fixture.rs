@@ -1,11 +1,4 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    missing_docs,
-    reason = "benchmark code"
-)]
+#![expect(clippy::unwrap_used, missing_docs, reason = "benchmark code")]
 //! A real engine for the benchmarks: SQLite in a temporary directory, the generated
 //! policies written to its policy directory, a human, two delegated agents and a root
 //! warrant minted through the token endpoint's code path.

@@ -1,11 +1,4 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    missing_docs,
-    reason = "benchmark code"
-)]
+#![expect(clippy::unwrap_used, missing_docs, reason = "benchmark code")]
 //! A large registry for the governance sweep benchmark (`benches/govern.rs`).
 //!
 //! [`SweepTemplate::build`] writes N agents (and their owners, and a warrant history)

@@ -1,11 +1,3 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    missing_docs,
-    reason = "benchmark code"
-)]
 //! Shared fixtures for Warrant's micro-benchmarks (`benches/warrant.rs`) and for the
 //! anchor test (`tests/anchors.rs`), so that every benchmark and the test use the same
 //! policies and the same requests.

@@ -1,11 +1,4 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    missing_docs,
-    reason = "benchmark code"
-)]
+#![expect(clippy::unwrap_used, clippy::expect_used, missing_docs, reason = "benchmark code")]
 //! The generated policy set, as Cedar and as Rego, from one list of [`Rule`]s, and the
 //! [`Probe`] requests asked of it.
 //!

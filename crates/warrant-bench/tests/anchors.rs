@@ -1,11 +1,3 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    missing_docs,
-    reason = "benchmark code"
-)]
 //! The comparison is honest: Warrant's Cedar evaluation, a bare Cedar evaluation of the
 //! whole set, regorus's interpreter and regorus's RVM give the same answer to every probe
 //! at every benchmarked size, and the engine fixture decides the benchmark request as the

@@ -154,7 +154,7 @@ pub async fn human(conn: &Conn, cmd: HumanCmd) -> CliResult {
             match out {
                 Some(path) => {
                     keyfile::write_private(&path, &format!("{token}\n"))?;
-                    eprintln!("wrote the session token of {id} to {}", path.display());
+                    errln!("wrote the session token of {id} to {}", path.display());
                 }
                 None => print(conn.json, &session, |_| token.to_owned()),
             }

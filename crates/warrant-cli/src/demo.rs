@@ -15,8 +15,9 @@ fn step(n: u32, text: &str) {
     outln!("\n{n}. {text}");
 }
 
+/// Indents a block under a step's text.
 fn indent(text: &str) -> String {
-    text.lines().map(|l| format!("   {l}")).collect::<Vec<_>>().join("\n")
+    crate::output::indent(text, 3)
 }
 
 async fn register_agent(
@@ -133,7 +134,7 @@ async fn walk(client: &Client) -> CliResult {
     outln!("{}", indent(&warrant_summary(&child_claims, now)));
     outln!("   (lifetime capped: a delegated warrant never outlives its parent)");
     outln!("   the nested RFC 8693 `act` claim, outermost = the agent acting now:");
-    outln!("{}", indent(&serde_json::to_string_pretty(child_claims.get("act").unwrap_or(&Value::Null))?));
+    outln!("{}", indent(&crate::output::json(child_claims.get("act").unwrap_or(&Value::Null))));
 
     step(5, "Escalation: support-assistant tries to give crm-researcher `billing.refund:invoices/*`:");
     match exchange(

@@ -235,7 +235,7 @@ pub async fn audit(conn: &Conn, cmd: AuditCmd) -> CliResult {
                     "reason": report.reason,
                     "witness": witness,
                 });
-                outln!("{}", serde_json::to_string_pretty(&view)?);
+                outln!("{}", crate::output::json(&view));
             }
             if ok {
                 if !conn.json {
@@ -301,7 +301,7 @@ pub async fn audit(conn: &Conn, cmd: AuditCmd) -> CliResult {
             sink.flush()?;
             if let Some(bar) = bar {
                 bar.finish();
-                eprintln!("exported {written} records");
+                errln!("exported {written} records");
             }
         }
         AuditCmd::Trace { id } => {
@@ -328,7 +328,7 @@ pub async fn audit(conn: &Conn, cmd: AuditCmd) -> CliResult {
             });
             if let (Some(next), false) = (page.get("next").and_then(Value::as_u64), conn.json) {
                 let flag = if oldest_first { "--after" } else { "--before" };
-                eprintln!("more: `warrant audit query {flag} {next}` (with the same filters) for the next page");
+                errln!("more: `warrant audit query {flag} {next}` (with the same filters) for the next page");
             }
         }
     }

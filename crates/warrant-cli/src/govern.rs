@@ -2,16 +2,16 @@
 //! rotate-key`: continuous governance from the command line.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::io::{BufRead as _, IsTerminal as _};
 use std::path::PathBuf;
 
 use clap::{ArgGroup, Args, Subcommand};
-use comfy_table::presets::UTF8_BORDERS_ONLY;
-use comfy_table::{CellAlignment, ContentArrangement, Table};
 use serde_json::{json, Value};
 
 use crate::client::{with_query, Client, ClientError};
-use crate::output::{field, is_time, print, record, time_field, timestamp, truncate};
+use crate::output::{
+    duration, field, grid, indent, is_time, json, print, record, time_field, timestamp, truncate, Cell, Frame,
+};
 use crate::{keyfile, CliResult, Conn};
 
 /// The severities, most urgent first.
@@ -152,33 +152,11 @@ fn parse_time(text: &str) -> Result<i64, String> {
         .map_err(|_| format!("`{text}` is neither Unix seconds nor an RFC 3339 time"))
 }
 
-/// Seconds as a short duration, e.g. `3d 4h`, `12m`, `45s`.
-fn readable_duration(secs: i64) -> String {
-    let sign = if secs < 0 { "-" } else { "" };
-    let mut left = secs.unsigned_abs();
-    let mut parts = Vec::new();
-    for (unit, size) in [("d", 86_400u64), ("h", 3600), ("m", 60), ("s", 1)] {
-        if left >= size && parts.len() < 2 {
-            parts.push(format!("{}{unit}", left / size));
-            left %= size;
-        } else if !parts.is_empty() {
-            // Only the two most significant adjacent units.
-            break;
-        }
-    }
-    if parts.is_empty() {
-        return "0s".into();
-    }
-    format!("{sign}{}", parts.join(" "))
-}
-
 /// One evidence value, compactly.
 fn compact(name: &str, value: &Value) -> String {
     match value {
         Value::Number(n) if is_time(name) => n.as_i64().map(timestamp).unwrap_or_else(|| n.to_string()),
-        Value::Number(n) if name.ends_with("_secs") => {
-            n.as_i64().map(readable_duration).unwrap_or_else(|| n.to_string())
-        }
+        Value::Number(n) if name.ends_with("_secs") => n.as_i64().map(duration).unwrap_or_else(|| n.to_string()),
         Value::String(s) => s.clone(),
         Value::Array(items) if items.is_empty() => "none".into(),
         Value::Array(items) => items.iter().map(|i| compact("", i)).collect::<Vec<_>>().join(","),
@@ -248,25 +226,23 @@ pub fn summary_table(findings: &[Value]) -> String {
     // Kinds with the most urgent findings first, then by name.
     let mut rows: Vec<(String, [usize; 5])> = counts.into_iter().collect();
     rows.sort_by_key(|(kind, c)| (c.iter().position(|n| *n > 0).unwrap_or(c.len()), kind.clone()));
-    let mut table = Table::new();
-    table.load_preset(UTF8_BORDERS_ONLY).set_content_arrangement(ContentArrangement::Dynamic);
-    table.set_header(["KIND", "CRITICAL", "HIGH", "MEDIUM", "LOW", "TOTAL"]);
+    // The counts, header included, keep to the right.
+    let header = ["KIND", "CRITICAL", "HIGH", "MEDIUM", "LOW", "TOTAL"]
+        .into_iter()
+        .enumerate()
+        .map(|(i, h)| if i == 0 { Cell::Left(h.to_owned()) } else { Cell::Right(h.to_owned()) })
+        .collect();
     let line = |name: String, c: &[usize; 5]| {
-        let mut cells = vec![name];
-        cells.extend(c.iter().take(SEVERITIES.len()).map(|n| if *n == 0 { "-".to_owned() } else { n.to_string() }));
-        cells.push(c.iter().sum::<usize>().to_string());
+        let mut cells = vec![Cell::Left(name)];
+        cells.extend(
+            c.iter().take(SEVERITIES.len()).map(|n| Cell::Right(if *n == 0 { "-".to_owned() } else { n.to_string() })),
+        );
+        cells.push(Cell::Right(c.iter().sum::<usize>().to_string()));
         cells
     };
-    for (kind, c) in &rows {
-        table.add_row(line(kind.clone(), c));
-    }
-    table.add_row(line("total".into(), &totals));
-    for index in 1..=SEVERITIES.len() + 1 {
-        if let Some(column) = table.column_mut(index) {
-            column.set_cell_alignment(CellAlignment::Right);
-        }
-    }
-    table.to_string()
+    let mut lines: Vec<Vec<Cell>> = rows.iter().map(|(kind, c)| line(kind.clone(), c)).collect();
+    lines.push(line("total".into(), &totals));
+    grid(Frame::Borders, header, lines)
 }
 
 /// One finding as a readable block: a headline, when it was seen, its evidence summary,
@@ -342,9 +318,8 @@ pub async fn review(conn: &Conn, filter: ReviewFilter, cmd: Option<ReviewCmd>) -
         ReviewCmd::Show { id } => {
             let finding = client.get(&format!("/v1/findings/{id}")).await?;
             print(conn.json, &finding, |f| {
-                let evidence =
-                    serde_json::to_string_pretty(f.get("evidence").unwrap_or(&Value::Null)).unwrap_or_default();
-                format!("{}\n  evidence (full):\n    {}", finding_block(f), evidence.replace('\n', "\n    "))
+                let evidence = json(f.get("evidence").unwrap_or(&Value::Null));
+                format!("{}\n  evidence (full):\n{}", finding_block(f), indent(&evidence, 4))
             });
         }
         ReviewCmd::Accept { id, justification, duration, until } => {
@@ -397,11 +372,8 @@ pub async fn inventory(conn: &Conn, args: InventoryArgs) -> CliResult {
         (None, false) => "csv".into(),
     };
     let path = with_query("/v1/inventory", &[("format", Some(format.clone()))]);
-    let mut text = if format == "json" {
-        serde_json::to_string_pretty(&conn.client()?.get(&path).await?)?
-    } else {
-        get_text(conn, &path).await?
-    };
+    let mut text =
+        if format == "json" { json(&conn.client()?.get(&path).await?) } else { get_text(conn, &path).await? };
     if !text.ends_with('\n') {
         text.push('\n');
     }
@@ -417,7 +389,7 @@ pub async fn inventory(conn: &Conn, args: InventoryArgs) -> CliResult {
                 _ => text.lines().count().saturating_sub(1),
             };
             let plural = if agents == 1 { "" } else { "s" };
-            eprintln!("wrote the inventory of {agents} agent{plural} as {format} to {}", out.display());
+            errln!("wrote the inventory of {agents} agent{plural} as {format} to {}", out.display());
         }
     }
     Ok(())
@@ -466,7 +438,7 @@ pub fn attestation_evidence(v: &Value) -> String {
     let used = v
         .get("usage_window_secs")
         .and_then(Value::as_i64)
-        .map(|w| format!("used in the last {}", readable_duration(w)))
+        .map(|w| format!("used in the last {}", duration(w)))
         .unwrap_or_else(|| "used".into());
     let recommended = match v.get("recommended_scope") {
         Some(Value::Array(items)) if items.is_empty() => {
@@ -510,8 +482,7 @@ fn confirm(question: &str) -> Result<bool, String> {
     if !stdin.is_terminal() {
         return Err("stdin is not a terminal, so no one can confirm; pass `--yes` to attest without asking".into());
     }
-    eprint!("{question} [y/N] ");
-    std::io::stderr().flush().map_err(|e| e.to_string())?;
+    crate::output::emit_err(&format!("{question} [y/N] "));
     let mut answer = String::new();
     stdin.lock().read_line(&mut answer).map_err(|e| format!("cannot read stdin: {e}"))?;
     Ok(matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
@@ -531,7 +502,7 @@ pub async fn agent(conn: &Conn, cmd: AgentGovernCmd) -> CliResult {
             let shown = attestation_evidence(&evidence);
             // With --json stdout carries only the attestation; the evidence goes to stderr.
             if conn.json {
-                eprintln!("{shown}");
+                errln!("{shown}");
             } else {
                 outln!("{shown}\n");
             }
@@ -559,8 +530,8 @@ pub async fn agent(conn: &Conn, cmd: AgentGovernCmd) -> CliResult {
                     let public = name.with_extension("pub.jwk");
                     keyfile::write_new(&private, &serde_json::to_string_pretty(&pair.private_jwk_json())?, true)?;
                     keyfile::write_new(&public, &serde_json::to_string_pretty(&pair.public_jwk())?, false)?;
-                    eprintln!("private key: {} (keep it secret)", private.display());
-                    eprintln!("public key:  {}", public.display());
+                    errln!("private key: {} (keep it secret)", private.display());
+                    errln!("public key:  {}", public.display());
                     serde_json::to_value(pair.public_jwk())?
                 }
                 (None, None) => return Err("give `--public-key FILE` or `--generate NAME`".into()),
@@ -579,7 +550,6 @@ pub async fn agent(conn: &Conn, cmd: AgentGovernCmd) -> CliResult {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "test code")]
 mod tests {
     use super::*;
 
@@ -606,16 +576,6 @@ mod tests {
         assert_eq!(parse_time("1700000000"), Ok(1_700_000_000));
         assert_eq!(parse_time("2023-11-14T22:13:20Z"), Ok(1_700_000_000));
         assert!(parse_time("tomorrow").is_err());
-    }
-
-    #[test]
-    fn durations_read_as_two_units() {
-        assert_eq!(readable_duration(0), "0s");
-        assert_eq!(readable_duration(45), "45s");
-        assert_eq!(readable_duration(90 * 60), "1h 30m");
-        assert_eq!(readable_duration(30 * 86_400), "30d");
-        assert_eq!(readable_duration(86_400 + 61), "1d");
-        assert_eq!(readable_duration(-3600), "-1h");
     }
 
     #[test]

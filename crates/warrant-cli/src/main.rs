@@ -1,8 +1,10 @@
 //! `warrant`: the server, the admin commands, token tools and a guided demo.
 //!
 //! Everything printed to stdout goes through [`output::emit`] (`outln!`), which ends
-//! quietly when the reader of a pipe goes away; `println!` is denied here.
-#![deny(clippy::print_stdout)]
+//! quietly when the reader of a pipe goes away, and everything printed to stderr through
+//! `errln!` ([`output::emit_err`]), which never panics; `println!` and `eprintln!` are
+//! denied here.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 #[macro_use]
 mod output;
@@ -480,7 +482,7 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            errln!("error: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -489,14 +491,14 @@ fn main() -> ExitCode {
         Err(e) => match e.downcast::<Exit>() {
             Ok(exit) => {
                 if let Some(message) = exit.message {
-                    eprintln!("{message}");
+                    errln!("{message}");
                 }
                 ExitCode::from(exit.code)
             }
             // The reader of a pipe went away (`warrant audit export | head`): not a failure.
             Err(e) if output::is_broken_pipe(e.as_ref()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("error: {e}");
+                errln!("error: {e}");
                 ExitCode::FAILURE
             }
         },

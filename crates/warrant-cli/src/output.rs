@@ -1,16 +1,23 @@
 //! Printing: tables for people, JSON for scripts, and the one way to write to stdout.
 //!
+//! This is the CLI's one formatting module: how values look (timestamps, durations,
+//! numbers, lists), tables ([`table`] for lists of API objects, [`grid`] for figures),
+//! JSON text ([`json`]), `key: value` records and indented blocks. The command modules
+//! choose what to show and call these; none of them draws a table or writes JSON text
+//! for people itself.
+//!
 //! Everything the CLI prints goes through [`emit`] (or the [`outln!`](crate::outln)
 //! macro). When the reader of a pipe goes away (`warrant openapi | head`) the write fails
 //! with `EPIPE`; that is not an error of the command: further output is dropped, the
 //! command finishes and exits with its own status, and streaming commands stop (see
-//! [`stdout_closed`]).
+//! [`stdout_closed`]). Messages for people go to stderr through [`errln!`](crate::errln)
+//! (or [`emit_err`]), which never fails either.
 
 use std::io::{IsTerminal as _, Write as _};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use comfy_table::presets::UTF8_BORDERS_ONLY;
-use comfy_table::{ColumnConstraint, ContentArrangement, Table};
+use comfy_table::presets::{UTF8_BORDERS_ONLY, UTF8_FULL_CONDENSED};
+use comfy_table::{CellAlignment, ColumnConstraint, ContentArrangement, Table};
 use serde_json::Value;
 
 /// Set once a write to stdout found the reader gone.
@@ -33,6 +40,22 @@ macro_rules! outln {
     };
 }
 
+/// Prints a line to stderr: `errln!("{x}")`, like `eprintln!` but never a panic when
+/// stderr is a closed pipe (`warrant … 2>&1 | head`).
+#[macro_export]
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::output::emit_err(&format!("{}\n", format!($($arg)*)))
+    };
+}
+
+/// Writes `text` to stderr as it is (no newline added) and flushes. A failure is
+/// dropped: there is nowhere left to report it.
+pub fn emit_err(text: &str) {
+    let mut stderr = std::io::stderr().lock();
+    let _ = stderr.write_all(text.as_bytes()).and_then(|()| stderr.flush());
+}
+
 /// Writes `text` and a newline to stdout. A closed pipe marks stdout closed and drops
 /// this and every later write; any other failure is reported once on stderr.
 pub fn emit(text: &str) {
@@ -45,7 +68,7 @@ pub fn emit(text: &str) {
     if let Err(e) = written {
         STDOUT_CLOSED.store(true, Ordering::Relaxed);
         if e.kind() != std::io::ErrorKind::BrokenPipe {
-            eprintln!("error: cannot write to standard output: {e}");
+            errln!("error: cannot write to standard output: {e}");
         }
     }
 }
@@ -284,12 +307,82 @@ pub fn table_with_width(rows: &[Value], columns: &[(&str, &str)], width: Option<
 }
 
 /// Prints `value` as JSON, or as a table/record via `human`.
-pub fn print(json: bool, value: &Value, human: impl FnOnce(&Value) -> String) {
-    if json {
-        emit(&serde_json::to_string_pretty(value).unwrap_or_default());
+pub fn print(as_json: bool, value: &Value, human: impl FnOnce(&Value) -> String) {
+    if as_json {
+        emit(&json(value));
     } else {
         emit(&human(value));
     }
+}
+
+/// `value` as pretty-printed JSON text (empty if it cannot be serialised, which a
+/// `serde_json::Value` always can).
+pub fn json(value: &(impl serde::Serialize + ?Sized)) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_default()
+}
+
+/// Every line of `text` indented by `by` spaces.
+pub fn indent(text: &str, by: usize) -> String {
+    let pad = " ".repeat(by);
+    text.lines().map(|l| format!("{pad}{l}")).collect::<Vec<_>>().join("\n")
+}
+
+/// Seconds as a short duration, e.g. `3d 4h`, `12m`, `45s`: the two most significant
+/// adjacent units.
+pub fn duration(secs: i64) -> String {
+    let sign = if secs < 0 { "-" } else { "" };
+    let mut left = secs.unsigned_abs();
+    let mut parts = Vec::new();
+    for (unit, size) in [("d", 86_400u64), ("h", 3600), ("m", 60), ("s", 1)] {
+        if left >= size && parts.len() < 2 {
+            parts.push(format!("{}{unit}", left / size));
+            left %= size;
+        } else if !parts.is_empty() {
+            // Only the two most significant adjacent units.
+            break;
+        }
+    }
+    if parts.is_empty() {
+        return "0s".into();
+    }
+    format!("{sign}{}", parts.join(" "))
+}
+
+/// A cell of a [`grid`]: its text, kept to the left or to the right of its column.
+#[derive(Debug, Clone)]
+pub enum Cell {
+    /// Left-aligned (text).
+    Left(String),
+    /// Right-aligned (figures).
+    Right(String),
+}
+
+/// How a [`grid`] is drawn.
+#[derive(Debug, Clone, Copy)]
+pub enum Frame {
+    /// Borders only, fitted to the terminal: summaries among the CLI's other tables.
+    Borders,
+    /// Every column and the header ruled, never wrapped: benchmark figures.
+    Ruled,
+}
+
+/// A table of figures: a header and rows of [`Cell`]s, each aligned as it says (header
+/// cells too). Unlike [`table`], the cells are shown as given.
+pub fn grid(frame: Frame, header: Vec<Cell>, rows: Vec<Vec<Cell>>) -> String {
+    let cell = |c: Cell| match c {
+        Cell::Left(text) => comfy_table::Cell::new(text),
+        Cell::Right(text) => comfy_table::Cell::new(text).set_alignment(CellAlignment::Right),
+    };
+    let mut table = Table::new();
+    match frame {
+        Frame::Borders => table.load_preset(UTF8_BORDERS_ONLY).set_content_arrangement(ContentArrangement::Dynamic),
+        Frame::Ruled => table.load_preset(UTF8_FULL_CONDENSED),
+    };
+    table.set_header(header.into_iter().map(cell));
+    for row in rows {
+        table.add_row(row.into_iter().map(cell));
+    }
+    table.to_string()
 }
 
 /// One object as `key: value` lines, in the given order.
@@ -344,7 +437,6 @@ pub fn chain_of(claims: &Value) -> Vec<String> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "test code")]
 mod tests {
     use serde_json::json;
 
@@ -355,6 +447,39 @@ mod tests {
         assert_eq!(timestamp(1_796_190_703), "2026-12-02T05:51:43Z");
         assert_eq!(time_field(&json!({"at": 1_700_000_000}), "at"), "2023-11-14T22:13:20Z");
         assert_eq!(time_field(&json!({}), "at"), "-");
+    }
+
+    #[test]
+    fn durations_read_as_two_units() {
+        assert_eq!(duration(0), "0s");
+        assert_eq!(duration(45), "45s");
+        assert_eq!(duration(90 * 60), "1h 30m");
+        assert_eq!(duration(30 * 86_400), "30d");
+        assert_eq!(duration(86_400 + 61), "1d");
+        assert_eq!(duration(-3600), "-1h");
+    }
+
+    #[test]
+    fn indent_prefixes_every_line_and_json_is_pretty() {
+        assert_eq!(indent("a\nb", 3), "   a\n   b");
+        assert_eq!(json(&json!({"a": 1})), "{\n  \"a\": 1\n}");
+    }
+
+    #[test]
+    fn grids_align_cells_as_they_say() {
+        let text = grid(
+            Frame::Ruled,
+            vec![Cell::Left("name".into()), Cell::Left("count".into())],
+            vec![vec![Cell::Left("a".into()), Cell::Right("7".into())]],
+        );
+        assert!(text.contains("│ name ┆ count │"), "{text}");
+        assert!(text.contains("│ a    ┆     7 │"), "{text}");
+        let text = grid(
+            Frame::Borders,
+            vec![Cell::Left("K".into()), Cell::Right("TOTAL".into())],
+            vec![vec![Cell::Left("abc".into()), Cell::Right("5".into())]],
+        );
+        assert!(text.contains("│ K     TOTAL │") && text.contains("│ abc       5 │"), "{text}");
     }
 
     #[test]

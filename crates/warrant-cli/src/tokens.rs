@@ -310,11 +310,7 @@ async fn inspect(conn: &Conn, client: &Client, token: &str) -> CliResult {
             Verdict::Revoked => "REVOKED".to_owned(),
             Verdict::Expired => format!("EXPIRED at {}", timestamp(exp)),
         };
-        format!(
-            "{headline}\n{}\n\n{}",
-            warrant_summary(&claims, now().0),
-            serde_json::to_string_pretty(&claims).unwrap_or_default()
-        )
+        format!("{headline}\n{}\n\n{}", warrant_summary(&claims, now().0), crate::output::json(&claims))
     });
     match verdict {
         Verdict::Valid => Ok(()),

@@ -1,13 +1,6 @@
 //! End-to-end tests of the `warrant` binary: the demo, and the README walkthrough against
 //! a real `warrant serve` process.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    missing_docs,
-    reason = "test code"
-)]
+#![expect(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "test code")]
 
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;
@@ -1833,6 +1826,91 @@ fn a_closed_stdout_pipe_ends_quietly() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "warrant {args:?}: {:?}\n{stderr}", out.status);
         assert!(!stderr.contains("panicked") && !stderr.contains("error"), "warrant {args:?}: {stderr}");
+    }
+}
+
+/// Runs `warrant` with stdout on a pipe whose reader is already gone, as in `warrant … |
+/// head` once `head` has left: every write to stdout fails with `EPIPE`.
+fn run_into_a_closed_pipe(args: &[&str], cwd: &Path) -> Output {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    Command::new(BIN).args(args).current_dir(cwd).stdout(writer).stderr(Stdio::piped()).output().unwrap()
+}
+
+/// Nothing on stderr says the closed pipe was a problem.
+fn assert_quiet(args: &[&str], out: &Output) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "warrant {args:?}: {:?}\n{stderr}", out.status);
+    for noise in ["panicked", "Broken pipe", "broken pipe", "error"] {
+        assert!(!stderr.contains(noise), "warrant {args:?} said {noise:?}: {stderr}");
+    }
+}
+
+#[test]
+fn audit_export_into_a_pipe_closed_early_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let mut world = World::start(cwd);
+    let data = cwd.join("data");
+    // Enough history that the export is several times a pipe's buffer (64 KiB on Linux), so
+    // the reader below leaves while the export is still writing: a registry record a human.
+    let admin = std::fs::read_to_string(data.join("admin.token")).unwrap().trim().to_owned();
+    let api = client::Api::new(&world.server.url, &admin);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    for i in 0..600 {
+        let body = serde_json::json!({"name": format!("Human {i}"), "email": format!("h{i}@example.com")});
+        let answer = rt.block_on(api.admin_post("/v1/humans", &body)).unwrap();
+        assert_eq!(answer.status, 201, "{}", answer.text);
+    }
+    let token = world.mint(cwd, &[]);
+    // Commands that talk to the server, with their reader gone before they write.
+    for args in [
+        &["agent", "list"][..],
+        &["human", "list"],
+        &["audit", "query"],
+        &["review"],
+        &["inventory"],
+        &["token", "inspect", &token],
+    ] {
+        let out = run_into_a_closed_pipe(&world.args(args), cwd);
+        assert_quiet(args, &out);
+    }
+    assert!(world.server.terminate_ref().success());
+    let export = ["audit", "export", "--data", data.to_str().unwrap()];
+    let whole = ok(&export, cwd);
+    assert!(whole.len() > 4 * 65_536, "only {} bytes of audit export", whole.len());
+
+    // `warrant audit export | head -1`: the first record is read, then the reader leaves.
+    let mut child =
+        Command::new(BIN).args(export).current_dir(cwd).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    reader.read_line(&mut first).unwrap();
+    drop(reader);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(first, whole.lines().next().map(|l| format!("{l}\n")).unwrap());
+    assert_quiet(&export, &out);
+
+    // And with the reader gone before the first record, offline commands too.
+    for args in [&export[..], &["audit", "verify", "--data", data.to_str().unwrap()], &["openapi"], &["--help"]] {
+        let out = run_into_a_closed_pipe(args, cwd);
+        assert_quiet(args, &out);
+    }
+
+    // `warrant … 2>&1 | head`: stderr is the closed pipe too. A command that succeeds still
+    // does; one that fails says so with its status, not with a panic (101).
+    let nowhere = cwd.join("no-data");
+    for (args, status) in [(&export[..], 0), (&["audit", "export", "--data", nowhere.to_str().unwrap()][..], 1)] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let status_of = Command::new(BIN)
+            .args(args)
+            .current_dir(cwd)
+            .stdout(writer.try_clone().unwrap())
+            .stderr(writer)
+            .status()
+            .unwrap();
+        assert_eq!(status_of.code(), Some(status), "warrant {args:?}");
     }
 }
 

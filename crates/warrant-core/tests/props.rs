@@ -1,11 +1,4 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    missing_docs,
-    reason = "test code"
-)]
+#![expect(clippy::unwrap_used, clippy::indexing_slicing, reason = "test code")]
 
 //! Property tests for `warrant-core`: the invariants listed in `docs/architecture.md`.
 //!

@@ -1,11 +1,4 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    missing_docs,
-    reason = "test code"
-)]
+#![expect(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing, reason = "test code")]
 //! The engine's own tests, in-process: issuance, delegation, decisions, revocation
 //! cascades, task completion, approvals, quarantine, budgets and governance, each on an
 //! in-memory SQLite store with a manual clock (no sleeps: time moves when a test moves

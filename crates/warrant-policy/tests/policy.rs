@@ -1,13 +1,6 @@
 //! The shipped schema, default policies and documented examples, and how a decision's
 //! input reaches Cedar.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    missing_docs,
-    reason = "test code"
-)]
+#![expect(clippy::unwrap_used, reason = "test code")]
 
 use std::collections::BTreeMap;
 

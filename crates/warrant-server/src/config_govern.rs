@@ -157,7 +157,6 @@ impl GovernanceFile {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, reason = "test code")]
 mod tests {
     use super::*;
 

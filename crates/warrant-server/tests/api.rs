@@ -1,13 +1,6 @@
 //! Warrant's HTTP API, end to end: every test starts a real server on a loopback port
 //! with a fresh data directory and talks to it over HTTP.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    missing_docs,
-    reason = "test code"
-)]
+#![expect(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "test code")]
 
 #[path = "api/testkit.rs"]
 mod testkit;

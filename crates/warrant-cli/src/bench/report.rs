@@ -3,13 +3,12 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use comfy_table::presets::UTF8_FULL_CONDENSED;
-use comfy_table::{Cell, CellAlignment, Table};
 use serde::Serialize;
 
 use super::load::{Latency, OpenRaw, Raw};
 use super::target::FormPool;
 use super::{BenchArgs, BenchError};
+use crate::output::{grid, Cell, Frame};
 
 /// The p99 the open-loop point is checked against, in milliseconds.
 pub const P99_TARGET_MS: f64 = 2.0;
@@ -246,31 +245,20 @@ fn ms(v: f64) -> String {
 }
 
 fn right(text: String) -> Cell {
-    Cell::new(text).set_alignment(CellAlignment::Right)
+    Cell::Right(text)
 }
 
-fn table(header: &[&str]) -> Table {
-    let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED);
-    t.set_header(header.iter().map(Cell::new));
-    t
+/// A figures table: the header as given (left-aligned), then `rows`.
+fn table(header: &[&str], rows: Vec<Vec<Cell>>) -> String {
+    grid(Frame::Ruled, header.iter().map(|h| Cell::Left((*h).to_owned())).collect(), rows)
 }
 
 /// Prints the tables.
 pub fn print(report: &Report) {
     let ratio_at: BTreeMap<usize, f64> = report.ratios.iter().map(|r| (r.concurrency, r.ratio)).collect();
-    let mut t = table(&[
-        "scenario",
-        "conc",
-        "req/s",
-        "decisions/s",
-        "p50 ms",
-        "p99 ms",
-        "p99.9 ms",
-        "max ms",
-        "errors",
-        "vs axum",
-    ]);
+    let header =
+        ["scenario", "conc", "req/s", "decisions/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "errors", "vs axum"];
+    let mut lines = Vec::new();
     let rows = std::iter::once(("axum /ping", &report.baseline))
         .chain(report.scenarios.iter().map(|(name, points)| (name.as_str(), points)));
     let order = ["axum /ping", "authorize", "batch", "mint", "exchange", "revocation"];
@@ -287,8 +275,8 @@ pub fn print(report: &Report) {
                 ("authorize", None) => format!("{:.0}", p.throughput_per_s),
                 _ => String::new(),
             };
-            t.add_row(vec![
-                Cell::new(name),
+            lines.push(vec![
+                Cell::Left(name.to_owned()),
                 right(p.concurrency.to_string()),
                 right(format!("{:.0}", p.throughput_per_s)),
                 right(decisions),
@@ -302,14 +290,14 @@ pub fn print(report: &Report) {
         }
     }
     outln!("\nclosed loop (each client sends its next request when the last is answered)");
-    outln!("{t}");
+    outln!("{}", table(&header, lines));
     outln!(
         "batch: {} requests per call; revocation: one row per delegate/allow/revoke/next-decision cycle",
         report.settings.batch_size
     );
 
     if let Some(points) = report.scenarios.get("revocation") {
-        let mut t = table(&[
+        let header = [
             "conc",
             "cycles",
             "revoke p50 ms",
@@ -319,11 +307,12 @@ pub fn print(report: &Report) {
             "revoke->deny p99 ms",
             "allows after revocation",
             "next decision codes",
-        ]);
+        ];
+        let mut lines = Vec::new();
         for p in points {
             let Some(r) = &p.revocation else { continue };
             let codes: Vec<String> = r.next_decision_codes.iter().map(|(c, n)| format!("{c}: {n}")).collect();
-            t.add_row(vec![
+            lines.push(vec![
                 right(p.concurrency.to_string()),
                 right(r.cycles.to_string()),
                 right(ms(r.revoke.p50_ms)),
@@ -332,13 +321,13 @@ pub fn print(report: &Report) {
                 right(ms(r.revoke_to_deny.p50_ms)),
                 right(ms(r.revoke_to_deny.p99_ms)),
                 right(r.allows_after_revocation.to_string()),
-                Cell::new(codes.join(", ")),
+                Cell::Left(codes.join(", ")),
             ]);
         }
         let allows: u64 = points.iter().filter_map(|p| p.revocation.as_ref()).map(|r| r.allows_after_revocation).sum();
         let cycles: u64 = points.iter().filter_map(|p| p.revocation.as_ref()).map(|r| r.cycles).sum();
         outln!("\nrevocation to deny (POST /v1/revocations, then at once POST /v1/authorize with the revoked warrant)");
-        outln!("{t}");
+        outln!("{}", table(&header, lines));
         outln!(
             "allows after an acknowledged revocation: {allows} of {cycles} cycles (target 0): {}",
             if allows == 0 && cycles > 0 { "MET" } else { "NOT MET" }
@@ -361,7 +350,7 @@ pub fn print(report: &Report) {
 
     if let Some(o) = &report.open_loop {
         outln!("\nopen loop: authorize at {:.0}/s ({}), latency from the intended send time", o.rate_per_s, o.basis);
-        let mut t = table(&[
+        let header = [
             "scheduled",
             "achieved/s",
             "p50 ms",
@@ -371,8 +360,8 @@ pub fn print(report: &Report) {
             "service p99 ms",
             "send lag p99 ms",
             "errors",
-        ]);
-        t.add_row(vec![
+        ];
+        let lines = vec![vec![
             right(o.scheduled.to_string()),
             right(format!("{:.0}", o.achieved_per_s)),
             right(ms(o.latency.p50_ms)),
@@ -382,8 +371,8 @@ pub fn print(report: &Report) {
             right(ms(o.service_latency.p99_ms)),
             right(ms(o.send_lag.p99_ms)),
             right(o.errors.to_string()),
-        ]);
-        outln!("{t}");
+        ]];
+        outln!("{}", table(&header, lines));
         outln!("p99 under {P99_TARGET_MS} ms at this load: {}", if o.p99_met { "MET" } else { "NOT MET" });
     }
     if report.target.kind == "in-process" {

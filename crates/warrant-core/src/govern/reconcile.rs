@@ -116,7 +116,6 @@ pub fn reconcile(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "test code")]
 mod tests {
     use super::*;
     use crate::govern::finding::{Acceptance, Severity};

@@ -325,7 +325,6 @@ pub fn attestation_overdue(facts: &AgentFacts<'_>, rules: &GovernRules, now: Uni
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "test code")]
 mod tests {
     use serde_json::json;
 

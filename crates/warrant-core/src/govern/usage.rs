@@ -138,7 +138,6 @@ pub fn recommend(max: &Scope, used: &[Permission]) -> Scope {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "test code")]
 mod tests {
     use super::*;
 

@@ -293,7 +293,6 @@ impl Approval {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, reason = "test code")]
     use super::*;
 
     fn pending() -> Approval {

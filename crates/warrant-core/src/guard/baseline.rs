@@ -186,7 +186,7 @@ impl WindowRate {
         }
         let closed = elapsed / w;
         let alpha = cfg.alpha();
-        #[allow(clippy::cast_precision_loss, reason = "counts per window are far below 2^52")]
+        #[expect(clippy::cast_precision_loss, reason = "counts per window are far below 2^52")]
         self.fold(alpha, self.count as f64);
         let empty = u64::try_from(closed.saturating_sub(1)).unwrap_or(0);
         let folded = empty.min(MAX_EMPTY_WINDOWS);
@@ -216,7 +216,7 @@ impl WindowRate {
         if self.flagged || self.windows < MIN_WINDOWS || self.count < min {
             return false;
         }
-        #[allow(clippy::cast_precision_loss, reason = "counts per window are far below 2^52")]
+        #[expect(clippy::cast_precision_loss, reason = "counts per window are far below 2^52")]
         let spike = self.count as f64 > self.threshold(cfg);
         if spike {
             self.flagged = true;
@@ -419,7 +419,6 @@ pub fn resource_prefix(resource: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, reason = "test code")]
     use super::*;
 
     /// Midnight UTC, 2023-11-14.

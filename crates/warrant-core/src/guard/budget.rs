@@ -368,7 +368,6 @@ impl Ledger {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, reason = "test code")]
     use super::*;
 
     const EXP: UnixTime = UnixTime(2_000_000_000);

@@ -184,7 +184,7 @@ impl Gcra {
         let ahead = tat.saturating_sub(now);
         if ahead <= tolerance {
             let ticks = tat.saturating_add(interval);
-            #[allow(clippy::cast_precision_loss, reason = "an approximation, for display")]
+            #[expect(clippy::cast_precision_loss, reason = "an approximation, for display")]
             let secs = ticks as f64 / limit.limit as f64;
             return Ok(Gcra { tat: secs, ticks, scale: limit.limit });
         }
@@ -195,7 +195,6 @@ impl Gcra {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, reason = "test code")]
     use super::*;
 
     const T0: i64 = 1_700_000_000;

@@ -81,7 +81,6 @@ impl Signal {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, reason = "test code")]
     use super::*;
 
     #[test]

@@ -138,7 +138,7 @@ impl Trust {
         if elapsed <= 0 {
             return unit(self.value);
         }
-        #[allow(clippy::cast_precision_loss, reason = "seconds far below 2^52 are exact")]
+        #[expect(clippy::cast_precision_loss, reason = "seconds far below 2^52 are exact")]
         let hours = elapsed as f64 / 3_600.0;
         unit(self.value + unit(cfg.recovery_per_hour) * hours)
     }
@@ -170,14 +170,13 @@ impl Trust {
 /// floats). A billionth is added before rounding so that `0.29` is 29, not 28; not a
 /// number is 0.
 pub fn percent(value: f64) -> i64 {
-    #[allow(clippy::cast_possible_truncation, reason = "the value is within 0..=100")]
+    #[expect(clippy::cast_possible_truncation, reason = "the value is within 0..=100")]
     let p = (unit(value) * 100.0 + 1e-9).floor().min(100.0) as i64;
     p
 }
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, reason = "test code")]
     use super::*;
 
     const T0: UnixTime = UnixTime(1_700_000_000);

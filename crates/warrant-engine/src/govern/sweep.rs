@@ -238,7 +238,6 @@ impl Governance {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "test code")]
 mod tests {
     use super::*;
     use warrant_core::WarrantId;

@@ -14,7 +14,7 @@ use crate::ratelimit::ClientAddr;
 
 /// The form parameters (RFC 6749, 7523, 8693, plus `task_purpose` and `ttl`).
 #[derive(Debug, ToSchema)]
-#[allow(dead_code, reason = "documentation-only schema for the form body")]
+#[expect(dead_code, reason = "documentation-only schema for the form body")]
 pub struct TokenFormDoc {
     /// `client_credentials` or `urn:ietf:params:oauth:grant-type:token-exchange`.
     grant_type: String,
