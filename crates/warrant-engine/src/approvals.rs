@@ -39,6 +39,9 @@ pub enum ApprovalOpError {
     /// It is no longer pending.
     #[error("{0}")]
     Conflict(String),
+    /// The store failed (the cause is kept); the detail is for logs.
+    #[error("the store failed: {0}")]
+    Store(#[source] StoreError),
     /// Storage or audit failed; the detail is for logs.
     #[error("internal failure: {0}")]
     Internal(String),
@@ -51,14 +54,14 @@ impl Classify for ApprovalOpError {
             ApprovalOpError::NotFound(_) => ErrorKind::NotFound,
             ApprovalOpError::Forbidden(_) => ErrorKind::Forbidden,
             ApprovalOpError::Conflict(_) => ErrorKind::Conflict,
-            ApprovalOpError::Internal(_) => ErrorKind::Internal,
+            ApprovalOpError::Store(_) | ApprovalOpError::Internal(_) => ErrorKind::Internal,
         }
     }
 }
 
 impl From<StoreError> for ApprovalOpError {
     fn from(e: StoreError) -> Self {
-        ApprovalOpError::Internal(e.to_string())
+        ApprovalOpError::Store(e)
     }
 }
 

@@ -124,6 +124,9 @@ pub enum TokenError {
     /// `unsupported_grant_type`.
     #[error("grant type `{0}` is not supported; use `client_credentials` or token exchange")]
     UnsupportedGrantType(String),
+    /// `server_error`: the store failed (the cause is kept); the detail is for logs.
+    #[error("the store failed: {0}")]
+    Store(#[source] StoreError),
     /// A failure of ours (storage, signing); the detail is for logs only.
     #[error("internal failure: {0}")]
     Internal(String),
@@ -138,7 +141,7 @@ impl TokenError {
             TokenError::InvalidGrant(_) => "invalid_grant",
             TokenError::InvalidScope(_) => "invalid_scope",
             TokenError::UnsupportedGrantType(_) => "unsupported_grant_type",
-            TokenError::Internal(_) => "server_error",
+            TokenError::Store(_) | TokenError::Internal(_) => "server_error",
         }
     }
 }
@@ -148,7 +151,7 @@ impl crate::error::Classify for TokenError {
         use crate::error::ErrorKind;
         match self {
             TokenError::InvalidClient(_) => ErrorKind::Forbidden,
-            TokenError::Internal(_) => ErrorKind::Internal,
+            TokenError::Store(_) | TokenError::Internal(_) => ErrorKind::Internal,
             _ => ErrorKind::Invalid,
         }
     }
@@ -158,7 +161,7 @@ impl From<StoreError> for TokenError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Revoked(why) => TokenError::InvalidGrant(format!("no warrant was issued: {why}")),
-            e => TokenError::Internal(e.to_string()),
+            e => TokenError::Store(e),
         }
     }
 }

@@ -36,6 +36,9 @@ pub enum RegistryError {
     /// The operation conflicts with the current state.
     #[error("{0}")]
     Conflict(String),
+    /// The store failed (the cause is kept); the detail is for logs.
+    #[error("the store failed: {0}")]
+    Store(#[source] StoreError),
     /// Storage, randomness or signing failed; the detail is for logs only.
     #[error("internal failure: {0}")]
     Internal(String),
@@ -47,14 +50,14 @@ impl Classify for RegistryError {
             RegistryError::Invalid(_) => ErrorKind::Invalid,
             RegistryError::NotFound { .. } => ErrorKind::NotFound,
             RegistryError::Conflict(_) => ErrorKind::Conflict,
-            RegistryError::Internal(_) => ErrorKind::Internal,
+            RegistryError::Store(_) | RegistryError::Internal(_) => ErrorKind::Internal,
         }
     }
 }
 
 impl From<StoreError> for RegistryError {
     fn from(e: StoreError) -> Self {
-        RegistryError::Internal(e.to_string())
+        RegistryError::Store(e)
     }
 }
 

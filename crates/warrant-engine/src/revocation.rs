@@ -39,6 +39,9 @@ pub enum RevokeError {
     /// The caller may not do this.
     #[error("{0}")]
     Forbidden(String),
+    /// The store failed (the cause is kept); the detail is for logs.
+    #[error("the store failed: {0}")]
+    Store(#[source] StoreError),
     /// Storage or audit failed; nothing was acknowledged. The detail is for logs.
     #[error("internal failure: {0}")]
     Internal(String),
@@ -50,14 +53,14 @@ impl Classify for RevokeError {
             RevokeError::Invalid(_) => ErrorKind::Invalid,
             RevokeError::NotFound { .. } => ErrorKind::NotFound,
             RevokeError::Forbidden(_) => ErrorKind::Forbidden,
-            RevokeError::Internal(_) => ErrorKind::Internal,
+            RevokeError::Store(_) | RevokeError::Internal(_) => ErrorKind::Internal,
         }
     }
 }
 
 impl From<StoreError> for RevokeError {
     fn from(e: StoreError) -> Self {
-        RevokeError::Internal(e.to_string())
+        RevokeError::Store(e)
     }
 }
 

@@ -117,10 +117,9 @@ impl OAuthError {
 
 impl From<TokenError> for OAuthError {
     fn from(e: TokenError) -> Self {
-        let status = match &e {
-            TokenError::InvalidClient(_) => StatusCode::UNAUTHORIZED,
-            TokenError::Internal(detail) => {
-                tracing::error!(error = %detail, "token endpoint failure");
+        let status = match e.kind() {
+            ErrorKind::Internal | ErrorKind::Unavailable => {
+                tracing::error!(error = %e, "token endpoint failure");
                 return OAuthError {
                     status: StatusCode::INTERNAL_SERVER_ERROR,
                     body: OAuthErrorBody {
@@ -129,6 +128,7 @@ impl From<TokenError> for OAuthError {
                     },
                 };
             }
+            ErrorKind::Forbidden => StatusCode::UNAUTHORIZED,
             _ => StatusCode::BAD_REQUEST,
         };
         OAuthError { status, body: OAuthErrorBody { error: e.code(), error_description: e.to_string() } }
