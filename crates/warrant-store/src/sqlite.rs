@@ -24,208 +24,17 @@ use crate::records::{
 };
 use crate::{AgentStore, HumanStore, KeyStore, StoreError, WarrantStore};
 
-/// Schema migrations, applied in order; `PRAGMA user_version` holds how many ran.
+/// Schema migrations, applied in order; `PRAGMA user_version` holds how many ran. Each is
+/// one file of `migrations/sqlite/`, numbered from `0001` in the order they apply; a new
+/// migration is a new file with the next number, added at the end of this list.
 const MIGRATIONS: &[&str] = &[
-    r#"
-CREATE TABLE humans (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    email TEXT NOT NULL UNIQUE,
-    entitlements TEXT NOT NULL,
-    status TEXT NOT NULL,
-    created_at INTEGER NOT NULL
-);
-CREATE TABLE agents (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    owner TEXT NOT NULL REFERENCES humans(id),
-    mode TEXT NOT NULL,
-    max_scope TEXT NOT NULL,
-    public_key TEXT NOT NULL,
-    status TEXT NOT NULL,
-    expires_at INTEGER,
-    labels TEXT NOT NULL,
-    created_at INTEGER NOT NULL
-);
-CREATE INDEX agents_owner ON agents(owner);
-CREATE TABLE signing_keys (
-    kid TEXT PRIMARY KEY,
-    seed BLOB NOT NULL,
-    created_at INTEGER NOT NULL,
-    retired_at INTEGER
-);
-CREATE TABLE spent_assertions (
-    agent TEXT NOT NULL,
-    jti TEXT NOT NULL,
-    exp INTEGER NOT NULL,
-    PRIMARY KEY (agent, jti)
-);
-CREATE INDEX spent_assertions_exp ON spent_assertions(exp);
-CREATE TABLE tasks (
-    id TEXT PRIMARY KEY,
-    purpose TEXT NOT NULL,
-    human TEXT NOT NULL,
-    root_agent TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    deadline INTEGER NOT NULL
-);
-CREATE TABLE warrants (
-    jti TEXT PRIMARY KEY,
-    parent TEXT REFERENCES warrants(jti),
-    agent TEXT NOT NULL,
-    task TEXT NOT NULL REFERENCES tasks(id),
-    human TEXT NOT NULL,
-    sub TEXT NOT NULL,
-    mode TEXT NOT NULL,
-    scope TEXT NOT NULL,
-    chain TEXT NOT NULL,
-    kid TEXT NOT NULL,
-    issued_at INTEGER NOT NULL,
-    expires_at INTEGER NOT NULL
-);
-CREATE INDEX warrants_parent ON warrants(parent);
-CREATE INDEX warrants_task ON warrants(task);
-CREATE INDEX warrants_kid ON warrants(kid, expires_at);
-"#,
-    r#"
-CREATE INDEX warrants_agent ON warrants(agent);
-CREATE INDEX warrants_human ON warrants(human, expires_at);
-ALTER TABLE tasks ADD COLUMN completed_at INTEGER;
-CREATE TABLE revocations (
-    id TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    target TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    at INTEGER NOT NULL
-);
-CREATE TABLE revoked_warrants (
-    jti TEXT PRIMARY KEY,
-    revocation TEXT NOT NULL REFERENCES revocations(id),
-    expires_at INTEGER NOT NULL
-);
-CREATE INDEX revoked_warrants_exp ON revoked_warrants(expires_at);
-CREATE TABLE policy_versions (
-    id INTEGER PRIMARY KEY,
-    hash TEXT NOT NULL UNIQUE,
-    policies TEXT NOT NULL,
-    schema TEXT NOT NULL,
-    loaded_at INTEGER NOT NULL
-);
-CREATE TABLE audit_records (
-    seq INTEGER PRIMARY KEY,
-    at INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    agent TEXT,
-    human TEXT,
-    task TEXT,
-    warrant TEXT,
-    decision TEXT,
-    body TEXT NOT NULL,
-    prev_hash BLOB NOT NULL,
-    hash BLOB NOT NULL
-);
-CREATE INDEX audit_agent ON audit_records(agent, seq);
-CREATE INDEX audit_human ON audit_records(human, seq);
-CREATE INDEX audit_task ON audit_records(task, seq);
-CREATE INDEX audit_warrant ON audit_records(warrant, seq);
-CREATE INDEX audit_kind ON audit_records(kind, seq);
-CREATE INDEX audit_at ON audit_records(at);
-CREATE TABLE audit_checkpoints (
-    seq INTEGER PRIMARY KEY,
-    head_hash BLOB NOT NULL,
-    at INTEGER NOT NULL,
-    kid TEXT NOT NULL,
-    signature TEXT NOT NULL
-);
-"#,
-    r#"
-CREATE TABLE warrant_agents (
-    agent TEXT NOT NULL,
-    jti TEXT NOT NULL REFERENCES warrants(jti),
-    PRIMARY KEY (agent, jti)
-) WITHOUT ROWID;
-INSERT OR IGNORE INTO warrant_agents (agent, jti) SELECT j.value, w.jti FROM warrants w, json_each(w.chain) j;
-"#,
-    r#"
-ALTER TABLE warrants ADD COLUMN budget TEXT;
-CREATE INDEX warrants_budget ON warrants(expires_at) WHERE budget IS NOT NULL;
-CREATE TABLE budget_spend (
-    jti TEXT NOT NULL,
-    counter TEXT NOT NULL,
-    spent INTEGER NOT NULL,
-    expires_at INTEGER NOT NULL,
-    PRIMARY KEY (jti, counter)
-);
-CREATE INDEX budget_spend_exp ON budget_spend(expires_at);
-CREATE TABLE agent_guard (
-    agent_id TEXT PRIMARY KEY,
-    state TEXT NOT NULL,
-    updated_at INTEGER NOT NULL
-);
-CREATE TABLE approvals (
-    id TEXT PRIMARY KEY,
-    status TEXT NOT NULL,
-    agent_id TEXT NOT NULL,
-    approver TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    expires_at INTEGER NOT NULL,
-    body TEXT NOT NULL
-);
-CREATE INDEX approvals_status ON approvals(status, created_at);
-CREATE INDEX approvals_agent ON approvals(agent_id, created_at);
-"#,
-    r#"
-CREATE TABLE agent_keys (
-    agent_id TEXT PRIMARY KEY,
-    set_at INTEGER NOT NULL
-);
-CREATE TABLE findings (
-    id TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    subject TEXT NOT NULL,
-    severity TEXT NOT NULL,
-    status TEXT NOT NULL,
-    first_seen INTEGER NOT NULL,
-    last_seen INTEGER NOT NULL,
-    body TEXT NOT NULL
-);
-CREATE INDEX findings_status ON findings(status, last_seen);
-CREATE INDEX findings_subject ON findings(subject);
-CREATE INDEX findings_kind ON findings(kind, last_seen);
-CREATE TABLE agent_usage (
-    agent_id TEXT PRIMARY KEY,
-    usage TEXT NOT NULL
-);
-CREATE TABLE attestations (
-    id TEXT PRIMARY KEY,
-    agent_id TEXT NOT NULL,
-    by_whom TEXT NOT NULL,
-    at INTEGER NOT NULL,
-    note TEXT NOT NULL,
-    evidence TEXT NOT NULL
-);
-CREATE INDEX attestations_agent ON attestations(agent_id, at);
-"#,
-    r#"
-CREATE TABLE sessions (
-    jti TEXT PRIMARY KEY,
-    human TEXT NOT NULL,
-    purpose TEXT NOT NULL,
-    issued_at INTEGER NOT NULL,
-    expires_at INTEGER NOT NULL,
-    revoked_at INTEGER
-);
-CREATE INDEX sessions_human ON sessions(human) WHERE revoked_at IS NULL;
-CREATE INDEX revocations_target ON revocations(target);
-"#,
-    r#"
--- Keys at rest: signing keys are sealed with a key-encryption key kept outside the
--- database. `sealed` holds the sealed seed (version byte, nonce, ciphertext, tag); `seed`
--- keeps a plaintext seed only until the engine seals it at start, then it is emptied
--- (x''). `purpose` separates the warrant-signing keys from the audit checkpoint keys.
-ALTER TABLE signing_keys ADD COLUMN purpose TEXT NOT NULL DEFAULT 'warrant';
-ALTER TABLE signing_keys ADD COLUMN sealed BLOB;
-"#,
+    include_str!("../migrations/sqlite/0001_initial.sql"),
+    include_str!("../migrations/sqlite/0002_revocations_policies_audit.sql"),
+    include_str!("../migrations/sqlite/0003_warrant_agents.sql"),
+    include_str!("../migrations/sqlite/0004_budgets_guard_approvals.sql"),
+    include_str!("../migrations/sqlite/0005_agent_keys_govern.sql"),
+    include_str!("../migrations/sqlite/0006_sessions.sql"),
+    include_str!("../migrations/sqlite/0007_sealed_keys.sql"),
 ];
 
 /// The SQLite store.
@@ -989,5 +798,36 @@ impl WarrantStore for SqliteStore {
             Ok(rows)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MIGRATIONS;
+
+    /// `MIGRATIONS` is every file of `migrations/sqlite/`, in file-number order, each file
+    /// numbered from `0001` without a gap: a migration file that is not in the list (or a
+    /// list entry out of place) fails here rather than leaving a database unmigrated.
+    #[test]
+    fn migrations_are_every_file_in_number_order() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+        let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
+            .expect("the migrations directory")
+            .map(|entry| {
+                let path = entry.expect("a directory entry").path();
+                let name = path.file_name().and_then(|n| n.to_str()).expect("a UTF-8 file name").to_owned();
+                (name, std::fs::read_to_string(&path).expect("a readable migration"))
+            })
+            .collect();
+        files.sort();
+        assert_eq!(files.len(), MIGRATIONS.len(), "every file of {} is listed in MIGRATIONS", dir.display());
+        for (i, ((name, sql), listed)) in files.iter().zip(MIGRATIONS).enumerate() {
+            let number = format!("{:04}_", i + 1);
+            assert!(
+                name.starts_with(&number) && name.ends_with(".sql"),
+                "migration file `{name}` should be numbered `{number}…` and end in `.sql`"
+            );
+            assert_eq!(sql, listed, "MIGRATIONS[{i}] is the text of `{name}`");
+        }
     }
 }
