@@ -234,8 +234,18 @@ macro_rules! subtree {
         "WITH RECURSIVE sub(jti) AS (SELECT ?1 UNION SELECT w.jti FROM warrants w JOIN sub ON w.parent = sub.jti)"
     };
 }
-/// [`subtree!`] as a constant.
-const SUBTREE: &str = subtree!();
+
+/// `warrant_subtree`'s select of the columns `cols` (each prefixed `w.`): the subtree of
+/// `?1`, oldest first.
+fn subtree_select(cols: &str) -> String {
+    format!(
+        concat!(
+            subtree!(),
+            " SELECT {} FROM sub CROSS JOIN warrants w ON w.jti = sub.jti ORDER BY w.issued_at, w.rowid"
+        ),
+        cols
+    )
+}
 
 // The unexpired warrants a revocation ends, by its kind (`?1`: its target, `?2`: now), as
 // `(jti, expires_at)`. Each is a walk of indexes from the target, so what a revocation
@@ -380,13 +390,7 @@ impl RevocationStore for SqliteStore {
         let jti = jti.clone();
         self.run(move |c| {
             let cols = WARRANT_COLS.split(", ").map(|col| format!("w.{col}")).collect::<Vec<_>>().join(", ");
-            warrants(
-                c,
-                &format!(
-                    "{SUBTREE} SELECT {cols} FROM sub CROSS JOIN warrants w ON w.jti = sub.jti ORDER BY w.issued_at, w.rowid"
-                ),
-                [jti.as_str()],
-            )
+            warrants(c, &subtree_select(&cols), [jti.as_str()])
         })
         .await
     }
@@ -437,7 +441,7 @@ impl RevocationStore for SqliteStore {
 mod tests {
     use rusqlite::Connection;
 
-    use super::{ENDS_AGENT, ENDS_HUMAN, ENDS_TASK, ENDS_WARRANT, SUBTREE};
+    use super::{subtree_select, ENDS_AGENT, ENDS_HUMAN, ENDS_TASK, ENDS_WARRANT};
 
     /// The steps of SQLite's plan for `sql`.
     fn plan(c: &Connection, sql: &str) -> Vec<String> {
@@ -456,7 +460,7 @@ mod tests {
     fn revocation_targets_are_index_walks() {
         let mut c = Connection::open_in_memory().unwrap();
         super::super::migrate(&mut c).unwrap();
-        let subtree = format!("{SUBTREE} SELECT w.jti FROM sub CROSS JOIN warrants w ON w.jti = sub.jti");
+        let subtree = subtree_select("w.jti, w.expires_at");
         for sql in [ENDS_WARRANT, ENDS_AGENT, ENDS_TASK, ENDS_HUMAN, subtree.as_str()] {
             let steps = plan(&c, sql);
             assert!(
