@@ -14,10 +14,6 @@ pub mod govern;
 pub mod guard;
 pub mod records;
 pub mod sqlite;
-mod sqlite_audit;
-mod sqlite_govern;
-mod sqlite_guard;
-mod sqlite_revocation;
 
 use async_trait::async_trait;
 use warrant_core::{

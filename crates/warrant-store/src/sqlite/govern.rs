@@ -6,8 +6,8 @@ use rusqlite::{params, params_from_iter, OptionalExtension, Row};
 use warrant_core::govern::{AgentUsage, Finding};
 use warrant_core::{AgentId, UnixTime, WarrantId};
 
+use super::SqliteStore;
 use crate::govern::{Attestation, FindingFilter, GovernStore, LiveWarrant, MAX_FINDING_LIST_LIMIT};
-use crate::sqlite::SqliteStore;
 use crate::StoreError;
 
 /// Reads column `idx` as text and parses it with `parse`, as a conversion failure when

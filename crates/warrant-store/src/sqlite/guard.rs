@@ -6,8 +6,8 @@ use rusqlite::{params, params_from_iter, OptionalExtension, Row};
 use warrant_core::guard::approval::{Approval, ApprovalStatus};
 use warrant_core::{AgentId, ApprovalId, UnixTime, WarrantId};
 
+use super::{budget_col, SqliteStore};
 use crate::guard::{GuardStore, LiveBudget, MAX_APPROVAL_LIST_LIMIT};
-use crate::sqlite::{budget_col, SqliteStore};
 use crate::StoreError;
 
 fn text_id<T, E>(row: &Row<'_>, idx: usize, parse: impl FnOnce(String) -> Result<T, E>) -> rusqlite::Result<T>

@@ -11,8 +11,8 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use warrant_core::audit::{AuditKind, AuditRecord};
 use warrant_core::{AgentId, HumanId, TaskId, UnixTime, WarrantId};
 
+use super::SqliteStore;
 use crate::audit::{AuditFilter, AuditRow, AuditStore, StoredCheckpoint, MAX_AUDIT_QUERY_LIMIT};
-use crate::sqlite::SqliteStore;
 use crate::StoreError;
 
 const RECORD_COLS: &str = "seq, at, kind, agent, human, task, warrant, decision, body, prev_hash, hash";

@@ -1,0 +1,128 @@
+//! `AgentStore` for SQLite.
+
+use async_trait::async_trait;
+use rusqlite::{params, OptionalExtension, Row};
+use warrant_core::{Agent, AgentId, AgentStatus, HumanId, Mode, PublicJwk, Scope, UnixTime};
+
+use super::{col, json, time, to_text, word, SqliteStore};
+use crate::{AgentStore, StoreError};
+
+const AGENT_COLS: &str = "id, name, owner, mode, max_scope, public_key, status, expires_at, labels, created_at";
+
+fn agent_row(row: &Row<'_>) -> rusqlite::Result<Agent> {
+    Ok(Agent {
+        id: col(row, 0, AgentId::try_from)?,
+        name: row.get(1)?,
+        owner: col(row, 2, HumanId::try_from)?,
+        mode: col(row, 3, word::<Mode>)?,
+        max_scope: col(row, 4, json::<Scope>)?,
+        public_key: col(row, 5, json::<PublicJwk>)?,
+        status: col(row, 6, word::<AgentStatus>)?,
+        expires_at: row.get::<_, Option<i64>>(7)?.map(UnixTime),
+        labels: col(row, 8, json)?,
+        created_at: time(row, 9)?,
+    })
+}
+
+#[async_trait]
+impl AgentStore for SqliteStore {
+    async fn insert_agent(&self, agent: &Agent) -> Result<(), StoreError> {
+        let a = agent.clone();
+        let corrupt = |e: serde_json::Error| StoreError::Corrupt(e.to_string());
+        let max_scope = serde_json::to_string(&a.max_scope).map_err(corrupt)?;
+        let public_key = serde_json::to_string(&a.public_key).map_err(corrupt)?;
+        let labels = serde_json::to_string(&a.labels).map_err(corrupt)?;
+        let (mode, status) = (to_text(&a.mode)?, to_text(&a.status)?);
+        self.run(move |c| {
+            c.execute(
+                &format!("INSERT INTO agents ({AGENT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+                params![
+                    a.id.as_str(),
+                    a.name,
+                    a.owner.as_str(),
+                    mode,
+                    max_scope,
+                    public_key,
+                    status,
+                    a.expires_at.map(|t| t.0),
+                    labels,
+                    a.created_at.0
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_agent(&self, id: &AgentId) -> Result<Option<Agent>, StoreError> {
+        let id = id.clone();
+        self.run(move |c| {
+            Ok(c.query_row(&format!("SELECT {AGENT_COLS} FROM agents WHERE id = ?1"), [id.as_str()], agent_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn list_agents(&self, owner: Option<&HumanId>) -> Result<Vec<Agent>, StoreError> {
+        let owner = owner.map(|o| o.as_str().to_owned());
+        self.run(move |c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {AGENT_COLS} FROM agents WHERE ?1 IS NULL OR owner = ?1 ORDER BY created_at, id"
+            ))?;
+            let rows = stmt.query_map([owner], agent_row)?.collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn set_agent_status(&self, id: &AgentId, status: AgentStatus) -> Result<bool, StoreError> {
+        let id = id.clone();
+        let status = to_text(&status)?;
+        self.run(move |c| {
+            Ok(c.execute("UPDATE agents SET status = ?2 WHERE id = ?1", params![id.as_str(), status])? > 0)
+        })
+        .await
+    }
+
+    async fn set_agent_max_scope(&self, id: &AgentId, max_scope: &Scope) -> Result<bool, StoreError> {
+        let id = id.clone();
+        let max_scope = serde_json::to_string(max_scope).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.run(move |c| {
+            Ok(c.execute("UPDATE agents SET max_scope = ?2 WHERE id = ?1", params![id.as_str(), max_scope])? > 0)
+        })
+        .await
+    }
+
+    async fn set_agent_key(&self, id: &AgentId, key: &PublicJwk, at: UnixTime) -> Result<bool, StoreError> {
+        let id = id.clone();
+        let key = serde_json::to_string(key).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            if tx.execute("UPDATE agents SET public_key = ?2 WHERE id = ?1", params![id.as_str(), key])? == 0 {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO agent_keys (agent_id, set_at) VALUES (?1, ?2) \
+                 ON CONFLICT(agent_id) DO UPDATE SET set_at = excluded.set_at",
+                params![id.as_str(), at.0],
+            )?;
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn agent_key_times(&self) -> Result<Vec<(AgentId, UnixTime)>, StoreError> {
+        self.run(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT a.id, COALESCE(k.set_at, a.created_at) FROM agents a \
+                 LEFT JOIN agent_keys k ON k.agent_id = a.id ORDER BY a.created_at, a.id",
+            )?;
+            let rows = stmt
+                .query_map([], |r| Ok((col(r, 0, AgentId::try_from)?, time(r, 1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+}

@@ -1,0 +1,132 @@
+//! `HumanStore` for SQLite: humans and their sessions.
+
+use async_trait::async_trait;
+use rusqlite::{params, OptionalExtension, Row};
+use warrant_core::{Human, HumanId, HumanStatus, Scope, UnixTime};
+
+use super::{col, json, time, to_text, word, SqliteStore};
+use crate::records::{SessionPurpose, SessionRecord};
+use crate::{HumanStore, StoreError};
+
+const HUMAN_COLS: &str = "id, name, email, entitlements, status, created_at";
+
+fn human_row(row: &Row<'_>) -> rusqlite::Result<Human> {
+    Ok(Human {
+        id: col(row, 0, HumanId::try_from)?,
+        name: row.get(1)?,
+        email: row.get(2)?,
+        entitlements: col(row, 3, json::<Scope>)?,
+        status: col(row, 4, word::<HumanStatus>)?,
+        created_at: time(row, 5)?,
+    })
+}
+
+fn session_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
+    Ok(SessionRecord {
+        jti: row.get(0)?,
+        human: col(row, 1, |s| HumanId::parse(&s))?,
+        purpose: col(row, 2, word::<SessionPurpose>)?,
+        issued_at: time(row, 3)?,
+        expires_at: time(row, 4)?,
+        revoked_at: row.get::<_, Option<i64>>(5)?.map(UnixTime),
+    })
+}
+
+#[async_trait]
+impl HumanStore for SqliteStore {
+    async fn insert_human(&self, human: &Human) -> Result<(), StoreError> {
+        let h = human.clone();
+        let entitlements = serde_json::to_string(&h.entitlements).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let status = to_text(&h.status)?;
+        self.run(move |c| {
+            c.execute(
+                "INSERT INTO humans (id, name, email, entitlements, status, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![h.id.as_str(), h.name, h.email, entitlements, status, h.created_at.0],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_human(&self, id: &HumanId) -> Result<Option<Human>, StoreError> {
+        let id = id.clone();
+        self.run(move |c| {
+            Ok(c.query_row(&format!("SELECT {HUMAN_COLS} FROM humans WHERE id = ?1"), [id.as_str()], human_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn human_by_email(&self, email: &str) -> Result<Option<Human>, StoreError> {
+        let email = email.to_owned();
+        self.run(move |c| {
+            Ok(c.query_row(&format!("SELECT {HUMAN_COLS} FROM humans WHERE email = ?1"), [email], human_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn list_humans(&self) -> Result<Vec<Human>, StoreError> {
+        self.run(|c| {
+            let mut stmt = c.prepare(&format!("SELECT {HUMAN_COLS} FROM humans ORDER BY created_at, id"))?;
+            let rows = stmt.query_map([], human_row)?.collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn set_human_status(&self, id: &HumanId, status: HumanStatus) -> Result<bool, StoreError> {
+        let id = id.clone();
+        let status = to_text(&status)?;
+        self.run(move |c| {
+            Ok(c.execute("UPDATE humans SET status = ?2 WHERE id = ?1", params![id.as_str(), status])? > 0)
+        })
+        .await
+    }
+
+    async fn record_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
+        let s = session.clone();
+        self.run(move |c| {
+            c.execute(
+                "INSERT INTO sessions (jti, human, purpose, issued_at, expires_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    s.jti,
+                    s.human.as_str(),
+                    s.purpose.as_str(),
+                    s.issued_at.0,
+                    s.expires_at.0,
+                    s.revoked_at.map(|t| t.0)
+                ],
+            )?;
+            // Expired sessions need no record: their tokens no longer verify.
+            c.execute("DELETE FROM sessions WHERE expires_at < ?1", [s.issued_at.0])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_session(&self, jti: &str) -> Result<Option<SessionRecord>, StoreError> {
+        let jti = jti.to_owned();
+        self.run(move |c| {
+            Ok(c.query_row(
+                "SELECT jti, human, purpose, issued_at, expires_at, revoked_at FROM sessions WHERE jti = ?1",
+                [jti],
+                session_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn revoke_sessions(&self, human: &HumanId, now: UnixTime) -> Result<u64, StoreError> {
+        let human = human.clone();
+        self.run(move |c| {
+            let n = c.execute(
+                "UPDATE sessions SET revoked_at = ?2 WHERE human = ?1 AND revoked_at IS NULL",
+                params![human.as_str(), now.0],
+            )?;
+            Ok(n as u64)
+        })
+        .await
+    }
+}

@@ -1,0 +1,280 @@
+//! The embedded default store: SQLite (bundled), WAL journal, schema migrations by
+//! `PRAGMA user_version`.
+//!
+//! One connection serves every call, each on tokio's blocking pool, so the async
+//! executor never waits on disk. SQLite serializes writers anyway; reads on the hot path
+//! are served from the engine's in-memory state, not from here.
+//!
+//! This module opens the database (pragmas, migrations) and holds the helpers every
+//! entity group shares; each group's traits are implemented in a file of their own:
+//! `humans.rs` (humans and their sessions), `agents.rs`, `keys.rs`, `warrants.rs` (tasks,
+//! warrants, spent assertions and revocations), `policies.rs`, `audit.rs`, `guard.rs`
+//! (budgets, guard states and approvals) and `govern.rs`.
+
+mod agents;
+mod audit;
+mod govern;
+mod guard;
+mod humans;
+mod keys;
+mod policies;
+mod warrants;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::types::Type;
+use rusqlite::{Connection, Row};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use warrant_core::{AgentId, HumanId, Mode, Scope, TaskId, UnixTime, WarrantId};
+
+use crate::records::WarrantRecord;
+use crate::StoreError;
+
+/// Schema migrations, applied in order; `PRAGMA user_version` holds how many ran. Each is
+/// one file of `migrations/sqlite/`, numbered from `0001` in the order they apply; a new
+/// migration is a new file with the next number, added at the end of this list.
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_initial.sql"),
+    include_str!("../../migrations/sqlite/0002_revocations_policies_audit.sql"),
+    include_str!("../../migrations/sqlite/0003_warrant_agents.sql"),
+    include_str!("../../migrations/sqlite/0004_budgets_guard_approvals.sql"),
+    include_str!("../../migrations/sqlite/0005_agent_keys_govern.sql"),
+    include_str!("../../migrations/sqlite/0006_sessions.sql"),
+    include_str!("../../migrations/sqlite/0007_sealed_keys.sql"),
+];
+
+/// The SQLite store.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match &e {
+            rusqlite::Error::SqliteFailure(code, msg) if code.code == rusqlite::ErrorCode::ConstraintViolation => {
+                StoreError::Conflict(msg.clone().unwrap_or_else(|| "constraint violation".into()))
+            }
+            rusqlite::Error::FromSqlConversionFailure(..) | rusqlite::Error::InvalidColumnType(..) => {
+                StoreError::Corrupt(e.to_string())
+            }
+            _ => StoreError::Backend(e.to_string()),
+        }
+    }
+}
+
+pub(crate) fn to_text<T: Serialize>(value: &T) -> Result<String, StoreError> {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => Ok(s),
+        Ok(other) => Ok(other.to_string()),
+        Err(e) => Err(StoreError::Corrupt(e.to_string())),
+    }
+}
+
+/// Reads column `idx` as text and parses it with `parse`, as a conversion failure when
+/// it does not parse.
+pub(crate) fn col<T, E>(row: &Row<'_>, idx: usize, parse: impl FnOnce(String) -> Result<T, E>) -> rusqlite::Result<T>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let text: String = row.get(idx)?;
+    parse(text).map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, Box::new(e)))
+}
+
+pub(crate) fn json<T: DeserializeOwned>(text: String) -> Result<T, serde_json::Error> {
+    serde_json::from_str(&text)
+}
+
+pub(crate) fn word<T: DeserializeOwned>(text: String) -> Result<T, serde_json::Error> {
+    serde_json::from_value(serde_json::Value::String(text))
+}
+
+pub(crate) fn time(row: &Row<'_>, idx: usize) -> rusqlite::Result<UnixTime> {
+    row.get::<_, i64>(idx).map(UnixTime)
+}
+
+pub(crate) const WARRANT_COLS: &str =
+    "jti, parent, agent, task, human, sub, mode, scope, chain, kid, issued_at, expires_at, budget";
+
+/// A budget as stored: `NULL` when there is none, else a JSON object counter -> limit.
+pub(crate) fn budget_text(budget: &BTreeMap<String, i64>) -> Result<Option<String>, StoreError> {
+    if budget.is_empty() {
+        return Ok(None);
+    }
+    serde_json::to_string(budget).map(Some).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Reads a budget column (`NULL`: none).
+pub(crate) fn budget_col(row: &Row<'_>, idx: usize) -> rusqlite::Result<BTreeMap<String, i64>> {
+    let text: Option<String> = row.get(idx)?;
+    match text {
+        None => Ok(BTreeMap::new()),
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, Box::new(e))),
+    }
+}
+
+pub(crate) fn warrant_row(row: &Row<'_>) -> rusqlite::Result<WarrantRecord> {
+    let parent: Option<String> = row.get(1)?;
+    let parent = parent
+        .map(WarrantId::try_from)
+        .transpose()
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(1, Type::Text, Box::new(e)))?;
+    Ok(WarrantRecord {
+        jti: col(row, 0, WarrantId::try_from)?,
+        parent,
+        agent: col(row, 2, AgentId::try_from)?,
+        task: col(row, 3, TaskId::try_from)?,
+        human: col(row, 4, HumanId::try_from)?,
+        sub: row.get(5)?,
+        mode: col(row, 6, word::<Mode>)?,
+        scope: col(row, 7, json::<Scope>)?,
+        chain: col(row, 8, json::<Vec<AgentId>>)?,
+        kid: row.get(9)?,
+        issued_at: time(row, 10)?,
+        expires_at: time(row, 11)?,
+        budget: budget_col(row, 12)?,
+    })
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let applied: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let applied = usize::try_from(applied).map_err(|_| StoreError::Corrupt("negative schema version".into()))?;
+    if applied > MIGRATIONS.len() {
+        return Err(StoreError::Corrupt(format!(
+            "the database has schema version {applied}, newer than this build's {}; upgrade warrant",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i + 1)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "applied storage migration");
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, in WAL mode, and migrates it.
+    /// On Unix the file is restricted to its owner (mode 0600): it holds signing keys.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let mut conn = Connection::open(path)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| StoreError::Backend(format!("cannot restrict `{}`: {e}", path.display())))?;
+        }
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        Self::configure(&mut conn)?;
+        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    /// Opens the existing database at `path` for reading only: nothing is written,
+    /// migrated or chmod-ed, so an audit log can be verified or exported from read-only
+    /// media (a snapshot, a read-only mount) and verification never changes what it
+    /// verifies. A WAL database whose `-wal` file is present is read with it; one without
+    /// (closed cleanly, every record in the main file) is read as immutable, since SQLite
+    /// could not create its wal-index on a read-only file system. Refuses a database whose
+    /// schema is not this build's.
+    pub fn open_read_only(path: &Path) -> Result<Self, StoreError> {
+        use rusqlite::OpenFlags;
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+        let version = |c: &Connection| c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0));
+        let mut conn = Connection::open_with_flags(path, flags)?;
+        let applied = match version(&conn) {
+            Ok(applied) => applied,
+            Err(e) => {
+                let mut wal = path.as_os_str().to_owned();
+                wal.push("-wal");
+                if Path::new(&wal).exists() {
+                    return Err(e.into());
+                }
+                let text = path.to_str().ok_or_else(|| StoreError::Backend("the database path is not UTF-8".into()))?;
+                let escaped = text.replace('%', "%25").replace('?', "%3f").replace('#', "%23");
+                conn = Connection::open_with_flags(format!("file:{escaped}?immutable=1"), flags)?;
+                version(&conn)?
+            }
+        };
+        if usize::try_from(applied).ok() != Some(MIGRATIONS.len()) {
+            return Err(StoreError::Corrupt(format!(
+                "the database has schema version {applied}, this build reads version {}; open it read-write \
+                 (`warrant serve`) with a matching build first",
+                MIGRATIONS.len()
+            )));
+        }
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    /// An in-memory database, for tests.
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        let mut conn = Connection::open_in_memory()?;
+        Self::configure(&mut conn)?;
+        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    fn configure(conn: &mut Connection) -> Result<(), StoreError> {
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrate(conn)
+    }
+
+    /// Runs `f` on the connection on tokio's blocking pool.
+    pub(crate) async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().map_err(|_| StoreError::Backend("the connection lock is poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("storage task failed: {e}")))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MIGRATIONS;
+
+    /// `MIGRATIONS` is every file of `migrations/sqlite/`, in file-number order, each file
+    /// numbered from `0001` without a gap: a migration file that is not in the list (or a
+    /// list entry out of place) fails here rather than leaving a database unmigrated.
+    #[test]
+    fn migrations_are_every_file_in_number_order() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+        let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
+            .expect("the migrations directory")
+            .map(|entry| {
+                let path = entry.expect("a directory entry").path();
+                let name = path.file_name().and_then(|n| n.to_str()).expect("a UTF-8 file name").to_owned();
+                (name, std::fs::read_to_string(&path).expect("a readable migration"))
+            })
+            .collect();
+        files.sort();
+        assert_eq!(files.len(), MIGRATIONS.len(), "every file of {} is listed in MIGRATIONS", dir.display());
+        for (i, ((name, sql), listed)) in files.iter().zip(MIGRATIONS).enumerate() {
+            let number = format!("{:04}_", i + 1);
+            assert!(
+                name.starts_with(&number) && name.ends_with(".sql"),
+                "migration file `{name}` should be numbered `{number}…` and end in `.sql`"
+            );
+            assert_eq!(sql, listed, "MIGRATIONS[{i}] is the text of `{name}`");
+        }
+    }
+}
