@@ -20,6 +20,8 @@ const MAX: &[&str] = &["crm.*"];
 
 fn db(s: &Server) -> rusqlite::Connection {
     let db = rusqlite::Connection::open(s.data.join("warrant.db")).unwrap();
+    // How long the test's own statements may wait for a write of the server's: a bound,
+    // not a pause (they run as soon as the lock is free).
     db.busy_timeout(Duration::from_secs(30)).unwrap();
     db
 }
@@ -123,15 +125,18 @@ async fn with_the_database_locked_past_the_busy_timeout_decisions_deny() {
 
     // Hold the write lock until every request below has been answered.
     let late = json!({"name": "Late", "email": "late@example.com", "entitlements": []});
+    let mut events = s.events("decision").await;
     let conn = db(&s);
     conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
     let (d1, d2, health, human) = tokio::join!(
         s.authorize(c.token(0), "crm.read", "customers/1", Value::Null),
         s.authorize(c.token(0), "crm.read", "customers/2", Value::Null),
         async {
-            // Answered while the audit append waits on the lock: health does not touch the
-            // store. (The pause only makes it likely that the append has started.)
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            // Answered while the audit appends wait on the lock: health does not touch the
+            // store. A decision is published as its record is queued for the audit log.
+            for _ in 0..2 {
+                assert_eq!(events.next().await, "decision");
+            }
             s.healthy().await;
         },
         s.admin_post("/v1/humans", &late),
@@ -158,19 +163,21 @@ async fn a_brief_concurrent_writer_is_waited_out_not_turned_into_denies() {
     let robot_owner = s.human(&[]).await;
     let robot = s.agent(&robot_owner, "autonomous", &["crm.read"]).await;
 
+    let mut events = s.events("decision").await;
     let conn = db(&s);
     conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
-    let releaser = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(500));
-        conn.execute_batch("COMMIT").unwrap();
-    });
     let late = json!({"name": "Neighbour", "email": "neighbour@example.com", "entitlements": []});
-    let (d, human, token) = tokio::join!(
+    let (d, human, token, ()) = tokio::join!(
         s.authorize(c.token(0), "crm.read", "customers/1", Value::Null),
         s.admin_post("/v1/humans", &late),
         s.client_credentials(&robot, "p", &[]),
+        async {
+            // The decision's record is queued behind the lock: release it now, well within
+            // the store's busy timeout.
+            assert_eq!(events.next().await, "decision");
+            conn.execute_batch("COMMIT").unwrap();
+        },
     );
-    releaser.join().unwrap();
     assert_allow(&d);
     human.expect(StatusCode::CREATED);
     token.ok();
