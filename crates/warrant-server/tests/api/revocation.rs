@@ -228,7 +228,7 @@ async fn all_dead(s: &Server, c: &Chain, issued: &[String], what: &str) {
 /// Exchanges of a warrant's children in flight while it is revoked: each child is either
 /// refused or revoked with its parent, however the calls interleave; none is allowed
 /// afterwards or can mint grandchildren. Repeated with the revocation landing at
-/// different points of the burst: once `4 * round` exchanges have been answered. Over the
+/// different points of the burst: once `round` exchanges have been answered. Over the
 /// socket, so that the server serves the exchanges on its worker threads in parallel.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn children_exchanged_while_their_parent_is_revoked_never_survive() {
@@ -253,7 +253,7 @@ async fn children_exchanged_while_their_parent_is_revoked_never_survive() {
             }
         }));
         let revoke = async {
-            let after = usize::try_from(4 * round).unwrap();
+            let after = usize::try_from(round).unwrap();
             counted.wait_for(|n| *n >= after).await.unwrap();
             s.revoke("warrant", &c.jti(0), "revoked mid-burst").await
         };
@@ -278,7 +278,7 @@ async fn children_exchanged_while_their_parent_is_revoked_never_survive() {
 
 /// `client_credentials` mints in flight while their agent is revoked: after the agent is
 /// resumed, no warrant minted around the revocation allows again. The revocation lands
-/// once `4 * round` mints have been answered; over the socket, like the test above.
+/// once `round` mints have been answered; over the socket, like the test above.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warrants_minted_while_their_agent_is_revoked_stay_dead_after_resume() {
     const MINTS: usize = 24;
@@ -294,7 +294,7 @@ async fn warrants_minted_while_their_agent_is_revoked_stay_dead_after_resume() {
             reply
         }));
         let revoke = async {
-            let after = usize::try_from(4 * round).unwrap();
+            let after = usize::try_from(round).unwrap();
             counted.wait_for(|n| *n >= after).await.unwrap();
             s.revoke("agent", &bot.id, "revoked mid-burst").await
         };
