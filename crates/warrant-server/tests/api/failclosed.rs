@@ -149,7 +149,8 @@ async fn with_the_database_locked_past_the_busy_timeout_decisions_deny() {
     drop(conn);
 
     assert_allow(&s.authorize(c.token(0), "crm.read", "customers/3", Value::Null).await);
-    assert_eq!(s.verify_audit().await["ok"], true);
+    let report = s.verify_audit().await;
+    assert_eq!(report["ok"], true, "{report}");
     s.admin_post("/v1/humans", &late).await.expect(StatusCode::CREATED);
 }
 
