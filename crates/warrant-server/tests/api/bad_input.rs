@@ -394,6 +394,7 @@ async fn an_expired_warrant_is_refused_as_a_subject() {
     let reply = s.delegated_root(&session, &a, &[("ttl", "1")]).await;
     let (token, w) = s.warrant(&reply).await;
     assert_eq!(w.typed.exp.0 - w.typed.iat.0, 1);
+    // Wall-clock by necessity (see `until`): expiry on a manual clock is the engine's tests' business.
     until(w.typed.exp.plus(1)).await;
     s.delegate(&token, &b, &[]).await.oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
     s.exchange(&token, JWT, &b, &[]).await.oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");

@@ -142,6 +142,7 @@ async fn invalid_tokens_are_a_deny_not_an_http_error() {
     if now() < decoded.typed.exp {
         assert_allow(&d);
     }
+    // Wall-clock by necessity (see `until`): expiry on a manual clock is the engine's tests' business.
     until(decoded.typed.exp.plus(1)).await;
     let d = s.authorize(&short, "crm.read", "customers/1", Value::Null).await;
     assert_deny(&d, "invalid_token");

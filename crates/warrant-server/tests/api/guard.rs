@@ -612,7 +612,8 @@ async fn approval_flow_end_to_end() {
     let idle = assert_pending(&decide(&unused, &pay(cn.token(0), "payments/inv-9", 5000, None)).await);
     let approved = decide_approval(&unused, &idle, "approve", &unused.approver(&cn.human).await, json!({})).await;
     assert_eq!(approved.ok()["status"], "approved");
-    // Both lapse once the server's clock reaches their `expires_at`, a second away.
+    // Both lapse once the server's clock reaches their `expires_at`, a second away: a
+    // wall-clock wait by necessity (see `until`), as for any expiry through the server.
     let lapses = get_approval(&undecided, &lapsing, &undecided.admin).await.ok()["expires_at"].as_i64().unwrap();
     let unused_lapses = approved.ok()["expires_at"].as_i64().unwrap();
     until(UnixTime(lapses.max(unused_lapses) + 1)).await;

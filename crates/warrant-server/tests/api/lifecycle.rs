@@ -79,6 +79,7 @@ async fn an_expired_ephemeral_agent_is_refused() {
     let expires_at = now().0 + 2;
     let (body, key) = ephemeral(expires_at);
     let agent = s.agent_from(body, key).await;
+    // Wall-clock by necessity (see `until`): expiry on a manual clock is the engine's tests' business.
     until(UnixTime(expires_at + 1)).await;
     s.client_credentials(&agent, "p", &[]).await.oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
     assert_eq!(

@@ -360,6 +360,7 @@ async fn a_warrants_state_is_active_revoked_or_expired() {
     let issued = s.client_credentials(&agent, "short", &[("ttl", "1")]).await;
     let jti = issued.ok()["warrant_id"].as_str().unwrap().to_owned();
     let (_, short) = s.warrant(&issued).await;
+    // Wall-clock by necessity (see `until`): expiry on a manual clock is the engine's tests' business.
     until(short.typed.exp.plus(1)).await;
     let expired = state(jti).await;
     assert_eq!(expired.ok()["state"], "expired", "{}", expired.text);
