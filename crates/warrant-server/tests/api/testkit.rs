@@ -266,7 +266,6 @@ impl Server {
         self.task = Some(task);
     }
 
-    /// Shuts the server down gracefully and asserts it stopped without error.
     /// Stops the server gracefully but keeps its data directory (and its lock released),
     /// so a test can open the directory itself.
     pub async fn halt(&mut self) {
@@ -274,6 +273,7 @@ impl Server {
         self.task.take().unwrap().await.unwrap().unwrap();
     }
 
+    /// Shuts the server down gracefully and asserts it stopped without error.
     pub async fn stop(mut self) {
         self.shutdown.take().unwrap().send(()).unwrap();
         self.task.take().unwrap().await.unwrap().unwrap();
