@@ -268,6 +268,14 @@ impl BoundServer {
         &self.state.admin_token
     }
 
+    /// The router [`run`](Self::run) serves, over the same state: requests sent to it
+    /// in-process (e.g. with `tower::ServiceExt::oneshot`) reach the same engine. It
+    /// runs no background loop (key refresh, policy watch, guard flush, governance):
+    /// those run only under [`run`](Self::run).
+    pub fn router(&self) -> axum::Router {
+        app(self.state.clone(), self.body_limit)
+    }
+
     /// Serves until `shutdown` completes, then finishes in-flight requests and returns
     /// (see [`crate::listen`] for the connection limits).
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {

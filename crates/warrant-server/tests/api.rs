@@ -1,5 +1,6 @@
 //! Warrant's HTTP API, end to end: every test starts a real server on a loopback port
-//! with a fresh data directory and talks to it over HTTP.
+//! with a fresh data directory and sends it HTTP requests, in-process to its router or,
+//! where the connection matters, over its socket (see `api/testkit.rs`).
 #![expect(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "test code")]
 
 #[path = "api/testkit.rs"]

@@ -166,6 +166,7 @@ async fn an_edited_record_under_a_running_server_is_named_by_verify() {
 
     // Turn the allow into a deny behind the server's back.
     let db = rusqlite::Connection::open(s.data.join("warrant.db")).unwrap();
+    // A bound on waiting for a write of the server's, not a pause.
     db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
     let edited = db
         .execute(
@@ -204,6 +205,7 @@ async fn a_wiped_log_is_named_by_verify_through_the_witness() {
 
     // Wipe the log and its checkpoints behind the server's back.
     let db = rusqlite::Connection::open(s.data.join("warrant.db")).unwrap();
+    // A bound on waiting for a write of the server's, not a pause.
     db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
     db.execute_batch("DELETE FROM audit_records; DELETE FROM audit_checkpoints;").unwrap();
     drop(db);

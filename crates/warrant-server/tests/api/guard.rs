@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
+use warrant_core::UnixTime;
 use warrant_server::config::GuardFile;
 use warrant_server::FileConfig;
 
-use crate::testkit::{assert_allow, assert_deny, assert_json, Server};
+use crate::testkit::{assert_allow, assert_deny, assert_json, until, Server};
 
 /// What the agents of the quarantine tests may do.
 const WIDE: &[&str] = &["tickets.*", "crm.*", "billing.*"];
@@ -138,6 +139,9 @@ async fn misbehaving_agent_is_quarantined_with_its_subtree() {
         let d = s.authorize(&main, "tickets.read", &format!("tickets/acme/{n}"), Value::Null).await;
         assert_allow(&d);
         assert_unremarkable(&d);
+        // Wall-clock pacing by necessity: the baseline counts requests per one-second
+        // window of the server's clock, the real one (a version on a manual clock belongs
+        // in the engine's own tests).
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let learned = trust_view(&s, &a.id).await;
@@ -277,6 +281,8 @@ async fn well_behaved_agent_is_never_quarantined() {
         assert_unremarkable(&d);
         assert!(d.get("quarantined").is_none(), "{d}");
         lowest = lowest.min(trust_of(&d));
+        // Wall-clock pacing by necessity, as in the test above: the rate windows are
+        // seconds of the server's real clock.
         tokio::time::sleep(Duration::from_millis(60)).await;
     }
     assert!(lowest >= 0.7, "trust fell to {lowest}");
@@ -606,7 +612,11 @@ async fn approval_flow_end_to_end() {
     let idle = assert_pending(&decide(&unused, &pay(cn.token(0), "payments/inv-9", 5000, None)).await);
     let approved = decide_approval(&unused, &idle, "approve", &unused.approver(&cn.human).await, json!({})).await;
     assert_eq!(approved.ok()["status"], "approved");
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // Both lapse once the server's clock reaches their `expires_at`, a second away: a
+    // wall-clock wait by necessity (see `until`), as for any expiry through the server.
+    let lapses = get_approval(&undecided, &lapsing, &undecided.admin).await.ok()["expires_at"].as_i64().unwrap();
+    let unused_lapses = approved.ok()["expires_at"].as_i64().unwrap();
+    until(UnixTime(lapses.max(unused_lapses) + 1)).await;
     decide_approval(&undecided, &lapsing, "approve", &undecided.approver(&cu.human).await, json!({}))
         .await
         .api_error(StatusCode::CONFLICT, "conflict");
@@ -634,6 +644,9 @@ async fn read_until(
     wait: Duration,
     want: impl Fn(&Frame) -> bool,
 ) -> bool {
+    // A real socket read: the bound makes a missing event fail the test instead of
+    // hanging it; events are written as they are published, so it is never reached when
+    // the server behaves.
     let deadline = Instant::now() + wait;
     loop {
         while let Some(end) = buffer.find("\n\n") {
@@ -666,7 +679,7 @@ async fn read_until(
 
 #[tokio::test]
 async fn events_stream_quarantine_and_approvals() {
-    let s = Server::start().await;
+    let s = Server::start().await.over_socket();
     install(&s, &[("approvals.cedar", APPROVAL_POLICY), ("quarantine.cedar", QUARANTINE_POLICY)]).await;
     let c = s.chain(&["payments.*", "crm.*"], &["payments.*", "crm.*"], 1, "pay and report").await;
     let agent = c.agents[0].id.clone();

@@ -1,6 +1,11 @@
 //! What one connection, client or address may take of the server: header timeouts, the
 //! connection limit, token-endpoint and anonymous-decision rate limits, and the size of
 //! what a token request may make the server compute and mint.
+//!
+//! The connection and per-address tests run over the socket: the accept loop applies the
+//! timeouts and the connection limit and records the peer address the rate limits key on.
+//! Their waits are on the wall clock by necessity (a header timeout is real time on a real
+//! connection); each is bounded well above the one-second timeout it waits for.
 
 use std::time::{Duration, Instant};
 
@@ -21,7 +26,9 @@ fn addr(s: &Server) -> String {
     s.base.trim_start_matches("http://").to_owned()
 }
 
-/// Reads until the server closes the connection; `None` if it has not within `limit`.
+/// Reads until the server closes the connection; `None` if it has not within `limit` (a
+/// bound, so that a connection the server fails to close fails the test instead of
+/// hanging it).
 async fn closed_within(conn: &mut TcpStream, limit: Duration) -> Option<String> {
     let mut seen = Vec::new();
     match tokio::time::timeout(limit, conn.read_to_end(&mut seen)).await {
@@ -37,7 +44,8 @@ async fn slow_headers_are_cut_off_and_connections_beyond_the_limit_wait_their_tu
         max_connections: Some(4),
         ..Default::default()
     }))
-    .await;
+    .await
+    .over_socket();
     // Four connections take every slot, each dribbling a header a byte at a time.
     let mut slow = Vec::new();
     for _ in 0..4 {
@@ -74,7 +82,9 @@ async fn slow_headers_are_cut_off_and_connections_beyond_the_limit_wait_their_tu
 
 #[tokio::test]
 async fn idle_keep_alive_connections_are_closed() {
-    let s = Server::start_with(limits(LimitsFile { header_timeout_secs: Some(1), ..Default::default() })).await;
+    let s = Server::start_with(limits(LimitsFile { header_timeout_secs: Some(1), ..Default::default() }))
+        .await
+        .over_socket();
     let mut conn = TcpStream::connect(addr(&s)).await.unwrap();
     conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
     // The answer comes, then the idle connection is closed although it asked to be kept.
@@ -94,7 +104,8 @@ async fn token_requests_are_rate_limited_per_agent_and_per_address() {
         token_rate_per_ip: Some("2/min".into()),
         ..Default::default()
     }))
-    .await;
+    .await
+    .over_socket();
     let owner = s.human(&["*"]).await;
     let busy = s.agent(&owner, "autonomous", &["crm.read"]).await;
     let other = s.agent(&owner, "autonomous", &["crm.read"]).await;
@@ -122,7 +133,8 @@ async fn token_requests_are_rate_limited_per_agent_and_per_address() {
 async fn anonymous_decisions_are_rate_limited_per_address() {
     let s =
         Server::start_with(limits(LimitsFile { anonymous_rate_per_ip: Some("3/min".into()), ..Default::default() }))
-            .await;
+            .await
+            .over_socket();
     let c = s.chain(&["crm.*"], &["crm.*"], 1, "p").await;
     assert_allow(&s.authorize(c.token(0), "crm.read", "customers/1", Value::Null).await);
     for _ in 0..3 {

@@ -160,6 +160,8 @@ async fn the_watcher_picks_up_a_valid_change_without_a_reload_call() {
     assert_allow(&export(&s, &c).await);
 
     s.write_policy("no-export.cedar", NO_EXPORT);
+    // Polled, on the wall clock by necessity: the watcher is the server's background loop,
+    // looking every `POLICY_WATCH` (2 s) of real time; 10 s is five of its looks.
     let deadline = Instant::now() + Duration::from_secs(10);
     let denied = loop {
         let d = export(&s, &c).await;
@@ -176,6 +178,7 @@ async fn the_watcher_picks_up_a_valid_change_without_a_reload_call() {
 
     // An invalid change is ignored by the watcher: the set in force stays.
     s.write_policy("broken.cedar", TYPE_ERROR);
+    // Polled like the change above, for the same reason and with the same bound.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let audit = s.admin_get("/v1/audit?kind=policy").await;

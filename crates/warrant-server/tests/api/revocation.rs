@@ -6,7 +6,7 @@
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::testkit::{assert_allow, assert_deny, Chain, Server};
+use crate::testkit::{assert_allow, assert_deny, until, Chain, Server};
 
 const ENT: &[&str] = &["crm.read:customers/**"];
 const MAX: &[&str] = &["crm.*"];
@@ -228,11 +228,12 @@ async fn all_dead(s: &Server, c: &Chain, issued: &[String], what: &str) {
 /// Exchanges of a warrant's children in flight while it is revoked: each child is either
 /// refused or revoked with its parent, however the calls interleave; none is allowed
 /// afterwards or can mint grandchildren. Repeated with the revocation landing at
-/// different points of the burst.
+/// different points of the burst: once `round` exchanges have been answered. Over the
+/// socket, so that the server serves the exchanges on its worker threads in parallel.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn children_exchanged_while_their_parent_is_revoked_never_survive() {
     const CHILDREN: usize = 24;
-    let s = without_guardrails().await;
+    let s = without_guardrails().await.over_socket();
     let mut survivors_before_fix = 0;
     for round in 0..6u64 {
         let c = s.chain(ENT, MAX, 1, "burst of delegations").await;
@@ -241,13 +242,19 @@ async fn children_exchanged_while_their_parent_is_revoked_never_survive() {
             agents.push(s.agent(&c.human, "delegated", MAX).await);
         }
         let parent = c.token(0).to_owned();
+        let (answered, mut counted) = tokio::sync::watch::channel(0usize);
         let exchanges = futures_util::future::join_all(agents.iter().map(|a| {
             let parent = parent.clone();
-            let s = &s;
-            async move { s.delegate(&parent, a, &[]).await }
+            let (s, answered) = (&s, &answered);
+            async move {
+                let reply = s.delegate(&parent, a, &[]).await;
+                answered.send_modify(|n| *n += 1);
+                reply
+            }
         }));
         let revoke = async {
-            tokio::time::sleep(std::time::Duration::from_millis(2 * round)).await;
+            let after = usize::try_from(round).unwrap();
+            counted.wait_for(|n| *n >= after).await.unwrap();
             s.revoke("warrant", &c.jti(0), "revoked mid-burst").await
         };
         let (replies, revoked) = tokio::join!(exchanges, revoke);
@@ -270,20 +277,25 @@ async fn children_exchanged_while_their_parent_is_revoked_never_survive() {
 }
 
 /// `client_credentials` mints in flight while their agent is revoked: after the agent is
-/// resumed, no warrant minted around the revocation allows again.
+/// resumed, no warrant minted around the revocation allows again. The revocation lands
+/// once `round` mints have been answered; over the socket, like the test above.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warrants_minted_while_their_agent_is_revoked_stay_dead_after_resume() {
     const MINTS: usize = 24;
-    let s = without_guardrails().await;
+    let s = without_guardrails().await.over_socket();
     let c = s.chain(ENT, MAX, 1, "owner").await;
     let mut issued_total = 0;
     for round in 0..6u64 {
         let bot = s.agent(&c.human, "autonomous", &["crm.read:customers/**"]).await;
-        let mints = futures_util::future::join_all(
-            (0..MINTS).map(|_| async { s.client_credentials(&bot, "nightly sync", &[]).await }),
-        );
+        let (answered, mut counted) = tokio::sync::watch::channel(0usize);
+        let mints = futures_util::future::join_all((0..MINTS).map(|_| async {
+            let reply = s.client_credentials(&bot, "nightly sync", &[]).await;
+            answered.send_modify(|n| *n += 1);
+            reply
+        }));
         let revoke = async {
-            tokio::time::sleep(std::time::Duration::from_millis(2 * round)).await;
+            let after = usize::try_from(round).unwrap();
+            counted.wait_for(|n| *n >= after).await.unwrap();
             s.revoke("agent", &bot.id, "revoked mid-burst").await
         };
         let (replies, _) = tokio::join!(mints, revoke);
@@ -347,7 +359,9 @@ async fn a_warrants_state_is_active_revoked_or_expired() {
     let agent = s.agent(&c.human, "autonomous", MAX).await;
     let issued = s.client_credentials(&agent, "short", &[("ttl", "1")]).await;
     let jti = issued.ok()["warrant_id"].as_str().unwrap().to_owned();
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let (_, short) = s.warrant(&issued).await;
+    // Wall-clock by necessity (see `until`): expiry on a manual clock is the engine's tests' business.
+    until(short.typed.exp.plus(1)).await;
     let expired = state(jti).await;
     assert_eq!(expired.ok()["state"], "expired", "{}", expired.text);
 

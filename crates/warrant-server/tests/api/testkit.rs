@@ -1,7 +1,14 @@
 //! The test kit: a real server on `127.0.0.1:0` with a fresh data directory, and helpers
-//! that speak its API over HTTP the way a client would.
+//! that speak its API the way a client would.
+//!
+//! Every server runs for real (its socket, its background loops, its graceful shutdown),
+//! but the helpers hand their requests to its router in-process (`tower`'s `oneshot`),
+//! unless the test asked for the socket with [`Server::over_socket`]: the tests about
+//! connections, streams and concurrency on the wire. Either way a request is the same
+//! `reqwest` request and its answer the same [`Reply`].
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -40,6 +47,23 @@ pub fn unique() -> u64 {
 pub fn now() -> UnixTime {
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     UnixTime(i64::try_from(secs).unwrap())
+}
+
+/// Waits until the server's clock reads `t` or later. Wall-clock by necessity: the
+/// server reads the system clock, whole seconds, so a lifetime of a second ends only when
+/// the real second has passed; this returns as soon as it has (no fixed pause), and the
+/// tests call it with deadlines a second or two away.
+pub async fn until(t: UnixTime) {
+    loop {
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        let secs = i64::try_from(since.as_secs()).unwrap();
+        if secs >= t.0 {
+            return;
+        }
+        let left = std::time::Duration::from_secs((t.0 - secs).unsigned_abs())
+            .saturating_sub(std::time::Duration::from_nanos(u64::from(since.subsec_nanos())));
+        tokio::time::sleep(left).await;
+    }
 }
 
 /// A fresh Ed25519 key pair from the operating system's randomness.
@@ -140,6 +164,9 @@ pub struct Decoded {
     pub typed: WarrantClaims,
 }
 
+/// What one server start returns: base URL, issuer, admin token, router, shutdown, task.
+type Launched = (String, String, String, axum::Router, oneshot::Sender<()>, JoinHandle<Result<(), ServeError>>);
+
 /// A running server.
 pub struct Server {
     /// `http://127.0.0.1:PORT`.
@@ -151,6 +178,10 @@ pub struct Server {
     /// The data directory.
     pub data: PathBuf,
     pub http: reqwest::Client,
+    /// The running server's router, which the helpers call in-process.
+    router: axum::Router,
+    /// Whether the helpers send their requests over the socket instead.
+    socket: bool,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), ServeError>>>,
     /// The configuration it was started with (reused by [`Server::restart`]).
@@ -177,16 +208,32 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         // A directory that does not exist yet: the server creates it, with its mode.
         let data = dir.path().join("data");
-        let (base, issuer, admin, shutdown, task) = Server::launch(&data, config.clone()).await;
+        let (base, issuer, admin, router, shutdown, task) = Server::launch(&data, config.clone()).await;
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
-        Server { base, issuer, admin, data, http, shutdown: Some(shutdown), task: Some(task), config, _dir: dir }
+        Server {
+            base,
+            issuer,
+            admin,
+            data,
+            http,
+            router,
+            socket: false,
+            shutdown: Some(shutdown),
+            task: Some(task),
+            config,
+            _dir: dir,
+        }
+    }
+
+    /// Sends every request of the helpers over the server's socket (HTTP on loopback)
+    /// instead of in-process: for tests where the connection itself matters.
+    pub fn over_socket(mut self) -> Server {
+        self.socket = true;
+        self
     }
 
     /// Binds a server on `data` with `config` on a fresh loopback port and runs it.
-    async fn launch(
-        data: &std::path::Path,
-        config: FileConfig,
-    ) -> (String, String, String, oneshot::Sender<()>, JoinHandle<Result<(), ServeError>>) {
+    async fn launch(data: &std::path::Path, config: FileConfig) -> Launched {
         let settings = Settings::from_config(FileConfig {
             data: Some(data.to_owned()),
             listen: Some("127.0.0.1:0".into()),
@@ -197,11 +244,12 @@ impl Server {
         let addr = server.local_addr().unwrap();
         let issuer = server.issuer().to_owned();
         let admin = server.admin_token().to_owned();
+        let router = server.router();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async move {
             let _ = rx.await;
         }));
-        (format!("http://{addr}"), issuer, admin, tx, task)
+        (format!("http://{addr}"), issuer, admin, router, tx, task)
     }
 
     /// Stops the server gracefully and starts a new one on the same data directory (a
@@ -209,15 +257,15 @@ impl Server {
     pub async fn restart(&mut self) {
         self.halt().await;
         let config = FileConfig { issuer: Some(self.issuer.clone()), ..self.config.clone() };
-        let (base, issuer, admin, shutdown, task) = Server::launch(&self.data, config).await;
+        let (base, issuer, admin, router, shutdown, task) = Server::launch(&self.data, config).await;
         assert_eq!(issuer, self.issuer);
         assert_eq!(admin, self.admin, "the admin token survives a restart");
         self.base = base;
+        self.router = router;
         self.shutdown = Some(shutdown);
         self.task = Some(task);
     }
 
-    /// Shuts the server down gracefully and asserts it stopped without error.
     /// Stops the server gracefully but keeps its data directory (and its lock released),
     /// so a test can open the directory itself.
     pub async fn halt(&mut self) {
@@ -225,6 +273,7 @@ impl Server {
         self.task.take().unwrap().await.unwrap().unwrap();
     }
 
+    /// Shuts the server down gracefully and asserts it stopped without error.
     pub async fn stop(mut self) {
         self.shutdown.take().unwrap().send(()).unwrap();
         self.task.take().unwrap().await.unwrap().unwrap();
@@ -234,9 +283,44 @@ impl Server {
         format!("{}{path}", self.base)
     }
 
-    /// Sends a request and reads the whole answer.
+    /// Sends a request and reads the whole answer: in-process to the server's router, or
+    /// over its socket (after [`Server::over_socket`], or for a URL not of this server).
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
-        let response = request.send().await.unwrap();
+        let request = request.build().unwrap();
+        if self.socket || !request.url().as_str().starts_with(&format!("{}/", self.base)) {
+            return self.send_socket(request).await;
+        }
+        let url = request.url();
+        let target = match url.query() {
+            Some(query) => format!("{}?{query}", url.path()),
+            None => url.path().to_owned(),
+        };
+        let body = request.body().map(|b| b.as_bytes().expect("a buffered request body").to_vec());
+        let mut http_request = axum::http::Request::builder().method(request.method().clone()).uri(target);
+        let headers = http_request.headers_mut().unwrap();
+        headers.extend(request.headers().clone());
+        // What a client's HTTP/1.1 connection adds to the request on the wire.
+        let host = self.base.trim_start_matches("http://");
+        headers.entry(reqwest::header::HOST).or_insert(host.parse().unwrap());
+        if let Some(body) = &body {
+            headers.insert(reqwest::header::CONTENT_LENGTH, body.len().into());
+        }
+        let mut http_request = http_request.body(axum::body::Body::from(body.unwrap_or_default())).unwrap();
+        // The peer address the accept loop records for every connection (a loopback client).
+        let peer: SocketAddr = ([127, 0, 0, 1], 1).into();
+        http_request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+        let response = tower::ServiceExt::oneshot(self.router.clone(), http_request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply { status, headers, text, body }
+    }
+
+    /// Sends a request over the server's socket and reads the whole answer.
+    async fn send_socket(&self, request: reqwest::Request) -> Reply {
+        let response = self.http.execute(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
         let text = response.text().await.unwrap();
@@ -427,6 +511,46 @@ impl Server {
         let mut out = Vec::new();
         let _ = stream.read_to_end(&mut out).await;
         String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+/// A live event stream (`GET /v1/events`), read over the server's socket.
+pub struct Events {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl Server {
+    /// Opens the event stream of `kinds` (comma-separated) with the admin token. The
+    /// server has subscribed when this returns: every event published later is in it.
+    pub async fn events(&self, kinds: &str) -> Events {
+        let url = self.url(&format!("/v1/events?kind={kinds}"));
+        let response = self.http.get(url).bearer_auth(&self.admin).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        Events { response, buffer: String::new() }
+    }
+}
+
+impl Events {
+    /// The kind (`event:`) of the next event.
+    pub async fn next(&mut self) -> String {
+        loop {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let frame: String = self.buffer.drain(..end + 2).collect();
+                if let Some(kind) = frame.lines().find_map(|l| l.strip_prefix("event:")) {
+                    return kind.trim().to_owned();
+                }
+            }
+            // A real socket read: the bound makes a missing event fail the test instead of
+            // hanging it; events are written as they are published, so a server that
+            // behaves never comes near it.
+            let chunk = tokio::time::timeout(std::time::Duration::from_secs(30), self.response.chunk())
+                .await
+                .expect("no event within 30 s")
+                .unwrap()
+                .expect("the event stream ended");
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk).replace("\r\n", "\n"));
+        }
     }
 }
 
