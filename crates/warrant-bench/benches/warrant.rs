@@ -79,7 +79,7 @@ fn verify(c: &mut Criterion) {
     let token = sign_warrant(&key, &claims).unwrap();
     let mut group = c.benchmark_group("verify");
     group.bench_function("cold", |b| b.iter(|| verify_warrant(black_box(&token), &ring, ISSUER, T0).unwrap()));
-    // The engine's cache (decision.rs), rebuilt: SHA-256 of the token, a read-locked map.
+    // The engine's cache (decisions/verify.rs), rebuilt: SHA-256 of the token, a read-locked map.
     let cache: RwLock<HashMap<[u8; 32], Arc<WarrantClaims>>> = RwLock::default();
     let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
     cache.write().unwrap().insert(digest, Arc::new(claims));

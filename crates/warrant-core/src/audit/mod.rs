@@ -358,8 +358,26 @@ impl ChainVerifier {
 
     /// Adds a checkpoint (signature already checked). Checkpoints may be added in any
     /// order, but each must be added before the record at its sequence number is pushed
-    /// (or before [`finish`](Self::finish) when it lies beyond the last record).
+    /// (or before [`finish`](Self::finish) when it lies beyond the last record). The one
+    /// exception is a checkpoint of the last record pushed: a log being written while it
+    /// is verified stores a record before the checkpoint of it, so that checkpoint can
+    /// arrive just after its record was checked; it is compared with that record's hash.
     pub fn add_checkpoint(&mut self, checkpoint: CheckpointHead) {
+        let last = self.next_seq.saturating_sub(1);
+        if checkpoint.seq == last && last > 0 && !self.failed_by(last) {
+            if checkpoint.head_hash == self.prev_hash {
+                self.confirmed = last;
+            } else {
+                self.reject(
+                    last,
+                    format!(
+                        "record {last} differs from the signed checkpoint at {last}: the records since the \
+                         previous checkpoint may have been rewritten"
+                    ),
+                );
+            }
+            return;
+        }
         if checkpoint.seq < self.next_seq {
             // Its record was already pushed: too late to compare; treat as a misuse that
             // must not pass silently.
@@ -726,6 +744,34 @@ mod tests {
         let report = verify_chain(forged, &cps);
         assert_eq!((report.ok, report.first_bad), (false, Some(10)));
         assert!(report.reason.unwrap().contains("checkpoint"));
+    }
+
+    #[test]
+    fn a_checkpoint_of_the_last_record_checked_may_arrive_late_and_is_still_compared() {
+        // A log being written while it is verified: record 6 is read and checked, then the
+        // writer stores the checkpoint of record 6.
+        let records = log(6);
+        let mut verifier = ChainVerifier::new();
+        for r in &records {
+            verifier.push(r);
+        }
+        verifier.add_checkpoint(head(&records, 6));
+        let report = verifier.finish();
+        assert!(report.ok, "{report:?}");
+        // A late checkpoint that disagrees with the record it names still fails.
+        let mut verifier = ChainVerifier::new();
+        for r in &records {
+            verifier.push(r);
+        }
+        verifier.add_checkpoint(CheckpointHead { seq: 6, head_hash: [7; 32] });
+        assert_eq!(verifier.finish().first_bad, Some(6));
+        // One for an earlier record is still a misuse.
+        let mut verifier = ChainVerifier::new();
+        for r in &records {
+            verifier.push(r);
+        }
+        verifier.add_checkpoint(head(&records, 4));
+        assert_eq!(verifier.finish().first_bad, Some(4));
     }
 
     #[test]

@@ -514,46 +514,6 @@ impl Server {
     }
 }
 
-/// A live event stream (`GET /v1/events`), read over the server's socket.
-pub struct Events {
-    response: reqwest::Response,
-    buffer: String,
-}
-
-impl Server {
-    /// Opens the event stream of `kinds` (comma-separated) with the admin token. The
-    /// server has subscribed when this returns: every event published later is in it.
-    pub async fn events(&self, kinds: &str) -> Events {
-        let url = self.url(&format!("/v1/events?kind={kinds}"));
-        let response = self.http.get(url).bearer_auth(&self.admin).send().await.unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        Events { response, buffer: String::new() }
-    }
-}
-
-impl Events {
-    /// The kind (`event:`) of the next event.
-    pub async fn next(&mut self) -> String {
-        loop {
-            while let Some(end) = self.buffer.find("\n\n") {
-                let frame: String = self.buffer.drain(..end + 2).collect();
-                if let Some(kind) = frame.lines().find_map(|l| l.strip_prefix("event:")) {
-                    return kind.trim().to_owned();
-                }
-            }
-            // A real socket read: the bound makes a missing event fail the test instead of
-            // hanging it; events are written as they are published, so a server that
-            // behaves never comes near it.
-            let chunk = tokio::time::timeout(std::time::Duration::from_secs(30), self.response.chunk())
-                .await
-                .expect("no event within 30 s")
-                .unwrap()
-                .expect("the event stream ended");
-            self.buffer.push_str(&String::from_utf8_lossy(&chunk).replace("\r\n", "\n"));
-        }
-    }
-}
-
 /// Decisions, revocations, tasks and policies.
 impl Server {
     /// `POST /v1/authorize` with a raw JSON body.
