@@ -15,7 +15,6 @@ use warrant_store::StoreError;
 pub use warrant_core::govern::Attestation;
 
 use super::Governance;
-use crate::registry::parse_agent_id;
 
 /// The longest attestation note, in characters.
 pub const MAX_NOTE: usize = 1000;
@@ -110,7 +109,7 @@ pub struct InventoryRow {
 
 impl Governance {
     fn governed_agent(&self, id: &str) -> Result<std::sync::Arc<Agent>, OwnerError> {
-        let id = parse_agent_id(id).map_err(|e| OwnerError::Invalid(e.to_string()))?;
+        let id = warrant_core::AgentId::parse(id).map_err(|e| OwnerError::Invalid(e.to_string()))?;
         self.directory.agent(&id).ok_or_else(|| OwnerError::NotFound(format!("agent `{id}`")))
     }
 
