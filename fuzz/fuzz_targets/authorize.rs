@@ -85,8 +85,8 @@ fuzz_target!(|data: &[u8]| {
         }
         _ => false,
     };
-    let d = f.rt.block_on(f.engine.authorize(&req));
-    assert!(!d.code.is_empty() && !d.reasons.is_empty(), "{d:?}");
+    let d = f.rt.block_on(f.engine.decisions().authorize(&req));
+    assert!(!d.code.as_str().is_empty() && !d.reasons.is_empty(), "{d:?}");
     assert_ne!(d.outcome, Outcome::Pending, "{d:?}");
     if d.outcome == Outcome::Allow {
         assert!(live, "allowed with a token that is not the live warrant: {req:?}");
@@ -96,6 +96,6 @@ fuzz_target!(|data: &[u8]| {
         assert!(in_scope(&req.action, &req.resource), "allowed outside the warrant's scope: {req:?}");
         assert!(object_or_absent(&req.resource_attrs) && object_or_absent(&req.context), "{req:?}");
         assert!(cost_ok(&req.context), "allowed above the cost ceiling: {req:?}");
-        assert_eq!(d.code, "allow");
+        assert_eq!(d.code.as_str(), "allow");
     }
 });

@@ -3,11 +3,11 @@
 
 use std::sync::{Arc, OnceLock};
 
+use warrant_core::RevocationKind;
 use warrant_core::{Mode, UnixTime};
 use warrant_engine::guard::GuardConfig;
 use warrant_engine::issuer::{GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_ID_TOKEN, TOKEN_TYPE_JWT};
 use warrant_engine::{AuthorizeRequest, Engine, EngineConfig, ManualClock, NewAgent, NewHuman, Outcome, TokenRequest};
-use warrant_store::records::RevocationKind;
 use warrant_store::SqliteStore;
 use warrant_token::KeyPair;
 
@@ -63,11 +63,13 @@ fn build() -> Fixture {
         config.kek = Some(warrant_token::Kek::from_bytes([0x42; 32]));
         let engine = Arc::new(Engine::open(store, clock, config).await.unwrap());
         let human = engine
+            .registry()
             .add_human(NewHuman { name: "Ada".into(), email: "ada@example.com".into(), entitlements: vec!["*".into()] })
             .await
             .unwrap();
         let key = KeyPair::from_seed(&[11; 32]);
         let agent = engine
+            .registry()
             .add_agent(NewAgent {
                 name: "ledger-bot".into(),
                 owner: human.id.to_string(),
@@ -79,7 +81,7 @@ fn build() -> Fixture {
             })
             .await
             .unwrap();
-        let session = engine.open_session(human.id.as_str()).await.unwrap().token;
+        let session = engine.registry().open_session(human.id.as_str()).await.unwrap().token;
         let mint = |jti: &str| {
             let assertion = warrant_token::assertion::make_assertion(
                 &key,
@@ -102,9 +104,9 @@ fn build() -> Fixture {
             }
         };
         let (first, second) = (mint("fuzz-1"), mint("fuzz-2"));
-        let valid = engine.token(&first).await.unwrap();
-        let revoked = engine.token(&second).await.unwrap();
-        engine.revoke(RevocationKind::Warrant, revoked.claims.jti.as_str(), "fuzz fixture").await.unwrap();
+        let valid = engine.issuer().token(&first).await.unwrap();
+        let revoked = engine.issuer().token(&second).await.unwrap();
+        engine.revocation().revoke(RevocationKind::Warrant, revoked.claims.jti.as_str(), "fuzz fixture").await.unwrap();
         // The fixture must be able to allow, or the target's oracle would hold vacuously.
         let probe = |token: &str| AuthorizeRequest {
             token: token.to_owned(),
@@ -112,8 +114,8 @@ fn build() -> Fixture {
             resource: "customers/42".into(),
             ..AuthorizeRequest::default()
         };
-        assert_eq!(engine.authorize(&probe(&valid.token)).await.outcome, Outcome::Allow);
-        assert_eq!(engine.authorize(&probe(&revoked.token)).await.outcome, Outcome::Deny);
+        assert_eq!(engine.decisions().authorize(&probe(&valid.token)).await.outcome, Outcome::Allow);
+        assert_eq!(engine.decisions().authorize(&probe(&revoked.token)).await.outcome, Outcome::Deny);
         (engine, valid.token, revoked.token, session)
     });
     Fixture { rt, engine, valid, revoked, session }
