@@ -317,6 +317,8 @@ async fn an_idle_log_is_checkpointed_after_the_interval() {
         w.submit(entry(i)).await.unwrap();
     }
     let mut latest = None;
+    // Wall-clock on purpose: the idle checkpoint is paced by the writer's tokio timer
+    // (`checkpoint_interval`, 100 ms here), not by the engine's clock; polled, bounded at 1 s.
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(20)).await;
         latest = store.latest_checkpoint().await.unwrap().map(|c| c.seq);
@@ -517,6 +519,9 @@ async fn a_full_queue_is_refused_after_the_submit_timeout() {
         let w = Arc::clone(&w);
         tokio::spawn(async move { w.submit(entry(1)).await })
     };
+    // Wall-clock on purpose: the submit timeout is a real bound on a real wait. These two
+    // pauses only order the submits (the first is inside its 800 ms append, then the second
+    // holds the one queue slot) well inside that append.
     tokio::time::sleep(Duration::from_millis(100)).await; // the writer is inside the slow append
     let second = {
         let w = Arc::clone(&w);
@@ -790,6 +795,8 @@ async fn migration_seals_plaintext_keys_of_an_old_database_and_its_log_still_ver
     let w = writer(&store, &keys, AuditConfig { witness: Some(witness_path(dir.path())), ..every(10) }).await;
     w.submit(entry(31)).await.unwrap();
     let mut witnessed = false;
+    // Polled, bounded at 1 s: the checkpoint is written by the writer's own task after the
+    // record is durable, so `submit` returning does not mean it is stored yet.
     for _ in 0..50 {
         if store.latest_checkpoint().await.unwrap().is_some_and(|c| c.seq == 31) {
             witnessed = true;
