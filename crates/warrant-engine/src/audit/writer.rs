@@ -871,13 +871,16 @@ pub async fn verify_all(
             let owned = path.to_owned();
             let again = tokio::task::spawn_blocking(move || witness::read(&owned)).await;
             if let Ok(Ok(contents)) = again {
-                let mut now = BTreeMap::new();
+                // What the first read saw stays: the second may only add heads to it.
+                let mut now = heads.clone();
+                let mut agrees = contents.unreadable.is_none();
                 for (_, line) in &contents.lines {
-                    if let Ok(hash) = witnessed_head(line, &keys.current) {
-                        now.insert(line.seq, hash);
+                    match witnessed_head(line, &keys.current) {
+                        Ok(hash) => agrees &= *now.entry(line.seq).or_insert(hash) == hash,
+                        Err(_) => agrees = false,
                     }
                 }
-                if now.len() > heads.len() {
+                if agrees && now.len() > heads.len() {
                     problem = compare_with_witness(store, &now).await?;
                 }
             }

@@ -168,6 +168,11 @@ impl Decisions {
         };
         let decision = match self.admit(req, Arc::clone(&warrant), now).await {
             Err(refusal) => self.settle_refusal(req, refusal, Some(&warrant), now).await,
+            // Without a policy set in force (only a poisoned lock) nothing is assessed:
+            // a local fault must deny, not teach the guardrails to quarantine.
+            Ok(admitted) if self.policy.current().is_none() => {
+                Decision::deny(DecisionCode::Policy, "the policy set is unavailable", Some(&admitted.warrant.claims))
+            }
             Ok(admitted) => {
                 let assessed = self.assess(req, &admitted, now);
                 let verdict = self.evaluate(req, &admitted, &assessed, now);

@@ -4,6 +4,8 @@
 //! then is the `decision` event published. Anonymous denies beyond each window's first
 //! few are counted into one aggregate record instead ([`super::anonymous`]).
 
+use std::sync::Arc;
+
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 use warrant_core::audit::details::{DecisionDetails, DecisionWarrant};
@@ -15,7 +17,8 @@ use warrant_store::SpendCharge;
 use super::anonymous::Admission;
 use super::Decisions;
 use crate::audit::{AuditError, Receipt};
-use crate::events::EventKind;
+use crate::events::{EventBus, EventKind};
+use crate::guard::Guardrails;
 use crate::request::{AuthorizeRequest, Decision, MAX_RESOURCE};
 
 /// A decision whose audit record is queued but not yet durable. Nobody may be answered
@@ -159,8 +162,10 @@ impl Decisions {
     }
 
     /// Stage 7: waits for the decision's record to be durable and answers; a decision
-    /// that could not be recorded is a deny. The `decision` event is published only
-    /// once the record is durable.
+    /// that could not be recorded is a deny (its budget charges given back). The
+    /// `decision` event is published only once the record is durable. The wait runs in a
+    /// task of its own, so a caller that goes away (a client that disconnects) does not
+    /// lose the event or the refund.
     pub async fn answer(&self, queued: Queued) -> Decision {
         let Queued { mut decision, receipt, action, resource, at } = queued;
         if decision.aggregated {
@@ -168,38 +173,58 @@ impl Decisions {
             decision.decision_id = "dec_aggregated".into();
             return decision;
         }
-        let result = match receipt {
-            Some(receipt) => receipt.durable().await,
-            None => Err(AuditError::Closed),
+        let Some(receipt) = receipt else {
+            return unrecorded(decision, &self.guardrails, &AuditError::Closed);
         };
-        match result {
-            Ok(seq) => {
-                decision.decision_id = format!("dec_{seq}");
-                self.publish(&action, &resource, &decision, at);
+        let (events, guardrails) = (Arc::clone(&self.events), Arc::clone(&self.guardrails));
+        let settle = tokio::spawn(async move {
+            match receipt.durable().await {
+                Ok(seq) => {
+                    decision.decision_id = format!("dec_{seq}");
+                    publish(&events, &action, &resource, &decision, at);
+                    decision
+                }
+                Err(e) => unrecorded(decision, &guardrails, &e),
             }
+        });
+        match settle.await {
+            Ok(decision) => decision,
             Err(e) => {
-                tracing::error!(error = %e, "a decision could not be audited; denying");
-                self.guardrails.refund(&decision.charges);
-                decision.outcome = Outcome::Deny;
-                decision.code = DecisionCode::Audit;
-                decision.decision_id = "dec_unrecorded".into();
-                decision.reasons = vec!["the decision could not be recorded in the audit log, so it is a deny".into()];
+                // The task panicked or was cancelled: nothing can be assumed recorded.
+                tracing::error!(error = %e, "waiting for a decision's audit record failed; denying");
+                Decision::deny(
+                    DecisionCode::Audit,
+                    "the decision could not be recorded in the audit log, so it is a deny",
+                    None,
+                )
             }
         }
-        decision
     }
+}
 
-    /// Publishes a decision event (only built when someone listens).
-    fn publish(&self, action: &str, resource: &str, d: &Decision, now: UnixTime) {
-        let agent = d.claims.as_ref().map(|c| &c.client_id);
-        self.events.publish_with(EventKind::Decision, now, agent, || {
-            serde_json::json!({
-                "decision": d.outcome.as_str(), "decision_id": d.decision_id, "code": d.code, "action": action,
-                "resource": resource,
-                "reasons": d.reasons, "policies": d.policies, "approval_id": d.approval_id,
-                "warrant": d.claims.as_ref().map(|c| &c.jti), "task": d.claims.as_ref().map(|c| &c.task.id),
-                "trust": d.trust,
-            })
-        });
-    }
+/// The answer for a decision whose record could not be written: a deny, with what it
+/// charged given back.
+fn unrecorded(mut decision: Decision, guardrails: &Guardrails, e: &AuditError) -> Decision {
+    tracing::error!(error = %e, "a decision could not be audited; denying");
+    guardrails.refund(&decision.charges);
+    decision.charges.clear();
+    decision.outcome = Outcome::Deny;
+    decision.code = DecisionCode::Audit;
+    decision.decision_id = "dec_unrecorded".into();
+    decision.reasons = vec!["the decision could not be recorded in the audit log, so it is a deny".into()];
+    decision
+}
+
+/// Publishes a decision event (only built when someone listens).
+fn publish(events: &EventBus, action: &str, resource: &str, d: &Decision, now: UnixTime) {
+    let agent = d.claims.as_ref().map(|c| &c.client_id);
+    events.publish_with(EventKind::Decision, now, agent, || {
+        serde_json::json!({
+            "decision": d.outcome.as_str(), "decision_id": d.decision_id, "code": d.code, "action": action,
+            "resource": resource,
+            "reasons": d.reasons, "policies": d.policies, "approval_id": d.approval_id,
+            "warrant": d.claims.as_ref().map(|c| &c.jti), "task": d.claims.as_ref().map(|c| &c.task.id),
+            "trust": d.trust,
+        })
+    });
 }

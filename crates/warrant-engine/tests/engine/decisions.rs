@@ -177,3 +177,25 @@ async fn a_decision_event_names_a_record_that_is_already_durable() {
     let record = h.decision_record(&d.decision_id).await;
     assert_eq!(record.entry.details["code"], "allow");
 }
+
+#[tokio::test]
+async fn a_caller_that_goes_away_does_not_lose_the_decision_event() {
+    let h = Harness::start().await;
+    let c = h.chain(&["crm.read"], &["crm.read"], 1).await;
+    let mut events = h.subscribe();
+    h.authorize_and_leave(c.token(0), "crm.read", "customers/7").await;
+    // Wall-clock bound only: the record is written by the audit writer's own task.
+    let event = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            let e = events.recv().await.unwrap();
+            if e.kind == EventKind::Decision {
+                break e;
+            }
+        }
+    })
+    .await
+    .expect("the decision event is published once the record is durable, caller or not");
+    let id = event.data["decision_id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("dec_") && id != "dec_unrecorded", "{id}");
+    assert_eq!(h.decision_record(&id).await.entry.details["resource"], "customers/7");
+}

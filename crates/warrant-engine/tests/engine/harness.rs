@@ -363,6 +363,21 @@ impl Harness {
         self.authorize_with(token, action, resource, Value::Null, None).await
     }
 
+    /// Asks, then goes away (as a client that disconnects would) once the decision is
+    /// queued and its answer has started waiting for the record, before it is durable.
+    pub async fn authorize_and_leave(&self, token: &str, action: &str, resource: &str) {
+        let req = AuthorizeRequest {
+            token: token.to_owned(),
+            action: action.to_owned(),
+            resource: resource.to_owned(),
+            ..AuthorizeRequest::default()
+        };
+        let decisions = self.engine.decisions();
+        let queued = decisions.authorize_queued(&req).await;
+        // Polled once, then dropped.
+        let _ = tokio::time::timeout(std::time::Duration::ZERO, decisions.answer(queued)).await;
+    }
+
     /// The same, with telemetry `context` (none when null) and an approval to present.
     pub async fn authorize_with(
         &self,
