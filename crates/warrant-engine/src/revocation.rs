@@ -186,9 +186,9 @@ impl Revocation {
         Ok(Revocation { store, clock, issuer, index, directory, keys, audit, events })
     }
 
-    /// The revoked warrants and ended tasks, in memory (what the decision path reads).
-    pub fn index(&self) -> &RevocationIndex {
-        &self.index
+    /// How many revoked warrants the in-memory index tracks.
+    pub fn tracked(&self) -> usize {
+        self.index.len()
     }
 
     /// How many recorded warrants are unexpired now (revoked ones included).

@@ -102,7 +102,7 @@ impl Metrics {
         if let Ok(n) = engine.revocation().live_warrants().await {
             self.live_warrants.set(to_i64(n));
         }
-        self.revoked_tracked.set(to_i64(engine.revocation().index().len() as u64));
+        self.revoked_tracked.set(to_i64(engine.revocation().tracked() as u64));
         self.cached_warrants.set(to_i64(engine.decisions().cached_warrants() as u64));
         let audit = engine.audit();
         self.audit_queue.set(to_i64(audit.queue_depth() as u64));

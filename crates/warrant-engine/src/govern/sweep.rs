@@ -90,8 +90,7 @@ impl Governance {
         let mut seen = HashSet::new();
         for id in agents {
             for w in self.store.live_warrants_with_agent(id, now).await? {
-                let revoked =
-                    self.revocation.index().warrant(&w.jti).is_some() || self.revocation.index().task_ended(&w.task);
+                let revoked = self.revocation.warrant_revoked(&w.jti).is_some() || self.revocation.task_ended(&w.task);
                 if !revoked && seen.insert(w.jti.clone()) {
                     out.push(LiveWarrant {
                         depth: w.chain.len(),
