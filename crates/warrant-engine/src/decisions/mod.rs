@@ -99,34 +99,20 @@ pub(crate) struct DecisionParts {
 
 impl Decisions {
     pub(crate) fn new(parts: DecisionParts) -> Self {
-        let DecisionParts {
-            clock,
-            issuer,
-            anonymous,
-            keys,
-            directory,
-            revocation,
-            policy,
-            guardrails,
-            approvals,
-            governance,
-            audit,
-            events,
-        } = parts;
         Decisions {
-            clock,
-            issuer,
             cache: WarrantCache::default(),
-            anonymous: anonymous::AnonymousAccounting::new(anonymous),
-            keys,
-            directory,
-            revocation,
-            policy,
-            guardrails,
-            approvals,
-            governance,
-            audit,
-            events,
+            anonymous: anonymous::AnonymousAccounting::new(parts.anonymous),
+            clock: parts.clock,
+            issuer: parts.issuer,
+            keys: parts.keys,
+            directory: parts.directory,
+            revocation: parts.revocation,
+            policy: parts.policy,
+            guardrails: parts.guardrails,
+            approvals: parts.approvals,
+            governance: parts.governance,
+            audit: parts.audit,
+            events: parts.events,
         }
     }
 
