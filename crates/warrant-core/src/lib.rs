@@ -6,6 +6,7 @@
 //! randomness are passed in by the caller, so every rule is a plain function that tests
 //! and property tests can drive directly.
 //!
+//! * [`authzen`]: the OpenID AuthZEN Authorization API 1.0 request and response shapes.
 //! * [`id`]: typed identifiers (`hum_…`, `agt_…`, `tsk_…`, `wrt_…`).
 //! * [`permission`]: one permission, `action` or `action:resource-pattern`, and *covers*.
 //! * [`scope`]: a set of permissions, *covers* and intersection.
@@ -21,6 +22,7 @@
 //!   recommendations, the per-agent rules of a sweep.
 
 pub mod audit;
+pub mod authzen;
 pub mod claims;
 pub mod decision;
 pub mod delegation;
