@@ -22,6 +22,22 @@ pub const CONTEXT_WARRANT_ID: &str = "warrant_id";
 pub const CONTEXT_APPROVAL_ID: &str = "approval_id";
 /// `subject.properties.token`: the warrant itself.
 pub const SUBJECT_TOKEN: &str = "token";
+/// `action.properties.mcp`: the MCP call an enforcement point decides ([`McpCall`]),
+/// recorded with the decision.
+pub const ACTION_MCP: &str = "mcp";
+
+/// The MCP call behind an evaluation, as the gateway states it in
+/// `action.properties.mcp`; the PDP records it with the decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct McpCall {
+    /// The JSON-RPC method, e.g. `tools/call`.
+    pub method: String,
+    /// The tool called (`tools/call`), the prompt got or the resource read, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// The upstream MCP server's name at the gateway.
+    pub upstream: String,
+}
 
 /// Who asks to act: `{type, id, properties}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
