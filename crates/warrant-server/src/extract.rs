@@ -129,6 +129,7 @@ pub fn parse_token_form(body: &[u8]) -> Result<TokenRequest, OAuthError> {
             "actor_token" => &mut out.actor_token,
             "actor_token_type" => &mut out.actor_token_type,
             "budget" => &mut out.budget,
+            "resource" => &mut out.resource,
             _ => continue,
         };
         if slot.replace(value).is_some() {
