@@ -394,6 +394,8 @@ impl Harness {
             resource_attrs: None,
             context: (!context.is_null()).then_some(context),
             approval_id: approval.map(str::to_owned),
+            recorded: None,
+            via: None,
         };
         self.engine.decisions().authorize(&req).await
     }
