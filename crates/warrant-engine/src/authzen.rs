@@ -20,8 +20,8 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use warrant_core::authzen::{
     EvaluationError as EntryError, EvaluationRequest, EvaluationResponse, EvaluationsRequest, EvaluationsResponse,
-    EvaluationsSemantic, McpCall, MissingElement, ResponseContext, ACTION_MCP, CONTEXT_AGENT, CONTEXT_APPROVAL_ID,
-    CONTEXT_WARRANT_ID, SUBJECT_TOKEN,
+    EvaluationsSemantic, McpCall, MissingElement, PdpMetadata, ResponseContext, ACTION_MCP, CONTEXT_AGENT,
+    CONTEXT_APPROVAL_ID, CONTEXT_WARRANT_ID, SUBJECT_TOKEN,
 };
 use warrant_core::decision::Outcome;
 use warrant_core::WarrantId;
@@ -32,6 +32,11 @@ use crate::decisions::{Decisions, VerifiedWarrant};
 use crate::error::{Classify, ErrorKind};
 use crate::peps::Pep;
 use crate::request::{AuthorizeRequest, Decision, Via, MAX_BATCH};
+
+/// Where the PDP answers one evaluation.
+pub const EVALUATION_PATH: &str = "/access/v1/evaluation";
+/// Where the PDP answers a batch of evaluations.
+pub const EVALUATIONS_PATH: &str = "/access/v1/evaluations";
 
 /// The name decisions record for evaluations asked with the admin token.
 pub const ADMIN_ASKER: &str = "admin";
@@ -157,6 +162,17 @@ impl Authzen {
         approvals: Arc<Approvals>,
     ) -> Self {
         Authzen { clock, issuer, decisions, approvals }
+    }
+
+    /// The PDP's metadata (`GET /.well-known/authzen-configuration`), with absolute URLs
+    /// under the issuer.
+    pub fn metadata(&self) -> PdpMetadata {
+        let base = self.issuer.trim_end_matches('/');
+        PdpMetadata {
+            policy_decision_point: base.to_owned(),
+            access_evaluation_endpoint: format!("{base}{EVALUATION_PATH}"),
+            access_evaluations_endpoint: Some(format!("{base}{EVALUATIONS_PATH}")),
+        }
     }
 
     /// One evaluation (`POST /access/v1/evaluation`). A deny or a pending decision is
