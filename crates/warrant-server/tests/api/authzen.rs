@@ -201,6 +201,12 @@ async fn an_agent_through_authzen_is_decided_and_traced_as_through_authorize() {
     // Keys the Cedar schema does not declare are passed on and read by no policy.
     let undeclared = json!({"rows": 3, "ticket": "INC-1", "nested": {"a": [1, 2]}});
     assert_permit(&evaluate(&s, &token, &by_token(&c, 1, "crm.read", ("customers", "8"), undeclared)).await);
+    // A value Cedar cannot hold is a deny, never a 500.
+    let float = json!({"ratio": 0.5});
+    assert_refused(
+        &evaluate(&s, &token, &by_token(&c, 1, "crm.read", ("customers", "8"), float)).await,
+        "invalid_request",
+    );
     // A resource that is no canonical path is a deny, as on `/v1/authorize`.
     assert_refused(
         &evaluate(&s, &token, &by_token(&c, 1, "crm.read", ("customers", "../x"), Value::Null)).await,
