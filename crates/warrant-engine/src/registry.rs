@@ -243,6 +243,7 @@ impl Registry {
             entitlements: parse_scope("entitlements", &new.entitlements)?,
             status: HumanStatus::Active,
             created_at: self.clock.now(),
+            roles: Default::default(),
         };
         if self.store.human_by_email(&human.email).await?.is_some() {
             return Err(RegistryError::Conflict(format!("a human with email `{}` already exists", human.email)));

@@ -721,6 +721,7 @@ mod tests {
             entitlements: Scope::parse("crm.*").unwrap(),
             status: HumanStatus::Active,
             created_at: UnixTime(0),
+            roles: Default::default(),
         }
     }
 

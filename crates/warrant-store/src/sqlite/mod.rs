@@ -44,6 +44,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0005_agent_keys_govern.sql"),
     include_str!("../../migrations/sqlite/0006_sessions.sql"),
     include_str!("../../migrations/sqlite/0007_sealed_keys.sql"),
+    include_str!("../../migrations/sqlite/0009_human_roles.sql"),
 ];
 
 /// The SQLite store.
