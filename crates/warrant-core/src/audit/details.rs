@@ -10,7 +10,7 @@
 //! Field order matters: the workspace builds `serde_json` with `preserve_order`, so a
 //! record's keys are written in the order the details serialize them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
@@ -252,6 +252,13 @@ pub enum RegistryDetails {
     HumanAdd(Human),
     /// `human.disable`: `{"status": "disabled"}`.
     HumanDisable,
+    /// `human.roles`: a human's roles replaced, `{"from": [...], "to": [...]}`.
+    HumanRoles {
+        /// The roles before.
+        from: BTreeSet<String>,
+        /// The roles after.
+        to: BTreeSet<String>,
+    },
     /// `agent.add`: the agent as registered.
     AgentAdd(Agent),
     /// `agent.<status>` (`agent.active`, `agent.suspended`, `agent.retired`):
@@ -284,6 +291,7 @@ impl RegistryDetails {
         match self {
             RegistryDetails::HumanAdd(_) => "human.add".into(),
             RegistryDetails::HumanDisable => "human.disable".into(),
+            RegistryDetails::HumanRoles { .. } => "human.roles".into(),
             RegistryDetails::AgentAdd(_) => "agent.add".into(),
             RegistryDetails::AgentStatus(status) => format!("agent.{}", status.as_str()),
             RegistryDetails::AgentMaxScope { .. } => "agent.max_scope".into(),
@@ -306,6 +314,11 @@ impl Serialize for RegistryDetails {
             by: &'a str,
         }
         #[derive(Serialize)]
+        struct Roles<'a> {
+            from: &'a BTreeSet<String>,
+            to: &'a BTreeSet<String>,
+        }
+        #[derive(Serialize)]
         struct Key<'a> {
             from: &'a str,
             to: &'a str,
@@ -317,6 +330,7 @@ impl Serialize for RegistryDetails {
             RegistryDetails::HumanDisable => {
                 map.serialize_entry("change", &Status { status: HumanStatus::Disabled })?
             }
+            RegistryDetails::HumanRoles { from, to } => map.serialize_entry("change", &Roles { from, to })?,
             RegistryDetails::AgentAdd(agent) => map.serialize_entry("change", agent)?,
             RegistryDetails::AgentStatus(status) => map.serialize_entry("change", &Status { status })?,
             RegistryDetails::AgentMaxScope { from, to, finding, by } => {

@@ -213,6 +213,7 @@ impl Harness {
                 name: format!("Human {n}"),
                 email: format!("human{n}@example.com"),
                 entitlements: entitlements.iter().map(|s| (*s).to_owned()).collect(),
+                roles: Vec::new(),
             })
             .await
             .unwrap()
