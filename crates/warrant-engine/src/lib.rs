@@ -63,7 +63,7 @@ pub use issuer::{Issued, Issuer, TokenError, TokenRequest};
 pub use keys::{KeyError, KeyManager};
 pub use policy::Policy;
 pub use registry::{NewAgent, NewHuman, Registry, RegistryError, Session};
-pub use request::{AuthorizeRequest, Decision, DecisionCode, Outcome};
+pub use request::{AuthorizeRequest, Decision, DecisionCode, Outcome, SubjectRequest};
 pub use revocation::{Revocation, RevokeError, Revoked};
 
 /// The application: builds the services and hands them out.

@@ -134,12 +134,34 @@ pub struct DecisionDetails {
     /// The verified warrant's chain and scope, when the warrant verified.
     #[serde(flatten)]
     pub warrant: Option<DecisionWarrant>,
+    /// The plain subject decided about (no warrant), when it was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<DecisionSubject>,
+    /// The enforcement point that asked, when it named itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pep: Option<String>,
     /// The request's `resource_attrs`, as audited (see the engine's size bound).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resource_attrs: Option<Value>,
     /// The request's `context`, as audited.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub context: Option<Value>,
+}
+
+/// The plain subject of a decision (a human or a service, no warrant), as audited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DecisionSubject {
+    /// The subject's type as the enforcement point gave it (`user`, `service`, …).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The subject's id as given (escaped and cut when oversized).
+    pub id: String,
+    /// The registered human it resolved to, when it is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub human: Option<HumanId>,
+    /// The roles the human held when decided.
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub roles: BTreeSet<String>,
 }
 
 /// What a decision record holds of the warrant, when it verified.
@@ -529,6 +551,8 @@ mod tests {
             retry_after: None,
             quarantined: None,
             warrant: None,
+            subject: None,
+            pep: None,
             resource_attrs: None,
             context: None,
         }

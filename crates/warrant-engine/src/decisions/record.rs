@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
-use warrant_core::audit::details::{DecisionDetails, DecisionWarrant};
+use warrant_core::audit::details::{DecisionDetails, DecisionSubject, DecisionWarrant};
 use warrant_core::audit::{AuditEntry, EncodeError};
 use warrant_core::decision::{DecisionCode, Outcome};
 use warrant_core::UnixTime;
@@ -95,6 +95,18 @@ fn spend_rows(d: &Decision) -> Vec<SpendCharge> {
 
 /// The decision's audit record.
 fn entry_of(req: &AuthorizeRequest, decision: &Decision, now: UnixTime) -> Result<AuditEntry, EncodeError> {
+    entry_with(req, decision, now, None, None)
+}
+
+/// The decision's audit record, naming the plain subject and the enforcement point when
+/// there are.
+pub(super) fn entry_with(
+    req: &AuthorizeRequest,
+    decision: &Decision,
+    now: UnixTime,
+    subject: Option<DecisionSubject>,
+    pep: Option<&str>,
+) -> Result<AuditEntry, EncodeError> {
     let details = DecisionDetails {
         action: audited_text(&req.action),
         resource: audited_text(&req.resource),
@@ -112,6 +124,8 @@ fn entry_of(req: &AuthorizeRequest, decision: &Decision, now: UnixTime) -> Resul
             .claims
             .as_ref()
             .map(|claims| DecisionWarrant { chain: claims.chain(), scope: claims.scope.clone() }),
+        subject: subject.map(|s| DecisionSubject { id: audited_text(&s.id), kind: audited_text(&s.kind), ..s }),
+        pep: pep.map(audited_text),
         resource_attrs: req.resource_attrs.as_ref().map(audited_input),
         context: req.context.as_ref().map(audited_input),
     };
@@ -144,7 +158,20 @@ impl Decisions {
                 return Queued { decision, receipt: None, action, resource, at: now };
             }
         }
-        let entry = match entry_of(req, &decision, now) {
+        self.queue(entry_of(req, &decision, now), decision, action, resource, now).await
+    }
+
+    /// Queues a decision's audit record (as encoded in `entry`); a record that could not
+    /// be encoded or queued leaves the decision without a receipt, so it answers a deny.
+    pub(super) async fn queue(
+        &self,
+        entry: Result<AuditEntry, EncodeError>,
+        decision: Decision,
+        action: String,
+        resource: String,
+        now: UnixTime,
+    ) -> Queued {
+        let entry = match entry {
             Ok(entry) => entry,
             Err(e) => {
                 tracing::error!(error = %e, "a decision's audit record could not be encoded; denying");
