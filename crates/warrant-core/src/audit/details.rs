@@ -134,18 +134,27 @@ pub struct DecisionDetails {
     /// The verified warrant's chain and scope, when the warrant verified.
     #[serde(flatten)]
     pub warrant: Option<DecisionWarrant>,
-    /// The plain subject decided about (no warrant), when it was one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub subject: Option<DecisionSubject>,
-    /// The enforcement point that asked, when it named itself.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pep: Option<String>,
+    /// Who asked and about whom, for a decision an enforcement point asked for: its
+    /// `subject` and `pep` keys (boxed: most decisions have none).
+    #[serde(flatten)]
+    pub origin: Option<Box<DecisionOrigin>>,
     /// The request's `resource_attrs`, as audited (see the engine's size bound).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resource_attrs: Option<Value>,
     /// The request's `context`, as audited.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub context: Option<Value>,
+}
+
+/// The enforcement point that asked for a decision, and the plain subject it asked about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DecisionOrigin {
+    /// The plain subject decided about (no warrant), when it was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<DecisionSubject>,
+    /// The enforcement point that asked, when it named itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pep: Option<String>,
 }
 
 /// The plain subject of a decision (a human or a service, no warrant), as audited.
@@ -551,8 +560,7 @@ mod tests {
             retry_after: None,
             quarantined: None,
             warrant: None,
-            subject: None,
-            pep: None,
+            origin: None,
             resource_attrs: None,
             context: None,
         }
@@ -575,6 +583,39 @@ mod tests {
             r#"{"action":"crm.read","resource":"crm/1","code":"invalid_token","reasons":["no"],"policies":[],"policy_version":null}"#,
             engine,
         );
+    }
+
+    #[test]
+    fn a_plain_subject_decision_names_the_subject_and_pep_after_the_outcome() {
+        let mut d = decision(DecisionCode::Policy);
+        d.origin = Some(Box::new(DecisionOrigin {
+            subject: Some(DecisionSubject {
+                kind: "user".into(),
+                id: "ada@example.com".into(),
+                human: Some(human_id()),
+                roles: ["editor".to_owned()].into_iter().collect(),
+            }),
+            pep: Some("todo".into()),
+        }));
+        let value = AuditDetails::from(d.clone()).to_value().unwrap();
+        assert_eq!(
+            value["subject"],
+            json!({"type": "user", "id": "ada@example.com", "human": human_id(), "roles": ["editor"]})
+        );
+        assert_eq!(value["pep"], "todo");
+        // A service has no human and no roles; a PEP without a name writes no `pep`.
+        d.origin = Some(Box::new(DecisionOrigin {
+            subject: Some(DecisionSubject {
+                kind: "service".into(),
+                id: "svc".into(),
+                human: None,
+                roles: Default::default(),
+            }),
+            pep: None,
+        }));
+        let value = AuditDetails::from(d).to_value().unwrap();
+        assert_eq!(value["subject"], json!({"type": "service", "id": "svc"}));
+        assert!(value.get("pep").is_none());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
-use warrant_core::audit::details::{DecisionDetails, DecisionSubject, DecisionWarrant};
+use warrant_core::audit::details::{DecisionDetails, DecisionOrigin, DecisionSubject, DecisionWarrant};
 use warrant_core::audit::{AuditEntry, EncodeError};
 use warrant_core::decision::{DecisionCode, Outcome};
 use warrant_core::UnixTime;
@@ -124,8 +124,12 @@ pub(super) fn entry_with(
             .claims
             .as_ref()
             .map(|claims| DecisionWarrant { chain: claims.chain(), scope: claims.scope.clone() }),
-        subject: subject.map(|s| DecisionSubject { id: audited_text(&s.id), kind: audited_text(&s.kind), ..s }),
-        pep: pep.map(audited_text),
+        origin: (subject.is_some() || pep.is_some()).then(|| {
+            Box::new(DecisionOrigin {
+                subject: subject.map(|s| DecisionSubject { id: audited_text(&s.id), kind: audited_text(&s.kind), ..s }),
+                pep: pep.map(audited_text),
+            })
+        }),
         resource_attrs: req.resource_attrs.as_ref().map(audited_input),
         context: req.context.as_ref().map(audited_input),
     };
