@@ -101,6 +101,7 @@ impl EngineFixture {
                 name: "Ada Finance".into(),
                 email: "ada@example.com".into(),
                 entitlements: vec!["*".into()],
+                roles: Vec::new(),
             })
             .await
             .unwrap();

@@ -180,6 +180,7 @@ impl SweepTemplate {
                 entitlements: Scope::parse("crm.* tickets.* payments.*").unwrap(),
                 status: if j % 50 == 49 { HumanStatus::Disabled } else { HumanStatus::Active },
                 created_at: T0.plus(-200 * DAY),
+                roles: Default::default(),
             };
             store.insert_human(&human).await.unwrap();
         }

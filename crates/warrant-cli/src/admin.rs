@@ -21,6 +21,17 @@ pub enum HumanCmd {
         /// A permission the human may delegate (repeatable), e.g. `crm.read:customers/*`.
         #[arg(long = "entitlement", short = 'e')]
         entitlements: Vec<String>,
+        /// A role (repeatable), e.g. `editor`: policies for humans read `principal.roles`.
+        #[arg(long = "role")]
+        roles: Vec<String>,
+    },
+    /// Replace a human's roles with the `--role`s given (none: remove every role).
+    Roles {
+        /// Human id.
+        id: String,
+        /// A role (repeatable).
+        #[arg(long = "role")]
+        roles: Vec<String>,
     },
     /// List humans.
     List,
@@ -114,9 +125,15 @@ pub enum AgentCmd {
     },
 }
 
-const HUMAN_FIELDS: &[&str] = &["id", "name", "email", "status", "entitlements", "created_at"];
-const HUMAN_COLUMNS: &[(&str, &str)] =
-    &[("ID", "id"), ("NAME", "name"), ("EMAIL", "email"), ("STATUS", "status"), ("ENTITLEMENTS", "entitlements")];
+const HUMAN_FIELDS: &[&str] = &["id", "name", "email", "status", "entitlements", "roles", "created_at"];
+const HUMAN_COLUMNS: &[(&str, &str)] = &[
+    ("ID", "id"),
+    ("NAME", "name"),
+    ("EMAIL", "email"),
+    ("STATUS", "status"),
+    ("ENTITLEMENTS", "entitlements"),
+    ("ROLES", "roles"),
+];
 const AGENT_FIELDS: &[&str] =
     &["id", "name", "owner", "mode", "status", "max_scope", "expires_at", "labels", "created_at"];
 const AGENT_COLUMNS: &[(&str, &str)] = &[
@@ -134,9 +151,12 @@ pub async fn human(conn: &Conn, cmd: HumanCmd) -> CliResult {
     let client = conn.client()?;
     let one = |v: &Value| record(v, HUMAN_FIELDS);
     match cmd {
-        HumanCmd::Add { name, email, entitlements } => {
-            let body = json!({"name": name, "email": email, "entitlements": entitlements});
+        HumanCmd::Add { name, email, entitlements, roles } => {
+            let body = json!({"name": name, "email": email, "entitlements": entitlements, "roles": roles});
             print(conn.json, &client.post("/v1/humans", &body).await?, one);
+        }
+        HumanCmd::Roles { id, roles } => {
+            print(conn.json, &client.put(&format!("/v1/humans/{id}/roles"), &json!({"roles": roles})).await?, one)
         }
         HumanCmd::List => {
             let list = client.get("/v1/humans").await?;

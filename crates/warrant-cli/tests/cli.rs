@@ -286,6 +286,69 @@ fn readme_walkthrough_against_a_real_server() {
 }
 
 #[test]
+fn humans_get_roles_and_the_todo_example_sets_itself_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let data = cwd.join("data");
+    let server = Server::start(&data);
+    let conn = ["--server", server.url.as_str(), "--data", data.to_str().unwrap()];
+    let with = |args: &[&str]| -> Vec<String> { args.iter().chain(conn.iter()).map(|s| (*s).to_owned()).collect() };
+    let call = |args: &[&str]| json(&with(args).iter().map(String::as_str).collect::<Vec<_>>(), cwd);
+
+    let ada = call(&[
+        "human",
+        "add",
+        "--name",
+        "Ada",
+        "--email",
+        "ada@example.com",
+        "--role",
+        "viewer",
+        "--role",
+        "admin",
+        "--json",
+    ]);
+    assert_eq!(ada["roles"], serde_json::json!(["admin", "viewer"]));
+    let id = ada["id"].as_str().unwrap().to_owned();
+    let changed = call(&["human", "roles", &id, "--role", "editor", "--json"]);
+    assert_eq!(changed["roles"], serde_json::json!(["editor"]));
+    let table = ok(&with(&["human", "list"]).iter().map(String::as_str).collect::<Vec<_>>(), cwd);
+    assert!(table.contains("ROLES") && table.contains("editor"), "{table}");
+    let cleared = call(&["human", "roles", &id, "--json"]);
+    assert_eq!(cleared["roles"], serde_json::json!([]));
+    let bad = run(
+        &with(&["human", "roles", &id, "--role", "not a role"]).iter().map(String::as_str).collect::<Vec<_>>(),
+        cwd,
+    );
+    assert!(!bad.status.success());
+
+    // The example's setup script, with this binary as `warrant`.
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/examples/authzen-todo/setup.sh");
+    let bin_dir = Path::new(BIN).parent().unwrap();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let out = Command::new(script)
+        .arg(&data)
+        .env("PATH", path)
+        .env("WARRANT_SERVER", &server.url)
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "setup.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+    let humans = call(&["human", "list", "--json"]);
+    let roles_of = |email: &str| {
+        humans["humans"].as_array().unwrap().iter().find(|h| h["email"] == email).unwrap()["roles"].clone()
+    };
+    assert_eq!(roles_of("rick@the-citadel.com"), serde_json::json!(["admin", "evil_genius"]));
+    assert_eq!(roles_of("morty@the-citadel.com"), serde_json::json!(["editor"]));
+    assert_eq!(roles_of("summer@the-smiths.com"), serde_json::json!(["editor"]));
+    assert_eq!(roles_of("beth@the-smiths.com"), serde_json::json!(["viewer"]));
+    assert_eq!(roles_of("jerry@the-smiths.com"), serde_json::json!(["viewer"]));
+    let policies = ok(&with(&["policy", "show"]).iter().map(String::as_str).collect::<Vec<_>>(), cwd);
+    assert!(policies.contains("todo-update-own"), "the example's policies are in force: {policies}");
+    server.terminate();
+}
+
+#[test]
 fn key_rotate_refuses_a_directory_without_a_database() {
     let dir = tempfile::tempdir().unwrap();
     let out = run(&["key", "rotate", "--data", dir.path().join("nothing").to_str().unwrap()], dir.path());

@@ -1,6 +1,6 @@
 //! Humans and agents as the registry holds them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +34,11 @@ pub struct Human {
     pub status: HumanStatus,
     /// When the human was registered.
     pub created_at: UnixTime,
+    /// The human's roles (e.g. `editor`), which Cedar sees as `principal.roles` when the
+    /// human is the subject of a decision. Sorted, each at most once; omitted from JSON
+    /// when empty, so records written before roles existed read the same.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub roles: BTreeSet<String>,
 }
 
 impl Human {

@@ -463,6 +463,7 @@ fn make_human(n: u8, entitlements: Scope, active: bool) -> Human {
         entitlements,
         status: human_status(active),
         created_at: UnixTime(0),
+        roles: Default::default(),
     }
 }
 

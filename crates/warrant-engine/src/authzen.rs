@@ -31,7 +31,7 @@ use crate::clock::Clock;
 use crate::decisions::{Decisions, VerifiedWarrant};
 use crate::error::{Classify, ErrorKind};
 use crate::peps::Pep;
-use crate::request::{AuthorizeRequest, Decision, Via, MAX_BATCH};
+use crate::request::{AuthorizeRequest, Decision, SubjectRequest, Via, MAX_BATCH};
 
 /// Where the PDP answers one evaluation.
 pub const EVALUATION_PATH: &str = "/access/v1/evaluation";
@@ -83,9 +83,6 @@ pub enum EvaluationError {
     /// The credential may not ask about plain subjects.
     #[error("this credential may not ask about plain subjects")]
     PlainSubjectsForbidden,
-    /// Plain subjects are not evaluated yet.
-    #[error("plain subjects are not evaluated yet; name an agent's warrant (`subject.properties.token`, or `context.agent` and `context.warrant_id`)")]
-    PlainSubjectsNotEvaluated,
 }
 
 impl Classify for EvaluationError {
@@ -122,8 +119,8 @@ impl EvaluationError {
 enum Mapped {
     /// About an agent's warrant: a decision request for the pipeline.
     Agent(Box<AuthorizeRequest>),
-    /// About a plain subject.
-    Plain,
+    /// About a plain subject (no warrant): a request for the policies for plain subjects.
+    Plain(Box<SubjectRequest>),
 }
 
 /// The AuthZEN adapter (`engine.authzen()`).
@@ -184,7 +181,7 @@ impl Authzen {
     ) -> Result<EvaluationResponse, EvaluationError> {
         match self.map(asker, req).await? {
             Mapped::Agent(areq) => Ok(self.respond(self.decisions.authorize(&areq).await).await),
-            Mapped::Plain => plain_subject(asker, req),
+            Mapped::Plain(sreq) => Ok(self.respond(self.decisions.authorize_subject(&sreq).await).await),
         }
     }
 
@@ -229,13 +226,13 @@ impl Authzen {
             .collect();
         let mut decided = self.decisions.authorize_batch(&agents).await.into_iter();
         let mut out = Vec::with_capacity(all.len());
-        for (m, one) in mapped.into_iter().zip(&all) {
+        for m in mapped {
             let answer = match m {
                 Ok(Mapped::Agent(_)) => match decided.next() {
                     Some(d) => self.respond(d).await,
                     None => EvaluationError::Invalid("the entry was not decided".into()).entry(),
                 },
-                Ok(Mapped::Plain) => plain_subject(asker, one).unwrap_or_else(|e| e.entry()),
+                Ok(Mapped::Plain(sreq)) => self.respond(self.decisions.authorize_subject(&sreq).await).await,
                 Err(e) => e.entry(),
             };
             out.push(answer);
@@ -275,7 +272,18 @@ impl Authzen {
                     "`context.{CONTEXT_AGENT}` names an agent but no warrant: add `context.{CONTEXT_WARRANT_ID}` (or `subject.properties.{SUBJECT_TOKEN}`)"
                 )));
             }
-            return Ok(Mapped::Plain);
+            // Only a credential allowed to ask about plain subjects may.
+            if !asker.plain_subjects {
+                return Err(EvaluationError::PlainSubjectsForbidden);
+            }
+            return Ok(Mapped::Plain(Box::new(SubjectRequest {
+                subject: req.subject.clone(),
+                action: req.action.name.clone(),
+                resource: format!("{}/{}", req.resource.kind, req.resource.id),
+                resource_attrs: object(req.resource.properties.clone()),
+                context: object(context),
+                via: Some(Via { pep: asker.name.clone(), mcp }),
+            })));
         }
         if token.is_none() && agent.is_none() {
             return Err(EvaluationError::Invalid(format!(
@@ -358,13 +366,4 @@ fn check_stated(
         )));
     }
     Ok(())
-}
-
-/// A plain subject (no warrant): only for a credential allowed to ask about them.
-// The one seam for plain subjects' Cedar evaluation (`Decisions::authorize_subject`).
-fn plain_subject(asker: &Asker, _req: &EvaluationRequest) -> Result<EvaluationResponse, EvaluationError> {
-    if !asker.plain_subjects {
-        return Err(EvaluationError::PlainSubjectsForbidden);
-    }
-    Err(EvaluationError::PlainSubjectsNotEvaluated)
 }

@@ -9,19 +9,23 @@ use std::sync::{Arc, RwLock};
 use warrant_core::{Agent, AgentId, Human, HumanId};
 use warrant_store::{Store, StoreError};
 
-/// Humans and agents by id.
+/// Humans and agents by id, and humans by email.
 #[derive(Debug, Default)]
 pub struct Directory {
     agents: RwLock<HashMap<AgentId, Arc<Agent>>>,
     humans: RwLock<HashMap<HumanId, Arc<Human>>>,
+    /// Human ids by email (stored lower-case and unique).
+    emails: RwLock<HashMap<String, HumanId>>,
 }
 
 impl Directory {
     /// Loads every human and agent.
     pub async fn load(store: &dyn Store) -> Result<Self, StoreError> {
-        let humans = store.list_humans().await?.into_iter().map(|h| (h.id.clone(), Arc::new(h))).collect();
+        let humans: HashMap<HumanId, Arc<Human>> =
+            store.list_humans().await?.into_iter().map(|h| (h.id.clone(), Arc::new(h))).collect();
+        let emails = humans.values().map(|h| (h.email.clone(), h.id.clone())).collect();
         let agents = store.list_agents(None).await?.into_iter().map(|a| (a.id.clone(), Arc::new(a))).collect();
-        Ok(Directory { agents: RwLock::new(agents), humans: RwLock::new(humans) })
+        Ok(Directory { agents: RwLock::new(agents), humans: RwLock::new(humans), emails: RwLock::new(emails) })
     }
 
     /// One agent, as last written.
@@ -34,6 +38,12 @@ impl Directory {
         self.humans.read().ok().and_then(|m| m.get(id).cloned())
     }
 
+    /// One human by email (compared without case, as emails are stored lower-case).
+    pub fn human_by_email(&self, email: &str) -> Option<Arc<Human>> {
+        let id = self.emails.read().ok().and_then(|m| m.get(&email.to_ascii_lowercase()).cloned())?;
+        self.human(&id)
+    }
+
     /// Records an agent's current state.
     pub fn put_agent(&self, agent: Agent) {
         if let Ok(mut m) = self.agents.write() {
@@ -43,6 +53,9 @@ impl Directory {
 
     /// Records a human's current state.
     pub fn put_human(&self, human: Human) {
+        if let Ok(mut m) = self.emails.write() {
+            m.insert(human.email.clone(), human.id.clone());
+        }
         if let Ok(mut m) = self.humans.write() {
             m.insert(human.id.clone(), Arc::new(human));
         }

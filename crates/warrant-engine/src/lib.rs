@@ -69,7 +69,7 @@ pub use keys::{KeyError, KeyManager};
 pub use peps::{CreatedPep, NewPep, Pep, PepError, Peps};
 pub use policy::Policy;
 pub use registry::{NewAgent, NewHuman, Registry, RegistryError, Session};
-pub use request::{AuthorizeRequest, Decision, DecisionCode, Outcome};
+pub use request::{AuthorizeRequest, Decision, DecisionCode, Outcome, SubjectRequest};
 pub use revocation::{Revocation, RevokeError, Revoked};
 
 /// The application: builds the services and hands them out.

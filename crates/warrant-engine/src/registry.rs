@@ -1,6 +1,6 @@
 //! The registry: humans, their sessions, and agents.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use warrant_core::audit::details::RegistryDetails;
@@ -76,6 +76,8 @@ pub struct NewHuman {
     pub email: String,
     /// Permissions the human may delegate.
     pub entitlements: Vec<String>,
+    /// Roles (see [`check_roles`] for their form).
+    pub roles: Vec<String>,
 }
 
 /// An agent to register.
@@ -139,6 +141,33 @@ fn check_email(email: &str) -> Result<String, RegistryError> {
     } else {
         Err(RegistryError::Invalid(format!("`{email}` is not a valid email address")))
     }
+}
+
+/// The most roles a human may hold.
+pub const MAX_ROLES: usize = 32;
+/// The longest role, in bytes.
+pub const MAX_ROLE_LEN: usize = 64;
+
+/// Roles as a human holds them: each 1 to [`MAX_ROLE_LEN`] characters of ASCII letters,
+/// digits, `_`, `-`, `.` and `:`; at most [`MAX_ROLES`] distinct ones; duplicates merged.
+pub fn check_roles(roles: &[String]) -> Result<BTreeSet<String>, RegistryError> {
+    let mut out = BTreeSet::new();
+    for role in roles {
+        let valid = !role.is_empty()
+            && role.len() <= MAX_ROLE_LEN
+            && role.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'));
+        if !valid {
+            return Err(RegistryError::Invalid(format!(
+                "role `{}` must be 1 to {MAX_ROLE_LEN} of the characters A-Z a-z 0-9 _ - . :",
+                role.escape_debug()
+            )));
+        }
+        out.insert(role.clone());
+    }
+    if out.len() > MAX_ROLES {
+        return Err(RegistryError::Invalid(format!("a human holds at most {MAX_ROLES} roles")));
+    }
+    Ok(out)
 }
 
 fn parse_scope(field: &str, items: &[String]) -> Result<Scope, RegistryError> {
@@ -243,6 +272,7 @@ impl Registry {
             entitlements: parse_scope("entitlements", &new.entitlements)?,
             status: HumanStatus::Active,
             created_at: self.clock.now(),
+            roles: check_roles(&new.roles)?,
         };
         if self.store.human_by_email(&human.email).await?.is_some() {
             return Err(RegistryError::Conflict(format!("a human with email `{}` already exists", human.email)));
@@ -285,6 +315,22 @@ impl Registry {
         let owned = self.directory.agents().into_iter().filter(|a| a.owner == human.id).map(|a| a.id.clone());
         self.governance.touch(owned.collect::<Vec<_>>());
         tracing::info!(human = %human.id, "disabled a human");
+        Ok(human)
+    }
+
+    /// Replaces a human's roles (audited as `human.roles`, with the roles before and
+    /// after). Takes effect for the next decision about them.
+    pub async fn set_human_roles(&self, id: &str, roles: &[String]) -> Result<Human, RegistryError> {
+        let roles = check_roles(roles)?;
+        let human = self.human(id).await?;
+        let details = RegistryDetails::HumanRoles { from: human.roles.clone(), to: roles.clone() };
+        self.audit_registry(details, None, Some(&human.id)).await?;
+        if !self.store.set_human_roles(&human.id, &roles).await? {
+            return Err(RegistryError::NotFound { kind: "human", id: human.id.to_string() });
+        }
+        let human = Human { roles, ..human };
+        self.directory.put_human(human.clone());
+        tracing::info!(human = %human.id, "set a human's roles");
         Ok(human)
     }
 

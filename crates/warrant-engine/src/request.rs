@@ -51,6 +51,26 @@ pub struct Via {
     pub mcp: Option<McpCall>,
 }
 
+/// A request to act by a plain subject: a human or a service, with no warrant, as an
+/// enforcement point asks about it (the AuthZEN subject that carries neither a warrant
+/// nor a reference to one). Decided by the policies for plain subjects alone.
+#[derive(Debug, Clone)]
+pub struct SubjectRequest {
+    /// The subject: `type` `user` or `human` is a registered human, named by its id
+    /// (`hum_…`) or its email; any other type is a service-like principal of its own.
+    pub subject: warrant_core::authzen::Subject,
+    /// The concrete action (AuthZEN `action.name`).
+    pub action: String,
+    /// The concrete resource path, `<type>/<id>`.
+    pub resource: String,
+    /// The resource's attributes (AuthZEN `resource.properties`; untrusted).
+    pub resource_attrs: Option<Value>,
+    /// The decision context (AuthZEN `context`, reserved keys removed; untrusted).
+    pub context: Option<Value>,
+    /// The enforcement point it came through, for the audit record.
+    pub via: Option<Via>,
+}
+
 /// The answer to one request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {

@@ -29,5 +29,7 @@ mod issuance;
 mod quarantine;
 #[path = "engine/revocation.rs"]
 mod revocation;
+#[path = "engine/subjects.rs"]
+mod subjects;
 #[path = "engine/tasks.rs"]
 mod tasks;

@@ -297,3 +297,108 @@ impl CompiledPolicies {
         Ok(verdict)
     }
 }
+
+/// Who a plain-subject decision is about: a registered human, or another subject (a
+/// service) as the enforcement point states it.
+#[derive(Debug, Clone, Copy)]
+pub enum SubjectPrincipal<'a> {
+    /// `Warrant::Human::"hum_…"` with `name`, `email` and `roles` from the registry.
+    Human(&'a warrant_core::Human),
+    /// `Warrant::Service::"<id>"` with `kind` (the AuthZEN subject type) and
+    /// `properties` (the enforcement point's statement, a JSON object).
+    Service {
+        /// The AuthZEN subject type, e.g. `service`.
+        kind: &'a str,
+        /// The subject's id.
+        id: &'a str,
+        /// What the enforcement point states about it.
+        properties: Option<&'a Value>,
+    },
+}
+
+/// Everything a policy for plain subjects may look at for one decision.
+#[derive(Debug, Clone, Copy)]
+pub struct SubjectInput<'a> {
+    /// The principal.
+    pub principal: SubjectPrincipal<'a>,
+    /// The concrete action.
+    pub action: &'a str,
+    /// The concrete resource path.
+    pub resource: &'a str,
+    /// The caller's resource attributes (a JSON object), if any.
+    pub resource_attrs: Option<&'a Value>,
+    /// The caller's `context` (a JSON object), if any.
+    pub telemetry: Option<&'a Value>,
+    /// The enforcement point's name (`""` when it has none).
+    pub pep: &'a str,
+    /// The decision time.
+    pub now: UnixTime,
+}
+
+impl CompiledPolicies {
+    /// Evaluates the policies for plain subjects (and only those: the agent policies,
+    /// `permit-within-scope` among them, never decide about a human or a service). With
+    /// no policy for plain subjects, every such request is denied. Any evaluation error is
+    /// a deny.
+    pub fn evaluate_subject(&self, input: &SubjectInput<'_>) -> Result<Verdict, EvalError> {
+        let cedar = |e: &dyn std::fmt::Display| EvalError::Cedar(e.to_string());
+        let principal = match input.principal {
+            SubjectPrincipal::Human(human) => Entity::new(
+                EntityUid::from_type_name_and_id(self.types.human.clone(), EntityId::new(human.id.as_str())),
+                [
+                    ("name".to_owned(), string(&human.name)),
+                    ("email".to_owned(), string(&human.email)),
+                    ("roles".to_owned(), strings(human.roles.iter().map(String::as_str))),
+                ]
+                .into_iter()
+                .collect(),
+                Default::default(),
+            ),
+            SubjectPrincipal::Service { kind, id, properties } => Entity::new(
+                EntityUid::from_type_name_and_id(self.types.service.clone(), EntityId::new(id)),
+                [
+                    ("kind".to_owned(), string(kind)),
+                    ("properties".to_owned(), object("subject.properties", properties)?),
+                ]
+                .into_iter()
+                .collect(),
+                Default::default(),
+            ),
+        }
+        .map_err(|e| cedar(&e))?;
+        let principal_uid = principal.uid();
+        let action = self.slice(input.action)?;
+        let resource = EntityUid::from_type_name_and_id(self.types.resource.clone(), EntityId::new(input.resource));
+        let resource_entity = Entity::new(
+            resource.clone(),
+            [
+                ("path".to_owned(), string(input.resource)),
+                ("attrs".to_owned(), object("resource_attrs", input.resource_attrs)?),
+            ]
+            .into_iter()
+            .collect(),
+            Default::default(),
+        )
+        .map_err(|e| cedar(&e))?;
+        let entities = Entities::from_entities(
+            [principal, resource_entity].into_iter().chain(action.entities.iter().cloned()),
+            None,
+        )
+        .map_err(|e| cedar(&e))?;
+        let (hour, weekday) = hour_and_weekday(input.now);
+        let context = Context::from_pairs([
+            ("hour".to_owned(), long(hour)),
+            ("weekday".to_owned(), long(weekday)),
+            ("pep".to_owned(), string(input.pep)),
+            ("telemetry".to_owned(), object("context", input.telemetry)?),
+        ])
+        .map_err(|e| cedar(&e))?;
+        let request =
+            Request::new(principal_uid, action.uid.clone(), resource, context, None).map_err(|e| cedar(&e))?;
+        let response = self.authorizer.is_authorized(&request, &self.subject_set, &entities);
+        let errors: Vec<String> = response.diagnostics().errors().map(ToString::to_string).collect();
+        let policies: Vec<String> = response.diagnostics().reason().map(ToString::to_string).collect();
+        let allow = response.decision() == Decision::Allow && errors.is_empty();
+        Ok(Verdict { allow, policies, errors, approval: None, quarantine: false })
+    }
+}

@@ -14,7 +14,7 @@ pub mod eval;
 pub mod load;
 pub mod schema;
 
-pub use eval::{DecisionInput, EvalError, Verdict};
+pub use eval::{DecisionInput, EvalError, SubjectInput, SubjectPrincipal, Verdict};
 pub use load::{CompiledPolicies, PolicyError, PolicyFile};
 
 /// The policy set written to a new data directory.

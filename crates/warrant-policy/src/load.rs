@@ -8,7 +8,7 @@ use std::str::FromStr as _;
 use cedar_policy::{ActionConstraint, Authorizer, PolicyId, PolicySet, Schema, ValidationMode, Validator};
 use sha2::{Digest as _, Sha256};
 
-use crate::schema::{with_actions, NAMESPACE, SCHEMA_FILE};
+use crate::schema::{with_actions, with_actions_for, NAMESPACE, SCHEMA_FILE, SUBJECT_APPLIES_TO, SUBJECT_TYPES};
 
 /// The largest policy file read, in bytes.
 pub const MAX_POLICY_FILE: u64 = 1024 * 1024;
@@ -57,6 +57,11 @@ pub enum PolicyError {
     /// The policies do not validate against the schema.
     #[error("the policies do not validate against the schema: {0}")]
     Invalid(String),
+    /// The policies for plain subjects (humans, services) do not validate against the
+    /// schema (which must declare `Human` with its attributes, `Service` and
+    /// `SubjectContext`, as the shipped one does).
+    #[error("the policies for plain subjects do not validate against the schema: {0}")]
+    InvalidSubject(String),
     /// A guardrail annotation (`@approval`, `@quarantine`) is misplaced or malformed.
     #[error("policy `{id}`: {message}")]
     Annotation {
@@ -95,6 +100,21 @@ fn marks_of(id: &str, policy: &cedar_policy::Policy) -> Result<Marks, PolicyErro
         return Err(bad("a policy cannot both ask for approval and quarantine".into()));
     }
     Ok(Marks { approval, quarantine })
+}
+
+/// Whether a policy's head names a plain-subject type (`Warrant::Human`,
+/// `Warrant::Service`) as its principal: `is`, `is … in` or `==`. `principal in
+/// Warrant::Human::"…"` names no type: it is an agent policy (agents are members of
+/// their owner).
+fn is_subject_policy(policy: &cedar_policy::Policy) -> bool {
+    let named = |t: &cedar_policy::EntityTypeName| {
+        SUBJECT_TYPES.iter().any(|kind| t.to_string() == format!("{NAMESPACE}::{kind}"))
+    };
+    match policy.principal_constraint() {
+        cedar_policy::PrincipalConstraint::Is(t) | cedar_policy::PrincipalConstraint::IsIn(t, _) => named(&t),
+        cedar_policy::PrincipalConstraint::Eq(uid) => named(uid.type_name()),
+        cedar_policy::PrincipalConstraint::Any | cedar_policy::PrincipalConstraint::In(_) => false,
+    }
 }
 
 /// Which actions a policy's scope can match.
@@ -156,6 +176,7 @@ pub(crate) type BaseCache = std::sync::RwLock<
 #[derive(Debug)]
 pub(crate) struct Types {
     pub(crate) human: cedar_policy::EntityTypeName,
+    pub(crate) service: cedar_policy::EntityTypeName,
     pub(crate) agent: cedar_policy::EntityTypeName,
     pub(crate) action: cedar_policy::EntityTypeName,
     pub(crate) resource: cedar_policy::EntityTypeName,
@@ -168,7 +189,13 @@ impl Types {
                 .parse::<cedar_policy::EntityTypeName>()
                 .map_err(|e| PolicyError::Schema(e.to_string()))
         };
-        Ok(Types { human: name("Human")?, agent: name("Agent")?, action: name("Action")?, resource: name("Resource")? })
+        Ok(Types {
+            human: name("Human")?,
+            service: name("Service")?,
+            agent: name("Agent")?,
+            action: name("Action")?,
+            resource: name("Resource")?,
+        })
     }
 }
 
@@ -178,7 +205,10 @@ pub(crate) const MAX_SLICES: usize = 4096;
 /// A validated policy set, ready to evaluate.
 #[derive(Debug, Clone)]
 pub struct CompiledPolicies {
+    /// The policies for agents.
     pub(crate) set: PolicySet,
+    /// The policies for plain subjects (their head names `Human` or `Service`).
+    pub(crate) subject_set: PolicySet,
     /// Every policy with the actions its scope can match, for slicing.
     pub(crate) scoped: std::sync::Arc<Vec<(cedar_policy::Policy, ActionScope)>>,
     pub(crate) slices: std::sync::Arc<Slices>,
@@ -236,8 +266,17 @@ pub fn read_dir(dir: &Path) -> Result<(Vec<PolicyFile>, Option<String>), PolicyE
 impl CompiledPolicies {
     /// Parses, names and validates `files` against `base_schema` plus the actions they
     /// name. Policy ids come from an `@id("…")` annotation, else `file#n`.
+    ///
+    /// A policy whose head names a plain-subject type (`principal is Warrant::Human`,
+    /// `principal is Warrant::Service`, `principal == Warrant::Human::"…"`, also with
+    /// `in`) is for plain subjects: it is validated against the actions applying to
+    /// `Human` and `Service` principals with the `SubjectContext`, and only plain-subject
+    /// decisions evaluate it. Every other policy is for agents, validated and evaluated
+    /// exactly as before plain subjects existed.
     pub fn compile(files: Vec<PolicyFile>, base_schema: &str) -> Result<Self, PolicyError> {
         let mut set = PolicySet::new();
+        let mut subject_set = PolicySet::new();
+        let mut subject_actions = BTreeSet::new();
         let mut scoped = Vec::new();
         let mut ids = Vec::new();
         let mut marks = std::collections::HashMap::new();
@@ -261,15 +300,35 @@ impl CompiledPolicies {
                     // A uid of another type can never equal a Warrant action: validation
                     // refuses it; until then it simply matches nothing.
                     if uid.type_name().to_string() == action_type {
-                        actions.insert(uid.id().unescaped().to_owned());
                         among.push(uid.id().unescaped().to_owned());
                     }
                 }
                 let mark = marks_of(&id, policy)?;
+                let named = policy.new_id(PolicyId::new(&id));
+                if is_subject_policy(policy) {
+                    if mark != Marks::default() {
+                        return Err(PolicyError::Annotation {
+                            id,
+                            message:
+                                "`@approval` and `@quarantine` apply to agents, not to a policy for plain subjects"
+                                    .into(),
+                        });
+                    }
+                    if set.policy(&PolicyId::new(&id)).is_some() {
+                        return Err(PolicyError::DuplicateId(id));
+                    }
+                    subject_set.add(named).map_err(|_| PolicyError::DuplicateId(id.clone()))?;
+                    subject_actions.extend(among);
+                    ids.push(id);
+                    continue;
+                }
                 if mark != Marks::default() {
                     marks.insert(id.clone(), mark);
                 }
-                let named = policy.new_id(PolicyId::new(&id));
+                if subject_set.policy(&PolicyId::new(&id)).is_some() {
+                    return Err(PolicyError::DuplicateId(id));
+                }
+                actions.extend(among.iter().cloned());
                 set.add(named.clone()).map_err(|_| PolicyError::DuplicateId(id.clone()))?;
                 scoped.push((named, if any { ActionScope::Any } else { ActionScope::Among(among) }));
                 ids.push(id);
@@ -283,8 +342,27 @@ impl CompiledPolicies {
             let messages: Vec<String> = result.validation_errors().map(|e| format!("{e}")).collect();
             return Err(PolicyError::Invalid(messages.join("; ")));
         }
+        // The plain-subject policies, validated on their own (only when there are any, so
+        // a schema without the plain-subject types still serves agents).
+        let subject_schema = if subject_set.is_empty() {
+            None
+        } else {
+            let text = with_actions_for(base_schema, &subject_actions, SUBJECT_APPLIES_TO);
+            let (schema, _warnings) =
+                Schema::from_cedarschema_str(&text).map_err(|e| PolicyError::InvalidSubject(e.to_string()))?;
+            let result = Validator::new(schema).validate(&subject_set, ValidationMode::Strict);
+            if !result.validation_passed() {
+                let messages: Vec<String> = result.validation_errors().map(|e| format!("{e}")).collect();
+                return Err(PolicyError::InvalidSubject(messages.join("; ")));
+            }
+            Some(text)
+        };
         let mut hasher = Sha256::new();
         hasher.update(schema_text.as_bytes());
+        if let Some(text) = &subject_schema {
+            hasher.update([0]);
+            hasher.update(text.as_bytes());
+        }
         for file in &files {
             hasher.update([0]);
             hasher.update(file.name.as_bytes());
@@ -294,6 +372,7 @@ impl CompiledPolicies {
         let hash = hex::encode(hasher.finalize());
         Ok(CompiledPolicies {
             set,
+            subject_set,
             scoped: std::sync::Arc::new(scoped),
             slices: std::sync::Arc::default(),
             agents: std::sync::Arc::default(),
@@ -363,6 +442,11 @@ impl CompiledPolicies {
     /// Whether any policy carries `@approval` or `@quarantine`.
     pub fn has_marks(&self) -> bool {
         !self.marks.is_empty()
+    }
+
+    /// How many policies are for plain subjects.
+    pub fn subject_policy_count(&self) -> usize {
+        self.subject_set.policies().count()
     }
 
     /// How many policies can apply to `action`.

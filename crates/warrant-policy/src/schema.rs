@@ -31,9 +31,22 @@ pub fn action_groups(action: &str) -> Vec<String> {
     out
 }
 
+/// What an agent's decision applies to: the request shape of the agent policies.
+pub const AGENT_APPLIES_TO: &str = "principal: [Agent], resource: [Resource], context: Context";
+/// What a plain subject's decision applies to: the request shape of the policies whose
+/// head names `Human` or `Service`.
+pub const SUBJECT_APPLIES_TO: &str = "principal: [Human, Service], resource: [Resource], context: SubjectContext";
+/// The entity types a plain-subject policy names in its head.
+pub const SUBJECT_TYPES: [&str; 2] = ["Human", "Service"];
+
 /// The schema text for `actions`: the base schema with one declaration per action and
-/// per wildcard group, each group containing its members.
+/// per wildcard group, each group containing its members, applying to agents.
 pub fn with_actions(base: &str, actions: &BTreeSet<String>) -> String {
+    with_actions_for(base, actions, AGENT_APPLIES_TO)
+}
+
+/// The schema text for `actions` applying to `applies_to` (the inside of `appliesTo {…}`).
+pub fn with_actions_for(base: &str, actions: &BTreeSet<String>, applies_to: &str) -> String {
     let mut all: BTreeSet<String> = BTreeSet::new();
     all.insert("*".to_owned());
     for action in actions {
@@ -48,9 +61,7 @@ pub fn with_actions(base: &str, actions: &BTreeSet<String>) -> String {
             Some(p) => format!(" in [\"{}\"]", escape(&p)),
             None => String::new(),
         };
-        decls.push_str(&format!(
-            "  action \"{escaped}\"{member} appliesTo {{ principal: [Agent], resource: [Resource], context: Context }};\n"
-        ));
+        decls.push_str(&format!("  action \"{escaped}\"{member} appliesTo {{ {applies_to} }};\n"));
     }
     // Cedar allows one block per namespace: the actions go inside the base's `Warrant`
     // block, which must be the last thing in the file.

@@ -430,3 +430,65 @@ fn documented_guardrail_example_means_what_it_says() {
     let v = p.evaluate(&guarded_input(&a, &c, "crm.export", &t, 100, &["novel_resource"], false)).unwrap();
     assert!(v.quarantine);
 }
+
+/// The shipped schema as it was before plain subjects, as users may have copied it.
+const SCHEMA_BEFORE_PLAIN_SUBJECTS: &str = include_str!("fixtures/schema-before-plain-subjects.cedarschema");
+const TODO_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/examples/authzen-todo");
+
+fn documented_agent_policies() -> Vec<PolicyFile> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/policies");
+    let (mut files, _) = warrant_policy::load::read_dir(std::path::Path::new(dir)).unwrap();
+    files.push(PolicyFile { name: "default.cedar".into(), text: DEFAULT_POLICIES.into() });
+    files
+}
+
+#[test]
+fn agent_policies_validate_and_decide_the_same_under_a_schema_copied_before_plain_subjects() {
+    let old = CompiledPolicies::compile(documented_agent_policies(), SCHEMA_BEFORE_PLAIN_SUBJECTS).unwrap();
+    let new = CompiledPolicies::compile(documented_agent_policies(), BASE_SCHEMA).unwrap();
+    assert_eq!(old.subject_policy_count(), 0);
+    assert_eq!(old.policy_ids(), new.policy_ids());
+    let finance = agent(&[("team", "finance")]);
+    let other = agent(&[("team", "support")]);
+    for (a, depth) in [(&finance, 1), (&finance, 3), (&other, 1)] {
+        let c = claims(a, depth);
+        for action in ["payments.transfer", "crm.read", "hr.update", "prod.deploy", "data.export"] {
+            for telemetry in [json!({}), json!({"estimated_cost": 20_000}), json!({"rows": 50_000})] {
+                let mut o = decide(&old, a, &c, action, json!({}), telemetry.clone(), MONDAY_10);
+                let mut n = decide(&new, a, &c, action, json!({}), telemetry, MONDAY_10);
+                // Cedar names the deciding policies in no particular order.
+                o.policies.sort();
+                n.policies.sort();
+                assert_eq!(o, n, "{action} at depth {depth}");
+            }
+        }
+    }
+}
+
+#[test]
+fn plain_subject_policies_need_the_plain_subject_types_and_are_refused_clearly_without() {
+    let todo = std::fs::read_to_string(format!("{TODO_DIR}/todo.cedar")).unwrap();
+    let err = CompiledPolicies::compile(files(&[("todo.cedar", &todo)]), SCHEMA_BEFORE_PLAIN_SUBJECTS).err().unwrap();
+    assert!(matches!(err, PolicyError::InvalidSubject(_)), "{err:?}");
+    assert!(err.to_string().contains("plain subjects"), "{err}");
+    // With the example's schema, the example and every documented agent policy load.
+    let schema = std::fs::read_to_string(format!("{TODO_DIR}/warrant.cedarschema")).unwrap();
+    let mut all = documented_agent_policies();
+    all.push(PolicyFile { name: "todo.cedar".into(), text: todo });
+    let p = CompiledPolicies::compile(all, &schema).unwrap();
+    assert_eq!(p.subject_policy_count(), 7);
+    // A rule for humans that misuses an attribute is refused at load, like any other.
+    let typo = r#"permit (principal is Warrant::Human, action, resource) when { principal.role == "x" };"#;
+    let err = compile(&[("typo.cedar", typo)]).err().unwrap();
+    assert!(matches!(err, PolicyError::InvalidSubject(_)), "{err:?}");
+    // Guardrail annotations are for agents.
+    let marked = r#"@quarantine("") forbid (principal is Warrant::Human, action, resource);"#;
+    assert!(matches!(compile(&[("m.cedar", marked)]), Err(PolicyError::Annotation { .. })));
+}
+
+#[test]
+fn the_todo_example_schema_is_the_shipped_schema_plus_owner_id() {
+    let schema = std::fs::read_to_string(format!("{TODO_DIR}/warrant.cedarschema")).unwrap();
+    let added = "    // The todo scenario: the todo's owner, as the todo backend states it.\n    ownerID?: String,\n";
+    assert_eq!(schema.replacen(added, "", 1), BASE_SCHEMA, "the example's schema drifted from the shipped one");
+}

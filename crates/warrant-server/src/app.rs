@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
@@ -54,6 +54,7 @@ pub fn app(state: AppState, body_limit: usize) -> Router {
         .route("/v1/humans/{id}/sessions", post(humans::session))
         .route("/v1/humans/{id}/approver-sessions", post(humans::approver_session))
         .route("/v1/humans/{id}/disable", post(humans::disable))
+        .route("/v1/humans/{id}/roles", put(humans::set_roles))
         .route("/v1/agents", post(agents::create).get(agents::list))
         .route("/v1/agents/{id}", get(agents::show).delete(agents::retire))
         .route("/v1/agents/{id}/suspend", post(agents::suspend))

@@ -16,7 +16,7 @@ use crate::routes::{
     paths(
         wellknown::jwks, wellknown::metadata, wellknown::openapi, wellknown::health, keys::rotate,
         token::token,
-        humans::create, humans::list, humans::show, humans::disable, humans::session, humans::approver_session,
+        humans::create, humans::list, humans::show, humans::disable, humans::set_roles, humans::session, humans::approver_session,
         agents::create, agents::list, agents::show, agents::suspend, agents::resume, agents::retire,
         decisions::authorize, decisions::batch,
         guard::list, guard::show, guard::approve, guard::reject, guard::trust, guard::events,

@@ -75,6 +75,7 @@ async fn fixture() -> Fixture {
         entitlements: Scope::parse("crm.read billing.*:invoices/**").unwrap(),
         status: HumanStatus::Active,
         created_at: UnixTime(T0),
+        roles: Default::default(),
     };
     store.insert_human(&human).await.unwrap();
     let agent = |n: u8| Agent {

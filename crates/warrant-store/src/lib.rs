@@ -61,6 +61,12 @@ pub trait HumanStore: Send + Sync {
     async fn list_humans(&self) -> Result<Vec<Human>, StoreError>;
     /// Sets a human's status; `false` when there is no such human.
     async fn set_human_status(&self, id: &HumanId, status: HumanStatus) -> Result<bool, StoreError>;
+    /// Replaces a human's roles; `false` when there is no such human.
+    async fn set_human_roles(
+        &self,
+        id: &HumanId,
+        roles: &std::collections::BTreeSet<String>,
+    ) -> Result<bool, StoreError>;
     /// Records a newly opened session.
     async fn record_session(&self, session: &SessionRecord) -> Result<(), StoreError>;
     /// One session by its `jti`.

@@ -43,6 +43,7 @@ macro_rules! conformance {
             check_human_duplicate_id_conflicts,
             check_human_duplicate_email_conflicts,
             check_set_human_status,
+            check_human_roles,
             check_agent_round_trip,
             check_agent_owner_must_exist,
             check_agent_duplicate_id_conflicts,
@@ -127,6 +128,7 @@ fn human(n: u8, created_at: i64) -> Human {
         entitlements: scope("crm.read billing.*:invoices/**"),
         status: HumanStatus::Active,
         created_at: UnixTime(created_at),
+        roles: Default::default(),
     }
 }
 
@@ -288,6 +290,28 @@ async fn check_set_human_status(store: &dyn Store) {
 
     assert!(!store.set_human_status(&HumanId::from_random([9; 12]), HumanStatus::Disabled).await.unwrap());
     assert_eq!(store.list_humans().await.unwrap().len(), 2);
+}
+
+async fn check_human_roles(store: &dyn Store) {
+    let (mut h1, h2) = (human(1, 100), human(2, 200));
+    h1.roles = ["editor".to_owned(), "admin".to_owned()].into_iter().collect();
+    store.insert_human(&h1).await.unwrap();
+    store.insert_human(&h2).await.unwrap();
+    // Inserted roles come back, by id, by email and in the list.
+    assert_eq!(store.get_human(&h1.id).await.unwrap(), Some(h1.clone()));
+    assert_eq!(store.human_by_email(&h1.email).await.unwrap(), Some(h1.clone()));
+    assert_eq!(store.list_humans().await.unwrap(), vec![h1.clone(), h2.clone()]);
+
+    let viewer: std::collections::BTreeSet<String> = ["viewer".to_owned()].into_iter().collect();
+    assert!(store.set_human_roles(&h1.id, &viewer).await.unwrap());
+    let got = store.get_human(&h1.id).await.unwrap().unwrap();
+    assert_eq!(got, Human { roles: viewer.clone(), ..h1.clone() });
+    // Only that human changed.
+    assert_eq!(store.get_human(&h2.id).await.unwrap(), Some(h2.clone()));
+
+    assert!(store.set_human_roles(&h1.id, &Default::default()).await.unwrap());
+    assert!(store.get_human(&h1.id).await.unwrap().unwrap().roles.is_empty());
+    assert!(!store.set_human_roles(&HumanId::from_random([9; 12]), &viewer).await.unwrap());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1396,6 +1420,7 @@ fn file_holds(dir: &std::path::Path, needle: &[u8]) -> bool {
 fn downgrade_to_plaintext_keys(path: &std::path::Path, kid: &str, seed: &[u8; 32], created_at: i64) {
     let conn = rusqlite::Connection::open(path).unwrap();
     conn.execute_batch("DELETE FROM signing_keys;").unwrap();
+    conn.execute_batch(UNDO_MIGRATION_HUMAN_ROLES).unwrap();
     conn.execute_batch(UNDO_MIGRATION_8).unwrap();
     conn.execute_batch(UNDO_MIGRATION_SEALED_KEYS).unwrap();
     conn.execute(
@@ -1495,6 +1520,7 @@ async fn migration_backfills_the_agent_index() {
     drop(store);
     // Back to the schema before migration 3, as an older build left it.
     let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch(UNDO_MIGRATION_HUMAN_ROLES).unwrap();
     db.execute_batch(UNDO_MIGRATION_8).unwrap();
     db.execute_batch(UNDO_MIGRATION_SEALED_KEYS).unwrap();
     db.execute_batch(UNDO_LATER).unwrap();
@@ -1543,6 +1569,7 @@ async fn migration_adds_budgets_and_guard_tables() {
     drop(store);
     // Back to the schema before migration 4, as an older build left it.
     let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch(UNDO_MIGRATION_HUMAN_ROLES).unwrap();
     db.execute_batch(UNDO_MIGRATION_8).unwrap();
     db.execute_batch(UNDO_MIGRATION_SEALED_KEYS).unwrap();
     db.execute_batch(UNDO_LATER).unwrap();
@@ -1609,6 +1636,31 @@ fn current_schema_version() -> i64 {
     db.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap()
 }
 
+/// Undoes the migration that gave humans roles.
+const UNDO_MIGRATION_HUMAN_ROLES: &str = "ALTER TABLE humans DROP COLUMN roles; PRAGMA user_version = 8;";
+
+/// The migration that gives humans roles gives the humans registered before it none.
+#[tokio::test]
+async fn migration_gives_existing_humans_no_roles() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("warrant.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let h = human(1, 100);
+    store.insert_human(&h).await.unwrap();
+    drop(store);
+    let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch(UNDO_MIGRATION_HUMAN_ROLES).unwrap();
+    drop(db);
+
+    let store = SqliteStore::open(&path).unwrap();
+    let got = store.get_human(&h.id).await.unwrap().unwrap();
+    assert!(got.roles.is_empty());
+    assert_eq!(got, h);
+    let editor: std::collections::BTreeSet<String> = ["editor".to_owned()].into_iter().collect();
+    assert!(store.set_human_roles(&h.id, &editor).await.unwrap());
+    assert_eq!(store.get_human(&h.id).await.unwrap().unwrap().roles, editor);
+}
+
 /// Undoes the migration that added sealed keys (`purpose`, `sealed`) to `signing_keys`.
 const UNDO_MIGRATION_8: &str = "DROP TABLE peps; ALTER TABLE warrants DROP COLUMN claims; PRAGMA user_version = 7;";
 
@@ -1629,6 +1681,7 @@ async fn migration_adds_governance_tables() {
     drop(store);
     // Back to the schema before migration 5, as an older build left it.
     let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch(UNDO_MIGRATION_HUMAN_ROLES).unwrap();
     db.execute_batch(UNDO_MIGRATION_8).unwrap();
     db.execute_batch(UNDO_MIGRATION_SEALED_KEYS).unwrap();
     db.execute_batch(UNDO_LATER).unwrap();

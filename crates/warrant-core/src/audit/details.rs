@@ -10,7 +10,7 @@
 //! Field order matters: the workspace builds `serde_json` with `preserve_order`, so a
 //! record's keys are written in the order the details serialize them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
@@ -135,26 +135,47 @@ pub struct DecisionDetails {
     /// The verified warrant's chain and scope, when the warrant verified.
     #[serde(flatten)]
     pub warrant: Option<DecisionWarrant>,
+    /// Who asked and about whom, for a decision an enforcement point asked for: its
+    /// `subject`, `pep` and `mcp` keys (boxed: most decisions have none).
+    #[serde(flatten)]
+    pub origin: Option<Box<DecisionOrigin>>,
     /// The request's `resource_attrs`, as audited (see the engine's size bound).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resource_attrs: Option<Value>,
     /// The request's `context`, as audited.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub context: Option<Value>,
-    /// The enforcement point that asked, when the request came through the AuthZEN PDP
-    /// (`pep`, and `mcp` when it stated the MCP call it decides).
-    #[serde(flatten)]
-    pub via: Option<Box<DecisionVia>>,
 }
 
-/// The enforcement point a decision was asked through (the AuthZEN PDP).
+/// The enforcement point that asked for a decision, and the plain subject it asked about.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DecisionVia {
-    /// The PEP credential's name, or `admin` for the admin token.
-    pub pep: String,
-    /// The MCP call it decided, as it stated it.
+pub struct DecisionOrigin {
+    /// The plain subject decided about (no warrant), when it was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<DecisionSubject>,
+    /// The enforcement point that asked (the PEP credential's name, `admin` for the admin
+    /// token), when the request came through the AuthZEN PDP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pep: Option<String>,
+    /// The MCP call the enforcement point decided, as it stated it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mcp: Option<McpCall>,
+}
+
+/// The plain subject of a decision (a human or a service, no warrant), as audited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DecisionSubject {
+    /// The subject's type as the enforcement point gave it (`user`, `service`, …).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The subject's id as given (escaped and cut when oversized).
+    pub id: String,
+    /// The registered human it resolved to, when it is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub human: Option<HumanId>,
+    /// The roles the human held when decided.
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub roles: BTreeSet<String>,
 }
 
 /// What a decision record holds of the warrant, when it verified.
@@ -267,6 +288,13 @@ pub enum RegistryDetails {
     HumanAdd(Human),
     /// `human.disable`: `{"status": "disabled"}`.
     HumanDisable,
+    /// `human.roles`: a human's roles replaced, `{"from": [...], "to": [...]}`.
+    HumanRoles {
+        /// The roles before.
+        from: BTreeSet<String>,
+        /// The roles after.
+        to: BTreeSet<String>,
+    },
     /// `agent.add`: the agent as registered.
     AgentAdd(Agent),
     /// `agent.<status>` (`agent.active`, `agent.suspended`, `agent.retired`):
@@ -313,6 +341,7 @@ impl RegistryDetails {
         match self {
             RegistryDetails::HumanAdd(_) => "human.add".into(),
             RegistryDetails::HumanDisable => "human.disable".into(),
+            RegistryDetails::HumanRoles { .. } => "human.roles".into(),
             RegistryDetails::AgentAdd(_) => "agent.add".into(),
             RegistryDetails::AgentStatus(status) => format!("agent.{}", status.as_str()),
             RegistryDetails::AgentMaxScope { .. } => "agent.max_scope".into(),
@@ -337,6 +366,11 @@ impl Serialize for RegistryDetails {
             by: &'a str,
         }
         #[derive(Serialize)]
+        struct Roles<'a> {
+            from: &'a BTreeSet<String>,
+            to: &'a BTreeSet<String>,
+        }
+        #[derive(Serialize)]
         struct Key<'a> {
             from: &'a str,
             to: &'a str,
@@ -358,6 +392,7 @@ impl Serialize for RegistryDetails {
             RegistryDetails::HumanDisable => {
                 map.serialize_entry("change", &Status { status: HumanStatus::Disabled })?
             }
+            RegistryDetails::HumanRoles { from, to } => map.serialize_entry("change", &Roles { from, to })?,
             RegistryDetails::AgentAdd(agent) => map.serialize_entry("change", agent)?,
             RegistryDetails::AgentStatus(status) => map.serialize_entry("change", &Status { status })?,
             RegistryDetails::AgentMaxScope { from, to, finding, by } => {
@@ -560,9 +595,9 @@ mod tests {
             retry_after: None,
             quarantined: None,
             warrant: None,
+            origin: None,
             resource_attrs: None,
             context: None,
-            via: None,
         }
     }
 
@@ -583,6 +618,41 @@ mod tests {
             r#"{"action":"crm.read","resource":"crm/1","code":"invalid_token","reasons":["no"],"policies":[],"policy_version":null}"#,
             engine,
         );
+    }
+
+    #[test]
+    fn a_plain_subject_decision_names_the_subject_and_pep_after_the_outcome() {
+        let mut d = decision(DecisionCode::Policy);
+        d.origin = Some(Box::new(DecisionOrigin {
+            subject: Some(DecisionSubject {
+                kind: "user".into(),
+                id: "ada@example.com".into(),
+                human: Some(human_id()),
+                roles: ["editor".to_owned()].into_iter().collect(),
+            }),
+            pep: Some("todo".into()),
+            mcp: None,
+        }));
+        let value = AuditDetails::from(d.clone()).to_value().unwrap();
+        assert_eq!(
+            value["subject"],
+            json!({"type": "user", "id": "ada@example.com", "human": human_id(), "roles": ["editor"]})
+        );
+        assert_eq!(value["pep"], "todo");
+        // A service has no human and no roles; a PEP without a name writes no `pep`.
+        d.origin = Some(Box::new(DecisionOrigin {
+            subject: Some(DecisionSubject {
+                kind: "service".into(),
+                id: "svc".into(),
+                human: None,
+                roles: Default::default(),
+            }),
+            pep: None,
+            mcp: None,
+        }));
+        let value = AuditDetails::from(d).to_value().unwrap();
+        assert_eq!(value["subject"], json!({"type": "service", "id": "svc"}));
+        assert!(value.get("pep").is_none());
     }
 
     #[test]
@@ -767,6 +837,7 @@ mod tests {
             entitlements: Scope::parse("crm.*").unwrap(),
             status: HumanStatus::Active,
             created_at: UnixTime(0),
+            roles: Default::default(),
         }
     }
 

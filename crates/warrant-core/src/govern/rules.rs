@@ -540,6 +540,7 @@ mod tests {
             entitlements: Scope::parse(entitlements).unwrap(),
             status,
             created_at: UnixTime(0),
+            roles: Default::default(),
         }
     }
 

@@ -35,7 +35,7 @@ pub(crate) struct Admitted {
 /// Checks that the request names one concrete action and one concrete resource in its
 /// canonical form (see `warrant_core::permission`): a path that is not canonical is
 /// refused, never normalised.
-fn check_shape(req: &AuthorizeRequest) -> Result<(), String> {
+pub(super) fn check_shape(req: &AuthorizeRequest) -> Result<(), String> {
     let action_ok = !req.action.contains(':') && Permission::parse(&req.action).is_ok_and(|p| p.is_concrete_action());
     if !action_ok {
         return Err(format!("`{}` is not a concrete action (dot-separated segments, no wildcard)", shown(&req.action)));

@@ -24,6 +24,7 @@ pub mod anonymous;
 pub mod evaluate;
 pub mod record;
 pub mod settle;
+pub mod subject;
 pub mod verify;
 
 use std::sync::Arc;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
-use warrant_core::audit::details::{DecisionDetails, DecisionVia, DecisionWarrant};
+use warrant_core::audit::details::{DecisionDetails, DecisionOrigin, DecisionSubject, DecisionWarrant};
 use warrant_core::audit::{AuditEntry, EncodeError};
 use warrant_core::authzen::McpCall;
 use warrant_core::decision::{DecisionCode, Outcome};
@@ -96,6 +96,17 @@ fn spend_rows(d: &Decision) -> Vec<SpendCharge> {
 
 /// The decision's audit record.
 fn entry_of(req: &AuthorizeRequest, decision: &Decision, now: UnixTime) -> Result<AuditEntry, EncodeError> {
+    entry_with(req, decision, now, None)
+}
+
+/// The decision's audit record, naming the plain subject, the enforcement point and the
+/// MCP call it stated when there are.
+pub(super) fn entry_with(
+    req: &AuthorizeRequest,
+    decision: &Decision,
+    now: UnixTime,
+    subject: Option<DecisionSubject>,
+) -> Result<AuditEntry, EncodeError> {
     let details = DecisionDetails {
         action: audited_text(&req.action),
         resource: audited_text(&req.resource),
@@ -113,18 +124,19 @@ fn entry_of(req: &AuthorizeRequest, decision: &Decision, now: UnixTime) -> Resul
             .claims
             .as_ref()
             .map(|claims| DecisionWarrant { chain: claims.chain(), scope: claims.scope.clone() }),
-        resource_attrs: req.resource_attrs.as_ref().map(audited_input),
-        context: req.context.as_ref().map(audited_input),
-        via: req.via.as_ref().map(|v| {
-            Box::new(DecisionVia {
-                pep: audited_text(&v.pep),
-                mcp: v.mcp.as_ref().map(|m| McpCall {
+        origin: (subject.is_some() || req.via.is_some()).then(|| {
+            Box::new(DecisionOrigin {
+                subject: subject.map(|s| DecisionSubject { id: audited_text(&s.id), kind: audited_text(&s.kind), ..s }),
+                pep: req.via.as_ref().map(|v| audited_text(&v.pep)),
+                mcp: req.via.as_ref().and_then(|v| v.mcp.as_ref()).map(|m| McpCall {
                     method: audited_text(&m.method),
                     target: m.target.as_deref().map(audited_text),
                     upstream: audited_text(&m.upstream),
                 }),
             })
         }),
+        resource_attrs: req.resource_attrs.as_ref().map(audited_input),
+        context: req.context.as_ref().map(audited_input),
     };
     let mut entry = AuditEntry::with_details(now, details)?;
     entry.decision = Some(decision.outcome.as_str().to_owned());
@@ -155,7 +167,20 @@ impl Decisions {
                 return Queued { decision, receipt: None, action, resource, at: now };
             }
         }
-        let entry = match entry_of(req, &decision, now) {
+        self.queue(entry_of(req, &decision, now), decision, action, resource, now).await
+    }
+
+    /// Queues a decision's audit record (as encoded in `entry`); a record that could not
+    /// be encoded or queued leaves the decision without a receipt, so it answers a deny.
+    pub(super) async fn queue(
+        &self,
+        entry: Result<AuditEntry, EncodeError>,
+        decision: Decision,
+        action: String,
+        resource: String,
+        now: UnixTime,
+    ) -> Queued {
+        let entry = match entry {
             Ok(entry) => entry,
             Err(e) => {
                 tracing::error!(error = %e, "a decision's audit record could not be encoded; denying");

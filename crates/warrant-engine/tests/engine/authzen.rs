@@ -96,13 +96,17 @@ async fn the_adapter_maps_both_shapes_and_refuses_a_stated_mismatch() {
     let err = h.engine().authzen().evaluate(&gateway, &by_token).await.unwrap_err();
     assert!(matches!(err, EvaluationError::Mismatch(_)), "{err:?}");
 
-    // Plain subjects: a seam, refused without the right.
+    // Plain subjects: refused without the right; with it, decided by the policies (an
+    // unregistered human is a recorded deny).
     let plain = request("alice", json!({}));
     let err = h.engine().authzen().evaluate(&gateway, &plain).await.unwrap_err();
     assert_eq!(err, EvaluationError::PlainSubjectsForbidden);
     assert_eq!(err.status(), 403);
-    let err = h.engine().authzen().evaluate(&Asker::admin(), &plain).await.unwrap_err();
-    assert_eq!(err, EvaluationError::PlainSubjectsNotEvaluated);
+    let answer = h.engine().authzen().evaluate(&Asker::admin(), &plain).await.unwrap();
+    assert!(!answer.decision);
+    let context = answer.context.unwrap();
+    assert_eq!(context.code.as_deref(), Some("human"), "{context:?}");
+    assert!(context.decision_id.is_some_and(|id| id.starts_with("dec_")));
 
     // A batch stops where its semantic says, answering in order.
     let batch: EvaluationsRequest = serde_json::from_value(json!({

@@ -23,7 +23,7 @@ use warrant_engine::issuer::{
 };
 use warrant_engine::revocation::Completer;
 use warrant_engine::{
-    AuthorizeRequest, Clock as _, Engine, EngineConfig, ManualClock, NewAgent, NewHuman, TokenRequest,
+    AuthorizeRequest, Clock as _, Engine, EngineConfig, ManualClock, NewAgent, NewHuman, SubjectRequest, TokenRequest,
 };
 use warrant_store::SqliteStore;
 use warrant_token::{Kek, KeyPair};
@@ -213,9 +213,35 @@ impl Harness {
                 name: format!("Human {n}"),
                 email: format!("human{n}@example.com"),
                 entitlements: entitlements.iter().map(|s| (*s).to_owned()).collect(),
+                roles: Vec::new(),
             })
             .await
             .unwrap()
+    }
+
+    /// Registers a human named by `email` with `roles` and no entitlements.
+    pub async fn human_with_roles(&self, email: &str, roles: &[&str]) -> Human {
+        self.engine
+            .registry()
+            .add_human(NewHuman {
+                name: email.split('@').next().unwrap().to_owned(),
+                email: email.to_owned(),
+                entitlements: Vec::new(),
+                roles: roles.iter().map(|s| (*s).to_owned()).collect(),
+            })
+            .await
+            .unwrap()
+    }
+
+    /// Replaces a human's roles.
+    pub async fn set_roles(&self, human: &Human, roles: &[&str]) -> Human {
+        let roles: Vec<String> = roles.iter().map(|s| (*s).to_owned()).collect();
+        self.engine.registry().set_human_roles(human.id.as_str(), &roles).await.unwrap()
+    }
+
+    /// Decides a plain subject's request.
+    pub async fn authorize_subject(&self, req: &SubjectRequest) -> Decision {
+        self.engine.decisions().authorize_subject(req).await
     }
 
     /// Registers an agent of `owner` in `mode` with `max_scope` and a fresh key.

@@ -23,6 +23,18 @@ pub struct HumanBody {
     /// Permissions the human may delegate, e.g. `crm.read:customers/*`.
     #[serde(default)]
     pub entitlements: Vec<String>,
+    /// Roles, e.g. `editor` (letters, digits, `_ - . :`; at most 32), which policies for
+    /// plain subjects read as `principal.roles`.
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// A human's new roles, replacing the old ones.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RolesBody {
+    /// The roles (an empty list removes them all).
+    pub roles: Vec<String>,
 }
 
 /// A registered human.
@@ -36,6 +48,8 @@ pub struct HumanView {
     pub email: String,
     /// Delegable permissions.
     pub entitlements: Vec<String>,
+    /// Roles, sorted.
+    pub roles: Vec<String>,
     /// `active` or `disabled`.
     pub status: String,
     /// Unix seconds.
@@ -50,6 +64,7 @@ impl From<Human> for HumanView {
             name: h.name,
             email: h.email,
             entitlements: h.entitlements.into(),
+            roles: h.roles.into_iter().collect(),
             status: status.into(),
             created_at: h.created_at.0,
         }
@@ -80,7 +95,7 @@ pub async fn create(
     State(state): State<AppState>,
     Json(body): Json<HumanBody>,
 ) -> Result<(StatusCode, JsonOut<HumanView>), ApiError> {
-    let new = NewHuman { name: body.name, email: body.email, entitlements: body.entitlements };
+    let new = NewHuman { name: body.name, email: body.email, entitlements: body.entitlements, roles: body.roles };
     let human = state.engine.registry().add_human(new).await?;
     Ok((StatusCode::CREATED, JsonOut(human.into())))
 }
@@ -115,6 +130,19 @@ pub async fn disable(
     Path(id): Path<String>,
 ) -> Result<JsonOut<HumanView>, ApiError> {
     Ok(JsonOut(state.engine.registry().disable_human(&id).await?.into()))
+}
+
+/// Replaces a human's roles.
+#[utoipa::path(put, path = "/v1/humans/{id}/roles", tag = "humans", security(("admin" = [])), request_body = RolesBody,
+    params(("id" = String, Path, description = "human id")),
+    responses((status = 200, body = HumanView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn set_roles(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Json(body): Json<RolesBody>,
+) -> Result<JsonOut<HumanView>, ApiError> {
+    Ok(JsonOut(state.engine.registry().set_human_roles(&id, &body.roles).await?.into()))
 }
 
 /// Opens a session for a human (stands in for an IdP login in the embedded default).

@@ -20,6 +20,7 @@ async fn management_needs_the_admin_token() {
         (Method::GET, format!("/v1/humans/{human}")),
         (Method::POST, format!("/v1/humans/{human}/sessions")),
         (Method::POST, format!("/v1/humans/{human}/disable")),
+        (Method::PUT, format!("/v1/humans/{human}/roles")),
         (Method::GET, "/v1/agents".to_owned()),
         (Method::POST, "/v1/agents".to_owned()),
         (Method::GET, format!("/v1/agents/{UNKNOWN_AGENT}")),
@@ -50,6 +51,49 @@ async fn management_needs_the_admin_token() {
     }
     // Nothing happened: the human is still active.
     assert_eq!(s.admin_get(&format!("/v1/humans/{human}")).await.ok()["status"], "active");
+}
+
+#[tokio::test]
+async fn humans_carry_roles_set_at_registration_and_replaced() {
+    let s = Server::start().await;
+    let beth = s
+        .admin_post(
+            "/v1/humans",
+            &json!({"name": "Beth", "email": "beth@the-smiths.com", "roles": ["viewer", "viewer", "admin"]}),
+        )
+        .await
+        .expect(StatusCode::CREATED)
+        .clone();
+    assert_eq!(beth["roles"], json!(["admin", "viewer"]), "sorted, each once");
+    let id = beth["id"].as_str().unwrap();
+    let put = |path: String, body: Value| s.send(s.http.put(s.url(&path)).bearer_auth(&s.admin).json(&body));
+    let changed = put(format!("/v1/humans/{id}/roles"), json!({"roles": ["editor"]})).await;
+    assert_eq!(changed.ok()["roles"], json!(["editor"]));
+    assert_eq!(s.admin_get(&format!("/v1/humans/{id}")).await.ok()["roles"], json!(["editor"]));
+    // Without roles, a human shows an empty list.
+    let plain = s.admin_post("/v1/humans", &json!({"name": "Jerry", "email": "jerry@the-smiths.com"})).await;
+    assert_eq!(plain.expect(StatusCode::CREATED)["roles"], json!([]));
+    // Bad roles, bodies and ids.
+    for roles in [
+        json!([""]),
+        json!(["has space"]),
+        json!(["x".repeat(65)]),
+        json!((0..33).map(|i| format!("r{i}")).collect::<Vec<_>>()),
+    ] {
+        put(format!("/v1/humans/{id}/roles"), json!({"roles": roles}))
+            .await
+            .api_error(StatusCode::BAD_REQUEST, "invalid_request");
+        s.admin_post("/v1/humans", &json!({"name": "X", "email": "x@example.com", "roles": roles}))
+            .await
+            .api_error(StatusCode::BAD_REQUEST, "invalid_request");
+    }
+    put(format!("/v1/humans/{id}/roles"), json!({"role": ["editor"]}))
+        .await
+        .api_error(StatusCode::BAD_REQUEST, "invalid_request");
+    put(format!("/v1/humans/{UNKNOWN_HUMAN}/roles"), json!({"roles": []}))
+        .await
+        .api_error(StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(s.admin_get(&format!("/v1/humans/{id}")).await.ok()["roles"], json!(["editor"]), "nothing changed");
 }
 
 #[tokio::test]

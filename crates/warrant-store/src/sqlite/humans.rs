@@ -1,5 +1,7 @@
 //! `HumanStore` for SQLite: humans and their sessions.
 
+use std::collections::BTreeSet;
+
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension, Row};
 use warrant_core::{Human, HumanId, HumanStatus, Scope, UnixTime};
@@ -8,7 +10,7 @@ use super::{col, json, time, to_text, word, SqliteStore};
 use crate::records::{SessionPurpose, SessionRecord};
 use crate::{HumanStore, StoreError};
 
-const HUMAN_COLS: &str = "id, name, email, entitlements, status, created_at";
+const HUMAN_COLS: &str = "id, name, email, entitlements, status, created_at, roles";
 
 fn human_row(row: &Row<'_>) -> rusqlite::Result<Human> {
     Ok(Human {
@@ -18,6 +20,7 @@ fn human_row(row: &Row<'_>) -> rusqlite::Result<Human> {
         entitlements: col(row, 3, json::<Scope>)?,
         status: col(row, 4, word::<HumanStatus>)?,
         created_at: time(row, 5)?,
+        roles: col(row, 6, json::<BTreeSet<String>>)?,
     })
 }
 
@@ -38,10 +41,11 @@ impl HumanStore for SqliteStore {
         let h = human.clone();
         let entitlements = serde_json::to_string(&h.entitlements).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let status = to_text(&h.status)?;
+        let roles = serde_json::to_string(&h.roles).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.run(move |c| {
             c.execute(
-                "INSERT INTO humans (id, name, email, entitlements, status, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![h.id.as_str(), h.name, h.email, entitlements, status, h.created_at.0],
+                "INSERT INTO humans (id, name, email, entitlements, status, created_at, roles) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![h.id.as_str(), h.name, h.email, entitlements, status, h.created_at.0, roles],
             )?;
             Ok(())
         })
@@ -82,6 +86,13 @@ impl HumanStore for SqliteStore {
             Ok(c.execute("UPDATE humans SET status = ?2 WHERE id = ?1", params![id.as_str(), status])? > 0)
         })
         .await
+    }
+
+    async fn set_human_roles(&self, id: &HumanId, roles: &BTreeSet<String>) -> Result<bool, StoreError> {
+        let id = id.clone();
+        let roles = serde_json::to_string(roles).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.run(move |c| Ok(c.execute("UPDATE humans SET roles = ?2 WHERE id = ?1", params![id.as_str(), roles])? > 0))
+            .await
     }
 
     async fn record_session(&self, session: &SessionRecord) -> Result<(), StoreError> {

@@ -46,6 +46,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0006_sessions.sql"),
     include_str!("../../migrations/sqlite/0007_sealed_keys.sql"),
     include_str!("../../migrations/sqlite/0008_peps_warrant_claims.sql"),
+    include_str!("../../migrations/sqlite/0009_human_roles.sql"),
 ];
 
 /// The SQLite store.
