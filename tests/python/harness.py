@@ -97,8 +97,13 @@ class Server:
         """Registers an agent; with no `public_jwk`, with a key made here. Returns its key."""
         private = AgentKey.new_private_key()
         jwk = public_jwk if public_jwk is not None else AgentKey.public_jwk_of(private)
-        body = {"name": f"py agent {uuid.uuid4().hex[:8]}", "owner": owner, "mode": mode, "max_scope": max_scope,
-                "public_key": jwk}
+        body = {
+            "name": f"py agent {uuid.uuid4().hex[:8]}",
+            "owner": owner,
+            "mode": mode,
+            "max_scope": max_scope,
+            "public_key": jwk,
+        }
         return AgentKey(self.admin_ok("POST", "/v1/agents", body)["id"], private)
 
     def session(self, human: str) -> str:
@@ -127,7 +132,10 @@ def start_server(data: Path) -> Server:
         pytest.fail(f"no warrant binary at {WARRANT_BIN}: build it (cargo build --bin warrant) or set WARRANT_BIN")
     proc = subprocess.Popen(
         [str(WARRANT_BIN), "serve", "--data", str(data), "--listen", "127.0.0.1:0"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        text=True,
     )
     lines: list[str] = []
     found = drain(proc, lines, LISTENING)
@@ -146,7 +154,11 @@ def start_server(data: Path) -> Server:
 def python_process(args: list[str]) -> subprocess.Popen[str]:
     """Runs a Python script of this directory with this interpreter (the test venv)."""
     return subprocess.Popen(
-        [sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+        [sys.executable, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
         cwd=Path(__file__).parent,
     )
 

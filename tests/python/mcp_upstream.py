@@ -30,7 +30,10 @@ LOOKUP_MAPPING: dict[str, Any] = {
     "evaluation": {
         "subject": {"type": "identity", "id": "$token.sub"},
         "action": {"name": "crm.read"},
-        "resource": {"type": "customers", "id": "$params.arguments.region + '-' + string(params.arguments.customer_id)"},
+        "resource": {
+            "type": "customers",
+            "id": "$params.arguments.region + '-' + string(params.arguments.customer_id)",
+        },
         "context": {"agent": "$token.?client_id"},
     }
 }

@@ -137,9 +137,21 @@ def gateway(warrant_server: Server, upstream: Upstream, tmp_path_factory: pytest
     env = {k: v for k, v in os.environ.items() if not k.startswith("WARRANT_")}
     env["WARRANT_ADMIN_TOKEN"] = warrant_server.admin_token  # the gateway's PEP credential
     proc = subprocess.Popen(
-        [str(WARRANT_BIN), "gateway", "--upstream", f"{UPSTREAM}={upstream.url}", "--listen", f"127.0.0.1:{port}",
-         "--server", warrant_server.base],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, env=env,
+        [
+            str(WARRANT_BIN),
+            "gateway",
+            "--upstream",
+            f"{UPSTREAM}={upstream.url}",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--server",
+            warrant_server.base,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=env,
         cwd=tmp_path_factory.mktemp("gateway-cwd"),
     )
     lines: list[str] = []
@@ -158,7 +170,9 @@ def gateway(warrant_server: Server, upstream: Upstream, tmp_path_factory: pytest
             if time.monotonic() > deadline:
                 proc.kill()
                 proc.wait()
-                pytest.fail(f"`warrant gateway` did not serve {gw.metadata_url} within {STARTUP_TIMEOUT} s: {''.join(lines)}")
+                pytest.fail(
+                    f"`warrant gateway` did not serve {gw.metadata_url} within {STARTUP_TIMEOUT} s: {''.join(lines)}"
+                )
             time.sleep(0.05)
     yield gw
     assert stop(proc, "the gateway") == 0, f"the gateway did not shut down cleanly: {''.join(lines)}"
@@ -230,9 +244,16 @@ def test_protected_resource_metadata_and_the_401_challenge(warrant_server: Serve
         assert doc["resource"] == gateway.mcp_url
         assert warrant_server.issuer in doc["authorization_servers"]
 
-        initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
-                      "params": {"protocolVersion": "2025-06-18", "capabilities": {},
-                                 "clientInfo": {"name": "raw", "version": "0"}}}
+        initialize = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "raw", "version": "0"},
+            },
+        }
         headers = {"Accept": "application/json, text/event-stream"}
         for bearer in (None, "Bearer not-a-warrant"):
             sent = {**headers, **({"Authorization": bearer} if bearer else {})}
@@ -247,16 +268,21 @@ def test_a_warrant_for_another_audience_is_refused_with_401(gateway: Gateway, up
     right = agent.warrant(gateway.mcp_url)
     assert right.audience == (gateway.mcp_url,), "the token endpoint put `resource` in `aud`"
     before = len(upstream.events())
-    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
-                  "params": {"protocolVersion": "2025-06-18", "capabilities": {},
-                             "clientInfo": {"name": "raw", "version": "0"}}}
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}},
+    }
     wrong = [agent.warrant(None), agent.warrant(f"{gateway.base}/mcp/other")]
     assert wrong[0].audience != (gateway.mcp_url,) and wrong[1].audience == (f"{gateway.base}/mcp/other",)
     with httpx.Client(timeout=10, trust_env=False) as http:
         for w in wrong:
-            reply = http.post(gateway.mcp_url, json=initialize,
-                              headers={"Authorization": f"Bearer {w.token}",
-                                       "Accept": "application/json, text/event-stream"})
+            reply = http.post(
+                gateway.mcp_url,
+                json=initialize,
+                headers={"Authorization": f"Bearer {w.token}", "Accept": "application/json, text/event-stream"},
+            )
             assert reply.status_code == 401, reply.text
             assert f'resource_metadata="{gateway.metadata_url}"' in reply.headers.get("www-authenticate", "")
     assert len(upstream.events()) == before, "a refused request reached the upstream"
@@ -351,8 +377,9 @@ def test_approval_round_trip(warrant_server: Server, gateway: Gateway, upstream:
     assert warrant_server.admin_ok("GET", f"/v1/approvals/{approval_id}")["status"] == "used"
 
 
-def test_a_revoked_warrant_is_denied_on_its_next_call(warrant_server: Server, gateway: Gateway, upstream: Upstream,
-                                                     agent: Agent):
+def test_a_revoked_warrant_is_denied_on_its_next_call(
+    warrant_server: Server, gateway: Gateway, upstream: Upstream, agent: Agent
+):
     warrant = agent.warrant(gateway.mcp_url, "until revoked")
     before = len(upstream.runs("echo"))
 

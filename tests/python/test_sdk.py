@@ -79,7 +79,9 @@ def test_client_assertion_verifies_with_pyjwt(client: WarrantClient):
     second = key.client_assertion(client.token_endpoint)
     assert jwt.get_unverified_header(first) == {"alg": "EdDSA", "typ": "JWT"}
     claims = jwt.decode(
-        first, key=jwt.PyJWK({**key.public_jwk(), "alg": "EdDSA"}), algorithms=["EdDSA"],
+        first,
+        key=jwt.PyJWK({**key.public_jwk(), "alg": "EdDSA"}),
+        algorithms=["EdDSA"],
         audience=client.token_endpoint,
     )
     assert claims["iss"] == claims["sub"] == "agt_example"
@@ -346,7 +348,9 @@ def tool_server(warrant_server: Server) -> Iterator[ToolServer]:
     pdp.close()
 
 
-def test_httpx_auth_presents_and_renews_the_warrant(warrant_server: Server, client: WarrantClient, tool_server: ToolServer):
+def test_httpx_auth_presents_and_renews_the_warrant(
+    warrant_server: Server, client: WarrantClient, tool_server: ToolServer
+):
     owner = warrant_server.human([])
     key = warrant_server.agent(owner, "autonomous", ["reports.read:reports/*"])
     cache = client.minting(key, "read reports")

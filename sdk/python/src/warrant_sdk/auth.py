@@ -38,7 +38,12 @@ class WarrantAuth(httpx.Auth):
         warrant = source.get() if isinstance(source, WarrantCache) else source
         request.headers["Authorization"] = f"Bearer {self._token(warrant)}"
         response = yield request
-        if response.status_code == 401 and self._retry and isinstance(source, WarrantCache) and isinstance(warrant, Warrant):
+        if (
+            response.status_code == 401
+            and self._retry
+            and isinstance(source, WarrantCache)
+            and isinstance(warrant, Warrant)
+        ):
             source.invalidate(warrant)
             request.headers["Authorization"] = f"Bearer {source.get().token}"
             yield request
@@ -49,7 +54,12 @@ class WarrantAuth(httpx.Auth):
         warrant = await source.aget() if isinstance(source, WarrantCache) else source
         request.headers["Authorization"] = f"Bearer {self._token(warrant)}"
         response = yield request
-        if response.status_code == 401 and self._retry and isinstance(source, WarrantCache) and isinstance(warrant, Warrant):
+        if (
+            response.status_code == 401
+            and self._retry
+            and isinstance(source, WarrantCache)
+            and isinstance(warrant, Warrant)
+        ):
             source.invalidate(warrant)
             request.headers["Authorization"] = f"Bearer {(await source.aget()).token}"
             yield request

@@ -25,7 +25,9 @@ class WarrantCache:
     tries again.
     """
 
-    def __init__(self, renew: Callable[[], Warrant], *, margin: float = 30.0, clock: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self, renew: Callable[[], Warrant], *, margin: float = 30.0, clock: Callable[[], float] | None = None
+    ) -> None:
         if margin < 0:
             raise ValueError("margin must not be negative")
         self._renew = renew
@@ -34,9 +36,7 @@ class WarrantCache:
         self._current: Warrant | None = None
         self._lock = threading.Lock()
 
-    def _fresh(self, warrant: Warrant | None) -> bool:
-        if warrant is None:
-            return False
+    def _fresh(self, warrant: Warrant) -> bool:
         lifetime = warrant.expires_at - warrant.issued_at
         margin = min(self._margin, lifetime / 2)
         return self._clock() < warrant.expires_at - margin
@@ -44,16 +44,18 @@ class WarrantCache:
     def get(self) -> Warrant:
         """The current warrant, renewed first if it is missing or about to expire."""
         with self._lock:
-            if not self._fresh(self._current):
-                self._current = self._renew()
-            return self._current
+            current = self._current
+            if current is None or not self._fresh(current):
+                current = self._renew()
+                self._current = current
+            return current
 
     async def aget(self) -> Warrant:
         """:meth:`get` for async code: a fresh warrant is returned at once; a renewal
         runs in a worker thread."""
         with self._lock:
             current = self._current
-            if self._fresh(current) and current is not None:
+            if current is not None and self._fresh(current):
                 return current
         return await anyio.to_thread.run_sync(self.get)
 

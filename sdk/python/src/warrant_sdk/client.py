@@ -50,7 +50,9 @@ def _json(response: httpx.Response) -> Any:
     try:
         return response.json()
     except ValueError:
-        raise TransportError(f"the server answered {response.status_code} without JSON", status=response.status_code) from None
+        raise TransportError(
+            f"the server answered {response.status_code} without JSON", status=response.status_code
+        ) from None
 
 
 def _scope_text(scope: Scope) -> str:

@@ -36,7 +36,9 @@ class OAuthError(WarrantError):
     ``error_description`` the server's explanation.
     """
 
-    def __init__(self, status: int, error: str, error_description: str | None, *, retry_after: int | None = None) -> None:
+    def __init__(
+        self, status: int, error: str, error_description: str | None, *, retry_after: int | None = None
+    ) -> None:
         text = f"{error}: {error_description}" if error_description else error
         super().__init__(f"token endpoint refused the request ({status}): {text}")
         #: The HTTP status (400, 401 or 429).
