@@ -31,6 +31,7 @@ from warrant_sdk import (
     WarrantAuth,
     WarrantCache,
     WarrantClient,
+    httpx2_auth,
     peek_claims,
 )
 
@@ -393,3 +394,29 @@ def test_httpx_auth_async(warrant_server: Server, client: WarrantClient, tool_se
     assert asyncio.run(run()) == [200, 200, 200]
     current = cache.peek()
     assert current is not None and tool_server.seen == [current.token] * 3
+
+
+def test_httpx2_auth_for_mcp_2(warrant_server: Server, client: WarrantClient, tool_server: ToolServer):
+    """`mcp` 2.x speaks HTTP through `httpx2`: the same flows, as an `httpx2.Auth`."""
+    import httpx2
+
+    owner = warrant_server.human([])
+    key = warrant_server.agent(owner, "autonomous", ["reports.read:reports/*"])
+    cache = client.minting(key, "read reports with httpx2")
+    auth = httpx2_auth(cache)
+    assert isinstance(auth, httpx2.Auth)
+    with httpx2.Client(auth=auth, trust_env=False) as http:
+        assert http.get(tool_server.url + "/reports/a").status_code == 200
+        first = cache.peek()
+        assert first is not None
+        warrant_server.revoke("warrant", first.id)
+        assert http.get(tool_server.url + "/reports/b").status_code == 200
+    second = cache.peek()
+    assert second is not None and second.id != first.id
+    assert tool_server.seen == [first.token, first.token, second.token]
+
+    async def run() -> int:
+        async with httpx2.AsyncClient(auth=auth, trust_env=False) as http:
+            return (await http.get(tool_server.url + "/reports/c")).status_code
+
+    assert asyncio.run(run()) == 200 and tool_server.seen[-1] == second.token

@@ -12,7 +12,7 @@ an MCP gateway or any HTTP API, and ask Warrant for decisions::
         decision = warrant.authorize(cache.get(), "reports.read", "reports/2026-12")
 """
 
-from .auth import WarrantAuth
+from .auth import WarrantAuth, httpx2_auth
 from .cache import WarrantCache
 from .client import (
     TOKEN_TYPE_ACCESS_TOKEN,
@@ -40,6 +40,7 @@ __all__ = [
     "WarrantCache",
     "WarrantClient",
     "WarrantError",
+    "httpx2_auth",
     "peek_claims",
 ]
 
