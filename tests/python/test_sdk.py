@@ -72,6 +72,7 @@ def test_key_files_written_by_the_cli_mint_a_warrant(warrant_server: Server, cli
     assert claims["budget"] == {"estimated_cost": 5000}
     assert w.audience == (warrant_server.issuer,)
     assert w.token not in repr(w)
+    assert {w, Warrant.from_token(w.token)} == {w}, "warrants are hashable values"
 
 
 def test_client_assertion_verifies_with_pyjwt(client: WarrantClient):

@@ -52,7 +52,7 @@ class Warrant:
     token: str = field(repr=False)
     #: Its claims (``iss``, ``sub``, ``aud``, ``exp``, ``jti``, ``client_id``, ``scope``,
     #: ``act``, ``task``, ``mode``, ``owner``, ``parent``, ``budget``).
-    claims: Mapping[str, Any] = field(repr=False)
+    claims: Mapping[str, Any] = field(repr=False, compare=False)
     #: The warrant id (``jti``, ``wrt_...``).
     id: str
     #: When it was issued (``iat``, Unix seconds).
