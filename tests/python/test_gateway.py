@@ -23,10 +23,12 @@ whose `data` holds `approval_id`, `expires_at` and `poll`, and the retry carries
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import queue
 import re
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -395,3 +397,39 @@ def test_a_revoked_warrant_is_denied_on_its_next_call(
     assert upstream.runs("echo")[before:] == [{"text": "before"}]
     revoked = [r for r in decisions(warrant_server, warrant) if r["details"]["code"] == "revoked"]
     assert f"mcp/{UPSTREAM}/tool/echo" in [r["details"]["resource"] for r in revoked], revoked
+
+
+def test_the_sdk_example_calls_a_tool(warrant_server: Server, gateway: Gateway, upstream: Upstream, tmp_path: Path):
+    """sdk/python/examples/call_tool.py, as the docs run it: a key from `warrant keygen`,
+    a warrant minted for the gateway's URL, one allowed call and one refused."""
+    subprocess.run([str(WARRANT_BIN), "keygen", str(tmp_path / "bot")], check=True, capture_output=True)
+    owner = warrant_server.human([])
+    public = json.loads((tmp_path / "bot.pub.jwk").read_text())
+    bot = warrant_server.agent(owner, "autonomous", SCOPE, public_jwk=public)
+    example = Path(__file__).resolve().parents[2] / "sdk" / "python" / "examples" / "call_tool.py"
+
+    def run(tool: str, arguments: str) -> subprocess.CompletedProcess[str]:
+        command = [
+            sys.executable,
+            str(example),
+            "--server",
+            warrant_server.base,
+            "--agent",
+            bot.agent_id,
+            "--key",
+            str(tmp_path / "bot.key.jwk"),
+            gateway.mcp_url,
+            tool,
+            arguments,
+        ]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+    before = len(upstream.runs("echo"))
+    ok = run("echo", '{"text": "from the example"}')
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.strip() == "from the example"
+    assert upstream.runs("echo")[before:] == [{"text": "from the example"}]
+    refused_call = run("admin_reset", "{}")
+    assert refused_call.returncode == 1, refused_call.stderr
+    assert f"refused ({DENIED})" in refused_call.stderr
+    assert upstream.runs("admin_reset") == []
