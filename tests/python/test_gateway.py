@@ -27,6 +27,7 @@ import json
 import os
 import queue
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -433,3 +434,39 @@ def test_the_sdk_example_calls_a_tool(warrant_server: Server, gateway: Gateway, 
     assert refused_call.returncode == 1, refused_call.stderr
     assert f"refused ({DENIED})" in refused_call.stderr
     assert upstream.runs("admin_reset") == []
+
+
+def test_the_example_upstream_serves_echo():
+    """sdk/python/examples/echo_upstream.py, the upstream the docs put behind the gateway."""
+    port = free_port()
+    example = Path(__file__).resolve().parents[2] / "sdk" / "python" / "examples" / "echo_upstream.py"
+    proc = subprocess.Popen(
+        [sys.executable, str(example), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    lines: list[str] = []
+    drain(proc, lines)
+    url = f"http://127.0.0.1:{port}/mcp"
+
+    async def call() -> str:
+        async with streamable_http_client(url) as (read, write, _):
+            async with ClientSession(read, write, read_timeout_seconds=READ_TIMEOUT) as session:
+                await session.initialize()
+                return text_of(await session.call_tool("echo", {"text": "ping"}))
+
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while True:
+            assert proc.poll() is None, f"echo_upstream.py exited: {''.join(lines)}"
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, f"echo_upstream.py did not listen: {''.join(lines)}"
+                time.sleep(0.05)
+        assert asyncio.run(call()) == "ping"
+    finally:
+        stop(proc, "echo_upstream.py")
