@@ -5,7 +5,7 @@ gives the same for ``httpx2``, the HTTP client of ``mcp`` 2.x."""
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Generator
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 
@@ -13,14 +13,6 @@ from .cache import WarrantCache
 from .model import Warrant
 
 __all__ = ["WarrantAuth", "httpx2_auth"]
-
-
-class _Request(Protocol):
-    headers: Any
-
-
-class _Response(Protocol):
-    status_code: int
 
 
 class _BearerFlows:
@@ -35,21 +27,18 @@ class _BearerFlows:
     def _token(warrant: Warrant | str) -> str:
         return warrant.token if isinstance(warrant, Warrant) else warrant
 
-    def _should_retry(self, response: _Response, sent: Warrant | str) -> bool:
-        return (
-            response.status_code == 401
-            and self._retry
-            and isinstance(self._source, WarrantCache)
-            and isinstance(sent, Warrant)
-        )
-
     def sync_auth_flow(self, request: Any) -> Generator[Any, Any, None]:
         """The flow for a synchronous client."""
         source = self._source
         warrant = source.get() if isinstance(source, WarrantCache) else source
         request.headers["Authorization"] = f"Bearer {self._token(warrant)}"
         response = yield request
-        if self._should_retry(response, warrant) and isinstance(source, WarrantCache) and isinstance(warrant, Warrant):
+        if (
+            response.status_code == 401
+            and self._retry
+            and isinstance(source, WarrantCache)
+            and isinstance(warrant, Warrant)
+        ):
             source.invalidate(warrant)
             request.headers["Authorization"] = f"Bearer {source.get().token}"
             yield request
@@ -60,7 +49,12 @@ class _BearerFlows:
         warrant = await source.aget() if isinstance(source, WarrantCache) else source
         request.headers["Authorization"] = f"Bearer {self._token(warrant)}"
         response = yield request
-        if self._should_retry(response, warrant) and isinstance(source, WarrantCache) and isinstance(warrant, Warrant):
+        if (
+            response.status_code == 401
+            and self._retry
+            and isinstance(source, WarrantCache)
+            and isinstance(warrant, Warrant)
+        ):
             source.invalidate(warrant)
             request.headers["Authorization"] = f"Bearer {(await source.aget()).token}"
             yield request

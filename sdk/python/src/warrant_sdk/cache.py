@@ -19,7 +19,8 @@ class WarrantCache:
     A warrant is renewed once ``clock()`` reaches ``expires_at - margin``; for a warrant
     that lives less than twice ``margin``, once half its lifetime has passed, so a short
     warrant is still used before it is replaced. ``clock`` returns Unix seconds (default
-    :func:`time.time`); tests inject their own. Thread-safe: concurrent callers share
+    :func:`time.time`; expiry is the server's ``exp``, so keep the clocks in step, as JWTs
+    need anyway); tests inject their own. Thread-safe: concurrent callers share
     one renewal. :meth:`aget` renews in a worker thread so an event loop never blocks on
     the token endpoint. If ``renew`` raises, the exception propagates and the next call
     tries again.
