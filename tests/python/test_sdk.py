@@ -21,12 +21,14 @@ import httpx
 import jwt
 import pytest
 
-from harness import WARRANT_BIN, Server
+from harness import WARRANT_BIN, Server, free_port
 from warrant_sdk import (
     AgentKey,
     ApiError,
+    Decision,
     KeyFileError,
     OAuthError,
+    TransportError,
     Warrant,
     WarrantAuth,
     WarrantCache,
@@ -421,3 +423,22 @@ def test_httpx2_auth_for_mcp_2(warrant_server: Server, client: WarrantClient, to
             return (await http.get(tool_server.url + "/reports/c")).status_code
 
     assert asyncio.run(run()) == 200 and tool_server.seen[-1] == second.token
+
+
+def test_an_unreachable_server_or_a_malformed_answer_is_a_transport_error():
+    key = AgentKey("agt_x", AgentKey.new_private_key())
+    with WarrantClient(f"http://127.0.0.1:{free_port()}") as nobody:
+        with pytest.raises(TransportError, match="cannot reach"):
+            nobody.mint(key, "nobody listens")
+        with pytest.raises(TransportError, match="cannot reach"):
+            nobody.authorize("token", "a.b", "c/d")
+    for body in (
+        [],
+        {"decision": "maybe", "decision_id": "dec_1", "code": "x"},
+        {"decision": "allow"},
+        {"decision": "allow", "decision_id": "dec_1", "code": "allow", "reasons": "no list"},
+    ):
+        with pytest.raises(TransportError):
+            Decision.from_json(body)
+    with pytest.raises(ValueError):
+        Warrant.from_token("not.a-jwt")
