@@ -1,9 +1,10 @@
 """`warrant gateway` end to end, with the official MCP Python SDK on both sides.
 
 A FastMCP upstream (mcp_upstream.py, the `mcp` package) on a free loopback port, a real
-`warrant serve`, and `warrant gateway --upstream demo=URL --listen ADDR --server URL`
+`warrant serve`, and `warrant gateway --upstream demo=URL --listen ADDR --server URL --credential FILE`
 in front of the upstream; the client is the `mcp` package's Streamable HTTP client and
-`ClientSession`, authenticated by the agent SDK's `WarrantAuth`. Covered: initialize, a
+`ClientSession`, authenticated by the agent SDK's `WarrantAuth`; the gateway authenticates
+to Warrant with a PEP credential (`--credential FILE`). Covered: initialize, a
 filtered tools/list, an allowed call, a denied call the upstream never sees, calls
 authorized by a declared COAZ mapping with CEL (and one whose mapping states another
 subject), the approval round trip, a revoked warrant denied on its next call, warrants
@@ -107,6 +108,8 @@ class Gateway:
 
     base: str
     lines: list[str]
+    #: The name of the PEP credential the gateway authenticates with.
+    pep: str
 
     @property
     def mcp_url(self) -> str:
@@ -137,8 +140,14 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
 @pytest.fixture(scope="module")
 def gateway(warrant_server: Server, upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     port = free_port()
+    # The gateway's own credential: a PEP credential the admin creates, in a file (mode
+    # 0600); no admin token in its environment, so nothing else could stand in for it.
+    pep = warrant_server.admin_ok("POST", "/v1/peps", {"name": "gateway test"})
+    credential = tmp_path_factory.mktemp("gateway-credential") / "pep.token"
+    credential.touch(mode=0o600)
+    credential.write_text(pep["token"])
     env = {k: v for k, v in os.environ.items() if not k.startswith("WARRANT_")}
-    env["WARRANT_ADMIN_TOKEN"] = warrant_server.admin_token  # the gateway's PEP credential
+    cwd = tmp_path_factory.mktemp("gateway-cwd")  # holds no ./warrant-data/admin.token
     proc = subprocess.Popen(
         [
             str(WARRANT_BIN),
@@ -149,17 +158,19 @@ def gateway(warrant_server: Server, upstream: Upstream, tmp_path_factory: pytest
             f"127.0.0.1:{port}",
             "--server",
             warrant_server.base,
+            "--credential",
+            str(credential),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         text=True,
         env=env,
-        cwd=tmp_path_factory.mktemp("gateway-cwd"),
+        cwd=cwd,
     )
     lines: list[str] = []
     drain(proc, lines)
-    gw = Gateway(base=f"http://127.0.0.1:{port}", lines=lines)
+    gw = Gateway(base=f"http://127.0.0.1:{port}", lines=lines, pep=pep["name"])
     deadline = time.monotonic() + STARTUP_TIMEOUT
     with httpx.Client(timeout=5, trust_env=False) as http:
         while True:
@@ -223,17 +234,6 @@ def text_of(result: Any) -> str:
 def decisions(srv: Server, warrant: Warrant) -> list[dict[str, Any]]:
     """The warrant's decision records, oldest first."""
     return srv.admin_ok("GET", f"/v1/audit?kind=decision&warrant={warrant.id}&order=oldest&limit=1000")["records"]
-
-
-def states_mcp_call(value: Any, method: str, target: str | None, upstream: str) -> bool:
-    """Whether `value` holds, at any depth, the MCP call {method, target, upstream}."""
-    if isinstance(value, dict):
-        if value.get("method") == method and value.get("target") == target and value.get("upstream") == upstream:
-            return True
-        return any(states_mcp_call(v, method, target, upstream) for v in value.values())
-    if isinstance(value, list):
-        return any(states_mcp_call(v, method, target, upstream) for v in value)
-    return False
 
 
 # --- RFC 9728 metadata, the 401 challenge and the audience -----------------------------
@@ -343,9 +343,14 @@ def test_mcp_client_through_the_gateway(warrant_server: Server, gateway: Gateway
     echo_record = next(r for r in records if r["details"]["resource"] == f"mcp/{UPSTREAM}/tool/echo")
     assert echo_record["agent"] == agent.key.agent_id and echo_record["human"]
     assert echo_record["details"]["chain"] == [agent.key.agent_id]
-    assert states_mcp_call(echo_record, "tools/call", "echo", UPSTREAM), echo_record
+    assert echo_record["details"]["mcp"] == {"method": "tools/call", "target": "echo", "upstream": UPSTREAM}
+    assert echo_record["details"]["pep"] == gateway.pep, "the record names the enforcement point that asked"
     lookup_record = next(r for r in records if r["details"]["resource"] == "customers/eu-42")
-    assert states_mcp_call(lookup_record, "tools/call", "lookup_customer", UPSTREAM), lookup_record
+    assert lookup_record["details"]["mcp"] == {
+        "method": "tools/call",
+        "target": "lookup_customer",
+        "upstream": UPSTREAM,
+    }
 
 
 def test_approval_round_trip(warrant_server: Server, gateway: Gateway, upstream: Upstream, agent: Agent):
