@@ -431,6 +431,13 @@ async fn request_ids_errors_unknown_fields_metadata_and_plain_subjects() {
     extra["resource"]["extra"] = json!(true);
     assert_permit(&evaluate(&s, &token, &extra).await);
 
+    // Decisions are counted in the metrics like any other (the three allows above, with
+    // and without a request id, and with unknown fields); refused requests are not.
+    let metrics = s.get("/metrics").await;
+    let allowed = r#"warrant_decisions_total{code="allow",decision="allow"}"#;
+    assert_eq!(crate::metrics::sample(&metrics.text, allowed), 3.0);
+    assert_eq!(crate::metrics::sample(&metrics.text, "warrant_decision_seconds_count"), 3.0);
+
     // The metadata is public, with absolute URLs.
     let meta = s.get("/.well-known/authzen-configuration").await;
     let meta = meta.ok();
