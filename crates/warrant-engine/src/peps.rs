@@ -2,8 +2,7 @@
 //! MCP gateway, tool servers) present to the AuthZEN PDP (`/access/v1/*`). The admin
 //! creates one per enforcement point; its secret (`wpep_…`) is shown once and only its
 //! SHA-256 is stored. Creation and revocation are audited before they take effect. The
-//! live credentials are held in memory, by digest, so authenticating a request reads
-//! no database.
+//! live credentials are held in memory, so authenticating a request reads no database.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -147,8 +146,8 @@ impl Peps {
         Ok(Peps { store, clock, audit, live: RwLock::new(live) })
     }
 
-    /// The live credential whose secret is `secret`, if any. The secret's digest is
-    /// looked up, then compared in constant time.
+    /// The live credential whose secret is `secret`, if any: the secret's SHA-256 is
+    /// compared in constant time with each live credential's.
     pub fn authenticate(&self, secret: &str) -> Option<Pep> {
         if !secret.starts_with(PEP_TOKEN_PREFIX) {
             return None;

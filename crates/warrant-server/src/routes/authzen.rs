@@ -3,6 +3,8 @@
 //! `/.well-known/authzen-configuration` (public). The mapping onto Warrant's decisions
 //! is the engine's AuthZEN adapter, which the MCP gateway calls too.
 
+use std::time::Instant;
+
 use axum::extract::{Request, State};
 use axum::http::HeaderName;
 use axum::middleware::Next;
@@ -41,7 +43,10 @@ pub async fn evaluation(
     State(state): State<AppState>,
     Json(body): Json<EvaluationRequest>,
 ) -> Result<JsonOut<EvaluationResponse>, ApiError> {
-    Ok(JsonOut(state.engine.authzen().evaluate(&asker, &body).await?))
+    let started = Instant::now();
+    let answer = state.engine.authzen().evaluate(&asker, &body).await?;
+    state.metrics.evaluated(std::iter::once(&answer), started.elapsed());
+    Ok(JsonOut(answer))
 }
 
 /// Decides a batch of access evaluations (defaults, per-entry overrides and
@@ -55,7 +60,10 @@ pub async fn evaluations(
     State(state): State<AppState>,
     Json(body): Json<EvaluationsRequest>,
 ) -> Result<JsonOut<EvaluationsResponse>, ApiError> {
-    Ok(JsonOut(state.engine.authzen().evaluations(&asker, &body).await?))
+    let started = Instant::now();
+    let answers = state.engine.authzen().evaluations(&asker, &body).await?;
+    state.metrics.evaluated(answers.evaluations.iter(), started.elapsed());
+    Ok(JsonOut(answers))
 }
 
 /// The PDP's metadata.

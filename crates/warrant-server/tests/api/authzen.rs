@@ -179,16 +179,26 @@ async fn an_agent_through_authzen_is_decided_and_traced_as_through_authorize() {
     assert_eq!(expected["policies"]["deciding"], json!(["permit-within-scope"]));
 
     // A scope deny and a policy deny, alike. Each probing deny climbs the escalation
-    // ladder of its warrant, so each is asked with a warrant of its own.
+    // ladder of its warrant, so each shape is asked with a warrant of its own, and
+    // `/v1/authorize` and AuthZEN share one (its second deny still answers `scope`).
     let fresh = || s.chain(&["crm.read:customers/**"], &["crm.*"], 1, "reconcile the CRM");
-    let direct = s.authorize(fresh().await.token(0), "crm.write", "customers/42", Value::Null).await;
+    let d = fresh().await;
+    let direct = s.authorize(d.token(0), "crm.write", "customers/42", Value::Null).await;
     assert_eq!(direct["code"], "scope");
-    let (a, b) = (fresh().await, fresh().await);
+    let through = evaluate(&s, &token, &by_token(&d, 0, "crm.write", ("customers", "42"), Value::Null)).await;
+    assert_refused(&through, "scope");
+    let (a, b) = (
+        trace(&s, direct["decision_id"].as_str().unwrap()).await,
+        trace(&s, through["context"]["decision_id"].as_str().unwrap()).await,
+    );
+    for part in ["human", "task", "agents", "warrants", "policies"] {
+        assert_eq!(a[part], b[part], "{part}");
+    }
+    assert_eq!(a["record"]["details"]["chain"], b["record"]["details"]["chain"]);
     assert_refused(
-        &evaluate(&s, &token, &by_token(&a, 0, "crm.write", ("customers", "42"), Value::Null)).await,
+        &evaluate(&s, &token, &coaz(&fresh().await, 0, "crm.write", ("customers", "42"), Value::Null)).await,
         "scope",
     );
-    assert_refused(&evaluate(&s, &token, &coaz(&b, 0, "crm.write", ("customers", "42"), Value::Null)).await, "scope");
     let costly = json!({"estimated_cost": 50_000});
     let direct = s.authorize(fresh().await.token(0), "crm.read", "customers/7", costly.clone()).await;
     let through = evaluate(&s, &token, &by_token(&fresh().await, 0, "crm.read", ("customers", "7"), costly)).await;
@@ -431,6 +441,13 @@ async fn request_ids_errors_unknown_fields_metadata_and_plain_subjects() {
     extra["resource"]["extra"] = json!(true);
     assert_permit(&evaluate(&s, &token, &extra).await);
 
+    // Decisions are counted in the metrics like any other (the three allows above, with
+    // and without a request id, and with unknown fields); refused requests are not.
+    let metrics = s.get("/metrics").await;
+    let allowed = r#"warrant_decisions_total{code="allow",decision="allow"}"#;
+    assert_eq!(crate::metrics::sample(&metrics.text, allowed), 3.0);
+    assert_eq!(crate::metrics::sample(&metrics.text, "warrant_decision_seconds_count"), 3.0);
+
     // The metadata is public, with absolute URLs.
     let meta = s.get("/.well-known/authzen-configuration").await;
     let meta = meta.ok();
@@ -492,6 +509,20 @@ async fn a_pending_decision_round_trips_through_authzen_with_the_mcp_call_record
     assert_eq!(approval.ok()["request"]["context"], json!({"amount": 5000, "currency": "EUR"}));
     let record = s.admin_get(&format!("/v1/audit/{}", ctx["decision_id"].as_str().unwrap())).await;
     assert_eq!(record.ok()["details"]["mcp"], mcp, "{}", record.text);
+    // `/v1/authorize` asks the same and leaves the same trail.
+    let direct = s
+        .authorize_body(&json!({"token": c.token(0), "action": "payments.send", "resource": "payments/inv-2",
+            "context": {"amount": 5000, "currency": "EUR"}}))
+        .await;
+    assert_eq!(direct.ok()["decision"], "pending", "{}", direct.text);
+    let (a, b) = (
+        trace(&s, direct.ok()["decision_id"].as_str().unwrap()).await,
+        trace(&s, ctx["decision_id"].as_str().unwrap()).await,
+    );
+    for part in ["human", "task", "agents", "warrants", "policies"] {
+        assert_eq!(a[part], b[part], "{part}");
+    }
+    assert_eq!(b["policies"]["deciding"], json!(["large-payments-need-the-owner"]));
     assert_eq!(record.ok()["details"]["pep"], "mcp-gateway");
 
     // Not approved yet: refused.
