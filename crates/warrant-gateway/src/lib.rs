@@ -42,8 +42,8 @@ impl std::str::FromStr for Upstream {
 impl Upstream {
     /// An upstream, checked (see [`Upstream::from_str`](std::str::FromStr)).
     pub fn new(name: &str, url: &str) -> Result<Self, String> {
-        let name_ok = (1..=64).contains(&name.len())
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        let name_ok =
+            (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if !name_ok {
             return Err(format!("upstream name `{name}` must be 1 to 64 of A-Z a-z 0-9 _ -"));
         }

@@ -463,7 +463,10 @@ mod tests {
         let p = plan("crm", &msg(json!({"id": 1, "method": "tools/call", "params": {"name": "get"}})), none, &t, "x");
         match p.unwrap() {
             Plan::Decide { call, .. } => {
-                assert_eq!(call, McpCall { method: "tools/call".into(), target: Some("get".into()), upstream: "crm".into() })
+                assert_eq!(
+                    call,
+                    McpCall { method: "tools/call".into(), target: Some("get".into()), upstream: "crm".into() }
+                )
             }
             other => panic!("{other:?}"),
         }
@@ -554,9 +557,7 @@ mod tests {
             ]
         }}))
         .unwrap();
-        let all = m
-            .evaluate(&json!({"arguments": {"source": "a", "destination": "b"}}), &token(), "hum_1")
-            .unwrap();
+        let all = m.evaluate(&json!({"arguments": {"source": "a", "destination": "b"}}), &token(), "hum_1").unwrap();
         let got: Vec<_> = all.iter().map(|e| (e.action.as_str(), e.resource_path())).collect();
         assert_eq!(got, [("storage.read", "objects/a".to_owned()), ("storage.write", "objects/b".to_owned())]);
         assert_eq!(all[1].context.get("agent"), Some(&json!("agt_1")));

@@ -5,7 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use warrant_core::authzen::{EvaluationRequest, EvaluationResponse, ResponseContext, CONTEXT_APPROVAL_ID, SUBJECT_TOKEN};
+use warrant_core::authzen::{
+    EvaluationRequest, EvaluationResponse, ResponseContext, CONTEXT_APPROVAL_ID, SUBJECT_TOKEN,
+};
 
 /// Why a PDP gave no usable answer.
 #[derive(Debug, thiserror::Error)]

@@ -13,9 +13,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::TryStreamExt;
 use serde_json::{json, Map, Value};
-use warrant_core::authzen::{
-    Action, EvaluationRequest, Subject, ACTION_MCP, CONTEXT_APPROVAL_ID, SUBJECT_TOKEN,
-};
+use warrant_core::authzen::{Action, EvaluationRequest, Subject, ACTION_MCP, CONTEXT_APPROVAL_ID, SUBJECT_TOKEN};
 use warrant_core::{UnixTime, WarrantClaims};
 
 use crate::auth::{self, AuthError, ResourceMetadata, Verifier};
@@ -115,10 +113,8 @@ impl Gateway {
 }
 
 fn now() -> UnixTime {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
+    let secs =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
     UnixTime(i64::try_from(secs).unwrap_or(i64::MAX))
 }
 
@@ -147,11 +143,9 @@ fn unauthorized(gw: &Gateway, upstream: &str, error: &AuthError) -> Response {
         return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
     }
     let challenge = auth::challenge(&gw.0.public_url, upstream, error);
-    let mut response = (
-        StatusCode::UNAUTHORIZED,
-        Json(json!({"error": "invalid_token", "error_description": error.to_string()})),
-    )
-        .into_response();
+    let mut response =
+        (StatusCode::UNAUTHORIZED, Json(json!({"error": "invalid_token", "error_description": error.to_string()})))
+            .into_response();
     if let Ok(value) = HeaderValue::from_str(&challenge) {
         response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
     }
@@ -225,7 +219,9 @@ async fn call(State(gw): State<Gateway>, Path(name): Path<String>, headers: Head
     };
     let message: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
-        Err(e) => return rpc_error(StatusCode::BAD_REQUEST, Value::Null, rpc::PARSE_ERROR, format!("not JSON: {e}"), None),
+        Err(e) => {
+            return rpc_error(StatusCode::BAD_REQUEST, Value::Null, rpc::PARSE_ERROR, format!("not JSON: {e}"), None)
+        }
     };
     let Value::Object(mut message) = message else {
         let why = "the body must be one JSON-RPC message (batches are not supported)";
@@ -244,14 +240,7 @@ async fn call(State(gw): State<Gateway>, Path(name): Path<String>, headers: Head
     if let Some(refused) = gw.decide(&upstream, &headers, &message, &claims, token, approval).await {
         return refused;
     }
-    let response = match gw
-        .0
-        .http
-        .post(&upstream.url)
-        .headers(upstream_headers(&headers))
-        .body(forwarded)
-        .send()
-        .await
+    let response = match gw.0.http.post(&upstream.url).headers(upstream_headers(&headers)).body(forwarded).send().await
     {
         Ok(r) => r,
         Err(e) => {
@@ -284,9 +273,12 @@ impl Gateway {
         approval: Option<Option<String>>,
     ) -> Option<Response> {
         let id = message.get("id").cloned().unwrap_or(Value::Null);
-        let refuse = |code: i64, why: String, data: Option<Value>| Some(rpc_error(StatusCode::OK, id.clone(), code, why, data));
+        let refuse =
+            |code: i64, why: String, data: Option<Value>| Some(rpc_error(StatusCode::OK, id.clone(), code, why, data));
         let approval = match approval {
-            Some(None) => return refuse(rpc::INVALID_PARAMS, format!("`_meta.{META_APPROVAL_ID}` must be a string"), None),
+            Some(None) => {
+                return refuse(rpc::INVALID_PARAMS, format!("`_meta.{META_APPROVAL_ID}` must be a string"), None)
+            }
             Some(Some(a)) => Some(a),
             None => None,
         };
@@ -386,8 +378,7 @@ impl Gateway {
             let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/list", "params": params});
             let mut request_headers = upstream_headers(headers);
             request_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            request_headers
-                .insert(header::ACCEPT, HeaderValue::from_static("application/json, text/event-stream"));
+            request_headers.insert(header::ACCEPT, HeaderValue::from_static("application/json, text/event-stream"));
             let response = self
                 .0
                 .http
