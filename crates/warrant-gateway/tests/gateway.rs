@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use warrant_core::{AgentId, UnixTime};
-use warrant_gateway::{AuthorizePdp, Gateway, GatewayConfig, Upstream};
+use warrant_gateway::{AuthorizePdp, Gateway, GatewayConfig, HttpPdp, Pdp, Upstream};
 use warrant_server::{BoundServer, FileConfig, Settings};
 use warrant_token::KeyPair;
 
@@ -136,6 +136,12 @@ async fn serve(listener: TcpListener, router: Router) {
 
 impl Setup {
     async fn start() -> Setup {
+        Setup::start_with(|http, server| Arc::new(AuthorizePdp::new(http, server))).await
+    }
+
+    /// A setup whose gateway decides through the PDP `pdp` makes (given the client and
+    /// the Warrant server's URL).
+    async fn start_with(pdp: impl FnOnce(reqwest::Client, &str) -> Arc<dyn Pdp>) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let settings = Settings::from_config(FileConfig {
@@ -167,7 +173,7 @@ impl Setup {
             server: server.clone(),
             public_url: gateway.clone(),
         };
-        let gw = Gateway::new(config, Arc::new(AuthorizePdp::new(http.clone(), &server))).await.unwrap();
+        let gw = Gateway::new(config, pdp(http.clone(), &server)).await.unwrap();
         serve(listener, gw.router()).await;
 
         let mut s = Setup {
@@ -446,4 +452,26 @@ async fn warrants_for_another_resource_are_refused_with_the_challenge_and_metada
     let missing =
         s.http.get(format!("{}/.well-known/oauth-protected-resource/mcp/nope", s.gateway)).send().await.unwrap();
     assert_eq!(missing.status(), reqwest::StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_pdp_that_cannot_be_reached_refuses_every_decided_call() {
+    // A port that was bound and released: nothing listens there.
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let s = Setup::start_with(|http, _| Arc::new(HttpPdp::new(http, &format!("http://{closed}"), "pep".into()))).await;
+    let w = s.standard("crm").await;
+    for (id, method, params) in [
+        (1, "tools/list", json!({})),
+        (2, "tools/call", json!({"name": "get_customer", "arguments": {"id": "1"}})),
+        (3, "initialize", json!({"protocolVersion": "2025-06-18"})),
+    ] {
+        let answer = s.call("crm", &w, id, method, params).await;
+        assert_eq!(answer["error"]["code"], -32603, "{answer}");
+        assert_eq!(answer["error"]["message"], "Authorization service unavailable");
+    }
+    // Undecided messages still pass; the decided ones never reached the upstream (the
+    // gateway's own catalogue read aside).
+    assert_eq!(s.call("crm", &w, 4, "ping", json!({})).await["result"], json!({}));
+    assert!(s.log.calls().is_empty());
+    assert!(!s.log.methods().contains(&"initialize".to_owned()));
 }
