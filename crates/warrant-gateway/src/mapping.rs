@@ -149,10 +149,16 @@ pub fn plan(
     sub: &str,
 ) -> Result<Plan, MappingError> {
     let Some(method) = message.get("method").and_then(Value::as_str) else {
-        // A response to a request of the upstream's: it carries no method.
-        return Ok(Plan::PassThrough);
+        // A response to a request of the upstream's carries no method; anything else
+        // without one is not a message the gateway lets through.
+        if message.contains_key("result") || message.contains_key("error") {
+            return Ok(Plan::PassThrough);
+        }
+        return Err(MappingError::UnknownMethod(String::new()));
     };
-    let is_notification = !message.contains_key("id") || method.starts_with("notifications/");
+    // Only a true notification (no `id`) passes undecided: a request named like one, or
+    // a request sent without an `id`, is decided like any other.
+    let is_notification = !message.contains_key("id") && method.starts_with("notifications/");
     if method == "ping" || is_notification {
         return Ok(Plan::PassThrough);
     }
@@ -478,11 +484,17 @@ mod tests {
         for m in [
             json!({"id": 1, "method": "ping"}),
             json!({"method": "notifications/initialized"}),
-            json!({"method": "anything/without-id"}),
             json!({"id": 3, "result": {}}),
+            json!({"id": 4, "error": {"code": 1, "message": "no"}}),
         ] {
             assert_eq!(plan("u", &msg(m), none, &t, "s").unwrap(), Plan::PassThrough);
         }
+        // Without an `id` a request is still decided; with one, a "notification" is too.
+        let sneaky = msg(json!({"method": "tools/call", "params": {"name": "rm"}}));
+        assert!(matches!(plan("u", &sneaky, none, &t, "s").unwrap(), Plan::Decide { .. }));
+        let sneaky = msg(json!({"id": 5, "method": "notifications/x"}));
+        assert!(matches!(plan("u", &sneaky, none, &t, "s"), Err(MappingError::UnknownMethod(_))));
+        assert!(plan("u", &msg(json!({"id": 6})), none, &t, "s").is_err());
         let err = plan("u", &msg(json!({"id": 1, "method": "admin/wipe"})), none, &t, "s").unwrap_err();
         assert_eq!(err, MappingError::UnknownMethod("admin/wipe".into()));
         for bad in [json!({}), json!({"name": ""}), json!({"name": "a/../b"}), json!({"name": 3})] {
