@@ -12,8 +12,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::TryStreamExt;
+use serde::Serialize;
 use serde_json::{json, Map, Value};
-use warrant_core::authzen::{Action, EvaluationRequest, Subject, ACTION_MCP, CONTEXT_APPROVAL_ID, SUBJECT_TOKEN};
+use warrant_core::authzen::{
+    Action, EvaluationRequest, ResponseContext, Subject, ACTION_MCP, CONTEXT_APPROVAL_ID, SUBJECT_TOKEN,
+};
 use warrant_core::{UnixTime, WarrantClaims};
 
 use crate::auth::{self, AuthError, ResourceMetadata, Verifier};
@@ -237,8 +240,8 @@ async fn call(State(gw): State<Gateway>, Path(name): Path<String>, headers: Head
             Err(e) => return rpc_error(StatusCode::OK, id, rpc::INTERNAL, format!("re-encoding failed: {e}"), None),
         },
     };
-    if let Some(refused) = gw.decide(&upstream, &headers, &message, &claims, token, approval).await {
-        return refused;
+    if let Err(refusal) = gw.decide(&upstream, &headers, &message, &claims, token, approval).await {
+        return refusal.answer(id);
     }
     let response = match gw.0.http.post(&upstream.url).headers(upstream_headers(&headers)).body(forwarded).send().await
     {
@@ -262,7 +265,7 @@ async fn call(State(gw): State<Gateway>, Path(name): Path<String>, headers: Head
 }
 
 impl Gateway {
-    /// Decides one message; `Some(answer)` when it is refused.
+    /// Decides one message: `Ok` to forward it, else why it is refused.
     async fn decide(
         &self,
         upstream: &Upstream,
@@ -271,82 +274,45 @@ impl Gateway {
         claims: &WarrantClaims,
         token: &str,
         approval: Option<Option<String>>,
-    ) -> Option<Response> {
-        let id = message.get("id").cloned().unwrap_or(Value::Null);
-        let refuse =
-            |code: i64, why: String, data: Option<Value>| Some(rpc_error(StatusCode::OK, id.clone(), code, why, data));
+    ) -> Result<(), Refusal> {
         let approval = match approval {
             Some(None) => {
-                return refuse(rpc::INVALID_PARAMS, format!("`_meta.{META_APPROVAL_ID}` must be a string"), None)
+                return Err(Refusal::Mapping(format!("`_meta.{META_APPROVAL_ID}` must be a string")));
             }
             Some(Some(a)) => Some(a),
             None => None,
         };
-        let token_json = match serde_json::to_value(claims) {
-            Ok(v) => v,
-            Err(e) => return refuse(rpc::INTERNAL, format!("claims not readable: {e}"), None),
-        };
+        let token_json = serde_json::to_value(claims).map_err(|e| Refusal::Unavailable(e.to_string()))?;
         let tool = (message.get("method").and_then(Value::as_str) == Some("tools/call"))
             .then(|| message.get("params").and_then(|p| p.get("name")).and_then(Value::as_str))
             .flatten();
         if let Some(tool) = tool {
-            match self.tool(&upstream.name, tool, headers).await {
-                Ok(Tool::Broken(why)) => {
-                    return refuse(rpc::INVALID_PARAMS, format!("COAZ mapping error: tool `{tool}`: {why}"), None)
-                }
-                Ok(_) => {}
-                Err(why) => return refuse(rpc::INTERNAL, why, None),
+            if let Tool::Broken(why) = self.tool(&upstream.name, tool, headers).await.map_err(Refusal::Unavailable)? {
+                return Err(Refusal::Mapping(format!("COAZ mapping error: tool `{tool}`: {why}")));
             }
         }
         let declared = |t: &str| match self.known(&upstream.name, t) {
             Some(Tool::Declared(m)) => Some(m),
             _ => None,
         };
-        let plan = mapping::plan(&upstream.name, message, declared, &token_json, &claims.sub);
-        let (call, evaluations) = match plan {
-            Ok(Plan::PassThrough) => return None,
+        let (call, evaluations) = match mapping::plan(&upstream.name, message, declared, &token_json, &claims.sub) {
+            Ok(Plan::PassThrough) => return Ok(()),
             Ok(Plan::Decide { call, evaluations }) => (call, evaluations),
-            Err(e @ MappingError::UnknownMethod(_)) => return refuse(rpc::DENIED, format!("Access denied: {e}"), None),
-            Err(e) => return refuse(rpc::INVALID_PARAMS, e.to_string(), None),
+            Err(e @ MappingError::UnknownMethod(_)) => return Err(Refusal::Unknown(e.to_string())),
+            Err(e) => return Err(Refusal::Mapping(e.to_string())),
         };
-        let mcp = match serde_json::to_value(&call) {
-            Ok(v) => v,
-            Err(e) => return refuse(rpc::INTERNAL, e.to_string(), None),
-        };
+        let mcp = serde_json::to_value(&call).map_err(|e| Refusal::Unavailable(e.to_string()))?;
         for evaluation in evaluations {
             let request = evaluation_request(evaluation, claims, token, &mcp, approval.as_deref());
-            let answer = match self.0.pdp.evaluate(&request).await {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "the PDP failed; refusing");
-                    return refuse(rpc::INTERNAL, "Authorization service unavailable".into(), None);
-                }
-            };
-            if answer.decision {
-                continue;
+            let answer = self.0.pdp.evaluate(&request).await.map_err(|e| {
+                tracing::warn!(error = %e, "the PDP failed; refusing");
+                Refusal::Unavailable(e.to_string())
+            })?;
+            if !answer.decision {
+                return Err(Refusal::Denied(answer.context.unwrap_or_default()));
             }
-            let context = answer.context.unwrap_or_default();
-            let pending = context.outcome.as_deref() == Some("pending") && context.approval_id.is_some();
-            let reason = context.reasons.first().cloned().unwrap_or_else(|| "not permitted".into());
-            let data = json!({
-                "decision_id": context.decision_id,
-                "outcome": context.outcome.clone().unwrap_or_else(|| "deny".into()),
-                "code": context.code,
-                "reasons": context.reasons,
-            });
-            let Value::Object(mut data) = data else { return refuse(rpc::DENIED, reason, None) };
-            if pending {
-                data.insert("approval_id".into(), json!(context.approval_id));
-                data.insert("expires_at".into(), json!(context.expires_at));
-                data.insert("poll".into(), json!(context.poll));
-                let why = format!(
-                    "Approval required: {reason}; retry with `params._meta[\"{META_APPROVAL_ID}\"]` once it is approved"
-                );
-                return refuse(rpc::DENIED, why, Some(Value::Object(data)));
-            }
-            return refuse(rpc::DENIED, format!("Access denied: {reason}"), Some(Value::Object(data)));
         }
-        None
+        Ok(())
     }
 
     fn known(&self, upstream: &str, tool: &str) -> Option<Tool> {
@@ -481,6 +447,76 @@ impl Gateway {
         *out.status_mut() = status;
         out.headers_mut().extend(headers);
         out
+    }
+}
+
+/// Why a message is not forwarded; each is a JSON-RPC error (HTTP 200) answering it.
+#[derive(Debug)]
+enum Refusal {
+    /// The PDP did not permit it (`-32001`); for `pending`, with the approval to retry with.
+    Denied(ResponseContext),
+    /// A method the gateway cannot map (`-32001`).
+    Unknown(String),
+    /// A mapping error (`-32602`).
+    Mapping(String),
+    /// The PDP or the upstream's catalogue could not be reached (`-32603`); the detail
+    /// is for the log.
+    Unavailable(String),
+}
+
+impl Refusal {
+    fn answer(self, id: Value) -> Response {
+        let (code, message, data) = match self {
+            Refusal::Denied(context) => {
+                let reason = context.reasons.first().cloned().unwrap_or_else(|| "not permitted".into());
+                let pending = context.outcome.as_deref() == Some("pending") && context.approval_id.is_some();
+                let message = if pending {
+                    format!(
+                        "Approval required: {reason}; retry with `params._meta[\"{META_APPROVAL_ID}\"]` once it is approved"
+                    )
+                } else {
+                    format!("Access denied: {reason}")
+                };
+                let data = Denial::from(context);
+                (rpc::DENIED, message, serde_json::to_value(data).ok())
+            }
+            Refusal::Unknown(why) => (rpc::DENIED, format!("Access denied: {why}"), None),
+            Refusal::Mapping(why) => (rpc::INVALID_PARAMS, why, None),
+            Refusal::Unavailable(why) => {
+                tracing::warn!(error = %why, "refused: a decision could not be made");
+                (rpc::INTERNAL, "Authorization service unavailable".to_owned(), None)
+            }
+        };
+        rpc_error(StatusCode::OK, id, code, message, data)
+    }
+}
+
+/// The `data` of a denial: the decision, and for `pending` the approval to retry with.
+#[derive(Debug, Serialize)]
+struct Denial {
+    decision_id: Option<String>,
+    outcome: String,
+    code: Option<String>,
+    reasons: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    approval_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    poll: Option<String>,
+}
+
+impl From<ResponseContext> for Denial {
+    fn from(c: ResponseContext) -> Self {
+        Denial {
+            decision_id: c.decision_id,
+            outcome: c.outcome.unwrap_or_else(|| "deny".into()),
+            code: c.code,
+            reasons: c.reasons,
+            approval_id: c.approval_id,
+            expires_at: c.expires_at,
+            poll: c.poll,
+        }
     }
 }
 
