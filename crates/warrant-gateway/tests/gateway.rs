@@ -117,6 +117,13 @@ async fn upstream(
     response
 }
 
+/// The PDP the tests' gateway asks: the server's `/v1/authorize`. With the AuthZEN
+/// endpoint on the server, `HttpPdp::new(http, server, admin.to_owned())` is the same
+/// pipeline and these tests pass unchanged.
+fn pdp(http: reqwest::Client, server: &str, _admin: &str) -> Arc<dyn Pdp> {
+    Arc::new(AuthorizePdp::new(http, server))
+}
+
 struct Setup {
     server: String,
     admin: String,
@@ -136,12 +143,12 @@ async fn serve(listener: TcpListener, router: Router) {
 
 impl Setup {
     async fn start() -> Setup {
-        Setup::start_with(|http, server| Arc::new(AuthorizePdp::new(http, server))).await
+        Setup::start_with(pdp).await
     }
 
     /// A setup whose gateway decides through the PDP `pdp` makes (given the client and
     /// the Warrant server's URL).
-    async fn start_with(pdp: impl FnOnce(reqwest::Client, &str) -> Arc<dyn Pdp>) -> Setup {
+    async fn start_with(pdp: impl FnOnce(reqwest::Client, &str, &str) -> Arc<dyn Pdp>) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let settings = Settings::from_config(FileConfig {
@@ -173,7 +180,7 @@ impl Setup {
             server: server.clone(),
             public_url: gateway.clone(),
         };
-        let gw = Gateway::new(config, pdp(http.clone(), &server)).await.unwrap();
+        let gw = Gateway::new(config, pdp(http.clone(), &server, &admin)).await.unwrap();
         serve(listener, gw.router()).await;
 
         let mut s = Setup {
@@ -458,7 +465,8 @@ async fn warrants_for_another_resource_are_refused_with_the_challenge_and_metada
 async fn a_pdp_that_cannot_be_reached_refuses_every_decided_call() {
     // A port that was bound and released: nothing listens there.
     let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
-    let s = Setup::start_with(|http, _| Arc::new(HttpPdp::new(http, &format!("http://{closed}"), "pep".into()))).await;
+    let s =
+        Setup::start_with(|http, _, _| Arc::new(HttpPdp::new(http, &format!("http://{closed}"), "pep".into()))).await;
     let w = s.standard("crm").await;
     for (id, method, params) in [
         (1, "tools/list", json!({})),
