@@ -126,6 +126,15 @@ pub async fn run(conn: &Conn, args: GatewayArgs) -> CliResult {
     for name in names {
         outln!("  upstream {name}: {public_url}/mcp/{name}");
     }
-    axum::serve(listener, gateway.router()).with_graceful_shutdown(warrant_server::server::shutdown_signal()).await?;
+    // The server's accept loop: a header timeout (also the idle timeout) and a cap on
+    // connections, which `axum::serve` lacks; rate limits are the server's business.
+    let limits = warrant_server::config::ServerLimits {
+        token_rate_per_client: None,
+        token_rate_per_ip: None,
+        anonymous_rate_per_ip: None,
+        ..warrant_server::config::ServerLimits::default()
+    };
+    warrant_server::listen::serve(listener, gateway.router(), limits, warrant_server::server::shutdown_signal())
+        .await?;
     Ok(())
 }
