@@ -60,6 +60,8 @@ type Catalogue = HashMap<String, HashMap<String, Tool>>;
 struct Inner {
     upstreams: HashMap<String, Upstream>,
     public_url: String,
+    /// The public URL's origin (`scheme://host[:port]`), the only `Origin` accepted.
+    origin: String,
     verifier: Verifier,
     pdp: Arc<dyn Pdp>,
     http: reqwest::Client,
@@ -96,9 +98,18 @@ impl Gateway {
             .map_err(|e| GatewayError::Config(e.to_string()))?;
         let verifier = Verifier::connect(http.clone(), &config.server).await?;
         let public_url = config.public_url.trim_end_matches('/').to_owned();
+        let origin = match url::Url::parse(&public_url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => u.origin().ascii_serialization(),
+            _ => {
+                return Err(GatewayError::Config(format!(
+                    "the public URL `{public_url}` is not an absolute http(s) URL"
+                )))
+            }
+        };
         Ok(Gateway(Arc::new(Inner {
             upstreams,
             public_url,
+            origin,
             verifier,
             pdp,
             http,
@@ -211,6 +222,13 @@ fn take_approval(message: &mut Map<String, Value>) -> Option<Option<String>> {
 /// One `POST /mcp/<u>`.
 async fn call(State(gw): State<Gateway>, Path(name): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
     let Some(upstream) = gw.0.upstreams.get(&name).cloned() else { return not_found(&name) };
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        // A browser page of another origin (DNS rebinding): refused, as MCP asks.
+        if origin.to_str().ok() != Some(gw.0.origin.as_str()) {
+            let body = json!({"error": "forbidden", "message": "requests from this origin are not accepted"});
+            return (StatusCode::FORBIDDEN, Json(body)).into_response();
+        }
+    }
     let resource = auth::resource_id(&gw.0.public_url, &name);
     let token = match bearer(&headers) {
         Some(t) if !t.is_empty() => t,

@@ -450,7 +450,14 @@ async fn warrants_for_another_resource_are_refused_with_the_challenge_and_metada
         let challenge = headers.get("www-authenticate").unwrap().to_str().unwrap();
         assert_eq!(challenge, format!("Bearer resource_metadata=\"{meta_url}\", error=\"invalid_token\""));
     }
+    // A browser page of another origin is refused, even with a good warrant; the
+    // gateway's own origin is not.
+    let good = s.standard("crm").await;
+    let (status, _, _) = s.post("crm", Some(&good), ping.clone(), &[("origin", "http://evil.example")]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(s.log.all().is_empty(), "nothing reached the upstream");
+    let (status, _, _) = s.post("crm", Some(&good), ping.clone(), &[("origin", &s.gateway)]).await;
+    assert_eq!(status, StatusCode::OK);
 
     let meta: Value = s.http.get(&meta_url).send().await.unwrap().json().await.unwrap();
     assert_eq!(meta["resource"], s.resource("crm"));
