@@ -616,6 +616,7 @@ impl Issuer {
             issued_at: claims.iat,
             expires_at: claims.exp,
             budget: claims.budget.clone(),
+            claims: Some(claims.clone()),
         };
         let new_task = parent.is_none().then(|| TaskRecord {
             id: claims.task.id.clone(),

@@ -117,10 +117,14 @@ async fn upstream(
     response
 }
 
-/// The PDP the tests' gateway asks: the server's `/v1/authorize`. With the AuthZEN
-/// endpoint on the server, `HttpPdp::new(http, server, admin.to_owned())` is the same
-/// pipeline and these tests pass unchanged.
-fn pdp(http: reqwest::Client, server: &str, _admin: &str) -> Arc<dyn Pdp> {
+/// The PDP the tests' gateway asks: the server's AuthZEN endpoint, with the admin token
+/// as the credential.
+fn pdp(http: reqwest::Client, server: &str, admin: &str) -> Arc<dyn Pdp> {
+    Arc::new(HttpPdp::new(http, server, admin.to_owned()))
+}
+
+/// The same decisions through the server's `/v1/authorize` (`--pdp authorize`).
+fn authorize_pdp(http: reqwest::Client, server: &str, _admin: &str) -> Arc<dyn Pdp> {
     Arc::new(AuthorizePdp::new(http, server))
 }
 
@@ -382,13 +386,34 @@ async fn calls_are_decided_and_a_denied_call_never_reaches_the_upstream() {
     // The decisions are in the audit log with the MCP call.
     let r = s.http.get(format!("{}/v1/audit?kind=decision", s.server)).bearer_auth(&s.admin).send().await.unwrap();
     let audit: Value = r.json().await.unwrap();
-    let text = audit.to_string();
-    assert!(text.contains("mcp/crm/tool/delete_customer") && text.contains("mcp/crm/tool/get_customer"), "{text}");
+    let records = audit["records"].as_array().unwrap();
+    let denied = records
+        .iter()
+        .find(|r| r["details"]["resource"] == "mcp/crm/tool/delete_customer")
+        .expect("the denied call is audited");
+    assert_eq!(denied["decision"], "deny");
+    assert_eq!(
+        denied["details"]["mcp"],
+        json!({"method": "tools/call", "target": "delete_customer", "upstream": "crm"})
+    );
+    assert_eq!(denied["agent"], s.agent.as_str(), "the agent chain");
+    assert_eq!(denied["human"], s.human.as_str(), "and the human");
+    assert!(records
+        .iter()
+        .any(|r| r["details"]["resource"] == "mcp/crm/tool/get_customer" && r["decision"] == "allow"));
 }
 
 #[tokio::test]
 async fn a_declared_mapping_is_decided_with_cel_and_a_pending_decision_is_approved_once() {
-    let s = Setup::start().await;
+    declared_mapping_and_approval(Setup::start().await).await;
+}
+
+#[tokio::test]
+async fn through_v1_authorize_a_declared_mapping_and_an_approval_decide_the_same() {
+    declared_mapping_and_approval(Setup::start_with(authorize_pdp).await).await;
+}
+
+async fn declared_mapping_and_approval(s: Setup) {
     let w = s.standard("crm-sse").await;
     let small = json!({"name": "transfer", "arguments": {"from": "acc-1", "amount": 50, "currency": "USD"}});
     let ok = s.call("crm-sse", &w, 1, "tools/call", small).await;

@@ -17,12 +17,13 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::AuditKind;
+use crate::authzen::McpCall;
 use crate::decision::DecisionCode;
 use crate::govern::finding::FindingKind;
 use crate::guard::approval::{Approval, ApprovalStatus, Approver};
 use crate::guard::budget::Charge;
 use crate::guard::signal::Signal;
-use crate::id::{AgentId, ApprovalId, HumanId, WarrantId};
+use crate::id::{AgentId, ApprovalId, HumanId, PepId, WarrantId};
 use crate::registry::{Agent, AgentStatus, Human, HumanStatus, Mode};
 use crate::revocation::RevocationKind;
 use crate::scope::Scope;
@@ -140,6 +141,20 @@ pub struct DecisionDetails {
     /// The request's `context`, as audited.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub context: Option<Value>,
+    /// The enforcement point that asked, when the request came through the AuthZEN PDP
+    /// (`pep`, and `mcp` when it stated the MCP call it decides).
+    #[serde(flatten)]
+    pub via: Option<Box<DecisionVia>>,
+}
+
+/// The enforcement point a decision was asked through (the AuthZEN PDP).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DecisionVia {
+    /// The PEP credential's name, or `admin` for the admin token.
+    pub pep: String,
+    /// The MCP call it decided, as it stated it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<McpCall>,
 }
 
 /// What a decision record holds of the warrant, when it verified.
@@ -276,6 +291,20 @@ pub enum RegistryDetails {
         /// The new key's `x`.
         to: String,
     },
+    /// `pep.add`: an enforcement point's credential created (never its secret).
+    PepAdd {
+        /// Its id.
+        id: PepId,
+        /// Its name.
+        name: String,
+        /// Whether it may ask about plain subjects.
+        plain_subjects: bool,
+    },
+    /// `pep.revoke`: an enforcement point's credential revoked.
+    PepRevoke {
+        /// Its id.
+        id: PepId,
+    },
 }
 
 impl RegistryDetails {
@@ -288,6 +317,8 @@ impl RegistryDetails {
             RegistryDetails::AgentStatus(status) => format!("agent.{}", status.as_str()),
             RegistryDetails::AgentMaxScope { .. } => "agent.max_scope".into(),
             RegistryDetails::AgentKey { .. } => "agent.key".into(),
+            RegistryDetails::PepAdd { .. } => "pep.add".into(),
+            RegistryDetails::PepRevoke { .. } => "pep.revoke".into(),
         }
     }
 }
@@ -310,6 +341,16 @@ impl Serialize for RegistryDetails {
             from: &'a str,
             to: &'a str,
         }
+        #[derive(Serialize)]
+        struct PepAdd<'a> {
+            id: &'a PepId,
+            name: &'a str,
+            plain_subjects: bool,
+        }
+        #[derive(Serialize)]
+        struct PepRevoke<'a> {
+            id: &'a PepId,
+        }
         let mut map = serializer.serialize_map(Some(2))?;
         map.serialize_entry("op", &self.op())?;
         match self {
@@ -323,6 +364,10 @@ impl Serialize for RegistryDetails {
                 map.serialize_entry("change", &MaxScope { from, to, finding, by })?;
             }
             RegistryDetails::AgentKey { from, to } => map.serialize_entry("change", &Key { from, to })?,
+            RegistryDetails::PepAdd { id, name, plain_subjects } => {
+                map.serialize_entry("change", &PepAdd { id, name, plain_subjects: *plain_subjects })?;
+            }
+            RegistryDetails::PepRevoke { id } => map.serialize_entry("change", &PepRevoke { id })?,
         }
         map.end()
     }
@@ -517,6 +562,7 @@ mod tests {
             warrant: None,
             resource_attrs: None,
             context: None,
+            via: None,
         }
     }
 

@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
-use warrant_core::audit::details::{DecisionDetails, DecisionWarrant};
+use warrant_core::audit::details::{DecisionDetails, DecisionVia, DecisionWarrant};
 use warrant_core::audit::{AuditEntry, EncodeError};
+use warrant_core::authzen::McpCall;
 use warrant_core::decision::{DecisionCode, Outcome};
 use warrant_core::UnixTime;
 use warrant_store::SpendCharge;
@@ -114,6 +115,16 @@ fn entry_of(req: &AuthorizeRequest, decision: &Decision, now: UnixTime) -> Resul
             .map(|claims| DecisionWarrant { chain: claims.chain(), scope: claims.scope.clone() }),
         resource_attrs: req.resource_attrs.as_ref().map(audited_input),
         context: req.context.as_ref().map(audited_input),
+        via: req.via.as_ref().map(|v| {
+            Box::new(DecisionVia {
+                pep: audited_text(&v.pep),
+                mcp: v.mcp.as_ref().map(|m| McpCall {
+                    method: audited_text(&m.method),
+                    target: m.target.as_deref().map(audited_text),
+                    upstream: audited_text(&m.upstream),
+                }),
+            })
+        }),
     };
     let mut entry = AuditEntry::with_details(now, details)?;
     entry.decision = Some(decision.outcome.as_str().to_owned());
