@@ -7,7 +7,8 @@
 //! - [`mapping`]: MCP methods to Warrant actions and resources, declared mappings (CEL);
 //! - [`pdp`]: the [`Pdp`] trait and its HTTP implementations;
 //! - [`auth`]: warrant verification, the 401 challenge, protected resource metadata;
-//! - [`rpc`]: JSON-RPC errors and the `text/event-stream` framing of answers;
+//! - [`rpc`]: JSON-RPC errors (with `rmcp`'s error object) and the `text/event-stream`
+//!   framing of answers;
 //! - [`proxy`]: the HTTP handlers.
 
 pub mod auth;

@@ -166,7 +166,13 @@ fn unauthorized(gw: &Gateway, upstream: &str, error: &AuthError) -> Response {
     response
 }
 
-fn rpc_error(status: StatusCode, id: Value, code: i64, message: impl Into<String>, data: Option<Value>) -> Response {
+fn rpc_error(
+    status: StatusCode,
+    id: Value,
+    code: rmcp::model::ErrorCode,
+    message: impl Into<String>,
+    data: Option<Value>,
+) -> Response {
     (status, Json(ErrorResponse::new(id, code, message, data))).into_response()
 }
 

@@ -2,21 +2,24 @@
 //! of an upstream's answer, `application/json` or `text/event-stream`, so that a
 //! `tools/list` result can be rewritten in either.
 
+use rmcp::model::{ErrorCode, ErrorData};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 /// An authorization denial (COAZ-MCP), also used for a `pending` decision.
-pub const DENIED: i64 = -32001;
+pub const DENIED: ErrorCode = ErrorCode(-32001);
 /// A mapping error: the request could not be mapped (JSON-RPC "Invalid params").
-pub const INVALID_PARAMS: i64 = -32602;
+pub const INVALID_PARAMS: ErrorCode = ErrorCode::INVALID_PARAMS;
 /// The PDP or the upstream's catalogue could not be reached (JSON-RPC "Internal error").
-pub const INTERNAL: i64 = -32603;
+pub const INTERNAL: ErrorCode = ErrorCode::INTERNAL_ERROR;
 /// The body is not JSON (JSON-RPC "Parse error").
-pub const PARSE_ERROR: i64 = -32700;
+pub const PARSE_ERROR: ErrorCode = ErrorCode::PARSE_ERROR;
 /// The body is not one JSON-RPC message (JSON-RPC "Invalid Request").
-pub const INVALID_REQUEST: i64 = -32600;
+pub const INVALID_REQUEST: ErrorCode = ErrorCode::INVALID_REQUEST;
 
-/// A JSON-RPC error response.
+/// A JSON-RPC error response. The error object is the MCP SDK's; the envelope is the
+/// gateway's own, because an error may answer a request whose `id` could not be read
+/// (`null`), which the SDK's response type does not allow.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ErrorResponse {
     /// Always `2.0`.
@@ -24,25 +27,13 @@ pub struct ErrorResponse {
     /// The request's id, or null.
     pub id: Value,
     /// The error.
-    pub error: ErrorObject,
-}
-
-/// The `error` member.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ErrorObject {
-    /// The code.
-    pub code: i64,
-    /// Why, in words.
-    pub message: String,
-    /// More, for a machine.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub data: Option<Value>,
+    pub error: ErrorData,
 }
 
 impl ErrorResponse {
     /// An error answering request `id`.
-    pub fn new(id: Value, code: i64, message: impl Into<String>, data: Option<Value>) -> Self {
-        ErrorResponse { jsonrpc: "2.0", id, error: ErrorObject { code, message: message.into(), data } }
+    pub fn new(id: Value, code: ErrorCode, message: impl Into<String>, data: Option<Value>) -> Self {
+        ErrorResponse { jsonrpc: "2.0", id, error: ErrorData::new(code, message.into(), data) }
     }
 }
 
