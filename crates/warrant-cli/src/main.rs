@@ -14,6 +14,7 @@ mod bench;
 mod client;
 mod demo;
 mod evidence;
+mod gateway;
 mod govern;
 mod guard;
 mod keyfile;
@@ -223,6 +224,14 @@ enum Command {
     /// Load-test a server over HTTP (authorize, batch, mint, exchange, revocation) against a
     /// trivial axum endpoint measured with the same client.
     Bench(bench::BenchArgs),
+    /// Run the MCP gateway: Streamable HTTP in front of upstream MCP servers, every call
+    /// decided by the Warrant server (see docs/gateway.md).
+    Gateway {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(flatten)]
+        args: gateway::GatewayArgs,
+    },
 }
 
 /// `warrant agent …`: the registry commands and the governance ones.
@@ -483,6 +492,7 @@ async fn run(cli: Cli) -> CliResult {
         }
         Command::Demo => demo::run().await,
         Command::Bench(args) => Ok(bench::run(args).await?),
+        Command::Gateway { conn, args } => gateway::run(&conn, args).await,
     }
 }
 

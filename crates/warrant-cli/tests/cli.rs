@@ -2129,3 +2129,71 @@ fn pep_credentials_from_the_command_line() {
     assert!(!again.status.success());
     assert!(server.terminate().success());
 }
+
+/// One HTTP/1.1 request over a fresh connection; the whole answer as text.
+fn http(addr: &str, request: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+#[test]
+fn gateway_starts_with_the_admin_token_it_finds_and_challenges_without_a_warrant() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let data = cwd.join("data");
+    let server = Server::start(&data);
+    let gateway = |extra: &[&str]| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["gateway", "--server", &server.url, "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .current_dir(cwd)
+            .env_remove("WARRANT_ADMIN_TOKEN")
+            .env_remove("WARRANT_PEP_TOKEN")
+            .env_remove("WARRANT_CONFIG");
+        cmd
+    };
+
+    // No credential anywhere: refused before it listens.
+    let out = gateway(&["--upstream", "crm=http://127.0.0.1:9/mcp", "--data", "nowhere"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no PEP credential"), "{out:?}");
+    // A malformed upstream is refused by the flag parser.
+    let out = gateway(&["--upstream", "crm", "--data", data.to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success());
+
+    // The admin token found in the data directory is the credential.
+    let mut child = gateway(&["--upstream", "crm=http://127.0.0.1:9/mcp", "--data", data.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let url = first.split("listening on ").nth(1).expect("a `listening on` line").trim().to_owned();
+    assert_eq!(lines.next().unwrap().unwrap().trim(), format!("upstream crm: {url}/mcp/crm"));
+    let addr = url.trim_start_matches("http://");
+
+    let meta = http(
+        addr,
+        "GET /.well-known/oauth-protected-resource/mcp/crm HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n",
+    );
+    assert!(meta.starts_with("HTTP/1.1 200"), "{meta}");
+    let body: Value = serde_json::from_str(meta.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["resource"], format!("{url}/mcp/crm"));
+    assert_eq!(body["authorization_servers"][0], server.url.as_str());
+
+    let post = "POST /mcp/crm HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
+    let denied = http(addr, post);
+    assert!(denied.starts_with("HTTP/1.1 401"), "{denied}");
+    let challenge =
+        format!("www-authenticate: Bearer resource_metadata=\"{url}/.well-known/oauth-protected-resource/mcp/crm\"");
+    assert!(denied.to_ascii_lowercase().contains(&challenge.to_ascii_lowercase()), "{denied}");
+
+    let _ = child.kill();
+    let _ = child.wait();
+    server.terminate();
+}
