@@ -3,7 +3,9 @@
 //! concurrencies, and, in the same run and with the same client, a trivial axum JSON
 //! endpoint: the framework's ceiling, the baseline of every ratio.
 
+mod gateway;
 mod load;
+mod mcp;
 mod report;
 mod target;
 
@@ -35,6 +37,8 @@ const POOL_FIRST_GUESS: f64 = 1500.0;
 pub enum Scenario {
     /// `POST /v1/authorize`: one decision, durably audited.
     Authorize,
+    /// `POST /access/v1/evaluation` (AuthZEN) by a PEP: the same decision as authorize.
+    Authzen,
     /// `POST /v1/authorize/batch`.
     Batch,
     /// Client credentials with a fresh client assertion per request.
@@ -43,6 +47,8 @@ pub enum Scenario {
     Exchange,
     /// Delegate, authorize, revoke, authorize again: does the very next decision deny?
     Revocation,
+    /// MCP `tools/call` at a fixed rate: directly, through nginx, through `warrant gateway`.
+    Gateway,
     /// Every scenario above.
     All,
 }
@@ -52,10 +58,12 @@ impl Scenario {
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Authorize => "authorize",
+            Scenario::Authzen => "authzen",
             Scenario::Batch => "batch",
             Scenario::Mint => "mint",
             Scenario::Exchange => "exchange",
             Scenario::Revocation => "revocation",
+            Scenario::Gateway => "gateway",
             Scenario::All => "all",
         }
     }
@@ -92,6 +100,13 @@ pub struct BenchArgs {
     /// Requests per batch in the batch scenario (at most 100).
     #[arg(long, default_value_t = 20)]
     batch_size: usize,
+    /// The gateway scenario's rate: MCP tool calls per second, on every path.
+    #[arg(long, default_value_t = 1000.0)]
+    gateway_rate: f64,
+    /// The nginx binary the gateway scenario runs as a plain reverse proxy (skipped, and
+    /// said so, when there is none).
+    #[arg(long, default_value = "nginx")]
+    nginx: PathBuf,
     /// Write every figure as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -175,6 +190,9 @@ fn check(args: &BenchArgs) -> Result<(), BenchError> {
     if args.batch_size == 0 || args.batch_size > warrant_engine::request::MAX_BATCH {
         return bad("--batch-size must be from 1 to 100");
     }
+    if !(args.gateway_rate > 0.0 && args.gateway_rate <= 1_000_000.0) {
+        return bad("--gateway-rate must be more than 0 and at most 1000000 per second");
+    }
     if args.rate.is_some_and(|r| !(r > 0.0 && r <= 1_000_000.0)) {
         return bad("--rate must be more than 0 and at most 1000000 per second");
     }
@@ -183,7 +201,15 @@ fn check(args: &BenchArgs) -> Result<(), BenchError> {
 
 /// The selected scenarios, in running order.
 fn scenarios(selected: &[Scenario]) -> Vec<Scenario> {
-    let all = [Scenario::Authorize, Scenario::Batch, Scenario::Mint, Scenario::Exchange, Scenario::Revocation];
+    let all = [
+        Scenario::Authorize,
+        Scenario::Authzen,
+        Scenario::Batch,
+        Scenario::Mint,
+        Scenario::Exchange,
+        Scenario::Revocation,
+        Scenario::Gateway,
+    ];
     if selected.contains(&Scenario::All) {
         return all.to_vec();
     }
@@ -316,6 +342,11 @@ async fn measure(
     }
 
     for scenario in scenarios(&args.scenario) {
+        if scenario == Scenario::Gateway {
+            let run = gateway::run(http, &client, &target.url, &fixture, args.gateway_rate, &args.nginx, phase);
+            report.gateway = Some(run.await?);
+            continue;
+        }
         let mut points = Vec::new();
         let mut last_rate = None;
         for &c in &args.concurrency {
@@ -324,6 +355,11 @@ async fn measure(
                 Scenario::Authorize => {
                     let bodies = bodies_for(authorize_bodies(&warrants.delegated)?, None);
                     (Work::Authorize { url: format!("{}/v1/authorize", target.url), bodies }, None)
+                }
+                Scenario::Authzen => {
+                    let bodies = bodies_for(target::evaluation_bodies(&warrants.delegated)?, None);
+                    let bearer = fixture.pep.clone();
+                    (Work::Authzen { url: format!("{}/access/v1/evaluation", target.url), bearer, bodies }, None)
                 }
                 Scenario::Batch => {
                     let bodies = bodies_for(authorize_bodies(&warrants.delegated)?, Some(args.batch_size));
@@ -346,7 +382,7 @@ async fn measure(
                     };
                     (work, Some(pool))
                 }
-                Scenario::All => continue,
+                Scenario::All | Scenario::Gateway => continue,
             };
             let runner = Arc::new(Runner { http: http.clone(), work });
             let raw = closed_loop(runner, c, phase, &format!("{} c={c}", scenario.name())).await?;
@@ -425,7 +461,7 @@ mod tests {
 
     #[test]
     fn all_selects_every_scenario_in_order() {
-        assert_eq!(scenarios(&[Scenario::All]).len(), 5);
+        assert_eq!(scenarios(&[Scenario::All]).len(), 7);
         assert_eq!(scenarios(&[Scenario::Mint, Scenario::Authorize]), vec![Scenario::Authorize, Scenario::Mint]);
     }
 

@@ -209,6 +209,8 @@ pub struct Report {
     pub ratios: Vec<Ratio>,
     /// The open-loop authorize point.
     pub open_loop: Option<OpenLoop>,
+    /// The gateway scenario, when run.
+    pub gateway: Option<super::gateway::GatewayReport>,
 }
 
 impl Report {
@@ -236,6 +238,7 @@ impl Report {
             scenarios: BTreeMap::new(),
             ratios: Vec::new(),
             open_loop: None,
+            gateway: None,
         }
     }
 }
@@ -261,18 +264,29 @@ pub fn print(report: &Report) {
     let mut lines = Vec::new();
     let rows = std::iter::once(("axum /ping", &report.baseline))
         .chain(report.scenarios.iter().map(|(name, points)| (name.as_str(), points)));
-    let order = ["axum /ping", "authorize", "batch", "mint", "exchange", "revocation"];
+    let order = ["axum /ping", "authorize", "authzen", "batch", "mint", "exchange", "revocation"];
+    let authorize_at: BTreeMap<usize, f64> = report
+        .scenarios
+        .get("authorize")
+        .map(|ps| ps.iter().map(|p| (p.concurrency, p.throughput_per_s)).collect())
+        .unwrap_or_default();
     let mut rows: Vec<_> = rows.collect();
     rows.sort_by_key(|(name, _)| order.iter().position(|o| o == name).unwrap_or(order.len()));
     for (name, points) in rows {
         for p in points {
             let ratio = match name {
                 "authorize" => ratio_at.get(&p.concurrency).map(|r| format!("{r:.2}x")).unwrap_or_default(),
+                // AuthZEN against /v1/authorize at the same concurrency, in the same run.
+                "authzen" => authorize_at
+                    .get(&p.concurrency)
+                    .filter(|a| **a > 0.0)
+                    .map(|a| format!("{:.2}x authorize", p.throughput_per_s / a))
+                    .unwrap_or_default(),
                 _ => String::new(),
             };
             let decisions = match (name, p.decisions_per_s) {
                 (_, Some(d)) => format!("{d:.0}"),
-                ("authorize", None) => format!("{:.0}", p.throughput_per_s),
+                ("authorize" | "authzen", None) => format!("{:.0}", p.throughput_per_s),
                 _ => String::new(),
             };
             lines.push(vec![
@@ -375,11 +389,54 @@ pub fn print(report: &Report) {
         outln!("{}", table(&header, lines));
         outln!("p99 under {P99_TARGET_MS} ms at this load: {}", if o.p99_met { "MET" } else { "NOT MET" });
     }
+    if let Some(g) = &report.gateway {
+        print_gateway(g);
+    }
     if report.target.kind == "in-process" {
         outln!(
             "\nnote: client, Warrant server and baseline share this machine's {} cores; every figure includes the client's own CPU.",
             report.machine.cores
         );
+    }
+}
+
+fn print_gateway(g: &super::gateway::GatewayReport) {
+    use super::gateway::OVERHEAD_P99_TARGET_MS;
+    outln!("\ngateway: MCP tools/call at {:.0}/s (open loop), latency from the intended send time", g.rate_per_s);
+    let header = ["path", "achieved/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "service p99 ms", "errors"];
+    let lines = g
+        .paths
+        .iter()
+        .map(|p| {
+            let o = &p.point;
+            vec![
+                Cell::Left(p.via.to_owned()),
+                right(format!("{:.0}", o.achieved_per_s)),
+                right(ms(o.latency.p50_ms)),
+                right(ms(o.latency.p99_ms)),
+                right(ms(o.latency.p999_ms)),
+                right(ms(o.latency.max_ms)),
+                right(ms(o.service_latency.p99_ms)),
+                right(o.errors.to_string()),
+            ]
+        })
+        .collect();
+    outln!("{}", table(&header, lines));
+    if let Some(why) = &g.nginx_skipped {
+        outln!("nginx: not measured: {why}");
+    }
+    let show = |v: Option<f64>| v.map(|v| format!("{v:.3} ms")).unwrap_or_else(|| "-".to_owned());
+    if g.nginx_skipped.is_none() {
+        outln!("nginx overhead over direct: p50 {}, p99 {}", show(g.nginx_overhead_p50_ms), show(g.nginx_overhead_p99_ms));
+    }
+    outln!(
+        "gateway overhead over direct: p50 {}, p99 {} (target p99 < {OVERHEAD_P99_TARGET_MS} ms): {}",
+        show(g.overhead_p50_ms),
+        show(g.overhead_p99_ms),
+        if g.overhead_met { "MET" } else { "NOT MET" }
+    );
+    for p in g.paths.iter().filter(|p| !p.point.error_samples.is_empty()) {
+        outln!("{} failures, e.g.: {}", p.via, p.point.error_samples.join(" | "));
     }
 }
 

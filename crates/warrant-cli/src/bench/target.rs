@@ -108,19 +108,31 @@ async fn ping(axum::Json(p): axum::Json<Ping>) -> axum::Json<Pong> {
 /// Starts the baseline: a trivial axum server with `POST /ping` (a small JSON body in, a
 /// small JSON body out) on 127.0.0.1:0.
 pub async fn start_baseline() -> Result<Started, BenchError> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| BenchError::Server(e.to_string()))?;
-    let addr = listener.local_addr().map_err(|e| BenchError::Server(e.to_string()))?;
-    let router = axum::Router::new().route("/ping", axum::routing::post(ping));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let handle = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await
-            .map_err(|e| e.to_string())
-    });
-    Ok(Started { url: format!("http://{addr}"), stop, handle })
+    Started::serve(axum::Router::new().route("/ping", axum::routing::post(ping))).await
+}
+
+impl Started {
+    /// Serves `router` on 127.0.0.1:0 in this process until stopped.
+    pub async fn serve(router: axum::Router) -> Result<Started, BenchError> {
+        let listener =
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| BenchError::Server(e.to_string()))?;
+        Started::serve_listener(listener, router).await
+    }
+
+    /// Serves `router` on `listener` in this process until stopped.
+    pub async fn serve_listener(listener: tokio::net::TcpListener, router: axum::Router) -> Result<Started, BenchError> {
+        let addr = listener.local_addr().map_err(|e| BenchError::Server(e.to_string()))?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .map_err(|e| e.to_string())
+        });
+        Ok(Started { url: format!("http://{addr}"), stop, handle })
+    }
 }
 
 /// An agent registered by the harness, with its private key.
@@ -143,8 +155,12 @@ pub struct Fixture {
     pub researcher: BenchAgent,
     /// An autonomous agent: mints its own root warrants with client credentials.
     pub reporter: BenchAgent,
+    /// An autonomous agent calling MCP tools through the gateway.
+    pub tool_user: BenchAgent,
     /// Where client assertions are addressed.
     pub token_endpoint: String,
+    /// A PEP credential, for the AuthZEN scenario.
+    pub pep: String,
 }
 
 /// Warrants for one point: a session, the root warrant it starts, a delegation of it.
@@ -198,7 +214,7 @@ impl Fixture {
                 &json!({
                     "name": "Bench Human",
                     "email": format!("bench-{short}@example.com"),
-                    "entitlements": ["crm.read:customers/**", "crm.notes.write:customers/**", "tickets.*", "reports.*"],
+                    "entitlements": ["crm.read:customers/**", "crm.notes.write:customers/**", "tickets.*", "reports.*", "mcp.*"],
                 }),
             )
             .await?;
@@ -206,9 +222,12 @@ impl Fixture {
         let assistant = register(client, &human, "bench-assistant", "delegated", &["crm.*", "tickets.*"]).await?;
         let researcher = register(client, &human, "bench-researcher", "delegated", &["crm.read:customers/**"]).await?;
         let reporter = register(client, &human, "bench-reporter", "autonomous", &["reports.*"]).await?;
+        let tool_user = register(client, &human, "bench-tool-user", "autonomous", &["mcp.*"]).await?;
         let meta = client.get("/.well-known/oauth-authorization-server").await?;
         let token_endpoint = text(&meta, "token_endpoint")?;
-        Ok(Fixture { human, assistant, researcher, reporter, token_endpoint })
+        let pep = client.post("/v1/peps", &json!({"name": format!("bench-{short}")})).await?;
+        let pep = text(&pep, "token")?;
+        Ok(Fixture { human, assistant, researcher, reporter, tool_user, token_endpoint, pep })
     }
 
     /// Fresh warrants: a session for the human, the root warrant it starts (assistant),
@@ -243,6 +262,26 @@ impl Fixture {
             ])
             .await?;
         Ok(Warrants { root, delegated: text(&delegated, "access_token")? })
+    }
+}
+
+impl Fixture {
+    /// A warrant (an hour) for the tool user: `scope`, for the resource server
+    /// `resource` (RFC 8707: it becomes the warrant's audience).
+    pub async fn mcp_warrant(&self, client: &Client, resource: &str, scope: &str) -> Result<String, BenchError> {
+        let assertion = make_assertion(&self.tool_user.key, &self.tool_user.id, &self.token_endpoint, now(), &run_id()?)?;
+        let issued = client
+            .token(&[
+                ("grant_type", GRANT_CLIENT_CREDENTIALS),
+                ("client_assertion_type", ASSERTION_TYPE_JWT_BEARER),
+                ("client_assertion", &assertion),
+                ("task_purpose", "bench: tool calls through the gateway"),
+                ("scope", scope),
+                ("resource", resource),
+                ("ttl", "3600"),
+            ])
+            .await?;
+        text(&issued, "access_token")
     }
 }
 
@@ -364,6 +403,25 @@ pub fn authorize_bodies(warrant: &str) -> Result<Vec<Value>, BenchError> {
         .collect())
 }
 
+/// AuthZEN evaluation bodies asking what [`authorize_bodies`] asks, request for request:
+/// the warrant as `subject.properties.token`, the resource path as `{type, id}`.
+pub fn evaluation_bodies(warrant: &str) -> Result<Vec<Value>, BenchError> {
+    let sub = warrant_token::jws::peek_unverified::<warrant_core::WarrantClaims>(warrant)
+        .map(|(_, c)| c.sub)
+        .map_err(|e| BenchError::Setup(format!("the bench warrant: {e}")))?;
+    Ok((0..BODY_VARIANTS)
+        .map(|n| {
+            json!({
+                "subject": {"type": "agent", "id": sub, "properties": {"token": warrant}},
+                "action": {"name": "crm.read"},
+                "resource": {"type": "customers", "id": format!("{}", 1000 + n),
+                    "properties": {"owner": "acme-support", "classification": "internal", "environment": "production"}},
+                "context": {"rows": 25 + n, "query": "open tickets for this customer", "estimated_cost": 120},
+            })
+        })
+        .collect())
+}
+
 /// The operations the harness measures.
 #[derive(Debug)]
 pub enum Work {
@@ -394,6 +452,24 @@ pub enum Work {
         url: String,
         /// The forms.
         pool: Arc<FormPool>,
+    },
+    /// An MCP `tools/call` (JSON-RPC over Streamable HTTP), answered with a result.
+    Mcp {
+        /// The MCP endpoint.
+        url: String,
+        /// The warrant, sent as a bearer token (to every target alike).
+        bearer: String,
+        /// Pre-serialized JSON-RPC requests.
+        bodies: Vec<String>,
+    },
+    /// `POST /access/v1/evaluation` (AuthZEN), one decision, by a PEP.
+    Authzen {
+        /// Its URL.
+        url: String,
+        /// The PEP's credential.
+        bearer: String,
+        /// Pre-serialized evaluation requests.
+        bodies: Vec<String>,
     },
     /// Delegate, authorize (allow), revoke, authorize again at once (must deny).
     Revocation {
@@ -545,6 +621,39 @@ impl Op for Runner {
                 Ok(Done { units: 1, revocation: None })
             }
             Work::Revocation { base, admin, pool } => self.revocation_cycle(base, admin, pool).await,
+            Work::Mcp { url, bearer, bodies } => {
+                let resp = self
+                    .http
+                    .post(url)
+                    .header(reqwest::header::CONTENT_TYPE, JSON)
+                    .header(reqwest::header::ACCEPT, "application/json, text/event-stream")
+                    .header("mcp-protocol-version", super::mcp::PROTOCOL_VERSION)
+                    .bearer_auth(bearer)
+                    .body(pick(bodies, worker, seq)?)
+                    .send()
+                    .await
+                    .map_err(|e| OpFailure::Transport(e.to_string()))?;
+                let status = resp.status();
+                let bytes = resp.bytes().await.map_err(|e| OpFailure::Transport(e.to_string()))?;
+                let text = String::from_utf8_lossy(&bytes);
+                if !status.is_success() {
+                    return Err(OpFailure::Status(status.as_u16(), text.chars().take(200).collect()));
+                }
+                // A JSON answer, or one SSE event holding it: either way it carries a result.
+                if !text.contains("\"result\"") {
+                    return Err(OpFailure::Answer(text.chars().take(200).collect()));
+                }
+                Ok(Done { units: 1, revocation: None })
+            }
+            Work::Authzen { url, bearer, bodies } => {
+                let out: warrant_core::authzen::EvaluationResponse =
+                    post(&self.http, url, JSON, pick(bodies, worker, seq)?, Some(bearer)).await?;
+                if !out.decision {
+                    let why = out.context.map(|c| c.reasons.join("; ")).unwrap_or_default();
+                    return Err(OpFailure::Answer(format!("expected a permit, got a deny: {why}")));
+                }
+                Ok(Done { units: 1, revocation: None })
+            }
         }
     }
 }
