@@ -43,6 +43,7 @@ macro_rules! conformance {
             check_human_duplicate_email_conflicts,
             check_set_human_status,
             check_human_roles,
+            check_human_external_id,
             check_agent_round_trip,
             check_agent_owner_must_exist,
             check_agent_duplicate_id_conflicts,
@@ -126,6 +127,7 @@ fn human(n: u8, created_at: i64) -> Human {
         status: HumanStatus::Active,
         created_at: UnixTime(created_at),
         roles: Default::default(),
+        external_id: None,
     }
 }
 
@@ -308,6 +310,21 @@ async fn check_human_roles(store: &dyn Store) {
     assert!(store.set_human_roles(&h1.id, &Default::default()).await.unwrap());
     assert!(store.get_human(&h1.id).await.unwrap().unwrap().roles.is_empty());
     assert!(!store.set_human_roles(&HumanId::from_random([9; 12]), &viewer).await.unwrap());
+}
+
+async fn check_human_external_id(store: &dyn Store) {
+    let (mut h1, mut h2, h3) = (human(1, 100), human(2, 200), human(3, 300));
+    h1.external_id = Some("CiRmZDA2".into());
+    store.insert_human(&h1).await.unwrap();
+    assert_eq!(store.get_human(&h1.id).await.unwrap(), Some(h1.clone()));
+    // Unique when present; any number of humans have none.
+    h2.external_id = h1.external_id.clone();
+    assert_conflict(store.insert_human(&h2).await, "duplicate external id");
+    assert_eq!(store.get_human(&h2.id).await.unwrap(), None);
+    h2.external_id = None;
+    store.insert_human(&h2).await.unwrap();
+    store.insert_human(&h3).await.unwrap();
+    assert_eq!(store.list_humans().await.unwrap(), vec![h1, h2, h3]);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1630,7 +1647,8 @@ fn current_schema_version() -> i64 {
 }
 
 /// Undoes the migration that gave humans roles.
-const UNDO_MIGRATION_HUMAN_ROLES: &str = "ALTER TABLE humans DROP COLUMN roles; PRAGMA user_version = 7;";
+const UNDO_MIGRATION_HUMAN_ROLES: &str = "DROP INDEX humans_external_id; ALTER TABLE humans DROP COLUMN external_id; \
+     ALTER TABLE humans DROP COLUMN roles; PRAGMA user_version = 7;";
 
 /// The migration that gives humans roles gives the humans registered before it none.
 #[tokio::test]

@@ -30,19 +30,24 @@ async fn todo_harness() -> Harness {
     Harness::start_with_policies(&refs, |_| {}).await
 }
 
-/// The interop suite's users and their roles.
-const USERS: [(&str, &[&str]); 5] = [
-    ("rick@the-citadel.com", &["admin", "evil_genius"]),
-    ("morty@the-citadel.com", &["editor"]),
-    ("summer@the-smiths.com", &["editor"]),
-    ("beth@the-smiths.com", &["viewer"]),
-    ("jerry@the-smiths.com", &["viewer"]),
+/// The interop suite's users: email, the identity provider's id (what the 1.0 suite
+/// sends as `subject.id`), roles.
+const USERS: [(&str, &str, &[&str]); 5] = [
+    ("rick@the-citadel.com", "CiRmZDA2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs", &["admin", "evil_genius"]),
+    ("morty@the-citadel.com", "CiRmZDE2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs", &["editor"]),
+    ("summer@the-smiths.com", "CiRmZDI2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs", &["editor"]),
+    ("beth@the-smiths.com", "CiRmZDM2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs", &["viewer"]),
+    ("jerry@the-smiths.com", "CiRmZDQ2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs", &["viewer"]),
 ];
 
 async fn todo_users(h: &Harness) {
-    for (email, roles) in USERS {
-        h.human_with_roles(email, roles).await;
+    for (email, identity, roles) in USERS {
+        h.human_with_identity(email, Some(identity), roles).await;
     }
+}
+
+fn identity_of(email: &str) -> &'static str {
+    USERS.iter().find(|(e, _, _)| *e == email).unwrap().1
 }
 
 fn request(kind: &str, id: &str, action: &str, resource: &str, attrs: Option<Value>) -> SubjectRequest {
@@ -124,16 +129,26 @@ async fn the_todo_interop_decisions_all_hold() {
     let h = todo_harness().await;
     todo_users(&h).await;
     let mut wrong = Vec::new();
-    for &(user, action, resource, owner, expected) in INTEROP {
-        let attrs = owner.map(|o| json!({ "ownerID": o }));
-        let d = h.authorize_subject(&request("user", user, action, resource, attrs)).await;
-        let allowed = d.outcome == Outcome::Allow;
-        if allowed != expected {
-            wrong.push(format!("{user} {action} {resource} owner={owner:?}: expected {expected}, got {d:?}"));
+    // The 1.0 suite names the user by the identity provider's id; earlier drafts by email.
+    for by_identity in [true, false] {
+        for &(user, action, resource, owner, expected) in INTEROP {
+            let attrs = owner.map(|o| json!({ "ownerID": o }));
+            let subject = if by_identity { identity_of(user) } else { user };
+            let d = h.authorize_subject(&request("user", subject, action, resource, attrs)).await;
+            let allowed = d.outcome == Outcome::Allow;
+            if allowed != expected {
+                wrong.push(format!("{subject} {action} {resource} owner={owner:?}: expected {expected}, got {d:?}"));
+            }
+            assert!(d.decision_id.starts_with("dec_") && d.decision_id != "dec_aggregated", "{d:?}");
         }
-        assert!(d.decision_id.starts_with("dec_") && d.decision_id != "dec_aggregated", "{d:?}");
     }
-    assert!(wrong.is_empty(), "{} of {} interop decisions differ:\n{}", wrong.len(), INTEROP.len(), wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "{} of {} interop decisions differ:\n{}",
+        wrong.len(),
+        2 * INTEROP.len(),
+        wrong.join("\n")
+    );
 }
 
 #[tokio::test]
@@ -141,8 +156,8 @@ async fn every_user_action_and_owner_follows_the_roles() {
     // Beyond the suite's own rows: every user, on a todo of every owner (and of none).
     let h = todo_harness().await;
     todo_users(&h).await;
-    let owners: Vec<Option<&str>> = USERS.iter().map(|(e, _)| Some(*e)).chain([None]).collect();
-    for (user, roles) in USERS {
+    let owners: Vec<Option<&str>> = USERS.iter().map(|(e, _, _)| Some(*e)).chain([None]).collect();
+    for (user, _, roles) in USERS {
         let has = |r: &str| roles.contains(&r);
         for owner in &owners {
             let own = *owner == Some(user);
@@ -161,16 +176,21 @@ async fn every_user_action_and_owner_follows_the_roles() {
 }
 
 #[tokio::test]
-async fn a_human_is_named_by_id_or_email_and_roles_changes_take_effect() {
+async fn a_human_is_named_by_id_email_or_external_id_and_roles_changes_take_effect() {
     let h = todo_harness().await;
-    let beth = h.human_with_roles(B, &["viewer"]).await;
+    let beth = h.human_with_identity(B, Some("idp-beth"), &["viewer"]).await;
     let create = |id: &str| request("user", id, "can_create_todo", "todo/1", None);
-    for id in [beth.id.as_str(), B, "Beth@The-Smiths.com"] {
-        assert_eq!(h.authorize_subject(&create(id)).await.outcome, Outcome::Deny, "{id}");
+    for id in [beth.id.as_str(), B, "Beth@The-Smiths.com", "idp-beth"] {
+        let d = h.authorize_subject(&create(id)).await;
+        assert_eq!((d.outcome, d.code.as_str()), (Outcome::Deny, "policy"), "{id}: {d:?}");
+    }
+    // An external id is matched exactly, and only as one.
+    for id in ["IDP-BETH", "idp-beth "] {
+        assert_eq!(h.authorize_subject(&create(id)).await.code.as_str(), "human", "{id}");
     }
     let beth = h.set_roles(&beth, &["editor"]).await;
     assert_eq!(beth.roles.iter().collect::<Vec<_>>(), ["editor"]);
-    for id in [beth.id.as_str(), B] {
+    for id in [beth.id.as_str(), B, "idp-beth"] {
         let d = h.authorize_subject(&create(id)).await;
         assert_eq!((d.outcome, d.policies.clone()), (Outcome::Allow, vec!["todo-create".to_owned()]), "{id}: {d:?}");
     }
