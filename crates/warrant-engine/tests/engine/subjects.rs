@@ -5,7 +5,7 @@ use serde_json::{json, Map, Value};
 use warrant_core::authzen::Subject;
 use warrant_engine::SubjectRequest;
 
-use crate::harness::{AuditKind, Harness, Outcome};
+use crate::harness::{AuditFilter, AuditKind, Harness, Outcome};
 
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/examples/authzen-todo");
 
@@ -194,6 +194,19 @@ async fn a_human_is_named_by_id_email_or_external_id_and_roles_changes_take_effe
         let d = h.authorize_subject(&create(id)).await;
         assert_eq!((d.outcome, d.policies.clone()), (Outcome::Allow, vec!["todo-create".to_owned()]), "{id}: {d:?}");
     }
+    // The change is audited with the roles before and after.
+    let filter = AuditFilter {
+        kind: Some(AuditKind::Registry),
+        human: Some(beth.id.clone()),
+        limit: 10,
+        ..AuditFilter::default()
+    };
+    let records = h.audit(filter).await;
+    let change = records.iter().find(|r| r.entry.details["op"] == "human.roles").unwrap();
+    assert_eq!(change.entry.details["change"], json!({"from": ["viewer"], "to": ["editor"]}));
+    let added = records.iter().find(|r| r.entry.details["op"] == "human.add").unwrap();
+    assert_eq!(added.entry.details["change"]["roles"], json!(["viewer"]));
+    assert_eq!(added.entry.details["change"]["external_id"], "idp-beth");
     // `human` is the same as `user`.
     assert_eq!(
         h.authorize_subject(&request("human", B, "can_create_todo", "todo/1", None)).await.outcome,
