@@ -53,6 +53,8 @@ pub fn authorize_request(token: &str, probe: &Probe) -> AuthorizeRequest {
         resource_attrs: Some(probe.resource_attrs.clone()),
         context: Some(probe.telemetry.clone()),
         approval_id: None,
+        recorded: None,
+        via: None,
     }
 }
 

@@ -242,6 +242,7 @@ impl SweepTemplate {
                     issued_at,
                     expires_at,
                     budget: BTreeMap::new(),
+                    claims: None,
                 };
                 store.record_warrant(&warrant, Some(&task), &IssueGuard::default()).await.unwrap();
                 warrant_rows += 1;

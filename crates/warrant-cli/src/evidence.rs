@@ -172,6 +172,13 @@ pub fn trace_tree(t: &Value) -> String {
         lines.push(format!("action   {} on {}", field(&details, "action"), field(&details, "resource")));
         lines.push(format!("reasons  {}", field(&details, "reasons")));
     }
+    if details.get("pep").is_some() {
+        lines.push(format!("via      PEP {}", field(&details, "pep")));
+    }
+    if let Some(mcp) = details.get("mcp").filter(|m| !m.is_null()) {
+        let target = mcp.get("target").and_then(Value::as_str).map(|t| format!(" {t}")).unwrap_or_default();
+        lines.push(format!("mcp      {}{target} on upstream {}", field(mcp, "method"), field(mcp, "upstream")));
+    }
     if let Some(h) = t.get("human").filter(|h| !h.is_null()) {
         lines.push(format!("human    {} ({}, {})", field(h, "id"), field(h, "name"), field(h, "email")));
     }
@@ -333,4 +340,21 @@ pub async fn audit(conn: &Conn, cmd: AuditCmd) -> CliResult {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn a_trace_names_the_pep_and_the_mcp_call_it_came_through() {
+        let t = json!({"record": {"seq": 7, "kind": "decision", "decision": "allow", "details": {
+            "action": "mcp.tools.call", "resource": "mcp/crm/tool/lookup", "reasons": ["ok"],
+            "pep": "mcp-gateway", "mcp": {"method": "tools/call", "target": "lookup", "upstream": "crm"}}}});
+        let text = super::trace_tree(&t);
+        assert!(text.contains("via      PEP mcp-gateway"), "{text}");
+        assert!(text.contains("mcp      tools/call lookup on upstream crm"), "{text}");
+        let direct = super::trace_tree(&json!({"record": {"details": {"action": "a", "resource": "r"}}}));
+        assert!(!direct.contains("via ") && !direct.contains("mcp "), "{direct}");
+    }
 }

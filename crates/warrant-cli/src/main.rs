@@ -18,6 +18,7 @@ mod govern;
 mod guard;
 mod keyfile;
 mod ops;
+mod pep;
 mod tokens;
 
 use std::path::PathBuf;
@@ -68,6 +69,13 @@ enum Command {
         conn: Conn,
         #[command(subcommand)]
         cmd: admin::HumanCmd,
+    },
+    /// Manage the credentials of enforcement points (PEPs) for the AuthZEN PDP.
+    Pep {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        cmd: pep::PepCmd,
     },
     /// Manage agents.
     Agent {
@@ -450,6 +458,7 @@ async fn run(cli: Cli) -> CliResult {
         Command::Serve(args) => serve(args).await,
         Command::Keygen(args) => tokens::keygen(args),
         Command::Human { conn, cmd } => admin::human(&conn, cmd).await,
+        Command::Pep { conn, cmd } => pep::pep(&conn, cmd).await,
         Command::Agent { conn, cmd: AgentCommand::Registry(cmd) } => admin::agent(&conn, cmd).await,
         Command::Agent { conn, cmd: AgentCommand::Govern(cmd) } => govern::agent(&conn, cmd).await,
         Command::Review { conn, filter, cmd } => govern::review(&conn, filter, cmd).await,

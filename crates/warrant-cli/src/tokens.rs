@@ -49,6 +49,10 @@ pub struct Ask {
     /// in all (a delegation gets at most what the parent has left).
     #[arg(long)]
     budget: Option<String>,
+    /// The resource server the warrant is for (RFC 8707 `resource`, an absolute URI such
+    /// as a gateway's `http://host/mcp/NAME`); it becomes the warrant's audience.
+    #[arg(long)]
+    resource: Option<String>,
     /// Print only the token (for `$(…)` in scripts).
     #[arg(long)]
     token_only: bool,
@@ -159,7 +163,7 @@ fn show_issued(json_out: bool, ask: &Ask, response: &Value) {
     print(json_out, &out, |_| format!("{}\ntoken     {token}", warrant_summary(&claims, now().0)));
 }
 
-/// Form fields for `scope` and `ttl` when given.
+/// Form fields for `scope`, `ttl`, `budget` and `resource` when given.
 fn ask_fields(ask: &Ask) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
     if let Some(scope) = &ask.scope {
@@ -170,6 +174,9 @@ fn ask_fields(ask: &Ask) -> Vec<(&'static str, String)> {
     }
     if let Some(budget) = &ask.budget {
         out.push(("budget", budget.clone()));
+    }
+    if let Some(resource) = &ask.resource {
+        out.push(("resource", resource.clone()));
     }
     out
 }

@@ -2093,3 +2093,41 @@ fn audit_query_is_newest_first_and_pages_with_before_and_after() {
     let out = world.run(&["audit", "query", "--limit", "1"], cwd);
     assert!(String::from_utf8_lossy(&out.stderr).contains("--before"), "{out:?}");
 }
+
+#[test]
+fn pep_credentials_from_the_command_line() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let data = cwd.join("data");
+    let server = Server::start(&data);
+    let conn = ["--server", server.url.as_str(), "--data", data.to_str().unwrap()];
+    let args = |extra: &[&str]| -> Vec<String> { extra.iter().chain(conn.iter()).map(|s| (*s).to_owned()).collect() };
+    let ok_args = |extra: &[&str]| {
+        let v = args(extra);
+        ok(&v.iter().map(String::as_str).collect::<Vec<_>>(), cwd)
+    };
+
+    // Printed once, or written alone to a 0600 file.
+    let printed = ok_args(&["pep", "add", "--name", "api-gateway", "--plain-subjects"]);
+    assert!(printed.trim().starts_with("wpep_"), "{printed}");
+    let file = cwd.join("gateway.pep");
+    let shown = ok_args(&["pep", "add", "--name", "mcp-gateway", "--out", file.to_str().unwrap(), "--json"]);
+    let created: Value = serde_json::from_str(&shown).unwrap();
+    assert!(created.get("token").is_none(), "{created}");
+    let secret = std::fs::read_to_string(&file).unwrap();
+    assert!(secret.trim().starts_with("wpep_") && !shown.contains(secret.trim()));
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+
+    let list: Value = serde_json::from_str(&ok_args(&["pep", "list", "--json"])).unwrap();
+    let peps = list["peps"].as_array().unwrap();
+    assert_eq!(peps.iter().map(|p| p["name"].as_str().unwrap()).collect::<Vec<_>>(), ["api-gateway", "mcp-gateway"]);
+    assert_eq!(peps[0]["plain_subjects"], true);
+    assert!(ok_args(&["pep", "list"]).contains("mcp-gateway"));
+    let id = created["id"].as_str().unwrap();
+    let revoked: Value = serde_json::from_str(&ok_args(&["pep", "revoke", id, "--json"])).unwrap();
+    assert!(revoked["revoked_at"].is_i64(), "{revoked}");
+    let again = run(&args(&["pep", "revoke", id]).iter().map(String::as_str).collect::<Vec<_>>(), cwd);
+    assert!(!again.status.success());
+    assert!(server.terminate().success());
+}

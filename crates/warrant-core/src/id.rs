@@ -117,6 +117,10 @@ typed_id!(
     /// A human approval of a `pending` decision.
     ApprovalId, "apr_", "approval"
 );
+typed_id!(
+    /// An enforcement point's (PEP's) credential for the AuthZEN PDP.
+    PepId, "pep_", "PEP credential"
+);
 
 #[cfg(test)]
 mod tests {

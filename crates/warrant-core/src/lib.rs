@@ -38,7 +38,7 @@ pub mod time;
 pub use claims::{Actor, TaskClaim, WarrantClaims};
 pub use decision::DecisionCode;
 pub use delegation::{DelegationError, Grant, Limits};
-pub use id::{AgentId, ApprovalId, HumanId, IdError, TaskId, WarrantId};
+pub use id::{AgentId, ApprovalId, HumanId, IdError, PepId, TaskId, WarrantId};
 pub use permission::{NonCanonical, Permission, PermissionError};
 pub use registry::{Agent, AgentStatus, Human, HumanStatus, Mode, PublicJwk, SessionPurpose};
 pub use revocation::RevocationKind;

@@ -72,6 +72,50 @@ pub struct TokenRequest {
     /// `budget` (extension): `counter=limit` pairs, e.g. `estimated_cost=5000`. On a
     /// delegation the child gets at most what the parent has left.
     pub budget: Option<String>,
+    /// `resource` (RFC 8707): the absolute URI (no fragment) of the resource server the
+    /// warrant is for; it becomes the warrant's `aud`.
+    pub resource: Option<String>,
+}
+
+/// The longest `resource`, in bytes.
+pub const MAX_RESOURCE: usize = 1024;
+
+/// The `resource` parameter, checked (RFC 8707 §2): an absolute URI without a fragment,
+/// kept as sent (the resource server compares it exactly).
+fn parse_resource(req: &TokenRequest) -> Result<Option<String>, TokenError> {
+    let Some(text) = req.resource.as_deref() else { return Ok(None) };
+    let bad = |why: &str| Err(TokenError::InvalidTarget(format!("`resource` {why}")));
+    if text.is_empty() {
+        return bad("is empty; send an absolute URI or leave it out");
+    }
+    if text.len() > MAX_RESOURCE {
+        return bad(&format!("is longer than {MAX_RESOURCE} bytes"));
+    }
+    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return bad("must not contain whitespace or control characters");
+    }
+    match url::Url::parse(text) {
+        Ok(u) if u.fragment().is_some() || text.contains('#') => bad("must not have a fragment"),
+        Ok(u) if u.cannot_be_a_base() => bad("must be a hierarchical absolute URI such as `https://host/path`"),
+        Ok(_) => Ok(Some(text.to_owned())),
+        Err(e) => bad(&format!("is not an absolute URI: {e}")),
+    }
+}
+
+/// The audience of a new warrant: `resource` when asked for, else the default; a
+/// delegation keeps its parent's audience, except that a parent with the default
+/// audience may be narrowed to a resource. Another resource than a narrowed parent's is
+/// `invalid_target`.
+fn audience(default: &str, parent: Option<&str>, resource: Option<String>) -> Result<String, TokenError> {
+    match (parent, resource) {
+        (None, None) => Ok(default.to_owned()),
+        (None, Some(r)) => Ok(r),
+        (Some(p), None) => Ok(p.to_owned()),
+        (Some(p), Some(r)) if p == default || p == r => Ok(r),
+        (Some(p), Some(r)) => Err(TokenError::InvalidTarget(format!(
+            "the subject token is for `{p}`; a delegation cannot be for another resource (`{r}`)"
+        ))),
+    }
 }
 
 fn parse_budget(req: &TokenRequest) -> Result<Option<Budget>, TokenError> {
@@ -86,6 +130,8 @@ fn parse_budget(req: &TokenRequest) -> Result<Option<Budget>, TokenError> {
 /// What a grant mints besides its scope and lifetime.
 struct Minted {
     sub: String,
+    /// The audience (`aud`).
+    aud: String,
     mode: Mode,
     task: TaskClaim,
     budget: Budget,
@@ -121,6 +167,10 @@ pub enum TokenError {
     /// `invalid_scope`: the requested scope exceeds what may be granted.
     #[error("{0}")]
     InvalidScope(String),
+    /// `invalid_target` (RFC 8707 §2): the `resource` is malformed or not one this
+    /// warrant may be for.
+    #[error("{0}")]
+    InvalidTarget(String),
     /// `unsupported_grant_type`.
     #[error("grant type `{0}` is not supported; use `client_credentials` or token exchange")]
     UnsupportedGrantType(String),
@@ -140,6 +190,7 @@ impl TokenError {
             TokenError::InvalidClient(_) => "invalid_client",
             TokenError::InvalidGrant(_) => "invalid_grant",
             TokenError::InvalidScope(_) => "invalid_scope",
+            TokenError::InvalidTarget(_) => "invalid_target",
             TokenError::UnsupportedGrantType(_) => "unsupported_grant_type",
             TokenError::Store(_) | TokenError::Internal(_) => "server_error",
         }
@@ -351,13 +402,14 @@ impl Issuer {
             .map_err(|e| TokenError::InvalidClient(e.to_string()))?;
         let (scope, ttl, purpose) = (parse_scope(req)?, parse_ttl(req)?, parse_purpose(req)?);
         let budget = parse_budget(req)?.unwrap_or_default();
+        let aud = audience(&self.settings.audience, None, parse_resource(req)?)?;
         let (agent, owner) = self.authenticate(assertion, now).await?;
         let grant = grant_root(
             &RootRequest { agent: &agent, owner: &owner, on_behalf_of: None, scope: scope.as_ref(), ttl, now },
             &self.settings.limits,
         )?;
         let task = TaskClaim { id: random::task_id()?, purpose, human: owner.id.clone() };
-        let minted = Minted { sub: agent.id.to_string(), mode: Mode::Autonomous, task, budget, exchanged: false };
+        let minted = Minted { sub: agent.id.to_string(), aud, mode: Mode::Autonomous, task, budget, exchanged: false };
         self.mint(grant, &agent, minted, None, IssueGuard { as_of, session: None }, now).await
     }
 
@@ -376,6 +428,7 @@ impl Issuer {
         let kind = subject_kind(subject, subject_type)?;
         let (scope, ttl) = (parse_scope(req)?, parse_ttl(req)?);
         let budget = parse_budget(req)?;
+        let resource = parse_resource(req)?;
         let purpose = match kind {
             Subject::Session => Some(parse_purpose(req)?),
             Subject::Warrant => None,
@@ -419,7 +472,9 @@ impl Issuer {
                 let purpose = purpose.unwrap_or_default();
                 let task = TaskClaim { id: random::task_id()?, purpose, human: human.id.clone() };
                 let budget = budget.unwrap_or_default();
-                let minted = Minted { sub: human.id.to_string(), mode: Mode::Delegated, task, budget, exchanged: true };
+                let aud = audience(&self.settings.audience, None, resource)?;
+                let minted =
+                    Minted { sub: human.id.to_string(), aud, mode: Mode::Delegated, task, budget, exchanged: true };
                 let guard = IssueGuard { as_of, session: Some(session.jti) };
                 self.mint(grant, &agent, minted, None, guard, now).await
             }
@@ -437,6 +492,7 @@ impl Issuer {
                 if self.revocation.task_ended(&parent.task.id) {
                     return Err(TokenError::InvalidGrant(format!("task `{}` has ended", parent.task.id)));
                 }
+                let aud = audience(&self.settings.audience, Some(&parent.aud), resource)?;
                 let (child, child_owner) = self.authenticate(actor, now).await?;
                 let parent_scope =
                     parent.scope().map_err(|e| TokenError::InvalidGrant(format!("the subject token's scope: {e}")))?;
@@ -461,7 +517,7 @@ impl Issuer {
                 let task = parent.task.clone();
                 // A child gets at most what its parent has left, counter by counter.
                 let budget = attenuate(&self.guardrails.budget_left(&parent.jti), budget.as_ref());
-                let minted = Minted { sub: parent.sub.clone(), mode: parent.mode, task, budget, exchanged: true };
+                let minted = Minted { sub: parent.sub.clone(), aud, mode: parent.mode, task, budget, exchanged: true };
                 let issued =
                     self.mint(grant, &child, minted, Some(&parent), IssueGuard { as_of, session: None }, now).await?;
                 if self.guardrails.delegated(&parent.client_id, now).await.is_some() {
@@ -515,13 +571,13 @@ impl Issuer {
         guard: IssueGuard,
         now: UnixTime,
     ) -> Result<Issued, TokenError> {
-        let Minted { sub, mode, task, budget, exchanged } = minted;
+        let Minted { sub, aud, mode, task, budget, exchanged } = minted;
         let ring = self.keys.ring().map_err(|e| TokenError::Internal(e.to_string()))?;
         let act = Actor::from_chain(&grant.chain).ok_or_else(|| TokenError::Internal("empty chain".into()))?;
         let claims = WarrantClaims {
             iss: self.settings.issuer.clone(),
             sub,
-            aud: parent.map_or_else(|| self.settings.audience.clone(), |p| p.aud.clone()),
+            aud,
             exp: grant.exp,
             iat: grant.iat,
             nbf: grant.iat,
@@ -560,6 +616,7 @@ impl Issuer {
             issued_at: claims.iat,
             expires_at: claims.exp,
             budget: claims.budget.clone(),
+            claims: Some(claims.clone()),
         };
         let new_task = parent.is_none().then(|| TaskRecord {
             id: claims.task.id.clone(),
@@ -610,5 +667,47 @@ impl Issuer {
             "issued a warrant"
         );
         Ok(Issued { expires_in: now.until(claims.exp), token, claims, exchanged })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{audience, parse_resource, TokenError, TokenRequest};
+
+    fn resource(text: &str) -> Result<Option<String>, TokenError> {
+        parse_resource(&TokenRequest { resource: Some(text.to_owned()), ..TokenRequest::default() })
+    }
+
+    #[test]
+    fn a_resource_is_an_absolute_uri_without_a_fragment_kept_as_sent() {
+        assert_eq!(resource("https://gw.example/mcp/crm").unwrap().as_deref(), Some("https://gw.example/mcp/crm"));
+        assert_eq!(resource("http://127.0.0.1:9/mcp/a").unwrap().as_deref(), Some("http://127.0.0.1:9/mcp/a"));
+        for bad in [
+            "",
+            "/mcp/crm",
+            "mcp/crm",
+            "https://gw.example/mcp#x",
+            "https://gw.example/mcp#",
+            "mailto:a@b",
+            "https://a b/",
+        ] {
+            assert!(matches!(resource(bad), Err(TokenError::InvalidTarget(_))), "{bad:?}");
+        }
+        assert!(matches!(resource(&format!("https://a/{}", "x".repeat(2000))), Err(TokenError::InvalidTarget(_))));
+        assert_eq!(parse_resource(&TokenRequest::default()).unwrap(), None);
+    }
+
+    #[test]
+    fn a_delegation_keeps_its_parents_audience_or_narrows_the_default() {
+        let d = "https://issuer";
+        assert_eq!(audience(d, None, None).unwrap(), d);
+        assert_eq!(audience(d, None, Some("https://r".into())).unwrap(), "https://r");
+        assert_eq!(audience(d, Some("https://r"), None).unwrap(), "https://r");
+        assert_eq!(audience(d, Some(d), Some("https://r".into())).unwrap(), "https://r");
+        assert_eq!(audience(d, Some("https://r"), Some("https://r".into())).unwrap(), "https://r");
+        let err = audience(d, Some("https://r"), Some("https://other".into())).unwrap_err();
+        assert_eq!(err.code(), "invalid_target");
+        let err = audience(d, Some("https://r"), Some(d.into())).unwrap_err();
+        assert_eq!(err.code(), "invalid_target");
     }
 }

@@ -20,13 +20,16 @@
 //! * [`approvals::Approvals`]: human step-up;
 //! * [`issuer::Issuer`]: the token endpoint's grants;
 //! * [`decisions::Decisions`]: the decision pipeline (verify, admit, assess, evaluate,
-//!   settle, record, answer).
+//!   settle, record, answer);
+//! * [`peps::Peps`]: the credentials of enforcement points asking the AuthZEN PDP;
+//! * [`authzen::Authzen`]: the AuthZEN adapter, access evaluations onto the pipeline.
 //!
 //! Time comes only through the [`Clock`] trait, randomness only through [`random`].
 //! Every error says its kind through [`error::Classify`].
 
 pub mod approvals;
 pub mod audit;
+pub mod authzen;
 pub mod clock;
 pub mod config;
 pub mod decisions;
@@ -37,6 +40,7 @@ pub mod govern;
 pub mod guard;
 pub mod issuer;
 pub mod keys;
+pub mod peps;
 pub mod policy;
 pub mod random;
 pub mod registry;
@@ -52,6 +56,7 @@ use warrant_store::Store;
 
 pub use approvals::Approvals;
 pub use audit::Audit;
+pub use authzen::{Asker, Authzen, EvaluationError};
 pub use clock::{Clock, ManualClock};
 pub use config::EngineConfig;
 pub use decisions::Decisions;
@@ -61,6 +66,7 @@ pub use govern::Governance;
 pub use guard::Guardrails;
 pub use issuer::{Issued, Issuer, TokenError, TokenRequest};
 pub use keys::{KeyError, KeyManager};
+pub use peps::{CreatedPep, NewPep, Pep, PepError, Peps};
 pub use policy::Policy;
 pub use registry::{NewAgent, NewHuman, Registry, RegistryError, Session};
 pub use request::{AuthorizeRequest, Decision, DecisionCode, Outcome, SubjectRequest};
@@ -81,6 +87,8 @@ pub struct Engine {
     approvals: Arc<Approvals>,
     issuer: Arc<Issuer>,
     decisions: Arc<Decisions>,
+    peps: Arc<Peps>,
+    authzen: Arc<Authzen>,
 }
 
 /// Why the engine could not start.
@@ -204,6 +212,7 @@ impl Engine {
             audit: Arc::clone(&audit),
         }));
         let decisions = Arc::new(Decisions::new(decisions::DecisionParts {
+            store: Arc::clone(&store),
             clock: Arc::clone(&clock),
             issuer: config.issuer.clone(),
             anonymous: config.anonymous,
@@ -217,6 +226,13 @@ impl Engine {
             audit: Arc::clone(&audit),
             events: Arc::clone(&events),
         }));
+        let peps = Arc::new(Peps::load(Arc::clone(&store), Arc::clone(&clock), Arc::clone(&audit)).await?);
+        let authzen = Arc::new(Authzen::new(
+            Arc::clone(&clock),
+            config.issuer.clone(),
+            Arc::clone(&decisions),
+            Arc::clone(&approvals),
+        ));
         Ok(Engine {
             clock,
             config,
@@ -231,6 +247,8 @@ impl Engine {
             approvals,
             issuer,
             decisions,
+            peps,
+            authzen,
         })
     }
 
@@ -297,6 +315,16 @@ impl Engine {
     /// The decisions service.
     pub fn decisions(&self) -> &Decisions {
         &self.decisions
+    }
+
+    /// The PEP credentials service.
+    pub fn peps(&self) -> &Peps {
+        &self.peps
+    }
+
+    /// The AuthZEN adapter: access evaluations onto the decision pipeline.
+    pub fn authzen(&self) -> &Authzen {
+        &self.authzen
     }
 
     /// Saves what is only in memory (baselines and trust, usage, the anonymous-deny

@@ -5,9 +5,10 @@
 use std::sync::Arc;
 
 use serde_json::Value;
+use warrant_core::authzen::McpCall;
 use warrant_core::guard::budget::Charge;
 use warrant_core::guard::signal::Signal;
-use warrant_core::WarrantClaims;
+use warrant_core::{WarrantClaims, WarrantId};
 
 pub use warrant_core::decision::{DecisionCode, Outcome};
 
@@ -19,8 +20,16 @@ pub const MAX_RESOURCE: usize = 1024;
 /// A request to act.
 #[derive(Debug, Clone, Default)]
 pub struct AuthorizeRequest {
-    /// The warrant.
+    /// The warrant (ignored when `recorded` names one).
     pub token: String,
+    /// The warrant named by its `jti` instead of presented: for an enforcement point
+    /// that validated the JWT itself (the AuthZEN COAZ shape). The claims Warrant
+    /// recorded when it issued the warrant stand in for the token's; every later stage
+    /// is the same. When set, `token` is not read.
+    pub recorded: Option<WarrantId>,
+    /// The enforcement point that asked, when the request came through the AuthZEN
+    /// PDP (recorded with the decision).
+    pub via: Option<Via>,
     /// The concrete action, e.g. `crm.read`.
     pub action: String,
     /// The concrete resource path, e.g. `customers/42`.
@@ -31,6 +40,15 @@ pub struct AuthorizeRequest {
     pub context: Option<Value>,
     /// The approval this retry presents (`apr_…`), after a `pending` answer.
     pub approval_id: Option<String>,
+}
+
+/// The enforcement point a request came through, as its decision records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Via {
+    /// The PEP credential's name (`admin` for the admin token).
+    pub pep: String,
+    /// The MCP call it decides, when it stated one.
+    pub mcp: Option<McpCall>,
 }
 
 /// A request to act by a plain subject: a human or a service, with no warrant, as an
@@ -50,8 +68,8 @@ pub struct SubjectRequest {
     pub resource_attrs: Option<Value>,
     /// The decision context (AuthZEN `context`, reserved keys removed; untrusted).
     pub context: Option<Value>,
-    /// The enforcement point's name, for the audit record.
-    pub pep: Option<String>,
+    /// The enforcement point it came through, for the audit record.
+    pub via: Option<Via>,
 }
 
 /// The answer to one request.

@@ -13,6 +13,8 @@ mod harness;
 mod approvals;
 #[path = "engine/audit.rs"]
 mod audit;
+#[path = "engine/authzen.rs"]
+mod authzen;
 #[path = "engine/budgets.rs"]
 mod budgets;
 #[path = "engine/decisions.rs"]

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
@@ -13,7 +13,8 @@ use warrant_engine::Engine;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::routes::{
-    agents, audit, decisions, govern, guard, humans, keys, policies, revocations, token, warrants, wellknown,
+    agents, audit, authzen, decisions, govern, guard, humans, keys, peps, policies, revocations, token, warrants,
+    wellknown,
 };
 
 /// What every handler shares.
@@ -89,6 +90,19 @@ pub fn app(state: AppState, body_limit: usize) -> Router {
         .route("/v1/audit/verify", get(audit::verify))
         .route("/v1/audit/{id}", get(audit::record))
         .route("/v1/audit/{id}/trace", get(audit::trace))
+        .route("/v1/peps", post(peps::create).get(peps::list))
+        .route("/v1/peps/{id}", delete(peps::revoke))
+        .route("/.well-known/authzen-configuration", get(authzen::configuration))
+        .merge(
+            Router::new()
+                .route("/access/v1/evaluation", post(authzen::evaluation))
+                .route(
+                    "/access/v1/evaluations",
+                    post(authzen::evaluations)
+                        .layer(DefaultBodyLimit::max(body_limit.saturating_mul(BATCH_BODY_FACTOR))),
+                )
+                .layer(axum::middleware::from_fn(authzen::echo_request_id)),
+        )
         .route("/metrics", get(wellknown::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -129,6 +129,7 @@ pub fn parse_token_form(body: &[u8]) -> Result<TokenRequest, OAuthError> {
             "actor_token" => &mut out.actor_token,
             "actor_token_type" => &mut out.actor_token_type,
             "budget" => &mut out.budget,
+            "resource" => &mut out.resource,
             _ => continue,
         };
         if slot.replace(value).is_some() {
@@ -178,6 +179,35 @@ impl FromRequestParts<AppState> for ApproverAuth {
                 "send the human's approver token (`POST /v1/humans/{id}/approver-sessions`) or the admin token as a bearer token; a delegation session token is not accepted here",
             )
         })
+    }
+}
+
+/// Who asks the AuthZEN PDP (`/access/v1/*`): an enforcement point's credential
+/// (`wpep_…`), or the admin token (which may ask about plain subjects). Anything else is
+/// 401 with `WWW-Authenticate: Bearer`. A PEP credential is good for nothing but this.
+#[derive(Debug, Clone)]
+pub struct PepAuth(pub warrant_engine::Asker);
+
+impl FromRequestParts<AppState> for PepAuth {
+    type Rejection = axum::response::Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        use axum::response::IntoResponse as _;
+        let presented = bearer_token(&parts.headers);
+        if presented.is_some_and(|p| is_admin_token(state, p)) {
+            return Ok(PepAuth(warrant_engine::Asker::admin()));
+        }
+        if let Some(pep) = presented.and_then(|p| state.engine.peps().authenticate(p)) {
+            return Ok(PepAuth(warrant_engine::Asker::from(&pep)));
+        }
+        let mut response = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send a PEP credential (`warrant pep add`) or the admin token as a bearer token",
+        )
+        .into_response();
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        Err(response)
     }
 }
 

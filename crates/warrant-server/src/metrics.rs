@@ -8,6 +8,7 @@ use std::time::Duration;
 use prometheus::{
     Encoder as _, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
+use warrant_core::authzen::EvaluationResponse;
 use warrant_engine::{Decision, Engine};
 
 /// The server's metrics.
@@ -88,6 +89,19 @@ impl Metrics {
     pub fn decided(&self, decision: &Decision, took: Duration) {
         self.decisions.with_label_values(&[decision.outcome.as_str(), decision.code.as_str()]).inc();
         self.latency.observe(took.as_secs_f64());
+    }
+
+    /// Counts the decisions of AuthZEN answers, given together in `took` (an entry that
+    /// could not be evaluated is no decision and is not counted).
+    pub fn evaluated<'a>(&self, answers: impl ExactSizeIterator<Item = &'a EvaluationResponse>, took: Duration) {
+        let each = took / u32::try_from(answers.len().max(1)).unwrap_or(u32::MAX);
+        for answer in answers {
+            let Some(ctx) = &answer.context else { continue };
+            if let (Some(outcome), Some(code)) = (&ctx.outcome, &ctx.code) {
+                self.decisions.with_label_values(&[outcome.as_str(), code.as_str()]).inc();
+                self.latency.observe(each.as_secs_f64());
+            }
+        }
     }
 
     /// Counts one revocation.

@@ -5,7 +5,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    agents, audit, decisions, govern, guard, humans, keys, policies, revocations, token, warrants, wellknown,
+    agents, audit, authzen, decisions, govern, guard, humans, keys, peps, policies, revocations, token, warrants,
+    wellknown,
 };
 
 /// The API description.
@@ -24,6 +25,8 @@ use crate::routes::{
         revocations::revoke, revocations::task, revocations::complete, warrants::show,
         policies::show, policies::history, policies::reload,
         audit::query, audit::record, audit::trace, audit::verify,
+        peps::create, peps::list, peps::revoke,
+        authzen::evaluation, authzen::evaluations, authzen::configuration,
         wellknown::metrics,
     ),
     components(schemas(crate::error::ErrorBody, crate::error::OAuthErrorBody)),
@@ -39,6 +42,7 @@ use crate::routes::{
         (name = "audit", description = "the tamper-evident audit log (admin)"),
         (name = "approvals", description = "human approval of pending decisions (approver session or admin)"),
         (name = "events", description = "live server-sent events (admin)"),
+        (name = "authzen", description = "the AuthZEN 1.0 PDP (a PEP credential or admin) and its PEP credentials (admin)"),
         (name = "governance", description = "findings, attestation, the inventory (admin; attestation: owner session)"),
     )
 )]
@@ -51,6 +55,10 @@ impl Modify for AdminAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "admin",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "pep",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
     }

@@ -6,6 +6,8 @@
 #[path = "api/testkit.rs"]
 mod testkit;
 
+#[path = "api/authzen.rs"]
+mod authzen;
 #[path = "api/bad_input.rs"]
 mod bad_input;
 #[path = "api/decisions.rs"]

@@ -128,6 +128,7 @@ impl Fixture {
             issued_at: UnixTime(T0),
             expires_at: UnixTime(T0 + 86_400),
             budget: BTreeMap::new(),
+            claims: None,
         };
         let new_task = parent.is_none().then(|| TaskRecord {
             id: task,

@@ -3,7 +3,7 @@
 //! The [`Store`] trait is the one door to storage. It is split, SPIRE-style, into one
 //! trait per entity group ([`HumanStore`], [`AgentStore`], [`KeyStore`],
 //! [`WarrantStore`], [`RevocationStore`], [`PolicyStore`], [`AuditStore`],
-//! [`GuardStore`], [`GovernStore`]) so that each group can be read and tested on its own. Every method
+//! [`GuardStore`], [`GovernStore`], [`PepStore`]) so that each group can be read and tested on its own. Every method
 //! is async, so that a PostgreSQL implementation can follow without changing callers;
 //! [`sqlite::SqliteStore`] is the default, embedded implementation. The conformance suite
 //! in `tests/store.rs` is written against the trait and is meant to run against every
@@ -17,15 +17,15 @@ pub mod sqlite;
 
 use async_trait::async_trait;
 use warrant_core::{
-    Agent, AgentId, AgentStatus, Human, HumanId, HumanStatus, PublicJwk, Scope, TaskId, UnixTime, WarrantId,
+    Agent, AgentId, AgentStatus, Human, HumanId, HumanStatus, PepId, PublicJwk, Scope, TaskId, UnixTime, WarrantId,
 };
 
 pub use audit::{AuditFilter, AuditRow, AuditStore, StoredCheckpoint};
 pub use govern::{Attestation, FindingFilter, GovernStore, LiveWarrant, MAX_FINDING_LIST_LIMIT};
 pub use guard::{GuardStore, LiveBudget, MAX_APPROVAL_LIST_LIMIT};
 pub use records::{
-    IssueGuard, KeyMaterial, KeyPurpose, PolicyVersionRecord, RevocationKind, RevocationRecord, SessionPurpose,
-    SessionRecord, SpendCharge, StoredKey, TaskRecord, WarrantRecord,
+    IssueGuard, KeyMaterial, KeyPurpose, PepRecord, PolicyVersionRecord, RevocationKind, RevocationRecord,
+    SessionPurpose, SessionRecord, SpendCharge, StoredKey, TaskRecord, WarrantRecord,
 };
 pub use sqlite::SqliteStore;
 
@@ -194,6 +194,17 @@ pub trait PolicyStore: Send + Sync {
     async fn policy_version(&self, id: i64) -> Result<Option<PolicyVersionRecord>, StoreError>;
 }
 
+/// The credentials of enforcement points (PEPs) asking the AuthZEN PDP.
+#[async_trait]
+pub trait PepStore: Send + Sync {
+    /// Records a new credential; a duplicate id or secret is a conflict.
+    async fn insert_pep(&self, pep: &PepRecord) -> Result<(), StoreError>;
+    /// Every credential, revoked ones included, oldest first.
+    async fn list_peps(&self) -> Result<Vec<PepRecord>, StoreError>;
+    /// Revokes a credential at `at`. `false` when it is unknown or already revoked.
+    async fn revoke_pep(&self, id: &PepId, at: UnixTime) -> Result<bool, StoreError>;
+}
+
 /// Everything Warrant stores. Implemented by [`SqliteStore`]; a PostgreSQL store
 /// implements the same traits.
 pub trait Store:
@@ -206,6 +217,7 @@ pub trait Store:
     + audit::AuditStore
     + GuardStore
     + GovernStore
+    + PepStore
 {
 }
 
@@ -219,5 +231,6 @@ impl<T> Store for T where
         + audit::AuditStore
         + GuardStore
         + GovernStore
+        + PepStore
 {
 }

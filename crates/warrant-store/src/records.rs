@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use warrant_core::{AgentId, HumanId, Mode, Scope, TaskId, UnixTime, WarrantId};
+use warrant_core::{AgentId, HumanId, Mode, PepId, Scope, TaskId, UnixTime, WarrantClaims, WarrantId};
 
 /// Re-exported from `warrant-core`, where the domain enums live; kept here so that
 /// `warrant_store::records::{RevocationKind, SessionPurpose}` still name them.
@@ -126,6 +126,27 @@ pub struct WarrantRecord {
     pub expires_at: UnixTime,
     /// Its budget: counter -> limit. Empty when the warrant has no budget.
     pub budget: BTreeMap<String, i64>,
+    /// The claims it was issued with; `None` for warrants recorded before claims were
+    /// kept (such a warrant cannot be named by its `jti` alone).
+    pub claims: Option<WarrantClaims>,
+}
+
+/// An enforcement point's (PEP's) credential for the AuthZEN PDP. Only the SHA-256 of
+/// its secret is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PepRecord {
+    /// Its id, `pep_…`.
+    pub id: PepId,
+    /// A name for people (and audit records).
+    pub name: String,
+    /// The SHA-256 of its secret.
+    pub secret_sha256: [u8; 32],
+    /// Whether it may ask about plain subjects (no warrant).
+    pub plain_subjects: bool,
+    /// When it was created.
+    pub created_at: UnixTime,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<UnixTime>,
 }
 
 /// A charge against a warrant's budget counter, applied with the audit record of the

@@ -17,13 +17,14 @@ use warrant_core::audit::{chain, AuditEntry, AuditKind, GENESIS};
 use warrant_core::govern::{Acceptance, AgentUsage, Finding, FindingKind, FindingStatus, Severity};
 use warrant_core::guard::approval::{Approval, ApprovalStatus, Approver};
 use warrant_core::{
-    Agent, AgentId, AgentStatus, ApprovalId, Human, HumanId, HumanStatus, Mode, PublicJwk, Scope, TaskId, UnixTime,
-    WarrantId,
+    Actor, Agent, AgentId, AgentStatus, ApprovalId, Human, HumanId, HumanStatus, Mode, PepId, PublicJwk, Scope,
+    TaskClaim, TaskId, UnixTime, WarrantClaims, WarrantId,
 };
 use warrant_store::{
     AgentStore as _, Attestation, AuditRow, AuditStore as _, FindingFilter, GovernStore as _, GuardStore as _,
-    HumanStore as _, IssueGuard, KeyMaterial, KeyPurpose, KeyStore as _, LiveWarrant, RevocationKind, RevocationRecord,
-    SpendCharge, SqliteStore, Store, StoreError, StoredKey, TaskRecord, WarrantRecord, WarrantStore as _,
+    HumanStore as _, IssueGuard, KeyMaterial, KeyPurpose, KeyStore as _, LiveWarrant, PepRecord, PepStore as _,
+    RevocationKind, RevocationRecord, SpendCharge, SqliteStore, Store, StoreError, StoredKey, TaskRecord,
+    WarrantRecord, WarrantStore as _,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -80,6 +81,8 @@ macro_rules! conformance {
             check_set_agent_key,
             check_set_agent_max_scope,
             check_govern_live_warrants,
+            check_warrant_claims_round_trip,
+            check_pep_round_trip,
         );
     };
     (@tests $backend:ident, $open:ident; $($check:ident),+ $(,)?) => {
@@ -186,6 +189,7 @@ fn warrant(n: u8, task: &TaskRecord, agent: &Agent, parent: Option<&WarrantRecor
         issued_at: UnixTime(issued_at),
         expires_at: UnixTime(issued_at + 600),
         budget: BTreeMap::new(),
+        claims: None,
     }
 }
 
@@ -1433,7 +1437,9 @@ fn file_holds(dir: &std::path::Path, needle: &[u8]) -> bool {
 fn downgrade_to_plaintext_keys(path: &std::path::Path, kid: &str, seed: &[u8; 32], created_at: i64) {
     let conn = rusqlite::Connection::open(path).unwrap();
     conn.execute_batch("DELETE FROM signing_keys;").unwrap();
+    conn.execute_batch(UNDO_MIGRATION_EXTERNAL_ID).unwrap();
     conn.execute_batch(UNDO_MIGRATION_HUMAN_ROLES).unwrap();
+    conn.execute_batch(UNDO_MIGRATION_8).unwrap();
     conn.execute_batch(UNDO_MIGRATION_SEALED_KEYS).unwrap();
     conn.execute(
         "INSERT INTO signing_keys (kid, seed, created_at, retired_at) VALUES (?1, ?2, ?3, NULL)",
@@ -1532,7 +1538,9 @@ async fn migration_backfills_the_agent_index() {
     drop(store);
     // Back to the schema before migration 3, as an older build left it.
     let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch(UNDO_MIGRATION_EXTERNAL_ID).unwrap();
     db.execute_batch(UNDO_MIGRATION_HUMAN_ROLES).unwrap();
+    db.execute_batch(UNDO_MIGRATION_8).unwrap();
     db.execute_batch(UNDO_MIGRATION_SEALED_KEYS).unwrap();
     db.execute_batch(UNDO_LATER).unwrap();
     db.execute_batch(UNDO_MIGRATION_5).unwrap();
@@ -1580,7 +1588,9 @@ async fn migration_adds_budgets_and_guard_tables() {
     drop(store);
     // Back to the schema before migration 4, as an older build left it.
     let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch(UNDO_MIGRATION_EXTERNAL_ID).unwrap();
     db.execute_batch(UNDO_MIGRATION_HUMAN_ROLES).unwrap();
+    db.execute_batch(UNDO_MIGRATION_8).unwrap();
     db.execute_batch(UNDO_MIGRATION_SEALED_KEYS).unwrap();
     db.execute_batch(UNDO_LATER).unwrap();
     db.execute_batch(UNDO_MIGRATION_5).unwrap();
@@ -1646,9 +1656,12 @@ fn current_schema_version() -> i64 {
     db.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap()
 }
 
+/// Undoes the migration that gave humans an external id.
+const UNDO_MIGRATION_EXTERNAL_ID: &str =
+    "DROP INDEX humans_external_id; ALTER TABLE humans DROP COLUMN external_id; PRAGMA user_version = 9;";
+
 /// Undoes the migration that gave humans roles.
-const UNDO_MIGRATION_HUMAN_ROLES: &str = "DROP INDEX humans_external_id; ALTER TABLE humans DROP COLUMN external_id; \
-     ALTER TABLE humans DROP COLUMN roles; PRAGMA user_version = 7;";
+const UNDO_MIGRATION_HUMAN_ROLES: &str = "ALTER TABLE humans DROP COLUMN roles; PRAGMA user_version = 8;";
 
 /// The migration that gives humans roles gives the humans registered before it none.
 #[tokio::test]
@@ -1660,6 +1673,7 @@ async fn migration_gives_existing_humans_no_roles() {
     store.insert_human(&h).await.unwrap();
     drop(store);
     let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch(UNDO_MIGRATION_EXTERNAL_ID).unwrap();
     db.execute_batch(UNDO_MIGRATION_HUMAN_ROLES).unwrap();
     drop(db);
 
@@ -1673,6 +1687,8 @@ async fn migration_gives_existing_humans_no_roles() {
 }
 
 /// Undoes the migration that added sealed keys (`purpose`, `sealed`) to `signing_keys`.
+const UNDO_MIGRATION_8: &str = "DROP TABLE peps; ALTER TABLE warrants DROP COLUMN claims; PRAGMA user_version = 7;";
+
 const UNDO_MIGRATION_SEALED_KEYS: &str = "ALTER TABLE signing_keys DROP COLUMN purpose; \
      ALTER TABLE signing_keys DROP COLUMN sealed; PRAGMA user_version = 6;";
 
@@ -1690,7 +1706,9 @@ async fn migration_adds_governance_tables() {
     drop(store);
     // Back to the schema before migration 5, as an older build left it.
     let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch(UNDO_MIGRATION_EXTERNAL_ID).unwrap();
     db.execute_batch(UNDO_MIGRATION_HUMAN_ROLES).unwrap();
+    db.execute_batch(UNDO_MIGRATION_8).unwrap();
     db.execute_batch(UNDO_MIGRATION_SEALED_KEYS).unwrap();
     db.execute_batch(UNDO_LATER).unwrap();
     db.execute_batch(UNDO_MIGRATION_5).unwrap();
@@ -2030,4 +2048,90 @@ mod issuance_model {
             rt.block_on(run(ops))?;
         }
     }
+}
+
+async fn check_warrant_claims_round_trip(store: &dyn Store) {
+    let (t, plain) = started_task(store, 1).await;
+    assert_eq!(store.get_warrant(&plain.jti).await.unwrap().unwrap().claims, None, "no claims read back as none");
+    let agent = plain.agent.clone();
+    let jti = WarrantId::from_random([9; 12]);
+    let claims = WarrantClaims {
+        iss: "https://warrant.example".into(),
+        sub: t.human.as_str().to_owned(),
+        aud: "https://api.example".into(),
+        exp: UnixTime(1_600),
+        iat: UnixTime(1_000),
+        nbf: UnixTime(1_000),
+        jti: jti.clone(),
+        client_id: agent.clone(),
+        scope: "crm.read".into(),
+        act: Actor { sub: agent.clone(), act: None },
+        task: TaskClaim { id: t.id.clone(), purpose: "p".into(), human: t.human.clone() },
+        mode: Mode::Delegated,
+        owner: t.human.clone(),
+        parent: Some(plain.jti.clone()),
+        cnf: None,
+        budget: BTreeMap::new(),
+    };
+    let w = WarrantRecord {
+        jti: jti.clone(),
+        parent: Some(plain.jti.clone()),
+        issued_at: UnixTime(1_000),
+        expires_at: UnixTime(1_600),
+        claims: Some(claims.clone()),
+        ..plain.clone()
+    };
+    store.record_warrant(&w, None, &IssueGuard::default()).await.unwrap();
+    let read = store.get_warrant(&jti).await.unwrap().unwrap();
+    assert_eq!(read.claims, Some(claims), "the issued claims read back whole");
+    assert_eq!(store.child_warrants(&plain.jti).await.unwrap(), vec![read]);
+}
+
+async fn check_pep_round_trip(store: &dyn Store) {
+    assert!(store.list_peps().await.unwrap().is_empty());
+    let pep = |n: u8, name: &str, plain_subjects: bool, at: i64| PepRecord {
+        id: PepId::from_random([n; 12]),
+        name: name.into(),
+        secret_sha256: [n; 32],
+        plain_subjects,
+        created_at: UnixTime(at),
+        revoked_at: None,
+    };
+    let (a, b) = (pep(1, "gateway", false, 100), pep(2, "api-gw", true, 200));
+    store.insert_pep(&b).await.unwrap();
+    store.insert_pep(&a).await.unwrap();
+    assert_eq!(store.list_peps().await.unwrap(), vec![a.clone(), b.clone()], "oldest first");
+    assert_conflict(store.insert_pep(&a).await, "duplicate PEP id");
+    assert_conflict(
+        store.insert_pep(&PepRecord { id: PepId::from_random([3; 12]), ..b.clone() }).await,
+        "duplicate PEP secret",
+    );
+    assert!(store.revoke_pep(&a.id, UnixTime(300)).await.unwrap());
+    assert!(!store.revoke_pep(&a.id, UnixTime(400)).await.unwrap(), "revoked once");
+    assert!(!store.revoke_pep(&PepId::from_random([7; 12]), UnixTime(400)).await.unwrap(), "unknown");
+    let listed = store.list_peps().await.unwrap();
+    assert_eq!(listed[0].revoked_at, Some(UnixTime(300)), "the first revocation's time stays");
+    assert_eq!(listed[1], b);
+}
+
+/// Migration 8 adds the PEP credentials and the warrants' claims: a warrant recorded
+/// before it reads back without claims.
+#[tokio::test]
+async fn migration_adds_peps_and_warrant_claims() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("warrant.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let (_, root) = started_task(&store, 1).await;
+    drop(store);
+    let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch(UNDO_MIGRATION_EXTERNAL_ID).unwrap();
+    db.execute_batch(UNDO_MIGRATION_HUMAN_ROLES).unwrap();
+    db.execute_batch(UNDO_MIGRATION_8).unwrap();
+    drop(db);
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.get_warrant(&root.jti).await.unwrap().unwrap().claims, None);
+    assert!(store.list_peps().await.unwrap().is_empty());
+    let db = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, current_schema_version());
 }

@@ -17,12 +17,13 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::AuditKind;
+use crate::authzen::McpCall;
 use crate::decision::DecisionCode;
 use crate::govern::finding::FindingKind;
 use crate::guard::approval::{Approval, ApprovalStatus, Approver};
 use crate::guard::budget::Charge;
 use crate::guard::signal::Signal;
-use crate::id::{AgentId, ApprovalId, HumanId, WarrantId};
+use crate::id::{AgentId, ApprovalId, HumanId, PepId, WarrantId};
 use crate::registry::{Agent, AgentStatus, Human, HumanStatus, Mode};
 use crate::revocation::RevocationKind;
 use crate::scope::Scope;
@@ -135,7 +136,7 @@ pub struct DecisionDetails {
     #[serde(flatten)]
     pub warrant: Option<DecisionWarrant>,
     /// Who asked and about whom, for a decision an enforcement point asked for: its
-    /// `subject` and `pep` keys (boxed: most decisions have none).
+    /// `subject`, `pep` and `mcp` keys (boxed: most decisions have none).
     #[serde(flatten)]
     pub origin: Option<Box<DecisionOrigin>>,
     /// The request's `resource_attrs`, as audited (see the engine's size bound).
@@ -152,9 +153,13 @@ pub struct DecisionOrigin {
     /// The plain subject decided about (no warrant), when it was one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subject: Option<DecisionSubject>,
-    /// The enforcement point that asked, when it named itself.
+    /// The enforcement point that asked (the PEP credential's name, `admin` for the admin
+    /// token), when the request came through the AuthZEN PDP.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pep: Option<String>,
+    /// The MCP call the enforcement point decided, as it stated it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<McpCall>,
 }
 
 /// The plain subject of a decision (a human or a service, no warrant), as audited.
@@ -314,6 +319,20 @@ pub enum RegistryDetails {
         /// The new key's `x`.
         to: String,
     },
+    /// `pep.add`: an enforcement point's credential created (never its secret).
+    PepAdd {
+        /// Its id.
+        id: PepId,
+        /// Its name.
+        name: String,
+        /// Whether it may ask about plain subjects.
+        plain_subjects: bool,
+    },
+    /// `pep.revoke`: an enforcement point's credential revoked.
+    PepRevoke {
+        /// Its id.
+        id: PepId,
+    },
 }
 
 impl RegistryDetails {
@@ -327,6 +346,8 @@ impl RegistryDetails {
             RegistryDetails::AgentStatus(status) => format!("agent.{}", status.as_str()),
             RegistryDetails::AgentMaxScope { .. } => "agent.max_scope".into(),
             RegistryDetails::AgentKey { .. } => "agent.key".into(),
+            RegistryDetails::PepAdd { .. } => "pep.add".into(),
+            RegistryDetails::PepRevoke { .. } => "pep.revoke".into(),
         }
     }
 }
@@ -354,6 +375,16 @@ impl Serialize for RegistryDetails {
             from: &'a str,
             to: &'a str,
         }
+        #[derive(Serialize)]
+        struct PepAdd<'a> {
+            id: &'a PepId,
+            name: &'a str,
+            plain_subjects: bool,
+        }
+        #[derive(Serialize)]
+        struct PepRevoke<'a> {
+            id: &'a PepId,
+        }
         let mut map = serializer.serialize_map(Some(2))?;
         map.serialize_entry("op", &self.op())?;
         match self {
@@ -368,6 +399,10 @@ impl Serialize for RegistryDetails {
                 map.serialize_entry("change", &MaxScope { from, to, finding, by })?;
             }
             RegistryDetails::AgentKey { from, to } => map.serialize_entry("change", &Key { from, to })?,
+            RegistryDetails::PepAdd { id, name, plain_subjects } => {
+                map.serialize_entry("change", &PepAdd { id, name, plain_subjects: *plain_subjects })?;
+            }
+            RegistryDetails::PepRevoke { id } => map.serialize_entry("change", &PepRevoke { id })?,
         }
         map.end()
     }
@@ -596,6 +631,7 @@ mod tests {
                 roles: ["editor".to_owned()].into_iter().collect(),
             }),
             pep: Some("todo".into()),
+            mcp: None,
         }));
         let value = AuditDetails::from(d.clone()).to_value().unwrap();
         assert_eq!(
@@ -612,6 +648,7 @@ mod tests {
                 roles: Default::default(),
             }),
             pep: None,
+            mcp: None,
         }));
         let value = AuditDetails::from(d).to_value().unwrap();
         assert_eq!(value["subject"], json!({"type": "service", "id": "svc"}));

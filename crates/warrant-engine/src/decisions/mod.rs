@@ -1,8 +1,10 @@
 //! The decisions service: the decision path, one straight pipeline, every call, no
-//! database read on the way (the presented approval aside):
+//! database read on the way (the presented approval, and a warrant named by `jti` on its
+//! first use, aside):
 //!
 //! 1. verify ([`verify`]): the token is a warrant of ours (cached by token digest until
-//!    expiry);
+//!    expiry), or, for a warrant named by its `jti` (the AuthZEN COAZ shape), the claims
+//!    recorded at issuance (cached by `jti` until expiry; read from the store once);
 //! 2. admit ([`admit`]): revocation, the identity of every agent in the chain and its
 //!    owner, the human, the request's shape and the warrant's scope, a presented approval;
 //! 3. assess ([`evaluate`]): the guardrails' signals and trust;
@@ -29,6 +31,8 @@ use std::sync::Arc;
 
 use warrant_core::decision::DecisionCode;
 use warrant_core::UnixTime;
+
+use warrant_store::Store;
 
 use crate::approvals::Approvals;
 use crate::audit::Audit;
@@ -64,6 +68,8 @@ pub struct Decisions {
     clock: Arc<dyn Clock>,
     issuer: String,
     cache: WarrantCache,
+    recorded: WarrantCache,
+    store: Arc<dyn Store>,
     anonymous: anonymous::AnonymousAccounting,
     keys: Arc<KeyManager>,
     directory: Arc<Directory>,
@@ -84,6 +90,7 @@ impl std::fmt::Debug for Decisions {
 
 /// What the decisions service is built from.
 pub(crate) struct DecisionParts {
+    pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
     pub issuer: String,
     pub anonymous: anonymous::AnonymousConfig,
@@ -102,6 +109,8 @@ impl Decisions {
     pub(crate) fn new(parts: DecisionParts) -> Self {
         Decisions {
             cache: WarrantCache::default(),
+            recorded: WarrantCache::default(),
+            store: parts.store,
             anonymous: anonymous::AnonymousAccounting::new(parts.anonymous),
             clock: parts.clock,
             issuer: parts.issuer,
@@ -149,7 +158,11 @@ impl Decisions {
 
     /// Stages 1 to 5: the decision, before its audit record.
     async fn decide(&self, req: &AuthorizeRequest, now: UnixTime) -> Decision {
-        let warrant = match self.verify(&req.token, now) {
+        let verified = match &req.recorded {
+            Some(jti) => self.verify_recorded(jti, now).await,
+            None => self.verify(&req.token, now),
+        };
+        let warrant = match verified {
             Ok(warrant) => warrant,
             Err(refusal) => return self.settle_refusal(req, refusal, None, now).await,
         };

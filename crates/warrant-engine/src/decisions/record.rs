@@ -10,6 +10,7 @@ use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 use warrant_core::audit::details::{DecisionDetails, DecisionOrigin, DecisionSubject, DecisionWarrant};
 use warrant_core::audit::{AuditEntry, EncodeError};
+use warrant_core::authzen::McpCall;
 use warrant_core::decision::{DecisionCode, Outcome};
 use warrant_core::UnixTime;
 use warrant_store::SpendCharge;
@@ -95,17 +96,16 @@ fn spend_rows(d: &Decision) -> Vec<SpendCharge> {
 
 /// The decision's audit record.
 fn entry_of(req: &AuthorizeRequest, decision: &Decision, now: UnixTime) -> Result<AuditEntry, EncodeError> {
-    entry_with(req, decision, now, None, None)
+    entry_with(req, decision, now, None)
 }
 
-/// The decision's audit record, naming the plain subject and the enforcement point when
-/// there are.
+/// The decision's audit record, naming the plain subject, the enforcement point and the
+/// MCP call it stated when there are.
 pub(super) fn entry_with(
     req: &AuthorizeRequest,
     decision: &Decision,
     now: UnixTime,
     subject: Option<DecisionSubject>,
-    pep: Option<&str>,
 ) -> Result<AuditEntry, EncodeError> {
     let details = DecisionDetails {
         action: audited_text(&req.action),
@@ -124,10 +124,15 @@ pub(super) fn entry_with(
             .claims
             .as_ref()
             .map(|claims| DecisionWarrant { chain: claims.chain(), scope: claims.scope.clone() }),
-        origin: (subject.is_some() || pep.is_some()).then(|| {
+        origin: (subject.is_some() || req.via.is_some()).then(|| {
             Box::new(DecisionOrigin {
                 subject: subject.map(|s| DecisionSubject { id: audited_text(&s.id), kind: audited_text(&s.kind), ..s }),
-                pep: pep.map(audited_text),
+                pep: req.via.as_ref().map(|v| audited_text(&v.pep)),
+                mcp: req.via.as_ref().and_then(|v| v.mcp.as_ref()).map(|m| McpCall {
+                    method: audited_text(&m.method),
+                    target: m.target.as_deref().map(audited_text),
+                    upstream: audited_text(&m.upstream),
+                }),
             })
         }),
         resource_attrs: req.resource_attrs.as_ref().map(audited_input),

@@ -50,11 +50,13 @@ impl Decisions {
         let now = self.clock.now();
         let plain = AuthorizeRequest {
             token: String::new(),
+            recorded: None,
             action: req.action.clone(),
             resource: req.resource.clone(),
             resource_attrs: req.resource_attrs.clone(),
             context: req.context.clone(),
             approval_id: None,
+            via: req.via.clone(),
         };
         let (decision, human) = self.decide_subject(req, &plain, now);
         let subject = DecisionSubject {
@@ -63,7 +65,7 @@ impl Decisions {
             human: human.as_ref().map(|h| h.id.clone()),
             roles: human.as_ref().map(|h| h.roles.clone()).unwrap_or_default(),
         };
-        let mut entry = entry_with(&plain, &decision, now, Some(subject), req.pep.as_deref());
+        let mut entry = entry_with(&plain, &decision, now, Some(subject));
         if let (Ok(entry), Some(human)) = (entry.as_mut(), &human) {
             entry.human = Some(human.id.clone());
         }
@@ -106,7 +108,7 @@ impl Decisions {
             resource: &req.resource,
             resource_attrs: req.resource_attrs.as_ref(),
             telemetry: req.context.as_ref(),
-            pep: req.pep.as_deref().unwrap_or_default(),
+            pep: req.via.as_ref().map(|v| v.pep.as_str()).unwrap_or_default(),
             now,
         };
         let verdict = match policies.compiled.evaluate_subject(&input) {

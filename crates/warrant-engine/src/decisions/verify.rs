@@ -9,7 +9,8 @@ use std::sync::{Arc, RwLock};
 
 use sha2::{Digest as _, Sha256};
 use warrant_core::decision::DecisionCode;
-use warrant_core::{Scope, UnixTime, WarrantClaims};
+use warrant_core::permission::shown;
+use warrant_core::{Scope, UnixTime, WarrantClaims, WarrantId};
 use warrant_token::warrant::verify_warrant;
 
 use super::{Decisions, Refusal};
@@ -64,6 +65,12 @@ impl WarrantCache {
     }
 }
 
+/// The recorded-warrant cache's key for `jti` (a digest, so the cache's type is the
+/// token cache's).
+fn recorded_key(jti: &WarrantId) -> [u8; 32] {
+    Sha256::digest(format!("recorded:{jti}").as_bytes()).into()
+}
+
 /// Whether a verification failure means the token was not issued by Warrant (shadow
 /// activity), as opposed to one of ours that expired or is not valid yet.
 fn shadow_cause(e: &warrant_token::warrant::VerifyError) -> Option<ShadowCause> {
@@ -81,6 +88,65 @@ fn shadow_cause(e: &warrant_token::warrant::VerifyError) -> Option<ShadowCause> 
 impl Decisions {
     /// Stage 1: the verified warrant, from the cache when it was verified before.
     pub(crate) fn verify(&self, token: &str, now: UnixTime) -> Result<Arc<VerifiedWarrant>, Refusal> {
+        self.verify_noting(token, now, true)
+    }
+
+    /// Stage 1 for a warrant named by its `jti` (a PEP that validated the JWT itself):
+    /// the claims recorded when Warrant issued it, cached by `jti` until it expires. An
+    /// unknown `jti`, a warrant recorded before claims were kept, or one that expired or
+    /// is not valid yet is an `invalid_token` deny; a store failure is an `internal` one.
+    pub(crate) async fn verify_recorded(
+        &self,
+        jti: &WarrantId,
+        now: UnixTime,
+    ) -> Result<Arc<VerifiedWarrant>, Refusal> {
+        let digest = recorded_key(jti);
+        if let Some(hit) = self.recorded.get(&digest, now) {
+            if hit.claims.nbf <= now {
+                return Ok(hit);
+            }
+        }
+        let invalid = |why: &str| {
+            Refusal::new(
+                DecisionCode::InvalidToken,
+                format!("invalid warrant reference `{}`: {why}", shown(jti.as_str())),
+            )
+        };
+        let record = self
+            .store
+            .get_warrant(jti)
+            .await
+            .map_err(|e| Refusal::new(DecisionCode::Internal, format!("the warrant record could not be read: {e}")))?
+            .ok_or_else(|| invalid("no warrant with this id was issued here"))?;
+        let claims = record
+            .claims
+            .ok_or_else(|| invalid("it was issued before its claims were recorded; present the token instead"))?;
+        if claims.iss != self.issuer || claims.jti != *jti {
+            return Err(invalid("its recorded claims are not this issuer's"));
+        }
+        if claims.exp <= now {
+            return Err(invalid("it has expired"));
+        }
+        if claims.nbf > now {
+            return Err(invalid("it is not valid yet"));
+        }
+        let scope = claims
+            .scope()
+            .map_err(|e| Refusal::new(DecisionCode::InvalidToken, format!("invalid warrant scope: {e}")))?;
+        let chain = claims.chain();
+        let verified = Arc::new(VerifiedWarrant { claims: Arc::new(claims), scope, chain });
+        self.recorded.put(digest, Arc::clone(&verified), now);
+        Ok(verified)
+    }
+
+    /// Stage 1, noting a token that is not ours as shadow activity only when `note`
+    /// (a look-ahead at the claims, before the pipeline verifies, does not note it).
+    pub(crate) fn verify_noting(
+        &self,
+        token: &str,
+        now: UnixTime,
+        note: bool,
+    ) -> Result<Arc<VerifiedWarrant>, Refusal> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(hit) = self.cache.get(&digest, now) {
             return Ok(hit);
@@ -88,7 +154,7 @@ impl Decisions {
         let ring =
             self.keys.ring().map_err(|e| Refusal::new(DecisionCode::Internal, format!("keys unavailable: {e}")))?;
         let claims = verify_warrant(token, ring.as_ref(), &self.issuer, now).map_err(|e| {
-            if let Some(cause) = shadow_cause(&e) {
+            if let Some(cause) = shadow_cause(&e).filter(|_| note) {
                 let seen = peek(token);
                 // A key we do not know, on a token claiming another issuer: that issuer's.
                 let foreign = seen.iss.as_deref().is_some_and(|iss| iss != self.issuer);
@@ -113,8 +179,8 @@ impl Decisions {
         self.cache.get(&digest, self.clock.now()).is_some()
     }
 
-    /// How many verified warrants are cached.
+    /// How many verified warrants are cached (presented and named by `jti`).
     pub fn cached_warrants(&self) -> usize {
-        self.cache.len()
+        self.cache.len() + self.recorded.len()
     }
 }

@@ -766,6 +766,8 @@ async fn migration_seals_plaintext_keys_of_an_old_database_and_its_log_still_ver
              DROP INDEX humans_external_id;
              ALTER TABLE humans DROP COLUMN external_id;
              ALTER TABLE humans DROP COLUMN roles;
+             DROP TABLE peps;
+             ALTER TABLE warrants DROP COLUMN claims;
              ALTER TABLE signing_keys DROP COLUMN purpose;
              ALTER TABLE signing_keys DROP COLUMN sealed;
              DROP TABLE sessions;

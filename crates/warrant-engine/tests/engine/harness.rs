@@ -428,6 +428,8 @@ impl Harness {
             resource_attrs: None,
             context: (!context.is_null()).then_some(context),
             approval_id: approval.map(str::to_owned),
+            recorded: None,
+            via: None,
         };
         self.engine.decisions().authorize(&req).await
     }
@@ -511,6 +513,37 @@ impl Harness {
     pub async fn decision_record(&self, decision_id: &str) -> AuditView {
         let seq: u64 = decision_id.strip_prefix("dec_").unwrap().parse().unwrap();
         self.engine.audit().get(seq).await.unwrap().unwrap()
+    }
+
+    /// May the warrant named by `jti` (not presented: its recorded claims) do `action` on
+    /// `resource`?
+    pub async fn authorize_recorded(&self, jti: &str, action: &str, resource: &str) -> Decision {
+        let req = AuthorizeRequest {
+            recorded: Some(warrant_core::WarrantId::parse(jti).unwrap()),
+            action: action.to_owned(),
+            resource: resource.to_owned(),
+            ..AuthorizeRequest::default()
+        };
+        self.engine.decisions().authorize(&req).await
+    }
+
+    /// Records a copy of warrant `jti` under a new id without its claims, as a warrant
+    /// issued before claims were kept; returns the new id.
+    pub async fn record_without_claims(&self, jti: &str) -> String {
+        use warrant_store::WarrantStore as _;
+        let original = self.store.get_warrant(&warrant_core::WarrantId::parse(jti).unwrap()).await.unwrap().unwrap();
+        let copy = warrant_store::WarrantRecord {
+            jti: warrant_core::WarrantId::from_random([0xAB; 12]),
+            claims: None,
+            ..original
+        };
+        self.store.record_warrant(&copy, None, &warrant_store::IssueGuard::default()).await.unwrap();
+        copy.jti.to_string()
+    }
+
+    /// The engine itself, for the services without a helper here (the AuthZEN adapter).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     /// Audit records matching `filter`.

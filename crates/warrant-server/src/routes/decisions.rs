@@ -122,6 +122,8 @@ pub fn request(body: AuthorizeBody) -> AuthorizeRequest {
         resource_attrs: body.resource_attrs,
         context: body.context,
         approval_id: body.approval_id,
+        recorded: None,
+        via: None,
     }
 }
 

@@ -2,11 +2,13 @@
 
 pub mod agents;
 pub mod audit;
+pub mod authzen;
 pub mod decisions;
 pub mod govern;
 pub mod guard;
 pub mod humans;
 pub mod keys;
+pub mod peps;
 pub mod policies;
 pub mod revocations;
 pub mod token;

@@ -5,8 +5,8 @@ use serde_json::{json, Value};
 
 use crate::testkit::{assert_allow, assert_deny, Server};
 
-/// The value of the first sample line starting with `prefix`.
-fn sample(text: &str, prefix: &str) -> f64 {
+/// The value of the first sample whose line starts with `prefix`.
+pub fn sample(text: &str, prefix: &str) -> f64 {
     text.lines()
         .find(|l| l.starts_with(prefix))
         .and_then(|l| l.rsplit(' ').next())

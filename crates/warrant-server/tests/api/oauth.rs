@@ -325,3 +325,51 @@ async fn a_replayed_client_assertion_is_refused() {
     s.token(&form).await.oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
     s.healthy().await;
 }
+
+#[tokio::test]
+async fn resource_indicators_set_the_audience() {
+    let s = Server::start().await;
+    let human = s.human(&["crm.*"]).await;
+    let owner = s.human(&[]).await;
+    let a = s.agent(&human, "delegated", &["crm.*"]).await;
+    let b = s.agent(&owner, "delegated", &["crm.*"]).await;
+    let auto = s.agent(&owner, "autonomous", &["crm.read"]).await;
+    let session = s.session(&human).await;
+    let (gw, other) = ("https://gw.example/mcp/crm", "https://gw.example/mcp/mail");
+
+    // Client credentials and a delegated root: `resource` becomes `aud`; without it the
+    // audience stays the issuer.
+    let (_, w) = s.warrant(&s.client_credentials(&auto, "p", &[("resource", gw)]).await).await;
+    assert_eq!(w.claims["aud"], gw);
+    let (plain, w) = s.warrant(&s.delegated_root(&session, &a, &[]).await).await;
+    assert_eq!(w.claims["aud"], s.issuer.as_str());
+    let (root, w) = s.warrant(&s.delegated_root(&session, &a, &[("resource", gw)]).await).await;
+    assert_eq!(w.claims["aud"], gw);
+
+    // A delegation keeps its parent's audience, may name it again, and may not name
+    // another one.
+    let (_, w) = s.warrant(&s.delegate(&root, &b, &[]).await).await;
+    assert_eq!(w.claims["aud"], gw);
+    let (_, w) = s.warrant(&s.delegate(&root, &b, &[("resource", gw)]).await).await;
+    assert_eq!(w.claims["aud"], gw);
+    s.delegate(&root, &b, &[("resource", other)]).await.oauth_error(StatusCode::BAD_REQUEST, "invalid_target");
+    let issuer = s.issuer.clone();
+    s.delegate(&root, &b, &[("resource", &issuer)]).await.oauth_error(StatusCode::BAD_REQUEST, "invalid_target");
+    // A parent with the default audience may be narrowed to a resource.
+    let (_, w) = s.warrant(&s.delegate(&plain, &b, &[("resource", other)]).await).await;
+    assert_eq!(w.claims["aud"], other);
+
+    // Malformed resources are `invalid_target`, and `resource` may not be repeated.
+    for bad in ["/mcp/crm", "https://gw.example/mcp/crm#frag", "not a uri", ""] {
+        s.client_credentials(&auto, "p", &[("resource", bad)])
+            .await
+            .oauth_error(StatusCode::BAD_REQUEST, "invalid_target");
+    }
+    s.client_credentials(&auto, "p", &[("resource", gw), ("resource", other)])
+        .await
+        .oauth_error(StatusCode::BAD_REQUEST, "invalid_request");
+
+    // A warrant for a resource is still a warrant: `/v1/authorize` decides it.
+    let (token, _) = s.warrant(&s.client_credentials(&auto, "p", &[("resource", gw)]).await).await;
+    crate::testkit::assert_allow(&s.authorize(&token, "crm.read", "customers/1", json!({})).await);
+}

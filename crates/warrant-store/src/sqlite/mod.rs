@@ -17,6 +17,7 @@ mod govern;
 mod guard;
 mod humans;
 mod keys;
+mod peps;
 mod policies;
 mod warrants;
 
@@ -44,7 +45,9 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0005_agent_keys_govern.sql"),
     include_str!("../../migrations/sqlite/0006_sessions.sql"),
     include_str!("../../migrations/sqlite/0007_sealed_keys.sql"),
+    include_str!("../../migrations/sqlite/0008_peps_warrant_claims.sql"),
     include_str!("../../migrations/sqlite/0009_human_roles.sql"),
+    include_str!("../../migrations/sqlite/0010_human_external_id.sql"),
 ];
 
 /// The SQLite store.
@@ -104,7 +107,7 @@ pub(crate) fn time(row: &Row<'_>, idx: usize) -> rusqlite::Result<UnixTime> {
 }
 
 pub(crate) const WARRANT_COLS: &str =
-    "jti, parent, agent, task, human, sub, mode, scope, chain, kid, issued_at, expires_at, budget";
+    "jti, parent, agent, task, human, sub, mode, scope, chain, kid, issued_at, expires_at, budget, claims";
 
 /// A budget as stored: `NULL` when there is none, else a JSON object counter -> limit.
 pub(crate) fn budget_text(budget: &BTreeMap<String, i64>) -> Result<Option<String>, StoreError> {
@@ -144,6 +147,12 @@ pub(crate) fn warrant_row(row: &Row<'_>) -> rusqlite::Result<WarrantRecord> {
         issued_at: time(row, 10)?,
         expires_at: time(row, 11)?,
         budget: budget_col(row, 12)?,
+        claims: {
+            let text: Option<String> = row.get(13)?;
+            text.map(json::<warrant_core::WarrantClaims>)
+                .transpose()
+                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(13, Type::Text, Box::new(e)))?
+        },
     })
 }
 

@@ -133,6 +133,7 @@ impl WarrantStore for SqliteStore {
         let chain = serde_json::to_string(&w.chain).map_err(corrupt)?;
         let mode = to_text(&w.mode)?;
         let budget = budget_text(&w.budget)?;
+        let claims = w.claims.as_ref().map(serde_json::to_string).transpose().map_err(corrupt)?;
         self.run(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             issuable(&tx, &w, task.as_ref(), &guard)?;
@@ -143,7 +144,7 @@ impl WarrantStore for SqliteStore {
                 )?;
             }
             tx.execute(
-                &format!("INSERT INTO warrants ({WARRANT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
+                &format!("INSERT INTO warrants ({WARRANT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"),
                 params![
                     w.jti.as_str(),
                     w.parent.as_ref().map(WarrantId::as_str),
@@ -157,7 +158,8 @@ impl WarrantStore for SqliteStore {
                     w.kid,
                     w.issued_at.0,
                     w.expires_at.0,
-                    budget
+                    budget,
+                    claims
                 ],
             )?;
             {
