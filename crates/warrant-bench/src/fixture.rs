@@ -102,6 +102,7 @@ impl EngineFixture {
                 email: "ada@example.com".into(),
                 entitlements: vec!["*".into()],
                 roles: Vec::new(),
+                external_id: None,
             })
             .await
             .unwrap();

@@ -181,6 +181,7 @@ impl SweepTemplate {
                 status: if j % 50 == 49 { HumanStatus::Disabled } else { HumanStatus::Active },
                 created_at: T0.plus(-200 * DAY),
                 roles: Default::default(),
+                external_id: None,
             };
             store.insert_human(&human).await.unwrap();
         }

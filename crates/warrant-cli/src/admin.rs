@@ -24,6 +24,10 @@ pub enum HumanCmd {
         /// A role (repeatable), e.g. `editor`: policies for humans read `principal.roles`.
         #[arg(long = "role")]
         roles: Vec<String>,
+        /// What the identity provider calls this human (its `sub`); an enforcement point
+        /// may name the human by it.
+        #[arg(long)]
+        external_id: Option<String>,
     },
     /// Replace a human's roles with the `--role`s given (none: remove every role).
     Roles {
@@ -125,7 +129,7 @@ pub enum AgentCmd {
     },
 }
 
-const HUMAN_FIELDS: &[&str] = &["id", "name", "email", "status", "entitlements", "roles", "created_at"];
+const HUMAN_FIELDS: &[&str] = &["id", "name", "email", "status", "entitlements", "roles", "external_id", "created_at"];
 const HUMAN_COLUMNS: &[(&str, &str)] = &[
     ("ID", "id"),
     ("NAME", "name"),
@@ -151,8 +155,10 @@ pub async fn human(conn: &Conn, cmd: HumanCmd) -> CliResult {
     let client = conn.client()?;
     let one = |v: &Value| record(v, HUMAN_FIELDS);
     match cmd {
-        HumanCmd::Add { name, email, entitlements, roles } => {
-            let body = json!({"name": name, "email": email, "entitlements": entitlements, "roles": roles});
+        HumanCmd::Add { name, email, entitlements, roles, external_id } => {
+            let body = json!({
+                "name": name, "email": email, "entitlements": entitlements, "roles": roles, "external_id": external_id,
+            });
             print(conn.json, &client.post("/v1/humans", &body).await?, one);
         }
         HumanCmd::Roles { id, roles } => {

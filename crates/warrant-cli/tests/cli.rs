@@ -343,6 +343,8 @@ fn humans_get_roles_and_the_todo_example_sets_itself_up() {
     assert_eq!(roles_of("summer@the-smiths.com"), serde_json::json!(["editor"]));
     assert_eq!(roles_of("beth@the-smiths.com"), serde_json::json!(["viewer"]));
     assert_eq!(roles_of("jerry@the-smiths.com"), serde_json::json!(["viewer"]));
+    let rick = humans["humans"].as_array().unwrap().iter().find(|h| h["email"] == "rick@the-citadel.com").unwrap();
+    assert_eq!(rick["external_id"], "CiRmZDA2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs");
     let policies = ok(&with(&["policy", "show"]).iter().map(String::as_str).collect::<Vec<_>>(), cwd);
     assert!(policies.contains("todo-update-own"), "the example's policies are in force: {policies}");
     server.terminate();

@@ -39,6 +39,11 @@ pub struct Human {
     /// when empty, so records written before roles existed read the same.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub roles: BTreeSet<String>,
+    /// What an identity provider calls this human (its `sub`, e.g. an opaque id), unique
+    /// among humans: an enforcement point may name the human by it. Omitted from JSON
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
 }
 
 impl Human {

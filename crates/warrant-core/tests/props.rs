@@ -464,6 +464,7 @@ fn make_human(n: u8, entitlements: Scope, active: bool) -> Human {
         status: human_status(active),
         created_at: UnixTime(0),
         roles: Default::default(),
+        external_id: None,
     }
 }
 

@@ -16,6 +16,8 @@ pub struct Directory {
     humans: RwLock<HashMap<HumanId, Arc<Human>>>,
     /// Human ids by email (stored lower-case and unique).
     emails: RwLock<HashMap<String, HumanId>>,
+    /// Human ids by external id (unique).
+    external: RwLock<HashMap<String, HumanId>>,
 }
 
 impl Directory {
@@ -24,8 +26,14 @@ impl Directory {
         let humans: HashMap<HumanId, Arc<Human>> =
             store.list_humans().await?.into_iter().map(|h| (h.id.clone(), Arc::new(h))).collect();
         let emails = humans.values().map(|h| (h.email.clone(), h.id.clone())).collect();
+        let external = humans.values().filter_map(|h| Some((h.external_id.clone()?, h.id.clone()))).collect();
         let agents = store.list_agents(None).await?.into_iter().map(|a| (a.id.clone(), Arc::new(a))).collect();
-        Ok(Directory { agents: RwLock::new(agents), humans: RwLock::new(humans), emails: RwLock::new(emails) })
+        Ok(Directory {
+            agents: RwLock::new(agents),
+            humans: RwLock::new(humans),
+            emails: RwLock::new(emails),
+            external: RwLock::new(external),
+        })
     }
 
     /// One agent, as last written.
@@ -44,6 +52,12 @@ impl Directory {
         self.human(&id)
     }
 
+    /// One human by external id.
+    pub fn human_by_external_id(&self, external_id: &str) -> Option<Arc<Human>> {
+        let id = self.external.read().ok().and_then(|m| m.get(external_id).cloned())?;
+        self.human(&id)
+    }
+
     /// Records an agent's current state.
     pub fn put_agent(&self, agent: Agent) {
         if let Ok(mut m) = self.agents.write() {
@@ -55,6 +69,9 @@ impl Directory {
     pub fn put_human(&self, human: Human) {
         if let Ok(mut m) = self.emails.write() {
             m.insert(human.email.clone(), human.id.clone());
+        }
+        if let (Some(external), Ok(mut m)) = (&human.external_id, self.external.write()) {
+            m.insert(external.clone(), human.id.clone());
         }
         if let Ok(mut m) = self.humans.write() {
             m.insert(human.id.clone(), Arc::new(human));

@@ -78,6 +78,8 @@ pub struct NewHuman {
     pub entitlements: Vec<String>,
     /// Roles (see [`check_roles`] for their form).
     pub roles: Vec<String>,
+    /// What an identity provider calls this human (its `sub`), unique among humans.
+    pub external_id: Option<String>,
 }
 
 /// An agent to register.
@@ -140,6 +142,27 @@ fn check_email(email: &str) -> Result<String, RegistryError> {
         Ok(email.to_ascii_lowercase())
     } else {
         Err(RegistryError::Invalid(format!("`{email}` is not a valid email address")))
+    }
+}
+
+/// The longest external id, in bytes.
+pub const MAX_EXTERNAL_ID: usize = 255;
+
+/// An external id: 1 to [`MAX_EXTERNAL_ID`] bytes, no whitespace or control characters,
+/// not of the form of a Warrant human id (`hum_…`) nor an email (no `@`), so that a
+/// subject id names one human one way.
+pub fn check_external_id(id: &str) -> Result<String, RegistryError> {
+    let valid = !id.is_empty()
+        && id.len() <= MAX_EXTERNAL_ID
+        && !id.starts_with("hum_")
+        && !id.contains('@')
+        && !id.chars().any(|c| c.is_whitespace() || c.is_control());
+    if valid {
+        Ok(id.to_owned())
+    } else {
+        Err(RegistryError::Invalid(format!(
+            "`external_id` must be 1 to {MAX_EXTERNAL_ID} bytes without whitespace or `@`, not starting with `hum_`"
+        )))
     }
 }
 
@@ -273,9 +296,15 @@ impl Registry {
             status: HumanStatus::Active,
             created_at: self.clock.now(),
             roles: check_roles(&new.roles)?,
+            external_id: new.external_id.as_deref().map(check_external_id).transpose()?,
         };
         if self.store.human_by_email(&human.email).await?.is_some() {
             return Err(RegistryError::Conflict(format!("a human with email `{}` already exists", human.email)));
+        }
+        if let Some(external) = &human.external_id {
+            if self.directory.human_by_external_id(external).is_some() {
+                return Err(RegistryError::Conflict(format!("a human with external id `{external}` already exists")));
+            }
         }
         self.audit_registry(RegistryDetails::HumanAdd(human.clone()), None, Some(&human.id)).await?;
         match self.store.insert_human(&human).await {
@@ -284,9 +313,10 @@ impl Registry {
                 tracing::info!(human = %human.id, "registered a human");
                 Ok(human)
             }
-            Err(StoreError::Conflict(_)) => {
-                Err(RegistryError::Conflict(format!("a human with email `{}` already exists", human.email)))
-            }
+            Err(StoreError::Conflict(_)) => Err(RegistryError::Conflict(format!(
+                "a human with email `{}` or external id {:?} already exists",
+                human.email, human.external_id
+            ))),
             Err(e) => Err(e.into()),
         }
     }

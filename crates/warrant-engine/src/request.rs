@@ -57,7 +57,8 @@ pub struct Via {
 #[derive(Debug, Clone)]
 pub struct SubjectRequest {
     /// The subject: `type` `user` or `human` is a registered human, named by its id
-    /// (`hum_…`) or its email; any other type is a service-like principal of its own.
+    /// (`hum_…`), its email or its external id; any other type is a service-like
+    /// principal of its own.
     pub subject: warrant_core::authzen::Subject,
     /// The concrete action (AuthZEN `action.name`).
     pub action: String,

@@ -492,3 +492,21 @@ fn the_todo_example_schema_is_the_shipped_schema_plus_owner_id() {
     let added = "    // The todo scenario: the todo's owner, as the todo backend states it.\n    ownerID?: String,\n";
     assert_eq!(schema.replacen(added, "", 1), BASE_SCHEMA, "the example's schema drifted from the shipped one");
 }
+
+#[test]
+fn a_policy_is_for_plain_subjects_exactly_when_its_head_names_their_type() {
+    let base = |head: &str| format!("permit ({head}, action == Warrant::Action::\"crm.read\", resource);");
+    for (head, subject) in [
+        ("principal is Warrant::Human", true),
+        ("principal is Warrant::Service", true),
+        ("principal == Warrant::Human::\"hum_1\"", true),
+        ("principal is Warrant::Human in Warrant::Human::\"hum_1\"", true),
+        ("principal", false),
+        ("principal in Warrant::Human::\"hum_1\"", false),
+        ("principal is Warrant::Agent", false),
+        ("principal == Warrant::Agent::\"agt_1\"", false),
+    ] {
+        let p = compile(&[("p.cedar", &base(head))]).unwrap();
+        assert_eq!(p.subject_policy_count(), usize::from(subject), "{head}");
+    }
+}

@@ -76,6 +76,7 @@ async fn fixture() -> Fixture {
         status: HumanStatus::Active,
         created_at: UnixTime(T0),
         roles: Default::default(),
+        external_id: None,
     };
     store.insert_human(&human).await.unwrap();
     let agent = |n: u8| Agent {

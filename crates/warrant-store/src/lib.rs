@@ -51,7 +51,7 @@ pub enum StoreError {
 /// Humans.
 #[async_trait]
 pub trait HumanStore: Send + Sync {
-    /// Inserts a new human; `Conflict` if the id or email exists.
+    /// Inserts a new human; `Conflict` if the id, email or external id exists.
     async fn insert_human(&self, human: &Human) -> Result<(), StoreError>;
     /// One human by id.
     async fn get_human(&self, id: &HumanId) -> Result<Option<Human>, StoreError>;

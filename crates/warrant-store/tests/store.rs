@@ -44,6 +44,7 @@ macro_rules! conformance {
             check_human_duplicate_email_conflicts,
             check_set_human_status,
             check_human_roles,
+            check_human_external_id,
             check_agent_round_trip,
             check_agent_owner_must_exist,
             check_agent_duplicate_id_conflicts,
@@ -129,6 +130,7 @@ fn human(n: u8, created_at: i64) -> Human {
         status: HumanStatus::Active,
         created_at: UnixTime(created_at),
         roles: Default::default(),
+        external_id: None,
     }
 }
 
@@ -312,6 +314,21 @@ async fn check_human_roles(store: &dyn Store) {
     assert!(store.set_human_roles(&h1.id, &Default::default()).await.unwrap());
     assert!(store.get_human(&h1.id).await.unwrap().unwrap().roles.is_empty());
     assert!(!store.set_human_roles(&HumanId::from_random([9; 12]), &viewer).await.unwrap());
+}
+
+async fn check_human_external_id(store: &dyn Store) {
+    let (mut h1, mut h2, h3) = (human(1, 100), human(2, 200), human(3, 300));
+    h1.external_id = Some("CiRmZDA2".into());
+    store.insert_human(&h1).await.unwrap();
+    assert_eq!(store.get_human(&h1.id).await.unwrap(), Some(h1.clone()));
+    // Unique when present; any number of humans have none.
+    h2.external_id = h1.external_id.clone();
+    assert_conflict(store.insert_human(&h2).await, "duplicate external id");
+    assert_eq!(store.get_human(&h2.id).await.unwrap(), None);
+    h2.external_id = None;
+    store.insert_human(&h2).await.unwrap();
+    store.insert_human(&h3).await.unwrap();
+    assert_eq!(store.list_humans().await.unwrap(), vec![h1, h2, h3]);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1420,6 +1437,7 @@ fn file_holds(dir: &std::path::Path, needle: &[u8]) -> bool {
 fn downgrade_to_plaintext_keys(path: &std::path::Path, kid: &str, seed: &[u8; 32], created_at: i64) {
     let conn = rusqlite::Connection::open(path).unwrap();
     conn.execute_batch("DELETE FROM signing_keys;").unwrap();
+    conn.execute_batch(UNDO_MIGRATION_EXTERNAL_ID).unwrap();
     conn.execute_batch(UNDO_MIGRATION_HUMAN_ROLES).unwrap();
     conn.execute_batch(UNDO_MIGRATION_8).unwrap();
     conn.execute_batch(UNDO_MIGRATION_SEALED_KEYS).unwrap();
@@ -1520,6 +1538,7 @@ async fn migration_backfills_the_agent_index() {
     drop(store);
     // Back to the schema before migration 3, as an older build left it.
     let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch(UNDO_MIGRATION_EXTERNAL_ID).unwrap();
     db.execute_batch(UNDO_MIGRATION_HUMAN_ROLES).unwrap();
     db.execute_batch(UNDO_MIGRATION_8).unwrap();
     db.execute_batch(UNDO_MIGRATION_SEALED_KEYS).unwrap();
@@ -1569,6 +1588,7 @@ async fn migration_adds_budgets_and_guard_tables() {
     drop(store);
     // Back to the schema before migration 4, as an older build left it.
     let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch(UNDO_MIGRATION_EXTERNAL_ID).unwrap();
     db.execute_batch(UNDO_MIGRATION_HUMAN_ROLES).unwrap();
     db.execute_batch(UNDO_MIGRATION_8).unwrap();
     db.execute_batch(UNDO_MIGRATION_SEALED_KEYS).unwrap();
@@ -1636,6 +1656,10 @@ fn current_schema_version() -> i64 {
     db.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap()
 }
 
+/// Undoes the migration that gave humans an external id.
+const UNDO_MIGRATION_EXTERNAL_ID: &str =
+    "DROP INDEX humans_external_id; ALTER TABLE humans DROP COLUMN external_id; PRAGMA user_version = 9;";
+
 /// Undoes the migration that gave humans roles.
 const UNDO_MIGRATION_HUMAN_ROLES: &str = "ALTER TABLE humans DROP COLUMN roles; PRAGMA user_version = 8;";
 
@@ -1649,6 +1673,7 @@ async fn migration_gives_existing_humans_no_roles() {
     store.insert_human(&h).await.unwrap();
     drop(store);
     let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch(UNDO_MIGRATION_EXTERNAL_ID).unwrap();
     db.execute_batch(UNDO_MIGRATION_HUMAN_ROLES).unwrap();
     drop(db);
 
@@ -1681,6 +1706,7 @@ async fn migration_adds_governance_tables() {
     drop(store);
     // Back to the schema before migration 5, as an older build left it.
     let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch(UNDO_MIGRATION_EXTERNAL_ID).unwrap();
     db.execute_batch(UNDO_MIGRATION_HUMAN_ROLES).unwrap();
     db.execute_batch(UNDO_MIGRATION_8).unwrap();
     db.execute_batch(UNDO_MIGRATION_SEALED_KEYS).unwrap();
@@ -2098,6 +2124,8 @@ async fn migration_adds_peps_and_warrant_claims() {
     let (_, root) = started_task(&store, 1).await;
     drop(store);
     let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch(UNDO_MIGRATION_EXTERNAL_ID).unwrap();
+    db.execute_batch(UNDO_MIGRATION_HUMAN_ROLES).unwrap();
     db.execute_batch(UNDO_MIGRATION_8).unwrap();
     drop(db);
     let store = SqliteStore::open(&path).unwrap();

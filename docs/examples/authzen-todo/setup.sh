@@ -26,8 +26,15 @@ cp "$here/todo.cedar" "$data/policies/todo.cedar"
 cp "$here/warrant.cedarschema" "$data/policies/warrant.cedarschema"
 warrant policy reload
 
-warrant human add --name Rick --email rick@the-citadel.com --role admin --role evil_genius
-warrant human add --name Morty --email morty@the-citadel.com --role editor
-warrant human add --name Summer --email summer@the-smiths.com --role editor
-warrant human add --name Beth --email beth@the-smiths.com --role viewer
-warrant human add --name Jerry --email jerry@the-smiths.com --role viewer
+# Each user with their roles and the id the scenario's identity provider gives them (what
+# the 1.0 interop suite sends as `subject.id`; the email works as well).
+warrant human add --name Rick --email rick@the-citadel.com --role admin --role evil_genius \
+  --external-id CiRmZDA2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs
+warrant human add --name Morty --email morty@the-citadel.com --role editor \
+  --external-id CiRmZDE2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs
+warrant human add --name Summer --email summer@the-smiths.com --role editor \
+  --external-id CiRmZDI2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs
+warrant human add --name Beth --email beth@the-smiths.com --role viewer \
+  --external-id CiRmZDM2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs
+warrant human add --name Jerry --email jerry@the-smiths.com --role viewer \
+  --external-id CiRmZDQ2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs

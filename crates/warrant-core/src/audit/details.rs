@@ -838,6 +838,7 @@ mod tests {
             status: HumanStatus::Active,
             created_at: UnixTime(0),
             roles: Default::default(),
+            external_id: None,
         }
     }
 

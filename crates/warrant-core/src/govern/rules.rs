@@ -541,6 +541,7 @@ mod tests {
             status,
             created_at: UnixTime(0),
             roles: Default::default(),
+            external_id: None,
         }
     }
 

@@ -6,7 +6,8 @@
 //! budgets, approvals, quarantine) to settle. What runs:
 //!
 //! 1. resolve: the subject becomes a principal. `user` or `human` is a registered human,
-//!    named by its id (`hum_…`) or its email, and must be active; any other type is a
+//!    named by its id (`hum_…`), its email (an id with `@`) or its external id (the
+//!    identity provider's `sub`; anything else), and must be active; any other type is a
 //!    service-like principal of its own, with the enforcement point's `properties`;
 //! 2. shape: the same checks on action, resource and caller input as every decision;
 //! 3. evaluate: the policies for plain subjects, and only those (see
@@ -152,8 +153,10 @@ impl Decisions {
         }
         let human = if subject.id.starts_with("hum_") {
             HumanId::parse(&subject.id).ok().and_then(|id| self.directory.human(&id))
-        } else {
+        } else if subject.id.contains('@') {
             self.directory.human_by_email(&subject.id)
+        } else {
+            self.directory.human_by_external_id(&subject.id)
         };
         let Some(human) = human else {
             return Err((DecisionCode::Human, format!("no registered human `{}`", subject.id.escape_debug())));

@@ -763,6 +763,8 @@ async fn migration_seals_plaintext_keys_of_an_old_database_and_its_log_still_ver
         let conn = rusqlite::Connection::open(db(dir.path())).unwrap();
         conn.execute_batch(
             "DELETE FROM signing_keys;
+             DROP INDEX humans_external_id;
+             ALTER TABLE humans DROP COLUMN external_id;
              ALTER TABLE humans DROP COLUMN roles;
              DROP TABLE peps;
              ALTER TABLE warrants DROP COLUMN claims;

@@ -214,6 +214,7 @@ impl Harness {
                 email: format!("human{n}@example.com"),
                 entitlements: entitlements.iter().map(|s| (*s).to_owned()).collect(),
                 roles: Vec::new(),
+                external_id: None,
             })
             .await
             .unwrap()
@@ -221,6 +222,12 @@ impl Harness {
 
     /// Registers a human named by `email` with `roles` and no entitlements.
     pub async fn human_with_roles(&self, email: &str, roles: &[&str]) -> Human {
+        self.human_with_identity(email, None, roles).await
+    }
+
+    /// Registers a human named by `email`, known to its identity provider as
+    /// `external_id`, with `roles` and no entitlements.
+    pub async fn human_with_identity(&self, email: &str, external_id: Option<&str>, roles: &[&str]) -> Human {
         self.engine
             .registry()
             .add_human(NewHuman {
@@ -228,6 +235,7 @@ impl Harness {
                 email: email.to_owned(),
                 entitlements: Vec::new(),
                 roles: roles.iter().map(|s| (*s).to_owned()).collect(),
+                external_id: external_id.map(str::to_owned),
             })
             .await
             .unwrap()

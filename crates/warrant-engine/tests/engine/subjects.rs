@@ -6,7 +6,7 @@ use warrant_core::authzen::{EvaluationRequest, Subject};
 use warrant_engine::request::Via;
 use warrant_engine::{Asker, SubjectRequest};
 
-use crate::harness::{AuditKind, Harness, Outcome};
+use crate::harness::{AuditFilter, AuditKind, Harness, Outcome};
 
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/examples/authzen-todo");
 
@@ -31,19 +31,24 @@ async fn todo_harness() -> Harness {
     Harness::start_with_policies(&refs, |_| {}).await
 }
 
-/// The interop suite's users and their roles.
-const USERS: [(&str, &[&str]); 5] = [
-    ("rick@the-citadel.com", &["admin", "evil_genius"]),
-    ("morty@the-citadel.com", &["editor"]),
-    ("summer@the-smiths.com", &["editor"]),
-    ("beth@the-smiths.com", &["viewer"]),
-    ("jerry@the-smiths.com", &["viewer"]),
+/// The interop suite's users: email, the identity provider's id (what the 1.0 suite
+/// sends as `subject.id`), roles.
+const USERS: [(&str, &str, &[&str]); 5] = [
+    ("rick@the-citadel.com", "CiRmZDA2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs", &["admin", "evil_genius"]),
+    ("morty@the-citadel.com", "CiRmZDE2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs", &["editor"]),
+    ("summer@the-smiths.com", "CiRmZDI2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs", &["editor"]),
+    ("beth@the-smiths.com", "CiRmZDM2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs", &["viewer"]),
+    ("jerry@the-smiths.com", "CiRmZDQ2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs", &["viewer"]),
 ];
 
 async fn todo_users(h: &Harness) {
-    for (email, roles) in USERS {
-        h.human_with_roles(email, roles).await;
+    for (email, identity, roles) in USERS {
+        h.human_with_identity(email, Some(identity), roles).await;
     }
+}
+
+fn identity_of(email: &str) -> &'static str {
+    USERS.iter().find(|(e, _, _)| *e == email).unwrap().1
 }
 
 fn request(kind: &str, id: &str, action: &str, resource: &str, attrs: Option<Value>) -> SubjectRequest {
@@ -88,27 +93,34 @@ fn interop() -> Interop {
 async fn the_todo_interop_decisions_all_hold() {
     let h = todo_harness().await;
     let suite = interop();
-    let users: Vec<(&str, Vec<&str>)> =
-        suite.users.iter().map(|(e, r)| (e.as_str(), r.iter().map(String::as_str).collect())).collect();
-    assert_eq!(users.len(), USERS.len(), "the example's users are the suite's");
-    for (email, roles) in &users {
-        h.human_with_roles(email, roles).await;
+    assert_eq!(suite.users.len(), USERS.len(), "the example's users are the suite's");
+    for (email, roles) in &suite.users {
+        let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
+        h.human_with_identity(email, Some(identity_of(email)), &roles).await;
     }
     assert_eq!(suite.decisions.len(), 40, "every decision of the suite");
     let mut wrong = Vec::new();
-    for case in &suite.decisions {
-        let answer = h.engine().authzen().evaluate(&Asker::admin(), &case.request).await.unwrap();
-        if answer.decision != case.expected {
-            wrong.push(format!("{:?}: expected {}, got {answer:?}", case.request, case.expected));
+    // As shipped, the requests name users by email; the 1.0 suite upstream names them by
+    // the identity provider's id. Both must hold.
+    for by_identity in [false, true] {
+        for case in &suite.decisions {
+            let mut request = case.request.clone();
+            if by_identity {
+                request.subject.id = identity_of(&request.subject.id).to_owned();
+            }
+            let answer = h.engine().authzen().evaluate(&Asker::admin(), &request).await.unwrap();
+            if answer.decision != case.expected {
+                wrong.push(format!("{request:?}: expected {}, got {answer:?}", case.expected));
+            }
+            let id = answer.context.and_then(|c| c.decision_id).unwrap_or_default();
+            assert!(id.starts_with("dec_") && id != "dec_aggregated", "{id}");
         }
-        let id = answer.context.and_then(|c| c.decision_id).unwrap_or_default();
-        assert!(id.starts_with("dec_") && id != "dec_aggregated", "{id}");
     }
     assert!(
         wrong.is_empty(),
         "{} of {} interop decisions differ:\n{}",
         wrong.len(),
-        suite.decisions.len(),
+        2 * suite.decisions.len(),
         wrong.join("\n")
     );
 }
@@ -118,8 +130,8 @@ async fn every_user_action_and_owner_follows_the_roles() {
     // Beyond the suite's own rows: every user, on a todo of every owner (and of none).
     let h = todo_harness().await;
     todo_users(&h).await;
-    let owners: Vec<Option<&str>> = USERS.iter().map(|(e, _)| Some(*e)).chain([None]).collect();
-    for (user, roles) in USERS {
+    let owners: Vec<Option<&str>> = USERS.iter().map(|(e, _, _)| Some(*e)).chain([None]).collect();
+    for (user, _, roles) in USERS {
         let has = |r: &str| roles.contains(&r);
         for owner in &owners {
             let own = *owner == Some(user);
@@ -138,19 +150,37 @@ async fn every_user_action_and_owner_follows_the_roles() {
 }
 
 #[tokio::test]
-async fn a_human_is_named_by_id_or_email_and_roles_changes_take_effect() {
+async fn a_human_is_named_by_id_email_or_external_id_and_roles_changes_take_effect() {
     let h = todo_harness().await;
-    let beth = h.human_with_roles(B, &["viewer"]).await;
+    let beth = h.human_with_identity(B, Some("idp-beth"), &["viewer"]).await;
     let create = |id: &str| request("user", id, "can_create_todo", "todo/1", None);
-    for id in [beth.id.as_str(), B, "Beth@The-Smiths.com"] {
-        assert_eq!(h.authorize_subject(&create(id)).await.outcome, Outcome::Deny, "{id}");
+    for id in [beth.id.as_str(), B, "Beth@The-Smiths.com", "idp-beth"] {
+        let d = h.authorize_subject(&create(id)).await;
+        assert_eq!((d.outcome, d.code.as_str()), (Outcome::Deny, "policy"), "{id}: {d:?}");
+    }
+    // An external id is matched exactly, and only as one.
+    for id in ["IDP-BETH", "idp-beth "] {
+        assert_eq!(h.authorize_subject(&create(id)).await.code.as_str(), "human", "{id}");
     }
     let beth = h.set_roles(&beth, &["editor"]).await;
     assert_eq!(beth.roles.iter().collect::<Vec<_>>(), ["editor"]);
-    for id in [beth.id.as_str(), B] {
+    for id in [beth.id.as_str(), B, "idp-beth"] {
         let d = h.authorize_subject(&create(id)).await;
         assert_eq!((d.outcome, d.policies.clone()), (Outcome::Allow, vec!["todo-create".to_owned()]), "{id}: {d:?}");
     }
+    // The change is audited with the roles before and after.
+    let filter = AuditFilter {
+        kind: Some(AuditKind::Registry),
+        human: Some(beth.id.clone()),
+        limit: 10,
+        ..AuditFilter::default()
+    };
+    let records = h.audit(filter).await;
+    let change = records.iter().find(|r| r.entry.details["op"] == "human.roles").unwrap();
+    assert_eq!(change.entry.details["change"], json!({"from": ["viewer"], "to": ["editor"]}));
+    let added = records.iter().find(|r| r.entry.details["op"] == "human.add").unwrap();
+    assert_eq!(added.entry.details["change"]["roles"], json!(["viewer"]));
+    assert_eq!(added.entry.details["change"]["external_id"], "idp-beth");
     // `human` is the same as `user`.
     assert_eq!(
         h.authorize_subject(&request("human", B, "can_create_todo", "todo/1", None)).await.outcome,

@@ -27,6 +27,10 @@ pub struct HumanBody {
     /// plain subjects read as `principal.roles`.
     #[serde(default)]
     pub roles: Vec<String>,
+    /// What the identity provider calls this human (its `sub`), unique; an enforcement
+    /// point may name the human by it.
+    #[serde(default)]
+    pub external_id: Option<String>,
 }
 
 /// A human's new roles, replacing the old ones.
@@ -50,6 +54,8 @@ pub struct HumanView {
     pub entitlements: Vec<String>,
     /// Roles, sorted.
     pub roles: Vec<String>,
+    /// The identity provider's id for the human, if any.
+    pub external_id: Option<String>,
     /// `active` or `disabled`.
     pub status: String,
     /// Unix seconds.
@@ -65,6 +71,7 @@ impl From<Human> for HumanView {
             email: h.email,
             entitlements: h.entitlements.into(),
             roles: h.roles.into_iter().collect(),
+            external_id: h.external_id,
             status: status.into(),
             created_at: h.created_at.0,
         }
@@ -95,7 +102,13 @@ pub async fn create(
     State(state): State<AppState>,
     Json(body): Json<HumanBody>,
 ) -> Result<(StatusCode, JsonOut<HumanView>), ApiError> {
-    let new = NewHuman { name: body.name, email: body.email, entitlements: body.entitlements, roles: body.roles };
+    let new = NewHuman {
+        name: body.name,
+        email: body.email,
+        entitlements: body.entitlements,
+        roles: body.roles,
+        external_id: body.external_id,
+    };
     let human = state.engine.registry().add_human(new).await?;
     Ok((StatusCode::CREATED, JsonOut(human.into())))
 }

@@ -94,6 +94,21 @@ async fn humans_carry_roles_set_at_registration_and_replaced() {
         .await
         .api_error(StatusCode::NOT_FOUND, "not_found");
     assert_eq!(s.admin_get(&format!("/v1/humans/{id}")).await.ok()["roles"], json!(["editor"]), "nothing changed");
+
+    // The identity provider's id: shown, unique, and of a form that names one human one way.
+    let rick = s
+        .admin_post("/v1/humans", &json!({"name": "Rick", "email": "rick@the-citadel.com", "external_id": "CiRmZDA2"}))
+        .await;
+    assert_eq!(rick.expect(StatusCode::CREATED)["external_id"], "CiRmZDA2");
+    assert_eq!(beth["external_id"], Value::Null);
+    s.admin_post("/v1/humans", &json!({"name": "R2", "email": "r2@the-citadel.com", "external_id": "CiRmZDA2"}))
+        .await
+        .api_error(StatusCode::CONFLICT, "conflict");
+    for external_id in ["", "has space", "a@b", "hum_x"] {
+        s.admin_post("/v1/humans", &json!({"name": "X", "email": "x@example.com", "external_id": external_id}))
+            .await
+            .api_error(StatusCode::BAD_REQUEST, "invalid_request");
+    }
 }
 
 #[tokio::test]

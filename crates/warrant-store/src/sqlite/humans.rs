@@ -10,7 +10,7 @@ use super::{col, json, time, to_text, word, SqliteStore};
 use crate::records::{SessionPurpose, SessionRecord};
 use crate::{HumanStore, StoreError};
 
-const HUMAN_COLS: &str = "id, name, email, entitlements, status, created_at, roles";
+const HUMAN_COLS: &str = "id, name, email, entitlements, status, created_at, roles, external_id";
 
 fn human_row(row: &Row<'_>) -> rusqlite::Result<Human> {
     Ok(Human {
@@ -21,6 +21,7 @@ fn human_row(row: &Row<'_>) -> rusqlite::Result<Human> {
         status: col(row, 4, word::<HumanStatus>)?,
         created_at: time(row, 5)?,
         roles: col(row, 6, json::<BTreeSet<String>>)?,
+        external_id: row.get(7)?,
     })
 }
 
@@ -44,8 +45,9 @@ impl HumanStore for SqliteStore {
         let roles = serde_json::to_string(&h.roles).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.run(move |c| {
             c.execute(
-                "INSERT INTO humans (id, name, email, entitlements, status, created_at, roles) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![h.id.as_str(), h.name, h.email, entitlements, status, h.created_at.0, roles],
+                "INSERT INTO humans (id, name, email, entitlements, status, created_at, roles, external_id) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![h.id.as_str(), h.name, h.email, entitlements, status, h.created_at.0, roles, h.external_id],
             )?;
             Ok(())
         })
