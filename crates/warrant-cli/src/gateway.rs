@@ -103,7 +103,12 @@ pub async fn run(conn: &Conn, args: GatewayArgs) -> CliResult {
         None => std::env::var("WARRANT_PEP_TOKEN").ok().filter(|t| !t.trim().is_empty()).or_else(|| conn.admin_token()),
     };
     let pdp_kind = args.pdp.or(table.pdp).unwrap_or(PdpKind::Authzen);
-    let http = reqwest::Client::new();
+    // A PDP that does not answer is a deny, not a hung call: bounded connect and answer.
+    let http = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .map_err(|e| format!("HTTP client: {e}"))?;
     let pdp: Arc<dyn Pdp> = match pdp_kind {
         PdpKind::Authzen => {
             let credential = credential.ok_or(

@@ -180,18 +180,9 @@ pub struct EvaluationsOptions {
 /// entries that override them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EvaluationsRequest {
-    /// The default subject.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subject: Option<Subject>,
-    /// The default action.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub action: Option<Action>,
-    /// The default resource.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resource: Option<Resource>,
-    /// The default context.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub context: Option<Map<String, Value>>,
+    /// The default subject, action, resource and context, at the top level of the body.
+    #[serde(flatten)]
+    pub defaults: EvaluationItem,
     /// The entries; absent or empty, the request is one evaluation of the defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evaluations: Option<Vec<EvaluationItem>>,
@@ -236,10 +227,12 @@ impl EvaluationsRequest {
             .iter()
             .enumerate()
             .map(|(i, item)| {
-                let subject = item.subject.as_ref().or(self.subject.as_ref()).ok_or(MissingElement::Subject(i))?;
-                let action = item.action.as_ref().or(self.action.as_ref()).ok_or(MissingElement::Action(i))?;
-                let resource = item.resource.as_ref().or(self.resource.as_ref()).ok_or(MissingElement::Resource(i))?;
-                let context = item.context.as_ref().or(self.context.as_ref()).cloned().unwrap_or_default();
+                let defaults = &self.defaults;
+                let subject = item.subject.as_ref().or(defaults.subject.as_ref()).ok_or(MissingElement::Subject(i))?;
+                let action = item.action.as_ref().or(defaults.action.as_ref()).ok_or(MissingElement::Action(i))?;
+                let resource =
+                    item.resource.as_ref().or(defaults.resource.as_ref()).ok_or(MissingElement::Resource(i))?;
+                let context = item.context.as_ref().or(defaults.context.as_ref()).cloned().unwrap_or_default();
                 Ok(EvaluationRequest {
                     subject: subject.clone(),
                     action: action.clone(),

@@ -92,8 +92,10 @@ impl Gateway {
             }
         }
         // Upstream redirects are not followed: a redirect would carry the call elsewhere.
+        // No overall timeout (a tool may stream for long), but a bounded connect.
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(std::time::Duration::from_secs(5))
             .build()
             .map_err(|e| GatewayError::Config(e.to_string()))?;
         let verifier = Verifier::connect(http.clone(), &config.server).await?;
