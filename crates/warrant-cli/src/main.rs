@@ -20,6 +20,7 @@ mod guard;
 mod keyfile;
 mod ops;
 mod pep;
+mod serve_gateway;
 mod tokens;
 
 use std::path::PathBuf;
@@ -394,9 +395,16 @@ async fn serve(args: ServeArgs) -> CliResult {
         kek_file: args.keys.kek_file,
         witness: args.keys.witness,
         limits: None,
+        gateway: None,
     };
     let settings = Settings::resolve(options, args.config.as_deref())?;
+    // A bad `[gateway]` refuses to start before anything is bound.
+    let upstreams = settings.gateway.as_ref().map(serve_gateway::upstreams).transpose()?;
     let server = warrant_server::BoundServer::bind(&settings).await?;
+    let gateway = match (&settings.gateway, upstreams) {
+        (Some(g), Some(upstreams)) => Some(serve_gateway::Planned::bind(g, upstreams).await?),
+        _ => None,
+    };
     let addr = server.local_addr().map(|a| a.to_string()).unwrap_or_default();
     // Signal handlers are in place before anybody is told the server is up.
     let shutdown = warrant_server::server::shutdown_signal();
@@ -407,8 +415,17 @@ async fn serve(args: ServeArgs) -> CliResult {
     outln!("admin token: {}", settings.data.join(warrant_server::server::ADMIN_TOKEN_FILE).display());
     outln!("witness:     {}", settings.witness.display());
     tracing::info!(%addr, issuer = server.issuer(), "listening");
-    server.run(shutdown).await?;
-    Ok(())
+    let Some(gateway) = gateway else {
+        server.run(shutdown).await?;
+        return Ok(());
+    };
+    let gateway_addr = gateway.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    outln!("gateway:     http://{gateway_addr}");
+    for name in gateway.names() {
+        outln!("  upstream {name}: {}/mcp/{name}", gateway.public_url());
+    }
+    tracing::info!(addr = %gateway_addr, "gateway listening");
+    serve_gateway::run(server, gateway, &settings, shutdown).await
 }
 
 async fn rotate(conn: &Conn, keys: KeyPaths, online: bool) -> CliResult {
