@@ -108,10 +108,8 @@ fn local_url(addr: SocketAddr) -> String {
 }
 
 /// Completes once `stop` says so (or its sender is gone).
-fn stopped(mut stop: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        let _ = stop.wait_for(|s| *s).await;
-    }
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// Runs `server` and the gateway until `shutdown` completes or either of them stops; then
