@@ -278,6 +278,48 @@ struct ServeArgs {
     log_json: bool,
     #[command(flatten)]
     keys: KeyPaths,
+    #[command(flatten)]
+    gateway: ServeGatewayArgs,
+}
+
+/// The MCP gateway inside `serve` (over the file's `[gateway]` table; any of them runs it).
+#[derive(Debug, Args)]
+struct ServeGatewayArgs {
+    /// Run the MCP gateway with this upstream, `NAME=URL` (repeatable; replaces the
+    /// table's `upstreams`).
+    #[arg(
+        long = "gateway-upstream",
+        value_name = "NAME=URL",
+        env = "WARRANT_GATEWAY_UPSTREAMS",
+        value_delimiter = ','
+    )]
+    gateway_upstreams: Vec<String>,
+    /// The gateway's listen address [default: 127.0.0.1:8090].
+    #[arg(long = "gateway-listen", env = "WARRANT_GATEWAY_LISTEN")]
+    gateway_listen: Option<String>,
+    /// The gateway's public URL [default: http://<gateway address>].
+    #[arg(long = "gateway-public-url", env = "WARRANT_GATEWAY_PUBLIC_URL")]
+    gateway_public_url: Option<String>,
+}
+
+impl ServeGatewayArgs {
+    /// The `[gateway]` values these flags set, if any.
+    fn table(self) -> Result<Option<warrant_server::config::GatewayFile>, String> {
+        let mut upstreams = std::collections::BTreeMap::new();
+        for text in self.gateway_upstreams {
+            let (name, url) =
+                text.split_once('=').ok_or_else(|| format!("--gateway-upstream `{text}` is not NAME=URL"))?;
+            if upstreams.insert(name.to_owned(), url.to_owned()).is_some() {
+                return Err(format!("--gateway-upstream names `{name}` twice"));
+            }
+        }
+        let any = !upstreams.is_empty() || self.gateway_listen.is_some() || self.gateway_public_url.is_some();
+        Ok(any.then_some(warrant_server::config::GatewayFile {
+            listen: self.gateway_listen,
+            public_url: self.gateway_public_url,
+            upstreams,
+        }))
+    }
 }
 
 /// Where the key-encryption key and the audit witness are, for every command that opens
@@ -395,7 +437,7 @@ async fn serve(args: ServeArgs) -> CliResult {
         kek_file: args.keys.kek_file,
         witness: args.keys.witness,
         limits: None,
-        gateway: None,
+        gateway: args.gateway.table()?,
     };
     let settings = Settings::resolve(options, args.config.as_deref())?;
     // A bad `[gateway]` refuses to start before anything is bound.

@@ -2265,12 +2265,21 @@ async fn serve_runs_the_gateway_of_its_gateway_table_deciding_in_process() {
     let config = cwd.join("warrant.toml");
     std::fs::write(
         &config,
-        format!("[gateway]\nlisten = \"127.0.0.1:0\"\nupstreams = {{ crm = \"http://{up_addr}/mcp\" }}\n"),
+        format!("[gateway]\nlisten = \"127.0.0.1:8090\"\nupstreams = {{ crm = \"http://{up_addr}/mcp\" }}\n"),
     )
     .unwrap();
     let data_arg = data.to_str().unwrap();
-    let (server, head) =
-        serve_with_gateway(&["--data", data_arg, "--listen", "127.0.0.1:0", "--config", config.to_str().unwrap()]);
+    let (server, head) = serve_with_gateway(&[
+        "--data",
+        data_arg,
+        "--listen",
+        "127.0.0.1:0",
+        "--config",
+        config.to_str().unwrap(),
+        // The flag wins over the table's `listen`.
+        "--gateway-listen",
+        "127.0.0.1:0",
+    ]);
     let gateway = head.iter().find_map(|l| l.strip_prefix("gateway:")).expect("a `gateway:` line").trim().to_owned();
     let resource = format!("{gateway}/mcp/crm");
     assert_eq!(head.last().unwrap().trim(), format!("upstream crm: {resource}"), "{head:?}");
@@ -2430,6 +2439,11 @@ fn serve_refuses_a_bad_gateway_table_with_a_clear_message() {
         let stderr = serve_refuses_config(&data, listen, &format!("[gateway]\n{table}\n"));
         assert!(stderr.contains(why), "{table}: {stderr}");
     }
+    // The flags are checked the same way.
+    let (_, stderr) = serve_refuses(&data, &["--gateway-upstream", "crm"]);
+    assert!(stderr.contains("`crm` is not NAME=URL"), "{stderr}");
+    let (_, stderr) = serve_refuses(&data, &["--gateway-listen", "127.0.0.1:0"]);
+    assert!(stderr.contains("names no upstream"), "{stderr}");
     // The gateway's address taken: refused, naming the key.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();

@@ -263,6 +263,16 @@ pub struct GatewaySettings {
 }
 
 impl GatewayFile {
+    /// `self` (flags or variables) where set, else `under` (the file): `listen` and
+    /// `public_url` key by key, `upstreams` as a whole when `self` names any.
+    pub fn over(self, under: GatewayFile) -> GatewayFile {
+        GatewayFile {
+            listen: self.listen.or(under.listen),
+            public_url: self.public_url.or(under.public_url),
+            upstreams: if self.upstreams.is_empty() { under.upstreams } else { self.upstreams },
+        }
+    }
+
     /// Checks the table against the API's listen address `api`.
     pub fn resolve(self, api: SocketAddr) -> Result<GatewaySettings, ConfigError> {
         let text = self.listen.unwrap_or_else(|| DEFAULT_GATEWAY_LISTEN.to_owned());
@@ -323,7 +333,7 @@ pub struct FileConfig {
     pub witness: Option<PathBuf>,
     /// Connection, request-rate and header-time limits (file only).
     pub limits: Option<LimitsFile>,
-    /// The MCP gateway served beside the API (file only).
+    /// The MCP gateway served beside the API.
     pub gateway: Option<GatewayFile>,
 }
 
@@ -418,7 +428,10 @@ impl FileConfig {
             kek_file: self.kek_file.or(under.kek_file),
             witness: self.witness.or(under.witness),
             limits: self.limits.or(under.limits),
-            gateway: self.gateway.or(under.gateway),
+            gateway: match (self.gateway, under.gateway) {
+                (Some(over), Some(under)) => Some(over.over(under)),
+                (over, under) => over.or(under),
+            },
         }
     }
 }
@@ -565,6 +578,15 @@ mod tests {
             toml::from_str(&format!("listen = \"127.0.0.1:0\"\n[gateway]\nlisten = \"127.0.0.1:0\"{up}")).unwrap();
         assert!(Settings::from_config(file).is_ok());
         assert!(toml::from_str::<FileConfig>("[gateway]\nserver = \"http://x\"").is_err(), "unknown keys");
+        // Flags over the file, key by key; flags alone make a gateway too.
+        let file: FileConfig = toml::from_str(&format!("[gateway]\nlisten = \"127.0.0.1:5\"{up}")).unwrap();
+        let flags = FileConfig {
+            gateway: Some(GatewayFile { public_url: Some("http://gw".into()), ..GatewayFile::default() }),
+            ..FileConfig::default()
+        };
+        let g = Settings::from_config(flags.clone().over(file)).unwrap().gateway.unwrap();
+        assert_eq!((g.listen.port(), g.public_url.as_deref(), g.upstreams.len()), (5, Some("http://gw"), 1));
+        assert!(Settings::from_config(flags.over(FileConfig::default())).is_err(), "flags without upstreams");
     }
 
     #[test]
