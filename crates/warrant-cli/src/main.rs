@@ -20,6 +20,7 @@ mod guard;
 mod keyfile;
 mod ops;
 mod pep;
+mod serve_gateway;
 mod tokens;
 
 use std::path::PathBuf;
@@ -277,6 +278,48 @@ struct ServeArgs {
     log_json: bool,
     #[command(flatten)]
     keys: KeyPaths,
+    #[command(flatten)]
+    gateway: ServeGatewayArgs,
+}
+
+/// The MCP gateway inside `serve` (over the file's `[gateway]` table; any of them runs it).
+#[derive(Debug, Args)]
+struct ServeGatewayArgs {
+    /// Run the MCP gateway with this upstream, `NAME=URL` (repeatable; replaces the
+    /// table's `upstreams`).
+    #[arg(
+        long = "gateway-upstream",
+        value_name = "NAME=URL",
+        env = "WARRANT_GATEWAY_UPSTREAMS",
+        value_delimiter = ','
+    )]
+    gateway_upstreams: Vec<String>,
+    /// The gateway's listen address [default: 127.0.0.1:8090].
+    #[arg(long = "gateway-listen", env = "WARRANT_GATEWAY_LISTEN")]
+    gateway_listen: Option<String>,
+    /// The gateway's public URL [default: http://<gateway address>].
+    #[arg(long = "gateway-public-url", env = "WARRANT_GATEWAY_PUBLIC_URL")]
+    gateway_public_url: Option<String>,
+}
+
+impl ServeGatewayArgs {
+    /// The `[gateway]` values these flags set, if any.
+    fn table(self) -> Result<Option<warrant_server::config::GatewayFile>, String> {
+        let mut upstreams = std::collections::BTreeMap::new();
+        for text in self.gateway_upstreams {
+            let (name, url) =
+                text.split_once('=').ok_or_else(|| format!("--gateway-upstream `{text}` is not NAME=URL"))?;
+            if upstreams.insert(name.to_owned(), url.to_owned()).is_some() {
+                return Err(format!("--gateway-upstream names `{name}` twice"));
+            }
+        }
+        let any = !upstreams.is_empty() || self.gateway_listen.is_some() || self.gateway_public_url.is_some();
+        Ok(any.then_some(warrant_server::config::GatewayFile {
+            listen: self.gateway_listen,
+            public_url: self.gateway_public_url,
+            upstreams,
+        }))
+    }
 }
 
 /// Where the key-encryption key and the audit witness are, for every command that opens
@@ -394,9 +437,16 @@ async fn serve(args: ServeArgs) -> CliResult {
         kek_file: args.keys.kek_file,
         witness: args.keys.witness,
         limits: None,
+        gateway: args.gateway.table()?,
     };
     let settings = Settings::resolve(options, args.config.as_deref())?;
+    // A bad `[gateway]` refuses to start before anything is bound.
+    let upstreams = settings.gateway.as_ref().map(serve_gateway::upstreams).transpose()?;
     let server = warrant_server::BoundServer::bind(&settings).await?;
+    let gateway = match (&settings.gateway, upstreams) {
+        (Some(g), Some(upstreams)) => Some(serve_gateway::Planned::bind(g, upstreams).await?),
+        _ => None,
+    };
     let addr = server.local_addr().map(|a| a.to_string()).unwrap_or_default();
     // Signal handlers are in place before anybody is told the server is up.
     let shutdown = warrant_server::server::shutdown_signal();
@@ -407,8 +457,17 @@ async fn serve(args: ServeArgs) -> CliResult {
     outln!("admin token: {}", settings.data.join(warrant_server::server::ADMIN_TOKEN_FILE).display());
     outln!("witness:     {}", settings.witness.display());
     tracing::info!(%addr, issuer = server.issuer(), "listening");
-    server.run(shutdown).await?;
-    Ok(())
+    let Some(gateway) = gateway else {
+        server.run(shutdown).await?;
+        return Ok(());
+    };
+    let gateway_addr = gateway.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    outln!("gateway:     http://{gateway_addr}");
+    for name in gateway.names() {
+        outln!("  upstream {name}: {}/mcp/{name}", gateway.public_url());
+    }
+    tracing::info!(addr = %gateway_addr, "gateway listening");
+    serve_gateway::run(server, gateway, &settings, shutdown).await
 }
 
 async fn rotate(conn: &Conn, keys: KeyPaths, online: bool) -> CliResult {

@@ -2199,3 +2199,256 @@ fn gateway_starts_with_the_admin_token_it_finds_and_challenges_without_a_warrant
     let _ = child.wait();
     server.terminate();
 }
+
+/// What the in-process gateway's upstream saw: the JSON-RPC messages it was sent, and
+/// whether any carried an `Authorization` header.
+#[derive(Clone, Default)]
+struct Seen(std::sync::Arc<std::sync::Mutex<Vec<(Value, bool)>>>);
+
+/// A small MCP server (JSON answers) that records every message.
+async fn mcp_upstream(
+    axum::extract::State(seen): axum::extract::State<Seen>,
+    headers: axum::http::HeaderMap,
+    axum::Json(body): axum::Json<Value>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    seen.0.lock().unwrap().push((body.clone(), headers.contains_key("authorization")));
+    let Some(id) = body.get("id").cloned() else { return axum::http::StatusCode::ACCEPTED.into_response() };
+    let result = match body["method"].as_str().unwrap_or_default() {
+        "initialize" => serde_json::json!({"protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
+                                           "serverInfo": {"name": "upstream", "version": "1"}}),
+        "tools/list" => serde_json::json!({"tools": [
+            {"name": "get_customer", "inputSchema": {"type": "object"}},
+            {"name": "delete_customer", "inputSchema": {"type": "object"}}
+        ]}),
+        "tools/call" => {
+            serde_json::json!({"content": [{"type": "text", "text": format!("called {}", body["params"]["name"])}]})
+        }
+        _ => serde_json::json!({}),
+    };
+    axum::Json(serde_json::json!({"jsonrpc": "2.0", "id": id, "result": result})).into_response()
+}
+
+/// `warrant serve` with `args`; its stdout lines up to and including the gateway's
+/// upstream line (the rest is drained).
+fn serve_with_gateway(args: &[&str]) -> (Server, Vec<String>) {
+    let mut child =
+        Command::new(BIN).arg("serve").args(args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut head = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let last = line.trim_start().starts_with("upstream ");
+        head.push(line);
+        if last {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let url = head[0].split("listening on ").nth(1).expect("a `listening on` line").trim().to_owned();
+    (Server { child, url }, head)
+}
+
+/// The `[gateway]` table of `warrant serve`: the gateway runs on its own address and
+/// decides in-process. An allowed tool call reaches the upstream (without the warrant), a
+/// denied one does not, the audit records both with the PEP `gateway` and the MCP call,
+/// a warrant for another resource is refused with the 401 challenge, and SIGTERM stops
+/// both listeners cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_the_gateway_of_its_gateway_table_deciding_in_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let data = cwd.join("data");
+    let seen = Seen::default();
+    let up = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up_addr = up.local_addr().unwrap();
+    let router = axum::Router::new().route("/mcp", axum::routing::post(mcp_upstream)).with_state(seen.clone());
+    tokio::spawn(async move { axum::serve(up, router).await.unwrap() });
+    let config = cwd.join("warrant.toml");
+    std::fs::write(
+        &config,
+        format!("[gateway]\nlisten = \"127.0.0.1:8090\"\nupstreams = {{ crm = \"http://{up_addr}/mcp\" }}\n"),
+    )
+    .unwrap();
+    let data_arg = data.to_str().unwrap();
+    let (server, head) = serve_with_gateway(&[
+        "--data",
+        data_arg,
+        "--listen",
+        "127.0.0.1:0",
+        "--config",
+        config.to_str().unwrap(),
+        // The flag wins over the table's `listen`.
+        "--gateway-listen",
+        "127.0.0.1:0",
+    ]);
+    let gateway = head.iter().find_map(|l| l.strip_prefix("gateway:")).expect("a `gateway:` line").trim().to_owned();
+    let resource = format!("{gateway}/mcp/crm");
+    assert_eq!(head.last().unwrap().trim(), format!("upstream crm: {resource}"), "{head:?}");
+
+    // A human, an autonomous agent that may call tools, and a warrant for the gateway's
+    // `crm` upstream that holds one tool.
+    let conn = ["--server", server.url.as_str(), "--data", data_arg];
+    let cli = |args: &[&str]| -> String {
+        let all: Vec<&str> = args.iter().chain(conn.iter()).copied().collect();
+        ok(&all, cwd)
+    };
+    let human: Value = serde_json::from_str(&cli(&[
+        "human",
+        "add",
+        "--name",
+        "Pat",
+        "--email",
+        "pat@example.com",
+        "-e",
+        "mcp.*",
+        "--json",
+    ]))
+    .unwrap();
+    let human = human["id"].as_str().unwrap().to_owned();
+    ok(&["keygen", "bot"], cwd);
+    let agent: Value = serde_json::from_str(&cli(&[
+        "agent",
+        "add",
+        "--name",
+        "bot",
+        "--owner",
+        &human,
+        "--mode",
+        "autonomous",
+        "-s",
+        "mcp.*",
+        "--public-key",
+        "bot.pub.jwk",
+        "--json",
+    ]))
+    .unwrap();
+    let agent = agent["id"].as_str().unwrap().to_owned();
+    let mint = |resource: &str| {
+        cli(&[
+            "token",
+            "mint",
+            "--agent",
+            &agent,
+            "--key",
+            "bot.key.jwk",
+            "--purpose",
+            "support",
+            "--scope",
+            "mcp.tools.call:mcp/*/tool/get_customer",
+            "--resource",
+            resource,
+            "--token-only",
+        ])
+        .trim()
+        .to_owned()
+    };
+    let warrant = mint(&resource);
+
+    let http = ::reqwest::Client::builder().no_proxy().build().unwrap();
+    let call = |token: String, id: u64, tool: &str| {
+        let body = serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                                      "params": {"name": tool, "arguments": {"id": "42"}}});
+        http.post(&resource)
+            .bearer_auth(token)
+            .header("accept", "application/json, text/event-stream")
+            .json(&body)
+            .send()
+    };
+    let allowed = call(warrant.clone(), 1, "get_customer").await.unwrap();
+    assert_eq!(allowed.status(), 200);
+    let allowed: Value = allowed.json().await.unwrap();
+    assert_eq!(allowed["result"]["content"][0]["text"], "called \"get_customer\"", "{allowed}");
+    let denied: Value = call(warrant.clone(), 2, "delete_customer").await.unwrap().json().await.unwrap();
+    assert_eq!(denied["error"]["code"], -32001, "{denied}");
+    assert_eq!(denied["error"]["data"]["outcome"], "deny", "{denied}");
+    let calls: Vec<(Value, bool)> = seen.0.lock().unwrap().clone();
+    // (The gateway reads the upstream's `tools/list` itself to learn its catalogue.)
+    let names: Vec<&Value> =
+        calls.iter().filter(|(m, _)| m["method"] == "tools/call").map(|(m, _)| &m["params"]["name"]).collect();
+    assert_eq!(names, [&Value::from("get_customer")], "only the allowed call reached the upstream");
+    assert!(calls.iter().all(|(_, auth)| !auth), "the warrant is never forwarded");
+
+    // A warrant minted for another resource is refused with the challenge.
+    let elsewhere = mint("http://elsewhere.example/mcp/crm");
+    let refused = call(elsewhere, 3, "get_customer").await.unwrap();
+    assert_eq!(refused.status(), 401);
+    let challenge = refused.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    assert!(
+        challenge.contains(&format!("resource_metadata=\"{gateway}/.well-known/oauth-protected-resource/mcp/crm\"")),
+        "{challenge}"
+    );
+
+    // Both decisions are in the audit log, by the PEP `gateway`, with the MCP call.
+    let admin = std::fs::read_to_string(data.join("admin.token")).unwrap();
+    let audit: Value = http
+        .get(format!("{}/v1/audit?kind=decision", server.url))
+        .bearer_auth(admin.trim())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let records = audit["records"].as_array().unwrap();
+    for (tool, decision) in [("get_customer", "allow"), ("delete_customer", "deny")] {
+        let record = records
+            .iter()
+            .find(|r| r["details"]["resource"] == format!("mcp/crm/tool/{tool}"))
+            .unwrap_or_else(|| panic!("the call of {tool} is audited: {audit}"));
+        assert_eq!(record["decision"], decision, "{record}");
+        assert_eq!(record["details"]["pep"], "gateway", "{record}");
+        assert_eq!(
+            record["details"]["mcp"],
+            serde_json::json!({"method": "tools/call", "target": tool, "upstream": "crm"}),
+            "{record}"
+        );
+        assert_eq!(record["agent"], agent.as_str());
+        assert_eq!(record["human"], human.as_str());
+    }
+    assert_eq!(records.len(), 2, "the refused warrant was never decided: {audit}");
+
+    assert!(server.terminate().success(), "the server and its gateway stop cleanly on SIGTERM");
+    assert!(std::net::TcpStream::connect(gateway.trim_start_matches("http://")).is_err(), "the gateway is gone");
+}
+
+/// `warrant serve --config FILE` exits without listening; its stderr.
+fn serve_refuses_config(data: &Path, listen: &str, config: &str) -> String {
+    let file = data.with_extension("toml");
+    std::fs::write(&file, config).unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--data", data.to_str().unwrap(), "--listen", listen, "--config", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "it started with {config}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("listening on"));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn serve_refuses_a_bad_gateway_table_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let up = "upstreams = { crm = \"http://127.0.0.1:9/mcp\" }";
+    for (listen, table, why) in [
+        ("127.0.0.1:0", "upstreams = { \"no spaces\" = \"http://127.0.0.1:9/mcp\" }", "upstream name `no spaces`"),
+        ("127.0.0.1:0", "upstreams = { crm = \"ftp://127.0.0.1/mcp\" }", "is not an absolute http(s) URL"),
+        ("127.0.0.1:0", "listen = \"127.0.0.1:0\"", "names no upstream"),
+        ("127.0.0.1:18931", &format!("listen = \"127.0.0.1:18931\"\n{up}"), "collides with the API's `listen`"),
+        ("127.0.0.1:0", &format!("public_url = \"mcp.example.com\"\n{up}"), "`gateway.public_url`"),
+        ("127.0.0.1:0", &format!("server = \"http://127.0.0.1:8080\"\n{up}"), "unknown field `server`"),
+    ] {
+        let stderr = serve_refuses_config(&data, listen, &format!("[gateway]\n{table}\n"));
+        assert!(stderr.contains(why), "{table}: {stderr}");
+    }
+    // The flags are checked the same way.
+    let (_, stderr) = serve_refuses(&data, &["--gateway-upstream", "crm"]);
+    assert!(stderr.contains("`crm` is not NAME=URL"), "{stderr}");
+    let (_, stderr) = serve_refuses(&data, &["--gateway-listen", "127.0.0.1:0"]);
+    assert!(stderr.contains("names no upstream"), "{stderr}");
+    // The gateway's address taken: refused, naming the key.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let stderr = serve_refuses_config(&data, "127.0.0.1:0", &format!("[gateway]\nlisten = \"{addr}\"\n{up}\n"));
+    assert!(stderr.contains("`gateway.listen`"), "{stderr}");
+}

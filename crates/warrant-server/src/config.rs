@@ -223,6 +223,86 @@ impl LimitsFile {
     }
 }
 
+/// The `[gateway]` table: the MCP gateway `warrant serve` runs beside the API, on its
+/// own address, deciding in-process. Without it no gateway runs.
+///
+/// ```toml
+/// [gateway]
+/// listen = "127.0.0.1:8090"                  # its own address (default 127.0.0.1:8090)
+/// public_url = "https://mcp.example.com"     # default http://<listen>
+/// upstreams = { crm = "http://127.0.0.1:9000/mcp", docs = "http://127.0.0.1:9001/mcp" }
+/// ```
+///
+/// Upstream `u` is served at `<public_url>/mcp/<u>`; warrants for it are minted with that
+/// URL as their `resource`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayFile {
+    /// The gateway's listen address (not the API's).
+    pub listen: Option<String>,
+    /// The gateway's public base URL.
+    pub public_url: Option<String>,
+    /// The upstream MCP servers, name to Streamable HTTP endpoint.
+    #[serde(default)]
+    pub upstreams: std::collections::BTreeMap<String, String>,
+}
+
+/// The gateway's listen address when `[gateway]` names none.
+pub const DEFAULT_GATEWAY_LISTEN: &str = "127.0.0.1:8090";
+
+/// The resolved `[gateway]`. The upstreams' names and URLs are checked by the gateway
+/// itself when it starts (before the server binds anything).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewaySettings {
+    /// The gateway's listen address.
+    pub listen: SocketAddr,
+    /// The gateway's public base URL (no trailing `/`); `None`: `http://<bound address>`.
+    pub public_url: Option<String>,
+    /// The upstreams, name to URL, in name order.
+    pub upstreams: Vec<(String, String)>,
+}
+
+impl GatewayFile {
+    /// `self` (flags or variables) where set, else `under` (the file): `listen` and
+    /// `public_url` key by key, `upstreams` as a whole when `self` names any.
+    pub fn over(self, under: GatewayFile) -> GatewayFile {
+        GatewayFile {
+            listen: self.listen.or(under.listen),
+            public_url: self.public_url.or(under.public_url),
+            upstreams: if self.upstreams.is_empty() { under.upstreams } else { self.upstreams },
+        }
+    }
+
+    /// Checks the table against the API's listen address `api`.
+    pub fn resolve(self, api: SocketAddr) -> Result<GatewaySettings, ConfigError> {
+        let text = self.listen.unwrap_or_else(|| DEFAULT_GATEWAY_LISTEN.to_owned());
+        let listen: SocketAddr = text.parse().map_err(|_| {
+            ConfigError::Invalid(format!("`gateway.listen` `{text}` is not an address like {DEFAULT_GATEWAY_LISTEN}"))
+        })?;
+        let same_ip = listen.ip() == api.ip() || listen.ip().is_unspecified() || api.ip().is_unspecified();
+        if listen.port() != 0 && listen.port() == api.port() && same_ip {
+            return Err(ConfigError::Invalid(format!(
+                "`gateway.listen` {listen} collides with the API's `listen` {api}: the gateway needs its own address"
+            )));
+        }
+        let public_url = match self.public_url {
+            None => None,
+            Some(url) if url.starts_with("https://") || url.starts_with("http://") => {
+                Some(url.trim_end_matches('/').to_owned())
+            }
+            Some(url) => {
+                return Err(ConfigError::Invalid(format!("`gateway.public_url` `{url}` must be an http(s) URL")))
+            }
+        };
+        if self.upstreams.is_empty() {
+            return Err(ConfigError::Invalid(
+                "`[gateway]` names no upstream: add e.g. `upstreams = { demo = \"http://127.0.0.1:8000/mcp\" }`".into(),
+            ));
+        }
+        Ok(GatewaySettings { listen, public_url, upstreams: self.upstreams.into_iter().collect() })
+    }
+}
+
 /// The TOML configuration file. Every key is optional; unknown keys are an error.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -253,6 +333,8 @@ pub struct FileConfig {
     pub witness: Option<PathBuf>,
     /// Connection, request-rate and header-time limits (file only).
     pub limits: Option<LimitsFile>,
+    /// The MCP gateway served beside the API.
+    pub gateway: Option<GatewayFile>,
 }
 
 /// Values from flags or the environment (already merged by clap: flag over variable).
@@ -312,6 +394,8 @@ pub struct Settings {
     pub witness: PathBuf,
     /// Connection, request-rate and header-time limits.
     pub server_limits: ServerLimits,
+    /// The MCP gateway served beside the API, if any.
+    pub gateway: Option<GatewaySettings>,
 }
 
 /// The witness file for a data directory when none is configured:
@@ -344,6 +428,10 @@ impl FileConfig {
             kek_file: self.kek_file.or(under.kek_file),
             witness: self.witness.or(under.witness),
             limits: self.limits.or(under.limits),
+            gateway: match (self.gateway, under.gateway) {
+                (Some(over), Some(under)) => Some(over.over(under)),
+                (over, under) => over.or(under),
+            },
         }
     }
 }
@@ -399,6 +487,7 @@ impl Settings {
         let guard = c.guard.unwrap_or_default().resolve()?;
         let (govern, webhook) = c.governance.unwrap_or_default().resolve()?;
         let server_limits = c.limits.unwrap_or_default().resolve()?;
+        let gateway = c.gateway.map(|g| g.resolve(listen)).transpose()?;
         if let Some(issuer) = &c.issuer {
             if !(issuer.starts_with("https://") || issuer.starts_with("http://")) {
                 return Err(ConfigError::Invalid(format!("`issuer` `{issuer}` must be an http(s) URL")));
@@ -420,6 +509,7 @@ impl Settings {
             kek_file,
             witness,
             server_limits,
+            gateway,
         })
     }
 }
@@ -450,6 +540,53 @@ mod tests {
         let bad = FileConfig { listen: Some("nowhere".into()), ..Default::default() };
         assert!(Settings::from_config(bad).is_err());
         assert!(toml::from_str::<FileConfig>("unknown = 1").is_err());
+    }
+
+    #[test]
+    fn the_gateway_table_is_checked() {
+        let s = Settings::from_config(FileConfig::default()).unwrap();
+        assert_eq!(s.gateway, None, "no table, no gateway");
+        let file: FileConfig = toml::from_str(
+            "listen = \"127.0.0.1:8080\"\n[gateway]\nupstreams = { b = \"http://127.0.0.1:2/mcp\", a = \"http://127.0.0.1:1/mcp\" }",
+        )
+        .unwrap();
+        let g = Settings::from_config(file).unwrap().gateway.unwrap();
+        assert_eq!(g.listen, DEFAULT_GATEWAY_LISTEN.parse().unwrap());
+        assert_eq!(g.public_url, None);
+        assert_eq!(g.upstreams[0], ("a".to_owned(), "http://127.0.0.1:1/mcp".to_owned()));
+        let file: FileConfig = toml::from_str(
+            "[gateway]\nlisten = \"0.0.0.0:9\"\npublic_url = \"https://mcp.example.com/\"\n[gateway.upstreams]\ncrm = \"http://h/mcp\"",
+        )
+        .unwrap();
+        let g = Settings::from_config(file).unwrap().gateway.unwrap();
+        assert_eq!(g.public_url.as_deref(), Some("https://mcp.example.com"));
+        let up = "\nupstreams = { a = \"http://127.0.0.1:1/mcp\" }";
+        for (bad, why) in [
+            ("listen = \"127.0.0.1:7\"\n[gateway]\nlisten = \"127.0.0.1:7\"", "collides"),
+            ("listen = \"127.0.0.1:7\"\n[gateway]\nlisten = \"0.0.0.0:7\"", "collides"),
+            ("[gateway]\nlisten = \"nowhere\"", "not an address"),
+            ("[gateway]\npublic_url = \"mcp.example.com\"", "http(s) URL"),
+        ] {
+            let file: FileConfig = toml::from_str(&format!("{bad}{up}")).unwrap();
+            let err = Settings::from_config(file).unwrap_err().to_string();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+        let file: FileConfig = toml::from_str("[gateway]\nlisten = \"127.0.0.1:0\"").unwrap();
+        assert!(Settings::from_config(file).unwrap_err().to_string().contains("names no upstream"));
+        // Port 0 on both sides is two ports, not a collision.
+        let file: FileConfig =
+            toml::from_str(&format!("listen = \"127.0.0.1:0\"\n[gateway]\nlisten = \"127.0.0.1:0\"{up}")).unwrap();
+        assert!(Settings::from_config(file).is_ok());
+        assert!(toml::from_str::<FileConfig>("[gateway]\nserver = \"http://x\"").is_err(), "unknown keys");
+        // Flags over the file, key by key; flags alone make a gateway too.
+        let file: FileConfig = toml::from_str(&format!("[gateway]\nlisten = \"127.0.0.1:5\"{up}")).unwrap();
+        let flags = FileConfig {
+            gateway: Some(GatewayFile { public_url: Some("http://gw".into()), ..GatewayFile::default() }),
+            ..FileConfig::default()
+        };
+        let g = Settings::from_config(flags.clone().over(file)).unwrap().gateway.unwrap();
+        assert_eq!((g.listen.port(), g.public_url.as_deref(), g.upstreams.len()), (5, Some("http://gw"), 1));
+        assert!(Settings::from_config(flags.over(FileConfig::default())).is_err(), "flags without upstreams");
     }
 
     #[test]

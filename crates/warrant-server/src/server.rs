@@ -263,6 +263,12 @@ impl BoundServer {
         &self.state.engine.config().issuer
     }
 
+    /// The engine requests to this server reach: for an in-process enforcement point
+    /// (the MCP gateway inside `warrant serve`) that decides without HTTP.
+    pub fn engine(&self) -> Arc<Engine> {
+        Arc::clone(&self.state.engine)
+    }
+
     /// The admin bearer token.
     pub fn admin_token(&self) -> &str {
         &self.state.admin_token
