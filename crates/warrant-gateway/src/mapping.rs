@@ -87,17 +87,11 @@ pub fn action_of(method: &str) -> String {
     format!("mcp.{}", method.replace('/', "."))
 }
 
-/// `text` percent-encoded: every byte but the unreserved ones (RFC 3986 §2.3).
+/// `text` percent-encoded: every byte but the unreserved ones (RFC 3986 §2.3), as `%` and
+/// two uppercase hex digits, `/` included, so a URI is one resource segment. This is the
+/// one canonical spelling the engine accepts (`warrant_core::percent_encode`).
 pub fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    warrant_core::percent_encode(text)
 }
 
 fn name_param<'a>(params: &'a Value, key: &'static str) -> Result<&'a str, MappingError> {
