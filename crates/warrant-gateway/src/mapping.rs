@@ -459,6 +459,19 @@ mod tests {
             let e = only(plan("crm", &msg(m), none, &t, "hum_1").unwrap());
             assert_eq!((e.action.as_str(), e.resource_path().as_str()), (action, path));
             assert_eq!(e.resource.kind, "mcp");
+            // Every path the gateway asks about is one the engine accepts.
+            assert!(warrant_core::Permission::parse(&format!("{action}:{path}")).is_ok(), "{path}");
+        }
+        // Resource URIs of every kind become one canonical segment the engine accepts.
+        for uri in ["file:///docs/readme.md", "https://ex.com/a b?q=ü#f", "urn:x:100%", "s3://b/k~1_-.", "/"] {
+            let e = only(
+                plan("crm", &msg(json!({"id": 1, "method": "resources/read", "params": {"uri": uri}})), none, &t, "x")
+                    .unwrap(),
+            );
+            let path = e.resource_path();
+            let segment = path.strip_prefix("mcp/crm/resource/").unwrap();
+            assert_eq!(warrant_core::percent_decode(segment).as_deref(), Ok(uri));
+            assert!(warrant_core::Permission::parse(&format!("mcp.resources.read:{path}")).is_ok(), "{path}");
         }
         let p = plan("crm", &msg(json!({"id": 1, "method": "tools/call", "params": {"name": "get"}})), none, &t, "x");
         match p.unwrap() {
