@@ -39,7 +39,7 @@ pub use claims::{Actor, TaskClaim, WarrantClaims};
 pub use decision::DecisionCode;
 pub use delegation::{DelegationError, Grant, Limits};
 pub use id::{AgentId, ApprovalId, HumanId, IdError, PepId, TaskId, WarrantId};
-pub use permission::{NonCanonical, Permission, PermissionError};
+pub use permission::{percent_decode, percent_encode, NonCanonical, Permission, PermissionError};
 pub use registry::{Agent, AgentStatus, Human, HumanStatus, Mode, PublicJwk, SessionPurpose};
 pub use revocation::RevocationKind;
 pub use scope::Scope;

@@ -8,11 +8,16 @@
 //!
 //! Resources have **one canonical form**, the same in a scope and in a request, and
 //! anything else is refused (never normalised): segments are non-empty; `.` and `..` are
-//! not segments; there is no `%` (an enforcement point decodes percent-encoding before it
-//! asks, so an encoded `/` can never hide inside a segment), no `\`, no whitespace, no
-//! control character and no invisible formatting character (zero-width, bidirectional
-//! overrides such as U+202E, tags, the byte-order mark). Paths are then compared segment
-//! by segment, byte for byte. See [`canonical_segment`].
+//! not segments; there is no `\`, no whitespace, no control character and no invisible
+//! formatting character (zero-width, bidirectional overrides such as U+202E, tags, the
+//! byte-order mark). A `%` is allowed only in a *percent-encoded segment*, which must be
+//! exactly what [`percent_encode`] makes of its decoded text: every byte other than the
+//! unreserved `A-Z a-z 0-9 - . _ ~` written `%` + two uppercase hex digits, and nothing
+//! else encoded (`%2f`, `%41`, `%2`, a raw `:` next to a `%` are refused). An encoded `/`
+//! (`%2F`) is part of the segment, never a separator, so a `*` matches a whole encoded
+//! name such as an MCP resource URI; the decoded text must be UTF-8 and must not hold a
+//! `.` or `..` component between `/` or `\`. Paths are then compared segment by segment,
+//! byte for byte. See [`canonical_segment`].
 //!
 //! Patterns are parsed once into segment lists ("parse, don't validate"): a [`Permission`]
 //! value is always well formed, and its `Display` form parses back to an equal value.
@@ -84,9 +89,21 @@ pub enum NonCanonical {
     /// A `.` or `..` segment.
     #[error("`.` and `..` segments are not allowed")]
     DotSegment,
-    /// A `%`.
-    #[error("`%` is not allowed: send the path percent-decoded")]
-    Percent,
+    /// A `%` not followed by two uppercase hex digits.
+    #[error("`%` must be followed by two uppercase hex digits (`%2F`, not `%2f`)")]
+    PercentMalformed,
+    /// A `%` that encodes an unreserved character, which is always written as itself.
+    #[error("`A-Z a-z 0-9 - . _ ~` are never percent-encoded (`A`, not `%41`)")]
+    PercentUnreserved,
+    /// A raw character other than `A-Z a-z 0-9 - . _ ~` in a segment that uses `%`.
+    #[error("a percent-encoded segment must encode every character other than `A-Z a-z 0-9 - . _ ~`")]
+    PercentPartial,
+    /// Percent-encoding whose decoded bytes are not UTF-8.
+    #[error("percent-encoded bytes must decode to UTF-8")]
+    PercentNotUtf8,
+    /// A percent-encoded segment whose decoded text has a `.` or `..` component.
+    #[error("the decoded text of a percent-encoded segment must not have `.` or `..` components")]
+    EncodedDotSegment,
     /// A `\`.
     #[error("`\\` is not allowed")]
     Backslash,
@@ -106,16 +123,84 @@ fn is_invisible(c: char) -> bool {
         | '\u{1BCA0}'..='\u{1BCA3}' | '\u{1D173}'..='\u{1D17A}' | '\u{E0000}'..='\u{E007F}')
 }
 
+/// Whether `b` is an unreserved URI character (RFC 3986 §2.3), never percent-encoded.
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// The value of an uppercase hex digit.
+fn upper_hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// `text` percent-encoded in the canonical form of a resource segment: every byte other
+/// than the unreserved `A-Z a-z 0-9 - . _ ~` as `%` and two uppercase hex digits (so `/`
+/// is `%2F` and the result is one segment). [`percent_decode`] inverts it.
+pub fn percent_encode(text: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if is_unreserved(b) {
+            out.push(char::from(b));
+        } else {
+            // Writing to a `String` cannot fail.
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+/// Decodes a segment in the canonical form [`percent_encode`] makes, or says why it is
+/// not in that form. A segment without `%` is not percent-encoded; this still decodes it
+/// when it is all unreserved characters.
+pub fn percent_decode(segment: &str) -> Result<String, NonCanonical> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hi = bytes.get(i + 1).copied().and_then(upper_hex);
+            let lo = bytes.get(i + 2).copied().and_then(upper_hex);
+            let (Some(hi), Some(lo)) = (hi, lo) else {
+                return Err(NonCanonical::PercentMalformed);
+            };
+            let byte = hi << 4 | lo;
+            if is_unreserved(byte) {
+                return Err(NonCanonical::PercentUnreserved);
+            }
+            out.push(byte);
+            i += 3;
+        } else if is_unreserved(b) {
+            out.push(b);
+            i += 1;
+        } else {
+            return Err(NonCanonical::PercentPartial);
+        }
+    }
+    String::from_utf8(out).map_err(|_| NonCanonical::PercentNotUtf8)
+}
+
 /// Checks that `segment` is a canonical literal resource segment: non-empty, not `.` or
-/// `..`, and free of `%`, `\`, whitespace, control and invisible formatting characters.
+/// `..`, and either free of `%`, `\`, whitespace, control and invisible formatting
+/// characters, or a canonical percent-encoded segment (see the module documentation).
 /// (`*` is a wildcard, checked by the pattern parser.)
 pub fn canonical_segment(segment: &str) -> Result<(), NonCanonical> {
     if segment == "." || segment == ".." {
         return Err(NonCanonical::DotSegment);
     }
+    if segment.contains('%') {
+        let decoded = percent_decode(segment)?;
+        if decoded.split(['/', '\\']).any(|part| part == "." || part == "..") {
+            return Err(NonCanonical::EncodedDotSegment);
+        }
+        return Ok(());
+    }
     for c in segment.chars() {
         match c {
-            '%' => return Err(NonCanonical::Percent),
             '\\' => return Err(NonCanonical::Backslash),
             c if c.is_whitespace() || c.is_control() || is_invisible(c) => return Err(NonCanonical::Invisible),
             _ => {}
@@ -399,7 +484,21 @@ mod tests {
             ("crm.read:customers/42/../43", NonCanonical::DotSegment),
             ("crm.read:customers/./42", NonCanonical::DotSegment),
             ("crm.read:customers/..", NonCanonical::DotSegment),
-            ("crm.read:customers/42%2F..", NonCanonical::Percent),
+            ("crm.read:customers/42%2F..", NonCanonical::EncodedDotSegment),
+            ("mcp.resources.read:mcp/docs/resource/file%3A%2F%2F%2Fa%2F.%2Fb", NonCanonical::EncodedDotSegment),
+            ("mcp.resources.read:mcp/docs/resource/..%5Csecret", NonCanonical::EncodedDotSegment),
+            ("crm.read:customers/42%2f", NonCanonical::PercentMalformed),
+            ("crm.read:customers/42%2", NonCanonical::PercentMalformed),
+            ("crm.read:customers/42%", NonCanonical::PercentMalformed),
+            ("crm.read:customers/%%2F", NonCanonical::PercentMalformed),
+            ("crm.read:customers/%G0", NonCanonical::PercentMalformed),
+            ("crm.read:customers/%41", NonCanonical::PercentUnreserved),
+            ("crm.read:customers/%2E%2E", NonCanonical::PercentUnreserved),
+            ("crm.read:customers/4%7E2", NonCanonical::PercentUnreserved),
+            ("mcp.resources.read:mcp/docs/resource/file:%2F%2F%2Freadme.md", NonCanonical::PercentPartial),
+            ("crm.read:kunden/m%C3%BCller:x", NonCanonical::PercentPartial),
+            ("crm.read:customers/%FF", NonCanonical::PercentNotUtf8),
+            ("crm.read:customers/%C3", NonCanonical::PercentNotUtf8),
             ("crm.read:customers\\42", NonCanonical::Backslash),
             ("crm.read:customers/4\u{0}2", NonCanonical::Invisible),
             ("crm.read:customers/\u{1b}[0m", NonCanonical::Invisible),
@@ -421,6 +520,42 @@ mod tests {
         {
             assert!(Permission::parse(text).is_ok(), "{text:?}");
         }
+        // Canonical percent-encoded segments are allowed too.
+        for text in [
+            "mcp.resources.read:mcp/docs/resource/file%3A%2F%2F%2Freadme.md",
+            "crm.read:kunden/m%C3%BCller",
+            "crm.read:customers/42%2F",
+            "crm.read:a/%2A",
+            "crm.read:a/%25",
+            "crm.read:a/x%2F...%2Fy",
+        ] {
+            assert!(Permission::parse(text).is_ok(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn percent_encoding_is_canonical() {
+        assert_eq!(percent_encode("file:///readme.md"), "file%3A%2F%2F%2Freadme.md");
+        assert_eq!(percent_encode("a-Z_0.~"), "a-Z_0.~");
+        assert_eq!(percent_encode("müller 100%"), "m%C3%BCller%20100%25");
+        assert_eq!(percent_decode("file%3A%2F%2F%2Freadme.md").as_deref(), Ok("file:///readme.md"));
+        assert_eq!(percent_decode("m%c3%bcller"), Err(NonCanonical::PercentMalformed));
+    }
+
+    #[test]
+    fn an_encoded_slash_is_part_of_its_segment() {
+        let one = p("mcp.resources.read:mcp/docs/resource/*");
+        let exact = p("mcp.resources.read:mcp/docs/resource/file%3A%2F%2F%2Freadme.md");
+        let all = p("mcp.resources.read:mcp/docs/resource/**");
+        let readme = "mcp/docs/resource/file%3A%2F%2F%2Freadme.md";
+        for perm in [&one, &exact, &all] {
+            assert!(perm.allows("mcp.resources.read", readme), "{perm}");
+            assert!(!perm.allows("mcp.resources.read", "mcp/other/resource/file%3A%2F%2F%2Freadme.md"), "{perm}");
+        }
+        assert!(!exact.allows("mcp.resources.read", "mcp/docs/resource/file%3A%2F%2F%2Fsecret.md"));
+        assert!(!exact.allows("mcp.resources.read", "mcp/docs/resource/file%3A%2F%2F%2Freadme.md/x"));
+        assert!(one.covers(&exact) && all.covers(&one) && !exact.covers(&one));
+        assert_eq!(exact.to_string().parse::<Permission>().as_ref(), Ok(&exact));
     }
 
     #[test]

@@ -1773,3 +1773,63 @@ mod guard_props {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Percent-encoded resource segments: one spelling per decoded text
+// ---------------------------------------------------------------------------------------
+
+/// Whether `text`, split at `/` and `\`, has a `.` or `..` component.
+fn has_dot_component(text: &str) -> bool {
+    text.split(['/', '\\']).any(|part| part == "." || part == "..")
+}
+
+/// Decodes `%hh` in any case and keeps every other character; `None` for a `%` without
+/// two hex digits or bytes that are not UTF-8.
+fn lenient_decode(segment: &str) -> Option<String> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// The encoder always produces an accepted segment (unless the text has a dot
+    /// component), which decodes back to the text and which a permission naming it allows.
+    #[test]
+    fn percent_encode_round_trips(text in "\\PC{1,24}|[a-z:/.%]{1,12}") {
+        let encoded = warrant_core::percent_encode(&text);
+        let accepted = warrant_core::permission::canonical_segment(&encoded).is_ok();
+        prop_assert_eq!(accepted, !has_dot_component(&text), "{:?} -> {:?}", text, encoded);
+        if accepted {
+            let decoded = warrant_core::percent_decode(&encoded);
+            prop_assert_eq!(decoded.as_deref(), Ok(text.as_str()));
+            let resource = format!("mcp/u/resource/{encoded}");
+            let perm = Permission::parse(&format!("mcp.resources.read:{resource}")).unwrap();
+            prop_assert!(perm.allows("mcp.resources.read", &resource));
+            prop_assert!(Permission::parse("mcp.resources.read:mcp/u/resource/*").unwrap().covers(&perm));
+        }
+    }
+
+    /// A segment that uses `%` is accepted exactly when it is the encoder's output for
+    /// some text without a dot component, checked against a lenient decoder written here:
+    /// no decoded text has a second accepted spelling (`%2f`, `%41`, a raw `:` are refused).
+    #[test]
+    fn accepted_percent_segments_are_the_encoders_output(segment in "[%0-9A-Fa-fgz:~_.-]{0,6}%[%0-9A-Fa-fgz:~_.-]{0,6}") {
+        let accepted = warrant_core::permission::canonical_segment(&segment).is_ok();
+        let model = lenient_decode(&segment)
+            .is_some_and(|text| warrant_core::percent_encode(&text) == segment && !has_dot_component(&text));
+        prop_assert_eq!(accepted, model, "{:?}", segment);
+    }
+}

@@ -87,17 +87,11 @@ pub fn action_of(method: &str) -> String {
     format!("mcp.{}", method.replace('/', "."))
 }
 
-/// `text` percent-encoded: every byte but the unreserved ones (RFC 3986 §2.3).
+/// `text` percent-encoded: every byte but the unreserved ones (RFC 3986 §2.3), as `%` and
+/// two uppercase hex digits, `/` included, so a URI is one resource segment. This is the
+/// one canonical spelling the engine accepts (`warrant_core::percent_encode`).
 pub fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    warrant_core::percent_encode(text)
 }
 
 fn name_param<'a>(params: &'a Value, key: &'static str) -> Result<&'a str, MappingError> {
@@ -465,6 +459,19 @@ mod tests {
             let e = only(plan("crm", &msg(m), none, &t, "hum_1").unwrap());
             assert_eq!((e.action.as_str(), e.resource_path().as_str()), (action, path));
             assert_eq!(e.resource.kind, "mcp");
+            // Every path the gateway asks about is one the engine accepts.
+            assert!(warrant_core::Permission::parse(&format!("{action}:{path}")).is_ok(), "{path}");
+        }
+        // Resource URIs of every kind become one canonical segment the engine accepts.
+        for uri in ["file:///docs/readme.md", "https://ex.com/a b?q=ü#f", "urn:x:100%", "s3://b/k~1_-.", "/"] {
+            let e = only(
+                plan("crm", &msg(json!({"id": 1, "method": "resources/read", "params": {"uri": uri}})), none, &t, "x")
+                    .unwrap(),
+            );
+            let path = e.resource_path();
+            let segment = path.strip_prefix("mcp/crm/resource/").unwrap();
+            assert_eq!(warrant_core::percent_decode(segment).as_deref(), Ok(uri));
+            assert!(warrant_core::Permission::parse(&format!("mcp.resources.read:{path}")).is_ok(), "{path}");
         }
         let p = plan("crm", &msg(json!({"id": 1, "method": "tools/call", "params": {"name": "get"}})), none, &t, "x");
         match p.unwrap() {

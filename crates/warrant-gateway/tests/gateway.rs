@@ -99,6 +99,8 @@ async fn upstream(
         "tools/list" => json!({"tools": tools()}),
         "tools/call" => json!({"content": [{"type": "text", "text": format!("called {}", body["params"]["name"])}]}),
         "ping" => json!({}),
+        "resources/read" => json!({"contents": [{"uri": body["params"]["uri"], "text": "hello"}]}),
+        "resources/subscribe" => json!({}),
         _ => {
             let error = json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": "no such method"}});
             return Json(error).into_response();
@@ -401,6 +403,60 @@ async fn calls_are_decided_and_a_denied_call_never_reaches_the_upstream() {
     assert!(records
         .iter()
         .any(|r| r["details"]["resource"] == "mcp/crm/tool/get_customer" && r["decision"] == "allow"));
+}
+
+#[tokio::test]
+async fn resources_are_read_on_their_percent_encoded_uri_through_authzen() {
+    resources_by_uri(Setup::start().await).await;
+}
+
+#[tokio::test]
+async fn resources_are_read_on_their_percent_encoded_uri_through_v1_authorize() {
+    resources_by_uri(Setup::start_with(authorize_pdp).await).await;
+}
+
+/// A warrant that may read one resource by its exact encoded URI and subscribe to any:
+/// the read of that URI reaches the upstream, a read of another URI (or of the same URI
+/// on another upstream) is denied and never does.
+async fn resources_by_uri(s: Setup) {
+    let scope = "mcp.resources.read:mcp/crm/resource/file%3A%2F%2F%2Fdocs%2Freadme.md \
+                 mcp.resources.subscribe:mcp/crm/resource/**";
+    let (w, _) = s.warrant(scope, Some(&s.resource("crm"))).await;
+    let ok = s.call("crm", &w, 1, "resources/read", json!({"uri": "file:///docs/readme.md"})).await;
+    assert_eq!(ok["result"]["contents"][0]["uri"], "file:///docs/readme.md", "{ok}");
+    let sub = s.call("crm", &w, 2, "resources/subscribe", json!({"uri": "https://example.com/a b?x=1#y"})).await;
+    assert_eq!(sub["result"], json!({}), "{sub}");
+    for (id, uri) in [(3, "file:///docs/secret.md"), (4, "file:///docs/readme.md/x"), (5, "file:///docs/../readme.md")]
+    {
+        let denied = s.call("crm", &w, id, "resources/read", json!({"uri": uri})).await;
+        assert_eq!(denied["error"]["code"], -32001, "{uri}: {denied}");
+    }
+    // `**` covers every URI, but a URI with a `.` or `..` path component has no canonical
+    // resource path: the decision is a deny, never a normalised allow.
+    let dots = s.call("crm", &w, 6, "resources/subscribe", json!({"uri": "file:///docs/../etc/passwd"})).await;
+    assert_eq!(dots["error"]["code"], -32001, "{dots}");
+    let reads: Vec<Value> = s
+        .log
+        .all()
+        .iter()
+        .filter(|x| x.body["method"] == "resources/read")
+        .map(|x| x.body["params"]["uri"].clone())
+        .collect();
+    assert_eq!(reads, [json!("file:///docs/readme.md")], "only the allowed read reached the upstream");
+    assert_eq!(s.log.methods(), ["resources/read", "resources/subscribe"]);
+
+    // The audit log names the resource in its one canonical spelling.
+    let r = s.http.get(format!("{}/v1/audit?kind=decision", s.server)).bearer_auth(&s.admin).send().await.unwrap();
+    let audit: Value = r.json().await.unwrap();
+    let records = audit["records"].as_array().unwrap();
+    assert!(records
+        .iter()
+        .any(|r| r["details"]["resource"] == "mcp/crm/resource/file%3A%2F%2F%2Fdocs%2Freadme.md"
+            && r["decision"] == "allow"));
+    assert!(records
+        .iter()
+        .any(|r| r["details"]["resource"] == "mcp/crm/resource/file%3A%2F%2F%2Fdocs%2Fsecret.md"
+            && r["decision"] == "deny"));
 }
 
 #[tokio::test]

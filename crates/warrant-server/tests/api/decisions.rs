@@ -224,10 +224,60 @@ async fn the_batch_answers_in_order_and_refuses_more_than_a_hundred() {
     s.authorize_batch(&[json!({"token": t})]).await.api_error(StatusCode::BAD_REQUEST, "invalid_request");
 }
 
+/// A resource path may carry canonical percent-encoding (how the MCP gateway names a
+/// resource by its URI): `%` and two uppercase hex digits for every byte outside
+/// `A-Z a-z 0-9 - . _ ~`, nothing else. Scopes name such paths exactly or by wildcard, and
+/// any other spelling of the same URI is refused, so it can never be allowed.
+#[tokio::test]
+async fn canonical_percent_encoded_resources_are_decided_like_any_other() {
+    let s = Server::start().await;
+    let scope = [
+        "mcp.resources.read:mcp/docs/resource/file%3A%2F%2F%2Freadme.md",
+        "mcp.resources.subscribe:mcp/docs/resource/*",
+    ];
+    let c = s.chain(&scope, &["mcp.*"], 1, "encoded uris").await;
+    let t = c.token(0);
+    let readme = "mcp/docs/resource/file%3A%2F%2F%2Freadme.md";
+    assert_allow(&s.authorize(t, "mcp.resources.read", readme, Value::Null).await);
+    let any = "mcp/docs/resource/https%3A%2F%2Fexample.com%2Fa%20b%3Fq%3D%C3%BC";
+    assert_allow(&s.authorize(t, "mcp.resources.subscribe", any, Value::Null).await);
+    for resource in ["mcp/docs/resource/file%3A%2F%2F%2Fsecret.md", "mcp/other/resource/file%3A%2F%2F%2Freadme.md"] {
+        assert_deny(&s.authorize(t, "mcp.resources.read", resource, Value::Null).await, "scope");
+    }
+    // Other spellings of `file:///readme.md`, and an encoded walk out of a directory.
+    for resource in [
+        "mcp/docs/resource/file%3a%2f%2f%2freadme.md",
+        "mcp/docs/resource/file:%2F%2F%2Freadme.md",
+        "mcp/docs/resource/%66ile%3A%2F%2F%2Freadme.md",
+        "mcp/docs/resource/file%3A%2F%2F%2Freadme%2Emd",
+        "mcp/docs/resource/file%3A%2F%2F%2Fdocs%2F..%2Freadme.md",
+        "mcp/docs/resource/file%3A%2F%2F%2Freadme.md%",
+    ] {
+        for action in ["mcp.resources.read", "mcp.resources.subscribe"] {
+            let d = s.authorize(t, action, resource, Value::Null).await;
+            assert_deny(&d, "invalid_request");
+            assert!(d["reasons"].to_string().contains("canonical"), "{resource:?}: {d}");
+        }
+    }
+    // A scope must use the same spelling.
+    let agent = s.agent(&c.human, "delegated", &["mcp.*"]).await;
+    let reply =
+        s.delegate(t, &agent, &[("scope", "mcp.resources.read:mcp/docs/resource/file%3a%2f%2f%2freadme.md")]).await;
+    reply.oauth_error(StatusCode::BAD_REQUEST, "invalid_scope");
+    assert!(reply.text.contains("uppercase hex"), "{}", reply.text);
+    let narrowed = s
+        .delegate(t, &agent, &[("scope", "mcp.resources.subscribe:mcp/docs/resource/file%3A%2F%2F%2Freadme.md")])
+        .await;
+    let narrowed = narrowed.ok()["access_token"].as_str().unwrap().to_owned();
+    assert_allow(&s.authorize(&narrowed, "mcp.resources.subscribe", readme, Value::Null).await);
+    assert_deny(&s.authorize(&narrowed, "mcp.resources.subscribe", any, Value::Null).await, "scope");
+}
+
 /// Resources have one canonical form and anything else is refused, at the decision and
-/// at issuance: dot segments, percent-encoding, backslashes, control and invisible
-/// characters could otherwise walk out of a scope (`customers/42/../43` under
-/// `customers/42/**`) or hide a separator inside one segment (`%2F` under `customers/*`).
+/// at issuance: dot segments, non-canonical percent-encoding, backslashes, control and
+/// invisible characters could otherwise walk out of a scope (`customers/42/../43` under
+/// `customers/42/**`, `42%2F..%2Fadmin` under `customers/*`) or give one resource a
+/// second spelling (`%34%32` for `42`).
 #[tokio::test]
 async fn non_canonical_resources_are_refused_at_decision_and_issuance() {
     let s = Server::start().await;
@@ -264,7 +314,7 @@ async fn non_canonical_resources_are_refused_at_decision_and_issuance() {
 
     // Issuance refuses the same in a requested scope, in a max scope and in entitlements.
     for scope in
-        ["crm.read:customers/42/../43", "crm.read:customers/\u{0}", "crm.read:customers/%2F", "crm.read:a/\u{202e}"]
+        ["crm.read:customers/42/../43", "crm.read:customers/\u{0}", "crm.read:customers/%2f", "crm.read:a/\u{202e}"]
     {
         let reply = s.delegate(c.token(0), &narrow_agent, &[("scope", scope)]).await;
         reply.oauth_error(StatusCode::BAD_REQUEST, "invalid_scope");
