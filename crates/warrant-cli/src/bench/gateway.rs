@@ -83,7 +83,8 @@ pub async fn run(
     let gateway = Gateway::new(config, pdp).await.map_err(|e| BenchError::Server(e.to_string()))?;
     let gateway_server = Started::serve_listener(listener, gateway.router()).await?;
     let resource = warrant_gateway::auth::resource_id(&public_url, UPSTREAM);
-    let warrant = fixture.mcp_warrant(client, &resource, &format!("mcp.tools.call:mcp/{UPSTREAM}/tool/{}", mcp::TOOL)).await?;
+    let warrant =
+        fixture.mcp_warrant(client, &resource, &format!("mcp.tools.call:mcp/{UPSTREAM}/tool/{}", mcp::TOOL)).await?;
 
     let mut targets = vec![("direct", format!("{}/mcp", upstream.url))];
     let nginx_skipped = match &proxy {

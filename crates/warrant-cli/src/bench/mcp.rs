@@ -58,8 +58,10 @@ async fn mcp(axum::Json(rpc): axum::Json<Rpc>) -> axum::response::Response {
         }
         "ping" => json!({}),
         _ => {
-            return axum::Json(json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": "method not found"}}))
-                .into_response()
+            return axum::Json(
+                json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": "method not found"}}),
+            )
+            .into_response()
         }
     };
     axum::Json(json!({"jsonrpc": "2.0", "id": id, "result": result})).into_response()

@@ -427,7 +427,11 @@ fn print_gateway(g: &super::gateway::GatewayReport) {
     }
     let show = |v: Option<f64>| v.map(|v| format!("{v:.3} ms")).unwrap_or_else(|| "-".to_owned());
     if g.nginx_skipped.is_none() {
-        outln!("nginx overhead over direct: p50 {}, p99 {}", show(g.nginx_overhead_p50_ms), show(g.nginx_overhead_p99_ms));
+        outln!(
+            "nginx overhead over direct: p50 {}, p99 {}",
+            show(g.nginx_overhead_p50_ms),
+            show(g.nginx_overhead_p99_ms)
+        );
     }
     outln!(
         "gateway overhead over direct: p50 {}, p99 {} (target p99 < {OVERHEAD_P99_TARGET_MS} ms): {}",

@@ -120,7 +120,10 @@ impl Started {
     }
 
     /// Serves `router` on `listener` in this process until stopped.
-    pub async fn serve_listener(listener: tokio::net::TcpListener, router: axum::Router) -> Result<Started, BenchError> {
+    pub async fn serve_listener(
+        listener: tokio::net::TcpListener,
+        router: axum::Router,
+    ) -> Result<Started, BenchError> {
         let addr = listener.local_addr().map_err(|e| BenchError::Server(e.to_string()))?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let handle = tokio::spawn(async move {
@@ -269,7 +272,8 @@ impl Fixture {
     /// A warrant (an hour) for the tool user: `scope`, for the resource server
     /// `resource` (RFC 8707: it becomes the warrant's audience).
     pub async fn mcp_warrant(&self, client: &Client, resource: &str, scope: &str) -> Result<String, BenchError> {
-        let assertion = make_assertion(&self.tool_user.key, &self.tool_user.id, &self.token_endpoint, now(), &run_id()?)?;
+        let assertion =
+            make_assertion(&self.tool_user.key, &self.tool_user.id, &self.token_endpoint, now(), &run_id()?)?;
         let issued = client
             .token(&[
                 ("grant_type", GRANT_CLIENT_CREDENTIALS),
