@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -53,10 +54,10 @@ pub struct Customer {
     pub agent: String,
 }
 
-/// Why a call did not run: the body of every 401, 403 and 503.
+/// Why a call did not run: the body of every 400, 401, 403 and 503.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Refusal {
-    /// `invalid_token` (401), `denied` (403) or `no_decision` (503).
+    /// `invalid_request` (400), `invalid_token` (401), `denied` (403) or `no_decision` (503).
     pub error: String,
     /// In words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -86,8 +87,13 @@ fn refuse(status: StatusCode, refusal: Refusal) -> Response {
     (status, Json(refusal)).into_response()
 }
 
-/// `POST /tools/lookup_customer`: verify, ask, then act.
-async fn lookup_customer(State(app): State<Arc<App>>, headers: HeaderMap, Json(args): Json<Lookup>) -> Response {
+/// `POST /tools/lookup_customer`: verify, read the arguments, ask, then act. The warrant
+/// is checked first, so a caller without one learns nothing about the tool's arguments.
+async fn lookup_customer(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    args: Result<Json<Lookup>, JsonRejection>,
+) -> Response {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -103,6 +109,13 @@ async fn lookup_customer(State(app): State<Arc<App>>, headers: HeaderMap, Json(a
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
             return refused;
+        }
+    };
+    let args = match args {
+        Ok(Json(args)) => args,
+        Err(e) => {
+            let refusal = Refusal { error: "invalid_request".into(), message: Some(e.body_text()), decision: None };
+            return refuse(StatusCode::BAD_REQUEST, refusal);
         }
     };
     // 2. The decision, about the warrant this server verified: Warrant checks the stated

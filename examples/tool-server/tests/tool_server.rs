@@ -19,6 +19,7 @@ const PEP_NAME: &str = "example-tool-server";
 
 struct Setup {
     server: String,
+    pep: String,
     admin: String,
     tools: String,
     http: reqwest::Client,
@@ -44,6 +45,7 @@ impl Setup {
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
         let mut s = Setup {
             server,
+            pep: String::new(),
             admin,
             tools: String::new(),
             http,
@@ -57,7 +59,7 @@ impl Setup {
         s.token_endpoint = meta["token_endpoint"].as_str().unwrap().to_owned();
 
         let pep = s.admin_post("/v1/peps", &json!({"name": PEP_NAME})).await;
-        let credential = pep["token"].as_str().unwrap().to_owned();
+        s.pep = pep["token"].as_str().unwrap().to_owned();
         let human = s
             .admin_post(
                 "/v1/humans",
@@ -73,13 +75,20 @@ impl Setup {
             .await;
         s.agent = agent["id"].as_str().unwrap().to_owned();
 
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        s.tools = format!("http://{}", listener.local_addr().unwrap());
-        let verifier = Verifier::connect(s.http.clone(), &s.server).await.unwrap();
-        let pdp = Arc::new(HttpPdp::new(s.http.clone(), &s.server, credential));
-        let router = app(s.tools.clone(), verifier, pdp);
-        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        s.tools = s.serve_tools(&s.server.clone()).await;
         s
+    }
+
+    /// Serves the tool server on a free port, asking the PDP at `pdp` (with the PEP
+    /// credential); its URL.
+    async fn serve_tools(&self, pdp: &str) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let verifier = Verifier::connect(self.http.clone(), &self.server).await.unwrap();
+        let pdp = Arc::new(HttpPdp::new(self.http.clone(), pdp, self.pep.clone()));
+        let router = app(url.clone(), verifier, pdp);
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        url
     }
 
     async fn admin_post(&self, path: &str, body: &Value) -> Value {
@@ -119,7 +128,12 @@ impl Setup {
 
     /// Calls `lookup_customer` for `customer`.
     async fn lookup(&self, token: Option<&str>, customer: &str) -> reqwest::Response {
-        let mut req = self.http.post(format!("{}{LOOKUP_CUSTOMER}", self.tools)).json(&json!({"customer": customer}));
+        self.call(&self.tools, token, &json!({"customer": customer})).await
+    }
+
+    /// Calls `lookup_customer` of the tool server at `tools` with `body`.
+    async fn call(&self, tools: &str, token: Option<&str>, body: &Value) -> reqwest::Response {
+        let mut req = self.http.post(format!("{tools}{LOOKUP_CUSTOMER}")).json(body);
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -177,4 +191,35 @@ async fn the_tool_runs_only_on_a_permit_for_a_warrant_minted_for_it() {
     assert_eq!(refusal.decision.and_then(|d| d.code).as_deref(), Some("revoked"));
     // The other warrants are untouched.
     assert_eq!(s.lookup(Some(&wide), "42").await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn bad_arguments_are_a_400_but_only_for_a_caller_with_a_warrant() {
+    let s = Setup::start().await;
+    let (w, _) = s.warrant("crm.read:customers/*", &s.tools).await;
+    let r = s.call(&s.tools, Some(&w), &json!({"customer": 42})).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let refusal: Refusal = r.json().await.unwrap();
+    assert_eq!(refusal.error, "invalid_request");
+    assert!(refusal.message.unwrap().contains("customer"));
+    let r = s.call(&s.tools, None, &json!({"customer": 42})).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn no_answer_from_the_pdp_is_no_permit() {
+    let s = Setup::start().await;
+    // A port nothing listens on any more: the PDP cannot be reached.
+    let gone = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let nowhere = format!("http://{}", gone.local_addr().unwrap());
+    drop(gone);
+    let tools = s.serve_tools(&nowhere).await;
+    let (w, _) = s.warrant("crm.read:customers/*", &tools).await;
+    let r = s.call(&tools, Some(&w), &json!({"customer": "42"})).await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.json::<Refusal>().await.unwrap().error, "no_decision");
+    // The same call to a tool server whose PDP is in reach is a permit.
+    let tools = s.serve_tools(&s.server.clone()).await;
+    let (w, _) = s.warrant("crm.read:customers/*", &tools).await;
+    assert_eq!(s.call(&tools, Some(&w), &json!({"customer": "42"})).await.status(), StatusCode::OK);
 }
