@@ -64,7 +64,13 @@ fn build() -> Fixture {
         let engine = Arc::new(Engine::open(store, clock, config).await.unwrap());
         let human = engine
             .registry()
-            .add_human(NewHuman { name: "Ada".into(), email: "ada@example.com".into(), entitlements: vec!["*".into()] })
+            .add_human(NewHuman {
+                name: "Ada".into(),
+                email: "ada@example.com".into(),
+                entitlements: vec!["*".into()],
+                roles: Vec::new(),
+                external_id: None,
+            })
             .await
             .unwrap();
         let key = KeyPair::from_seed(&[11; 32]);
