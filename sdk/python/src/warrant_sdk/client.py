@@ -41,6 +41,14 @@ Scope = str | Iterable[str]
 Budget = str | Mapping[str, int]
 
 
+def _error_fields(body: Any, text_key: str) -> tuple[str, str | None]:
+    """An error body's code (``error``; ``server_error`` when it names none) and its text
+    (``text_key``: ``error_description`` for OAuth errors, ``message`` for the API's)."""
+    error = body.get("error") if isinstance(body, dict) else None
+    text = body.get(text_key) if isinstance(body, dict) else None
+    return (error if isinstance(error, str) else "server_error", text if isinstance(text, str) else None)
+
+
 def _retry_after(response: httpx.Response) -> int | None:
     value = response.headers.get("retry-after")
     return int(value) if value is not None and value.isdigit() else None
@@ -131,14 +139,8 @@ class WarrantClient:
         response = self._request("POST", "/oauth2/token", data=form)
         body = _json(response)
         if response.status_code != 200:
-            error = body.get("error") if isinstance(body, dict) else None
-            description = body.get("error_description") if isinstance(body, dict) else None
-            raise OAuthError(
-                response.status_code,
-                error if isinstance(error, str) else "server_error",
-                description if isinstance(description, str) else None,
-                retry_after=_retry_after(response),
-            )
+            error, description = _error_fields(body, "error_description")
+            raise OAuthError(response.status_code, error, description, retry_after=_retry_after(response))
         token = body.get("access_token") if isinstance(body, dict) else None
         if not isinstance(token, str):
             raise TransportError("the token endpoint answered no `access_token`", status=200)
@@ -257,14 +259,8 @@ class WarrantClient:
         response = self._request("POST", "/v1/authorize", json=body)
         answer = _json(response)
         if response.status_code != 200:
-            error = answer.get("error") if isinstance(answer, dict) else None
-            message = answer.get("message") if isinstance(answer, dict) else None
-            raise ApiError(
-                response.status_code,
-                error if isinstance(error, str) else "server_error",
-                message if isinstance(message, str) else None,
-                retry_after=_retry_after(response),
-            )
+            error, message = _error_fields(answer, "message")
+            raise ApiError(response.status_code, error, message, retry_after=_retry_after(response))
         return Decision.from_json(answer)
 
     def minting(
