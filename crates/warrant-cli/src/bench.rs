@@ -47,7 +47,8 @@ pub enum Scenario {
     Exchange,
     /// Delegate, authorize, revoke, authorize again: does the very next decision deny?
     Revocation,
-    /// MCP `tools/call` at a fixed rate: directly, through nginx, through `warrant gateway`.
+    /// MCP `tools/call` at a fixed rate: directly, through nginx, through `warrant gateway`
+    /// and through the gateway of `warrant serve`.
     Gateway,
     /// Every scenario above.
     All,
@@ -222,6 +223,8 @@ struct Target {
     admin: String,
     description: String,
     in_process: bool,
+    /// The in-process server's engine (none for `--server`).
+    engine: Option<Arc<warrant_engine::Engine>>,
 }
 
 /// Runs `warrant bench`.
@@ -248,12 +251,13 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
                 url,
                 admin,
                 in_process: false,
+                engine: None,
             }
         }
         None => {
             tmp =
                 tempfile::tempdir().map_err(|source| BenchError::Io { path: "temporary directory".into(), source })?;
-            let (started, admin) = target::start_warrant(tmp.path()).await?;
+            let (started, admin, engine) = target::start_warrant(tmp.path()).await?;
             let target = Target {
                 description: format!(
                     "an in-process server at {} (data in {}), sharing this process and its {cores} cores with the client",
@@ -263,6 +267,7 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
                 url: started.url.clone(),
                 admin,
                 in_process: true,
+                engine: Some(engine),
             };
             own = Some(started);
             target
@@ -343,7 +348,7 @@ async fn measure(
 
     for scenario in scenarios(&args.scenario) {
         if scenario == Scenario::Gateway {
-            let run = gateway::run(http, &client, &target.url, &fixture, args.gateway_rate, &args.nginx, phase);
+            let run = gateway::run(http, &client, &target.url, target.engine.clone(), &fixture, args, phase);
             report.gateway = Some(run.await?);
             continue;
         }

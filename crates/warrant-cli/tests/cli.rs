@@ -761,6 +761,16 @@ fn bench_runs_every_scenario_against_its_own_server() {
     assert_eq!(revocation["next_decision_codes"]["revoked"], revocation["cycles"], "{revocation}");
     assert!(report["ratios"][0]["ratio"].as_f64().unwrap() > 0.0, "{report}");
     assert!(report["open_loop"]["requests"].as_u64().unwrap() > 0, "{report}");
+    // Every MCP path carried calls without a failure: direct, both gateways (nginx only
+    // where it is installed); a gateway's overhead is measured against the direct call.
+    let paths = report["gateway"]["paths"].as_array().unwrap_or_else(|| panic!("no gateway paths: {report}"));
+    for via in ["direct", "gateway", "in-serve"] {
+        let path = paths.iter().find(|p| p["via"] == via).unwrap_or_else(|| panic!("no {via} path: {report}"));
+        assert_eq!(path["point"]["errors"], 0, "{path}");
+        assert!(path["point"]["requests"].as_u64().unwrap() > 0, "{path}");
+        assert_eq!(path["overhead_p99_ms"].is_f64(), via != "direct", "{path}");
+        assert_eq!(path["target_met"].is_boolean(), via != "direct", "{path}");
+    }
     let svg = std::fs::read_to_string(cwd.join("out.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("authorize p99"), "not the chart: {}", &svg[..svg.len().min(200)]);
 }

@@ -2,12 +2,19 @@
 //! again when a warrant names a key it does not hold), its audience checked against the
 //! upstream's resource identifier (RFC 8707); the 401 challenge and the RFC 9728
 //! protected resource metadata that tell a client where to get a warrant.
+//!
+//! A verified warrant is remembered by the SHA-256 of the token until it expires, so an
+//! agent calling many tools with one warrant has its signature checked once. The cache
+//! only saves the gateway's own check: every call is still decided by the PDP, which
+//! checks revocation, scope and policy each time.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::Value;
+use sha2::{Digest as _, Sha256};
 use tokio::sync::RwLock;
 use warrant_core::{UnixTime, WarrantClaims};
 use warrant_token::warrant::VerifyError;
@@ -15,6 +22,9 @@ use warrant_token::{JwsError, KeySet};
 
 /// The shortest time between two JWKS fetches caused by unknown keys.
 const REFETCH_EVERY: Duration = Duration::from_secs(1);
+/// The most verified warrants remembered; when full, expired ones are dropped, and if
+/// none has expired, all are.
+pub const VERIFIED_MAX: usize = 10_000;
 
 /// Why a request's warrant is refused (401).
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +49,17 @@ pub struct Verifier {
     jwks_url: String,
     issuer: String,
     keys: RwLock<(Arc<KeySet>, Option<Instant>)>,
+    verified: std::sync::RwLock<HashMap<[u8; 32], Arc<Verified>>>,
+}
+
+/// A verified warrant: its claims, and the claims as JSON (what declared mappings read as
+/// `token`).
+#[derive(Debug)]
+pub struct Verified {
+    /// The warrant's claims.
+    pub claims: WarrantClaims,
+    /// The same claims as a JSON object.
+    pub json: Value,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -60,7 +81,13 @@ impl Verifier {
             .to_owned();
         let jwks_url = format!("{server}/.well-known/jwks.json");
         let keys = KeySet::from_jwks(&fetch_json(&http, &jwks_url).await?);
-        Ok(Verifier { http, jwks_url, issuer, keys: RwLock::new((Arc::new(keys), Some(Instant::now()))) })
+        Ok(Verifier {
+            http,
+            jwks_url,
+            issuer,
+            keys: RwLock::new((Arc::new(keys), Some(Instant::now()))),
+            verified: std::sync::RwLock::new(HashMap::new()),
+        })
     }
 
     /// The Warrant server's issuer.
@@ -69,21 +96,56 @@ impl Verifier {
     }
 
     /// Verifies `token` (signature, type, issuer, expiry) and checks that its `aud` is
-    /// `resource`.
-    pub async fn verify(&self, token: &str, resource: &str, now: UnixTime) -> Result<WarrantClaims, AuthError> {
+    /// `resource`. A token verified before is taken from the cache while it is unexpired
+    /// and valid (`nbf`); its audience is checked on every call.
+    pub async fn verify(&self, token: &str, resource: &str, now: UnixTime) -> Result<Arc<Verified>, AuthError> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let cached = self.verified.read().ok().and_then(|m| m.get(&digest).cloned());
+        let verified = match cached {
+            Some(hit) if hit.claims.exp > now && hit.claims.nbf <= now => hit,
+            _ => {
+                let claims = self.verify_signed(token, now).await?;
+                let json = serde_json::to_value(&claims).map_err(|e| AuthError::Invalid(e.to_string()))?;
+                let verified = Arc::new(Verified { claims, json });
+                self.remember(digest, Arc::clone(&verified), now);
+                verified
+            }
+        };
+        if verified.claims.aud != resource {
+            return Err(AuthError::Audience(warrant_core::permission::shown(&verified.claims.aud)));
+        }
+        Ok(verified)
+    }
+
+    /// How many verified warrants are remembered.
+    pub fn cached(&self) -> usize {
+        self.verified.read().map(|m| m.len()).unwrap_or(0)
+    }
+
+    fn remember(&self, digest: [u8; 32], verified: Arc<Verified>, now: UnixTime) {
+        if let Ok(mut map) = self.verified.write() {
+            if map.len() >= VERIFIED_MAX {
+                map.retain(|_, v| v.claims.exp > now);
+                if map.len() >= VERIFIED_MAX {
+                    map.clear();
+                }
+            }
+            map.insert(digest, verified);
+        }
+    }
+
+    /// The signature, type, issuer and time checks, against the cached keys (fetched
+    /// again when the token names a key they do not hold).
+    async fn verify_signed(&self, token: &str, now: UnixTime) -> Result<WarrantClaims, AuthError> {
         let keys = self.keys.read().await.0.clone();
-        let claims = match warrant_token::warrant::verify_warrant(token, keys.as_ref(), &self.issuer, now) {
+        match warrant_token::warrant::verify_warrant(token, keys.as_ref(), &self.issuer, now) {
             Err(VerifyError::Jws(JwsError::UnknownKey)) => {
                 let keys = self.refetch().await?;
                 warrant_token::warrant::verify_warrant(token, keys.as_ref(), &self.issuer, now)
             }
             other => other,
         }
-        .map_err(|e| AuthError::Invalid(e.to_string()))?;
-        if claims.aud != resource {
-            return Err(AuthError::Audience(warrant_core::permission::shown(&claims.aud)));
-        }
-        Ok(claims)
+        .map_err(|e| AuthError::Invalid(e.to_string()))
     }
 
     /// The keys, fetched again unless they were fetched less than [`REFETCH_EVERY`] ago.

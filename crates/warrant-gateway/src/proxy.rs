@@ -19,7 +19,7 @@ use warrant_core::authzen::{
 };
 use warrant_core::{UnixTime, WarrantClaims};
 
-use crate::auth::{self, AuthError, ResourceMetadata, Verifier};
+use crate::auth::{self, AuthError, ResourceMetadata, Verified, Verifier};
 use crate::mapping::{self, DeclaredMapping, Evaluation, MappingError, Plan, MAPPING_KEY};
 use crate::pdp::Pdp;
 use crate::rpc::{self, ErrorResponse};
@@ -242,8 +242,8 @@ async fn call(State(gw): State<Gateway>, Path(name): Path<String>, headers: Head
         Some(t) if !t.is_empty() => t,
         _ => return unauthorized(&gw, &name, &AuthError::Missing),
     };
-    let claims = match gw.0.verifier.verify(token, &resource, now()).await {
-        Ok(claims) => claims,
+    let verified = match gw.0.verifier.verify(token, &resource, now()).await {
+        Ok(verified) => verified,
         Err(e) => return unauthorized(&gw, &name, &e),
     };
     let message: Value = match serde_json::from_slice(&body) {
@@ -266,7 +266,7 @@ async fn call(State(gw): State<Gateway>, Path(name): Path<String>, headers: Head
             Err(e) => return rpc_error(StatusCode::OK, id, rpc::INTERNAL, format!("re-encoding failed: {e}"), None),
         },
     };
-    if let Err(refusal) = gw.decide(&upstream, &headers, &message, &claims, token, approval).await {
+    if let Err(refusal) = gw.decide(&upstream, &headers, &message, &verified, token, approval).await {
         return refusal.answer(id);
     }
     let response = match gw.0.http.post(&upstream.url).headers(upstream_headers(&headers)).body(forwarded).send().await
@@ -279,7 +279,7 @@ async fn call(State(gw): State<Gateway>, Path(name): Path<String>, headers: Head
         }
     };
     if method.as_deref() == Some("tools/list") && response.status().is_success() {
-        return gw.filtered_tools_list(&name, &claims, &id, response).await;
+        return gw.filtered_tools_list(&name, &verified.claims, &id, response).await;
     }
     let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let headers = client_headers(response.headers());
@@ -297,10 +297,11 @@ impl Gateway {
         upstream: &Upstream,
         headers: &HeaderMap,
         message: &Map<String, Value>,
-        claims: &WarrantClaims,
+        verified: &Verified,
         token: &str,
         approval: Option<Option<String>>,
     ) -> Result<(), Refusal> {
+        let claims = &verified.claims;
         let approval = match approval {
             Some(None) => {
                 return Err(Refusal::Mapping(format!("`_meta.{META_APPROVAL_ID}` must be a string")));
@@ -308,7 +309,6 @@ impl Gateway {
             Some(Some(a)) => Some(a),
             None => None,
         };
-        let token_json = serde_json::to_value(claims).map_err(|e| Refusal::Unavailable(e.to_string()))?;
         let tool = (message.get("method").and_then(Value::as_str) == Some("tools/call"))
             .then(|| message.get("params").and_then(|p| p.get("name")).and_then(Value::as_str))
             .flatten();
@@ -321,7 +321,7 @@ impl Gateway {
             Some(Tool::Declared(m)) => Some(m),
             _ => None,
         };
-        let (call, evaluations) = match mapping::plan(&upstream.name, message, declared, &token_json, &claims.sub) {
+        let (call, evaluations) = match mapping::plan(&upstream.name, message, declared, &verified.json, &claims.sub) {
             Ok(Plan::PassThrough) => return Ok(()),
             Ok(Plan::Decide { call, evaluations }) => (call, evaluations),
             Err(e @ MappingError::UnknownMethod(_)) => return Err(Refusal::Unknown(e.to_string())),

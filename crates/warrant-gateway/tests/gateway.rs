@@ -571,3 +571,31 @@ async fn a_pdp_that_cannot_be_reached_refuses_every_decided_call() {
     assert!(s.log.calls().is_empty());
     assert!(!s.log.methods().contains(&"initialize".to_owned()));
 }
+
+#[tokio::test]
+async fn a_verified_warrant_is_remembered_until_it_expires_and_its_audience_is_checked_every_time() {
+    use warrant_gateway::auth::{AuthError, Verifier};
+    let s = Setup::start().await;
+    let verifier = Verifier::connect(s.http.clone(), &s.server).await.unwrap();
+    let (w, _) = s.warrant("mcp.tools.call:mcp/crm/tool/get_customer", Some(&s.resource("crm"))).await;
+    let now = UnixTime(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64);
+
+    let first = verifier.verify(&w, &s.resource("crm"), now).await.unwrap();
+    let again = verifier.verify(&w, &s.resource("crm"), now).await.unwrap();
+    assert!(Arc::ptr_eq(&first, &again), "the second call is served from the cache");
+    assert_eq!(verifier.cached(), 1);
+    assert_eq!(first.json["jti"], json!(first.claims.jti.as_str()));
+
+    // Remembered or not, a warrant for one upstream is refused at another.
+    let other = verifier.verify(&w, &s.resource("crm-sse"), now).await;
+    assert!(matches!(other, Err(AuthError::Audience(_))), "{other:?}");
+    // At its expiry the remembered warrant is checked again, and refused.
+    let expired = verifier.verify(&w, &s.resource("crm"), first.claims.exp).await;
+    assert!(matches!(expired, Err(AuthError::Invalid(_))), "{expired:?}");
+    // A forged token is never remembered.
+    let at = w.len() - 10;
+    let swapped = if &w[at..=at] == "A" { "B" } else { "A" };
+    let forged = format!("{}{swapped}{}", &w[..at], &w[at + 1..]);
+    assert!(matches!(verifier.verify(&forged, &s.resource("crm"), now).await, Err(AuthError::Invalid(_))));
+    assert_eq!(verifier.cached(), 1);
+}

@@ -100,8 +100,8 @@ async fn lookup_customer(
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
     // 1. The warrant: ours (signature, issuer, expiry) and for this server (audience).
-    let claims = match app.verifier.verify(token, &app.resource, now()).await {
-        Ok(claims) => claims,
+    let verified = match app.verifier.verify(token, &app.resource, now()).await {
+        Ok(verified) => verified,
         Err(e) => {
             let refusal = Refusal { error: "invalid_token".into(), message: Some(e.to_string()), decision: None };
             let mut refused = refuse(StatusCode::UNAUTHORIZED, refusal);
@@ -111,6 +111,7 @@ async fn lookup_customer(
             return refused;
         }
     };
+    let claims = &verified.claims;
     let args = match args {
         Ok(Json(args)) => args,
         Err(e) => {

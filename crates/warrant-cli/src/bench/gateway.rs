@@ -1,21 +1,23 @@
 //! The gateway scenario: MCP `tools/call` at a fixed rate (open loop), to the same
 //! upstream directly, through nginx as a plain reverse proxy, and through
 //! `warrant gateway` (which verifies the warrant, asks the PDP over AuthZEN, audits the
-//! decision durably and only then forwards), all in one run with one client. The
-//! gateway's overhead is its latency minus the direct call's, percentile by percentile.
+//! decision durably and only then forwards) and through the gateway of `warrant serve`
+//! (the same, deciding in-process), all in one run with one client. A gateway's overhead
+//! is its latency minus the direct call's, percentile by percentile.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use serde::Serialize;
-use warrant_gateway::{Gateway, GatewayConfig, HttpPdp, Upstream};
+use warrant_engine::Engine;
+use warrant_gateway::{Gateway, GatewayConfig, HttpPdp, Pdp, Upstream};
 
 use super::load::{open_loop, Latency, Phase};
 use super::mcp::{self, UPSTREAM};
 use super::report::OpenLoop;
 use super::target::{Fixture, Runner, Started, Work};
-use super::BenchError;
+use super::{BenchArgs, BenchError};
 use crate::client::Client;
+use crate::serve_gateway::EnginePdp;
 
 /// The largest number of calls a point keeps in flight.
 const IN_FLIGHT: usize = 256;
@@ -27,12 +29,20 @@ pub const OVERHEAD_P99_TARGET_MS: f64 = 2.0;
 /// One way of reaching the upstream, measured at the scenario's rate.
 #[derive(Debug, Clone, Serialize)]
 pub struct GatewayPath {
-    /// `direct`, `nginx` or `gateway`.
+    /// `direct`, `nginx`, `gateway` (standalone, deciding over HTTP) or `in-serve` (the
+    /// gateway of `warrant serve`, deciding in-process).
     pub via: &'static str,
     /// The MCP endpoint called.
     pub url: String,
     /// What the open loop measured.
     pub point: OpenLoop,
+    /// This path's p50 minus the direct call's, milliseconds (none for `direct`).
+    pub overhead_p50_ms: Option<f64>,
+    /// … at the p99.
+    pub overhead_p99_ms: Option<f64>,
+    /// For a gateway path: whether its p99 overhead is under the target, with no failed
+    /// call.
+    pub target_met: Option<bool>,
 }
 
 /// What the gateway scenario measured.
@@ -44,91 +54,119 @@ pub struct GatewayReport {
     pub paths: Vec<GatewayPath>,
     /// Why nginx was not measured, when it was not.
     pub nginx_skipped: Option<String>,
-    /// The gateway's latency minus the direct call's at the p50, milliseconds.
-    pub overhead_p50_ms: Option<f64>,
-    /// … at the p99.
-    pub overhead_p99_ms: Option<f64>,
-    /// nginx's latency minus the direct call's at the p50, milliseconds.
-    pub nginx_overhead_p50_ms: Option<f64>,
-    /// … at the p99.
-    pub nginx_overhead_p99_ms: Option<f64>,
-    /// Whether the gateway's p99 overhead is under the target, with no failed call.
-    pub overhead_met: bool,
+    /// Why the in-process gateway was not measured, when it was not.
+    pub in_serve_skipped: Option<String>,
 }
 
-/// Runs the scenario against the Warrant server at `server` (its admin `client`).
-pub async fn run(
-    http: &reqwest::Client,
+/// A gateway in front of the benchmark's upstream, served on its own loopback address.
+struct Front {
+    server: Started,
+    url: String,
+    warrant: String,
+}
+
+/// Starts a gateway deciding through `pdp`, and mints the load agent's warrant for it.
+async fn front(
     client: &Client,
     server: &str,
     fixture: &Fixture,
-    rate: f64,
-    nginx: &Path,
-    phase: Phase,
-) -> Result<GatewayReport, BenchError> {
-    let upstream = mcp::start_upstream().await?;
-    let upstream_addr = upstream.url.trim_start_matches("http://").to_owned();
-    let proxy = mcp::start_nginx(nginx, &upstream_addr).await?;
-
-    // The gateway, standalone: its PDP is the Warrant server's AuthZEN endpoint.
+    upstream_url: &str,
+    pdp: Arc<dyn Pdp>,
+) -> Result<Front, BenchError> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| BenchError::Server(e.to_string()))?;
     let addr = listener.local_addr().map_err(|e| BenchError::Server(e.to_string()))?;
     let public_url = format!("http://{addr}");
     let config = GatewayConfig {
-        upstreams: vec![Upstream::new(UPSTREAM, &format!("{}/mcp", upstream.url)).map_err(BenchError::Setup)?],
+        upstreams: vec![Upstream::new(UPSTREAM, &format!("{upstream_url}/mcp")).map_err(BenchError::Setup)?],
         server: server.to_owned(),
         public_url: public_url.clone(),
     };
-    let pdp = Arc::new(HttpPdp::new(super::target::http_client()?, server, fixture.pep.clone()));
     let gateway = Gateway::new(config, pdp).await.map_err(|e| BenchError::Server(e.to_string()))?;
-    let gateway_server = Started::serve_listener(listener, gateway.router()).await?;
+    let started = Started::serve_listener(listener, gateway.router()).await?;
     let resource = warrant_gateway::auth::resource_id(&public_url, UPSTREAM);
-    let warrant =
-        fixture.mcp_warrant(client, &resource, &format!("mcp.tools.call:mcp/{UPSTREAM}/tool/{}", mcp::TOOL)).await?;
+    let scope = format!("mcp.tools.call:mcp/{UPSTREAM}/tool/{}", mcp::TOOL);
+    let warrant = fixture.mcp_warrant(client, &resource, &scope).await?;
+    Ok(Front { server: started, url: format!("{public_url}/mcp/{UPSTREAM}"), warrant })
+}
 
-    let mut targets = vec![("direct", format!("{}/mcp", upstream.url))];
+/// Runs the scenario against the Warrant server at `server` (its admin `client`) at
+/// `args.gateway_rate`; with its `engine` (a server in this process), the in-process
+/// gateway is measured too.
+pub async fn run(
+    http: &reqwest::Client,
+    client: &Client,
+    server: &str,
+    engine: Option<Arc<Engine>>,
+    fixture: &Fixture,
+    args: &BenchArgs,
+    phase: Phase,
+) -> Result<GatewayReport, BenchError> {
+    let (rate, nginx) = (args.gateway_rate, args.nginx.as_path());
+    let upstream = mcp::start_upstream().await?;
+    let upstream_addr = upstream.url.trim_start_matches("http://").to_owned();
+    let proxy = mcp::start_nginx(nginx, &upstream_addr).await?;
+
+    // The gateway standalone: its PDP is the Warrant server's AuthZEN endpoint.
+    let pdp = Arc::new(HttpPdp::new(super::target::http_client()?, server, fixture.pep.clone()));
+    let standalone = front(client, server, fixture, &upstream.url, pdp).await?;
+    // The gateway of `warrant serve`: the engine decides in-process.
+    let in_serve = match engine {
+        Some(engine) => Some(front(client, server, fixture, &upstream.url, Arc::new(EnginePdp::new(engine))).await?),
+        None => None,
+    };
+
+    // Any warrant does for the direct and nginx paths: they do not read it.
+    let mut targets = vec![("direct", format!("{}/mcp", upstream.url), standalone.warrant.clone())];
     let nginx_skipped = match &proxy {
         Some(p) => {
-            targets.push(("nginx", format!("{}/mcp", p.url)));
+            targets.push(("nginx", format!("{}/mcp", p.url), standalone.warrant.clone()));
             None
         }
         None => Some(format!("no `{}` to run (install nginx or pass --nginx PATH)", nginx.display())),
     };
-    targets.push(("gateway", format!("{public_url}/mcp/{UPSTREAM}")));
+    targets.push(("gateway", standalone.url.clone(), standalone.warrant.clone()));
+    let in_serve_skipped = match &in_serve {
+        Some(f) => {
+            targets.push(("in-serve", f.url.clone(), f.warrant.clone()));
+            None
+        }
+        None => Some("the server runs in another process (`--server`)".to_owned()),
+    };
 
     let bodies = mcp::call_bodies(CALLS);
-    let mut paths = Vec::new();
-    for (via, url) in targets {
+    let mut measured = Vec::new();
+    for (via, url, bearer) in targets {
         let runner = Arc::new(Runner {
             http: http.clone(),
-            work: Work::Mcp { url: url.clone(), bearer: warrant.clone(), bodies: bodies.clone() },
+            work: Work::Mcp { url: url.clone(), bearer, bodies: bodies.clone() },
         });
         let raw = open_loop(runner, rate, IN_FLIGHT, phase, &format!("tools/call {via} {rate:.0}/s")).await?;
-        let point = OpenLoop::new(&raw, format!("--gateway-rate, {via}"), IN_FLIGHT);
-        paths.push(GatewayPath { via, url, point });
+        measured.push((via, url, OpenLoop::new(&raw, format!("--gateway-rate, {via}"), IN_FLIGHT)));
     }
-    let stopped_gateway = gateway_server.stop().await;
+    let stopped_gateway = standalone.server.stop().await;
+    let stopped_in_serve = match in_serve {
+        Some(f) => f.server.stop().await,
+        None => Ok(()),
+    };
     drop(proxy);
     let stopped_upstream = upstream.stop().await;
     stopped_gateway?;
+    stopped_in_serve?;
     stopped_upstream?;
 
-    let latency = |via: &str| paths.iter().find(|p| p.via == via).map(|p| (p.point.latency, p.point.errors));
-    let diff = |a: Option<(Latency, u64)>, b: Option<(Latency, u64)>, f: fn(&Latency) -> f64| match (a, b) {
-        (Some((a, _)), Some((b, _))) if a.count > 0 && b.count > 0 => Some(f(&a) - f(&b)),
-        _ => None,
-    };
-    let (direct, through) = (latency("direct"), latency("gateway"));
-    let overhead_p99_ms = diff(through, direct, |l| l.p99_ms);
-    let failed = paths.iter().any(|p| p.point.errors > 0);
-    Ok(GatewayReport {
-        rate_per_s: rate,
-        overhead_p50_ms: diff(through, direct, |l| l.p50_ms),
-        overhead_p99_ms,
-        nginx_overhead_p50_ms: diff(latency("nginx"), direct, |l| l.p50_ms),
-        nginx_overhead_p99_ms: diff(latency("nginx"), direct, |l| l.p99_ms),
-        overhead_met: !failed && overhead_p99_ms.is_some_and(|o| o < OVERHEAD_P99_TARGET_MS),
-        nginx_skipped,
-        paths,
-    })
+    let direct = measured.iter().find(|(via, _, _)| *via == "direct").map(|(_, _, p)| p.latency);
+    let paths = measured
+        .into_iter()
+        .map(|(via, url, point)| {
+            let over = |f: fn(&Latency) -> f64| match direct {
+                Some(d) if via != "direct" && d.count > 0 && point.latency.count > 0 => Some(f(&point.latency) - f(&d)),
+                _ => None,
+            };
+            let (overhead_p50_ms, overhead_p99_ms) = (over(|l| l.p50_ms), over(|l| l.p99_ms));
+            let target_met = matches!(via, "gateway" | "in-serve")
+                .then(|| point.errors == 0 && overhead_p99_ms.is_some_and(|o| o < OVERHEAD_P99_TARGET_MS));
+            GatewayPath { via, url, point, overhead_p50_ms, overhead_p99_ms, target_met }
+        })
+        .collect();
+    Ok(GatewayReport { rate_per_s: rate, paths, nginx_skipped, in_serve_skipped })
 }

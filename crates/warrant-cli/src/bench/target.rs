@@ -50,8 +50,11 @@ impl Started {
     }
 }
 
-/// Starts a Warrant server on a temporary data directory, as `warrant demo` does.
-pub async fn start_warrant(data: &std::path::Path) -> Result<(Started, String), BenchError> {
+/// Starts a Warrant server on a temporary data directory, as `warrant demo` does: the
+/// server, its admin token and its engine (for the in-process gateway).
+pub async fn start_warrant(
+    data: &std::path::Path,
+) -> Result<(Started, String, std::sync::Arc<warrant_engine::Engine>), BenchError> {
     // The load phases ramp one agent from idle to thousands of requests a second, which
     // its baseline rightly calls a rate spike; guardrails would quarantine the load agent.
     // Their cost is measured in-process instead (`cargo bench -p warrant-bench`).
@@ -75,6 +78,7 @@ pub async fn start_warrant(data: &std::path::Path) -> Result<(Started, String), 
     let server = warrant_server::BoundServer::bind(&settings).await.map_err(|e| BenchError::Server(e.to_string()))?;
     let addr = server.local_addr().ok_or_else(|| BenchError::Server("the server has no address".into()))?;
     let admin = server.admin_token().to_owned();
+    let engine = server.engine();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let handle = tokio::spawn(async move {
         server
@@ -84,7 +88,7 @@ pub async fn start_warrant(data: &std::path::Path) -> Result<(Started, String), 
             .await
             .map_err(|e| e.to_string())
     });
-    Ok((Started { url: format!("http://{addr}"), stop, handle }, admin))
+    Ok((Started { url: format!("http://{addr}"), stop, handle }, admin, engine))
 }
 
 #[derive(Debug, Deserialize)]
