@@ -182,6 +182,7 @@ impl SweepTemplate {
                 created_at: T0.plus(-200 * DAY),
                 roles: Default::default(),
                 external_id: None,
+                identity: None,
             };
             store.insert_human(&human).await.unwrap();
         }

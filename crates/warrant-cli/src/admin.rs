@@ -49,6 +49,12 @@ pub enum HumanCmd {
         /// Human id.
         id: String,
     },
+    /// Enable a disabled human again (their live warrants decide again; revoked ones
+    /// stay revoked).
+    Enable {
+        /// Human id.
+        id: String,
+    },
     /// Open a session token for a human (stands in for an IdP login); prints the token,
     /// or writes it to `--out`. It is good only as the subject of a token exchange
     /// (delegating work to an agent).
@@ -173,6 +179,9 @@ pub async fn human(conn: &Conn, cmd: HumanCmd) -> CliResult {
         HumanCmd::Show { id } => print(conn.json, &client.get(&format!("/v1/humans/{id}")).await?, one),
         HumanCmd::Disable { id } => {
             print(conn.json, &client.post(&format!("/v1/humans/{id}/disable"), &json!({})).await?, one)
+        }
+        HumanCmd::Enable { id } => {
+            print(conn.json, &client.post(&format!("/v1/humans/{id}/enable"), &json!({})).await?, one)
         }
         HumanCmd::Session { id, out } => {
             let session = client.post(&format!("/v1/humans/{id}/sessions"), &json!({})).await?;

@@ -438,6 +438,7 @@ async fn serve(args: ServeArgs) -> CliResult {
         witness: args.keys.witness,
         limits: None,
         gateway: args.gateway.table()?,
+        federation: None,
     };
     let settings = Settings::resolve(options, args.config.as_deref())?;
     // A bad `[gateway]` refuses to start before anything is bound.

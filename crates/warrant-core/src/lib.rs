@@ -40,7 +40,7 @@ pub use decision::DecisionCode;
 pub use delegation::{DelegationError, Grant, Limits};
 pub use id::{AgentId, ApprovalId, HumanId, IdError, PepId, TaskId, WarrantId};
 pub use permission::{percent_decode, percent_encode, NonCanonical, Permission, PermissionError};
-pub use registry::{Agent, AgentStatus, Human, HumanStatus, Mode, PublicJwk, SessionPurpose};
+pub use registry::{Agent, AgentStatus, FederatedIdentity, Human, HumanStatus, Mode, PublicJwk, SessionPurpose};
 pub use revocation::RevocationKind;
 pub use scope::Scope;
 pub use time::UnixTime;

@@ -44,6 +44,19 @@ pub struct Human {
     /// when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_id: Option<String>,
+    /// The identity provider the human signs in with, and who they are there; absent for
+    /// humans an administrator registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<FederatedIdentity>,
+}
+
+/// A human as a trusted OpenID provider knows them: its issuer and their `sub` there.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FederatedIdentity {
+    /// The provider's issuer identifier.
+    pub issuer: String,
+    /// The human's subject at that provider.
+    pub subject: String,
 }
 
 impl Human {

@@ -465,6 +465,7 @@ fn make_human(n: u8, entitlements: Scope, active: bool) -> Human {
         created_at: UnixTime(0),
         roles: Default::default(),
         external_id: None,
+        identity: None,
     }
 }
 

@@ -33,6 +33,8 @@ pub struct EngineConfig {
     /// open without one ([`KeyError::NoKek`](crate::KeyError::NoKek)). The server reads it
     /// from `WARRANT_KEK` or the KEK file; its `Debug` never shows it.
     pub kek: Option<warrant_token::Kek>,
+    /// Trusted OpenID providers whose ID tokens sign humans in (`[[federation.oidc]]`).
+    pub federation: Vec<crate::federation::OidcProvider>,
 }
 
 impl EngineConfig {
@@ -52,6 +54,7 @@ impl EngineConfig {
             govern: crate::govern::GovernConfig::default(),
             anonymous: crate::decisions::anonymous::AnonymousConfig::default(),
             kek: None,
+            federation: Vec::new(),
         }
     }
 

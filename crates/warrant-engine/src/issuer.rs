@@ -14,7 +14,8 @@ use warrant_core::audit::AuditEntry;
 use warrant_core::delegation::{grant_delegation, grant_root, DelegationRequest, RootRequest};
 use warrant_core::guard::budget::{attenuate, Budget};
 use warrant_core::{
-    Actor, Agent, AgentId, DelegationError, Grant, Human, Mode, Scope, TaskClaim, UnixTime, WarrantClaims,
+    Actor, Agent, AgentId, DelegationError, FederatedIdentity, Grant, Human, Mode, Scope, TaskClaim, UnixTime,
+    WarrantClaims,
 };
 
 use warrant_store::{IssueGuard, SessionPurpose, Store, StoreError, TaskRecord, WarrantRecord};
@@ -22,13 +23,17 @@ use warrant_token::assertion::{claimed_agent, verify_assertion};
 use warrant_token::jws::{peek_unverified, Header};
 use warrant_token::session::{verify_session, SESSION_TYP};
 use warrant_token::warrant::{sign_warrant, verify_warrant, WARRANT_TYP};
+use warrant_token::KeyRing;
 
 use crate::audit::Audit;
 use crate::clock::Clock;
+use crate::error::{Classify as _, ErrorKind};
+use crate::federation::{Federation, FederationError};
 use crate::govern::Governance;
 use crate::guard::Guardrails;
 use crate::keys::KeyManager;
 use crate::random;
+use crate::registry::Registry;
 use crate::revocation::Revocation;
 
 /// `grant_type` for client credentials.
@@ -136,6 +141,18 @@ struct Minted {
     task: TaskClaim,
     budget: Budget,
     exchanged: bool,
+    /// The identity provider's sign-in the warrant rests on, if any (audited with it).
+    identity: Option<FederatedIdentity>,
+}
+
+/// Who starts delegated work: the acting agent and its owner, the human it acts for, the
+/// provider identity they signed in with (if any) and the session presented (if any).
+struct Start {
+    agent: Agent,
+    owner: Human,
+    human: Human,
+    identity: Option<FederatedIdentity>,
+    session: Option<String>,
 }
 
 /// A freshly issued warrant.
@@ -320,6 +337,8 @@ pub struct Issuer {
     guardrails: Arc<Guardrails>,
     governance: Arc<Governance>,
     audit: Arc<Audit>,
+    federation: Arc<Federation>,
+    registry: Arc<Registry>,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -338,12 +357,25 @@ pub(crate) struct IssuerParts {
     pub guardrails: Arc<Guardrails>,
     pub governance: Arc<Governance>,
     pub audit: Arc<Audit>,
+    pub federation: Arc<Federation>,
+    pub registry: Arc<Registry>,
 }
 
 impl Issuer {
     pub(crate) fn new(parts: IssuerParts) -> Self {
-        let IssuerParts { store, clock, settings, keys, revocation, guardrails, governance, audit } = parts;
-        Issuer { store, clock, settings, keys, revocation, guardrails, governance, audit }
+        let IssuerParts {
+            store,
+            clock,
+            settings,
+            keys,
+            revocation,
+            guardrails,
+            governance,
+            audit,
+            federation,
+            registry,
+        } = parts;
+        Issuer { store, clock, settings, keys, revocation, guardrails, governance, audit, federation, registry }
     }
 
     /// Handles one token request.
@@ -409,7 +441,15 @@ impl Issuer {
             &self.settings.limits,
         )?;
         let task = TaskClaim { id: random::task_id()?, purpose, human: owner.id.clone() };
-        let minted = Minted { sub: agent.id.to_string(), aud, mode: Mode::Autonomous, task, budget, exchanged: false };
+        let minted = Minted {
+            sub: agent.id.to_string(),
+            aud,
+            mode: Mode::Autonomous,
+            task,
+            budget,
+            exchanged: false,
+            identity: None,
+        };
         self.mint(grant, &agent, minted, None, IssueGuard { as_of, session: None }, now).await
     }
 
@@ -435,29 +475,14 @@ impl Issuer {
         };
         let ring = self.keys.ring().map_err(|e| TokenError::Internal(e.to_string()))?;
         let issuer = self.settings.issuer.as_str();
+        let foreign = warrant_token::oidc::peek_issuer(subject).ok().filter(|iss| iss != issuer);
         match kind {
             Subject::Session => {
-                let session = verify_session(subject, ring.as_ref(), issuer, now)
-                    .map_err(|e| TokenError::InvalidGrant(format!("the subject token: {e}")))?;
-                match self.store.get_session(&session.jti).await? {
-                    Some(s) if s.purpose == SessionPurpose::Delegation && s.human == session.sub => {
-                        if s.revoked_at.is_some() {
-                            return Err(TokenError::InvalidGrant(
-                                "the subject token's session has been revoked".into(),
-                            ));
-                        }
-                    }
-                    _ => {
-                        return Err(TokenError::InvalidGrant(
-                            "the subject token is not a session this server opened for delegation".into(),
-                        ))
-                    }
-                }
-                let (agent, owner) = self.authenticate(actor, now).await?;
-                let human =
-                    self.store.get_human(&session.sub).await?.ok_or_else(|| {
-                        TokenError::InvalidGrant(format!("human `{}` is not registered", session.sub))
-                    })?;
+                let start = match foreign {
+                    Some(_) => self.federated_start(subject, actor, now).await?,
+                    None => self.session_start(subject, actor, ring.as_ref(), now).await?,
+                };
+                let Start { agent, owner, human, identity, session } = start;
                 let grant = grant_root(
                     &RootRequest {
                         agent: &agent,
@@ -469,14 +494,18 @@ impl Issuer {
                     },
                     &self.settings.limits,
                 )?;
-                let purpose = purpose.unwrap_or_default();
-                let task = TaskClaim { id: random::task_id()?, purpose, human: human.id.clone() };
-                let budget = budget.unwrap_or_default();
-                let aud = audience(&self.settings.audience, None, resource)?;
-                let minted =
-                    Minted { sub: human.id.to_string(), aud, mode: Mode::Delegated, task, budget, exchanged: true };
-                let guard = IssueGuard { as_of, session: Some(session.jti) };
-                self.mint(grant, &agent, minted, None, guard, now).await
+                let task =
+                    TaskClaim { id: random::task_id()?, purpose: purpose.unwrap_or_default(), human: human.id.clone() };
+                let minted = Minted {
+                    sub: human.id.to_string(),
+                    aud: audience(&self.settings.audience, None, resource)?,
+                    mode: Mode::Delegated,
+                    task,
+                    budget: budget.unwrap_or_default(),
+                    exchanged: true,
+                    identity,
+                };
+                self.mint(grant, &agent, minted, None, IssueGuard { as_of, session }, now).await
             }
             Subject::Warrant => {
                 let parent = verify_warrant(subject, ring.as_ref(), issuer, now)
@@ -517,7 +546,15 @@ impl Issuer {
                 let task = parent.task.clone();
                 // A child gets at most what its parent has left, counter by counter.
                 let budget = attenuate(&self.guardrails.budget_left(&parent.jti), budget.as_ref());
-                let minted = Minted { sub: parent.sub.clone(), aud, mode: parent.mode, task, budget, exchanged: true };
+                let minted = Minted {
+                    sub: parent.sub.clone(),
+                    aud,
+                    mode: parent.mode,
+                    task,
+                    budget,
+                    exchanged: true,
+                    identity: None,
+                };
                 let issued =
                     self.mint(grant, &child, minted, Some(&parent), IssueGuard { as_of, session: None }, now).await?;
                 if self.guardrails.delegated(&parent.client_id, now).await.is_some() {
@@ -559,6 +596,54 @@ impl Issuer {
         Ok(owners)
     }
 
+    /// The start of delegated work from a session this server opened: the session checked
+    /// (ours, for delegation, not revoked), the actor authenticated, the human read.
+    async fn session_start(
+        &self,
+        subject: &str,
+        actor: &str,
+        ring: &KeyRing,
+        now: UnixTime,
+    ) -> Result<Start, TokenError> {
+        let session = verify_session(subject, ring, &self.settings.issuer, now)
+            .map_err(|e| TokenError::InvalidGrant(format!("the subject token: {e}")))?;
+        match self.store.get_session(&session.jti).await? {
+            Some(s) if s.purpose == SessionPurpose::Delegation && s.human == session.sub => {
+                if s.revoked_at.is_some() {
+                    return Err(TokenError::InvalidGrant("the subject token's session has been revoked".into()));
+                }
+            }
+            _ => {
+                return Err(TokenError::InvalidGrant(
+                    "the subject token is not a session this server opened for delegation".into(),
+                ))
+            }
+        }
+        let (agent, owner) = self.authenticate(actor, now).await?;
+        let human = self
+            .store
+            .get_human(&session.sub)
+            .await?
+            .ok_or_else(|| TokenError::InvalidGrant(format!("human `{}` is not registered", session.sub)))?;
+        Ok(Start { agent, owner, human, identity: None, session: Some(session.jti) })
+    }
+
+    /// The start of delegated work from a trusted provider's ID token: the token
+    /// verified, the actor authenticated, then the human found or registered with the
+    /// entitlements their groups give now.
+    async fn federated_start(&self, subject: &str, actor: &str, now: UnixTime) -> Result<Start, TokenError> {
+        let signin = self.federation.sign_in(subject, now).await.map_err(|e| match e {
+            FederationError::Unavailable(why) => TokenError::Internal(why),
+            e => TokenError::InvalidGrant(format!("the subject token: {e}")),
+        })?;
+        let (agent, owner) = self.authenticate(actor, now).await?;
+        let human = self.registry.federated_human(&signin).await.map_err(|e| match e.kind() {
+            ErrorKind::Internal => TokenError::Internal(e.to_string()),
+            _ => TokenError::InvalidGrant(format!("the signed-in human: {e}")),
+        })?;
+        Ok(Start { agent, owner, human, identity: Some(signin.identity), session: None })
+    }
+
     /// Signs, records and returns a warrant for `grant`. The store records it only if
     /// nothing it rests on was revoked (`guard`), in the same transaction that any
     /// revocation of its ancestors is serialised with.
@@ -571,7 +656,7 @@ impl Issuer {
         guard: IssueGuard,
         now: UnixTime,
     ) -> Result<Issued, TokenError> {
-        let Minted { sub, aud, mode, task, budget, exchanged } = minted;
+        let Minted { sub, aud, mode, task, budget, exchanged, identity } = minted;
         let ring = self.keys.ring().map_err(|e| TokenError::Internal(e.to_string()))?;
         let act = Actor::from_chain(&grant.chain).ok_or_else(|| TokenError::Internal("empty chain".into()))?;
         let claims = WarrantClaims {
@@ -637,6 +722,7 @@ impl Issuer {
             purpose: claims.task.purpose.clone(),
             kid: record.kid.clone(),
             budget: claims.budget.clone(),
+            identity,
         };
         let mut entry = AuditEntry::with_details(now, details).map_err(|e| TokenError::Internal(e.to_string()))?;
         entry.agent = Some(agent.id.clone());

@@ -36,6 +36,7 @@ pub mod decisions;
 pub(crate) mod directory;
 pub mod error;
 pub mod events;
+pub mod federation;
 pub mod govern;
 pub mod guard;
 pub mod issuer;
@@ -46,6 +47,7 @@ pub mod random;
 pub mod registry;
 pub mod request;
 pub mod revocation;
+pub mod signals;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -89,6 +91,7 @@ pub struct Engine {
     decisions: Arc<Decisions>,
     peps: Arc<Peps>,
     authzen: Arc<Authzen>,
+    signals: Arc<signals::Signals>,
 }
 
 /// Why the engine could not start.
@@ -196,6 +199,7 @@ impl Engine {
             governance: Arc::clone(&governance),
             guardrails: Arc::clone(&guardrails),
         }));
+        let federation = Arc::new(federation::Federation::new(config.federation.clone()));
         let issuer = Arc::new(Issuer::new(issuer::IssuerParts {
             store: Arc::clone(&store),
             clock: Arc::clone(&clock),
@@ -210,6 +214,8 @@ impl Engine {
             guardrails: Arc::clone(&guardrails),
             governance: Arc::clone(&governance),
             audit: Arc::clone(&audit),
+            federation: Arc::clone(&federation),
+            registry: Arc::clone(&registry),
         }));
         let decisions = Arc::new(Decisions::new(decisions::DecisionParts {
             store: Arc::clone(&store),
@@ -225,6 +231,14 @@ impl Engine {
             governance: Arc::clone(&governance),
             audit: Arc::clone(&audit),
             events: Arc::clone(&events),
+        }));
+        let signals = Arc::new(signals::Signals::new(signals::SignalParts {
+            federation,
+            registry: Arc::clone(&registry),
+            revocation: Arc::clone(&revocation),
+            store: Arc::clone(&store),
+            clock: Arc::clone(&clock),
+            receiver: config.issuer.clone(),
         }));
         let peps = Arc::new(Peps::load(Arc::clone(&store), Arc::clone(&clock), Arc::clone(&audit)).await?);
         let authzen = Arc::new(Authzen::new(
@@ -249,6 +263,7 @@ impl Engine {
             decisions,
             peps,
             authzen,
+            signals,
         })
     }
 
@@ -310,6 +325,11 @@ impl Engine {
     /// The issuer service.
     pub fn issuer(&self) -> &Issuer {
         &self.issuer
+    }
+
+    /// The Shared Signals receiver: security events from trusted identity providers.
+    pub fn signals(&self) -> &signals::Signals {
+        &self.signals
     }
 
     /// The decisions service.

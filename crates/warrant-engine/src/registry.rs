@@ -13,6 +13,7 @@ use crate::audit::Audit;
 use crate::clock::Clock;
 use crate::directory::Directory;
 use crate::error::{Classify, ErrorKind};
+use crate::federation::FederatedSignIn;
 use crate::govern::Governance;
 use crate::guard::Guardrails;
 use crate::keys::KeyManager;
@@ -226,6 +227,9 @@ pub struct Registry {
     audit: Arc<Audit>,
     governance: Arc<Governance>,
     guardrails: Arc<Guardrails>,
+    /// Held while a signed-in human is found, updated or registered, so two first
+    /// sign-ins of one person at once register them once (and audit it once).
+    signins: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -249,7 +253,17 @@ pub(crate) struct RegistryParts {
 impl Registry {
     pub(crate) fn new(parts: RegistryParts) -> Self {
         let RegistryParts { store, clock, sessions, directory, keys, audit, governance, guardrails } = parts;
-        Registry { store, clock, sessions, directory, keys, audit, governance, guardrails }
+        Registry {
+            store,
+            clock,
+            sessions,
+            directory,
+            keys,
+            audit,
+            governance,
+            guardrails,
+            signins: tokio::sync::Mutex::new(()),
+        }
     }
 
     /// Whether `id` names a registered agent (from memory).
@@ -297,6 +311,7 @@ impl Registry {
             created_at: self.clock.now(),
             roles: check_roles(&new.roles)?,
             external_id: new.external_id.as_deref().map(check_external_id).transpose()?,
+            identity: None,
         };
         if self.store.human_by_email(&human.email).await?.is_some() {
             return Err(RegistryError::Conflict(format!("a human with email `{}` already exists", human.email)));
@@ -317,6 +332,71 @@ impl Registry {
                 "a human with email `{}` or external id {:?} already exists",
                 human.email, human.external_id
             ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The human who signed in at a trusted identity provider: found by their identity
+    /// there, or registered now (audited as `human.add`, with the identity). Their
+    /// entitlements are what their groups give now; a change is audited as
+    /// `human.entitlements` and takes effect for the next warrant. A new human's email
+    /// must not be another human's: an identity provider cannot claim a human an
+    /// administrator registered (a `Conflict`).
+    pub async fn federated_human(&self, signin: &FederatedSignIn) -> Result<Human, RegistryError> {
+        let entitlements = parse_scope("entitlements", &signin.entitlements)?;
+        let _one_at_a_time = self.signins.lock().await;
+        if let Some(human) = self.store.human_by_identity(&signin.identity).await? {
+            if human.entitlements == entitlements {
+                return Ok(human);
+            }
+            let details = RegistryDetails::HumanEntitlements {
+                from: human.entitlements.clone(),
+                to: entitlements.clone(),
+                groups: signin.groups.clone(),
+            };
+            self.audit_registry(details, None, Some(&human.id)).await?;
+            if !self.store.set_human_entitlements(&human.id, &entitlements).await? {
+                return Err(RegistryError::NotFound { kind: "human", id: human.id.to_string() });
+            }
+            let human = Human { entitlements, ..human };
+            self.directory.put_human(human.clone());
+            tracing::info!(human = %human.id, "a signed-in human's entitlements changed with their groups");
+            return Ok(human);
+        }
+        let email = signin.email.as_deref().ok_or_else(|| {
+            RegistryError::Invalid("the ID token carries no `email` claim (ask for the `email` scope)".into())
+        })?;
+        let name: String = signin.name.chars().filter(|c| !c.is_control()).take(MAX_NAME).collect();
+        let human = Human {
+            id: random::human_id()?,
+            name: check_name(&name)?,
+            email: check_email(email)?,
+            entitlements,
+            status: HumanStatus::Active,
+            created_at: self.clock.now(),
+            roles: BTreeSet::new(),
+            external_id: None,
+            identity: Some(signin.identity.clone()),
+        };
+        if self.store.human_by_email(&human.email).await?.is_some() {
+            return Err(RegistryError::Conflict(format!(
+                "a human with email `{}` already exists and does not sign in at `{}`",
+                human.email, signin.identity.issuer
+            )));
+        }
+        self.audit_registry(RegistryDetails::HumanAdd(human.clone()), None, Some(&human.id)).await?;
+        match self.store.insert_human(&human).await {
+            Ok(()) => {
+                self.directory.put_human(human.clone());
+                tracing::info!(human = %human.id, issuer = %signin.identity.issuer, "registered a signed-in human");
+                Ok(human)
+            }
+            // Two first sign-ins at once: the other one registered them.
+            Err(StoreError::Conflict(_)) => {
+                self.store.human_by_identity(&signin.identity).await?.ok_or_else(|| {
+                    RegistryError::Conflict(format!("a human with email `{}` already exists", human.email))
+                })
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -345,6 +425,24 @@ impl Registry {
         let owned = self.directory.agents().into_iter().filter(|a| a.owner == human.id).map(|a| a.id.clone());
         self.governance.touch(owned.collect::<Vec<_>>());
         tracing::info!(human = %human.id, "disabled a human");
+        Ok(human)
+    }
+
+    /// Enables a disabled human again (audited as `human.enable`): decisions about their
+    /// live warrants are allowed again and new work may start on their behalf. Warrants
+    /// and sessions revoked meanwhile stay revoked.
+    pub async fn enable_human(&self, id: &str) -> Result<Human, RegistryError> {
+        let human = self.human(id).await?;
+        if human.is_active() {
+            return Ok(human);
+        }
+        self.audit_registry(RegistryDetails::HumanEnable, None, Some(&human.id)).await?;
+        self.store.set_human_status(&human.id, HumanStatus::Active).await?;
+        let human = Human { status: HumanStatus::Active, ..human };
+        self.directory.put_human(human.clone());
+        let owned = self.directory.agents().into_iter().filter(|a| a.owner == human.id).map(|a| a.id.clone());
+        self.governance.touch(owned.collect::<Vec<_>>());
+        tracing::info!(human = %human.id, "enabled a human");
         Ok(human)
     }
 

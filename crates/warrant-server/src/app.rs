@@ -13,7 +13,7 @@ use warrant_engine::Engine;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::routes::{
-    agents, audit, authzen, decisions, govern, guard, humans, keys, peps, policies, revocations, token, warrants,
+    agents, audit, authzen, decisions, govern, guard, humans, keys, peps, policies, revocations, ssf, token, warrants,
     wellknown,
 };
 
@@ -54,6 +54,8 @@ pub fn app(state: AppState, body_limit: usize) -> Router {
         .route("/v1/humans/{id}/sessions", post(humans::session))
         .route("/v1/humans/{id}/approver-sessions", post(humans::approver_session))
         .route("/v1/humans/{id}/disable", post(humans::disable))
+        .route("/v1/humans/{id}/enable", post(humans::enable))
+        .route("/ssf/receiver", post(ssf::receive))
         .route("/v1/humans/{id}/roles", put(humans::set_roles))
         .route("/v1/agents", post(agents::create).get(agents::list))
         .route("/v1/agents/{id}", get(agents::show).delete(agents::retire))

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use warrant_core::guard::rate::RateLimit;
 use warrant_core::Limits;
+use warrant_engine::federation::OidcProvider;
 
 /// The data directory when nothing else is configured.
 pub const DEFAULT_DATA_DIR: &str = "./warrant-data";
@@ -303,6 +304,67 @@ impl GatewayFile {
     }
 }
 
+/// The `[federation]` table: identity providers whose users sign in.
+///
+/// ```toml
+/// [[federation.oidc]]
+/// issuer = "https://login.example.com"       # https (http only on loopback hosts)
+/// audience = "warrant"                       # Warrant's client id at the provider
+/// groups_claim = "groups"                    # the default
+/// [federation.oidc.groups]
+/// support = ["tickets.*", "customers.read"]
+/// finance = ["payments.refund"]
+/// ```
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FederationFile {
+    /// Trusted OpenID providers.
+    #[serde(default)]
+    pub oidc: Vec<OidcFile>,
+}
+
+/// One `[[federation.oidc]]` entry.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OidcFile {
+    /// The provider's issuer identifier, exactly as its ID tokens' `iss`.
+    pub issuer: String,
+    /// The audience its ID tokens must name.
+    pub audience: String,
+    /// The claim with the user's groups (default `groups`).
+    pub groups_claim: Option<String>,
+    /// Permissions by group name.
+    #[serde(default)]
+    pub groups: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl FederationFile {
+    fn resolve(self) -> Result<Vec<OidcProvider>, ConfigError> {
+        let mut providers: Vec<OidcProvider> = Vec::new();
+        for (i, p) in self.oidc.into_iter().enumerate() {
+            let at = format!("`federation.oidc[{i}]`");
+            warrant_engine::federation::check_url(&p.issuer)
+                .map_err(|e| ConfigError::Invalid(format!("{at}: `issuer`: {e}")))?;
+            if providers.iter().any(|q| q.issuer == p.issuer) {
+                return Err(ConfigError::Invalid(format!("{at}: issuer `{}` is configured twice", p.issuer)));
+            }
+            if p.audience.trim().is_empty() {
+                return Err(ConfigError::Invalid(format!("{at}: `audience` must not be empty")));
+            }
+            for (group, permissions) in &p.groups {
+                warrant_core::Scope::parse_list(permissions.iter().map(String::as_str))
+                    .map_err(|e| ConfigError::Invalid(format!("{at}: `groups.{group}`: {e}")))?;
+            }
+            let groups_claim = p.groups_claim.unwrap_or_else(|| "groups".to_owned());
+            if groups_claim.trim().is_empty() {
+                return Err(ConfigError::Invalid(format!("{at}: `groups_claim` must not be empty")));
+            }
+            providers.push(OidcProvider { issuer: p.issuer, audience: p.audience, groups_claim, groups: p.groups });
+        }
+        Ok(providers)
+    }
+}
+
 /// The TOML configuration file. Every key is optional; unknown keys are an error.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -335,6 +397,8 @@ pub struct FileConfig {
     pub limits: Option<LimitsFile>,
     /// The MCP gateway served beside the API.
     pub gateway: Option<GatewayFile>,
+    /// Trusted identity providers (file only).
+    pub federation: Option<FederationFile>,
 }
 
 /// Values from flags or the environment (already merged by clap: flag over variable).
@@ -396,6 +460,8 @@ pub struct Settings {
     pub server_limits: ServerLimits,
     /// The MCP gateway served beside the API, if any.
     pub gateway: Option<GatewaySettings>,
+    /// Trusted OpenID providers whose users sign in.
+    pub federation: Vec<OidcProvider>,
 }
 
 /// The witness file for a data directory when none is configured:
@@ -432,6 +498,7 @@ impl FileConfig {
                 (Some(over), Some(under)) => Some(over.over(under)),
                 (over, under) => over.or(under),
             },
+            federation: self.federation.or(under.federation),
         }
     }
 }
@@ -488,6 +555,7 @@ impl Settings {
         let (govern, webhook) = c.governance.unwrap_or_default().resolve()?;
         let server_limits = c.limits.unwrap_or_default().resolve()?;
         let gateway = c.gateway.map(|g| g.resolve(listen)).transpose()?;
+        let federation = c.federation.unwrap_or_default().resolve()?;
         if let Some(issuer) = &c.issuer {
             if !(issuer.starts_with("https://") || issuer.starts_with("http://")) {
                 return Err(ConfigError::Invalid(format!("`issuer` `{issuer}` must be an http(s) URL")));
@@ -510,6 +578,7 @@ impl Settings {
             witness,
             server_limits,
             gateway,
+            federation,
         })
     }
 }
@@ -540,6 +609,34 @@ mod tests {
         let bad = FileConfig { listen: Some("nowhere".into()), ..Default::default() };
         assert!(Settings::from_config(bad).is_err());
         assert!(toml::from_str::<FileConfig>("unknown = 1").is_err());
+    }
+
+    #[test]
+    fn identity_providers_are_checked() {
+        let parse = |text: &str| Settings::from_config(toml::from_str::<FileConfig>(text).unwrap());
+        assert!(parse("").unwrap().federation.is_empty());
+        let s = parse(
+            "[[federation.oidc]]\nissuer = \"https://idp.example\"\naudience = \"warrant\"\n\
+             [federation.oidc.groups]\nsupport = [\"tickets.*\"]",
+        )
+        .unwrap();
+        assert_eq!(s.federation.len(), 1);
+        assert_eq!(s.federation[0].groups_claim, "groups");
+        assert_eq!(s.federation[0].groups["support"], vec!["tickets.*".to_owned()]);
+        for (text, why) in [
+            ("[[federation.oidc]]\nissuer = \"http://idp.example\"\naudience = \"w\"", "https"),
+            ("[[federation.oidc]]\nissuer = \"https://idp.example\"\naudience = \" \"", "audience"),
+            (
+                "[[federation.oidc]]\nissuer = \"https://i\"\naudience = \"w\"\n[[federation.oidc]]\nissuer = \"https://i\"\naudience = \"v\"",
+                "twice",
+            ),
+            ("[[federation.oidc]]\nissuer = \"https://i\"\naudience = \"w\"\ngroups = { a = [\"\"] }", "groups.a"),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(why), "{text}: {e}");
+        }
+        // http on loopback is for tests and local providers.
+        assert!(parse("[[federation.oidc]]\nissuer = \"http://127.0.0.1:9\"\naudience = \"w\"").is_ok());
     }
 
     #[test]

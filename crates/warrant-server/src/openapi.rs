@@ -5,7 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    agents, audit, authzen, decisions, govern, guard, humans, keys, peps, policies, revocations, token, warrants,
+    agents, audit, authzen, decisions, govern, guard, humans, keys, peps, policies, revocations, ssf, token, warrants,
     wellknown,
 };
 
@@ -16,7 +16,7 @@ use crate::routes::{
     paths(
         wellknown::jwks, wellknown::metadata, wellknown::openapi, wellknown::health, keys::rotate,
         token::token,
-        humans::create, humans::list, humans::show, humans::disable, humans::set_roles, humans::session, humans::approver_session,
+        humans::create, humans::list, humans::show, humans::disable, humans::enable, humans::set_roles, humans::session, humans::approver_session,
         agents::create, agents::list, agents::show, agents::suspend, agents::resume, agents::retire,
         decisions::authorize, decisions::batch,
         guard::list, guard::show, guard::approve, guard::reject, guard::trust, guard::events,
@@ -25,7 +25,7 @@ use crate::routes::{
         revocations::revoke, revocations::task, revocations::complete, warrants::show,
         policies::show, policies::history, policies::reload,
         audit::query, audit::record, audit::trace, audit::verify,
-        peps::create, peps::list, peps::revoke,
+        peps::create, peps::list, peps::revoke, ssf::receive,
         authzen::evaluation, authzen::evaluations, authzen::configuration,
         wellknown::metrics,
     ),

@@ -239,6 +239,7 @@ impl BoundServer {
         config.policy_dir = Some(settings.data.join(POLICY_DIR));
         config.kek = Some(kek);
         config.audit.witness = Some(settings.witness.clone());
+        config.federation = settings.federation.clone();
         let engine = Engine::open(Arc::new(store), Arc::new(SystemClock), config).await?;
         let metrics = Arc::new(crate::metrics::Metrics::new()?);
         let limits = Arc::new(crate::ratelimit::RateLimits::new(&settings.server_limits));

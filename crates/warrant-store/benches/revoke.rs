@@ -77,6 +77,7 @@ async fn fixture() -> Fixture {
         created_at: UnixTime(T0),
         roles: Default::default(),
         external_id: None,
+        identity: None,
     };
     store.insert_human(&human).await.unwrap();
     let agent = |n: u8| Agent {

@@ -17,7 +17,8 @@ pub mod sqlite;
 
 use async_trait::async_trait;
 use warrant_core::{
-    Agent, AgentId, AgentStatus, Human, HumanId, HumanStatus, PepId, PublicJwk, Scope, TaskId, UnixTime, WarrantId,
+    Agent, AgentId, AgentStatus, FederatedIdentity, Human, HumanId, HumanStatus, PepId, PublicJwk, Scope, TaskId,
+    UnixTime, WarrantId,
 };
 
 pub use audit::{AuditFilter, AuditRow, AuditStore, StoredCheckpoint};
@@ -59,6 +60,10 @@ pub trait HumanStore: Send + Sync {
     async fn human_by_email(&self, email: &str) -> Result<Option<Human>, StoreError>;
     /// Every human, oldest first.
     async fn list_humans(&self) -> Result<Vec<Human>, StoreError>;
+    /// The human signed in from an identity provider as `identity`, if any.
+    async fn human_by_identity(&self, identity: &FederatedIdentity) -> Result<Option<Human>, StoreError>;
+    /// Replaces a human's entitlements; `false` when there is no such human.
+    async fn set_human_entitlements(&self, id: &HumanId, entitlements: &Scope) -> Result<bool, StoreError>;
     /// Sets a human's status; `false` when there is no such human.
     async fn set_human_status(&self, id: &HumanId, status: HumanStatus) -> Result<bool, StoreError>;
     /// Replaces a human's roles; `false` when there is no such human.

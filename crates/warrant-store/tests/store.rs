@@ -17,8 +17,8 @@ use warrant_core::audit::{chain, AuditEntry, AuditKind, GENESIS};
 use warrant_core::govern::{Acceptance, AgentUsage, Finding, FindingKind, FindingStatus, Severity};
 use warrant_core::guard::approval::{Approval, ApprovalStatus, Approver};
 use warrant_core::{
-    Actor, Agent, AgentId, AgentStatus, ApprovalId, Human, HumanId, HumanStatus, Mode, PepId, PublicJwk, Scope,
-    TaskClaim, TaskId, UnixTime, WarrantClaims, WarrantId,
+    Actor, Agent, AgentId, AgentStatus, ApprovalId, FederatedIdentity, Human, HumanId, HumanStatus, Mode, PepId,
+    PublicJwk, Scope, TaskClaim, TaskId, UnixTime, WarrantClaims, WarrantId,
 };
 use warrant_store::{
     AgentStore as _, Attestation, AuditRow, AuditStore as _, FindingFilter, GovernStore as _, GuardStore as _,
@@ -45,6 +45,7 @@ macro_rules! conformance {
             check_set_human_status,
             check_human_roles,
             check_human_external_id,
+            check_human_identity,
             check_agent_round_trip,
             check_agent_owner_must_exist,
             check_agent_duplicate_id_conflicts,
@@ -131,6 +132,7 @@ fn human(n: u8, created_at: i64) -> Human {
         created_at: UnixTime(created_at),
         roles: Default::default(),
         external_id: None,
+        identity: None,
     }
 }
 
@@ -273,6 +275,27 @@ async fn check_human_duplicate_email_conflicts(store: &dyn Store) {
     assert_eq!(store.list_humans().await.unwrap(), vec![h.clone()]);
     assert_eq!(store.human_by_email(&h.email).await.unwrap(), Some(h));
     assert_eq!(store.human_by_email("nobody@example.com").await.unwrap(), None);
+}
+
+async fn check_human_identity(store: &dyn Store) {
+    let idp = |issuer: &str, subject: &str| FederatedIdentity { issuer: issuer.into(), subject: subject.into() };
+    let signed_in = Human { identity: Some(idp("https://idp.example", "u-1")), ..human(1, 100) };
+    store.insert_human(&signed_in).await.unwrap();
+    store.insert_human(&human(2, 200)).await.unwrap();
+    assert_eq!(store.human_by_identity(&idp("https://idp.example", "u-1")).await.unwrap(), Some(signed_in.clone()));
+    assert_eq!(store.get_human(&signed_in.id).await.unwrap(), Some(signed_in.clone()));
+    // The pair is the key: the same subject at another provider is someone else.
+    assert_eq!(store.human_by_identity(&idp("https://other.example", "u-1")).await.unwrap(), None);
+    assert_eq!(store.human_by_identity(&idp("https://idp.example", "u-2")).await.unwrap(), None);
+    let again = Human { identity: Some(idp("https://idp.example", "u-1")), ..human(3, 300) };
+    assert_conflict(store.insert_human(&again).await, "a second human with one identity");
+    let elsewhere = Human { identity: Some(idp("https://other.example", "u-1")), ..human(4, 400) };
+    store.insert_human(&elsewhere).await.unwrap();
+
+    assert!(store.set_human_entitlements(&signed_in.id, &scope("tickets.read")).await.unwrap());
+    let got = store.get_human(&signed_in.id).await.unwrap().unwrap();
+    assert_eq!(got, Human { entitlements: scope("tickets.read"), ..signed_in });
+    assert!(!store.set_human_entitlements(&HumanId::from_random([9; 12]), &scope("x")).await.unwrap());
 }
 
 async fn check_set_human_status(store: &dyn Store) {
@@ -1656,9 +1679,32 @@ fn current_schema_version() -> i64 {
     db.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap()
 }
 
-/// Undoes the migration that gave humans an external id.
-const UNDO_MIGRATION_EXTERNAL_ID: &str =
-    "DROP INDEX humans_external_id; ALTER TABLE humans DROP COLUMN external_id; PRAGMA user_version = 9;";
+/// Undoes the migration that gave humans an identity at a provider.
+const UNDO_MIGRATION_IDENTITY: &str = "DROP INDEX humans_identity; ALTER TABLE humans DROP COLUMN idp_subject; \
+     ALTER TABLE humans DROP COLUMN idp_issuer; PRAGMA user_version = 10;";
+
+/// Undoes the migrations that gave humans an identity at a provider and an external id.
+const UNDO_MIGRATION_EXTERNAL_ID: &str = "DROP INDEX humans_identity; ALTER TABLE humans DROP COLUMN idp_subject; \
+     ALTER TABLE humans DROP COLUMN idp_issuer; DROP INDEX humans_external_id; \
+     ALTER TABLE humans DROP COLUMN external_id; PRAGMA user_version = 9;";
+
+/// The migration that gives humans an identity at a provider gives those registered
+/// before it none, and they read back unchanged.
+#[tokio::test]
+async fn migration_gives_existing_humans_no_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("warrant.db");
+    let h = human(1, 100);
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        store.insert_human(&h).await.unwrap();
+    }
+    let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch(UNDO_MIGRATION_IDENTITY).unwrap();
+    drop(db);
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.get_human(&h.id).await.unwrap(), Some(h));
+}
 
 /// Undoes the migration that gave humans roles.
 const UNDO_MIGRATION_HUMAN_ROLES: &str = "ALTER TABLE humans DROP COLUMN roles; PRAGMA user_version = 8;";

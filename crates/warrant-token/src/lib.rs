@@ -16,6 +16,7 @@ pub mod assertion;
 pub mod checkpoint;
 pub mod jws;
 pub mod keys;
+pub mod oidc;
 pub mod ring;
 pub mod seal;
 pub mod session;

@@ -252,6 +252,10 @@ pub struct WarrantDetails {
     pub kid: String,
     /// The warrant's budget limits, by counter.
     pub budget: BTreeMap<String, i64>,
+    /// For a warrant exchanged for an identity provider's ID token: the provider and the
+    /// human's subject there. Omitted otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<crate::registry::FederatedIdentity>,
 }
 
 impl WarrantDetails {
@@ -288,12 +292,24 @@ pub enum RegistryDetails {
     HumanAdd(Human),
     /// `human.disable`: `{"status": "disabled"}`.
     HumanDisable,
+    /// `human.enable`: a disabled human enabled again, `{"status": "active"}`.
+    HumanEnable,
     /// `human.roles`: a human's roles replaced, `{"from": [...], "to": [...]}`.
     HumanRoles {
         /// The roles before.
         from: BTreeSet<String>,
         /// The roles after.
         to: BTreeSet<String>,
+    },
+    /// `human.entitlements`: a signed-in human's entitlements recomputed from their
+    /// identity provider's groups, `{"from": scope, "to": scope, "groups": [...]}`.
+    HumanEntitlements {
+        /// The entitlements before.
+        from: Scope,
+        /// The entitlements after.
+        to: Scope,
+        /// The groups the provider sent.
+        groups: Vec<String>,
     },
     /// `agent.add`: the agent as registered.
     AgentAdd(Agent),
@@ -341,7 +357,9 @@ impl RegistryDetails {
         match self {
             RegistryDetails::HumanAdd(_) => "human.add".into(),
             RegistryDetails::HumanDisable => "human.disable".into(),
+            RegistryDetails::HumanEnable => "human.enable".into(),
             RegistryDetails::HumanRoles { .. } => "human.roles".into(),
+            RegistryDetails::HumanEntitlements { .. } => "human.entitlements".into(),
             RegistryDetails::AgentAdd(_) => "agent.add".into(),
             RegistryDetails::AgentStatus(status) => format!("agent.{}", status.as_str()),
             RegistryDetails::AgentMaxScope { .. } => "agent.max_scope".into(),
@@ -371,6 +389,12 @@ impl Serialize for RegistryDetails {
             to: &'a BTreeSet<String>,
         }
         #[derive(Serialize)]
+        struct Entitlements<'a> {
+            from: &'a Scope,
+            to: &'a Scope,
+            groups: &'a [String],
+        }
+        #[derive(Serialize)]
         struct Key<'a> {
             from: &'a str,
             to: &'a str,
@@ -392,7 +416,11 @@ impl Serialize for RegistryDetails {
             RegistryDetails::HumanDisable => {
                 map.serialize_entry("change", &Status { status: HumanStatus::Disabled })?
             }
+            RegistryDetails::HumanEnable => map.serialize_entry("change", &Status { status: HumanStatus::Active })?,
             RegistryDetails::HumanRoles { from, to } => map.serialize_entry("change", &Roles { from, to })?,
+            RegistryDetails::HumanEntitlements { from, to, groups } => {
+                map.serialize_entry("change", &Entitlements { from, to, groups })?;
+            }
             RegistryDetails::AgentAdd(agent) => map.serialize_entry("change", agent)?,
             RegistryDetails::AgentStatus(status) => map.serialize_entry("change", &Status { status })?,
             RegistryDetails::AgentMaxScope { from, to, finding, by } => {
@@ -758,6 +786,7 @@ mod tests {
 
     fn warrant(parent: Option<WarrantId>) -> WarrantDetails {
         WarrantDetails {
+            identity: None,
             sub: human_id().to_string(),
             mode: Mode::Delegated,
             scope: "crm.read".into(),
@@ -839,6 +868,7 @@ mod tests {
             created_at: UnixTime(0),
             roles: Default::default(),
             external_id: None,
+            identity: None,
         }
     }
 

@@ -542,6 +542,7 @@ mod tests {
             created_at: UnixTime(0),
             roles: Default::default(),
             external_id: None,
+            identity: None,
         }
     }
 

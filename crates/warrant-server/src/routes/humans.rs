@@ -56,10 +56,23 @@ pub struct HumanView {
     pub roles: Vec<String>,
     /// The identity provider's id for the human, if any.
     pub external_id: Option<String>,
+    /// For a human who signs in at a trusted OpenID provider: the provider and who they
+    /// are there. Absent for humans an administrator registered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<IdentityView>,
     /// `active` or `disabled`.
     pub status: String,
     /// Unix seconds.
     pub created_at: i64,
+}
+
+/// Where a signed-in human comes from.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IdentityView {
+    /// The provider's issuer.
+    pub issuer: String,
+    /// The human's subject (`sub`) there.
+    pub subject: String,
 }
 
 impl From<Human> for HumanView {
@@ -72,6 +85,7 @@ impl From<Human> for HumanView {
             entitlements: h.entitlements.into(),
             roles: h.roles.into_iter().collect(),
             external_id: h.external_id,
+            identity: h.identity.map(|i| IdentityView { issuer: i.issuer, subject: i.subject }),
             status: status.into(),
             created_at: h.created_at.0,
         }
@@ -143,6 +157,18 @@ pub async fn disable(
     Path(id): Path<String>,
 ) -> Result<JsonOut<HumanView>, ApiError> {
     Ok(JsonOut(state.engine.registry().disable_human(&id).await?.into()))
+}
+
+/// Enables a disabled human again.
+#[utoipa::path(post, path = "/v1/humans/{id}/enable", tag = "humans", security(("admin" = [])),
+    params(("id" = String, Path, description = "human id")),
+    responses((status = 200, body = HumanView), (status = 404, body = ErrorBody)))]
+pub async fn enable(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<JsonOut<HumanView>, ApiError> {
+    Ok(JsonOut(state.engine.registry().enable_human(&id).await?.into()))
 }
 
 /// Replaces a human's roles.

@@ -11,6 +11,7 @@ pub mod keys;
 pub mod peps;
 pub mod policies;
 pub mod revocations;
+pub mod ssf;
 pub mod token;
 pub mod warrants;
 pub mod wellknown;

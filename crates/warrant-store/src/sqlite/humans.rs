@@ -4,13 +4,14 @@ use std::collections::BTreeSet;
 
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension, Row};
-use warrant_core::{Human, HumanId, HumanStatus, Scope, UnixTime};
+use warrant_core::{FederatedIdentity, Human, HumanId, HumanStatus, Scope, UnixTime};
 
 use super::{col, json, time, to_text, word, SqliteStore};
 use crate::records::{SessionPurpose, SessionRecord};
 use crate::{HumanStore, StoreError};
 
-const HUMAN_COLS: &str = "id, name, email, entitlements, status, created_at, roles, external_id";
+const HUMAN_COLS: &str =
+    "id, name, email, entitlements, status, created_at, roles, external_id, idp_issuer, idp_subject";
 
 fn human_row(row: &Row<'_>) -> rusqlite::Result<Human> {
     Ok(Human {
@@ -22,6 +23,10 @@ fn human_row(row: &Row<'_>) -> rusqlite::Result<Human> {
         created_at: time(row, 5)?,
         roles: col(row, 6, json::<BTreeSet<String>>)?,
         external_id: row.get(7)?,
+        identity: match (row.get::<_, Option<String>>(8)?, row.get::<_, Option<String>>(9)?) {
+            (Some(issuer), Some(subject)) => Some(FederatedIdentity { issuer, subject }),
+            _ => None,
+        },
     })
 }
 
@@ -43,11 +48,26 @@ impl HumanStore for SqliteStore {
         let entitlements = serde_json::to_string(&h.entitlements).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let status = to_text(&h.status)?;
         let roles = serde_json::to_string(&h.roles).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let (idp_issuer, idp_subject) = match &h.identity {
+            Some(i) => (Some(i.issuer.clone()), Some(i.subject.clone())),
+            None => (None, None),
+        };
         self.run(move |c| {
             c.execute(
-                "INSERT INTO humans (id, name, email, entitlements, status, created_at, roles, external_id) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![h.id.as_str(), h.name, h.email, entitlements, status, h.created_at.0, roles, h.external_id],
+                "INSERT INTO humans (id, name, email, entitlements, status, created_at, roles, external_id, \
+                 idp_issuer, idp_subject) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    h.id.as_str(),
+                    h.name,
+                    h.email,
+                    entitlements,
+                    status,
+                    h.created_at.0,
+                    roles,
+                    h.external_id,
+                    idp_issuer,
+                    idp_subject
+                ],
             )?;
             Ok(())
         })
@@ -68,6 +88,24 @@ impl HumanStore for SqliteStore {
         self.run(move |c| {
             Ok(c.query_row(&format!("SELECT {HUMAN_COLS} FROM humans WHERE email = ?1"), [email], human_row)
                 .optional()?)
+        })
+        .await
+    }
+
+    async fn human_by_identity(&self, identity: &FederatedIdentity) -> Result<Option<Human>, StoreError> {
+        let FederatedIdentity { issuer, subject } = identity.clone();
+        self.run(move |c| {
+            let sql = format!("SELECT {HUMAN_COLS} FROM humans WHERE idp_issuer = ?1 AND idp_subject = ?2");
+            Ok(c.query_row(&sql, params![issuer, subject], human_row).optional()?)
+        })
+        .await
+    }
+
+    async fn set_human_entitlements(&self, id: &HumanId, entitlements: &Scope) -> Result<bool, StoreError> {
+        let id = id.clone();
+        let text = serde_json::to_string(entitlements).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.run(move |c| {
+            Ok(c.execute("UPDATE humans SET entitlements = ?2 WHERE id = ?1", params![id.as_str(), text])? > 0)
         })
         .await
     }

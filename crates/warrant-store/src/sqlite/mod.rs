@@ -48,6 +48,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0008_peps_warrant_claims.sql"),
     include_str!("../../migrations/sqlite/0009_human_roles.sql"),
     include_str!("../../migrations/sqlite/0010_human_external_id.sql"),
+    include_str!("../../migrations/sqlite/0011_human_identity.sql"),
 ];
 
 /// The SQLite store.
