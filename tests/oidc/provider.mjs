@@ -81,7 +81,7 @@ const provider = new Provider(issuer, {
   claims: {
     openid: ['sub'],
     profile: ['name'],
-    email: ['email'],
+    email: ['email', 'email_verified'],
     groups: ['groups'],
   },
   // Put the scopes' claims in the ID token itself, not only at the userinfo endpoint.
@@ -110,7 +110,7 @@ const provider = new Provider(issuer, {
       async claims() {
         // Read again here: the groups are whatever the file says when the token is made.
         const now = account(sub) ?? found;
-        return { sub, name: now.name, email: now.email, groups: now.groups ?? [] };
+        return { sub, name: now.name, email: now.email, email_verified: now.email_verified ?? true, groups: now.groups ?? [] };
       },
     };
   },

@@ -109,8 +109,12 @@ def test_a_signed_in_user_gets_a_delegated_warrant_and_their_groups_decide_its_s
     assert now["entitlements"] == ["tickets.*"]
     # The change itself is on the record, with the groups that caused it.
     changes = server.admin_ok("GET", "/v1/audit?kind=registry")["records"]
-    change = [r for r in changes if r["details"].get("op") == "human.entitlements"]
-    assert change and change[0]["details"]["change"]["groups"] == ["support"], change
+    change = [
+        {k: sorted(v) for k, v in r["details"]["change"].items()}
+        for r in changes
+        if r["details"].get("op") == "human.entitlements" and r["human"] == root.subject
+    ]
+    assert {"from": ["payments.*", "tickets.*"], "to": ["tickets.*"], "groups": ["support"]} in change, change
     # Signing in again is the same human, not a second one.
     assert len([h for h in humans(server) if h.get("identity")]) == 1
 
@@ -137,6 +141,7 @@ def test_tokens_not_from_the_provider_for_warrant_are_invalid_grant_and_create_n
         "iat": now,
         "exp": now + 300,
         "email": f"{subject}@example.com",
+        "email_verified": True,
         "groups": ["admins"],
     }
     # The provider's own key signs a well-formed token: accepted (so the cases below fail
@@ -179,6 +184,21 @@ def test_a_token_without_email_creates_nobody_and_says_why(
     assert humans(server) == before
 
 
+def test_an_unverified_email_registers_nobody(
+    server: Server, provider: Provider, assistant: AgentKey, client: WarrantClient
+):
+    now = int(time.time())
+    claims = {"iss": provider.issuer, "sub": "unverified", "aud": CLIENT_ID, "iat": now, "exp": now + 60,
+              "email": "ceo@example.com"}
+    before = humans(server)
+    for verified in ({}, {"email_verified": False}):
+        with pytest.raises(OAuthError) as refused:
+            exchange(client, assistant, forged(provider, {**claims, **verified}), scope="tickets.read")
+        assert refused.value.error == "invalid_grant"
+        assert "not verified" in (refused.value.error_description or ""), refused.value
+    assert humans(server) == before
+
+
 def test_an_email_of_an_administrator_registered_human_is_not_taken_over(
     server: Server, provider: Provider, assistant: AgentKey, client: WarrantClient
 ):
@@ -187,12 +207,14 @@ def test_an_email_of_an_administrator_registered_human_is_not_taken_over(
     )
     now = int(time.time())
     claims = {"iss": provider.issuer, "sub": "bob", "aud": CLIENT_ID, "iat": now, "exp": now + 60}
-    token = forged(provider, {**claims, "email": "bob@example.com", "groups": ["admins"]})
+    token = forged(provider, {**claims, "email": "bob@example.com", "email_verified": True, "groups": ["admins"]})
     with pytest.raises(OAuthError) as refused:
         exchange(client, assistant, token, scope="tickets.read")
     assert refused.value.error == "invalid_grant"
+    assert "already exists" in (refused.value.error_description or ""), refused.value
     bob = [h for h in humans(server) if h["id"] == taken["id"]][0]
     assert "identity" not in bob and bob["entitlements"] == ["tickets.*"]
+    assert not [h for h in humans(server) if h.get("identity", {}).get("subject") == "bob"]
 
 
 
@@ -204,7 +226,7 @@ def test_concurrent_first_sign_ins_register_the_person_once(
     token = forged(
         provider,
         {"iss": provider.issuer, "sub": subject, "aud": CLIENT_ID, "iat": now, "exp": now + 120,
-         "email": f"{subject}@example.com", "groups": ["support"]},
+         "email": f"{subject}@example.com", "email_verified": True, "groups": ["support"]},
     )
 
     def one(_: int) -> str:
@@ -227,7 +249,8 @@ CAEP = "https://schemas.openid.net/secevent/caep/event-type/"
 
 
 def security_event(provider: Provider, event: str, subject: str, key: Any = None, kid: str | None = None,
-                   aud: str = CLIENT_ID, typ: str = "secevent+jwt", iss: str | None = None) -> str:
+                   aud: str = CLIENT_ID, typ: str = "secevent+jwt", iss: str | None = None,
+                   iat: int | None = None, more: dict[str, Any] | None = None) -> str:
     """A SET signed by `key` (default: the provider's own key), as a transmitter makes it."""
     if key is None:
         jwk = next(k for k in provider.signing_keys() if k["alg"] == "RS256")
@@ -236,10 +259,10 @@ def security_event(provider: Provider, event: str, subject: str, key: Any = None
     claims = {
         "iss": issuer,
         "aud": aud,
-        "iat": int(time.time()),
+        "iat": iat or int(time.time()),
         "jti": uuid.uuid4().hex,
         "sub_id": {"format": "iss_sub", "iss": issuer, "sub": subject},
-        "events": {event: {"event_timestamp": int(time.time())}},
+        "events": {event: {"event_timestamp": int(time.time())}, **(more or {})},
     }
     alg = "RS256" if isinstance(key, RSAKey) else "ES256"
     return jwt.encode({"alg": alg, "kid": kid or "k", "typ": typ}, claims, key)
@@ -273,21 +296,38 @@ def test_security_events_disable_and_revoke_and_bad_ones_change_nothing(
         assert reply.json()["err"] == err, reply.text
     reply = push(server, security_event(provider, RISC + "account-disabled", "alice"), media="application/jwt")
     assert reply.status_code == 400 and reply.json()["err"] == "invalid_request"
+    # Too old to act on; one event about another provider's user refuses the whole SET.
+    stale = security_event(provider, RISC + "account-disabled", "alice", iat=int(time.time()) - 3600)
+    assert push(server, stale).json()["err"] == "invalid_request"
+    foreign_subject = {"subject": {"format": "iss_sub", "iss": "https://elsewhere.example", "sub": "x"}}
+    mixed = security_event(provider, RISC + "account-disabled", "alice", more={CAEP + "credential-change": foreign_subject})
+    reply = push(server, mixed)
+    assert reply.status_code == 400 and reply.json()["err"] == "invalid_request", reply.text
+    # An event type Warrant does not act on: accepted, nothing changes.
+    other_type = security_event(provider, CAEP + "device-compliance-change", "alice")
+    assert push(server, other_type).status_code == 202
     # Someone Warrant does not know: accepted, nothing changes.
     assert push(server, security_event(provider, RISC + "account-disabled", "nobody")).status_code == 202
     assert client.authorize(warrant, "tickets.read", "tickets/1").decision == "allow"
 
     # account-disabled: the human is disabled, and their live warrant is denied at once.
-    assert push(server, security_event(provider, RISC + "account-disabled", "alice")).status_code == 202
+    disabled = security_event(provider, RISC + "account-disabled", "alice")
+    assert push(server, disabled).status_code == 202
     denied = client.authorize(warrant, "tickets.read", "tickets/1")
     assert denied.decision == "deny" and denied.code == "human", denied
     assert [h for h in humans(server) if h["id"] == alice][0]["status"] == "disabled"
-    with pytest.raises(OAuthError):
+    with pytest.raises(OAuthError) as refused:
         exchange(client, assistant, login(provider, "alice", "correct horse"), scope="tickets.read")
+    assert refused.value.error == "invalid_grant" and "disabled" in (refused.value.error_description or "")
+    # The same SET delivered again (a transmitter's retry, or a replay) is not acted on twice.
+    assert push(server, disabled).status_code == 202
 
     # An administrator enables her again: the same warrant is allowed again.
     enabled = server.admin_ok("POST", f"/v1/humans/{alice}/enable")
     assert enabled["status"] == "active"
+    assert client.authorize(warrant, "tickets.read", "tickets/1").decision == "allow"
+    # Replaying the old SET does not disable her again.
+    assert push(server, disabled).status_code == 202
     assert client.authorize(warrant, "tickets.read", "tickets/1").decision == "allow"
 
     # session-revoked: every live warrant of hers ends; signing in again still works.

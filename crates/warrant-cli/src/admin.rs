@@ -122,6 +122,14 @@ pub enum AgentCmd {
         /// Agent id.
         id: String,
     },
+    /// Hand an agent to another owner (an active human), e.g. when its owner left.
+    Transfer {
+        /// Agent id.
+        id: String,
+        /// The new owner's human id.
+        #[arg(long)]
+        owner: String,
+    },
     /// Retire an agent for good.
     Retire {
         /// Agent id.
@@ -234,6 +242,10 @@ pub async fn agent(conn: &Conn, cmd: AgentCmd) -> CliResult {
         }
         AgentCmd::Resume { id } => {
             print(conn.json, &client.post(&format!("/v1/agents/{id}/resume"), &json!({})).await?, one)
+        }
+        AgentCmd::Transfer { id, owner } => {
+            let body = json!({ "owner": owner });
+            print(conn.json, &client.post(&format!("/v1/agents/{id}/owner"), &body).await?, one)
         }
         AgentCmd::Retire { id } => print(conn.json, &client.delete(&format!("/v1/agents/{id}")).await?, one),
         AgentCmd::Trust { id } => return crate::guard::trust(conn, id).await,

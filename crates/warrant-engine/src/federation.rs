@@ -15,6 +15,9 @@ use warrant_token::oidc::{self, IdTokenError, ProviderKeys};
 
 /// The shortest time between two key fetches of one provider, seconds.
 pub const REFETCH_EVERY_SECS: i64 = 10;
+/// How long fetched keys are used before they are fetched again, seconds: a key the
+/// provider removed is refused at most this long after.
+pub const KEYS_MAX_AGE_SECS: i64 = 3600;
 /// The largest discovery or JWKS document read, bytes.
 const MAX_DOCUMENT: usize = 1024 * 1024;
 
@@ -29,6 +32,9 @@ pub struct OidcProvider {
     pub groups_claim: String,
     /// Permissions by group: a human's entitlements are the union for their groups.
     pub groups: BTreeMap<String, Vec<String>>,
+    /// Whether a new human may be registered with an email the provider does not mark
+    /// `email_verified: true` (for providers that never send the claim). Default false.
+    pub trust_unverified_email: bool,
 }
 
 /// Whether `url` may be fetched: `https`, or `http` on a loopback host only.
@@ -57,6 +63,9 @@ pub struct FederatedSignIn {
     pub name: String,
     /// The `email` claim, when present.
     pub email: Option<String>,
+    /// Whether the email may name a new human: `email_verified` is `true`, or the
+    /// provider is configured to be trusted without it.
+    pub email_trusted: bool,
     /// The user's groups, as the provider sent them.
     pub groups: Vec<String>,
     /// The permissions the groups give under the provider's rules.
@@ -81,7 +90,35 @@ pub enum FederationError {
 struct Keys {
     jwks_uri: Option<String>,
     keys: Arc<ProviderKeys>,
+    /// When the keys were last fetched.
     fetched_at: Option<UnixTime>,
+    /// When a fetch was last tried, whether it worked or not.
+    attempted_at: Option<UnixTime>,
+}
+
+impl Keys {
+    fn fresh(&self, now: UnixTime) -> bool {
+        self.fetched_at.is_some_and(|at| now.0.saturating_sub(at.0) < KEYS_MAX_AGE_SECS)
+    }
+
+    /// Whether to fetch now: never more than once per [`REFETCH_EVERY_SECS`]; when the
+    /// keys are stale or missing, or `again` (a token named a key not held).
+    fn due(&self, now: UnixTime, again: bool) -> bool {
+        match self.attempted_at {
+            None => true,
+            Some(at) => (again || !self.fresh(now)) && now.0.saturating_sub(at.0) >= REFETCH_EVERY_SECS,
+        }
+    }
+
+    fn usable(&self, now: UnixTime) -> Result<Arc<ProviderKeys>, FederationError> {
+        if self.fresh(now) {
+            Ok(Arc::clone(&self.keys))
+        } else {
+            Err(FederationError::Unavailable(format!(
+                "the provider's keys could not be fetched (tried again at most every {REFETCH_EVERY_SECS} s)"
+            )))
+        }
+    }
 }
 
 struct Provider {
@@ -92,7 +129,8 @@ struct Provider {
 /// The trusted providers and their cached keys.
 pub struct Federation {
     providers: Vec<Provider>,
-    http: reqwest::Client,
+    /// `None` when the client could not be built: every fetch fails (closed).
+    http: Option<reqwest::Client>,
 }
 
 impl std::fmt::Debug for Federation {
@@ -107,9 +145,10 @@ impl Federation {
     pub fn new(providers: Vec<OidcProvider>) -> Self {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
-            .timeout(std::time::Duration::from_secs(10))
+            .timeout(std::time::Duration::from_secs(5))
             .build()
-            .unwrap_or_default();
+            .map_err(|e| tracing::error!(error = %e, "no HTTP client for identity providers; their tokens are refused"))
+            .ok();
         for p in &providers {
             tracing::info!(issuer = %p.issuer, audience = %p.audience, "trusting an identity provider's ID tokens");
         }
@@ -140,9 +179,11 @@ impl Federation {
         };
         let groups = claims.strings(&provider.config.groups_claim);
         let entitlements = oidc::permissions_of(&groups, &provider.config.groups);
+        let verified = claims.all.get("email_verified").and_then(serde_json::Value::as_bool) == Some(true);
         Ok(FederatedSignIn {
             name: claims.text("name").filter(|n| !n.trim().is_empty()).unwrap_or(&claims.sub).to_owned(),
             email: claims.text("email").map(str::to_owned),
+            email_trusted: verified || provider.config.trust_unverified_email,
             identity: FederatedIdentity { issuer: claims.iss, subject: claims.sub },
             groups,
             entitlements,
@@ -174,8 +215,9 @@ impl Federation {
         Ok((provider.config.issuer.clone(), set))
     }
 
-    /// The provider's keys: cached, or fetched when there are none yet, or when `again`
-    /// and the last fetch is at least [`REFETCH_EVERY_SECS`] old.
+    /// The provider's keys: cached while fresh ([`KEYS_MAX_AGE_SECS`]); fetched when
+    /// missing or stale, or when `again` (a token named a key not held), at most once per
+    /// [`REFETCH_EVERY_SECS`] whether the last try worked or not. One fetch at a time.
     async fn keys(
         &self,
         provider: &Provider,
@@ -184,15 +226,15 @@ impl Federation {
     ) -> Result<Arc<ProviderKeys>, FederationError> {
         {
             let cached = provider.keys.read().await;
-            let fresh = cached.fetched_at.is_some_and(|at| !again || now.0 - at.0 < REFETCH_EVERY_SECS);
-            if fresh {
-                return Ok(Arc::clone(&cached.keys));
+            if !cached.due(now, again) {
+                return cached.usable(now);
             }
         }
         let mut cached = provider.keys.write().await;
-        if cached.fetched_at.is_some_and(|at| !again || now.0 - at.0 < REFETCH_EVERY_SECS) {
-            return Ok(Arc::clone(&cached.keys));
+        if !cached.due(now, again) {
+            return cached.usable(now);
         }
+        cached.attempted_at = Some(now);
         let jwks_uri = match &cached.jwks_uri {
             Some(uri) => uri.clone(),
             None => self.discover(&provider.config.issuer).await?,
@@ -200,7 +242,8 @@ impl Federation {
         let jwks = self.fetch(&jwks_uri).await?;
         let keys = Arc::new(ProviderKeys::from_jwks(&jwks));
         tracing::info!(issuer = %provider.config.issuer, keys = keys.len(), "fetched an identity provider's keys");
-        *cached = Keys { jwks_uri: Some(jwks_uri), keys: Arc::clone(&keys), fetched_at: Some(now) };
+        *cached =
+            Keys { jwks_uri: Some(jwks_uri), keys: Arc::clone(&keys), fetched_at: Some(now), attempted_at: Some(now) };
         Ok(keys)
     }
 
@@ -222,13 +265,20 @@ impl Federation {
 
     async fn fetch(&self, url: &str) -> Result<Value, FederationError> {
         let unavailable = |e: String| FederationError::Unavailable(format!("{url}: {e}"));
-        let response = self.http.get(url).send().await.map_err(|e| unavailable(e.to_string()))?;
+        let http = self.http.as_ref().ok_or_else(|| unavailable("no HTTP client".into()))?;
+        let mut response = http.get(url).send().await.map_err(|e| unavailable(e.to_string()))?;
         if !response.status().is_success() {
             return Err(unavailable(format!("answered {}", response.status())));
         }
-        let bytes = response.bytes().await.map_err(|e| unavailable(e.to_string()))?;
-        if bytes.len() > MAX_DOCUMENT {
+        if response.content_length().is_some_and(|n| n > MAX_DOCUMENT as u64) {
             return Err(unavailable("the document is too large".into()));
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| unavailable(e.to_string()))? {
+            if bytes.len() + chunk.len() > MAX_DOCUMENT {
+                return Err(unavailable("the document is too large".into()));
+            }
+            bytes.extend_from_slice(&chunk);
         }
         serde_json::from_slice(&bytes).map_err(|e| unavailable(format!("not JSON: {e}")))
     }
@@ -236,7 +286,28 @@ impl Federation {
 
 #[cfg(test)]
 mod tests {
-    use super::check_url;
+    use super::{check_url, Keys, KEYS_MAX_AGE_SECS, REFETCH_EVERY_SECS};
+    use warrant_core::UnixTime;
+
+    #[test]
+    fn keys_are_fetched_when_missing_stale_or_unknown_but_never_twice_in_ten_seconds() {
+        let t = |s: i64| UnixTime(1_000_000 + s);
+        let mut keys = Keys::default();
+        assert!(keys.due(t(0), false), "nothing fetched yet");
+        // A failed first try: no keys, and no new try for ten seconds.
+        keys.attempted_at = Some(t(0));
+        assert!(!keys.due(t(REFETCH_EVERY_SECS - 1), false) && keys.usable(t(1)).is_err());
+        assert!(keys.due(t(REFETCH_EVERY_SECS), false));
+        // Fetched: used while fresh; an unknown key fetches again, at most every ten seconds.
+        keys.fetched_at = Some(t(20));
+        keys.attempted_at = Some(t(20));
+        assert!(!keys.due(t(25), false) && keys.usable(t(25)).is_ok());
+        assert!(!keys.due(t(25), true));
+        assert!(keys.due(t(20 + REFETCH_EVERY_SECS), true));
+        // Stale keys are fetched again and are not used meanwhile.
+        let stale = t(20 + KEYS_MAX_AGE_SECS);
+        assert!(keys.due(stale, false) && keys.usable(stale).is_err());
+    }
 
     #[test]
     fn http_is_for_loopback_only() {

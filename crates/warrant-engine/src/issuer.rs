@@ -628,15 +628,16 @@ impl Issuer {
         Ok(Start { agent, owner, human, identity: None, session: Some(session.jti) })
     }
 
-    /// The start of delegated work from a trusted provider's ID token: the token
-    /// verified, the actor authenticated, then the human found or registered with the
+    /// The start of delegated work from a trusted provider's ID token: the actor
+    /// authenticated, the token verified, then the human found or registered with the
     /// entitlements their groups give now.
     async fn federated_start(&self, subject: &str, actor: &str, now: UnixTime) -> Result<Start, TokenError> {
+        // The agent first: nobody unauthenticated makes Warrant fetch a provider's keys.
+        let (agent, owner) = self.authenticate(actor, now).await?;
         let signin = self.federation.sign_in(subject, now).await.map_err(|e| match e {
             FederationError::Unavailable(why) => TokenError::Internal(why),
             e => TokenError::InvalidGrant(format!("the subject token: {e}")),
         })?;
-        let (agent, owner) = self.authenticate(actor, now).await?;
         let human = self.registry.federated_human(&signin).await.map_err(|e| match e.kind() {
             ErrorKind::Internal => TokenError::Internal(e.to_string()),
             _ => TokenError::InvalidGrant(format!("the signed-in human: {e}")),

@@ -110,6 +110,9 @@ pub enum OpenError {
     /// The audit writer could not start.
     #[error(transparent)]
     Audit(#[from] audit::AuditStartError),
+    /// A trusted identity provider is Warrant itself.
+    #[error("`federation.oidc` names Warrant's own issuer `{0}`; a provider must be another party")]
+    SelfFederation(String),
 }
 
 impl std::fmt::Debug for Engine {
@@ -199,6 +202,9 @@ impl Engine {
             governance: Arc::clone(&governance),
             guardrails: Arc::clone(&guardrails),
         }));
+        if let Some(own) = config.federation.iter().find(|p| p.issuer == config.issuer) {
+            return Err(OpenError::SelfFederation(own.issuer.clone()));
+        }
         let federation = Arc::new(federation::Federation::new(config.federation.clone()));
         let issuer = Arc::new(Issuer::new(issuer::IssuerParts {
             store: Arc::clone(&store),

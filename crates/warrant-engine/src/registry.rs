@@ -227,8 +227,10 @@ pub struct Registry {
     audit: Arc<Audit>,
     governance: Arc<Governance>,
     guardrails: Arc<Guardrails>,
-    /// Held while a signed-in human is found, updated or registered, so two first
-    /// sign-ins of one person at once register them once (and audit it once).
+    /// Held while a signed-in human is found, updated or registered, and while a human is
+    /// disabled or enabled: two first sign-ins of one person at once register them once
+    /// (and audit it once), and a sign-in never writes back a status it read before a
+    /// disable.
     signins: tokio::sync::Mutex<()>,
 }
 
@@ -366,6 +368,13 @@ impl Registry {
         let email = signin.email.as_deref().ok_or_else(|| {
             RegistryError::Invalid("the ID token carries no `email` claim (ask for the `email` scope)".into())
         })?;
+        if !signin.email_trusted {
+            return Err(RegistryError::Invalid(format!(
+                "the ID token's email is not verified (`email_verified` is not true); a provider that never sends \
+                 it needs `trust_unverified_email = true` for `{}`",
+                signin.identity.issuer
+            )));
+        }
         let name: String = signin.name.chars().filter(|c| !c.is_control()).take(MAX_NAME).collect();
         let human = Human {
             id: random::human_id()?,
@@ -414,6 +423,8 @@ impl Registry {
 
     /// Disables a human: no new work on their behalf, and they can own no new agents.
     pub async fn disable_human(&self, id: &str) -> Result<Human, RegistryError> {
+        // Not while a sign-in of theirs reads and writes the same human.
+        let _one_at_a_time = self.signins.lock().await;
         let human = self.human(id).await?;
         self.audit_registry(RegistryDetails::HumanDisable, None, Some(&human.id)).await?;
         self.store.set_human_status(&human.id, HumanStatus::Disabled).await?;
@@ -432,6 +443,7 @@ impl Registry {
     /// live warrants are allowed again and new work may start on their behalf. Warrants
     /// and sessions revoked meanwhile stay revoked.
     pub async fn enable_human(&self, id: &str) -> Result<Human, RegistryError> {
+        let _one_at_a_time = self.signins.lock().await;
         let human = self.human(id).await?;
         if human.is_active() {
             return Ok(human);
@@ -588,6 +600,39 @@ impl Registry {
     pub async fn agents(&self, owner: Option<&str>) -> Result<Vec<Agent>, RegistryError> {
         let owner = owner.map(parse_human_id).transpose()?;
         Ok(self.store.list_agents(owner.as_ref()).await?)
+    }
+
+    /// Hands an agent to another owner, an existing, active human (audited as
+    /// `agent.owner`): an orphan (its owner disabled) is fixed without retiring it. A
+    /// retired agent stays retired. Warrants already issued keep the owner they named;
+    /// the agent's next warrants name the new one.
+    pub async fn transfer_agent(&self, id: &str, owner: &str) -> Result<Agent, RegistryError> {
+        let agent = self.agent(id).await?;
+        let owner = parse_human_id(owner)?;
+        let owner = self
+            .store
+            .get_human(&owner)
+            .await?
+            .ok_or_else(|| RegistryError::Invalid(format!("owner `{owner}` is not a registered human")))?;
+        if !owner.is_active() {
+            return Err(RegistryError::Invalid(format!("owner `{}` is disabled", owner.id)));
+        }
+        if agent.status == AgentStatus::Retired {
+            return Err(RegistryError::Conflict(format!("agent `{}` is retired; retirement is final", agent.id)));
+        }
+        if agent.owner == owner.id {
+            return Ok(agent);
+        }
+        let details = RegistryDetails::AgentOwner { from: agent.owner.clone(), to: owner.id.clone() };
+        self.audit_registry(details, Some(&agent.id), Some(&owner.id)).await?;
+        if !self.store.set_agent_owner(&agent.id, &owner.id).await? {
+            return Err(RegistryError::NotFound { kind: "agent", id: agent.id.to_string() });
+        }
+        let agent = Agent { owner: owner.id, ..agent };
+        self.directory.put_agent(agent.clone());
+        self.governance.touch([agent.id.clone()]);
+        tracing::info!(agent = %agent.id, owner = %agent.owner, "handed an agent to another owner");
+        Ok(agent)
     }
 
     /// Suspends, resumes or retires an agent. Retirement is final.

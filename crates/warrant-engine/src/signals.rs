@@ -5,10 +5,11 @@
 //! is allowed again until an administrator enables them. A SET about someone Warrant
 //! does not know, or of an event type it does not act on, is accepted and changes nothing.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
-use warrant_core::{FederatedIdentity, HumanId};
+use warrant_core::{FederatedIdentity, HumanId, UnixTime};
 use warrant_store::{RevocationKind, Store};
 
 use crate::clock::Clock;
@@ -24,6 +25,12 @@ pub const CREDENTIAL_CHANGE: &str = "https://schemas.openid.net/secevent/caep/ev
 pub const ACCOUNT_DISABLED: &str = "https://schemas.openid.net/secevent/risc/event-type/account-disabled";
 /// RISC: the account was deleted.
 pub const ACCOUNT_PURGED: &str = "https://schemas.openid.net/secevent/risc/event-type/account-purged";
+
+/// The oldest SET accepted, by its `iat`, seconds; also how long a SET's `jti` is
+/// remembered, so a SET is acted on once and a captured one cannot be replayed later.
+pub const MAX_SET_AGE_SECS: i64 = 900;
+/// The most SET ids remembered at once.
+const MAX_SEEN: usize = 100_000;
 
 /// Why a SET was refused; [`SignalError::err`] is its RFC 8935 error code.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +91,8 @@ pub struct Received {
     pub human: Option<HumanId>,
     /// What was done, in order: `warrants_revoked`, `human_disabled`.
     pub applied: Vec<&'static str>,
+    /// The SET was received before (a retried delivery): nothing was done again.
+    pub duplicate: bool,
 }
 
 /// The receiver.
@@ -94,6 +103,8 @@ pub struct Signals {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     receiver: String,
+    /// (issuer, jti) of the SETs received in the last [`MAX_SET_AGE_SECS`], with their `iat`.
+    seen: Mutex<HashMap<(String, String), i64>>,
 }
 
 impl std::fmt::Debug for Signals {
@@ -131,52 +142,101 @@ fn subject_of(event: &Value, sub_id: Option<&Value>) -> Result<Option<FederatedI
 impl Signals {
     pub(crate) fn new(parts: SignalParts) -> Self {
         let SignalParts { federation, registry, revocation, store, clock, receiver } = parts;
-        Signals { federation, registry, revocation, store, clock, receiver }
+        Signals { federation, registry, revocation, store, clock, receiver, seen: Mutex::default() }
     }
 
-    /// Verifies and acts on one SET.
+    /// Verifies and acts on one SET: every event is checked before any is acted on; a
+    /// SET received before is accepted and not acted on again.
     pub async fn receive(&self, token: &str) -> Result<Received, SignalError> {
         let now = self.clock.now();
         let (issuer, set) = self.federation.security_event(token, &self.receiver, now).await?;
-        let mut received = Received::default();
+        if set.iat < now.0.saturating_sub(MAX_SET_AGE_SECS) {
+            return Err(SignalError::Invalid(format!(
+                "the SET was issued more than {MAX_SET_AGE_SECS} s ago; it is not acted on"
+            )));
+        }
+        let mut actions = Vec::new();
         for (kind, event) in &set.events {
             let disable = matches!(kind.as_str(), ACCOUNT_DISABLED | ACCOUNT_PURGED);
             let revoke = matches!(kind.as_str(), SESSION_REVOKED | CREDENTIAL_CHANGE);
-            let Some(identity) = subject_of(event, set.sub_id.as_ref())? else { continue };
+            if !disable && !revoke {
+                continue;
+            }
+            let Some(identity) = subject_of(event, set.sub_id.as_ref())? else {
+                tracing::warn!(event = %kind, set = %set.jti, "a security event names its subject in a format Warrant does not map to a human; nothing done");
+                continue;
+            };
             if identity.issuer != issuer {
                 return Err(SignalError::Invalid(format!(
                     "`{issuer}` may only signal about its own users, not `{}`'s",
                     warrant_core::permission::shown(&identity.issuer)
                 )));
             }
-            if !disable && !revoke {
-                continue;
+            actions.push((kind.rsplit('/').next().unwrap_or(kind).to_owned(), identity, revoke, disable));
+        }
+        let key = (issuer.clone(), set.jti.clone());
+        if !self.remember(key.clone(), set.iat, now)? {
+            return Ok(Received { duplicate: true, ..Received::default() });
+        }
+        let mut received = Received::default();
+        for (short, identity, revoke, disable) in actions {
+            if let Err(e) = self.act(&short, &identity, revoke, disable, &set.jti, &mut received).await {
+                // Not acted on in full: a retried delivery must be acted on.
+                if let Ok(mut seen) = self.seen.lock() {
+                    seen.remove(&key);
+                }
+                return Err(e);
             }
-            let Some(human) =
-                self.store.human_by_identity(&identity).await.map_err(|e| SignalError::Internal(e.to_string()))?
-            else {
-                continue;
-            };
-            received.human = Some(human.id.clone());
-            let short = kind.rsplit('/').next().unwrap_or(kind);
-            if revoke {
-                let reason = format!("the identity provider signalled {short} (SET {})", set.jti);
-                self.revocation
-                    .revoke(RevocationKind::Human, human.id.as_str(), &reason)
-                    .await
-                    .map_err(|e| SignalError::Internal(e.to_string()))?;
-                received.applied.push("warrants_revoked");
-            }
-            if disable && human.is_active() {
-                self.registry
-                    .disable_human(human.id.as_str())
-                    .await
-                    .map_err(|e| SignalError::Internal(e.to_string()))?;
-                received.applied.push("human_disabled");
-            }
-            tracing::info!(human = %human.id, event = short, set = %set.jti, "acted on a security event");
         }
         Ok(received)
+    }
+
+    /// Notes a SET as received; `false` when it was received before.
+    fn remember(&self, key: (String, String), iat: i64, now: UnixTime) -> Result<bool, SignalError> {
+        let mut seen = self.seen.lock().map_err(|_| SignalError::Internal("the SET register is poisoned".into()))?;
+        if seen.contains_key(&key) {
+            return Ok(false);
+        }
+        if seen.len() >= MAX_SEEN {
+            let oldest = now.0.saturating_sub(MAX_SET_AGE_SECS);
+            seen.retain(|_, at| *at >= oldest);
+            if seen.len() >= MAX_SEEN {
+                return Err(SignalError::Unavailable("too many security events at once; retry later".into()));
+            }
+        }
+        seen.insert(key, iat);
+        Ok(true)
+    }
+
+    async fn act(
+        &self,
+        short: &str,
+        identity: &FederatedIdentity,
+        revoke: bool,
+        disable: bool,
+        jti: &str,
+        received: &mut Received,
+    ) -> Result<(), SignalError> {
+        let Some(human) =
+            self.store.human_by_identity(identity).await.map_err(|e| SignalError::Internal(e.to_string()))?
+        else {
+            return Ok(());
+        };
+        received.human = Some(human.id.clone());
+        if revoke {
+            let reason = format!("the identity provider signalled {short} (SET {jti})");
+            self.revocation
+                .revoke(RevocationKind::Human, human.id.as_str(), &reason)
+                .await
+                .map_err(|e| SignalError::Internal(e.to_string()))?;
+            received.applied.push("warrants_revoked");
+        }
+        if disable && human.is_active() {
+            self.registry.disable_human(human.id.as_str()).await.map_err(|e| SignalError::Internal(e.to_string()))?;
+            received.applied.push("human_disabled");
+        }
+        tracing::info!(human = %human.id, event = short, set = %jti, "acted on a security event");
+        Ok(())
     }
 }
 

@@ -60,6 +60,7 @@ pub fn app(state: AppState, body_limit: usize) -> Router {
         .route("/v1/agents", post(agents::create).get(agents::list))
         .route("/v1/agents/{id}", get(agents::show).delete(agents::retire))
         .route("/v1/agents/{id}/suspend", post(agents::suspend))
+        .route("/v1/agents/{id}/owner", post(agents::transfer))
         .route("/v1/agents/{id}/resume", post(agents::resume))
         .route("/v1/agents/{id}/trust", get(guard::trust))
         .route("/v1/agents/{id}/attestation", get(govern::evidence))

@@ -336,6 +336,9 @@ pub struct OidcFile {
     /// Permissions by group name.
     #[serde(default)]
     pub groups: std::collections::BTreeMap<String, Vec<String>>,
+    /// Register humans with emails the provider does not mark verified (default false).
+    #[serde(default)]
+    pub trust_unverified_email: bool,
 }
 
 impl FederationFile {
@@ -359,7 +362,13 @@ impl FederationFile {
             if groups_claim.trim().is_empty() {
                 return Err(ConfigError::Invalid(format!("{at}: `groups_claim` must not be empty")));
             }
-            providers.push(OidcProvider { issuer: p.issuer, audience: p.audience, groups_claim, groups: p.groups });
+            providers.push(OidcProvider {
+                issuer: p.issuer,
+                audience: p.audience,
+                groups_claim,
+                groups: p.groups,
+                trust_unverified_email: p.trust_unverified_email,
+            });
         }
         Ok(providers)
     }

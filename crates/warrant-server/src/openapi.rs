@@ -17,7 +17,7 @@ use crate::routes::{
         wellknown::jwks, wellknown::metadata, wellknown::openapi, wellknown::health, keys::rotate,
         token::token,
         humans::create, humans::list, humans::show, humans::disable, humans::enable, humans::set_roles, humans::session, humans::approver_session,
-        agents::create, agents::list, agents::show, agents::suspend, agents::resume, agents::retire,
+        agents::create, agents::list, agents::show, agents::suspend, agents::resume, agents::transfer, agents::retire,
         decisions::authorize, decisions::batch,
         guard::list, guard::show, guard::approve, guard::reject, guard::trust, guard::events,
         govern::list, govern::show, govern::accept, govern::apply, govern::sweep, govern::inventory,

@@ -91,6 +91,9 @@ pub trait AgentStore: Send + Sync {
     async fn list_agents(&self, owner: Option<&HumanId>) -> Result<Vec<Agent>, StoreError>;
     /// Sets an agent's status; `false` when there is no such agent.
     async fn set_agent_status(&self, id: &AgentId, status: AgentStatus) -> Result<bool, StoreError>;
+    /// Hands an agent to another owner (an existing human: else `Conflict` or a backend
+    /// error); `false` when there is no such agent.
+    async fn set_agent_owner(&self, id: &AgentId, owner: &HumanId) -> Result<bool, StoreError>;
     /// Replaces an agent's max scope; `false` when there is no such agent.
     async fn set_agent_max_scope(&self, id: &AgentId, max_scope: &Scope) -> Result<bool, StoreError>;
     /// Replaces an agent's public key and records `at` as when it was set; `false` when

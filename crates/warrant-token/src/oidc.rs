@@ -101,7 +101,15 @@ impl ProviderKeys {
             let crv = jwk.get("crv").and_then(Value::as_str);
             let key = match (jwk.get("kty").and_then(Value::as_str), crv) {
                 (Some("RSA"), _) => match (b64_field(jwk, "n"), b64_field(jwk, "e")) {
-                    (Some(n), Some(e)) if !n.is_empty() && !e.is_empty() => Key::Rsa { n, e },
+                    // Big-endian integers; some publishers pad them with leading zeros.
+                    (Some(n), Some(e)) => {
+                        let strip = |v: Vec<u8>| v.into_iter().skip_while(|b| *b == 0).collect::<Vec<u8>>();
+                        let (n, e) = (strip(n), strip(e));
+                        if n.is_empty() || e.is_empty() {
+                            continue;
+                        }
+                        Key::Rsa { n, e }
+                    }
                     _ => continue,
                 },
                 (Some("EC"), Some("P-256")) => match (b64_field(jwk, "x"), b64_field(jwk, "y")) {
@@ -218,19 +226,6 @@ pub fn peek_issuer(token: &str) -> Result<String, IdTokenError> {
         .ok_or_else(|| IdTokenError::Claims("no `iss`".into()))
 }
 
-/// The token's `kid` and `alg`, unverified (to tell an unknown key, worth fetching the
-/// provider's keys again for, from a bad token).
-pub fn needs_key(token: &str, keys: &ProviderKeys) -> bool {
-    let Ok((header, _, _)) = split(token) else { return false };
-    let Ok(header) = json_part(header).and_then(|h| {
-        serde_json::from_value::<Header>(Value::Object(h)).map_err(|_| IdTokenError::Malformed("header"))
-    }) else {
-        return false;
-    };
-    matches!(header.alg.as_str(), "RS256" | "ES256" | "EdDSA")
-        && keys.find(&header.alg, header.kid.as_deref()).is_none()
-}
-
 fn check_signature(key: &Key, signed: &[u8], signature: &[u8]) -> Result<(), IdTokenError> {
     use ring::signature as sig;
     let ok = match key {
@@ -292,7 +287,14 @@ pub fn verify_id_token(
     audience: &str,
     now: UnixTime,
 ) -> Result<IdTokenClaims, IdTokenError> {
-    let (_, claims) = signed_payload(token, keys)?;
+    let (typ, claims) = signed_payload(token, keys)?;
+    // Other JWTs a provider signs for the same client (logout tokens, SETs, access
+    // tokens) are not ID tokens.
+    let typ = typ.unwrap_or_default().to_ascii_lowercase();
+    let typ = typ.strip_prefix("application/").unwrap_or(&typ);
+    if matches!(typ, "logout+jwt" | "secevent+jwt" | "at+jwt") || claims.contains_key("events") {
+        return Err(IdTokenError::Claims("the token is not an ID token".into()));
+    }
     let text = |name: &str| claims.get(name).and_then(Value::as_str);
     if text("iss") != Some(issuer) {
         return Err(IdTokenError::Issuer(issuer.to_owned()));
@@ -317,14 +319,14 @@ pub fn verify_id_token(
         _ => return Err(IdTokenError::Claims("`sub` is missing, empty or longer than 255 bytes".into())),
     };
     let exp = time_claim(&claims, "exp")?.ok_or_else(|| IdTokenError::Claims("no `exp`".into()))?;
-    if exp + LEEWAY_SECS <= now.0 {
+    if exp.saturating_add(LEEWAY_SECS) <= now.0 {
         return Err(IdTokenError::Time("has expired"));
     }
     let iat = time_claim(&claims, "iat")?.ok_or_else(|| IdTokenError::Claims("no `iat`".into()))?;
-    if iat > now.0 + LEEWAY_SECS {
+    if iat > now.0.saturating_add(LEEWAY_SECS) {
         return Err(IdTokenError::Time("was issued in the future"));
     }
-    if time_claim(&claims, "nbf")?.is_some_and(|nbf| nbf > now.0 + LEEWAY_SECS) {
+    if time_claim(&claims, "nbf")?.is_some_and(|nbf| nbf > now.0.saturating_add(LEEWAY_SECS)) {
         return Err(IdTokenError::Time("is not valid yet"));
     }
     Ok(IdTokenClaims { iss: issuer.to_owned(), sub, exp: UnixTime(exp), all: claims })
@@ -336,6 +338,8 @@ pub fn verify_id_token(
 pub struct SetClaims {
     /// The SET's id.
     pub jti: String,
+    /// When it was issued.
+    pub iat: i64,
     /// Event type URI to the event's members.
     pub events: Map<String, Value>,
     /// The subject of every event (`sub_id`), when given at the top level.
@@ -369,10 +373,10 @@ pub fn verify_set(
         return Err(IdTokenError::Audience(audiences.join("` or `")));
     }
     let iat = time_claim(&claims, "iat")?.ok_or_else(|| IdTokenError::Claims("no `iat`".into()))?;
-    if iat > now.0 + LEEWAY_SECS {
+    if iat > now.0.saturating_add(LEEWAY_SECS) {
         return Err(IdTokenError::Time("was issued in the future"));
     }
-    if time_claim(&claims, "exp")?.is_some_and(|exp| exp + LEEWAY_SECS <= now.0) {
+    if time_claim(&claims, "exp")?.is_some_and(|exp| exp.saturating_add(LEEWAY_SECS) <= now.0) {
         return Err(IdTokenError::Time("has expired"));
     }
     let jti = match claims.get("jti").and_then(Value::as_str) {
@@ -383,7 +387,7 @@ pub fn verify_set(
         Some(Value::Object(events)) if !events.is_empty() => events.clone(),
         _ => return Err(IdTokenError::Claims("`events` must be an object with at least one event".into())),
     };
-    Ok(SetClaims { jti, events, sub_id: claims.get("sub_id").cloned() })
+    Ok(SetClaims { jti, iat, events, sub_id: claims.get("sub_id").cloned() })
 }
 
 /// Permissions from group names: the union of what `rules` gives each of `groups`, in
@@ -487,11 +491,38 @@ mod tests {
         // A key the provider does not publish (rotated out, or never its own).
         let unknown = other.token(claims());
         assert_eq!(verify_id_token(&unknown, &keys, ISS, "warrant", NOW), Err(IdTokenError::UnknownKey));
-        assert!(needs_key(&unknown, &keys));
         // Signed by another key under our kid: a bad signature.
         let forged = other.sign(json!({"alg": "ES256", "kid": "k1"}), claims());
         assert_eq!(verify_id_token(&forged, &keys, ISS, "warrant", NOW), Err(IdTokenError::BadSignature));
-        assert!(!needs_key(&forged, &keys));
+        // Other provider-signed JWTs for the same client are not ID tokens.
+        for typ in ["logout+jwt", "secevent+jwt", "at+jwt"] {
+            let token = key.sign(json!({"alg": "ES256", "kid": "k1", "typ": typ}), claims());
+            assert!(
+                matches!(verify_id_token(&token, &keys, ISS, "warrant", NOW), Err(IdTokenError::Claims(_))),
+                "{typ}"
+            );
+        }
+        let logout = with(|c| {
+            drop(c.insert("events".into(), json!({"http://schemas.openid.net/event/backchannel-logout": {}})))
+        });
+        assert!(matches!(
+            verify_id_token(&key.token(logout), &keys, ISS, "warrant", NOW),
+            Err(IdTokenError::Claims(_))
+        ));
+        // A far-future expiry is not an overflow.
+        assert!(verify_id_token(
+            &key.token(with(|c| drop(c.insert("exp".into(), json!(i64::MAX))))),
+            &keys,
+            ISS,
+            "warrant",
+            NOW
+        )
+        .is_ok());
+        // nbf in the future, azp naming another party.
+        let early = with(|c| drop(c.insert("nbf".into(), json!(NOW.0 + 600))));
+        assert!(matches!(verify_id_token(&key.token(early), &keys, ISS, "warrant", NOW), Err(IdTokenError::Time(_))));
+        let azp = with(|c| drop(c.insert("azp".into(), json!("someone-else"))));
+        assert!(matches!(verify_id_token(&key.token(azp), &keys, ISS, "warrant", NOW), Err(IdTokenError::Audience(_))));
         for alg in ["none", "HS256", "RS512"] {
             let token = key.sign(json!({"alg": alg, "kid": "k1"}), claims());
             assert!(matches!(
@@ -532,6 +563,28 @@ mod tests {
         let mut no_jti = good;
         no_jti.as_object_mut().unwrap().remove("jti");
         assert!(matches!(refused("secevent+jwt", no_jti), IdTokenError::Claims(_)));
+    }
+
+    #[test]
+    fn eddsa_keys_verify_and_leading_zeros_of_rsa_numbers_are_ignored() {
+        let signing = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+        let x = B64.encode(signing.verifying_key().as_bytes());
+        let keys = ProviderKeys::from_jwks(&json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "e1", "x": x}]}));
+        let input = format!(
+            "{}.{}",
+            B64.encode(json!({"alg": "EdDSA", "kid": "e1"}).to_string()),
+            B64.encode(claims().to_string())
+        );
+        use ed25519_dalek::Signer as _;
+        let token = format!("{input}.{}", B64.encode(signing.sign(input.as_bytes()).to_bytes()));
+        assert_eq!(verify_id_token(&token, &keys, ISS, "warrant", NOW).unwrap().sub, "u-1");
+        // The same token claimed as RS256 finds no RSA key.
+        let rsa = ProviderKeys::from_jwks(
+            &json!({"keys": [{"kty": "RSA", "kid": "r", "n": B64.encode([0, 0, 1, 2]), "e": B64.encode([0, 1, 0, 1])}]}),
+        );
+        assert_eq!(rsa.len(), 1, "padded numbers are read");
+        let empty = ProviderKeys::from_jwks(&json!({"keys": [{"kty": "RSA", "n": B64.encode([0, 0]), "e": "AQAB"}]}));
+        assert!(empty.is_empty(), "a zero modulus is no key");
     }
 
     #[test]

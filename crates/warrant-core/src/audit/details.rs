@@ -316,6 +316,13 @@ pub enum RegistryDetails {
     /// `agent.<status>` (`agent.active`, `agent.suspended`, `agent.retired`):
     /// `{"status": <status>}`.
     AgentStatus(AgentStatus),
+    /// `agent.owner`: an agent handed to another owner, `{"from": hum_…, "to": hum_…}`.
+    AgentOwner {
+        /// The owner before.
+        from: HumanId,
+        /// The owner after.
+        to: HumanId,
+    },
     /// `agent.max_scope`: an agent's max scope narrowed by an over-privileged finding's
     /// recommendation.
     AgentMaxScope {
@@ -362,6 +369,7 @@ impl RegistryDetails {
             RegistryDetails::HumanEntitlements { .. } => "human.entitlements".into(),
             RegistryDetails::AgentAdd(_) => "agent.add".into(),
             RegistryDetails::AgentStatus(status) => format!("agent.{}", status.as_str()),
+            RegistryDetails::AgentOwner { .. } => "agent.owner".into(),
             RegistryDetails::AgentMaxScope { .. } => "agent.max_scope".into(),
             RegistryDetails::AgentKey { .. } => "agent.key".into(),
             RegistryDetails::PepAdd { .. } => "pep.add".into(),
@@ -395,6 +403,11 @@ impl Serialize for RegistryDetails {
             groups: &'a [String],
         }
         #[derive(Serialize)]
+        struct Owner<'a> {
+            from: &'a HumanId,
+            to: &'a HumanId,
+        }
+        #[derive(Serialize)]
         struct Key<'a> {
             from: &'a str,
             to: &'a str,
@@ -423,6 +436,7 @@ impl Serialize for RegistryDetails {
             }
             RegistryDetails::AgentAdd(agent) => map.serialize_entry("change", agent)?,
             RegistryDetails::AgentStatus(status) => map.serialize_entry("change", &Status { status })?,
+            RegistryDetails::AgentOwner { from, to } => map.serialize_entry("change", &Owner { from, to })?,
             RegistryDetails::AgentMaxScope { from, to, finding, by } => {
                 map.serialize_entry("change", &MaxScope { from, to, finding, by })?;
             }

@@ -134,7 +134,8 @@ into_evidence! {
 }
 
 /// The advice an orphaned-agent finding carries.
-pub const ORPHANED_FIX: &str = "retire the agent, or re-enable its owner";
+pub const ORPHANED_FIX: &str =
+    "hand the agent to an active owner (POST /v1/agents/{id}/owner), retire it, or enable its owner again";
 
 /// The advice an expired-ephemeral finding carries.
 pub const EXPIRED_EPHEMERAL_FIX: &str = "retire the agent (DELETE /v1/agents/{id}), which revokes what it holds";

@@ -375,7 +375,7 @@ mod tests {
                         "owner": agent.owner,
                         "owner_status": owner.map_or("removed", |h| if h.is_active() { "active" } else { "disabled" }),
                         "agent_status": agent.status.as_str(),
-                        "fix": "retire the agent, or re-enable its owner",
+                        "fix": "hand the agent to an active owner (POST /v1/agents/{id}/owner), retire it, or enable its owner again",
                     }),
                 )),
             }
@@ -807,7 +807,7 @@ mod tests {
             (HumanId::from_random([1; 12]), WarrantId::from_random([1; 12]), WarrantId::from_random([2; 12]));
         // Key order as the legacy `json!` literals wrote them.
         let expected: Vec<(FindingKind, String)> = vec![
-            (FindingKind::OrphanedAgent, format!(r#"{{"owner":"{h}","owner_status":"disabled","agent_status":"active","fix":"retire the agent, or re-enable its owner"}}"#)),
+            (FindingKind::OrphanedAgent, format!(r#"{{"owner":"{h}","owner_status":"disabled","agent_status":"active","fix":"hand the agent to an active owner (POST /v1/agents/{{id}}/owner), retire it, or enable its owner again"}}"#)),
             (FindingKind::ExpiredEphemeral, r#"{"expires_at":3456000,"live_warrants":3,"fix":"retire the agent (DELETE /v1/agents/{id}), which revokes what it holds"}"#.to_owned()),
             (FindingKind::LongLivedGrant, r#"{"ephemeral_lifetime_secs":3456000,"max_ephemeral_lifetime_secs":604800}"#.to_owned()),
             (FindingKind::IdleAgent, r#"{"last_activity":86400,"never_active":false,"idle_secs":8553600,"idle_after_secs":2592000}"#.to_owned()),

@@ -184,6 +184,28 @@ async fn transition(state: &AppState, id: &str, change: AgentTransition) -> Resu
     Ok(JsonOut(state.engine.registry().transition_agent(id, change).await?.into()))
 }
 
+/// An agent's new owner.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OwnerBody {
+    /// The new owner: an existing, active human (`hum_…`).
+    pub owner: String,
+}
+
+/// Hands an agent to another owner (fixes an orphan without retiring it).
+#[utoipa::path(post, path = "/v1/agents/{id}/owner", tag = "agents", security(("admin" = [])), request_body = OwnerBody,
+    params(("id" = String, Path, description = "agent id")),
+    responses((status = 200, body = AgentView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody)))]
+pub async fn transfer(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Json(body): Json<OwnerBody>,
+) -> Result<JsonOut<AgentView>, ApiError> {
+    Ok(JsonOut(state.engine.registry().transfer_agent(&id, &body.owner).await?.into()))
+}
+
 /// Suspends an agent: it gets no new warrant until resumed.
 #[utoipa::path(post, path = "/v1/agents/{id}/suspend", tag = "agents", security(("admin" = [])),
     params(("id" = String, Path, description = "agent id")),

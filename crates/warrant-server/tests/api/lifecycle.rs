@@ -136,6 +136,48 @@ async fn an_agent_whose_owner_is_disabled_is_refused() {
 }
 
 #[tokio::test]
+async fn an_orphan_is_handed_to_a_new_owner_and_works_again_and_a_disabled_owner_comes_back_with_enable() {
+    let s = Server::start().await;
+    let leaver = s.human(&[]).await;
+    let successor = s.human(&[]).await;
+    let robot = s.agent(&leaver, "autonomous", &["crm.read"]).await;
+    let other = s.agent(&leaver, "autonomous", &["crm.read"]).await;
+    s.admin_action(&format!("/v1/humans/{leaver}/disable")).await.ok();
+    refused_for_owner(&s.client_credentials(&robot, "p", &[]).await);
+
+    // Not to a disabled human, not to nobody, not with a malformed body.
+    let to = |owner: &str| json!({ "owner": owner });
+    let path = format!("/v1/agents/{}/owner", robot.id);
+    s.admin_post(&path, &to(&leaver)).await.api_error(StatusCode::BAD_REQUEST, "invalid_request");
+    s.admin_post(&path, &to("hum_000000000000000000000000"))
+        .await
+        .api_error(StatusCode::BAD_REQUEST, "invalid_request");
+    s.admin_post(&path, &json!({ "owner": successor, "x": 1 }))
+        .await
+        .api_error(StatusCode::BAD_REQUEST, "invalid_request");
+    let missing = "/v1/agents/agt_000000000000000000000000/owner";
+    s.admin_post(missing, &to(&successor)).await.api_error(StatusCode::NOT_FOUND, "not_found");
+
+    let moved = s.admin_post(&path, &to(&successor)).await;
+    assert_eq!(moved.ok()["owner"], successor.as_str());
+    let (_, w) = s.warrant(&s.client_credentials(&robot, "p", &[]).await).await;
+    assert_eq!(w.typed.owner.as_str(), successor, "new warrants name the new owner");
+    refused_for_owner(&s.client_credentials(&other, "p", &[]).await);
+    let audit = s.admin_get(&format!("/v1/audit?kind=registry&agent={}", robot.id)).await;
+    let change = audit.ok()["records"][0]["details"].clone();
+    assert_eq!(change["op"], "agent.owner", "{change}");
+    assert_eq!(change["change"], json!({ "from": leaver, "to": successor }));
+
+    // Enabling the leaver again lets their remaining agent act again.
+    assert_eq!(s.admin_action(&format!("/v1/humans/{leaver}/enable")).await.ok()["status"], "active");
+    s.client_credentials(&other, "p", &[]).await.ok();
+    // A retired agent cannot be handed over.
+    s.admin_delete(&format!("/v1/agents/{}", other.id)).await.ok();
+    let retired = format!("/v1/agents/{}/owner", other.id);
+    s.admin_post(&retired, &to(&successor)).await.api_error(StatusCode::CONFLICT, "conflict");
+}
+
+#[tokio::test]
 async fn a_suspended_agent_in_the_chain_stops_further_delegation() {
     let s = Server::start().await;
     let human = s.human(&["crm.*"]).await;

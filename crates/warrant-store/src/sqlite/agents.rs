@@ -84,6 +84,14 @@ impl AgentStore for SqliteStore {
         .await
     }
 
+    async fn set_agent_owner(&self, id: &AgentId, owner: &HumanId) -> Result<bool, StoreError> {
+        let (id, owner) = (id.clone(), owner.clone());
+        self.run(move |c| {
+            Ok(c.execute("UPDATE agents SET owner = ?2 WHERE id = ?1", params![id.as_str(), owner.as_str()])? > 0)
+        })
+        .await
+    }
+
     async fn set_agent_max_scope(&self, id: &AgentId, max_scope: &Scope) -> Result<bool, StoreError> {
         let id = id.clone();
         let max_scope = serde_json::to_string(max_scope).map_err(|e| StoreError::Corrupt(e.to_string()))?;
