@@ -156,13 +156,15 @@ impl Federation {
         Federation { providers, http }
     }
 
-    /// Whether `issuer` is a configured provider.
-    pub fn trusts(&self, issuer: &str) -> bool {
-        self.providers.iter().any(|p| p.config.issuer == issuer)
-    }
-
-    /// Verifies `token`, an ID token of a configured provider, at `now`.
-    pub async fn sign_in(&self, token: &str, now: UnixTime) -> Result<FederatedSignIn, FederationError> {
+    /// The configured provider that issued `token` (by its unverified `iss`) and what
+    /// `verify` makes of the token with that provider's keys; the keys are fetched again
+    /// once when the token names a key not held.
+    async fn verified<T>(
+        &self,
+        token: &str,
+        now: UnixTime,
+        verify: impl Fn(&OidcProvider, &ProviderKeys) -> Result<T, IdTokenError>,
+    ) -> Result<(&OidcProvider, T), FederationError> {
         let issuer = oidc::peek_issuer(token)?;
         let provider = self
             .providers
@@ -170,20 +172,25 @@ impl Federation {
             .find(|p| p.config.issuer == issuer)
             .ok_or_else(|| FederationError::Untrusted(warrant_core::permission::shown(&issuer)))?;
         let keys = self.keys(provider, now, false).await?;
-        let verify = |keys: &ProviderKeys| {
-            oidc::verify_id_token(token, keys, &provider.config.issuer, &provider.config.audience, now)
-        };
-        let claims = match verify(&keys) {
-            Err(IdTokenError::UnknownKey) => verify(&*self.keys(provider, now, true).await?)?,
+        let verified = match verify(&provider.config, &keys) {
+            Err(IdTokenError::UnknownKey) => verify(&provider.config, &*self.keys(provider, now, true).await?)?,
             other => other?,
         };
-        let groups = claims.strings(&provider.config.groups_claim);
-        let entitlements = oidc::permissions_of(&groups, &provider.config.groups);
+        Ok((&provider.config, verified))
+    }
+
+    /// Verifies `token`, an ID token of a configured provider, at `now`.
+    pub async fn sign_in(&self, token: &str, now: UnixTime) -> Result<FederatedSignIn, FederationError> {
+        let (provider, claims) = self
+            .verified(token, now, |p, keys| oidc::verify_id_token(token, keys, &p.issuer, &p.audience, now))
+            .await?;
+        let groups = claims.strings(&provider.groups_claim);
+        let entitlements = oidc::permissions_of(&groups, &provider.groups);
         let verified = claims.all.get("email_verified").and_then(serde_json::Value::as_bool) == Some(true);
         Ok(FederatedSignIn {
             name: claims.text("name").filter(|n| !n.trim().is_empty()).unwrap_or(&claims.sub).to_owned(),
             email: claims.text("email").map(str::to_owned),
-            email_trusted: verified || provider.config.trust_unverified_email,
+            email_trusted: verified || provider.trust_unverified_email,
             identity: FederatedIdentity { issuer: claims.iss, subject: claims.sub },
             groups,
             entitlements,
@@ -199,20 +206,12 @@ impl Federation {
         receiver: &str,
         now: UnixTime,
     ) -> Result<(String, oidc::SetClaims), FederationError> {
-        let issuer = oidc::peek_issuer(token)?;
-        let provider = self
-            .providers
-            .iter()
-            .find(|p| p.config.issuer == issuer)
-            .ok_or_else(|| FederationError::Untrusted(warrant_core::permission::shown(&issuer)))?;
-        let audiences = [provider.config.audience.as_str(), receiver];
-        let verify = |keys: &ProviderKeys| oidc::verify_set(token, keys, &provider.config.issuer, &audiences, now);
-        let keys = self.keys(provider, now, false).await?;
-        let set = match verify(&keys) {
-            Err(IdTokenError::UnknownKey) => verify(&*self.keys(provider, now, true).await?)?,
-            other => other?,
-        };
-        Ok((provider.config.issuer.clone(), set))
+        let (provider, set) = self
+            .verified(token, now, |p, keys| {
+                oidc::verify_set(token, keys, &p.issuer, &[p.audience.as_str(), receiver], now)
+            })
+            .await?;
+        Ok((provider.issuer.clone(), set))
     }
 
     /// The provider's keys: cached while fresh ([`KEYS_MAX_AGE_SECS`]); fetched when
