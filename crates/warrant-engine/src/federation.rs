@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::Value;
-use tokio::sync::RwLock;
+use tokio::sync::Mutex;
 use warrant_core::{FederatedIdentity, UnixTime};
 use warrant_token::oidc::{self, IdTokenError, ProviderKeys};
 
@@ -123,7 +123,16 @@ impl Keys {
 
 struct Provider {
     config: OidcProvider,
-    keys: RwLock<Keys>,
+    /// The cached keys; held only to read or replace them, never across a fetch, so
+    /// sign-ins with cached keys never wait for the network.
+    keys: std::sync::RwLock<Keys>,
+    /// Held across a fetch: one at a time per provider; whoever needed the fetch waits
+    /// for it here and then reads its result.
+    fetching: Mutex<()>,
+}
+
+fn poisoned() -> FederationError {
+    FederationError::Unavailable("the key cache is poisoned".into())
 }
 
 /// The trusted providers and their cached keys.
@@ -152,7 +161,10 @@ impl Federation {
         for p in &providers {
             tracing::info!(issuer = %p.issuer, audience = %p.audience, "trusting an identity provider's ID tokens");
         }
-        let providers = providers.into_iter().map(|config| Provider { config, keys: RwLock::default() }).collect();
+        let providers = providers
+            .into_iter()
+            .map(|config| Provider { config, keys: std::sync::RwLock::default(), fetching: Mutex::new(()) })
+            .collect();
         Federation { providers, http }
     }
 
@@ -216,7 +228,8 @@ impl Federation {
 
     /// The provider's keys: cached while fresh ([`KEYS_MAX_AGE_SECS`]); fetched when
     /// missing or stale, or when `again` (a token named a key not held), at most once per
-    /// [`REFETCH_EVERY_SECS`] whether the last try worked or not. One fetch at a time.
+    /// [`REFETCH_EVERY_SECS`] whether the last try worked or not. One fetch at a time,
+    /// and no cache lock is held across it.
     async fn keys(
         &self,
         provider: &Provider,
@@ -224,24 +237,29 @@ impl Federation {
         again: bool,
     ) -> Result<Arc<ProviderKeys>, FederationError> {
         {
-            let cached = provider.keys.read().await;
+            let cached = provider.keys.read().map_err(|_| poisoned())?;
             if !cached.due(now, again) {
                 return cached.usable(now);
             }
         }
-        let mut cached = provider.keys.write().await;
-        if !cached.due(now, again) {
-            return cached.usable(now);
-        }
-        cached.attempted_at = Some(now);
-        let jwks_uri = match &cached.jwks_uri {
-            Some(uri) => uri.clone(),
+        let _one_fetch = provider.fetching.lock().await;
+        let jwks_uri = {
+            let mut cached = provider.keys.write().map_err(|_| poisoned())?;
+            // Another fetch may have finished while this one waited.
+            if !cached.due(now, again) {
+                return cached.usable(now);
+            }
+            cached.attempted_at = Some(now);
+            cached.jwks_uri.clone()
+        };
+        let jwks_uri = match jwks_uri {
+            Some(uri) => uri,
             None => self.discover(&provider.config.issuer).await?,
         };
         let jwks = self.fetch(&jwks_uri).await?;
         let keys = Arc::new(ProviderKeys::from_jwks(&jwks));
         tracing::info!(issuer = %provider.config.issuer, keys = keys.len(), "fetched an identity provider's keys");
-        *cached =
+        *provider.keys.write().map_err(|_| poisoned())? =
             Keys { jwks_uri: Some(jwks_uri), keys: Arc::clone(&keys), fetched_at: Some(now), attempted_at: Some(now) };
         Ok(keys)
     }
@@ -285,8 +303,104 @@ impl Federation {
 
 #[cfg(test)]
 mod tests {
-    use super::{check_url, Keys, KEYS_MAX_AGE_SECS, REFETCH_EVERY_SECS};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use serde_json::json;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::sync::{Notify, RwLock};
     use warrant_core::UnixTime;
+    use warrant_token::KeyPair;
+
+    use super::{check_url, Federation, Keys, OidcProvider, KEYS_MAX_AGE_SECS, REFETCH_EVERY_SECS};
+
+    /// A provider on loopback whose JWKS answer is whatever `jwks` holds; the second and
+    /// later JWKS fetches wait for `gate`.
+    async fn provider(jwks: Arc<RwLock<serde_json::Value>>, gate: Arc<Notify>, fetches: Arc<AtomicUsize>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let issuer = format!("http://{}", listener.local_addr().unwrap());
+        let me = issuer.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else { return };
+                let (jwks, gate, fetches, me) = (jwks.clone(), gate.clone(), fetches.clone(), me.clone());
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let n = conn.read(&mut buf).await.unwrap_or(0);
+                    let request = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    let body = if request.starts_with("GET /.well-known/openid-configuration") {
+                        json!({"issuer": me, "jwks_uri": format!("{me}/jwks")}).to_string()
+                    } else {
+                        if fetches.fetch_add(1, Ordering::SeqCst) >= 1 {
+                            gate.notified().await;
+                        }
+                        jwks.read().await.to_string()
+                    };
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = conn.write_all(head.as_bytes()).await;
+                    let _ = conn.write_all(body.as_bytes()).await;
+                });
+            }
+        });
+        issuer
+    }
+
+    fn jwk(key: &KeyPair) -> serde_json::Value {
+        serde_json::to_value(key.public_jwk()).unwrap()
+    }
+
+    fn id_token(key: &KeyPair, issuer: &str, now: UnixTime) -> String {
+        let claims = json!({"iss": issuer, "sub": "u-1", "aud": "warrant", "iat": now.0, "exp": now.0 + 300,
+                            "email": "u@example.com", "email_verified": true, "groups": ["g"]});
+        warrant_token::jws::sign(key, "JWT", &claims).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_sign_in_with_cached_keys_never_waits_for_a_fetch_and_a_new_key_is_found_by_one() {
+        let (a, b) = (KeyPair::from_seed(&[1; 32]), KeyPair::from_seed(&[2; 32]));
+        let jwks = Arc::new(RwLock::new(json!({"keys": [jwk(&a)]})));
+        let (gate, fetches) = (Arc::new(Notify::new()), Arc::new(AtomicUsize::new(0)));
+        let issuer = provider(jwks.clone(), gate.clone(), fetches.clone()).await;
+        let config = OidcProvider {
+            issuer: issuer.clone(),
+            audience: "warrant".into(),
+            groups_claim: "groups".into(),
+            groups: [("g".to_owned(), vec!["tickets.read".to_owned()])].into(),
+            trust_unverified_email: false,
+        };
+        let federation = Arc::new(Federation::new(vec![config]));
+        let t0 = UnixTime(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64);
+        let first = federation.sign_in(&id_token(&a, &issuer, t0), t0).await.unwrap();
+        assert_eq!(first.entitlements, vec!["tickets.read"]);
+        assert!(first.email_trusted);
+
+        // The provider rotates to key b; a token signed with it makes Warrant fetch again,
+        // and that fetch hangs at the provider.
+        *jwks.write().await = json!({"keys": [jwk(&a), jwk(&b)]});
+        let later = UnixTime(t0.0 + REFETCH_EVERY_SECS);
+        let rotated = tokio::spawn({
+            let (federation, token) = (federation.clone(), id_token(&b, &issuer, t0));
+            async move { federation.sign_in(&token, later).await }
+        });
+        while fetches.load(Ordering::SeqCst) < 2 {
+            tokio::task::yield_now().await;
+        }
+        // Meanwhile a sign-in with the cached key a is answered (a hang here is the bug).
+        let cached = tokio::time::timeout(std::time::Duration::from_secs(30), {
+            let token = id_token(&a, &issuer, t0);
+            let federation = federation.clone();
+            async move { federation.sign_in(&token, later).await }
+        })
+        .await
+        .expect("a sign-in with cached keys waited for the fetch");
+        assert!(cached.is_ok(), "{cached:?}");
+        gate.notify_one();
+        assert_eq!(rotated.await.unwrap().unwrap().identity.subject, "u-1");
+        assert_eq!(fetches.load(Ordering::SeqCst), 2, "one fetch for the new key");
+    }
 
     #[test]
     fn keys_are_fetched_when_missing_stale_or_unknown_but_never_twice_in_ten_seconds() {
