@@ -126,24 +126,30 @@ class Server:
         return stop(self.proc, "the server")
 
 
+def launch(args: list[str], **popen: Any) -> tuple[subprocess.Popen[str], list[str], str | None]:
+    """Starts `args` with its stdout read on a thread (`popen` as for `subprocess.Popen`;
+    stderr discarded unless given). Returns the process, its output lines so far, and the
+    URL of its `listening on` line; `None` when none came within STARTUP_TIMEOUT, the
+    process then killed and reaped."""
+    popen.setdefault("stderr", subprocess.DEVNULL)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, **popen)
+    lines: list[str] = []
+    found = drain(proc, lines, LISTENING)
+    try:
+        return proc, lines, found.get(timeout=STARTUP_TIMEOUT)
+    except queue.Empty:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        return proc, lines, None
+
+
 def start_server(data: Path) -> Server:
     """Starts `warrant serve` on a free loopback port with the data directory `data`."""
     if not WARRANT_BIN.is_file():
         pytest.fail(f"no warrant binary at {WARRANT_BIN}: build it (cargo build --bin warrant) or set WARRANT_BIN")
-    proc = subprocess.Popen(
-        [str(WARRANT_BIN), "serve", "--data", str(data), "--listen", "127.0.0.1:0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
-    lines: list[str] = []
-    found = drain(proc, lines, LISTENING)
-    try:
-        base = found.get(timeout=STARTUP_TIMEOUT)
-    except queue.Empty:
-        proc.kill()
-        proc.wait()
+    proc, lines, base = launch([str(WARRANT_BIN), "serve", "--data", str(data), "--listen", "127.0.0.1:0"])
+    if base is None:
         pytest.fail(f"the server printed no `listening on` line; exit {proc.returncode}, stdout {''.join(lines)!r}")
     http = httpx.Client(timeout=10, trust_env=False)  # loopback only: never through a proxy
     issuer = http.get(base + "/.well-known/oauth-authorization-server").json()["issuer"]

@@ -15,7 +15,6 @@ import base64
 import hashlib
 import json
 import os
-import queue
 import secrets
 import shutil
 import subprocess
@@ -27,7 +26,7 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 import httpx
 import pytest
 
-from harness import LISTENING, REPO, STARTUP_TIMEOUT, drain, free_port, stop
+from harness import REPO, free_port, launch, stop
 
 OIDC_DIR = REPO / "tests" / "oidc"
 PROVIDER_SCRIPT = OIDC_DIR / "provider.mjs"
@@ -98,23 +97,9 @@ def start_provider(
             "REDIRECT_URI": redirect_uri,
             "KEY_FILE": str(keys_path),
         }
-        proc = subprocess.Popen(
-            [node, str(PROVIDER_SCRIPT)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,  # its warnings and errors land in `lines`
-            stdin=subprocess.DEVNULL,
-            text=True,
-            cwd=OIDC_DIR,
-            env=env,
-        )
-        lines: list[str] = []
-        found = drain(proc, lines, LISTENING)
-        try:
-            issuer = found.get(timeout=STARTUP_TIMEOUT)
-        except queue.Empty:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
+        # Its warnings and errors land in `lines` too.
+        proc, lines, issuer = launch([node, str(PROVIDER_SCRIPT)], stderr=subprocess.STDOUT, cwd=OIDC_DIR, env=env)
+        if issuer is None:
             output = "".join(lines)
             if "EADDRINUSE" in output:
                 continue

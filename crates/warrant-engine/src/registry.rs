@@ -433,8 +433,7 @@ impl Registry {
         let human = Human { status: HumanStatus::Disabled, ..human };
         self.directory.put_human(human.clone());
         // Their agents are orphans now.
-        let owned = self.directory.agents().into_iter().filter(|a| a.owner == human.id).map(|a| a.id.clone());
-        self.governance.touch(owned.collect::<Vec<_>>());
+        self.touch_owned(&human.id);
         tracing::info!(human = %human.id, "disabled a human");
         Ok(human)
     }
@@ -452,10 +451,16 @@ impl Registry {
         self.store.set_human_status(&human.id, HumanStatus::Active).await?;
         let human = Human { status: HumanStatus::Active, ..human };
         self.directory.put_human(human.clone());
-        let owned = self.directory.agents().into_iter().filter(|a| a.owner == human.id).map(|a| a.id.clone());
-        self.governance.touch(owned.collect::<Vec<_>>());
+        // Their agents are no longer orphans.
+        self.touch_owned(&human.id);
         tracing::info!(human = %human.id, "enabled a human");
         Ok(human)
+    }
+
+    /// Has governance look again at every agent `owner` owns (their owner's status changed).
+    fn touch_owned(&self, owner: &HumanId) {
+        let owned = self.directory.agents().into_iter().filter(|a| a.owner == *owner).map(|a| a.id.clone());
+        self.governance.touch(owned.collect::<Vec<_>>());
     }
 
     /// Replaces a human's roles (audited as `human.roles`, with the roles before and

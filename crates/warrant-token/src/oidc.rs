@@ -191,11 +191,17 @@ impl IdTokenClaims {
 
     /// A claim that is a list of strings, or one string (read as a list of one).
     pub fn strings(&self, name: &str) -> Vec<String> {
-        match self.all.get(name) {
-            Some(Value::String(s)) => vec![s.clone()],
-            Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
-            _ => Vec::new(),
-        }
+        string_list(self.all.get(name)).into_iter().map(str::to_owned).collect()
+    }
+}
+
+/// A claim that is one string or a list of them (like `aud`), as a list; the strings of
+/// a list, anything else in it skipped; empty for anything else.
+fn string_list(value: Option<&Value>) -> Vec<&str> {
+    match value {
+        Some(Value::String(s)) => vec![s.as_str()],
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -299,11 +305,7 @@ pub fn verify_id_token(
     if text("iss") != Some(issuer) {
         return Err(IdTokenError::Issuer(issuer.to_owned()));
     }
-    let audiences: Vec<&str> = match claims.get("aud") {
-        Some(Value::String(a)) => vec![a.as_str()],
-        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
-        _ => Vec::new(),
-    };
+    let audiences = string_list(claims.get("aud"));
     if !audiences.contains(&audience) {
         return Err(IdTokenError::Audience(audience.to_owned()));
     }
@@ -364,12 +366,7 @@ pub fn verify_set(
     if claims.get("iss").and_then(Value::as_str) != Some(issuer) {
         return Err(IdTokenError::Issuer(issuer.to_owned()));
     }
-    let named: Vec<&str> = match claims.get("aud") {
-        Some(Value::String(a)) => vec![a.as_str()],
-        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
-        _ => Vec::new(),
-    };
-    if !named.iter().any(|a| audiences.contains(a)) {
+    if !string_list(claims.get("aud")).iter().any(|a| audiences.contains(a)) {
         return Err(IdTokenError::Audience(audiences.join("` or `")));
     }
     let iat = time_claim(&claims, "iat")?.ok_or_else(|| IdTokenError::Claims("no `iat`".into()))?;

@@ -375,17 +375,10 @@ pub fn print(report: &Report) {
             "send lag p99 ms",
             "errors",
         ];
-        let lines = vec![vec![
-            right(o.scheduled.to_string()),
-            right(format!("{:.0}", o.achieved_per_s)),
-            right(ms(o.latency.p50_ms)),
-            right(ms(o.latency.p99_ms)),
-            right(ms(o.latency.p999_ms)),
-            right(ms(o.latency.max_ms)),
-            right(ms(o.service_latency.p99_ms)),
-            right(ms(o.send_lag.p99_ms)),
-            right(o.errors.to_string()),
-        ]];
+        let mut line = vec![right(o.scheduled.to_string())];
+        line.extend(open_loop_cells(o));
+        line.extend([right(ms(o.send_lag.p99_ms)), right(o.errors.to_string())]);
+        let lines = vec![line];
         outln!("{}", table(&header, lines));
         outln!("p99 under {P99_TARGET_MS} ms at this load: {}", if o.p99_met { "MET" } else { "NOT MET" });
     }
@@ -398,6 +391,19 @@ pub fn print(report: &Report) {
             report.machine.cores
         );
     }
+}
+
+/// The cells every open-loop table shows, in order: achieved/s, p50, p99, p99.9 and max
+/// latency, and the service p99.
+fn open_loop_cells(o: &OpenLoop) -> [Cell; 6] {
+    [
+        right(format!("{:.0}", o.achieved_per_s)),
+        right(ms(o.latency.p50_ms)),
+        right(ms(o.latency.p99_ms)),
+        right(ms(o.latency.p999_ms)),
+        right(ms(o.latency.max_ms)),
+        right(ms(o.service_latency.p99_ms)),
+    ]
 }
 
 fn print_gateway(g: &super::gateway::GatewayReport) {
@@ -420,19 +426,14 @@ fn print_gateway(g: &super::gateway::GatewayReport) {
         .paths
         .iter()
         .map(|p| {
-            let o = &p.point;
-            vec![
-                Cell::Left(p.via.to_owned()),
-                right(format!("{:.0}", o.achieved_per_s)),
-                right(ms(o.latency.p50_ms)),
-                right(ms(o.latency.p99_ms)),
-                right(ms(o.latency.p999_ms)),
-                right(ms(o.latency.max_ms)),
-                right(ms(o.service_latency.p99_ms)),
-                right(o.errors.to_string()),
+            let mut line = vec![Cell::Left(p.via.to_owned())];
+            line.extend(open_loop_cells(&p.point));
+            line.extend([
+                right(p.point.errors.to_string()),
                 right(show(p.overhead_p50_ms)),
                 right(show(p.overhead_p99_ms)),
-            ]
+            ]);
+            line
         })
         .collect();
     outln!("{}", table(&header, lines));
