@@ -32,6 +32,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -41,6 +42,8 @@ from typing import Any
 
 import httpx
 import pytest
+from joserfc import jwt
+from joserfc.jwk import ECKey
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
@@ -288,6 +291,41 @@ def test_a_warrant_for_another_audience_is_refused_with_401(gateway: Gateway, up
             )
             assert reply.status_code == 401, reply.text
             assert f'resource_metadata="{gateway.metadata_url}"' in reply.headers.get("www-authenticate", "")
+    assert len(upstream.events()) == before, "a refused request reached the upstream"
+
+
+def test_a_dpop_bound_warrant_is_refused_with_401_not_used_as_a_bearer_token(
+    warrant_server: Server, gateway: Gateway, upstream: Upstream, agent: Agent
+):
+    token_url = warrant_server.issuer + "/oauth2/token"
+    key = ECKey.generate_key("P-256")
+    proof = jwt.encode(
+        {"typ": "dpop+jwt", "alg": "ES256", "jwk": key.as_dict(private=False)},
+        {"htm": "POST", "htu": token_url, "iat": int(time.time()), "jti": uuid.uuid4().hex},
+        key,
+    )
+    form = {
+        "grant_type": "client_credentials",
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": agent.key.client_assertion(token_url),
+        "task_purpose": "bound warrant at the gateway",
+        "resource": gateway.mcp_url,
+    }
+    with httpx.Client(timeout=10, trust_env=False) as http:
+        issued = http.post(warrant_server.base + "/oauth2/token", data=form, headers={"DPoP": proof})
+        assert issued.status_code == 200 and issued.json()["token_type"] == "DPoP", issued.text
+        before = len(upstream.events())
+        ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+        reply = http.post(
+            gateway.mcp_url,
+            json=ping,
+            headers={
+                "Authorization": f"Bearer {issued.json()['access_token']}",
+                "Accept": "application/json, text/event-stream",
+            },
+        )
+        assert reply.status_code == 401, reply.text
+        assert "DPoP-bound" in reply.headers.get("www-authenticate", "") + reply.text
     assert len(upstream.events()) == before, "a refused request reached the upstream"
 
 

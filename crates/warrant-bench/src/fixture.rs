@@ -55,6 +55,7 @@ pub fn authorize_request(token: &str, probe: &Probe) -> AuthorizeRequest {
         approval_id: None,
         recorded: None,
         via: None,
+        proof: None,
     }
 }
 

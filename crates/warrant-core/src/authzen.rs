@@ -22,6 +22,9 @@ pub const CONTEXT_WARRANT_ID: &str = "warrant_id";
 pub const CONTEXT_APPROVAL_ID: &str = "approval_id";
 /// `subject.properties.token`: the warrant itself.
 pub const SUBJECT_TOKEN: &str = "token";
+/// `subject.properties.dpop`: for a DPoP-bound warrant, the proof the client sent the
+/// enforcement point, with the method and URL of that request: `{proof, htm, htu}`.
+pub const SUBJECT_DPOP: &str = "dpop";
 /// `action.properties.mcp`: the MCP call an enforcement point decides ([`McpCall`]),
 /// recorded with the decision.
 pub const ACTION_MCP: &str = "mcp";

@@ -87,11 +87,20 @@ pub struct WarrantClaims {
     pub parent: Option<WarrantId>,
     /// Confirmation claim when the warrant is sender-constrained.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cnf: Option<serde_json::Value>,
+    pub cnf: Option<Confirmation>,
     /// Budgets (extension): counter -> what this warrant and everything delegated from it
     /// may spend in all, e.g. `{"estimated_cost": 5000}`. Absent when there is none.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub budget: std::collections::BTreeMap<String, i64>,
+}
+
+/// The confirmation claim (RFC 7800) of a sender-constrained warrant: the holder must
+/// prove possession of the key whose JWK SHA-256 thumbprint (RFC 7638) is `jkt` with a
+/// DPoP proof (RFC 9449) each time it uses the warrant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    /// The base64url SHA-256 thumbprint of the holder's public key.
+    pub jkt: String,
 }
 
 impl WarrantClaims {

@@ -71,6 +71,9 @@ pub enum DecisionCode {
     Audit,
     /// Denied: an internal failure (e.g. the signing keys are unavailable).
     Internal,
+    /// Denied: the warrant is DPoP-bound and the request's proof is missing, invalid,
+    /// replayed or made with another key.
+    Dpop,
     /// Not a decision's own code: the code of the audit record that counts a window of
     /// anonymous denies instead of recording each.
     Aggregated,
@@ -78,7 +81,7 @@ pub enum DecisionCode {
 
 impl DecisionCode {
     /// Every code, in declaration order.
-    pub const ALL: [DecisionCode; 19] = [
+    pub const ALL: [DecisionCode; 20] = [
         DecisionCode::Allow,
         DecisionCode::ApprovalRequired,
         DecisionCode::InvalidToken,
@@ -97,6 +100,7 @@ impl DecisionCode {
         DecisionCode::Budget,
         DecisionCode::Audit,
         DecisionCode::Internal,
+        DecisionCode::Dpop,
         DecisionCode::Aggregated,
     ];
 
@@ -121,6 +125,7 @@ impl DecisionCode {
             DecisionCode::Budget => "budget",
             DecisionCode::Audit => "audit",
             DecisionCode::Internal => "internal",
+            DecisionCode::Dpop => "dpop",
             DecisionCode::Aggregated => "aggregated",
         }
     }
@@ -167,7 +172,7 @@ mod tests {
 
     /// The codes the decision path writes today, as literal strings: the wire must not
     /// change when the engine switches from strings to the enum.
-    const TODAY: [&str; 19] = [
+    const TODAY: [&str; 20] = [
         "allow",
         "approval_required",
         "invalid_token",
@@ -186,6 +191,7 @@ mod tests {
         "budget",
         "audit",
         "internal",
+        "dpop",
         "aggregated",
     ];
 

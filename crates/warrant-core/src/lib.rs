@@ -35,7 +35,7 @@ pub mod revocation;
 pub mod scope;
 pub mod time;
 
-pub use claims::{Actor, TaskClaim, WarrantClaims};
+pub use claims::{Actor, Confirmation, TaskClaim, WarrantClaims};
 pub use decision::DecisionCode;
 pub use delegation::{DelegationError, Grant, Limits};
 pub use id::{AgentId, ApprovalId, HumanId, IdError, PepId, TaskId, WarrantId};

@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 use warrant_core::authzen::{
     EvaluationError as EntryError, EvaluationRequest, EvaluationResponse, EvaluationsRequest, EvaluationsResponse,
     EvaluationsSemantic, McpCall, MissingElement, PdpMetadata, ResponseContext, ACTION_MCP, CONTEXT_AGENT,
-    CONTEXT_APPROVAL_ID, CONTEXT_WARRANT_ID, SUBJECT_TOKEN,
+    CONTEXT_APPROVAL_ID, CONTEXT_WARRANT_ID, SUBJECT_DPOP, SUBJECT_TOKEN,
 };
 use warrant_core::decision::Outcome;
 use warrant_core::WarrantId;
@@ -29,6 +29,7 @@ use warrant_core::WarrantId;
 use crate::approvals::Approvals;
 use crate::clock::Clock;
 use crate::decisions::{Decisions, VerifiedWarrant};
+use crate::dpop::PresentedProof;
 use crate::error::{Classify, ErrorKind};
 use crate::peps::Pep;
 use crate::request::{AuthorizeRequest, Decision, SubjectRequest, Via, MAX_BATCH};
@@ -250,6 +251,7 @@ impl Authzen {
                 return Err(EvaluationError::Invalid(format!("`subject.properties.{SUBJECT_TOKEN}` must be a string")))
             }
         };
+        let proof = dpop_evidence(req.subject.properties.get(SUBJECT_DPOP))?;
         let mut context = req.context.clone();
         let agent = take_string(&mut context, CONTEXT_AGENT)?;
         let warrant_id = take_string(&mut context, CONTEXT_WARRANT_ID)?;
@@ -319,6 +321,7 @@ impl Authzen {
             context: object(context),
             approval_id,
             via: Some(Via { pep: asker.name.clone(), mcp }),
+            proof,
         })))
     }
 
@@ -366,4 +369,21 @@ fn check_stated(
         )));
     }
     Ok(())
+}
+
+/// The DPoP proof an enforcement point forwards (`subject.properties.dpop`): the proof
+/// its client sent, and the method and URL of the request it came with.
+fn dpop_evidence(value: Option<&Value>) -> Result<Option<PresentedProof>, EvaluationError> {
+    let bad = || {
+        EvaluationError::Invalid(format!(
+            "`subject.properties.{SUBJECT_DPOP}` must be an object with the strings `proof`, `htm` and `htu`"
+        ))
+    };
+    let fields = match value {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(fields)) => fields,
+        Some(_) => return Err(bad()),
+    };
+    let text = |name: &str| fields.get(name).and_then(Value::as_str).map(str::to_owned).ok_or_else(bad);
+    Ok(Some(PresentedProof { proof: text("proof")?, htm: text("htm")?, htu: text("htu")? }))
 }

@@ -2,6 +2,15 @@
 
 use warrant_core::Limits;
 
+/// The token endpoint's path.
+pub const TOKEN_PATH: &str = "/oauth2/token";
+/// The introspection endpoint's path (RFC 7662).
+pub const INTROSPECTION_PATH: &str = "/oauth2/introspect";
+/// The revocation endpoint's path (RFC 7009).
+pub const REVOCATION_PATH: &str = "/oauth2/revoke";
+/// The decision endpoint's path.
+pub const AUTHORIZE_PATH: &str = "/v1/authorize";
+
 /// Engine settings. The server builds this from its configuration file, environment and
 /// flags.
 #[derive(Debug, Clone)]
@@ -60,6 +69,12 @@ impl EngineConfig {
 
     /// The token endpoint URL, which client assertions may name as `aud`.
     pub fn token_endpoint(&self) -> String {
-        format!("{}/oauth2/token", self.issuer)
+        self.endpoint(TOKEN_PATH)
+    }
+
+    /// The public URL of the endpoint at `path` (which starts with `/`): what DPoP proofs
+    /// name as `htu` and client assertions as `aud`.
+    pub fn endpoint(&self, path: &str) -> String {
+        format!("{}{path}", self.issuer)
     }
 }

@@ -14,8 +14,8 @@ use warrant_core::audit::AuditEntry;
 use warrant_core::delegation::{grant_delegation, grant_root, DelegationRequest, RootRequest};
 use warrant_core::guard::budget::{attenuate, Budget};
 use warrant_core::{
-    Actor, Agent, AgentId, DelegationError, FederatedIdentity, Grant, Human, Mode, Scope, TaskClaim, UnixTime,
-    WarrantClaims,
+    Actor, Agent, AgentId, Confirmation, DelegationError, FederatedIdentity, Grant, Human, Mode, Scope, TaskClaim,
+    UnixTime, WarrantClaims,
 };
 
 use warrant_store::{IssueGuard, SessionPurpose, Store, StoreError, TaskRecord, WarrantRecord};
@@ -27,6 +27,7 @@ use warrant_token::KeyRing;
 
 use crate::audit::Audit;
 use crate::clock::Clock;
+use crate::dpop::{Dpop, DpopError, PresentedProof};
 use crate::error::{Classify as _, ErrorKind};
 use crate::federation::{Federation, FederationError};
 use crate::govern::Governance;
@@ -80,6 +81,14 @@ pub struct TokenRequest {
     /// `resource` (RFC 8707): the absolute URI (no fragment) of the resource server the
     /// warrant is for; it becomes the warrant's `aud`.
     pub resource: Option<String>,
+    /// `token`: the token to introspect (RFC 7662) or revoke (RFC 7009).
+    pub token: Option<String>,
+    /// `token_type_hint` (RFC 7662, RFC 7009): ignored beyond its form, since Warrant has
+    /// one kind of token to look up.
+    pub token_type_hint: Option<String>,
+    /// The request's DPoP proof (the `DPoP` header, RFC 9449), with the method and URL it
+    /// must be for. At the token endpoint it binds the new warrant to its key.
+    pub dpop: Option<PresentedProof>,
 }
 
 /// The longest `resource`, in bytes.
@@ -141,6 +150,8 @@ struct Minted {
     task: TaskClaim,
     budget: Budget,
     exchanged: bool,
+    /// The key the warrant is bound to (DPoP), if any.
+    cnf: Option<Confirmation>,
     /// The identity provider's sign-in the warrant rests on, if any (audited with it).
     identity: Option<FederatedIdentity>,
 }
@@ -188,6 +199,10 @@ pub enum TokenError {
     /// warrant may be for.
     #[error("{0}")]
     InvalidTarget(String),
+    /// `invalid_dpop_proof` (RFC 9449 §5): the `DPoP` proof is malformed, invalid or
+    /// replayed, or missing where the warrant must be bound.
+    #[error("{0}")]
+    InvalidDpopProof(String),
     /// `unsupported_grant_type`.
     #[error("grant type `{0}` is not supported; use `client_credentials` or token exchange")]
     UnsupportedGrantType(String),
@@ -208,6 +223,7 @@ impl TokenError {
             TokenError::InvalidGrant(_) => "invalid_grant",
             TokenError::InvalidScope(_) => "invalid_scope",
             TokenError::InvalidTarget(_) => "invalid_target",
+            TokenError::InvalidDpopProof(_) => "invalid_dpop_proof",
             TokenError::UnsupportedGrantType(_) => "unsupported_grant_type",
             TokenError::Store(_) | TokenError::Internal(_) => "server_error",
         }
@@ -339,6 +355,7 @@ pub struct Issuer {
     audit: Arc<Audit>,
     federation: Arc<Federation>,
     registry: Arc<Registry>,
+    dpop: Arc<Dpop>,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -359,6 +376,7 @@ pub(crate) struct IssuerParts {
     pub audit: Arc<Audit>,
     pub federation: Arc<Federation>,
     pub registry: Arc<Registry>,
+    pub dpop: Arc<Dpop>,
 }
 
 impl Issuer {
@@ -374,8 +392,9 @@ impl Issuer {
             audit,
             federation,
             registry,
+            dpop,
         } = parts;
-        Issuer { store, clock, settings, keys, revocation, guardrails, governance, audit, federation, registry }
+        Issuer { store, clock, settings, keys, revocation, guardrails, governance, audit, federation, registry, dpop }
     }
 
     /// Handles one token request.
@@ -384,15 +403,66 @@ impl Issuer {
         // Read before any check: a revocation recorded after this point that names what
         // the new warrant rests on refuses it when it is recorded (see `IssueGuard`).
         let as_of = self.store.revocation_watermark().await?;
+        if !matches!(grant_type, GRANT_CLIENT_CREDENTIALS | GRANT_TOKEN_EXCHANGE) {
+            return Err(TokenError::UnsupportedGrantType(grant_type.chars().take(100).collect()));
+        }
+        let cnf = self.binding(req)?;
         match grant_type {
-            GRANT_CLIENT_CREDENTIALS => self.client_credentials(req, as_of).await,
-            GRANT_TOKEN_EXCHANGE => self.token_exchange(req, as_of).await,
-            other => Err(TokenError::UnsupportedGrantType(other.chars().take(100).collect())),
+            GRANT_CLIENT_CREDENTIALS => self.client_credentials(req, as_of, cnf).await,
+            _ => self.token_exchange(req, as_of, cnf).await,
         }
     }
 
-    /// Authenticates an agent by its client assertion; the assertion is spent.
+    /// The key a new warrant is bound to: the one the request's DPoP proof was made with
+    /// (the proof checked for the token endpoint and spent), or none without a proof.
+    fn binding(&self, req: &TokenRequest) -> Result<Option<Confirmation>, TokenError> {
+        let Some(presented) = &req.dpop else { return Ok(None) };
+        match self.dpop.spend(presented, None, self.clock.now()) {
+            Ok(proof) => Ok(Some(Confirmation { jkt: proof.jkt })),
+            Err(DpopError::Full) => Err(TokenError::Internal(DpopError::Full.to_string())),
+            Err(e) => Err(TokenError::InvalidDpopProof(e.to_string())),
+        }
+    }
+
+    /// Authenticates the agent calling `endpoint` (introspection, revocation) by its
+    /// client assertion (RFC 7523, `private_key_jwt`), whose `aud` may name that endpoint,
+    /// the token endpoint or the issuer. The assertion is spent.
+    pub async fn authenticate_client(&self, req: &TokenRequest, endpoint: &str) -> Result<Agent, TokenError> {
+        let assertion = self.client_assertion(req)?;
+        let (agent, _) = self.authenticate_for(assertion, Some(endpoint), self.clock.now()).await?;
+        Ok(agent)
+    }
+
+    /// The client assertion of a request that authenticates the client itself.
+    fn client_assertion<'a>(&self, req: &'a TokenRequest) -> Result<&'a str, TokenError> {
+        let assertion_type = required(&req.client_assertion_type, "client_assertion_type").map_err(|_| {
+            TokenError::InvalidClient(
+                "client authentication is required: send `client_assertion_type` and `client_assertion`".into(),
+            )
+        })?;
+        if assertion_type != ASSERTION_TYPE_JWT_BEARER {
+            return Err(TokenError::InvalidClient(format!(
+                "`client_assertion_type` must be `{ASSERTION_TYPE_JWT_BEARER}`"
+            )));
+        }
+        required(&req.client_assertion, "client_assertion").map_err(|e| TokenError::InvalidClient(e.to_string()))
+    }
+
+    /// Authenticates an agent by its client assertion at the token endpoint; the
+    /// assertion is spent.
     async fn authenticate(&self, assertion: &str, now: UnixTime) -> Result<(Agent, Human), TokenError> {
+        self.authenticate_for(assertion, None, now).await
+    }
+
+    /// Authenticates an agent by its client assertion, whose `aud` may also be `endpoint`
+    /// (the endpoint being called, when it is not the token endpoint); the assertion is
+    /// spent.
+    async fn authenticate_for(
+        &self,
+        assertion: &str,
+        endpoint: Option<&str>,
+        now: UnixTime,
+    ) -> Result<(Agent, Human), TokenError> {
         let client = |msg: String| TokenError::InvalidClient(msg);
         let agent_id = claimed_agent(assertion).map_err(|e| client(format!("the client assertion: {e}")))?;
         let agent = self
@@ -402,8 +472,8 @@ impl Issuer {
             .ok_or_else(|| client(format!("agent `{agent_id}` is not registered")))?;
         let key = warrant_token::keys::verifying_key(&agent.public_key)
             .map_err(|e| TokenError::Internal(format!("stored key of `{agent_id}`: {e}")))?;
-        let endpoint = self.settings.token_endpoint.clone();
-        let audiences = [endpoint.as_str(), self.settings.issuer.as_str()];
+        let token_endpoint = self.settings.token_endpoint.as_str();
+        let audiences = [token_endpoint, self.settings.issuer.as_str(), endpoint.unwrap_or(token_endpoint)];
         let claims = verify_assertion(assertion, &key, &agent.id, &audiences, now)
             .map_err(|e| client(format!("the client assertion: {e}")))?;
         agent.usable_at(now).map_err(|why| client(format!("agent `{}` {why}", agent.id)))?;
@@ -418,20 +488,14 @@ impl Issuer {
         Ok((agent, owner))
     }
 
-    async fn client_credentials(&self, req: &TokenRequest, as_of: u64) -> Result<Issued, TokenError> {
+    async fn client_credentials(
+        &self,
+        req: &TokenRequest,
+        as_of: u64,
+        cnf: Option<Confirmation>,
+    ) -> Result<Issued, TokenError> {
         let now = self.clock.now();
-        let assertion_type = required(&req.client_assertion_type, "client_assertion_type").map_err(|_| {
-            TokenError::InvalidClient(
-                "client authentication is required: send `client_assertion_type` and `client_assertion`".into(),
-            )
-        })?;
-        if assertion_type != ASSERTION_TYPE_JWT_BEARER {
-            return Err(TokenError::InvalidClient(format!(
-                "`client_assertion_type` must be `{ASSERTION_TYPE_JWT_BEARER}`"
-            )));
-        }
-        let assertion = required(&req.client_assertion, "client_assertion")
-            .map_err(|e| TokenError::InvalidClient(e.to_string()))?;
+        let assertion = self.client_assertion(req)?;
         let (scope, ttl, purpose) = (parse_scope(req)?, parse_ttl(req)?, parse_purpose(req)?);
         let budget = parse_budget(req)?.unwrap_or_default();
         let aud = audience(&self.settings.audience, None, parse_resource(req)?)?;
@@ -448,12 +512,18 @@ impl Issuer {
             task,
             budget,
             exchanged: false,
+            cnf,
             identity: None,
         };
         self.mint(grant, &agent, minted, None, IssueGuard { as_of, session: None }, now).await
     }
 
-    async fn token_exchange(&self, req: &TokenRequest, as_of: u64) -> Result<Issued, TokenError> {
+    async fn token_exchange(
+        &self,
+        req: &TokenRequest,
+        as_of: u64,
+        cnf: Option<Confirmation>,
+    ) -> Result<Issued, TokenError> {
         let now = self.clock.now();
         let subject = required(&req.subject_token, "subject_token")?;
         let subject_type = required(&req.subject_token_type, "subject_token_type")?;
@@ -503,6 +573,7 @@ impl Issuer {
                     task,
                     budget: budget.unwrap_or_default(),
                     exchanged: true,
+                    cnf,
                     identity,
                 };
                 self.mint(grant, &agent, minted, None, IssueGuard { as_of, session }, now).await
@@ -520,6 +591,13 @@ impl Issuer {
                 }
                 if self.revocation.task_ended(&parent.task.id) {
                     return Err(TokenError::InvalidGrant(format!("task `{}` has ended", parent.task.id)));
+                }
+                // Delegation only narrows: a bound warrant's child is bound too (to the key
+                // of its new holder, whose proof came with this request).
+                if parent.cnf.is_some() && cnf.is_none() {
+                    return Err(TokenError::InvalidDpopProof(
+                        "the subject token is DPoP-bound, so its delegation must be bound too: send a `DPoP` proof made with the new holder's key".into(),
+                    ));
                 }
                 let aud = audience(&self.settings.audience, Some(&parent.aud), resource)?;
                 let (child, child_owner) = self.authenticate(actor, now).await?;
@@ -553,6 +631,7 @@ impl Issuer {
                     task,
                     budget,
                     exchanged: true,
+                    cnf,
                     identity: None,
                 };
                 let issued =
@@ -657,7 +736,7 @@ impl Issuer {
         guard: IssueGuard,
         now: UnixTime,
     ) -> Result<Issued, TokenError> {
-        let Minted { sub, aud, mode, task, budget, exchanged, identity } = minted;
+        let Minted { sub, aud, mode, task, budget, exchanged, cnf, identity } = minted;
         let ring = self.keys.ring().map_err(|e| TokenError::Internal(e.to_string()))?;
         let act = Actor::from_chain(&grant.chain).ok_or_else(|| TokenError::Internal("empty chain".into()))?;
         let claims = WarrantClaims {
@@ -675,7 +754,7 @@ impl Issuer {
             mode,
             owner: agent.owner.clone(),
             parent: parent.map(|p| p.jti.clone()),
-            cnf: None,
+            cnf,
             budget,
         };
         let token = sign_warrant(ring.active(), &claims).map_err(|e| TokenError::Internal(e.to_string()))?;

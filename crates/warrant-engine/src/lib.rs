@@ -34,6 +34,7 @@ pub mod clock;
 pub mod config;
 pub mod decisions;
 pub(crate) mod directory;
+pub mod dpop;
 pub mod error;
 pub mod events;
 pub mod federation;
@@ -206,6 +207,7 @@ impl Engine {
             return Err(OpenError::SelfFederation(own.issuer.clone()));
         }
         let federation = Arc::new(federation::Federation::new(config.federation.clone()));
+        let dpop = Arc::new(dpop::Dpop::default());
         let issuer = Arc::new(Issuer::new(issuer::IssuerParts {
             store: Arc::clone(&store),
             clock: Arc::clone(&clock),
@@ -222,6 +224,7 @@ impl Engine {
             audit: Arc::clone(&audit),
             federation: Arc::clone(&federation),
             registry: Arc::clone(&registry),
+            dpop: Arc::clone(&dpop),
         }));
         let decisions = Arc::new(Decisions::new(decisions::DecisionParts {
             store: Arc::clone(&store),
@@ -237,6 +240,7 @@ impl Engine {
             governance: Arc::clone(&governance),
             audit: Arc::clone(&audit),
             events: Arc::clone(&events),
+            dpop,
         }));
         let signals = Arc::new(signals::Signals::new(signals::SignalParts {
             federation,

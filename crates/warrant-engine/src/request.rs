@@ -40,6 +40,9 @@ pub struct AuthorizeRequest {
     pub context: Option<Value>,
     /// The approval this retry presents (`apr_…`), after a `pending` answer.
     pub approval_id: Option<String>,
+    /// The DPoP proof (RFC 9449) that came with the request, with the method and URL it
+    /// must be for: required when the warrant is DPoP-bound (`cnf.jkt`).
+    pub proof: Option<crate::dpop::PresentedProof>,
 }
 
 /// The enforcement point a request came through, as its decision records it.

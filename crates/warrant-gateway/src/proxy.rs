@@ -246,6 +246,12 @@ async fn call(State(gw): State<Gateway>, Path(name): Path<String>, headers: Head
         Ok(verified) => verified,
         Err(e) => return unauthorized(&gw, &name, &e),
     };
+    if verified.claims.cnf.is_some() {
+        // The gateway does not check DPoP proofs yet: a sender-constrained warrant is
+        // refused here outright rather than used as a bearer token.
+        let why = "the warrant is DPoP-bound, and this gateway accepts bearer warrants only";
+        return unauthorized(&gw, &name, &AuthError::Invalid(why.into()));
+    }
     let message: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => {

@@ -13,8 +13,8 @@ use warrant_engine::Engine;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::routes::{
-    agents, audit, authzen, decisions, govern, guard, humans, keys, peps, policies, revocations, ssf, token, warrants,
-    wellknown,
+    agents, audit, authzen, decisions, govern, guard, humans, keys, oauth, peps, policies, revocations, ssf, token,
+    warrants, wellknown,
 };
 
 /// What every handler shares.
@@ -48,6 +48,8 @@ pub fn app(state: AppState, body_limit: usize) -> Router {
         .route("/openapi.json", get(wellknown::openapi))
         .route("/healthz", get(wellknown::health))
         .route("/oauth2/token", post(token::token))
+        .route("/oauth2/introspect", post(oauth::introspect))
+        .route("/oauth2/revoke", post(oauth::revoke))
         .route("/v1/keys/rotate", post(keys::rotate))
         .route("/v1/humans", post(humans::create).get(humans::list))
         .route("/v1/humans/{id}", get(humans::show))

@@ -130,6 +130,8 @@ pub fn parse_token_form(body: &[u8]) -> Result<TokenRequest, OAuthError> {
             "actor_token_type" => &mut out.actor_token_type,
             "budget" => &mut out.budget,
             "resource" => &mut out.resource,
+            "token" => &mut out.token,
+            "token_type_hint" => &mut out.token_type_hint,
             _ => continue,
         };
         if slot.replace(value).is_some() {
@@ -146,6 +148,22 @@ pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim)
+}
+
+/// The request's DPoP proof (RFC 9449 §4.1: the `DPoP` header, at most one), bound to
+/// the method and the public URL (`url`) of the endpoint it was sent to.
+pub fn dpop_proof(
+    headers: &axum::http::HeaderMap,
+    htm: &str,
+    url: String,
+) -> Result<Option<warrant_engine::dpop::PresentedProof>, &'static str> {
+    let mut values = headers.get_all("dpop").iter();
+    let Some(first) = values.next() else { return Ok(None) };
+    if values.next().is_some() {
+        return Err("send one `DPoP` header, not several");
+    }
+    let proof = first.to_str().map_err(|_| "the `DPoP` header is not ASCII")?.trim();
+    Ok(Some(warrant_engine::dpop::PresentedProof { proof: proof.to_owned(), htm: htm.to_owned(), htu: url }))
 }
 
 /// Whether `presented` is the admin token (constant-time comparison).

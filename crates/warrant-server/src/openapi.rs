@@ -5,8 +5,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    agents, audit, authzen, decisions, govern, guard, humans, keys, peps, policies, revocations, ssf, token, warrants,
-    wellknown,
+    agents, audit, authzen, decisions, govern, guard, humans, keys, oauth, peps, policies, revocations, ssf, token,
+    warrants, wellknown,
 };
 
 /// The API description.
@@ -16,6 +16,8 @@ use crate::routes::{
     paths(
         wellknown::jwks, wellknown::metadata, wellknown::openapi, wellknown::health, keys::rotate,
         token::token,
+        oauth::introspect,
+        oauth::revoke,
         humans::create, humans::list, humans::show, humans::disable, humans::enable, humans::set_roles, humans::session, humans::approver_session,
         agents::create, agents::list, agents::show, agents::suspend, agents::resume, agents::transfer, agents::retire,
         decisions::authorize, decisions::batch,
@@ -32,7 +34,7 @@ use crate::routes::{
     components(schemas(crate::error::ErrorBody, crate::error::OAuthErrorBody)),
     modifiers(&AdminAuth),
     tags(
-        (name = "oauth", description = "RFC 6749 / 7523 / 8693 token endpoint"),
+        (name = "oauth", description = "RFC 6749 / 7523 / 8693 token endpoint, RFC 7662 introspection, RFC 7009 revocation, RFC 9449 DPoP"),
         (name = "discovery", description = "keys, metadata, this document"),
         (name = "humans", description = "the human registry (admin)"),
         (name = "agents", description = "the agent inventory (admin)"),

@@ -20,6 +20,8 @@ mod failclosed;
 mod govern;
 #[path = "api/guard.rs"]
 mod guard;
+#[path = "api/introspection.rs"]
+mod introspection;
 #[path = "api/lifecycle.rs"]
 mod lifecycle;
 #[path = "api/limits.rs"]

@@ -11,8 +11,10 @@ use crate::jws::{self, JwsError};
 use crate::keys::KeyPair;
 use crate::LEEWAY_SECS;
 
-/// The longest lifetime (`exp` minus now) an assertion may have, in seconds.
-pub const MAX_ASSERTION_LIFETIME: i64 = 300;
+/// The longest lifetime (`exp` minus now) an assertion may have, in seconds: an hour, as
+/// common OAuth client libraries (authlib among them) make them by default. An assertion
+/// is single-use whatever its lifetime (its `jti` is spent until it expires).
+pub const MAX_ASSERTION_LIFETIME: i64 = 3600;
 /// The lifetime of assertions [`make_assertion`] creates, in seconds.
 pub const DEFAULT_ASSERTION_LIFETIME: i64 = 60;
 
@@ -163,7 +165,7 @@ mod tests {
         let other = AgentId::from_random([2; 12]);
         assert_eq!(verify_assertion(&token, &vk, &other, &["http://issuer"], now), Err(AssertionError::WrongSubject));
         // Minted far in the future relative to the verifier's clock: too long-lived.
-        let late = make_assertion(&key, &agent, "http://issuer", now.plus(600), "j2").unwrap();
+        let late = make_assertion(&key, &agent, "http://issuer", now.plus(3601), "j2").unwrap();
         assert_eq!(verify_assertion(&late, &vk, &agent, &["http://issuer"], now), Err(AssertionError::TooLongLived));
     }
 }

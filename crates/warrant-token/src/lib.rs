@@ -14,6 +14,7 @@
 
 pub mod assertion;
 pub mod checkpoint;
+pub mod dpop;
 pub mod jws;
 pub mod keys;
 pub mod oidc;

@@ -205,7 +205,7 @@ fn string_list(value: Option<&Value>) -> Vec<&str> {
     }
 }
 
-fn split(token: &str) -> Result<(&str, &str, &str), IdTokenError> {
+pub(crate) fn split(token: &str) -> Result<(&str, &str, &str), IdTokenError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(IdTokenError::Malformed("longer than a token may be"));
     }
@@ -216,7 +216,7 @@ fn split(token: &str) -> Result<(&str, &str, &str), IdTokenError> {
     }
 }
 
-fn json_part(part: &str) -> Result<Map<String, Value>, IdTokenError> {
+pub(crate) fn json_part(part: &str) -> Result<Map<String, Value>, IdTokenError> {
     let bytes = B64.decode(part).map_err(|_| IdTokenError::Malformed("a part is not base64url"))?;
     serde_json::from_slice(&bytes).map_err(|_| IdTokenError::Malformed("a part is not a JSON object"))
 }
@@ -253,7 +253,7 @@ fn check_signature(key: &Key, signed: &[u8], signature: &[u8]) -> Result<(), IdT
     }
 }
 
-fn time_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, IdTokenError> {
+pub(crate) fn time_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, IdTokenError> {
     match claims.get(name) {
         None => Ok(None),
         Some(v) => v.as_i64().map(Some).ok_or_else(|| IdTokenError::Claims(format!("`{name}` is not a number"))),
@@ -261,7 +261,10 @@ fn time_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, Id
 }
 
 /// The header's `typ`, the payload, after the algorithm, key and signature checks.
-fn signed_payload(token: &str, keys: &ProviderKeys) -> Result<(Option<String>, Map<String, Value>), IdTokenError> {
+pub(crate) fn signed_payload(
+    token: &str,
+    keys: &ProviderKeys,
+) -> Result<(Option<String>, Map<String, Value>), IdTokenError> {
     let (header_b64, payload_b64, signature_b64) = split(token)?;
     let header_json = json_part(header_b64)?;
     let typ = header_json.get("typ").and_then(Value::as_str).map(str::to_owned);

@@ -74,6 +74,30 @@ impl Decisions {
     ) -> Result<Admitted, Refusal> {
         let claims = &warrant.claims;
         check_shape(req).map_err(|e| Refusal::new(DecisionCode::InvalidRequest, format!("invalid request: {e}")))?;
+        let agent = self.in_force(&warrant, now)?;
+        if !warrant.scope.allows(&req.action, &req.resource) {
+            return Err(Refusal::new(
+                DecisionCode::Scope,
+                format!("the warrant's scope `{}` does not cover `{}` on `{}`", claims.scope, req.action, req.resource),
+            ));
+        }
+        let approval = match &req.approval_id {
+            None => None,
+            Some(id) => Some(
+                self.approvals
+                    .presented(id, req, claims, now)
+                    .await
+                    .map_err(|reason| Refusal::new(DecisionCode::Approval, reason))?,
+            ),
+        };
+        Ok(Admitted { warrant, agent, approval })
+    }
+
+    /// Whether a verified warrant is in force: not revoked, its task not ended, every
+    /// agent of its chain registered and usable with an active owner, its human active.
+    /// Answers the acting agent, as registered now.
+    pub(crate) fn in_force(&self, warrant: &VerifiedWarrant, now: UnixTime) -> Result<Arc<Agent>, Refusal> {
+        let claims = &warrant.claims;
         if let Some(why) = self.revocation.warrant_revoked(&claims.jti) {
             return Err(Refusal::new(DecisionCode::Revoked, format!("warrant `{}` {why}", claims.jti)));
         }
@@ -102,21 +126,6 @@ impl Decisions {
         if !self.directory.human(claims.human()).is_some_and(|h| h.is_active()) {
             return Err(Refusal::new(DecisionCode::Human, format!("human `{}` is disabled", claims.human())));
         }
-        if !warrant.scope.allows(&req.action, &req.resource) {
-            return Err(Refusal::new(
-                DecisionCode::Scope,
-                format!("the warrant's scope `{}` does not cover `{}` on `{}`", claims.scope, req.action, req.resource),
-            ));
-        }
-        let approval = match &req.approval_id {
-            None => None,
-            Some(id) => Some(
-                self.approvals
-                    .presented(id, req, claims, now)
-                    .await
-                    .map_err(|reason| Refusal::new(DecisionCode::Approval, reason))?,
-            ),
-        };
-        Ok(Admitted { warrant, agent, approval })
+        Ok(agent)
     }
 }

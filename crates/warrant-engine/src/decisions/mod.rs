@@ -22,6 +22,7 @@
 pub mod admit;
 pub mod anonymous;
 pub mod evaluate;
+pub mod introspect;
 pub mod record;
 pub mod settle;
 pub mod subject;
@@ -38,6 +39,7 @@ use crate::approvals::Approvals;
 use crate::audit::Audit;
 use crate::clock::Clock;
 use crate::directory::Directory;
+use crate::dpop::Dpop;
 use crate::events::EventBus;
 use crate::govern::Governance;
 use crate::guard::Guardrails;
@@ -80,6 +82,7 @@ pub struct Decisions {
     governance: Arc<Governance>,
     audit: Arc<Audit>,
     events: Arc<EventBus>,
+    dpop: Arc<Dpop>,
 }
 
 impl std::fmt::Debug for Decisions {
@@ -103,6 +106,7 @@ pub(crate) struct DecisionParts {
     pub governance: Arc<Governance>,
     pub audit: Arc<Audit>,
     pub events: Arc<EventBus>,
+    pub dpop: Arc<Dpop>,
 }
 
 impl Decisions {
@@ -123,6 +127,7 @@ impl Decisions {
             governance: parts.governance,
             audit: parts.audit,
             events: parts.events,
+            dpop: parts.dpop,
         }
     }
 
@@ -166,6 +171,9 @@ impl Decisions {
             Ok(warrant) => warrant,
             Err(refusal) => return self.settle_refusal(req, refusal, None, now).await,
         };
+        if let Err(refusal) = self.check_proof(req, &warrant, now) {
+            return self.settle_refusal(req, refusal, Some(&warrant), now).await;
+        }
         let decision = match self.admit(req, Arc::clone(&warrant), now).await {
             Err(refusal) => self.settle_refusal(req, refusal, Some(&warrant), now).await,
             // Without a policy set in force (only a poisoned lock) nothing is assessed:

@@ -57,6 +57,7 @@ impl Decisions {
             context: req.context.clone(),
             approval_id: None,
             via: req.via.clone(),
+            proof: None,
         };
         let (decision, human) = self.decide_subject(req, &plain, now);
         let subject = DecisionSubject {

@@ -15,6 +15,7 @@ use warrant_token::warrant::verify_warrant;
 
 use super::{Decisions, Refusal};
 use crate::govern::shadow::{peek, ShadowCause};
+use crate::request::AuthorizeRequest;
 
 /// The most entries the verified-warrant cache holds before it is swept.
 pub const WARRANT_CACHE_MAX: usize = 100_000;
@@ -170,6 +171,28 @@ impl Decisions {
         let verified = Arc::new(VerifiedWarrant { claims: Arc::new(claims), scope, chain });
         self.cache.put(digest, Arc::clone(&verified), now);
         Ok(verified)
+    }
+
+    /// Stage 1, proof of possession: a DPoP-bound warrant (`cnf.jkt`) is used only with a
+    /// fresh proof made with its key for this request (and, when the token itself is
+    /// presented, for this token). A warrant named by its `jti` has no token to hash, so
+    /// its proof is checked for everything but `ath`.
+    pub(crate) fn check_proof(
+        &self,
+        req: &AuthorizeRequest,
+        warrant: &VerifiedWarrant,
+        now: UnixTime,
+    ) -> Result<(), Refusal> {
+        let token = req.recorded.is_none().then_some(req.token.as_str());
+        self.dpop
+            .check_bound(warrant.claims.cnf.as_ref(), req.proof.as_ref(), token, now)
+            .map_err(|e| Refusal::new(DecisionCode::Dpop, e.to_string()))
+    }
+
+    /// The claims of `token` if it is a warrant of ours (signature, issuer, not expired),
+    /// whatever else is true of it (revoked or not); notes nothing.
+    pub fn verified_claims(&self, token: &str) -> Option<Arc<WarrantClaims>> {
+        self.verify_noting(token, self.clock.now(), false).ok().map(|w| Arc::clone(&w.claims))
     }
 
     /// Whether `token` is a warrant of ours already verified and not expired (in the

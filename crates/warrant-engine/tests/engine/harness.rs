@@ -430,6 +430,7 @@ impl Harness {
             approval_id: approval.map(str::to_owned),
             recorded: None,
             via: None,
+            proof: None,
         };
         self.engine.decisions().authorize(&req).await
     }

@@ -3,16 +3,18 @@
 use std::time::Instant;
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json as JsonOut;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use warrant_engine::config::AUTHORIZE_PATH;
 use warrant_engine::request::MAX_BATCH;
 use warrant_engine::{AuthorizeRequest, Decision};
 
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::Json;
+use crate::extract::{dpop_proof, Json};
 use crate::ratelimit::ClientAddr;
 
 /// A request to act.
@@ -124,11 +126,14 @@ pub fn request(body: AuthorizeBody) -> AuthorizeRequest {
         approval_id: body.approval_id,
         recorded: None,
         via: None,
+        proof: None,
     }
 }
 
 /// Decides whether a warrant may do an action on a resource now. An invalid token is a
-/// `deny`, not an HTTP error; so is any failure on the way, including the audit log.
+/// `deny`, not an HTTP error; so is any failure on the way, including the audit log. A
+/// DPoP-bound warrant needs a `DPoP` header: a fresh proof made with its key for `POST`
+/// on this endpoint's URL, with `ath` the hash of the token (else a `dpop` deny).
 /// Requests whose token is not a warrant of this server are rate-limited per source
 /// address (`anonymous_rate_per_ip`): over the limit they get a 429 and are not decided.
 #[utoipa::path(post, path = "/v1/authorize", tag = "decisions", request_body = AuthorizeBody,
@@ -137,13 +142,17 @@ pub fn request(body: AuthorizeBody) -> AuthorizeRequest {
 pub async fn authorize(
     State(state): State<AppState>,
     ClientAddr(addr): ClientAddr,
+    headers: HeaderMap,
     Json(body): Json<AuthorizeBody>,
 ) -> Result<JsonOut<DecisionView>, Response> {
+    let url = state.engine.config().endpoint(AUTHORIZE_PATH);
+    let proof = dpop_proof(&headers, "POST", url).map_err(|e| ApiError::bad_request(e).into_response())?;
     if let Some(refused) = state.limits.anonymous_over(&state.engine, addr, std::iter::once(body.token.as_str())) {
         return Err(refused);
     }
     let started = Instant::now();
-    let decision = state.engine.decisions().authorize(&request(body)).await;
+    let req = AuthorizeRequest { proof, ..request(body) };
+    let decision = state.engine.decisions().authorize(&req).await;
     state.metrics.decided(&decision, started.elapsed());
     state.limits.count_anonymous(&state.engine, addr, std::iter::once(&decision));
     Ok(JsonOut(decision.into()))

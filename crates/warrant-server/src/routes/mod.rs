@@ -8,6 +8,7 @@ pub mod govern;
 pub mod guard;
 pub mod humans;
 pub mod keys;
+pub mod oauth;
 pub mod peps;
 pub mod policies;
 pub mod revocations;

@@ -1,7 +1,7 @@
 //! `POST /oauth2/token`.
 
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use crate::app::AppState;
 use crate::error::{OAuthError, OAuthErrorBody};
-use crate::extract::TokenForm;
+use crate::extract::{dpop_proof, TokenForm};
 use crate::ratelimit::ClientAddr;
 
 /// The form parameters (RFC 6749, 7523, 8693, plus `task_purpose` and `ttl`).
@@ -50,7 +50,8 @@ pub struct TokenResponse {
     /// `urn:ietf:params:oauth:token-type:access_token` (token exchange only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub issued_token_type: Option<&'static str>,
-    /// `Bearer`.
+    /// `Bearer`, or `DPoP` when the request carried a DPoP proof: the warrant is then
+    /// bound to the proof's key (`cnf.jkt`) and is used only with fresh proofs.
     pub token_type: &'static str,
     /// Seconds until expiry.
     pub expires_in: i64,
@@ -70,15 +71,18 @@ pub struct TokenResponse {
     request_body(content = TokenFormDoc, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, body = TokenResponse),
-        (status = 400, description = "invalid_request, invalid_grant, invalid_scope, unsupported_grant_type", body = OAuthErrorBody),
+        (status = 400, description = "invalid_request, invalid_grant, invalid_scope, invalid_target, invalid_dpop_proof, unsupported_grant_type", body = OAuthErrorBody),
         (status = 401, description = "invalid_client", body = OAuthErrorBody),
         (status = 429, description = "temporarily_unavailable: too many token requests for this agent (or, naming none, from this address); see `Retry-After`", body = OAuthErrorBody),
     ))]
 pub async fn token(
     State(state): State<AppState>,
     ClientAddr(addr): ClientAddr,
-    TokenForm(req): TokenForm,
+    headers: HeaderMap,
+    TokenForm(mut req): TokenForm,
 ) -> Result<Response, OAuthError> {
+    req.dpop = dpop_proof(&headers, "POST", state.engine.config().token_endpoint())
+        .map_err(|e| OAuthError::new("invalid_dpop_proof", e))?;
     if let Some(refused) = state.limits.token(&state.engine, &req, addr) {
         return Ok(refused);
     }
@@ -91,7 +95,7 @@ pub async fn token(
     let body = TokenResponse {
         access_token: issued.token,
         issued_token_type: issued.exchanged.then_some(warrant_engine::issuer::TOKEN_TYPE_ACCESS_TOKEN),
-        token_type: "Bearer",
+        token_type: if issued.claims.cnf.is_some() { "DPoP" } else { "Bearer" },
         expires_in: issued.expires_in,
         scope: issued.claims.scope.clone(),
         warrant_id: issued.claims.jti.to_string(),

@@ -5,6 +5,8 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::Json;
 
+use warrant_engine::config::{AUTHORIZE_PATH, INTROSPECTION_PATH, REVOCATION_PATH};
+
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::openapi::ApiDoc;
@@ -30,6 +32,16 @@ pub async fn metadata(State(state): State<AppState>) -> Json<serde_json::Value> 
         "grant_types_supported": ["client_credentials", warrant_engine::issuer::GRANT_TOKEN_EXCHANGE],
         "token_endpoint_auth_methods_supported": ["private_key_jwt"],
         "token_endpoint_auth_signing_alg_values_supported": ["EdDSA"],
+        "introspection_endpoint": config.endpoint(INTROSPECTION_PATH),
+        "introspection_endpoint_auth_methods_supported": ["private_key_jwt", "bearer"],
+        "introspection_endpoint_auth_signing_alg_values_supported": ["EdDSA"],
+        "revocation_endpoint": config.endpoint(REVOCATION_PATH),
+        "revocation_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "revocation_endpoint_auth_signing_alg_values_supported": ["EdDSA"],
+        "dpop_signing_alg_values_supported": warrant_token::dpop::PROOF_ALGS,
+        "warrant_decision_endpoint": config.endpoint(AUTHORIZE_PATH),
+        "warrant_ssf_receiver_endpoint": config.endpoint("/ssf/receiver"),
+        "warrant_authzen_configuration": format!("{issuer}/.well-known/authzen-configuration"),
         "response_types_supported": [],
         "service_documentation": format!("{issuer}/openapi.json"),
         "warrant_default_ttl": config.limits.default_ttl,
