@@ -439,6 +439,7 @@ async fn serve(args: ServeArgs) -> CliResult {
         limits: None,
         gateway: args.gateway.table()?,
         federation: None,
+        ssf: None,
     };
     let settings = Settings::resolve(options, args.config.as_deref())?;
     // A bad `[gateway]` refuses to start before anything is bound.

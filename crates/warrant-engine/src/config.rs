@@ -44,6 +44,9 @@ pub struct EngineConfig {
     pub kek: Option<warrant_token::Kek>,
     /// Trusted OpenID providers whose ID tokens sign humans in (`[[federation.oidc]]`).
     pub federation: Vec<crate::federation::OidcProvider>,
+    /// Whether SSF push streams may deliver to plain http and private, loopback or
+    /// link-local addresses (`ssf.danger_allow_private_push`; off by default).
+    pub ssf_allow_private_push: bool,
 }
 
 impl EngineConfig {
@@ -64,6 +67,7 @@ impl EngineConfig {
             anonymous: crate::decisions::anonymous::AnonymousConfig::default(),
             kek: None,
             federation: Vec::new(),
+            ssf_allow_private_push: false,
         }
     }
 

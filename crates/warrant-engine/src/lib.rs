@@ -49,6 +49,7 @@ pub mod registry;
 pub mod request;
 pub mod revocation;
 pub mod signals;
+pub mod transmitter;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -93,6 +94,7 @@ pub struct Engine {
     peps: Arc<Peps>,
     authzen: Arc<Authzen>,
     signals: Arc<signals::Signals>,
+    transmitter: Arc<transmitter::Transmitter>,
 }
 
 /// Why the engine could not start.
@@ -250,6 +252,14 @@ impl Engine {
             clock: Arc::clone(&clock),
             receiver: config.issuer.clone(),
         }));
+        let transmitter = Arc::new(transmitter::Transmitter::new(transmitter::TransmitterParts {
+            store: Arc::clone(&store),
+            clock: Arc::clone(&clock),
+            keys: Arc::clone(&keys),
+            events: Arc::clone(&events),
+            issuer: config.issuer.clone(),
+            allow_private_push: config.ssf_allow_private_push,
+        }));
         let peps = Arc::new(Peps::load(Arc::clone(&store), Arc::clone(&clock), Arc::clone(&audit)).await?);
         let authzen = Arc::new(Authzen::new(
             Arc::clone(&clock),
@@ -273,6 +283,7 @@ impl Engine {
             decisions,
             peps,
             authzen,
+            transmitter,
             signals,
         })
     }
@@ -335,6 +346,11 @@ impl Engine {
     /// The issuer service.
     pub fn issuer(&self) -> &Issuer {
         &self.issuer
+    }
+
+    /// The Shared Signals transmitter: revoked warrants announced to subscribed streams.
+    pub fn transmitter(&self) -> &transmitter::Transmitter {
+        &self.transmitter
     }
 
     /// The Shared Signals receiver: security events from trusted identity providers.
@@ -407,6 +423,7 @@ impl Engine {
         });
         let governance = Arc::clone(&self.governance);
         loops.push(tokio::spawn(async move { governance.run().await }));
+        loops.push(tokio::spawn(Arc::clone(&self.transmitter).run_push()));
         Background {
             loops,
             webhook,

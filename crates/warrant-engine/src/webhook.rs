@@ -199,7 +199,7 @@ pub fn client(allow_private: bool) -> reqwest::Result<reqwest::Client> {
 
 /// An error and its causes, `: `-separated (reqwest's own message omits them), without
 /// the URL.
-fn describe(e: reqwest::Error) -> String {
+pub(crate) fn describe(e: reqwest::Error) -> String {
     let e = e.without_url();
     let mut out = e.to_string();
     let mut source = std::error::Error::source(&e);

@@ -33,3 +33,5 @@ mod revocation;
 mod subjects;
 #[path = "engine/tasks.rs"]
 mod tasks;
+#[path = "engine/transmitter.rs"]
+mod transmitter;

@@ -14,7 +14,7 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::routes::{
     agents, audit, authzen, decisions, govern, guard, humans, keys, oauth, peps, policies, revocations, ssf, token,
-    warrants, wellknown,
+    transmitter, warrants, wellknown,
 };
 
 /// What every handler shares.
@@ -58,6 +58,11 @@ pub fn app(state: AppState, body_limit: usize) -> Router {
         .route("/v1/humans/{id}/disable", post(humans::disable))
         .route("/v1/humans/{id}/enable", post(humans::enable))
         .route("/ssf/receiver", post(ssf::receive))
+        .route("/.well-known/ssf-configuration", get(transmitter::configuration))
+        .route("/ssf/streams", post(transmitter::create).get(transmitter::read).delete(transmitter::delete))
+        .route("/ssf/status", get(transmitter::status))
+        .route("/ssf/verify", post(transmitter::verify))
+        .route("/ssf/poll/{stream}", post(transmitter::poll))
         .route("/v1/humans/{id}/roles", put(humans::set_roles))
         .route("/v1/agents", post(agents::create).get(agents::list))
         .route("/v1/agents/{id}", get(agents::show).delete(agents::retire))

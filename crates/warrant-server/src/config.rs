@@ -408,6 +408,22 @@ pub struct FileConfig {
     pub gateway: Option<GatewayFile>,
     /// Trusted identity providers (file only).
     pub federation: Option<FederationFile>,
+    /// The Shared Signals transmitter (file only).
+    pub ssf: Option<SsfFile>,
+}
+
+/// The `[ssf]` table: the Shared Signals transmitter.
+///
+/// ```toml
+/// [ssf]
+/// danger_allow_private_push = false  # true: push streams may deliver over http and to
+///                                    # loopback, private and link-local addresses
+/// ```
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SsfFile {
+    /// Whether push streams may deliver over plain http and to non-public addresses.
+    pub danger_allow_private_push: Option<bool>,
 }
 
 /// Values from flags or the environment (already merged by clap: flag over variable).
@@ -471,6 +487,8 @@ pub struct Settings {
     pub gateway: Option<GatewaySettings>,
     /// Trusted OpenID providers whose users sign in.
     pub federation: Vec<OidcProvider>,
+    /// Whether SSF push streams may deliver over http and to non-public addresses.
+    pub ssf_allow_private_push: bool,
 }
 
 /// The witness file for a data directory when none is configured:
@@ -508,6 +526,7 @@ impl FileConfig {
                 (over, under) => over.or(under),
             },
             federation: self.federation.or(under.federation),
+            ssf: self.ssf.or(under.ssf),
         }
     }
 }
@@ -588,6 +607,7 @@ impl Settings {
             server_limits,
             gateway,
             federation,
+            ssf_allow_private_push: c.ssf.and_then(|s| s.danger_allow_private_push).unwrap_or(false),
         })
     }
 }

@@ -202,7 +202,8 @@ impl FromRequestParts<AppState> for ApproverAuth {
 
 /// Who asks the AuthZEN PDP (`/access/v1/*`): an enforcement point's credential
 /// (`wpep_…`), or the admin token (which may ask about plain subjects). Anything else is
-/// 401 with `WWW-Authenticate: Bearer`. A PEP credential is good for nothing but this.
+/// 401 with `WWW-Authenticate: Bearer`. A PEP credential is good for this, introspection
+/// and Shared Signals streams, and nothing else.
 #[derive(Debug, Clone)]
 pub struct PepAuth(pub warrant_engine::Asker);
 
@@ -210,7 +211,6 @@ impl FromRequestParts<AppState> for PepAuth {
     type Rejection = axum::response::Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        use axum::response::IntoResponse as _;
         let presented = bearer_token(&parts.headers);
         if presented.is_some_and(|p| is_admin_token(state, p)) {
             return Ok(PepAuth(warrant_engine::Asker::admin()));
@@ -218,14 +218,41 @@ impl FromRequestParts<AppState> for PepAuth {
         if let Some(pep) = presented.and_then(|p| state.engine.peps().authenticate(p)) {
             return Ok(PepAuth(warrant_engine::Asker::from(&pep)));
         }
-        let mut response = ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "send a PEP credential (`warrant pep add`) or the admin token as a bearer token",
-        )
-        .into_response();
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
-        Err(response)
+        Err(pep_challenge())
+    }
+}
+
+/// The 401 for a request without a PEP credential or the admin token.
+fn pep_challenge() -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let mut response = ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "send a PEP credential (`warrant pep add`) or the admin token as a bearer token",
+    )
+    .into_response();
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+    response
+}
+
+/// Who manages and polls Shared Signals streams: a PEP credential (an enforcement point
+/// that caches warrants), named by its id, or the admin token, which sees every stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiverAuth(pub warrant_engine::transmitter::Owner);
+
+impl FromRequestParts<AppState> for ReceiverAuth {
+    type Rejection = axum::response::Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        use warrant_engine::transmitter::Owner;
+        let presented = bearer_token(&parts.headers);
+        if presented.is_some_and(|p| is_admin_token(state, p)) {
+            return Ok(ReceiverAuth(Owner::Admin));
+        }
+        match presented.and_then(|p| state.engine.peps().authenticate(p)) {
+            Some(pep) => Ok(ReceiverAuth(Owner::Pep(pep.id.to_string()))),
+            None => Err(pep_challenge()),
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
     agents, audit, authzen, decisions, govern, guard, humans, keys, oauth, peps, policies, revocations, ssf, token,
-    warrants, wellknown,
+    transmitter, warrants, wellknown,
 };
 
 /// The API description.
@@ -18,6 +18,13 @@ use crate::routes::{
         token::token,
         oauth::introspect,
         oauth::revoke,
+        transmitter::configuration,
+        transmitter::create,
+        transmitter::read,
+        transmitter::delete,
+        transmitter::status,
+        transmitter::verify,
+        transmitter::poll,
         humans::create, humans::list, humans::show, humans::disable, humans::enable, humans::set_roles, humans::session, humans::approver_session,
         agents::create, agents::list, agents::show, agents::suspend, agents::resume, agents::transfer, agents::retire,
         decisions::authorize, decisions::batch,
@@ -46,6 +53,7 @@ use crate::routes::{
         (name = "events", description = "live server-sent events (admin)"),
         (name = "authzen", description = "the AuthZEN 1.0 PDP (a PEP credential or admin) and its PEP credentials (admin)"),
         (name = "governance", description = "findings, attestation, the inventory (admin; attestation: owner session)"),
+        (name = "ssf", description = "the Shared Signals transmitter: streams of revoked warrants for receivers (a PEP credential or admin)"),
     )
 )]
 pub struct ApiDoc;

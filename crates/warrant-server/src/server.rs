@@ -240,6 +240,7 @@ impl BoundServer {
         config.kek = Some(kek);
         config.audit.witness = Some(settings.witness.clone());
         config.federation = settings.federation.clone();
+        config.ssf_allow_private_push = settings.ssf_allow_private_push;
         let engine = Engine::open(Arc::new(store), Arc::new(SystemClock), config).await?;
         let metrics = Arc::new(crate::metrics::Metrics::new()?);
         let limits = Arc::new(crate::ratelimit::RateLimits::new(&settings.server_limits));

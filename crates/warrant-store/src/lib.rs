@@ -14,6 +14,7 @@ pub mod govern;
 pub mod guard;
 pub mod records;
 pub mod sqlite;
+pub mod ssf;
 
 use async_trait::async_trait;
 use warrant_core::{
@@ -226,6 +227,7 @@ pub trait Store:
     + GuardStore
     + GovernStore
     + PepStore
+    + ssf::SsfStore
 {
 }
 
@@ -240,5 +242,6 @@ impl<T> Store for T where
         + GuardStore
         + GovernStore
         + PepStore
+        + ssf::SsfStore
 {
 }

@@ -60,6 +60,7 @@ macro_rules! conformance {
             check_assertion_jti_is_per_agent,
             check_expired_assertions_are_purged,
             check_warrant_tree,
+            check_ssf_outbox_and_streams,
             check_warrant_needs_existing_task,
             check_warrant_jti_is_unique,
             check_warrant_and_task_are_atomic,
@@ -652,6 +653,74 @@ async fn check_warrant_tree(store: &dyn Store) {
     assert_eq!(store.task_warrants(&t.id).await.unwrap(), vec![root, child, grandchild, second_child]);
     assert_eq!(store.task_warrants(&t2.id).await.unwrap(), vec![other_root, other_child]);
     assert!(store.task_warrants(&TaskId::from_random([9; 12])).await.unwrap().is_empty());
+}
+
+/// A revocation puts each warrant it ends (and no warrant already revoked) into the
+/// transmitter's outbox, in order, with what the warrant named; a stream's cursor only
+/// moves forward; a verification event is for its stream only and goes with it.
+async fn check_ssf_outbox_and_streams(store: &dyn Store) {
+    use warrant_store::ssf::{DeliveryMethod, OutboxEvent, StreamRecord};
+    let (t, root) = started_task(store, 1).await;
+    let a = store.get_agent(&root.agent).await.unwrap().unwrap();
+    let child = warrant(2, &t, &a, Some(&root), 1_010);
+    store.record_warrant(&child, None, &IssueGuard::default()).await.unwrap();
+    assert_eq!(store.outbox_head().await.unwrap(), 0);
+    let stream = |id: &str, cursor: u64| StreamRecord {
+        id: id.into(),
+        owner: "pep:1".into(),
+        method: DeliveryMethod::Poll,
+        endpoint: None,
+        authorization: None,
+        audience: format!("https://as/ssf/streams/{id}"),
+        events: vec!["e1".into(), "e2".into()],
+        description: Some("d".into()),
+        cursor,
+        created_at: UnixTime(1_000),
+    };
+    store.insert_stream(&stream("s1", 0)).await.unwrap();
+    assert_conflict(store.insert_stream(&stream("s1", 0)).await, "a stream id is unique");
+    assert_eq!(store.get_stream("s1").await.unwrap(), Some(stream("s1", 0)));
+
+    // The child first, then the root (whose subtree holds the child again).
+    store.revoke(&revocation(1, RevocationKind::Warrant, child.jti.as_str(), 1_020), UnixTime(1_020)).await.unwrap();
+    store.revoke(&revocation(2, RevocationKind::Warrant, root.jti.as_str(), 1_030), UnixTime(1_030)).await.unwrap();
+    let events = store.outbox_after("s1", 0, 100).await.unwrap();
+    let announced: Vec<(WarrantId, String)> = events
+        .iter()
+        .map(|e| match &e.event {
+            OutboxEvent::Revoked { jti, revocation, agent, task, human } => {
+                assert_eq!(agent.as_ref(), Some(&a.id));
+                assert_eq!(task.as_ref(), Some(&t.id));
+                assert_eq!(human.as_ref(), Some(&t.human));
+                (jti.clone(), revocation.id.clone())
+            }
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(announced, vec![(child.jti.clone(), "rev_1".into()), (root.jti.clone(), "rev_2".into())]);
+    assert!(events[0].seq < events[1].seq);
+    assert_eq!(store.outbox_head().await.unwrap(), events[1].seq);
+    assert_eq!(store.outbox_after("s1", events[0].seq, 100).await.unwrap().len(), 1);
+
+    // A verification for s2 is s2's alone.
+    store.insert_stream(&stream("s2", 0)).await.unwrap();
+    let v = store.add_verification("s2", Some("st"), UnixTime(1_040)).await.unwrap();
+    assert!(store.outbox_after("s1", events[1].seq, 100).await.unwrap().is_empty());
+    let for_s2 = store.outbox_after("s2", events[1].seq, 100).await.unwrap();
+    assert_eq!(for_s2.len(), 1);
+    assert_eq!(for_s2[0].seq, v);
+    assert_eq!(for_s2[0].event, OutboxEvent::Verification { state: Some("st".into()) });
+
+    // Cursors only move forward.
+    assert!(store.advance_stream("s1", 5).await.unwrap());
+    assert!(store.advance_stream("s1", 2).await.unwrap());
+    assert_eq!(store.get_stream("s1").await.unwrap().unwrap().cursor, 5);
+    assert!(!store.advance_stream("nope", 9).await.unwrap());
+    let listed: Vec<String> = store.list_streams().await.unwrap().into_iter().map(|s| s.id).collect();
+    assert_eq!(listed, ["s1", "s2"]);
+    assert!(store.delete_stream("s2").await.unwrap());
+    assert!(!store.delete_stream("s2").await.unwrap());
+    assert!(store.outbox_after("s2", events[1].seq, 100).await.unwrap().is_empty());
 }
 
 async fn check_warrant_needs_existing_task(store: &dyn Store) {

@@ -14,5 +14,6 @@ pub mod policies;
 pub mod revocations;
 pub mod ssf;
 pub mod token;
+pub mod transmitter;
 pub mod warrants;
 pub mod wellknown;

@@ -19,6 +19,7 @@ mod humans;
 mod keys;
 mod peps;
 mod policies;
+mod ssf;
 mod warrants;
 
 use std::collections::BTreeMap;
@@ -49,6 +50,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0009_human_roles.sql"),
     include_str!("../../migrations/sqlite/0010_human_external_id.sql"),
     include_str!("../../migrations/sqlite/0011_human_identity.sql"),
+    include_str!("../../migrations/sqlite/0012_ssf_transmitter.sql"),
 ];
 
 /// The SQLite store.

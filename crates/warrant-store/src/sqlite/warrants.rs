@@ -350,8 +350,13 @@ impl RevocationStore for SqliteStore {
                 let mut stmt = tx.prepare(
                     "INSERT OR IGNORE INTO revoked_warrants (jti, revocation, expires_at) VALUES (?1, ?2, ?3)",
                 )?;
+                // Each warrant this revocation ends (not one an earlier revocation ended)
+                // goes into the transmitter's outbox in the same transaction.
+                let mut outbox = tx.prepare("INSERT INTO ssf_events (jti, revocation, at) VALUES (?1, ?2, ?3)")?;
                 for (jti, exp) in &targets {
-                    stmt.execute(params![jti.as_str(), rev.id, exp.0])?;
+                    if stmt.execute(params![jti.as_str(), rev.id, exp.0])? > 0 {
+                        outbox.execute(params![jti.as_str(), rev.id, rev.at.0])?;
+                    }
                 }
             }
             tx.commit()?;

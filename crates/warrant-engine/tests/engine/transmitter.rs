@@ -1,0 +1,78 @@
+//! The Shared Signals transmitter under concurrency: revocations racing with a receiver
+//! that polls and acknowledges lose no revoked warrant and never skip one.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use warrant_engine::transmitter::{Delivery, Owner, PollRequest, StreamRequest, POLL};
+use warrant_store::RevocationKind;
+
+use crate::harness::Harness;
+
+fn poll_stream() -> StreamRequest {
+    StreamRequest {
+        delivery: Delivery { method: POLL.into(), endpoint_url: None, authorization_header: None },
+        events_requested: Vec::new(),
+        description: None,
+    }
+}
+
+/// The warrant a SET announces (its signature is checked by the Python subscriber
+/// tests; here only what it says).
+fn announced(set: &str) -> String {
+    use base64::Engine as _;
+    let payload = set.split('.').nth(1).unwrap();
+    let claims: serde_json::Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    claims["sub_id"]["session"]["jti"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revocations_racing_with_polls_and_acks_lose_nothing() {
+    let h = Arc::new(Harness::start().await);
+    let owner = Owner::Pep("pep_test".into());
+    let stream = h.engine().transmitter().create(&owner, poll_stream()).await.unwrap();
+    let mut chains = Vec::new();
+    for _ in 0..12 {
+        chains.push(h.chain(&["crm.read"], &["crm.read"], 2).await);
+    }
+    let expected: BTreeSet<String> = chains.iter().flat_map(|c| [c.jti(0), c.jti(1)]).collect();
+
+    // Revoke every root (each takes its child with it) from several tasks at once...
+    let mut revokers = Vec::new();
+    for chain in &chains {
+        let (h, jti) = (Arc::clone(&h), chain.jti(0));
+        revokers.push(tokio::spawn(async move { h.revoke(RevocationKind::Warrant, &jti).await.unwrap() }));
+    }
+    // ...while the receiver polls and acknowledges what it got each time.
+    let mut received = BTreeSet::new();
+    let mut ack: Vec<String> = Vec::new();
+    for _ in 0..200 {
+        let req = PollRequest { ack: std::mem::take(&mut ack), max_events: Some(5), ..PollRequest::default() };
+        let answer = h.engine().transmitter().poll(&owner, &stream.stream_id, req).await.unwrap();
+        for (id, set) in answer.sets {
+            received.insert(announced(&set));
+            ack.push(id);
+        }
+        if received.len() == expected.len() && revokers.iter().all(|r| r.is_finished()) {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    for r in revokers {
+        r.await.unwrap();
+    }
+    // Whatever is left after the last revocation is there for the next poll.
+    loop {
+        let req = PollRequest { ack: std::mem::take(&mut ack), ..PollRequest::default() };
+        let answer = h.engine().transmitter().poll(&owner, &stream.stream_id, req).await.unwrap();
+        if answer.sets.is_empty() {
+            break;
+        }
+        for (id, set) in answer.sets {
+            received.insert(announced(&set));
+            ack.push(id);
+        }
+    }
+    assert_eq!(received, expected, "every revoked warrant is announced, and nothing else");
+}
