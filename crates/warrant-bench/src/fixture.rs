@@ -112,7 +112,8 @@ impl EngineFixture {
             owner: human.id.to_string(),
             mode: Mode::Delegated,
             max_scope: vec!["*".into()],
-            public_key: key.public_jwk(),
+            public_key: Some(key.public_jwk()),
+            spiffe_id: None,
             expires_at: None,
             labels: labels(),
         };

@@ -92,8 +92,12 @@ pub enum AgentCmd {
         #[arg(long = "max-scope", short = 's', required = true)]
         max_scope: Vec<String>,
         /// Its public key: a JWK file from `warrant keygen` (`.pub.jwk` or `.key.jwk`).
+        #[arg(long, required_unless_present = "spiffe_id", conflicts_with = "spiffe_id")]
+        public_key: Option<PathBuf>,
+        /// Or its SPIFFE ID (`spiffe://<trust domain>/<path>`): the workload authenticates
+        /// with JWT-SVIDs of a trust domain in `[[federation.spiffe]]`.
         #[arg(long)]
-        public_key: PathBuf,
+        spiffe_id: Option<String>,
         /// Expiry of an ephemeral agent: Unix seconds or RFC 3339.
         #[arg(long)]
         expires_at: Option<String>,
@@ -153,7 +157,7 @@ const HUMAN_COLUMNS: &[(&str, &str)] = &[
     ("ROLES", "roles"),
 ];
 const AGENT_FIELDS: &[&str] =
-    &["id", "name", "owner", "mode", "status", "max_scope", "expires_at", "labels", "created_at"];
+    &["id", "name", "owner", "mode", "status", "max_scope", "spiffe_id", "expires_at", "labels", "created_at"];
 const AGENT_COLUMNS: &[(&str, &str)] = &[
     ("ID", "id"),
     ("NAME", "name"),
@@ -215,8 +219,8 @@ pub async fn agent(conn: &Conn, cmd: AgentCmd) -> CliResult {
     let client = conn.client()?;
     let one = |v: &Value| record(v, AGENT_FIELDS);
     match cmd {
-        AgentCmd::Add { name, owner, mode, max_scope, public_key, expires_at, labels } => {
-            let jwk = keyfile::read_public(&public_key)?;
+        AgentCmd::Add { name, owner, mode, max_scope, public_key, spiffe_id, expires_at, labels } => {
+            let jwk = public_key.map(|path| keyfile::read_public(&path)).transpose()?;
             let mut label_map = serde_json::Map::new();
             for label in labels {
                 let (k, v) = label.split_once('=').ok_or_else(|| format!("label `{label}` is not `key=value`"))?;
@@ -225,7 +229,7 @@ pub async fn agent(conn: &Conn, cmd: AgentCmd) -> CliResult {
             let expires_at = expires_at.map(|e| e.parse::<i64>().map(Value::from).unwrap_or(Value::String(e)));
             let body = json!({
                 "name": name, "owner": owner, "mode": mode, "max_scope": max_scope,
-                "public_key": jwk, "expires_at": expires_at, "labels": label_map,
+                "public_key": jwk, "spiffe_id": spiffe_id, "expires_at": expires_at, "labels": label_map,
             });
             print(conn.json, &client.post("/v1/agents", &body).await?, one);
         }

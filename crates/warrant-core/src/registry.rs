@@ -146,8 +146,12 @@ pub struct Agent {
     pub mode: Mode,
     /// The ceiling of anything this agent may ever hold.
     pub max_scope: Scope,
-    /// The key its client assertions are signed with.
-    pub public_key: PublicJwk,
+    /// The key its client assertions are signed with; `None` for an agent that
+    /// authenticates with a SPIFFE JWT-SVID instead.
+    pub public_key: Option<PublicJwk>,
+    /// The SPIFFE ID it authenticates as (with a JWT-SVID of its trust domain), instead of
+    /// a key of its own.
+    pub spiffe_id: Option<String>,
     /// Lifecycle state.
     pub status: AgentStatus,
     /// When an ephemeral agent stops being usable.

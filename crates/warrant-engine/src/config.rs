@@ -47,6 +47,9 @@ pub struct EngineConfig {
     /// Whether SSF push streams may deliver to plain http and private, loopback or
     /// link-local addresses (`ssf.danger_allow_private_push`; off by default).
     pub ssf_allow_private_push: bool,
+    /// Trusted SPIFFE trust domains whose workloads authenticate as agents with
+    /// JWT-SVIDs (`[[federation.spiffe]]`).
+    pub spiffe: Vec<crate::spiffe::SpiffeDomain>,
 }
 
 impl EngineConfig {
@@ -68,6 +71,7 @@ impl EngineConfig {
             kek: None,
             federation: Vec::new(),
             ssf_allow_private_push: false,
+            spiffe: Vec::new(),
         }
     }
 

@@ -36,6 +36,8 @@ use crate::keys::KeyManager;
 use crate::random;
 use crate::registry::Registry;
 use crate::revocation::Revocation;
+use crate::spiffe::{SpiffeError, SpiffeTrust};
+use warrant_token::spiffe::ASSERTION_TYPE_JWT_SPIFFE;
 
 /// `grant_type` for client credentials.
 pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
@@ -356,6 +358,7 @@ pub struct Issuer {
     federation: Arc<Federation>,
     registry: Arc<Registry>,
     dpop: Arc<Dpop>,
+    spiffe: Arc<SpiffeTrust>,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -377,6 +380,7 @@ pub(crate) struct IssuerParts {
     pub federation: Arc<Federation>,
     pub registry: Arc<Registry>,
     pub dpop: Arc<Dpop>,
+    pub spiffe: Arc<SpiffeTrust>,
 }
 
 impl Issuer {
@@ -393,8 +397,22 @@ impl Issuer {
             federation,
             registry,
             dpop,
+            spiffe,
         } = parts;
-        Issuer { store, clock, settings, keys, revocation, guardrails, governance, audit, federation, registry, dpop }
+        Issuer {
+            store,
+            clock,
+            settings,
+            keys,
+            revocation,
+            guardrails,
+            governance,
+            audit,
+            federation,
+            registry,
+            dpop,
+            spiffe,
+        }
     }
 
     /// Handles one token request.
@@ -440,12 +458,24 @@ impl Issuer {
                 "client authentication is required: send `client_assertion_type` and `client_assertion`".into(),
             )
         })?;
-        if assertion_type != ASSERTION_TYPE_JWT_BEARER {
-            return Err(TokenError::InvalidClient(format!(
-                "`client_assertion_type` must be `{ASSERTION_TYPE_JWT_BEARER}`"
-            )));
+        let assertion = required(&req.client_assertion, "client_assertion")
+            .map_err(|e| TokenError::InvalidClient(e.to_string()))?;
+        let svid = warrant_token::spiffe::looks_like_svid(assertion);
+        match assertion_type {
+            ASSERTION_TYPE_JWT_BEARER if !svid => {}
+            ASSERTION_TYPE_JWT_SPIFFE if svid => {}
+            ASSERTION_TYPE_JWT_BEARER | ASSERTION_TYPE_JWT_SPIFFE => {
+                return Err(TokenError::InvalidClient(format!(
+                    "`client_assertion_type` `{assertion_type}` does not fit the assertion: a JWT-SVID (`sub` a SPIFFE ID) is `{ASSERTION_TYPE_JWT_SPIFFE}`, an agent's own assertion `{ASSERTION_TYPE_JWT_BEARER}`"
+                )))
+            }
+            _ => {
+                return Err(TokenError::InvalidClient(format!(
+                    "`client_assertion_type` must be `{ASSERTION_TYPE_JWT_BEARER}` or `{ASSERTION_TYPE_JWT_SPIFFE}`"
+                )))
+            }
         }
-        required(&req.client_assertion, "client_assertion").map_err(|e| TokenError::InvalidClient(e.to_string()))
+        Ok(assertion)
     }
 
     /// Authenticates an agent by its client assertion at the token endpoint; the
@@ -464,28 +494,65 @@ impl Issuer {
         now: UnixTime,
     ) -> Result<(Agent, Human), TokenError> {
         let client = |msg: String| TokenError::InvalidClient(msg);
-        let agent_id = claimed_agent(assertion).map_err(|e| client(format!("the client assertion: {e}")))?;
-        let agent = self
-            .store
-            .get_agent(&agent_id)
-            .await?
-            .ok_or_else(|| client(format!("agent `{agent_id}` is not registered")))?;
-        let key = warrant_token::keys::verifying_key(&agent.public_key)
-            .map_err(|e| TokenError::Internal(format!("stored key of `{agent_id}`: {e}")))?;
         let token_endpoint = self.settings.token_endpoint.as_str();
         let audiences = [token_endpoint, self.settings.issuer.as_str(), endpoint.unwrap_or(token_endpoint)];
-        let claims = verify_assertion(assertion, &key, &agent.id, &audiences, now)
-            .map_err(|e| client(format!("the client assertion: {e}")))?;
-        agent.usable_at(now).map_err(|why| client(format!("agent `{}` {why}", agent.id)))?;
-        if !self.store.spend_assertion(&agent.id, &claims.jti, claims.exp, now).await? {
-            return Err(client("the client assertion was already used; assertions are single-use".into()));
-        }
+        let agent = if warrant_token::spiffe::looks_like_svid(assertion) {
+            self.authenticate_svid(assertion, &audiences, now).await?
+        } else {
+            let agent_id = claimed_agent(assertion).map_err(|e| client(format!("the client assertion: {e}")))?;
+            let agent = self
+                .store
+                .get_agent(&agent_id)
+                .await?
+                .ok_or_else(|| client(format!("agent `{agent_id}` is not registered")))?;
+            let Some(public_key) = &agent.public_key else {
+                return Err(client(format!(
+                    "agent `{agent_id}` authenticates with its SPIFFE ID: present a JWT-SVID ({ASSERTION_TYPE_JWT_SPIFFE})"
+                )));
+            };
+            let key = warrant_token::keys::verifying_key(public_key)
+                .map_err(|e| TokenError::Internal(format!("stored key of `{agent_id}`: {e}")))?;
+            let claims = verify_assertion(assertion, &key, &agent.id, &audiences, now)
+                .map_err(|e| client(format!("the client assertion: {e}")))?;
+            agent.usable_at(now).map_err(|why| client(format!("agent `{}` {why}", agent.id)))?;
+            if !self.store.spend_assertion(&agent.id, &claims.jti, claims.exp, now).await? {
+                return Err(client("the client assertion was already used; assertions are single-use".into()));
+            }
+            agent
+        };
         let owner = self
             .store
             .get_human(&agent.owner)
             .await?
             .ok_or_else(|| TokenError::Internal(format!("owner of `{}` is missing", agent.id)))?;
         Ok((agent, owner))
+    }
+
+    /// Authenticates an agent registered with a SPIFFE ID by its JWT-SVID: verified
+    /// against its trust domain's bundle, for this server, unexpired; its `jti`, when it
+    /// has one, is spent (a JWT-SVID without one may be presented again until it expires,
+    /// as SPIFFE workloads cache them).
+    async fn authenticate_svid(&self, svid: &str, audiences: &[&str], now: UnixTime) -> Result<Agent, TokenError> {
+        let client = |msg: String| TokenError::InvalidClient(msg);
+        let claimed = warrant_token::spiffe::peek_subject(svid).map_err(|e| client(e.to_string()))?;
+        let keys = self.spiffe.keys(claimed.trust_domain()).await.map_err(|e| match e {
+            SpiffeError::NotTrusted(_) => client(e.to_string()),
+            e => TokenError::Internal(e.to_string()),
+        })?;
+        let verified = warrant_token::spiffe::verify_svid(svid, &keys, claimed.trust_domain(), audiences, now)
+            .map_err(|e| client(e.to_string()))?;
+        let agent = self
+            .store
+            .agent_by_spiffe_id(verified.sub.as_str())
+            .await?
+            .ok_or_else(|| client(format!("no agent is registered with SPIFFE ID `{}`", verified.sub)))?;
+        agent.usable_at(now).map_err(|why| client(format!("agent `{}` {why}", agent.id)))?;
+        if let Some(jti) = &verified.jti {
+            if !self.store.spend_assertion(&agent.id, jti, verified.exp, now).await? {
+                return Err(client("the JWT-SVID was already used (it has a `jti`, so it is single-use)".into()));
+            }
+        }
+        Ok(agent)
     }
 
     async fn client_credentials(

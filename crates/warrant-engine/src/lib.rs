@@ -49,6 +49,7 @@ pub mod registry;
 pub mod request;
 pub mod revocation;
 pub mod signals;
+pub mod spiffe;
 pub mod transmitter;
 pub mod webhook;
 
@@ -191,6 +192,7 @@ impl Engine {
             Arc::clone(&audit),
             Arc::clone(&events),
         ));
+        let spiffe = Arc::new(spiffe::SpiffeTrust::new(config.spiffe.clone()));
         let registry = Arc::new(Registry::new(registry::RegistryParts {
             store: Arc::clone(&store),
             clock: Arc::clone(&clock),
@@ -204,6 +206,7 @@ impl Engine {
             audit: Arc::clone(&audit),
             governance: Arc::clone(&governance),
             guardrails: Arc::clone(&guardrails),
+            spiffe: Arc::clone(&spiffe),
         }));
         if let Some(own) = config.federation.iter().find(|p| p.issuer == config.issuer) {
             return Err(OpenError::SelfFederation(own.issuer.clone()));
@@ -227,6 +230,7 @@ impl Engine {
             federation: Arc::clone(&federation),
             registry: Arc::clone(&registry),
             dpop: Arc::clone(&dpop),
+            spiffe,
         }));
         let decisions = Arc::new(Decisions::new(decisions::DecisionParts {
             store: Arc::clone(&store),

@@ -8,6 +8,7 @@ use warrant_core::audit::AuditEntry;
 use warrant_core::{Agent, AgentId, AgentStatus, Human, HumanId, HumanStatus, Mode, PublicJwk, Scope, UnixTime};
 use warrant_store::{SessionPurpose, SessionRecord, Store, StoreError};
 use warrant_token::session::{sign_approver, sign_session, SessionClaims};
+use warrant_token::spiffe::SpiffeId;
 
 use crate::audit::Audit;
 use crate::clock::Clock;
@@ -18,6 +19,7 @@ use crate::govern::Governance;
 use crate::guard::Guardrails;
 use crate::keys::KeyManager;
 use crate::random::{self, RandomError};
+use crate::spiffe::SpiffeTrust;
 
 /// Why a registry operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -94,8 +96,12 @@ pub struct NewAgent {
     pub mode: Mode,
     /// The ceiling of its warrants.
     pub max_scope: Vec<String>,
-    /// Its Ed25519 public key.
-    pub public_key: PublicJwk,
+    /// Its Ed25519 public key (its client assertions are signed with it), or `None` with
+    /// a `spiffe_id`.
+    pub public_key: Option<PublicJwk>,
+    /// The SPIFFE ID it authenticates as with JWT-SVIDs, instead of a key of its own; its
+    /// trust domain must be trusted (`[[federation.spiffe]]`).
+    pub spiffe_id: Option<String>,
     /// When an ephemeral agent stops being usable.
     pub expires_at: Option<UnixTime>,
     /// Free-form labels.
@@ -227,6 +233,8 @@ pub struct Registry {
     audit: Arc<Audit>,
     governance: Arc<Governance>,
     guardrails: Arc<Guardrails>,
+    /// The trusted SPIFFE trust domains (an agent's `spiffe_id` must be of one).
+    spiffe: Arc<SpiffeTrust>,
     /// Held while a signed-in human is found, updated or registered, and while a human is
     /// disabled or enabled: two first sign-ins of one person at once register them once
     /// (and audit it once), and a sign-in never writes back a status it read before a
@@ -250,11 +258,12 @@ pub(crate) struct RegistryParts {
     pub audit: Arc<Audit>,
     pub governance: Arc<Governance>,
     pub guardrails: Arc<Guardrails>,
+    pub spiffe: Arc<SpiffeTrust>,
 }
 
 impl Registry {
     pub(crate) fn new(parts: RegistryParts) -> Self {
-        let RegistryParts { store, clock, sessions, directory, keys, audit, governance, guardrails } = parts;
+        let RegistryParts { store, clock, sessions, directory, keys, audit, governance, guardrails, spiffe } = parts;
         Registry {
             store,
             clock,
@@ -264,6 +273,7 @@ impl Registry {
             audit,
             governance,
             guardrails,
+            spiffe,
             signins: tokio::sync::Mutex::new(()),
         }
     }
@@ -558,8 +568,15 @@ impl Registry {
         if !owner.is_active() {
             return Err(RegistryError::Invalid(format!("owner `{}` is disabled", owner.id)));
         }
-        warrant_token::keys::verifying_key(&new.public_key)
-            .map_err(|e| RegistryError::Invalid(format!("`public_key`: {e}")))?;
+        let (public_key, spiffe_id) = self.credential(new.public_key, new.spiffe_id)?;
+        if let Some(id) = &spiffe_id {
+            if let Some(other) = self.store.agent_by_spiffe_id(id).await? {
+                return Err(RegistryError::Conflict(format!(
+                    "agent `{}` is already registered with SPIFFE ID `{id}`",
+                    other.id
+                )));
+            }
+        }
         let now = self.clock.now();
         if new.expires_at.is_some_and(|t| t <= now) {
             return Err(RegistryError::Invalid("`expires_at` must be in the future".into()));
@@ -581,18 +598,52 @@ impl Registry {
             owner: owner.id,
             mode: new.mode,
             max_scope,
-            public_key: new.public_key,
+            public_key,
+            spiffe_id,
             status: AgentStatus::Active,
             expires_at: new.expires_at,
             labels: new.labels,
             created_at: now,
         };
         self.audit_registry(RegistryDetails::AgentAdd(agent.clone()), Some(&agent.id), Some(&agent.owner)).await?;
-        self.store.insert_agent(&agent).await?;
+        self.store.insert_agent(&agent).await.map_err(|e| match e {
+            // Another registration with the same SPIFFE ID won the race.
+            StoreError::Conflict(why) => RegistryError::Conflict(why),
+            e => RegistryError::Store(e),
+        })?;
         self.directory.put_agent(agent.clone());
         self.governance.touch([agent.id.clone()]);
         tracing::info!(agent = %agent.id, owner = %agent.owner, mode = %agent.mode, "registered an agent");
         Ok(agent)
+    }
+
+    /// How a new agent authenticates: exactly one of an Ed25519 public key and a SPIFFE
+    /// ID of a trusted trust domain.
+    fn credential(
+        &self,
+        key: Option<PublicJwk>,
+        spiffe_id: Option<String>,
+    ) -> Result<(Option<PublicJwk>, Option<String>), RegistryError> {
+        match (key, spiffe_id) {
+            (Some(key), None) => {
+                warrant_token::keys::verifying_key(&key)
+                    .map_err(|e| RegistryError::Invalid(format!("`public_key`: {e}")))?;
+                Ok((Some(key), None))
+            }
+            (None, Some(id)) => {
+                let id = SpiffeId::parse(&id).map_err(|e| RegistryError::Invalid(format!("`spiffe_id`: {e}")))?;
+                if !self.spiffe.trusts(id.trust_domain()) {
+                    return Err(RegistryError::Invalid(format!(
+                        "`spiffe_id`: trust domain `{}` is not trusted; add it to `[[federation.spiffe]]`",
+                        id.trust_domain()
+                    )));
+                }
+                Ok((None, Some(id.to_string())))
+            }
+            _ => Err(RegistryError::Invalid(
+                "register an agent with exactly one of `public_key` (its Ed25519 key) and `spiffe_id`".into(),
+            )),
+        }
     }
 
     /// One agent.

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use warrant_core::guard::rate::RateLimit;
 use warrant_core::Limits;
 use warrant_engine::federation::OidcProvider;
+use warrant_engine::spiffe::SpiffeDomain;
 
 /// The data directory when nothing else is configured.
 pub const DEFAULT_DATA_DIR: &str = "./warrant-data";
@@ -321,6 +322,25 @@ pub struct FederationFile {
     /// Trusted OpenID providers.
     #[serde(default)]
     pub oidc: Vec<OidcFile>,
+    /// Trusted SPIFFE trust domains, whose workloads authenticate as agents with JWT-SVIDs.
+    #[serde(default)]
+    pub spiffe: Vec<SpiffeFile>,
+}
+
+/// One `[[federation.spiffe]]` entry.
+///
+/// ```toml
+/// [[federation.spiffe]]
+/// trust_domain = "example.org"
+/// bundle_file = "/run/spire/bundle.jwks"   # the trust bundle (JWKS); re-read when it changes
+/// ```
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SpiffeFile {
+    /// The trust domain, e.g. `example.org`.
+    pub trust_domain: String,
+    /// Its trust bundle: a JWKS whose keys with `use` `jwt-svid` verify its JWT-SVIDs.
+    pub bundle_file: PathBuf,
 }
 
 /// One `[[federation.oidc]]` entry.
@@ -342,6 +362,39 @@ pub struct OidcFile {
 }
 
 impl FederationFile {
+    /// The SPIFFE trust domains, each checked: a valid trust domain, configured once, with
+    /// a bundle file that holds at least one usable JWT-SVID key now.
+    fn spiffe_domains(&self) -> Result<Vec<SpiffeDomain>, ConfigError> {
+        let mut out: Vec<SpiffeDomain> = Vec::new();
+        for (i, d) in self.spiffe.iter().enumerate() {
+            let at = format!("`federation.spiffe[{i}]`");
+            let id = warrant_token::spiffe::SpiffeId::parse(&format!("spiffe://{}", d.trust_domain)).map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "{at}: `trust_domain` `{}` is not a SPIFFE trust domain (lowercase letters, digits, `.`, `-`, `_`)",
+                    d.trust_domain
+                ))
+            })?;
+            if out.iter().any(|o| o.trust_domain == id.trust_domain()) {
+                return Err(ConfigError::Invalid(format!(
+                    "{at}: trust domain `{}` is configured twice",
+                    d.trust_domain
+                )));
+            }
+            let bundle = std::fs::read(&d.bundle_file).map_err(|e| {
+                ConfigError::Invalid(format!("{at}: `bundle_file` {} cannot be read: {e}", d.bundle_file.display()))
+            })?;
+            let jwks: serde_json::Value = serde_json::from_slice(&bundle)
+                .map_err(|e| ConfigError::Invalid(format!("{at}: `bundle_file` is not a JWKS: {e}")))?;
+            if warrant_token::oidc::ProviderKeys::from_jwks_for(&jwks, "jwt-svid").is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "{at}: `bundle_file` holds no usable JWT-SVID key (RSA, P-256 or Ed25519, `use` `jwt-svid`)"
+                )));
+            }
+            out.push(SpiffeDomain { trust_domain: id.trust_domain().to_owned(), bundle_file: d.bundle_file.clone() });
+        }
+        Ok(out)
+    }
+
     fn resolve(self) -> Result<Vec<OidcProvider>, ConfigError> {
         let mut providers: Vec<OidcProvider> = Vec::new();
         for (i, p) in self.oidc.into_iter().enumerate() {
@@ -489,6 +542,8 @@ pub struct Settings {
     pub federation: Vec<OidcProvider>,
     /// Whether SSF push streams may deliver over http and to non-public addresses.
     pub ssf_allow_private_push: bool,
+    /// Trusted SPIFFE trust domains.
+    pub spiffe: Vec<SpiffeDomain>,
 }
 
 /// The witness file for a data directory when none is configured:
@@ -583,7 +638,9 @@ impl Settings {
         let (govern, webhook) = c.governance.unwrap_or_default().resolve()?;
         let server_limits = c.limits.unwrap_or_default().resolve()?;
         let gateway = c.gateway.map(|g| g.resolve(listen)).transpose()?;
-        let federation = c.federation.unwrap_or_default().resolve()?;
+        let federation_file = c.federation.unwrap_or_default();
+        let spiffe = federation_file.spiffe_domains()?;
+        let federation = federation_file.resolve()?;
         if let Some(issuer) = &c.issuer {
             if !(issuer.starts_with("https://") || issuer.starts_with("http://")) {
                 return Err(ConfigError::Invalid(format!("`issuer` `{issuer}` must be an http(s) URL")));
@@ -608,6 +665,7 @@ impl Settings {
             gateway,
             federation,
             ssf_allow_private_push: c.ssf.and_then(|s| s.danger_allow_private_push).unwrap_or(false),
+            spiffe,
         })
     }
 }

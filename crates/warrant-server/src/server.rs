@@ -241,6 +241,7 @@ impl BoundServer {
         config.audit.witness = Some(settings.witness.clone());
         config.federation = settings.federation.clone();
         config.ssf_allow_private_push = settings.ssf_allow_private_push;
+        config.spiffe = settings.spiffe.clone();
         let engine = Engine::open(Arc::new(store), Arc::new(SystemClock), config).await?;
         let metrics = Arc::new(crate::metrics::Metrics::new()?);
         let limits = Arc::new(crate::ratelimit::RateLimits::new(&settings.server_limits));

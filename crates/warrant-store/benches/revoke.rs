@@ -86,12 +86,13 @@ async fn fixture() -> Fixture {
         owner: human.id.clone(),
         mode: Mode::Delegated,
         max_scope: Scope::parse("crm.read billing.*:invoices/**").unwrap(),
-        public_key: PublicJwk {
+        public_key: Some(PublicJwk {
             kty: "OKP".into(),
             crv: "Ed25519".into(),
             x: "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo".into(),
             kid: None,
-        },
+        }),
+        spiffe_id: None,
         status: AgentStatus::Active,
         expires_at: None,
         labels: BTreeMap::new(),

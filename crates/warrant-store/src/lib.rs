@@ -88,6 +88,8 @@ pub trait AgentStore: Send + Sync {
     async fn insert_agent(&self, agent: &Agent) -> Result<(), StoreError>;
     /// One agent by id.
     async fn get_agent(&self, id: &AgentId) -> Result<Option<Agent>, StoreError>;
+    /// The agent registered with SPIFFE ID `spiffe_id`, if any.
+    async fn agent_by_spiffe_id(&self, spiffe_id: &str) -> Result<Option<Agent>, StoreError>;
     /// Every agent, oldest first, optionally only those of one owner.
     async fn list_agents(&self, owner: Option<&HumanId>) -> Result<Vec<Agent>, StoreError>;
     /// Sets an agent's status; `false` when there is no such agent.
@@ -98,7 +100,7 @@ pub trait AgentStore: Send + Sync {
     /// Replaces an agent's max scope; `false` when there is no such agent.
     async fn set_agent_max_scope(&self, id: &AgentId, max_scope: &Scope) -> Result<bool, StoreError>;
     /// Replaces an agent's public key and records `at` as when it was set; `false` when
-    /// there is no such agent.
+    /// there is no such agent, or it authenticates with a SPIFFE ID (it has no key).
     async fn set_agent_key(&self, id: &AgentId, key: &PublicJwk, at: UnixTime) -> Result<bool, StoreError>;
     /// When each agent's current key was set: its registration time until the key is
     /// first replaced.

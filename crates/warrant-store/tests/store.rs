@@ -144,7 +144,8 @@ fn agent(n: u8, owner: &Human, created_at: i64) -> Agent {
         owner: owner.id.clone(),
         mode: Mode::Delegated,
         max_scope: scope("crm.read"),
-        public_key: jwk(),
+        public_key: Some(jwk()),
+        spiffe_id: None,
         status: AgentStatus::Active,
         expires_at: None,
         labels: BTreeMap::new(),
@@ -370,7 +371,7 @@ async fn check_agent_round_trip(store: &dyn Store) {
     let mut rich = agent(2, &h, 300);
     rich.mode = Mode::Autonomous;
     rich.max_scope = scope("crm.read:customers/* billing.*:invoices/2024/**");
-    rich.public_key = PublicJwk { kid: Some("client-key-1".into()), ..jwk() };
+    rich.public_key = Some(PublicJwk { kid: Some("client-key-1".into()), ..jwk() });
     rich.status = AgentStatus::Suspended;
     rich.expires_at = Some(UnixTime(1_700_000_000));
     rich.labels = BTreeMap::from([
@@ -382,6 +383,21 @@ async fn check_agent_round_trip(store: &dyn Store) {
     assert_eq!(store.get_agent(&rich.id).await.unwrap(), Some(rich));
 
     assert_eq!(store.get_agent(&AgentId::from_random([9; 12])).await.unwrap(), None);
+
+    // An agent with a SPIFFE ID instead of a key: found by it, unique, with no key to
+    // replace and no key age.
+    let mut workload = agent(3, &h, 400);
+    workload.public_key = None;
+    workload.spiffe_id = Some("spiffe://example.org/ns/prod/sa/reporter".into());
+    store.insert_agent(&workload).await.unwrap();
+    assert_eq!(store.get_agent(&workload.id).await.unwrap(), Some(workload.clone()));
+    let by_id = store.agent_by_spiffe_id("spiffe://example.org/ns/prod/sa/reporter").await.unwrap();
+    assert_eq!(by_id, Some(workload.clone()));
+    assert_eq!(store.agent_by_spiffe_id("spiffe://example.org/other").await.unwrap(), None);
+    let twin = Agent { id: AgentId::from_random([8; 12]), ..workload.clone() };
+    assert_conflict(store.insert_agent(&twin).await, "a SPIFFE ID names one agent");
+    assert!(!store.set_agent_key(&workload.id, &jwk(), UnixTime(500)).await.unwrap());
+    assert!(store.agent_key_times().await.unwrap().iter().all(|(id, _)| *id != workload.id));
 }
 
 async fn check_agent_owner_must_exist(store: &dyn Store) {
@@ -1334,7 +1350,7 @@ async fn check_set_agent_key(store: &dyn Store) {
         ..jwk()
     };
     assert!(store.set_agent_key(&a.id, &rotated, UnixTime(5_000)).await.unwrap());
-    assert_eq!(store.get_agent(&a.id).await.unwrap(), Some(Agent { public_key: rotated.clone(), ..a.clone() }));
+    assert_eq!(store.get_agent(&a.id).await.unwrap(), Some(Agent { public_key: Some(rotated.clone()), ..a.clone() }));
     assert_eq!(store.get_agent(&other.id).await.unwrap(), Some(other.clone()), "only that agent changed");
     assert_eq!(
         by_agent(store.agent_key_times().await.unwrap()),
@@ -1748,12 +1764,15 @@ fn current_schema_version() -> i64 {
     db.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap()
 }
 
-/// Undoes the migration that gave humans an identity at a provider.
-const UNDO_MIGRATION_IDENTITY: &str = "DROP INDEX humans_identity; ALTER TABLE humans DROP COLUMN idp_subject; \
+/// Undoes the migrations that gave agents SPIFFE IDs and humans an identity at a provider.
+const UNDO_MIGRATION_IDENTITY: &str = "DROP INDEX agents_spiffe; ALTER TABLE agents DROP COLUMN spiffe_id; \
+     DROP INDEX humans_identity; ALTER TABLE humans DROP COLUMN idp_subject; \
      ALTER TABLE humans DROP COLUMN idp_issuer; PRAGMA user_version = 10;";
 
-/// Undoes the migrations that gave humans an identity at a provider and an external id.
-const UNDO_MIGRATION_EXTERNAL_ID: &str = "DROP INDEX humans_identity; ALTER TABLE humans DROP COLUMN idp_subject; \
+/// Undoes the migrations that gave agents SPIFFE IDs, humans an identity at a provider and
+/// an external id.
+const UNDO_MIGRATION_EXTERNAL_ID: &str = "DROP INDEX agents_spiffe; ALTER TABLE agents DROP COLUMN spiffe_id; \
+     DROP INDEX humans_identity; ALTER TABLE humans DROP COLUMN idp_subject; \
      ALTER TABLE humans DROP COLUMN idp_issuer; DROP INDEX humans_external_id; \
      ALTER TABLE humans DROP COLUMN external_id; PRAGMA user_version = 9;";
 

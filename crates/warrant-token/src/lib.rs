@@ -21,6 +21,7 @@ pub mod oidc;
 pub mod ring;
 pub mod seal;
 pub mod session;
+pub mod spiffe;
 pub mod warrant;
 
 pub use jws::{JwsError, KeyResolver};

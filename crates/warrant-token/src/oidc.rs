@@ -91,10 +91,16 @@ impl ProviderKeys {
     /// The signing keys of a JWKS document (RFC 7517). Keys that are not for signatures
     /// (`use` other than `sig`), of another type or curve, or malformed are skipped.
     pub fn from_jwks(jwks: &Value) -> Self {
+        Self::from_jwks_for(jwks, "sig")
+    }
+
+    /// The keys of a JWKS document whose `use` is `key_use` (or absent): `sig` for a
+    /// provider's JWKS, `jwt-svid` for a SPIFFE trust bundle.
+    pub fn from_jwks_for(jwks: &Value, key_use: &str) -> Self {
         let mut keys = Vec::new();
         for jwk in jwks.get("keys").and_then(Value::as_array).into_iter().flatten() {
             let Some(jwk) = jwk.as_object() else { continue };
-            if jwk.get("use").and_then(Value::as_str).is_some_and(|u| u != "sig") {
+            if jwk.get("use").and_then(Value::as_str).is_some_and(|u| u != key_use) {
                 continue;
             }
             let kid = jwk.get("kid").and_then(Value::as_str).map(str::to_owned);
@@ -197,7 +203,7 @@ impl IdTokenClaims {
 
 /// A claim that is one string or a list of them (like `aud`), as a list; the strings of
 /// a list, anything else in it skipped; empty for anything else.
-fn string_list(value: Option<&Value>) -> Vec<&str> {
+pub(crate) fn string_list(value: Option<&Value>) -> Vec<&str> {
     match value {
         Some(Value::String(s)) => vec![s.as_str()],
         Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),

@@ -224,12 +224,18 @@ impl Governance {
         if agent.status == AgentStatus::Retired {
             return Err(OwnerError::Conflict(format!("agent `{}` is retired", agent.id)));
         }
+        let Some(current) = &agent.public_key else {
+            return Err(OwnerError::Invalid(format!(
+                "agent `{}` authenticates with its SPIFFE ID and has no key to rotate; its trust domain rotates its keys",
+                agent.id
+            )));
+        };
         warrant_token::keys::verifying_key(&key).map_err(|e| OwnerError::Invalid(format!("`public_key`: {e}")))?;
-        if key.x == agent.public_key.x {
+        if key.x == current.x {
             return Err(OwnerError::Invalid("`public_key` is the agent's current key; rotate to a new one".into()));
         }
         let now = self.clock.now();
-        let details = RegistryDetails::AgentKey { from: agent.public_key.x.clone(), to: key.x.clone() };
+        let details = RegistryDetails::AgentKey { from: current.x.clone(), to: key.x.clone() };
         let mut entry = AuditEntry::with_details(now, details).map_err(|e| OwnerError::Internal(e.to_string()))?;
         entry.agent = Some(agent.id.clone());
         entry.human = Some(agent.owner.clone());
@@ -237,7 +243,7 @@ impl Governance {
         if !self.store.set_agent_key(&agent.id, &key, now).await? {
             return Err(OwnerError::NotFound(format!("agent `{}`", agent.id)));
         }
-        let changed = Agent { public_key: key, ..(*agent).clone() };
+        let changed = Agent { public_key: Some(key), ..(*agent).clone() };
         self.directory.put_agent(changed.clone());
         self.set_key_time(&agent.id, now);
         self.touch([agent.id.clone()]);

@@ -763,6 +763,8 @@ async fn migration_seals_plaintext_keys_of_an_old_database_and_its_log_still_ver
         let conn = rusqlite::Connection::open(db(dir.path())).unwrap();
         conn.execute_batch(
             "DELETE FROM signing_keys;
+             DROP INDEX agents_spiffe;
+             ALTER TABLE agents DROP COLUMN spiffe_id;
              DROP INDEX humans_identity;
              ALTER TABLE humans DROP COLUMN idp_subject;
              ALTER TABLE humans DROP COLUMN idp_issuer;

@@ -267,7 +267,8 @@ impl Harness {
                 owner: owner.id.to_string(),
                 mode,
                 max_scope: max_scope.iter().map(|s| (*s).to_owned()).collect(),
-                public_key: key.public_jwk(),
+                public_key: Some(key.public_jwk()),
+                spiffe_id: None,
                 expires_at: None,
                 labels: Default::default(),
             })

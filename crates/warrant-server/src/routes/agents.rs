@@ -68,8 +68,12 @@ pub struct AgentBody {
     pub mode: Mode,
     /// The ceiling of anything the agent may ever hold.
     pub max_scope: Vec<String>,
-    /// Its Ed25519 public key.
-    pub public_key: Jwk,
+    /// Its Ed25519 public key: its client assertions are signed with it. Give this or
+    /// `spiffe_id`.
+    pub public_key: Option<Jwk>,
+    /// Its SPIFFE ID (`spiffe://<trust domain>/<path>`), for a workload that
+    /// authenticates with JWT-SVIDs of a trusted trust domain instead of a key of its own.
+    pub spiffe_id: Option<String>,
     /// When an ephemeral agent stops being usable.
     pub expires_at: Option<Expiry>,
     /// Free-form labels.
@@ -90,8 +94,12 @@ pub struct AgentView {
     pub mode: String,
     /// The ceiling of its warrants.
     pub max_scope: Vec<String>,
-    /// Its public key.
-    pub public_key: Jwk,
+    /// Its public key (absent for an agent with a SPIFFE ID).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<Jwk>,
+    /// The SPIFFE ID it authenticates as, if it has one instead of a key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spiffe_id: Option<String>,
     /// `active`, `suspended` or `retired`.
     pub status: String,
     /// Unix seconds, for ephemeral agents.
@@ -110,7 +118,8 @@ impl From<Agent> for AgentView {
             owner: a.owner.to_string(),
             mode: a.mode.as_str().into(),
             max_scope: a.max_scope.into(),
-            public_key: Jwk { kty: a.public_key.kty, crv: a.public_key.crv, x: a.public_key.x, kid: a.public_key.kid },
+            public_key: a.public_key.map(|k| Jwk { kty: k.kty, crv: k.crv, x: k.x, kid: k.kid }),
+            spiffe_id: a.spiffe_id,
             status: a.status.as_str().into(),
             expires_at: a.expires_at.map(|t| t.0),
             labels: a.labels,
@@ -142,13 +151,13 @@ pub async fn create(
     Json(body): Json<AgentBody>,
 ) -> Result<(StatusCode, JsonOut<AgentView>), ApiError> {
     let expires_at = body.expires_at.as_ref().map(Expiry::to_unix).transpose()?;
-    let k = body.public_key;
     let new = NewAgent {
         name: body.name,
         owner: body.owner,
         mode: body.mode,
         max_scope: body.max_scope,
-        public_key: PublicJwk { kty: k.kty, crv: k.crv, x: k.x, kid: k.kid },
+        public_key: body.public_key.map(|k| PublicJwk { kty: k.kty, crv: k.crv, x: k.x, kid: k.kid }),
+        spiffe_id: body.spiffe_id,
         expires_at,
         labels: body.labels,
     };

@@ -31,6 +31,10 @@ pub async fn metadata(State(state): State<AppState>) -> Json<serde_json::Value> 
         "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
         "grant_types_supported": ["client_credentials", warrant_engine::issuer::GRANT_TOKEN_EXCHANGE],
         "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "warrant_client_assertion_types_supported": [
+            warrant_engine::issuer::ASSERTION_TYPE_JWT_BEARER,
+            warrant_token::spiffe::ASSERTION_TYPE_JWT_SPIFFE,
+        ],
         "token_endpoint_auth_signing_alg_values_supported": ["EdDSA"],
         "introspection_endpoint": config.endpoint(INTROSPECTION_PATH),
         "introspection_endpoint_auth_methods_supported": ["private_key_jwt", "bearer"],

@@ -7,7 +7,8 @@ use warrant_core::{Agent, AgentId, AgentStatus, HumanId, Mode, PublicJwk, Scope,
 use super::{col, json, time, to_text, word, SqliteStore};
 use crate::{AgentStore, StoreError};
 
-const AGENT_COLS: &str = "id, name, owner, mode, max_scope, public_key, status, expires_at, labels, created_at";
+const AGENT_COLS: &str =
+    "id, name, owner, mode, max_scope, public_key, status, expires_at, labels, created_at, spiffe_id";
 
 fn agent_row(row: &Row<'_>) -> rusqlite::Result<Agent> {
     Ok(Agent {
@@ -16,7 +17,8 @@ fn agent_row(row: &Row<'_>) -> rusqlite::Result<Agent> {
         owner: col(row, 2, HumanId::try_from)?,
         mode: col(row, 3, word::<Mode>)?,
         max_scope: col(row, 4, json::<Scope>)?,
-        public_key: col(row, 5, json::<PublicJwk>)?,
+        public_key: col(row, 5, json::<Option<PublicJwk>>)?,
+        spiffe_id: row.get(10)?,
         status: col(row, 6, word::<AgentStatus>)?,
         expires_at: row.get::<_, Option<i64>>(7)?.map(UnixTime),
         labels: col(row, 8, json)?,
@@ -35,7 +37,7 @@ impl AgentStore for SqliteStore {
         let (mode, status) = (to_text(&a.mode)?, to_text(&a.status)?);
         self.run(move |c| {
             c.execute(
-                &format!("INSERT INTO agents ({AGENT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+                &format!("INSERT INTO agents ({AGENT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
                 params![
                     a.id.as_str(),
                     a.name,
@@ -46,10 +48,20 @@ impl AgentStore for SqliteStore {
                     status,
                     a.expires_at.map(|t| t.0),
                     labels,
-                    a.created_at.0
+                    a.created_at.0,
+                    a.spiffe_id
                 ],
             )?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn agent_by_spiffe_id(&self, spiffe_id: &str) -> Result<Option<Agent>, StoreError> {
+        let spiffe_id = spiffe_id.to_owned();
+        self.run(move |c| {
+            Ok(c.query_row(&format!("SELECT {AGENT_COLS} FROM agents WHERE spiffe_id = ?1"), [spiffe_id], agent_row)
+                .optional()?)
         })
         .await
     }
@@ -106,7 +118,8 @@ impl AgentStore for SqliteStore {
         let key = serde_json::to_string(key).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.run(move |c| {
             let tx = c.transaction()?;
-            if tx.execute("UPDATE agents SET public_key = ?2 WHERE id = ?1", params![id.as_str(), key])? == 0 {
+            let sql = "UPDATE agents SET public_key = ?2 WHERE id = ?1 AND spiffe_id IS NULL";
+            if tx.execute(sql, params![id.as_str(), key])? == 0 {
                 return Ok(false);
             }
             tx.execute(
@@ -124,7 +137,7 @@ impl AgentStore for SqliteStore {
         self.run(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT a.id, COALESCE(k.set_at, a.created_at) FROM agents a \
-                 LEFT JOIN agent_keys k ON k.agent_id = a.id ORDER BY a.created_at, a.id",
+                 LEFT JOIN agent_keys k ON k.agent_id = a.id WHERE a.spiffe_id IS NULL ORDER BY a.created_at, a.id",
             )?;
             let rows = stmt
                 .query_map([], |r| Ok((col(r, 0, AgentId::try_from)?, time(r, 1)?)))?

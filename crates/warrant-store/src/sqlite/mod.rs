@@ -51,6 +51,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0010_human_external_id.sql"),
     include_str!("../../migrations/sqlite/0011_human_identity.sql"),
     include_str!("../../migrations/sqlite/0012_ssf_transmitter.sql"),
+    include_str!("../../migrations/sqlite/0013_agent_spiffe.sql"),
 ];
 
 /// The SQLite store.
