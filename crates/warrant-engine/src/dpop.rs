@@ -4,15 +4,8 @@
 //! decision path and introspection: a proof names its request (method and URL), so it is
 //! good at one endpoint only, and once.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use warrant_core::{Confirmation, UnixTime};
-use warrant_token::dpop::{verify_proof, Expected, Proof, ProofError, MAX_PROOF_AGE, PROOF_SKEW};
-
-/// The most proofs remembered at once; when full, expired ones are dropped, and if the
-/// register is still full, new proofs are refused (fail closed) until some expire.
-pub const MAX_REMEMBERED_PROOFS: usize = 200_000;
+use warrant_token::dpop::{verify_proof, Expected, Proof, ProofError, ProofRegister};
 
 /// A DPoP proof as it arrived: the `DPoP` header's value, and the method and URL of the
 /// request it came with (as this server's public address names it).
@@ -36,15 +29,12 @@ pub enum DpopError {
     /// The proof was refused.
     #[error(transparent)]
     Proof(#[from] ProofError),
-    /// Too many proofs are remembered to take another safely.
-    #[error("too many DPoP proofs are in flight; retry in a minute")]
-    Full,
 }
 
-/// The register of proofs seen: `(jkt, jti)` until the proof is too old to be accepted.
+/// The register of proofs seen: each is accepted once.
 #[derive(Debug, Default)]
 pub struct Dpop {
-    seen: Mutex<HashMap<(String, String), UnixTime>>,
+    seen: ProofRegister,
 }
 
 impl Dpop {
@@ -53,23 +43,7 @@ impl Dpop {
     pub fn spend(&self, presented: &PresentedProof, token: Option<&str>, now: UnixTime) -> Result<Proof, DpopError> {
         let expected = Expected { htm: &presented.htm, htu: &presented.htu, token };
         let proof = verify_proof(&presented.proof, &expected, now)?;
-        let until = UnixTime(proof.iat.0.saturating_add(MAX_PROOF_AGE + PROOF_SKEW + 1));
-        let mut seen = self.seen.lock().map_err(|_| DpopError::Full)?;
-        if seen.len() >= MAX_REMEMBERED_PROOFS {
-            seen.retain(|_, until| *until > now);
-            if seen.len() >= MAX_REMEMBERED_PROOFS {
-                return Err(DpopError::Full);
-            }
-        }
-        match seen.entry((proof.jkt.clone(), proof.jti.clone())) {
-            std::collections::hash_map::Entry::Occupied(mut e) if *e.get() <= now => {
-                e.insert(until);
-            }
-            std::collections::hash_map::Entry::Occupied(_) => return Err(ProofError::Replayed.into()),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(until);
-            }
-        }
+        self.seen.spend(&proof, now)?;
         Ok(proof)
     }
 
@@ -96,7 +70,7 @@ impl Dpop {
 
     /// How many proofs are remembered.
     pub fn remembered(&self) -> usize {
-        self.seen.lock().map(|s| s.len()).unwrap_or(0)
+        self.seen.len()
     }
 }
 

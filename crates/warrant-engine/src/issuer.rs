@@ -37,6 +37,7 @@ use crate::random;
 use crate::registry::Registry;
 use crate::revocation::Revocation;
 use crate::spiffe::{SpiffeError, SpiffeTrust};
+use warrant_token::dpop::ProofError;
 use warrant_token::spiffe::ASSERTION_TYPE_JWT_SPIFFE;
 
 /// `grant_type` for client credentials.
@@ -437,7 +438,7 @@ impl Issuer {
         let Some(presented) = &req.dpop else { return Ok(None) };
         match self.dpop.spend(presented, None, self.clock.now()) {
             Ok(proof) => Ok(Some(Confirmation { jkt: proof.jkt })),
-            Err(DpopError::Full) => Err(TokenError::Internal(DpopError::Full.to_string())),
+            Err(DpopError::Proof(ProofError::TooMany)) => Err(TokenError::Internal(ProofError::TooMany.to_string())),
             Err(e) => Err(TokenError::InvalidDpopProof(e.to_string())),
         }
     }

@@ -38,6 +38,9 @@ pub enum AuthError {
     /// The warrant is for another resource.
     #[error("the warrant is for `{0}`, not for this resource")]
     Audience(String),
+    /// The warrant is DPoP-bound and the request's proof is missing or refused.
+    #[error("{0}")]
+    Dpop(String),
     /// The Warrant server's keys could not be fetched (answered 503).
     #[error("the Warrant server's keys could not be fetched: {0}")]
     Keys(String),
@@ -172,7 +175,13 @@ async fn fetch_json(http: &reqwest::Client, url: &str) -> Result<Value, AuthErro
 /// resource_metadata="<public>/.well-known/oauth-protected-resource/mcp/<u>"`, with
 /// `error="invalid_token"` when a token was presented.
 pub fn challenge(public_url: &str, upstream: &str, error: &AuthError) -> String {
-    let mut value = format!("Bearer resource_metadata=\"{}\"", metadata_url(public_url, upstream));
+    let metadata = metadata_url(public_url, upstream);
+    if matches!(error, AuthError::Dpop(_)) {
+        // RFC 9449 §7.1: the DPoP scheme, with the algorithms accepted.
+        let algs = warrant_token::dpop::PROOF_ALGS.join(" ");
+        return format!("DPoP error=\"invalid_dpop_proof\", algs=\"{algs}\", resource_metadata=\"{metadata}\"");
+    }
+    let mut value = format!("Bearer resource_metadata=\"{metadata}\"");
     if !matches!(error, AuthError::Missing) {
         value.push_str(", error=\"invalid_token\"");
     }
@@ -200,6 +209,8 @@ pub struct ResourceMetadata {
     pub bearer_methods_supported: Vec<String>,
     /// A human-readable name.
     pub resource_name: String,
+    /// The DPoP proof algorithms accepted for sender-constrained warrants (RFC 9449).
+    pub dpop_signing_alg_values_supported: Vec<String>,
 }
 
 impl ResourceMetadata {
@@ -210,6 +221,10 @@ impl ResourceMetadata {
             authorization_servers: vec![issuer.to_owned()],
             bearer_methods_supported: vec!["header".into()],
             resource_name: format!("MCP server `{upstream}` behind warrant gateway"),
+            dpop_signing_alg_values_supported: warrant_token::dpop::PROOF_ALGS
+                .iter()
+                .map(|a| (*a).to_owned())
+                .collect(),
         }
     }
 }
@@ -228,5 +243,7 @@ mod tests {
         assert_eq!(meta["resource"], "http://gw:1/mcp/crm");
         assert_eq!(meta["authorization_servers"], serde_json::json!(["http://warrant"]));
         assert_eq!(meta["bearer_methods_supported"], serde_json::json!(["header"]));
+        let dpop = challenge("http://gw:1", "crm", &AuthError::Dpop("replayed".into()));
+        assert!(dpop.starts_with(r#"DPoP error="invalid_dpop_proof", algs="EdDSA ES256 RS256""#), "{dpop}");
     }
 }

@@ -18,6 +18,7 @@ use warrant_core::authzen::{
     Action, EvaluationRequest, ResponseContext, Subject, ACTION_MCP, CONTEXT_APPROVAL_ID, SUBJECT_TOKEN,
 };
 use warrant_core::{UnixTime, WarrantClaims};
+use warrant_token::dpop::ProofRegister;
 
 use crate::auth::{self, AuthError, ResourceMetadata, Verified, Verifier};
 use crate::mapping::{self, DeclaredMapping, Evaluation, MappingError, Plan, MAPPING_KEY};
@@ -66,6 +67,8 @@ struct Inner {
     pdp: Arc<dyn Pdp>,
     http: reqwest::Client,
     catalogue: RwLock<Catalogue>,
+    /// The DPoP proofs seen (each is accepted once).
+    proofs: ProofRegister,
 }
 
 /// A running gateway's state; [`Gateway::router`] serves it.
@@ -116,6 +119,7 @@ impl Gateway {
             pdp,
             http,
             catalogue: RwLock::new(HashMap::new()),
+            proofs: ProofRegister::default(),
         })))
     }
 
@@ -178,10 +182,57 @@ fn rpc_error(
     (status, Json(ErrorResponse::new(id, code, message, data))).into_response()
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+/// How the warrant came: `Authorization: Bearer …` or, for a DPoP-bound warrant,
+/// `Authorization: DPoP …` (RFC 9449 §7.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    Bearer,
+    Dpop,
+}
+
+fn authorization(headers: &HeaderMap) -> Option<(Scheme, &str)> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        Scheme::Bearer
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        Scheme::Dpop
+    } else {
+        return None;
+    };
+    Some((scheme, token.trim()))
+}
+
+/// The DPoP proof a bound warrant needs, checked (RFC 9449 §7): sent with the `DPoP`
+/// scheme, exactly one `DPoP` header, made with the bound key for this request (`POST` on
+/// the upstream's URL) and this token, and never used before. An unbound warrant needs
+/// none (one sent anyway is ignored, as RFC 9449 allows for bearer tokens).
+fn check_proof(
+    gw: &Gateway,
+    headers: &HeaderMap,
+    scheme: Scheme,
+    claims: &WarrantClaims,
+    token: &str,
+    resource: &str,
+) -> Result<Option<String>, AuthError> {
+    let Some(cnf) = &claims.cnf else { return Ok(None) };
+    if scheme != Scheme::Dpop {
+        return Err(AuthError::Dpop("the warrant is DPoP-bound: send it as `Authorization: DPoP <warrant>`".into()));
+    }
+    let mut values = headers.get_all("dpop").iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return Err(AuthError::Dpop("send exactly one `DPoP` header with a proof for this request".into()));
+    };
+    let proof = value.to_str().map_err(|_| AuthError::Dpop("the `DPoP` header is not ASCII".into()))?.trim();
+    let expected = warrant_token::dpop::Expected { htm: "POST", htu: resource, token: Some(token) };
+    let now = now();
+    let checked =
+        warrant_token::dpop::verify_proof(proof, &expected, now).map_err(|e| AuthError::Dpop(e.to_string()))?;
+    if checked.jkt != cnf.jkt {
+        return Err(AuthError::Dpop(warrant_token::dpop::ProofError::WrongKey.to_string()));
+    }
+    gw.0.proofs.spend(&checked, now).map_err(|e| AuthError::Dpop(e.to_string()))?;
+    Ok(Some(proof.to_owned()))
 }
 
 /// The request headers an upstream gets: the message's type and what it accepts, the
@@ -238,20 +289,18 @@ async fn call(State(gw): State<Gateway>, Path(name): Path<String>, headers: Head
         }
     }
     let resource = auth::resource_id(&gw.0.public_url, &name);
-    let token = match bearer(&headers) {
-        Some(t) if !t.is_empty() => t,
+    let (scheme, token) = match authorization(&headers) {
+        Some((scheme, t)) if !t.is_empty() => (scheme, t),
         _ => return unauthorized(&gw, &name, &AuthError::Missing),
     };
     let verified = match gw.0.verifier.verify(token, &resource, now()).await {
         Ok(verified) => verified,
         Err(e) => return unauthorized(&gw, &name, &e),
     };
-    if verified.claims.cnf.is_some() {
-        // The gateway does not check DPoP proofs yet: a sender-constrained warrant is
-        // refused here outright rather than used as a bearer token.
-        let why = "the warrant is DPoP-bound, and this gateway accepts bearer warrants only";
-        return unauthorized(&gw, &name, &AuthError::Invalid(why.into()));
-    }
+    let proof = match check_proof(&gw, &headers, scheme, &verified.claims, token, &resource) {
+        Ok(proof) => proof.map(|proof| DpopEvidence { proof, htu: resource.clone() }),
+        Err(e) => return unauthorized(&gw, &name, &e),
+    };
     let message: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => {
@@ -272,7 +321,8 @@ async fn call(State(gw): State<Gateway>, Path(name): Path<String>, headers: Head
             Err(e) => return rpc_error(StatusCode::OK, id, rpc::INTERNAL, format!("re-encoding failed: {e}"), None),
         },
     };
-    if let Err(refusal) = gw.decide(&upstream, &headers, &message, &verified, token, approval).await {
+    let presented = Presented { verified: &verified, token, proof: proof.as_ref() };
+    if let Err(refusal) = gw.decide(&upstream, &headers, &message, presented, approval).await {
         return refusal.answer(id);
     }
     let response = match gw.0.http.post(&upstream.url).headers(upstream_headers(&headers)).body(forwarded).send().await
@@ -303,10 +353,10 @@ impl Gateway {
         upstream: &Upstream,
         headers: &HeaderMap,
         message: &Map<String, Value>,
-        verified: &Verified,
-        token: &str,
+        presented: Presented<'_>,
         approval: Option<Option<String>>,
     ) -> Result<(), Refusal> {
+        let Presented { verified, token, proof } = presented;
         let claims = &verified.claims;
         let approval = match approval {
             Some(None) => {
@@ -334,8 +384,15 @@ impl Gateway {
             Err(e) => return Err(Refusal::Mapping(e.to_string())),
         };
         let mcp = serde_json::to_value(&call).map_err(|e| Refusal::Unavailable(e.to_string()))?;
+        if proof.is_some() && evaluations.len() > 1 {
+            // The PDP accepts each proof once, and one request carries one proof.
+            return Err(Refusal::Mapping(
+                "a DPoP-bound warrant cannot make a call that its declared mapping decides in several evaluations"
+                    .into(),
+            ));
+        }
         for evaluation in evaluations {
-            let request = evaluation_request(evaluation, claims, token, &mcp, approval.as_deref());
+            let request = evaluation_request(evaluation, claims, token, proof, &mcp, approval.as_deref());
             let answer = self.0.pdp.evaluate(&request).await.map_err(|e| {
                 tracing::warn!(error = %e, "the PDP failed; refusing");
                 Refusal::Unavailable(e.to_string())
@@ -552,15 +609,36 @@ impl From<ResponseContext> for Denial {
     }
 }
 
+/// The warrant of a request as the gateway checked it: verified, the token itself, and
+/// the DPoP proof that came with it when it is bound.
+#[derive(Clone, Copy)]
+struct Presented<'a> {
+    verified: &'a Verified,
+    token: &'a str,
+    proof: Option<&'a DpopEvidence>,
+}
+
+/// A bound warrant's proof, as the PDP checks it again: made for `POST` on `htu`.
+#[derive(Debug, Clone)]
+struct DpopEvidence {
+    proof: String,
+    htu: String,
+}
+
 fn evaluation_request(
     evaluation: Evaluation,
     claims: &WarrantClaims,
     token: &str,
+    proof: Option<&DpopEvidence>,
     mcp: &Value,
     approval: Option<&str>,
 ) -> EvaluationRequest {
     let mut subject_properties = Map::new();
     subject_properties.insert(SUBJECT_TOKEN.into(), Value::from(token));
+    if let Some(p) = proof {
+        let dpop = json!({"proof": p.proof, "htm": "POST", "htu": p.htu});
+        subject_properties.insert(warrant_core::authzen::SUBJECT_DPOP.into(), dpop);
+    }
     let mut action_properties = Map::new();
     action_properties.insert(ACTION_MCP.into(), mcp.clone());
     let mut context = evaluation.context;

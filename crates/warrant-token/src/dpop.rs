@@ -60,6 +60,57 @@ pub enum ProofError {
     /// The proof was used before.
     #[error("the DPoP proof was already used; make a new proof for every request")]
     Replayed,
+    /// Too many proofs are remembered to take another safely (the caller should answer
+    /// "try again later", not "invalid").
+    #[error("too many DPoP proofs are in flight; retry in a minute")]
+    TooMany,
+}
+
+/// The most proofs a [`ProofRegister`] remembers at once; when full, expired ones are
+/// dropped, and if it is still full, new proofs are refused (fail closed) until some
+/// expire.
+pub const MAX_REMEMBERED_PROOFS: usize = 200_000;
+
+/// The proofs seen, by `(jkt, jti)`, until they are too old to be accepted anyway: each
+/// proof is accepted once.
+#[derive(Debug, Default)]
+pub struct ProofRegister {
+    seen: std::sync::Mutex<std::collections::HashMap<(String, String), UnixTime>>,
+}
+
+impl ProofRegister {
+    /// Records `proof` as used at `now`; [`ProofError::Replayed`] if it was used before.
+    pub fn spend(&self, proof: &Proof, now: UnixTime) -> Result<(), ProofError> {
+        use std::collections::hash_map::Entry;
+        let until = UnixTime(proof.iat.0.saturating_add(MAX_PROOF_AGE + PROOF_SKEW + 1));
+        let mut seen = self.seen.lock().map_err(|_| ProofError::TooMany)?;
+        if seen.len() >= MAX_REMEMBERED_PROOFS {
+            seen.retain(|_, until| *until > now);
+            if seen.len() >= MAX_REMEMBERED_PROOFS {
+                return Err(ProofError::TooMany);
+            }
+        }
+        match seen.entry((proof.jkt.clone(), proof.jti.clone())) {
+            Entry::Occupied(mut e) if *e.get() <= now => {
+                e.insert(until);
+            }
+            Entry::Occupied(_) => return Err(ProofError::Replayed),
+            Entry::Vacant(e) => {
+                e.insert(until);
+            }
+        }
+        Ok(())
+    }
+
+    /// How many proofs are remembered.
+    pub fn len(&self) -> usize {
+        self.seen.lock().map(|s| s.len()).unwrap_or(0)
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// What a proof must match: the request it came with, and the token presented with it.
