@@ -86,10 +86,7 @@ pub async fn introspect(
             Introspector::Agent(agent.id)
         }
     };
-    let token = match req.token.as_deref() {
-        Some(t) if !t.is_empty() => t,
-        _ => return Err(OAuthError::new("invalid_request", "`token` is required")),
-    };
+    let token = token_of(&req)?;
     let proof = dpop_proof(&headers, "POST", url).map_err(|e| OAuthError::new("invalid_dpop_proof", e))?;
     let view = match state.engine.decisions().introspect(token, &caller, proof.as_ref()) {
         Introspection::Active(claims) => IntrospectionView {
@@ -103,6 +100,14 @@ pub async fn introspect(
         }
     };
     Ok(no_store(Json(view)))
+}
+
+/// The form's `token`, which both endpoints require.
+fn token_of(req: &warrant_engine::issuer::TokenRequest) -> Result<&str, OAuthError> {
+    match req.token.as_deref() {
+        Some(t) if !t.is_empty() => Ok(t),
+        _ => Err(OAuthError::new("invalid_request", "`token` is required")),
+    }
 }
 
 fn unauthorized(why: &str) -> OAuthError {
@@ -132,10 +137,7 @@ pub async fn revoke(
     }
     let url = state.engine.config().endpoint(REVOCATION_PATH);
     let agent = state.engine.issuer().authenticate_client(&req, &url).await?;
-    let token = match req.token.as_deref() {
-        Some(t) if !t.is_empty() => t,
-        _ => return Err(OAuthError::new("invalid_request", "`token` is required")),
-    };
+    let token = token_of(&req)?;
     let Some(claims) = state.engine.decisions().verified_claims(token) else {
         return Ok(no_store(StatusCode::OK));
     };
