@@ -81,7 +81,8 @@ fn build() -> Fixture {
                 owner: human.id.to_string(),
                 mode: Mode::Delegated,
                 max_scope: vec!["*".into()],
-                public_key: key.public_jwk(),
+                public_key: Some(key.public_jwk()),
+                spiffe_id: None,
                 expires_at: None,
                 labels: [("team".to_owned(), "finance".to_owned())].into_iter().collect(),
             })

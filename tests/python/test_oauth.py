@@ -257,7 +257,7 @@ def test_a_malformed_dpop_proof_at_the_token_endpoint_gets_the_standard_error_an
     assert again.status_code == 400 and again.json()["error"] == "invalid_dpop_proof"
 
 
-def test_a_delegation_of_a_bound_warrant_is_bound_to_its_new_holder(warrant_server: Server) -> None:
+def test_a_bound_warrant_is_delegated_only_by_its_holder_and_only_to_a_bound_child(warrant_server: Server) -> None:
     scope = ["crm.read:customers/*"]
     parent = Holder(warrant_server, scope)
     token_url = warrant_server.issuer + "/oauth2/token"
@@ -265,7 +265,7 @@ def test_a_delegation_of_a_bound_warrant_is_bound_to_its_new_holder(warrant_serv
     child_agent = warrant_server.agent(warrant_server.human(scope), "autonomous", scope)
     child_key = ECKey.generate_key("P-256")
 
-    def exchange(proof: str | None) -> httpx.Response:
+    def exchange(proof: str | None, holder_proof: str | None) -> httpx.Response:
         form = {
             "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
             "subject_token": warrant,
@@ -273,12 +273,23 @@ def test_a_delegation_of_a_bound_warrant_is_bound_to_its_new_holder(warrant_serv
             "actor_token": child_agent.client_assertion(token_url),
             "actor_token_type": "urn:ietf:params:oauth:token-type:jwt",
         }
+        if holder_proof is not None:
+            form["subject_dpop"] = holder_proof
         headers = {"DPoP": proof} if proof is not None else {}
         return warrant_server.http.post(warrant_server.base + "/oauth2/token", data=form, headers=headers)
 
-    unbound = exchange(None)
-    assert unbound.status_code == 400 and unbound.json()["error"] == "invalid_dpop_proof", unbound.text
-    bound = exchange(parent.proof("POST", token_url, key=child_key))
+    def holder(key: ECKey | None = None) -> str:
+        """The parent holder's consent: its key, for the token endpoint and this subject token."""
+        return parent.proof("POST", token_url, warrant, key=key)
+
+    # A thief with the warrant but not its key: no holder proof, or one by another key.
+    for name, refused in [
+        ("no holder proof", exchange(parent.proof("POST", token_url, key=child_key), None)),
+        ("a holder proof by another key", exchange(parent.proof("POST", token_url, key=child_key), holder(child_key))),
+        ("an unbound child", exchange(None, holder())),
+    ]:
+        assert refused.status_code == 400 and refused.json()["error"] == "invalid_dpop_proof", (name, refused.text)
+    bound = exchange(parent.proof("POST", token_url, key=child_key), holder())
     assert bound.status_code == 200, bound.text
     child = bound.json()["access_token"]
     assert claims_of(child)["cnf"] == {"jkt": child_key.thumbprint()}
@@ -287,3 +298,9 @@ def test_a_delegation_of_a_bound_warrant_is_bound_to_its_new_holder(warrant_serv
     denied = parent.authorize(child, parent.proof("POST", authorize_url, child))
     assert denied["code"] == "dpop"
     assert parent.authorize(child, parent.proof("POST", authorize_url, child, key=child_key))["decision"] == "allow"
+    # A bound root warrant cannot end its task as a bearer token (a thief could).
+    task = claims_of(warrant)["task"]["id"]
+    ended = warrant_server.http.post(
+        warrant_server.base + f"/v1/tasks/{task}/complete", headers={"Authorization": f"Bearer {warrant}"}
+    )
+    assert ended.status_code == 403, ended.text

@@ -97,6 +97,11 @@ def test_a_spiffe_agent_gets_a_warrant_with_its_jwt_svid_and_nothing_else_does(s
     once = domain.svid(endpoint, jti=uuid.uuid4().hex)
     assert token(server, once).status_code == 200
     assert token(server, once).json()["error"] == "invalid_client"
+    # Also just after its expiry, while the clock leeway still accepts it.
+    late = int(time.time())
+    just_expired = domain.svid(endpoint, jti=uuid.uuid4().hex, iat=late - 60, exp=late - 5)
+    assert token(server, just_expired).status_code == 200
+    assert token(server, just_expired).json()["error"] == "invalid_client"
 
     stranger = ECKey.generate_key("P-256", parameters={"kid": "svid-1"})
     now = int(time.time())

@@ -122,6 +122,10 @@ def test_a_polled_stream_receives_every_revoked_jti_of_a_cascade_at_least_once(s
     done = receiver.call("POST", poll_url, json={"ack": [ids[2]]}).json()
     assert done == {"sets": {}, "moreAvailable": False}
 
+    # Acknowledging a SET that does not exist yet acknowledges nothing: when it comes, it
+    # is delivered.
+    future = f"{stream['stream_id']}.{int(ids[2].rsplit('.', 1)[1]) + 1}"
+    assert receiver.call("POST", poll_url, json={"ack": [future]}).json()["sets"] == {}
     # A later revocation (the other warrant's agent) arrives on the same stream.
     server.revoke("warrant", other.id, "done")
     later = receiver.call("POST", poll_url, json={"maxEvents": 10}).json()

@@ -38,18 +38,29 @@ pub struct Dpop {
 }
 
 impl Dpop {
-    /// Verifies `presented` for its request (and `token`, when one is presented with it),
-    /// and spends it: the same proof is refused from then on.
-    pub fn spend(&self, presented: &PresentedProof, token: Option<&str>, now: UnixTime) -> Result<Proof, DpopError> {
+    /// Verifies `presented` for its request (and `token`, when one is presented with it)
+    /// without spending it: the caller spends it with [`Dpop::spend_verified`] once the
+    /// request's sender is authenticated, so nobody unauthenticated fills the register.
+    pub fn verify(&self, presented: &PresentedProof, token: Option<&str>, now: UnixTime) -> Result<Proof, DpopError> {
         let expected = Expected { htm: &presented.htm, htu: &presented.htu, token };
-        let proof = verify_proof(&presented.proof, &expected, now)?;
-        self.seen.spend(&proof, now)?;
+        Ok(verify_proof(&presented.proof, &expected, now)?)
+    }
+
+    /// Spends a proof [`Dpop::verify`] accepted: the same proof is refused from then on.
+    pub fn spend_verified(&self, proof: &Proof, now: UnixTime) -> Result<(), DpopError> {
+        Ok(self.seen.spend(proof, now)?)
+    }
+
+    /// Verifies and spends `presented` at once.
+    pub fn spend(&self, presented: &PresentedProof, token: Option<&str>, now: UnixTime) -> Result<Proof, DpopError> {
+        let proof = self.verify(presented, token, now)?;
+        self.spend_verified(&proof, now)?;
         Ok(proof)
     }
 
     /// For a warrant confirmed by `cnf`: the proof must be there, valid for its request
-    /// and `token`, unused, and made with the bound key. An unbound warrant needs none (a
-    /// proof that comes with it anyway is still checked and spent).
+    /// and `token`, made with the bound key, and unused (it is spent only then). An unbound
+    /// warrant needs none, and a proof that comes with it is ignored.
     pub fn check_bound(
         &self,
         cnf: Option<&Confirmation>,
@@ -57,15 +68,19 @@ impl Dpop {
         token: Option<&str>,
         now: UnixTime,
     ) -> Result<(), DpopError> {
-        let proof = match (cnf, presented) {
-            (None, None) => return Ok(()),
+        let (cnf, presented) = match (cnf, presented) {
+            // A proof with an unbound warrant is ignored, never remembered.
+            (None, _) => return Ok(()),
             (Some(_), None) => return Err(DpopError::Missing),
-            (_, Some(p)) => self.spend(p, token, now)?,
+            (Some(c), Some(p)) => (c, p),
         };
-        match cnf {
-            Some(c) if c.jkt != proof.jkt => Err(ProofError::WrongKey.into()),
-            _ => Ok(()),
+        let expected = Expected { htm: &presented.htm, htu: &presented.htu, token };
+        let proof = verify_proof(&presented.proof, &expected, now)?;
+        if cnf.jkt != proof.jkt {
+            return Err(ProofError::WrongKey.into());
         }
+        self.seen.spend(&proof, now)?;
+        Ok(())
     }
 
     /// How many proofs are remembered.

@@ -37,6 +37,7 @@ use crate::random;
 use crate::registry::Registry;
 use crate::revocation::Revocation;
 use crate::spiffe::{SpiffeError, SpiffeTrust};
+use warrant_token::dpop::Proof;
 use warrant_token::dpop::ProofError;
 use warrant_token::spiffe::ASSERTION_TYPE_JWT_SPIFFE;
 
@@ -92,6 +93,10 @@ pub struct TokenRequest {
     /// The request's DPoP proof (the `DPoP` header, RFC 9449), with the method and URL it
     /// must be for. At the token endpoint it binds the new warrant to its key.
     pub dpop: Option<PresentedProof>,
+    /// `subject_dpop` (extension): for the exchange of a DPoP-bound warrant, its holder's
+    /// proof (of the subject token's key, for `POST` on the token endpoint, with `ath` of
+    /// the subject token) that it delegates.
+    pub subject_dpop: Option<String>,
 }
 
 /// The longest `resource`, in bytes.
@@ -206,6 +211,9 @@ pub enum TokenError {
     /// replayed, or missing where the warrant must be bound.
     #[error("{0}")]
     InvalidDpopProof(String),
+    /// `temporarily_unavailable`: try again later (e.g. too many DPoP proofs in flight).
+    #[error("{0}")]
+    Unavailable(String),
     /// `unsupported_grant_type`.
     #[error("grant type `{0}` is not supported; use `client_credentials` or token exchange")]
     UnsupportedGrantType(String),
@@ -227,6 +235,7 @@ impl TokenError {
             TokenError::InvalidScope(_) => "invalid_scope",
             TokenError::InvalidTarget(_) => "invalid_target",
             TokenError::InvalidDpopProof(_) => "invalid_dpop_proof",
+            TokenError::Unavailable(_) => "temporarily_unavailable",
             TokenError::UnsupportedGrantType(_) => "unsupported_grant_type",
             TokenError::Store(_) | TokenError::Internal(_) => "server_error",
         }
@@ -238,6 +247,7 @@ impl crate::error::Classify for TokenError {
         use crate::error::ErrorKind;
         match self {
             TokenError::InvalidClient(_) => ErrorKind::Forbidden,
+            TokenError::Unavailable(_) => ErrorKind::Unavailable,
             TokenError::Store(_) | TokenError::Internal(_) => ErrorKind::Internal,
             _ => ErrorKind::Invalid,
         }
@@ -425,22 +435,23 @@ impl Issuer {
         if !matches!(grant_type, GRANT_CLIENT_CREDENTIALS | GRANT_TOKEN_EXCHANGE) {
             return Err(TokenError::UnsupportedGrantType(grant_type.chars().take(100).collect()));
         }
-        let cnf = self.binding(req)?;
+        // Checked before anything else, spent only once the client is authenticated.
+        let proof = match &req.dpop {
+            None => None,
+            Some(presented) => Some(self.dpop.verify(presented, None, self.clock.now()).map_err(dpop_error)?),
+        };
         match grant_type {
-            GRANT_CLIENT_CREDENTIALS => self.client_credentials(req, as_of, cnf).await,
-            _ => self.token_exchange(req, as_of, cnf).await,
+            GRANT_CLIENT_CREDENTIALS => self.client_credentials(req, as_of, proof).await,
+            _ => self.token_exchange(req, as_of, proof).await,
         }
     }
 
-    /// The key a new warrant is bound to: the one the request's DPoP proof was made with
-    /// (the proof checked for the token endpoint and spent), or none without a proof.
-    fn binding(&self, req: &TokenRequest) -> Result<Option<Confirmation>, TokenError> {
-        let Some(presented) = &req.dpop else { return Ok(None) };
-        match self.dpop.spend(presented, None, self.clock.now()) {
-            Ok(proof) => Ok(Some(Confirmation { jkt: proof.jkt })),
-            Err(DpopError::Proof(ProofError::TooMany)) => Err(TokenError::Internal(ProofError::TooMany.to_string())),
-            Err(e) => Err(TokenError::InvalidDpopProof(e.to_string())),
-        }
+    /// Spends the request's verified DPoP proof, now that its sender is authenticated,
+    /// and answers the key the new warrant is bound to (none without a proof).
+    fn bind(&self, proof: Option<&Proof>, now: UnixTime) -> Result<Option<Confirmation>, TokenError> {
+        let Some(proof) = proof else { return Ok(None) };
+        self.dpop.spend_verified(proof, now).map_err(dpop_error)?;
+        Ok(Some(Confirmation { jkt: proof.jkt.clone() }))
     }
 
     /// Authenticates the agent calling `endpoint` (introspection, revocation) by its
@@ -549,7 +560,9 @@ impl Issuer {
             .ok_or_else(|| client(format!("no agent is registered with SPIFFE ID `{}`", verified.sub)))?;
         agent.usable_at(now).map_err(|why| client(format!("agent `{}` {why}", agent.id)))?;
         if let Some(jti) = &verified.jti {
-            if !self.store.spend_assertion(&agent.id, jti, verified.exp, now).await? {
+            // Remembered as long as it would still be accepted (its expiry plus the leeway).
+            let until = UnixTime(verified.exp.0.saturating_add(warrant_token::spiffe::LEEWAY_SECS));
+            if !self.store.spend_assertion(&agent.id, jti, until, now).await? {
                 return Err(client("the JWT-SVID was already used (it has a `jti`, so it is single-use)".into()));
             }
         }
@@ -560,7 +573,7 @@ impl Issuer {
         &self,
         req: &TokenRequest,
         as_of: u64,
-        cnf: Option<Confirmation>,
+        proof: Option<Proof>,
     ) -> Result<Issued, TokenError> {
         let now = self.clock.now();
         let assertion = self.client_assertion(req)?;
@@ -568,6 +581,7 @@ impl Issuer {
         let budget = parse_budget(req)?.unwrap_or_default();
         let aud = audience(&self.settings.audience, None, parse_resource(req)?)?;
         let (agent, owner) = self.authenticate(assertion, now).await?;
+        let cnf = self.bind(proof.as_ref(), now)?;
         let grant = grant_root(
             &RootRequest { agent: &agent, owner: &owner, on_behalf_of: None, scope: scope.as_ref(), ttl, now },
             &self.settings.limits,
@@ -586,12 +600,7 @@ impl Issuer {
         self.mint(grant, &agent, minted, None, IssueGuard { as_of, session: None }, now).await
     }
 
-    async fn token_exchange(
-        &self,
-        req: &TokenRequest,
-        as_of: u64,
-        cnf: Option<Confirmation>,
-    ) -> Result<Issued, TokenError> {
+    async fn token_exchange(&self, req: &TokenRequest, as_of: u64, proof: Option<Proof>) -> Result<Issued, TokenError> {
         let now = self.clock.now();
         let subject = required(&req.subject_token, "subject_token")?;
         let subject_type = required(&req.subject_token_type, "subject_token_type")?;
@@ -621,6 +630,7 @@ impl Issuer {
                     None => self.session_start(subject, actor, ring.as_ref(), now).await?,
                 };
                 let Start { agent, owner, human, identity, session } = start;
+                let cnf = self.bind(proof.as_ref(), now)?;
                 let grant = grant_root(
                     &RootRequest {
                         agent: &agent,
@@ -660,15 +670,19 @@ impl Issuer {
                 if self.revocation.task_ended(&parent.task.id) {
                     return Err(TokenError::InvalidGrant(format!("task `{}` has ended", parent.task.id)));
                 }
-                // Delegation only narrows: a bound warrant's child is bound too (to the key
-                // of its new holder, whose proof came with this request).
-                if parent.cnf.is_some() && cnf.is_none() {
-                    return Err(TokenError::InvalidDpopProof(
-                        "the subject token is DPoP-bound, so its delegation must be bound too: send a `DPoP` proof made with the new holder's key".into(),
-                    ));
-                }
+                // A bound warrant is delegated only by its holder (a proof of the parent's
+                // key for this exchange and this subject token, `subject_dpop`), and only
+                // narrows: the child is bound too, to its new holder's key (`DPoP`).
+                let holder_proof = match &parent.cnf {
+                    None => None,
+                    Some(cnf) => Some(self.holder_proof(req, subject, cnf, proof.is_some(), now)?),
+                };
                 let aud = audience(&self.settings.audience, Some(&parent.aud), resource)?;
                 let (child, child_owner) = self.authenticate(actor, now).await?;
+                if let Some(holder_proof) = &holder_proof {
+                    self.dpop.spend_verified(holder_proof, now).map_err(dpop_error)?;
+                }
+                let cnf = self.bind(proof.as_ref(), now)?;
                 let parent_scope =
                     parent.scope().map_err(|e| TokenError::InvalidGrant(format!("the subject token's scope: {e}")))?;
                 let chain_agents = self.chain_agents(&parent.chain()).await?;
@@ -715,6 +729,40 @@ impl Issuer {
                 Ok(issued)
             }
         }
+    }
+
+    /// The proof that the holder of a bound subject token agrees to its delegation: a
+    /// DPoP proof made with the subject token's key (`cnf.jkt`) for `POST` on the token
+    /// endpoint and this subject token (`ath`), sent as `subject_dpop`, verified (spent by
+    /// the caller once the actor is authenticated). The exchange must also bind the child
+    /// (`child_bound`).
+    fn holder_proof(
+        &self,
+        req: &TokenRequest,
+        subject: &str,
+        cnf: &Confirmation,
+        child_bound: bool,
+        now: UnixTime,
+    ) -> Result<Proof, TokenError> {
+        let Some(text) = req.subject_dpop.as_deref().filter(|t| !t.is_empty()) else {
+            return Err(TokenError::InvalidDpopProof(
+                "the subject token is DPoP-bound: its holder's proof for this exchange must come as `subject_dpop` (a DPoP proof of the subject token's key for POST on the token endpoint, with `ath` of the subject token)".into(),
+            ));
+        };
+        if !child_bound {
+            return Err(TokenError::InvalidDpopProof(
+                "the subject token is DPoP-bound, so its delegation must be bound too: send a `DPoP` proof made with the new holder's key".into(),
+            ));
+        }
+        let presented =
+            PresentedProof { proof: text.to_owned(), htm: "POST".into(), htu: self.settings.token_endpoint.clone() };
+        let proof = self.dpop.verify(&presented, Some(subject), now).map_err(dpop_error)?;
+        if proof.jkt != cnf.jkt {
+            return Err(TokenError::InvalidDpopProof(
+                "`subject_dpop` is not made with the subject token's key: only its holder may delegate it".into(),
+            ));
+        }
+        Ok(proof)
     }
 
     async fn chain_agents(&self, chain: &[AgentId]) -> Result<Vec<Agent>, TokenError> {
@@ -901,6 +949,15 @@ impl Issuer {
             "issued a warrant"
         );
         Ok(Issued { expires_in: now.until(claims.exp), token, claims, exchanged })
+    }
+}
+
+/// A refused DPoP proof as a token error: `invalid_dpop_proof`, or
+/// `temporarily_unavailable` when the register of proofs is full.
+fn dpop_error(e: DpopError) -> TokenError {
+    match e {
+        DpopError::Proof(ProofError::TooMany) => TokenError::Unavailable(ProofError::TooMany.to_string()),
+        e => TokenError::InvalidDpopProof(e.to_string()),
     }
 }
 

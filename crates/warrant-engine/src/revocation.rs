@@ -363,6 +363,13 @@ impl Revocation {
                 if let Some(why) = self.index.warrant(&claims.jti) {
                     return Err(RevokeError::Forbidden(format!("the root warrant has been {why}")));
                 }
+                if claims.cnf.is_some() {
+                    // No proof of possession comes with a bearer token here: a stolen bound
+                    // warrant must not be able to end its task.
+                    return Err(RevokeError::Forbidden(
+                        "a DPoP-bound root warrant cannot complete its task as a bearer token; its holder revokes it at `/oauth2/revoke`, or an administrator completes the task".into(),
+                    ));
+                }
                 format!("agent `{}` holding the root warrant", claims.client_id)
             }
         };

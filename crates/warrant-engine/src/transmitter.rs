@@ -46,12 +46,20 @@ pub const POLL_PATH: &str = "/ssf/poll";
 pub const MAX_POLL: usize = 100;
 /// The most streams there may be.
 pub const MAX_STREAMS: usize = 100;
+/// The most streams one receiver may have.
+pub const MAX_STREAMS_PER_OWNER: usize = 10;
+/// The most verification events one stream may have waiting.
+pub const MAX_PENDING_VERIFICATIONS: usize = 10;
 /// How long a push waits for the receiver.
 const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest wait between two attempts to push to a failing receiver.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// How often push streams are looked at when no revocation wakes the loop.
 const PUSH_TICK: Duration = Duration::from_secs(1);
+/// How long an event is kept for a receiver that has not collected it, seconds.
+pub const RETENTION_SECS: i64 = 7 * 24 * 3600;
+/// How often the outbox is pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// The transmitter's configuration metadata (`/.well-known/ssf-configuration`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -76,8 +84,9 @@ pub struct TransmitterMetadata {
     pub default_subjects: &'static str,
 }
 
-/// The delivery part of a stream configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The delivery part of a stream configuration. Its `Debug` never shows the
+/// `authorization_header` secret.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delivery {
     /// [`PUSH`] or [`POLL`].
     pub method: String,
@@ -88,6 +97,16 @@ pub struct Delivery {
     /// Push: the `Authorization` header value to send with each SET (never shown back).
     #[serde(default, skip_serializing)]
     pub authorization_header: Option<String>,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("method", &self.method)
+            .field("endpoint_url", &self.endpoint_url)
+            .field("authorization_header", &self.authorization_header.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// What a receiver asks for when it creates a stream.
@@ -171,9 +190,12 @@ pub enum StreamError {
     /// No such stream (or not the caller's).
     #[error("no stream `{0}` of yours")]
     NotFound(String),
-    /// Too many streams.
-    #[error("there are already {MAX_STREAMS} streams; delete one first")]
+    /// Too many streams (in all, or of this receiver).
+    #[error("too many streams (at most {MAX_STREAMS_PER_OWNER} per receiver, {MAX_STREAMS} in all); delete one first")]
     TooMany,
+    /// Too many verification events are waiting on the stream.
+    #[error("{MAX_PENDING_VERIFICATIONS} verification events are already waiting on this stream; collect them first")]
+    Busy,
     /// The store failed.
     #[error("the store failed: {0}")]
     Store(#[from] StoreError),
@@ -186,6 +208,7 @@ impl Classify for StreamError {
     fn kind(&self) -> ErrorKind {
         match self {
             StreamError::Invalid(_) | StreamError::TooMany => ErrorKind::Invalid,
+            StreamError::Busy => ErrorKind::Conflict,
             StreamError::NotFound(_) => ErrorKind::NotFound,
             StreamError::Store(_) | StreamError::Internal(_) => ErrorKind::Internal,
         }
@@ -231,11 +254,15 @@ pub struct Transmitter {
     events: Arc<EventBus>,
     issuer: String,
     allow_private_push: bool,
-    http: reqwest::Client,
+    /// `None` when the client could not be built: every push fails (closed), never
+    /// through a client without the public-address guard.
+    http: Option<reqwest::Client>,
     /// Poll streams: SETs acknowledged beyond the stored cursor (lost on restart, which
     /// only redelivers them).
     acked: Mutex<HashMap<String, BTreeSet<u64>>>,
     backoff: Mutex<HashMap<String, Backoff>>,
+    /// Push streams with a delivery round running.
+    pushing: Mutex<BTreeSet<String>>,
     wake: tokio::sync::Notify,
 }
 
@@ -277,7 +304,9 @@ fn valid_push_url(url: &str, allow_private: bool) -> Result<(), StreamError> {
 
 impl Transmitter {
     pub(crate) fn new(parts: TransmitterParts) -> Self {
-        let http = crate::webhook::client(parts.allow_private_push).unwrap_or_default();
+        let http = crate::webhook::client(parts.allow_private_push)
+            .map_err(|e| tracing::error!(error = %e, "no HTTP client for SSF push; push streams will not be delivered"))
+            .ok();
         Transmitter {
             store: parts.store,
             clock: parts.clock,
@@ -288,6 +317,7 @@ impl Transmitter {
             http,
             acked: Mutex::new(HashMap::new()),
             backoff: Mutex::new(HashMap::new()),
+            pushing: Mutex::new(BTreeSet::new()),
             wake: tokio::sync::Notify::new(),
         }
     }
@@ -373,12 +403,15 @@ impl Transmitter {
         if req.events_requested.len() > 50 || req.events_requested.iter().any(|e| e.len() > 256) {
             return Err(StreamError::Invalid("`events_requested` is too long".into()));
         }
-        if self.store.list_streams().await?.len() >= MAX_STREAMS {
+        let streams = self.store.list_streams().await?;
+        if streams.len() >= MAX_STREAMS
+            || streams.iter().filter(|s| s.owner == owner.label()).count() >= MAX_STREAMS_PER_OWNER
+        {
             return Err(StreamError::TooMany);
         }
         let id =
             format!("ssf_{}", hex::encode(random::bytes::<12>().map_err(|e| StreamError::Internal(e.to_string()))?));
-        let record = StreamRecord {
+        let mut record = StreamRecord {
             audience: self.url(&format!("{STREAMS_PATH}/{id}")),
             id,
             owner: owner.label(),
@@ -387,10 +420,10 @@ impl Transmitter {
             authorization,
             events: req.events_requested,
             description: req.description,
-            cursor: self.store.outbox_head().await?,
+            cursor: 0,
             created_at: self.clock.now(),
         };
-        self.store.insert_stream(&record).await?;
+        record.cursor = self.store.insert_stream(&record).await?;
         tracing::info!(stream = %record.id, owner = %record.owner, method = %record.method, "SSF stream created");
         Ok(self.view(&record))
     }
@@ -440,6 +473,11 @@ impl Transmitter {
             return Err(StreamError::Invalid("`state` is longer than 1024 bytes".into()));
         }
         let stream = self.owned(owner, id).await?;
+        let pending = self.store.outbox_after(&stream.id, stream.cursor, warrant_store::ssf::MAX_OUTBOX_READ).await?;
+        let waiting = pending.iter().filter(|r| matches!(r.event, OutboxEvent::Verification { .. })).count();
+        if waiting >= MAX_PENDING_VERIFICATIONS {
+            return Err(StreamError::Busy);
+        }
         self.store.add_verification(&stream.id, state, self.clock.now()).await?;
         self.wake.notify_one();
         Ok(())
@@ -510,24 +548,29 @@ impl Transmitter {
         for (jti, err) in &req.set_errs {
             tracing::warn!(stream = %stream.id, set = %jti.chars().take(100).collect::<String>(), error = %err, "a receiver could not process a SET");
         }
+        let mut cursor = stream.cursor;
+        let pending = self.store.outbox_after(&stream.id, cursor, warrant_store::ssf::MAX_OUTBOX_READ).await?;
+        // Only SETs that exist and are waiting can be acknowledged: an ack of anything
+        // else (a future sequence number, another stream's SET) is ignored, so the set of
+        // acknowledged SETs never outgrows one read of the outbox.
+        let waiting: BTreeSet<u64> = pending.iter().map(|r| r.seq).collect();
         let prefix = format!("{}.", stream.id);
         let named: Vec<u64> = req
             .ack
             .iter()
             .chain(req.set_errs.keys())
             .filter_map(|jti| jti.strip_prefix(&prefix)?.parse::<u64>().ok())
-            .filter(|seq| *seq > stream.cursor)
+            .filter(|seq| waiting.contains(seq))
             .collect();
-        let mut cursor = stream.cursor;
         let acked = {
             let mut all = self.acked.lock().unwrap_or_else(|e| e.into_inner());
             let acked = all.entry(stream.id.clone()).or_default();
             acked.extend(named);
+            acked.retain(|seq| waiting.contains(seq));
             acked.clone()
         };
         // The cursor moves over every event acknowledged without a gap; an event of the
         // outbox not for this stream (another stream's verification) is no gap.
-        let pending = self.store.outbox_after(&stream.id, cursor, warrant_store::ssf::MAX_OUTBOX_READ).await?;
         for record in &pending {
             if acked.contains(&record.seq) {
                 cursor = record.seq;
@@ -562,8 +605,13 @@ impl Transmitter {
     /// aborted.
     pub async fn run_push(self: Arc<Self>) {
         let mut revocations = self.events.subscribe();
+        let mut pruned = Instant::now();
         loop {
-            self.push_once().await;
+            Arc::clone(&self).push_once();
+            if pruned.elapsed() >= PRUNE_EVERY {
+                pruned = Instant::now();
+                self.prune().await;
+            }
             tokio::select! {
                 _ = revocations.recv() => {}
                 () = self.wake.notified() => {}
@@ -572,32 +620,57 @@ impl Transmitter {
         }
     }
 
-    /// One round of push delivery over every push stream.
-    pub async fn push_once(&self) {
-        let streams = match self.store.list_streams().await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "the SSF streams could not be read; will retry");
-                return;
-            }
-        };
-        for stream in streams.iter().filter(|s| s.method == DeliveryMethod::Push) {
-            let waiting = self.backoff.lock().unwrap_or_else(|e| e.into_inner()).get(&stream.id).copied();
-            if waiting.is_some_and(|b| b.next > Instant::now()) {
-                continue;
-            }
-            match self.push_stream(stream).await {
-                Ok(()) => drop(self.backoff.lock().unwrap_or_else(|e| e.into_inner()).remove(&stream.id)),
-                Err(why) => {
-                    let failures = waiting.map_or(1, |b| b.failures.saturating_add(1));
-                    let delay = Duration::from_millis(500u64.saturating_mul(1 << failures.min(7))).min(MAX_BACKOFF);
-                    tracing::warn!(stream = %stream.id, failures, retry_in = ?delay, error = %why, "SSF push failed; will retry");
-                    let next = Instant::now() + delay;
-                    self.backoff
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(stream.id.clone(), Backoff { failures, next });
+    /// Drops the events every stream has received, and those older than
+    /// [`RETENTION_SECS`] that a receiver never collected.
+    pub async fn prune(&self) {
+        let older_than = warrant_core::UnixTime(self.clock.now().0.saturating_sub(RETENTION_SECS));
+        match self.store.prune_outbox(older_than).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(events = n, "pruned the SSF outbox"),
+            Err(e) => tracing::warn!(error = %e, "the SSF outbox could not be pruned; will retry"),
+        }
+    }
+
+    /// Starts a round of push delivery for every push stream that is neither being
+    /// pushed to nor backing off: each stream in a task of its own, so a slow receiver
+    /// delays nobody else.
+    pub fn push_once(self: Arc<Self>) {
+        tokio::spawn(async move {
+            let streams = match self.store.list_streams().await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the SSF streams could not be read; will retry");
+                    return;
                 }
+            };
+            for stream in streams.into_iter().filter(|s| s.method == DeliveryMethod::Push) {
+                let waiting = self.backoff.lock().unwrap_or_else(|e| e.into_inner()).get(&stream.id).copied();
+                if waiting.is_some_and(|b| b.next > Instant::now()) {
+                    continue;
+                }
+                if !self.pushing.lock().unwrap_or_else(|e| e.into_inner()).insert(stream.id.clone()) {
+                    continue; // its previous round is still running
+                }
+                let me = Arc::clone(&self);
+                tokio::spawn(async move {
+                    let outcome = me.push_stream(&stream).await;
+                    me.pushed(&stream.id, waiting, outcome);
+                });
+            }
+        });
+    }
+
+    /// Records how a stream's round went: its backoff cleared, or lengthened.
+    fn pushed(&self, id: &str, waiting: Option<Backoff>, outcome: Result<(), String>) {
+        self.pushing.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        let mut backoff = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
+        match outcome {
+            Ok(()) => drop(backoff.remove(id)),
+            Err(why) => {
+                let failures = waiting.map_or(1, |b| b.failures.saturating_add(1));
+                let delay = Duration::from_millis(500u64.saturating_mul(1 << failures.min(7))).min(MAX_BACKOFF);
+                tracing::warn!(stream = %id, failures, retry_in = ?delay, error = %why, "SSF push failed; will retry");
+                backoff.insert(id.to_owned(), Backoff { failures, next: Instant::now() + delay });
             }
         }
     }
@@ -607,8 +680,8 @@ impl Transmitter {
         let pending = self.store.outbox_after(&stream.id, stream.cursor, 100).await.map_err(|e| e.to_string())?;
         for record in pending {
             let (_, token) = self.set_for(stream, &record).map_err(|e| e.to_string())?;
-            let mut request = self
-                .http
+            let http = self.http.as_ref().ok_or("no HTTP client could be built for SSF push")?;
+            let mut request = http
                 .post(endpoint)
                 .timeout(PUSH_TIMEOUT)
                 .header(reqwest::header::CONTENT_TYPE, "application/secevent+jwt")

@@ -368,7 +368,9 @@ impl FederationFile {
         let mut out: Vec<SpiffeDomain> = Vec::new();
         for (i, d) in self.spiffe.iter().enumerate() {
             let at = format!("`federation.spiffe[{i}]`");
-            let id = warrant_token::spiffe::SpiffeId::parse(&format!("spiffe://{}", d.trust_domain)).map_err(|_| {
+            let parsed = warrant_token::spiffe::SpiffeId::parse(&format!("spiffe://{}", d.trust_domain));
+            // A whole SPIFFE ID's path is not part of a trust domain: `a.org/x` is refused.
+            let id = parsed.ok().filter(|id| id.trust_domain() == d.trust_domain).ok_or_else(|| {
                 ConfigError::Invalid(format!(
                     "{at}: `trust_domain` `{}` is not a SPIFFE trust domain (lowercase letters, digits, `.`, `-`, `_`)",
                     d.trust_domain

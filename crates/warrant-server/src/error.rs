@@ -118,7 +118,11 @@ impl OAuthError {
 impl From<TokenError> for OAuthError {
     fn from(e: TokenError) -> Self {
         let status = match e.kind() {
-            ErrorKind::Internal | ErrorKind::Unavailable => {
+            ErrorKind::Unavailable => {
+                tracing::warn!(error = %e, "token endpoint: try again later");
+                return OAuthError::with_status(StatusCode::SERVICE_UNAVAILABLE, e.code(), e.to_string());
+            }
+            ErrorKind::Internal => {
                 tracing::error!(error = %e, "token endpoint failure");
                 return OAuthError {
                     status: StatusCode::INTERNAL_SERVER_ERROR,

@@ -132,6 +132,7 @@ pub fn parse_token_form(body: &[u8]) -> Result<TokenRequest, OAuthError> {
             "resource" => &mut out.resource,
             "token" => &mut out.token,
             "token_type_hint" => &mut out.token_type_hint,
+            "subject_dpop" => &mut out.subject_dpop,
             _ => continue,
         };
         if slot.replace(value).is_some() {

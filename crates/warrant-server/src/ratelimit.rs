@@ -165,6 +165,20 @@ impl RateLimits {
         Some(with_retry_after(wait, error))
     }
 
+    /// Seconds to wait when `addr` is over its anonymous limit (requests refused for
+    /// their credential, such as Security Event Tokens that did not verify), else `None`.
+    pub fn refused_over(&self, engine: &Engine, addr: Option<IpAddr>) -> Option<u64> {
+        self.anonymous_ip.as_ref()?.over(&address_key(addr?), engine.now())
+    }
+
+    /// Counts one refused request (a Security Event Token that did not verify) against
+    /// `addr`'s anonymous limit.
+    pub fn count_refused(&self, engine: &Engine, addr: Option<IpAddr>) {
+        if let (Some(limiter), Some(addr)) = (self.anonymous_ip.as_ref(), addr) {
+            let _ = limiter.check(&address_key(addr), engine.now());
+        }
+    }
+
     /// After deciding: counts the anonymous denies among `decisions` against `addr`.
     pub fn count_anonymous<'a>(
         &self,

@@ -18,8 +18,8 @@ pub enum DeliveryMethod {
     Poll,
 }
 
-/// A receiver's stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A receiver's stream. Its `Debug` never shows the `authorization` secret.
+#[derive(Clone, PartialEq, Eq)]
 pub struct StreamRecord {
     /// The stream id.
     pub id: String,
@@ -42,6 +42,19 @@ pub struct StreamRecord {
     pub cursor: u64,
     /// When it was created.
     pub created_at: UnixTime,
+}
+
+impl std::fmt::Debug for StreamRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamRecord")
+            .field("id", &self.id)
+            .field("owner", &self.owner)
+            .field("method", &self.method)
+            .field("endpoint", &self.endpoint)
+            .field("authorization", &self.authorization.as_ref().map(|_| "<redacted>"))
+            .field("cursor", &self.cursor)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Display for DeliveryMethod {
@@ -101,8 +114,14 @@ pub trait SsfStore: Send + Sync {
     async fn outbox_after(&self, stream: &str, after: u64, limit: usize) -> Result<Vec<OutboxRecord>, StoreError>;
     /// Adds a verification event for `stream`; returns its sequence number.
     async fn add_verification(&self, stream: &str, state: Option<&str>, at: UnixTime) -> Result<u64, StoreError>;
-    /// Inserts a stream; `Conflict` if its id exists.
-    async fn insert_stream(&self, stream: &StreamRecord) -> Result<(), StoreError>;
+    /// Inserts a stream whose cursor is the newest event's sequence number at the moment
+    /// it is inserted (`stream.cursor` is ignored), so it carries exactly the events that
+    /// come after it; returns that cursor. `Conflict` if its id exists.
+    async fn insert_stream(&self, stream: &StreamRecord) -> Result<u64, StoreError>;
+    /// Deletes the events every stream has (at or below the smallest cursor; all of them
+    /// when there is no stream), and any event older than `older_than` whatever the
+    /// cursors. Returns how many were deleted.
+    async fn prune_outbox(&self, older_than: UnixTime) -> Result<u64, StoreError>;
     /// One stream.
     async fn get_stream(&self, id: &str) -> Result<Option<StreamRecord>, StoreError>;
     /// Every stream, oldest first.

@@ -737,6 +737,25 @@ async fn check_ssf_outbox_and_streams(store: &dyn Store) {
     assert!(store.delete_stream("s2").await.unwrap());
     assert!(!store.delete_stream("s2").await.unwrap());
     assert!(store.outbox_after("s2", events[1].seq, 100).await.unwrap().is_empty());
+
+    // Pruning keeps what a stream has not had yet, and only that.
+    assert!(store.delete_stream("s1").await.unwrap());
+    store.insert_stream(&stream("s3", 0)).await.unwrap();
+    let head = store.outbox_head().await.unwrap();
+    assert_eq!(store.get_stream("s3").await.unwrap().unwrap().cursor, head, "a new stream starts at the head");
+    assert_eq!(store.prune_outbox(UnixTime(0)).await.unwrap(), 2, "the events before s3 go");
+    let (_, r4) = started_task(store, 4).await;
+    store.revoke(&revocation(4, RevocationKind::Warrant, r4.jti.as_str(), 1_050), UnixTime(1_050)).await.unwrap();
+    assert_eq!(store.prune_outbox(UnixTime(0)).await.unwrap(), 0, "nothing at or below s3's cursor is left");
+    let pending = store.outbox_after("s3", head, 100).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert!(store.advance_stream("s3", pending[0].seq).await.unwrap());
+    assert_eq!(store.prune_outbox(UnixTime(0)).await.unwrap(), 1);
+    // Past the retention, an event goes even if a stream never collected it.
+    let (_, r5) = started_task(store, 5).await;
+    store.revoke(&revocation(5, RevocationKind::Warrant, r5.jti.as_str(), 1_060), UnixTime(1_060)).await.unwrap();
+    assert_eq!(store.prune_outbox(UnixTime(1_060)).await.unwrap(), 0);
+    assert_eq!(store.prune_outbox(UnixTime(1_061)).await.unwrap(), 1);
 }
 
 async fn check_warrant_needs_existing_task(store: &dyn Store) {

@@ -34,11 +34,12 @@ pub enum Introspection {
 }
 
 impl Decisions {
-    /// Introspects `token` for `caller`. A DPoP proof that comes with the request (made
-    /// for the introspection request and this token) is checked and spent; a bound
-    /// warrant introspected by an agent needs one, since the agent is its holder. An
-    /// enforcement point introspecting a bound warrant its client presented gets the
-    /// `cnf` and checks the client's proof itself (RFC 9449 §6.2).
+    /// Introspects `token` for `caller`. For a bound warrant, a DPoP proof that comes
+    /// with the request (made for the introspection request and this token) is checked
+    /// and spent, and the agent holding it (its `client_id`) must send one. An enforcement
+    /// point (or an ancestor agent) introspecting a bound warrant gets the `cnf` and checks
+    /// the holder's proof itself (RFC 9449 §6.2). A proof sent with an unbound warrant is
+    /// ignored.
     pub fn introspect(&self, token: &str, caller: &Introspector, proof: Option<&PresentedProof>) -> Introspection {
         let now = self.clock.now();
         self.introspect_at(token, caller, proof, now)
@@ -66,9 +67,10 @@ impl Decisions {
         if let Err(refusal) = self.in_force(&warrant, now) {
             return Introspection::Inactive(refusal.reason);
         }
-        let holder = matches!(caller, Introspector::Agent(_));
+        // The agent the warrant was issued to holds its key; an ancestor does not.
+        let holder = matches!(caller, Introspector::Agent(a) if *a == warrant.claims.client_id);
         let cnf = warrant.claims.cnf.as_ref();
-        if proof.is_some() || (holder && cnf.is_some()) {
+        if cnf.is_some() && (proof.is_some() || holder) {
             if let Err(e) = self.dpop.check_bound(cnf, proof, Some(token), now) {
                 return Introspection::Inactive(e.to_string());
             }

@@ -174,15 +174,20 @@ impl Decisions {
     }
 
     /// Stage 1, proof of possession: a DPoP-bound warrant (`cnf.jkt`) is used only with a
-    /// fresh proof made with its key for this request (and, when the token itself is
-    /// presented, for this token). A warrant named by its `jti` has no token to hash, so
-    /// its proof is checked for everything but `ath`.
+    /// fresh proof made with its key for this request and this token. A bound warrant named
+    /// by its `jti` (no token to hash) is refused.
     pub(crate) fn check_proof(
         &self,
         req: &AuthorizeRequest,
         warrant: &VerifiedWarrant,
         now: UnixTime,
     ) -> Result<(), Refusal> {
+        if req.recorded.is_some() && warrant.claims.cnf.is_some() {
+            return Err(Refusal::new(
+                DecisionCode::Dpop,
+                "a DPoP-bound warrant must be presented as its token (`subject.properties.token`), so the proof can be checked against it",
+            ));
+        }
         let token = req.recorded.is_none().then_some(req.token.as_str());
         self.dpop
             .check_bound(warrant.claims.cnf.as_ref(), req.proof.as_ref(), token, now)

@@ -13,6 +13,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::app::AppState;
+use crate::ratelimit::ClientAddr;
 
 /// The media type of a pushed SET.
 pub const SECEVENT_JWT: &str = "application/secevent+jwt";
@@ -34,14 +35,38 @@ fn refuse(status: StatusCode, err: &str, description: impl Into<String>) -> Resp
 #[utoipa::path(post, path = "/ssf/receiver", tag = "federation",
     request_body(content = String, content_type = "application/secevent+jwt", description = "a SET (RFC 8417)"),
     responses((status = 202, description = "accepted"), (status = 400, body = SetErrorBody),
+              (status = 429, description = "too many refused SETs from this address; see `Retry-After`"),
               (status = 503, body = SetErrorBody)))]
-pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn receive(
+    State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    // Refused SETs count against the sender's address like anonymous decisions; over
+    // the limit nothing more from it is verified until it waits.
+    if let Some(wait) = state.limits.refused_over(&state.engine, addr) {
+        let answer = refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            "temporarily_unavailable",
+            format!("too many refused security events from this address; retry in {wait} s"),
+        );
+        return ([(header::RETRY_AFTER, wait.to_string())], answer).into_response();
+    }
+    let answer = receive_set(&state, &headers, &body).await;
+    if answer.status() == StatusCode::BAD_REQUEST {
+        state.limits.count_refused(&state.engine, addr);
+    }
+    answer
+}
+
+async fn receive_set(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Response {
     let media = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let media = media.split(';').next().unwrap_or_default().trim();
     if !media.eq_ignore_ascii_case(SECEVENT_JWT) {
         return refuse(StatusCode::BAD_REQUEST, "invalid_request", format!("the body must be `{SECEVENT_JWT}`"));
     }
-    let Ok(token) = std::str::from_utf8(&body) else {
+    let Ok(token) = std::str::from_utf8(body) else {
         return refuse(StatusCode::BAD_REQUEST, "invalid_request", "the body is not UTF-8");
     };
     match state.engine.signals().receive(token.trim()).await {

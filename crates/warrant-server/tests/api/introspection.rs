@@ -156,6 +156,16 @@ async fn a_bound_warrant_is_decided_through_authzen_only_with_the_clients_proof(
         assert_eq!(answer["decision"], false, "{what}: {answer}");
         assert_eq!(answer["context"]["code"], "dpop", "{what}: {answer}");
     }
+    // Named by reference (no token to hash the proof against): refused for a bound warrant.
+    let by_reference = serde_json::json!({
+        "subject": {"type": "agent", "id": w.claims["sub"], "properties": {
+            "dpop": {"proof": dpop_proof(&holder, "GET", pep_url, Some(&token)), "htm": "GET", "htu": pep_url}}},
+        "action": {"name": "crm.read"}, "resource": {"type": "customers", "id": "7"},
+        "context": {"agent": w.claims["client_id"], "warrant_id": w.claims["jti"]},
+    });
+    let referenced =
+        s.send(s.http.post(s.url("/access/v1/evaluation")).bearer_auth(&s.admin).json(&by_reference)).await;
+    assert_eq!(referenced.ok()["context"]["code"], "dpop", "{}", referenced.text);
     let malformed = s.send(evaluation(Some(serde_json::json!("just a string")))).await;
     malformed.api_error(StatusCode::BAD_REQUEST, "invalid_request");
 

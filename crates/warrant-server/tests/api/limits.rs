@@ -181,6 +181,25 @@ async fn anonymous_decisions_are_rate_limited_per_address() {
     s.stop().await;
 }
 
+#[tokio::test]
+async fn refused_security_events_are_rate_limited_per_address() {
+    let s =
+        Server::start_with(limits(LimitsFile { anonymous_rate_per_ip: Some("2/min".into()), ..Default::default() }))
+            .await
+            .over_socket();
+    let post =
+        || s.http.post(s.url("/ssf/receiver")).header("content-type", "application/secevent+jwt").body("not.a.set");
+    for _ in 0..2 {
+        let reply = s.send(post()).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text);
+    }
+    let refused = s.send(post()).await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS, "{}", refused.text);
+    assert_eq!(refused.body["err"], "temporarily_unavailable");
+    assert!(retry_after(&refused) >= 1);
+    s.stop().await;
+}
+
 /// `n` permissions of 15 bytes each: with the spaces, 16n - 1 bytes.
 fn permissions(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("a.p{i:03}:rr/{i:03}/x")).collect()

@@ -99,12 +99,17 @@ impl SsfStore for SqliteStore {
         .await
     }
 
-    async fn insert_stream(&self, stream: &StreamRecord) -> Result<(), StoreError> {
+    async fn insert_stream(&self, stream: &StreamRecord) -> Result<u64, StoreError> {
         let s = stream.clone();
         let method = to_text(&s.method)?;
         self.run(move |c| {
+            // One statement: the cursor is the head at the moment of the insert, so no
+            // event falls between what the stream is told it has and what it is sent.
             let inserted = c.execute(
-                &format!("INSERT OR IGNORE INTO ssf_streams ({STREAM_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+                &format!(
+                    "INSERT OR IGNORE INTO ssf_streams ({STREAM_COLS}) \
+                     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, COALESCE(MAX(seq), 0), ?9 FROM ssf_events"
+                ),
                 params![
                     s.id,
                     s.owner,
@@ -114,14 +119,28 @@ impl SsfStore for SqliteStore {
                     s.audience,
                     s.events.join(" "),
                     s.description,
-                    i64::try_from(s.cursor).unwrap_or(i64::MAX),
                     s.created_at.0
                 ],
             )?;
             if inserted == 0 {
                 return Err(StoreError::Conflict(format!("stream `{}` exists", s.id)));
             }
-            Ok(())
+            let cursor: i64 = c.query_row("SELECT cursor FROM ssf_streams WHERE id = ?1", [&s.id], |r| r.get(0))?;
+            Ok(u64::try_from(cursor).unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn prune_outbox(&self, older_than: UnixTime) -> Result<u64, StoreError> {
+        self.run(move |c| {
+            // One statement, so a stream inserted meanwhile is either counted in the
+            // smallest cursor or starts after everything deleted.
+            let deleted = c.execute(
+                "DELETE FROM ssf_events WHERE at < ?1 OR seq <= COALESCE( \
+                     (SELECT MIN(cursor) FROM ssf_streams), (SELECT MAX(seq) FROM ssf_events))",
+                [older_than.0],
+            )?;
+            Ok(u64::try_from(deleted).unwrap_or(0))
         })
         .await
     }
