@@ -61,7 +61,7 @@ from harness import (
     read_json_lines,
     stop,
 )
-from warrant_sdk import AgentKey, Warrant, WarrantAuth, WarrantClient
+from warrant_sdk import AgentKey, DpopKey, Warrant, WarrantAuth, WarrantClient
 
 UPSTREAM = "demo"
 APPROVAL_META = "io.warrant/approval_id"
@@ -374,6 +374,31 @@ def test_a_dpop_bound_warrant_works_only_with_fresh_proofs_of_its_key(
             challenge = reply.headers.get("www-authenticate", "")
             assert challenge.startswith('DPoP error="invalid_dpop_proof"'), (name, challenge)
         assert len(upstream.events()) == before, "a refused request reached the upstream"
+
+
+def test_the_official_mcp_client_with_a_dpop_bound_warrant(gateway: Gateway, upstream: Upstream, agent: Agent):
+    """The SDK's `WarrantAuth` with a DPoP key: every MCP request goes with a fresh proof."""
+    key = DpopKey()
+    cache = agent.client.minting(agent.key, "bound tools", resource=gateway.mcp_url, dpop=key)
+    assert cache.get().bound_to == key.thumbprint()
+
+    async def scenario() -> str:
+        async with mcp_session(gateway.mcp_url, WarrantAuth(cache, dpop=key)) as session:
+            await session.initialize()
+            return text_of(await session.call_tool("echo", {"text": "sdk bound"}))
+
+    assert asyncio.run(scenario()) == "sdk bound"
+    assert {"text": "sdk bound"} in upstream.runs("echo")
+    # The same warrant without its key is refused before the upstream sees anything.
+
+    async def keyless() -> None:
+        async with mcp_session(gateway.mcp_url, WarrantAuth(cache)) as session:
+            await session.initialize()
+
+    before = len(upstream.events())
+    with pytest.raises(Exception):
+        asyncio.run(keyless())
+    assert len(upstream.events()) == before
 
 
 # --- the MCP client through the gateway --------------------------------------------------

@@ -26,6 +26,7 @@ from warrant_sdk import (
     AgentKey,
     ApiError,
     Decision,
+    DpopKey,
     KeyFileError,
     OAuthError,
     TransportError,
@@ -278,6 +279,27 @@ def test_authorize_allow_deny_and_revoked(warrant_server: Server, client: Warran
     warrant_server.revoke("warrant", w.id)
     assert client.authorize(w, "crm.read", "customers/42").code == "revoked"
     assert client.authorize("not a token", "crm.read", "customers/42").code == "invalid_token"
+
+
+def test_dpop_bound_warrants_with_the_sdk(warrant_server: Server, client: WarrantClient):
+    owner = warrant_server.human([])
+    key = warrant_server.agent(owner, "autonomous", ["crm.read:customers/*"])
+    mine = DpopKey()
+    w = client.mint(key, "bound", dpop=mine)
+    assert w.bound_to == mine.thumbprint()
+    assert client.authorize(w, "crm.read", "customers/1", dpop=mine).allowed
+    # Without the key, or with another, the warrant is useless.
+    assert client.authorize(w, "crm.read", "customers/1").code == "dpop"
+    assert client.authorize(w, "crm.read", "customers/1", dpop=DpopKey()).code == "dpop"
+    # Delegated with the holder's consent to a child bound to its own key.
+    child_agent = warrant_server.agent(owner, "autonomous", ["crm.read:customers/*"])
+    childs = DpopKey()
+    with pytest.raises(OAuthError) as refused:
+        client.exchange(child_agent, w, dpop=childs)
+    assert refused.value.error == "invalid_dpop_proof"
+    child = client.exchange(child_agent, w, dpop=childs, holder_proof=client.holder_proof(w, mine))
+    assert child.bound_to == childs.thumbprint()
+    assert client.authorize(child, "crm.read", "customers/2", dpop=childs).allowed
 
 
 def test_authorize_bad_request_raises_api_error(client: WarrantClient):

@@ -14,6 +14,7 @@ an MCP gateway or any HTTP API, and ask Warrant for decisions::
 
 from .auth import WarrantAuth, httpx2_auth
 from .cache import WarrantCache
+from .dpop import DpopKey
 from .client import (
     TOKEN_TYPE_ACCESS_TOKEN,
     TOKEN_TYPE_ID_TOKEN,
@@ -32,6 +33,7 @@ __all__ = [
     "ApiError",
     "Decision",
     "DecisionKind",
+    "DpopKey",
     "KeyFileError",
     "OAuthError",
     "TransportError",

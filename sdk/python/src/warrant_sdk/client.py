@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from .cache import WarrantCache
+from .dpop import DpopKey
 from .errors import ApiError, OAuthError, TransportError
 from .keys import AgentKey
 from .model import Decision, Warrant
@@ -135,8 +136,9 @@ class WarrantClient:
             raise TransportError("the server's metadata names no token endpoint")
         return endpoint
 
-    def _token(self, form: dict[str, str]) -> Warrant:
-        response = self._request("POST", "/oauth2/token", data=form)
+    def _token(self, form: dict[str, str], dpop: DpopKey | None = None) -> Warrant:
+        headers = {"DPoP": dpop.proof("POST", self.token_endpoint)} if dpop is not None else {}
+        response = self._request("POST", "/oauth2/token", data=form, headers=headers)
         body = _json(response)
         if response.status_code != 200:
             error, description = _error_fields(body, "error_description")
@@ -172,9 +174,12 @@ class WarrantClient:
         ttl: int | None = None,
         budget: Budget | None = None,
         resource: str | None = None,
+        dpop: DpopKey | None = None,
     ) -> Warrant:
         """A root warrant for an autonomous agent: client credentials with a client
-        assertion signed by ``key``.
+        assertion signed by ``key``. With ``dpop``, the warrant is bound to that key (RFC
+        9449): it is then used only with proofs made by it (pass the same key to
+        :meth:`authorize` and :class:`WarrantAuth`).
 
         ``purpose`` is the task's purpose (1 to 500 printable characters). ``scope``
         narrows the agent's max scope (a string or permissions); ``ttl`` asks for a
@@ -189,7 +194,7 @@ class WarrantClient:
             "client_assertion": key.client_assertion(self.token_endpoint),
             "task_purpose": purpose,
         }
-        return self._token(self._ask(form, scope, ttl, budget, resource))
+        return self._token(self._ask(form, scope, ttl, budget, resource), dpop)
 
     def exchange(
         self,
@@ -202,10 +207,17 @@ class WarrantClient:
         ttl: int | None = None,
         budget: Budget | None = None,
         resource: str | None = None,
+        dpop: DpopKey | None = None,
+        holder_proof: str | None = None,
     ) -> Warrant:
         """Delegation (RFC 8693 token exchange): a warrant for the agent of ``key``, acting
         for ``subject_token``: a parent warrant, or a human's session to start delegated
         work.
+
+        ``dpop`` binds the new warrant to that key. A DPoP-bound parent can only be
+        delegated to a bound child, and only with its holder's consent: ``holder_proof``,
+        which the parent's holder makes with :meth:`holder_proof` right before handing the
+        parent over.
 
         A delegation only narrows: ``scope``, ``ttl`` and ``budget`` can ask for less
         than the parent holds, never more (``invalid_scope`` otherwise). ``purpose`` is
@@ -227,7 +239,16 @@ class WarrantClient:
         }
         if purpose is not None:
             form["task_purpose"] = purpose
-        return self._token(self._ask(form, scope, ttl, budget, resource))
+        if holder_proof is not None:
+            form["subject_dpop"] = holder_proof
+        return self._token(self._ask(form, scope, ttl, budget, resource), dpop)
+
+    def holder_proof(self, parent: Warrant | str, dpop: DpopKey) -> str:
+        """The consent of the holder of a DPoP-bound ``parent`` (made with its key
+        ``dpop``) to one delegation of it, valid for a minute: hand it to the agent that
+        exchanges ``parent``, which passes it as ``holder_proof``."""
+        token = parent.token if isinstance(parent, Warrant) else parent
+        return dpop.proof("POST", self.token_endpoint, token)
 
     def authorize(
         self,
@@ -238,8 +259,10 @@ class WarrantClient:
         resource_attrs: Mapping[str, Any] | None = None,
         context: Mapping[str, Any] | None = None,
         approval_id: str | None = None,
+        dpop: DpopKey | None = None,
     ) -> Decision:
-        """Asks whether ``warrant`` may do ``action`` on ``resource`` now.
+        """Asks whether ``warrant`` may do ``action`` on ``resource`` now. A DPoP-bound
+        warrant needs its key as ``dpop`` (a fresh proof goes with the request).
 
         ``resource_attrs`` and ``context`` are caller input that policies can read (to
         deny more). After a ``pending`` decision is approved, send the same request with
@@ -256,7 +279,10 @@ class WarrantClient:
             body["context"] = dict(context)
         if approval_id is not None:
             body["approval_id"] = approval_id
-        response = self._request("POST", "/v1/authorize", json=body)
+        headers = {}
+        if dpop is not None:
+            headers["DPoP"] = dpop.proof("POST", self.issuer + "/v1/authorize", body["token"])
+        response = self._request("POST", "/v1/authorize", json=body, headers=headers)
         answer = _json(response)
         if response.status_code != 200:
             error, message = _error_fields(answer, "message")
@@ -274,12 +300,13 @@ class WarrantClient:
         resource: str | None = None,
         margin: float = 30.0,
         clock: Callable[[], float] | None = None,
+        dpop: DpopKey | None = None,
     ) -> WarrantCache:
         """A :class:`WarrantCache` that mints a new root warrant (with these arguments)
         whenever the cached one is about to expire. Each renewal is a new task."""
 
         def renew() -> Warrant:
-            return self.mint(key, purpose, scope=scope, ttl=ttl, budget=budget, resource=resource)
+            return self.mint(key, purpose, scope=scope, ttl=ttl, budget=budget, resource=resource, dpop=dpop)
 
         return WarrantCache(renew, margin=margin, clock=clock)
 

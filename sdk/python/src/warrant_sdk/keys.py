@@ -24,7 +24,7 @@ from .errors import KeyFileError
 
 __all__ = ["ASSERTION_LIFETIME", "AgentKey"]
 
-#: Lifetime of a client assertion, in seconds (the server accepts at most 300).
+#: Lifetime of a client assertion, in seconds (the server accepts at most 3600).
 ASSERTION_LIFETIME = 60
 
 

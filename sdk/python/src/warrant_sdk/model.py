@@ -82,6 +82,13 @@ class Warrant:
         )
 
     @property
+    def bound_to(self) -> str | None:
+        """For a DPoP-bound warrant, the thumbprint of its key (``cnf.jkt``); else ``None``."""
+        cnf = self.claims.get("cnf")
+        value = cnf.get("jkt") if isinstance(cnf, Mapping) else None
+        return value if isinstance(value, str) else None
+
+    @property
     def agent(self) -> str | None:
         """The agent acting now (``client_id``)."""
         value = self.claims.get("client_id")
