@@ -13,6 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import http.server
+import threading
+
 import httpx
 import pytest
 from joserfc import jwt
@@ -149,3 +152,67 @@ def test_registration_needs_exactly_one_credential_and_a_trusted_domain(setup: t
     rotated = server.admin("POST", f"/v1/agents/{first.json()['id']}/key",
                            {"public_key": {"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}})
     assert rotated.status_code == 400, rotated.text
+
+
+class BundleEndpoint(http.server.ThreadingHTTPServer):
+    """A trust domain's bundle endpoint on loopback, serving whatever `keys` holds and
+    counting the fetches."""
+
+    def __init__(self, *keys: ECKey) -> None:
+        self.keys = list(keys)
+        self.fetches = 0
+        endpoint = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+                endpoint.fetches += 1
+                body = json.dumps({"keys": [{**k.as_dict(private=False), "use": "jwt-svid"} for k in endpoint.keys],
+                                   "spiffe_sequence": endpoint.fetches, "spiffe_refresh_hint": 3600}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/bundle"
+
+
+def test_a_bundle_endpoint_is_fetched_and_fetched_again_when_the_domain_rotates(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    first = ECKey.generate_key("P-256", parameters={"kid": "k1"})
+    endpoint = BundleEndpoint(first)
+    data = tmp_path_factory.mktemp("spiffe-url") / "data"
+    data.mkdir()
+    (data / "warrant.toml").write_text(
+        f'[[federation.spiffe]]\ntrust_domain = "{TRUST_DOMAIN}"\nbundle_url = "{endpoint.url}"\n'
+    )
+    server = start_server(data)
+    try:
+        assert register(server).status_code == 201
+        domain = Domain.__new__(Domain)
+        domain.key = first
+        endpoint_url = server.issuer + "/oauth2/token"
+        assert token(server, domain.svid(endpoint_url)).status_code == 200
+        assert token(server, domain.svid(endpoint_url)).status_code == 200
+        assert endpoint.fetches == 1, "the bundle is fresh for its refresh hint"
+        # The domain rotates: an SVID under the new key makes Warrant fetch the bundle again.
+        domain.key = ECKey.generate_key("P-256", parameters={"kid": "k2"})
+        endpoint.keys = [domain.key]
+        assert token(server, domain.svid(endpoint_url)).status_code == 200
+        assert endpoint.fetches == 2
+        # An unknown key right after is not fetched for again (at most once every 10 s).
+        stranger = ECKey.generate_key("P-256", parameters={"kid": "k3"})
+        assert token(server, domain.svid(endpoint_url, key=stranger)).status_code == 401
+        assert endpoint.fetches == 2
+    finally:
+        assert server.stop() == 0
+        endpoint.shutdown()

@@ -152,12 +152,7 @@ impl std::fmt::Debug for Federation {
 impl Federation {
     /// Federation with `providers` (none: only Warrant's own sessions sign humans in).
     pub fn new(providers: Vec<OidcProvider>) -> Self {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(std::time::Duration::from_secs(5))
-            .build()
-            .map_err(|e| tracing::error!(error = %e, "no HTTP client for identity providers; their tokens are refused"))
-            .ok();
+        let http = trust_client();
         for p in &providers {
             tracing::info!(issuer = %p.issuer, audience = %p.audience, "trusting an identity provider's ID tokens");
         }
@@ -281,24 +276,41 @@ impl Federation {
     }
 
     async fn fetch(&self, url: &str) -> Result<Value, FederationError> {
-        let unavailable = |e: String| FederationError::Unavailable(format!("{url}: {e}"));
-        let http = self.http.as_ref().ok_or_else(|| unavailable("no HTTP client".into()))?;
-        let mut response = http.get(url).send().await.map_err(|e| unavailable(e.to_string()))?;
-        if !response.status().is_success() {
-            return Err(unavailable(format!("answered {}", response.status())));
-        }
-        if response.content_length().is_some_and(|n| n > MAX_DOCUMENT as u64) {
+        let http = self.http.as_ref().ok_or_else(|| FederationError::Unavailable(format!("{url}: no HTTP client")))?;
+        fetch_json(http, url).await.map_err(FederationError::Unavailable)
+    }
+}
+
+/// An HTTP client for fetching trust material (provider metadata, JWKS, SPIFFE
+/// bundles): no redirects, a 5 s timeout; `None` (and every fetch fails, closed) when
+/// it cannot be built.
+pub(crate) fn trust_client() -> Option<reqwest::Client> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .map_err(|e| tracing::error!(error = %e, "no HTTP client for trust material; what needs it is refused"))
+        .ok()
+}
+
+/// GETs a JSON document of at most 1 MiB; the error names the URL.
+pub(crate) async fn fetch_json(http: &reqwest::Client, url: &str) -> Result<Value, String> {
+    let unavailable = |e: String| format!("{url}: {e}");
+    let mut response = http.get(url).send().await.map_err(|e| unavailable(e.to_string()))?;
+    if !response.status().is_success() {
+        return Err(unavailable(format!("answered {}", response.status())));
+    }
+    if response.content_length().is_some_and(|n| n > MAX_DOCUMENT as u64) {
+        return Err(unavailable("the document is too large".into()));
+    }
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| unavailable(e.to_string()))? {
+        if bytes.len() + chunk.len() > MAX_DOCUMENT {
             return Err(unavailable("the document is too large".into()));
         }
-        let mut bytes = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| unavailable(e.to_string()))? {
-            if bytes.len() + chunk.len() > MAX_DOCUMENT {
-                return Err(unavailable("the document is too large".into()));
-            }
-            bytes.extend_from_slice(&chunk);
-        }
-        serde_json::from_slice(&bytes).map_err(|e| unavailable(format!("not JSON: {e}")))
+        bytes.extend_from_slice(&chunk);
     }
+    serde_json::from_slice(&bytes).map_err(|e| unavailable(format!("not JSON: {e}")))
 }
 
 #[cfg(test)]

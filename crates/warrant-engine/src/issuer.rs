@@ -39,7 +39,8 @@ use crate::revocation::Revocation;
 use crate::spiffe::{SpiffeError, SpiffeTrust};
 use warrant_token::dpop::Proof;
 use warrant_token::dpop::ProofError;
-use warrant_token::spiffe::ASSERTION_TYPE_JWT_SPIFFE;
+use warrant_token::oidc::IdTokenError;
+use warrant_token::spiffe::{SvidError, ASSERTION_TYPE_JWT_SPIFFE};
 
 /// `grant_type` for client credentials.
 pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
@@ -551,8 +552,21 @@ impl Issuer {
             SpiffeError::NotTrusted(_) => client(e.to_string()),
             e => TokenError::Internal(e.to_string()),
         })?;
-        let verified = warrant_token::spiffe::verify_svid(svid, &keys, claimed.trust_domain(), audiences, now)
-            .map_err(|e| client(e.to_string()))?;
+        let verify = |keys: &warrant_token::oidc::ProviderKeys| {
+            warrant_token::spiffe::verify_svid(svid, keys, claimed.trust_domain(), audiences, now)
+        };
+        let verified = match verify(&keys) {
+            // A key the bundle does not hold: the domain may have rotated; fetch its
+            // bundle again (rate-limited) and try once more.
+            Err(SvidError::Token(IdTokenError::UnknownKey)) => {
+                match self.spiffe.refreshed(claimed.trust_domain()).await {
+                    Some(fresh) => verify(&fresh),
+                    None => Err(SvidError::Token(IdTokenError::UnknownKey)),
+                }
+            }
+            other => other,
+        }
+        .map_err(|e| client(e.to_string()))?;
         let agent = self
             .store
             .agent_by_spiffe_id(verified.sub.as_str())

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use warrant_core::guard::rate::RateLimit;
 use warrant_core::Limits;
 use warrant_engine::federation::OidcProvider;
-use warrant_engine::spiffe::SpiffeDomain;
+use warrant_engine::spiffe::{BundleSource, SpiffeDomain};
 
 /// The data directory when nothing else is configured.
 pub const DEFAULT_DATA_DIR: &str = "./warrant-data";
@@ -327,20 +327,25 @@ pub struct FederationFile {
     pub spiffe: Vec<SpiffeFile>,
 }
 
-/// One `[[federation.spiffe]]` entry.
+/// One `[[federation.spiffe]]` entry: a trust domain and where its bundle comes from
+/// (exactly one of `bundle_file` and `bundle_url`).
 ///
 /// ```toml
 /// [[federation.spiffe]]
 /// trust_domain = "example.org"
-/// bundle_file = "/run/spire/bundle.jwks"   # the trust bundle (JWKS); re-read when it changes
+/// bundle_file = "/run/spire/bundle.jwks"       # re-read when it changes
+/// # bundle_url = "https://spire.example.org/bundle"   # the bundle endpoint (https_web)
 /// ```
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SpiffeFile {
     /// The trust domain, e.g. `example.org`.
     pub trust_domain: String,
-    /// Its trust bundle: a JWKS whose keys with `use` `jwt-svid` verify its JWT-SVIDs.
-    pub bundle_file: PathBuf,
+    /// Its trust bundle as a file: a JWKS whose keys with `use` `jwt-svid` verify its
+    /// JWT-SVIDs.
+    pub bundle_file: Option<PathBuf>,
+    /// Its bundle endpoint (https, or http on loopback), authenticated by the web PKI.
+    pub bundle_url: Option<String>,
 }
 
 /// One `[[federation.oidc]]` entry.
@@ -382,17 +387,32 @@ impl FederationFile {
                     d.trust_domain
                 )));
             }
-            let bundle = std::fs::read(&d.bundle_file).map_err(|e| {
-                ConfigError::Invalid(format!("{at}: `bundle_file` {} cannot be read: {e}", d.bundle_file.display()))
-            })?;
-            let jwks: serde_json::Value = serde_json::from_slice(&bundle)
-                .map_err(|e| ConfigError::Invalid(format!("{at}: `bundle_file` is not a JWKS: {e}")))?;
-            if warrant_token::oidc::ProviderKeys::from_jwks_for(&jwks, "jwt-svid").is_empty() {
-                return Err(ConfigError::Invalid(format!(
-                    "{at}: `bundle_file` holds no usable JWT-SVID key (RSA, P-256 or Ed25519, `use` `jwt-svid`)"
-                )));
-            }
-            out.push(SpiffeDomain { trust_domain: id.trust_domain().to_owned(), bundle_file: d.bundle_file.clone() });
+            let bundle = match (&d.bundle_file, &d.bundle_url) {
+                (Some(file), None) => {
+                    let bundle = std::fs::read(file).map_err(|e| {
+                        ConfigError::Invalid(format!("{at}: `bundle_file` {} cannot be read: {e}", file.display()))
+                    })?;
+                    let jwks: serde_json::Value = serde_json::from_slice(&bundle)
+                        .map_err(|e| ConfigError::Invalid(format!("{at}: `bundle_file` is not a JWKS: {e}")))?;
+                    if warrant_token::oidc::ProviderKeys::from_jwks_for(&jwks, "jwt-svid").is_empty() {
+                        return Err(ConfigError::Invalid(format!(
+                            "{at}: `bundle_file` holds no usable JWT-SVID key (RSA, P-256 or Ed25519, `use` `jwt-svid`)"
+                        )));
+                    }
+                    BundleSource::File(file.clone())
+                }
+                (None, Some(url)) => {
+                    warrant_engine::federation::check_url(url)
+                        .map_err(|e| ConfigError::Invalid(format!("{at}: `bundle_url`: {e}")))?;
+                    BundleSource::Url(url.clone())
+                }
+                _ => {
+                    return Err(ConfigError::Invalid(format!(
+                        "{at}: give exactly one of `bundle_file` and `bundle_url`"
+                    )))
+                }
+            };
+            out.push(SpiffeDomain { trust_domain: id.trust_domain().to_owned(), bundle });
         }
         Ok(out)
     }
