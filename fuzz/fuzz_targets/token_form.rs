@@ -14,7 +14,7 @@ use warrant_core::Scope;
 use warrant_engine::TokenRequest;
 use warrant_server::extract::parse_token_form;
 
-const KNOWN: [&str; 11] = [
+const KNOWN: [&str; 15] = [
     "grant_type",
     "scope",
     "ttl",
@@ -26,6 +26,10 @@ const KNOWN: [&str; 11] = [
     "actor_token",
     "actor_token_type",
     "budget",
+    "resource",
+    "token",
+    "token_type_hint",
+    "subject_dpop",
 ];
 
 fn field<'a>(req: &'a TokenRequest, name: &str) -> Option<&'a str> {
@@ -41,6 +45,10 @@ fn field<'a>(req: &'a TokenRequest, name: &str) -> Option<&'a str> {
         "actor_token" => req.actor_token.as_deref(),
         "actor_token_type" => req.actor_token_type.as_deref(),
         "budget" => req.budget.as_deref(),
+        "resource" => req.resource.as_deref(),
+        "token" => req.token.as_deref(),
+        "token_type_hint" => req.token_type_hint.as_deref(),
+        "subject_dpop" => req.subject_dpop.as_deref(),
         _ => unreachable!(),
     }
 }
