@@ -75,11 +75,7 @@ impl Dpop {
             (Some(c), Some(p)) => (c, p),
         };
         let expected = Expected { htm: &presented.htm, htu: &presented.htu, token };
-        let proof = verify_proof(&presented.proof, &expected, now)?;
-        if cnf.jkt != proof.jkt {
-            return Err(ProofError::WrongKey.into());
-        }
-        self.seen.spend(&proof, now)?;
+        self.seen.accept(&presented.proof, &expected, &cnf.jkt, now)?;
         Ok(())
     }
 

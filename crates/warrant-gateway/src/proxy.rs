@@ -225,13 +225,7 @@ fn check_proof(
     };
     let proof = value.to_str().map_err(|_| AuthError::Dpop("the `DPoP` header is not ASCII".into()))?.trim();
     let expected = warrant_token::dpop::Expected { htm: "POST", htu: resource, token: Some(token) };
-    let now = now();
-    let checked =
-        warrant_token::dpop::verify_proof(proof, &expected, now).map_err(|e| AuthError::Dpop(e.to_string()))?;
-    if checked.jkt != cnf.jkt {
-        return Err(AuthError::Dpop(warrant_token::dpop::ProofError::WrongKey.to_string()));
-    }
-    gw.0.proofs.spend(&checked, now).map_err(|e| AuthError::Dpop(e.to_string()))?;
+    gw.0.proofs.accept(proof, &expected, &cnf.jkt, now()).map_err(|e| AuthError::Dpop(e.to_string()))?;
     Ok(Some(proof.to_owned()))
 }
 

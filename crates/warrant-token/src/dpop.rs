@@ -102,6 +102,18 @@ impl ProofRegister {
         Ok(())
     }
 
+    /// Accepts `proof` for a warrant bound to `jkt`: verified for `expected`, made with
+    /// that key, and spent (refused from then on). Nothing is remembered of a proof that
+    /// is refused.
+    pub fn accept(&self, proof: &str, expected: &Expected<'_>, jkt: &str, now: UnixTime) -> Result<Proof, ProofError> {
+        let checked = verify_proof(proof, expected, now)?;
+        if checked.jkt != jkt {
+            return Err(ProofError::WrongKey);
+        }
+        self.spend(&checked, now)?;
+        Ok(checked)
+    }
+
     /// How many proofs are remembered.
     pub fn len(&self) -> usize {
         self.seen.lock().map(|s| s.len()).unwrap_or(0)

@@ -178,9 +178,10 @@ impl SsfStore for SqliteStore {
     async fn advance_stream(&self, id: &str, cursor: u64) -> Result<bool, StoreError> {
         let (id, cursor) = (id.to_owned(), i64::try_from(cursor).unwrap_or(i64::MAX));
         self.run(move |c| {
-            let found = c.query_row("SELECT 1 FROM ssf_streams WHERE id = ?1", [&id], |_| Ok(())).optional()?;
-            c.execute("UPDATE ssf_streams SET cursor = MAX(cursor, ?2) WHERE id = ?1", params![id, cursor])?;
-            Ok(found.is_some())
+            // A row the WHERE matches counts as changed even when its cursor stays.
+            let matched =
+                c.execute("UPDATE ssf_streams SET cursor = MAX(cursor, ?2) WHERE id = ?1", params![id, cursor])?;
+            Ok(matched > 0)
         })
         .await
     }
