@@ -3,6 +3,9 @@ humans, agents and policies. Not a test module (pytest collects only `test_*.py`
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import http.server
 import json
 import os
 import queue
@@ -12,6 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +23,8 @@ from typing import Any
 
 import httpx
 import pytest
+from joserfc import jwt
+from joserfc.jwk import ECKey
 
 from warrant_sdk import AgentKey
 
@@ -173,3 +179,32 @@ def read_json_lines(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class QuietHandler(http.server.BaseHTTPRequestHandler):
+    """A request handler that logs nothing (the tests' servers would fill the output)."""
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+class LoopbackServer(http.server.ThreadingHTTPServer):
+    """An HTTP server on a free loopback port, serving `handler` on a daemon thread."""
+
+    def __init__(self, handler: type[http.server.BaseHTTPRequestHandler]) -> None:
+        super().__init__(("127.0.0.1", 0), handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def address(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}{path}"
+
+
+def dpop_proof(key: ECKey, method: str, url: str, token: str | None = None, **extra: Any) -> str:
+    """A DPoP proof (RFC 9449) made with joserfc (ES256) for `method` on `url`, bound to
+    `token` (`ath`) when given; `extra` claims override the defaults."""
+    claims: dict[str, Any] = {"htm": method, "htu": url, "iat": int(time.time()), "jti": uuid.uuid4().hex}
+    if token is not None:
+        claims["ath"] = base64.urlsafe_b64encode(hashlib.sha256(token.encode()).digest()).rstrip(b"=").decode()
+    claims.update(extra)
+    return jwt.encode({"typ": "dpop+jwt", "alg": "ES256", "jwk": key.as_dict(private=False)}, claims, key)
+

@@ -24,8 +24,6 @@ whose `data` holds `approval_id`, `expires_at` and `poll`, and the retry carries
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import json
 import os
 import queue
@@ -34,7 +32,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -44,7 +41,6 @@ from typing import Any
 
 import httpx
 import pytest
-from joserfc import jwt
 from joserfc.jwk import ECKey
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
@@ -56,6 +52,7 @@ from harness import (
     WARRANT_BIN,
     Server,
     drain,
+    dpop_proof,
     free_port,
     python_process,
     read_json_lines,
@@ -296,15 +293,6 @@ def test_a_warrant_for_another_audience_is_refused_with_401(gateway: Gateway, up
     assert len(upstream.events()) == before, "a refused request reached the upstream"
 
 
-def dpop_proof(key: ECKey, url: str, token: str | None = None) -> str:
-    """A DPoP proof (RFC 9449) made with joserfc for `POST` on `url`."""
-    claims: dict[str, Any] = {"htm": "POST", "htu": url, "iat": int(time.time()), "jti": uuid.uuid4().hex}
-    if token is not None:
-        digest = hashlib.sha256(token.encode()).digest()
-        claims["ath"] = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
-    return jwt.encode({"typ": "dpop+jwt", "alg": "ES256", "jwk": key.as_dict(private=False)}, claims, key)
-
-
 def rpc_result(reply: httpx.Response) -> Any:
     """The JSON-RPC message of an answer sent as JSON or as one server-sent event."""
     if reply.headers.get("content-type", "").startswith("text/event-stream"):
@@ -327,7 +315,7 @@ def test_a_dpop_bound_warrant_works_only_with_fresh_proofs_of_its_key(
     }
     accept = {"Accept": "application/json, text/event-stream"}
     with httpx.Client(timeout=10, trust_env=False) as http:
-        issued = http.post(warrant_server.base + "/oauth2/token", data=form, headers={"DPoP": dpop_proof(key, token_url)})
+        issued = http.post(warrant_server.base + "/oauth2/token", data=form, headers={"DPoP": dpop_proof(key, "POST", token_url)})
         assert issued.status_code == 200 and issued.json()["token_type"] == "DPoP", issued.text
         warrant = issued.json()["access_token"]
         session: dict[str, str] = {}
@@ -344,15 +332,15 @@ def test_a_dpop_bound_warrant_works_only_with_fresh_proofs_of_its_key(
             "method": "initialize",
             "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}},
         }
-        started = send(initialize, dpop_proof(key, gateway.mcp_url, warrant))
+        started = send(initialize, dpop_proof(key, "POST", gateway.mcp_url, warrant))
         assert started.status_code == 200, started.text
         if "mcp-session-id" in started.headers:
             session["Mcp-Session-Id"] = started.headers["mcp-session-id"]
-        done = send({"jsonrpc": "2.0", "method": "notifications/initialized"}, dpop_proof(key, gateway.mcp_url, warrant))
+        done = send({"jsonrpc": "2.0", "method": "notifications/initialized"}, dpop_proof(key, "POST", gateway.mcp_url, warrant))
         assert done.status_code in (200, 202), done.text
 
         call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "bound"}}}
-        proof = dpop_proof(key, gateway.mcp_url, warrant)
+        proof = dpop_proof(key, "POST", gateway.mcp_url, warrant)
         answered = send(call, proof)
         assert answered.status_code == 200, answered.text
         assert rpc_result(answered)["result"]["content"][0]["text"] == "bound"
@@ -363,11 +351,11 @@ def test_a_dpop_bound_warrant_works_only_with_fresh_proofs_of_its_key(
         for name, bad, scheme in [
             ("replayed", proof, "DPoP"),
             ("missing", None, "DPoP"),
-            ("for another URL", dpop_proof(key, gateway.base + "/mcp/other", warrant), "DPoP"),
-            ("for another token", dpop_proof(key, gateway.mcp_url, "another.token.x"), "DPoP"),
-            ("by another key", dpop_proof(stranger, gateway.mcp_url, warrant), "DPoP"),
+            ("for another URL", dpop_proof(key, "POST", gateway.base + "/mcp/other", warrant), "DPoP"),
+            ("for another token", dpop_proof(key, "POST", gateway.mcp_url, "another.token.x"), "DPoP"),
+            ("by another key", dpop_proof(stranger, "POST", gateway.mcp_url, warrant), "DPoP"),
             ("malformed", "not.a.proof", "DPoP"),
-            ("sent as a bearer token", dpop_proof(key, gateway.mcp_url, warrant), "Bearer"),
+            ("sent as a bearer token", dpop_proof(key, "POST", gateway.mcp_url, warrant), "Bearer"),
         ]:
             reply = send(call, bad, scheme)
             assert reply.status_code == 401, (name, reply.text)

@@ -7,7 +7,6 @@ proof is refused and changes nothing."""
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import time
 import uuid
@@ -19,13 +18,9 @@ from authlib.oauth2.rfc7523 import PrivateKeyJWT
 from joserfc import jwt
 from joserfc.jwk import ECKey, OKPKey
 
-from harness import Server
+from harness import Server, dpop_proof
 
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def claims_of(token: str) -> dict[str, Any]:
@@ -152,13 +147,7 @@ class Holder:
         self.dpop_key = ECKey.generate_key("P-256")
 
     def proof(self, method: str, url: str, token: str | None = None, key: ECKey | None = None, **extra: Any) -> str:
-        key = key or self.dpop_key
-        claims: dict[str, Any] = {"htm": method, "htu": url, "iat": int(time.time()), "jti": uuid.uuid4().hex}
-        if token is not None:
-            claims["ath"] = b64url(hashlib.sha256(token.encode()).digest())
-        claims.update(extra)
-        header = {"typ": "dpop+jwt", "alg": "ES256", "jwk": key.as_dict(private=False)}
-        return jwt.encode(header, claims, key)
+        return dpop_proof(key or self.dpop_key, method, url, token, **extra)
 
     def token_request(self, proof: str | None) -> httpx.Response:
         endpoint = self.server.issuer + "/oauth2/token"

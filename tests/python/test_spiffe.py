@@ -13,15 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import http.server
-import threading
-
 import httpx
 import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
-from harness import Server, start_server
+from harness import LoopbackServer, QuietHandler, Server, start_server
 
 JWT_SPIFFE = "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe"
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -154,7 +151,7 @@ def test_registration_needs_exactly_one_credential_and_a_trusted_domain(setup: t
     assert rotated.status_code == 400, rotated.text
 
 
-class BundleEndpoint(http.server.ThreadingHTTPServer):
+class BundleEndpoint(LoopbackServer):
     """A trust domain's bundle endpoint on loopback, serving whatever `keys` holds and
     counting the fetches."""
 
@@ -163,7 +160,7 @@ class BundleEndpoint(http.server.ThreadingHTTPServer):
         self.fetches = 0
         endpoint = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
                 endpoint.fetches += 1
                 body = json.dumps({"keys": [{**k.as_dict(private=False), "use": "jwt-svid"} for k in endpoint.keys],
@@ -174,15 +171,11 @@ class BundleEndpoint(http.server.ThreadingHTTPServer):
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
+        super().__init__(Handler)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/bundle"
+        return self.address("/bundle")
 
 
 def test_a_bundle_endpoint_is_fetched_and_fetched_again_when_the_domain_rotates(

@@ -7,8 +7,6 @@ SET with an independent library (joserfc) against the transmitter's JWKS. Polled
 
 from __future__ import annotations
 
-import http.server
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,7 +18,7 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
-from harness import Server, start_server
+from harness import LoopbackServer, QuietHandler, Server, start_server
 from warrant_sdk import AgentKey, Warrant, WarrantClient
 
 SESSION_REVOKED = "https://schemas.openid.net/secevent/caep/event-type/session-revoked"
@@ -164,7 +162,7 @@ def test_streams_belong_to_their_receiver_and_bad_requests_change_nothing(server
     assert mine.call("GET", config, params={"stream_id": sid}).status_code == 404
 
 
-class PushReceiver(http.server.ThreadingHTTPServer):
+class PushReceiver(LoopbackServer):
     """An RFC 8935 receiver on loopback: records each SET, answers 202 (or, while
     `failing`, 503)."""
 
@@ -174,7 +172,7 @@ class PushReceiver(http.server.ThreadingHTTPServer):
         self.failing = False
         receiver = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
                 if receiver.failing or self.headers.get("Content-Type") != "application/secevent+jwt":
@@ -186,15 +184,11 @@ class PushReceiver(http.server.ThreadingHTTPServer):
                 self.send_response(202)
                 self.end_headers()
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
+        super().__init__(Handler)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/events"
+        return self.address("/events")
 
 
 def wait_for(condition: Any, what: str, timeout: float = 20) -> None:
