@@ -12,7 +12,6 @@ use warrant_core::audit::{decode, hash_hex};
 use warrant_policy::schema::BASE_SCHEMA;
 use warrant_policy::CompiledPolicies;
 use warrant_server::config::DEFAULT_DATA_DIR;
-use warrant_store::audit::AuditStore as _;
 
 use crate::output::{field, print, table, timestamp};
 use crate::{CliResult, Conn};
@@ -44,6 +43,11 @@ pub enum AuditCmd {
         /// The data directory.
         #[arg(long, env = "WARRANT_DATA", default_value = DEFAULT_DATA_DIR)]
         data: PathBuf,
+        /// Verify the log in this PostgreSQL database (`postgres://` URL) instead of the
+        /// data directory's SQLite file; the data directory still gives the key-encryption
+        /// key and the witness.
+        #[arg(long, env = "WARRANT_DATABASE", hide_env_values = true)]
+        database: Option<String>,
         #[command(flatten)]
         keys: crate::KeyPaths,
     },
@@ -52,6 +56,10 @@ pub enum AuditCmd {
         /// The data directory.
         #[arg(long, env = "WARRANT_DATA", default_value = DEFAULT_DATA_DIR)]
         data: PathBuf,
+        /// Export from this PostgreSQL database (`postgres://` URL) instead of the data
+        /// directory's SQLite file.
+        #[arg(long, env = "WARRANT_DATABASE", hide_env_values = true)]
+        database: Option<String>,
         /// Only records after this sequence number.
         #[arg(long, default_value_t = 0)]
         after: u64,
@@ -147,14 +155,29 @@ pub async fn policy(conn: &Conn, cmd: PolicyCmd) -> CliResult {
     Ok(())
 }
 
-/// The data directory's database, read only: offline verification and export change
-/// nothing and work on read-only media.
-fn open(data: &std::path::Path) -> Result<warrant_store::SqliteStore, Box<dyn std::error::Error + Send + Sync>> {
-    let db = data.join(warrant_server::server::DB_FILE);
-    if !db.exists() {
-        return Err(format!("no Warrant database in `{}`", data.display()).into());
+/// The database to read, unchanged: the data directory's SQLite file, opened read only
+/// (offline verification and export change nothing and work on read-only media), or the
+/// PostgreSQL database `database` names (not migrated: a schema of another version is
+/// refused).
+async fn open(
+    data: &std::path::Path,
+    database: Option<&str>,
+) -> Result<Box<dyn warrant_store::Store>, Box<dyn std::error::Error + Send + Sync>> {
+    use warrant_server::config::Database;
+    match database.map(Database::parse).transpose()? {
+        Some(Database::Postgres(url)) => Ok(Box::new(
+            warrant_store::PgStore::open_without_migrating(url.expose())
+                .await
+                .map_err(|e| format!("cannot read {url}: {e}"))?,
+        )),
+        _ => {
+            let db = data.join(warrant_server::server::DB_FILE);
+            if !db.exists() {
+                return Err(format!("no Warrant database in `{}`", data.display()).into());
+            }
+            Ok(Box::new(warrant_store::SqliteStore::open_read_only(&db)?))
+        }
     }
-    Ok(warrant_store::SqliteStore::open_read_only(&db)?)
 }
 
 /// The provenance trace as a tree.
@@ -213,20 +236,21 @@ pub fn trace_tree(t: &Value) -> String {
 /// Runs a `warrant audit` command.
 pub async fn audit(conn: &Conn, cmd: AuditCmd) -> CliResult {
     match cmd {
-        AuditCmd::Verify { data, keys } => {
+        AuditCmd::Verify { data, database, keys } => {
             let settings = keys.settings(&data)?;
-            let store = open(&data)?;
+            let store = open(&data, database.as_deref()).await?;
+            let store = store.as_ref();
             // The KEK is needed only to open sealed keys; it is never created here.
-            let kek = if warrant_server::kek::has_sealed_keys(&store).await? {
+            let kek = if warrant_server::kek::has_sealed_keys(store).await? {
                 Some(
-                    warrant_server::kek::for_store(&store, &settings.kek_file, warrant_server::kek::WhenMissing::Fail)
+                    warrant_server::kek::for_store(store, &settings.kek_file, warrant_server::kek::WhenMissing::Fail)
                         .await?,
                 )
             } else {
                 None
             };
-            let keys = warrant_engine::keys::checkpoint_keys(&store, kek.as_ref()).await?;
-            let verification = warrant_engine::audit::verify_all(&store, &keys, Some(&settings.witness)).await?;
+            let keys = warrant_engine::keys::checkpoint_keys(store, kek.as_ref()).await?;
+            let verification = warrant_engine::audit::verify_all(store, &keys, Some(&settings.witness)).await?;
             let ok = verification.ok();
             let report = verification.chain;
             let witness = verification.witness.unwrap_or(warrant_engine::audit::WitnessReport {
@@ -269,8 +293,8 @@ pub async fn audit(conn: &Conn, cmd: AuditCmd) -> CliResult {
                 return Err(message.into());
             }
         }
-        AuditCmd::Export { data, after, out } => {
-            let store = open(&data)?;
+        AuditCmd::Export { data, database, after, out } => {
+            let store = open(&data, database.as_deref()).await?;
             let mut sink: Box<dyn std::io::Write> = match &out {
                 Some(path) => Box::new(std::io::BufWriter::new(crate::keyfile::create_private(path)?)),
                 None => Box::new(std::io::BufWriter::new(crate::output::Stdout)),

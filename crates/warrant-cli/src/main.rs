@@ -63,6 +63,9 @@ pub struct Conn {
 enum Command {
     /// Run the server.
     Serve(ServeArgs),
+    /// Create or upgrade the database schema (safe to run twice, and from several
+    /// machines at once), then exit.
+    Migrate(MigrateArgs),
     /// Create an agent key pair as JWK files (`NAME.key.jwk`, mode 0600, and `NAME.pub.jwk`).
     Keygen(tokens::KeygenArgs),
     /// Manage humans.
@@ -249,6 +252,14 @@ struct ServeArgs {
     /// Data directory [default: ./warrant-data].
     #[arg(long, env = "WARRANT_DATA")]
     data: Option<PathBuf>,
+    /// The database: `sqlite` (a file in the data directory) or a
+    /// `postgres://user:password@host:port/dbname` URL [default: sqlite].
+    #[arg(long, env = "WARRANT_DATABASE", hide_env_values = true)]
+    database: Option<String>,
+    /// Do not create or upgrade the schema on start: refuse a database that is not at
+    /// this build's version (run `warrant migrate` first).
+    #[arg(long, env = "WARRANT_NO_MIGRATE")]
+    no_migrate: bool,
     /// Listen address [default: 127.0.0.1:8080].
     #[arg(long, env = "WARRANT_LISTEN")]
     listen: Option<String>,
@@ -280,6 +291,21 @@ struct ServeArgs {
     keys: KeyPaths,
     #[command(flatten)]
     gateway: ServeGatewayArgs,
+}
+
+/// `warrant migrate`.
+#[derive(Debug, Args)]
+struct MigrateArgs {
+    /// The database: `sqlite` (the file in `--data`) or a `postgres://` URL
+    /// [default: the configuration's, else sqlite].
+    #[arg(long, env = "WARRANT_DATABASE", hide_env_values = true)]
+    database: Option<String>,
+    /// Data directory, for SQLite and the configuration file [default: ./warrant-data].
+    #[arg(long, env = "WARRANT_DATA")]
+    data: Option<PathBuf>,
+    /// Configuration file [default: <data>/warrant.toml when present].
+    #[arg(long, env = "WARRANT_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 /// The MCP gateway inside `serve` (over the file's `[gateway]` table; any of them runs it).
@@ -425,6 +451,8 @@ async fn serve(args: ServeArgs) -> CliResult {
     warrant_server::telemetry::init(args.log_json);
     let options = FileConfig {
         data: args.data,
+        database: args.database,
+        migrate: args.no_migrate.then_some(false),
         listen: args.listen,
         issuer: args.issuer,
         default_ttl: args.default_ttl,
@@ -456,6 +484,9 @@ async fn serve(args: ServeArgs) -> CliResult {
     outln!("warrant {} listening on http://{addr}", env!("CARGO_PKG_VERSION"));
     outln!("issuer:      {}", server.issuer());
     outln!("data:        {}", settings.data.display());
+    if let warrant_server::config::Database::Postgres(url) = &settings.database {
+        outln!("database:    {url}");
+    }
     outln!("admin token: {}", settings.data.join(warrant_server::server::ADMIN_TOKEN_FILE).display());
     outln!("witness:     {}", settings.witness.display());
     tracing::info!(%addr, issuer = server.issuer(), "listening");
@@ -470,6 +501,42 @@ async fn serve(args: ServeArgs) -> CliResult {
     }
     tracing::info!(addr = %gateway_addr, "gateway listening");
     serve_gateway::run(server, gateway, &settings, shutdown).await
+}
+
+async fn migrate(args: MigrateArgs) -> CliResult {
+    use warrant_server::config::Database;
+    let file = match &args.config {
+        Some(path) => Some(FileConfig::read(path)?),
+        None => {
+            let data = args.data.clone().unwrap_or_else(|| PathBuf::from(warrant_server::config::DEFAULT_DATA_DIR));
+            let implicit = data.join("warrant.toml");
+            implicit.is_file().then(|| FileConfig::read(&implicit)).transpose()?
+        }
+    };
+    let text = args.database.or_else(|| file.as_ref().and_then(|f| f.database.clone()));
+    let database = text.as_deref().map(Database::parse).transpose()?.unwrap_or(Database::Sqlite);
+    match database {
+        Database::Postgres(url) => {
+            let store = warrant_store::PgStore::connect(url.expose())?;
+            let done = store.migrate().await.map_err(|e| format!("cannot migrate {url}: {e}"))?;
+            if done.from == done.to {
+                outln!("{url}: the schema is at version {} already; nothing to do", done.to);
+            } else {
+                outln!("{url}: migrated the schema from version {} to {}", done.from, done.to);
+            }
+        }
+        Database::Sqlite => {
+            let data = args
+                .data
+                .or_else(|| file.and_then(|f| f.data))
+                .unwrap_or_else(|| PathBuf::from(warrant_server::config::DEFAULT_DATA_DIR));
+            // Opening the SQLite store migrates it.
+            warrant_server::server::open_store(&data)?;
+            outln!("{}: the schema is at this build's version", data.join(warrant_server::server::DB_FILE).display());
+        }
+        _ => return Err("this database is not supported by `warrant migrate`".into()),
+    }
+    Ok(())
 }
 
 async fn rotate(conn: &Conn, keys: KeyPaths, online: bool) -> CliResult {
@@ -526,6 +593,7 @@ async fn rotate(conn: &Conn, keys: KeyPaths, online: bool) -> CliResult {
 async fn run(cli: Cli) -> CliResult {
     match cli.command {
         Command::Serve(args) => serve(args).await,
+        Command::Migrate(args) => migrate(args).await,
         Command::Keygen(args) => tokens::keygen(args),
         Command::Human { conn, cmd } => admin::human(&conn, cmd).await,
         Command::Pep { conn, cmd } => pep::pep(&conn, cmd).await,

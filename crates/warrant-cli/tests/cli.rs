@@ -1732,8 +1732,13 @@ struct World {
 
 impl World {
     fn start(cwd: &Path) -> World {
+        World::start_with(cwd, &[])
+    }
+
+    /// A world whose server runs with `extra` arguments.
+    fn start_with(cwd: &Path, extra: &[&str]) -> World {
         let data = cwd.join("data");
-        let server = Server::start(&data);
+        let server = Server::start_with(&data, extra);
         let conn = vec!["--server".to_owned(), server.url.clone(), "--data".to_owned(), data.display().to_string()];
         let mut world = World { server, conn, human: String::new(), agent: String::new() };
         let human = world.json(
@@ -2461,4 +2466,155 @@ fn serve_refuses_a_bad_gateway_table_with_a_clear_message() {
     let addr = taken.local_addr().unwrap();
     let stderr = serve_refuses_config(&data, "127.0.0.1:0", &format!("[gateway]\nlisten = \"{addr}\"\n{up}\n"));
     assert!(stderr.contains("`gateway.listen`"), "{stderr}");
+}
+
+// ---------------------------------------------------------------------------------------
+// PostgreSQL
+// ---------------------------------------------------------------------------------------
+
+/// A database of its own on the test PostgreSQL server (`WARRANT_TEST_POSTGRES`, set by
+/// `scripts/test`), dropped at the end; `None` only when `WARRANT_SKIP_POSTGRES_TESTS=1`.
+struct PgDatabase {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl PgDatabase {
+    fn create(test: &str) -> Option<PgDatabase> {
+        let admin = match std::env::var("WARRANT_TEST_POSTGRES") {
+            Ok(url) if !url.is_empty() => url,
+            _ if std::env::var("WARRANT_SKIP_POSTGRES_TESTS").as_deref() == Ok("1") => {
+                eprintln!("{test}: SKIPPED (WARRANT_SKIP_POSTGRES_TESTS=1)");
+                return None;
+            }
+            _ => panic!(
+                "{test} needs a PostgreSQL server: WARRANT_TEST_POSTGRES is not set (scripts/test starts one). \
+                 Set WARRANT_SKIP_POSTGRES_TESTS=1 to skip it deliberately."
+            ),
+        };
+        let name = format!("cli_{}_{}", test.chars().take(20).collect::<String>(), std::process::id());
+        Self::sql(&admin, &format!("DROP DATABASE IF EXISTS {name}"));
+        Self::sql(&admin, &format!("CREATE DATABASE {name}"));
+        let (base, query) = admin.split_once('?').map_or((admin.as_str(), None), |(b, q)| (b, Some(q)));
+        let base = base.rsplit_once('/').map_or(base, |(server, _)| server);
+        let url = match query {
+            Some(q) => format!("{base}/{name}?{q}"),
+            None => format!("{base}/{name}"),
+        };
+        Some(PgDatabase { admin, name, url })
+    }
+
+    /// Runs `sql` on the admin connection.
+    fn sql(admin: &str, sql: &str) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let (client, connection) = tokio_postgres::connect(admin, tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(connection);
+            client.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        });
+    }
+
+    /// Closes the database to every connection (new ones are refused, open ones ended),
+    /// or opens it again: an outage of the database as Warrant sees it.
+    fn set_reachable(&self, reachable: bool) {
+        let name = &self.name;
+        Self::sql(&self.admin, &format!("ALTER DATABASE {name} ALLOW_CONNECTIONS {reachable}"));
+        if !reachable {
+            Self::sql(
+                &self.admin,
+                &format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"),
+            );
+        }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let name = &self.name;
+        let _ = std::panic::catch_unwind(|| {
+            Self::sql(&self.admin, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        });
+    }
+}
+
+/// The readiness status of the server at `url`.
+fn readyz(url: &str) -> u16 {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async { ::reqwest::get(format!("{url}/readyz")).await.unwrap().status().as_u16() })
+}
+
+/// Polls `readyz` until it answers `status`, for at most `limit`; how long it took.
+fn await_readyz(url: &str, status: u16, limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        if readyz(url) == status {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "/readyz did not answer {status} within {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `warrant migrate` creates the schema, and a second run finds nothing to do; a server
+/// on PostgreSQL keeps what it was given across a restart; a second server on the same
+/// database refuses to start; losing the database makes the server deny and report
+/// not-ready, and getting it back recovers without a restart.
+#[test]
+fn postgres_migrate_serve_restart_and_an_outage() {
+    let Some(db) = PgDatabase::create("pg_serve") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let first = ok(&["migrate", "--database", &db.url], cwd);
+    assert!(first.contains("migrated the schema from version 0 to"), "{first}");
+    let again = ok(&["migrate", "--database", &db.url], cwd);
+    assert!(again.contains("nothing to do"), "{again}");
+
+    let pg = ["--database", db.url.as_str(), "--issuer", "http://warrant.test", "--no-migrate"];
+    // Without an issuer, PostgreSQL is refused: every server on a database signs as one.
+    let (status, stderr) = serve_refuses(&cwd.join("other"), &["--database", &db.url]);
+    assert!(!status.success() && stderr.contains("set `issuer`"), "{stderr}");
+    let (status, stderr) = serve_refuses(&cwd.join("other"), &["--database", "mysql://x"]);
+    assert!(!status.success() && stderr.contains("`database` must be `sqlite` or a `postgres://"), "{stderr}");
+
+    let mut world = World::start_with(cwd, &pg);
+    let token = world.mint(cwd, &[]);
+    let ask = |world: &World| {
+        code(&world.run(&["authorize", "--token", &token, "--action", "crm.read", "--resource", "c/1"], cwd))
+    };
+    assert_eq!(ask(&world), Some(0), "allowed on PostgreSQL");
+    assert_eq!(readyz(&world.server.url), 200);
+
+    // One server per database (for now): a second one refuses to start.
+    let (status, stderr) = serve_refuses(&cwd.join("second"), &pg);
+    assert!(!status.success() && stderr.contains("in use by another Warrant server"), "{stderr}");
+
+    // The database goes away: not ready within 5 s, and decisions deny.
+    db.set_reachable(false);
+    await_readyz(&world.server.url, 503, Duration::from_secs(5));
+    assert_eq!(ask(&world), Some(1), "denied while the database is unreachable");
+    // It comes back: ready again and allowing, without a restart.
+    db.set_reachable(true);
+    await_readyz(&world.server.url, 200, Duration::from_secs(10));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ask(&world) != Some(0) {
+        assert!(Instant::now() < deadline, "decisions did not recover after the database came back");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // A restart on the same database (and data directory, which holds the key-encryption
+    // key) keeps the human, the agent and the audit chain.
+    assert!(world.server.terminate_ref().success());
+    world.server = Server::start_with(&cwd.join("data"), &pg);
+    world.conn[1] = world.server.url.clone();
+    let humans = world.json(&["human", "list"], cwd);
+    assert!(humans.to_string().contains(&world.human), "{humans}");
+    assert_eq!(ask(&world), Some(0), "the warrant minted before the restart still allows");
+    assert!(world.server.terminate_ref().success());
+    let data = cwd.join("data").display().to_string();
+    let verify = json(&["audit", "verify", "--data", &data, "--database", &db.url, "--json"], cwd);
+    assert_eq!(verify["ok"], true, "{verify}");
+    assert!(verify["records"].as_u64().unwrap() >= 6, "registry, issuance and decisions are recorded: {verify}");
+    let export = ok(&["audit", "export", "--data", &data, "--database", &db.url], cwd);
+    assert_eq!(export.lines().count() as u64, verify["records"].as_u64().unwrap(), "{export}");
 }

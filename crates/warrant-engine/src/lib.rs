@@ -77,8 +77,24 @@ pub use registry::{NewAgent, NewHuman, Registry, RegistryError, Session};
 pub use request::{AuthorizeRequest, Decision, DecisionCode, Outcome, SubjectRequest};
 pub use revocation::{Revocation, RevokeError, Revoked};
 
+/// How long [`Engine::ready`] waits for the store.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why [`Engine::ready`] says the engine cannot serve.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NotReady {
+    /// The store answered with an error.
+    #[error("the store is not available: {0}")]
+    Store(warrant_store::StoreError),
+    /// The store did not answer in time.
+    #[error("the store did not answer within {READY_TIMEOUT:?}")]
+    Timeout,
+}
+
 /// The application: builds the services and hands them out.
 pub struct Engine {
+    store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     config: EngineConfig,
     keys: Arc<KeyManager>,
@@ -272,6 +288,7 @@ impl Engine {
             Arc::clone(&approvals),
         ));
         Ok(Engine {
+            store,
             clock,
             config,
             keys,
@@ -290,6 +307,16 @@ impl Engine {
             transmitter,
             signals,
         })
+    }
+
+    /// Whether the engine can serve now: its store answers within [`READY_TIMEOUT`].
+    /// An error says why not (for logs; a readiness probe needs only the yes or no).
+    pub async fn ready(&self) -> Result<(), NotReady> {
+        match tokio::time::timeout(READY_TIMEOUT, self.store.ping()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(NotReady::Store(e)),
+            Err(_) => Err(NotReady::Timeout),
+        }
     }
 
     /// The configuration.

@@ -47,6 +47,7 @@ pub fn app(state: AppState, body_limit: usize) -> Router {
         .route("/.well-known/oauth-authorization-server", get(wellknown::metadata))
         .route("/openapi.json", get(wellknown::openapi))
         .route("/healthz", get(wellknown::health))
+        .route("/readyz", get(wellknown::ready))
         .route("/oauth2/token", post(token::token))
         .route("/oauth2/introspect", post(oauth::introspect))
         .route("/oauth2/revoke", post(oauth::revoke))

@@ -455,6 +455,12 @@ impl FederationFile {
 pub struct FileConfig {
     /// Data directory.
     pub data: Option<PathBuf>,
+    /// The database: `sqlite` (the default, a file in the data directory) or a
+    /// `postgres://` URL.
+    pub database: Option<String>,
+    /// Whether `serve` brings the database's schema to this build's version on start
+    /// (default true); with false, a database that is not at it is refused.
+    pub migrate: Option<bool>,
     /// Listen address.
     pub listen: Option<String>,
     /// Public issuer URL.
@@ -532,8 +538,12 @@ pub enum ConfigError {
 /// The resolved settings `warrant serve` runs with.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Data directory (database, admin token).
+    /// Data directory (the SQLite database, admin token, policies, key-encryption key).
     pub data: PathBuf,
+    /// Where the store lives.
+    pub database: Database,
+    /// Whether the schema is migrated on start.
+    pub migrate: bool,
     /// Listen address.
     pub listen: SocketAddr,
     /// Public issuer URL; derived from the bound address when unset.
@@ -568,6 +578,57 @@ pub struct Settings {
     pub spiffe: Vec<SpiffeDomain>,
 }
 
+/// Where the store lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Database {
+    /// SQLite, in `<data>/warrant.db` (the default).
+    Sqlite,
+    /// PostgreSQL, at this URL.
+    Postgres(DatabaseUrl),
+}
+
+impl Database {
+    /// Reads a `database` setting: `sqlite`, or a `postgres://` (`postgresql://`) URL.
+    pub fn parse(text: &str) -> Result<Database, ConfigError> {
+        let text = text.trim();
+        if text.eq_ignore_ascii_case("sqlite") {
+            return Ok(Database::Sqlite);
+        }
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            return Ok(Database::Postgres(DatabaseUrl(text.to_owned())));
+        }
+        Err(ConfigError::Invalid(format!(
+            "`database` must be `sqlite` or a `postgres://user:password@host:port/dbname` URL, not `{}`",
+            warrant_store::postgres::redact_url(text)
+        )))
+    }
+}
+
+/// A PostgreSQL URL. It may hold a password, so it prints without it (`Debug`,
+/// `Display`); [`DatabaseUrl::expose`] gives the whole URL to the driver.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// The whole URL, password included: only for connecting.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DatabaseUrl({})", warrant_store::postgres::redact_url(&self.0))
+    }
+}
+
+impl std::fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&warrant_store::postgres::redact_url(&self.0))
+    }
+}
+
 /// The witness file for a data directory when none is configured:
 /// `<data>/witness/audit-witness.jsonl`.
 pub fn default_witness(data: &Path) -> PathBuf {
@@ -586,6 +647,8 @@ impl FileConfig {
     pub fn over(self, under: FileConfig) -> FileConfig {
         FileConfig {
             data: self.data.or(under.data),
+            database: self.database.or(under.database),
+            migrate: self.migrate.or(under.migrate),
             listen: self.listen.or(under.listen),
             issuer: self.issuer.or(under.issuer),
             default_ttl: self.default_ttl.or(under.default_ttl),
@@ -668,11 +731,24 @@ impl Settings {
                 return Err(ConfigError::Invalid(format!("`issuer` `{issuer}` must be an http(s) URL")));
             }
         }
+        let database = match c.database.as_deref() {
+            None => Database::Sqlite,
+            Some(text) => Database::parse(text)?,
+        };
+        if matches!(database, Database::Postgres(_)) && c.issuer.is_none() {
+            return Err(ConfigError::Invalid(
+                "`database` is PostgreSQL: set `issuer` (`--issuer`, `WARRANT_ISSUER`) to the public URL every \
+                 server on this database signs warrants with"
+                    .into(),
+            ));
+        }
         let data = c.data.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         let kek_file = c.kek_file.unwrap_or_else(|| crate::kek::default_kek_file(&data));
         let witness = c.witness.unwrap_or_else(|| default_witness(&data));
         Ok(Settings {
             data,
+            database,
+            migrate: c.migrate.unwrap_or(true),
             listen,
             issuer: c.issuer,
             limits,
@@ -709,6 +785,27 @@ mod tests {
         let file = FileConfig { kek_file: Some("/k".into()), witness: Some("/w".into()), ..Default::default() };
         let s = Settings::from_config(FileConfig::default().over(file)).unwrap();
         assert_eq!((s.kek_file, s.witness), (PathBuf::from("/k"), PathBuf::from("/w")));
+    }
+
+    #[test]
+    fn the_database_is_sqlite_or_a_postgres_url_whose_password_is_never_shown() {
+        let parse = |text: &str| Settings::from_config(toml::from_str::<FileConfig>(text).unwrap());
+        let s = parse("").unwrap();
+        assert_eq!((s.database, s.migrate), (Database::Sqlite, true));
+        assert_eq!(parse("database = \"sqlite\"").unwrap().database, Database::Sqlite);
+        let s = parse(
+            "database = \"postgres://warrant:hunter2@db:5432/w\"\nissuer = \"https://w.example\"\nmigrate = false",
+        )
+        .unwrap();
+        let Database::Postgres(url) = &s.database else { panic!("postgres: {:?}", s.database) };
+        assert_eq!(url.expose(), "postgres://warrant:hunter2@db:5432/w");
+        assert!(!format!("{s:?} {url}").contains("hunter2"), "the password is never printed");
+        assert!(!s.migrate);
+        // Every server on one database signs as one issuer: it must be set.
+        let e = parse("database = \"postgres://db/w\"").unwrap_err().to_string();
+        assert!(e.contains("set `issuer`"), "{e}");
+        let e = parse("database = \"mysql://u:hunter2@db/w\"").unwrap_err().to_string();
+        assert!(e.contains("must be `sqlite` or a `postgres://") && !e.contains("hunter2"), "{e}");
     }
 
     #[test]

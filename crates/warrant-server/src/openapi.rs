@@ -14,7 +14,7 @@ use crate::routes::{
 #[openapi(
     info(title = "Warrant", description = "Identity, credential and authorization control plane for AI agents."),
     paths(
-        wellknown::jwks, wellknown::metadata, wellknown::openapi, wellknown::health, keys::rotate,
+        wellknown::jwks, wellknown::metadata, wellknown::openapi, wellknown::health, wellknown::ready, keys::rotate,
         token::token,
         oauth::introspect,
         oauth::revoke,

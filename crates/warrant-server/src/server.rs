@@ -12,10 +12,10 @@ use base64::Engine as _;
 use tokio::net::TcpListener;
 use warrant_core::UnixTime;
 use warrant_engine::{BackgroundOptions, Clock, Engine, EngineConfig, OpenError};
-use warrant_store::{SqliteStore, StoreError};
+use warrant_store::{PgStore, SqliteStore, Store, StoreError};
 
 use crate::app::{app, AppState};
-use crate::config::Settings;
+use crate::config::{Database, Settings};
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "warrant.db";
@@ -71,6 +71,12 @@ pub enum ServeError {
     /// The store failed to open.
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
+    /// Another Warrant server is serving from the same PostgreSQL database.
+    #[error(
+        "the database {0} is in use by another Warrant server; several servers on one database are not supported \
+         yet: stop the other one first, or give this one its own database"
+    )]
+    DatabaseInUse(crate::config::DatabaseUrl),
     /// The engine could not start (keys, registry, policies, audit).
     #[error("cannot start: {0}")]
     Engine(#[from] OpenError),
@@ -115,6 +121,27 @@ fn ensure_dir(data: &Path) -> Result<(), ServeError> {
 pub fn open_store(data: &Path) -> Result<SqliteStore, ServeError> {
     ensure_dir(data)?;
     Ok(SqliteStore::open(&data.join(DB_FILE))?)
+}
+
+/// Opens the store `settings` name: SQLite in the data directory, or PostgreSQL
+/// (migrated first unless `migrate` is off, and locked for this server: see
+/// [`PgStore::lock_server`]). The lock, if any, must live as long as the server.
+pub async fn open_database(
+    settings: &Settings,
+) -> Result<(Arc<dyn Store>, Option<warrant_store::postgres::ServerLock>), ServeError> {
+    match &settings.database {
+        Database::Sqlite => Ok((Arc::new(open_store(&settings.data)?), None)),
+        Database::Postgres(url) => {
+            let store = if settings.migrate {
+                PgStore::open(url.expose()).await?
+            } else {
+                PgStore::open_without_migrating(url.expose()).await?
+            };
+            let lock = store.lock_server().await?.ok_or_else(|| ServeError::DatabaseInUse(url.clone()))?;
+            tracing::info!(database = %url, "using PostgreSQL");
+            Ok((Arc::new(store), Some(lock)))
+        }
+    }
 }
 
 /// An exclusive lock on a data directory (`<data>/lock`, an OS file lock released when
@@ -210,6 +237,8 @@ pub struct BoundServer {
     limits: crate::config::ServerLimits,
     /// Held until [`run`](Self::run) has finished (or this is dropped).
     lock: DataDirLock,
+    /// The one-server lock of a PostgreSQL database, held as long as `lock`.
+    database_lock: Option<warrant_store::postgres::ServerLock>,
 }
 
 impl std::fmt::Debug for BoundServer {
@@ -223,8 +252,8 @@ impl BoundServer {
     /// binds the listen address.
     pub async fn bind(settings: &Settings) -> Result<Self, ServeError> {
         let lock = DataDirLock::acquire(&settings.data)?;
-        let store = open_store(&settings.data)?;
-        let kek = crate::kek::for_store(&store, &settings.kek_file, crate::kek::WhenMissing::Create).await?;
+        let (store, database_lock) = open_database(settings).await?;
+        let kek = crate::kek::for_store(store.as_ref(), &settings.kek_file, crate::kek::WhenMissing::Create).await?;
         let admin = admin_token(&settings.data)?;
         let listener = TcpListener::bind(settings.listen)
             .await
@@ -242,7 +271,7 @@ impl BoundServer {
         config.federation = settings.federation.clone();
         config.ssf_allow_private_push = settings.ssf_allow_private_push;
         config.spiffe = settings.spiffe.clone();
-        let engine = Engine::open(Arc::new(store), Arc::new(SystemClock), config).await?;
+        let engine = Engine::open(store, Arc::new(SystemClock), config).await?;
         let metrics = Arc::new(crate::metrics::Metrics::new()?);
         let limits = Arc::new(crate::ratelimit::RateLimits::new(&settings.server_limits));
         let state = AppState { engine: Arc::new(engine), admin_token: Arc::from(admin), metrics, limits };
@@ -253,6 +282,7 @@ impl BoundServer {
             webhook: settings.webhook.clone(),
             limits: settings.server_limits,
             lock,
+            database_lock,
         })
     }
 
@@ -300,7 +330,8 @@ impl BoundServer {
         // Every answered request's record is already durable; this stops the loops,
         // saves what is only in memory, drains what is queued and signs a last checkpoint.
         background.shutdown().await;
-        // Only now may another process take the data directory.
+        // Only now may another process take the data directory (and the database).
+        drop(self.database_lock);
         drop(self.lock);
         tracing::info!("server stopped");
         result

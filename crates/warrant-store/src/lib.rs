@@ -3,15 +3,16 @@
 //! The [`Store`] trait is the one door to storage. It is split, SPIRE-style, into one
 //! trait per entity group ([`HumanStore`], [`AgentStore`], [`KeyStore`],
 //! [`WarrantStore`], [`RevocationStore`], [`PolicyStore`], [`AuditStore`],
-//! [`GuardStore`], [`GovernStore`], [`PepStore`]) so that each group can be read and tested on its own. Every method
-//! is async, so that a PostgreSQL implementation can follow without changing callers;
-//! [`sqlite::SqliteStore`] is the default, embedded implementation. The conformance suite
-//! in `tests/store.rs` is written against the trait and is meant to run against every
-//! implementation.
+//! [`GuardStore`], [`GovernStore`], [`PepStore`], [`ssf::SsfStore`], [`HealthStore`]) so
+//! that each group can be read and tested on its own. Every method is async.
+//! [`sqlite::SqliteStore`] is the default, embedded implementation; [`postgres::PgStore`]
+//! keeps the same data in PostgreSQL. The conformance suite in `tests/store.rs` is written
+//! against the traits and runs against both.
 
 pub mod audit;
 pub mod govern;
 pub mod guard;
+pub mod postgres;
 pub mod records;
 pub mod sqlite;
 pub mod ssf;
@@ -25,6 +26,7 @@ use warrant_core::{
 pub use audit::{AuditFilter, AuditRow, AuditStore, StoredCheckpoint};
 pub use govern::{Attestation, FindingFilter, GovernStore, LiveWarrant, MAX_FINDING_LIST_LIMIT};
 pub use guard::{GuardStore, LiveBudget, MAX_APPROVAL_LIST_LIMIT};
+pub use postgres::PgStore;
 pub use records::{
     IssueGuard, KeyMaterial, KeyPurpose, PepRecord, PolicyVersionRecord, RevocationKind, RevocationRecord,
     SessionPurpose, SessionRecord, SpendCharge, StoredKey, TaskRecord, WarrantRecord,
@@ -117,9 +119,11 @@ pub trait KeyStore: Send + Sync {
     /// material is not sealed is refused (`Backend`): nothing is written in the clear.
     async fn rotate_in(&self, key: &StoredKey) -> Result<(), StoreError>;
     /// Replaces the plaintext seed of each `(kid, sealed)` key by its sealed form, in one
-    /// transaction, overwriting the plaintext bytes in the database file and its journal.
-    /// Returns how many keys were sealed (keys that are absent or already sealed are
-    /// left alone).
+    /// transaction. SQLite also overwrites the plaintext bytes in the database file and
+    /// its journal; PostgreSQL keeps old row versions until it vacuums the table (a
+    /// PostgreSQL database only ever holds plaintext seeds written by hand: `rotate_in`
+    /// refuses them). Returns how many keys were sealed (keys that are absent or already
+    /// sealed are left alone).
     async fn seal_keys(&self, sealed: &[(String, Vec<u8>)]) -> Result<usize, StoreError>;
     /// The latest expiry of any warrant signed with `kid`.
     async fn last_expiry_for_key(&self, kid: &str) -> Result<Option<UnixTime>, StoreError>;
@@ -216,10 +220,19 @@ pub trait PepStore: Send + Sync {
     async fn revoke_pep(&self, id: &PepId, at: UnixTime) -> Result<bool, StoreError>;
 }
 
-/// Everything Warrant stores. Implemented by [`SqliteStore`]; a PostgreSQL store
-/// implements the same traits.
+/// The store's own health, for readiness checks.
+#[async_trait]
+pub trait HealthStore: Send + Sync {
+    /// Whether the database answers now: one round trip, no data read. An error says why
+    /// it does not.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Everything Warrant stores. Implemented by [`SqliteStore`] (one node, the default) and
+/// [`PgStore`] (PostgreSQL).
 pub trait Store:
-    HumanStore
+    HealthStore
+    + HumanStore
     + AgentStore
     + KeyStore
     + WarrantStore
@@ -234,7 +247,8 @@ pub trait Store:
 }
 
 impl<T> Store for T where
-    T: HumanStore
+    T: HealthStore
+        + HumanStore
         + AgentStore
         + KeyStore
         + WarrantStore

@@ -23,8 +23,8 @@ use warrant_core::{
 use warrant_store::{
     AgentStore as _, Attestation, AuditRow, AuditStore as _, FindingFilter, GovernStore as _, GuardStore as _,
     HumanStore as _, IssueGuard, KeyMaterial, KeyPurpose, KeyStore as _, LiveWarrant, PepRecord, PepStore as _,
-    RevocationKind, RevocationRecord, SpendCharge, SqliteStore, Store, StoreError, StoredKey, TaskRecord,
-    WarrantRecord, WarrantStore as _,
+    PolicyVersionRecord, RevocationKind, RevocationRecord, SessionPurpose, SessionRecord, SpendCharge, SqliteStore,
+    Store, StoreError, StoredKey, TaskRecord, WarrantRecord, WarrantStore as _,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -32,8 +32,9 @@ use warrant_store::{
 // ---------------------------------------------------------------------------------------
 
 /// Instantiates every conformance check as a test in module `$backend`, each on a fresh
-/// store from `$open`, an async fn returning `(guard, store)`; the guard (a temporary
-/// directory, a database handle, …) lives until the check ends.
+/// store from `$open`, an async fn returning `Some((guard, store))`, or `None` when the
+/// backend is deliberately skipped; the guard (a temporary directory, a database schema,
+/// …) lives until the check ends.
 macro_rules! conformance {
     ($backend:ident, $open:ident) => {
         conformance!(@tests $backend, $open;
@@ -85,6 +86,10 @@ macro_rules! conformance {
             check_govern_live_warrants,
             check_warrant_claims_round_trip,
             check_pep_round_trip,
+            check_concurrent_issue_and_revoke_leave_nothing_alive_under_a_revocation,
+            check_sessions_record_get_and_revoke,
+            check_agent_owner_transfer,
+            check_policy_versions,
         );
     };
     (@tests $backend:ident, $open:ident; $($check:ident),+ $(,)?) => {
@@ -92,7 +97,8 @@ macro_rules! conformance {
             $(
                 #[tokio::test]
                 async fn $check() {
-                    let (_guard, store) = super::$open().await;
+                    // `None`: this backend is skipped deliberately (and says so).
+                    let Some((_guard, store)) = super::$open().await else { return };
                     super::$check(&store).await;
                 }
             )+
@@ -101,13 +107,75 @@ macro_rules! conformance {
 }
 
 /// A fresh SQLite store on a new file in a temporary directory.
-async fn open_sqlite() -> (TempDir, SqliteStore) {
+async fn open_sqlite() -> Option<(TempDir, SqliteStore)> {
     let dir = tempfile::tempdir().expect("temporary directory");
     let store = SqliteStore::open(&dir.path().join("warrant.db")).expect("open the SQLite store");
-    (dir, store)
+    Some((dir, store))
 }
 
 conformance!(sqlite, open_sqlite);
+
+/// The PostgreSQL server the suite runs against: `WARRANT_TEST_POSTGRES`, the URL of a
+/// role that may create schemas (`scripts/test` starts a throw-away server and sets it).
+/// Without it the PostgreSQL checks fail, unless `WARRANT_SKIP_POSTGRES_TESTS=1` says to
+/// skip them deliberately.
+fn postgres_url() -> Option<String> {
+    match std::env::var("WARRANT_TEST_POSTGRES") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("WARRANT_SKIP_POSTGRES_TESTS").as_deref() == Ok("1") => None,
+        _ => panic!(
+            "WARRANT_TEST_POSTGRES is not set: the PostgreSQL conformance checks need a server \
+             (scripts/test starts one; scripts/pg-test-cluster starts one by hand). \
+             Set WARRANT_SKIP_POSTGRES_TESTS=1 to skip them deliberately."
+        ),
+    }
+}
+
+/// Drops its schema (and everything in it) when the check ends.
+struct PgSchema {
+    admin: String,
+    name: String,
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        // Dropped inside the check's runtime: clean up on a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+            runtime.block_on(async move {
+                if let Ok((client, connection)) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await {
+                    tokio::spawn(connection);
+                    let _ = client.batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE")).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A fresh PostgreSQL store: a new schema of its own on the test server, migrated.
+async fn open_postgres() -> Option<(PgSchema, warrant_store::PgStore)> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let Some(admin) = postgres_url() else {
+        eprintln!("SKIPPED (WARRANT_SKIP_POSTGRES_TESTS=1): a PostgreSQL conformance check");
+        return None;
+    };
+    let name = format!("conformance_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+    let (client, connection) =
+        tokio_postgres::connect(&admin, tokio_postgres::NoTls).await.expect("connect to WARRANT_TEST_POSTGRES");
+    tokio::spawn(connection);
+    client.batch_execute(&format!("CREATE SCHEMA {name}")).await.expect("create a schema");
+    let separator = if admin.contains('?') { '&' } else { '?' };
+    let url = format!("{admin}{separator}options=-csearch_path%3D{name}");
+    // The guard first: the schema is dropped even when opening fails.
+    let guard = PgSchema { admin, name };
+    let store = warrant_store::PgStore::open(&url).await.expect("open the PostgreSQL store");
+    Some((guard, store))
+}
+
+conformance!(postgres, open_postgres);
 
 // ---------------------------------------------------------------------------------------
 // Fixtures
@@ -356,6 +424,50 @@ async fn check_human_external_id(store: &dyn Store) {
     assert_eq!(store.list_humans().await.unwrap(), vec![h1, h2, h3]);
 }
 
+/// Sessions read back as recorded; revoking a human's sessions marks each unrevoked one
+/// (and only theirs) revoked at `now`, says how many, and keeps a first revocation time.
+async fn check_sessions_record_get_and_revoke(store: &dyn Store) {
+    let (h1, h2) = (human(1, 100), human(2, 200));
+    store.insert_human(&h1).await.unwrap();
+    store.insert_human(&h2).await.unwrap();
+    let session = |n: u8, human: &Human, purpose: SessionPurpose, issued_at: i64| SessionRecord {
+        jti: format!("ses-{n}"),
+        human: human.id.clone(),
+        purpose,
+        issued_at: UnixTime(issued_at),
+        expires_at: UnixTime(issued_at + 3_600),
+        revoked_at: None,
+    };
+    let s1 = session(1, &h1, SessionPurpose::Delegation, 1_000);
+    let s2 = session(2, &h1, SessionPurpose::Approval, 1_010);
+    let s3 = session(3, &h2, SessionPurpose::Delegation, 1_020);
+    for s in [&s1, &s2, &s3] {
+        store.record_session(s).await.unwrap();
+    }
+    for s in [&s1, &s2, &s3] {
+        assert_eq!(store.get_session(&s.jti).await.unwrap().as_ref(), Some(s), "a session reads back whole");
+    }
+    assert_eq!(store.get_session("ses-unknown").await.unwrap(), None);
+
+    assert_eq!(store.revoke_sessions(&h1.id, UnixTime(2_000)).await.unwrap(), 2, "both of h1's sessions");
+    assert_eq!(store.revoke_sessions(&h1.id, UnixTime(2_100)).await.unwrap(), 0, "nothing left to revoke");
+    for s in [&s1, &s2] {
+        let revoked = SessionRecord { revoked_at: Some(UnixTime(2_000)), ..s.clone() };
+        assert_eq!(store.get_session(&s.jti).await.unwrap(), Some(revoked), "revoked at the first call's time");
+    }
+    assert_eq!(store.get_session(&s3.jti).await.unwrap(), Some(s3.clone()), "another human's session is untouched");
+
+    // A session opened after the revocation is live, and is the only one a later call revokes.
+    let s4 = session(4, &h1, SessionPurpose::Delegation, 2_200);
+    store.record_session(&s4).await.unwrap();
+    assert_eq!(store.get_session(&s4.jti).await.unwrap(), Some(s4.clone()));
+    assert_eq!(store.revoke_sessions(&h1.id, UnixTime(2_300)).await.unwrap(), 1);
+    assert_eq!(store.get_session(&s4.jti).await.unwrap().unwrap().revoked_at, Some(UnixTime(2_300)));
+    assert_eq!(store.get_session(&s1.jti).await.unwrap().unwrap().revoked_at, Some(UnixTime(2_000)));
+    assert_eq!(store.revoke_sessions(&HumanId::from_random([9; 12]), UnixTime(2_300)).await.unwrap(), 0);
+    assert_eq!(store.get_session(&s3.jti).await.unwrap(), Some(s3));
+}
+
 // ---------------------------------------------------------------------------------------
 // Agents
 // ---------------------------------------------------------------------------------------
@@ -457,6 +569,32 @@ async fn check_set_agent_status(store: &dyn Store) {
 
     assert!(!store.set_agent_status(&AgentId::from_random([9; 12]), AgentStatus::Retired).await.unwrap());
     assert_eq!(store.list_agents(None).await.unwrap().len(), 2);
+}
+
+/// Handing an agent to another existing human changes its owner (and only its owner);
+/// an unknown agent is `false`; an owner that does not exist is refused, and the agent
+/// keeps the owner it had.
+async fn check_agent_owner_transfer(store: &dyn Store) {
+    let (h1, a1) = principals(store, 1).await;
+    let h2 = human(2, 150);
+    store.insert_human(&h2).await.unwrap();
+    let stays = agent(2, &h1, 300);
+    store.insert_agent(&stays).await.unwrap();
+
+    assert!(store.set_agent_owner(&a1.id, &h2.id).await.unwrap());
+    let moved = Agent { owner: h2.id.clone(), ..a1.clone() };
+    assert_eq!(store.get_agent(&a1.id).await.unwrap(), Some(moved.clone()));
+    assert_eq!(store.list_agents(Some(&h2.id)).await.unwrap(), vec![moved.clone()]);
+    assert_eq!(store.list_agents(Some(&h1.id)).await.unwrap(), vec![stays.clone()], "only that agent moved");
+
+    assert!(!store.set_agent_owner(&AgentId::from_random([9; 12]), &h1.id).await.unwrap());
+    assert_eq!(store.list_agents(None).await.unwrap(), vec![moved.clone(), stays]);
+
+    match store.set_agent_owner(&a1.id, &HumanId::from_random([9; 12])).await {
+        Err(StoreError::Conflict(_) | StoreError::Backend(_)) => {}
+        other => panic!("an owner that does not exist: expected Conflict or Backend, got {other:?}"),
+    }
+    assert_eq!(store.get_agent(&a1.id).await.unwrap(), Some(moved), "the owner is unchanged");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1474,6 +1612,372 @@ async fn check_govern_live_warrants(store: &dyn Store) {
 }
 
 // ---------------------------------------------------------------------------------------
+// Policy versions
+// ---------------------------------------------------------------------------------------
+
+/// A policy set is stored once per fingerprint: saving the same fingerprint again
+/// returns its id and keeps when it was first loaded; a new one gets a larger id. The
+/// listing is oldest first with the text left empty; one version by id has its text.
+async fn check_policy_versions(store: &dyn Store) {
+    let version = |hash: &str, policies: &str, loaded_at: i64| PolicyVersionRecord {
+        id: 0,
+        hash: hash.into(),
+        policies: policies.into(),
+        schema: format!("{{\"schema\": \"{hash}\"}}"),
+        loaded_at: UnixTime(loaded_at),
+    };
+    assert!(store.policy_versions().await.unwrap().is_empty());
+    assert_eq!(store.policy_version(1).await.unwrap(), None);
+
+    let v1 = version("sha256-one", "permit(principal, action, resource);", 100);
+    let v2 = version("sha256-two", "forbid(principal, action, resource);", 200);
+    let id1 = store.save_policy_version(&v1).await.unwrap();
+    assert_eq!(store.save_policy_version(&v1).await.unwrap(), id1, "the same set keeps its id");
+    // Loaded again later (say, after a restart): still the first version, first loaded at 100.
+    assert_eq!(
+        store.save_policy_version(&PolicyVersionRecord { loaded_at: UnixTime(150), ..v1.clone() }).await.unwrap(),
+        id1
+    );
+    let id2 = store.save_policy_version(&v2).await.unwrap();
+    assert!(id2 > id1, "a new set gets a larger id ({id2} after {id1})");
+    assert_eq!(store.save_policy_version(&v1).await.unwrap(), id1, "an older set keeps its id after a newer one");
+
+    let listed = |v: &PolicyVersionRecord, id: i64| PolicyVersionRecord {
+        id,
+        policies: String::new(),
+        schema: String::new(),
+        ..v.clone()
+    };
+    assert_eq!(
+        store.policy_versions().await.unwrap(),
+        vec![listed(&v1, id1), listed(&v2, id2)],
+        "oldest first, no text"
+    );
+
+    assert_eq!(store.policy_version(id1).await.unwrap(), Some(PolicyVersionRecord { id: id1, ..v1 }));
+    assert_eq!(store.policy_version(id2).await.unwrap(), Some(PolicyVersionRecord { id: id2, ..v2 }));
+    assert_eq!(store.policy_version(id2 + 1).await.unwrap(), None);
+    assert_eq!(store.policy_version(0).await.unwrap(), None);
+}
+
+// ---------------------------------------------------------------------------------------
+// Issuance racing revocation: a concurrent stress check
+// ---------------------------------------------------------------------------------------
+
+/// A deterministic pseudo-random sequence (xorshift64), one per worker.
+struct XorShift(u64);
+
+impl XorShift {
+    fn new(seed: u8) -> Self {
+        XorShift((u64::from(seed) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    }
+
+    /// A number below `n` (which is not 0).
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        usize::try_from(self.0 % u64::try_from(n).unwrap()).unwrap()
+    }
+}
+
+/// How many operations each racing worker performs.
+const RACE_OPS: u16 = 150;
+/// The time of every racing revocation; every racing warrant expires well after it.
+const RACE_NOW: UnixTime = UnixTime(1_001);
+
+/// What the racing workers share. They run interleaved on one task (`tokio::join!`), so
+/// plain cells do; no borrow is held across an `.await`.
+struct Race<'a> {
+    store: &'a dyn Store,
+    agents: Vec<Agent>,
+    tasks: BTreeMap<TaskId, TaskRecord>,
+    /// Every warrant recorded, with the watermark its issuance read (0 for the roots),
+    /// the roots first.
+    recorded: std::cell::RefCell<Vec<(WarrantRecord, u64)>>,
+    /// Every warrant a revocation reported ending.
+    ended: std::cell::RefCell<std::collections::BTreeSet<WarrantId>>,
+    /// Every revocation by id, with the watermarks read just before it was requested and
+    /// just after it returned: its sequence number is above the first, at most the second.
+    revocations: std::cell::RefCell<BTreeMap<String, (u64, u64)>>,
+    /// The agent revocations: the agent and the revocation's id.
+    agent_revocations: std::cell::RefCell<Vec<(AgentId, String)>>,
+    /// Issuances refused with `Revoked`.
+    refused: std::cell::Cell<u32>,
+    /// Workers (issuers and revokers) still running.
+    running: std::cell::Cell<usize>,
+}
+
+/// Issues children of random recorded warrants (preferring ones not known revoked),
+/// each for a random agent: reads the watermark, then the store (as the engine's checks
+/// do), yields, and records.
+async fn race_issuer(race: &Race<'_>, worker: u8) {
+    let mut rng = XorShift::new(worker);
+    for op in 0..RACE_OPS {
+        let parent = {
+            let recorded = race.recorded.borrow();
+            let ended = race.ended.borrow();
+            let mut pick = &recorded[rng.below(recorded.len())].0;
+            for _ in 0..8 {
+                if !ended.contains(&pick.jti) {
+                    break;
+                }
+                pick = &recorded[rng.below(recorded.len())].0;
+            }
+            pick.clone()
+        };
+        let acting = &race.agents[rng.below(race.agents.len())];
+        let mut jti = [0xA0 + worker; 12];
+        jti[1..3].copy_from_slice(&op.to_be_bytes());
+        let child = WarrantRecord {
+            jti: WarrantId::from_random(jti),
+            ..warrant(0, &race.tasks[&parent.task], acting, Some(&parent), 1_000)
+        };
+        let as_of = race.store.revocation_watermark().await.unwrap();
+        // Revocations (and resumes) land between the watermark and the write.
+        assert!(race.store.get_warrant(&parent.jti).await.unwrap().is_some());
+        assert!(race.store.get_task(&parent.task).await.unwrap().is_some());
+        assert!(race.store.get_human(&parent.human).await.unwrap().is_some());
+        assert!(race.store.get_agent(&acting.id).await.unwrap().is_some());
+        tokio::task::yield_now().await;
+        match race.store.record_warrant(&child, None, &IssueGuard { as_of, session: None }).await {
+            Ok(()) => race.recorded.borrow_mut().push((child, as_of)),
+            Err(StoreError::Revoked(_)) => race.refused.set(race.refused.get() + 1),
+            Err(e) => panic!("issuer {worker}: a child of {} for {}: {e:?}", parent.jti, acting.id),
+        }
+    }
+    race.running.set(race.running.get() - 1);
+}
+
+/// Revokes random recorded non-root warrants and, every tenth operation, an agent other
+/// than the roots' (which it resumes right after).
+async fn race_revoker(race: &Race<'_>, worker: u8) {
+    let mut rng = XorShift::new(100 + worker);
+    let roots = race.tasks.len();
+    for op in 0..RACE_OPS {
+        let id = format!("rev_{worker}_{op}");
+        let before = race.store.revocation_watermark().await.unwrap();
+        let (kind, target) = if (op + 5 * u16::from(worker)) % 10 == 5 {
+            let agent = race.agents[1 + rng.below(race.agents.len() - 1)].id.clone();
+            race.agent_revocations.borrow_mut().push((agent.clone(), id.clone()));
+            (RevocationKind::Agent, agent.as_str().to_owned())
+        } else {
+            let target = {
+                let recorded = race.recorded.borrow();
+                (recorded.len() > roots).then(|| recorded[roots + rng.below(recorded.len() - roots)].0.jti.clone())
+            };
+            let Some(target) = target else {
+                tokio::task::yield_now().await;
+                continue;
+            };
+            // The revocation's own check reads the store, as the API's does.
+            assert!(race.store.get_warrant(&target).await.unwrap().is_some());
+            (RevocationKind::Warrant, target.as_str().to_owned())
+        };
+        let r = RevocationRecord { id: id.clone(), kind, target: target.clone(), reason: "race".into(), at: RACE_NOW };
+        let ended = race.store.revoke(&r, RACE_NOW).await.unwrap();
+        let after = race.store.revocation_watermark().await.unwrap();
+        assert!(after > before, "{id}: the watermark grows ({before} -> {after})");
+        race.revocations.borrow_mut().insert(id, (before, after));
+        if kind == RevocationKind::Warrant {
+            assert!(ended.iter().any(|(jti, _)| jti.as_str() == target), "revoking {target} ends it");
+        }
+        race.ended.borrow_mut().extend(ended.into_iter().map(|(jti, _)| jti));
+        if kind == RevocationKind::Agent {
+            let agent = AgentId::parse(&target).unwrap();
+            assert!(race.store.set_agent_status(&agent, AgentStatus::Active).await.unwrap());
+        }
+    }
+    race.running.set(race.running.get() - 1);
+}
+
+/// Polls `stream` while the workers run, and once more after they finish, until the
+/// outbox is drained; returns every event it saw, in the order it saw them.
+async fn race_poller(race: &Race<'_>, stream: &str) -> Vec<warrant_store::ssf::OutboxRecord> {
+    let mut seen = Vec::new();
+    let mut after = 0;
+    loop {
+        // Read before polling: a read that starts after the last worker ends sees all.
+        let finished = race.running.get() == 0;
+        let page = race.store.outbox_after(stream, after, warrant_store::ssf::MAX_OUTBOX_READ).await.unwrap();
+        for event in &page {
+            assert!(event.seq > after, "the poller saw event {} after event {after}", event.seq);
+            after = event.seq;
+        }
+        let drained = page.is_empty();
+        seen.extend(page);
+        if drained && finished {
+            return seen;
+        }
+        if drained {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// Issuances racing revocations, for real: four issuers record children of random
+/// recorded warrants (each with the watermark read before its checks and a yield), two
+/// revokers revoke random warrants and every tenth time an agent (resumed right after),
+/// and a poller reads the SSF outbox meanwhile. Afterwards:
+/// - exactly the accepted issuances are recorded;
+/// - (a) no warrant that is not revoked has a revoked ancestor, and no warrant was first
+///   ended by a revocation that came after its parent's (a child recorded concurrently
+///   with its parent's revocation was refused or ended with it);
+/// - every warrant whose chain holds an agent revoked after the watermark its issuance
+///   read is revoked, and by that revocation or an earlier one (it was refused, or
+///   ended by it), even though the agent was resumed;
+/// - the warrants the revocations reported ending are exactly the revoked ones;
+/// - (b) the poller saw every event of the outbox, in strictly increasing order, none
+///   skipped, and one event per revoked warrant.
+async fn check_concurrent_issue_and_revoke_leave_nothing_alive_under_a_revocation(store: &dyn Store) {
+    use std::collections::BTreeSet;
+    use warrant_store::ssf::{DeliveryMethod, OutboxEvent, StreamRecord, MAX_OUTBOX_READ};
+
+    let h = human(1, 100);
+    store.insert_human(&h).await.unwrap();
+    let agents: Vec<Agent> = (1..=4).map(|n| agent(n, &h, 200)).collect();
+    for a in &agents {
+        store.insert_agent(a).await.unwrap();
+    }
+    // Every root is the first agent's, which is never revoked: the forest never dies.
+    let mut tasks = BTreeMap::new();
+    let mut roots = Vec::new();
+    for n in 1..=4 {
+        let t = task(n, &h, &agents[0], 1_000);
+        let root = warrant(n, &t, &agents[0], None, 1_000);
+        store.record_warrant(&root, Some(&t), &IssueGuard::default()).await.unwrap();
+        tasks.insert(t.id.clone(), t);
+        roots.push((root, 0));
+    }
+    let stream = StreamRecord {
+        id: "race".into(),
+        owner: "pep:1".into(),
+        method: DeliveryMethod::Poll,
+        endpoint: None,
+        authorization: None,
+        audience: "https://as/ssf/streams/race".into(),
+        events: vec!["https://schemas.openid.net/secevent/caep/event-type/session-revoked".into()],
+        description: None,
+        cursor: 0,
+        created_at: UnixTime(1_000),
+    };
+    assert_eq!(store.insert_stream(&stream).await.unwrap(), 0, "no event before the race");
+
+    let race = Race {
+        store,
+        agents,
+        tasks,
+        recorded: std::cell::RefCell::new(roots),
+        ended: Default::default(),
+        revocations: Default::default(),
+        agent_revocations: Default::default(),
+        refused: Default::default(),
+        running: std::cell::Cell::new(6),
+    };
+    let (.., seen) = tokio::join!(
+        race_issuer(&race, 0),
+        race_issuer(&race, 1),
+        race_issuer(&race, 2),
+        race_issuer(&race, 3),
+        race_revoker(&race, 0),
+        race_revoker(&race, 1),
+        race_poller(&race, &stream.id),
+    );
+    let recorded: BTreeMap<WarrantId, (WarrantRecord, u64)> =
+        race.recorded.take().into_iter().map(|(w, as_of)| (w.jti.clone(), (w, as_of))).collect();
+    let revocations = race.revocations.take();
+    let revoked: BTreeSet<WarrantId> = store.revoked_warrants(RACE_NOW).await.unwrap().into_iter().collect();
+
+    // Exactly the accepted issuances were written: a refused one left nothing behind.
+    let mut stored = BTreeSet::new();
+    for t in race.tasks.keys() {
+        stored.extend(store.task_warrants(t).await.unwrap().into_iter().map(|w| w.jti));
+    }
+    assert_eq!(stored, recorded.keys().cloned().collect::<BTreeSet<_>>(), "the recorded warrants");
+
+    // The revocation that first ended each warrant, and whether it definitely came after
+    // another (its watermark before was at or past the other's watermark after).
+    let mut first = BTreeMap::new();
+    for jti in recorded.keys() {
+        let by = store.revocation_of(jti).await.unwrap().map(|r| r.id);
+        assert_eq!(by.is_some(), revoked.contains(jti), "{jti}: revocation_of agrees with revoked_warrants");
+        if let Some(by) = by {
+            first.insert(jti.clone(), by);
+        }
+    }
+    let later = |a: &str, b: &str| revocations[a].0 >= revocations[b].1;
+
+    // (a) Nothing alive under a revoked ancestor, nor ended after its parent was.
+    for (jti, (w, _)) in &recorded {
+        if !revoked.contains(jti) {
+            let mut at = w.parent.clone();
+            while let Some(parent) = at {
+                assert!(!revoked.contains(&parent), "{jti} is alive under its revoked ancestor {parent}");
+                at = recorded[&parent].0.parent.clone();
+            }
+        }
+        if let (Some(by), Some(parent_by)) = (first.get(jti), w.parent.as_ref().and_then(|p| first.get(p))) {
+            assert!(!later(by, parent_by), "{jti} outlived its parent's revocation {parent_by}: first ended by {by}");
+        }
+    }
+    // Nothing outlives an agent revocation recorded after its watermark: it was ended by
+    // that revocation or an earlier one, or refused (the agent's resume changes nothing).
+    for (agent, id) in race.agent_revocations.borrow().iter() {
+        let before = revocations[id].0;
+        for (jti, (w, as_of)) in &recorded {
+            if w.chain.contains(agent) && *as_of <= before {
+                let by = first.get(jti);
+                assert!(
+                    by.is_some_and(|by| !later(by, id)),
+                    "{jti} (watermark {as_of}) outlived {id} revoking {agent} (watermark {before}): first ended by {by:?}"
+                );
+            }
+        }
+    }
+    assert_eq!(*race.ended.borrow(), revoked, "the revocations reported ending exactly the revoked warrants");
+
+    // (b) The poller saw the whole outbox, in order, nothing skipped, one event per
+    // revoked warrant.
+    let mut full = Vec::new();
+    loop {
+        let after = full.last().map_or(0, |e: &warrant_store::ssf::OutboxRecord| e.seq);
+        let page = store.outbox_after(&stream.id, after, MAX_OUTBOX_READ).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        full.extend(page);
+    }
+    assert_eq!(seen.len(), full.len(), "the poller saw as many events as the outbox holds");
+    assert_eq!(seen, full, "the poller saw the outbox's events, in its order");
+    let mut announced: BTreeMap<WarrantId, u32> = BTreeMap::new();
+    for event in &seen {
+        match &event.event {
+            OutboxEvent::Revoked { jti, revocation, .. } => {
+                assert_eq!(first.get(jti), Some(&revocation.id), "{jti} is announced with its first revocation");
+                *announced.entry(jti.clone()).or_default() += 1;
+            }
+            other => panic!("an unexpected event: {other:?}"),
+        }
+    }
+    if let Some((jti, n)) = announced.iter().find(|(_, n)| **n != 1) {
+        panic!("{jti} was announced {n} times");
+    }
+    assert_eq!(announced.keys().cloned().collect::<BTreeSet<_>>(), revoked, "one event per revoked warrant");
+
+    eprintln!(
+        "race: recorded {} (4 roots), refused {}, revoked {}, alive {}, events {}, revocations {} ({} of agents)",
+        recorded.len(),
+        race.refused.get(),
+        revoked.len(),
+        recorded.len() - revoked.len(),
+        seen.len(),
+        revocations.len(),
+        race.agent_revocations.borrow().len(),
+    );
+    assert!(recorded.len() > 4 && !revoked.is_empty(), "the race issued and revoked something");
+}
+
+// ---------------------------------------------------------------------------------------
 // SQLite only: the file
 // ---------------------------------------------------------------------------------------
 
@@ -1902,7 +2406,7 @@ async fn migration_adds_governance_tables() {
 /// returned.
 #[tokio::test]
 async fn sqlite_finding_body_must_match_its_columns() {
-    let (dir, store) = open_sqlite().await;
+    let (dir, store) = open_sqlite().await.expect("SQLite is never skipped");
     let f = finding(1, FindingKind::IdleAgent, "agt_x", FindingStatus::Open, 100);
     store.save_findings(std::slice::from_ref(&f)).await.unwrap();
     {

@@ -1,7 +1,7 @@
 //! Discovery: JWKS, RFC 8414 metadata, the OpenAPI document, health.
 
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 
@@ -65,6 +65,21 @@ pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
 #[utoipa::path(get, path = "/healthz", tag = "discovery", responses((status = 200, description = "`ok`")))]
 pub async fn health() -> &'static str {
     "ok"
+}
+
+/// Readiness: 200 `ready` while the store answers, else 503 `not ready` (within
+/// [`warrant_engine::READY_TIMEOUT`]); a load balancer sends requests only to ready servers.
+#[utoipa::path(get, path = "/readyz", tag = "discovery", responses(
+    (status = 200, description = "`ready`"),
+    (status = 503, description = "`not ready`: the store does not answer")))]
+pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+    match state.engine.ready().await {
+        Ok(()) => (StatusCode::OK, "ready"),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready");
+            (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+        }
+    }
 }
 
 /// Prometheus metrics.

@@ -262,6 +262,13 @@ impl SqliteStore {
     }
 }
 
+#[async_trait::async_trait]
+impl crate::HealthStore for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.run(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?)).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::MIGRATIONS;

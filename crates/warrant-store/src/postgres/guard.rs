@@ -1,0 +1,172 @@
+//! `GuardStore` for PostgreSQL.
+
+use async_trait::async_trait;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
+use warrant_core::guard::approval::{Approval, ApprovalStatus};
+use warrant_core::{AgentId, ApprovalId, UnixTime, WarrantId};
+
+use super::{budget_col, col, get, lock_writes, opt_col, time, PgStore};
+use crate::guard::{GuardStore, LiveBudget, MAX_APPROVAL_LIST_LIMIT};
+use crate::StoreError;
+
+fn budget_row(row: &Row) -> Result<LiveBudget, StoreError> {
+    Ok((col(row, 0, WarrantId::try_from)?, opt_col(row, 1, WarrantId::try_from)?, budget_col(row, 2)?, time(row, 3)?))
+}
+
+/// An approval from its `(id, status, body)` columns; the columns must agree with the body.
+fn approval_row(row: &Row) -> Result<Approval, StoreError> {
+    let (id, status): (&str, &str) = (get(row, 0)?, get(row, 1)?);
+    let approval: Approval = col(row, 2, |body| serde_json::from_str(&body))?;
+    if approval.id.as_str() != id || approval.status.as_str() != status {
+        return Err(StoreError::Corrupt(format!("approval `{id}`: the stored body does not match its columns")));
+    }
+    Ok(approval)
+}
+
+/// The columns of `approval`: `(id, status, agent_id, approver, created_at, expires_at, body)`.
+type ApprovalCols = (String, &'static str, String, String, i64, i64, String);
+
+fn approval_cols(approval: &Approval) -> Result<ApprovalCols, StoreError> {
+    let body = serde_json::to_string(approval).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok((
+        approval.id.as_str().to_owned(),
+        approval.status.as_str(),
+        approval.agent.as_str().to_owned(),
+        approval.approver.as_str().to_owned(),
+        approval.created_at.0,
+        approval.expires_at.0,
+        body,
+    ))
+}
+
+#[async_trait]
+impl GuardStore for PgStore {
+    async fn live_budgets(&self, now: UnixTime) -> Result<Vec<LiveBudget>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT jti, parent, budget, expires_at FROM warrants \
+                 WHERE budget IS NOT NULL AND expires_at > $1 ORDER BY issued_at, rowid",
+                &[&now.0],
+            )
+            .await?;
+        let budgets = rows.iter().map(budget_row).collect::<Result<Vec<_>, _>>()?;
+        Ok(budgets.into_iter().filter(|(_, _, budget, _)| !budget.is_empty()).collect())
+    }
+
+    async fn live_spends(&self, now: UnixTime) -> Result<Vec<(WarrantId, String, i64)>, StoreError> {
+        let client = self.client().await?;
+        // Byte order, as SQLite sorts text, whatever the database's collation.
+        let rows = client
+            .query(
+                "SELECT jti, counter, spent FROM budget_spend WHERE expires_at > $1 \
+                 ORDER BY jti COLLATE \"C\", counter COLLATE \"C\"",
+                &[&now.0],
+            )
+            .await?;
+        rows.iter().map(|r| Ok((col(r, 0, WarrantId::try_from)?, get(r, 1)?, get(r, 2)?))).collect()
+    }
+
+    async fn purge_spends(&self, now: UnixTime) -> Result<u64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        lock_writes(&tx).await?;
+        let n = tx.execute("DELETE FROM budget_spend WHERE expires_at <= $1", &[&now.0]).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn save_guard_states(&self, states: &[(AgentId, String, UnixTime)]) -> Result<(), StoreError> {
+        if states.is_empty() {
+            return Ok(());
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        lock_writes(&tx).await?;
+        let stmt = tx
+            .prepare(
+                "INSERT INTO agent_guard (agent_id, state, updated_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (agent_id) DO UPDATE SET state = EXCLUDED.state, updated_at = EXCLUDED.updated_at",
+            )
+            .await?;
+        for (agent, state, at) in states {
+            tx.execute(&stmt, &[&agent.as_str(), state, &at.0]).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn guard_states(&self) -> Result<Vec<(AgentId, String)>, StoreError> {
+        let client = self.client().await?;
+        let rows = client.query("SELECT agent_id, state FROM agent_guard ORDER BY agent_id COLLATE \"C\"", &[]).await?;
+        rows.iter().map(|r| Ok((col(r, 0, AgentId::try_from)?, get(r, 1)?))).collect()
+    }
+
+    async fn insert_approval(&self, approval: &Approval) -> Result<(), StoreError> {
+        let (id, status, agent, approver, created_at, expires_at, body) = approval_cols(approval)?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        lock_writes(&tx).await?;
+        tx.execute(
+            "INSERT INTO approvals (id, status, agent_id, approver, created_at, expires_at, body) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[&id, &status, &agent, &approver, &created_at, &expires_at, &body],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_approval(&self, id: &ApprovalId) -> Result<Option<Approval>, StoreError> {
+        let client = self.client().await?;
+        let row = client.query_opt("SELECT id, status, body FROM approvals WHERE id = $1", &[&id.as_str()]).await?;
+        row.as_ref().map(approval_row).transpose()
+    }
+
+    async fn update_approval(&self, approval: &Approval, expected: ApprovalStatus) -> Result<bool, StoreError> {
+        let (id, status, agent, approver, created_at, expires_at, body) = approval_cols(approval)?;
+        let expected = expected.as_str();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        lock_writes(&tx).await?;
+        let changed = tx
+            .execute(
+                "UPDATE approvals SET status = $2, agent_id = $3, approver = $4, created_at = $5, expires_at = $6, \
+                 body = $7 WHERE id = $1 AND status = $8",
+                &[&id, &status, &agent, &approver, &created_at, &expires_at, &body, &expected],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(changed > 0)
+    }
+
+    async fn list_approvals(
+        &self,
+        status: Option<ApprovalStatus>,
+        agent: Option<&AgentId>,
+        limit: usize,
+    ) -> Result<Vec<Approval>, StoreError> {
+        let mut clauses: Vec<String> = Vec::new();
+        let mut values: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+        if let Some(status) = status {
+            values.push(Box::new(status.as_str().to_owned()));
+            clauses.push(format!("status = ${}", values.len()));
+        }
+        if let Some(agent) = agent {
+            values.push(Box::new(agent.as_str().to_owned()));
+            clauses.push(format!("agent_id = ${}", values.len()));
+        }
+        let mut sql = "SELECT id, status, body FROM approvals".to_owned();
+        if !clauses.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&clauses.join(" AND "));
+        }
+        values.push(Box::new(i64::try_from(limit.min(MAX_APPROVAL_LIST_LIMIT)).unwrap_or(0)));
+        sql.push_str(&format!(" ORDER BY created_at DESC, rowid DESC LIMIT ${}", values.len()));
+        let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v.as_ref() as &(dyn ToSql + Sync)).collect();
+        let client = self.client().await?;
+        let rows = client.query(&sql, &refs).await?;
+        rows.iter().map(approval_row).collect()
+    }
+}

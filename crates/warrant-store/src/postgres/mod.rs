@@ -1,0 +1,395 @@
+//! The shared store: PostgreSQL, for several `warrant serve` replicas on one database.
+//!
+//! A pool of connections (`deadpool-postgres` over `tokio-postgres`) serves every call;
+//! nothing blocks the async executor. The schema is the SQLite schema in PostgreSQL's
+//! types (`migrations/postgres/`), applied by [`PgStore::migrate`], which is safe to run
+//! from several processes at once (they queue on an advisory lock) and safe to run twice.
+//! No superuser and no extension is needed: the role in the URL needs only to create
+//! tables in its schema (for migrations) and to read and write them.
+//!
+//! **Writes are serialized.** SQLite has one writer at a time, and the checks the store
+//! makes inside a write (a warrant is recorded only if nothing it rests on is revoked; a
+//! revocation ends every warrant recorded before it) rely on that. Here every write
+//! transaction first takes one transaction-scoped advisory lock ([`WRITE_LOCK`]), so
+//! writers from every replica run one after another, with PostgreSQL's default isolation
+//! (read committed): each statement after the lock sees every earlier writer's commit.
+//! Rows numbered by an identity column (the `rowid` columns, the outbox) are therefore
+//! numbered in commit order. Reads take no lock.
+//!
+//! Like `sqlite/`, this module holds what every entity group shares; each group's traits
+//! are implemented in a file of their own.
+
+mod agents;
+mod audit;
+mod govern;
+mod guard;
+mod humans;
+mod keys;
+mod peps;
+mod policies;
+mod ssf;
+mod warrants;
+
+use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::str::FromStr as _;
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::FromSql;
+use tokio_postgres::{NoTls, Row, Transaction};
+use warrant_core::{AgentId, HumanId, Mode, Scope, TaskId, UnixTime, WarrantId};
+
+use crate::records::WarrantRecord;
+use crate::sqlite::{json, word};
+use crate::StoreError;
+
+/// Schema migrations, applied in order; the table `warrant_schema` holds how many ran.
+/// Each is one file of `migrations/postgres/`, numbered from `0001`.
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/0001_initial.sql")];
+
+/// The advisory lock every write transaction takes first (see the module docs).
+pub(crate) const WRITE_LOCK: i64 = 0x5741_5252_414e_5401;
+/// The advisory lock migrations take, so that replicas starting together migrate once.
+const MIGRATE_LOCK: i64 = 0x5741_5252_414e_5402;
+/// The advisory lock a server holds for as long as it serves (see [`PgStore::lock_server`]).
+const SERVER_LOCK: i64 = 0x5741_5252_414e_5403;
+
+/// How many connections one store keeps open at most.
+const POOL_SIZE: usize = 16;
+
+/// The PostgreSQL store. Cloning it shares its pool.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore").finish_non_exhaustive()
+    }
+}
+
+/// The one-server lock of a database (see [`PgStore::lock_server`]); released when
+/// dropped (its connection closes).
+pub struct ServerLock {
+    _client: deadpool_postgres::ClientWrapper,
+}
+
+impl std::fmt::Debug for ServerLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerLock").finish_non_exhaustive()
+    }
+}
+
+/// What [`PgStore::migrate`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Migrated {
+    /// The schema version the database had before.
+    pub from: usize,
+    /// The schema version it has now (this build's).
+    pub to: usize,
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        let constraint = [
+            SqlState::UNIQUE_VIOLATION,
+            SqlState::FOREIGN_KEY_VIOLATION,
+            SqlState::CHECK_VIOLATION,
+            SqlState::NOT_NULL_VIOLATION,
+        ];
+        match e.code() {
+            Some(code) if constraint.contains(code) => StoreError::Conflict(
+                e.as_db_error().map_or_else(|| "constraint violation".to_owned(), |db| db.message().to_owned()),
+            ),
+            _ => StoreError::Backend(match e.as_db_error() {
+                // The server's own words, which `Display` leaves out ("db error").
+                Some(db) => format!("{} ({}): {}", db.severity(), db.code().code(), db.message()),
+                None => e.to_string(),
+            }),
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        match e {
+            deadpool_postgres::PoolError::Backend(e) => e.into(),
+            other => StoreError::Backend(format!("no database connection: {other}")),
+        }
+    }
+}
+
+/// Hides the password of a `postgres://` URL (in its user part or a `password=` query
+/// parameter), for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "(not a URL)".to_owned();
+    };
+    let (rest, query) = match rest.split_once('?') {
+        Some((rest, query)) => (rest, Some(query)),
+        None => (rest, None),
+    };
+    let mut out = match rest.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            format!("{scheme}://{user}@{host}")
+        }
+        None => format!("{scheme}://{rest}"),
+    };
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                _ => p.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
+    }
+    out
+}
+
+impl PgStore {
+    /// Connects to the database named by `url` (`postgres://user:password@host:port/db`,
+    /// or the key=value form) without touching its schema. Connections are made lazily;
+    /// the first call that needs one reports an unreachable server.
+    pub fn connect(url: &str) -> Result<Self, StoreError> {
+        let config = tokio_postgres::Config::from_str(url)
+            .map_err(|e| StoreError::Backend(format!("the database URL `{}` is not valid: {e}", redact_url(url))))?;
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .create_timeout(Some(std::time::Duration::from_secs(5)))
+            .wait_timeout(Some(std::time::Duration::from_secs(5)))
+            .build()
+            .map_err(|e| StoreError::Backend(format!("cannot set up the connection pool: {e}")))?;
+        Ok(PgStore { pool })
+    }
+
+    /// Connects to `url` and brings its schema to this build's version.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let store = Self::connect(url)?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Connects to `url` and checks that its schema is this build's version, changing
+    /// nothing: for replicas told not to migrate.
+    pub async fn open_without_migrating(url: &str) -> Result<Self, StoreError> {
+        let store = Self::connect(url)?;
+        let version = store.schema_version().await?;
+        if version != MIGRATIONS.len() {
+            return Err(StoreError::Corrupt(format!(
+                "the database has schema version {version}, this build needs version {}; run `warrant migrate`",
+                MIGRATIONS.len()
+            )));
+        }
+        Ok(store)
+    }
+
+    /// The schema version of the database: how many migrations ran (0 for an empty one).
+    pub async fn schema_version(&self) -> Result<usize, StoreError> {
+        let client = self.client().await?;
+        let exists: bool = client
+            .query_one("SELECT to_regclass('warrant_schema') IS NOT NULL", &[])
+            .await
+            .and_then(|row| row.try_get(0))?;
+        if !exists {
+            return Ok(0);
+        }
+        let row = client.query_opt("SELECT version FROM warrant_schema", &[]).await?;
+        let version: i32 = match row {
+            Some(row) => get(&row, 0)?,
+            None => 0,
+        };
+        usize::try_from(version).map_err(|_| StoreError::Corrupt("negative schema version".into()))
+    }
+
+    /// Creates or upgrades the schema to this build's version, in one transaction (all
+    /// of it or none). Processes that migrate at once queue on an advisory lock, so the
+    /// second finds the work done; a database newer than this build is refused.
+    pub async fn migrate(&self) -> Result<Migrated, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATE_LOCK]).await?;
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS warrant_schema (version INTEGER NOT NULL)").await?;
+        let row = tx.query_opt("SELECT version FROM warrant_schema", &[]).await?;
+        let from: i32 = match row {
+            Some(row) => get(&row, 0)?,
+            None => {
+                tx.execute("INSERT INTO warrant_schema (version) VALUES (0)", &[]).await?;
+                0
+            }
+        };
+        let from = usize::try_from(from).map_err(|_| StoreError::Corrupt("negative schema version".into()))?;
+        if from > MIGRATIONS.len() {
+            return Err(StoreError::Corrupt(format!(
+                "the database has schema version {from}, newer than this build's {}; upgrade warrant",
+                MIGRATIONS.len()
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(from) {
+            tx.batch_execute(sql).await?;
+            let version = i32::try_from(i + 1).map_err(|_| StoreError::Corrupt("too many migrations".into()))?;
+            tx.execute("UPDATE warrant_schema SET version = $1", &[&version]).await?;
+            tracing::info!(version = i + 1, "applied storage migration (postgres)");
+        }
+        tx.commit().await?;
+        Ok(Migrated { from, to: MIGRATIONS.len() })
+    }
+
+    /// Takes the one-server lock: a session-level advisory lock held on a connection of its
+    /// own (outside the pool) until the returned [`ServerLock`] is dropped, or the
+    /// connection is lost. `None` when another process holds it.
+    ///
+    /// Until replicas keep their in-memory state (revocation index, directory, policy
+    /// set, audit chain head) current across processes, two servers on one database
+    /// would each decide from their own copy; a server takes this lock so that a second
+    /// one refuses to start instead.
+    pub async fn lock_server(&self) -> Result<Option<ServerLock>, StoreError> {
+        let client = Object::take(self.client().await?);
+        let row = client.query_one("SELECT pg_try_advisory_lock($1)", &[&SERVER_LOCK]).await?;
+        let locked: bool = get(&row, 0)?;
+        Ok(locked.then_some(ServerLock { _client: client }))
+    }
+
+    /// A pooled connection.
+    pub(crate) async fn client(&self) -> Result<Object, StoreError> {
+        Ok(self.pool.get().await?)
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::HealthStore for PgStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.client().await?.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+}
+
+/// Takes the store's write lock inside `tx` (see the module docs); every write
+/// transaction calls this before its first read or write.
+pub(crate) async fn lock_writes(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK]).await?;
+    Ok(())
+}
+
+/// Reads column `idx`, as corrupt data when it has another type.
+pub(crate) fn get<'a, T: FromSql<'a>>(row: &'a Row, idx: usize) -> Result<T, StoreError> {
+    row.try_get(idx).map_err(|e| StoreError::Corrupt(format!("column {idx}: {e}")))
+}
+
+/// Reads column `idx` as text and parses it with `parse`, as corrupt data when it does
+/// not parse.
+pub(crate) fn col<T, E: Display>(
+    row: &Row,
+    idx: usize,
+    parse: impl FnOnce(String) -> Result<T, E>,
+) -> Result<T, StoreError> {
+    let text: String = get(row, idx)?;
+    parse(text).map_err(|e| StoreError::Corrupt(format!("column {idx}: {e}")))
+}
+
+/// Reads a nullable text column `idx` and parses it with `parse` when present.
+pub(crate) fn opt_col<T, E: Display>(
+    row: &Row,
+    idx: usize,
+    parse: impl FnOnce(String) -> Result<T, E>,
+) -> Result<Option<T>, StoreError> {
+    let text: Option<String> = get(row, idx)?;
+    text.map(parse).transpose().map_err(|e| StoreError::Corrupt(format!("column {idx}: {e}")))
+}
+
+/// Reads column `idx` as Unix seconds.
+pub(crate) fn time(row: &Row, idx: usize) -> Result<UnixTime, StoreError> {
+    get::<i64>(row, idx).map(UnixTime)
+}
+
+/// Reads a nullable column `idx` as Unix seconds.
+pub(crate) fn opt_time(row: &Row, idx: usize) -> Result<Option<UnixTime>, StoreError> {
+    Ok(get::<Option<i64>>(row, idx)?.map(UnixTime))
+}
+
+/// Converts a count or sequence number for a `BIGINT` parameter.
+pub(crate) fn to_i64(value: u64) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::Backend(format!("`{value}` is out of range")))
+}
+
+/// Reads a non-negative `BIGINT` column.
+pub(crate) fn get_u64(row: &Row, idx: usize) -> Result<u64, StoreError> {
+    let value: i64 = get(row, idx)?;
+    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("column {idx}: negative value `{value}`")))
+}
+
+/// Reads a budget column (`NULL`: none).
+pub(crate) fn budget_col(row: &Row, idx: usize) -> Result<BTreeMap<String, i64>, StoreError> {
+    Ok(opt_col(row, idx, json::<BTreeMap<String, i64>>)?.unwrap_or_default())
+}
+
+/// The columns of `warrants`, in [`warrant_row`]'s order, each prefixed with `prefix`
+/// (`""` or an alias such as `"w."`).
+pub(crate) fn warrant_cols(prefix: &str) -> String {
+    crate::sqlite::WARRANT_COLS.split(", ").map(|c| format!("{prefix}{c}")).collect::<Vec<_>>().join(", ")
+}
+
+/// A row of `warrants` (selected as [`warrant_cols`]).
+pub(crate) fn warrant_row(row: &Row) -> Result<WarrantRecord, StoreError> {
+    Ok(WarrantRecord {
+        jti: col(row, 0, WarrantId::try_from)?,
+        parent: opt_col(row, 1, WarrantId::try_from)?,
+        agent: col(row, 2, AgentId::try_from)?,
+        task: col(row, 3, TaskId::try_from)?,
+        human: col(row, 4, HumanId::try_from)?,
+        sub: get(row, 5)?,
+        mode: col(row, 6, word::<Mode>)?,
+        scope: col(row, 7, json::<Scope>)?,
+        chain: col(row, 8, json::<Vec<AgentId>>)?,
+        kid: get(row, 9)?,
+        issued_at: time(row, 10)?,
+        expires_at: time(row, 11)?,
+        budget: budget_col(row, 12)?,
+        claims: opt_col(row, 13, json::<warrant_core::WarrantClaims>)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{redact_url, MIGRATIONS};
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact_url("postgres://warrant:s3cret@db:5432/warrant"), "postgres://warrant@db:5432/warrant");
+        assert_eq!(redact_url("postgres://db/warrant"), "postgres://db/warrant");
+        assert_eq!(redact_url("postgresql://u:p@ss@h/d"), "postgresql://u@h/d");
+        assert_eq!(redact_url("host=db password=x"), "(not a URL)");
+        assert_eq!(
+            redact_url("postgres://u@h/d?sslmode=disable&password=x&application_name=w"),
+            "postgres://u@h/d?sslmode=disable&password=***&application_name=w"
+        );
+    }
+
+    /// `MIGRATIONS` is every file of `migrations/postgres/`, in file-number order.
+    #[test]
+    fn migrations_are_every_file_in_number_order() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres");
+        let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
+            .expect("the migrations directory")
+            .map(|entry| {
+                let path = entry.expect("a directory entry").path();
+                let name = path.file_name().and_then(|n| n.to_str()).expect("a UTF-8 file name").to_owned();
+                (name, std::fs::read_to_string(&path).expect("a readable migration"))
+            })
+            .collect();
+        files.sort();
+        assert_eq!(files.len(), MIGRATIONS.len(), "every file of {} is listed in MIGRATIONS", dir.display());
+        for (i, ((name, sql), listed)) in files.iter().zip(MIGRATIONS).enumerate() {
+            let number = format!("{:04}_", i + 1);
+            assert!(name.starts_with(&number) && name.ends_with(".sql"), "migration `{name}` is numbered `{number}…`");
+            assert_eq!(sql, listed, "MIGRATIONS[{i}] is the text of `{name}`");
+        }
+    }
+}
