@@ -6,17 +6,22 @@
 //! The faults are injected through a second SQLite connection to `<data>/warrant.db`:
 //! the audit table renamed away (every append fails at once), or the database write lock
 //! held past the store's busy timeout (every append waits, then fails). The tests run as
-//! root, where a read-only data directory would not stop writes.
+//! root, where a read-only data directory would not stop writes. Being about SQLite's
+//! file, they skip the PostgreSQL pass (`WARRANT_TEST_STORE=postgres`); the PostgreSQL
+//! store failing under a running server is tested by the CLI suite (`crates/warrant-cli`).
 
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::testkit::{assert_allow, assert_deny, Reply, Server};
+use crate::testkit::{assert_allow, assert_deny, skip_on_postgres, Reply, Server};
 
 const ENT: &[&str] = &["crm.read:customers/**"];
 const MAX: &[&str] = &["crm.*"];
+
+/// Why the fault-injecting tests skip the PostgreSQL pass.
+const SQLITE_FAULTS: &str = "injects its fault through a second connection to the SQLite file `warrant.db`";
 
 fn db(s: &Server) -> rusqlite::Connection {
     let db = rusqlite::Connection::open(s.data.join("warrant.db")).unwrap();
@@ -38,6 +43,9 @@ fn opaque_failure(reply: &Reply, error: &str) {
 
 #[tokio::test]
 async fn with_the_audit_table_gone_decisions_deny_and_mutations_fail() {
+    if skip_on_postgres(SQLITE_FAULTS) {
+        return;
+    }
     let s = Server::start().await;
     let c = s.chain(ENT, MAX, 2, "keep working").await;
     let doomed = s.chain(ENT, MAX, 1, "to be revoked during the fault").await;
@@ -118,6 +126,9 @@ async fn with_the_audit_table_gone_decisions_deny_and_mutations_fail() {
 
 #[tokio::test]
 async fn with_the_database_locked_past_the_busy_timeout_decisions_deny() {
+    if skip_on_postgres(SQLITE_FAULTS) {
+        return;
+    }
     let s = Server::start().await;
     let c = s.chain(ENT, MAX, 1, "locked out").await;
     assert_allow(&s.authorize(c.token(0), "crm.read", "customers/1", Value::Null).await);
@@ -153,6 +164,9 @@ async fn with_the_database_locked_past_the_busy_timeout_decisions_deny() {
 
 #[tokio::test]
 async fn a_brief_concurrent_writer_is_waited_out_not_turned_into_denies() {
+    if skip_on_postgres(SQLITE_FAULTS) {
+        return;
+    }
     // Another writer on the database (`warrant key rotate` on the data directory, say)
     // holds the write lock for a moment: the audit append waits for it (the store's busy
     // timeout) instead of failing at once, so nothing is denied for it.
@@ -186,6 +200,9 @@ async fn a_brief_concurrent_writer_is_waited_out_not_turned_into_denies() {
 
 #[tokio::test]
 async fn a_policy_change_does_not_take_effect_while_it_cannot_be_audited() {
+    if skip_on_postgres(SQLITE_FAULTS) {
+        return;
+    }
     let s = Server::start().await;
     let c = s.chain(ENT, MAX, 1, "policy under fault").await;
     assert_allow(&s.authorize(c.token(0), "crm.read", "customers/1", Value::Null).await);

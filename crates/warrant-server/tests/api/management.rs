@@ -3,9 +3,9 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use warrant_server::{BoundServer, FileConfig, Settings};
+use warrant_server::{BoundServer, FileConfig, ServeError, Settings};
 
-use crate::testkit::{b64, new_key, scope_set, unb64, Server};
+use crate::testkit::{b64, new_key, on_postgres, scope_set, unb64, Server};
 
 const UNKNOWN_HUMAN: &str = "hum_000000000000000000000000";
 const UNKNOWN_AGENT: &str = "agt_000000000000000000000000";
@@ -345,12 +345,7 @@ async fn a_second_server_on_the_same_data_directory_refuses_to_start() {
     use std::os::unix::fs::PermissionsExt as _;
 
     let mut s = Server::start().await;
-    let settings = Settings::from_config(FileConfig {
-        data: Some(s.data.clone()),
-        listen: Some("127.0.0.1:0".into()),
-        ..Default::default()
-    })
-    .unwrap();
+    let settings = Settings::from_config(s.same_store(FileConfig::default())).unwrap();
     let refused = BoundServer::bind(&settings).await.unwrap_err();
     let message = refused.to_string();
     assert!(message.contains(&format!("`{}`", s.data.display())), "{message}");
@@ -363,6 +358,15 @@ async fn a_second_server_on_the_same_data_directory_refuses_to_start() {
     s.restart().await;
     s.admin_get("/v1/humans").await.ok();
     assert!(BoundServer::bind(&settings).await.is_err(), "the restarted server holds the lock");
+    // On PostgreSQL the database is held too: a server with a data directory of its own
+    // on the same database is refused as well, by the restarted server's database lock.
+    if on_postgres() {
+        let other = tempfile::tempdir().unwrap();
+        let elsewhere = FileConfig { data: Some(other.path().join("data")), ..s.same_store(FileConfig::default()) };
+        let refused = BoundServer::bind(&Settings::from_config(elsewhere).unwrap()).await.unwrap_err();
+        assert!(matches!(refused, ServeError::DatabaseInUse(_)), "{refused}");
+        s.admin_get("/v1/humans").await.ok();
+    }
 }
 
 /// `POST /v1/keys/rotate` (admin) rotates the signing key on a running server: new

@@ -1,6 +1,12 @@
 //! The test kit: a real server on `127.0.0.1:0` with a fresh data directory, and helpers
 //! that speak its API the way a client would.
 //!
+//! The suite runs on either store: SQLite (the default, `warrant.db` in the data
+//! directory) or, with `WARRANT_TEST_STORE=postgres`, PostgreSQL, where every [`Server`]
+//! gets a fresh database of its own on the server `WARRANT_TEST_POSTGRES` names (a URL
+//! whose role may create databases), dropped with it. The few tests that are about
+//! SQLite's file itself skip the PostgreSQL pass, saying so ([`skip_on_postgres`]).
+//!
 //! Every server runs for real (its socket, its background loops, its graceful shutdown),
 //! but the helpers hand their requests to its router in-process (`tower`'s `oneshot`),
 //! unless the test asked for the socket with [`Server::over_socket`]: the tests about
@@ -41,6 +47,87 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// A number no other call in this test binary gets.
 pub fn unique() -> u64 {
     COUNTER.fetch_add(1, Ordering::SeqCst)
+}
+
+/// Whether this run is on PostgreSQL (`WARRANT_TEST_STORE=postgres`) rather than on
+/// SQLite (`WARRANT_TEST_STORE` unset, empty or `sqlite`).
+pub fn on_postgres() -> bool {
+    match std::env::var("WARRANT_TEST_STORE").as_deref() {
+        Ok("postgres") => true,
+        Ok("" | "sqlite") | Err(_) => false,
+        Ok(other) => panic!("WARRANT_TEST_STORE must be `sqlite` or `postgres`, not `{other}`"),
+    }
+}
+
+/// For a test about SQLite's file itself: on PostgreSQL, says that it is skipped and
+/// why, and returns true (the test then returns at once); on SQLite, false.
+pub fn skip_on_postgres(why: &str) -> bool {
+    if on_postgres() {
+        eprintln!("SKIPPED on PostgreSQL: {why}");
+        return true;
+    }
+    false
+}
+
+/// A PostgreSQL database of one [`Server`]'s own on the test server, created empty (the
+/// server migrates it) and dropped with the `Server`.
+struct PgDatabase {
+    /// `WARRANT_TEST_POSTGRES`: the test server, as a role that may create databases.
+    admin: String,
+    name: String,
+    /// The database's URL, for the server's `database` setting.
+    url: String,
+}
+
+impl PgDatabase {
+    async fn create() -> PgDatabase {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let admin = match std::env::var("WARRANT_TEST_POSTGRES") {
+            Ok(url) if !url.is_empty() => url,
+            _ => panic!(
+                "WARRANT_TEST_STORE=postgres runs the API suite on PostgreSQL, but WARRANT_TEST_POSTGRES is not set: \
+                 set it to the URL of a PostgreSQL server whose role may CREATE DATABASE (scripts/test starts one; \
+                 scripts/pg-test-cluster starts one by hand)"
+            ),
+        };
+        let name = format!("api_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
+        let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to WARRANT_TEST_POSTGRES: {e}"));
+        let connection = tokio::spawn(connection);
+        // Left over by an earlier run whose process had this id and was killed.
+        client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.unwrap();
+        client.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
+        drop(client);
+        let _ = connection.await;
+        // The admin URL with this database in place of its own.
+        let (base, query) = admin.split_once('?').map_or((admin.as_str(), None), |(b, q)| (b, Some(q)));
+        let server = base.rsplit_once('/').map_or(base, |(server, _)| server);
+        let url = match query {
+            Some(q) => format!("{server}/{name}?{q}"),
+            None => format!("{server}/{name}"),
+        };
+        PgDatabase { admin, name, url }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        // Drop cannot await, and this may run inside the test's runtime: drop the
+        // database on a thread of its own, with a runtime of its own. FORCE ends the
+        // connections a server that was not stopped still holds. Errors are ignored.
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            runtime.block_on(async move {
+                if let Ok((client, connection)) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await {
+                    tokio::spawn(connection);
+                    let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+                }
+            });
+        })
+        .join();
+    }
 }
 
 /// The current time, as the server's clock reads it.
@@ -175,7 +262,8 @@ pub struct Server {
     pub issuer: String,
     /// The admin bearer token.
     pub admin: String,
-    /// The data directory.
+    /// The data directory (on PostgreSQL too: the admin token, the KEK, the policies and
+    /// the audit witness live there).
     pub data: PathBuf,
     pub http: reqwest::Client,
     /// The running server's router, which the helpers call in-process.
@@ -186,6 +274,9 @@ pub struct Server {
     task: Option<JoinHandle<Result<(), ServeError>>>,
     /// The configuration it was started with (reused by [`Server::restart`]).
     config: FileConfig,
+    /// Its PostgreSQL database (`WARRANT_TEST_STORE=postgres`), reused by
+    /// [`Server::restart`]; `None` on SQLite.
+    database: Option<PgDatabase>,
     _dir: TempDir,
 }
 
@@ -203,12 +294,15 @@ impl Server {
         Server::start_with(FileConfig::default()).await
     }
 
-    /// Starts a server with `config` (its `data` and `listen` are set here).
+    /// Starts a server with `config` (its `data` and `listen` are set here, and on
+    /// PostgreSQL its `database`, and its `issuer` unless `config` sets one).
     pub async fn start_with(config: FileConfig) -> Server {
         let dir = tempfile::tempdir().unwrap();
         // A directory that does not exist yet: the server creates it, with its mode.
         let data = dir.path().join("data");
-        let (base, issuer, admin, router, shutdown, task) = Server::launch(&data, config.clone()).await;
+        let database = if on_postgres() { Some(PgDatabase::create().await) } else { None };
+        let url = database.as_ref().map(|d| d.url.as_str());
+        let (base, issuer, admin, router, shutdown, task) = Server::launch(&data, url, config.clone()).await;
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
         Server {
             base,
@@ -221,6 +315,7 @@ impl Server {
             shutdown: Some(shutdown),
             task: Some(task),
             config,
+            database,
             _dir: dir,
         }
     }
@@ -232,15 +327,37 @@ impl Server {
         self
     }
 
-    /// Binds a server on `data` with `config` on a fresh loopback port and runs it.
-    async fn launch(data: &std::path::Path, config: FileConfig) -> Launched {
-        let settings = Settings::from_config(FileConfig {
-            data: Some(data.to_owned()),
-            listen: Some("127.0.0.1:0".into()),
-            ..config
-        })
-        .unwrap();
-        let server = BoundServer::bind(&settings).await.unwrap();
+    /// Binds a server on `data` (and on PostgreSQL, the database at `database`) with
+    /// `config` on a fresh loopback port and runs it.
+    async fn launch(data: &std::path::Path, database: Option<&str>, config: FileConfig) -> Launched {
+        let config = FileConfig { data: Some(data.to_owned()), ..config };
+        let server = match database {
+            None => {
+                let settings =
+                    Settings::from_config(FileConfig { listen: Some("127.0.0.1:0".into()), ..config }).unwrap();
+                BoundServer::bind(&settings).await.unwrap()
+            }
+            // PostgreSQL needs its issuer before the server binds, and the tests expect
+            // the server's own address: a port found free, then bound by the server. Should
+            // another process take the port in between, another one is tried.
+            Some(url) => {
+                let mut attempts = 0;
+                loop {
+                    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+                    let settings = Settings::from_config(FileConfig {
+                        listen: Some(format!("127.0.0.1:{port}")),
+                        database: Some(url.to_owned()),
+                        issuer: config.issuer.clone().or_else(|| Some(format!("http://127.0.0.1:{port}"))),
+                        ..config.clone()
+                    })
+                    .unwrap();
+                    match BoundServer::bind(&settings).await {
+                        Err(ServeError::Bind { .. }) if attempts < 5 => attempts += 1,
+                        bound => break bound.unwrap(),
+                    }
+                }
+            }
+        };
         let addr = server.local_addr().unwrap();
         let issuer = server.issuer().to_owned();
         let admin = server.admin_token().to_owned();
@@ -257,7 +374,8 @@ impl Server {
     pub async fn restart(&mut self) {
         self.halt().await;
         let config = FileConfig { issuer: Some(self.issuer.clone()), ..self.config.clone() };
-        let (base, issuer, admin, router, shutdown, task) = Server::launch(&self.data, config).await;
+        let database = self.database.as_ref().map(|d| d.url.as_str());
+        let (base, issuer, admin, router, shutdown, task) = Server::launch(&self.data, database, config).await;
         assert_eq!(issuer, self.issuer);
         assert_eq!(admin, self.admin, "the admin token survives a restart");
         self.base = base;
@@ -271,6 +389,19 @@ impl Server {
     pub async fn halt(&mut self) {
         self.shutdown.take().unwrap().send(()).unwrap();
         self.task.take().unwrap().await.unwrap().unwrap();
+    }
+
+    /// The configuration of another server on this one's store: `config` with this data
+    /// directory, a fresh loopback port, and on PostgreSQL this database and issuer (for
+    /// the tests that bind a server of their own next to, or after, this one).
+    pub fn same_store(&self, config: FileConfig) -> FileConfig {
+        FileConfig {
+            data: Some(self.data.clone()),
+            listen: Some("127.0.0.1:0".into()),
+            database: self.database.as_ref().map(|d| d.url.clone()),
+            issuer: if self.database.is_some() { Some(self.issuer.clone()) } else { config.issuer.clone() },
+            ..config
+        }
     }
 
     /// Shuts the server down gracefully and asserts it stopped without error.
