@@ -2792,3 +2792,105 @@ async fn migration_adds_peps_and_warrant_claims() {
     let version: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
     assert_eq!(version, current_schema_version());
 }
+
+// ---------------------------------------------------------------------------------------
+// PostgreSQL over TLS
+// ---------------------------------------------------------------------------------------
+
+/// A throw-away PostgreSQL server that speaks TLS with a certificate for `localhost` only
+/// (`scripts/pg-test-cluster start DIR --tls`), stopped and removed when dropped.
+struct TlsServer {
+    dir: std::path::PathBuf,
+    port: String,
+}
+
+impl TlsServer {
+    fn script() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/pg-test-cluster")
+    }
+
+    fn start(dir: &std::path::Path) -> TlsServer {
+        let out = std::process::Command::new(Self::script())
+            .arg("start")
+            .arg(dir)
+            .arg("--tls")
+            .output()
+            .expect("run scripts/pg-test-cluster");
+        assert!(out.status.success(), "pg-test-cluster --tls: {}", String::from_utf8_lossy(&out.stderr));
+        let url = String::from_utf8(out.stdout).unwrap();
+        let port = url.trim().rsplit_once(':').unwrap().1.split('/').next().unwrap().to_owned();
+        TlsServer { dir: dir.to_owned(), port }
+    }
+
+    fn ca(&self) -> String {
+        self.dir.join("tls/ca.crt").display().to_string()
+    }
+
+    /// Whether the connections named `application` use TLS, asked over a plain one.
+    async fn uses_tls(&self, application: &str) -> bool {
+        let admin = format!("postgres://warrant@127.0.0.1:{}/postgres?sslmode=disable", self.port);
+        let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        let row = client
+            .query_one(
+                "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+                 WHERE a.application_name = $1",
+                &[&application],
+            )
+            .await
+            .unwrap();
+        row.get::<_, Option<bool>>(0).expect("a connection of that name")
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(Self::script()).arg("stop").arg(&self.dir).status();
+    }
+}
+
+/// TLS to PostgreSQL is verified whenever it is used: with the server's CA as
+/// `sslrootcert` and the certificate's name as host, the store connects over TLS; with the
+/// system's roots (which do not hold that CA), or by an address the certificate does not
+/// name, it refuses to connect instead of encrypting to a server it cannot authenticate;
+/// `sslmode=disable` connects in plain text.
+#[tokio::test]
+async fn postgres_tls_is_verified() {
+    if postgres_url().is_none() {
+        eprintln!("SKIPPED (WARRANT_SKIP_POSTGRES_TESTS=1): PostgreSQL over TLS");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = TlsServer::start(dir.path());
+    let (port, ca) = (server.port.clone(), server.ca());
+    let url = |host: &str, query: &str| format!("postgres://warrant@{host}:{port}/postgres?{query}");
+
+    let verified = url("localhost", &format!("sslmode=verify-full&sslrootcert={ca}&application_name=verified"));
+    let store = warrant_store::PgStore::open(&verified).await.expect("TLS with the server's CA");
+    store.list_humans().await.unwrap();
+    assert!(server.uses_tls("verified").await, "the store's connection is encrypted");
+    // `prefer` (the default) uses TLS when the server offers it, and verifies it too.
+    let preferred = url("localhost", &format!("sslrootcert={ca}&application_name=preferred"));
+    let preferring = warrant_store::PgStore::open(&preferred).await.expect("prefer, verified");
+    preferring.list_humans().await.unwrap();
+    assert!(server.uses_tls("preferred").await);
+
+    for (why, bad) in [
+        ("the system's roots do not hold the test CA", url("localhost", "sslmode=require")),
+        ("nor does prefer fall back to plain text", url("localhost", "application_name=x")),
+        (
+            "the certificate names localhost, not 127.0.0.1",
+            url("127.0.0.1", &format!("sslmode=require&sslrootcert={ca}")),
+        ),
+    ] {
+        let e = warrant_store::PgStore::open(&bad).await.expect_err(why).to_string();
+        assert!(e.to_lowercase().contains("certificate") || e.contains("TLS") || e.contains("tls"), "{why}: {e}");
+    }
+    let e = warrant_store::PgStore::connect(&url("localhost", "sslrootcert=/nonexistent/ca.crt")).unwrap_err();
+    assert!(e.to_string().contains("cannot read `sslrootcert`"), "{e}");
+
+    let plain = url("127.0.0.1", "sslmode=disable&application_name=plain");
+    let plain = warrant_store::PgStore::open(&plain).await.expect("plain text when asked");
+    plain.list_humans().await.unwrap();
+    assert!(!server.uses_tls("plain").await);
+}

@@ -28,6 +28,7 @@ mod keys;
 mod peps;
 mod policies;
 mod ssf;
+mod tls;
 mod warrants;
 
 use std::collections::BTreeMap;
@@ -37,7 +38,7 @@ use std::str::FromStr as _;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::FromSql;
-use tokio_postgres::{NoTls, Row, Transaction};
+use tokio_postgres::{Row, Transaction};
 use warrant_core::{AgentId, HumanId, Mode, Scope, TaskId, UnixTime, WarrantId};
 
 use crate::records::WarrantRecord;
@@ -156,10 +157,16 @@ impl PgStore {
     /// Connects to the database named by `url` (`postgres://user:password@host:port/db`,
     /// or the key=value form) without touching its schema. Connections are made lazily;
     /// the first call that needs one reports an unreachable server.
+    ///
+    /// TLS follows the URL's `sslmode` (default `prefer`) and `sslrootcert`; whenever it
+    /// is used the server's certificate and name are verified (see `postgres/tls.rs`).
     pub fn connect(url: &str) -> Result<Self, StoreError> {
-        let config = tokio_postgres::Config::from_str(url)
-            .map_err(|e| StoreError::Backend(format!("the database URL `{}` is not valid: {e}", redact_url(url))))?;
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let invalid =
+            |e: &dyn Display| StoreError::Backend(format!("the database URL `{}` is not valid: {e}", redact_url(url)));
+        let split = tls::split(url).map_err(|e| invalid(&e))?;
+        let config = tokio_postgres::Config::from_str(&split.url).map_err(|e| invalid(&e))?;
+        let tls = tls::connector(split.root_cert.as_deref())?;
+        let manager = Manager::from_config(config, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
             .runtime(deadpool_postgres::Runtime::Tokio1)
