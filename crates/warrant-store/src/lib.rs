@@ -10,6 +10,7 @@
 //! against the traits and runs against both.
 
 pub mod audit;
+mod columns;
 pub mod govern;
 pub mod guard;
 pub mod postgres;

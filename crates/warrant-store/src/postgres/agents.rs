@@ -5,7 +5,7 @@ use tokio_postgres::Row;
 use warrant_core::{Agent, AgentId, AgentStatus, HumanId, Mode, PublicJwk, Scope, UnixTime};
 
 use super::{col, get, lock_writes, opt_time, time, PgStore};
-use crate::sqlite::{json, to_text, word};
+use crate::columns::{json, to_text, word};
 use crate::{AgentStore, StoreError};
 
 const AGENT_COLS: &str =

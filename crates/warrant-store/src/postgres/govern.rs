@@ -7,6 +7,7 @@ use warrant_core::govern::{AgentUsage, Finding};
 use warrant_core::{AgentId, UnixTime, WarrantId};
 
 use super::{col, get, lock_writes, opt_col, time, PgStore};
+use crate::columns::{finding_cols, finding_matches};
 use crate::govern::{Attestation, FindingFilter, GovernStore, LiveWarrant, MAX_FINDING_LIST_LIMIT};
 use crate::StoreError;
 
@@ -21,27 +22,10 @@ const FINDING_COLS: &str = "id, status, kind, body";
 fn finding_row(row: &Row) -> Result<Finding, StoreError> {
     let (id, status, kind): (&str, &str, &str) = (get(row, 0)?, get(row, 1)?, get(row, 2)?);
     let finding: Finding = col(row, 3, |body| serde_json::from_str(&body))?;
-    if finding.id != id || finding.status.as_str() != status || finding.kind.as_str() != kind {
+    if !finding_matches(&finding, id, status, kind) {
         return Err(StoreError::Corrupt(format!("finding `{id}`: the stored body does not match its columns")));
     }
     Ok(finding)
-}
-
-/// The columns of a finding: `(id, kind, subject, severity, status, first_seen, last_seen, body)`.
-type FindingCols = (String, &'static str, String, &'static str, &'static str, i64, i64, String);
-
-fn finding_cols(finding: &Finding) -> Result<FindingCols, StoreError> {
-    let body = serde_json::to_string(finding).map_err(corrupt)?;
-    Ok((
-        finding.id.clone(),
-        finding.kind.as_str(),
-        finding.subject.clone(),
-        finding.severity.as_str(),
-        finding.status.as_str(),
-        finding.first_seen.0,
-        finding.last_seen.0,
-        body,
-    ))
 }
 
 fn attestation_row(row: &Row) -> Result<Attestation, StoreError> {

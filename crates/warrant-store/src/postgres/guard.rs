@@ -7,6 +7,7 @@ use warrant_core::guard::approval::{Approval, ApprovalStatus};
 use warrant_core::{AgentId, ApprovalId, UnixTime, WarrantId};
 
 use super::{budget_col, col, get, lock_writes, opt_col, time, PgStore};
+use crate::columns::approval_cols;
 use crate::guard::{GuardStore, LiveBudget, MAX_APPROVAL_LIST_LIMIT};
 use crate::StoreError;
 
@@ -22,22 +23,6 @@ fn approval_row(row: &Row) -> Result<Approval, StoreError> {
         return Err(StoreError::Corrupt(format!("approval `{id}`: the stored body does not match its columns")));
     }
     Ok(approval)
-}
-
-/// The columns of `approval`: `(id, status, agent_id, approver, created_at, expires_at, body)`.
-type ApprovalCols = (String, &'static str, String, String, i64, i64, String);
-
-fn approval_cols(approval: &Approval) -> Result<ApprovalCols, StoreError> {
-    let body = serde_json::to_string(approval).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    Ok((
-        approval.id.as_str().to_owned(),
-        approval.status.as_str(),
-        approval.agent.as_str().to_owned(),
-        approval.approver.as_str().to_owned(),
-        approval.created_at.0,
-        approval.expires_at.0,
-        body,
-    ))
 }
 
 #[async_trait]

@@ -7,8 +7,8 @@ use tokio_postgres::Row;
 use warrant_core::{FederatedIdentity, Human, HumanId, HumanStatus, Scope, UnixTime};
 
 use super::{col, get, lock_writes, opt_time, time, PgStore};
+use crate::columns::{json, to_text, word};
 use crate::records::{SessionPurpose, SessionRecord};
-use crate::sqlite::{json, to_text, word};
 use crate::{HumanStore, StoreError};
 
 const HUMAN_COLS: &str =

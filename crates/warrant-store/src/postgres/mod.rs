@@ -41,8 +41,8 @@ use tokio_postgres::types::FromSql;
 use tokio_postgres::{Row, Transaction};
 use warrant_core::{AgentId, HumanId, Mode, Scope, TaskId, UnixTime, WarrantId};
 
+use crate::columns::{json, word};
 use crate::records::WarrantRecord;
-use crate::sqlite::{json, word};
 use crate::StoreError;
 
 /// Schema migrations, applied in order; the table `warrant_schema` holds how many ran.
@@ -340,7 +340,7 @@ pub(crate) fn budget_col(row: &Row, idx: usize) -> Result<BTreeMap<String, i64>,
 /// The columns of `warrants`, in [`warrant_row`]'s order, each prefixed with `prefix`
 /// (`""` or an alias such as `"w."`).
 pub(crate) fn warrant_cols(prefix: &str) -> String {
-    crate::sqlite::WARRANT_COLS.split(", ").map(|c| format!("{prefix}{c}")).collect::<Vec<_>>().join(", ")
+    crate::columns::WARRANT_COLS.split(", ").map(|c| format!("{prefix}{c}")).collect::<Vec<_>>().join(", ")
 }
 
 /// A row of `warrants` (selected as [`warrant_cols`]).
@@ -382,21 +382,6 @@ mod tests {
     /// `MIGRATIONS` is every file of `migrations/postgres/`, in file-number order.
     #[test]
     fn migrations_are_every_file_in_number_order() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres");
-        let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
-            .expect("the migrations directory")
-            .map(|entry| {
-                let path = entry.expect("a directory entry").path();
-                let name = path.file_name().and_then(|n| n.to_str()).expect("a UTF-8 file name").to_owned();
-                (name, std::fs::read_to_string(&path).expect("a readable migration"))
-            })
-            .collect();
-        files.sort();
-        assert_eq!(files.len(), MIGRATIONS.len(), "every file of {} is listed in MIGRATIONS", dir.display());
-        for (i, ((name, sql), listed)) in files.iter().zip(MIGRATIONS).enumerate() {
-            let number = format!("{:04}_", i + 1);
-            assert!(name.starts_with(&number) && name.ends_with(".sql"), "migration `{name}` is numbered `{number}…`");
-            assert_eq!(sql, listed, "MIGRATIONS[{i}] is the text of `{name}`");
-        }
+        crate::columns::assert_migrations_are_every_file("postgres", MIGRATIONS);
     }
 }

@@ -9,8 +9,8 @@ use tokio_postgres::Row;
 use warrant_core::{AgentId, HumanId, TaskId, UnixTime, WarrantId};
 
 use super::{col, get, lock_writes, time, PgStore};
+use crate::columns::{to_text, word};
 use crate::records::{RevocationKind, RevocationRecord};
-use crate::sqlite::{to_text, word};
 use crate::ssf::{DeliveryMethod, OutboxEvent, OutboxRecord, SsfStore, StreamRecord, MAX_OUTBOX_READ};
 use crate::StoreError;
 

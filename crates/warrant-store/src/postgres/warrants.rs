@@ -14,8 +14,9 @@ use tokio_postgres::{Row, Transaction};
 use warrant_core::{AgentId, AgentStatus, HumanId, HumanStatus, TaskId, UnixTime, WarrantId};
 
 use super::{col, get, lock_writes, time, warrant_cols, warrant_row, PgStore};
+use crate::columns::revocation_names;
+use crate::columns::{budget_text, to_text, word, WARRANT_COLS};
 use crate::records::{IssueGuard, RevocationKind, RevocationRecord, TaskRecord, WarrantRecord};
-use crate::sqlite::{budget_text, to_text, word, WARRANT_COLS};
 use crate::{RevocationStore, StoreError, WarrantStore};
 
 fn task_row(row: &Row) -> Result<TaskRecord, StoreError> {
@@ -89,14 +90,7 @@ async fn issuable(
     let since = tx.query("SELECT kind, target FROM revocations WHERE rowid > $1 ORDER BY rowid", &[&as_of]).await?;
     for row in &since {
         let (kind, target): (String, String) = (get(row, 0)?, get(row, 1)?);
-        let hit = match kind.as_str() {
-            "agent" => w.chain.iter().any(|a| a.as_str() == target),
-            "task" => w.task.as_str() == target,
-            "human" => w.human.as_str() == target,
-            "warrant" => w.parent.as_ref().is_some_and(|p| p.as_str() == target),
-            _ => true,
-        };
-        if hit {
+        if revocation_names(&kind, &target, w) {
             return refuse(format!("{kind} `{target}` was revoked while it was issued"));
         }
     }

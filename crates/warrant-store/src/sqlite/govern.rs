@@ -7,6 +7,7 @@ use warrant_core::govern::{AgentUsage, Finding};
 use warrant_core::{AgentId, UnixTime, WarrantId};
 
 use super::SqliteStore;
+use crate::columns::{finding_cols, finding_matches};
 use crate::govern::{Attestation, FindingFilter, GovernStore, LiveWarrant, MAX_FINDING_LIST_LIMIT};
 use crate::StoreError;
 
@@ -31,7 +32,7 @@ const FINDING_COLS: &str = "id, status, kind, body";
 fn finding_row(row: &Row<'_>) -> rusqlite::Result<Finding> {
     let (id, status, kind): (String, String, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
     let finding: Finding = text_col(row, 3, |body| serde_json::from_str(&body))?;
-    if finding.id != id || finding.status.as_str() != status || finding.kind.as_str() != kind {
+    if !finding_matches(&finding, &id, &status, &kind) {
         return Err(rusqlite::Error::FromSqlConversionFailure(
             3,
             Type::Text,
@@ -39,23 +40,6 @@ fn finding_row(row: &Row<'_>) -> rusqlite::Result<Finding> {
         ));
     }
     Ok(finding)
-}
-
-/// The columns of a finding: `(id, kind, subject, severity, status, first_seen, last_seen, body)`.
-type FindingCols = (String, &'static str, String, &'static str, &'static str, i64, i64, String);
-
-fn finding_cols(finding: &Finding) -> Result<FindingCols, StoreError> {
-    let body = serde_json::to_string(finding).map_err(corrupt)?;
-    Ok((
-        finding.id.clone(),
-        finding.kind.as_str(),
-        finding.subject.clone(),
-        finding.severity.as_str(),
-        finding.status.as_str(),
-        finding.first_seen.0,
-        finding.last_seen.0,
-        body,
-    ))
 }
 
 fn attestation_row(row: &Row<'_>) -> rusqlite::Result<Attestation> {

@@ -28,10 +28,9 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::types::Type;
 use rusqlite::{Connection, Row};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 use warrant_core::{AgentId, HumanId, Mode, Scope, TaskId, UnixTime, WarrantId};
 
+pub(crate) use crate::columns::{budget_text, json, to_text, word, WARRANT_COLS};
 use crate::records::WarrantRecord;
 use crate::StoreError;
 
@@ -80,14 +79,6 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
-pub(crate) fn to_text<T: Serialize>(value: &T) -> Result<String, StoreError> {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::String(s)) => Ok(s),
-        Ok(other) => Ok(other.to_string()),
-        Err(e) => Err(StoreError::Corrupt(e.to_string())),
-    }
-}
-
 /// Reads column `idx` as text and parses it with `parse`, as a conversion failure when
 /// it does not parse.
 pub(crate) fn col<T, E>(row: &Row<'_>, idx: usize, parse: impl FnOnce(String) -> Result<T, E>) -> rusqlite::Result<T>
@@ -98,27 +89,8 @@ where
     parse(text).map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, Box::new(e)))
 }
 
-pub(crate) fn json<T: DeserializeOwned>(text: String) -> Result<T, serde_json::Error> {
-    serde_json::from_str(&text)
-}
-
-pub(crate) fn word<T: DeserializeOwned>(text: String) -> Result<T, serde_json::Error> {
-    serde_json::from_value(serde_json::Value::String(text))
-}
-
 pub(crate) fn time(row: &Row<'_>, idx: usize) -> rusqlite::Result<UnixTime> {
     row.get::<_, i64>(idx).map(UnixTime)
-}
-
-pub(crate) const WARRANT_COLS: &str =
-    "jti, parent, agent, task, human, sub, mode, scope, chain, kid, issued_at, expires_at, budget, claims";
-
-/// A budget as stored: `NULL` when there is none, else a JSON object counter -> limit.
-pub(crate) fn budget_text(budget: &BTreeMap<String, i64>) -> Result<Option<String>, StoreError> {
-    if budget.is_empty() {
-        return Ok(None);
-    }
-    serde_json::to_string(budget).map(Some).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 /// Reads a budget column (`NULL`: none).
@@ -278,24 +250,6 @@ mod tests {
     /// list entry out of place) fails here rather than leaving a database unmigrated.
     #[test]
     fn migrations_are_every_file_in_number_order() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
-        let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
-            .expect("the migrations directory")
-            .map(|entry| {
-                let path = entry.expect("a directory entry").path();
-                let name = path.file_name().and_then(|n| n.to_str()).expect("a UTF-8 file name").to_owned();
-                (name, std::fs::read_to_string(&path).expect("a readable migration"))
-            })
-            .collect();
-        files.sort();
-        assert_eq!(files.len(), MIGRATIONS.len(), "every file of {} is listed in MIGRATIONS", dir.display());
-        for (i, ((name, sql), listed)) in files.iter().zip(MIGRATIONS).enumerate() {
-            let number = format!("{:04}_", i + 1);
-            assert!(
-                name.starts_with(&number) && name.ends_with(".sql"),
-                "migration file `{name}` should be numbered `{number}…` and end in `.sql`"
-            );
-            assert_eq!(sql, listed, "MIGRATIONS[{i}] is the text of `{name}`");
-        }
+        crate::columns::assert_migrations_are_every_file("sqlite", MIGRATIONS);
     }
 }

@@ -6,6 +6,7 @@ use rusqlite::{params, OptionalExtension, Row};
 use warrant_core::{AgentId, AgentStatus, HumanId, HumanStatus, TaskId, UnixTime, WarrantId};
 
 use super::{budget_text, col, time, to_text, warrant_row, SqliteStore, WARRANT_COLS};
+use crate::columns::revocation_names;
 use crate::records::{IssueGuard, RevocationKind, RevocationRecord, TaskRecord, WarrantRecord};
 use crate::{RevocationStore, StoreError, WarrantStore};
 
@@ -86,14 +87,7 @@ fn issuable(
     let since = stmt.query_map([as_of], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
     for row in since {
         let (kind, target) = row?;
-        let hit = match kind.as_str() {
-            "agent" => w.chain.iter().any(|a| a.as_str() == target),
-            "task" => w.task.as_str() == target,
-            "human" => w.human.as_str() == target,
-            "warrant" => w.parent.as_ref().is_some_and(|p| p.as_str() == target),
-            _ => true,
-        };
-        if hit {
+        if revocation_names(&kind, &target, w) {
             return refuse(format!("{kind} `{target}` was revoked while it was issued"));
         }
     }
