@@ -122,15 +122,18 @@ impl AuditStore for PgStore {
         let tx = client.transaction().await?;
         lock_writes(&tx).await?;
         // Compare-and-append: the batch must continue exactly the stored head.
-        let (head_seq, head_hash) = head_row(tx.query_opt(HEAD, &[]).await?)?.unwrap_or((0, GENESIS));
+        // Statements prepared once per connection: a decision's batch is the hot path.
+        let head = tx.prepare_cached(HEAD).await?;
+        let (head_seq, head_hash) = head_row(tx.query_opt(&head, &[]).await?)?.unwrap_or((0, GENESIS));
         if first.record.seq != head_seq.saturating_add(1) || first.record.prev_hash != head_hash {
             return Err(StoreError::Conflict(format!(
                 "the audit batch starting at record `{}` does not continue the stored head `{head_seq}`",
                 first.record.seq
             )));
         }
+        let insert = tx.prepare_cached(INSERT_RECORDS).await?;
         tx.execute(
-            INSERT_RECORDS,
+            &insert,
             &[&seqs, &ats, &kinds, &agents, &humans, &tasks, &warrants, &decisions, &bodies, &prev_hashes, &hashes],
         )
         .await?;
@@ -140,7 +143,8 @@ impl AuditStore for PgStore {
             let counters: Vec<&str> = spends.keys().map(|(_, counter)| *counter).collect();
             let amounts: Vec<i64> = spends.values().map(|(amount, _)| *amount).collect();
             let expiries: Vec<i64> = spends.values().map(|(_, expires_at)| *expires_at).collect();
-            tx.execute(ADD_SPENDS, &[&jtis, &counters, &amounts, &expiries]).await?;
+            let add = tx.prepare_cached(ADD_SPENDS).await?;
+            tx.execute(&add, &[&jtis, &counters, &amounts, &expiries]).await?;
         }
         tx.commit().await?;
         Ok(())

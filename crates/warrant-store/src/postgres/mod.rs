@@ -38,7 +38,7 @@ use std::str::FromStr as _;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::FromSql;
-use tokio_postgres::{Row, Transaction};
+use tokio_postgres::Row;
 use warrant_core::{AgentId, HumanId, Mode, Scope, TaskId, UnixTime, WarrantId};
 
 use crate::columns::{json, word};
@@ -280,8 +280,10 @@ impl crate::HealthStore for PgStore {
 
 /// Takes the store's write lock inside `tx` (see the module docs); every write
 /// transaction calls this before its first read or write.
-pub(crate) async fn lock_writes(tx: &Transaction<'_>) -> Result<(), StoreError> {
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK]).await?;
+/// The statement is prepared once per connection (one round trip, not two).
+pub(crate) async fn lock_writes(tx: &deadpool_postgres::Transaction<'_>) -> Result<(), StoreError> {
+    let lock = tx.prepare_cached("SELECT pg_advisory_xact_lock($1)").await?;
+    tx.execute(&lock, &[&WRITE_LOCK]).await?;
     Ok(())
 }
 
