@@ -10,10 +10,10 @@
 
 use async_trait::async_trait;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Row, Transaction};
+use tokio_postgres::Row;
 use warrant_core::{AgentId, AgentStatus, HumanId, HumanStatus, TaskId, UnixTime, WarrantId};
 
-use super::{col, get, lock_writes, time, warrant_cols, warrant_row, PgStore};
+use super::{cached, col, get, lock_writes, time, warrant_cols, warrant_row, PgStore};
 use crate::columns::revocation_names;
 use crate::columns::{budget_text, to_text, word, WARRANT_COLS};
 use crate::records::{IssueGuard, RevocationKind, RevocationRecord, TaskRecord, WarrantRecord};
@@ -33,7 +33,7 @@ fn task_row(row: &Row) -> Result<TaskRecord, StoreError> {
 /// Whether `w` may be recorded now: the checks of [`WarrantStore::record_warrant`], run
 /// inside its transaction (after it took the write lock).
 async fn issuable(
-    tx: &Transaction<'_>,
+    tx: &cached::Tx<'_>,
     w: &WarrantRecord,
     new_task: Option<&TaskRecord>,
     guard: &IssueGuard,
@@ -41,14 +41,15 @@ async fn issuable(
     let refuse = |why: String| Err(StoreError::Revoked(why));
     if let Some(parent) = &w.parent {
         let row =
-            tx.query_one("SELECT EXISTS (SELECT 1 FROM revoked_warrants WHERE jti = $1)", &[&parent.as_str()]).await?;
+            cached::query_one(tx, "SELECT EXISTS (SELECT 1 FROM revoked_warrants WHERE jti = $1)", &[&parent.as_str()])
+                .await?;
         let revoked: bool = get(&row, 0)?;
         if revoked {
             return refuse(format!("its parent `{parent}` has been revoked"));
         }
     }
     if new_task.is_none() {
-        let row = tx.query_opt("SELECT completed_at FROM tasks WHERE id = $1", &[&w.task.as_str()]).await?;
+        let row = cached::query_opt(tx, "SELECT completed_at FROM tasks WHERE id = $1", &[&w.task.as_str()]).await?;
         let ended: Option<Option<i64>> = row.map(|r| get(&r, 0)).transpose()?;
         if let Some(Some(_)) = ended {
             return refuse(format!("task `{}` has ended", w.task));
@@ -58,7 +59,7 @@ async fn issuable(
     let active_human = to_text(&HumanStatus::Active)?;
     let mut humans = vec![w.human.as_str().to_owned()];
     for agent in &w.chain {
-        let row = tx.query_opt("SELECT status, owner FROM agents WHERE id = $1", &[&agent.as_str()]).await?;
+        let row = cached::query_opt(tx, "SELECT status, owner FROM agents WHERE id = $1", &[&agent.as_str()]).await?;
         let row: Option<(String, String)> = row.map(|r| Ok::<_, StoreError>((get(&r, 0)?, get(&r, 1)?))).transpose()?;
         match row {
             Some((status, owner)) if status == active_agent => humans.push(owner),
@@ -67,7 +68,7 @@ async fn issuable(
         }
     }
     for human in &humans {
-        let row = tx.query_opt("SELECT status FROM humans WHERE id = $1", &[human]).await?;
+        let row = cached::query_opt(tx, "SELECT status FROM humans WHERE id = $1", &[human]).await?;
         let status: Option<String> = row.map(|r| get(&r, 0)).transpose()?;
         if status.as_deref() != Some(active_human.as_str()) {
             return refuse(format!("human `{human}` is not active"));
@@ -87,7 +88,8 @@ async fn issuable(
     // `revocations.rowid` is numbered under the write lock, so in commit order: the
     // revocations recorded after the watermark `as_of` was read.
     let as_of = i64::try_from(guard.as_of).unwrap_or(i64::MAX);
-    let since = tx.query("SELECT kind, target FROM revocations WHERE rowid > $1 ORDER BY rowid", &[&as_of]).await?;
+    let since =
+        cached::query(tx, "SELECT kind, target FROM revocations WHERE rowid > $1 ORDER BY rowid", &[&as_of]).await?;
     for row in &since {
         let (kind, target): (String, String) = (get(row, 0)?, get(row, 1)?);
         if revocation_names(&kind, &target, w) {
@@ -109,7 +111,7 @@ impl WarrantStore for PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         lock_writes(&tx).await?;
-        tx.execute("DELETE FROM spent_assertions WHERE exp < $1", &[&now.0]).await?;
+        cached::execute(&tx, "DELETE FROM spent_assertions WHERE exp < $1", &[&now.0]).await?;
         let inserted = tx
             .execute(
                 "INSERT INTO spent_assertions (agent, jti, exp) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
@@ -140,7 +142,8 @@ impl WarrantStore for PgStore {
         lock_writes(&tx).await?;
         issuable(&tx, w, new_task, guard).await?;
         if let Some(t) = new_task {
-            tx.execute(
+            cached::execute(
+                &tx,
                 "INSERT INTO tasks (id, purpose, human, root_agent, created_at, deadline) VALUES ($1, $2, $3, $4, $5, $6)",
                 &[&t.id.as_str(), &t.purpose, &t.human.as_str(), &t.root_agent.as_str(), &t.created_at.0, &t.deadline.0],
             )
@@ -162,7 +165,8 @@ impl WarrantStore for PgStore {
             &budget,
             &claims,
         ];
-        tx.execute(
+        cached::execute(
+            &tx,
             &format!(
                 "INSERT INTO warrants ({WARRANT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
             ),
@@ -171,7 +175,8 @@ impl WarrantStore for PgStore {
         .await?;
         // Every agent of the chain, so "every warrant whose chain contains this agent" is
         // an index lookup (agent revocation).
-        tx.execute(
+        cached::execute(
+            &tx,
             "INSERT INTO warrant_agents (agent, jti) SELECT a, $2::TEXT FROM UNNEST($1::TEXT[]) AS a ON CONFLICT DO NOTHING",
             &[&chain_agents, &w.jti.as_str()],
         )
@@ -286,7 +291,8 @@ impl RevocationStore for PgStore {
         let select = match rev.kind {
             RevocationKind::Warrant => ENDS_WARRANT,
             RevocationKind::Agent => {
-                tx.execute(
+                cached::execute(
+                    &tx,
                     "UPDATE agents SET status = $2 WHERE id = $1 AND status = $3",
                     &[&rev.target, &suspended, &active],
                 )
@@ -294,7 +300,8 @@ impl RevocationStore for PgStore {
                 ENDS_AGENT
             }
             RevocationKind::Task => {
-                tx.execute(
+                cached::execute(
+                    &tx,
                     "UPDATE tasks SET completed_at = $2 WHERE id = $1 AND completed_at IS NULL",
                     &[&rev.target, &rev.at.0],
                 )
@@ -302,7 +309,8 @@ impl RevocationStore for PgStore {
                 ENDS_TASK
             }
             RevocationKind::Human => {
-                tx.execute(
+                cached::execute(
+                    &tx,
                     "UPDATE sessions SET revoked_at = $2 WHERE human = $1 AND revoked_at IS NULL",
                     &[&rev.target, &rev.at.0],
                 )
@@ -320,13 +328,14 @@ impl RevocationStore for PgStore {
                 Ok((jti, time(r, 1)?))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        tx.execute(
+        cached::execute(
+            &tx,
             "INSERT INTO revocations (id, kind, target, reason, at) VALUES ($1, $2, $3, $4, $5)",
             &[&rev.id, &kind, &rev.target, &rev.reason, &rev.at.0],
         )
         .await?;
         let mark = tx
-            .prepare(
+            .prepare_cached(
                 "INSERT INTO revoked_warrants (jti, revocation, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
             )
             .await?;
@@ -334,7 +343,7 @@ impl RevocationStore for PgStore {
         // into the transmitter's outbox in the same transaction, numbered under the write
         // lock (so in commit order).
         let outbox = tx
-            .prepare(&format!(
+            .prepare_cached(&format!(
                 "INSERT INTO ssf_events (seq, jti, revocation, at) SELECT {}, $1::TEXT, $2::TEXT, $3::BIGINT",
                 super::ssf::NEXT_SEQ
             ))
