@@ -7,7 +7,11 @@
 //! batch onto the last durable head and appends it in one transaction, so one fsync
 //! covers the whole batch. A failed append answers every caller of the batch with an
 //! error and forgets the head, which is read back from the store before the next batch:
-//! nothing is acknowledged that is not on disk, and the chain never skips.
+//! nothing is acknowledged that is not on disk, and the chain never skips. Several
+//! writers may share one store (one chain): the store appends a batch only onto the head
+//! it continues, and a writer whose batch found the head moved by another chains it again
+//! onto the new head and retries ([`HEAD_RETRIES`]), so the store is the chain's one
+//! serial point.
 //!
 //! After a batch, when [`AuditConfig::checkpoint_every`] records or
 //! [`AuditConfig::checkpoint_interval`] have passed since the last checkpoint, the head
@@ -197,6 +201,13 @@ impl AuditMetrics {
 type Ack = oneshot::Sender<Result<u64, AuditError>>;
 type Job = (AuditEntry, Vec<SpendCharge>, Ack);
 
+/// How many times a batch is chained again when another writer on the same store moved
+/// the head first, before its callers are told it failed (fail closed: their decisions
+/// deny). A writer reads the head and appends in two steps, so under sustained load from
+/// another writer it can lose that race every time; chaining inside the store's own
+/// transaction, which closes the race, is what several servers on one database need.
+pub const HEAD_RETRIES: u32 = 8;
+
 /// The single writer of the audit chain. Share it (e.g. in an `Arc`); every clone of the
 /// queue feeds the same task.
 pub struct AuditWriter {
@@ -374,79 +385,99 @@ impl Writer {
     }
 
     /// Chains `jobs` onto the durable head, appends them in one transaction, then
-    /// answers every caller.
+    /// answers every caller. When another writer on the same store moved the head
+    /// meanwhile (the store answers `Conflict`), the batch is chained again onto the new
+    /// head and retried, up to [`HEAD_RETRIES`] times: several writers share one chain,
+    /// each batch continuing the one committed before it.
     async fn commit(&mut self, jobs: Vec<Job>) {
-        let head = match self.head {
-            Some(head) => head,
-            None => match self.store.audit_head().await {
-                Ok(head) => {
-                    let head = head.unwrap_or((0, GENESIS));
-                    self.head = Some(head);
-                    self.head_at = None;
-                    head
-                }
+        let mut pending = jobs;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let head = match self.durable_head().await {
+                Ok(head) => head,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the audit head; refusing the batch");
                     self.metrics.failed_batches.fetch_add(1, Ordering::Relaxed);
                     let error = AuditError::WriteFailed(e.to_string());
-                    for (_, _, ack) in jobs {
+                    for (_, _, ack) in pending {
                         let _ = ack.send(Err(error.clone()));
                     }
                     return;
                 }
-            },
-        };
-        let (mut seq, mut prev) = head;
-        let mut at = self.head_at;
-        let mut rows = Vec::with_capacity(jobs.len());
-        let mut acks = Vec::with_capacity(jobs.len());
-        for (entry, charges, ack) in jobs {
-            let next = seq.saturating_add(1);
-            match chain(prev, next, &entry) {
-                Ok(record) => {
-                    (seq, prev, at) = (next, record.hash, Some(entry.at));
-                    let mut row = AuditRow::new(record, &entry);
-                    row.charges = charges;
-                    rows.push(row);
-                    acks.push((next, ack));
+            };
+            let (mut seq, mut prev) = head;
+            let mut at = self.head_at;
+            let mut rows = Vec::with_capacity(pending.len());
+            let mut chained = Vec::with_capacity(pending.len());
+            for (entry, charges, ack) in pending {
+                let next = seq.saturating_add(1);
+                match chain(prev, next, &entry) {
+                    Ok(record) => {
+                        (seq, prev, at) = (next, record.hash, Some(entry.at));
+                        let mut row = AuditRow::new(record, &entry);
+                        row.charges = charges.clone();
+                        rows.push(row);
+                        chained.push((next, entry, charges, ack));
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot encode an audit entry");
+                        let _ = ack.send(Err(AuditError::WriteFailed(e.to_string())));
+                    }
+                }
+            }
+            if rows.is_empty() {
+                return;
+            }
+            let count = rows.len() as u64;
+            let started = Instant::now();
+            let result = self.store.append_audit(rows).await;
+            let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            self.metrics.last_commit_micros.store(micros, Ordering::Relaxed);
+            self.metrics.last_batch_size.store(count, Ordering::Relaxed);
+            match result {
+                Ok(()) => {
+                    self.head = Some((seq, prev));
+                    self.head_at = at;
+                    self.metrics.head_seq.store(seq, Ordering::Relaxed);
+                    self.metrics.batches.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.records.fetch_add(count, Ordering::Relaxed);
+                    for (seq, _, _, ack) in chained {
+                        let _ = ack.send(Ok(seq));
+                    }
+                    return;
+                }
+                Err(StoreError::Conflict(why)) if attempt < HEAD_RETRIES => {
+                    // Another writer appended first: read its head and chain again.
+                    tracing::debug!(%why, attempt, "the audit head moved; chaining the batch again");
+                    self.head = None;
+                    self.head_at = None;
+                    pending = chained.into_iter().map(|(_, entry, charges, ack)| (entry, charges, ack)).collect();
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot encode an audit entry");
-                    let _ = ack.send(Err(AuditError::WriteFailed(e.to_string())));
+                    tracing::error!(error = %e, records = count, "the audit batch could not be written");
+                    self.head = None;
+                    self.head_at = None;
+                    self.metrics.failed_batches.fetch_add(1, Ordering::Relaxed);
+                    let error = AuditError::WriteFailed(e.to_string());
+                    for (_, _, _, ack) in chained {
+                        let _ = ack.send(Err(error.clone()));
+                    }
+                    return;
                 }
             }
         }
-        if rows.is_empty() {
-            return;
+    }
+
+    /// The durable head: the one this writer last appended, else read from the store.
+    async fn durable_head(&mut self) -> Result<(u64, [u8; 32]), StoreError> {
+        if let Some(head) = self.head {
+            return Ok(head);
         }
-        let count = rows.len() as u64;
-        let started = Instant::now();
-        let result = self.store.append_audit(rows).await;
-        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        self.metrics.last_commit_micros.store(micros, Ordering::Relaxed);
-        self.metrics.last_batch_size.store(count, Ordering::Relaxed);
-        match result {
-            Ok(()) => {
-                self.head = Some((seq, prev));
-                self.head_at = at;
-                self.metrics.head_seq.store(seq, Ordering::Relaxed);
-                self.metrics.batches.fetch_add(1, Ordering::Relaxed);
-                self.metrics.records.fetch_add(count, Ordering::Relaxed);
-                for (seq, ack) in acks {
-                    let _ = ack.send(Ok(seq));
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, records = count, "the audit batch could not be written");
-                self.head = None;
-                self.head_at = None;
-                self.metrics.failed_batches.fetch_add(1, Ordering::Relaxed);
-                let error = AuditError::WriteFailed(e.to_string());
-                for (_, ack) in acks {
-                    let _ = ack.send(Err(error.clone()));
-                }
-            }
-        }
+        let head = self.store.audit_head().await?.unwrap_or((0, GENESIS));
+        self.head = Some(head);
+        self.head_at = None;
+        Ok(head)
     }
 
     fn unsigned_records(&self) -> u64 {

@@ -424,6 +424,29 @@ async fn fail_closed_while_sqlite_refuses_writes_then_the_chain_resumes() {
     assert_eq!(report, VerifyReport { ok: true, records: 8, first_bad: None, reason: None });
 }
 
+/// Two writers on one database (two connections, as two servers on one PostgreSQL would
+/// have) share one chain: when the other moved the head since its last batch, a writer
+/// chains its batch again onto the new head instead of failing its callers. Here the two
+/// take turns, so every batch but the first finds the head moved. Every submit succeeds,
+/// every sequence number is given once, and the chain verifies end to end.
+#[tokio::test]
+async fn two_writers_on_one_store_share_one_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store_a, keys) = open(dir.path()).await;
+    let store_b = Arc::new(SqliteStore::open(&db(dir.path())).unwrap());
+    let a = writer(&store_a, &keys, every(50)).await;
+    let b = writer(&store_b, &keys, every(50)).await;
+    for i in 0..100u64 {
+        let turn = if i % 2 == 0 { &a } else { &b };
+        let seq = turn.submit(entry(i + 1)).await.expect("a moved head is not a failure");
+        assert_eq!(seq, i + 1, "each record continues the one before it, whichever writer wrote that");
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+    let report = verify(&store_a).await;
+    assert!(report.ok && report.records == 100, "{report:?}");
+}
+
 /// An `AuditStore` whose every call can be made to fail or to be slow.
 struct Faulty {
     inner: SqliteStore,
