@@ -68,7 +68,7 @@ pub async fn run() -> CliResult {
     })?;
     let server = warrant_server::BoundServer::bind(&settings).await?;
     let addr = server.local_addr().ok_or("the server has no address")?;
-    let admin = server.admin_token().to_owned();
+    let admin = server.admin_token().ok_or("the demo server holds no admin token")?.to_owned();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let handle = tokio::spawn(server.run(async {
         let _ = stopped.await;

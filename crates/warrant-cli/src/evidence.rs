@@ -250,7 +250,14 @@ pub async fn audit(conn: &Conn, cmd: AuditCmd) -> CliResult {
                 None
             };
             let keys = warrant_engine::keys::checkpoint_keys(store, kek.as_ref()).await?;
-            let verification = warrant_engine::audit::verify_all(store, &keys, Some(&settings.witness)).await?;
+            // Servers sharing a database each witness only the checkpoints they signed.
+            let coverage = if store.shared() {
+                warrant_engine::audit::WitnessCoverage::OwnOnly
+            } else {
+                warrant_engine::audit::WitnessCoverage::Every
+            };
+            let verification =
+                warrant_engine::audit::verify_all(store, &keys, Some(&settings.witness), coverage).await?;
             let ok = verification.ok();
             let report = verification.chain;
             let witness = verification.witness.unwrap_or(warrant_engine::audit::WitnessReport {

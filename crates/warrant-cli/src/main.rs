@@ -468,6 +468,7 @@ async fn serve(args: ServeArgs) -> CliResult {
         gateway: args.gateway.table()?,
         federation: None,
         ssf: None,
+        cluster: None,
     };
     let settings = Settings::resolve(options, args.config.as_deref())?;
     // A bad `[gateway]` refuses to start before anything is bound.

@@ -74,6 +74,10 @@ pub enum DecisionCode {
     /// Denied: the warrant is DPoP-bound and the request's proof is missing, invalid,
     /// replayed or made with another key.
     Dpop,
+    /// Denied: this server could not confirm, within its configured bound
+    /// (`cluster.max_staleness`), that what it knows of revocations and the registry is
+    /// current (servers sharing a database, when the database or its feed is unreachable).
+    Stale,
     /// Not a decision's own code: the code of the audit record that counts a window of
     /// anonymous denies instead of recording each.
     Aggregated,
@@ -81,7 +85,7 @@ pub enum DecisionCode {
 
 impl DecisionCode {
     /// Every code, in declaration order.
-    pub const ALL: [DecisionCode; 20] = [
+    pub const ALL: [DecisionCode; 21] = [
         DecisionCode::Allow,
         DecisionCode::ApprovalRequired,
         DecisionCode::InvalidToken,
@@ -101,6 +105,7 @@ impl DecisionCode {
         DecisionCode::Audit,
         DecisionCode::Internal,
         DecisionCode::Dpop,
+        DecisionCode::Stale,
         DecisionCode::Aggregated,
     ];
 
@@ -126,6 +131,7 @@ impl DecisionCode {
             DecisionCode::Audit => "audit",
             DecisionCode::Internal => "internal",
             DecisionCode::Dpop => "dpop",
+            DecisionCode::Stale => "stale",
             DecisionCode::Aggregated => "aggregated",
         }
     }
@@ -172,7 +178,7 @@ mod tests {
 
     /// The codes the decision path writes today, as literal strings: the wire must not
     /// change when the engine switches from strings to the enum.
-    const TODAY: [&str; 20] = [
+    const TODAY: [&str; 21] = [
         "allow",
         "approval_required",
         "invalid_token",
@@ -192,6 +198,7 @@ mod tests {
         "audit",
         "internal",
         "dpop",
+        "stale",
         "aggregated",
     ];
 

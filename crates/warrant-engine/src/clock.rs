@@ -2,6 +2,7 @@
 //! supply a [`ManualClock`] they can move.
 
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
 
 use warrant_core::UnixTime;
 
@@ -9,26 +10,42 @@ use warrant_core::UnixTime;
 pub trait Clock: Send + Sync {
     /// Now, in seconds since the Unix epoch.
     fn now(&self) -> UnixTime;
+
+    /// Time since an arbitrary fixed origin, never going back: for measuring intervals
+    /// shorter than a second (how long ago a server last confirmed it is current).
+    fn ticks(&self) -> Duration;
 }
 
 /// A clock that only moves when told to.
 #[derive(Debug, Default)]
-pub struct ManualClock(AtomicI64);
+pub struct ManualClock {
+    /// Milliseconds since the Unix epoch.
+    millis: AtomicI64,
+}
 
 impl ManualClock {
     /// A clock stopped at `t`.
     pub fn at(t: UnixTime) -> Self {
-        ManualClock(AtomicI64::new(t.0))
+        ManualClock { millis: AtomicI64::new(t.0.saturating_mul(1000)) }
     }
 
     /// Moves the clock forward by `secs`.
     pub fn advance(&self, secs: i64) {
-        self.0.fetch_add(secs, Ordering::SeqCst);
+        self.millis.fetch_add(secs.saturating_mul(1000), Ordering::SeqCst);
+    }
+
+    /// Moves the clock forward by `millis` milliseconds.
+    pub fn advance_millis(&self, millis: i64) {
+        self.millis.fetch_add(millis, Ordering::SeqCst);
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> UnixTime {
-        UnixTime(self.0.load(Ordering::SeqCst))
+        UnixTime(self.millis.load(Ordering::SeqCst).div_euclid(1000))
+    }
+
+    fn ticks(&self) -> Duration {
+        Duration::from_millis(u64::try_from(self.millis.load(Ordering::SeqCst)).unwrap_or(0))
     }
 }

@@ -50,6 +50,8 @@ pub struct EngineConfig {
     /// Trusted SPIFFE trust domains whose workloads authenticate as agents with
     /// JWT-SVIDs (`[[federation.spiffe]]`).
     pub spiffe: Vec<crate::spiffe::SpiffeDomain>,
+    /// How the server follows the change feed of a shared database (`[cluster]`).
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 impl EngineConfig {
@@ -72,6 +74,7 @@ impl EngineConfig {
             federation: Vec::new(),
             ssf_allow_private_push: false,
             spiffe: Vec::new(),
+            cluster: crate::cluster::ClusterConfig::default(),
         }
     }
 

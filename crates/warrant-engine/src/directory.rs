@@ -36,6 +36,19 @@ impl Directory {
         })
     }
 
+    /// Reads every human and agent from the store again and records each (for a server
+    /// that missed changes another server made; nothing is ever removed).
+    pub async fn reload(&self, store: &dyn Store) -> Result<(), StoreError> {
+        let fresh = Directory::load(store).await?;
+        for human in fresh.humans.into_inner().unwrap_or_default().into_values() {
+            self.put_human(Arc::unwrap_or_clone(human));
+        }
+        for agent in fresh.agents.into_inner().unwrap_or_default().into_values() {
+            self.put_agent(Arc::unwrap_or_clone(agent));
+        }
+        Ok(())
+    }
+
     /// One agent, as last written.
     pub fn agent(&self, id: &AgentId) -> Option<Arc<Agent>> {
         self.agents.read().ok().and_then(|m| m.get(id).cloned())

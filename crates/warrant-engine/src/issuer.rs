@@ -719,7 +719,8 @@ impl Issuer {
                 )?;
                 let task = parent.task.clone();
                 // A child gets at most what its parent has left, counter by counter.
-                let budget = attenuate(&self.guardrails.budget_left(&parent.jti), budget.as_ref());
+                let left = self.guardrails.budget_left(&parent.jti).await.map_err(TokenError::Store)?;
+                let budget = attenuate(&left, budget.as_ref());
                 let minted = Minted {
                     sub: parent.sub.clone(),
                     aud,

@@ -31,6 +31,7 @@ pub mod approvals;
 pub mod audit;
 pub mod authzen;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod decisions;
 pub(crate) mod directory;
@@ -42,6 +43,7 @@ pub mod govern;
 pub mod guard;
 pub mod issuer;
 pub mod keys;
+pub mod lead;
 pub mod peps;
 pub mod policy;
 pub mod random;
@@ -63,6 +65,7 @@ pub use approvals::Approvals;
 pub use audit::Audit;
 pub use authzen::{Asker, Authzen, EvaluationError};
 pub use clock::{Clock, ManualClock};
+pub use cluster::{ChangeFeed, ClusterConfig};
 pub use config::EngineConfig;
 pub use decisions::Decisions;
 pub use error::{Classify, ErrorKind};
@@ -90,6 +93,9 @@ pub enum NotReady {
     /// The store did not answer in time.
     #[error("the store did not answer within {READY_TIMEOUT:?}")]
     Timeout,
+    /// The server shares its database and cannot confirm it follows the change feed.
+    #[error("{0}")]
+    Feed(String),
 }
 
 /// The application: builds the services and hands them out.
@@ -112,6 +118,8 @@ pub struct Engine {
     authzen: Arc<Authzen>,
     signals: Arc<signals::Signals>,
     transmitter: Arc<transmitter::Transmitter>,
+    feed: Arc<cluster::ChangeFeed>,
+    lead: Arc<lead::Lead>,
 }
 
 /// Why the engine could not start.
@@ -148,6 +156,10 @@ impl Engine {
     /// background work (see [`Engine::start`]). Must be called inside a tokio runtime.
     pub async fn open(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: EngineConfig) -> Result<Self, OpenError> {
         let now = clock.now();
+        // Before anything is loaded: changes made while loading are applied again.
+        let feed_start = cluster::FeedStart::read(store.as_ref(), clock.as_ref()).await?;
+        // Alone on its database, a server leads; sharing it, it contends (`Engine::start`).
+        let lead = Arc::new(lead::Lead::new(!store.shared()));
         let lifetimes = keys::KeyLifetimes { max_ttl: config.limits.max_ttl, grace: config.key_grace };
         let keys =
             Arc::new(KeyManager::load(Arc::clone(&store), Arc::clone(&clock), config.kek.clone(), lifetimes).await?);
@@ -188,6 +200,7 @@ impl Engine {
                 guardrails: Arc::clone(&guardrails),
                 audit: Arc::clone(&audit),
                 events: Arc::clone(&events),
+                lead: Arc::clone(&lead),
             })
             .await?,
         );
@@ -248,6 +261,18 @@ impl Engine {
             dpop: Arc::clone(&dpop),
             spiffe,
         }));
+        let peps = Arc::new(Peps::load(Arc::clone(&store), Arc::clone(&clock), Arc::clone(&audit)).await?);
+        let feed = Arc::new(cluster::ChangeFeed::new(cluster::FeedParts {
+            store: Arc::clone(&store),
+            clock: Arc::clone(&clock),
+            config: config.cluster,
+            start: feed_start,
+            directory: Arc::clone(&directory),
+            revocation: Arc::clone(&revocation),
+            peps: Arc::clone(&peps),
+            keys: Arc::clone(&keys),
+            policy: Arc::clone(&policy),
+        }));
         let decisions = Arc::new(Decisions::new(decisions::DecisionParts {
             store: Arc::clone(&store),
             clock: Arc::clone(&clock),
@@ -263,6 +288,7 @@ impl Engine {
             audit: Arc::clone(&audit),
             events: Arc::clone(&events),
             dpop,
+            freshness: Arc::clone(feed.freshness()),
         }));
         let signals = Arc::new(signals::Signals::new(signals::SignalParts {
             federation,
@@ -279,8 +305,8 @@ impl Engine {
             events: Arc::clone(&events),
             issuer: config.issuer.clone(),
             allow_private_push: config.ssf_allow_private_push,
+            lead: Arc::clone(&lead),
         }));
-        let peps = Arc::new(Peps::load(Arc::clone(&store), Arc::clone(&clock), Arc::clone(&audit)).await?);
         let authzen = Arc::new(Authzen::new(
             Arc::clone(&clock),
             config.issuer.clone(),
@@ -306,17 +332,32 @@ impl Engine {
             authzen,
             transmitter,
             signals,
+            feed,
+            lead,
         })
     }
 
-    /// Whether the engine can serve now: its store answers within [`READY_TIMEOUT`].
+    /// Whether the engine can serve now: its store answers within [`READY_TIMEOUT`] and,
+    /// on a shared database, it has followed the change feed recently
+    /// ([`cluster::NOT_READY_AFTER`]).
     /// An error says why not (for logs; a readiness probe needs only the yes or no).
     pub async fn ready(&self) -> Result<(), NotReady> {
         match tokio::time::timeout(READY_TIMEOUT, self.store.ping()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(NotReady::Store(e)),
-            Err(_) => Err(NotReady::Timeout),
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(NotReady::Store(e)),
+            Err(_) => return Err(NotReady::Timeout),
         }
+        self.feed.freshness().ready().map_err(NotReady::Feed)
+    }
+
+    /// Whether this server leads the background work of a shared database.
+    pub fn lead(&self) -> &lead::Lead {
+        &self.lead
+    }
+
+    /// The change feed that keeps this server current when its database is shared.
+    pub fn cluster(&self) -> &ChangeFeed {
+        &self.feed
     }
 
     /// The configuration.
@@ -413,7 +454,8 @@ impl Engine {
     }
 
     /// Starts every background loop: key refresh, policy watch, the guardrails' and
-    /// anonymous-deny flush, the governance sweep and usage flush, and (when configured)
+    /// anonymous-deny flush, the governance sweep and usage flush, the change feed (on a
+    /// shared database; without it the engine denies once stale), and (when configured)
     /// the webhook. Returns the handle that stops them gracefully. Call it once, inside a
     /// tokio runtime.
     pub fn start(&self, options: BackgroundOptions) -> Background {
@@ -455,6 +497,8 @@ impl Engine {
         let governance = Arc::clone(&self.governance);
         loops.push(tokio::spawn(async move { governance.run().await }));
         loops.push(tokio::spawn(Arc::clone(&self.transmitter).run_push()));
+        loops.push(tokio::spawn(Arc::clone(&self.feed).run()));
+        loops.push(tokio::spawn(Arc::clone(&self.lead).contend(Arc::clone(&self.store))));
         Background {
             loops,
             webhook,

@@ -146,6 +146,23 @@ impl Peps {
         Ok(Peps { store, clock, audit, live: RwLock::new(live) })
     }
 
+    /// Reads the live credentials from the store again (another server created or revoked
+    /// one).
+    pub(crate) async fn reload(&self) -> Result<(), StoreError> {
+        let live = self
+            .store
+            .list_peps()
+            .await?
+            .into_iter()
+            .filter(|r| r.revoked_at.is_none())
+            .map(|r| (r.secret_sha256, Pep::from(r)))
+            .collect();
+        if let Ok(mut current) = self.live.write() {
+            *current = live;
+        }
+        Ok(())
+    }
+
     /// The live credential whose secret is `secret`, if any: the secret's SHA-256 is
     /// compared in constant time with each live credential's.
     pub fn authenticate(&self, secret: &str) -> Option<Pep> {

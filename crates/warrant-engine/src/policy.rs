@@ -131,6 +131,19 @@ fn compile_dir(dir: &Path) -> Result<CompiledPolicies, PolicyError> {
     CompiledPolicies::compile(files, schema.as_deref().unwrap_or(BASE_SCHEMA))
 }
 
+/// The stored `version`, compiled, with the fingerprint it was stored with.
+async fn compile_stored(store: &dyn Store, version: i64) -> Result<(CompiledPolicies, String), PolicyLoadError> {
+    let stored = store
+        .policy_version(version)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("policy version {version} is in force but not stored")))?;
+    let compiled = CompiledPolicies::compile(
+        vec![PolicyFile { name: format!("version-{}.cedar", stored.id), text: stored.policies }],
+        &stored.schema,
+    )?;
+    Ok((compiled, stored.hash))
+}
+
 async fn save(store: &dyn Store, compiled: &CompiledPolicies, now: UnixTime) -> Result<i64, StoreError> {
     store
         .save_policy_version(&PolicyVersionRecord {
@@ -181,6 +194,18 @@ impl Policy {
         (Option<PathBuf>, RwLock<Arc<ActivePolicies>>, Mutex<Vec<(String, u64, Option<std::time::SystemTime>)>>),
         PolicyLoadError,
     > {
+        // Servers sharing a database put in force the version they share, once there is
+        // one; this server's files take effect only when they change (a reload).
+        if let Some(version) = store.active_policy().await? {
+            let (compiled, _) = compile_stored(store, version).await?;
+            tracing::info!(
+                version,
+                policies = compiled.policy_ids().len(),
+                "policy set in force: the version the database's servers share"
+            );
+            let fingerprint = dir.as_deref().map(fingerprint).unwrap_or_default();
+            return Ok((dir, RwLock::new(Arc::new(ActivePolicies { compiled, version })), Mutex::new(fingerprint)));
+        }
         let compiled = match &dir {
             None => CompiledPolicies::compile(
                 vec![PolicyFile { name: DEFAULT_POLICY_FILE.into(), text: DEFAULT_POLICIES.into() }],
@@ -213,6 +238,8 @@ impl Policy {
             }
         };
         let version = save(store, &compiled, now).await?;
+        // The first server on a shared database makes its set the one they share.
+        store.activate_policy(version).await?;
         tracing::info!(version, policies = compiled.policy_ids().len(), hash = compiled.hash(), "policy set in force");
         let fingerprint = dir.as_deref().map(fingerprint).unwrap_or_default();
         Ok((dir, RwLock::new(Arc::new(ActivePolicies { compiled, version })), Mutex::new(fingerprint)))
@@ -249,6 +276,11 @@ impl Policy {
             return Ok(unchanged());
         }
         let version = save(store, &compiled, now).await?;
+        // The files hold a stored version already in force (one put in force from the
+        // store, whose compiled form names its source differently).
+        if self.current().is_some_and(|c| c.version == version) {
+            return Ok(unchanged());
+        }
         Ok(Staged::New(Box::new(ActivePolicies { compiled, version })))
     }
 
@@ -287,6 +319,23 @@ impl Policy {
             .collect())
     }
 
+    /// Puts in force the stored `version` another server activated (from the change
+    /// feed), once its audit record is durable; nothing when it is in force already.
+    pub(crate) async fn apply_shared(&self, version: i64) -> Result<(), PolicyLoadError> {
+        if self.current().is_some_and(|c| c.version == version) {
+            return Ok(());
+        }
+        let (compiled, hash) = compile_stored(self.store.as_ref(), version).await?;
+        let details = PolicyDetails::Activated { version, hash, policies: compiled.policy_ids().to_vec() };
+        self.record(self.clock.now(), details).await.map_err(PolicyLoadError::Audit)?;
+        let previous = self.current();
+        self.activate(Box::new(ActivePolicies { compiled, version }));
+        if let (Some(old), Some(new)) = (previous, self.current()) {
+            self.governance.policy_changed((&old.compiled, old.version), (&new.compiled, new.version)).await;
+        }
+        Ok(())
+    }
+
     /// Re-reads the policy directory; a valid, changed set takes effect once its audit
     /// record is durable (if the record cannot be written, the change does not happen).
     /// A refused set is audited too.
@@ -312,6 +361,13 @@ impl Policy {
             self.forget_files();
             tracing::error!(error = %e, "a policy change could not be audited; it stays pending");
             return Err(PolicyLoadError::Audit(e.to_string()));
+        }
+        // Servers sharing the database put it in force too (from the change feed); if
+        // that cannot be recorded, no server does, this one included.
+        if let Err(e) = self.store.activate_policy(staged.version).await {
+            self.forget_files();
+            tracing::error!(error = %e, "a policy change could not be shared with the other servers; it stays pending");
+            return Err(e.into());
         }
         let previous = self.current();
         let reloaded = self.activate(staged);

@@ -186,6 +186,34 @@ impl Revocation {
         Ok(Revocation { store, clock, issuer, index, directory, keys, audit, events })
     }
 
+    /// Applies a revocation another server made (read from the store): the warrants it
+    /// ended go into the in-memory index and, for a task, the task ends.
+    pub(crate) fn apply_recorded(&self, revocation: &RevocationRecord, ended: Vec<WarrantId>) {
+        let why = format!("revoked ({} `{}`): {}", revocation.kind.as_str(), revocation.target, revocation.reason);
+        self.index.add(ended, &why);
+        if revocation.kind == RevocationKind::Task {
+            match TaskId::parse(&revocation.target) {
+                Ok(task) => self.index.end_task(task),
+                Err(e) => {
+                    tracing::error!(revocation = %revocation.id, error = %e, "a stored task revocation names no task")
+                }
+            }
+        }
+    }
+
+    /// Loads every unexpired revoked warrant and every ended task into the in-memory
+    /// index again (for a server that missed changes another server made).
+    pub(crate) async fn reload_index(&self) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        let fresh = RevocationIndex::load(self.store.as_ref(), now).await?;
+        let warrants = fresh.warrants.into_inner().unwrap_or_default();
+        self.index.add(warrants.into_keys(), "revoked");
+        for task in fresh.tasks.into_inner().unwrap_or_default() {
+            self.index.end_task(task);
+        }
+        Ok(())
+    }
+
     /// How many revoked warrants the in-memory index tracks.
     pub fn tracked(&self) -> usize {
         self.index.len()

@@ -264,6 +264,8 @@ pub struct Transmitter {
     /// Push streams with a delivery round running.
     pushing: Mutex<BTreeSet<String>>,
     wake: tokio::sync::Notify,
+    /// Whether this server delivers push streams (one server of a shared database).
+    lead: Arc<crate::lead::Lead>,
 }
 
 impl std::fmt::Debug for Transmitter {
@@ -280,6 +282,7 @@ pub(crate) struct TransmitterParts {
     pub events: Arc<EventBus>,
     pub issuer: String,
     pub allow_private_push: bool,
+    pub lead: Arc<crate::lead::Lead>,
 }
 
 fn valid_push_url(url: &str, allow_private: bool) -> Result<(), StreamError> {
@@ -316,6 +319,7 @@ impl Transmitter {
             allow_private_push: parts.allow_private_push,
             http,
             acked: Mutex::new(HashMap::new()),
+            lead: parts.lead,
             backoff: Mutex::new(HashMap::new()),
             pushing: Mutex::new(BTreeSet::new()),
             wake: tokio::sync::Notify::new(),
@@ -607,10 +611,13 @@ impl Transmitter {
         let mut revocations = self.events.subscribe();
         let mut pruned = Instant::now();
         loop {
-            Arc::clone(&self).push_once();
-            if pruned.elapsed() >= PRUNE_EVERY {
-                pruned = Instant::now();
-                self.prune().await;
+            // On a shared database, one server (the leader) delivers and prunes.
+            if self.lead.is_leader() {
+                Arc::clone(&self).push_once();
+                if pruned.elapsed() >= PRUNE_EVERY {
+                    pruned = Instant::now();
+                    self.prune().await;
+                }
             }
             tokio::select! {
                 _ = revocations.recv() => {}

@@ -1,4 +1,4 @@
-#![expect(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing, reason = "test code")]
+#![expect(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "test code")]
 //! The engine's own tests, in-process: issuance, delegation, decisions, revocation
 //! cascades, task completion, approvals, quarantine, budgets and governance, each on an
 //! in-memory SQLite store with a manual clock (no sleeps: time moves when a test moves
@@ -17,6 +17,8 @@ mod audit;
 mod authzen;
 #[path = "engine/budgets.rs"]
 mod budgets;
+#[path = "engine/cluster.rs"]
+mod cluster;
 #[path = "engine/decisions.rs"]
 mod decisions;
 #[path = "engine/delegation.rs"]

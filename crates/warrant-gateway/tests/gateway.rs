@@ -165,7 +165,7 @@ impl Setup {
         .unwrap();
         let bound = BoundServer::bind(&settings).await.unwrap();
         let server = format!("http://{}", bound.local_addr().unwrap());
-        let admin = bound.admin_token().to_owned();
+        let admin = bound.admin_token().unwrap().to_owned();
         let issuer = bound.issuer().to_owned();
         tokio::spawn(bound.run(std::future::pending()));
         std::fs::write(data.join("policies/approval.cedar"), APPROVAL_POLICY).unwrap();

@@ -23,7 +23,7 @@ pub struct AppState {
     /// The application.
     pub engine: Arc<Engine>,
     /// The admin bearer token management endpoints require.
-    pub admin_token: Arc<str>,
+    pub admin_token: crate::server::AdminToken,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
     /// Rate limits on the token endpoint and anonymous decisions.

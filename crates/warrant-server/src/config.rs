@@ -491,6 +491,63 @@ pub struct FileConfig {
     pub federation: Option<FederationFile>,
     /// The Shared Signals transmitter (file only).
     pub ssf: Option<SsfFile>,
+    /// How a server follows the change feed of a shared database (file only).
+    pub cluster: Option<ClusterFile>,
+}
+
+/// The `[cluster]` table: how a server on a PostgreSQL database shared with other
+/// servers keeps current (ignored on SQLite).
+///
+/// ```toml
+/// [cluster]
+/// max_staleness_ms = 1000   # deny when not confirmed current for longer than this
+/// poll_interval_ms = 100    # read the change log this often besides announcements
+/// keep_changes_secs = 3600  # a server away longer than this reloads everything
+/// ```
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    /// How long a server may go without confirming it is current, milliseconds.
+    pub max_staleness_ms: Option<u64>,
+    /// How often the change log is read without an announcement, milliseconds.
+    pub poll_interval_ms: Option<u64>,
+    /// How long changes stay in the log, seconds.
+    pub keep_changes_secs: Option<u64>,
+}
+
+impl ClusterFile {
+    /// These values over the defaults.
+    pub fn resolve(&self) -> Result<warrant_engine::ClusterConfig, ConfigError> {
+        let mut c = warrant_engine::ClusterConfig::default();
+        if let Some(ms) = self.max_staleness_ms {
+            if !(100..=60_000).contains(&ms) {
+                return Err(ConfigError::Invalid("`cluster.max_staleness_ms` must be between 100 and 60000".into()));
+            }
+            c.max_staleness = Duration::from_millis(ms);
+        }
+        if let Some(ms) = self.poll_interval_ms {
+            if !(10..=10_000).contains(&ms) {
+                return Err(ConfigError::Invalid("`cluster.poll_interval_ms` must be between 10 and 10000".into()));
+            }
+            c.poll_interval = Duration::from_millis(ms);
+        }
+        if c.poll_interval >= c.max_staleness {
+            return Err(ConfigError::Invalid(
+                "`cluster.poll_interval_ms` must be shorter than `cluster.max_staleness_ms`, or a quiet server \
+                 would deny between two reads"
+                    .into(),
+            ));
+        }
+        if let Some(secs) = self.keep_changes_secs {
+            if !(60..=7 * 86_400).contains(&secs) {
+                return Err(ConfigError::Invalid(
+                    "`cluster.keep_changes_secs` must be between 60 and 604800 (7 days)".into(),
+                ));
+            }
+            c.keep_changes = Duration::from_secs(secs);
+        }
+        Ok(c)
+    }
 }
 
 /// The `[ssf]` table: the Shared Signals transmitter.
@@ -574,6 +631,8 @@ pub struct Settings {
     pub federation: Vec<OidcProvider>,
     /// Whether SSF push streams may deliver over http and to non-public addresses.
     pub ssf_allow_private_push: bool,
+    /// How the server follows the change feed of a shared database.
+    pub cluster: warrant_engine::ClusterConfig,
     /// Trusted SPIFFE trust domains.
     pub spiffe: Vec<SpiffeDomain>,
 }
@@ -667,6 +726,7 @@ impl FileConfig {
             },
             federation: self.federation.or(under.federation),
             ssf: self.ssf.or(under.ssf),
+            cluster: self.cluster.or(under.cluster),
         }
     }
 }
@@ -763,6 +823,7 @@ impl Settings {
             gateway,
             federation,
             ssf_allow_private_push: c.ssf.and_then(|s| s.danger_allow_private_push).unwrap_or(false),
+            cluster: c.cluster.unwrap_or_default().resolve()?,
             spiffe,
         })
     }

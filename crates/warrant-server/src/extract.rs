@@ -8,7 +8,6 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use serde::de::DeserializeOwned;
-use subtle::ConstantTimeEq as _;
 use warrant_engine::TokenRequest;
 
 use crate::app::AppState;
@@ -169,7 +168,7 @@ pub fn dpop_proof(
 
 /// Whether `presented` is the admin token (constant-time comparison).
 pub fn is_admin_token(state: &AppState, presented: &str) -> bool {
-    bool::from(presented.as_bytes().ct_eq(state.admin_token.as_bytes()))
+    state.admin_token.matches(presented)
 }
 
 /// Who decides an approval or attests an agent: the admin token, or the human's own

@@ -34,6 +34,9 @@ pub const POLICY_WATCH: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 
+/// The origin of [`SystemClock`]'s ticks: the first time they were read.
+static TICKS_ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
 impl Clock for SystemClock {
     fn now(&self) -> UnixTime {
         let secs = std::time::SystemTime::now()
@@ -41,6 +44,10 @@ impl Clock for SystemClock {
             .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
             .unwrap_or(0);
         UnixTime(secs)
+    }
+
+    fn ticks(&self) -> Duration {
+        TICKS_ORIGIN.get_or_init(std::time::Instant::now).elapsed()
     }
 }
 
@@ -71,12 +78,6 @@ pub enum ServeError {
     /// The store failed to open.
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
-    /// Another Warrant server is serving from the same PostgreSQL database.
-    #[error(
-        "the database {0} is in use by another Warrant server; several servers on one database are not supported \
-         yet: stop the other one first, or give this one its own database"
-    )]
-    DatabaseInUse(crate::config::DatabaseUrl),
     /// The engine could not start (keys, registry, policies, audit).
     #[error("cannot start: {0}")]
     Engine(#[from] OpenError),
@@ -124,22 +125,18 @@ pub fn open_store(data: &Path) -> Result<SqliteStore, ServeError> {
 }
 
 /// Opens the store `settings` name: SQLite in the data directory, or PostgreSQL
-/// (migrated first unless `migrate` is off, and locked for this server: see
-/// [`PgStore::lock_server`]). The lock, if any, must live as long as the server.
-pub async fn open_database(
-    settings: &Settings,
-) -> Result<(Arc<dyn Store>, Option<warrant_store::postgres::ServerLock>), ServeError> {
+/// (migrated first unless `migrate` is off), which other servers may share.
+pub async fn open_database(settings: &Settings) -> Result<Arc<dyn Store>, ServeError> {
     match &settings.database {
-        Database::Sqlite => Ok((Arc::new(open_store(&settings.data)?), None)),
+        Database::Sqlite => Ok(Arc::new(open_store(&settings.data)?)),
         Database::Postgres(url) => {
             let store = if settings.migrate {
                 PgStore::open(url.expose()).await?
             } else {
                 PgStore::open_without_migrating(url.expose()).await?
             };
-            let lock = store.lock_server().await?.ok_or_else(|| ServeError::DatabaseInUse(url.clone()))?;
-            tracing::info!(database = %url, "using PostgreSQL");
-            Ok((Arc::new(store), Some(lock)))
+            tracing::info!(database = %url, "using PostgreSQL (shared with any other server on it)");
+            Ok(Arc::new(store))
         }
     }
 }
@@ -184,37 +181,132 @@ impl DataDirLock {
     }
 }
 
-/// Reads the admin token from `<data>/admin.token`, creating it (mode 0600) on first start.
-pub fn admin_token(data: &Path) -> Result<String, ServeError> {
+/// The admin token as a server holds it: the SHA-256 presented tokens are compared with,
+/// and the token itself when this server's data directory holds it (on a database several
+/// servers share, only the first server's does). Its `Debug` shows neither.
+#[derive(Clone)]
+pub struct AdminToken {
+    digest: [u8; 32],
+    token: Option<Arc<str>>,
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminToken").field("held", &self.token.is_some()).finish_non_exhaustive()
+    }
+}
+
+impl AdminToken {
+    /// The token itself, known to this server.
+    pub fn new(token: &str) -> Self {
+        AdminToken { digest: sha256(token), token: Some(Arc::from(token)) }
+    }
+
+    /// A token known only by its SHA-256.
+    fn by_digest(digest: [u8; 32]) -> Self {
+        AdminToken { digest, token: None }
+    }
+
+    /// Whether `presented` is the admin token (its SHA-256 compared in constant time).
+    pub fn matches(&self, presented: &str) -> bool {
+        use subtle::ConstantTimeEq as _;
+        bool::from(sha256(presented).as_slice().ct_eq(self.digest.as_slice()))
+    }
+
+    /// The token, when this server's data directory holds it.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+}
+
+fn sha256(text: &str) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(text.as_bytes()).into()
+}
+
+/// The admin token of `<data>/admin.token` and `store`. On a database of one server: the
+/// file's, created (mode 0600) on first start. On a database several servers share: the
+/// token whose SHA-256 the database holds; the first server to start creates it, writes it
+/// to its own data directory and stores its SHA-256, and every other server accepts it
+/// (a token file of another value in a later server's data directory is ignored, with a
+/// warning).
+pub async fn admin_token(data: &Path, store: &dyn Store) -> Result<AdminToken, ServeError> {
     let path = data.join(ADMIN_TOKEN_FILE);
-    match std::fs::read_to_string(&path) {
+    let local = read_admin_token(&path)?;
+    if !store.shared() {
+        let token = match local {
+            Some(token) => token,
+            None => create_admin_token(&path)?,
+        };
+        return Ok(AdminToken::new(&token));
+    }
+    if let Some(digest) = store.admin_token_digest().await? {
+        return Ok(match local {
+            Some(token) if sha256(&token) == digest => AdminToken::new(&token),
+            Some(_) => {
+                tracing::warn!(path = %path.display(), "the admin token in this data directory is not the one the database's servers share; it is not accepted");
+                AdminToken::by_digest(digest)
+            }
+            None => {
+                tracing::info!(
+                    "the admin token is the one the database's servers share (kept by the server that created it)"
+                );
+                AdminToken::by_digest(digest)
+            }
+        });
+    }
+    // No server claimed one yet: this one's, written before it is claimed so that a
+    // claimed token is never lost, and removed again when another server claimed first.
+    let (token, created) = match local {
+        Some(token) => (token, false),
+        None => (create_admin_token(&path)?, true),
+    };
+    let digest = store.claim_admin_token(sha256(&token)).await?;
+    if digest == sha256(&token) {
+        tracing::info!(path = %path.display(), "this server's admin token is the one the database's servers share");
+        return Ok(AdminToken::new(&token));
+    }
+    if created {
+        let _ = std::fs::remove_file(&path);
+    }
+    Ok(AdminToken::by_digest(digest))
+}
+
+/// The token in the admin token file, if there is one (an empty file is an error).
+fn read_admin_token(path: &Path) -> Result<Option<String>, ServeError> {
+    match std::fs::read_to_string(path) {
         Ok(text) if !text.trim().is_empty() => {
             #[cfg(unix)]
             {
                 use std::os::unix::fs::PermissionsExt as _;
-                let mode = std::fs::metadata(&path).map_err(data_err(&path))?.permissions().mode();
+                let mode = std::fs::metadata(path).map_err(data_err(path))?.permissions().mode();
                 if mode & 0o077 != 0 {
                     tracing::warn!(path = %path.display(), "the admin token file is readable by others; chmod 600 it");
                 }
             }
-            return Ok(text.trim().to_owned());
+            Ok(Some(text.trim().to_owned()))
         }
-        Ok(_) => {
-            return Err(ServeError::DataDir { path, source: std::io::Error::other("the admin token file is empty") })
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(ServeError::DataDir { path, source: e }),
+        Ok(_) => Err(ServeError::DataDir {
+            path: path.to_owned(),
+            source: std::io::Error::other("the admin token file is empty"),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ServeError::DataDir { path: path.to_owned(), source: e }),
     }
+}
+
+/// Creates the admin token file (mode 0600) with a new random token.
+fn create_admin_token(path: &Path) -> Result<String, ServeError> {
     let bytes = warrant_engine::random::bytes::<32>()
-        .map_err(|e| ServeError::DataDir { path: path.clone(), source: std::io::Error::other(e.to_string()) })?;
+        .map_err(|e| ServeError::DataDir { path: path.to_owned(), source: std::io::Error::other(e.to_string()) })?;
     let token = B64.encode(bytes);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&path).map_err(data_err(&path))?;
-    std::io::Write::write_all(&mut file, format!("{token}\n").as_bytes()).map_err(data_err(&path))?;
-    file.sync_all().map_err(data_err(&path))?;
+    let mut file = options.open(path).map_err(data_err(path))?;
+    std::io::Write::write_all(&mut file, format!("{token}\n").as_bytes()).map_err(data_err(path))?;
+    file.sync_all().map_err(data_err(path))?;
     tracing::info!(path = %path.display(), "created the admin token");
     Ok(token)
 }
@@ -237,8 +329,6 @@ pub struct BoundServer {
     limits: crate::config::ServerLimits,
     /// Held until [`run`](Self::run) has finished (or this is dropped).
     lock: DataDirLock,
-    /// The one-server lock of a PostgreSQL database, held as long as `lock`.
-    database_lock: Option<warrant_store::postgres::ServerLock>,
 }
 
 impl std::fmt::Debug for BoundServer {
@@ -252,9 +342,9 @@ impl BoundServer {
     /// binds the listen address.
     pub async fn bind(settings: &Settings) -> Result<Self, ServeError> {
         let lock = DataDirLock::acquire(&settings.data)?;
-        let (store, database_lock) = open_database(settings).await?;
+        let store = open_database(settings).await?;
         let kek = crate::kek::for_store(store.as_ref(), &settings.kek_file, crate::kek::WhenMissing::Create).await?;
-        let admin = admin_token(&settings.data)?;
+        let admin = admin_token(&settings.data, store.as_ref()).await?;
         let listener = TcpListener::bind(settings.listen)
             .await
             .map_err(|source| ServeError::Bind { addr: settings.listen, source })?;
@@ -270,11 +360,12 @@ impl BoundServer {
         config.audit.witness = Some(settings.witness.clone());
         config.federation = settings.federation.clone();
         config.ssf_allow_private_push = settings.ssf_allow_private_push;
+        config.cluster = settings.cluster;
         config.spiffe = settings.spiffe.clone();
         let engine = Engine::open(store, Arc::new(SystemClock), config).await?;
         let metrics = Arc::new(crate::metrics::Metrics::new()?);
         let limits = Arc::new(crate::ratelimit::RateLimits::new(&settings.server_limits));
-        let state = AppState { engine: Arc::new(engine), admin_token: Arc::from(admin), metrics, limits };
+        let state = AppState { engine: Arc::new(engine), admin_token: admin, metrics, limits };
         Ok(BoundServer {
             listener,
             state,
@@ -282,7 +373,6 @@ impl BoundServer {
             webhook: settings.webhook.clone(),
             limits: settings.server_limits,
             lock,
-            database_lock,
         })
     }
 
@@ -303,8 +393,8 @@ impl BoundServer {
     }
 
     /// The admin bearer token.
-    pub fn admin_token(&self) -> &str {
-        &self.state.admin_token
+    pub fn admin_token(&self) -> Option<&str> {
+        self.state.admin_token.token()
     }
 
     /// The router [`run`](Self::run) serves, over the same state: requests sent to it
@@ -330,8 +420,7 @@ impl BoundServer {
         // Every answered request's record is already durable; this stops the loops,
         // saves what is only in memory, drains what is queued and signs a last checkpoint.
         background.shutdown().await;
-        // Only now may another process take the data directory (and the database).
-        drop(self.database_lock);
+        // Only now may another process take the data directory.
         drop(self.lock);
         tracing::info!("server stopped");
         result

@@ -69,6 +69,25 @@ impl AuditRow {
     }
 }
 
+/// Chains `rows` again onto `head` (seq and hash) when they do not continue it: each
+/// row's entry is read back from its body and chained anew. What both stores do inside
+/// [`AuditStore::append_audit_at_head`]'s transaction. Returns the new head.
+pub(crate) fn rebase(rows: &mut [AuditRow], head: (u64, [u8; 32])) -> Result<(u64, [u8; 32]), StoreError> {
+    let (mut seq, mut prev) = head;
+    let continues = rows.first().is_none_or(|r| r.record.seq == seq.saturating_add(1) && r.record.prev_hash == prev);
+    for row in rows.iter_mut() {
+        seq = seq.saturating_add(1);
+        if !continues {
+            let (_, entry) = warrant_core::audit::decode(&row.record)
+                .map_err(|e| StoreError::Backend(format!("cannot read back an audit entry to chain it again: {e}")))?;
+            row.record = warrant_core::audit::chain(prev, seq, &entry)
+                .map_err(|e| StoreError::Backend(format!("cannot chain an audit entry again: {e}")))?;
+        }
+        prev = row.record.hash;
+    }
+    Ok((seq, prev))
+}
+
 /// Which records a query returns. Every set field must match; results are in sequence
 /// order (newest first when `newest_first`), between `after_seq` and `before_seq`
 /// (exclusive), at most `limit` (capped at [`MAX_AUDIT_QUERY_LIMIT`]) of them.
@@ -148,6 +167,14 @@ pub trait AuditStore: Send + Sync {
     /// then. Every row's budget charges are added to the stored spends in that same
     /// transaction (and, like the rows, not at all when it fails).
     async fn append_audit(&self, rows: Vec<AuditRow>) -> Result<(), StoreError>;
+    /// Appends `rows` onto the stored head, whatever it is now, in ONE transaction: when
+    /// another writer moved the head since `rows` were chained, they are chained again
+    /// onto it inside the write transaction (their sequence numbers, bodies, which embed
+    /// the number, and hashes rewritten; the entries unchanged). The store is so the
+    /// chain's one serial point: several writers share one chain and never conflict.
+    /// Returns the new head (seq and hash); the rows hold the consecutive numbers ending
+    /// at it. Budget charges as in [`append_audit`](Self::append_audit).
+    async fn append_audit_at_head(&self, rows: Vec<AuditRow>) -> Result<(u64, [u8; 32]), StoreError>;
     /// The last record's seq and hash, `None` when the log is empty.
     async fn audit_head(&self) -> Result<Option<(u64, [u8; 32])>, StoreError>;
     /// Up to `limit` records with seq `>= from_seq`, in seq order.

@@ -3,13 +3,15 @@
 //! The [`Store`] trait is the one door to storage. It is split, SPIRE-style, into one
 //! trait per entity group ([`HumanStore`], [`AgentStore`], [`KeyStore`],
 //! [`WarrantStore`], [`RevocationStore`], [`PolicyStore`], [`AuditStore`],
-//! [`GuardStore`], [`GovernStore`], [`PepStore`], [`ssf::SsfStore`], [`HealthStore`]) so
+//! [`GuardStore`], [`GovernStore`], [`PepStore`], [`ssf::SsfStore`], [`ChangeStore`],
+//! [`HealthStore`]) so
 //! that each group can be read and tested on its own. Every method is async.
 //! [`sqlite::SqliteStore`] is the default, embedded implementation; [`postgres::PgStore`]
 //! keeps the same data in PostgreSQL. The conformance suite in `tests/store.rs` is written
 //! against the traits and runs against both.
 
 pub mod audit;
+pub mod cluster;
 mod columns;
 pub mod govern;
 pub mod guard;
@@ -25,6 +27,7 @@ use warrant_core::{
 };
 
 pub use audit::{AuditFilter, AuditRow, AuditStore, StoredCheckpoint};
+pub use cluster::{Change, ChangeBatch, ChangeKind, ChangeListener, ChangeStore, Leadership};
 pub use govern::{Attestation, FindingFilter, GovernStore, LiveWarrant, MAX_FINDING_LIST_LIMIT};
 pub use guard::{GuardStore, LiveBudget, MAX_APPROVAL_LIST_LIMIT};
 pub use postgres::PgStore;
@@ -196,6 +199,9 @@ pub trait RevocationStore: Send + Sync {
     async fn live_warrants_of_human(&self, human: &HumanId, now: UnixTime) -> Result<Vec<WarrantRecord>, StoreError>;
     /// The revocations that ended `jti`, if any (the first one).
     async fn revocation_of(&self, jti: &WarrantId) -> Result<Option<RevocationRecord>, StoreError>;
+    /// The revocation `id` and the warrants it ended (not those an earlier revocation
+    /// had already ended), if it exists: what a server that did not make it applies.
+    async fn revocation(&self, id: &str) -> Result<Option<(RevocationRecord, Vec<WarrantId>)>, StoreError>;
 }
 
 /// Versions of the policy set.
@@ -208,6 +214,18 @@ pub trait PolicyStore: Send + Sync {
     async fn policy_versions(&self) -> Result<Vec<PolicyVersionRecord>, StoreError>;
     /// One version with its text.
     async fn policy_version(&self, id: i64) -> Result<Option<PolicyVersionRecord>, StoreError>;
+    /// The policy version the servers sharing the database have in force, once one was
+    /// activated (always `None` on a database of one server, whose set in force comes
+    /// from its policy directory).
+    async fn active_policy(&self) -> Result<Option<i64>, StoreError> {
+        Ok(None)
+    }
+    /// Makes `version` (a stored version) the one every server sharing the database puts
+    /// in force, announced on the change feed. Nothing to do on a database of one server.
+    async fn activate_policy(&self, version: i64) -> Result<(), StoreError> {
+        let _ = version;
+        Ok(())
+    }
 }
 
 /// The credentials of enforcement points (PEPs) asking the AuthZEN PDP.
@@ -244,6 +262,7 @@ pub trait Store:
     + GovernStore
     + PepStore
     + ssf::SsfStore
+    + ChangeStore
 {
 }
 
@@ -260,5 +279,6 @@ impl<T> Store for T where
         + GovernStore
         + PepStore
         + ssf::SsfStore
+        + ChangeStore
 {
 }

@@ -70,6 +70,7 @@ macro_rules! conformance {
             check_live_budgets,
             check_charges_accumulate_with_their_records,
             check_refused_append_charges_nothing,
+            check_append_at_head_chains_a_stale_batch_again,
             check_purge_spends,
             check_guard_states_upsert,
             check_approval_round_trip,
@@ -90,6 +91,7 @@ macro_rules! conformance {
             check_sessions_record_get_and_revoke,
             check_agent_owner_transfer,
             check_policy_versions,
+            check_revocation_by_id,
         );
     };
     (@tests $backend:ident, $open:ident; $($check:ident),+ $(,)?) => {
@@ -1098,6 +1100,39 @@ async fn check_refused_append_charges_nothing(store: &dyn Store) {
     // The valid batch still goes through, with its charges.
     store.append_audit(audit_rows(3, 1, head, |_| vec![charge(&root, USD, 1)])).await.unwrap();
     assert_eq!(spends(store, 1_100).await, BTreeMap::from([spend(&root, USD, 21)]));
+}
+
+/// Appending at the head: a batch chained onto a head another writer has since moved is
+/// chained again onto the stored head in the store's transaction (numbers, bodies and
+/// hashes rewritten, entries and charges kept); one that continues it is stored as is.
+/// The chain verifies throughout.
+async fn check_append_at_head_chains_a_stale_batch_again(store: &dyn Store) {
+    use warrant_core::audit::{decode, record_hash};
+    let (root, _, _) = budgeted_tree(store).await;
+    const USD: &str = "payments.usd_cents";
+    assert_eq!(store.append_audit_at_head(Vec::new()).await.unwrap(), (0, GENESIS), "nothing to append");
+    let first = audit_rows(1, 2, GENESIS, |_| vec![charge(&root, USD, 10)]);
+    assert_eq!(store.append_audit_at_head(first.clone()).await.unwrap(), (2, first[1].record.hash), "as is");
+    // Chained onto the empty log, as a writer that had not seen the first batch would.
+    let stale = audit_rows(1, 3, GENESIS, |_| vec![charge(&root, USD, 1)]);
+    let (seq, hash) = store.append_audit_at_head(stale.clone()).await.unwrap();
+    assert_eq!(seq, 5);
+    let stored = store.audit_records(1, 100).await.unwrap();
+    assert_eq!(stored.len(), 5);
+    assert_eq!(stored[4].record.hash, hash);
+    let mut prev = GENESIS;
+    for (i, row) in stored.iter().enumerate() {
+        assert_eq!(row.record.seq, i as u64 + 1);
+        assert_eq!(row.record.prev_hash, prev, "record {} continues the one before it", i + 1);
+        assert_eq!(row.record.hash, record_hash(&prev, &row.record.body));
+        assert_eq!(decode(&row.record).unwrap().0, row.record.seq, "the body names the record's number");
+        prev = row.record.hash;
+    }
+    for (old, new) in stale.iter().zip(&stored[2..]) {
+        assert_eq!(decode(&old.record).unwrap().1, decode(&new.record).unwrap().1, "the entry is kept");
+        assert_eq!((old.at, old.kind, &old.agent), (new.at, new.kind, &new.agent));
+    }
+    assert_eq!(spends(store, 1_100).await, BTreeMap::from([spend(&root, USD, 23)]), "every charge applied once");
 }
 
 async fn check_purge_spends(store: &dyn Store) {
@@ -2771,6 +2806,22 @@ async fn check_pep_round_trip(store: &dyn Store) {
     assert_eq!(listed[1], b);
 }
 
+/// A revocation read by its id names the warrants it ended, not those an earlier
+/// revocation had ended; an unknown id is `None`.
+async fn check_revocation_by_id(store: &dyn Store) {
+    let (t, root) = started_task(store, 1).await;
+    let a = store.get_agent(&root.agent).await.unwrap().unwrap();
+    let child = warrant(2, &t, &a, Some(&root), 1_010);
+    store.record_warrant(&child, None, &IssueGuard::default()).await.unwrap();
+    let first = revocation(1, RevocationKind::Warrant, child.jti.as_str(), 1_020);
+    let second = revocation(2, RevocationKind::Task, t.id.as_str(), 1_030);
+    store.revoke(&first, UnixTime(1_020)).await.unwrap();
+    store.revoke(&second, UnixTime(1_030)).await.unwrap();
+    assert_eq!(store.revocation("rev_1").await.unwrap(), Some((first, vec![child.jti.clone()])));
+    assert_eq!(store.revocation("rev_2").await.unwrap(), Some((second, vec![root.jti.clone()])));
+    assert_eq!(store.revocation("rev_9").await.unwrap(), None);
+}
+
 /// Migration 8 adds the PEP credentials and the warrants' claims: a warrant recorded
 /// before it reads back without claims.
 #[tokio::test]
@@ -2893,4 +2944,67 @@ async fn postgres_tls_is_verified() {
     let plain = warrant_store::PgStore::open(&plain).await.expect("plain text when asked");
     plain.list_humans().await.unwrap();
     assert!(!server.uses_tls("plain").await);
+}
+
+/// The change feed (PostgreSQL): every write of a table behind a server's in-memory
+/// state is logged in its transaction, numbered in commit order and announced; a pruned
+/// log says how far it was pruned. SQLite has no feed.
+#[tokio::test]
+async fn the_change_feed_logs_every_change_in_order_and_announces_it() {
+    use warrant_store::{ChangeKind, ChangeStore as _, RevocationStore as _};
+    let sqlite = SqliteStore::open_in_memory().unwrap();
+    assert!(!sqlite.shared());
+    let Some((_guard, store)) = open_postgres().await else { return };
+    assert!(store.shared());
+    assert_eq!(store.change_head().await.unwrap(), 0);
+    let mut listener = store.listen_changes().await.unwrap();
+
+    let (t, root) = started_task(&store, 1).await;
+    let h = store.get_human(&t.human).await.unwrap().unwrap();
+    let a = store.get_agent(&root.agent).await.unwrap().unwrap();
+    // Announced once the write committed.
+    tokio::time::timeout(std::time::Duration::from_secs(10), listener.next())
+        .await
+        .expect("an announcement after a write")
+        .expect("the listener's connection is up");
+    store.set_agent_status(&a.id, AgentStatus::Suspended).await.unwrap();
+    store.set_human_status(&h.id, HumanStatus::Disabled).await.unwrap();
+    store.revoke(&revocation(1, RevocationKind::Warrant, root.jti.as_str(), 1_020), UnixTime(1_020)).await.unwrap();
+    let pep = PepRecord {
+        id: PepId::from_random([1; 12]),
+        name: "edge".into(),
+        secret_sha256: [1; 32],
+        plain_subjects: false,
+        created_at: UnixTime(100),
+        revoked_at: None,
+    };
+    store.insert_pep(&pep).await.unwrap();
+    store.rotate_in(&key(1, 100)).await.unwrap();
+
+    let batch = store.changes_since(0, 100).await.unwrap();
+    let seen: Vec<(ChangeKind, String)> = batch.changes.iter().map(|c| (c.kind, c.subject.clone())).collect();
+    assert_eq!(
+        seen,
+        vec![
+            (ChangeKind::Human, h.id.to_string()),
+            (ChangeKind::Agent, a.id.to_string()),
+            (ChangeKind::Agent, a.id.to_string()),
+            (ChangeKind::Human, h.id.to_string()),
+            (ChangeKind::Revocation, "rev_1".to_owned()),
+            (ChangeKind::Pep, pep.id.to_string()),
+            (ChangeKind::Key, key(1, 100).kid),
+        ]
+    );
+    assert!(batch.changes.windows(2).all(|w| w[0].seq < w[1].seq), "numbered in order");
+    assert_eq!(batch.pruned_through, 0);
+    assert_eq!(store.change_head().await.unwrap(), batch.changes.last().unwrap().seq);
+    // From a number on, and at most a limit.
+    let after = store.changes_since(batch.changes[1].seq, 2).await.unwrap();
+    assert_eq!(after.changes, batch.changes[2..4].to_vec());
+
+    // Pruning everything older than now: the log says how far it went.
+    assert_eq!(store.prune_changes(0).await.unwrap(), 7);
+    let pruned = store.changes_since(0, 100).await.unwrap();
+    assert!(pruned.changes.is_empty());
+    assert_eq!(pruned.pruned_through, batch.changes.last().unwrap().seq);
 }

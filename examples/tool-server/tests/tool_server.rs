@@ -40,7 +40,7 @@ impl Setup {
         .unwrap();
         let bound = BoundServer::bind(&settings).await.unwrap();
         let server = format!("http://{}", bound.local_addr().unwrap());
-        let admin = bound.admin_token().to_owned();
+        let admin = bound.admin_token().unwrap().to_owned();
         tokio::spawn(bound.run(std::future::pending()));
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
         let mut s = Setup {

@@ -77,7 +77,10 @@ pub async fn start_warrant(
     .map_err(|e| BenchError::Server(e.to_string()))?;
     let server = warrant_server::BoundServer::bind(&settings).await.map_err(|e| BenchError::Server(e.to_string()))?;
     let addr = server.local_addr().ok_or_else(|| BenchError::Server("the server has no address".into()))?;
-    let admin = server.admin_token().to_owned();
+    let admin = server
+        .admin_token()
+        .ok_or_else(|| BenchError::Server("the benchmark server holds no admin token".into()))?
+        .to_owned();
     let engine = server.engine();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let handle = tokio::spawn(async move {

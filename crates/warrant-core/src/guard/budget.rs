@@ -186,6 +186,10 @@ pub enum ChargeError {
         /// The counter.
         counter: String,
     },
+    /// What was spent could not be read or charged (the budget's state is unavailable),
+    /// so nothing is charged and the request is refused (fail closed).
+    #[error("the budget could not be charged: {0}")]
+    Unavailable(String),
 }
 
 /// One warrant in the [`Ledger`].

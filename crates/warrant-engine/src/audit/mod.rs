@@ -18,7 +18,7 @@ use crate::keys::KeyManager;
 pub use trace::{AuditQuery, AuditView, Trace, MAX_QUERY};
 pub use writer::{
     verify, verify_all, AuditConfig, AuditError, AuditMetrics, AuditStartError, AuditVerifyError, AuditWriter, Receipt,
-    SigningKeySource, Verification, WitnessReport,
+    SigningKeySource, Verification, WitnessCoverage, WitnessReport,
 };
 
 /// The audit log: every audited operation writes through it, and evidence is read from
@@ -92,7 +92,8 @@ impl Audit {
     /// KEK opens) and, when one is kept, the witness.
     pub async fn verify(&self) -> Result<Verification, AuditVerifyError> {
         let keys = self.keys.checkpoint_keys(self.store.as_ref()).await?;
-        verify_all(self.store.as_ref(), &keys, self.witness.as_deref()).await
+        let coverage = if self.store.shared() { WitnessCoverage::OwnOnly } else { WitnessCoverage::Every };
+        verify_all(self.store.as_ref(), &keys, self.witness.as_deref(), coverage).await
     }
 
     /// The writer's counters.

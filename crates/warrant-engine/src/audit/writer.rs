@@ -8,10 +8,11 @@
 //! covers the whole batch. A failed append answers every caller of the batch with an
 //! error and forgets the head, which is read back from the store before the next batch:
 //! nothing is acknowledged that is not on disk, and the chain never skips. Several
-//! writers may share one store (one chain): the store appends a batch only onto the head
-//! it continues, and a writer whose batch found the head moved by another chains it again
-//! onto the new head and retries ([`HEAD_RETRIES`]), so the store is the chain's one
-//! serial point.
+//! writers may share one store (one chain, e.g. servers sharing a PostgreSQL database):
+//! the store chains a batch that no longer continues the stored head (another writer
+//! moved it) onto that head inside its write transaction
+//! ([`AuditStore::append_audit_at_head`]), so the store is the chain's one serial point
+//! and no writer waits on or retries for another.
 //!
 //! After a batch, when [`AuditConfig::checkpoint_every`] records or
 //! [`AuditConfig::checkpoint_interval`] have passed since the last checkpoint, the head
@@ -201,13 +202,6 @@ impl AuditMetrics {
 type Ack = oneshot::Sender<Result<u64, AuditError>>;
 type Job = (AuditEntry, Vec<SpendCharge>, Ack);
 
-/// How many times a batch is chained again when another writer on the same store moved
-/// the head first, before its callers are told it failed (fail closed: their decisions
-/// deny). A writer reads the head and appends in two steps, so under sustained load from
-/// another writer it can lose that race every time; chaining inside the store's own
-/// transaction, which closes the race, is what several servers on one database need.
-pub const HEAD_RETRIES: u32 = 8;
-
 /// The single writer of the audit chain. Share it (e.g. in an `Arc`); every clone of the
 /// queue feeds the same task.
 pub struct AuditWriter {
@@ -384,86 +378,80 @@ impl Writer {
         tracing::info!(head = self.metrics.head_seq(), "the audit writer stopped");
     }
 
-    /// Chains `jobs` onto the durable head, appends them in one transaction, then
-    /// answers every caller. When another writer on the same store moved the head
-    /// meanwhile (the store answers `Conflict`), the batch is chained again onto the new
-    /// head and retried, up to [`HEAD_RETRIES`] times: several writers share one chain,
-    /// each batch continuing the one committed before it.
+    /// Chains `jobs` onto the durable head as this writer knows it and appends them in
+    /// one transaction, then answers every caller. When another writer on the same store
+    /// moved the head meanwhile, the store chains the batch again onto the stored head in
+    /// its write transaction ([`AuditStore::append_audit_at_head`]), so several writers
+    /// share one chain without ever refusing a batch for it.
     async fn commit(&mut self, jobs: Vec<Job>) {
-        let mut pending = jobs;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let head = match self.durable_head().await {
-                Ok(head) => head,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read the audit head; refusing the batch");
-                    self.metrics.failed_batches.fetch_add(1, Ordering::Relaxed);
-                    let error = AuditError::WriteFailed(e.to_string());
-                    for (_, _, ack) in pending {
-                        let _ = ack.send(Err(error.clone()));
-                    }
-                    return;
+        let head = match self.durable_head().await {
+            Ok(head) => head,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the audit head; refusing the batch");
+                self.metrics.failed_batches.fetch_add(1, Ordering::Relaxed);
+                let error = AuditError::WriteFailed(e.to_string());
+                for (_, _, ack) in jobs {
+                    let _ = ack.send(Err(error.clone()));
                 }
-            };
-            let (mut seq, mut prev) = head;
-            let mut at = self.head_at;
-            let mut rows = Vec::with_capacity(pending.len());
-            let mut chained = Vec::with_capacity(pending.len());
-            for (entry, charges, ack) in pending {
-                let next = seq.saturating_add(1);
-                match chain(prev, next, &entry) {
-                    Ok(record) => {
-                        (seq, prev, at) = (next, record.hash, Some(entry.at));
-                        let mut row = AuditRow::new(record, &entry);
-                        row.charges = charges.clone();
-                        rows.push(row);
-                        chained.push((next, entry, charges, ack));
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot encode an audit entry");
-                        let _ = ack.send(Err(AuditError::WriteFailed(e.to_string())));
-                    }
-                }
-            }
-            if rows.is_empty() {
                 return;
             }
-            let count = rows.len() as u64;
-            let started = Instant::now();
-            let result = self.store.append_audit(rows).await;
-            let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-            self.metrics.last_commit_micros.store(micros, Ordering::Relaxed);
-            self.metrics.last_batch_size.store(count, Ordering::Relaxed);
-            match result {
-                Ok(()) => {
-                    self.head = Some((seq, prev));
-                    self.head_at = at;
-                    self.metrics.head_seq.store(seq, Ordering::Relaxed);
-                    self.metrics.batches.fetch_add(1, Ordering::Relaxed);
-                    self.metrics.records.fetch_add(count, Ordering::Relaxed);
-                    for (seq, _, _, ack) in chained {
-                        let _ = ack.send(Ok(seq));
-                    }
-                    return;
-                }
-                Err(StoreError::Conflict(why)) if attempt < HEAD_RETRIES => {
-                    // Another writer appended first: read its head and chain again.
-                    tracing::debug!(%why, attempt, "the audit head moved; chaining the batch again");
-                    self.head = None;
-                    self.head_at = None;
-                    pending = chained.into_iter().map(|(_, entry, charges, ack)| (entry, charges, ack)).collect();
+        };
+        let (mut seq, mut prev) = head;
+        let mut at = self.head_at;
+        let mut rows = Vec::with_capacity(jobs.len());
+        let mut acks = Vec::with_capacity(jobs.len());
+        for (entry, charges, ack) in jobs {
+            let next = seq.saturating_add(1);
+            match chain(prev, next, &entry) {
+                Ok(record) => {
+                    (seq, prev, at) = (next, record.hash, Some(entry.at));
+                    let mut row = AuditRow::new(record, &entry);
+                    row.charges = charges;
+                    rows.push(row);
+                    acks.push(ack);
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, records = count, "the audit batch could not be written");
-                    self.head = None;
-                    self.head_at = None;
-                    self.metrics.failed_batches.fetch_add(1, Ordering::Relaxed);
-                    let error = AuditError::WriteFailed(e.to_string());
-                    for (_, _, _, ack) in chained {
-                        let _ = ack.send(Err(error.clone()));
-                    }
-                    return;
+                    tracing::error!(error = %e, "cannot encode an audit entry");
+                    let _ = ack.send(Err(AuditError::WriteFailed(e.to_string())));
+                }
+            }
+        }
+        if rows.is_empty() {
+            return;
+        }
+        let count = rows.len() as u64;
+        let started = Instant::now();
+        let result = self.store.append_audit_at_head(rows).await;
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.metrics.last_commit_micros.store(micros, Ordering::Relaxed);
+        self.metrics.last_batch_size.store(count, Ordering::Relaxed);
+        match result {
+            Ok((last, hash)) => {
+                if last != seq {
+                    tracing::debug!(
+                        expected = seq,
+                        stored = last,
+                        "another writer moved the audit head; the batch was chained onto it"
+                    );
+                }
+                self.head = Some((last, hash));
+                self.head_at = at;
+                self.metrics.head_seq.store(last, Ordering::Relaxed);
+                self.metrics.batches.fetch_add(1, Ordering::Relaxed);
+                self.metrics.records.fetch_add(count, Ordering::Relaxed);
+                let first = last.saturating_sub(count).saturating_add(1);
+                for (i, ack) in (0u64..).zip(acks) {
+                    let _ = ack.send(Ok(first.saturating_add(i)));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, records = count, "the audit batch could not be written");
+                self.head = None;
+                self.head_at = None;
+                self.metrics.failed_batches.fetch_add(1, Ordering::Relaxed);
+                let error = AuditError::WriteFailed(e.to_string());
+                for ack in acks {
+                    let _ = ack.send(Err(error.clone()));
                 }
             }
         }
@@ -787,14 +775,30 @@ async fn all_checkpoints(store: &dyn AuditStore) -> Result<Vec<StoredCheckpoint>
     }
 }
 
+/// Which of the stored checkpoints a witness holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WitnessCoverage {
+    /// One server writes the log: its witness holds every checkpoint from its first on,
+    /// so a stored checkpoint the witness lacks is a problem.
+    Every,
+    /// Several servers share the log (a shared database), each with a witness of its own
+    /// holding the checkpoints it signed: every witnessed head must be in the log, and a
+    /// checkpoint another server signed is checked by its signature alone.
+    OwnOnly,
+}
+
 /// Compares the log with the witnessed heads; the first disagreement found.
 async fn compare_with_witness(
     store: &dyn AuditStore,
     heads: &BTreeMap<u64, [u8; 32]>,
+    coverage: WitnessCoverage,
 ) -> Result<Option<String>, StoreError> {
     let head = store.audit_head().await?;
     let stored = all_checkpoints(store).await?;
     let (Some((&first, _)), Some((&last, _))) = (heads.first_key_value(), heads.last_key_value()) else {
+        if coverage == WitnessCoverage::OwnOnly {
+            return Ok(None);
+        }
         return Ok(stored.last().map(|cp| {
             format!(
                 "the witness holds no checkpoint but the database holds {} (up to record {}): the witness was lost, \
@@ -829,6 +833,9 @@ async fn compare_with_witness(
         };
         return Ok(Some(problem));
     }
+    if coverage == WitnessCoverage::OwnOnly {
+        return Ok(None);
+    }
     for cp in stored.iter().filter(|cp| cp.seq >= first) {
         match heads.get(&cp.seq) {
             Some(hash) if *hash == cp.head_hash => {}
@@ -846,12 +853,14 @@ async fn compare_with_witness(
 
 /// Verifies the chain, every stored checkpoint against `keys` (checkpoint keys; the
 /// warrant keys of older builds only before the first checkpoint a checkpoint key
-/// signed), and, when `witness` names the witness file, the log against it. A witness
-/// that is missing reads as empty: with checkpoints in the database, that is a problem.
+/// signed), and, when `witness` names the witness file, the log against it, as far as
+/// `coverage` says the witness reaches. A witness that is missing reads as empty: with
+/// checkpoints in the database and [`WitnessCoverage::Every`], that is a problem.
 pub async fn verify_all(
     store: &dyn AuditStore,
     keys: &CheckpointKeys,
     witness: Option<&Path>,
+    coverage: WitnessCoverage,
 ) -> Result<Verification, AuditVerifyError> {
     let mut resolvers = Resolvers { current: &keys.current, legacy: Some(&keys.legacy), seen_current: false };
     let Some(path) = witness else {
@@ -893,7 +902,7 @@ pub async fn verify_all(
         heads.iter().map(|(&seq, &head_hash)| CheckpointHead { seq, head_hash }).collect();
     let chain = verify_chain(store, &mut resolvers, &witnessed).await?;
     if problem.is_none() {
-        problem = compare_with_witness(store, &heads).await?;
+        problem = compare_with_witness(store, &heads, coverage).await?;
         if problem.is_some() {
             // The log may have been written to since the witness was read: a checkpoint
             // goes to the witness before the database, so one read from the database is in
@@ -912,7 +921,7 @@ pub async fn verify_all(
                     }
                 }
                 if agrees && now.len() > heads.len() {
-                    problem = compare_with_witness(store, &now).await?;
+                    problem = compare_with_witness(store, &now, coverage).await?;
                 }
             }
         }

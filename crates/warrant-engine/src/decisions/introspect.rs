@@ -64,6 +64,10 @@ impl Decisions {
                 return Introspection::Inactive(format!("agent `{agent}` is not in the warrant's chain"));
             }
         }
+        // A stale server cannot say the warrant is still in force (fail closed).
+        if let Some(reason) = self.freshness.stale() {
+            return Introspection::Inactive(reason);
+        }
         if let Err(refusal) = self.in_force(&warrant, now) {
             return Introspection::Inactive(refusal.reason);
         }

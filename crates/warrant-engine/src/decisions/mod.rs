@@ -5,6 +5,8 @@
 //! 1. verify ([`verify`]): the token is a warrant of ours (cached by token digest until
 //!    expiry), or, for a warrant named by its `jti` (the AuthZEN COAZ shape), the claims
 //!    recorded at issuance (cached by `jti` until expiry; read from the store once);
+//!    On a shared database, a server that cannot confirm it is current denies here
+//!    (`stale`, see [`crate::cluster`]);
 //! 2. admit ([`admit`]): revocation, the identity of every agent in the chain and its
 //!    owner, the human, the request's shape and the warrant's scope, a presented approval;
 //! 3. assess ([`evaluate`]): the guardrails' signals and trust;
@@ -38,6 +40,7 @@ use warrant_store::Store;
 use crate::approvals::Approvals;
 use crate::audit::Audit;
 use crate::clock::Clock;
+use crate::cluster::Freshness;
 use crate::directory::Directory;
 use crate::dpop::Dpop;
 use crate::events::EventBus;
@@ -83,6 +86,7 @@ pub struct Decisions {
     audit: Arc<Audit>,
     events: Arc<EventBus>,
     dpop: Arc<Dpop>,
+    freshness: Arc<Freshness>,
 }
 
 impl std::fmt::Debug for Decisions {
@@ -107,6 +111,7 @@ pub(crate) struct DecisionParts {
     pub audit: Arc<Audit>,
     pub events: Arc<EventBus>,
     pub dpop: Arc<Dpop>,
+    pub freshness: Arc<Freshness>,
 }
 
 impl Decisions {
@@ -128,6 +133,7 @@ impl Decisions {
             audit: parts.audit,
             events: parts.events,
             dpop: parts.dpop,
+            freshness: parts.freshness,
         }
     }
 
@@ -171,6 +177,11 @@ impl Decisions {
             Ok(warrant) => warrant,
             Err(refusal) => return self.settle_refusal(req, refusal, None, now).await,
         };
+        // A server sharing its database that cannot confirm it is current does not know
+        // what was revoked elsewhere: it denies (fail closed).
+        if let Some(reason) = self.freshness.stale() {
+            return self.settle_refusal(req, Refusal::new(DecisionCode::Stale, reason), Some(&warrant), now).await;
+        }
         if let Err(refusal) = self.check_proof(req, &warrant, now) {
             return self.settle_refusal(req, refusal, Some(&warrant), now).await;
         }

@@ -187,7 +187,8 @@ impl Decisions {
                 return Queued { decision, receipt: None, action, resource, at: now };
             }
         };
-        let charges = spend_rows(&decision);
+        // Charged in the store already when servers share it: the record carries none.
+        let charges = if self.guardrails.charges_in_store() { Vec::new() } else { spend_rows(&decision) };
         match self.audit.enqueue_with(entry, charges).await {
             Ok(receipt) => Queued { decision, receipt: Some(receipt), action, resource, at: now },
             Err(e) => {

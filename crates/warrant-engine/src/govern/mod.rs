@@ -35,6 +35,7 @@ use crate::clock::Clock;
 use crate::directory::Directory;
 use crate::events::EventBus;
 use crate::guard::Guardrails;
+use crate::lead::Lead;
 use crate::revocation::Revocation;
 
 /// Governance settings.
@@ -130,6 +131,8 @@ pub struct Governance {
     nudge: tokio::sync::Notify,
     /// One sweep or finding change at a time.
     pub(crate) serial: tokio::sync::Mutex<()>,
+    /// Whether this server runs the periodic full sweep (one server of a shared database).
+    pub(crate) lead: Arc<Lead>,
 }
 
 impl std::fmt::Debug for Governance {
@@ -148,12 +151,13 @@ pub(crate) struct GovernanceParts {
     pub guardrails: Arc<Guardrails>,
     pub audit: Arc<Audit>,
     pub events: Arc<EventBus>,
+    pub lead: Arc<Lead>,
 }
 
 impl Governance {
     /// Loads the active findings, usage, key times and attestations.
     pub(crate) async fn load(parts: GovernanceParts) -> Result<Self, StoreError> {
-        let GovernanceParts { store, clock, config, directory, revocation, guardrails, audit, events } = parts;
+        let GovernanceParts { store, clock, config, directory, revocation, guardrails, audit, events, lead } = parts;
         let active = store.active_findings().await?.into_iter().map(|f| (f.key(), f)).collect::<ActiveFindings>();
         let usage = store
             .usages()
@@ -184,6 +188,7 @@ impl Governance {
             pending: Mutex::new(HashSet::new()),
             nudge: tokio::sync::Notify::new(),
             serial: tokio::sync::Mutex::new(()),
+            lead,
         })
     }
 

@@ -209,7 +209,8 @@ impl Governance {
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = sweep.tick() => {
+                // On a shared database, one server (the leader) runs the full sweep.
+                _ = sweep.tick(), if self.lead.is_leader() => {
                     if let Err(e) = self.sweep().await {
                         tracing::warn!(error = %e, "governance sweep failed; will retry at the next interval");
                     }

@@ -382,10 +382,24 @@ impl Guardrails {
     }
 
     /// Charges the request's telemetry to the warrant's budget and every ancestor's.
-    /// Returns the charges to persist with the decision's audit record.
-    pub fn charge(&self, jti: &WarrantId, telemetry: Option<&serde_json::Value>) -> Result<Vec<Charge>, ChargeError> {
+    /// Returns the charges made. On one server they are charged in memory and persisted
+    /// with the decision's audit record ([`Guardrails::charges_in_store`] is false); on a
+    /// database several servers share, the store charges them exactly against every
+    /// server's spending, durable before this returns.
+    pub async fn charge(
+        &self,
+        jti: &WarrantId,
+        telemetry: Option<&serde_json::Value>,
+    ) -> Result<Vec<Charge>, ChargeError> {
+        if self.charges_in_store() {
+            let amounts = |counters: &[String]| amounts_of(counters, telemetry);
+            return match self.store.charge_budget(jti, &amounts).await {
+                Ok(charged) => charged,
+                Err(e) => Err(ChargeError::Unavailable(e.to_string())),
+            };
+        }
         let Ok(mut ledger) = self.ledger.lock() else {
-            return Err(ChargeError::Exceeded { warrant: jti.clone(), counter: "*".into(), left: 0, needed: 0 });
+            return Err(ChargeError::Unavailable("the budget ledger is unavailable".into()));
         };
         if ledger.is_empty() {
             return Ok(Vec::new());
@@ -394,20 +408,33 @@ impl Guardrails {
         if counters.is_empty() {
             return Ok(Vec::new());
         }
-        let mut amounts = Budget::new();
-        for counter in counters {
-            let value = telemetry.and_then(|t| t.get(&counter));
-            let amount = match value {
-                None | Some(serde_json::Value::Null) => 0,
-                Some(v) => v.as_i64().ok_or_else(|| ChargeError::BadAmount { counter: counter.clone() })?,
-            };
-            amounts.insert(counter, amount);
-        }
+        let amounts = amounts_of(&counters, telemetry)?;
         ledger.charge(jti, &amounts)
     }
 
-    /// Gives charges back (the decision they were made for was not recorded).
+    /// Whether budgets are charged in the store (a database several servers share)
+    /// rather than in memory: then a decision's charges are durable before its audit
+    /// record, which carries none.
+    pub fn charges_in_store(&self) -> bool {
+        self.store.shared()
+    }
+
+    /// Gives charges back (the decision they were made for was not recorded): in memory,
+    /// or, when the store charged them, in the store (in the background; a failure is
+    /// logged and leaves the amount spent, never more than was allowed).
     pub fn refund(&self, charges: &[Charge]) {
+        if charges.is_empty() {
+            return;
+        }
+        if self.charges_in_store() {
+            let (store, charges) = (Arc::clone(&self.store), charges.to_vec());
+            tokio::spawn(async move {
+                if let Err(e) = store.refund_budget(&charges).await {
+                    tracing::error!(error = %e, "could not give back the charges of an unrecorded decision; they stay spent");
+                }
+            });
+            return;
+        }
         if let Ok(mut ledger) = self.ledger.lock() {
             ledger.refund(charges);
         }
@@ -420,9 +447,13 @@ impl Guardrails {
         }
     }
 
-    /// What `jti` may still spend (empty: no budget).
-    pub fn budget_left(&self, jti: &WarrantId) -> Budget {
-        self.ledger.lock().map(|l| l.left(jti)).unwrap_or_default()
+    /// What `jti` may still spend (empty: no budget), counting every server's spending
+    /// when the store charges budgets.
+    pub async fn budget_left(&self, jti: &WarrantId) -> Result<Budget, StoreError> {
+        if self.charges_in_store() {
+            return self.store.budget_left(jti).await;
+        }
+        Ok(self.ledger.lock().map(|l| l.left(jti)).unwrap_or_default())
     }
 
     /// Writes every changed agent state to the store (periodically and at shutdown).
@@ -458,4 +489,18 @@ impl Guardrails {
         }
         Ok(n)
     }
+}
+
+/// The request's amount for each of `counters`, from its telemetry (a missing or null
+/// value is 0); anything but a whole number is refused.
+fn amounts_of(counters: &[String], telemetry: Option<&serde_json::Value>) -> Result<Budget, ChargeError> {
+    let mut amounts = Budget::new();
+    for counter in counters {
+        let amount = match telemetry.and_then(|t| t.get(counter)) {
+            None | Some(serde_json::Value::Null) => 0,
+            Some(v) => v.as_i64().ok_or_else(|| ChargeError::BadAmount { counter: counter.clone() })?,
+        };
+        amounts.insert(counter.clone(), amount);
+    }
+    Ok(amounts)
 }

@@ -1,6 +1,8 @@
 //! The harness: one engine on an in-memory SQLite store and a manual clock, and every
 //! call the tests make into it. Nothing outside this file calls the engine, so a change
-//! of the engine's API is ported here alone.
+//! of the engine's API is ported here alone. [`Harness::start_on_postgres`] and
+//! [`Harness::replica`] put engines on one PostgreSQL database instead, as servers
+//! sharing it would be.
 //!
 //! Time moves only through [`Harness::advance`]; nothing runs in the background but the
 //! engine's own audit writer, and sweeps and reloads are called explicitly.
@@ -25,7 +27,7 @@ use warrant_engine::revocation::Completer;
 use warrant_engine::{
     AuthorizeRequest, Clock as _, Engine, EngineConfig, ManualClock, NewAgent, NewHuman, SubjectRequest, TokenRequest,
 };
-use warrant_store::SqliteStore;
+use warrant_store::{PgStore, SqliteStore, Store};
 use warrant_token::{Kek, KeyPair};
 
 // What the tests read of the engine's answers, re-exported so that they name no engine
@@ -139,11 +141,52 @@ impl Ask {
 pub struct Harness {
     engine: Engine,
     clock: Arc<ManualClock>,
-    store: SqliteStore,
+    store: Arc<dyn Store>,
     config: EngineConfig,
     policies: PathBuf,
-    counter: AtomicU64,
-    _dir: TempDir,
+    counter: Arc<AtomicU64>,
+    /// The PostgreSQL database's URL, for replicas.
+    postgres: Option<String>,
+    _dir: Arc<TempDir>,
+    _schema: Option<Arc<PgSchema>>,
+}
+
+/// A schema of its own on the PostgreSQL test server, dropped with the last harness
+/// using it.
+struct PgSchema {
+    admin: String,
+    name: String,
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        // Dropped inside the test's runtime: clean up on a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async move {
+                if let Ok((client, connection)) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await {
+                    tokio::spawn(connection);
+                    let _ = client.batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE")).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// The PostgreSQL test server (`WARRANT_TEST_POSTGRES`); `None` when
+/// `WARRANT_SKIP_POSTGRES_TESTS=1` skips the PostgreSQL tests deliberately.
+fn postgres_admin() -> Option<String> {
+    match std::env::var("WARRANT_TEST_POSTGRES") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("WARRANT_SKIP_POSTGRES_TESTS").as_deref() == Ok("1") => None,
+        _ => panic!(
+            "WARRANT_TEST_POSTGRES is not set: the engine's PostgreSQL tests need a server \
+             (scripts/test starts one; scripts/pg-test-cluster starts one by hand). \
+             Set WARRANT_SKIP_POSTGRES_TESTS=1 to skip them deliberately."
+        ),
+    }
 }
 
 impl Harness {
@@ -172,9 +215,94 @@ impl Harness {
         config.policy_dir = Some(policy_dir.clone());
         configure(&mut config);
         let clock = Arc::new(ManualClock::at(UnixTime(T0)));
-        let store = SqliteStore::open_in_memory().unwrap();
-        let engine = Engine::open(Arc::new(store.clone()), Arc::clone(&clock) as _, config.clone()).await.unwrap();
-        Harness { engine, clock, store, config, policies: policy_dir, counter: AtomicU64::new(0), _dir: dir }
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().unwrap());
+        let engine = Engine::open(Arc::clone(&store), Arc::clone(&clock) as _, config.clone()).await.unwrap();
+        Harness {
+            engine,
+            clock,
+            store,
+            config,
+            policies: policy_dir,
+            counter: Arc::new(AtomicU64::new(0)),
+            postgres: None,
+            _dir: Arc::new(dir),
+            _schema: None,
+        }
+    }
+
+    /// An engine with the default settings (changed by `configure`) on a fresh schema of
+    /// the PostgreSQL test server; `None` when the PostgreSQL tests are skipped.
+    pub async fn start_on_postgres(configure: impl FnOnce(&mut EngineConfig)) -> Option<Harness> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let admin = postgres_admin()?;
+        let name = format!("engine_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
+        let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client.batch_execute(&format!("CREATE SCHEMA {name}")).await.unwrap();
+        let separator = if admin.contains('?') { '&' } else { '?' };
+        let url = format!("{admin}{separator}options=-csearch_path%3D{name}");
+        let schema = Arc::new(PgSchema { admin, name });
+        let dir = tempfile::tempdir().unwrap();
+        let policy_dir = dir.path().join("policies");
+        std::fs::create_dir_all(&policy_dir).unwrap();
+        std::fs::write(policy_dir.join(warrant_policy::DEFAULT_POLICY_FILE), warrant_policy::DEFAULT_POLICIES).unwrap();
+        let mut config = EngineConfig::for_issuer(ISSUER);
+        config.kek = Some(kek());
+        config.policy_dir = Some(policy_dir.clone());
+        configure(&mut config);
+        let clock = Arc::new(ManualClock::at(UnixTime(T0)));
+        let store: Arc<dyn Store> = Arc::new(PgStore::open(&url).await.unwrap());
+        let engine = Engine::open(Arc::clone(&store), Arc::clone(&clock) as _, config.clone()).await.unwrap();
+        Some(Harness {
+            engine,
+            clock,
+            store,
+            config,
+            policies: policy_dir,
+            counter: Arc::new(AtomicU64::new(0)),
+            postgres: Some(url),
+            _dir: Arc::new(dir),
+            _schema: Some(schema),
+        })
+    }
+
+    /// Another engine on this harness's PostgreSQL database, with a pool of its own and
+    /// the same settings, clock and policy files: a second server sharing the database.
+    pub async fn replica(&self) -> Harness {
+        let url = self.postgres.as_deref().expect("a replica needs a harness on PostgreSQL");
+        let store: Arc<dyn Store> = Arc::new(PgStore::connect(url).unwrap());
+        let engine = Engine::open(Arc::clone(&store), Arc::clone(&self.clock) as _, self.config.clone()).await.unwrap();
+        Harness {
+            engine,
+            clock: Arc::clone(&self.clock),
+            store,
+            config: self.config.clone(),
+            policies: self.policies.clone(),
+            counter: Arc::clone(&self.counter),
+            postgres: self.postgres.clone(),
+            _dir: Arc::clone(&self._dir),
+            _schema: self._schema.clone(),
+        }
+    }
+
+    /// The PostgreSQL database's URL (a harness on PostgreSQL only).
+    pub fn postgres_url(&self) -> String {
+        self.postgres.clone().expect("a harness on PostgreSQL")
+    }
+
+    /// Reads the change feed and applies what other servers changed; how many changes.
+    pub async fn catch_up(&self) -> usize {
+        self.engine.cluster().catch_up().await.unwrap()
+    }
+
+    /// Starts the engine's background loops (the change feed among them).
+    pub fn start_background(&self) -> warrant_engine::Background {
+        self.engine.start(warrant_engine::BackgroundOptions::default())
+    }
+
+    /// Moves the clock forward by `millis` milliseconds.
+    pub fn advance_millis(&self, millis: i64) {
+        self.clock.advance_millis(millis);
     }
 
     /// Stops the engine the way the server does at shutdown (guard state and usage
@@ -182,7 +310,7 @@ impl Harness {
     /// in memory is gone, what the store holds is loaded again.
     pub async fn restart(&mut self) {
         self.engine.close().await;
-        let store = Arc::new(self.store.clone());
+        let store = Arc::clone(&self.store);
         self.engine = Engine::open(store, Arc::clone(&self.clock) as _, self.config.clone()).await.unwrap();
     }
 
@@ -532,7 +660,6 @@ impl Harness {
     /// Records a copy of warrant `jti` under a new id without its claims, as a warrant
     /// issued before claims were kept; returns the new id.
     pub async fn record_without_claims(&self, jti: &str) -> String {
-        use warrant_store::WarrantStore as _;
         let original = self.store.get_warrant(&warrant_core::WarrantId::parse(jti).unwrap()).await.unwrap().unwrap();
         let copy = warrant_store::WarrantRecord {
             jti: warrant_core::WarrantId::from_random([0xAB; 12]),

@@ -3,7 +3,7 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use warrant_server::{BoundServer, FileConfig, ServeError, Settings};
+use warrant_server::{BoundServer, FileConfig, Settings};
 
 use crate::testkit::{b64, new_key, on_postgres, scope_set, unb64, Server};
 
@@ -358,13 +358,27 @@ async fn a_second_server_on_the_same_data_directory_refuses_to_start() {
     s.restart().await;
     s.admin_get("/v1/humans").await.ok();
     assert!(BoundServer::bind(&settings).await.is_err(), "the restarted server holds the lock");
-    // On PostgreSQL the database is held too: a server with a data directory of its own
-    // on the same database is refused as well, by the restarted server's database lock.
+    // On PostgreSQL the database is not held: a server with a data directory of its own
+    // on the same database starts beside it, and accepts the admin token the first server
+    // created (its own data directory holds none).
     if on_postgres() {
         let other = tempfile::tempdir().unwrap();
-        let elsewhere = FileConfig { data: Some(other.path().join("data")), ..s.same_store(FileConfig::default()) };
-        let refused = BoundServer::bind(&Settings::from_config(elsewhere).unwrap()).await.unwrap_err();
-        assert!(matches!(refused, ServeError::DatabaseInUse(_)), "{refused}");
+        // Every server on a database is given the key-encryption key the keys are sealed with.
+        let elsewhere = FileConfig {
+            data: Some(other.path().join("data")),
+            kek_file: Some(warrant_server::kek::default_kek_file(&s.data)),
+            ..s.same_store(FileConfig::default())
+        };
+        let second = BoundServer::bind(&Settings::from_config(elsewhere).unwrap()).await.unwrap();
+        assert_eq!(second.admin_token(), None, "the token stays with the server that created it");
+        assert!(!other.path().join("data").join(warrant_server::server::ADMIN_TOKEN_FILE).exists());
+        let router = second.router();
+        let request = axum::http::Request::get("/v1/humans")
+            .header("authorization", format!("Bearer {}", s.admin))
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let answer = tower::ServiceExt::oneshot(router, request).await.unwrap();
+        assert_eq!(answer.status(), StatusCode::OK, "the second server accepts the first server's admin token");
         s.admin_get("/v1/humans").await.ok();
     }
 }

@@ -360,7 +360,7 @@ impl Server {
         };
         let addr = server.local_addr().unwrap();
         let issuer = server.issuer().to_owned();
-        let admin = server.admin_token().to_owned();
+        let admin = server.admin_token().expect("the first server on a database holds the admin token").to_owned();
         let router = server.router();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async move {

@@ -30,7 +30,7 @@ const INSERT_RECORDS: &str = "INSERT INTO audit_records (seq, at, kind, agent, h
      $8::TEXT[], $9::TEXT[], $10::BYTEA[], $11::BYTEA[])";
 
 /// A batch's budget charges, at most one per `(jti, counter)`, one array per column.
-const ADD_SPENDS: &str = "INSERT INTO budget_spend (jti, counter, spent, expires_at) \
+pub(super) const ADD_SPENDS: &str = "INSERT INTO budget_spend (jti, counter, spent, expires_at) \
      SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::BIGINT[]) \
      ON CONFLICT (jti, counter) DO UPDATE SET spent = budget_spend.spent + EXCLUDED.spent";
 
@@ -101,10 +101,28 @@ fn spends_of(rows: &[AuditRow]) -> Result<Spends<'_>, StoreError> {
     Ok(spends)
 }
 
-#[async_trait]
-impl AuditStore for PgStore {
-    async fn append_audit(&self, rows: Vec<AuditRow>) -> Result<(), StoreError> {
-        let Some(first) = rows.first() else { return Ok(()) };
+impl PgStore {
+    /// Appends `rows` in one transaction under the write lock: onto the stored head
+    /// exactly (`rebase` false: `Conflict` otherwise), or chained again onto it when they
+    /// do not continue it. Returns the new head.
+    async fn append(&self, rows: &mut [AuditRow], rebase: bool) -> Result<(u64, [u8; 32]), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        lock_writes(&tx).await?;
+        // Statements prepared once per connection: a decision's batch is the hot path.
+        let head = tx.prepare_cached(HEAD).await?;
+        let stored = head_row(tx.query_opt(&head, &[]).await?)?.unwrap_or((0, GENESIS));
+        let Some(first) = rows.first() else { return Ok(stored) };
+        let (head_seq, head_hash) = stored;
+        if !rebase && (first.record.seq != head_seq.saturating_add(1) || first.record.prev_hash != head_hash) {
+            // Compare-and-append: the batch must continue exactly the stored head.
+            return Err(StoreError::Conflict(format!(
+                "the audit batch starting at record `{}` does not continue the stored head `{head_seq}`",
+                first.record.seq
+            )));
+        }
+        let new_head = crate::audit::rebase(rows, stored)?;
+        let rows = &*rows;
         let seqs = rows.iter().map(|r| to_i64(r.record.seq)).collect::<Result<Vec<_>, _>>()?;
         let ats: Vec<i64> = rows.iter().map(|r| r.at.0).collect();
         let kinds: Vec<&str> = rows.iter().map(|r| r.kind.as_str()).collect();
@@ -116,21 +134,7 @@ impl AuditStore for PgStore {
         let bodies: Vec<&str> = rows.iter().map(|r| r.record.body.as_str()).collect();
         let prev_hashes: Vec<&[u8]> = rows.iter().map(|r| r.record.prev_hash.as_slice()).collect();
         let hashes: Vec<&[u8]> = rows.iter().map(|r| r.record.hash.as_slice()).collect();
-        let spends = spends_of(&rows)?;
-
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        lock_writes(&tx).await?;
-        // Compare-and-append: the batch must continue exactly the stored head.
-        // Statements prepared once per connection: a decision's batch is the hot path.
-        let head = tx.prepare_cached(HEAD).await?;
-        let (head_seq, head_hash) = head_row(tx.query_opt(&head, &[]).await?)?.unwrap_or((0, GENESIS));
-        if first.record.seq != head_seq.saturating_add(1) || first.record.prev_hash != head_hash {
-            return Err(StoreError::Conflict(format!(
-                "the audit batch starting at record `{}` does not continue the stored head `{head_seq}`",
-                first.record.seq
-            )));
-        }
+        let spends = spends_of(rows)?;
         let insert = tx.prepare_cached(INSERT_RECORDS).await?;
         tx.execute(
             &insert,
@@ -147,7 +151,18 @@ impl AuditStore for PgStore {
             tx.execute(&add, &[&jtis, &counters, &amounts, &expiries]).await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(new_head)
+    }
+}
+
+#[async_trait]
+impl AuditStore for PgStore {
+    async fn append_audit(&self, mut rows: Vec<AuditRow>) -> Result<(), StoreError> {
+        self.append(&mut rows, false).await.map(|_| ())
+    }
+
+    async fn append_audit_at_head(&self, mut rows: Vec<AuditRow>) -> Result<(u64, [u8; 32]), StoreError> {
+        self.append(&mut rows, true).await
     }
 
     async fn audit_head(&self) -> Result<Option<(u64, [u8; 32])>, StoreError> {

@@ -6,10 +6,41 @@ use tokio_postgres::Row;
 use warrant_core::guard::approval::{Approval, ApprovalStatus};
 use warrant_core::{AgentId, ApprovalId, UnixTime, WarrantId};
 
-use super::{budget_col, col, get, lock_writes, opt_col, time, PgStore};
+use warrant_core::guard::budget::{Budget, Charge, ChargeError, Ledger, MAX_WALK};
+
+use super::{budget_col, cached, col, get, lock_writes, opt_col, time, PgStore};
 use crate::columns::approval_cols;
-use crate::guard::{GuardStore, LiveBudget, MAX_APPROVAL_LIST_LIMIT};
+use crate::guard::{AmountsFor, GuardStore, LiveBudget, MAX_APPROVAL_LIST_LIMIT};
 use crate::StoreError;
+
+/// `$1` and its ancestors (at most [`MAX_WALK`]), with their budgets and expiry.
+const BUDGET_WALK: &str = "WITH RECURSIVE walk (jti, parent, budget, expires_at, depth) AS ( \
+     SELECT jti, parent, budget, expires_at, 1 FROM warrants WHERE jti = $1 \
+     UNION ALL SELECT w.jti, w.parent, w.budget, w.expires_at, walk.depth + 1 \
+     FROM warrants w JOIN walk ON w.jti = walk.parent WHERE walk.depth < $2) \
+     SELECT jti, parent, budget, expires_at FROM walk ORDER BY depth DESC";
+
+/// What the warrants `$1` have spent.
+const WALK_SPENDS: &str = "SELECT jti, counter, spent FROM budget_spend WHERE jti = ANY($1)";
+
+/// The ledger of `jti`'s walk up the tree as stored (root first), with what it spent.
+async fn walk_ledger(tx: &cached::Tx<'_>, jti: &WarrantId) -> Result<Ledger, StoreError> {
+    let depth = i32::try_from(MAX_WALK).unwrap_or(i32::MAX);
+    let walk = cached::query(tx, BUDGET_WALK, &[&jti.as_str(), &depth]).await?;
+    let mut ledger = Ledger::default();
+    let mut jtis = Vec::with_capacity(walk.len());
+    for row in &walk {
+        let (id, parent, budget, expires_at) = budget_row(row)?;
+        jtis.push(id.as_str().to_owned());
+        ledger.open(id, parent, budget, expires_at);
+    }
+    for row in cached::query(tx, WALK_SPENDS, &[&jtis]).await? {
+        let id: WarrantId = col(&row, 0, WarrantId::try_from)?;
+        let counter: String = get(&row, 1)?;
+        ledger.restore(&id, &counter, get(&row, 2)?);
+    }
+    Ok(ledger)
+}
 
 fn budget_row(row: &Row) -> Result<LiveBudget, StoreError> {
     Ok((col(row, 0, WarrantId::try_from)?, opt_col(row, 1, WarrantId::try_from)?, budget_col(row, 2)?, time(row, 3)?))
@@ -27,6 +58,72 @@ fn approval_row(row: &Row) -> Result<Approval, StoreError> {
 
 #[async_trait]
 impl GuardStore for PgStore {
+    async fn charge_budget(
+        &self,
+        jti: &WarrantId,
+        amounts: AmountsFor<'_>,
+    ) -> Result<Result<Vec<Charge>, ChargeError>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        lock_writes(&tx).await?;
+        let mut ledger = walk_ledger(&tx, jti).await?;
+        let counters = ledger.counters(jti);
+        if counters.is_empty() {
+            return Ok(Ok(Vec::new()));
+        }
+        let wanted = match amounts(&counters) {
+            Ok(wanted) => wanted,
+            Err(e) => return Ok(Err(e)),
+        };
+        let charges = match ledger.charge(jti, &wanted) {
+            Ok(charges) => charges,
+            Err(e) => return Ok(Err(e)),
+        };
+        if !charges.is_empty() {
+            let jtis: Vec<&str> = charges.iter().map(|c| c.warrant.as_str()).collect();
+            let counters: Vec<&str> = charges.iter().map(|c| c.counter.as_str()).collect();
+            let spent: Vec<i64> = charges.iter().map(|c| c.amount).collect();
+            let expiries: Vec<i64> = charges.iter().map(|c| c.expires_at.0).collect();
+            cached::execute(&tx, super::audit::ADD_SPENDS, &[&jtis, &counters, &spent, &expiries]).await?;
+        }
+        tx.commit().await?;
+        Ok(Ok(charges))
+    }
+
+    async fn refund_budget(&self, charges: &[Charge]) -> Result<(), StoreError> {
+        let charges: Vec<&Charge> = charges.iter().filter(|c| c.amount > 0).collect();
+        if charges.is_empty() {
+            return Ok(());
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        lock_writes(&tx).await?;
+        for charge in charges {
+            cached::execute(
+                &tx,
+                "UPDATE budget_spend SET spent = GREATEST(spent - $3, 0) WHERE jti = $1 AND counter = $2",
+                &[&charge.warrant.as_str(), &charge.counter, &charge.amount],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn budget_left(&self, jti: &WarrantId) -> Result<Budget, StoreError> {
+        let mut client = self.client().await?;
+        // A read-only transaction: the walk and the spends from one snapshot.
+        let tx = client
+            .build_transaction()
+            .read_only(true)
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .start()
+            .await?;
+        let ledger = walk_ledger(&tx, jti).await?;
+        tx.commit().await?;
+        Ok(ledger.left(jti))
+    }
+
     async fn live_budgets(&self, now: UnixTime) -> Result<Vec<LiveBudget>, StoreError> {
         let client = self.client().await?;
         let rows = client

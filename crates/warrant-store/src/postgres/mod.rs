@@ -21,6 +21,7 @@
 
 mod agents;
 mod audit;
+mod cluster;
 mod govern;
 mod guard;
 mod humans;
@@ -47,14 +48,16 @@ use crate::StoreError;
 
 /// Schema migrations, applied in order; the table `warrant_schema` holds how many ran.
 /// Each is one file of `migrations/postgres/`, numbered from `0001`.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/postgres/0001_initial.sql"),
+    include_str!("../../migrations/postgres/0002_change_feed.sql"),
+    include_str!("../../migrations/postgres/0003_cluster_state.sql"),
+];
 
 /// The advisory lock every write transaction takes first (see the module docs).
 pub(crate) const WRITE_LOCK: i64 = 0x5741_5252_414e_5401;
 /// The advisory lock migrations take, so that replicas starting together migrate once.
 const MIGRATE_LOCK: i64 = 0x5741_5252_414e_5402;
-/// The advisory lock a server holds for as long as it serves (see [`PgStore::lock_server`]).
-const SERVER_LOCK: i64 = 0x5741_5252_414e_5403;
 
 /// How many connections one store keeps open at most.
 const POOL_SIZE: usize = 16;
@@ -63,23 +66,14 @@ const POOL_SIZE: usize = 16;
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    /// How to open a connection outside the pool (the change feed's listener).
+    config: tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
 }
 
 impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgStore").finish_non_exhaustive()
-    }
-}
-
-/// The one-server lock of a database (see [`PgStore::lock_server`]); released when
-/// dropped (its connection closes).
-pub struct ServerLock {
-    _client: deadpool_postgres::ClientWrapper,
-}
-
-impl std::fmt::Debug for ServerLock {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerLock").finish_non_exhaustive()
     }
 }
 
@@ -166,7 +160,11 @@ impl PgStore {
         let split = tls::split(url).map_err(|e| invalid(&e))?;
         let config = tokio_postgres::Config::from_str(&split.url).map_err(|e| invalid(&e))?;
         let tls = tls::connector(split.root_cert.as_deref())?;
-        let manager = Manager::from_config(config, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager = Manager::from_config(
+            config.clone(),
+            tls.clone(),
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
             .runtime(deadpool_postgres::Runtime::Tokio1)
@@ -174,7 +172,7 @@ impl PgStore {
             .wait_timeout(Some(std::time::Duration::from_secs(5)))
             .build()
             .map_err(|e| StoreError::Backend(format!("cannot set up the connection pool: {e}")))?;
-        Ok(PgStore { pool })
+        Ok(PgStore { pool, config, tls })
     }
 
     /// Connects to `url` and brings its schema to this build's version.
@@ -247,21 +245,6 @@ impl PgStore {
         }
         tx.commit().await?;
         Ok(Migrated { from, to: MIGRATIONS.len() })
-    }
-
-    /// Takes the one-server lock: a session-level advisory lock held on a connection of its
-    /// own (outside the pool) until the returned [`ServerLock`] is dropped, or the
-    /// connection is lost. `None` when another process holds it.
-    ///
-    /// Until replicas keep their in-memory state (revocation index, directory, policy
-    /// set, audit chain head) current across processes, two servers on one database
-    /// would each decide from their own copy; a server takes this lock so that a second
-    /// one refuses to start instead.
-    pub async fn lock_server(&self) -> Result<Option<ServerLock>, StoreError> {
-        let client = Object::take(self.client().await?);
-        let row = client.query_one("SELECT pg_try_advisory_lock($1)", &[&SERVER_LOCK]).await?;
-        let locked: bool = get(&row, 0)?;
-        Ok(locked.then_some(ServerLock { _client: client }))
     }
 
     /// A pooled connection.

@@ -20,6 +20,26 @@ fn version_row(row: &Row) -> Result<PolicyVersionRecord, StoreError> {
 
 #[async_trait]
 impl PolicyStore for PgStore {
+    async fn active_policy(&self) -> Result<Option<i64>, StoreError> {
+        let client = self.client().await?;
+        let row = client.query_opt("SELECT version FROM cluster_policy", &[]).await?;
+        row.map(|row| super::get(&row, 0)).transpose()
+    }
+
+    async fn activate_policy(&self, version: i64) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        lock_writes(&tx).await?;
+        tx.execute(
+            "INSERT INTO cluster_policy (version) VALUES ($1) \
+             ON CONFLICT (one) DO UPDATE SET version = EXCLUDED.version, activated_at = now()",
+            &[&version],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn save_policy_version(&self, version: &PolicyVersionRecord) -> Result<i64, StoreError> {
         let v = version;
         let mut client = self.client().await?;

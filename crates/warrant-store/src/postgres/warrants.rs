@@ -417,4 +417,18 @@ impl RevocationStore for PgStore {
             .await?;
         row.as_ref().map(revocation_row).transpose()
     }
+
+    async fn revocation(&self, id: &str) -> Result<Option<(RevocationRecord, Vec<WarrantId>)>, StoreError> {
+        let client = self.client().await?;
+        let row =
+            client.query_opt("SELECT id, kind, target, reason, at FROM revocations WHERE id = $1", &[&id]).await?;
+        let Some(record) = row.as_ref().map(revocation_row).transpose()? else { return Ok(None) };
+        let jtis = client
+            .query("SELECT jti FROM revoked_warrants WHERE revocation = $1 ORDER BY jti", &[&id])
+            .await?
+            .iter()
+            .map(|r| col(r, 0, |s| WarrantId::parse(&s)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some((record, jtis)))
+    }
 }

@@ -83,24 +83,29 @@ fn head(c: &Connection) -> Result<Option<(u64, [u8; 32])>, StoreError> {
     .optional()?)
 }
 
-fn append(c: &mut Connection, rows: &[AuditRow]) -> Result<(), StoreError> {
-    let Some(first) = rows.first() else { return Ok(()) };
+/// Appends `rows` in one transaction: onto the stored head exactly (`rebase` false:
+/// `Conflict` otherwise), or chained again onto it when they do not continue it. Returns
+/// the new head.
+fn append(c: &mut Connection, rows: &mut [AuditRow], rebase: bool) -> Result<(u64, [u8; 32]), StoreError> {
     // IMMEDIATE: take the write lock first (waiting out the busy timeout), rather than
     // reading the head and then failing at once to upgrade while another connection writes.
     let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    // Compare-and-append: the batch must continue exactly the stored head.
-    let (head_seq, head_hash) = head(&tx)?.unwrap_or((0, warrant_core::audit::GENESIS));
-    if first.record.seq != head_seq.saturating_add(1) || first.record.prev_hash != head_hash {
+    let stored = head(&tx)?.unwrap_or((0, warrant_core::audit::GENESIS));
+    let Some(first) = rows.first() else { return Ok(stored) };
+    let (head_seq, head_hash) = stored;
+    if !rebase && (first.record.seq != head_seq.saturating_add(1) || first.record.prev_hash != head_hash) {
+        // Compare-and-append: the batch must continue exactly the stored head.
         return Err(StoreError::Conflict(format!(
             "the audit batch starting at record `{}` does not continue the stored head `{head_seq}`",
             first.record.seq
         )));
     }
+    let new_head = crate::audit::rebase(rows, stored)?;
     {
         let mut stmt = tx.prepare_cached(&format!(
             "INSERT INTO audit_records ({RECORD_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
         ))?;
-        for row in rows {
+        for row in rows.iter() {
             stmt.execute(params![
                 to_i64(row.record.seq)?,
                 row.at.0,
@@ -127,7 +132,7 @@ fn append(c: &mut Connection, rows: &[AuditRow]) -> Result<(), StoreError> {
         }
     }
     tx.commit()?;
-    Ok(())
+    Ok(new_head)
 }
 
 fn query(c: &Connection, filter: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
@@ -169,8 +174,12 @@ fn query(c: &Connection, filter: &AuditFilter) -> Result<Vec<AuditRow>, StoreErr
 
 #[async_trait]
 impl AuditStore for SqliteStore {
-    async fn append_audit(&self, rows: Vec<AuditRow>) -> Result<(), StoreError> {
-        self.run(move |c| append(c, &rows)).await
+    async fn append_audit(&self, mut rows: Vec<AuditRow>) -> Result<(), StoreError> {
+        self.run(move |c| append(c, &mut rows, false).map(|_| ())).await
+    }
+
+    async fn append_audit_at_head(&self, mut rows: Vec<AuditRow>) -> Result<(u64, [u8; 32]), StoreError> {
+        self.run(move |c| append(c, &mut rows, true)).await
     }
 
     async fn audit_head(&self) -> Result<Option<(u64, [u8; 32])>, StoreError> {

@@ -234,6 +234,9 @@ impl SqliteStore {
     }
 }
 
+/// One server per SQLite database: no change feed (every method's default).
+impl crate::ChangeStore for SqliteStore {}
+
 #[async_trait::async_trait]
 impl crate::HealthStore for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {

@@ -436,6 +436,27 @@ impl RevocationStore for SqliteStore {
         })
         .await
     }
+
+    async fn revocation(&self, id: &str) -> Result<Option<(RevocationRecord, Vec<WarrantId>)>, StoreError> {
+        let id = id.to_owned();
+        self.run(move |c| {
+            let Some(record) = c
+                .query_row("SELECT id, kind, target, reason, at FROM revocations WHERE id = ?1", [&id], revocation_row)
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let mut stmt = c.prepare("SELECT jti FROM revoked_warrants WHERE revocation = ?1 ORDER BY jti")?;
+            let jtis = stmt
+                .query_map([&id], |r| r.get::<_, String>(0))?
+                .map(|jti| {
+                    WarrantId::parse(&jti?).map_err(|e| StoreError::Corrupt(format!("revoked_warrants.jti: {e}")))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            Ok(Some((record, jtis)))
+        })
+        .await
+    }
 }
 
 #[cfg(test)]

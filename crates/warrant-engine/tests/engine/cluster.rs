@@ -1,0 +1,262 @@
+//! Servers sharing one PostgreSQL database: what one changes, the others apply from the
+//! change feed; a server that cannot confirm it is current denies (fail closed).
+//!
+//! Each test puts two engines on one fresh schema ([`Harness::replica`]: a pool of its
+//! own, as a second process would have) and a shared manual clock. Reading the feed is
+//! explicit ([`Harness::catch_up`]) except in the test of the running loop.
+
+use std::time::Duration;
+
+use warrant_engine::{DecisionCode, NewPep, Outcome};
+
+use crate::harness::{Ask, Harness, RevocationKind};
+
+/// Two engines on one database, or `None` when the PostgreSQL tests are skipped.
+async fn pair() -> Option<(Harness, Harness)> {
+    let a = Harness::start_on_postgres(|_| {}).await?;
+    let b = a.replica().await;
+    Some((a, b))
+}
+
+#[tokio::test]
+async fn what_one_server_registers_and_revokes_the_other_applies_from_the_feed() {
+    let Some((a, b)) = pair().await else { return };
+    // Registered and issued on A.
+    let chain = a.chain(&["crm.read"], &["crm.read"], 2).await;
+    assert_eq!(a.authorize(chain.token(1), "crm.read", "crm/acct/1").await.outcome, Outcome::Allow);
+    // B opened before A registered anything: it knows the agents once it applied the feed.
+    let unknown = b.authorize(chain.token(1), "crm.read", "crm/acct/1").await;
+    assert_eq!(unknown.code, DecisionCode::Agent, "{unknown:?}");
+    assert!(b.catch_up().await > 0);
+    assert_eq!(b.authorize(chain.token(1), "crm.read", "crm/acct/1").await.outcome, Outcome::Allow);
+
+    // Revoked on A: B denies once it applied the feed, with the revocation's reason.
+    a.revoke(RevocationKind::Warrant, &chain.jti(0)).await.unwrap();
+    b.catch_up().await;
+    let denied = b.authorize(chain.token(1), "crm.read", "crm/acct/1").await;
+    assert_eq!(denied.code, DecisionCode::Revoked, "{denied:?}");
+
+    // A task ended on A ends it on B too.
+    let other = a.chain(&["crm.read"], &["crm.read"], 1).await;
+    b.catch_up().await;
+    assert_eq!(b.authorize(other.token(0), "crm.read", "crm/acct/1").await.outcome, Outcome::Allow);
+    a.complete_task_as_admin(&other.task()).await.unwrap();
+    b.catch_up().await;
+    let ended = b.authorize(other.token(0), "crm.read", "crm/acct/1").await;
+    assert!(matches!(ended.code, DecisionCode::TaskEnded | DecisionCode::Revoked), "{ended:?}");
+}
+
+#[tokio::test]
+async fn suspensions_disables_and_pep_credentials_reach_the_other_server() {
+    let Some((a, b)) = pair().await else { return };
+    let chain = a.chain(&["crm.read"], &["crm.read"], 1).await;
+    let pep = a.engine().peps().create(NewPep { name: "edge".into(), plain_subjects: false }).await.unwrap();
+    b.catch_up().await;
+    assert_eq!(b.authorize(chain.token(0), "crm.read", "crm/acct/1").await.outcome, Outcome::Allow);
+    assert!(b.engine().peps().authenticate(&pep.token).is_some(), "a PEP created on A authenticates on B");
+
+    // The agent suspended on A (an agent revocation suspends it): denied on B.
+    a.revoke(RevocationKind::Agent, chain.agents[0].id.as_str()).await.unwrap();
+    a.engine().peps().revoke(pep.pep.id.as_str()).await.unwrap();
+    b.catch_up().await;
+    let denied = b.authorize(chain.token(0), "crm.read", "crm/acct/1").await;
+    assert!(denied.outcome != Outcome::Allow, "{denied:?}");
+    assert_eq!(
+        b.engine().registry().agent(chain.agents[0].id.as_str()).await.unwrap().status,
+        a.agent_status(&chain.agents[0]).await
+    );
+    assert!(b.engine().peps().authenticate(&pep.token).is_none(), "a PEP revoked on A no longer authenticates on B");
+
+    // A human disabled on A: their other work is denied on B.
+    let second = a.chain(&["crm.read"], &["crm.read"], 1).await;
+    b.catch_up().await;
+    assert_eq!(b.authorize(second.token(0), "crm.read", "crm/acct/1").await.outcome, Outcome::Allow);
+    a.disable_human(&second.human).await;
+    b.catch_up().await;
+    let disabled = b.authorize(second.token(0), "crm.read", "crm/acct/1").await;
+    assert!(matches!(disabled.code, DecisionCode::Human | DecisionCode::Owner), "{disabled:?}");
+}
+
+#[tokio::test]
+async fn a_server_that_cannot_confirm_it_is_current_denies_until_it_has() {
+    let Some((a, b)) = pair().await else { return };
+    let chain = a.chain(&["crm.read"], &["crm.read"], 1).await;
+    b.catch_up().await;
+    assert_eq!(b.authorize(chain.token(0), "crm.read", "crm/acct/1").await.outcome, Outcome::Allow);
+    // The default bound is one second: just past it, without reading the feed, B denies
+    // (so does A, which has not read it either), and introspection calls nothing active.
+    b.advance_millis(1_001);
+    let stale = b.authorize(chain.token(0), "crm.read", "crm/acct/1").await;
+    assert_eq!(stale.code, DecisionCode::Stale, "{stale:?}");
+    assert!(stale.reasons.iter().any(|r| r.contains("max_staleness")), "{stale:?}");
+    assert!(b.engine().ready().await.is_ok(), "not ready only after five seconds");
+    b.advance_millis(5_000);
+    assert!(b.engine().ready().await.is_err(), "stale for five seconds: not ready");
+    // Reading the feed confirms it current again.
+    b.catch_up().await;
+    assert_eq!(b.authorize(chain.token(0), "crm.read", "crm/acct/1").await.outcome, Outcome::Allow);
+    assert!(b.engine().ready().await.is_ok());
+}
+
+#[tokio::test]
+async fn a_server_behind_a_pruned_log_reloads_everything() {
+    use warrant_store::ChangeStore as _;
+    let Some((a, b)) = pair().await else { return };
+    let chain = a.chain(&["crm.read"], &["crm.read"], 1).await;
+    b.catch_up().await;
+    let later = a.chain(&["crm.read"], &["crm.read"], 1).await;
+    a.revoke(RevocationKind::Warrant, &chain.jti(0)).await.unwrap();
+    // Everything in the log is pruned before B reads it.
+    let store = warrant_store::PgStore::connect(&a.postgres_url()).unwrap();
+    assert!(store.prune_changes(0).await.unwrap() > 0);
+    b.catch_up().await;
+    assert_eq!(b.authorize(chain.token(0), "crm.read", "crm/acct/1").await.code, DecisionCode::Revoked);
+    assert_eq!(b.authorize(later.token(0), "crm.read", "crm/acct/1").await.outcome, Outcome::Allow);
+}
+
+/// The running loop: with a poll interval far longer than the test, B can only learn of
+/// A's revocation from the announcement A's commit made.
+#[tokio::test]
+async fn the_running_feed_applies_a_revocation_on_its_announcement() {
+    let Some(a) = Harness::start_on_postgres(|c| {
+        c.cluster.poll_interval = Duration::from_secs(600);
+        c.cluster.max_staleness = Duration::from_secs(3600);
+    })
+    .await
+    else {
+        return;
+    };
+    let b = a.replica().await;
+    let chain = a.chain(&["crm.read"], &["crm.read"], 1).await;
+    let background = b.start_background();
+    // The loop reads the feed once on start, then waits for announcements.
+    let mut waited = Duration::ZERO;
+    while b.authorize(chain.token(0), "crm.read", "crm/acct/1").await.outcome != Outcome::Allow {
+        assert!(waited < Duration::from_secs(10), "B never applied A's registrations");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waited += Duration::from_millis(20);
+    }
+    a.revoke(RevocationKind::Warrant, &chain.jti(0)).await.unwrap();
+    let mut waited = Duration::ZERO;
+    loop {
+        let decision = b.authorize(chain.token(0), "crm.read", "crm/acct/1").await;
+        if decision.code == DecisionCode::Revoked {
+            break;
+        }
+        assert!(waited < Duration::from_secs(10), "B never applied A's revocation: {decision:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waited += Duration::from_millis(20);
+    }
+    background.shutdown().await;
+}
+
+/// Spends `cost` with `token` on `h`; whether it was allowed.
+async fn spend(h: &Harness, token: &str, cost: i64) -> bool {
+    let d = h.authorize_with(token, "crm.read", "leads/1", serde_json::json!({ "estimated_cost": cost }), None).await;
+    match d.outcome {
+        Outcome::Allow => true,
+        _ => {
+            assert_eq!(d.code, DecisionCode::Budget, "only the budget may deny here: {d:?}");
+            false
+        }
+    }
+}
+
+/// A three-level budget whose warrants are used on two servers at once: exactly the
+/// budget is spent (never more, and all of it), as on one server; a child gets what its
+/// parent has left counting both servers' spending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_budget_tree_spent_on_two_servers_at_once_is_spent_exactly() {
+    let Some((a, b)) = pair().await else { return };
+    let human = a.human(&["crm.*"]).await;
+    let session = a.session(&human).await;
+    let (r, c, g) = (
+        a.delegated_agent(&human, &["crm.*"]).await,
+        a.delegated_agent(&human, &["crm.*"]).await,
+        a.delegated_agent(&human, &["crm.*"]).await,
+    );
+    let root = a.root(&session, &r, Ask::new().budget("estimated_cost=100")).await.unwrap();
+    b.catch_up().await;
+    // Spent on B: the child delegated on A gets what is left after B's spending.
+    assert!(spend(&b, &root.token, 10).await);
+    let child = a.delegate(&root.token, &c, Ask::new()).await.unwrap();
+    assert_eq!(child.claims.budget.get("estimated_cost"), Some(&90), "what the parent has left, on every server");
+    let grandchild = a.delegate(&child.token, &g, Ask::new()).await.unwrap();
+    b.catch_up().await;
+
+    // Three warrants, two servers, 150 requests of 1 against the 90 left.
+    let run = |h: &'static Harness, token: String| async move {
+        let mut allowed = 0;
+        for _ in 0..25 {
+            if spend(h, &token, 1).await {
+                allowed += 1;
+            }
+        }
+        allowed
+    };
+    // The harnesses live for the test; leaking them gives the concurrent tasks `'static`.
+    let (a, b): (&'static Harness, &'static Harness) = (Box::leak(Box::new(a)), Box::leak(Box::new(b)));
+    let mut tasks = Vec::new();
+    for h in [a, b] {
+        for token in [&root.token, &child.token, &grandchild.token] {
+            tasks.push(tokio::spawn(run(h, token.clone())));
+        }
+    }
+    let mut allowed = 0;
+    for task in tasks {
+        allowed += task.await.unwrap();
+    }
+    assert_eq!(allowed, 90, "never over the budget, and all of it spendable");
+    assert!(!spend(a, &grandchild.token, 1).await && !spend(b, &root.token, 1).await, "nothing left anywhere");
+}
+
+/// One server leads the background work at a time; when it stops, another takes over.
+#[tokio::test]
+async fn one_server_leads_at_a_time_and_another_takes_over() {
+    let Some((a, b)) = pair().await else { return };
+    assert!(!a.engine().lead().is_leader() && !b.engine().lead().is_leader(), "nobody leads before contending");
+    let (bg_a, bg_b) = (a.start_background(), b.start_background());
+    let leaders = || [a.engine().lead().is_leader(), b.engine().lead().is_leader()];
+    let mut waited = Duration::ZERO;
+    while leaders() == [false, false] {
+        assert!(waited < Duration::from_secs(10), "nobody took the lead");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += Duration::from_millis(50);
+    }
+    for _ in 0..20 {
+        assert_ne!(leaders(), [true, true], "never two leaders");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The leader stops (its lock's connection closes with its background work).
+    let (leader, follower, bg_follower) =
+        if a.engine().lead().is_leader() { (bg_a, &b, bg_b) } else { (bg_b, &a, bg_a) };
+    leader.shutdown().await;
+    let mut waited = Duration::ZERO;
+    while !follower.engine().lead().is_leader() {
+        assert!(waited < Duration::from_secs(15), "nobody took over the lead");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += Duration::from_millis(50);
+    }
+    bg_follower.shutdown().await;
+}
+
+/// A policy reloaded on one server is put in force on the others from the feed (audited
+/// there too), and a server starting later starts with it.
+#[tokio::test]
+async fn a_policy_reloaded_on_one_server_is_in_force_on_every_server() {
+    let Some((a, b)) = pair().await else { return };
+    let chain = a.chain(&["crm.*"], &["crm.*"], 1).await;
+    b.catch_up().await;
+    assert_eq!(b.policy_version(), a.policy_version());
+    assert_eq!(b.authorize(chain.token(0), "crm.export", "crm/acct/1").await.outcome, Outcome::Allow);
+    let forbid = "@id(\"no-crm-export\")\nforbid (principal, action == Warrant::Action::\"crm.export\", resource);\n";
+    let version = a.install_policy("forbid.cedar", forbid).await;
+    assert_ne!(version, b.policy_version());
+    b.catch_up().await;
+    assert_eq!(b.policy_version(), version, "the version A activated is in force on B");
+    let denied = b.authorize(chain.token(0), "crm.export", "crm/acct/1").await;
+    assert_eq!(denied.code, DecisionCode::Policy, "{denied:?}");
+    assert_eq!(b.authorize(chain.token(0), "crm.read", "crm/acct/1").await.outcome, Outcome::Allow);
+    let c = a.replica().await;
+    assert_eq!(c.policy_version(), version, "a server starting later starts with the shared version");
+}

@@ -1,0 +1,151 @@
+//! The change feed on PostgreSQL: the log `cluster_changes`, filled by triggers in the
+//! writing transaction (migration 2), announced on the channel `warrant_changes`.
+
+use async_trait::async_trait;
+use tokio_postgres::AsyncMessage;
+
+use super::{get_u64, lock_writes, to_i64, PgStore};
+use crate::cluster::{Change, ChangeBatch, ChangeKind, ChangeListener, ChangeStore, LeaderConnection, Leadership};
+use crate::StoreError;
+
+/// The notification channel the triggers announce on.
+const CHANNEL: &str = "warrant_changes";
+/// The advisory lock the leader of the background work holds on a connection of its own.
+const LEADER_LOCK: i64 = 0x5741_5252_414e_5404;
+/// How long the leader's connection has to answer before leadership counts as lost.
+const LEADER_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The leader's own connection, holding [`LEADER_LOCK`].
+struct PgLeader(deadpool_postgres::ClientWrapper);
+
+#[async_trait]
+impl LeaderConnection for PgLeader {
+    async fn alive(&self) -> bool {
+        matches!(tokio::time::timeout(LEADER_CHECK, self.0.simple_query("SELECT 1")).await, Ok(Ok(_)))
+    }
+}
+
+#[async_trait]
+impl ChangeStore for PgStore {
+    fn shared(&self) -> bool {
+        true
+    }
+
+    async fn change_head(&self) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let row = client.query_one("SELECT COALESCE(MAX(seq), 0) FROM cluster_changes", &[]).await?;
+        get_u64(&row, 0)
+    }
+
+    async fn changes_since(&self, after: u64, limit: usize) -> Result<ChangeBatch, StoreError> {
+        let client = self.client().await?;
+        // One statement, so one snapshot: the horizon and the changes agree.
+        let statement = client
+            .prepare_cached(
+                "SELECT f.pruned_through, c.seq, c.kind, c.subject FROM cluster_feed f \
+                 LEFT JOIN LATERAL (SELECT seq, kind, subject FROM cluster_changes \
+                 WHERE seq > $1 ORDER BY seq LIMIT $2) c ON TRUE ORDER BY c.seq",
+            )
+            .await?;
+        let limit = to_i64(u64::try_from(limit).unwrap_or(u64::MAX))?;
+        let rows = client.query(&statement, &[&to_i64(after)?, &limit]).await?;
+        let mut batch = ChangeBatch::default();
+        for row in &rows {
+            batch.pruned_through = get_u64(row, 0)?;
+            let seq: Option<i64> = super::get(row, 1)?;
+            let Some(seq) = seq else { continue };
+            let kind: String = super::get(row, 2)?;
+            let kind = ChangeKind::parse(&kind)
+                .ok_or_else(|| StoreError::Corrupt(format!("cluster_changes.kind: unknown kind `{kind}`")))?;
+            let seq = u64::try_from(seq).map_err(|_| StoreError::Corrupt("cluster_changes.seq: negative".into()))?;
+            batch.changes.push(Change { seq, kind, subject: super::get(row, 3)? });
+        }
+        Ok(batch)
+    }
+
+    async fn listen_changes(&self) -> Result<ChangeListener, StoreError> {
+        let (client, mut connection) = self.config.connect(self.tls.clone()).await?;
+        let (announce, announcements) = tokio::sync::mpsc::channel(1);
+        let task = tokio::spawn(async move {
+            // Drives the connection (the LISTEN below needs it) and turns every
+            // notification into an announcement; ends when the connection does.
+            while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                match message {
+                    Ok(AsyncMessage::Notification(_)) => {
+                        // Full: an announcement is already waiting, which covers this one.
+                        if let Err(tokio::sync::mpsc::error::TrySendError::Closed(())) = announce.try_send(()) {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %StoreError::from(e), "the change feed's connection failed");
+                        return;
+                    }
+                }
+            }
+        });
+        // A failure here drops the task's handle only; the connection ends with the client.
+        let listening = client.batch_execute(&format!("LISTEN {CHANNEL}")).await;
+        if let Err(e) = listening {
+            task.abort();
+            return Err(e.into());
+        }
+        // The listener keeps the client: dropping it would close the connection.
+        Ok(ChangeListener::new(announcements, task, Box::new(client)))
+    }
+
+    async fn lead(&self) -> Result<Option<Leadership>, StoreError> {
+        let client = deadpool_postgres::Object::take(self.client().await?);
+        let row = client.query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK]).await?;
+        let locked: bool = super::get(&row, 0)?;
+        Ok(locked.then(|| Leadership::on(Box::new(PgLeader(client)))))
+    }
+
+    async fn admin_token_digest(&self) -> Result<Option<[u8; 32]>, StoreError> {
+        let client = self.client().await?;
+        let row = client.query_opt("SELECT token_sha256 FROM cluster_admin", &[]).await?;
+        row.map(|row| digest_of(&row)).transpose()
+    }
+
+    async fn claim_admin_token(&self, digest: [u8; 32]) -> Result<[u8; 32], StoreError> {
+        let client = self.client().await?;
+        // One row at most (its key is always TRUE): the first insert wins.
+        client
+            .execute(
+                "INSERT INTO cluster_admin (token_sha256) VALUES ($1) ON CONFLICT (one) DO NOTHING",
+                &[&digest.as_slice()],
+            )
+            .await?;
+        let row = client.query_one("SELECT token_sha256 FROM cluster_admin", &[]).await?;
+        digest_of(&row)
+    }
+
+    async fn prune_changes(&self, keep_secs: u64) -> Result<u64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        lock_writes(&tx).await?;
+        let keep = f64::from(u32::try_from(keep_secs).unwrap_or(u32::MAX));
+        let row = tx
+            .query_one(
+                "WITH gone AS (DELETE FROM cluster_changes WHERE at < now() - make_interval(secs => $1) \
+                 RETURNING seq) SELECT COUNT(*), COALESCE(MAX(seq), 0) FROM gone",
+                &[&keep],
+            )
+            .await?;
+        let (count, through) = (get_u64(&row, 0)?, get_u64(&row, 1)?);
+        if through > 0 {
+            tx.execute("UPDATE cluster_feed SET pruned_through = GREATEST(pruned_through, $1)", &[&to_i64(through)?])
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(count)
+    }
+}
+
+/// The stored admin token digest of `row`'s first column.
+fn digest_of(row: &tokio_postgres::Row) -> Result<[u8; 32], StoreError> {
+    let bytes: Vec<u8> = super::get(row, 0)?;
+    <[u8; 32]>::try_from(bytes.as_slice())
+        .map_err(|_| StoreError::Corrupt("cluster_admin.token_sha256 is not 32 bytes".into()))
+}
