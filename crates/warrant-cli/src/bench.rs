@@ -6,6 +6,7 @@
 mod gateway;
 mod load;
 mod mcp;
+mod propagation;
 mod report;
 mod target;
 
@@ -50,7 +51,10 @@ pub enum Scenario {
     /// MCP `tools/call` at a fixed rate: directly, through nginx, through `warrant gateway`
     /// and through the gateway of `warrant serve`.
     Gateway,
-    /// Every scenario above.
+    /// Servers sharing a database (`--also`): a warrant revoked on the first server,
+    /// asked on the others until they deny it; the time to that deny, under load.
+    Propagation,
+    /// Every scenario above but propagation.
     All,
 }
 
@@ -65,6 +69,7 @@ impl Scenario {
             Scenario::Exchange => "exchange",
             Scenario::Revocation => "revocation",
             Scenario::Gateway => "gateway",
+            Scenario::Propagation => "propagation",
             Scenario::All => "all",
         }
     }
@@ -83,6 +88,13 @@ pub struct BenchArgs {
     /// The data directory of `--server`, holding `admin.token`.
     #[arg(long, env = "WARRANT_DATA", default_value = warrant_server::config::DEFAULT_DATA_DIR)]
     data: PathBuf,
+    /// Other servers sharing `--server`'s database (PostgreSQL; loopback only): the
+    /// authorize load is spread over every server, and the propagation scenario asks them.
+    #[arg(long, value_name = "URL")]
+    also: Vec<String>,
+    /// Revocations the propagation scenario makes.
+    #[arg(long, default_value_t = 1000)]
+    revocations: usize,
     /// Scenarios, comma-separated.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
     scenario: Vec<Scenario>,
@@ -197,6 +209,18 @@ fn check(args: &BenchArgs) -> Result<(), BenchError> {
     if args.rate.is_some_and(|r| !(r > 0.0 && r <= 1_000_000.0)) {
         return bad("--rate must be more than 0 and at most 1000000 per second");
     }
+    if !args.also.is_empty() && args.server.is_none() {
+        return bad("--also names servers sharing --server's database: give --server too");
+    }
+    if let Some(url) = args.also.iter().find(|u| !is_loopback(u)) {
+        return Err(BenchError::NotLoopback(url.clone()));
+    }
+    if args.scenario.contains(&Scenario::Propagation) && args.also.is_empty() {
+        return bad("the propagation scenario needs another server sharing the database: --also URL");
+    }
+    if args.revocations == 0 || args.revocations > 100_000 {
+        return bad("--revocations must be from 1 to 100000");
+    }
     Ok(())
 }
 
@@ -210,9 +234,10 @@ fn scenarios(selected: &[Scenario]) -> Vec<Scenario> {
         Scenario::Exchange,
         Scenario::Revocation,
         Scenario::Gateway,
+        Scenario::Propagation,
     ];
     if selected.contains(&Scenario::All) {
-        return all.to_vec();
+        return all.into_iter().filter(|s| *s != Scenario::Propagation || selected.contains(s)).collect();
     }
     all.into_iter().filter(|s| selected.contains(s)).collect()
 }
@@ -346,7 +371,21 @@ async fn measure(
         report.baseline.push(Point::closed(c, &raw, None, false));
     }
 
+    // Every server the authorize load is spread over (more than one: a shared database).
+    let servers: Vec<String> = std::iter::once(target.url.clone())
+        .chain(args.also.iter().map(|u| u.trim_end_matches('/').to_owned()))
+        .collect();
+    let authorize_urls: Vec<String> = servers.iter().map(|s| format!("{s}/v1/authorize")).collect();
     for scenario in scenarios(&args.scenario) {
+        if scenario == Scenario::Propagation {
+            let warrants = fixture.warrants(&client).await?;
+            let maker = FormMaker::exchange(&fixture, &warrants.root)?;
+            let load = args.concurrency.first().copied().unwrap_or(1);
+            let run =
+                propagation::run(http, &servers, &target.admin, maker, &warrants.delegated, args.revocations, load);
+            report.propagation = Some(run.await?);
+            continue;
+        }
         if scenario == Scenario::Gateway {
             let run = gateway::run(http, &client, &target.url, target.engine.clone(), &fixture, args, phase);
             report.gateway = Some(run.await?);
@@ -359,7 +398,7 @@ async fn measure(
             let (work, pool) = match scenario {
                 Scenario::Authorize => {
                     let bodies = bodies_for(authorize_bodies(&warrants.delegated)?, None);
-                    (Work::Authorize { url: format!("{}/v1/authorize", target.url), bodies }, None)
+                    (Work::Authorize { urls: authorize_urls.clone(), bodies }, None)
                 }
                 Scenario::Authzen => {
                     let bodies = bodies_for(target::evaluation_bodies(&warrants.delegated)?, None);
@@ -387,7 +426,7 @@ async fn measure(
                     };
                     (work, Some(pool))
                 }
-                Scenario::All | Scenario::Gateway => continue,
+                Scenario::All | Scenario::Gateway | Scenario::Propagation => continue,
             };
             let runner = Arc::new(Runner { http: http.clone(), work });
             let raw = closed_loop(runner, c, phase, &format!("{} c={c}", scenario.name())).await?;
@@ -413,10 +452,8 @@ async fn measure(
     if let Some((rate, basis)) = rate {
         let warrants = fixture.warrants(&client).await?;
         let bodies = bodies_for(authorize_bodies(&warrants.delegated)?, None);
-        let runner = Arc::new(Runner {
-            http: http.clone(),
-            work: Work::Authorize { url: format!("{}/v1/authorize", target.url), bodies },
-        });
+        let runner =
+            Arc::new(Runner { http: http.clone(), work: Work::Authorize { urls: authorize_urls.clone(), bodies } });
         let raw =
             open_loop(runner, rate, OPEN_LOOP_IN_FLIGHT, phase, &format!("authorize open loop {rate:.0}/s")).await?;
         report.open_loop = Some(OpenLoop::new(&raw, basis, OPEN_LOOP_IN_FLIGHT));
@@ -466,7 +503,8 @@ mod tests {
 
     #[test]
     fn all_selects_every_scenario_in_order() {
-        assert_eq!(scenarios(&[Scenario::All]).len(), 7);
+        assert_eq!(scenarios(&[Scenario::All]).len(), 7, "propagation only when asked for");
+        assert_eq!(scenarios(&[Scenario::All, Scenario::Propagation]).len(), 8);
         assert_eq!(scenarios(&[Scenario::Mint, Scenario::Authorize]), vec![Scenario::Authorize, Scenario::Mint]);
     }
 

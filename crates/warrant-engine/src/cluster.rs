@@ -27,6 +27,7 @@ use warrant_store::{Change, ChangeKind, ChangeListener, Store, StoreError};
 
 use crate::clock::Clock;
 use crate::directory::Directory;
+use crate::guard::Guardrails;
 use crate::keys::{KeyError, KeyManager};
 use crate::peps::Peps;
 use crate::policy::{Policy, PolicyLoadError};
@@ -41,6 +42,11 @@ pub const NOT_READY_AFTER: Duration = Duration::from_secs(5);
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the log is pruned of changes older than [`ClusterConfig::keep_changes`].
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// How often a server says it is alive, and counts the servers that are.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// A server not heard from for this long no longer counts (its share of the rate limits
+/// goes to the others).
+const ALIVE_WITHIN_SECS: u64 = 5;
 /// How a server follows the change feed (`[cluster]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClusterConfig {
@@ -176,6 +182,9 @@ pub struct ChangeFeed {
     peps: Arc<Peps>,
     keys: Arc<KeyManager>,
     policy: Arc<Policy>,
+    guardrails: Arc<Guardrails>,
+    /// This server's name among those sharing the database (random, per process).
+    server_id: String,
     /// The number of the last change applied; held while reading and applying.
     cursor: tokio::sync::Mutex<u64>,
 }
@@ -214,6 +223,7 @@ pub(crate) struct FeedParts {
     pub peps: Arc<Peps>,
     pub keys: Arc<KeyManager>,
     pub policy: Arc<Policy>,
+    pub guardrails: Arc<Guardrails>,
 }
 
 impl ChangeFeed {
@@ -230,6 +240,8 @@ impl ChangeFeed {
             peps: parts.peps,
             keys: parts.keys,
             policy: parts.policy,
+            guardrails: parts.guardrails,
+            server_id: format!("srv_{}", hex::encode(crate::random::bytes::<8>().unwrap_or_default())),
             cursor: tokio::sync::Mutex::new(parts.start.head),
         }
     }
@@ -247,6 +259,17 @@ impl ChangeFeed {
     /// The number of the last change applied.
     pub async fn cursor(&self) -> u64 {
         *self.cursor.lock().await
+    }
+
+    /// Says this server is alive and counts the servers that are: each enforces its share
+    /// of every rate limit. How many there are.
+    pub async fn heartbeat(&self) -> Result<u64, FeedError> {
+        let servers = self.store.heartbeat(&self.server_id, ALIVE_WITHIN_SECS).await?;
+        if servers != self.guardrails.servers() {
+            tracing::info!(servers, "servers sharing the database (each enforces its share of every rate limit)");
+        }
+        self.guardrails.set_servers(servers);
+        Ok(servers)
     }
 
     /// Reads the log from the last change applied and applies every change in it, then
@@ -340,7 +363,14 @@ impl ChangeFeed {
         let mut listener: Option<ChangeListener> = None;
         let mut healthy = true;
         let mut last_prune = self.clock.ticks();
+        let mut last_beat: Option<Duration> = None;
         loop {
+            if last_beat.is_none_or(|at| self.clock.ticks().saturating_sub(at) >= HEARTBEAT) {
+                last_beat = Some(self.clock.ticks());
+                if let Err(e) = self.heartbeat().await {
+                    tracing::debug!(error = %e, "heartbeat failed");
+                }
+            }
             if listener.is_none() {
                 match tokio::time::timeout(LISTEN_TIMEOUT, self.store.listen_changes()).await {
                     Ok(Ok(l)) => {

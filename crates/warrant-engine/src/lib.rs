@@ -272,6 +272,7 @@ impl Engine {
             peps: Arc::clone(&peps),
             keys: Arc::clone(&keys),
             policy: Arc::clone(&policy),
+            guardrails: Arc::clone(&guardrails),
         }));
         let decisions = Arc::new(Decisions::new(decisions::DecisionParts {
             store: Arc::clone(&store),

@@ -2954,8 +2954,13 @@ async fn the_change_feed_logs_every_change_in_order_and_announces_it() {
     use warrant_store::{ChangeKind, ChangeStore as _, RevocationStore as _};
     let sqlite = SqliteStore::open_in_memory().unwrap();
     assert!(!sqlite.shared());
+    assert_eq!(sqlite.heartbeat("a", 5).await.unwrap(), 1, "one server per SQLite database");
     let Some((_guard, store)) = open_postgres().await else { return };
     assert!(store.shared());
+    // Servers count themselves by their heartbeats.
+    assert_eq!(store.heartbeat("srv_a", 5).await.unwrap(), 1);
+    assert_eq!(store.heartbeat("srv_b", 5).await.unwrap(), 2);
+    assert_eq!(store.heartbeat("srv_a", 5).await.unwrap(), 2, "a server counts once");
     assert_eq!(store.change_head().await.unwrap(), 0);
     let mut listener = store.listen_changes().await.unwrap();
 

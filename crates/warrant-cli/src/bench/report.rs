@@ -211,6 +211,8 @@ pub struct Report {
     pub open_loop: Option<OpenLoop>,
     /// The gateway scenario, when run.
     pub gateway: Option<super::gateway::GatewayReport>,
+    /// The propagation scenario, when run.
+    pub propagation: Option<super::propagation::PropagationReport>,
 }
 
 impl Report {
@@ -239,6 +241,7 @@ impl Report {
             ratios: Vec::new(),
             open_loop: None,
             gateway: None,
+            propagation: None,
         }
     }
 }
@@ -309,6 +312,34 @@ pub fn print(report: &Report) {
         "batch: {} requests per call; revocation: one row per delegate/allow/revoke/next-decision cycle",
         report.settings.batch_size
     );
+
+    if let Some(p) = &report.propagation {
+        outln!(
+            "\npropagation: {} revocations on the first server, each asked on {} other server(s) until denied, \
+             under {:.0} background decisions/s ({} workers, {} not allowed)",
+            p.revocations,
+            p.followers.len(),
+            p.load_per_s,
+            p.load_concurrency,
+            p.load_failures
+        );
+        let header = ["asked on", "samples", "p50 ms", "p90 ms", "p99 ms", "max ms"];
+        let row = |name: String, l: &super::load::Latency| {
+            vec![
+                Cell::Left(name),
+                right(l.count.to_string()),
+                right(ms(l.p50_ms)),
+                right(ms(l.p90_ms)),
+                right(ms(l.p99_ms)),
+                right(ms(l.max_ms)),
+            ]
+        };
+        let mut lines: Vec<_> = p.followers.iter().zip(&p.per_follower).map(|(f, l)| row(f.clone(), l)).collect();
+        lines.push(row("every other server".into(), &p.to_deny));
+        lines.push(row("(the revoke call itself)".into(), &p.revoke));
+        outln!("{}", table(&header, lines));
+        outln!("time from the revocation's answer to the first deny on another server");
+    }
 
     if let Some(points) = report.scenarios.get("revocation") {
         let header = [

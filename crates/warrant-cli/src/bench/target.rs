@@ -376,7 +376,7 @@ impl FormPool {
         Ok(FormPool { maker, forms, next: AtomicUsize::new(0), made: Instant::now(), inline: AtomicU64::new(0) })
     }
 
-    fn take(&self) -> Result<String, OpFailure> {
+    pub(super) fn take(&self) -> Result<String, OpFailure> {
         let i = self.next.fetch_add(1, Ordering::Relaxed);
         if self.made.elapsed() < POOL_FRESH_FOR {
             if let Some(form) = self.forms.get(i) {
@@ -443,8 +443,8 @@ pub enum Work {
     },
     /// `POST /v1/authorize`, one decision.
     Authorize {
-        /// Its URL.
-        url: String,
+        /// Its URLs: one per server (servers sharing a database), asked in turn.
+        urls: Vec<String>,
         /// Pre-serialized bodies.
         bodies: Vec<String>,
     },
@@ -557,6 +557,13 @@ fn pick(bodies: &[String], worker: usize, seq: u64) -> Result<String, OpFailure>
         .ok_or_else(|| OpFailure::Answer("no request body prepared".into()))
 }
 
+/// The server a worker's request goes to: each worker goes round the servers in turn.
+fn pick_url(urls: &[String], worker: usize, seq: u64) -> Result<&str, OpFailure> {
+    let len = u64::try_from(urls.len()).unwrap_or(1).max(1);
+    let i = (u64::try_from(worker).unwrap_or(0).wrapping_add(seq)) % len;
+    urls.get(usize::try_from(i).unwrap_or(0)).map(String::as_str).ok_or_else(|| OpFailure::Answer("no server".into()))
+}
+
 fn allowed(d: &DecisionOut) -> Result<(), OpFailure> {
     if d.decision == "allow" {
         Ok(())
@@ -611,8 +618,9 @@ impl Op for Runner {
                 }
                 Ok(Done { units: 1, revocation: None })
             }
-            Work::Authorize { url, bodies } => {
-                let d: DecisionOut = post(&self.http, url, JSON, pick(bodies, worker, seq)?, None).await?;
+            Work::Authorize { urls, bodies } => {
+                let d: DecisionOut =
+                    post(&self.http, pick_url(urls, worker, seq)?, JSON, pick(bodies, worker, seq)?, None).await?;
                 allowed(&d)?;
                 Ok(Done { units: 1, revocation: None })
             }

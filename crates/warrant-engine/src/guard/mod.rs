@@ -156,6 +156,9 @@ pub struct Guardrails {
     store: Arc<dyn Store>,
     events: Arc<EventBus>,
     revocation: Arc<Revocation>,
+    /// How many servers share the database (and so each rate limit): each enforces its
+    /// share of every limit.
+    servers: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Guardrails {
@@ -193,6 +196,7 @@ impl Guardrails {
             config,
             agents: Mutex::new(agents),
             rates: Mutex::new(HashMap::new()),
+            servers: std::sync::atomic::AtomicU64::new(1),
             ledger: Mutex::new(ledger),
             store,
             events,
@@ -342,14 +346,15 @@ impl Guardrails {
         if c.rate_agent.is_none() && c.rate_task.is_none() && c.rate_human.is_none() {
             return Ok(());
         }
+        let servers = self.servers.load(std::sync::atomic::Ordering::Relaxed);
         let mut keys: Vec<(RateKey, RateLimit)> = Vec::with_capacity(chain.len() + 2);
-        if let Some(limit) = c.rate_agent {
+        if let Some(limit) = c.rate_agent.map(|l| share(l, servers)) {
             keys.extend(chain.iter().map(|a| (RateKey::Agent(a.clone()), limit)));
         }
-        if let Some(limit) = c.rate_task {
+        if let Some(limit) = c.rate_task.map(|l| share(l, servers)) {
             keys.push((RateKey::Task(task.clone()), limit));
         }
-        if let Some(limit) = c.rate_human {
+        if let Some(limit) = c.rate_human.map(|l| share(l, servers)) {
             keys.push((RateKey::Human(human.clone()), limit));
         }
         let Ok(mut rates) = self.rates.lock() else {
@@ -382,17 +387,29 @@ impl Guardrails {
     }
 
     /// Charges the request's telemetry to the warrant's budget and every ancestor's.
-    /// Returns the charges made. On one server they are charged in memory and persisted
-    /// with the decision's audit record ([`Guardrails::charges_in_store`] is false); on a
-    /// database several servers share, the store charges them exactly against every
-    /// server's spending, durable before this returns.
+    /// `budgeted` is the warrant's own budget: every counter an ancestor budgets is in it
+    /// (a delegation gets at most what its parent has left, counter by counter), so a
+    /// warrant without one charges nothing. Returns the charges made. On one server they
+    /// are charged in memory and persisted with the decision's audit record
+    /// ([`Guardrails::charges_in_store`] is false); on a database several servers share,
+    /// the store charges them exactly against every server's spending, durable before
+    /// this returns.
     pub async fn charge(
         &self,
         jti: &WarrantId,
+        budgeted: &Budget,
         telemetry: Option<&serde_json::Value>,
     ) -> Result<Vec<Charge>, ChargeError> {
         if self.charges_in_store() {
-            let amounts = |counters: &[String]| amounts_of(counters, telemetry);
+            if budgeted.is_empty() {
+                return Ok(Vec::new());
+            }
+            let counters: Vec<String> = budgeted.keys().cloned().collect();
+            let amounts = amounts_of(&counters, telemetry)?;
+            if amounts.values().all(|&amount| amount == 0) {
+                return Ok(Vec::new());
+            }
+            let amounts = |_: &[String]| Ok(amounts.clone());
             return match self.store.charge_budget(jti, &amounts).await {
                 Ok(charged) => charged,
                 Err(e) => Err(ChargeError::Unavailable(e.to_string())),
@@ -410,6 +427,19 @@ impl Guardrails {
         }
         let amounts = amounts_of(&counters, telemetry)?;
         ledger.charge(jti, &amounts)
+    }
+
+    /// Sets how many servers share the database: from then on this server enforces
+    /// `limit / servers` (at least 1) of every rate limit, so the servers together allow
+    /// at most the limit (or one per server, when the limit is below the number of
+    /// servers). Heard from the change feed's heartbeat.
+    pub fn set_servers(&self, servers: u64) {
+        self.servers.store(servers.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How many servers this one believes share the database (1 alone).
+    pub fn servers(&self) -> u64 {
+        self.servers.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether budgets are charged in the store (a database several servers share)
@@ -489,6 +519,15 @@ impl Guardrails {
         }
         Ok(n)
     }
+}
+
+/// This server's share of `limit` when `servers` share it: the limit divided evenly, at
+/// least 1 (a limit of 0 stays 0).
+fn share(limit: RateLimit, servers: u64) -> RateLimit {
+    if limit.limit == 0 || servers <= 1 {
+        return limit;
+    }
+    RateLimit { limit: (limit.limit / servers).max(1), per_secs: limit.per_secs }
 }
 
 /// The request's amount for each of `counters`, from its telemetry (a missing or null

@@ -260,3 +260,33 @@ async fn a_policy_reloaded_on_one_server_is_in_force_on_every_server() {
     let c = a.replica().await;
     assert_eq!(c.policy_version(), version, "a server starting later starts with the shared version");
 }
+
+/// Servers sharing a database share each rate limit: each enforces its share (the limit
+/// divided by the servers alive), so an agent calling both gets the limit in all, not
+/// the limit on each.
+#[tokio::test]
+async fn servers_share_each_rate_limit() {
+    use warrant_core::guard::rate::RateLimit;
+    let Some(a) =
+        Harness::start_on_postgres(|c| c.guard.rate_agent = Some(RateLimit { limit: 10, per_secs: 60 })).await
+    else {
+        return;
+    };
+    let b = a.replica().await;
+    let chain = a.chain(&["crm.read"], &["crm.read"], 1).await;
+    b.catch_up().await;
+    assert_eq!(a.engine().cluster().heartbeat().await.unwrap(), 1, "A alone so far");
+    assert_eq!(b.engine().cluster().heartbeat().await.unwrap(), 2);
+    assert_eq!(a.engine().cluster().heartbeat().await.unwrap(), 2);
+    let mut allowed = 0;
+    for i in 0..30 {
+        let h = if i % 2 == 0 { &a } else { &b };
+        let d = h.authorize(chain.token(0), "crm.read", "crm/acct/1").await;
+        match d.code {
+            DecisionCode::Allow => allowed += 1,
+            DecisionCode::RateLimited => {}
+            other => panic!("only the rate limit may deny here: {other:?} {d:?}"),
+        }
+    }
+    assert_eq!(allowed, 10, "the limit in all, across both servers");
+}

@@ -102,6 +102,26 @@ impl ChangeStore for PgStore {
         Ok(locked.then(|| Leadership::on(Box::new(PgLeader(client)))))
     }
 
+    async fn heartbeat(&self, id: &str, within_secs: u64) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        // No write lock: nothing here is ordered against other writes.
+        client
+            .execute(
+                "INSERT INTO cluster_members (id) VALUES ($1) ON CONFLICT (id) DO UPDATE SET seen_at = now()",
+                &[&id],
+            )
+            .await?;
+        client.execute("DELETE FROM cluster_members WHERE seen_at < now() - interval '1 hour'", &[]).await?;
+        let within = f64::from(u32::try_from(within_secs).unwrap_or(u32::MAX));
+        let row = client
+            .query_one(
+                "SELECT COUNT(*) FROM cluster_members WHERE seen_at >= now() - make_interval(secs => $1)",
+                &[&within],
+            )
+            .await?;
+        get_u64(&row, 0).map(|n| n.max(1))
+    }
+
     async fn admin_token_digest(&self) -> Result<Option<[u8; 32]>, StoreError> {
         let client = self.client().await?;
         let row = client.query_opt("SELECT token_sha256 FROM cluster_admin", &[]).await?;

@@ -52,6 +52,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_initial.sql"),
     include_str!("../../migrations/postgres/0002_change_feed.sql"),
     include_str!("../../migrations/postgres/0003_cluster_state.sql"),
+    include_str!("../../migrations/postgres/0004_cluster_members.sql"),
 ];
 
 /// The advisory lock every write transaction takes first (see the module docs).
