@@ -2614,12 +2614,56 @@ fn postgres_migrate_serve_restart_and_an_outage() {
     assert_eq!(export.lines().count() as u64, verify["records"].as_u64().unwrap(), "{export}");
 }
 
+/// A PostgreSQL server of a test's own (scripts/pg-test-cluster), which the test may stop
+/// and start again; removed when dropped. `None` when the PostgreSQL tests are skipped.
+struct OwnPostgres {
+    dir: tempfile::TempDir,
+    admin: String,
+}
+
+impl OwnPostgres {
+    fn script() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/pg-test-cluster")
+    }
+
+    fn start(test: &str) -> Option<OwnPostgres> {
+        if std::env::var("WARRANT_SKIP_POSTGRES_TESTS").as_deref() == Ok("1") {
+            eprintln!("{test}: SKIPPED (WARRANT_SKIP_POSTGRES_TESTS=1)");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(Self::script()).arg("start").arg(dir.path()).output().unwrap();
+        assert!(out.status.success(), "pg-test-cluster start: {}", String::from_utf8_lossy(&out.stderr));
+        let admin = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        Some(OwnPostgres { dir, admin })
+    }
+
+    /// A new database on it; its URL.
+    fn database(&self, name: &str) -> String {
+        PgDatabase::sql(&self.admin, &format!("CREATE DATABASE {name}"));
+        format!("{}/{name}", self.admin.trim_end_matches("/postgres"))
+    }
+
+    /// Stops the server (`pg_ctl stop`), or starts it again on the same port.
+    fn set_running(&self, running: bool) {
+        let action = if running { "resume" } else { "pause" };
+        let out = Command::new(Self::script()).arg(action).arg(self.dir.path()).output().unwrap();
+        assert!(out.status.success(), "pg-test-cluster {action}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let _ = Command::new(Self::script()).arg("stop").arg(self.dir.path()).status();
+    }
+}
+
 /// Three servers on one PostgreSQL database act as one: registrations made on one are
 /// usable on the others, the first server's admin token works on all, a warrant revoked
 /// on one is denied on the others at once, a budget spent from all three at the same time
 /// is spent exactly, a server killed with SIGKILL under load loses no answered decision or
-/// issued warrant, losing the database makes every server deny and report not ready until
-/// it is back, and the one audit chain they wrote verifies.
+/// issued warrant, stopping PostgreSQL makes every server deny and report not ready until
+/// it is started again (no server restarted), and the one audit chain they wrote verifies.
 #[test]
 fn three_servers_on_one_postgres_database_act_as_one() {
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -2627,11 +2671,12 @@ fn three_servers_on_one_postgres_database_act_as_one() {
 
     use serde_json::json;
 
-    let Some(db) = PgDatabase::create("pg_three") else { return };
+    let Some(postgres) = OwnPostgres::start("three_servers") else { return };
+    let database = postgres.database("warrant_three");
     let dir = tempfile::tempdir().unwrap();
     let cwd = dir.path();
-    ok(&["migrate", "--database", &db.url], cwd);
-    let pg = ["--database", db.url.as_str(), "--issuer", "http://warrant.test", "--no-migrate"];
+    ok(&["migrate", "--database", &database], cwd);
+    let pg = ["--database", database.as_str(), "--issuer", "http://warrant.test", "--no-migrate"];
     let world = World::start_with(cwd, &pg);
     // The others get the key-encryption key the first created, and nothing else.
     let kek = cwd.join("data/keys/kek").display().to_string();
@@ -2756,6 +2801,38 @@ fn three_servers_on_one_postgres_database_act_as_one() {
     .to_owned();
     let answered: Arc<Mutex<Vec<u64>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
+    // Issuance on C under the same load: every warrant C handed out must survive it.
+    let issued: Arc<Mutex<Vec<String>>> = Arc::default();
+    let minting = {
+        let (issued, stop, agent, c_url) = (Arc::clone(&issued), Arc::clone(&stop), world.agent.clone(), c.url.clone());
+        let (cwd, data) = (cwd.to_owned(), cwd.join("data").display().to_string());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let out = run(
+                    &[
+                        "token",
+                        "mint",
+                        "--agent",
+                        &agent,
+                        "--key",
+                        "bot.key.jwk",
+                        "--purpose",
+                        "under load",
+                        "--token-only",
+                        "--server",
+                        &c_url,
+                        "--data",
+                        &data,
+                    ],
+                    &cwd,
+                );
+                if !out.status.success() {
+                    break;
+                }
+                issued.lock().unwrap().push(String::from_utf8_lossy(&out.stdout).trim().to_owned());
+            }
+        })
+    };
     let load: Vec<_> = (0..4)
         .map(|_| {
             let (http, url, token) = (http.clone(), c.url.clone(), token.clone());
@@ -2771,7 +2848,9 @@ fn three_servers_on_one_postgres_database_act_as_one() {
             })
         })
         .collect();
-    until("load on C", Duration::from_secs(20), &|| answered.lock().unwrap().len() >= 200);
+    until("load on C", Duration::from_secs(20), &|| {
+        answered.lock().unwrap().len() >= 200 && issued.lock().unwrap().len() >= 3
+    });
     let pid = c.child.id().to_string();
     assert!(Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
     let _ = c.child.wait();
@@ -2781,8 +2860,12 @@ fn three_servers_on_one_postgres_database_act_as_one() {
             let _ = task.await;
         }
     });
+    minting.join().unwrap();
     let answered = answered.lock().unwrap().clone();
     assert!(answered.len() >= 200);
+    for token in issued.lock().unwrap().iter() {
+        assert_eq!(decide(&urls[0], token, json!({}))["decision"], "allow", "a warrant C issued before it was killed");
+    }
     let missing: Vec<u64> = rt.block_on(async {
         let mut missing = Vec::new();
         for seq in &answered {
@@ -2803,14 +2886,14 @@ fn three_servers_on_one_postgres_database_act_as_one() {
     assert!(missing.is_empty(), "decisions C answered are missing from the log: {missing:?}");
     assert_eq!(decide(&urls[0], &issued_on_c, json!({}))["decision"], "allow", "C's issuance survived it");
 
-    // The database goes away: A and B deny and report not ready; it comes back: both
+    // PostgreSQL is stopped: A and B deny and report not ready; it is started again: both
     // recover without a restart.
-    db.set_reachable(false);
+    postgres.set_running(false);
     for url in &urls[..2] {
         await_readyz(url, 503, Duration::from_secs(6));
         assert_eq!(decide(url, &token, json!({}))["decision"], "deny", "never an allow without the database");
     }
-    db.set_reachable(true);
+    postgres.set_running(true);
     for url in &urls[..2] {
         await_readyz(url, 200, Duration::from_secs(15));
         until("decisions recover", Duration::from_secs(10), &|| decide(url, &token, json!({}))["decision"] == "allow");
@@ -2821,7 +2904,7 @@ fn three_servers_on_one_postgres_database_act_as_one() {
     assert!(world.server.terminate_ref().success());
     assert!(b.terminate().success());
     let data = cwd.join("data").display().to_string();
-    let verify = json(&["audit", "verify", "--data", &data, "--database", &db.url, "--json"], cwd);
+    let verify = json(&["audit", "verify", "--data", &data, "--database", &database, "--json"], cwd);
     assert_eq!(verify["ok"], true, "{verify}");
     assert!(verify["records"].as_u64().unwrap() >= answered.len() as u64, "{verify}");
 }

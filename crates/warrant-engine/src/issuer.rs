@@ -449,9 +449,9 @@ impl Issuer {
 
     /// Spends the request's verified DPoP proof, now that its sender is authenticated,
     /// and answers the key the new warrant is bound to (none without a proof).
-    fn bind(&self, proof: Option<&Proof>, now: UnixTime) -> Result<Option<Confirmation>, TokenError> {
+    async fn bind(&self, proof: Option<&Proof>, now: UnixTime) -> Result<Option<Confirmation>, TokenError> {
         let Some(proof) = proof else { return Ok(None) };
-        self.dpop.spend_verified(proof, now).map_err(dpop_error)?;
+        self.dpop.spend_verified(proof, now).await.map_err(dpop_error)?;
         Ok(Some(Confirmation { jkt: proof.jkt.clone() }))
     }
 
@@ -595,7 +595,7 @@ impl Issuer {
         let budget = parse_budget(req)?.unwrap_or_default();
         let aud = audience(&self.settings.audience, None, parse_resource(req)?)?;
         let (agent, owner) = self.authenticate(assertion, now).await?;
-        let cnf = self.bind(proof.as_ref(), now)?;
+        let cnf = self.bind(proof.as_ref(), now).await?;
         let grant = grant_root(
             &RootRequest { agent: &agent, owner: &owner, on_behalf_of: None, scope: scope.as_ref(), ttl, now },
             &self.settings.limits,
@@ -644,7 +644,7 @@ impl Issuer {
                     None => self.session_start(subject, actor, ring.as_ref(), now).await?,
                 };
                 let Start { agent, owner, human, identity, session } = start;
-                let cnf = self.bind(proof.as_ref(), now)?;
+                let cnf = self.bind(proof.as_ref(), now).await?;
                 let grant = grant_root(
                     &RootRequest {
                         agent: &agent,
@@ -694,9 +694,9 @@ impl Issuer {
                 let aud = audience(&self.settings.audience, Some(&parent.aud), resource)?;
                 let (child, child_owner) = self.authenticate(actor, now).await?;
                 if let Some(holder_proof) = &holder_proof {
-                    self.dpop.spend_verified(holder_proof, now).map_err(dpop_error)?;
+                    self.dpop.spend_verified(holder_proof, now).await.map_err(dpop_error)?;
                 }
-                let cnf = self.bind(proof.as_ref(), now)?;
+                let cnf = self.bind(proof.as_ref(), now).await?;
                 let parent_scope =
                     parent.scope().map_err(|e| TokenError::InvalidGrant(format!("the subject token's scope: {e}")))?;
                 let chain_agents = self.chain_agents(&parent.chain()).await?;
@@ -972,6 +972,7 @@ impl Issuer {
 fn dpop_error(e: DpopError) -> TokenError {
     match e {
         DpopError::Proof(ProofError::TooMany) => TokenError::Unavailable(ProofError::TooMany.to_string()),
+        DpopError::Unavailable(why) => TokenError::Unavailable(why),
         e => TokenError::InvalidDpopProof(e.to_string()),
     }
 }

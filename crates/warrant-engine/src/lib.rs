@@ -241,7 +241,7 @@ impl Engine {
             return Err(OpenError::SelfFederation(own.issuer.clone()));
         }
         let federation = Arc::new(federation::Federation::new(config.federation.clone()));
-        let dpop = Arc::new(dpop::Dpop::default());
+        let dpop = Arc::new(dpop::Dpop::on(Arc::clone(&store)));
         let issuer = Arc::new(Issuer::new(issuer::IssuerParts {
             store: Arc::clone(&store),
             clock: Arc::clone(&clock),

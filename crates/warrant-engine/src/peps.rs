@@ -109,6 +109,11 @@ impl From<RandomError> for PepError {
     }
 }
 
+/// The live (unrevoked) credentials of `records`, by the SHA-256 of their secret.
+fn live_of(records: Vec<PepRecord>) -> HashMap<[u8; 32], Pep> {
+    records.into_iter().filter(|r| r.revoked_at.is_none()).map(|r| (r.secret_sha256, Pep::from(r))).collect()
+}
+
 /// The SHA-256 of a presented secret.
 fn digest(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
@@ -136,27 +141,14 @@ impl Peps {
         clock: Arc<dyn Clock>,
         audit: Arc<Audit>,
     ) -> Result<Self, StoreError> {
-        let live = store
-            .list_peps()
-            .await?
-            .into_iter()
-            .filter(|r| r.revoked_at.is_none())
-            .map(|r| (r.secret_sha256, Pep::from(r)))
-            .collect();
+        let live = live_of(store.list_peps().await?);
         Ok(Peps { store, clock, audit, live: RwLock::new(live) })
     }
 
     /// Reads the live credentials from the store again (another server created or revoked
     /// one).
     pub(crate) async fn reload(&self) -> Result<(), StoreError> {
-        let live = self
-            .store
-            .list_peps()
-            .await?
-            .into_iter()
-            .filter(|r| r.revoked_at.is_none())
-            .map(|r| (r.secret_sha256, Pep::from(r)))
-            .collect();
+        let live = live_of(self.store.list_peps().await?);
         if let Ok(mut current) = self.live.write() {
             *current = live;
         }

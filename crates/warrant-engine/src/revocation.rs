@@ -294,7 +294,13 @@ impl Revocation {
             }
         }
         // Warrants an earlier revocation already ended are covered again, not ended again.
-        let ended = targets.iter().filter(|(jti, _)| self.index.warrant(jti).is_none()).count();
+        // Sharing the database, the change feed may have put this revocation's warrants in
+        // the index already: the store says which it ended.
+        let ended = if self.store.shared() {
+            self.store.revocation(&revocation.id).await?.map_or(0, |(_, ended)| ended.len())
+        } else {
+            targets.iter().filter(|(jti, _)| self.index.warrant(jti).is_none()).count()
+        };
         let why = format!("revoked ({} `{}`): {}", kind.as_str(), id, reason);
         self.index.add(targets.iter().map(|(jti, _)| jti.clone()), &why);
         if let Some(task) = task {

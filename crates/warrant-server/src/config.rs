@@ -500,14 +500,17 @@ pub struct FileConfig {
 ///
 /// ```toml
 /// [cluster]
-/// max_staleness_ms = 1000   # deny when not confirmed current for longer than this
+/// max_staleness = "1s"      # deny when not confirmed current for longer than this
+///                           # (or max_staleness_ms = 1000)
 /// poll_interval_ms = 100    # read the change log this often besides announcements
 /// keep_changes_secs = 3600  # a server away longer than this reloads everything
 /// ```
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterFile {
-    /// How long a server may go without confirming it is current, milliseconds.
+    /// How long a server may go without confirming it is current: `"1s"`, `"500ms"`.
+    pub max_staleness: Option<String>,
+    /// The same in milliseconds.
     pub max_staleness_ms: Option<u64>,
     /// How often the change log is read without an announcement, milliseconds.
     pub poll_interval_ms: Option<u64>,
@@ -515,13 +518,35 @@ pub struct ClusterFile {
     pub keep_changes_secs: Option<u64>,
 }
 
+/// Milliseconds in `"500ms"` or `"2s"`.
+fn millis_of(text: &str) -> Option<u64> {
+    let text = text.trim();
+    if let Some(ms) = text.strip_suffix("ms") {
+        return ms.trim().parse().ok();
+    }
+    text.strip_suffix('s')?.trim().parse::<u64>().ok()?.checked_mul(1000)
+}
+
 impl ClusterFile {
     /// These values over the defaults.
     pub fn resolve(&self) -> Result<warrant_engine::ClusterConfig, ConfigError> {
         let mut c = warrant_engine::ClusterConfig::default();
-        if let Some(ms) = self.max_staleness_ms {
+        let staleness = match (&self.max_staleness, self.max_staleness_ms) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid(
+                    "set `cluster.max_staleness` or `cluster.max_staleness_ms`, not both".into(),
+                ))
+            }
+            (Some(text), None) => Some(millis_of(text).ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "`cluster.max_staleness` `{text}` is not a duration: write e.g. `1s` or `500ms`"
+                ))
+            })?),
+            (None, ms) => ms,
+        };
+        if let Some(ms) = staleness {
             if !(100..=60_000).contains(&ms) {
-                return Err(ConfigError::Invalid("`cluster.max_staleness_ms` must be between 100 and 60000".into()));
+                return Err(ConfigError::Invalid("`cluster.max_staleness` must be between 100 ms and 60 s".into()));
             }
             c.max_staleness = Duration::from_millis(ms);
         }
@@ -533,7 +558,7 @@ impl ClusterFile {
         }
         if c.poll_interval >= c.max_staleness {
             return Err(ConfigError::Invalid(
-                "`cluster.poll_interval_ms` must be shorter than `cluster.max_staleness_ms`, or a quiet server \
+                "`cluster.poll_interval_ms` must be shorter than `cluster.max_staleness`, or a quiet server \
                  would deny between two reads"
                     .into(),
             ));
@@ -832,6 +857,24 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cluster_table_takes_durations_within_bounds() {
+        let cluster = |text: &str| toml::from_str::<FileConfig>(text).unwrap().cluster.unwrap_or_default().resolve();
+        assert_eq!(cluster("[cluster]\nmax_staleness = \"2s\"").unwrap().max_staleness, Duration::from_secs(2));
+        assert_eq!(cluster("[cluster]\nmax_staleness = \"500ms\"").unwrap().max_staleness, Duration::from_millis(500));
+        assert_eq!(cluster("[cluster]\nmax_staleness_ms = 700").unwrap().max_staleness, Duration::from_millis(700));
+        assert_eq!(cluster("").unwrap(), warrant_engine::ClusterConfig::default());
+        for bad in [
+            "max_staleness = \"soon\"",
+            "max_staleness = \"50ms\"",
+            "max_staleness = \"1s\"\nmax_staleness_ms = 1000",
+            "poll_interval_ms = 2000",
+            "keep_changes_secs = 10",
+        ] {
+            assert!(cluster(&format!("[cluster]\n{bad}")).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn flags_over_environment_over_file() {

@@ -69,6 +69,26 @@ impl AuditRow {
     }
 }
 
+/// What both stores do in an append's transaction once they read the stored `head`: a
+/// batch that does not continue it is refused (`Conflict`) unless `rebase`, when it is
+/// chained again onto it. Returns the head after the batch.
+pub(crate) fn append_onto(
+    rows: &mut [AuditRow],
+    head: (u64, [u8; 32]),
+    rebase: bool,
+) -> Result<(u64, [u8; 32]), StoreError> {
+    let (head_seq, head_hash) = head;
+    if let Some(first) = rows.first() {
+        if !rebase && (first.record.seq != head_seq.saturating_add(1) || first.record.prev_hash != head_hash) {
+            return Err(StoreError::Conflict(format!(
+                "the audit batch starting at record `{}` does not continue the stored head `{head_seq}`",
+                first.record.seq
+            )));
+        }
+    }
+    self::rebase(rows, head)
+}
+
 /// Chains `rows` again onto `head` (seq and hash) when they do not continue it: each
 /// row's entry is read back from its body and chained anew. What both stores do inside
 /// [`AuditStore::append_audit_at_head`]'s transaction. Returns the new head.

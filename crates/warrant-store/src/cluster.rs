@@ -14,6 +14,7 @@
 //! no feed, and every method here answers "nothing changed".
 
 use async_trait::async_trait;
+use warrant_core::UnixTime;
 
 use crate::StoreError;
 
@@ -216,6 +217,15 @@ pub trait ChangeStore: Send + Sync {
     async fn heartbeat(&self, id: &str, within_secs: u64) -> Result<u64, StoreError> {
         let _ = (id, within_secs);
         Ok(1)
+    }
+
+    /// Spends the DPoP proof `jti` made with key `jkt`, remembered until `exp`: `false`
+    /// when a server sharing the database spent it already. Forgets proofs expired at
+    /// `now`. On a database of one server, always `true` (the server's own register is
+    /// the whole truth).
+    async fn spend_proof(&self, jkt: &str, jti: &str, exp: UnixTime, now: UnixTime) -> Result<bool, StoreError> {
+        let _ = (jkt, jti, exp, now);
+        Ok(true)
     }
 
     /// Removes changes older than `keep_secs` seconds (by the database's clock) and

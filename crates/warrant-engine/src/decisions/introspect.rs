@@ -40,12 +40,17 @@ impl Decisions {
     /// point (or an ancestor agent) introspecting a bound warrant gets the `cnf` and checks
     /// the holder's proof itself (RFC 9449 §6.2). A proof sent with an unbound warrant is
     /// ignored.
-    pub fn introspect(&self, token: &str, caller: &Introspector, proof: Option<&PresentedProof>) -> Introspection {
+    pub async fn introspect(
+        &self,
+        token: &str,
+        caller: &Introspector,
+        proof: Option<&PresentedProof>,
+    ) -> Introspection {
         let now = self.clock.now();
-        self.introspect_at(token, caller, proof, now)
+        self.introspect_at(token, caller, proof, now).await
     }
 
-    fn introspect_at(
+    async fn introspect_at(
         &self,
         token: &str,
         caller: &Introspector,
@@ -75,7 +80,7 @@ impl Decisions {
         let holder = matches!(caller, Introspector::Agent(a) if *a == warrant.claims.client_id);
         let cnf = warrant.claims.cnf.as_ref();
         if cnf.is_some() && (proof.is_some() || holder) {
-            if let Err(e) = self.dpop.check_bound(cnf, proof, Some(token), now) {
+            if let Err(e) = self.dpop.check_bound(cnf, proof, Some(token), now).await {
                 return Introspection::Inactive(e.to_string());
             }
         }

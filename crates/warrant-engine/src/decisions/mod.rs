@@ -182,7 +182,7 @@ impl Decisions {
         if let Some(reason) = self.freshness.stale() {
             return self.settle_refusal(req, Refusal::new(DecisionCode::Stale, reason), Some(&warrant), now).await;
         }
-        if let Err(refusal) = self.check_proof(req, &warrant, now) {
+        if let Err(refusal) = self.check_proof(req, &warrant, now).await {
             return self.settle_refusal(req, refusal, Some(&warrant), now).await;
         }
         let decision = match self.admit(req, Arc::clone(&warrant), now).await {

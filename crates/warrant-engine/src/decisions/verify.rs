@@ -176,7 +176,7 @@ impl Decisions {
     /// Stage 1, proof of possession: a DPoP-bound warrant (`cnf.jkt`) is used only with a
     /// fresh proof made with its key for this request and this token. A bound warrant named
     /// by its `jti` (no token to hash) is refused.
-    pub(crate) fn check_proof(
+    pub(crate) async fn check_proof(
         &self,
         req: &AuthorizeRequest,
         warrant: &VerifiedWarrant,
@@ -191,6 +191,7 @@ impl Decisions {
         let token = req.recorded.is_none().then_some(req.token.as_str());
         self.dpop
             .check_bound(warrant.claims.cnf.as_ref(), req.proof.as_ref(), token, now)
+            .await
             .map_err(|e| Refusal::new(DecisionCode::Dpop, e.to_string()))
     }
 

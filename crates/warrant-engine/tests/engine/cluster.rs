@@ -162,15 +162,16 @@ async fn spend(h: &Harness, token: &str, cost: i64) -> bool {
     }
 }
 
-/// A three-level budget whose warrants are used on two servers at once: exactly the
+/// A three-level budget whose warrants are used on three servers at once: exactly the
 /// budget is spent (never more, and all of it), as on one server; a child gets what its
-/// parent has left counting both servers' spending.
+/// parent has left counting every server's spending.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_budget_tree_spent_on_two_servers_at_once_is_spent_exactly() {
+async fn a_budget_tree_spent_on_three_servers_at_once_is_spent_exactly() {
     let Some((a, b)) = pair().await else { return };
+    let c = a.replica().await;
     let human = a.human(&["crm.*"]).await;
     let session = a.session(&human).await;
-    let (r, c, g) = (
+    let (r, ch, g) = (
         a.delegated_agent(&human, &["crm.*"]).await,
         a.delegated_agent(&human, &["crm.*"]).await,
         a.delegated_agent(&human, &["crm.*"]).await,
@@ -179,12 +180,14 @@ async fn a_budget_tree_spent_on_two_servers_at_once_is_spent_exactly() {
     b.catch_up().await;
     // Spent on B: the child delegated on A gets what is left after B's spending.
     assert!(spend(&b, &root.token, 10).await);
-    let child = a.delegate(&root.token, &c, Ask::new()).await.unwrap();
+    let child = a.delegate(&root.token, &ch, Ask::new()).await.unwrap();
     assert_eq!(child.claims.budget.get("estimated_cost"), Some(&90), "what the parent has left, on every server");
     let grandchild = a.delegate(&child.token, &g, Ask::new()).await.unwrap();
     b.catch_up().await;
+    c.catch_up().await;
 
-    // Three warrants, two servers, 150 requests of 1 against the 90 left.
+    // Three warrants, three servers (each level on each server), 225 requests of 1
+    // against the 90 left.
     let run = |h: &'static Harness, token: String| async move {
         let mut allowed = 0;
         for _ in 0..25 {
@@ -195,9 +198,10 @@ async fn a_budget_tree_spent_on_two_servers_at_once_is_spent_exactly() {
         allowed
     };
     // The harnesses live for the test; leaking them gives the concurrent tasks `'static`.
-    let (a, b): (&'static Harness, &'static Harness) = (Box::leak(Box::new(a)), Box::leak(Box::new(b)));
+    let (a, b, c): (&'static Harness, &'static Harness, &'static Harness) =
+        (Box::leak(Box::new(a)), Box::leak(Box::new(b)), Box::leak(Box::new(c)));
     let mut tasks = Vec::new();
-    for h in [a, b] {
+    for h in [a, b, c] {
         for token in [&root.token, &child.token, &grandchild.token] {
             tasks.push(tokio::spawn(run(h, token.clone())));
         }
@@ -207,7 +211,9 @@ async fn a_budget_tree_spent_on_two_servers_at_once_is_spent_exactly() {
         allowed += task.await.unwrap();
     }
     assert_eq!(allowed, 90, "never over the budget, and all of it spendable");
-    assert!(!spend(a, &grandchild.token, 1).await && !spend(b, &root.token, 1).await, "nothing left anywhere");
+    for h in [a, b, c] {
+        assert!(!spend(h, &grandchild.token, 1).await && !spend(h, &root.token, 1).await, "nothing left anywhere");
+    }
 }
 
 /// One server leads the background work at a time; when it stops, another takes over.
@@ -289,4 +295,102 @@ async fn servers_share_each_rate_limit() {
         }
     }
     assert_eq!(allowed, 10, "the limit in all, across both servers");
+}
+
+/// A DPoP proof (RFC 9449) made with `key` for `POST url`, bound to `token` when given.
+fn dpop_proof(
+    key: &warrant_token::KeyPair,
+    url: &str,
+    token: Option<&str>,
+    jti: &str,
+) -> warrant_engine::dpop::PresentedProof {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use base64::Engine as _;
+    let b64 = |bytes: &[u8]| B64.encode(bytes);
+    let mut claims = serde_json::json!({ "htm": "POST", "htu": url, "iat": crate::harness::T0, "jti": jti });
+    if let Some(token) = token {
+        claims["ath"] = warrant_token::dpop::token_hash(token).into();
+    }
+    let header = serde_json::json!({
+        "typ": "dpop+jwt", "alg": "EdDSA",
+        "jwk": { "kty": "OKP", "crv": "Ed25519", "x": b64(key.verifying_key().as_bytes()) },
+    });
+    let input =
+        format!("{}.{}", b64(&serde_json::to_vec(&header).unwrap()), b64(&serde_json::to_vec(&claims).unwrap()));
+    let proof = format!("{input}.{}", b64(&key.sign(input.as_bytes()).to_bytes()));
+    warrant_engine::dpop::PresentedProof { proof, htm: "POST".into(), htu: url.into() }
+}
+
+/// A DPoP proof is accepted once across servers: presented again at another server, it
+/// is refused there as a replay.
+#[tokio::test]
+async fn a_dpop_proof_is_accepted_once_across_servers() {
+    use warrant_engine::issuer::{ASSERTION_TYPE_JWT_BEARER, GRANT_CLIENT_CREDENTIALS};
+    let Some((a, b)) = pair().await else { return };
+    let human = a.human(&["crm.*"]).await;
+    let agent = a.autonomous_agent(&human, &["crm.*"]).await;
+    b.catch_up().await;
+    let holder = warrant_token::KeyPair::from_seed(&[42; 32]);
+    let config = a.engine().config();
+    let minted = a
+        .token(&warrant_engine::TokenRequest {
+            grant_type: Some(GRANT_CLIENT_CREDENTIALS.into()),
+            client_assertion_type: Some(ASSERTION_TYPE_JWT_BEARER.into()),
+            client_assertion: Some(a.assertion(&agent)),
+            task_purpose: Some("bound work".into()),
+            dpop: Some(dpop_proof(&holder, &config.token_endpoint(), None, "mint-1")),
+            ..warrant_engine::TokenRequest::default()
+        })
+        .await
+        .unwrap();
+    assert!(minted.claims.cnf.is_some(), "bound to the holder's key");
+    let authorize_url = config.endpoint(warrant_engine::config::AUTHORIZE_PATH);
+    let request = |proof: warrant_engine::dpop::PresentedProof| warrant_engine::AuthorizeRequest {
+        token: minted.token.clone(),
+        action: "crm.read".into(),
+        resource: "crm/acct/1".into(),
+        resource_attrs: None,
+        context: None,
+        approval_id: None,
+        recorded: None,
+        via: None,
+        proof: Some(proof),
+    };
+    let proof = dpop_proof(&holder, &authorize_url, Some(&minted.token), "use-1");
+    let first = a.engine().decisions().authorize(&request(proof.clone())).await;
+    assert_eq!(first.outcome, Outcome::Allow, "{first:?}");
+    let replayed = b.engine().decisions().authorize(&request(proof)).await;
+    assert_eq!(replayed.code, DecisionCode::Dpop, "the same proof at another server: {replayed:?}");
+    let fresh = dpop_proof(&holder, &authorize_url, Some(&minted.token), "use-2");
+    assert_eq!(b.engine().decisions().authorize(&request(fresh)).await.outcome, Outcome::Allow);
+}
+
+/// A revocation answers how many warrants it ended even while the server's own change
+/// feed applies it at the same time (the feed must not make them count as ended
+/// before): many revocations at once, with the feed running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revocation_counts_what_it_ended_while_the_feed_applies_it() {
+    let Some(a) = Harness::start_on_postgres(|_| {}).await else { return };
+    let a: &'static Harness = Box::leak(Box::new(a));
+    let background = a.start_background();
+    let mut chains = Vec::new();
+    for _ in 0..48 {
+        chains.push(a.chain(&["crm.read"], &["crm.read"], 2).await);
+    }
+    let chains: &'static [crate::harness::Chain] = Box::leak(chains.into_boxed_slice());
+    let tasks: Vec<_> = chains
+        .chunks(6)
+        .map(|chunk| {
+            tokio::spawn(async move {
+                for chain in chunk {
+                    let revoked = a.revoke(RevocationKind::Agent, chain.agents[0].id.as_str()).await.unwrap();
+                    assert_eq!(revoked.revoked_warrants, 2, "the root and its delegation: {revoked:?}");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    background.shutdown().await;
 }

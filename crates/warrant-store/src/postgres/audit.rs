@@ -112,16 +112,7 @@ impl PgStore {
         // Statements prepared once per connection: a decision's batch is the hot path.
         let head = tx.prepare_cached(HEAD).await?;
         let stored = head_row(tx.query_opt(&head, &[]).await?)?.unwrap_or((0, GENESIS));
-        let Some(first) = rows.first() else { return Ok(stored) };
-        let (head_seq, head_hash) = stored;
-        if !rebase && (first.record.seq != head_seq.saturating_add(1) || first.record.prev_hash != head_hash) {
-            // Compare-and-append: the batch must continue exactly the stored head.
-            return Err(StoreError::Conflict(format!(
-                "the audit batch starting at record `{}` does not continue the stored head `{head_seq}`",
-                first.record.seq
-            )));
-        }
-        let new_head = crate::audit::rebase(rows, stored)?;
+        let new_head = crate::audit::append_onto(rows, stored, rebase)?;
         let rows = &*rows;
         let seqs = rows.iter().map(|r| to_i64(r.record.seq)).collect::<Result<Vec<_>, _>>()?;
         let ats: Vec<i64> = rows.iter().map(|r| r.at.0).collect();

@@ -3,6 +3,7 @@
 
 use async_trait::async_trait;
 use tokio_postgres::AsyncMessage;
+use warrant_core::UnixTime;
 
 use super::{get_u64, lock_writes, to_i64, PgStore};
 use crate::cluster::{Change, ChangeBatch, ChangeKind, ChangeListener, ChangeStore, LeaderConnection, Leadership};
@@ -120,6 +121,19 @@ impl ChangeStore for PgStore {
             )
             .await?;
         get_u64(&row, 0).map(|n| n.max(1))
+    }
+
+    async fn spend_proof(&self, jkt: &str, jti: &str, exp: UnixTime, now: UnixTime) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        // No write lock: the primary key alone decides who spent it first.
+        client.execute("DELETE FROM spent_proofs WHERE exp < $1", &[&now.0]).await?;
+        let inserted = client
+            .execute(
+                "INSERT INTO spent_proofs (jkt, jti, exp) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                &[&jkt, &jti, &exp.0],
+            )
+            .await?;
+        Ok(inserted == 1)
     }
 
     async fn admin_token_digest(&self) -> Result<Option<[u8; 32]>, StoreError> {

@@ -91,16 +91,7 @@ fn append(c: &mut Connection, rows: &mut [AuditRow], rebase: bool) -> Result<(u6
     // reading the head and then failing at once to upgrade while another connection writes.
     let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let stored = head(&tx)?.unwrap_or((0, warrant_core::audit::GENESIS));
-    let Some(first) = rows.first() else { return Ok(stored) };
-    let (head_seq, head_hash) = stored;
-    if !rebase && (first.record.seq != head_seq.saturating_add(1) || first.record.prev_hash != head_hash) {
-        // Compare-and-append: the batch must continue exactly the stored head.
-        return Err(StoreError::Conflict(format!(
-            "the audit batch starting at record `{}` does not continue the stored head `{head_seq}`",
-            first.record.seq
-        )));
-    }
-    let new_head = crate::audit::rebase(rows, stored)?;
+    let new_head = crate::audit::append_onto(rows, stored, rebase)?;
     {
         let mut stmt = tx.prepare_cached(&format!(
             "INSERT INTO audit_records ({RECORD_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
