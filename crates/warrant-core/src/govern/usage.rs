@@ -94,6 +94,40 @@ impl AgentUsage {
         }
     }
 
+    /// Adds what `other` recorded of the same agent (another server's view of it): the
+    /// later times, every action and delegated permission of either, each action's
+    /// resources together (at most [`MAX_RESOURCES`], beyond which it overflows) and the
+    /// prefix both share. Merging a usage into itself changes nothing.
+    pub fn merge(&mut self, other: &AgentUsage) {
+        if let Some(at) = other.last_seen {
+            self.seen(at);
+        }
+        for (action, theirs) in &other.actions {
+            let Some(mine) = self.actions.get_mut(action) else {
+                self.actions.insert(action.clone(), theirs.clone());
+                continue;
+            };
+            mine.last = mine.last.max(theirs.last);
+            let same = mine.prefix.iter().zip(&theirs.prefix).take_while(|(a, b)| a == b).count();
+            mine.prefix.truncate(same);
+            mine.overflow |= theirs.overflow;
+            for resource in &theirs.resources {
+                if mine.resources.contains(resource) {
+                    continue;
+                }
+                if mine.resources.len() < MAX_RESOURCES {
+                    mine.resources.insert(resource.clone());
+                } else {
+                    mine.overflow = true;
+                }
+            }
+        }
+        for (permission, &at) in &other.delegated {
+            let last = self.delegated.entry(permission.clone()).or_insert(at);
+            *last = (*last).max(at);
+        }
+    }
+
     /// Forgets use older than `since` (outside the usage window). Returns whether
     /// anything was forgotten.
     pub fn forget_before(&mut self, since: UnixTime) -> bool {
@@ -140,6 +174,33 @@ pub fn recommend(max: &Scope, used: &[Permission]) -> Scope {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merging_two_servers_views_is_seeing_both_streams() {
+        let a_calls = [("crm.read", "crm/acct/1", 10), ("crm.read", "crm/acct/2", 20), ("mail.send", "mail/x", 5)];
+        let b_calls = [("crm.read", "crm/lead/9", 30), ("crm.write", "crm/acct/1", 15)];
+        let (mut a, mut b, mut both) = (AgentUsage::default(), AgentUsage::default(), AgentUsage::default());
+        for (action, resource, at) in a_calls {
+            a.used(action, resource, UnixTime(at));
+            both.used(action, resource, UnixTime(at));
+        }
+        for (action, resource, at) in b_calls {
+            b.used(action, resource, UnixTime(at));
+            both.used(action, resource, UnixTime(at));
+        }
+        let scope = Scope::parse("crm.admin:crm/**").unwrap();
+        b.delegated(&scope, UnixTime(40));
+        both.delegated(&scope, UnixTime(40));
+        let mut merged = a.clone();
+        merged.merge(&b);
+        assert_eq!(merged, both);
+        let mut other_way = b.clone();
+        other_way.merge(&a);
+        assert_eq!(other_way.used_permissions(), both.used_permissions());
+        let again = merged.clone();
+        merged.merge(&again);
+        assert_eq!(merged, both, "merging a usage into itself changes nothing");
+    }
 
     fn scope(s: &str) -> Scope {
         Scope::parse(s).unwrap()

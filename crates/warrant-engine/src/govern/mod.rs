@@ -254,6 +254,40 @@ impl Governance {
         Some(tracked.usage.clone())
     }
 
+    /// On a database several servers share, takes in what the others recorded: the active
+    /// findings, key times and attestations as stored (replacing this server's), and each
+    /// agent's stored usage merged into this server's. Run before every sweep (on a shared
+    /// database only the leader sweeps); nothing to do alone on a database.
+    pub(crate) async fn refresh_shared(&self) -> Result<(), StoreError> {
+        if !self.store.shared() {
+            return Ok(());
+        }
+        let active: ActiveFindings = self.store.active_findings().await?.into_iter().map(|f| (f.key(), f)).collect();
+        let key_times: HashMap<AgentId, UnixTime> = self.store.agent_key_times().await?.into_iter().collect();
+        let attested: HashMap<AgentId, UnixTime> = self.store.last_attestations().await?.into_iter().collect();
+        let usages = self.store.usages().await?;
+        if let Ok(mut map) = self.active.lock() {
+            *map = active;
+        }
+        if let Ok(mut map) = self.key_times.write() {
+            *map = key_times;
+        }
+        if let Ok(mut map) = self.attested.write() {
+            *map = attested;
+        }
+        if let Ok(mut map) = self.usage.lock() {
+            for (agent, stored) in usages {
+                match map.get_mut(&agent) {
+                    Some(tracked) => tracked.usage.merge(&stored),
+                    None => {
+                        map.insert(agent, Tracked { usage: stored, changed: false, touched: false, written_at: None });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// When the agent's key was set, if it was ever replaced.
     pub fn key_time(&self, agent: &AgentId) -> Option<UnixTime> {
         self.key_times.read().ok()?.get(agent).copied()

@@ -109,6 +109,8 @@ impl Governance {
     async fn sweep_scope(&self, only: Option<&HashSet<AgentId>>) -> Result<SweepReport, SweepError> {
         let gov = self;
         let _serial = gov.serial.lock().await;
+        // Sharing the database, findings, usage and key times recorded elsewhere count.
+        gov.refresh_shared().await?;
         let now = self.clock.now();
         let rules = &gov.config().rules;
         let (agents, live): (Vec<Arc<Agent>>, _) = match only {
@@ -219,7 +221,9 @@ impl Governance {
                 () = self.nudge.notified() => {
                     tokio::time::sleep(config.react_within).await;
                     let agents = self.take_pending();
-                    if !agents.is_empty() {
+                    // Sharing the database, the leader sweeps (its next full sweep covers
+                    // what another server saw change).
+                    if !agents.is_empty() && self.lead.is_leader() {
                         if let Err(e) = self.sweep_agents(&agents).await {
                             tracing::warn!(error = %e, "targeted governance sweep failed; the next full sweep covers it");
                         }

@@ -394,3 +394,22 @@ async fn a_revocation_counts_what_it_ended_while_the_feed_applies_it() {
     }
     background.shutdown().await;
 }
+
+/// What an agent used through two servers is stored as one usage: each server's flush
+/// merges into what the other stored, so least-privilege recommendations see all of it.
+#[tokio::test]
+async fn usage_seen_by_two_servers_is_merged_in_the_store() {
+    use warrant_store::GovernStore as _;
+    let Some((a, b)) = pair().await else { return };
+    let chain = a.chain(&["crm.*"], &["crm.*"], 1).await;
+    b.catch_up().await;
+    assert_eq!(a.authorize(chain.token(0), "crm.read", "crm/acct/1").await.outcome, Outcome::Allow);
+    assert_eq!(b.authorize(chain.token(0), "crm.write", "crm/acct/1").await.outcome, Outcome::Allow);
+    a.engine().governance().flush(a.now()).await.unwrap();
+    b.engine().governance().flush(b.now()).await.unwrap();
+    let store = warrant_store::PgStore::connect(&a.postgres_url()).unwrap();
+    let usages = store.usages().await.unwrap();
+    let (_, usage) = usages.iter().find(|(agent, _)| *agent == chain.agents[0].id).expect("the agent's usage");
+    let actions: Vec<&str> = usage.actions.keys().map(String::as_str).collect();
+    assert_eq!(actions, ["crm.read", "crm.write"], "both servers' use, neither replaced by the other");
+}

@@ -137,21 +137,26 @@ impl GovernStore for PgStore {
         if usage.is_empty() {
             return Ok(());
         }
-        let rows = usage
-            .iter()
-            .map(|(agent, usage)| Ok((agent.as_str(), serde_json::to_string(usage).map_err(corrupt)?)))
-            .collect::<Result<Vec<_>, StoreError>>()?;
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         lock_writes(&tx).await?;
-        let stmt = tx
+        // Servers sharing the database each record what they saw of an agent: what is
+        // stored is merged with, never replaced by, one server's view.
+        let read = tx.prepare("SELECT usage FROM agent_usage WHERE agent_id = $1").await?;
+        let write = tx
             .prepare(
                 "INSERT INTO agent_usage (agent_id, usage) VALUES ($1, $2) \
                  ON CONFLICT (agent_id) DO UPDATE SET usage = EXCLUDED.usage",
             )
             .await?;
-        for (agent, usage) in &rows {
-            tx.execute(&stmt, &[agent, usage]).await?;
+        for (agent, seen) in usage {
+            let mut merged = seen.clone();
+            if let Some(row) = tx.query_opt(&read, &[&agent.as_str()]).await? {
+                let stored: AgentUsage = col(&row, 0, |text| serde_json::from_str(&text))?;
+                merged.merge(&stored);
+            }
+            let text = serde_json::to_string(&merged).map_err(corrupt)?;
+            tx.execute(&write, &[&agent.as_str(), &text]).await?;
         }
         tx.commit().await?;
         Ok(())
