@@ -178,17 +178,37 @@ impl Signals {
         if !self.remember(key.clone(), set.iat, now)? {
             return Ok(Received { duplicate: true, ..Received::default() });
         }
+        // Servers sharing the database: one of them acts on a SET, once.
+        let until = UnixTime(set.iat.saturating_add(MAX_SET_AGE_SECS));
+        match self.store.claim_set(&issuer, &set.jti, until, now).await {
+            Ok(true) => {}
+            Ok(false) => return Ok(Received { duplicate: true, ..Received::default() }),
+            Err(e) => {
+                self.forget(&key);
+                return Err(SignalError::Unavailable(format!(
+                    "cannot tell whether another server received this SET: {e}"
+                )));
+            }
+        }
         let mut received = Received::default();
         for (short, identity, revoke, disable) in actions {
             if let Err(e) = self.act(&short, &identity, revoke, disable, &set.jti, &mut received).await {
                 // Not acted on in full: a retried delivery must be acted on.
-                if let Ok(mut seen) = self.seen.lock() {
-                    seen.remove(&key);
+                self.forget(&key);
+                if let Err(release) = self.store.release_set(&issuer, &set.jti).await {
+                    tracing::warn!(error = %release, set = %set.jti, "could not give up a SET that was not acted on in full");
                 }
                 return Err(e);
             }
         }
         Ok(received)
+    }
+
+    /// Forgets a SET noted as received (it was not acted on in full).
+    fn forget(&self, key: &(String, String)) {
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.remove(key);
+        }
     }
 
     /// Notes a SET as received; `false` when it was received before.

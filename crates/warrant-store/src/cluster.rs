@@ -228,6 +228,21 @@ pub trait ChangeStore: Send + Sync {
         Ok(true)
     }
 
+    /// Claims the security event token `jti` of `issuer`, remembered until `exp`: `false`
+    /// when a server sharing the database claimed it already (it is being, or was, acted
+    /// on there). Forgets tokens expired at `now`. On a database of one server, `true`.
+    async fn claim_set(&self, issuer: &str, jti: &str, exp: UnixTime, now: UnixTime) -> Result<bool, StoreError> {
+        let _ = (issuer, jti, exp, now);
+        Ok(true)
+    }
+
+    /// Gives a claimed security event token up (acting on it failed; a retried delivery
+    /// must be acted on).
+    async fn release_set(&self, issuer: &str, jti: &str) -> Result<(), StoreError> {
+        let _ = (issuer, jti);
+        Ok(())
+    }
+
     /// Removes changes older than `keep_secs` seconds (by the database's clock) and
     /// records how far it pruned; how many it removed.
     async fn prune_changes(&self, keep_secs: u64) -> Result<u64, StoreError> {

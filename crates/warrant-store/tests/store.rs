@@ -2968,6 +2968,17 @@ async fn the_change_feed_logs_every_change_in_order_and_announces_it() {
     assert_eq!(store.heartbeat("srv_a", 5).await.unwrap(), 1);
     assert_eq!(store.heartbeat("srv_b", 5).await.unwrap(), 2);
     assert_eq!(store.heartbeat("srv_a", 5).await.unwrap(), 2, "a server counts once");
+    // Single use across servers: a DPoP proof, a security event token (given up when it
+    // was not acted on, and claimable again then).
+    assert!(store.spend_proof("jkt", "p1", UnixTime(200), UnixTime(100)).await.unwrap());
+    assert!(!store.spend_proof("jkt", "p1", UnixTime(200), UnixTime(150)).await.unwrap(), "spent once");
+    assert!(store.spend_proof("jkt", "p1", UnixTime(400), UnixTime(300)).await.unwrap(), "forgotten once too old");
+    assert!(store.claim_set("https://idp", "s1", UnixTime(200), UnixTime(100)).await.unwrap());
+    assert!(!store.claim_set("https://idp", "s1", UnixTime(200), UnixTime(100)).await.unwrap());
+    assert!(store.claim_set("https://other", "s1", UnixTime(200), UnixTime(100)).await.unwrap(), "per issuer");
+    store.release_set("https://idp", "s1").await.unwrap();
+    assert!(store.claim_set("https://idp", "s1", UnixTime(200), UnixTime(100)).await.unwrap());
+    assert!(sqlite.spend_proof("jkt", "p1", UnixTime(200), UnixTime(100)).await.unwrap());
     assert_eq!(store.change_head().await.unwrap(), 0);
     let mut listener = store.listen_changes().await.unwrap();
 

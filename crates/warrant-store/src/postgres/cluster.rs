@@ -136,6 +136,24 @@ impl ChangeStore for PgStore {
         Ok(inserted == 1)
     }
 
+    async fn claim_set(&self, issuer: &str, jti: &str, exp: UnixTime, now: UnixTime) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        client.execute("DELETE FROM received_sets WHERE exp < $1", &[&now.0]).await?;
+        let inserted = client
+            .execute(
+                "INSERT INTO received_sets (issuer, jti, exp) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                &[&issuer, &jti, &exp.0],
+            )
+            .await?;
+        Ok(inserted == 1)
+    }
+
+    async fn release_set(&self, issuer: &str, jti: &str) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client.execute("DELETE FROM received_sets WHERE issuer = $1 AND jti = $2", &[&issuer, &jti]).await?;
+        Ok(())
+    }
+
     async fn admin_token_digest(&self) -> Result<Option<[u8; 32]>, StoreError> {
         let client = self.client().await?;
         let row = client.query_opt("SELECT token_sha256 FROM cluster_admin", &[]).await?;

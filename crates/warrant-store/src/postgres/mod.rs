@@ -54,6 +54,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0003_cluster_state.sql"),
     include_str!("../../migrations/postgres/0004_cluster_members.sql"),
     include_str!("../../migrations/postgres/0005_spent_proofs.sql"),
+    include_str!("../../migrations/postgres/0006_received_sets.sql"),
 ];
 
 /// The advisory lock every write transaction takes first (see the module docs).
