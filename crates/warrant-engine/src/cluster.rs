@@ -332,10 +332,8 @@ impl ChangeFeed {
             }
             ChangeKind::Pep => self.peps.reload().await?,
             ChangeKind::Key => self.keys.refresh().await?,
-            ChangeKind::Policy => {
-                let version = parse(&change.subject, |s| s.parse::<i64>())?;
-                self.policy.apply_shared(version).await?;
-            }
+            // Whatever version the change names, the one in force now is the store's.
+            ChangeKind::Policy => self.policy.apply_shared().await?,
         }
         tracing::debug!(seq = change.seq, kind = change.kind.as_str(), subject = %change.subject, "applied a change");
         Ok(())
@@ -347,9 +345,7 @@ impl ChangeFeed {
         self.revocation.reload_index().await?;
         self.peps.reload().await?;
         self.keys.refresh().await?;
-        if let Some(version) = self.store.active_policy().await? {
-            self.policy.apply_shared(version).await?;
-        }
+        self.policy.apply_shared().await?;
         Ok(())
     }
 

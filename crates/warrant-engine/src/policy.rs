@@ -99,6 +99,10 @@ pub struct Policy {
     clock: Arc<dyn Clock>,
     audit: Arc<Audit>,
     governance: Arc<Governance>,
+    /// Held while this server switches the set in force (a reload, or applying the one
+    /// another server activated), so the change feed never applies a reload of this
+    /// server's half-way.
+    switching: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Policy {
@@ -171,7 +175,16 @@ impl Policy {
         let now = clock.now();
         let policy = Self::load(store.as_ref(), dir, now).await?;
         let (dir, current, fingerprint) = policy;
-        let policy = Policy { dir, current, fingerprint, store, clock, audit, governance };
+        let policy = Policy {
+            dir,
+            current,
+            fingerprint,
+            store,
+            clock,
+            audit,
+            governance,
+            switching: tokio::sync::Mutex::new(()),
+        };
         // The set in force at start is evidence too: which policies decided from now on.
         if let Some(current) = policy.current() {
             let details = PolicyDetails::InForceAtStart {
@@ -319,9 +332,14 @@ impl Policy {
             .collect())
     }
 
-    /// Puts in force the stored `version` another server activated (from the change
-    /// feed), once its audit record is durable; nothing when it is in force already.
-    pub(crate) async fn apply_shared(&self, version: i64) -> Result<(), PolicyLoadError> {
+    /// Puts in force the version the servers sharing the database have in force now, as
+    /// the store says (after the change feed announced an activation), once its audit
+    /// record is durable; nothing when it is in force here already. The store's version,
+    /// not the announced one: an announcement applied late must not bring back an older
+    /// set.
+    pub(crate) async fn apply_shared(&self) -> Result<(), PolicyLoadError> {
+        let _switching = self.switching.lock().await;
+        let Some(version) = self.store.active_policy().await? else { return Ok(()) };
         if self.current().is_some_and(|c| c.version == version) {
             return Ok(());
         }
@@ -337,6 +355,7 @@ impl Policy {
     /// record is durable (if the record cannot be written, the change does not happen).
     /// A refused set is audited too.
     pub async fn reload(&self) -> Result<Reloaded, PolicyLoadError> {
+        let _switching = self.switching.lock().await;
         let now = self.clock.now();
         let staged = match self.stage(now).await {
             Ok(Staged::Unchanged(version)) => return Ok(Reloaded::Unchanged(version)),

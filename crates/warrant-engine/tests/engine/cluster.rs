@@ -413,3 +413,20 @@ async fn usage_seen_by_two_servers_is_merged_in_the_store() {
     let actions: Vec<&str> = usage.actions.keys().map(String::as_str).collect();
     assert_eq!(actions, ["crm.read", "crm.write"], "both servers' use, neither replaced by the other");
 }
+
+/// An activation the feed announces late never brings back an older policy set: the
+/// version a server puts in force from the feed is the store's current one, not the one
+/// the (older) change names.
+#[tokio::test]
+async fn a_late_policy_announcement_does_not_bring_back_an_older_set() {
+    let Some(a) = Harness::start_on_postgres(|_| {}).await else { return };
+    let first = a.policy_version();
+    // Reloaded before the feed read the first version's activation (logged at start).
+    let forbid = "@id(\"no-crm-export\")\nforbid (principal, action == Warrant::Action::\"crm.export\", resource);\n";
+    let second = a.install_policy("forbid.cedar", forbid).await;
+    assert_ne!(first, second);
+    a.catch_up().await;
+    assert_eq!(a.policy_version(), second, "still the newer set");
+    let chain = a.chain(&["crm.*"], &["crm.*"], 1).await;
+    assert_eq!(a.authorize(chain.token(0), "crm.export", "crm/acct/1").await.code, DecisionCode::Policy);
+}
