@@ -313,17 +313,29 @@ impl ChangeFeed {
     async fn apply(&self, change: &Change) -> Result<(), FeedError> {
         let store = self.store.as_ref();
         match change.kind {
+            // Read again whenever this server wrote to the directory meanwhile: what was
+            // read may be older than that write, and must not replace it.
             ChangeKind::Agent => {
                 let id = parse(&change.subject, warrant_core::AgentId::parse)?;
-                if let Some(agent) = store.get_agent(&id).await? {
-                    self.directory.put_agent(agent);
+                for _ in 0..READ_AGAIN {
+                    let mark = self.directory.mark();
+                    let Some(agent) = store.get_agent(&id).await? else { return Ok(()) };
+                    if self.directory.put_agent_read_at(agent, mark) {
+                        return Ok(());
+                    }
                 }
+                return Err(kept_changing(change));
             }
             ChangeKind::Human => {
                 let id = parse(&change.subject, warrant_core::HumanId::parse)?;
-                if let Some(human) = store.get_human(&id).await? {
-                    self.directory.put_human(human);
+                for _ in 0..READ_AGAIN {
+                    let mark = self.directory.mark();
+                    let Some(human) = store.get_human(&id).await? else { return Ok(()) };
+                    if self.directory.put_human_read_at(human, mark) {
+                        return Ok(());
+                    }
                 }
+                return Err(kept_changing(change));
             }
             ChangeKind::Revocation => {
                 if let Some((revocation, ended)) = store.revocation(&change.subject).await? {
@@ -417,6 +429,18 @@ impl ChangeFeed {
             }
         }
     }
+}
+
+/// How many times a change is read again while this server keeps writing to the
+/// directory, before the read of the log is given up (and retried on the next one).
+const READ_AGAIN: usize = 16;
+
+/// A change that could not be applied because this server kept writing what it names.
+fn kept_changing(change: &Change) -> FeedError {
+    FeedError::Store(StoreError::Backend(format!(
+        "`{}` kept changing on this server while change {} was applied; trying again",
+        change.subject, change.seq
+    )))
 }
 
 /// Parses a change's subject, as corrupt data when it does not parse.

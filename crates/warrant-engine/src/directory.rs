@@ -4,6 +4,7 @@
 //! then here (the engine is the only writer of the registry).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use warrant_core::{Agent, AgentId, Human, HumanId};
@@ -18,6 +19,9 @@ pub struct Directory {
     emails: RwLock<HashMap<String, HumanId>>,
     /// Human ids by external id (unique).
     external: RwLock<HashMap<String, HumanId>>,
+    /// Counts this server's own writes (each after its store write committed), so that a
+    /// state the change feed read before one of them never replaces it.
+    writes: AtomicU64,
 }
 
 impl Directory {
@@ -33,6 +37,7 @@ impl Directory {
             humans: RwLock::new(humans),
             emails: RwLock::new(emails),
             external: RwLock::new(external),
+            writes: AtomicU64::new(0),
         })
     }
 
@@ -71,24 +76,60 @@ impl Directory {
         self.human(&id)
     }
 
-    /// Records an agent's current state.
+    /// Records an agent's current state (written to the store just before).
     pub fn put_agent(&self, agent: Agent) {
         if let Ok(mut m) = self.agents.write() {
+            self.writes.fetch_add(1, Ordering::SeqCst);
             m.insert(agent.id.clone(), Arc::new(agent));
         }
     }
 
-    /// Records a human's current state.
+    /// Records a human's current state (written to the store just before).
     pub fn put_human(&self, human: Human) {
+        self.index_human(&human);
+        if let Ok(mut m) = self.humans.write() {
+            self.writes.fetch_add(1, Ordering::SeqCst);
+            m.insert(human.id.clone(), Arc::new(human));
+        }
+    }
+
+    fn index_human(&self, human: &Human) {
         if let Ok(mut m) = self.emails.write() {
             m.insert(human.email.clone(), human.id.clone());
         }
         if let (Some(external), Ok(mut m)) = (&human.external_id, self.external.write()) {
             m.insert(external.clone(), human.id.clone());
         }
-        if let Ok(mut m) = self.humans.write() {
-            m.insert(human.id.clone(), Arc::new(human));
+    }
+
+    /// A mark to pass to [`Directory::put_agent_read_at`] or
+    /// [`Directory::put_human_read_at`]: taken before reading the store.
+    pub(crate) fn mark(&self) -> u64 {
+        self.writes.load(Ordering::SeqCst)
+    }
+
+    /// Records an agent's state as read from the store after `mark` (by the change feed),
+    /// unless this server wrote to the directory since: then the read may be older than
+    /// that write, nothing is recorded, and `false` asks the caller to read again.
+    pub(crate) fn put_agent_read_at(&self, agent: Agent, mark: u64) -> bool {
+        // A poisoned map answers nothing (the decision path denies): nothing to retry.
+        let Ok(mut m) = self.agents.write() else { return true };
+        if self.writes.load(Ordering::SeqCst) != mark {
+            return false;
         }
+        m.insert(agent.id.clone(), Arc::new(agent));
+        true
+    }
+
+    /// The same for a human.
+    pub(crate) fn put_human_read_at(&self, human: Human, mark: u64) -> bool {
+        self.index_human(&human);
+        let Ok(mut m) = self.humans.write() else { return true };
+        if self.writes.load(Ordering::SeqCst) != mark {
+            return false;
+        }
+        m.insert(human.id.clone(), Arc::new(human));
+        true
     }
 
     /// Every agent, as last written, in no particular order.
@@ -104,5 +145,45 @@ impl Directory {
     /// How many agents are registered.
     pub fn agent_count(&self) -> usize {
         self.agents.read().map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use warrant_core::{AgentStatus, Mode, Scope, UnixTime};
+
+    use super::*;
+
+    fn agent(status: AgentStatus) -> Agent {
+        Agent {
+            id: AgentId::from_random([1; 12]),
+            name: "bot".into(),
+            owner: HumanId::from_random([2; 12]),
+            mode: Mode::Autonomous,
+            max_scope: Scope::default(),
+            public_key: None,
+            spiffe_id: None,
+            status,
+            expires_at: None,
+            labels: Default::default(),
+            created_at: UnixTime(0),
+        }
+    }
+
+    /// The change feed read an agent (active) just before this server suspended it: the
+    /// read must not replace the suspension; the feed is told to read again.
+    #[test]
+    fn a_state_read_before_a_local_write_never_replaces_it() {
+        let directory = Directory::default();
+        directory.put_agent(agent(AgentStatus::Active));
+        let mark = directory.mark();
+        directory.put_agent(agent(AgentStatus::Suspended));
+        assert!(!directory.put_agent_read_at(agent(AgentStatus::Active), mark), "read again");
+        let id = AgentId::from_random([1; 12]);
+        assert_eq!(directory.agent(&id).unwrap().status, AgentStatus::Suspended);
+        // Read after the local write: recorded.
+        let mark = directory.mark();
+        assert!(directory.put_agent_read_at(agent(AgentStatus::Retired), mark));
+        assert_eq!(directory.agent(&id).unwrap().status, AgentStatus::Retired);
     }
 }

@@ -125,6 +125,9 @@ pub struct Peps {
     clock: Arc<dyn Clock>,
     audit: Arc<Audit>,
     live: RwLock<HashMap<[u8; 32], Pep>>,
+    /// Counts this server's own changes (each after its store write), so that a list the
+    /// change feed read before one of them never replaces it.
+    writes: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Peps {
@@ -142,17 +145,22 @@ impl Peps {
         audit: Arc<Audit>,
     ) -> Result<Self, StoreError> {
         let live = live_of(store.list_peps().await?);
-        Ok(Peps { store, clock, audit, live: RwLock::new(live) })
+        Ok(Peps { store, clock, audit, live: RwLock::new(live), writes: std::sync::atomic::AtomicU64::new(0) })
     }
 
     /// Reads the live credentials from the store again (another server created or revoked
     /// one).
     pub(crate) async fn reload(&self) -> Result<(), StoreError> {
-        let live = live_of(self.store.list_peps().await?);
-        if let Ok(mut current) = self.live.write() {
-            *current = live;
+        loop {
+            let mark = self.writes.load(std::sync::atomic::Ordering::SeqCst);
+            let live = live_of(self.store.list_peps().await?);
+            let Ok(mut current) = self.live.write() else { return Ok(()) };
+            // A change this server made meanwhile may be missing from what was read.
+            if self.writes.load(std::sync::atomic::Ordering::SeqCst) == mark {
+                *current = live;
+                return Ok(());
+            }
         }
-        Ok(())
     }
 
     /// The live credential whose secret is `secret`, if any: the secret's SHA-256 is
@@ -195,6 +203,7 @@ impl Peps {
         self.store.insert_pep(&record).await?;
         let pep = Pep::from(record.clone());
         if let Ok(mut live) = self.live.write() {
+            self.writes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             live.insert(record.secret_sha256, pep.clone());
         }
         tracing::info!(pep = %pep.id, name = %pep.name, "created a PEP credential");
@@ -217,6 +226,7 @@ impl Peps {
             return Err(PepError::NotFound(id.to_string()));
         }
         if let Ok(mut live) = self.live.write() {
+            self.writes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             live.retain(|_, p| p.id != id);
         }
         tracing::info!(pep = %id, "revoked a PEP credential");
