@@ -3,6 +3,7 @@
 //! concurrencies, and, in the same run and with the same client, a trivial axum JSON
 //! endpoint: the framework's ceiling, the baseline of every ratio.
 
+mod floor;
 mod gateway;
 mod load;
 mod mcp;
@@ -259,6 +260,7 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut own = None;
     let tmp;
+    let mut tmp_dir = None;
     let target = match &args.server {
         Some(server) => {
             if !is_loopback(server) {
@@ -282,6 +284,7 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
         None => {
             tmp =
                 tempfile::tempdir().map_err(|source| BenchError::Io { path: "temporary directory".into(), source })?;
+            tmp_dir = Some(tmp.path().to_owned());
             let (started, admin, engine) = target::start_warrant(tmp.path()).await?;
             let target = Target {
                 description: format!(
@@ -297,6 +300,22 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
             own = Some(started);
             target
         }
+    };
+    // The disk the server's data (and audit log) lives on: the in-process server's
+    // temporary directory, or --data for a running server.
+    let data_dir = match &own {
+        Some(_) => tmp_dir.clone(),
+        None => Some(args.data.clone()),
+    };
+    let floor = match &data_dir {
+        Some(dir) => match floor::measure(dir).await {
+            Ok(floor) => Some(floor),
+            Err(e) => {
+                outln!("floor:    not measured ({e})");
+                None
+            }
+        },
+        None => None,
     };
     let baseline = target::start_baseline().await?;
     outln!("warrant bench {}", env!("CARGO_PKG_VERSION"));
@@ -318,7 +337,8 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
         Some(started) => started.stop().await,
         None => Ok(()),
     };
-    let report = outcome?;
+    let mut report = outcome?;
+    report.floor = floor;
     stopped_baseline?;
     stopped_own?;
     report::print(&report);

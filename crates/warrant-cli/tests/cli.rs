@@ -761,6 +761,11 @@ fn bench_runs_every_scenario_against_its_own_server() {
     assert_eq!(revocation["next_decision_codes"]["revoked"], revocation["cycles"], "{revocation}");
     assert!(report["ratios"][0]["ratio"].as_f64().unwrap() > 0.0, "{report}");
     assert!(report["open_loop"]["requests"].as_u64().unwrap() > 0, "{report}");
+    // The floor of a durable answer, measured on the server's own disk in the same run.
+    let floor = &report["floor"]["fdatasync"];
+    assert_eq!(floor["count"], 200, "{report}");
+    assert!(floor["p50_ms"].as_f64().unwrap() > 0.0, "{floor}");
+    assert!(out.contains("fdatasync"), "{out}");
     // Every MCP path carried calls without a failure: direct, both gateways (nginx only
     // where it is installed); a gateway's overhead is measured against the direct call.
     let paths = report["gateway"]["paths"].as_array().unwrap_or_else(|| panic!("no gateway paths: {report}"));

@@ -213,6 +213,8 @@ pub struct Report {
     pub gateway: Option<super::gateway::GatewayReport>,
     /// The propagation scenario, when run.
     pub propagation: Option<super::propagation::PropagationReport>,
+    /// The data directory disk's `fdatasync` latency: the floor of a durable answer.
+    pub floor: Option<super::floor::Floor>,
 }
 
 impl Report {
@@ -242,6 +244,7 @@ impl Report {
             open_loop: None,
             gateway: None,
             propagation: None,
+            floor: None,
         }
     }
 }
@@ -304,6 +307,24 @@ pub fn print(report: &Report) {
                 right(p.errors.to_string()),
                 right(ratio),
             ]);
+        }
+    }
+    if let Some(floor) = &report.floor {
+        let f = &floor.fdatasync;
+        outln!(
+            "\nfloor: a 4 KiB write + fdatasync on {} ({} samples): p50 {} ms, p99 {} ms, max {} ms",
+            floor.dir.display(),
+            f.count,
+            ms(f.p50_ms),
+            ms(f.p99_ms),
+            ms(f.max_ms)
+        );
+        if let Some(p) = report.scenarios.get("authorize").and_then(|ps| ps.iter().find(|p| p.concurrency == 1)) {
+            outln!(
+                "       authorize at c=1: p50 {} ms, {} ms above the floor's p50 (every answer waits for one)",
+                ms(p.latency.p50_ms),
+                ms(p.latency.p50_ms - f.p50_ms)
+            );
         }
     }
     outln!("\nclosed loop (each client sends its next request when the last is answered)");
