@@ -105,8 +105,10 @@ impl std::fmt::Debug for Freshness {
 }
 
 impl Freshness {
-    fn new(clock: Arc<dyn Clock>, shared: bool, max_staleness: Duration) -> Self {
-        let now = millis(clock.ticks());
+    /// Current as of `confirmed` ([`Clock::ticks`]): when the server began loading its
+    /// state from the store.
+    fn new(clock: Arc<dyn Clock>, shared: bool, max_staleness: Duration, confirmed: Duration) -> Self {
+        let now = millis(confirmed);
         Freshness {
             clock,
             shared,
@@ -228,8 +230,12 @@ pub(crate) struct FeedParts {
 
 impl ChangeFeed {
     pub(crate) fn new(parts: FeedParts) -> Self {
-        let freshness = Freshness::new(Arc::clone(&parts.clock), parts.store.shared(), parts.config.max_staleness);
-        freshness.confirm(parts.start.freshness_at);
+        let freshness = Freshness::new(
+            Arc::clone(&parts.clock),
+            parts.store.shared(),
+            parts.config.max_staleness,
+            parts.start.freshness_at,
+        );
         ChangeFeed {
             store: parts.store,
             clock: parts.clock,
@@ -317,25 +323,21 @@ impl ChangeFeed {
             // read may be older than that write, and must not replace it.
             ChangeKind::Agent => {
                 let id = parse(&change.subject, warrant_core::AgentId::parse)?;
-                for _ in 0..READ_AGAIN {
-                    let mark = self.directory.mark();
-                    let Some(agent) = store.get_agent(&id).await? else { return Ok(()) };
-                    if self.directory.put_agent_read_at(agent, mark) {
-                        return Ok(());
-                    }
-                }
-                return Err(kept_changing(change));
+                self.read_until_current(
+                    change,
+                    || store.get_agent(&id),
+                    |agent, mark| self.directory.put_agent_read_at(agent, mark),
+                )
+                .await?;
             }
             ChangeKind::Human => {
                 let id = parse(&change.subject, warrant_core::HumanId::parse)?;
-                for _ in 0..READ_AGAIN {
-                    let mark = self.directory.mark();
-                    let Some(human) = store.get_human(&id).await? else { return Ok(()) };
-                    if self.directory.put_human_read_at(human, mark) {
-                        return Ok(());
-                    }
-                }
-                return Err(kept_changing(change));
+                self.read_until_current(
+                    change,
+                    || store.get_human(&id),
+                    |human, mark| self.directory.put_human_read_at(human, mark),
+                )
+                .await?;
             }
             ChangeKind::Revocation => {
                 if let Some((revocation, ended)) = store.revocation(&change.subject).await? {
@@ -349,6 +351,28 @@ impl ChangeFeed {
         }
         tracing::debug!(seq = change.seq, kind = change.kind.as_str(), subject = %change.subject, "applied a change");
         Ok(())
+    }
+
+    /// Reads what `change` names with `read` and records it with `put`, reading again
+    /// whenever this server wrote to the directory meanwhile (what was read may be older
+    /// than that write, and must not replace it); nothing when it no longer exists.
+    async fn read_until_current<T, F>(
+        &self,
+        change: &Change,
+        read: impl Fn() -> F,
+        put: impl Fn(T, u64) -> bool,
+    ) -> Result<(), FeedError>
+    where
+        F: std::future::Future<Output = Result<Option<T>, StoreError>>,
+    {
+        for _ in 0..READ_AGAIN {
+            let mark = self.directory.mark();
+            let Some(entry) = read().await? else { return Ok(()) };
+            if put(entry, mark) {
+                return Ok(());
+            }
+        }
+        Err(kept_changing(change))
     }
 
     /// Reads everything the feed keeps current from the store again.

@@ -203,31 +203,8 @@ impl Harness {
     /// An engine whose policy directory holds the default set plus `policies` (name,
     /// text) from the start, with settings `configure` changed.
     pub async fn start_with_policies(policies: &[(&str, &str)], configure: impl FnOnce(&mut EngineConfig)) -> Harness {
-        let dir = tempfile::tempdir().unwrap();
-        let policy_dir = dir.path().join("policies");
-        std::fs::create_dir_all(&policy_dir).unwrap();
-        std::fs::write(policy_dir.join(warrant_policy::DEFAULT_POLICY_FILE), warrant_policy::DEFAULT_POLICIES).unwrap();
-        for (name, text) in policies {
-            std::fs::write(policy_dir.join(name), text).unwrap();
-        }
-        let mut config = EngineConfig::for_issuer(ISSUER);
-        config.kek = Some(kek());
-        config.policy_dir = Some(policy_dir.clone());
-        configure(&mut config);
-        let clock = Arc::new(ManualClock::at(UnixTime(T0)));
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().unwrap());
-        let engine = Engine::open(Arc::clone(&store), Arc::clone(&clock) as _, config.clone()).await.unwrap();
-        Harness {
-            engine,
-            clock,
-            store,
-            config,
-            policies: policy_dir,
-            counter: Arc::new(AtomicU64::new(0)),
-            postgres: None,
-            _dir: Arc::new(dir),
-            _schema: None,
-        }
+        Harness::open(store, None, policies, configure).await
     }
 
     /// An engine with the default settings (changed by `configure`) on a fresh schema of
@@ -242,28 +219,43 @@ impl Harness {
         let separator = if admin.contains('?') { '&' } else { '?' };
         let url = format!("{admin}{separator}options=-csearch_path%3D{name}");
         let schema = Arc::new(PgSchema { admin, name });
+        let store: Arc<dyn Store> = Arc::new(PgStore::open(&url).await.unwrap());
+        Some(Harness::open(store, Some((url, schema)), &[], configure).await)
+    }
+
+    /// An engine on `store` (on PostgreSQL: with its URL and schema), whose policy
+    /// directory holds the default set plus `policies`, with settings `configure` changed.
+    async fn open(
+        store: Arc<dyn Store>,
+        postgres: Option<(String, Arc<PgSchema>)>,
+        policies: &[(&str, &str)],
+        configure: impl FnOnce(&mut EngineConfig),
+    ) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let policy_dir = dir.path().join("policies");
         std::fs::create_dir_all(&policy_dir).unwrap();
         std::fs::write(policy_dir.join(warrant_policy::DEFAULT_POLICY_FILE), warrant_policy::DEFAULT_POLICIES).unwrap();
+        for (name, text) in policies {
+            std::fs::write(policy_dir.join(name), text).unwrap();
+        }
         let mut config = EngineConfig::for_issuer(ISSUER);
         config.kek = Some(kek());
         config.policy_dir = Some(policy_dir.clone());
         configure(&mut config);
         let clock = Arc::new(ManualClock::at(UnixTime(T0)));
-        let store: Arc<dyn Store> = Arc::new(PgStore::open(&url).await.unwrap());
         let engine = Engine::open(Arc::clone(&store), Arc::clone(&clock) as _, config.clone()).await.unwrap();
-        Some(Harness {
+        let (postgres, schema) = postgres.map_or((None, None), |(url, schema)| (Some(url), Some(schema)));
+        Harness {
             engine,
             clock,
             store,
             config,
             policies: policy_dir,
             counter: Arc::new(AtomicU64::new(0)),
-            postgres: Some(url),
+            postgres,
             _dir: Arc::new(dir),
-            _schema: Some(schema),
-        })
+            _schema: schema,
+        }
     }
 
     /// Another engine on this harness's PostgreSQL database, with a pool of its own and

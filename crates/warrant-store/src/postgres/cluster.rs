@@ -124,28 +124,11 @@ impl ChangeStore for PgStore {
     }
 
     async fn spend_proof(&self, jkt: &str, jti: &str, exp: UnixTime, now: UnixTime) -> Result<bool, StoreError> {
-        let client = self.client().await?;
-        // No write lock: the primary key alone decides who spent it first.
-        client.execute("DELETE FROM spent_proofs WHERE exp < $1", &[&now.0]).await?;
-        let inserted = client
-            .execute(
-                "INSERT INTO spent_proofs (jkt, jti, exp) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                &[&jkt, &jti, &exp.0],
-            )
-            .await?;
-        Ok(inserted == 1)
+        self.use_once("spent_proofs", "jkt", jkt, jti, exp, now).await
     }
 
     async fn claim_set(&self, issuer: &str, jti: &str, exp: UnixTime, now: UnixTime) -> Result<bool, StoreError> {
-        let client = self.client().await?;
-        client.execute("DELETE FROM received_sets WHERE exp < $1", &[&now.0]).await?;
-        let inserted = client
-            .execute(
-                "INSERT INTO received_sets (issuer, jti, exp) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                &[&issuer, &jti, &exp.0],
-            )
-            .await?;
-        Ok(inserted == 1)
+        self.use_once("received_sets", "issuer", issuer, jti, exp, now).await
     }
 
     async fn release_set(&self, issuer: &str, jti: &str) -> Result<(), StoreError> {
@@ -192,6 +175,31 @@ impl ChangeStore for PgStore {
         }
         tx.commit().await?;
         Ok(count)
+    }
+}
+
+impl PgStore {
+    /// Records `(owner, jti)` in `table` (whose owner column is `owner_col`) until `exp`,
+    /// forgetting rows expired at `now`: `false` when it was there already. No write lock:
+    /// the primary key alone decides who was first. The names are this file's constants.
+    async fn use_once(
+        &self,
+        table: &str,
+        owner_col: &str,
+        owner: &str,
+        jti: &str,
+        exp: UnixTime,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        client.execute(&format!("DELETE FROM {table} WHERE exp < $1"), &[&now.0]).await?;
+        let inserted = client
+            .execute(
+                &format!("INSERT INTO {table} ({owner_col}, jti, exp) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"),
+                &[&owner, &jti, &exp.0],
+            )
+            .await?;
+        Ok(inserted == 1)
     }
 }
 
