@@ -469,6 +469,7 @@ async fn serve(args: ServeArgs) -> CliResult {
         federation: None,
         ssf: None,
         cluster: None,
+        console: None,
     };
     let settings = Settings::resolve(options, args.config.as_deref())?;
     // A bad `[gateway]` refuses to start before anything is bound.

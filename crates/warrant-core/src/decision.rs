@@ -28,6 +28,11 @@ impl Outcome {
             Outcome::Pending => "pending",
         }
     }
+
+    /// The outcome of a wire name.
+    pub fn parse(s: &str) -> Option<Outcome> {
+        [Outcome::Allow, Outcome::Deny, Outcome::Pending].into_iter().find(|o| o.as_str() == s)
+    }
 }
 
 /// The machine-readable code of a decision, or of a decision's audit record.

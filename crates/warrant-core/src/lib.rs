@@ -6,6 +6,7 @@
 //! randomness are passed in by the caller, so every rule is a plain function that tests
 //! and property tests can drive directly.
 //!
+//! * [`access`]: operator roles, what each may do, and who an audited change is by.
 //! * [`authzen`]: the OpenID AuthZEN Authorization API 1.0 request and response shapes.
 //! * [`id`]: typed identifiers (`hum_…`, `agt_…`, `tsk_…`, `wrt_…`).
 //! * [`permission`]: one permission, `action` or `action:resource-pattern`, and *covers*.
@@ -21,6 +22,7 @@
 //! * [`govern`]: continuous governance: findings, usage and least-privilege
 //!   recommendations, the per-agent rules of a sweep.
 
+pub mod access;
 pub mod audit;
 pub mod authzen;
 pub mod claims;
@@ -35,6 +37,7 @@ pub mod revocation;
 pub mod scope;
 pub mod time;
 
+pub use access::{Capability, Principal, Role};
 pub use claims::{Actor, Confirmation, TaskClaim, WarrantClaims};
 pub use decision::DecisionCode;
 pub use delegation::{DelegationError, Grant, Limits};

@@ -52,6 +52,8 @@ pub struct EngineConfig {
     pub spiffe: Vec<crate::spiffe::SpiffeDomain>,
     /// How the server follows the change feed of a shared database (`[cluster]`).
     pub cluster: crate::cluster::ClusterConfig,
+    /// How long a console session lasts, in seconds (`console.session_ttl_secs`).
+    pub console_session_ttl: i64,
 }
 
 impl EngineConfig {
@@ -75,6 +77,7 @@ impl EngineConfig {
             ssf_allow_private_push: false,
             spiffe: Vec::new(),
             cluster: crate::cluster::ClusterConfig::default(),
+            console_session_ttl: crate::console::DEFAULT_SESSION_TTL_SECS,
         }
     }
 

@@ -35,6 +35,39 @@ pub struct OidcProvider {
     /// Whether a new human may be registered with an email the provider does not mark
     /// `email_verified: true` (for providers that never send the claim). Default false.
     pub trust_unverified_email: bool,
+    /// Whether, and how, people sign in to the console here (`[federation.oidc.console]`).
+    pub console: Option<ConsoleClient>,
+}
+
+/// Signing in to the console at a provider: Warrant is the client whose id is the
+/// provider's `audience`, with the authorization code flow and PKCE.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConsoleClient {
+    /// The client secret, for a confidential client; `None` for a public one.
+    pub client_secret: Option<String>,
+    /// The scopes asked for (space-separated; `openid` is always included).
+    pub scopes: String,
+    /// The groups that hold each operator role.
+    pub roles: BTreeMap<warrant_core::Role, Vec<String>>,
+}
+
+impl std::fmt::Debug for ConsoleClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsoleClient")
+            .field("client_secret", &self.client_secret.as_ref().map(|_| "<redacted>"))
+            .field("scopes", &self.scopes)
+            .field("roles", &self.roles)
+            .finish()
+    }
+}
+
+/// Where a provider signs people in and hands out tokens (from its discovery document).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderEndpoints {
+    /// `authorization_endpoint`.
+    pub authorization: String,
+    /// `token_endpoint`.
+    pub token: String,
 }
 
 /// Whether `url` may be fetched: `https`, or `http` on a loopback host only.
@@ -70,6 +103,8 @@ pub struct FederatedSignIn {
     pub groups: Vec<String>,
     /// The permissions the groups give under the provider's rules.
     pub entitlements: Vec<String>,
+    /// The `nonce` claim, when present (console sign-ins check it).
+    pub nonce: Option<String>,
 }
 
 /// Why a sign-in token is refused.
@@ -198,6 +233,7 @@ impl Federation {
             name: claims.text("name").filter(|n| !n.trim().is_empty()).unwrap_or(&claims.sub).to_owned(),
             email: claims.text("email").map(str::to_owned),
             email_trusted: verified || provider.trust_unverified_email,
+            nonce: claims.text("nonce").map(str::to_owned),
             identity: FederatedIdentity { issuer: claims.iss, subject: claims.sub },
             groups,
             entitlements,
@@ -262,17 +298,72 @@ impl Federation {
     /// The provider's `jwks_uri`, from its discovery document (whose `issuer` must be the
     /// configured one).
     async fn discover(&self, issuer: &str) -> Result<String, FederationError> {
+        self.discovered_url(issuer, "jwks_uri").await
+    }
+
+    /// One URL of the provider's discovery document (whose `issuer` must be the configured
+    /// one), checked like every URL fetched (`https`, or `http` on loopback).
+    async fn discovered_url(&self, issuer: &str, name: &str) -> Result<String, FederationError> {
         let url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
         let meta = self.fetch(&url).await?;
         if meta.get("issuer").and_then(Value::as_str) != Some(issuer) {
             return Err(FederationError::Unavailable(format!("{url} names another issuer")));
         }
-        let jwks_uri = meta
-            .get("jwks_uri")
+        let found = meta
+            .get(name)
             .and_then(Value::as_str)
-            .ok_or_else(|| FederationError::Unavailable(format!("{url} has no `jwks_uri`")))?;
-        check_url(jwks_uri).map_err(FederationError::Unavailable)?;
-        Ok(jwks_uri.to_owned())
+            .ok_or_else(|| FederationError::Unavailable(format!("{url} has no `{name}`")))?;
+        check_url(found).map_err(FederationError::Unavailable)?;
+        Ok(found.to_owned())
+    }
+
+    /// The providers people may sign in to the console at.
+    pub fn console_providers(&self) -> impl Iterator<Item = &OidcProvider> {
+        self.providers.iter().map(|p| &p.config).filter(|c| c.console.is_some())
+    }
+
+    /// The authorization and token endpoints of `issuer` (read from its discovery
+    /// document at every call: console sign-ins are rare).
+    pub async fn endpoints(&self, issuer: &str) -> Result<ProviderEndpoints, FederationError> {
+        Ok(ProviderEndpoints {
+            authorization: self.discovered_url(issuer, "authorization_endpoint").await?,
+            token: self.discovered_url(issuer, "token_endpoint").await?,
+        })
+    }
+
+    /// Redeems an authorization `code` at `token_endpoint` (with the PKCE `verifier` and
+    /// the client's secret, if it has one) and returns the ID token it answers with.
+    pub async fn redeem_code(
+        &self,
+        provider: &OidcProvider,
+        token_endpoint: &str,
+        code: &str,
+        verifier: &str,
+        redirect_uri: &str,
+    ) -> Result<String, FederationError> {
+        let unavailable = |e: String| FederationError::Unavailable(format!("{token_endpoint}: {e}"));
+        let http = self.http.as_ref().ok_or_else(|| unavailable("no HTTP client".into()))?;
+        let mut form = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", redirect_uri),
+            ("client_id", provider.audience.as_str()),
+            ("code_verifier", verifier),
+        ];
+        if let Some(secret) = provider.console.as_ref().and_then(|c| c.client_secret.as_deref()) {
+            form.push(("client_secret", secret));
+        }
+        let response = http.post(token_endpoint).form(&form).send().await.map_err(|e| unavailable(e.to_string()))?;
+        let status = response.status();
+        let body: Value = response.json().await.map_err(|e| unavailable(format!("not JSON: {e}")))?;
+        if !status.is_success() {
+            let error = body.get("error").and_then(Value::as_str).unwrap_or("an error");
+            return Err(unavailable(format!("answered {status} with `{}`", warrant_core::permission::shown(error))));
+        }
+        body.get("id_token")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| unavailable("the answer carries no `id_token`".into()))
     }
 
     async fn fetch(&self, url: &str) -> Result<Value, FederationError> {
@@ -382,6 +473,7 @@ mod tests {
             groups_claim: "groups".into(),
             groups: [("g".to_owned(), vec!["tickets.read".to_owned()])].into(),
             trust_unverified_email: false,
+            console: None,
         };
         let federation = Arc::new(Federation::new(vec![config]));
         let t0 = UnixTime(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64);

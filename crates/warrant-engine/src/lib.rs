@@ -33,6 +33,7 @@ pub mod authzen;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod decisions;
 pub(crate) mod directory;
 pub mod dpop;
@@ -120,6 +121,7 @@ pub struct Engine {
     transmitter: Arc<transmitter::Transmitter>,
     feed: Arc<cluster::ChangeFeed>,
     lead: Arc<lead::Lead>,
+    console: Arc<console::Console>,
 }
 
 /// Why the engine could not start.
@@ -291,6 +293,14 @@ impl Engine {
             dpop,
             freshness: Arc::clone(feed.freshness()),
         }));
+        let console = Arc::new(console::Console::new(console::ConsoleParts {
+            store: Arc::clone(&store),
+            clock: Arc::clone(&clock),
+            federation: Arc::clone(&federation),
+            registry: Arc::clone(&registry),
+            issuer: config.issuer.clone(),
+            session_ttl: config.console_session_ttl,
+        }));
         let signals = Arc::new(signals::Signals::new(signals::SignalParts {
             federation,
             registry: Arc::clone(&registry),
@@ -335,6 +345,7 @@ impl Engine {
             signals,
             feed,
             lead,
+            console,
         })
     }
 
@@ -359,6 +370,11 @@ impl Engine {
     /// The change feed that keeps this server current when its database is shared.
     pub fn cluster(&self) -> &ChangeFeed {
         &self.feed
+    }
+
+    /// Console sessions and sign-ins.
+    pub fn console(&self) -> &console::Console {
+        &self.console
     }
 
     /// The configuration.

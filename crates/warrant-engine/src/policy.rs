@@ -321,6 +321,11 @@ impl Policy {
         self.audit.record(entry).await.map_err(|e| e.to_string())
     }
 
+    /// One stored version with its text, if it exists.
+    pub async fn version(&self, id: i64) -> Result<Option<warrant_store::PolicyVersionRecord>, StoreError> {
+        self.store.policy_version(id).await
+    }
+
     /// Every stored version, oldest first.
     pub async fn versions(&self) -> Result<Vec<PolicyVersion>, StoreError> {
         Ok(self

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use warrant_core::audit::details::RegistryDetails;
 use warrant_core::audit::AuditEntry;
-use warrant_core::{Agent, AgentId, AgentStatus, Human, HumanId, HumanStatus, Mode, PublicJwk, Scope, UnixTime};
+use warrant_core::{
+    Agent, AgentId, AgentStatus, Human, HumanId, HumanStatus, Mode, Principal, PublicJwk, Scope, UnixTime,
+};
 use warrant_store::{SessionPurpose, SessionRecord, Store, StoreError};
 use warrant_token::session::{sign_approver, sign_session, SessionClaims};
 use warrant_token::spiffe::SpiffeId;
@@ -297,6 +299,7 @@ impl Registry {
     /// the change is refused.
     async fn audit_registry(
         &self,
+        by: Option<&Principal>,
         details: RegistryDetails,
         agent: Option<&AgentId>,
         human: Option<&HumanId>,
@@ -305,6 +308,7 @@ impl Registry {
             .map_err(|e| RegistryError::Internal(format!("the change's record could not be encoded: {e}")))?;
         entry.agent = agent.cloned();
         entry.human = human.cloned();
+        entry.by = by.cloned();
         self.audit
             .record(entry)
             .await
@@ -333,7 +337,7 @@ impl Registry {
                 return Err(RegistryError::Conflict(format!("a human with external id `{external}` already exists")));
             }
         }
-        self.audit_registry(RegistryDetails::HumanAdd(human.clone()), None, Some(&human.id)).await?;
+        self.audit_registry(None, RegistryDetails::HumanAdd(human.clone()), None, Some(&human.id)).await?;
         match self.store.insert_human(&human).await {
             Ok(()) => {
                 self.directory.put_human(human.clone());
@@ -366,7 +370,7 @@ impl Registry {
                 to: entitlements.clone(),
                 groups: signin.groups.clone(),
             };
-            self.audit_registry(details, None, Some(&human.id)).await?;
+            self.audit_registry(None, details, None, Some(&human.id)).await?;
             if !self.store.set_human_entitlements(&human.id, &entitlements).await? {
                 return Err(RegistryError::NotFound { kind: "human", id: human.id.to_string() });
             }
@@ -403,7 +407,7 @@ impl Registry {
                 human.email, signin.identity.issuer
             )));
         }
-        self.audit_registry(RegistryDetails::HumanAdd(human.clone()), None, Some(&human.id)).await?;
+        self.audit_registry(None, RegistryDetails::HumanAdd(human.clone()), None, Some(&human.id)).await?;
         match self.store.insert_human(&human).await {
             Ok(()) => {
                 self.directory.put_human(human.clone());
@@ -432,11 +436,11 @@ impl Registry {
     }
 
     /// Disables a human: no new work on their behalf, and they can own no new agents.
-    pub async fn disable_human(&self, id: &str) -> Result<Human, RegistryError> {
+    pub async fn disable_human(&self, id: &str, by: Option<&Principal>) -> Result<Human, RegistryError> {
         // Not while a sign-in of theirs reads and writes the same human.
         let _one_at_a_time = self.signins.lock().await;
         let human = self.human(id).await?;
-        self.audit_registry(RegistryDetails::HumanDisable, None, Some(&human.id)).await?;
+        self.audit_registry(by, RegistryDetails::HumanDisable, None, Some(&human.id)).await?;
         self.store.set_human_status(&human.id, HumanStatus::Disabled).await?;
         // A disabled human's open sessions, of either purpose, are good for nothing more.
         self.store.revoke_sessions(&human.id, self.clock.now()).await?;
@@ -451,13 +455,13 @@ impl Registry {
     /// Enables a disabled human again (audited as `human.enable`): decisions about their
     /// live warrants are allowed again and new work may start on their behalf. Warrants
     /// and sessions revoked meanwhile stay revoked.
-    pub async fn enable_human(&self, id: &str) -> Result<Human, RegistryError> {
+    pub async fn enable_human(&self, id: &str, by: Option<&Principal>) -> Result<Human, RegistryError> {
         let _one_at_a_time = self.signins.lock().await;
         let human = self.human(id).await?;
         if human.is_active() {
             return Ok(human);
         }
-        self.audit_registry(RegistryDetails::HumanEnable, None, Some(&human.id)).await?;
+        self.audit_registry(by, RegistryDetails::HumanEnable, None, Some(&human.id)).await?;
         self.store.set_human_status(&human.id, HumanStatus::Active).await?;
         let human = Human { status: HumanStatus::Active, ..human };
         self.directory.put_human(human.clone());
@@ -479,7 +483,7 @@ impl Registry {
         let roles = check_roles(roles)?;
         let human = self.human(id).await?;
         let details = RegistryDetails::HumanRoles { from: human.roles.clone(), to: roles.clone() };
-        self.audit_registry(details, None, Some(&human.id)).await?;
+        self.audit_registry(None, details, None, Some(&human.id)).await?;
         if !self.store.set_human_roles(&human.id, &roles).await? {
             return Err(RegistryError::NotFound { kind: "human", id: human.id.to_string() });
         }
@@ -605,7 +609,8 @@ impl Registry {
             labels: new.labels,
             created_at: now,
         };
-        self.audit_registry(RegistryDetails::AgentAdd(agent.clone()), Some(&agent.id), Some(&agent.owner)).await?;
+        self.audit_registry(None, RegistryDetails::AgentAdd(agent.clone()), Some(&agent.id), Some(&agent.owner))
+            .await?;
         self.store.insert_agent(&agent).await.map_err(|e| match e {
             // Another registration with the same SPIFFE ID won the race.
             StoreError::Conflict(why) => RegistryError::Conflict(why),
@@ -680,7 +685,7 @@ impl Registry {
             return Ok(agent);
         }
         let details = RegistryDetails::AgentOwner { from: agent.owner.clone(), to: owner.id.clone() };
-        self.audit_registry(details, Some(&agent.id), Some(&owner.id)).await?;
+        self.audit_registry(None, details, Some(&agent.id), Some(&owner.id)).await?;
         if !self.store.set_agent_owner(&agent.id, &owner.id).await? {
             return Err(RegistryError::NotFound { kind: "agent", id: agent.id.to_string() });
         }
@@ -692,7 +697,12 @@ impl Registry {
     }
 
     /// Suspends, resumes or retires an agent. Retirement is final.
-    pub async fn transition_agent(&self, id: &str, change: AgentTransition) -> Result<Agent, RegistryError> {
+    pub async fn transition_agent(
+        &self,
+        id: &str,
+        change: AgentTransition,
+        by: Option<&Principal>,
+    ) -> Result<Agent, RegistryError> {
         let agent = self.agent(id).await?;
         let next = match (agent.status, change) {
             (AgentStatus::Retired, AgentTransition::Retire) => AgentStatus::Retired,
@@ -703,7 +713,7 @@ impl Registry {
             (_, AgentTransition::Resume) => AgentStatus::Active,
             (_, AgentTransition::Retire) => AgentStatus::Retired,
         };
-        self.audit_registry(RegistryDetails::AgentStatus(next), Some(&agent.id), Some(&agent.owner)).await?;
+        self.audit_registry(by, RegistryDetails::AgentStatus(next), Some(&agent.id), Some(&agent.owner)).await?;
         self.store.set_agent_status(&agent.id, next).await?;
         let agent = Agent { status: next, ..agent };
         self.directory.put_agent(agent.clone());

@@ -237,6 +237,17 @@ impl Revocation {
     /// Revokes `id` of `kind`, with everything derived from it. Effective for the next
     /// decision on this node once this returns.
     pub async fn revoke(&self, kind: RevocationKind, id: &str, reason: &str) -> Result<Revoked, RevokeError> {
+        self.revoke_by(kind, id, reason, None).await
+    }
+
+    /// [`Revocation::revoke`] on someone's request: the audit record names `by`.
+    pub async fn revoke_by(
+        &self,
+        kind: RevocationKind,
+        id: &str,
+        reason: &str,
+        by: Option<&warrant_core::Principal>,
+    ) -> Result<Revoked, RevokeError> {
         let now = self.clock.now();
         let invalid = |e: &dyn std::fmt::Display| RevokeError::Invalid(e.to_string());
         let reason = reason.trim();
@@ -332,6 +343,7 @@ impl Revocation {
             RevocationKind::Task => entry.task = TaskId::parse(id).ok(),
             RevocationKind::Human => entry.human = HumanId::parse(id).ok(),
         }
+        entry.by = by.cloned();
         self.audit
             .record(entry)
             .await
@@ -365,6 +377,56 @@ impl Revocation {
             })
             .collect();
         Ok(TaskView { ended: self.index.task_ended(&task_id), task, warrants })
+    }
+}
+
+impl Revocation {
+    /// The live warrants (not expired, not revoked) a revocation of `id` of `kind` would
+    /// end now: what a kill switch names before it is pulled. A warrant's descendants are
+    /// counted with it.
+    pub async fn live_under(&self, kind: RevocationKind, id: &str) -> Result<Vec<WarrantRecord>, RevokeError> {
+        let now = self.clock.now();
+        let invalid = |e: &dyn std::fmt::Display| RevokeError::Invalid(e.to_string());
+        let found = match kind {
+            RevocationKind::Agent => {
+                let agent = AgentId::parse(id).map_err(|e| invalid(&e))?;
+                if self.store.get_agent(&agent).await?.is_none() {
+                    return Err(RevokeError::NotFound { kind: "agent", id: id.into() });
+                }
+                self.store.live_warrants_with_agent(&agent, now).await?
+            }
+            RevocationKind::Human => {
+                let human = HumanId::parse(id).map_err(|e| invalid(&e))?;
+                if self.store.get_human(&human).await?.is_none() {
+                    return Err(RevokeError::NotFound { kind: "human", id: id.into() });
+                }
+                self.store.live_warrants_of_human(&human, now).await?
+            }
+            RevocationKind::Task => {
+                let task = TaskId::parse(id).map_err(|e| invalid(&e))?;
+                if self.store.get_task(&task).await?.is_none() {
+                    return Err(RevokeError::NotFound { kind: "task", id: id.into() });
+                }
+                self.store.task_warrants(&task).await?
+            }
+            RevocationKind::Warrant => {
+                let jti = WarrantId::parse(id).map_err(|e| invalid(&e))?;
+                let root = self
+                    .store
+                    .get_warrant(&jti)
+                    .await?
+                    .ok_or_else(|| RevokeError::NotFound { kind: "warrant", id: id.into() })?;
+                let mut out = vec![root];
+                let mut next = 0;
+                while let Some(parent) = out.get(next).map(|w| w.jti.clone()) {
+                    let children = self.store.child_warrants(&parent).await?;
+                    out.extend(children);
+                    next += 1;
+                }
+                out
+            }
+        };
+        Ok(found.into_iter().filter(|w| w.expires_at > now && self.index.warrant(&w.jti).is_none()).collect())
     }
 }
 

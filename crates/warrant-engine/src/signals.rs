@@ -252,7 +252,10 @@ impl Signals {
             received.applied.push("warrants_revoked");
         }
         if disable && human.is_active() {
-            self.registry.disable_human(human.id.as_str()).await.map_err(|e| SignalError::Internal(e.to_string()))?;
+            self.registry
+                .disable_human(human.id.as_str(), None)
+                .await
+                .map_err(|e| SignalError::Internal(e.to_string()))?;
             received.applied.push("human_disabled");
         }
         tracing::info!(human = %human.id, event = short, set = %jti, "acted on a security event");

@@ -115,10 +115,14 @@ pub fn app(state: AppState, body_limit: usize) -> Router {
                 .layer(axum::middleware::from_fn(authzen::echo_request_id)),
         )
         .route("/metrics", get(wellknown::metrics))
+        .merge(crate::console::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(TraceLayer::new_for_http())
+        // The span names the path only: a query string may carry an authorization code.
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
+            tracing::debug_span!("request", method = %request.method(), path = %request.uri().path())
+        }))
         .layer(CatchPanicLayer::custom(|_| {
             tracing::error!("a handler panicked; answered 500");
             axum::response::IntoResponse::into_response(ApiError::new(

@@ -364,6 +364,85 @@ pub struct OidcFile {
     /// Register humans with emails the provider does not mark verified (default false).
     #[serde(default)]
     pub trust_unverified_email: bool,
+    /// Sign people in to the console here (`[federation.oidc.console]`).
+    pub console: Option<ConsoleOidcFile>,
+}
+
+/// `[federation.oidc.console]`: people sign in to `/console` at this provider, with
+/// Warrant as the client whose id is the provider's `audience` (authorization code flow
+/// with PKCE; register `<issuer>/console/oidc/callback` as its redirect URI).
+///
+/// ```toml
+/// [federation.oidc.console]
+/// client_secret_file = "/etc/warrant/console-secret"   # omit for a public client
+/// scopes = "openid profile email groups"               # the default: "openid profile email"
+/// [federation.oidc.console.roles]
+/// admin = ["warrant-admins"]
+/// operator = ["secops"]
+/// approver = ["finance-leads"]
+/// viewer = ["auditors"]
+/// ```
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleOidcFile {
+    /// A file holding the client secret (a confidential client); none: a public client.
+    pub client_secret_file: Option<PathBuf>,
+    /// The scopes to ask for.
+    pub scopes: Option<String>,
+    /// The groups that hold each role (`viewer`, `approver`, `operator`, `admin`).
+    #[serde(default)]
+    pub roles: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl ConsoleOidcFile {
+    fn resolve(self, at: &str) -> Result<warrant_engine::federation::ConsoleClient, ConfigError> {
+        let mut roles = std::collections::BTreeMap::new();
+        for (name, groups) in self.roles {
+            let role = warrant_core::Role::parse(&name).ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "{at}: `console.roles.{name}` is not a role (viewer, approver, operator, admin)"
+                ))
+            })?;
+            if groups.iter().any(|g| g.trim().is_empty()) {
+                return Err(ConfigError::Invalid(format!("{at}: `console.roles.{name}` names an empty group")));
+            }
+            roles.insert(role, groups);
+        }
+        let client_secret = match self.client_secret_file {
+            None => None,
+            Some(file) => {
+                let text = std::fs::read_to_string(&file).map_err(|e| {
+                    ConfigError::Invalid(format!(
+                        "{at}: `console.client_secret_file` {} cannot be read: {e}",
+                        file.display()
+                    ))
+                })?;
+                let secret = text.trim().to_owned();
+                if secret.is_empty() {
+                    return Err(ConfigError::Invalid(format!("{at}: `console.client_secret_file` is empty")));
+                }
+                Some(secret)
+            }
+        };
+        Ok(warrant_engine::federation::ConsoleClient {
+            client_secret,
+            scopes: self.scopes.unwrap_or_else(|| "openid profile email".to_owned()),
+            roles,
+        })
+    }
+}
+
+/// The `[console]` table.
+///
+/// ```toml
+/// [console]
+/// session_ttl_secs = 28800     # how long a sign-in lasts (default 8 hours)
+/// ```
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleFile {
+    /// How long a console session lasts, seconds (60 to 7 days).
+    pub session_ttl_secs: Option<i64>,
 }
 
 impl FederationFile {
@@ -437,12 +516,14 @@ impl FederationFile {
             if groups_claim.trim().is_empty() {
                 return Err(ConfigError::Invalid(format!("{at}: `groups_claim` must not be empty")));
             }
+            let console = p.console.map(|c| c.resolve(&at)).transpose()?;
             providers.push(OidcProvider {
                 issuer: p.issuer,
                 audience: p.audience,
                 groups_claim,
                 groups: p.groups,
                 trust_unverified_email: p.trust_unverified_email,
+                console,
             });
         }
         Ok(providers)
@@ -493,6 +574,8 @@ pub struct FileConfig {
     pub ssf: Option<SsfFile>,
     /// How a server follows the change feed of a shared database (file only).
     pub cluster: Option<ClusterFile>,
+    /// The web console (file only).
+    pub console: Option<ConsoleFile>,
 }
 
 /// The `[cluster]` table: how a server on a PostgreSQL database shared with other
@@ -660,6 +743,8 @@ pub struct Settings {
     pub cluster: warrant_engine::ClusterConfig,
     /// Trusted SPIFFE trust domains.
     pub spiffe: Vec<SpiffeDomain>,
+    /// How long a console session lasts, seconds.
+    pub console_session_ttl: i64,
 }
 
 /// Where the store lives.
@@ -752,6 +837,7 @@ impl FileConfig {
             federation: self.federation.or(under.federation),
             ssf: self.ssf.or(under.ssf),
             cluster: self.cluster.or(under.cluster),
+            console: self.console.or(under.console),
         }
     }
 }
@@ -827,6 +913,13 @@ impl Settings {
                     .into(),
             ));
         }
+        let console_session_ttl =
+            c.console.and_then(|c| c.session_ttl_secs).unwrap_or(warrant_engine::console::DEFAULT_SESSION_TTL_SECS);
+        if !(60..=7 * 86_400).contains(&console_session_ttl) {
+            return Err(ConfigError::Invalid(
+                "`console.session_ttl_secs` must be between 60 and 604800 (7 days)".into(),
+            ));
+        }
         let data = c.data.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         let kek_file = c.kek_file.unwrap_or_else(|| crate::kek::default_kek_file(&data));
         let witness = c.witness.unwrap_or_else(|| default_witness(&data));
@@ -850,6 +943,7 @@ impl Settings {
             ssf_allow_private_push: c.ssf.and_then(|s| s.danger_allow_private_push).unwrap_or(false),
             cluster: c.cluster.unwrap_or_default().resolve()?,
             spiffe,
+            console_session_ttl,
         })
     }
 }

@@ -1,6 +1,7 @@
 //! Extractors whose rejections use the API's own error bodies: [`Json`], [`Path`] and
 //! [`Query`] (problem-style `{error, message}`), [`TokenForm`] (RFC 6749 errors), and
-//! [`Admin`] (the admin bearer token).
+//! the role extractors [`Viewer`], [`Operator`] and [`Admin`] (the admin bearer token,
+//! or a console session whose role allows it).
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, JsonRejection};
@@ -8,6 +9,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use serde::de::DeserializeOwned;
+use warrant_core::{Capability, Principal};
 use warrant_engine::TokenRequest;
 
 use crate::app::AppState;
@@ -186,6 +188,25 @@ impl FromRequestParts<AppState> for ApproverAuth {
         if presented.is_some_and(|p| is_admin_token(state, p)) {
             return Ok(ApproverAuth(Decider::Admin));
         }
+        if presented.is_none() {
+            // A console session: a human decides their own approvals, an approver or an
+            // admin any.
+            match caller(parts, state).await? {
+                Some(Principal::AdminToken) => return Ok(ApproverAuth(Decider::Admin)),
+                Some(Principal::Human { id, .. }) => return Ok(ApproverAuth(Decider::Human(id))),
+                Some(Principal::Operator { issuer, subject, name, role }) => {
+                    if role.can(Capability::Decide) {
+                        return Ok(ApproverAuth(Decider::Operator { issuer, subject }));
+                    }
+                    return Err(ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        "forbidden",
+                        format!("signed in as {name} ({role}): deciding approvals needs the approver or admin role"),
+                    ));
+                }
+                None => {}
+            }
+        }
         let human = match presented {
             Some(p) => state.engine.registry().approver_human(p).await,
             None => None,
@@ -256,31 +277,130 @@ impl FromRequestParts<AppState> for ReceiverAuth {
     }
 }
 
-/// Proof that the request carries the admin bearer token.
-#[derive(Debug, Clone, Copy)]
-pub struct Admin;
+/// The console session cookie: a random secret; the store keeps only its SHA-256.
+/// `__Host-`: Secure, no `Domain`, `Path=/`, so no other host or path can set it.
+pub const SESSION_COOKIE: &str = "__Host-warrant-console";
+/// The header a state-changing API request made with the session cookie carries the
+/// session's CSRF token in (console forms carry it as the field `csrf`).
+pub const CSRF_HEADER: &str = "x-csrf-token";
 
-impl FromRequestParts<AppState> for Admin {
-    type Rejection = axum::response::Response;
+/// The value of cookie `name` in the request's `Cookie` headers, if any.
+pub fn cookie<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+}
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        use axum::response::IntoResponse as _;
-        let presented = bearer_token(&parts.headers);
-        let ok = presented.is_some_and(|p| is_admin_token(state, p));
-        if ok {
-            Ok(Admin)
-        } else {
-            let mut response = ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "this endpoint needs the admin bearer token (see `<data>/admin.token`)",
-            )
-            .into_response();
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
-            Err(response)
+/// Whether `a` and `b` are equal, in constant time.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    use subtle::ConstantTimeEq as _;
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+/// Who is calling Warrant's management API: the admin token (a bearer token), or a
+/// console session (the cookie; a state-changing method must also carry the session's
+/// CSRF token in `X-CSRF-Token`). `Ok(None)`: neither.
+pub async fn caller(parts: &Parts, state: &AppState) -> Result<Option<Principal>, ApiError> {
+    if let Some(presented) = bearer_token(&parts.headers) {
+        return Ok(is_admin_token(state, presented).then_some(Principal::AdminToken));
+    }
+    let Some(secret) = cookie(&parts.headers, SESSION_COOKIE) else { return Ok(None) };
+    let Some(session) = state.engine.console().session(secret).await else { return Ok(None) };
+    if !parts.method.is_safe() {
+        let presented = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+        if !same_secret(presented, &session.csrf) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "csrf",
+                "a request made with the console session must carry its CSRF token in `X-CSRF-Token`",
+            ));
         }
     }
+    Ok(Some(session.principal))
 }
+
+/// The 401 of the management API.
+fn unauthenticated() -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let mut response = ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "this endpoint needs the admin bearer token (see `<data>/admin.token`) or a console session with a role",
+    )
+    .into_response();
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+    response
+}
+
+/// The caller, if they may do what `needed` names: 401 when nobody is signed in, 403
+/// naming the role when their role does not allow it.
+pub async fn require(
+    parts: &Parts,
+    state: &AppState,
+    needed: Capability,
+) -> Result<Principal, axum::response::Response> {
+    use axum::response::IntoResponse as _;
+    let principal = caller(parts, state).await.map_err(|e| e.into_response())?.ok_or_else(unauthenticated)?;
+    if principal.can(needed) {
+        return Ok(principal);
+    }
+    let what = match needed {
+        Capability::Read => "reading the inventory needs a role (viewer or above)",
+        Capability::Decide => "deciding approvals needs the approver or admin role",
+        Capability::Operate => "suspending, revoking and applying findings need the operator or admin role",
+        Capability::Administer => "this needs the admin role",
+    };
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        format!("signed in as {} ({}): {what}", principal.label(), principal.role_label()),
+    )
+    .into_response())
+}
+
+macro_rules! role_extractor {
+    ($(#[$doc:meta])* $name:ident, $capability:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone)]
+        pub struct $name(pub Principal);
+
+        impl FromRequestParts<AppState> for $name {
+            type Rejection = axum::response::Response;
+
+            async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+                require(parts, state, $capability).await.map($name)
+            }
+        }
+
+        impl $name {
+            /// Who, as the audit log records them.
+            pub fn by(&self) -> Option<&Principal> {
+                Some(&self.0)
+            }
+        }
+    };
+}
+
+role_extractor!(
+    /// A caller who may read (any role, or the admin token).
+    Viewer,
+    Capability::Read
+);
+role_extractor!(
+    /// A caller who may suspend, revoke and apply findings (operator, admin, the admin token).
+    Operator,
+    Capability::Operate
+);
+role_extractor!(
+    /// A caller with the admin role or the admin token.
+    Admin,
+    Capability::Administer
+);
 
 #[cfg(test)]
 mod tests {

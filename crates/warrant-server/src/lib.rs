@@ -10,6 +10,7 @@
 pub mod app;
 pub mod config;
 pub mod config_govern;
+pub mod console;
 pub mod error;
 pub mod extract;
 pub mod kek;

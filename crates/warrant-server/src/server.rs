@@ -359,6 +359,7 @@ impl BoundServer {
         config.kek = Some(kek);
         config.audit.witness = Some(settings.witness.clone());
         config.federation = settings.federation.clone();
+        config.console_session_ttl = settings.console_session_ttl;
         config.ssf_allow_private_push = settings.ssf_allow_private_push;
         config.cluster = settings.cluster;
         config.spiffe = settings.spiffe.clone();

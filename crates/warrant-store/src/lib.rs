@@ -4,6 +4,7 @@
 //! trait per entity group ([`HumanStore`], [`AgentStore`], [`KeyStore`],
 //! [`WarrantStore`], [`RevocationStore`], [`PolicyStore`], [`AuditStore`],
 //! [`GuardStore`], [`GovernStore`], [`PepStore`], [`ssf::SsfStore`], [`ChangeStore`],
+//! [`ConsoleStore`],
 //! [`HealthStore`]) so
 //! that each group can be read and tested on its own. Every method is async.
 //! [`sqlite::SqliteStore`] is the default, embedded implementation; [`postgres::PgStore`]
@@ -13,6 +14,7 @@
 pub mod audit;
 pub mod cluster;
 mod columns;
+pub mod console;
 pub mod govern;
 pub mod guard;
 pub mod postgres;
@@ -28,6 +30,7 @@ use warrant_core::{
 
 pub use audit::{AuditFilter, AuditRow, AuditStore, StoredCheckpoint};
 pub use cluster::{Change, ChangeBatch, ChangeKind, ChangeListener, ChangeStore, Leadership};
+pub use console::{ConsoleLoginRecord, ConsoleSessionRecord, ConsoleStore};
 pub use govern::{Attestation, FindingFilter, GovernStore, LiveWarrant, MAX_FINDING_LIST_LIMIT};
 pub use guard::{GuardStore, LiveBudget, MAX_APPROVAL_LIST_LIMIT};
 pub use postgres::PgStore;
@@ -263,6 +266,7 @@ pub trait Store:
     + PepStore
     + ssf::SsfStore
     + ChangeStore
+    + ConsoleStore
 {
 }
 
@@ -280,5 +284,6 @@ impl<T> Store for T where
         + PepStore
         + ssf::SsfStore
         + ChangeStore
+        + ConsoleStore
 {
 }

@@ -92,6 +92,7 @@ macro_rules! conformance {
             check_agent_owner_transfer,
             check_policy_versions,
             check_revocation_by_id,
+            check_console_sessions_and_logins,
         );
     };
     (@tests $backend:ident, $open:ident; $($check:ident),+ $(,)?) => {
@@ -2784,6 +2785,63 @@ async fn check_warrant_claims_round_trip(store: &dyn Store) {
     let read = store.get_warrant(&jti).await.unwrap().unwrap();
     assert_eq!(read.claims, Some(claims), "the issued claims read back whole");
     assert_eq!(store.child_warrants(&plain.jti).await.unwrap(), vec![read]);
+}
+
+async fn check_console_sessions_and_logins(store: &dyn Store) {
+    use warrant_store::{ConsoleLoginRecord, ConsoleSessionRecord};
+    let session = |n: u8, principal: warrant_core::Principal| ConsoleSessionRecord {
+        digest: [n; 32],
+        principal,
+        csrf: format!("csrf-{n}"),
+        created_at: UnixTime(1_000),
+        expires_at: UnixTime(5_000),
+        ended_at: None,
+    };
+    let operator = warrant_core::Principal::Operator {
+        issuer: "https://idp.example".into(),
+        subject: "olga".into(),
+        name: "Olga".into(),
+        role: warrant_core::Role::Viewer,
+    };
+    let a = session(1, operator);
+    let b = session(2, warrant_core::Principal::AdminToken);
+    store.insert_console_session(&a).await.unwrap();
+    store.insert_console_session(&b).await.unwrap();
+    assert!(matches!(store.insert_console_session(&a).await, Err(StoreError::Conflict(_))), "a digest is unique");
+    assert_eq!(store.console_session(&[1; 32]).await.unwrap(), Some(a.clone()), "read back whole");
+    assert_eq!(store.console_session(&[9; 32]).await.unwrap(), None);
+    assert!(a.live_at(UnixTime(4_999)) && !a.live_at(UnixTime(5_000)), "expires at expires_at");
+
+    assert!(store.end_console_session(&[1; 32], UnixTime(2_000)).await.unwrap());
+    assert!(!store.end_console_session(&[1; 32], UnixTime(2_001)).await.unwrap(), "signed out once");
+    let ended = store.console_session(&[1; 32]).await.unwrap().unwrap();
+    assert_eq!(ended.ended_at, Some(UnixTime(2_000)));
+    assert!(!ended.live_at(UnixTime(2_500)));
+    // A day after both ended, signing anything out deletes them.
+    assert!(!store.end_console_session(&[7; 32], UnixTime(5_000 + 86_401)).await.unwrap());
+    assert_eq!(store.console_session(&[1; 32]).await.unwrap(), None);
+    assert_eq!(store.console_session(&[2; 32]).await.unwrap(), None);
+
+    let login = |n: u8, expires: i64| ConsoleLoginRecord {
+        state_digest: [n; 32],
+        issuer: "https://idp.example".into(),
+        verifier: format!("verifier-{n}"),
+        nonce: format!("nonce-{n}"),
+        expires_at: UnixTime(expires),
+    };
+    store.insert_console_login(&login(1, 600), UnixTime(0)).await.unwrap();
+    store.insert_console_login(&login(2, 600), UnixTime(0)).await.unwrap();
+    assert_eq!(store.take_console_login(&[1; 32], UnixTime(10)).await.unwrap(), Some(login(1, 600)));
+    assert_eq!(store.take_console_login(&[1; 32], UnixTime(10)).await.unwrap(), None, "used once");
+    assert_eq!(store.take_console_login(&[2; 32], UnixTime(600)).await.unwrap(), None, "expired");
+    assert_eq!(store.take_console_login(&[2; 32], UnixTime(10)).await.unwrap(), None, "taken even when expired");
+    store.insert_console_login(&login(3, 100), UnixTime(0)).await.unwrap();
+    store.insert_console_login(&login(4, 900), UnixTime(200)).await.unwrap();
+    assert_eq!(
+        store.take_console_login(&[3; 32], UnixTime(50)).await.unwrap(),
+        None,
+        "expired ones are deleted on insert"
+    );
 }
 
 async fn check_pep_round_trip(store: &dyn Store) {

@@ -128,6 +128,10 @@ pub struct AuditEntry {
     pub decision: Option<String>,
     /// Everything else, kind-specific (reasons, policies, scopes, …).
     pub details: serde_json::Value,
+    /// Who made the change through the API or console (absent on records written before
+    /// this field existed and on records nobody asked for, e.g. decisions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<crate::access::Principal>,
 }
 
 impl AuditEntry {
@@ -142,6 +146,7 @@ impl AuditEntry {
             warrant: None,
             decision: None,
             details: serde_json::Value::Object(serde_json::Map::new()),
+            by: None,
         }
     }
 
@@ -157,6 +162,11 @@ impl AuditEntry {
         }
         entry.details = details.to_value()?;
         Ok(entry)
+    }
+
+    /// The same entry, recorded as made by `by`.
+    pub fn by(self, by: Option<crate::access::Principal>) -> Self {
+        AuditEntry { by, ..self }
     }
 }
 
@@ -186,6 +196,10 @@ struct BodyRef<'a> {
     warrant: Option<&'a WarrantId>,
     decision: Option<&'a str>,
     details: &'a serde_json::Value,
+    /// Appended last and only when present, so every record written before it existed
+    /// encodes (and verifies) exactly as before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    by: Option<&'a crate::access::Principal>,
 }
 
 /// The canonical body, parsed back.
@@ -201,6 +215,8 @@ struct Body {
     warrant: Option<WarrantId>,
     decision: Option<String>,
     details: serde_json::Value,
+    #[serde(default)]
+    by: Option<crate::access::Principal>,
 }
 
 /// Why an entry could not be encoded.
@@ -242,6 +258,7 @@ pub fn encode_body(seq: u64, entry: &AuditEntry) -> Result<String, EncodeError> 
         warrant: entry.warrant.as_ref(),
         decision: entry.decision.as_deref(),
         details: &entry.details,
+        by: entry.by.as_ref(),
     };
     Ok(serde_json::to_string(&body)?)
 }
@@ -265,6 +282,7 @@ pub fn decode(record: &AuditRecord) -> Result<(u64, AuditEntry), DecodeError> {
         warrant: body.warrant,
         decision: body.decision,
         details: body.details,
+        by: body.by,
     };
     Ok((body.seq, entry))
 }
@@ -548,6 +566,28 @@ mod tests {
         e.decision = Some(if i % 2 == 1 { "deny" } else { "allow" }.into());
         e.details = serde_json::json!({"z": 1, "a": [i], "m": {"y": true, "b": null}});
         e
+    }
+
+    #[test]
+    fn a_record_without_by_encodes_as_before_and_one_with_by_round_trips() {
+        // The body of a record written before `by` existed: exactly these bytes.
+        let e = entry(2);
+        let body = encode_body(7, &e).unwrap();
+        assert!(!body.contains("\"by\""), "{body}");
+        let record = chain(GENESIS, 7, &e).unwrap();
+        assert_eq!(decode(&record).unwrap().1, e);
+
+        let by = crate::access::Principal::Operator {
+            issuer: "https://idp.example".into(),
+            subject: "u1".into(),
+            name: "Olga".into(),
+            role: crate::access::Role::Operator,
+        };
+        let e = entry(3).by(Some(by.clone()));
+        let record = chain(GENESIS, 8, &e).unwrap();
+        assert!(record.body.ends_with(r#","by":{"kind":"operator","issuer":"https://idp.example","subject":"u1","name":"Olga","role":"operator"}}"#), "{}", record.body);
+        let (_, back) = decode(&record).unwrap();
+        assert_eq!(back.by, Some(by));
     }
 
     #[test]

@@ -183,13 +183,23 @@ pub enum Decider {
     Human(HumanId),
     /// The administrator (break-glass; recorded as `admin`).
     Admin,
+    /// An operator whose role decides approvals (`approver` or `admin`), by name:
+    /// recorded as `operator:<issuer>#<subject>`.
+    Operator {
+        /// The operator's identity provider.
+        issuer: String,
+        /// Their subject there.
+        subject: String,
+    },
 }
 
 impl Decider {
-    fn label(&self) -> String {
+    /// How the approval records who decided it.
+    pub fn label(&self) -> String {
         match self {
             Decider::Human(h) => h.to_string(),
             Decider::Admin => "admin".to_owned(),
+            Decider::Operator { issuer, subject } => format!("operator:{issuer}#{subject}"),
         }
     }
 }
@@ -224,7 +234,7 @@ impl Approval {
             return Err(ApprovalError::NotPending { id: self.id.clone(), status: status.as_str() });
         }
         match by {
-            Decider::Admin => Ok(()),
+            Decider::Admin | Decider::Operator { .. } => Ok(()),
             Decider::Human(h) if *h == self.approver => Ok(()),
             Decider::Human(_) => Err(ApprovalError::WrongApprover {
                 id: self.id.clone(),

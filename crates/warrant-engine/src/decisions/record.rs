@@ -261,6 +261,7 @@ fn publish(events: &EventBus, action: &str, resource: &str, d: &Decision, now: U
             "resource": resource,
             "reasons": d.reasons, "policies": d.policies, "approval_id": d.approval_id,
             "warrant": d.claims.as_ref().map(|c| &c.jti), "task": d.claims.as_ref().map(|c| &c.task.id),
+            "human": d.claims.as_ref().map(|c| &c.task.human),
             "trust": d.trust,
         })
     });

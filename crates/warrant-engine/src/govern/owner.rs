@@ -219,7 +219,13 @@ impl Governance {
 
     /// Replaces an agent's public key (rotation). Client assertions signed with the old
     /// key are refused from now on; warrants already issued are unaffected.
-    pub async fn rotate_agent_key(&self, id: &str, key: PublicJwk) -> Result<Agent, OwnerError> {
+    /// `by` is who asked, for the audit record.
+    pub async fn rotate_agent_key(
+        &self,
+        id: &str,
+        key: PublicJwk,
+        by: Option<&warrant_core::Principal>,
+    ) -> Result<Agent, OwnerError> {
         let agent = self.governed_agent(id)?;
         if agent.status == AgentStatus::Retired {
             return Err(OwnerError::Conflict(format!("agent `{}` is retired", agent.id)));
@@ -239,6 +245,7 @@ impl Governance {
         let mut entry = AuditEntry::with_details(now, details).map_err(|e| OwnerError::Internal(e.to_string()))?;
         entry.agent = Some(agent.id.clone());
         entry.human = Some(agent.owner.clone());
+        entry.by = by.cloned();
         self.audit_owner(entry).await?;
         if !self.store.set_agent_key(&agent.id, &key, now).await? {
             return Err(OwnerError::NotFound(format!("agent `{}`", agent.id)));

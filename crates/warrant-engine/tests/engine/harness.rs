@@ -414,7 +414,7 @@ impl Harness {
 
     /// Disables a human.
     pub async fn disable_human(&self, human: &Human) {
-        self.engine.registry().disable_human(human.id.as_str()).await.unwrap();
+        self.engine.registry().disable_human(human.id.as_str(), None).await.unwrap();
     }
 
     /// Opens a delegation session for `human`: the subject token of a delegated root.

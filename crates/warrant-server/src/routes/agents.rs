@@ -13,7 +13,7 @@ use warrant_engine::NewAgent;
 
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{Admin, Json, Path, Query};
+use crate::extract::{Admin, Json, Operator, Path, Query, Viewer};
 
 /// An Ed25519 public key as a JWK (RFC 8037).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -169,7 +169,7 @@ pub async fn create(
 #[utoipa::path(get, path = "/v1/agents", tag = "agents", security(("admin" = [])), params(AgentFilter),
     responses((status = 200, body = AgentList), (status = 401, body = ErrorBody)))]
 pub async fn list(
-    _: Admin,
+    _: Viewer,
     State(state): State<AppState>,
     Query(filter): Query<AgentFilter>,
 ) -> Result<JsonOut<AgentList>, ApiError> {
@@ -182,15 +182,20 @@ pub async fn list(
     params(("id" = String, Path, description = "agent id")),
     responses((status = 200, body = AgentView), (status = 404, body = ErrorBody)))]
 pub async fn show(
-    _: Admin,
+    _: Viewer,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<JsonOut<AgentView>, ApiError> {
     Ok(JsonOut(state.engine.registry().agent(&id).await?.into()))
 }
 
-async fn transition(state: &AppState, id: &str, change: AgentTransition) -> Result<JsonOut<AgentView>, ApiError> {
-    Ok(JsonOut(state.engine.registry().transition_agent(id, change).await?.into()))
+async fn transition(
+    state: &AppState,
+    id: &str,
+    change: AgentTransition,
+    by: &Operator,
+) -> Result<JsonOut<AgentView>, ApiError> {
+    Ok(JsonOut(state.engine.registry().transition_agent(id, change, by.by()).await?.into()))
 }
 
 /// An agent's new owner.
@@ -220,11 +225,11 @@ pub async fn transfer(
     params(("id" = String, Path, description = "agent id")),
     responses((status = 200, body = AgentView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn suspend(
-    _: Admin,
+    who: Operator,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<JsonOut<AgentView>, ApiError> {
-    transition(&state, &id, AgentTransition::Suspend).await
+    transition(&state, &id, AgentTransition::Suspend, &who).await
 }
 
 /// Resumes a suspended agent.
@@ -232,11 +237,11 @@ pub async fn suspend(
     params(("id" = String, Path, description = "agent id")),
     responses((status = 200, body = AgentView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn resume(
-    _: Admin,
+    who: Operator,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<JsonOut<AgentView>, ApiError> {
-    transition(&state, &id, AgentTransition::Resume).await
+    transition(&state, &id, AgentTransition::Resume, &who).await
 }
 
 /// Retires an agent for good.
@@ -244,11 +249,11 @@ pub async fn resume(
     params(("id" = String, Path, description = "agent id")),
     responses((status = 200, body = AgentView), (status = 404, body = ErrorBody)))]
 pub async fn retire(
-    _: Admin,
+    who: Operator,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<JsonOut<AgentView>, ApiError> {
-    transition(&state, &id, AgentTransition::Retire).await
+    transition(&state, &id, AgentTransition::Retire, &who).await
 }
 
 #[cfg(test)]

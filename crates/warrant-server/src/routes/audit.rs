@@ -10,7 +10,7 @@ use warrant_engine::audit::{AuditView, Trace};
 
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{Admin, Path, Query};
+use crate::extract::{Path, Query, Viewer};
 
 /// Filters; every one is optional.
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -96,7 +96,7 @@ fn parse<T>(
 #[utoipa::path(get, path = "/v1/audit", tag = "audit", security(("admin" = [])), params(AuditQuery),
     responses((status = 200, body = AuditPage), (status = 400, body = ErrorBody)))]
 pub async fn query(
-    _: Admin,
+    _: Viewer,
     State(state): State<AppState>,
     Query(q): Query<AuditQuery>,
 ) -> Result<JsonOut<AuditPage>, ApiError> {
@@ -142,7 +142,7 @@ fn record_id(id: &str) -> Result<u64, ApiError> {
     params(("id" = String, Path, description = "record id: `dec_123` or `123`")),
     responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
 pub async fn record(
-    _: Admin,
+    _: Viewer,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<JsonOut<AuditView>, ApiError> {
@@ -157,7 +157,7 @@ pub async fn record(
     params(("id" = String, Path, description = "record id: `dec_123` or `123`")),
     responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
 pub async fn trace(
-    _: Admin,
+    _: Viewer,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<JsonOut<Trace>, ApiError> {
@@ -169,7 +169,7 @@ pub async fn trace(
 /// Verifies the whole hash chain and its signed checkpoints, naming the first bad record.
 #[utoipa::path(get, path = "/v1/audit/verify", tag = "audit", security(("admin" = [])),
     responses((status = 200, body = VerifyView)))]
-pub async fn verify(_: Admin, State(state): State<AppState>) -> Result<JsonOut<VerifyView>, ApiError> {
+pub async fn verify(_: Viewer, State(state): State<AppState>) -> Result<JsonOut<VerifyView>, ApiError> {
     let verification = state.engine.audit().verify().await.map_err(|e| ApiError::internal(&e))?;
     let ok = verification.ok();
     let report = verification.chain;

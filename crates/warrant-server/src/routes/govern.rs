@@ -4,7 +4,7 @@
 //! (`/v1/agents/{id}/key`).
 
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json as JsonOut;
 use serde::{Deserialize, Serialize};
@@ -18,7 +18,7 @@ use warrant_engine::govern::owner::{Attester, InventoryRow};
 
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{Admin, ApproverAuth, Json, Path, Query};
+use crate::extract::{ApproverAuth, Json, Operator, Path, Query, Viewer};
 use crate::routes::agents::AgentView;
 
 /// Findings.
@@ -47,7 +47,7 @@ pub struct FindingQuery {
 #[utoipa::path(get, path = "/v1/findings", tag = "governance", security(("admin" = [])), params(FindingQuery),
     responses((status = 200, body = FindingList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub async fn list(
-    _: Admin,
+    _: Viewer,
     State(state): State<AppState>,
     Query(q): Query<FindingQuery>,
 ) -> Result<JsonOut<FindingList>, ApiError> {
@@ -81,7 +81,7 @@ pub async fn list(
     params(("id" = String, Path, description = "finding id")),
     responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
 pub async fn show(
-    _: Admin,
+    _: Viewer,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<JsonOut<Finding>, ApiError> {
@@ -106,7 +106,7 @@ pub struct AcceptBody {
     responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody)))]
 pub async fn accept(
-    _: Admin,
+    who: Operator,
     State(state): State<AppState>,
     Path(id): Path<String>,
     Json(body): Json<AcceptBody>,
@@ -116,7 +116,7 @@ pub async fn accept(
         (None, Some(secs)) => state.engine.now().plus(secs),
         _ => return Err(ApiError::bad_request("give exactly one of `until` (Unix seconds) and `for_secs`")),
     };
-    Ok(JsonOut(state.engine.governance().accept_finding(&id, "admin", &body.justification, until).await?))
+    Ok(JsonOut(state.engine.governance().accept_finding(&id, &who.0.recorded_as(), &body.justification, until).await?))
 }
 
 /// An applied recommendation.
@@ -135,11 +135,11 @@ pub struct Applied {
     params(("id" = String, Path, description = "finding id")),
     responses((status = 200, body = Applied), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn apply(
-    _: Admin,
+    who: Operator,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<JsonOut<Applied>, ApiError> {
-    let (agent, finding) = state.engine.governance().apply_recommendation(&id, "admin").await?;
+    let (agent, finding) = state.engine.governance().apply_recommendation(&id, &who.0.recorded_as()).await?;
     Ok(JsonOut(Applied { agent: agent.into(), finding }))
 }
 
@@ -167,7 +167,7 @@ pub struct SweepView {
 /// Sweeps every agent now (it also runs on its interval).
 #[utoipa::path(post, path = "/v1/governance/sweep", tag = "governance", security(("admin" = [])),
     responses((status = 200, body = SweepView), (status = 401, body = ErrorBody)))]
-pub async fn sweep(_: Admin, State(state): State<AppState>) -> Result<JsonOut<SweepView>, ApiError> {
+pub async fn sweep(_: Operator, State(state): State<AppState>) -> Result<JsonOut<SweepView>, ApiError> {
     let started = std::time::Instant::now();
     let r = state.engine.governance().sweep().await?;
     Ok(JsonOut(SweepView {
@@ -249,7 +249,7 @@ pub fn inventory_csv(rows: &[InventoryRow]) -> String {
 #[utoipa::path(get, path = "/v1/inventory", tag = "governance", security(("admin" = [])), params(InventoryQuery),
     responses((status = 200, body = Inventory), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub async fn inventory(
-    _: Admin,
+    _: Viewer,
     State(state): State<AppState>,
     Query(q): Query<InventoryQuery>,
 ) -> Result<Response, ApiError> {
@@ -268,10 +268,17 @@ pub async fn inventory(
     }
 }
 
-fn attester(by: Decider) -> Attester {
+/// Who attests: the admin token or the agent's owner; an operator signed in to the
+/// console does not attest for an owner.
+fn attester(by: Decider) -> Result<Attester, ApiError> {
     match by {
-        Decider::Admin => Attester::Admin,
-        Decider::Human(h) => Attester::Human(h),
+        Decider::Admin => Ok(Attester::Admin),
+        Decider::Human(h) => Ok(Attester::Human(h)),
+        Decider::Operator { .. } => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "attestation is the agent owner's (or the admin token's), not an operator's",
+        )),
     }
 }
 
@@ -286,7 +293,7 @@ pub async fn evidence(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<JsonOut<serde_json::Value>, ApiError> {
-    Ok(JsonOut(state.engine.governance().attestation_evidence(&id, &attester(by))?))
+    Ok(JsonOut(state.engine.governance().attestation_evidence(&id, &attester(by)?)?))
 }
 
 /// An attestation.
@@ -340,7 +347,7 @@ pub async fn attest(
     Path(id): Path<String>,
     Json(body): Json<AttestBody>,
 ) -> Result<JsonOut<AttestationView>, ApiError> {
-    Ok(JsonOut(state.engine.governance().attest(&id, attester(by), &body.note).await?.into()))
+    Ok(JsonOut(state.engine.governance().attest(&id, attester(by)?, &body.note).await?.into()))
 }
 
 /// A new agent key.
@@ -357,12 +364,12 @@ pub struct KeyBody {
     params(("id" = String, Path, description = "agent id")), request_body = KeyBody,
     responses((status = 200, body = AgentView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn rotate_key(
-    _: Admin,
+    who: Operator,
     State(state): State<AppState>,
     Path(id): Path<String>,
     Json(body): Json<KeyBody>,
 ) -> Result<JsonOut<AgentView>, ApiError> {
-    Ok(JsonOut(state.engine.governance().rotate_agent_key(&id, body.public_key).await?.into()))
+    Ok(JsonOut(state.engine.governance().rotate_agent_key(&id, body.public_key, who.by()).await?.into()))
 }
 
 #[cfg(test)]

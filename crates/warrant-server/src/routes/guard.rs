@@ -16,7 +16,7 @@ use warrant_engine::events::EventKind;
 
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{Admin, ApproverAuth, Path, Query};
+use crate::extract::{ApproverAuth, Path, Query, Viewer};
 
 /// An approval.
 #[derive(Debug, Serialize, ToSchema)]
@@ -130,7 +130,7 @@ pub async fn list(
     let approvals = rows
         .into_iter()
         .filter(|a| match &by {
-            Decider::Admin => true,
+            Decider::Admin | Decider::Operator { .. } => true,
             Decider::Human(h) => a.approver == *h,
         })
         .map(Into::into)
@@ -236,7 +236,7 @@ pub struct TrustView {
     params(("id" = String, Path, description = "agent id")),
     responses((status = 200, body = TrustView), (status = 404, body = ErrorBody)))]
 pub async fn trust(
-    _: Admin,
+    _: Viewer,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<JsonOut<TrustView>, ApiError> {
@@ -281,7 +281,7 @@ pub struct EventQuery {
     responses((status = 200, description = "text/event-stream"), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody)))]
 pub async fn events(
-    _: Admin,
+    _: Viewer,
     State(state): State<AppState>,
     Query(q): Query<EventQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {

@@ -10,7 +10,7 @@ use warrant_engine::NewHuman;
 
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{Admin, Json, Path};
+use crate::extract::{Admin, Json, Operator, Path, Viewer};
 
 /// A human to register.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -130,7 +130,7 @@ pub async fn create(
 /// Lists humans.
 #[utoipa::path(get, path = "/v1/humans", tag = "humans", security(("admin" = [])),
     responses((status = 200, body = HumanList), (status = 401, body = ErrorBody)))]
-pub async fn list(_: Admin, State(state): State<AppState>) -> Result<JsonOut<HumanList>, ApiError> {
+pub async fn list(_: Viewer, State(state): State<AppState>) -> Result<JsonOut<HumanList>, ApiError> {
     let humans = state.engine.registry().humans().await?;
     Ok(JsonOut(HumanList { humans: humans.into_iter().map(Into::into).collect() }))
 }
@@ -140,7 +140,7 @@ pub async fn list(_: Admin, State(state): State<AppState>) -> Result<JsonOut<Hum
     params(("id" = String, Path, description = "human id")),
     responses((status = 200, body = HumanView), (status = 404, body = ErrorBody)))]
 pub async fn show(
-    _: Admin,
+    _: Viewer,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<JsonOut<HumanView>, ApiError> {
@@ -152,11 +152,11 @@ pub async fn show(
     params(("id" = String, Path, description = "human id")),
     responses((status = 200, body = HumanView), (status = 404, body = ErrorBody)))]
 pub async fn disable(
-    _: Admin,
+    who: Operator,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<JsonOut<HumanView>, ApiError> {
-    Ok(JsonOut(state.engine.registry().disable_human(&id).await?.into()))
+    Ok(JsonOut(state.engine.registry().disable_human(&id, who.by()).await?.into()))
 }
 
 /// Enables a disabled human again.
@@ -164,11 +164,11 @@ pub async fn disable(
     params(("id" = String, Path, description = "human id")),
     responses((status = 200, body = HumanView), (status = 404, body = ErrorBody)))]
 pub async fn enable(
-    _: Admin,
+    who: Operator,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<JsonOut<HumanView>, ApiError> {
-    Ok(JsonOut(state.engine.registry().enable_human(&id).await?.into()))
+    Ok(JsonOut(state.engine.registry().enable_human(&id, who.by()).await?.into()))
 }
 
 /// Replaces a human's roles.

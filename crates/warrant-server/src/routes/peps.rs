@@ -9,7 +9,7 @@ use warrant_engine::{NewPep, Pep};
 
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{Admin, Json, Path};
+use crate::extract::{Admin, Json, Path, Viewer};
 
 /// A PEP credential to create.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -97,7 +97,7 @@ pub async fn create(
 /// Lists PEP credentials.
 #[utoipa::path(get, path = "/v1/peps", tag = "authzen", security(("admin" = [])),
     responses((status = 200, body = PepList), (status = 401, body = ErrorBody)))]
-pub async fn list(_: Admin, State(state): State<AppState>) -> Result<JsonOut<PepList>, ApiError> {
+pub async fn list(_: Viewer, State(state): State<AppState>) -> Result<JsonOut<PepList>, ApiError> {
     let peps = state.engine.peps().list().await?;
     Ok(JsonOut(PepList { peps: peps.into_iter().map(Into::into).collect() }))
 }

@@ -9,7 +9,7 @@ use warrant_engine::policy::{PolicyLoadError, Reloaded};
 
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::Admin;
+use crate::extract::{Admin, Viewer};
 
 /// The policy set in force.
 #[derive(Debug, Serialize, ToSchema)]
@@ -62,7 +62,7 @@ fn unavailable() -> ApiError {
 /// The policy set in force.
 #[utoipa::path(get, path = "/v1/policies", tag = "policies", security(("admin" = [])),
     responses((status = 200, body = PolicySetView), (status = 401, body = ErrorBody)))]
-pub async fn show(_: Admin, State(state): State<AppState>) -> Result<JsonOut<PolicySetView>, ApiError> {
+pub async fn show(_: Viewer, State(state): State<AppState>) -> Result<JsonOut<PolicySetView>, ApiError> {
     let current = state.engine.policy().current().ok_or_else(unavailable)?;
     let c = &current.compiled;
     Ok(JsonOut(PolicySetView {
@@ -77,7 +77,7 @@ pub async fn show(_: Admin, State(state): State<AppState>) -> Result<JsonOut<Pol
 /// Every version of the policy set, oldest first.
 #[utoipa::path(get, path = "/v1/policies/history", tag = "policies", security(("admin" = [])),
     responses((status = 200, body = PolicyHistoryView), (status = 401, body = ErrorBody)))]
-pub async fn history(_: Admin, State(state): State<AppState>) -> Result<JsonOut<PolicyHistoryView>, ApiError> {
+pub async fn history(_: Viewer, State(state): State<AppState>) -> Result<JsonOut<PolicyHistoryView>, ApiError> {
     let active = state.engine.policy().current().map(|c| c.version);
     let versions = state.engine.policy().versions().await.map_err(|e| ApiError::internal(&e))?;
     Ok(JsonOut(PolicyHistoryView {

@@ -11,7 +11,7 @@ use warrant_engine::Revoked;
 
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{Admin, Json, Path};
+use crate::extract::{Json, Operator, Path, Viewer};
 
 /// What to revoke.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -47,11 +47,11 @@ impl From<Revoked> for RevokedView {
 #[utoipa::path(post, path = "/v1/revocations", tag = "revocations", security(("admin" = [])), request_body = RevocationBody,
     responses((status = 200, body = RevokedView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn revoke(
-    _: Admin,
+    who: Operator,
     State(state): State<AppState>,
     Json(body): Json<RevocationBody>,
 ) -> Result<JsonOut<RevokedView>, ApiError> {
-    let revoked = state.engine.revocation().revoke(body.kind, &body.id, &body.reason).await?;
+    let revoked = state.engine.revocation().revoke_by(body.kind, &body.id, &body.reason, who.by()).await?;
     state.metrics.revoked(body.kind.as_str(), revoked.revoked_warrants);
     Ok(JsonOut(revoked.into()))
 }
@@ -128,7 +128,7 @@ impl From<TaskView> for TaskBody {
     params(("id" = String, Path, description = "task id")),
     responses((status = 200, body = TaskBody), (status = 404, body = ErrorBody)))]
 pub async fn task(
-    _: Admin,
+    _: Viewer,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<JsonOut<TaskBody>, ApiError> {

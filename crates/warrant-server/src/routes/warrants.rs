@@ -8,7 +8,7 @@ use warrant_engine::revocation::WarrantStatus;
 
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{Admin, Path};
+use crate::extract::{Path, Viewer};
 
 /// The revocation that ended a warrant.
 #[derive(Debug, Serialize, ToSchema)]
@@ -90,7 +90,7 @@ impl From<WarrantStatus> for WarrantView {
     responses((status = 200, body = WarrantView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 pub async fn show(
-    _: Admin,
+    _: Viewer,
     State(state): State<AppState>,
     Path(jti): Path<String>,
 ) -> Result<JsonOut<WarrantView>, ApiError> {

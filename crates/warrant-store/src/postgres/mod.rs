@@ -22,6 +22,7 @@
 mod agents;
 mod audit;
 mod cluster;
+mod console;
 mod govern;
 mod guard;
 mod humans;
@@ -55,6 +56,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0004_cluster_members.sql"),
     include_str!("../../migrations/postgres/0005_spent_proofs.sql"),
     include_str!("../../migrations/postgres/0006_received_sets.sql"),
+    include_str!("../../migrations/postgres/0007_console.sql"),
 ];
 
 /// The advisory lock every write transaction takes first (see the module docs).

@@ -13,6 +13,7 @@
 
 mod agents;
 mod audit;
+mod console;
 mod govern;
 mod guard;
 mod humans;
@@ -51,6 +52,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0011_human_identity.sql"),
     include_str!("../../migrations/sqlite/0012_ssf_transmitter.sql"),
     include_str!("../../migrations/sqlite/0013_agent_spiffe.sql"),
+    include_str!("../../migrations/sqlite/0014_console.sql"),
 ];
 
 /// The SQLite store.

@@ -1,0 +1,19 @@
+-- Console sign-ins: sessions (the cookie secret's SHA-256, never the secret) and the
+-- pending sign-ins at an identity provider (PKCE verifier and nonce, by the SHA-256 of
+-- the `state`), each used once.
+CREATE TABLE console_sessions (
+    digest BYTEA PRIMARY KEY,
+    principal TEXT NOT NULL,
+    csrf TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    ended_at BIGINT
+);
+CREATE INDEX console_sessions_expiry ON console_sessions (expires_at);
+CREATE TABLE console_logins (
+    state_digest BYTEA PRIMARY KEY,
+    issuer TEXT NOT NULL,
+    verifier TEXT NOT NULL,
+    nonce TEXT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
