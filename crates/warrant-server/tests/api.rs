@@ -10,6 +10,8 @@ mod testkit;
 mod authzen;
 #[path = "api/bad_input.rs"]
 mod bad_input;
+#[path = "api/console.rs"]
+mod console;
 #[path = "api/decisions.rs"]
 mod decisions;
 #[path = "api/evidence.rs"]

@@ -826,6 +826,8 @@ async fn migration_seals_plaintext_keys_of_an_old_database_and_its_log_still_ver
         let conn = rusqlite::Connection::open(db(dir.path())).unwrap();
         conn.execute_batch(
             "DELETE FROM signing_keys;
+             DROP TABLE console_logins;
+             DROP TABLE console_sessions;
              DROP INDEX agents_spiffe;
              ALTER TABLE agents DROP COLUMN spiffe_id;
              DROP INDEX humans_identity;

@@ -428,7 +428,7 @@ async fn budget_shared_by_a_three_level_tree_is_never_overspent_and_survives_res
 }
 
 /// Large payments need the agent's owner.
-const APPROVAL_POLICY: &str = r#"
+pub(crate) const APPROVAL_POLICY: &str = r#"
 @id("large-payments-need-the-owner")
 @approval("owner")
 forbid (principal, action in Warrant::Action::"payments.*", resource)
@@ -443,7 +443,7 @@ forbid (principal, action == Warrant::Action::"crm.export", resource);
 "#;
 
 /// Installs `policies` (name, text) and reloads; asserts they are in force.
-async fn install(s: &Server, policies: &[(&str, &str)]) {
+pub(crate) async fn install(s: &Server, policies: &[(&str, &str)]) {
     for (name, text) in policies {
         s.write_policy(name, text);
     }
