@@ -93,6 +93,7 @@ macro_rules! conformance {
             check_policy_versions,
             check_revocation_by_id,
             check_console_sessions_and_logins,
+            check_a_console_sign_in_and_a_sign_out_each_happen_once_under_concurrency,
         );
     };
     (@tests $backend:ident, $open:ident; $($check:ident),+ $(,)?) => {
@@ -2845,6 +2846,48 @@ async fn check_console_sessions_and_logins(store: &dyn Store) {
         None,
         "expired ones are deleted on insert"
     );
+}
+
+/// Racing callbacks with one `state` sign in once; racing sign-outs end a session once.
+async fn check_a_console_sign_in_and_a_sign_out_each_happen_once_under_concurrency(store: &dyn Store) {
+    use warrant_store::{ConsoleLoginRecord, ConsoleSessionRecord};
+    for round in 1..=25u8 {
+        let digest = [round; 32];
+        let login = ConsoleLoginRecord {
+            state_digest: digest,
+            issuer: "https://idp.example".into(),
+            verifier: "v".into(),
+            nonce: "n".into(),
+            expires_at: UnixTime(600),
+        };
+        store.insert_console_login(&login, UnixTime(0)).await.unwrap();
+        let now = UnixTime(10);
+        let taken = tokio::join!(
+            store.take_console_login(&digest, now),
+            store.take_console_login(&digest, now),
+            store.take_console_login(&digest, now),
+            store.take_console_login(&digest, now),
+        );
+        let taken = [taken.0, taken.1, taken.2, taken.3];
+        assert_eq!(taken.iter().filter(|t| t.as_ref().unwrap().is_some()).count(), 1, "round {round}: {taken:?}");
+
+        let session = ConsoleSessionRecord {
+            digest,
+            principal: warrant_core::Principal::AdminToken,
+            csrf: "c".into(),
+            created_at: UnixTime(0),
+            expires_at: UnixTime(5_000),
+            ended_at: None,
+        };
+        store.insert_console_session(&session).await.unwrap();
+        let ended = tokio::join!(
+            store.end_console_session(&digest, now),
+            store.end_console_session(&digest, now),
+            store.end_console_session(&digest, now),
+        );
+        let ended = [ended.0.unwrap(), ended.1.unwrap(), ended.2.unwrap()];
+        assert_eq!(ended.iter().filter(|e| **e).count(), 1, "round {round}: {ended:?}");
+    }
 }
 
 async fn check_pep_round_trip(store: &dyn Store) {
