@@ -380,11 +380,44 @@ impl Revocation {
     }
 }
 
+/// A live warrant, as a kill switch or a delegation tree shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveWarrant {
+    /// Its id.
+    pub jti: WarrantId,
+    /// The warrant it was delegated from; `None` at a task's root.
+    pub parent: Option<WarrantId>,
+    /// The agent holding it.
+    pub agent: AgentId,
+    /// Its task.
+    pub task: TaskId,
+    /// The human it acts for.
+    pub human: HumanId,
+    /// Its scope.
+    pub scope: warrant_core::Scope,
+    /// When it expires.
+    pub expires_at: UnixTime,
+}
+
+impl From<WarrantRecord> for LiveWarrant {
+    fn from(w: WarrantRecord) -> Self {
+        LiveWarrant {
+            jti: w.jti,
+            parent: w.parent,
+            agent: w.agent,
+            task: w.task,
+            human: w.human,
+            scope: w.scope,
+            expires_at: w.expires_at,
+        }
+    }
+}
+
 impl Revocation {
     /// The live warrants (not expired, not revoked) a revocation of `id` of `kind` would
     /// end now: what a kill switch names before it is pulled. A warrant's descendants are
     /// counted with it.
-    pub async fn live_under(&self, kind: RevocationKind, id: &str) -> Result<Vec<WarrantRecord>, RevokeError> {
+    pub async fn live_under(&self, kind: RevocationKind, id: &str) -> Result<Vec<LiveWarrant>, RevokeError> {
         let now = self.clock.now();
         let invalid = |e: &dyn std::fmt::Display| RevokeError::Invalid(e.to_string());
         let found = match kind {
@@ -426,7 +459,11 @@ impl Revocation {
                 out
             }
         };
-        Ok(found.into_iter().filter(|w| w.expires_at > now && self.index.warrant(&w.jti).is_none()).collect())
+        Ok(found
+            .into_iter()
+            .filter(|w| w.expires_at > now && self.index.warrant(&w.jti).is_none())
+            .map(LiveWarrant::from)
+            .collect())
     }
 }
 

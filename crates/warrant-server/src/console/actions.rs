@@ -45,8 +45,7 @@ pub async fn agent(
     Path((id, change)): Path<(String, String)>,
     Form(form): Form<AgentForm>,
 ) -> Result<Response, Failure> {
-    user.check_csrf(&form.csrf)?;
-    user.require(Capability::Operate)?;
+    user.may_change(&form.csrf, Capability::Operate)?;
     let by = Some(user.principal());
     match change.as_str() {
         "suspend" => state.engine.registry().transition_agent(&id, AgentTransition::Suspend, by).await?,
@@ -129,8 +128,7 @@ pub async fn finding(
     Path((id, what)): Path<(String, String)>,
     Form(form): Form<FindingForm>,
 ) -> Result<Response, Failure> {
-    user.check_csrf(&form.csrf)?;
-    user.require(Capability::Operate)?;
+    user.may_change(&form.csrf, Capability::Operate)?;
     let by = user.principal().recorded_as();
     let governance = state.engine.governance();
     let subject = match what.as_str() {
@@ -181,8 +179,7 @@ pub async fn kill_confirm(
     user: User,
     Form(form): Form<KillForm>,
 ) -> Result<Html<String>, Failure> {
-    user.check_csrf(&form.csrf)?;
-    user.require(Capability::Operate)?;
+    user.may_change(&form.csrf, Capability::Operate)?;
     let kind = form.kind()?;
     let id = form.id.trim();
     let live = state.engine.revocation().live_under(kind, id).await?;
@@ -212,8 +209,7 @@ pub async fn kill(
     user: User,
     Form(form): Form<KillForm>,
 ) -> Result<Html<String>, Failure> {
-    user.check_csrf(&form.csrf)?;
-    user.require(Capability::Operate)?;
+    user.may_change(&form.csrf, Capability::Operate)?;
     let kind = form.kind()?;
     let id = form.id.trim();
     let revoked = state.engine.revocation().revoke_by(kind, id, &form.reason, Some(user.principal())).await?;
@@ -236,8 +232,7 @@ pub async fn reload(
     user: User,
     Form(form): Form<Plain>,
 ) -> Result<Html<String>, Failure> {
-    user.check_csrf(&form.csrf)?;
-    user.require(Capability::Administer)?;
+    user.may_change(&form.csrf, Capability::Administer)?;
     let outcome = match state.engine.policy().reload().await {
         Ok(Reloaded::Unchanged(v)) => Ok(format!("The files hold version {v}, already in force.")),
         Ok(Reloaded::Activated(v)) => Ok(format!("Version {v} is in force.")),

@@ -140,6 +140,12 @@ impl User {
         )))
     }
 
+    /// Checks a form that changes something: its CSRF token, then the role it needs.
+    pub fn may_change(&self, csrf: &str, needed: Capability) -> Result<(), Failure> {
+        self.check_csrf(csrf)?;
+        self.require(needed)
+    }
+
     /// Checks a form's CSRF token against the session's.
     pub fn check_csrf(&self, presented: &str) -> Result<(), Failure> {
         if same_secret(presented, &self.0.csrf) {

@@ -16,7 +16,7 @@ use warrant_core::{AgentId, AgentStatus, Capability, HumanId, UnixTime};
 use warrant_engine::audit::{AuditQuery, AuditView};
 use warrant_engine::govern::findings::{FindingQuery, MAX_FINDINGS};
 use warrant_engine::govern::owner::InventoryRow;
-use warrant_store::WarrantRecord;
+use warrant_engine::revocation::LiveWarrant;
 
 use super::view::{badge, csrf, json, left, page, sparkline, time};
 use super::{Failure, User};
@@ -286,14 +286,14 @@ fn ago(now: UnixTime, at: UnixTime) -> String {
 }
 
 /// One delegation tree: the root warrant and its descendants among `live`.
-fn tree(now: UnixTime, node: &WarrantRecord, live: &[WarrantRecord], depth: usize) -> Markup {
+fn tree(now: UnixTime, node: &LiveWarrant, live: &[LiveWarrant], depth: usize) -> Markup {
     html! {
         li {
             span.node {
                 a href={ "/console/agents/" (node.agent) } { code { (node.agent) } }
                 " holds " code { (node.jti) } " · scope " code { (node.scope) } " · " (left(now, node.expires_at)) " left"
             }
-            @let children: Vec<&WarrantRecord> = live.iter().filter(|w| w.parent.as_ref() == Some(&node.jti)).collect();
+            @let children: Vec<&LiveWarrant> = live.iter().filter(|w| w.parent.as_ref() == Some(&node.jti)).collect();
             @if !children.is_empty() && depth < 16 {
                 ul { @for c in children { (tree(now, c, live, depth + 1)) } }
             }
@@ -312,7 +312,7 @@ pub async fn agent(State(state): State<AppState>, user: User, Path(id): Path<Str
     let row = state.engine.governance().inventory().into_iter().find(|r| r.id == agent.id);
     let live = state.engine.revocation().live_under(warrant_core::RevocationKind::Agent, agent.id.as_str()).await?;
     let jtis: std::collections::HashSet<&warrant_core::WarrantId> = live.iter().map(|w| &w.jti).collect();
-    let roots: Vec<&WarrantRecord> =
+    let roots: Vec<&LiveWarrant> =
         live.iter().filter(|w| w.parent.as_ref().is_none_or(|p| !jtis.contains(p))).collect();
     let history =
         recent_decisions(&state, AuditQuery { agent: Some(agent.id.clone()), limit: 100, ..AuditQuery::default() })
@@ -907,7 +907,7 @@ pub async fn kill(user: User, Query(target): Query<KillTarget>) -> Result<Html<S
 }
 
 /// The delegation trees a kill switch ends, as a list.
-pub fn doomed(now: UnixTime, live: &[WarrantRecord]) -> Markup {
+pub fn doomed(now: UnixTime, live: &[LiveWarrant]) -> Markup {
     html! {
         ul #doomed {
             @for w in live.iter().take(100) {
