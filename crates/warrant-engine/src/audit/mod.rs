@@ -28,6 +28,8 @@ pub struct Audit {
     store: Arc<dyn Store>,
     keys: Arc<KeyManager>,
     witness: Option<PathBuf>,
+    /// The last whole-log verification and when it finished (see [`Audit::verify_recent`]).
+    last_verified: tokio::sync::Mutex<Option<(warrant_core::UnixTime, Arc<Verification>)>>,
 }
 
 impl std::fmt::Debug for Audit {
@@ -48,7 +50,7 @@ impl Audit {
         let audit_store: Arc<dyn warrant_store::audit::AuditStore> = Arc::clone(&store) as _;
         let signer: Arc<dyn SigningKeySource> = Arc::clone(&keys) as _;
         let writer = writer::AuditWriter::spawn(audit_store, signer, config).await?;
-        Ok(Audit { writer, store, keys, witness })
+        Ok(Audit { writer, store, keys, witness, last_verified: tokio::sync::Mutex::new(None) })
     }
 
     /// Writes one record and waits until it is durable; returns its sequence number. An
@@ -94,6 +96,25 @@ impl Audit {
         let keys = self.keys.checkpoint_keys(self.store.as_ref()).await?;
         let coverage = if self.store.shared() { WitnessCoverage::OwnOnly } else { WitnessCoverage::Every };
         verify_all(self.store.as_ref(), &keys, self.witness.as_deref(), coverage).await
+    }
+
+    /// The last verification if it finished less than `max_age` seconds before `now`,
+    /// else a new one: what a dashboard shows without reading the whole log at every
+    /// look. One verification runs at a time; callers meanwhile wait for its result.
+    pub async fn verify_recent(
+        &self,
+        now: warrant_core::UnixTime,
+        max_age: i64,
+    ) -> Result<(warrant_core::UnixTime, Arc<Verification>), AuditVerifyError> {
+        let mut last = self.last_verified.lock().await;
+        if let Some((at, v)) = last.as_ref() {
+            if now.0 - at.0 < max_age {
+                return Ok((*at, Arc::clone(v)));
+            }
+        }
+        let v = Arc::new(self.verify().await?);
+        *last = Some((now, Arc::clone(&v)));
+        Ok((now, v))
     }
 
     /// The writer's counters.

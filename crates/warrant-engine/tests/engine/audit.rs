@@ -887,3 +887,24 @@ async fn migration_seals_plaintext_keys_of_an_old_database_and_its_log_still_ver
     assert_eq!(v.chain.records, 31);
     assert_eq!(v.witness.unwrap().checkpoints, 1);
 }
+
+/// The overview's chain status: a verification is reused for `max_age` seconds, then
+/// made again over the records written since.
+#[tokio::test]
+async fn a_recent_verification_is_reused_until_it_is_too_old() {
+    let h = crate::harness::Harness::start().await;
+    let audit = h.engine().audit();
+    let t0 = h.now();
+    let (at, first) = audit.verify_recent(t0, 60).await.unwrap();
+    assert_eq!(at, t0);
+    assert!(first.ok());
+    audit.record(AuditEntry::new(t0, AuditKind::Task)).await.unwrap();
+    h.advance(59);
+    let (at, again) = audit.verify_recent(h.now(), 60).await.unwrap();
+    assert_eq!((at, again.chain.records), (t0, first.chain.records), "within a minute, the same verification");
+    h.advance(1);
+    let (at, fresh) = audit.verify_recent(h.now(), 60).await.unwrap();
+    assert_eq!(at, h.now());
+    assert_eq!(fresh.chain.records, first.chain.records + 1, "a new verification sees the new record");
+    assert!(fresh.ok());
+}
