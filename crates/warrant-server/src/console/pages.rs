@@ -817,8 +817,26 @@ pub async fn policies_page(
         }
         _ => None,
     };
+    // The latest policy record: a refused set (by the file watcher too) says why.
+    let last = state
+        .engine
+        .audit()
+        .query(&AuditQuery { kind: Some(AuditKind::Policy), newest_first: true, limit: 1, ..AuditQuery::default() })
+        .await
+        .map_err(|e| Failure::internal(&e))?;
+    let refused = last
+        .first()
+        .filter(|r| detail(r, "op") == "refused")
+        .map(|r| (r.entry.at, detail(r, "error").to_owned()))
+        .filter(|_| reload.is_none());
     let admin = user.can(Capability::Administer);
     let body = html! {
+        @if let Some((at, error)) = &refused {
+            div.error role="alert" #refused-policy {
+                p { "The policy files were refused at " (time(*at)) "; the set below stays in force until they are fixed:" }
+                pre { (error) }
+            }
+        }
         @match &reload {
             Some(Ok(m)) => { p.ok role="status" #reload-result { (m) } }
             Some(Err(m)) => { div.error role="alert" #reload-result { p { "The reload failed; the previous set stays in force." } pre { (m) } } }

@@ -276,3 +276,30 @@ async fn signing_out_ends_the_session_on_the_server() {
     assert_eq!(reply.status, StatusCode::SEE_OTHER);
     assert_eq!(reply.headers["location"], "/console/sign-in");
 }
+
+#[tokio::test]
+async fn the_policies_page_shows_why_a_set_was_refused_and_diffs_two_versions() {
+    let s = Server::start().await;
+    let browser = sign_in(&s, &s.admin).await;
+    let before = s.policy_version().await;
+    s.write_policy(
+        "extra.cedar",
+        "@id(\"read-leads\")\npermit (principal, action, resource) when { resource.path like \"leads/*\" };\n",
+    );
+    s.reload_policies().await.ok();
+    let after = s.policy_version().await;
+    assert_ne!(before, after);
+    let diff = browser.get(&s, &format!("/console/policies?from={before}&to={after}")).await;
+    assert_eq!(diff.status, StatusCode::OK, "{}", diff.text);
+    assert!(diff.text.contains("<span class=\"ins\">+ @id(&quot;read-leads&quot;)"), "{}", diff.text);
+
+    // An invalid file: the reload is refused (from the console's button too) and the page says why.
+    s.write_policy("broken.cedar", "permit (principal, action, resource) when { nonsense };\n");
+    let refused = browser.form(&s, "/console/policies/reload", &[("csrf", &browser.csrf)]).await;
+    assert_eq!(refused.status, StatusCode::OK, "{}", refused.text);
+    assert!(refused.text.contains("The reload failed; the previous set stays in force."), "{}", refused.text);
+    let page = browser.get(&s, "/console/policies").await;
+    assert!(page.text.contains("id=\"refused-policy\""), "{}", page.text);
+    assert!(page.text.contains("nonsense"), "the validator's message names the problem: {}", page.text);
+    assert_eq!(s.policy_version().await, after, "the previous set stays in force");
+}
