@@ -87,6 +87,9 @@ pub struct ConsoleSession {
 pub struct Started {
     /// The provider's authorization URL with every parameter.
     pub redirect: String,
+    /// The `state` it carries: the browser that started the sign-in keeps it (a cookie),
+    /// and only that browser may finish it.
+    pub state: String,
 }
 
 /// The console's sessions and sign-ins.
@@ -254,7 +257,7 @@ impl Console {
             .append_pair("nonce", &nonce)
             .append_pair("code_challenge", &challenge)
             .append_pair("code_challenge_method", "S256");
-        Ok(Started { redirect: url.into() })
+        Ok(Started { redirect: url.into(), state })
     }
 
     /// Finishes a sign-in: the `state` must be one this console started (once, within

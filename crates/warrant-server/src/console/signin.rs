@@ -21,6 +21,11 @@ use crate::extract::{cookie, is_admin_token, same_secret, SESSION_COOKIE};
 /// The cookie of the sign-in page's one-time value.
 const SIGNIN_COOKIE: &str = "__Host-warrant-signin";
 
+/// The cookie that binds a sign-in at a provider to the browser that started it: the
+/// `state` sent, which the callback must bring back in this browser (so nobody can
+/// finish, in someone else's browser, a sign-in they started for their own account).
+const STATE_COOKIE: &str = "__Host-warrant-oidc";
+
 fn set_cookie(name: &str, value: &str, max_age: i64) -> HeaderValue {
     let text = format!("{name}={value}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={max_age}");
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
@@ -161,7 +166,11 @@ pub async fn start(State(state): State<AppState>, headers: HeaderMap, Form(form)
         return page_for(&state, StatusCode::FORBIDDEN, Some("The sign-in form expired; try again.")).await;
     }
     match state.engine.console().start(&form.issuer).await {
-        Ok(started) => Redirect::to(&started.redirect).into_response(),
+        Ok(started) => {
+            let mut response = Redirect::to(&started.redirect).into_response();
+            response.headers_mut().append(header::SET_COOKIE, set_cookie(STATE_COOKIE, &started.state, 600));
+            response
+        }
         Err(e) => refused(&state, e).await,
     }
 }
@@ -182,6 +191,7 @@ pub struct Callback {
 /// `GET /console/oidc/callback`.
 pub async fn callback(
     State(state): State<AppState>,
+    headers: HeaderMap,
     axum::extract::Query(back): axum::extract::Query<Callback>,
 ) -> Response {
     if let Some(error) = back.error {
@@ -196,8 +206,21 @@ pub async fn callback(
     let (Some(code), Some(login)) = (back.code, back.state) else {
         return page_for(&state, StatusCode::BAD_REQUEST, Some("The identity provider sent no code or state.")).await;
     };
+    if !cookie(&headers, STATE_COOKIE).is_some_and(|c| !c.is_empty() && same_secret(c, &login)) {
+        tracing::warn!("a console sign-in came back to a browser that did not start it; refused");
+        return page_for(
+            &state,
+            StatusCode::FORBIDDEN,
+            Some("This sign-in was not started in this browser; start again here."),
+        )
+        .await;
+    }
     match state.engine.console().finish(&code, &login).await {
-        Ok(principal) => signed_in(&state, principal).await,
+        Ok(principal) => {
+            let mut response = signed_in(&state, principal).await;
+            response.headers_mut().append(header::SET_COOKIE, set_cookie(STATE_COOKIE, "", 0));
+            response
+        }
         Err(e) => refused(&state, e).await,
     }
 }

@@ -303,3 +303,24 @@ async fn the_policies_page_shows_why_a_set_was_refused_and_diffs_two_versions() 
     assert!(page.text.contains("nonsense"), "the validator's message names the problem: {}", page.text);
     assert_eq!(s.policy_version().await, after, "the previous set stays in force");
 }
+
+#[tokio::test]
+async fn a_provider_callback_is_finished_only_in_the_browser_that_started_the_sign_in() {
+    let s = Server::start().await;
+    // Someone started a sign-in for their own account and sends the callback link to a
+    // victim: the victim's browser has no state cookie, so nothing signs it in.
+    let reply = s.get("/console/oidc/callback?code=attackers-code&state=attackers-state").await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.text);
+    assert!(reply.text.contains("not started in this browser"), "{}", reply.text);
+    assert!(set_cookie(&reply, SESSION).is_none());
+    // The right browser with a state this server never issued is refused by the engine.
+    let reply = s
+        .send(
+            s.http
+                .get(s.url("/console/oidc/callback?code=c&state=made-up"))
+                .header("cookie", "__Host-warrant-oidc=made-up"),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text);
+    assert!(set_cookie(&reply, SESSION).is_none());
+}
