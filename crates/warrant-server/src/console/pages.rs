@@ -109,7 +109,8 @@ pub async fn overview(State(state): State<AppState>, user: User) -> Result<Html<
                 }
             }
             div.card {
-                h2 { "Last " (recent.len()) " decisions" }
+                h2 { "Recent decisions" }
+                p.note { "The last " (recent.len()) " when the page loaded, counted on live." }
                 dl.split {
                     @for outcome in [Outcome::Allow, Outcome::Deny, Outcome::Pending] {
                         dt { (badge(outcome.as_str())) }
@@ -529,7 +530,7 @@ pub async fn trace(State(state): State<AppState>, user: User, Path(id): Path<Str
             section aria-labelledby="policies" {
                 h2 #policies { "Policies (version " (p.version) ")" }
                 p { "Deciding: " @for id in &p.deciding { code.policy { (id) } " " } @if p.deciding.is_empty() { "none (default deny)" } }
-                details { summary { "The whole set as it was" } pre.json { (p.text) } }
+                details { summary { "The whole set as it was" } pre.json tabindex="0" { (p.text) } }
             }
         }
         details { summary { "The record" } (json(&entry.details)) }
@@ -730,7 +731,7 @@ fn scope_diff(f: &Finding) -> Markup {
     let from = scopes(f, "max_scope");
     let to = scopes(f, "recommended_scope");
     html! {
-        pre.diff aria-label="Recommended narrowing of the max scope" {
+        pre.diff tabindex="0" aria-label="Recommended narrowing of the max scope" {
             @for s in &from { @if !to.contains(s) { span.del { "- " (s) } "\n" } }
             @for s in &to { @if from.contains(s) { span { "  " (s) } "\n" } @else { span.ins { "+ " (s) } "\n" } }
         }
@@ -834,12 +835,12 @@ pub async fn policies_page(
         @if let Some((at, error)) = &refused {
             div.error role="alert" #refused-policy {
                 p { "The policy files were refused at " (time(*at)) "; the set below stays in force until they are fixed:" }
-                pre { (error) }
+                pre tabindex="0" { (error) }
             }
         }
         @match &reload {
             Some(Ok(m)) => { p.ok role="status" #reload-result { (m) } }
-            Some(Err(m)) => { div.error role="alert" #reload-result { p { "The reload failed; the previous set stays in force." } pre { (m) } } }
+            Some(Err(m)) => { div.error role="alert" #reload-result { p { "The reload failed; the previous set stays in force." } pre tabindex="0" { (m) } } }
             None => {}
         }
         @if admin {
@@ -862,7 +863,7 @@ pub async fn policies_page(
         @if let Some((a, b, lines)) = &diff {
             section aria-labelledby="diff" {
                 h2 #diff { "Version " (a) " → " (b) }
-                pre.diff #policy-diff { @for (tag, line) in lines { @match tag {
+                pre.diff #policy-diff tabindex="0" { @for (tag, line) in lines { @match tag {
                     '-' => { span.del { "- " (line) } }
                     '+' => { span.ins { "+ " (line) } }
                     _ => { span { "  " (line) } }
@@ -872,7 +873,7 @@ pub async fn policies_page(
         @if let Some(t) = &text {
             section aria-labelledby="in-force" {
                 h2 #in-force { "In force: version " (t.id) }
-                pre.json { (t.policies) }
+                pre.json tabindex="0" { (t.policies) }
             }
         }
     };

@@ -160,14 +160,15 @@ pub struct ProviderForm {
     pub issuer: String,
 }
 
-/// `POST /console/sign-in/oidc`: off to the provider.
+/// `POST /console/sign-in/oidc`: off to the provider (by a page that refreshes to it, not
+/// a redirect, which the sign-in page's `form-action 'self'` would block).
 pub async fn start(State(state): State<AppState>, headers: HeaderMap, Form(form): Form<ProviderForm>) -> Response {
     if !signin_matches(&headers, &form.signin) {
         return page_for(&state, StatusCode::FORBIDDEN, Some("The sign-in form expired; try again.")).await;
     }
     match state.engine.console().start(&form.issuer).await {
         Ok(started) => {
-            let mut response = Redirect::to(&started.redirect).into_response();
+            let mut response = view::continue_to(&started.redirect).into_response();
             response.headers_mut().append(header::SET_COOKIE, set_cookie(STATE_COOKIE, &started.state, 600));
             response
         }

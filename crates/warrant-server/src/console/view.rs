@@ -70,6 +70,32 @@ pub fn page(title: &str, user: Option<&User>, current: &str, body: Markup) -> Ht
     Html(markup.into_string())
 }
 
+/// A page that sends the browser on to `url` (an identity provider's sign-in) with a
+/// refresh, and a link for a browser that does not follow it. The sign-in form cannot
+/// answer with a redirect: its page's `form-action 'self'` covers the redirects of the
+/// form's submission too, so a browser would block the one to the provider.
+pub fn continue_to(url: &str) -> Html<String> {
+    let markup = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta http-equiv="refresh" content={ "0;url=" (url) };
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { "Continuing to your identity provider · Warrant console" }
+                link rel="stylesheet" href="/console/assets/console.css";
+            }
+            body {
+                main #main {
+                    h1 { "Continuing to your identity provider" }
+                    p { a #continue href=(url) { "Continue to sign in" } }
+                }
+            }
+        }
+    };
+    Html(markup.into_string())
+}
+
 /// The hidden CSRF field of every form that changes something.
 pub fn csrf(user: &User) -> Markup {
     html! { input type="hidden" name="csrf" value=(user.0.csrf); }
@@ -120,7 +146,7 @@ pub fn badge(word: &str) -> Markup {
 /// Pretty-printed JSON in a `<pre>`.
 pub fn json(value: &serde_json::Value) -> Markup {
     let text = serde_json::to_string_pretty(value).unwrap_or_default();
-    html! { pre.json { (text) } }
+    html! { pre.json tabindex="0" { (text) } }
 }
 
 /// A line chart of `points` (oldest first) as an inline SVG drawn by the server, with a
