@@ -228,11 +228,13 @@ impl Approvals {
         Ok(a)
     }
 
-    /// Approvals, newest first, with their status as of now.
+    /// Approvals, newest first, with their status as of now; only those `approver` must
+    /// decide when one is named (chosen in the store, so `limit` counts only theirs).
     pub async fn list(
         &self,
         status: Option<ApprovalStatus>,
         agent: Option<&str>,
+        approver: Option<&warrant_core::HumanId>,
         limit: usize,
     ) -> Result<Vec<Approval>, ApprovalOpError> {
         let agent =
@@ -243,7 +245,7 @@ impl Approvals {
             Some(ApprovalStatus::Expired) => None,
             s => s,
         };
-        let rows = self.store.list_approvals(stored, agent.as_ref(), limit.min(MAX_APPROVALS)).await?;
+        let rows = self.store.list_approvals(stored, agent.as_ref(), approver, limit.min(MAX_APPROVALS)).await?;
         Ok(rows
             .into_iter()
             .map(|mut a| {

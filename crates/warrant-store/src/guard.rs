@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use warrant_core::guard::approval::{Approval, ApprovalStatus};
 use warrant_core::guard::budget::{Budget, Charge, ChargeError};
-use warrant_core::{AgentId, ApprovalId, UnixTime, WarrantId};
+use warrant_core::{AgentId, ApprovalId, HumanId, UnixTime, WarrantId};
 
 use crate::StoreError;
 
@@ -80,12 +80,14 @@ pub trait GuardStore: Send + Sync {
     /// Replaces an approval only if its stored status is still `expected`
     /// (compare-and-set); `false` otherwise (or when absent).
     async fn update_approval(&self, approval: &Approval, expected: ApprovalStatus) -> Result<bool, StoreError>;
-    /// Approvals, newest first, optionally only those with one stored status and/or of
-    /// one agent, at most `limit` (capped at [`MAX_APPROVAL_LIST_LIMIT`]).
+    /// Approvals, newest first, optionally only those with one stored status, of one
+    /// agent and/or for one approver to decide, at most `limit` (capped at
+    /// [`MAX_APPROVAL_LIST_LIMIT`]).
     async fn list_approvals(
         &self,
         status: Option<ApprovalStatus>,
         agent: Option<&AgentId>,
+        approver: Option<&HumanId>,
         limit: usize,
     ) -> Result<Vec<Approval>, StoreError>;
 }

@@ -1276,9 +1276,9 @@ async fn check_approval_compare_and_set(store: &dyn Store) {
     assert_eq!(store.get_approval(&pending.id).await.unwrap(), Some(used.clone()));
 
     // Listings filter on the stored status, which follows the updates.
-    assert!(store.list_approvals(Some(ApprovalStatus::Pending), None, 10).await.unwrap().is_empty());
-    assert!(store.list_approvals(Some(ApprovalStatus::Approved), None, 10).await.unwrap().is_empty());
-    assert_eq!(store.list_approvals(Some(ApprovalStatus::Used), None, 10).await.unwrap(), vec![used]);
+    assert!(store.list_approvals(Some(ApprovalStatus::Pending), None, None, 10).await.unwrap().is_empty());
+    assert!(store.list_approvals(Some(ApprovalStatus::Approved), None, None, 10).await.unwrap().is_empty());
+    assert_eq!(store.list_approvals(Some(ApprovalStatus::Used), None, None, 10).await.unwrap(), vec![used]);
 
     // An approval that does not exist is never updated (nor created).
     let ghost = approval(9, &agent, ApprovalStatus::Approved, 100);
@@ -1293,13 +1293,13 @@ async fn check_list_approvals(store: &dyn Store) {
     let p3 = approval(3, &a1, ApprovalStatus::Approved, 300);
     let p4 = approval(4, &a1, ApprovalStatus::Pending, 400);
     let p5 = approval(5, &a2, ApprovalStatus::Rejected, 500);
-    assert!(store.list_approvals(None, None, 100).await.unwrap().is_empty());
+    assert!(store.list_approvals(None, None, None, 100).await.unwrap().is_empty());
     // Inserted out of age order: listing is newest first by creation, not insertion.
     for a in [&p3, &p1, &p5, &p2, &p4] {
         store.insert_approval(a).await.unwrap();
     }
     let list = |status, agent: Option<AgentId>, limit| async move {
-        store.list_approvals(status, agent.as_ref(), limit).await.unwrap()
+        store.list_approvals(status, agent.as_ref(), None, limit).await.unwrap()
     };
     use ApprovalStatus::{Approved, Expired, Pending};
     let all = vec![p5.clone(), p4.clone(), p3.clone(), p2.clone(), p1.clone()];
@@ -1312,10 +1312,20 @@ async fn check_list_approvals(store: &dyn Store) {
     assert!(list(Some(Expired), None, 100).await.is_empty());
     assert_eq!(list(None, Some(a1.clone()), 100).await, vec![p4.clone(), p3.clone(), p1.clone()]);
     assert_eq!(list(Some(Pending), Some(a1.clone()), 100).await, vec![p4.clone(), p1.clone()]);
-    assert_eq!(list(Some(Pending), Some(a1), 1).await, vec![p4]);
+    assert_eq!(list(Some(Pending), Some(a1), 1).await, vec![p4.clone()]);
     assert_eq!(list(Some(Pending), Some(a2.clone()), 100).await, vec![p2]);
     assert!(list(Some(Approved), Some(a2), 100).await.is_empty());
     assert!(list(None, Some(AgentId::from_random([9; 12])), 100).await.is_empty());
+
+    // By approver, chosen in the store: the limit counts only theirs.
+    let other = HumanId::from_random([77; 12]);
+    let mut p6 = approval(6, &AgentId::from_random([3; 12]), ApprovalStatus::Pending, 600);
+    p6.approver = other.clone();
+    store.insert_approval(&p6).await.unwrap();
+    let mine = HumanId::from_random([200; 12]);
+    assert_eq!(store.list_approvals(Some(Pending), None, Some(&mine), 1).await.unwrap(), vec![p4.clone()]);
+    assert_eq!(store.list_approvals(None, None, Some(&other), 100).await.unwrap(), vec![p6]);
+    assert!(store.list_approvals(None, None, Some(&HumanId::from_random([9; 12])), 100).await.unwrap().is_empty());
 }
 
 /// Listings return at most `MAX_APPROVAL_LIST_LIMIT` approvals, whatever the limit asked.
@@ -1329,7 +1339,7 @@ async fn check_list_approvals_is_capped(store: &dyn Store) {
         a.id = ApprovalId::from_random(bytes);
         store.insert_approval(&a).await.unwrap();
     }
-    let listed = store.list_approvals(None, None, cap + 5).await.unwrap();
+    let listed = store.list_approvals(None, None, None, cap + 5).await.unwrap();
     assert_eq!(listed.len(), cap);
     assert_eq!(listed[0].created_at, UnixTime(cap as i64), "the newest first");
 }

@@ -165,14 +165,7 @@ pub async fn overview(State(state): State<AppState>, user: User) -> Result<Html<
 /// A human's overview: their agents and what waits for them.
 async fn own_overview(state: &AppState, user: &User, me: &HumanId) -> Result<Html<String>, Failure> {
     let agents = state.engine.governance().inventory().into_iter().filter(|r| &r.owner == me).count();
-    let waiting = state
-        .engine
-        .approvals()
-        .list(Some(ApprovalStatus::Pending), None, 1000)
-        .await?
-        .into_iter()
-        .filter(|a| &a.approver == me)
-        .count();
+    let waiting = state.engine.approvals().list(Some(ApprovalStatus::Pending), None, Some(me), 1000).await?.len();
     let body = html! {
         section.cards {
             div.card { h2 { "Your agents" } p.big { a href="/console/agents" { (agents) } } }
@@ -571,7 +564,7 @@ pub async fn approvals(
     let rows: Vec<Approval> = state
         .engine
         .approvals()
-        .list(status, None, 500)
+        .list(status, None, if user.can(Capability::Read) { None } else { user.human() }, 500)
         .await?
         .into_iter()
         .filter(|a| may_view_approval(&user, a))

@@ -126,15 +126,12 @@ pub async fn list(
             ApiError::bad_request(format!("`{s}` is not a status: pending, approved, rejected, used or expired"))
         })?),
     };
-    let rows = state.engine.approvals().list(status, q.agent.as_deref(), q.limit.unwrap_or(100)).await?;
-    let approvals = rows
-        .into_iter()
-        .filter(|a| match &by {
-            Decider::Admin | Decider::Operator { .. } => true,
-            Decider::Human(h) => a.approver == *h,
-        })
-        .map(Into::into)
-        .collect();
+    let approver = match &by {
+        Decider::Admin | Decider::Operator { .. } => None,
+        Decider::Human(h) => Some(h),
+    };
+    let rows = state.engine.approvals().list(status, q.agent.as_deref(), approver, q.limit.unwrap_or(100)).await?;
+    let approvals = rows.into_iter().map(Into::into).collect();
     Ok(JsonOut(ApprovalList { approvals }))
 }
 

@@ -324,3 +324,24 @@ async fn a_provider_callback_is_finished_only_in_the_browser_that_started_the_si
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text);
     assert!(set_cookie(&reply, SESSION).is_none());
 }
+
+#[tokio::test]
+async fn a_human_sees_their_own_approval_even_when_newer_ones_of_others_fill_the_limit() {
+    let s = Server::start().await;
+    crate::guard::install(&s, &[("approvals.cedar", crate::guard::APPROVAL_POLICY)]).await;
+    let pay = |token: &str| {
+        json!({"token": token, "action": "payments.send", "resource": "payments/inv-1",
+               "context": {"amount": 5000, "currency": "EUR"}})
+    };
+    let mine = s.chain(&["payments.*"], &["payments.*"], 1, "mine").await;
+    let theirs = s.chain(&["payments.*"], &["payments.*"], 1, "theirs").await;
+    let id = s.authorize_body(&pay(mine.token(0))).await.ok()["approval_id"].as_str().unwrap().to_owned();
+    s.authorize_body(&pay(theirs.token(0))).await.ok();
+    // The other human's approval is the newest; with a limit of one, it used to be read
+    // and then filtered away, leaving the owner an empty inbox.
+    let token = s.approver(&mine.human).await;
+    let reply = s.send(s.http.get(s.url("/v1/approvals?status=pending&limit=1")).bearer_auth(&token)).await;
+    let listed: Vec<Value> = reply.ok()["approvals"].as_array().unwrap().clone();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["id"], id.as_str());
+}

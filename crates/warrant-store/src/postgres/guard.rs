@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 use warrant_core::guard::approval::{Approval, ApprovalStatus};
-use warrant_core::{AgentId, ApprovalId, UnixTime, WarrantId};
+use warrant_core::{AgentId, ApprovalId, HumanId, UnixTime, WarrantId};
 
 use warrant_core::guard::budget::{Budget, Charge, ChargeError, Ledger, MAX_WALK};
 
@@ -227,6 +227,7 @@ impl GuardStore for PgStore {
         &self,
         status: Option<ApprovalStatus>,
         agent: Option<&AgentId>,
+        approver: Option<&HumanId>,
         limit: usize,
     ) -> Result<Vec<Approval>, StoreError> {
         let mut clauses: Vec<String> = Vec::new();
@@ -238,6 +239,10 @@ impl GuardStore for PgStore {
         if let Some(agent) = agent {
             values.push(Box::new(agent.as_str().to_owned()));
             clauses.push(format!("agent_id = ${}", values.len()));
+        }
+        if let Some(approver) = approver {
+            values.push(Box::new(approver.as_str().to_owned()));
+            clauses.push(format!("approver = ${}", values.len()));
         }
         let mut sql = "SELECT id, status, body FROM approvals".to_owned();
         if !clauses.is_empty() {

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use rusqlite::types::{Type, Value};
 use rusqlite::{params, params_from_iter, OptionalExtension, Row};
 use warrant_core::guard::approval::{Approval, ApprovalStatus};
-use warrant_core::{AgentId, ApprovalId, UnixTime, WarrantId};
+use warrant_core::{AgentId, ApprovalId, HumanId, UnixTime, WarrantId};
 
 use super::{budget_col, SqliteStore};
 use crate::columns::approval_cols;
@@ -150,6 +150,7 @@ impl GuardStore for SqliteStore {
         &self,
         status: Option<ApprovalStatus>,
         agent: Option<&AgentId>,
+        approver: Option<&HumanId>,
         limit: usize,
     ) -> Result<Vec<Approval>, StoreError> {
         let mut clauses: Vec<&str> = Vec::new();
@@ -161,6 +162,10 @@ impl GuardStore for SqliteStore {
         if let Some(agent) = agent {
             clauses.push("agent_id = ?");
             values.push(Value::Text(agent.as_str().to_owned()));
+        }
+        if let Some(approver) = approver {
+            clauses.push("approver = ?");
+            values.push(Value::Text(approver.as_str().to_owned()));
         }
         let mut sql = "SELECT id, status, body FROM approvals".to_owned();
         if !clauses.is_empty() {
