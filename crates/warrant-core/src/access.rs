@@ -29,6 +29,18 @@ pub enum Capability {
     Administer,
 }
 
+impl Capability {
+    /// What it takes, in words, for a refusal to name.
+    pub fn needs(self) -> &'static str {
+        match self {
+            Capability::Read => "reading the inventory needs a role (viewer or above)",
+            Capability::Decide => "deciding approvals needs the approver or admin role",
+            Capability::Operate => "suspending, revoking and applying findings need the operator or admin role",
+            Capability::Administer => "this needs the admin role",
+        }
+    }
+}
+
 /// An operator's role, mapped from their identity provider's groups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

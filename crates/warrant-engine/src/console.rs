@@ -24,6 +24,7 @@ use warrant_store::{ConsoleLoginRecord, ConsoleSessionRecord, Store, StoreError}
 use crate::clock::Clock;
 use crate::federation::{Federation, FederationError};
 use crate::random;
+use crate::random::secret_digest as digest;
 use crate::registry::Registry;
 
 /// How long a pending sign-in at a provider may take, seconds.
@@ -125,17 +126,8 @@ pub struct ConsoleParts {
     pub session_ttl: i64,
 }
 
-/// SHA-256 of a secret.
-fn digest(secret: &str) -> [u8; 32] {
-    Sha256::digest(secret.as_bytes()).into()
-}
-
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
 fn secret() -> Result<String, ConsoleError> {
-    random::bytes::<32>().map(|b| b64(&b)).map_err(|e| ConsoleError::Internal(e.to_string()))
+    random::secret::<32>().map_err(|e| ConsoleError::Internal(e.to_string()))
 }
 
 impl Console {
@@ -199,7 +191,7 @@ impl Console {
             return None;
         }
         if let Principal::Human { id, .. } = &record.principal {
-            if !self.registry.human(id.as_str()).await.is_ok_and(|h| h.is_active()) {
+            if !self.registry.is_active_human(id) {
                 return None;
             }
         }
@@ -245,7 +237,7 @@ impl Console {
             expires_at: now.plus(LOGIN_TTL_SECS),
         };
         self.store.insert_console_login(&login, now).await?;
-        let challenge = b64(&Sha256::digest(verifier.as_bytes()));
+        let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
         let mut url = url::Url::parse(&endpoints.authorization)
             .map_err(|e| ConsoleError::Provider(format!("its authorization endpoint is not a URL: {e}")))?;
         url.query_pairs_mut()

@@ -70,6 +70,25 @@ pub struct ProviderEndpoints {
     pub token: String,
 }
 
+/// A provider's discovery document, read from `url`.
+struct Discovery {
+    url: String,
+    meta: Value,
+}
+
+impl Discovery {
+    /// One of its URLs, checked like every URL fetched (`https`, or `http` on loopback).
+    fn url(&self, name: &str) -> Result<String, FederationError> {
+        let found = self
+            .meta
+            .get(name)
+            .and_then(Value::as_str)
+            .ok_or_else(|| FederationError::Unavailable(format!("{} has no `{name}`", self.url)))?;
+        check_url(found).map_err(FederationError::Unavailable)?;
+        Ok(found.to_owned())
+    }
+}
+
 /// Whether `url` may be fetched: `https`, or `http` on a loopback host only.
 pub fn check_url(url: &str) -> Result<(), String> {
     let parsed = url::Url::parse(url).map_err(|e| format!("`{url}` is not a URL: {e}"))?;
@@ -298,23 +317,17 @@ impl Federation {
     /// The provider's `jwks_uri`, from its discovery document (whose `issuer` must be the
     /// configured one).
     async fn discover(&self, issuer: &str) -> Result<String, FederationError> {
-        self.discovered_url(issuer, "jwks_uri").await
+        self.discovery(issuer).await?.url("jwks_uri")
     }
 
-    /// One URL of the provider's discovery document (whose `issuer` must be the configured
-    /// one), checked like every URL fetched (`https`, or `http` on loopback).
-    async fn discovered_url(&self, issuer: &str, name: &str) -> Result<String, FederationError> {
+    /// The provider's discovery document, whose `issuer` must be the configured one.
+    async fn discovery(&self, issuer: &str) -> Result<Discovery, FederationError> {
         let url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
         let meta = self.fetch(&url).await?;
         if meta.get("issuer").and_then(Value::as_str) != Some(issuer) {
             return Err(FederationError::Unavailable(format!("{url} names another issuer")));
         }
-        let found = meta
-            .get(name)
-            .and_then(Value::as_str)
-            .ok_or_else(|| FederationError::Unavailable(format!("{url} has no `{name}`")))?;
-        check_url(found).map_err(FederationError::Unavailable)?;
-        Ok(found.to_owned())
+        Ok(Discovery { url, meta })
     }
 
     /// The providers people may sign in to the console at.
@@ -325,9 +338,10 @@ impl Federation {
     /// The authorization and token endpoints of `issuer` (read from its discovery
     /// document at every call: console sign-ins are rare).
     pub async fn endpoints(&self, issuer: &str) -> Result<ProviderEndpoints, FederationError> {
+        let discovery = self.discovery(issuer).await?;
         Ok(ProviderEndpoints {
-            authorization: self.discovered_url(issuer, "authorization_endpoint").await?,
-            token: self.discovered_url(issuer, "token_endpoint").await?,
+            authorization: discovery.url("authorization_endpoint")?,
+            token: discovery.url("token_endpoint")?,
         })
     }
 

@@ -7,8 +7,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use base64::Engine as _;
-use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 use warrant_core::audit::details::RegistryDetails;
 use warrant_core::audit::AuditEntry;
@@ -114,11 +112,6 @@ fn live_of(records: Vec<PepRecord>) -> HashMap<[u8; 32], Pep> {
     records.into_iter().filter(|r| r.revoked_at.is_none()).map(|r| (r.secret_sha256, Pep::from(r))).collect()
 }
 
-/// The SHA-256 of a presented secret.
-fn digest(secret: &str) -> [u8; 32] {
-    Sha256::digest(secret.as_bytes()).into()
-}
-
 /// The PEP credentials service.
 pub struct Peps {
     store: Arc<dyn Store>,
@@ -169,7 +162,7 @@ impl Peps {
         if !secret.starts_with(PEP_TOKEN_PREFIX) {
             return None;
         }
-        let presented = digest(secret);
+        let presented = random::secret_digest(secret);
         let live = self.live.read().ok()?;
         live.iter()
             .find(|(stored, _)| bool::from(stored.as_slice().ct_eq(presented.as_slice())))
@@ -182,14 +175,11 @@ impl Peps {
         if name.is_empty() || name.len() > MAX_PEP_NAME || name.chars().any(char::is_control) {
             return Err(PepError::Invalid(format!("`name` must be 1 to {MAX_PEP_NAME} bytes of printable characters")));
         }
-        let token = format!(
-            "{PEP_TOKEN_PREFIX}{}",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random::bytes::<32>()?)
-        );
+        let token = format!("{PEP_TOKEN_PREFIX}{}", random::secret::<32>()?);
         let record = PepRecord {
             id: PepId::from_random(random::bytes()?),
             name: name.to_owned(),
-            secret_sha256: digest(&token),
+            secret_sha256: random::secret_digest(&token),
             plain_subjects: new.plain_subjects,
             created_at: self.clock.now(),
             revoked_at: None,

@@ -14,6 +14,19 @@ pub fn bytes<const N: usize>() -> Result<[u8; N], RandomError> {
     Ok(buf)
 }
 
+/// A fresh secret of `N` random bytes, as URL-safe base64 without padding (what goes in
+/// a cookie, a bearer token or an OAuth `state`).
+pub fn secret<const N: usize>() -> Result<String, RandomError> {
+    use base64::Engine as _;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes::<N>()?))
+}
+
+/// The SHA-256 a secret is stored and looked up by (never the secret itself).
+pub fn secret_digest(secret: &str) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(secret.as_bytes()).into()
+}
+
 /// A fresh human id.
 pub fn human_id() -> Result<HumanId, RandomError> {
     Ok(HumanId::from_random(bytes()?))

@@ -285,6 +285,12 @@ impl Registry {
         self.directory.agent(id).is_some()
     }
 
+    /// Whether `id` is a registered, active human, from memory (as the decision path
+    /// sees them).
+    pub fn is_active_human(&self, id: &HumanId) -> bool {
+        self.directory.human(id).is_some_and(|h| h.is_active())
+    }
+
     /// Every registered agent as last written, from memory, in no particular order.
     pub fn agents_in_memory(&self) -> Vec<Arc<Agent>> {
         self.directory.agents()
@@ -558,7 +564,7 @@ impl Registry {
         if record.purpose != SessionPurpose::Approval || record.revoked_at.is_some() || record.human != claims.sub {
             return None;
         }
-        self.directory.human(&claims.sub).filter(|h| h.is_active()).map(|h| h.id.clone())
+        self.is_active_human(&claims.sub).then_some(claims.sub)
     }
 
     /// Registers an agent. Its owner must be an existing, active human.

@@ -191,20 +191,10 @@ impl FromRequestParts<AppState> for ApproverAuth {
         if presented.is_none() {
             // A console session: a human decides their own approvals, an approver or an
             // admin any.
-            match caller(parts, state).await? {
-                Some(Principal::AdminToken) => return Ok(ApproverAuth(Decider::Admin)),
-                Some(Principal::Human { id, .. }) => return Ok(ApproverAuth(Decider::Human(id))),
-                Some(Principal::Operator { issuer, subject, name, role }) => {
-                    if role.can(Capability::Decide) {
-                        return Ok(ApproverAuth(Decider::Operator { issuer, subject }));
-                    }
-                    return Err(ApiError::new(
-                        StatusCode::FORBIDDEN,
-                        "forbidden",
-                        format!("signed in as {name} ({role}): deciding approvals needs the approver or admin role"),
-                    ));
-                }
-                None => {}
+            if let Some(principal) = caller(parts, state).await? {
+                return Decider::of(&principal)
+                    .map(ApproverAuth)
+                    .ok_or_else(|| forbidden(&principal, Capability::Decide));
             }
         }
         let human = match presented {
@@ -349,18 +339,16 @@ pub async fn require(
     if principal.can(needed) {
         return Ok(principal);
     }
-    let what = match needed {
-        Capability::Read => "reading the inventory needs a role (viewer or above)",
-        Capability::Decide => "deciding approvals needs the approver or admin role",
-        Capability::Operate => "suspending, revoking and applying findings need the operator or admin role",
-        Capability::Administer => "this needs the admin role",
-    };
-    Err(ApiError::new(
+    Err(forbidden(&principal, needed).into_response())
+}
+
+/// The 403 for `principal`, whose role does not allow what `needed` names.
+fn forbidden(principal: &Principal, needed: Capability) -> ApiError {
+    ApiError::new(
         StatusCode::FORBIDDEN,
         "forbidden",
-        format!("signed in as {} ({}): {what}", principal.label(), principal.role_label()),
+        format!("signed in as {} ({}): {}", principal.label(), principal.role_label(), needed.needs()),
     )
-    .into_response())
 }
 
 macro_rules! role_extractor {

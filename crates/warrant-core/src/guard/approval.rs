@@ -194,6 +194,20 @@ pub enum Decider {
 }
 
 impl Decider {
+    /// Who decides for someone signed in as `principal`: the admin token as the
+    /// administrator, a human as themselves (their own approvals), an operator by name
+    /// when their role decides approvals; `None` for an operator whose role does not.
+    pub fn of(principal: &crate::access::Principal) -> Option<Decider> {
+        use crate::access::{Capability, Principal};
+        match principal {
+            Principal::AdminToken => Some(Decider::Admin),
+            Principal::Human { id, .. } => Some(Decider::Human(id.clone())),
+            Principal::Operator { issuer, subject, role, .. } => role
+                .can(Capability::Decide)
+                .then(|| Decider::Operator { issuer: issuer.clone(), subject: subject.clone() }),
+        }
+    }
+
     /// How the approval records who decided it.
     pub fn label(&self) -> String {
         match self {

@@ -275,26 +275,48 @@ impl Governance {
         agents
             .iter()
             .map(|a| {
-                let owner = humans.get(&a.owner);
-                let mut open = findings.remove(a.id.as_str()).unwrap_or_default();
-                open.sort();
-                InventoryRow {
-                    id: a.id.clone(),
-                    name: a.name.clone(),
-                    owner: a.owner.clone(),
-                    owner_email: owner.map(|h| h.email.clone()),
-                    owner_status: owner.map_or("removed", |h| if h.is_active() { "active" } else { "disabled" }),
-                    mode: a.mode,
-                    status: a.status,
-                    max_scope: a.max_scope.clone(),
-                    created_at: a.created_at,
-                    expires_at: a.expires_at,
-                    last_activity: gov.usage_of(&a.id).and_then(|u| u.last_seen),
-                    trust: self.guardrails.trust_of(&a.id, now),
-                    last_attested: gov.last_attested(&a.id),
-                    open_findings: open,
-                }
+                let open = findings.remove(a.id.as_str()).unwrap_or_default();
+                self.inventory_row_of(a, humans.get(&a.owner).map(|h| h.as_ref()), open, now)
             })
             .collect()
+    }
+
+    /// One agent's [`InventoryRow`] (without building the whole inventory).
+    pub fn inventory_row(&self, id: &warrant_core::AgentId) -> Option<InventoryRow> {
+        let agent = self.directory.agent(id)?;
+        let owner = self.directory.human(&agent.owner);
+        let open = match self.active.lock() {
+            Ok(active) => {
+                active.values().filter(|f| f.kind.per_agent() && f.subject == id.as_str()).map(|f| f.kind).collect()
+            }
+            Err(_) => Vec::new(),
+        };
+        Some(self.inventory_row_of(&agent, owner.as_deref(), open, self.clock.now()))
+    }
+
+    fn inventory_row_of(
+        &self,
+        a: &Agent,
+        owner: Option<&warrant_core::Human>,
+        mut open: Vec<FindingKind>,
+        now: UnixTime,
+    ) -> InventoryRow {
+        open.sort();
+        InventoryRow {
+            id: a.id.clone(),
+            name: a.name.clone(),
+            owner: a.owner.clone(),
+            owner_email: owner.map(|h| h.email.clone()),
+            owner_status: owner.map_or("removed", |h| if h.is_active() { "active" } else { "disabled" }),
+            mode: a.mode,
+            status: a.status,
+            max_scope: a.max_scope.clone(),
+            created_at: a.created_at,
+            expires_at: a.expires_at,
+            last_activity: self.usage_of(&a.id).and_then(|u| u.last_seen),
+            trust: self.guardrails.trust_of(&a.id, now),
+            last_attested: self.last_attested(&a.id),
+            open_findings: open,
+        }
     }
 }

@@ -71,3 +71,29 @@ async fn an_orphaned_agent_is_found_and_suspended_when_so_configured() {
         assert_eq!(h.authorize(c.token(i), "crm.read", "customers/1").await.outcome, Outcome::Deny);
     }
 }
+
+/// One agent's inventory row (the console's agent page) is the row the whole inventory
+/// holds for it: findings, activity and trust included.
+#[tokio::test]
+async fn one_agents_inventory_row_is_its_row_in_the_whole_inventory() {
+    let h = Harness::start().await;
+    let human = h.human(&["crm.*"]).await;
+    let idle = h.delegated_agent(&human, &["crm.read"]).await;
+    let busy = h.delegated_agent(&human, &["crm.read"]).await;
+    h.advance(20 * DAY);
+    let session = h.session(&human).await;
+    let w = h.root(&session, &busy, Ask::new()).await.unwrap();
+    assert_eq!(h.authorize(&w.token, "crm.read", "customers/1").await.outcome, Outcome::Allow);
+    h.advance(11 * DAY);
+    h.sweep().await;
+    let governance = h.engine().governance();
+    let all = governance.inventory();
+    for agent in [&idle, &busy] {
+        let row = governance.inventory_row(&agent.id).unwrap();
+        assert_eq!(Some(&row), all.iter().find(|r| r.id == agent.id));
+    }
+    let idle_row = governance.inventory_row(&idle.id).unwrap();
+    assert_eq!(idle_row.open_findings, vec![FindingKind::IdleAgent]);
+    assert!(governance.inventory_row(&busy.id).unwrap().last_activity.is_some());
+    assert!(governance.inventory_row(&warrant_core::AgentId::from_random([7; 12])).is_none());
+}

@@ -9,7 +9,7 @@ use axum::Form;
 use maud::html;
 use serde::Deserialize;
 use warrant_core::guard::approval::Decider;
-use warrant_core::{Capability, Principal, PublicJwk, RevocationKind};
+use warrant_core::{Capability, PublicJwk, RevocationKind};
 use warrant_engine::policy::{PolicyLoadError, Reloaded};
 use warrant_engine::registry::AgentTransition;
 
@@ -75,17 +75,7 @@ pub struct DecideForm {
 /// Who decides an approval for `user`: a human decides their own; an approver or admin
 /// role (or the admin token) any.
 fn decider(user: &User) -> Result<Decider, Failure> {
-    match user.principal() {
-        Principal::AdminToken => Ok(Decider::Admin),
-        Principal::Human { id, .. } => Ok(Decider::Human(id.clone())),
-        Principal::Operator { issuer, subject, role, .. } if role.can(Capability::Decide) => {
-            Ok(Decider::Operator { issuer: issuer.clone(), subject: subject.clone() })
-        }
-        Principal::Operator { .. } => {
-            user.require(Capability::Decide)?;
-            Err(Failure::forbidden("Deciding approvals needs the approver or admin role."))
-        }
-    }
+    Decider::of(user.principal()).ok_or_else(|| user.refusal(Capability::Decide))
 }
 
 /// `POST /console/approvals/{id}/{verdict}`: `approve` or `reject`.

@@ -127,17 +127,17 @@ impl User {
         if self.can(needed) {
             return Ok(());
         }
-        let what = match needed {
-            Capability::Read => "This page is for operators",
-            Capability::Decide => "Deciding other people's approvals needs the approver or admin role",
-            Capability::Operate => "Suspending, revoking and applying findings need the operator or admin role",
-            Capability::Administer => "This needs the admin role",
-        };
-        Err(Failure::forbidden(format!(
-            "{what}; you are signed in as {} ({}).",
+        Err(self.refusal(needed))
+    }
+
+    /// The 403 page for something that needs `needed`, naming who is signed in.
+    pub fn refusal(&self, needed: Capability) -> Failure {
+        Failure::forbidden(format!(
+            "Not allowed: {}; you are signed in as {} ({}).",
+            needed.needs(),
             self.principal().label(),
             self.principal().role_label()
-        )))
+        ))
     }
 
     /// Checks a form that changes something: its CSRF token, then the role it needs.

@@ -85,8 +85,8 @@ pub async fn overview(State(state): State<AppState>, user: User) -> Result<Html<
         }
     }
     let max = per_minute.iter().copied().fold(0.0, f64::max);
-    let inventory = state.engine.governance().inventory();
-    let suspended = inventory.iter().filter(|r| r.status == AgentStatus::Suspended).count();
+    let agents = state.engine.registry().agents_in_memory();
+    let suspended = agents.iter().filter(|a| a.status == AgentStatus::Suspended).count();
     let open = state
         .engine
         .governance()
@@ -122,7 +122,7 @@ pub async fn overview(State(state): State<AppState>, user: User) -> Result<Html<
             div.card {
                 h2 { "Suspended or quarantined agents" }
                 p.big { a href="/console/agents?status=suspended" { (suspended) } }
-                p.note { "of " (inventory.len()) " agents" }
+                p.note { "of " (agents.len()) " agents" }
             }
             div.card {
                 h2 { "Audit chain" }
@@ -164,7 +164,7 @@ pub async fn overview(State(state): State<AppState>, user: User) -> Result<Html<
 
 /// A human's overview: their agents and what waits for them.
 async fn own_overview(state: &AppState, user: &User, me: &HumanId) -> Result<Html<String>, Failure> {
-    let agents = state.engine.governance().inventory().into_iter().filter(|r| &r.owner == me).count();
+    let agents = state.engine.registry().agents_in_memory().iter().filter(|a| &a.owner == me).count();
     let waiting = state.engine.approvals().list(Some(ApprovalStatus::Pending), None, Some(me), 1000).await?.len();
     let body = html! {
         section.cards {
@@ -304,7 +304,7 @@ pub async fn agent(State(state): State<AppState>, user: User, Path(id): Path<Str
         return Err(Failure::not_found(format!("agent `{id}`")));
     }
     let now = state.engine.now();
-    let row = state.engine.governance().inventory().into_iter().find(|r| r.id == agent.id);
+    let row = state.engine.governance().inventory_row(&agent.id);
     let live = state.engine.revocation().live_under(warrant_core::RevocationKind::Agent, agent.id.as_str()).await?;
     let jtis: std::collections::HashSet<&warrant_core::WarrantId> = live.iter().map(|w| &w.jti).collect();
     let roots: Vec<&LiveWarrant> =

@@ -31,15 +31,9 @@ fn set_cookie(name: &str, value: &str, max_age: i64) -> HeaderValue {
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-fn random_value() -> Option<String> {
-    use base64::Engine as _;
-    let bytes = warrant_engine::random::bytes::<24>().ok()?;
-    Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
-}
-
 /// The sign-in page (or the overview, for someone signed in already).
 pub async fn page_for(state: &AppState, status: StatusCode, error: Option<&str>) -> Response {
-    let Some(value) = random_value() else {
+    let Ok(value) = warrant_engine::random::secret::<24>() else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "no randomness").into_response();
     };
     let providers = state.engine.console().providers();

@@ -78,6 +78,12 @@ impl Browser {
         s.send(s.http.get(s.url(path)).header("cookie", &self.cookie)).await
     }
 
+    /// A JSON POST to the API with the session cookie and its CSRF header.
+    async fn api_post(&self, s: &Server, path: &str, body: &Value) -> crate::testkit::Reply {
+        s.send(s.http.post(s.url(path)).header("cookie", &self.cookie).header("x-csrf-token", &self.csrf).json(body))
+            .await
+    }
+
     async fn form(&self, s: &Server, path: &str, fields: &[(&str, &str)]) -> crate::testkit::Reply {
         s.send(s.http.post(s.url(path)).header("cookie", &self.cookie).form(fields)).await
     }
@@ -156,15 +162,8 @@ async fn a_human_sees_only_their_own_agents_and_no_operator_page_or_api() {
     // The same session on the API: no operator read, no revocation.
     let reply = s.send(s.http.get(s.url("/v1/agents")).header("cookie", &browser.cookie)).await;
     reply.api_error(StatusCode::FORBIDDEN, "forbidden");
-    let reply = s
-        .send(
-            s.http
-                .post(s.url("/v1/revocations"))
-                .header("cookie", &browser.cookie)
-                .header("x-csrf-token", &browser.csrf)
-                .json(&json!({"kind": "human", "id": bob, "reason": "not mine to do"})),
-        )
-        .await;
+    let reply =
+        browser.api_post(&s, "/v1/revocations", &json!({"kind": "human", "id": bob, "reason": "not mine to do"})).await;
     reply.api_error(StatusCode::FORBIDDEN, "forbidden");
 }
 
@@ -187,15 +186,7 @@ async fn a_request_without_the_csrf_token_is_refused_on_forms_and_on_the_api() {
     reply.api_error(StatusCode::FORBIDDEN, "csrf");
     assert_allow(&s.authorize(c.token(0), "crm.read", "customers/1", Value::Null).await);
     // With it, the same call works.
-    let reply = s
-        .send(
-            s.http
-                .post(s.url("/v1/revocations"))
-                .header("cookie", &browser.cookie)
-                .header("x-csrf-token", &browser.csrf)
-                .json(&body),
-        )
-        .await;
+    let reply = browser.api_post(&s, "/v1/revocations", &body).await;
     assert_eq!(reply.ok()["revoked_warrants"], 1);
     assert_deny(&s.authorize(c.token(0), "crm.read", "customers/1", Value::Null).await, "revoked");
 }
@@ -344,4 +335,16 @@ async fn a_human_sees_their_own_approval_even_when_newer_ones_of_others_fill_the
     let listed: Vec<Value> = reply.ok()["approvals"].as_array().unwrap().clone();
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0]["id"], id.as_str());
+}
+
+#[tokio::test]
+async fn a_disabled_humans_console_session_signs_nobody_in() {
+    let s = Server::start().await;
+    let human = s.human(ENT).await;
+    let browser = sign_in(&s, &s.approver(&human).await).await;
+    assert_eq!(browser.get(&s, "/console/agents").await.status, StatusCode::OK);
+    s.admin_action(&format!("/v1/humans/{human}/disable")).await.ok();
+    let reply = browser.get(&s, "/console/agents").await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER);
+    assert_eq!(reply.headers["location"], "/console/sign-in");
 }
