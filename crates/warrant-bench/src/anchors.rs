@@ -106,6 +106,7 @@ impl Subject {
             trust: 100,
             anomaly: &[],
             approved: false,
+            history: None,
         }
     }
 }

@@ -139,11 +139,21 @@ pub enum AgentCmd {
         /// Agent id.
         id: String,
     },
-    /// Show an agent's trust score, what its baseline learned and its recent anomaly
-    /// signals (review this before resuming a quarantined agent).
+    /// Show an agent's trust score, what its baseline learned, its recent anomaly
+    /// signals with the figures behind them and the responses chosen for it (review this
+    /// before resuming a quarantined agent).
     Trust {
         /// Agent id.
         id: String,
+    },
+    /// Announce a deploy of an agent (a new tool version): for a day its new tools and
+    /// resources are expected and cost it no trust, unless they are sensitive.
+    Deploy {
+        /// Agent id.
+        id: String,
+        /// What was deployed (a version, a tag).
+        #[arg(long)]
+        version: String,
     },
 }
 
@@ -253,6 +263,11 @@ pub async fn agent(conn: &Conn, cmd: AgentCmd) -> CliResult {
         }
         AgentCmd::Retire { id } => print(conn.json, &client.delete(&format!("/v1/agents/{id}")).await?, one),
         AgentCmd::Trust { id } => return crate::guard::trust(conn, id).await,
+        AgentCmd::Deploy { id, version } => {
+            let body = json!({ "version": version });
+            let answer = client.post(&format!("/v1/agents/{id}/deploys"), &body).await?;
+            print(conn.json, &answer, |v| record(v, &["agent", "version", "until"]))
+        }
     }
     Ok(())
 }

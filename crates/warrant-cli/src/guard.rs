@@ -115,12 +115,37 @@ pub async fn trust(conn: &Conn, id: String) -> CliResult {
     print(conn.json, &answer, |v| {
         let mut out = record(
             v,
-            &["agent", "trust", "quarantine_below", "learning", "allowed", "actions", "prefixes", "rate_mean"],
+            &[
+                "agent",
+                "trust",
+                "quarantine_below",
+                "thresholds",
+                "shadow",
+                "learning",
+                "allowed",
+                "actions",
+                "prefixes",
+                "rate_mean",
+                "rate_active_mean",
+                "period_secs",
+                "deploy",
+            ],
         );
         let signals = v.get("recent_signals").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
         if !signals.is_empty() {
             out.push_str("\nrecent signals:\n");
-            out.push_str(&table(signals, &[("AT", "at"), ("KIND", "kind"), ("DETAIL", "detail")]));
+            out.push_str(&table(
+                signals,
+                &[("AT", "at"), ("KIND", "kind"), ("DETAIL", "detail"), ("FIGURES", "figures")],
+            ));
+        }
+        let responses = v.get("recent_responses").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+        if !responses.is_empty() {
+            out.push_str("\nrecent responses:\n");
+            out.push_str(&table(
+                responses,
+                &[("AT", "at"), ("LEVEL", "level"), ("ENFORCED", "enforced"), ("WHY", "why")],
+            ));
         }
         out
     });

@@ -32,17 +32,22 @@ pub enum EventKind {
     Revocation,
     /// A governance finding appeared or changed.
     Finding,
+    /// The guardrails' graduated response chose a response for an agent (observe,
+    /// throttle, approval, revoke the warrant or the task, quarantine), carried out or in
+    /// shadow mode.
+    Response,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 6] = [
+    pub const ALL: [EventKind; 7] = [
         EventKind::Decision,
         EventKind::Anomaly,
         EventKind::Quarantine,
         EventKind::Approval,
         EventKind::Revocation,
         EventKind::Finding,
+        EventKind::Response,
     ];
 
     /// The wire name (the SSE `event:` field).
@@ -54,6 +59,7 @@ impl EventKind {
             EventKind::Approval => "approval",
             EventKind::Revocation => "revocation",
             EventKind::Finding => "finding",
+            EventKind::Response => "response",
         }
     }
 

@@ -734,6 +734,34 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// The owner announced a deploy of agent `id` (a new tool version, named `version`):
+    /// for the guardrails' deploy grace period its new actions and resource prefixes that
+    /// are not sensitive cost it no trust. Audited before it takes effect; returns the
+    /// agent and until when the deploy's novelty is expected.
+    pub async fn announce_deploy(
+        &self,
+        id: &str,
+        version: &str,
+        by: Option<&Principal>,
+    ) -> Result<(Agent, UnixTime), RegistryError> {
+        let agent = self.agent(id).await?;
+        let version = version.trim();
+        if version.is_empty() || version.chars().count() > 100 || version.chars().any(char::is_control) {
+            return Err(RegistryError::Invalid(
+                "a deploy's `version` must be 1 to 100 characters with no control characters".into(),
+            ));
+        }
+        let now = self.clock.now();
+        let until = now.plus(self.guardrails.config().baseline.deploy_grace_secs);
+        let details = RegistryDetails::AgentDeploy { version: version.to_owned(), until };
+        self.audit_registry(by, details, Some(&agent.id), Some(&agent.owner)).await?;
+        self.guardrails.announce_deploy(&agent.id, version, now);
+        tracing::info!(agent = %agent.id, version, "a deploy was announced");
+        Ok((agent, until))
+    }
+}
+
 fn hex_id(bytes: [u8; 16]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -104,6 +104,9 @@ pub struct Decision {
     pub charges: Vec<Charge>,
     /// Set when this decision quarantined the agent: why.
     pub quarantined: Option<String>,
+    /// The guardrails' graduated response, when one applied (carried out or in shadow
+    /// mode): what was done about the agent's trust, and why.
+    pub response: Option<warrant_core::guard::response::GuardResponse>,
     /// An anonymous deny counted into its window's aggregate record instead of getting
     /// one of its own; its id is then `dec_aggregated`.
     pub aggregated: bool,
@@ -126,6 +129,7 @@ impl Decision {
             signals: Vec::new(),
             charges: Vec::new(),
             quarantined: None,
+            response: None,
             aggregated: false,
         }
     }

@@ -17,6 +17,8 @@ mod audit;
 mod authzen;
 #[path = "engine/budgets.rs"]
 mod budgets;
+#[path = "engine/calibration.rs"]
+mod calibration;
 #[path = "engine/cluster.rs"]
 mod cluster;
 #[path = "engine/decisions.rs"]

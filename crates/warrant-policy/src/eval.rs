@@ -56,6 +56,9 @@ pub struct DecisionInput<'a> {
     pub anomaly: &'a [&'static str],
     /// Whether the request carries a valid approval: `@approval` forbids are skipped.
     pub approved: bool,
+    /// The agent's recent activity, when the policy set reads it
+    /// ([`CompiledPolicies::uses_history`]).
+    pub history: Option<&'a warrant_core::guard::history::HistoryView>,
 }
 
 /// The outcome of evaluating the policy set.
@@ -208,6 +211,35 @@ impl CompiledPolicies {
     }
 
     /// The entities every request of this agent for this action shares.
+    /// The agent's `Activity` entity (its recent activity as tags) and the `history`
+    /// record of the context.
+    fn history(
+        &self,
+        agent: &Agent,
+        h: &warrant_core::guard::history::HistoryView,
+    ) -> Result<(Entity, RestrictedExpression), String> {
+        let uid = EntityUid::from_type_name_and_id(self.types.activity.clone(), EntityId::new(agent.id.as_str()));
+        let tags = h.tags.iter().map(|(k, v)| (k.clone(), long(*v)));
+        let entity = Entity::new_with_tags(uid.clone(), [], [], tags).map_err(|e| e.to_string())?;
+        let counts = |c: &warrant_core::guard::history::Counts| {
+            RestrictedExpression::new_record([
+                ("minute".to_owned(), long(c.minute)),
+                ("hour".to_owned(), long(c.hour)),
+                ("day".to_owned(), long(c.day)),
+            ])
+            .map_err(|e| e.to_string())
+        };
+        let record = RestrictedExpression::new_record([
+            ("action".to_owned(), counts(&h.action)?),
+            ("prefix".to_owned(), counts(&h.prefix)?),
+            ("task".to_owned(), counts(&h.task)?),
+            ("agent".to_owned(), counts(&h.agent)?),
+            ("recent".to_owned(), RestrictedExpression::new_entity_uid(uid)),
+        ])
+        .map_err(|e| e.to_string())?;
+        Ok((entity, record))
+    }
+
     fn base_entities(&self, agent: &AgentEntities, action: &crate::load::ActionSlice) -> Result<Entities, EvalError> {
         let key = (agent.agent.id.clone(), action.uid.id().unescaped().to_owned());
         if let Some(hit) = self.bases.read().ok().and_then(|m| m.get(&key).cloned()) {
@@ -245,12 +277,19 @@ impl CompiledPolicies {
         )
         .map_err(|e| cedar(&e))?;
         let base = self.base_entities(&agent, &action)?;
-        let entities = base.add_entities([resource_entity], None).map_err(|e| cedar(&e))?;
+        let mut extra = vec![resource_entity];
+        let mut pairs = Vec::with_capacity(16);
+        if let Some(history) = input.history {
+            let (entity, record) = self.history(input.agent, history).map_err(EvalError::Cedar)?;
+            extra.push(entity);
+            pairs.push(("history".to_owned(), record));
+        }
+        let entities = base.add_entities(extra, None).map_err(|e| cedar(&e))?;
 
         let chain = claims.chain();
         let scope: Vec<&str> = claims.scope.split_whitespace().collect();
         let (hour, weekday) = hour_and_weekday(input.now);
-        let context = Context::from_pairs([
+        let context = Context::from_pairs(pairs.into_iter().chain([
             ("mode".to_owned(), string(claims.mode.as_str())),
             ("human".to_owned(), string(claims.human().as_str())),
             ("owner".to_owned(), string(claims.owner.as_str())),
@@ -265,7 +304,7 @@ impl CompiledPolicies {
             ("trust".to_owned(), long(input.trust)),
             ("anomaly".to_owned(), strings(input.anomaly.iter().copied())),
             ("telemetry".to_owned(), object("context", input.telemetry)?),
-        ])
+        ]))
         .map_err(|e| cedar(&e))?;
         let request =
             Request::new(agent.uid.clone(), action.uid.clone(), resource, context, None).map_err(|e| cedar(&e))?;

@@ -180,6 +180,7 @@ pub(crate) struct Types {
     pub(crate) agent: cedar_policy::EntityTypeName,
     pub(crate) action: cedar_policy::EntityTypeName,
     pub(crate) resource: cedar_policy::EntityTypeName,
+    pub(crate) activity: cedar_policy::EntityTypeName,
 }
 
 impl Types {
@@ -195,6 +196,7 @@ impl Types {
             agent: name("Agent")?,
             action: name("Action")?,
             resource: name("Resource")?,
+            activity: name("Activity")?,
         })
     }
 }
@@ -223,6 +225,7 @@ pub struct CompiledPolicies {
     files: Vec<PolicyFile>,
     ids: Vec<String>,
     hash: String,
+    uses_history: bool,
 }
 
 /// Reads every `*.cedar` file of `dir` (sorted by name) and the schema override
@@ -370,6 +373,7 @@ impl CompiledPolicies {
             hasher.update(file.text.as_bytes());
         }
         let hash = hex::encode(hasher.finalize());
+        let uses_history = set.policies().any(|p| p.to_string().contains("history"));
         Ok(CompiledPolicies {
             set,
             subject_set,
@@ -385,7 +389,14 @@ impl CompiledPolicies {
             files,
             ids,
             hash,
+            uses_history,
         })
+    }
+
+    /// Whether an agent policy reads `context.history`: only then does a decision count
+    /// the agent's recent activity and hand it to Cedar.
+    pub fn uses_history(&self) -> bool {
+        self.uses_history
     }
 
     /// The policies that can apply to `action` (its slice) and its entities, built once

@@ -84,6 +84,7 @@ fn decide(
             trust: 100,
             anomaly: &[],
             approved: false,
+            history: None,
         })
         .unwrap()
 }
@@ -218,6 +219,7 @@ fn evaluation_errors_and_bad_input_fail_closed() {
             trust: 100,
             anomaly: &[],
             approved: false,
+            history: None,
         })
     };
     assert!(input(&json!({"estimated_cost": 1.5})).is_err());
@@ -286,6 +288,7 @@ fn slicing_changes_no_decision() {
                         trust: 100,
                         anomaly: &[],
                         approved: false,
+                        history: None,
                     };
                     let mut sliced = p.evaluate(&input).unwrap();
                     let mut whole = p.evaluate_whole(&input).unwrap();
@@ -347,6 +350,7 @@ fn guarded_input<'a>(
         trust,
         anomaly,
         approved,
+        history: None,
     }
 }
 

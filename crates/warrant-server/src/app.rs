@@ -71,6 +71,7 @@ pub fn app(state: AppState, body_limit: usize) -> Router {
         .route("/v1/agents/{id}/owner", post(agents::transfer))
         .route("/v1/agents/{id}/resume", post(agents::resume))
         .route("/v1/agents/{id}/trust", get(guard::trust))
+        .route("/v1/agents/{id}/deploys", post(guard::deploy))
         .route("/v1/agents/{id}/attestation", get(govern::evidence))
         .route("/v1/agents/{id}/attest", post(govern::attest))
         .route("/v1/agents/{id}/key", post(govern::rotate_key))

@@ -36,6 +36,24 @@ pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 /// probe_warrant_denies = 5    # probing denies with one warrant that revoke it (0: off)
 /// probe_task_warrants = 2     # warrants of a task revoked for probing that revoke the task
 /// probe_agent_tasks = 2       # tasks revoked for probing that quarantine the agent
+/// sensitive_actions = ["*.delete", "*.export", "*.admin", "payments.*", "iam.*"]
+/// deploy_grace_secs = 86400   # an announced deploy's new tools are expected this long
+/// novelty_window_secs = 3600  # the n-th novel request within this weighs n times
+/// hours_learning_secs = 604800 # off-hours activity is signalled once a baseline is a week old
+///
+/// [guard.response]            # the graduated response to falling trust
+/// observe_below = 0.9
+/// throttle_below = 0.5
+/// approval_below = 0.45
+/// revoke_warrant_below = 0.4
+/// revoke_task_below = 0.35    # (quarantine: `quarantine_below` above)
+/// throttle = "6/min"
+/// shadow = ["approval"]       # levels only recorded, not carried out
+///
+/// [[guard.response.label]]    # thresholds of their own for agents carrying a label
+/// label = "env=prod"
+/// approval_below = 0.7
+/// shadow = []
 /// ```
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -69,6 +87,138 @@ pub struct GuardFile {
     pub probe_task_warrants: Option<u32>,
     /// Tasks revoked for probing that quarantine the agent (0: never).
     pub probe_agent_tasks: Option<u32>,
+    /// Sensitive action patterns: a novelty on them weighs more, and a deploy does not
+    /// explain it.
+    pub sensitive_actions: Option<Vec<String>>,
+    /// Seconds an announced deploy's new tools and resources are expected.
+    pub deploy_grace_secs: Option<i64>,
+    /// The novelty window, seconds.
+    pub novelty_window_secs: Option<i64>,
+    /// Seconds before off-hours activity is signalled.
+    pub hours_learning_secs: Option<i64>,
+    /// The graduated response.
+    pub response: Option<ResponseFile>,
+}
+
+/// The `[guard.response]` table: thresholds of the graduated response, the throttle rate,
+/// shadow levels, and rules for labels.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseFile {
+    /// Observe below this trust.
+    pub observe_below: Option<f64>,
+    /// Throttle below this trust.
+    pub throttle_below: Option<f64>,
+    /// Require the owner's approval below this trust.
+    pub approval_below: Option<f64>,
+    /// Revoke the warrant below this trust.
+    pub revoke_warrant_below: Option<f64>,
+    /// Revoke the task below this trust.
+    pub revoke_task_below: Option<f64>,
+    /// The rate a throttled agent is held to, e.g. `6/min`.
+    pub throttle: Option<String>,
+    /// Levels only recorded (`observe`, `throttle`, `approval`, `revoke_warrant`,
+    /// `revoke_task`, `quarantine`).
+    pub shadow: Option<Vec<String>>,
+    /// Rules for agents carrying a label.
+    #[serde(default)]
+    pub label: Vec<LabelFile>,
+}
+
+/// A `[[guard.response.label]]` rule.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LabelFile {
+    /// `key=value`: the agents carrying this label.
+    pub label: String,
+    /// Observe below this trust.
+    pub observe_below: Option<f64>,
+    /// Throttle below this trust.
+    pub throttle_below: Option<f64>,
+    /// Require approval below this trust.
+    pub approval_below: Option<f64>,
+    /// Revoke the warrant below this trust.
+    pub revoke_warrant_below: Option<f64>,
+    /// Revoke the task below this trust.
+    pub revoke_task_below: Option<f64>,
+    /// Quarantine below this trust.
+    pub quarantine_below: Option<f64>,
+    /// The throttle rate.
+    pub throttle: Option<String>,
+    /// Levels only recorded.
+    pub shadow: Option<Vec<String>>,
+}
+
+/// Parses shadow level names.
+fn shadow_levels(
+    name: &str,
+    levels: &[String],
+) -> Result<std::collections::BTreeSet<warrant_core::guard::response::Level>, ConfigError> {
+    use warrant_core::guard::response::Level;
+    levels
+        .iter()
+        .map(|l| {
+            Level::parse(l).ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "`{name}`: `{l}` is not a response level (observe, throttle, approval, revoke_warrant, revoke_task, quarantine)"
+                ))
+            })
+        })
+        .collect()
+}
+
+impl ResponseFile {
+    /// Lays these settings over `g`'s response settings.
+    fn apply(&self, g: &mut warrant_engine::guard::GuardConfig) -> Result<(), ConfigError> {
+        use warrant_core::guard::response::{LabelRule, Level};
+        let r = &mut g.response;
+        let t = &mut r.thresholds;
+        t.observe_below = self.observe_below.unwrap_or(t.observe_below);
+        t.throttle_below = self.throttle_below.unwrap_or(t.throttle_below);
+        t.approval_below = self.approval_below.unwrap_or(t.approval_below);
+        t.revoke_warrant_below = self.revoke_warrant_below.unwrap_or(t.revoke_warrant_below);
+        t.revoke_task_below = self.revoke_task_below.unwrap_or(t.revoke_task_below);
+        t.quarantine_below = g.trust.quarantine_below;
+        let rate = |name: &str, v: &Option<String>| -> Result<Option<RateLimit>, ConfigError> {
+            v.as_deref().map(RateLimit::parse).transpose().map_err(|e| ConfigError::Invalid(format!("`{name}`: {e}")))
+        };
+        if let Some(limit) = rate("guard.response.throttle", &self.throttle)? {
+            r.throttle = limit;
+        }
+        if let Some(shadow) = &self.shadow {
+            r.shadow = shadow_levels("guard.response.shadow", shadow)?;
+        }
+        r.validate().map_err(|e| ConfigError::Invalid(format!("`guard.response`: {e}")))?;
+        for rule in &self.label {
+            let Some((key, value)) = rule.label.split_once('=') else {
+                return Err(ConfigError::Invalid(format!(
+                    "`guard.response.label`: `{}` is not `key=value`",
+                    rule.label
+                )));
+            };
+            let thresholds = [
+                (Level::Observe, rule.observe_below),
+                (Level::Throttle, rule.throttle_below),
+                (Level::Approval, rule.approval_below),
+                (Level::RevokeWarrant, rule.revoke_warrant_below),
+                (Level::RevokeTask, rule.revoke_task_below),
+                (Level::Quarantine, rule.quarantine_below),
+            ]
+            .into_iter()
+            .filter_map(|(l, v)| v.map(|v| (l, v)))
+            .collect();
+            let shadow = rule.shadow.as_deref().map(|s| shadow_levels("guard.response.label.shadow", s)).transpose()?;
+            let throttle = rate("guard.response.label.throttle", &rule.throttle)?;
+            let rule =
+                LabelRule { key: key.trim().to_owned(), value: value.trim().to_owned(), thresholds, shadow, throttle };
+            g.response
+                .with(&rule)
+                .validate()
+                .map_err(|e| ConfigError::Invalid(format!("`guard.response.label` `{key}={value}`: {e}")))?;
+            g.response_labels.push(rule);
+        }
+        Ok(())
+    }
 }
 
 impl GuardFile {
@@ -119,6 +269,18 @@ impl GuardFile {
         e.warrant_denies = self.probe_warrant_denies.unwrap_or(e.warrant_denies);
         e.task_warrants = self.probe_task_warrants.unwrap_or(e.task_warrants);
         e.agent_tasks = self.probe_agent_tasks.unwrap_or(e.agent_tasks);
+        let b = &mut g.baseline;
+        if let Some(sensitive) = &self.sensitive_actions {
+            b.sensitive = sensitive.clone();
+        }
+        b.deploy_grace_secs = self.deploy_grace_secs.unwrap_or(b.deploy_grace_secs);
+        b.novelty_window_secs = self.novelty_window_secs.unwrap_or(b.novelty_window_secs);
+        b.hours_learning_secs = self.hours_learning_secs.unwrap_or(b.hours_learning_secs);
+        b.validate().map_err(|e| ConfigError::Invalid(format!("`guard`: {e}")))?;
+        g.response.thresholds.quarantine_below = g.trust.quarantine_below;
+        if let Some(response) = &self.response {
+            response.apply(&mut g)?;
+        }
         Ok(g)
     }
 }

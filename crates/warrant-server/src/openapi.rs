@@ -28,7 +28,7 @@ use crate::routes::{
         humans::create, humans::list, humans::show, humans::disable, humans::enable, humans::set_roles, humans::session, humans::approver_session,
         agents::create, agents::list, agents::show, agents::suspend, agents::resume, agents::transfer, agents::retire,
         decisions::authorize, decisions::batch,
-        guard::list, guard::show, guard::approve, guard::reject, guard::trust, guard::events,
+        guard::list, guard::show, guard::approve, guard::reject, guard::trust, guard::deploy, guard::events,
         govern::list, govern::show, govern::accept, govern::apply, govern::sweep, govern::inventory,
         govern::evidence, govern::attest, govern::rotate_key,
         revocations::revoke, revocations::task, revocations::complete, warrants::show,

@@ -132,6 +132,10 @@ pub struct DecisionDetails {
     /// Set when this decision quarantined the agent: why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quarantined: Option<String>,
+    /// The guardrails' graduated response to the agent's trust, carried out or in shadow
+    /// mode, when one applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<Box<crate::guard::response::GuardResponse>>,
     /// The verified warrant's chain and scope, when the warrant verified.
     #[serde(flatten)]
     pub warrant: Option<DecisionWarrant>,
@@ -342,6 +346,14 @@ pub enum RegistryDetails {
         /// The new key's `x`.
         to: String,
     },
+    /// `agent.deploy`: the owner announced a deploy of the agent: its new tools and
+    /// resources are expected until `until`.
+    AgentDeploy {
+        /// What was deployed, as the owner named it.
+        version: String,
+        /// Until when its novelty is expected.
+        until: UnixTime,
+    },
     /// `pep.add`: an enforcement point's credential created (never its secret).
     PepAdd {
         /// Its id.
@@ -372,6 +384,7 @@ impl RegistryDetails {
             RegistryDetails::AgentOwner { .. } => "agent.owner".into(),
             RegistryDetails::AgentMaxScope { .. } => "agent.max_scope".into(),
             RegistryDetails::AgentKey { .. } => "agent.key".into(),
+            RegistryDetails::AgentDeploy { .. } => "agent.deploy".into(),
             RegistryDetails::PepAdd { .. } => "pep.add".into(),
             RegistryDetails::PepRevoke { .. } => "pep.revoke".into(),
         }
@@ -422,6 +435,11 @@ impl Serialize for RegistryDetails {
         struct PepRevoke<'a> {
             id: &'a PepId,
         }
+        #[derive(Serialize)]
+        struct Deploy<'a> {
+            version: &'a str,
+            until: UnixTime,
+        }
         let mut map = serializer.serialize_map(Some(2))?;
         map.serialize_entry("op", &self.op())?;
         match self {
@@ -445,6 +463,9 @@ impl Serialize for RegistryDetails {
                 map.serialize_entry("change", &PepAdd { id, name, plain_subjects: *plain_subjects })?;
             }
             RegistryDetails::PepRevoke { id } => map.serialize_entry("change", &PepRevoke { id })?,
+            RegistryDetails::AgentDeploy { version, until } => {
+                map.serialize_entry("change", &Deploy { version, until: *until })?;
+            }
         }
         map.end()
     }
@@ -636,6 +657,7 @@ mod tests {
             approval_id: None,
             retry_after: None,
             quarantined: None,
+            response: None,
             warrant: None,
             origin: None,
             resource_attrs: None,
@@ -703,7 +725,7 @@ mod tests {
         d.policies = vec!["p1".into()];
         d.policy_version = Some(3);
         d.trust = Some(0.5);
-        d.signals = vec![Signal { kind: SignalKind::DenyStreak, detail: "5 denies".into() }];
+        d.signals = vec![Signal::new(SignalKind::DenyStreak, "5 denies")];
         d.charges = vec![Charge { warrant: wid(2), counter: "usd".into(), amount: 4, expires_at: UnixTime(900) }];
         d.approval_id = Some("apr_1".into());
         d.retry_after = Some(7);

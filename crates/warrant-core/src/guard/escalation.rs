@@ -5,8 +5,8 @@
 //! probing for more should cost that warrant, not every task the agent is doing. So the
 //! ladder answers first at the scale of the warrant, then of the task, then of the agent:
 //!
-//! 1. `warrant_denies` probing denies with one warrant revoke that warrant (and what was
-//!    delegated from it);
+//! 1. `warrant_denies` probing denies of distinct requests with one warrant revoke that
+//!    warrant (and what was delegated from it); the same refused request retried is one;
 //! 2. `task_warrants` warrants of one task revoked for probing revoke the task;
 //! 3. `agent_tasks` tasks revoked for probing quarantine the agent.
 //!
@@ -74,20 +74,37 @@ pub struct Ladder {
     tasks: BTreeMap<TaskId, (u32, UnixTime)>,
     /// Tasks revoked for probing (an agent-level count; reset on resume).
     tasks_revoked: u32,
+    /// The request keys each warrant was refused for, so a retry is not counted again.
+    #[serde(default)]
+    seen: BTreeMap<WarrantId, Vec<u64>>,
 }
 
+/// The most distinct refused requests remembered per warrant; beyond them every refusal
+/// counts.
+const MAX_SEEN: usize = 32;
+
 impl Ladder {
-    /// Counts one probing deny by `warrant` (expiring at `expires`) of `task`, at `now`,
-    /// and says how to respond.
+    /// Counts one probing deny of the request `request` (its
+    /// [key](crate::guard::baseline::request_key)) by `warrant` (expiring at `expires`) of
+    /// `task`, at `now`, and says how to respond. A request this warrant was already
+    /// refused for is a retry: it counts nothing.
     pub fn probe(
         &mut self,
         cfg: &EscalationConfig,
         warrant: &WarrantId,
         task: &TaskId,
+        request: u64,
         expires: UnixTime,
         now: UnixTime,
     ) -> Response {
         self.forget_expired(now);
+        let seen = self.seen.entry(warrant.clone()).or_default();
+        if seen.contains(&request) {
+            return Response::None;
+        }
+        if seen.len() < MAX_SEEN {
+            seen.push(request);
+        }
         let denies = {
             let entry = self.warrants.entry(warrant.clone()).or_insert((0, expires));
             entry.0 = entry.0.saturating_add(1);
@@ -123,6 +140,8 @@ impl Ladder {
         while self.warrants.len() >= MAX_ENTRIES {
             self.warrants.pop_first();
         }
+        let warrants = &self.warrants;
+        self.seen.retain(|w, _| warrants.contains_key(w));
         while self.tasks.len() >= MAX_ENTRIES {
             self.tasks.pop_first();
         }
@@ -144,32 +163,39 @@ mod tests {
     const EXP: UnixTime = UnixTime(10_000);
     const NOW: UnixTime = UnixTime(1_000);
 
+    /// A fresh request key for every call: each probe is a different request.
+    fn key() -> u64 {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    }
+
     #[test]
     fn the_warrant_goes_first_then_the_task_then_the_agent() {
         let cfg = EscalationConfig::default();
         let mut l = Ladder::default();
         // One leaked warrant probing: only it is revoked, at the 5th deny.
         for _ in 0..4 {
-            assert_eq!(l.probe(&cfg, &w(1), &t(1), EXP, NOW), Response::None);
+            assert_eq!(l.probe(&cfg, &w(1), &t(1), key(), EXP, NOW), Response::None);
         }
-        assert_eq!(l.probe(&cfg, &w(1), &t(1), EXP, NOW), Response::RevokeWarrant { denies: 5 });
+        assert_eq!(l.probe(&cfg, &w(1), &t(1), key(), EXP, NOW), Response::RevokeWarrant { denies: 5 });
         // Later denies of the same warrant ask for nothing more.
-        assert_eq!(l.probe(&cfg, &w(1), &t(1), EXP, NOW), Response::None);
+        assert_eq!(l.probe(&cfg, &w(1), &t(1), key(), EXP, NOW), Response::None);
         // A second warrant of the same task probing: the task goes.
         for _ in 0..4 {
-            l.probe(&cfg, &w(2), &t(1), EXP, NOW);
+            l.probe(&cfg, &w(2), &t(1), key(), EXP, NOW);
         }
-        assert_eq!(l.probe(&cfg, &w(2), &t(1), EXP, NOW), Response::RevokeTask { warrants: 2 });
+        assert_eq!(l.probe(&cfg, &w(2), &t(1), key(), EXP, NOW), Response::RevokeTask { warrants: 2 });
         // Another task: its first probing warrant is revoked alone, its second takes
         // the task, and that is the agent's second task: quarantine.
         for _ in 0..4 {
-            l.probe(&cfg, &w(3), &t(2), EXP, NOW);
+            l.probe(&cfg, &w(3), &t(2), key(), EXP, NOW);
         }
-        assert_eq!(l.probe(&cfg, &w(3), &t(2), EXP, NOW), Response::RevokeWarrant { denies: 5 });
+        assert_eq!(l.probe(&cfg, &w(3), &t(2), key(), EXP, NOW), Response::RevokeWarrant { denies: 5 });
         for _ in 0..4 {
-            l.probe(&cfg, &w(4), &t(2), EXP, NOW);
+            l.probe(&cfg, &w(4), &t(2), key(), EXP, NOW);
         }
-        assert_eq!(l.probe(&cfg, &w(4), &t(2), EXP, NOW), Response::QuarantineAgent { tasks: 2 });
+        assert_eq!(l.probe(&cfg, &w(4), &t(2), key(), EXP, NOW), Response::QuarantineAgent { tasks: 2 });
     }
 
     #[test]
@@ -178,7 +204,7 @@ mod tests {
         let mut l = Ladder::default();
         for n in 0..10u8 {
             for _ in 0..4 {
-                assert_eq!(l.probe(&cfg, &w(n), &t(n), EXP, NOW), Response::None);
+                assert_eq!(l.probe(&cfg, &w(n), &t(n), key(), EXP, NOW), Response::None);
             }
         }
     }
@@ -188,17 +214,30 @@ mod tests {
         let cfg = EscalationConfig::default();
         let mut l = Ladder::default();
         for _ in 0..4 {
-            l.probe(&cfg, &w(1), &t(1), UnixTime(1_500), NOW);
+            l.probe(&cfg, &w(1), &t(1), key(), UnixTime(1_500), NOW);
         }
         // The warrant expired: a new probe by the same id (cannot happen for real ids,
         // but shows the entry was dropped) starts from one.
-        assert_eq!(l.probe(&cfg, &w(1), &t(1), UnixTime(3_000), UnixTime(2_000)), Response::None);
+        assert_eq!(l.probe(&cfg, &w(1), &t(1), key(), UnixTime(3_000), UnixTime(2_000)), Response::None);
         for i in 0..(MAX_ENTRIES as u32 + 10) {
             let mut bytes = [0u8; 12];
             bytes[..4].copy_from_slice(&i.to_be_bytes());
-            l.probe(&cfg, &WarrantId::from_random(bytes), &t(1), EXP, NOW);
+            l.probe(&cfg, &WarrantId::from_random(bytes), &t(1), key(), EXP, NOW);
         }
         assert!(l.warrants.len() <= MAX_ENTRIES);
+    }
+
+    #[test]
+    fn a_retried_refusal_counts_once() {
+        let cfg = EscalationConfig::default();
+        let mut l = Ladder::default();
+        for _ in 0..50 {
+            assert_eq!(l.probe(&cfg, &w(1), &t(1), 7, EXP, NOW), Response::None);
+        }
+        for k in 0..3 {
+            assert_eq!(l.probe(&cfg, &w(1), &t(1), 100 + k, EXP, NOW), Response::None);
+        }
+        assert_eq!(l.probe(&cfg, &w(1), &t(1), 200, EXP, NOW), Response::RevokeWarrant { denies: 5 });
     }
 
     #[test]
@@ -206,7 +245,7 @@ mod tests {
         let cfg = EscalationConfig { warrant_denies: 0, ..EscalationConfig::default() };
         let mut l = Ladder::default();
         for _ in 0..50 {
-            assert_eq!(l.probe(&cfg, &w(1), &t(1), EXP, NOW), Response::None);
+            assert_eq!(l.probe(&cfg, &w(1), &t(1), key(), EXP, NOW), Response::None);
         }
     }
 }

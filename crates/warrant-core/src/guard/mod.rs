@@ -9,11 +9,16 @@
 //! * [`rate`]: rate limits (GCRA) per agent, task and human.
 //! * [`budget`]: budgets set at minting, attenuated on delegation, charged up the tree.
 //! * [`approval`]: human approval (step-up) of a `pending` decision.
+//! * [`escalation`]: probing contained at the smallest scale (warrant, task, agent).
+//! * [`history`]: an agent's recent allowed activity over sliding windows, for Cedar.
+//! * [`response`]: the graduated response to falling trust, from observing to quarantine.
 
 pub mod approval;
 pub mod baseline;
 pub mod budget;
 pub mod escalation;
+pub mod history;
 pub mod rate;
+pub mod response;
 pub mod signal;
 pub mod trust;

@@ -62,7 +62,7 @@ impl std::fmt::Display for SignalKind {
     }
 }
 
-/// One anomaly signal, with a human-readable reason.
+/// One anomaly signal, with a human-readable reason and the baseline figures behind it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Signal {
     /// What kind of anomaly.
@@ -70,12 +70,85 @@ pub struct Signal {
     /// Why it was raised, for a human, e.g. "action `payments.send` never seen in 1200
     /// allowed decisions".
     pub detail: String,
+    /// How many times its kind's trust weight this signal costs: 1 normally, more for a
+    /// sensitive action or the latest of several novelties in a row, 0 for the novelty an
+    /// announced deploy explains.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub factor: f64,
+    /// The baseline figures that triggered it, so the owner sees why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub figures: Option<Box<Figures>>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    clippy::float_cmp,
+    reason = "serde's skip_serializing_if signature; exactly 1"
+)]
+fn is_one(x: &f64) -> bool {
+    *x == 1.0
+}
+
+/// The figures behind a signal: what was observed against what the baseline expected.
+/// Only the figures that matter for the signal's kind are set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Figures {
+    /// What was observed: requests or delegations in the window, distinct denied requests
+    /// in the streak.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed: Option<f64>,
+    /// What the baseline expects: the usual count per active window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usual: Option<f64>,
+    /// Above this, the observation is a signal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    /// The window the counts are over, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_secs: Option<i64>,
+    /// Allowed decisions the baseline learned from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed: Option<u64>,
+    /// Distinct actions (or resource prefixes, for a novel resource) the baseline knows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known: Option<u64>,
+    /// Novel requests in the last novelty window, this one included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recent_novel: Option<u32>,
+    /// Whether the action is configured as sensitive.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sensitive: bool,
+    /// The announced deploy whose grace period explains a novelty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<String>,
+    /// What the signal cost the agent's trust.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<f64>,
 }
 
 impl Signal {
-    /// A signal of `kind` with the reason `detail`.
+    /// A signal of `kind` with the reason `detail`, weighing its kind's weight, with no
+    /// figures.
     pub fn new(kind: SignalKind, detail: impl Into<String>) -> Signal {
-        Signal { kind, detail: detail.into() }
+        Signal { kind, detail: detail.into(), factor: 1.0, figures: None }
+    }
+
+    /// The same signal with `figures`.
+    #[must_use]
+    pub fn with(mut self, figures: Figures) -> Signal {
+        self.figures = Some(Box::new(figures));
+        self
+    }
+
+    /// The same signal weighing `factor` times its kind's weight.
+    #[must_use]
+    pub fn weighing(mut self, factor: f64) -> Signal {
+        self.factor = factor;
+        self
     }
 }
 
@@ -100,6 +173,20 @@ mod tests {
         let s = Signal::new(SignalKind::DenyStreak, "5 consecutive denies");
         let json = serde_json::to_value(&s).unwrap();
         assert_eq!(json, serde_json::json!({"kind": "deny_streak", "detail": "5 consecutive denies"}));
+        assert_eq!(serde_json::from_value::<Signal>(json).unwrap(), s);
+    }
+
+    #[test]
+    fn figures_and_factor_appear_only_when_set() {
+        let s = Signal::new(SignalKind::RateSpike, "45 requests")
+            .with(Figures { observed: Some(45.0), usual: Some(3.0), threshold: Some(20.0), ..Figures::default() })
+            .weighing(2.0);
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"kind": "rate_spike", "detail": "45 requests", "factor": 2.0,
+                "figures": {"observed": 45.0, "usual": 3.0, "threshold": 20.0}})
+        );
         assert_eq!(serde_json::from_value::<Signal>(json).unwrap(), s);
     }
 }

@@ -1,10 +1,14 @@
-//! The trust score: a number in [0, 1] per agent, lowered by signals, recovering with time.
+//! The trust score: a number in [0, 1] per agent, lowered by signals, recovering with
+//! time and with clean activity.
 //!
-//! Each [`Signal`] costs the weight configured for its kind. The score then climbs back
-//! linearly toward 1 with the time that passes without a signal, never with the number
-//! of clean requests, so an agent cannot wash its score by spamming harmless calls.
-//! Below `quarantine_below` the agent is quarantined until its owner resumes it, which
-//! gives it back at least `resume_floor`.
+//! Each [`Signal`] costs the weight configured for its kind, times the signal's
+//! [factor](Signal::factor). The score then climbs back toward 1 in two ways: linearly
+//! with the time that passes, and by each clean allowed request (one that raised no
+//! signal), which earns `recovery_per_clean` up to `clean_recovery_per_hour` in any one
+//! hour, so an agent that keeps working normally recovers sooner than one that sits idle,
+//! but cannot wash its score by spamming harmless calls. Below `quarantine_below` the
+//! agent is quarantined until its owner resumes it, which gives it back at least
+//! `resume_floor`.
 
 use std::collections::BTreeMap;
 
@@ -25,6 +29,15 @@ pub struct TrustConfig {
     pub recovery_per_hour: f64,
     /// The score an agent is given back, at least, when its owner resumes it.
     pub resume_floor: f64,
+    /// What one clean allowed request (no signal) gives back.
+    pub recovery_per_clean: f64,
+    /// The most clean requests give back in one clock hour.
+    pub clean_recovery_per_hour: f64,
+    /// Novelty alone (novel actions and resource prefixes of actions that are not
+    /// sensitive, activity at a new hour) never takes trust below this: a new tool is
+    /// answered by the graduated response's milder levels (approval), never by
+    /// revocation or quarantine, unless other signals add to it.
+    pub novelty_floor: f64,
     /// What each kind of signal costs; a kind not listed costs nothing.
     pub weights: BTreeMap<SignalKind, f64>,
 }
@@ -36,9 +49,12 @@ impl Default for TrustConfig {
             quarantine_below: 0.3,
             recovery_per_hour: 0.1,
             resume_floor: 0.6,
+            recovery_per_clean: 0.01,
+            clean_recovery_per_hour: 0.2,
+            novelty_floor: 0.4,
             weights: BTreeMap::from([
-                (SignalKind::NovelAction, 0.1),
-                (SignalKind::NovelResource, 0.1),
+                (SignalKind::NovelAction, 0.05),
+                (SignalKind::NovelResource, 0.05),
                 (SignalKind::RateSpike, 0.25),
                 (SignalKind::DenyStreak, 0.25),
                 (SignalKind::DelegationBurst, 0.2),
@@ -86,6 +102,9 @@ impl TrustConfig {
             ("quarantine_below".to_owned(), self.quarantine_below),
             ("recovery_per_hour".to_owned(), self.recovery_per_hour),
             ("resume_floor".to_owned(), self.resume_floor),
+            ("recovery_per_clean".to_owned(), self.recovery_per_clean),
+            ("clean_recovery_per_hour".to_owned(), self.clean_recovery_per_hour),
+            ("novelty_floor".to_owned(), self.novelty_floor),
         ];
         let weights = self.weights.iter().map(|(k, &w)| (format!("weights.{k}"), w));
         for (field, value) in fields.into_iter().chain(weights) {
@@ -106,6 +125,13 @@ impl TrustConfig {
     }
 }
 
+/// Whether `s` is plain novelty: a novel action or resource prefix of an action that is
+/// not sensitive, or activity at a new hour.
+fn plain_novelty(s: &Signal) -> bool {
+    let sensitive = s.figures.as_ref().is_some_and(|f| f.sensitive);
+    matches!(s.kind, SignalKind::NovelAction | SignalKind::NovelResource | SignalKind::OffHours) && !sensitive
+}
+
 /// Forces `x` into [0, 1]; not a number counts as 0.
 fn unit(x: f64) -> f64 {
     if x.is_nan() {
@@ -123,12 +149,49 @@ pub struct Trust {
     pub value: f64,
     /// When `value` was set.
     pub at: UnixTime,
+    /// What clean requests gave back in the clock hour `earned_hour`.
+    #[serde(default)]
+    pub earned: f64,
+    /// The clock hour (seconds since the epoch / 3600) `earned` counts in.
+    #[serde(default)]
+    pub earned_hour: i64,
 }
 
 impl Trust {
     /// A new agent's trust: `initial`, as of `now`.
     pub fn new(cfg: &TrustConfig, now: UnixTime) -> Self {
-        Trust { value: unit(cfg.initial), at: now }
+        Trust { value: unit(cfg.initial), at: now, earned: 0.0, earned_hour: 0 }
+    }
+
+    /// What `signal` costs: its kind's weight times its factor, within [0, 1].
+    pub fn cost(cfg: &TrustConfig, signal: &Signal) -> f64 {
+        let factor = if signal.factor.is_nan() { 1.0 } else { signal.factor.max(0.0) };
+        unit(unit(cfg.weight(signal.kind)) * factor)
+    }
+
+    /// Writes what each of `signals` costs into its figures.
+    pub fn price(cfg: &TrustConfig, signals: &mut [Signal]) {
+        for s in signals {
+            let cost = Trust::cost(cfg, s);
+            s.figures.get_or_insert_with(Default::default).cost = Some(cost);
+        }
+    }
+
+    /// A clean allowed request at `now`: the score gains `recovery_per_clean`, within
+    /// what clean requests may still give back in this clock hour. A score at 1 is
+    /// returned unchanged.
+    pub fn clean(&self, cfg: &TrustConfig, now: UnixTime) -> Trust {
+        let current = self.current(cfg, now);
+        if current >= 1.0 {
+            return *self;
+        }
+        let hour = now.secs().div_euclid(3_600);
+        let earned = if hour == self.earned_hour { self.earned } else { 0.0 };
+        let credit = unit(cfg.recovery_per_clean).min(unit(cfg.clean_recovery_per_hour) - earned);
+        if credit <= 0.0 {
+            return *self;
+        }
+        Trust { value: unit(current + credit), at: self.at.max(now), earned: earned + credit, earned_hour: hour }
     }
 
     /// The score at `now`: `value` plus the recovery since `at`, within [0, 1]. A `now`
@@ -143,16 +206,23 @@ impl Trust {
         unit(self.value + unit(cfg.recovery_per_hour) * hours)
     }
 
-    /// Applies `signals` at `now`: the score at `now` minus the sum of their weights,
-    /// within [0, 1], set as of `now`. With no signals it returns `self` unchanged, so
+    /// Applies `signals` at `now`: the score at `now` minus the sum of their
+    /// [costs](Trust::cost), within [0, 1], set as of `now`. The costs of plain novelty
+    /// (see [`TrustConfig::novelty_floor`]) stop at the novelty floor; the other signals'
+    /// costs do not. With no signals it returns `self` unchanged, so
     /// recovery keeps accruing from the old `at`. A `now` before `at` keeps `at`, so a
     /// clock going back never grants extra recovery.
     pub fn penalise(&self, cfg: &TrustConfig, signals: &[Signal], now: UnixTime) -> Trust {
         if signals.is_empty() {
             return *self;
         }
-        let cost: f64 = signals.iter().map(|s| unit(cfg.weight(s.kind))).sum();
-        Trust { value: unit(self.current(cfg, now) - cost), at: self.at.max(now) }
+        let (novelty, other): (Vec<&Signal>, Vec<&Signal>) = signals.iter().partition(|s| plain_novelty(s));
+        let current = self.current(cfg, now);
+        let after_other = current - other.iter().map(|s| Trust::cost(cfg, s)).sum::<f64>();
+        let novelty_cost: f64 = novelty.iter().map(|s| Trust::cost(cfg, s)).sum();
+        let floor = after_other.min(unit(cfg.novelty_floor));
+        let value = (after_other - novelty_cost).max(if novelty_cost > 0.0 { floor } else { f64::MIN });
+        Trust { value: unit(value), at: self.at.max(now), ..*self }
     }
 
     /// Whether the score at `now` is below the quarantine threshold.
@@ -162,7 +232,7 @@ impl Trust {
 
     /// The trust after the owner resumes the agent at `now`: at least `resume_floor`.
     pub fn resumed(&self, cfg: &TrustConfig, now: UnixTime) -> Trust {
-        Trust { value: self.current(cfg, now).max(unit(cfg.resume_floor)), at: self.at.max(now) }
+        Trust { value: self.current(cfg, now).max(unit(cfg.resume_floor)), at: self.at.max(now), ..*self }
     }
 }
 
@@ -195,14 +265,14 @@ mod tests {
         let cfg = TrustConfig::default();
         let t = Trust::new(&cfg, T0);
         assert!(close(t.current(&cfg, T0), 1.0));
-        let hit = t.penalise(&cfg, &[sig(SignalKind::RateSpike), sig(SignalKind::NovelAction)], T0);
-        assert!(close(hit.current(&cfg, T0), 0.65));
+        let hit = t.penalise(&cfg, &[sig(SignalKind::RateSpike), sig(SignalKind::DelegationBurst)], T0);
+        assert!(close(hit.current(&cfg, T0), 0.55));
         // Half an hour later: +0.05; two hours: +0.2; it never passes 1.
-        assert!(close(hit.current(&cfg, T0.plus(HOUR / 2)), 0.7));
-        assert!(close(hit.current(&cfg, T0.plus(2 * HOUR)), 0.85));
+        assert!(close(hit.current(&cfg, T0.plus(HOUR / 2)), 0.6));
+        assert!(close(hit.current(&cfg, T0.plus(2 * HOUR)), 0.75));
         assert!(close(hit.current(&cfg, T0.plus(100 * HOUR)), 1.0));
         // A time before it was set gives the value as set.
-        assert!(close(hit.current(&cfg, UnixTime(0)), 0.65));
+        assert!(close(hit.current(&cfg, UnixTime(0)), 0.55));
     }
 
     #[test]
@@ -224,11 +294,78 @@ mod tests {
         let hit = Trust::new(&cfg, T0).penalise(&cfg, &[sig(SignalKind::RateSpike)], T0);
         let again = hit.penalise(&cfg, &[sig(SignalKind::NovelResource)], T0.plus(HOUR));
         assert_eq!(again.at, T0.plus(HOUR));
-        assert!(close(again.value, 0.75 + 0.1 - 0.1));
+        assert!(close(again.value, 0.75 + 0.1 - 0.05));
         // A clock going back does not move `at` back.
         let back = again.penalise(&cfg, &[sig(SignalKind::OffHours)], T0);
         assert_eq!(back.at, T0.plus(HOUR));
-        assert!(close(back.value, 0.73));
+        assert!(close(back.value, 0.78));
+    }
+
+    #[test]
+    fn a_signals_factor_scales_its_cost_and_is_priced_into_its_figures() {
+        let cfg = TrustConfig::default();
+        let mut signals =
+            vec![sig(SignalKind::NovelAction).weighing(3.0), sig(SignalKind::NovelResource).weighing(0.0)];
+        let hit = Trust::new(&cfg, T0).penalise(&cfg, &signals, T0);
+        assert!(close(hit.value, 0.85));
+        Trust::price(&cfg, &mut signals);
+        assert_eq!(signals[0].figures.as_ref().unwrap().cost.map(|c| (c * 100.0).round()), Some(15.0));
+        assert_eq!(signals[1].figures.as_ref().unwrap().cost, Some(0.0));
+        // A negative or absurd factor costs nothing, or at most everything.
+        assert!(close(Trust::cost(&cfg, &sig(SignalKind::RateSpike).weighing(-4.0)), 0.0));
+        assert!(close(Trust::cost(&cfg, &sig(SignalKind::RateSpike).weighing(1e9)), 1.0));
+    }
+
+    #[test]
+    fn clean_activity_earns_trust_back_within_an_hourly_cap() {
+        let cfg = TrustConfig::default();
+        let hit = Trust::new(&cfg, T0).penalise(&cfg, &vec![sig(SignalKind::DenyStreak); 2], T0);
+        assert!(close(hit.value, 0.5));
+        // Ten clean requests in a minute: +0.1 (and a minute's worth of time).
+        let mut t = hit;
+        for s in 0..10 {
+            t = t.clean(&cfg, T0.plus(s));
+        }
+        assert!(close(t.current(&cfg, T0.plus(9)), 0.6 + 0.1 * 9.0 / 3_600.0), "{}", t.current(&cfg, T0.plus(9)));
+        // A thousand more in the same hour earn no more than the hour's cap of 0.2.
+        for s in 10..1_010 {
+            t = t.clean(&cfg, T0.plus(s % 3_000));
+        }
+        let capped = t.current(&cfg, T0.plus(3_000));
+        assert!(close(capped, 0.5 + 0.2 + 0.1 * 3_000.0 / 3_600.0), "{capped}");
+        // The next hour earns again.
+        let next = T0.plus(HOUR - T0.secs().rem_euclid(HOUR) + 10);
+        let more = t.clean(&cfg, next);
+        assert!(close(more.current(&cfg, next) - t.current(&cfg, next), 0.01));
+        // Full trust stays full.
+        let full = Trust::new(&cfg, T0);
+        assert_eq!(full.clean(&cfg, T0), full);
+    }
+
+    #[test]
+    fn novelty_alone_stops_at_the_floor_and_other_signals_do_not() {
+        let cfg = TrustConfig::default();
+        let novel = |f: f64| sig(SignalKind::NovelAction).weighing(f);
+        let mut t = Trust::new(&cfg, T0);
+        for n in 1..=20 {
+            t = t.penalise(&cfg, &[novel(f64::from(n))], T0);
+        }
+        assert!(close(t.value, 0.4), "{}", t.value);
+        // A deny streak on top goes below it.
+        let t = t.penalise(&cfg, &[sig(SignalKind::DenyStreak), novel(5.0)], T0);
+        assert!(close(t.value, 0.15), "{}", t.value);
+        // A sensitive novelty is not plain: no floor.
+        let sensitive = novel(10.0).with(crate::guard::signal::Figures { sensitive: true, ..Default::default() });
+        assert!(close(Trust::new(&cfg, T0).penalise(&cfg, &[sensitive], T0).value, 0.5));
+        let again = Trust { value: 0.5, ..Trust::new(&cfg, T0) }.penalise(
+            &cfg,
+            &[novel(10.0).with(crate::guard::signal::Figures { sensitive: true, ..Default::default() })],
+            T0,
+        );
+        assert!(close(again.value, 0.0));
+        // Below the floor already, novelty costs nothing more.
+        let low = Trust { value: 0.35, ..Trust::new(&cfg, T0) };
+        assert!(close(low.penalise(&cfg, &[novel(1.0)], T0).value, 0.35));
     }
 
     #[test]
@@ -238,7 +375,7 @@ mod tests {
         let floored = Trust::new(&cfg, T0).penalise(&cfg, &many, T0);
         assert!(close(floored.value, 0.0));
         assert!(close(floored.current(&cfg, T0.plus(HOUR)), 0.1));
-        let odd = Trust { value: 7.0, at: T0 };
+        let odd = Trust { value: 7.0, ..Trust::new(&cfg, T0) };
         assert!(close(odd.current(&cfg, T0.plus(HOUR)), 1.0));
         let unweighted = TrustConfig { weights: BTreeMap::new(), ..TrustConfig::default() };
         let t = Trust::new(&unweighted, T0).penalise(&unweighted, &many, T0);

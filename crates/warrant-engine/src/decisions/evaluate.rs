@@ -13,7 +13,7 @@ use warrant_policy::DecisionInput;
 use super::admit::Admitted;
 use super::Decisions;
 use crate::govern::replay::Recorded;
-use crate::guard::Assessment;
+use crate::guard::{Assessment, Planned};
 use crate::request::AuthorizeRequest;
 
 /// What the guardrails made of a request, before the policy decides.
@@ -21,8 +21,11 @@ use crate::request::AuthorizeRequest;
 pub(crate) struct Assessed {
     /// Signals, trust and the anomaly kinds Cedar sees.
     pub assessment: Assessment,
-    /// Whether the trust is below the quarantine threshold.
+    /// Whether the trust is below the quarantine threshold (and quarantine is not in
+    /// shadow mode).
     pub untrusted: bool,
+    /// The graduated response to the agent's trust, if its trust is below a threshold.
+    pub plan: Option<Planned>,
 }
 
 /// What the policy said.
@@ -50,8 +53,9 @@ impl Decisions {
         let agent = &admitted.agent.id;
         let assessment = self.guardrails.assess(agent, &req.action, &req.resource, now);
         self.guardrails.publish_signals(agent, &assessment.signals, now);
-        let untrusted = self.guardrails.below_threshold(assessment.trust);
-        Assessed { assessment, untrusted }
+        let plan = self.guardrails.plan(&admitted.agent, assessment.trust);
+        let untrusted = plan.as_ref().is_some_and(|p| p.act == Some(warrant_core::guard::response::Level::Quarantine));
+        Assessed { assessment, untrusted, plan }
     }
 
     /// Stage 4: Cedar's verdict (the request as Cedar saw it is also kept for
@@ -69,6 +73,9 @@ impl Decisions {
         let Some(policies) = self.policy.current() else { return Verdict::Unavailable };
         let claims = &admitted.warrant.claims;
         let assessment = &assessed.assessment;
+        let history = policies.compiled.uses_history().then(|| {
+            self.guardrails.history_view(&admitted.agent.id, &req.action, &req.resource, &claims.task.id, now)
+        });
         let input = DecisionInput {
             agent: &admitted.agent,
             claims,
@@ -80,10 +87,11 @@ impl Decisions {
             trust: percent(assessment.trust),
             anomaly: &assessment.kinds,
             approved: admitted.approval.is_some(),
+            history: history.as_ref(),
         };
-        let history = self.governance.history();
-        if history.enabled() && self.governance.config().enabled {
-            history.record(Recorded {
+        let replay = self.governance.history();
+        if replay.enabled() && self.governance.config().enabled {
+            replay.record(Recorded {
                 agent: Arc::clone(&admitted.agent),
                 claims: Arc::clone(claims),
                 action: req.action.clone(),

@@ -120,6 +120,7 @@ pub(super) fn entry_with(
         approval_id: decision.approval_id.clone(),
         retry_after: decision.retry_after,
         quarantined: decision.quarantined.clone(),
+        response: decision.response.clone().map(Box::new),
         warrant: decision
             .claims
             .as_ref()

@@ -5,13 +5,16 @@
 //! the one [`Decision`] that the record stage audits.
 
 use warrant_core::decision::{DecisionCode, Outcome};
+use warrant_core::guard::approval::Approver;
+use warrant_core::guard::response::Level;
 use warrant_core::UnixTime;
+use warrant_store::RevocationKind;
 
 use super::admit::Admitted;
 use super::evaluate::{Assessed, Verdict};
 use super::{Decisions, Refusal};
 use crate::guard::respond::quarantine_reason;
-use crate::guard::{Probed, Quarantine};
+use crate::guard::{Planned, Probed, Quarantine, Recorded};
 use crate::request::{AuthorizeRequest, Decision};
 
 /// Writes a quarantine's outcome into `d`.
@@ -28,6 +31,9 @@ fn quarantined(d: &mut Decision, q: Quarantine) {
 fn probed(d: &mut Decision, p: Probed) {
     d.signals.extend(p.signals);
     d.trust = Some(p.trust);
+    if p.response.is_some() {
+        d.response = p.response;
+    }
     if let Some(note) = p.contained {
         d.reasons.push(note);
     }
@@ -67,7 +73,7 @@ impl Decisions {
     ) -> Decision {
         let claims = &admitted.warrant.claims;
         let agent = &admitted.agent;
-        let Assessed { assessment, .. } = assessed;
+        let Assessed { assessment, plan, .. } = assessed;
         let (version, verdict) = match verdict {
             Verdict::Unavailable => {
                 return Decision::deny(DecisionCode::Policy, "the policy set is unavailable", Some(claims));
@@ -80,6 +86,7 @@ impl Decisions {
                     Some(claims),
                 );
                 d.trust = Some(assessment.trust);
+                d.response = plan.map(|p| p.shown);
                 let why = quarantine_reason(assessment.trust, &assessment.signals);
                 let q =
                     self.guardrails.quarantine(&agent.id, why, Some(assessment.trust), &assessment.signals, now).await;
@@ -93,6 +100,10 @@ impl Decisions {
         d.trust = Some(assessment.trust);
         d.signals = assessment.signals;
         d.policy_version = Some(version);
+        if let Some(p) = &plan {
+            self.guardrails.note_response(&agent.id, &p.shown, now);
+            d.response = Some(p.shown.clone());
+        }
         if !verdict.errors.is_empty() {
             d.code = DecisionCode::PolicyError;
             d.reasons = vec![format!("policy evaluation failed: {}", verdict.errors.join("; "))];
@@ -139,6 +150,11 @@ impl Decisions {
             return d;
         }
         let warrant = &admitted.warrant;
+        if let Some(plan) = &plan {
+            if self.respond(&mut d, plan, req, &admitted, now).await {
+                return d;
+            }
+        }
         if let Err(limited) = self.guardrails.check_rates(&warrant.chain, &claims.task.id, claims.human(), now) {
             d.code = DecisionCode::RateLimited;
             d.reasons = vec![format!("{}; retry in {} s", limited.reason, limited.retry_after)];
@@ -163,10 +179,81 @@ impl Decisions {
             }
             d.approval_id = Some(used.id.to_string());
         }
-        self.guardrails.record(&agent.id, &req.action, &req.resource, true, false, now);
+        if self.policy.current().is_some_and(|p| p.compiled.uses_history()) {
+            self.guardrails.record_history(&agent.id, req, &claims.task.id, now);
+        }
+        let clean = d.signals.is_empty();
+        let learned = Recorded { action: &req.action, resource: &req.resource, allowed: true, probing: false, clean };
+        self.guardrails.record(&agent.id, learned, now);
         d.outcome = Outcome::Allow;
         d.code = DecisionCode::Allow;
         d.reasons = vec![format!("allowed by policy {}", d.policies.join(", "))];
         d
+    }
+
+    /// The graduated response to the agent's trust, for a request the policy allows:
+    /// throttle it, hold it for the owner's approval (unless this is the approved retry),
+    /// or revoke its warrant or task. Writes the outcome into `d` and returns true when
+    /// the request is not to be allowed.
+    async fn respond(
+        &self,
+        d: &mut Decision,
+        plan: &Planned,
+        req: &AuthorizeRequest,
+        admitted: &Admitted,
+        now: UnixTime,
+    ) -> bool {
+        let claims = &admitted.warrant.claims;
+        let why = format!("guardrails: {}", plan.shown.why);
+        match plan.act {
+            None | Some(Level::Observe) => false,
+            Some(Level::Throttle) => match self.guardrails.throttle(&admitted.warrant.chain, plan.throttle, now) {
+                Ok(()) => false,
+                Err(limited) => {
+                    d.code = DecisionCode::RateLimited;
+                    d.reasons = vec![format!("{why}: {}; retry in {} s", limited.reason, limited.retry_after)];
+                    d.retry_after = Some(limited.retry_after);
+                    true
+                }
+            },
+            Some(Level::Approval) if admitted.approval.is_some() => false,
+            Some(Level::Approval) => {
+                match self.approvals.open(Approver::Owner, req, claims, &admitted.agent, &d.policies, now).await {
+                    Ok(approval) => {
+                        d.outcome = Outcome::Pending;
+                        d.code = DecisionCode::ApprovalRequired;
+                        d.reasons = vec![format!(
+                            "{why}: the owner `{}` must approve: retry with approval_id `{}` once approved",
+                            approval.approver, approval.id
+                        )];
+                        d.approval_id = Some(approval.id.to_string());
+                    }
+                    Err(reason) => {
+                        d.code = DecisionCode::Approval;
+                        d.reasons = vec![reason];
+                    }
+                }
+                true
+            }
+            Some(Level::RevokeWarrant) => {
+                let note = self.guardrails.contain(RevocationKind::Warrant, claims.jti.as_str(), why).await;
+                d.code = DecisionCode::Revoked;
+                d.reasons = vec![note];
+                true
+            }
+            Some(Level::RevokeTask) => {
+                let note = self.guardrails.contain(RevocationKind::Task, claims.task.id.as_str(), why).await;
+                d.code = DecisionCode::Revoked;
+                d.reasons = vec![note];
+                true
+            }
+            // Quarantine is carried out before Cedar (the agent is untrusted); anything
+            // else unknown denies.
+            Some(_) => {
+                d.code = DecisionCode::Quarantine;
+                d.reasons = vec![why];
+                true
+            }
+        }
     }
 }

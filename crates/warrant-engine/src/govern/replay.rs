@@ -53,6 +53,7 @@ impl Recorded {
             trust: self.trust,
             anomaly: &self.anomaly,
             approved: self.approved,
+            history: None,
         }
     }
 

@@ -23,9 +23,10 @@ use serde::{Deserialize, Serialize};
 use warrant_core::guard::baseline::{Baseline, BaselineConfig};
 use warrant_core::guard::budget::{Budget, Charge, ChargeError, Ledger};
 use warrant_core::guard::rate::{Gcra, RateLimit};
+use warrant_core::guard::response::{rule_for, GuardResponse, LabelRule, Level, ResponseConfig};
 use warrant_core::guard::signal::Signal;
 use warrant_core::guard::trust::{Trust, TrustConfig};
-use warrant_core::{AgentId, HumanId, TaskId, UnixTime, WarrantId};
+use warrant_core::{Agent, AgentId, HumanId, TaskId, UnixTime, WarrantId};
 use warrant_store::{Store, StoreError};
 
 use crate::events::EventBus;
@@ -61,6 +62,12 @@ pub struct GuardConfig {
     pub flush_interval: Duration,
     /// The response to probing denies: the warrant, then the task, then the agent.
     pub escalation: warrant_core::guard::escalation::EscalationConfig,
+    /// The graduated response to falling trust. Its quarantine threshold is
+    /// `trust.quarantine_below` (copied in when the guardrails load).
+    pub response: ResponseConfig,
+    /// Thresholds and shadow levels of their own for agents carrying a label; the first
+    /// rule whose label an agent carries applies.
+    pub response_labels: Vec<LabelRule>,
 }
 
 impl Default for GuardConfig {
@@ -77,6 +84,8 @@ impl Default for GuardConfig {
             approval_use_within: 300,
             flush_interval: Duration::from_secs(5),
             escalation: warrant_core::guard::escalation::EscalationConfig::default(),
+            response: ResponseConfig::default(),
+            response_labels: Vec::new(),
         }
     }
 }
@@ -94,6 +103,12 @@ pub struct AgentGuard {
     /// Its probing denies per warrant and task, and what was revoked for them.
     #[serde(default)]
     pub ladder: warrant_core::guard::escalation::Ladder,
+    /// The last responses chosen for it, newest last (at most [`RECENT_SIGNALS`]).
+    #[serde(default)]
+    pub responses: Vec<(UnixTime, GuardResponse)>,
+    /// Its recent allowed activity, counted while a policy reads `context.history`.
+    #[serde(default)]
+    pub history: warrant_core::guard::history::History,
 }
 
 impl AgentGuard {
@@ -104,12 +119,41 @@ impl AgentGuard {
             trust: Trust::new(&config.trust, now),
             recent: Vec::new(),
             ladder: Default::default(),
+            responses: Vec::new(),
+            history: Default::default(),
         }
     }
 }
 
-/// How many recent signals are kept per agent, for review.
+/// How many recent signals (and responses) are kept per agent, for review.
 pub const RECENT_SIGNALS: usize = 20;
+
+/// A decided request, as the guardrails learn from it.
+#[derive(Debug, Clone, Copy)]
+pub struct Recorded<'a> {
+    /// Its action.
+    pub action: &'a str,
+    /// Its resource.
+    pub resource: &'a str,
+    /// Whether it was allowed.
+    pub allowed: bool,
+    /// Whether it was refused by the scope or the policy (probing).
+    pub probing: bool,
+    /// Whether it raised no signal (an allowed clean request earns trust back).
+    pub clean: bool,
+}
+
+/// What the graduated response chose for a request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Planned {
+    /// The most severe level the trust is below, as recorded (in shadow mode, what would
+    /// have happened).
+    pub shown: GuardResponse,
+    /// The most severe level that is carried out, if any.
+    pub act: Option<Level>,
+    /// The rate a throttled agent is held to.
+    pub throttle: RateLimit,
+}
 
 /// What the guardrails saw in a request before the policy decided.
 #[derive(Debug, Clone, Default)]
@@ -128,6 +172,8 @@ enum RateKey {
     Agent(AgentId),
     Task(TaskId),
     Human(HumanId),
+    /// The throttle of an agent the graduated response holds back.
+    Throttle(AgentId),
 }
 
 /// A rate limit was reached.
@@ -171,11 +217,12 @@ impl Guardrails {
     /// Loads baselines, trust, live budgets and what they have spent.
     pub(crate) async fn load(
         store: Arc<dyn Store>,
-        config: GuardConfig,
+        mut config: GuardConfig,
         now: UnixTime,
         events: Arc<EventBus>,
         revocation: Arc<Revocation>,
     ) -> Result<Self, StoreError> {
+        config.response.thresholds.quarantine_below = config.trust.quarantine_below;
         let mut agents = HashMap::new();
         for (id, state) in store.guard_states().await? {
             match serde_json::from_str::<AgentGuard>(&state) {
@@ -217,7 +264,8 @@ impl Guardrails {
         Some(f(&mut slot.guard))
     }
 
-    fn penalise(&self, guard: &mut AgentGuard, signals: &[Signal], now: UnixTime) -> f64 {
+    fn penalise(&self, guard: &mut AgentGuard, signals: &mut [Signal], now: UnixTime) -> f64 {
+        Trust::price(&self.config.trust, signals);
         guard.trust = guard.trust.penalise(&self.config.trust, signals, now);
         for s in signals {
             guard.recent.push((now, s.clone()));
@@ -235,8 +283,8 @@ impl Guardrails {
         }
         let cfg = &self.config.baseline;
         let assessed = self.with_agent(agent, now, |g| {
-            let signals = g.baseline.assess(cfg, action, resource, now);
-            let trust = self.penalise(g, &signals, now);
+            let mut signals = g.baseline.assess(cfg, action, resource, now);
+            let trust = self.penalise(g, &mut signals, now);
             (signals, trust)
         });
         // A poisoned lock is a failure on the decision path: report no trust at all,
@@ -246,27 +294,136 @@ impl Guardrails {
         Assessment { signals, trust, kinds }
     }
 
-    /// Once the decision is known: learns from an allow, counts a probing deny.
-    /// Returns the new signals and the trust after them.
-    pub fn record(
-        &self,
-        agent: &AgentId,
-        action: &str,
-        resource: &str,
-        allowed: bool,
-        probing: bool,
-        now: UnixTime,
-    ) -> (Vec<Signal>, f64) {
+    /// Once the decision is known: learns from an allow (and a `clean` one, that raised
+    /// no signal, earns trust back), counts a probing deny. Returns the new signals and
+    /// the trust after them.
+    pub fn record(&self, agent: &AgentId, request: Recorded<'_>, now: UnixTime) -> (Vec<Signal>, f64) {
         if !self.config.enabled {
             return (Vec::new(), 1.0);
         }
         let cfg = &self.config.baseline;
+        let Recorded { action, resource, allowed, probing, clean } = request;
         self.with_agent(agent, now, |g| {
-            let signals = g.baseline.record(cfg, action, resource, allowed, probing, now);
-            let trust = self.penalise(g, &signals, now);
+            let mut signals = g.baseline.record(cfg, action, resource, allowed, probing, now);
+            if allowed && clean {
+                g.trust = g.trust.clean(&self.config.trust, now);
+            }
+            let trust = self.penalise(g, &mut signals, now);
             (signals, trust)
         })
         .unwrap_or_default()
+    }
+
+    /// What a policy sees of `agent`'s recent activity for a request of `action` on
+    /// `resource` in `task` at `now`. Nothing known (a poisoned lock) reads as no activity.
+    pub fn history_view(
+        &self,
+        agent: &AgentId,
+        action: &str,
+        resource: &str,
+        task: &TaskId,
+        now: UnixTime,
+    ) -> warrant_core::guard::history::HistoryView {
+        let prefix = warrant_core::guard::baseline::resource_prefix(resource);
+        let Ok(map) = self.agents.lock() else { return Default::default() };
+        map.get(agent).map(|s| s.guard.history.view(action, prefix, task.as_str(), now)).unwrap_or_default()
+    }
+
+    /// Counts an allowed request in `agent`'s recent activity (with the integer fields of
+    /// its telemetry summed per action).
+    pub fn record_history(
+        &self,
+        agent: &AgentId,
+        req: &crate::request::AuthorizeRequest,
+        task: &TaskId,
+        now: UnixTime,
+    ) {
+        let prefix = warrant_core::guard::baseline::resource_prefix(&req.resource);
+        let fields: Vec<(&str, i64)> = req
+            .context
+            .as_ref()
+            .and_then(serde_json::Value::as_object)
+            .map(|o| o.iter().filter_map(|(k, v)| v.as_i64().map(|n| (k.as_str(), n))).collect())
+            .unwrap_or_default();
+        let _ = self.with_agent(agent, now, |g| g.history.record(&req.action, prefix, task.as_str(), &fields, now));
+    }
+
+    /// The owner of `agent` announced a deploy of `version` at `now`: for the deploy grace
+    /// period, its new actions and resource prefixes that are not sensitive cost no trust.
+    pub fn announce_deploy(&self, agent: &AgentId, version: &str, now: UnixTime) {
+        let cfg = &self.config.baseline;
+        let _ = self.with_agent(agent, now, |g| g.baseline.announce_deploy(cfg, version, now));
+    }
+
+    /// The graduated response settings that apply to `agent` (its label's, if a rule
+    /// names one of its labels).
+    pub fn response_config(&self, agent: &Agent) -> std::borrow::Cow<'_, ResponseConfig> {
+        match rule_for(&self.config.response_labels, &agent.labels) {
+            Some(rule) => std::borrow::Cow::Owned(self.config.response.with(rule)),
+            None => std::borrow::Cow::Borrowed(&self.config.response),
+        }
+    }
+
+    /// The response the graduated response chooses for `agent` at `trust`, with guardrails
+    /// on: the most severe level it is below (recorded, enforced or in shadow mode), and
+    /// the most severe level that is carried out. Quarantine is carried out only with
+    /// automatic quarantine on.
+    pub fn plan(&self, agent: &Agent, trust: f64) -> Option<Planned> {
+        if !self.config.enabled {
+            return None;
+        }
+        let cfg = self.response_config(agent);
+        let mut shown = cfg.respond(trust)?;
+        let carried = |l: Level| !cfg.shadow.contains(&l);
+        shown.enforced = carried(shown.level) && (shown.level != Level::Quarantine || self.config.auto_quarantine);
+        let act = Level::ALL.into_iter().rev().find(|&l| trust < cfg.thresholds.of(l) && carried(l));
+        Some(Planned { shown, act, throttle: cfg.throttle })
+    }
+
+    /// Notes a response chosen for `agent` in its guard state (for `warrant agent trust`)
+    /// and publishes it as a `response` event, unless the last one noted was the same
+    /// level, as carried out, less than a minute ago (an agent that stays below a
+    /// threshold is noted once a minute, not at every request).
+    pub fn note_response(&self, agent: &AgentId, response: &GuardResponse, now: UnixTime) {
+        let noted = self.with_agent(agent, now, |g| {
+            let repeat = g.responses.last().is_some_and(|(at, last)| {
+                last.level == response.level && last.enforced == response.enforced && at.until(now) < 60
+            });
+            if !repeat {
+                g.responses.push((now, response.clone()));
+                let excess = g.responses.len().saturating_sub(RECENT_SIGNALS);
+                g.responses.drain(..excess);
+            }
+            !repeat
+        });
+        if noted == Some(true) {
+            self.events.publish_with(crate::events::EventKind::Response, now, Some(agent), || {
+                serde_json::to_value(response).unwrap_or_default()
+            });
+        }
+    }
+
+    /// Holds a throttled agent to `limit`, over its whole subtree (`chain`).
+    pub fn throttle(&self, chain: &[AgentId], limit: RateLimit, now: UnixTime) -> Result<(), RateLimited> {
+        let Ok(mut rates) = self.rates.lock() else {
+            return Err(RateLimited { reason: "the rate limiter is unavailable".into(), retry_after: 1 });
+        };
+        let mut next = Vec::with_capacity(chain.len());
+        for agent in chain {
+            let key = RateKey::Throttle(agent.clone());
+            let state = rates.get(&key).copied().unwrap_or_default();
+            match state.check(limit, now) {
+                Ok(s) => next.push((key, s)),
+                Err(retry_after) => {
+                    return Err(RateLimited {
+                        reason: format!("agent `{agent}` is throttled to {limit} while its trust is low"),
+                        retry_after,
+                    })
+                }
+            }
+        }
+        rates.extend(next);
+        Ok(())
     }
 
     /// A delegation made by `agent`: its fan-out. Returns the signals and trust.
@@ -276,8 +433,8 @@ impl Guardrails {
         }
         let cfg = &self.config.baseline;
         self.with_agent(agent, now, |g| {
-            let signals = g.baseline.record_delegation(cfg, now);
-            let trust = self.penalise(g, &signals, now);
+            let mut signals = g.baseline.record_delegation(cfg, now);
+            let trust = self.penalise(g, &mut signals, now);
             (signals, trust)
         })
         .unwrap_or_default()
@@ -291,6 +448,7 @@ impl Guardrails {
         agent: &AgentId,
         warrant: &warrant_core::WarrantId,
         task: &warrant_core::TaskId,
+        request: u64,
         expires: UnixTime,
         now: UnixTime,
     ) -> warrant_core::guard::escalation::Response {
@@ -299,7 +457,8 @@ impl Guardrails {
             return Response::None;
         }
         let cfg = &self.config.escalation;
-        self.with_agent(agent, now, |g| g.ladder.probe(cfg, warrant, task, expires, now)).unwrap_or(Response::None)
+        self.with_agent(agent, now, |g| g.ladder.probe(cfg, warrant, task, request, expires, now))
+            .unwrap_or(Response::None)
     }
 
     /// Whether `trust` is below the quarantine threshold.
@@ -370,6 +529,7 @@ impl Guardrails {
                         RateKey::Agent(a) => format!("agent `{a}` (with its sub-agents)"),
                         RateKey::Task(t) => format!("task `{t}`"),
                         RateKey::Human(h) => format!("everything on behalf of `{h}`"),
+                        RateKey::Throttle(a) => format!("agent `{a}` (throttled)"),
                     };
                     return Err(RateLimited { reason: format!("rate limit {limit} reached for {what}"), retry_after });
                 }

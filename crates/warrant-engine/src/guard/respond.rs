@@ -4,12 +4,14 @@
 //! quarantine events. Each response returns what it did; the caller (the decision
 //! pipeline's settle stage, the issuer) writes it into its own answer.
 
+use warrant_core::guard::baseline::request_key;
 use warrant_core::guard::escalation::Response;
+use warrant_core::guard::response::{GuardResponse, Level};
 use warrant_core::guard::signal::Signal;
 use warrant_core::{AgentId, UnixTime, WarrantClaims};
 use warrant_store::RevocationKind;
 
-use super::Guardrails;
+use super::{Guardrails, Recorded};
 use crate::events::EventKind;
 
 /// What a quarantine did.
@@ -35,6 +37,8 @@ pub struct Probed {
     pub quarantine: Option<Quarantine>,
     /// The containment it led to (a warrant or task revoked), in words.
     pub contained: Option<String>,
+    /// The response it led to (the warrant or the task revoked, the agent quarantined).
+    pub response: Option<GuardResponse>,
 }
 
 /// Why trust-based quarantine happened, in words.
@@ -64,6 +68,17 @@ impl Guardrails {
         }
         // A revocation reason holds at most 500 characters.
         let reason: String = format!("quarantined: {why}").chars().take(500).collect();
+        self.note_response(
+            agent,
+            &GuardResponse {
+                level: Level::Quarantine,
+                enforced: true,
+                trust: trust.unwrap_or(0.0),
+                threshold: self.config.trust.quarantine_below,
+                why: why.clone(),
+            },
+            now,
+        );
         let note = match self.revocation.revoke(RevocationKind::Agent, agent.as_str(), &reason).await {
             Ok(revoked) => {
                 tracing::warn!(agent = %agent, warrants = revoked.revoked_warrants, %why, "quarantined an agent");
@@ -101,38 +116,56 @@ impl Guardrails {
         earlier: &[Signal],
         now: UnixTime,
     ) -> Probed {
-        let (signals, trust) = self.record(agent, action, resource, false, true, now);
+        let recorded = Recorded { action, resource, allowed: false, probing: true, clean: false };
+        let (signals, trust) = self.record(agent, recorded, now);
         self.publish_signals(agent, &signals, now);
-        let mut probed = Probed { signals, trust, quarantine: None, contained: None };
+        let mut probed = Probed { signals, trust, quarantine: None, contained: None, response: None };
+        let responded = |level: Level, why: &str| GuardResponse {
+            level,
+            enforced: true,
+            trust,
+            threshold: self.config.trust.quarantine_below,
+            why: why.to_owned(),
+        };
         if self.below_threshold(trust) {
             let all: Vec<Signal> = earlier.iter().chain(&probed.signals).cloned().collect();
             let why = quarantine_reason(trust, &all);
+            probed.response = Some(responded(Level::Quarantine, &why));
             probed.quarantine = Some(self.quarantine(agent, why, Some(trust), &all, now).await);
             return probed;
         }
-        match self.escalate(agent, &claims.jti, &claims.task.id, claims.exp, now) {
+        let request = request_key(action, resource);
+        let (level, why) = match self.escalate(agent, &claims.jti, &claims.task.id, request, claims.exp, now) {
             Response::RevokeWarrant { denies } => {
-                let why =
-                    format!("probing: {denies} requests with this warrant were refused by its scope or the policy");
-                probed.contained = Some(self.contain(RevocationKind::Warrant, claims.jti.as_str(), why).await);
+                let why = format!(
+                    "probing: {denies} distinct requests with this warrant were refused by its scope or the policy"
+                );
+                probed.contained = Some(self.contain(RevocationKind::Warrant, claims.jti.as_str(), why.clone()).await);
+                (Level::RevokeWarrant, why)
             }
             Response::RevokeTask { warrants } => {
                 let why = format!("probing: {warrants} warrants of this task were revoked for probing");
-                probed.contained = Some(self.contain(RevocationKind::Task, claims.task.id.as_str(), why).await);
+                probed.contained = Some(self.contain(RevocationKind::Task, claims.task.id.as_str(), why.clone()).await);
+                (Level::RevokeTask, why)
             }
             Response::QuarantineAgent { tasks } => {
                 let why = format!("{tasks} of its tasks were revoked for probing");
                 let all: Vec<Signal> = earlier.iter().chain(&probed.signals).cloned().collect();
-                probed.quarantine = Some(self.quarantine(agent, why, Some(trust), &all, now).await);
+                probed.quarantine = Some(self.quarantine(agent, why.clone(), Some(trust), &all, now).await);
+                probed.response = Some(GuardResponse { threshold: 0.0, ..responded(Level::Quarantine, &why) });
+                return probed;
             }
-            _ => {}
-        }
+            _ => return probed,
+        };
+        let response = GuardResponse { threshold: 0.0, ..responded(level, &why) };
+        self.note_response(agent, &response, now);
+        probed.response = Some(response);
         probed
     }
 
-    /// Revokes a warrant or a task as the response to probing, before the decision that
-    /// triggered it is answered. Returns what to tell the caller.
-    async fn contain(&self, kind: RevocationKind, id: &str, why: String) -> String {
+    /// Revokes a warrant or a task as the response to probing or to falling trust, before
+    /// the decision that triggered it is answered. Returns what to tell the caller.
+    pub(crate) async fn contain(&self, kind: RevocationKind, id: &str, why: String) -> String {
         match self.revocation.revoke(kind, id, &why).await {
             Ok(revoked) => {
                 tracing::warn!(kind = kind.as_str(), id, warrants = revoked.revoked_warrants, %why, "contained probing");

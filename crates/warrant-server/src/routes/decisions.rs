@@ -71,6 +71,9 @@ pub struct DecisionView {
     /// Set when this decision quarantined the agent: why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quarantined: Option<String>,
+    /// The guardrails' graduated response to the agent's trust, when one applied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response: Option<ResponseView>,
 }
 
 /// One anomaly signal.
@@ -80,6 +83,38 @@ pub struct SignalView {
     pub kind: &'static str,
     /// Why, in words.
     pub detail: String,
+    /// The baseline figures that triggered it (`observed`, `usual`, `threshold`,
+    /// `window_secs`, `allowed`, `known`, `recent_novel`, `sensitive`, `deploy`, `cost`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub figures: Option<Box<warrant_core::guard::signal::Figures>>,
+}
+
+/// A graduated response the guardrails chose.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResponseView {
+    /// `observe`, `throttle`, `approval`, `revoke_warrant`, `revoke_task` or `quarantine`.
+    pub level: &'static str,
+    /// Whether it was carried out (`false`: shadow mode, recorded only).
+    pub enforced: bool,
+    /// The trust that led to it.
+    pub trust: f64,
+    /// The threshold the trust was below.
+    pub threshold: f64,
+    /// Why, in words.
+    pub why: String,
+}
+
+impl From<warrant_core::guard::response::GuardResponse> for ResponseView {
+    fn from(r: warrant_core::guard::response::GuardResponse) -> Self {
+        ResponseView {
+            level: r.level.as_str(),
+            enforced: r.enforced,
+            trust: r.trust,
+            threshold: r.threshold,
+            why: r.why,
+        }
+    }
 }
 
 impl From<Decision> for DecisionView {
@@ -94,8 +129,13 @@ impl From<Decision> for DecisionView {
             approval_id: d.approval_id,
             retry_after: d.retry_after,
             trust: d.trust.map(|t| (t * 1000.0).round() / 1000.0),
-            signals: d.signals.into_iter().map(|s| SignalView { kind: s.kind.as_str(), detail: s.detail }).collect(),
+            signals: d
+                .signals
+                .into_iter()
+                .map(|s| SignalView { kind: s.kind.as_str(), detail: s.detail, figures: s.figures })
+                .collect(),
             quarantined: d.quarantined,
+            response: d.response.map(ResponseView::from),
         }
     }
 }

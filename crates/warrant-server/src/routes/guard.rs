@@ -16,7 +16,7 @@ use warrant_engine::events::EventKind;
 
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{ApproverAuth, Path, Query, Viewer};
+use crate::extract::{ApproverAuth, Json, Operator, Path, Query, Viewer};
 
 /// An approval.
 #[derive(Debug, Serialize, ToSchema)]
@@ -210,6 +210,13 @@ pub struct TrustView {
     pub trust: f64,
     /// Below this it is quarantined.
     pub quarantine_below: f64,
+    /// The graduated response's thresholds that apply to it (its label's, if a rule names
+    /// one of its labels): `observe_below`, `throttle_below`, `approval_below`,
+    /// `revoke_warrant_below`, `revoke_task_below`, `quarantine_below`.
+    #[schema(value_type = Object)]
+    pub thresholds: warrant_core::guard::response::Thresholds,
+    /// Levels only recorded for it (shadow mode).
+    pub shadow: Vec<&'static str>,
     /// Whether its baseline is still learning (no novelty or rate signals yet).
     pub learning: bool,
     /// Allowed decisions learned from.
@@ -220,15 +227,51 @@ pub struct TrustView {
     /// Distinct resource prefixes it has been allowed, with counts.
     #[schema(value_type = Object)]
     pub prefixes: serde_json::Value,
-    /// Its usual requests per rate window (moving mean).
+    /// Its usual requests per rate window, over every window (moving mean).
     pub rate_mean: f64,
-    /// The last signals it raised, oldest first: `{at, kind, detail}`.
-    #[schema(value_type = Vec<Object>)]
-    pub recent_signals: Vec<serde_json::Value>,
+    /// Its usual requests per rate window when it is active.
+    pub rate_active_mean: f64,
+    /// The usual gap between its bursts of activity, in seconds, once it has had a few
+    /// (the period of a periodic job).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub period_secs: Option<f64>,
+    /// The deploy announced for it whose grace period still holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub deploy: Option<warrant_core::guard::baseline::Deploy>,
+    /// The last signals it raised, oldest first, with the figures that triggered them.
+    pub recent_signals: Vec<SignalAt>,
+    /// The last responses chosen for it, oldest first.
+    pub recent_responses: Vec<ResponseAt>,
 }
 
-/// Shows an agent's trust score, baseline and recent anomaly signals (for review before
-/// resuming a quarantined agent).
+/// A signal an agent raised, when.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SignalAt {
+    /// When (seconds since the epoch).
+    pub at: i64,
+    /// Its kind.
+    pub kind: &'static str,
+    /// Why, in words.
+    pub detail: String,
+    /// The baseline figures that triggered it, and what it cost (`cost`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub figures: Option<Box<warrant_core::guard::signal::Figures>>,
+}
+
+/// A response the guardrails chose for an agent, when.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResponseAt {
+    /// When (seconds since the epoch).
+    pub at: i64,
+    /// The response.
+    #[serde(flatten)]
+    pub response: crate::routes::decisions::ResponseView,
+}
+
+/// Shows an agent's trust score, baseline, recent anomaly signals with their figures and
+/// the responses chosen for it (for review before resuming a quarantined agent).
 #[utoipa::path(get, path = "/v1/agents/{id}/trust", tag = "agents", security(("admin" = [])),
     params(("id" = String, Path, description = "agent id")),
     responses((status = 200, body = TrustView), (status = 404, body = ErrorBody)))]
@@ -241,23 +284,79 @@ pub async fn trust(
     let now = state.engine.now();
     let guard = state.engine.guardrails();
     let cfg = guard.config();
+    let response = guard.response_config(&agent);
     let g = guard.agent_or_new(&agent.id, now);
+    let rate = &g.baseline.rate;
     let view = TrustView {
         agent: agent.id.to_string(),
         trust: g.trust.current(&cfg.trust, now),
-        quarantine_below: cfg.trust.quarantine_below,
+        quarantine_below: response.thresholds.quarantine_below,
+        thresholds: response.thresholds,
+        shadow: response.shadow.iter().map(|l| l.as_str()).collect(),
         learning: g.baseline.learning(&cfg.baseline, now),
         allowed: g.baseline.allowed,
         actions: serde_json::json!(g.baseline.actions),
         prefixes: serde_json::json!(g.baseline.prefixes),
-        rate_mean: g.baseline.rate.mean,
+        rate_mean: rate.mean,
+        rate_active_mean: rate.active.mean,
+        period_secs: (rate.gap.n >= warrant_core::guard::baseline::MIN_WINDOWS).then_some(rate.gap.mean),
+        deploy: g.baseline.deploy_at(now).cloned(),
         recent_signals: g
             .recent
             .iter()
-            .map(|(at, s)| serde_json::json!({"at": at, "kind": s.kind.as_str(), "detail": s.detail}))
+            .map(|(at, s)| SignalAt {
+                at: at.secs(),
+                kind: s.kind.as_str(),
+                detail: s.detail.clone(),
+                figures: s.figures.clone(),
+            })
+            .collect(),
+        recent_responses: g
+            .responses
+            .iter()
+            .map(|(at, r)| ResponseAt { at: at.secs(), response: r.clone().into() })
             .collect(),
     };
     Ok(JsonOut(view))
+}
+
+/// A deploy of an agent, announced by its owner's side (a release pipeline, an operator).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeployBody {
+    /// What was deployed: a version, a tag (1 to 100 characters).
+    pub version: String,
+}
+
+/// An announced deploy.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeployView {
+    /// The agent.
+    pub agent: String,
+    /// What was deployed.
+    pub version: String,
+    /// Until when its new tools and resources are expected (seconds since the epoch).
+    pub until: i64,
+}
+
+/// Announces a deploy of an agent: for the deploy grace period (a day by default), the new
+/// actions and resource prefixes it starts to use are expected, and cost it no trust
+/// unless they are sensitive. Audited as `agent.deploy`.
+#[utoipa::path(post, path = "/v1/agents/{id}/deploys", tag = "agents", security(("admin" = [])), request_body = DeployBody,
+    params(("id" = String, Path, description = "agent id")),
+    responses((status = 200, body = DeployView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn deploy(
+    who: Operator,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Json(body): Json<DeployBody>,
+) -> Result<JsonOut<DeployView>, ApiError> {
+    let (agent, until) = state.engine.registry().announce_deploy(&id, &body.version, who.by()).await?;
+    Ok(JsonOut(DeployView {
+        agent: agent.id.to_string(),
+        version: body.version.trim().to_owned(),
+        until: until.secs(),
+    }))
 }
 
 /// Which events to stream.
@@ -267,7 +366,7 @@ pub struct EventQuery {
     /// Only events about this agent.
     pub agent: Option<String>,
     /// Only these kinds, comma-separated: `decision`, `anomaly`, `quarantine`,
-    /// `approval`, `revocation`, `finding`.
+    /// `approval`, `revocation`, `finding`, `response`.
     pub kind: Option<String>,
 }
 

@@ -825,3 +825,37 @@ async fn probing_is_contained_at_the_warrant_then_the_task_then_the_agent() {
     assert_eq!(agent.ok()["status"], "suspended", "{}", agent.text);
     assert_deny(&s.authorize(&other_task, "crm.read", "customers/7", Value::Null).await, "revoked");
 }
+
+#[tokio::test]
+async fn a_deploy_is_announced_audited_and_shown_with_the_agents_trust() {
+    let s = Server::start_with(fast()).await;
+    let c = s.chain(WIDE, WIDE, 1, "answer tickets").await;
+    let agent = &c.agents[0].id;
+    let path = format!("/v1/agents/{agent}/deploys");
+    // Only an operator (or the admin token) announces.
+    let anonymous = s.send(s.http.post(s.url(&path)).json(&json!({"version": "v2"}))).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED, "{}", anonymous.text);
+    for bad in [json!({"version": ""}), json!({"version": "x".repeat(101)}), json!({"version": "v2", "extra": 1})] {
+        let r = s.admin_post(&path, &bad).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.text);
+    }
+    let unknown = s.admin_post("/v1/agents/agt_nobody/deploys", &json!({"version": "v2"})).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.text);
+
+    let announced = s.admin_post(&path, &json!({"version": " v2.3.0 "})).await.ok().clone();
+    assert_eq!(announced["version"], "v2.3.0");
+    assert_eq!(announced["agent"], json!(agent));
+    let view = trust_view(&s, agent).await;
+    assert_eq!(view["deploy"]["version"], "v2.3.0", "{view}");
+    assert_eq!(view["deploy"]["until"], announced["until"], "{view}");
+    assert_eq!(view["thresholds"]["approval_below"], json!(0.45), "{view}");
+    assert!(view["recent_responses"].as_array().unwrap().is_empty(), "{view}");
+    let audit = s.admin_get(&format!("/v1/audit?agent={agent}&kind=registry")).await.ok().clone();
+    let record = audit["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["details"]["op"] == "agent.deploy")
+        .unwrap_or_else(|| panic!("no agent.deploy record in {audit}"));
+    assert_eq!(record["details"]["change"]["version"], "v2.3.0", "{record}");
+}
