@@ -124,6 +124,7 @@ fuzz_target!(|data: &[u8]| {
                 trust: 80,
                 anomaly: &["novel_action"],
                 approved,
+                history: None,
             };
             let sliced = compiled.evaluate(&input);
             let whole = compiled.evaluate_whole(&input);
