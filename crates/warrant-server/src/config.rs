@@ -36,6 +36,7 @@ pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 /// probe_warrant_denies = 5    # probing denies with one warrant that revoke it (0: off)
 /// probe_task_warrants = 2     # warrants of a task revoked for probing that revoke the task
 /// probe_agent_tasks = 2       # tasks revoked for probing that quarantine the agent
+/// probe_window_secs = 3600    # only a warrant's probing denies of the last hour count
 /// sensitive_actions = ["*.delete", "*.export", "*.admin", "payments.*", "iam.*"]
 /// deploy_grace_secs = 86400   # an announced deploy's new tools are expected this long
 /// novelty_window_secs = 3600  # the n-th novel request within this weighs n times
@@ -87,6 +88,8 @@ pub struct GuardFile {
     pub probe_task_warrants: Option<u32>,
     /// Tasks revoked for probing that quarantine the agent (0: never).
     pub probe_agent_tasks: Option<u32>,
+    /// Seconds within which a warrant's probing denies count towards its rung (0: all).
+    pub probe_window_secs: Option<i64>,
     /// Sensitive action patterns: a novelty on them weighs more, and a deploy does not
     /// explain it.
     pub sensitive_actions: Option<Vec<String>>,
@@ -269,6 +272,12 @@ impl GuardFile {
         e.warrant_denies = self.probe_warrant_denies.unwrap_or(e.warrant_denies);
         e.task_warrants = self.probe_task_warrants.unwrap_or(e.task_warrants);
         e.agent_tasks = self.probe_agent_tasks.unwrap_or(e.agent_tasks);
+        if let Some(w) = self.probe_window_secs {
+            if w < 0 {
+                return Err(ConfigError::Invalid("`guard.probe_window_secs` must not be negative".into()));
+            }
+            e.window_secs = w;
+        }
         let b = &mut g.baseline;
         if let Some(sensitive) = &self.sensitive_actions {
             b.sensitive = sensitive.clone();

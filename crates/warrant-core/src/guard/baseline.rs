@@ -263,6 +263,10 @@ pub struct WindowRate {
     /// When the last active window started.
     #[serde(default)]
     pub last_active: Option<UnixTime>,
+    /// In a window already flagged, the count at which it is flagged again (for rates
+    /// that flag at every doubling); 0 when not flagged.
+    #[serde(default)]
+    pub again_at: u64,
 }
 
 /// An exponentially weighted moving mean and variance of a series.
@@ -312,6 +316,7 @@ impl WindowRate {
             active: Moving::default(),
             gap: Moving::default(),
             last_active: None,
+            again_at: 0,
         }
     }
 
@@ -364,6 +369,7 @@ impl WindowRate {
         self.window_start = self.window_start.plus(closed.saturating_mul(w));
         self.count = 0;
         self.flagged = false;
+        self.again_at = 0;
     }
 
     /// The count above which the window being filled is a spike: the usual count of an
@@ -388,8 +394,22 @@ impl WindowRate {
         let spike = self.count as f64 > self.threshold(cfg);
         if spike {
             self.flagged = true;
+            self.again_at = self.count.saturating_mul(2);
         }
         spike
+    }
+
+    /// Like [`add`](Self::add), and in a window already flagged, flags it again each time
+    /// its count doubles: a burst ten times the threshold is several signals, not one.
+    pub fn add_doubling(&mut self, cfg: &BaselineConfig, min: u64, now: UnixTime) -> bool {
+        if self.add(cfg, min, now) {
+            return true;
+        }
+        if self.flagged && self.again_at > 0 && self.count >= self.again_at {
+            self.again_at = self.count.saturating_mul(2);
+            return true;
+        }
+        false
     }
 }
 
@@ -551,24 +571,15 @@ impl Baseline {
                 (None, Some(n)) if n > 1 => format!(" ({n} novel requests in {} s)", cfg.novelty_window_secs),
                 _ => String::new(),
             };
-            if novel_action {
+            let novelties = [
+                (novel_action, SignalKind::NovelAction, "action", action, self.actions.len()),
+                (novel_prefix, SignalKind::NovelResource, "resource prefix", prefix, self.prefixes.len()),
+            ];
+            for (_, kind, what, key, known) in novelties.into_iter().filter(|n| n.0) {
                 signals.push(
-                    Signal::new(
-                        SignalKind::NovelAction,
-                        format!("action `{action}` never seen in {allowed} allowed decisions{why}"),
-                    )
-                    .with(figures(self.actions.len()))
-                    .weighing(factor),
-                );
-            }
-            if novel_prefix {
-                signals.push(
-                    Signal::new(
-                        SignalKind::NovelResource,
-                        format!("resource prefix `{prefix}` never seen in {allowed} allowed decisions{why}"),
-                    )
-                    .with(figures(self.prefixes.len()))
-                    .weighing(factor),
+                    Signal::new(kind, format!("{what} `{key}` never seen in {allowed} allowed decisions{why}"))
+                        .with(figures(known))
+                        .weighing(factor),
                 );
             }
         }
@@ -653,10 +664,10 @@ impl Baseline {
 
     /// Records a delegation made by this agent (it held the parent warrant) in the
     /// fan-out window. Returns a [`DelegationBurst`](SignalKind::DelegationBurst) signal
-    /// the first time in a window that the count spikes (at least `burst_min`), never
-    /// while learning.
+    /// the first time in a window that the count spikes (at least `burst_min`), and again
+    /// each time the window's count doubles after that, never while learning.
     pub fn record_delegation(&mut self, cfg: &BaselineConfig, now: UnixTime) -> Vec<Signal> {
-        let spike = self.fanout.add(cfg, cfg.burst_min, now);
+        let spike = self.fanout.add_doubling(cfg, cfg.burst_min, now);
         if !spike || self.learning(cfg, now) {
             return Vec::new();
         }
@@ -970,8 +981,13 @@ mod tests {
         }
         let burst_at = t + 100;
         let signals: Vec<Signal> =
-            (0..12).flat_map(|i| b.record_delegation(&cfg, UnixTime(burst_at + i % 10))).collect();
+            (0..11).flat_map(|i| b.record_delegation(&cfg, UnixTime(burst_at + i % 10))).collect();
         assert_eq!(kinds(&signals), [SignalKind::DelegationBurst]);
+        // Twelve is twice the count it was flagged at: flagged again, and at 24, 48, ...
+        let again: Vec<Signal> =
+            (11..50).flat_map(|i| b.record_delegation(&cfg, UnixTime(burst_at + i % 10))).collect();
+        assert_eq!(again.len(), 3, "{again:?}");
+        assert!(again[0].detail.starts_with("12 delegations in 10s"), "{}", again[0].detail);
         // One a window when active: five is the threshold (1 + 4 sigmas), six is a burst.
         assert!(signals[0].detail.starts_with("6 delegations in 10s"), "{}", signals[0].detail);
 

@@ -30,11 +30,15 @@ pub struct EscalationConfig {
     pub task_warrants: u32,
     /// Tasks revoked for probing that quarantine the agent (0: never).
     pub agent_tasks: u32,
+    /// Only the probing denies of the last this many seconds count towards a warrant's
+    /// rung (0: every one since the warrant was issued): probing is many refusals close
+    /// together, not a few spread over a long-lived warrant's day.
+    pub window_secs: i64,
 }
 
 impl Default for EscalationConfig {
     fn default() -> Self {
-        EscalationConfig { warrant_denies: 5, task_warrants: 2, agent_tasks: 2 }
+        EscalationConfig { warrant_denies: 5, task_warrants: 2, agent_tasks: 2, window_secs: 3_600 }
     }
 }
 
@@ -74,9 +78,13 @@ pub struct Ladder {
     tasks: BTreeMap<TaskId, (u32, UnixTime)>,
     /// Tasks revoked for probing (an agent-level count; reset on resume).
     tasks_revoked: u32,
-    /// The request keys each warrant was refused for, so a retry is not counted again.
+    /// The request keys each warrant was refused for, and when, so a retry is not counted
+    /// again and old refusals leave the window.
     #[serde(default)]
-    seen: BTreeMap<WarrantId, Vec<u64>>,
+    seen: BTreeMap<WarrantId, Vec<(u64, UnixTime)>>,
+    /// The warrants the ladder already revoked.
+    #[serde(default)]
+    revoked: std::collections::BTreeSet<WarrantId>,
 }
 
 /// The most distinct refused requests remembered per warrant; beyond them every refusal
@@ -87,7 +95,8 @@ impl Ladder {
     /// Counts one probing deny of the request `request` (its
     /// [key](crate::guard::baseline::request_key)) by `warrant` (expiring at `expires`) of
     /// `task`, at `now`, and says how to respond. A request this warrant was already
-    /// refused for is a retry: it counts nothing.
+    /// refused for within the window is a retry: it counts nothing. A warrant is revoked
+    /// once, when its distinct refusals within the window reach the rung.
     pub fn probe(
         &mut self,
         cfg: &EscalationConfig,
@@ -99,18 +108,19 @@ impl Ladder {
     ) -> Response {
         self.forget_expired(now);
         let seen = self.seen.entry(warrant.clone()).or_default();
-        if seen.contains(&request) {
+        if cfg.window_secs > 0 {
+            let from = now.plus(-cfg.window_secs);
+            seen.retain(|(_, at)| *at > from);
+        }
+        if seen.iter().any(|(key, _)| *key == request) {
             return Response::None;
         }
         if seen.len() < MAX_SEEN {
-            seen.push(request);
+            seen.push((request, now));
         }
-        let denies = {
-            let entry = self.warrants.entry(warrant.clone()).or_insert((0, expires));
-            entry.0 = entry.0.saturating_add(1);
-            entry.0
-        };
-        if cfg.warrant_denies == 0 || denies != cfg.warrant_denies {
+        let denies = u32::try_from(seen.len()).unwrap_or(u32::MAX);
+        self.warrants.entry(warrant.clone()).or_insert((0, expires)).0 = denies;
+        if cfg.warrant_denies == 0 || denies < cfg.warrant_denies || !self.revoked.insert(warrant.clone()) {
             return Response::None;
         }
         let warrants = {
@@ -142,6 +152,7 @@ impl Ladder {
         }
         let warrants = &self.warrants;
         self.seen.retain(|w, _| warrants.contains_key(w));
+        self.revoked.retain(|w| warrants.contains_key(w));
         while self.tasks.len() >= MAX_ENTRIES {
             self.tasks.pop_first();
         }
@@ -238,6 +249,24 @@ mod tests {
             assert_eq!(l.probe(&cfg, &w(1), &t(1), 100 + k, EXP, NOW), Response::None);
         }
         assert_eq!(l.probe(&cfg, &w(1), &t(1), 200, EXP, NOW), Response::RevokeWarrant { denies: 5 });
+    }
+
+    #[test]
+    fn refusals_spread_beyond_the_window_do_not_add_up() {
+        let cfg = EscalationConfig::default();
+        let mut l = Ladder::default();
+        // Four distinct refusals an hour apart, with a day-long warrant: never five in an hour.
+        for h in 0..24 {
+            let at = UnixTime(NOW.secs() + h * 3_601);
+            assert_eq!(l.probe(&cfg, &w(1), &t(1), key(), UnixTime(200_000), at), Response::None, "hour {h}");
+        }
+        // Five within the hour: revoked, once.
+        let late = UnixTime(NOW.secs() + 100_000);
+        for _ in 0..4 {
+            l.probe(&cfg, &w(1), &t(1), key(), UnixTime(200_000), late);
+        }
+        assert_eq!(l.probe(&cfg, &w(1), &t(1), key(), UnixTime(200_000), late), Response::RevokeWarrant { denies: 5 });
+        assert_eq!(l.probe(&cfg, &w(1), &t(1), key(), UnixTime(200_000), late), Response::None);
     }
 
     #[test]

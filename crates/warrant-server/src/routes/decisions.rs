@@ -105,6 +105,12 @@ pub struct ResponseView {
     pub why: String,
 }
 
+impl From<warrant_core::guard::signal::Signal> for SignalView {
+    fn from(s: warrant_core::guard::signal::Signal) -> Self {
+        SignalView { kind: s.kind.as_str(), detail: s.detail, figures: s.figures }
+    }
+}
+
 impl From<warrant_core::guard::response::GuardResponse> for ResponseView {
     fn from(r: warrant_core::guard::response::GuardResponse) -> Self {
         ResponseView {
@@ -129,11 +135,7 @@ impl From<Decision> for DecisionView {
             approval_id: d.approval_id,
             retry_after: d.retry_after,
             trust: d.trust.map(|t| (t * 1000.0).round() / 1000.0),
-            signals: d
-                .signals
-                .into_iter()
-                .map(|s| SignalView { kind: s.kind.as_str(), detail: s.detail, figures: s.figures })
-                .collect(),
+            signals: d.signals.into_iter().map(SignalView::from).collect(),
             quarantined: d.quarantined,
             response: d.response.map(ResponseView::from),
         }

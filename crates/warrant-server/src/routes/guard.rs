@@ -250,14 +250,9 @@ pub struct TrustView {
 pub struct SignalAt {
     /// When (seconds since the epoch).
     pub at: i64,
-    /// Its kind.
-    pub kind: &'static str,
-    /// Why, in words.
-    pub detail: String,
-    /// The baseline figures that triggered it, and what it cost (`cost`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub figures: Option<Box<warrant_core::guard::signal::Figures>>,
+    /// The signal, with the figures that triggered it and what it cost (`cost`).
+    #[serde(flatten)]
+    pub signal: crate::routes::decisions::SignalView,
 }
 
 /// A response the guardrails chose for an agent, when.
@@ -301,16 +296,7 @@ pub async fn trust(
         rate_active_mean: rate.active.mean,
         period_secs: (rate.gap.n >= warrant_core::guard::baseline::MIN_WINDOWS).then_some(rate.gap.mean),
         deploy: g.baseline.deploy_at(now).cloned(),
-        recent_signals: g
-            .recent
-            .iter()
-            .map(|(at, s)| SignalAt {
-                at: at.secs(),
-                kind: s.kind.as_str(),
-                detail: s.detail.clone(),
-                figures: s.figures.clone(),
-            })
-            .collect(),
+        recent_signals: g.recent.iter().map(|(at, s)| SignalAt { at: at.secs(), signal: s.clone().into() }).collect(),
         recent_responses: g
             .responses
             .iter()
