@@ -11,11 +11,15 @@
 //!   with a human, two agents and a minted warrant.
 //! * [`govern`]: a registry of 100 000 agents (healthy and not) for the governance sweep
 //!   benchmark (`benches/govern.rs`).
+//! * [`simulate`]: a labelled traffic corpus (benign behaviours and attacks) run against a
+//!   real engine on a manual clock, scoring the guardrails' false responses and how fast
+//!   attacks are contained (`src/bin/simulate.rs`, `tests/simulate.rs`).
 
 pub mod anchors;
 pub mod fixture;
 pub mod govern;
 pub mod policies;
+pub mod simulate;
 
 use warrant_core::UnixTime;
 
