@@ -5,7 +5,7 @@
 //! cargo run --release -p warrant-bench --bin simulate -- --agent-days 10000 \
 //!     [--attack-runs 10] [--seed 1] [--only steady,batch-200s,scope-probing] \
 //!     [--volume reduced|spec] [--answer queued|each] [--batch 1000] \
-//!     [--store tmpfs|memory] [--per-engine 3000000] [--runtime current|multi] \
+//!     [--store tmpfs|memory] [--per-engine 250000] [--runtime current|multi] \
 //!     [--json out.json]
 //! ```
 //!
@@ -14,7 +14,7 @@
 //! `warrant_bench::simulate::Volume`. Decisions are queued and answered 1,000 at a time
 //! unless `--answer each`; the runtime is tokio's current-thread one unless `--runtime
 //! multi` (current-thread measured faster here); SQLite is a file on tmpfs (/dev/shm)
-//! unless `--store memory`; one engine holds at most `--per-engine` decisions (3,000,000),
+//! unless `--store memory`; one engine holds at most `--per-engine` decisions (250,000),
 //! more are spread over several. Progress goes to stderr, the Markdown tables to stdout.
 
 use std::process::ExitCode;

@@ -29,7 +29,7 @@ fn config(g: GovernanceFile) -> FileConfig {
 /// How long a finding may take to appear or resolve: its threshold, one sweep interval,
 /// and slack for a loaded CI machine.
 fn within(threshold_secs: u64) -> Duration {
-    Duration::from_secs(threshold_secs + SWEEP_SECS.unsigned_abs() + 3)
+    Duration::from_secs(threshold_secs + SWEEP_SECS.unsigned_abs() + 15)
 }
 
 async fn findings(s: &Server, query: &str) -> Vec<Value> {
