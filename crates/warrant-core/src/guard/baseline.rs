@@ -320,18 +320,16 @@ impl WindowRate {
         }
     }
 
+    /// The mean and variance over every closed window, idle ones included.
+    fn all(&self) -> Moving {
+        Moving { mean: self.mean, var: self.var, n: self.windows }
+    }
+
     /// Folds one closed window holding `x` events into the mean and variance.
     fn fold(&mut self, alpha: f64, x: f64) {
-        if self.windows == 0 {
-            self.mean = x;
-            self.var = 0.0;
-        } else {
-            let diff = x - self.mean;
-            let incr = alpha * diff;
-            self.mean += incr;
-            self.var = (1.0 - alpha) * (self.var + diff * incr);
-        }
-        self.windows = self.windows.saturating_add(1);
+        let mut all = self.all();
+        all.fold(alpha, x);
+        (self.mean, self.var, self.windows) = (all.mean, all.var, all.n);
     }
 
     /// Rolls forward to the window holding `now`: the window being filled and every
@@ -377,8 +375,7 @@ impl WindowRate {
     /// deviation, the square root of its mean and 1), and never below the same figure
     /// over every window, idle ones included.
     pub fn threshold(&self, cfg: &BaselineConfig) -> f64 {
-        let all = Moving { mean: self.mean, var: self.var, n: self.windows };
-        all.threshold(cfg.sigmas()).max(self.active.threshold(cfg.sigmas()))
+        self.all().threshold(cfg.sigmas()).max(self.active.threshold(cfg.sigmas()))
     }
 
     /// Adds one event at `now` to its window and returns true the first time in that

@@ -245,11 +245,6 @@ impl ResponseConfig {
             why: format!("trust {trust:.2} is below the {level} threshold {threshold:.2}"),
         })
     }
-
-    /// Whether quarantine is carried out (not in shadow mode) and below what trust.
-    pub fn quarantine(&self) -> (bool, f64) {
-        (!self.shadow.contains(&Level::Quarantine), self.thresholds.quarantine_below)
-    }
 }
 
 /// The first rule among `rules` whose label the agent carries (its `labels`), if any.
@@ -302,7 +297,7 @@ mod tests {
         };
         assert!(!cfg.respond(0.42).unwrap().enforced);
         assert_eq!(cfg.level(0.48), Some(Level::Observe), "throttle is off");
-        assert_eq!(cfg.quarantine(), (true, 0.3));
+        assert_eq!((cfg.shadow.contains(&Level::Quarantine), cfg.thresholds.quarantine_below), (false, 0.3));
         assert_eq!(cfg.validate(), Ok(()));
     }
 
@@ -321,7 +316,7 @@ mod tests {
         let cfg = ResponseConfig::default().with(rule_for(&rules, &prod).unwrap());
         assert_eq!(cfg.level(0.75), Some(Level::Approval));
         assert_eq!(cfg.thresholds.revoke_warrant_below, 0.4);
-        assert_eq!(cfg.quarantine(), (false, 0.3));
+        assert_eq!((cfg.shadow.contains(&Level::Quarantine), cfg.thresholds.quarantine_below), (true, 0.3));
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub(crate) enum Verdict {
         version: i64,
         /// Cedar's answer.
         verdict: warrant_policy::Verdict,
+        /// Whether the set reads `context.history` (an allow is then counted in it).
+        reads_history: bool,
     },
 }
 
@@ -105,7 +107,7 @@ impl Decisions {
             });
         }
         match policies.compiled.evaluate(&input) {
-            Ok(verdict) => Verdict::Decided { version: policies.version, verdict },
+            Ok(verdict) => Verdict::Decided { version: policies.version, verdict, reads_history: history.is_some() },
             Err(e) => Verdict::BadInput(format!("invalid request: {e}")),
         }
     }

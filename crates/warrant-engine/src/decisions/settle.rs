@@ -74,7 +74,7 @@ impl Decisions {
         let claims = &admitted.warrant.claims;
         let agent = &admitted.agent;
         let Assessed { assessment, plan, .. } = assessed;
-        let (version, verdict) = match verdict {
+        let (version, verdict, reads_history) = match verdict {
             Verdict::Unavailable => {
                 return Decision::deny(DecisionCode::Policy, "the policy set is unavailable", Some(claims));
             }
@@ -94,7 +94,7 @@ impl Decisions {
                 quarantined(&mut d, q);
                 return d;
             }
-            Verdict::Decided { version, verdict } => (version, verdict),
+            Verdict::Decided { version, verdict, reads_history } => (version, verdict, reads_history),
         };
         let mut d = Decision::deny(DecisionCode::Policy, String::new(), Some(claims));
         d.trust = Some(assessment.trust);
@@ -179,7 +179,7 @@ impl Decisions {
             }
             d.approval_id = Some(used.id.to_string());
         }
-        if self.policy.current().is_some_and(|p| p.compiled.uses_history()) {
+        if reads_history {
             self.guardrails.record_history(&agent.id, req, &claims.task.id, now);
         }
         let clean = d.signals.is_empty();

@@ -176,6 +176,19 @@ enum RateKey {
     Throttle(AgentId),
 }
 
+impl RateKey {
+    /// Why a request was refused when this key's `limit` is reached, in words.
+    fn reached(&self, limit: RateLimit) -> String {
+        let what = match self {
+            RateKey::Agent(a) => format!("agent `{a}` (with its sub-agents)"),
+            RateKey::Task(t) => format!("task `{t}`"),
+            RateKey::Human(h) => format!("everything on behalf of `{h}`"),
+            RateKey::Throttle(a) => return format!("agent `{a}` is throttled to {limit} while its trust is low"),
+        };
+        format!("rate limit {limit} reached for {what}")
+    }
+}
+
 /// A rate limit was reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimited {
@@ -405,25 +418,7 @@ impl Guardrails {
 
     /// Holds a throttled agent to `limit`, over its whole subtree (`chain`).
     pub fn throttle(&self, chain: &[AgentId], limit: RateLimit, now: UnixTime) -> Result<(), RateLimited> {
-        let Ok(mut rates) = self.rates.lock() else {
-            return Err(RateLimited { reason: "the rate limiter is unavailable".into(), retry_after: 1 });
-        };
-        let mut next = Vec::with_capacity(chain.len());
-        for agent in chain {
-            let key = RateKey::Throttle(agent.clone());
-            let state = rates.get(&key).copied().unwrap_or_default();
-            match state.check(limit, now) {
-                Ok(s) => next.push((key, s)),
-                Err(retry_after) => {
-                    return Err(RateLimited {
-                        reason: format!("agent `{agent}` is throttled to {limit} while its trust is low"),
-                        retry_after,
-                    })
-                }
-            }
-        }
-        rates.extend(next);
-        Ok(())
+        self.take(chain.iter().map(|a| (RateKey::Throttle(a.clone()), limit)).collect(), now)
     }
 
     /// A delegation made by `agent`: its fan-out. Returns the signals and trust.
@@ -516,6 +511,12 @@ impl Guardrails {
         if let Some(limit) = c.rate_human.map(|l| share(l, servers)) {
             keys.push((RateKey::Human(human.clone()), limit));
         }
+        self.take(keys, now)
+    }
+
+    /// Counts one request against every one of `keys`, all or nothing: the first limit
+    /// that is reached refuses it and nothing is counted.
+    fn take(&self, keys: Vec<(RateKey, RateLimit)>, now: UnixTime) -> Result<(), RateLimited> {
         let Ok(mut rates) = self.rates.lock() else {
             return Err(RateLimited { reason: "the rate limiter is unavailable".into(), retry_after: 1 });
         };
@@ -524,15 +525,7 @@ impl Guardrails {
             let state = rates.get(key).copied().unwrap_or_default();
             match state.check(*limit, now) {
                 Ok(s) => next.push(s),
-                Err(retry_after) => {
-                    let what = match key {
-                        RateKey::Agent(a) => format!("agent `{a}` (with its sub-agents)"),
-                        RateKey::Task(t) => format!("task `{t}`"),
-                        RateKey::Human(h) => format!("everything on behalf of `{h}`"),
-                        RateKey::Throttle(a) => format!("agent `{a}` (throttled)"),
-                    };
-                    return Err(RateLimited { reason: format!("rate limit {limit} reached for {what}"), retry_after });
-                }
+                Err(retry_after) => return Err(RateLimited { reason: key.reached(*limit), retry_after }),
             }
         }
         for ((key, _), state) in keys.into_iter().zip(next) {
