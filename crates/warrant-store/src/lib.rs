@@ -41,7 +41,7 @@ pub use records::{
 pub use sqlite::SqliteStore;
 
 /// Why a storage operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// A uniqueness or reference constraint refused the write.

@@ -83,14 +83,11 @@ fn head(c: &Connection) -> Result<Option<(u64, [u8; 32])>, StoreError> {
     .optional()?)
 }
 
-/// Appends `rows` in one transaction: onto the stored head exactly (`rebase` false:
-/// `Conflict` otherwise), or chained again onto it when they do not continue it. Returns
-/// the new head.
-fn append(c: &mut Connection, rows: &mut [AuditRow], rebase: bool) -> Result<(u64, [u8; 32]), StoreError> {
-    // IMMEDIATE: take the write lock first (waiting out the busy timeout), rather than
-    // reading the head and then failing at once to upgrade while another connection writes.
-    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let stored = head(&tx)?.unwrap_or((0, warrant_core::audit::GENESIS));
+/// Appends `rows` inside the group commit's transaction (see `commit.rs`, which holds the
+/// write lock from its start): onto the stored head exactly (`rebase` false: `Conflict`
+/// otherwise), or chained again onto it when they do not continue it. Returns the new head.
+fn append(tx: &Connection, rows: &mut [AuditRow], rebase: bool) -> Result<(u64, [u8; 32]), StoreError> {
+    let stored = head(tx)?.unwrap_or((0, warrant_core::audit::GENESIS));
     let new_head = crate::audit::append_onto(rows, stored, rebase)?;
     {
         let mut stmt = tx.prepare_cached(&format!(
@@ -122,7 +119,6 @@ fn append(c: &mut Connection, rows: &mut [AuditRow], rebase: bool) -> Result<(u6
             stmt.execute(params![charge.warrant.as_str(), charge.counter, charge.amount, charge.expires_at.0])?;
         }
     }
-    tx.commit()?;
     Ok(new_head)
 }
 
@@ -166,11 +162,11 @@ fn query(c: &Connection, filter: &AuditFilter) -> Result<Vec<AuditRow>, StoreErr
 #[async_trait]
 impl AuditStore for SqliteStore {
     async fn append_audit(&self, mut rows: Vec<AuditRow>) -> Result<(), StoreError> {
-        self.run(move |c| append(c, &mut rows, false).map(|_| ())).await
+        self.write(move |c| append(c, &mut rows, false).map(|_| ())).await
     }
 
     async fn append_audit_at_head(&self, mut rows: Vec<AuditRow>) -> Result<(u64, [u8; 32]), StoreError> {
-        self.run(move |c| append(c, &mut rows, true)).await
+        self.write(move |c| append(c, &mut rows, true)).await
     }
 
     async fn audit_head(&self) -> Result<Option<(u64, [u8; 32])>, StoreError> {

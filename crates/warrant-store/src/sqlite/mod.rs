@@ -13,6 +13,7 @@
 
 mod agents;
 mod audit;
+mod commit;
 mod console;
 mod govern;
 mod guard;
@@ -58,7 +59,11 @@ const MIGRATIONS: &[&str] = &[
 /// The SQLite store.
 #[derive(Clone)]
 pub struct SqliteStore {
+    /// Reads, and the writes off the hot paths (administration, governance).
     conn: Arc<Mutex<Connection>>,
+    /// The hot paths' writes (issuance, revocation, the audit log), group-committed on a
+    /// connection of their own ([`commit`]).
+    committer: commit::Committer,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -166,7 +171,14 @@ impl SqliteStore {
         }
         conn.pragma_update(None, "journal_mode", "WAL")?;
         Self::configure(&mut conn)?;
-        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
+        // The group-commit writer gets a connection of its own, so reads never wait for
+        // its commits (WAL readers do not block on the writer).
+        let writer = Connection::open(path)?;
+        writer.pragma_update(None, "synchronous", "FULL")?;
+        writer.pragma_update(None, "foreign_keys", "ON")?;
+        writer.busy_timeout(std::time::Duration::from_secs(5))?;
+        let committer = commit::Committer::start(Arc::new(Mutex::new(writer)))?;
+        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)), committer })
     }
 
     /// Opens the existing database at `path` for reading only: nothing is written,
@@ -203,14 +215,23 @@ impl SqliteStore {
             )));
         }
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
+        Self::sharing(conn)
     }
 
     /// An in-memory database, for tests.
     pub fn open_in_memory() -> Result<Self, StoreError> {
         let mut conn = Connection::open_in_memory()?;
         Self::configure(&mut conn)?;
-        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
+        Self::sharing(conn)
+    }
+
+    /// A store whose group-commit writer shares its one connection (an in-memory
+    /// database, which a second connection cannot open; a read-only one, which is never
+    /// written).
+    fn sharing(conn: Connection) -> Result<Self, StoreError> {
+        let conn = Arc::new(Mutex::new(conn));
+        let committer = commit::Committer::start(Arc::clone(&conn))?;
+        Ok(SqliteStore { conn, committer })
     }
 
     fn configure(conn: &mut Connection) -> Result<(), StoreError> {
@@ -218,6 +239,17 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrate(conn)
+    }
+
+    /// Runs `f` in the next group commit (see [`commit`]): `f` runs inside a transaction
+    /// already open and must not open, commit or roll back one; its result is answered
+    /// once that transaction is durable, or its error (its writes undone) when it fails.
+    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.committer.write(f).await
     }
 
     /// Runs `f` on the connection on tokio's blocking pool.

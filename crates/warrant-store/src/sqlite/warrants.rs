@@ -2,7 +2,7 @@
 //! assertions, and the revocations that end them.
 
 use async_trait::async_trait;
-use rusqlite::{params, OptionalExtension, Row};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 use warrant_core::{AgentId, AgentStatus, HumanId, HumanStatus, TaskId, UnixTime, WarrantId};
 
 use super::{budget_text, col, time, to_text, warrant_row, SqliteStore, WARRANT_COLS};
@@ -24,7 +24,7 @@ fn task_row(row: &Row<'_>) -> rusqlite::Result<TaskRecord> {
 /// Whether `w` may be recorded now: the checks of [`WarrantStore::record_warrant`], run
 /// inside its transaction.
 fn issuable(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Connection,
     w: &WarrantRecord,
     new_task: Option<&TaskRecord>,
     guard: &IssueGuard,
@@ -104,7 +104,7 @@ impl WarrantStore for SqliteStore {
         now: UnixTime,
     ) -> Result<bool, StoreError> {
         let (agent, jti) = (agent.clone(), jti.to_owned());
-        self.run(move |c| {
+        self.write(move |c| {
             c.execute("DELETE FROM spent_assertions WHERE exp < ?1", [now.0])?;
             let inserted = c.execute(
                 "INSERT OR IGNORE INTO spent_assertions (agent, jti, exp) VALUES (?1, ?2, ?3)",
@@ -128,9 +128,8 @@ impl WarrantStore for SqliteStore {
         let mode = to_text(&w.mode)?;
         let budget = budget_text(&w.budget)?;
         let claims = w.claims.as_ref().map(serde_json::to_string).transpose().map_err(corrupt)?;
-        self.run(move |c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            issuable(&tx, &w, task.as_ref(), &guard)?;
+        self.write(move |tx| {
+            issuable(tx, &w, task.as_ref(), &guard)?;
             if let Some(t) = task {
                 tx.execute(
                     "INSERT INTO tasks (id, purpose, human, root_agent, created_at, deadline) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -164,7 +163,6 @@ impl WarrantStore for SqliteStore {
                     stmt.execute(params![agent.as_str(), w.jti.as_str()])?;
                 }
             }
-            tx.commit()?;
             Ok(())
         })
         .await
@@ -297,8 +295,7 @@ impl RevocationStore for SqliteStore {
         let rev = revocation.clone();
         let kind = to_text(&rev.kind)?;
         let (active, suspended) = (to_text(&AgentStatus::Active)?, to_text(&AgentStatus::Suspended)?);
-        self.run(move |c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        self.write(move |tx| {
             let select = match rev.kind {
                 RevocationKind::Warrant => ENDS_WARRANT,
                 RevocationKind::Agent => {
@@ -353,7 +350,6 @@ impl RevocationStore for SqliteStore {
                     }
                 }
             }
-            tx.commit()?;
             Ok(targets)
         })
         .await
