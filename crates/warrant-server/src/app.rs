@@ -42,13 +42,16 @@ pub const BATCH_BODY_FACTOR: usize = 16;
 
 /// The whole HTTP API.
 pub fn app(state: AppState, body_limit: usize) -> Router {
+    // Decisions and issuance are shed past `[limits] max_in_flight` (see `shed`); the
+    // kill switch, introspection and management never are.
+    let shed = axum::middleware::from_fn_with_state(state.clone(), crate::shed::admit);
     Router::new()
         .route("/.well-known/jwks.json", get(wellknown::jwks))
         .route("/.well-known/oauth-authorization-server", get(wellknown::metadata))
         .route("/openapi.json", get(wellknown::openapi))
         .route("/healthz", get(wellknown::health))
         .route("/readyz", get(wellknown::ready))
-        .route("/oauth2/token", post(token::token))
+        .route("/oauth2/token", post(token::token).layer(shed.clone()))
         .route("/oauth2/introspect", post(oauth::introspect))
         .route("/oauth2/revoke", post(oauth::revoke))
         .route("/v1/keys/rotate", post(keys::rotate))
@@ -86,10 +89,12 @@ pub fn app(state: AppState, body_limit: usize) -> Router {
         .route("/v1/approvals/{id}/approve", post(guard::approve))
         .route("/v1/approvals/{id}/reject", post(guard::reject))
         .route("/v1/events", get(guard::events))
-        .route("/v1/authorize", post(decisions::authorize))
+        .route("/v1/authorize", post(decisions::authorize).layer(shed.clone()))
         .route(
             "/v1/authorize/batch",
-            post(decisions::batch).layer(DefaultBodyLimit::max(body_limit.saturating_mul(BATCH_BODY_FACTOR))),
+            post(decisions::batch)
+                .layer(DefaultBodyLimit::max(body_limit.saturating_mul(BATCH_BODY_FACTOR)))
+                .layer(shed.clone()),
         )
         .route("/v1/revocations", post(revocations::revoke))
         .route("/v1/warrants/{jti}", get(warrants::show))
@@ -107,11 +112,12 @@ pub fn app(state: AppState, body_limit: usize) -> Router {
         .route("/.well-known/authzen-configuration", get(authzen::configuration))
         .merge(
             Router::new()
-                .route("/access/v1/evaluation", post(authzen::evaluation))
+                .route("/access/v1/evaluation", post(authzen::evaluation).layer(shed.clone()))
                 .route(
                     "/access/v1/evaluations",
                     post(authzen::evaluations)
-                        .layer(DefaultBodyLimit::max(body_limit.saturating_mul(BATCH_BODY_FACTOR))),
+                        .layer(DefaultBodyLimit::max(body_limit.saturating_mul(BATCH_BODY_FACTOR)))
+                        .layer(shed.clone()),
                 )
                 .layer(axum::middleware::from_fn(authzen::echo_request_id)),
         )

@@ -313,6 +313,9 @@ pub struct LimitsFile {
     pub header_timeout_secs: Option<u64>,
     /// The most connections served at once.
     pub max_connections: Option<usize>,
+    /// The most decision and token requests in progress at once; beyond, 503 with
+    /// `Retry-After` (0: no bound).
+    pub max_in_flight: Option<usize>,
     /// Token requests per agent, e.g. `60/min`, or `off`.
     pub token_rate_per_client: Option<String>,
     /// Token requests per source address when they name no registered agent.
@@ -330,6 +333,9 @@ pub struct ServerLimits {
     pub header_timeout: Duration,
     /// The most connections served at once; beyond, new connections wait to be accepted.
     pub max_connections: usize,
+    /// The most decision and token requests in progress at once; beyond, they are shed
+    /// with 503 and `Retry-After` (`None`: no bound).
+    pub max_in_flight: Option<usize>,
     /// Token requests per agent.
     pub token_rate_per_client: Option<RateLimit>,
     /// Token requests per source address, for requests naming no registered agent.
@@ -342,6 +348,8 @@ pub struct ServerLimits {
 pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
 /// The connection limit when nothing else is configured.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// The bound on decision and token requests in progress when nothing else is configured.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 512;
 /// The per-agent token rate when nothing else is configured.
 pub const DEFAULT_TOKEN_RATE_PER_CLIENT: RateLimit = RateLimit { limit: 60, per_secs: 60 };
 /// The per-address token rate (requests naming no agent) when nothing else is configured.
@@ -354,6 +362,7 @@ impl Default for ServerLimits {
         ServerLimits {
             header_timeout: Duration::from_secs(DEFAULT_HEADER_TIMEOUT_SECS),
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_in_flight: Some(DEFAULT_MAX_IN_FLIGHT),
             token_rate_per_client: Some(DEFAULT_TOKEN_RATE_PER_CLIENT),
             token_rate_per_ip: Some(DEFAULT_TOKEN_RATE_PER_IP),
             anonymous_rate_per_ip: Some(DEFAULT_ANONYMOUS_RATE_PER_IP),
@@ -376,6 +385,14 @@ impl LimitsFile {
                 return Err(ConfigError::Invalid("`limits.max_connections` must be between 1 and 1000000".into()));
             }
             l.max_connections = n;
+        }
+        if let Some(n) = self.max_in_flight {
+            if n > 1_000_000 {
+                return Err(ConfigError::Invalid(
+                    "`limits.max_in_flight` must be between 0 (no bound) and 1000000".into(),
+                ));
+            }
+            l.max_in_flight = (n > 0).then_some(n);
         }
         let rate = |name: &str, v: &Option<String>, slot: &mut Option<RateLimit>| -> Result<(), ConfigError> {
             match v.as_deref().map(str::trim) {

@@ -20,6 +20,7 @@ pub mod openapi;
 pub mod ratelimit;
 pub mod routes;
 pub mod server;
+pub mod shed;
 pub mod telemetry;
 /// The outbound webhook (part of the engine; re-exported for callers of this crate).
 pub use warrant_engine::webhook;

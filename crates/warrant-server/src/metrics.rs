@@ -1,5 +1,6 @@
 //! Prometheus metrics at `GET /metrics`: decisions by outcome and reason, decision
-//! latency, live warrants, revocations, audit queue depth and commit latency.
+//! latency, live warrants, revocations, audit queue depth and commit latency, requests in
+//! progress and shed.
 //!
 //! Each server has its own registry (several servers may share a process in tests).
 
@@ -28,6 +29,8 @@ pub struct Metrics {
     audit_failed_batches: IntGauge,
     audit_commit_seconds: prometheus::Gauge,
     policy_version: IntGauge,
+    in_flight: IntGauge,
+    shed: IntGauge,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(
@@ -81,6 +84,8 @@ impl Metrics {
                 prometheus::Gauge::new("warrant_audit_commit_seconds", "duration of the last audit group commit")?,
             )?,
             policy_version: gauge("warrant_policy_version", "the policy set version in force")?,
+            in_flight: gauge("warrant_in_flight", "decision and token requests in progress")?,
+            shed: gauge("warrant_shed_total", "decision and token requests shed with 503 since start")?,
             registry: r,
         })
     }
@@ -110,8 +115,11 @@ impl Metrics {
         self.revoked_warrants.inc_by(u64::try_from(warrants).unwrap_or(u64::MAX));
     }
 
-    /// The Prometheus text exposition, with gauges read now.
-    pub async fn render(&self, engine: &Engine) -> String {
+    /// The Prometheus text exposition, with gauges read now (`gate`: the bound on
+    /// requests in progress).
+    pub async fn render(&self, engine: &Engine, gate: &crate::shed::InFlight) -> String {
+        self.in_flight.set(i64::try_from(gate.current()).unwrap_or(i64::MAX));
+        self.shed.set(i64::try_from(gate.shed()).unwrap_or(i64::MAX));
         let to_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         if let Ok(n) = engine.revocation().live_warrants().await {
             self.live_warrants.set(to_i64(n));

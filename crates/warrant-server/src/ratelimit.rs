@@ -99,6 +99,7 @@ pub struct RateLimits {
     token_client: Option<RateLimiter>,
     token_ip: Option<RateLimiter>,
     anonymous_ip: Option<RateLimiter>,
+    in_flight: std::sync::Arc<crate::shed::InFlight>,
 }
 
 fn with_retry_after(wait: u64, response: impl IntoResponse) -> Response {
@@ -112,7 +113,13 @@ impl RateLimits {
             token_client: limits.token_rate_per_client.map(RateLimiter::new),
             token_ip: limits.token_rate_per_ip.map(RateLimiter::new),
             anonymous_ip: limits.anonymous_rate_per_ip.map(RateLimiter::new),
+            in_flight: crate::shed::InFlight::new(limits.max_in_flight),
         }
+    }
+
+    /// The bound on decisions and token requests in progress (`[limits] max_in_flight`).
+    pub fn in_flight(&self) -> &std::sync::Arc<crate::shed::InFlight> {
+        &self.in_flight
     }
 
     /// Counts a token request; `Some` 429 answer when it is over its limit: per agent

@@ -86,6 +86,6 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
 #[utoipa::path(get, path = "/metrics", tag = "discovery",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let body = state.metrics.render(&state.engine).await;
+    let body = state.metrics.render(&state.engine, state.limits.in_flight()).await;
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

@@ -262,3 +262,83 @@ async fn scopes_too_large_for_a_warrant_are_refused_with_the_limit() {
     assert!(reply.text.contains("256 permissions"), "{}", reply.text);
     s.stop().await;
 }
+
+/// How many decision records the audit log holds (at most 1000).
+async fn decision_records(s: &Server) -> usize {
+    s.admin_get("/v1/audit?kind=decision&limit=1000").await.ok()["records"].as_array().map_or(0, Vec::len)
+}
+
+/// Past `max_in_flight` requests in progress, decisions and token requests are shed at
+/// once with 503 and `Retry-After`, with no decision and no audit record; the kill switch
+/// is never shed, and a freed place admits again.
+#[tokio::test]
+async fn decisions_beyond_the_in_flight_bound_are_shed_and_revocation_is_not() {
+    let s = Server::start_with(limits(LimitsFile {
+        max_in_flight: Some(1),
+        header_timeout_secs: Some(60),
+        ..Default::default()
+    }))
+    .await
+    .over_socket();
+    let c = s.chain(&["crm.*"], &["crm.*"], 1, "p").await;
+    assert_allow(&s.authorize(c.token(0), "crm.read", "customers/1", Value::Null).await);
+    let before = decision_records(&s).await;
+
+    // A decision whose body is still arriving holds the one place.
+    let mut slow = TcpStream::connect(addr(&s)).await.unwrap();
+    slow.write_all(
+        b"POST /v1/authorize HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{",
+    )
+    .await
+    .unwrap();
+    // Admission happens once the headers are read: wait until the place is taken.
+    let (mut shed, mut allowed) = (None, 0usize);
+    for _ in 0..200 {
+        let reply = s
+            .send(s.http.post(s.url("/v1/authorize")).json(&json!({
+                "token": c.token(0), "action": "crm.read", "resource": "customers/2"
+            })))
+            .await;
+        if reply.status == StatusCode::SERVICE_UNAVAILABLE {
+            shed = Some(reply);
+            break;
+        }
+        assert_allow(&reply.body);
+        allowed += 1;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let shed = shed.expect("a decision beyond the bound was admitted");
+    shed.api_error(StatusCode::SERVICE_UNAVAILABLE, "overloaded");
+    assert_eq!(retry_after(&shed), 1);
+    let batch =
+        s.authorize_batch(&[json!({"token": c.token(0), "action": "crm.read", "resource": "customers/3"})]).await;
+    batch.api_error(StatusCode::SERVICE_UNAVAILABLE, "overloaded");
+    let token = s.client_credentials(&c.agents[0], "p", &[]).await;
+    token.oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable");
+    assert_eq!(retry_after(&token), 1);
+    let metrics = s.get("/metrics").await.text;
+    assert!(metrics.contains("warrant_shed_total 3"), "{metrics}");
+    assert!(metrics.contains("warrant_in_flight 1"), "{metrics}");
+
+    // The kill switch still works, and nothing shed was recorded as a decision.
+    let revoked = s.revoke("warrant", &c.jti(0), "incident").await;
+    assert!(revoked["revoked_warrants"].as_u64() >= Some(1), "{revoked}");
+    // The probes allowed before the place was taken are the only new decision records.
+    assert_eq!(decision_records(&s).await - before, allowed);
+
+    // Closing the slow request frees its place: the next decision is decided (a deny,
+    // the warrant is revoked).
+    drop(slow);
+    let mut decided = None;
+    for _ in 0..200 {
+        let reply =
+            s.authorize_body(&json!({"token": c.token(0), "action": "crm.read", "resource": "customers/4"})).await;
+        if reply.status == StatusCode::OK {
+            decided = Some(reply);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_deny(&decided.expect("the freed place admitted nothing").body, "revoked");
+    s.stop().await;
+}
