@@ -51,6 +51,7 @@ pub mod random;
 pub mod registry;
 pub mod request;
 pub mod revocation;
+mod shards;
 pub mod signals;
 pub mod spiffe;
 pub mod transmitter;

@@ -118,7 +118,8 @@ pub struct Governance {
     audit: Arc<Audit>,
     events: Arc<EventBus>,
     config: GovernConfig,
-    usage: Mutex<HashMap<AgentId, Tracked>>,
+    /// Each agent's usage, sharded: decisions about different agents take different locks.
+    usage: crate::shards::Shards<AgentId, Tracked>,
     active: Mutex<ActiveFindings>,
     key_times: RwLock<HashMap<AgentId, UnixTime>>,
     attested: RwLock<HashMap<AgentId, UnixTime>>,
@@ -163,8 +164,8 @@ impl Governance {
             .usages()
             .await?
             .into_iter()
-            .map(|(agent, usage)| (agent, Tracked { usage, changed: false, touched: false, written_at: None }))
-            .collect();
+            .map(|(agent, usage)| (agent, Tracked { usage, changed: false, touched: false, written_at: None }));
+        let usage = crate::shards::Shards::from_entries(usage);
         let key_times = store.agent_key_times().await?.into_iter().collect();
         let attested = store.last_attestations().await?.into_iter().collect();
         let shadow = shadow::ShadowTracker::default();
@@ -180,7 +181,7 @@ impl Governance {
             history: replay::History::new(config.history),
             broadened: Mutex::new(HashMap::new()),
             config,
-            usage: Mutex::new(usage),
+            usage,
             active: Mutex::new(active),
             key_times: RwLock::new(key_times),
             attested: RwLock::new(attested),
@@ -203,7 +204,7 @@ impl Governance {
         if !self.config.enabled {
             return;
         }
-        if let Ok(mut map) = self.usage.lock() {
+        self.usage.with(agent, |map| {
             let tracked = map.entry(agent.clone()).or_default();
             tracked.touched = true;
             match allowed {
@@ -215,7 +216,7 @@ impl Governance {
                 }
                 None => tracked.usage.seen(now),
             }
-        }
+        });
     }
 
     /// Notes that `agent` obtained a warrant at `now`, delegated onwards from one of its
@@ -224,17 +225,19 @@ impl Governance {
         if !self.config.enabled {
             return;
         }
-        if let Ok(mut map) = self.usage.lock() {
+        self.usage.with(agent, |map| {
             let holder = map.entry(agent.clone()).or_default();
             holder.usage.seen(now);
             holder.touched = true;
-            if let Some((parent, scope)) = delegated_by {
+        });
+        if let Some((parent, scope)) = delegated_by {
+            self.usage.with(parent, |map| {
                 let tracked = map.entry(parent.clone()).or_default();
                 tracked.touched = true;
                 let before = tracked.usage.delegated.len();
                 tracked.usage.delegated(scope, now);
                 tracked.changed |= before != tracked.usage.delegated.len();
-            }
+            });
         }
         if let Some((parent, _)) = delegated_by {
             self.touch([parent.clone()]);
@@ -243,15 +246,18 @@ impl Governance {
 
     /// One agent's usage, as recorded.
     pub fn usage_of(&self, agent: &AgentId) -> Option<AgentUsage> {
-        self.usage.lock().ok()?.get(agent).map(|t| t.usage.clone())
+        self.usage.with(agent, |map| map.get(agent).map(|t| t.usage.clone())).flatten()
     }
 
     /// Forgets one agent's use before `since` and returns what remains.
     fn usage_within(&self, agent: &AgentId, since: UnixTime) -> Option<AgentUsage> {
-        let mut map = self.usage.lock().ok()?;
-        let tracked = map.get_mut(agent)?;
-        tracked.changed |= tracked.usage.forget_before(since);
-        Some(tracked.usage.clone())
+        self.usage
+            .with(agent, |map| {
+                let tracked = map.get_mut(agent)?;
+                tracked.changed |= tracked.usage.forget_before(since);
+                Some(tracked.usage.clone())
+            })
+            .flatten()
     }
 
     /// On a database several servers share, takes in what the others recorded: the active
@@ -275,15 +281,16 @@ impl Governance {
         if let Ok(mut map) = self.attested.write() {
             *map = attested;
         }
-        if let Ok(mut map) = self.usage.lock() {
-            for (agent, stored) in usages {
-                match map.get_mut(&agent) {
-                    Some(tracked) => tracked.usage.merge(&stored),
-                    None => {
-                        map.insert(agent, Tracked { usage: stored, changed: false, touched: false, written_at: None });
-                    }
+        for (agent, stored) in usages {
+            self.usage.with(&agent, |map| match map.get_mut(&agent) {
+                Some(tracked) => tracked.usage.merge(&stored),
+                None => {
+                    map.insert(
+                        agent.clone(),
+                        Tracked { usage: stored, changed: false, touched: false, written_at: None },
+                    );
                 }
-            }
+            });
         }
         Ok(())
     }
@@ -373,27 +380,28 @@ impl Governance {
 
     /// The usage the store is behind on, marked as written at `now`.
     fn usage_to_write(&self, now: UnixTime) -> Vec<(AgentId, AgentUsage)> {
-        let Ok(mut map) = self.usage.lock() else { return Vec::new() };
         let mut out = Vec::new();
-        for (agent, tracked) in map.iter_mut() {
-            if tracked.due(now) {
-                tracked.changed = false;
-                tracked.touched = false;
-                tracked.written_at = Some(now);
-                out.push((agent.clone(), tracked.usage.clone()));
+        self.usage.for_each_shard(|map| {
+            for (agent, tracked) in map.iter_mut() {
+                if tracked.due(now) {
+                    tracked.changed = false;
+                    tracked.touched = false;
+                    tracked.written_at = Some(now);
+                    out.push((agent.clone(), tracked.usage.clone()));
+                }
             }
-        }
+        });
         out
     }
 
     /// Marks usage as not written after a failed write, so the next flush retries it.
     fn usage_unwritten(&self, agents: &[(AgentId, AgentUsage)]) {
-        if let Ok(mut map) = self.usage.lock() {
-            for (agent, _) in agents {
+        for (agent, _) in agents {
+            self.usage.with(agent, |map| {
                 if let Some(t) = map.get_mut(agent) {
                     t.changed = true;
                 }
-            }
+            });
         }
     }
 

@@ -209,7 +209,8 @@ struct Slot {
 /// containment ([`respond`]), carried out through the revocation service.
 pub struct Guardrails {
     config: GuardConfig,
-    agents: Mutex<HashMap<AgentId, Slot>>,
+    /// Each agent's state, sharded: decisions about different agents take different locks.
+    agents: crate::shards::Shards<AgentId, Slot>,
     rates: Mutex<HashMap<RateKey, Gcra>>,
     ledger: Mutex<Ledger>,
     store: Arc<dyn Store>,
@@ -254,7 +255,7 @@ impl Guardrails {
         }
         Ok(Guardrails {
             config,
-            agents: Mutex::new(agents),
+            agents: crate::shards::Shards::from_entries(agents),
             rates: Mutex::new(HashMap::new()),
             servers: std::sync::atomic::AtomicU64::new(1),
             ledger: Mutex::new(ledger),
@@ -270,11 +271,13 @@ impl Guardrails {
     }
 
     fn with_agent<T>(&self, agent: &AgentId, now: UnixTime, f: impl FnOnce(&mut AgentGuard) -> T) -> Option<T> {
-        let mut map = self.agents.lock().ok()?;
-        let slot =
-            map.entry(agent.clone()).or_insert_with(|| Slot { guard: AgentGuard::new(&self.config, now), dirty: true });
-        slot.dirty = true;
-        Some(f(&mut slot.guard))
+        self.agents.with(agent, |map| {
+            let slot = map
+                .entry(agent.clone())
+                .or_insert_with(|| Slot { guard: AgentGuard::new(&self.config, now), dirty: true });
+            slot.dirty = true;
+            f(&mut slot.guard)
+        })
     }
 
     fn penalise(&self, guard: &mut AgentGuard, signals: &mut [Signal], now: UnixTime) -> f64 {
@@ -338,8 +341,10 @@ impl Guardrails {
         now: UnixTime,
     ) -> warrant_core::guard::history::HistoryView {
         let prefix = warrant_core::guard::baseline::resource_prefix(resource);
-        let Ok(map) = self.agents.lock() else { return Default::default() };
-        map.get(agent).map(|s| s.guard.history.view(action, prefix, task.as_str(), now)).unwrap_or_default()
+        self.agents
+            .with(agent, |map| map.get(agent).map(|s| s.guard.history.view(action, prefix, task.as_str(), now)))
+            .flatten()
+            .unwrap_or_default()
     }
 
     /// Counts an allowed request in `agent`'s recent activity (with the integer fields of
@@ -479,7 +484,7 @@ impl Guardrails {
 
     /// An agent's guard state, if it has been seen.
     pub fn agent(&self, agent: &AgentId) -> Option<AgentGuard> {
-        self.agents.lock().ok()?.get(agent).map(|s| s.guard.clone())
+        self.agents.with(agent, |map| map.get(agent).map(|s| s.guard.clone())).flatten()
     }
 
     /// The agent's trust at `now` (the initial trust for an agent never seen).
@@ -642,28 +647,25 @@ impl Guardrails {
     /// Writes every changed agent state to the store (periodically and at shutdown).
     pub async fn flush(&self, now: UnixTime) -> Result<usize, StoreError> {
         let store = self.store.as_ref();
-        let states: Vec<(AgentId, String, UnixTime)> = {
-            let Ok(mut map) = self.agents.lock() else { return Ok(0) };
-            map.iter_mut()
-                .filter(|(_, s)| s.dirty)
-                .filter_map(|(id, s)| {
-                    s.dirty = false;
-                    serde_json::to_string(&s.guard).ok().map(|json| (id.clone(), json, now))
-                })
-                .collect()
-        };
+        let mut states: Vec<(AgentId, String, UnixTime)> = Vec::new();
+        self.agents.for_each_shard(|map| {
+            states.extend(map.iter_mut().filter(|(_, s)| s.dirty).filter_map(|(id, s)| {
+                s.dirty = false;
+                serde_json::to_string(&s.guard).ok().map(|json| (id.clone(), json, now))
+            }));
+        });
         if states.is_empty() {
             return Ok(0);
         }
         let n = states.len();
         if let Err(e) = store.save_guard_states(&states).await {
             // Mark them dirty again so the next flush retries.
-            if let Ok(mut map) = self.agents.lock() {
-                for (id, _, _) in &states {
+            for (id, _, _) in &states {
+                self.agents.with(id, |map| {
                     if let Some(s) = map.get_mut(id) {
                         s.dirty = true;
                     }
-                }
+                });
             }
             return Err(e);
         }
