@@ -27,8 +27,8 @@ use target::{authorize_bodies, FormMaker, FormPool, Runner, Work};
 
 /// The largest number of requests an open-loop point keeps in flight.
 const OPEN_LOOP_IN_FLIGHT: usize = 256;
-/// The open-loop point's default rate, as a fraction of the authorize peak.
-const OPEN_LOOP_FRACTION: f64 = 0.7;
+/// The open-loop points' rates, as fractions of the authorize peak (without `--rate`).
+const OPEN_LOOP_FRACTIONS: [f64; 3] = [0.5, 0.7, 0.9];
 /// The most form bodies pre-signed for one point.
 const POOL_CAP: usize = 100_000;
 /// The rate assumed for the first point of a token scenario, per second.
@@ -108,7 +108,8 @@ pub struct BenchArgs {
     /// Warm-up seconds per point (run, not counted).
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
-    /// Open-loop rate, requests per second [default: 70% of the measured authorize peak].
+    /// Open-loop rate, requests per second [default: 50%, 70% and 90% of the measured
+    /// authorize peak, one point each].
     #[arg(long)]
     rate: Option<f64>,
     /// Requests per batch in the batch scenario (at most 100).
@@ -462,21 +463,29 @@ async fn measure(
         .get("authorize")
         .and_then(|points| points.iter().max_by(|a, b| a.throughput_per_s.total_cmp(&b.throughput_per_s)))
         .map(|p| (p.throughput_per_s, p.concurrency));
-    let rate = match (args.rate, peak) {
-        (Some(rate), _) => Some((rate, "--rate".to_owned())),
-        (None, Some((tput, c))) if tput > 0.0 => {
-            Some((tput * OPEN_LOOP_FRACTION, format!("70% of the authorize peak ({tput:.0}/s at concurrency {c})")))
-        }
-        _ => None,
+    let rates: Vec<(f64, Option<f64>, String)> = match (args.rate, peak) {
+        (Some(rate), _) => vec![(rate, None, "--rate".to_owned())],
+        (None, Some((tput, c))) if tput > 0.0 => OPEN_LOOP_FRACTIONS
+            .iter()
+            .map(|&f| {
+                let basis = format!("{:.0}% of the authorize peak ({tput:.0}/s at concurrency {c})", f * 100.0);
+                (tput * f, Some(f), basis)
+            })
+            .collect(),
+        _ => Vec::new(),
     };
-    if let Some((rate, basis)) = rate {
+    if !rates.is_empty() {
         let warrants = fixture.warrants(&client).await?;
         let bodies = bodies_for(authorize_bodies(&warrants.delegated)?, None);
-        let runner =
-            Arc::new(Runner { http: http.clone(), work: Work::Authorize { urls: authorize_urls.clone(), bodies } });
-        let raw =
-            open_loop(runner, rate, OPEN_LOOP_IN_FLIGHT, phase, &format!("authorize open loop {rate:.0}/s")).await?;
-        report.open_loop = Some(OpenLoop::new(&raw, basis, OPEN_LOOP_IN_FLIGHT));
+        for (rate, fraction, basis) in rates {
+            let runner = Arc::new(Runner {
+                http: http.clone(),
+                work: Work::Authorize { urls: authorize_urls.clone(), bodies: bodies.clone() },
+            });
+            let raw = open_loop(runner, rate, OPEN_LOOP_IN_FLIGHT, phase, &format!("authorize open loop {rate:.0}/s"))
+                .await?;
+            report.open_loop.push(OpenLoop::new(&raw, fraction, basis, OPEN_LOOP_IN_FLIGHT));
+        }
     }
     Ok(report)
 }

@@ -760,7 +760,11 @@ fn bench_runs_every_scenario_against_its_own_server() {
     assert_eq!(revocation["allows_after_revocation"], 0, "{revocation}");
     assert_eq!(revocation["next_decision_codes"]["revoked"], revocation["cycles"], "{revocation}");
     assert!(report["ratios"][0]["ratio"].as_f64().unwrap() > 0.0, "{report}");
-    assert!(report["open_loop"]["requests"].as_u64().unwrap() > 0, "{report}");
+    // Open-loop points at 50%, 70% and 90% of the authorize peak, in that order.
+    let open = report["open_loop"].as_array().unwrap();
+    let fractions: Vec<f64> = open.iter().map(|o| o["fraction_of_peak"].as_f64().unwrap()).collect();
+    assert_eq!(fractions, [0.5, 0.7, 0.9], "{report}");
+    assert!(open.iter().all(|o| o["requests"].as_u64().unwrap() > 0), "{report}");
     // The floor of a durable answer, measured on the server's own disk in the same run.
     let floor = &report["floor"]["fdatasync"];
     assert_eq!(floor["count"], 200, "{report}");

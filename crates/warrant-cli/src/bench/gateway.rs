@@ -141,7 +141,7 @@ pub async fn run(
             work: Work::Mcp { url: url.clone(), bearer, bodies: bodies.clone() },
         });
         let raw = open_loop(runner, rate, IN_FLIGHT, phase, &format!("tools/call {via} {rate:.0}/s")).await?;
-        measured.push((via, url, OpenLoop::new(&raw, format!("--gateway-rate, {via}"), IN_FLIGHT)));
+        measured.push((via, url, OpenLoop::new(&raw, None, format!("--gateway-rate, {via}"), IN_FLIGHT)));
     }
     let stopped_gateway = standalone.server.stop().await;
     let stopped_in_serve = match in_serve {

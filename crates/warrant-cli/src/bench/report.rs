@@ -98,11 +98,13 @@ pub struct Ratio {
     pub batch_decisions_ratio: Option<f64>,
 }
 
-/// The open-loop point.
+/// One open-loop point.
 #[derive(Debug, Clone, Serialize)]
 pub struct OpenLoop {
     /// Requests per second asked.
     pub rate_per_s: f64,
+    /// That rate as a fraction of the authorize peak (`None`: given with `--rate`).
+    pub fraction_of_peak: Option<f64>,
     /// Where the rate comes from.
     pub basis: String,
     /// The most requests in flight at once.
@@ -131,10 +133,11 @@ pub struct OpenLoop {
 
 impl OpenLoop {
     /// The point from what the open loop measured.
-    pub fn new(raw: &OpenRaw, basis: String, max_in_flight: usize) -> OpenLoop {
+    pub fn new(raw: &OpenRaw, fraction_of_peak: Option<f64>, basis: String, max_in_flight: usize) -> OpenLoop {
         let latency = Latency::of(&raw.raw.latency);
         OpenLoop {
             rate_per_s: raw.rate,
+            fraction_of_peak,
             basis,
             max_in_flight,
             scheduled: raw.scheduled,
@@ -207,8 +210,8 @@ pub struct Report {
     pub scenarios: BTreeMap<String, Vec<Point>>,
     /// Authorize against the baseline, per concurrency.
     pub ratios: Vec<Ratio>,
-    /// The open-loop authorize point.
-    pub open_loop: Option<OpenLoop>,
+    /// The open-loop authorize points (50%, 70% and 90% of the peak, or `--rate`).
+    pub open_loop: Vec<OpenLoop>,
     /// The gateway scenario, when run.
     pub gateway: Option<super::gateway::GatewayReport>,
     /// The propagation scenario, when run.
@@ -241,7 +244,7 @@ impl Report {
             baseline: Vec::new(),
             scenarios: BTreeMap::new(),
             ratios: Vec::new(),
-            open_loop: None,
+            open_loop: Vec::new(),
             gateway: None,
             propagation: None,
             floor: None,
@@ -414,9 +417,10 @@ pub fn print(report: &Report) {
         }
     }
 
-    if let Some(o) = &report.open_loop {
-        outln!("\nopen loop: authorize at {:.0}/s ({}), latency from the intended send time", o.rate_per_s, o.basis);
+    if !report.open_loop.is_empty() {
+        outln!("\nopen loop: authorize on a fixed schedule, latency from the intended send time");
         let header = [
+            "rate",
             "scheduled",
             "achieved/s",
             "p50 ms",
@@ -427,12 +431,31 @@ pub fn print(report: &Report) {
             "send lag p99 ms",
             "errors",
         ];
-        let mut line = vec![right(o.scheduled.to_string())];
-        line.extend(open_loop_cells(o));
-        line.extend([right(ms(o.send_lag.p99_ms)), right(o.errors.to_string())]);
-        let lines = vec![line];
+        let lines = report
+            .open_loop
+            .iter()
+            .map(|o| {
+                let rate = match o.fraction_of_peak {
+                    Some(f) => format!("{:.0}/s ({:.0}% of peak)", o.rate_per_s, f * 100.0),
+                    None => format!("{:.0}/s", o.rate_per_s),
+                };
+                let mut line = vec![right(rate), right(o.scheduled.to_string())];
+                line.extend(open_loop_cells(o));
+                line.extend([right(ms(o.send_lag.p99_ms)), right(o.errors.to_string())]);
+                line
+            })
+            .collect();
         outln!("{}", table(&header, lines));
-        outln!("p99 under {P99_TARGET_MS} ms at this load: {}", if o.p99_met { "MET" } else { "NOT MET" });
+        if let Some(first) = report.open_loop.first() {
+            outln!("basis: {}", first.basis);
+        }
+        for o in report.open_loop.iter().filter(|o| o.fraction_of_peak.is_none_or(|f| (f - 0.7).abs() < 1e-9)) {
+            outln!(
+                "p99 under {P99_TARGET_MS} ms at {:.0}/s: {}",
+                o.rate_per_s,
+                if o.p99_met { "MET" } else { "NOT MET" }
+            );
+        }
     }
     if let Some(g) = &report.gateway {
         print_gateway(g);
@@ -528,12 +551,12 @@ pub fn chart(report: &Report, path: &Path) -> Result<(), BenchError> {
         ("axum /ping p50", series_of(&report.baseline, false), orange, false),
         ("axum /ping p99 (dashed)", series_of(&report.baseline, true), orange, true),
     ];
-    let open = report.open_loop.as_ref().filter(|o| o.latency.count > 0);
-    let xs = series.iter().flat_map(|s| s.1.iter().map(|p| p.0)).chain(open.map(|o| o.achieved_per_s));
+    let open: Vec<&OpenLoop> = report.open_loop.iter().filter(|o| o.latency.count > 0).collect();
+    let xs = series.iter().flat_map(|s| s.1.iter().map(|p| p.0)).chain(open.iter().map(|o| o.achieved_per_s));
     let ys = series
         .iter()
         .flat_map(|s| s.1.iter().map(|p| p.1))
-        .chain(open.map(|o| o.latency.p99_ms))
+        .chain(open.iter().map(|o| o.latency.p99_ms))
         .chain(std::iter::once(P99_TARGET_MS));
     let x_max = xs.fold(1.0f64, f64::max) * 1.1;
     let (y_min, y_max) = ys.fold((f64::MAX, 0.001f64), |(lo, hi), y| (lo.min(y), hi.max(y)));
@@ -589,12 +612,13 @@ pub fn chart(report: &Report, path: &Path) -> Result<(), BenchError> {
         .map_err(|e| err(&e))?
         .label("p99 target, 2 ms")
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], grey));
-    if let Some(o) = open {
+    if !open.is_empty() {
         let red = RGBColor(214, 39, 40);
+        let rates: Vec<String> = open.iter().map(|o| format!("{:.0}", o.rate_per_s)).collect();
         chart
-            .draw_series(std::iter::once(Cross::new((o.achieved_per_s, o.latency.p99_ms), 6, red.stroke_width(2))))
+            .draw_series(open.iter().map(|o| Cross::new((o.achieved_per_s, o.latency.p99_ms), 6, red.stroke_width(2))))
             .map_err(|e| err(&e))?
-            .label(format!("authorize p99, open loop at {:.0}/s", o.rate_per_s))
+            .label(format!("authorize p99, open loop at {}/s", rates.join(", ")))
             .legend(move |(x, y)| Cross::new((x + 12, y), 5, red.stroke_width(2)));
     }
     chart
