@@ -35,7 +35,7 @@ impl AgentStore for SqliteStore {
         let public_key = serde_json::to_string(&a.public_key).map_err(corrupt)?;
         let labels = serde_json::to_string(&a.labels).map_err(corrupt)?;
         let (mode, status) = (to_text(&a.mode)?, to_text(&a.status)?);
-        self.run(move |c| {
+        self.write(move |c| {
             c.execute(
                 &format!("INSERT INTO agents ({AGENT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
                 params![
@@ -90,7 +90,7 @@ impl AgentStore for SqliteStore {
     async fn set_agent_status(&self, id: &AgentId, status: AgentStatus) -> Result<bool, StoreError> {
         let id = id.clone();
         let status = to_text(&status)?;
-        self.run(move |c| {
+        self.write(move |c| {
             Ok(c.execute("UPDATE agents SET status = ?2 WHERE id = ?1", params![id.as_str(), status])? > 0)
         })
         .await
@@ -98,7 +98,7 @@ impl AgentStore for SqliteStore {
 
     async fn set_agent_owner(&self, id: &AgentId, owner: &HumanId) -> Result<bool, StoreError> {
         let (id, owner) = (id.clone(), owner.clone());
-        self.run(move |c| {
+        self.write(move |c| {
             Ok(c.execute("UPDATE agents SET owner = ?2 WHERE id = ?1", params![id.as_str(), owner.as_str()])? > 0)
         })
         .await
@@ -107,7 +107,7 @@ impl AgentStore for SqliteStore {
     async fn set_agent_max_scope(&self, id: &AgentId, max_scope: &Scope) -> Result<bool, StoreError> {
         let id = id.clone();
         let max_scope = serde_json::to_string(max_scope).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.run(move |c| {
+        self.write(move |c| {
             Ok(c.execute("UPDATE agents SET max_scope = ?2 WHERE id = ?1", params![id.as_str(), max_scope])? > 0)
         })
         .await
@@ -116,8 +116,8 @@ impl AgentStore for SqliteStore {
     async fn set_agent_key(&self, id: &AgentId, key: &PublicJwk, at: UnixTime) -> Result<bool, StoreError> {
         let id = id.clone();
         let key = serde_json::to_string(key).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.run(move |c| {
-            let tx = c.transaction()?;
+        self.write(move |c| {
+            let tx = c;
             let sql = "UPDATE agents SET public_key = ?2 WHERE id = ?1 AND spiffe_id IS NULL";
             if tx.execute(sql, params![id.as_str(), key])? == 0 {
                 return Ok(false);
@@ -127,7 +127,6 @@ impl AgentStore for SqliteStore {
                  ON CONFLICT(agent_id) DO UPDATE SET set_at = excluded.set_at",
                 params![id.as_str(), at.0],
             )?;
-            tx.commit()?;
             Ok(true)
         })
         .await

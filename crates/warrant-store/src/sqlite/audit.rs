@@ -201,7 +201,7 @@ impl AuditStore for SqliteStore {
 
     async fn add_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), StoreError> {
         let cp = checkpoint.clone();
-        self.run(move |c| {
+        self.write(move |c| {
             c.execute(
                 &format!("INSERT INTO audit_checkpoints ({CHECKPOINT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5)"),
                 params![to_i64(cp.seq)?, cp.head_hash.as_slice(), cp.at.0, cp.kid, cp.signature],

@@ -13,7 +13,7 @@ impl ConsoleStore for SqliteStore {
     async fn insert_console_session(&self, session: &ConsoleSessionRecord) -> Result<(), StoreError> {
         let s = session.clone();
         let principal = principal_text(&s.principal)?;
-        self.run(move |c| {
+        self.write(move |c| {
             c.execute(
                 "INSERT INTO console_sessions (digest, principal, csrf, created_at, expires_at, ended_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -66,8 +66,8 @@ impl ConsoleStore for SqliteStore {
 
     async fn end_console_session(&self, digest: &[u8; 32], at: UnixTime) -> Result<bool, StoreError> {
         let digest = *digest;
-        self.run(move |c| {
-            let tx = c.transaction()?;
+        self.write(move |c| {
+            let tx = c;
             let n = tx.execute(
                 "UPDATE console_sessions SET ended_at = ?2 WHERE digest = ?1 AND ended_at IS NULL",
                 params![digest.as_slice(), at.0],
@@ -76,7 +76,6 @@ impl ConsoleStore for SqliteStore {
                 "DELETE FROM console_sessions WHERE COALESCE(ended_at, expires_at) < ?1",
                 params![at.0 - KEEP_ENDED_SECS],
             )?;
-            tx.commit()?;
             Ok(n == 1)
         })
         .await
@@ -84,14 +83,13 @@ impl ConsoleStore for SqliteStore {
 
     async fn insert_console_login(&self, login: &ConsoleLoginRecord, now: UnixTime) -> Result<(), StoreError> {
         let l = login.clone();
-        self.run(move |c| {
-            let tx = c.transaction()?;
+        self.write(move |c| {
+            let tx = c;
             tx.execute("DELETE FROM console_logins WHERE expires_at <= ?1", params![now.0])?;
             tx.execute(
                 "INSERT INTO console_logins (state_digest, issuer, verifier, nonce, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![l.state_digest.as_slice(), l.issuer, l.verifier, l.nonce, l.expires_at.0],
             )?;
-            tx.commit()?;
             Ok(())
         })
         .await

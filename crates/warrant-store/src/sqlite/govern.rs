@@ -84,8 +84,8 @@ impl GovernStore for SqliteStore {
             return Ok(());
         }
         let rows = findings.iter().map(finding_cols).collect::<Result<Vec<_>, _>>()?;
-        self.run(move |c| {
-            let tx = c.transaction()?;
+        self.write(move |c| {
+            let tx = c;
             {
                 let mut stmt = tx.prepare_cached(
                     "INSERT INTO findings (id, kind, subject, severity, status, first_seen, last_seen, body) \
@@ -98,7 +98,6 @@ impl GovernStore for SqliteStore {
                     stmt.execute(params![id, kind, subject, severity, status, first_seen, last_seen, body])?;
                 }
             }
-            tx.commit()?;
             Ok(())
         })
         .await
@@ -162,8 +161,8 @@ impl GovernStore for SqliteStore {
             .iter()
             .map(|(agent, usage)| Ok((agent.as_str().to_owned(), serde_json::to_string(usage).map_err(corrupt)?)))
             .collect::<Result<Vec<_>, StoreError>>()?;
-        self.run(move |c| {
-            let tx = c.transaction()?;
+        self.write(move |c| {
+            let tx = c;
             {
                 let mut stmt = tx.prepare_cached(
                     "INSERT INTO agent_usage (agent_id, usage) VALUES (?1, ?2) \
@@ -173,7 +172,6 @@ impl GovernStore for SqliteStore {
                     stmt.execute(params![agent, usage])?;
                 }
             }
-            tx.commit()?;
             Ok(())
         })
         .await
@@ -195,7 +193,7 @@ impl GovernStore for SqliteStore {
     async fn record_attestation(&self, attestation: &Attestation) -> Result<(), StoreError> {
         let a = attestation.clone();
         let evidence = serde_json::to_string(&a.evidence).map_err(corrupt)?;
-        self.run(move |c| {
+        self.write(move |c| {
             c.execute(
                 "INSERT INTO attestations (id, agent_id, by_whom, at, note, evidence) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![a.id, a.agent.as_str(), a.by, a.at.0, a.note, evidence],

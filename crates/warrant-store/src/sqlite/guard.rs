@@ -70,7 +70,7 @@ impl GuardStore for SqliteStore {
     }
 
     async fn purge_spends(&self, now: UnixTime) -> Result<u64, StoreError> {
-        self.run(move |c| {
+        self.write(move |c| {
             let n = c.execute("DELETE FROM budget_spend WHERE expires_at <= ?1", [now.0])?;
             Ok(u64::try_from(n).unwrap_or(u64::MAX))
         })
@@ -82,8 +82,8 @@ impl GuardStore for SqliteStore {
             return Ok(());
         }
         let states = states.to_vec();
-        self.run(move |c| {
-            let tx = c.transaction()?;
+        self.write(move |c| {
+            let tx = c;
             {
                 let mut stmt = tx.prepare_cached(
                     "INSERT INTO agent_guard (agent_id, state, updated_at) VALUES (?1, ?2, ?3) \
@@ -93,7 +93,6 @@ impl GuardStore for SqliteStore {
                     stmt.execute(params![agent.as_str(), state, at.0])?;
                 }
             }
-            tx.commit()?;
             Ok(())
         })
         .await
@@ -112,7 +111,7 @@ impl GuardStore for SqliteStore {
 
     async fn insert_approval(&self, approval: &Approval) -> Result<(), StoreError> {
         let (id, status, agent, approver, created_at, expires_at, body) = approval_cols(approval)?;
-        self.run(move |c| {
+        self.write(move |c| {
             c.execute(
                 "INSERT INTO approvals (id, status, agent_id, approver, created_at, expires_at, body) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -135,7 +134,7 @@ impl GuardStore for SqliteStore {
     async fn update_approval(&self, approval: &Approval, expected: ApprovalStatus) -> Result<bool, StoreError> {
         let (id, status, agent, approver, created_at, expires_at, body) = approval_cols(approval)?;
         let expected = expected.as_str();
-        self.run(move |c| {
+        self.write(move |c| {
             let changed = c.execute(
                 "UPDATE approvals SET status = ?2, agent_id = ?3, approver = ?4, created_at = ?5, expires_at = ?6, \
                  body = ?7 WHERE id = ?1 AND status = ?8",

@@ -52,7 +52,7 @@ impl HumanStore for SqliteStore {
             Some(i) => (Some(i.issuer.clone()), Some(i.subject.clone())),
             None => (None, None),
         };
-        self.run(move |c| {
+        self.write(move |c| {
             c.execute(
                 "INSERT INTO humans (id, name, email, entitlements, status, created_at, roles, external_id, \
                  idp_issuer, idp_subject) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -104,7 +104,7 @@ impl HumanStore for SqliteStore {
     async fn set_human_entitlements(&self, id: &HumanId, entitlements: &Scope) -> Result<bool, StoreError> {
         let id = id.clone();
         let text = serde_json::to_string(entitlements).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.run(move |c| {
+        self.write(move |c| {
             Ok(c.execute("UPDATE humans SET entitlements = ?2 WHERE id = ?1", params![id.as_str(), text])? > 0)
         })
         .await
@@ -122,7 +122,7 @@ impl HumanStore for SqliteStore {
     async fn set_human_status(&self, id: &HumanId, status: HumanStatus) -> Result<bool, StoreError> {
         let id = id.clone();
         let status = to_text(&status)?;
-        self.run(move |c| {
+        self.write(move |c| {
             Ok(c.execute("UPDATE humans SET status = ?2 WHERE id = ?1", params![id.as_str(), status])? > 0)
         })
         .await
@@ -131,13 +131,15 @@ impl HumanStore for SqliteStore {
     async fn set_human_roles(&self, id: &HumanId, roles: &BTreeSet<String>) -> Result<bool, StoreError> {
         let id = id.clone();
         let roles = serde_json::to_string(roles).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.run(move |c| Ok(c.execute("UPDATE humans SET roles = ?2 WHERE id = ?1", params![id.as_str(), roles])? > 0))
-            .await
+        self.write(move |c| {
+            Ok(c.execute("UPDATE humans SET roles = ?2 WHERE id = ?1", params![id.as_str(), roles])? > 0)
+        })
+        .await
     }
 
     async fn record_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
         let s = session.clone();
-        self.run(move |c| {
+        self.write(move |c| {
             c.execute(
                 "INSERT INTO sessions (jti, human, purpose, issued_at, expires_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
@@ -171,7 +173,7 @@ impl HumanStore for SqliteStore {
 
     async fn revoke_sessions(&self, human: &HumanId, now: UnixTime) -> Result<u64, StoreError> {
         let human = human.clone();
-        self.run(move |c| {
+        self.write(move |c| {
             let n = c.execute(
                 "UPDATE sessions SET revoked_at = ?2 WHERE human = ?1 AND revoked_at IS NULL",
                 params![human.as_str(), now.0],

@@ -53,8 +53,8 @@ impl KeyStore for SqliteStore {
             return Err(StoreError::Backend("refusing to store a signing key that is not sealed".into()));
         };
         let (kid, purpose, sealed, created_at) = (key.kid.clone(), key.purpose, sealed.clone(), key.created_at);
-        self.run(move |c| {
-            let tx = c.transaction()?;
+        self.write(move |c| {
+            let tx = c;
             tx.execute(
                 "UPDATE signing_keys SET retired_at = ?1 WHERE retired_at IS NULL AND purpose = ?2",
                 params![created_at.0, purpose.as_str()],
@@ -64,7 +64,6 @@ impl KeyStore for SqliteStore {
                  VALUES (?1, ?2, x'', ?3, ?4, NULL)",
                 params![kid, purpose.as_str(), sealed, created_at.0],
             )?;
-            tx.commit()?;
             Ok(())
         })
         .await
@@ -72,6 +71,8 @@ impl KeyStore for SqliteStore {
 
     async fn seal_keys(&self, sealed: &[(String, Vec<u8>)]) -> Result<usize, StoreError> {
         let sealed = sealed.to_vec();
+        // On the store's own connection, not in the group commit: the seeds' old pages
+        // must be zeroed and the log truncated, outside any transaction.
         self.run(move |c| {
             // Zero the freed bytes of each plaintext seed inside its page, not just unlink them.
             c.pragma_update(None, "secure_delete", "ON")?;
@@ -93,7 +94,25 @@ impl KeyStore for SqliteStore {
             if changed > 0 {
                 // Copy the rewritten pages into the main file and empty the write-ahead
                 // log, whose older frames still hold the pages with the plaintext seeds.
-                c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+                // The checkpoint thread may be running one of its own: try again until
+                // this one completes.
+                let mut attempts = 0;
+                loop {
+                    let busy = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
+                    match busy {
+                        Ok(0) => break,
+                        Ok(_) | Err(rusqlite::Error::SqliteFailure(..)) if attempts < 500 => {
+                            attempts += 1;
+                            std::thread::sleep(std::time::Duration::from_millis(10));
+                        }
+                        Ok(_) => {
+                            return Err(StoreError::Backend(
+                                "the sealed keys could not be checkpointed into the database file".into(),
+                            ))
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
             }
             Ok(changed)
         })

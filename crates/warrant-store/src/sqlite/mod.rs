@@ -1,9 +1,12 @@
 //! The embedded default store: SQLite (bundled), WAL journal, schema migrations by
 //! `PRAGMA user_version`.
 //!
-//! One connection serves every call, each on tokio's blocking pool, so the async
-//! executor never waits on disk. SQLite serializes writers anyway; reads on the hot path
-//! are served from the engine's in-memory state, not from here.
+//! Reads run on one connection, each on tokio's blocking pool, so the async executor
+//! never waits on disk; reads on the hot path are served from the engine's in-memory
+//! state, not from here. Every write goes through the group-commit writer (`commit.rs`),
+//! one thread with a connection of its own that commits whatever is queued in one
+//! transaction, so the two connections never wait on each other's write lock; WAL
+//! checkpoints run on a thread of their own (`checkpoint.rs`), off every commit.
 //!
 //! This module opens the database (pragmas, migrations) and holds the helpers every
 //! entity group shares; each group's traits are implemented in a file of their own:
@@ -13,6 +16,7 @@
 
 mod agents;
 mod audit;
+mod checkpoint;
 mod commit;
 mod console;
 mod govern;
@@ -64,6 +68,9 @@ pub struct SqliteStore {
     /// The hot paths' writes (issuance, revocation, the audit log), group-committed on a
     /// connection of their own ([`commit`]).
     committer: commit::Committer,
+    /// WAL checkpoints on a thread of their own, off every commit ([`checkpoint`]); none
+    /// for an in-memory or read-only database.
+    _checkpointer: Option<checkpoint::Checkpointer>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -171,14 +178,18 @@ impl SqliteStore {
         }
         conn.pragma_update(None, "journal_mode", "WAL")?;
         Self::configure(&mut conn)?;
+        // No commit checkpoints the log: the checkpoint thread does, off the commit path.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         // The group-commit writer gets a connection of its own, so reads never wait for
         // its commits (WAL readers do not block on the writer).
         let writer = Connection::open(path)?;
         writer.pragma_update(None, "synchronous", "FULL")?;
         writer.pragma_update(None, "foreign_keys", "ON")?;
+        writer.pragma_update(None, "wal_autocheckpoint", 0)?;
         writer.busy_timeout(std::time::Duration::from_secs(5))?;
         let committer = commit::Committer::start(Arc::new(Mutex::new(writer)))?;
-        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)), committer })
+        let checkpointer = checkpoint::Checkpointer::start(path)?;
+        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)), committer, _checkpointer: Some(checkpointer) })
     }
 
     /// Opens the existing database at `path` for reading only: nothing is written,
@@ -231,7 +242,7 @@ impl SqliteStore {
     fn sharing(conn: Connection) -> Result<Self, StoreError> {
         let conn = Arc::new(Mutex::new(conn));
         let committer = commit::Committer::start(Arc::clone(&conn))?;
-        Ok(SqliteStore { conn, committer })
+        Ok(SqliteStore { conn, committer, _checkpointer: None })
     }
 
     fn configure(conn: &mut Connection) -> Result<(), StoreError> {

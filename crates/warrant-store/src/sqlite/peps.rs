@@ -29,7 +29,7 @@ fn pep_row(row: &Row<'_>) -> rusqlite::Result<PepRecord> {
 impl PepStore for SqliteStore {
     async fn insert_pep(&self, pep: &PepRecord) -> Result<(), StoreError> {
         let p = pep.clone();
-        self.run(move |c| {
+        self.write(move |c| {
             c.execute(
                 &format!("INSERT INTO peps ({PEP_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
                 params![
@@ -57,7 +57,7 @@ impl PepStore for SqliteStore {
 
     async fn revoke_pep(&self, id: &PepId, at: UnixTime) -> Result<bool, StoreError> {
         let id = id.clone();
-        self.run(move |c| {
+        self.write(move |c| {
             let n = c.execute(
                 "UPDATE peps SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
                 params![id.as_str(), at.0],

@@ -12,14 +12,13 @@ use crate::{PolicyStore, StoreError};
 impl PolicyStore for SqliteStore {
     async fn save_policy_version(&self, version: &PolicyVersionRecord) -> Result<i64, StoreError> {
         let v = version.clone();
-        self.run(move |c| {
-            let tx = c.transaction()?;
+        self.write(move |c| {
+            let tx = c;
             tx.execute(
                 "INSERT OR IGNORE INTO policy_versions (hash, policies, schema, loaded_at) VALUES (?1, ?2, ?3, ?4)",
                 params![v.hash, v.policies, v.schema, v.loaded_at.0],
             )?;
             let id: i64 = tx.query_row("SELECT id FROM policy_versions WHERE hash = ?1", [&v.hash], |r| r.get(0))?;
-            tx.commit()?;
             Ok(id)
         })
         .await

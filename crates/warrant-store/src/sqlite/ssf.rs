@@ -92,7 +92,7 @@ impl SsfStore for SqliteStore {
 
     async fn add_verification(&self, stream: &str, state: Option<&str>, at: UnixTime) -> Result<u64, StoreError> {
         let (stream, state) = (stream.to_owned(), state.map(str::to_owned));
-        self.run(move |c| {
+        self.write(move |c| {
             c.execute("INSERT INTO ssf_events (stream, state, at) VALUES (?1, ?2, ?3)", params![stream, state, at.0])?;
             Ok(u64::try_from(c.last_insert_rowid()).unwrap_or(0))
         })
@@ -102,7 +102,7 @@ impl SsfStore for SqliteStore {
     async fn insert_stream(&self, stream: &StreamRecord) -> Result<u64, StoreError> {
         let s = stream.clone();
         let method = to_text(&s.method)?;
-        self.run(move |c| {
+        self.write(move |c| {
             // One statement: the cursor is the head at the moment of the insert, so no
             // event falls between what the stream is told it has and what it is sent.
             let inserted = c.execute(
@@ -132,7 +132,7 @@ impl SsfStore for SqliteStore {
     }
 
     async fn prune_outbox(&self, older_than: UnixTime) -> Result<u64, StoreError> {
-        self.run(move |c| {
+        self.write(move |c| {
             // One statement, so a stream inserted meanwhile is either counted in the
             // smallest cursor or starts after everything deleted.
             let deleted = c.execute(
@@ -165,11 +165,10 @@ impl SsfStore for SqliteStore {
 
     async fn delete_stream(&self, id: &str) -> Result<bool, StoreError> {
         let id = id.to_owned();
-        self.run(move |c| {
-            let tx = c.transaction()?;
+        self.write(move |c| {
+            let tx = c;
             let deleted = tx.execute("DELETE FROM ssf_streams WHERE id = ?1", [&id])?;
             tx.execute("DELETE FROM ssf_events WHERE stream = ?1", [&id])?;
-            tx.commit()?;
             Ok(deleted > 0)
         })
         .await
@@ -177,7 +176,7 @@ impl SsfStore for SqliteStore {
 
     async fn advance_stream(&self, id: &str, cursor: u64) -> Result<bool, StoreError> {
         let (id, cursor) = (id.to_owned(), i64::try_from(cursor).unwrap_or(i64::MAX));
-        self.run(move |c| {
+        self.write(move |c| {
             // A row the WHERE matches counts as changed even when its cursor stays.
             let matched =
                 c.execute("UPDATE ssf_streams SET cursor = MAX(cursor, ?2) WHERE id = ?1", params![id, cursor])?;
