@@ -55,3 +55,35 @@ impl<K: Hash + Eq, V> Shards<K, V> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Shards;
+
+    /// Many threads updating many keys at once, some keys shared between threads: every
+    /// update lands once, and a walk over every shard sees every key once.
+    #[test]
+    fn concurrent_updates_of_many_keys_all_land() {
+        let shards: Shards<u32, u64> = Shards::from_entries([(7, 100)]);
+        std::thread::scope(|s| {
+            for t in 0..8u32 {
+                let shards = &shards;
+                s.spawn(move || {
+                    for i in 0..5_000u32 {
+                        let key = (i * 31 + t) % 500;
+                        shards.with(&key, |m| *m.entry(key).or_default() += 1);
+                    }
+                });
+            }
+        });
+        let (mut keys, mut total) = (0u64, 0u64);
+        shards.for_each_shard(|m| {
+            keys += m.len() as u64;
+            total += m.values().sum::<u64>();
+        });
+        assert_eq!(keys, 500);
+        assert_eq!(total, 8 * 5_000 + 100);
+        assert_eq!(shards.with(&7, |m| m.get(&7).copied()).flatten().map(|n| n >= 100), Some(true));
+        assert_eq!(shards.with(&9_999, |m| m.get(&9_999).copied()), Some(None));
+    }
+}
