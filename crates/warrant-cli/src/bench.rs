@@ -3,6 +3,7 @@
 //! concurrencies, and, in the same run and with the same client, a trivial axum JSON
 //! endpoint: the framework's ceiling, the baseline of every ratio.
 
+mod cedar_agent;
 mod floor;
 mod gateway;
 mod load;
@@ -55,7 +56,10 @@ pub enum Scenario {
     /// Servers sharing a database (`--also`): a warrant revoked on the first server,
     /// asked on the others until they deny it; the time to that deny, under load.
     Propagation,
-    /// Every scenario above but propagation.
+    /// A cedar-agent (`--cedar-agent URL`, a Cedar PDP that audits nothing) asked what
+    /// authorize asks, with the same policies, by the same client.
+    CedarAgent,
+    /// Every scenario above but propagation and cedar-agent.
     All,
 }
 
@@ -71,6 +75,7 @@ impl Scenario {
             Scenario::Revocation => "revocation",
             Scenario::Gateway => "gateway",
             Scenario::Propagation => "propagation",
+            Scenario::CedarAgent => "cedar-agent",
             Scenario::All => "all",
         }
     }
@@ -93,6 +98,10 @@ pub struct BenchArgs {
     /// authorize load is spread over every server, and the propagation scenario asks them.
     #[arg(long, value_name = "URL")]
     also: Vec<String>,
+    /// A running cedar-agent for the cedar-agent scenario (loopback only;
+    /// `scripts/bench-cedar-agent` installs and starts one).
+    #[arg(long, value_name = "URL")]
+    cedar_agent: Option<String>,
     /// Revocations the propagation scenario makes.
     #[arg(long, default_value_t = 1000)]
     revocations: usize,
@@ -217,6 +226,12 @@ fn check(args: &BenchArgs) -> Result<(), BenchError> {
     if let Some(url) = args.also.iter().find(|u| !is_loopback(u)) {
         return Err(BenchError::NotLoopback(url.clone()));
     }
+    if let Some(url) = args.cedar_agent.as_ref().filter(|u| !is_loopback(u)) {
+        return Err(BenchError::NotLoopback(url.clone()));
+    }
+    if args.scenario.contains(&Scenario::CedarAgent) && args.cedar_agent.is_none() {
+        return bad("the cedar-agent scenario needs a running cedar-agent: --cedar-agent URL (scripts/bench-cedar-agent starts one)");
+    }
     if args.scenario.contains(&Scenario::Propagation) && args.also.is_empty() {
         return bad("the propagation scenario needs another server sharing the database: --also URL");
     }
@@ -237,9 +252,13 @@ fn scenarios(selected: &[Scenario]) -> Vec<Scenario> {
         Scenario::Revocation,
         Scenario::Gateway,
         Scenario::Propagation,
+        Scenario::CedarAgent,
     ];
     if selected.contains(&Scenario::All) {
-        return all.into_iter().filter(|s| *s != Scenario::Propagation || selected.contains(s)).collect();
+        return all
+            .into_iter()
+            .filter(|s| !matches!(s, Scenario::Propagation | Scenario::CedarAgent) || selected.contains(s))
+            .collect();
     }
     all.into_iter().filter(|s| selected.contains(s)).collect()
 }
@@ -420,6 +439,14 @@ async fn measure(
                 Scenario::Authorize => {
                     let bodies = bodies_for(authorize_bodies(&warrants.delegated)?, None);
                     (Work::Authorize { urls: authorize_urls.clone(), bodies }, None)
+                }
+                Scenario::CedarAgent => {
+                    let url = args
+                        .cedar_agent
+                        .as_deref()
+                        .ok_or_else(|| BenchError::Setup("the cedar-agent scenario needs --cedar-agent URL".into()))?;
+                    let prepared = cedar_agent::prepare(http, url, &client, &warrants.delegated).await?;
+                    (Work::CedarAgent { url: prepared.url, bodies: prepared.bodies }, None)
                 }
                 Scenario::Authzen => {
                     let bodies = bodies_for(target::evaluation_bodies(&warrants.delegated)?, None);

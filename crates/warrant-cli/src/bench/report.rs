@@ -417,6 +417,24 @@ pub fn print(report: &Report) {
         }
     }
 
+    if let (Some(authorize), Some(agent)) = (report.scenarios.get("authorize"), report.scenarios.get("cedar-agent")) {
+        outln!("\nauthorize (verified, decided, durably audited) / cedar-agent (evaluated only), same client and concurrency:");
+        for a in authorize {
+            let Some(c) = agent.iter().find(|p| p.concurrency == a.concurrency) else { continue };
+            let ratio = if c.throughput_per_s > 0.0 { a.throughput_per_s / c.throughput_per_s } else { 0.0 };
+            outln!(
+                "  c={:<4} {:>9.0}/s / {:>9.0}/s = {:.3}x  p50 {:.3} / {:.3} ms  {}",
+                a.concurrency,
+                a.throughput_per_s,
+                c.throughput_per_s,
+                ratio,
+                a.latency.p50_ms,
+                c.latency.p50_ms,
+                if ratio >= 1.0 { "ahead" } else { "behind" }
+            );
+        }
+    }
+
     if !report.open_loop.is_empty() {
         outln!("\nopen loop: authorize on a fixed schedule, latency from the intended send time");
         let header = [

@@ -27,7 +27,7 @@ const POOL_FRESH_FOR: Duration = Duration::from_secs(45);
 /// A request that takes longer than this fails (every loop stays bounded).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many distinct authorize bodies (resources) a point cycles through.
-const BODY_VARIANTS: usize = 256;
+pub(super) const BODY_VARIANTS: usize = 256;
 
 /// The HTTP client every measurement uses, the baseline's included.
 pub fn http_client() -> Result<reqwest::Client, BenchError> {
@@ -473,6 +473,13 @@ pub enum Work {
         /// Pre-serialized JSON-RPC requests.
         bodies: Vec<String>,
     },
+    /// `POST /v1/is_authorized` of a cedar-agent (a Cedar PDP that audits nothing).
+    CedarAgent {
+        /// Its URL.
+        url: String,
+        /// Pre-serialized authorization requests.
+        bodies: Vec<String>,
+    },
     /// `POST /access/v1/evaluation` (AuthZEN), one decision, by a PEP.
     Authzen {
         /// Its URL.
@@ -661,6 +668,13 @@ impl Op for Runner {
                 // A JSON answer, or one SSE event holding it: either way it carries a result.
                 if !text.contains("\"result\"") {
                     return Err(OpFailure::Answer(text.chars().take(200).collect()));
+                }
+                Ok(Done { units: 1, revocation: None })
+            }
+            Work::CedarAgent { url, bodies } => {
+                let out: Value = post(&self.http, url, JSON, pick(bodies, worker, seq)?, None).await?;
+                if out.get("decision").and_then(Value::as_str) != Some("Allow") {
+                    return Err(OpFailure::Answer(format!("expected Allow, got {out}")));
                 }
                 Ok(Done { units: 1, revocation: None })
             }
