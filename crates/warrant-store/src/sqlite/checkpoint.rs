@@ -1,99 +1,94 @@
-//! WAL checkpoints off the commit path.
+//! WAL checkpoints, paced by the group-commit writer and run after its callers are
+//! answered.
 //!
 //! In WAL mode SQLite appends every commit to the write-ahead log and, by default, the
 //! commit that takes the log past 1000 pages also copies the log back into the database
-//! file and syncs it (a checkpoint): that one commit, and every caller waiting on it,
-//! pays for the copy and a second sync. Under load that is the tail of every latency
-//! figure. So the store's connections do not checkpoint when they commit
-//! (`wal_autocheckpoint = 0`); a thread of its own with its own connection runs a
-//! `PASSIVE` checkpoint every [`INTERVAL`], which copies what the log holds without
-//! blocking writers or readers (it stops short of frames a reader still needs and picks
-//! them up the next time).
+//! file and syncs it (a checkpoint) before it returns: every caller of that commit waits
+//! for the copy and a second sync. So no connection of the store checkpoints when it
+//! commits (`wal_autocheckpoint = 0`). The group-commit writer, the only connection that
+//! writes, runs a `PASSIVE` checkpoint itself after it has answered the callers of a
+//! batch, once about [`TARGET_FRAMES`] pages have been logged since the last one. Being
+//! the only writer, nothing is appended while it runs, so the checkpoint copies the
+//! whole log and the next commit starts the log again from its beginning: the log stays
+//! about [`TARGET_FRAMES`] pages long instead of growing without end (a checkpoint from
+//! another connection races the writer's appends and never catches up under load).
 //!
 //! A checkpoint changes where committed data lives, never whether it is durable: a
-//! commit is durable once its log frames are synced, checkpoint or not. The thread ends
-//! with the store (a last `PASSIVE` checkpoint first); SQLite checkpoints again when the
-//! last connection closes.
-
-use std::path::Path;
-use std::sync::mpsc;
-use std::time::Duration;
+//! commit is durable once its log frames are synced, checkpoint or not.
 
 use rusqlite::Connection;
 
 use crate::StoreError;
 
-/// How often the log is checkpointed.
-pub(crate) const INTERVAL: Duration = Duration::from_millis(250);
+/// About how many log pages are written between two checkpoints.
+pub(crate) const TARGET_FRAMES: u64 = 1000;
 
-/// Keeps the checkpoint thread alive; dropping the last handle ends it.
-#[derive(Debug, Clone)]
-pub(crate) struct Checkpointer {
-    _alive: std::sync::Arc<mpsc::Sender<()>>,
-}
+/// The most batches between two checkpoints, whatever their size.
+const MAX_EVERY: u64 = 10_000;
 
-impl Checkpointer {
-    /// Starts checkpointing the WAL database at `path` on a connection of its own.
-    pub(crate) fn start(path: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(Duration::from_secs(5))?;
-        let (alive, stop) = mpsc::channel::<()>();
-        std::thread::Builder::new()
-            .name("warrant-sqlite-checkpoint".into())
-            .spawn(move || loop {
-                let last = matches!(stop.recv_timeout(INTERVAL), Err(mpsc::RecvTimeoutError::Disconnected));
-                if let Err(e) = passive(&conn) {
-                    tracing::warn!(error = %e, "a WAL checkpoint failed; retried at the next interval");
-                }
-                if last {
-                    break;
-                }
-            })
-            .map_err(|e| StoreError::Backend(format!("cannot start the checkpoint thread: {e}")))?;
-        Ok(Checkpointer { _alive: std::sync::Arc::new(alive) })
-    }
-}
-
-/// One `PASSIVE` checkpoint: returns (frames in the log, frames copied back).
+/// One `PASSIVE` checkpoint: returns (pages in the log, pages copied back).
 pub(crate) fn passive(conn: &Connection) -> Result<(i64, i64), StoreError> {
     Ok(conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))?)
 }
 
+/// When the writer checkpoints: every `every` batches, re-estimated at each checkpoint
+/// from how many pages the batches since the last one logged.
+#[derive(Debug)]
+pub(crate) struct Pacer {
+    since: u64,
+    every: u64,
+}
+
+impl Pacer {
+    /// A pacer that first checkpoints after a handful of batches, to learn their size.
+    pub(crate) fn new() -> Self {
+        Pacer { since: 0, every: 16 }
+    }
+
+    /// After a batch is answered: checkpoints on `conn` when it is time.
+    pub(crate) fn after_batch(&mut self, conn: &Connection) {
+        self.since += 1;
+        if self.since < self.every {
+            return;
+        }
+        match passive(conn) {
+            Ok((logged, _)) => {
+                let per_batch = u64::try_from(logged).unwrap_or(0).div_ceil(self.since).max(1);
+                self.every = (TARGET_FRAMES / per_batch).clamp(1, MAX_EVERY);
+                self.since = 0;
+            }
+            Err(e) => tracing::warn!(error = %e, "a WAL checkpoint failed; tried again after the next batch"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant};
-
     use warrant_core::{AgentId, UnixTime};
 
     use crate::sqlite::SqliteStore;
     use crate::WarrantStore;
 
     /// Commits never checkpoint the log themselves (so no commit pays for copying it
-    /// back), and the checkpoint thread copies it back on its own.
+    /// back), yet the log stays bounded: the writer checkpoints between batches, and the
+    /// data reaches the database file.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_log_is_checkpointed_by_its_thread_not_by_commits() {
+    async fn the_log_stays_bounded_and_no_commit_checkpoints() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.db");
         let store = SqliteStore::open(&path).unwrap();
         let autocheckpoint: i64 =
             store.write(|c| Ok(c.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))?)).await.unwrap();
         assert_eq!(autocheckpoint, 0, "the writer's commits must not checkpoint");
-        let size = || std::fs::metadata(&path).map(|m| m.len()).unwrap();
-        let before = size();
+        let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        let before = size(&path);
         let agent = AgentId::parse("agt_checkpoint").unwrap();
-        for i in 0..3000 {
+        // One commit each, a few pages each: some 20 000 pages logged in all.
+        for i in 0..5000 {
             store.spend_assertion(&agent, &format!("j{i}"), UnixTime(1_000_000), UnixTime(1)).await.unwrap();
         }
-        // Only a checkpoint moves the new pages from the log into the database file.
-        // Within a bound far above the interval, the thread has done it (the bound only
-        // caps how long the test waits).
-        let started = Instant::now();
-        loop {
-            if size() > before {
-                break;
-            }
-            assert!(started.elapsed() < Duration::from_secs(30), "the log was never checkpointed");
-            tokio::time::sleep(super::INTERVAL).await;
-        }
+        let wal = size(&dir.path().join("c.db-wal"));
+        assert!(wal < 16 << 20, "the log grew to {wal} bytes: it is never checkpointed");
+        assert!(size(&path) > before, "nothing reached the database file");
     }
 }

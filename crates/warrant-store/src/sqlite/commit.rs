@@ -106,13 +106,15 @@ impl Committer {
     /// Starts the thread that commits on `conn` (a connection of its own for a database
     /// file; the store's one connection for an in-memory database, which no second
     /// connection can open).
-    pub(crate) fn start(conn: Arc<Mutex<Connection>>) -> Result<Self, StoreError> {
+    /// `checkpoints`: whether it also checkpoints the write-ahead log (see
+    /// [`super::checkpoint`]; a database file, whose connections never do it on commit).
+    pub(crate) fn start(conn: Arc<Mutex<Connection>>, checkpoints: bool) -> Result<Self, StoreError> {
         let (queue, jobs) = mpsc::channel::<Job>();
         let counts = Arc::new(Counts::default());
         let counted = Arc::clone(&counts);
         std::thread::Builder::new()
             .name("warrant-sqlite-commit".into())
-            .spawn(move || run(&conn, &jobs, &counted))
+            .spawn(move || run(&conn, &jobs, &counted, checkpoints.then(super::checkpoint::Pacer::new)))
             .map_err(|e| StoreError::Backend(format!("cannot start the storage writer: {e}")))?;
         Ok(Committer { queue, counts })
     }
@@ -140,7 +142,12 @@ impl Committer {
 }
 
 /// The writer thread: one transaction per batch of whatever is queued.
-fn run(conn: &Mutex<Connection>, jobs: &mpsc::Receiver<Job>, counts: &Counts) {
+fn run(
+    conn: &Mutex<Connection>,
+    jobs: &mpsc::Receiver<Job>,
+    counts: &Counts,
+    mut pacer: Option<super::checkpoint::Pacer>,
+) {
     while let Ok(first) = jobs.recv() {
         let mut batch = Vec::with_capacity(16);
         batch.push(first);
@@ -157,6 +164,10 @@ fn run(conn: &Mutex<Connection>, jobs: &mpsc::Receiver<Job>, counts: &Counts) {
         };
         for job in batch {
             job.answer(commit.clone());
+        }
+        // Only once every caller of the batch has its answer.
+        if let (Some(pacer), Ok(guard)) = (pacer.as_mut(), conn.lock()) {
+            pacer.after_batch(&guard);
         }
     }
 }

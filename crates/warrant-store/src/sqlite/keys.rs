@@ -94,8 +94,8 @@ impl KeyStore for SqliteStore {
             if changed > 0 {
                 // Copy the rewritten pages into the main file and empty the write-ahead
                 // log, whose older frames still hold the pages with the plaintext seeds.
-                // The checkpoint thread may be running one of its own: try again until
-                // this one completes.
+                // The writer may be running a checkpoint of its own: try again until this
+                // one completes.
                 let mut attempts = 0;
                 loop {
                     let busy = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));

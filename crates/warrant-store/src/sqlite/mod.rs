@@ -5,8 +5,9 @@
 //! never waits on disk; reads on the hot path are served from the engine's in-memory
 //! state, not from here. Every write goes through the group-commit writer (`commit.rs`),
 //! one thread with a connection of its own that commits whatever is queued in one
-//! transaction, so the two connections never wait on each other's write lock; WAL
-//! checkpoints run on a thread of their own (`checkpoint.rs`), off every commit.
+//! transaction, so the two connections never wait on each other's write lock; that
+//! writer also checkpoints the write-ahead log, after answering (`checkpoint.rs`), never
+//! inside a commit.
 //!
 //! This module opens the database (pragmas, migrations) and holds the helpers every
 //! entity group shares; each group's traits are implemented in a file of their own:
@@ -68,9 +69,6 @@ pub struct SqliteStore {
     /// The hot paths' writes (issuance, revocation, the audit log), group-committed on a
     /// connection of their own ([`commit`]).
     committer: commit::Committer,
-    /// WAL checkpoints on a thread of their own, off every commit ([`checkpoint`]); none
-    /// for an in-memory or read-only database.
-    _checkpointer: Option<checkpoint::Checkpointer>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -178,7 +176,7 @@ impl SqliteStore {
         }
         conn.pragma_update(None, "journal_mode", "WAL")?;
         Self::configure(&mut conn)?;
-        // No commit checkpoints the log: the checkpoint thread does, off the commit path.
+        // No commit checkpoints the log: the writer does, after answering ([`checkpoint`]).
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         // The group-commit writer gets a connection of its own, so reads never wait for
         // its commits (WAL readers do not block on the writer).
@@ -187,9 +185,8 @@ impl SqliteStore {
         writer.pragma_update(None, "foreign_keys", "ON")?;
         writer.pragma_update(None, "wal_autocheckpoint", 0)?;
         writer.busy_timeout(std::time::Duration::from_secs(5))?;
-        let committer = commit::Committer::start(Arc::new(Mutex::new(writer)))?;
-        let checkpointer = checkpoint::Checkpointer::start(path)?;
-        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)), committer, _checkpointer: Some(checkpointer) })
+        let committer = commit::Committer::start(Arc::new(Mutex::new(writer)), true)?;
+        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)), committer })
     }
 
     /// Opens the existing database at `path` for reading only: nothing is written,
@@ -241,8 +238,8 @@ impl SqliteStore {
     /// written).
     fn sharing(conn: Connection) -> Result<Self, StoreError> {
         let conn = Arc::new(Mutex::new(conn));
-        let committer = commit::Committer::start(Arc::clone(&conn))?;
-        Ok(SqliteStore { conn, committer, _checkpointer: None })
+        let committer = commit::Committer::start(Arc::clone(&conn), false)?;
+        Ok(SqliteStore { conn, committer })
     }
 
     fn configure(conn: &mut Connection) -> Result<(), StoreError> {
