@@ -174,17 +174,18 @@ fn run(
 
 /// Runs `batch` in one transaction, each write in its own savepoint, and commits.
 fn commit(c: &Connection, batch: &mut [Job]) -> Result<(), StoreError> {
-    c.execute_batch("BEGIN IMMEDIATE")?;
+    // Prepared once per connection: these run for every write.
+    let run = |sql: &str| c.prepare_cached(sql).and_then(|mut statement| statement.execute([])).map(|_| ());
+    run("BEGIN IMMEDIATE")?;
     let applied = (|| {
         for job in batch.iter_mut() {
-            c.execute_batch("SAVEPOINT write")?;
-            if job.apply(c) {
-                c.execute_batch("RELEASE write")?;
-            } else {
-                c.execute_batch("ROLLBACK TO write; RELEASE write")?;
+            run("SAVEPOINT write")?;
+            if !job.apply(c) {
+                run("ROLLBACK TO write")?;
             }
+            run("RELEASE write")?;
         }
-        c.execute_batch("COMMIT")
+        run("COMMIT")
     })();
     match applied {
         Ok(()) => Ok(()),

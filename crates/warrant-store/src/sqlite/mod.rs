@@ -185,6 +185,9 @@ impl SqliteStore {
         writer.pragma_update(None, "foreign_keys", "ON")?;
         writer.pragma_update(None, "wal_autocheckpoint", 0)?;
         writer.busy_timeout(std::time::Duration::from_secs(5))?;
+        // Room for every statement the hot paths prepare once (the group commit's own,
+        // the audit insert, the budget charges, ...), so none is evicted and parsed again.
+        writer.set_prepared_statement_cache_capacity(64);
         let committer = commit::Committer::start(Arc::new(Mutex::new(writer)), true)?;
         Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)), committer })
     }
