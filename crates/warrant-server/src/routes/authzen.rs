@@ -37,7 +37,8 @@ pub async fn echo_request_id(req: Request, next: Next) -> Response {
 #[utoipa::path(post, path = "/access/v1/evaluation", tag = "authzen", security(("pep" = []), ("admin" = [])),
     request_body(content = Object, description = "AuthZEN access evaluation request: subject, action, resource, context"),
     responses((status = 200, body = Object, description = "`{decision, context}`"), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 503, description = "overloaded: more decision and token requests in progress than `max_in_flight`; not decided, nothing recorded; see `Retry-After`", body = ErrorBody)))]
 pub async fn evaluation(
     PepAuth(asker): PepAuth,
     State(state): State<AppState>,
@@ -54,7 +55,8 @@ pub async fn evaluation(
 #[utoipa::path(post, path = "/access/v1/evaluations", tag = "authzen", security(("pep" = []), ("admin" = [])),
     request_body(content = Object, description = "AuthZEN access evaluations request"),
     responses((status = 200, body = Object, description = "`{evaluations: [{decision, context}]}`"),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 503, description = "overloaded: more decision and token requests in progress than `max_in_flight`; not decided, nothing recorded; see `Retry-After`", body = ErrorBody)))]
 pub async fn evaluations(
     PepAuth(asker): PepAuth,
     State(state): State<AppState>,

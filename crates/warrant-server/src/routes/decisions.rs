@@ -180,7 +180,8 @@ pub fn request(body: AuthorizeBody) -> AuthorizeRequest {
 /// address (`anonymous_rate_per_ip`): over the limit they get a 429 and are not decided.
 #[utoipa::path(post, path = "/v1/authorize", tag = "decisions", request_body = AuthorizeBody,
     responses((status = 200, body = DecisionView), (status = 400, body = ErrorBody),
-        (status = 429, description = "rate_limited: too many anonymous requests from this address; see `Retry-After`", body = ErrorBody)))]
+        (status = 429, description = "rate_limited: too many anonymous requests from this address; see `Retry-After`", body = ErrorBody),
+        (status = 503, description = "overloaded: more decision and token requests in progress than `max_in_flight`; not decided, nothing recorded; see `Retry-After`", body = ErrorBody)))]
 pub async fn authorize(
     State(state): State<AppState>,
     ClientAddr(addr): ClientAddr,
@@ -203,7 +204,8 @@ pub async fn authorize(
 /// Decides many requests in one round trip.
 #[utoipa::path(post, path = "/v1/authorize/batch", tag = "decisions", request_body = BatchBody,
     responses((status = 200, body = BatchView), (status = 400, body = ErrorBody),
-        (status = 429, description = "rate_limited: too many anonymous requests from this address; see `Retry-After`", body = ErrorBody)))]
+        (status = 429, description = "rate_limited: too many anonymous requests from this address; see `Retry-After`", body = ErrorBody),
+        (status = 503, description = "overloaded: more decision and token requests in progress than `max_in_flight`; not decided, nothing recorded; see `Retry-After`", body = ErrorBody)))]
 pub async fn batch(
     State(state): State<AppState>,
     ClientAddr(addr): ClientAddr,

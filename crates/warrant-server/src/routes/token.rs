@@ -74,6 +74,7 @@ pub struct TokenResponse {
         (status = 400, description = "invalid_request, invalid_grant, invalid_scope, invalid_target, invalid_dpop_proof, unsupported_grant_type", body = OAuthErrorBody),
         (status = 401, description = "invalid_client", body = OAuthErrorBody),
         (status = 429, description = "temporarily_unavailable: too many token requests for this agent (or, naming none, from this address); see `Retry-After`", body = OAuthErrorBody),
+        (status = 503, description = "temporarily_unavailable: more decision and token requests in progress than `max_in_flight`; see `Retry-After`", body = OAuthErrorBody),
     ))]
 pub async fn token(
     State(state): State<AppState>,
