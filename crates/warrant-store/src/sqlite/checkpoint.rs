@@ -23,6 +23,9 @@ use crate::StoreError;
 /// About how many log pages are written between two checkpoints.
 pub(crate) const TARGET_FRAMES: u64 = 1000;
 
+/// Batches before the first checkpoint: a small batch logs about four pages.
+const FIRST_EVERY: u64 = TARGET_FRAMES / 4;
+
 /// The most batches between two checkpoints, whatever their size.
 const MAX_EVERY: u64 = 10_000;
 
@@ -40,9 +43,11 @@ pub(crate) struct Pacer {
 }
 
 impl Pacer {
-    /// A pacer that first checkpoints after a handful of batches, to learn their size.
+    /// A pacer that first checkpoints after [`FIRST_EVERY`] batches (about
+    /// [`TARGET_FRAMES`] pages of small batches, where SQLite's own default would), then
+    /// paces by what it learnt.
     pub(crate) fn new() -> Self {
-        Pacer { since: 0, every: 16 }
+        Pacer { since: 0, every: FIRST_EVERY }
     }
 
     /// After a batch is answered: checkpoints on `conn` when it is time.
