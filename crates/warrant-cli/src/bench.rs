@@ -29,7 +29,7 @@ use target::{authorize_bodies, FormMaker, FormPool, Runner, Work};
 /// The largest number of requests an open-loop point keeps in flight.
 const OPEN_LOOP_IN_FLIGHT: usize = 256;
 /// The open-loop points' rates, as fractions of the authorize peak (without `--rate`).
-const OPEN_LOOP_FRACTIONS: [f64; 3] = [0.5, 0.7, 0.9];
+const OPEN_LOOP_FRACTIONS: [f64; 3] = [0.5, report::P99_TARGET_FRACTION, 0.9];
 /// The most form bodies pre-signed for one point.
 const POOL_CAP: usize = 100_000;
 /// The rate assumed for the first point of a token scenario, per second.

@@ -118,9 +118,9 @@ impl Metrics {
     /// The Prometheus text exposition, with gauges read now (`gate`: the bound on
     /// requests in progress).
     pub async fn render(&self, engine: &Engine, gate: &crate::shed::InFlight) -> String {
-        self.in_flight.set(i64::try_from(gate.current()).unwrap_or(i64::MAX));
-        self.shed.set(i64::try_from(gate.shed()).unwrap_or(i64::MAX));
         let to_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.in_flight.set(to_i64(gate.current() as u64));
+        self.shed.set(to_i64(gate.shed()));
         if let Ok(n) = engine.revocation().live_warrants().await {
             self.live_warrants.set(to_i64(n));
         }

@@ -10,6 +10,8 @@ use super::target::FormPool;
 use super::{BenchArgs, BenchError};
 use crate::output::{grid, Cell, Frame};
 
+/// The fraction of the authorize peak whose open-loop point the p99 target applies to.
+pub const P99_TARGET_FRACTION: f64 = 0.7;
 /// The p99 the open-loop point is checked against, in milliseconds.
 pub const P99_TARGET_MS: f64 = 2.0;
 /// The throughput ratio authorize / axum the issue targets.
@@ -467,7 +469,7 @@ pub fn print(report: &Report) {
         if let Some(first) = report.open_loop.first() {
             outln!("basis: {}", first.basis);
         }
-        for o in report.open_loop.iter().filter(|o| o.fraction_of_peak.is_none_or(|f| (f - 0.7).abs() < 1e-9)) {
+        for o in report.open_loop.iter().filter(|o| o.fraction_of_peak.is_none_or(|f| f == P99_TARGET_FRACTION)) {
             outln!(
                 "p99 under {P99_TARGET_MS} ms at {:.0}/s: {}",
                 o.rate_per_s,

@@ -116,8 +116,7 @@ impl AgentStore for SqliteStore {
     async fn set_agent_key(&self, id: &AgentId, key: &PublicJwk, at: UnixTime) -> Result<bool, StoreError> {
         let id = id.clone();
         let key = serde_json::to_string(key).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.write(move |c| {
-            let tx = c;
+        self.write(move |tx| {
             let sql = "UPDATE agents SET public_key = ?2 WHERE id = ?1 AND spiffe_id IS NULL";
             if tx.execute(sql, params![id.as_str(), key])? == 0 {
                 return Ok(false);

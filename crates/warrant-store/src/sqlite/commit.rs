@@ -230,36 +230,19 @@ mod tests {
     /// Writes queued while a commit is under way wait for the next one and share it:
     /// ten writes queued behind a busy connection take at most two transactions.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[expect(
-        clippy::await_holding_lock,
-        reason = "the test holds the writer's connection on purpose while writes queue up; the writer thread waits for it, not this task"
-    )]
     async fn writes_queued_together_commit_together() {
         let store = store();
         store.write(scratch).await.unwrap();
         let batches_before = store.committer.counts().batches.load(Ordering::Relaxed);
-        let queued_before = store.committer.counts().queued.load(Ordering::Relaxed);
-        // Hold the connection, as a long commit would, while ten writes queue up.
-        let conn = Arc::clone(&store.conn);
-        let held = conn.lock().unwrap();
-        let mut tasks = Vec::new();
-        for v in 0..10i64 {
-            let store = store.clone();
-            tasks.push(tokio::spawn(async move {
-                store
-                    .write(move |c| {
-                        c.execute("INSERT INTO scratch (v) VALUES (?1)", [v])?;
-                        Ok(v)
-                    })
-                    .await
-            }));
-        }
-        while store.committer.counts().queued.load(Ordering::Relaxed) < queued_before + 10 {
-            tokio::task::yield_now().await;
-        }
-        drop(held);
-        for (v, task) in (0..10i64).zip(tasks) {
-            assert_eq!(task.await.unwrap().unwrap(), v);
+        let tasks = queued_behind_a_held_connection(&store, 10, |v| {
+            move |c: &Connection| {
+                c.execute("INSERT INTO scratch (v) VALUES (?1)", [v])?;
+                Ok(v)
+            }
+        })
+        .await;
+        for (v, answer) in (0..10i64).zip(futures_join(tasks).await) {
+            assert_eq!(answer.unwrap(), v);
         }
         let batches = store.committer.counts().batches.load(Ordering::Relaxed) - batches_before;
         assert!(batches <= 2, "10 writes queued together took {batches} transactions");
@@ -269,36 +252,20 @@ mod tests {
     /// A write that fails is undone and answered with its own error; the writes around it
     /// in the same batch are committed.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[expect(
-        clippy::await_holding_lock,
-        reason = "the test holds the writer's connection on purpose while writes queue up; the writer thread waits for it, not this task"
-    )]
     async fn a_failed_write_is_undone_alone() {
         let store = store();
         store.write(scratch).await.unwrap();
-        let conn = Arc::clone(&store.conn);
-        let held = conn.lock().unwrap();
-        let queued_before = store.committer.counts().queued.load(Ordering::Relaxed);
-        let mut tasks = Vec::new();
-        for v in 0..6i64 {
-            let store = store.clone();
-            tasks.push(tokio::spawn(async move {
-                store
-                    .write(move |c| {
-                        c.execute("INSERT INTO scratch (v) VALUES (?1)", [v])?;
-                        match v {
-                            2 => Err(StoreError::Revoked("refused after its insert".into())),
-                            4 => panic!("a write that panics"),
-                            _ => Ok(()),
-                        }
-                    })
-                    .await
-            }));
-        }
-        while store.committer.counts().queued.load(Ordering::Relaxed) < queued_before + 6 {
-            tokio::task::yield_now().await;
-        }
-        drop(held);
+        let tasks = queued_behind_a_held_connection(&store, 6, |v| {
+            move |c: &Connection| {
+                c.execute("INSERT INTO scratch (v) VALUES (?1)", [v])?;
+                match v {
+                    2 => Err(StoreError::Revoked("refused after its insert".into())),
+                    4 => panic!("a write that panics"),
+                    _ => Ok(()),
+                }
+            }
+        })
+        .await;
         let answers: Vec<_> = futures_join(tasks).await;
         assert!(answers[0].is_ok() && answers[1].is_ok() && answers[3].is_ok() && answers[5].is_ok());
         assert!(matches!(&answers[2], Err(StoreError::Revoked(_))), "{:?}", answers[2]);
@@ -314,6 +281,39 @@ mod tests {
         assert_eq!(kept, vec![0, 1, 3, 5]);
         // The writer survived the panic.
         store.write(|c| Ok(c.execute("INSERT INTO scratch (v) VALUES (9)", [])?)).await.unwrap();
+    }
+
+    /// Queues the writes `work(0)` .. `work(n - 1)`, each from a task of its own, while the
+    /// writer's connection is held (as a long commit would hold it), and lets the writer go
+    /// once all of them are queued; returns the tasks, in order.
+    #[expect(
+        clippy::await_holding_lock,
+        reason = "the writer's connection is held on purpose while writes queue up; the writer thread waits for it, not this task"
+    )]
+    async fn queued_behind_a_held_connection<T, F>(
+        store: &SqliteStore,
+        n: i64,
+        work: impl Fn(i64) -> F,
+    ) -> Vec<tokio::task::JoinHandle<Result<T, StoreError>>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let queued_before = store.committer.counts().queued.load(Ordering::Relaxed);
+        let conn = Arc::clone(&store.conn);
+        let held = conn.lock().unwrap();
+        let tasks: Vec<_> = (0..n)
+            .map(|v| {
+                let (store, write) = (store.clone(), work(v));
+                tokio::spawn(async move { store.write(write).await })
+            })
+            .collect();
+        let all = queued_before + u64::try_from(n).unwrap();
+        while store.committer.counts().queued.load(Ordering::Relaxed) < all {
+            tokio::task::yield_now().await;
+        }
+        drop(held);
+        tasks
     }
 
     async fn futures_join<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {

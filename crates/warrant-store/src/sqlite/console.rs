@@ -66,8 +66,7 @@ impl ConsoleStore for SqliteStore {
 
     async fn end_console_session(&self, digest: &[u8; 32], at: UnixTime) -> Result<bool, StoreError> {
         let digest = *digest;
-        self.write(move |c| {
-            let tx = c;
+        self.write(move |tx| {
             let n = tx.execute(
                 "UPDATE console_sessions SET ended_at = ?2 WHERE digest = ?1 AND ended_at IS NULL",
                 params![digest.as_slice(), at.0],
@@ -83,8 +82,7 @@ impl ConsoleStore for SqliteStore {
 
     async fn insert_console_login(&self, login: &ConsoleLoginRecord, now: UnixTime) -> Result<(), StoreError> {
         let l = login.clone();
-        self.write(move |c| {
-            let tx = c;
+        self.write(move |tx| {
             tx.execute("DELETE FROM console_logins WHERE expires_at <= ?1", params![now.0])?;
             tx.execute(
                 "INSERT INTO console_logins (state_digest, issuer, verifier, nonce, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",

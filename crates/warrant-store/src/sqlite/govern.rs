@@ -84,8 +84,7 @@ impl GovernStore for SqliteStore {
             return Ok(());
         }
         let rows = findings.iter().map(finding_cols).collect::<Result<Vec<_>, _>>()?;
-        self.write(move |c| {
-            let tx = c;
+        self.write(move |tx| {
             {
                 let mut stmt = tx.prepare_cached(
                     "INSERT INTO findings (id, kind, subject, severity, status, first_seen, last_seen, body) \
@@ -161,8 +160,7 @@ impl GovernStore for SqliteStore {
             .iter()
             .map(|(agent, usage)| Ok((agent.as_str().to_owned(), serde_json::to_string(usage).map_err(corrupt)?)))
             .collect::<Result<Vec<_>, StoreError>>()?;
-        self.write(move |c| {
-            let tx = c;
+        self.write(move |tx| {
             {
                 let mut stmt = tx.prepare_cached(
                     "INSERT INTO agent_usage (agent_id, usage) VALUES (?1, ?2) \

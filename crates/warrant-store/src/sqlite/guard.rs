@@ -82,8 +82,7 @@ impl GuardStore for SqliteStore {
             return Ok(());
         }
         let states = states.to_vec();
-        self.write(move |c| {
-            let tx = c;
+        self.write(move |tx| {
             {
                 let mut stmt = tx.prepare_cached(
                     "INSERT INTO agent_guard (agent_id, state, updated_at) VALUES (?1, ?2, ?3) \

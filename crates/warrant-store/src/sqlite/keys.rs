@@ -53,8 +53,7 @@ impl KeyStore for SqliteStore {
             return Err(StoreError::Backend("refusing to store a signing key that is not sealed".into()));
         };
         let (kid, purpose, sealed, created_at) = (key.kid.clone(), key.purpose, sealed.clone(), key.created_at);
-        self.write(move |c| {
-            let tx = c;
+        self.write(move |tx| {
             tx.execute(
                 "UPDATE signing_keys SET retired_at = ?1 WHERE retired_at IS NULL AND purpose = ?2",
                 params![created_at.0, purpose.as_str()],
@@ -101,7 +100,14 @@ impl KeyStore for SqliteStore {
                     let busy = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
                     match busy {
                         Ok(0) => break,
-                        Ok(_) | Err(rusqlite::Error::SqliteFailure(..)) if attempts < 500 => {
+                        Ok(_)
+                        | Err(rusqlite::Error::SqliteFailure(
+                            rusqlite::ffi::Error {
+                                code: rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked,
+                                ..
+                            },
+                            _,
+                        )) if attempts < 500 => {
                             attempts += 1;
                             std::thread::sleep(std::time::Duration::from_millis(10));
                         }

@@ -64,10 +64,9 @@ const MIGRATIONS: &[&str] = &[
 /// The SQLite store.
 #[derive(Clone)]
 pub struct SqliteStore {
-    /// Reads, and the writes off the hot paths (administration, governance).
+    /// Reads (and the one write that must run outside a transaction: sealing keys).
     conn: Arc<Mutex<Connection>>,
-    /// The hot paths' writes (issuance, revocation, the audit log), group-committed on a
-    /// connection of their own ([`commit`]).
+    /// Every other write, group-committed on a connection of its own ([`commit`]).
     committer: commit::Committer,
 }
 
@@ -181,10 +180,8 @@ impl SqliteStore {
         // The group-commit writer gets a connection of its own, so reads never wait for
         // its commits (WAL readers do not block on the writer).
         let writer = Connection::open(path)?;
-        writer.pragma_update(None, "synchronous", "FULL")?;
-        writer.pragma_update(None, "foreign_keys", "ON")?;
+        Self::settings(&writer)?;
         writer.pragma_update(None, "wal_autocheckpoint", 0)?;
-        writer.busy_timeout(std::time::Duration::from_secs(5))?;
         // Room for every statement the hot paths prepare once (the group commit's own,
         // the audit insert, the budget charges, ...), so none is evicted and parsed again.
         writer.set_prepared_statement_cache_capacity(64);
@@ -246,10 +243,17 @@ impl SqliteStore {
     }
 
     fn configure(conn: &mut Connection) -> Result<(), StoreError> {
+        Self::settings(conn)?;
+        migrate(conn)
+    }
+
+    /// What every read-write connection is opened with: durable commits, enforced
+    /// foreign keys, and a wait for a lock held elsewhere.
+    fn settings(conn: &Connection) -> Result<(), StoreError> {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        migrate(conn)
+        Ok(())
     }
 
     /// Runs `f` in the next group commit (see [`commit`]): `f` runs inside a transaction

@@ -12,8 +12,7 @@ use crate::{PolicyStore, StoreError};
 impl PolicyStore for SqliteStore {
     async fn save_policy_version(&self, version: &PolicyVersionRecord) -> Result<i64, StoreError> {
         let v = version.clone();
-        self.write(move |c| {
-            let tx = c;
+        self.write(move |tx| {
             tx.execute(
                 "INSERT OR IGNORE INTO policy_versions (hash, policies, schema, loaded_at) VALUES (?1, ?2, ?3, ?4)",
                 params![v.hash, v.policies, v.schema, v.loaded_at.0],

@@ -165,8 +165,7 @@ impl SsfStore for SqliteStore {
 
     async fn delete_stream(&self, id: &str) -> Result<bool, StoreError> {
         let id = id.to_owned();
-        self.write(move |c| {
-            let tx = c;
+        self.write(move |tx| {
             let deleted = tx.execute("DELETE FROM ssf_streams WHERE id = ?1", [&id])?;
             tx.execute("DELETE FROM ssf_events WHERE stream = ?1", [&id])?;
             Ok(deleted > 0)
