@@ -98,6 +98,7 @@ impl Subject {
         DecisionInput {
             agent: &self.agent,
             claims: &self.claims,
+            warrant: None,
             action: &probe.action,
             resource: &probe.resource,
             resource_attrs: Some(&probe.resource_attrs),

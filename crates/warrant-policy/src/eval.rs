@@ -18,14 +18,16 @@
 //! so the caller quarantines the agent.
 
 use std::collections::BTreeMap;
-
-use cedar_policy::{Context, Decision, Entities, Entity, EntityId, EntityUid, Request, RestrictedExpression};
-use serde_json::Value;
-use warrant_core::{Agent, UnixTime, WarrantClaims};
-
 use std::sync::Arc;
 
+use cedar_policy::{Decision, Entities, Entity, EntityId, EntityUid, Request};
+use cedar_policy_core::ast::Value as CedarValue;
+use serde_json::Value;
+use smol_str::SmolStr;
+use warrant_core::{Agent, UnixTime, WarrantClaims};
+
 use crate::load::{AgentEntities, CompiledPolicies};
+use crate::native::{self, json_object, WarrantContext};
 
 /// The most agents whose entities are cached before the cache is cleared.
 pub const MAX_AGENTS: usize = 65_536;
@@ -40,6 +42,9 @@ pub struct DecisionInput<'a> {
     pub agent: &'a Agent,
     /// The verified warrant's claims.
     pub claims: &'a WarrantClaims,
+    /// The context attributes derived from `claims`, when kept with the verified
+    /// warrant ([`WarrantContext::new`]); `None` builds them for this decision.
+    pub warrant: Option<&'a WarrantContext>,
     /// The concrete action.
     pub action: &'a str,
     /// The concrete resource path.
@@ -90,66 +95,6 @@ pub enum EvalError {
     Cedar(String),
 }
 
-fn string(s: &str) -> RestrictedExpression {
-    RestrictedExpression::new_string(s.to_owned())
-}
-
-fn long(n: i64) -> RestrictedExpression {
-    RestrictedExpression::new_long(n)
-}
-
-fn strings<'a>(items: impl IntoIterator<Item = &'a str>) -> RestrictedExpression {
-    RestrictedExpression::new_set(items.into_iter().map(string))
-}
-
-/// A JSON value as a Cedar value; `None` for `null` (an absent optional attribute).
-fn json_to_cedar(field: &str, value: &Value, depth: usize) -> Result<Option<RestrictedExpression>, EvalError> {
-    if depth > MAX_DEPTH {
-        return Err(EvalError::Input(format!("`{field}` is nested deeper than {MAX_DEPTH} levels")));
-    }
-    Ok(Some(match value {
-        Value::Null => return Ok(None),
-        Value::Bool(b) => RestrictedExpression::new_bool(*b),
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => long(i),
-            None => {
-                return Err(EvalError::Input(format!(
-                    "`{field}` is `{n}`: Cedar numbers are 64-bit integers (send cents, not dollars)"
-                )))
-            }
-        },
-        Value::String(s) => string(s),
-        Value::Array(items) => {
-            let mut out = Vec::with_capacity(items.len());
-            for item in items {
-                if let Some(e) = json_to_cedar(field, item, depth + 1)? {
-                    out.push(e);
-                }
-            }
-            RestrictedExpression::new_set(out)
-        }
-        Value::Object(map) => record(field, map, depth + 1)?,
-    }))
-}
-
-fn record(field: &str, map: &serde_json::Map<String, Value>, depth: usize) -> Result<RestrictedExpression, EvalError> {
-    let mut fields = Vec::with_capacity(map.len());
-    for (k, v) in map {
-        if let Some(e) = json_to_cedar(&format!("{field}.{k}"), v, depth)? {
-            fields.push((k.clone(), e));
-        }
-    }
-    RestrictedExpression::new_record(fields).map_err(|e| EvalError::Input(format!("`{field}`: {e}")))
-}
-
-fn object(field: &str, value: Option<&Value>) -> Result<RestrictedExpression, EvalError> {
-    match value {
-        None | Some(Value::Null) => record(field, &serde_json::Map::new(), 0),
-        Some(Value::Object(map)) => record(field, map, 0),
-        Some(_) => Err(EvalError::Input(format!("`{field}` must be a JSON object"))),
-    }
-}
-
 /// Hour of day (0-23) and weekday (Monday = 0) in UTC.
 fn hour_and_weekday(now: UnixTime) -> (i64, i64) {
     let secs = now.secs();
@@ -179,27 +124,24 @@ impl CompiledPolicies {
                 return Ok(hit);
             }
         }
-        let cedar = |e: &dyn std::fmt::Display| EvalError::Cedar(e.to_string());
         let owner_uid = EntityUid::from_type_name_and_id(self.types.human.clone(), EntityId::new(agent.owner.as_str()));
         let uid = EntityUid::from_type_name_and_id(self.types.agent.clone(), EntityId::new(agent.id.as_str()));
-        let labels: BTreeMap<String, RestrictedExpression> =
-            agent.labels.iter().map(|(k, v)| (k.clone(), string(v))).collect();
-        let principal = Entity::new_with_tags(
-            uid.clone(),
+        let principal = native::entity(
+            &uid,
             [
-                ("name".to_owned(), string(&agent.name)),
-                ("owner".to_owned(), string(agent.owner.as_str())),
-                ("mode".to_owned(), string(agent.mode.as_str())),
+                ("name", CedarValue::from(agent.name.as_str())),
+                ("owner", CedarValue::from(agent.owner.as_str())),
+                ("mode", CedarValue::from(agent.mode.as_str())),
             ],
             [owner_uid.clone()],
-            labels,
-        )
-        .map_err(|e| cedar(&e))?;
+            agent.labels.iter().map(|(k, v)| (SmolStr::new(k), CedarValue::from(v.as_str()))),
+        );
+        let owner = native::leaf_entity(&owner_uid, [], []);
         let built = Arc::new(AgentEntities {
             agent: agent.clone(),
             entities_id: Arc::new(()),
             uid,
-            entities: [Entity::new_no_attrs(owner_uid, Default::default()), principal],
+            entities: [Entity::from(owner), Entity::from(principal)],
         });
         if let Ok(mut m) = self.agents.write() {
             if m.len() >= MAX_AGENTS {
@@ -217,27 +159,28 @@ impl CompiledPolicies {
         &self,
         agent: &Agent,
         h: &warrant_core::guard::history::HistoryView,
-    ) -> Result<(Entity, RestrictedExpression), String> {
+    ) -> (cedar_policy_core::ast::Entity, CedarValue) {
         let uid = EntityUid::from_type_name_and_id(self.types.activity.clone(), EntityId::new(agent.id.as_str()));
-        let tags = h.tags.iter().map(|(k, v)| (k.clone(), long(*v)));
-        let entity = Entity::new_with_tags(uid.clone(), [], [], tags).map_err(|e| e.to_string())?;
+        let tags = h.tags.iter().map(|(k, v)| (SmolStr::new(k), CedarValue::from(*v)));
+        let entity = native::leaf_entity(&uid, [], tags);
         let counts = |c: &warrant_core::guard::history::Counts| {
-            RestrictedExpression::new_record([
-                ("minute".to_owned(), long(c.minute)),
-                ("hour".to_owned(), long(c.hour)),
-                ("day".to_owned(), long(c.day)),
+            native::record([
+                ("minute", CedarValue::from(c.minute)),
+                ("hour", CedarValue::from(c.hour)),
+                ("day", CedarValue::from(c.day)),
             ])
-            .map_err(|e| e.to_string())
         };
-        let record = RestrictedExpression::new_record([
-            ("action".to_owned(), counts(&h.action)?),
-            ("prefix".to_owned(), counts(&h.prefix)?),
-            ("task".to_owned(), counts(&h.task)?),
-            ("agent".to_owned(), counts(&h.agent)?),
-            ("recent".to_owned(), RestrictedExpression::new_entity_uid(uid)),
-        ])
-        .map_err(|e| e.to_string())?;
-        Ok((entity, record))
+        let record = native::record([
+            ("action", counts(&h.action)),
+            ("prefix", counts(&h.prefix)),
+            ("task", counts(&h.task)),
+            ("agent", counts(&h.agent)),
+            (
+                "recent",
+                CedarValue::from(cedar_policy_core::ast::Literal::from(cedar_policy_core::ast::EntityUID::from(uid))),
+            ),
+        ]);
+        (entity, record)
     }
 
     fn base_entities(&self, agent: &AgentEntities, action: &crate::load::ActionSlice) -> Result<Entities, EvalError> {
@@ -265,47 +208,38 @@ impl CompiledPolicies {
         let agent = self.agent_entities(input.agent)?;
         let action = self.slice(input.action)?;
         let resource = EntityUid::from_type_name_and_id(self.types.resource.clone(), EntityId::new(input.resource));
-        let resource_entity = Entity::new(
-            resource.clone(),
+        let mut extra = vec![native::leaf_entity(
+            &resource,
             [
-                ("path".to_owned(), string(input.resource)),
-                ("attrs".to_owned(), object("resource_attrs", input.resource_attrs)?),
-            ]
-            .into_iter()
-            .collect(),
-            Default::default(),
-        )
-        .map_err(|e| cedar(&e))?;
+                ("path", CedarValue::from(input.resource)),
+                ("attrs", json_object("resource_attrs", input.resource_attrs)?),
+            ],
+            [],
+        )];
         let base = self.base_entities(&agent, &action)?;
-        let mut extra = vec![resource_entity];
-        let mut pairs = Vec::with_capacity(16);
-        if let Some(history) = input.history {
-            let (entity, record) = self.history(input.agent, history).map_err(EvalError::Cedar)?;
-            extra.push(entity);
-            pairs.push(("history".to_owned(), record));
-        }
-        let entities = base.add_entities(extra, None).map_err(|e| cedar(&e))?;
-
-        let chain = claims.chain();
-        let scope: Vec<&str> = claims.scope.split_whitespace().collect();
         let (hour, weekday) = hour_and_weekday(input.now);
-        let context = Context::from_pairs(pairs.into_iter().chain([
-            ("mode".to_owned(), string(claims.mode.as_str())),
-            ("human".to_owned(), string(claims.human().as_str())),
-            ("owner".to_owned(), string(claims.owner.as_str())),
-            ("chain".to_owned(), strings(chain.iter().map(|a| a.as_str()))),
-            ("root_agent".to_owned(), string(chain.first().map(|a| a.as_str()).unwrap_or_default())),
-            ("chain_depth".to_owned(), long(i64::try_from(chain.len()).unwrap_or(i64::MAX))),
-            ("task".to_owned(), string(claims.task.id.as_str())),
-            ("purpose".to_owned(), string(&claims.task.purpose)),
-            ("scope".to_owned(), strings(scope)),
-            ("hour".to_owned(), long(hour)),
-            ("weekday".to_owned(), long(weekday)),
-            ("trust".to_owned(), long(input.trust)),
-            ("anomaly".to_owned(), strings(input.anomaly.iter().copied())),
-            ("telemetry".to_owned(), object("context", input.telemetry)?),
-        ]))
-        .map_err(|e| cedar(&e))?;
+        let mut request_attrs = vec![
+            ("hour", CedarValue::from(hour)),
+            ("weekday", CedarValue::from(weekday)),
+            ("trust", CedarValue::from(input.trust)),
+            ("anomaly", native::strings(input.anomaly.iter().copied())),
+            ("telemetry", json_object("context", input.telemetry)?),
+        ];
+        if let Some(history) = input.history {
+            let (entity, record) = self.history(input.agent, history);
+            extra.push(entity);
+            request_attrs.push(("history", record));
+        }
+        let entities = native::with_entities(&base, extra)?;
+        let built;
+        let warrant = match input.warrant {
+            Some(warrant) => warrant,
+            None => {
+                built = WarrantContext::new(claims);
+                &built
+            }
+        };
+        let context = warrant.with(request_attrs);
         let request =
             Request::new(agent.uid.clone(), action.uid.clone(), resource, context, None).map_err(|e| cedar(&e))?;
         let set = match (&action.relaxed, input.approved) {
@@ -381,57 +315,52 @@ impl CompiledPolicies {
     /// a deny.
     pub fn evaluate_subject(&self, input: &SubjectInput<'_>) -> Result<Verdict, EvalError> {
         let cedar = |e: &dyn std::fmt::Display| EvalError::Cedar(e.to_string());
-        let principal = match input.principal {
-            SubjectPrincipal::Human(human) => Entity::new(
-                EntityUid::from_type_name_and_id(self.types.human.clone(), EntityId::new(human.id.as_str())),
-                [
-                    ("name".to_owned(), string(&human.name)),
-                    ("email".to_owned(), string(&human.email)),
-                    ("roles".to_owned(), strings(human.roles.iter().map(String::as_str))),
-                ]
-                .into_iter()
-                .collect(),
-                Default::default(),
-            ),
-            SubjectPrincipal::Service { kind, id, properties } => Entity::new(
-                EntityUid::from_type_name_and_id(self.types.service.clone(), EntityId::new(id)),
-                [
-                    ("kind".to_owned(), string(kind)),
-                    ("properties".to_owned(), object("subject.properties", properties)?),
-                ]
-                .into_iter()
-                .collect(),
-                Default::default(),
-            ),
-        }
-        .map_err(|e| cedar(&e))?;
-        let principal_uid = principal.uid();
+        let (principal_uid, principal) = match input.principal {
+            SubjectPrincipal::Human(human) => {
+                let uid = EntityUid::from_type_name_and_id(self.types.human.clone(), EntityId::new(human.id.as_str()));
+                let entity = native::leaf_entity(
+                    &uid,
+                    [
+                        ("name", CedarValue::from(human.name.as_str())),
+                        ("email", CedarValue::from(human.email.as_str())),
+                        ("roles", native::strings(human.roles.iter().map(String::as_str))),
+                    ],
+                    [],
+                );
+                (uid, entity)
+            }
+            SubjectPrincipal::Service { kind, id, properties } => {
+                let uid = EntityUid::from_type_name_and_id(self.types.service.clone(), EntityId::new(id));
+                let entity = native::leaf_entity(
+                    &uid,
+                    [("kind", CedarValue::from(kind)), ("properties", json_object("subject.properties", properties)?)],
+                    [],
+                );
+                (uid, entity)
+            }
+        };
         let action = self.slice(input.action)?;
         let resource = EntityUid::from_type_name_and_id(self.types.resource.clone(), EntityId::new(input.resource));
-        let resource_entity = Entity::new(
-            resource.clone(),
+        let resource_entity = native::leaf_entity(
+            &resource,
             [
-                ("path".to_owned(), string(input.resource)),
-                ("attrs".to_owned(), object("resource_attrs", input.resource_attrs)?),
-            ]
-            .into_iter()
-            .collect(),
-            Default::default(),
-        )
-        .map_err(|e| cedar(&e))?;
+                ("path", CedarValue::from(input.resource)),
+                ("attrs", json_object("resource_attrs", input.resource_attrs)?),
+            ],
+            [],
+        );
         let entities = Entities::from_entities(
-            [principal, resource_entity].into_iter().chain(action.entities.iter().cloned()),
+            [Entity::from(principal), Entity::from(resource_entity)].into_iter().chain(action.entities.iter().cloned()),
             None,
         )
         .map_err(|e| cedar(&e))?;
         let (hour, weekday) = hour_and_weekday(input.now);
-        let context = Context::from_pairs([
-            ("hour".to_owned(), long(hour)),
-            ("weekday".to_owned(), long(weekday)),
-            ("pep".to_owned(), string(input.pep)),
-            ("telemetry".to_owned(), object("context", input.telemetry)?),
-        ])
-        .map_err(|e| cedar(&e))?;
+        let context = native::context(BTreeMap::from([
+            (SmolStr::new_static("hour"), CedarValue::from(hour)),
+            (SmolStr::new_static("weekday"), CedarValue::from(weekday)),
+            (SmolStr::new_static("pep"), CedarValue::from(input.pep)),
+            (SmolStr::new_static("telemetry"), json_object("context", input.telemetry)?),
+        ]));
         let request =
             Request::new(principal_uid, action.uid.clone(), resource, context, None).map_err(|e| cedar(&e))?;
         let response = self.authorizer.is_authorized(&request, &self.subject_set, &entities);

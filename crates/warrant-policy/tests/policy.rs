@@ -76,6 +76,7 @@ fn decide(
         .evaluate(&DecisionInput {
             agent,
             claims,
+            warrant: None,
             action,
             resource: "accounts/1",
             resource_attrs: Some(&attrs),
@@ -211,6 +212,7 @@ fn evaluation_errors_and_bad_input_fail_closed() {
         p.evaluate(&DecisionInput {
             agent: &a,
             claims: &c,
+            warrant: None,
             action: "crm.read",
             resource: "x",
             resource_attrs: None,
@@ -280,6 +282,7 @@ fn slicing_changes_no_decision() {
                     let input = DecisionInput {
                         agent: &a,
                         claims: &c,
+                        warrant: None,
                         action,
                         resource: "x/1",
                         resource_attrs: None,
@@ -342,6 +345,7 @@ fn guarded_input<'a>(
     DecisionInput {
         agent: a,
         claims: c,
+        warrant: None,
         action,
         resource: "accounts/1",
         resource_attrs: None,

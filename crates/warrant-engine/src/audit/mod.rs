@@ -17,8 +17,8 @@ use crate::keys::KeyManager;
 
 pub use trace::{AuditQuery, AuditView, Trace, MAX_QUERY};
 pub use writer::{
-    verify, verify_all, AuditConfig, AuditError, AuditMetrics, AuditStartError, AuditVerifyError, AuditWriter, Receipt,
-    SigningKeySource, Verification, WitnessCoverage, WitnessReport,
+    verify, verify_all, AuditConfig, AuditError, AuditMetrics, AuditStartError, AuditVerifyError, AuditWriter, Draft,
+    Receipt, SigningKeySource, Verification, WitnessCoverage, WitnessReport,
 };
 
 /// The audit log: every audited operation writes through it, and evidence is read from
@@ -65,14 +65,14 @@ impl Audit {
         self.writer.enqueue(entry).await
     }
 
-    /// Like [`Audit::enqueue`], with budget charges made durable in the same
-    /// transaction as the record.
-    pub(crate) async fn enqueue_with(
+    /// Queues a record the writer encodes off the caller's thread ([`Draft`]), with
+    /// budget charges made durable in the same transaction as the record.
+    pub(crate) async fn enqueue_draft(
         &self,
-        entry: AuditEntry,
+        draft: Box<dyn writer::Draft>,
         charges: Vec<SpendCharge>,
     ) -> Result<Receipt, AuditError> {
-        self.writer.enqueue_with(entry, charges).await
+        self.writer.enqueue_draft(draft, charges).await
     }
 
     /// Records matching `query`, newest first (at most [`MAX_QUERY`]).

@@ -27,6 +27,11 @@
 //! (records rewritten and re-chained, checkpoints re-signed), a database checkpoint the
 //! witness never saw.
 //!
+//! A caller on a hot path queues a [`Draft`] instead of an entry: the record's typed
+//! details, encoded into the entry by the writer itself, off the caller's thread (an
+//! encoding failure refuses that record alone, and its caller hears it as a write
+//! failure).
+//!
 //! The writer reads no clock: record and checkpoint times come from the entries.
 //! `tokio::time` only paces checkpoints and bounds the wait for queue space.
 
@@ -39,7 +44,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use warrant_core::audit::{chain, parse_hash_hex, AuditEntry, ChainVerifier, CheckpointHead, VerifyReport, GENESIS};
+use warrant_core::audit::{
+    chain, parse_hash_hex, AuditEntry, ChainVerifier, CheckpointHead, EncodeError, VerifyReport, GENESIS,
+};
 use warrant_core::UnixTime;
 use warrant_store::audit::{AuditRow, AuditStore, StoredCheckpoint};
 use warrant_store::{SpendCharge, StoreError};
@@ -200,7 +207,21 @@ impl AuditMetrics {
 }
 
 type Ack = oneshot::Sender<Result<u64, AuditError>>;
-type Job = (AuditEntry, Vec<SpendCharge>, Ack);
+type Job = (Box<dyn Draft>, Vec<SpendCharge>, Ack);
+
+/// A record the writer encodes itself: what a hot path queues so that building the
+/// entry's JSON happens on the writer, not on the caller's thread.
+pub trait Draft: Send + 'static {
+    /// The entry to record. An error refuses this record alone.
+    fn entry(self: Box<Self>) -> Result<AuditEntry, EncodeError>;
+}
+
+/// An entry encoded by its caller is its own draft.
+impl Draft for AuditEntry {
+    fn entry(self: Box<Self>) -> Result<AuditEntry, EncodeError> {
+        Ok(*self)
+    }
+}
 
 /// The single writer of the audit chain. Share it (e.g. in an `Arc`); every clone of the
 /// queue feeds the same task.
@@ -275,6 +296,11 @@ impl AuditWriter {
     /// Like [`AuditWriter::enqueue`], with budget charges that become durable in the same
     /// transaction as the record (never one without the other).
     pub async fn enqueue_with(&self, entry: AuditEntry, charges: Vec<SpendCharge>) -> Result<Receipt, AuditError> {
+        self.enqueue_draft(Box::new(entry), charges).await
+    }
+
+    /// Like [`AuditWriter::enqueue_with`], for a record the writer encodes ([`Draft`]).
+    pub async fn enqueue_draft(&self, entry: Box<dyn Draft>, charges: Vec<SpendCharge>) -> Result<Receipt, AuditError> {
         let (ack, answer) = oneshot::channel();
         let permit = match self.queue.try_reserve() {
             Ok(permit) => permit,
@@ -400,7 +426,15 @@ impl Writer {
         let mut at = self.head_at;
         let mut rows = Vec::with_capacity(jobs.len());
         let mut acks = Vec::with_capacity(jobs.len());
-        for (entry, charges, ack) in jobs {
+        for (draft, charges, ack) in jobs {
+            let entry = match draft.entry() {
+                Ok(entry) => entry,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot encode an audit entry");
+                    let _ = ack.send(Err(AuditError::WriteFailed(e.to_string())));
+                    continue;
+                }
+            };
             let next = seq.saturating_add(1);
             match chain(prev, next, &entry) {
                 Ok(record) => {

@@ -81,6 +81,7 @@ impl Decisions {
         let input = DecisionInput {
             agent: &admitted.agent,
             claims,
+            warrant: Some(&admitted.warrant.context),
             action: &req.action,
             resource: &req.resource,
             resource_attrs: req.resource_attrs.as_ref(),

@@ -17,7 +17,7 @@ use warrant_store::SpendCharge;
 
 use super::anonymous::Admission;
 use super::Decisions;
-use crate::audit::{AuditError, Receipt};
+use crate::audit::{AuditError, Draft, Receipt};
 use crate::events::{EventBus, EventKind};
 use crate::guard::Guardrails;
 use crate::request::{AuthorizeRequest, Decision, MAX_RESOURCE};
@@ -94,19 +94,46 @@ fn spend_rows(d: &Decision) -> Vec<SpendCharge> {
         .collect()
 }
 
-/// The decision's audit record.
-fn entry_of(req: &AuthorizeRequest, decision: &Decision, now: UnixTime) -> Result<AuditEntry, EncodeError> {
-    entry_with(req, decision, now, None)
+/// A decision's audit record before it is encoded: its typed details (the caller's
+/// `resource_attrs` and `context` as sent) and the record's header. The audit writer
+/// encodes it ([`Draft`]), so the JSON is built off the deciding thread.
+pub(super) struct DecisionDraft {
+    at: UnixTime,
+    details: DecisionDetails,
+    outcome: Outcome,
+    claims: Option<Arc<warrant_core::WarrantClaims>>,
+    /// The human the record names, when not the warrant's (a plain subject's).
+    pub(super) human: Option<warrant_core::HumanId>,
+}
+
+impl Draft for DecisionDraft {
+    fn entry(self: Box<Self>) -> Result<AuditEntry, EncodeError> {
+        let DecisionDraft { at, mut details, outcome, claims, human } = *self;
+        details.resource_attrs = details.resource_attrs.as_ref().map(audited_input);
+        details.context = details.context.as_ref().map(audited_input);
+        let mut entry = AuditEntry::with_details(at, details)?;
+        entry.decision = Some(outcome.as_str().to_owned());
+        if let Some(claims) = &claims {
+            entry.agent = Some(claims.client_id.clone());
+            entry.human = Some(claims.human().clone());
+            entry.task = Some(claims.task.id.clone());
+            entry.warrant = Some(claims.jti.clone());
+        }
+        if human.is_some() {
+            entry.human = human;
+        }
+        Ok(entry)
+    }
 }
 
 /// The decision's audit record, naming the plain subject, the enforcement point and the
 /// MCP call it stated when there are.
-pub(super) fn entry_with(
+pub(super) fn draft_with(
     req: &AuthorizeRequest,
     decision: &Decision,
     now: UnixTime,
     subject: Option<DecisionSubject>,
-) -> Result<AuditEntry, EncodeError> {
+) -> DecisionDraft {
     let details = DecisionDetails {
         action: audited_text(&req.action),
         resource: audited_text(&req.resource),
@@ -136,18 +163,10 @@ pub(super) fn entry_with(
                 }),
             })
         }),
-        resource_attrs: req.resource_attrs.as_ref().map(audited_input),
-        context: req.context.as_ref().map(audited_input),
+        resource_attrs: req.resource_attrs.clone(),
+        context: req.context.clone(),
     };
-    let mut entry = AuditEntry::with_details(now, details)?;
-    entry.decision = Some(decision.outcome.as_str().to_owned());
-    if let Some(claims) = &decision.claims {
-        entry.agent = Some(claims.client_id.clone());
-        entry.human = Some(claims.human().clone());
-        entry.task = Some(claims.task.id.clone());
-        entry.warrant = Some(claims.jti.clone());
-    }
-    Ok(entry)
+    DecisionDraft { at: now, details, outcome: decision.outcome, claims: decision.claims.clone(), human: None }
 }
 
 impl Decisions {
@@ -168,29 +187,23 @@ impl Decisions {
                 return Queued { decision, receipt: None, action, resource, at: now };
             }
         }
-        self.queue(entry_of(req, &decision, now), decision, action, resource, now).await
+        self.queue(draft_with(req, &decision, now, None), decision, action, resource, now).await
     }
 
-    /// Queues a decision's audit record (as encoded in `entry`); a record that could not
-    /// be encoded or queued leaves the decision without a receipt, so it answers a deny.
+    /// Queues a decision's audit record (`draft`, encoded by the audit writer); a record
+    /// that could not be queued leaves the decision without a receipt, and one that could
+    /// not be encoded fails its receipt: either way it answers a deny.
     pub(super) async fn queue(
         &self,
-        entry: Result<AuditEntry, EncodeError>,
+        draft: DecisionDraft,
         decision: Decision,
         action: String,
         resource: String,
         now: UnixTime,
     ) -> Queued {
-        let entry = match entry {
-            Ok(entry) => entry,
-            Err(e) => {
-                tracing::error!(error = %e, "a decision's audit record could not be encoded; denying");
-                return Queued { decision, receipt: None, action, resource, at: now };
-            }
-        };
         // Charged in the store already when servers share it: the record carries none.
         let charges = if self.guardrails.charges_in_store() { Vec::new() } else { spend_rows(&decision) };
-        match self.audit.enqueue_with(entry, charges).await {
+        match self.audit.enqueue_draft(Box::new(draft), charges).await {
             Ok(receipt) => Queued { decision, receipt: Some(receipt), action, resource, at: now },
             Err(e) => {
                 tracing::error!(error = %e, "a decision could not be queued for the audit log; denying");

@@ -26,7 +26,7 @@ use warrant_core::{Human, HumanId, UnixTime};
 use warrant_policy::{SubjectInput, SubjectPrincipal};
 
 use super::admit::check_shape;
-use super::record::entry_with;
+use super::record::draft_with;
 use super::Decisions;
 use crate::request::{AuthorizeRequest, Decision, SubjectRequest, MAX_RESOURCE};
 
@@ -66,11 +66,9 @@ impl Decisions {
             human: human.as_ref().map(|h| h.id.clone()),
             roles: human.as_ref().map(|h| h.roles.clone()).unwrap_or_default(),
         };
-        let mut entry = entry_with(&plain, &decision, now, Some(subject));
-        if let (Ok(entry), Some(human)) = (entry.as_mut(), &human) {
-            entry.human = Some(human.id.clone());
-        }
-        let queued = self.queue(entry, decision, plain.action, plain.resource, now).await;
+        let mut draft = draft_with(&plain, &decision, now, Some(subject));
+        draft.human = human.as_ref().map(|h| h.id.clone());
+        let queued = self.queue(draft, decision, plain.action, plain.resource, now).await;
         self.answer(queued).await
     }
 

@@ -29,6 +29,17 @@ pub struct VerifiedWarrant {
     pub scope: Scope,
     /// Its chain of agents, root first.
     pub chain: Vec<warrant_core::AgentId>,
+    /// The Cedar context attributes its claims give every decision made with it.
+    pub context: warrant_policy::WarrantContext,
+}
+
+impl VerifiedWarrant {
+    /// A verified warrant of `claims` with scope `scope`.
+    pub fn new(claims: WarrantClaims, scope: Scope) -> Self {
+        let chain = claims.chain();
+        let context = warrant_policy::WarrantContext::new(&claims);
+        VerifiedWarrant { claims: Arc::new(claims), scope, chain, context }
+    }
 }
 
 /// Verified warrants by SHA-256 of the token, until they expire.
@@ -134,8 +145,7 @@ impl Decisions {
         let scope = claims
             .scope()
             .map_err(|e| Refusal::new(DecisionCode::InvalidToken, format!("invalid warrant scope: {e}")))?;
-        let chain = claims.chain();
-        let verified = Arc::new(VerifiedWarrant { claims: Arc::new(claims), scope, chain });
+        let verified = Arc::new(VerifiedWarrant::new(claims, scope));
         self.recorded.put(digest, Arc::clone(&verified), now);
         Ok(verified)
     }
@@ -167,8 +177,7 @@ impl Decisions {
         let scope = claims
             .scope()
             .map_err(|e| Refusal::new(DecisionCode::InvalidToken, format!("invalid warrant scope: {e}")))?;
-        let chain = claims.chain();
-        let verified = Arc::new(VerifiedWarrant { claims: Arc::new(claims), scope, chain });
+        let verified = Arc::new(VerifiedWarrant::new(claims, scope));
         self.cache.put(digest, Arc::clone(&verified), now);
         Ok(verified)
     }

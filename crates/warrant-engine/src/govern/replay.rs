@@ -45,6 +45,7 @@ impl Recorded {
         DecisionInput {
             agent: &self.agent,
             claims: &self.claims,
+            warrant: None,
             action: &self.action,
             resource: &self.resource,
             resource_attrs: self.resource_attrs.as_ref(),

@@ -166,6 +166,33 @@ async fn a_record_is_readable_and_indexed_when_submit_returns() {
     assert!(matches!(w.submit(entry(2)).await, Err(AuditError::Closed)));
 }
 
+/// A record the writer cannot encode.
+struct Unencodable;
+
+impl audit::Draft for Unencodable {
+    fn entry(self: Box<Self>) -> Result<AuditEntry, warrant_core::audit::EncodeError> {
+        Err(serde_json::from_str::<u8>("not a number").unwrap_err().into())
+    }
+}
+
+#[tokio::test]
+async fn a_draft_that_cannot_be_encoded_fails_alone_and_the_chain_skips_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, keys) = open(dir.path()).await;
+    let w = writer(&store, &keys, AuditConfig::default()).await;
+    // Queued together, so they share a batch.
+    let first = w.enqueue_draft(Box::new(entry(1)), Vec::new()).await.unwrap();
+    let bad = w.enqueue_draft(Box::new(Unencodable), Vec::new()).await.unwrap();
+    let last = w.enqueue_draft(Box::new(entry(2)), Vec::new()).await.unwrap();
+    assert_eq!(first.durable().await.unwrap(), 1);
+    assert!(matches!(bad.durable().await, Err(AuditError::WriteFailed(m)) if m.contains("cannot be encoded")));
+    assert_eq!(last.durable().await.unwrap(), 2);
+    w.shutdown().await;
+    assert_eq!(verify(&store).await, VerifyReport { ok: true, records: 2, first_bad: None, reason: None });
+    let row = store.get_audit(2).await.unwrap().unwrap();
+    assert_eq!(warrant_core::audit::decode(&row.record).unwrap(), (2, entry(2)));
+}
+
 #[tokio::test]
 async fn tamper_an_edited_record_body_is_named() {
     let dir = tempfile::tempdir().unwrap();
