@@ -186,7 +186,7 @@ pub struct AuditRecord {
 /// The canonical body, serialized. Field order is the encoding: never reorder, rename or
 /// insert fields here; a new encoding needs a new version marker.
 #[derive(Serialize)]
-struct BodyRef<'a> {
+struct BodyRef<'a, D: Serialize + ?Sized> {
     seq: u64,
     at: UnixTime,
     kind: AuditKind,
@@ -195,7 +195,7 @@ struct BodyRef<'a> {
     task: Option<&'a TaskId>,
     warrant: Option<&'a WarrantId>,
     decision: Option<&'a str>,
-    details: &'a serde_json::Value,
+    details: &'a D,
     /// Appended last and only when present, so every record written before it existed
     /// encodes (and verifies) exactly as before.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -248,6 +248,11 @@ pub fn record_hash(prev_hash: &[u8; 32], body: &str) -> [u8; 32] {
 /// produces in this build (insertion order with `preserve_order`, sorted without): the
 /// hash covers the stored text, so either is verifiable forever.
 pub fn encode_body(seq: u64, entry: &AuditEntry) -> Result<String, EncodeError> {
+    encode_body_with(seq, entry, &entry.details)
+}
+
+/// The canonical body of `entry` at `seq` with `details` in place of `entry.details`.
+fn encode_body_with<D: Serialize + ?Sized>(seq: u64, entry: &AuditEntry, details: &D) -> Result<String, EncodeError> {
     let body = BodyRef {
         seq,
         at: entry.at,
@@ -257,7 +262,7 @@ pub fn encode_body(seq: u64, entry: &AuditEntry) -> Result<String, EncodeError> 
         task: entry.task.as_ref(),
         warrant: entry.warrant.as_ref(),
         decision: entry.decision.as_deref(),
-        details: &entry.details,
+        details,
         by: entry.by.as_ref(),
     };
     Ok(serde_json::to_string(&body)?)
@@ -266,6 +271,21 @@ pub fn encode_body(seq: u64, entry: &AuditEntry) -> Result<String, EncodeError> 
 /// Chains `entry` as record `seq` onto the record whose hash is `prev_hash`.
 pub fn chain(prev_hash: [u8; 32], seq: u64, entry: &AuditEntry) -> Result<AuditRecord, EncodeError> {
     let body = encode_body(seq, entry)?;
+    let hash = record_hash(&prev_hash, &body);
+    Ok(AuditRecord { seq, body, prev_hash, hash })
+}
+
+/// Chains `entry` with typed `details` (its own `details` are not read) as record `seq`
+/// onto the record whose hash is `prev_hash`: the details are serialized once, straight
+/// into the body, with no JSON value built between. The record reads back as
+/// [`AuditEntry::with_details`] of the same details would have written it.
+pub fn chain_details(
+    prev_hash: [u8; 32],
+    seq: u64,
+    entry: &AuditEntry,
+    details: &AuditDetails,
+) -> Result<AuditRecord, EncodeError> {
+    let body = encode_body_with(seq, entry, details)?;
     let hash = record_hash(&prev_hash, &body);
     Ok(AuditRecord { seq, body, prev_hash, hash })
 }
@@ -608,6 +628,37 @@ mod tests {
         let e = AuditEntry::with_details(UnixTime(2), summary).unwrap();
         assert_eq!((e.kind, e.decision.as_deref()), (AuditKind::Decision, Some("deny")));
         assert_eq!(e.details["aggregated"]["codes"]["invalid_token"], 2);
+    }
+
+    #[test]
+    fn typed_details_chained_directly_read_back_as_the_entry_with_those_details() {
+        let details = DecisionDetails {
+            action: "crm.read".into(),
+            resource: "crm/accounts/7".into(),
+            code: crate::DecisionCode::Allow,
+            reasons: vec!["scope covers".into()],
+            policies: vec!["permit-within-scope".into()],
+            policy_version: Some(3),
+            trust: Some(0.875),
+            signals: Vec::new(),
+            charges: Vec::new(),
+            approval_id: None,
+            retry_after: Some(2),
+            quarantined: None,
+            response: None,
+            warrant: Some(DecisionWarrant { chain: vec![AgentId::from_random([1; 12])], scope: "crm.*".into() }),
+            origin: Some(Box::new(details::DecisionOrigin { subject: None, pep: Some("gw".into()), mcp: None })),
+            resource_attrs: Some(serde_json::json!({ "z": 1, "a": [true, null, "x"] })),
+            context: Some(serde_json::json!({ "ip": "10.0.0.1", "n": -4 })),
+        };
+        let mut expected = AuditEntry::with_details(UnixTime(9), details.clone()).unwrap();
+        expected.agent = Some(AgentId::from_random([1; 12]));
+        expected.decision = Some("allow".into());
+        let mut header = expected.clone();
+        header.details = serde_json::Value::Null;
+        let record = chain_details(GENESIS, 4, &header, &AuditDetails::from(details)).unwrap();
+        assert_eq!(decode(&record).unwrap(), (4, expected));
+        assert_eq!(record.hash, record_hash(&GENESIS, &record.body));
     }
 
     fn log(n: u64) -> Vec<AuditRecord> {

@@ -45,7 +45,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use warrant_core::audit::{
-    chain, parse_hash_hex, AuditEntry, ChainVerifier, CheckpointHead, EncodeError, VerifyReport, GENESIS,
+    chain, parse_hash_hex, AuditEntry, AuditRecord, ChainVerifier, CheckpointHead, EncodeError, VerifyReport, GENESIS,
 };
 use warrant_core::UnixTime;
 use warrant_store::audit::{AuditRow, AuditStore, StoredCheckpoint};
@@ -212,14 +212,16 @@ type Job = (Box<dyn Draft>, Vec<SpendCharge>, Ack);
 /// A record the writer encodes itself: what a hot path queues so that building the
 /// entry's JSON happens on the writer, not on the caller's thread.
 pub trait Draft: Send + 'static {
-    /// The entry to record. An error refuses this record alone.
-    fn entry(self: Box<Self>) -> Result<AuditEntry, EncodeError>;
+    /// The record chained as `seq` onto `prev_hash` ([`chain`]), and the entry whose
+    /// columns index it (its `details` need not be set: the record's body holds them).
+    /// An error refuses this record alone.
+    fn chain(self: Box<Self>, prev_hash: [u8; 32], seq: u64) -> Result<(AuditRecord, AuditEntry), EncodeError>;
 }
 
 /// An entry encoded by its caller is its own draft.
 impl Draft for AuditEntry {
-    fn entry(self: Box<Self>) -> Result<AuditEntry, EncodeError> {
-        Ok(*self)
+    fn chain(self: Box<Self>, prev_hash: [u8; 32], seq: u64) -> Result<(AuditRecord, AuditEntry), EncodeError> {
+        Ok((chain(prev_hash, seq, &self)?, *self))
     }
 }
 
@@ -427,17 +429,9 @@ impl Writer {
         let mut rows = Vec::with_capacity(jobs.len());
         let mut acks = Vec::with_capacity(jobs.len());
         for (draft, charges, ack) in jobs {
-            let entry = match draft.entry() {
-                Ok(entry) => entry,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot encode an audit entry");
-                    let _ = ack.send(Err(AuditError::WriteFailed(e.to_string())));
-                    continue;
-                }
-            };
             let next = seq.saturating_add(1);
-            match chain(prev, next, &entry) {
-                Ok(record) => {
+            match draft.chain(prev, next) {
+                Ok((record, entry)) => {
                     (seq, prev, at) = (next, record.hash, Some(entry.at));
                     let mut row = AuditRow::new(record, &entry);
                     row.charges = charges;

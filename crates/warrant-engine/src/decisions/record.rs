@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 use warrant_core::audit::details::{DecisionDetails, DecisionOrigin, DecisionSubject, DecisionWarrant};
-use warrant_core::audit::{AuditEntry, EncodeError};
+use warrant_core::audit::{chain_details, AuditDetails, AuditEntry, AuditKind, AuditRecord, EncodeError};
 use warrant_core::authzen::McpCall;
 use warrant_core::decision::{DecisionCode, Outcome};
 use warrant_core::UnixTime;
@@ -57,12 +57,26 @@ impl Queued {
 /// SHA-256, so the record still binds it without storing it.
 pub const MAX_AUDITED_INPUT: usize = 2048;
 
-/// `value` as an audit record keeps it: whole when small, else its size and digest.
-fn audited_input(value: &Value) -> Value {
-    let text = value.to_string();
-    if text.len() <= MAX_AUDITED_INPUT {
-        return value.clone();
+/// Counts the bytes written to it.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 = self.0.saturating_add(buf.len());
+        Ok(buf.len())
     }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `value` as an audit record keeps it: whole when small, else its size and digest.
+fn audited_input(value: Value) -> Value {
+    let mut size = Counter(0);
+    if serde_json::to_writer(&mut size, &value).is_ok() && size.0 <= MAX_AUDITED_INPUT {
+        return value;
+    }
+    let text = value.to_string();
     serde_json::json!({
         "truncated": true,
         "bytes": text.len(),
@@ -107,11 +121,11 @@ pub(super) struct DecisionDraft {
 }
 
 impl Draft for DecisionDraft {
-    fn entry(self: Box<Self>) -> Result<AuditEntry, EncodeError> {
+    fn chain(self: Box<Self>, prev_hash: [u8; 32], seq: u64) -> Result<(AuditRecord, AuditEntry), EncodeError> {
         let DecisionDraft { at, mut details, outcome, claims, human } = *self;
-        details.resource_attrs = details.resource_attrs.as_ref().map(audited_input);
-        details.context = details.context.as_ref().map(audited_input);
-        let mut entry = AuditEntry::with_details(at, details)?;
+        details.resource_attrs = details.resource_attrs.map(audited_input);
+        details.context = details.context.map(audited_input);
+        let mut entry = AuditEntry::new(at, AuditKind::Decision);
         entry.decision = Some(outcome.as_str().to_owned());
         if let Some(claims) = &claims {
             entry.agent = Some(claims.client_id.clone());
@@ -122,7 +136,8 @@ impl Draft for DecisionDraft {
         if human.is_some() {
             entry.human = human;
         }
-        Ok(entry)
+        let record = chain_details(prev_hash, seq, &entry, &AuditDetails::Decision(details))?;
+        Ok((record, entry))
     }
 }
 

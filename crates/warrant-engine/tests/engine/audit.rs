@@ -170,7 +170,11 @@ async fn a_record_is_readable_and_indexed_when_submit_returns() {
 struct Unencodable;
 
 impl audit::Draft for Unencodable {
-    fn entry(self: Box<Self>) -> Result<AuditEntry, warrant_core::audit::EncodeError> {
+    fn chain(
+        self: Box<Self>,
+        _: [u8; 32],
+        _: u64,
+    ) -> Result<(warrant_core::audit::AuditRecord, AuditEntry), warrant_core::audit::EncodeError> {
         Err(serde_json::from_str::<u8>("not a number").unwrap_err().into())
     }
 }
