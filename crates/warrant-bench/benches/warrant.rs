@@ -33,6 +33,12 @@
 
 use std::collections::HashMap;
 use std::hint::black_box;
+
+/// The allocator the `warrant` binary runs with, so the decision is measured as the server
+/// makes it (the baselines in the same process run with it too).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
