@@ -18,7 +18,7 @@ use warrant_core::{
     UnixTime, WarrantClaims,
 };
 
-use warrant_store::{IssueGuard, SessionPurpose, Store, StoreError, TaskRecord, WarrantRecord};
+use warrant_store::{IssueGuard, SessionPurpose, SpentAssertion, Store, StoreError, TaskRecord, WarrantRecord};
 use warrant_token::assertion::{claimed_agent, verify_assertion};
 use warrant_token::jws::{peek_unverified, Header};
 use warrant_token::session::{verify_session, SESSION_TYP};
@@ -255,10 +255,23 @@ impl crate::error::Classify for TokenError {
     }
 }
 
+/// Why a client assertion is refused the second time it is presented.
+const ASSERTION_REPLAYED: &str = "the client assertion was already used; assertions are single-use";
+
+/// When a verified client assertion is spent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Spend {
+    /// Before anything else happens.
+    Now,
+    /// With the warrant's record, in the same transaction ([`IssueGuard::assertion`]).
+    WithIssuance,
+}
+
 impl From<StoreError> for TokenError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Revoked(why) => TokenError::InvalidGrant(format!("no warrant was issued: {why}")),
+            StoreError::Replayed(_) => TokenError::InvalidClient(ASSERTION_REPLAYED.into()),
             e => TokenError::Store(e),
         }
     }
@@ -460,7 +473,7 @@ impl Issuer {
     /// the token endpoint or the issuer. The assertion is spent.
     pub async fn authenticate_client(&self, req: &TokenRequest, endpoint: &str) -> Result<Agent, TokenError> {
         let assertion = self.client_assertion(req)?;
-        let (agent, _) = self.authenticate_for(assertion, Some(endpoint), self.clock.now()).await?;
+        let (agent, _, _) = self.authenticate_for(assertion, Some(endpoint), self.clock.now(), Spend::Now).await?;
         Ok(agent)
     }
 
@@ -494,21 +507,37 @@ impl Issuer {
     /// Authenticates an agent by its client assertion at the token endpoint; the
     /// assertion is spent.
     async fn authenticate(&self, assertion: &str, now: UnixTime) -> Result<(Agent, Human), TokenError> {
-        self.authenticate_for(assertion, None, now).await
+        let (agent, owner, _) = self.authenticate_for(assertion, None, now, Spend::Now).await?;
+        Ok((agent, owner))
+    }
+
+    /// Authenticates an agent by its client assertion at the token endpoint for an
+    /// issuance that writes nothing before its warrant: the assertion is returned
+    /// unspent, for the warrant's record to spend in the same transaction (one durable
+    /// write fewer per issuance; a replay is refused there and nothing is recorded). A
+    /// JWT-SVID is spent at once.
+    async fn authenticate_to_issue(
+        &self,
+        assertion: &str,
+        now: UnixTime,
+    ) -> Result<(Agent, Human, Option<SpentAssertion>), TokenError> {
+        self.authenticate_for(assertion, None, now, Spend::WithIssuance).await
     }
 
     /// Authenticates an agent by its client assertion, whose `aud` may also be `endpoint`
     /// (the endpoint being called, when it is not the token endpoint); the assertion is
-    /// spent.
+    /// spent now, or returned to be spent with the issuance (`spend`).
     async fn authenticate_for(
         &self,
         assertion: &str,
         endpoint: Option<&str>,
         now: UnixTime,
-    ) -> Result<(Agent, Human), TokenError> {
+        spend: Spend,
+    ) -> Result<(Agent, Human, Option<SpentAssertion>), TokenError> {
         let client = |msg: String| TokenError::InvalidClient(msg);
         let token_endpoint = self.settings.token_endpoint.as_str();
         let audiences = [token_endpoint, self.settings.issuer.as_str(), endpoint.unwrap_or(token_endpoint)];
+        let mut unspent = None;
         let agent = if warrant_token::spiffe::looks_like_svid(assertion) {
             self.authenticate_svid(assertion, &audiences, now).await?
         } else {
@@ -528,8 +557,15 @@ impl Issuer {
             let claims = verify_assertion(assertion, &key, &agent.id, &audiences, now)
                 .map_err(|e| client(format!("the client assertion: {e}")))?;
             agent.usable_at(now).map_err(|why| client(format!("agent `{}` {why}", agent.id)))?;
-            if !self.store.spend_assertion(&agent.id, &claims.jti, claims.exp, now).await? {
-                return Err(client("the client assertion was already used; assertions are single-use".into()));
+            match spend {
+                Spend::Now => {
+                    if !self.store.spend_assertion(&agent.id, &claims.jti, claims.exp, now).await? {
+                        return Err(client(ASSERTION_REPLAYED.into()));
+                    }
+                }
+                Spend::WithIssuance => {
+                    unspent = Some(SpentAssertion { agent: agent.id.clone(), jti: claims.jti, exp: claims.exp, now });
+                }
             }
             agent
         };
@@ -538,7 +574,7 @@ impl Issuer {
             .get_human(&agent.owner)
             .await?
             .ok_or_else(|| TokenError::Internal(format!("owner of `{}` is missing", agent.id)))?;
-        Ok((agent, owner))
+        Ok((agent, owner, unspent))
     }
 
     /// Authenticates an agent registered with a SPIFFE ID by its JWT-SVID: verified
@@ -594,7 +630,7 @@ impl Issuer {
         let (scope, ttl, purpose) = (parse_scope(req)?, parse_ttl(req)?, parse_purpose(req)?);
         let budget = parse_budget(req)?.unwrap_or_default();
         let aud = audience(&self.settings.audience, None, parse_resource(req)?)?;
-        let (agent, owner) = self.authenticate(assertion, now).await?;
+        let (agent, owner, assertion) = self.authenticate_to_issue(assertion, now).await?;
         let cnf = self.bind(proof.as_ref(), now).await?;
         let grant = grant_root(
             &RootRequest { agent: &agent, owner: &owner, on_behalf_of: None, scope: scope.as_ref(), ttl, now },
@@ -611,7 +647,7 @@ impl Issuer {
             cnf,
             identity: None,
         };
-        self.mint(grant, &agent, minted, None, IssueGuard { as_of, session: None }, now).await
+        self.mint(grant, &agent, minted, None, IssueGuard { as_of, session: None, assertion }, now).await
     }
 
     async fn token_exchange(&self, req: &TokenRequest, as_of: u64, proof: Option<Proof>) -> Result<Issued, TokenError> {
@@ -668,7 +704,7 @@ impl Issuer {
                     cnf,
                     identity,
                 };
-                self.mint(grant, &agent, minted, None, IssueGuard { as_of, session }, now).await
+                self.mint(grant, &agent, minted, None, IssueGuard { as_of, session, assertion: None }, now).await
             }
             Subject::Warrant => {
                 let parent = verify_warrant(subject, ring.as_ref(), issuer, now)
@@ -692,7 +728,7 @@ impl Issuer {
                     Some(cnf) => Some(self.holder_proof(req, subject, cnf, proof.is_some(), now)?),
                 };
                 let aud = audience(&self.settings.audience, Some(&parent.aud), resource)?;
-                let (child, child_owner) = self.authenticate(actor, now).await?;
+                let (child, child_owner, assertion) = self.authenticate_to_issue(actor, now).await?;
                 if let Some(holder_proof) = &holder_proof {
                     self.dpop.spend_verified(holder_proof, now).await.map_err(dpop_error)?;
                 }
@@ -731,8 +767,9 @@ impl Issuer {
                     cnf,
                     identity: None,
                 };
-                let issued =
-                    self.mint(grant, &child, minted, Some(&parent), IssueGuard { as_of, session: None }, now).await?;
+                let issued = self
+                    .mint(grant, &child, minted, Some(&parent), IssueGuard { as_of, session: None, assertion }, now)
+                    .await?;
                 if self.guardrails.delegated(&parent.client_id, now).await.is_some() {
                     // A burst of delegations quarantined the delegating agent, and with it
                     // the warrant just issued (its chain holds that agent).

@@ -36,7 +36,7 @@ pub use guard::{GuardStore, LiveBudget, MAX_APPROVAL_LIST_LIMIT};
 pub use postgres::PgStore;
 pub use records::{
     IssueGuard, KeyMaterial, KeyPurpose, PepRecord, PolicyVersionRecord, RevocationKind, RevocationRecord,
-    SessionPurpose, SessionRecord, SpendCharge, StoredKey, TaskRecord, WarrantRecord,
+    SessionPurpose, SessionRecord, SpendCharge, SpentAssertion, StoredKey, TaskRecord, WarrantRecord,
 };
 pub use sqlite::SqliteStore;
 
@@ -54,6 +54,10 @@ pub enum StoreError {
     /// human or session) is revoked, ended or inactive, so it was not recorded.
     #[error("refused: {0}")]
     Revoked(String),
+    /// A single-use credential (a client assertion) was presented again, so nothing was
+    /// written.
+    #[error("replayed: {0}")]
+    Replayed(String),
     /// The database failed. The message is for logs, never for API clients.
     #[error("storage backend error: {0}")]
     Backend(String),
@@ -153,7 +157,9 @@ pub trait WarrantStore: Send + Sync {
     /// ended, every agent of its chain is active, its human and every chain agent's
     /// owner are active, the session in `guard` (if any) is recorded and unrevoked, and
     /// no revocation recorded after `guard.as_of` names an agent of its chain, its task
-    /// or its human. Otherwise [`StoreError::Revoked`] and nothing is written.
+    /// or its human. Otherwise [`StoreError::Revoked`] and nothing is written. The
+    /// assertion in `guard` (if any) is spent in the same transaction; spent already:
+    /// [`StoreError::Replayed`] and nothing is written.
     async fn record_warrant(
         &self,
         warrant: &WarrantRecord,

@@ -206,6 +206,24 @@ pub struct IssueGuard {
     /// The human session the work started from (a delegated root warrant): refused when
     /// that session has been revoked or is unknown.
     pub session: Option<String>,
+    /// The client assertion the issuance was authenticated with, spent in the same
+    /// transaction as the warrant is recorded: a replayed assertion is refused with
+    /// [`crate::StoreError::Replayed`] and nothing is written. `None` when the caller
+    /// spent it already (or there is none).
+    pub assertion: Option<SpentAssertion>,
+}
+
+/// A single-use client assertion, as spent ([`crate::WarrantStore::spend_assertion`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpentAssertion {
+    /// The agent it authenticated.
+    pub agent: AgentId,
+    /// Its `jti`.
+    pub jti: String,
+    /// Its expiry: it is remembered until then.
+    pub exp: UnixTime,
+    /// When it was spent (assertions spent before `now` and expired are purged).
+    pub now: UnixTime,
 }
 
 /// A human session as recorded, so it can be revoked before it expires.

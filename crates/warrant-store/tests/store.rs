@@ -58,6 +58,7 @@ macro_rules! conformance {
             check_plaintext_keys_are_never_written,
             check_last_expiry_for_key,
             check_assertion_replay_is_refused,
+            check_assertion_spent_with_the_issuance,
             check_assertion_jti_is_per_agent,
             check_expired_assertions_are_purged,
             check_warrant_tree,
@@ -724,6 +725,37 @@ async fn check_assertion_replay_is_refused(store: &dyn Store) {
     assert!(!store.spend_assertion(&a.id, "jti-1", exp, UnixTime(9_999)).await.unwrap(), "replay just before expiry");
     // A different jti of the same agent is its own assertion.
     assert!(store.spend_assertion(&a.id, "jti-2", exp, UnixTime(9_000)).await.unwrap());
+}
+
+/// An issuance's assertion is spent with its warrant's record, in one transaction: a
+/// replay refuses the record and writes nothing (no warrant, no task), and an assertion
+/// spent by either path is spent for the other.
+async fn check_assertion_spent_with_the_issuance(store: &dyn Store) {
+    let (h, a) = principals(store, 1).await;
+    let spent = |jti: &str| warrant_store::SpentAssertion {
+        agent: a.id.clone(),
+        jti: jti.into(),
+        exp: UnixTime(10_000),
+        now: UnixTime(9_000),
+    };
+    let guard = |jti: &str| IssueGuard { assertion: Some(spent(jti)), ..IssueGuard::default() };
+    let t1 = task(1, &h, &a, 400);
+    let w1 = warrant(1, &t1, &a, None, 400);
+    store.record_warrant(&w1, Some(&t1), &guard("jti-1")).await.unwrap();
+    assert!(!store.spend_assertion(&a.id, "jti-1", UnixTime(10_000), UnixTime(9_000)).await.unwrap(), "spent");
+
+    let t2 = task(2, &h, &a, 401);
+    let w2 = warrant(2, &t2, &a, None, 401);
+    let replayed = store.record_warrant(&w2, Some(&t2), &guard("jti-1")).await;
+    assert!(matches!(replayed, Err(StoreError::Replayed(_))), "{replayed:?}");
+    assert_eq!(store.get_warrant(&w2.jti).await.unwrap(), None, "nothing recorded");
+    assert_eq!(store.get_task(&t2.id).await.unwrap(), None, "nothing recorded");
+
+    assert!(store.spend_assertion(&a.id, "jti-2", UnixTime(10_000), UnixTime(9_000)).await.unwrap());
+    let replayed = store.record_warrant(&w2, Some(&t2), &guard("jti-2")).await;
+    assert!(matches!(replayed, Err(StoreError::Replayed(_))), "{replayed:?}");
+    store.record_warrant(&w2, Some(&t2), &guard("jti-3")).await.unwrap();
+    assert_eq!(store.get_warrant(&w2.jti).await.unwrap().map(|w| w.jti), Some(w2.jti.clone()));
 }
 
 async fn check_assertion_jti_is_per_agent(store: &dyn Store) {
@@ -1794,7 +1826,7 @@ async fn race_issuer(race: &Race<'_>, worker: u8) {
         assert!(race.store.get_human(&parent.human).await.unwrap().is_some());
         assert!(race.store.get_agent(&acting.id).await.unwrap().is_some());
         tokio::task::yield_now().await;
-        match race.store.record_warrant(&child, None, &IssueGuard { as_of, session: None }).await {
+        match race.store.record_warrant(&child, None, &IssueGuard { as_of, session: None, assertion: None }).await {
             Ok(()) => race.recorded.borrow_mut().push((child, as_of)),
             Err(StoreError::Revoked(_)) => race.refused.set(race.refused.get() + 1),
             Err(e) => panic!("issuer {worker}: a child of {} for {}: {e:?}", parent.jti, acting.id),
@@ -2678,7 +2710,7 @@ mod issuance_model {
                     };
                     chain.push(p.agent);
                     let refused = model.refuses(&p, &chain, task);
-                    let guard = IssueGuard { as_of: p.as_of, session: None };
+                    let guard = IssueGuard { as_of: p.as_of, session: None, assertion: None };
                     let got = store.record_warrant(&record, new_task.as_ref(), &guard).await;
                     match (&got, refused) {
                         (Ok(()), false) => {

@@ -157,3 +157,31 @@ async fn who_may_obtain_a_root_warrant() {
     let err = h.autonomous_root(&autonomous, Ask::new()).await.unwrap_err();
     assert!(["invalid_client", "invalid_grant"].contains(&err.code()), "{err}");
 }
+
+/// The assertion of an issuance is spent with the warrant's record (one durable write):
+/// however many requests present it at once, exactly one warrant is issued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_assertion_presented_at_once_issues_one_warrant() {
+    let h = Harness::start().await;
+    let owner = h.human(&["crm.*"]).await;
+    let agent = h.autonomous_agent(&owner, &["crm.read"]).await;
+    for round in 0..5 {
+        let assertion = h.assertion(&agent);
+        let ask = || Ask::new().purpose("the same assertion");
+        let results = tokio::join!(
+            h.client_credentials_with(assertion.clone(), ask()),
+            h.client_credentials_with(assertion.clone(), ask()),
+            h.client_credentials_with(assertion.clone(), ask()),
+            h.client_credentials_with(assertion.clone(), ask()),
+        );
+        let results = [results.0, results.1, results.2, results.3];
+        let issued: Vec<&Issued> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        assert_eq!(issued.len(), 1, "round {round}: {results:?}");
+        for err in results.iter().filter_map(|r| r.as_ref().err()) {
+            assert_eq!(err.code(), "invalid_client", "{err}");
+            assert!(err.to_string().contains("single-use"), "{err}");
+        }
+        // The one issued is usable.
+        assert_eq!(h.authorize(&issued[0].token, "crm.read", "customers/1").await.outcome, Outcome::Allow);
+    }
+}

@@ -32,6 +32,24 @@ fn task_row(row: &Row) -> Result<TaskRecord, StoreError> {
 
 /// Whether `w` may be recorded now: the checks of [`WarrantStore::record_warrant`], run
 /// inside its transaction (after it took the write lock).
+/// Spends a client assertion; `false` when it was spent already. Expired ones are purged.
+async fn spend(
+    tx: &cached::Tx<'_>,
+    agent: &AgentId,
+    jti: &str,
+    exp: UnixTime,
+    now: UnixTime,
+) -> Result<bool, StoreError> {
+    cached::execute(tx, "DELETE FROM spent_assertions WHERE exp < $1", &[&now.0]).await?;
+    let inserted = cached::execute(
+        tx,
+        "INSERT INTO spent_assertions (agent, jti, exp) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        &[&agent.as_str(), &jti, &exp.0],
+    )
+    .await?;
+    Ok(inserted == 1)
+}
+
 async fn issuable(
     tx: &cached::Tx<'_>,
     w: &WarrantRecord,
@@ -111,15 +129,9 @@ impl WarrantStore for PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         lock_writes(&tx).await?;
-        cached::execute(&tx, "DELETE FROM spent_assertions WHERE exp < $1", &[&now.0]).await?;
-        let inserted = tx
-            .execute(
-                "INSERT INTO spent_assertions (agent, jti, exp) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                &[&agent.as_str(), &jti, &exp.0],
-            )
-            .await?;
+        let spent = spend(&tx, agent, jti, exp, now).await?;
         tx.commit().await?;
-        Ok(inserted == 1)
+        Ok(spent)
     }
 
     async fn record_warrant(
@@ -141,6 +153,11 @@ impl WarrantStore for PgStore {
         let tx = client.transaction().await?;
         lock_writes(&tx).await?;
         issuable(&tx, w, new_task, guard).await?;
+        if let Some(a) = &guard.assertion {
+            if !spend(&tx, &a.agent, &a.jti, a.exp, a.now).await? {
+                return Err(StoreError::Replayed("the client assertion was already used".into()));
+            }
+        }
         if let Some(t) = new_task {
             cached::execute(
                 &tx,

@@ -23,6 +23,15 @@ fn task_row(row: &Row<'_>) -> rusqlite::Result<TaskRecord> {
 
 /// Whether `w` may be recorded now: the checks of [`WarrantStore::record_warrant`], run
 /// inside its transaction.
+/// Spends a client assertion; `false` when it was spent already. Expired ones are purged.
+fn spend(c: &Connection, agent: &AgentId, jti: &str, exp: UnixTime, now: UnixTime) -> Result<bool, StoreError> {
+    c.prepare_cached("DELETE FROM spent_assertions WHERE exp < ?1")?.execute([now.0])?;
+    let inserted = c
+        .prepare_cached("INSERT OR IGNORE INTO spent_assertions (agent, jti, exp) VALUES (?1, ?2, ?3)")?
+        .execute(params![agent.as_str(), jti, exp.0])?;
+    Ok(inserted == 1)
+}
+
 fn issuable(
     tx: &Connection,
     w: &WarrantRecord,
@@ -104,15 +113,7 @@ impl WarrantStore for SqliteStore {
         now: UnixTime,
     ) -> Result<bool, StoreError> {
         let (agent, jti) = (agent.clone(), jti.to_owned());
-        self.write(move |c| {
-            c.execute("DELETE FROM spent_assertions WHERE exp < ?1", [now.0])?;
-            let inserted = c.execute(
-                "INSERT OR IGNORE INTO spent_assertions (agent, jti, exp) VALUES (?1, ?2, ?3)",
-                params![agent.as_str(), jti, exp.0],
-            )?;
-            Ok(inserted == 1)
-        })
-        .await
+        self.write(move |c| spend(c, &agent, &jti, exp, now)).await
     }
 
     async fn record_warrant(
@@ -130,6 +131,11 @@ impl WarrantStore for SqliteStore {
         let claims = w.claims.as_ref().map(serde_json::to_string).transpose().map_err(corrupt)?;
         self.write(move |tx| {
             issuable(tx, &w, task.as_ref(), &guard)?;
+            if let Some(a) = &guard.assertion {
+                if !spend(tx, &a.agent, &a.jti, a.exp, a.now)? {
+                    return Err(StoreError::Replayed("the client assertion was already used".into()));
+                }
+            }
             if let Some(t) = task {
                 tx.execute(
                     "INSERT INTO tasks (id, purpose, human, root_agent, created_at, deadline) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
