@@ -116,6 +116,7 @@ fuzz_target!(|data: &[u8]| {
             let input = DecisionInput {
                 agent: &r.agent,
                 claims: &r.claims,
+                warrant: None,
                 action,
                 resource: "accounts/1",
                 resource_attrs: Some(&r.attrs),
