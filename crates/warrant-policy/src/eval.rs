@@ -17,7 +17,6 @@
 //! held to the set without them. A request denied by a `@quarantine` forbid is reported
 //! so the caller quarantines the agent.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use cedar_policy::{Decision, Entities, Entity, EntityId, EntityUid, Request};
@@ -183,6 +182,21 @@ impl CompiledPolicies {
         (entity, record)
     }
 
+    /// The resource `path` as an entity, with `path` and the caller's `attrs`.
+    fn resource(
+        &self,
+        path: &str,
+        attrs: Option<&Value>,
+    ) -> Result<(EntityUid, cedar_policy_core::ast::Entity), EvalError> {
+        let uid = EntityUid::from_type_name_and_id(self.types.resource.clone(), EntityId::new(path));
+        let entity = native::leaf_entity(
+            &uid,
+            [("path", CedarValue::from(path)), ("attrs", json_object("resource_attrs", attrs)?)],
+            [],
+        );
+        Ok((uid, entity))
+    }
+
     fn base_entities(&self, agent: &AgentEntities, action: &crate::load::ActionSlice) -> Result<Entities, EvalError> {
         let key = (agent.agent.id.clone(), action.uid.id().unescaped().to_owned());
         if let Some(hit) = self.bases.read().ok().and_then(|m| m.get(&key).cloned()) {
@@ -207,15 +221,8 @@ impl CompiledPolicies {
         let cedar = |e: &dyn std::fmt::Display| EvalError::Cedar(e.to_string());
         let agent = self.agent_entities(input.agent)?;
         let action = self.slice(input.action)?;
-        let resource = EntityUid::from_type_name_and_id(self.types.resource.clone(), EntityId::new(input.resource));
-        let mut extra = vec![native::leaf_entity(
-            &resource,
-            [
-                ("path", CedarValue::from(input.resource)),
-                ("attrs", json_object("resource_attrs", input.resource_attrs)?),
-            ],
-            [],
-        )];
+        let (resource, resource_entity) = self.resource(input.resource, input.resource_attrs)?;
+        let mut extra = vec![resource_entity];
         let base = self.base_entities(&agent, &action)?;
         let (hour, weekday) = hour_and_weekday(input.now);
         let mut request_attrs = vec![
@@ -340,27 +347,19 @@ impl CompiledPolicies {
             }
         };
         let action = self.slice(input.action)?;
-        let resource = EntityUid::from_type_name_and_id(self.types.resource.clone(), EntityId::new(input.resource));
-        let resource_entity = native::leaf_entity(
-            &resource,
-            [
-                ("path", CedarValue::from(input.resource)),
-                ("attrs", json_object("resource_attrs", input.resource_attrs)?),
-            ],
-            [],
-        );
+        let (resource, resource_entity) = self.resource(input.resource, input.resource_attrs)?;
         let entities = Entities::from_entities(
             [Entity::from(principal), Entity::from(resource_entity)].into_iter().chain(action.entities.iter().cloned()),
             None,
         )
         .map_err(|e| cedar(&e))?;
         let (hour, weekday) = hour_and_weekday(input.now);
-        let context = native::context(BTreeMap::from([
-            (SmolStr::new_static("hour"), CedarValue::from(hour)),
-            (SmolStr::new_static("weekday"), CedarValue::from(weekday)),
-            (SmolStr::new_static("pep"), CedarValue::from(input.pep)),
-            (SmolStr::new_static("telemetry"), json_object("context", input.telemetry)?),
-        ]));
+        let context = native::context([
+            ("hour", CedarValue::from(hour)),
+            ("weekday", CedarValue::from(weekday)),
+            ("pep", CedarValue::from(input.pep)),
+            ("telemetry", json_object("context", input.telemetry)?),
+        ]);
         let request =
             Request::new(principal_uid, action.uid.clone(), resource, context, None).map_err(|e| cedar(&e))?;
         let response = self.authorizer.is_authorized(&request, &self.subject_set, &entities);

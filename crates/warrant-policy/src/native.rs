@@ -48,16 +48,16 @@ impl WarrantContext {
     pub fn new(claims: &WarrantClaims) -> Self {
         let chain = claims.chain();
         let text = |s: &str| Value::from(s);
-        let attrs = BTreeMap::from([
-            (SmolStr::new_static("mode"), text(claims.mode.as_str())),
-            (SmolStr::new_static("human"), text(claims.human().as_str())),
-            (SmolStr::new_static("owner"), text(claims.owner.as_str())),
-            (SmolStr::new_static("chain"), strings(chain.iter().map(|a| a.as_str()))),
-            (SmolStr::new_static("root_agent"), text(chain.first().map(|a| a.as_str()).unwrap_or_default())),
-            (SmolStr::new_static("chain_depth"), Value::from(i64::try_from(chain.len()).unwrap_or(i64::MAX))),
-            (SmolStr::new_static("task"), text(claims.task.id.as_str())),
-            (SmolStr::new_static("purpose"), text(&claims.task.purpose)),
-            (SmolStr::new_static("scope"), strings(claims.scope.split_whitespace())),
+        let attrs = named([
+            ("mode", text(claims.mode.as_str())),
+            ("human", text(claims.human().as_str())),
+            ("owner", text(claims.owner.as_str())),
+            ("chain", strings(chain.iter().map(|a| a.as_str()))),
+            ("root_agent", text(chain.first().map(|a| a.as_str()).unwrap_or_default())),
+            ("chain_depth", Value::from(i64::try_from(chain.len()).unwrap_or(i64::MAX))),
+            ("task", text(claims.task.id.as_str())),
+            ("purpose", text(&claims.task.purpose)),
+            ("scope", strings(claims.scope.split_whitespace())),
         ]);
         WarrantContext { attrs: Arc::new(attrs) }
     }
@@ -69,12 +69,21 @@ impl WarrantContext {
         for (name, value) in request {
             attrs.entry(SmolStr::new_static(name)).or_insert(value);
         }
-        context(attrs)
+        context_of(attrs)
     }
 }
 
-/// A Cedar context of exactly `attrs`.
-pub(crate) fn context(attrs: BTreeMap<SmolStr, Value>) -> Context {
+/// Attributes by name.
+fn named(fields: impl IntoIterator<Item = (&'static str, Value)>) -> BTreeMap<SmolStr, Value> {
+    fields.into_iter().map(|(k, v)| (SmolStr::new_static(k), v)).collect()
+}
+
+/// A Cedar context of exactly `fields`.
+pub(crate) fn context(fields: impl IntoIterator<Item = (&'static str, Value)>) -> Context {
+    context_of(named(fields))
+}
+
+fn context_of(attrs: BTreeMap<SmolStr, Value>) -> Context {
     Context::ref_cast(&ast::Context::Value(Arc::new(attrs))).clone()
 }
 
@@ -85,7 +94,7 @@ pub(crate) fn strings<'a>(items: impl IntoIterator<Item = &'a str>) -> Value {
 
 /// A record of `fields`.
 pub(crate) fn record(fields: impl IntoIterator<Item = (&'static str, Value)>) -> Value {
-    Value::record(fields.into_iter().map(|(k, v)| (SmolStr::new_static(k), v)), None)
+    Value::record_arc(Arc::new(named(fields)), None)
 }
 
 /// Where a value sits in the caller's JSON (`context.a.b`), spelled out only in an error.
@@ -253,7 +262,7 @@ mod tests {
         #[test]
         fn json_is_read_as_cedar_reads_the_same_expression(value in arbitrary_json()) {
             let object = j!({ "x": value });
-            let ours = context(BTreeMap::from([(SmolStr::new("t"), json_object("context", Some(&object)).unwrap())]));
+            let ours = context([("t", json_object("context", Some(&object)).unwrap())]);
             let theirs = reference_context(vec![("t".to_owned(), expression(&object).unwrap())]);
             prop_assert_eq!(ours, theirs);
         }

@@ -30,8 +30,6 @@ fn task_row(row: &Row) -> Result<TaskRecord, StoreError> {
     })
 }
 
-/// Whether `w` may be recorded now: the checks of [`WarrantStore::record_warrant`], run
-/// inside its transaction (after it took the write lock).
 /// Spends a client assertion; `false` when it was spent already. Expired ones are purged.
 async fn spend(
     tx: &cached::Tx<'_>,
@@ -50,6 +48,8 @@ async fn spend(
     Ok(inserted == 1)
 }
 
+/// Whether `w` may be recorded now: the checks of [`WarrantStore::record_warrant`], run
+/// inside its transaction (after it took the write lock).
 async fn issuable(
     tx: &cached::Tx<'_>,
     w: &WarrantRecord,

@@ -21,8 +21,6 @@ fn task_row(row: &Row<'_>) -> rusqlite::Result<TaskRecord> {
     })
 }
 
-/// Whether `w` may be recorded now: the checks of [`WarrantStore::record_warrant`], run
-/// inside its transaction.
 /// Spends a client assertion; `false` when it was spent already. Expired ones are purged.
 fn spend(c: &Connection, agent: &AgentId, jti: &str, exp: UnixTime, now: UnixTime) -> Result<bool, StoreError> {
     c.prepare_cached("DELETE FROM spent_assertions WHERE exp < ?1")?.execute([now.0])?;
@@ -32,6 +30,8 @@ fn spend(c: &Connection, agent: &AgentId, jti: &str, exp: UnixTime, now: UnixTim
     Ok(inserted == 1)
 }
 
+/// Whether `w` may be recorded now: the checks of [`WarrantStore::record_warrant`], run
+/// inside its transaction.
 fn issuable(
     tx: &Connection,
     w: &WarrantRecord,
