@@ -22,8 +22,12 @@ const WIDE: &[&str] = &["tickets.*", "crm.*", "billing.*"];
 const BASELINE: usize = 50;
 /// The most requests of its burst (it stops at the first `rate_spike`).
 const BURST_MAX: usize = 200;
-/// Requests of the burst sent at once.
-const BURST_BATCH: usize = 20;
+/// Requests of the burst in flight at once: one, so the burst ends at the request that
+/// raised the spike. Requests of a larger batch answered after it are clean activity,
+/// which gives trust back (up to 0.2 an hour), so whether five probing denies then took
+/// trust below the quarantine threshold, or the probing ladder revoked the warrant first,
+/// depended on the order the batch was answered in.
+const BURST_BATCH: usize = 1;
 
 /// Baselines that learn in seconds: 1-s rate windows, 20 allowed decisions, no minimum age.
 fn fast() -> FileConfig {
