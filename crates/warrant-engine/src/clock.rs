@@ -11,6 +11,12 @@ pub trait Clock: Send + Sync {
     /// Now, in seconds since the Unix epoch.
     fn now(&self) -> UnixTime;
 
+    /// Now, in milliseconds since the Unix epoch (what time-ordered ids are made from).
+    /// By default the start of the current second.
+    fn now_millis(&self) -> i64 {
+        self.now().0.saturating_mul(1000)
+    }
+
     /// Time since an arbitrary fixed origin, never going back: for measuring intervals
     /// shorter than a second (how long ago a server last confirmed it is current).
     fn ticks(&self) -> Duration;
@@ -43,6 +49,10 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> UnixTime {
         UnixTime(self.millis.load(Ordering::SeqCst).div_euclid(1000))
+    }
+
+    fn now_millis(&self) -> i64 {
+        self.millis.load(Ordering::SeqCst)
     }
 
     fn ticks(&self) -> Duration {

@@ -636,7 +636,7 @@ impl Issuer {
             &RootRequest { agent: &agent, owner: &owner, on_behalf_of: None, scope: scope.as_ref(), ttl, now },
             &self.settings.limits,
         )?;
-        let task = TaskClaim { id: random::task_id()?, purpose, human: owner.id.clone() };
+        let task = TaskClaim { id: random::task_id(self.clock.now_millis())?, purpose, human: owner.id.clone() };
         let minted = Minted {
             sub: agent.id.to_string(),
             aud,
@@ -692,8 +692,11 @@ impl Issuer {
                     },
                     &self.settings.limits,
                 )?;
-                let task =
-                    TaskClaim { id: random::task_id()?, purpose: purpose.unwrap_or_default(), human: human.id.clone() };
+                let task = TaskClaim {
+                    id: random::task_id(self.clock.now_millis())?,
+                    purpose: purpose.unwrap_or_default(),
+                    human: human.id.clone(),
+                };
                 let minted = Minted {
                     sub: human.id.to_string(),
                     aud: audience(&self.settings.audience, None, resource)?,
@@ -914,7 +917,7 @@ impl Issuer {
             exp: grant.exp,
             iat: grant.iat,
             nbf: grant.iat,
-            jti: random::warrant_id()?,
+            jti: random::warrant_id(self.clock.now_millis())?,
             client_id: agent.id.clone(),
             scope: grant.scope.to_string(),
             act,

@@ -37,14 +37,18 @@ pub fn agent_id() -> Result<AgentId, RandomError> {
     Ok(AgentId::from_random(bytes()?))
 }
 
-/// A fresh task id.
-pub fn task_id() -> Result<TaskId, RandomError> {
-    Ok(TaskId::from_random(bytes()?))
+/// A fresh task id, made at `millis` (milliseconds since the Unix epoch): task ids sort
+/// by time ([`TaskId::from_time_and_random`]), so recording many keeps the index writes
+/// together.
+pub fn task_id(millis: i64) -> Result<TaskId, RandomError> {
+    Ok(TaskId::from_time_and_random(u64::try_from(millis).unwrap_or(0), bytes()?))
 }
 
-/// A fresh warrant id.
-pub fn warrant_id() -> Result<WarrantId, RandomError> {
-    Ok(WarrantId::from_random(bytes()?))
+/// A fresh warrant id, made at `millis` (milliseconds since the Unix epoch): warrant ids
+/// sort by time ([`WarrantId::from_time_and_random`]), so a burst of issuance writes a
+/// few index pages of the warrant tables and the audit log, not one per warrant.
+pub fn warrant_id(millis: i64) -> Result<WarrantId, RandomError> {
+    Ok(WarrantId::from_time_and_random(u64::try_from(millis).unwrap_or(0), bytes()?))
 }
 
 /// A fresh approval id.

@@ -46,6 +46,13 @@ impl Clock for SystemClock {
         UnixTime(secs)
     }
 
+    fn now_millis(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0)
+    }
+
     fn ticks(&self) -> Duration {
         TICKS_ORIGIN.get_or_init(std::time::Instant::now).elapsed()
     }

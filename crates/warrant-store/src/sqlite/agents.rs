@@ -36,22 +36,22 @@ impl AgentStore for SqliteStore {
         let labels = serde_json::to_string(&a.labels).map_err(corrupt)?;
         let (mode, status) = (to_text(&a.mode)?, to_text(&a.status)?);
         self.write(move |c| {
-            c.execute(
-                &format!("INSERT INTO agents ({AGENT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
-                params![
-                    a.id.as_str(),
-                    a.name,
-                    a.owner.as_str(),
-                    mode,
-                    max_scope,
-                    public_key,
-                    status,
-                    a.expires_at.map(|t| t.0),
-                    labels,
-                    a.created_at.0,
-                    a.spiffe_id
-                ],
-            )?;
+            c.prepare_cached(&format!(
+                "INSERT INTO agents ({AGENT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+            ))?
+            .execute(params![
+                a.id.as_str(),
+                a.name,
+                a.owner.as_str(),
+                mode,
+                max_scope,
+                public_key,
+                status,
+                a.expires_at.map(|t| t.0),
+                labels,
+                a.created_at.0,
+                a.spiffe_id
+            ])?;
             Ok(())
         })
         .await
@@ -60,7 +60,8 @@ impl AgentStore for SqliteStore {
     async fn agent_by_spiffe_id(&self, spiffe_id: &str) -> Result<Option<Agent>, StoreError> {
         let spiffe_id = spiffe_id.to_owned();
         self.run(move |c| {
-            Ok(c.query_row(&format!("SELECT {AGENT_COLS} FROM agents WHERE spiffe_id = ?1"), [spiffe_id], agent_row)
+            Ok(c.prepare_cached(&format!("SELECT {AGENT_COLS} FROM agents WHERE spiffe_id = ?1"))?
+                .query_row([spiffe_id], agent_row)
                 .optional()?)
         })
         .await
@@ -69,7 +70,8 @@ impl AgentStore for SqliteStore {
     async fn get_agent(&self, id: &AgentId) -> Result<Option<Agent>, StoreError> {
         let id = id.clone();
         self.run(move |c| {
-            Ok(c.query_row(&format!("SELECT {AGENT_COLS} FROM agents WHERE id = ?1"), [id.as_str()], agent_row)
+            Ok(c.prepare_cached(&format!("SELECT {AGENT_COLS} FROM agents WHERE id = ?1"))?
+                .query_row([id.as_str()], agent_row)
                 .optional()?)
         })
         .await
@@ -78,7 +80,7 @@ impl AgentStore for SqliteStore {
     async fn list_agents(&self, owner: Option<&HumanId>) -> Result<Vec<Agent>, StoreError> {
         let owner = owner.map(|o| o.as_str().to_owned());
         self.run(move |c| {
-            let mut stmt = c.prepare(&format!(
+            let mut stmt = c.prepare_cached(&format!(
                 "SELECT {AGENT_COLS} FROM agents WHERE ?1 IS NULL OR owner = ?1 ORDER BY created_at, id"
             ))?;
             let rows = stmt.query_map([owner], agent_row)?.collect::<Result<Vec<_>, _>>()?;
@@ -91,7 +93,9 @@ impl AgentStore for SqliteStore {
         let id = id.clone();
         let status = to_text(&status)?;
         self.write(move |c| {
-            Ok(c.execute("UPDATE agents SET status = ?2 WHERE id = ?1", params![id.as_str(), status])? > 0)
+            Ok(c.prepare_cached("UPDATE agents SET status = ?2 WHERE id = ?1")?
+                .execute(params![id.as_str(), status])?
+                > 0)
         })
         .await
     }
@@ -99,7 +103,9 @@ impl AgentStore for SqliteStore {
     async fn set_agent_owner(&self, id: &AgentId, owner: &HumanId) -> Result<bool, StoreError> {
         let (id, owner) = (id.clone(), owner.clone());
         self.write(move |c| {
-            Ok(c.execute("UPDATE agents SET owner = ?2 WHERE id = ?1", params![id.as_str(), owner.as_str()])? > 0)
+            Ok(c.prepare_cached("UPDATE agents SET owner = ?2 WHERE id = ?1")?
+                .execute(params![id.as_str(), owner.as_str()])?
+                > 0)
         })
         .await
     }
@@ -108,7 +114,9 @@ impl AgentStore for SqliteStore {
         let id = id.clone();
         let max_scope = serde_json::to_string(max_scope).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.write(move |c| {
-            Ok(c.execute("UPDATE agents SET max_scope = ?2 WHERE id = ?1", params![id.as_str(), max_scope])? > 0)
+            Ok(c.prepare_cached("UPDATE agents SET max_scope = ?2 WHERE id = ?1")?
+                .execute(params![id.as_str(), max_scope])?
+                > 0)
         })
         .await
     }
@@ -118,14 +126,14 @@ impl AgentStore for SqliteStore {
         let key = serde_json::to_string(key).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.write(move |tx| {
             let sql = "UPDATE agents SET public_key = ?2 WHERE id = ?1 AND spiffe_id IS NULL";
-            if tx.execute(sql, params![id.as_str(), key])? == 0 {
+            if tx.prepare_cached(sql)?.execute(params![id.as_str(), key])? == 0 {
                 return Ok(false);
             }
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO agent_keys (agent_id, set_at) VALUES (?1, ?2) \
                  ON CONFLICT(agent_id) DO UPDATE SET set_at = excluded.set_at",
-                params![id.as_str(), at.0],
-            )?;
+            )?
+            .execute(params![id.as_str(), at.0])?;
             Ok(true)
         })
         .await

@@ -53,22 +53,22 @@ impl HumanStore for SqliteStore {
             None => (None, None),
         };
         self.write(move |c| {
-            c.execute(
+            c.prepare_cached(
                 "INSERT INTO humans (id, name, email, entitlements, status, created_at, roles, external_id, \
                  idp_issuer, idp_subject) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                params![
-                    h.id.as_str(),
-                    h.name,
-                    h.email,
-                    entitlements,
-                    status,
-                    h.created_at.0,
-                    roles,
-                    h.external_id,
-                    idp_issuer,
-                    idp_subject
-                ],
-            )?;
+            )?
+            .execute(params![
+                h.id.as_str(),
+                h.name,
+                h.email,
+                entitlements,
+                status,
+                h.created_at.0,
+                roles,
+                h.external_id,
+                idp_issuer,
+                idp_subject
+            ])?;
             Ok(())
         })
         .await
@@ -77,7 +77,8 @@ impl HumanStore for SqliteStore {
     async fn get_human(&self, id: &HumanId) -> Result<Option<Human>, StoreError> {
         let id = id.clone();
         self.run(move |c| {
-            Ok(c.query_row(&format!("SELECT {HUMAN_COLS} FROM humans WHERE id = ?1"), [id.as_str()], human_row)
+            Ok(c.prepare_cached(&format!("SELECT {HUMAN_COLS} FROM humans WHERE id = ?1"))?
+                .query_row([id.as_str()], human_row)
                 .optional()?)
         })
         .await
@@ -86,7 +87,8 @@ impl HumanStore for SqliteStore {
     async fn human_by_email(&self, email: &str) -> Result<Option<Human>, StoreError> {
         let email = email.to_owned();
         self.run(move |c| {
-            Ok(c.query_row(&format!("SELECT {HUMAN_COLS} FROM humans WHERE email = ?1"), [email], human_row)
+            Ok(c.prepare_cached(&format!("SELECT {HUMAN_COLS} FROM humans WHERE email = ?1"))?
+                .query_row([email], human_row)
                 .optional()?)
         })
         .await
@@ -96,7 +98,7 @@ impl HumanStore for SqliteStore {
         let FederatedIdentity { issuer, subject } = identity.clone();
         self.run(move |c| {
             let sql = format!("SELECT {HUMAN_COLS} FROM humans WHERE idp_issuer = ?1 AND idp_subject = ?2");
-            Ok(c.query_row(&sql, params![issuer, subject], human_row).optional()?)
+            Ok(c.prepare_cached(&sql)?.query_row(params![issuer, subject], human_row).optional()?)
         })
         .await
     }
@@ -105,14 +107,16 @@ impl HumanStore for SqliteStore {
         let id = id.clone();
         let text = serde_json::to_string(entitlements).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.write(move |c| {
-            Ok(c.execute("UPDATE humans SET entitlements = ?2 WHERE id = ?1", params![id.as_str(), text])? > 0)
+            Ok(c.prepare_cached("UPDATE humans SET entitlements = ?2 WHERE id = ?1")?
+                .execute(params![id.as_str(), text])?
+                > 0)
         })
         .await
     }
 
     async fn list_humans(&self) -> Result<Vec<Human>, StoreError> {
         self.run(|c| {
-            let mut stmt = c.prepare(&format!("SELECT {HUMAN_COLS} FROM humans ORDER BY created_at, id"))?;
+            let mut stmt = c.prepare_cached(&format!("SELECT {HUMAN_COLS} FROM humans ORDER BY created_at, id"))?;
             let rows = stmt.query_map([], human_row)?.collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
@@ -123,7 +127,9 @@ impl HumanStore for SqliteStore {
         let id = id.clone();
         let status = to_text(&status)?;
         self.write(move |c| {
-            Ok(c.execute("UPDATE humans SET status = ?2 WHERE id = ?1", params![id.as_str(), status])? > 0)
+            Ok(c.prepare_cached("UPDATE humans SET status = ?2 WHERE id = ?1")?
+                .execute(params![id.as_str(), status])?
+                > 0)
         })
         .await
     }
@@ -132,7 +138,8 @@ impl HumanStore for SqliteStore {
         let id = id.clone();
         let roles = serde_json::to_string(roles).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.write(move |c| {
-            Ok(c.execute("UPDATE humans SET roles = ?2 WHERE id = ?1", params![id.as_str(), roles])? > 0)
+            Ok(c.prepare_cached("UPDATE humans SET roles = ?2 WHERE id = ?1")?.execute(params![id.as_str(), roles])?
+                > 0)
         })
         .await
     }
@@ -140,9 +147,7 @@ impl HumanStore for SqliteStore {
     async fn record_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
         let s = session.clone();
         self.write(move |c| {
-            c.execute(
-                "INSERT INTO sessions (jti, human, purpose, issued_at, expires_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
+            c.prepare_cached("INSERT INTO sessions (jti, human, purpose, issued_at, expires_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?.execute(params![
                     s.jti,
                     s.human.as_str(),
                     s.purpose.as_str(),
@@ -152,7 +157,7 @@ impl HumanStore for SqliteStore {
                 ],
             )?;
             // Expired sessions need no record: their tokens no longer verify.
-            c.execute("DELETE FROM sessions WHERE expires_at < ?1", [s.issued_at.0])?;
+            c.prepare_cached("DELETE FROM sessions WHERE expires_at < ?1")?.execute([s.issued_at.0])?;
             Ok(())
         })
         .await
@@ -161,11 +166,10 @@ impl HumanStore for SqliteStore {
     async fn get_session(&self, jti: &str) -> Result<Option<SessionRecord>, StoreError> {
         let jti = jti.to_owned();
         self.run(move |c| {
-            Ok(c.query_row(
+            Ok(c.prepare_cached(
                 "SELECT jti, human, purpose, issued_at, expires_at, revoked_at FROM sessions WHERE jti = ?1",
-                [jti],
-                session_row,
-            )
+            )?
+            .query_row([jti], session_row)
             .optional()?)
         })
         .await
@@ -174,10 +178,9 @@ impl HumanStore for SqliteStore {
     async fn revoke_sessions(&self, human: &HumanId, now: UnixTime) -> Result<u64, StoreError> {
         let human = human.clone();
         self.write(move |c| {
-            let n = c.execute(
-                "UPDATE sessions SET revoked_at = ?2 WHERE human = ?1 AND revoked_at IS NULL",
-                params![human.as_str(), now.0],
-            )?;
+            let n = c
+                .prepare_cached("UPDATE sessions SET revoked_at = ?2 WHERE human = ?1 AND revoked_at IS NULL")?
+                .execute(params![human.as_str(), now.0])?;
             Ok(n as u64)
         })
         .await

@@ -182,9 +182,6 @@ impl SqliteStore {
         let writer = Connection::open(path)?;
         Self::settings(&writer)?;
         writer.pragma_update(None, "wal_autocheckpoint", 0)?;
-        // Room for every statement the hot paths prepare once (the group commit's own,
-        // the audit insert, the budget charges, ...), so none is evicted and parsed again.
-        writer.set_prepared_statement_cache_capacity(64);
         let committer = commit::Committer::start(Arc::new(Mutex::new(writer)), true)?;
         Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)), committer })
     }
@@ -253,6 +250,10 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // Room for every statement the hot paths prepare once (issuance's checks and
+        // inserts, revocation, the audit insert, the budget charges, the registry reads),
+        // so none is evicted and parsed again.
+        conn.set_prepared_statement_cache_capacity(64);
         Ok(())
     }
 

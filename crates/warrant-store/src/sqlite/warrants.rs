@@ -40,17 +40,18 @@ fn issuable(
 ) -> Result<(), StoreError> {
     let refuse = |why: String| Err(StoreError::Revoked(why));
     if let Some(parent) = &w.parent {
-        let revoked: bool =
-            tx.query_row("SELECT EXISTS (SELECT 1 FROM revoked_warrants WHERE jti = ?1)", [parent.as_str()], |r| {
-                r.get(0)
-            })?;
+        let revoked: bool = tx
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM revoked_warrants WHERE jti = ?1)")?
+            .query_row([parent.as_str()], |r| r.get(0))?;
         if revoked {
             return refuse(format!("its parent `{parent}` has been revoked"));
         }
     }
     if new_task.is_none() {
-        let ended: Option<Option<i64>> =
-            tx.query_row("SELECT completed_at FROM tasks WHERE id = ?1", [w.task.as_str()], |r| r.get(0)).optional()?;
+        let ended: Option<Option<i64>> = tx
+            .prepare_cached("SELECT completed_at FROM tasks WHERE id = ?1")?
+            .query_row([w.task.as_str()], |r| r.get(0))
+            .optional()?;
         if let Some(Some(_)) = ended {
             return refuse(format!("task `{}` has ended", w.task));
         }
@@ -60,9 +61,8 @@ fn issuable(
     let mut humans = vec![w.human.as_str().to_owned()];
     for agent in &w.chain {
         let row: Option<(String, String)> = tx
-            .query_row("SELECT status, owner FROM agents WHERE id = ?1", [agent.as_str()], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            .prepare_cached("SELECT status, owner FROM agents WHERE id = ?1")?
+            .query_row([agent.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         match row {
             Some((status, owner)) if status == active_agent => humans.push(owner),
@@ -71,19 +71,18 @@ fn issuable(
         }
     }
     for human in &humans {
-        let status: Option<String> =
-            tx.query_row("SELECT status FROM humans WHERE id = ?1", [human], |r| r.get(0)).optional()?;
+        let status: Option<String> = tx
+            .prepare_cached("SELECT status FROM humans WHERE id = ?1")?
+            .query_row([human], |r| r.get(0))
+            .optional()?;
         if status.as_deref() != Some(active_human.as_str()) {
             return refuse(format!("human `{human}` is not active"));
         }
     }
     if let Some(session) = &guard.session {
         let revoked: Option<Option<i64>> = tx
-            .query_row(
-                "SELECT revoked_at FROM sessions WHERE jti = ?1 AND human = ?2",
-                [session, w.human.as_str()],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT revoked_at FROM sessions WHERE jti = ?1 AND human = ?2")?
+            .query_row([session, w.human.as_str()], |r| r.get(0))
             .optional()?;
         match revoked {
             Some(None) => {}
@@ -92,7 +91,7 @@ fn issuable(
         }
     }
     let as_of = i64::try_from(guard.as_of).unwrap_or(i64::MAX);
-    let mut stmt = tx.prepare("SELECT kind, target FROM revocations WHERE rowid > ?1")?;
+    let mut stmt = tx.prepare_cached("SELECT kind, target FROM revocations WHERE rowid > ?1")?;
     let since = stmt.query_map([as_of], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
     for row in since {
         let (kind, target) = row?;
@@ -137,14 +136,10 @@ impl WarrantStore for SqliteStore {
                 }
             }
             if let Some(t) = task {
-                tx.execute(
-                    "INSERT INTO tasks (id, purpose, human, root_agent, created_at, deadline) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![t.id.as_str(), t.purpose, t.human.as_str(), t.root_agent.as_str(), t.created_at.0, t.deadline.0],
+                tx.prepare_cached("INSERT INTO tasks (id, purpose, human, root_agent, created_at, deadline) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?.execute(params![t.id.as_str(), t.purpose, t.human.as_str(), t.root_agent.as_str(), t.created_at.0, t.deadline.0],
                 )?;
             }
-            tx.execute(
-                &format!("INSERT INTO warrants ({WARRANT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"),
-                params![
+            tx.prepare_cached(&format!("INSERT INTO warrants ({WARRANT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"))?.execute(params![
                     w.jti.as_str(),
                     w.parent.as_ref().map(WarrantId::as_str),
                     w.agent.as_str(),
@@ -164,7 +159,7 @@ impl WarrantStore for SqliteStore {
             {
                 // Every agent of the chain, so "every warrant whose chain contains this
                 // agent" is an index lookup (agent revocation).
-                let mut stmt = tx.prepare("INSERT OR IGNORE INTO warrant_agents (agent, jti) VALUES (?1, ?2)")?;
+                let mut stmt = tx.prepare_cached("INSERT OR IGNORE INTO warrant_agents (agent, jti) VALUES (?1, ?2)")?;
                 for agent in &w.chain {
                     stmt.execute(params![agent.as_str(), w.jti.as_str()])?;
                 }
@@ -177,7 +172,8 @@ impl WarrantStore for SqliteStore {
     async fn get_warrant(&self, jti: &WarrantId) -> Result<Option<WarrantRecord>, StoreError> {
         let jti = jti.clone();
         self.run(move |c| {
-            Ok(c.query_row(&format!("SELECT {WARRANT_COLS} FROM warrants WHERE jti = ?1"), [jti.as_str()], warrant_row)
+            Ok(c.prepare_cached(&format!("SELECT {WARRANT_COLS} FROM warrants WHERE jti = ?1"))?
+                .query_row([jti.as_str()], warrant_row)
                 .optional()?)
         })
         .await
@@ -186,8 +182,9 @@ impl WarrantStore for SqliteStore {
     async fn child_warrants(&self, jti: &WarrantId) -> Result<Vec<WarrantRecord>, StoreError> {
         let jti = jti.clone();
         self.run(move |c| {
-            let mut stmt =
-                c.prepare(&format!("SELECT {WARRANT_COLS} FROM warrants WHERE parent = ?1 ORDER BY issued_at, rowid"))?;
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {WARRANT_COLS} FROM warrants WHERE parent = ?1 ORDER BY issued_at, rowid"
+            ))?;
             let rows = stmt.query_map([jti.as_str()], warrant_row)?.collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
@@ -197,11 +194,10 @@ impl WarrantStore for SqliteStore {
     async fn get_task(&self, id: &TaskId) -> Result<Option<TaskRecord>, StoreError> {
         let id = id.clone();
         self.run(move |c| {
-            Ok(c.query_row(
+            Ok(c.prepare_cached(
                 "SELECT id, purpose, human, root_agent, created_at, deadline FROM tasks WHERE id = ?1",
-                [id.as_str()],
-                task_row,
-            )
+            )?
+            .query_row([id.as_str()], task_row)
             .optional()?)
         })
         .await
@@ -209,7 +205,9 @@ impl WarrantStore for SqliteStore {
 
     async fn count_live_warrants(&self, now: UnixTime) -> Result<u64, StoreError> {
         self.run(move |c| {
-            let n: i64 = c.query_row("SELECT COUNT(*) FROM warrants WHERE expires_at > ?1", [now.0], |r| r.get(0))?;
+            let n: i64 = c
+                .prepare_cached("SELECT COUNT(*) FROM warrants WHERE expires_at > ?1")?
+                .query_row([now.0], |r| r.get(0))?;
             Ok(u64::try_from(n).unwrap_or(0))
         })
         .await
@@ -218,8 +216,9 @@ impl WarrantStore for SqliteStore {
     async fn task_warrants(&self, id: &TaskId) -> Result<Vec<WarrantRecord>, StoreError> {
         let id = id.clone();
         self.run(move |c| {
-            let mut stmt =
-                c.prepare(&format!("SELECT {WARRANT_COLS} FROM warrants WHERE task = ?1 ORDER BY issued_at, rowid"))?;
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {WARRANT_COLS} FROM warrants WHERE task = ?1 ORDER BY issued_at, rowid"
+            ))?;
             let rows = stmt.query_map([id.as_str()], warrant_row)?.collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
@@ -278,7 +277,7 @@ fn warrants(
     sql: &str,
     params: impl rusqlite::Params,
 ) -> Result<Vec<WarrantRecord>, StoreError> {
-    let mut stmt = c.prepare(sql)?;
+    let mut stmt = c.prepare_cached(sql)?;
     let rows = stmt.query_map(params, warrant_row)?.collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }
@@ -287,7 +286,8 @@ fn warrants(
 impl RevocationStore for SqliteStore {
     async fn revocation_watermark(&self) -> Result<u64, StoreError> {
         self.run(|c| {
-            let seq: i64 = c.query_row("SELECT COALESCE(MAX(rowid), 0) FROM revocations", [], |r| r.get(0))?;
+            let seq: i64 =
+                c.prepare_cached("SELECT COALESCE(MAX(rowid), 0) FROM revocations")?.query_row([], |r| r.get(0))?;
             Ok(u64::try_from(seq).unwrap_or(0))
         })
         .await
@@ -305,29 +305,23 @@ impl RevocationStore for SqliteStore {
             let select = match rev.kind {
                 RevocationKind::Warrant => ENDS_WARRANT,
                 RevocationKind::Agent => {
-                    tx.execute(
-                        "UPDATE agents SET status = ?2 WHERE id = ?1 AND status = ?3",
-                        params![rev.target, suspended, active],
-                    )?;
+                    tx.prepare_cached("UPDATE agents SET status = ?2 WHERE id = ?1 AND status = ?3")?
+                        .execute(params![rev.target, suspended, active])?;
                     ENDS_AGENT
                 }
                 RevocationKind::Task => {
-                    tx.execute(
-                        "UPDATE tasks SET completed_at = ?2 WHERE id = ?1 AND completed_at IS NULL",
-                        params![rev.target, rev.at.0],
-                    )?;
+                    tx.prepare_cached("UPDATE tasks SET completed_at = ?2 WHERE id = ?1 AND completed_at IS NULL")?
+                        .execute(params![rev.target, rev.at.0])?;
                     ENDS_TASK
                 }
                 RevocationKind::Human => {
-                    tx.execute(
-                        "UPDATE sessions SET revoked_at = ?2 WHERE human = ?1 AND revoked_at IS NULL",
-                        params![rev.target, rev.at.0],
-                    )?;
+                    tx.prepare_cached("UPDATE sessions SET revoked_at = ?2 WHERE human = ?1 AND revoked_at IS NULL")?
+                        .execute(params![rev.target, rev.at.0])?;
                     ENDS_HUMAN
                 }
             };
             let targets = {
-                let mut stmt = tx.prepare(select)?;
+                let mut stmt = tx.prepare_cached(select)?;
                 let rows = stmt
                     .query_map(params![rev.target, now.0], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
                     .collect::<Result<Vec<_>, _>>()?;
@@ -339,17 +333,16 @@ impl RevocationStore for SqliteStore {
                     })
                     .collect::<Result<Vec<_>, _>>()?
             };
-            tx.execute(
-                "INSERT INTO revocations (id, kind, target, reason, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![rev.id, kind, rev.target, rev.reason, rev.at.0],
-            )?;
+            tx.prepare_cached("INSERT INTO revocations (id, kind, target, reason, at) VALUES (?1, ?2, ?3, ?4, ?5)")?
+                .execute(params![rev.id, kind, rev.target, rev.reason, rev.at.0])?;
             {
-                let mut stmt = tx.prepare(
+                let mut stmt = tx.prepare_cached(
                     "INSERT OR IGNORE INTO revoked_warrants (jti, revocation, expires_at) VALUES (?1, ?2, ?3)",
                 )?;
                 // Each warrant this revocation ends (not one an earlier revocation ended)
                 // goes into the transmitter's outbox in the same transaction.
-                let mut outbox = tx.prepare("INSERT INTO ssf_events (jti, revocation, at) VALUES (?1, ?2, ?3)")?;
+                let mut outbox =
+                    tx.prepare_cached("INSERT INTO ssf_events (jti, revocation, at) VALUES (?1, ?2, ?3)")?;
                 for (jti, exp) in &targets {
                     if stmt.execute(params![jti.as_str(), rev.id, exp.0])? > 0 {
                         outbox.execute(params![jti.as_str(), rev.id, rev.at.0])?;
@@ -363,7 +356,7 @@ impl RevocationStore for SqliteStore {
 
     async fn revoked_warrants(&self, now: UnixTime) -> Result<Vec<WarrantId>, StoreError> {
         self.run(move |c| {
-            let mut stmt = c.prepare("SELECT jti FROM revoked_warrants WHERE expires_at > ?1")?;
+            let mut stmt = c.prepare_cached("SELECT jti FROM revoked_warrants WHERE expires_at > ?1")?;
             let rows = stmt
                 .query_map([now.0], |r| r.get::<_, String>(0))?
                 .collect::<Result<Vec<_>, _>>()?
@@ -377,7 +370,7 @@ impl RevocationStore for SqliteStore {
 
     async fn ended_tasks(&self) -> Result<Vec<TaskId>, StoreError> {
         self.run(|c| {
-            let mut stmt = c.prepare("SELECT id FROM tasks WHERE completed_at IS NOT NULL")?;
+            let mut stmt = c.prepare_cached("SELECT id FROM tasks WHERE completed_at IS NOT NULL")?;
             let rows = stmt
                 .query_map([], |r| r.get::<_, String>(0))?
                 .collect::<Result<Vec<_>, _>>()?
@@ -429,9 +422,7 @@ impl RevocationStore for SqliteStore {
     async fn revocation_of(&self, jti: &WarrantId) -> Result<Option<RevocationRecord>, StoreError> {
         let jti = jti.clone();
         self.run(move |c| {
-            Ok(c.query_row(
-                "SELECT r.id, r.kind, r.target, r.reason, r.at FROM revoked_warrants w JOIN revocations r ON r.id = w.revocation WHERE w.jti = ?1",
-                [jti.as_str()],
+            Ok(c.prepare_cached("SELECT r.id, r.kind, r.target, r.reason, r.at FROM revoked_warrants w JOIN revocations r ON r.id = w.revocation WHERE w.jti = ?1")?.query_row([jti.as_str()],
                 revocation_row,
             )
             .optional()?)
@@ -443,12 +434,13 @@ impl RevocationStore for SqliteStore {
         let id = id.to_owned();
         self.run(move |c| {
             let Some(record) = c
-                .query_row("SELECT id, kind, target, reason, at FROM revocations WHERE id = ?1", [&id], revocation_row)
+                .prepare_cached("SELECT id, kind, target, reason, at FROM revocations WHERE id = ?1")?
+                .query_row([&id], revocation_row)
                 .optional()?
             else {
                 return Ok(None);
             };
-            let mut stmt = c.prepare("SELECT jti FROM revoked_warrants WHERE revocation = ?1 ORDER BY jti")?;
+            let mut stmt = c.prepare_cached("SELECT jti FROM revoked_warrants WHERE revocation = ?1 ORDER BY jti")?;
             let jtis = stmt
                 .query_map([&id], |r| r.get::<_, String>(0))?
                 .map(|jti| {
@@ -469,7 +461,7 @@ mod tests {
 
     /// The steps of SQLite's plan for `sql`.
     fn plan(c: &Connection, sql: &str) -> Vec<String> {
-        let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let mut stmt = c.prepare_cached(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
         let params = vec!["x"; stmt.parameter_count()];
         stmt.query_map(rusqlite::params_from_iter(params), |r| r.get::<_, String>(3))
             .unwrap()
