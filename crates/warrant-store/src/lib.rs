@@ -35,8 +35,8 @@ pub use govern::{Attestation, FindingFilter, GovernStore, LiveWarrant, MAX_FINDI
 pub use guard::{GuardStore, LiveBudget, MAX_APPROVAL_LIST_LIMIT};
 pub use postgres::PgStore;
 pub use records::{
-    IssueGuard, KeyMaterial, KeyPurpose, PepRecord, PolicyVersionRecord, RevocationKind, RevocationRecord,
-    SessionPurpose, SessionRecord, SpendCharge, SpentAssertion, StoredKey, TaskRecord, WarrantRecord,
+    IssuanceStart, IssueGuard, KeyMaterial, KeyPurpose, PepRecord, PolicyVersionRecord, RevocationKind,
+    RevocationRecord, SessionPurpose, SessionRecord, SpendCharge, SpentAssertion, StoredKey, TaskRecord, WarrantRecord,
 };
 pub use sqlite::SqliteStore;
 
@@ -166,6 +166,10 @@ pub trait WarrantStore: Send + Sync {
         new_task: Option<&TaskRecord>,
         guard: &IssueGuard,
     ) -> Result<(), StoreError>;
+    /// What an issuance for `agent` starts from, in one read where the store can: the
+    /// revocation watermark first (so that any revocation after the reads is checked
+    /// when the warrant is recorded), then the agent and its owner.
+    async fn issuance_start(&self, agent: &AgentId) -> Result<IssuanceStart, StoreError>;
     /// One issued warrant.
     async fn get_warrant(&self, jti: &WarrantId) -> Result<Option<WarrantRecord>, StoreError>;
     /// The warrants delegated directly from `jti`.

@@ -213,6 +213,18 @@ pub struct IssueGuard {
     pub assertion: Option<SpentAssertion>,
 }
 
+/// What an agent's issuance starts from, read together
+/// ([`crate::WarrantStore::issuance_start`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IssuanceStart {
+    /// The revocation watermark, read first (what [`IssueGuard::as_of`] is set to).
+    pub watermark: u64,
+    /// The agent, as registered (`None`: not registered).
+    pub agent: Option<warrant_core::Agent>,
+    /// The agent's owner, as registered (`None`: no agent, or its owner is missing).
+    pub owner: Option<warrant_core::Human>,
+}
+
 /// A single-use client assertion, as spent ([`crate::WarrantStore::spend_assertion`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpentAssertion {

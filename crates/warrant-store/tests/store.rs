@@ -48,6 +48,7 @@ macro_rules! conformance {
             check_human_external_id,
             check_human_identity,
             check_agent_round_trip,
+            check_issuance_start_reads_watermark_agent_and_owner,
             check_agent_owner_must_exist,
             check_agent_duplicate_id_conflicts,
             check_list_agents,
@@ -515,6 +516,24 @@ async fn check_agent_round_trip(store: &dyn Store) {
     assert_conflict(store.insert_agent(&twin).await, "a SPIFFE ID names one agent");
     assert!(!store.set_agent_key(&workload.id, &jwk(), UnixTime(500)).await.unwrap());
     assert!(store.agent_key_times().await.unwrap().iter().all(|(id, _)| *id != workload.id));
+}
+
+/// What an issuance starts from: the watermark as `revocation_watermark` tells it, the
+/// agent and its owner as `get_agent` and `get_human` tell them; an unknown agent has
+/// neither.
+async fn check_issuance_start_reads_watermark_agent_and_owner(store: &dyn Store) {
+    let (h, a) = principals(store, 1).await;
+    let start = store.issuance_start(&a.id).await.unwrap();
+    assert_eq!(start.watermark, store.revocation_watermark().await.unwrap());
+    assert_eq!(start.agent, store.get_agent(&a.id).await.unwrap());
+    assert_eq!(start.owner.as_ref(), Some(&h));
+    store.revoke(&revocation(1, RevocationKind::Agent, a.id.as_str(), 300), UnixTime(300)).await.unwrap();
+    let after = store.issuance_start(&a.id).await.unwrap();
+    assert!(after.watermark > start.watermark, "{} then {}", start.watermark, after.watermark);
+    assert_eq!(after.watermark, store.revocation_watermark().await.unwrap());
+    assert_eq!(after.agent.map(|a| a.status), Some(AgentStatus::Suspended));
+    let unknown = store.issuance_start(&AgentId::parse("agt_unknown").unwrap()).await.unwrap();
+    assert_eq!((unknown.agent, unknown.owner), (None, None));
 }
 
 async fn check_agent_owner_must_exist(store: &dyn Store) {

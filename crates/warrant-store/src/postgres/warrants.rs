@@ -16,7 +16,7 @@ use warrant_core::{AgentId, AgentStatus, HumanId, HumanStatus, TaskId, UnixTime,
 use super::{cached, col, get, lock_writes, time, warrant_cols, warrant_row, PgStore};
 use crate::columns::revocation_names;
 use crate::columns::{budget_text, to_text, word, WARRANT_COLS};
-use crate::records::{IssueGuard, RevocationKind, RevocationRecord, TaskRecord, WarrantRecord};
+use crate::records::{IssuanceStart, IssueGuard, RevocationKind, RevocationRecord, TaskRecord, WarrantRecord};
 use crate::{RevocationStore, StoreError, WarrantStore};
 
 fn task_row(row: &Row) -> Result<TaskRecord, StoreError> {
@@ -119,6 +119,17 @@ async fn issuable(
 
 #[async_trait]
 impl WarrantStore for PgStore {
+    async fn issuance_start(&self, agent: &AgentId) -> Result<IssuanceStart, StoreError> {
+        use crate::{AgentStore as _, HumanStore as _};
+        let watermark = self.revocation_watermark().await?;
+        let agent = self.get_agent(agent).await?;
+        let owner = match &agent {
+            Some(a) => self.get_human(&a.owner).await?,
+            None => None,
+        };
+        Ok(IssuanceStart { watermark, agent, owner })
+    }
+
     async fn spend_assertion(
         &self,
         agent: &AgentId,

@@ -1,7 +1,7 @@
 //! `AgentStore` for SQLite.
 
 use async_trait::async_trait;
-use rusqlite::{params, OptionalExtension, Row};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 use warrant_core::{Agent, AgentId, AgentStatus, HumanId, Mode, PublicJwk, Scope, UnixTime};
 
 use super::{col, json, time, to_text, word, SqliteStore};
@@ -9,6 +9,13 @@ use crate::{AgentStore, StoreError};
 
 const AGENT_COLS: &str =
     "id, name, owner, mode, max_scope, public_key, status, expires_at, labels, created_at, spiffe_id";
+
+/// One agent by id, on `c`.
+pub(super) fn agent(c: &Connection, id: &AgentId) -> Result<Option<Agent>, StoreError> {
+    Ok(c.prepare_cached(&format!("SELECT {AGENT_COLS} FROM agents WHERE id = ?1"))?
+        .query_row([id.as_str()], agent_row)
+        .optional()?)
+}
 
 fn agent_row(row: &Row<'_>) -> rusqlite::Result<Agent> {
     Ok(Agent {
@@ -69,12 +76,7 @@ impl AgentStore for SqliteStore {
 
     async fn get_agent(&self, id: &AgentId) -> Result<Option<Agent>, StoreError> {
         let id = id.clone();
-        self.run(move |c| {
-            Ok(c.prepare_cached(&format!("SELECT {AGENT_COLS} FROM agents WHERE id = ?1"))?
-                .query_row([id.as_str()], agent_row)
-                .optional()?)
-        })
-        .await
+        self.run(move |c| agent(c, &id)).await
     }
 
     async fn list_agents(&self, owner: Option<&HumanId>) -> Result<Vec<Agent>, StoreError> {

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use async_trait::async_trait;
-use rusqlite::{params, OptionalExtension, Row};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 use warrant_core::{FederatedIdentity, Human, HumanId, HumanStatus, Scope, UnixTime};
 
 use super::{col, json, time, to_text, word, SqliteStore};
@@ -12,6 +12,13 @@ use crate::{HumanStore, StoreError};
 
 const HUMAN_COLS: &str =
     "id, name, email, entitlements, status, created_at, roles, external_id, idp_issuer, idp_subject";
+
+/// One human by id, on `c`.
+pub(super) fn human(c: &Connection, id: &HumanId) -> Result<Option<Human>, StoreError> {
+    Ok(c.prepare_cached(&format!("SELECT {HUMAN_COLS} FROM humans WHERE id = ?1"))?
+        .query_row([id.as_str()], human_row)
+        .optional()?)
+}
 
 fn human_row(row: &Row<'_>) -> rusqlite::Result<Human> {
     Ok(Human {
@@ -76,12 +83,7 @@ impl HumanStore for SqliteStore {
 
     async fn get_human(&self, id: &HumanId) -> Result<Option<Human>, StoreError> {
         let id = id.clone();
-        self.run(move |c| {
-            Ok(c.prepare_cached(&format!("SELECT {HUMAN_COLS} FROM humans WHERE id = ?1"))?
-                .query_row([id.as_str()], human_row)
-                .optional()?)
-        })
-        .await
+        self.run(move |c| human(c, &id)).await
     }
 
     async fn human_by_email(&self, email: &str) -> Result<Option<Human>, StoreError> {

@@ -7,7 +7,7 @@ use warrant_core::{AgentId, AgentStatus, HumanId, HumanStatus, TaskId, UnixTime,
 
 use super::{budget_text, col, time, to_text, warrant_row, SqliteStore, WARRANT_COLS};
 use crate::columns::revocation_names;
-use crate::records::{IssueGuard, RevocationKind, RevocationRecord, TaskRecord, WarrantRecord};
+use crate::records::{IssuanceStart, IssueGuard, RevocationKind, RevocationRecord, TaskRecord, WarrantRecord};
 use crate::{RevocationStore, StoreError, WarrantStore};
 
 fn task_row(row: &Row<'_>) -> rusqlite::Result<TaskRecord> {
@@ -102,8 +102,29 @@ fn issuable(
     Ok(())
 }
 
+/// The revocation watermark: the last revocation's rowid (0 before the first).
+fn watermark(c: &Connection) -> Result<u64, StoreError> {
+    let seq: i64 = c.prepare_cached("SELECT COALESCE(MAX(rowid), 0) FROM revocations")?.query_row([], |r| r.get(0))?;
+    Ok(u64::try_from(seq).unwrap_or(0))
+}
+
 #[async_trait]
 impl WarrantStore for SqliteStore {
+    async fn issuance_start(&self, agent: &AgentId) -> Result<IssuanceStart, StoreError> {
+        let id = agent.clone();
+        // One trip to the blocking pool instead of three; the watermark is read first.
+        self.run(move |c| {
+            let watermark = watermark(c)?;
+            let agent = super::agents::agent(c, &id)?;
+            let owner = match &agent {
+                Some(a) => super::humans::human(c, &a.owner)?,
+                None => None,
+            };
+            Ok(IssuanceStart { watermark, agent, owner })
+        })
+        .await
+    }
+
     async fn spend_assertion(
         &self,
         agent: &AgentId,
@@ -285,12 +306,7 @@ fn warrants(
 #[async_trait]
 impl RevocationStore for SqliteStore {
     async fn revocation_watermark(&self) -> Result<u64, StoreError> {
-        self.run(|c| {
-            let seq: i64 =
-                c.prepare_cached("SELECT COALESCE(MAX(rowid), 0) FROM revocations")?.query_row([], |r| r.get(0))?;
-            Ok(u64::try_from(seq).unwrap_or(0))
-        })
-        .await
+        self.run(|c| watermark(c)).await
     }
 
     async fn revoke(
