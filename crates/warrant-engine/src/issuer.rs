@@ -552,7 +552,8 @@ impl Issuer {
     }
 
     /// Authenticates the agent of a client-credentials grant, reading the revocation
-    /// watermark, the agent and its owner together ([`Store::issuance_start`]: one
+    /// watermark, the agent and its owner together
+    /// ([`warrant_store::WarrantStore::issuance_start`]: one
     /// store round trip instead of three on the busiest issuance path); the assertion is
     /// returned unspent, for the warrant's record to spend. Also answers the watermark,
     /// read before any check that reads the registry.

@@ -149,15 +149,18 @@ impl HumanStore for SqliteStore {
     async fn record_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
         let s = session.clone();
         self.write(move |c| {
-            c.prepare_cached("INSERT INTO sessions (jti, human, purpose, issued_at, expires_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?.execute(params![
-                    s.jti,
-                    s.human.as_str(),
-                    s.purpose.as_str(),
-                    s.issued_at.0,
-                    s.expires_at.0,
-                    s.revoked_at.map(|t| t.0)
-                ],
-            )?;
+            c.prepare_cached(
+                "INSERT INTO sessions (jti, human, purpose, issued_at, expires_at, revoked_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                s.jti,
+                s.human.as_str(),
+                s.purpose.as_str(),
+                s.issued_at.0,
+                s.expires_at.0,
+                s.revoked_at.map(|t| t.0)
+            ])?;
             // Expired sessions need no record: their tokens no longer verify.
             c.prepare_cached("DELETE FROM sessions WHERE expires_at < ?1")?.execute([s.issued_at.0])?;
             Ok(())

@@ -157,30 +157,44 @@ impl WarrantStore for SqliteStore {
                 }
             }
             if let Some(t) = task {
-                tx.prepare_cached("INSERT INTO tasks (id, purpose, human, root_agent, created_at, deadline) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?.execute(params![t.id.as_str(), t.purpose, t.human.as_str(), t.root_agent.as_str(), t.created_at.0, t.deadline.0],
-                )?;
+                tx.prepare_cached(
+                    "INSERT INTO tasks (id, purpose, human, root_agent, created_at, deadline) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![
+                    t.id.as_str(),
+                    t.purpose,
+                    t.human.as_str(),
+                    t.root_agent.as_str(),
+                    t.created_at.0,
+                    t.deadline.0
+                ])?;
             }
-            tx.prepare_cached(&format!("INSERT INTO warrants ({WARRANT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"))?.execute(params![
-                    w.jti.as_str(),
-                    w.parent.as_ref().map(WarrantId::as_str),
-                    w.agent.as_str(),
-                    w.task.as_str(),
-                    w.human.as_str(),
-                    w.sub,
-                    mode,
-                    scope,
-                    chain,
-                    w.kid,
-                    w.issued_at.0,
-                    w.expires_at.0,
-                    budget,
-                    claims
-                ],
-            )?;
+            tx.prepare_cached(&format!(
+                "INSERT INTO warrants ({WARRANT_COLS}) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+            ))?
+            .execute(params![
+                w.jti.as_str(),
+                w.parent.as_ref().map(WarrantId::as_str),
+                w.agent.as_str(),
+                w.task.as_str(),
+                w.human.as_str(),
+                w.sub,
+                mode,
+                scope,
+                chain,
+                w.kid,
+                w.issued_at.0,
+                w.expires_at.0,
+                budget,
+                claims
+            ])?;
             {
                 // Every agent of the chain, so "every warrant whose chain contains this
                 // agent" is an index lookup (agent revocation).
-                let mut stmt = tx.prepare_cached("INSERT OR IGNORE INTO warrant_agents (agent, jti) VALUES (?1, ?2)")?;
+                let mut stmt =
+                    tx.prepare_cached("INSERT OR IGNORE INTO warrant_agents (agent, jti) VALUES (?1, ?2)")?;
                 for agent in &w.chain {
                     stmt.execute(params![agent.as_str(), w.jti.as_str()])?;
                 }
@@ -438,9 +452,11 @@ impl RevocationStore for SqliteStore {
     async fn revocation_of(&self, jti: &WarrantId) -> Result<Option<RevocationRecord>, StoreError> {
         let jti = jti.clone();
         self.run(move |c| {
-            Ok(c.prepare_cached("SELECT r.id, r.kind, r.target, r.reason, r.at FROM revoked_warrants w JOIN revocations r ON r.id = w.revocation WHERE w.jti = ?1")?.query_row([jti.as_str()],
-                revocation_row,
-            )
+            Ok(c.prepare_cached(
+                "SELECT r.id, r.kind, r.target, r.reason, r.at FROM revoked_warrants w \
+                 JOIN revocations r ON r.id = w.revocation WHERE w.jti = ?1",
+            )?
+            .query_row([jti.as_str()], revocation_row)
             .optional()?)
         })
         .await
