@@ -1,8 +1,9 @@
 //! The embedded default store: SQLite (bundled), WAL journal, schema migrations by
 //! `PRAGMA user_version`.
 //!
-//! Reads run on one connection, each on tokio's blocking pool, so the async executor
-//! never waits on disk; reads on the hot path are served from the engine's in-memory
+//! Reads run on tokio's blocking pool, so the async executor never waits on disk, each on
+//! the first free of four connections (one for an in-memory or read-only database), so a
+//! long read never holds up the short ones behind it; reads on the hot path are served from the engine's in-memory
 //! state, not from here. Every write goes through the group-commit writer (`commit.rs`),
 //! one thread with a connection of its own that commits whatever is queued in one
 //! transaction, so the two connections never wait on each other's write lock; that
@@ -31,6 +32,7 @@ mod warrants;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::types::Type;
@@ -61,11 +63,21 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0014_console.sql"),
 ];
 
+/// Read connections a database file has beside the first one.
+const EXTRA_READERS: usize = 3;
+
+/// Which connection a read waits for when every one is busy.
+static NEXT_READER: AtomicUsize = AtomicUsize::new(0);
+
 /// The SQLite store.
 #[derive(Clone)]
 pub struct SqliteStore {
     /// Reads (and the one write that must run outside a transaction: sealing keys).
     conn: Arc<Mutex<Connection>>,
+    /// More read connections (a database file only): a read takes the first free one,
+    /// so a long read (a governance sweep over every live warrant, an audit export)
+    /// never holds up the short reads of issuance and revocation behind it.
+    readers: Arc<[Mutex<Connection>]>,
     /// Every other write, group-committed on a connection of its own ([`commit`]).
     committer: commit::Committer,
 }
@@ -183,7 +195,15 @@ impl SqliteStore {
         Self::settings(&writer)?;
         writer.pragma_update(None, "wal_autocheckpoint", 0)?;
         let committer = commit::Committer::start(Arc::new(Mutex::new(writer)), true)?;
-        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)), committer })
+        let readers = (0..EXTRA_READERS)
+            .map(|_| {
+                let reader = Connection::open(path)?;
+                Self::settings(&reader)?;
+                reader.pragma_update(None, "wal_autocheckpoint", 0)?;
+                Ok(Mutex::new(reader))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)), readers: readers.into(), committer })
     }
 
     /// Opens the existing database at `path` for reading only: nothing is written,
@@ -236,7 +256,7 @@ impl SqliteStore {
     fn sharing(conn: Connection) -> Result<Self, StoreError> {
         let conn = Arc::new(Mutex::new(conn));
         let committer = commit::Committer::start(Arc::clone(&conn), false)?;
-        Ok(SqliteStore { conn, committer })
+        Ok(SqliteStore { conn, readers: Arc::new([]), committer })
     }
 
     fn configure(conn: &mut Connection) -> Result<(), StoreError> {
@@ -274,9 +294,23 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
+        let (conn, readers) = (Arc::clone(&self.conn), Arc::clone(&self.readers));
         tokio::task::spawn_blocking(move || {
-            let mut guard = conn.lock().map_err(|_| StoreError::Backend("the connection lock is poisoned".into()))?;
+            let poisoned = || StoreError::Backend("the connection lock is poisoned".into());
+            // The first free connection; when every one is busy, the next in turn.
+            let free = std::iter::once(&*conn).chain(readers.iter()).find_map(|c| c.try_lock().ok());
+            let mut guard = match free {
+                Some(guard) => guard,
+                None => {
+                    let turn = NEXT_READER.fetch_add(1, Ordering::Relaxed) % (readers.len() + 1);
+                    std::iter::once(&*conn)
+                        .chain(readers.iter())
+                        .nth(turn)
+                        .unwrap_or(&conn)
+                        .lock()
+                        .map_err(|_| poisoned())?
+                }
+            };
             f(&mut guard)
         })
         .await
@@ -296,7 +330,7 @@ impl crate::HealthStore for SqliteStore {
 
 #[cfg(test)]
 mod tests {
-    use super::MIGRATIONS;
+    use super::*;
 
     /// `MIGRATIONS` is every file of `migrations/sqlite/`, in file-number order, each file
     /// numbered from `0001` without a gap: a migration file that is not in the list (or a
@@ -304,5 +338,36 @@ mod tests {
     #[test]
     fn migrations_are_every_file_in_number_order() {
         crate::columns::assert_migrations_are_every_file("sqlite", MIGRATIONS);
+    }
+
+    /// A read held up on one connection (a long sweep, say) does not hold up the others:
+    /// with the first connection and all but one extra reader held, reads still answer
+    /// (on the one left), and see what was committed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_long_read_does_not_hold_up_the_others() {
+        use crate::HumanStore as _;
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("r.db")).unwrap();
+        assert_eq!(store.readers.len(), EXTRA_READERS);
+        let owner = warrant_core::Human {
+            id: HumanId::parse("hum_reads").unwrap(),
+            name: "Reads".into(),
+            email: "reads@example.com".into(),
+            entitlements: Scope::default(),
+            status: warrant_core::HumanStatus::Active,
+            created_at: UnixTime(1),
+            roles: Default::default(),
+            external_id: None,
+            identity: None,
+        };
+        store.insert_human(&owner).await.unwrap();
+        let held: Vec<_> =
+            std::iter::once(&*store.conn).chain(store.readers.iter().skip(1)).map(|c| c.lock().unwrap()).collect();
+        for _ in 0..20 {
+            let read = tokio::time::timeout(std::time::Duration::from_secs(60), store.get_human(&owner.id));
+            let found = read.await.expect("a read waited for a held connection").unwrap();
+            assert_eq!(found.as_ref().map(|h| &h.id), Some(&owner.id));
+        }
+        drop(held);
     }
 }
