@@ -3,12 +3,12 @@
 //!
 //! Reads run on tokio's blocking pool, so the async executor never waits on disk, each on
 //! the first free of four connections (one for an in-memory or read-only database), so a
-//! long read never holds up the short ones behind it; reads on the hot path are served from the engine's in-memory
-//! state, not from here. Every write goes through the group-commit writer (`commit.rs`),
-//! one thread with a connection of its own that commits whatever is queued in one
-//! transaction, so the two connections never wait on each other's write lock; that
-//! writer also checkpoints the write-ahead log, after answering (`checkpoint.rs`), never
-//! inside a commit.
+//! long read never holds up the short ones behind it; reads on the hot path are served
+//! from the engine's in-memory state, not from here. Every write goes through the
+//! group-commit writer (`commit.rs`), one thread with a connection of its own that
+//! commits whatever is queued in one transaction, so readers and the writer never wait
+//! on each other's write lock; that writer also checkpoints the write-ahead log, after
+//! answering (`checkpoint.rs`), never inside a commit.
 //!
 //! This module opens the database (pragmas, migrations) and holds the helpers every
 //! entity group shares; each group's traits are implemented in a file of their own:
