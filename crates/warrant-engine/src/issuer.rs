@@ -18,14 +18,16 @@ use warrant_core::{
     UnixTime, WarrantClaims,
 };
 
-use warrant_store::{IssueGuard, SessionPurpose, SpentAssertion, Store, StoreError, TaskRecord, WarrantRecord};
+use warrant_store::{
+    Issuance, IssueGuard, SessionPurpose, SpentAssertion, Store, StoreError, TaskRecord, WarrantRecord,
+};
 use warrant_token::assertion::{claimed_agent, verify_assertion};
 use warrant_token::jws::{peek_unverified, Header};
 use warrant_token::session::{verify_session, SESSION_TYP};
 use warrant_token::warrant::{sign_warrant, verify_warrant, WARRANT_TYP};
 use warrant_token::KeyRing;
 
-use crate::audit::Audit;
+use crate::audit::{Audit, AuditError};
 use crate::clock::Clock;
 use crate::dpop::{Dpop, DpopError, PresentedProof};
 use crate::error::{Classify as _, ErrorKind};
@@ -937,7 +939,8 @@ impl Issuer {
 
     /// Signs, records and returns a warrant for `grant`. The store records it only if
     /// nothing it rests on was revoked (`guard`), in the same transaction that any
-    /// revocation of its ancestors is serialised with.
+    /// revocation of its ancestors is serialised with, and that makes its audit record
+    /// durable.
     async fn mint(
         &self,
         grant: Grant,
@@ -1020,27 +1023,29 @@ impl Issuer {
         entry.human = Some(claims.task.human.clone());
         entry.task = Some(claims.task.id.clone());
         entry.warrant = Some(claims.jti.clone());
-        self.store.record_warrant(&record, new_task.as_ref(), &guard).await?;
-        if let Err(e) = self.audit.record(entry).await {
-            // Recorded but never handed out: end it, so the record cannot be mistaken for a
-            // live warrant.
-            let _ = self
-                .revocation
-                .revoke(
-                    warrant_store::RevocationKind::Warrant,
-                    claims.jti.as_str(),
-                    "its issuance could not be audited",
-                )
-                .await;
-            return Err(TokenError::Internal(format!(
-                "the issuance could not be audited, so no warrant was issued: {e}"
-            )));
+        // What is read after the record moves into the issuance.
+        let depth = record.chain.len();
+        let narrowed = parent.map(|p| (&p.client_id, record.scope.clone()));
+        // The warrant and its audit record commit in one transaction: recorded and
+        // audited, or neither (refused when something it rests on was revoked).
+        let issuance = Issuance { warrant: record, new_task, guard };
+        match self.audit.issue(entry, issuance).await {
+            Ok(_) => {}
+            Err(AuditError::Refused(refusal)) => return Err(StoreError::from(refusal).into()),
+            Err(e @ AuditError::QueueFull(_)) => {
+                return Err(TokenError::Unavailable(format!("no warrant was issued: {e}; retry shortly")))
+            }
+            Err(e) => {
+                return Err(TokenError::Internal(format!(
+                    "the issuance could not be recorded and audited, so no warrant was issued: {e}"
+                )))
+            }
         }
         self.guardrails.open_budget(&claims.jti, claims.parent.as_ref(), &claims.budget, claims.exp);
-        self.governance.issued(&agent.id, parent.map(|p| (&p.client_id, &record.scope)), now);
+        self.governance.issued(&agent.id, narrowed.as_ref().map(|(client, scope)| (*client, scope)), now);
         tracing::info!(
             jti = %claims.jti, agent = %agent.id, task = %claims.task.id, mode = %mode,
-            depth = record.chain.len(), parent = ?claims.parent.as_ref().map(|p| p.as_str()),
+            depth, parent = ?claims.parent.as_ref().map(|p| p.as_str()),
             "issued a warrant"
         );
         Ok(Issued { expires_in: now.until(claims.exp), token, claims, exchanged })

@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use warrant_core::audit::{AuditEntry, AuditKind, AuditRecord};
 use warrant_core::{AgentId, HumanId, TaskId, UnixTime, WarrantId};
 
-use crate::records::SpendCharge;
-use crate::StoreError;
+use crate::records::{Issuance, SpendCharge};
+use crate::{Refusal, StoreError};
 
 /// The most rows one query returns.
 pub const MAX_AUDIT_QUERY_LIMIT: usize = 10_000;
@@ -39,6 +39,10 @@ pub struct AuditRow {
     /// same transaction as the record, so a charge is durable exactly when its record is.
     /// They are not part of the hashed record: rows read back have none.
     pub charges: Vec<SpendCharge>,
+    /// The issuance this record audits, recorded in the same transaction, with the same
+    /// checks as [`crate::WarrantStore::record_warrant`]: the warrant is durable exactly
+    /// when its record is. Not part of the hashed record: rows read back have none.
+    pub issuance: Option<Box<Issuance>>,
 }
 
 impl AuditRow {
@@ -54,6 +58,7 @@ impl AuditRow {
             warrant: entry.warrant.clone(),
             decision: entry.decision.clone(),
             charges: Vec::new(),
+            issuance: None,
         }
     }
 
@@ -78,25 +83,31 @@ pub(crate) fn append_onto(
     rebase: bool,
 ) -> Result<(u64, [u8; 32]), StoreError> {
     let (head_seq, head_hash) = head;
+    if rebase {
+        return self::rebase(rows, head);
+    }
     if let Some(first) = rows.first() {
-        if !rebase && (first.record.seq != head_seq.saturating_add(1) || first.record.prev_hash != head_hash) {
+        if first.record.seq != head_seq.saturating_add(1) || first.record.prev_hash != head_hash {
             return Err(StoreError::Conflict(format!(
                 "the audit batch starting at record `{}` does not continue the stored head `{head_seq}`",
                 first.record.seq
             )));
         }
     }
-    self::rebase(rows, head)
+    Ok(rows.last().map_or(head, |last| (last.record.seq, last.record.hash)))
 }
 
-/// Chains `rows` again onto `head` (seq and hash) when they do not continue it: each
-/// row's entry is read back from its body and chained anew. What both stores do inside
-/// [`AuditStore::append_audit_at_head`]'s transaction. Returns the new head.
+/// Chains again every row of `rows` that does not continue the one before it (the first:
+/// `head`, seq and hash), and every row after it: each such row's entry is read back from
+/// its body and chained anew. What both stores do inside
+/// [`AuditStore::append_audit_at_head`]'s transaction, when another writer moved the
+/// head or a refused issuance took a row out of the batch. Returns the new head.
 pub(crate) fn rebase(rows: &mut [AuditRow], head: (u64, [u8; 32])) -> Result<(u64, [u8; 32]), StoreError> {
     let (mut seq, mut prev) = head;
-    let continues = rows.first().is_none_or(|r| r.record.seq == seq.saturating_add(1) && r.record.prev_hash == prev);
+    let mut continues = true;
     for row in rows.iter_mut() {
         seq = seq.saturating_add(1);
+        continues = continues && row.record.seq == seq && row.record.prev_hash == prev;
         if !continues {
             let (_, entry) = warrant_core::audit::decode(&row.record)
                 .map_err(|e| StoreError::Backend(format!("cannot read back an audit entry to chain it again: {e}")))?;
@@ -106,6 +117,48 @@ pub(crate) fn rebase(rows: &mut [AuditRow], head: (u64, [u8; 32])) -> Result<(u6
         prev = row.record.hash;
     }
     Ok((seq, prev))
+}
+
+/// What both stores do in an append's transaction once they recorded the issuance of
+/// every row that carries one (each in a savepoint of its own, in row order; `outcomes`
+/// holds one result per row, `Ok` for a row without one), before the rows are chained:
+/// a refused issuance takes its row out of `rows` when `rebase` (reported with its index
+/// in the batch), and fails the whole append otherwise; any other error fails it too.
+pub(crate) fn keep_recorded(
+    rows: &mut Vec<AuditRow>,
+    outcomes: Vec<Result<(), StoreError>>,
+    rebase: bool,
+) -> Result<Vec<(usize, Refusal)>, StoreError> {
+    let mut refused = Vec::new();
+    for (index, outcome) in outcomes.into_iter().enumerate() {
+        if let Err(e) = outcome {
+            let refusal = Refusal::of(e)?;
+            if !rebase {
+                return Err(refusal.into());
+            }
+            refused.push((index, refusal));
+        }
+    }
+    if !refused.is_empty() {
+        let mut index = 0;
+        rows.retain(|_| {
+            let keep = !refused.iter().any(|(i, _)| *i == index);
+            index += 1;
+            keep
+        });
+    }
+    Ok(refused)
+}
+
+/// What [`AuditStore::append_audit_at_head`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// The new head, seq and hash: the rows appended hold the consecutive numbers ending
+    /// at it, in batch order.
+    pub head: (u64, [u8; 32]),
+    /// The rows (by index in the batch) whose issuance was refused, and why: neither the
+    /// row nor anything of its issuance was written.
+    pub refused: Vec<(usize, Refusal)>,
 }
 
 /// Which records a query returns. Every set field must match; results are in sequence
@@ -185,16 +238,21 @@ pub trait AuditStore: Send + Sync {
     /// durable commit for the whole batch (group commit). `Conflict` when the rows do not
     /// continue the head (another writer moved it) or a seq exists; nothing is written
     /// then. Every row's budget charges are added to the stored spends in that same
-    /// transaction (and, like the rows, not at all when it fails).
+    /// transaction (and, like the rows, not at all when it fails), and so is every row's
+    /// issuance ([`AuditRow::issuance`]); a refused one fails the whole append with its
+    /// `Revoked` or `Replayed`.
     async fn append_audit(&self, rows: Vec<AuditRow>) -> Result<(), StoreError>;
     /// Appends `rows` onto the stored head, whatever it is now, in ONE transaction: when
     /// another writer moved the head since `rows` were chained, they are chained again
     /// onto it inside the write transaction (their sequence numbers, bodies, which embed
     /// the number, and hashes rewritten; the entries unchanged). The store is so the
     /// chain's one serial point: several writers share one chain and never conflict.
-    /// Returns the new head (seq and hash); the rows hold the consecutive numbers ending
-    /// at it. Budget charges as in [`append_audit`](Self::append_audit).
-    async fn append_audit_at_head(&self, rows: Vec<AuditRow>) -> Result<(u64, [u8; 32]), StoreError>;
+    /// Budget charges as in [`append_audit`](Self::append_audit). Every row's issuance is
+    /// recorded first, in batch order; a refused one takes its row out of the batch (the
+    /// rows after it are chained again) and is reported, the others are unaffected.
+    /// Returns the new head, the rows appended holding the consecutive numbers ending at
+    /// it, and the refused rows.
+    async fn append_audit_at_head(&self, rows: Vec<AuditRow>) -> Result<Appended, StoreError>;
     /// The last record's seq and hash, `None` when the log is empty.
     async fn audit_head(&self) -> Result<Option<(u64, [u8; 32])>, StoreError>;
     /// Up to `limit` records with seq `>= from_seq`, in seq order.

@@ -28,14 +28,14 @@ use warrant_core::{
     UnixTime, WarrantId,
 };
 
-pub use audit::{AuditFilter, AuditRow, AuditStore, StoredCheckpoint};
+pub use audit::{Appended, AuditFilter, AuditRow, AuditStore, StoredCheckpoint};
 pub use cluster::{Change, ChangeBatch, ChangeKind, ChangeListener, ChangeStore, Leadership};
 pub use console::{ConsoleLoginRecord, ConsoleSessionRecord, ConsoleStore};
 pub use govern::{Attestation, FindingFilter, GovernStore, LiveWarrant, MAX_FINDING_LIST_LIMIT};
 pub use guard::{GuardStore, LiveBudget, MAX_APPROVAL_LIST_LIMIT};
 pub use postgres::PgStore;
 pub use records::{
-    IssuanceStart, IssueGuard, KeyMaterial, KeyPurpose, PepRecord, PolicyVersionRecord, RevocationKind,
+    Issuance, IssuanceStart, IssueGuard, KeyMaterial, KeyPurpose, PepRecord, PolicyVersionRecord, RevocationKind,
     RevocationRecord, SessionPurpose, SessionRecord, SpendCharge, SpentAssertion, StoredKey, TaskRecord, WarrantRecord,
 };
 pub use sqlite::SqliteStore;
@@ -61,6 +61,49 @@ pub enum StoreError {
     /// The database failed. The message is for logs, never for API clients.
     #[error("storage backend error: {0}")]
     Backend(String),
+}
+
+/// Why the store did not record one issuance of an audit batch
+/// ([`AuditRow::issuance`]): every [`StoreError`] that is about that warrant alone. A
+/// failure of the database itself ([`StoreError::Backend`]) fails the whole batch instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// As [`StoreError::Revoked`]: something the warrant rests on is revoked or ended.
+    #[error("refused: {0}")]
+    Revoked(String),
+    /// As [`StoreError::Replayed`]: its client assertion was spent already.
+    #[error("replayed: {0}")]
+    Replayed(String),
+    /// As [`StoreError::Conflict`]: a constraint refused it (an id taken).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// As [`StoreError::Corrupt`]: it could not be written as stored data.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl Refusal {
+    /// The refusal `e` is, or `e` itself when it is a failure of the database.
+    pub fn of(e: StoreError) -> Result<Refusal, StoreError> {
+        match e {
+            StoreError::Revoked(why) => Ok(Refusal::Revoked(why)),
+            StoreError::Replayed(why) => Ok(Refusal::Replayed(why)),
+            StoreError::Conflict(why) => Ok(Refusal::Conflict(why)),
+            StoreError::Corrupt(why) => Ok(Refusal::Corrupt(why)),
+            e => Err(e),
+        }
+    }
+}
+
+impl From<Refusal> for StoreError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::Revoked(why) => StoreError::Revoked(why),
+            Refusal::Replayed(why) => StoreError::Replayed(why),
+            Refusal::Conflict(why) => StoreError::Conflict(why),
+            Refusal::Corrupt(why) => StoreError::Corrupt(why),
+        }
+    }
 }
 
 /// Humans.

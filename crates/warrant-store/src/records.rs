@@ -213,6 +213,19 @@ pub struct IssueGuard {
     pub assertion: Option<SpentAssertion>,
 }
 
+/// An issuance recorded in the same transaction as its audit record: an
+/// [`AuditRow`](crate::AuditRow) that carries one makes the warrant (and its task) durable
+/// exactly when the record is, with the checks of [`crate::WarrantStore::record_warrant`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issuance {
+    /// The warrant to record.
+    pub warrant: WarrantRecord,
+    /// The task it starts, if it starts one.
+    pub new_task: Option<TaskRecord>,
+    /// What it rests on, checked in the transaction.
+    pub guard: IssueGuard,
+}
+
 /// What an agent's issuance starts from, read together
 /// ([`crate::WarrantStore::issuance_start`]).
 #[derive(Debug, Clone, PartialEq)]

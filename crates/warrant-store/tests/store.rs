@@ -73,6 +73,7 @@ macro_rules! conformance {
             check_charges_accumulate_with_their_records,
             check_refused_append_charges_nothing,
             check_append_at_head_chains_a_stale_batch_again,
+            check_issuances_commit_with_their_records,
             check_purge_spends,
             check_guard_states_upsert,
             check_approval_round_trip,
@@ -1163,12 +1164,12 @@ async fn check_append_at_head_chains_a_stale_batch_again(store: &dyn Store) {
     use warrant_core::audit::{decode, record_hash};
     let (root, _, _) = budgeted_tree(store).await;
     const USD: &str = "payments.usd_cents";
-    assert_eq!(store.append_audit_at_head(Vec::new()).await.unwrap(), (0, GENESIS), "nothing to append");
+    assert_eq!(store.append_audit_at_head(Vec::new()).await.unwrap().head, (0, GENESIS), "nothing to append");
     let first = audit_rows(1, 2, GENESIS, |_| vec![charge(&root, USD, 10)]);
-    assert_eq!(store.append_audit_at_head(first.clone()).await.unwrap(), (2, first[1].record.hash), "as is");
+    assert_eq!(store.append_audit_at_head(first.clone()).await.unwrap().head, (2, first[1].record.hash), "as is");
     // Chained onto the empty log, as a writer that had not seen the first batch would.
     let stale = audit_rows(1, 3, GENESIS, |_| vec![charge(&root, USD, 1)]);
-    let (seq, hash) = store.append_audit_at_head(stale.clone()).await.unwrap();
+    let (seq, hash) = store.append_audit_at_head(stale.clone()).await.unwrap().head;
     assert_eq!(seq, 5);
     let stored = store.audit_records(1, 100).await.unwrap();
     assert_eq!(stored.len(), 5);
@@ -1186,6 +1187,77 @@ async fn check_append_at_head_chains_a_stale_batch_again(store: &dyn Store) {
         assert_eq!((old.at, old.kind, &old.agent), (new.at, new.kind, &new.agent));
     }
     assert_eq!(spends(store, 1_100).await, BTreeMap::from([spend(&root, USD, 23)]), "every charge applied once");
+}
+
+/// An audit row may carry the issuance it audits: the warrant is recorded in the
+/// batch's transaction with `record_warrant`'s checks, in batch order. At the head, a
+/// refused issuance (an assertion replayed, an agent revoked) takes its row out, is
+/// reported with its index, and leaves nothing behind; the other rows, their issuances
+/// (one resting on a warrant of the same batch) and the chain are whole. A strict append
+/// with a refused issuance writes nothing at all.
+async fn check_issuances_commit_with_their_records(store: &dyn Store) {
+    use warrant_core::audit::{decode, record_hash};
+    use warrant_store::{Issuance, Refusal};
+    let (h, a) = principals(store, 1).await;
+    let (h2, a2) = principals(store, 2).await;
+    store.revoke(&revocation(1, RevocationKind::Agent, a2.id.as_str(), 300), UnixTime(300)).await.unwrap();
+    let exp = UnixTime(10_000);
+    assert!(store.spend_assertion(&a.id, "jti-1", exp, UnixTime(9_000)).await.unwrap());
+    let (t1, t2, t4) = (task(1, &h, &a, 400), task(2, &h, &a, 400), task(4, &h2, &a2, 400));
+    let w1 = warrant(1, &t1, &a, None, 400);
+    let w2 = warrant(2, &t2, &a, None, 400);
+    let w3 = warrant(3, &t1, &a, Some(&w1), 401);
+    let w4 = warrant(4, &t4, &a2, None, 400);
+    let guard = IssueGuard { as_of: store.revocation_watermark().await.unwrap(), ..IssueGuard::default() };
+    let replay = IssueGuard {
+        assertion: Some(warrant_store::SpentAssertion {
+            agent: a.id.clone(),
+            jti: "jti-1".into(),
+            exp,
+            now: UnixTime(9_000),
+        }),
+        ..guard.clone()
+    };
+    let issuance = |w: &WarrantRecord, t: Option<&TaskRecord>, guard: &IssueGuard| {
+        Some(Box::new(Issuance { warrant: w.clone(), new_task: t.cloned(), guard: guard.clone() }))
+    };
+    let mut rows = audit_rows(1, 5, GENESIS, |_| Vec::new());
+    rows[0].issuance = issuance(&w1, Some(&t1), &guard);
+    rows[1].issuance = issuance(&w2, Some(&t2), &replay);
+    rows[3].issuance = issuance(&w4, Some(&t4), &guard);
+    rows[4].issuance = issuance(&w3, None, &guard);
+
+    // Strict: one refusal and nothing is written, not even the issuances that passed.
+    let strict = store.append_audit(rows.clone()).await;
+    assert!(matches!(strict, Err(StoreError::Replayed(_))), "{strict:?}");
+    assert_eq!(store.audit_head().await.unwrap(), None);
+    assert_eq!(store.get_warrant(&w1.jti).await.unwrap(), None, "nothing of a refused batch");
+
+    let appended = store.append_audit_at_head(rows.clone()).await.unwrap();
+    assert!(
+        matches!(&appended.refused[..], [(1, Refusal::Replayed(_)), (3, Refusal::Revoked(_))]),
+        "{:?}",
+        appended.refused
+    );
+    assert_eq!(appended.head.0, 3, "the rows left hold 1 to 3");
+    let stored = store.audit_records(1, 100).await.unwrap();
+    assert_eq!(stored.len(), 3);
+    let mut prev = GENESIS;
+    for (row, sent) in stored.iter().zip([&rows[0], &rows[2], &rows[4]]) {
+        assert_eq!(row.record.prev_hash, prev, "record {} continues the one before it", row.record.seq);
+        assert_eq!(row.record.hash, record_hash(&prev, &row.record.body));
+        assert_eq!(decode(&row.record).unwrap().1, decode(&sent.record).unwrap().1, "the entry is kept");
+        assert_eq!(row.issuance, None, "rows read back carry no issuance");
+        prev = row.record.hash;
+    }
+    assert_eq!(appended.head.1, prev);
+    for (w, recorded) in [(&w1, true), (&w2, false), (&w3, true), (&w4, false)] {
+        let found = store.get_warrant(&w.jti).await.unwrap().map(|w| w.jti);
+        assert_eq!(found.as_ref(), recorded.then_some(&w.jti), "warrant {}", w.jti);
+    }
+    assert_eq!(store.get_task(&t1.id).await.unwrap(), Some(t1));
+    assert_eq!(store.get_task(&t2.id).await.unwrap(), None, "a refused issuance leaves no task");
+    assert_eq!(store.get_task(&t4.id).await.unwrap(), None, "a refused issuance leaves no task");
 }
 
 async fn check_purge_spends(store: &dyn Store) {

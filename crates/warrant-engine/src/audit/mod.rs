@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use warrant_core::audit::AuditEntry;
-use warrant_store::{SpendCharge, Store, StoreError};
+use warrant_store::{Issuance, SpendCharge, Store, StoreError};
 
 use crate::error::{Classify, ErrorKind};
 use crate::keys::KeyManager;
@@ -63,6 +63,14 @@ impl Audit {
     /// a receipt to await durability with. Nobody may be answered before it is durable.
     pub async fn enqueue(&self, entry: AuditEntry) -> Result<Receipt, AuditError> {
         self.writer.enqueue(entry).await
+    }
+
+    /// Records an issuance and its audit record in one transaction and waits until both
+    /// are durable ([`AuditWriter::enqueue_issuance`]); returns the record's sequence
+    /// number. [`AuditError::Refused`]: the store refused the warrant (something it
+    /// rests on was revoked, or the assertion replayed), and neither was written.
+    pub(crate) async fn issue(&self, entry: AuditEntry, issuance: Issuance) -> Result<u64, AuditError> {
+        self.writer.enqueue_issuance(entry, issuance).await?.durable().await
     }
 
     /// Queues a record the writer encodes off the caller's thread ([`Draft`]), with
@@ -135,7 +143,10 @@ impl Audit {
 
 impl Classify for AuditError {
     fn kind(&self) -> ErrorKind {
-        ErrorKind::Unavailable
+        match self {
+            AuditError::Refused(_) => ErrorKind::Conflict,
+            _ => ErrorKind::Unavailable,
+        }
     }
 }
 

@@ -48,8 +48,8 @@ use warrant_core::audit::{
     chain, parse_hash_hex, AuditEntry, AuditRecord, ChainVerifier, CheckpointHead, EncodeError, VerifyReport, GENESIS,
 };
 use warrant_core::UnixTime;
-use warrant_store::audit::{AuditRow, AuditStore, StoredCheckpoint};
-use warrant_store::{SpendCharge, StoreError};
+use warrant_store::audit::{Appended, AuditRow, AuditStore, StoredCheckpoint};
+use warrant_store::{Issuance, Refusal, SpendCharge, StoreError};
 use warrant_token::checkpoint::{self, Checkpoint, CheckpointError, KeyArchive};
 use warrant_token::{JwsError, KeyPair, KeyResolver};
 
@@ -130,6 +130,10 @@ pub enum AuditError {
     /// The queue stayed full for the whole submit timeout.
     #[error("the audit queue stayed full for {0:?}")]
     QueueFull(Duration),
+    /// The store refused the issuance the record audits
+    /// ([`AuditWriter::enqueue_issuance`]): neither was written.
+    #[error("the issuance was refused: {0}")]
+    Refused(Refusal),
 }
 
 /// Why the writer could not start.
@@ -207,7 +211,14 @@ impl AuditMetrics {
 }
 
 type Ack = oneshot::Sender<Result<u64, AuditError>>;
-type Job = (Box<dyn Draft>, Vec<SpendCharge>, Ack);
+
+/// A queued record: its draft, what commits with it, and who waits for it.
+struct Job {
+    draft: Box<dyn Draft>,
+    charges: Vec<SpendCharge>,
+    issuance: Option<Box<Issuance>>,
+    ack: Ack,
+}
 
 /// A record the writer encodes itself: what a hot path queues so that building the
 /// entry's JSON happens on the writer, not on the caller's thread.
@@ -303,6 +314,24 @@ impl AuditWriter {
 
     /// Like [`AuditWriter::enqueue_with`], for a record the writer encodes ([`Draft`]).
     pub async fn enqueue_draft(&self, entry: Box<dyn Draft>, charges: Vec<SpendCharge>) -> Result<Receipt, AuditError> {
+        self.enqueue_job(entry, charges, None).await
+    }
+
+    /// Queues the record of an issuance with the issuance itself: the store records the
+    /// warrant in the same transaction as the record, with the checks of
+    /// `WarrantStore::record_warrant`, so one commit makes both durable, or neither. A
+    /// refused issuance is answered with [`AuditError::Refused`] and takes nothing of
+    /// the chain (the records after it are chained without it).
+    pub async fn enqueue_issuance(&self, entry: AuditEntry, issuance: Issuance) -> Result<Receipt, AuditError> {
+        self.enqueue_job(Box::new(entry), Vec::new(), Some(Box::new(issuance))).await
+    }
+
+    async fn enqueue_job(
+        &self,
+        draft: Box<dyn Draft>,
+        charges: Vec<SpendCharge>,
+        issuance: Option<Box<Issuance>>,
+    ) -> Result<Receipt, AuditError> {
         let (ack, answer) = oneshot::channel();
         let permit = match self.queue.try_reserve() {
             Ok(permit) => permit,
@@ -315,7 +344,7 @@ impl AuditWriter {
                 }
             }
         };
-        permit.send((entry, charges, ack));
+        permit.send(Job { draft, charges, issuance, ack });
         Ok(Receipt(answer))
     }
 
@@ -418,8 +447,8 @@ impl Writer {
                 tracing::error!(error = %e, "cannot read the audit head; refusing the batch");
                 self.metrics.failed_batches.fetch_add(1, Ordering::Relaxed);
                 let error = AuditError::WriteFailed(e.to_string());
-                for (_, _, ack) in jobs {
-                    let _ = ack.send(Err(error.clone()));
+                for job in jobs {
+                    let _ = job.ack.send(Err(error.clone()));
                 }
                 return;
             }
@@ -428,13 +457,14 @@ impl Writer {
         let mut at = self.head_at;
         let mut rows = Vec::with_capacity(jobs.len());
         let mut acks = Vec::with_capacity(jobs.len());
-        for (draft, charges, ack) in jobs {
+        for Job { draft, charges, issuance, ack } in jobs {
             let next = seq.saturating_add(1);
             match draft.chain(prev, next) {
                 Ok((record, entry)) => {
                     (seq, prev, at) = (next, record.hash, Some(entry.at));
                     let mut row = AuditRow::new(record, &entry);
                     row.charges = charges;
+                    row.issuance = issuance;
                     rows.push(row);
                     acks.push(ack);
                 }
@@ -454,22 +484,31 @@ impl Writer {
         self.metrics.last_commit_micros.store(micros, Ordering::Relaxed);
         self.metrics.last_batch_size.store(count, Ordering::Relaxed);
         match result {
-            Ok((last, hash)) => {
-                if last != seq {
+            Ok(Appended { head: (last, hash), refused }) => {
+                if last != seq && refused.is_empty() {
                     tracing::debug!(
                         expected = seq,
                         stored = last,
                         "another writer moved the audit head; the batch was chained onto it"
                     );
                 }
+                let appended = count.saturating_sub(refused.len() as u64);
                 self.head = Some((last, hash));
-                self.head_at = at;
+                // The head's time is the last appended record's; unknown (read back at
+                // the checkpoint) when a refusal may have taken the last one out.
+                self.head_at = if refused.is_empty() { at } else { None };
                 self.metrics.head_seq.store(last, Ordering::Relaxed);
                 self.metrics.batches.fetch_add(1, Ordering::Relaxed);
-                self.metrics.records.fetch_add(count, Ordering::Relaxed);
-                let first = last.saturating_sub(count).saturating_add(1);
-                for (i, ack) in (0u64..).zip(acks) {
-                    let _ = ack.send(Ok(first.saturating_add(i)));
+                self.metrics.records.fetch_add(appended, Ordering::Relaxed);
+                let mut refused = refused.into_iter().peekable();
+                let mut next = last.saturating_sub(appended).saturating_add(1);
+                for (index, ack) in acks.into_iter().enumerate() {
+                    if let Some((_, refusal)) = refused.next_if(|(i, _)| *i == index) {
+                        let _ = ack.send(Err(AuditError::Refused(refusal)));
+                        continue;
+                    }
+                    let _ = ack.send(Ok(next));
+                    next = next.saturating_add(1);
                 }
             }
             Err(e) => {

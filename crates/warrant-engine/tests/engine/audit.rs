@@ -11,7 +11,7 @@ use warrant_core::audit::{AuditEntry, AuditKind, VerifyReport};
 use warrant_core::{AgentId, HumanId, TaskId, UnixTime, WarrantId};
 use warrant_engine::audit::{self, AuditConfig, AuditError, AuditWriter, Verification};
 use warrant_engine::{EngineConfig, KeyManager};
-use warrant_store::audit::{AuditFilter, AuditRow, AuditStore, StoredCheckpoint};
+use warrant_store::audit::{Appended, AuditFilter, AuditRow, AuditStore, StoredCheckpoint};
 use warrant_store::{KeyPurpose, KeyStore as _, SqliteStore, StoreError};
 use warrant_token::checkpoint::KeyArchive;
 use warrant_token::{Kek, KeyPair};
@@ -537,7 +537,7 @@ impl AuditStore for Faulty {
         self.check()?;
         self.inner.append_audit(rows).await
     }
-    async fn append_audit_at_head(&self, rows: Vec<AuditRow>) -> Result<(u64, [u8; 32]), StoreError> {
+    async fn append_audit_at_head(&self, rows: Vec<AuditRow>) -> Result<Appended, StoreError> {
         tokio::time::sleep(self.delay).await;
         self.check()?;
         self.inner.append_audit_at_head(rows).await

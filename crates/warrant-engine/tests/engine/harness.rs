@@ -662,6 +662,11 @@ impl Harness {
         copy.jti.to_string()
     }
 
+    /// How many warrants are recorded and not expired now (revoked ones included).
+    pub async fn recorded_warrants(&self) -> u64 {
+        self.store.count_live_warrants(self.now()).await.unwrap()
+    }
+
     /// The engine itself, for the services without a helper here (the AuthZEN adapter).
     pub fn engine(&self) -> &Engine {
         &self.engine

@@ -160,6 +160,23 @@ async fn who_may_obtain_a_root_warrant() {
 
 /// The assertion of an issuance is spent with the warrant's record (one durable write):
 /// however many requests present it at once, exactly one warrant is issued.
+/// A warrant is recorded in the same transaction as its issuance's audit record: when the
+/// audit log cannot take the record (here: closed), the mint fails and no warrant is
+/// recorded at all (before, the warrant was recorded first, then revoked).
+#[tokio::test]
+async fn an_issuance_that_cannot_be_audited_records_no_warrant() {
+    let h = Harness::start().await;
+    let owner = h.human(&["crm.*"]).await;
+    let agent = h.autonomous_agent(&owner, &["crm.read"]).await;
+    h.autonomous_root(&agent, Ask::new()).await.unwrap();
+    assert_eq!(h.recorded_warrants().await, 1);
+    h.start_background().shutdown().await;
+    let err = h.autonomous_root(&agent, Ask::new()).await.unwrap_err();
+    assert_eq!(err.code(), "server_error", "{err}");
+    assert_eq!(h.recorded_warrants().await, 1, "the refused mint recorded nothing");
+    assert!(h.audit_verifies().await);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_assertion_presented_at_once_issues_one_warrant() {
     let h = Harness::start().await;

@@ -311,6 +311,15 @@ async fn warrants_minted_while_their_agent_is_revoked_stay_dead_after_resume() {
                 );
             }
         }
+        // A warrant and its issuance record commit together: one record per warrant
+        // answered, none for a refused mint, and every one names a recorded warrant.
+        let records = s.admin_get(&format!("/v1/audit?agent={}&kind=issuance&limit=1000", bot.id)).await;
+        let records = records.ok()["records"].as_array().unwrap().clone();
+        assert_eq!(records.len(), issued.len(), "round {round}: {records:?}");
+        for record in &records {
+            let jti = record["warrant"].as_str().unwrap();
+            s.admin_get(&format!("/v1/warrants/{jti}")).await.expect(StatusCode::OK);
+        }
         s.admin_action(&format!("/v1/agents/{}/resume", bot.id)).await.expect(StatusCode::OK);
         issued_total += issued.len();
         for token in &issued {

@@ -3,7 +3,8 @@
 //! A batch is one transaction under the store's write lock, so the head it is checked
 //! against cannot move before it commits: one commit (one WAL flush) covers the whole
 //! batch (group commit), and its records go in with one statement. The budget charges
-//! that the batch's decisions incurred are applied in that same transaction.
+//! that the batch's decisions incurred are applied in that same transaction, and so are
+//! the issuances its records audit.
 
 use std::collections::BTreeMap;
 
@@ -14,7 +15,7 @@ use warrant_core::audit::{AuditKind, AuditRecord, GENESIS};
 use warrant_core::{AgentId, HumanId, TaskId, WarrantId};
 
 use super::{col, get, get_u64, lock_writes, opt_col, time, to_i64, PgStore};
-use crate::audit::{AuditFilter, AuditRow, AuditStore, StoredCheckpoint, MAX_AUDIT_QUERY_LIMIT};
+use crate::audit::{Appended, AuditFilter, AuditRow, AuditStore, StoredCheckpoint, MAX_AUDIT_QUERY_LIMIT};
 use crate::StoreError;
 
 const RECORD_COLS: &str = "seq, at, kind, agent, human, task, warrant, decision, body, prev_hash, hash";
@@ -64,6 +65,7 @@ fn record_row(row: &Row) -> Result<AuditRow, StoreError> {
         warrant: opt_col(row, 6, WarrantId::try_from)?,
         decision: get(row, 7)?,
         charges: Vec::new(),
+        issuance: None,
     })
 }
 
@@ -105,10 +107,26 @@ impl PgStore {
     /// Appends `rows` in one transaction under the write lock: onto the stored head
     /// exactly (`rebase` false: `Conflict` otherwise), or chained again onto it when they
     /// do not continue it. Returns the new head.
-    async fn append(&self, rows: &mut [AuditRow], rebase: bool) -> Result<(u64, [u8; 32]), StoreError> {
+    async fn append(&self, rows: &mut Vec<AuditRow>, rebase: bool) -> Result<Appended, StoreError> {
         let mut client = self.client().await?;
-        let tx = client.transaction().await?;
+        let mut tx = client.transaction().await?;
         lock_writes(&tx).await?;
+        let mut outcomes = Vec::with_capacity(rows.len());
+        for row in rows.iter() {
+            let Some(issuance) = &row.issuance else {
+                outcomes.push(Ok(()));
+                continue;
+            };
+            // A savepoint of its own: a refused issuance leaves nothing behind.
+            let savepoint = tx.transaction().await?;
+            let recorded = super::warrants::record(&savepoint, issuance).await;
+            match recorded {
+                Ok(()) => savepoint.commit().await?,
+                Err(_) => savepoint.rollback().await?,
+            }
+            outcomes.push(recorded);
+        }
+        let refused = crate::audit::keep_recorded(rows, outcomes, rebase)?;
         // Statements prepared once per connection: a decision's batch is the hot path.
         let head = tx.prepare_cached(HEAD).await?;
         let stored = head_row(tx.query_opt(&head, &[]).await?)?.unwrap_or((0, GENESIS));
@@ -142,7 +160,7 @@ impl PgStore {
             tx.execute(&add, &[&jtis, &counters, &amounts, &expiries]).await?;
         }
         tx.commit().await?;
-        Ok(new_head)
+        Ok(Appended { head: new_head, refused })
     }
 }
 
@@ -152,7 +170,7 @@ impl AuditStore for PgStore {
         self.append(&mut rows, false).await.map(|_| ())
     }
 
-    async fn append_audit_at_head(&self, mut rows: Vec<AuditRow>) -> Result<(u64, [u8; 32]), StoreError> {
+    async fn append_audit_at_head(&self, mut rows: Vec<AuditRow>) -> Result<Appended, StoreError> {
         self.append(&mut rows, true).await
     }
 

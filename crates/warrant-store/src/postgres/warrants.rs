@@ -16,7 +16,9 @@ use warrant_core::{AgentId, AgentStatus, HumanId, HumanStatus, TaskId, UnixTime,
 use super::{cached, col, get, lock_writes, time, warrant_cols, warrant_row, PgStore};
 use crate::columns::revocation_names;
 use crate::columns::{budget_text, to_text, word, WARRANT_COLS};
-use crate::records::{IssuanceStart, IssueGuard, RevocationKind, RevocationRecord, TaskRecord, WarrantRecord};
+use crate::records::{
+    Issuance, IssuanceStart, IssueGuard, RevocationKind, RevocationRecord, TaskRecord, WarrantRecord,
+};
 use crate::{RevocationStore, StoreError, WarrantStore};
 
 fn task_row(row: &Row) -> Result<TaskRecord, StoreError> {
@@ -46,6 +48,67 @@ async fn spend(
     )
     .await?;
     Ok(inserted == 1)
+}
+
+/// Records `issuance` in `tx`, which holds the write lock
+/// ([`WarrantStore::record_warrant`]): its checks, the assertion spent, the task, the
+/// warrant and its chain's index rows. On an error the caller rolls `tx` back.
+pub(super) async fn record(tx: &cached::Tx<'_>, issuance: &Issuance) -> Result<(), StoreError> {
+    let Issuance { warrant: w, new_task, guard } = issuance;
+    let corrupt = |e: serde_json::Error| StoreError::Corrupt(e.to_string());
+    let scope = serde_json::to_string(&w.scope).map_err(corrupt)?;
+    let chain = serde_json::to_string(&w.chain).map_err(corrupt)?;
+    let mode = to_text(&w.mode)?;
+    let budget = budget_text(&w.budget)?;
+    let claims = w.claims.as_ref().map(serde_json::to_string).transpose().map_err(corrupt)?;
+    let chain_agents: Vec<&str> = w.chain.iter().map(AgentId::as_str).collect();
+    issuable(tx, w, new_task.as_ref(), guard).await?;
+    if let Some(a) = &guard.assertion {
+        if !spend(tx, &a.agent, &a.jti, a.exp, a.now).await? {
+            return Err(StoreError::Replayed("the client assertion was already used".into()));
+        }
+    }
+    if let Some(t) = new_task {
+        cached::execute(
+            tx,
+            "INSERT INTO tasks (id, purpose, human, root_agent, created_at, deadline) VALUES ($1, $2, $3, $4, $5, $6)",
+            &[&t.id.as_str(), &t.purpose, &t.human.as_str(), &t.root_agent.as_str(), &t.created_at.0, &t.deadline.0],
+        )
+        .await?;
+    }
+    let params: [&(dyn ToSql + Sync); 14] = [
+        &w.jti.as_str(),
+        &w.parent.as_ref().map(WarrantId::as_str),
+        &w.agent.as_str(),
+        &w.task.as_str(),
+        &w.human.as_str(),
+        &w.sub,
+        &mode,
+        &scope,
+        &chain,
+        &w.kid,
+        &w.issued_at.0,
+        &w.expires_at.0,
+        &budget,
+        &claims,
+    ];
+    cached::execute(
+        tx,
+        &format!(
+            "INSERT INTO warrants ({WARRANT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+        ),
+        &params,
+    )
+    .await?;
+    // Every agent of the chain, so "every warrant whose chain contains this agent" is
+    // an index lookup (agent revocation).
+    cached::execute(
+        tx,
+        "INSERT INTO warrant_agents (agent, jti) SELECT a, $2::TEXT FROM UNNEST($1::TEXT[]) AS a ON CONFLICT DO NOTHING",
+        &[&chain_agents, &w.jti.as_str()],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Whether `w` may be recorded now: the checks of [`WarrantStore::record_warrant`], run
@@ -151,64 +214,11 @@ impl WarrantStore for PgStore {
         new_task: Option<&TaskRecord>,
         guard: &IssueGuard,
     ) -> Result<(), StoreError> {
-        let w = warrant;
-        let corrupt = |e: serde_json::Error| StoreError::Corrupt(e.to_string());
-        let scope = serde_json::to_string(&w.scope).map_err(corrupt)?;
-        let chain = serde_json::to_string(&w.chain).map_err(corrupt)?;
-        let mode = to_text(&w.mode)?;
-        let budget = budget_text(&w.budget)?;
-        let claims = w.claims.as_ref().map(serde_json::to_string).transpose().map_err(corrupt)?;
-        let chain_agents: Vec<&str> = w.chain.iter().map(AgentId::as_str).collect();
-
+        let issuance = Issuance { warrant: warrant.clone(), new_task: new_task.cloned(), guard: guard.clone() };
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         lock_writes(&tx).await?;
-        issuable(&tx, w, new_task, guard).await?;
-        if let Some(a) = &guard.assertion {
-            if !spend(&tx, &a.agent, &a.jti, a.exp, a.now).await? {
-                return Err(StoreError::Replayed("the client assertion was already used".into()));
-            }
-        }
-        if let Some(t) = new_task {
-            cached::execute(
-                &tx,
-                "INSERT INTO tasks (id, purpose, human, root_agent, created_at, deadline) VALUES ($1, $2, $3, $4, $5, $6)",
-                &[&t.id.as_str(), &t.purpose, &t.human.as_str(), &t.root_agent.as_str(), &t.created_at.0, &t.deadline.0],
-            )
-            .await?;
-        }
-        let params: [&(dyn ToSql + Sync); 14] = [
-            &w.jti.as_str(),
-            &w.parent.as_ref().map(WarrantId::as_str),
-            &w.agent.as_str(),
-            &w.task.as_str(),
-            &w.human.as_str(),
-            &w.sub,
-            &mode,
-            &scope,
-            &chain,
-            &w.kid,
-            &w.issued_at.0,
-            &w.expires_at.0,
-            &budget,
-            &claims,
-        ];
-        cached::execute(
-            &tx,
-            &format!(
-                "INSERT INTO warrants ({WARRANT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
-            ),
-            &params,
-        )
-        .await?;
-        // Every agent of the chain, so "every warrant whose chain contains this agent" is
-        // an index lookup (agent revocation).
-        cached::execute(
-            &tx,
-            "INSERT INTO warrant_agents (agent, jti) SELECT a, $2::TEXT FROM UNNEST($1::TEXT[]) AS a ON CONFLICT DO NOTHING",
-            &[&chain_agents, &w.jti.as_str()],
-        )
-        .await?;
+        record(&tx, &issuance).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -3,7 +3,8 @@
 //! The audit tables live in the main database (WAL, `synchronous=FULL`), so a committed
 //! batch is durable when `append_audit` returns. A batch is one transaction: the
 //! group commit that lets one fsync cover thousands of records. The budget charges that
-//! the batch's decisions incurred are applied in that same transaction.
+//! the batch's decisions incurred are applied in that same transaction, and so are the
+//! issuances its records audit.
 
 use async_trait::async_trait;
 use rusqlite::types::{Type, Value};
@@ -12,7 +13,7 @@ use warrant_core::audit::{AuditKind, AuditRecord};
 use warrant_core::{AgentId, HumanId, TaskId, UnixTime, WarrantId};
 
 use super::SqliteStore;
-use crate::audit::{AuditFilter, AuditRow, AuditStore, StoredCheckpoint, MAX_AUDIT_QUERY_LIMIT};
+use crate::audit::{Appended, AuditFilter, AuditRow, AuditStore, StoredCheckpoint, MAX_AUDIT_QUERY_LIMIT};
 use crate::StoreError;
 
 const RECORD_COLS: &str = "seq, at, kind, agent, human, task, warrant, decision, body, prev_hash, hash";
@@ -63,6 +64,7 @@ fn record_row(row: &Row<'_>) -> rusqlite::Result<AuditRow> {
         warrant: opt_id(row, 6, WarrantId::try_from)?,
         decision: row.get(7)?,
         charges: Vec::new(),
+        issuance: None,
     })
 }
 
@@ -86,7 +88,23 @@ fn head(c: &Connection) -> Result<Option<(u64, [u8; 32])>, StoreError> {
 /// Appends `rows` inside the group commit's transaction (see `commit.rs`, which holds the
 /// write lock from its start): onto the stored head exactly (`rebase` false: `Conflict`
 /// otherwise), or chained again onto it when they do not continue it. Returns the new head.
-fn append(tx: &Connection, rows: &mut [AuditRow], rebase: bool) -> Result<(u64, [u8; 32]), StoreError> {
+fn append(tx: &Connection, rows: &mut Vec<AuditRow>, rebase: bool) -> Result<Appended, StoreError> {
+    let outcomes = rows
+        .iter()
+        .map(|row| {
+            let Some(issuance) = &row.issuance else { return Ok(()) };
+            // A savepoint of its own: a refused issuance leaves nothing behind.
+            let run = |sql: &str| tx.prepare_cached(sql).and_then(|mut statement| statement.execute([])).map(|_| ());
+            run("SAVEPOINT issuance")?;
+            let recorded = super::warrants::record(tx, issuance);
+            if recorded.is_err() {
+                run("ROLLBACK TO issuance")?;
+            }
+            run("RELEASE issuance")?;
+            recorded
+        })
+        .collect();
+    let refused = crate::audit::keep_recorded(rows, outcomes, rebase)?;
     let stored = head(tx)?.unwrap_or((0, warrant_core::audit::GENESIS));
     let new_head = crate::audit::append_onto(rows, stored, rebase)?;
     {
@@ -119,7 +137,7 @@ fn append(tx: &Connection, rows: &mut [AuditRow], rebase: bool) -> Result<(u64, 
             stmt.execute(params![charge.warrant.as_str(), charge.counter, charge.amount, charge.expires_at.0])?;
         }
     }
-    Ok(new_head)
+    Ok(Appended { head: new_head, refused })
 }
 
 fn query(c: &Connection, filter: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
@@ -165,7 +183,7 @@ impl AuditStore for SqliteStore {
         self.write(move |c| append(c, &mut rows, false).map(|_| ())).await
     }
 
-    async fn append_audit_at_head(&self, mut rows: Vec<AuditRow>) -> Result<(u64, [u8; 32]), StoreError> {
+    async fn append_audit_at_head(&self, mut rows: Vec<AuditRow>) -> Result<Appended, StoreError> {
         self.write(move |c| append(c, &mut rows, true)).await
     }
 

@@ -7,7 +7,9 @@ use warrant_core::{AgentId, AgentStatus, HumanId, HumanStatus, TaskId, UnixTime,
 
 use super::{budget_text, col, time, to_text, warrant_row, SqliteStore, WARRANT_COLS};
 use crate::columns::revocation_names;
-use crate::records::{IssuanceStart, IssueGuard, RevocationKind, RevocationRecord, TaskRecord, WarrantRecord};
+use crate::records::{
+    Issuance, IssuanceStart, IssueGuard, RevocationKind, RevocationRecord, TaskRecord, WarrantRecord,
+};
 use crate::{RevocationStore, StoreError, WarrantStore};
 
 fn task_row(row: &Row<'_>) -> rusqlite::Result<TaskRecord> {
@@ -28,6 +30,61 @@ fn spend(c: &Connection, agent: &AgentId, jti: &str, exp: UnixTime, now: UnixTim
         .prepare_cached("INSERT OR IGNORE INTO spent_assertions (agent, jti, exp) VALUES (?1, ?2, ?3)")?
         .execute(params![agent.as_str(), jti, exp.0])?;
     Ok(inserted == 1)
+}
+
+/// Records `issuance` in `tx` ([`crate::WarrantStore::record_warrant`]): its checks,
+/// the assertion spent, the task, the warrant and its chain's index rows. On an error
+/// the caller rolls back what was written (the write's savepoint).
+pub(super) fn record(tx: &Connection, issuance: &Issuance) -> Result<(), StoreError> {
+    let Issuance { warrant: w, new_task: task, guard } = issuance;
+    let corrupt = |e: serde_json::Error| StoreError::Corrupt(e.to_string());
+    issuable(tx, w, task.as_ref(), guard)?;
+    if let Some(a) = &guard.assertion {
+        if !spend(tx, &a.agent, &a.jti, a.exp, a.now)? {
+            return Err(StoreError::Replayed("the client assertion was already used".into()));
+        }
+    }
+    if let Some(t) = task {
+        tx.prepare_cached(
+            "INSERT INTO tasks (id, purpose, human, root_agent, created_at, deadline) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![
+            t.id.as_str(),
+            t.purpose,
+            t.human.as_str(),
+            t.root_agent.as_str(),
+            t.created_at.0,
+            t.deadline.0
+        ])?;
+    }
+    tx.prepare_cached(&format!(
+        "INSERT INTO warrants ({WARRANT_COLS}) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+    ))?
+    .execute(params![
+        w.jti.as_str(),
+        w.parent.as_ref().map(WarrantId::as_str),
+        w.agent.as_str(),
+        w.task.as_str(),
+        w.human.as_str(),
+        w.sub,
+        to_text(&w.mode)?,
+        serde_json::to_string(&w.scope).map_err(corrupt)?,
+        serde_json::to_string(&w.chain).map_err(corrupt)?,
+        w.kid,
+        w.issued_at.0,
+        w.expires_at.0,
+        budget_text(&w.budget)?,
+        w.claims.as_ref().map(serde_json::to_string).transpose().map_err(corrupt)?
+    ])?;
+    // Every agent of the chain, so "every warrant whose chain contains this agent" is an
+    // index lookup (agent revocation).
+    let mut stmt = tx.prepare_cached("INSERT OR IGNORE INTO warrant_agents (agent, jti) VALUES (?1, ?2)")?;
+    for agent in &w.chain {
+        stmt.execute(params![agent.as_str(), w.jti.as_str()])?;
+    }
+    Ok(())
 }
 
 /// Whether `w` may be recorded now: the checks of [`WarrantStore::record_warrant`], run
@@ -142,66 +199,8 @@ impl WarrantStore for SqliteStore {
         new_task: Option<&TaskRecord>,
         guard: &IssueGuard,
     ) -> Result<(), StoreError> {
-        let (w, task, guard) = (warrant.clone(), new_task.cloned(), guard.clone());
-        let corrupt = |e: serde_json::Error| StoreError::Corrupt(e.to_string());
-        let scope = serde_json::to_string(&w.scope).map_err(corrupt)?;
-        let chain = serde_json::to_string(&w.chain).map_err(corrupt)?;
-        let mode = to_text(&w.mode)?;
-        let budget = budget_text(&w.budget)?;
-        let claims = w.claims.as_ref().map(serde_json::to_string).transpose().map_err(corrupt)?;
-        self.write(move |tx| {
-            issuable(tx, &w, task.as_ref(), &guard)?;
-            if let Some(a) = &guard.assertion {
-                if !spend(tx, &a.agent, &a.jti, a.exp, a.now)? {
-                    return Err(StoreError::Replayed("the client assertion was already used".into()));
-                }
-            }
-            if let Some(t) = task {
-                tx.prepare_cached(
-                    "INSERT INTO tasks (id, purpose, human, root_agent, created_at, deadline) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )?
-                .execute(params![
-                    t.id.as_str(),
-                    t.purpose,
-                    t.human.as_str(),
-                    t.root_agent.as_str(),
-                    t.created_at.0,
-                    t.deadline.0
-                ])?;
-            }
-            tx.prepare_cached(&format!(
-                "INSERT INTO warrants ({WARRANT_COLS}) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
-            ))?
-            .execute(params![
-                w.jti.as_str(),
-                w.parent.as_ref().map(WarrantId::as_str),
-                w.agent.as_str(),
-                w.task.as_str(),
-                w.human.as_str(),
-                w.sub,
-                mode,
-                scope,
-                chain,
-                w.kid,
-                w.issued_at.0,
-                w.expires_at.0,
-                budget,
-                claims
-            ])?;
-            {
-                // Every agent of the chain, so "every warrant whose chain contains this
-                // agent" is an index lookup (agent revocation).
-                let mut stmt =
-                    tx.prepare_cached("INSERT OR IGNORE INTO warrant_agents (agent, jti) VALUES (?1, ?2)")?;
-                for agent in &w.chain {
-                    stmt.execute(params![agent.as_str(), w.jti.as_str()])?;
-                }
-            }
-            Ok(())
-        })
-        .await
+        let issuance = Issuance { warrant: warrant.clone(), new_task: new_task.cloned(), guard: guard.clone() };
+        self.write(move |tx| record(tx, &issuance)).await
     }
 
     async fn get_warrant(&self, jti: &WarrantId) -> Result<Option<WarrantRecord>, StoreError> {
