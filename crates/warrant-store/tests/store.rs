@@ -2621,7 +2621,7 @@ mod issuance_model {
     use super::*;
     use proptest::prelude::*;
     use std::collections::BTreeSet;
-    use warrant_store::RevocationStore as _;
+    use warrant_store::{Issuance, RevocationStore as _};
 
     const AGENTS: u8 = 3;
     const SLOTS: usize = 3;
@@ -2636,9 +2636,11 @@ mod issuance_model {
             root: bool,
             agent: u8,
         },
-        /// The issuance in `slot` records its warrant.
+        /// The issuance in `slot` records its warrant: with `record_warrant`, or with its
+        /// audit record (`audited`: an audit batch of one row carrying it).
         Commit {
             slot: usize,
+            audited: bool,
         },
         RevokeWarrant {
             idx: usize,
@@ -2659,7 +2661,7 @@ mod issuance_model {
         prop_oneof![
             6 => (0..SLOTS, 0..16usize, proptest::bool::weighted(0.2), 0..AGENTS)
                 .prop_map(|(slot, parent, root, agent)| Op::Begin { slot, parent, root, agent }),
-            6 => (0..SLOTS).prop_map(|slot| Op::Commit { slot }),
+            6 => (0..SLOTS, proptest::bool::ANY).prop_map(|(slot, audited)| Op::Commit { slot, audited }),
             2 => (0..16usize).prop_map(|idx| Op::RevokeWarrant { idx }),
             2 => (0..AGENTS).prop_map(|agent| Op::RevokeAgent { agent }),
             3 => (0..AGENTS).prop_map(|agent| Op::ResumeAgent { agent }),
@@ -2758,6 +2760,7 @@ mod issuance_model {
             store.insert_agent(a).await.unwrap();
         }
         let mut model = Model::default();
+        let mut audit_records = 0u64;
         let mut pending: Vec<Option<Pending>> = (0..SLOTS).map(|_| None).collect();
         let now = UnixTime(1_001);
         let mut next_id: u32 = 0;
@@ -2779,7 +2782,7 @@ mod issuance_model {
                     let parent = (!root && !model.warrants.is_empty()).then(|| parent % model.warrants.len());
                     pending[slot] = Some(Pending { as_of, parent, agent });
                 }
-                Op::Commit { slot } => {
+                Op::Commit { slot, audited } => {
                     let Some(p) = pending[slot].take() else { continue };
                     let n = u8::try_from(model.warrants.len() + 1).unwrap();
                     let acting = &agents[usize::from(p.agent)];
@@ -2802,9 +2805,22 @@ mod issuance_model {
                     chain.push(p.agent);
                     let refused = model.refuses(&p, &chain, task);
                     let guard = IssueGuard { as_of: p.as_of, session: None, assertion: None };
-                    let got = store.record_warrant(&record, new_task.as_ref(), &guard).await;
+                    let got = if audited {
+                        let mut row = audit_rows(1, 1, GENESIS, |_| Vec::new()).remove(0);
+                        let issuance = Issuance { warrant: record.clone(), new_task: new_task.clone(), guard };
+                        row.issuance = Some(Box::new(issuance));
+                        match store.append_audit_at_head(vec![row]).await {
+                            Ok(mut appended) => {
+                                appended.refused.pop().map_or(Ok(()), |(_, r)| Err(StoreError::from(r)))
+                            }
+                            Err(e) => Err(e),
+                        }
+                    } else {
+                        store.record_warrant(&record, new_task.as_ref(), &guard).await
+                    };
                     match (&got, refused) {
                         (Ok(()), false) => {
+                            audit_records += u64::from(audited);
                             let task = match (task, new_task) {
                                 (Some(t), _) => t,
                                 (None, Some(t)) => {
@@ -2874,6 +2890,9 @@ mod issuance_model {
                 }
             }
         }
+        // One audit record for each issuance recorded with one, none for a refused one.
+        let head = store.audit_head().await.unwrap().map_or(0, |(seq, _)| seq);
+        prop_assert_eq!(head, audit_records);
         Ok(())
     }
 
