@@ -455,14 +455,7 @@ impl Issuer {
         };
         match grant_type {
             GRANT_CLIENT_CREDENTIALS => self.client_credentials(req, proof).await,
-            _ => {
-                // Read before any check that reads the store: a revocation recorded after
-                // this point that names what the new warrant rests on refuses it when it
-                // is recorded (see `IssueGuard`). Client credentials read it with the
-                // agent, first (`authenticate_granted`).
-                let as_of = self.store.revocation_watermark().await?;
-                self.token_exchange(req, as_of, proof).await
-            }
+            _ => self.token_exchange(req, proof).await,
         }
     }
 
@@ -692,7 +685,11 @@ impl Issuer {
         self.mint(grant, &agent, minted, None, IssueGuard { as_of, session: None, assertion }, now).await
     }
 
-    async fn token_exchange(&self, req: &TokenRequest, as_of: u64, proof: Option<Proof>) -> Result<Issued, TokenError> {
+    /// A token exchange. The revocation watermark is read before any check that reads
+    /// the store: a revocation recorded after it that names what the new warrant rests on
+    /// refuses the warrant when it is recorded (see `IssueGuard`). A delegation reads it
+    /// with everything else it reads, first (`WarrantStore::delegation_start`).
+    async fn token_exchange(&self, req: &TokenRequest, proof: Option<Proof>) -> Result<Issued, TokenError> {
         let now = self.clock.now();
         let subject = required(&req.subject_token, "subject_token")?;
         let subject_type = required(&req.subject_token_type, "subject_token_type")?;
@@ -717,6 +714,7 @@ impl Issuer {
         let foreign = warrant_token::oidc::peek_issuer(subject).ok().filter(|iss| iss != issuer);
         match kind {
             Subject::Session => {
+                let as_of = self.store.revocation_watermark().await?;
                 let start = match foreign {
                     Some(_) => self.federated_start(subject, actor, now).await?,
                     None => self.session_start(subject, actor, ring.as_ref(), now).await?,
@@ -754,7 +752,17 @@ impl Issuer {
             Subject::Warrant => {
                 let parent = verify_warrant(subject, ring.as_ref(), issuer, now)
                     .map_err(|e| TokenError::InvalidGrant(format!("the subject token: {e}")))?;
-                if self.store.get_warrant(&parent.jti).await?.is_none() {
+                // One store read for the whole delegation: the watermark first, the parent's
+                // record, the actor and its owner (an agent's own assertion; a JWT-SVID, or
+                // an assertion that names no agent, is authenticated as usual below), the
+                // parent's chain, their owners and the human.
+                let actor_id =
+                    (!warrant_token::spiffe::looks_like_svid(actor)).then(|| claimed_agent(actor).ok()).flatten();
+                let parent_chain = parent.chain();
+                let start =
+                    self.store.delegation_start(&parent.jti, actor_id.as_ref(), &parent_chain, parent.human()).await?;
+                let as_of = start.watermark;
+                if !start.parent_recorded {
                     return Err(TokenError::InvalidGrant(
                         "the subject token is not a warrant this server recorded".into(),
                     ));
@@ -773,16 +781,32 @@ impl Issuer {
                     Some(cnf) => Some(self.holder_proof(req, subject, cnf, proof.is_some(), now)?),
                 };
                 let aud = audience(&self.settings.audience, Some(&parent.aud), resource)?;
-                let (child, child_owner, assertion) = self.authenticate_to_issue(actor, now).await?;
+                let (child, child_owner, assertion) = match &actor_id {
+                    Some(id) => {
+                        let audiences = self.audiences(None);
+                        let (agent, unspent) =
+                            self.verify_client(start.actor, id, actor, &audiences, now, Spend::WithIssuance).await?;
+                        let owner = owner_of(&agent, start.actor_owner)?;
+                        (agent, owner, unspent)
+                    }
+                    None => self.authenticate_to_issue(actor, now).await?,
+                };
                 if let Some(holder_proof) = &holder_proof {
                     self.dpop.spend_verified(holder_proof, now).await.map_err(dpop_error)?;
                 }
                 let cnf = self.bind(proof.as_ref(), now).await?;
                 let parent_scope =
                     parent.scope().map_err(|e| TokenError::InvalidGrant(format!("the subject token's scope: {e}")))?;
-                let chain_agents = self.chain_agents(&parent.chain()).await?;
-                let chain_owners = self.owners_of(&chain_agents).await?;
-                let human = self.store.get_human(parent.human()).await?;
+                let chain_agents = parent_chain
+                    .iter()
+                    .zip(start.chain)
+                    .map(|(id, agent)| {
+                        agent.ok_or_else(|| {
+                            TokenError::InvalidGrant(format!("agent `{id}` in the delegation chain is not registered"))
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let (chain_owners, human) = (start.chain_owners, start.human);
                 let grant = grant_delegation(
                     &DelegationRequest {
                         parent: &parent,
@@ -860,32 +884,6 @@ impl Issuer {
             ));
         }
         Ok(proof)
-    }
-
-    async fn chain_agents(&self, chain: &[AgentId]) -> Result<Vec<Agent>, TokenError> {
-        let mut out = Vec::with_capacity(chain.len());
-        for id in chain {
-            let agent = self.store.get_agent(id).await?.ok_or_else(|| {
-                TokenError::InvalidGrant(format!("agent `{id}` in the delegation chain is not registered"))
-            })?;
-            out.push(agent);
-        }
-        Ok(out)
-    }
-
-    /// The distinct owners of `agents`, as registered now (a missing owner is left out,
-    /// which the delegation rules treat as disabled).
-    async fn owners_of(&self, agents: &[Agent]) -> Result<Vec<Human>, TokenError> {
-        let mut owners: Vec<Human> = Vec::new();
-        for agent in agents {
-            if owners.iter().any(|o| o.id == agent.owner) {
-                continue;
-            }
-            if let Some(owner) = self.store.get_human(&agent.owner).await? {
-                owners.push(owner);
-            }
-        }
-        Ok(owners)
     }
 
     /// The start of delegated work from a session this server opened: the session checked

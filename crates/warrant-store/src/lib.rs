@@ -35,8 +35,9 @@ pub use govern::{Attestation, FindingFilter, GovernStore, LiveWarrant, MAX_FINDI
 pub use guard::{GuardStore, LiveBudget, MAX_APPROVAL_LIST_LIMIT};
 pub use postgres::PgStore;
 pub use records::{
-    Issuance, IssuanceStart, IssueGuard, KeyMaterial, KeyPurpose, PepRecord, PolicyVersionRecord, RevocationKind,
-    RevocationRecord, SessionPurpose, SessionRecord, SpendCharge, SpentAssertion, StoredKey, TaskRecord, WarrantRecord,
+    DelegationStart, Issuance, IssuanceStart, IssueGuard, KeyMaterial, KeyPurpose, PepRecord, PolicyVersionRecord,
+    RevocationKind, RevocationRecord, SessionPurpose, SessionRecord, SpendCharge, SpentAssertion, StoredKey,
+    TaskRecord, WarrantRecord,
 };
 pub use sqlite::SqliteStore;
 
@@ -213,6 +214,17 @@ pub trait WarrantStore: Send + Sync {
     /// revocation watermark first (so that any revocation after the reads is checked
     /// when the warrant is recorded), then the agent and its owner.
     async fn issuance_start(&self, agent: &AgentId) -> Result<IssuanceStart, StoreError>;
+    /// What a delegation of the recorded warrant `parent` starts from, in one read where
+    /// the store can: the revocation watermark first, then whether `parent` is recorded,
+    /// the acting agent and its owner (when `actor` is given), each agent of the
+    /// parent's `chain` and their owners, and the `human` it traces to.
+    async fn delegation_start(
+        &self,
+        parent: &WarrantId,
+        actor: Option<&AgentId>,
+        chain: &[AgentId],
+        human: &HumanId,
+    ) -> Result<DelegationStart, StoreError>;
     /// One issued warrant.
     async fn get_warrant(&self, jti: &WarrantId) -> Result<Option<WarrantRecord>, StoreError>;
     /// The warrants delegated directly from `jti`.

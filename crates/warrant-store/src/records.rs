@@ -238,6 +238,27 @@ pub struct IssuanceStart {
     pub owner: Option<warrant_core::Human>,
 }
 
+/// What a delegation (a token exchange of a recorded warrant) starts from, read together
+/// ([`crate::WarrantStore::delegation_start`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DelegationStart {
+    /// The revocation watermark, read first (what [`IssueGuard::as_of`] is set to).
+    pub watermark: u64,
+    /// Whether the parent warrant is recorded.
+    pub parent_recorded: bool,
+    /// The acting agent, as registered (`None`: not registered, or not asked for).
+    pub actor: Option<warrant_core::Agent>,
+    /// The acting agent's owner, as registered.
+    pub actor_owner: Option<warrant_core::Human>,
+    /// Each agent of the parent's chain, in chain order (`None`: not registered).
+    pub chain: Vec<Option<warrant_core::Agent>>,
+    /// The distinct owners of the chain's agents, in chain order (a missing one is left
+    /// out).
+    pub chain_owners: Vec<warrant_core::Human>,
+    /// The human the parent warrant traces to, as registered.
+    pub human: Option<warrant_core::Human>,
+}
+
 /// A single-use client assertion, as spent ([`crate::WarrantStore::spend_assertion`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpentAssertion {

@@ -49,6 +49,7 @@ macro_rules! conformance {
             check_human_identity,
             check_agent_round_trip,
             check_issuance_start_reads_watermark_agent_and_owner,
+            check_delegation_start_reads_what_a_delegation_rests_on,
             check_agent_owner_must_exist,
             check_agent_duplicate_id_conflicts,
             check_list_agents,
@@ -535,6 +536,42 @@ async fn check_issuance_start_reads_watermark_agent_and_owner(store: &dyn Store)
     assert_eq!(after.agent.map(|a| a.status), Some(AgentStatus::Suspended));
     let unknown = store.issuance_start(&AgentId::parse("agt_unknown").unwrap()).await.unwrap();
     assert_eq!((unknown.agent, unknown.owner), (None, None));
+}
+
+/// What a delegation starts from: the watermark, whether the parent is recorded, the
+/// actor and its owner, the chain's agents and their distinct owners and the human, each
+/// as the single reads tell them; unknown ones are `None` or left out.
+async fn check_delegation_start_reads_what_a_delegation_rests_on(store: &dyn Store) {
+    let (t, root) = started_task(store, 1).await;
+    let (h2, a2) = principals(store, 2).await;
+    let a3 = agent(3, &h2, 300);
+    store.insert_agent(&a3).await.unwrap();
+    let child = warrant(2, &t, &a2, Some(&root), 1_001);
+    store.record_warrant(&child, None, &IssueGuard::default()).await.unwrap();
+    let start = store.delegation_start(&child.jti, Some(&a3.id), &child.chain, &t.human).await.unwrap();
+    assert_eq!(start.watermark, store.revocation_watermark().await.unwrap());
+    assert!(start.parent_recorded);
+    assert_eq!(start.actor.as_ref(), Some(&a3));
+    assert_eq!(start.actor_owner.as_ref(), Some(&h2));
+    let chain: Vec<_> = child.chain.iter().map(|id| Some(id.clone())).collect();
+    assert_eq!(start.chain.iter().map(|a| a.as_ref().map(|a| a.id.clone())).collect::<Vec<_>>(), chain);
+    let owners: Vec<_> = start.chain_owners.iter().map(|h| h.id.clone()).collect();
+    assert_eq!(owners, vec![t.human.clone(), h2.id.clone()], "distinct, in chain order");
+    assert_eq!(start.human.as_ref().map(|h| &h.id), Some(&t.human));
+
+    store.revoke(&revocation(1, RevocationKind::Agent, a3.id.as_str(), 300), UnixTime(300)).await.unwrap();
+    let unknown = AgentId::parse("agt_unknown").unwrap();
+    let missing = WarrantId::from_random([0xEE; 12]);
+    let later = store.delegation_start(&missing, None, &[root.agent.clone(), unknown], &h2.id).await.unwrap();
+    assert!(later.watermark > start.watermark);
+    assert!(!later.parent_recorded);
+    assert_eq!((later.actor, later.actor_owner), (None, None), "no actor asked for");
+    assert_eq!(later.chain.len(), 2);
+    assert!(later.chain[0].is_some() && later.chain[1].is_none(), "an unknown agent is None");
+    assert_eq!(later.chain_owners.len(), 1);
+    assert_eq!(later.human.map(|h| h.id), Some(h2.id));
+    let suspended = store.delegation_start(&child.jti, Some(&a3.id), &[], &t.human).await.unwrap();
+    assert_eq!(suspended.actor.map(|a| a.status), Some(AgentStatus::Suspended), "as registered now");
 }
 
 async fn check_agent_owner_must_exist(store: &dyn Store) {

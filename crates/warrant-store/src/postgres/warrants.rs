@@ -17,7 +17,7 @@ use super::{cached, col, get, lock_writes, time, warrant_cols, warrant_row, PgSt
 use crate::columns::revocation_names;
 use crate::columns::{budget_text, to_text, word, WARRANT_COLS};
 use crate::records::{
-    Issuance, IssuanceStart, IssueGuard, RevocationKind, RevocationRecord, TaskRecord, WarrantRecord,
+    DelegationStart, Issuance, IssuanceStart, IssueGuard, RevocationKind, RevocationRecord, TaskRecord, WarrantRecord,
 };
 use crate::{RevocationStore, StoreError, WarrantStore};
 
@@ -191,6 +191,38 @@ impl WarrantStore for PgStore {
             None => None,
         };
         Ok(IssuanceStart { watermark, agent, owner })
+    }
+
+    async fn delegation_start(
+        &self,
+        parent: &WarrantId,
+        actor: Option<&AgentId>,
+        chain: &[AgentId],
+        human: &HumanId,
+    ) -> Result<DelegationStart, StoreError> {
+        use crate::{AgentStore as _, HumanStore as _};
+        let watermark = self.revocation_watermark().await?;
+        let parent_recorded = self.get_warrant(parent).await?.is_some();
+        let actor = match actor {
+            Some(id) => self.get_agent(id).await?,
+            None => None,
+        };
+        let actor_owner = match &actor {
+            Some(a) => self.get_human(&a.owner).await?,
+            None => None,
+        };
+        let mut agents = Vec::with_capacity(chain.len());
+        for id in chain {
+            agents.push(self.get_agent(id).await?);
+        }
+        let mut chain_owners: Vec<warrant_core::Human> = Vec::new();
+        for agent in agents.iter().flatten() {
+            if !chain_owners.iter().any(|o| o.id == agent.owner) {
+                chain_owners.extend(self.get_human(&agent.owner).await?);
+            }
+        }
+        let human = self.get_human(human).await?;
+        Ok(DelegationStart { watermark, parent_recorded, actor, actor_owner, chain: agents, chain_owners, human })
     }
 
     async fn spend_assertion(

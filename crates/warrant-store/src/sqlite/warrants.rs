@@ -8,7 +8,7 @@ use warrant_core::{AgentId, AgentStatus, HumanId, HumanStatus, TaskId, UnixTime,
 use super::{budget_text, col, time, to_text, warrant_row, SqliteStore, WARRANT_COLS};
 use crate::columns::revocation_names;
 use crate::records::{
-    Issuance, IssuanceStart, IssueGuard, RevocationKind, RevocationRecord, TaskRecord, WarrantRecord,
+    DelegationStart, Issuance, IssuanceStart, IssueGuard, RevocationKind, RevocationRecord, TaskRecord, WarrantRecord,
 };
 use crate::{RevocationStore, StoreError, WarrantStore};
 
@@ -178,6 +178,38 @@ impl WarrantStore for SqliteStore {
                 None => None,
             };
             Ok(IssuanceStart { watermark, agent, owner })
+        })
+        .await
+    }
+
+    async fn delegation_start(
+        &self,
+        parent: &WarrantId,
+        actor: Option<&AgentId>,
+        chain: &[AgentId],
+        human: &HumanId,
+    ) -> Result<DelegationStart, StoreError> {
+        let (parent, actor, chain, human) = (parent.clone(), actor.cloned(), chain.to_vec(), human.clone());
+        // One trip to the blocking pool instead of one per read; the watermark first.
+        self.run(move |c| {
+            let watermark = watermark(c)?;
+            let parent_recorded = c
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM warrants WHERE jti = ?1)")?
+                .query_row([parent.as_str()], |row| row.get::<_, bool>(0))?;
+            let actor = actor.map(|id| super::agents::agent(c, &id)).transpose()?.flatten();
+            let actor_owner = match &actor {
+                Some(a) => super::humans::human(c, &a.owner)?,
+                None => None,
+            };
+            let chain = chain.iter().map(|id| super::agents::agent(c, id)).collect::<Result<Vec<_>, _>>()?;
+            let mut chain_owners: Vec<warrant_core::Human> = Vec::new();
+            for agent in chain.iter().flatten() {
+                if !chain_owners.iter().any(|o| o.id == agent.owner) {
+                    chain_owners.extend(super::humans::human(c, &agent.owner)?);
+                }
+            }
+            let human = super::humans::human(c, &human)?;
+            Ok(DelegationStart { watermark, parent_recorded, actor, actor_owner, chain, chain_owners, human })
         })
         .await
     }
