@@ -565,11 +565,27 @@ impl Issuer {
         let agent_id =
             claimed_agent(assertion).map_err(|e| TokenError::InvalidClient(format!("the client assertion: {e}")))?;
         let start = self.store.issuance_start(&agent_id).await?;
+        let (agent, owner, unspent) =
+            self.verify_read_client(start.agent, start.owner, &agent_id, assertion, now).await?;
+        Ok((agent, owner, unspent, start.watermark))
+    }
+
+    /// Verifies an agent's own `assertion` at the token endpoint against the agent
+    /// `agent_id` and its owner as read with the issuance's other reads (`None`: not
+    /// registered); the assertion is returned unspent, for the warrant's record to spend.
+    async fn verify_read_client(
+        &self,
+        agent: Option<Agent>,
+        owner: Option<Human>,
+        agent_id: &AgentId,
+        assertion: &str,
+        now: UnixTime,
+    ) -> Result<(Agent, Human, Option<SpentAssertion>), TokenError> {
         let audiences = self.audiences(None);
         let (agent, unspent) =
-            self.verify_client(start.agent, &agent_id, assertion, &audiences, now, Spend::WithIssuance).await?;
-        let owner = owner_of(&agent, start.owner)?;
-        Ok((agent, owner, unspent, start.watermark))
+            self.verify_client(agent, agent_id, assertion, &audiences, now, Spend::WithIssuance).await?;
+        let owner = owner_of(&agent, owner)?;
+        Ok((agent, owner, unspent))
     }
 
     /// The audiences a client assertion may name: the token endpoint, the issuer, and
@@ -782,13 +798,7 @@ impl Issuer {
                 };
                 let aud = audience(&self.settings.audience, Some(&parent.aud), resource)?;
                 let (child, child_owner, assertion) = match &actor_id {
-                    Some(id) => {
-                        let audiences = self.audiences(None);
-                        let (agent, unspent) =
-                            self.verify_client(start.actor, id, actor, &audiences, now, Spend::WithIssuance).await?;
-                        let owner = owner_of(&agent, start.actor_owner)?;
-                        (agent, owner, unspent)
-                    }
+                    Some(id) => self.verify_read_client(start.actor, start.actor_owner, id, actor, now).await?,
                     None => self.authenticate_to_issue(actor, now).await?,
                 };
                 if let Some(holder_proof) = &holder_proof {

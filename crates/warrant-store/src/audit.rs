@@ -240,7 +240,7 @@ pub trait AuditStore: Send + Sync {
     /// then. Every row's budget charges are added to the stored spends in that same
     /// transaction (and, like the rows, not at all when it fails), and so is every row's
     /// issuance ([`AuditRow::issuance`]); a refused one fails the whole append with its
-    /// `Revoked` or `Replayed`.
+    /// error (the [`Refusal`] as a `StoreError`).
     async fn append_audit(&self, rows: Vec<AuditRow>) -> Result<(), StoreError>;
     /// Appends `rows` onto the stored head, whatever it is now, in ONE transaction: when
     /// another writer moved the head since `rows` were chained, they are chained again

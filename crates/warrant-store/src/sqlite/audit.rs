@@ -12,6 +12,7 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use warrant_core::audit::{AuditKind, AuditRecord};
 use warrant_core::{AgentId, HumanId, TaskId, UnixTime, WarrantId};
 
+use super::warrants::WarrantText;
 use super::SqliteStore;
 use crate::audit::{Appended, AuditFilter, AuditRow, AuditStore, StoredCheckpoint, MAX_AUDIT_QUERY_LIMIT};
 use crate::StoreError;
@@ -85,18 +86,31 @@ fn head(c: &Connection) -> Result<Option<(u64, [u8; 32])>, StoreError> {
     .optional()?)
 }
 
+/// The text columns of each row's issuance (`None`: the row carries none), encoded before
+/// the write is queued; one that cannot be encoded refuses that issuance alone.
+fn issuance_texts(rows: &[AuditRow]) -> Vec<Option<Result<WarrantText, StoreError>>> {
+    rows.iter().map(|row| row.issuance.as_ref().map(|i| WarrantText::of(&i.warrant))).collect()
+}
+
 /// Appends `rows` inside the group commit's transaction (see `commit.rs`, which holds the
 /// write lock from its start): onto the stored head exactly (`rebase` false: `Conflict`
 /// otherwise), or chained again onto it when they do not continue it. Returns the new head.
-fn append(tx: &Connection, rows: &mut Vec<AuditRow>, rebase: bool) -> Result<Appended, StoreError> {
+fn append(
+    tx: &Connection,
+    rows: &mut Vec<AuditRow>,
+    texts: &[Option<Result<WarrantText, StoreError>>],
+    rebase: bool,
+) -> Result<Appended, StoreError> {
     let outcomes = rows
         .iter()
-        .map(|row| {
-            let Some(issuance) = &row.issuance else { return Ok(()) };
+        .zip(texts)
+        .map(|(row, text)| {
+            let (Some(issuance), Some(text)) = (&row.issuance, text) else { return Ok(()) };
+            let text = text.as_ref().map_err(Clone::clone)?;
             // A savepoint of its own: a refused issuance leaves nothing behind.
             let run = |sql: &str| tx.prepare_cached(sql).and_then(|mut statement| statement.execute([])).map(|_| ());
             run("SAVEPOINT issuance")?;
-            let recorded = super::warrants::record(tx, issuance);
+            let recorded = super::warrants::record(tx, issuance, text);
             if recorded.is_err() {
                 run("ROLLBACK TO issuance")?;
             }
@@ -180,11 +194,13 @@ fn query(c: &Connection, filter: &AuditFilter) -> Result<Vec<AuditRow>, StoreErr
 #[async_trait]
 impl AuditStore for SqliteStore {
     async fn append_audit(&self, mut rows: Vec<AuditRow>) -> Result<(), StoreError> {
-        self.write(move |c| append(c, &mut rows, false).map(|_| ())).await
+        let texts = issuance_texts(&rows);
+        self.write(move |c| append(c, &mut rows, &texts, false).map(|_| ())).await
     }
 
     async fn append_audit_at_head(&self, mut rows: Vec<AuditRow>) -> Result<Appended, StoreError> {
-        self.write(move |c| append(c, &mut rows, true)).await
+        let texts = issuance_texts(&rows);
+        self.write(move |c| append(c, &mut rows, &texts, true)).await
     }
 
     async fn audit_head(&self) -> Result<Option<(u64, [u8; 32])>, StoreError> {

@@ -32,12 +32,36 @@ fn spend(c: &Connection, agent: &AgentId, jti: &str, exp: UnixTime, now: UnixTim
     Ok(inserted == 1)
 }
 
-/// Records `issuance` in `tx` ([`crate::WarrantStore::record_warrant`]): its checks,
-/// the assertion spent, the task, the warrant and its chain's index rows. On an error
-/// the caller rolls back what was written (the write's savepoint).
-pub(super) fn record(tx: &Connection, issuance: &Issuance) -> Result<(), StoreError> {
+/// The columns of a warrant's row that are stored as text, encoded before its write is
+/// queued, so that the group commit's one thread does not serialize them.
+pub(super) struct WarrantText {
+    mode: String,
+    scope: String,
+    chain: String,
+    budget: Option<String>,
+    claims: Option<String>,
+}
+
+impl WarrantText {
+    /// `w`'s text columns.
+    pub(super) fn of(w: &WarrantRecord) -> Result<Self, StoreError> {
+        let corrupt = |e: serde_json::Error| StoreError::Corrupt(e.to_string());
+        Ok(WarrantText {
+            mode: to_text(&w.mode)?,
+            scope: serde_json::to_string(&w.scope).map_err(corrupt)?,
+            chain: serde_json::to_string(&w.chain).map_err(corrupt)?,
+            budget: budget_text(&w.budget)?,
+            claims: w.claims.as_ref().map(serde_json::to_string).transpose().map_err(corrupt)?,
+        })
+    }
+}
+
+/// Records `issuance`, whose warrant's text columns are `text`, in `tx`
+/// ([`crate::WarrantStore::record_warrant`]): its checks, the assertion spent, the task,
+/// the warrant and its chain's index rows. On an error the caller rolls back what was
+/// written (the write's savepoint).
+pub(super) fn record(tx: &Connection, issuance: &Issuance, text: &WarrantText) -> Result<(), StoreError> {
     let Issuance { warrant: w, new_task: task, guard } = issuance;
-    let corrupt = |e: serde_json::Error| StoreError::Corrupt(e.to_string());
     issuable(tx, w, task.as_ref(), guard)?;
     if let Some(a) = &guard.assertion {
         if !spend(tx, &a.agent, &a.jti, a.exp, a.now)? {
@@ -69,14 +93,14 @@ pub(super) fn record(tx: &Connection, issuance: &Issuance) -> Result<(), StoreEr
         w.task.as_str(),
         w.human.as_str(),
         w.sub,
-        to_text(&w.mode)?,
-        serde_json::to_string(&w.scope).map_err(corrupt)?,
-        serde_json::to_string(&w.chain).map_err(corrupt)?,
+        text.mode,
+        text.scope,
+        text.chain,
         w.kid,
         w.issued_at.0,
         w.expires_at.0,
-        budget_text(&w.budget)?,
-        w.claims.as_ref().map(serde_json::to_string).transpose().map_err(corrupt)?
+        text.budget,
+        text.claims
     ])?;
     // Every agent of the chain, so "every warrant whose chain contains this agent" is an
     // index lookup (agent revocation).
@@ -231,8 +255,9 @@ impl WarrantStore for SqliteStore {
         new_task: Option<&TaskRecord>,
         guard: &IssueGuard,
     ) -> Result<(), StoreError> {
+        let text = WarrantText::of(warrant)?;
         let issuance = Issuance { warrant: warrant.clone(), new_task: new_task.cloned(), guard: guard.clone() };
-        self.write(move |tx| record(tx, &issuance)).await
+        self.write(move |tx| record(tx, &issuance, &text)).await
     }
 
     async fn get_warrant(&self, jti: &WarrantId) -> Result<Option<WarrantRecord>, StoreError> {
