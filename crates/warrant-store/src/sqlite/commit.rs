@@ -206,7 +206,6 @@ fn commit(c: &Connection, batch: &mut [Job]) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::Ordering;
-    use std::sync::Arc;
 
     use rusqlite::Connection;
     use warrant_core::{AgentId, UnixTime};
@@ -300,7 +299,7 @@ mod tests {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let queued_before = store.committer.counts().queued.load(Ordering::Relaxed);
-        let conn = Arc::clone(&store.conn);
+        let conn = store.shared_conn();
         let held = conn.lock().unwrap();
         let tasks: Vec<_> = (0..n)
             .map(|v| {

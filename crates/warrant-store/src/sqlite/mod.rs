@@ -2,8 +2,9 @@
 //! `PRAGMA user_version`.
 //!
 //! Reads run on tokio's blocking pool, so the async executor never waits on disk, each on
-//! the first free of four connections (one for an in-memory or read-only database), so a
-//! long read never holds up the short ones behind it; reads on the hot path are served
+//! one of four connections (one for an in-memory or read-only database): the first free,
+//! or when all are busy the first to come free (`reads.rs`), so a long read never holds
+//! up the short ones behind it; reads on the hot path are served
 //! from the engine's in-memory state, not from here. Every write goes through the
 //! group-commit writer (`commit.rs`), one thread with a connection of its own that
 //! commits whatever is queued in one transaction, so readers and the writer never wait
@@ -27,12 +28,12 @@ mod humans;
 mod keys;
 mod peps;
 mod policies;
+mod reads;
 mod ssf;
 mod warrants;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::types::Type;
@@ -63,21 +64,27 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0014_console.sql"),
 ];
 
-/// Read connections a database file has beside the first one.
-const EXTRA_READERS: usize = 3;
+/// Read connections a database file has.
+const READERS: usize = 4;
 
-/// Which connection a read waits for when every one is busy.
-static NEXT_READER: AtomicUsize = AtomicUsize::new(0);
+/// Where reads run.
+#[derive(Clone)]
+enum Reads {
+    /// The one connection an in-memory or read-only database has, shared with its
+    /// group-commit writer.
+    Shared(Arc<Mutex<Connection>>),
+    /// A database file's read connections (the group-commit writer has its own).
+    Pool(Arc<reads::ReadPool>),
+}
 
 /// The SQLite store.
 #[derive(Clone)]
 pub struct SqliteStore {
-    /// Reads (and the one write that must run outside a transaction: sealing keys).
-    conn: Arc<Mutex<Connection>>,
-    /// More read connections (a database file only): a read takes the first free one,
-    /// so a long read (a governance sweep over every live warrant, an audit export)
-    /// never holds up the short reads of issuance and revocation behind it.
-    readers: Arc<[Mutex<Connection>]>,
+    /// Reads (and the one write that must run outside a transaction: sealing keys): a
+    /// read takes a free connection, so a long read (a governance sweep over every live
+    /// warrant, an audit export) never holds up the short reads of issuance and
+    /// revocation behind it.
+    reads: Reads,
     /// Every other write, group-committed on a connection of its own ([`commit`]).
     committer: commit::Committer,
 }
@@ -195,15 +202,14 @@ impl SqliteStore {
         Self::settings(&writer)?;
         writer.pragma_update(None, "wal_autocheckpoint", 0)?;
         let committer = commit::Committer::start(Arc::new(Mutex::new(writer)), true)?;
-        let readers = (0..EXTRA_READERS)
-            .map(|_| {
-                let reader = Connection::open(path)?;
-                Self::settings(&reader)?;
-                reader.pragma_update(None, "wal_autocheckpoint", 0)?;
-                Ok(Mutex::new(reader))
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)), readers: readers.into(), committer })
+        let mut readers = vec![conn];
+        for _ in 1..READERS {
+            let reader = Connection::open(path)?;
+            Self::settings(&reader)?;
+            reader.pragma_update(None, "wal_autocheckpoint", 0)?;
+            readers.push(reader);
+        }
+        Ok(SqliteStore { reads: Reads::Pool(Arc::new(reads::ReadPool::new(readers))), committer })
     }
 
     /// Opens the existing database at `path` for reading only: nothing is written,
@@ -256,7 +262,7 @@ impl SqliteStore {
     fn sharing(conn: Connection) -> Result<Self, StoreError> {
         let conn = Arc::new(Mutex::new(conn));
         let committer = commit::Committer::start(Arc::clone(&conn), false)?;
-        Ok(SqliteStore { conn, readers: Arc::new([]), committer })
+        Ok(SqliteStore { reads: Reads::Shared(conn), committer })
     }
 
     fn configure(conn: &mut Connection) -> Result<(), StoreError> {
@@ -288,33 +294,37 @@ impl SqliteStore {
         self.committer.write(f).await
     }
 
-    /// Runs `f` on the connection on tokio's blocking pool.
+    /// Runs `f` on a read connection on tokio's blocking pool (waiting, off that pool,
+    /// for one to be free).
     pub(crate) async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let (conn, readers) = (Arc::clone(&self.conn), Arc::clone(&self.readers));
-        tokio::task::spawn_blocking(move || {
-            let poisoned = || StoreError::Backend("the connection lock is poisoned".into());
-            // The first free connection; when every one is busy, the next in turn.
-            let free = std::iter::once(&*conn).chain(readers.iter()).find_map(|c| c.try_lock().ok());
-            let mut guard = match free {
-                Some(guard) => guard,
-                None => {
-                    let turn = NEXT_READER.fetch_add(1, Ordering::Relaxed) % (readers.len() + 1);
-                    std::iter::once(&*conn)
-                        .chain(readers.iter())
-                        .nth(turn)
-                        .unwrap_or(&conn)
-                        .lock()
-                        .map_err(|_| poisoned())?
-                }
-            };
-            f(&mut guard)
-        })
-        .await
-        .map_err(|e| StoreError::Backend(format!("storage task failed: {e}")))?
+        let task = match &self.reads {
+            Reads::Shared(conn) => {
+                let conn = Arc::clone(conn);
+                tokio::task::spawn_blocking(move || {
+                    let mut guard =
+                        conn.lock().map_err(|_| StoreError::Backend("the connection lock is poisoned".into()))?;
+                    f(&mut guard)
+                })
+            }
+            Reads::Pool(pool) => {
+                let mut lease = pool.lease().await?;
+                tokio::task::spawn_blocking(move || f(lease.conn()?))
+            }
+        };
+        task.await.map_err(|e| StoreError::Backend(format!("storage task failed: {e}")))?
+    }
+
+    /// The one connection of an in-memory or read-only store (tests hold it).
+    #[cfg(test)]
+    pub(crate) fn shared_conn(&self) -> Arc<Mutex<Connection>> {
+        match &self.reads {
+            Reads::Shared(conn) => Arc::clone(conn),
+            Reads::Pool(_) => panic!("a database file has no shared connection"),
+        }
     }
 }
 
@@ -341,14 +351,15 @@ mod tests {
     }
 
     /// A read held up on one connection (a long sweep, say) does not hold up the others:
-    /// with the first connection and all but one extra reader held, reads still answer
-    /// (on the one left), and see what was committed.
+    /// with all but one connection leased, reads still answer (on the one left), and see
+    /// what was committed.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_long_read_does_not_hold_up_the_others() {
         use crate::HumanStore as _;
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("r.db")).unwrap();
-        assert_eq!(store.readers.len(), EXTRA_READERS);
+        let Reads::Pool(pool) = &store.reads else { panic!("a database file has a pool") };
+        assert_eq!(pool.free(), READERS);
         let owner = warrant_core::Human {
             id: HumanId::parse("hum_reads").unwrap(),
             name: "Reads".into(),
@@ -361,13 +372,63 @@ mod tests {
             identity: None,
         };
         store.insert_human(&owner).await.unwrap();
-        let held: Vec<_> =
-            std::iter::once(&*store.conn).chain(store.readers.iter().skip(1)).map(|c| c.lock().unwrap()).collect();
+        let mut held = Vec::new();
+        for _ in 1..READERS {
+            held.push(pool.lease().await.unwrap());
+        }
         for _ in 0..20 {
             let read = tokio::time::timeout(std::time::Duration::from_secs(60), store.get_human(&owner.id));
             let found = read.await.expect("a read waited for a held connection").unwrap();
             assert_eq!(found.as_ref().map(|h| &h.id), Some(&owner.id));
         }
         drop(held);
+        assert_eq!(pool.free(), READERS, "a connection was not given back");
+    }
+
+    /// When every connection is busy, a read waits for whichever comes free first, not
+    /// for one picked in advance: with all of them held, reads queued, and all but one
+    /// let go (the one a long sweep keeps), every queued read answers.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_waits_for_the_first_free_connection() {
+        use crate::HumanStore as _;
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("q.db")).unwrap();
+        let Reads::Pool(pool) = &store.reads else { panic!("a database file has a pool") };
+        let id = HumanId::parse("hum_nobody").unwrap();
+        let long = pool.lease().await.unwrap();
+        let mut busy = Vec::new();
+        for _ in 1..READERS {
+            busy.push(pool.lease().await.unwrap());
+        }
+        let reads: Vec<_> = (0..16)
+            .map(|_| {
+                let (store, id) = (store.clone(), id.clone());
+                tokio::spawn(async move { store.get_human(&id).await })
+            })
+            .collect();
+        while pool.waiting() < 1 {
+            tokio::task::yield_now().await;
+        }
+        drop(busy);
+        for read in reads {
+            let answered = tokio::time::timeout(std::time::Duration::from_secs(60), read).await;
+            assert!(answered.expect("a read waited for the one connection still held").unwrap().unwrap().is_none());
+        }
+        drop(long);
+    }
+
+    /// A read that panics gives its connection back: the pool never shrinks.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_read_gives_its_connection_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("p.db")).unwrap();
+        let Reads::Pool(pool) = &store.reads else { panic!("a database file has a pool") };
+        for _ in 0..READERS * 2 {
+            let failed = store.run::<(), _>(|_| panic!("a read that panics")).await;
+            assert!(matches!(failed, Err(StoreError::Backend(_))), "{failed:?}");
+        }
+        assert_eq!(pool.free(), READERS);
+        let one: i64 = store.run(|c| Ok(c.query_row("SELECT 1", [], |r| r.get(0))?)).await.unwrap();
+        assert_eq!(one, 1);
     }
 }
