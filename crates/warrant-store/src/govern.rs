@@ -80,4 +80,8 @@ pub trait GovernStore: Send + Sync {
     /// Every warrant unexpired at `now`, not revoked, whose task has not ended, in
     /// issuance order.
     async fn live_warrants(&self, now: UnixTime) -> Result<Vec<LiveWarrant>, StoreError>;
+    /// The [`live_warrants`](Self::live_warrants) whose delegation chain includes
+    /// `agent` (the ones it holds and every one delegated from them), in issuance order:
+    /// what a sweep of that one agent looks at, without reading whole warrant records.
+    async fn live_warrants_through(&self, agent: &AgentId, now: UnixTime) -> Result<Vec<LiveWarrant>, StoreError>;
 }

@@ -1823,6 +1823,19 @@ async fn check_govern_live_warrants(store: &dyn Store) {
     );
     assert_eq!(store.live_warrants(UnixTime(1_600)).await.unwrap(), vec![live(&mid), live(&leaf)]);
     assert!(store.live_warrants(UnixTime(10_000)).await.unwrap().is_empty());
+
+    // Through one agent: the live warrants whose chain names it, by the same rules.
+    let through = |agent: &Agent, at: i64| {
+        let id = agent.id.clone();
+        async move { store.live_warrants_through(&id, UnixTime(at)).await.unwrap() }
+    };
+    assert_eq!(through(&a, 1_100).await, vec![live(&root), live(&mid), live(&leaf)]);
+    assert_eq!(through(&b, 1_100).await, vec![live(&mid), live(&leaf)]);
+    assert_eq!(through(&c, 1_100).await, vec![live(&early), live(&leaf)]);
+    assert_eq!(through(&b, 1_049).await, vec![live(&mid), live(&leaf), live(&expired)]);
+    assert_eq!(through(&c, 1_600).await, vec![live(&leaf)]);
+    assert!(through(&a, 10_000).await.is_empty());
+    assert!(store.live_warrants_through(&AgentId::from_random([9; 12]), UnixTime(1_100)).await.unwrap().is_empty());
 }
 
 // ---------------------------------------------------------------------------------------

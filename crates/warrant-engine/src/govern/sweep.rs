@@ -85,21 +85,15 @@ impl Governance {
         self.sweep_scope(Some(agents)).await
     }
 
+    /// The live warrants whose chain includes one of `agents`, each once: what their
+    /// holdings, delegation depth and fan-out are counted from.
     async fn live_of(&self, agents: &HashSet<AgentId>, now: UnixTime) -> Result<Vec<LiveWarrant>, StoreError> {
         let mut out = Vec::new();
         let mut seen = HashSet::new();
         for id in agents {
-            for w in self.store.live_warrants_with_agent(id, now).await? {
-                let revoked = self.revocation.warrant_revoked(&w.jti).is_some() || self.revocation.task_ended(&w.task);
-                if !revoked && seen.insert(w.jti.clone()) {
-                    out.push(LiveWarrant {
-                        depth: w.chain.len(),
-                        jti: w.jti,
-                        parent: w.parent,
-                        agent: w.agent,
-                        issued_at: w.issued_at,
-                        expires_at: w.expires_at,
-                    });
+            for w in self.store.live_warrants_through(id, now).await? {
+                if seen.insert(w.jti.clone()) {
+                    out.push(w);
                 }
             }
         }

@@ -39,6 +39,15 @@ fn attestation_row(row: &Row) -> Result<Attestation, StoreError> {
     })
 }
 
+/// A live warrant's columns, as [`live_warrant_row`] reads them (`w`: the warrants table;
+/// `chain` is JSON text, as on SQLite: its length is the depth).
+const LIVE_COLS: &str = "w.jti, w.parent, w.agent, json_array_length(w.chain::json)::BIGINT, w.issued_at, w.expires_at";
+
+/// What makes warrant `w` live at `$1`: unexpired, not revoked, its task not ended.
+const LIVE_WHERE: &str = "w.expires_at > $1 \
+     AND NOT EXISTS (SELECT 1 FROM revoked_warrants r WHERE r.jti = w.jti) \
+     AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = w.task AND t.completed_at IS NOT NULL)";
+
 fn live_warrant_row(row: &Row) -> Result<LiveWarrant, StoreError> {
     let depth: i64 = get(row, 3)?;
     let depth = usize::try_from(depth)
@@ -208,19 +217,21 @@ impl GovernStore for PgStore {
     async fn live_warrants(&self, now: UnixTime) -> Result<Vec<LiveWarrant>, StoreError> {
         let client = self.client().await?;
         // One pass over the unexpired warrants; the revocation and task checks are
-        // primary-key lookups. `chain` is JSON text (as on SQLite): its length is the depth.
-        let rows = client
-            .query(
-                "SELECT w.jti, w.parent, w.agent, json_array_length(w.chain::json)::BIGINT, w.issued_at, \
-                 w.expires_at \
-                 FROM warrants w \
-                 WHERE w.expires_at > $1 \
-                 AND NOT EXISTS (SELECT 1 FROM revoked_warrants r WHERE r.jti = w.jti) \
-                 AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = w.task AND t.completed_at IS NOT NULL) \
-                 ORDER BY w.issued_at, w.rowid",
-                &[&now.0],
-            )
-            .await?;
+        // primary-key lookups.
+        let sql = format!("SELECT {LIVE_COLS} FROM warrants w WHERE {LIVE_WHERE} ORDER BY w.issued_at, w.rowid");
+        let rows = client.query(&sql, &[&now.0]).await?;
+        rows.iter().map(live_warrant_row).collect()
+    }
+
+    async fn live_warrants_through(&self, agent: &AgentId, now: UnixTime) -> Result<Vec<LiveWarrant>, StoreError> {
+        let client = self.client().await?;
+        // The agent index first (every warrant whose chain names the agent), then the
+        // same checks as `live_warrants`.
+        let sql = format!(
+            "SELECT {LIVE_COLS} FROM warrant_agents a JOIN warrants w ON w.jti = a.jti \
+             WHERE a.agent = $2 AND {LIVE_WHERE} ORDER BY w.issued_at, w.rowid"
+        );
+        let rows = client.query(&sql, &[&now.0, &agent.as_str()]).await?;
         rows.iter().map(live_warrant_row).collect()
     }
 }

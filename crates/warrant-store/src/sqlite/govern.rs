@@ -53,6 +53,14 @@ fn attestation_row(row: &Row<'_>) -> rusqlite::Result<Attestation> {
     })
 }
 
+/// A live warrant's columns, as [`live_warrant_row`] reads them (`w`: the warrants table).
+const LIVE_COLS: &str = "w.jti, w.parent, w.agent, json_array_length(w.chain), w.issued_at, w.expires_at";
+
+/// What makes warrant `w` live at `?1`: unexpired, not revoked, its task not ended.
+const LIVE_WHERE: &str = "w.expires_at > ?1 \
+     AND NOT EXISTS (SELECT 1 FROM revoked_warrants r WHERE r.jti = w.jti) \
+     AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = w.task AND t.completed_at IS NOT NULL)";
+
 fn live_warrant_row(row: &Row<'_>) -> rusqlite::Result<LiveWarrant> {
     let parent: Option<String> = row.get(1)?;
     let parent = parent
@@ -232,15 +240,26 @@ impl GovernStore for SqliteStore {
         self.run(move |c| {
             // One pass over the unexpired warrants; the revocation and task checks are
             // primary-key lookups.
-            let mut stmt = c.prepare_cached(
-                "SELECT w.jti, w.parent, w.agent, json_array_length(w.chain), w.issued_at, w.expires_at \
-                 FROM warrants w \
-                 WHERE w.expires_at > ?1 \
-                 AND NOT EXISTS (SELECT 1 FROM revoked_warrants r WHERE r.jti = w.jti) \
-                 AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = w.task AND t.completed_at IS NOT NULL) \
-                 ORDER BY w.issued_at, w.rowid",
-            )?;
+            let sql = format!("SELECT {LIVE_COLS} FROM warrants w WHERE {LIVE_WHERE} ORDER BY w.issued_at, w.rowid");
+            let mut stmt = c.prepare_cached(&sql)?;
             let rows = stmt.query_map([now.0], live_warrant_row)?.collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn live_warrants_through(&self, agent: &AgentId, now: UnixTime) -> Result<Vec<LiveWarrant>, StoreError> {
+        let agent = agent.clone();
+        self.run(move |c| {
+            // The agent index first (every warrant whose chain names the agent), then the
+            // same checks as `live_warrants`.
+            let sql = format!(
+                "SELECT {LIVE_COLS} FROM warrant_agents a CROSS JOIN warrants w ON w.jti = a.jti \
+                 WHERE a.agent = ?2 AND {LIVE_WHERE} ORDER BY w.issued_at, w.rowid"
+            );
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows =
+                stmt.query_map(params![now.0, agent.as_str()], live_warrant_row)?.collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
         .await
