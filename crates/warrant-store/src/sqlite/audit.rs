@@ -79,11 +79,12 @@ fn checkpoint_row(row: &Row<'_>) -> rusqlite::Result<StoredCheckpoint> {
     })
 }
 
+/// The stored head: read in every audit batch's transaction, so prepared once per
+/// connection rather than parsed and planned each time.
 fn head(c: &Connection) -> Result<Option<(u64, [u8; 32])>, StoreError> {
-    Ok(c.query_row("SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1", [], |r| {
-        Ok((seq(r, 0)?, hash(r, 1)?))
-    })
-    .optional()?)
+    Ok(c.prepare_cached("SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1")?
+        .query_row([], |r| Ok((seq(r, 0)?, hash(r, 1)?)))
+        .optional()?)
 }
 
 /// The text columns of each row's issuance (`None`: the row carries none), encoded before
