@@ -393,6 +393,7 @@ fn audit_verify_names_the_first_tampered_record() {
 
     // An edited record: the verifier names it, and exits 1.
     let db = rusqlite::Connection::open(data.join("warrant.db")).unwrap();
+    warrant_store::sqlite::settle_audit_tail(&db).unwrap();
     let edited: usize = db
         .execute("UPDATE audit_records SET body = replace(body, 'h1@example.com', 'x1@example.com') WHERE body LIKE '%h1@example.com%'", [])
         .unwrap();
@@ -429,6 +430,7 @@ fn audit_verify_reads_the_witness_and_names_a_truncated_tail_and_a_wiped_log() {
     assert_eq!(report["witness"]["ok"], true, "{report}");
     let head: i64 = {
         let db = rusqlite::Connection::open(data.join("warrant.db")).unwrap();
+        warrant_store::sqlite::settle_audit_tail(&db).unwrap();
         db.query_row("SELECT MAX(seq) FROM audit_records", [], |r| r.get(0)).unwrap()
     };
     assert!(head >= 3);

@@ -106,8 +106,11 @@ async fn verify_file(dir: &Path) -> VerifyReport {
     verify(&store).await
 }
 
+/// Runs `sql` on the database file, every record first moved into the indexed table
+/// (where the edits below look for them).
 fn tamper(dir: &Path, sql: &str) {
     let conn = rusqlite::Connection::open(db(dir)).unwrap();
+    warrant_store::sqlite::settle_audit_tail(&conn).unwrap();
     conn.execute_batch(sql).unwrap();
 }
 
@@ -441,7 +444,7 @@ async fn fail_closed_while_sqlite_refuses_writes_then_the_chain_resumes() {
     }
     tamper(
         dir.path(),
-        "CREATE TRIGGER refuse BEFORE INSERT ON audit_records BEGIN SELECT RAISE(ABORT, 'disk is read-only'); END;",
+        "CREATE TRIGGER refuse BEFORE INSERT ON audit_tail BEGIN SELECT RAISE(ABORT, 'disk is read-only'); END;",
     );
     for i in 8..=12 {
         let err = w.submit(entry(i)).await.unwrap_err();
@@ -702,6 +705,7 @@ async fn keys_at_rest_a_copied_database_without_its_kek_cannot_sign() {
 /// (in the only form they can write without the KEK: plaintext).
 fn rechain_and_resign(dir: &Path, edited: u64, signer: &KeyPair) {
     let conn = rusqlite::Connection::open(db(dir)).unwrap();
+    warrant_store::sqlite::settle_audit_tail(&conn).unwrap();
     let rows: Vec<(i64, String, Vec<u8>)> = conn
         .prepare("SELECT seq, body, prev_hash FROM audit_records ORDER BY seq")
         .unwrap()
@@ -855,8 +859,11 @@ async fn migration_seals_plaintext_keys_of_an_old_database_and_its_log_still_ver
     }
     {
         let conn = rusqlite::Connection::open(db(dir.path())).unwrap();
+        // An old database holds every record in `audit_records`.
+        warrant_store::sqlite::settle_audit_tail(&conn).unwrap();
         conn.execute_batch(
             "DELETE FROM signing_keys;
+             DROP TABLE audit_tail;
              DROP TABLE console_logins;
              DROP TABLE console_sessions;
              DROP INDEX agents_spiffe;

@@ -171,6 +171,7 @@ async fn an_edited_record_under_a_running_server_is_named_by_verify() {
     let db = rusqlite::Connection::open(s.data.join("warrant.db")).unwrap();
     // A bound on waiting for a write of the server's, not a pause.
     db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    warrant_store::sqlite::settle_audit_tail(&db).unwrap();
     let edited = db
         .execute(
             "UPDATE audit_records SET body = replace(body, '\"allow\"', '\"deny\"'), decision = 'deny' WHERE seq = ?1",
@@ -213,6 +214,7 @@ async fn a_wiped_log_is_named_by_verify_through_the_witness() {
     let db = rusqlite::Connection::open(s.data.join("warrant.db")).unwrap();
     // A bound on waiting for a write of the server's, not a pause.
     db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    warrant_store::sqlite::settle_audit_tail(&db).unwrap();
     db.execute_batch("DELETE FROM audit_records; DELETE FROM audit_checkpoints;").unwrap();
     drop(db);
     let report = s.verify_audit().await;

@@ -19,11 +19,20 @@
 //!   write before it, committed or in the same batch, exactly as one transaction per
 //!   write would.
 //!
-//! The thread ends when the last [`Committer`] handle is dropped.
+//! The same thread keeps the audit log's unindexed tail short (see `audit.rs`): a batch
+//! that finds [`super::audit::SETTLE_ROWS`] records waiting moves them into the indexed
+//! table inside its own transaction, before its writes, so the move shares the batch's
+//! sync; after [`IDLE_SETTLE`] without a write, the whole tail is moved in a transaction
+//! of its own, and again when the writer stops. A move that fails is rolled back alone
+//! (the records stay in the tail, as durable and as readable) and tried again later.
+//!
+//! The thread ends when the last [`Committer`] handle is dropped, and that drop waits for
+//! it.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
@@ -32,6 +41,9 @@ use crate::StoreError;
 
 /// The most writes committed in one transaction.
 pub(crate) const MAX_BATCH: usize = 1024;
+
+/// How long the writer waits, idle, before it moves the audit tail on its own.
+pub(crate) const IDLE_SETTLE: Duration = Duration::from_millis(200);
 
 /// One queued write: runs inside the batch's transaction, then learns how the commit went.
 trait Write: Send {
@@ -83,8 +95,26 @@ type Job = Box<dyn Write>;
 /// same thread.
 #[derive(Clone)]
 pub(crate) struct Committer {
+    // Declared before `_thread`: the last clone drops its sender (which ends the thread's
+    // loop) before it waits for the thread.
     queue: mpsc::Sender<Job>,
     counts: Arc<Counts>,
+    /// Held for its drop only.
+    _thread: Arc<Stopping>,
+}
+
+/// The writer thread, waited for when the last [`Committer`] is dropped: its last move of
+/// the audit tail is done, and its connection closed, when the store's drop returns.
+struct Stopping(Mutex<Option<std::thread::JoinHandle<()>>>);
+
+impl Drop for Stopping {
+    fn drop(&mut self) {
+        let Some(handle) = self.0.get_mut().ok().and_then(Option::take) else { return };
+        // Never from the writer itself (a write that held the last handle).
+        if handle.thread().id() != std::thread::current().id() && handle.join().is_err() {
+            tracing::error!("the storage writer panicked");
+        }
+    }
 }
 
 /// How much the writer has done, for tests and metrics.
@@ -112,11 +142,11 @@ impl Committer {
         let (queue, jobs) = mpsc::channel::<Job>();
         let counts = Arc::new(Counts::default());
         let counted = Arc::clone(&counts);
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("warrant-sqlite-commit".into())
             .spawn(move || run(&conn, &jobs, &counted, checkpoints.then(super::checkpoint::Pacer::new)))
             .map_err(|e| StoreError::Backend(format!("cannot start the storage writer: {e}")))?;
-        Ok(Committer { queue, counts })
+        Ok(Committer { queue, counts, _thread: Arc::new(Stopping(Mutex::new(Some(handle)))) })
     }
 
     /// The writer's counters.
@@ -148,7 +178,24 @@ fn run(
     counts: &Counts,
     mut pacer: Option<super::checkpoint::Pacer>,
 ) {
-    while let Ok(first) = jobs.recv() {
+    // Whether records may wait in the audit tail since the last idle move.
+    let mut unsettled = false;
+    loop {
+        let first = if unsettled {
+            match jobs.recv_timeout(IDLE_SETTLE) {
+                Ok(job) => job,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    unsettled = !settle_all(conn);
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match jobs.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            }
+        };
         let mut batch = Vec::with_capacity(16);
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -162,6 +209,7 @@ fn run(
             Ok(guard) => commit(&guard, &mut batch),
             Err(_) => Err(StoreError::Backend("the connection lock is poisoned".into())),
         };
+        unsettled |= commit.is_ok();
         for job in batch {
             job.answer(commit.clone());
         }
@@ -170,13 +218,38 @@ fn run(
             pacer.after_batch(&guard);
         }
     }
+    // Stopping: leave every record indexed, for whoever opens the file next.
+    if unsettled {
+        settle_all(conn);
+    }
 }
 
-/// Runs `batch` in one transaction, each write in its own savepoint, and commits.
+/// Moves the whole audit tail into the indexed table in a transaction of its own, when
+/// the writer is idle or stopping; `true` when it did (or there was nothing to move).
+fn settle_all(conn: &Mutex<Connection>) -> bool {
+    let Ok(c) = conn.lock() else { return false };
+    match super::audit::settle_audit_tail(&c) {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot index the newest audit records yet; tried again later");
+            false
+        }
+    }
+}
+
+/// Runs `batch` in one transaction, each write in its own savepoint, and commits; first
+/// moves the audit tail into the indexed table when it is due (in a savepoint of its own:
+/// a move that fails leaves the tail as it was and the batch goes on).
 fn commit(c: &Connection, batch: &mut [Job]) -> Result<(), StoreError> {
     // Prepared once per connection: these run for every write.
     let run = |sql: &str| c.prepare_cached(sql).and_then(|mut statement| statement.execute([])).map(|_| ());
     run("BEGIN IMMEDIATE")?;
+    run("SAVEPOINT settle")?;
+    if let Err(e) = super::audit::settle_due(c) {
+        tracing::warn!(error = %e, "cannot index the newest audit records yet; tried again later");
+        run("ROLLBACK TO settle")?;
+    }
+    run("RELEASE settle")?;
     let applied = (|| {
         for job in batch.iter_mut() {
             run("SAVEPOINT write")?;

@@ -34,6 +34,8 @@ mod warrants;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+
+pub use audit::settle_audit_tail;
 use std::sync::{Arc, Mutex};
 
 use rusqlite::types::Type;
@@ -62,6 +64,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0012_ssf_transmitter.sql"),
     include_str!("../../migrations/sqlite/0013_agent_spiffe.sql"),
     include_str!("../../migrations/sqlite/0014_console.sql"),
+    include_str!("../../migrations/sqlite/0015_audit_tail.sql"),
 ];
 
 /// Read connections a database file has.
