@@ -89,9 +89,9 @@ fn checkpoint_row(row: &Row<'_>) -> rusqlite::Result<StoredCheckpoint> {
 }
 
 /// Once this many records wait in the tail, the next batch moves them into the indexed
-/// table in its own transaction (one log sync for both). Small on purpose: a move of 16
-/// records adds a dozen pages to one commit in sixteen, where a move of 256 added over a
-/// hundred to one commit in 256 and showed in the open-loop p99 (BENCHMARKS.md).
+/// table in its own transaction (one log sync for both). Small on purpose: every move
+/// makes one commit longer, and moves of 256 at once showed in the p99 of a steady load
+/// where moves of 16 did not (BENCHMARKS.md, section 16).
 pub(crate) const SETTLE_ROWS: i64 = 16;
 
 /// The most records one move takes, so a backlog is moved a bounded piece at a time.
