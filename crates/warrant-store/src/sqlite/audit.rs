@@ -714,6 +714,44 @@ mod tests {
         assert_eq!(indexed, 1003);
     }
 
+    /// A move that keeps failing (here the indexed table refuses every insert) costs one
+    /// batch in [`super::super::commit::SETTLE_BACKOFF_BATCHES`], not every batch; the
+    /// records stay in the tail, acknowledged and readable, and move once the table takes
+    /// them again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_move_is_not_retried_by_every_batch() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        store
+            .write(|c| {
+                c.execute_batch(
+                    "CREATE TRIGGER refuse BEFORE INSERT ON audit_records BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+                )?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let failed =
+            |store: &SqliteStore| store.committer.counts().failed_moves.load(std::sync::atomic::Ordering::Relaxed);
+        let mut prev = GENESIS;
+        for seq in 1..=60u64 {
+            let row = rows(seq, 1, prev);
+            prev = row[0].record.hash;
+            store.append_audit(row).await.unwrap();
+        }
+        assert_eq!(failed(&store), 1, "every batch tried the failing move again");
+        assert_eq!(store.audit_records(1, 100).await.unwrap().len(), 60);
+        assert_eq!(store.audit_head().await.unwrap().map(|h| h.0), Some(60));
+        let moved = store
+            .write(|c| {
+                c.execute_batch("DROP TRIGGER refuse")?;
+                settle(c, 1, SETTLE_MOST)
+            })
+            .await
+            .unwrap();
+        assert_eq!(moved, 60);
+        assert_eq!(store.audit_records(1, 100).await.unwrap().len(), 60);
+    }
+
     #[tokio::test]
     async fn checkpoints_page_and_latest() {
         let store = SqliteStore::open_in_memory().unwrap();

@@ -24,7 +24,8 @@
 //! table inside its own transaction, before its writes, so the move shares the batch's
 //! sync; after [`IDLE_SETTLE`] without a write, the whole tail is moved in a transaction
 //! of its own, and again when the writer stops. A move that fails is rolled back alone
-//! (the records stay in the tail, as durable and as readable) and tried again later.
+//! (the records stay in the tail, as durable and as readable) and tried again later: by
+//! the idle writer, and by a batch only after [`SETTLE_BACKOFF_BATCHES`] batches without.
 //!
 //! The thread ends when the last [`Committer`] handle is dropped, and that drop waits for
 //! it.
@@ -44,6 +45,11 @@ pub(crate) const MAX_BATCH: usize = 1024;
 
 /// How long the writer waits, idle, before it moves the audit tail on its own.
 pub(crate) const IDLE_SETTLE: Duration = Duration::from_millis(200);
+
+/// After a move of the audit tail failed inside a batch, the batches that skip the move
+/// before one tries again: a move that keeps failing (the indexed table unwritable while
+/// the tail is not) is not copied and rolled back by every batch. Idle moves go on.
+pub(crate) const SETTLE_BACKOFF_BATCHES: u64 = 1024;
 
 /// One queued write: runs inside the batch's transaction, then learns how the commit went.
 trait Write: Send {
@@ -124,6 +130,8 @@ pub(crate) struct Counts {
     pub(crate) queued: AtomicU64,
     /// Transactions committed (or attempted) since start.
     pub(crate) batches: AtomicU64,
+    /// Moves of the audit tail inside a batch that failed (and were rolled back).
+    pub(crate) failed_moves: AtomicU64,
 }
 
 impl std::fmt::Debug for Committer {
@@ -180,6 +188,8 @@ fn run(
 ) {
     // Whether records may wait in the audit tail since the last idle move.
     let mut unsettled = false;
+    // Batches left before a batch tries to move the tail again, after a move failed.
+    let mut skip_moves = 0u64;
     loop {
         let first = if unsettled {
             match jobs.recv_timeout(IDLE_SETTLE) {
@@ -205,10 +215,18 @@ fn run(
             }
         }
         counts.batches.fetch_add(1, Ordering::Relaxed);
+        let moves = skip_moves == 0;
+        skip_moves = skip_moves.saturating_sub(1);
         let commit = match conn.lock() {
-            Ok(guard) => commit(&guard, &mut batch),
+            Ok(guard) => commit(&guard, &mut batch, moves),
             Err(_) => Err(StoreError::Backend("the connection lock is poisoned".into())),
         };
+        let commit = commit.map(|moved| {
+            if !moved {
+                counts.failed_moves.fetch_add(1, Ordering::Relaxed);
+                skip_moves = SETTLE_BACKOFF_BATCHES;
+            }
+        });
         unsettled |= commit.is_ok();
         for job in batch {
             job.answer(commit.clone());
@@ -237,19 +255,27 @@ fn settle_all(conn: &Mutex<Connection>) -> bool {
     }
 }
 
-/// Runs `batch` in one transaction, each write in its own savepoint, and commits; first
-/// moves the audit tail into the indexed table when it is due (in a savepoint of its own:
-/// a move that fails leaves the tail as it was and the batch goes on).
-fn commit(c: &Connection, batch: &mut [Job]) -> Result<(), StoreError> {
+/// Runs `batch` in one transaction, each write in its own savepoint, and commits; first,
+/// when `moves`, moves the audit tail into the indexed table if it is due (in a savepoint
+/// of its own: a move that fails leaves the tail as it was and the batch goes on).
+/// Returns whether no move failed.
+fn commit(c: &Connection, batch: &mut [Job], moves: bool) -> Result<bool, StoreError> {
     // Prepared once per connection: these run for every write.
     let run = |sql: &str| c.prepare_cached(sql).and_then(|mut statement| statement.execute([])).map(|_| ());
     run("BEGIN IMMEDIATE")?;
-    run("SAVEPOINT settle")?;
-    if let Err(e) = super::audit::settle_due(c) {
-        tracing::warn!(error = %e, "cannot index the newest audit records yet; tried again later");
-        run("ROLLBACK TO settle")?;
+    let mut moved = true;
+    if moves {
+        run("SAVEPOINT settle")?;
+        if let Err(e) = super::audit::settle_due(c) {
+            tracing::warn!(
+                error = %e,
+                "cannot index the newest audit records; batches try again after {SETTLE_BACKOFF_BATCHES} more"
+            );
+            run("ROLLBACK TO settle")?;
+            moved = false;
+        }
+        run("RELEASE settle")?;
     }
-    run("RELEASE settle")?;
     let applied = (|| {
         for job in batch.iter_mut() {
             run("SAVEPOINT write")?;
@@ -261,7 +287,7 @@ fn commit(c: &Connection, batch: &mut [Job]) -> Result<(), StoreError> {
         run("COMMIT")
     })();
     match applied {
-        Ok(()) => Ok(()),
+        Ok(()) => Ok(moved),
         Err(e) => {
             // Nothing of the batch may stay: roll the whole transaction back (it may
             // already be gone, when SQLite rolled it back itself).
