@@ -236,8 +236,9 @@ fn run(
             pacer.after_batch(&guard);
         }
     }
-    // Stopping: leave every record indexed, for whoever opens the file next.
-    if unsettled {
+    // Stopping: leave every record indexed, for whoever opens the file next (a database
+    // file: the writer that paces checkpoints; an in-memory one ends with its store).
+    if unsettled && pacer.is_some() {
         settle_all(conn);
     }
 }
