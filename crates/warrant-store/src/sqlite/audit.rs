@@ -160,29 +160,11 @@ pub(crate) fn settle_due(c: &Connection) -> Result<usize, StoreError> {
 /// itself; call it before inspecting or editing the audit tables of a database file by
 /// hand (another connection's move waits for, or is waited on by, this one).
 pub fn settle_audit_tail(conn: &Connection) -> Result<usize, StoreError> {
-    conn.execute_batch("BEGIN IMMEDIATE")?;
-    let moved = (|| {
-        let mut moved = 0;
-        loop {
-            let now = settle(conn, 1, SETTLE_MOST)?;
-            if now == 0 {
-                return Ok(moved);
-            }
-            moved += now;
-        }
-    })();
-    match moved {
-        Ok(moved) => {
-            conn.execute_batch("COMMIT")?;
-            Ok(moved)
-        }
-        Err(e) => {
-            if !conn.is_autocommit() {
-                let _ = conn.execute_batch("ROLLBACK");
-            }
-            Err(e)
-        }
-    }
+    // Rolled back on drop, when the move fails.
+    let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
+    let moved = settle(&tx, 1, i64::MAX)?;
+    tx.commit()?;
+    Ok(moved)
 }
 
 /// The text columns of each row's issuance (`None`: the row carries none), encoded before

@@ -111,11 +111,11 @@ pub(crate) struct Committer {
 
 /// The writer thread, waited for when the last [`Committer`] is dropped: its last move of
 /// the audit tail is done, and its connection closed, when the store's drop returns.
-struct Stopping(Mutex<Option<std::thread::JoinHandle<()>>>);
+struct Stopping(Option<std::thread::JoinHandle<()>>);
 
 impl Drop for Stopping {
     fn drop(&mut self) {
-        let Some(handle) = self.0.get_mut().ok().and_then(Option::take) else { return };
+        let Some(handle) = self.0.take() else { return };
         // Never from the writer itself (a write that held the last handle).
         if handle.thread().id() != std::thread::current().id() && handle.join().is_err() {
             tracing::error!("the storage writer panicked");
@@ -154,7 +154,7 @@ impl Committer {
             .name("warrant-sqlite-commit".into())
             .spawn(move || run(&conn, &jobs, &counted, checkpoints.then(super::checkpoint::Pacer::new)))
             .map_err(|e| StoreError::Backend(format!("cannot start the storage writer: {e}")))?;
-        Ok(Committer { queue, counts, _thread: Arc::new(Stopping(Mutex::new(Some(handle)))) })
+        Ok(Committer { queue, counts, _thread: Arc::new(Stopping(Some(handle))) })
     }
 
     /// The writer's counters.

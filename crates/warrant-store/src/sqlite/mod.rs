@@ -35,8 +35,6 @@ mod warrants;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-
-pub use audit::settle_audit_tail;
 use std::sync::{Arc, Mutex};
 
 use rusqlite::types::Type;
@@ -46,6 +44,8 @@ use warrant_core::{AgentId, HumanId, Mode, Scope, TaskId, UnixTime, WarrantId};
 pub(crate) use crate::columns::{budget_text, json, to_text, word, WARRANT_COLS};
 use crate::records::WarrantRecord;
 use crate::StoreError;
+
+pub use audit::settle_audit_tail;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` holds how many ran. Each is
 /// one file of `migrations/sqlite/`, numbered from `0001` in the order they apply; a new
