@@ -236,31 +236,54 @@ fn append(
 }
 
 fn query(c: &Connection, filter: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
+    let (sql, values) = query_sql(filter);
+    let mut stmt = c.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params_from_iter(values), record_row)?.collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// The statement that answers `filter`, and its parameters.
+fn query_sql(filter: &AuditFilter) -> (String, Vec<Value>) {
+    // The indexed columns, most selective first: the read goes through the first one the
+    // filter names, and every other is written `+column`, which SQLite never looks up by
+    // an index. SQLite keeps no statistics unless `ANALYZE` runs, and without them it
+    // weighs every equality alike: it would read an agent's decisions through
+    // `audit_kind`, which holds nearly every record. Reading through the named identity
+    // bounds a read by that identity's own records, never by the whole log.
+    let keyed = [
+        ("warrant", filter.warrant.as_ref().map(WarrantId::as_str)),
+        ("task", filter.task.as_ref().map(TaskId::as_str)),
+        ("agent", filter.agent.as_ref().map(AgentId::as_str)),
+        ("human", filter.human.as_ref().map(HumanId::as_str)),
+        ("kind", filter.kind.map(AuditKind::as_str)),
+    ];
+    let lead = keyed.iter().find(|(_, value)| value.is_some()).map(|(column, _)| *column);
     // Numbered parameters: the filter is asked of both tables.
     let mut clauses: Vec<String> = Vec::new();
     let mut values: Vec<Value> = Vec::new();
-    let mut text = |column: &'static str, value: Option<&str>| {
+    for (column, value) in keyed {
         if let Some(v) = value {
             values.push(Value::Text(v.to_owned()));
-            clauses.push(format!("{column} = ?{}", values.len()));
+            let plus = if Some(column) == lead { "" } else { "+" };
+            clauses.push(format!("{plus}{column} = ?{}", values.len()));
         }
-    };
-    text("agent", filter.agent.as_ref().map(AgentId::as_str));
-    text("human", filter.human.as_ref().map(HumanId::as_str));
-    text("task", filter.task.as_ref().map(TaskId::as_str));
-    text("warrant", filter.warrant.as_ref().map(WarrantId::as_str));
-    text("kind", filter.kind.map(AuditKind::as_str));
-    text("decision", filter.decision.as_deref());
-    let mut int = |clause: &'static str, value: Option<i64>| {
+    }
+    if let Some(v) = filter.decision.as_deref() {
+        values.push(Value::Text(v.to_owned()));
+        clauses.push(format!("decision = ?{}", values.len()));
+    }
+    // A time window is looked up through `audit_at` only when no column above is named.
+    let at = if lead.is_some() { "+at" } else { "at" };
+    let mut int = |clause: String, value: Option<i64>| {
         if let Some(v) = value {
             values.push(Value::Integer(v));
             clauses.push(format!("{clause} ?{}", values.len()));
         }
     };
-    int("at >=", filter.since.map(|t| t.0));
-    int("at <=", filter.until.map(|t| t.0));
-    int("seq >", filter.after_seq.map(to_i64_saturating));
-    int("seq <", filter.before_seq.map(to_i64_saturating));
+    int(format!("{at} >="), filter.since.map(|t| t.0));
+    int(format!("{at} <="), filter.until.map(|t| t.0));
+    int("seq >".to_owned(), filter.after_seq.map(to_i64_saturating));
+    int("seq <".to_owned(), filter.before_seq.map(to_i64_saturating));
     values.push(Value::Integer(limit_of(filter.limit.min(MAX_AUDIT_QUERY_LIMIT))));
     let limit = format!("?{}", values.len());
     let order = if filter.newest_first { "DESC" } else { "ASC" };
@@ -270,9 +293,7 @@ fn query(c: &Connection, filter: &AuditFilter) -> Result<Vec<AuditRow>, StoreErr
         select.push_str(&clauses.join(" AND "));
     }
     select.push_str(&format!(" ORDER BY seq {order} LIMIT {limit}"));
-    let mut stmt = c.prepare_cached(&both(&select, order, &limit))?;
-    let rows = stmt.query_map(params_from_iter(values), record_row)?.collect::<Result<Vec<_>, _>>()?;
-    Ok(rows)
+    (both(&select, order, &limit), values)
 }
 
 #[async_trait]
@@ -368,7 +389,7 @@ mod tests {
             .map(|seq| {
                 let mut e = AuditEntry::new(UnixTime(100 + seq as i64), AuditKind::Decision);
                 e.agent = Some(AgentId::parse(if seq % 2 == 1 { "agt_odd" } else { "agt_even" }).unwrap());
-                e.human = Some(HumanId::parse("hum_h").unwrap());
+                e.human = Some(HumanId::parse(if seq % 7 < 3 { "hum_h" } else { "hum_g" }).unwrap());
                 e.decision = Some(if matches!(seq % 3, 0) { "deny" } else { "allow" }.into());
                 if matches!(seq % 5, 0) {
                     e.kind = AuditKind::Revocation;
@@ -506,6 +527,55 @@ mod tests {
         }
     }
 
+    /// The index a filtered read goes through, for each of the two tables.
+    fn plan_of(c: &Connection, f: &AuditFilter) -> Vec<String> {
+        let (sql, values) = query_sql(f);
+        c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .query_map(params_from_iter(values), |r| r.get::<_, String>(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .filter(|step| step.contains("audit_records"))
+            .collect()
+    }
+
+    /// A filtered read goes through the index of its most selective column, whatever the
+    /// planner knows of the data: a warrant, a task, an agent, a human, then a kind.
+    /// Without statistics (SQLite keeps none unless `ANALYZE` runs), the planner weighed
+    /// every equality alike and took `audit_kind` for an agent's decisions, so a question
+    /// about one agent read every decision of the log (0.14-0.19 s at 271 000 records for
+    /// an agent that had none, against under a millisecond through `audit_agent`).
+    #[test]
+    fn a_filtered_read_goes_through_its_most_selective_index() {
+        let mut c = Connection::open_in_memory().unwrap();
+        super::super::migrate(&mut c).unwrap();
+        let agent = Some(AgentId::parse("agt_one").unwrap());
+        let human = Some(HumanId::parse("hum_one").unwrap());
+        let task = Some(TaskId::parse("tsk_one").unwrap());
+        let warrant = Some(WarrantId::parse("wrt_one").unwrap());
+        let kind = Some(AuditKind::Decision);
+        let since = Some(UnixTime(100));
+        let cases = [
+            (AuditFilter { agent: agent.clone(), kind, ..AuditFilter::default() }, "audit_agent"),
+            (
+                AuditFilter { agent: agent.clone(), kind, since, newest_first: true, ..AuditFilter::default() },
+                "audit_agent",
+            ),
+            (AuditFilter { human: human.clone(), kind, ..AuditFilter::default() }, "audit_human"),
+            (AuditFilter { human: human.clone(), agent: agent.clone(), ..AuditFilter::default() }, "audit_agent"),
+            (AuditFilter { task: task.clone(), agent: agent.clone(), kind, ..AuditFilter::default() }, "audit_task"),
+            (AuditFilter { warrant, task, human, kind, ..AuditFilter::default() }, "audit_warrant"),
+            (AuditFilter { kind, since, ..AuditFilter::default() }, "audit_kind"),
+        ];
+        for (filter, index) in cases {
+            let plan = plan_of(&c, &filter);
+            assert!(
+                !plan.is_empty() && plan.iter().all(|step| step.contains(&format!("INDEX {index} "))),
+                "{filter:?} reads {plan:?}, not {index}"
+            );
+        }
+    }
+
     /// What the reference model keeps for one record: the columns a filter reads.
     fn matches(row: &AuditRow, f: &AuditFilter) -> bool {
         f.agent.as_ref().is_none_or(|a| row.agent.as_ref() == Some(a))
@@ -522,24 +592,29 @@ mod tests {
         use proptest::prelude::*;
         (
             proptest::option::of(prop_oneof![Just("agt_odd"), Just("agt_even")]),
+            proptest::option::of(prop_oneof![Just("hum_h"), Just("hum_g")]),
             proptest::option::of(prop_oneof![Just(AuditKind::Decision), Just(AuditKind::Revocation)]),
             proptest::option::of(prop_oneof![Just("allow"), Just("deny")]),
-            proptest::option::of(90i64..200),
+            (proptest::option::of(90i64..200), proptest::option::of(90i64..200)),
             proptest::option::of(0u64..100),
             proptest::option::of(0u64..100),
             any::<bool>(),
             0usize..12,
         )
-            .prop_map(|(agent, kind, decision, since, after, before, newest_first, limit)| AuditFilter {
-                agent: agent.map(|a| AgentId::parse(a).unwrap()),
-                kind,
-                decision: decision.map(str::to_owned),
-                since: since.map(UnixTime),
-                after_seq: after,
-                before_seq: before,
-                newest_first,
-                limit,
-                ..AuditFilter::default()
+            .prop_map(|(agent, human, kind, decision, (since, until), after, before, newest_first, limit)| {
+                AuditFilter {
+                    agent: agent.map(|a| AgentId::parse(a).unwrap()),
+                    human: human.map(|h| HumanId::parse(h).unwrap()),
+                    kind,
+                    decision: decision.map(str::to_owned),
+                    since: since.map(UnixTime),
+                    until: until.map(UnixTime),
+                    after_seq: after,
+                    before_seq: before,
+                    newest_first,
+                    limit,
+                    ..AuditFilter::default()
+                }
             })
     }
 
