@@ -2514,18 +2514,23 @@ fn current_schema_version() -> i64 {
     db.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap()
 }
 
-/// Undoes the migrations that added the audit log's unindexed tail (an older build keeps
-/// every record in `audit_records`), console sessions, gave agents SPIFFE IDs and humans
-/// an identity at a provider.
-const UNDO_MIGRATION_IDENTITY: &str = "INSERT INTO audit_records SELECT * FROM audit_tail; DROP TABLE audit_tail; \
+/// Undoes the migrations that added the indexes for reads of history, the audit log's
+/// unindexed tail (an older build keeps every record in `audit_records`), console
+/// sessions, gave agents SPIFFE IDs and humans an identity at a provider.
+const UNDO_MIGRATION_IDENTITY: &str = "DROP INDEX warrants_expires; DROP INDEX findings_recent; \
+     DROP INDEX approvals_approver; DROP INDEX approvals_recent; \
+     INSERT INTO audit_records SELECT * FROM audit_tail; DROP TABLE audit_tail; \
      DROP TABLE console_logins; DROP TABLE console_sessions; \
      DROP INDEX agents_spiffe; ALTER TABLE agents DROP COLUMN spiffe_id; \
      DROP INDEX humans_identity; ALTER TABLE humans DROP COLUMN idp_subject; \
      ALTER TABLE humans DROP COLUMN idp_issuer; PRAGMA user_version = 10;";
 
-/// Undoes the migrations that added the audit tail, console sessions, gave agents SPIFFE
-/// IDs, humans an identity at a provider and an external id.
-const UNDO_MIGRATION_EXTERNAL_ID: &str = "INSERT INTO audit_records SELECT * FROM audit_tail; DROP TABLE audit_tail; \
+/// Undoes the migrations that added the indexes for reads of history, the audit tail,
+/// console sessions, gave agents SPIFFE IDs, humans an identity at a provider and an
+/// external id.
+const UNDO_MIGRATION_EXTERNAL_ID: &str = "DROP INDEX warrants_expires; DROP INDEX findings_recent; \
+     DROP INDEX approvals_approver; DROP INDEX approvals_recent; \
+     INSERT INTO audit_records SELECT * FROM audit_tail; DROP TABLE audit_tail; \
      DROP TABLE console_logins; DROP TABLE console_sessions; \
      DROP INDEX agents_spiffe; ALTER TABLE agents DROP COLUMN spiffe_id; \
      DROP INDEX humans_identity; ALTER TABLE humans DROP COLUMN idp_subject; \

@@ -33,6 +33,17 @@ fn agent_row(row: &Row<'_>) -> rusqlite::Result<Agent> {
     })
 }
 
+/// Every agent, oldest first.
+fn all_agents_sql() -> String {
+    format!("SELECT {AGENT_COLS} FROM agents ORDER BY created_at, id")
+}
+
+/// The agents `?1` owns, oldest first, found through `agents_owner` (one statement for
+/// both cases, `?1 IS NULL OR owner = ?1`, read every agent for either).
+fn owned_agents_sql() -> String {
+    format!("SELECT {AGENT_COLS} FROM agents WHERE owner = ?1 ORDER BY created_at, id")
+}
+
 #[async_trait]
 impl AgentStore for SqliteStore {
     async fn insert_agent(&self, agent: &Agent) -> Result<(), StoreError> {
@@ -82,11 +93,11 @@ impl AgentStore for SqliteStore {
     async fn list_agents(&self, owner: Option<&HumanId>) -> Result<Vec<Agent>, StoreError> {
         let owner = owner.map(|o| o.as_str().to_owned());
         self.run(move |c| {
-            let mut stmt = c.prepare_cached(&format!(
-                "SELECT {AGENT_COLS} FROM agents WHERE ?1 IS NULL OR owner = ?1 ORDER BY created_at, id"
-            ))?;
-            let rows = stmt.query_map([owner], agent_row)?.collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
+            let rows: Result<Vec<_>, rusqlite::Error> = match owner {
+                Some(owner) => c.prepare_cached(&owned_agents_sql())?.query_map([owner], agent_row)?.collect(),
+                None => c.prepare_cached(&all_agents_sql())?.query_map([], agent_row)?.collect(),
+            };
+            Ok(rows?)
         })
         .await
     }
@@ -153,5 +164,22 @@ impl AgentStore for SqliteStore {
             Ok(rows)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    use super::super::{migrate, query_plan};
+    use super::owned_agents_sql;
+
+    /// An owner's agents are found through `agents_owner`, not by reading every agent.
+    #[test]
+    fn an_owners_agents_are_found_by_the_owner_index() {
+        let mut c = Connection::open_in_memory().unwrap();
+        migrate(&mut c).unwrap();
+        let plan = query_plan(&c, &owned_agents_sql(), ["hum_one"]);
+        assert!(plan.iter().any(|step| step.contains("USING INDEX agents_owner")), "{plan:?}");
     }
 }

@@ -66,6 +66,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0013_agent_spiffe.sql"),
     include_str!("../../migrations/sqlite/0014_console.sql"),
     include_str!("../../migrations/sqlite/0015_audit_tail.sql"),
+    include_str!("../../migrations/sqlite/0016_history_indexes.sql"),
 ];
 
 /// Read connections a database file has.
@@ -183,6 +184,15 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         tracing::info!(version = i + 1, "applied storage migration");
     }
     Ok(())
+}
+
+/// The steps of the plan SQLite chooses for `sql` run with `params` (`EXPLAIN QUERY
+/// PLAN`), one line each: tests check which index a read goes through.
+#[cfg(test)]
+pub(crate) fn query_plan(c: &Connection, sql: &str, params: impl rusqlite::Params) -> Vec<String> {
+    c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+        .and_then(|mut stmt| stmt.query_map(params, |r| r.get::<_, String>(3))?.collect())
+        .unwrap_or_else(|e| panic!("cannot explain `{sql}`: {e}"))
 }
 
 impl SqliteStore {

@@ -183,6 +183,10 @@ fn issuable(
     Ok(())
 }
 
+/// How many warrants are unexpired at `?1` (the live-warrant gauge, read at every
+/// metrics scrape): counted in `warrants_expires`, not over every warrant ever issued.
+const COUNT_LIVE: &str = "SELECT COUNT(*) FROM warrants WHERE expires_at > ?1";
+
 /// The revocation watermark: the last revocation's rowid (0 before the first).
 fn watermark(c: &Connection) -> Result<u64, StoreError> {
     let seq: i64 = c.prepare_cached("SELECT COALESCE(MAX(rowid), 0) FROM revocations")?.query_row([], |r| r.get(0))?;
@@ -296,9 +300,7 @@ impl WarrantStore for SqliteStore {
 
     async fn count_live_warrants(&self, now: UnixTime) -> Result<u64, StoreError> {
         self.run(move |c| {
-            let n: i64 = c
-                .prepare_cached("SELECT COUNT(*) FROM warrants WHERE expires_at > ?1")?
-                .query_row([now.0], |r| r.get(0))?;
+            let n: i64 = c.prepare_cached(COUNT_LIVE)?.query_row([now.0], |r| r.get(0))?;
             Ok(u64::try_from(n).unwrap_or(0))
         })
         .await
@@ -545,7 +547,7 @@ impl RevocationStore for SqliteStore {
 mod tests {
     use rusqlite::Connection;
 
-    use super::{subtree_select, ENDS_AGENT, ENDS_HUMAN, ENDS_TASK, ENDS_WARRANT};
+    use super::{subtree_select, COUNT_LIVE, ENDS_AGENT, ENDS_HUMAN, ENDS_TASK, ENDS_WARRANT};
 
     /// The steps of SQLite's plan for `sql`.
     fn plan(c: &Connection, sql: &str) -> Vec<String> {
@@ -573,5 +575,15 @@ mod tests {
             );
             assert!(steps.iter().any(|step| step.starts_with("SEARCH")), "`{sql}`: {steps:?}");
         }
+    }
+
+    /// The live-warrant gauge counts the unexpired warrants in `warrants_expires`; it read
+    /// every warrant ever issued (expired ones are kept) at every metrics scrape.
+    #[test]
+    fn the_live_warrant_count_reads_the_unexpired_only() {
+        let mut c = Connection::open_in_memory().unwrap();
+        super::super::migrate(&mut c).unwrap();
+        let steps = plan(&c, COUNT_LIVE);
+        assert!(steps.iter().any(|step| step.contains("USING COVERING INDEX warrants_expires")), "{steps:?}");
     }
 }
