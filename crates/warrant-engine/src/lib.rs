@@ -509,7 +509,7 @@ impl Engine {
         }));
         // Subscribed before governance starts, so the first sweep's findings are delivered.
         let webhook = options.webhook.map(|config| {
-            let events = self.events.subscribe_findings();
+            let events = self.events.subscribe_to(events::EventKind::Finding);
             tokio::spawn(webhook::run(config, events))
         });
         let governance = Arc::clone(&self.governance);

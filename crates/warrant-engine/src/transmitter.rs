@@ -607,8 +607,16 @@ impl Transmitter {
     /// Pushes what each push stream has not received yet, in order, one SET at a time;
     /// a receiver that fails is tried again later with exponential backoff. Runs until
     /// aborted.
-    pub async fn run_push(self: Arc<Self>) {
-        let mut revocations = self.events.subscribe();
+    ///
+    /// The loop follows revocations from the call on (subscribed before it is polled),
+    /// and only revocations: a subscription to every event would make every decision
+    /// build its event and wake the loop, which reads the streams from the store each time.
+    pub fn run_push(self: Arc<Self>) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let revocations = self.events.subscribe_to(crate::events::EventKind::Revocation);
+        self.push_loop(revocations)
+    }
+
+    async fn push_loop(self: Arc<Self>, mut revocations: tokio::sync::broadcast::Receiver<Arc<crate::events::Event>>) {
         let mut pruned = Instant::now();
         loop {
             // On a shared database, one server (the leader) delivers and prunes.

@@ -863,6 +863,10 @@ async fn migration_seals_plaintext_keys_of_an_old_database_and_its_log_still_ver
         warrant_store::sqlite::settle_audit_tail(&conn).unwrap();
         conn.execute_batch(
             "DELETE FROM signing_keys;
+             DROP INDEX warrants_expires;
+             DROP INDEX findings_recent;
+             DROP INDEX approvals_approver;
+             DROP INDEX approvals_recent;
              DROP TABLE audit_tail;
              DROP TABLE console_logins;
              DROP TABLE console_sessions;

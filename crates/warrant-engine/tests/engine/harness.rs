@@ -588,6 +588,11 @@ impl Harness {
         self.engine.events().subscribe()
     }
 
+    /// The engine's live events.
+    pub fn events(&self) -> &warrant_engine::events::EventBus {
+        self.engine.events()
+    }
+
     // --- approvals ------------------------------------------------------------------
 
     /// One approval, with its status as of now.

@@ -76,3 +76,15 @@ async fn revocations_racing_with_polls_and_acks_lose_nothing() {
     }
     assert_eq!(received, expected, "every revoked warrant is announced, and nothing else");
 }
+
+/// With every background loop running and nobody streaming the live events, a decision
+/// builds no event and wakes nothing: the SSF push loop follows revocations only. It
+/// followed every event, so each decision built its event and woke the loop, which read
+/// the streams from the store (a tenth of the server's CPU at one connection).
+#[tokio::test]
+async fn the_push_loop_follows_revocations_not_decisions() {
+    let h = Harness::start().await;
+    let background = h.start_background();
+    assert!(!h.events().has_subscribers(), "a background loop listens to every event");
+    background.shutdown().await;
+}
