@@ -197,21 +197,26 @@ impl CompiledPolicies {
         Ok((uid, entity))
     }
 
-    fn base_entities(&self, agent: &AgentEntities, action: &crate::load::ActionSlice) -> Result<Entities, EvalError> {
+    fn base_entities(
+        &self,
+        agent: &AgentEntities,
+        action: &crate::load::ActionSlice,
+    ) -> Result<Arc<Entities>, EvalError> {
         let key = (agent.agent.id.clone(), action.uid.id().unescaped().to_owned());
         if let Some(hit) = self.bases.read().ok().and_then(|m| m.get(&key).cloned()) {
             if Arc::ptr_eq(&hit.0, &agent.entities_id) {
-                return Ok(hit.1.clone());
+                return Ok(hit.1);
             }
         }
-        let entities =
+        let entities = Arc::new(
             Entities::from_entities(agent.entities.iter().cloned().chain(action.entities.iter().cloned()), None)
-                .map_err(|e| EvalError::Cedar(e.to_string()))?;
+                .map_err(|e| EvalError::Cedar(e.to_string()))?,
+        );
         if let Ok(mut m) = self.bases.write() {
             if m.len() >= MAX_AGENTS {
                 m.clear();
             }
-            m.insert(key, (Arc::clone(&agent.entities_id), entities.clone()));
+            m.insert(key, (Arc::clone(&agent.entities_id), Arc::clone(&entities)));
         }
         Ok(entities)
     }

@@ -167,9 +167,13 @@ pub(crate) type AgentCache =
     std::sync::RwLock<std::collections::HashMap<warrant_core::AgentId, std::sync::Arc<AgentEntities>>>;
 
 /// The entities shared by every request of one agent for one action, by (agent, action),
-/// tagged with the agent build they came from.
+/// tagged with the agent build they came from. Shared, not copied: a decision copies them
+/// once, to add its own resource.
 pub(crate) type BaseCache = std::sync::RwLock<
-    std::collections::HashMap<(warrant_core::AgentId, String), (std::sync::Arc<()>, cedar_policy::Entities)>,
+    std::collections::HashMap<
+        (warrant_core::AgentId, String),
+        (std::sync::Arc<()>, std::sync::Arc<cedar_policy::Entities>),
+    >,
 >;
 
 /// Warrant's entity type names, parsed once (parsing a name runs Cedar's parser).
