@@ -169,17 +169,13 @@ impl AgentStore for SqliteStore {
 
 #[cfg(test)]
 mod tests {
-    use rusqlite::Connection;
-
-    use super::super::{migrate, query_plan};
+    use super::super::{migrated_in_memory, query_plan};
     use super::owned_agents_sql;
 
     /// An owner's agents are found through `agents_owner`, not by reading every agent.
     #[test]
     fn an_owners_agents_are_found_by_the_owner_index() {
-        let mut c = Connection::open_in_memory().unwrap();
-        migrate(&mut c).unwrap();
-        let plan = query_plan(&c, &owned_agents_sql(), ["hum_one"]);
+        let plan = query_plan(&migrated_in_memory(), &owned_agents_sql(), ["hum_one"]);
         assert!(plan.iter().any(|step| step.contains("USING INDEX agents_owner")), "{plan:?}");
     }
 }

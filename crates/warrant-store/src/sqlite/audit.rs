@@ -244,12 +244,11 @@ fn query(c: &Connection, filter: &AuditFilter) -> Result<Vec<AuditRow>, StoreErr
 
 /// The statement that answers `filter`, and its parameters.
 fn query_sql(filter: &AuditFilter) -> (String, Vec<Value>) {
-    // The indexed columns, most selective first: the read goes through the first one the
-    // filter names, and every other is written `+column`, which SQLite never looks up by
-    // an index. SQLite keeps no statistics unless `ANALYZE` runs, and without them it
-    // weighs every equality alike: it would read an agent's decisions through
-    // `audit_kind`, which holds nearly every record. Reading through the named identity
-    // bounds a read by that identity's own records, never by the whole log.
+    // Numbered parameters: the filter is asked of both tables. The indexed columns, most
+    // selective first (without this, an agent's decisions were read through `audit_kind`,
+    // which holds nearly every record).
+    let mut clauses: Vec<String> = Vec::new();
+    let mut values: Vec<Value> = Vec::new();
     let keyed = [
         ("warrant", filter.warrant.as_ref().map(WarrantId::as_str)),
         ("task", filter.task.as_ref().map(TaskId::as_str)),
@@ -257,17 +256,7 @@ fn query_sql(filter: &AuditFilter) -> (String, Vec<Value>) {
         ("human", filter.human.as_ref().map(HumanId::as_str)),
         ("kind", filter.kind.map(AuditKind::as_str)),
     ];
-    let lead = keyed.iter().find(|(_, value)| value.is_some()).map(|(column, _)| *column);
-    // Numbered parameters: the filter is asked of both tables.
-    let mut clauses: Vec<String> = Vec::new();
-    let mut values: Vec<Value> = Vec::new();
-    for (column, value) in keyed {
-        if let Some(v) = value {
-            values.push(Value::Text(v.to_owned()));
-            let plus = if Some(column) == lead { "" } else { "+" };
-            clauses.push(format!("{plus}{column} = ?{}", values.len()));
-        }
-    }
+    super::keyed_filters(&keyed, &mut clauses, &mut values);
     if let Some(v) = filter.decision.as_deref() {
         values.push(Value::Text(v.to_owned()));
         clauses.push(format!("decision = ?{}", values.len()));
@@ -514,17 +503,10 @@ mod tests {
     /// writes: each is a probe of a table's key, not a read of every row of the tail.
     #[test]
     fn the_reads_every_batch_makes_probe_keys_not_rows() {
-        let mut c = Connection::open_in_memory().unwrap();
-        super::super::migrate(&mut c).unwrap();
+        let c = super::super::migrated_in_memory();
         let head = both(HEAD_OF, "DESC", "1");
         for sql in [TAIL_ENDS, head.as_str()] {
-            let steps: Vec<String> = c
-                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-                .unwrap()
-                .query_map([], |r| r.get::<_, String>(3))
-                .unwrap()
-                .map(Result::unwrap)
-                .collect();
+            let steps = super::super::query_plan(&c, sql, []);
             assert!(steps.iter().all(|step| !step.starts_with("SCAN audit")), "`{sql}` reads every row: {steps:?}");
         }
     }
@@ -553,8 +535,7 @@ mod tests {
     /// an agent that had none, against under a millisecond through `audit_agent`).
     #[test]
     fn a_filtered_read_goes_through_its_most_selective_index() {
-        let mut c = Connection::open_in_memory().unwrap();
-        super::super::migrate(&mut c).unwrap();
+        let c = super::super::migrated_in_memory();
         let agent = Some(AgentId::parse("agt_one").unwrap());
         let human = Some(HumanId::parse("hum_one").unwrap());
         let task = Some(TaskId::parse("tsk_one").unwrap());

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use rusqlite::types::{Type, Value};
 use rusqlite::{params, params_from_iter, OptionalExtension, Row};
-use warrant_core::govern::{AgentUsage, Finding};
+use warrant_core::govern::{AgentUsage, Finding, FindingKind, FindingStatus};
 use warrant_core::{AgentId, UnixTime, WarrantId};
 
 use super::SqliteStore;
@@ -92,26 +92,19 @@ fn limit_value(limit: usize) -> i64 {
 }
 
 /// The statement that lists the findings `filter` asks for, most recently seen first,
-/// and its parameters. A subject is the most selective column: when one is named, the
-/// read goes through `findings_subject` and status and kind are written `+column` (never
-/// looked up by an index), since SQLite, without statistics, would otherwise prefer an
-/// index that also gives the order and read every finding of that status or kind.
+/// and its parameters. The read goes through the most selective column named: a subject,
+/// then a status, then a kind ([`super::keyed_filters`]; SQLite, without statistics,
+/// preferred the status or kind index, which also gives the order, and read every finding
+/// of that status or kind for one subject's).
 fn findings_sql(filter: &FindingFilter) -> (String, Vec<Value>) {
-    let plus = if filter.subject.is_some() { "+" } else { "" };
     let mut clauses: Vec<String> = Vec::new();
     let mut values: Vec<Value> = Vec::new();
-    if let Some(status) = filter.status {
-        clauses.push(format!("{plus}status = ?"));
-        values.push(Value::Text(status.as_str().to_owned()));
-    }
-    if let Some(kind) = filter.kind {
-        clauses.push(format!("{plus}kind = ?"));
-        values.push(Value::Text(kind.as_str().to_owned()));
-    }
-    if let Some(subject) = &filter.subject {
-        clauses.push("subject = ?".to_owned());
-        values.push(Value::Text(subject.clone()));
-    }
+    let keyed = [
+        ("subject", filter.subject.as_deref()),
+        ("status", filter.status.map(FindingStatus::as_str)),
+        ("kind", filter.kind.map(FindingKind::as_str)),
+    ];
+    super::keyed_filters(&keyed, &mut clauses, &mut values);
     let mut sql = format!("SELECT {FINDING_COLS} FROM findings");
     if !clauses.is_empty() {
         sql.push_str(" WHERE ");
@@ -284,18 +277,11 @@ impl GovernStore for SqliteStore {
 
 #[cfg(test)]
 mod tests {
-    use rusqlite::{params_from_iter, Connection};
-    use warrant_core::govern::{FindingKind, FindingStatus};
+    use rusqlite::params_from_iter;
 
-    use super::super::{migrate, query_plan};
-    use super::{findings_sql, live_sql};
+    use super::super::{migrated_in_memory as migrated, query_plan};
+    use super::{findings_sql, live_sql, FindingKind, FindingStatus};
     use crate::govern::FindingFilter;
-
-    fn migrated() -> Connection {
-        let mut c = Connection::open_in_memory().unwrap();
-        migrate(&mut c).unwrap();
-        c
-    }
 
     /// A list of findings goes through the index of its most selective column and never
     /// sorts the whole read: a subject's findings through `findings_subject` (status and

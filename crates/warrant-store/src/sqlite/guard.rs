@@ -46,30 +46,21 @@ fn approval_row(row: &Row<'_>) -> rusqlite::Result<Approval> {
 /// newest first, and its parameters. Each filter column leads an index of its own that
 /// also gives the order (`approvals_agent`, `approvals_approver`, `approvals_status`), and
 /// `approvals_recent` serves the unfiltered list. The read goes through the most selective
-/// column named (an agent, then an approver, then a status); the others are written
-/// `+column`, which SQLite never looks up by an index (without statistics it weighs them
-/// alike).
+/// column named: an agent, then an approver, then a status ([`super::keyed_filters`]).
 fn approvals_sql(
     status: Option<ApprovalStatus>,
     agent: Option<&AgentId>,
     approver: Option<&HumanId>,
     limit: usize,
 ) -> (String, Vec<Value>) {
+    let mut clauses: Vec<String> = Vec::new();
+    let mut values: Vec<Value> = Vec::new();
     let keyed = [
         ("agent_id", agent.map(AgentId::as_str)),
         ("approver", approver.map(HumanId::as_str)),
         ("status", status.map(ApprovalStatus::as_str)),
     ];
-    let lead = keyed.iter().find(|(_, value)| value.is_some()).map(|(column, _)| *column);
-    let mut clauses: Vec<String> = Vec::new();
-    let mut values: Vec<Value> = Vec::new();
-    for (column, value) in keyed {
-        if let Some(v) = value {
-            let plus = if Some(column) == lead { "" } else { "+" };
-            clauses.push(format!("{plus}{column} = ?"));
-            values.push(Value::Text(v.to_owned()));
-        }
-    }
+    super::keyed_filters(&keyed, &mut clauses, &mut values);
     let mut sql = "SELECT id, status, body FROM approvals".to_owned();
     if !clauses.is_empty() {
         sql.push_str(" WHERE ");
@@ -201,11 +192,11 @@ impl GuardStore for SqliteStore {
 
 #[cfg(test)]
 mod tests {
-    use rusqlite::{params_from_iter, Connection};
+    use rusqlite::params_from_iter;
     use warrant_core::guard::approval::ApprovalStatus;
     use warrant_core::{AgentId, HumanId};
 
-    use super::super::{migrate, query_plan};
+    use super::super::{migrated_in_memory, query_plan};
     use super::approvals_sql;
 
     /// A list of approvals goes through the index of its most selective column, newest
@@ -213,8 +204,7 @@ mod tests {
     /// unfiltered list through `approvals_recent` (both read and sorted every approval).
     #[test]
     fn an_approval_list_reads_through_its_most_selective_index() {
-        let mut c = Connection::open_in_memory().unwrap();
-        migrate(&mut c).unwrap();
+        let c = migrated_in_memory();
         let agent = AgentId::parse("agt_one").unwrap();
         let approver = HumanId::parse("hum_one").unwrap();
         let pending = Some(ApprovalStatus::Pending);

@@ -186,6 +186,37 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Equality filters on indexed columns, given most selective first, as `WHERE` clauses
+/// pushed onto `clauses`, each value onto `values` and named by its number (`?N`). The
+/// first column given leads the read; every other is written `+column`, which SQLite
+/// never looks up by an index. SQLite keeps no planner statistics unless `ANALYZE` runs,
+/// and without them it weighs every equality alike, so it could read an agent's records
+/// through an index (a kind, a status) that holds nearly every row; reading through the
+/// most selective column bounds a read by that column's own rows.
+pub(crate) fn keyed_filters(
+    keyed: &[(&str, Option<&str>)],
+    clauses: &mut Vec<String>,
+    values: &mut Vec<rusqlite::types::Value>,
+) {
+    let mut lead = true;
+    for (column, value) in keyed {
+        if let Some(v) = value {
+            values.push(rusqlite::types::Value::Text((*v).to_owned()));
+            let plus = if lead { "" } else { "+" };
+            clauses.push(format!("{plus}{column} = ?{}", values.len()));
+            lead = false;
+        }
+    }
+}
+
+/// A fresh in-memory database with every migration applied (tests of statements).
+#[cfg(test)]
+pub(crate) fn migrated_in_memory() -> Connection {
+    let mut c = Connection::open_in_memory().unwrap();
+    migrate(&mut c).unwrap();
+    c
+}
+
 /// The steps of the plan SQLite chooses for `sql` run with `params` (`EXPLAIN QUERY
 /// PLAN`), one line each: tests check which index a read goes through.
 #[cfg(test)]

@@ -547,16 +547,13 @@ impl RevocationStore for SqliteStore {
 mod tests {
     use rusqlite::Connection;
 
+    use super::super::{migrated_in_memory, query_plan};
     use super::{subtree_select, COUNT_LIVE, ENDS_AGENT, ENDS_HUMAN, ENDS_TASK, ENDS_WARRANT};
 
-    /// The steps of SQLite's plan for `sql`.
+    /// The steps of SQLite's plan for `sql`, every parameter bound to a text.
     fn plan(c: &Connection, sql: &str) -> Vec<String> {
-        let mut stmt = c.prepare_cached(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-        let params = vec!["x"; stmt.parameter_count()];
-        stmt.query_map(rusqlite::params_from_iter(params), |r| r.get::<_, String>(3))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
+        let params = vec!["x"; c.prepare(sql).unwrap().parameter_count()];
+        query_plan(c, sql, rusqlite::params_from_iter(params))
     }
 
     /// What a revocation selects is found through indexes: no step of the plan reads every
@@ -564,8 +561,7 @@ mod tests {
     /// store fills up.
     #[test]
     fn revocation_targets_are_index_walks() {
-        let mut c = Connection::open_in_memory().unwrap();
-        super::super::migrate(&mut c).unwrap();
+        let c = migrated_in_memory();
         let subtree = subtree_select("w.jti, w.expires_at");
         for sql in [ENDS_WARRANT, ENDS_AGENT, ENDS_TASK, ENDS_HUMAN, subtree.as_str()] {
             let steps = plan(&c, sql);
@@ -581,8 +577,7 @@ mod tests {
     /// every warrant ever issued (expired ones are kept) at every metrics scrape.
     #[test]
     fn the_live_warrant_count_reads_the_unexpired_only() {
-        let mut c = Connection::open_in_memory().unwrap();
-        super::super::migrate(&mut c).unwrap();
+        let c = migrated_in_memory();
         let steps = plan(&c, COUNT_LIVE);
         assert!(steps.iter().any(|step| step.contains("USING COVERING INDEX warrants_expires")), "{steps:?}");
     }
