@@ -261,7 +261,7 @@ impl CompiledPolicies {
         };
         let response = self.authorizer.is_authorized(&request, set, &entities);
         let errors: Vec<String> = response.diagnostics().errors().map(ToString::to_string).collect();
-        let policies: Vec<String> = response.diagnostics().reason().map(ToString::to_string).collect();
+        let policies: Vec<String> = response.diagnostics().reason().map(policy_name).collect();
         let allow = response.decision() == Decision::Allow && errors.is_empty();
         let mut verdict = Verdict { allow, policies, errors, approval: None, quarantine: false };
         if allow || !verdict.errors.is_empty() || verdict.policies.is_empty() {
@@ -369,8 +369,15 @@ impl CompiledPolicies {
             Request::new(principal_uid, action.uid.clone(), resource, context, None).map_err(|e| cedar(&e))?;
         let response = self.authorizer.is_authorized(&request, &self.subject_set, &entities);
         let errors: Vec<String> = response.diagnostics().errors().map(ToString::to_string).collect();
-        let policies: Vec<String> = response.diagnostics().reason().map(ToString::to_string).collect();
+        let policies: Vec<String> = response.diagnostics().reason().map(policy_name).collect();
         let allow = response.decision() == Decision::Allow && errors.is_empty();
         Ok(Verdict { allow, policies, errors, approval: None, quarantine: false })
     }
+}
+
+/// A policy's id as its `@id` annotation wrote it. (`PolicyId`'s `Display` escapes quotes
+/// and backslashes, so it neither names the policy as written nor finds its guardrail
+/// marks; it also formats where a copy does.)
+fn policy_name(id: &cedar_policy::PolicyId) -> String {
+    AsRef::<str>::as_ref(id).to_owned()
 }

@@ -407,6 +407,37 @@ fn quarantine_forbids_are_reported_and_anomaly_reaches_cedar() {
     assert!(p.marks("exfiltration-quarantines").quarantine);
 }
 
+/// A policy id is the `@id` text as written: a quote or a backslash in it is not escaped,
+/// so the guardrail annotations of such a policy still apply and the decision names it as
+/// its author wrote it.
+#[test]
+fn policy_ids_with_quotes_keep_their_guardrail_marks() {
+    use warrant_core::guard::approval::Approver;
+    let text = r#"
+@id("ops' \"export\" rule")
+@quarantine
+forbid (principal, action == Warrant::Action::"crm.export", resource)
+when { context.anomaly.contains("novel_resource") };
+
+@id("owner's call")
+@approval("owner")
+forbid (principal, action in Warrant::Action::"payments.*", resource)
+when { context.telemetry has amount && context.telemetry.amount > 1000 };
+"#;
+    let p = compile(&[("default.cedar", DEFAULT_POLICIES), ("q.cedar", text)]).unwrap();
+    let a = agent(&[]);
+    let c = claims(&a, 1);
+    let t = json!({});
+    let v = p.evaluate(&guarded_input(&a, &c, "crm.export", &t, 100, &["novel_resource"], false)).unwrap();
+    assert!(!v.allow);
+    assert_eq!(v.policies, [r#"ops' "export" rule"#]);
+    assert!(v.quarantine, "the @quarantine forbid denied, so the agent is quarantined: {v:?}");
+    let big = json!({"amount": 5000});
+    let v = p.evaluate(&guarded_input(&a, &c, "payments.send", &big, 100, &[], false)).unwrap();
+    assert_eq!(v.policies, ["owner's call"]);
+    assert_eq!(v.approval, Some(Approver::Owner), "{v:?}");
+}
+
 #[test]
 fn guardrail_annotations_are_checked() {
     let on_permit = "@id(\"p\") @approval(\"owner\") permit (principal, action, resource);";
