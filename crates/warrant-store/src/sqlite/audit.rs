@@ -136,13 +136,18 @@ fn settle_upto(c: &Connection, least: i64, most: i64) -> Result<Option<i64>, Sto
 }
 
 /// Moves the oldest records of the tail (at most `most`, none unless at least `least`
-/// wait) into the indexed table; returns how many moved. Runs inside a transaction the
-/// caller holds (the group commit's, or one of its own): the move is all or nothing.
+/// wait) into the indexed table; returns how many moved. Runs inside a transaction (or
+/// savepoint) the caller holds and rolls back whole when this fails: a move that fails
+/// part way leaves what it copied, and only that rollback makes it all or nothing.
+///
+/// (The copy is `INSERT OR FAIL`: a statement that may stop part way and keep what it
+/// did needs no statement journal, which would otherwise copy each page the move touches
+/// before changing it: half the move's cost.)
 pub(crate) fn settle(c: &Connection, least: i64, most: i64) -> Result<usize, StoreError> {
     let Some(upto) = settle_upto(c, least, most)? else { return Ok(0) };
     let moved = c
         .prepare_cached(&format!(
-            "INSERT INTO audit_records ({RECORD_COLS}) SELECT {RECORD_COLS} FROM audit_tail WHERE seq <= ?1"
+            "INSERT OR FAIL INTO audit_records ({RECORD_COLS}) SELECT {RECORD_COLS} FROM audit_tail WHERE seq <= ?1"
         ))?
         .execute([upto])?;
     c.prepare_cached("DELETE FROM audit_tail WHERE seq <= ?1")?.execute([upto])?;
@@ -808,6 +813,47 @@ mod tests {
             .unwrap();
         assert_eq!(moved, 60);
         assert_eq!(store.audit_records(1, 100).await.unwrap().len(), 60);
+    }
+
+    /// A move that fails part way (here at the fourth record it moves, after three were
+    /// copied) is undone whole: no record is left in both tables, so every record is read
+    /// exactly once, and the writes of the batch that tried it still commit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_move_that_fails_part_way_leaves_no_record_twice() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let refused = SETTLE_ROWS + 4;
+        store
+            .write(move |c| {
+                c.execute_batch(&format!(
+                    "CREATE TRIGGER refuse_one BEFORE INSERT ON audit_records WHEN NEW.seq = {refused} \
+                     BEGIN SELECT RAISE(FAIL, 'refused'); END;"
+                ))?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let mut prev = GENESIS;
+        for seq in 1..=60u64 {
+            let row = rows(seq, 1, prev);
+            prev = row[0].record.hash;
+            store.append_audit(row).await.unwrap();
+        }
+        assert!(store.committer.counts().failed_moves.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+        let read: Vec<u64> = store.audit_records(1, 100).await.unwrap().iter().map(|r| r.record.seq).collect();
+        assert_eq!(read, (1..=60).collect::<Vec<u64>>(), "each record once, in order");
+        let (indexed, waiting, both) = store
+            .write(|c| {
+                let count = |sql: &str| c.query_row(sql, [], |r| r.get::<_, i64>(0));
+                Ok((
+                    count("SELECT count(*) FROM audit_records")?,
+                    count("SELECT count(*) FROM audit_tail")?,
+                    count("SELECT count(*) FROM audit_records JOIN audit_tail USING (seq)")?,
+                ))
+            })
+            .await
+            .unwrap();
+        assert_eq!((indexed + waiting, both), (60, 0), "{indexed} indexed, {waiting} waiting, {both} in both");
+        assert_eq!(indexed, SETTLE_ROWS, "only the move before the refused record went through");
     }
 
     #[tokio::test]

@@ -257,27 +257,30 @@ fn settle_all(conn: &Mutex<Connection>) -> bool {
 }
 
 /// Runs `batch` in one transaction, each write in its own savepoint, and commits; first,
-/// when `moves`, moves the audit tail into the indexed table if it is due (in a savepoint
-/// of its own: a move that fails leaves the tail as it was and the batch goes on).
-/// Returns whether no move failed.
+/// when `moves`, moves the audit tail into the indexed table if it is due (a move that
+/// fails leaves the tail as it was and the batch goes on). Returns whether no move failed.
 fn commit(c: &Connection, batch: &mut [Job], moves: bool) -> Result<bool, StoreError> {
     // Prepared once per connection: these run for every write.
     let run = |sql: &str| c.prepare_cached(sql).and_then(|mut statement| statement.execute([])).map(|_| ());
-    run("BEGIN IMMEDIATE")?;
     let mut moved = true;
-    if moves {
-        run("SAVEPOINT settle")?;
-        if let Err(e) = super::audit::settle_due(c) {
-            tracing::warn!(
-                error = %e,
-                "cannot index the newest audit records; batches try again after {SETTLE_BACKOFF_BATCHES} more"
-            );
-            run("ROLLBACK TO settle")?;
-            moved = false;
-        }
-        run("RELEASE settle")?;
-    }
     let applied = (|| {
+        run("BEGIN IMMEDIATE")?;
+        if moves {
+            // The move opens the transaction, so undoing it is undoing the transaction: no
+            // savepoint, which would first copy every page the move touches into its journal
+            // (two fifths of the move's cost under load; it spilled to a temporary file).
+            if let Err(e) = super::audit::settle_due(c) {
+                tracing::warn!(
+                    error = %e,
+                    "cannot index the newest audit records; batches try again after {SETTLE_BACKOFF_BATCHES} more"
+                );
+                if !c.is_autocommit() {
+                    run("ROLLBACK")?;
+                }
+                run("BEGIN IMMEDIATE")?;
+                moved = false;
+            }
+        }
         for job in batch.iter_mut() {
             run("SAVEPOINT write")?;
             if !job.apply(c) {

@@ -1,0 +1,80 @@
+#!/usr/bin/env python3
+"""CPU time of one move of the audit tail into the indexed table, four ways.
+
+Builds the audit tables from the SQLite migrations in a temporary file (WAL, as the
+server runs it), fills the indexed table with 100 000 records, then repeatedly appends
+64 records to the tail and moves them, timing the move's statements (process CPU time,
+the commit excluded). The four ways: the copy as plain `INSERT` or `INSERT OR FAIL`,
+inside a savepoint or not. Usage: python3 docs/bench/settle-journal.py
+"""
+import os
+import sqlite3
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MIGRATIONS = os.path.join(HERE, "..", "..", "crates", "warrant-store", "migrations", "sqlite")
+COLS = "seq, at, kind, agent, human, task, warrant, decision, body, prev_hash, hash"
+ROUNDS, MOVES, BATCH = 3, 300, 64
+
+
+def statements(name):
+    text = open(os.path.join(MIGRATIONS, name)).read()
+    text = "\n".join(line for line in text.splitlines() if not line.strip().startswith("--"))
+    return [s for s in text.split(";") if s.strip()]
+
+
+def main():
+    path = os.path.join(tempfile.mkdtemp(), "settle.db")
+    c = sqlite3.connect(path, isolation_level=None)
+    c.execute("PRAGMA journal_mode=WAL")
+    c.execute("PRAGMA synchronous=OFF")  # the sync is not what is measured
+    for s in statements("0002_revocations_policies_audit.sql"):
+        if "audit" in s:
+            c.execute(s)
+    for s in statements("0015_audit_tail.sql"):
+        if "CREATE TABLE" in s:
+            c.execute(s)
+    seq = [0]
+
+    def append(n):
+        rows = []
+        for _ in range(n):
+            seq[0] += 1
+            s = seq[0]
+            rows.append((s, 1_700_000_000 + s, "decision", f"agt_{s % 50}", f"hum_{s % 7}", f"tsk_{s % 300}",
+                         f"wrt_{s % 3000:08d}", "allow", '{"a":"' + "x" * 600 + '"}', os.urandom(32), os.urandom(32)))
+        c.execute("BEGIN")
+        c.executemany(f"INSERT INTO audit_tail ({COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+        c.execute("COMMIT")
+
+    def move(verb, savepoint):
+        c.execute("BEGIN IMMEDIATE")
+        started = time.process_time()
+        if savepoint:
+            c.execute("SAVEPOINT settle")
+        upto = c.execute("SELECT max(seq) FROM audit_tail").fetchone()[0]
+        c.execute(f"{verb} INTO audit_records ({COLS}) SELECT {COLS} FROM audit_tail WHERE seq <= ?", (upto,))
+        c.execute("DELETE FROM audit_tail WHERE seq <= ?", (upto,))
+        if savepoint:
+            c.execute("RELEASE settle")
+        spent = time.process_time() - started
+        c.execute("COMMIT")
+        return spent
+
+    append(100_000)
+    move("INSERT", False)
+    print(f"SQLite {sqlite3.sqlite_version}; CPU ms per move of {BATCH} records, mean of {MOVES}")
+    for _ in range(ROUNDS):
+        for verb in ("INSERT", "INSERT OR FAIL"):
+            for savepoint in (True, False):
+                spent = 0.0
+                for _ in range(MOVES):
+                    append(BATCH)
+                    spent += move(verb, savepoint)
+                where = "in a savepoint" if savepoint else "no savepoint  "
+                print(f"  {verb:<15} {where} {1e3 * spent / MOVES:.3f}")
+
+
+if __name__ == "__main__":
+    main()
