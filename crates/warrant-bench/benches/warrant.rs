@@ -192,10 +192,10 @@ fn decision_entry(claims: &WarrantClaims, req: &warrant_engine::AuthorizeRequest
     });
     let map = details.as_object_mut().unwrap();
     if let Some(attrs) = &req.resource_attrs {
-        map.insert("resource_attrs".into(), attrs.clone());
+        map.insert("resource_attrs".into(), (**attrs).clone());
     }
     if let Some(context) = &req.context {
-        map.insert("context".into(), context.clone());
+        map.insert("context".into(), (**context).clone());
     }
     entry.details = details;
     entry

@@ -282,8 +282,8 @@ impl Authzen {
                 subject: req.subject.clone(),
                 action: req.action.name.clone(),
                 resource: format!("{}/{}", req.resource.kind, req.resource.id),
-                resource_attrs: object(req.resource.properties.clone()),
-                context: object(context),
+                resource_attrs: object(req.resource.properties.clone()).map(Arc::new),
+                context: object(context).map(Arc::new),
                 via: Some(Via { pep: asker.name.clone(), mcp }),
             })));
         }
@@ -317,8 +317,8 @@ impl Authzen {
             recorded,
             action: req.action.name.clone(),
             resource: format!("{}/{}", req.resource.kind, req.resource.id),
-            resource_attrs: object(req.resource.properties.clone()),
-            context: object(context),
+            resource_attrs: object(req.resource.properties.clone()).map(Arc::new),
+            context: object(context).map(Arc::new),
             approval_id,
             via: Some(Via { pep: asker.name.clone(), mcp }),
             proof,

@@ -35,9 +35,9 @@ pub struct AuthorizeRequest {
     /// The concrete resource path, e.g. `customers/42`.
     pub resource: String,
     /// Attributes of the resource (a JSON object).
-    pub resource_attrs: Option<Value>,
+    pub resource_attrs: Option<Arc<Value>>,
     /// Runtime telemetry (a JSON object): `estimated_cost`, `rows`, …
-    pub context: Option<Value>,
+    pub context: Option<Arc<Value>>,
     /// The approval this retry presents (`apr_…`), after a `pending` answer.
     pub approval_id: Option<String>,
     /// The DPoP proof (RFC 9449) that came with the request, with the method and URL it
@@ -68,9 +68,9 @@ pub struct SubjectRequest {
     /// The concrete resource path, `<type>/<id>`.
     pub resource: String,
     /// The resource's attributes (AuthZEN `resource.properties`; untrusted).
-    pub resource_attrs: Option<Value>,
+    pub resource_attrs: Option<Arc<Value>>,
     /// The decision context (AuthZEN `context`, reserved keys removed; untrusted).
-    pub context: Option<Value>,
+    pub context: Option<Arc<Value>>,
     /// The enforcement point it came through, for the audit record.
     pub via: Option<Via>,
 }

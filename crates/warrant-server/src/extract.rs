@@ -25,10 +25,34 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
+        if !plain_json(req.headers()) {
+            // Parameters, `+json` suffixes, odd casing: axum's own reading of the type.
+            return match axum::Json::<T>::from_request(req, state).await {
+                Ok(axum::Json(value)) => Ok(Json(value)),
+                Err(rejection) => Err(json_rejection(rejection)),
+            };
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| json_rejection(JsonRejection::from(e)))?;
+        parse_json(&bytes)
+    }
+}
+
+/// Whether the content type is exactly `application/json` (in any case), as nearly every
+/// client sends it.
+fn plain_json(headers: &axum::http::HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"application/json"))
+}
+
+/// `bytes` as a `T`. The body is parsed once, without tracking where in it the parser is;
+/// only a body that does not parse is read again with the path tracked (axum's reading),
+/// so that its error names the field at fault.
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<Json<T>, ApiError> {
+    match serde_json::from_slice(bytes) {
+        Ok(value) => Ok(Json(value)),
+        Err(_) => match axum::Json::<T>::from_bytes(bytes) {
             Ok(axum::Json(value)) => Ok(Json(value)),
             Err(rejection) => Err(json_rejection(rejection)),
-        }
+        },
     }
 }
 
@@ -153,11 +177,12 @@ pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
 }
 
 /// The request's DPoP proof (RFC 9449 §4.1: the `DPoP` header, at most one), bound to
-/// the method and the public URL (`url`) of the endpoint it was sent to.
+/// the method and the public URL of the endpoint it was sent to (`url`, built only when
+/// a proof came).
 pub fn dpop_proof(
     headers: &axum::http::HeaderMap,
     htm: &str,
-    url: String,
+    url: impl FnOnce() -> String,
 ) -> Result<Option<warrant_engine::dpop::PresentedProof>, &'static str> {
     let mut values = headers.get_all("dpop").iter();
     let Some(first) = values.next() else { return Ok(None) };
@@ -165,7 +190,7 @@ pub fn dpop_proof(
         return Err("send one `DPoP` header, not several");
     }
     let proof = first.to_str().map_err(|_| "the `DPoP` header is not ASCII")?.trim();
-    Ok(Some(warrant_engine::dpop::PresentedProof { proof: proof.to_owned(), htm: htm.to_owned(), htu: url }))
+    Ok(Some(warrant_engine::dpop::PresentedProof { proof: proof.to_owned(), htm: htm.to_owned(), htu: url() }))
 }
 
 /// Whether `presented` is the admin token (constant-time comparison).
@@ -392,7 +417,34 @@ role_extractor!(
 
 #[cfg(test)]
 mod tests {
-    use super::parse_token_form;
+    use super::{parse_json, parse_token_form};
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        items: Vec<Item>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Item {
+        n: u32,
+    }
+
+    /// The one-pass parse gives the same value, and a body it refuses is explained with
+    /// the path of the field at fault.
+    #[test]
+    fn a_json_body_that_does_not_fit_names_the_field_at_fault() {
+        let ok: super::Json<Body> = parse_json(br#"{"items": [{"n": 1}, {"n": 2}]}"#).unwrap();
+        assert_eq!(ok.0.items.iter().map(|i| i.n).collect::<Vec<_>>(), [1, 2]);
+        let err = parse_json::<Body>(br#"{"items": [{"n": 1}, {"n": "two"}]}"#).unwrap_err();
+        let text = format!("{err:?}");
+        assert!(text.contains("items[1].n") && text.contains("invalid type"), "{text}");
+        let err = parse_json::<Body>(br#"{"items": [{"n": 1, "m": 2}]}"#).unwrap_err();
+        assert!(format!("{err:?}").contains("items[0]") && format!("{err:?}").contains("unknown field"), "{err:?}");
+        let err = parse_json::<Body>(b"{\"items\": [").unwrap_err();
+        assert!(format!("{err:?}").contains("EOF"), "{err:?}");
+    }
 
     #[test]
     fn token_form_takes_each_known_parameter_once_and_ignores_the_rest() {

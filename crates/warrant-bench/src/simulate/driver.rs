@@ -755,6 +755,7 @@ impl Run {
             self.step(g, label, false, None, true);
             return;
         };
+        let context = context.map(std::sync::Arc::new);
         let req = AuthorizeRequest { token, action, resource, context, ..AuthorizeRequest::default() };
         match self.answering {
             Answering::EachDecision => {

@@ -11,6 +11,7 @@
 //! record's keys are written in the order the details serialize them.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
@@ -145,10 +146,10 @@ pub struct DecisionDetails {
     pub origin: Option<Box<DecisionOrigin>>,
     /// The request's `resource_attrs`, as audited (see the engine's size bound).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub resource_attrs: Option<Value>,
+    pub resource_attrs: Option<Arc<Value>>,
     /// The request's `context`, as audited.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub context: Option<Value>,
+    pub context: Option<Arc<Value>>,
 }
 
 /// The enforcement point that asked for a decision, and the plain subject it asked about.
@@ -731,8 +732,8 @@ mod tests {
         d.retry_after = Some(7);
         d.quarantined = Some("low trust".into());
         d.warrant = Some(DecisionWarrant { chain: vec![agent_id()], scope: "crm.read".into() });
-        d.resource_attrs = Some(json!({"owner": "ada"}));
-        d.context = Some(json!({"ip": "10.0.0.1"}));
+        d.resource_attrs = Some(Arc::new(json!({"owner": "ada"})));
+        d.context = Some(Arc::new(json!({"ip": "10.0.0.1"})));
         // Engine: the base json!, then map.insert of each present optional, in this order.
         let mut engine = json!({
             "action": "crm.read",
@@ -773,7 +774,7 @@ mod tests {
     fn a_decision_with_a_warrant_but_no_guardrails_puts_chain_and_scope_after_policy_version() {
         let mut d = decision(DecisionCode::Scope);
         d.warrant = Some(DecisionWarrant { chain: vec![agent_id()], scope: "crm.read".into() });
-        d.context = Some(json!(1));
+        d.context = Some(Arc::new(json!(1)));
         let engine = json!({
             "action": "crm.read", "resource": "crm/1", "code": "scope", "reasons": ["no"],
             "policies": [], "policy_version": null, "chain": [agent_id()], "scope": "crm.read", "context": 1,

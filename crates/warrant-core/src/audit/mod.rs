@@ -648,8 +648,8 @@ mod tests {
             response: None,
             warrant: Some(DecisionWarrant { chain: vec![AgentId::from_random([1; 12])], scope: "crm.*".into() }),
             origin: Some(Box::new(details::DecisionOrigin { subject: None, pep: Some("gw".into()), mcp: None })),
-            resource_attrs: Some(serde_json::json!({ "z": 1, "a": [true, null, "x"] })),
-            context: Some(serde_json::json!({ "ip": "10.0.0.1", "n": -4 })),
+            resource_attrs: Some(std::sync::Arc::new(serde_json::json!({ "z": 1, "a": [true, null, "x"] }))),
+            context: Some(std::sync::Arc::new(serde_json::json!({ "ip": "10.0.0.1", "n": -4 }))),
         };
         let mut expected = AuditEntry::with_details(UnixTime(9), details.clone()).unwrap();
         expected.agent = Some(AgentId::from_random([1; 12]));

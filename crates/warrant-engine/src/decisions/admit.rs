@@ -56,8 +56,8 @@ pub(super) fn check_shape(req: &AuthorizeRequest) -> Result<(), String> {
         }
         Err(_) => return Err(concrete()),
     }
-    for (name, value) in [("resource_attrs", &req.resource_attrs), ("context", &req.context)] {
-        if !matches!(value, None | Some(Value::Null) | Some(Value::Object(_))) {
+    for (name, value) in [("resource_attrs", req.resource_attrs.as_deref()), ("context", req.context.as_deref())] {
+        if !matches!(value, None | Some(Value::Null | Value::Object(_))) {
             return Err(format!("`{name}` must be a JSON object"));
         }
     }

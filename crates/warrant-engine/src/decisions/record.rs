@@ -71,17 +71,17 @@ impl std::io::Write for Counter {
 }
 
 /// `value` as an audit record keeps it: whole when small, else its size and digest.
-fn audited_input(value: Value) -> Value {
+fn audited_input(value: Arc<Value>) -> Arc<Value> {
     let mut size = Counter(0);
-    if serde_json::to_writer(&mut size, &value).is_ok() && size.0 <= MAX_AUDITED_INPUT {
+    if serde_json::to_writer(&mut size, &*value).is_ok() && size.0 <= MAX_AUDITED_INPUT {
         return value;
     }
     let text = value.to_string();
-    serde_json::json!({
+    Arc::new(serde_json::json!({
         "truncated": true,
         "bytes": text.len(),
         "sha256": hex::encode(Sha256::digest(text.as_bytes())),
-    })
+    }))
 }
 
 /// A caller-supplied string as an audit record keeps it: escaped, and cut to

@@ -161,7 +161,7 @@ impl Decisions {
             d.retry_after = Some(limited.retry_after);
             return d;
         }
-        match self.guardrails.charge(&claims.jti, &claims.budget, req.context.as_ref()).await {
+        match self.guardrails.charge(&claims.jti, &claims.budget, req.context.as_deref()).await {
             Ok(charges) => d.charges = charges,
             Err(e) => {
                 d.code = DecisionCode::Budget;

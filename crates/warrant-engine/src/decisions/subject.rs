@@ -105,8 +105,8 @@ impl Decisions {
             principal,
             action: &req.action,
             resource: &req.resource,
-            resource_attrs: req.resource_attrs.as_ref(),
-            telemetry: req.context.as_ref(),
+            resource_attrs: req.resource_attrs.as_deref(),
+            telemetry: req.context.as_deref(),
             pep: req.via.as_ref().map(|v| v.pep.as_str()).unwrap_or_default(),
             now,
         };

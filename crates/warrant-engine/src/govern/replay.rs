@@ -27,9 +27,9 @@ pub struct Recorded {
     /// The resource.
     pub resource: String,
     /// The caller's `resource_attrs`.
-    pub resource_attrs: Option<Value>,
+    pub resource_attrs: Option<Arc<Value>>,
     /// The caller's `context`.
-    pub telemetry: Option<Value>,
+    pub telemetry: Option<Arc<Value>>,
     /// When it was decided.
     pub at: UnixTime,
     /// The trust percent Cedar saw.
@@ -48,8 +48,8 @@ impl Recorded {
             warrant: None,
             action: &self.action,
             resource: &self.resource,
-            resource_attrs: self.resource_attrs.as_ref(),
-            telemetry: self.telemetry.as_ref(),
+            resource_attrs: self.resource_attrs.as_deref(),
+            telemetry: self.telemetry.as_deref(),
             now: self.at,
             trust: self.trust,
             anomaly: &self.anomaly,

@@ -359,7 +359,7 @@ impl Guardrails {
         let prefix = warrant_core::guard::baseline::resource_prefix(&req.resource);
         let fields: Vec<(&str, i64)> = req
             .context
-            .as_ref()
+            .as_deref()
             .and_then(serde_json::Value::as_object)
             .map(|o| o.iter().filter_map(|(k, v)| v.as_i64().map(|n| (k.as_str(), n))).collect())
             .unwrap_or_default();

@@ -547,7 +547,7 @@ impl Harness {
             action: action.to_owned(),
             resource: resource.to_owned(),
             resource_attrs: None,
-            context: (!context.is_null()).then_some(context),
+            context: (!context.is_null()).then(|| std::sync::Arc::new(context)),
             approval_id: approval.map(str::to_owned),
             recorded: None,
             via: None,

@@ -56,7 +56,7 @@ fn request(kind: &str, id: &str, action: &str, resource: &str, attrs: Option<Val
         subject: Subject { kind: kind.into(), id: id.into(), properties: Map::new() },
         action: action.into(),
         resource: resource.into(),
-        resource_attrs: attrs,
+        resource_attrs: attrs.map(std::sync::Arc::new),
         context: None,
         via: Some(Via { pep: "todo-backend".into(), mcp: None }),
     }
@@ -240,13 +240,13 @@ when { context.telemetry has rows && context.telemetry.rows * 1000000000000 > 5 
 
     // A forbid that overflows errors; Cedar alone would skip it and allow: Warrant denies.
     let mut overflow = ok.clone();
-    overflow.context = Some(json!({"rows": 9_000_000_000_i64}));
+    overflow.context = Some(std::sync::Arc::new(json!({"rows": 9_000_000_000_i64})));
     let d = h.authorize_subject(&overflow).await;
     assert_eq!((d.outcome, d.code.as_str()), (Outcome::Deny, "policy_error"), "{d:?}");
 
     // Caller input Cedar cannot take (a float) and a non-canonical resource are denies.
     let mut float = ok.clone();
-    float.resource_attrs = Some(json!({"amount": 1.5}));
+    float.resource_attrs = Some(std::sync::Arc::new(json!({"amount": 1.5})));
     let d = h.authorize_subject(&float).await;
     assert_eq!((d.outcome, d.code.as_str()), (Outcome::Deny, "invalid_request"), "{d:?}");
     for resource in ["reports/../q3", "reports/*", ""] {

@@ -163,8 +163,8 @@ pub fn request(body: AuthorizeBody) -> AuthorizeRequest {
         token: body.token,
         action: body.action,
         resource: body.resource,
-        resource_attrs: body.resource_attrs,
-        context: body.context,
+        resource_attrs: body.resource_attrs.map(std::sync::Arc::new),
+        context: body.context.map(std::sync::Arc::new),
         approval_id: body.approval_id,
         recorded: None,
         via: None,
@@ -188,7 +188,7 @@ pub async fn authorize(
     headers: HeaderMap,
     Json(body): Json<AuthorizeBody>,
 ) -> Result<JsonOut<DecisionView>, Response> {
-    let url = state.engine.config().endpoint(AUTHORIZE_PATH);
+    let url = || state.engine.config().endpoint(AUTHORIZE_PATH);
     let proof = dpop_proof(&headers, "POST", url).map_err(|e| ApiError::bad_request(e).into_response())?;
     if let Some(refused) = state.limits.anonymous_over(&state.engine, addr, std::iter::once(body.token.as_str())) {
         return Err(refused);

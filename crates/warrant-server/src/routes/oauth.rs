@@ -87,7 +87,7 @@ pub async fn introspect(
         }
     };
     let token = token_of(&req)?;
-    let proof = dpop_proof(&headers, "POST", url).map_err(|e| OAuthError::new("invalid_dpop_proof", e))?;
+    let proof = dpop_proof(&headers, "POST", || url).map_err(|e| OAuthError::new("invalid_dpop_proof", e))?;
     let view = match state.engine.decisions().introspect(token, &caller, proof.as_ref()).await {
         Introspection::Active(claims) => IntrospectionView {
             active: true,

@@ -82,7 +82,7 @@ pub async fn token(
     headers: HeaderMap,
     TokenForm(mut req): TokenForm,
 ) -> Result<Response, OAuthError> {
-    req.dpop = dpop_proof(&headers, "POST", state.engine.config().token_endpoint())
+    req.dpop = dpop_proof(&headers, "POST", || state.engine.config().token_endpoint())
         .map_err(|e| OAuthError::new("invalid_dpop_proof", e))?;
     if let Some(refused) = state.limits.token(&state.engine, &req, addr) {
         return Ok(refused);
