@@ -386,6 +386,8 @@ pub struct Issuer {
     registry: Arc<Registry>,
     dpop: Arc<Dpop>,
     spiffe: Arc<SpiffeTrust>,
+    /// Agents' public keys as decoded for verifying their client assertions.
+    decoded: warrant_token::keys::DecodedKeys,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -439,6 +441,7 @@ impl Issuer {
             registry,
             dpop,
             spiffe,
+            decoded: warrant_token::keys::DecodedKeys::default(),
         }
     }
 
@@ -614,7 +617,9 @@ impl Issuer {
                 "agent `{agent_id}` authenticates with its SPIFFE ID: present a JWT-SVID ({ASSERTION_TYPE_JWT_SPIFFE})"
             )));
         };
-        let key = warrant_token::keys::verifying_key(public_key)
+        let key = self
+            .decoded
+            .verifying_key(public_key)
             .map_err(|e| TokenError::Internal(format!("stored key of `{agent_id}`: {e}")))?;
         let claims = verify_assertion(assertion, &key, &agent.id, audiences, now)
             .map_err(|e| client(format!("the client assertion: {e}")))?;

@@ -60,6 +60,38 @@ pub fn verifying_key(jwk: &PublicJwk) -> Result<VerifyingKey, KeyError> {
     Ok(key)
 }
 
+/// At most this many keys are kept decoded by a [`DecodedKeys`].
+pub const MAX_DECODED: usize = 65_536;
+
+/// Verifying keys already read from their JWK, by the JWK's `x`: a key that verifies
+/// again (an agent's next client assertion) is not decompressed again (a curve-point
+/// decompression, about a tenth of a mint's own CPU). Holds at most [`MAX_DECODED`]
+/// keys and starts again empty when full. A JWK of another type or curve is refused as
+/// by [`verifying_key`], whatever its `x`.
+#[derive(Debug, Default)]
+pub struct DecodedKeys {
+    keys: std::sync::RwLock<std::collections::HashMap<String, VerifyingKey>>,
+}
+
+impl DecodedKeys {
+    /// The verifying key of `jwk`, as [`verifying_key`] reads it.
+    pub fn verifying_key(&self, jwk: &PublicJwk) -> Result<VerifyingKey, KeyError> {
+        if jwk.kty == "OKP" && jwk.crv == "Ed25519" {
+            if let Some(key) = self.keys.read().ok().and_then(|keys| keys.get(&jwk.x).copied()) {
+                return Ok(key);
+            }
+        }
+        let key = verifying_key(jwk)?;
+        if let Ok(mut keys) = self.keys.write() {
+            if keys.len() >= MAX_DECODED {
+                keys.clear();
+            }
+            keys.insert(jwk.x.clone(), key);
+        }
+        Ok(key)
+    }
+}
+
 /// A signing key with its key id. The secret is zeroized when dropped.
 #[derive(Clone)]
 pub struct KeyPair {
@@ -136,6 +168,29 @@ impl KeyPair {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A decoded key is the key [`verifying_key`] reads, the second time too; and what
+    /// [`verifying_key`] refuses is refused, also for an `x` already decoded.
+    #[test]
+    fn decoded_keys_read_as_verifying_key_does() {
+        let decoded = DecodedKeys::default();
+        let pair = KeyPair::from_seed(&[7; 32]);
+        let jwk = pair.public_jwk();
+        assert_eq!(decoded.verifying_key(&jwk).unwrap(), pair.verifying_key());
+        assert_eq!(decoded.verifying_key(&jwk).unwrap(), pair.verifying_key());
+        let other_curve = PublicJwk { crv: "X25519".into(), ..jwk.clone() };
+        assert!(matches!(decoded.verifying_key(&other_curve), Err(KeyError::NotEd25519 { .. })));
+        let other_type = PublicJwk { kty: "EC".into(), ..jwk };
+        assert!(matches!(decoded.verifying_key(&other_type), Err(KeyError::NotEd25519 { .. })));
+        let short = PublicJwk { x: "AAAA".into(), ..pair.public_jwk() };
+        assert_eq!(decoded.verifying_key(&short), Err(KeyError::BadBytes("x")));
+        // The identity point is weak: refused, and not remembered.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let weak = PublicJwk { x: B64.encode(identity), ..pair.public_jwk() };
+        assert_eq!(decoded.verifying_key(&weak), Err(KeyError::BadPoint));
+        assert_eq!(decoded.verifying_key(&weak), Err(KeyError::BadPoint));
+    }
 
     #[test]
     fn private_jwk_round_trips_and_public_jwk_validates() {

@@ -96,4 +96,15 @@ mod tests {
         assert!(wal < 16 << 20, "the log grew to {wal} bytes: it is never checkpointed");
         assert!(size(&path) > before, "nothing reached the database file");
     }
+
+    /// The writer keeps its savepoints' journals in memory (`temp_store = MEMORY`): a
+    /// write's journal that outgrew 64 KiB went to a temporary file, one system call per
+    /// page it copied.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_writer_keeps_its_savepoint_journals_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+        let temp_store: i64 = store.write(|c| Ok(c.query_row("PRAGMA temp_store", [], |r| r.get(0))?)).await.unwrap();
+        assert_eq!(temp_store, 2, "0 is the build's default (a file), 2 memory");
+    }
 }
