@@ -54,12 +54,12 @@ fn in_scope(action: &str, resource: &str) -> bool {
     })
 }
 
-fn object_or_absent(v: &Option<Value>) -> bool {
-    matches!(v, None | Some(Value::Null) | Some(Value::Object(_)))
+fn object_or_absent(v: Option<&Value>) -> bool {
+    matches!(v, None | Some(Value::Null | Value::Object(_)))
 }
 
-fn cost_ok(context: &Option<Value>) -> bool {
-    match context.as_ref().and_then(|c| c.get("estimated_cost")) {
+fn cost_ok(context: Option<&Value>) -> bool {
+    match context.and_then(|c| c.get("estimated_cost")) {
         None | Some(Value::Null) => true,
         Some(Value::Number(n)) => n.as_i64().is_some_and(|c| c <= 10_000),
         Some(_) => true,
@@ -94,8 +94,8 @@ fuzz_target!(|data: &[u8]| {
         assert!(action_ok(&req.action), "allowed a malformed action: {req:?}");
         assert!(resource_ok(&req.resource), "allowed a malformed resource: {req:?}");
         assert!(in_scope(&req.action, &req.resource), "allowed outside the warrant's scope: {req:?}");
-        assert!(object_or_absent(&req.resource_attrs) && object_or_absent(&req.context), "{req:?}");
-        assert!(cost_ok(&req.context), "allowed above the cost ceiling: {req:?}");
+        assert!(object_or_absent(req.resource_attrs.as_deref()) && object_or_absent(req.context.as_deref()), "{req:?}");
+        assert!(cost_ok(req.context.as_deref()), "allowed above the cost ceiling: {req:?}");
         assert_eq!(d.code.as_str(), "allow");
     }
 });
