@@ -27,10 +27,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         if !plain_json(req.headers()) {
             // Parameters, `+json` suffixes, odd casing: axum's own reading of the type.
-            return match axum::Json::<T>::from_request(req, state).await {
-                Ok(axum::Json(value)) => Ok(Json(value)),
-                Err(rejection) => Err(json_rejection(rejection)),
-            };
+            return from_axum(axum::Json::<T>::from_request(req, state).await);
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|e| json_rejection(JsonRejection::from(e)))?;
         parse_json(&bytes)
@@ -49,11 +46,13 @@ fn plain_json(headers: &axum::http::HeaderMap) -> bool {
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<Json<T>, ApiError> {
     match serde_json::from_slice(bytes) {
         Ok(value) => Ok(Json(value)),
-        Err(_) => match axum::Json::<T>::from_bytes(bytes) {
-            Ok(axum::Json(value)) => Ok(Json(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
-        },
+        Err(_) => from_axum(axum::Json::<T>::from_bytes(bytes)),
     }
+}
+
+/// axum's reading of a JSON body, with its rejection as an [`ApiError`].
+fn from_axum<T>(read: Result<axum::Json<T>, JsonRejection>) -> Result<Json<T>, ApiError> {
+    read.map(|axum::Json(value)| Json(value)).map_err(json_rejection)
 }
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {
