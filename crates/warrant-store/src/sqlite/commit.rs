@@ -144,18 +144,15 @@ impl Committer {
     /// Starts the thread that commits on `conn` (a connection of its own for a database
     /// file; the store's one connection for an in-memory database, which no second
     /// connection can open).
-    /// `checkpoints`: how it also checkpoints the write-ahead log, for a database file,
-    /// whose connections never do it on commit (see [`super::checkpoint`]).
-    pub(crate) fn start(
-        conn: Arc<Mutex<Connection>>,
-        checkpoints: Option<super::checkpoint::Pacer>,
-    ) -> Result<Self, StoreError> {
+    /// `checkpoints`: whether it also checkpoints the write-ahead log (see
+    /// [`super::checkpoint`]; a database file, whose connections never do it on commit).
+    pub(crate) fn start(conn: Arc<Mutex<Connection>>, checkpoints: bool) -> Result<Self, StoreError> {
         let (queue, jobs) = mpsc::channel::<Job>();
         let counts = Arc::new(Counts::default());
         let counted = Arc::clone(&counts);
         let handle = std::thread::Builder::new()
             .name("warrant-sqlite-commit".into())
-            .spawn(move || run(&conn, &jobs, &counted, checkpoints))
+            .spawn(move || run(&conn, &jobs, &counted, checkpoints.then(super::checkpoint::Pacer::new)))
             .map_err(|e| StoreError::Backend(format!("cannot start the storage writer: {e}")))?;
         Ok(Committer { queue, counts, _thread: Arc::new(Stopping(Some(handle))) })
     }

@@ -93,8 +93,8 @@ impl KeyStore for SqliteStore {
             if changed > 0 {
                 // Copy the rewritten pages into the main file and empty the write-ahead
                 // log, whose older frames still hold the pages with the plaintext seeds.
-                // The writer (or its checkpoint thread) may be running a checkpoint: try
-                // again until this one completes.
+                // The writer may be running a checkpoint of its own: try again until this
+                // one completes.
                 let mut attempts = 0;
                 loop {
                     let busy = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));

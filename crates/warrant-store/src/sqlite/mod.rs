@@ -9,8 +9,7 @@
 //! (`commit.rs`), one thread with a connection of its own that commits whatever is queued
 //! in one transaction, so readers and the writer never wait on each other's write lock;
 //! that writer also checkpoints the write-ahead log, after answering (`checkpoint.rs`),
-//! never inside a commit, the bulk of each copy done beside it by a thread with one more
-//! connection, and moves the audit records from the unindexed table they are
+//! never inside a commit, and moves the audit records from the unindexed table they are
 //! committed to into the indexed one (`audit.rs`).
 //!
 //! This module opens the database (pragmas, migrations) and holds the helpers every
@@ -254,14 +253,7 @@ impl SqliteStore {
         // long as the batch's transaction, and the reads (whose sorts also use the temporary
         // store) keep the default.
         writer.pragma_update(None, "temp_store", "MEMORY")?;
-        // And one more, on which the bulk of each checkpoint is copied beside the writer.
-        let copier = Connection::open(path)?;
-        Self::settings(&copier)?;
-        copier.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let file = std::fs::File::open(path)
-            .map_err(|e| StoreError::Backend(format!("cannot open `{}` to sync it: {e}", path.display())))?;
-        let pacer = checkpoint::Pacer::new(Some(checkpoint::Copier::start(copier, file)?));
-        let committer = commit::Committer::start(Arc::new(Mutex::new(writer)), Some(pacer))?;
+        let committer = commit::Committer::start(Arc::new(Mutex::new(writer)), true)?;
         let mut readers = vec![conn];
         for _ in 1..READERS {
             let reader = Connection::open(path)?;
@@ -321,7 +313,7 @@ impl SqliteStore {
     /// written).
     fn sharing(conn: Connection) -> Result<Self, StoreError> {
         let conn = Arc::new(Mutex::new(conn));
-        let committer = commit::Committer::start(Arc::clone(&conn), None)?;
+        let committer = commit::Committer::start(Arc::clone(&conn), false)?;
         Ok(SqliteStore { reads: Reads::Shared(conn), committer })
     }
 
