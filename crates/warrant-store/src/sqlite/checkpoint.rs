@@ -29,9 +29,14 @@ const FIRST_EVERY: u64 = TARGET_FRAMES / 4;
 /// The most batches between two checkpoints, whatever their size.
 const MAX_EVERY: u64 = 10_000;
 
-/// One `PASSIVE` checkpoint: returns (pages in the log, pages copied back).
-pub(crate) fn passive(conn: &Connection) -> Result<(i64, i64), StoreError> {
-    Ok(conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))?)
+/// One `PASSIVE` checkpoint: returns (pages in the log, pages copied back), or `None`
+/// when another connection's checkpoint holds the log (SQLite then answers "busy" and
+/// copies nothing).
+pub(crate) fn passive(conn: &Connection) -> Result<Option<(i64, i64)>, StoreError> {
+    let (busy, logged, copied) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+    })?;
+    Ok((busy == 0 && logged >= 0).then_some((logged, copied)))
 }
 
 /// When the writer checkpoints: every `every` batches, re-estimated at each checkpoint
@@ -57,10 +62,15 @@ impl Pacer {
             return;
         }
         match passive(conn) {
-            Ok((logged, _)) => {
+            Ok(Some((logged, _))) => {
                 let per_batch = u64::try_from(logged).unwrap_or(0).div_ceil(self.since).max(1);
                 self.every = (TARGET_FRAMES / per_batch).clamp(1, MAX_EVERY);
                 self.since = 0;
+            }
+            // Not done, so not counted: counting it would pace the next try as after an
+            // empty log, a thousand batches away, while the log grows.
+            Ok(None) => {
+                tracing::debug!("another connection is checkpointing the WAL; tried again after the next batch")
             }
             Err(e) => tracing::warn!(error = %e, "a WAL checkpoint failed; tried again after the next batch"),
         }
@@ -71,8 +81,63 @@ impl Pacer {
 mod tests {
     use warrant_core::{AgentId, UnixTime};
 
+    use rusqlite::Connection;
+
+    use super::{passive, Pacer, FIRST_EVERY};
     use crate::sqlite::SqliteStore;
     use crate::WarrantStore;
+
+    /// A checkpoint that finds another connection's checkpoint holding the log copies
+    /// nothing and is not counted as done: the writer tries again after its next batch
+    /// (counted, the next try waited another thousand batches while the log grew). Here
+    /// the other checkpoint is a `TRUNCATE` waiting for a reader that holds an older
+    /// snapshot, as `seal_keys`'s does while reads go on.
+    #[test]
+    fn a_checkpoint_found_busy_is_tried_again_after_the_next_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.db");
+        let open = || {
+            let c = Connection::open(&path).unwrap();
+            c.pragma_update(None, "journal_mode", "WAL").unwrap();
+            c.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+            c
+        };
+        let writer = open();
+        writer.execute_batch("CREATE TABLE t (v INTEGER); INSERT INTO t VALUES (1);").unwrap();
+        let reader = open();
+        reader.execute_batch("BEGIN").unwrap();
+        let _: i64 = reader.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)).unwrap();
+        writer.execute("INSERT INTO t VALUES (2)", []).unwrap();
+        let truncate = || {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let c = Connection::open(&path).unwrap();
+                c.busy_timeout(std::time::Duration::from_secs(60)).unwrap();
+                c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0)).unwrap()
+            })
+        };
+        // Until the other checkpoint holds the log (it waits for the reader meanwhile).
+        let mut truncating = truncate();
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            if passive(&writer).unwrap().is_none() {
+                break;
+            }
+            if truncating.is_finished() {
+                // It found this probe's checkpoint holding the log and gave up at once.
+                assert_eq!(truncating.join().unwrap(), 1, "the TRUNCATE checkpoint did not wait for the reader");
+                truncating = truncate();
+            }
+        }
+        let mut pacer = Pacer::new();
+        pacer.since = FIRST_EVERY - 1;
+        pacer.after_batch(&writer);
+        assert_eq!((pacer.since, pacer.every), (FIRST_EVERY, FIRST_EVERY), "a busy checkpoint was counted as done");
+        reader.execute_batch("COMMIT").unwrap();
+        assert_eq!(truncating.join().unwrap(), 0, "the TRUNCATE checkpoint completed once the reader let go");
+        pacer.after_batch(&writer);
+        assert_eq!(pacer.since, 0, "the next batch's checkpoint is done and counted");
+    }
 
     fn size(p: &std::path::Path) -> u64 {
         std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
