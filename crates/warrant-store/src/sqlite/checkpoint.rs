@@ -29,14 +29,13 @@ const FIRST_EVERY: u64 = TARGET_FRAMES / 4;
 /// The most batches between two checkpoints, whatever their size.
 const MAX_EVERY: u64 = 10_000;
 
-/// One `PASSIVE` checkpoint: returns (pages in the log, pages copied back), or `None`
-/// when another connection's checkpoint holds the log (SQLite then answers "busy" and
-/// copies nothing).
-pub(crate) fn passive(conn: &Connection) -> Result<Option<(i64, i64)>, StoreError> {
-    let (busy, logged, copied) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
-    })?;
-    Ok((busy == 0 && logged >= 0).then_some((logged, copied)))
+/// One `PASSIVE` checkpoint: returns how many pages the log held, or `None` when
+/// another connection's checkpoint holds the log (SQLite then answers "busy", with -1
+/// pages, and copies nothing).
+pub(crate) fn passive(conn: &Connection) -> Result<Option<u64>, StoreError> {
+    let (busy, logged) =
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
+    Ok(u64::try_from(logged).ok().filter(|_| busy == 0))
 }
 
 /// When the writer checkpoints: every `every` batches, re-estimated at each checkpoint
@@ -62,8 +61,8 @@ impl Pacer {
             return;
         }
         match passive(conn) {
-            Ok(Some((logged, _))) => {
-                let per_batch = u64::try_from(logged).unwrap_or(0).div_ceil(self.since).max(1);
+            Ok(Some(logged)) => {
+                let per_batch = logged.div_ceil(self.since).max(1);
                 self.every = (TARGET_FRAMES / per_batch).clamp(1, MAX_EVERY);
                 self.since = 0;
             }
@@ -79,9 +78,8 @@ impl Pacer {
 
 #[cfg(test)]
 mod tests {
-    use warrant_core::{AgentId, UnixTime};
-
     use rusqlite::Connection;
+    use warrant_core::{AgentId, UnixTime};
 
     use super::{passive, Pacer, FIRST_EVERY};
     use crate::sqlite::SqliteStore;
