@@ -2,11 +2,12 @@
 //! tamper detection on the file itself, fail-closed behaviour and restarts.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::sync::Semaphore;
 use warrant_core::audit::{AuditEntry, AuditKind, VerifyReport};
 use warrant_core::{AgentId, HumanId, TaskId, UnixTime, WarrantId};
 use warrant_engine::audit::{self, AuditConfig, AuditError, AuditWriter, Verification};
@@ -516,14 +517,30 @@ async fn two_writers_submitting_concurrently_share_one_chain() {
     assert!(report.ok && report.records == 800, "{report:?}");
 }
 
-/// An `AuditStore` whose every call can be made to fail or to be slow.
+/// An `AuditStore` whose every call can be made to fail, and whose appends can be held at
+/// a gate or failed one in every few.
 struct Faulty {
     inner: SqliteStore,
     fail: AtomicBool,
-    delay: Duration,
+    /// Appends begun (counted before the gate).
+    entered: AtomicU64,
+    /// When set, each append waits for a permit of its own.
+    gate: Option<Semaphore>,
+    /// Every n-th append fails (0: none do).
+    fail_every: u64,
 }
 
 impl Faulty {
+    fn new(inner: &SqliteStore) -> Self {
+        Faulty {
+            inner: inner.clone(),
+            fail: AtomicBool::new(false),
+            entered: AtomicU64::new(0),
+            gate: None,
+            fail_every: 0,
+        }
+    }
+
     fn check(&self) -> Result<(), StoreError> {
         if self.fail.load(Ordering::SeqCst) {
             Err(StoreError::Backend("injected fault".into()))
@@ -531,18 +548,38 @@ impl Faulty {
             Ok(())
         }
     }
+
+    /// What every append goes through before the real one.
+    async fn before_append(&self) -> Result<(), StoreError> {
+        let n = self.entered.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Some(gate) = &self.gate {
+            gate.acquire().await.map_err(|_| StoreError::Backend("gate closed".into()))?.forget();
+        }
+        if self.fail_every > 0 && n.is_multiple_of(self.fail_every) {
+            return Err(StoreError::Backend("injected append fault".into()));
+        }
+        self.check()
+    }
+
+    /// Waits (at most ten seconds, a guard against a hang) until `n` appends have begun.
+    async fn wait_entered(&self, n: u64) -> bool {
+        let until = async {
+            while self.entered.load(Ordering::SeqCst) < n {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), until).await.is_ok()
+    }
 }
 
 #[async_trait]
 impl AuditStore for Faulty {
     async fn append_audit(&self, rows: Vec<AuditRow>) -> Result<(), StoreError> {
-        tokio::time::sleep(self.delay).await;
-        self.check()?;
+        self.before_append().await?;
         self.inner.append_audit(rows).await
     }
     async fn append_audit_at_head(&self, rows: Vec<AuditRow>) -> Result<Appended, StoreError> {
-        tokio::time::sleep(self.delay).await;
-        self.check()?;
+        self.before_append().await?;
         self.inner.append_audit_at_head(rows).await
     }
     async fn audit_head(&self) -> Result<Option<(u64, [u8; 32])>, StoreError> {
@@ -570,12 +607,29 @@ impl AuditStore for Faulty {
     }
 }
 
+/// A writer over `store` whose appends each wait at a gate (closed: add permits to let
+/// them through).
+async fn gated_writer(
+    store: &Arc<SqliteStore>,
+    keys: &Arc<KeyManager>,
+    config: AuditConfig,
+) -> (Arc<Faulty>, Arc<AuditWriter>) {
+    let gated = Arc::new(Faulty { gate: Some(Semaphore::new(0)), ..Faulty::new(store) });
+    let w = AuditWriter::spawn(Arc::clone(&gated) as _, Arc::clone(keys) as _, config).await.unwrap();
+    (gated, Arc::new(w))
+}
+
+/// Submits `entry(i)` from a task of its own.
+fn in_background(w: &Arc<AuditWriter>, i: u64) -> tokio::task::JoinHandle<Result<u64, AuditError>> {
+    let w = Arc::clone(w);
+    tokio::spawn(async move { w.submit(entry(i)).await })
+}
+
 #[tokio::test]
 async fn fail_closed_on_an_injected_fault_then_recover() {
     let dir = tempfile::tempdir().unwrap();
     let (store, keys) = open(dir.path()).await;
-    let faulty =
-        Arc::new(Faulty { inner: store.as_ref().clone(), fail: AtomicBool::new(false), delay: Duration::ZERO });
+    let faulty = Arc::new(Faulty::new(&store));
     let key = Arc::new(keys.checkpoint_key().unwrap());
     let w = AuditWriter::spawn(Arc::clone(&faulty) as _, key, every(3)).await.unwrap();
     for i in 1..=4 {
@@ -600,37 +654,74 @@ async fn fail_closed_on_an_injected_fault_then_recover() {
 async fn a_full_queue_is_refused_after_the_submit_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let (store, keys) = open(dir.path()).await;
-    let slow = Arc::new(Faulty {
-        inner: store.as_ref().clone(),
-        fail: AtomicBool::new(false),
-        delay: Duration::from_millis(800),
-    });
     let config = AuditConfig {
         queue_capacity: 1,
         max_batch: 1,
         submit_timeout: Duration::from_millis(50),
         ..AuditConfig::default()
     };
-    let w = Arc::new(AuditWriter::spawn(slow as _, Arc::clone(&keys) as _, config).await.unwrap());
-    let first = {
-        let w = Arc::clone(&w);
-        tokio::spawn(async move { w.submit(entry(1)).await })
+    let (gated, w) = gated_writer(&store, &keys, config).await;
+    let submit = |i: u64| in_background(&w, i);
+    // The writer's append held at the gate, then one entry in the queue's one slot.
+    let first = submit(1);
+    assert!(gated.wait_entered(1).await);
+    let second = submit(2);
+    let queued = async {
+        while w.queue_depth() < 1 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     };
-    // Wall-clock on purpose: the submit timeout is a real bound on a real wait. These two
-    // pauses only order the submits (the first is inside its 800 ms append, then the second
-    // holds the one queue slot) well inside that append.
-    tokio::time::sleep(Duration::from_millis(100)).await; // the writer is inside the slow append
-    let second = {
-        let w = Arc::clone(&w);
-        tokio::spawn(async move { w.submit(entry(2)).await })
-    };
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(w.queue_depth(), 1);
+    assert!(tokio::time::timeout(Duration::from_secs(10), queued).await.is_ok());
+    // Wall-clock on purpose: the submit timeout is a real bound on a real wait.
     assert_eq!(w.submit(entry(3)).await, Err(AuditError::QueueFull(Duration::from_millis(50))));
+    gated.gate.as_ref().unwrap().add_permits(2);
     assert_eq!(first.await.unwrap(), Ok(1));
     assert_eq!(second.await.unwrap(), Ok(2));
     w.shutdown().await;
     assert!(verify(&store).await.ok);
+}
+
+/// Many callers at once against appends that fail one in every five: every acknowledged sequence number holds its caller's record, no record is on disk
+/// that no caller was told of, and the chain verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn under_concurrent_submits_and_failing_appends_every_acknowledged_record_is_on_disk_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, keys) = open(dir.path()).await;
+    let faulty = Arc::new(Faulty { fail_every: 5, ..Faulty::new(&store) });
+    let config = AuditConfig { max_batch: 8, ..every(50) };
+    let w = Arc::new(AuditWriter::spawn(Arc::clone(&faulty) as _, Arc::clone(&keys) as _, config).await.unwrap());
+    let tasks: Vec<_> = (0..16u64)
+        .map(|t| {
+            let w = Arc::clone(&w);
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for k in 0..150u64 {
+                    let i = t * 1_000 + k;
+                    match w.submit(entry(i)).await {
+                        Ok(seq) => acked.push((seq, i)),
+                        Err(AuditError::WriteFailed(_)) => {}
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.extend(t.await.unwrap());
+    }
+    w.shutdown().await;
+    assert!(faulty.entered.load(Ordering::SeqCst) >= 10, "the appends failed too rarely to test anything");
+    acked.sort_unstable();
+    let seqs: Vec<u64> = acked.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(seqs, (1..=acked.len() as u64).collect::<Vec<_>>(), "acknowledged sequence numbers");
+    let report = verify(&store).await;
+    assert_eq!(report, VerifyReport { ok: true, records: acked.len() as u64, first_bad: None, reason: None });
+    for (seq, i) in acked {
+        let body = store.get_audit(seq).await.unwrap().unwrap().record.body;
+        assert!(body.contains(&format!("\"i\":{i},")), "record {seq} holds {body}, not entry {i}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------
