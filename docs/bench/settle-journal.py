@@ -12,29 +12,16 @@ import sqlite3
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-MIGRATIONS = os.path.join(HERE, "..", "..", "crates", "warrant-store", "migrations", "sqlite")
-COLS = "seq, at, kind, agent, human, task, warrant, decision, body, prev_hash, hash"
+from audit_schema import COLS, create_audit_tables
+
 ROUNDS, MOVES, BATCH = 3, 300, 64
-
-
-def statements(name):
-    text = open(os.path.join(MIGRATIONS, name)).read()
-    text = "\n".join(line for line in text.splitlines() if not line.strip().startswith("--"))
-    return [s for s in text.split(";") if s.strip()]
 
 
 def main():
     path = os.path.join(tempfile.mkdtemp(), "settle.db")
     c = sqlite3.connect(path, isolation_level=None)
-    c.execute("PRAGMA journal_mode=WAL")
+    create_audit_tables(c)
     c.execute("PRAGMA synchronous=OFF")  # the sync is not what is measured
-    for s in statements("0002_revocations_policies_audit.sql"):
-        if "audit" in s:
-            c.execute(s)
-    for s in statements("0015_audit_tail.sql"):
-        if "CREATE TABLE" in s:
-            c.execute(s)
     seq = [0]
 
     def append(n):

@@ -21,10 +21,10 @@ use warrant_core::{
     PublicJwk, Scope, TaskClaim, TaskId, UnixTime, WarrantClaims, WarrantId,
 };
 use warrant_store::{
-    AgentStore as _, Attestation, AuditRow, AuditStore as _, FindingFilter, GovernStore as _, GuardStore as _,
-    HumanStore as _, IssueGuard, KeyMaterial, KeyPurpose, KeyStore as _, LiveWarrant, PepRecord, PepStore as _,
-    PolicyVersionRecord, RevocationKind, RevocationRecord, SessionPurpose, SessionRecord, SpendCharge, SqliteStore,
-    Store, StoreError, StoredKey, TaskRecord, WarrantRecord, WarrantStore as _,
+    AgentStore as _, Attestation, AuditFilter, AuditRow, AuditStore as _, FindingFilter, GovernStore as _,
+    GuardStore as _, HumanStore as _, IssueGuard, KeyMaterial, KeyPurpose, KeyStore as _, LiveWarrant, PepRecord,
+    PepStore as _, PolicyVersionRecord, RevocationKind, RevocationRecord, SessionPurpose, SessionRecord, SpendCharge,
+    SqliteStore, Store, StoreError, StoredKey, TaskRecord, WarrantRecord, WarrantStore as _,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -1062,11 +1062,22 @@ fn charge(w: &WarrantRecord, counter: &str, amount: i64) -> SpendCharge {
 /// Decision records `from..from + n` chained from `prev`, record `seq` carrying
 /// `charges(seq)`.
 fn audit_rows(from: u64, n: u64, prev: [u8; 32], charges: impl Fn(u64) -> Vec<SpendCharge>) -> Vec<AuditRow> {
+    deciding_rows(from, n, prev, charges, |_| "allow")
+}
+
+/// Like [`audit_rows`], each record deciding what `decision` says for its seq.
+fn deciding_rows(
+    from: u64,
+    n: u64,
+    prev: [u8; 32],
+    charges: impl Fn(u64) -> Vec<SpendCharge>,
+    decision: impl Fn(u64) -> &'static str,
+) -> Vec<AuditRow> {
     let mut prev = prev;
     (from..from + n)
         .map(|seq| {
             let mut e = AuditEntry::new(UnixTime(1_000 + seq as i64), AuditKind::Decision);
-            e.decision = Some("allow".into());
+            e.decision = Some(decision(seq).into());
             let record = chain(prev, seq, &e).unwrap();
             prev = record.hash;
             AuditRow { charges: charges(seq), ..AuditRow::new(record, &e) }
@@ -1162,7 +1173,7 @@ async fn check_charges_accumulate_with_their_records(store: &dyn Store) {
     let stored: Vec<AuditRow> =
         first.into_iter().chain(second).map(|row| AuditRow { charges: Vec::new(), ..row }).collect();
     assert_eq!(store.audit_records(1, 100).await.unwrap(), stored);
-    assert_eq!(store.query_audit(&warrant_store::AuditFilter::default()).await.unwrap(), stored);
+    assert_eq!(store.query_audit(&AuditFilter::default()).await.unwrap(), stored);
     assert_eq!(store.get_audit(4).await.unwrap().as_ref(), Some(&stored[3]));
 }
 
@@ -2514,10 +2525,12 @@ fn current_schema_version() -> i64 {
     db.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap()
 }
 
-/// Undoes the migrations that added the indexes for reads of history, the audit log's
-/// unindexed tail (an older build keeps every record in `audit_records`), console
-/// sessions, gave agents SPIFFE IDs and humans an identity at a provider.
-const UNDO_MIGRATION_IDENTITY: &str = "DROP INDEX warrants_expires; DROP INDEX findings_recent; \
+/// Undoes the migrations that indexed the audit log by decision, added the indexes for
+/// reads of history, the audit log's unindexed tail (an older build keeps every record in
+/// `audit_records`), console sessions, gave agents SPIFFE IDs and humans an identity at a
+/// provider.
+const UNDO_MIGRATION_IDENTITY: &str = "DROP INDEX audit_decision; CREATE INDEX audit_at ON audit_records(at); \
+     DROP INDEX warrants_expires; DROP INDEX findings_recent; \
      DROP INDEX approvals_approver; DROP INDEX approvals_recent; \
      INSERT INTO audit_records SELECT * FROM audit_tail; DROP TABLE audit_tail; \
      DROP TABLE console_logins; DROP TABLE console_sessions; \
@@ -2525,10 +2538,11 @@ const UNDO_MIGRATION_IDENTITY: &str = "DROP INDEX warrants_expires; DROP INDEX f
      DROP INDEX humans_identity; ALTER TABLE humans DROP COLUMN idp_subject; \
      ALTER TABLE humans DROP COLUMN idp_issuer; PRAGMA user_version = 10;";
 
-/// Undoes the migrations that added the indexes for reads of history, the audit tail,
-/// console sessions, gave agents SPIFFE IDs, humans an identity at a provider and an
-/// external id.
-const UNDO_MIGRATION_EXTERNAL_ID: &str = "DROP INDEX warrants_expires; DROP INDEX findings_recent; \
+/// Undoes the migrations that indexed the audit log by decision, added the indexes for
+/// reads of history, the audit tail, console sessions, gave agents SPIFFE IDs, humans an
+/// identity at a provider and an external id.
+const UNDO_MIGRATION_EXTERNAL_ID: &str = "DROP INDEX audit_decision; CREATE INDEX audit_at ON audit_records(at); \
+     DROP INDEX warrants_expires; DROP INDEX findings_recent; \
      DROP INDEX approvals_approver; DROP INDEX approvals_recent; \
      INSERT INTO audit_records SELECT * FROM audit_tail; DROP TABLE audit_tail; \
      DROP TABLE console_logins; DROP TABLE console_sessions; \
@@ -2553,6 +2567,38 @@ async fn migration_gives_existing_humans_no_identity() {
     drop(db);
     let store = SqliteStore::open(&path).unwrap();
     assert_eq!(store.get_human(&h.id).await.unwrap(), Some(h));
+}
+
+/// Takes a database back to the schema before migration 17.
+const UNDO_MIGRATION_AUDIT_DECISION: &str =
+    "DROP INDEX audit_decision; CREATE INDEX audit_at ON audit_records(at); PRAGMA user_version = 16;";
+
+/// Migration 17 indexes the audit log by decision (and drops the index by time that no read
+/// used): the records written before it are found by their decision through the new index.
+#[tokio::test]
+async fn migration_indexes_audit_records_by_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("warrant.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let deny_every_third = |seq: u64| if seq.is_multiple_of(3) { "deny" } else { "allow" };
+    store.append_audit(deciding_rows(1, 9, GENESIS, |_| Vec::new(), deny_every_third)).await.unwrap();
+    drop(store);
+    let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch(UNDO_MIGRATION_AUDIT_DECISION).unwrap();
+    drop(db);
+
+    let store = SqliteStore::open(&path).unwrap();
+    let db = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, current_schema_version());
+    let index = |name: &str| -> i64 {
+        db.query_row("SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = ?1", [name], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!((index("audit_decision"), index("audit_at")), (1, 0));
+    let denies = AuditFilter { decision: Some("deny".into()), limit: 100, ..AuditFilter::default() };
+    let seqs: Vec<u64> = store.query_audit(&denies).await.unwrap().iter().map(|r| r.record.seq).collect();
+    assert_eq!(seqs, [3, 6, 9]);
 }
 
 /// Undoes the migration that gave humans roles.

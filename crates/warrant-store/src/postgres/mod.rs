@@ -58,6 +58,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0006_received_sets.sql"),
     include_str!("../../migrations/postgres/0007_console.sql"),
     include_str!("../../migrations/postgres/0008_history_indexes.sql"),
+    include_str!("../../migrations/postgres/0009_audit_decision_index.sql"),
 ];
 
 /// The advisory lock every write transaction takes first (see the module docs).

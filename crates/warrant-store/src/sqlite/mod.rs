@@ -67,6 +67,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0014_console.sql"),
     include_str!("../../migrations/sqlite/0015_audit_tail.sql"),
     include_str!("../../migrations/sqlite/0016_history_indexes.sql"),
+    include_str!("../../migrations/sqlite/0017_audit_decision_index.sql"),
 ];
 
 /// Read connections a database file has.

@@ -1,0 +1,25 @@
+"""The audit tables of the SQLite migrations, for the scripts of this folder."""
+import os
+
+MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "crates", "warrant-store",
+                          "migrations", "sqlite")
+COLS = "seq, at, kind, agent, human, task, warrant, decision, body, prev_hash, hash"
+
+
+def statements(name):
+    """The statements of migration file `name`, comments left out."""
+    text = open(os.path.join(MIGRATIONS, name)).read()
+    text = "\n".join(line for line in text.splitlines() if not line.strip().startswith("--"))
+    return [s for s in text.split(";") if s.strip()]
+
+
+def create_audit_tables(c):
+    """Creates the audit log's tables and indexes as migrations 2 and 15 leave them, on
+    connection `c` (WAL, as the server runs it)."""
+    c.execute("PRAGMA journal_mode=WAL")
+    for s in statements("0002_revocations_policies_audit.sql"):
+        if "audit" in s:
+            c.execute(s)
+    for s in statements("0015_audit_tail.sql"):
+        if "CREATE TABLE" in s:
+            c.execute(s)
