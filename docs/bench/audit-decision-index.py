@@ -18,7 +18,7 @@ import sqlite3
 import tempfile
 import time
 
-from audit_schema import COLS, create_audit_tables, statements
+from audit_schema import COLS, append_to, create_audit_tables, record, statements
 
 RECORDS, DENY_EVERY, LIMIT = 1_000_000, 100_000, 100
 
@@ -44,18 +44,10 @@ def main():
     path = os.path.join(tempfile.mkdtemp(), "decisions.db")
     c = sqlite3.connect(path, isolation_level=None)
     create_audit_tables(c)
-    c.execute("BEGIN")
-    rows = []
-    for seq in range(1, RECORDS + 1):
-        decision = "deny" if seq % DENY_EVERY == 0 else "allow"
-        rows.append((seq, 1_700_000_000 + seq // 100, "decision", f"agt_{seq % 50}", f"hum_{seq % 7}",
-                     f"tsk_{seq % 300}", f"wrt_{seq % 3000:08d}", decision, '{"a":"' + "x" * 600 + '"}',
-                     b"\0" * 32, b"\0" * 32))
-        if len(rows) == 50_000:
-            c.executemany(f"INSERT INTO audit_records ({COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
-            rows = []
-    c.execute("COMMIT")
-    window_start = 1_700_000_000 + RECORDS // 200
+    for first in range(1, RECORDS + 1, 50_000):
+        rows = [record(s, "deny" if s % DENY_EVERY == 0 else "allow") for s in range(first, first + 50_000)]
+        append_to(c, "audit_records", rows)
+    window_start = 1_700_000_000 + RECORDS // 2
     print(f"SQLite {sqlite3.sqlite_version}; {RECORDS} records, one deny in {DENY_EVERY}; "
           f"newest {LIMIT} denies, best of 3")
     # Before migration 17 a decision was not a keyed column: the kind led when given.
@@ -90,16 +82,9 @@ def move_cost(migrated):
     seq = [0]
 
     def append(n):
-        rows = []
-        for _ in range(n):
-            seq[0] += 1
-            s = seq[0]
-            decision = "deny" if s % 100 == 0 else "allow"
-            rows.append((s, 1_700_000_000 + s // 5_000, "decision", f"agt_{s % 50}", f"hum_{s % 7}", f"tsk_{s % 300}",
-                         f"wrt_{s % 3000:08d}", decision, '{"a":"' + "x" * 600 + '"}', os.urandom(32), os.urandom(32)))
-        c.execute("BEGIN")
-        c.executemany(f"INSERT INTO audit_tail ({COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
-        c.execute("COMMIT")
+        rows = [record(s, "deny" if s % 100 == 0 else "allow") for s in range(seq[0] + 1, seq[0] + n + 1)]
+        append_to(c, "audit_tail", rows)
+        seq[0] += n
 
     def move():
         c.execute("BEGIN IMMEDIATE")

@@ -23,3 +23,17 @@ def create_audit_tables(c):
     for s in statements("0015_audit_tail.sql"):
         if "CREATE TABLE" in s:
             c.execute(s)
+
+
+def record(seq, decision="allow"):
+    """Audit record `seq`'s columns as these scripts fill the tables: one of 50 agents, 7
+    humans, 300 tasks and 3 000 warrants, a 600-byte body, the time `seq` seconds on."""
+    return (seq, 1_700_000_000 + seq, "decision", f"agt_{seq % 50}", f"hum_{seq % 7}", f"tsk_{seq % 300}",
+            f"wrt_{seq % 3000:08d}", decision, '{"a":"' + "x" * 600 + '"}', os.urandom(32), os.urandom(32))
+
+
+def append_to(c, table, rows):
+    """Inserts `rows` (from `record`) into `table` in one transaction."""
+    c.execute("BEGIN")
+    c.executemany(f"INSERT INTO {table} ({COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+    c.execute("COMMIT")

@@ -12,7 +12,7 @@ import sqlite3
 import tempfile
 import time
 
-from audit_schema import COLS, create_audit_tables
+from audit_schema import COLS, append_to, create_audit_tables, record
 
 ROUNDS, MOVES, BATCH = 3, 300, 64
 
@@ -25,15 +25,8 @@ def main():
     seq = [0]
 
     def append(n):
-        rows = []
-        for _ in range(n):
-            seq[0] += 1
-            s = seq[0]
-            rows.append((s, 1_700_000_000 + s, "decision", f"agt_{s % 50}", f"hum_{s % 7}", f"tsk_{s % 300}",
-                         f"wrt_{s % 3000:08d}", "allow", '{"a":"' + "x" * 600 + '"}', os.urandom(32), os.urandom(32)))
-        c.execute("BEGIN")
-        c.executemany(f"INSERT INTO audit_tail ({COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
-        c.execute("COMMIT")
+        append_to(c, "audit_tail", [record(seq[0] + i) for i in range(1, n + 1)])
+        seq[0] += n
 
     def move(verb, savepoint):
         c.execute("BEGIN IMMEDIATE")

@@ -712,7 +712,8 @@ async fn under_concurrent_submits_and_failing_appends_every_acknowledged_record_
         acked.extend(t.await.unwrap());
     }
     w.shutdown().await;
-    assert!(faulty.entered.load(Ordering::SeqCst) >= 10, "the appends failed too rarely to test anything");
+    let refused = 16 * 150 - acked.len();
+    assert!(refused > 0 && w.metrics().failed_batches() > 0, "no append failed: the test tests nothing");
     acked.sort_unstable();
     let seqs: Vec<u64> = acked.iter().map(|(seq, _)| *seq).collect();
     assert_eq!(seqs, (1..=acked.len() as u64).collect::<Vec<_>>(), "acknowledged sequence numbers");
@@ -954,6 +955,8 @@ async fn migration_seals_plaintext_keys_of_an_old_database_and_its_log_still_ver
         warrant_store::sqlite::settle_audit_tail(&conn).unwrap();
         conn.execute_batch(
             "DELETE FROM signing_keys;
+             DROP INDEX audit_decision;
+             CREATE INDEX audit_at ON audit_records(at);
              DROP INDEX warrants_expires;
              DROP INDEX findings_recent;
              DROP INDEX approvals_approver;

@@ -251,17 +251,26 @@ fn query(c: &Connection, filter: &AuditFilter) -> Result<Vec<AuditRow>, StoreErr
 fn query_sql(filter: &AuditFilter) -> (String, Vec<Value>) {
     // Numbered parameters: the filter is asked of both tables. The indexed columns, most
     // selective first (without this, an agent's decisions were read through `audit_kind`,
-    // which holds nearly every record). A decision comes before a kind: the denies are a
-    // part of the decisions, and without their index a page of rare denies read the log.
+    // which holds nearly every record). A decision comes before the kind `decision`: the
+    // denies are a part of the decisions, and without their index a page of rare denies
+    // read the log. Any other kind comes first: only decisions carry one, so such a
+    // filter matches nothing, and its kind's records are the fewest to read to find that.
     let mut clauses: Vec<String> = Vec::new();
     let mut values: Vec<Value> = Vec::new();
+    let kind = filter.kind.map(AuditKind::as_str);
+    let decision = filter.decision.as_deref();
+    let (fifth, sixth) = if filter.kind.is_none_or(|k| k == AuditKind::Decision) {
+        (("decision", decision), ("kind", kind))
+    } else {
+        (("kind", kind), ("decision", decision))
+    };
     let keyed = [
         ("warrant", filter.warrant.as_ref().map(WarrantId::as_str)),
         ("task", filter.task.as_ref().map(TaskId::as_str)),
         ("agent", filter.agent.as_ref().map(AgentId::as_str)),
         ("human", filter.human.as_ref().map(HumanId::as_str)),
-        ("decision", filter.decision.as_deref()),
-        ("kind", filter.kind.map(AuditKind::as_str)),
+        fifth,
+        sixth,
     ];
     super::keyed_filters(&keyed, &mut clauses, &mut values);
     // A time window is never looked up by time (`+at`): an index on `at` gives the
@@ -564,7 +573,21 @@ mod tests {
                 AuditFilter { decision: deny.clone(), kind, newest_first: true, ..AuditFilter::default() },
                 "audit_decision",
             ),
-            (AuditFilter { agent: agent.clone(), decision: deny, kind, ..AuditFilter::default() }, "audit_agent"),
+            (
+                AuditFilter {
+                    decision: deny.clone(),
+                    newest_first: true,
+                    before_seq: Some(500),
+                    ..AuditFilter::default()
+                },
+                "audit_decision",
+            ),
+            (
+                AuditFilter { agent: agent.clone(), decision: deny.clone(), kind, ..AuditFilter::default() },
+                "audit_agent",
+            ),
+            // Only decisions carry one: another kind's few records are read, not every deny.
+            (AuditFilter { decision: deny, kind: Some(AuditKind::Policy), ..AuditFilter::default() }, "audit_kind"),
         ];
         for (filter, index) in cases {
             let plan = plan_of(&c, &filter);
@@ -573,6 +596,8 @@ mod tests {
                 !reads.is_empty() && reads.iter().all(|step| step.contains(&format!("INDEX {index} "))),
                 "{filter:?} reads {plan:?}, not {index}"
             );
+            // In `seq` order from the index: nothing read is sorted again.
+            assert!(plan.iter().all(|step| !step.contains("TEMP B-TREE")), "{filter:?} reads {plan:?}");
         }
         // A time window alone is read in `seq` order up to the limit, not looked up by time
         // and sorted whole (which it was through `audit_at`, for a window with both ends).
