@@ -2479,10 +2479,7 @@ async fn migration_adds_budgets_and_guard_tables() {
         ("index", "approvals_status"),
         ("index", "approvals_agent"),
     ] {
-        let n: i64 = db
-            .query_row("SELECT COUNT(*) FROM sqlite_master WHERE type = ?1 AND name = ?2", [kind, name], |r| r.get(0))
-            .unwrap();
-        assert_eq!(n, 1, "{kind} {name}");
+        assert_eq!(schema_objects(&db, kind, name), 1, "{kind} {name}");
     }
     let raw_budget = |jti: &WarrantId| {
         db.query_row("SELECT budget FROM warrants WHERE jti = ?1", [jti.as_str()], |r| r.get::<_, Option<String>>(0))
@@ -2515,6 +2512,12 @@ async fn migration_adds_budgets_and_guard_tables() {
 /// Takes a database back to the schema before migration 5.
 /// Undoes migration 6 (sessions, the revocation target index).
 const UNDO_LATER: &str = "DROP TABLE sessions; DROP INDEX revocations_target; PRAGMA user_version = 5;";
+
+/// How many objects of `kind` (`table`, `index`) named `name` the database's schema holds.
+fn schema_objects(db: &rusqlite::Connection, kind: &str, name: &str) -> i64 {
+    db.query_row("SELECT COUNT(*) FROM sqlite_master WHERE type = ?1 AND name = ?2", [kind, name], |r| r.get(0))
+        .unwrap()
+}
 
 /// The schema version a new database gets: every migration of this build.
 fn current_schema_version() -> i64 {
@@ -2591,11 +2594,7 @@ async fn migration_indexes_audit_records_by_decision() {
     let db = rusqlite::Connection::open(&path).unwrap();
     let version: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
     assert_eq!(version, current_schema_version());
-    let index = |name: &str| -> i64 {
-        db.query_row("SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = ?1", [name], |r| r.get(0))
-            .unwrap()
-    };
-    assert_eq!((index("audit_decision"), index("audit_at")), (1, 0));
+    assert_eq!((schema_objects(&db, "index", "audit_decision"), schema_objects(&db, "index", "audit_at")), (1, 0));
     let denies = AuditFilter { decision: Some("deny".into()), limit: 100, ..AuditFilter::default() };
     let seqs: Vec<u64> = store.query_audit(&denies).await.unwrap().iter().map(|r| r.record.seq).collect();
     assert_eq!(seqs, [3, 6, 9]);
@@ -2669,10 +2668,7 @@ async fn migration_adds_governance_tables() {
         ("index", "findings_kind"),
         ("index", "attestations_agent"),
     ] {
-        let n: i64 = db
-            .query_row("SELECT COUNT(*) FROM sqlite_master WHERE type = ?1 AND name = ?2", [kind, name], |r| r.get(0))
-            .unwrap();
-        assert_eq!(n, 1, "{kind} {name}");
+        assert_eq!(schema_objects(&db, kind, name), 1, "{kind} {name}");
     }
     drop(db);
 
