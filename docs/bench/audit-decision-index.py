@@ -13,12 +13,10 @@ moving 41 records (a batch at c=64) from the tail into the indexed table, mean o
 moves over 100 000 records already indexed, three rounds, before and after it.
 Usage: python3 docs/bench/audit-decision-index.py
 """
-import os
 import sqlite3
-import tempfile
 import time
 
-from audit_schema import COLS, append_to, create_audit_tables, record, statements
+from audit_schema import COLS, append_to, create_audit_tables, record, scratch_database, statements
 
 RECORDS, DENY_EVERY, LIMIT = 1_000_000, 100_000, 100
 
@@ -41,8 +39,13 @@ def page(c, where, params):
 
 
 def main():
-    path = os.path.join(tempfile.mkdtemp(), "decisions.db")
-    c = sqlite3.connect(path, isolation_level=None)
+    with scratch_database() as c:
+        read_pages(c)
+
+
+def read_pages(c):
+    """Fills the log on connection `c` and reads the pages of denies before and after
+    migration 17."""
     create_audit_tables(c)
     for first in range(1, RECORDS + 1, 50_000):
         rows = [record(s, "deny" if s % DENY_EVERY == 0 else "allow") for s in range(first, first + 50_000)]
@@ -72,8 +75,12 @@ def main():
 
 def move_cost(migrated):
     """CPU ms per move of 41 records into the indexed table, three rounds of 300 moves."""
-    path = os.path.join(tempfile.mkdtemp(), "moves.db")
-    c = sqlite3.connect(path, isolation_level=None)
+    with scratch_database() as c:
+        return move_rounds(c, migrated)
+
+
+def move_rounds(c, migrated):
+    """`move_cost`'s rounds on connection `c`."""
     create_audit_tables(c)
     c.execute("PRAGMA synchronous=OFF")  # the sync is not what is measured
     if migrated:

@@ -1,5 +1,8 @@
 """The audit tables of the SQLite migrations, for the scripts of this folder."""
+import contextlib
 import os
+import sqlite3
+import tempfile
 
 MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "crates", "warrant-store",
                           "migrations", "sqlite")
@@ -11,6 +14,19 @@ def statements(name):
     text = open(os.path.join(MIGRATIONS, name)).read()
     text = "\n".join(line for line in text.splitlines() if not line.strip().startswith("--"))
     return [s for s in text.split(";") if s.strip()]
+
+
+@contextlib.contextmanager
+def scratch_database():
+    """A connection to a new SQLite file in a temporary directory; the connection is closed
+    and the directory (several hundred MB for these scripts) removed when the block ends,
+    also on an error or Ctrl-C."""
+    with tempfile.TemporaryDirectory(prefix="warrant-bench-") as folder:
+        c = sqlite3.connect(os.path.join(folder, "scratch.db"), isolation_level=None)
+        try:
+            yield c
+        finally:
+            c.close()
 
 
 def create_audit_tables(c):

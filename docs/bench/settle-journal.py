@@ -7,19 +7,21 @@ server runs it), fills the indexed table with 100 000 records, then repeatedly a
 the commit excluded). The four ways: the copy as plain `INSERT` or `INSERT OR FAIL`,
 inside a savepoint or not. Usage: python3 docs/bench/settle-journal.py
 """
-import os
 import sqlite3
-import tempfile
 import time
 
-from audit_schema import COLS, append_to, create_audit_tables, record
+from audit_schema import COLS, append_to, create_audit_tables, record, scratch_database
 
 ROUNDS, MOVES, BATCH = 3, 300, 64
 
 
 def main():
-    path = os.path.join(tempfile.mkdtemp(), "settle.db")
-    c = sqlite3.connect(path, isolation_level=None)
+    with scratch_database() as c:
+        moves(c)
+
+
+def moves(c):
+    """The four ways' rounds on connection `c`."""
     create_audit_tables(c)
     c.execute("PRAGMA synchronous=OFF")  # the sync is not what is measured
     seq = [0]
