@@ -2600,6 +2600,55 @@ async fn migration_indexes_audit_records_by_decision() {
     assert_eq!(seqs, [3, 6, 9]);
 }
 
+/// Takes a database from the schema before migration 17 back to the one before migration 16.
+const UNDO_MIGRATION_HISTORY_INDEXES: &str = "DROP INDEX warrants_expires; DROP INDEX findings_recent; \
+     DROP INDEX approvals_approver; DROP INDEX approvals_recent; PRAGMA user_version = 15;";
+
+/// Sets a database's schema version, nothing else, so a read-only open sees that version.
+fn stamp_schema_version(path: &std::path::Path, version: i64) {
+    let db = rusqlite::Connection::open(path).unwrap();
+    db.pragma_update(None, "user_version", version).unwrap();
+}
+
+/// An evidence copy taken before an upgrade, on read-only media where it cannot be
+/// migrated: a database behind this build only by migrations that change indexes (16 and
+/// 17) is read without writing, its records and filters as they were. One behind by a
+/// migration that changes a table, or written by a newer build, is refused with an error
+/// that says which versions this build reads and what to do.
+#[tokio::test]
+async fn a_read_only_open_reads_a_database_behind_only_by_index_migrations() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("warrant.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let deny_every_third = |seq: u64| if seq.is_multiple_of(3) { "deny" } else { "allow" };
+    store.append_audit(deciding_rows(1, 9, GENESIS, |_| Vec::new(), deny_every_third)).await.unwrap();
+    drop(store);
+    let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch(UNDO_MIGRATION_AUDIT_DECISION).unwrap();
+    db.execute_batch(UNDO_MIGRATION_HISTORY_INDEXES).unwrap();
+    drop(db);
+    let before = std::fs::read(&path).unwrap();
+
+    let store = SqliteStore::open_read_only(&path).unwrap();
+    let all = AuditFilter { limit: 100, ..AuditFilter::default() };
+    let seqs: Vec<u64> = store.query_audit(&all).await.unwrap().iter().map(|r| r.record.seq).collect();
+    assert_eq!(seqs, (1..=9).collect::<Vec<u64>>());
+    let denies = AuditFilter { decision: Some("deny".into()), limit: 100, ..AuditFilter::default() };
+    let seqs: Vec<u64> = store.query_audit(&denies).await.unwrap().iter().map(|r| r.record.seq).collect();
+    assert_eq!(seqs, [3, 6, 9]);
+    drop(store);
+    assert!(std::fs::read(&path).unwrap() == before, "a read-only open changed the file");
+
+    for (version, says) in [(14, "`warrant serve`"), (current_schema_version() + 1, "a newer build")] {
+        stamp_schema_version(&path, version);
+        let Err(err) = SqliteStore::open_read_only(&path) else { panic!("a version {version} database was read") };
+        let text = err.to_string();
+        assert!(text.contains(&format!("schema version {version}")), "{text}");
+        assert!(text.contains(&format!("versions 15 to {}", current_schema_version())), "{text}");
+        assert!(text.contains(says), "{text}");
+    }
+}
+
 /// Undoes the migration that gave humans roles.
 const UNDO_MIGRATION_HUMAN_ROLES: &str = "ALTER TABLE humans DROP COLUMN roles; PRAGMA user_version = 8;";
 

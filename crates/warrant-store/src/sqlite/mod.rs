@@ -70,6 +70,14 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0017_audit_decision_index.sql"),
 ];
 
+/// The oldest schema version `SqliteStore::open_read_only` reads: every migration after it
+/// only creates or drops indexes, which no read names, so an evidence copy taken before an
+/// upgrade (on read-only media, where it cannot be migrated) is still verified and exported
+/// by this build, only more slowly where an index it lacks would have helped. A migration
+/// that changes a table or a column raises this to `MIGRATIONS.len()`; the test
+/// `migrations_a_read_only_open_skips_only_touch_indexes` holds to that.
+const READ_ONLY_OLDEST: usize = 15;
+
 /// Read connections a database file has.
 const READERS: usize = 4;
 
@@ -270,8 +278,9 @@ impl SqliteStore {
     /// media (a snapshot, a read-only mount) and verification never changes what it
     /// verifies. A WAL database whose `-wal` file is present is read with it; one without
     /// (closed cleanly, every record in the main file) is read as immutable, since SQLite
-    /// could not create its wal-index on a read-only file system. Refuses a database whose
-    /// schema is not this build's.
+    /// could not create its wal-index on a read-only file system. Reads a database whose
+    /// schema is this build's or behind it only by migrations that change indexes
+    /// (`READ_ONLY_OLDEST`); refuses an older or a newer one.
     pub fn open_read_only(path: &Path) -> Result<Self, StoreError> {
         use rusqlite::OpenFlags;
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
@@ -291,11 +300,19 @@ impl SqliteStore {
                 version(&conn)?
             }
         };
-        if usize::try_from(applied).ok() != Some(MIGRATIONS.len()) {
+        let readable = READ_ONLY_OLDEST..=MIGRATIONS.len();
+        let schema = usize::try_from(applied).unwrap_or(0);
+        if !readable.contains(&schema) {
+            let advice = if schema > MIGRATIONS.len() {
+                "a newer build wrote it; read it with that build"
+            } else {
+                "open it read-write (`warrant serve`) with this build first, which migrates it"
+            };
             return Err(StoreError::Corrupt(format!(
-                "the database has schema version {applied}, this build reads version {}; open it read-write \
-                 (`warrant serve`) with a matching build first",
-                MIGRATIONS.len()
+                "the database has schema version {applied}, this build reads versions {} to {} without \
+                 writing; {advice}",
+                readable.start(),
+                readable.end()
             )));
         }
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -401,6 +418,30 @@ mod tests {
     #[test]
     fn migrations_are_every_file_in_number_order() {
         crate::columns::assert_migrations_are_every_file("sqlite", MIGRATIONS);
+    }
+
+    /// Every migration a read-only open may find missing (those after `READ_ONLY_OLDEST`)
+    /// only creates or drops indexes: one that changed a table would let this build read a
+    /// schema its queries do not fit, so it must raise `READ_ONLY_OLDEST` instead.
+    #[test]
+    fn migrations_a_read_only_open_skips_only_touch_indexes() {
+        assert!(READ_ONLY_OLDEST <= MIGRATIONS.len());
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(READ_ONLY_OLDEST) {
+            let text: String = sql.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n");
+            for statement in text.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+                let words: Vec<String> = statement.split_whitespace().take(3).map(str::to_uppercase).collect();
+                let words: Vec<&str> = words.iter().map(String::as_str).collect();
+                assert!(
+                    matches!(
+                        words[..],
+                        ["CREATE", "INDEX", ..] | ["CREATE", "UNIQUE", "INDEX"] | ["DROP", "INDEX", ..]
+                    ),
+                    "migration {} is read-only-skippable but runs `{statement}`; raise READ_ONLY_OLDEST to {}",
+                    i + 1,
+                    i + 1
+                );
+            }
+        }
     }
 
     /// A read held up on one connection (a long sweep, say) does not hold up the others:
