@@ -8,6 +8,9 @@
 
 #[path = "engine/harness.rs"]
 mod harness;
+/// The store's own undo of each SQLite migration, for tests of what a migration does.
+#[path = "../../warrant-store/tests/support/undo.rs"]
+mod undo;
 
 #[path = "engine/approvals.rs"]
 mod approvals;

@@ -10,9 +10,13 @@
 //! Tests that depend on how one backend keeps its data (SQLite's file, its mode, its
 //! migrations) live after the suite, outside the macro.
 
+#[path = "support/undo.rs"]
+mod undo;
+
 use std::collections::BTreeMap;
 
 use tempfile::TempDir;
+use undo::undo_migrations_to;
 use warrant_core::audit::{chain, AuditEntry, AuditKind, GENESIS};
 use warrant_core::govern::{Acceptance, AgentUsage, Finding, FindingKind, FindingStatus, Severity};
 use warrant_core::guard::approval::{Approval, ApprovalStatus, Approver};
@@ -2306,10 +2310,7 @@ fn file_holds(dir: &std::path::Path, needle: &[u8]) -> bool {
 fn downgrade_to_plaintext_keys(path: &std::path::Path, kid: &str, seed: &[u8; 32], created_at: i64) {
     let conn = rusqlite::Connection::open(path).unwrap();
     conn.execute_batch("DELETE FROM signing_keys;").unwrap();
-    conn.execute_batch(UNDO_MIGRATION_EXTERNAL_ID).unwrap();
-    conn.execute_batch(UNDO_MIGRATION_HUMAN_ROLES).unwrap();
-    conn.execute_batch(UNDO_MIGRATION_8).unwrap();
-    conn.execute_batch(UNDO_MIGRATION_SEALED_KEYS).unwrap();
+    undo_migrations_to(&conn, 6);
     conn.execute(
         "INSERT INTO signing_keys (kid, seed, created_at, retired_at) VALUES (?1, ?2, ?3, NULL)",
         rusqlite::params![kid, seed.as_slice(), created_at],
@@ -2407,14 +2408,7 @@ async fn migration_backfills_the_agent_index() {
     drop(store);
     // Back to the schema before migration 3, as an older build left it.
     let db = rusqlite::Connection::open(&path).unwrap();
-    db.execute_batch(UNDO_MIGRATION_EXTERNAL_ID).unwrap();
-    db.execute_batch(UNDO_MIGRATION_HUMAN_ROLES).unwrap();
-    db.execute_batch(UNDO_MIGRATION_8).unwrap();
-    db.execute_batch(UNDO_MIGRATION_SEALED_KEYS).unwrap();
-    db.execute_batch(UNDO_LATER).unwrap();
-    db.execute_batch(UNDO_MIGRATION_5).unwrap();
-    db.execute_batch(UNDO_MIGRATION_4).unwrap();
-    db.execute_batch("DROP TABLE warrant_agents; PRAGMA user_version = 2;").unwrap();
+    undo_migrations_to(&db, 2);
     drop(db);
     let store = SqliteStore::open(&path).unwrap();
     let live = warrant_store::RevocationStore::live_warrants_with_agent(
@@ -2442,10 +2436,6 @@ async fn check_live_warrants_with_agent_setup(store: &dyn Store) {
     store.record_warrant(&leaf, None, &IssueGuard::default()).await.unwrap();
 }
 
-/// Takes a database back to the schema before migration 4.
-const UNDO_MIGRATION_4: &str = "DROP INDEX warrants_budget; ALTER TABLE warrants DROP COLUMN budget; \
-     DROP TABLE budget_spend; DROP TABLE agent_guard; DROP TABLE approvals; PRAGMA user_version = 3;";
-
 /// Migration 4 adds warrants' budgets (none for warrants recorded before it: `NULL`) and
 /// the tables of spends, guard states and approvals.
 #[tokio::test]
@@ -2457,13 +2447,7 @@ async fn migration_adds_budgets_and_guard_tables() {
     drop(store);
     // Back to the schema before migration 4, as an older build left it.
     let db = rusqlite::Connection::open(&path).unwrap();
-    db.execute_batch(UNDO_MIGRATION_EXTERNAL_ID).unwrap();
-    db.execute_batch(UNDO_MIGRATION_HUMAN_ROLES).unwrap();
-    db.execute_batch(UNDO_MIGRATION_8).unwrap();
-    db.execute_batch(UNDO_MIGRATION_SEALED_KEYS).unwrap();
-    db.execute_batch(UNDO_LATER).unwrap();
-    db.execute_batch(UNDO_MIGRATION_5).unwrap();
-    db.execute_batch(UNDO_MIGRATION_4).unwrap();
+    undo_migrations_to(&db, 3);
     drop(db);
 
     let store = SqliteStore::open(&path).unwrap();
@@ -2509,14 +2493,87 @@ async fn migration_adds_budgets_and_guard_tables() {
     assert_eq!(spends(&store, 1_100).await, BTreeMap::from([spend(&child, "emails", 1)]));
 }
 
-/// Takes a database back to the schema before migration 5.
-/// Undoes migration 6 (sessions, the revocation target index).
-const UNDO_LATER: &str = "DROP TABLE sessions; DROP INDEX revocations_target; PRAGMA user_version = 5;";
-
 /// How many objects of `kind` (`table`, `index`) named `name` the database's schema holds.
 fn schema_objects(db: &rusqlite::Connection, kind: &str, name: &str) -> i64 {
     db.query_row("SELECT COUNT(*) FROM sqlite_master WHERE type = ?1 AND name = ?2", [kind, name], |r| r.get(0))
         .unwrap()
+}
+
+/// A database's schema as comparable rows: every table's columns (name, type, not null,
+/// default, key) and every index's table, columns and partial clause, by name.
+fn schema_shape(db: &rusqlite::Connection) -> Vec<String> {
+    let mut objects = db
+        .prepare("SELECT type, name, tbl_name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name")
+        .unwrap()
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    objects.sort();
+    let mut shape = Vec::new();
+    for (kind, name, table) in objects {
+        let rows: Vec<String> = if kind == "table" {
+            let sql =
+                "SELECT name, type, \"notnull\", COALESCE(dflt_value, ''), pk FROM pragma_table_info(?1) ORDER BY name";
+            db.prepare(sql)
+                .unwrap()
+                .query_map([&name], |r| {
+                    Ok(format!(
+                        "{} {} {} {} {}",
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, i64>(4)?
+                    ))
+                })
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        } else {
+            let sql = "SELECT COALESCE(name, '<expr>'), \"desc\" FROM pragma_index_xinfo(?1) WHERE key ORDER BY seqno";
+            let mut cols: Vec<String> = db
+                .prepare(sql)
+                .unwrap()
+                .query_map([&name], |r| Ok(format!("{} {}", r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            let partial: Option<String> =
+                db.query_row("SELECT sql FROM sqlite_master WHERE name = ?1", [&name], |r| r.get(0)).unwrap();
+            cols.push(
+                partial.and_then(|sql| sql.split_once(" WHERE ").map(|(_, w)| w.trim().to_owned())).unwrap_or_default(),
+            );
+            cols
+        };
+        shape.push(format!("{kind} {name} on {table}: {}", rows.join(", ")));
+    }
+    shape
+}
+
+/// Every migration has an undo (`support/undo.rs`), and it is faithful: a new database
+/// taken back to version 2 and opened again (so migrated forward from there) has the same
+/// tables, columns and indexes as a new one. A migration added without its undo, or an
+/// undo that leaves something behind or takes too much away, fails here.
+#[test]
+fn every_migration_is_undone_and_redone_to_the_same_schema() {
+    let current = usize::try_from(current_schema_version()).unwrap();
+    assert_eq!(undo::UNDO.len(), current, "one entry in support/undo.rs per migration");
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = dir.path().join("fresh.db");
+    let redone = dir.path().join("redone.db");
+    drop(SqliteStore::open(&fresh).unwrap());
+    drop(SqliteStore::open(&redone).unwrap());
+    let expected = schema_shape(&rusqlite::Connection::open(&fresh).unwrap());
+    for version in (2..current).rev() {
+        let db = rusqlite::Connection::open(&redone).unwrap();
+        undo_migrations_to(&db, version);
+        assert_ne!(schema_shape(&db), expected, "undoing down to version {version} changed nothing");
+        drop(db);
+        drop(SqliteStore::open(&redone).unwrap());
+        let db = rusqlite::Connection::open(&redone).unwrap();
+        assert_eq!(schema_shape(&db), expected, "undone to version {version} and migrated again");
+    }
 }
 
 /// The schema version a new database gets: every migration of this build.
@@ -2527,32 +2584,6 @@ fn current_schema_version() -> i64 {
     let db = rusqlite::Connection::open(&path).unwrap();
     db.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap()
 }
-
-/// Undoes the migrations that indexed the audit log by decision, added the indexes for
-/// reads of history, the audit log's unindexed tail (an older build keeps every record in
-/// `audit_records`), console sessions, gave agents SPIFFE IDs and humans an identity at a
-/// provider.
-const UNDO_MIGRATION_IDENTITY: &str = "DROP INDEX audit_decision; CREATE INDEX audit_at ON audit_records(at); \
-     DROP INDEX warrants_expires; DROP INDEX findings_recent; \
-     DROP INDEX approvals_approver; DROP INDEX approvals_recent; \
-     INSERT INTO audit_records SELECT * FROM audit_tail; DROP TABLE audit_tail; \
-     DROP TABLE console_logins; DROP TABLE console_sessions; \
-     DROP INDEX agents_spiffe; ALTER TABLE agents DROP COLUMN spiffe_id; \
-     DROP INDEX humans_identity; ALTER TABLE humans DROP COLUMN idp_subject; \
-     ALTER TABLE humans DROP COLUMN idp_issuer; PRAGMA user_version = 10;";
-
-/// Undoes the migrations that indexed the audit log by decision, added the indexes for
-/// reads of history, the audit tail, console sessions, gave agents SPIFFE IDs, humans an
-/// identity at a provider and an external id.
-const UNDO_MIGRATION_EXTERNAL_ID: &str = "DROP INDEX audit_decision; CREATE INDEX audit_at ON audit_records(at); \
-     DROP INDEX warrants_expires; DROP INDEX findings_recent; \
-     DROP INDEX approvals_approver; DROP INDEX approvals_recent; \
-     INSERT INTO audit_records SELECT * FROM audit_tail; DROP TABLE audit_tail; \
-     DROP TABLE console_logins; DROP TABLE console_sessions; \
-     DROP INDEX agents_spiffe; ALTER TABLE agents DROP COLUMN spiffe_id; \
-     DROP INDEX humans_identity; ALTER TABLE humans DROP COLUMN idp_subject; \
-     ALTER TABLE humans DROP COLUMN idp_issuer; DROP INDEX humans_external_id; \
-     ALTER TABLE humans DROP COLUMN external_id; PRAGMA user_version = 9;";
 
 /// The migration that gives humans an identity at a provider gives those registered
 /// before it none, and they read back unchanged.
@@ -2566,20 +2597,15 @@ async fn migration_gives_existing_humans_no_identity() {
         store.insert_human(&h).await.unwrap();
     }
     let db = rusqlite::Connection::open(&path).unwrap();
-    db.execute_batch(UNDO_MIGRATION_IDENTITY).unwrap();
+    undo_migrations_to(&db, 10);
     drop(db);
     let store = SqliteStore::open(&path).unwrap();
     assert_eq!(store.get_human(&h.id).await.unwrap(), Some(h));
 }
 
-/// Takes a database back to the schema before migration 17.
-const UNDO_MIGRATION_AUDIT_DECISION: &str =
-    "DROP INDEX audit_decision; CREATE INDEX audit_at ON audit_records(at); PRAGMA user_version = 16;";
-
-/// Migration 17 indexes the audit log by decision (and drops the index by time that no read
-/// used): the records written before it are found by their decision through the new index.
-#[tokio::test]
-async fn migration_indexes_audit_records_by_decision() {
+/// A database file whose audit log holds records 1 to 9, every third a deny, taken back
+/// to schema `version`.
+async fn audit_log_of_version(version: usize) -> (TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("warrant.db");
     let store = SqliteStore::open(&path).unwrap();
@@ -2587,8 +2613,15 @@ async fn migration_indexes_audit_records_by_decision() {
     store.append_audit(deciding_rows(1, 9, GENESIS, |_| Vec::new(), deny_every_third)).await.unwrap();
     drop(store);
     let db = rusqlite::Connection::open(&path).unwrap();
-    db.execute_batch(UNDO_MIGRATION_AUDIT_DECISION).unwrap();
-    drop(db);
+    undo_migrations_to(&db, version);
+    (dir, path)
+}
+
+/// Migration 17 indexes the audit log by decision (and drops the index by time that no read
+/// used): the records written before it are found by their decision through the new index.
+#[tokio::test]
+async fn migration_indexes_audit_records_by_decision() {
+    let (_dir, path) = audit_log_of_version(16).await;
 
     let store = SqliteStore::open(&path).unwrap();
     let db = rusqlite::Connection::open(&path).unwrap();
@@ -2599,10 +2632,6 @@ async fn migration_indexes_audit_records_by_decision() {
     let seqs: Vec<u64> = store.query_audit(&denies).await.unwrap().iter().map(|r| r.record.seq).collect();
     assert_eq!(seqs, [3, 6, 9]);
 }
-
-/// Takes a database from the schema before migration 17 back to the one before migration 16.
-const UNDO_MIGRATION_HISTORY_INDEXES: &str = "DROP INDEX warrants_expires; DROP INDEX findings_recent; \
-     DROP INDEX approvals_approver; DROP INDEX approvals_recent; PRAGMA user_version = 15;";
 
 /// Sets a database's schema version, nothing else, so a read-only open sees that version.
 fn stamp_schema_version(path: &std::path::Path, version: i64) {
@@ -2617,16 +2646,7 @@ fn stamp_schema_version(path: &std::path::Path, version: i64) {
 /// that says which versions this build reads and what to do.
 #[tokio::test]
 async fn a_read_only_open_reads_a_database_behind_only_by_index_migrations() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("warrant.db");
-    let store = SqliteStore::open(&path).unwrap();
-    let deny_every_third = |seq: u64| if seq.is_multiple_of(3) { "deny" } else { "allow" };
-    store.append_audit(deciding_rows(1, 9, GENESIS, |_| Vec::new(), deny_every_third)).await.unwrap();
-    drop(store);
-    let db = rusqlite::Connection::open(&path).unwrap();
-    db.execute_batch(UNDO_MIGRATION_AUDIT_DECISION).unwrap();
-    db.execute_batch(UNDO_MIGRATION_HISTORY_INDEXES).unwrap();
-    drop(db);
+    let (_dir, path) = audit_log_of_version(15).await;
     let before = std::fs::read(&path).unwrap();
 
     let store = SqliteStore::open_read_only(&path).unwrap();
@@ -2649,9 +2669,6 @@ async fn a_read_only_open_reads_a_database_behind_only_by_index_migrations() {
     }
 }
 
-/// Undoes the migration that gave humans roles.
-const UNDO_MIGRATION_HUMAN_ROLES: &str = "ALTER TABLE humans DROP COLUMN roles; PRAGMA user_version = 8;";
-
 /// The migration that gives humans roles gives the humans registered before it none.
 #[tokio::test]
 async fn migration_gives_existing_humans_no_roles() {
@@ -2662,8 +2679,7 @@ async fn migration_gives_existing_humans_no_roles() {
     store.insert_human(&h).await.unwrap();
     drop(store);
     let db = rusqlite::Connection::open(&path).unwrap();
-    db.execute_batch(UNDO_MIGRATION_EXTERNAL_ID).unwrap();
-    db.execute_batch(UNDO_MIGRATION_HUMAN_ROLES).unwrap();
+    undo_migrations_to(&db, 8);
     drop(db);
 
     let store = SqliteStore::open(&path).unwrap();
@@ -2674,15 +2690,6 @@ async fn migration_gives_existing_humans_no_roles() {
     assert!(store.set_human_roles(&h.id, &editor).await.unwrap());
     assert_eq!(store.get_human(&h.id).await.unwrap().unwrap().roles, editor);
 }
-
-/// Undoes the migration that added sealed keys (`purpose`, `sealed`) to `signing_keys`.
-const UNDO_MIGRATION_8: &str = "DROP TABLE peps; ALTER TABLE warrants DROP COLUMN claims; PRAGMA user_version = 7;";
-
-const UNDO_MIGRATION_SEALED_KEYS: &str = "ALTER TABLE signing_keys DROP COLUMN purpose; \
-     ALTER TABLE signing_keys DROP COLUMN sealed; PRAGMA user_version = 6;";
-
-const UNDO_MIGRATION_5: &str = "DROP TABLE agent_keys; DROP TABLE findings; DROP TABLE agent_usage; \
-     DROP TABLE attestations; PRAGMA user_version = 4;";
 
 /// Migration 5 adds the governance tables; agents registered before it date their key
 /// from their registration.
@@ -2695,12 +2702,7 @@ async fn migration_adds_governance_tables() {
     drop(store);
     // Back to the schema before migration 5, as an older build left it.
     let db = rusqlite::Connection::open(&path).unwrap();
-    db.execute_batch(UNDO_MIGRATION_EXTERNAL_ID).unwrap();
-    db.execute_batch(UNDO_MIGRATION_HUMAN_ROLES).unwrap();
-    db.execute_batch(UNDO_MIGRATION_8).unwrap();
-    db.execute_batch(UNDO_MIGRATION_SEALED_KEYS).unwrap();
-    db.execute_batch(UNDO_LATER).unwrap();
-    db.execute_batch(UNDO_MIGRATION_5).unwrap();
+    undo_migrations_to(&db, 4);
     drop(db);
 
     let store = SqliteStore::open(&path).unwrap();
@@ -3244,9 +3246,7 @@ async fn migration_adds_peps_and_warrant_claims() {
     let (_, root) = started_task(&store, 1).await;
     drop(store);
     let db = rusqlite::Connection::open(&path).unwrap();
-    db.execute_batch(UNDO_MIGRATION_EXTERNAL_ID).unwrap();
-    db.execute_batch(UNDO_MIGRATION_HUMAN_ROLES).unwrap();
-    db.execute_batch(UNDO_MIGRATION_8).unwrap();
+    undo_migrations_to(&db, 7);
     drop(db);
     let store = SqliteStore::open(&path).unwrap();
     assert_eq!(store.get_warrant(&root.jti).await.unwrap().unwrap().claims, None);

@@ -17,6 +17,8 @@ use warrant_store::{KeyPurpose, KeyStore as _, SqliteStore, StoreError};
 use warrant_token::checkpoint::KeyArchive;
 use warrant_token::{Kek, KeyPair};
 
+use crate::undo::undo_migrations_to;
+
 const T0: i64 = 1_700_000_000;
 
 fn entry(i: u64) -> AuditEntry {
@@ -951,36 +953,10 @@ async fn migration_seals_plaintext_keys_of_an_old_database_and_its_log_still_ver
     }
     {
         let conn = rusqlite::Connection::open(db(dir.path())).unwrap();
-        // An old database holds every record in `audit_records`.
-        warrant_store::sqlite::settle_audit_tail(&conn).unwrap();
-        conn.execute_batch(
-            "DELETE FROM signing_keys;
-             DROP INDEX audit_decision;
-             CREATE INDEX audit_at ON audit_records(at);
-             DROP INDEX warrants_expires;
-             DROP INDEX findings_recent;
-             DROP INDEX approvals_approver;
-             DROP INDEX approvals_recent;
-             DROP TABLE audit_tail;
-             DROP TABLE console_logins;
-             DROP TABLE console_sessions;
-             DROP INDEX agents_spiffe;
-             ALTER TABLE agents DROP COLUMN spiffe_id;
-             DROP INDEX humans_identity;
-             ALTER TABLE humans DROP COLUMN idp_subject;
-             ALTER TABLE humans DROP COLUMN idp_issuer;
-             DROP INDEX humans_external_id;
-             ALTER TABLE humans DROP COLUMN external_id;
-             ALTER TABLE humans DROP COLUMN roles;
-             DROP TABLE peps;
-             ALTER TABLE warrants DROP COLUMN claims;
-             ALTER TABLE signing_keys DROP COLUMN purpose;
-             ALTER TABLE signing_keys DROP COLUMN sealed;
-             DROP TABLE sessions;
-             DROP INDEX revocations_target;
-             PRAGMA user_version = 5;",
-        )
-        .unwrap();
+        // An old database holds every record in `audit_records` (undoing migration 15
+        // moves the tail's records there) and no key of its own purpose.
+        conn.execute_batch("DELETE FROM signing_keys;").unwrap();
+        undo_migrations_to(&conn, 5);
         conn.execute(
             "INSERT INTO signing_keys (kid, seed, created_at, retired_at) VALUES (?1, ?2, ?3, NULL)",
             rusqlite::params![old_key.kid(), old_key.seed().as_slice(), T0],

@@ -49,7 +49,8 @@ pub use audit::settle_audit_tail;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` holds how many ran. Each is
 /// one file of `migrations/sqlite/`, numbered from `0001` in the order they apply; a new
-/// migration is a new file with the next number, added at the end of this list.
+/// migration is a new file with the next number, added at the end of this list, and its
+/// undo in `tests/support/undo.rs` (for the tests of what a migration does to older data).
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_initial.sql"),
     include_str!("../../migrations/sqlite/0002_revocations_policies_audit.sql"),
