@@ -2500,54 +2500,30 @@ fn schema_objects(db: &rusqlite::Connection, kind: &str, name: &str) -> i64 {
 }
 
 /// A database's schema as comparable rows: every table's columns (name, type, not null,
-/// default, key) and every index's table, columns and partial clause, by name.
+/// default, key) and indexes (name, unique, how made, partial), and every index as the
+/// statement that made it, by name.
 fn schema_shape(db: &rusqlite::Connection) -> Vec<String> {
-    let mut objects = db
-        .prepare("SELECT type, name, tbl_name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name")
-        .unwrap()
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    objects.sort();
-    let mut shape = Vec::new();
-    for (kind, name, table) in objects {
-        let rows: Vec<String> = if kind == "table" {
-            let sql =
-                "SELECT name, type, \"notnull\", COALESCE(dflt_value, ''), pk FROM pragma_table_info(?1) ORDER BY name";
-            db.prepare(sql)
-                .unwrap()
-                .query_map([&name], |r| {
-                    Ok(format!(
-                        "{} {} {} {} {}",
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, i64>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, i64>(4)?
-                    ))
-                })
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap()
-        } else {
-            let sql = "SELECT COALESCE(name, '<expr>'), \"desc\" FROM pragma_index_xinfo(?1) WHERE key ORDER BY seqno";
-            let mut cols: Vec<String> = db
-                .prepare(sql)
-                .unwrap()
-                .query_map([&name], |r| Ok(format!("{} {}", r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap();
-            let partial: Option<String> =
-                db.query_row("SELECT sql FROM sqlite_master WHERE name = ?1", [&name], |r| r.get(0)).unwrap();
-            cols.push(
-                partial.and_then(|sql| sql.split_once(" WHERE ").map(|(_, w)| w.trim().to_owned())).unwrap_or_default(),
-            );
-            cols
-        };
-        shape.push(format!("{kind} {name} on {table}: {}", rows.join(", ")));
+    let strings = |sql: &str, arg: &str| -> Vec<String> {
+        db.prepare(sql).unwrap().query_map([arg], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
+    };
+    let mut shape = strings(
+        "SELECT 'index ' || name || ': ' || sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL \
+         AND name != ?1",
+        "",
+    );
+    for table in strings("SELECT name FROM sqlite_master WHERE type = 'table' AND name != ?1", "sqlite_sequence") {
+        let columns = strings(
+            "SELECT name || ' ' || type || ' ' || \"notnull\" || ' ' || COALESCE(dflt_value, '-') || ' ' || pk \
+             FROM pragma_table_info(?1)",
+            &table,
+        );
+        let indexes = strings(
+            "SELECT name || ' ' || \"unique\" || ' ' || origin || ' ' || partial FROM pragma_index_list(?1)",
+            &table,
+        );
+        shape.push(format!("table {table}: {} | {}", columns.join(", "), indexes.join(", ")));
     }
+    shape.sort();
     shape
 }
 
@@ -2646,20 +2622,23 @@ fn stamp_schema_version(path: &std::path::Path, version: i64) {
 /// that says which versions this build reads and what to do.
 #[tokio::test]
 async fn a_read_only_open_reads_a_database_behind_only_by_index_migrations() {
-    let (_dir, path) = audit_log_of_version(15).await;
-    let before = std::fs::read(&path).unwrap();
+    let (_dir, path) = audit_log_of_version(16).await;
+    for version in [16, 15] {
+        undo_migrations_to(&rusqlite::Connection::open(&path).unwrap(), version);
+        let before = std::fs::read(&path).unwrap();
+        let store = SqliteStore::open_read_only(&path).unwrap();
+        let all = AuditFilter { limit: 100, ..AuditFilter::default() };
+        let seqs: Vec<u64> = store.query_audit(&all).await.unwrap().iter().map(|r| r.record.seq).collect();
+        assert_eq!(seqs, (1..=9).collect::<Vec<u64>>(), "version {version}");
+        let denies = AuditFilter { decision: Some("deny".into()), limit: 100, ..AuditFilter::default() };
+        let seqs: Vec<u64> = store.query_audit(&denies).await.unwrap().iter().map(|r| r.record.seq).collect();
+        assert_eq!(seqs, [3, 6, 9], "version {version}");
+        drop(store);
+        assert!(std::fs::read(&path).unwrap() == before, "a read-only open changed the version {version} file");
+    }
 
-    let store = SqliteStore::open_read_only(&path).unwrap();
-    let all = AuditFilter { limit: 100, ..AuditFilter::default() };
-    let seqs: Vec<u64> = store.query_audit(&all).await.unwrap().iter().map(|r| r.record.seq).collect();
-    assert_eq!(seqs, (1..=9).collect::<Vec<u64>>());
-    let denies = AuditFilter { decision: Some("deny".into()), limit: 100, ..AuditFilter::default() };
-    let seqs: Vec<u64> = store.query_audit(&denies).await.unwrap().iter().map(|r| r.record.seq).collect();
-    assert_eq!(seqs, [3, 6, 9]);
-    drop(store);
-    assert!(std::fs::read(&path).unwrap() == before, "a read-only open changed the file");
-
-    for (version, says) in [(14, "`warrant serve`"), (current_schema_version() + 1, "a newer build")] {
+    let newer = current_schema_version() + 1;
+    for (version, says) in [(14, "`warrant serve`"), (0, "no Warrant schema"), (newer, "a newer release")] {
         stamp_schema_version(&path, version);
         let Err(err) = SqliteStore::open_read_only(&path) else { panic!("a version {version} database was read") };
         let text = err.to_string();

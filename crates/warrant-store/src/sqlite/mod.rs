@@ -304,10 +304,13 @@ impl SqliteStore {
         let readable = READ_ONLY_OLDEST..=MIGRATIONS.len();
         let schema = usize::try_from(applied).unwrap_or(0);
         if !readable.contains(&schema) {
-            let advice = if schema > MIGRATIONS.len() {
-                "a newer build wrote it; read it with that build"
+            let advice = if applied <= 0 {
+                "it holds no Warrant schema"
+            } else if schema > MIGRATIONS.len() {
+                "a newer release wrote it; read it with that release"
             } else {
-                "open it read-write (`warrant serve`) with this build first, which migrates it"
+                "verify it with the release that wrote it, or start `warrant serve` with this build on a \
+                 writable copy, which migrates the copy"
             };
             return Err(StoreError::Corrupt(format!(
                 "the database has schema version {applied}, this build reads versions {} to {} without \
@@ -423,10 +426,13 @@ mod tests {
 
     /// Every migration a read-only open may find missing (those after `READ_ONLY_OLDEST`)
     /// only creates or drops indexes: one that changed a table would let this build read a
-    /// schema its queries do not fit, so it must raise `READ_ONLY_OLDEST` instead.
+    /// schema its queries do not fit, so it must raise `READ_ONLY_OLDEST` instead. And no
+    /// query names one of the indexes those migrations create (`INDEXED BY`), which an
+    /// older database lacks.
     #[test]
     fn migrations_a_read_only_open_skips_only_touch_indexes() {
         assert!(READ_ONLY_OLDEST <= MIGRATIONS.len());
+        let mut created = Vec::new();
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(READ_ONLY_OLDEST) {
             let text: String = sql.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n");
             for statement in text.split(';').map(str::trim).filter(|s| !s.is_empty()) {
@@ -441,6 +447,34 @@ mod tests {
                     i + 1,
                     i + 1
                 );
+                if let ["CREATE", ..] = words[..] {
+                    let after_index =
+                        statement.split_whitespace().skip_while(|w| !w.eq_ignore_ascii_case("INDEX")).skip(1);
+                    let mut names = after_index.filter(|w| !["IF", "NOT", "EXISTS"].contains(&&*w.to_uppercase()));
+                    created.extend(names.next().map(str::to_owned));
+                }
+            }
+        }
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = vec![src.clone()];
+        while let Some(path) = files.pop() {
+            if path.is_dir() {
+                files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let code = std::fs::read_to_string(&path)
+                    .unwrap()
+                    .to_uppercase()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                for index in &created {
+                    let named = format!("INDEXED BY {}", index.to_uppercase());
+                    assert!(
+                        !code.contains(&named),
+                        "{} names `{index}`, which a read-only open may lack",
+                        path.display()
+                    );
+                }
             }
         }
     }

@@ -39,7 +39,11 @@ pub const UNDO: &[Option<&str>] = &[
     // 14: console sessions and sign-ins.
     Some("DROP TABLE console_logins; DROP TABLE console_sessions;"),
     // 15: the audit log's unindexed tail (an older build keeps every record in `audit_records`).
-    Some("INSERT INTO audit_records SELECT * FROM audit_tail; DROP TABLE audit_tail;"),
+    Some(
+        "INSERT INTO audit_records (seq, at, kind, agent, human, task, warrant, decision, body, prev_hash, hash) \
+         SELECT seq, at, kind, agent, human, task, warrant, decision, body, prev_hash, hash FROM audit_tail; \
+         DROP TABLE audit_tail;",
+    ),
     // 16: the indexes for reads of history.
     Some(
         "DROP INDEX warrants_expires; DROP INDEX findings_recent; DROP INDEX approvals_approver; \
