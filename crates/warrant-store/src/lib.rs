@@ -59,6 +59,11 @@ pub enum StoreError {
     /// written.
     #[error("replayed: {0}")]
     Replayed(String),
+    /// The database's schema is a version this build cannot use as asked: written by a
+    /// newer build, or older than a read that may not migrate it accepts. Not damage, and
+    /// nothing was changed; the message says which versions fit and what to do.
+    #[error("{0}")]
+    Schema(String),
     /// The database failed. The message is for logs, never for API clients.
     #[error("storage backend error: {0}")]
     Backend(String),

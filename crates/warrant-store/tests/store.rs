@@ -2357,8 +2357,8 @@ async fn sqlite_refuses_a_newer_schema() {
         conn.pragma_update(None, "user_version", 999).unwrap();
     }
     match SqliteStore::open(&path) {
-        Err(StoreError::Corrupt(msg)) => assert!(msg.contains("999"), "{msg}"),
-        other => panic!("expected Corrupt for a newer schema, got {other:?}"),
+        Err(StoreError::Schema(msg)) => assert!(msg.contains("999"), "{msg}"),
+        other => panic!("expected a schema refusal for a newer schema, got {other:?}"),
     }
 }
 
@@ -2641,6 +2641,7 @@ async fn a_read_only_open_reads_a_database_behind_only_by_index_migrations() {
     for (version, says) in [(14, "`warrant serve`"), (0, "no Warrant schema"), (newer, "a newer release")] {
         stamp_schema_version(&path, version);
         let Err(err) = SqliteStore::open_read_only(&path) else { panic!("a version {version} database was read") };
+        assert!(matches!(err, StoreError::Schema(_)), "a version mismatch is not damage: {err:?}");
         let text = err.to_string();
         assert!(text.contains(&format!("schema version {version}")), "{text}");
         assert!(text.contains(&format!("versions 15 to {}", current_schema_version())), "{text}");

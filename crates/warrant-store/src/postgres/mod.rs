@@ -195,7 +195,7 @@ impl PgStore {
         let store = Self::connect(url)?;
         let version = store.schema_version().await?;
         if version != MIGRATIONS.len() {
-            return Err(StoreError::Corrupt(format!(
+            return Err(StoreError::Schema(format!(
                 "the database has schema version {version}, this build needs version {}; run `warrant migrate`",
                 MIGRATIONS.len()
             )));
@@ -239,7 +239,7 @@ impl PgStore {
         };
         let from = usize::try_from(from).map_err(|_| StoreError::Corrupt("negative schema version".into()))?;
         if from > MIGRATIONS.len() {
-            return Err(StoreError::Corrupt(format!(
+            return Err(StoreError::Schema(format!(
                 "the database has schema version {from}, newer than this build's {}; upgrade warrant",
                 MIGRATIONS.len()
             )));

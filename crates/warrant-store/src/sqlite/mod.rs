@@ -181,7 +181,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let applied: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let applied = usize::try_from(applied).map_err(|_| StoreError::Corrupt("negative schema version".into()))?;
     if applied > MIGRATIONS.len() {
-        return Err(StoreError::Corrupt(format!(
+        return Err(StoreError::Schema(format!(
             "the database has schema version {applied}, newer than this build's {}; upgrade warrant",
             MIGRATIONS.len()
         )));
@@ -312,7 +312,7 @@ impl SqliteStore {
                 "verify it with the release that wrote it, or start `warrant serve` with this build on a \
                  writable copy, which migrates the copy"
             };
-            return Err(StoreError::Corrupt(format!(
+            return Err(StoreError::Schema(format!(
                 "the database has schema version {applied}, this build reads versions {} to {} without \
                  writing; {advice}",
                 readable.start(),
