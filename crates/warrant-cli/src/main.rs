@@ -257,7 +257,8 @@ struct ServeArgs {
     #[arg(long, env = "WARRANT_DATABASE", hide_env_values = true)]
     database: Option<String>,
     /// Do not create or upgrade the schema on start: refuse a database that is not at
-    /// this build's version (run `warrant migrate` first).
+    /// this build's version (run `warrant migrate` first), unless it lacks only indexes
+    /// that later migrations add.
     #[arg(long, env = "WARRANT_NO_MIGRATE")]
     no_migrate: bool,
     /// Listen address [default: 127.0.0.1:8080].

@@ -121,3 +121,34 @@ pub(crate) fn assert_migrations_are_every_file(dir: &str, listed: &[&str]) {
         assert_eq!(sql, listed, "entry {i} is the text of `{name}`");
     }
 }
+
+/// Checks that every migration of `listed` after the first `oldest` only creates a plain
+/// (not unique) index or drops one, and returns the names of the indexes they create: the
+/// migrations a store may open a database without, since no query needs an index to be
+/// right (a unique index would be a constraint a write relies on). A statement of any
+/// other kind fails, naming the migration and the value `oldest` must be raised to.
+#[cfg(test)]
+pub(crate) fn index_migrations_after(listed: &[&str], oldest: usize) -> Vec<String> {
+    assert!(oldest <= listed.len());
+    let mut created = Vec::new();
+    for (i, sql) in listed.iter().enumerate().skip(oldest) {
+        let text: String = sql.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n");
+        for statement in text.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            let words: Vec<String> = statement.split_whitespace().map(str::to_uppercase).collect();
+            let words: Vec<&str> = words.iter().map(String::as_str).collect();
+            let name_at = match words[..] {
+                ["CREATE", "INDEX", "IF", "NOT", "EXISTS", _, ..] => Some(5),
+                ["CREATE", "INDEX", _, ..] => Some(2),
+                ["DROP", "INDEX", ..] => None,
+                _ => panic!(
+                    "migration {} may be missing when a database is opened without migrating, but runs \
+                     `{statement}`; raise the oldest version opened so to {}",
+                    i + 1,
+                    i + 1
+                ),
+            };
+            created.extend(name_at.and_then(|at| statement.split_whitespace().nth(at)).map(str::to_owned));
+        }
+    }
+    created
+}

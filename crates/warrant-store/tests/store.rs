@@ -149,6 +149,21 @@ struct PgSchema {
     name: String,
 }
 
+impl PgSchema {
+    /// The URL of the test server with this schema as the search path.
+    fn url(&self) -> String {
+        let separator = if self.admin.contains('?') { '&' } else { '?' };
+        format!("{}{separator}options=-csearch_path%3D{}", self.admin, self.name)
+    }
+
+    /// Runs `sql` in this schema, as its owner.
+    async fn execute(&self, sql: &str) {
+        let (client, connection) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client.batch_execute(sql).await.unwrap();
+    }
+}
+
 impl Drop for PgSchema {
     fn drop(&mut self) {
         let (admin, name) = (self.admin.clone(), self.name.clone());
@@ -179,11 +194,9 @@ async fn open_postgres() -> Option<(PgSchema, warrant_store::PgStore)> {
         tokio_postgres::connect(&admin, tokio_postgres::NoTls).await.expect("connect to WARRANT_TEST_POSTGRES");
     tokio::spawn(connection);
     client.batch_execute(&format!("CREATE SCHEMA {name}")).await.expect("create a schema");
-    let separator = if admin.contains('?') { '&' } else { '?' };
-    let url = format!("{admin}{separator}options=-csearch_path%3D{name}");
     // The guard first: the schema is dropped even when opening fails.
     let guard = PgSchema { admin, name };
-    let store = warrant_store::PgStore::open(&url).await.expect("open the PostgreSQL store");
+    let store = warrant_store::PgStore::open(&guard.url()).await.expect("open the PostgreSQL store");
     Some((guard, store))
 }
 
@@ -3336,6 +3349,45 @@ async fn postgres_tls_is_verified() {
     let plain = warrant_store::PgStore::open(&plain).await.expect("plain text when asked");
     plain.list_humans().await.unwrap();
     assert!(!server.uses_tls("plain").await);
+}
+
+/// A server told not to migrate, or `warrant audit verify --database`, opens a PostgreSQL
+/// database behind this build only by migrations that add indexes (8 and 9: `warrant
+/// migrate` has not run yet) and reads it as it is; one behind by a migration that changes
+/// a table, or migrated by a newer release, is refused with a schema error that says what
+/// to do.
+#[tokio::test]
+async fn postgres_without_migrating_uses_a_schema_behind_only_by_index_migrations() {
+    let Some((guard, store)) = open_postgres().await else { return };
+    let deny_every_third = |seq: u64| if seq.is_multiple_of(3) { "deny" } else { "allow" };
+    store.append_audit(deciding_rows(1, 9, GENESIS, |_| Vec::new(), deny_every_third)).await.unwrap();
+    let current = store.schema_version().await.unwrap();
+    drop(store);
+    // Back to version 7, as a database the newer build has not migrated.
+    guard
+        .execute(
+            "DROP INDEX audit_decision; DROP INDEX warrants_expires; DROP INDEX findings_recent; \
+             DROP INDEX approvals_approver; DROP INDEX approvals_recent; DROP INDEX revoked_warrants_revocation; \
+             UPDATE warrant_schema SET version = 7;",
+        )
+        .await;
+    let store = warrant_store::PgStore::open_without_migrating(&guard.url()).await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), 7, "nothing was migrated");
+    let denies = AuditFilter { decision: Some("deny".into()), limit: 100, ..AuditFilter::default() };
+    let seqs: Vec<u64> = store.query_audit(&denies).await.unwrap().iter().map(|r| r.record.seq).collect();
+    assert_eq!(seqs, [3, 6, 9]);
+    drop(store);
+
+    for (version, says) in [(6, "run `warrant migrate`"), (current + 1, "a newer release")] {
+        guard.execute(&format!("UPDATE warrant_schema SET version = {version};")).await;
+        let Err(err) = warrant_store::PgStore::open_without_migrating(&guard.url()).await else {
+            panic!("a version {version} database was opened")
+        };
+        assert!(matches!(err, StoreError::Schema(_)), "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains(&format!("schema version {version}, this build uses versions 7 to {current}")), "{text}");
+        assert!(text.contains(says), "{text}");
+    }
 }
 
 /// The change feed (PostgreSQL): every write of a table behind a server's in-memory

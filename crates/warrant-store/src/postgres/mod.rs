@@ -47,6 +47,14 @@ use crate::columns::{json, word};
 use crate::records::WarrantRecord;
 use crate::StoreError;
 
+/// The oldest schema version [`PgStore::open_without_migrating`] accepts: every migration
+/// after it only creates or drops plain indexes, so a server told not to migrate, or
+/// `warrant audit verify`, works on a database that `warrant migrate` has not brought up
+/// yet (more slowly where an index it lacks would help). A migration that changes a table
+/// or a column, or adds a unique index, raises this to `MIGRATIONS.len()`; the test
+/// `migrations_an_unmigrated_open_skips_only_touch_indexes` holds to that.
+const UNMIGRATED_OLDEST: usize = 7;
+
 /// Schema migrations, applied in order; the table `warrant_schema` holds how many ran.
 /// Each is one file of `migrations/postgres/`, numbered from `0001`.
 const MIGRATIONS: &[&str] = &[
@@ -189,15 +197,25 @@ impl PgStore {
         Ok(store)
     }
 
-    /// Connects to `url` and checks that its schema is this build's version, changing
-    /// nothing: for replicas told not to migrate.
+    /// Connects to `url` and checks that this build can use its schema, changing nothing:
+    /// for replicas told not to migrate, and for reading evidence (`warrant audit verify
+    /// --database`). The schema is this build's version, or behind it only by migrations
+    /// that add plain indexes ([`UNMIGRATED_OLDEST`]), which no query needs to be right.
     pub async fn open_without_migrating(url: &str) -> Result<Self, StoreError> {
         let store = Self::connect(url)?;
         let version = store.schema_version().await?;
-        if version != MIGRATIONS.len() {
+        let usable = UNMIGRATED_OLDEST..=MIGRATIONS.len();
+        if !usable.contains(&version) {
+            let advice = if version > MIGRATIONS.len() {
+                "a newer release migrated it; run that release"
+            } else {
+                "run `warrant migrate` with this build"
+            };
             return Err(StoreError::Schema(format!(
-                "the database has schema version {version}, this build needs version {}; run `warrant migrate`",
-                MIGRATIONS.len()
+                "the database has schema version {version}, this build uses versions {} to {} without \
+                 migrating; {advice}",
+                usable.start(),
+                usable.end()
             )));
         }
         Ok(store)
@@ -398,7 +416,7 @@ pub(crate) fn warrant_row(row: &Row) -> Result<WarrantRecord, StoreError> {
 
 #[cfg(test)]
 mod tests {
-    use super::{redact_url, MIGRATIONS};
+    use super::{redact_url, MIGRATIONS, UNMIGRATED_OLDEST};
 
     #[test]
     fn passwords_are_redacted() {
@@ -416,5 +434,13 @@ mod tests {
     #[test]
     fn migrations_are_every_file_in_number_order() {
         crate::columns::assert_migrations_are_every_file("postgres", MIGRATIONS);
+    }
+
+    /// Every migration an open without migrating may find missing (those after
+    /// `UNMIGRATED_OLDEST`) only creates or drops plain indexes.
+    #[test]
+    fn migrations_an_unmigrated_open_skips_only_touch_indexes() {
+        let created = crate::columns::index_migrations_after(MIGRATIONS, UNMIGRATED_OLDEST);
+        assert!(created.contains(&"audit_decision".to_owned()), "{created:?}");
     }
 }
