@@ -157,8 +157,8 @@ pub async fn policy(conn: &Conn, cmd: PolicyCmd) -> CliResult {
 
 /// The database to read, unchanged: the data directory's SQLite file, opened read only
 /// (offline verification and export change nothing and work on read-only media), or the
-/// PostgreSQL database `database` names (not migrated: a schema of another version is
-/// refused).
+/// PostgreSQL database `database` names (not migrated: a schema this build cannot use
+/// as it is is refused).
 async fn open(
     data: &std::path::Path,
     database: Option<&str>,

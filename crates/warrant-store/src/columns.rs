@@ -123,32 +123,94 @@ pub(crate) fn assert_migrations_are_every_file(dir: &str, listed: &[&str]) {
 }
 
 /// Checks that every migration of `listed` after the first `oldest` only creates a plain
-/// (not unique) index or drops one, and returns the names of the indexes they create: the
-/// migrations a store may open a database without, since no query needs an index to be
-/// right (a unique index would be a constraint a write relies on). A statement of any
-/// other kind fails, naming the migration and the value `oldest` must be raised to.
+/// (not unique) index or drops one that was made plain, and returns the names of the
+/// indexes they create: the migrations a store may open a database without, since no query
+/// needs an index to be right (a unique index is a constraint writes rely on, made or
+/// dropped). Any other statement fails, naming the migration and the value `oldest` must be
+/// raised to.
 #[cfg(test)]
 pub(crate) fn index_migrations_after(listed: &[&str], oldest: usize) -> Vec<String> {
     assert!(oldest <= listed.len());
+    let statements = |sql: &str| -> Vec<String> {
+        let text: String = sql.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n");
+        text.split(';').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+    };
+    let words = |statement: &str| -> Vec<String> { statement.split_whitespace().map(str::to_owned).collect() };
+    let upper = |words: &[String]| -> Vec<String> { words.iter().map(|w| w.to_uppercase()).collect() };
+    // Every index any migration makes unique, by name.
+    let mut unique = Vec::new();
+    for sql in listed {
+        for statement in statements(sql) {
+            let (original, words) = (words(&statement), upper(&words(&statement)));
+            let words: Vec<&str> = words.iter().map(String::as_str).collect();
+            match words[..] {
+                ["CREATE", "UNIQUE", "INDEX", "IF", "NOT", "EXISTS", ..] => unique.extend(original.get(6).cloned()),
+                ["CREATE", "UNIQUE", "INDEX", ..] => unique.extend(original.get(3).cloned()),
+                _ => {}
+            }
+        }
+    }
     let mut created = Vec::new();
     for (i, sql) in listed.iter().enumerate().skip(oldest) {
-        let text: String = sql.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n");
-        for statement in text.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-            let words: Vec<String> = statement.split_whitespace().map(str::to_uppercase).collect();
+        for statement in statements(sql) {
+            let (original, words) = (words(&statement), upper(&words(&statement)));
             let words: Vec<&str> = words.iter().map(String::as_str).collect();
-            let name_at = match words[..] {
-                ["CREATE", "INDEX", "IF", "NOT", "EXISTS", _, ..] => Some(5),
-                ["CREATE", "INDEX", _, ..] => Some(2),
-                ["DROP", "INDEX", ..] => None,
-                _ => panic!(
+            let refuse = || -> ! {
+                panic!(
                     "migration {} may be missing when a database is opened without migrating, but runs \
                      `{statement}`; raise the oldest version opened so to {}",
                     i + 1,
                     i + 1
-                ),
+                )
             };
-            created.extend(name_at.and_then(|at| statement.split_whitespace().nth(at)).map(str::to_owned));
+            match words[..] {
+                ["CREATE", "INDEX", "IF", "NOT", "EXISTS", _, "ON", ..] => created.extend(original.get(5).cloned()),
+                ["CREATE", "INDEX", name, "ON", ..] if name != "CONCURRENTLY" => {
+                    created.extend(original.get(2).cloned())
+                }
+                ["DROP", "INDEX", "IF", "EXISTS", _] | ["DROP", "INDEX", _] => {
+                    let dropped = original.last().map(|n| n.to_lowercase());
+                    if unique.iter().any(|u| Some(u.to_lowercase()) == dropped) {
+                        refuse()
+                    }
+                }
+                _ => refuse(),
+            }
         }
     }
     created
+}
+
+#[cfg(test)]
+mod tests {
+    use super::index_migrations_after;
+
+    /// Whether `index_migrations_after` accepts `later` as the migration after `earlier`.
+    fn accepts(earlier: &str, later: &str) -> Option<Vec<String>> {
+        let (earlier, later) = (earlier.to_owned(), later.to_owned());
+        std::panic::catch_unwind(move || index_migrations_after(&[&earlier, &later], 1)).ok()
+    }
+
+    /// The checker lets through plain indexes made or dropped, and nothing else: not a
+    /// unique index made or dropped, a table or column changed, or an index built
+    /// concurrently or without a name.
+    #[test]
+    fn only_plain_index_migrations_may_be_skipped() {
+        let base = "CREATE TABLE t (a INTEGER, b TEXT);\n-- a comment\nCREATE UNIQUE INDEX t_b ON t (b);\nCREATE INDEX t_a ON t (a);";
+        let plain = "-- two plain indexes\nCREATE INDEX t_ab ON t (a, b);\ncreate index if not exists t_ba on t (b, a);\nDROP INDEX t_a;";
+        assert_eq!(accepts(base, plain), Some(vec!["t_ab".to_owned(), "t_ba".to_owned()]));
+        assert_eq!(accepts(base, "DROP INDEX IF EXISTS t_a;"), Some(vec![]));
+        for refused in [
+            "CREATE UNIQUE INDEX t_ab ON t (a, b);",
+            "DROP INDEX t_b;",
+            "DROP INDEX IF EXISTS t_b;",
+            "ALTER TABLE t ADD COLUMN c TEXT;",
+            "CREATE TABLE u (a INTEGER);",
+            "CREATE INDEX CONCURRENTLY t_c ON t (a);",
+            "CREATE INDEX ON t (a);",
+            "CREATE INDEX t_c ON t (a); UPDATE t SET a = 1;",
+        ] {
+            assert_eq!(accepts(base, refused), None, "{refused}");
+        }
+    }
 }
