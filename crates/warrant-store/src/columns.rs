@@ -122,6 +122,72 @@ pub(crate) fn assert_migrations_are_every_file(dir: &str, listed: &[&str]) {
     }
 }
 
+/// Refuses a schema version a store opened without migrating cannot use, with the same
+/// message from both stores: the version found, the versions this build opens so
+/// (`usable`), and what to do: `empty` for a database holding no Warrant schema (version 0
+/// or less), `older` for one behind `usable`, and for a newer one, to use the release that
+/// wrote it.
+pub(crate) fn refuse_unusable_schema(
+    version: i64,
+    usable: std::ops::RangeInclusive<usize>,
+    empty: &str,
+    older: &str,
+) -> Result<(), StoreError> {
+    let known = usize::try_from(version).ok().filter(|v| *v > 0);
+    if known.is_some_and(|v| usable.contains(&v)) {
+        return Ok(());
+    }
+    let advice = match known {
+        None => empty,
+        Some(v) if v > *usable.end() => "a newer release wrote it; use that release",
+        Some(_) => older,
+    };
+    Err(StoreError::Schema(format!(
+        "the database has schema version {version}, this build opens versions {} to {} without \
+         migrating; {advice}",
+        usable.start(),
+        usable.end()
+    )))
+}
+
+/// What one migration statement does to indexes, as [`index_migrations_after`] sorts it.
+#[cfg(test)]
+enum IndexChange {
+    /// `CREATE INDEX [IF NOT EXISTS] name ON …`: a plain, named index.
+    Create(String),
+    /// `CREATE UNIQUE INDEX …`, under the name it gives (if one can be read).
+    CreateUnique(Option<String>),
+    /// `DROP INDEX [IF EXISTS] name`.
+    Drop(String),
+    /// Anything else: a table or column changed, data written, an index built
+    /// concurrently or without a name.
+    Other,
+}
+
+#[cfg(test)]
+impl IndexChange {
+    /// Sorts one statement (comments and the closing `;` already taken off), keeping the
+    /// names it gives as they are written.
+    fn of(statement: &str) -> Self {
+        let original: Vec<&str> = statement.split_whitespace().collect();
+        let upper: Vec<String> = original.iter().map(|w| w.to_uppercase()).collect();
+        let words: Vec<&str> = upper.iter().map(String::as_str).collect();
+        let name = |i: usize| original.get(i).map(|n| (*n).to_owned());
+        match words[..] {
+            // The name is the first word after the options, however they are combined.
+            ["CREATE", "UNIQUE", "INDEX", ref rest @ ..] => Self::CreateUnique(name(
+                3 + rest.iter().take_while(|w| matches!(**w, "CONCURRENTLY" | "IF" | "NOT" | "EXISTS")).count(),
+            )),
+            ["CREATE", "INDEX", "IF", "NOT", "EXISTS", _, "ON", ..] => Self::Create(original[5].to_owned()),
+            ["CREATE", "INDEX", name, "ON", ..] if name != "CONCURRENTLY" => Self::Create(original[2].to_owned()),
+            ["DROP", "INDEX", "IF", "EXISTS", _] | ["DROP", "INDEX", _] => {
+                Self::Drop(original[original.len() - 1].to_owned())
+            }
+            _ => Self::Other,
+        }
+    }
+}
+
 /// Checks that every migration of `listed` after the first `oldest` only creates a plain
 /// (not unique) index or drops one that was made plain, and returns the names of the
 /// indexes they create: the migrations a store may open a database without, since no query
@@ -131,50 +197,38 @@ pub(crate) fn assert_migrations_are_every_file(dir: &str, listed: &[&str]) {
 #[cfg(test)]
 pub(crate) fn index_migrations_after(listed: &[&str], oldest: usize) -> Vec<String> {
     assert!(oldest <= listed.len());
-    let statements = |sql: &str| -> Vec<String> {
-        let text: String = sql.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n");
-        text.split(';').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
-    };
-    let words = |statement: &str| -> Vec<String> { statement.split_whitespace().map(str::to_owned).collect() };
-    let upper = |words: &[String]| -> Vec<String> { words.iter().map(|w| w.to_uppercase()).collect() };
+    let migrations: Vec<Vec<(String, IndexChange)>> = listed
+        .iter()
+        .map(|sql| {
+            let text: String = sql.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n");
+            text.split(';')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| (s.to_owned(), IndexChange::of(s)))
+                .collect()
+        })
+        .collect();
     // Every index any migration makes unique, by name.
-    let mut unique = Vec::new();
-    for sql in listed {
-        for statement in statements(sql) {
-            let (original, words) = (words(&statement), upper(&words(&statement)));
-            let words: Vec<&str> = words.iter().map(String::as_str).collect();
-            match words[..] {
-                ["CREATE", "UNIQUE", "INDEX", "IF", "NOT", "EXISTS", ..] => unique.extend(original.get(6).cloned()),
-                ["CREATE", "UNIQUE", "INDEX", ..] => unique.extend(original.get(3).cloned()),
-                _ => {}
-            }
-        }
-    }
+    let unique: Vec<String> = migrations
+        .iter()
+        .flatten()
+        .filter_map(|(_, change)| match change {
+            IndexChange::CreateUnique(name) => name.as_ref().map(|n| n.to_lowercase()),
+            _ => None,
+        })
+        .collect();
     let mut created = Vec::new();
-    for (i, sql) in listed.iter().enumerate().skip(oldest) {
-        for statement in statements(sql) {
-            let (original, words) = (words(&statement), upper(&words(&statement)));
-            let words: Vec<&str> = words.iter().map(String::as_str).collect();
-            let refuse = || -> ! {
-                panic!(
+    for (i, statements) in migrations.iter().enumerate().skip(oldest) {
+        for (statement, change) in statements {
+            match change {
+                IndexChange::Create(name) => created.push(name.clone()),
+                IndexChange::Drop(name) if !unique.contains(&name.to_lowercase()) => {}
+                _ => panic!(
                     "migration {} may be missing when a database is opened without migrating, but runs \
                      `{statement}`; raise the oldest version opened so to {}",
                     i + 1,
                     i + 1
-                )
-            };
-            match words[..] {
-                ["CREATE", "INDEX", "IF", "NOT", "EXISTS", _, "ON", ..] => created.extend(original.get(5).cloned()),
-                ["CREATE", "INDEX", name, "ON", ..] if name != "CONCURRENTLY" => {
-                    created.extend(original.get(2).cloned())
-                }
-                ["DROP", "INDEX", "IF", "EXISTS", _] | ["DROP", "INDEX", _] => {
-                    let dropped = original.last().map(|n| n.to_lowercase());
-                    if unique.iter().any(|u| Some(u.to_lowercase()) == dropped) {
-                        refuse()
-                    }
-                }
-                _ => refuse(),
+                ),
             }
         }
     }
@@ -183,7 +237,27 @@ pub(crate) fn index_migrations_after(listed: &[&str], oldest: usize) -> Vec<Stri
 
 #[cfg(test)]
 mod tests {
-    use super::index_migrations_after;
+    use super::{index_migrations_after, refuse_unusable_schema};
+    use crate::StoreError;
+
+    /// A version inside the usable range opens; any other is a schema error naming the
+    /// version found and the advice that fits it, a negative version as no Warrant schema.
+    #[test]
+    fn an_unusable_schema_is_refused_with_the_advice_that_fits() {
+        let says = |version: i64| match refuse_unusable_schema(version, 5..=7, "empty", "older") {
+            Ok(()) => None,
+            Err(StoreError::Schema(text)) => Some(text),
+            Err(other) => panic!("not a schema error: {other}"),
+        };
+        for usable in 5..=7 {
+            assert_eq!(says(usable), None);
+        }
+        for (version, advice) in [(-1, "empty"), (0, "empty"), (4, "older"), (8, "a newer release wrote it")] {
+            let text = says(version).expect("refused");
+            assert!(text.contains(&format!("schema version {version}, this build opens versions 5 to 7")), "{text}");
+            assert!(text.contains(advice), "{text}");
+        }
+    }
 
     /// Whether `index_migrations_after` accepts `later` as the migration after `earlier`.
     fn accepts(earlier: &str, later: &str) -> Option<Vec<String>> {
@@ -200,6 +274,9 @@ mod tests {
         let plain = "-- two plain indexes\nCREATE INDEX t_ab ON t (a, b);\ncreate index if not exists t_ba on t (b, a);\nDROP INDEX t_a;";
         assert_eq!(accepts(base, plain), Some(vec!["t_ab".to_owned(), "t_ba".to_owned()]));
         assert_eq!(accepts(base, "DROP INDEX IF EXISTS t_a;"), Some(vec![]));
+        let concurrent = format!("{base}\nCREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS t_u ON t (a);");
+        assert_eq!(accepts(&concurrent, "DROP INDEX t_a;"), Some(vec![]));
+        assert_eq!(accepts(&concurrent, "DROP INDEX t_u;"), None, "t_u is unique however it was made");
         for refused in [
             "CREATE UNIQUE INDEX t_ab ON t (a, b);",
             "DROP INDEX t_b;",

@@ -2541,9 +2541,11 @@ fn schema_shape(db: &rusqlite::Connection) -> Vec<String> {
 }
 
 /// Every migration has an undo (`support/undo.rs`), and it is faithful: a new database
-/// taken back to version 2 and opened again (so migrated forward from there) has the same
-/// tables, columns and indexes as a new one. A migration added without its undo, or an
-/// undo that leaves something behind or takes too much away, fails here.
+/// taken back to a version has the same tables, columns and indexes as one an older build
+/// made (only the migrations up to that version run), and opened again (so migrated
+/// forward from there) the same as a new one. A migration added without its undo, or an
+/// undo that leaves something behind or takes too much away, fails here, also when the
+/// migration would step over what its undo left (`IF NOT EXISTS`).
 #[test]
 fn every_migration_is_undone_and_redone_to_the_same_schema() {
     let current = usize::try_from(current_schema_version()).unwrap();
@@ -2558,11 +2560,25 @@ fn every_migration_is_undone_and_redone_to_the_same_schema() {
         let db = rusqlite::Connection::open(&redone).unwrap();
         undo_migrations_to(&db, version);
         assert_ne!(schema_shape(&db), expected, "undoing down to version {version} changed nothing");
+        assert_eq!(schema_shape(&db), schema_shape(&built_by_migrations(version)), "undone to version {version}");
         drop(db);
         drop(SqliteStore::open(&redone).unwrap());
         let db = rusqlite::Connection::open(&redone).unwrap();
         assert_eq!(schema_shape(&db), expected, "undone to version {version} and migrated again");
     }
+}
+
+/// An in-memory database with the schema an older build made: the first `version`
+/// migration files of `migrations/sqlite/` run in order.
+fn built_by_migrations(version: usize) -> rusqlite::Connection {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let db = rusqlite::Connection::open_in_memory().unwrap();
+    for file in &files[..version] {
+        db.execute_batch(&std::fs::read_to_string(file).unwrap()).unwrap();
+    }
+    db
 }
 
 /// The schema version a new database gets: every migration of this build.
@@ -3393,7 +3409,10 @@ async fn postgres_without_migrating_uses_a_schema_behind_only_by_index_migration
         };
         assert!(matches!(err, StoreError::Schema(_)), "{err:?}");
         let text = err.to_string();
-        assert!(text.contains(&format!("schema version {version}, this build uses versions 7 to {current}")), "{text}");
+        assert!(
+            text.contains(&format!("schema version {version}, this build opens versions 7 to {current}")),
+            "{text}"
+        );
         assert!(text.contains(says), "{text}");
     }
 }

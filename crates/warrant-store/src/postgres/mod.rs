@@ -204,20 +204,13 @@ impl PgStore {
     pub async fn open_without_migrating(url: &str) -> Result<Self, StoreError> {
         let store = Self::connect(url)?;
         let version = store.schema_version().await?;
-        let usable = UNMIGRATED_OLDEST..=MIGRATIONS.len();
-        if !usable.contains(&version) {
-            let advice = if version > MIGRATIONS.len() {
-                "a newer release migrated it; run that release"
-            } else {
-                "run `warrant migrate` with this build"
-            };
-            return Err(StoreError::Schema(format!(
-                "the database has schema version {version}, this build uses versions {} to {} without \
-                 migrating; {advice}",
-                usable.start(),
-                usable.end()
-            )));
-        }
+        let version = i64::try_from(version).unwrap_or(i64::MAX);
+        crate::columns::refuse_unusable_schema(
+            version,
+            UNMIGRATED_OLDEST..=MIGRATIONS.len(),
+            "run `warrant migrate` with this build",
+            "run `warrant migrate` with this build",
+        )?;
         Ok(store)
     }
 

@@ -302,24 +302,13 @@ impl SqliteStore {
                 version(&conn)?
             }
         };
-        let readable = READ_ONLY_OLDEST..=MIGRATIONS.len();
-        let schema = usize::try_from(applied).unwrap_or(0);
-        if !readable.contains(&schema) {
-            let advice = if applied <= 0 {
-                "it holds no Warrant schema"
-            } else if schema > MIGRATIONS.len() {
-                "a newer release wrote it; read it with that release"
-            } else {
-                "verify it with the release that wrote it, or start `warrant serve` with this build on a \
-                 writable copy, which migrates the copy"
-            };
-            return Err(StoreError::Schema(format!(
-                "the database has schema version {applied}, this build reads versions {} to {} without \
-                 writing; {advice}",
-                readable.start(),
-                readable.end()
-            )));
-        }
+        crate::columns::refuse_unusable_schema(
+            applied,
+            READ_ONLY_OLDEST..=MIGRATIONS.len(),
+            "it holds no Warrant schema",
+            "verify it with the release that wrote it, or start `warrant serve` with this build on a \
+             writable copy, which migrates the copy",
+        )?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         Self::sharing(conn)
     }
