@@ -49,13 +49,18 @@ pub enum PermissionError {
     /// The input is longer than [`MAX_PERMISSION_LEN`].
     #[error("a permission may be at most {MAX_PERMISSION_LEN} characters long")]
     TooLong,
-    /// A scope lists more than [`MAX_SCOPE_LEN`](crate::scope::MAX_SCOPE_LEN) permissions.
-    #[error("a scope may hold at most {} permissions", crate::scope::MAX_SCOPE_LEN)]
+    /// A scope lists more than [`MAX_SCOPE_LEN`] permissions.
+    #[error("a scope may hold at most {MAX_SCOPE_LEN} permissions")]
     TooMany,
 }
 
 /// The longest permission accepted, in bytes.
 pub const MAX_PERMISSION_LEN: usize = 512;
+
+/// The most permissions one scope may hold: an agent's max scope, a human's
+/// entitlements, a requested scope and a warrant's scope alike (also
+/// `warrant_core::scope::MAX_SCOPE_LEN`).
+pub const MAX_SCOPE_LEN: usize = 256;
 
 /// One segment of a resource pattern.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -11,9 +11,7 @@ use crate::permission::{Permission, PermissionError, MAX_PERMISSION_LEN};
 #[serde(try_from = "Vec<String>", into = "Vec<String>")]
 pub struct Scope(Vec<Permission>);
 
-/// The most permissions one scope may hold: an agent's max scope, a human's
-/// entitlements, a requested scope and a warrant's scope alike.
-pub const MAX_SCOPE_LEN: usize = 256;
+pub use crate::permission::MAX_SCOPE_LEN;
 
 /// The longest scope a warrant may carry, in bytes of its space-separated text. With the
 /// other claims it keeps a warrant well inside the longest token that verifies

@@ -27,12 +27,10 @@ use warrant_core::{Agent, UnixTime, WarrantClaims};
 
 use crate::load::{AgentEntities, CompiledPolicies};
 use crate::native::{self, json_object, WarrantContext};
+pub use crate::native::{EvalError, MAX_DEPTH};
 
 /// The most agents whose entities are cached before the cache is cleared.
 pub const MAX_AGENTS: usize = 65_536;
-
-/// How deeply nested the caller's `context` and `resource_attrs` may be.
-pub const MAX_DEPTH: usize = 8;
 
 /// Everything a policy may look at for one decision.
 #[derive(Debug, Clone, Copy)]
@@ -80,18 +78,6 @@ pub struct Verdict {
     pub approval: Option<warrant_core::guard::approval::Approver>,
     /// Whether a `@quarantine` forbid denied it.
     pub quarantine: bool,
-}
-
-/// Why the input could not be handed to Cedar. The caller denies.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum EvalError {
-    /// The caller's `context` or `resource_attrs` holds something Cedar cannot take.
-    #[error("{0}")]
-    Input(String),
-    /// Cedar refused to build the entities, context or request.
-    #[error("cannot build the Cedar request: {0}")]
-    Cedar(String),
 }
 
 /// Hour of day (0-23) and weekday (Monday = 0) in UTC.

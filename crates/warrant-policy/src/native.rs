@@ -19,6 +19,9 @@
 //!   entity has them as one, so the cached store's ancestor relation stays closed and is
 //!   not recomputed.
 //!
+//! What the caller's JSON may be is bounded here too ([`MAX_DEPTH`]), and what cannot be
+//! handed to Cedar is an [`EvalError`], on which the caller denies.
+//!
 //! The semantics are the public API's: the tests below build each value both ways and
 //! compare them.
 
@@ -33,7 +36,20 @@ use ref_cast::RefCast as _;
 use smol_str::SmolStr;
 use warrant_core::WarrantClaims;
 
-use crate::eval::{EvalError, MAX_DEPTH};
+/// How deeply nested the caller's `context` and `resource_attrs` may be.
+pub const MAX_DEPTH: usize = 8;
+
+/// Why the input could not be handed to Cedar. The caller denies.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EvalError {
+    /// The caller's `context` or `resource_attrs` holds something Cedar cannot take.
+    #[error("{0}")]
+    Input(String),
+    /// Cedar refused to build the entities, context or request.
+    #[error("cannot build the Cedar request: {0}")]
+    Cedar(String),
+}
 
 /// The warrant-derived part of a decision's Cedar context, built once per verified
 /// warrant: `mode`, `human`, `owner`, `chain`, `root_agent`, `chain_depth`, `task`,

@@ -1,40 +1,18 @@
 //! The router.
 
-use std::sync::Arc;
-
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post, put};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
-use warrant_engine::Engine;
 
 use crate::error::ApiError;
-use crate::metrics::Metrics;
 use crate::routes::{
     agents, audit, authzen, decisions, govern, guard, humans, keys, oauth, peps, policies, revocations, ssf, token,
     transmitter, warrants, wellknown,
 };
-
-/// What every handler shares.
-#[derive(Clone)]
-pub struct AppState {
-    /// The application.
-    pub engine: Arc<Engine>,
-    /// The admin bearer token management endpoints require.
-    pub admin_token: crate::server::AdminToken,
-    /// Prometheus metrics.
-    pub metrics: Arc<Metrics>,
-    /// Rate limits on the token endpoint and anonymous decisions.
-    pub limits: Arc<crate::ratelimit::RateLimits>,
-}
-
-impl std::fmt::Debug for AppState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState").field("engine", &self.engine).finish_non_exhaustive()
-    }
-}
+pub use crate::state::AppState;
 
 /// A batch body may be this many times the body limit: it carries up to 100 requests,
 /// each with its own warrant, which the single-request limit could not hold.
@@ -48,7 +26,7 @@ pub fn app(state: AppState, body_limit: usize) -> Router {
     Router::new()
         .route("/.well-known/jwks.json", get(wellknown::jwks))
         .route("/.well-known/oauth-authorization-server", get(wellknown::metadata))
-        .route("/openapi.json", get(wellknown::openapi))
+        .route("/openapi.json", get(crate::openapi::openapi))
         .route("/healthz", get(wellknown::health))
         .route("/readyz", get(wellknown::ready))
         .route("/oauth2/token", post(token::token).layer(shed.clone()))

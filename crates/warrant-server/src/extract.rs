@@ -12,8 +12,8 @@ use serde::de::DeserializeOwned;
 use warrant_core::{Capability, Principal};
 use warrant_engine::TokenRequest;
 
-use crate::app::AppState;
 use crate::error::{ApiError, OAuthError};
+use crate::state::AppState;
 
 /// A JSON body; malformed or mistyped bodies (missing, wrongly typed or unknown fields)
 /// are 400 `invalid_request`, a wrong content type 415, an oversized body 413, all as

@@ -21,6 +21,7 @@ pub mod ratelimit;
 pub mod routes;
 pub mod server;
 pub mod shed;
+pub mod state;
 pub mod telemetry;
 /// The outbound webhook (part of the engine; re-exported for callers of this crate).
 pub use warrant_engine::webhook;

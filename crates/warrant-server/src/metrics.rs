@@ -117,7 +117,7 @@ impl Metrics {
 
     /// The Prometheus text exposition, with gauges read now (`gate`: the bound on
     /// requests in progress).
-    pub async fn render(&self, engine: &Engine, gate: &crate::shed::InFlight) -> String {
+    pub async fn render(&self, engine: &Engine, gate: &crate::ratelimit::InFlight) -> String {
         let to_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         self.in_flight.set(to_i64(gate.current() as u64));
         self.shed.set(to_i64(gate.shed()));

@@ -1,6 +1,7 @@
 //! The OpenAPI document, generated from the handlers' annotations. `warrant openapi`
 //! prints it; `docs/openapi.json` is a checked-in copy that a test keeps current.
 
+use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -14,7 +15,7 @@ use crate::routes::{
 #[openapi(
     info(title = "Warrant", description = "Identity, credential and authorization control plane for AI agents."),
     paths(
-        wellknown::jwks, wellknown::metadata, wellknown::openapi, wellknown::health, wellknown::ready, keys::rotate,
+        wellknown::jwks, wellknown::metadata, openapi, wellknown::health, wellknown::ready, keys::rotate,
         token::token,
         oauth::introspect,
         oauth::revoke,
@@ -77,4 +78,11 @@ impl Modify for AdminAuth {
 /// The document as pretty JSON.
 pub fn json() -> String {
     ApiDoc::openapi().to_pretty_json().unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+/// The OpenAPI document of this API.
+#[utoipa::path(get, path = "/openapi.json", tag = "discovery",
+    responses((status = 200, description = "OpenAPI 3.1", body = Object)))]
+pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(<ApiDoc as OpenApi>::openapi())
 }

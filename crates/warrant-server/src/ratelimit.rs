@@ -8,11 +8,15 @@
 //! request naming an agent that is not registered is counted against its address, so
 //! inventing agent ids does not buy fresh buckets. Over a limit the answer is 429 with
 //! `Retry-After`, before any verification, store access or audit record.
+//!
+//! The bound on requests in progress ([`InFlight`], `[limits] max_in_flight`) is kept
+//! here with the other limits; the middleware that sheds past it is `crate::shed`.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
@@ -99,7 +103,7 @@ pub struct RateLimits {
     token_client: Option<RateLimiter>,
     token_ip: Option<RateLimiter>,
     anonymous_ip: Option<RateLimiter>,
-    in_flight: std::sync::Arc<crate::shed::InFlight>,
+    in_flight: std::sync::Arc<InFlight>,
 }
 
 fn with_retry_after(wait: u64, response: impl IntoResponse) -> Response {
@@ -113,12 +117,12 @@ impl RateLimits {
             token_client: limits.token_rate_per_client.map(RateLimiter::new),
             token_ip: limits.token_rate_per_ip.map(RateLimiter::new),
             anonymous_ip: limits.anonymous_rate_per_ip.map(RateLimiter::new),
-            in_flight: crate::shed::InFlight::new(limits.max_in_flight),
+            in_flight: InFlight::new(limits.max_in_flight),
         }
     }
 
     /// The bound on decisions and token requests in progress (`[limits] max_in_flight`).
-    pub fn in_flight(&self) -> &std::sync::Arc<crate::shed::InFlight> {
+    pub fn in_flight(&self) -> &std::sync::Arc<InFlight> {
         &self.in_flight
     }
 
@@ -206,6 +210,57 @@ impl RateLimits {
     }
 }
 
+/// The bound on requests in progress, and the count against it.
+#[derive(Debug)]
+pub struct InFlight {
+    max: usize,
+    now: AtomicUsize,
+    shed: AtomicU64,
+}
+
+/// One admitted request; dropping it (when the answer is ready) frees its place.
+#[derive(Debug)]
+pub struct Admitted(Arc<InFlight>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl InFlight {
+    /// At most `max` requests in progress at once (`None`: no bound).
+    pub fn new(max: Option<usize>) -> Arc<Self> {
+        Arc::new(InFlight { max: max.unwrap_or(usize::MAX), now: AtomicUsize::new(0), shed: AtomicU64::new(0) })
+    }
+
+    /// Admits one request, or `None` when `max` are already in progress (counted as shed).
+    pub fn enter(self: &Arc<Self>) -> Option<Admitted> {
+        let before = self.now.fetch_add(1, Ordering::AcqRel);
+        if before >= self.max {
+            self.now.fetch_sub(1, Ordering::AcqRel);
+            self.shed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Admitted(Arc::clone(self)))
+    }
+
+    /// Requests in progress now.
+    pub fn current(&self) -> usize {
+        self.now.load(Ordering::Acquire)
+    }
+
+    /// Requests shed since start.
+    pub fn shed(&self) -> u64 {
+        self.shed.load(Ordering::Relaxed)
+    }
+
+    /// The bound (`usize::MAX` when there is none).
+    pub fn max(&self) -> usize {
+        self.max
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,5 +284,46 @@ mod tests {
         assert_eq!(address_key(v6), "2001:db8:1:2::/64");
         let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
         assert_eq!(address_key(mapped), "10.0.0.1");
+    }
+
+    #[test]
+    fn past_the_bound_requests_are_shed_until_a_place_frees() {
+        let gate = InFlight::new(Some(2));
+        let a = gate.enter().expect("first admitted");
+        let b = gate.enter().expect("second admitted");
+        assert!(gate.enter().is_none());
+        assert_eq!((gate.current(), gate.shed()), (2, 1));
+        drop(a);
+        let c = gate.enter().expect("a freed place admits again");
+        assert!(gate.enter().is_none());
+        drop((b, c));
+        assert_eq!((gate.current(), gate.shed()), (0, 2));
+        assert!(InFlight::new(None).enter().is_some());
+    }
+
+    /// Many threads entering and leaving at once never have more than the bound admitted
+    /// at the same time, and the count returns to zero.
+    #[test]
+    fn the_bound_holds_under_concurrency() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let gate = InFlight::new(Some(3));
+        let (admitted, peak) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..20_000 {
+                        if let Some(place) = gate.enter() {
+                            let now = admitted.fetch_add(1, Ordering::SeqCst) + 1;
+                            peak.fetch_max(now, Ordering::SeqCst);
+                            admitted.fetch_sub(1, Ordering::SeqCst);
+                            drop(place);
+                        }
+                    }
+                });
+            }
+        });
+        assert!(peak.load(Ordering::SeqCst) <= 3);
+        assert!(peak.load(Ordering::SeqCst) >= 1);
+        assert_eq!(gate.current(), 0);
     }
 }

@@ -14,8 +14,9 @@ use warrant_core::UnixTime;
 use warrant_engine::{BackgroundOptions, Clock, Engine, EngineConfig, OpenError};
 use warrant_store::{PgStore, SqliteStore, Store, StoreError};
 
-use crate::app::{app, AppState};
+use crate::app::app;
 use crate::config::{Database, Settings};
+use crate::state::AppState;
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "warrant.db";
@@ -188,48 +189,8 @@ impl DataDirLock {
     }
 }
 
-/// The admin token as a server holds it: the SHA-256 presented tokens are compared with,
-/// and the token itself when this server's data directory holds it (on a database several
-/// servers share, only the first server's does). Its `Debug` shows neither.
-#[derive(Clone)]
-pub struct AdminToken {
-    digest: [u8; 32],
-    token: Option<Arc<str>>,
-}
-
-impl std::fmt::Debug for AdminToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdminToken").field("held", &self.token.is_some()).finish_non_exhaustive()
-    }
-}
-
-impl AdminToken {
-    /// The token itself, known to this server.
-    pub fn new(token: &str) -> Self {
-        AdminToken { digest: sha256(token), token: Some(Arc::from(token)) }
-    }
-
-    /// A token known only by its SHA-256.
-    fn by_digest(digest: [u8; 32]) -> Self {
-        AdminToken { digest, token: None }
-    }
-
-    /// Whether `presented` is the admin token (its SHA-256 compared in constant time).
-    pub fn matches(&self, presented: &str) -> bool {
-        use subtle::ConstantTimeEq as _;
-        bool::from(sha256(presented).as_slice().ct_eq(self.digest.as_slice()))
-    }
-
-    /// The token, when this server's data directory holds it.
-    pub fn token(&self) -> Option<&str> {
-        self.token.as_deref()
-    }
-}
-
-fn sha256(text: &str) -> [u8; 32] {
-    use sha2::Digest as _;
-    sha2::Sha256::digest(text.as_bytes()).into()
-}
+use crate::state::sha256;
+pub use crate::state::AdminToken;
 
 /// The admin token of `<data>/admin.token` and `store`. On a database of one server: the
 /// file's, created (mode 0600) on first start. On a database several servers share: the

@@ -7,13 +7,12 @@
 
 use std::sync::Arc;
 
-use serde::Serialize;
 use warrant_engine::Engine;
 use warrant_gateway::{Gateway, GatewayConfig, HttpPdp, Pdp, Upstream};
 
 use super::load::{open_loop, Latency, Phase};
 use super::mcp::{self, UPSTREAM};
-use super::report::OpenLoop;
+use super::report::{GatewayPath, GatewayReport, OpenLoop, OVERHEAD_P99_TARGET_MS};
 use super::target::{Fixture, Runner, Started, Work};
 use super::{BenchArgs, BenchError};
 use crate::client::Client;
@@ -23,41 +22,6 @@ use crate::serve_gateway::EnginePdp;
 const IN_FLIGHT: usize = 256;
 /// How many distinct calls (customers) a point cycles through.
 const CALLS: usize = 256;
-/// The overhead target at the p99, milliseconds.
-pub const OVERHEAD_P99_TARGET_MS: f64 = 2.0;
-
-/// One way of reaching the upstream, measured at the scenario's rate.
-#[derive(Debug, Clone, Serialize)]
-pub struct GatewayPath {
-    /// `direct`, `nginx`, `gateway` (standalone, deciding over HTTP) or `in-serve` (the
-    /// gateway of `warrant serve`, deciding in-process).
-    pub via: &'static str,
-    /// The MCP endpoint called.
-    pub url: String,
-    /// What the open loop measured.
-    pub point: OpenLoop,
-    /// This path's p50 minus the direct call's, milliseconds (none for `direct`).
-    pub overhead_p50_ms: Option<f64>,
-    /// … at the p99.
-    pub overhead_p99_ms: Option<f64>,
-    /// For a gateway path: whether its p99 overhead is under the target, with no failed
-    /// call.
-    pub target_met: Option<bool>,
-}
-
-/// What the gateway scenario measured.
-#[derive(Debug, Clone, Serialize)]
-pub struct GatewayReport {
-    /// Calls per second, for every path.
-    pub rate_per_s: f64,
-    /// Each path, in the order run.
-    pub paths: Vec<GatewayPath>,
-    /// Why nginx was not measured, when it was not.
-    pub nginx_skipped: Option<String>,
-    /// Why the in-process gateway was not measured, when it was not.
-    pub in_serve_skipped: Option<String>,
-}
-
 /// A gateway in front of the benchmark's upstream, served on its own loopback address.
 struct Front {
     server: Started,

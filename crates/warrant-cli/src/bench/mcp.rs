@@ -9,15 +9,13 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::target::Started;
+use super::target::{Started, PROTOCOL_VERSION};
 use super::BenchError;
 
 /// The tool the scenario calls.
 pub const TOOL: &str = "lookup";
 /// The upstream's name at the gateway.
 pub const UPSTREAM: &str = "bench";
-/// The MCP protocol revision the client states.
-pub const PROTOCOL_VERSION: &str = "2025-06-18";
 
 #[derive(Debug, Deserialize)]
 struct Rpc {

@@ -17,6 +17,41 @@ pub const P99_TARGET_MS: f64 = 2.0;
 /// The throughput ratio authorize / axum the issue targets.
 pub const RATIO_TARGET: f64 = 0.5;
 
+/// The gateway scenario's overhead target at the p99, milliseconds.
+pub const OVERHEAD_P99_TARGET_MS: f64 = 2.0;
+
+/// One way of reaching the upstream, measured at the scenario's rate.
+#[derive(Debug, Clone, Serialize)]
+pub struct GatewayPath {
+    /// `direct`, `nginx`, `gateway` (standalone, deciding over HTTP) or `in-serve` (the
+    /// gateway of `warrant serve`, deciding in-process).
+    pub via: &'static str,
+    /// The MCP endpoint called.
+    pub url: String,
+    /// What the open loop measured.
+    pub point: OpenLoop,
+    /// This path's p50 minus the direct call's, milliseconds (none for `direct`).
+    pub overhead_p50_ms: Option<f64>,
+    /// … at the p99.
+    pub overhead_p99_ms: Option<f64>,
+    /// For a gateway path: whether its p99 overhead is under the target, with no failed
+    /// call.
+    pub target_met: Option<bool>,
+}
+
+/// What the gateway scenario measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct GatewayReport {
+    /// Calls per second, for every path.
+    pub rate_per_s: f64,
+    /// Each path, in the order run.
+    pub paths: Vec<GatewayPath>,
+    /// Why nginx was not measured, when it was not.
+    pub nginx_skipped: Option<String>,
+    /// Why the in-process gateway was not measured, when it was not.
+    pub in_serve_skipped: Option<String>,
+}
+
 /// The revocation-to-deny figures of one point.
 #[derive(Debug, Clone, Serialize)]
 pub struct RevocationPoint {
@@ -215,7 +250,7 @@ pub struct Report {
     /// The open-loop authorize points (50%, 70% and 90% of the peak, or `--rate`).
     pub open_loop: Vec<OpenLoop>,
     /// The gateway scenario, when run.
-    pub gateway: Option<super::gateway::GatewayReport>,
+    pub gateway: Option<GatewayReport>,
     /// The propagation scenario, when run.
     pub propagation: Option<super::propagation::PropagationReport>,
     /// The data directory disk's `fdatasync` latency: the floor of a durable answer.
@@ -501,8 +536,7 @@ fn open_loop_cells(o: &OpenLoop) -> [Cell; 6] {
     ]
 }
 
-fn print_gateway(g: &super::gateway::GatewayReport) {
-    use super::gateway::OVERHEAD_P99_TARGET_MS;
+fn print_gateway(g: &GatewayReport) {
     outln!("\ngateway: MCP tools/call at {:.0}/s (open loop), latency from the intended send time", g.rate_per_s);
     let header = [
         "path",

@@ -29,6 +29,9 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many distinct authorize bodies (resources) a point cycles through.
 pub(super) const BODY_VARIANTS: usize = 256;
 
+/// The MCP protocol revision the client states (and the bench's upstream answers).
+pub const PROTOCOL_VERSION: &str = "2025-06-18";
+
 /// The HTTP client every measurement uses, the baseline's included.
 pub fn http_client() -> Result<reqwest::Client, BenchError> {
     Ok(reqwest::Client::builder().no_proxy().http1_only().tcp_nodelay(true).timeout(REQUEST_TIMEOUT).build()?)
@@ -653,7 +656,7 @@ impl Op for Runner {
                     .post(url)
                     .header(reqwest::header::CONTENT_TYPE, JSON)
                     .header(reqwest::header::ACCEPT, "application/json, text/event-stream")
-                    .header("mcp-protocol-version", super::mcp::PROTOCOL_VERSION)
+                    .header("mcp-protocol-version", PROTOCOL_VERSION)
                     .bearer_auth(bearer)
                     .body(pick(bodies, worker, seq)?)
                     .send()

@@ -16,8 +16,8 @@ use warrant_engine::registry::AgentTransition;
 use super::pages::{doomed, policies_page, PolicyDiff};
 use super::view::{csrf, page};
 use super::{Failure, User};
-use crate::app::AppState;
 use crate::extract::Path;
+use crate::state::AppState;
 
 /// A form that carries only the CSRF token.
 #[derive(Debug, Deserialize)]

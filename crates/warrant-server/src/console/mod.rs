@@ -30,8 +30,8 @@ use axum::Router;
 use warrant_core::{Capability, HumanId, Principal};
 use warrant_engine::console::ConsoleSession;
 
-use crate::app::AppState;
 use crate::extract::{cookie, same_secret, SESSION_COOKIE};
+use crate::state::AppState;
 
 /// The Content-Security-Policy of every console response.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \

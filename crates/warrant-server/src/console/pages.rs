@@ -20,8 +20,8 @@ use warrant_engine::revocation::LiveWarrant;
 
 use super::view::{badge, csrf, json, left, page, sparkline, time};
 use super::{Failure, User};
-use crate::app::AppState;
 use crate::extract::{Path, Query};
+use crate::state::AppState;
 
 /// How many recent decisions the overview and the decisions page read.
 const RECENT_DECISIONS: usize = 1000;

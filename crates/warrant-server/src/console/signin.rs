@@ -15,8 +15,8 @@ use warrant_engine::console::ConsoleError;
 
 use super::view;
 use super::User;
-use crate::app::AppState;
 use crate::extract::{cookie, is_admin_token, same_secret, SESSION_COOKIE};
+use crate::state::AppState;
 
 /// The cookie of the sign-in page's one-time value.
 const SIGNIN_COOKIE: &str = "__Host-warrant-signin";

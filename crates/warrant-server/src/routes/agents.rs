@@ -11,9 +11,9 @@ use warrant_core::{Agent, Mode, PublicJwk, UnixTime};
 use warrant_engine::registry::AgentTransition;
 use warrant_engine::NewAgent;
 
-use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Admin, Json, Operator, Path, Query, Viewer};
+use crate::state::AppState;
 
 /// An Ed25519 public key as a JWK (RFC 8037).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -8,9 +8,9 @@ use warrant_core::audit::AuditKind;
 use warrant_core::{AgentId, HumanId, TaskId, UnixTime, WarrantId};
 use warrant_engine::audit::{AuditView, Trace};
 
-use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Path, Query, Viewer};
+use crate::state::AppState;
 
 /// Filters; every one is optional.
 #[derive(Debug, Default, Deserialize, IntoParams)]

@@ -14,9 +14,9 @@ use warrant_core::authzen::{
     EvaluationRequest, EvaluationResponse, EvaluationsRequest, EvaluationsResponse, PdpMetadata,
 };
 
-use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Json, PepAuth};
+use crate::state::AppState;
 
 /// The request id header the PDP echoes.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

@@ -12,10 +12,10 @@ use warrant_engine::config::AUTHORIZE_PATH;
 use warrant_engine::request::MAX_BATCH;
 use warrant_engine::{AuthorizeRequest, Decision};
 
-use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{dpop_proof, Json};
 use crate::ratelimit::ClientAddr;
+use crate::state::AppState;
 
 /// A request to act.
 #[derive(Debug, Deserialize, ToSchema)]

@@ -16,10 +16,10 @@ use warrant_engine::govern::findings::{FindingQuery as FindingSelection, MAX_FIN
 use warrant_engine::govern::owner::Attestation;
 use warrant_engine::govern::owner::{Attester, InventoryRow};
 
-use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApproverAuth, Json, Operator, Path, Query, Viewer};
 use crate::routes::agents::AgentView;
+use crate::state::AppState;
 
 /// Findings.
 #[derive(Debug, Serialize, ToSchema)]

@@ -14,9 +14,9 @@ use utoipa::{IntoParams, ToSchema};
 use warrant_core::guard::approval::{Approval, ApprovalStatus, Decider};
 use warrant_engine::events::EventKind;
 
-use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApproverAuth, Json, Operator, Path, Query, Viewer};
+use crate::state::AppState;
 
 /// An approval.
 #[derive(Debug, Serialize, ToSchema)]

@@ -8,9 +8,9 @@ use utoipa::ToSchema;
 use warrant_core::Human;
 use warrant_engine::NewHuman;
 
-use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Admin, Json, Operator, Path, Viewer};
+use crate::state::AppState;
 
 /// A human to register.
 #[derive(Debug, Deserialize, ToSchema)]

@@ -5,9 +5,9 @@ use axum::Json as JsonOut;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::Admin;
+use crate::state::AppState;
 
 /// The key ring after a rotation.
 #[derive(Debug, Serialize, ToSchema)]

@@ -10,10 +10,10 @@ use warrant_core::{RevocationKind, WarrantClaims};
 use warrant_engine::config::{INTROSPECTION_PATH, REVOCATION_PATH};
 use warrant_engine::decisions::introspect::{Introspection, Introspector};
 
-use crate::app::AppState;
 use crate::error::{OAuthError, OAuthErrorBody};
 use crate::extract::{bearer_token, dpop_proof, is_admin_token, TokenForm};
 use crate::ratelimit::ClientAddr;
+use crate::state::AppState;
 
 /// The form of an introspection or revocation request (RFC 7662 §2.1, RFC 7009 §2.1).
 #[derive(Debug, ToSchema)]

@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use warrant_engine::{NewPep, Pep};
 
-use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Admin, Json, Path, Viewer};
+use crate::state::AppState;
 
 /// A PEP credential to create.
 #[derive(Debug, Deserialize, ToSchema)]

@@ -7,9 +7,9 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use warrant_engine::policy::{PolicyLoadError, Reloaded};
 
-use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Admin, Viewer};
+use crate::state::AppState;
 
 /// The policy set in force.
 #[derive(Debug, Serialize, ToSchema)]

@@ -9,9 +9,9 @@ use warrant_core::RevocationKind;
 use warrant_engine::revocation::{Completer, TaskView};
 use warrant_engine::Revoked;
 
-use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Json, Operator, Path, Viewer};
+use crate::state::AppState;
 
 /// What to revoke.
 #[derive(Debug, Deserialize, ToSchema)]

@@ -12,8 +12,8 @@ use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::app::AppState;
 use crate::ratelimit::ClientAddr;
+use crate::state::AppState;
 
 /// The media type of a pushed SET.
 pub const SECEVENT_JWT: &str = "application/secevent+jwt";

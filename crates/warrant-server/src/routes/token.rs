@@ -7,10 +7,10 @@ use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::app::AppState;
 use crate::error::{OAuthError, OAuthErrorBody};
 use crate::extract::{dpop_proof, TokenForm};
 use crate::ratelimit::ClientAddr;
+use crate::state::AppState;
 
 /// The form parameters (RFC 6749, 7523, 8693, plus `task_purpose` and `ttl`).
 #[derive(Debug, ToSchema)]

@@ -13,9 +13,9 @@ use warrant_engine::transmitter::{
     PollRequest, PollResponse, StreamConfiguration, StreamRequest, StreamStatus, TransmitterMetadata,
 };
 
-use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Json, Path, Query, ReceiverAuth};
+use crate::state::AppState;
 
 /// `?stream_id=`.
 #[derive(Debug, Deserialize, IntoParams)]

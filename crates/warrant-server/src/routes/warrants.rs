@@ -6,9 +6,9 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use warrant_engine::revocation::WarrantStatus;
 
-use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Path, Viewer};
+use crate::state::AppState;
 
 /// The revocation that ended a warrant.
 #[derive(Debug, Serialize, ToSchema)]

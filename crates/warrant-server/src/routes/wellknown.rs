@@ -7,9 +7,8 @@ use axum::Json;
 
 use warrant_engine::config::{AUTHORIZE_PATH, INTROSPECTION_PATH, REVOCATION_PATH};
 
-use crate::app::AppState;
 use crate::error::ApiError;
-use crate::openapi::ApiDoc;
+use crate::state::AppState;
 
 /// The public signing keys.
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "discovery",
@@ -52,13 +51,6 @@ pub async fn metadata(State(state): State<AppState>) -> Json<serde_json::Value> 
         "warrant_max_ttl": config.limits.max_ttl,
         "warrant_max_depth": config.limits.max_depth,
     }))
-}
-
-/// The OpenAPI document of this API.
-#[utoipa::path(get, path = "/openapi.json", tag = "discovery",
-    responses((status = 200, description = "OpenAPI 3.1", body = Object)))]
-pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(<ApiDoc as utoipa::OpenApi>::openapi())
 }
 
 /// Liveness.
