@@ -17,11 +17,12 @@ def statements(name):
 
 
 @contextlib.contextmanager
-def scratch_database():
-    """A connection to a new SQLite file in a temporary directory; the connection is closed
-    and the directory (several hundred MB for these scripts) removed when the block ends,
-    also on an error or Ctrl-C."""
-    with tempfile.TemporaryDirectory(prefix="warrant-bench-") as folder:
+def scratch_database(under=None):
+    """A connection to a new SQLite file in a temporary directory (under `under`, else the
+    system's temporary folder); the connection is closed and the directory (several
+    hundred MB for some of these scripts) removed when the block ends, also on an error or
+    Ctrl-C."""
+    with tempfile.TemporaryDirectory(prefix="warrant-bench-", dir=under) as folder:
         c = sqlite3.connect(os.path.join(folder, "scratch.db"), isolation_level=None)
         try:
             yield c
