@@ -10,7 +10,7 @@
 //! `Retry-After`, before any verification, store access or audit record.
 //!
 //! The bound on requests in progress ([`InFlight`], `[limits] max_in_flight`) is kept
-//! here with the other limits; the middleware that sheds past it is `crate::shed`.
+//! here with the other limits; the middleware that sheds past it is the `shed` module.
 
 use std::collections::HashMap;
 use std::convert::Infallible;

@@ -16,7 +16,8 @@ use warrant_store::{PgStore, SqliteStore, Store, StoreError};
 
 use crate::app::app;
 use crate::config::{Database, Settings};
-use crate::state::AppState;
+pub use crate::state::AdminToken;
+use crate::state::{sha256, AppState};
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "warrant.db";
@@ -188,9 +189,6 @@ impl DataDirLock {
         Ok(DataDirLock { _file: file })
     }
 }
-
-use crate::state::sha256;
-pub use crate::state::AdminToken;
 
 /// The admin token of `<data>/admin.token` and `store`. On a database of one server: the
 /// file's, created (mode 0600) on first start. On a database several servers share: the

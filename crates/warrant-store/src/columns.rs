@@ -1,5 +1,7 @@
 //! How records are laid out in columns, the same for every backend: values as the text
-//! both schemas store, the column lists, and the checks that read them back. The
+//! both schemas store, the column lists, and the checks that read them back; and what
+//! both say about schema versions (the refusal of one a store cannot open without
+//! migrating, and which later migrations such a store may do without). The
 //! backends (`sqlite/`, `postgres/`) differ only in how they talk to their database.
 
 use std::collections::BTreeMap;
@@ -155,9 +157,11 @@ pub(crate) fn refuse_unusable_schema(
 enum IndexChange {
     /// `CREATE INDEX [IF NOT EXISTS] name ON …`: a plain, named index.
     Create(String),
-    /// `CREATE UNIQUE INDEX …`, under the name it gives (if one can be read).
+    /// `CREATE UNIQUE INDEX …`, under the name it gives, bare and in lower case (if one
+    /// can be read).
     CreateUnique(Option<String>),
-    /// `DROP INDEX [IF EXISTS] name`.
+    /// `DROP INDEX [IF EXISTS] name`, the name bare (unquoted, without a schema) and in
+    /// lower case.
     Drop(String),
     /// Anything else: a table or column changed, data written, an index built
     /// concurrently or without a name.
@@ -172,17 +176,24 @@ impl IndexChange {
         let original: Vec<&str> = statement.split_whitespace().collect();
         let upper: Vec<String> = original.iter().map(|w| w.to_uppercase()).collect();
         let words: Vec<&str> = upper.iter().map(String::as_str).collect();
-        let name = |i: usize| original.get(i).map(|n| (*n).to_owned());
+        // A name as the database compares it: unquoted, without a schema, any case. A
+        // list of names (a comma) is not one name, and sorts as something else.
+        let bare = |i: usize| -> Option<String> {
+            let name = original.get(i)?.trim_matches(|c| matches!(c, '"' | '`' | '[' | ']'));
+            let name = name.rsplit('.').next()?.trim_matches(|c| matches!(c, '"' | '`' | '[' | ']'));
+            (!name.is_empty() && !name.contains(',')).then(|| name.to_lowercase())
+        };
         match words[..] {
-            // The name is the first word after the options, however they are combined.
-            ["CREATE", "UNIQUE", "INDEX", ref rest @ ..] => Self::CreateUnique(name(
-                3 + rest.iter().take_while(|w| matches!(**w, "CONCURRENTLY" | "IF" | "NOT" | "EXISTS")).count(),
-            )),
+            // The name is the word before the first `ON`, whatever options come first.
+            ["CREATE", "UNIQUE", "INDEX", ref rest @ ..] => {
+                Self::CreateUnique(rest.iter().position(|w| *w == "ON").and_then(|on| bare(3 + on - 1)))
+            }
             ["CREATE", "INDEX", "IF", "NOT", "EXISTS", _, "ON", ..] => Self::Create(original[5].to_owned()),
             ["CREATE", "INDEX", name, "ON", ..] if name != "CONCURRENTLY" => Self::Create(original[2].to_owned()),
-            ["DROP", "INDEX", "IF", "EXISTS", _] | ["DROP", "INDEX", _] => {
-                Self::Drop(original[original.len() - 1].to_owned())
-            }
+            ["DROP", "INDEX", "IF", "EXISTS", _] | ["DROP", "INDEX", _] => match bare(original.len() - 1) {
+                Some(name) => Self::Drop(name),
+                None => Self::Other,
+            },
             _ => Self::Other,
         }
     }
@@ -213,7 +224,7 @@ pub(crate) fn index_migrations_after(listed: &[&str], oldest: usize) -> Vec<Stri
         .iter()
         .flatten()
         .filter_map(|(_, change)| match change {
-            IndexChange::CreateUnique(name) => name.as_ref().map(|n| n.to_lowercase()),
+            IndexChange::CreateUnique(name) => name.clone(),
             _ => None,
         })
         .collect();
@@ -222,7 +233,7 @@ pub(crate) fn index_migrations_after(listed: &[&str], oldest: usize) -> Vec<Stri
         for (statement, change) in statements {
             match change {
                 IndexChange::Create(name) => created.push(name.clone()),
-                IndexChange::Drop(name) if !unique.contains(&name.to_lowercase()) => {}
+                IndexChange::Drop(name) if !unique.contains(name) => {}
                 _ => panic!(
                     "migration {} may be missing when a database is opened without migrating, but runs \
                      `{statement}`; raise the oldest version opened so to {}",
@@ -277,6 +288,14 @@ mod tests {
         let concurrent = format!("{base}\nCREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS t_u ON t (a);");
         assert_eq!(accepts(&concurrent, "DROP INDEX t_a;"), Some(vec![]));
         assert_eq!(accepts(&concurrent, "DROP INDEX t_u;"), None, "t_u is unique however it was made");
+        let odd_names =
+            format!("{base}\nCREATE UNIQUE INDEX concurrently ON t (a);\nCREATE UNIQUE INDEX main.\"T_Q\" ON t (b);");
+        for dropped in
+            ["DROP INDEX concurrently;", "DROP INDEX t_q;", "DROP INDEX IF EXISTS public.\"t_q\";", "DROP INDEX `T_Q`;"]
+        {
+            assert_eq!(accepts(&odd_names, dropped), None, "{dropped}: a unique index");
+        }
+        assert_eq!(accepts(base, "DROP INDEX t_a,t_b;"), None, "a list of names");
         for refused in [
             "CREATE UNIQUE INDEX t_ab ON t (a, b);",
             "DROP INDEX t_b;",
