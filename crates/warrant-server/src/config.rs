@@ -1,6 +1,9 @@
 //! Settings, layered: a TOML file, then `WARRANT_*` environment variables, then flags,
 //! each overriding the one before. Flags and environment variables are read by the CLI
-//! (clap) into [`ServeOptions`]; [`Settings::resolve`] lays them over the file.
+//! (clap) into [`ServeOptions`]; [`Settings::resolve`] lays them over the file. The
+//! `[governance]` table is read in [`govern`].
+
+pub mod govern;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -747,7 +750,7 @@ pub struct FileConfig {
     /// Runtime guardrails (file only).
     pub guard: Option<GuardFile>,
     /// Continuous governance and its webhook (file only).
-    pub governance: Option<crate::config_govern::GovernanceFile>,
+    pub governance: Option<govern::GovernanceFile>,
     /// The key-encryption key file (used when `WARRANT_KEK` is not set).
     pub kek_file: Option<PathBuf>,
     /// The audit witness file.

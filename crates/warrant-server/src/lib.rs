@@ -9,7 +9,6 @@
 
 pub mod app;
 pub mod config;
-pub mod config_govern;
 pub mod console;
 pub mod error;
 pub mod extract;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use axum::http::{HeaderMap, StatusCode as AxumStatus};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use warrant_server::config_govern::GovernanceFile;
+use warrant_server::config::govern::GovernanceFile;
 use warrant_server::FileConfig;
 use warrant_token::warrant::sign_warrant;
 

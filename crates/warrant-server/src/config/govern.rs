@@ -28,7 +28,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use warrant_engine::govern::GovernConfig;
 
-use crate::config::ConfigError;
+use super::ConfigError;
 use warrant_engine::webhook::WebhookConfig;
 
 /// The `[governance]` table. Every key is optional.
