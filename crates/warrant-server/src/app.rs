@@ -12,7 +12,7 @@ use crate::routes::{
     agents, audit, authzen, decisions, govern, guard, humans, keys, oauth, peps, policies, revocations, ssf, token,
     transmitter, warrants, wellknown,
 };
-pub use crate::state::AppState;
+use crate::state::AppState;
 
 /// A batch body may be this many times the body limit: it carries up to 100 requests,
 /// each with its own warrant, which the single-request limit could not hold.

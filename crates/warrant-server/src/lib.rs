@@ -25,6 +25,7 @@ pub mod telemetry;
 /// The outbound webhook (part of the engine; re-exported for callers of this crate).
 pub use warrant_engine::webhook;
 
-pub use app::{app, AppState};
+pub use app::app;
 pub use config::{FileConfig, ServeOptions, Settings};
 pub use server::{BoundServer, ServeError};
+pub use state::AppState;

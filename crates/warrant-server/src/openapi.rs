@@ -1,5 +1,6 @@
 //! The OpenAPI document, generated from the handlers' annotations and served at
-//! `/openapi.json`. `warrant openapi` prints it; `docs/openapi.json` is a checked-in copy that a test keeps current.
+//! `/openapi.json`. `warrant openapi` prints it; `docs/openapi.json` is a checked-in copy
+//! that a test keeps current.
 
 use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};

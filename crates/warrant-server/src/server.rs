@@ -16,8 +16,7 @@ use warrant_store::{PgStore, SqliteStore, Store, StoreError};
 
 use crate::app::app;
 use crate::config::{Database, Settings};
-pub use crate::state::AdminToken;
-use crate::state::{sha256, AppState};
+use crate::state::{sha256, AdminToken, AppState};
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "warrant.db";

@@ -17,7 +17,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::error::{ApiError, OAuthError};
-pub use crate::ratelimit::{Admitted, InFlight};
 use crate::state::AppState;
 
 /// Seconds a shed caller is told to wait.

@@ -170,8 +170,9 @@ enum IndexChange {
 
 #[cfg(test)]
 impl IndexChange {
-    /// Sorts one statement (comments and the closing `;` already taken off), keeping the
-    /// names it gives as they are written.
+    /// Sorts one statement (comments and the closing `;` already taken off): an index it
+    /// creates under its name as written (the name queries use), a unique index made or an
+    /// index dropped under its bare name, as the database compares names.
     fn of(statement: &str) -> Self {
         let original: Vec<&str> = statement.split_whitespace().collect();
         let upper: Vec<String> = original.iter().map(|w| w.to_uppercase()).collect();
