@@ -363,6 +363,12 @@ impl Engine {
         self.feed.freshness().ready().map_err(NotReady::Feed)
     }
 
+    /// How many store calls wait for a free database connection now (see
+    /// [`warrant_store::HealthStore::waiting_for_connection`]).
+    pub fn store_waiting(&self) -> usize {
+        self.store.waiting_for_connection()
+    }
+
     /// Whether this server leads the background work of a shared database.
     pub fn lead(&self) -> &lead::Lead {
         &self.lead

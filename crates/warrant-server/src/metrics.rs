@@ -31,6 +31,7 @@ pub struct Metrics {
     policy_version: IntGauge,
     in_flight: IntGauge,
     shed: IntGauge,
+    store_waiting: IntGauge,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(
@@ -86,6 +87,10 @@ impl Metrics {
             policy_version: gauge("warrant_policy_version", "the policy set version in force")?,
             in_flight: gauge("warrant_in_flight", "decision and token requests in progress")?,
             shed: gauge("warrant_shed_total", "decision and token requests shed with 503 since start")?,
+            store_waiting: gauge(
+                "warrant_store_waiting",
+                "store calls waiting for a free database connection (SQLite: reads; PostgreSQL: every call)",
+            )?,
             registry: r,
         })
     }
@@ -134,6 +139,7 @@ impl Metrics {
         self.audit_failed_batches.set(to_i64(m.failed_batches()));
         self.audit_commit_seconds.set(m.last_commit_latency().as_secs_f64());
         self.policy_version.set(engine.policy().current().map(|c| c.version).unwrap_or(0));
+        self.store_waiting.set(to_i64(engine.store_waiting() as u64));
         let mut out = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
             tracing::warn!(error = %e, "cannot encode metrics");

@@ -318,6 +318,10 @@ pub trait HealthStore: Send + Sync {
     /// Whether the database answers now: one round trip, no data read. An error says why
     /// it does not.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// How many store calls wait for a free database connection now: SQLite's reads
+    /// (its writes queue for the group commit instead), every call on PostgreSQL. Above
+    /// zero for long, the connections are too few for the load.
+    fn waiting_for_connection(&self) -> usize;
 }
 
 /// Everything Warrant stores. Implemented by [`SqliteStore`] (one node, the default) and

@@ -3495,3 +3495,35 @@ async fn the_change_feed_logs_every_change_in_order_and_announces_it() {
     assert!(pruned.changes.is_empty());
     assert_eq!(pruned.pruned_through, batch.changes.last().unwrap().seq);
 }
+
+/// `/metrics` reports the calls waiting for a free connection of the pool: with every
+/// connection held by a read that waits behind a table lock, the reads beyond the pool
+/// are counted as waiting, and once the lock goes and every read is answered, none is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_counts_the_calls_waiting_for_a_connection() {
+    use warrant_store::HealthStore as _;
+    let Some((guard, store)) = open_postgres().await else { return };
+    assert_eq!(store.waiting_for_connection(), 0);
+    let (locker, connection) = tokio_postgres::connect(&guard.url(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    locker.batch_execute("BEGIN; LOCK TABLE humans IN ACCESS EXCLUSIVE MODE").await.unwrap();
+    // More reads than the pool has connections (16): each holds one while it waits.
+    let reads: Vec<_> = (0..24u8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.get_human(&HumanId::from_random([i; 12])).await })
+        })
+        .collect();
+    let waited = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while store.waiting_for_connection() == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "no read was counted as waiting for a connection");
+    locker.batch_execute("COMMIT").await.unwrap();
+    for read in reads {
+        assert_eq!(read.await.unwrap().unwrap(), None);
+    }
+    assert_eq!(store.waiting_for_connection(), 0);
+}

@@ -37,6 +37,8 @@ async fn metrics_count_decisions_revocations_and_audit() {
     assert!(sample(text, "warrant_audit_head_seq") >= 4.0);
     assert!(sample(text, "warrant_audit_batches") >= 1.0);
     assert_eq!(sample(text, "warrant_audit_queue_depth"), 0.0);
+    // Nothing waits for a database connection between requests.
+    assert_eq!(sample(text, "warrant_store_waiting"), 0.0);
     assert!(sample(text, "warrant_policy_version") >= 1.0);
     assert!(!text.contains("eyJ"), "a token leaked into the metrics");
 }

@@ -277,6 +277,10 @@ impl crate::HealthStore for PgStore {
         self.client().await?.simple_query("SELECT 1").await?;
         Ok(())
     }
+
+    fn waiting_for_connection(&self) -> usize {
+        self.pool.status().waiting
+    }
 }
 
 /// Takes the store's write lock inside `tx` (see the module docs); every write

@@ -44,7 +44,6 @@ impl ReadPool {
     }
 
     /// How many reads are waiting for a connection now.
-    #[cfg(test)]
     pub(crate) fn waiting(&self) -> usize {
         self.waiting.load(Ordering::Relaxed)
     }
