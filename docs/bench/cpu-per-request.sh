@@ -29,13 +29,32 @@ token_rate_per_ip = "off"
 anonymous_rate_per_ip = "off"
 EOF
 mkdir "$work/data"
+server=
+bench=
+finish() {
+    status=$?
+    if [ -n "$bench" ]; then kill "$bench" 2> /dev/null || true; fi
+    if [ -n "$server" ]; then kill "$server" 2> /dev/null || true; fi
+    wait 2> /dev/null || true
+    if [ "$status" -ne 0 ]; then
+        echo "failed; the server's and the bench's output:" >&2
+        cat "$work/server.log" "$work/bench.out" >&2 2> /dev/null
+    fi
+    rm -rf "$work"
+}
+trap finish EXIT
 WARRANT_LOG=warn "$bin" serve --config "$work/server.toml" > "$work/server.log" 2>&1 &
 server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$work"' EXIT
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/ping" > /dev/null 2>&1 && break; sleep 0.1; done
+up=
+for _ in $(seq 100); do
+    if curl -sf "http://127.0.0.1:$port/healthz" > /dev/null 2>&1; then up=1; break; fi
+    sleep 0.1
+done
+[ -n "$up" ] || { echo "the server did not answer /healthz within 10 s" >&2; exit 1; }
 
-# The bench measures the axum baseline at c=1 first (1 s warm-up + 8 s), then authorize
-# (1 s warm-up + 8 s): the server's CPU is read over 6 s inside the second.
+# The bench measures the disk's floor (a fraction of a second), the axum baseline at c=1
+# (1 s warm-up + 8 s), then authorize (1 s warm-up + 8 s): the server's CPU is read from
+# 11 s to 17 s, inside the authorize point with a second's margin on either side.
 "$bin" bench --server "http://127.0.0.1:$port" --data "$work/data" --scenario authorize \
     --concurrency 1 --duration 8 --warmup 1 > "$work/bench.out" 2>&1 &
 bench=$!
@@ -44,7 +63,8 @@ sleep 11
 before=$(cpu)
 sleep 6
 after=$(cpu)
-wait $bench
+wait "$bench"
+bench=
 line=$(grep 'authorize  ┆' "$work/bench.out")
 rate=$(echo "$line" | awk -F'┆' '{gsub(/ /, "", $3); print $3}')
 p50=$(echo "$line" | awk -F'┆' '{gsub(/ /, "", $5); print $5}')

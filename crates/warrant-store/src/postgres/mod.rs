@@ -279,7 +279,11 @@ impl crate::HealthStore for PgStore {
     }
 
     fn waiting_for_connection(&self) -> usize {
-        self.pool.status().waiting
+        // The pool's own `waiting` counts the callers beyond the connections opened so
+        // far, so a call whose connection is still being opened would show; beyond the
+        // pool's size, a call has to wait for another to finish.
+        let status = self.pool.status();
+        (status.size + status.waiting).saturating_sub(status.max_size)
     }
 }
 

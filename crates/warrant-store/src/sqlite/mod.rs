@@ -511,11 +511,13 @@ mod tests {
                 tokio::spawn(async move { store.get_human(&id).await })
             })
             .collect();
-        while pool.waiting() < 1 {
-            tokio::task::yield_now().await;
-        }
         // What `/metrics` reports: the reads waiting, not the connections held.
-        assert!(crate::HealthStore::waiting_for_connection(&store) >= 1);
+        let counted = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+            while crate::HealthStore::waiting_for_connection(&store) < 1 {
+                tokio::task::yield_now().await;
+            }
+        });
+        assert!(counted.await.is_ok(), "no read was counted as waiting for a connection");
         drop(busy);
         for read in reads {
             let answered = tokio::time::timeout(std::time::Duration::from_secs(60), read).await;
