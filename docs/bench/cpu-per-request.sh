@@ -16,19 +16,8 @@ bin="$root/target/release/warrant"
 [ -x "$bin" ] || { echo "build it first: cargo build --release -p warrant-cli" >&2; exit 1; }
 [ -r /proc/self/stat ] || { echo "needs Linux /proc" >&2; exit 1; }
 
+. "$root/docs/bench/served.sh"
 work=$(mktemp -d "$parent/warrant-cpu.XXXXXX")
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-cat > "$work/server.toml" <<EOF
-data = "$work/data"
-listen = "127.0.0.1:$port"
-[guard]
-enabled = false
-[limits]
-token_rate_per_client = "off"
-token_rate_per_ip = "off"
-anonymous_rate_per_ip = "off"
-EOF
-mkdir "$work/data"
 server=
 bench=
 finish() {
@@ -43,14 +32,7 @@ finish() {
     rm -rf "$work"
 }
 trap finish EXIT
-WARRANT_LOG=warn "$bin" serve --config "$work/server.toml" > "$work/server.log" 2>&1 &
-server=$!
-up=
-for _ in $(seq 100); do
-    if curl -sf "http://127.0.0.1:$port/healthz" > /dev/null 2>&1; then up=1; break; fi
-    sleep 0.1
-done
-[ -n "$up" ] || { echo "the server did not answer /healthz within 10 s" >&2; exit 1; }
+start_served "$work"
 
 # The bench measures the disk's floor (a fraction of a second), the axum baseline at c=1
 # (1 s warm-up + 8 s), then authorize (1 s warm-up + 8 s): the server's CPU is read from

@@ -98,6 +98,12 @@ pub struct BenchArgs {
     /// authorize load is spread over every server, and the propagation scenario asks them.
     #[arg(long, value_name = "URL")]
     also: Vec<String>,
+    /// A running server to measure as the baseline instead of the axum endpoint this
+    /// process starts (loopback only). It must echo the harness's `POST /ping` body as the
+    /// built-in one does; `docs/bench/answer-path` serves one in its own process, plain or
+    /// with a durable write per request, to compare designs with the same client.
+    #[arg(long, value_name = "URL")]
+    baseline: Option<String>,
     /// A running cedar-agent for the cedar-agent scenario (loopback only;
     /// `scripts/bench-cedar-agent` installs and starts one).
     #[arg(long, value_name = "URL")]
@@ -226,6 +232,9 @@ fn check(args: &BenchArgs) -> Result<(), BenchError> {
     if let Some(url) = args.also.iter().find(|u| !is_loopback(u)) {
         return Err(BenchError::NotLoopback(url.clone()));
     }
+    if let Some(url) = args.baseline.as_ref().filter(|u| !is_loopback(u)) {
+        return Err(BenchError::NotLoopback(url.clone()));
+    }
     if let Some(url) = args.cedar_agent.as_ref().filter(|u| !is_loopback(u)) {
         return Err(BenchError::NotLoopback(url.clone()));
     }
@@ -337,13 +346,30 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
         },
         None => None,
     };
-    let baseline = target::start_baseline().await?;
+    let (baseline, baseline_url) = match &args.baseline {
+        Some(url) => (None, url.trim_end_matches('/').to_owned()),
+        None => {
+            let started = target::start_baseline().await?;
+            let url = started.url.clone();
+            (Some(started), url)
+        }
+    };
     outln!("warrant bench {}", env!("CARGO_PKG_VERSION"));
     outln!("target:   {}", target.description);
-    outln!("baseline: trivial axum JSON endpoint POST {}/ping, in this process, same client", baseline.url);
+    match &baseline {
+        Some(_) => {
+            outln!("baseline: trivial axum JSON endpoint POST {baseline_url}/ping, in this process, same client")
+        }
+        None => outln!("baseline: the running server at {baseline_url} (its own process), POST /ping, same client"),
+    }
     outln!(
         "client:   reqwest (HTTP/1.1, keep-alive) in this process; {cores} cores shared by the client and {}",
-        if target.in_process { "both servers" } else { "the baseline (the target server runs beside them)" }
+        match (target.in_process, baseline.is_some()) {
+            (true, true) => "both servers",
+            (false, true) => "the baseline (the target server runs beside them)",
+            (true, false) => "the target server (the baseline runs beside them)",
+            (false, false) => "the servers it drives, each in its own process",
+        }
     );
     outln!(
         "points:   {} s measured after {} s warm-up, concurrency {:?}",
@@ -351,8 +377,11 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
         args.warmup,
         args.concurrency
     );
-    let outcome = measure(&args, &http, &target, &baseline.url, cores).await;
-    let stopped_baseline = baseline.stop().await;
+    let outcome = measure(&args, &http, &target, &baseline_url, cores).await;
+    let stopped_baseline = match baseline {
+        Some(started) => started.stop().await,
+        None => Ok(()),
+    };
     let stopped_own = match own {
         Some(started) => started.stop().await,
         None => Ok(()),
@@ -555,6 +584,25 @@ mod tests {
         assert!(!is_loopback("http://example.com"));
         assert!(!is_loopback("ftp://127.0.0.1"));
         assert!(!is_loopback("not a url"));
+    }
+
+    #[test]
+    fn a_baseline_elsewhere_must_be_on_loopback() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Harness {
+            #[command(flatten)]
+            args: BenchArgs,
+        }
+        let parse = |extra: &[&str]| {
+            Harness::try_parse_from(["bench", "--data", "/nonexistent"].iter().chain(extra)).map(|h| h.args).unwrap()
+        };
+        let args = parse(&["--baseline", "http://127.0.0.1:9/"]);
+        assert_eq!(args.baseline.as_deref(), Some("http://127.0.0.1:9/"));
+        assert!(check(&args).is_ok());
+        let far = parse(&["--baseline", "http://192.0.2.1:9"]);
+        assert!(matches!(check(&far), Err(BenchError::NotLoopback(url)) if url == "http://192.0.2.1:9"));
+        assert!(parse(&[]).baseline.is_none(), "the built-in endpoint by default");
     }
 
     #[test]

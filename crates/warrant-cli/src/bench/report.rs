@@ -226,6 +226,9 @@ pub struct RunSettings {
     pub batch_size: usize,
     /// Scenarios run.
     pub scenarios: Vec<&'static str>,
+    /// The running server measured as the baseline (`--baseline`); `None` for the axum
+    /// endpoint started in the harness's own process.
+    pub baseline_url: Option<String>,
 }
 
 /// Every figure of a run.
@@ -277,6 +280,7 @@ impl Report {
                 concurrency: args.concurrency.clone(),
                 batch_size: args.batch_size,
                 scenarios: super::scenarios(&args.scenario).into_iter().map(super::Scenario::name).collect(),
+                baseline_url: args.baseline.clone(),
             },
             baseline: Vec::new(),
             scenarios: BTreeMap::new(),

@@ -1,0 +1,187 @@
+//! A stand-in for the path of a durable answer, to compare server designs with
+//! `warrant bench --baseline URL` (the same client and load as every Warrant figure).
+//!
+//! `answer-path MODE RUNTIME ADDR DIR` serves the harness's `POST /ping` (a small JSON
+//! body echoed back) on ADDR. Before answering, every request encodes a record of about
+//! 400 bytes and, by MODE:
+//!
+//! - `plain`: nothing more (the HTTP stack alone);
+//! - `durable`: writes it into a preallocated log file in DIR and waits for
+//!   `fdatasync`, on the thread that read the request;
+//! - `sqlite`: inserts it into a SQLite table (WAL, `synchronous = FULL`) in DIR and
+//!   commits, on the thread that read the request;
+//! - `handoff`: queues it for a writer thread that writes every queued record and syncs
+//!   once (a group commit), and waits for its answer: the shape of Warrant's audit log.
+//!
+//! RUNTIME is `current` (one thread runs every connection, tokio's current-thread
+//! runtime) or `multi` (tokio's work-stealing runtime, one worker per core, as Warrant
+//! runs). `durable` and `sqlite` block the runtime's thread while they sync, so they
+//! model one request at a time: compare them at concurrency 1.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt as _;
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The log file's size: writes wrap around inside it, so a sync never has to record a
+/// larger file (as a reused write-ahead log).
+const LOG_BYTES: u64 = 64 << 20;
+
+/// The harness's ping body.
+#[derive(Debug, Deserialize, Serialize)]
+struct Ping {
+    agent: String,
+    action: String,
+    n: u64,
+}
+
+/// The answer the harness checks.
+#[derive(Debug, Serialize)]
+struct Pong {
+    ok: bool,
+    agent: String,
+    n: u64,
+}
+
+/// The record made durable per request: the ping and a fixed payload, about the size of
+/// a decision's audit record.
+#[derive(Debug, Serialize)]
+struct Record<'a> {
+    ping: &'a Ping,
+    detail: &'a str,
+}
+
+const DETAIL: &str = "an audit record carries the warrant, the agent, its chain, the action, the resource, \
+    the policies that decided, the reason and the time; this text stands in for them so that each record is \
+    about as long as a decision's, which is what a sync has to carry to the disk";
+
+/// A log file written in place, wrapping around.
+#[derive(Debug)]
+struct Log {
+    file: File,
+    at: u64,
+}
+
+impl Log {
+    fn create(dir: &Path) -> std::io::Result<Log> {
+        let file =
+            File::options().create(true).truncate(true).read(true).write(true).open(dir.join("answer-path.log"))?;
+        file.set_len(LOG_BYTES)?;
+        file.sync_all()?;
+        Ok(Log { file, at: 0 })
+    }
+
+    /// Writes `bytes` after the last write and waits until they are on disk.
+    fn append_durably(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let len = u64::try_from(bytes.len()).unwrap_or(LOG_BYTES);
+        if self.at + len > LOG_BYTES {
+            self.at = 0;
+        }
+        self.file.write_all_at(bytes, self.at)?;
+        self.file.sync_data()?;
+        self.at += len;
+        Ok(())
+    }
+}
+
+/// Where a request's record goes.
+enum Sink {
+    Nothing,
+    Durable(Mutex<Log>),
+    Sqlite(Mutex<rusqlite::Connection>),
+    Handoff(mpsc::Sender<(Vec<u8>, oneshot::Sender<std::io::Result<()>>)>),
+}
+
+impl Sink {
+    fn open(mode: &str, dir: &Path) -> Result<Sink, String> {
+        Ok(match mode {
+            "plain" => Sink::Nothing,
+            "durable" => Sink::Durable(Mutex::new(Log::create(dir).map_err(|e| e.to_string())?)),
+            "sqlite" => {
+                let conn = rusqlite::Connection::open(dir.join("answer-path.db")).map_err(|e| e.to_string())?;
+                conn.execute_batch(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                     CREATE TABLE IF NOT EXISTS records (seq INTEGER PRIMARY KEY, body BLOB NOT NULL);",
+                )
+                .map_err(|e| e.to_string())?;
+                Sink::Sqlite(Mutex::new(conn))
+            }
+            "handoff" => {
+                let mut log = Log::create(dir).map_err(|e| e.to_string())?;
+                let (tx, rx) = mpsc::channel::<(Vec<u8>, oneshot::Sender<std::io::Result<()>>)>();
+                std::thread::spawn(move || {
+                    while let Ok(first) = rx.recv() {
+                        let mut batch = vec![first];
+                        batch.extend(rx.try_iter());
+                        let bytes: Vec<u8> = batch.iter().flat_map(|(record, _)| record.iter().copied()).collect();
+                        let written = log.append_durably(&bytes);
+                        for (_, answer) in batch {
+                            let _ = answer.send(match &written {
+                                Ok(()) => Ok(()),
+                                Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+                            });
+                        }
+                    }
+                });
+                Sink::Handoff(tx)
+            }
+            other => return Err(format!("unknown mode {other:?}: plain, durable, sqlite or handoff")),
+        })
+    }
+
+    async fn record(&self, bytes: Vec<u8>) -> Result<(), String> {
+        let lost = |e: &dyn std::fmt::Display| format!("the record was not written: {e}");
+        match self {
+            Sink::Nothing => Ok(()),
+            Sink::Durable(log) => log.lock().map_err(|e| lost(&e))?.append_durably(&bytes).map_err(|e| lost(&e)),
+            Sink::Sqlite(conn) => conn
+                .lock()
+                .map_err(|e| lost(&e))?
+                .execute("INSERT INTO records (body) VALUES (?1)", [&bytes])
+                .map(|_| ())
+                .map_err(|e| lost(&e)),
+            Sink::Handoff(queue) => {
+                let (answer, answered) = oneshot::channel();
+                queue.send((bytes, answer)).map_err(|e| lost(&e))?;
+                answered.await.map_err(|e| lost(&e))?.map_err(|e| lost(&e))
+            }
+        }
+    }
+}
+
+async fn ping(
+    axum::extract::State(sink): axum::extract::State<Arc<Sink>>,
+    axum::Json(ping): axum::Json<Ping>,
+) -> Result<axum::Json<Pong>, (axum::http::StatusCode, String)> {
+    let record = serde_json::to_vec(&Record { ping: &ping, detail: DETAIL })
+        .map_err(|e| (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    // Answer only once the record is durable; a failed write is a failed request.
+    sink.record(record).await.map_err(|e| (axum::http::StatusCode::SERVICE_UNAVAILABLE, e))?;
+    Ok(axum::Json(Pong { ok: !ping.action.is_empty(), agent: ping.agent, n: ping.n }))
+}
+
+fn main() -> Result<(), String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [mode, runtime, addr, dir] = args.as_slice() else {
+        return Err("usage: answer-path plain|durable|sqlite|handoff current|multi ADDR DIR".into());
+    };
+    let sink = Arc::new(Sink::open(mode, Path::new(dir))?);
+    let runtime = match runtime.as_str() {
+        "current" => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        "multi" => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+        other => return Err(format!("unknown runtime {other:?}: current or multi")),
+    }
+    .map_err(|e| e.to_string())?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr.as_str()).await.map_err(|e| format!("{addr}: {e}"))?;
+        let app = axum::Router::new().route("/ping", axum::routing::post(ping)).with_state(sink);
+        axum::serve(listener, app).await.map_err(|e| e.to_string())
+    })
+}
