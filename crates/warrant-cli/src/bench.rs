@@ -151,7 +151,8 @@ pub enum BenchError {
     /// An option is out of range.
     #[error("{0}")]
     Usage(String),
-    /// `--server` is not a loopback address.
+    /// A server to drive (`--server`, `--also`, `--baseline`, `--cedar-agent`) is not a
+    /// loopback address.
     #[error("`{0}` is not a loopback URL: the harness only drives 127.0.0.0/8, ::1 or localhost")]
     NotLoopback(String),
     /// No admin token for `--server`.

@@ -262,6 +262,15 @@ pub struct Report {
 
 impl Report {
     /// An empty report for a run.
+    /// The baseline's row label: the built-in axum endpoint, or `--baseline`'s server.
+    pub fn baseline_label(&self) -> &'static str {
+        if self.settings.baseline_url.is_some() {
+            "baseline /ping"
+        } else {
+            "axum /ping"
+        }
+    }
+
     pub fn new(args: &BenchArgs, url: &str, in_process: bool, description: &str, cores: usize) -> Report {
         let started_at =
             time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
@@ -280,7 +289,7 @@ impl Report {
                 concurrency: args.concurrency.clone(),
                 batch_size: args.batch_size,
                 scenarios: super::scenarios(&args.scenario).into_iter().map(super::Scenario::name).collect(),
-                baseline_url: args.baseline.clone(),
+                baseline_url: args.baseline.as_deref().map(|url| url.trim_end_matches('/').to_owned()),
             },
             baseline: Vec::new(),
             scenarios: BTreeMap::new(),
@@ -312,9 +321,10 @@ pub fn print(report: &Report) {
     let header =
         ["scenario", "conc", "req/s", "decisions/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "errors", "vs axum"];
     let mut lines = Vec::new();
-    let rows = std::iter::once(("axum /ping", &report.baseline))
+    let baseline = report.baseline_label();
+    let rows = std::iter::once((baseline, &report.baseline))
         .chain(report.scenarios.iter().map(|(name, points)| (name.as_str(), points)));
-    let order = ["axum /ping", "authorize", "authzen", "batch", "mint", "exchange", "revocation"];
+    let order = [baseline, "authorize", "authzen", "batch", "mint", "exchange", "revocation"];
     let authorize_at: BTreeMap<usize, f64> = report
         .scenarios
         .get("authorize")
@@ -446,6 +456,11 @@ pub fn print(report: &Report) {
 
     if !report.ratios.is_empty() {
         outln!("\nauthorize throughput / axum baseline throughput, same client and concurrency (target >= {RATIO_TARGET}):");
+        if let Some(url) = &report.settings.baseline_url {
+            outln!(
+                "  (the baseline is the running server at {url}; the target is set against the built-in axum endpoint)"
+            );
+        }
         for r in &report.ratios {
             outln!(
                 "  c={:<4} {:>9.0}/s / {:>9.0}/s = {:.3}x  {}",
@@ -604,10 +619,10 @@ pub fn chart(report: &Report, path: &Path) -> Result<(), BenchError> {
     let blue = RGBColor(31, 119, 180);
     let orange = RGBColor(255, 127, 14);
     let series = [
-        ("authorize p50", series_of(authorize, false), blue, false),
-        ("authorize p99 (dashed)", series_of(authorize, true), blue, true),
-        ("axum /ping p50", series_of(&report.baseline, false), orange, false),
-        ("axum /ping p99 (dashed)", series_of(&report.baseline, true), orange, true),
+        ("authorize p50".to_owned(), series_of(authorize, false), blue, false),
+        ("authorize p99 (dashed)".to_owned(), series_of(authorize, true), blue, true),
+        (format!("{} p50", report.baseline_label()), series_of(&report.baseline, false), orange, false),
+        (format!("{} p99 (dashed)", report.baseline_label()), series_of(&report.baseline, true), orange, true),
     ];
     let open: Vec<&OpenLoop> = report.open_loop.iter().filter(|o| o.latency.count > 0).collect();
     let xs = series.iter().flat_map(|s| s.1.iter().map(|p| p.0)).chain(open.iter().map(|o| o.achieved_per_s));
@@ -654,7 +669,7 @@ pub fn chart(report: &Report, path: &Path) -> Result<(), BenchError> {
         } else {
             chart.draw_series(LineSeries::new(line, style)).map_err(|e| err(&e))?
         };
-        drawn.label(*name).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style));
+        drawn.label(name.as_str()).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style));
         chart.draw_series(points.iter().map(|p| Circle::new((p.0, p.1), 3, style.filled()))).map_err(|e| err(&e))?;
         chart
             .draw_series(

@@ -3,7 +3,7 @@
 //!
 //! `answer-path MODE RUNTIME ADDR DIR` serves the harness's `POST /ping` (a small JSON
 //! body echoed back) on ADDR. Before answering, every request encodes a record of about
-//! 400 bytes and, by MODE:
+//! 340 bytes and, by MODE:
 //!
 //! - `plain`: nothing more (the HTTP stack alone);
 //! - `durable`: writes it into a preallocated log file in DIR and waits for
@@ -11,12 +11,17 @@
 //! - `sqlite`: inserts it into a SQLite table (WAL, `synchronous = FULL`) in DIR and
 //!   commits, on the thread that read the request;
 //! - `handoff`: queues it for a writer thread that writes every queued record and syncs
-//!   once (a group commit), and waits for its answer: the shape of Warrant's audit log.
+//!   once (a group commit), and waits for its answer: the shape of Warrant's audit log;
+//! - `lead`: a group commit led by the request threads themselves: a request that finds
+//!   no sync under way writes every waiting record (its own first) and syncs, on its own
+//!   thread; one that finds a sync under way queues its record and waits for the leader.
 //!
 //! RUNTIME is `current` (one thread runs every connection, tokio's current-thread
-//! runtime) or `multi` (tokio's work-stealing runtime, one worker per core, as Warrant
-//! runs). `durable` and `sqlite` block the runtime's thread while they sync, so they
-//! model one request at a time: compare them at concurrency 1.
+//! runtime), `multi` (tokio's work-stealing runtime, one worker per core, as Warrant
+//! runs) or `percore` (one current-thread runtime per core, each accepting on the same
+//! port with `SO_REUSEPORT`, so a connection stays on the thread that accepted it).
+//! `durable` and `sqlite` hold one lock through each sync, so they model one request at
+//! a time: compare them at concurrency 1.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt as _;
@@ -30,8 +35,9 @@ use tokio::sync::oneshot;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// The log file's size: writes wrap around inside it, so a sync never has to record a
-/// larger file (as a reused write-ahead log).
+/// The log file's size: it is filled with zeros first and writes wrap around inside it,
+/// so a sync never has to record a larger file or a new block (as a reused write-ahead
+/// log).
 const LOG_BYTES: u64 = 64 << 20;
 
 /// The harness's ping body.
@@ -73,7 +79,11 @@ impl Log {
     fn create(dir: &Path) -> std::io::Result<Log> {
         let file =
             File::options().create(true).truncate(true).read(true).write(true).open(dir.join("answer-path.log"))?;
-        file.set_len(LOG_BYTES)?;
+        // Zeros written, not a sparse file: a sync then never has to allocate a block.
+        let zeros = vec![0_u8; 1 << 20];
+        for at in (0..LOG_BYTES).step_by(zeros.len()) {
+            file.write_all_at(&zeros, at)?;
+        }
         file.sync_all()?;
         Ok(Log { file, at: 0 })
     }
@@ -97,6 +107,63 @@ enum Sink {
     Durable(Mutex<Log>),
     Sqlite(Mutex<rusqlite::Connection>),
     Handoff(mpsc::Sender<(Vec<u8>, oneshot::Sender<std::io::Result<()>>)>),
+    Lead(Lead),
+}
+
+/// A group commit led by the request threads themselves: a record that finds no sync
+/// under way writes and syncs every record waiting (its own first) on its own thread;
+/// one that finds a sync under way queues itself and waits for the leader.
+struct Lead {
+    log: Mutex<Log>,
+    state: Mutex<LeadState>,
+}
+
+/// A record queued behind a sync under way, and where its answer goes.
+type Waiting = (Vec<u8>, oneshot::Sender<Result<(), String>>);
+
+#[derive(Default)]
+struct LeadState {
+    syncing: bool,
+    waiting: Vec<Waiting>,
+}
+
+impl Lead {
+    async fn record(&self, bytes: Vec<u8>) -> Result<(), String> {
+        let follow = {
+            let mut state = self.state.lock().map_err(|e| e.to_string())?;
+            if state.syncing {
+                let (tx, rx) = oneshot::channel();
+                state.waiting.push((bytes, tx));
+                Err(rx)
+            } else {
+                state.syncing = true;
+                let mut batch = std::mem::take(&mut state.waiting);
+                batch.insert(0, (bytes, oneshot::channel().0));
+                Ok(batch)
+            }
+        };
+        let mut batch = match follow {
+            Err(rx) => return rx.await.map_err(|e| e.to_string())?,
+            Ok(batch) => batch,
+        };
+        // The leader's own result, kept until the sync is handed back: a failed write
+        // still ends this leadership, so the next record leads again.
+        let mut own = None;
+        loop {
+            let buf: Vec<u8> = batch.iter().flat_map(|(r, _)| r.iter().copied()).collect();
+            let written = self.log.lock().map_err(|e| e.to_string())?.append_durably(&buf).map_err(|e| e.to_string());
+            for (_, answer) in batch.into_iter().skip(usize::from(own.is_none())) {
+                let _ = answer.send(written.clone());
+            }
+            own.get_or_insert(written);
+            let mut state = self.state.lock().map_err(|e| e.to_string())?;
+            if state.waiting.is_empty() {
+                state.syncing = false;
+                return own.unwrap_or(Ok(()));
+            }
+            batch = std::mem::take(&mut state.waiting);
+        }
+    }
 }
 
 impl Sink {
@@ -132,7 +199,11 @@ impl Sink {
                 });
                 Sink::Handoff(tx)
             }
-            other => return Err(format!("unknown mode {other:?}: plain, durable, sqlite or handoff")),
+            "lead" => Sink::Lead(Lead {
+                log: Mutex::new(Log::create(dir).map_err(|e| e.to_string())?),
+                state: Mutex::default(),
+            }),
+            other => return Err(format!("unknown mode {other:?}: plain, durable, sqlite, handoff or lead")),
         })
     }
 
@@ -147,6 +218,7 @@ impl Sink {
                 .execute("INSERT INTO records (body) VALUES (?1)", [&bytes])
                 .map(|_| ())
                 .map_err(|e| lost(&e)),
+            Sink::Lead(lead) => lead.record(bytes).await.map_err(|e| lost(&e)),
             Sink::Handoff(queue) => {
                 let (answer, answered) = oneshot::channel();
                 queue.send((bytes, answer)).map_err(|e| lost(&e))?;
@@ -167,16 +239,53 @@ async fn ping(
     Ok(axum::Json(Pong { ok: !ping.action.is_empty(), agent: ping.agent, n: ping.n }))
 }
 
-fn main() -> Result<(), String> {
+fn main() -> std::process::ExitCode {
+    match serve() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("answer-path: {e}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn serve() -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [mode, runtime, addr, dir] = args.as_slice() else {
-        return Err("usage: answer-path plain|durable|sqlite|handoff current|multi ADDR DIR".into());
+        return Err("usage: answer-path plain|durable|sqlite|handoff|lead current|multi|percore ADDR DIR".into());
     };
     let sink = Arc::new(Sink::open(mode, Path::new(dir))?);
+    if runtime == "percore" {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let addr: std::net::SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+        let threads: Vec<_> = (0..cores)
+            .map(|_| {
+                let sink = Arc::clone(&sink);
+                std::thread::spawn(move || -> Result<(), String> {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|e| e.to_string())?;
+                    rt.block_on(async move {
+                        let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
+                        socket.set_reuseport(true).map_err(|e| e.to_string())?;
+                        socket.bind(addr).map_err(|e| format!("{addr}: {e}"))?;
+                        let listener = socket.listen(1024).map_err(|e| e.to_string())?;
+                        let app = axum::Router::new().route("/ping", axum::routing::post(ping)).with_state(sink);
+                        axum::serve(listener, app).await.map_err(|e| e.to_string())
+                    })
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().map_err(|_| "a server thread panicked".to_owned())??;
+        }
+        return Ok(());
+    }
     let runtime = match runtime.as_str() {
         "current" => tokio::runtime::Builder::new_current_thread().enable_all().build(),
         "multi" => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
-        other => return Err(format!("unknown runtime {other:?}: current or multi")),
+        other => return Err(format!("unknown runtime {other:?}: current, multi or percore")),
     }
     .map_err(|e| e.to_string())?;
     runtime.block_on(async move {
