@@ -261,7 +261,6 @@ pub struct Report {
 }
 
 impl Report {
-    /// An empty report for a run.
     /// The baseline's row label: the built-in axum endpoint, or `--baseline`'s server.
     pub fn baseline_label(&self) -> &'static str {
         if self.settings.baseline_url.is_some() {
@@ -271,6 +270,7 @@ impl Report {
         }
     }
 
+    /// An empty report for a run.
     pub fn new(args: &BenchArgs, url: &str, in_process: bool, description: &str, cores: usize) -> Report {
         let started_at =
             time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();

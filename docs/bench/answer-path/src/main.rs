@@ -27,7 +27,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt as _;
 use std::path::Path;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
@@ -130,7 +130,7 @@ struct LeadState {
 impl Lead {
     async fn record(&self, bytes: Vec<u8>) -> Result<(), String> {
         let follow = {
-            let mut state = self.state.lock().map_err(|e| e.to_string())?;
+            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
             if state.syncing {
                 let (tx, rx) = oneshot::channel();
                 state.waiting.push((bytes, tx));
@@ -146,17 +146,20 @@ impl Lead {
             Err(rx) => return rx.await.map_err(|e| e.to_string())?,
             Ok(batch) => batch,
         };
-        // The leader's own result, kept until the sync is handed back: a failed write
-        // still ends this leadership, so the next record leads again.
+        // The leader's own result, kept until it hands the lead back. It goes on leading
+        // (with no bound: this is what a real design would have to limit) while records
+        // wait, and returns only once none does; nothing here returns early, so the lead
+        // is always handed back (a poisoned lock is taken as it is).
         let mut own = None;
         loop {
             let buf: Vec<u8> = batch.iter().flat_map(|(r, _)| r.iter().copied()).collect();
-            let written = self.log.lock().map_err(|e| e.to_string())?.append_durably(&buf).map_err(|e| e.to_string());
+            let written =
+                self.log.lock().unwrap_or_else(PoisonError::into_inner).append_durably(&buf).map_err(|e| e.to_string());
             for (_, answer) in batch.into_iter().skip(usize::from(own.is_none())) {
                 let _ = answer.send(written.clone());
             }
             own.get_or_insert(written);
-            let mut state = self.state.lock().map_err(|e| e.to_string())?;
+            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
             if state.waiting.is_empty() {
                 state.syncing = false;
                 return own.unwrap_or(Ok(()));
@@ -258,8 +261,24 @@ fn serve() -> Result<(), String> {
     if runtime == "percore" {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         let addr: std::net::SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
-        let threads: Vec<_> = (0..cores)
+        if addr.port() == 0 {
+            return Err("percore needs a fixed port: every thread listens on the same one".into());
+        }
+        // Every listener is bound before any thread starts, so a failure is reported here.
+        let listeners = (0..cores)
             .map(|_| {
+                let socket =
+                    if addr.is_ipv6() { tokio::net::TcpSocket::new_v6() } else { tokio::net::TcpSocket::new_v4() }
+                        .map_err(|e| e.to_string())?;
+                socket.set_reuseaddr(true).map_err(|e| e.to_string())?;
+                socket.set_reuseport(true).map_err(|e| e.to_string())?;
+                socket.bind(addr).map_err(|e| format!("{addr}: {e}"))?;
+                Ok(socket)
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let threads: Vec<_> = listeners
+            .into_iter()
+            .map(|socket| {
                 let sink = Arc::clone(&sink);
                 std::thread::spawn(move || -> Result<(), String> {
                     let rt = tokio::runtime::Builder::new_current_thread()
@@ -267,9 +286,6 @@ fn serve() -> Result<(), String> {
                         .build()
                         .map_err(|e| e.to_string())?;
                     rt.block_on(async move {
-                        let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
-                        socket.set_reuseport(true).map_err(|e| e.to_string())?;
-                        socket.bind(addr).map_err(|e| format!("{addr}: {e}"))?;
                         let listener = socket.listen(1024).map_err(|e| e.to_string())?;
                         let app = axum::Router::new().route("/ping", axum::routing::post(ping)).with_state(sink);
                         axum::serve(listener, app).await.map_err(|e| e.to_string())
