@@ -106,7 +106,7 @@ enum Sink {
     Nothing,
     Durable(Mutex<Log>),
     Sqlite(Mutex<rusqlite::Connection>),
-    Handoff(mpsc::Sender<(Vec<u8>, oneshot::Sender<std::io::Result<()>>)>),
+    Handoff(mpsc::Sender<Waiting>),
     Lead(Lead),
 }
 
@@ -118,8 +118,20 @@ struct Lead {
     state: Mutex<LeadState>,
 }
 
-/// A record queued behind a sync under way, and where its answer goes.
+/// A record queued for a group commit, and where its answer goes.
 type Waiting = (Vec<u8>, oneshot::Sender<Result<(), String>>);
+
+/// One group commit: every record of `batch` in one durable append. The records after
+/// the first `skip` are answered here; the callers of those skipped hear the result
+/// returned.
+fn commit(log: &mut Log, batch: Vec<Waiting>, skip: usize) -> Result<(), String> {
+    let bytes: Vec<u8> = batch.iter().flat_map(|(record, _)| record.iter().copied()).collect();
+    let written = log.append_durably(&bytes).map_err(|e| e.to_string());
+    for (_, answer) in batch.into_iter().skip(skip) {
+        let _ = answer.send(written.clone());
+    }
+    written
+}
 
 #[derive(Default)]
 struct LeadState {
@@ -152,12 +164,11 @@ impl Lead {
         // is always handed back (a poisoned lock is taken as it is).
         let mut own = None;
         loop {
-            let buf: Vec<u8> = batch.iter().flat_map(|(r, _)| r.iter().copied()).collect();
-            let written =
-                self.log.lock().unwrap_or_else(PoisonError::into_inner).append_durably(&buf).map_err(|e| e.to_string());
-            for (_, answer) in batch.into_iter().skip(usize::from(own.is_none())) {
-                let _ = answer.send(written.clone());
-            }
+            // The leader's own record is first in its first batch; it is answered by
+            // returning, not through the channel.
+            let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+            let written = commit(&mut log, batch, usize::from(own.is_none()));
+            drop(log);
             own.get_or_insert(written);
             let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
             if state.waiting.is_empty() {
@@ -185,19 +196,13 @@ impl Sink {
             }
             "handoff" => {
                 let mut log = Log::create(dir).map_err(|e| e.to_string())?;
-                let (tx, rx) = mpsc::channel::<(Vec<u8>, oneshot::Sender<std::io::Result<()>>)>();
+                let (tx, rx) = mpsc::channel::<Waiting>();
                 std::thread::spawn(move || {
                     while let Ok(first) = rx.recv() {
                         let mut batch = vec![first];
                         batch.extend(rx.try_iter());
-                        let bytes: Vec<u8> = batch.iter().flat_map(|(record, _)| record.iter().copied()).collect();
-                        let written = log.append_durably(&bytes);
-                        for (_, answer) in batch {
-                            let _ = answer.send(match &written {
-                                Ok(()) => Ok(()),
-                                Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
-                            });
-                        }
+                        // Every caller is answered through its channel.
+                        let _ = commit(&mut log, batch, 0);
                     }
                 });
                 Sink::Handoff(tx)
