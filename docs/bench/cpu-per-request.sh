@@ -20,18 +20,7 @@ bin="$root/target/release/warrant"
 work=$(mktemp -d "$parent/warrant-cpu.XXXXXX")
 server=
 bench=
-finish() {
-    status=$?
-    if [ -n "$bench" ]; then kill "$bench" 2> /dev/null || true; fi
-    if [ -n "$server" ]; then kill "$server" 2> /dev/null || true; fi
-    wait 2> /dev/null || true
-    if [ "$status" -ne 0 ]; then
-        echo "failed; the server's and the bench's output:" >&2
-        cat "$work/server.log" "$work/bench.out" >&2 2> /dev/null
-    fi
-    rm -rf "$work"
-}
-trap finish EXIT
+trap 'finish_served "$work/server.log" "$work/bench.out"' EXIT
 start_served "$work"
 
 # The bench measures the disk's floor (a fraction of a second), the axum baseline at c=1

@@ -1,6 +1,7 @@
-# Sourced by the served benchmark scripts (cpu-per-request.sh, answer-path.sh): starts
-# the release `warrant serve` the way the served benchmarks run it. Needs `bin` (the
-# warrant binary); sets `port` and `server` (its pid). The caller's exit trap stops it.
+# Sourced by the served benchmark scripts (cpu-per-request.sh, c1-profile.sh,
+# answer-path.sh): starts the release `warrant serve` the way the served benchmarks run
+# it. Needs `bin` (the warrant binary); sets `port` and `server` (its pid). The caller's
+# exit trap stops it (`finish_served`, or the caller's own).
 
 # A free loopback port.
 free_port() {
@@ -32,4 +33,19 @@ TOML
     done
     echo "the server did not answer /healthz within $((tries / 10)) s" >&2
     return 1
+}
+
+# finish_served FILE...: an exit trap for a script that sets `work` (its scratch
+# directory, removed), `server` and `bench` (pids, stopped when set). When the script
+# failed, prints FILE... (the server's and the load's output) first.
+finish_served() {
+    local status=$?
+    if [ -n "${bench:-}" ]; then kill "$bench" 2> /dev/null || true; fi
+    if [ -n "${server:-}" ]; then kill "$server" 2> /dev/null || true; fi
+    wait 2> /dev/null || true
+    if [ "$status" -ne 0 ]; then
+        echo "failed; the output so far:" >&2
+        cat "$@" >&2 2> /dev/null
+    fi
+    rm -rf "$work"
 }
