@@ -5,7 +5,9 @@ Reads the text of `perf script` for a profile recorded with call graphs (`perf r
 --call-graph dwarf`) and assigns each sample to the first part, in the order below,
 that its stack passes through; a sample in none of them is "other". Prints each part's
 share and, given the profile's length, rate and sampling frequency, its microseconds
-per decision.
+per decision: the process's samples per second over the decisions per second. The rate
+is the benchmark point's average, and the profiler slows the server while it records,
+so the microseconds run somewhat high; the shares do not depend on it.
 
 usage: perf script -i perf.data | docs/bench/c1-profile.py SECONDS DECISIONS_PER_S HZ
 """

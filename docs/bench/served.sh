@@ -45,7 +45,7 @@ finish_served() {
     wait 2> /dev/null || true
     if [ "$status" -ne 0 ]; then
         echo "failed; the output so far:" >&2
-        cat "$@" >&2 2> /dev/null
+        cat "$@" >&2 2> /dev/null || true
     fi
     rm -rf "$work"
 }

@@ -86,7 +86,7 @@ impl Scenario {
 pub struct BenchArgs {
     /// A running server to drive (loopback only); without it a server is started in this
     /// process on a temporary data directory.
-    #[arg(long)]
+    #[arg(long, value_parser = base_url)]
     server: Option<String>,
     /// The admin token of `--server`; by default read from `<data>/admin.token`.
     #[arg(long, env = "WARRANT_ADMIN_TOKEN", hide_env_values = true)]
@@ -96,17 +96,17 @@ pub struct BenchArgs {
     data: PathBuf,
     /// Other servers sharing `--server`'s database (PostgreSQL; loopback only): the
     /// authorize load is spread over every server, and the propagation scenario asks them.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", value_parser = base_url)]
     also: Vec<String>,
     /// A running server to measure as the baseline instead of the axum endpoint this
     /// process starts (loopback only). It must echo the harness's `POST /ping` body as the
     /// built-in one does; `docs/bench/answer-path` serves one in its own process, plain or
     /// with a durable write per request, to compare designs with the same client.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", value_parser = base_url)]
     baseline: Option<String>,
     /// A running cedar-agent for the cedar-agent scenario (loopback only;
     /// `scripts/bench-cedar-agent` installs and starts one).
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", value_parser = base_url)]
     cedar_agent: Option<String>,
     /// Revocations the propagation scenario makes.
     #[arg(long, default_value_t = 1000)]
@@ -190,6 +190,12 @@ pub enum BenchError {
     /// The chart could not be drawn.
     #[error("chart: {0}")]
     Chart(String),
+}
+
+/// A server's URL as the options take it: without the trailing slash, so that paths are
+/// appended to it and it is reported (and recorded in the JSON) one way.
+fn base_url(url: &str) -> Result<String, std::convert::Infallible> {
+    Ok(url.trim_end_matches('/').to_owned())
 }
 
 /// Whether `url` names a loopback host.
@@ -302,7 +308,7 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
                     .map(|t| t.trim().to_owned())
                     .map_err(|_| BenchError::NoAdminToken)?,
             };
-            let url = server.trim_end_matches('/').to_owned();
+            let url = server.clone();
             Target {
                 description: format!("the running server at {url} (its own process)"),
                 url,
@@ -348,7 +354,7 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
         None => None,
     };
     let (baseline, baseline_url) = match &args.baseline {
-        Some(url) => (None, url.trim_end_matches('/').to_owned()),
+        Some(url) => (None, url.clone()),
         None => {
             let started = target::start_baseline().await?;
             let url = started.url.clone();
@@ -442,9 +448,7 @@ async fn measure(
     }
 
     // Every server the authorize load is spread over (more than one: a shared database).
-    let servers: Vec<String> = std::iter::once(target.url.clone())
-        .chain(args.also.iter().map(|u| u.trim_end_matches('/').to_owned()))
-        .collect();
+    let servers: Vec<String> = std::iter::once(target.url.clone()).chain(args.also.iter().cloned()).collect();
     let authorize_urls: Vec<String> = servers.iter().map(|s| format!("{s}/v1/authorize")).collect();
     for scenario in scenarios(&args.scenario) {
         if scenario == Scenario::Propagation {
@@ -599,11 +603,39 @@ mod tests {
             Harness::try_parse_from(["bench", "--data", "/nonexistent"].iter().chain(extra)).map(|h| h.args).unwrap()
         };
         let args = parse(&["--baseline", "http://127.0.0.1:9/"]);
-        assert_eq!(args.baseline.as_deref(), Some("http://127.0.0.1:9/"));
+        assert_eq!(args.baseline.as_deref(), Some("http://127.0.0.1:9"), "kept without its trailing slash");
         assert!(check(&args).is_ok());
         let far = parse(&["--baseline", "http://192.0.2.1:9"]);
         assert!(matches!(check(&far), Err(BenchError::NotLoopback(url)) if url == "http://192.0.2.1:9"));
         assert!(parse(&[]).baseline.is_none(), "the built-in endpoint by default");
+    }
+
+    #[test]
+    fn server_urls_are_taken_without_a_trailing_slash() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Harness {
+            #[command(flatten)]
+            args: BenchArgs,
+        }
+        let args = Harness::try_parse_from([
+            "bench",
+            "--data",
+            "/nonexistent",
+            "--server",
+            "http://127.0.0.1:8/",
+            "--also",
+            "http://127.0.0.1:7//",
+            "--also",
+            "http://127.0.0.1:6",
+            "--cedar-agent",
+            "http://127.0.0.1:5/",
+        ])
+        .map(|h| h.args)
+        .unwrap();
+        assert_eq!(args.server.as_deref(), Some("http://127.0.0.1:8"));
+        assert_eq!(args.also, ["http://127.0.0.1:7", "http://127.0.0.1:6"]);
+        assert_eq!(args.cedar_agent.as_deref(), Some("http://127.0.0.1:5"));
     }
 
     #[test]

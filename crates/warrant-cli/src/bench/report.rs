@@ -289,7 +289,7 @@ impl Report {
                 concurrency: args.concurrency.clone(),
                 batch_size: args.batch_size,
                 scenarios: super::scenarios(&args.scenario).into_iter().map(super::Scenario::name).collect(),
-                baseline_url: args.baseline.as_deref().map(|url| url.trim_end_matches('/').to_owned()),
+                baseline_url: args.baseline.clone(),
             },
             baseline: Vec::new(),
             scenarios: BTreeMap::new(),
