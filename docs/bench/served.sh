@@ -1,4 +1,4 @@
-# Sourced by the served benchmark scripts (cpu-per-request.sh, c1-profile.sh,
+# Sourced by the served benchmark scripts (cpu-per-request.sh, path-profile.sh,
 # answer-path.sh): starts the release `warrant serve` the way the served benchmarks run
 # it. Needs `bin` (the warrant binary); sets `port` and `server` (its pid). The caller's
 # exit trap stops it (`finish_served`, or the caller's own).

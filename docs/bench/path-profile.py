@@ -9,7 +9,7 @@ per decision: the process's samples per second over the decisions per second. Th
 is the benchmark point's average, and the profiler slows the server while it records,
 so the microseconds run somewhat high; the shares do not depend on it.
 
-usage: perf script -i perf.data | docs/bench/c1-profile.py SECONDS DECISIONS_PER_S HZ
+usage: perf script -i perf.data | docs/bench/path-profile.py SECONDS DECISIONS_PER_S HZ
 """
 
 import sys
