@@ -32,21 +32,8 @@ stand_in="$root/target/answer-path/release/answer-path"
 work=$(mktemp -d "$parent/warrant-answer-path.XXXXXX")
 json=$(mktemp -d "$parent/warrant-answer-path-json.XXXXXX")
 mkdir "$work/stand-in"
-server=
-stand=
-finish() {
-    status=$?
-    if [ -n "$stand" ]; then kill "$stand" 2> /dev/null || true; fi
-    if [ -n "$server" ]; then kill "$server" 2> /dev/null || true; fi
-    wait 2> /dev/null || true
-    if [ "$status" -ne 0 ]; then
-        echo "failed; the server's output:" >&2
-        cat "$work/server.log" >&2 2> /dev/null || true
-    fi
-    rm -rf "$work"
-}
-trap finish EXIT
-start_served "$work"
+trap 'finish_served "$work/server.log"' EXIT
+start_served
 
 designs=${DESIGNS:-"plain:current plain:multi plain:percore durable:current durable:multi sqlite:current handoff:current handoff:multi lead:current lead:multi lead:percore"}
 for round in $(seq "$rounds"); do
@@ -70,7 +57,6 @@ for round in $(seq "$rounds"); do
             --duration 5 --warmup 1 --rate 100 --json "$json/$round-$mode-$runtime.json" > "$work/bench.out" 2>&1 ||
             { cat "$work/bench.out" >&2; exit 1; }
         kill "$stand"; wait "$stand" 2> /dev/null || true
-        stand=
     done
 done
 

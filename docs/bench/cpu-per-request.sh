@@ -18,27 +18,17 @@ bin="$root/target/release/warrant"
 
 . "$root/docs/bench/served.sh"
 work=$(mktemp -d "$parent/warrant-cpu.XXXXXX")
-server=
-bench=
 trap 'finish_served "$work/server.log" "$work/bench.out"' EXIT
-start_served "$work"
+start_served
 
-# The bench measures the disk's floor (a fraction of a second), the axum baseline at c=1
-# (1 s warm-up + 8 s), then authorize (1 s warm-up + 8 s): the server's CPU is read from
-# 11 s to 17 s, inside the authorize point with a second's margin on either side.
-"$bin" bench --server "http://127.0.0.1:$port" --data "$work/data" --scenario authorize \
-    --concurrency 1 --duration 8 --warmup 1 > "$work/bench.out" 2>&1 &
-bench=$!
+# The server's CPU is read from 11 s to 17 s, inside the authorize point (about 10 s to
+# 19 s) with a second's margin on either side.
 cpu() { awk '{print $14 + $15}' "/proc/$server/stat"; }
-sleep 11
+drive_authorize 1
 before=$(cpu)
 sleep 6
 after=$(cpu)
-wait "$bench"
-bench=
-line=$(grep 'authorize  ┆' "$work/bench.out")
-rate=$(echo "$line" | awk -F'┆' '{gsub(/ /, "", $3); print $3}')
-p50=$(echo "$line" | awk -F'┆' '{gsub(/ /, "", $5); print $5}')
+authorize_point
 python3 - "$before" "$after" "$(getconf CLK_TCK)" "$rate" "$p50" "$parent" <<'EOF'
 import sys
 before, after, tick, rate, p50, parent = sys.argv[1:]

@@ -24,26 +24,15 @@ command -v perf > /dev/null || { echo "needs perf (linux-perf)" >&2; exit 1; }
 
 . "$root/docs/bench/served.sh"
 work=$(mktemp -d "$parent/warrant-path-profile.XXXXXX")
-server=
-bench=
 trap 'finish_served "$work/server.log" "$work/bench.out" "$work/perf.out"' EXIT
-start_served "$work"
+start_served
 
-# As in cpu-per-request.sh: the floor, the bench's own endpoint (1 s + 8 s), then
-# authorize (1 s + 8 s); the profile is taken from 11 s to 14 s, inside the authorize
-# point. One short open-loop point (100/s) follows it.
-"$bin" bench --server "http://127.0.0.1:$port" --data "$work/data" --scenario authorize \
-    --concurrency "$conc" --duration 8 --warmup 1 --rate 100 > "$work/bench.out" 2>&1 &
-bench=$!
-sleep 11
+# The profile is taken from 11 s to 14 s, inside the authorize point.
+drive_authorize "$conc"
 seconds=3
 hz=999
 perf record -F "$hz" --call-graph dwarf,16384 -p "$server" -o "$work/perf.data" -- sleep "$seconds" \
     > "$work/perf.out" 2>&1
-wait "$bench"
-bench=
-line=$(grep 'authorize  ┆' "$work/bench.out")
-rate=$(echo "$line" | awk -F'┆' '{gsub(/ /, "", $3); print $3}')
-p50=$(echo "$line" | awk -F'┆' '{gsub(/ /, "", $5); print $5}')
+authorize_point
 echo "data under $parent: authorize c=$conc at $rate/s, p50 $p50 ms"
 perf script -i "$work/perf.data" 2> /dev/null | python3 "$root/docs/bench/path-profile.py" "$seconds" "$rate" "$hz"

@@ -591,17 +591,19 @@ mod tests {
         assert!(!is_loopback("not a url"));
     }
 
-    #[test]
-    fn a_baseline_elsewhere_must_be_on_loopback() {
+    /// `warrant bench --data /nonexistent` with `extra` options, as clap reads them.
+    fn parse(extra: &[&str]) -> BenchArgs {
         use clap::Parser as _;
         #[derive(clap::Parser)]
         struct Harness {
             #[command(flatten)]
             args: BenchArgs,
         }
-        let parse = |extra: &[&str]| {
-            Harness::try_parse_from(["bench", "--data", "/nonexistent"].iter().chain(extra)).map(|h| h.args).unwrap()
-        };
+        Harness::try_parse_from(["bench", "--data", "/nonexistent"].iter().chain(extra)).map(|h| h.args).unwrap()
+    }
+
+    #[test]
+    fn a_baseline_elsewhere_must_be_on_loopback() {
         let args = parse(&["--baseline", "http://127.0.0.1:9/"]);
         assert_eq!(args.baseline.as_deref(), Some("http://127.0.0.1:9"), "kept without its trailing slash");
         assert!(check(&args).is_ok());
@@ -612,16 +614,7 @@ mod tests {
 
     #[test]
     fn server_urls_are_taken_without_a_trailing_slash() {
-        use clap::Parser as _;
-        #[derive(clap::Parser)]
-        struct Harness {
-            #[command(flatten)]
-            args: BenchArgs,
-        }
-        let args = Harness::try_parse_from([
-            "bench",
-            "--data",
-            "/nonexistent",
+        let args = parse(&[
             "--server",
             "http://127.0.0.1:8/",
             "--also",
@@ -630,9 +623,7 @@ mod tests {
             "http://127.0.0.1:6",
             "--cedar-agent",
             "http://127.0.0.1:5/",
-        ])
-        .map(|h| h.args)
-        .unwrap();
+        ]);
         assert_eq!(args.server.as_deref(), Some("http://127.0.0.1:8"));
         assert_eq!(args.also, ["http://127.0.0.1:7", "http://127.0.0.1:6"]);
         assert_eq!(args.cedar_agent.as_deref(), Some("http://127.0.0.1:5"));
