@@ -77,3 +77,11 @@ finish_served() {
     fi
     rm -rf "$work"
 }
+
+# Bash runs no EXIT trap when a signal it does not trap kills it (Ctrl-C, `kill`, a reader
+# of its output gone away): each of those exits instead, so finish_served still stops the
+# background jobs and removes the scratch directory.
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 141' PIPE
+trap 'exit 143' TERM

@@ -6,6 +6,7 @@
 mod cedar_agent;
 mod floor;
 mod gateway;
+mod idle;
 mod load;
 mod mcp;
 mod propagation;

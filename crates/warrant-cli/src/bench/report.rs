@@ -200,6 +200,9 @@ pub struct Machine {
     pub os: &'static str,
     /// `std::env::consts::ARCH`.
     pub arch: &'static str,
+    /// How idle CPUs wait for work (Linux), which moves the low-concurrency latencies of
+    /// every server measured; `None` where the kernel does not say.
+    pub idle: Option<super::idle::IdlePolicy>,
 }
 
 /// What was driven.
@@ -277,7 +280,12 @@ impl Report {
         Report {
             warrant_version: env!("CARGO_PKG_VERSION"),
             started_at,
-            machine: Machine { cores, os: std::env::consts::OS, arch: std::env::consts::ARCH },
+            machine: Machine {
+                cores,
+                os: std::env::consts::OS,
+                arch: std::env::consts::ARCH,
+                idle: super::idle::read(std::path::Path::new(super::idle::SYSFS)),
+            },
             target: TargetInfo {
                 kind: if in_process { "in-process" } else { "running" },
                 url: url.to_owned(),
@@ -380,6 +388,10 @@ pub fn print(report: &Report) {
                 ms(p.latency.p50_ms - f.p50_ms)
             );
         }
+    }
+    if let Some(idle) = &report.machine.idle {
+        // Under the floor's lines, or on its own after whatever came before.
+        outln!("{}{}", if report.floor.is_none() { "\n" } else { "" }, idle.describe());
     }
     outln!("\nclosed loop (each client sends its next request when the last is answered)");
     outln!("{}", table(&header, lines));
