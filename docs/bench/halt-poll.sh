@@ -50,6 +50,6 @@ for round in $(seq "$first" $((first + rounds - 1))); do
         kill "$server" 2> /dev/null || true
         wait "$server" 2> /dev/null || true
         echo "== round $round, guest halt polling $mode"
-        grep -E '^floor|idle each|above the floor|^cpu idle|(axum /ping|authorize) +┆ +(1|64) ┆' "$work/bench.out" || true
+        grep -E '^floor|idle before each|above the floor|^cpu idle|(axum /ping|authorize) +┆ +(1|64) ┆' "$work/bench.out" || true
     done
 done

@@ -772,6 +772,11 @@ fn bench_runs_every_scenario_against_its_own_server() {
     assert_eq!(floor["count"], 200, "{report}");
     assert!(floor["p50_ms"].as_f64().unwrap() > 0.0, "{floor}");
     assert!(out.contains("fdatasync"), "{out}");
+    // And again with an idle gap before each sync, as one connection's syncs come (the
+    // line docs/bench/halt-poll.sh picks out by "idle before each").
+    assert_eq!(report["floor"]["fdatasync_after_idle"]["count"], 200, "{report}");
+    assert_eq!(report["floor"]["idle_gap_ms"], 0.5, "{report}");
+    assert!(out.contains("idle before each"), "{out}");
     // Every MCP path carried calls without a failure: direct, both gateways (nginx only
     // where it is installed); a gateway's overhead is measured against the direct call.
     let paths = report["gateway"]["paths"].as_array().unwrap_or_else(|| panic!("no gateway paths: {report}"));

@@ -383,7 +383,7 @@ pub fn print(report: &Report) {
         );
         let idle = &floor.fdatasync_after_idle;
         outln!(
-            "       the same after {} ms idle each, as one connection's syncs come: p50 {} ms, p99 {} ms, max {} ms",
+            "       after {} ms idle before each (as at one connection): p50 {} ms, p99 {} ms, max {} ms",
             floor.idle_gap_ms,
             ms(idle.p50_ms),
             ms(idle.p99_ms),
@@ -391,8 +391,8 @@ pub fn print(report: &Report) {
         );
         if let Some(p) = report.scenarios.get("authorize").and_then(|ps| ps.iter().find(|p| p.concurrency == 1)) {
             outln!(
-                "       authorize at c=1: p50 {} ms, {} ms above the floor's p50 (every answer waits for one), {} ms \
-                 above the after-idle p50",
+                "       authorize at c=1: p50 {} ms; {} ms above the floor's p50, {} ms above the after-idle p50 \
+                 (every answer waits for one sync)",
                 ms(p.latency.p50_ms),
                 ms(p.latency.p50_ms - f.p50_ms),
                 ms(p.latency.p50_ms - idle.p50_ms)
