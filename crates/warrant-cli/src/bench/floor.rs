@@ -43,20 +43,28 @@ pub struct Floor {
     pub idle_gap_ms: f64,
 }
 
+/// An I/O failure on the probe file `path`, naming it.
+fn on_probe(path: &Path) -> impl Fn(std::io::Error) -> BenchError + '_ {
+    move |source| BenchError::Io { path: path.display().to_string(), source }
+}
+
 /// `SAMPLES` writes of `block` at the start of `file`, each made durable with
-/// `fdatasync`, each after `gap` of sleep (when given), timed without the sleep.
+/// `fdatasync`, each after `before_each` (nothing, or a sleep), which is not timed.
 /// A failure names the probe file, `path`.
-fn syncs(file: &mut std::fs::File, block: &[u8], gap: Option<Duration>, path: &Path) -> Result<Latency, BenchError> {
-    let io = |source: std::io::Error| BenchError::Io { path: path.display().to_string(), source };
+fn syncs(
+    file: &mut std::fs::File,
+    block: &[u8],
+    path: &Path,
+    mut before_each: impl FnMut(),
+) -> Result<Latency, BenchError> {
+    let io = on_probe(path);
     let mut h = histogram()?;
     for _ in 0..SAMPLES {
-        if let Some(gap) = gap {
-            std::thread::sleep(gap);
-        }
+        before_each();
         let started = Instant::now();
-        file.seek(SeekFrom::Start(0)).map_err(io)?;
-        file.write_all(block).map_err(io)?;
-        file.sync_data().map_err(io)?;
+        file.seek(SeekFrom::Start(0)).map_err(&io)?;
+        file.write_all(block).map_err(&io)?;
+        file.sync_data().map_err(&io)?;
         h.saturating_record(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX).max(1));
     }
     Ok(Latency::of(&h))
@@ -69,11 +77,12 @@ pub async fn measure(dir: &Path) -> Result<Floor, BenchError> {
     let dir = dir.to_owned();
     tokio::task::spawn_blocking(move || {
         let path = dir.join(PROBE);
-        let io = |source: std::io::Error| BenchError::Io { path: path.display().to_string(), source };
-        let mut file = std::fs::OpenOptions::new().create(true).truncate(true).write(true).open(&path).map_err(io)?;
+        let mut file =
+            std::fs::OpenOptions::new().create(true).truncate(true).write(true).open(&path).map_err(on_probe(&path))?;
         let block = vec![0x5a_u8; WRITE];
-        let measured = syncs(&mut file, &block, None, &path)
-            .and_then(|streamed| syncs(&mut file, &block, Some(IDLE_GAP), &path).map(|idle| (streamed, idle)));
+        let measured = syncs(&mut file, &block, &path, || {}).and_then(|streamed| {
+            syncs(&mut file, &block, &path, || std::thread::sleep(IDLE_GAP)).map(|idle| (streamed, idle))
+        });
         drop(file);
         if let Err(e) = std::fs::remove_file(&path) {
             tracing::warn!(path = %path.display(), error = %e, "cannot remove the floor's probe file");
@@ -92,15 +101,23 @@ mod tests {
     #[tokio::test]
     async fn the_floor_is_measured_both_ways_and_leaves_no_probe_behind() {
         let dir = tempfile::tempdir().unwrap();
-        let started = Instant::now();
         let floor = measure(dir.path()).await.unwrap();
-        // The gap is slept before each of the second series' syncs.
-        assert!(started.elapsed() >= IDLE_GAP * SAMPLES as u32, "{:?}", started.elapsed());
         assert_eq!(floor.fdatasync.count, SAMPLES as u64);
         assert_eq!(floor.fdatasync_after_idle.count, SAMPLES as u64);
         assert_eq!(floor.idle_gap_ms, 0.5);
         assert!(!dir.path().join(PROBE).exists());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn what_comes_before_each_sync_runs_before_every_one_of_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(PROBE);
+        let mut file = std::fs::File::create(&path).unwrap();
+        let mut gaps = 0;
+        let latency = syncs(&mut file, &[1; WRITE], &path, || gaps += 1).unwrap();
+        assert_eq!(gaps, SAMPLES);
+        assert_eq!(latency.count, SAMPLES as u64);
     }
 
     #[tokio::test]

@@ -381,13 +381,13 @@ pub fn print(report: &Report) {
             ms(f.p99_ms),
             ms(f.max_ms)
         );
-        let idle = &floor.fdatasync_after_idle;
+        let after_idle = &floor.fdatasync_after_idle;
         outln!(
             "       after {} ms idle before each (as at one connection): p50 {} ms, p99 {} ms, max {} ms",
             floor.idle_gap_ms,
-            ms(idle.p50_ms),
-            ms(idle.p99_ms),
-            ms(idle.max_ms)
+            ms(after_idle.p50_ms),
+            ms(after_idle.p99_ms),
+            ms(after_idle.max_ms)
         );
         if let Some(p) = report.scenarios.get("authorize").and_then(|ps| ps.iter().find(|p| p.concurrency == 1)) {
             outln!(
@@ -395,7 +395,7 @@ pub fn print(report: &Report) {
                  (every answer waits for one sync)",
                 ms(p.latency.p50_ms),
                 ms(p.latency.p50_ms - f.p50_ms),
-                ms(p.latency.p50_ms - idle.p50_ms)
+                ms(p.latency.p50_ms - after_idle.p50_ms)
             );
         }
     }
