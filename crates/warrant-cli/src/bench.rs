@@ -4,6 +4,7 @@
 //! endpoint: the framework's ceiling, the baseline of every ratio.
 
 mod cedar_agent;
+mod commits;
 mod floor;
 mod gateway;
 mod idle;
@@ -512,9 +513,18 @@ async fn measure(
                 Scenario::All | Scenario::Gateway | Scenario::Propagation => continue,
             };
             let runner = Arc::new(Runner { http: http.clone(), work });
-            let raw = closed_loop(runner, c, phase, &format!("{} c={c}", scenario.name())).await?;
+            let label = format!("{} c={c}", scenario.name());
+            let run = closed_loop(runner, c, phase, &label);
+            let (raw, commits) = if scenario == Scenario::Authorize {
+                with_commits(http, &servers, phase, &label, run).await
+            } else {
+                (run.await, None)
+            };
+            let raw = raw?;
             last_rate = Some(raw.throughput());
-            points.push(Point::closed(c, &raw, pool.as_deref(), scenario == Scenario::Batch));
+            let mut point = Point::closed(c, &raw, pool.as_deref(), scenario == Scenario::Batch);
+            point.commits = commits;
+            points.push(point);
         }
         report.scenarios.insert(scenario.name().to_owned(), points);
     }
@@ -544,12 +554,61 @@ async fn measure(
                 http: http.clone(),
                 work: Work::Authorize { urls: authorize_urls.clone(), bodies: bodies.clone() },
             });
-            let raw = open_loop(runner, rate, OPEN_LOOP_IN_FLIGHT, phase, &format!("authorize open loop {rate:.0}/s"))
-                .await?;
-            report.open_loop.push(OpenLoop::new(&raw, fraction, basis, OPEN_LOOP_IN_FLIGHT));
+            let label = format!("authorize open loop {rate:.0}/s");
+            let run = open_loop(runner, rate, OPEN_LOOP_IN_FLIGHT, phase, &label);
+            let (raw, commits) = with_commits(http, &servers, phase, &label, run).await;
+            let mut point = OpenLoop::new(&raw?, fraction, basis, OPEN_LOOP_IN_FLIGHT);
+            point.commits = commits;
+            report.open_loop.push(point);
         }
     }
     Ok(report)
+}
+
+/// Runs `point` (a load point of `phase`) and counts the servers' audit appends of its
+/// measured window: read when the warm-up ends and again once the point's last answer
+/// is in. Appends that cannot be counted are said (`label` names the point) and give
+/// `None`; the point's own outcome is returned either way.
+async fn with_commits<T>(
+    http: &reqwest::Client,
+    servers: &[String],
+    phase: Phase,
+    label: &str,
+    point: impl std::future::Future<Output = T>,
+) -> (T, Option<commits::CommitWindow>) {
+    let before = {
+        let (http, servers) = (http.clone(), servers.to_vec());
+        tokio::spawn(async move {
+            tokio::time::sleep(phase.warmup).await;
+            read_commits(&http, &servers).await
+        })
+    };
+    let out = point.await;
+    let after = read_commits(http, servers).await;
+    let before = before.await.map_err(|e| BenchError::Worker(e.to_string())).and_then(|read| read);
+    let counted = match (before, after) {
+        (Ok(before), Ok(after)) => {
+            let pairs: Vec<_> = before.into_iter().zip(after).collect();
+            commits::window(&pairs, report::P99_TARGET_MS)
+        }
+        (Err(e), _) | (_, Err(e)) => Err(format!("cannot read the servers' metrics: {e}")),
+    };
+    match counted {
+        Ok(window) => (out, Some(window)),
+        Err(why) => {
+            outln!("audit appends at {label}: not counted ({why})");
+            (out, None)
+        }
+    }
+}
+
+/// The audit-append histograms of every server, in order.
+async fn read_commits(http: &reqwest::Client, servers: &[String]) -> Result<Vec<commits::Reading>, BenchError> {
+    let mut out = Vec::with_capacity(servers.len());
+    for server in servers {
+        out.push(commits::read(http, server).await?);
+    }
+    Ok(out)
 }
 
 fn ratios(report: &Report) -> Vec<Ratio> {

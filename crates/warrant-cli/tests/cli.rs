@@ -757,6 +757,10 @@ fn bench_runs_every_scenario_against_its_own_server() {
         points.iter().for_each(positive);
     }
     assert!(report["scenarios"]["batch"][0]["decisions_per_s"].as_f64().unwrap() > 0.0);
+    // The authorize point's audit appends are counted too (the other scenarios' are not).
+    let appends = &report["scenarios"]["authorize"][0]["commits"];
+    assert!(appends["appends"].as_u64().unwrap() > 0 && appends["append_mean_ms"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(report["scenarios"]["mint"][0]["commits"].is_null(), "{report}");
     let revocation = &report["scenarios"]["revocation"][0]["revocation"];
     assert!(revocation["cycles"].as_u64().unwrap() > 0, "{revocation}");
     assert_eq!(revocation["allows_after_revocation"], 0, "{revocation}");
@@ -767,6 +771,16 @@ fn bench_runs_every_scenario_against_its_own_server() {
     let fractions: Vec<f64> = open.iter().map(|o| o["fraction_of_peak"].as_f64().unwrap()).collect();
     assert_eq!(fractions, [0.5, 0.7, 0.9], "{report}");
     assert!(open.iter().all(|o| o["requests"].as_u64().unwrap() > 0), "{report}");
+    // Each point's audit appends, read from the server's metrics around its window: every
+    // append made at least one decision's record durable.
+    for o in open {
+        let commits = &o["commits"];
+        let (appends, records) = (commits["appends"].as_u64().unwrap(), commits["records"].as_u64().unwrap());
+        assert!(appends > 0 && appends <= records, "{commits}");
+        assert!(commits["records_over_target"].as_u64().unwrap() <= records, "{commits}");
+        assert_eq!(commits["target_ms"], 2.0, "{commits}");
+    }
+    assert!(out.contains("waited for an append over 2 ms"), "{out}");
     // The floor of a durable answer, measured on the server's own disk in the same run.
     let floor = &report["floor"]["fdatasync"];
     assert_eq!(floor["count"], 200, "{report}");

@@ -1,16 +1,24 @@
 //! Prometheus metrics at `GET /metrics`: decisions by outcome and reason, decision
 //! latency, live warrants, revocations, audit queue depth and commit latency, requests in
-//! progress and shed.
+//! progress and shed. How long the audit log's durable appends take is kept by the
+//! audit writer and exposed as two histograms: per append, and per record made durable.
 //!
 //! Each server has its own registry (several servers may share a process in tests).
 
 use std::time::Duration;
 
+use prometheus::proto::{Bucket, Metric, MetricFamily, MetricType};
 use prometheus::{
     Encoder as _, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 use warrant_core::authzen::EvaluationResponse;
+use warrant_engine::audit::{CommitHistogram, COMMIT_BOUNDS_MICROS};
 use warrant_engine::{Decision, Engine};
+
+/// The histogram of audit appends, one observation per append.
+pub const COMMIT_APPENDS: &str = "warrant_audit_commit_duration_seconds";
+/// The histogram of audit appends, one observation per record made durable.
+pub const COMMIT_RECORDS: &str = "warrant_audit_record_commit_seconds";
 
 /// The server's metrics.
 #[derive(Debug, Clone)]
@@ -140,10 +148,76 @@ impl Metrics {
         self.audit_commit_seconds.set(m.last_commit_latency().as_secs_f64());
         self.policy_version.set(engine.policy().current().map(|c| c.version).unwrap_or(0));
         self.store_waiting.set(to_i64(engine.store_waiting() as u64));
+        let times = m.commit_times();
+        let mut families = self.registry.gather();
+        families.push(histogram_family(
+            COMMIT_APPENDS,
+            "how long each audit append (a batch written and synced in one transaction) took",
+            &times.appends,
+        ));
+        families.push(histogram_family(
+            COMMIT_RECORDS,
+            "for each audit record made durable, how long its batch's append took (every decision waits for it)",
+            &times.records,
+        ));
         let mut out = Vec::new();
-        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+        if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
             tracing::warn!(error = %e, "cannot encode metrics");
         }
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// A Prometheus histogram of `histogram`, whose buckets are [`COMMIT_BOUNDS_MICROS`].
+fn histogram_family(name: &str, help: &str, histogram: &CommitHistogram) -> MetricFamily {
+    let buckets = COMMIT_BOUNDS_MICROS
+        .iter()
+        .zip(histogram.cumulative())
+        .map(|(&bound, count)| {
+            let mut bucket = Bucket::default();
+            bucket.set_upper_bound(Duration::from_micros(bound).as_secs_f64());
+            bucket.set_cumulative_count(count);
+            bucket
+        })
+        .collect();
+    let mut proto = prometheus::proto::Histogram::default();
+    proto.set_sample_count(histogram.count());
+    proto.set_sample_sum(Duration::from_micros(histogram.sum_micros).as_secs_f64());
+    proto.set_bucket(buckets);
+    let mut metric = Metric::default();
+    metric.set_histogram(proto);
+    let mut family = MetricFamily::default();
+    family.set_name(name.to_owned());
+    family.set_help(help.to_owned());
+    family.set_field_type(MetricType::HISTOGRAM);
+    family.set_metric(vec![metric]);
+    family
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_commit_histograms_are_exposed_in_prometheus_text() {
+        let times = warrant_engine::audit::CommitTimes::default();
+        times.observe(Duration::from_micros(300), 10);
+        times.observe(Duration::from_millis(40), 5);
+        let snapshot = times.snapshot();
+        let families = vec![
+            histogram_family(COMMIT_APPENDS, "appends", &snapshot.appends),
+            histogram_family(COMMIT_RECORDS, "records", &snapshot.records),
+        ];
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&families, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("# TYPE warrant_audit_commit_duration_seconds histogram"), "{text}");
+        assert!(text.contains("warrant_audit_commit_duration_seconds_bucket{le=\"0.0005\"} 1\n"), "{text}");
+        assert!(text.contains("warrant_audit_commit_duration_seconds_bucket{le=\"0.05\"} 2\n"), "{text}");
+        assert!(text.contains("warrant_audit_commit_duration_seconds_bucket{le=\"+Inf\"} 2\n"), "{text}");
+        assert!(text.contains("warrant_audit_commit_duration_seconds_count 2\n"), "{text}");
+        assert!(text.contains("warrant_audit_record_commit_seconds_bucket{le=\"0.002\"} 10\n"), "{text}");
+        assert!(text.contains("warrant_audit_record_commit_seconds_bucket{le=\"0.05\"} 15\n"), "{text}");
+        assert!(text.contains("warrant_audit_record_commit_seconds_count 15\n"), "{text}");
     }
 }

@@ -92,6 +92,9 @@ pub struct Point {
     pub inline_assertions: Option<u64>,
     /// Revocation-to-deny figures (revocation only).
     pub revocation: Option<RevocationPoint>,
+    /// The audit appends of the measured window (the authorize scenario's points), read
+    /// from the servers' metrics; `None` when not read.
+    pub commits: Option<super::commits::CommitWindow>,
 }
 
 impl Point {
@@ -116,6 +119,7 @@ impl Point {
             presigned_assertions: pool.map(FormPool::size),
             inline_assertions: pool.map(FormPool::inline),
             revocation,
+            commits: None,
         }
     }
 }
@@ -166,6 +170,9 @@ pub struct OpenLoop {
     pub p99_target_ms: f64,
     /// Whether p99 (from the intended send time) is under the target, with no failure.
     pub p99_met: bool,
+    /// The audit appends of the measured window, read from the servers' metrics; `None`
+    /// when they could not be read (and for the gateway's points).
+    pub commits: Option<super::commits::CommitWindow>,
 }
 
 impl OpenLoop {
@@ -187,6 +194,7 @@ impl OpenLoop {
             send_lag: Latency::of(&raw.lag),
             p99_target_ms: P99_TARGET_MS,
             p99_met: raw.raw.errors == 0 && latency.count > 0 && latency.p99_ms < P99_TARGET_MS,
+            commits: None,
         }
     }
 }
@@ -397,6 +405,12 @@ pub fn print(report: &Report) {
                 ms(p.latency.p50_ms - f.p50_ms),
                 ms(p.latency.p50_ms - after_idle.p50_ms)
             );
+            if let Some(w) = p.commits.as_ref().filter(|w| w.appends > 0) {
+                outln!(
+                    "       its records' appends (write and sync, the hand-offs to and from the writer included): mean {} ms",
+                    ms(w.append_mean_ms)
+                );
+            }
         }
     }
     if let Some(idle) = &report.machine.idle {
@@ -545,6 +559,11 @@ pub fn print(report: &Report) {
         if let Some(first) = report.open_loop.first() {
             outln!("basis: {}", first.basis);
         }
+        for o in &report.open_loop {
+            if let Some(w) = &o.commits {
+                outln!("{}", commits_line(o.rate_per_s, w));
+            }
+        }
         for o in report.open_loop.iter().filter(|o| o.fraction_of_peak.is_none_or(|f| f == P99_TARGET_FRACTION)) {
             outln!(
                 "p99 under {P99_TARGET_MS} ms at {:.0}/s: {}",
@@ -562,6 +581,34 @@ pub fn print(report: &Report) {
             report.machine.cores
         );
     }
+}
+
+/// What the audit appends of an open-loop point say about its p99: how many records
+/// waited for an append over the target, and whether that alone puts the p99 over it.
+fn commits_line(rate: f64, w: &super::commits::CommitWindow) -> String {
+    let slowest = match w.slowest {
+        Some(super::commits::Slowest { over_ms, at_most_ms: Some(at_most) }) => {
+            format!("; the slowest took {over_ms}-{at_most} ms")
+        }
+        Some(super::commits::Slowest { over_ms, at_most_ms: None }) => format!("; the slowest took over {over_ms} ms"),
+        None => String::new(),
+    };
+    let verdict = if w.records == 0 {
+        "no record was written"
+    } else if w.writes_exceed_p99() {
+        "the appends alone put p99 over the target"
+    } else {
+        "the appends leave p99 to the rest of the path"
+    };
+    format!(
+        "audit appends at {rate:.0}/s: {} appends (mean {:.2} ms), {} records; {} records ({:.2}%) waited for an append over {} ms{slowest}: {verdict}",
+        w.appends,
+        w.append_mean_ms,
+        w.records,
+        w.records_over_target,
+        w.share_over_target() * 100.0,
+        w.target_ms,
+    )
 }
 
 /// The cells every open-loop table shows, in order: achieved/s, p50, p99, p99.9 and max

@@ -2,6 +2,7 @@
 //! ([`writer`]), its checkpoints also kept in the [`witness`] file outside the database,
 //! and read back as records, provenance traces ([`trace`]) and a verification report.
 
+pub mod commit_times;
 pub mod trace;
 pub mod witness;
 pub mod writer;
@@ -15,6 +16,7 @@ use warrant_store::{Issuance, SpendCharge, Store, StoreError};
 use crate::error::{Classify, ErrorKind};
 use crate::keys::KeyManager;
 
+pub use commit_times::{CommitHistogram, CommitTimes, CommitTimesSnapshot, COMMIT_BOUNDS_MICROS};
 pub use trace::{AuditQuery, AuditView, Trace, MAX_QUERY};
 pub use writer::{
     verify, verify_all, AuditConfig, AuditError, AuditMetrics, AuditStartError, AuditVerifyError, AuditWriter, Draft,

@@ -53,6 +53,7 @@ use warrant_store::{Issuance, Refusal, SpendCharge, StoreError};
 use warrant_token::checkpoint::{self, Checkpoint, CheckpointError, KeyArchive};
 use warrant_token::{JwsError, KeyPair, KeyResolver};
 
+use super::commit_times::{CommitTimes, CommitTimesSnapshot};
 use super::witness::{self, WitnessLine};
 use crate::keys::{CheckpointKeys, KeyError, KeyManager};
 
@@ -171,6 +172,7 @@ pub struct AuditMetrics {
     last_commit_micros: AtomicU64,
     last_batch_size: AtomicU64,
     head_seq: AtomicU64,
+    commit_times: CommitTimes,
 }
 
 impl AuditMetrics {
@@ -207,6 +209,11 @@ impl AuditMetrics {
     /// The sequence number of the last durable record this writer knows of.
     pub fn head_seq(&self) -> u64 {
         self.head_seq.load(Ordering::Relaxed)
+    }
+
+    /// How long every append since start took, per append and per record made durable.
+    pub fn commit_times(&self) -> CommitTimesSnapshot {
+        self.commit_times.snapshot()
     }
 }
 
@@ -480,9 +487,15 @@ impl Writer {
         let count = rows.len() as u64;
         let started = Instant::now();
         let result = self.store.append_audit_at_head(rows).await;
-        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let took = started.elapsed();
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         self.metrics.last_commit_micros.store(micros, Ordering::Relaxed);
         self.metrics.last_batch_size.store(count, Ordering::Relaxed);
+        let durable = match &result {
+            Ok(appended) => count.saturating_sub(appended.refused.len() as u64),
+            Err(_) => 0,
+        };
+        self.metrics.commit_times.observe(took, durable);
         match result {
             Ok(Appended { head: (last, hash), refused }) => {
                 if last != seq && refused.is_empty() {
@@ -492,16 +505,15 @@ impl Writer {
                         "another writer moved the audit head; the batch was chained onto it"
                     );
                 }
-                let appended = count.saturating_sub(refused.len() as u64);
                 self.head = Some((last, hash));
                 // The head's time is the last appended record's; unknown (read back at
                 // the checkpoint) when a refusal may have taken the last one out.
                 self.head_at = if refused.is_empty() { at } else { None };
                 self.metrics.head_seq.store(last, Ordering::Relaxed);
                 self.metrics.batches.fetch_add(1, Ordering::Relaxed);
-                self.metrics.records.fetch_add(appended, Ordering::Relaxed);
+                self.metrics.records.fetch_add(durable, Ordering::Relaxed);
                 let mut refused = refused.into_iter().peekable();
-                let mut next = last.saturating_sub(appended).saturating_add(1);
+                let mut next = last.saturating_sub(durable).saturating_add(1);
                 for (index, ack) in acks.into_iter().enumerate() {
                     if let Some((_, refusal)) = refused.next_if(|(i, _)| *i == index) {
                         let _ = ack.send(Err(AuditError::Refused(refusal)));

@@ -1,0 +1,273 @@
+//! The audit log's appends during an open-loop point, read from the servers' `/metrics`
+//! before and after it: how many appends and records, and how many of those records
+//! waited for an append slower than the p99 target.
+//!
+//! Every answer waits for its record's append, which starts only after the request
+//! arrived, so an answer is never quicker than that append. When more than 1% of a
+//! point's records waited for an append over the target, the writes alone put the
+//! point's p99 over it, whatever the rest of the server does; when fewer did and the p99
+//! is still over, the rest of the path is the cause.
+
+use serde::Serialize;
+
+use super::BenchError;
+
+/// The per-record histogram of append times the server exposes.
+const RECORDS: &str = "warrant_audit_record_commit_seconds";
+/// The per-append histogram.
+const APPENDS: &str = "warrant_audit_commit_duration_seconds";
+
+/// One histogram as exposed: cumulative counts at each upper bound (seconds), ascending,
+/// the total count (the `+Inf` bucket) and the sum of the observations (seconds).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Buckets {
+    bounds: Vec<(f64, u64)>,
+    count: u64,
+    sum: f64,
+}
+
+/// Both histograms of one server at one moment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    appends: Buckets,
+    records: Buckets,
+}
+
+/// Where the slowest append of a window took its time: between two bucket bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Slowest {
+    /// The lower bound, milliseconds (exclusive; 0 for the first bucket).
+    pub over_ms: f64,
+    /// The upper bound, milliseconds (inclusive); `None` above the last bound.
+    pub at_most_ms: Option<f64>,
+}
+
+/// The appends between two readings, summed over the servers read.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CommitWindow {
+    /// Appends (batches written and synced).
+    pub appends: u64,
+    /// Records made durable.
+    pub records: u64,
+    /// Appends that took longer than the target.
+    pub appends_over_target: u64,
+    /// Records whose append took longer than the target.
+    pub records_over_target: u64,
+    /// The appends' mean duration, milliseconds (0 without an append).
+    pub append_mean_ms: f64,
+    /// The target, milliseconds.
+    pub target_ms: f64,
+    /// The bucket of the slowest append; `None` when there was none.
+    pub slowest: Option<Slowest>,
+}
+
+impl CommitWindow {
+    /// The share of the records that waited for an append over the target.
+    pub fn share_over_target(&self) -> f64 {
+        if self.records == 0 {
+            0.0
+        } else {
+            self.records_over_target as f64 / self.records as f64
+        }
+    }
+
+    /// Whether the appends alone put the p99 over the target: more than 1% of the
+    /// records waited for a slower append.
+    pub fn writes_exceed_p99(&self) -> bool {
+        self.share_over_target() > 0.01
+    }
+}
+
+/// Reads both histograms from `server`'s `/metrics`.
+pub async fn read(http: &reqwest::Client, server: &str) -> Result<Reading, BenchError> {
+    let url = format!("{server}/metrics");
+    let reply = http.get(&url).send().await?;
+    let status = reply.status();
+    if !status.is_success() {
+        return Err(BenchError::Setup(format!("{url} answered {status}")));
+    }
+    parse(&reply.text().await?).map_err(|why| BenchError::Setup(format!("{url}: {why}")))
+}
+
+/// Both histograms, out of Prometheus text.
+fn parse(text: &str) -> Result<Reading, String> {
+    Ok(Reading { appends: histogram(text, APPENDS)?, records: histogram(text, RECORDS)? })
+}
+
+fn histogram(text: &str, name: &str) -> Result<Buckets, String> {
+    let bucket = format!("{name}_bucket{{le=\"");
+    let sum_line = format!("{name}_sum ");
+    let mut bounds = Vec::new();
+    let mut count = None;
+    let mut sum = None;
+    for line in text.lines() {
+        if let Some(value) = line.strip_prefix(&sum_line) {
+            sum = Some(value.trim().parse::<f64>().map_err(|_| format!("cannot read `{line}`"))?);
+            continue;
+        }
+        let Some(rest) = line.strip_prefix(&bucket) else { continue };
+        let (le, value) = rest.split_once("\"} ").ok_or_else(|| format!("cannot read `{line}`"))?;
+        let value: u64 = value.trim().parse().map_err(|_| format!("cannot read `{line}`"))?;
+        if le == "+Inf" {
+            count = Some(value);
+        } else {
+            let le: f64 = le.parse().map_err(|_| format!("cannot read `{line}`"))?;
+            bounds.push((le, value));
+        }
+    }
+    let count = count.ok_or_else(|| format!("no `{name}` histogram (a server older than this harness?)"))?;
+    let sum = sum.ok_or_else(|| format!("no `{name}_sum`"))?;
+    if bounds.iter().zip(bounds.iter().skip(1)).any(|(low, high)| low.0 >= high.0 || low.1 > high.1) {
+        return Err(format!("the `{name}` buckets are out of order"));
+    }
+    Ok(Buckets { bounds, count, sum })
+}
+
+/// The appends between `before` and `after` of each server (read in the same order),
+/// counted against `target_ms`, which must be one of the histograms' bounds.
+pub fn window(pairs: &[(Reading, Reading)], target_ms: f64) -> Result<CommitWindow, String> {
+    let mut out = CommitWindow {
+        appends: 0,
+        records: 0,
+        appends_over_target: 0,
+        records_over_target: 0,
+        append_mean_ms: 0.0,
+        target_ms,
+        slowest: None,
+    };
+    let mut append_seconds = 0.0;
+    for (before, after) in pairs {
+        let appends = diff(&before.appends, &after.appends)?;
+        let records = diff(&before.records, &after.records)?;
+        out.appends += appends.count;
+        out.records += records.count;
+        append_seconds += appends.sum;
+        out.appends_over_target += over(&appends, target_ms)?;
+        out.records_over_target += over(&records, target_ms)?;
+        if let Some(slowest) = slowest(&appends) {
+            let higher = match out.slowest {
+                None => true,
+                Some(seen) => seen.over_ms < slowest.over_ms,
+            };
+            if higher {
+                out.slowest = Some(slowest);
+            }
+        }
+    }
+    if out.appends > 0 {
+        out.append_mean_ms = append_seconds * 1000.0 / out.appends as f64;
+    }
+    Ok(out)
+}
+
+fn diff(before: &Buckets, after: &Buckets) -> Result<Buckets, String> {
+    if before.bounds.len() != after.bounds.len() || after.count < before.count {
+        return Err("the server restarted between the two readings".into());
+    }
+    let bounds =
+        before.bounds.iter().zip(&after.bounds).map(|(&(le, was), &(_, now))| (le, now.saturating_sub(was))).collect();
+    Ok(Buckets { bounds, count: after.count - before.count, sum: (after.sum - before.sum).max(0.0) })
+}
+
+/// Observations above `target_ms`.
+fn over(b: &Buckets, target_ms: f64) -> Result<u64, String> {
+    let at_target = b
+        .bounds
+        .iter()
+        .find(|(le, _)| (le * 1000.0 - target_ms).abs() < 1e-9)
+        .ok_or_else(|| format!("the histogram has no bucket at {target_ms} ms"))?;
+    Ok(b.count.saturating_sub(at_target.1))
+}
+
+/// The bucket of the slowest observation.
+fn slowest(b: &Buckets) -> Option<Slowest> {
+    if b.count == 0 {
+        return None;
+    }
+    // The first bound that holds every observation, above the bound before it; none:
+    // above the last bound.
+    let mut lower = 0.0;
+    for &(le, n) in &b.bounds {
+        if n == b.count {
+            return Some(Slowest { over_ms: lower, at_most_ms: Some(le * 1000.0) });
+        }
+        lower = le * 1000.0;
+    }
+    Some(Slowest { over_ms: lower, at_most_ms: None })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Prometheus text of both histograms: `appends` and `records` are cumulative counts
+    /// at 0.5, 2 and 50 ms, then the total; each observation's sum is 1 ms.
+    fn text(appends: [u64; 4], records: [u64; 4]) -> String {
+        let mut out = String::from("# TYPE x gauge\nwarrant_audit_head_seq 9\n");
+        for (name, counts) in [(APPENDS, appends), (RECORDS, records)] {
+            for (le, n) in ["0.0005", "0.002", "0.05", "+Inf"].iter().zip(counts) {
+                out.push_str(&format!("{name}_bucket{{le=\"{le}\"}} {n}\n"));
+            }
+            out.push_str(&format!("{name}_sum {}\n{name}_count {}\n", counts[3] as f64 / 1000.0, counts[3]));
+        }
+        out
+    }
+
+    #[test]
+    fn records_over_the_target_are_counted_between_two_readings() {
+        let before = parse(&text([10, 10, 10, 10], [100, 100, 100, 100])).unwrap();
+        // Since then: 5 appends, 3 of them over 2 ms (one over 50 ms), holding 400 records,
+        // 30 of which waited over 2 ms.
+        let after = parse(&text([12, 12, 14, 15], [450, 470, 495, 500])).unwrap();
+        let w = window(&[(before, after)], 2.0).unwrap();
+        assert_eq!((w.appends, w.records), (5, 400));
+        assert_eq!((w.appends_over_target, w.records_over_target), (3, 30));
+        assert!((w.append_mean_ms - 1.0).abs() < 1e-9, "{}", w.append_mean_ms);
+        assert_eq!(w.slowest, Some(Slowest { over_ms: 50.0, at_most_ms: None }));
+        assert!((w.share_over_target() - 0.075).abs() < 1e-12);
+        assert!(w.writes_exceed_p99());
+    }
+
+    #[test]
+    fn a_quiet_window_leaves_the_p99_to_the_rest_of_the_path() {
+        let before = parse(&text([0, 0, 0, 0], [0, 0, 0, 0])).unwrap();
+        // 1 000 records in 100 appends; one append of 5 records took 2-50 ms: 0.5%.
+        let after = parse(&text([90, 99, 100, 100], [900, 995, 1000, 1000])).unwrap();
+        let w = window(&[(before, after)], 2.0).unwrap();
+        assert_eq!(w.records_over_target, 5);
+        assert_eq!(w.slowest, Some(Slowest { over_ms: 2.0, at_most_ms: Some(50.0) }));
+        assert!(!w.writes_exceed_p99());
+    }
+
+    #[test]
+    fn servers_sharing_the_load_are_summed_and_the_slowest_is_the_slowest_of_all() {
+        let zero = parse(&text([0; 4], [0; 4])).unwrap();
+        let first = parse(&text([4, 4, 4, 4], [40, 40, 40, 40])).unwrap();
+        let second = parse(&text([1, 2, 2, 2], [10, 30, 30, 30])).unwrap();
+        let w = window(&[(zero.clone(), first), (zero, second)], 2.0).unwrap();
+        assert_eq!((w.appends, w.records, w.records_over_target), (6, 70, 0));
+        assert_eq!(w.slowest, Some(Slowest { over_ms: 0.5, at_most_ms: Some(2.0) }));
+        assert!(!w.writes_exceed_p99());
+    }
+
+    #[test]
+    fn no_append_means_no_slowest_and_no_share() {
+        let r = parse(&text([3, 3, 3, 3], [9, 9, 9, 9])).unwrap();
+        let w = window(&[(r.clone(), r)], 2.0).unwrap();
+        assert_eq!((w.appends, w.records, w.slowest), (0, 0, None));
+        assert_eq!(w.append_mean_ms, 0.0);
+        assert_eq!(w.share_over_target(), 0.0);
+    }
+
+    #[test]
+    fn unusable_metrics_are_refused_with_the_reason() {
+        let err = parse("warrant_audit_head_seq 3\n").unwrap_err();
+        assert!(err.contains("no `warrant_audit_commit_duration_seconds` histogram"), "{err}");
+        let disordered = text([5, 4, 5, 5], [1, 1, 1, 1]);
+        assert!(parse(&disordered).unwrap_err().contains("out of order"));
+        let restarted = (parse(&text([9; 4], [9; 4])).unwrap(), parse(&text([1; 4], [1; 4])).unwrap());
+        assert!(window(&[restarted], 2.0).unwrap_err().contains("restarted"));
+        let r = parse(&text([1; 4], [1; 4])).unwrap();
+        assert!(window(&[(r.clone(), r)], 3.0).unwrap_err().contains("no bucket at 3 ms"));
+    }
+}
