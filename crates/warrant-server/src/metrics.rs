@@ -1,7 +1,8 @@
 //! Prometheus metrics at `GET /metrics`: decisions by outcome and reason, decision
 //! latency, live warrants, revocations, audit queue depth and commit latency, requests in
 //! progress and shed. How long the audit log's durable appends take is kept by the
-//! audit writer and exposed as two histograms: per append, and per record made durable.
+//! audit writer and exposed as histograms: per append, per record made durable (its
+//! append's time), and per record, how long its caller waited for it.
 //!
 //! Each server has its own registry (several servers may share a process in tests).
 
@@ -19,6 +20,8 @@ use warrant_engine::{Decision, Engine};
 pub const COMMIT_APPENDS: &str = "warrant_audit_commit_duration_seconds";
 /// The histogram of audit appends, one observation per record made durable.
 pub const COMMIT_RECORDS: &str = "warrant_audit_record_commit_seconds";
+/// How long each durable record's caller waited for it, from being queued to durable.
+pub const RECORD_WAITS: &str = "warrant_audit_record_wait_seconds";
 
 /// The server's metrics.
 #[derive(Debug, Clone)]
@@ -159,6 +162,11 @@ impl Metrics {
             COMMIT_RECORDS,
             "for each audit record made durable, how long its batch's append took (every decision waits for it)",
             &times.records,
+        ));
+        families.push(histogram_family(
+            RECORD_WAITS,
+            "for each audit record made durable, how long its caller waited for it, from queued to durable",
+            &times.waits,
         ));
         let mut out = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&families, &mut out) {

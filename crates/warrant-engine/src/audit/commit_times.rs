@@ -1,12 +1,16 @@
-//! How long the audit log's durable appends take, kept as two histograms with atomic
-//! counters that can be read at any time: one observation per append (a batch written
-//! and synced in one transaction), and one per record the append made durable, so that
-//! "what share of the answers waited for a slow append" can be read off directly.
+//! How long the audit log makes its callers wait, kept as three histograms with atomic
+//! counters that can be read at any time:
+//! - one observation per append (a batch written and synced in one transaction);
+//! - one per record the append made durable, valued at its append's duration, so that
+//!   "what share of the answers waited for a slow append" can be read off directly;
+//! - one per record made durable, valued at how long its caller waited for it: from the
+//!   moment the record was handed to the writer (queueing behind the append under way,
+//!   or behind an audit checkpoint, included) until it was durable.
 //!
-//! Every decision waits for its record's append, so an append that takes longer than a
-//! latency target puts every answer of its batch over that target, whatever else the
-//! server does. The server exposes both histograms in `/metrics`; `warrant bench` reads
-//! them around its open-loop points to tell a slow disk from a slow server.
+//! Every decision waits for its record, so a record that took longer than a latency
+//! target puts its answer over that target, whatever else the server does. The server
+//! exposes the histograms in `/metrics`; `warrant bench` reads them around its authorize
+//! points to tell a slow audit log from a slow server.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -47,13 +51,16 @@ impl CommitHistogram {
     }
 }
 
-/// The two histograms, read at a moment.
+/// The three histograms, read at a moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommitTimesSnapshot {
     /// One observation per append attempted (failed ones included).
     pub appends: CommitHistogram,
     /// One observation per record made durable: its append's duration.
     pub records: CommitHistogram,
+    /// One observation per record made durable: from being handed to the writer until
+    /// durable.
+    pub waits: CommitHistogram,
 }
 
 #[derive(Debug, Default)]
@@ -83,24 +90,40 @@ impl Counts {
 pub struct CommitTimes {
     appends: Counts,
     records: Counts,
+    waits: Counts,
+}
+
+/// The bucket of `micros`.
+fn bucket_of(micros: u64) -> usize {
+    COMMIT_BOUNDS_MICROS.iter().position(|&bound| micros <= bound).unwrap_or(BUCKETS - 1)
+}
+
+fn micros_of(took: Duration) -> u64 {
+    u64::try_from(took.as_micros()).unwrap_or(u64::MAX)
 }
 
 impl CommitTimes {
     /// Counts one append that took `took` and made `records` records durable (0 for a
     /// failed append).
     pub fn observe(&self, took: Duration, records: u64) {
-        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        let bucket = COMMIT_BOUNDS_MICROS.iter().position(|&bound| micros <= bound).unwrap_or(BUCKETS - 1);
+        let micros = micros_of(took);
+        let bucket = bucket_of(micros);
         self.appends.add(bucket, 1, micros);
         if records > 0 {
             self.records.add(bucket, records, micros);
         }
     }
 
-    /// Both histograms as they are now. Read while appends go on, the two may disagree
-    /// by the append being counted.
+    /// Counts one record made durable whose caller waited `waited` for it.
+    pub fn observe_wait(&self, waited: Duration) {
+        let micros = micros_of(waited);
+        self.waits.add(bucket_of(micros), 1, micros);
+    }
+
+    /// The histograms as they are now. Read while appends go on, they may disagree by the
+    /// append being counted.
     pub fn snapshot(&self) -> CommitTimesSnapshot {
-        CommitTimesSnapshot { appends: self.appends.read(), records: self.records.read() }
+        CommitTimesSnapshot { appends: self.appends.read(), records: self.records.read(), waits: self.waits.read() }
     }
 }
 
@@ -145,6 +168,13 @@ mod tests {
         assert_eq!(cumulative[7], 40);
         assert_eq!(cumulative[8], 100);
         assert_eq!(cumulative[COMMIT_BOUNDS_MICROS.len() - 1], 100);
+        // Waits are counted apart, one per record.
+        assert_eq!(s.waits.count(), 0);
+        times.observe_wait(Duration::from_micros(2_001));
+        times.observe_wait(Duration::from_micros(2_000));
+        let waits = times.snapshot().waits;
+        assert_eq!((waits.counts[4], waits.counts[5], waits.sum_micros), (1, 1, 4_001));
+        assert_eq!(times.snapshot().records, s.records);
     }
 
     #[test]

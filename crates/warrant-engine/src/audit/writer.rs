@@ -211,7 +211,8 @@ impl AuditMetrics {
         self.head_seq.load(Ordering::Relaxed)
     }
 
-    /// How long every append since start took, per append and per record made durable.
+    /// How long every append since start took, per append and per record made durable,
+    /// and how long each durable record's caller waited for it.
     pub fn commit_times(&self) -> CommitTimesSnapshot {
         self.commit_times.snapshot()
     }
@@ -219,12 +220,14 @@ impl AuditMetrics {
 
 type Ack = oneshot::Sender<Result<u64, AuditError>>;
 
-/// A queued record: its draft, what commits with it, and who waits for it.
+/// A queued record: its draft, what commits with it, who waits for it and since when
+/// (the moment it was handed to [`AuditWriter`], before any wait for queue space).
 struct Job {
     draft: Box<dyn Draft>,
     charges: Vec<SpendCharge>,
     issuance: Option<Box<Issuance>>,
     ack: Ack,
+    queued: Instant,
 }
 
 /// A record the writer encodes itself: what a hot path queues so that building the
@@ -339,6 +342,7 @@ impl AuditWriter {
         charges: Vec<SpendCharge>,
         issuance: Option<Box<Issuance>>,
     ) -> Result<Receipt, AuditError> {
+        let queued = Instant::now();
         let (ack, answer) = oneshot::channel();
         let permit = match self.queue.try_reserve() {
             Ok(permit) => permit,
@@ -351,7 +355,7 @@ impl AuditWriter {
                 }
             }
         };
-        permit.send(Job { draft, charges, issuance, ack });
+        permit.send(Job { draft, charges, issuance, ack, queued });
         Ok(Receipt(answer))
     }
 
@@ -464,7 +468,7 @@ impl Writer {
         let mut at = self.head_at;
         let mut rows = Vec::with_capacity(jobs.len());
         let mut acks = Vec::with_capacity(jobs.len());
-        for Job { draft, charges, issuance, ack } in jobs {
+        for Job { draft, charges, issuance, ack, queued } in jobs {
             let next = seq.saturating_add(1);
             match draft.chain(prev, next) {
                 Ok((record, entry)) => {
@@ -473,7 +477,7 @@ impl Writer {
                     row.charges = charges;
                     row.issuance = issuance;
                     rows.push(row);
-                    acks.push(ack);
+                    acks.push((ack, queued));
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot encode an audit entry");
@@ -514,11 +518,13 @@ impl Writer {
                 self.metrics.records.fetch_add(durable, Ordering::Relaxed);
                 let mut refused = refused.into_iter().peekable();
                 let mut next = last.saturating_sub(durable).saturating_add(1);
-                for (index, ack) in acks.into_iter().enumerate() {
+                let answered = Instant::now();
+                for (index, (ack, queued)) in acks.into_iter().enumerate() {
                     if let Some((_, refusal)) = refused.next_if(|(i, _)| *i == index) {
                         let _ = ack.send(Err(AuditError::Refused(refusal)));
                         continue;
                     }
+                    self.metrics.commit_times.observe_wait(answered.saturating_duration_since(queued));
                     let _ = ack.send(Ok(next));
                     next = next.saturating_add(1);
                 }
@@ -529,7 +535,7 @@ impl Writer {
                 self.head_at = None;
                 self.metrics.failed_batches.fetch_add(1, Ordering::Relaxed);
                 let error = AuditError::WriteFailed(e.to_string());
-                for ack in acks {
+                for (ack, _) in acks {
                     let _ = ack.send(Err(error.clone()));
                 }
             }

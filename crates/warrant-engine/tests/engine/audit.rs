@@ -148,6 +148,12 @@ async fn concurrent_submits_get_distinct_seqs_in_few_batches_and_the_chain_verif
     assert!(m.last_commit_latency() > Duration::ZERO);
     assert!(m.checkpoints() >= 1);
     assert_eq!(m.failed_batches(), 0);
+    // Every append counted once, every record once by its append's time and once by how
+    // long its caller waited, which is never less than its append took.
+    let times = m.commit_times();
+    assert_eq!(times.appends.count(), m.batches());
+    assert_eq!((times.records.count(), times.waits.count()), (N, N));
+    assert!(times.waits.sum_micros >= times.records.sum_micros, "{times:?}");
     w.shutdown().await;
     let report = verify(&store).await;
     assert_eq!(report, VerifyReport { ok: true, records: N, first_bad: None, reason: None });
@@ -432,6 +438,10 @@ async fn fail_closed_when_the_table_is_gone() {
     }
     assert!(w.metrics().failed_batches() >= 1);
     assert_eq!(w.metrics().head_seq(), 1);
+    // A failed append is an append, but no record was made durable by it.
+    let times = w.metrics().commit_times();
+    assert!(times.appends.count() > w.metrics().batches(), "{times:?}");
+    assert_eq!((times.records.count(), times.waits.count()), (1, 1));
     // Still alive and still refusing, without panicking.
     assert!(matches!(w.submit(entry(21)).await, Err(AuditError::WriteFailed(_))));
     w.shutdown().await;

@@ -40,12 +40,18 @@ async fn metrics_count_decisions_revocations_and_audit() {
     // Nothing waits for a database connection between requests.
     assert_eq!(sample(text, "warrant_store_waiting"), 0.0);
     assert!(sample(text, "warrant_policy_version") >= 1.0);
-    // Every record this server made durable is counted once in the per-record histogram
-    // of append times (the server started on an empty log), and every append once in the
-    // per-append one; the decisions' appends were well under 5 s.
+    // Every record this server made durable is counted once in the per-record histograms
+    // of append times and of waits (the server started on an empty log), and every
+    // append once in the per-append one; the decisions' appends were well under 5 s, and
+    // a record's caller waited at least as long as its append took.
     let head = sample(text, "warrant_audit_head_seq");
     assert_eq!(sample(text, "warrant_audit_record_commit_seconds_count"), head);
     assert_eq!(sample(text, r#"warrant_audit_record_commit_seconds_bucket{le="5"}"#), head);
+    assert_eq!(sample(text, "warrant_audit_record_wait_seconds_count"), head);
+    assert!(
+        sample(text, "warrant_audit_record_wait_seconds_sum")
+            >= sample(text, "warrant_audit_record_commit_seconds_sum")
+    );
     assert_eq!(sample(text, "warrant_audit_commit_duration_seconds_count"), sample(text, "warrant_audit_batches"));
     assert!(sample(text, "warrant_audit_commit_duration_seconds_sum") > 0.0);
     assert!(!text.contains("eyJ"), "a token leaked into the metrics");
