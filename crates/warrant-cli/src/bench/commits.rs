@@ -190,7 +190,13 @@ pub fn window(pairs: &[(Reading, Reading)], target_ms: f64) -> Result<CommitWind
 }
 
 fn diff(before: &Buckets, after: &Buckets) -> Result<Buckets, String> {
-    if before.bounds.len() != after.bounds.len() || after.count < before.count {
+    // Counters only grow: any that shrank (or bounds that changed) means another process
+    // answered the second reading.
+    let grew = before.bounds.len() == after.bounds.len()
+        && before.bounds.iter().zip(&after.bounds).all(|(was, now)| was.0 == now.0 && was.1 <= now.1)
+        && before.count <= after.count
+        && before.sum <= after.sum;
+    if !grew {
         return Err("the server restarted between the two readings".into());
     }
     let bounds =
@@ -315,6 +321,9 @@ mod tests {
         assert!(parse(&disordered).unwrap_err().contains("out of order"));
         let restarted = (parse(&text([9; 4], [9; 4])).unwrap(), parse(&text([1; 4], [1; 4])).unwrap());
         assert!(window(&[restarted], 2.0).unwrap_err().contains("restarted"));
+        // Restarted and busy since: more appends in all than before, fewer in one bucket.
+        let busy_again = (parse(&text([5, 5, 5, 5], [9; 4])).unwrap(), parse(&text([1, 1, 6, 6], [9; 4])).unwrap());
+        assert!(window(&[busy_again], 2.0).unwrap_err().contains("restarted"));
         let r = parse(&text([1; 4], [1; 4])).unwrap();
         assert!(window(&[(r.clone(), r)], 3.0).unwrap_err().contains("no bucket at 3 ms"));
     }

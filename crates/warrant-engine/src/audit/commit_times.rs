@@ -54,7 +54,7 @@ impl CommitHistogram {
 /// The three histograms, read at a moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommitTimesSnapshot {
-    /// One observation per append attempted (failed ones included).
+    /// One observation per append that succeeded.
     pub appends: CommitHistogram,
     /// One observation per record made durable: its append's duration.
     pub records: CommitHistogram,
@@ -93,9 +93,10 @@ pub struct CommitTimes {
     waits: Counts,
 }
 
-/// The bucket of `micros`.
-fn bucket_of(micros: u64) -> usize {
-    COMMIT_BOUNDS_MICROS.iter().position(|&bound| micros <= bound).unwrap_or(BUCKETS - 1)
+/// The bucket of `took`: the first whose bound is not below it (compared whole, so a
+/// duration a fraction of a microsecond over a bound is counted above it).
+fn bucket_of(took: Duration) -> usize {
+    COMMIT_BOUNDS_MICROS.iter().position(|&bound| took <= Duration::from_micros(bound)).unwrap_or(BUCKETS - 1)
 }
 
 fn micros_of(took: Duration) -> u64 {
@@ -103,11 +104,12 @@ fn micros_of(took: Duration) -> u64 {
 }
 
 impl CommitTimes {
-    /// Counts one append that took `took` and made `records` records durable (0 for a
-    /// failed append).
+    /// Counts one append that took `took` and made `records` records durable. The
+    /// writer counts the appends that succeeded (failed ones are counted apart, as failed
+    /// batches), so `appends` counts what `records` are durable by.
     pub fn observe(&self, took: Duration, records: u64) {
         let micros = micros_of(took);
-        let bucket = bucket_of(micros);
+        let bucket = bucket_of(took);
         self.appends.add(bucket, 1, micros);
         if records > 0 {
             self.records.add(bucket, records, micros);
@@ -117,7 +119,7 @@ impl CommitTimes {
     /// Counts one record made durable whose caller waited `waited` for it.
     pub fn observe_wait(&self, waited: Duration) {
         let micros = micros_of(waited);
-        self.waits.add(bucket_of(micros), 1, micros);
+        self.waits.add(bucket_of(waited), 1, micros);
     }
 
     /// The histograms as they are now. Read while appends go on, they may disagree by the
@@ -136,25 +138,27 @@ mod tests {
         let times = CommitTimes::default();
         times.observe(Duration::from_micros(100), 1); // on the bound: the 100 µs bucket
         times.observe(Duration::from_micros(101), 1); // just over: the 250 µs bucket
+        times.observe(Duration::from_nanos(1_000_001), 1); // a nanosecond over 1 ms: the 2 ms bucket
         times.observe(Duration::from_millis(3), 1); // the 5 ms bucket
         times.observe(Duration::from_secs(9), 1); // over every bound
         let s = times.snapshot();
         let mut want = [0u64; BUCKETS];
         want[0] = 1;
         want[1] = 1;
+        want[4] = 1;
         want[5] = 1;
         want[BUCKETS - 1] = 1;
         assert_eq!(s.appends.counts, want);
-        assert_eq!(s.appends.count(), 4);
-        assert_eq!(s.appends.sum_micros, 100 + 101 + 3_000 + 9_000_000);
+        assert_eq!(s.appends.count(), 5);
+        assert_eq!(s.appends.sum_micros, 100 + 101 + 1_000 + 3_000 + 9_000_000);
     }
 
     #[test]
-    fn records_are_counted_by_their_append_and_failed_appends_count_no_record() {
+    fn records_are_counted_by_their_append() {
         let times = CommitTimes::default();
         times.observe(Duration::from_micros(400), 40);
         times.observe(Duration::from_millis(30), 60);
-        times.observe(Duration::from_millis(30), 0); // failed: an append, no record
+        times.observe(Duration::from_millis(30), 0); // every record of it refused
         let s = times.snapshot();
         assert_eq!(s.appends.count(), 3);
         assert_eq!(s.records.count(), 100);

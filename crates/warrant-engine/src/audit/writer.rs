@@ -496,10 +496,13 @@ impl Writer {
         self.metrics.last_commit_micros.store(micros, Ordering::Relaxed);
         self.metrics.last_batch_size.store(count, Ordering::Relaxed);
         let durable = match &result {
-            Ok(appended) => count.saturating_sub(appended.refused.len() as u64),
+            Ok(appended) => {
+                let durable = count.saturating_sub(appended.refused.len() as u64);
+                self.metrics.commit_times.observe(took, durable);
+                durable
+            }
             Err(_) => 0,
         };
-        self.metrics.commit_times.observe(took, durable);
         match result {
             Ok(Appended { head: (last, hash), refused }) => {
                 if last != seq && refused.is_empty() {
