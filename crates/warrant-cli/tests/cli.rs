@@ -760,6 +760,10 @@ fn bench_runs_every_scenario_against_its_own_server() {
     // The authorize point's audit appends are counted too (the other scenarios' are not).
     let appends = &report["scenarios"]["authorize"][0]["commits"];
     assert!(appends["appends"].as_u64().unwrap() > 0 && appends["append_mean_ms"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(
+        appends["decisions"].as_u64().unwrap() > 0 && appends["decision_mean_ms"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
     assert!(report["scenarios"]["mint"][0]["commits"].is_null(), "{report}");
     let revocation = &report["scenarios"]["revocation"][0]["revocation"];
     assert!(revocation["cycles"].as_u64().unwrap() > 0, "{revocation}");

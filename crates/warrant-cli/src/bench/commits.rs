@@ -18,6 +18,9 @@ const RECORDS: &str = "warrant_audit_record_commit_seconds";
 const APPENDS: &str = "warrant_audit_commit_duration_seconds";
 /// The per-record histogram of waits, from queued to durable.
 const WAITS: &str = "warrant_audit_record_wait_seconds";
+/// The decisions' own time in the server, from the parsed request to the decision (its
+/// record's wait included).
+const DECISIONS: &str = "warrant_decision_seconds";
 
 /// One histogram as exposed: cumulative counts at each upper bound (seconds), ascending,
 /// the total count (the `+Inf` bucket) and the sum of the observations (seconds).
@@ -34,6 +37,7 @@ pub struct Reading {
     appends: Buckets,
     records: Buckets,
     waits: Buckets,
+    decisions: Buckets,
 }
 
 /// Where the slowest append of a window took its time: between two bucket bounds.
@@ -63,6 +67,11 @@ pub struct CommitWindow {
     pub append_mean_ms: f64,
     /// The records' mean wait from queued to durable, milliseconds (0 without a record).
     pub wait_mean_ms: f64,
+    /// Decisions the servers made in the window.
+    pub decisions: u64,
+    /// Their mean time in the server, from the parsed request to the decision, the
+    /// record's wait included, milliseconds (0 without a decision).
+    pub decision_mean_ms: f64,
     /// The target, milliseconds.
     pub target_ms: f64,
     /// The bucket of the slowest append; `None` when there was none.
@@ -112,6 +121,7 @@ fn parse(text: &str) -> Result<Reading, String> {
         appends: histogram(text, APPENDS)?,
         records: histogram(text, RECORDS)?,
         waits: histogram(text, WAITS)?,
+        decisions: histogram(text, DECISIONS)?,
     })
 }
 
@@ -155,14 +165,19 @@ pub fn window(pairs: &[(Reading, Reading)], target_ms: f64) -> Result<CommitWind
         records_waited_over_target: 0,
         append_mean_ms: 0.0,
         wait_mean_ms: 0.0,
+        decisions: 0,
+        decision_mean_ms: 0.0,
         target_ms,
         slowest: None,
     };
-    let (mut append_seconds, mut wait_seconds) = (0.0, 0.0);
+    let (mut append_seconds, mut wait_seconds, mut decision_seconds) = (0.0, 0.0, 0.0);
     for (before, after) in pairs {
         let appends = diff(&before.appends, &after.appends)?;
         let records = diff(&before.records, &after.records)?;
         let waits = diff(&before.waits, &after.waits)?;
+        let decisions = diff(&before.decisions, &after.decisions)?;
+        out.decisions += decisions.count;
+        decision_seconds += decisions.sum;
         out.appends += appends.count;
         out.records += records.count;
         append_seconds += appends.sum;
@@ -185,6 +200,9 @@ pub fn window(pairs: &[(Reading, Reading)], target_ms: f64) -> Result<CommitWind
     }
     if out.records > 0 {
         out.wait_mean_ms = wait_seconds * 1000.0 / out.records as f64;
+    }
+    if out.decisions > 0 {
+        out.decision_mean_ms = decision_seconds * 1000.0 / out.decisions as f64;
     }
     Ok(out)
 }
@@ -240,7 +258,7 @@ mod tests {
     /// 1 ms.
     fn text3(appends: [u64; 4], records: [u64; 4], waits: [u64; 4]) -> String {
         let mut out = String::from("# TYPE x gauge\nwarrant_audit_head_seq 9\n");
-        for (name, counts) in [(APPENDS, appends), (RECORDS, records), (WAITS, waits)] {
+        for (name, counts) in [(APPENDS, appends), (RECORDS, records), (WAITS, waits), (DECISIONS, waits)] {
             for (le, n) in ["0.0005", "0.002", "0.05", "+Inf"].iter().zip(counts) {
                 out.push_str(&format!("{name}_bucket{{le=\"{le}\"}} {n}\n"));
             }
@@ -279,6 +297,9 @@ mod tests {
         assert_eq!((w.records_over_target, w.records_waited_over_target), (0, 30));
         assert!((w.share_waited_over_target() - 0.03).abs() < 1e-12);
         assert!((w.wait_mean_ms - 1.0).abs() < 1e-9, "{}", w.wait_mean_ms);
+        // (The made-up decisions' histogram is the waits': one decision per record.)
+        assert_eq!(w.decisions, 1000);
+        assert!((w.decision_mean_ms - 1.0).abs() < 1e-9, "{}", w.decision_mean_ms);
         assert!(w.writes_exceed_p99());
     }
 
@@ -309,7 +330,7 @@ mod tests {
         let r = parse(&text([3, 3, 3, 3], [9, 9, 9, 9])).unwrap();
         let w = window(&[(r.clone(), r)], 2.0).unwrap();
         assert_eq!((w.appends, w.records, w.slowest), (0, 0, None));
-        assert_eq!(w.append_mean_ms, 0.0);
+        assert_eq!((w.append_mean_ms, w.decisions, w.decision_mean_ms), (0.0, 0, 0.0));
         assert_eq!(w.share_over_target(), 0.0);
     }
 

@@ -407,7 +407,8 @@ pub fn print(report: &Report) {
             );
             if let Some(w) = p.commits.as_ref().filter(|w| w.appends > 0) {
                 outln!(
-                    "       its records: mean wait from queued to durable {} ms, of which their appends (write and sync, the hand-offs to and from the commit thread included) {} ms",
+                    "       in the server: a decision {} ms on average (parsed request to decision); its record's wait from queued to durable {} ms, of which the append (write and sync, the hand-offs to and from the commit thread included) {} ms",
+                    ms(w.decision_mean_ms),
                     ms(w.wait_mean_ms),
                     ms(w.append_mean_ms)
                 );
