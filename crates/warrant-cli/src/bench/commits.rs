@@ -1,6 +1,7 @@
 //! The audit log's appends during a load point, read from the servers' `/metrics` before
 //! and after it: how many appends and records, how long the records' callers waited for
-//! them, and how many waited longer than the p99 target.
+//! them, how many waited longer than the p99 target, and the decisions' own time in the
+//! server.
 //!
 //! Every answer waits for its record, from the moment the handler queues it (after the
 //! request arrived) until it is durable, so an answer is never quicker than that wait.
@@ -104,7 +105,7 @@ fn share(part: u64, whole: u64) -> f64 {
     }
 }
 
-/// Reads both histograms from `server`'s `/metrics`.
+/// Reads the histograms from `server`'s `/metrics`.
 pub async fn read(http: &reqwest::Client, server: &str) -> Result<Reading, BenchError> {
     let url = format!("{server}/metrics");
     let reply = http.get(&url).send().await?;
@@ -115,7 +116,7 @@ pub async fn read(http: &reqwest::Client, server: &str) -> Result<Reading, Bench
     parse(&reply.text().await?).map_err(|why| BenchError::Setup(format!("{url}: {why}")))
 }
 
-/// Both histograms, out of Prometheus text.
+/// The histograms, out of Prometheus text.
 fn parse(text: &str) -> Result<Reading, String> {
     Ok(Reading {
         appends: histogram(text, APPENDS)?,
