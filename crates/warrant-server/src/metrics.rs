@@ -73,7 +73,9 @@ impl Metrics {
                         "warrant_decision_seconds",
                         "time to decide, including the durable audit record",
                     )
-                    .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]),
+                    .buckets(vec![
+                        0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+                    ]),
                 )?,
             )?,
             revocations: register(

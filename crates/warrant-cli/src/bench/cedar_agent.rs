@@ -33,8 +33,9 @@ fn uid_text(kind: &str, id: &str) -> String {
 }
 
 /// Loads the Warrant server's policy set (one policy per statement, each keeping its
-/// `@id`) and the entities of `warrant`'s decisions into the cedar-agent at `base`, and
-/// returns requests asking what [`super::target::authorize_bodies`] asks.
+/// `@id`) and the entities of `warrant`'s decisions into the cedar-agent at `base` (a URL
+/// without a trailing slash, as `--cedar-agent` is parsed), and returns requests asking
+/// what [`super::target::authorize_bodies`] asks.
 pub async fn prepare(
     http: &reqwest::Client,
     base: &str,
@@ -42,7 +43,6 @@ pub async fn prepare(
     warrant: &str,
 ) -> Result<Prepared, BenchError> {
     let setup = |e: &dyn std::fmt::Display| BenchError::Setup(format!("cedar-agent at {base}: {e}"));
-    let base = base.trim_end_matches('/');
     let set = warrant_server.get("/v1/policies").await.map_err(|e| setup(&e))?;
     let text = set.get("text").and_then(Value::as_str).ok_or_else(|| setup(&"the policy set has no text"))?;
     let parsed: cedar_policy::PolicySet = text.parse().map_err(|e: cedar_policy::ParseErrors| setup(&e))?;

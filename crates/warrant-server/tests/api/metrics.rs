@@ -31,6 +31,8 @@ async fn metrics_count_decisions_revocations_and_audit() {
     assert_eq!(sample(text, r#"warrant_decisions_total{code="scope",decision="deny"}"#), 1.0);
     assert_eq!(sample(text, r#"warrant_decisions_total{code="invalid_token",decision="deny"}"#), 1.0);
     assert_eq!(sample(text, "warrant_decision_seconds_count"), 4.0);
+    // A bucket at 2 ms, the decisions' p99 target, so the share over it can be read off.
+    assert!(sample(text, r#"warrant_decision_seconds_bucket{le="0.002"}"#) <= 4.0);
     assert_eq!(sample(text, r#"warrant_revocations_total{kind="warrant"}"#), 1.0);
     assert_eq!(sample(text, "warrant_revoked_warrants_total"), 2.0);
     assert!(sample(text, "warrant_live_warrants") >= 2.0);
