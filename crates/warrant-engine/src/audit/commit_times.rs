@@ -99,7 +99,8 @@ fn bucket_of(took: Duration) -> usize {
     COMMIT_BOUNDS_MICROS.iter().position(|&bound| took <= Duration::from_micros(bound)).unwrap_or(BUCKETS - 1)
 }
 
-fn micros_of(took: Duration) -> u64 {
+/// `took` in whole microseconds, saturating.
+pub(crate) fn micros_of(took: Duration) -> u64 {
     u64::try_from(took.as_micros()).unwrap_or(u64::MAX)
 }
 

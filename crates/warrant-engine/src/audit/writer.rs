@@ -53,7 +53,7 @@ use warrant_store::{Issuance, Refusal, SpendCharge, StoreError};
 use warrant_token::checkpoint::{self, Checkpoint, CheckpointError, KeyArchive};
 use warrant_token::{JwsError, KeyPair, KeyResolver};
 
-use super::commit_times::{CommitTimes, CommitTimesSnapshot};
+use super::commit_times::{micros_of, CommitTimes, CommitTimesSnapshot};
 use super::witness::{self, WitnessLine};
 use crate::keys::{CheckpointKeys, KeyError, KeyManager};
 
@@ -492,19 +492,12 @@ impl Writer {
         let started = Instant::now();
         let result = self.store.append_audit_at_head(rows).await;
         let took = started.elapsed();
-        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        self.metrics.last_commit_micros.store(micros, Ordering::Relaxed);
+        self.metrics.last_commit_micros.store(micros_of(took), Ordering::Relaxed);
         self.metrics.last_batch_size.store(count, Ordering::Relaxed);
-        let durable = match &result {
-            Ok(appended) => {
-                let durable = count.saturating_sub(appended.refused.len() as u64);
-                self.metrics.commit_times.observe(took, durable);
-                durable
-            }
-            Err(_) => 0,
-        };
         match result {
             Ok(Appended { head: (last, hash), refused }) => {
+                let durable = count.saturating_sub(refused.len() as u64);
+                self.metrics.commit_times.observe(took, durable);
                 if last != seq && refused.is_empty() {
                     tracing::debug!(
                         expected = seq,
