@@ -51,7 +51,7 @@ pub struct Slowest {
 }
 
 /// The appends between two readings, summed over the servers read.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct CommitWindow {
     /// Appends (batches written and synced).
     pub appends: u64,
@@ -102,6 +102,15 @@ fn share(part: u64, whole: u64) -> f64 {
         0.0
     } else {
         part as f64 / whole as f64
+    }
+}
+
+/// The mean of `n` observations summing to `seconds`, in milliseconds (0 for none).
+fn mean_ms(seconds: f64, n: u64) -> f64 {
+    if n == 0 {
+        0.0
+    } else {
+        seconds * 1000.0 / n as f64
     }
 }
 
@@ -158,19 +167,7 @@ fn histogram(text: &str, name: &str) -> Result<Buckets, String> {
 /// The appends between `before` and `after` of each server (read in the same order),
 /// counted against `target_ms`, which must be one of the histograms' bounds.
 pub fn window(pairs: &[(Reading, Reading)], target_ms: f64) -> Result<CommitWindow, String> {
-    let mut out = CommitWindow {
-        appends: 0,
-        records: 0,
-        appends_over_target: 0,
-        records_over_target: 0,
-        records_waited_over_target: 0,
-        append_mean_ms: 0.0,
-        wait_mean_ms: 0.0,
-        decisions: 0,
-        decision_mean_ms: 0.0,
-        target_ms,
-        slowest: None,
-    };
+    let mut out = CommitWindow { target_ms, ..CommitWindow::default() };
     let (mut append_seconds, mut wait_seconds, mut decision_seconds) = (0.0, 0.0, 0.0);
     for (before, after) in pairs {
         let appends = diff(&before.appends, &after.appends)?;
@@ -196,15 +193,9 @@ pub fn window(pairs: &[(Reading, Reading)], target_ms: f64) -> Result<CommitWind
             }
         }
     }
-    if out.appends > 0 {
-        out.append_mean_ms = append_seconds * 1000.0 / out.appends as f64;
-    }
-    if out.records > 0 {
-        out.wait_mean_ms = wait_seconds * 1000.0 / out.records as f64;
-    }
-    if out.decisions > 0 {
-        out.decision_mean_ms = decision_seconds * 1000.0 / out.decisions as f64;
-    }
+    out.append_mean_ms = mean_ms(append_seconds, out.appends);
+    out.wait_mean_ms = mean_ms(wait_seconds, out.records);
+    out.decision_mean_ms = mean_ms(decision_seconds, out.decisions);
     Ok(out)
 }
 

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::load::{histogram, Latency};
+use super::load::{histogram, micros, Latency};
 use super::BenchError;
 
 /// How many durable writes the floor is measured over.
@@ -65,7 +65,7 @@ fn syncs(
         file.seek(SeekFrom::Start(0)).map_err(&io)?;
         file.write_all(block).map_err(&io)?;
         file.sync_data().map_err(&io)?;
-        h.saturating_record(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX).max(1));
+        h.saturating_record(micros(started.elapsed()));
     }
     Ok(Latency::of(&h))
 }

@@ -25,7 +25,9 @@ pub fn histogram() -> Result<Histogram<u64>, BenchError> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).map_err(|e| BenchError::Histogram(e.to_string()))
 }
 
-fn micros(d: Duration) -> u64 {
+/// `d` as a latency histogram's value: whole microseconds, at least 1 (the histogram's
+/// lowest), saturating.
+pub fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
 }
 

@@ -13,7 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::load::{histogram, Latency};
+use super::load::{histogram, micros, Latency};
 use super::target::{FormMaker, FormPool};
 use super::BenchError;
 
@@ -205,8 +205,4 @@ pub async fn run(
         load_concurrency,
         load_failures: failed.load(Ordering::Relaxed),
     })
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
 }

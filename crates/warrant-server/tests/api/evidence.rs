@@ -268,16 +268,7 @@ async fn metrics_count_decisions_revocations_and_the_audit_log() {
     let reply = s.get("/metrics").await;
     assert_eq!(reply.status, StatusCode::OK);
     let text = reply.text;
-    let value = |prefix: &str| -> f64 {
-        text.lines()
-            .find(|l| l.starts_with(prefix))
-            .unwrap_or_else(|| panic!("no `{prefix}` in\n{text}"))
-            .rsplit(' ')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
+    let value = |prefix: &str| crate::metrics::sample(&text, prefix);
     assert_eq!(value(r#"warrant_decisions_total{code="allow",decision="allow"}"#), 1.0);
     assert_eq!(value(r#"warrant_decisions_total{code="scope",decision="deny"}"#), 1.0);
     assert_eq!(value(r#"warrant_decisions_total{code="invalid_token",decision="deny"}"#), 1.0);
