@@ -285,6 +285,10 @@ struct ServeArgs {
     /// Largest request body, bytes [default: 65536].
     #[arg(long, env = "WARRANT_BODY_LIMIT")]
     body_limit: Option<usize>,
+    /// The nice value of the SQLite store's commit thread, -20 to 0; 0 leaves it at the
+    /// process's priority [default: -10, when the system allows it].
+    #[arg(long, env = "WARRANT_WRITER_NICE", allow_hyphen_values = true)]
+    writer_nice: Option<i64>,
     /// Log as JSON lines.
     #[arg(long, env = "WARRANT_LOG_JSON")]
     log_json: bool,
@@ -465,6 +469,7 @@ async fn serve(args: ServeArgs) -> CliResult {
         governance: None,
         kek_file: args.keys.kek_file,
         witness: args.keys.witness,
+        writer_nice: args.writer_nice,
         limits: None,
         gateway: args.gateway.table()?,
         federation: None,

@@ -529,6 +529,59 @@ fn serve_refuses_a_wrong_kek() {
     assert!(stderr.contains("does not open") && !stderr.contains("panicked"), "{stderr}");
 }
 
+/// The nice values of a process's threads named `name` (cut to 15 bytes, as the kernel
+/// keeps it).
+#[cfg(target_os = "linux")]
+fn thread_nices(pid: u32, name: &str) -> Vec<i32> {
+    let mut nices = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let (Ok(comm), Ok(stat)) =
+            (std::fs::read_to_string(task.join("comm")), std::fs::read_to_string(task.join("stat")))
+        else {
+            continue; // a thread that ended meanwhile
+        };
+        if comm.trim() == name {
+            // After the name in parentheses, the nice value is the 17th field.
+            let (_, rest) = stat.rsplit_once(')').unwrap();
+            nices.push(rest.split_whitespace().nth(16).unwrap().parse().unwrap());
+        }
+    }
+    nices
+}
+
+/// `--writer-nice` sets the nice value of the SQLite commit thread and of no other; by
+/// default it is -10 (where the system allows it, as it does for root); 0 asks for
+/// nothing; a value that would lower the thread is refused with the range.
+#[cfg(target_os = "linux")]
+#[test]
+fn serve_runs_the_commit_thread_at_the_nice_value_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // Whether this machine lets us raise a priority: renice a child of our own.
+    let mut probe = Command::new("sleep").arg("30").spawn().unwrap();
+    let may_raise = Command::new("renice")
+        .args(["-n", "-1", "-p", &probe.id().to_string()])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    probe.kill().unwrap();
+    probe.wait().unwrap();
+    for (args, nice) in [(&["--writer-nice", "-3"][..], -3), (&[][..], -10), (&["--writer-nice", "0"][..], 0)] {
+        let server = Server::start_with(&data, args);
+        let writers = thread_nices(server.child.id(), "warrant-sqlite-");
+        let workers = thread_nices(server.child.id(), "tokio-rt-worker");
+        assert!(server.terminate().success());
+        let expected = if may_raise { nice } else { 0 };
+        assert_eq!(writers, vec![expected], "{args:?}: the commit thread (may raise: {may_raise})");
+        assert!(
+            !workers.is_empty() && workers.iter().all(|n| *n == 0),
+            "{args:?}: the workers keep theirs: {workers:?}"
+        );
+    }
+    let (status, stderr) = serve_refuses(&data, &["--writer-nice", "5"]);
+    assert!(!status.success() && stderr.contains("`writer_nice`") && stderr.contains("from -20"), "{stderr}");
+}
+
 /// The crash test: `kill -9` the real `warrant serve` while several clients load it with
 /// decisions, restart it on the same data directory, and check that every decision a
 /// client received an answer for is in the audit log (an answer is given only once its

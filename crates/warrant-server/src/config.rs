@@ -755,6 +755,9 @@ pub struct FileConfig {
     pub kek_file: Option<PathBuf>,
     /// The audit witness file.
     pub witness: Option<PathBuf>,
+    /// The SQLite group-commit writer's nice value, -20 to 0 (default -10; 0 leaves it at
+    /// the process's priority).
+    pub writer_nice: Option<i64>,
     /// Connection, request-rate and header-time limits (file only).
     pub limits: Option<LimitsFile>,
     /// The MCP gateway served beside the API.
@@ -922,6 +925,9 @@ pub struct Settings {
     /// The audit witness file every checkpoint is appended to (default
     /// `<data>/witness/audit-witness.jsonl`; in production put it on another disk).
     pub witness: PathBuf,
+    /// The nice value the SQLite group-commit writer's thread asks for (ignored on
+    /// PostgreSQL).
+    pub writer_nice: warrant_store::WriterNice,
     /// Connection, request-rate and header-time limits.
     pub server_limits: ServerLimits,
     /// The MCP gateway served beside the API, if any.
@@ -1020,6 +1026,7 @@ impl FileConfig {
             governance: self.governance.or(under.governance),
             kek_file: self.kek_file.or(under.kek_file),
             witness: self.witness.or(under.witness),
+            writer_nice: self.writer_nice.or(under.writer_nice),
             limits: self.limits.or(under.limits),
             gateway: match (self.gateway, under.gateway) {
                 (Some(over), Some(under)) => Some(over.over(under)),
@@ -1114,6 +1121,12 @@ impl Settings {
         let data = c.data.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         let kek_file = c.kek_file.unwrap_or_else(|| crate::kek::default_kek_file(&data));
         let witness = c.witness.unwrap_or_else(|| default_witness(&data));
+        let writer_nice = match c.writer_nice {
+            None => warrant_store::WriterNice::RAISED,
+            Some(n) => {
+                warrant_store::WriterNice::new(n).map_err(|e| ConfigError::Invalid(format!("`writer_nice`: {e}")))?
+            }
+        };
         Ok(Settings {
             data,
             database,
@@ -1128,6 +1141,7 @@ impl Settings {
             webhook,
             kek_file,
             witness,
+            writer_nice,
             server_limits,
             gateway,
             federation,
@@ -1195,6 +1209,20 @@ mod tests {
         assert!(e.contains("set `issuer`"), "{e}");
         let e = parse("database = \"mysql://u:hunter2@db/w\"").unwrap_err().to_string();
         assert!(e.contains("must be `sqlite` or a `postgres://") && !e.contains("hunter2"), "{e}");
+    }
+
+    /// The store's writer asks for nice -10 unless told otherwise; 0 asks for nothing, and
+    /// a value that would lower it, or is out of range, is refused with the range.
+    #[test]
+    fn the_writer_nice_value_is_minus_ten_unless_set() {
+        let parse = |text: &str| Settings::from_config(toml::from_str::<FileConfig>(text).unwrap());
+        assert_eq!(parse("").unwrap().writer_nice, warrant_store::WriterNice::RAISED);
+        assert_eq!(parse("writer_nice = 0").unwrap().writer_nice, warrant_store::WriterNice::NORMAL);
+        assert_eq!(parse("writer_nice = -20").unwrap().writer_nice.get(), -20);
+        for bad in ["writer_nice = 5", "writer_nice = -21"] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.contains("`writer_nice`") && e.contains("from -20"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ use base64::Engine as _;
 use tokio::net::TcpListener;
 use warrant_core::UnixTime;
 use warrant_engine::{BackgroundOptions, Clock, Engine, EngineConfig, OpenError};
-use warrant_store::{PgStore, SqliteStore, Store, StoreError};
+use warrant_store::{PgStore, SqliteOptions, SqliteStore, Store, StoreError, WriterPriority};
 
 use crate::app::app;
 use crate::config::{Database, Settings};
@@ -128,15 +128,29 @@ fn ensure_dir(data: &Path) -> Result<(), ServeError> {
 /// It takes no lock: readers (`warrant audit verify`) may open a directory a server is
 /// using; writers outside the server take a [`DataDirLock`] first.
 pub fn open_store(data: &Path) -> Result<SqliteStore, ServeError> {
+    open_store_with(data, &SqliteOptions::default())
+}
+
+/// [`open_store`], tuned by `options`.
+fn open_store_with(data: &Path, options: &SqliteOptions) -> Result<SqliteStore, ServeError> {
     ensure_dir(data)?;
-    Ok(SqliteStore::open(&data.join(DB_FILE))?)
+    Ok(SqliteStore::open_with(&data.join(DB_FILE), options)?)
 }
 
 /// Opens the store `settings` name: SQLite in the data directory, or PostgreSQL
 /// (migrated first unless `migrate` is off), which other servers may share.
 pub async fn open_database(settings: &Settings) -> Result<Arc<dyn Store>, ServeError> {
     match &settings.database {
-        Database::Sqlite => Ok(Arc::new(open_store(&settings.data)?)),
+        Database::Sqlite => {
+            let store = open_store_with(&settings.data, &SqliteOptions::with_writer_nice(settings.writer_nice))?;
+            match store.writer_priority() {
+                refused @ WriterPriority::Refused { .. } => {
+                    tracing::warn!("{refused}; grant the server CAP_SYS_NICE, or set `writer_nice = 0` not to ask")
+                }
+                priority => tracing::info!("{priority}"),
+            }
+            Ok(Arc::new(store))
+        }
         Database::Postgres(url) => {
             let store = if settings.migrate {
                 PgStore::open(url.expose()).await?

@@ -39,7 +39,7 @@ pub use records::{
     RevocationKind, RevocationRecord, SessionPurpose, SessionRecord, SpendCharge, SpentAssertion, StoredKey,
     TaskRecord, WarrantRecord,
 };
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteOptions, SqliteStore, WriterNice, WriterPriority};
 
 /// Why a storage operation failed.
 #[derive(Debug, Clone, thiserror::Error)]

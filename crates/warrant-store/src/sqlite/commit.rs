@@ -38,6 +38,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
+use super::priority::{WriterNice, WriterPriority};
 use crate::StoreError;
 
 /// The most writes committed in one transaction.
@@ -105,6 +106,8 @@ pub(crate) struct Committer {
     // loop) before it waits for the thread.
     queue: mpsc::Sender<Job>,
     counts: Arc<Counts>,
+    /// The priority the thread runs at.
+    priority: Arc<WriterPriority>,
     /// Held for its drop only.
     _thread: Arc<Stopping>,
 }
@@ -146,15 +149,28 @@ impl Committer {
     /// connection can open).
     /// `checkpoints`: whether it also checkpoints the write-ahead log (see
     /// [`super::checkpoint`]; a database file, whose connections never do it on commit).
-    pub(crate) fn start(conn: Arc<Mutex<Connection>>, checkpoints: bool) -> Result<Self, StoreError> {
+    /// `nice`: the priority the thread asks for as it starts (see [`super::priority`]).
+    pub(crate) fn start(conn: Arc<Mutex<Connection>>, checkpoints: bool, nice: WriterNice) -> Result<Self, StoreError> {
         let (queue, jobs) = mpsc::channel::<Job>();
+        let (started, priority) = mpsc::sync_channel(1);
         let counts = Arc::new(Counts::default());
         let counted = Arc::clone(&counts);
         let handle = std::thread::Builder::new()
             .name("warrant-sqlite-commit".into())
-            .spawn(move || run(&conn, &jobs, &counted, checkpoints.then(super::checkpoint::Pacer::new)))
+            .spawn(move || {
+                let _ = started.send(super::priority::raise_this_thread(nice));
+                run(&conn, &jobs, &counted, checkpoints.then(super::checkpoint::Pacer::new))
+            })
             .map_err(|e| StoreError::Backend(format!("cannot start the storage writer: {e}")))?;
-        Ok(Committer { queue, counts, _thread: Arc::new(Stopping(Some(handle))) })
+        let thread = Arc::new(Stopping(Some(handle)));
+        let priority =
+            priority.recv().map_err(|_| StoreError::Backend("the storage writer stopped as it started".into()))?;
+        Ok(Committer { queue, counts, priority: Arc::new(priority), _thread: thread })
+    }
+
+    /// The priority the writer thread runs at.
+    pub(crate) fn priority(&self) -> &WriterPriority {
+        &self.priority
     }
 
     /// The writer's counters.

@@ -29,6 +29,7 @@ mod humans;
 mod keys;
 mod peps;
 mod policies;
+mod priority;
 mod reads;
 mod ssf;
 mod warrants;
@@ -46,6 +47,7 @@ use crate::records::WarrantRecord;
 use crate::StoreError;
 
 pub use audit::settle_audit_tail;
+pub use priority::{InvalidNice, WriterNice, WriterPriority};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` holds how many ran. Each is
 /// one file of `migrations/sqlite/`, numbered from `0001` in the order they apply; a new
@@ -237,10 +239,33 @@ pub(crate) fn query_plan(c: &Connection, sql: &str, params: impl rusqlite::Param
         .unwrap_or_else(|e| panic!("cannot explain `{sql}`: {e}"))
 }
 
+/// How [`SqliteStore::open_with`] runs a database file.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct SqliteOptions {
+    /// The priority the group-commit writer's thread asks for as it starts (default
+    /// [`WriterNice::NORMAL`]: none).
+    pub writer_nice: WriterNice,
+}
+
+impl SqliteOptions {
+    /// The default options with the writer asking for `nice`.
+    pub fn with_writer_nice(nice: WriterNice) -> Self {
+        SqliteOptions { writer_nice: nice }
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, in WAL mode, and migrates it.
     /// On Unix the file is restricted to its owner (mode 0600): it holds signing keys.
+    /// The group-commit writer keeps the process's priority; see [`Self::open_with`].
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, &SqliteOptions::default())
+    }
+
+    /// [`Self::open`], tuned by `options`. What became of the writer's priority is
+    /// [`Self::writer_priority`].
+    pub fn open_with(path: &Path, options: &SqliteOptions) -> Result<Self, StoreError> {
         let mut conn = Connection::open(path)?;
         #[cfg(unix)]
         {
@@ -264,7 +289,7 @@ impl SqliteStore {
         // long as the batch's transaction, and the reads (whose sorts also use the temporary
         // store) keep the default.
         writer.pragma_update(None, "temp_store", "MEMORY")?;
-        let committer = commit::Committer::start(Arc::new(Mutex::new(writer)), true)?;
+        let committer = commit::Committer::start(Arc::new(Mutex::new(writer)), true, options.writer_nice)?;
         let mut readers = vec![conn];
         for _ in 1..READERS {
             let reader = Connection::open(path)?;
@@ -320,12 +345,18 @@ impl SqliteStore {
         Self::sharing(conn)
     }
 
+    /// What became of the priority asked for the group-commit writer's thread (see
+    /// [`SqliteOptions::writer_nice`]).
+    pub fn writer_priority(&self) -> &WriterPriority {
+        self.committer.priority()
+    }
+
     /// A store whose group-commit writer shares its one connection (an in-memory
     /// database, which a second connection cannot open; a read-only one, which is never
     /// written).
     fn sharing(conn: Connection) -> Result<Self, StoreError> {
         let conn = Arc::new(Mutex::new(conn));
-        let committer = commit::Committer::start(Arc::clone(&conn), false)?;
+        let committer = commit::Committer::start(Arc::clone(&conn), false, WriterNice::NORMAL)?;
         Ok(SqliteStore { reads: Reads::Shared(conn), committer })
     }
 
