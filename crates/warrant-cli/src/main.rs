@@ -287,7 +287,7 @@ struct ServeArgs {
     body_limit: Option<usize>,
     /// The nice value of the SQLite store's commit thread, -20 to 0; 0 leaves it at the
     /// process's priority [default: -10, when the system allows it].
-    #[arg(long, env = "WARRANT_WRITER_NICE", allow_hyphen_values = true)]
+    #[arg(long, env = "WARRANT_WRITER_NICE", allow_negative_numbers = true)]
     writer_nice: Option<i64>,
     /// Log as JSON lines.
     #[arg(long, env = "WARRANT_LOG_JSON")]

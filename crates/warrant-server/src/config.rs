@@ -925,9 +925,10 @@ pub struct Settings {
     /// The audit witness file every checkpoint is appended to (default
     /// `<data>/witness/audit-witness.jsonl`; in production put it on another disk).
     pub witness: PathBuf,
-    /// The nice value the SQLite group-commit writer's thread asks for (ignored on
-    /// PostgreSQL).
-    pub writer_nice: warrant_store::WriterNice,
+    /// The nice value the SQLite group-commit writer's thread asks for, when set (ignored
+    /// on PostgreSQL); unset, it asks for [`warrant_store::WriterNice::RAISED`] and a
+    /// refusal is only information, not a warning.
+    pub writer_nice: Option<warrant_store::WriterNice>,
     /// Connection, request-rate and header-time limits.
     pub server_limits: ServerLimits,
     /// The MCP gateway served beside the API, if any.
@@ -1121,12 +1122,11 @@ impl Settings {
         let data = c.data.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         let kek_file = c.kek_file.unwrap_or_else(|| crate::kek::default_kek_file(&data));
         let witness = c.witness.unwrap_or_else(|| default_witness(&data));
-        let writer_nice = match c.writer_nice {
-            None => warrant_store::WriterNice::RAISED,
-            Some(n) => {
-                warrant_store::WriterNice::new(n).map_err(|e| ConfigError::Invalid(format!("`writer_nice`: {e}")))?
-            }
-        };
+        let writer_nice = c
+            .writer_nice
+            .map(warrant_store::WriterNice::new)
+            .transpose()
+            .map_err(|e| ConfigError::Invalid(format!("`writer_nice`: {e}")))?;
         Ok(Settings {
             data,
             database,
@@ -1216,9 +1216,9 @@ mod tests {
     #[test]
     fn the_writer_nice_value_is_minus_ten_unless_set() {
         let parse = |text: &str| Settings::from_config(toml::from_str::<FileConfig>(text).unwrap());
-        assert_eq!(parse("").unwrap().writer_nice, warrant_store::WriterNice::RAISED);
-        assert_eq!(parse("writer_nice = 0").unwrap().writer_nice, warrant_store::WriterNice::NORMAL);
-        assert_eq!(parse("writer_nice = -20").unwrap().writer_nice.get(), -20);
+        assert_eq!(parse("").unwrap().writer_nice, None, "unset: -10, where the system allows it");
+        assert_eq!(parse("writer_nice = 0").unwrap().writer_nice, Some(warrant_store::WriterNice::NORMAL));
+        assert_eq!(parse("writer_nice = -20").unwrap().writer_nice.map(warrant_store::WriterNice::get), Some(-20));
         for bad in ["writer_nice = 5", "writer_nice = -21"] {
             let e = parse(bad).unwrap_err().to_string();
             assert!(e.contains("`writer_nice`") && e.contains("from -20"), "{bad}: {e}");

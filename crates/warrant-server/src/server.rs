@@ -12,7 +12,7 @@ use base64::Engine as _;
 use tokio::net::TcpListener;
 use warrant_core::UnixTime;
 use warrant_engine::{BackgroundOptions, Clock, Engine, EngineConfig, OpenError};
-use warrant_store::{PgStore, SqliteOptions, SqliteStore, Store, StoreError, WriterPriority};
+use warrant_store::{PgStore, SqliteOptions, SqliteStore, Store, StoreError, WriterNice, WriterPriority};
 
 use crate::app::app;
 use crate::config::{Database, Settings};
@@ -142,10 +142,16 @@ fn open_store_with(data: &Path, options: &SqliteOptions) -> Result<SqliteStore, 
 pub async fn open_database(settings: &Settings) -> Result<Arc<dyn Store>, ServeError> {
     match &settings.database {
         Database::Sqlite => {
-            let store = open_store_with(&settings.data, &SqliteOptions::with_writer_nice(settings.writer_nice))?;
+            let nice = settings.writer_nice.unwrap_or(WriterNice::RAISED);
+            let store = open_store_with(&settings.data, &SqliteOptions::with_writer_nice(nice))?;
             match store.writer_priority() {
+                // Asked for by name and not given: a warning. The default that the system
+                // refuses (in a container without CAP_SYS_NICE, say) is only information.
+                refused @ WriterPriority::Refused { .. } if settings.writer_nice.is_some() => {
+                    tracing::warn!("{refused}; set `writer_nice = 0` not to ask")
+                }
                 refused @ WriterPriority::Refused { .. } => {
-                    tracing::warn!("{refused}; grant the server CAP_SYS_NICE, or set `writer_nice = 0` not to ask")
+                    tracing::info!("{refused}; set `writer_nice = 0` not to ask")
                 }
                 priority => tracing::info!("{priority}"),
             }

@@ -83,6 +83,12 @@ pub enum WriterPriority {
         /// The system's answer.
         reason: String,
     },
+    /// This system gives threads no priority of their own (not Linux): the writer runs
+    /// at the process's priority.
+    Unsupported {
+        /// The nice value asked.
+        nice: i32,
+    },
 }
 
 impl fmt::Display for WriterPriority {
@@ -100,6 +106,11 @@ impl fmt::Display for WriterPriority {
                 "the storage writer runs at the process's priority: raising it to nice {nice} was refused \
                  ({reason}; it needs CAP_SYS_NICE or an RLIMIT_NICE that allows it), so under load decisions \
                  wait longer for their audit records"
+            ),
+            WriterPriority::Unsupported { nice } => write!(
+                f,
+                "the storage writer runs at the process's priority: this system gives threads no priority of their \
+                 own to raise it to nice {nice}"
             ),
         }
     }
@@ -131,7 +142,7 @@ fn raise(nice: i32) -> WriterPriority {
 
 #[cfg(not(target_os = "linux"))]
 fn raise(nice: i32) -> WriterPriority {
-    WriterPriority::Refused { nice, reason: "this system has no per-thread priority the store can set".into() }
+    WriterPriority::Unsupported { nice }
 }
 
 #[cfg(test)]
@@ -150,36 +161,47 @@ mod tests {
         (nice, name.trim().to_owned())
     }
 
-    /// Whether this process may raise a thread's priority: a thread of its own tries.
+    /// The calling thread's nice value.
     #[cfg(target_os = "linux")]
-    fn may_raise() -> bool {
-        std::thread::spawn(|| rustix::process::setpriority_process(Some(rustix::thread::gettid()), -1).is_ok())
+    fn own_nice() -> i32 {
+        rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap()
+    }
+
+    /// Whether a thread of this process may take nice `nice` (a new thread starts at its
+    /// creator's value): one tries.
+    #[cfg(target_os = "linux")]
+    fn may_take(nice: i32) -> bool {
+        std::thread::spawn(move || rustix::process::setpriority_process(Some(rustix::thread::gettid()), nice).is_ok())
             .join()
             .unwrap()
     }
 
     /// The store's writer, and only it, runs at the nice value asked, and writes as
-    /// before; where the system refuses, the store says why and works all the same.
+    /// before; where the system refuses, the store says why and works all the same; a
+    /// writer that starts higher (this thread already is) is left there.
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn the_writer_thread_runs_at_the_nice_value_asked() {
         let dir = tempfile::tempdir().unwrap();
+        // The writer thread starts at the value of the thread that opens the store.
+        let own = own_nice();
         let asked = WriterNice::new(-5).unwrap();
         let store = SqliteStore::open_with(&dir.path().join("n.db"), &SqliteOptions::with_writer_nice(asked)).unwrap();
         match store.writer_priority().clone() {
             WriterPriority::Raised { nice, thread } => {
+                assert!(own > -5, "raised from {own}");
                 assert_eq!(nice, -5);
                 assert_eq!(
                     thread_nice_and_name(thread),
                     (-5, "warrant-sqlite-".to_owned()),
                     "the writer thread (its name cut to 15 bytes)"
                 );
-                let own = rustix::thread::gettid().as_raw_nonzero().get();
-                assert_eq!(thread_nice_and_name(own).0, 0, "only the writer is raised");
+                assert_eq!(own_nice(), own, "only the writer is raised");
             }
+            WriterPriority::AlreadyAt { nice } => assert!(own <= -5 && nice == own, "at {nice}, this thread at {own}"),
             WriterPriority::Refused { nice, reason } => {
                 assert_eq!(nice, -5);
-                assert!(!may_raise(), "refused ({reason}) although this process may raise a thread");
+                assert!(!may_take(-5), "refused ({reason}) although a thread of this process may take -5");
             }
             other => panic!("asked for nice -5, got {other:?}"),
         }
@@ -194,7 +216,7 @@ mod tests {
     fn asking_never_lowers_the_writer() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(SqliteStore::open(&dir.path().join("d.db")).unwrap().writer_priority(), &WriterPriority::Unchanged);
-        if !may_raise() {
+        if !may_take(-15) {
             return;
         }
         let outcome = std::thread::spawn(|| {
