@@ -365,6 +365,11 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     };
     outln!("warrant bench {}", env!("CARGO_PKG_VERSION"));
     outln!("target:   {}", target.description);
+    let writer_nice = commits::writer_nice(&http, &target.url).await;
+    match writer_nice {
+        Some(nice) => outln!("writer:   the target's SQLite commit thread runs at nice {nice}"),
+        None => outln!("writer:   the target reports no commit thread priority (PostgreSQL, not Linux, or older)"),
+    }
     match &baseline {
         Some(_) => {
             outln!("baseline: trivial axum JSON endpoint POST {baseline_url}/ping, in this process, same client")
@@ -397,6 +402,7 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     };
     let mut report = outcome?;
     report.floor = floor;
+    report.target.writer_nice = writer_nice;
     stopped_baseline?;
     stopped_own?;
     report::print(&report);

@@ -366,6 +366,12 @@ mod reqwest {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async { ::reqwest::get(url).await.unwrap().json().await.unwrap() })
     }
+
+    /// A blocking GET returning text.
+    pub fn blocking_text(url: &str) -> String {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async { ::reqwest::get(url).await.unwrap().text().await.unwrap() })
+    }
 }
 
 /// A data directory under `cwd` whose server registered three humans (`h0..h2@example.com`,
@@ -576,7 +582,10 @@ fn serve_runs_the_commit_thread_at_the_nice_value_asked() {
         let server = Server::start_with(&data, args);
         let writers = thread_nices(server.child.id(), "warrant-sqlite-");
         let workers = thread_nices(server.child.id(), "tokio-rt-worker");
+        let metrics = reqwest::blocking_text(&format!("{}/metrics", server.url));
         assert!(server.terminate().success());
+        let gauge = metrics.lines().find_map(|l| l.strip_prefix("warrant_storage_writer_nice "));
+        assert_eq!(gauge.map(str::parse::<i32>), writers.first().copied().map(Ok), "{args:?}: /metrics says so too");
         // 0 asks for nothing; a value is taken only when higher than the thread's and allowed.
         let expected = if asked != 0 && asked < own && may_take_nice(asked) { asked } else { own };
         assert_eq!(writers, vec![expected], "{args:?}: the commit thread (this thread at {own})");
@@ -804,6 +813,10 @@ fn bench_runs_every_scenario_against_its_own_server() {
     assert!(out.contains("vs axum"), "{out}");
     let report: Value = serde_json::from_str(&std::fs::read_to_string(cwd.join("out.json")).unwrap()).unwrap();
     assert_eq!(report["target"]["kind"], "in-process", "{report}");
+    // The in-process server's commit thread priority, read from its /metrics (Linux).
+    let nice = report["target"]["writer_nice"].as_i64();
+    assert_eq!(nice.is_some(), cfg!(target_os = "linux"), "{}", report["target"]);
+    assert!(nice.is_none_or(|n| (-20..=19).contains(&n)), "{}", report["target"]);
     let positive = |point: &Value| {
         assert_eq!(point["concurrency"], 2, "{point}");
         assert!(point["throughput_per_s"].as_f64().unwrap() > 0.0, "{point}");

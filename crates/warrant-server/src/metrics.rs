@@ -22,6 +22,8 @@ pub const COMMIT_APPENDS: &str = "warrant_audit_commit_duration_seconds";
 pub const COMMIT_RECORDS: &str = "warrant_audit_record_commit_seconds";
 /// How long each durable record's caller waited for it, from being queued to durable.
 pub const RECORD_WAITS: &str = "warrant_audit_record_wait_seconds";
+/// The nice value the SQLite commit thread runs at.
+pub const WRITER_NICE: &str = "warrant_storage_writer_nice";
 
 /// The server's metrics.
 #[derive(Debug, Clone)]
@@ -106,6 +108,14 @@ impl Metrics {
             )?,
             registry: r,
         })
+    }
+
+    /// Exposes the nice value the SQLite commit thread runs at ([`WRITER_NICE`]), once,
+    /// as the server starts; a server on PostgreSQL has no such thread and no such gauge.
+    pub fn storage_writer_nice(&self, nice: i32) -> Result<(), prometheus::Error> {
+        let help = "the nice value the SQLite commit thread runs at (lower runs first; see writer_nice)";
+        register(&self.registry, IntGauge::new(WRITER_NICE, help)?)?.set(i64::from(nice));
+        Ok(())
     }
 
     /// Counts one decision.

@@ -137,9 +137,23 @@ fn open_store_with(data: &Path, options: &SqliteOptions) -> Result<SqliteStore, 
     Ok(SqliteStore::open_with(&data.join(DB_FILE), options)?)
 }
 
+/// A store [`open_database`] opened.
+pub struct OpenedDatabase {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// The nice value its commit thread runs at (SQLite on Linux; `None` otherwise).
+    pub writer_nice: Option<i32>,
+}
+
+impl std::fmt::Debug for OpenedDatabase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenedDatabase").field("writer_nice", &self.writer_nice).finish_non_exhaustive()
+    }
+}
+
 /// Opens the store `settings` name: SQLite in the data directory, or PostgreSQL
 /// (migrated first unless `migrate` is off), which other servers may share.
-pub async fn open_database(settings: &Settings) -> Result<Arc<dyn Store>, ServeError> {
+pub async fn open_database(settings: &Settings) -> Result<OpenedDatabase, ServeError> {
     match &settings.database {
         Database::Sqlite => {
             let nice = settings.writer_nice.unwrap_or(WriterNice::RAISED);
@@ -155,7 +169,8 @@ pub async fn open_database(settings: &Settings) -> Result<Arc<dyn Store>, ServeE
                 }
                 priority => tracing::info!("{priority}"),
             }
-            Ok(Arc::new(store))
+            let writer_nice = store.writer_nice();
+            Ok(OpenedDatabase { store: Arc::new(store), writer_nice })
         }
         Database::Postgres(url) => {
             let store = if settings.migrate {
@@ -164,7 +179,7 @@ pub async fn open_database(settings: &Settings) -> Result<Arc<dyn Store>, ServeE
                 PgStore::open_without_migrating(url.expose()).await?
             };
             tracing::info!(database = %url, "using PostgreSQL (shared with any other server on it)");
-            Ok(Arc::new(store))
+            Ok(OpenedDatabase { store: Arc::new(store), writer_nice: None })
         }
     }
 }
@@ -327,7 +342,7 @@ impl BoundServer {
     /// binds the listen address.
     pub async fn bind(settings: &Settings) -> Result<Self, ServeError> {
         let lock = DataDirLock::acquire(&settings.data)?;
-        let store = open_database(settings).await?;
+        let OpenedDatabase { store, writer_nice } = open_database(settings).await?;
         let kek = crate::kek::for_store(store.as_ref(), &settings.kek_file, crate::kek::WhenMissing::Create).await?;
         let admin = admin_token(&settings.data, store.as_ref()).await?;
         let listener = TcpListener::bind(settings.listen)
@@ -349,7 +364,11 @@ impl BoundServer {
         config.cluster = settings.cluster;
         config.spiffe = settings.spiffe.clone();
         let engine = Engine::open(store, Arc::new(SystemClock), config).await?;
-        let metrics = Arc::new(crate::metrics::Metrics::new()?);
+        let metrics = crate::metrics::Metrics::new()?;
+        if let Some(nice) = writer_nice {
+            metrics.storage_writer_nice(nice)?;
+        }
+        let metrics = Arc::new(metrics);
         let limits = Arc::new(crate::ratelimit::RateLimits::new(&settings.server_limits));
         let state = AppState { engine: Arc::new(engine), admin_token: admin, metrics, limits };
         Ok(BoundServer {

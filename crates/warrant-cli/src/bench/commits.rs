@@ -125,6 +125,20 @@ pub async fn read(http: &reqwest::Client, server: &str) -> Result<Reading, Bench
     parse(&reply.text().await?).map_err(|why| BenchError::Setup(format!("{url}: {why}")))
 }
 
+/// The nice value `server`'s SQLite commit thread runs at, from its `/metrics`
+/// (`warrant_storage_writer_nice`); `None` when it reports none (PostgreSQL, not Linux,
+/// an older server) or cannot be read: the run goes on either way.
+pub async fn writer_nice(http: &reqwest::Client, server: &str) -> Option<i32> {
+    let reply = http.get(format!("{server}/metrics")).send().await.ok()?;
+    writer_nice_in(&reply.error_for_status().ok()?.text().await.ok()?)
+}
+
+/// [`writer_nice`], out of Prometheus text.
+fn writer_nice_in(text: &str) -> Option<i32> {
+    let line = text.lines().find_map(|l| l.strip_prefix("warrant_storage_writer_nice "))?;
+    line.trim().parse().ok()
+}
+
 /// The histograms, out of Prometheus text.
 fn parse(text: &str) -> Result<Reading, String> {
     Ok(Reading {
@@ -324,6 +338,14 @@ mod tests {
         assert_eq!((w.appends, w.records, w.slowest), (0, 0, None));
         assert_eq!((w.append_mean_ms, w.decisions, w.decision_mean_ms), (0.0, 0, 0.0));
         assert_eq!(w.share_over_target(), 0.0);
+    }
+
+    #[test]
+    fn the_commit_threads_nice_value_is_read_when_reported() {
+        let text = "# TYPE warrant_storage_writer_nice gauge\nwarrant_storage_writer_nice -10\nwarrant_x 1\n";
+        assert_eq!(super::writer_nice_in(text), Some(-10));
+        assert_eq!(super::writer_nice_in("warrant_x 1\n"), None, "PostgreSQL, or an older server");
+        assert_eq!(super::writer_nice_in("warrant_storage_writer_nice soon\n"), None);
     }
 
     #[test]

@@ -222,6 +222,9 @@ pub struct TargetInfo {
     pub url: String,
     /// A sentence saying where it runs.
     pub description: String,
+    /// The nice value its SQLite commit thread runs at, as its `/metrics` reported when
+    /// the run started; `None` when it reported none.
+    pub writer_nice: Option<i32>,
 }
 
 /// The options of the run.
@@ -298,6 +301,7 @@ impl Report {
                 kind: if in_process { "in-process" } else { "running" },
                 url: url.to_owned(),
                 description: description.to_owned(),
+                writer_nice: None,
             },
             settings: RunSettings {
                 duration_s: args.duration,

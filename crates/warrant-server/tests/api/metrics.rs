@@ -56,5 +56,15 @@ async fn metrics_count_decisions_revocations_and_audit() {
     );
     assert_eq!(sample(text, "warrant_audit_commit_duration_seconds_count"), sample(text, "warrant_audit_batches"));
     assert!(sample(text, "warrant_audit_commit_duration_seconds_sum") > 0.0);
+    // The SQLite commit thread's nice value, where threads have one (Linux): the default
+    // -10 when the system allowed it, else what the thread started with; PostgreSQL has
+    // no such thread.
+    let nice = text.lines().find_map(|l| l.strip_prefix("warrant_storage_writer_nice "));
+    if crate::testkit::on_postgres() || !cfg!(target_os = "linux") {
+        assert_eq!(nice, None, "{text}");
+    } else {
+        let nice: i32 = nice.expect("the commit thread's nice value").parse().unwrap();
+        assert!((-20..=19).contains(&nice), "{nice}");
+    }
     assert!(!text.contains("eyJ"), "a token leaked into the metrics");
 }

@@ -106,8 +106,9 @@ pub(crate) struct Committer {
     // loop) before it waits for the thread.
     queue: mpsc::Sender<Job>,
     counts: Arc<Counts>,
-    /// The priority the thread runs at.
-    priority: Arc<WriterPriority>,
+    /// What became of the priority the thread asked for, and the nice value it then ran
+    /// at (when known).
+    priority: Arc<(WriterPriority, Option<i32>)>,
     /// Held for its drop only.
     _thread: Arc<Stopping>,
 }
@@ -158,7 +159,8 @@ impl Committer {
         let handle = std::thread::Builder::new()
             .name("warrant-sqlite-commit".into())
             .spawn(move || {
-                let _ = started.send(super::priority::raise_this_thread(nice));
+                let priority = super::priority::raise_this_thread(nice);
+                let _ = started.send((priority, super::priority::this_thread_nice()));
                 run(&conn, &jobs, &counted, checkpoints.then(super::checkpoint::Pacer::new))
             })
             .map_err(|e| StoreError::Backend(format!("cannot start the storage writer: {e}")))?;
@@ -168,9 +170,15 @@ impl Committer {
         Ok(Committer { queue, counts, priority: Arc::new(priority), _thread: thread })
     }
 
-    /// The priority the writer thread runs at.
+    /// What became of the priority the writer thread asked for.
     pub(crate) fn priority(&self) -> &WriterPriority {
-        &self.priority
+        &self.priority.0
+    }
+
+    /// The nice value the writer thread runs at, read by it once it had asked (`None`
+    /// off Linux).
+    pub(crate) fn nice(&self) -> Option<i32> {
+        self.priority.1
     }
 
     /// The writer's counters.

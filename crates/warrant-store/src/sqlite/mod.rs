@@ -351,6 +351,13 @@ impl SqliteStore {
         self.committer.priority()
     }
 
+    /// The nice value the group-commit writer's thread runs at, read by that thread once
+    /// it had asked for its priority (`None` off Linux, where threads have none of their
+    /// own).
+    pub fn writer_nice(&self) -> Option<i32> {
+        self.committer.nice()
+    }
+
     /// A store whose group-commit writer shares its one connection (an in-memory
     /// database, which a second connection cannot open; a read-only one, which is never
     /// written).

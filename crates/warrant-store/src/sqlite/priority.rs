@@ -124,6 +124,19 @@ pub(crate) fn raise_this_thread(nice: WriterNice) -> WriterPriority {
     raise(nice.get())
 }
 
+/// The calling thread's nice value, read back after asking (`None` off Linux, where
+/// threads have none of their own, or when it cannot be read).
+pub(crate) fn this_thread_nice() -> Option<i32> {
+    #[cfg(target_os = "linux")]
+    {
+        rustix::process::getpriority_process(Some(rustix::thread::gettid())).ok()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
 #[cfg(target_os = "linux")]
 fn raise(nice: i32) -> WriterPriority {
     use rustix::process::{getpriority_process, setpriority_process};
@@ -197,11 +210,16 @@ mod tests {
                     "the writer thread (its name cut to 15 bytes)"
                 );
                 assert_eq!(own_nice(), own, "only the writer is raised");
+                assert_eq!(store.writer_nice(), Some(-5), "the value it runs at, as the store reports it");
             }
-            WriterPriority::AlreadyAt { nice } => assert!(own <= -5 && nice == own, "at {nice}, this thread at {own}"),
+            WriterPriority::AlreadyAt { nice } => {
+                assert!(own <= -5 && nice == own, "at {nice}, this thread at {own}");
+                assert_eq!(store.writer_nice(), Some(own));
+            }
             WriterPriority::Refused { nice, reason } => {
                 assert_eq!(nice, -5);
                 assert!(!may_take(-5), "refused ({reason}) although a thread of this process may take -5");
+                assert_eq!(store.writer_nice(), Some(own), "left at the value it started with");
             }
             other => panic!("asked for nice -5, got {other:?}"),
         }
