@@ -365,11 +365,20 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     };
     outln!("warrant bench {}", env!("CARGO_PKG_VERSION"));
     outln!("target:   {}", target.description);
-    let writer_nice = commits::writer_nice(&http, &target.url).await;
-    match writer_nice {
-        Some(nice) => outln!("writer:   the target's SQLite commit thread runs at nice {nice}"),
-        None => outln!("writer:   the target reports no commit thread priority (PostgreSQL, not Linux, or older)"),
-    }
+    let writer_nice = match commits::writer_nice(&http, &target.url).await {
+        Ok(Some(nice)) => {
+            outln!("writer:   the target's SQLite commit thread runs at nice {nice}");
+            Some(nice)
+        }
+        Ok(None) => {
+            outln!("writer:   the target reports no commit thread priority (PostgreSQL, not Linux, or older)");
+            None
+        }
+        Err(e) => {
+            outln!("writer:   not read ({e})");
+            None
+        }
+    };
     match &baseline {
         Some(_) => {
             outln!("baseline: trivial axum JSON endpoint POST {baseline_url}/ping, in this process, same client")

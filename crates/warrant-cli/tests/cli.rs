@@ -584,11 +584,11 @@ fn serve_runs_the_commit_thread_at_the_nice_value_asked() {
         let workers = thread_nices(server.child.id(), "tokio-rt-worker");
         let metrics = reqwest::blocking_text(&format!("{}/metrics", server.url));
         assert!(server.terminate().success());
-        let gauge = metrics.lines().find_map(|l| l.strip_prefix("warrant_storage_writer_nice "));
-        assert_eq!(gauge.map(str::parse::<i32>), writers.first().copied().map(Ok), "{args:?}: /metrics says so too");
         // 0 asks for nothing; a value is taken only when higher than the thread's and allowed.
         let expected = if asked != 0 && asked < own && may_take_nice(asked) { asked } else { own };
         assert_eq!(writers, vec![expected], "{args:?}: the commit thread (this thread at {own})");
+        let gauge = metrics.lines().find_map(|l| l.strip_prefix("warrant_storage_writer_nice "));
+        assert_eq!(gauge.map(str::parse::<i32>), Some(Ok(expected)), "{args:?}: /metrics says so too");
         assert!(
             !workers.is_empty() && workers.iter().all(|n| *n == own),
             "{args:?}: the workers keep {own}: {workers:?}"

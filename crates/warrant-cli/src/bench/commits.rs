@@ -126,16 +126,23 @@ pub async fn read(http: &reqwest::Client, server: &str) -> Result<Reading, Bench
 }
 
 /// The nice value `server`'s SQLite commit thread runs at, from its `/metrics`
-/// (`warrant_storage_writer_nice`); `None` when it reports none (PostgreSQL, not Linux,
-/// an older server) or cannot be read: the run goes on either way.
-pub async fn writer_nice(http: &reqwest::Client, server: &str) -> Option<i32> {
-    let reply = http.get(format!("{server}/metrics")).send().await.ok()?;
-    writer_nice_in(&reply.error_for_status().ok()?.text().await.ok()?)
+/// ([`warrant_server::metrics::WRITER_NICE`]): `Ok(None)` when it reports none
+/// (PostgreSQL, not Linux, an older server), `Err` with the reason when its metrics
+/// cannot be read.
+pub async fn writer_nice(http: &reqwest::Client, server: &str) -> Result<Option<i32>, BenchError> {
+    let url = format!("{server}/metrics");
+    let reply = http.get(&url).send().await?;
+    let status = reply.status();
+    if !status.is_success() {
+        return Err(BenchError::Setup(format!("{url} answered {status}")));
+    }
+    Ok(writer_nice_in(&reply.text().await?))
 }
 
 /// [`writer_nice`], out of Prometheus text.
 fn writer_nice_in(text: &str) -> Option<i32> {
-    let line = text.lines().find_map(|l| l.strip_prefix("warrant_storage_writer_nice "))?;
+    let name = warrant_server::metrics::WRITER_NICE;
+    let line = text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))?;
     line.trim().parse().ok()
 }
 

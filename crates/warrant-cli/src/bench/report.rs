@@ -223,7 +223,7 @@ pub struct TargetInfo {
     /// A sentence saying where it runs.
     pub description: String,
     /// The nice value its SQLite commit thread runs at, as its `/metrics` reported when
-    /// the run started; `None` when it reported none.
+    /// the run started; `None` when it reported none or its metrics could not be read.
     pub writer_nice: Option<i32>,
 }
 

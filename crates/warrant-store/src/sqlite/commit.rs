@@ -106,11 +106,17 @@ pub(crate) struct Committer {
     // loop) before it waits for the thread.
     queue: mpsc::Sender<Job>,
     counts: Arc<Counts>,
-    /// What became of the priority the thread asked for, and the nice value it then ran
-    /// at (when known).
-    priority: Arc<(WriterPriority, Option<i32>)>,
+    /// The priority the thread runs at.
+    priority: Arc<Started>,
     /// Held for its drop only.
     _thread: Arc<Stopping>,
+}
+
+/// What the writer thread reports as it starts: what became of the priority it asked
+/// for, and the nice value it then runs at (when it could read it).
+struct Started {
+    priority: WriterPriority,
+    nice: Option<i32>,
 }
 
 /// The writer thread, waited for when the last [`Committer`] is dropped: its last move of
@@ -160,7 +166,7 @@ impl Committer {
             .name("warrant-sqlite-commit".into())
             .spawn(move || {
                 let priority = super::priority::raise_this_thread(nice);
-                let _ = started.send((priority, super::priority::this_thread_nice()));
+                let _ = started.send(Started { priority, nice: super::priority::this_thread_nice() });
                 run(&conn, &jobs, &counted, checkpoints.then(super::checkpoint::Pacer::new))
             })
             .map_err(|e| StoreError::Backend(format!("cannot start the storage writer: {e}")))?;
@@ -172,13 +178,13 @@ impl Committer {
 
     /// What became of the priority the writer thread asked for.
     pub(crate) fn priority(&self) -> &WriterPriority {
-        &self.priority.0
+        &self.priority.priority
     }
 
     /// The nice value the writer thread runs at, read by it once it had asked (`None`
-    /// off Linux).
+    /// off Linux, or when it could not be read).
     pub(crate) fn nice(&self) -> Option<i32> {
-        self.priority.1
+        self.priority.nice
     }
 
     /// The writer's counters.

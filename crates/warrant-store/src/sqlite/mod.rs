@@ -353,7 +353,7 @@ impl SqliteStore {
 
     /// The nice value the group-commit writer's thread runs at, read by that thread once
     /// it had asked for its priority (`None` off Linux, where threads have none of their
-    /// own).
+    /// own, or when it could not be read).
     pub fn writer_nice(&self) -> Option<i32> {
         self.committer.nice()
     }
