@@ -114,15 +114,21 @@ fn mean_ms(seconds: f64, n: u64) -> f64 {
     }
 }
 
-/// Reads the histograms from `server`'s `/metrics`.
-pub async fn read(http: &reqwest::Client, server: &str) -> Result<Reading, BenchError> {
+/// `server`'s `/metrics` text and its URL (for the errors that name it).
+async fn metrics_text(http: &reqwest::Client, server: &str) -> Result<(String, String), BenchError> {
     let url = format!("{server}/metrics");
     let reply = http.get(&url).send().await?;
     let status = reply.status();
     if !status.is_success() {
         return Err(BenchError::Setup(format!("{url} answered {status}")));
     }
-    parse(&reply.text().await?).map_err(|why| BenchError::Setup(format!("{url}: {why}")))
+    Ok((reply.text().await?, url))
+}
+
+/// Reads the histograms from `server`'s `/metrics`.
+pub async fn read(http: &reqwest::Client, server: &str) -> Result<Reading, BenchError> {
+    let (text, url) = metrics_text(http, server).await?;
+    parse(&text).map_err(|why| BenchError::Setup(format!("{url}: {why}")))
 }
 
 /// The nice value `server`'s SQLite commit thread runs at, from its `/metrics`
@@ -130,13 +136,8 @@ pub async fn read(http: &reqwest::Client, server: &str) -> Result<Reading, Bench
 /// (PostgreSQL, not Linux, an older server), `Err` with the reason when its metrics
 /// cannot be read.
 pub async fn writer_nice(http: &reqwest::Client, server: &str) -> Result<Option<i32>, BenchError> {
-    let url = format!("{server}/metrics");
-    let reply = http.get(&url).send().await?;
-    let status = reply.status();
-    if !status.is_success() {
-        return Err(BenchError::Setup(format!("{url} answered {status}")));
-    }
-    Ok(writer_nice_in(&reply.text().await?))
+    let (text, _) = metrics_text(http, server).await?;
+    Ok(writer_nice_in(&text))
 }
 
 /// [`writer_nice`], out of Prometheus text.
