@@ -77,7 +77,7 @@ impl AgentStore for SqliteStore {
 
     async fn agent_by_spiffe_id(&self, spiffe_id: &str) -> Result<Option<Agent>, StoreError> {
         let spiffe_id = spiffe_id.to_owned();
-        self.run(move |c| {
+        self.run_point(move |c| {
             Ok(c.prepare_cached(&format!("SELECT {AGENT_COLS} FROM agents WHERE spiffe_id = ?1"))?
                 .query_row([spiffe_id], agent_row)
                 .optional()?)
@@ -87,7 +87,7 @@ impl AgentStore for SqliteStore {
 
     async fn get_agent(&self, id: &AgentId) -> Result<Option<Agent>, StoreError> {
         let id = id.clone();
-        self.run(move |c| agent(c, &id)).await
+        self.run_point(move |c| agent(c, &id)).await
     }
 
     async fn list_agents(&self, owner: Option<&HumanId>) -> Result<Vec<Agent>, StoreError> {

@@ -83,7 +83,7 @@ impl HumanStore for SqliteStore {
 
     async fn get_human(&self, id: &HumanId) -> Result<Option<Human>, StoreError> {
         let id = id.clone();
-        self.run(move |c| human(c, &id)).await
+        self.run_point(move |c| human(c, &id)).await
     }
 
     async fn human_by_email(&self, email: &str) -> Result<Option<Human>, StoreError> {
@@ -170,7 +170,7 @@ impl HumanStore for SqliteStore {
 
     async fn get_session(&self, jti: &str) -> Result<Option<SessionRecord>, StoreError> {
         let jti = jti.to_owned();
-        self.run(move |c| {
+        self.run_point(move |c| {
             Ok(c.prepare_cached(
                 "SELECT jti, human, purpose, issued_at, expires_at, revoked_at FROM sessions WHERE jti = ?1",
             )?

@@ -1,12 +1,13 @@
 //! The embedded default store: SQLite (bundled), WAL journal, schema migrations by
 //! `PRAGMA user_version`.
 //!
-//! Reads run on tokio's blocking pool, so the async executor never waits on disk, each on
-//! one of four connections (one for an in-memory or read-only database): the first free,
-//! or when all are busy the first to come free (`reads.rs`), so a long read never holds
-//! up the short ones behind it; reads on the hot path are served from the engine's
-//! in-memory state, not from here. Every write goes through the group-commit writer
-//! (`commit.rs`), one thread with a connection of its own that commits whatever is queued
+//! Reads run on one of four connections (one for an in-memory or read-only database): the
+//! first free, or when all are busy the first to come free (`reads.rs`), so a long read
+//! never holds up the short ones behind it. On a database file, point reads by key (the
+//! lookups of issuance, revocation, sessions and the registry) run on the calling thread;
+//! every other read runs on tokio's blocking pool, so the async executor never waits on a
+//! scan. Reads on the decision's path are served from the engine's in-memory state, not
+//! from here. Every write goes through the group-commit writer (`commit.rs`), one thread with a connection of its own that commits whatever is queued
 //! in one transaction, so readers and the writer never wait on each other's write lock;
 //! that writer also checkpoints the write-ahead log, after answering (`checkpoint.rs`),
 //! never inside a commit, and moves the audit records from the unindexed table they are
@@ -420,6 +421,32 @@ impl SqliteStore {
         task.await.map_err(|e| StoreError::Backend(format!("storage task failed: {e}")))?
     }
 
+    /// Runs `f`, a point read, on a read connection on the calling thread (waiting, off
+    /// any thread, for one to be free). For reads of one row, or a few, found through a
+    /// primary key or a unique index (the lookups of issuance, revocation, sessions and
+    /// the registry): with their pages cached they take a few microseconds, less than
+    /// handing them to the blocking pool and back, which wakes two threads per read and
+    /// grows that pool under load; uncached, a disk read or two. Anything that scans or
+    /// may return many rows goes through [`SqliteStore::run`], so it never holds up the
+    /// async worker that runs it.
+    ///
+    /// A store whose one connection is shared with the group-commit writer (in memory,
+    /// read-only) reads on the blocking pool: the writer may hold that connection for a
+    /// whole commit.
+    pub(crate) async fn run_point<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        match &self.reads {
+            Reads::Shared(_) => self.run(f).await,
+            Reads::Pool(pool) => {
+                let mut lease = pool.lease().await?;
+                f(lease.conn()?)
+            }
+        }
+    }
+
     /// The one connection of an in-memory or read-only store (tests hold it).
     #[cfg(test)]
     pub(crate) fn shared_conn(&self) -> Arc<Mutex<Connection>> {
@@ -493,6 +520,21 @@ mod tests {
         }
     }
 
+    /// An active human named after `id`, owning nothing.
+    fn active_human(id: &str) -> warrant_core::Human {
+        warrant_core::Human {
+            id: HumanId::parse(id).unwrap(),
+            name: id.into(),
+            email: format!("{id}@example.com"),
+            entitlements: Scope::default(),
+            status: warrant_core::HumanStatus::Active,
+            created_at: UnixTime(1),
+            roles: Default::default(),
+            external_id: None,
+            identity: None,
+        }
+    }
+
     /// A read held up on one connection (a long sweep, say) does not hold up the others:
     /// with all but one connection leased, reads still answer (on the one left), and see
     /// what was committed.
@@ -503,17 +545,7 @@ mod tests {
         let store = SqliteStore::open(&dir.path().join("r.db")).unwrap();
         let Reads::Pool(pool) = &store.reads else { panic!("a database file has a pool") };
         assert_eq!(pool.free(), READERS);
-        let owner = warrant_core::Human {
-            id: HumanId::parse("hum_reads").unwrap(),
-            name: "Reads".into(),
-            email: "reads@example.com".into(),
-            entitlements: Scope::default(),
-            status: warrant_core::HumanStatus::Active,
-            created_at: UnixTime(1),
-            roles: Default::default(),
-            external_id: None,
-            identity: None,
-        };
+        let owner = active_human("hum_reads");
         store.insert_human(&owner).await.unwrap();
         let mut held = Vec::new();
         for _ in 1..READERS {
@@ -526,6 +558,76 @@ mod tests {
         }
         drop(held);
         assert_eq!(pool.free(), READERS, "a connection was not given back");
+    }
+
+    /// Issuance's and revocation's point reads run on the calling thread: they answer
+    /// while every thread of tokio's blocking pool is held by other work (a witness
+    /// append on a slow disk, a long export), and a scan queued behind that work still
+    /// answers once it ends.
+    #[test]
+    fn point_reads_do_not_wait_for_the_blocking_pool() {
+        use crate::{AgentStore as _, HumanStore as _, RevocationStore as _, WarrantStore as _};
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let store = SqliteStore::open(&dir.path().join("p.db")).unwrap();
+            let owner = active_human("hum_points");
+            store.insert_human(&owner).await.unwrap();
+            // The pool's one thread, held until released.
+            let (release, held) = std::sync::mpsc::channel::<()>();
+            let (started_tx, started) = tokio::sync::oneshot::channel();
+            let blocker = tokio::task::spawn_blocking(move || {
+                let _ = started_tx.send(());
+                let _ = held.recv();
+            });
+            started.await.unwrap();
+            let points = async {
+                let human = store.get_human(&owner.id).await.unwrap();
+                let agent = store.get_agent(&AgentId::parse("agt_none").unwrap()).await.unwrap();
+                let start = store.issuance_start(&AgentId::parse("agt_none").unwrap()).await.unwrap();
+                let warrant = store.get_warrant(&WarrantId::parse("wrt_none").unwrap()).await.unwrap();
+                let watermark = store.revocation_watermark().await.unwrap();
+                let none = AgentId::parse("agt_none").unwrap();
+                let delegation = store
+                    .delegation_start(
+                        &WarrantId::parse("wrt_none").unwrap(),
+                        Some(&none),
+                        std::slice::from_ref(&none),
+                        &owner.id,
+                    )
+                    .await
+                    .unwrap();
+                assert!(delegation.human.is_some() && delegation.actor.is_none() && !delegation.parent_recorded);
+                assert!(store.get_task(&TaskId::parse("tsk_none").unwrap()).await.unwrap().is_none());
+                assert!(store.get_session("none").await.unwrap().is_none());
+                assert!(store.agent_by_spiffe_id("spiffe://example.org/none").await.unwrap().is_none());
+                assert!(store.revocation_of(&WarrantId::parse("wrt_none").unwrap()).await.unwrap().is_none());
+                (human, agent, start, warrant, watermark)
+            };
+            let (human, agent, start, warrant, watermark) =
+                tokio::time::timeout(std::time::Duration::from_secs(60), points)
+                    .await
+                    .expect("a point read waited for the blocking pool");
+            assert_eq!(human.map(|h| h.id), Some(owner.id.clone()));
+            assert!(agent.is_none() && start.agent.is_none() && warrant.is_none());
+            assert_eq!((watermark, start.watermark), (0, 0));
+            // A scan still runs on the pool: queued behind the held thread, answered after.
+            let mut scan = tokio::spawn({
+                let store = store.clone();
+                async move { store.list_humans().await }
+            });
+            let queued = tokio::time::timeout(std::time::Duration::from_millis(200), &mut scan).await;
+            assert!(queued.is_err(), "a scan ran while the blocking pool was held");
+            release.send(()).unwrap();
+            blocker.await.unwrap();
+            let humans = scan.await.unwrap().unwrap();
+            assert_eq!(humans.len(), 1);
+        });
     }
 
     /// When every connection is busy, a read waits for whichever comes free first, not

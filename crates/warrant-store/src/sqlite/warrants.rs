@@ -197,8 +197,8 @@ fn watermark(c: &Connection) -> Result<u64, StoreError> {
 impl WarrantStore for SqliteStore {
     async fn issuance_start(&self, agent: &AgentId) -> Result<IssuanceStart, StoreError> {
         let id = agent.clone();
-        // One trip to the blocking pool instead of three; the watermark is read first.
-        self.run(move |c| {
+        // One read connection for the three reads; the watermark is read first.
+        self.run_point(move |c| {
             let watermark = watermark(c)?;
             let agent = super::agents::agent(c, &id)?;
             let owner = match &agent {
@@ -218,8 +218,8 @@ impl WarrantStore for SqliteStore {
         human: &HumanId,
     ) -> Result<DelegationStart, StoreError> {
         let (parent, actor, chain, human) = (parent.clone(), actor.cloned(), chain.to_vec(), human.clone());
-        // One trip to the blocking pool instead of one per read; the watermark first.
-        self.run(move |c| {
+        // One read connection for every read; the watermark first.
+        self.run_point(move |c| {
             let watermark = watermark(c)?;
             let parent_recorded = c
                 .prepare_cached("SELECT EXISTS (SELECT 1 FROM warrants WHERE jti = ?1)")?
@@ -266,7 +266,7 @@ impl WarrantStore for SqliteStore {
 
     async fn get_warrant(&self, jti: &WarrantId) -> Result<Option<WarrantRecord>, StoreError> {
         let jti = jti.clone();
-        self.run(move |c| {
+        self.run_point(move |c| {
             Ok(c.prepare_cached(&format!("SELECT {WARRANT_COLS} FROM warrants WHERE jti = ?1"))?
                 .query_row([jti.as_str()], warrant_row)
                 .optional()?)
@@ -288,7 +288,7 @@ impl WarrantStore for SqliteStore {
 
     async fn get_task(&self, id: &TaskId) -> Result<Option<TaskRecord>, StoreError> {
         let id = id.clone();
-        self.run(move |c| {
+        self.run_point(move |c| {
             Ok(c.prepare_cached(
                 "SELECT id, purpose, human, root_agent, created_at, deadline FROM tasks WHERE id = ?1",
             )?
@@ -378,7 +378,7 @@ fn warrants(
 #[async_trait]
 impl RevocationStore for SqliteStore {
     async fn revocation_watermark(&self) -> Result<u64, StoreError> {
-        self.run(|c| watermark(c)).await
+        self.run_point(|c| watermark(c)).await
     }
 
     async fn revoke(
@@ -509,7 +509,7 @@ impl RevocationStore for SqliteStore {
 
     async fn revocation_of(&self, jti: &WarrantId) -> Result<Option<RevocationRecord>, StoreError> {
         let jti = jti.clone();
-        self.run(move |c| {
+        self.run_point(move |c| {
             Ok(c.prepare_cached(
                 "SELECT r.id, r.kind, r.target, r.reason, r.at FROM revoked_warrants w \
                  JOIN revocations r ON r.id = w.revocation WHERE w.jti = ?1",
