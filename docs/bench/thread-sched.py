@@ -13,7 +13,10 @@
         open-loop thread (`bench-open-loop`), from 1.5 s after it appeared (the warm-up)
         to its end, prints per thread name, for the server (SERVER_FILE) and the bench:
         the share of the window spent on a core and spent waiting for one, slices per
-        second, the mean wait and run per slice, and involuntary switches per second.
+        second, the mean wait and run per slice, and involuntary switches per second. A
+        thread started inside the window counts from zero, one that ended inside it up to
+        its last sample (so at most 0.5 s of its life is missed); before section 32 the
+        summary left both out, and section 31's figures were taken that way.
 
 Section 31 of BENCHMARKS.md samples the served `warrant serve` and `warrant bench` this way.
 """
@@ -81,11 +84,17 @@ def summary(server_path, bench_path):
         span = b["t"] - a["t"]
         if span <= 0:
             sys.exit(f"no {who} samples span the window")
+        # Each thread from its value at the window's start (zero for one started since)
+        # to its last sample in the window (the window's end, or just before it ended).
+        first, last = {}, {}
+        for s in samples:
+            if a["t"] <= s["t"] <= b["t"]:
+                for tid, now in s["threads"].items():
+                    first.setdefault(tid, now if s is a else [now[0]] + [0] * 5)
+                    last[tid] = now
         by_name = collections.defaultdict(lambda: [0] * 6)
-        for tid, now in b["threads"].items():
-            then = a["threads"].get(tid)
-            if then is None:
-                continue
+        for tid, now in last.items():
+            then = first[tid]
             total = by_name[now[0]]
             total[0] += 1
             for i in range(1, 6):
