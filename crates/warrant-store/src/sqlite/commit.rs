@@ -106,8 +106,8 @@ pub(crate) struct Committer {
     // loop) before it waits for the thread.
     queue: mpsc::Sender<Job>,
     counts: Arc<Counts>,
-    /// The priority the thread runs at.
-    priority: Arc<Started>,
+    /// What the thread reported as it started: its priority.
+    started: Arc<Started>,
     /// Held for its drop only.
     _thread: Arc<Stopping>,
 }
@@ -159,32 +159,32 @@ impl Committer {
     /// `nice`: the priority the thread asks for as it starts (see [`super::priority`]).
     pub(crate) fn start(conn: Arc<Mutex<Connection>>, checkpoints: bool, nice: WriterNice) -> Result<Self, StoreError> {
         let (queue, jobs) = mpsc::channel::<Job>();
-        let (started, priority) = mpsc::sync_channel(1);
+        let (report, reported) = mpsc::sync_channel(1);
         let counts = Arc::new(Counts::default());
         let counted = Arc::clone(&counts);
         let handle = std::thread::Builder::new()
             .name("warrant-sqlite-commit".into())
             .spawn(move || {
                 let priority = super::priority::raise_this_thread(nice);
-                let _ = started.send(Started { priority, nice: super::priority::this_thread_nice() });
+                let _ = report.send(Started { priority, nice: super::priority::this_thread_nice() });
                 run(&conn, &jobs, &counted, checkpoints.then(super::checkpoint::Pacer::new))
             })
             .map_err(|e| StoreError::Backend(format!("cannot start the storage writer: {e}")))?;
         let thread = Arc::new(Stopping(Some(handle)));
-        let priority =
-            priority.recv().map_err(|_| StoreError::Backend("the storage writer stopped as it started".into()))?;
-        Ok(Committer { queue, counts, priority: Arc::new(priority), _thread: thread })
+        let started =
+            reported.recv().map_err(|_| StoreError::Backend("the storage writer stopped as it started".into()))?;
+        Ok(Committer { queue, counts, started: Arc::new(started), _thread: thread })
     }
 
     /// What became of the priority the writer thread asked for.
     pub(crate) fn priority(&self) -> &WriterPriority {
-        &self.priority.priority
+        &self.started.priority
     }
 
     /// The nice value the writer thread runs at, read by it once it had asked (`None`
     /// off Linux, or when it could not be read).
     pub(crate) fn nice(&self) -> Option<i32> {
-        self.priority.nice
+        self.started.nice
     }
 
     /// The writer's counters.

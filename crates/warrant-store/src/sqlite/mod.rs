@@ -7,11 +7,12 @@
 //! lookups of issuance, revocation, sessions and the registry) run on the calling thread;
 //! every other read runs on tokio's blocking pool, so the async executor never waits on a
 //! scan. Reads on the decision's path are served from the engine's in-memory state, not
-//! from here. Every write goes through the group-commit writer (`commit.rs`), one thread with a connection of its own that commits whatever is queued
-//! in one transaction, so readers and the writer never wait on each other's write lock;
-//! that writer also checkpoints the write-ahead log, after answering (`checkpoint.rs`),
-//! never inside a commit, and moves the audit records from the unindexed table they are
-//! committed to into the indexed one (`audit.rs`).
+//! from here. Every write goes through the group-commit writer (`commit.rs`), one thread
+//! with a connection of its own that commits whatever is queued in one transaction, so
+//! readers and the writer never wait on each other's write lock; that writer also
+//! checkpoints the write-ahead log, after answering (`checkpoint.rs`), never inside a
+//! commit, and moves the audit records from the unindexed table they are committed to
+//! into the indexed one (`audit.rs`).
 //!
 //! This module opens the database (pragmas, migrations) and holds the helpers every
 //! entity group shares; each group's traits are implemented in a file of their own:

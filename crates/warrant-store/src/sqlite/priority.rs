@@ -174,12 +174,6 @@ mod tests {
         (nice, name.trim().to_owned())
     }
 
-    /// The calling thread's nice value.
-    #[cfg(target_os = "linux")]
-    fn own_nice() -> i32 {
-        rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap()
-    }
-
     /// Whether a thread of this process may take nice `nice` (a new thread starts at its
     /// creator's value): one tries.
     #[cfg(target_os = "linux")]
@@ -197,7 +191,7 @@ mod tests {
     async fn the_writer_thread_runs_at_the_nice_value_asked() {
         let dir = tempfile::tempdir().unwrap();
         // The writer thread starts at the value of the thread that opens the store.
-        let own = own_nice();
+        let own = super::this_thread_nice().unwrap();
         let asked = WriterNice::new(-5).unwrap();
         let store = SqliteStore::open_with(&dir.path().join("n.db"), &SqliteOptions::with_writer_nice(asked)).unwrap();
         match store.writer_priority().clone() {
@@ -209,7 +203,7 @@ mod tests {
                     (-5, "warrant-sqlite-".to_owned()),
                     "the writer thread (its name cut to 15 bytes)"
                 );
-                assert_eq!(own_nice(), own, "only the writer is raised");
+                assert_eq!(super::this_thread_nice(), Some(own), "only the writer is raised");
                 assert_eq!(store.writer_nice(), Some(-5), "the value it runs at, as the store reports it");
             }
             WriterPriority::AlreadyAt { nice } => {
