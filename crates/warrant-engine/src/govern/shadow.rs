@@ -78,6 +78,8 @@ struct Seen {
     samples: Vec<(String, u64)>,
     /// Distinct claimed values seen, counted up to [`MAX_DISTINCT`].
     distinct: std::collections::HashSet<String>,
+    /// A sweep has committed a finding from it: once quiet it may be forgotten.
+    reported: bool,
 }
 
 impl Seen {
@@ -90,6 +92,7 @@ impl Seen {
             sample,
             samples: Vec::new(),
             distinct: std::collections::HashSet::new(),
+            reported: false,
         }
     }
 
@@ -161,11 +164,13 @@ impl ShadowTracker {
         entry.note(value, now);
     }
 
-    /// The subjects seen within `quiet` seconds before `now`, as observations; older
-    /// ones are forgotten.
+    /// The subjects seen within `quiet` seconds before `now`, as observations, and
+    /// those quiet for longer that no sweep has reported yet (activity that stopped
+    /// before a sweep saw it still opens its finding, which the next sweep resolves).
+    /// Quiet subjects already [`reported`](Self::reported) are forgotten.
     pub fn observations(&self, now: UnixTime, quiet: i64) -> Vec<Observation> {
         let Ok(mut map) = self.seen.lock() else { return Vec::new() };
-        map.retain(|_, s| s.last.until(now) < quiet);
+        map.retain(|_, s| !s.reported || s.last.until(now) < quiet);
         map.iter()
             .map(|(subject, s)| {
                 let evidence = Shadow {
@@ -189,6 +194,17 @@ impl ShadowTracker {
             .collect()
     }
 
+    /// Marks `subjects` as reported: a sweep has committed their findings, so once quiet
+    /// they may be forgotten.
+    pub fn reported<'a>(&self, subjects: impl IntoIterator<Item = &'a str>) {
+        let Ok(mut map) = self.seen.lock() else { return };
+        for subject in subjects {
+            if let Some(seen) = map.get_mut(subject) {
+                seen.reported = true;
+            }
+        }
+    }
+
     /// Seeds the tracker from active shadow findings after a restart, so that they are
     /// not resolved before they have been quiet for the configured time.
     pub fn resume<'a>(&self, active: impl Iterator<Item = &'a Finding>) {
@@ -207,6 +223,7 @@ impl ShadowTracker {
             let mut seen = Seen::new(cause, f.first_seen, sample);
             seen.last = f.last_seen;
             seen.count = count;
+            seen.reported = true;
             map.insert(f.subject.clone(), seen);
         }
     }
@@ -239,7 +256,26 @@ mod tests {
         assert_eq!(obs[0].evidence["occurrences"], 2);
         assert_eq!(obs[0].evidence["claimed"][0]["value"], "https://evil");
         assert_eq!(obs[0].evidence["claimed"][0]["occurrences"], 2);
+        t.reported(obs.iter().map(|o| o.subject.as_str()));
         assert!(t.observations(UnixTime(120), 100).is_empty());
+    }
+
+    #[test]
+    fn activity_that_stops_before_any_sweep_is_still_reported_once() {
+        let t = ShadowTracker::default();
+        t.record(ShadowCause::NotAWarrant, Peek::default(), UnixTime(10));
+        // The first sweep comes long after the activity went quiet (a sweep interval
+        // longer than the quiet time, or sweeps failing meanwhile).
+        let late = t.observations(UnixTime(500), 100);
+        assert_eq!(late.len(), 1, "{late:?}");
+        assert_eq!(late[0].subject, "token:not_a_warrant");
+        // That sweep failed to commit: the next one reports it again.
+        assert_eq!(t.observations(UnixTime(600), 100).len(), 1);
+        t.reported(["token:not_a_warrant"]);
+        assert!(t.observations(UnixTime(700), 100).is_empty(), "reported and quiet: forgotten");
+        // New activity under the same subject is a new report.
+        t.record(ShadowCause::NotAWarrant, Peek::default(), UnixTime(800));
+        assert_eq!(t.observations(UnixTime(1000), 100).len(), 1);
     }
 
     #[test]

@@ -130,9 +130,12 @@ impl Governance {
             };
             observed.extend(observe_agent(&facts, rules, now));
         }
+        let mut shadow_subjects = Vec::new();
         let scope = match only {
             None => {
-                observed.extend(gov.shadow().observations(now, gov.config().shadow_quiet));
+                let shadow = gov.shadow().observations(now, gov.config().shadow_quiet);
+                shadow_subjects.extend(shadow.iter().map(|o| o.subject.clone()));
+                observed.extend(shadow);
                 SweepScope::All
             }
             Some(set) => SweepScope::Agents(set),
@@ -164,6 +167,7 @@ impl Governance {
             .filter_map(|f| f.agent())
             .collect();
         self.commit_findings(changes, now).await?;
+        gov.shadow().reported(shadow_subjects.iter().map(String::as_str));
         if gov.config().auto_suspend_orphans {
             for id in orphans {
                 if self.directory.agent(&id).is_some_and(|a| a.status == AgentStatus::Active) {
@@ -205,10 +209,15 @@ impl Governance {
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                // On a shared database, one server (the leader) runs the full sweep.
-                _ = sweep.tick(), if self.lead.is_leader() => {
-                    if let Err(e) = self.sweep().await {
-                        tracing::warn!(error = %e, "governance sweep failed; will retry at the next interval");
+                // On a shared database, one server (the leader) runs the full sweep. Who
+                // leads is read at each tick, not as a guard of this branch: a guard is
+                // read once as the loop waits, so a server that took the lead while
+                // waiting would not sweep until something else woke it.
+                _ = sweep.tick() => {
+                    if self.lead.is_leader() {
+                        if let Err(e) = self.sweep().await {
+                            tracing::warn!(error = %e, "governance sweep failed; will retry at the next interval");
+                        }
                     }
                 }
                 _ = flush.tick() => self.flush_usage().await,

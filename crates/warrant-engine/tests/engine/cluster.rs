@@ -246,6 +246,46 @@ async fn one_server_leads_at_a_time_and_another_takes_over() {
     bg_follower.shutdown().await;
 }
 
+/// A server that takes the lead while its background work is running sweeps at its next
+/// interval, without waiting for anything else (a usage flush, a registry event) to wake
+/// its governance loop: shadow activity it saw after taking over becomes a finding.
+#[tokio::test]
+async fn a_server_that_takes_over_the_lead_sweeps_at_its_interval() {
+    let configure = |c: &mut warrant_engine::EngineConfig| {
+        c.govern.sweep_interval = Duration::from_millis(100);
+        // Nothing but the sweep interval may wake the loop within the test.
+        c.govern.flush_interval = Duration::from_secs(3600);
+    };
+    let Some(a) = Harness::start_on_postgres(configure).await else { return };
+    let b = a.replica().await;
+    let bg_a = a.start_background();
+    let mut waited = Duration::ZERO;
+    while !a.engine().lead().is_leader() {
+        assert!(waited < Duration::from_secs(10), "A did not take the lead");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += Duration::from_millis(50);
+    }
+    // B's loop starts as a follower and waits.
+    let bg_b = b.start_background();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!b.engine().lead().is_leader());
+    bg_a.shutdown().await;
+    let mut waited = Duration::ZERO;
+    while !b.engine().lead().is_leader() {
+        assert!(waited < Duration::from_secs(15), "B did not take over the lead");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += Duration::from_millis(50);
+    }
+    assert_eq!(b.authorize("not-a-token", "crm.read", "crm/acct/1").await.code, DecisionCode::InvalidToken);
+    let mut waited = Duration::ZERO;
+    while b.engine().governance().active_about("token:not_a_warrant").is_empty() {
+        assert!(waited < Duration::from_secs(10), "B leads but has not swept in {waited:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += Duration::from_millis(50);
+    }
+    bg_b.shutdown().await;
+}
+
 /// A policy reloaded on one server is put in force on the others from the feed (audited
 /// there too), and a server starting later starts with it.
 #[tokio::test]
