@@ -14,6 +14,7 @@
 //! no feed, and every method here answers "nothing changed".
 
 use async_trait::async_trait;
+use warrant_core::govern::ShadowActivity;
 use warrant_core::UnixTime;
 
 use crate::StoreError;
@@ -240,6 +241,30 @@ pub trait ChangeStore: Send + Sync {
     /// must be acted on).
     async fn release_set(&self, issuer: &str, jti: &str) -> Result<(), StoreError> {
         let _ = (issuer, jti);
+        Ok(())
+    }
+
+    /// Adds the shadow activity this server counted, by finding subject, to what every
+    /// server sharing the database counted ([`ShadowActivity::merge`]), in one write
+    /// transaction; a subject with new occurrences is no longer reported. On a database
+    /// of one server, nothing: that server's own count is the whole truth.
+    async fn merge_shadow(&self, counted: &[(String, ShadowActivity)]) -> Result<(), StoreError> {
+        let _ = counted;
+        Ok(())
+    }
+
+    /// Forgets the reported shadow activity last seen at or before `quiet_through`, then
+    /// answers the rest, by subject: what a sweep of a shared database observes. On a
+    /// database of one server, none.
+    async fn shadow_activity(&self, quiet_through: UnixTime) -> Result<Vec<(String, ShadowActivity)>, StoreError> {
+        let _ = quiet_through;
+        Ok(Vec::new())
+    }
+
+    /// Marks each `(subject, occurrences)` reported (a sweep committed its finding with
+    /// that many occurrences), unless more were counted since.
+    async fn shadow_reported(&self, reported: &[(String, u64)]) -> Result<(), StoreError> {
+        let _ = reported;
         Ok(())
     }
 

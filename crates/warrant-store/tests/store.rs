@@ -3368,41 +3368,30 @@ async fn postgres_tls_is_verified() {
 }
 
 /// A server told not to migrate, or `warrant audit verify --database`, opens a PostgreSQL
-/// database behind this build only by migrations that add indexes (8 and 9: `warrant
-/// migrate` has not run yet) and reads it as it is; one behind by a migration that changes
-/// a table, or migrated by a newer release, is refused with a schema error that says what
-/// to do.
+/// database at this build's schema version and reads and writes it as it is; one behind
+/// it (version 9 lacks the table `shadow_activity` that version 10 adds), or migrated by a
+/// newer release, is refused with a schema error that says what to do.
 #[tokio::test]
-async fn postgres_without_migrating_uses_a_schema_behind_only_by_index_migrations() {
+async fn postgres_without_migrating_opens_only_a_schema_it_can_use() {
     let Some((guard, store)) = open_postgres().await else { return };
     let deny_every_third = |seq: u64| if seq.is_multiple_of(3) { "deny" } else { "allow" };
     store.append_audit(deciding_rows(1, 9, GENESIS, |_| Vec::new(), deny_every_third)).await.unwrap();
     let current = store.schema_version().await.unwrap();
     drop(store);
-    // Back to version 7, as a database the newer build has not migrated.
-    guard
-        .execute(
-            "DROP INDEX audit_decision; DROP INDEX warrants_expires; DROP INDEX findings_recent; \
-             DROP INDEX approvals_approver; DROP INDEX approvals_recent; DROP INDEX revoked_warrants_revocation; \
-             UPDATE warrant_schema SET version = 7;",
-        )
-        .await;
     let store = warrant_store::PgStore::open_without_migrating(&guard.url()).await.unwrap();
     let denies = AuditFilter { decision: Some("deny".into()), limit: 100, ..AuditFilter::default() };
     let seqs: Vec<u64> = store.query_audit(&denies).await.unwrap().iter().map(|r| r.record.seq).collect();
     assert_eq!(seqs, [3, 6, 9]);
-    // A server writes as well: issuance, revocation, the audit log, all on that schema.
     use warrant_store::RevocationStore as _;
     let (_, root) = started_task(&store, 1).await;
     let ended =
         store.revoke(&revocation(1, RevocationKind::Warrant, root.jti.as_str(), 1_020), UnixTime(1_020)).await.unwrap();
     assert_eq!(ended.iter().map(|(jti, _)| jti).collect::<Vec<_>>(), [&root.jti]);
-    let prev = store.audit_head().await.unwrap().map(|(_, hash)| hash).unwrap();
-    store.append_audit(audit_rows(10, 1, prev, |_| Vec::new())).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 7, "nothing was migrated");
     drop(store);
 
-    for (version, says) in [(6, "run `warrant migrate`"), (current + 1, "a newer release")] {
+    for (version, says) in
+        [(current - 1, "run `warrant migrate`"), (7, "run `warrant migrate`"), (current + 1, "a newer release")]
+    {
         guard.execute(&format!("UPDATE warrant_schema SET version = {version};")).await;
         let Err(err) = warrant_store::PgStore::open_without_migrating(&guard.url()).await else {
             panic!("a version {version} database was opened")
@@ -3410,11 +3399,59 @@ async fn postgres_without_migrating_uses_a_schema_behind_only_by_index_migration
         assert!(matches!(err, StoreError::Schema(_)), "{err:?}");
         let text = err.to_string();
         assert!(
-            text.contains(&format!("schema version {version}, this build opens versions 7 to {current}")),
+            text.contains(&format!("schema version {version}, this build opens versions {current} to {current}")),
             "{text}"
         );
         assert!(text.contains(says), "{text}");
     }
+}
+
+/// Shadow activity counted by servers sharing a PostgreSQL database adds up by subject;
+/// a sweep's read forgets what was reported and has been quiet since, and a report of
+/// fewer occurrences than were counted meanwhile marks nothing. SQLite keeps nothing (its
+/// one server counts in memory).
+#[tokio::test]
+async fn shadow_activity_counted_by_each_server_adds_up_and_is_forgotten_once_reported_and_quiet() {
+    use warrant_core::govern::evidence::ShadowCause;
+    use warrant_core::govern::{ClaimedIds, ShadowActivity};
+    use warrant_store::ChangeStore as _;
+    let counted = |at: i64, issuers: &[&str]| {
+        let first = ClaimedIds { iss: issuers.first().map(|i| (*i).to_owned()), ..ClaimedIds::default() };
+        let mut a = ShadowActivity::new(ShadowCause::ForeignIssuer, UnixTime(at), first);
+        for issuer in issuers {
+            a.note(Some((*issuer).to_owned()), UnixTime(at));
+        }
+        ("shadow:foreign_issuer".to_owned(), a)
+    };
+    let sqlite = SqliteStore::open_in_memory().unwrap();
+    sqlite.merge_shadow(&[counted(10, &["https://a"])]).await.unwrap();
+    assert!(sqlite.shadow_activity(UnixTime(0)).await.unwrap().is_empty());
+
+    let Some((_guard, store)) = open_postgres().await else { return };
+    store.merge_shadow(&[counted(100, &["https://a", "https://b"])]).await.unwrap();
+    store.merge_shadow(&[counted(90, &["https://a", "https://c"])]).await.unwrap();
+    let seen = store.shadow_activity(UnixTime(0)).await.unwrap();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let (subject, activity) = &seen[0];
+    assert_eq!(subject, "shadow:foreign_issuer");
+    assert_eq!(activity.occurrences, 4);
+    assert_eq!((activity.first_seen, activity.last_seen), (UnixTime(90), UnixTime(100)));
+    assert_eq!(activity.distinct.len(), 3);
+    assert_eq!(activity.first.iss.as_deref(), Some("https://a"));
+    // Unreported, it is kept however long it has been quiet.
+    assert_eq!(store.shadow_activity(UnixTime(1_000)).await.unwrap().len(), 1);
+    // A report of 3 occurrences when 4 were counted marks nothing; of 4, marks it.
+    store.shadow_reported(&[("shadow:foreign_issuer".to_owned(), 3)]).await.unwrap();
+    assert_eq!(store.shadow_activity(UnixTime(1_000)).await.unwrap().len(), 1);
+    store.shadow_reported(&[("shadow:foreign_issuer".to_owned(), 4)]).await.unwrap();
+    assert_eq!(store.shadow_activity(UnixTime(99)).await.unwrap().len(), 1, "reported, but not quiet yet");
+    assert!(store.shadow_activity(UnixTime(100)).await.unwrap().is_empty(), "reported and quiet: forgotten");
+    // New activity after a report is counted, and unreported, again.
+    store.merge_shadow(&[counted(200, &["https://d"])]).await.unwrap();
+    store.shadow_reported(&[("shadow:foreign_issuer".to_owned(), 1)]).await.unwrap();
+    store.merge_shadow(&[counted(201, &["https://d"])]).await.unwrap();
+    let seen = store.shadow_activity(UnixTime(1_000)).await.unwrap();
+    assert_eq!(seen.iter().map(|(_, a)| a.occurrences).collect::<Vec<_>>(), [2]);
 }
 
 /// The change feed (PostgreSQL): every write of a table behind a server's in-memory

@@ -11,16 +11,20 @@
 //!   one function each.
 //! * [`reconcile`]: turning one sweep's observations into opened, refreshed, reopened
 //!   and resolved findings.
+//! * [`shadow`]: one subject's shadow activity as counted, and how the counts of servers
+//!   sharing a database add up.
 
 pub mod evidence;
 pub mod finding;
 pub mod kind;
 pub mod reconcile;
 pub mod rules;
+pub mod shadow;
 pub mod usage;
 
 pub use evidence::Evidence;
 pub use finding::{Acceptance, Attestation, Finding, FindingKind, FindingStatus, Observation, Severity};
 pub use reconcile::{reconcile, Changes, SweepScope};
 pub use rules::{observe_agent, AgentFacts, AgentRule, GovernRules, LiveStats, AGENT_RULES};
+pub use shadow::{ClaimedIds, ShadowActivity};
 pub use usage::AgentUsage;

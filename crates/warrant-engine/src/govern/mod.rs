@@ -26,7 +26,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use warrant_core::govern::{AgentUsage, Finding, FindingKind, GovernRules};
+use warrant_core::govern::{AgentUsage, Finding, FindingKind, GovernRules, ShadowActivity};
 use warrant_core::{AgentId, Scope, UnixTime};
 use warrant_store::{Store, StoreError};
 
@@ -169,7 +169,10 @@ impl Governance {
         let key_times = store.agent_key_times().await?.into_iter().collect();
         let attested = store.last_attestations().await?.into_iter().collect();
         let shadow = shadow::ShadowTracker::default();
-        shadow.resume(active.values());
+        // Sharing the database, the counts are the store's (and this server's since).
+        if !store.shared() {
+            shadow.resume(active.values());
+        }
         Ok(Governance {
             store,
             clock,
@@ -405,19 +408,58 @@ impl Governance {
         }
     }
 
-    /// Writes the usage the store is behind on.
+    /// Writes the usage the store is behind on (how many agents' usage it wrote) and,
+    /// on a database several servers share, the shadow activity this server counted.
     pub async fn flush(&self, now: UnixTime) -> Result<usize, StoreError> {
+        let shadow = self.flush_shadow().await;
         let store = self.store.as_ref();
         let rows = self.usage_to_write(now);
         if rows.is_empty() {
-            return Ok(0);
+            return shadow.map(|()| 0);
         }
         match store.save_usage(&rows).await {
-            Ok(()) => Ok(rows.len()),
+            Ok(()) => shadow.map(|()| rows.len()),
             Err(e) => {
                 self.usage_unwritten(&rows);
                 Err(e)
             }
         }
+    }
+
+    /// On a database several servers share, adds the shadow activity this server counted
+    /// since its last flush to the store's counts, which the leader's sweeps observe; what
+    /// could not be written is kept for the next flush. Nothing on a database of one
+    /// server, whose sweeps read the server's own counts.
+    pub(crate) async fn flush_shadow(&self) -> Result<(), StoreError> {
+        if !self.store.shared() {
+            return Ok(());
+        }
+        let counted = self.shadow.drain();
+        if counted.is_empty() {
+            return Ok(());
+        }
+        self.store.merge_shadow(&counted).await.inspect_err(|_| self.shadow.restore(counted))
+    }
+
+    /// The shadow activity a full sweep at `now` observes, by subject: this server's
+    /// counts, or on a shared database every server's, from the store (this server's
+    /// added first).
+    pub(crate) async fn shadow_activity(&self, now: UnixTime) -> Result<Vec<(String, ShadowActivity)>, StoreError> {
+        let quiet = self.config.shadow_quiet;
+        if !self.store.shared() {
+            return Ok(self.shadow.current(now, quiet));
+        }
+        self.flush_shadow().await?;
+        self.store.shadow_activity(now.plus(-quiet)).await
+    }
+
+    /// Records that a sweep committed the findings of `reported` (subject, occurrences),
+    /// so once quiet they may be forgotten.
+    pub(crate) async fn shadow_reported(&self, reported: &[(String, u64)]) -> Result<(), StoreError> {
+        if self.store.shared() {
+            return self.store.shadow_reported(reported).await;
+        }
+        self.shadow.reported(reported.iter().map(|(subject, n)| (subject.as_str(), *n)));
+        Ok(())
     }
 }

@@ -17,31 +17,19 @@ use std::sync::Mutex;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use serde_json::Value;
-use warrant_core::govern::evidence::{Claimed, Shadow};
-use warrant_core::govern::{Finding, FindingKind, Observation, Severity};
+use warrant_core::govern::{ClaimedIds, Finding, FindingKind, Observation, Severity, ShadowActivity};
 use warrant_core::UnixTime;
 
 /// The most distinct shadow subjects tracked.
 pub const MAX_SUBJECTS: usize = 1000;
 /// The longest identifier copied out of an unverified token.
 const MAX_FIELD: usize = 100;
-/// How many distinct claimed values a subject keeps as samples.
-pub const MAX_SAMPLES: usize = 5;
-/// How many distinct claimed values a subject counts, at most.
-const MAX_DISTINCT: usize = 100;
 
 pub use warrant_core::govern::evidence::ShadowCause;
+pub use warrant_core::govern::shadow::{MAX_DISTINCT, MAX_SAMPLES};
 
 /// A few identifiers read from a token without verifying it, for evidence only.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Peek {
-    /// The `iss` claim.
-    pub iss: Option<String>,
-    /// The `client_id` claim (or `sub`).
-    pub client: Option<String>,
-    /// The header's `kid`.
-    pub kid: Option<String>,
-}
+pub type Peek = ClaimedIds;
 
 fn clean(v: Option<&Value>) -> Option<String> {
     let s = v?.as_str()?;
@@ -66,51 +54,6 @@ pub fn peek(token: &str) -> Peek {
     }
 }
 
-#[derive(Debug, Clone)]
-struct Seen {
-    cause: ShadowCause,
-    first: UnixTime,
-    last: UnixTime,
-    count: u64,
-    sample: Peek,
-    /// The first few distinct claimed values (issuer, key or client, by cause), with how
-    /// often each was seen.
-    samples: Vec<(String, u64)>,
-    /// Distinct claimed values seen, counted up to [`MAX_DISTINCT`].
-    distinct: std::collections::HashSet<String>,
-    /// A sweep has committed a finding from it: once quiet it may be forgotten.
-    reported: bool,
-}
-
-impl Seen {
-    fn new(cause: ShadowCause, now: UnixTime, sample: Peek) -> Self {
-        Seen {
-            cause,
-            first: now,
-            last: now,
-            count: 0,
-            sample,
-            samples: Vec::new(),
-            distinct: std::collections::HashSet::new(),
-            reported: false,
-        }
-    }
-
-    fn note(&mut self, claimed: Option<String>, now: UnixTime) {
-        self.last = self.last.max(now);
-        self.count = self.count.saturating_add(1);
-        let Some(claimed) = claimed else { return };
-        if let Some(s) = self.samples.iter_mut().find(|(v, _)| *v == claimed) {
-            s.1 = s.1.saturating_add(1);
-        } else if self.samples.len() < MAX_SAMPLES {
-            self.samples.push((claimed.clone(), 1));
-        }
-        if self.distinct.len() < MAX_DISTINCT {
-            self.distinct.insert(claimed);
-        }
-    }
-}
-
 /// The claimed value a cause is about: the issuer, the key or the client.
 fn claimed(cause: ShadowCause, peek: &Peek) -> Option<String> {
     match cause {
@@ -132,10 +75,24 @@ fn severity(cause: ShadowCause) -> Severity {
     }
 }
 
+/// The observation a sweep makes of `subject`'s `activity`, which resolves after `quiet`
+/// seconds without a new occurrence.
+pub fn observation(subject: &str, activity: &ShadowActivity, quiet: i64) -> Observation {
+    Observation::new(severity(activity.cause), subject.to_owned(), activity.evidence(quiet))
+}
+
+/// One subject's activity as this server counts it.
+#[derive(Debug)]
+struct Entry {
+    activity: ShadowActivity,
+    /// A sweep has committed a finding from it as it is: once quiet it may be forgotten.
+    reported: bool,
+}
+
 /// Shadow occurrences by subject.
 #[derive(Debug, Default)]
 pub struct ShadowTracker {
-    seen: Mutex<HashMap<String, Seen>>,
+    seen: Mutex<HashMap<String, Entry>>,
 }
 
 /// The subject a shadow occurrence is filed under.
@@ -160,53 +117,59 @@ impl ShadowTracker {
             key = "token:other".into();
         }
         let value = claimed(cause, &peek);
-        let entry = map.entry(key).or_insert_with(|| Seen::new(cause, now, peek));
-        entry.note(value, now);
+        let entry = map
+            .entry(key)
+            .or_insert_with(|| Entry { activity: ShadowActivity::new(cause, now, peek), reported: false });
+        entry.activity.note(value, now);
+        entry.reported = false;
     }
 
-    /// The subjects seen within `quiet` seconds before `now`, as observations, and
-    /// those quiet for longer that no sweep has reported yet (activity that stopped
-    /// before a sweep saw it still opens its finding, which the next sweep resolves).
-    /// Quiet subjects already [`reported`](Self::reported) are forgotten.
-    pub fn observations(&self, now: UnixTime, quiet: i64) -> Vec<Observation> {
+    /// The subjects seen within `quiet` seconds before `now`, and those quiet for longer
+    /// that no sweep has reported yet (activity that stopped before a sweep saw it still
+    /// opens its finding, which the next sweep resolves), with their counts. Quiet
+    /// subjects already [`reported`](Self::reported) are forgotten.
+    pub fn current(&self, now: UnixTime, quiet: i64) -> Vec<(String, ShadowActivity)> {
         let Ok(mut map) = self.seen.lock() else { return Vec::new() };
-        map.retain(|_, s| !s.reported || s.last.until(now) < quiet);
-        map.iter()
-            .map(|(subject, s)| {
-                let evidence = Shadow {
-                    cause: s.cause,
-                    occurrences: s.count,
-                    claimed: s
-                        .samples
-                        .iter()
-                        .map(|(value, n)| Claimed { value: value.clone(), occurrences: *n })
-                        .collect(),
-                    distinct_claimed: s.distinct.len(),
-                    first_seen: s.first,
-                    last_seen: s.last,
-                    claimed_issuer: s.sample.iss.clone(),
-                    claimed_client: s.sample.client.clone(),
-                    kid: s.sample.kid.clone(),
-                    quiet_secs_to_resolve: quiet,
-                };
-                Observation::new(severity(s.cause), subject.clone(), evidence)
-            })
-            .collect()
+        map.retain(|_, e| !e.reported || !e.activity.quiet_at(now, quiet));
+        map.iter().map(|(subject, e)| (subject.clone(), e.activity.clone())).collect()
     }
 
-    /// Marks `subjects` as reported: a sweep has committed their findings, so once quiet
-    /// they may be forgotten.
-    pub fn reported<'a>(&self, subjects: impl IntoIterator<Item = &'a str>) {
+    /// Marks each `(subject, occurrences)` as reported: a sweep has committed its
+    /// finding with that many occurrences, so once quiet it may be forgotten. A subject
+    /// with occurrences counted since stays unreported.
+    pub fn reported<'a>(&self, subjects: impl IntoIterator<Item = (&'a str, u64)>) {
         let Ok(mut map) = self.seen.lock() else { return };
-        for subject in subjects {
-            if let Some(seen) = map.get_mut(subject) {
-                seen.reported = true;
+        for (subject, occurrences) in subjects {
+            if let Some(e) = map.get_mut(subject).filter(|e| e.activity.occurrences == occurrences) {
+                e.reported = true;
+            }
+        }
+    }
+
+    /// Takes everything counted so far, leaving the tracker empty: on a database several
+    /// servers share, what each server saw is added to the store's counts.
+    pub fn drain(&self) -> Vec<(String, ShadowActivity)> {
+        let Ok(mut map) = self.seen.lock() else { return Vec::new() };
+        map.drain().map(|(subject, e)| (subject, e.activity)).collect()
+    }
+
+    /// Puts back what [`drain`](Self::drain) took when it could not be stored, adding it
+    /// to whatever was counted meanwhile.
+    pub fn restore(&self, taken: Vec<(String, ShadowActivity)>) {
+        let Ok(mut map) = self.seen.lock() else { return };
+        for (subject, activity) in taken {
+            match map.get_mut(&subject) {
+                Some(e) => e.activity.merge(&activity),
+                None => {
+                    map.insert(subject, Entry { activity, reported: false });
+                }
             }
         }
     }
 
     /// Seeds the tracker from active shadow findings after a restart, so that they are
-    /// not resolved before they have been quiet for the configured time.
+    /// not resolved before they have been quiet for the configured time. (On a database
+    /// several servers share, the counts are in the store and this is not used.)
     pub fn resume<'a>(&self, active: impl Iterator<Item = &'a Finding>) {
         let Ok(mut map) = self.seen.lock() else { return };
         for f in active.filter(|f| f.kind == FindingKind::ShadowActivity && f.status.is_active()) {
@@ -219,12 +182,11 @@ impl ShadowTracker {
             };
             let text = |k: &str| clean(f.evidence.get(k));
             let count = f.evidence.get("occurrences").and_then(Value::as_u64).unwrap_or(1);
-            let sample = Peek { iss: text("claimed_issuer"), client: text("claimed_client"), kid: text("kid") };
-            let mut seen = Seen::new(cause, f.first_seen, sample);
-            seen.last = f.last_seen;
-            seen.count = count;
-            seen.reported = true;
-            map.insert(f.subject.clone(), seen);
+            let first = Peek { iss: text("claimed_issuer"), client: text("claimed_client"), kid: text("kid") };
+            let mut activity = ShadowActivity::new(cause, f.first_seen, first);
+            activity.last_seen = f.last_seen;
+            activity.occurrences = count;
+            map.insert(f.subject.clone(), Entry { activity, reported: true });
         }
     }
 }
@@ -232,6 +194,11 @@ impl ShadowTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a sweep observes of `t` at `now`.
+    fn observed(t: &ShadowTracker, now: UnixTime, quiet: i64) -> Vec<Observation> {
+        t.current(now, quiet).iter().map(|(subject, a)| observation(subject, a, quiet)).collect()
+    }
 
     #[test]
     fn peeks_at_claims_without_trusting_them() {
@@ -250,14 +217,14 @@ mod tests {
         let p = Peek { iss: Some("https://evil".into()), ..Peek::default() };
         t.record(ShadowCause::ForeignIssuer, p.clone(), UnixTime(10));
         t.record(ShadowCause::ForeignIssuer, p, UnixTime(20));
-        let obs = t.observations(UnixTime(30), 100);
+        let obs = observed(&t, UnixTime(30), 100);
         assert_eq!(obs.len(), 1);
         assert_eq!(obs[0].subject, "shadow:foreign_issuer");
         assert_eq!(obs[0].evidence["occurrences"], 2);
         assert_eq!(obs[0].evidence["claimed"][0]["value"], "https://evil");
         assert_eq!(obs[0].evidence["claimed"][0]["occurrences"], 2);
-        t.reported(obs.iter().map(|o| o.subject.as_str()));
-        assert!(t.observations(UnixTime(120), 100).is_empty());
+        t.reported([("shadow:foreign_issuer", 2)]);
+        assert!(observed(&t, UnixTime(120), 100).is_empty());
     }
 
     #[test]
@@ -266,16 +233,36 @@ mod tests {
         t.record(ShadowCause::NotAWarrant, Peek::default(), UnixTime(10));
         // The first sweep comes long after the activity went quiet (a sweep interval
         // longer than the quiet time, or sweeps failing meanwhile).
-        let late = t.observations(UnixTime(500), 100);
+        let late = observed(&t, UnixTime(500), 100);
         assert_eq!(late.len(), 1, "{late:?}");
         assert_eq!(late[0].subject, "token:not_a_warrant");
         // That sweep failed to commit: the next one reports it again.
-        assert_eq!(t.observations(UnixTime(600), 100).len(), 1);
-        t.reported(["token:not_a_warrant"]);
-        assert!(t.observations(UnixTime(700), 100).is_empty(), "reported and quiet: forgotten");
+        assert_eq!(observed(&t, UnixTime(600), 100).len(), 1);
+        t.reported([("token:not_a_warrant", 1)]);
+        assert!(observed(&t, UnixTime(700), 100).is_empty(), "reported and quiet: forgotten");
         // New activity under the same subject is a new report.
         t.record(ShadowCause::NotAWarrant, Peek::default(), UnixTime(800));
-        assert_eq!(t.observations(UnixTime(1000), 100).len(), 1);
+        assert_eq!(observed(&t, UnixTime(1000), 100).len(), 1);
+        // An occurrence counted after a sweep read the subject keeps it unreported.
+        t.record(ShadowCause::NotAWarrant, Peek::default(), UnixTime(900));
+        t.reported([("token:not_a_warrant", 1)]);
+        assert_eq!(observed(&t, UnixTime(2000), 100).len(), 1);
+    }
+
+    #[test]
+    fn drained_counts_are_restored_when_they_could_not_be_stored() {
+        let t = ShadowTracker::default();
+        let p = Peek { iss: Some("https://a".into()), ..Peek::default() };
+        t.record(ShadowCause::ForeignIssuer, p.clone(), UnixTime(10));
+        let taken = t.drain();
+        assert_eq!(taken.len(), 1);
+        assert!(t.drain().is_empty(), "drained: nothing is counted twice");
+        t.record(ShadowCause::ForeignIssuer, p, UnixTime(20));
+        t.restore(taken);
+        let obs = observed(&t, UnixTime(30), 100);
+        assert_eq!(obs.len(), 1);
+        assert_eq!(obs[0].evidence["occurrences"], 2);
+        assert_eq!(obs[0].evidence["first_seen"], 10);
     }
 
     #[test]
@@ -285,7 +272,7 @@ mod tests {
             t.record(ShadowCause::ForeignIssuer, Peek { iss: Some(format!("iss{i}")), ..Peek::default() }, UnixTime(1));
             t.record(ShadowCause::UnknownKey, Peek { kid: Some(format!("kid{i}")), ..Peek::default() }, UnixTime(1));
         }
-        let obs = t.observations(UnixTime(2), 100);
+        let obs = observed(&t, UnixTime(2), 100);
         assert_eq!(obs.len(), 2, "one finding per cause, however many claims: {obs:?}");
         for o in &obs {
             assert_eq!(o.severity, Severity::Medium);
@@ -302,7 +289,7 @@ mod tests {
             let peek = Peek { client: Some(format!("agt_{i}")), ..Peek::default() };
             t.record(ShadowCause::UnregisteredAgent, peek, UnixTime(1));
         }
-        let obs = t.observations(UnixTime(2), 100);
+        let obs = observed(&t, UnixTime(2), 100);
         assert_eq!(obs.len(), MAX_SUBJECTS + 1);
         assert!(obs.iter().any(|o| o.subject == "token:other"));
     }

@@ -11,7 +11,7 @@ use warrant_core::govern::{
 use warrant_core::{Agent, AgentId, AgentStatus, UnixTime};
 use warrant_store::{LiveWarrant, RevocationKind, StoreError};
 
-use super::Governance;
+use super::{shadow, Governance};
 
 /// The most long-lived warrants listed in one finding's evidence.
 const MAX_LISTED: usize = 10;
@@ -130,12 +130,14 @@ impl Governance {
             };
             observed.extend(observe_agent(&facts, rules, now));
         }
-        let mut shadow_subjects = Vec::new();
+        let mut shadow_seen = Vec::new();
         let scope = match only {
             None => {
-                let shadow = gov.shadow().observations(now, gov.config().shadow_quiet);
-                shadow_subjects.extend(shadow.iter().map(|o| o.subject.clone()));
-                observed.extend(shadow);
+                let quiet = gov.config().shadow_quiet;
+                for (subject, activity) in gov.shadow_activity(now).await? {
+                    observed.push(shadow::observation(&subject, &activity, quiet));
+                    shadow_seen.push((subject, activity.occurrences));
+                }
                 SweepScope::All
             }
             Some(set) => SweepScope::Agents(set),
@@ -167,7 +169,10 @@ impl Governance {
             .filter_map(|f| f.agent())
             .collect();
         self.commit_findings(changes, now).await?;
-        gov.shadow().reported(shadow_subjects.iter().map(String::as_str));
+        if let Err(e) = gov.shadow_reported(&shadow_seen).await {
+            // Kept unreported, the activity is observed again by the next sweep.
+            tracing::warn!(error = %e, "could not mark shadow activity as reported");
+        }
         if gov.config().auto_suspend_orphans {
             for id in orphans {
                 if self.directory.agent(&id).is_some_and(|a| a.status == AgentStatus::Active) {

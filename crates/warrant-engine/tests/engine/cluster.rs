@@ -18,6 +18,17 @@ async fn pair() -> Option<(Harness, Harness)> {
     Some((a, b))
 }
 
+/// Waits, checking every 50 ms, until `done` holds; fails with `what` after `limit`. (What
+/// it waits for is the background loops' real-time intervals and the lock's connection.)
+async fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let mut waited = Duration::ZERO;
+    while !done() {
+        assert!(waited < limit, "{what} within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += Duration::from_millis(50);
+    }
+}
+
 #[tokio::test]
 async fn what_one_server_registers_and_revokes_the_other_applies_from_the_feed() {
     let Some((a, b)) = pair().await else { return };
@@ -223,12 +234,7 @@ async fn one_server_leads_at_a_time_and_another_takes_over() {
     assert!(!a.engine().lead().is_leader() && !b.engine().lead().is_leader(), "nobody leads before contending");
     let (bg_a, bg_b) = (a.start_background(), b.start_background());
     let leaders = || [a.engine().lead().is_leader(), b.engine().lead().is_leader()];
-    let mut waited = Duration::ZERO;
-    while leaders() == [false, false] {
-        assert!(waited < Duration::from_secs(10), "nobody took the lead");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        waited += Duration::from_millis(50);
-    }
+    wait_until(Duration::from_secs(10), "somebody takes the lead", || leaders() != [false, false]).await;
     for _ in 0..20 {
         assert_ne!(leaders(), [true, true], "never two leaders");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -237,12 +243,7 @@ async fn one_server_leads_at_a_time_and_another_takes_over() {
     let (leader, follower, bg_follower) =
         if a.engine().lead().is_leader() { (bg_a, &b, bg_b) } else { (bg_b, &a, bg_a) };
     leader.shutdown().await;
-    let mut waited = Duration::ZERO;
-    while !follower.engine().lead().is_leader() {
-        assert!(waited < Duration::from_secs(15), "nobody took over the lead");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        waited += Duration::from_millis(50);
-    }
+    wait_until(Duration::from_secs(15), "somebody takes over the lead", || follower.engine().lead().is_leader()).await;
     bg_follower.shutdown().await;
 }
 
@@ -259,31 +260,53 @@ async fn a_server_that_takes_over_the_lead_sweeps_at_its_interval() {
     let Some(a) = Harness::start_on_postgres(configure).await else { return };
     let b = a.replica().await;
     let bg_a = a.start_background();
-    let mut waited = Duration::ZERO;
-    while !a.engine().lead().is_leader() {
-        assert!(waited < Duration::from_secs(10), "A did not take the lead");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        waited += Duration::from_millis(50);
-    }
+    wait_until(Duration::from_secs(10), "A takes the lead", || a.engine().lead().is_leader()).await;
     // B's loop starts as a follower and waits.
     let bg_b = b.start_background();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!b.engine().lead().is_leader());
     bg_a.shutdown().await;
-    let mut waited = Duration::ZERO;
-    while !b.engine().lead().is_leader() {
-        assert!(waited < Duration::from_secs(15), "B did not take over the lead");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        waited += Duration::from_millis(50);
-    }
+    wait_until(Duration::from_secs(15), "B takes over the lead", || b.engine().lead().is_leader()).await;
     assert_eq!(b.authorize("not-a-token", "crm.read", "crm/acct/1").await.code, DecisionCode::InvalidToken);
-    let mut waited = Duration::ZERO;
-    while b.engine().governance().active_about("token:not_a_warrant").is_empty() {
-        assert!(waited < Duration::from_secs(10), "B leads but has not swept in {waited:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        waited += Duration::from_millis(50);
-    }
+    wait_until(Duration::from_secs(10), "B, leading, sweeps", || {
+        !b.engine().governance().active_about("token:not_a_warrant").is_empty()
+    })
+    .await;
     bg_b.shutdown().await;
+}
+
+/// Shadow activity is counted wherever it is seen: tokens Warrant did not issue,
+/// presented to two servers sharing a database, make one finding with every occurrence,
+/// which outlives a restart of the server sweeping and resolves once quiet.
+#[tokio::test]
+async fn shadow_activity_seen_by_every_server_makes_one_finding() {
+    let Some((mut a, b)) = pair().await else { return };
+    for h in [&a, &b, &b] {
+        assert_eq!(h.authorize("not-a-token", "crm.read", "crm/acct/1").await.code, DecisionCode::InvalidToken);
+    }
+    // B does not sweep; it adds what it counted to the database at its next flush.
+    b.engine().governance().flush(b.now()).await.unwrap();
+    a.sweep().await;
+    let occurrences = |h: &Harness| {
+        let found = h.engine().governance().active_about("token:not_a_warrant");
+        assert!(found.len() <= 1, "{found:?}");
+        found.first().map(|f| f.evidence["occurrences"].as_u64().unwrap())
+    };
+    assert_eq!(occurrences(&a), Some(3), "A's occurrence and B's two");
+    // The counts are the database's: a restarted A neither loses nor counts them twice.
+    a.restart().await;
+    a.sweep().await;
+    assert_eq!(occurrences(&a), Some(3));
+    assert_eq!(b.authorize("not-a-token", "crm.read", "crm/acct/1").await.code, DecisionCode::InvalidToken);
+    b.engine().governance().flush(b.now()).await.unwrap();
+    a.sweep().await;
+    assert_eq!(occurrences(&a), Some(4));
+    // Quiet for the quiet time: resolved, and forgotten.
+    a.advance_millis((a.engine().governance().config().shadow_quiet + 1) * 1000);
+    a.sweep().await;
+    assert_eq!(occurrences(&a), None);
+    a.sweep().await;
+    assert_eq!(occurrences(&a), None, "forgotten, not opened again");
 }
 
 /// A policy reloaded on one server is put in force on the others from the feed (audited

@@ -3,9 +3,10 @@
 
 use async_trait::async_trait;
 use tokio_postgres::AsyncMessage;
+use warrant_core::govern::ShadowActivity;
 use warrant_core::UnixTime;
 
-use super::{get_u64, lock_writes, to_i64, PgStore};
+use super::{col, get, get_u64, lock_writes, to_i64, PgStore};
 use crate::cluster::{Change, ChangeBatch, ChangeKind, ChangeListener, ChangeStore, LeaderConnection, Leadership};
 use crate::StoreError;
 
@@ -134,6 +135,63 @@ impl ChangeStore for PgStore {
     async fn release_set(&self, issuer: &str, jti: &str) -> Result<(), StoreError> {
         let client = self.client().await?;
         client.execute("DELETE FROM received_sets WHERE issuer = $1 AND jti = $2", &[&issuer, &jti]).await?;
+        Ok(())
+    }
+
+    async fn merge_shadow(&self, counted: &[(String, ShadowActivity)]) -> Result<(), StoreError> {
+        if counted.is_empty() {
+            return Ok(());
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // Under the write lock: two servers adding to one subject never lose a count.
+        lock_writes(&tx).await?;
+        let read = tx.prepare("SELECT activity FROM shadow_activity WHERE subject = $1").await?;
+        let write = tx
+            .prepare(
+                "INSERT INTO shadow_activity (subject, activity, occurrences, last_seen, reported) \
+                 VALUES ($1, $2, $3, $4, FALSE) ON CONFLICT (subject) DO UPDATE SET \
+                 activity = EXCLUDED.activity, occurrences = EXCLUDED.occurrences, \
+                 last_seen = EXCLUDED.last_seen, reported = FALSE",
+            )
+            .await?;
+        for (subject, seen) in counted {
+            let mut merged = seen.clone();
+            if let Some(row) = tx.query_opt(&read, &[subject]).await? {
+                let stored: ShadowActivity = col(&row, 0, |text| serde_json::from_str(&text))?;
+                merged.merge(&stored);
+            }
+            let text = serde_json::to_string(&merged).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            tx.execute(&write, &[subject, &text, &to_i64(merged.occurrences)?, &merged.last_seen.0]).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn shadow_activity(&self, quiet_through: UnixTime) -> Result<Vec<(String, ShadowActivity)>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        lock_writes(&tx).await?;
+        tx.execute("DELETE FROM shadow_activity WHERE reported AND last_seen <= $1", &[&quiet_through.0]).await?;
+        let rows =
+            tx.query("SELECT subject, activity FROM shadow_activity ORDER BY subject COLLATE \"C\"", &[]).await?;
+        tx.commit().await?;
+        rows.iter().map(|r| Ok((get(r, 0)?, col(r, 1, |text| serde_json::from_str(&text))?))).collect()
+    }
+
+    async fn shadow_reported(&self, reported: &[(String, u64)]) -> Result<(), StoreError> {
+        if reported.is_empty() {
+            return Ok(());
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        lock_writes(&tx).await?;
+        let mark =
+            tx.prepare("UPDATE shadow_activity SET reported = TRUE WHERE subject = $1 AND occurrences = $2").await?;
+        for (subject, occurrences) in reported {
+            tx.execute(&mark, &[subject, &to_i64(*occurrences)?]).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
