@@ -577,6 +577,11 @@ impl Background {
         for task in &self.loops {
             task.abort();
         }
+        // Wait for each loop to be dropped, so whatever a cancelled flush had taken out of
+        // memory is back before `close` writes it.
+        for task in self.loops {
+            let _ = task.await;
+        }
         close(&self.clock, &self.guardrails, &self.governance, &self.decisions, &self.audit).await;
         if let Some(webhook) = self.webhook {
             webhook.abort();

@@ -144,11 +144,13 @@ pub(crate) fn refuse_unusable_schema(
         Some(v) if v > *usable.end() => "a newer release wrote it; use that release",
         Some(_) => older,
     };
+    let opens = if usable.start() == usable.end() {
+        format!("version {}", usable.end())
+    } else {
+        format!("versions {} to {}", usable.start(), usable.end())
+    };
     Err(StoreError::Schema(format!(
-        "the database has schema version {version}, this build opens versions {} to {} without \
-         migrating; {advice}",
-        usable.start(),
-        usable.end()
+        "the database has schema version {version}, this build opens {opens} without migrating; {advice}"
     )))
 }
 

@@ -3399,7 +3399,7 @@ async fn postgres_without_migrating_opens_only_a_schema_it_can_use() {
         assert!(matches!(err, StoreError::Schema(_)), "{err:?}");
         let text = err.to_string();
         assert!(
-            text.contains(&format!("schema version {version}, this build opens versions {current} to {current}")),
+            text.contains(&format!("schema version {version}, this build opens version {current} without migrating")),
             "{text}"
         );
         assert!(text.contains(says), "{text}");
@@ -3427,9 +3427,9 @@ async fn shadow_activity_counted_by_each_server_adds_up_and_is_forgotten_once_re
     sqlite.merge_shadow(&[counted(10, &["https://a"])]).await.unwrap();
     assert!(sqlite.shadow_activity(UnixTime(0)).await.unwrap().is_empty());
 
-    let Some((_guard, store)) = open_postgres().await else { return };
-    store.merge_shadow(&[counted(100, &["https://a", "https://b"])]).await.unwrap();
-    store.merge_shadow(&[counted(90, &["https://a", "https://c"])]).await.unwrap();
+    let Some((guard, store)) = open_postgres().await else { return };
+    store.merge_shadow(&[counted(100, &["https://b", "https://a"])]).await.unwrap();
+    store.merge_shadow(&[counted(90, &["https://c", "https://a"])]).await.unwrap();
     let seen = store.shadow_activity(UnixTime(0)).await.unwrap();
     assert_eq!(seen.len(), 1, "{seen:?}");
     let (subject, activity) = &seen[0];
@@ -3437,7 +3437,9 @@ async fn shadow_activity_counted_by_each_server_adds_up_and_is_forgotten_once_re
     assert_eq!(activity.occurrences, 4);
     assert_eq!((activity.first_seen, activity.last_seen), (UnixTime(90), UnixTime(100)));
     assert_eq!(activity.distinct.len(), 3);
-    assert_eq!(activity.first.iss.as_deref(), Some("https://a"));
+    assert_eq!(activity.first.iss.as_deref(), Some("https://c"), "the earliest first token");
+    let values: Vec<&str> = activity.samples.iter().map(|c| c.value.as_str()).collect();
+    assert_eq!(values, ["https://b", "https://a", "https://c"], "what was stored first stays first");
     // Unreported, it is kept however long it has been quiet.
     assert_eq!(store.shadow_activity(UnixTime(1_000)).await.unwrap().len(), 1);
     // A report of 3 occurrences when 4 were counted marks nothing; of 4, marks it.
@@ -3452,6 +3454,24 @@ async fn shadow_activity_counted_by_each_server_adds_up_and_is_forgotten_once_re
     store.merge_shadow(&[counted(201, &["https://d"])]).await.unwrap();
     let seen = store.shadow_activity(UnixTime(1_000)).await.unwrap();
     assert_eq!(seen.iter().map(|(_, a)| a.occurrences).collect::<Vec<_>>(), [2]);
+    // A row this build cannot read (a later build's, say) is skipped by the sweep's read
+    // and replaced by the next count for its subject; the others are read as ever.
+    guard
+        .execute(
+            "INSERT INTO shadow_activity (subject, activity, occurrences, last_seen) \
+             VALUES ('token:not_a_warrant', '{\"cause\": \"a_later_cause\"}', 1, 300);",
+        )
+        .await;
+    let seen = store.shadow_activity(UnixTime(1_000)).await.unwrap();
+    assert_eq!(seen.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>(), ["shadow:foreign_issuer"]);
+    let mut junk = counted(400, &[]);
+    junk.0 = "token:not_a_warrant".to_owned();
+    junk.1.note(None, UnixTime(400));
+    // Given twice in one call, a subject is added up.
+    store.merge_shadow(&[junk.clone(), junk]).await.unwrap();
+    let seen = store.shadow_activity(UnixTime(1_000)).await.unwrap();
+    let counts: Vec<(&str, u64)> = seen.iter().map(|(s, a)| (s.as_str(), a.occurrences)).collect();
+    assert_eq!(counts, [("shadow:foreign_issuer", 2), ("token:not_a_warrant", 2)]);
 }
 
 /// The change feed (PostgreSQL): every write of a table behind a server's in-memory

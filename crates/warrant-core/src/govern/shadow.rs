@@ -85,9 +85,12 @@ impl ShadowActivity {
         }
     }
 
-    /// Adds `other` (the same subject's activity seen elsewhere, or later) to this one:
-    /// occurrences add up, the times widen, samples and distinct values are joined within
-    /// their bounds, and the first token's claims are the earlier one's.
+    /// Adds `other`, the same subject's activity counted later or by another server, to
+    /// this one (call it on the earlier counts): occurrences add up, the times widen, the
+    /// cause stays this one's, the samples keep this one's first and fill what room is
+    /// left from `other`'s (so a later burst cannot push out what was claimed first),
+    /// distinct values are joined within their bound, and the first token's claims are
+    /// the earlier one's.
     pub fn merge(&mut self, other: &ShadowActivity) {
         if other.first_seen < self.first_seen {
             self.first = other.first.clone();
@@ -142,24 +145,36 @@ mod tests {
         a
     }
 
+    fn samples(a: &ShadowActivity) -> Vec<(&str, u64)> {
+        a.samples.iter().map(|s| (s.value.as_str(), s.occurrences)).collect()
+    }
+
     #[test]
     fn merging_adds_occurrences_widens_times_and_keeps_the_earlier_first_token() {
-        let mut here = seen(100, &["a", "b", "a"]);
-        let there = seen(50, &["a", "c"]);
-        here.merge(&there);
-        assert_eq!(here.occurrences, 5);
-        assert_eq!((here.first_seen, here.last_seen), (UnixTime(50), UnixTime(102)));
-        assert_eq!(here.first.iss.as_deref(), Some("iss-at-50"));
-        let samples: Vec<(&str, u64)> = here.samples.iter().map(|s| (s.value.as_str(), s.occurrences)).collect();
-        assert_eq!(samples, [("a", 3), ("b", 1), ("c", 1)]);
-        assert_eq!(here.distinct.len(), 3);
-        // Merging in the other order gives the same counts.
-        let mut other_way = seen(50, &["a", "c"]);
-        other_way.merge(&seen(100, &["a", "b", "a"]));
-        assert_eq!(
-            (other_way.occurrences, other_way.first_seen, other_way.last_seen, other_way.distinct.len()),
-            (5, UnixTime(50), UnixTime(102), 3)
-        );
+        let mut earlier = seen(50, &["a", "c"]);
+        earlier.merge(&seen(100, &["a", "b", "a"]));
+        assert_eq!(earlier.occurrences, 5);
+        assert_eq!((earlier.first_seen, earlier.last_seen), (UnixTime(50), UnixTime(102)));
+        assert_eq!(earlier.first.iss.as_deref(), Some("iss-at-50"));
+        assert_eq!(samples(&earlier), [("a", 3), ("c", 1), ("b", 1)]);
+        assert_eq!(earlier.distinct.len(), 3);
+        // The other way round, the counts are the same and the samples keep this side's
+        // first; the first token is still the earlier one's.
+        let mut later = seen(100, &["a", "b", "a"]);
+        later.merge(&seen(50, &["a", "c"]));
+        assert_eq!((later.occurrences, later.first_seen, later.last_seen), (5, UnixTime(50), UnixTime(102)));
+        assert_eq!(later.first.iss.as_deref(), Some("iss-at-50"));
+        assert_eq!(samples(&later), [("a", 3), ("b", 1), ("c", 1)]);
+    }
+
+    #[test]
+    fn a_later_burst_cannot_push_out_what_was_claimed_first() {
+        let mut first = seen(1, &["https://the-real-one"]);
+        let junk: Vec<String> = (0..30).map(|i| format!("junk{i}")).collect();
+        first.merge(&seen(2, &junk.iter().map(String::as_str).collect::<Vec<_>>()));
+        assert_eq!(first.samples[0].value, "https://the-real-one");
+        assert_eq!(first.samples.len(), MAX_SAMPLES);
+        assert_eq!((first.occurrences, first.distinct.len()), (31, 31));
     }
 
     #[test]
@@ -169,7 +184,7 @@ mod tests {
         let mut a = seen(1, &refs[..80]);
         a.merge(&seen(1, &refs[70..]));
         assert_eq!(a.occurrences, 160);
-        assert_eq!(a.samples.len(), MAX_SAMPLES);
+        assert_eq!(samples(&a).iter().map(|(v, _)| *v).collect::<Vec<_>>(), ["v0", "v1", "v2", "v3", "v4"]);
         assert_eq!(a.distinct.len(), MAX_DISTINCT);
     }
 

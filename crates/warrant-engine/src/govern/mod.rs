@@ -434,11 +434,13 @@ impl Governance {
         if !self.store.shared() {
             return Ok(());
         }
-        let counted = self.shadow.drain();
-        if counted.is_empty() {
+        let taken = self.shadow.drain();
+        if taken.counted().is_empty() {
             return Ok(());
         }
-        self.store.merge_shadow(&counted).await.inspect_err(|_| self.shadow.restore(counted))
+        self.store.merge_shadow(taken.counted()).await?;
+        taken.written();
+        Ok(())
     }
 
     /// The shadow activity a full sweep at `now` observes, by subject: this server's

@@ -89,6 +89,35 @@ struct Entry {
     reported: bool,
 }
 
+/// Counts taken out of a [`ShadowTracker`] to be stored. Dropped before
+/// [`written`](Self::written), whether the write failed or was cancelled, it puts them
+/// back, so none is lost.
+#[derive(Debug)]
+pub(crate) struct Taken<'a> {
+    tracker: &'a ShadowTracker,
+    counted: Vec<(String, ShadowActivity)>,
+}
+
+impl Taken<'_> {
+    /// The counts, by subject.
+    pub(crate) fn counted(&self) -> &[(String, ShadowActivity)] {
+        &self.counted
+    }
+
+    /// They are stored: they are not put back.
+    pub(crate) fn written(mut self) {
+        self.counted.clear();
+    }
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        if !self.counted.is_empty() {
+            self.tracker.restore(std::mem::take(&mut self.counted));
+        }
+    }
+}
+
 /// Shadow occurrences by subject.
 #[derive(Debug, Default)]
 pub struct ShadowTracker {
@@ -128,7 +157,7 @@ impl ShadowTracker {
     /// that no sweep has reported yet (activity that stopped before a sweep saw it still
     /// opens its finding, which the next sweep resolves), with their counts. Quiet
     /// subjects already [`reported`](Self::reported) are forgotten.
-    pub fn current(&self, now: UnixTime, quiet: i64) -> Vec<(String, ShadowActivity)> {
+    pub(crate) fn current(&self, now: UnixTime, quiet: i64) -> Vec<(String, ShadowActivity)> {
         let Ok(mut map) = self.seen.lock() else { return Vec::new() };
         map.retain(|_, e| !e.reported || !e.activity.quiet_at(now, quiet));
         map.iter().map(|(subject, e)| (subject.clone(), e.activity.clone())).collect()
@@ -137,7 +166,7 @@ impl ShadowTracker {
     /// Marks each `(subject, occurrences)` as reported: a sweep has committed its
     /// finding with that many occurrences, so once quiet it may be forgotten. A subject
     /// with occurrences counted since stays unreported.
-    pub fn reported<'a>(&self, subjects: impl IntoIterator<Item = (&'a str, u64)>) {
+    pub(crate) fn reported<'a>(&self, subjects: impl IntoIterator<Item = (&'a str, u64)>) {
         let Ok(mut map) = self.seen.lock() else { return };
         for (subject, occurrences) in subjects {
             if let Some(e) = map.get_mut(subject).filter(|e| e.activity.occurrences == occurrences) {
@@ -147,30 +176,31 @@ impl ShadowTracker {
     }
 
     /// Takes everything counted so far, leaving the tracker empty: on a database several
-    /// servers share, what each server saw is added to the store's counts.
-    pub fn drain(&self) -> Vec<(String, ShadowActivity)> {
-        let Ok(mut map) = self.seen.lock() else { return Vec::new() };
-        map.drain().map(|(subject, e)| (subject, e.activity)).collect()
+    /// servers share, what each server saw is added to the store's counts. What is taken
+    /// comes back when the [`Taken`] is dropped unless it was [`written`](Taken::written).
+    pub(crate) fn drain(&self) -> Taken<'_> {
+        let counted = match self.seen.lock() {
+            Ok(mut map) => map.drain().map(|(subject, e)| (subject, e.activity)).collect(),
+            Err(_) => Vec::new(),
+        };
+        Taken { tracker: self, counted }
     }
 
-    /// Puts back what [`drain`](Self::drain) took when it could not be stored, adding it
-    /// to whatever was counted meanwhile.
-    pub fn restore(&self, taken: Vec<(String, ShadowActivity)>) {
+    /// Puts back counts taken earlier, adding what was counted meanwhile to them.
+    fn restore(&self, taken: Vec<(String, ShadowActivity)>) {
         let Ok(mut map) = self.seen.lock() else { return };
-        for (subject, activity) in taken {
-            match map.get_mut(&subject) {
-                Some(e) => e.activity.merge(&activity),
-                None => {
-                    map.insert(subject, Entry { activity, reported: false });
-                }
+        for (subject, mut activity) in taken {
+            if let Some(since) = map.remove(&subject) {
+                activity.merge(&since.activity);
             }
+            map.insert(subject, Entry { activity, reported: false });
         }
     }
 
     /// Seeds the tracker from active shadow findings after a restart, so that they are
     /// not resolved before they have been quiet for the configured time. (On a database
     /// several servers share, the counts are in the store and this is not used.)
-    pub fn resume<'a>(&self, active: impl Iterator<Item = &'a Finding>) {
+    pub(crate) fn resume<'a>(&self, active: impl Iterator<Item = &'a Finding>) {
         let Ok(mut map) = self.seen.lock() else { return };
         for f in active.filter(|f| f.kind == FindingKind::ShadowActivity && f.status.is_active()) {
             let cause = match f.evidence.get("cause").and_then(Value::as_str) {
@@ -250,19 +280,26 @@ mod tests {
     }
 
     #[test]
-    fn drained_counts_are_restored_when_they_could_not_be_stored() {
+    fn drained_counts_come_back_unless_written() {
         let t = ShadowTracker::default();
-        let p = Peek { iss: Some("https://a".into()), ..Peek::default() };
-        t.record(ShadowCause::ForeignIssuer, p.clone(), UnixTime(10));
+        let iss = |i: &str| Peek { iss: Some(i.into()), ..Peek::default() };
+        t.record(ShadowCause::ForeignIssuer, iss("https://first"), UnixTime(10));
         let taken = t.drain();
-        assert_eq!(taken.len(), 1);
-        assert!(t.drain().is_empty(), "drained: nothing is counted twice");
-        t.record(ShadowCause::ForeignIssuer, p, UnixTime(20));
-        t.restore(taken);
+        assert_eq!(taken.counted().len(), 1);
+        assert!(t.drain().counted().is_empty(), "drained: nothing is counted twice");
+        // Counted while the write runs, and more distinct claims than the samples hold.
+        for i in 0..MAX_SAMPLES {
+            t.record(ShadowCause::ForeignIssuer, iss(&format!("https://later-{i}")), UnixTime(20));
+        }
+        drop(taken); // the write failed, or was cancelled
         let obs = observed(&t, UnixTime(30), 100);
         assert_eq!(obs.len(), 1);
-        assert_eq!(obs[0].evidence["occurrences"], 2);
+        assert_eq!(obs[0].evidence["occurrences"], 1 + MAX_SAMPLES);
         assert_eq!(obs[0].evidence["first_seen"], 10);
+        assert_eq!(obs[0].evidence["claimed"][0]["value"], "https://first", "what was claimed first stays first");
+        // Written: gone from memory.
+        t.drain().written();
+        assert!(t.current(UnixTime(30), 100).is_empty());
     }
 
     #[test]

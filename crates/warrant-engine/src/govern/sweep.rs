@@ -244,7 +244,7 @@ impl Governance {
     /// Writes recorded usage the store is behind on (also at shutdown).
     pub(crate) async fn flush_usage(&self) {
         if let Err(e) = self.flush(self.clock.now()).await {
-            tracing::warn!(error = %e, "could not save agents' usage; will retry");
+            tracing::warn!(error = %e, "could not save agents' usage or the shadow activity counted; will retry");
         }
     }
 }

@@ -1,12 +1,14 @@
 //! The change feed on PostgreSQL: the log `cluster_changes`, filled by triggers in the
 //! writing transaction (migration 2), announced on the channel `warrant_changes`.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use tokio_postgres::AsyncMessage;
 use warrant_core::govern::ShadowActivity;
 use warrant_core::UnixTime;
 
-use super::{col, get, get_u64, lock_writes, to_i64, PgStore};
+use super::{get, get_u64, lock_writes, to_i64, PgStore};
 use crate::cluster::{Change, ChangeBatch, ChangeKind, ChangeListener, ChangeStore, LeaderConnection, Leadership};
 use crate::StoreError;
 
@@ -142,28 +144,57 @@ impl ChangeStore for PgStore {
         if counted.is_empty() {
             return Ok(());
         }
+        // One row per subject (a subject given twice is added up first).
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        let mut unique: Vec<(&str, ShadowActivity)> = Vec::new();
+        for (subject, seen) in counted {
+            match index.get(subject.as_str()).and_then(|&i| unique.get_mut(i)) {
+                Some((_, activity)) => activity.merge(seen),
+                None => {
+                    index.insert(subject, unique.len());
+                    unique.push((subject, seen.clone()));
+                }
+            }
+        }
+        let subjects: Vec<&str> = unique.iter().map(|(subject, _)| *subject).collect();
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         // Under the write lock: two servers adding to one subject never lose a count.
         lock_writes(&tx).await?;
-        let read = tx.prepare("SELECT activity FROM shadow_activity WHERE subject = $1").await?;
-        let write = tx
-            .prepare(
-                "INSERT INTO shadow_activity (subject, activity, occurrences, last_seen, reported) \
-                 VALUES ($1, $2, $3, $4, FALSE) ON CONFLICT (subject) DO UPDATE SET \
-                 activity = EXCLUDED.activity, occurrences = EXCLUDED.occurrences, \
-                 last_seen = EXCLUDED.last_seen, reported = FALSE",
-            )
-            .await?;
-        for (subject, seen) in counted {
-            let mut merged = seen.clone();
-            if let Some(row) = tx.query_opt(&read, &[subject]).await? {
-                let stored: ShadowActivity = col(&row, 0, |text| serde_json::from_str(&text))?;
-                merged.merge(&stored);
-            }
-            let text = serde_json::to_string(&merged).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            tx.execute(&write, &[subject, &text, &to_i64(merged.occurrences)?, &merged.last_seen.0]).await?;
+        let rows =
+            tx.query("SELECT subject, activity FROM shadow_activity WHERE subject = ANY($1)", &[&subjects]).await?;
+        let mut stored: HashMap<String, String> = HashMap::new();
+        for row in &rows {
+            stored.insert(get(row, 0)?, get(row, 1)?);
         }
+        let (mut texts, mut occurrences, mut last_seen) = (Vec::new(), Vec::new(), Vec::new());
+        for (subject, seen) in &unique {
+            // The stored counts are the earlier ones: what this server counted is added to
+            // them, so what was claimed first stays in the samples.
+            let merged = match stored.get(*subject).map(|text| serde_json::from_str::<ShadowActivity>(text)) {
+                Some(Ok(mut earlier)) => {
+                    earlier.merge(seen);
+                    earlier
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(subject = %subject, error = %e, "stored shadow activity is unreadable; replacing it");
+                    seen.clone()
+                }
+                None => seen.clone(),
+            };
+            texts.push(serde_json::to_string(&merged).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+            occurrences.push(to_i64(merged.occurrences)?);
+            last_seen.push(merged.last_seen.0);
+        }
+        tx.execute(
+            "INSERT INTO shadow_activity (subject, activity, occurrences, last_seen, reported) \
+             SELECT subject, activity, occurrences, last_seen, FALSE \
+             FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[]) AS t(subject, activity, occurrences, last_seen) \
+             ON CONFLICT (subject) DO UPDATE SET activity = EXCLUDED.activity, \
+             occurrences = EXCLUDED.occurrences, last_seen = EXCLUDED.last_seen, reported = FALSE",
+            &[&subjects, &texts, &occurrences, &last_seen],
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -176,7 +207,16 @@ impl ChangeStore for PgStore {
         let rows =
             tx.query("SELECT subject, activity FROM shadow_activity ORDER BY subject COLLATE \"C\"", &[]).await?;
         tx.commit().await?;
-        rows.iter().map(|r| Ok((get(r, 0)?, col(r, 1, |text| serde_json::from_str(&text))?))).collect()
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let (subject, text): (String, String) = (get(row, 0)?, get(row, 1)?);
+            // One unreadable row (written by a later build, say) must not stop the sweep.
+            match serde_json::from_str(&text) {
+                Ok(activity) => out.push((subject, activity)),
+                Err(e) => tracing::warn!(subject = %subject, error = %e, "skipping unreadable shadow activity"),
+            }
+        }
+        Ok(out)
     }
 
     async fn shadow_reported(&self, reported: &[(String, u64)]) -> Result<(), StoreError> {
