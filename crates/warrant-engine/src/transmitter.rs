@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tokio::sync::broadcast::error::TryRecvError;
 use warrant_store::ssf::{DeliveryMethod, OutboxEvent, OutboxRecord, StreamRecord};
 use warrant_store::{Store, StoreError};
 
@@ -56,6 +57,10 @@ const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// How often push streams are looked at when no revocation wakes the loop.
 const PUSH_TICK: Duration = Duration::from_secs(1);
+/// The least time from one push round's start to the next's: the revocations of a burst
+/// are delivered by one round, at most this much later, rather than each reading the
+/// streams from the store in a round of its own.
+const PUSH_COALESCE: Duration = Duration::from_millis(20);
 /// How long an event is kept for a receiver that has not collected it, seconds.
 pub const RETENTION_SECS: i64 = 7 * 24 * 3600;
 /// How often the outbox is pruned.
@@ -618,9 +623,17 @@ impl Transmitter {
 
     async fn push_loop(self: Arc<Self>, mut revocations: tokio::sync::broadcast::Receiver<Arc<crate::events::Event>>) {
         let mut pruned = Instant::now();
+        let mut last_round: Option<Instant> = None;
         loop {
             // On a shared database, one server (the leader) delivers and prunes.
             if self.lead.is_leader() {
+                if let Some(wait) = last_round.and_then(|at| PUSH_COALESCE.checked_sub(at.elapsed())) {
+                    tokio::time::sleep(wait).await;
+                }
+                // The round reads the outbox after these revocations were recorded, so it
+                // delivers them too: they need no round of their own.
+                while matches!(revocations.try_recv(), Ok(_) | Err(TryRecvError::Lagged(_))) {}
+                last_round = Some(Instant::now());
                 Arc::clone(&self).push_once();
                 if pruned.elapsed() >= PRUNE_EVERY {
                     pruned = Instant::now();
