@@ -80,6 +80,29 @@ impl Default for GovernConfig {
     }
 }
 
+/// Usage handed to the store, marked as written. Dropped before
+/// [`written`](Self::written), whether the write failed or was cancelled (a shutdown
+/// aborting the flush loop), it is marked unwritten again, so the next flush retries it.
+struct UsageRows<'a> {
+    governance: &'a Governance,
+    rows: Vec<(AgentId, AgentUsage)>,
+}
+
+impl UsageRows<'_> {
+    /// The store has it.
+    fn written(mut self) {
+        self.rows.clear();
+    }
+}
+
+impl Drop for UsageRows<'_> {
+    fn drop(&mut self) {
+        if !self.rows.is_empty() {
+            self.governance.usage_unwritten(&self.rows);
+        }
+    }
+}
+
 /// Usage is written again once it is this many seconds older than what is stored, even
 /// if only its times moved.
 const USAGE_REWRITE_SECS: i64 = 60;
@@ -410,20 +433,17 @@ impl Governance {
 
     /// Writes the usage the store is behind on (how many agents' usage it wrote) and,
     /// on a database several servers share, the shadow activity this server counted.
+    /// What a failed or cancelled write held is written by the next flush.
     pub async fn flush(&self, now: UnixTime) -> Result<usize, StoreError> {
         let shadow = self.flush_shadow().await;
-        let store = self.store.as_ref();
-        let rows = self.usage_to_write(now);
-        if rows.is_empty() {
+        let rows = UsageRows { governance: self, rows: self.usage_to_write(now) };
+        if rows.rows.is_empty() {
             return shadow.map(|()| 0);
         }
-        match store.save_usage(&rows).await {
-            Ok(()) => shadow.map(|()| rows.len()),
-            Err(e) => {
-                self.usage_unwritten(&rows);
-                Err(e)
-            }
-        }
+        self.store.save_usage(&rows.rows).await?;
+        let written = rows.rows.len();
+        rows.written();
+        shadow.map(|()| written)
     }
 
     /// On a database several servers share, adds the shadow activity this server counted

@@ -477,6 +477,24 @@ async fn usage_seen_by_two_servers_is_merged_in_the_store() {
     assert_eq!(actions, ["crm.read", "crm.write"], "both servers' use, neither replaced by the other");
 }
 
+/// A usage write cancelled partway (as a shutdown aborting the flush loop cancels it) is
+/// written by the next flush: it was marked written as it was handed to the store, and
+/// the transaction it was in rolled back.
+#[tokio::test]
+async fn a_cancelled_usage_flush_is_written_by_the_next() {
+    use warrant_store::GovernStore as _;
+    let Some(a) = Harness::start_on_postgres(|_| {}).await else { return };
+    let chain = a.chain(&["crm.*"], &["crm.*"], 1).await;
+    assert_eq!(a.authorize(chain.token(0), "crm.read", "crm/acct/1").await.outcome, Outcome::Allow);
+    let governance = a.engine().governance();
+    let cancelled = tokio::time::timeout(Duration::ZERO, governance.flush(a.now())).await;
+    assert!(cancelled.is_err(), "the flush was cancelled before it finished");
+    governance.flush(a.now()).await.unwrap();
+    let store = warrant_store::PgStore::connect(&a.postgres_url()).unwrap();
+    let usages = store.usages().await.unwrap();
+    assert!(usages.iter().any(|(agent, _)| *agent == chain.agents[0].id), "{usages:?}");
+}
+
 /// An activation the feed announces late never brings back an older policy set: the
 /// version a server puts in force from the feed is the store's current one, not the one
 /// the (older) change names.
