@@ -630,6 +630,9 @@ impl Transmitter {
                 if let Some(wait) = last_round.and_then(|at| PUSH_COALESCE.checked_sub(at.elapsed())) {
                     tokio::time::sleep(wait).await;
                 }
+                if !self.lead.is_leader() {
+                    continue; // lost the lead while waiting
+                }
                 // The round reads the outbox after these revocations were recorded, so it
                 // delivers them too: they need no round of their own.
                 while matches!(revocations.try_recv(), Ok(_) | Err(TryRecvError::Lagged(_))) {}

@@ -483,12 +483,21 @@ async fn usage_seen_by_two_servers_is_merged_in_the_store() {
 #[tokio::test]
 async fn a_cancelled_usage_flush_is_written_by_the_next() {
     use warrant_store::GovernStore as _;
+    /// The store's write lock (`warrant_store::postgres::WRITE_LOCK`), which every write
+    /// transaction takes first.
+    const WRITE_LOCK: i64 = 0x5741_5252_414e_5401;
     let Some(a) = Harness::start_on_postgres(|_| {}).await else { return };
     let chain = a.chain(&["crm.*"], &["crm.*"], 1).await;
     assert_eq!(a.authorize(chain.token(0), "crm.read", "crm/acct/1").await.outcome, Outcome::Allow);
+    // Another session holds the write lock, so the flush's transaction waits inside.
+    let (mut holder, connection) = tokio_postgres::connect(&a.postgres_url(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let lock = holder.transaction().await.unwrap();
+    lock.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK]).await.unwrap();
     let governance = a.engine().governance();
-    let cancelled = tokio::time::timeout(Duration::ZERO, governance.flush(a.now())).await;
-    assert!(cancelled.is_err(), "the flush was cancelled before it finished");
+    let cancelled = tokio::time::timeout(Duration::from_millis(300), governance.flush(a.now())).await;
+    assert!(cancelled.is_err(), "the flush waited for the lock and was cancelled there");
+    lock.rollback().await.unwrap();
     governance.flush(a.now()).await.unwrap();
     let store = warrant_store::PgStore::connect(&a.postgres_url()).unwrap();
     let usages = store.usages().await.unwrap();
