@@ -157,8 +157,8 @@ pub async fn policy(conn: &Conn, cmd: PolicyCmd) -> CliResult {
 
 /// The database to read, unchanged: the data directory's SQLite file, opened read only
 /// (offline verification and export change nothing and work on read-only media), or the
-/// PostgreSQL database `database` names (not migrated: a schema this build cannot use
-/// as it is is refused).
+/// PostgreSQL database `database` names (not migrated: a schema whose audit log this
+/// build cannot read as it is is refused).
 async fn open(
     data: &std::path::Path,
     database: Option<&str>,
@@ -166,7 +166,7 @@ async fn open(
     use warrant_server::config::Database;
     match database.map(Database::parse).transpose()? {
         Some(Database::Postgres(url)) => Ok(Box::new(
-            warrant_store::PgStore::open_without_migrating(url.expose())
+            warrant_store::PgStore::open_for_evidence(url.expose())
                 .await
                 .map_err(|e| format!("cannot read {url}: {e}"))?,
         )),

@@ -3367,12 +3367,13 @@ async fn postgres_tls_is_verified() {
     assert!(!server.uses_tls("plain").await);
 }
 
-/// A server told not to migrate, or `warrant audit verify --database`, opens a PostgreSQL
-/// database at this build's schema version and reads and writes it as it is; one behind
-/// it (version 9 lacks the table `shadow_activity` that version 10 adds), or migrated by a
-/// newer release, is refused with a schema error that says what to do.
+/// A server told not to migrate opens a PostgreSQL database at this build's schema
+/// version and reads and writes it as it is; one behind it (version 9 lacks the table
+/// `shadow_activity` that version 10 adds), or migrated by a newer release, is refused
+/// with a schema error that says what to do. The evidence commands read the audit log of
+/// a database back to version 7.
 #[tokio::test]
-async fn postgres_without_migrating_opens_only_a_schema_it_can_use() {
+async fn postgres_without_migrating_opens_only_a_schema_it_can_use_and_evidence_reads_older_ones() {
     let Some((guard, store)) = open_postgres().await else { return };
     let deny_every_third = |seq: u64| if seq.is_multiple_of(3) { "deny" } else { "allow" };
     store.append_audit(deciding_rows(1, 9, GENESIS, |_| Vec::new(), deny_every_third)).await.unwrap();
@@ -3404,6 +3405,29 @@ async fn postgres_without_migrating_opens_only_a_schema_it_can_use() {
         );
         assert!(text.contains(says), "{text}");
     }
+
+    // The evidence commands (`warrant audit verify --database`, `audit export`) also read
+    // a database behind by migrations that create only indexes or tables they never read:
+    // back to version 7, as the build before migration 8 left it.
+    guard
+        .execute(
+            "DROP INDEX audit_decision; DROP INDEX warrants_expires; DROP INDEX findings_recent; \
+             DROP INDEX approvals_approver; DROP INDEX approvals_recent; DROP INDEX revoked_warrants_revocation; \
+             DROP TABLE shadow_activity; UPDATE warrant_schema SET version = 7;",
+        )
+        .await;
+    let refused = warrant_store::PgStore::open_without_migrating(&guard.url()).await;
+    assert!(matches!(refused, Err(StoreError::Schema(_))), "a server needs version {current}");
+    let evidence = warrant_store::PgStore::open_for_evidence(&guard.url()).await.unwrap();
+    let seqs: Vec<u64> = evidence.query_audit(&denies).await.unwrap().iter().map(|r| r.record.seq).collect();
+    assert_eq!(seqs, [3, 6, 9]);
+    assert_eq!(evidence.audit_head().await.unwrap().map(|(seq, _)| seq), Some(9));
+    drop(evidence);
+    guard.execute("UPDATE warrant_schema SET version = 6;").await;
+    let Err(err) = warrant_store::PgStore::open_for_evidence(&guard.url()).await else {
+        panic!("a version 6 database was opened for evidence")
+    };
+    assert!(err.to_string().contains(&format!("this build opens versions 7 to {current}")), "{err}");
 }
 
 /// Shadow activity counted by servers sharing a PostgreSQL database adds up by subject;

@@ -55,6 +55,18 @@ use crate::StoreError;
 /// `migrations_an_unmigrated_open_skips_only_touch_indexes` holds to that.
 const UNMIGRATED_OLDEST: usize = 10;
 
+/// The oldest schema version [`PgStore::open_for_evidence`] accepts: every migration after
+/// it only creates or drops plain indexes, or creates a table of `EVIDENCE_UNREAD`, so
+/// `warrant audit verify` and `audit export` read a database `warrant migrate` has not
+/// brought up yet. The test `migrations_an_evidence_open_skips_only_touch_indexes_and_unread_tables`
+/// holds to that.
+const EVIDENCE_OLDEST: usize = 7;
+
+/// Tables the evidence commands never read (the shadow activity counts of migration 10),
+/// for the test that holds [`EVIDENCE_OLDEST`] true.
+#[cfg(test)]
+const EVIDENCE_UNREAD: &[&str] = &["shadow_activity"];
+
 /// Schema migrations, applied in order; the table `warrant_schema` holds how many ran.
 /// Each is one file of `migrations/postgres/`, numbered from `0001`.
 const MIGRATIONS: &[&str] = &[
@@ -209,6 +221,24 @@ impl PgStore {
         crate::columns::refuse_unusable_schema(
             version,
             UNMIGRATED_OLDEST..=MIGRATIONS.len(),
+            "run `warrant migrate` with this build",
+            "run `warrant migrate` with this build",
+        )?;
+        Ok(store)
+    }
+
+    /// Connects to `url` for reading evidence (`warrant audit verify --database`, `audit
+    /// export`), changing nothing: as [`open_without_migrating`](Self::open_without_migrating),
+    /// but also a schema behind this build by migrations that create tables the evidence
+    /// commands never read ([`EVIDENCE_OLDEST`]). Only the audit log, its checkpoints and
+    /// the keys that signed them are read through it.
+    pub async fn open_for_evidence(url: &str) -> Result<Self, StoreError> {
+        let store = Self::connect(url)?;
+        let version = store.schema_version().await?;
+        let version = i64::try_from(version).unwrap_or(i64::MAX);
+        crate::columns::refuse_unusable_schema(
+            version,
+            EVIDENCE_OLDEST..=MIGRATIONS.len(),
             "run `warrant migrate` with this build",
             "run `warrant migrate` with this build",
         )?;
@@ -418,7 +448,7 @@ pub(crate) fn warrant_row(row: &Row) -> Result<WarrantRecord, StoreError> {
 
 #[cfg(test)]
 mod tests {
-    use super::{redact_url, MIGRATIONS, UNMIGRATED_OLDEST};
+    use super::{redact_url, EVIDENCE_OLDEST, EVIDENCE_UNREAD, MIGRATIONS, UNMIGRATED_OLDEST};
 
     #[test]
     fn passwords_are_redacted() {
@@ -448,5 +478,17 @@ mod tests {
         assert!(crate::columns::index_migrations_after(&MIGRATIONS[..9], 7).contains(&"audit_decision".to_owned()));
         let table = std::panic::catch_unwind(|| crate::columns::index_migrations_after(MIGRATIONS, 9));
         assert!(table.is_err(), "a migration creating a table may not be skipped");
+    }
+
+    /// Every migration an evidence open may find missing (those after `EVIDENCE_OLDEST`)
+    /// only creates or drops plain indexes or creates a table the evidence commands never
+    /// read; any other table may not be skipped.
+    #[test]
+    fn migrations_an_evidence_open_skips_only_touch_indexes_and_unread_tables() {
+        let created = crate::columns::skippable_migrations_after(MIGRATIONS, EVIDENCE_OLDEST, EVIDENCE_UNREAD);
+        assert!(created.contains(&"audit_decision".to_owned()), "{created:?}");
+        let read =
+            std::panic::catch_unwind(|| crate::columns::skippable_migrations_after(MIGRATIONS, 7, &["findings"]));
+        assert!(read.is_err(), "a table evidence reads may not be skipped");
     }
 }
