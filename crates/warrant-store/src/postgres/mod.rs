@@ -211,20 +211,11 @@ impl PgStore {
     }
 
     /// Connects to `url` and checks that this build can use its schema, changing nothing:
-    /// for replicas told not to migrate, and for reading evidence (`warrant audit verify
-    /// --database`). The schema is this build's version, or behind it only by migrations
-    /// that add plain indexes ([`UNMIGRATED_OLDEST`]), which no query needs to be right.
+    /// for replicas told not to migrate. The schema is this build's version, or behind it
+    /// only by migrations that add plain indexes ([`UNMIGRATED_OLDEST`]), which no query
+    /// needs to be right.
     pub async fn open_without_migrating(url: &str) -> Result<Self, StoreError> {
-        let store = Self::connect(url)?;
-        let version = store.schema_version().await?;
-        let version = i64::try_from(version).unwrap_or(i64::MAX);
-        crate::columns::refuse_unusable_schema(
-            version,
-            UNMIGRATED_OLDEST..=MIGRATIONS.len(),
-            "run `warrant migrate` with this build",
-            "run `warrant migrate` with this build",
-        )?;
-        Ok(store)
+        Self::open_from_version(url, UNMIGRATED_OLDEST).await
     }
 
     /// Connects to `url` for reading evidence (`warrant audit verify --database`, `audit
@@ -233,12 +224,17 @@ impl PgStore {
     /// commands never read ([`EVIDENCE_OLDEST`]). Only the audit log, its checkpoints and
     /// the keys that signed them are read through it.
     pub async fn open_for_evidence(url: &str) -> Result<Self, StoreError> {
+        Self::open_from_version(url, EVIDENCE_OLDEST).await
+    }
+
+    /// Connects to `url`, refusing a schema older than `oldest` or newer than this build's.
+    async fn open_from_version(url: &str, oldest: usize) -> Result<Self, StoreError> {
         let store = Self::connect(url)?;
         let version = store.schema_version().await?;
         let version = i64::try_from(version).unwrap_or(i64::MAX);
         crate::columns::refuse_unusable_schema(
             version,
-            EVIDENCE_OLDEST..=MIGRATIONS.len(),
+            oldest..=MIGRATIONS.len(),
             "run `warrant migrate` with this build",
             "run `warrant migrate` with this build",
         )?;
