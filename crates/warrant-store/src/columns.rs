@@ -199,11 +199,9 @@ impl IndexChange {
                 Some(name) => Self::Drop(name),
                 None => Self::Other,
             },
-            ["CREATE", "TABLE", "IF", "NOT", "EXISTS", ..] => {
-                bare(5).map_or(Self::Other, |n| Self::CreateTable(n.trim_end_matches('(').to_owned()))
-            }
-            ["CREATE", "TABLE", ..] => {
-                bare(2).map_or(Self::Other, |n| Self::CreateTable(n.trim_end_matches('(').to_owned()))
+            ["CREATE", "TABLE", ref rest @ ..] => {
+                let name = if rest.starts_with(&["IF", "NOT", "EXISTS"]) { 5 } else { 2 };
+                bare(name).map_or(Self::Other, |n| Self::CreateTable(n.trim_end_matches('(').to_owned()))
             }
             _ => Self::Other,
         }

@@ -203,13 +203,12 @@ impl ShadowTracker {
     pub(crate) fn resume<'a>(&self, active: impl Iterator<Item = &'a Finding>) {
         let Ok(mut map) = self.seen.lock() else { return };
         for f in active.filter(|f| f.kind == FindingKind::ShadowActivity && f.status.is_active()) {
-            let cause = match f.evidence.get("cause").and_then(Value::as_str) {
-                Some("foreign_issuer") => ShadowCause::ForeignIssuer,
-                Some("unknown_key") => ShadowCause::UnknownKey,
-                Some("forged_signature") => ShadowCause::Forged,
-                Some("unregistered_agent") => ShadowCause::UnregisteredAgent,
-                _ => ShadowCause::NotAWarrant,
-            };
+            let cause = f
+                .evidence
+                .get("cause")
+                .and_then(Value::as_str)
+                .and_then(ShadowCause::parse)
+                .unwrap_or(ShadowCause::NotAWarrant);
             let text = |k: &str| clean(f.evidence.get(k));
             let count = f.evidence.get("occurrences").and_then(Value::as_u64).unwrap_or(1);
             let first = Peek { iss: text("claimed_issuer"), client: text("claimed_client"), kid: text("kid") };
