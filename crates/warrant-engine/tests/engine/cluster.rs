@@ -482,10 +482,8 @@ async fn usage_seen_by_two_servers_is_merged_in_the_store() {
 /// the transaction it was in rolled back.
 #[tokio::test]
 async fn a_cancelled_usage_flush_is_written_by_the_next() {
+    use warrant_store::postgres::WRITE_LOCK;
     use warrant_store::GovernStore as _;
-    /// The store's write lock (`warrant_store::postgres::WRITE_LOCK`), which every write
-    /// transaction takes first.
-    const WRITE_LOCK: i64 = 0x5741_5252_414e_5401;
     let Some(a) = Harness::start_on_postgres(|_| {}).await else { return };
     let chain = a.chain(&["crm.*"], &["crm.*"], 1).await;
     assert_eq!(a.authorize(chain.token(0), "crm.read", "crm/acct/1").await.outcome, Outcome::Allow);

@@ -82,8 +82,10 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0010_shadow_activity.sql"),
 ];
 
-/// The advisory lock every write transaction takes first (see the module docs).
-pub(crate) const WRITE_LOCK: i64 = 0x5741_5252_414e_5401;
+/// The advisory lock every write transaction takes first (see the module docs). A session
+/// that takes it (`SELECT pg_advisory_xact_lock(…)` inside a transaction) holds every
+/// server's writes to the database until that transaction ends.
+pub const WRITE_LOCK: i64 = 0x5741_5252_414e_5401;
 /// The advisory lock migrations take, so that replicas starting together migrate once.
 const MIGRATE_LOCK: i64 = 0x5741_5252_414e_5402;
 
@@ -483,8 +485,9 @@ mod tests {
     fn migrations_an_evidence_open_skips_only_touch_indexes_and_unread_tables() {
         let created = crate::columns::skippable_migrations_after(MIGRATIONS, EVIDENCE_OLDEST, EVIDENCE_UNREAD);
         assert!(created.contains(&"audit_decision".to_owned()), "{created:?}");
-        let read =
-            std::panic::catch_unwind(|| crate::columns::skippable_migrations_after(MIGRATIONS, 7, &["findings"]));
+        let read = std::panic::catch_unwind(|| {
+            crate::columns::skippable_migrations_after(MIGRATIONS, EVIDENCE_OLDEST, &["findings"])
+        });
         assert!(read.is_err(), "a table evidence reads may not be skipped");
     }
 }
