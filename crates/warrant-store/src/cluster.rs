@@ -14,7 +14,7 @@
 //! no feed, and every method here answers "nothing changed".
 
 use async_trait::async_trait;
-use warrant_core::govern::ShadowActivity;
+use warrant_core::govern::{ShadowActivity, ShadowBatch};
 use warrant_core::UnixTime;
 
 use crate::StoreError;
@@ -244,20 +244,31 @@ pub trait ChangeStore: Send + Sync {
         Ok(())
     }
 
-    /// Adds the shadow activity this server counted, by finding subject, to what every
-    /// server sharing the database counted ([`ShadowActivity::merge`]), in one write
-    /// transaction; a subject with new occurrences is no longer reported. On a database
-    /// of one server, nothing: that server's own count is the whole truth.
-    async fn merge_shadow(&self, counted: &[(String, ShadowActivity)]) -> Result<(), StoreError> {
-        let _ = counted;
+    /// Adds the shadow activity this server counted (`batch`), by finding subject, to what
+    /// every server sharing the database counted ([`ShadowActivity::merge`]), in one write
+    /// transaction; a subject with new occurrences is no longer reported. A new subject
+    /// beyond [`MAX_SUBJECTS`](warrant_core::govern::shadow::MAX_SUBJECTS) stored ones is
+    /// counted under the overflow subject. A batch already added (a retry of a write whose
+    /// answer was lost) adds nothing, if it is retried within a day. On a database of one
+    /// server, nothing: that server's own count is the whole truth.
+    async fn merge_shadow(&self, batch: &ShadowBatch) -> Result<(), StoreError> {
+        let _ = batch;
         Ok(())
     }
 
-    /// Forgets the reported shadow activity last seen at or before `quiet_through`, then
-    /// answers the rest, by subject: what a sweep of a shared database observes. On a
-    /// database of one server, none.
-    async fn shadow_activity(&self, quiet_through: UnixTime) -> Result<Vec<(String, ShadowActivity)>, StoreError> {
-        let _ = quiet_through;
+    /// Adds each of `recorded` (the activity an open finding records, by subject) to the
+    /// database's count where that count does not hold it, having begun after it (a finding
+    /// opened before the database counted shadow activity, or counted where the count was
+    /// lost): a subject with no count is stored as reported, one with a later count goes
+    /// on from the finding's. Then forgets the reported shadow activity last seen at or before
+    /// `quiet_through`, and answers the rest, by subject: what a sweep of a shared database
+    /// observes. On a database of one server, none.
+    async fn shadow_activity(
+        &self,
+        quiet_through: UnixTime,
+        recorded: &[(String, ShadowActivity)],
+    ) -> Result<Vec<(String, ShadowActivity)>, StoreError> {
+        let _ = (quiet_through, recorded);
         Ok(Vec::new())
     }
 

@@ -18,7 +18,9 @@ use std::collections::BTreeMap;
 use tempfile::TempDir;
 use undo::undo_migrations_to;
 use warrant_core::audit::{chain, AuditEntry, AuditKind, GENESIS};
-use warrant_core::govern::{Acceptance, AgentUsage, Finding, FindingKind, FindingStatus, Severity};
+use warrant_core::govern::{
+    Acceptance, AgentUsage, Finding, FindingKind, FindingStatus, Severity, ShadowBatch, ShadowBatchId,
+};
 use warrant_core::guard::approval::{Approval, ApprovalStatus, Approver};
 use warrant_core::{
     Actor, Agent, AgentId, AgentStatus, ApprovalId, FederatedIdentity, Human, HumanId, HumanStatus, Mode, PepId,
@@ -3368,8 +3370,8 @@ async fn postgres_tls_is_verified() {
 }
 
 /// A server told not to migrate opens a PostgreSQL database at this build's schema
-/// version and reads and writes it as it is; one behind it (version 9 lacks the table
-/// `shadow_activity` that version 10 adds), or migrated by a newer release, is refused
+/// version and reads and writes it as it is; one behind it (version 10 lacks the table
+/// `shadow_merges` that version 11 adds), or migrated by a newer release, is refused
 /// with a schema error that says what to do. The evidence commands read the audit log of
 /// a database back to version 7.
 #[tokio::test]
@@ -3413,7 +3415,7 @@ async fn postgres_without_migrating_opens_only_a_schema_it_can_use_and_evidence_
         .execute(
             "DROP INDEX audit_decision; DROP INDEX warrants_expires; DROP INDEX findings_recent; \
              DROP INDEX approvals_approver; DROP INDEX approvals_recent; DROP INDEX revoked_warrants_revocation; \
-             DROP TABLE shadow_activity; UPDATE warrant_schema SET version = 7;",
+             DROP TABLE shadow_activity; DROP TABLE shadow_merges; UPDATE warrant_schema SET version = 7;",
         )
         .await;
     let refused = warrant_store::PgStore::open_without_migrating(&guard.url()).await;
@@ -3447,14 +3449,19 @@ async fn shadow_activity_counted_by_each_server_adds_up_and_is_forgotten_once_re
         }
         ("shadow:foreign_issuer".to_owned(), a)
     };
+    let mut next = 0u8;
+    let mut batch = |counted: Vec<(String, ShadowActivity)>| {
+        next += 1;
+        ShadowBatch { id: ShadowBatchId::from_random([next; 16]), counted }
+    };
     let sqlite = SqliteStore::open_in_memory().unwrap();
-    sqlite.merge_shadow(&[counted(10, &["https://a"])]).await.unwrap();
-    assert!(sqlite.shadow_activity(UnixTime(0)).await.unwrap().is_empty());
+    sqlite.merge_shadow(&batch(vec![counted(10, &["https://a"])])).await.unwrap();
+    assert!(sqlite.shadow_activity(UnixTime(0), &[]).await.unwrap().is_empty());
 
     let Some((guard, store)) = open_postgres().await else { return };
-    store.merge_shadow(&[counted(100, &["https://b", "https://a"])]).await.unwrap();
-    store.merge_shadow(&[counted(90, &["https://c", "https://a"])]).await.unwrap();
-    let seen = store.shadow_activity(UnixTime(0)).await.unwrap();
+    store.merge_shadow(&batch(vec![counted(100, &["https://b", "https://a"])])).await.unwrap();
+    store.merge_shadow(&batch(vec![counted(90, &["https://c", "https://a"])])).await.unwrap();
+    let seen = store.shadow_activity(UnixTime(0), &[]).await.unwrap();
     assert_eq!(seen.len(), 1, "{seen:?}");
     let (subject, activity) = &seen[0];
     assert_eq!(subject, "shadow:foreign_issuer");
@@ -3465,18 +3472,18 @@ async fn shadow_activity_counted_by_each_server_adds_up_and_is_forgotten_once_re
     let values: Vec<&str> = activity.samples.iter().map(|c| c.value.as_str()).collect();
     assert_eq!(values, ["https://b", "https://a", "https://c"], "what was stored first stays first");
     // Unreported, it is kept however long it has been quiet.
-    assert_eq!(store.shadow_activity(UnixTime(1_000)).await.unwrap().len(), 1);
+    assert_eq!(store.shadow_activity(UnixTime(1_000), &[]).await.unwrap().len(), 1);
     // A report of 3 occurrences when 4 were counted marks nothing; of 4, marks it.
     store.shadow_reported(&[("shadow:foreign_issuer".to_owned(), 3)]).await.unwrap();
-    assert_eq!(store.shadow_activity(UnixTime(1_000)).await.unwrap().len(), 1);
+    assert_eq!(store.shadow_activity(UnixTime(1_000), &[]).await.unwrap().len(), 1);
     store.shadow_reported(&[("shadow:foreign_issuer".to_owned(), 4)]).await.unwrap();
-    assert_eq!(store.shadow_activity(UnixTime(99)).await.unwrap().len(), 1, "reported, but not quiet yet");
-    assert!(store.shadow_activity(UnixTime(100)).await.unwrap().is_empty(), "reported and quiet: forgotten");
+    assert_eq!(store.shadow_activity(UnixTime(99), &[]).await.unwrap().len(), 1, "reported, but not quiet yet");
+    assert!(store.shadow_activity(UnixTime(100), &[]).await.unwrap().is_empty(), "reported and quiet: forgotten");
     // New activity after a report is counted, and unreported, again.
-    store.merge_shadow(&[counted(200, &["https://d"])]).await.unwrap();
+    store.merge_shadow(&batch(vec![counted(200, &["https://d"])])).await.unwrap();
     store.shadow_reported(&[("shadow:foreign_issuer".to_owned(), 1)]).await.unwrap();
-    store.merge_shadow(&[counted(201, &["https://d"])]).await.unwrap();
-    let seen = store.shadow_activity(UnixTime(1_000)).await.unwrap();
+    store.merge_shadow(&batch(vec![counted(201, &["https://d"])])).await.unwrap();
+    let seen = store.shadow_activity(UnixTime(1_000), &[]).await.unwrap();
     assert_eq!(seen.iter().map(|(_, a)| a.occurrences).collect::<Vec<_>>(), [2]);
     // A row this build cannot read (a later build's, say) is skipped by the sweep's read
     // and replaced by the next count for its subject; the others are read as ever.
@@ -3486,16 +3493,92 @@ async fn shadow_activity_counted_by_each_server_adds_up_and_is_forgotten_once_re
              VALUES ('token:not_a_warrant', '{\"cause\": \"a_later_cause\"}', 1, 300);",
         )
         .await;
-    let seen = store.shadow_activity(UnixTime(1_000)).await.unwrap();
+    let seen = store.shadow_activity(UnixTime(1_000), &[]).await.unwrap();
     assert_eq!(seen.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>(), ["shadow:foreign_issuer"]);
     let mut junk = counted(400, &[]);
     junk.0 = "token:not_a_warrant".to_owned();
     junk.1.note(None, UnixTime(400));
-    // Given twice in one call, a subject is added up.
-    store.merge_shadow(&[junk.clone(), junk]).await.unwrap();
-    let seen = store.shadow_activity(UnixTime(1_000)).await.unwrap();
+    // Given twice in one batch, a subject is added up.
+    let twice = batch(vec![junk.clone(), junk]);
+    store.merge_shadow(&twice).await.unwrap();
+    let seen = store.shadow_activity(UnixTime(1_000), &[]).await.unwrap();
     let counts: Vec<(&str, u64)> = seen.iter().map(|(s, a)| (s.as_str(), a.occurrences)).collect();
     assert_eq!(counts, [("shadow:foreign_issuer", 2), ("token:not_a_warrant", 2)]);
+    // The same batch handed again (its write committed, and the answer was lost) adds
+    // nothing; another batch with the same counts does.
+    store.merge_shadow(&twice).await.unwrap();
+    let counts = |seen: Vec<(String, ShadowActivity)>| -> Vec<(String, u64)> {
+        seen.into_iter().map(|(s, a)| (s, a.occurrences)).collect()
+    };
+    let seen = counts(store.shadow_activity(UnixTime(1_000), &[]).await.unwrap());
+    assert_eq!(seen, [("shadow:foreign_issuer".to_owned(), 2), ("token:not_a_warrant".to_owned(), 2)]);
+    store
+        .merge_shadow(&ShadowBatch { id: ShadowBatchId::from_random([0xee; 16]), counted: twice.counted.clone() })
+        .await
+        .unwrap();
+    let seen = counts(store.shadow_activity(UnixTime(1_000), &[]).await.unwrap());
+    assert_eq!(seen, [("shadow:foreign_issuer".to_owned(), 2), ("token:not_a_warrant".to_owned(), 4)]);
+}
+
+/// The shadow activity a PostgreSQL database counts is bounded to `MAX_SUBJECTS`
+/// subjects: once they are taken, a new subject is counted under the overflow subject,
+/// while the stored ones go on counting under their own. An open finding the database has
+/// no count of (opened before it counted shadow activity) is stored from the finding's
+/// evidence, as reported, and a stored count is never replaced by one.
+#[tokio::test]
+async fn postgres_shadow_subjects_are_bounded_and_open_findings_are_counted_from_their_evidence() {
+    use warrant_core::govern::evidence::ShadowCause;
+    use warrant_core::govern::shadow::{MAX_SUBJECTS, OVERFLOW_SUBJECT};
+    use warrant_core::govern::{ClaimedIds, ShadowActivity};
+    use warrant_store::ChangeStore as _;
+    let Some((_guard, store)) = open_postgres().await else { return };
+    let seen_once = |at: i64| {
+        let mut a = ShadowActivity::new(ShadowCause::UnregisteredAgent, UnixTime(at), ClaimedIds::default());
+        a.note(None, UnixTime(at));
+        a
+    };
+    let agents = |range: std::ops::Range<usize>| -> Vec<(String, ShadowActivity)> {
+        range.map(|i| (format!("client:agt_{i}"), seen_once(10))).collect()
+    };
+    store
+        .merge_shadow(&ShadowBatch { id: ShadowBatchId::from_random([1; 16]), counted: agents(0..MAX_SUBJECTS - 1) })
+        .await
+        .unwrap();
+    // One place left: the first new subject takes it, the next two overflow, and a
+    // stored subject keeps counting under its own name.
+    let mut counted = agents(MAX_SUBJECTS - 1..MAX_SUBJECTS + 2);
+    counted.push(("client:agt_0".to_owned(), seen_once(20)));
+    store.merge_shadow(&ShadowBatch { id: ShadowBatchId::from_random([2; 16]), counted }).await.unwrap();
+    // Full: a later new subject overflows too.
+    let counted = agents(MAX_SUBJECTS + 5..MAX_SUBJECTS + 6);
+    store.merge_shadow(&ShadowBatch { id: ShadowBatchId::from_random([3; 16]), counted }).await.unwrap();
+    let seen = store.shadow_activity(UnixTime(0), &[]).await.unwrap();
+    assert_eq!(seen.len(), MAX_SUBJECTS + 1, "the bound, and the overflow subject");
+    let occurrences = |subject: &str| seen.iter().find(|(s, _)| s == subject).map(|(_, a)| a.occurrences);
+    assert_eq!(occurrences(&format!("client:agt_{}", MAX_SUBJECTS - 1)), Some(1), "the last place taken");
+    assert_eq!(occurrences(&format!("client:agt_{MAX_SUBJECTS}")), None);
+    assert_eq!(occurrences(OVERFLOW_SUBJECT), Some(3));
+    assert_eq!(occurrences("client:agt_0"), Some(2));
+
+    // An open finding's activity is stored where there is no count, reported (so it is
+    // forgotten once quiet); a count that began after the finding's goes on from it; one
+    // that began no later holds it already, and stands.
+    let mut open = seen_once(5);
+    open.occurrences = 7;
+    let recorded = [
+        ("shadow:forged_signature".to_owned(), open.clone()),
+        ("client:agt_0".to_owned(), open.clone()),
+        ("client:agt_1".to_owned(), seen_once(10)),
+    ];
+    let seen = store.shadow_activity(UnixTime(0), &recorded).await.unwrap();
+    let occurrences = |subject: &str| seen.iter().find(|(s, _)| s == subject).map(|(_, a)| a.occurrences);
+    assert_eq!(occurrences("shadow:forged_signature"), Some(7));
+    assert_eq!(occurrences("client:agt_0"), Some(9), "the finding's 7 and the 2 counted since");
+    assert_eq!(occurrences("client:agt_1"), Some(1));
+    let again = store.shadow_activity(UnixTime(0), &recorded).await.unwrap();
+    assert_eq!(again, seen, "added once: the count now holds the finding's");
+    let seen = store.shadow_activity(UnixTime(5), &recorded).await.unwrap();
+    assert!(seen.iter().all(|(s, _)| s != "shadow:forged_signature"), "reported and quiet: forgotten");
 }
 
 /// The change feed (PostgreSQL): every write of a table behind a server's in-memory

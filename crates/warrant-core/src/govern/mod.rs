@@ -26,5 +26,5 @@ pub use evidence::Evidence;
 pub use finding::{Acceptance, Attestation, Finding, FindingKind, FindingStatus, Observation, Severity};
 pub use reconcile::{reconcile, Changes, SweepScope};
 pub use rules::{observe_agent, AgentFacts, AgentRule, GovernRules, LiveStats, AGENT_RULES};
-pub use shadow::{ClaimedIds, ShadowActivity};
+pub use shadow::{ClaimedIds, ShadowActivity, ShadowBatch, ShadowBatchId};
 pub use usage::AgentUsage;

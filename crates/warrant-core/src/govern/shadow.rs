@@ -4,9 +4,16 @@
 //! What a server saw is counted in memory; servers sharing a database add what each saw
 //! together ([`ShadowActivity::merge`]), so a sweep judges the activity every server saw.
 //! Everything a token claims is the caller's to choose, so every collection here is
-//! bounded whatever the caller sends.
+//! bounded whatever the caller sends, and so is the number of subjects ([`MAX_SUBJECTS`],
+//! beyond which new subjects are counted under [`OVERFLOW_SUBJECT`]).
+//!
+//! A server hands what it counted to a shared store as a [`ShadowBatch`]: a write whose
+//! outcome was lost (its connection dropped during the commit, or the write was cancelled
+//! there) is retried as the same batch, which the store recognises, so no count is added
+//! twice.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +24,11 @@ use crate::UnixTime;
 pub const MAX_SAMPLES: usize = 5;
 /// How many distinct claimed values a subject counts, at most.
 pub const MAX_DISTINCT: usize = 100;
+/// The most distinct shadow subjects counted: a new subject beyond them is counted under
+/// [`OVERFLOW_SUBJECT`].
+pub const MAX_SUBJECTS: usize = 1000;
+/// The subject counting what arrived under new subjects once [`MAX_SUBJECTS`] were taken.
+pub const OVERFLOW_SUBJECT: &str = "token:other";
 
 /// The identifiers the first token of a subject claimed (read without verifying it, for
 /// evidence only).
@@ -132,6 +144,69 @@ impl ShadowActivity {
     }
 }
 
+/// The id of one [`ShadowBatch`]: 128 random bits, so batches of different servers, or of
+/// one server before and after a restart, never share one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ShadowBatchId([u8; 16]);
+
+impl ShadowBatchId {
+    /// The id made of `random`, which must come from a CSPRNG.
+    pub fn from_random(random: [u8; 16]) -> Self {
+        ShadowBatchId(random)
+    }
+}
+
+/// Lowercase hex, as the store keeps it.
+impl fmt::Display for ShadowBatchId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+/// What one server counted, by subject, handed to a shared store at once under one id: the
+/// store adds a batch it has already added to nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShadowBatch {
+    /// The batch's id.
+    pub id: ShadowBatchId,
+    /// The counts, by subject (a subject may appear more than once).
+    pub counted: Vec<(String, ShadowActivity)>,
+}
+
+/// `counted`, one entry per subject (the counts of a subject given twice added up, in the
+/// order given), with the subjects a store holding `stored_count` subjects has no room for
+/// counted under [`OVERFLOW_SUBJECT`]. A subject `is_stored` already answers for keeps its
+/// name, and so does the overflow subject; a new one takes a place while fewer than
+/// [`MAX_SUBJECTS`] are taken (the stored ones and the new ones placed before it).
+pub fn within_subject_bound(
+    counted: &[(String, ShadowActivity)],
+    is_stored: impl Fn(&str) -> bool,
+    stored_count: usize,
+) -> Vec<(String, ShadowActivity)> {
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut out: Vec<(String, ShadowActivity)> = Vec::new();
+    let mut taken = stored_count;
+    for (subject, seen) in counted {
+        let known = index.contains_key(subject) || subject == OVERFLOW_SUBJECT || is_stored(subject);
+        let name = if known || taken < MAX_SUBJECTS {
+            if !known {
+                taken += 1;
+            }
+            subject.as_str()
+        } else {
+            OVERFLOW_SUBJECT
+        };
+        match index.get(name).and_then(|&i| out.get_mut(i)) {
+            Some((_, activity)) => activity.merge(seen),
+            None => {
+                index.insert(name.to_owned(), out.len());
+                out.push((name.to_owned(), seen.clone()));
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,5 +271,46 @@ mod tests {
         let e = a.evidence(100);
         assert_eq!((e.occurrences, e.distinct_claimed, e.quiet_secs_to_resolve), (1, 1, 100));
         assert_eq!(e.claimed_issuer.as_deref(), Some("iss-at-10"));
+    }
+
+    #[test]
+    fn a_batch_id_is_its_bytes_in_lowercase_hex() {
+        let id = ShadowBatchId::from_random([0xab; 16]);
+        assert_eq!(id.to_string(), "ab".repeat(16));
+        assert_ne!(id, ShadowBatchId::from_random([0; 16]));
+    }
+
+    #[test]
+    fn a_subject_given_twice_is_added_up_once() {
+        let counted =
+            [("s".to_owned(), seen(10, &["a"])), ("t".to_owned(), seen(5, &[])), ("s".to_owned(), seen(20, &["b"]))];
+        let fitted = within_subject_bound(&counted, |_| false, 0);
+        let names: Vec<&str> = fitted.iter().map(|(s, _)| s.as_str()).collect();
+        assert_eq!(names, ["s", "t"]);
+        assert_eq!(fitted[0].1.occurrences, 2);
+        assert_eq!(samples(&fitted[0].1), [("a", 1), ("b", 1)]);
+    }
+
+    #[test]
+    fn new_subjects_beyond_the_bound_are_counted_under_the_overflow_subject() {
+        let counted = [
+            ("stored".to_owned(), seen(1, &["x"])),
+            ("new-1".to_owned(), seen(2, &["a"])),
+            ("new-2".to_owned(), seen(3, &["b", "b"])),
+            ("new-3".to_owned(), seen(4, &["c"])),
+            ("new-1".to_owned(), seen(5, &["a"])),
+        ];
+        // Room for one new subject: it takes it; the later new ones overflow, the stored
+        // one and the placed one keep their names.
+        let fitted = within_subject_bound(&counted, |s| s == "stored", MAX_SUBJECTS - 1);
+        let counts: Vec<(&str, u64)> = fitted.iter().map(|(s, a)| (s.as_str(), a.occurrences)).collect();
+        assert_eq!(counts, [("stored", 1), ("new-1", 2), (OVERFLOW_SUBJECT, 3)]);
+        assert_eq!(samples(&fitted[2].1), [("b", 2), ("c", 1)]);
+        // A full store: every new subject overflows, and so may the overflow subject's own.
+        let full = within_subject_bound(&counted, |s| s == "stored", MAX_SUBJECTS + 1);
+        let counts: Vec<(&str, u64)> = full.iter().map(|(s, a)| (s.as_str(), a.occurrences)).collect();
+        assert_eq!(counts, [("stored", 1), (OVERFLOW_SUBJECT, 5)]);
+        let again = within_subject_bound(&[(OVERFLOW_SUBJECT.to_owned(), seen(9, &[]))], |_| false, MAX_SUBJECTS);
+        assert_eq!(again[0].0, OVERFLOW_SUBJECT);
     }
 }

@@ -107,6 +107,10 @@ impl Drop for UsageRows<'_> {
 /// if only its times moved.
 const USAGE_REWRITE_SECS: i64 = 60;
 
+/// The most shadow batches one flush writes (a failed flush leaves at most one per flush
+/// that ran at once, and then comes what was counted since).
+const FLUSH_BATCHES: usize = 4;
+
 /// One agent's usage and whether the store is behind it.
 #[derive(Debug, Default)]
 struct Tracked {
@@ -448,31 +452,38 @@ impl Governance {
 
     /// On a database several servers share, adds the shadow activity this server counted
     /// since its last flush to the store's counts, which the leader's sweeps observe; what
-    /// could not be written is kept for the next flush. Nothing on a database of one
-    /// server, whose sweeps read the server's own counts.
+    /// could not be written is kept, as the batch it was, for the next flush. Nothing on a
+    /// database of one server, whose sweeps read the server's own counts.
     pub(crate) async fn flush_shadow(&self) -> Result<(), StoreError> {
         if !self.store.shared() {
             return Ok(());
         }
-        let taken = self.shadow.drain();
-        if taken.counted().is_empty() {
-            return Ok(());
+        // The batches a failed flush left, then what was counted since; bounded, so that a
+        // steady stream of shadow activity cannot keep one flush going.
+        for _ in 0..FLUSH_BATCHES {
+            let taken = self.shadow.take().map_err(|e| StoreError::Backend(e.to_string()))?;
+            let Some(taken) = taken else { break };
+            self.store.merge_shadow(taken.batch()).await?;
+            taken.written();
         }
-        self.store.merge_shadow(taken.counted()).await?;
-        taken.written();
         Ok(())
     }
 
     /// The shadow activity a full sweep at `now` observes, by subject: this server's
     /// counts, or on a shared database every server's, from the store (this server's
-    /// added first).
+    /// added first). An active finding the store has no count of (opened before the
+    /// database counted shadow activity) is counted from its evidence.
     pub(crate) async fn shadow_activity(&self, now: UnixTime) -> Result<Vec<(String, ShadowActivity)>, StoreError> {
         let quiet = self.config.shadow_quiet;
         if !self.store.shared() {
             return Ok(self.shadow.current(now, quiet));
         }
         self.flush_shadow().await?;
-        self.store.shadow_activity(now.plus(-quiet)).await
+        let recorded: Vec<(String, ShadowActivity)> = match self.active.lock() {
+            Ok(active) => active.values().filter_map(shadow::ShadowTracker::recorded).collect(),
+            Err(_) => Vec::new(),
+        };
+        self.store.shadow_activity(now.plus(-quiet), &recorded).await
     }
 
     /// Records that a sweep committed the findings of `reported` (subject, occurrences),

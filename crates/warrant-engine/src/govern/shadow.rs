@@ -8,25 +8,27 @@
 //! under one each, with a few sanitised samples of what they claimed as evidence. A flood
 //! of junk with a thousand different `iss` values is one finding, not a thousand. Only a
 //! verified warrant of ours naming an unregistered agent is filed under that agent, at
-//! most [`MAX_SUBJECTS`] of them (the rest under `token:other`). A subject's finding
-//! resolves once it has been quiet for the configured time.
+//! most [`MAX_SUBJECTS`] of them (the rest under [`OVERFLOW_SUBJECT`]). A subject's
+//! finding resolves once it has been quiet for the configured time.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use serde_json::Value;
-use warrant_core::govern::{ClaimedIds, Finding, FindingKind, Observation, Severity, ShadowActivity};
+use warrant_core::govern::{
+    ClaimedIds, Finding, FindingKind, Observation, Severity, ShadowActivity, ShadowBatch, ShadowBatchId,
+};
 use warrant_core::UnixTime;
 
-/// The most distinct shadow subjects tracked.
-pub const MAX_SUBJECTS: usize = 1000;
+use crate::random::{self, RandomError};
+
 /// The longest identifier copied out of an unverified token.
 const MAX_FIELD: usize = 100;
 
 pub use warrant_core::govern::evidence::ShadowCause;
-pub use warrant_core::govern::shadow::{MAX_DISTINCT, MAX_SAMPLES};
+pub use warrant_core::govern::shadow::{MAX_DISTINCT, MAX_SAMPLES, MAX_SUBJECTS, OVERFLOW_SUBJECT};
 
 /// A few identifiers read from a token without verifying it, for evidence only.
 pub type Peek = ClaimedIds;
@@ -89,31 +91,38 @@ struct Entry {
     reported: bool,
 }
 
-/// Counts taken out of a [`ShadowTracker`] to be stored. Dropped before
-/// [`written`](Self::written), whether the write failed or was cancelled, it puts them
-/// back, so none is lost.
+/// A batch taken out of a [`ShadowTracker`] to be stored. Dropped before
+/// [`written`](Self::written), whether the write failed or was cancelled, it goes back as it
+/// is, to be handed to the store again under the same id: if the write did commit before
+/// its answer was lost, the store recognises the batch and adds nothing, so no count is
+/// lost and none is added twice.
 #[derive(Debug)]
 pub(crate) struct Taken<'a> {
     tracker: &'a ShadowTracker,
-    counted: Vec<(String, ShadowActivity)>,
+    batch: ShadowBatch,
+    written: bool,
 }
 
 impl Taken<'_> {
-    /// The counts, by subject.
-    pub(crate) fn counted(&self) -> &[(String, ShadowActivity)] {
-        &self.counted
+    /// The batch.
+    pub(crate) fn batch(&self) -> &ShadowBatch {
+        &self.batch
     }
 
-    /// They are stored: they are not put back.
+    /// It is stored: it does not go back.
     pub(crate) fn written(mut self) {
-        self.counted.clear();
+        self.written = true;
     }
 }
 
 impl Drop for Taken<'_> {
     fn drop(&mut self) {
-        if !self.counted.is_empty() {
-            self.tracker.restore(std::mem::take(&mut self.counted));
+        if self.written {
+            return;
+        }
+        let batch = ShadowBatch { id: self.batch.id, counted: std::mem::take(&mut self.batch.counted) };
+        if let Ok(mut unsent) = self.tracker.unsent.lock() {
+            unsent.push_front(batch);
         }
     }
 }
@@ -122,6 +131,9 @@ impl Drop for Taken<'_> {
 #[derive(Debug, Default)]
 pub struct ShadowTracker {
     seen: Mutex<HashMap<String, Entry>>,
+    /// Batches taken whose write failed or was cancelled: handed to the store again, as
+    /// they are, before anything counted since.
+    unsent: Mutex<VecDeque<ShadowBatch>>,
 }
 
 /// The subject a shadow occurrence is filed under.
@@ -143,7 +155,7 @@ impl ShadowTracker {
         let Ok(mut map) = self.seen.lock() else { return };
         let mut key = subject(cause, &peek);
         if !map.contains_key(&key) && map.len() >= MAX_SUBJECTS {
-            key = "token:other".into();
+            key = OVERFLOW_SUBJECT.into();
         }
         let value = claimed(cause, &peek);
         let entry = map
@@ -175,26 +187,48 @@ impl ShadowTracker {
         }
     }
 
-    /// Takes everything counted so far, leaving the tracker empty: on a database several
-    /// servers share, what each server saw is added to the store's counts. What is taken
-    /// comes back when the [`Taken`] is dropped unless it was [`written`](Taken::written).
-    pub(crate) fn drain(&self) -> Taken<'_> {
-        let counted = match self.seen.lock() {
+    /// The next batch to store, on a database several servers share (where what each
+    /// server saw is added to the store's counts): a batch whose write failed or was
+    /// cancelled, as it was, or else everything counted so far under a fresh id, leaving the
+    /// tracker empty. `None` when there is nothing to store. The batch goes back when the
+    /// [`Taken`] is dropped unless it was [`written`](Taken::written).
+    pub(crate) fn take(&self) -> Result<Option<Taken<'_>>, RandomError> {
+        if let Some(batch) = self.unsent.lock().ok().and_then(|mut unsent| unsent.pop_front()) {
+            return Ok(Some(Taken { tracker: self, batch, written: false }));
+        }
+        let id = ShadowBatchId::from_random(random::bytes()?);
+        let counted: Vec<(String, ShadowActivity)> = match self.seen.lock() {
             Ok(mut map) => map.drain().map(|(subject, e)| (subject, e.activity)).collect(),
             Err(_) => Vec::new(),
         };
-        Taken { tracker: self, counted }
+        if counted.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Taken { tracker: self, batch: ShadowBatch { id, counted }, written: false }))
     }
 
-    /// Puts back counts taken earlier, adding what was counted meanwhile to them.
-    fn restore(&self, taken: Vec<(String, ShadowActivity)>) {
-        let Ok(mut map) = self.seen.lock() else { return };
-        for (subject, mut activity) in taken {
-            if let Some(since) = map.remove(&subject) {
-                activity.merge(&since.activity);
-            }
-            map.insert(subject, Entry { activity, reported: false });
+    /// The activity an active shadow finding records, by its subject: what a restarted
+    /// server, or a database that has no count of it yet, starts from.
+    pub(crate) fn recorded(finding: &Finding) -> Option<(String, ShadowActivity)> {
+        if finding.kind != FindingKind::ShadowActivity || !finding.status.is_active() {
+            return None;
         }
+        let f = finding;
+        let cause = f
+            .evidence
+            .get("cause")
+            .and_then(Value::as_str)
+            .and_then(ShadowCause::parse)
+            .unwrap_or(ShadowCause::NotAWarrant);
+        let text = |k: &str| clean(f.evidence.get(k));
+        let count = f.evidence.get("occurrences").and_then(Value::as_u64).unwrap_or(1);
+        let first = Peek { iss: text("claimed_issuer"), client: text("claimed_client"), kid: text("kid") };
+        // The activity's own first occurrence (the finding was opened at a sweep after it).
+        let first_seen = f.evidence.get("first_seen").and_then(Value::as_i64).map_or(f.first_seen, UnixTime);
+        let mut activity = ShadowActivity::new(cause, first_seen.min(f.first_seen), first);
+        activity.last_seen = f.last_seen;
+        activity.occurrences = count;
+        Some((f.subject.clone(), activity))
     }
 
     /// Seeds the tracker from active shadow findings after a restart, so that they are
@@ -202,20 +236,8 @@ impl ShadowTracker {
     /// several servers share, the counts are in the store and this is not used.)
     pub(crate) fn resume<'a>(&self, active: impl Iterator<Item = &'a Finding>) {
         let Ok(mut map) = self.seen.lock() else { return };
-        for f in active.filter(|f| f.kind == FindingKind::ShadowActivity && f.status.is_active()) {
-            let cause = f
-                .evidence
-                .get("cause")
-                .and_then(Value::as_str)
-                .and_then(ShadowCause::parse)
-                .unwrap_or(ShadowCause::NotAWarrant);
-            let text = |k: &str| clean(f.evidence.get(k));
-            let count = f.evidence.get("occurrences").and_then(Value::as_u64).unwrap_or(1);
-            let first = Peek { iss: text("claimed_issuer"), client: text("claimed_client"), kid: text("kid") };
-            let mut activity = ShadowActivity::new(cause, f.first_seen, first);
-            activity.last_seen = f.last_seen;
-            activity.occurrences = count;
-            map.insert(f.subject.clone(), Entry { activity, reported: true });
+        for (subject, activity) in active.filter_map(Self::recorded) {
+            map.insert(subject, Entry { activity, reported: true });
         }
     }
 }
@@ -278,27 +300,74 @@ mod tests {
         assert_eq!(observed(&t, UnixTime(2000), 100).len(), 1);
     }
 
+    /// The counts of a batch, by subject.
+    fn counts(batch: &ShadowBatch) -> Vec<(&str, u64)> {
+        let mut counts: Vec<(&str, u64)> = batch.counted.iter().map(|(s, a)| (s.as_str(), a.occurrences)).collect();
+        counts.sort_unstable();
+        counts
+    }
+
     #[test]
-    fn drained_counts_come_back_unless_written() {
+    fn a_batch_not_written_goes_back_as_it_was() {
         let t = ShadowTracker::default();
         let iss = |i: &str| Peek { iss: Some(i.into()), ..Peek::default() };
+        assert!(t.take().unwrap().is_none(), "nothing counted, nothing to store");
         t.record(ShadowCause::ForeignIssuer, iss("https://first"), UnixTime(10));
-        let taken = t.drain();
-        assert_eq!(taken.counted().len(), 1);
-        assert!(t.drain().counted().is_empty(), "drained: nothing is counted twice");
-        // Counted while the write runs, and more distinct claims than the samples hold.
-        for i in 0..MAX_SAMPLES {
-            t.record(ShadowCause::ForeignIssuer, iss(&format!("https://later-{i}")), UnixTime(20));
-        }
-        drop(taken); // the write failed, or was cancelled
-        let obs = observed(&t, UnixTime(30), 100);
-        assert_eq!(obs.len(), 1);
-        assert_eq!(obs[0].evidence["occurrences"], 1 + MAX_SAMPLES);
-        assert_eq!(obs[0].evidence["first_seen"], 10);
-        assert_eq!(obs[0].evidence["claimed"][0]["value"], "https://first", "what was claimed first stays first");
-        // Written: gone from memory.
-        t.drain().written();
+        let taken = t.take().unwrap().unwrap();
+        let first = taken.batch().clone();
+        assert_eq!(counts(&first), [("shadow:foreign_issuer", 1)]);
+        // Counted while the write runs.
+        t.record(ShadowCause::ForeignIssuer, iss("https://later"), UnixTime(20));
+        t.record(ShadowCause::NotAWarrant, Peek::default(), UnixTime(20));
+        drop(taken); // the write failed, was cancelled, or committed and its answer was lost
+                     // The same batch, under the same id, not mixed with what was counted since: a
+                     // store that did commit it recognises it.
+        let again = t.take().unwrap().unwrap();
+        assert_eq!(again.batch(), &first);
+        again.written();
+        let next = t.take().unwrap().unwrap();
+        assert_ne!(next.batch().id, first.id);
+        assert_eq!(counts(next.batch()), [("shadow:foreign_issuer", 1), ("token:not_a_warrant", 1)]);
+        next.written();
+        assert!(t.take().unwrap().is_none(), "written: gone from memory");
         assert!(t.current(UnixTime(30), 100).is_empty());
+    }
+
+    #[test]
+    fn batches_of_two_failed_writes_both_go_back() {
+        let t = ShadowTracker::default();
+        t.record(ShadowCause::NotAWarrant, Peek::default(), UnixTime(1));
+        let one = t.take().unwrap().unwrap();
+        t.record(ShadowCause::Forged, Peek::default(), UnixTime(2));
+        let two = t.take().unwrap().unwrap();
+        let ids = [one.batch().id, two.batch().id];
+        drop(one);
+        drop(two);
+        let mut back = Vec::new();
+        while let Some(taken) = t.take().unwrap() {
+            back.push(taken.batch().id);
+            taken.written();
+        }
+        back.sort_unstable_by_key(ToString::to_string);
+        let mut ids = ids.to_vec();
+        ids.sort_unstable_by_key(ToString::to_string);
+        assert_eq!(back, ids);
+    }
+
+    #[test]
+    fn resumed_counts_keep_the_activity_first_seen_and_go_on_from_the_finding() {
+        let t = ShadowTracker::default();
+        t.record(ShadowCause::NotAWarrant, Peek::default(), UnixTime(10));
+        t.record(ShadowCause::NotAWarrant, Peek::default(), UnixTime(20));
+        let obs = observed(&t, UnixTime(60), 100).remove(0);
+        // The sweep at 60 opened the finding; its activity began at 10.
+        let finding = Finding::open("fnd_1".into(), obs, UnixTime(60));
+        let resumed = ShadowTracker::default();
+        resumed.resume(std::iter::once(&finding));
+        resumed.record(ShadowCause::NotAWarrant, Peek::default(), UnixTime(70));
+        let obs = observed(&resumed, UnixTime(80), 100);
+        assert_eq!(obs[0].evidence["occurrences"], 3);
+        assert_eq!(obs[0].evidence["first_seen"], 10, "the activity's first occurrence, not the finding's opening");
     }
 
     #[test]
@@ -327,6 +396,6 @@ mod tests {
         }
         let obs = observed(&t, UnixTime(2), 100);
         assert_eq!(obs.len(), MAX_SUBJECTS + 1);
-        assert!(obs.iter().any(|o| o.subject == "token:other"));
+        assert!(obs.iter().any(|o| o.subject == OVERFLOW_SUBJECT));
     }
 }

@@ -29,6 +29,16 @@ async fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool)
     }
 }
 
+/// A session of its own on `h`'s database that holds the write lock every store write
+/// takes first, until it runs `ROLLBACK`: every server's writes wait meanwhile.
+async fn hold_writes(h: &Harness) -> tokio_postgres::Client {
+    let (holder, connection) = tokio_postgres::connect(&h.postgres_url(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let lock = format!("BEGIN; SELECT pg_advisory_xact_lock({});", warrant_store::postgres::WRITE_LOCK);
+    holder.batch_execute(&lock).await.unwrap();
+    holder
+}
+
 #[tokio::test]
 async fn what_one_server_registers_and_revokes_the_other_applies_from_the_feed() {
     let Some((a, b)) = pair().await else { return };
@@ -275,38 +285,92 @@ async fn a_server_that_takes_over_the_lead_sweeps_at_its_interval() {
     bg_b.shutdown().await;
 }
 
+/// Presents a token Warrant did not issue to each of `servers` (shadow activity under
+/// `token:not_a_warrant`).
+async fn present_junk(servers: &[&Harness]) {
+    for h in servers {
+        assert_eq!(h.authorize("not-a-token", "crm.read", "crm/acct/1").await.code, DecisionCode::InvalidToken);
+    }
+}
+
+/// The occurrences the active `token:not_a_warrant` finding on `h` records, if one is.
+fn junk_occurrences(h: &Harness) -> Option<u64> {
+    let found = h.engine().governance().active_about("token:not_a_warrant");
+    assert!(found.len() <= 1, "{found:?}");
+    found.first().map(|f| f.evidence["occurrences"].as_u64().unwrap())
+}
+
 /// Shadow activity is counted wherever it is seen: tokens Warrant did not issue,
 /// presented to two servers sharing a database, make one finding with every occurrence,
 /// which outlives a restart of the server sweeping and resolves once quiet.
 #[tokio::test]
 async fn shadow_activity_seen_by_every_server_makes_one_finding() {
     let Some((mut a, b)) = pair().await else { return };
-    for h in [&a, &b, &b] {
-        assert_eq!(h.authorize("not-a-token", "crm.read", "crm/acct/1").await.code, DecisionCode::InvalidToken);
-    }
+    present_junk(&[&a, &b, &b]).await;
     // B does not sweep; it adds what it counted to the database at its next flush.
     b.engine().governance().flush(b.now()).await.unwrap();
     a.sweep().await;
-    let occurrences = |h: &Harness| {
-        let found = h.engine().governance().active_about("token:not_a_warrant");
-        assert!(found.len() <= 1, "{found:?}");
-        found.first().map(|f| f.evidence["occurrences"].as_u64().unwrap())
-    };
-    assert_eq!(occurrences(&a), Some(3), "A's occurrence and B's two");
+    assert_eq!(junk_occurrences(&a), Some(3), "A's occurrence and B's two");
     // The counts are the database's: a restarted A neither loses nor counts them twice.
     a.restart().await;
     a.sweep().await;
-    assert_eq!(occurrences(&a), Some(3));
-    assert_eq!(b.authorize("not-a-token", "crm.read", "crm/acct/1").await.code, DecisionCode::InvalidToken);
+    assert_eq!(junk_occurrences(&a), Some(3));
+    present_junk(&[&b]).await;
     b.engine().governance().flush(b.now()).await.unwrap();
     a.sweep().await;
-    assert_eq!(occurrences(&a), Some(4));
+    assert_eq!(junk_occurrences(&a), Some(4));
     // Quiet for the quiet time: resolved, and forgotten.
     a.advance_millis((a.engine().governance().config().shadow_quiet + 1) * 1000);
     a.sweep().await;
-    assert_eq!(occurrences(&a), None);
+    assert_eq!(junk_occurrences(&a), None);
     a.sweep().await;
-    assert_eq!(occurrences(&a), None, "forgotten, not opened again");
+    assert_eq!(junk_occurrences(&a), None, "forgotten, not opened again");
+}
+
+/// A shadow finding opened before the database counted shadow activity (as after the
+/// upgrade that added those counts, which start empty) goes on counting from the
+/// occurrences its evidence records, not from zero.
+#[tokio::test]
+async fn a_shadow_finding_the_database_has_no_count_of_counts_on_from_its_evidence() {
+    let Some((a, b)) = pair().await else { return };
+    present_junk(&[&a, &b, &b]).await;
+    b.engine().governance().flush(b.now()).await.unwrap();
+    a.sweep().await;
+    assert_eq!(junk_occurrences(&a), Some(3));
+    // The counts are gone, the finding is open.
+    let (client, connection) = tokio_postgres::connect(&a.postgres_url(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client.batch_execute("DELETE FROM shadow_activity").await.unwrap();
+    a.advance_millis(1000);
+    present_junk(&[&b]).await;
+    b.engine().governance().flush(b.now()).await.unwrap();
+    a.sweep().await;
+    assert_eq!(junk_occurrences(&a), Some(4), "the finding's 3, and the new one");
+    // Without new activity the finding's count stands, and it resolves once quiet.
+    client.batch_execute("DELETE FROM shadow_activity").await.unwrap();
+    a.sweep().await;
+    assert_eq!(junk_occurrences(&a), Some(4));
+    a.advance_millis((a.engine().governance().config().shadow_quiet + 1) * 1000);
+    a.sweep().await;
+    assert_eq!(junk_occurrences(&a), None);
+}
+
+/// Shadow activity whose write was cancelled partway (as a shutdown aborting the flush
+/// loop cancels it) is written by the next flush, once.
+#[tokio::test]
+async fn a_cancelled_shadow_flush_is_written_by_the_next_once() {
+    let Some((a, b)) = pair().await else { return };
+    present_junk(&[&b, &b]).await;
+    let holder = hold_writes(&a).await;
+    let governance = b.engine().governance();
+    let cancelled = tokio::time::timeout(Duration::from_millis(300), governance.flush(b.now())).await;
+    assert!(cancelled.is_err(), "the flush waited for the lock and was cancelled there");
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    present_junk(&[&b]).await;
+    governance.flush(b.now()).await.unwrap();
+    governance.flush(b.now()).await.unwrap();
+    a.sweep().await;
+    assert_eq!(junk_occurrences(&a), Some(3), "the cancelled batch's two and the one since");
 }
 
 /// A policy reloaded on one server is put in force on the others from the feed (audited
@@ -482,20 +546,16 @@ async fn usage_seen_by_two_servers_is_merged_in_the_store() {
 /// the transaction it was in rolled back.
 #[tokio::test]
 async fn a_cancelled_usage_flush_is_written_by_the_next() {
-    use warrant_store::postgres::WRITE_LOCK;
     use warrant_store::GovernStore as _;
     let Some(a) = Harness::start_on_postgres(|_| {}).await else { return };
     let chain = a.chain(&["crm.*"], &["crm.*"], 1).await;
     assert_eq!(a.authorize(chain.token(0), "crm.read", "crm/acct/1").await.outcome, Outcome::Allow);
     // Another session holds the write lock, so the flush's transaction waits inside.
-    let (mut holder, connection) = tokio_postgres::connect(&a.postgres_url(), tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(connection);
-    let lock = holder.transaction().await.unwrap();
-    lock.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK]).await.unwrap();
+    let holder = hold_writes(&a).await;
     let governance = a.engine().governance();
     let cancelled = tokio::time::timeout(Duration::from_millis(300), governance.flush(a.now())).await;
     assert!(cancelled.is_err(), "the flush waited for the lock and was cancelled there");
-    lock.rollback().await.unwrap();
+    holder.batch_execute("ROLLBACK").await.unwrap();
     governance.flush(a.now()).await.unwrap();
     let store = warrant_store::PgStore::connect(&a.postgres_url()).unwrap();
     let usages = store.usages().await.unwrap();

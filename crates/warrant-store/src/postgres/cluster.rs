@@ -5,7 +5,8 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use tokio_postgres::AsyncMessage;
-use warrant_core::govern::ShadowActivity;
+use warrant_core::govern::shadow::{within_subject_bound, OVERFLOW_SUBJECT};
+use warrant_core::govern::{ShadowActivity, ShadowBatch};
 use warrant_core::UnixTime;
 
 use super::{get, get_u64, lock_writes, to_i64, PgStore};
@@ -140,69 +141,80 @@ impl ChangeStore for PgStore {
         Ok(())
     }
 
-    async fn merge_shadow(&self, counted: &[(String, ShadowActivity)]) -> Result<(), StoreError> {
-        if counted.is_empty() {
+    async fn merge_shadow(&self, batch: &ShadowBatch) -> Result<(), StoreError> {
+        if batch.counted.is_empty() {
             return Ok(());
         }
-        // One row per subject (a subject given twice is added up first).
-        let mut index: HashMap<&str, usize> = HashMap::new();
-        let mut unique: Vec<(&str, ShadowActivity)> = Vec::new();
-        for (subject, seen) in counted {
-            match index.get(subject.as_str()).and_then(|&i| unique.get_mut(i)) {
-                Some((_, activity)) => activity.merge(seen),
-                None => {
-                    index.insert(subject, unique.len());
-                    unique.push((subject, seen.clone()));
-                }
-            }
-        }
-        let subjects: Vec<&str> = unique.iter().map(|(subject, _)| *subject).collect();
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         // Under the write lock: two servers adding to one subject never lose a count.
         lock_writes(&tx).await?;
-        let rows =
-            tx.query("SELECT subject, activity FROM shadow_activity WHERE subject = ANY($1)", &[&subjects]).await?;
-        let mut stored: HashMap<String, String> = HashMap::new();
-        for row in &rows {
-            stored.insert(get(row, 0)?, get(row, 1)?);
+        let id = batch.id.to_string();
+        let added = tx.execute("INSERT INTO shadow_merges (batch) VALUES ($1) ON CONFLICT DO NOTHING", &[&id]).await?;
+        if added == 0 {
+            // Already added: its write committed and the answer was lost.
+            tx.commit().await?;
+            return Ok(());
         }
-        let (mut texts, mut occurrences, mut last_seen) = (Vec::new(), Vec::new(), Vec::new());
-        for (subject, seen) in &unique {
+        tx.execute("DELETE FROM shadow_merges WHERE merged_at < now() - interval '1 day'", &[]).await?;
+        let mut asked: Vec<&str> = batch.counted.iter().map(|(subject, _)| subject.as_str()).collect();
+        asked.push(OVERFLOW_SUBJECT);
+        asked.sort_unstable();
+        asked.dedup();
+        let stored = stored_shadow(&tx, &asked).await?;
+        let count = get_u64(&tx.query_one("SELECT COUNT(*) FROM shadow_activity", &[]).await?, 0)?;
+        let count = usize::try_from(count).unwrap_or(usize::MAX);
+        let unique = within_subject_bound(&batch.counted, |subject| stored.contains_key(subject), count);
+        let mut merged = Vec::with_capacity(unique.len());
+        for (subject, seen) in unique {
             // The stored counts are the earlier ones: what this server counted is added to
             // them, so what was claimed first stays in the samples.
-            let merged = match stored.get(*subject).map(|text| serde_json::from_str::<ShadowActivity>(text)) {
+            let activity = match stored.get(&subject).map(|text| serde_json::from_str::<ShadowActivity>(text)) {
                 Some(Ok(mut earlier)) => {
-                    earlier.merge(seen);
+                    earlier.merge(&seen);
                     earlier
                 }
                 Some(Err(e)) => {
                     tracing::warn!(subject = %subject, error = %e, "stored shadow activity is unreadable; replacing it");
-                    seen.clone()
+                    seen
                 }
-                None => seen.clone(),
+                None => seen,
             };
-            texts.push(serde_json::to_string(&merged).map_err(|e| StoreError::Corrupt(e.to_string()))?);
-            occurrences.push(to_i64(merged.occurrences)?);
-            last_seen.push(merged.last_seen.0);
+            merged.push((subject, activity));
         }
-        tx.execute(
-            "INSERT INTO shadow_activity (subject, activity, occurrences, last_seen, reported) \
-             SELECT subject, activity, occurrences, last_seen, FALSE \
-             FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[]) AS t(subject, activity, occurrences, last_seen) \
-             ON CONFLICT (subject) DO UPDATE SET activity = EXCLUDED.activity, \
-             occurrences = EXCLUDED.occurrences, last_seen = EXCLUDED.last_seen, reported = FALSE",
-            &[&subjects, &texts, &occurrences, &last_seen],
-        )
-        .await?;
+        write_shadow(&tx, &merged, Mark::Counted).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    async fn shadow_activity(&self, quiet_through: UnixTime) -> Result<Vec<(String, ShadowActivity)>, StoreError> {
+    async fn shadow_activity(
+        &self,
+        quiet_through: UnixTime,
+        recorded: &[(String, ShadowActivity)],
+    ) -> Result<Vec<(String, ShadowActivity)>, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         lock_writes(&tx).await?;
+        if !recorded.is_empty() {
+            let asked: Vec<&str> = recorded.iter().map(|(subject, _)| subject.as_str()).collect();
+            let stored = stored_shadow(&tx, &asked).await?;
+            let mut missing = Vec::new();
+            for (subject, finding) in recorded {
+                // The finding's counts are earlier than a count that began after them, and
+                // are added to it; a count that holds them (it began no later) stands.
+                let activity = match stored.get(subject).map(|text| serde_json::from_str::<ShadowActivity>(text)) {
+                    None => finding.clone(),
+                    Some(Ok(since)) if finding.first_seen < since.first_seen => {
+                        let mut merged = finding.clone();
+                        merged.merge(&since);
+                        merged
+                    }
+                    Some(_) => continue,
+                };
+                missing.push((subject.clone(), activity));
+            }
+            write_shadow(&tx, &missing, Mark::Findings).await?;
+        }
         tx.execute("DELETE FROM shadow_activity WHERE reported AND last_seen <= $1", &[&quiet_through.0]).await?;
         let rows =
             tx.query("SELECT subject, activity FROM shadow_activity ORDER BY subject COLLATE \"C\"", &[]).await?;
@@ -306,4 +318,59 @@ fn digest_of(row: &tokio_postgres::Row) -> Result<[u8; 32], StoreError> {
     let bytes: Vec<u8> = super::get(row, 0)?;
     <[u8; 32]>::try_from(bytes.as_slice())
         .map_err(|_| StoreError::Corrupt("cluster_admin.token_sha256 is not 32 bytes".into()))
+}
+
+/// The stored shadow activity of `subjects` (its JSON), by subject.
+async fn stored_shadow(
+    tx: &tokio_postgres::Transaction<'_>,
+    subjects: &[&str],
+) -> Result<HashMap<String, String>, StoreError> {
+    let rows = tx.query("SELECT subject, activity FROM shadow_activity WHERE subject = ANY($1)", &[&subjects]).await?;
+    rows.iter().map(|row| Ok((get(row, 0)?, get(row, 1)?))).collect()
+}
+
+/// How [`write_shadow`] marks what it writes.
+#[derive(Debug, Clone, Copy)]
+enum Mark {
+    /// New occurrences: unreported, stored anew or added to a count.
+    Counted,
+    /// An open finding's counts: reported when stored anew (its finding is open); added to a
+    /// count, that count keeps its mark.
+    Findings,
+}
+
+/// Stores each of `counts` by subject, replacing a stored count, marked as `mark` says.
+async fn write_shadow(
+    tx: &tokio_postgres::Transaction<'_>,
+    counts: &[(String, ShadowActivity)],
+    mark: Mark,
+) -> Result<(), StoreError> {
+    if counts.is_empty() {
+        return Ok(());
+    }
+    let (mut subjects, mut texts, mut occurrences, mut last_seen) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (subject, activity) in counts {
+        subjects.push(subject.as_str());
+        texts.push(serde_json::to_string(activity).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+        occurrences.push(to_i64(activity.occurrences)?);
+        last_seen.push(activity.last_seen.0);
+    }
+    let statement = match mark {
+        Mark::Counted => {
+            "INSERT INTO shadow_activity (subject, activity, occurrences, last_seen, reported) \
+             SELECT subject, activity, occurrences, last_seen, FALSE \
+             FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[]) AS t(subject, activity, occurrences, last_seen) \
+             ON CONFLICT (subject) DO UPDATE SET activity = EXCLUDED.activity, \
+             occurrences = EXCLUDED.occurrences, last_seen = EXCLUDED.last_seen, reported = FALSE"
+        }
+        Mark::Findings => {
+            "INSERT INTO shadow_activity (subject, activity, occurrences, last_seen, reported) \
+             SELECT subject, activity, occurrences, last_seen, TRUE \
+             FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[]) AS t(subject, activity, occurrences, last_seen) \
+             ON CONFLICT (subject) DO UPDATE SET activity = EXCLUDED.activity, \
+             occurrences = EXCLUDED.occurrences, last_seen = EXCLUDED.last_seen"
+        }
+    };
+    tx.execute(statement, &[&subjects, &texts, &occurrences, &last_seen]).await?;
+    Ok(())
 }

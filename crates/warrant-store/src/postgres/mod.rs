@@ -53,7 +53,7 @@ use crate::StoreError;
 /// yet (more slowly where an index it lacks would help). A migration that changes a table
 /// or a column, or adds a unique index, raises this to `MIGRATIONS.len()`; the test
 /// `migrations_an_unmigrated_open_skips_only_touch_indexes` holds to that.
-const UNMIGRATED_OLDEST: usize = 10;
+const UNMIGRATED_OLDEST: usize = 11;
 
 /// The oldest schema version [`PgStore::open_for_evidence`] accepts: every migration after
 /// it only creates or drops plain indexes, or creates a table of `EVIDENCE_UNREAD`, so
@@ -62,10 +62,11 @@ const UNMIGRATED_OLDEST: usize = 10;
 /// holds to that.
 const EVIDENCE_OLDEST: usize = 7;
 
-/// Tables the evidence commands never read (the shadow activity counts of migration 10),
-/// for the test that holds [`EVIDENCE_OLDEST`] true.
+/// Tables the evidence commands never read (the shadow activity counts of migration 10 and
+/// the batches added to them of migration 11), for the test that holds [`EVIDENCE_OLDEST`]
+/// true.
 #[cfg(test)]
-const EVIDENCE_UNREAD: &[&str] = &["shadow_activity"];
+const EVIDENCE_UNREAD: &[&str] = &["shadow_activity", "shadow_merges"];
 
 /// Schema migrations, applied in order; the table `warrant_schema` holds how many ran.
 /// Each is one file of `migrations/postgres/`, numbered from `0001`.
@@ -80,6 +81,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0008_history_indexes.sql"),
     include_str!("../../migrations/postgres/0009_audit_decision_index.sql"),
     include_str!("../../migrations/postgres/0010_shadow_activity.sql"),
+    include_str!("../../migrations/postgres/0011_shadow_merges.sql"),
 ];
 
 /// The advisory lock every write transaction takes first (see the module docs). A session
@@ -467,15 +469,18 @@ mod tests {
     }
 
     /// Every migration an open without migrating may find missing (those after
-    /// `UNMIGRATED_OLDEST`) only creates or drops plain indexes; migration 10 creates a
-    /// table, so none before it may be missing.
+    /// `UNMIGRATED_OLDEST`) only creates or drops plain indexes; migrations 10 and 11
+    /// create tables, so none before them may be missing.
     #[test]
     fn migrations_an_unmigrated_open_skips_only_touch_indexes() {
         crate::columns::index_migrations_after(MIGRATIONS, UNMIGRATED_OLDEST);
-        // Migrations 8 and 9 only add indexes; 10 adds the table `shadow_activity`.
+        // Migrations 8 and 9 only add indexes; 10 and 11 add the tables `shadow_activity`
+        // and `shadow_merges`.
         assert!(crate::columns::index_migrations_after(&MIGRATIONS[..9], 7).contains(&"audit_decision".to_owned()));
-        let table = std::panic::catch_unwind(|| crate::columns::index_migrations_after(MIGRATIONS, 9));
-        assert!(table.is_err(), "a migration creating a table may not be skipped");
+        for before in [9, 10] {
+            let table = std::panic::catch_unwind(|| crate::columns::index_migrations_after(MIGRATIONS, before));
+            assert!(table.is_err(), "a migration creating a table may not be skipped (after {before})");
+        }
     }
 
     /// Every migration an evidence open may find missing (those after `EVIDENCE_OLDEST`)
