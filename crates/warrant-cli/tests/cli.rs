@@ -824,6 +824,10 @@ fn bench_runs_every_scenario_against_its_own_server() {
         assert_eq!(point["errors"], 0, "{point}");
     };
     report["baseline"].as_array().unwrap().iter().for_each(positive);
+    // Measured again after the scenarios, and authorize's ratio against both.
+    report["baseline_after"].as_array().unwrap().iter().for_each(positive);
+    assert!(report["ratios"][0]["ratio_after"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(out.contains("baseline after:"), "{out}");
     for scenario in ["authorize", "batch", "mint", "exchange", "revocation"] {
         let points = report["scenarios"][scenario].as_array().unwrap_or_else(|| panic!("no {scenario}: {report}"));
         assert_eq!(points.len(), 1, "{scenario}: {report}");

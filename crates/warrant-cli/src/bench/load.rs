@@ -156,7 +156,7 @@ pub struct Raw {
 }
 
 impl Raw {
-    fn new() -> Result<Raw, BenchError> {
+    pub(crate) fn new() -> Result<Raw, BenchError> {
         Ok(Raw {
             ok: 0,
             units: 0,
