@@ -86,6 +86,15 @@ impl ShadowActivity {
         }
     }
 
+    /// Keeps `claimed` (values with how often each was seen, as a finding's evidence
+    /// records them) as samples and distinct values, within their bounds; the occurrences
+    /// are not changed.
+    pub fn add_samples(&mut self, claimed: &[Claimed]) {
+        for c in claimed {
+            self.sample(c.value.clone(), c.occurrences);
+        }
+    }
+
     fn sample(&mut self, claimed: String, occurrences: u64) {
         if let Some(s) = self.samples.iter_mut().find(|s| s.value == claimed) {
             s.occurrences = s.occurrences.saturating_add(occurrences);

@@ -12,11 +12,12 @@
 //! finding resolves once it has been quiet for the configured time.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use serde_json::Value;
+use warrant_core::govern::evidence::Claimed;
 use warrant_core::govern::{
     ClaimedIds, Finding, FindingKind, Observation, Severity, ShadowActivity, ShadowBatch, ShadowBatchId,
 };
@@ -121,9 +122,7 @@ impl Drop for Taken<'_> {
             return;
         }
         let batch = ShadowBatch { id: self.batch.id, counted: std::mem::take(&mut self.batch.counted) };
-        if let Ok(mut unsent) = self.tracker.unsent.lock() {
-            unsent.push_front(batch);
-        }
+        self.tracker.unsent.lock().unwrap_or_else(PoisonError::into_inner).push_front(batch);
     }
 }
 
@@ -193,7 +192,7 @@ impl ShadowTracker {
     /// tracker empty. `None` when there is nothing to store. The batch goes back when the
     /// [`Taken`] is dropped unless it was [`written`](Taken::written).
     pub(crate) fn take(&self) -> Result<Option<Taken<'_>>, RandomError> {
-        if let Some(batch) = self.unsent.lock().ok().and_then(|mut unsent| unsent.pop_front()) {
+        if let Some(batch) = self.unsent.lock().unwrap_or_else(PoisonError::into_inner).pop_front() {
             return Ok(Some(Taken { tracker: self, batch, written: false }));
         }
         let id = ShadowBatchId::from_random(random::bytes()?);
@@ -221,13 +220,21 @@ impl ShadowTracker {
             .and_then(ShadowCause::parse)
             .unwrap_or(ShadowCause::NotAWarrant);
         let text = |k: &str| clean(f.evidence.get(k));
+        let time = |k: &str| f.evidence.get(k).and_then(Value::as_i64).map(UnixTime);
         let count = f.evidence.get("occurrences").and_then(Value::as_u64).unwrap_or(1);
         let first = Peek { iss: text("claimed_issuer"), client: text("claimed_client"), kid: text("kid") };
-        // The activity's own first occurrence (the finding was opened at a sweep after it).
-        let first_seen = f.evidence.get("first_seen").and_then(Value::as_i64).map_or(f.first_seen, UnixTime);
-        let mut activity = ShadowActivity::new(cause, first_seen.min(f.first_seen), first);
-        activity.last_seen = f.last_seen;
+        // The activity's own first and last occurrences, as counted (the finding's own
+        // times are those of the sweeps that opened and last refreshed it).
+        let mut activity = ShadowActivity::new(cause, time("first_seen").unwrap_or(f.first_seen), first);
+        activity.last_seen = time("last_seen").unwrap_or(f.last_seen).max(activity.first_seen);
         activity.occurrences = count;
+        let claimed: Vec<Claimed> =
+            f.evidence.get("claimed").and_then(|c| serde_json::from_value(c.clone()).ok()).unwrap_or_default();
+        let claimed: Vec<Claimed> = claimed
+            .into_iter()
+            .filter_map(|c| Some(Claimed { value: clean(Some(&Value::String(c.value)))?, occurrences: c.occurrences }))
+            .collect();
+        activity.add_samples(&claimed);
         Some((f.subject.clone(), activity))
     }
 
@@ -319,9 +326,10 @@ mod tests {
         // Counted while the write runs.
         t.record(ShadowCause::ForeignIssuer, iss("https://later"), UnixTime(20));
         t.record(ShadowCause::NotAWarrant, Peek::default(), UnixTime(20));
-        drop(taken); // the write failed, was cancelled, or committed and its answer was lost
-                     // The same batch, under the same id, not mixed with what was counted since: a
-                     // store that did commit it recognises it.
+        // The write failed, was cancelled, or committed and its answer was lost.
+        drop(taken);
+        // The same batch, under the same id, not mixed with what was counted since: a
+        // store that did commit it recognises it.
         let again = t.take().unwrap().unwrap();
         assert_eq!(again.batch(), &first);
         again.written();
@@ -355,19 +363,31 @@ mod tests {
     }
 
     #[test]
-    fn resumed_counts_keep_the_activity_first_seen_and_go_on_from_the_finding() {
+    fn resumed_counts_keep_the_activity_times_and_samples_and_go_on_from_the_finding() {
         let t = ShadowTracker::default();
-        t.record(ShadowCause::NotAWarrant, Peek::default(), UnixTime(10));
-        t.record(ShadowCause::NotAWarrant, Peek::default(), UnixTime(20));
+        let iss = |i: &str| Peek { iss: Some(i.into()), ..Peek::default() };
+        t.record(ShadowCause::ForeignIssuer, iss("https://first"), UnixTime(10));
+        t.record(ShadowCause::ForeignIssuer, iss("https://second"), UnixTime(20));
         let obs = observed(&t, UnixTime(60), 100).remove(0);
-        // The sweep at 60 opened the finding; its activity began at 10.
-        let finding = Finding::open("fnd_1".into(), obs, UnixTime(60));
+        // The sweep at 60 opened the finding, and one at 90 last refreshed it; its
+        // activity ran from 10 to 20.
+        let mut finding = Finding::open("fnd_1".into(), obs, UnixTime(60));
+        finding.last_seen = UnixTime(90);
+        let (_, activity) = ShadowTracker::recorded(&finding).unwrap();
+        assert_eq!((activity.first_seen, activity.last_seen, activity.occurrences), (UnixTime(10), UnixTime(20), 2));
         let resumed = ShadowTracker::default();
         resumed.resume(std::iter::once(&finding));
-        resumed.record(ShadowCause::NotAWarrant, Peek::default(), UnixTime(70));
-        let obs = observed(&resumed, UnixTime(80), 100);
-        assert_eq!(obs[0].evidence["occurrences"], 3);
-        assert_eq!(obs[0].evidence["first_seen"], 10, "the activity's first occurrence, not the finding's opening");
+        resumed.record(ShadowCause::ForeignIssuer, iss("https://third"), UnixTime(70));
+        let e = &observed(&resumed, UnixTime(80), 100)[0].evidence;
+        assert_eq!(e["occurrences"], 3);
+        assert_eq!(e["first_seen"], 10, "the activity's first occurrence, not the finding's opening");
+        let claimed: Vec<&str> =
+            e["claimed"].as_array().unwrap().iter().map(|c| c["value"].as_str().unwrap()).collect();
+        assert_eq!(claimed, ["https://first", "https://second", "https://third"], "what was claimed first stays first");
+        assert_eq!(e["distinct_claimed"], 3);
+        // Resolved findings are not counts.
+        finding.status = warrant_core::govern::FindingStatus::Resolved;
+        assert!(ShadowTracker::recorded(&finding).is_none());
     }
 
     #[test]

@@ -373,6 +373,37 @@ async fn a_cancelled_shadow_flush_is_written_by_the_next_once() {
     assert_eq!(junk_occurrences(&a), Some(3), "the cancelled batch's two and the one since");
 }
 
+/// Shadow activity whose write committed while the flush was cancelled waiting for the
+/// answer (the commit is slowed here by a deferred trigger, as a slow disk or a lost
+/// connection would leave it) is not added again by the next flush: it hands the same
+/// batch, which the database recognises.
+#[tokio::test]
+async fn a_shadow_write_that_committed_unanswered_is_not_counted_again() {
+    let Some((a, b)) = pair().await else { return };
+    present_junk(&[&b, &b]).await;
+    let (client, connection) = tokio_postgres::connect(&a.postgres_url(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(
+            "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN PERFORM pg_sleep(2); RETURN NULL; END $$; \
+             CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT OR UPDATE ON shadow_activity \
+             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit();",
+        )
+        .await
+        .unwrap();
+    let governance = b.engine().governance();
+    let cancelled = tokio::time::timeout(Duration::from_millis(500), governance.flush(b.now())).await;
+    assert!(cancelled.is_err(), "the flush was cancelled while its commit ran");
+    // Dropping the trigger waits for that commit, which completes.
+    client.batch_execute("DROP TRIGGER slow_commit ON shadow_activity").await.unwrap();
+    let stored = client.query_one("SELECT occurrences FROM shadow_activity", &[]).await.unwrap();
+    assert_eq!(stored.get::<_, i64>(0), 2, "the cancelled write committed");
+    governance.flush(b.now()).await.unwrap();
+    a.sweep().await;
+    assert_eq!(junk_occurrences(&a), Some(2), "counted once");
+}
+
 /// A policy reloaded on one server is put in force on the others from the feed (audited
 /// there too), and a server starting later starts with it.
 #[tokio::test]

@@ -6,3 +6,5 @@ CREATE TABLE shadow_merges (
     batch TEXT PRIMARY KEY,
     merged_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
+-- What that removal reads.
+CREATE INDEX shadow_merges_at ON shadow_merges (merged_at);
