@@ -35,7 +35,12 @@ pub use warrant_core::govern::shadow::{MAX_DISTINCT, MAX_SAMPLES, MAX_SUBJECTS, 
 pub type Peek = ClaimedIds;
 
 fn clean(v: Option<&Value>) -> Option<String> {
-    let s = v?.as_str()?;
+    clean_str(v?.as_str()?)
+}
+
+/// `s` without characters other than printable ASCII, cut to [`MAX_FIELD`]; `None` when
+/// nothing is left.
+fn clean_str(s: &str) -> Option<String> {
     let cleaned: String = s.chars().filter(|c| c.is_ascii_graphic()).take(MAX_FIELD).collect();
     (!cleaned.is_empty()).then_some(cleaned)
 }
@@ -195,14 +200,13 @@ impl ShadowTracker {
         if let Some(batch) = self.unsent.lock().unwrap_or_else(PoisonError::into_inner).pop_front() {
             return Ok(Some(Taken { tracker: self, batch, written: false }));
         }
-        let id = ShadowBatchId::from_random(random::bytes()?);
-        let counted: Vec<(String, ShadowActivity)> = match self.seen.lock() {
-            Ok(mut map) => map.drain().map(|(subject, e)| (subject, e.activity)).collect(),
-            Err(_) => Vec::new(),
-        };
-        if counted.is_empty() {
+        let Ok(mut map) = self.seen.lock() else { return Ok(None) };
+        if map.is_empty() {
             return Ok(None);
         }
+        // An id only for a batch there is; without one, the counts stay where they are.
+        let id = ShadowBatchId::from_random(random::bytes()?);
+        let counted = map.drain().map(|(subject, e)| (subject, e.activity)).collect();
         Ok(Some(Taken { tracker: self, batch: ShadowBatch { id, counted }, written: false }))
     }
 
@@ -232,7 +236,7 @@ impl ShadowTracker {
             f.evidence.get("claimed").and_then(|c| serde_json::from_value(c.clone()).ok()).unwrap_or_default();
         let claimed: Vec<Claimed> = claimed
             .into_iter()
-            .filter_map(|c| Some(Claimed { value: clean(Some(&Value::String(c.value)))?, occurrences: c.occurrences }))
+            .filter_map(|c| Some(Claimed { value: clean_str(&c.value)?, occurrences: c.occurrences }))
             .collect();
         activity.add_samples(&claimed);
         Some((f.subject.clone(), activity))

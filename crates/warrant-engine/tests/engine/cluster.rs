@@ -29,11 +29,17 @@ async fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool)
     }
 }
 
+/// A session of its own on `h`'s database, as an operator's `psql` would have.
+async fn sql_session(h: &Harness) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(&h.postgres_url(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+}
+
 /// A session of its own on `h`'s database that holds the write lock every store write
 /// takes first, until it runs `ROLLBACK`: every server's writes wait meanwhile.
 async fn hold_writes(h: &Harness) -> tokio_postgres::Client {
-    let (holder, connection) = tokio_postgres::connect(&h.postgres_url(), tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(connection);
+    let holder = sql_session(h).await;
     let lock = format!("BEGIN; SELECT pg_advisory_xact_lock({});", warrant_store::postgres::WRITE_LOCK);
     holder.batch_execute(&lock).await.unwrap();
     holder
@@ -338,8 +344,7 @@ async fn a_shadow_finding_the_database_has_no_count_of_counts_on_from_its_eviden
     a.sweep().await;
     assert_eq!(junk_occurrences(&a), Some(3));
     // The counts are gone, the finding is open.
-    let (client, connection) = tokio_postgres::connect(&a.postgres_url(), tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(connection);
+    let client = sql_session(&a).await;
     client.batch_execute("DELETE FROM shadow_activity").await.unwrap();
     a.advance_millis(1000);
     present_junk(&[&b]).await;
@@ -381,8 +386,7 @@ async fn a_cancelled_shadow_flush_is_written_by_the_next_once() {
 async fn a_shadow_write_that_committed_unanswered_is_not_counted_again() {
     let Some((a, b)) = pair().await else { return };
     present_junk(&[&b, &b]).await;
-    let (client, connection) = tokio_postgres::connect(&a.postgres_url(), tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(connection);
+    let client = sql_session(&a).await;
     client
         .batch_execute(
             "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS \

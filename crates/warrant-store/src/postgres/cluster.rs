@@ -169,8 +169,9 @@ impl ChangeStore for PgStore {
         for (subject, seen) in unique {
             // The stored counts are the earlier ones: what this server counted is added to
             // them, so what was claimed first stays in the samples.
-            let activity = match stored.get(&subject).map(|text| serde_json::from_str::<ShadowActivity>(text)) {
-                Some(Ok(mut earlier)) => {
+            let activity = match stored.get(&subject) {
+                Some(Ok(earlier)) => {
+                    let mut earlier = earlier.clone();
                     earlier.merge(&seen);
                     earlier
                 }
@@ -202,11 +203,11 @@ impl ChangeStore for PgStore {
             for (subject, finding) in recorded {
                 // The finding's counts are earlier than a count that began after them, and
                 // are added to it; a count that holds them (it began no later) stands.
-                let activity = match stored.get(subject).map(|text| serde_json::from_str::<ShadowActivity>(text)) {
+                let activity = match stored.get(subject) {
                     None => finding.clone(),
                     Some(Ok(since)) if finding.first_seen < since.first_seen => {
                         let mut merged = finding.clone();
-                        merged.merge(&since);
+                        merged.merge(since);
                         merged
                     }
                     Some(_) => continue,
@@ -320,13 +321,19 @@ fn digest_of(row: &tokio_postgres::Row) -> Result<[u8; 32], StoreError> {
         .map_err(|_| StoreError::Corrupt("cluster_admin.token_sha256 is not 32 bytes".into()))
 }
 
-/// The stored shadow activity of `subjects` (its JSON), by subject.
+/// The stored shadow activity of `subjects`, by subject: each read back, or why it could
+/// not be (written by a later build, say).
 async fn stored_shadow(
     tx: &tokio_postgres::Transaction<'_>,
     subjects: &[&str],
-) -> Result<HashMap<String, String>, StoreError> {
+) -> Result<HashMap<String, Result<ShadowActivity, serde_json::Error>>, StoreError> {
     let rows = tx.query("SELECT subject, activity FROM shadow_activity WHERE subject = ANY($1)", &[&subjects]).await?;
-    rows.iter().map(|row| Ok((get(row, 0)?, get(row, 1)?))).collect()
+    rows.iter()
+        .map(|row| {
+            let text: String = get(row, 1)?;
+            Ok((get(row, 0)?, serde_json::from_str(&text)))
+        })
+        .collect()
 }
 
 /// How [`write_shadow`] marks what it writes.
