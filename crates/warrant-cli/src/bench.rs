@@ -572,6 +572,12 @@ async fn measure(
         let warrants = fixture.warrants(&client).await?;
         let bodies = bodies_for(authorize_bodies(&warrants.delegated)?, None);
         for (rate, fraction, basis) in rates {
+            // The endpoint first, on the same schedule: the tail this client and machine
+            // give a server that does nothing at this rate.
+            let label = format!("axum baseline open loop {rate:.0}/s");
+            let raw = open_loop(Arc::clone(&ping), rate, OPEN_LOOP_IN_FLIGHT, phase, &label).await?;
+            let at = format!("the rate of authorize's point: {basis}");
+            report.baseline_open_loop.push(OpenLoop::new(&raw, fraction, at, OPEN_LOOP_IN_FLIGHT));
             let runner = Arc::new(Runner {
                 http: http.clone(),
                 work: Work::Authorize { urls: authorize_urls.clone(), bodies: bodies.clone() },
@@ -582,6 +588,19 @@ async fn measure(
             let mut point = OpenLoop::new(&raw?, fraction, basis, OPEN_LOOP_IN_FLIGHT);
             point.commits = commits;
             report.open_loop.push(point);
+        }
+        // The endpoint at the same fractions of its own peak: the tail this client and
+        // machine give a server that does nothing, at the same share of its capacity.
+        let own_peak =
+            report.baseline.iter().map(|p| (p.throughput_per_s, p.concurrency)).max_by(|a, b| a.0.total_cmp(&b.0));
+        if let (None, Some((tput, c))) = (args.rate, own_peak) {
+            for f in OPEN_LOOP_FRACTIONS.into_iter().filter(|_| tput > 0.0) {
+                let rate = tput * f;
+                let label = format!("axum baseline open loop {rate:.0}/s");
+                let raw = open_loop(Arc::clone(&ping), rate, OPEN_LOOP_IN_FLIGHT, phase, &label).await?;
+                let basis = format!("{:.0}% of the endpoint's own peak ({tput:.0}/s at concurrency {c})", f * 100.0);
+                report.baseline_open_loop_own.push(OpenLoop::new(&raw, Some(f), basis, OPEN_LOOP_IN_FLIGHT));
+            }
         }
     }
     Ok(report)
@@ -714,6 +733,26 @@ mod tests {
             both.iter().map(|r| (r.concurrency, r.axum_after_per_s, r.ratio_after, r.met())).collect();
         assert_eq!(got, [(1, Some(1_000.0), Some(0.6), true), (64, Some(50_000.0), Some(0.42), false)]);
         assert_eq!(both[1].ratio, 0.525, "the ratio against the baseline before stays as it was");
+    }
+
+    #[test]
+    fn an_open_loop_point_says_when_the_client_itself_sent_late() {
+        let point = |lag_us: &[u64]| {
+            let mut raw = load::Raw::new().unwrap();
+            raw.ok = 1;
+            raw.elapsed = Duration::from_secs(1);
+            raw.latency.record(500).unwrap();
+            let mut lag = load::histogram().unwrap();
+            lag_us.iter().for_each(|&us| lag.record(us).unwrap());
+            let open = load::OpenRaw { rate: 100.0, scheduled: 1, raw, service: load::histogram().unwrap(), lag };
+            OpenLoop::new(&open, None, "--rate".into(), 8)
+        };
+        // Sent within a millisecond of the schedule: the latencies are the server's.
+        let on_time = point(&[50; 100]);
+        assert!(!on_time.client_late && on_time.p99_met);
+        // One request in ten sent 5 ms late: p99 of the lag is over the 2 ms target.
+        let late = point(&[[50; 90].as_slice(), &[5_000; 10]].concat());
+        assert!(late.client_late, "{:?}", late.send_lag);
     }
 
     #[test]

@@ -864,6 +864,19 @@ fn bench_runs_every_scenario_against_its_own_server() {
         assert_eq!(commits["target_ms"], 2.0, "{commits}");
     }
     assert!(out.contains("kept their callers waiting over 2 ms from queued to durable"), "{out}");
+    // The endpoint on the same schedule before each point: the tail's floor at that rate.
+    let floor_tail = report["baseline_open_loop"].as_array().unwrap();
+    let rates = |points: &[Value]| points.iter().map(|o| o["rate_per_s"].as_f64().unwrap()).collect::<Vec<_>>();
+    assert_eq!(rates(floor_tail), rates(open), "{report}");
+    assert!(floor_tail.iter().all(|o| o["requests"].as_u64().unwrap() > 0 && o["errors"] == 0), "{report}");
+    assert!(out.contains("; the endpoint at the same rate: p99 "), "{out}");
+    // And at the same fractions of its own peak, which is faster than authorize's.
+    let own = report["baseline_open_loop_own"].as_array().unwrap();
+    let fractions_own: Vec<f64> = own.iter().map(|o| o["fraction_of_peak"].as_f64().unwrap()).collect();
+    assert_eq!(fractions_own, [0.5, 0.7, 0.9], "{report}");
+    assert!(own.iter().all(|o| o["requests"].as_u64().unwrap() > 0 && o["errors"] == 0), "{report}");
+    assert!(out.contains("at the same share of its own peak"), "{out}");
+    assert!(open.iter().chain(floor_tail).chain(own).all(|o| o["client_late"].is_boolean()), "{report}");
     // The floor of a durable answer, measured on the server's own disk in the same run.
     let floor = &report["floor"]["fdatasync"];
     assert_eq!(floor["count"], 200, "{report}");

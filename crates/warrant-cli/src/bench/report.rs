@@ -183,6 +183,9 @@ pub struct OpenLoop {
     pub p99_target_ms: f64,
     /// Whether p99 (from the intended send time) is under the target, with no failure.
     pub p99_met: bool,
+    /// Whether the client itself sent late: its send lag's p99 over the p99 target, so
+    /// the point's latencies measure the client on these cores as much as the server.
+    pub client_late: bool,
     /// The audit appends of the measured window, read from the servers' metrics; `None`
     /// when they could not be read (and for the gateway's points).
     pub commits: Option<super::commits::CommitWindow>,
@@ -207,6 +210,7 @@ impl OpenLoop {
             send_lag: Latency::of(&raw.lag),
             p99_target_ms: P99_TARGET_MS,
             p99_met: raw.raw.errors == 0 && latency.count > 0 && latency.p99_ms < P99_TARGET_MS,
+            client_late: Latency::of(&raw.lag).p99_ms > P99_TARGET_MS,
             commits: None,
         }
     }
@@ -283,6 +287,14 @@ pub struct Report {
     pub ratios: Vec<Ratio>,
     /// The open-loop authorize points (50%, 70% and 90% of the peak, or `--rate`).
     pub open_loop: Vec<OpenLoop>,
+    /// The baseline endpoint driven on the same schedule just before each open-loop
+    /// authorize point, at the same rate: the tail this client and machine give a
+    /// server that does nothing, the floor of [`Report::open_loop`]'s latencies.
+    pub baseline_open_loop: Vec<OpenLoop>,
+    /// The baseline endpoint driven open-loop at the same fractions of its own peak (the
+    /// fastest of [`Report::baseline`]), after the authorize points (without `--rate`):
+    /// the tail of a server that does nothing at the same share of its capacity.
+    pub baseline_open_loop_own: Vec<OpenLoop>,
     /// The gateway scenario, when run.
     pub gateway: Option<GatewayReport>,
     /// The propagation scenario, when run.
@@ -333,6 +345,8 @@ impl Report {
             scenarios: BTreeMap::new(),
             ratios: Vec::new(),
             open_loop: Vec::new(),
+            baseline_open_loop: Vec::new(),
+            baseline_open_loop_own: Vec::new(),
             gateway: None,
             propagation: None,
             floor: None,
@@ -572,23 +586,47 @@ pub fn print(report: &Report) {
             "send lag p99 ms",
             "errors",
         ];
-        let lines = report
-            .open_loop
-            .iter()
-            .map(|o| {
-                let rate = match o.fraction_of_peak {
-                    Some(f) => format!("{:.0}/s ({:.0}% of peak)", o.rate_per_s, f * 100.0),
-                    None => format!("{:.0}/s", o.rate_per_s),
-                };
-                let mut line = vec![right(rate), right(o.scheduled.to_string())];
-                line.extend(open_loop_cells(o));
-                line.extend([right(ms(o.send_lag.p99_ms)), right(o.errors.to_string())]);
-                line
-            })
-            .collect();
-        outln!("{}", table(&header, lines));
+        let rows = |points: &[OpenLoop]| -> Vec<Vec<Cell>> {
+            points
+                .iter()
+                .map(|o| {
+                    let rate = match o.fraction_of_peak {
+                        Some(f) => format!("{:.0}/s ({:.0}% of peak)", o.rate_per_s, f * 100.0),
+                        None => format!("{:.0}/s", o.rate_per_s),
+                    };
+                    let mut line = vec![right(rate), right(o.scheduled.to_string())];
+                    line.extend(open_loop_cells(o));
+                    line.extend([right(ms(o.send_lag.p99_ms)), right(o.errors.to_string())]);
+                    line
+                })
+                .collect()
+        };
+        outln!("{}", table(&header, rows(&report.open_loop)));
         if let Some(first) = report.open_loop.first() {
             outln!("basis: {}", first.basis);
+        }
+        if !report.baseline_open_loop.is_empty() {
+            outln!(
+                "\n{} on the same schedule, just before each authorize point: the tail of a server that does nothing",
+                report.baseline_label()
+            );
+            outln!("{}", table(&header, rows(&report.baseline_open_loop)));
+        }
+        if let Some(first) = report.baseline_open_loop_own.first() {
+            outln!("\n{} at the same fractions of its own peak", report.baseline_label());
+            outln!("{}", table(&header, rows(&report.baseline_open_loop_own)));
+            outln!("basis: {}", first.basis);
+        }
+        let endpoint = report.baseline_label();
+        let all = (report.open_loop.iter().map(|o| ("authorize", o)))
+            .chain(report.baseline_open_loop.iter().chain(&report.baseline_open_loop_own).map(|o| (endpoint, o)));
+        let late: Vec<String> =
+            all.filter(|(_, o)| o.client_late).map(|(what, o)| format!("{what} {:.0}/s", o.rate_per_s)).collect();
+        if !late.is_empty() {
+            outln!(
+                "the client sent late (send lag p99 over {P99_TARGET_MS} ms) at {}: there its own share of the cores is in the latencies",
+                late.join(", ")
+            );
         }
         for o in &report.open_loop {
             if let Some(w) = &o.commits {
@@ -596,8 +634,26 @@ pub fn print(report: &Report) {
             }
         }
         for o in report.open_loop.iter().filter(|o| o.fraction_of_peak.is_none_or(|f| f == P99_TARGET_FRACTION)) {
+            let floor = report
+                .baseline_open_loop
+                .iter()
+                .find(|b| b.rate_per_s == o.rate_per_s)
+                .map(|b| format!("; the endpoint at the same rate: p99 {} ms", ms(b.latency.p99_ms)))
+                .unwrap_or_default();
+            let own = report
+                .baseline_open_loop_own
+                .iter()
+                .find(|b| b.fraction_of_peak.is_some() && b.fraction_of_peak == o.fraction_of_peak)
+                .map(|b| {
+                    format!(
+                        "; at the same share of its own peak ({:.0}/s): p99 {} ms",
+                        b.rate_per_s,
+                        ms(b.latency.p99_ms)
+                    )
+                })
+                .unwrap_or_default();
             outln!(
-                "p99 under {P99_TARGET_MS} ms at {:.0}/s: {}",
+                "p99 under {P99_TARGET_MS} ms at {:.0}/s: {}{floor}{own}",
                 o.rate_per_s,
                 if o.p99_met { "MET" } else { "NOT MET" }
             );
