@@ -593,8 +593,8 @@ async fn measure(
         // machine give a server that does nothing, at the same share of its capacity.
         let own_peak =
             report.baseline.iter().map(|p| (p.throughput_per_s, p.concurrency)).max_by(|a, b| a.0.total_cmp(&b.0));
-        if let (None, Some((tput, c))) = (args.rate, own_peak) {
-            for f in OPEN_LOOP_FRACTIONS.into_iter().filter(|_| tput > 0.0) {
+        if let (None, Some((tput, c))) = (args.rate, own_peak.filter(|(tput, _)| *tput > 0.0)) {
+            for f in OPEN_LOOP_FRACTIONS {
                 let rate = tput * f;
                 let label = format!("axum baseline open loop {rate:.0}/s");
                 let raw = open_loop(Arc::clone(&ping), rate, OPEN_LOOP_IN_FLIGHT, phase, &label).await?;

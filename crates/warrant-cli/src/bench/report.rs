@@ -157,7 +157,9 @@ impl Ratio {
 pub struct OpenLoop {
     /// Requests per second asked.
     pub rate_per_s: f64,
-    /// That rate as a fraction of the authorize peak (`None`: given with `--rate`).
+    /// That rate as a fraction of a peak (`None`: given with `--rate`): the authorize
+    /// peak's, except for [`Report::baseline_open_loop_own`], where it is the endpoint's
+    /// own; [`OpenLoop::basis`] says which.
     pub fraction_of_peak: Option<f64>,
     /// Where the rate comes from.
     pub basis: String,
@@ -177,14 +179,17 @@ pub struct OpenLoop {
     pub latency: Latency,
     /// Latency from the actual send time.
     pub service_latency: Latency,
-    /// How late the client sent, against the schedule.
+    /// How late the client sent, against the schedule: its own pacing on the shared
+    /// cores, and any wait for a free slot once [`OpenLoop::max_in_flight`] requests are
+    /// in flight (a backlog of the server's making).
     pub send_lag: Latency,
     /// The p99 target, milliseconds.
     pub p99_target_ms: f64,
     /// Whether p99 (from the intended send time) is under the target, with no failure.
     pub p99_met: bool,
-    /// Whether the client itself sent late: its send lag's p99 over the p99 target, so
-    /// the point's latencies measure the client on these cores as much as the server.
+    /// Whether the client sent late: its send lag's p99 over the p99 target, so the
+    /// point's latencies hold the client's pacing on these cores, or a backlog past
+    /// `max_in_flight`, as well as the server's answers.
     pub client_late: bool,
     /// The audit appends of the measured window, read from the servers' metrics; `None`
     /// when they could not be read (and for the gateway's points).
@@ -195,6 +200,7 @@ impl OpenLoop {
     /// The point from what the open loop measured.
     pub fn new(raw: &OpenRaw, fraction_of_peak: Option<f64>, basis: String, max_in_flight: usize) -> OpenLoop {
         let latency = Latency::of(&raw.raw.latency);
+        let send_lag = Latency::of(&raw.lag);
         OpenLoop {
             rate_per_s: raw.rate,
             fraction_of_peak,
@@ -207,10 +213,10 @@ impl OpenLoop {
             achieved_per_s: raw.raw.throughput(),
             latency,
             service_latency: Latency::of(&raw.service),
-            send_lag: Latency::of(&raw.lag),
+            send_lag,
             p99_target_ms: P99_TARGET_MS,
             p99_met: raw.raw.errors == 0 && latency.count > 0 && latency.p99_ms < P99_TARGET_MS,
-            client_late: Latency::of(&raw.lag).p99_ms > P99_TARGET_MS,
+            client_late: send_lag.p99_ms > P99_TARGET_MS,
             commits: None,
         }
     }
@@ -611,6 +617,7 @@ pub fn print(report: &Report) {
                 report.baseline_label()
             );
             outln!("{}", table(&header, rows(&report.baseline_open_loop)));
+            outln!("basis: the rates of the authorize points above");
         }
         if let Some(first) = report.baseline_open_loop_own.first() {
             outln!("\n{} at the same fractions of its own peak", report.baseline_label());
@@ -624,7 +631,7 @@ pub fn print(report: &Report) {
             all.filter(|(_, o)| o.client_late).map(|(what, o)| format!("{what} {:.0}/s", o.rate_per_s)).collect();
         if !late.is_empty() {
             outln!(
-                "the client sent late (send lag p99 over {P99_TARGET_MS} ms) at {}: there its own share of the cores is in the latencies",
+                "the client sent late (send lag p99 over {P99_TARGET_MS} ms) at {}: its pacing on these cores, or a wait for a free in-flight slot, is in those latencies",
                 late.join(", ")
             );
         }
@@ -633,23 +640,23 @@ pub fn print(report: &Report) {
                 outln!("{}", commits_line(o.rate_per_s, w));
             }
         }
-        for o in report.open_loop.iter().filter(|o| o.fraction_of_peak.is_none_or(|f| f == P99_TARGET_FRACTION)) {
+        // The endpoint's points were pushed beside authorize's, in the same order.
+        let late = |b: &OpenLoop| if b.client_late { " (client late)" } else { "" };
+        for (i, o) in report.open_loop.iter().enumerate() {
+            if o.fraction_of_peak.is_some_and(|f| f != P99_TARGET_FRACTION) {
+                continue;
+            }
             let floor = report
                 .baseline_open_loop
-                .iter()
-                .find(|b| b.rate_per_s == o.rate_per_s)
-                .map(|b| format!("; the endpoint at the same rate: p99 {} ms", ms(b.latency.p99_ms)))
+                .get(i)
+                .map(|b| format!("; the endpoint at the same rate: p99 {} ms{}", ms(b.latency.p99_ms), late(b)))
                 .unwrap_or_default();
             let own = report
                 .baseline_open_loop_own
-                .iter()
-                .find(|b| b.fraction_of_peak.is_some() && b.fraction_of_peak == o.fraction_of_peak)
+                .get(i)
                 .map(|b| {
-                    format!(
-                        "; at the same share of its own peak ({:.0}/s): p99 {} ms",
-                        b.rate_per_s,
-                        ms(b.latency.p99_ms)
-                    )
+                    let (rate, p99) = (b.rate_per_s, ms(b.latency.p99_ms));
+                    format!("; at the same share of its own peak ({rate:.0}/s): p99 {p99} ms{}", late(b))
                 })
                 .unwrap_or_default();
             outln!(
