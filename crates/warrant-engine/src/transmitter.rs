@@ -268,6 +268,8 @@ pub struct Transmitter {
     backoff: Mutex<HashMap<String, Backoff>>,
     /// Push streams with a delivery round running.
     pushing: Mutex<BTreeSet<String>>,
+    /// Push rounds started since the server started.
+    rounds: std::sync::atomic::AtomicU64,
     wake: tokio::sync::Notify,
     /// Whether this server delivers push streams (one server of a shared database).
     lead: Arc<crate::lead::Lead>,
@@ -327,6 +329,7 @@ impl Transmitter {
             lead: parts.lead,
             backoff: Mutex::new(HashMap::new()),
             pushing: Mutex::new(BTreeSet::new()),
+            rounds: std::sync::atomic::AtomicU64::new(0),
             wake: tokio::sync::Notify::new(),
         }
     }
@@ -637,6 +640,7 @@ impl Transmitter {
                 // delivers them too: they need no round of their own.
                 while matches!(revocations.try_recv(), Ok(_) | Err(TryRecvError::Lagged(_))) {}
                 last_round = Some(Instant::now());
+                self.rounds.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 Arc::clone(&self).push_once();
                 if pruned.elapsed() >= PRUNE_EVERY {
                     pruned = Instant::now();
@@ -649,6 +653,12 @@ impl Transmitter {
                 () = tokio::time::sleep(PUSH_TICK) => {}
             }
         }
+    }
+
+    /// How many rounds of push delivery the push loop has started (each reads the streams
+    /// from the store once): a burst of revocations takes one, not one each.
+    pub fn push_rounds(&self) -> u64 {
+        self.rounds.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Drops the events every stream has received, and those older than

@@ -45,6 +45,7 @@ pub struct Metrics {
     in_flight: IntGauge,
     shed: IntGauge,
     store_waiting: IntGauge,
+    ssf_push_rounds: IntGauge,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(
@@ -106,6 +107,10 @@ impl Metrics {
                 "warrant_store_waiting",
                 "store calls waiting for a free database connection (SQLite: reads; PostgreSQL: every call)",
             )?,
+            ssf_push_rounds: gauge(
+                "warrant_ssf_push_rounds",
+                "Shared Signals push delivery rounds started since start (each reads the streams once)",
+            )?,
             registry: r,
         })
     }
@@ -159,6 +164,7 @@ impl Metrics {
         let m = audit.metrics();
         self.audit_head.set(to_i64(m.head_seq()));
         self.audit_batches.set(to_i64(m.batches()));
+        self.ssf_push_rounds.set(to_i64(engine.transmitter().push_rounds()));
         self.audit_failed_batches.set(to_i64(m.failed_batches()));
         self.audit_commit_seconds.set(m.last_commit_latency().as_secs_f64());
         self.policy_version.set(engine.policy().current().map(|c| c.version).unwrap_or(0));

@@ -9,24 +9,13 @@ use std::time::Duration;
 
 use warrant_engine::{DecisionCode, NewPep, Outcome};
 
-use crate::harness::{Ask, Harness, RevocationKind};
+use crate::harness::{wait_until, Ask, Harness, RevocationKind};
 
 /// Two engines on one database, or `None` when the PostgreSQL tests are skipped.
 async fn pair() -> Option<(Harness, Harness)> {
     let a = Harness::start_on_postgres(|_| {}).await?;
     let b = a.replica().await;
     Some((a, b))
-}
-
-/// Waits, checking every 50 ms, until `done` holds; fails with `what` after `limit`. (What
-/// it waits for is the background loops' real-time intervals and the lock's connection.)
-async fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let mut waited = Duration::ZERO;
-    while !done() {
-        assert!(waited < limit, "{what} within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        waited += Duration::from_millis(50);
-    }
 }
 
 /// A session of its own on `h`'s database, as an operator's `psql` would have.

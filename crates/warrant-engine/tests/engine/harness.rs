@@ -699,3 +699,15 @@ impl Harness {
         self.engine.governance().active_about(agent.id.as_str()).into_iter().filter(|f| f.kind == kind).collect()
     }
 }
+
+/// Waits, checking every 50 ms, until `done` holds; fails with `what` after `limit`. (What
+/// it waits for is the background loops' real-time intervals and the lock's connection.)
+pub async fn wait_until(limit: std::time::Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let step = std::time::Duration::from_millis(50);
+    let mut waited = std::time::Duration::ZERO;
+    while !done() {
+        assert!(waited < limit, "{what} within {limit:?}");
+        tokio::time::sleep(step).await;
+        waited += step;
+    }
+}

@@ -3,11 +3,14 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
+use warrant_core::UnixTime;
+use warrant_engine::events::EventKind;
 use warrant_engine::transmitter::{Delivery, Owner, PollRequest, StreamRequest, POLL};
 use warrant_store::RevocationKind;
 
-use crate::harness::Harness;
+use crate::harness::{wait_until, Harness};
 
 fn poll_stream() -> StreamRequest {
     StreamRequest {
@@ -86,5 +89,28 @@ async fn the_push_loop_follows_revocations_not_decisions() {
     let h = Harness::start().await;
     let background = h.start_background();
     assert!(!h.events().has_subscribers(), "a background loop listens to every event");
+    background.shutdown().await;
+}
+
+/// The revocations of a burst are delivered by one push round, which reads the streams
+/// from the store once for all of them; a round per revocation made the store read the
+/// streams some 1 800 times a second at 64 connections. (The runtime has one thread, so
+/// the burst is published before the loop can take any of it.)
+#[tokio::test]
+async fn a_burst_of_revocations_takes_one_push_round() {
+    let h = Harness::start().await;
+    let background = h.start_background();
+    let transmitter = h.engine().transmitter();
+    wait_until(Duration::from_secs(10), "the round at start", || transmitter.push_rounds() >= 1).await;
+    let before = transmitter.push_rounds();
+    for _ in 0..50 {
+        h.events().publish_with(EventKind::Revocation, UnixTime(1), None, || serde_json::Value::Null);
+    }
+    wait_until(Duration::from_secs(10), "a round for the burst", || transmitter.push_rounds() > before).await;
+    // Time for any further round the burst would start.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rounds = transmitter.push_rounds() - before;
+    // One for the burst; at most one more, the loop's tick (once a second) falling here.
+    assert!(rounds <= 2, "{rounds} push rounds for a burst of 50 revocations");
     background.shutdown().await;
 }

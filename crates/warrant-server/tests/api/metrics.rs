@@ -61,6 +61,9 @@ async fn metrics_count_decisions_revocations_and_audit() {
     // Nothing waits for a database connection between requests.
     assert_eq!(sample(text, "warrant_store_waiting"), 0.0);
     assert!(sample(text, "warrant_policy_version") >= 1.0);
+    // Exposed whether or not this server delivers push streams (on a shared database,
+    // only the leader starts rounds).
+    assert!(sample(text, "warrant_ssf_push_rounds") >= 0.0);
     // Every record this server made durable is counted once in the per-record histograms
     // of append times and of waits (the server started on an empty log), and every
     // append once in the per-append one; the decisions' appends were well under 5 s, and
