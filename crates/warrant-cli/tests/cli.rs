@@ -537,34 +537,17 @@ fn serve_refuses_a_wrong_kek() {
     assert!(stderr.contains("does not open") && !stderr.contains("panicked"), "{stderr}");
 }
 
+#[cfg(target_os = "linux")]
+#[path = "../../warrant-store/tests/support/threads.rs"]
+mod threads;
+#[cfg(target_os = "linux")]
+use threads::may_take_nice;
+
 /// The nice values of a process's threads named `name` (cut to 15 bytes, as the kernel
 /// keeps it).
 #[cfg(target_os = "linux")]
 fn thread_nices(pid: u32, name: &str) -> Vec<i32> {
-    let mut nices = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let task = task.unwrap().path();
-        let (Ok(comm), Ok(stat)) =
-            (std::fs::read_to_string(task.join("comm")), std::fs::read_to_string(task.join("stat")))
-        else {
-            continue; // a thread that ended meanwhile
-        };
-        if comm.trim() == name {
-            // After the name in parentheses, the nice value is the 17th field.
-            let (_, rest) = stat.rsplit_once(')').unwrap();
-            nices.push(rest.split_whitespace().nth(16).unwrap().parse().unwrap());
-        }
-    }
-    nices
-}
-
-/// Whether a thread of this process may take nice `nice` (a thread starts at its creator's
-/// value, and the server is a child with this process's privileges and limits).
-#[cfg(target_os = "linux")]
-fn may_take_nice(nice: i32) -> bool {
-    std::thread::spawn(move || rustix::process::setpriority_process(Some(rustix::thread::gettid()), nice).is_ok())
-        .join()
-        .unwrap()
+    threads::threads(&pid.to_string()).into_iter().filter(|t| t.name == name).map(|t| t.nice).collect()
 }
 
 /// `--writer-nice` sets the nice value of the SQLite commit thread and of no other; by

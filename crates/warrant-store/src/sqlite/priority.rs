@@ -158,30 +158,19 @@ fn raise(nice: i32) -> WriterPriority {
     WriterPriority::Unsupported { nice }
 }
 
+/// `/proc`'s view of a process's threads, shared with the server's and the CLI's tests.
+#[cfg(test)]
+#[cfg(target_os = "linux")]
+#[path = "../../tests/support/threads.rs"]
+mod threads;
+
 #[cfg(test)]
 mod tests {
     use super::{raise_this_thread, InvalidNice, WriterNice, WriterPriority};
     use crate::sqlite::{SqliteOptions, SqliteStore};
 
-    /// A thread's nice value and name, as the kernel shows them.
     #[cfg(target_os = "linux")]
-    fn thread_nice_and_name(thread: i32) -> (i32, String) {
-        let stat = std::fs::read_to_string(format!("/proc/self/task/{thread}/stat")).unwrap();
-        let name = std::fs::read_to_string(format!("/proc/self/task/{thread}/comm")).unwrap();
-        // After the name in parentheses: state is field 3, nice field 19.
-        let (_, rest) = stat.rsplit_once(')').unwrap();
-        let nice = rest.split_whitespace().nth(16).unwrap().parse().unwrap();
-        (nice, name.trim().to_owned())
-    }
-
-    /// Whether a thread of this process may take nice `nice` (a new thread starts at its
-    /// creator's value): one tries.
-    #[cfg(target_os = "linux")]
-    fn may_take(nice: i32) -> bool {
-        std::thread::spawn(move || rustix::process::setpriority_process(Some(rustix::thread::gettid()), nice).is_ok())
-            .join()
-            .unwrap()
-    }
+    use super::threads::{may_take_nice as may_take, threads, ProcThread};
 
     /// The store's writer, and only it, runs at the nice value asked, and writes as
     /// before; where the system refuses, the store says why and works all the same; a
@@ -198,11 +187,9 @@ mod tests {
             WriterPriority::Raised { nice, thread } => {
                 assert!(own > -5, "raised from {own}");
                 assert_eq!(nice, -5);
-                assert_eq!(
-                    thread_nice_and_name(thread),
-                    (-5, "warrant-sqlite-".to_owned()),
-                    "the writer thread (its name cut to 15 bytes)"
-                );
+                let writer = threads("self").into_iter().find(|t| t.tid == thread);
+                let expected = ProcThread { tid: thread, name: "warrant-sqlite-".to_owned(), nice: -5 };
+                assert_eq!(writer, Some(expected), "the writer thread (its name cut to 15 bytes)");
                 assert_eq!(super::this_thread_nice(), Some(own), "only the writer is raised");
                 assert_eq!(store.writer_nice(), Some(-5), "the value it runs at, as the store reports it");
             }
