@@ -844,9 +844,15 @@ fn bench_runs_every_scenario_against_its_own_server() {
         assert!(commits["records_over_target"].as_u64().unwrap() <= records, "{commits}");
         assert!(commits["records_waited_over_target"].as_u64().unwrap() <= records, "{commits}");
         assert!(commits["wait_mean_ms"].as_f64().unwrap() > 0.0, "{commits}");
+        let decisions = commits["decisions"].as_u64().unwrap();
+        assert!(decisions > 0 && commits["decisions_over_target"].as_u64().unwrap() <= decisions, "{commits}");
+        // The decisions' p99 in the server: one of the histogram's bounds, or over them all.
+        let p99 = commits["decision_p99_at_most_ms"].as_f64();
+        assert!(p99.is_none_or(|ms| ms > 0.0 && ms <= 1000.0), "{commits}");
         assert_eq!(commits["target_ms"], 2.0, "{commits}");
     }
     assert!(out.contains("kept their callers waiting over 2 ms from queued to durable"), "{out}");
+    assert!(out.contains("in the server (parsed request to decision)"), "{out}");
     // The endpoint on the same schedule before each point: the tail's floor at that rate.
     let floor_tail = report["baseline_open_loop"].as_array().unwrap();
     let rates = |points: &[Value]| points.iter().map(|o| o["rate_per_s"].as_f64().unwrap()).collect::<Vec<_>>();

@@ -73,6 +73,13 @@ pub struct CommitWindow {
     /// Their mean time in the server, from the parsed request to the decision, the
     /// record's wait included, milliseconds (0 without a decision).
     pub decision_mean_ms: f64,
+    /// Decisions that took longer than the target in the server (parsed request to
+    /// decision, the record's wait included).
+    pub decisions_over_target: u64,
+    /// The bucket bound the decisions' p99 in the server is at most, milliseconds: the
+    /// lowest bound holding 99% of them (summed over the servers read). `None` without a
+    /// decision, or when the p99 is above the last bound.
+    pub decision_p99_at_most_ms: Option<f64>,
     /// The target, milliseconds.
     pub target_ms: f64,
     /// The bucket of the slowest append; `None` when there was none.
@@ -83,6 +90,11 @@ impl CommitWindow {
     /// The share of the records whose append took longer than the target.
     pub fn share_over_target(&self) -> f64 {
         share(self.records_over_target, self.records)
+    }
+
+    /// The share of the decisions that took longer than the target in the server.
+    pub fn share_decisions_over_target(&self) -> f64 {
+        share(self.decisions_over_target, self.decisions)
     }
 
     /// The share of the records whose callers waited longer than the target for them.
@@ -191,6 +203,7 @@ fn histogram(text: &str, name: &str) -> Result<Buckets, String> {
 pub fn window(pairs: &[(Reading, Reading)], target_ms: f64) -> Result<CommitWindow, String> {
     let mut out = CommitWindow { target_ms, ..CommitWindow::default() };
     let (mut append_seconds, mut wait_seconds, mut decision_seconds) = (0.0, 0.0, 0.0);
+    let mut all_decisions: Option<Buckets> = None;
     for (before, after) in pairs {
         let appends = diff(&before.appends, &after.appends)?;
         let records = diff(&before.records, &after.records)?;
@@ -198,6 +211,11 @@ pub fn window(pairs: &[(Reading, Reading)], target_ms: f64) -> Result<CommitWind
         let decisions = diff(&before.decisions, &after.decisions)?;
         out.decisions += decisions.count;
         decision_seconds += decisions.sum;
+        out.decisions_over_target += over(&decisions, target_ms)?;
+        all_decisions = Some(match all_decisions {
+            None => decisions,
+            Some(seen) => add(&seen, &decisions)?,
+        });
         out.appends += appends.count;
         out.records += records.count;
         append_seconds += appends.sum;
@@ -218,7 +236,28 @@ pub fn window(pairs: &[(Reading, Reading)], target_ms: f64) -> Result<CommitWind
     out.append_mean_ms = mean_ms(append_seconds, out.appends);
     out.wait_mean_ms = mean_ms(wait_seconds, out.records);
     out.decision_mean_ms = mean_ms(decision_seconds, out.decisions);
+    out.decision_p99_at_most_ms = all_decisions.as_ref().and_then(|b| at_most(b, 0.99));
     Ok(out)
+}
+
+/// Two servers' histograms of the same bounds, summed.
+fn add(a: &Buckets, b: &Buckets) -> Result<Buckets, String> {
+    if a.bounds.len() != b.bounds.len() || a.bounds.iter().zip(&b.bounds).any(|(x, y)| x.0 != y.0) {
+        return Err("the servers' histograms have different buckets".into());
+    }
+    let bounds = a.bounds.iter().zip(&b.bounds).map(|(&(le, x), &(_, y))| (le, x + y)).collect();
+    Ok(Buckets { bounds, count: a.count + b.count, sum: a.sum + b.sum })
+}
+
+/// The lowest bound, in milliseconds, at or under which `quantile` of the observations
+/// fall; `None` without an observation, or when it is above the last bound.
+fn at_most(b: &Buckets, quantile: f64) -> Option<f64> {
+    if b.count == 0 {
+        return None;
+    }
+    let needed = (b.count as f64 * quantile).ceil() as u64;
+    // Rounded to the microsecond: the bounds are given in seconds.
+    b.bounds.iter().find(|(_, n)| *n >= needed).map(|(le, _)| (le * 1e6).round() / 1000.0)
 }
 
 fn diff(before: &Buckets, after: &Buckets) -> Result<Buckets, String> {
@@ -315,6 +354,29 @@ mod tests {
         assert_eq!(w.decisions, 1000);
         assert!((w.decision_mean_ms - 1.0).abs() < 1e-9, "{}", w.decision_mean_ms);
         assert!(w.writes_exceed_p99());
+    }
+
+    #[test]
+    fn the_decisions_over_the_target_and_their_p99_bucket_are_read() {
+        let before = parse(&text3([0; 4], [0; 4], [0; 4])).unwrap();
+        // (The made-up decisions' histogram is the waits'.) 1 000 decisions: 980 within
+        // 0.5 ms, 15 more within 2 ms, 5 within 50 ms: the p99 is at most 2 ms.
+        let after = parse(&text3([10; 4], [1000; 4], [980, 995, 1000, 1000])).unwrap();
+        let w = window(&[(before.clone(), after)], 2.0).unwrap();
+        assert_eq!(w.decisions_over_target, 5);
+        assert!((w.share_decisions_over_target() - 0.005).abs() < 1e-12);
+        assert_eq!(w.decision_p99_at_most_ms, Some(2.0));
+        // Two servers, one of them slow: 1 980 of 2 000 within 2 ms, as many as 99% needs.
+        let slow = parse(&text3([10; 4], [1000; 4], [0, 980, 1000, 1000])).unwrap();
+        let fast = parse(&text3([10; 4], [1000; 4], [1000; 4])).unwrap();
+        let w = window(&[(before.clone(), slow.clone()), (before.clone(), fast)], 2.0).unwrap();
+        assert_eq!((w.decisions, w.decisions_over_target, w.decision_p99_at_most_ms), (2000, 20, Some(2.0)));
+        // Alone, the slow one's p99 is over 2 ms (980 of 1 000 within it); 50 ms holds it.
+        assert_eq!(window(&[(before.clone(), slow)], 2.0).unwrap().decision_p99_at_most_ms, Some(50.0));
+        // Over the last bound, or no decision: no bound to give.
+        let beyond = parse(&text3([10; 4], [1000; 4], [0, 0, 900, 1000])).unwrap();
+        assert_eq!(window(&[(before.clone(), beyond)], 2.0).unwrap().decision_p99_at_most_ms, None);
+        assert_eq!(window(&[(before.clone(), before)], 2.0).unwrap().decision_p99_at_most_ms, None);
     }
 
     #[test]

@@ -697,8 +697,13 @@ fn commits_line(rate: f64, w: &super::commits::CommitWindow) -> String {
     } else {
         "the audit log leaves p99 to the rest of the path"
     };
+    let p99 = match w.decision_p99_at_most_ms {
+        Some(ms) => format!("p99 at most {ms} ms"),
+        None if w.decisions > 0 => "p99 over the last bucket".to_owned(),
+        None => "no decision".to_owned(),
+    };
     format!(
-        "audit log at {rate:.0}/s: {} records in {} appends (mean {:.2} ms); {} records ({:.2}%) kept their callers waiting over {} ms from queued to durable (mean wait {:.2} ms), {} ({:.2}%) in an append over {} ms itself{slowest}: {verdict}",
+        "audit log at {rate:.0}/s: {} records in {} appends (mean {:.2} ms); {} records ({:.2}%) kept their callers waiting over {} ms from queued to durable (mean wait {:.2} ms), {} ({:.2}%) in an append over {} ms itself{slowest}: {verdict}; in the server (parsed request to decision) {} decisions ({:.2}%) took over {} ms, {p99}",
         w.records,
         w.appends,
         w.append_mean_ms,
@@ -708,6 +713,9 @@ fn commits_line(rate: f64, w: &super::commits::CommitWindow) -> String {
         w.wait_mean_ms,
         w.records_over_target,
         w.share_over_target() * 100.0,
+        w.target_ms,
+        w.decisions_over_target,
+        w.share_decisions_over_target() * 100.0,
         w.target_ms,
     )
 }
