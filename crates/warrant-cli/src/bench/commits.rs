@@ -306,18 +306,23 @@ fn slowest(b: &Buckets) -> Option<Slowest> {
 mod tests {
     use super::*;
 
-    /// Prometheus text of the three histograms: `appends`, `records` and `waits` are
-    /// cumulative counts at 0.5, 2 and 50 ms, then the total; each observation's sum is
-    /// 1 ms.
-    fn text3(appends: [u64; 4], records: [u64; 4], waits: [u64; 4]) -> String {
+    /// Prometheus text of the four histograms: `appends`, `records`, `waits` and
+    /// `decisions` are cumulative counts at 0.5, 2 and 50 ms, then the total; each
+    /// observation's sum is 1 ms.
+    fn text4(appends: [u64; 4], records: [u64; 4], waits: [u64; 4], decisions: [u64; 4]) -> String {
         let mut out = String::from("# TYPE x gauge\nwarrant_audit_head_seq 9\n");
-        for (name, counts) in [(APPENDS, appends), (RECORDS, records), (WAITS, waits), (DECISIONS, waits)] {
+        for (name, counts) in [(APPENDS, appends), (RECORDS, records), (WAITS, waits), (DECISIONS, decisions)] {
             for (le, n) in ["0.0005", "0.002", "0.05", "+Inf"].iter().zip(counts) {
                 out.push_str(&format!("{name}_bucket{{le=\"{le}\"}} {n}\n"));
             }
             out.push_str(&format!("{name}_sum {}\n{name}_count {}\n", counts[3] as f64 / 1000.0, counts[3]));
         }
         out
+    }
+
+    /// [`text4`] with one decision per record, taking as long as its record's wait.
+    fn text3(appends: [u64; 4], records: [u64; 4], waits: [u64; 4]) -> String {
+        text4(appends, records, waits, waits)
     }
 
     /// [`text3`] with every record waiting exactly its append's time.
@@ -359,22 +364,22 @@ mod tests {
     #[test]
     fn the_decisions_over_the_target_and_their_p99_bucket_are_read() {
         let before = parse(&text3([0; 4], [0; 4], [0; 4])).unwrap();
-        // (The made-up decisions' histogram is the waits'.) 1 000 decisions: 980 within
-        // 0.5 ms, 15 more within 2 ms, 5 within 50 ms: the p99 is at most 2 ms.
-        let after = parse(&text3([10; 4], [1000; 4], [980, 995, 1000, 1000])).unwrap();
+        // Every record durable within 0.5 ms, but of the 1 000 decisions 980 within 0.5 ms,
+        // 15 more within 2 ms, 5 within 50 ms: the p99 is at most 2 ms.
+        let after = parse(&text4([10; 4], [1000; 4], [1000; 4], [980, 995, 1000, 1000])).unwrap();
         let w = window(&[(before.clone(), after)], 2.0).unwrap();
-        assert_eq!(w.decisions_over_target, 5);
+        assert_eq!((w.records_waited_over_target, w.decisions_over_target), (0, 5));
         assert!((w.share_decisions_over_target() - 0.005).abs() < 1e-12);
         assert_eq!(w.decision_p99_at_most_ms, Some(2.0));
         // Two servers, one of them slow: 1 980 of 2 000 within 2 ms, as many as 99% needs.
-        let slow = parse(&text3([10; 4], [1000; 4], [0, 980, 1000, 1000])).unwrap();
+        let slow = parse(&text4([10; 4], [1000; 4], [1000; 4], [0, 980, 1000, 1000])).unwrap();
         let fast = parse(&text3([10; 4], [1000; 4], [1000; 4])).unwrap();
         let w = window(&[(before.clone(), slow.clone()), (before.clone(), fast)], 2.0).unwrap();
         assert_eq!((w.decisions, w.decisions_over_target, w.decision_p99_at_most_ms), (2000, 20, Some(2.0)));
         // Alone, the slow one's p99 is over 2 ms (980 of 1 000 within it); 50 ms holds it.
         assert_eq!(window(&[(before.clone(), slow)], 2.0).unwrap().decision_p99_at_most_ms, Some(50.0));
         // Over the last bound, or no decision: no bound to give.
-        let beyond = parse(&text3([10; 4], [1000; 4], [0, 0, 900, 1000])).unwrap();
+        let beyond = parse(&text4([10; 4], [1000; 4], [1000; 4], [0, 0, 900, 1000])).unwrap();
         assert_eq!(window(&[(before.clone(), beyond)], 2.0).unwrap().decision_p99_at_most_ms, None);
         assert_eq!(window(&[(before.clone(), before)], 2.0).unwrap().decision_p99_at_most_ms, None);
     }

@@ -679,7 +679,8 @@ pub fn print(report: &Report) {
 
 /// What the audit log's part of an open-loop point says about its p99: how many records
 /// kept their callers waiting longer than the target, and whether that alone puts the
-/// p99 over it.
+/// p99 over it; then how many decisions took longer than the target in the server, the
+/// record's wait included, and the histogram bound their p99 is at most.
 fn commits_line(rate: f64, w: &super::commits::CommitWindow) -> String {
     let slowest = match w.slowest {
         Some(super::commits::Slowest { over_ms, at_most_ms: Some(at_most) }) => {
@@ -699,7 +700,7 @@ fn commits_line(rate: f64, w: &super::commits::CommitWindow) -> String {
     };
     let p99 = match w.decision_p99_at_most_ms {
         Some(ms) => format!("p99 at most {ms} ms"),
-        None if w.decisions > 0 => "p99 over the last bucket".to_owned(),
+        None if w.decisions > 0 => "p99 over the histogram's last bound".to_owned(),
         None => "no decision".to_owned(),
     };
     format!(
