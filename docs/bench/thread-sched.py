@@ -9,16 +9,20 @@
         context switches).
 
     thread-sched.py summary SERVER_FILE BENCH_FILE
-        Over the window in which the `warrant bench` process (BENCH_FILE) had its
-        open-loop thread (`bench-open-loop`), from 1.5 s after it appeared (the warm-up)
-        to its end, prints per thread name, for the server (SERVER_FILE) and the bench:
+        For each open-loop point of the `warrant bench` process (BENCH_FILE), in order:
+        over the window in which its open-loop thread (`bench-open-loop`, one per point)
+        ran, from 1.5 s after it appeared (the warm-up) to its end, prints per thread
+        name, for the server (SERVER_FILE) and the bench:
         the share of the window spent on a core and spent waiting for one, slices per
         second, the mean wait and run per slice, and involuntary switches per second. A
         thread started inside the window counts from zero, one that ended inside it up to
         its last sample (so at most 0.5 s of its life is missed); before section 32 the
         summary left both out, and section 31's figures were taken that way.
 
-Section 31 of BENCHMARKS.md samples the served `warrant serve` and `warrant bench` this way.
+Sections 31 and 37 of BENCHMARKS.md sample the served `warrant serve` and `warrant bench`
+this way. Since section 36 the harness drives its baseline endpoint open-loop before each
+authorize point: with `--rate R` the first point is the endpoint's and the second
+authorize's.
 """
 
 import collections
@@ -75,15 +79,26 @@ def nearest(samples, t):
 def summary(server_path, bench_path):
     bench = load(bench_path)
     server = load(server_path)
-    open_loop = [s["t"] for s in bench if any(v[0] == "bench-open-loop" for v in s["threads"].values())]
-    if not open_loop:
+    # Each open-loop point runs its own scheduler thread: one window per thread, in order.
+    spans = {}
+    for s in bench:
+        for tid, v in s["threads"].items():
+            if v[0] == "bench-open-loop":
+                spans.setdefault(tid, [s["t"], s["t"]])[1] = s["t"]
+    if not spans:
         sys.exit("the bench had no open-loop thread in these samples")
-    start, end = open_loop[0] + 1.5, open_loop[-1]
+    for n, (first, last) in enumerate(sorted(spans.values()), start=1):
+        print(f"open-loop point {n} of {len(spans)}")
+        window(server, bench, first + 1.5, last)
+
+
+def window(server, bench, start, end):
     for who, samples in (("server", server), ("bench", bench)):
         a, b = nearest(samples, start), nearest(samples, end)
         span = b["t"] - a["t"]
         if span <= 0:
-            sys.exit(f"no {who} samples span the window")
+            print(f"{who}: no samples span the window")
+            continue
         # Each thread from its value at the window's start (zero for one started since)
         # to its last sample in the window (the window's end, or just before it ended).
         first, last = {}, {}
