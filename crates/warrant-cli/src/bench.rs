@@ -574,10 +574,8 @@ async fn measure(
         for (rate, fraction, basis) in rates {
             // The endpoint first, on the same schedule: the tail this client and machine
             // give a server that does nothing at this rate.
-            let label = format!("axum baseline open loop {rate:.0}/s");
-            let raw = open_loop(Arc::clone(&ping), rate, OPEN_LOOP_IN_FLIGHT, phase, &label).await?;
             let at = format!("the rate of authorize's point: {basis}");
-            report.baseline_open_loop.push(OpenLoop::new(&raw, fraction, at, OPEN_LOOP_IN_FLIGHT));
+            report.baseline_open_loop.push(endpoint_open_loop(&ping, rate, fraction, at, phase).await?);
             let runner = Arc::new(Runner {
                 http: http.clone(),
                 work: Work::Authorize { urls: authorize_urls.clone(), bodies: bodies.clone() },
@@ -595,15 +593,25 @@ async fn measure(
             report.baseline.iter().map(|p| (p.throughput_per_s, p.concurrency)).max_by(|a, b| a.0.total_cmp(&b.0));
         if let (None, Some((tput, c))) = (args.rate, own_peak.filter(|(tput, _)| *tput > 0.0)) {
             for f in OPEN_LOOP_FRACTIONS {
-                let rate = tput * f;
-                let label = format!("axum baseline open loop {rate:.0}/s");
-                let raw = open_loop(Arc::clone(&ping), rate, OPEN_LOOP_IN_FLIGHT, phase, &label).await?;
                 let basis = format!("{:.0}% of the endpoint's own peak ({tput:.0}/s at concurrency {c})", f * 100.0);
-                report.baseline_open_loop_own.push(OpenLoop::new(&raw, Some(f), basis, OPEN_LOOP_IN_FLIGHT));
+                report.baseline_open_loop_own.push(endpoint_open_loop(&ping, tput * f, Some(f), basis, phase).await?);
             }
         }
     }
     Ok(report)
+}
+
+/// The baseline endpoint driven open-loop at `rate`: a point of `phase`, as authorize's are.
+async fn endpoint_open_loop(
+    ping: &Arc<Runner>,
+    rate: f64,
+    fraction: Option<f64>,
+    basis: String,
+    phase: Phase,
+) -> Result<OpenLoop, BenchError> {
+    let label = format!("axum baseline open loop {rate:.0}/s");
+    let raw = open_loop(Arc::clone(ping), rate, OPEN_LOOP_IN_FLIGHT, phase, &label).await?;
+    Ok(OpenLoop::new(&raw, fraction, basis, OPEN_LOOP_IN_FLIGHT))
 }
 
 /// Runs `point` (a load point of `phase`) and counts the servers' audit appends of its

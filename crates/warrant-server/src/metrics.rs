@@ -164,10 +164,10 @@ impl Metrics {
         let m = audit.metrics();
         self.audit_head.set(to_i64(m.head_seq()));
         self.audit_batches.set(to_i64(m.batches()));
-        self.ssf_push_rounds.set(to_i64(engine.transmitter().push_rounds()));
         self.audit_failed_batches.set(to_i64(m.failed_batches()));
         self.audit_commit_seconds.set(m.last_commit_latency().as_secs_f64());
         self.policy_version.set(engine.policy().current().map(|c| c.version).unwrap_or(0));
+        self.ssf_push_rounds.set(to_i64(engine.transmitter().push_rounds()));
         self.store_waiting.set(to_i64(engine.store_waiting() as u64));
         let times = m.commit_times();
         let mut families = self.registry.gather();

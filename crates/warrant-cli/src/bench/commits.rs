@@ -202,16 +202,15 @@ fn histogram(text: &str, name: &str) -> Result<Buckets, String> {
 /// counted against `target_ms`, which must be one of the histograms' bounds.
 pub fn window(pairs: &[(Reading, Reading)], target_ms: f64) -> Result<CommitWindow, String> {
     let mut out = CommitWindow { target_ms, ..CommitWindow::default() };
-    let (mut append_seconds, mut wait_seconds, mut decision_seconds) = (0.0, 0.0, 0.0);
+    let (mut append_seconds, mut wait_seconds) = (0.0, 0.0);
+    // The decisions of every server, summed: their count, mean, share over the target
+    // and p99 bucket all come from it.
     let mut all_decisions: Option<Buckets> = None;
     for (before, after) in pairs {
         let appends = diff(&before.appends, &after.appends)?;
         let records = diff(&before.records, &after.records)?;
         let waits = diff(&before.waits, &after.waits)?;
         let decisions = diff(&before.decisions, &after.decisions)?;
-        out.decisions += decisions.count;
-        decision_seconds += decisions.sum;
-        out.decisions_over_target += over(&decisions, target_ms)?;
         all_decisions = Some(match all_decisions {
             None => decisions,
             Some(seen) => add(&seen, &decisions)?,
@@ -235,8 +234,12 @@ pub fn window(pairs: &[(Reading, Reading)], target_ms: f64) -> Result<CommitWind
     }
     out.append_mean_ms = mean_ms(append_seconds, out.appends);
     out.wait_mean_ms = mean_ms(wait_seconds, out.records);
-    out.decision_mean_ms = mean_ms(decision_seconds, out.decisions);
-    out.decision_p99_at_most_ms = all_decisions.as_ref().and_then(|b| at_most(b, 0.99));
+    if let Some(decisions) = &all_decisions {
+        out.decisions = decisions.count;
+        out.decision_mean_ms = mean_ms(decisions.sum, decisions.count);
+        out.decisions_over_target = over(decisions, target_ms)?;
+        out.decision_p99_at_most_ms = at_most(decisions, 0.99);
+    }
     Ok(out)
 }
 

@@ -640,8 +640,9 @@ pub fn print(report: &Report) {
                 outln!("{}", commits_line(o.rate_per_s, w));
             }
         }
-        // The endpoint's points were pushed beside authorize's, in the same order.
-        let late = |b: &OpenLoop| if b.client_late { " (client late)" } else { "" };
+        // The endpoint's points were pushed in authorize's order: the same-rate ones beside
+        // them, the own-peak ones after them, fraction for fraction.
+        let late_mark = |b: &OpenLoop| if b.client_late { " (client late)" } else { "" };
         for (i, o) in report.open_loop.iter().enumerate() {
             if o.fraction_of_peak.is_some_and(|f| f != P99_TARGET_FRACTION) {
                 continue;
@@ -649,14 +650,14 @@ pub fn print(report: &Report) {
             let floor = report
                 .baseline_open_loop
                 .get(i)
-                .map(|b| format!("; the endpoint at the same rate: p99 {} ms{}", ms(b.latency.p99_ms), late(b)))
+                .map(|b| format!("; the endpoint at the same rate: p99 {} ms{}", ms(b.latency.p99_ms), late_mark(b)))
                 .unwrap_or_default();
             let own = report
                 .baseline_open_loop_own
                 .get(i)
                 .map(|b| {
                     let (rate, p99) = (b.rate_per_s, ms(b.latency.p99_ms));
-                    format!("; at the same share of its own peak ({rate:.0}/s): p99 {p99} ms{}", late(b))
+                    format!("; at the same share of its own peak ({rate:.0}/s): p99 {p99} ms{}", late_mark(b))
                 })
                 .unwrap_or_default();
             outln!(
